@@ -1,0 +1,28 @@
+# fsslib: two commands on a fresh machine (see README).
+#   make quickstart   train + evaluate the baseline on the offline toy world, write the results table
+#   make test         the whole test suite (unit tests, notebooks under nbval, a papermill smoke run)
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: install quickstart test benchmark strip-notebooks
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[all]"
+	touch $@
+
+quickstart: install
+	$(PY) -m fsslib.runs papermill_runs/quickstart.yaml
+
+test: install
+	$(PY) -m pytest -q tests notebooks --nbval-lax
+
+benchmark: install
+	$(PY) benchmarks/foundation.py
+
+strip-notebooks: install
+	$(VENV)/bin/jupyter nbconvert --clear-output --inplace notebooks/*.ipynb

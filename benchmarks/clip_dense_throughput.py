@@ -1,0 +1,103 @@
+"""Throughput of MaskCLIP dense features (images/s), printed as a Markdown table.
+
+Rows:
+* CPU, toy size (64 x 64): the toy CLIP checkpoints when they exist
+  (``fsslib/checkpoints/toy_clip_{vit,rn}.pt``), else a tiny random ViT.
+* CUDA, paper size (473 x 473): random-weight ViT-B/16 under bf16 autocast, when a GPU
+  is available.
+
+    python benchmarks/clip_dense_throughput.py --threads 2 --batch-size 8 --iterations 10
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from contextlib import nullcontext
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import open_clip
+import torch
+from open_clip.tokenizer import SimpleTokenizer
+
+from fsslib import paths
+from fsslib.clip import ClipBundle, bundle_from_model, load_clip, maskclip_features
+from fsslib.clip.loading import TOY_CHECKPOINT_FILES
+
+TINY_RANDOM_VIT = dict(
+    embed_dim=64,
+    vision_cfg=dict(image_size=64, patch_size=8, width=128, layers=4, head_width=32),
+    text_cfg=dict(context_length=16, width=64, heads=2, layers=1),
+)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads for torch (default: 2)")
+    parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass on CPU (default: 8)")
+    parser.add_argument("--cuda-batch-size", type=int, default=16, help="images per forward pass on CUDA (default: 16)")
+    parser.add_argument("--iterations", type=int, default=10, help="timed forward passes per row (default: 10)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed forward passes per row (default: 2)")
+    parser.add_argument("--toy-size", type=int, default=64, help="CPU image side in pixels (default: 64)")
+    parser.add_argument("--cuda-size", type=int, default=473, help="CUDA image side in pixels (default: 473)")
+    parser.add_argument("--no-cuda", action="store_true", help="skip the CUDA row even if a GPU is present")
+    return parser.parse_args()
+
+
+def toy_bundles() -> list[tuple[str, ClipBundle]]:
+    """The shipped toy checkpoints, or a tiny random ViT when none is trained yet."""
+    bundles = [
+        (name, load_clip(name))
+        for name, filename in TOY_CHECKPOINT_FILES.items()
+        if (paths.CHECKPOINT_DIR / filename).is_file()
+    ]
+    if not bundles:
+        torch.manual_seed(0)
+        model = open_clip.CLIP(**TINY_RANDOM_VIT)
+        bundles = [("tiny random ViT", bundle_from_model(model, SimpleTokenizer(context_length=16), name="tiny"))]
+    return bundles
+
+
+def images_per_second(
+    bundle: ClipBundle, batch_size: int, size: int, iterations: int, warmup: int, autocast: bool
+) -> float:
+    device = bundle.device
+    images = torch.rand(batch_size, 3, size, size, device=device)  # (B, 3, H, W)
+    precision = torch.autocast("cuda", dtype=torch.bfloat16) if autocast else nullcontext()
+    with torch.inference_mode(), precision:
+        for _ in range(warmup):
+            maskclip_features(bundle, images)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(iterations):
+            maskclip_features(bundle, images)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    return batch_size * iterations / (time.perf_counter() - start)
+
+
+def main() -> None:
+    args = parse_args()
+    torch.set_num_threads(args.threads)
+    rows = []
+    for name, bundle in toy_bundles():
+        rate = images_per_second(bundle, args.batch_size, args.toy_size, args.iterations, args.warmup, autocast=False)
+        rows.append((name, f"CPU x{args.threads} threads", f"{args.toy_size}x{args.toy_size}", "fp32",
+                     args.batch_size, rate))
+    if torch.cuda.is_available() and not args.no_cuda:
+        bundle = load_clip("ViT-B-16", device="cuda")
+        rate = images_per_second(
+            bundle, args.cuda_batch_size, args.cuda_size, args.iterations, args.warmup, autocast=True
+        )
+        rows.append(("ViT-B-16 (random weights)", torch.cuda.get_device_name(), f"{args.cuda_size}x{args.cuda_size}",
+                     "bf16 autocast", args.cuda_batch_size, rate))
+    print("| model | device | input | precision | batch | images/s |")
+    print("|---|---|---|---|---|---|")
+    for model, device, size, precision, batch, rate in rows:
+        print(f"| {model} | {device} | {size} | {precision} | {batch} | {rate:.1f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""CLIP text embeddings: prompt templates, ensembled class embeddings, arbitrary prompts.
+
+Class embeddings follow CLIP's prompt ensembling (as MaskCLIP and LFSS use it): every
+template is filled with the class name, each prompt embedding is L2-normalised, the
+normalised embeddings are averaged over templates, and the mean is L2-normalised again:
+
+    t_c = normalise( (1 / T) * sum_t normalise(f_text(template_t(c))) )
+
+LFSS uses MaskCLIP's 85 templates: CLIP's 80 ImageNet templates plus five scene ones.
+"""
+from __future__ import annotations
+
+import weakref
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
+from torch import Tensor, nn
+
+from fsslib.clip.loading import ClipBundle, ClipInputError
+
+IMAGENET_TEMPLATES: tuple[str, ...] = tuple(template("{}") for template in OPENAI_IMAGENET_TEMPLATES)
+MASKCLIP_SCENE_TEMPLATES: tuple[str, ...] = (
+    "there is a {} in the scene.",
+    "there is the {} in the scene.",
+    "this is a {} in the scene.",
+    "this is the {} in the scene.",
+    "this is one {} in the scene.",
+)
+MASKCLIP_TEMPLATES: tuple[str, ...] = IMAGENET_TEMPLATES + MASKCLIP_SCENE_TEMPLATES  # 85, LFSS / MaskCLIP
+PICLIP_TARGET_TEMPLATE = "a photo of {}."  # PI-CLIP VTP, target prompt t_f
+PICLIP_NON_TARGET_TEMPLATE = "a photo without {}."  # PI-CLIP VTP, non-target prompt t_b
+DEFAULT_TEXT_BATCH = 256
+
+_class_embedding_cache: weakref.WeakKeyDictionary[nn.Module, dict[tuple, Tensor]] = weakref.WeakKeyDictionary()
+
+
+def _check_strings(values: Sequence[str], what: str) -> tuple[str, ...]:
+    if isinstance(values, str) or not all(isinstance(value, str) for value in values) or len(values) == 0:
+        raise ClipInputError(
+            f"Expected a non-empty list of strings for {what}, got {values!r:.80}.",
+            f"pass {what} as a list, e.g. ['cat', 'dog'] (a single string must be wrapped: ['cat']).",
+        )
+    return tuple(values)
+
+
+def encode_prompts(bundle: ClipBundle, prompts: Sequence[str], batch_size: int = DEFAULT_TEXT_BATCH) -> Tensor:
+    """Raw (unnormalised) text embeddings (n, D) of prompts, ceil(n / batch_size) forward passes."""
+    prompts = _check_strings(prompts, "prompts")
+    chunks = []
+    with torch.no_grad():
+        for start in range(0, len(prompts), batch_size):
+            tokens = bundle.tokenizer(list(prompts[start : start + batch_size])).to(bundle.device)  # (b, L)
+            chunks.append(bundle.model.encode_text(tokens).float())  # (b, D)
+    return torch.cat(chunks)
+
+
+def prompt_embeddings(bundle: ClipBundle, prompts: Sequence[str], batch_size: int = DEFAULT_TEXT_BATCH) -> Tensor:
+    """L2-normalised text embeddings (n, D) of arbitrary prompts, e.g. PI-CLIP's
+    ``["a photo of cat.", "a photo without cat."]``."""
+    return F.normalize(encode_prompts(bundle, prompts, batch_size), dim=-1)
+
+
+def class_embeddings(
+    bundle: ClipBundle,
+    class_names: Sequence[str],
+    templates: Sequence[str] = MASKCLIP_TEMPLATES,
+    batch_size: int = DEFAULT_TEXT_BATCH,
+) -> Tensor:
+    """Template-ensembled, L2-normalised class embeddings (n_classes, D).
+
+    All ``n_classes * n_templates`` prompts go through the text encoder in batches of
+    ``batch_size``. Results are cached per model (weakly: the cache dies with the model),
+    device, templates and names; the caller gets a copy.
+    """
+    names = _check_strings(class_names, "class names")
+    templates = _check_strings(templates, "templates")
+    malformed = [template for template in templates if template.count("{}") != 1]
+    if malformed:
+        raise ClipInputError(
+            f"Templates must hold exactly one '{{}}' placeholder for the class name; these do not: {malformed[:3]}.",
+            "write templates like 'a photo of a {}.'.",
+        )
+    key = (str(bundle.device), templates, names)
+    per_model = _class_embedding_cache.setdefault(bundle.model, {})
+    if key not in per_model:
+        prompts = [template.format(name) for name in names for template in templates]
+        embeddings = prompt_embeddings(bundle, prompts, batch_size)  # (n * T, D), each normalised
+        embeddings = embeddings.reshape(len(names), len(templates), -1).mean(dim=1)  # (n, D)
+        per_model[key] = F.normalize(embeddings, dim=-1)
+    return per_model[key].clone()
+
+
+def clear_text_cache() -> None:
+    """Forget every cached class embedding."""
+    _class_embedding_cache.clear()

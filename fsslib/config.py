@@ -1,0 +1,129 @@
+"""One flat configuration for every job, filled from a preset (nanoGPT-style).
+
+``make_config(method=..., preset="toy", **overrides)`` starts from the defaults below,
+applies the preset (``toy`` or ``paper``), then the method's own preset values, then
+``smoke`` shrinking, then the explicit overrides. The same functions run both tiers;
+only these values differ.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from fsslib.errors import unknown
+
+TIERS = ("toy", "paper")
+
+
+@dataclass
+class Config:
+    # what to run
+    method: str = "prototype"
+    preset: str = "toy"
+    fold: int = 0
+    shots: int = 1
+    seed: int = 0
+    # data
+    benchmark: str = "toy"
+    coco_folds: str = "interleaved"
+    image_size: int = 64
+    novel_rule: str = "pfenet"
+    data_root: str | None = None  # None: $FSSLIB_DATA/<benchmark root>
+    # evaluation (HSNet protocol)
+    episodes: int = 1000
+    eval_seeds: int = 1  # > 1: seeds seed .. seed+n-1, mean +- std (BAM style)
+    eval_batch_size: int = 16
+    # training
+    epochs: int = 8
+    episodes_per_epoch: int = 1000
+    val_episodes: int = 300
+    batch_size: int = 8
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    poly_power: float = 0.9
+    amp: bool = True  # bf16 autocast on CUDA; always off on the CPU
+    num_workers: int = 0
+    # method options
+    backbone: str = "toy-resnet"
+    backbone_weights: str | None = None  # local file for the paper-tier backbone
+    options: dict[str, Any] = field(default_factory=dict)
+    # run control
+    device: str = "auto"
+    out: str = "runs/latest"
+    ckpt: str | None = None
+    resume: bool = False
+    smoke: bool = False
+    progress: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def tier(self) -> str:
+        return self.preset
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "toy": dict(benchmark="toy", image_size=64, epochs=5, episodes_per_epoch=600, val_episodes=200,
+                batch_size=8, optimizer="adamw", lr=1e-3, weight_decay=1e-4, backbone="toy-resnet"),
+    # PFENet's PASCAL-5i recipe: 473x473, SGD 0.0025, momentum 0.9, wd 1e-4, poly 0.9, batch 4, 200 epochs.
+    "paper": dict(benchmark="pascal", image_size=473, epochs=200, episodes_per_epoch=5953, val_episodes=1000,
+                  batch_size=4, optimizer="sgd", lr=0.0025, weight_decay=1e-4, backbone="resnet50"),
+}
+SMOKE = dict(epochs=1, episodes_per_epoch=24, val_episodes=16, episodes=40, eval_batch_size=8, batch_size=4)
+
+
+def make_config(method: str = "prototype", preset: str = "toy", **overrides: Any) -> Config:
+    """Build a :class:`Config` for ``method`` on ``preset``; ``None`` overrides are ignored."""
+    from fsslib.methods import method_presets
+
+    if preset not in PRESETS:
+        raise unknown("preset", preset, list(PRESETS))
+    valid = {f.name for f in fields(Config)}
+    bad = sorted(set(overrides) - valid)
+    if bad:
+        raise unknown("config field", bad[0], sorted(valid))
+    values: dict[str, Any] = {"method": method, "preset": preset, **PRESETS[preset]}
+    method_values = dict(method_presets(method).get(preset, {}))
+    options = {**method_values.pop("options", {}), **(overrides.pop("options", None) or {})}
+    values.update(method_values)
+    if overrides.get("smoke"):
+        values.update(SMOKE)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return Config(**values, options=options)
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """Expose every :class:`Config` field as ``--field`` (bools as ``--field/--no-field``)."""
+    for f in fields(Config):
+        flag = "--" + f.name.replace("_", "-")
+        if f.name == "options":
+            parser.add_argument(flag, action="append", default=None, metavar="KEY=VALUE",
+                                help="method option (repeatable), e.g. --options prior=vvp")
+        elif f.type in ("bool", bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
+        else:
+            kind = {"int": int, "float": float}.get(str(f.type), str)
+            parser.add_argument(flag, type=kind, default=None)
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    """The :class:`Config` described by parsed command-line arguments."""
+    values = {k: v for k, v in vars(args).items() if v is not None}
+    if "options" in values:
+        values["options"] = dict(_parse_option(item) for item in values["options"])
+    return make_config(**values)
+
+
+def _parse_option(item: str) -> tuple[str, Any]:
+    key, sep, raw = item.partition("=")
+    if not sep:
+        raise unknown("--options entry", item, ["KEY=VALUE"])
+    try:
+        return key, json.loads(raw)
+    except json.JSONDecodeError:
+        return key, raw

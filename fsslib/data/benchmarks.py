@@ -1,0 +1,115 @@
+"""Benchmark definitions: class names, fold splits, roots and the rules of each benchmark.
+
+PASCAL-5i fold ``i`` holds VOC ids ``5i+1 .. 5i+5``; COCO-20i fold ``i`` holds the
+contiguous ids ``{i+1, i+5, ..., i+77}`` (interleaved, PFENet/HSNet/BAM/PI-CLIP) or
+``20i+1 .. 20i+20`` (contiguous, older works); the toy world mirrors PASCAL-5i.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from fsslib.data import toyworld
+from fsslib.errors import unknown
+from fsslib.paths import data_root
+
+PASCAL_CLASSES: tuple[str, ...] = (
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+)
+# How CLIP prompts usually spell the VOC names.
+PASCAL_PROMPT_NAMES: dict[str, str] = {
+    "aeroplane": "airplane", "diningtable": "dining table", "pottedplant": "potted plant", "tvmonitor": "tv monitor",
+}
+COCO_CLASSES: tuple[str, ...] = (
+    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat", "traffic light",
+    "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog", "horse", "sheep", "cow",
+    "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella", "handbag", "tie", "suitcase", "frisbee",
+    "skis", "snowboard", "sports ball", "kite", "baseball bat", "baseball glove", "skateboard", "surfboard",
+    "tennis racket", "bottle", "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple",
+    "sandwich", "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch",
+    "potted plant", "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote", "keyboard", "cell phone",
+    "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors", "teddy bear",
+    "hair drier", "toothbrush",
+)
+COCO_FOLD_CONVENTIONS = ("interleaved", "contiguous")
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """A few-shot segmentation benchmark: its classes, folds, location and rules."""
+
+    name: str
+    class_names: tuple[str, ...]
+    n_folds: int
+    root_name: str  # folder below the data root
+    train_split: str
+    select_split: str  # episodes used for checkpoint selection
+    test_split: str
+    min_class_pixels: int  # PFENet: a class counts in an image only above this many pixels
+    prepare_command: str
+    fold_convention: str = "blocks"
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_names)
+
+    def root(self) -> Path:
+        return data_root() / self.root_name
+
+    def fold_classes(self, fold: int) -> list[int]:
+        """The novel (test) class ids of ``fold``."""
+        if not 0 <= fold < self.n_folds:
+            raise unknown(f"fold of {self.name}", fold, [str(f) for f in range(self.n_folds)])
+        per_fold = self.n_classes // self.n_folds
+        if self.fold_convention == "interleaved":
+            return [fold + 1 + self.n_folds * k for k in range(per_fold)]
+        return list(range(per_fold * fold + 1, per_fold * (fold + 1) + 1))
+
+    def base_classes(self, fold: int) -> list[int]:
+        novel = set(self.fold_classes(fold))
+        return [c for c in range(1, self.n_classes + 1) if c not in novel]
+
+    def class_name(self, class_id: int) -> str:
+        return self.class_names[class_id - 1]
+
+    def class_id(self, name: str) -> int:
+        """The id of a class name; an unknown name lists the valid ones."""
+        if name not in self.class_names:
+            raise unknown(f"class of {self.name}", name, self.class_names)
+        return self.class_names.index(name) + 1
+
+    def prompt_name(self, class_id: int) -> str:
+        """The class name as CLIP prompts spell it."""
+        name = self.class_name(class_id)
+        return PASCAL_PROMPT_NAMES.get(name, name) if self.name == "pascal" else name
+
+
+TOY = Benchmark(
+    name="toy", class_names=toyworld.CLASS_NAMES, n_folds=4, root_name="toyworld",
+    train_split="train", select_split="val", test_split="test", min_class_pixels=2 * 8 * 8,
+    prepare_command="python -m fsslib.data.prepare toy",
+)
+PASCAL = Benchmark(
+    name="pascal", class_names=PASCAL_CLASSES, n_folds=4, root_name="VOCdevkit/VOC2012",
+    train_split="train", select_split="val", test_split="val", min_class_pixels=2 * 32 * 32,
+    prepare_command="python -m fsslib.data.prepare pascal --voc PATH/TO/VOCtrainval_11-May-2012.tar --sbd PATH/TO/benchmark.tgz",
+)
+COCO = Benchmark(
+    name="coco", class_names=COCO_CLASSES, n_folds=4, root_name="coco",
+    train_split="train", select_split="val", test_split="val", min_class_pixels=2 * 32 * 32,
+    prepare_command="python -m fsslib.data.prepare coco --root PATH/TO/coco",
+    fold_convention="interleaved",
+)
+BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (TOY, PASCAL, COCO)}
+
+
+def get_benchmark(name: str, coco_folds: str = "interleaved") -> Benchmark:
+    """Look a benchmark up by name; ``coco_folds`` picks COCO-20i's fold convention."""
+    if name not in BENCHMARKS:
+        raise unknown("benchmark", name, list(BENCHMARKS))
+    if name == "coco":
+        if coco_folds not in COCO_FOLD_CONVENTIONS:
+            raise unknown("COCO-20i fold convention", coco_folds, COCO_FOLD_CONVENTIONS)
+        return replace(COCO, fold_convention=coco_folds)
+    return BENCHMARKS[name]

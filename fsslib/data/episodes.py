@@ -1,0 +1,386 @@
+"""Few-shot episodes: sources, transforms, the episode protocol and batching.
+
+An *episode* of class ``c`` is K support images with binary masks of ``c`` and one
+query image whose mask is to be predicted. Images are float tensors in [0, 1]
+(each model normalises them its own way: ImageNet or CLIP statistics); masks hold
+0 = background, 1 = the class, 255 = ignore.
+
+Test episodes follow HSNet's protocol and are a pure function of
+``(benchmark, fold, shots, seed, index)``: query = ``entries[index mod len]`` over the
+fixed, sorted (image, class) list of the fold's novel classes, supports drawn by a
+generator seeded with ``(seed, fold, shots, index)``. Training episodes follow PFENet:
+base classes only, a class counts in an image only above ``min_class_pixels``, other
+classes' pixels (novel ones included) are background; ``novel_rule="bam"`` instead drops
+every training image that contains a novel class.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+
+from fsslib.data.benchmarks import Benchmark
+from fsslib.data.layout import read_class_index, read_list
+from fsslib.errors import CorruptImageError, DatasetNotFoundError, EmptySupportMaskError, InvalidMaskError, unknown
+
+IGNORE = 255
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+NOVEL_RULES = ("pfenet", "bam")
+
+
+class Source:
+    """Images and class-index labels of one split of a prepared benchmark root."""
+
+    def __init__(self, benchmark: Benchmark, split: str, root: str | Path | None = None, cache: bool = False) -> None:
+        self.benchmark = benchmark
+        self.split = split
+        self.root = Path(root) if root is not None else benchmark.root()
+        if benchmark.name == "toy" and root is None:
+            from fsslib.data.prepare import ensure_toyworld
+
+            ensure_toyworld(self.root)
+        if not self.root.is_dir():
+            raise DatasetNotFoundError(
+                f"Dataset root {self.root} for benchmark {benchmark.name!r} does not exist.",
+                f"prepare it with `{benchmark.prepare_command}`, or point FSSLIB_DATA at the folder that holds "
+                f"{benchmark.root_name}/ (see README, 'Datasets').",
+            )
+        hint = f"run `{benchmark.prepare_command}`"
+        pairs = read_list(self.root, split, hint)
+        self.paths = {Path(image).stem: (image, label) for image, label in pairs}
+        self.presence = read_class_index(self.root, split, hint)
+        self.names = sorted(self.paths)
+        self._cache: dict[str, tuple[np.ndarray, np.ndarray]] | None = {} if cache else None
+
+    def images_with(self, class_id: int, min_pixels: int | None = None) -> list[str]:
+        """Sorted names of the images where ``class_id`` covers at least ``min_pixels`` pixels."""
+        threshold = self.benchmark.min_class_pixels if min_pixels is None else min_pixels
+        return [n for n in self.names if self.presence.get(n, {}).get(class_id, 0) >= max(threshold, 1)]
+
+    def load(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """(image (H, W, 3) uint8, label (H, W) uint8), with the label's values checked."""
+        if self._cache is not None and name in self._cache:
+            return self._cache[name]
+        image_rel, label_rel = self.paths[name]
+        image = _read(self.root / image_rel, "RGB")
+        label = _read(self.root / label_rel, None)
+        if label.ndim != 2:
+            raise InvalidMaskError(
+                f"Label {self.root / label_rel} has shape {label.shape}; a class-index mask must be one channel.",
+                f"save labels as single-channel class-index PNGs ({self.benchmark.prepare_command} writes them).",
+            )
+        check_label(label, self.benchmark.n_classes, str(self.root / label_rel))
+        if label.shape != image.shape[:2]:
+            raise InvalidMaskError(
+                f"Label {label_rel} is {label.shape} but image {image_rel} is {image.shape[:2]}.",
+                "image and label must have the same height and width; re-run the prepare command.",
+            )
+        if self._cache is not None:
+            self._cache[name] = (image, label)
+        return image, label
+
+
+def _read(path: Path, mode: str | None) -> np.ndarray:
+    if not path.is_file():
+        raise DatasetNotFoundError(f"Missing file {path}.", "re-run the dataset's prepare command (see README).")
+    try:
+        with Image.open(path) as handle:
+            return np.asarray(handle.convert(mode) if mode else handle)
+    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+        raise CorruptImageError(
+            f"Cannot decode {path}: {error}.", "delete the file and re-create it from the original archive."
+        ) from None
+
+
+def check_label(label: np.ndarray, n_classes: int, where: str = "label") -> None:
+    """Raise unless every value is a class id in 0..n_classes or the ignore label 255."""
+    values = np.unique(label)
+    bad = values[(values > n_classes) & (values != IGNORE)]
+    if bad.size:
+        raise InvalidMaskError(
+            f"{where} holds values {bad.tolist()[:10]}, outside the class ids 0..{n_classes} and the ignore label 255.",
+            "masks must be class-index images (not colour PNGs or 0/255 binary masks); "
+            "convert palette PNGs with `python -m fsslib.data.prepare`.",
+        )
+
+
+def binary_mask(label: np.ndarray | torch.Tensor, class_id: int) -> torch.Tensor:
+    """Mask of one class: 1 where ``label == class_id``, 255 where ignored, else 0."""
+    label = torch.as_tensor(np.asarray(label).astype(np.int64))
+    mask = (label == class_id).long()
+    return torch.where(label == IGNORE, torch.full_like(mask, IGNORE), mask)
+
+
+def check_support_masks(masks: torch.Tensor) -> None:
+    """Raise :class:`EmptySupportMaskError` if any support mask has no foreground pixel."""
+    foreground = (masks == 1).flatten(start_dim=masks.dim() - 2).sum(-1)  # (..., ) pixels per mask
+    if (foreground == 0).any():
+        raise EmptySupportMaskError(
+            f"{int((foreground == 0).sum())} support mask(s) have no foreground pixel, so no prototype can be pooled.",
+            "give each support image a mask with at least one pixel of the class (value 1).",
+        )
+
+
+# --------------------------------------------------------------------------- transforms
+
+
+def _to_tensors(image: np.ndarray, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.from_numpy(image.copy()).permute(2, 0, 1).float().div(255), label.float()
+
+
+def resize_pad(image: torch.Tensor, label: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """PFENet's test resize: longer side to ``size``, pad to a square (mean colour, label 255).
+
+    image: (3, H, W) in [0, 1]; label: (H, W). Returns (3, size, size), (size, size) long.
+    """
+    height, width = label.shape
+    scale = size / max(height, width)
+    new_h, new_w = max(1, round(height * scale)), max(1, round(width * scale))
+    if (new_h, new_w) != (height, width):
+        image = F.interpolate(image[None], size=(new_h, new_w), mode="bilinear", align_corners=False)[0]
+        label = F.interpolate(label[None, None].float(), size=(new_h, new_w), mode="nearest")[0, 0]
+    padded_image = torch.tensor(IMAGENET_MEAN).view(3, 1, 1).repeat(1, size, size)
+    padded_label = torch.full((size, size), float(IGNORE))
+    padded_image[:, :new_h, :new_w] = image
+    padded_label[:new_h, :new_w] = label
+    return padded_image, padded_label.long()
+
+
+def random_augment(
+    image: torch.Tensor, label: torch.Tensor, rng: np.random.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """PFENet's training augmentation in one affine warp: scale 0.9-1.1, rotate +-10 deg,
+    horizontal flip, plus Gaussian blur with probability 0.5. Padding: mean colour / 255."""
+    scale = rng.uniform(0.9, 1.1)
+    angle = math.radians(rng.uniform(-10, 10))
+    flip = -1.0 if rng.random() < 0.5 else 1.0
+    cos, sin = math.cos(angle) / scale, math.sin(angle) / scale
+    theta = torch.tensor([[cos * flip, -sin, 0.0], [sin * flip, cos, 0.0]]).unsqueeze(0)
+    grid = F.affine_grid(theta, [1, 3, *label.shape], align_corners=False)
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    warped = F.grid_sample(image[None] - mean, grid, mode="bilinear", align_corners=False)[0] + mean[0]
+    # nearest sampling of (label + 1) so that out-of-image zeros become the ignore label
+    shifted = F.grid_sample(label[None, None].float() + 1, grid, mode="nearest", align_corners=False)[0, 0]
+    warped_label = torch.where(shifted == 0, torch.full_like(shifted, IGNORE), shifted - 1).long()
+    if rng.random() < 0.5:
+        sigma = float(rng.uniform(0.1, 1.0))
+        from torchvision.transforms.functional import gaussian_blur
+
+        warped = gaussian_blur(warped, kernel_size=5, sigma=sigma)
+    return warped.clamp(0, 1), warped_label
+
+
+def load_episode_image(
+    source: Source, name: str, class_id: int, image_size: int, rng: np.random.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Load one image with its binary mask of ``class_id``, resized (and augmented if ``rng``).
+
+    Returns image (3, S, S) in [0, 1], mask (S, S) and the original-resolution mask padded
+    to a square of its longer side with 255 (PFENet scores there).
+    """
+    image, label = source.load(name)
+    mask = binary_mask(label, class_id)
+    image_t, mask_t = resize_pad(*_to_tensors(image, mask), image_size)
+    if rng is not None:
+        augmented = random_augment(image_t, mask_t, rng)
+        if (augmented[1] == 1).any():  # keep the object in view, as PFENet's crop retries do
+            image_t, mask_t = augmented
+    side = max(label.shape)
+    original = torch.full((side, side), IGNORE, dtype=torch.long)
+    original[: label.shape[0], : label.shape[1]] = mask
+    return image_t, mask_t, original
+
+
+# --------------------------------------------------------------------------- episodes
+
+
+@dataclass
+class Episode:
+    """One 1-way K-shot episode (tensors at the model's input size, except ``query_label``)."""
+
+    support_images: torch.Tensor  # (K, 3, H, W) in [0, 1]
+    support_masks: torch.Tensor  # (K, H, W) long, {0, 1, 255}
+    query_image: torch.Tensor  # (3, H, W) in [0, 1]
+    query_mask: torch.Tensor  # (H, W) long, {0, 1, 255}
+    query_label: torch.Tensor  # (L, L) long, original resolution padded to a square with 255
+    class_id: int
+    class_name: str
+    query_name: str = ""
+    support_names: list[str] = field(default_factory=list)
+
+
+@dataclass
+class EpisodeBatch:
+    """A batch of episodes, stacked; ``query_labels`` stay a list (sizes differ on real data)."""
+
+    support_images: torch.Tensor  # (B, K, 3, H, W)
+    support_masks: torch.Tensor  # (B, K, H, W)
+    query_images: torch.Tensor  # (B, 3, H, W)
+    query_masks: torch.Tensor  # (B, H, W)
+    query_labels: list[torch.Tensor]  # B x (L_b, L_b)
+    class_ids: torch.Tensor  # (B,)
+    class_names: list[str]
+
+    def to(self, device: torch.device | str) -> "EpisodeBatch":
+        moved = {
+            f.name: getattr(self, f.name).to(device) if isinstance(getattr(self, f.name), torch.Tensor) else getattr(self, f.name)
+            for f in fields(self)
+        }
+        return EpisodeBatch(**moved)
+
+    def __len__(self) -> int:
+        return self.query_images.shape[0]
+
+
+def collate_episodes(episodes: list[Episode]) -> EpisodeBatch:
+    """Stack episodes into an :class:`EpisodeBatch` (the DataLoader's ``collate_fn``)."""
+    return EpisodeBatch(
+        support_images=torch.stack([e.support_images for e in episodes]),
+        support_masks=torch.stack([e.support_masks for e in episodes]),
+        query_images=torch.stack([e.query_image for e in episodes]),
+        query_masks=torch.stack([e.query_mask for e in episodes]),
+        query_labels=[e.query_label for e in episodes],
+        class_ids=torch.tensor([e.class_id for e in episodes]),
+        class_names=[e.class_name for e in episodes],
+    )
+
+
+class EpisodeDataset(Dataset):
+    """Episodes of one fold: ``mode="test"`` (novel classes, fixed protocol) or ``"train"`` (base classes).
+
+    Args:
+        source: the split's images and labels.
+        fold, shots: the fold and K.
+        image_size: the model's square input size.
+        n_episodes: episodes per pass (test: default 1000; train: one epoch).
+        seed: episode seed (test protocol) or training seed.
+        mode: "test" or "train"; train episodes are augmented and depend on ``epoch``.
+        novel_rule: "pfenet" (novel pixels are background) or "bam" (drop images with novel classes).
+    """
+
+    def __init__(
+        self,
+        source: Source,
+        fold: int,
+        shots: int,
+        image_size: int,
+        n_episodes: int = 1000,
+        seed: int = 0,
+        mode: str = "test",
+        novel_rule: str = "pfenet",
+    ) -> None:
+        if mode not in ("test", "train"):
+            raise unknown("episode mode", mode, ["test", "train"])
+        if novel_rule not in NOVEL_RULES:
+            raise unknown("novel-class rule", novel_rule, NOVEL_RULES)
+        if shots < 1:
+            raise unknown("number of shots", shots, ["1", "5", "any K >= 1"])
+        self.source, self.fold, self.shots, self.image_size = source, fold, shots, image_size
+        self.n_episodes, self.seed, self.mode, self.epoch = n_episodes, seed, mode, 0
+        benchmark = source.benchmark
+        self.classes = benchmark.fold_classes(fold) if mode == "test" else benchmark.base_classes(fold)
+        excluded: set[str] = set()
+        if mode == "train" and novel_rule == "bam":
+            novel = set(benchmark.fold_classes(fold))
+            excluded = {n for n in source.names if novel & set(source.presence.get(n, {}))}
+        self.images_of = {c: [n for n in source.images_with(c) if n not in excluded] for c in self.classes}
+        # a class is usable only if it has a query and K other support images
+        self.images_of = {c: names for c, names in self.images_of.items() if len(names) > shots}
+        members = {c: set(names) for c, names in self.images_of.items()}
+        self.entries = [(n, c) for n in source.names for c in self.classes if n in members.get(c, ())]
+        if not self.entries:
+            raise DatasetNotFoundError(
+                f"No {mode} episode can be built for fold {fold} with {shots} shots from {source.root} "
+                f"(split {source.split!r}): no class has more than {shots} images.",
+                "check that the dataset was prepared completely, or lower the number of shots.",
+            )
+
+    def set_epoch(self, epoch: int) -> None:
+        """Training episodes and augmentations are a pure function of (seed, epoch, index)."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n_episodes
+
+    def _entry_and_rng(self, index: int) -> tuple[tuple[str, int], np.random.Generator]:
+        if self.mode == "test":
+            return self.entries[index % len(self.entries)], np.random.default_rng([self.seed, self.fold, self.shots, index])
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.entries))
+        return self.entries[order[index % len(self.entries)]], np.random.default_rng([self.seed, self.epoch, index, 1])
+
+    def sample_names(self, index: int) -> tuple[str, list[str], int]:
+        """(query name, support names, class id) of episode ``index``."""
+        (query, class_id), rng = self._entry_and_rng(index)
+        candidates = [n for n in self.images_of[class_id] if n != query]
+        supports = [candidates[i] for i in rng.choice(len(candidates), self.shots, replace=False)]
+        return query, supports, class_id
+
+    def __getitem__(self, index: int) -> Episode:
+        if not 0 <= index < self.n_episodes:
+            raise IndexError(f"episode {index} of {self.n_episodes}")
+        query, supports, class_id = self.sample_names(index)
+        augment_rng = np.random.default_rng([self.seed, self.epoch, index, 2]) if self.mode == "train" else None
+        query_image, query_mask, query_label = load_episode_image(self.source, query, class_id, self.image_size, augment_rng)
+        prepared = [load_episode_image(self.source, n, class_id, self.image_size, augment_rng) for n in supports]
+        support_masks = torch.stack([p[1] for p in prepared])
+        check_support_masks(support_masks)
+        return Episode(
+            support_images=torch.stack([p[0] for p in prepared]),
+            support_masks=support_masks,
+            query_image=query_image,
+            query_mask=query_mask,
+            query_label=query_label,
+            class_id=class_id,
+            class_name=self.source.benchmark.class_name(class_id),
+            query_name=query,
+            support_names=supports,
+        )
+
+
+@dataclass
+class NWayEpisode:
+    """An N-way K-shot episode: query mask values 0 (background), 1..N (the N ways), 255."""
+
+    support_images: torch.Tensor  # (N, K, 3, H, W)
+    support_masks: torch.Tensor  # (N, K, H, W) binary masks of each way's class
+    query_image: torch.Tensor  # (3, H, W)
+    query_mask: torch.Tensor  # (H, W) long in {0..N, 255}
+    class_ids: list[int]
+    class_names: list[str]
+
+
+def sample_n_way(
+    source: Source, fold: int, ways: int, shots: int, image_size: int, seed: int, index: int
+) -> NWayEpisode:
+    """A test N-way episode, pure in (seed, fold, ways, shots, index): N novel classes, one
+    query that contains the first of them, K supports per class."""
+    benchmark = source.benchmark
+    classes = benchmark.fold_classes(fold)
+    if not 1 <= ways <= len(classes):
+        raise unknown("number of ways", ways, [str(n) for n in range(1, len(classes) + 1)])
+    rng = np.random.default_rng([seed, fold, ways, shots, index])
+    chosen = [int(c) for c in rng.choice(classes, ways, replace=False)]
+    query = str(rng.choice(source.images_with(chosen[0])))
+    image, label = source.load(query)
+    query_image, label_t = resize_pad(*_to_tensors(image, torch.from_numpy(label.astype(np.int64))), image_size)
+    query_mask = torch.zeros_like(label_t)
+    for way, class_id in enumerate(chosen, start=1):
+        query_mask[label_t == class_id] = way
+    query_mask[label_t == IGNORE] = IGNORE
+    support_images, support_masks = [], []
+    for class_id in chosen:
+        pool = [n for n in source.images_with(class_id) if n != query]
+        names = [pool[i] for i in rng.choice(len(pool), shots, replace=False)]
+        pairs = [load_episode_image(source, n, class_id, image_size) for n in names]
+        support_images.append(torch.stack([p[0] for p in pairs]))
+        support_masks.append(torch.stack([p[1] for p in pairs]))
+    return NWayEpisode(
+        torch.stack(support_images), torch.stack(support_masks), query_image, query_mask,
+        chosen, [benchmark.class_name(c) for c in chosen],
+    )

@@ -1,0 +1,65 @@
+"""Prepare benchmarks into fsslib's layout (see :mod:`fsslib.data.layout`).
+
+    python -m fsslib.data.prepare toy    [--out DIR] [--seed 0]
+    python -m fsslib.data.prepare pascal --voc VOCtrainval_11-May-2012.tar --sbd benchmark.tgz [--out DIR]
+    python -m fsslib.data.prepare coco   --root COCO_DIR [--out DIR]
+
+Archives may be given as the downloaded .tar/.tgz files or as already extracted folders.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from fsslib.data import toyworld
+
+TOY_VERSION = 1  # bump when the generator changes, so stale toy worlds are rebuilt
+
+
+def ensure_toyworld(root: Path, seed: int = 0) -> Path:
+    """Generate the toy world at ``root`` unless an up-to-date copy is already there."""
+    meta_path = Path(root) / "meta.json"
+    if meta_path.is_file():
+        meta = json.loads(meta_path.read_text())
+        if meta.get("version") == TOY_VERSION and meta.get("seed") == seed:
+            return Path(root)
+    toyworld.materialize(root, seed=seed)
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({**meta, "version": TOY_VERSION}, indent=1))
+    return Path(root)
+
+
+def main(argv: list[str] | None = None) -> None:
+    from fsslib.data.benchmarks import COCO, PASCAL, TOY
+
+    parser = argparse.ArgumentParser(prog="python -m fsslib.data.prepare", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="benchmark", required=True)
+    toy = sub.add_parser("toy", help="generate the offline toy world")
+    toy.add_argument("--out", type=Path, default=None, help=f"default: $FSSLIB_DATA/{TOY.root_name}")
+    toy.add_argument("--seed", type=int, default=0)
+    pascal = sub.add_parser("pascal", help="PASCAL-5i from the VOC2012 and SBD archives")
+    pascal.add_argument("--voc", type=Path, required=True, help="VOCtrainval_11-May-2012.tar or its extracted folder")
+    pascal.add_argument("--sbd", type=Path, required=True, help="SBD benchmark.tgz or its extracted folder")
+    pascal.add_argument("--out", type=Path, default=None, help=f"default: $FSSLIB_DATA/{PASCAL.root_name}")
+    coco = sub.add_parser("coco", help="COCO-20i from COCO 2014 images and instances JSON")
+    coco.add_argument("--root", type=Path, required=True,
+                      help="folder with train2014/, val2014/ and annotations/instances_{train,val}2014.json")
+    coco.add_argument("--out", type=Path, default=None, help=f"default: $FSSLIB_DATA/{COCO.root_name}")
+    args = parser.parse_args(argv)
+    if args.benchmark == "toy":
+        root = ensure_toyworld(args.out or TOY.root(), seed=args.seed)
+    elif args.benchmark == "pascal":
+        from fsslib.data.pascal import prepare_pascal
+
+        root = prepare_pascal(args.voc, args.sbd, args.out or PASCAL.root())
+    else:
+        from fsslib.data.coco import prepare_coco
+
+        root = prepare_coco(args.root, args.out or COCO.root())
+    print(f"prepared {args.benchmark} at {root}")
+
+
+if __name__ == "__main__":
+    main()

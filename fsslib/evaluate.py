@@ -1,0 +1,128 @@
+"""Evaluate any method on a benchmark fold with the HSNet episode protocol.
+
+    python -m fsslib.evaluate --method prototype --preset toy --fold 0 --shots 1 \\
+        --episodes 1000 --seed 0 --ckpt runs/proto/best.pt --out runs/proto/eval
+
+or ``fsslib.evaluate.run(cfg)``. Writes ``<out>/metrics.json`` (mIoU and FB-IoU in %).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from fsslib.config import Config, add_config_arguments, config_from_args, make_config
+from fsslib.data.benchmarks import Benchmark, get_benchmark
+from fsslib.data.episodes import EpisodeDataset, Source, collate_episodes
+from fsslib.device import autocast, resolve_device
+from fsslib.errors import CheckpointError, FsslibError
+from fsslib.methods import build_method
+from fsslib.methods.base import FewShotSegmenter
+from fsslib.metrics import FewShotMeter
+
+
+def open_source(cfg: Config, split: str) -> tuple[Benchmark, Source]:
+    """The benchmark of ``cfg`` and one split of it (toy images are cached in memory)."""
+    benchmark = get_benchmark(cfg.benchmark, cfg.coco_folds)
+    return benchmark, Source(benchmark, split, root=cfg.data_root, cache=benchmark.name == "toy")
+
+
+def load_checkpoint(path: str | Path, method: str) -> dict:
+    """Read a checkpoint written by :mod:`fsslib.train` and check it belongs to ``method``."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"Checkpoint {path} does not exist.",
+                              f"train one with `python -m fsslib.train --method {method} --out DIR` and pass DIR/best.pt.")
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if state.get("method") != method:
+        raise CheckpointError(f"Checkpoint {path} was trained for method {state.get('method')!r}, not {method!r}.",
+                              f"pass a checkpoint of {method!r}, or --method {state.get('method')}.")
+    return state
+
+
+def load_model(cfg: Config, device: torch.device) -> FewShotSegmenter:
+    """Build ``cfg.method``; trained methods load ``cfg.ckpt`` (required)."""
+    model = build_method(cfg)
+    if model.trainable:
+        if cfg.ckpt is None:
+            raise CheckpointError(f"Method {cfg.method!r} is trained, but no checkpoint was given.",
+                                  f"pass --ckpt PATH (ckpt=PATH); make one with `python -m fsslib.train --method {cfg.method}`.")
+        model.load_state_dict(load_checkpoint(cfg.ckpt, cfg.method)["model"])
+    return model.to(device).eval()
+
+
+@torch.no_grad()
+def evaluate_model(model: FewShotSegmenter, dataset: EpisodeDataset, cfg: Config, device: torch.device,
+                   description: str = "eval") -> dict:
+    """Run every episode of ``dataset``; returns the :class:`FewShotMeter` summary plus throughput."""
+    benchmark = dataset.source.benchmark
+    meter = FewShotMeter(dataset.classes, {c: benchmark.class_name(c) for c in dataset.classes})
+    loader = DataLoader(dataset, batch_size=cfg.eval_batch_size, collate_fn=collate_episodes, num_workers=cfg.num_workers)
+    was_training = model.training
+    model.eval()
+    start = time.perf_counter()
+    for batch in tqdm(loader, desc=description, disable=not cfg.progress, leave=False):
+        with autocast(device, cfg.amp):
+            logits = model(batch.to(device))  # (B, 2, H, W)
+        for logit, label, class_id in zip(logits.float(), batch.query_labels, batch.class_ids.tolist()):
+            upsampled = F.interpolate(logit[None], size=label.shape, mode="bilinear", align_corners=False)
+            meter.update(upsampled[0].argmax(0), label, class_id)
+    elapsed = time.perf_counter() - start
+    model.train(was_training)
+    return {**meter.summary(), "episodes_per_s": meter.episodes / max(elapsed, 1e-9)}
+
+
+def run(cfg: Config | None = None, **overrides) -> dict:
+    """Evaluate ``cfg.method`` on the test split of ``cfg.fold``; writes ``<out>/metrics.json``."""
+    cfg = cfg or make_config(**overrides)
+    torch.manual_seed(cfg.seed)
+    device = resolve_device(cfg.device)
+    benchmark, source = open_source(cfg, get_benchmark(cfg.benchmark, cfg.coco_folds).test_split)
+    model = load_model(cfg, device)
+    seeds = list(range(cfg.seed, cfg.seed + max(1, cfg.eval_seeds)))
+    runs = []
+    for seed in seeds:
+        dataset = EpisodeDataset(source, cfg.fold, cfg.shots, cfg.image_size, cfg.episodes, seed, mode="test")
+        runs.append(evaluate_model(model, dataset, cfg, device, description=f"{cfg.method} fold {cfg.fold} seed {seed}"))
+    metrics = {
+        **runs[0],
+        "miou": statistics.fmean(r["miou"] for r in runs),
+        "fbiou": statistics.fmean(r["fbiou"] for r in runs),
+        "episodes_per_s": statistics.fmean(r["episodes_per_s"] for r in runs),
+        "tier": cfg.tier, "method": cfg.method, "benchmark": benchmark.name, "split": source.split,
+        "fold": cfg.fold, "shots": cfg.shots, "seed": cfg.seed, "seeds": seeds, "checkpoint": cfg.ckpt,
+        "device": str(device),
+    }
+    if len(runs) > 1:
+        metrics["miou_std"] = statistics.stdev(r["miou"] for r in runs)
+        metrics["fbiou_std"] = statistics.stdev(r["fbiou"] for r in runs)
+        metrics["per_seed_miou"] = [r["miou"] for r in runs]
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps({**metrics, "config": cfg.to_dict()}, indent=1))
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m fsslib.evaluate", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        metrics = run(config_from_args(args))
+    except FsslibError as error:
+        parser.exit(2, f"error: {error}\n")
+    print(f"{metrics['method']} fold {metrics['fold']} {metrics['shots']}-shot ({metrics['tier']} tier): "
+          f"mIoU {metrics['miou']:.1f}  FB-IoU {metrics['fbiou']:.1f}  ({metrics['episodes']} episodes, "
+          f"{metrics['episodes_per_s']:.1f} episodes/s)")
+
+
+if __name__ == "__main__":
+    main()

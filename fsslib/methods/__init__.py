@@ -1,0 +1,36 @@
+"""Method registry: one module per method, each exposing ``build(cfg)`` and optional ``PRESETS``.
+
+``PRESETS`` maps a tier (``"toy"`` / ``"paper"``) to config values that the method needs
+beyond the tier's defaults.
+"""
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+from fsslib.errors import unknown
+
+if TYPE_CHECKING:
+    from fsslib.config import Config
+    from fsslib.methods.base import FewShotSegmenter
+
+METHODS: dict[str, str] = {
+    "all-foreground": "fsslib.methods.trivial",
+    "prototype": "fsslib.methods.prototype",
+}
+
+
+def method_module(name: str) -> ModuleType:
+    if name not in METHODS:
+        raise unknown("method", name, sorted(METHODS))
+    return importlib.import_module(METHODS[name])
+
+
+def method_presets(name: str) -> dict[str, dict[str, Any]]:
+    return getattr(method_module(name), "PRESETS", {})
+
+
+def build_method(cfg: "Config") -> "FewShotSegmenter":
+    """Instantiate the segmenter named by ``cfg.method``."""
+    return method_module(cfg.method).build(cfg)

@@ -1,0 +1,73 @@
+"""The prototype baseline: masked-average-pooled support prototypes, cosine similarity, small head.
+
+The simplest learned few-shot segmenter, used to exercise the whole pipeline:
+query and support features = ``cat(layer2, layer3) -> 1x1 conv`` (as in PFENet); the
+foreground and background prototypes are mask-weighted means of support features
+(averaged over the K shots). The logits are scaled cosine similarities to the two
+prototypes (PANet's non-parametric classifier) plus a correction from a small
+convolutional head that reads ``[query features, prototype, cosine maps]``.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from fsslib.config import Config
+from fsslib.data.episodes import EpisodeBatch
+from fsslib.methods.base import FewShotSegmenter, masked_average_pooling
+from fsslib.models.backbones import MultiLevelBackbone, build_backbone
+
+PRESETS = {
+    "toy": dict(backbone_weights="random", options={"feature_dim": 64, "freeze_backbone": False}),
+    "paper": dict(options={"feature_dim": 256, "freeze_backbone": True}),
+}
+
+
+class PrototypeNet(FewShotSegmenter):
+    """Prototype matching with a learned head."""
+
+    def __init__(self, backbone: MultiLevelBackbone, feature_dim: int = 64, freeze_backbone: bool = False) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.freeze_backbone = freeze_backbone
+        if freeze_backbone:
+            backbone.requires_grad_(False)
+        mid_channels = backbone.channels["layer2"] + backbone.channels["layer3"]
+        self.reduce = nn.Sequential(nn.Conv2d(mid_channels, feature_dim, 1, bias=False), nn.ReLU(inplace=True),
+                                    nn.Dropout2d(0.1))
+        self.head = nn.Sequential(
+            nn.Conv2d(2 * feature_dim + 2, feature_dim, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(feature_dim, feature_dim, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(feature_dim, 2, 1),
+        )
+        self.scale = nn.Parameter(torch.tensor(10.0))  # temperature of the cosine classifier
+
+    def train(self, mode: bool = True) -> "PrototypeNet":
+        super().train(mode)
+        if self.freeze_backbone:
+            self.backbone.eval()  # frozen BatchNorm statistics, as PFENet
+        return self
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) -> (N, D, h, w) mid-level features."""
+        levels = self.backbone(images, last="layer3")
+        return self.reduce(torch.cat([levels["layer2"], levels["layer3"]], dim=1))
+
+    def forward(self, batch: EpisodeBatch) -> torch.Tensor:
+        batch_size, shots = batch.support_images.shape[:2]
+        query = self.features(batch.query_images)  # (B, D, h, w)
+        support = self.features(batch.support_images.flatten(0, 1))  # (B*K, D, h, w)
+        masks = batch.support_masks.flatten(0, 1)  # (B*K, H, W)
+        foreground = masked_average_pooling(support, masks).view(batch_size, shots, -1).mean(1)  # (B, D)
+        background = masked_average_pooling(support, (masks == 0).long()).view(batch_size, shots, -1).mean(1)  # (B, D)
+        cosines = torch.stack([F.cosine_similarity(query, p[:, :, None, None], dim=1)
+                               for p in (background, foreground)], dim=1)  # (B, 2, h, w)
+        expanded = foreground[:, :, None, None].expand_as(query)  # (B, D, h, w)
+        logits = self.scale * cosines + self.head(torch.cat([query, expanded, cosines], dim=1))  # (B, 2, h, w)
+        return F.interpolate(logits, size=batch.query_images.shape[-2:], mode="bilinear", align_corners=False)
+
+
+def build(cfg: Config) -> PrototypeNet:
+    options = {"feature_dim": 64, "freeze_backbone": False, **cfg.options}
+    return PrototypeNet(build_backbone(cfg.backbone, cfg.backbone_weights), options["feature_dim"], options["freeze_backbone"])

@@ -1,0 +1,72 @@
+"""Few-shot segmentation metrics, exactly as PFENet and HSNet define them.
+
+For every episode the prediction is set to 255 wherever the label is 255, then the
+foreground and background intersections and unions are counted.
+
+* mIoU: per class ``c``, ``IoU_c = sum_episodes(I_fg) / sum_episodes(U_fg)`` over the
+  episodes of class ``c``; mIoU is the mean of ``IoU_c`` over the fold's classes (not a
+  mean of per-episode IoUs).
+* FB-IoU: foreground IoU and background IoU, each accumulated over all episodes,
+  averaged.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+
+import torch
+
+IGNORE = 255
+
+
+def intersection_union(prediction: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+    """Counts for one episode: ``[[I_bg, U_bg], [I_fg, U_fg]]``.
+
+    prediction, label: (H, W) with values in {0, 1} (label also 255 = ignore).
+    """
+    valid = label != IGNORE  # (H, W): the prediction is 'set to 255' where the label is
+    counts = torch.zeros(2, 2, dtype=torch.float64)
+    for value in (0, 1):
+        predicted, actual = (prediction == value) & valid, (label == value) & valid
+        counts[value, 0] = (predicted & actual).sum()
+        counts[value, 1] = (predicted | actual).sum()
+    return counts
+
+
+class FewShotMeter:
+    """Accumulates episodes and reports mIoU, per-class IoU and FB-IoU."""
+
+    def __init__(self, class_ids: list[int], class_names: dict[int, str] | None = None) -> None:
+        self.class_ids = list(class_ids)
+        self.class_names = class_names or {c: str(c) for c in class_ids}
+        self.per_class = defaultdict(lambda: torch.zeros(2, dtype=torch.float64))  # class -> [I_fg, U_fg]
+        self.binary = torch.zeros(2, 2, dtype=torch.float64)  # [[I_bg, U_bg], [I_fg, U_fg]]
+        self.episodes = 0
+
+    def update(self, prediction: torch.Tensor, label: torch.Tensor, class_id: int) -> None:
+        """Add one episode: ``prediction`` and ``label`` (H, W) at the label's resolution."""
+        counts = intersection_union(prediction.cpu(), label.cpu())
+        self.per_class[int(class_id)] += counts[1]
+        self.binary += counts
+        self.episodes += 1
+
+    def class_iou(self) -> dict[int, float]:
+        """IoU of each fold class that has occurred (a class never seen is left out)."""
+        return {c: float(self.per_class[c][0] / self.per_class[c][1].clamp(min=1)) for c in self.class_ids if c in self.per_class}
+
+    @property
+    def miou(self) -> float:
+        ious = self.class_iou()
+        return float(sum(ious.values()) / len(ious)) if ious else 0.0
+
+    @property
+    def fbiou(self) -> float:
+        return float((self.binary[:, 0] / self.binary[:, 1].clamp(min=1)).mean())
+
+    def summary(self) -> dict:
+        """mIoU, FB-IoU (both in %), per-class IoU by name and the episode count."""
+        return {
+            "miou": 100 * self.miou,
+            "fbiou": 100 * self.fbiou,
+            "per_class_iou": {self.class_names[c]: 100 * iou for c, iou in self.class_iou().items()},
+            "episodes": self.episodes,
+        }

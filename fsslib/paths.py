@@ -1,0 +1,31 @@
+"""Where fsslib reads data and writes outputs.
+
+Data root: the environment variable ``FSSLIB_DATA`` (default ``~/.cache/fsslib/data``).
+Layout below it::
+
+    $FSSLIB_DATA/toyworld/            generated on first use (seconds)
+    $FSSLIB_DATA/VOCdevkit/VOC2012/   PASCAL-5i, after ``python -m fsslib.data.prepare pascal``
+    $FSSLIB_DATA/coco/                COCO-20i, after ``python -m fsslib.data.prepare coco``
+
+Pretrained weights for the paper tier are looked up in ``FSSLIB_WEIGHTS``
+(default ``~/.cache/fsslib/weights``) unless a path is given explicitly.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+CHECKPOINT_DIR = PACKAGE_DIR / "checkpoints"  # the toy tier's shipped checkpoints
+DEFAULT_DATA_ROOT = Path("~/.cache/fsslib/data")
+DEFAULT_WEIGHTS_ROOT = Path("~/.cache/fsslib/weights")
+
+
+def data_root() -> Path:
+    """The data root: ``$FSSLIB_DATA`` or ``~/.cache/fsslib/data``."""
+    return Path(os.environ.get("FSSLIB_DATA", DEFAULT_DATA_ROOT)).expanduser()
+
+
+def weights_root() -> Path:
+    """The pretrained-weights folder: ``$FSSLIB_WEIGHTS`` or ``~/.cache/fsslib/weights``."""
+    return Path(os.environ.get("FSSLIB_WEIGHTS", DEFAULT_WEIGHTS_ROOT)).expanduser()

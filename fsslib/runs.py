@@ -1,0 +1,115 @@
+"""Run grids of the parameterised notebook with papermill and collect a results table.
+
+    python -m fsslib.runs papermill_runs/quickstart.yaml [--smoke]
+
+A grid file (YAML) names the notebook, fixed parameters and the lists to cross::
+
+    name: quickstart
+    notebook: notebooks/90_train_eval.ipynb
+    fixed: {preset: toy, seed: 0}
+    grid: {method: [all-foreground, prototype], fold: [0, 1, 2, 3], shots: [1, 5]}
+
+Each run executes the notebook into ``papermill_runs/outputs/<name>/<run>/`` (ignored by
+git), where its last cell writes ``metrics.json``; the collected table goes to
+``papermill_runs/results/<name>.csv`` and ``.md``. Committed tables are exactly what
+this command writes (``--smoke`` writes to ``<name>_smoke`` instead).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import itertools
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from tqdm.auto import tqdm
+
+from fsslib.errors import DatasetNotFoundError, FsslibError
+
+REPO = Path(__file__).resolve().parent.parent
+TABLE_COLUMNS = ("method", "variant", "tier", "benchmark", "fold", "shots", "seed", "episodes", "miou", "fbiou")
+
+
+def load_grid(path: str | Path) -> dict[str, Any]:
+    """Read a grid file; its runs are the product of ``grid`` lists over ``fixed`` values, plus ``extra``."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetNotFoundError(f"Grid file {path} does not exist.", "pass one of papermill_runs/*.yaml.")
+    grid = yaml.safe_load(path.read_text())
+    for key in ("name", "notebook", "grid"):
+        if key not in grid:
+            raise FsslibError(f"Grid file {path} has no {key!r} entry.", "see papermill_runs/quickstart.yaml for the format.")
+    return grid
+
+
+def expand(grid: dict[str, Any]) -> list[dict[str, Any]]:
+    """All parameter dictionaries of a grid, in a stable order."""
+    keys = list(grid["grid"])
+    runs = [{**grid.get("fixed", {}), **dict(zip(keys, values))}
+            for values in itertools.product(*(grid["grid"][k] for k in keys))]
+    return runs + [{**grid.get("fixed", {}), **extra} for extra in grid.get("extra", [])]
+
+
+def run_name(params: dict[str, Any]) -> str:
+    variant = f"-{params['variant']}" if params.get("variant") else ""
+    return f"{params['method']}{variant}-fold{params['fold']}-{params['shots']}shot-seed{params.get('seed', 0)}"
+
+
+def execute(grid_path: str | Path, smoke: bool = False, outputs: str | Path | None = None,
+            results: str | Path | None = None) -> list[dict[str, Any]]:
+    """Execute every run of the grid with papermill; returns the collected table rows.
+
+    ``outputs`` (executed notebooks) and ``results`` (tables) default to the repository's
+    ``papermill_runs/outputs/<name>`` and ``papermill_runs/results``.
+    """
+    import papermill
+
+    grid = load_grid(grid_path)
+    name = grid["name"] + ("_smoke" if smoke else "")
+    outputs = Path(outputs) if outputs else REPO / "papermill_runs" / "outputs" / name
+    rows = []
+    for params in tqdm(expand(grid), desc=f"grid {name}"):
+        run_dir = outputs / run_name(params)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        papermill.execute_notebook(
+            str(REPO / grid["notebook"]), str(run_dir / Path(grid["notebook"]).name),
+            parameters={**params, "smoke": smoke, "out_dir": str(run_dir)},
+            cwd=str(REPO / Path(grid["notebook"]).parent), progress_bar=False,
+        )
+        rows.append(json.loads((run_dir / "metrics.json").read_text()))
+    write_table(rows, Path(results or REPO / "papermill_runs" / "results") / name)
+    return rows
+
+
+def write_table(rows: list[dict[str, Any]], stem: Path) -> None:
+    """Write ``stem.csv`` and ``stem.md`` with :data:`TABLE_COLUMNS` (mIoU, FB-IoU in %, 1 decimal)."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    table = [{c: (f"{row[c]:.1f}" if c in ("miou", "fbiou") else row.get(c, "")) for c in TABLE_COLUMNS} for row in rows]
+    with stem.with_suffix(".csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=TABLE_COLUMNS)
+        writer.writeheader()
+        writer.writerows(table)
+    lines = ["| " + " | ".join(TABLE_COLUMNS) + " |", "|" + "---|" * len(TABLE_COLUMNS)]
+    lines += ["| " + " | ".join(str(r[c]) for c in TABLE_COLUMNS) + " |" for r in table]
+    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m fsslib.runs", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("grid", help="a grid file, e.g. papermill_runs/quickstart.yaml")
+    parser.add_argument("--smoke", action="store_true", help="tiny settings, results to <name>_smoke")
+    parser.add_argument("--outputs", default=None, help="where executed notebooks go")
+    args = parser.parse_args(argv)
+    try:
+        rows = execute(args.grid, smoke=args.smoke, outputs=args.outputs)
+    except FsslibError as error:
+        parser.exit(2, f"error: {error}\n")
+    name = load_grid(args.grid)["name"] + ("_smoke" if args.smoke else "")
+    print(f"{len(rows)} runs -> papermill_runs/results/{name}.csv and .md")
+
+
+if __name__ == "__main__":
+    main()

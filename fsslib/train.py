@@ -1,0 +1,196 @@
+"""The generic episodic trainer.
+
+    python -m fsslib.train --method prototype --preset toy --fold 0 --shots 1 --out runs/proto
+    torchrun --nproc_per_node 2 -m fsslib.train ...        # DDP (NCCL on GPUs, gloo on CPU)
+
+or ``fsslib.train.run(cfg)``. SGD or AdamW with a poly schedule, bf16 autocast on CUDA,
+a checkpoint every epoch (``last.pt``: model, optimizer, scheduler, RNG state) and the
+best one by validation mIoU (``best.pt``); ``--resume`` continues a killed run to the
+same final weights. Training episodes are a pure function of (seed, epoch, index), so
+resuming needs no data-loader state. Log: ``<out>/log.jsonl``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+from torch.utils.data import DataLoader, Subset
+from tqdm.auto import tqdm
+
+from fsslib.config import Config, add_config_arguments, config_from_args, make_config
+from fsslib.data.benchmarks import get_benchmark
+from fsslib.data.episodes import EpisodeBatch, EpisodeDataset, collate_episodes
+from fsslib.device import autocast, resolve_device
+from fsslib.errors import FsslibError, unknown
+from fsslib.evaluate import evaluate_model, load_checkpoint, open_source
+from fsslib.methods import build_method
+from fsslib.methods.base import FewShotSegmenter
+
+OPTIMIZERS = ("sgd", "adamw")
+
+
+class LossModule(nn.Module):
+    """Wraps a segmenter so that DDP sees ``loss`` as the forward (and syncs its gradients)."""
+
+    def __init__(self, model: FewShotSegmenter) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: EpisodeBatch) -> torch.Tensor:
+        return self.model.loss(batch)
+
+
+def make_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    raise unknown("optimizer", cfg.optimizer, OPTIMIZERS)
+
+
+def poly_schedule(optimizer: torch.optim.Optimizer, total_steps: int, power: float) -> torch.optim.lr_scheduler.LambdaLR:
+    """lr = base_lr * (1 - step / total) ** power (PFENet's poly policy)."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1 - step / total_steps) ** power)
+
+
+def _rng_state() -> dict:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if state["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """Write atomically, so that a run killed mid-write leaves the previous checkpoint intact."""
+    temporary = path.with_suffix(".tmp")
+    torch.save(state, temporary)
+    os.replace(temporary, path)
+
+
+def _distributed() -> tuple[int, int]:
+    """(rank, world size); initialises the process group under torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return (dist.get_rank(), world) if world > 1 else (0, 1)
+
+
+def run(cfg: Config | None = None, **overrides) -> dict:
+    """Train ``cfg.method`` on the base classes of ``cfg.fold``; returns the training summary.
+
+    Writes ``<out>/last.pt`` every epoch, ``<out>/best.pt`` (best validation mIoU),
+    ``<out>/log.jsonl`` and ``<out>/train_summary.json``.
+    """
+    cfg = cfg or make_config(**overrides)
+    rank, world = _distributed()
+    device = resolve_device(cfg.device)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    random.seed(cfg.seed)
+
+    model = build_method(cfg).to(device)
+    if not model.trainable:
+        raise FsslibError(f"Method {cfg.method!r} is training-free.", f"evaluate it directly: `python -m fsslib.evaluate --method {cfg.method}`.")
+    benchmark = get_benchmark(cfg.benchmark, cfg.coco_folds)
+    _, train_source = open_source(cfg, benchmark.train_split)
+    _, select_source = open_source(cfg, benchmark.select_split)
+    train_set = EpisodeDataset(train_source, cfg.fold, cfg.shots, cfg.image_size, cfg.episodes_per_epoch, cfg.seed,
+                               mode="train", novel_rule=cfg.novel_rule)
+    # model selection on novel-class episodes of a held-out split, with seeds apart from the test protocol's
+    val_set = EpisodeDataset(select_source, cfg.fold, cfg.shots, cfg.image_size, cfg.val_episodes, cfg.seed + 1000)
+    optimizer = make_optimizer(cfg, model)
+    steps_per_epoch = math.ceil(cfg.episodes_per_epoch / (cfg.batch_size * world))
+    scheduler = poly_schedule(optimizer, cfg.epochs * steps_per_epoch, cfg.poly_power)
+
+    start_epoch, best_miou, history = 0, -1.0, []
+    last_path, best_path = out / "last.pt", out / "best.pt"
+    if cfg.resume and last_path.is_file():
+        state = load_checkpoint(last_path, cfg.method)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        _set_rng_state(state["rng"])
+        start_epoch, best_miou, history = state["epoch"], state["best_miou"], state["history"]
+    trainer = LossModule(model)
+    if world > 1:
+        # methods may hold parameters that a given loss does not reach (e.g. unused backbone levels)
+        trainer = nn.parallel.DistributedDataParallel(trainer, device_ids=[device.index] if device.type == "cuda" else None,
+                                                      find_unused_parameters=True)
+
+    start = time.perf_counter()
+    for epoch in range(start_epoch, cfg.epochs):
+        train_set.set_epoch(epoch)
+        shard = Subset(train_set, range(rank, len(train_set), world))
+        loader = DataLoader(shard, batch_size=cfg.batch_size, collate_fn=collate_episodes, num_workers=cfg.num_workers)
+        model.train()
+        losses = []
+        for batch in tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress or rank > 0, leave=False):
+            with autocast(device, cfg.amp):
+                loss = trainer(batch.to(device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            losses.append(loss.item())
+        record = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "lr": scheduler.get_last_lr()[0],
+                  "world_size": world, "elapsed_s": time.perf_counter() - start}
+        if rank == 0:
+            val = evaluate_model(model, val_set, cfg, device, description="validate")
+            record.update(val_miou=val["miou"], val_fbiou=val["fbiou"])
+            history.append(record)
+            if val["miou"] > best_miou:
+                best_miou = val["miou"]
+                save_checkpoint(best_path, {"method": cfg.method, "model": model.state_dict(), "epoch": epoch + 1,
+                                            "val_miou": best_miou, "config": cfg.to_dict()})
+            with (out / "log.jsonl").open("a") as log:
+                log.write(json.dumps(record) + "\n")
+            save_checkpoint(last_path, {
+                "method": cfg.method, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "rng": _rng_state(),
+                "best_miou": best_miou, "history": history, "config": cfg.to_dict(),
+            })
+    summary = {"method": cfg.method, "tier": cfg.tier, "fold": cfg.fold, "shots": cfg.shots, "seed": cfg.seed,
+               "epochs": cfg.epochs, "best_val_miou": best_miou, "checkpoint": str(best_path),
+               "train_time_s": time.perf_counter() - start, "world_size": world, "history": history}
+    if rank == 0:
+        (out / "train_summary.json").write_text(json.dumps(summary, indent=1))
+    if world > 1:
+        dist.destroy_process_group()
+    return summary
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m fsslib.train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        summary = run(config_from_args(args))
+    except FsslibError as error:
+        parser.exit(2, f"error: {error}\n")
+    print(f"trained {summary['method']} fold {summary['fold']} {summary['shots']}-shot: best validation mIoU "
+          f"{summary['best_val_miou']:.1f} -> {summary['checkpoint']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""Bad input gets one clear error naming the problem and the fix."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fsslib import evaluate
+from fsslib.config import make_config
+from fsslib.data.benchmarks import PASCAL, TOY
+from fsslib.data.episodes import Source, check_support_masks
+from fsslib.data.layout import write_class_index, write_list
+from fsslib.errors import (CheckpointError, CorruptImageError, DatasetNotFoundError, EmptySupportMaskError,
+                           FsslibError, InvalidMaskError, UnknownNameError)
+
+
+def _tiny_tree(root, label):
+    (root / "JPEGImages").mkdir(parents=True)
+    (root / "SegmentationClassAug").mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(root / "JPEGImages" / "a.jpg")
+    Image.fromarray(label).save(root / "SegmentationClassAug" / "a.png")
+    write_list(root, "train", [("JPEGImages/a.jpg", "SegmentationClassAug/a.png")])
+    write_class_index(root, "train", {"a": {1: 4}})
+
+
+def test_missing_data_root_names_the_prepare_command(tmp_path):
+    with pytest.raises(DatasetNotFoundError, match="prepare pascal") as info:
+        Source(PASCAL, "train", root=tmp_path / "nowhere")
+    assert "does not exist" in info.value.problem and "FSSLIB_DATA" in info.value.fix
+
+
+def test_mask_values_outside_class_ids(tmp_path):
+    label = np.zeros((8, 8), np.uint8)
+    label[0, 0] = 37
+    _tiny_tree(tmp_path, label)
+    with pytest.raises(InvalidMaskError, match=r"\[37\].*outside the class ids 0..20"):
+        Source(TOY, "train", root=tmp_path).load("a")
+
+
+def test_corrupt_image(tmp_path):
+    _tiny_tree(tmp_path, np.zeros((8, 8), np.uint8))
+    (tmp_path / "JPEGImages" / "a.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(CorruptImageError, match="Cannot decode"):
+        Source(TOY, "train", root=tmp_path).load("a")
+
+
+def test_empty_support_mask():
+    masks = torch.zeros(2, 3, 8, 8, dtype=torch.long)
+    masks[0, :, 2, 2] = 1
+    with pytest.raises(EmptySupportMaskError, match="3 support mask"):
+        check_support_masks(masks)
+
+
+def test_unknown_names():
+    with pytest.raises(UnknownNameError, match=r"(?s)Unknown class of toy .purple star.*striped star"):
+        TOY.class_id("purple star")
+    with pytest.raises(UnknownNameError, match=r"(?s)Unknown method .nope.*prototype"):
+        make_config(method="nope")
+    with pytest.raises(UnknownNameError, match=r"(?s)Unknown preset .huge.*toy, paper"):
+        make_config(preset="huge")
+    with pytest.raises(UnknownNameError, match="Unknown fold"):
+        TOY.fold_classes(4)
+
+
+def test_trained_method_needs_a_checkpoint(tiny_cfg, tmp_path):
+    with pytest.raises(CheckpointError, match="no checkpoint was given"):
+        evaluate.run(tiny_cfg(method="prototype"))
+    with pytest.raises(CheckpointError, match="does not exist"):
+        evaluate.run(tiny_cfg(method="prototype", ckpt=str(tmp_path / "missing.pt")))
+
+
+def test_cli_prints_the_error_not_a_traceback(capsys):
+    with pytest.raises(SystemExit) as info:
+        evaluate.main(["--method", "nope"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Unknown method 'nope'" in err and "Traceback" not in err
+
+
+def test_every_error_carries_a_fix():
+    error = FsslibError("problem text", "fix text")
+    assert str(error) == "problem text\n  How to fix: fix text"

@@ -1,0 +1,149 @@
+"""Toy CLIP: tokenizer, architectures, losses, checkpoint round trip, shipped checkpoints."""
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from fsslib.clip import toy
+from fsslib.data.toyworld import CLASS_NAMES
+from fsslib.errors import CheckpointError
+from fsslib.paths import CHECKPOINT_DIR
+
+SHIPPED = {arch: CHECKPOINT_DIR / f"toy_clip_{arch}.pt" for arch in ("vit", "rn")}
+
+
+def tiny_cfg(arch: str) -> dict:
+    """A toy architecture small enough to train in seconds at 32 px (4x4 feature grid)."""
+    cfg = toy.default_model_cfg(arch, image_size=32, context_length=24)
+    cfg["text_cfg"].update(width=32, heads=1, layers=1)
+    cfg["embed_dim"] = 32
+    if arch == "vit":
+        cfg["vision_cfg"].update(width=32, layers=2)
+    return cfg
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_tokenizer_round_trip_and_eot_is_argmax():
+    tokenizer = toy.WordTokenizer(toy.toy_vocabulary(), context_length=32)
+    tokens = tokenizer(["A photo of a Striped Star.", "a photo without a dotted circle, zebra!"])  # (2, 32)
+    assert tokens.shape == (2, 32) and tokens.dtype == torch.long
+    assert tokenizer.decode(tokens[0]) == "a photo of a striped star ."
+    assert "<unk>" in tokenizer.decode(tokens[1])  # 'zebra' and '!' are not toy words
+    assert (tokens.argmax(-1) == (tokens != 0).sum(-1) - 1).all()  # EOT: last and highest id
+    assert tokens[:, 0].eq(tokenizer.sot_id).all()
+
+
+def test_vocabulary_covers_all_paper_prompts():
+    tokenizer = toy.WordTokenizer(toy.toy_vocabulary(), context_length=32)
+    prompts = [t.format(name) for t in toy.MASKCLIP_TEMPLATES for name in CLASS_NAMES[:2]]
+    prompts += [toy.PI_CLIP_TARGET.format("solid circle"), toy.PI_CLIP_NON_TARGET.format("solid circle"),
+                toy.EMPTY_PROMPT]
+    assert len(toy.MASKCLIP_TEMPLATES) == 85
+    assert not (tokenizer(prompts) == tokenizer.unk_id).any()
+
+
+def test_captions_use_only_known_words_and_name_the_objects():
+    tokenizer = toy.WordTokenizer(toy.toy_vocabulary(), context_length=32)
+    rng = random.Random(0)
+    captions = [toy.caption_scene([7, 12], ["on the left", "at the top"], rng) for _ in range(200)]
+    assert not (tokenizer(captions) == tokenizer.unk_id).any()
+    assert all(CLASS_NAMES[6] in c and CLASS_NAMES[11] in c for c in captions)
+    assert any("without" in c for c in captions)
+    assert toy.caption_scene([], [], rng) in {toy.EMPTY_PROMPT, "an empty scene.", "no objects."}
+
+
+@pytest.mark.parametrize("arch", ["vit", "rn"])
+def test_open_clip_structure_and_dense_grid(arch: str):
+    model = toy.build_toy_clip(tiny_cfg(arch)).eval()
+    images = torch.randn(2, 3, 32, 32)
+    image_emb, dense = toy.image_and_dense_embeddings(model, arch, images)  # (2, D), (2, 16, D)
+    assert dense.shape == (2, 16, 32)
+    torch.testing.assert_close(image_emb, model.encode_image(images))
+    if arch == "vit":
+        assert isinstance(model.visual.conv1, toy.ConvStem)
+        assert len(model.visual.transformer.resblocks) == 2 and model.visual.proj.shape == (32, 32)
+
+
+@pytest.mark.parametrize("arch", ["vit", "rn"])
+def test_losses_fall_on_a_fixed_batch(arch: str):
+    torch.manual_seed(0)
+    cfg = tiny_cfg(arch)
+    model = toy.build_toy_clip(cfg)
+    tokenizer = toy.WordTokenizer(toy.toy_vocabulary(), cfg["text_cfg"]["context_length"])
+    pool = toy.render_pool(16, seed=0, size=32, progress=False)
+    images = (torch.from_numpy(pool.images).permute(0, 3, 1, 2).float() / 255 - 0.5) / 0.25  # (16, 3, 32, 32)
+    rng = random.Random(0)
+    captions = tokenizer([toy.caption_scene(c, p, rng) for c, p in zip(pool.class_ids, pool.positions)])
+    prompts = tokenizer([toy.ZERO_SHOT_TEMPLATE.format(n) for n in CLASS_NAMES] + [toy.EMPTY_PROMPT])
+    keys = [tuple(sorted(set(c))) for c in pool.class_ids]
+    present = torch.zeros(16, 20)
+    for row, ids in enumerate(pool.class_ids):
+        present[row, [c - 1 for c in ids]] = 1.0
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(25):
+        image_emb, dense = toy.image_and_dense_embeddings(model, arch, images)
+        text = model.encode_text(torch.cat([captions, prompts]))
+        scale = model.logit_scale.exp()
+        loss = toy.contrastive_loss(image_emb, text[:16], keys, scale) + toy.dense_mil_loss(
+            dense, text[16:], present, scale)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert np.mean(losses[-3:]) < 0.7 * np.mean(losses[:3])
+
+
+def test_negation_loss_prefers_of_for_present_classes():
+    image = torch.tensor([[1.0, 0.0]])
+    of, without = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]])
+    scale = torch.tensor(10.0)
+    low = toy.negation_loss(image, of, without, torch.ones(1, 1), scale)
+    high = toy.negation_loss(image, of, without, torch.zeros(1, 1), scale)
+    assert low < 0.01 < high
+
+
+def test_train_writes_checkpoint_and_metadata_that_round_trip(tmp_path):
+    out = tmp_path / "tiny.pt"
+    metadata = toy.train_toy_clip("vit", out, minutes=0.08, seed=0, pool_size=32, batch_size=8,
+                                  model_cfg=tiny_cfg("vit"), evaluate=False)
+    assert metadata["train_steps"] >= 1 and metadata["seed"] == 0
+    saved = json.loads(out.with_suffix(".json").read_text())
+    assert {"command", "git_commit", "wall_time_minutes", "hardware"} <= set(saved)
+    checkpoint = torch.load(out, weights_only=True)
+    assert {"model_cfg", "state_dict", "vocab", "context_length", "image_size", "mean", "std"} <= set(checkpoint)
+    bundle = toy.load_toy_clip(out)
+    images = np.zeros((2, 64, 64, 3), dtype=np.uint8)
+    reloaded = bundle.model.encode_image(bundle.preprocess(images))
+    state = {k: v.float() for k, v in checkpoint["state_dict"].items()}
+    model = toy.build_toy_clip(checkpoint["model_cfg"]).eval()
+    model.load_state_dict(state)
+    torch.testing.assert_close(reloaded, model.encode_image(bundle.preprocess(images)))
+
+
+def test_missing_checkpoint_says_how_to_fix(tmp_path):
+    with pytest.raises(CheckpointError, match="How to fix"):
+        toy.load_toy_clip(tmp_path / "nope.pt")
+
+
+@pytest.mark.parametrize("arch", ["vit", "rn"])
+def test_shipped_checkpoint_matches_documented_zero_shot_accuracy(arch: str):
+    path = SHIPPED[arch]
+    if not path.is_file():
+        pytest.skip(f"{path.name} not shipped yet")
+    documented = json.loads(path.with_suffix(".json").read_text())["metrics"]["zero_shot_acc"]
+    bundle = toy.load_toy_clip(path)
+    images, _, present = toy.render_eval_set("single", 100)
+    accuracy = toy.zero_shot_accuracy(bundle, images, [p[0] for p in present])
+    assert accuracy >= max(documented - 0.12, 0.05)  # 100 of the 1000 documented images

@@ -1,0 +1,56 @@
+import numpy as np
+from PIL import Image
+
+from fsslib.data import toyworld
+from fsslib.data.benchmarks import TOY
+
+
+def test_scenes_are_pure_functions_of_seed_split_index():
+    a = toyworld.render_scene(toyworld.scene_rng(0, "train", 7))
+    b = toyworld.render_scene(toyworld.scene_rng(0, "train", 7))
+    c = toyworld.render_scene(toyworld.scene_rng(0, "val", 7))
+    assert np.array_equal(a.image, b.image) and np.array_equal(a.mask, b.mask)
+    assert not np.array_equal(a.image, c.image)
+
+
+def test_masks_match_objects_and_captions():
+    for index in range(30):
+        scene = toyworld.render_scene(toyworld.scene_rng(1, "train", index))
+        present = set(np.unique(scene.mask)) - {0}
+        assert present == {o.class_id for o in scene.objects}
+        assert 1 <= len(scene.objects) <= 3
+        for obj in scene.objects:
+            assert obj.name in scene.caption and obj.visible_pixels == (scene.mask == obj.class_id).sum() or \
+                sum(o.class_id == obj.class_id for o in scene.objects) > 1
+
+
+def test_fold_split_is_a_latin_square_sharing_attributes_with_base_classes():
+    assert len(set(toyworld.CLASS_NAMES)) == 20
+    for fold in range(4):
+        novel = TOY.fold_classes(fold)
+        assert novel == list(range(5 * fold + 1, 5 * fold + 6))
+        base_attributes = [toyworld.class_attributes(c) for c in TOY.base_classes(fold)]
+        for class_id in novel:
+            shape, fill = toyworld.class_attributes(class_id)
+            assert sum(s == shape for s, _ in base_attributes) == 3  # its shape with the other three fills
+            assert sum(f == fill for _, f in base_attributes) >= 3
+        assert len({toyworld.class_attributes(c)[0] for c in novel}) == 5  # every shape once per fold
+
+
+def test_colour_does_not_identify_the_class():
+    colours = []
+    for index in range(40):
+        scene = toyworld.render_scene(toyworld.scene_rng(2, "train", index), class_ids=[1])  # solid circle
+        colours.append(scene.image[scene.mask == 1].mean(axis=0))
+    assert np.std(colours, axis=0).min() > 30  # instances of one class span many colours
+
+
+def test_materialize_writes_voc_layout(tmp_path):
+    root = toyworld.materialize(tmp_path / "toy", seed=3, counts={"train": 6, "val": 2})
+    pairs = (root / "lists" / "train.txt").read_text().split("\n")[:-1]
+    assert len(pairs) == 6 and pairs[0] == "JPEGImages/toy_train_000000.jpg SegmentationClassAug/toy_train_000000.png"
+    label = np.asarray(Image.open(root / "SegmentationClassAug" / "toy_train_000000.png"))
+    assert label.ndim == 2 and set(np.unique(label)) <= set(range(21))
+    scene = toyworld.render_scene(toyworld.scene_rng(3, "train", 0))
+    assert np.array_equal(label, scene.mask)
+    assert (root / "JPEGImages" / "toy_val_000001.jpg").is_file()

@@ -1,0 +1,92 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from fsslib import evaluate, train
+
+METRIC_KEYS = {"miou", "fbiou", "per_class_iou", "episodes", "episodes_per_s", "tier", "method", "fold", "shots", "seed"}
+
+
+def test_all_foreground_evaluation_writes_metrics(tiny_cfg, tmp_path):
+    metrics = evaluate.run(tiny_cfg(method="all-foreground", episodes=30, out=str(tmp_path / "af")))
+    saved = json.loads((tmp_path / "af" / "metrics.json").read_text())
+    assert METRIC_KEYS <= set(saved) and saved["episodes"] == 30 and saved["tier"] == "toy"
+    assert 0 < metrics["miou"] < 30  # objects cover a small part of the image
+    assert set(saved["per_class_iou"]) <= {"solid circle", "striped square", "dotted triangle", "checkered star", "solid cross"}
+
+
+def test_multi_seed_reports_mean_and_std(tiny_cfg, tmp_path):
+    metrics = evaluate.run(tiny_cfg(method="all-foreground", episodes=10, eval_seeds=3, out=str(tmp_path / "ms")))
+    assert metrics["seeds"] == [0, 1, 2] and len(metrics["per_seed_miou"]) == 3
+    assert metrics["miou"] == pytest.approx(sum(metrics["per_seed_miou"]) / 3)
+    assert metrics["miou_std"] >= 0
+
+
+def test_train_then_evaluate_prototype(tiny_cfg, tmp_path):
+    out = tmp_path / "proto"
+    summary = train.run(tiny_cfg(method="prototype", out=str(out)))
+    assert (out / "best.pt").is_file() and (out / "last.pt").is_file() and (out / "log.jsonl").is_file()
+    assert len(summary["history"]) == 1 and "val_miou" in summary["history"][0]
+    metrics = evaluate.run(tiny_cfg(method="prototype", ckpt=summary["checkpoint"], out=str(out / "eval")))
+    assert metrics["episodes"] == 40 and metrics["checkpoint"] == summary["checkpoint"]
+
+
+def test_resume_reproduces_an_uninterrupted_run(tiny_cfg, tmp_path, monkeypatch):
+    settings = dict(method="prototype", epochs=2, episodes_per_epoch=16, val_episodes=8)
+    train.run(tiny_cfg(out=str(tmp_path / "full"), **settings))
+    full = torch.load(tmp_path / "full" / "last.pt", weights_only=False)
+
+    real_save = train.save_checkpoint
+
+    def save_then_die(path, state):
+        real_save(path, state)
+        if path.name == "last.pt":
+            raise KeyboardInterrupt  # killed right after the first epoch's checkpoint
+
+    monkeypatch.setattr(train, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train.run(tiny_cfg(out=str(tmp_path / "killed"), **settings))
+    monkeypatch.setattr(train, "save_checkpoint", real_save)
+    assert torch.load(tmp_path / "killed" / "last.pt", weights_only=False)["epoch"] == 1
+    train.run(tiny_cfg(out=str(tmp_path / "killed"), resume=True, **settings))
+    resumed = torch.load(tmp_path / "killed" / "last.pt", weights_only=False)
+    assert resumed["epoch"] == 2
+    for name, tensor in full["model"].items():
+        torch.testing.assert_close(resumed["model"][name], tensor, rtol=0, atol=0, msg=name)
+    assert [h["val_miou"] for h in resumed["history"]] == [h["val_miou"] for h in full["history"]]
+
+
+def test_training_free_method_is_refused_by_the_trainer(tiny_cfg):
+    from fsslib.errors import FsslibError
+
+    with pytest.raises(FsslibError, match="training-free"):
+        train.run(tiny_cfg(method="all-foreground"))
+
+
+def _cli(args, **env):
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", **env}, cwd=Path(__file__).parent.parent)
+
+
+def test_command_line_train_and_evaluate(tmp_path, toy_root):
+    out = tmp_path / "cli"
+    result = _cli(["-m", "fsslib.train", "--method", "prototype", "--smoke", "--no-progress", "--fold", "3", "--out", str(out)])
+    assert result.returncode == 0, result.stderr
+    result = _cli(["-m", "fsslib.evaluate", "--method", "prototype", "--smoke", "--fold", "3", "--shots", "1",
+                   "--ckpt", str(out / "best.pt"), "--out", str(out / "eval"), "--no-progress"])
+    assert result.returncode == 0, result.stderr
+    assert "mIoU" in result.stdout and json.loads((out / "eval" / "metrics.json").read_text())["fold"] == 3
+
+
+def test_ddp_with_two_cpu_processes(tmp_path, toy_root):
+    out = tmp_path / "ddp"
+    result = _cli(["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517", "-m", "fsslib.train",
+                   "--method", "prototype", "--smoke", "--no-progress", "--out", str(out)])
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["history"][0]["world_size"] == 2
