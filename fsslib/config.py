@@ -1,8 +1,8 @@
 """One flat configuration for every job, filled from a preset (nanoGPT-style).
 
 ``make_config(method=..., preset="toy", **overrides)`` starts from the defaults below,
-applies the preset (``toy`` or ``paper``), then the method's own preset values, then
-``smoke`` shrinking, then the explicit overrides. The same functions run both tiers;
+applies the preset (``toy`` or ``paper``), then the method's own preset values and the
+options of its ``variant``, then ``smoke`` shrinking, then the explicit overrides. The same functions run both tiers;
 only these values differ.
 """
 from __future__ import annotations
@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, Callable
 
-from fsslib.errors import unknown
+from fsslib.errors import FsslibError, unknown
 
 TIERS = ("toy", "paper")
 
@@ -21,6 +21,7 @@ TIERS = ("toy", "paper")
 class Config:
     # what to run
     method: str = "prototype"
+    variant: str = ""  # a named option set of the method (its VARIANTS), e.g. an ablation row
     preset: str = "toy"
     fold: int = 0
     shots: int = 1
@@ -79,7 +80,7 @@ SMOKE = dict(epochs=1, episodes_per_epoch=24, val_episodes=16, episodes=40, eval
 
 def make_config(method: str = "prototype", preset: str = "toy", **overrides: Any) -> Config:
     """Build a :class:`Config` for ``method`` on ``preset``; ``None`` overrides are ignored."""
-    from fsslib.methods import method_presets
+    from fsslib.methods import method_presets, method_variants
 
     if preset not in PRESETS:
         raise unknown("preset", preset, list(PRESETS))
@@ -89,7 +90,11 @@ def make_config(method: str = "prototype", preset: str = "toy", **overrides: Any
         raise unknown("config field", bad[0], sorted(valid))
     values: dict[str, Any] = {"method": method, "preset": preset, **PRESETS[preset]}
     method_values = dict(method_presets(method).get(preset, {}))
-    options = {**method_values.pop("options", {}), **(overrides.pop("options", None) or {})}
+    variant = overrides.get("variant") or ""
+    variants = method_variants(method)
+    if variant and variant not in variants:
+        raise unknown(f"variant of {method}", variant, sorted(variants) or ["(this method has none)"])
+    options = {**method_values.pop("options", {}), **variants.get(variant, {}), **(overrides.pop("options", None) or {})}
     values.update(method_values)
     if overrides.get("smoke"):
         values.update(SMOKE)
@@ -109,6 +114,17 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         else:
             kind = {"int": int, "float": float}.get(str(f.type), str)
             parser.add_argument(flag, type=kind, default=None)
+
+
+def run_command_line(prog: str, description: str, job: Callable[[Config], dict], argv: list[str] | None) -> dict:
+    """Parse ``--field`` flags into a :class:`Config` and run ``job``; user errors exit with their message."""
+    parser = argparse.ArgumentParser(prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return job(config_from_args(args))
+    except FsslibError as error:
+        parser.exit(2, f"error: {error}\n")
 
 
 def config_from_args(args: argparse.Namespace) -> Config:

@@ -7,7 +7,6 @@ or ``fsslib.evaluate.run(cfg)``. Writes ``<out>/metrics.json`` (mIoU and FB-IoU 
 """
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import time
@@ -18,20 +17,20 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from fsslib.config import Config, add_config_arguments, config_from_args, make_config
-from fsslib.data.benchmarks import Benchmark, get_benchmark
+from fsslib.config import Config, make_config, run_command_line
+from fsslib.data.benchmarks import get_benchmark
 from fsslib.data.episodes import EpisodeDataset, Source, collate_episodes
 from fsslib.device import autocast, resolve_device
-from fsslib.errors import CheckpointError, FsslibError
+from fsslib.errors import CheckpointError
 from fsslib.methods import build_method
 from fsslib.methods.base import FewShotSegmenter
 from fsslib.metrics import FewShotMeter
 
 
-def open_source(cfg: Config, split: str) -> tuple[Benchmark, Source]:
-    """The benchmark of ``cfg`` and one split of it (toy images are cached in memory)."""
+def open_source(cfg: Config, split: str) -> Source:
+    """One split of the benchmark of ``cfg`` (toy images are cached in memory)."""
     benchmark = get_benchmark(cfg.benchmark, cfg.coco_folds)
-    return benchmark, Source(benchmark, split, root=cfg.data_root, cache=benchmark.name == "toy")
+    return Source(benchmark, split, root=cfg.data_root, cache=benchmark.name == "toy")
 
 
 def load_checkpoint(path: str | Path, method: str) -> dict:
@@ -84,7 +83,8 @@ def run(cfg: Config | None = None, **overrides) -> dict:
     cfg = cfg or make_config(**overrides)
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.device)
-    benchmark, source = open_source(cfg, get_benchmark(cfg.benchmark, cfg.coco_folds).test_split)
+    benchmark = get_benchmark(cfg.benchmark, cfg.coco_folds)
+    source = open_source(cfg, benchmark.test_split)
     model = load_model(cfg, device)
     seeds = list(range(cfg.seed, cfg.seed + max(1, cfg.eval_seeds)))
     runs = []
@@ -96,7 +96,7 @@ def run(cfg: Config | None = None, **overrides) -> dict:
         "miou": statistics.fmean(r["miou"] for r in runs),
         "fbiou": statistics.fmean(r["fbiou"] for r in runs),
         "episodes_per_s": statistics.fmean(r["episodes_per_s"] for r in runs),
-        "tier": cfg.tier, "method": cfg.method, "benchmark": benchmark.name, "split": source.split,
+        "tier": cfg.tier, "method": cfg.method, "variant": cfg.variant, "benchmark": benchmark.name, "split": source.split,
         "fold": cfg.fold, "shots": cfg.shots, "seed": cfg.seed, "seeds": seeds, "checkpoint": cfg.ckpt,
         "device": str(device),
     }
@@ -111,14 +111,7 @@ def run(cfg: Config | None = None, **overrides) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m fsslib.evaluate", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        metrics = run(config_from_args(args))
-    except FsslibError as error:
-        parser.exit(2, f"error: {error}\n")
+    metrics = run_command_line("python -m fsslib.evaluate", __doc__, run, argv)
     print(f"{metrics['method']} fold {metrics['fold']} {metrics['shots']}-shot ({metrics['tier']} tier): "
           f"mIoU {metrics['miou']:.1f}  FB-IoU {metrics['fbiou']:.1f}  ({metrics['episodes']} episodes, "
           f"{metrics['episodes_per_s']:.1f} episodes/s)")

@@ -29,7 +29,11 @@ from tqdm.auto import tqdm
 from fsslib.errors import DatasetNotFoundError, FsslibError
 
 REPO = Path(__file__).resolve().parent.parent
-TABLE_COLUMNS = ("method", "variant", "tier", "benchmark", "fold", "shots", "seed", "episodes", "miou", "fbiou")
+TABLE_COLUMNS = ("method", "variant", "tier", "benchmark", "fold", "shots", "seed", "episodes", "miou", "fbiou",
+                 "reference_miou")  # reference_miou: the all-foreground predictor on the same episodes
+
+
+PERCENT_COLUMNS = ("miou", "fbiou", "reference_miou")
 
 
 def load_grid(path: str | Path) -> dict[str, Any]:
@@ -84,9 +88,9 @@ def execute(grid_path: str | Path, smoke: bool = False, outputs: str | Path | No
 
 
 def write_table(rows: list[dict[str, Any]], stem: Path) -> None:
-    """Write ``stem.csv`` and ``stem.md`` with :data:`TABLE_COLUMNS` (mIoU, FB-IoU in %, 1 decimal)."""
+    """Write ``stem.csv`` and ``stem.md`` with :data:`TABLE_COLUMNS` (IoUs in %, 1 decimal)."""
     stem.parent.mkdir(parents=True, exist_ok=True)
-    table = [{c: (f"{row[c]:.1f}" if c in ("miou", "fbiou") else row.get(c, "")) for c in TABLE_COLUMNS} for row in rows]
+    table = [{c: (f"{row[c]:.1f}" if c in PERCENT_COLUMNS else row.get(c, "")) for c in TABLE_COLUMNS} for row in rows]
     with stem.with_suffix(".csv").open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=TABLE_COLUMNS)
         writer.writeheader()

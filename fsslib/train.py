@@ -11,7 +11,6 @@ resuming needs no data-loader state. Log: ``<out>/log.jsonl``.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -26,7 +25,7 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
-from fsslib.config import Config, add_config_arguments, config_from_args, make_config
+from fsslib.config import Config, make_config, run_command_line
 from fsslib.data.benchmarks import get_benchmark
 from fsslib.data.episodes import EpisodeBatch, EpisodeDataset, collate_episodes
 from fsslib.device import autocast, resolve_device
@@ -112,8 +111,8 @@ def run(cfg: Config | None = None, **overrides) -> dict:
     if not model.trainable:
         raise FsslibError(f"Method {cfg.method!r} is training-free.", f"evaluate it directly: `python -m fsslib.evaluate --method {cfg.method}`.")
     benchmark = get_benchmark(cfg.benchmark, cfg.coco_folds)
-    _, train_source = open_source(cfg, benchmark.train_split)
-    _, select_source = open_source(cfg, benchmark.select_split)
+    train_source = open_source(cfg, benchmark.train_split)
+    select_source = open_source(cfg, benchmark.select_split)
     train_set = EpisodeDataset(train_source, cfg.fold, cfg.shots, cfg.image_size, cfg.episodes_per_epoch, cfg.seed,
                                mode="train", novel_rule=cfg.novel_rule)
     # model selection on novel-class episodes of a held-out split, with seeds apart from the test protocol's
@@ -180,14 +179,7 @@ def run(cfg: Config | None = None, **overrides) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m fsslib.train", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        summary = run(config_from_args(args))
-    except FsslibError as error:
-        parser.exit(2, f"error: {error}\n")
+    summary = run_command_line("python -m fsslib.train", __doc__, run, argv)
     print(f"trained {summary['method']} fold {summary['fold']} {summary['shots']}-shot: best validation mIoU "
           f"{summary['best_val_miou']:.1f} -> {summary['checkpoint']}")
 

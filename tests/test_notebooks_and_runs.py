@@ -24,7 +24,7 @@ def test_train_eval_notebook_has_one_parameters_cell():
     notebook = nbformat.read(REPO / "notebooks" / "90_train_eval.ipynb", as_version=4)
     tagged = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1
-    for name in ("method", "preset", "fold", "shots", "seed", "device", "smoke", "out_dir"):
+    for name in ("method", "variant", "preset", "fold", "shots", "seed", "device", "smoke", "out_dir"):
         assert f"{name} = " in tagged[0].source
 
 

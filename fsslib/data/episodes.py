@@ -27,6 +27,7 @@ from torch.utils.data import Dataset
 
 from fsslib.data.benchmarks import Benchmark
 from fsslib.data.layout import read_class_index, read_list
+from fsslib.data.prepare import ensure_toyworld
 from fsslib.errors import CorruptImageError, DatasetNotFoundError, EmptySupportMaskError, InvalidMaskError, unknown
 
 IGNORE = 255
@@ -42,8 +43,6 @@ class Source:
         self.split = split
         self.root = Path(root) if root is not None else benchmark.root()
         if benchmark.name == "toy" and root is None:
-            from fsslib.data.prepare import ensure_toyworld
-
             ensure_toyworld(self.root)
         if not self.root.is_dir():
             raise DatasetNotFoundError(

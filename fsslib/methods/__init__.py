@@ -1,7 +1,9 @@
-"""Method registry: one module per method, each exposing ``build(cfg)`` and optional ``PRESETS``.
+"""Method registry: one module per method, each exposing ``build(cfg)``, optional ``PRESETS``
+and optional ``VARIANTS``.
 
 ``PRESETS`` maps a tier (``"toy"`` / ``"paper"``) to config values that the method needs
-beyond the tier's defaults.
+beyond the tier's defaults; ``VARIANTS`` maps a variant name (e.g. an ablation row) to
+method options (``cfg.options``).
 """
 from __future__ import annotations
 
@@ -18,6 +20,9 @@ if TYPE_CHECKING:
 METHODS: dict[str, str] = {
     "all-foreground": "fsslib.methods.trivial",
     "prototype": "fsslib.methods.prototype",
+    "maskclip": "fsslib.methods.maskclip",
+    "pfenet": "fsslib.methods.pfenet",
+    "piclip": "fsslib.methods.piclip",
 }
 
 
@@ -29,6 +34,10 @@ def method_module(name: str) -> ModuleType:
 
 def method_presets(name: str) -> dict[str, dict[str, Any]]:
     return getattr(method_module(name), "PRESETS", {})
+
+
+def method_variants(name: str) -> dict[str, dict[str, Any]]:
+    return getattr(method_module(name), "VARIANTS", {})
 
 
 def build_method(cfg: "Config") -> "FewShotSegmenter":

@@ -126,7 +126,7 @@ def find_resnet50_weights(path: str | Path | None = None) -> Path:
 
 
 TOY_RESNET_CHECKPOINT = CHECKPOINT_DIR / "toy_resnet.pt"  # shipped toy-world pretraining (ImageNet analogue)
-TOY_RESNET_RETRAIN = "python -m fsslib.models.pretrain_backbone --steps 1500 --out"
+TOY_RESNET_RETRAIN = "python -m fsslib.models.pretrain_backbone --steps 1600 --threads 1 --out"
 
 
 def load_toy_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:

@@ -1,0 +1,77 @@
+"""MaskCLIP zero-shot segmentation as a 1-way method: the class name is the only support.
+
+Dense MaskCLIP features of the query (``fsslib.clip.dense.maskclip_features``) are
+compared with the prompt-ensembled text embeddings of *every* class of the benchmark plus a
+background vocabulary (MaskCLIP's open-vocabulary setting, no support image is used). A
+pixel is foreground when the episode's class wins the argmax over that vocabulary; the
+logits returned are ``[best other score, target score]``. Options: ``key_smoothing`` and
+``prompt_denoising`` thresholds (MaskCLIP uses 1.0 and 0.5), ``templates``
+("maskclip": the 85-template ensemble, or "single": "a photo of a {}.").
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from fsslib.clip import MASKCLIP_TEMPLATES, class_embeddings, load_clip, segment_with_text
+from fsslib.config import Config
+from fsslib.data.benchmarks import get_benchmark
+from fsslib.data.episodes import EpisodeBatch
+from fsslib.errors import unknown
+from fsslib.methods.base import FewShotSegmenter
+
+TEMPLATE_SETS = {"maskclip": MASKCLIP_TEMPLATES, "single": ("a photo of a {}.",)}
+# MaskCLIP's background vocabulary for PASCAL; the toy world's background is an empty scene.
+BACKGROUND_NAMES = {"toy": ("empty scene",), "pascal": ("building", "ground", "grass", "tree", "sky"), "coco": ()}
+
+PRESETS = {
+    "toy": dict(options={"clip": "toy-vit", "clip_pretrained": None}),
+    "paper": dict(options={"clip": "ViT-B-16", "clip_pretrained": "openai"}),
+}
+
+
+class MaskClipSegmenter(FewShotSegmenter):
+    """Text-driven MaskCLIP; training-free."""
+
+    trainable = False
+
+    def __init__(self, clip_name: str, clip_pretrained: str | None, class_names: list[str], background_names: list[str],
+                 templates: str = "maskclip", key_smoothing: float | None = None, prompt_denoising: float | None = None,
+                 clip_checkpoint: str | None = None) -> None:
+        super().__init__()
+        if templates not in TEMPLATE_SETS:
+            raise unknown("MaskCLIP template set", templates, list(TEMPLATE_SETS))
+        self.bundle = load_clip(clip_name, clip_pretrained, clip_checkpoint)
+        self.clip = self.bundle.model  # registered, so .to(device) moves CLIP too
+        self.class_names = list(class_names)
+        self.vocabulary = self.class_names + list(background_names)
+        self.templates = TEMPLATE_SETS[templates]
+        self.key_smoothing, self.prompt_denoising = key_smoothing, prompt_denoising
+
+    def text_embeddings(self) -> torch.Tensor:
+        """(V, D) ensembled embeddings of the vocabulary: all classes, then the background names."""
+        return class_embeddings(self.bundle, self.vocabulary, self.templates)
+
+    def forward(self, batch: EpisodeBatch) -> torch.Tensor:
+        scores = segment_with_text(self.bundle, batch.query_images, self.text_embeddings(),
+                                   prompt_denoising=self.prompt_denoising, key_smoothing=self.key_smoothing,
+                                   temperature=self.bundle.logit_temperature)  # (B, V, h, w)
+        # upsample every class score before comparing them, as MaskCLIP does before its argmax
+        scores = F.interpolate(scores, size=batch.query_images.shape[-2:], mode="bilinear", align_corners=False)
+        target = batch.class_ids.to(scores.device) - 1  # (B,) index into the vocabulary
+        index = target[:, None, None, None].expand(-1, 1, *scores.shape[-2:])  # (B, 1, H, W)
+        target_score = scores.gather(1, index)  # (B, 1, H, W)
+        others = scores.scatter(1, index, float("-inf")).amax(1, keepdim=True)  # (B, 1, H, W)
+        return torch.cat([others, target_score], dim=1)  # (B, 2, H, W)
+
+
+def build(cfg: Config) -> MaskClipSegmenter:
+    benchmark = get_benchmark(cfg.benchmark, cfg.coco_folds)
+    options = cfg.options
+    return MaskClipSegmenter(
+        clip_name=options.get("clip", "toy-vit"), clip_pretrained=options.get("clip_pretrained"),
+        class_names=[benchmark.prompt_name(c) for c in range(1, benchmark.n_classes + 1)],
+        background_names=list(options.get("background_names", BACKGROUND_NAMES.get(benchmark.name, ()))),
+        templates=options.get("templates", "maskclip"), key_smoothing=options.get("key_smoothing"),
+        prompt_denoising=options.get("prompt_denoising"), clip_checkpoint=options.get("clip_checkpoint"),
+    )

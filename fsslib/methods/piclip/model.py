@@ -1,0 +1,156 @@
+"""PI-CLIP(PFENet): PFENet whose prior mask is replaced by CLIP priors [VVP, refined VTP].
+
+The frozen CLIP ViT sees the query and the supports (at the episode's input size, or
+``clip_image_size``; positional embeddings are resized, so ViT-B/16 at 473 x 473 gives
+29 x 29 tokens as the official code). Per episode:
+
+* VVP (Eqs. 5-8) from the patch tokens of ``vvp_blocks`` (official: blocks 11 and 12 of
+  ViT-B/16; any ViT: the last two), one channel per block and shot: the K shots are
+  concatenated, not averaged (Sec. 4.1).
+* VTP (Eqs. 1-4) by softmax-GradCAM of "a photo of {c}." against "a photo without {c}.".
+* PIR (Eqs. 9-11) with the head-averaged attention of the last ``pir_blocks`` blocks (8; all
+  blocks of smaller ViTs), CLS removed; box mask from the VTP. Refines the VTP only by
+  default (Table 4); ``refine`` picks which priors are refined.
+
+The priors are resized (bilinear) to the FEM's feature size and replace PFENet's prior: the
+rest of PFENet (features, prototype, FEM, losses) is unchanged. The CLIP model is frozen and
+not part of the state dict (checkpoints hold PFENet's weights only); ``.to(device)`` moves it.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from fsslib.clip import ClipBundle, block_taps
+from fsslib.data.episodes import EpisodeBatch
+from fsslib.errors import unknown
+from fsslib.methods.pfenet.model import PFENet
+from fsslib.methods.piclip.priors import (
+    BOX_THRESHOLD,
+    PIR_BLOCKS,
+    PriorInputError,
+    box_mask,
+    refine_prior,
+    refinement_matrix,
+    visual_text_prior,
+    visual_visual_prior,
+    vtp_prompt_table,
+)
+from fsslib.models.backbones import MultiLevelBackbone
+
+PRIOR_KINDS = ("vvp", "vtp")
+VTP_ACTIVATIONS = ("last_block_output", "last_block_ln_1")
+
+
+class PICLIP(PFENet):
+    """PFENet with PI-CLIP's priors; ``priors`` and ``refine`` select the ablation rows of Tables 3-4."""
+
+    def __init__(
+        self,
+        backbone: MultiLevelBackbone,
+        bundle: ClipBundle,
+        target_text: torch.Tensor,
+        non_target_text: torch.Tensor,
+        shots: int,
+        feature_dim: int = 256,
+        dropout: float = 0.5,
+        priors: Sequence[str] = PRIOR_KINDS,
+        refine: Sequence[str] = ("vtp",),
+        vvp_blocks: Sequence[int] = (-2, -1),
+        pir_blocks: int = PIR_BLOCKS,
+        vtp_temperature: float | None = None,
+        vtp_activation: str = "last_block_output",
+        box_threshold: float = BOX_THRESHOLD,
+        pir_squarings: int = 0,
+        clip_image_size: int | None = None,
+    ) -> None:
+        for name, values in (("prior", priors), ("refined prior", refine)):
+            for value in values:
+                if value not in PRIOR_KINDS:
+                    raise unknown(f"PI-CLIP {name}", value, PRIOR_KINDS)
+        if not priors:
+            raise unknown("PI-CLIP prior set", "()", ["('vvp', 'vtp')", "('vtp',)", "('vvp',)"])
+        if vtp_activation not in VTP_ACTIVATIONS:
+            raise unknown("VTP GradCAM activation", vtp_activation, VTP_ACTIVATIONS)
+        chosen = tuple(p for p in PRIOR_KINDS if p in priors)
+        vvp_indices = [int(b) % bundle.num_blocks for b in vvp_blocks]
+        channels = (len(vvp_indices) * shots if "vvp" in chosen else 0) + ("vtp" in chosen)
+        super().__init__(backbone, feature_dim=feature_dim, prior_channels=channels, dropout=dropout)
+        self.priors, self.refine, self.vvp_blocks, self.shots = chosen, tuple(refine), vvp_indices, shots
+        self.pir_blocks = list(range(bundle.num_blocks))[-min(pir_blocks, bundle.num_blocks):]  # Eq. 9: last l blocks
+        bundle.model.eval().requires_grad_(False)
+        self.bundle = bundle  # a plain attribute: CLIP stays out of parameters() and state_dict()
+        self.register_buffer("target_text", target_text, persistent=False)  # (n_classes, D)
+        self.register_buffer("non_target_text", non_target_text, persistent=False)  # (n_classes, D)
+        self.vtp_temperature = bundle.logit_temperature if vtp_temperature is None else float(vtp_temperature)
+        self.vtp_activation = vtp_activation
+        self.box_threshold, self.pir_squarings = box_threshold, pir_squarings
+        self.clip_image_size = clip_image_size
+
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> "PICLIP":
+        super()._apply(fn, recurse)
+        self.bundle.model._apply(fn, recurse)  # follow .to(device) / .float() although CLIP is not registered
+        return self
+
+    def _clip_input(self, images: torch.Tensor) -> torch.Tensor:
+        if self.clip_image_size is None or images.shape[-1] == images.shape[-2] == self.clip_image_size:
+            return images
+        size = (self.clip_image_size, self.clip_image_size)
+        return F.interpolate(images, size=size, mode="bilinear", align_corners=False).clamp(0, 1)
+
+    def clip_priors(self, batch: EpisodeBatch, present_indices: Sequence[Sequence[int]] | None = None
+                    ) -> dict[str, torch.Tensor]:
+        """Every CLIP prior of the batch at the CLIP token grid (h, w), all in [0, 1]:
+
+        ``vvp`` (B, n_blocks, K, h, w), ``vtp`` (B, h, w), ``vtp_refined`` (B, h, w),
+        ``vvp_refined`` (B, n_blocks, K, h, w) (only when refining the VVP), ``box`` (B, h, w).
+        ``present_indices`` switches the VTP to the official code's label-reading prompts
+        (see :func:`~fsslib.methods.piclip.priors.vtp_prompt_table`).
+        """
+        batch_size, shots = batch.support_images.shape[:2]
+        query_images = self._clip_input(batch.query_images)  # (B, 3, S, S)
+        support_images = self._clip_input(batch.support_images.flatten(0, 1))  # (B*K, 3, S, S)
+        with torch.no_grad():
+            query_taps = block_taps(self.bundle, query_images, sorted(set(self.vvp_blocks + self.pir_blocks)),
+                                    with_attention=True, drop_cls=True)
+            support_taps = block_taps(self.bundle, support_images, self.vvp_blocks, with_attention=False)
+            vvp = torch.stack([
+                visual_visual_prior(query_taps.token_map(block),
+                                    support_taps.token_map(block).unflatten(0, (batch_size, shots)),
+                                    batch.support_masks)
+                for block in self.vvp_blocks], dim=1)  # (B, n_blocks, K, h, w)
+        class_rows = batch.class_ids.to(self.target_text.device) - 1  # (B,)
+        prompts, valid = vtp_prompt_table(self.target_text, self.non_target_text, class_rows, present_indices)
+        vtp = visual_text_prior(self.bundle, query_images, prompts, valid, temperature=self.vtp_temperature,
+                                activation=self.vtp_activation)  # (B, h, w)
+        with torch.no_grad():
+            refinement = refinement_matrix(query_taps.mean_attention(self.pir_blocks).float(), self.pir_squarings)
+            boxes = box_mask(vtp, self.box_threshold)  # (B, h, w)
+            priors = {"vvp": vvp, "vtp": vtp, "box": boxes, "vtp_refined": refine_prior(vtp, refinement, boxes)}
+            if "vvp" in self.refine:
+                flat = vvp.flatten(1, 2)  # (B, n_blocks*K, h, w)
+                refined = [refine_prior(flat[:, c], refinement, boxes) for c in range(flat.shape[1])]
+                priors["vvp_refined"] = torch.stack(refined, dim=1).view_as(vvp)
+        return priors
+
+    def prior_masks(self, batch: EpisodeBatch, query_levels: dict[str, torch.Tensor],
+                    support_levels: dict[str, torch.Tensor]) -> torch.Tensor:
+        """[VVP (n_blocks * K channels), VTP] replacing PFENet's prior, at the FEM size (B, P, h, w)."""
+        if batch.support_images.shape[1] != self.shots:
+            raise PriorInputError(
+                f"This PI-CLIP model concatenates {self.shots} VVP shot(s) but the batch has "
+                f"{batch.support_images.shape[1]} support images per episode.",
+                f"build the model with make_config(..., shots={batch.support_images.shape[1]}) or feed {self.shots}-shot episodes.",
+            )
+        priors = self.clip_priors(batch)
+        channels = []
+        if "vvp" in self.priors:
+            vvp = priors["vvp_refined" if "vvp" in self.refine else "vvp"]  # (B, n_blocks, K, h, w)
+            channels.append(vvp.flatten(1, 2))
+        if "vtp" in self.priors:
+            channels.append(priors["vtp_refined" if "vtp" in self.refine else "vtp"].unsqueeze(1))
+        prior = torch.cat(channels, dim=1)  # (B, P, h, w)
+        size = query_levels["layer3"].shape[-2:]
+        return F.interpolate(prior, size=size, mode="bilinear", align_corners=True)

@@ -1,0 +1,228 @@
+"""PI-CLIP's training-free priors (Wang et al., CVPR 2024) as standalone batched functions.
+
+* VTP, visual-text prior (Eqs. 1-4): :func:`visual_text_prior`, softmax-GradCAM of the
+  target prompt "a photo of {c}." against the non-target prompt "a photo without {c}.".
+* VVP, visual-visual prior (Eqs. 5-8): :func:`visual_visual_prior`, max cosine similarity
+  of every query token to the masked support tokens, min-max normalised.
+* PIR, prior information refinement (Eqs. 9-11): :func:`sinkhorn_normalise`,
+  :func:`refinement_matrix`, :func:`box_mask`, :func:`refine_prior`.
+
+Every function works on a whole batch at once (one GradCAM backward pass for all queries);
+the official code loops over the images of a batch.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+
+from fsslib.clip import ClipBundle, gradcam, project_tokens
+from fsslib.errors import FsslibError
+from fsslib.methods.pfenet.model import COSINE_EPS, max_cosine_similarity, min_max_normalise
+
+BOX_THRESHOLD = 0.4  # CLIP-ES box mask: components of the CAM above 0.4 * max (PI-CLIP Eq. 11, "following [24]")
+PIR_BLOCKS = 8  # PI-CLIP: attention of the last l = 8 blocks (Eq. 9)
+
+
+class PriorInputError(FsslibError, ValueError):
+    """Tensors handed to a PI-CLIP prior function have shapes that do not fit together."""
+
+
+# --------------------------------------------------------------------------- VTP (Eqs. 1-4)
+
+
+def prompt_softmax_score(bundle: ClipBundle, prompts: torch.Tensor, valid: torch.Tensor | None, temperature: float):
+    """Score function for :func:`fsslib.clip.gradcam`: the target prompt's softmax probability (Eqs. 1-2).
+
+    prompts: (B, n, D) L2-normalised text embeddings per image, the target prompt at index 0;
+    valid: (B, n) bool (padding prompts are excluded from the softmax) or None. The image token
+    v_q is the mean of the projected patch tokens (Eq. 1).
+    """
+
+    def score(tokens: torch.Tensor) -> torch.Tensor:  # tokens: (B, N, C) last-block patch tokens
+        image = F.normalize(project_tokens(bundle, tokens).mean(dim=1).float(), dim=-1)  # (B, D), Eq. 1
+        logits = torch.einsum("bd,bnd->bn", image, prompts.to(image.device)) / temperature  # (B, n), Eq. 2
+        if valid is not None:
+            logits = logits.masked_fill(~valid.to(image.device), float("-inf"))
+        return torch.softmax(logits, dim=-1)[:, 0]  # (B,) S_f
+
+    return score
+
+
+def visual_text_prior(
+    bundle: ClipBundle,
+    query_images: torch.Tensor,
+    prompts: torch.Tensor,
+    valid: torch.Tensor | None = None,
+    *,
+    temperature: float = 0.01,
+    activation: Literal["last_block_output", "last_block_ln_1"] = "last_block_output",
+) -> torch.Tensor:
+    """VTP P_vt (B, h, w) in [0, 1]: softmax-GradCAM of the target prompt (Eqs. 1-4), min-max scaled.
+
+    query_images: (B, 3, H, W) in [0, 1]; prompts: (B, n, D) normalised text embeddings with the
+    target prompt "a photo of {c}." first. Build them with :func:`vtp_prompt_table`:
+
+    * paper (Sec. 3.3): per query the 2 prompts of the episode class, [target, non-target];
+      uses nothing but the class being segmented.
+    * official code (``get_cam.py``): the target and non-target prompts of *every class present
+      in the query image*, softmax over all 2m of them. This reads the query's image-level
+      labels (from its annotation) at test time, i.e. it leaks ground truth about the query.
+
+    ``temperature`` is tau (0.01 for pretrained CLIP; toy models: ``bundle.logit_temperature``).
+    ``activation``: GradCAM w.r.t. the last block's output patch tokens (Eq. 3 as written), or
+    the last block's ``ln_1`` output as the official code's pytorch-grad-cam target layer.
+    One backward pass for the whole batch (scores of different images do not interact).
+    """
+    if prompts.ndim != 3 or prompts.shape[0] != query_images.shape[0] or prompts.shape[-1] != bundle.embed_dim:
+        raise PriorInputError(
+            f"VTP prompts must be (B={query_images.shape[0]}, n, {bundle.embed_dim}), got {tuple(prompts.shape)}.",
+            "build them with vtp_prompt_table(...) for the same batch and CLIP model.",
+        )
+    score_fn = prompt_softmax_score(bundle, prompts, valid, temperature)
+    return gradcam(bundle, query_images, score_fn, activation=activation, normalize=True)  # (B, h, w), Eq. 4 + min-max
+
+
+def vtp_prompt_table(
+    target_text: torch.Tensor,
+    non_target_text: torch.Tensor,
+    class_indices: torch.Tensor,
+    present_indices: Sequence[Sequence[int]] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-query VTP prompts (B, n, D) and validity (B, n) from per-class text tables.
+
+    target_text / non_target_text: (n_classes, D) embeddings of "a photo of {c}." / "a photo
+    without {c}."; class_indices: (B,) row of each query's episode class. Without
+    ``present_indices`` (paper): [target, non-target] of the episode class. With it (official
+    code, leaks the query's labels): [target of c, non-target of c, target and non-target of every
+    other present class], padded to the longest list with invalid entries.
+    """
+    batch = class_indices.shape[0]
+    others: list[list[int]] = [[] for _ in range(batch)]
+    if present_indices is not None:
+        if len(present_indices) != batch:
+            raise PriorInputError(f"present_indices has {len(present_indices)} entries for {batch} queries.",
+                                  "pass one list of present class rows per query.")
+        others = [[int(c) for c in present if int(c) != int(target)] for present, target in zip(present_indices, class_indices)]
+    width = 2 + 2 * max(len(o) for o in others)
+    prompts = target_text.new_zeros(batch, width, target_text.shape[-1])  # (B, n, D)
+    valid = torch.zeros(batch, width, dtype=torch.bool, device=target_text.device)  # (B, n)
+    for row, (target, other) in enumerate(zip(class_indices.tolist(), others)):
+        rows = [target_text[target], non_target_text[target]]
+        rows += [target_text[c] for c in other] + [non_target_text[c] for c in other]
+        prompts[row, : len(rows)] = torch.stack(rows)
+        valid[row, : len(rows)] = True
+    return prompts, valid
+
+
+# --------------------------------------------------------------------------- VVP (Eqs. 5-8)
+
+
+def support_token_weights(support_masks: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:
+    """(N, H, W) masks {0, 1, 255} -> (N, 1, h, w) fraction of each token's patch covered by the mask.
+
+    The official code samples the mask with nearest interpolation; area fractions keep small
+    objects (toy tier: 8 x 8 tokens) from vanishing. Any covered token counts for the cosine max.
+    """
+    foreground = (support_masks == 1).float().unsqueeze(1)  # (N, 1, H, W)
+    return F.interpolate(foreground, size=tuple(grid), mode="area")
+
+
+def visual_visual_prior(query_tokens: torch.Tensor, support_tokens: torch.Tensor, support_masks: torch.Tensor) -> torch.Tensor:
+    """VVP P_vv (B, K, h, w): one prior per shot (concatenate them for K shots, as the paper).
+
+    query_tokens: (B, C, h, w) CLIP patch tokens of one block (CLS dropped, before ln_post and
+    the projection: official code, blocks 11 and 12 of ViT-B/16); support_tokens: (B, K, C, h, w)
+    of the same block; support_masks: (B, K, H, W). Eq. 5 masks the support tokens, Eqs. 6-7 take
+    the max cosine over support positions for every query position, Eq. 8 min-max normalises
+    with eps 1e-7. (The official code skips Eq. 8; we follow the paper.)
+    """
+    batch, shots = support_tokens.shape[:2]
+    if query_tokens.shape[0] != batch or query_tokens.shape[1:] != support_tokens.shape[2:]:
+        raise PriorInputError(
+            f"Query tokens {tuple(query_tokens.shape)} and support tokens {tuple(support_tokens.shape)} do not match.",
+            "pass query tokens (B, C, h, w) and support tokens (B, K, C, h, w) of the same CLIP block.",
+        )
+    weights = support_token_weights(support_masks.flatten(0, 1), support_tokens.shape[-2:])  # (B*K, 1, h, w)
+    masked_support = support_tokens.flatten(0, 1) * weights  # (B*K, C, h, w), Eq. 5
+    query_repeated = query_tokens.repeat_interleave(shots, dim=0)  # (B*K, C, h, w)
+    similarity = max_cosine_similarity(query_repeated, masked_support, COSINE_EPS)  # (B*K, h, w), Eqs. 6-7
+    return min_max_normalise(similarity).view(batch, shots, *similarity.shape[-2:])  # Eq. 8
+
+
+# --------------------------------------------------------------------------- PIR (Eqs. 9-11)
+
+
+def sinkhorn_normalise(attention: torch.Tensor, iterations: int = 1) -> torch.Tensor:
+    """D = Sinkhorn(A) (Eq. 10) for (B, N, N) maps: divide by column sums, then by row sums.
+
+    One iteration, as the official code: afterwards rows sum to 1 exactly and columns approximately.
+    """
+    matrix = attention
+    for _ in range(iterations):
+        matrix = matrix / matrix.sum(dim=1, keepdim=True)  # columns sum to 1
+        matrix = matrix / matrix.sum(dim=2, keepdim=True)  # rows sum to 1
+    return matrix
+
+
+def refinement_matrix(mean_attention: torch.Tensor, squarings: int = 0) -> torch.Tensor:
+    """R = max(D, D D^T), D = Sinkhorn(A_bar) (Eq. 10); (B, N, N) -> (B, N, N).
+
+    ``squarings=1`` reproduces the official code, which additionally replaces R by R @ R once.
+    """
+    transition = sinkhorn_normalise(mean_attention)  # (B, N, N)
+    refinement = torch.maximum(transition, transition @ transition.transpose(1, 2))
+    for _ in range(squarings):
+        refinement = refinement @ refinement
+    return refinement
+
+
+def box_mask(prior: torch.Tensor, threshold: float = BOX_THRESHOLD) -> torch.Tensor:
+    """B (Eq. 11): union of the bounding boxes of the connected regions of ``prior > threshold * max``.
+
+    prior: (B, h, w); returns a float {0, 1} mask (B, h, w). Components use 8-connectivity (the
+    outer contours that CLIP-ES's ``scoremap2bbox`` finds with OpenCV); labelling runs on the CPU.
+    A map that is all zero gives an all-zero box mask.
+    """
+    maps = prior.detach().float().cpu().numpy()
+    boxes = np.zeros_like(maps, dtype=np.float32)
+    for index, score_map in enumerate(maps):
+        peak = score_map.max()
+        if peak <= 0:
+            continue
+        components, _ = ndimage.label(score_map > threshold * peak, structure=np.ones((3, 3)))
+        for rows, cols in ndimage.find_objects(components):
+            boxes[index, rows, cols] = 1.0
+    return torch.from_numpy(boxes).to(prior.device)
+
+
+def refine_prior(prior: torch.Tensor, refinement: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """Refined prior (Eq. 11), min-max scaled: P_hat(i) = sum_j R(i, j) B(j) P(j).
+
+    prior, boxes: (B, h, w); refinement: (B, N, N) with N = h * w. The box mask weights the
+    source positions j, as the official code's ``trans_mat * aff_mask`` (mask on columns).
+    """
+    batch, height, width = prior.shape
+    if refinement.shape != (batch, height * width, height * width):
+        raise PriorInputError(
+            f"Refinement matrix {tuple(refinement.shape)} does not fit a prior of {tuple(prior.shape)}.",
+            "compute the attention on the same images and token grid as the prior (CLS row/column dropped).",
+        )
+    source = (boxes * prior).flatten(1).unsqueeze(-1)  # (B, N, 1)
+    refined = (refinement @ source).view(batch, height, width)  # (B, h, w)
+    return min_max_normalise(refined)
+
+
+def refine_with_attention(prior: torch.Tensor, mean_attention: torch.Tensor, box_source: torch.Tensor | None = None,
+                          threshold: float = BOX_THRESHOLD, squarings: int = 0) -> torch.Tensor:
+    """PIR end to end (Eqs. 9-11): box mask from ``box_source`` (default: the prior itself), refine ``prior``.
+
+    mean_attention: (B, N, N) head- and block-averaged attention without the CLS token (Eq. 9).
+    PI-CLIP builds the box mask from the VTP; refining the VVP reuses the VTP's boxes.
+    """
+    boxes = box_mask(prior if box_source is None else box_source, threshold)  # (B, h, w)
+    return refine_prior(prior, refinement_matrix(mean_attention, squarings), boxes)

@@ -1,0 +1,80 @@
+"""Prior quality: how well each training-free prior alone segments the query.
+
+Each prior (PFENet's, VVP per block, VTP, refined VTP, and the official code's label-reading
+VTP) is upsampled to the query mask size, thresholded at 0.5 and scored like mIoU: per class,
+IoU = sum of intersections / sum of unions over the fold's test episodes, then the mean over
+classes (pixels labelled 255 are ignored). No training is involved; the decoder is unused.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+
+import torch
+import torch.nn.functional as F
+
+from fsslib.config import Config
+from fsslib.data.benchmarks import get_benchmark
+from fsslib.data.episodes import IGNORE, EpisodeBatch, EpisodeDataset, collate_episodes
+from fsslib.methods.pfenet.model import PFENet
+
+PRIOR_THRESHOLD = 0.5
+
+
+def _present_rows(source, names: list[str], n_classes: int) -> list[list[int]]:
+    """Class rows (id - 1) present in each query image's full label (what the official VTP reads)."""
+    present = []
+    for name in names:
+        label = torch.as_tensor(source.load(name)[1].astype("int64"))
+        ids = [int(c) for c in label.unique().tolist() if 0 < c <= n_classes]
+        present.append([c - 1 for c in ids])
+    return present
+
+
+def _prior_maps(model, batch: EpisodeBatch, present: list[list[int]]) -> dict[str, torch.Tensor]:
+    """Every prior of the batch as (B, h, w) maps in [0, 1]."""
+    query_levels = model.backbone_levels(batch.query_images)
+    support_levels = model.backbone_levels(batch.support_images.flatten(0, 1))
+    maps = {"pfenet": PFENet.prior_masks(model, batch, query_levels, support_levels)[:, 0]}
+    priors = model.clip_priors(batch)
+    for index, block in enumerate(model.vvp_blocks):
+        maps[f"vvp_block{block + 1}"] = priors["vvp"][:, index].mean(dim=1)  # mean over shots
+    maps["vtp"] = priors["vtp"]
+    maps["vtp_refined"] = priors["vtp_refined"]
+    maps["vtp_present_labels"] = model.clip_priors(batch, present_indices=present)["vtp_refined"]
+    return maps
+
+
+def prior_quality(cfg: Config, episodes: int = 300, batch_size: int = 16) -> dict[str, float]:
+    """mIoU (%) of each prior thresholded at 0.5 on ``episodes`` test episodes of ``cfg.fold``.
+
+    ``cfg`` is a PI-CLIP config (``make_config(method="piclip", ...)``): its backbone gives the
+    PFENet prior and its CLIP the VVP/VTP. Keys: ``pfenet``, ``vvp_block<i>`` (1-based block,
+    shots averaged), ``vtp``, ``vtp_refined`` and ``vtp_present_labels`` (refined VTP with the
+    official code's prompts of every class present in the query, i.e. reading its labels).
+    """
+    from fsslib.evaluate import open_source
+    from fsslib.methods import build_method
+
+    benchmark = get_benchmark(cfg.benchmark, cfg.coco_folds)
+    _, source = open_source(cfg, benchmark.test_split)
+    dataset = EpisodeDataset(source, cfg.fold, cfg.shots, cfg.image_size, episodes, cfg.seed, mode="test")
+    model = build_method(cfg).eval()
+    intersections: dict[str, dict[int, float]] = defaultdict(lambda: defaultdict(float))
+    unions: dict[str, dict[int, float]] = defaultdict(lambda: defaultdict(float))
+    for start in range(0, len(dataset), batch_size):
+        items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+        batch = collate_episodes(items)
+        present = _present_rows(source, [item.query_name for item in items], benchmark.n_classes)
+        with torch.no_grad():
+            maps = _prior_maps(model, batch, present)
+        for name, prior in maps.items():
+            upsampled = F.interpolate(prior[:, None].float(), size=batch.query_masks.shape[-2:], mode="bilinear",
+                                      align_corners=True)[:, 0]  # (B, H, W)
+            predicted = upsampled > PRIOR_THRESHOLD
+            valid = batch.query_masks != IGNORE
+            target = batch.query_masks == 1
+            for b, class_id in enumerate(batch.class_ids.tolist()):
+                intersections[name][class_id] += float((predicted[b] & target[b] & valid[b]).sum())
+                unions[name][class_id] += float(((predicted[b] | target[b]) & valid[b]).sum())
+    return {name: 100.0 * sum(intersections[name][c] / max(unions[name][c], 1.0) for c in unions[name])
+            / len(unions[name]) for name in maps}

@@ -1,0 +1,40 @@
+"""MaskCLIP as a few-shot method: the class name is the only support."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fsslib import evaluate
+from fsslib.clip import class_embeddings, segment_with_text
+from fsslib.config import make_config
+from fsslib.data.episodes import EpisodeDataset, Source, collate_episodes
+from fsslib.data.benchmarks import TOY
+from fsslib.errors import UnknownNameError
+from fsslib.methods import build_method
+
+
+@pytest.fixture(scope="module")
+def model(toy_root):
+    return build_method(make_config(method="maskclip", smoke=True))
+
+
+def test_foreground_is_where_the_episode_class_wins_the_vocabulary(model, toy_root):
+    episodes = EpisodeDataset(Source(TOY, "test", cache=True), fold=1, shots=1, image_size=64, n_episodes=4)
+    batch = collate_episodes(list(episodes))
+    with torch.no_grad():
+        logits = model(batch)  # (B, 2, 64, 64)
+        scores = segment_with_text(model.bundle, batch.query_images, class_embeddings(model.bundle, model.vocabulary),
+                                   temperature=model.bundle.logit_temperature)  # (B, 21, h, w)
+    assert logits.shape == (4, 2, 64, 64) and len(model.vocabulary) == 21
+    winner = F.interpolate(scores, size=(64, 64), mode="bilinear", align_corners=False).argmax(1)  # (B, 64, 64)
+    expected = winner == (batch.class_ids - 1)[:, None, None]
+    assert torch.equal(logits.argmax(1) == 1, expected)
+
+
+def test_maskclip_needs_no_checkpoint_and_writes_metrics(tiny_cfg, tmp_path):
+    metrics = evaluate.run(tiny_cfg(method="maskclip", episodes=16, out=str(tmp_path / "mc")))
+    assert metrics["method"] == "maskclip" and metrics["episodes"] == 16 and 0 <= metrics["miou"] <= 100
+
+
+def test_unknown_template_set(toy_root):
+    with pytest.raises(UnknownNameError, match="template set"):
+        build_method(make_config(method="maskclip", options={"templates": "fancy"}))

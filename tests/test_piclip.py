@@ -1,0 +1,231 @@
+"""PI-CLIP: VTP / VVP / PIR equations on hand-checkable tensors, plug-in into PFENet, tiers."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from fsslib import train
+from fsslib.clip import block_taps, gradcam, load_clip
+from fsslib.config import make_config
+from fsslib.data.episodes import EpisodeBatch
+from fsslib.errors import UnknownNameError
+from fsslib.methods import build_method
+from fsslib.methods.pfenet.model import COSINE_EPS
+from fsslib.methods.piclip import VARIANTS
+from fsslib.methods.piclip.priors import (
+    PriorInputError,
+    box_mask,
+    refine_prior,
+    refinement_matrix,
+    sinkhorn_normalise,
+    visual_text_prior,
+    visual_visual_prior,
+    vtp_prompt_table,
+)
+from tests.test_pfenet import fabricated_batch
+
+
+# --------------------------------------------------------------------------- PIR (Eqs. 9-11)
+
+
+def test_sinkhorn_divides_columns_then_rows():
+    attention = torch.tensor([[[1.0, 3.0], [1.0, 1.0]]])
+    # columns sums (2, 4) -> [[0.5, 0.75], [0.5, 0.25]]; then rows sums (1.25, 0.75)
+    expected = torch.tensor([[[0.4, 0.6], [2 / 3, 1 / 3]]])
+    normalised = sinkhorn_normalise(attention)
+    assert torch.allclose(normalised, expected)
+    assert torch.allclose(normalised.sum(-1), torch.ones(1, 2))
+
+
+def test_refinement_matrix_is_max_of_d_and_d_dt():
+    d = torch.tensor([[0.4, 0.6], [2 / 3, 1 / 3]])
+    d_dt = d @ d.T  # [[0.52, 0.4667], [0.4667, 0.5556]]
+    refinement = refinement_matrix(torch.tensor([[[1.0, 3.0], [1.0, 1.0]]]))
+    assert torch.allclose(refinement[0], torch.maximum(d, d_dt))
+    assert refinement[0, 0, 0].item() == pytest.approx(0.52) and refinement[0, 1, 1].item() == pytest.approx(5 / 9)
+    squared = refinement_matrix(torch.tensor([[[1.0, 3.0], [1.0, 1.0]]]), squarings=1)  # official code's R @ R
+    assert torch.allclose(squared[0], refinement[0] @ refinement[0])
+
+
+def test_box_mask_is_the_union_of_component_boxes():
+    prior = torch.zeros(1, 6, 6)
+    prior[0, 0, 0] = prior[0, 1, 1] = 1.0  # one diagonal (8-connected) component -> box rows 0-1, cols 0-1
+    prior[0, 4, 5] = 0.5  # a second component above 0.4 * max
+    prior[0, 3, 2] = 0.3  # below the threshold
+    expected = torch.zeros(1, 6, 6)
+    expected[0, 0:2, 0:2] = 1.0
+    expected[0, 4, 5] = 1.0
+    assert torch.equal(box_mask(prior), expected)
+    assert torch.equal(box_mask(torch.zeros(2, 3, 3)), torch.zeros(2, 3, 3))
+
+
+def test_refine_prior_with_identity_is_min_max_of_the_boxed_prior():
+    prior = torch.tensor([[[0.2, 1.0], [0.5, 0.1]]])
+    boxes = torch.tensor([[[1.0, 1.0], [0.0, 1.0]]])
+    refined = refine_prior(prior, torch.eye(4)[None], boxes)
+    boxed = torch.tensor([0.2, 1.0, 0.0, 0.1])
+    assert torch.allclose(refined.flatten(), (boxed - 0.0) / (1.0 + COSINE_EPS))
+    mixing = torch.ones(1, 4, 4)  # every target position receives the sum of the boxed prior
+    assert torch.equal(refine_prior(prior, mixing, boxes), torch.zeros(1, 2, 2))
+    with pytest.raises(PriorInputError):
+        refine_prior(prior, torch.eye(3)[None], boxes)
+
+
+# --------------------------------------------------------------------------- VVP (Eqs. 5-8)
+
+
+def test_vvp_masks_support_takes_max_and_min_max_scales():
+    query = torch.tensor([[1.0, 0.0], [0.0, 1.0]]).T.reshape(1, 2, 1, 2)  # query tokens (1, 0), (0, 1)
+    support = torch.tensor([[1.0, 0.5], [0.0, 1.0]]).T.reshape(1, 1, 2, 1, 2)  # (1, 0.5), (0, 1)
+    only_first = torch.tensor([[[[1, 0]]]])  # (B, K, H, W) mask over the two support tokens
+    both = torch.tensor([[[[1, 1]]]])
+    masked = visual_visual_prior(query, support, only_first)  # raw maxima: 0.894, 0.447
+    assert masked.shape == (1, 1, 1, 2)
+    assert masked.flatten().tolist() == pytest.approx([(0.4472) / (0.4472 + COSINE_EPS), 0.0], abs=1e-4)
+    unmasked = visual_visual_prior(query, support, both)  # raw maxima: 0.894, 1.0 -> second is the max
+    assert unmasked.flatten().tolist() == pytest.approx([0.0, 1.0], abs=1e-5)
+    with pytest.raises(PriorInputError):
+        visual_visual_prior(query, support[:, :, :1], only_first)
+
+
+def test_vvp_keeps_one_map_per_shot():
+    query = torch.rand(2, 4, 3, 3)
+    support = torch.rand(2, 3, 4, 3, 3)
+    masks = (torch.rand(2, 3, 6, 6) > 0.3).long()
+    together = visual_visual_prior(query, support, masks)  # (B, K, h, w)
+    assert together.shape == (2, 3, 3, 3)
+    for shot in range(3):
+        alone = visual_visual_prior(query, support[:, shot : shot + 1], masks[:, shot : shot + 1])
+        assert torch.allclose(together[:, shot], alone[:, 0])
+
+
+# --------------------------------------------------------------------------- VTP (Eqs. 1-4)
+
+
+@pytest.fixture(scope="module")
+def toy_bundle():
+    return load_clip("toy-vit")
+
+
+def test_gradcam_equals_the_analytic_gradient_of_a_linear_score(toy_bundle):
+    torch.manual_seed(0)
+    images = torch.rand(3, 3, 64, 64)
+    direction = torch.randn(toy_bundle.visual.transformer.width)
+    # score = sum_i <t_i, v>: dS/dt_i = v everywhere, so w = v (Eq. 3) and P_i = ReLU(<t_i, v>) (Eq. 4)
+    maps = gradcam(toy_bundle, images, lambda tokens: (tokens @ direction).sum(dim=1))
+    with torch.no_grad():
+        last = toy_bundle.num_blocks - 1
+        tokens = block_taps(toy_bundle, images, [last], with_attention=False).tokens[last]  # (B, N, C)
+    expected = torch.relu(tokens @ direction).view(3, 8, 8)
+    assert torch.allclose(maps, expected, atol=1e-4)
+
+
+def test_vtp_prompt_table_paper_and_official_prompts():
+    target, non_target = torch.eye(4)[:3], torch.eye(4)[1:]  # 3 classes, D = 4
+    prompts, valid = vtp_prompt_table(target, non_target, torch.tensor([0, 2]))
+    assert prompts.shape == (2, 2, 4) and valid.all()
+    assert torch.equal(prompts[1], torch.stack([target[2], non_target[2]]))
+    prompts, valid = vtp_prompt_table(target, non_target, torch.tensor([0, 2]), present_indices=[[0, 1, 2], [2]])
+    assert prompts.shape == (2, 6, 4) and valid.sum(1).tolist() == [6, 2]
+    assert torch.equal(prompts[0], torch.stack([target[0], non_target[0], target[1], target[2], non_target[1], non_target[2]]))
+
+
+def test_vtp_is_batched_and_matches_a_per_image_autograd_reference(toy_bundle):
+    torch.manual_seed(1)
+    images = torch.rand(3, 3, 64, 64)
+    prompts = torch.nn.functional.normalize(torch.randn(3, 2, toy_bundle.embed_dim), dim=-1)
+    tau = toy_bundle.logit_temperature
+    batched = visual_text_prior(toy_bundle, images, prompts, temperature=tau)
+    assert batched.shape == (3, 8, 8) and batched.min() >= 0 and batched.max() <= 1
+    visual = toy_bundle.visual
+    for index in range(3):  # reference: explicit Eqs. 1-4 for one image, as the official per-image loop
+        with torch.no_grad():
+            last = toy_bundle.num_blocks - 1
+            tokens = block_taps(toy_bundle, images[index : index + 1], [last], with_attention=False).tokens[last]
+        tokens = tokens.clone().requires_grad_(True)  # F_q (1, N, C)
+        v_q = (visual.ln_post(tokens) @ visual.proj).mean(dim=1)  # Eq. 1
+        logits = torch.nn.functional.normalize(v_q, dim=-1) @ prompts[index].T / tau  # Eq. 2
+        s_f = torch.softmax(logits, dim=-1)[0, 0]
+        (gradient,) = torch.autograd.grad(s_f, tokens)
+        weights = gradient[0].mean(dim=0)  # Eq. 3
+        cam = torch.relu(tokens[0].detach() @ weights)  # Eq. 4
+        cam = (cam - cam.min()) / (cam.max() - cam.min() + 1e-7)
+        assert torch.allclose(batched[index].flatten(), cam, atol=1e-4)
+
+
+# --------------------------------------------------------------------------- PI-CLIP(PFENet)
+
+
+def piclip(shots: int = 1, **options):
+    torch.manual_seed(0)
+    return build_method(make_config(method="piclip", backbone_weights="random", shots=shots, options=options)).eval()
+
+
+def test_priors_replace_only_the_prior_channels():
+    torch.manual_seed(0)
+    baseline = build_method(make_config(method="pfenet", backbone_weights="random")).eval()
+    model = piclip()
+    shared = {k: v for k, v in baseline.state_dict().items() if not k.startswith("decoder.init_merge")}
+    model.load_state_dict(shared, strict=False)
+    captured = {}
+    for name, net in (("pfenet", baseline), ("piclip", model)):
+        net.decoder.register_forward_hook(lambda module, inputs, output, name=name: captured.__setitem__(name, inputs))
+        net(fabricated_batch())
+    (query_a, prototype_a, prior_a), (query_b, prototype_b, prior_b) = captured["pfenet"], captured["piclip"]
+    assert torch.equal(query_a, query_b) and torch.equal(prototype_a, prototype_b)
+    assert prior_a.shape == (2, 1, 8, 8) and prior_b.shape == (2, 3, 8, 8)  # [VVP block 2, VVP block 3, refined VTP]
+    assert not any(k.startswith("bundle") or "clip" in k for k in model.state_dict())  # CLIP stays out of checkpoints
+
+
+def test_k_shot_vvps_are_concatenated_per_block_and_shot():
+    model = piclip(shots=2)
+    batch = fabricated_batch(shots=2)
+    levels = model.backbone_levels(batch.query_images)
+    prior = model.prior_masks(batch, levels, {})
+    priors = model.clip_priors(batch)
+    assert prior.shape == (2, 2 * 2 + 1, 8, 8)
+    assert torch.allclose(prior[:, :4], priors["vvp"].flatten(1, 2), atol=1e-6)  # order: block-major, then shot
+    assert torch.allclose(prior[:, 4], priors["vtp_refined"], atol=1e-6)
+    with pytest.raises(PriorInputError):
+        model.prior_masks(fabricated_batch(shots=1), levels, {})
+
+
+@pytest.mark.parametrize("variant, channels", [("vtp", 1), ("vvp", 2), ("no_pir", 3), ("pir_vv", 3), ("pir_both", 3)])
+def test_ablation_variants(variant, channels):
+    cfg = make_config(method="piclip", variant=variant, backbone_weights="random")
+    assert cfg.options["priors"] == VARIANTS[variant]["priors"]
+    model = build_method(cfg).eval()
+    batch = fabricated_batch()
+    prior = model.prior_masks(batch, model.backbone_levels(batch.query_images), {})
+    assert prior.shape == (2, channels, 8, 8) and prior.min() >= 0 and prior.max() <= 1
+    if variant == "no_pir":
+        assert torch.allclose(prior[:, 2], model.clip_priors(batch)["vtp"], atol=1e-6)
+
+
+def test_bad_options_raise_with_a_fix():
+    with pytest.raises(UnknownNameError, match="vtp"):
+        piclip(priors=["vtp", "text"])
+    with pytest.raises(UnknownNameError):
+        piclip(vtp_activation="ln_2")
+
+
+def test_toy_training_smoke(tiny_cfg):
+    summary = train.run(tiny_cfg(method="piclip", backbone_weights="random"))
+    assert len(summary["history"]) == 1 and summary["best_val_miou"] >= 0
+
+
+def test_paper_tier_shapes_with_random_vit_b16_and_resnet50():
+    torch.manual_seed(0)
+    cfg = make_config(method="piclip", preset="paper", benchmark="coco", backbone_weights="random",
+                      options={"clip_pretrained": None})
+    assert cfg.epochs == 30 and cfg.options["vtp_temperature"] == 0.01 and cfg.lr == 0.0025
+    model = build_method(cfg).eval()
+    assert model.target_text.shape == (80, 512) and model.pir_blocks == list(range(4, 12))
+    assert model.vvp_blocks == [10, 11]  # blocks 11 and 12 of ViT-B/16 (official code)
+    batch = fabricated_batch(batch_size=1, size=473)
+    priors = model.clip_priors(batch)
+    assert priors["vvp"].shape == (1, 2, 1, 29, 29) and priors["vtp_refined"].shape == (1, 29, 29)
+    query_levels = model.backbone_levels(batch.query_images)
+    assert model.prior_masks(batch, query_levels, {}).shape == (1, 3, 60, 60)

@@ -1,0 +1,49 @@
+"""The toy backbone's pretraining and the shipped weights that ``build_backbone`` loads by default."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from fsslib.errors import CheckpointError
+from fsslib.models.backbones import TOY_RESNET_CHECKPOINT, ToyResNet, build_backbone
+from fsslib.models.pretrain_backbone import train_toy_backbone
+
+
+def test_a_few_steps_lower_the_loss_and_write_a_loadable_checkpoint(tmp_path):
+    out = tmp_path / "toy.pt"
+    metadata = train_toy_backbone(out, steps=30, batch_size=8, pool_size=8, lr=3e-3, warmup_steps=1,
+                                  n_eval_images=16, n_cam_images=8, progress=False)
+    assert metadata["train_loss"]["last_steps"] < 0.7 * metadata["train_loss"]["first_steps"]
+    saved = json.loads(out.with_suffix(".json").read_text())
+    assert saved["steps"] == 30 and saved["command"].startswith("python -m fsslib.models.pretrain_backbone")
+    assert 0 <= saved["held_out"]["classification"]["mAP"] <= 1
+    backbone = build_backbone("toy-resnet", weights=out)
+    assert isinstance(backbone, ToyResNet)
+
+
+def test_shipped_weights_load_by_default_with_documented_shapes():
+    assert TOY_RESNET_CHECKPOINT.is_file() and TOY_RESNET_CHECKPOINT.stat().st_size < 5e6
+    backbone = build_backbone("toy-resnet").eval()
+    with torch.no_grad():
+        features = backbone(torch.rand(2, 3, 64, 64))
+    assert features["layer1"].shape == (2, 24, 32, 32)
+    assert features["layer2"].shape == (2, 48, 8, 8)
+    assert features["layer3"].shape == (2, 96, 8, 8)
+    assert features["layer4"].shape == (2, 192, 8, 8)
+    random_init = build_backbone("toy-resnet", weights="random")
+    pretrained_conv, random_conv = backbone.stem[0].weight, random_init.stem[0].weight  # (24, 3, 3, 3)
+    assert not torch.allclose(pretrained_conv, random_conv)
+    assert backbone.layer4.bn2.running_var.ne(1).any() and random_init.layer4.bn2.running_var.eq(1).all()
+
+
+def test_missing_or_corrupt_weights_name_the_file_and_the_fix(tmp_path):
+    missing = tmp_path / "nope.pt"
+    with pytest.raises(CheckpointError, match="nope.pt") as error:
+        build_backbone("toy-resnet", weights=missing)
+    assert "python -m fsslib.models.pretrain_backbone" in error.value.fix
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="corrupt.pt"):
+        build_backbone("toy-resnet", weights=corrupt)
