@@ -1,15 +1,12 @@
 """PI-CLIP: VTP / VVP / PIR equations on hand-checkable tensors, plug-in into PFENet, tiers."""
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 
 from fsslib import train
 from fsslib.clip import block_taps, gradcam, load_clip
 from fsslib.config import make_config
-from fsslib.data.episodes import EpisodeBatch
 from fsslib.errors import UnknownNameError
 from fsslib.methods import build_method
 from fsslib.methods.pfenet.model import COSINE_EPS
@@ -18,6 +15,7 @@ from fsslib.methods.piclip.priors import (
     PriorInputError,
     box_mask,
     refine_prior,
+    refine_with_attention,
     refinement_matrix,
     sinkhorn_normalise,
     visual_text_prior,
@@ -71,6 +69,15 @@ def test_refine_prior_with_identity_is_min_max_of_the_boxed_prior():
     assert torch.equal(refine_prior(prior, mixing, boxes), torch.zeros(1, 2, 2))
     with pytest.raises(PriorInputError):
         refine_prior(prior, torch.eye(3)[None], boxes)
+
+
+def test_refine_with_attention_chains_eqs_9_to_11():
+    torch.manual_seed(0)
+    prior, attention = torch.rand(2, 3, 3), torch.softmax(torch.randn(2, 9, 9), dim=-1)
+    expected = refine_prior(prior, refinement_matrix(attention), box_mask(prior))
+    assert torch.allclose(refine_with_attention(prior, attention), expected)
+    other_boxes = refine_with_attention(prior, attention, box_source=torch.zeros(2, 3, 3))
+    assert torch.equal(other_boxes, torch.zeros(2, 3, 3))  # an empty box mask removes every source position
 
 
 # --------------------------------------------------------------------------- VVP (Eqs. 5-8)
@@ -204,6 +211,14 @@ def test_ablation_variants(variant, channels):
         assert torch.allclose(prior[:, 2], model.clip_priors(batch)["vtp"], atol=1e-6)
 
 
+def test_official_support_image_masking_only_changes_the_vvp():
+    batch = fabricated_batch()
+    default, official = piclip().clip_priors(batch), piclip(vvp_mask_support_image=True).clip_priors(batch)
+    assert torch.equal(default["vtp"], official["vtp"]) and not torch.allclose(default["vvp"], official["vvp"])
+    blank = piclip(vvp_mask_support_image=True)._mask_images(torch.ones(1, 3, 4, 4), torch.zeros(1, 4, 4))
+    assert torch.allclose(blank[0, :, 0, 0], torch.tensor(load_clip("toy-vit").mean))
+
+
 def test_bad_options_raise_with_a_fix():
     with pytest.raises(UnknownNameError, match="vtp"):
         piclip(priors=["vtp", "text"])
@@ -225,7 +240,9 @@ def test_paper_tier_shapes_with_random_vit_b16_and_resnet50():
     assert model.target_text.shape == (80, 512) and model.pir_blocks == list(range(4, 12))
     assert model.vvp_blocks == [10, 11]  # blocks 11 and 12 of ViT-B/16 (official code)
     batch = fabricated_batch(batch_size=1, size=473)
-    priors = model.clip_priors(batch)
+    priors = model.clip_priors(batch)  # 473 x 473 -> 29 x 29 tokens
     assert priors["vvp"].shape == (1, 2, 1, 29, 29) and priors["vtp_refined"].shape == (1, 29, 29)
-    query_levels = model.backbone_levels(batch.query_images)
-    assert model.prior_masks(batch, query_levels, {}).shape == (1, 3, 60, 60)
+    assert model.text_ready.sum() == 1  # only the episode's class was encoded
+    model.clip_priors = lambda batch, present_indices=None: priors  # reuse them: one ViT-B/16 pass is enough
+    feature_map = {"layer3": torch.zeros(1, 1024, 60, 60)}  # ResNet-50 at 473 (tested in test_pfenet.py)
+    assert model.prior_masks(batch, feature_map, {}).shape == (1, 3, 60, 60)

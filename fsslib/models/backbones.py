@@ -136,7 +136,7 @@ def load_toy_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict
     ``fsslib.models.pretrain_backbone`` and plain ToyResNet state_dicts.
     """
     path = Path(path)
-    fix = (f"re-create it with `{TOY_RESNET_RETRAIN} {path}` (about 15 CPU minutes), "
+    fix = (f"re-create it with `{TOY_RESNET_RETRAIN} {path}` (15-20 minutes on one CPU core), "
            "pass another weights=PATH, or weights='random' for an untrained backbone.")
     if not path.is_file():
         raise CheckpointError(f"Toy backbone weights {path} not found.", fix)

@@ -33,9 +33,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from fsslib.data.toyworld import N_FOLDS, CLASSES_PER_FOLD, render_scene
+from fsslib.data.toyworld import CLASSES_PER_FOLD, N_FOLDS, render_scene
 from fsslib.errors import CheckpointError
-from fsslib.models.backbones import ToyResNet, load_toy_checkpoint
+from fsslib.models.backbones import ToyResNet, load_toy_checkpoint, load_toy_resnet
 from fsslib.paths import PACKAGE_DIR
 
 N_CLASSES = N_FOLDS * CLASSES_PER_FOLD
@@ -51,7 +51,7 @@ class ToyClassifier(nn.Module):
 
     def __init__(self, backbone: ToyResNet | None = None) -> None:
         super().__init__()
-        self.backbone = backbone or ToyResNet()
+        self.backbone = backbone if backbone is not None else ToyResNet()
         self.head = nn.Linear(self.backbone.channels["layer4"], N_CLASSES)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -131,7 +131,7 @@ def class_activation_iou(model: ToyClassifier, images: np.ndarray, masks: np.nda
         for cam, mask in zip(cams.numpy(), masks[start:start + 100]):
             for class_id in np.unique(mask[mask > 0]):
                 activation = cam[class_id - 1]  # (H, W)
-                predicted = activation >= 0.5 * activation.max() if activation.max() > 0 else np.zeros_like(activation, bool)
+                predicted = (activation >= 0.5 * activation.max()) & (activation > 0)  # empty if nothing fires
                 target = mask == class_id
                 cam_ious.append((predicted & target).sum() / (predicted | target).sum())
                 full_ious.append(target.mean())
@@ -151,26 +151,31 @@ def evaluate_classifier(model: ToyClassifier, n_images: int = 1000, n_cam_images
 
 def evaluate_checkpoint(checkpoint: Path, n_images: int = 1000, n_cam_images: int = 300) -> dict:
     """Recompute the held-out metrics of a checkpoint written by ``train_toy_backbone``."""
-    backbone_state, classifier_state = load_toy_checkpoint(checkpoint)
+    _, classifier_state = load_toy_checkpoint(checkpoint)
     if classifier_state is None:
         raise CheckpointError(f"{checkpoint} holds no classifier head, so its metrics cannot be recomputed.",
                               f"evaluate a checkpoint written by `{CLI} --steps N --out {checkpoint}`.")
-    model = ToyClassifier()
-    model.backbone.load_state_dict({k: v.float() for k, v in backbone_state.items()})
+    model = ToyClassifier(load_toy_resnet(checkpoint))
     model.head.load_state_dict({k: v.float() for k, v in classifier_state.items()})
     return evaluate_classifier(model, n_images, n_cam_images)
 
 
 def git_commit() -> str:
-    """``git rev-parse HEAD`` of the source tree, or "uncommitted"."""
+    """``git rev-parse HEAD`` of the source tree (flagged if fsslib/ has local changes), or "uncommitted"."""
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", *args], cwd=PACKAGE_DIR.parent, capture_output=True, text=True)
+
     try:
-        result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PACKAGE_DIR.parent, capture_output=True, text=True)
+        head, status = git("rev-parse", "HEAD"), git("status", "--porcelain", "--", "fsslib")
     except OSError:
         return "uncommitted"
-    return result.stdout.strip() if result.returncode == 0 else "uncommitted"
+    if head.returncode != 0:
+        return "uncommitted"
+    return head.stdout.strip() + (" + uncommitted changes in fsslib/" if status.stdout.strip() else "")
 
 
 def hardware() -> dict:
+    """Where a run happened: platform, CPU cores and threads, torch and Python versions."""
     return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
             "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "torch": torch.__version__, "python": platform.python_version(), "device": "cpu"}
@@ -230,10 +235,10 @@ def train_toy_backbone(
         losses.append(loss.item())
     train_seconds = time.perf_counter() - start - render_seconds
 
-    metrics = evaluate_classifier(model, n_eval_images, n_cam_images)
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"backbone": half_precision(model.backbone.state_dict()),
                 "classifier": half_precision(model.head.state_dict())}, out)
+    metrics = evaluate_checkpoint(out, n_eval_images, n_cam_images)  # the fp16 weights as shipped
     window = max(1, min(50, steps // 10))
     metadata = {
         "model": "ToyResNet(widths=(24, 48, 96, 192), output_stride=8) + GAP(layer4) + Linear(192, 20)",

@@ -12,7 +12,7 @@ from fsslib.methods.pfenet.model import FeatureEnrichmentModule, PFENet, max_cos
 from fsslib.models.backbones import build_backbone
 
 PRESETS = {
-    "toy": dict(epochs=4, episodes_per_epoch=480, val_episodes=100, batch_size=8,
+    "toy": dict(epochs=5, episodes_per_epoch=480, val_episodes=100, batch_size=8,
                 options={"feature_dim": 64, "dropout": 0.5}),
     "paper": dict(options={"feature_dim": 256, "dropout": 0.5}),
 }

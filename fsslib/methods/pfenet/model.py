@@ -12,12 +12,14 @@ Pipeline for a query and K supports (shapes for the paper tier: 473 x 473 -> 60 
   per image (eps 1e-7); average over the K shots.
 * FEM (PFENet Sec. 3.3): at each pyramid scale (bins 60/30/15/8 at a 60 x 60 map, the same
   fractions of the map elsewhere: 8/4/2/1 at the toy tier's 8 x 8) merge
-  ``[pooled query, expanded prototype, prior]`` with a 1x1 conv, add the previous (coarser
-  to finer: larger to smaller bin, as PFENet's top-down order 60 -> 8) scale through the
-  inter-scale "alpha" 1x1 conv, refine with two residual 3x3 "beta" convs, predict an
-  auxiliary segmentation per scale, then concatenate all scales at full size, reduce, refine
-  and classify.
+  ``[pooled query, expanded prototype, prior]`` with a 1x1 conv, add the previous, finer
+  scale (scales visited 60 -> 30 -> 15 -> 8 as PFENet's code) through the inter-scale
+  "alpha" 1x1 conv, refine with two residual 3x3 "beta" convs, predict an auxiliary
+  segmentation per scale, then concatenate all scales at full size, reduce, refine and
+  classify.
 * Loss = CE(final) + mean over scales of CE(auxiliary) (PFENet's aux weight 1.0).
+* New convolutions start from He-normal weights (:func:`kaiming_init`; PFENet's code keeps
+  PyTorch's default init, which trains far slower at the toy tier's few hundred steps).
 
 The backbone is frozen and kept in eval mode (frozen BatchNorm statistics), as PFENet.
 Subclasses replace the prior by overriding :meth:`PFENet.prior_masks` (PI-CLIP does).
@@ -83,6 +85,18 @@ def pyramid_bins(feature_size: int) -> list[int]:
     return [max(1, round(bin_size * feature_size / PAPER_FEATURE_SIZE)) for bin_size in PAPER_BINS]
 
 
+def kaiming_init(module: nn.Module) -> nn.Module:
+    """He-normal init (fan-in, ReLU gain) of every conv: with PyTorch's default init the deep,
+    bias-free ReLU stack of the FEM starts with vanishing outputs and sits in an all-background
+    plateau for hundreds of steps (longer than a toy-tier run)."""
+    for layer in module.modules():
+        if isinstance(layer, nn.Conv2d):
+            nn.init.kaiming_normal_(layer.weight, mode="fan_in", nonlinearity="relu")
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
+    return module
+
+
 def _classifier(channels: int, classes: int = 2) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1, bias=False), nn.ReLU(inplace=True),
                          nn.Dropout2d(0.1), nn.Conv2d(channels, classes, 1))
@@ -114,6 +128,7 @@ class FeatureEnrichmentModule(nn.Module):
         self.res1 = nn.Sequential(nn.Conv2d(feature_dim * n_scales, feature_dim, 1, bias=False), nn.ReLU(inplace=True))
         self.res2 = _double_conv(feature_dim)
         self.cls = _classifier(feature_dim)
+        kaiming_init(self)
 
     def forward(self, query: torch.Tensor, prototype: torch.Tensor, prior: torch.Tensor
                 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -154,8 +169,8 @@ class PFENet(FewShotSegmenter):
 
     @staticmethod
     def _reduction(in_channels: int, feature_dim: int, dropout: float) -> nn.Sequential:
-        return nn.Sequential(nn.Conv2d(in_channels, feature_dim, 1, bias=False), nn.ReLU(inplace=True),
-                             nn.Dropout2d(dropout))
+        return kaiming_init(nn.Sequential(nn.Conv2d(in_channels, feature_dim, 1, bias=False), nn.ReLU(inplace=True),
+                                          nn.Dropout2d(dropout)))
 
     def train(self, mode: bool = True) -> "PFENet":
         super().train(mode)

@@ -10,14 +10,15 @@ Options (``cfg.options``, defaults = the paper's PI-CLIP(PFENet)):
   CLIP model's own 1 / logit_scale; 0.01 for pretrained CLIP), ``vtp_activation``
   (``"last_block_output"``; ``"last_block_ln_1"`` = official GradCAM layer),
   ``box_threshold`` (0.4), ``pir_squarings`` (0 = Eq. 10; 1 = the official code's extra R @ R),
-  ``clip_image_size`` (None: CLIP sees the episode's input size);
+  ``clip_image_size`` (None: CLIP sees the episode's input size), ``vvp_mask_support_image``
+  (False = Eq. 5; True = the official code, which also blanks the support image outside the mask);
 * PFENet's ``feature_dim`` and ``dropout``.
 
 ``VARIANTS`` are the ablation rows of Tables 3 and 4 (the baseline row is ``method="pfenet"``).
 """
 from __future__ import annotations
 
-from fsslib.clip import PICLIP_NON_TARGET_TEMPLATE, PICLIP_TARGET_TEMPLATE, load_clip, prompt_embeddings
+from fsslib.clip import load_clip
 from fsslib.config import Config
 from fsslib.data.benchmarks import get_benchmark
 from fsslib.methods.piclip.model import PICLIP
@@ -28,9 +29,10 @@ DEFAULT_OPTIONS = {
     "feature_dim": 256, "dropout": 0.5, "clip": "ViT-B-16", "clip_pretrained": "openai", "clip_checkpoint": None,
     "priors": ["vvp", "vtp"], "refine": ["vtp"], "vvp_blocks": [-2, -1], "pir_blocks": 8, "vtp_temperature": None,
     "vtp_activation": "last_block_output", "box_threshold": 0.4, "pir_squarings": 0, "clip_image_size": None,
+    "vvp_mask_support_image": False,
 }
 PRESETS = {
-    "toy": dict(epochs=4, episodes_per_epoch=480, val_episodes=100, batch_size=8,
+    "toy": dict(epochs=5, episodes_per_epoch=480, val_episodes=100, batch_size=8,
                 options={"feature_dim": 64, "clip": "toy-vit", "clip_pretrained": None}),
     # PI-CLIP trains 30 epochs (Sec. 4.1), batch 4 for 1-shot (2 for 5-shot: set batch_size=2), tau = 0.01
     "paper": dict(epochs=30, options={"feature_dim": 256, "clip": "ViT-B-16", "clip_pretrained": "openai",
@@ -53,13 +55,11 @@ def build(cfg: Config) -> PICLIP:
     bundle = load_clip(options["clip"], options["clip_pretrained"], options["clip_checkpoint"])
     benchmark = get_benchmark(cfg.benchmark, cfg.coco_folds)
     names = [benchmark.prompt_name(c) for c in range(1, benchmark.n_classes + 1)]
-    target_text = prompt_embeddings(bundle, [PICLIP_TARGET_TEMPLATE.format(n) for n in names])  # (n_classes, D)
-    non_target_text = prompt_embeddings(bundle, [PICLIP_NON_TARGET_TEMPLATE.format(n) for n in names])  # (n_classes, D)
     return PICLIP(
-        build_backbone(cfg.backbone, cfg.backbone_weights), bundle, target_text, non_target_text, shots=cfg.shots,
+        build_backbone(cfg.backbone, cfg.backbone_weights), bundle, names, shots=cfg.shots,
         feature_dim=int(options["feature_dim"]), dropout=float(options["dropout"]), priors=options["priors"],
         refine=options["refine"], vvp_blocks=options["vvp_blocks"], pir_blocks=int(options["pir_blocks"]),
         vtp_temperature=options["vtp_temperature"], vtp_activation=options["vtp_activation"],
         box_threshold=float(options["box_threshold"]), pir_squarings=int(options["pir_squarings"]),
-        clip_image_size=options["clip_image_size"],
+        clip_image_size=options["clip_image_size"], vvp_mask_support_image=bool(options["vvp_mask_support_image"]),
     )

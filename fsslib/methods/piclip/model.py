@@ -7,6 +7,8 @@ The frozen CLIP ViT sees the query and the supports (at the episode's input size
 * VVP (Eqs. 5-8) from the patch tokens of ``vvp_blocks`` (official: blocks 11 and 12 of
   ViT-B/16; any ViT: the last two), one channel per block and shot: the K shots are
   concatenated, not averaged (Sec. 4.1).
+  ``vvp_mask_support_image``: the official code also blanks the support image outside its
+  mask before CLIP (Eq. 5 masks only the tokens, the default here).
 * VTP (Eqs. 1-4) by softmax-GradCAM of "a photo of {c}." against "a photo without {c}.".
 * PIR (Eqs. 9-11) with the head-averaged attention of the last ``pir_blocks`` blocks (8; all
   blocks of smaller ViTs), CLS removed; box mask from the VTP. Refines the VTP only by
@@ -23,7 +25,7 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from fsslib.clip import ClipBundle, block_taps
+from fsslib.clip import PICLIP_NON_TARGET_TEMPLATE, PICLIP_TARGET_TEMPLATE, ClipBundle, block_taps, prompt_embeddings
 from fsslib.data.episodes import EpisodeBatch
 from fsslib.errors import unknown
 from fsslib.methods.pfenet.model import PFENet
@@ -51,8 +53,7 @@ class PICLIP(PFENet):
         self,
         backbone: MultiLevelBackbone,
         bundle: ClipBundle,
-        target_text: torch.Tensor,
-        non_target_text: torch.Tensor,
+        class_names: Sequence[str],
         shots: int,
         feature_dim: int = 256,
         dropout: float = 0.5,
@@ -65,6 +66,7 @@ class PICLIP(PFENet):
         box_threshold: float = BOX_THRESHOLD,
         pir_squarings: int = 0,
         clip_image_size: int | None = None,
+        vvp_mask_support_image: bool = False,
     ) -> None:
         for name, values in (("prior", priors), ("refined prior", refine)):
             for value in values:
@@ -82,23 +84,43 @@ class PICLIP(PFENet):
         self.pir_blocks = list(range(bundle.num_blocks))[-min(pir_blocks, bundle.num_blocks):]  # Eq. 9: last l blocks
         bundle.model.eval().requires_grad_(False)
         self.bundle = bundle  # a plain attribute: CLIP stays out of parameters() and state_dict()
-        self.register_buffer("target_text", target_text, persistent=False)  # (n_classes, D)
-        self.register_buffer("non_target_text", non_target_text, persistent=False)  # (n_classes, D)
+        self.class_names = list(class_names)  # as CLIP prompts spell them, row = class id - 1
+        empty = torch.zeros(len(self.class_names), bundle.embed_dim)
+        self.register_buffer("target_text", empty.clone(), persistent=False)  # (n_classes, D), filled on demand
+        self.register_buffer("non_target_text", empty.clone(), persistent=False)  # (n_classes, D)
+        self.register_buffer("text_ready", torch.zeros(len(self.class_names), dtype=torch.bool), persistent=False)
         self.vtp_temperature = bundle.logit_temperature if vtp_temperature is None else float(vtp_temperature)
         self.vtp_activation = vtp_activation
         self.box_threshold, self.pir_squarings = box_threshold, pir_squarings
         self.clip_image_size = clip_image_size
+        self.vvp_mask_support_image = vvp_mask_support_image
 
     def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> "PICLIP":
         super()._apply(fn, recurse)
         self.bundle.model._apply(fn, recurse)  # follow .to(device) / .float() although CLIP is not registered
         return self
 
+    def encode_class_prompts(self, rows: Sequence[int]) -> None:
+        """Fill the VTP text tables for class ``rows`` not encoded yet ("a photo of / without {c}.")."""
+        missing = sorted({int(r) for r in rows if not self.text_ready[int(r)]})
+        if not missing:
+            return
+        names = [self.class_names[r] for r in missing]
+        self.target_text[missing] = prompt_embeddings(self.bundle, [PICLIP_TARGET_TEMPLATE.format(n) for n in names])
+        self.non_target_text[missing] = prompt_embeddings(self.bundle, [PICLIP_NON_TARGET_TEMPLATE.format(n) for n in names])
+        self.text_ready[missing] = True
+
     def _clip_input(self, images: torch.Tensor) -> torch.Tensor:
         if self.clip_image_size is None or images.shape[-1] == images.shape[-2] == self.clip_image_size:
             return images
         size = (self.clip_image_size, self.clip_image_size)
         return F.interpolate(images, size=size, mode="bilinear", align_corners=False).clamp(0, 1)
+
+    def _mask_images(self, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """Official code's ``s_x * mask``: pixels outside the support mask become CLIP's mean colour (0 after normalising)."""
+        keep = F.interpolate((masks == 1).float().unsqueeze(1), size=images.shape[-2:], mode="nearest")  # (N, 1, S, S)
+        mean = torch.tensor(self.bundle.mean, device=images.device).view(1, 3, 1, 1)
+        return images * keep + mean * (1 - keep)
 
     def clip_priors(self, batch: EpisodeBatch, present_indices: Sequence[Sequence[int]] | None = None
                     ) -> dict[str, torch.Tensor]:
@@ -112,6 +134,8 @@ class PICLIP(PFENet):
         batch_size, shots = batch.support_images.shape[:2]
         query_images = self._clip_input(batch.query_images)  # (B, 3, S, S)
         support_images = self._clip_input(batch.support_images.flatten(0, 1))  # (B*K, 3, S, S)
+        if self.vvp_mask_support_image:
+            support_images = self._mask_images(support_images, batch.support_masks.flatten(0, 1))
         with torch.no_grad():
             query_taps = block_taps(self.bundle, query_images, sorted(set(self.vvp_blocks + self.pir_blocks)),
                                     with_attention=True, drop_cls=True)
@@ -122,6 +146,7 @@ class PICLIP(PFENet):
                                     batch.support_masks)
                 for block in self.vvp_blocks], dim=1)  # (B, n_blocks, K, h, w)
         class_rows = batch.class_ids.to(self.target_text.device) - 1  # (B,)
+        self.encode_class_prompts(class_rows.tolist() + [r for rows in present_indices or [] for r in rows])
         prompts, valid = vtp_prompt_table(self.target_text, self.non_target_text, class_rows, present_indices)
         vtp = visual_text_prior(self.bundle, query_images, prompts, valid, temperature=self.vtp_temperature,
                                 activation=self.vtp_activation)  # (B, h, w)

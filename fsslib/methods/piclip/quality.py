@@ -56,7 +56,7 @@ def prior_quality(cfg: Config, episodes: int = 300, batch_size: int = 16) -> dic
     from fsslib.methods import build_method
 
     benchmark = get_benchmark(cfg.benchmark, cfg.coco_folds)
-    _, source = open_source(cfg, benchmark.test_split)
+    source = open_source(cfg, benchmark.test_split)
     dataset = EpisodeDataset(source, cfg.fold, cfg.shots, cfg.image_size, episodes, cfg.seed, mode="test")
     model = build_method(cfg).eval()
     intersections: dict[str, dict[int, float]] = defaultdict(lambda: defaultdict(float))

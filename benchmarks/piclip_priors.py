@@ -1,0 +1,112 @@
+"""PI-CLIP prior generation: batched vs a per-episode loop (as the official code's VTP), and prior quality.
+
+    python benchmarks/piclip_priors.py                 # toy tier on CPU (+ ViT-B/16 at 473 on CUDA)
+    python benchmarks/piclip_priors.py --quality       # prior IoU per fold (toy tier), markdown table
+
+Throughput counts episodes per second for all of PI-CLIP's priors (VVP, VTP by GradCAM,
+PIR refinement); "per-episode" calls the same code once per episode, like the official
+``get_img_cam`` loop over the images of a batch. Peak memory: CUDA allocator peak, or the
+process's peak resident set size on the CPU (includes the model; a coarse number).
+"""
+from __future__ import annotations
+
+import argparse
+import resource
+import time
+
+import torch
+
+from fsslib.config import make_config
+from fsslib.data.episodes import EpisodeBatch
+from fsslib.methods import build_method
+from fsslib.methods.piclip import prior_quality
+
+
+def fabricated_batch(batch_size: int, shots: int, size: int, device: torch.device) -> EpisodeBatch:
+    masks = torch.zeros(batch_size, shots, size, size, dtype=torch.long)
+    masks[..., size // 4 : 3 * size // 4, size // 4 : 3 * size // 4] = 1
+    return EpisodeBatch(torch.rand(batch_size, shots, 3, size, size), masks, torch.rand(batch_size, 3, size, size),
+                        masks[:, 0].clone(), [], torch.arange(batch_size) % 5 + 1, ["class"] * batch_size).to(device)
+
+
+def episode(batch: EpisodeBatch, index: int) -> EpisodeBatch:
+    pick = slice(index, index + 1)
+    return EpisodeBatch(batch.support_images[pick], batch.support_masks[pick], batch.query_images[pick],
+                        batch.query_masks[pick], [], batch.class_ids[pick], batch.class_names[pick])
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10
+
+
+def throughput(model, batch: EpisodeBatch, per_episode: bool, repeats: int, device: torch.device) -> float:
+    """Episodes per second of ``model.clip_priors`` over ``repeats`` passes (after one warm-up)."""
+    def once() -> None:
+        if per_episode:
+            for index in range(len(batch)):
+                model.clip_priors(episode(batch, index))
+        else:
+            model.clip_priors(batch)
+
+    once()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        once()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return repeats * len(batch) / (time.perf_counter() - start)
+
+
+def benchmark(preset: str, batch_size: int, shots: int, repeats: int, device: torch.device) -> dict[str, float]:
+    options = {"clip_pretrained": None} if preset == "paper" else {}
+    cfg = make_config(method="piclip", preset=preset, shots=shots, backbone_weights="random", options=options)
+    model = build_method(cfg).to(device).eval()
+    batch = fabricated_batch(batch_size, shots, cfg.image_size, device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    batched = throughput(model, batch, per_episode=False, repeats=repeats, device=device)
+    memory = peak_memory_mb(device)
+    looped = throughput(model, batch, per_episode=True, repeats=repeats, device=device)
+    return {"batched_eps": batched, "per_episode_eps": looped, "speedup": batched / looped, "peak_mb": memory}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--shots", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--quality", action="store_true", help="prior IoU per fold instead of throughput")
+    parser.add_argument("--episodes", type=int, default=300, help="test episodes per fold for --quality")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.quality:
+        rows = {}
+        for fold in range(4):
+            rows[fold] = prior_quality(make_config(method="piclip", fold=fold, shots=args.shots), episodes=args.episodes)
+        names = list(rows[0])
+        print(f"Prior IoU (%) at threshold 0.5, toy tier, {args.shots}-shot, {args.episodes} episodes per fold\n")
+        print("| prior | " + " | ".join(f"fold {f}" for f in rows) + " | mean |")
+        print("|---|" + "---|" * (len(rows) + 1))
+        for name in names:
+            values = [rows[f][name] for f in rows]
+            print(f"| {name} | " + " | ".join(f"{v:.1f}" for v in values) + f" | {sum(values) / len(values):.1f} |")
+        return
+    print("| setting | device | batch | shots | batched ep/s | per-episode ep/s | speed-up | peak MB |")
+    print("|---|---|---|---|---|---|---|---|")
+    settings = [("toy", torch.device("cpu"))]
+    if torch.cuda.is_available():
+        settings += [("toy", torch.device("cuda")), ("paper", torch.device("cuda"))]
+    for preset, device in settings:
+        result = benchmark(preset, args.batch_size, args.shots, args.repeats, device)
+        name = "toy-vit @ 64" if preset == "toy" else "ViT-B/16 @ 473"
+        print(f"| {name} | {device.type} | {args.batch_size} | {args.shots} | {result['batched_eps']:.1f} | "
+              f"{result['per_episode_eps']:.1f} | {result['speedup']:.1f}x | {result['peak_mb']:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
