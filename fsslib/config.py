@@ -37,9 +37,9 @@ class Config:
     eval_seeds: int = 1  # > 1: seeds seed .. seed+n-1, mean +- std (BAM style)
     eval_batch_size: int = 16
     # training
-    epochs: int = 8
-    episodes_per_epoch: int = 1000
-    val_episodes: int = 300
+    epochs: int = 5
+    episodes_per_epoch: int = 500
+    val_episodes: int = 200
     batch_size: int = 8
     optimizer: str = "adamw"
     lr: float = 1e-3
@@ -50,7 +50,7 @@ class Config:
     num_workers: int = 0
     # method options
     backbone: str = "toy-resnet"
-    backbone_weights: str | None = None  # local file for the paper-tier backbone
+    backbone_weights: str | None = None  # None: the default pretrained weights; "random"; or a local file
     options: dict[str, Any] = field(default_factory=dict)
     # run control
     device: str = "auto"
@@ -69,7 +69,7 @@ class Config:
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    "toy": dict(benchmark="toy", image_size=64, epochs=5, episodes_per_epoch=600, val_episodes=200,
+    "toy": dict(benchmark="toy", image_size=64, epochs=5, episodes_per_epoch=500, val_episodes=200,
                 batch_size=8, optimizer="adamw", lr=1e-3, weight_decay=1e-4, backbone="toy-resnet"),
     # PFENet's PASCAL-5i recipe: 473x473, SGD 0.0025, momentum 0.9, wd 1e-4, poly 0.9, batch 4, 200 epochs.
     "paper": dict(benchmark="pascal", image_size=473, epochs=200, episodes_per_epoch=5953, val_episodes=1000,

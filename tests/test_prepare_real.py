@@ -241,11 +241,11 @@ def coco_root(tmp_path: Path) -> Path:
         coco_annotation(50, 5, 84, rectangle(2, 18, 8, 22)),  # book on the table
         coco_annotation(51, 5, 67, rectangle(0, 16, 40, 32)),
     ]
-    for split, images, annotations in (("train", train_images, train_annotations), ("val", val_images, val_annotations)):
+    for split, images, split_annotations in (("train", train_images, train_annotations), ("val", val_images, val_annotations)):
         for image_id, stem, height, width in images:
             save_jpeg(root / f"{split}2014" / f"{stem}.jpg", height, width, seed=image_id)
         payload = {"images": [{"id": i, "file_name": f"{s}.jpg", "height": h, "width": w} for i, s, h, w in images],
-                   "annotations": annotations, "categories": categories}
+                   "annotations": split_annotations, "categories": categories}
         (root / "annotations").mkdir(exist_ok=True)
         (root / "annotations" / f"instances_{split}2014.json").write_text(json.dumps(payload))
     return root

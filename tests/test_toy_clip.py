@@ -140,8 +140,8 @@ def test_missing_checkpoint_says_how_to_fix(tmp_path):
 @pytest.mark.parametrize("arch", ["vit", "rn"])
 def test_shipped_checkpoint_matches_documented_zero_shot_accuracy(arch: str):
     path = SHIPPED[arch]
-    if not path.is_file():
-        pytest.skip(f"{path.name} not shipped yet")
+    if not (path.is_file() and path.with_suffix(".json").is_file()):
+        pytest.skip(f"{path.name} or its metadata not shipped yet")
     documented = json.loads(path.with_suffix(".json").read_text())["metrics"]["zero_shot_acc"]
     bundle = toy.load_toy_clip(path)
     images, _, present = toy.render_eval_set("single", 100)
