@@ -80,7 +80,7 @@ SMOKE = dict(epochs=1, episodes_per_epoch=24, val_episodes=16, episodes=40, eval
 
 def make_config(method: str = "prototype", preset: str = "toy", **overrides: Any) -> Config:
     """Build a :class:`Config` for ``method`` on ``preset``; ``None`` overrides are ignored."""
-    from fsslib.methods import method_presets, method_variants
+    from fsslib.methods import method_options, method_presets, method_variants
 
     if preset not in PRESETS:
         raise unknown("preset", preset, list(PRESETS))
@@ -95,6 +95,10 @@ def make_config(method: str = "prototype", preset: str = "toy", **overrides: Any
     if variant and variant not in variants:
         raise unknown(f"variant of {method}", variant, sorted(variants) or ["(this method has none)"])
     options = {**method_values.pop("options", {}), **variants.get(variant, {}), **(overrides.pop("options", None) or {})}
+    accepted = method_options(method)
+    for key in options:
+        if key not in accepted:
+            raise unknown(f"option of method {method}", key, sorted(accepted) or ["(this method takes none)"])
     values.update(method_values)
     if overrides.get("smoke"):
         values.update(SMOKE)
@@ -108,7 +112,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         flag = "--" + f.name.replace("_", "-")
         if f.name == "options":
             parser.add_argument(flag, action="append", default=None, metavar="KEY=VALUE",
-                                help="method option (repeatable), e.g. --options prior=vvp")
+                                help='method option (repeatable), JSON values, e.g. --options \'priors=["vtp"]\'')
         elif f.type in ("bool", bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
         else:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -33,13 +34,23 @@ def open_source(cfg: Config, split: str) -> Source:
     return Source(benchmark, split, root=cfg.data_root, cache=benchmark.name == "toy")
 
 
+MODEL_FIELDS = ("variant", "options", "backbone", "preset")  # settings that change what the weights mean
+
+
 def load_checkpoint(path: str | Path, method: str) -> dict:
     """Read a checkpoint written by :mod:`fsslib.train` and check it belongs to ``method``."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"Checkpoint {path} does not exist.",
                               f"train one with `python -m fsslib.train --method {method} --out DIR` and pass DIR/best.pt.")
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # any unpickling failure means the file is not a usable checkpoint
+        raise CheckpointError(f"Checkpoint {path} cannot be read ({type(error).__name__}: {error}).",
+                              "pass a file written by `python -m fsslib.train`, or train again.") from None
+    if not isinstance(state, dict) or "model" not in state:
+        raise CheckpointError(f"{path} is not an fsslib checkpoint (no model weights in it).",
+                              "pass best.pt or last.pt from a `python -m fsslib.train` output folder.")
     if state.get("method") != method:
         raise CheckpointError(f"Checkpoint {path} was trained for method {state.get('method')!r}, not {method!r}.",
                               f"pass a checkpoint of {method!r}, or --method {state.get('method')}.")
@@ -53,7 +64,19 @@ def load_model(cfg: Config, device: torch.device) -> FewShotSegmenter:
         if cfg.ckpt is None:
             raise CheckpointError(f"Method {cfg.method!r} is trained, but no checkpoint was given.",
                                   f"pass --ckpt PATH (ckpt=PATH); make one with `python -m fsslib.train --method {cfg.method}`.")
-        model.load_state_dict(load_checkpoint(cfg.ckpt, cfg.method)["model"])
+        state = load_checkpoint(cfg.ckpt, cfg.method)
+        trained = state.get("config", {})
+        changed = [k for k in MODEL_FIELDS if k in trained and trained[k] != getattr(cfg, k)]
+        if changed:
+            raise CheckpointError(
+                f"Checkpoint {cfg.ckpt} was trained with {', '.join(f'{k}={trained[k]!r}' for k in changed)}, "
+                f"but this run asks for {', '.join(f'{k}={getattr(cfg, k)!r}' for k in changed)}.",
+                "evaluate with the settings the checkpoint was trained with, or train a checkpoint for these.")
+        try:
+            model.load_state_dict(state["model"])
+        except RuntimeError as error:
+            raise CheckpointError(f"Checkpoint {cfg.ckpt} does not fit this {cfg.method!r} model: {str(error)[:300]}",
+                                  "evaluate with the shots / options it was trained with.") from None
     return model.to(device).eval()
 
 
@@ -91,10 +114,16 @@ def run(cfg: Config | None = None, **overrides) -> dict:
     for seed in seeds:
         dataset = EpisodeDataset(source, cfg.fold, cfg.shots, cfg.image_size, cfg.episodes, seed, mode="test")
         runs.append(evaluate_model(model, dataset, cfg, device, description=f"{cfg.method} fold {cfg.fold} seed {seed}"))
+    unseen = len(dataset.classes) - len(runs[0]["per_class_iou"])
+    if unseen:
+        warnings.warn(f"{unseen} of the fold's {len(dataset.classes)} classes had no episode among the "
+                      f"{cfg.episodes}: mIoU averages the others only; use more episodes for a fold score.")
     metrics = {
-        **runs[0],
         "miou": statistics.fmean(r["miou"] for r in runs),
         "fbiou": statistics.fmean(r["fbiou"] for r in runs),
+        "per_class_iou": {name: statistics.fmean(r["per_class_iou"].get(name, 0.0) for r in runs)
+                          for name in runs[0]["per_class_iou"]},
+        "episodes": sum(r["episodes"] for r in runs),
         "episodes_per_s": statistics.fmean(r["episodes_per_s"] for r in runs),
         "tier": cfg.tier, "method": cfg.method, "variant": cfg.variant, "benchmark": benchmark.name, "split": source.split,
         "fold": cfg.fold, "shots": cfg.shots, "seed": cfg.seed, "seeds": seeds, "checkpoint": cfg.ckpt,
@@ -104,6 +133,7 @@ def run(cfg: Config | None = None, **overrides) -> dict:
         metrics["miou_std"] = statistics.stdev(r["miou"] for r in runs)
         metrics["fbiou_std"] = statistics.stdev(r["fbiou"] for r in runs)
         metrics["per_seed_miou"] = [r["miou"] for r in runs]
+        metrics["per_seed"] = runs
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps({**metrics, "config": cfg.to_dict()}, indent=1))

@@ -15,7 +15,7 @@ from collections import defaultdict
 
 import torch
 
-IGNORE = 255
+from fsslib.data.layout import IGNORE
 
 
 def intersection_union(prediction: torch.Tensor, label: torch.Tensor) -> torch.Tensor:

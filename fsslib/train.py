@@ -29,7 +29,7 @@ from fsslib.config import Config, make_config, run_command_line
 from fsslib.data.benchmarks import get_benchmark
 from fsslib.data.episodes import EpisodeBatch, EpisodeDataset, collate_episodes
 from fsslib.device import autocast, resolve_device
-from fsslib.errors import FsslibError, unknown
+from fsslib.errors import CheckpointError, FsslibError, unknown
 from fsslib.evaluate import evaluate_model, load_checkpoint, open_source
 from fsslib.methods import build_method
 from fsslib.methods.base import FewShotSegmenter
@@ -82,6 +82,20 @@ def save_checkpoint(path: Path, state: dict) -> None:
     os.replace(temporary, path)
 
 
+RUN_CONTROL_FIELDS = ("resume", "progress", "device", "num_workers", "out", "ckpt")
+
+
+def check_same_run(saved: dict, cfg: Config, path: Path) -> None:
+    """Resuming continues the same run: every setting but the run-control ones must match."""
+    current = cfg.to_dict()
+    changed = sorted(k for k in current if k not in RUN_CONTROL_FIELDS and saved.get(k) != current[k])
+    if changed:
+        raise CheckpointError(
+            f"{path} was written by a run with other settings: {', '.join(f'{k}={saved.get(k)!r}' for k in changed)}.",
+            f"resume with the same settings, or start a fresh run in another --out folder (now: {', '.join(f'{k}={current[k]!r}' for k in changed)}).",
+        )
+
+
 def _distributed() -> tuple[int, int]:
     """(rank, world size); initialises the process group under torchrun."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -112,19 +126,24 @@ def run(cfg: Config | None = None, **overrides) -> dict:
         raise FsslibError(f"Method {cfg.method!r} is training-free.", f"evaluate it directly: `python -m fsslib.evaluate --method {cfg.method}`.")
     benchmark = get_benchmark(cfg.benchmark, cfg.coco_folds)
     train_source = open_source(cfg, benchmark.train_split)
-    select_source = open_source(cfg, benchmark.select_split)
     train_set = EpisodeDataset(train_source, cfg.fold, cfg.shots, cfg.image_size, cfg.episodes_per_epoch, cfg.seed,
                                mode="train", novel_rule=cfg.novel_rule)
-    # model selection on novel-class episodes of a held-out split, with seeds apart from the test protocol's
-    val_set = EpisodeDataset(select_source, cfg.fold, cfg.shots, cfg.image_size, cfg.val_episodes, cfg.seed + 1000)
+    # Model selection on novel-class episodes of a split held out from the test images (the toy world's val).
+    # PASCAL-5i / COCO-20i have none apart from the test images: no selection there, best.pt = the last epoch.
+    val_set = None
+    if benchmark.select_split is not None:
+        val_set = EpisodeDataset(open_source(cfg, benchmark.select_split), cfg.fold, cfg.shots, cfg.image_size,
+                                 cfg.val_episodes, cfg.seed + 1000)
     optimizer = make_optimizer(cfg, model)
-    steps_per_epoch = math.ceil(cfg.episodes_per_epoch / (cfg.batch_size * world))
+    episodes_per_rank = len(train_set) // world  # equal shards, so every rank runs the same number of steps
+    steps_per_epoch = math.ceil(episodes_per_rank / cfg.batch_size)
     scheduler = poly_schedule(optimizer, cfg.epochs * steps_per_epoch, cfg.poly_power)
 
     start_epoch, best_miou, history = 0, -1.0, []
     last_path, best_path = out / "last.pt", out / "best.pt"
     if cfg.resume and last_path.is_file():
         state = load_checkpoint(last_path, cfg.method)
+        check_same_run(state["config"], cfg, last_path)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -139,7 +158,7 @@ def run(cfg: Config | None = None, **overrides) -> dict:
     start = time.perf_counter()
     for epoch in range(start_epoch, cfg.epochs):
         train_set.set_epoch(epoch)
-        shard = Subset(train_set, range(rank, len(train_set), world))
+        shard = Subset(train_set, range(rank, episodes_per_rank * world, world))
         loader = DataLoader(shard, batch_size=cfg.batch_size, collate_fn=collate_episodes, num_workers=cfg.num_workers)
         model.train()
         losses = []
@@ -154,22 +173,25 @@ def run(cfg: Config | None = None, **overrides) -> dict:
         record = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "lr": scheduler.get_last_lr()[0],
                   "world_size": world, "elapsed_s": time.perf_counter() - start}
         if rank == 0:
-            val = evaluate_model(model, val_set, cfg, device, description="validate")
-            record.update(val_miou=val["miou"], val_fbiou=val["fbiou"])
+            improved = val_set is None
+            if val_set is not None:
+                val = evaluate_model(model, val_set, cfg, device, description="validate")
+                record.update(val_miou=val["miou"], val_fbiou=val["fbiou"])
+                improved = val["miou"] > best_miou
+                best_miou = max(best_miou, val["miou"])
             history.append(record)
-            if val["miou"] > best_miou:
-                best_miou = val["miou"]
+            if improved:
                 save_checkpoint(best_path, {"method": cfg.method, "model": model.state_dict(), "epoch": epoch + 1,
-                                            "val_miou": best_miou, "config": cfg.to_dict()})
-            with (out / "log.jsonl").open("a") as log:
-                log.write(json.dumps(record) + "\n")
+                                            "val_miou": record.get("val_miou"), "config": cfg.to_dict()})
             save_checkpoint(last_path, {
                 "method": cfg.method, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "rng": _rng_state(),
                 "best_miou": best_miou, "history": history, "config": cfg.to_dict(),
             })
+            with (out / "log.jsonl").open("a") as log:  # after last.pt: a resumed run never logs an epoch twice
+                log.write(json.dumps(record) + "\n")
     summary = {"method": cfg.method, "tier": cfg.tier, "fold": cfg.fold, "shots": cfg.shots, "seed": cfg.seed,
-               "epochs": cfg.epochs, "best_val_miou": best_miou, "checkpoint": str(best_path),
+               "epochs": cfg.epochs, "best_val_miou": best_miou if val_set is not None else None, "checkpoint": str(best_path),
                "train_time_s": time.perf_counter() - start, "world_size": world, "history": history}
     if rank == 0:
         (out / "train_summary.json").write_text(json.dumps(summary, indent=1))
@@ -180,8 +202,8 @@ def run(cfg: Config | None = None, **overrides) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     summary = run_command_line("python -m fsslib.train", __doc__, run, argv)
-    print(f"trained {summary['method']} fold {summary['fold']} {summary['shots']}-shot: best validation mIoU "
-          f"{summary['best_val_miou']:.1f} -> {summary['checkpoint']}")
+    selected = "last epoch" if summary["best_val_miou"] is None else f"best validation mIoU {summary['best_val_miou']:.1f}"
+    print(f"trained {summary['method']} fold {summary['fold']} {summary['shots']}-shot ({selected}) -> {summary['checkpoint']}")
 
 
 if __name__ == "__main__":

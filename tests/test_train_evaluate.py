@@ -1,4 +1,5 @@
 import json
+import statistics
 import os
 import subprocess
 import sys
@@ -24,7 +25,8 @@ def test_multi_seed_reports_mean_and_std(tiny_cfg, tmp_path):
     metrics = evaluate.run(tiny_cfg(method="all-foreground", episodes=10, eval_seeds=3, out=str(tmp_path / "ms")))
     assert metrics["seeds"] == [0, 1, 2] and len(metrics["per_seed_miou"]) == 3
     assert metrics["miou"] == pytest.approx(sum(metrics["per_seed_miou"]) / 3)
-    assert metrics["miou_std"] >= 0
+    assert metrics["miou_std"] == pytest.approx(statistics.stdev(metrics["per_seed_miou"]))
+    assert metrics["episodes"] == 30 and len(metrics["per_seed"]) == 3
 
 
 def test_train_then_evaluate_prototype(tiny_cfg, tmp_path):
@@ -61,6 +63,33 @@ def test_resume_reproduces_an_uninterrupted_run(tiny_cfg, tmp_path, monkeypatch)
     assert [h["val_miou"] for h in resumed["history"]] == [h["val_miou"] for h in full["history"]]
 
 
+def test_resume_refuses_changed_settings(tiny_cfg, tmp_path):
+    from fsslib.errors import CheckpointError
+
+    train.run(tiny_cfg(method="prototype", out=str(tmp_path / "r")))
+    with pytest.raises(CheckpointError, match="epochs=1"):
+        train.run(tiny_cfg(method="prototype", out=str(tmp_path / "r"), resume=True, epochs=3))
+
+
+def test_checkpoint_of_other_settings_or_corrupt_is_refused(tiny_cfg, tmp_path):
+    from fsslib.errors import CheckpointError
+
+    summary = train.run(tiny_cfg(method="prototype", out=str(tmp_path / "p")))
+    with pytest.raises(CheckpointError, match="feature_dim"):
+        evaluate.run(tiny_cfg(method="prototype", ckpt=summary["checkpoint"], options={"feature_dim": 32}))
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="cannot be read"):
+        evaluate.run(tiny_cfg(method="prototype", ckpt=str(broken)))
+
+
+def test_unknown_method_option_is_refused(tiny_cfg):
+    from fsslib.errors import UnknownNameError
+
+    with pytest.raises(UnknownNameError, match="(?s)option of method prototype.*feature_dim"):
+        tiny_cfg(method="prototype", options={"prior": "vvp"})
+
+
 def test_training_free_method_is_refused_by_the_trainer(tiny_cfg):
     from fsslib.errors import FsslibError
 
@@ -85,8 +114,10 @@ def test_command_line_train_and_evaluate(tmp_path, toy_root):
 
 def test_ddp_with_two_cpu_processes(tmp_path, toy_root):
     out = tmp_path / "ddp"
+    # 25 episodes do not split evenly over 2 ranks: both must still run the same number of steps
     result = _cli(["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517", "-m", "fsslib.train",
-                   "--method", "prototype", "--smoke", "--no-progress", "--out", str(out)])
+                   "--method", "prototype", "--smoke", "--episodes-per-epoch", "25", "--batch-size", "4",
+                   "--no-progress", "--out", str(out)])
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((out / "train_summary.json").read_text())
     assert summary["world_size"] == 2 and summary["history"][0]["world_size"] == 2

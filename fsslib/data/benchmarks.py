@@ -44,7 +44,7 @@ class Benchmark:
     n_folds: int
     root_name: str  # folder below the data root
     train_split: str
-    select_split: str  # episodes used for checkpoint selection
+    select_split: str | None  # novel-class episodes for checkpoint selection; None: no held-out split, keep the last epoch
     test_split: str
     min_class_pixels: int  # PFENet: a class counts in an image only above this many pixels
     prepare_command: str
@@ -92,12 +92,12 @@ TOY = Benchmark(
 )
 PASCAL = Benchmark(
     name="pascal", class_names=PASCAL_CLASSES, n_folds=4, root_name="VOCdevkit/VOC2012",
-    train_split="train", select_split="val", test_split="val", min_class_pixels=2 * 32 * 32,
+    train_split="train", select_split=None, test_split="val", min_class_pixels=2 * 32 * 32,
     prepare_command="python -m fsslib.data.prepare pascal --voc PATH/TO/VOCtrainval_11-May-2012.tar --sbd PATH/TO/benchmark.tgz",
 )
 COCO = Benchmark(
     name="coco", class_names=COCO_CLASSES, n_folds=4, root_name="coco",
-    train_split="train", select_split="val", test_split="val", min_class_pixels=2 * 32 * 32,
+    train_split="train", select_split=None, test_split="val", min_class_pixels=2 * 32 * 32,
     prepare_command="python -m fsslib.data.prepare coco --root PATH/TO/coco",
     fold_convention="interleaved",
 )

@@ -23,11 +23,10 @@ from pycocotools.coco import COCO as CocoApi
 from tqdm.auto import tqdm
 
 from fsslib.data.benchmarks import COCO_CLASSES
-from fsslib.data.layout import write_class_index, write_list
+from fsslib.data.layout import IGNORE, write_class_index, write_list
 from fsslib.data.pascal import class_pixel_counts, link_or_copy
 from fsslib.errors import DatasetNotFoundError
 
-IGNORE = 255
 SPLITS = ("train", "val")
 COCO_DOWNLOAD = (
     "download the 2014 Train images, 2014 Val images and 2014 Train/Val annotations from cocodataset.org "

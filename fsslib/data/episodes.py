@@ -26,11 +26,10 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from fsslib.data.benchmarks import Benchmark
-from fsslib.data.layout import read_class_index, read_list
+from fsslib.data.layout import IGNORE, read_class_index, read_list
 from fsslib.data.prepare import ensure_toyworld
 from fsslib.errors import CorruptImageError, DatasetNotFoundError, EmptySupportMaskError, InvalidMaskError, unknown
 
-IGNORE = 255
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 NOVEL_RULES = ("pfenet", "bam")
 
@@ -281,7 +280,7 @@ class EpisodeDataset(Dataset):
         if shots < 1:
             raise unknown("number of shots", shots, ["1", "5", "any K >= 1"])
         self.source, self.fold, self.shots, self.image_size = source, fold, shots, image_size
-        self.n_episodes, self.seed, self.mode, self.epoch = n_episodes, seed, mode, 0
+        self.n_episodes, self.seed, self.mode = n_episodes, seed, mode
         benchmark = source.benchmark
         self.classes = benchmark.fold_classes(fold) if mode == "test" else benchmark.base_classes(fold)
         excluded: set[str] = set()
@@ -290,9 +289,16 @@ class EpisodeDataset(Dataset):
             excluded = {n for n in source.names if novel & set(source.presence.get(n, {}))}
         self.images_of = {c: [n for n in source.images_with(c) if n not in excluded] for c in self.classes}
         # a class is usable only if it has a query and K other support images
-        self.images_of = {c: names for c, names in self.images_of.items() if len(names) > shots}
+        unusable = [c for c, names in self.images_of.items() if len(names) <= shots]
+        if mode == "test" and unusable:  # a test fold must score all its classes (mIoU is their mean)
+            raise DatasetNotFoundError(
+                f"Fold {fold} test class(es) {[benchmark.class_name(c) for c in unusable]} have at most {shots} images "
+                f"above {benchmark.min_class_pixels} pixels in {source.root} (split {source.split!r}).",
+                "check that the dataset was prepared completely, or lower the number of shots.")
+        self.images_of = {c: names for c, names in self.images_of.items() if c not in unusable}
         members = {c: set(names) for c, names in self.images_of.items()}
         self.entries = [(n, c) for n in source.names for c in self.classes if n in members.get(c, ())]
+        self.set_epoch(0)
         if not self.entries:
             raise DatasetNotFoundError(
                 f"No {mode} episode can be built for fold {fold} with {shots} shots from {source.root} "
@@ -303,6 +309,7 @@ class EpisodeDataset(Dataset):
     def set_epoch(self, epoch: int) -> None:
         """Training episodes and augmentations are a pure function of (seed, epoch, index)."""
         self.epoch = epoch
+        self._order = np.random.default_rng([self.seed, epoch]).permutation(len(self.entries))
 
     def __len__(self) -> int:
         return self.n_episodes
@@ -310,8 +317,7 @@ class EpisodeDataset(Dataset):
     def _entry_and_rng(self, index: int) -> tuple[tuple[str, int], np.random.Generator]:
         if self.mode == "test":
             return self.entries[index % len(self.entries)], np.random.default_rng([self.seed, self.fold, self.shots, index])
-        order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.entries))
-        return self.entries[order[index % len(self.entries)]], np.random.default_rng([self.seed, self.epoch, index, 1])
+        return self.entries[self._order[index % len(self.entries)]], np.random.default_rng([self.seed, self.epoch, index, 1])
 
     def sample_names(self, index: int) -> tuple[str, list[str], int]:
         """(query name, support names, class id) of episode ``index``."""
@@ -365,6 +371,12 @@ def sample_n_way(
         raise unknown("number of ways", ways, [str(n) for n in range(1, len(classes) + 1)])
     rng = np.random.default_rng([seed, fold, ways, shots, index])
     chosen = [int(c) for c in rng.choice(classes, ways, replace=False)]
+    for class_id in chosen:
+        if len(source.images_with(class_id)) <= shots:
+            raise DatasetNotFoundError(
+                f"Class {benchmark.class_name(class_id)!r} has at most {shots} images in {source.root} "
+                f"(split {source.split!r}): no {ways}-way {shots}-shot episode can use it.",
+                "check that the dataset was prepared completely, or lower the number of shots.")
     query = str(rng.choice(source.images_with(chosen[0])))
     image, label = source.load(query)
     query_image, label_t = resize_pad(*_to_tensors(image, torch.from_numpy(label.astype(np.int64))), image_size)
@@ -379,6 +391,7 @@ def sample_n_way(
         pairs = [load_episode_image(source, n, class_id, image_size) for n in names]
         support_images.append(torch.stack([p[0] for p in pairs]))
         support_masks.append(torch.stack([p[1] for p in pairs]))
+    check_support_masks(torch.stack(support_masks))
     return NWayEpisode(
         torch.stack(support_images), torch.stack(support_masks), query_image, query_mask,
         chosen, [benchmark.class_name(c) for c in chosen],

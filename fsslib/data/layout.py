@@ -16,6 +16,8 @@ from pathlib import Path
 
 from fsslib.errors import DatasetNotFoundError
 
+IGNORE = 255  # the label value that metrics and losses ignore (VOC's void / boundary)
+
 
 def write_list(root: Path, split: str, pairs: list[tuple[str, str]]) -> Path:
     """Write ``lists/<split>.txt`` from (image_path, label_path) pairs."""

@@ -20,11 +20,10 @@ import scipy.io
 from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
-from fsslib.data.layout import write_class_index, write_list
+from fsslib.data.layout import IGNORE, write_class_index, write_list
 from fsslib.errors import CorruptImageError, DatasetNotFoundError, InvalidMaskError
 
 N_CLASSES = 20
-IGNORE = 255
 VOC_DOWNLOAD = (
     "download VOCtrainval_11-May-2012.tar from the PASCAL VOC 2012 page "
     "(host.robots.ox.ac.uk/pascal/VOC/voc2012/) and pass the .tar file or its extracted folder with --voc."

@@ -13,6 +13,8 @@ import json
 from pathlib import Path
 
 from fsslib.data import toyworld
+from fsslib.data.benchmarks import COCO, PASCAL, TOY
+from fsslib.errors import FsslibError
 
 TOY_VERSION = 1  # bump when the generator changes, so stale toy worlds are rebuilt
 
@@ -31,8 +33,6 @@ def ensure_toyworld(root: Path, seed: int = 0) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from fsslib.data.benchmarks import COCO, PASCAL, TOY
-
     parser = argparse.ArgumentParser(prog="python -m fsslib.data.prepare", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="benchmark", required=True)
@@ -48,6 +48,14 @@ def main(argv: list[str] | None = None) -> None:
                       help="folder with train2014/, val2014/ and annotations/instances_{train,val}2014.json")
     coco.add_argument("--out", type=Path, default=None, help=f"default: $FSSLIB_DATA/{COCO.root_name}")
     args = parser.parse_args(argv)
+    try:
+        root = _prepare(args)
+    except FsslibError as error:
+        parser.exit(2, f"error: {error}\n")
+    print(f"prepared {args.benchmark} at {root}")
+
+
+def _prepare(args: argparse.Namespace) -> Path:
     if args.benchmark == "toy":
         root = ensure_toyworld(args.out or TOY.root(), seed=args.seed)
     elif args.benchmark == "pascal":
@@ -58,7 +66,7 @@ def main(argv: list[str] | None = None) -> None:
         from fsslib.data.coco import prepare_coco
 
         root = prepare_coco(args.root, args.out or COCO.root())
-    print(f"prepared {args.benchmark} at {root}")
+    return root
 
 
 if __name__ == "__main__":

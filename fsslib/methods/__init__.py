@@ -1,5 +1,5 @@
-"""Method registry: one module per method, each exposing ``build(cfg)``, optional ``PRESETS``
-and optional ``VARIANTS``.
+"""Method registry: one module per method, each exposing ``build(cfg)``, ``DEFAULT_OPTIONS``
+(the options it accepts), optional ``PRESETS`` and optional ``VARIANTS``.
 
 ``PRESETS`` maps a tier (``"toy"`` / ``"paper"``) to config values that the method needs
 beyond the tier's defaults; ``VARIANTS`` maps a variant name (e.g. an ablation row) to
@@ -34,6 +34,11 @@ def method_module(name: str) -> ModuleType:
 
 def method_presets(name: str) -> dict[str, dict[str, Any]]:
     return getattr(method_module(name), "PRESETS", {})
+
+
+def method_options(name: str) -> dict[str, Any]:
+    """The options a method accepts, with their defaults (its ``DEFAULT_OPTIONS``)."""
+    return getattr(method_module(name), "DEFAULT_OPTIONS", {})
 
 
 def method_variants(name: str) -> dict[str, dict[str, Any]]:

@@ -1,6 +1,8 @@
 """The interface every few-shot segmenter implements."""
 from __future__ import annotations
 
+from abc import ABCMeta, abstractmethod
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -8,7 +10,7 @@ import torch.nn.functional as F
 from fsslib.data.episodes import IGNORE, EpisodeBatch
 
 
-class FewShotSegmenter(nn.Module):
+class FewShotSegmenter(nn.Module, metaclass=ABCMeta):
     """A 1-way K-shot segmenter: ``forward(batch) -> (B, 2, H, W)`` logits at the input size.
 
     ``trainable = False`` marks training-free methods (the evaluator then needs no checkpoint).
@@ -17,8 +19,9 @@ class FewShotSegmenter(nn.Module):
 
     trainable: bool = True
 
-    def forward(self, batch: EpisodeBatch) -> torch.Tensor:  # pragma: no cover - interface
-        raise NotImplementedError
+    @abstractmethod
+    def forward(self, batch: EpisodeBatch) -> torch.Tensor:
+        """(B, 2, H, W) background / foreground logits of the query images."""
 
     def loss(self, batch: EpisodeBatch) -> torch.Tensor:
         """Cross-entropy of the query prediction, ignoring label 255."""

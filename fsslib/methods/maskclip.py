@@ -24,6 +24,8 @@ TEMPLATE_SETS = {"maskclip": MASKCLIP_TEMPLATES, "single": ("a photo of a {}.",)
 # MaskCLIP's background vocabulary for PASCAL; the toy world's background is an empty scene.
 BACKGROUND_NAMES = {"toy": ("empty scene",), "pascal": ("building", "ground", "grass", "tree", "sky"), "coco": ()}
 
+DEFAULT_OPTIONS = {"clip": "toy-vit", "clip_pretrained": None, "clip_checkpoint": None, "templates": "maskclip",
+                   "key_smoothing": None, "prompt_denoising": None, "background_names": None}
 PRESETS = {
     "toy": dict(options={"clip": "toy-vit", "clip_pretrained": None}),
     "paper": dict(options={"clip": "ViT-B-16", "clip_pretrained": "openai"}),
@@ -67,11 +69,12 @@ class MaskClipSegmenter(FewShotSegmenter):
 
 def build(cfg: Config) -> MaskClipSegmenter:
     benchmark = get_benchmark(cfg.benchmark, cfg.coco_folds)
-    options = cfg.options
+    options = {**DEFAULT_OPTIONS, **cfg.options}
+    background = options["background_names"]
     return MaskClipSegmenter(
-        clip_name=options.get("clip", "toy-vit"), clip_pretrained=options.get("clip_pretrained"),
+        clip_name=options["clip"], clip_pretrained=options["clip_pretrained"],
         class_names=[benchmark.prompt_name(c) for c in range(1, benchmark.n_classes + 1)],
-        background_names=list(options.get("background_names", BACKGROUND_NAMES.get(benchmark.name, ()))),
-        templates=options.get("templates", "maskclip"), key_smoothing=options.get("key_smoothing"),
-        prompt_denoising=options.get("prompt_denoising"), clip_checkpoint=options.get("clip_checkpoint"),
+        background_names=list(BACKGROUND_NAMES.get(benchmark.name, ()) if background is None else background),
+        templates=options["templates"], key_smoothing=options["key_smoothing"],
+        prompt_denoising=options["prompt_denoising"], clip_checkpoint=options["clip_checkpoint"],
     )

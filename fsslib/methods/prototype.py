@@ -18,6 +18,7 @@ from fsslib.data.episodes import EpisodeBatch
 from fsslib.methods.base import FewShotSegmenter, masked_average_pooling
 from fsslib.models.backbones import MultiLevelBackbone, build_backbone
 
+DEFAULT_OPTIONS = {"feature_dim": 64, "freeze_backbone": False}
 PRESETS = {
     "toy": dict(backbone_weights="random", options={"feature_dim": 64, "freeze_backbone": False}),
     "paper": dict(options={"feature_dim": 256, "freeze_backbone": True}),
@@ -69,5 +70,5 @@ class PrototypeNet(FewShotSegmenter):
 
 
 def build(cfg: Config) -> PrototypeNet:
-    options = {"feature_dim": 64, "freeze_backbone": False, **cfg.options}
+    options = {**DEFAULT_OPTIONS, **cfg.options}
     return PrototypeNet(build_backbone(cfg.backbone, cfg.backbone_weights), options["feature_dim"], options["freeze_backbone"])

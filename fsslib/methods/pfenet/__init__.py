@@ -11,17 +11,18 @@ from fsslib.config import Config
 from fsslib.methods.pfenet.model import FeatureEnrichmentModule, PFENet, max_cosine_similarity, min_max_normalise, pfenet_prior
 from fsslib.models.backbones import build_backbone
 
+DEFAULT_OPTIONS = {"feature_dim": 256, "dropout": 0.5}
 PRESETS = {
     "toy": dict(epochs=5, episodes_per_epoch=480, val_episodes=100, batch_size=8,
                 options={"feature_dim": 64, "dropout": 0.5}),
     "paper": dict(options={"feature_dim": 256, "dropout": 0.5}),
 }
 
-__all__ = ["PRESETS", "FeatureEnrichmentModule", "PFENet", "build", "max_cosine_similarity", "min_max_normalise",
+__all__ = ["DEFAULT_OPTIONS", "PRESETS", "FeatureEnrichmentModule", "PFENet", "build", "max_cosine_similarity", "min_max_normalise",
            "pfenet_prior"]
 
 
 def build(cfg: Config) -> PFENet:
-    options = {**PRESETS["toy"]["options"], **cfg.options}
+    options = {**DEFAULT_OPTIONS, **cfg.options}
     return PFENet(build_backbone(cfg.backbone, cfg.backbone_weights), feature_dim=int(options["feature_dim"]),
                   dropout=float(options["dropout"]))

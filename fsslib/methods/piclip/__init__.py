@@ -35,7 +35,8 @@ PRESETS = {
     "toy": dict(epochs=5, episodes_per_epoch=480, val_episodes=100, batch_size=8,
                 options={"feature_dim": 64, "clip": "toy-vit", "clip_pretrained": None}),
     # PI-CLIP trains 30 epochs (Sec. 4.1), batch 4 for 1-shot (2 for 5-shot: set batch_size=2), tau = 0.01
-    "paper": dict(epochs=30, options={"feature_dim": 256, "clip": "ViT-B-16", "clip_pretrained": "openai",
+    # PI-CLIP follows BAM's rule: training images that contain a novel class are dropped
+    "paper": dict(epochs=30, novel_rule="bam", options={"feature_dim": 256, "clip": "ViT-B-16", "clip_pretrained": "openai",
                                       "vtp_temperature": 0.01}),
 }
 VARIANTS = {

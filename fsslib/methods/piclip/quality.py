@@ -1,21 +1,20 @@
 """Prior quality: how well each training-free prior alone segments the query.
 
 Each prior (PFENet's, VVP per block, VTP, refined VTP, and the official code's label-reading
-VTP) is upsampled to the query mask size, thresholded at 0.5 and scored like mIoU: per class,
-IoU = sum of intersections / sum of unions over the fold's test episodes, then the mean over
-classes (pixels labelled 255 are ignored). No training is involved; the decoder is unused.
+VTP) is upsampled to the query's original label size, thresholded at 0.5 and scored exactly
+like a prediction (:class:`fsslib.metrics.FewShotMeter`: per-class summed IoU, mean over
+classes, label 255 ignored). No training is involved; the decoder is unused.
 """
 from __future__ import annotations
-
-from collections import defaultdict
 
 import torch
 import torch.nn.functional as F
 
 from fsslib.config import Config
 from fsslib.data.benchmarks import get_benchmark
-from fsslib.data.episodes import IGNORE, EpisodeBatch, EpisodeDataset, collate_episodes
+from fsslib.data.episodes import EpisodeBatch, EpisodeDataset, collate_episodes
 from fsslib.methods.pfenet.model import PFENet
+from fsslib.metrics import FewShotMeter
 
 PRIOR_THRESHOLD = 0.5
 
@@ -59,22 +58,17 @@ def prior_quality(cfg: Config, episodes: int = 300, batch_size: int = 16) -> dic
     source = open_source(cfg, benchmark.test_split)
     dataset = EpisodeDataset(source, cfg.fold, cfg.shots, cfg.image_size, episodes, cfg.seed, mode="test")
     model = build_method(cfg).eval()
-    intersections: dict[str, dict[int, float]] = defaultdict(lambda: defaultdict(float))
-    unions: dict[str, dict[int, float]] = defaultdict(lambda: defaultdict(float))
+    meters: dict[str, FewShotMeter] = {}
     for start in range(0, len(dataset), batch_size):
         items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
         batch = collate_episodes(items)
         present = _present_rows(source, [item.query_name for item in items], benchmark.n_classes)
         with torch.no_grad():
             maps = _prior_maps(model, batch, present)
-        for name, prior in maps.items():
-            upsampled = F.interpolate(prior[:, None].float(), size=batch.query_masks.shape[-2:], mode="bilinear",
-                                      align_corners=True)[:, 0]  # (B, H, W)
-            predicted = upsampled > PRIOR_THRESHOLD
-            valid = batch.query_masks != IGNORE
-            target = batch.query_masks == 1
-            for b, class_id in enumerate(batch.class_ids.tolist()):
-                intersections[name][class_id] += float((predicted[b] & target[b] & valid[b]).sum())
-                unions[name][class_id] += float(((predicted[b] | target[b]) & valid[b]).sum())
-    return {name: 100.0 * sum(intersections[name][c] / max(unions[name][c], 1.0) for c in unions[name])
-            / len(unions[name]) for name in maps}
+        for name, priors in maps.items():
+            meter = meters.setdefault(name, FewShotMeter(dataset.classes))
+            for prior, label, class_id in zip(priors.float(), batch.query_labels, batch.class_ids.tolist()):
+                # scored exactly as the evaluator scores a prediction: at the original label resolution
+                upsampled = F.interpolate(prior[None, None], size=label.shape, mode="bilinear", align_corners=False)[0, 0]
+                meter.update((upsampled > PRIOR_THRESHOLD).long(), label, class_id)
+    return {name: meter.summary()["miou"] for name, meter in meters.items()}
