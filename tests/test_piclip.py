@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from fsslib import train
 from fsslib.clip import block_taps, gradcam, load_clip
@@ -219,11 +220,25 @@ def test_official_support_image_masking_only_changes_the_vvp():
     assert torch.allclose(blank[0, :, 0, 0], torch.tensor(load_clip("toy-vit").mean))
 
 
+def test_official_label_reading_vtp_uses_the_query_classes():
+    batch = fabricated_batch()
+    batch.query_classes = [[1, 7], [2, 4, 9]]  # the episode classes (1, 2) plus other classes in each query
+    default, official = piclip(), piclip(vtp_prompts="present_classes")
+    levels = default.backbone_levels(batch.query_images)
+    expected = official.clip_priors(batch, present_indices=[[0, 6], [1, 3, 8]])["vtp_refined"]
+    prior = official.prior_masks(batch, levels, {})
+    assert torch.allclose(prior[:, -1], F.interpolate(expected[:, None], size=(8, 8), mode="bilinear",
+                                                      align_corners=True)[:, 0], atol=1e-6)
+    assert not torch.allclose(prior[:, -1], default.prior_masks(batch, levels, {})[:, -1])
+
+
 def test_bad_options_raise_with_a_fix():
     with pytest.raises(UnknownNameError, match="vtp"):
         piclip(priors=["vtp", "text"])
     with pytest.raises(UnknownNameError):
         piclip(vtp_activation="ln_2")
+    with pytest.raises(UnknownNameError, match="present_classes"):
+        piclip(vtp_prompts="all")
 
 
 def test_toy_training_smoke(tiny_cfg):

@@ -211,6 +211,7 @@ class Episode:
     class_name: str
     query_name: str = ""
     support_names: list[str] = field(default_factory=list)
+    query_classes: list[int] = field(default_factory=list)  # every class in the query's label (image-level labels)
 
 
 @dataclass
@@ -224,6 +225,7 @@ class EpisodeBatch:
     query_labels: list[torch.Tensor]  # B x (L_b, L_b)
     class_ids: torch.Tensor  # (B,)
     class_names: list[str]
+    query_classes: list[list[int]] = field(default_factory=list)  # image-level labels: only for label-reading variants
 
     def to(self, device: torch.device | str) -> "EpisodeBatch":
         moved = {
@@ -246,6 +248,7 @@ def collate_episodes(episodes: list[Episode]) -> EpisodeBatch:
         query_labels=[e.query_label for e in episodes],
         class_ids=torch.tensor([e.class_id for e in episodes]),
         class_names=[e.class_name for e in episodes],
+        query_classes=[e.query_classes for e in episodes],
     )
 
 
@@ -345,6 +348,7 @@ class EpisodeDataset(Dataset):
             class_name=self.source.benchmark.class_name(class_id),
             query_name=query,
             support_names=supports,
+            query_classes=sorted(self.source.presence.get(query, {})),
         )
 
 

@@ -12,6 +12,9 @@ Options (``cfg.options``, defaults = the paper's PI-CLIP(PFENet)):
   ``box_threshold`` (0.4), ``pir_squarings`` (0 = Eq. 10; 1 = the official code's extra R @ R),
   ``clip_image_size`` (None: CLIP sees the episode's input size), ``vvp_mask_support_image``
   (False = Eq. 5; True = the official code, which also blanks the support image outside the mask);
+  ``vtp_prompts`` ("episode" = the paper's "a photo of / without {c}." of the episode class;
+  "present_classes" = the official code's prompts of every class in the query's label, which
+  reads the query's ground truth at test time: for comparison only, not a few-shot result);
 * PFENet's ``feature_dim`` and ``dropout``.
 
 ``VARIANTS`` are the ablation rows of Tables 3 and 4 (the baseline row is ``method="pfenet"``).
@@ -29,7 +32,7 @@ DEFAULT_OPTIONS = {
     "feature_dim": 256, "dropout": 0.5, "clip": "ViT-B-16", "clip_pretrained": "openai", "clip_checkpoint": None,
     "priors": ["vvp", "vtp"], "refine": ["vtp"], "vvp_blocks": [-2, -1], "pir_blocks": 8, "vtp_temperature": None,
     "vtp_activation": "last_block_output", "box_threshold": 0.4, "pir_squarings": 0, "clip_image_size": None,
-    "vvp_mask_support_image": False,
+    "vvp_mask_support_image": False, "vtp_prompts": "episode",
 }
 PRESETS = {
     "toy": dict(epochs=5, episodes_per_epoch=480, val_episodes=100, batch_size=8,
@@ -63,4 +66,5 @@ def build(cfg: Config) -> PICLIP:
         vtp_temperature=options["vtp_temperature"], vtp_activation=options["vtp_activation"],
         box_threshold=float(options["box_threshold"]), pir_squarings=int(options["pir_squarings"]),
         clip_image_size=options["clip_image_size"], vvp_mask_support_image=bool(options["vvp_mask_support_image"]),
+        vtp_prompts=options["vtp_prompts"],
     )

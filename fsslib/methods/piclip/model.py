@@ -44,6 +44,9 @@ from fsslib.models.backbones import MultiLevelBackbone
 
 PRIOR_KINDS = ("vvp", "vtp")
 VTP_ACTIVATIONS = ("last_block_output", "last_block_ln_1")
+# "episode": the paper's two prompts of the episode class; "present_classes": the official code's
+# prompts of every class in the query's label, which reads ground truth at test time
+VTP_PROMPT_SETS = ("episode", "present_classes")
 
 
 class PICLIP(PFENet):
@@ -67,6 +70,7 @@ class PICLIP(PFENet):
         pir_squarings: int = 0,
         clip_image_size: int | None = None,
         vvp_mask_support_image: bool = False,
+        vtp_prompts: str = "episode",
     ) -> None:
         for name, values in (("prior", priors), ("refined prior", refine)):
             for value in values:
@@ -74,6 +78,8 @@ class PICLIP(PFENet):
                     raise unknown(f"PI-CLIP {name}", value, PRIOR_KINDS)
         if not priors:
             raise unknown("PI-CLIP prior set", "()", ["('vvp', 'vtp')", "('vtp',)", "('vvp',)"])
+        if vtp_prompts not in VTP_PROMPT_SETS:
+            raise unknown("VTP prompt set", vtp_prompts, VTP_PROMPT_SETS)
         if vtp_activation not in VTP_ACTIVATIONS:
             raise unknown("VTP GradCAM activation", vtp_activation, VTP_ACTIVATIONS)
         chosen = tuple(p for p in PRIOR_KINDS if p in priors)
@@ -94,6 +100,7 @@ class PICLIP(PFENet):
         self.box_threshold, self.pir_squarings = box_threshold, pir_squarings
         self.clip_image_size = clip_image_size
         self.vvp_mask_support_image = vvp_mask_support_image
+        self.vtp_prompts = vtp_prompts
 
     def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> "PICLIP":
         super()._apply(fn, recurse)
@@ -169,7 +176,10 @@ class PICLIP(PFENet):
                 f"{batch.support_images.shape[1]} support images per episode.",
                 f"build the model with make_config(..., shots={batch.support_images.shape[1]}) or feed {self.shots}-shot episodes.",
             )
-        priors = self.clip_priors(batch)
+        present = None
+        if self.vtp_prompts == "present_classes":  # the official code's VTP: reads the query's image-level labels
+            present = [[c - 1 for c in classes] for classes in batch.query_classes]
+        priors = self.clip_priors(batch, present)
         channels = []
         if "vvp" in self.priors:
             vvp = priors["vvp_refined" if "vvp" in self.refine else "vvp"]  # (B, n_blocks, K, h, w)

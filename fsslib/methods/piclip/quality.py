@@ -19,16 +19,6 @@ from fsslib.metrics import FewShotMeter
 PRIOR_THRESHOLD = 0.5
 
 
-def _present_rows(source, names: list[str], n_classes: int) -> list[list[int]]:
-    """Class rows (id - 1) present in each query image's full label (what the official VTP reads)."""
-    present = []
-    for name in names:
-        label = torch.as_tensor(source.load(name)[1].astype("int64"))
-        ids = [int(c) for c in label.unique().tolist() if 0 < c <= n_classes]
-        present.append([c - 1 for c in ids])
-    return present
-
-
 def _prior_maps(model, batch: EpisodeBatch, present: list[list[int]]) -> dict[str, torch.Tensor]:
     """Every prior of the batch as (B, h, w) maps in [0, 1]."""
     query_levels = model.backbone_levels(batch.query_images)
@@ -62,7 +52,7 @@ def prior_quality(cfg: Config, episodes: int = 300, batch_size: int = 16) -> dic
     for start in range(0, len(dataset), batch_size):
         items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
         batch = collate_episodes(items)
-        present = _present_rows(source, [item.query_name for item in items], benchmark.n_classes)
+        present = [[c - 1 for c in classes] for classes in batch.query_classes]  # image-level labels, as rows
         with torch.no_grad():
             maps = _prior_maps(model, batch, present)
         for name, priors in maps.items():
