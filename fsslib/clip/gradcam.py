@@ -108,6 +108,7 @@ def softmax_score(
     text_embeddings: Tensor,
     target: int | Tensor,
     temperature: float = CLIP_TEMPERATURE,
+    valid: Tensor | None = None,
 ) -> ScoreFn:
     """PI-CLIP's softmax-GradCAM score (Eqs. 1-2) as a ``score_fn`` for :func:`gradcam`.
 
@@ -115,7 +116,8 @@ def softmax_score(
     each text embedding over ``temperature`` goes through a softmax over the prompts, and
     the score is the probability of prompt ``target`` (Eq. 2). ``text_embeddings`` is
     (n, D) for all images or (B, n, D) per image (PI-CLIP: target and non-target prompts
-    of the classes present); ``target`` is an index, or one index per image (B,).
+    of the classes present); ``target`` is an index, or one index per image (B,); ``valid``
+    (B, n) bool leaves padding prompts out of the softmax.
     """
     if text_embeddings.ndim not in (2, 3) or text_embeddings.shape[-1] != bundle.embed_dim:
         raise ClipInputError(
@@ -132,6 +134,8 @@ def softmax_score(
             logits = image @ prompts.T  # (B, n)
         else:
             logits = torch.einsum("bd,bnd->bn", image, prompts)  # (B, n)
+        if valid is not None:
+            logits = logits.masked_fill(~valid.to(image.device), float("-inf"))
         probabilities = torch.softmax(logits / temperature, dim=-1)  # (B, n)
         index = torch.as_tensor(target, device=image.device).long().expand(image.shape[0])  # (B,)
         return probabilities.gather(1, index[:, None])[:, 0]

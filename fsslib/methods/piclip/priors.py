@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from fsslib.clip import ClipBundle, gradcam, project_tokens
+from fsslib.clip import ClipBundle, gradcam, softmax_score
 from fsslib.errors import FsslibError
 from fsslib.methods.pfenet.model import COSINE_EPS, max_cosine_similarity, min_max_normalise
 
@@ -33,24 +33,6 @@ class PriorInputError(FsslibError, ValueError):
 
 
 # --------------------------------------------------------------------------- VTP (Eqs. 1-4)
-
-
-def prompt_softmax_score(bundle: ClipBundle, prompts: torch.Tensor, valid: torch.Tensor | None, temperature: float):
-    """Score function for :func:`fsslib.clip.gradcam`: the target prompt's softmax probability (Eqs. 1-2).
-
-    prompts: (B, n, D) L2-normalised text embeddings per image, the target prompt at index 0;
-    valid: (B, n) bool (padding prompts are excluded from the softmax) or None. The image token
-    v_q is the mean of the projected patch tokens (Eq. 1).
-    """
-
-    def score(tokens: torch.Tensor) -> torch.Tensor:  # tokens: (B, N, C) last-block patch tokens
-        image = F.normalize(project_tokens(bundle, tokens).mean(dim=1).float(), dim=-1)  # (B, D), Eq. 1
-        logits = torch.einsum("bd,bnd->bn", image, prompts.to(image.device)) / temperature  # (B, n), Eq. 2
-        if valid is not None:
-            logits = logits.masked_fill(~valid.to(image.device), float("-inf"))
-        return torch.softmax(logits, dim=-1)[:, 0]  # (B,) S_f
-
-    return score
 
 
 def visual_text_prior(
@@ -83,7 +65,7 @@ def visual_text_prior(
             f"VTP prompts must be (B={query_images.shape[0]}, n, {bundle.embed_dim}), got {tuple(prompts.shape)}.",
             "build them with vtp_prompt_table(...) for the same batch and CLIP model.",
         )
-    score_fn = prompt_softmax_score(bundle, prompts, valid, temperature)
+    score_fn = softmax_score(bundle, prompts, target=0, temperature=temperature, valid=valid)  # Eqs. 1-2: S_f
     return gradcam(bundle, query_images, score_fn, activation=activation, normalize=True)  # (B, h, w), Eq. 4 + min-max
 
 
