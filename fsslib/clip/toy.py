@@ -35,10 +35,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
 import random
 import re
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -56,6 +54,7 @@ from tqdm.auto import tqdm
 
 from fsslib.data.toyworld import CLASS_NAMES, FILLS, SHAPES, ToyObject, render_scene
 from fsslib.errors import CheckpointError, unknown
+from fsslib.provenance import git_commit, hardware
 
 # ----------------------------------------------------------------------------- prompts
 
@@ -595,7 +594,7 @@ def vtp_gradcam_iou(bundle: ToyClipBundle, images: np.ndarray, masks: list[np.nd
     cosine with the mean-patch-token image embedding; GradCAM w.r.t. the last block's
     patch tokens (ViT) or layer4 (ResNet, attention-pooled embedding), ReLU, min-max, > 0.5.
     """
-    model, visual = bundle.model, bundle.model.visual
+    visual = bundle.model.visual
     of = bundle.encode_prompts([PI_CLIP_TARGET.format(n) for n in CLASS_NAMES])  # (C, D)
     without = bundle.encode_prompts([PI_CLIP_NON_TARGET.format(n) for n in CLASS_NAMES])  # (C, D)
     size = masks[0].shape[-1]
@@ -668,23 +667,6 @@ def acceptance_metrics(bundle: ToyClipBundle, n_single: int = 1000, n_multi: int
 
 
 # ----------------------------------------------------------------------------- training
-
-
-def _git_commit() -> str:
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                                cwd=Path(__file__).resolve().parent, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return "uncommitted"
-    return commit.stdout.strip() if commit.returncode == 0 else "uncommitted"
-
-
-def _hardware() -> dict:
-    import os
-
-    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-            "open_clip": open_clip.__version__}
 
 
 def train_toy_clip(
@@ -771,11 +753,11 @@ def train_toy_clip(
     path = save_toy_clip(out, model, model_cfg, tokenizer, image_size)
     metadata = {
         "command": command or " ".join([Path(sys.executable).name, *sys.argv]),
-        "arch": arch, "seed": seed, "git_commit": _git_commit(),
+        "arch": arch, "seed": seed, "git_commit": git_commit(),
         "wall_time_minutes": round((time.time() - start) / 60, 2), "train_steps": step,
         "batch_size": batch_size, "pool_size": pool_size, "lr": lr, "weight_decay": weight_decay,
         "dense_weight": dense_weight, "negation_weight": negation_weight,
-        "hardware": _hardware(), "model_cfg": model_cfg, "loss_history": history[-20:],
+        "hardware": hardware(open_clip=open_clip.__version__), "model_cfg": model_cfg, "loss_history": history[-20:],
     }
     if evaluate:
         metadata["metrics"] = acceptance_metrics(load_toy_clip(path))

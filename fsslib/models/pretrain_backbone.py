@@ -19,10 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
 import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -36,7 +33,7 @@ from tqdm.auto import tqdm
 from fsslib.data.toyworld import CLASSES_PER_FOLD, N_FOLDS, render_scene
 from fsslib.errors import CheckpointError
 from fsslib.models.backbones import ToyResNet, load_toy_checkpoint, load_toy_resnet
-from fsslib.paths import PACKAGE_DIR
+from fsslib.provenance import git_commit, hardware
 
 N_CLASSES = N_FOLDS * CLASSES_PER_FOLD
 TRAIN_STREAM = 99  # second entry of the training scenes' seed sequence
@@ -160,27 +157,6 @@ def evaluate_checkpoint(checkpoint: Path, n_images: int = 1000, n_cam_images: in
     return evaluate_classifier(model, n_images, n_cam_images)
 
 
-def git_commit() -> str:
-    """``git rev-parse HEAD`` of the source tree (flagged if fsslib/ has local changes), or "uncommitted"."""
-    def git(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(["git", *args], cwd=PACKAGE_DIR.parent, capture_output=True, text=True)
-
-    try:
-        head, status = git("rev-parse", "HEAD"), git("status", "--porcelain", "--", "fsslib")
-    except OSError:
-        return "uncommitted"
-    if head.returncode != 0:
-        return "uncommitted"
-    return head.stdout.strip() + (" + uncommitted changes in fsslib/" if status.stdout.strip() else "")
-
-
-def hardware() -> dict:
-    """Where a run happened: platform, CPU cores and threads, torch and Python versions."""
-    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__, "python": platform.python_version(), "device": "cpu"}
-
-
 def half_precision(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Floating tensors to fp16 (the file stays small), integer buffers unchanged."""
     return {k: v.detach().half() if v.is_floating_point() else v.detach() for k, v in state.items()}
@@ -256,7 +232,7 @@ def train_toy_backbone(
         "git_commit": git_commit(),
         "wall_time_s": {"render_pool": round(render_seconds, 1), "train": round(train_seconds, 1),
                         "total_with_eval": round(time.perf_counter() - start, 1)},
-        "hardware": hardware(),
+        "hardware": hardware(device="cpu"),
         "held_out": metrics,
         "checkpoint": {"file": out.name, "bytes": out.stat().st_size, "dtype": "float16",
                        "keys": ["backbone", "classifier"]},

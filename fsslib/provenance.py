@@ -1,0 +1,31 @@
+"""Where and from which code a shipped checkpoint was made (recorded in its metadata JSON)."""
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+
+import torch
+
+from fsslib.paths import PACKAGE_DIR
+
+
+def git_commit() -> str:
+    """``git rev-parse HEAD`` of the source tree (flagged if fsslib/ has local changes), or "uncommitted"."""
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", *args], cwd=PACKAGE_DIR.parent, capture_output=True, text=True, timeout=10)
+
+    try:
+        head, status = git("rev-parse", "HEAD"), git("status", "--porcelain", "--", "fsslib")
+    except (OSError, subprocess.TimeoutExpired):
+        return "uncommitted"
+    if head.returncode != 0:
+        return "uncommitted"
+    return head.stdout.strip() + (" + uncommitted changes in fsslib/" if status.stdout.strip() else "")
+
+
+def hardware(**extra: str) -> dict:
+    """Where a run happened: platform, CPU cores and threads, torch and Python versions (+ ``extra``)."""
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__, "python": platform.python_version(), **extra}
