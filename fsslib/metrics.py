@@ -12,6 +12,7 @@ foreground and background intersections and unions are counted.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 
 import torch
 
@@ -19,17 +20,16 @@ from fsslib.data.layout import IGNORE
 
 
 def intersection_union(prediction: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
-    """Counts for one episode: ``[[I_bg, U_bg], [I_fg, U_fg]]``.
+    """Counts ``[[I_bg, U_bg], [I_fg, U_fg]]`` of each episode: (..., H, W) -> (..., 2, 2).
 
-    prediction, label: (H, W) with values in {0, 1} (label also 255 = ignore).
+    prediction, label: values in {0, 1} (label also 255 = ignore).
     """
-    valid = label != IGNORE  # (H, W): the prediction is 'set to 255' where the label is
-    counts = torch.zeros(2, 2, dtype=torch.float64)
+    valid = label != IGNORE  # (..., H, W): the prediction is 'set to 255' where the label is
+    counts = []
     for value in (0, 1):
         predicted, actual = (prediction == value) & valid, (label == value) & valid
-        counts[value, 0] = (predicted & actual).sum()
-        counts[value, 1] = (predicted | actual).sum()
-    return counts
+        counts.append(torch.stack([(predicted & actual).sum((-2, -1)), (predicted | actual).sum((-2, -1))], dim=-1))
+    return torch.stack(counts, dim=-2).double()
 
 
 class FewShotMeter:
@@ -42,12 +42,16 @@ class FewShotMeter:
         self.binary = torch.zeros(2, 2, dtype=torch.float64)  # [[I_bg, U_bg], [I_fg, U_fg]]
         self.episodes = 0
 
-    def update(self, prediction: torch.Tensor, label: torch.Tensor, class_id: int) -> None:
-        """Add one episode: ``prediction`` and ``label`` (H, W) at the label's resolution."""
-        counts = intersection_union(prediction.cpu(), label.cpu())
-        self.per_class[int(class_id)] += counts[1]
-        self.binary += counts
-        self.episodes += 1
+    def update(self, predictions: torch.Tensor, labels: torch.Tensor, class_ids: int | Sequence[int]) -> None:
+        """Add episodes at the label's resolution: one ((H, W) maps and an int class id) or a
+        batch ((B, H, W) maps and B class ids); the counts are computed where the maps are."""
+        if isinstance(class_ids, int):
+            predictions, labels, class_ids = predictions[None], labels[None], [class_ids]
+        counts = intersection_union(predictions, labels).cpu()  # (B, 2, 2)
+        for class_id, episode_counts in zip(class_ids, counts):
+            self.per_class[int(class_id)] += episode_counts[1]
+        self.binary += counts.sum(dim=0)
+        self.episodes += len(class_ids)
 
     def class_iou(self) -> dict[int, float]:
         """IoU of each fold class that has occurred (a class never seen is left out)."""
