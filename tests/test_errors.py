@@ -79,3 +79,21 @@ def test_cli_prints_the_error_not_a_traceback(capsys):
 def test_every_error_carries_a_fix():
     error = FsslibError("problem text", "fix text")
     assert str(error) == "problem text\n  How to fix: fix text"
+
+
+def test_paper_tier_backbone_without_imagenet_weights(tmp_path, monkeypatch):
+    import torchvision
+
+    from fsslib.models.backbones import RESNET50_FILE, build_backbone
+
+    monkeypatch.setenv("FSSLIB_WEIGHTS", str(tmp_path / "weights"))
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    assert make_config(method="prototype", preset="paper").backbone == "resnet50"
+    with pytest.raises(CheckpointError, match=r"(?s)ImageNet ResNet-50 weights not found.*IMAGENET1K_V1"):
+        build_backbone("resnet50")
+    # a local weights file (as users fetch it) is picked up from $FSSLIB_WEIGHTS
+    (tmp_path / "weights").mkdir()
+    reference = torchvision.models.resnet50(weights=None)
+    torch.save(reference.state_dict(), tmp_path / "weights" / RESNET50_FILE)
+    backbone = build_backbone("resnet50")
+    torch.testing.assert_close(backbone.layer4[0].conv1.weight, reference.layer4[0].conv1.weight)
