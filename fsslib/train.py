@@ -82,7 +82,8 @@ def save_checkpoint(path: Path, state: dict) -> None:
     os.replace(temporary, path)
 
 
-RUN_CONTROL_FIELDS = ("resume", "progress", "device", "num_workers", "out", "ckpt")
+# settings that do not change what a training run computes (run control and test-time evaluation)
+RUN_CONTROL_FIELDS = ("resume", "progress", "device", "num_workers", "out", "ckpt", "episodes", "eval_seeds")
 
 
 def check_same_run(saved: dict, cfg: Config, path: Path) -> None:
