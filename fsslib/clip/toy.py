@@ -17,17 +17,22 @@ Training recipe (``train_toy_clip``):
   positives of each other)
   + a dense multiple-instance loss: the MaskCLIP dense features (the value path of
   the last block / of the attention pool) are classified against the class prompts
-  and the empty-scene prompt; a class named in the caption must win somewhere
-  (mean of its top-k positions), a class not named must win nowhere (max over
-  positions), the background prompt must win on the top third of positions
+  and the empty-scene prompt; a class the caption names must win on k positions,
+  k = half its area in feature cells (how large the object is, as in "a large star"),
+  the probability must stay on named classes and background everywhere, and the
+  background must win on the top third of positions
+  + the same loss inside random windows of the feature grid, each labelled as a crop
+  caption would be (the classes with >= 60% of their pixels inside are named, those
+  with <= 15% are not, in between is ignored; a window with no object is background):
+  the dense form of captioning random crops, which rewards locality
   + a negation loss: the image embedding must prefer "a photo of {c}." over
   "a photo without {c}." exactly when the caption names ``c``.
-Only caption-level information (which classes are in the picture) is used, never
-the masks.
+The masks enter only as what a captioner of crops would know: per feature cell, how
+many pixels of each label it holds (``patch_label_counts``); no per-pixel target is used.
 
 CLI::
 
-    python -m fsslib.clip.toy train --arch vit --minutes 45 --out fsslib/checkpoints/toy_clip_vit.pt
+    python -m fsslib.clip.toy train --arch vit --steps 24000 --out fsslib/checkpoints/toy_clip_vit.pt
     python -m fsslib.clip.toy evaluate fsslib/checkpoints/toy_clip_vit.pt
 """
 from __future__ import annotations
@@ -52,6 +57,7 @@ from PIL import Image
 from torch import nn
 from tqdm.auto import tqdm
 
+from fsslib.data.layout import IGNORE
 from fsslib.data.toyworld import CLASS_NAMES, FILLS, SHAPES, ToyObject, render_scene
 from fsslib.errors import CheckpointError, unknown
 from fsslib.provenance import git_commit, hardware
@@ -394,23 +400,37 @@ def caption_scene(class_ids: list[int], positions: list[str], rng: random.Random
 
 @dataclass
 class ScenePool:
-    """Pre-rendered training scenes: images and the class ids each caption may name."""
+    """Pre-rendered training scenes: images, the class ids each caption may name, and how
+    many pixels of each label every feature-grid cell holds (what crop captions are made of)."""
 
     images: np.ndarray  # (N, S, S, 3) uint8
     class_ids: list[list[int]]
     positions: list[list[str]]
+    label_counts: np.ndarray  # (N, g, g, C + 2) uint8: background, classes 1..C, ignored
+
+
+def patch_label_counts(mask: np.ndarray, stride: int = 8) -> np.ndarray:
+    """Pixels per label in each stride x stride cell of a mask (S, S) -> (S/stride, S/stride, C + 2).
+
+    Channel 0 is background, 1..C the classes, C + 1 the ignored pixels (value 255).
+    """
+    grid = mask.shape[0] // stride
+    labels = np.where(mask == IGNORE, len(CLASS_NAMES) + 1, mask).astype(np.int64)
+    one_hot = np.eye(len(CLASS_NAMES) + 2, dtype=np.uint8)[labels]  # (S, S, C + 2)
+    return one_hot.reshape(grid, stride, grid, stride, -1).sum((1, 3), dtype=np.uint8)
 
 
 def _crop(image: np.ndarray, mask: np.ndarray, objects: list[ToyObject], rng: np.random.Generator,
-          size: int) -> tuple[np.ndarray, list[ToyObject]] | None:
-    """A random crop (resized back to ``size``) and the objects mostly (>= 60%) inside it.
+          size: int) -> tuple[np.ndarray, np.ndarray, list[ToyObject]] | None:
+    """A random crop (resized back to ``size``), its mask and the objects mostly (>= 60%) inside it.
 
-    Returns None when an object is cut ambiguously (15-60% inside).
+    Returns None when an object is cut ambiguously (15-60% inside). Pixels of objects
+    left mostly outside (<= 15% inside) are marked ignored in the crop's mask.
     """
     side = int(rng.integers(int(size * 0.6), int(size * 0.9)))
     y0, x0 = (int(v) for v in rng.integers(0, size - side + 1, size=2))
     inside_objects = []
-    window = mask[y0:y0 + side, x0:x0 + side]
+    window = mask[y0:y0 + side, x0:x0 + side].copy()
     for obj in objects:
         fraction = (window == obj.class_id).sum() / max(1, (mask == obj.class_id).sum())
         if 0.15 < fraction < 0.6:
@@ -419,14 +439,18 @@ def _crop(image: np.ndarray, mask: np.ndarray, objects: list[ToyObject], rng: np
             y, x = obj.centre
             moved = ToyObject(obj.class_id, ((y - y0) * size / side, (x - x0) * size / side), obj.radius)
             inside_objects.append(moved)
+    kept = [o.class_id for o in inside_objects]
+    window[(window > 0) & ~np.isin(window, kept)] = IGNORE
     crop = Image.fromarray(image[y0:y0 + side, x0:x0 + side]).resize((size, size), Image.BILINEAR)
-    return np.asarray(crop), inside_objects
+    crop_mask = Image.fromarray(window).resize((size, size), Image.NEAREST)
+    return np.asarray(crop), np.asarray(crop_mask), inside_objects
 
 
 def render_pool(count: int, seed: int, size: int = 64, crop_fraction: float = 0.15,
                 empty_fraction: float = 0.05, progress: bool = True) -> ScenePool:
     """Render ``count`` training scenes from rng([seed, 1, index]) (deterministic)."""
     images = np.zeros((count, size, size, 3), dtype=np.uint8)
+    label_counts = np.zeros((count, size // 8, size // 8, len(CLASS_NAMES) + 2), dtype=np.uint8)
     class_ids: list[list[int]] = []
     positions: list[list[str]] = []
     for index in tqdm(range(count), desc="render pool", disable=not progress, mininterval=5):
@@ -434,30 +458,32 @@ def render_pool(count: int, seed: int, size: int = 64, crop_fraction: float = 0.
         roll = rng.random()
         n_objects = 0 if roll < empty_fraction else int(rng.choice([1, 2, 3], p=[0.5, 0.3, 0.2]))
         scene = render_scene(rng, size, class_ids=[int(c) for c in rng.integers(1, 21, size=n_objects)])
-        image, objects = scene.image, scene.objects
+        image, mask, objects = scene.image, scene.mask, scene.objects
         if objects and rng.random() < crop_fraction:
             for _ in range(5):
                 cropped = _crop(scene.image, scene.mask, scene.objects, rng, size)
                 if cropped is not None:
-                    image, objects = cropped
+                    image, mask, objects = cropped
                     break
         images[index] = image
+        label_counts[index] = patch_label_counts(mask)
         class_ids.append([o.class_id for o in objects])
         positions.append([_where(o, size) for o in objects])
-    return ScenePool(images, class_ids, positions)
+    return ScenePool(images, class_ids, positions, label_counts)
 
 
 def cached_pool(count: int, seed: int, size: int, folder: str | Path | None) -> ScenePool:
     """``render_pool`` through an optional on-disk cache (a .npz + .json per pool)."""
     if folder is None:
         return render_pool(count, seed, size)
-    stem = Path(folder) / f"toy_pool_seed{seed}_n{count}_s{size}"
+    stem = Path(folder) / f"toy_pool_v2_seed{seed}_n{count}_s{size}"
     if stem.with_suffix(".npz").is_file() and stem.with_suffix(".json").is_file():
         labels = json.loads(stem.with_suffix(".json").read_text())
-        return ScenePool(np.load(stem.with_suffix(".npz"))["images"], labels["class_ids"], labels["positions"])
+        arrays = np.load(stem.with_suffix(".npz"))
+        return ScenePool(arrays["images"], labels["class_ids"], labels["positions"], arrays["label_counts"])
     pool = render_pool(count, seed, size)
     stem.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(stem.with_suffix(".npz"), images=pool.images)
+    np.savez(stem.with_suffix(".npz"), images=pool.images, label_counts=pool.label_counts)
     stem.with_suffix(".json").write_text(json.dumps({"class_ids": pool.class_ids, "positions": pool.positions}))
     return pool
 
@@ -492,21 +518,94 @@ def contrastive_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, keys: list
     return 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets))
 
 
-def dense_mil_loss(dense: torch.Tensor, prompt_emb: torch.Tensor, present: torch.Tensor,
-                   logit_scale: torch.Tensor, top_k: int = 3) -> torch.Tensor:
-    """Multiple-instance loss on dense embeddings (B, N, D) vs prompts (C + 1, D), last = background.
+def _cell_areas(label_counts: torch.Tensor) -> torch.Tensor:
+    """Label counts (..., N, C + 2) -> each class's area in grid cells (..., C)."""
+    cell_pixels = label_counts.sum(-1).amax(-1, keepdim=True)  # (..., 1): pixels per cell
+    return label_counts[..., 1:-1].sum(-2) / cell_pixels
 
-    ``present`` (B, C) is 1 where the caption names the class. Named classes must win
-    on their top-k positions, unnamed ones nowhere, background on the top third.
+
+def _top_k_mean(probs: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Mean of each column's k largest entries: probs (..., N, C), k (..., C) >= 1 -> (..., C)."""
+    ranked = probs.sort(dim=-2, descending=True).values  # (..., N, C)
+    rank = torch.arange(probs.shape[-2], device=probs.device)[:, None]  # (N, 1)
+    return (ranked * (rank < k[..., None, :])).sum(-2) / k
+
+
+def _bce_to(scores: torch.Tensor, target: float) -> torch.Tensor:
+    scores = scores.clamp(1e-6, 1 - 1e-6)
+    return F.binary_cross_entropy(scores, torch.full_like(scores, target))
+
+
+def dense_mil_loss(dense: torch.Tensor, prompt_emb: torch.Tensor, label_counts: torch.Tensor,
+                   logit_scale: torch.Tensor, area_fraction: float = 0.5) -> torch.Tensor:
+    """Caption-level multiple-instance loss on dense embeddings (B, N, D) vs prompts (C + 1, D), background last.
+
+    ``label_counts`` (B, g, g, C + 2) from ``patch_label_counts`` tells which classes the
+    caption names and how large they are (in grid cells). A named class must win on its
+    top-k positions, k = ``area_fraction`` x its area (at least 1); at every position the
+    probability must stay on the named classes and the background; the background must
+    win on the top third of the positions.
     """
-    logits = logit_scale * F.normalize(dense, dim=-1) @ F.normalize(prompt_emb, dim=-1).T  # (B, N, C + 1)
-    probs = logits.softmax(-1)
-    classes = probs[..., :-1]  # (B, N, C)
-    positive = classes.topk(top_k, dim=1).values.mean(1)  # (B, C)
-    negative = classes.amax(1)  # (B, C)
-    score = torch.where(present.bool(), positive, negative).clamp(1e-6, 1 - 1e-6)
-    background = probs[..., -1].topk(max(1, dense.shape[1] // 3), dim=1).values.mean(1).clamp(1e-6, 1 - 1e-6)
-    return F.binary_cross_entropy(score, present) + F.binary_cross_entropy(background, torch.ones_like(background))
+    counts = label_counts.flatten(1, 2).float()  # (B, N, C + 2)
+    probs = (logit_scale * F.normalize(dense, dim=-1) @ F.normalize(prompt_emb, dim=-1).T).softmax(-1)  # (B, N, C+1)
+    area = _cell_areas(counts)  # (B, C)
+    named = area > 0
+    positive = _top_k_mean(probs[..., :-1], (area_fraction * area).ceil().clamp(min=1))  # (B, C)
+    allowed = torch.cat([named, torch.ones_like(named[:, :1])], 1)  # (B, C + 1)
+    allowed_mass = (probs * allowed[:, None, :]).sum(-1)  # (B, N)
+    background = probs[..., -1].topk(max(1, dense.shape[1] // 3), dim=1).values.mean(1)  # (B,)
+    loss = -allowed_mass.clamp(min=1e-6).log().mean() + _bce_to(background, 1.0)
+    return loss + _bce_to(positive[named], 1.0) if named.any() else loss
+
+
+def random_windows(batch: int, windows: int, grid: int, generator: torch.Generator) -> torch.Tensor:
+    """Membership (B, W, grid * grid) of ``windows`` random rectangles per image, sides 2..grid - 2 cells."""
+    sides = torch.randint(2, grid - 1, (2, batch, windows), generator=generator)  # (2, B, W): heights, widths
+    starts = (torch.rand(2, batch, windows, generator=generator) * (grid - sides + 1)).long()  # (2, B, W)
+    cells = torch.arange(grid)
+    inside = (cells >= starts[..., None]) & (cells < (starts + sides)[..., None])  # (2, B, W, grid)
+    return (inside[0][..., :, None] & inside[1][..., None, :]).flatten(2)  # (B, W, grid * grid)
+
+
+def region_mil_loss(dense: torch.Tensor, prompt_emb: torch.Tensor, label_counts: torch.Tensor,
+                    logit_scale: torch.Tensor, generator: torch.Generator, windows: int = 4,
+                    area_fraction: float = 0.5, named_fraction: float = 0.6,
+                    unnamed_fraction: float = 0.15) -> torch.Tensor:
+    """Crop captions on the dense map: the multiple-instance loss inside random windows.
+
+    The dense analogue of captioning random crops (so locality is rewarded): for each
+    window of the feature grid, a class its crop caption would name (>= 60% of the
+    object inside) must win on k of the window's positions (``area_fraction`` x its area
+    inside, at least 1), a class of the image it would not name (<= 15% inside) must win
+    nowhere in it, and a window without object pixels must be background everywhere.
+    ``dense`` (B, N, D), ``prompt_emb`` (C + 1, D) with background last, ``label_counts``
+    (B, g, g, C + 2) from ``patch_label_counts``.
+    """
+    batch, positions, _ = dense.shape
+    grid = int(round(math.sqrt(positions)))
+    probs = (logit_scale * F.normalize(dense, dim=-1) @ F.normalize(prompt_emb, dim=-1).T).softmax(-1)  # (B, N, C+1)
+    members = random_windows(batch, windows, grid, generator).to(dense.device)  # (B, W, N)
+    counts = label_counts.flatten(1, 2).float()  # (B, N, C + 2)
+    windowed = counts[:, None] * members[..., None]  # (B, W, N, C + 2)
+    area_inside, area = _cell_areas(windowed), _cell_areas(counts)[:, None]  # (B, W, C), (B, 1, C)
+    fraction = area_inside / area.clamp(min=1e-6)
+    named = (area > 0) & (fraction >= named_fraction)
+    unnamed = (area > 0) & (fraction <= unnamed_fraction)
+    class_probs = probs[:, None, :, :-1]  # (B, 1, N, C)
+    outside = ~members[..., None]  # (B, W, N, 1)
+    k = (area_fraction * area_inside).ceil().clamp(min=1)  # (B, W, C)
+    positive = _top_k_mean(class_probs.masked_fill(outside, 0.0), k)  # (B, W, C)
+    negative = class_probs.masked_fill(outside, 0.0).amax(2)  # (B, W, C)
+    loss = dense.sum() * 0
+    if named.any():
+        loss = loss + _bce_to(positive[named], 1.0)
+    if unnamed.any():
+        loss = loss + _bce_to(negative[unnamed], 0.0)
+    empty = windowed[..., 1:].sum((-2, -1)) == 0  # (B, W): no object (or ignored) pixel inside
+    if empty.any():
+        background = (probs[:, None, :, -1] * members).sum(-1) / members.sum(-1)  # (B, W) mean inside
+        loss = loss + _bce_to(background[empty], 1.0)
+    return loss
 
 
 def negation_loss(image_emb: torch.Tensor, target_emb: torch.Tensor, non_target_emb: torch.Tensor,
@@ -672,7 +771,8 @@ def acceptance_metrics(bundle: ToyClipBundle, n_single: int = 1000, n_multi: int
 def train_toy_clip(
     arch: str,
     out: str | Path,
-    minutes: float,
+    steps: int | None = None,
+    minutes: float | None = None,
     seed: int = 0,
     pool_size: int = 16_000,
     batch_size: int = 64,
@@ -680,6 +780,8 @@ def train_toy_clip(
     weight_decay: float = 0.05,
     dense_weight: float = 1.0,
     negation_weight: float = 0.5,
+    area_fraction: float = 0.5,
+    region_weight: float = 1.0,
     model_cfg: dict | None = None,
     evaluate: bool = True,
     command: str | None = None,
@@ -687,11 +789,14 @@ def train_toy_clip(
     save_every_minutes: float = 3.0,
     pool_cache: str | Path | None = None,
 ) -> dict:
-    """Train a toy CLIP for ``minutes`` of wall time, save it to ``out`` (+ ``.json``), return the metadata.
+    """Train a toy CLIP for ``steps`` optimiser steps (exactly reproducible given ``seed``) or
+    for ``minutes`` of wall time, save it to ``out`` (+ ``.json``), return the metadata.
 
-    Deterministic given ``seed`` apart from where the wall-clock budget ends training.
+    The learning rate follows a warm-up and a cosine over the chosen budget.
     ``pool_cache``: a folder where the rendered scene pool is kept between runs.
     """
+    if (steps is None) == (minutes is None):
+        raise ValueError("train_toy_clip needs exactly one budget: steps=... or minutes=...")
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     start = time.time()
@@ -702,6 +807,7 @@ def train_toy_clip(
     model = build_toy_clip(model_cfg)
     pool = cached_pool(pool_size, seed, image_size, pool_cache)
     caption_rng, batch_rng = random.Random(seed), np.random.default_rng([seed, 2])
+    window_generator = torch.Generator().manual_seed(seed)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
@@ -710,32 +816,37 @@ def train_toy_clip(
     pi_prompts = tokenizer([PI_CLIP_TARGET.format(n) for n in CLASS_NAMES]
                            + [PI_CLIP_NON_TARGET.format(n) for n in CLASS_NAMES])  # (2C, L)
     mean, std = torch.tensor(MEAN).view(1, 3, 1, 1), torch.tensor(STD).view(1, 3, 1, 1)
-    budget = minutes * 60.0 - (time.time() - start)
+    budget = minutes * 60.0 - (time.time() - start) if minutes is not None else None
     train_start, last_save, step, warmup = time.time(), time.time(), 0, 200
-    progress = tqdm(desc=f"train toy CLIP ({arch})", total=int(budget), unit="s", mininterval=10)
+    progress = tqdm(desc=f"train toy CLIP ({arch})", total=steps if budget is None else int(budget),
+                    unit="step" if budget is None else "s", mininterval=10)
     history: list[dict] = []
     model.train()
-    while (elapsed := time.time() - train_start) < budget:
-        fraction = elapsed / budget
+    while True:
+        elapsed = time.time() - train_start
+        fraction = step / steps if budget is None else elapsed / budget
+        if fraction >= 1.0:
+            break
         for group in optimizer.param_groups:
             group["lr"] = lr * min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * fraction))
         index = batch_rng.integers(0, len(pool.images), size=batch_size)
         images = (torch.from_numpy(pool.images[index]).permute(0, 3, 1, 2).float() / 255.0 - mean) / std
         captions = [caption_scene(pool.class_ids[i], pool.positions[i], caption_rng) for i in index]
         keys = [tuple(sorted(set(pool.class_ids[i]))) for i in index]
-        present = torch.zeros(batch_size, len(CLASS_NAMES))
-        for row, i in enumerate(index):
-            for c in pool.class_ids[i]:
-                present[row, c - 1] = 1.0
+        label_counts = torch.from_numpy(pool.label_counts[index])  # (B, g, g, C + 2)
+        present = (label_counts[..., 1:-1].flatten(1, 2).sum(1) > 0).float()  # (B, C)
         image_emb, dense = image_and_dense_embeddings(model, arch, images)
         text = model.encode_text(torch.cat([tokenizer(captions), class_prompts, pi_prompts]))
         caption_emb, prompt_emb = text[:batch_size], text[batch_size:batch_size + len(class_prompts)]
         of_emb, without_emb = text[batch_size + len(class_prompts):].chunk(2)
         scale = model.logit_scale.exp().clamp(max=100)
         losses = {"clip": contrastive_loss(image_emb, caption_emb, keys, scale),
-                  "dense": dense_mil_loss(dense, prompt_emb, present, scale),
+                  "dense": dense_mil_loss(dense, prompt_emb, label_counts, scale, area_fraction),
+                  "region": region_mil_loss(dense, prompt_emb, label_counts, scale, window_generator,
+                                            area_fraction=area_fraction),
                   "negation": negation_loss(image_emb, of_emb, without_emb, present, scale)}
-        loss = losses["clip"] + dense_weight * losses["dense"] + negation_weight * losses["negation"]
+        loss = (losses["clip"] + dense_weight * losses["dense"] + region_weight * losses["region"]
+                + negation_weight * losses["negation"])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -744,7 +855,7 @@ def train_toy_clip(
             record = {"step": step, "seconds": round(elapsed, 1), **{k: round(v.item(), 4) for k, v in losses.items()}}
             history.append(record)
             progress.set_postfix(step=step, **{k: record[k] for k in losses})
-            progress.update(int(elapsed) - progress.n)
+            progress.update((step if budget is None else int(elapsed)) - progress.n)
         if time.time() - last_save > save_every_minutes * 60:
             save_toy_clip(out, model, model_cfg, tokenizer, image_size)
             last_save = time.time()
@@ -756,7 +867,8 @@ def train_toy_clip(
         "arch": arch, "seed": seed, "git_commit": git_commit(),
         "wall_time_minutes": round((time.time() - start) / 60, 2), "train_steps": step,
         "batch_size": batch_size, "pool_size": pool_size, "lr": lr, "weight_decay": weight_decay,
-        "dense_weight": dense_weight, "negation_weight": negation_weight,
+        "dense_weight": dense_weight, "negation_weight": negation_weight, "area_fraction": area_fraction,
+        "region_weight": region_weight,
         "hardware": hardware(open_clip=open_clip.__version__), "model_cfg": model_cfg, "loss_history": history[-20:],
     }
     if evaluate:
@@ -773,7 +885,9 @@ def main(argv: list[str] | None = None) -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="train a toy CLIP and write CKPT + CKPT.json")
     train.add_argument("--arch", choices=["vit", "rn"], required=True)
-    train.add_argument("--minutes", type=float, default=45.0)
+    budget = train.add_mutually_exclusive_group(required=True)
+    budget.add_argument("--steps", type=int, help="optimiser steps (exactly reproducible)")
+    budget.add_argument("--minutes", type=float, help="wall-clock budget instead of --steps")
     train.add_argument("--out", type=Path, required=True)
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--pool-size", type=int, default=16_000)
@@ -781,6 +895,8 @@ def main(argv: list[str] | None = None) -> None:
     train.add_argument("--lr", type=float, default=2e-3)
     train.add_argument("--dense-weight", type=float, default=1.0)
     train.add_argument("--negation-weight", type=float, default=0.5)
+    train.add_argument("--region-weight", type=float, default=1.0)
+    train.add_argument("--area-fraction", type=float, default=0.5)
     train.add_argument("--pool-cache", type=Path, default=None, help="folder to keep the rendered scene pool in")
     evaluate = commands.add_parser("evaluate", help="recompute the acceptance metrics of a checkpoint")
     evaluate.add_argument("checkpoint", type=Path)
@@ -789,9 +905,10 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)
     if args.command == "train":
         command = "python -m fsslib.clip.toy " + " ".join(sys.argv[1:] if argv is None else argv)
-        metadata = train_toy_clip(args.arch, args.out, args.minutes, args.seed, args.pool_size, args.batch_size,
-                                  args.lr, dense_weight=args.dense_weight, negation_weight=args.negation_weight,
-                                  command=command, pool_cache=args.pool_cache)
+        metadata = train_toy_clip(args.arch, args.out, args.steps, args.minutes, args.seed, args.pool_size,
+                                  args.batch_size, args.lr, dense_weight=args.dense_weight,
+                                  negation_weight=args.negation_weight, region_weight=args.region_weight,
+                                  area_fraction=args.area_fraction, command=command, pool_cache=args.pool_cache)
         print(json.dumps(metadata.get("metrics", {}), indent=1))
     else:
         metrics = acceptance_metrics(load_toy_clip(args.checkpoint))
