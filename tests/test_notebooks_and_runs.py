@@ -7,6 +7,7 @@ import nbformat
 import pytest
 
 from fsslib import runs
+from fsslib.errors import FsslibError
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
@@ -28,6 +29,11 @@ def test_train_eval_notebook_has_one_parameters_cell():
         assert f"{name} = " in tagged[0].source
 
 
+def test_jobs_must_be_positive(tmp_path):
+    with pytest.raises(FsslibError, match="--jobs"):
+        runs.execute(REPO / "papermill_runs" / "quickstart.yaml", smoke=True, outputs=tmp_path, jobs=0)
+
+
 def test_grid_expansion():
     grid = runs.load_grid(REPO / "papermill_runs" / "quickstart.yaml")
     expanded = runs.expand(grid)
@@ -39,13 +45,14 @@ def test_grid_expansion():
 def test_papermill_smoke_run(tmp_path, toy_root):
     grid = tmp_path / "tiny.yaml"
     grid.write_text("name: tiny\nnotebook: notebooks/90_train_eval.ipynb\nfixed: {preset: toy, seed: 0}\n"
-                    "grid: {method: [prototype], fold: [1], shots: [1]}\n")
-    rows = runs.execute(grid, smoke=True, outputs=tmp_path / "outputs", results=tmp_path / "results")
-    assert len(rows) == 1 and rows[0]["method"] == "prototype" and rows[0]["fold"] == 1
+                    "grid: {method: [prototype, all-foreground], fold: [1], shots: [1]}\n")
+    rows = runs.execute(grid, smoke=True, outputs=tmp_path / "outputs", results=tmp_path / "results", jobs=2)
+    assert [(r["method"], r["fold"]) for r in rows] == [("prototype", 1), ("all-foreground", 1)]  # grid order
     executed = tmp_path / "outputs" / "prototype-fold1-1shot-seed0"
     assert (executed / "90_train_eval.ipynb").is_file()
     assert json.loads((executed / "metrics.json").read_text())["episodes"] == 40
     with (tmp_path / "results" / "tiny_smoke.csv").open() as handle:
         table = list(csv.DictReader(handle))
     assert table[0]["method"] == "prototype" and table[0]["tier"] == "toy" and float(table[0]["miou"]) >= 0
+    assert len(table) == 2 and float(table[1]["miou"]) == pytest.approx(float(table[1]["reference_miou"]))
     assert (tmp_path / "results" / "tiny_smoke.md").read_text().startswith("| method |")

@@ -32,7 +32,7 @@ many pixels of each label it holds (``patch_label_counts``); no per-pixel target
 
 CLI::
 
-    python -m fsslib.clip.toy train --arch vit --steps 24000 --out fsslib/checkpoints/toy_clip_vit.pt
+    python -m fsslib.clip.toy train --arch vit --steps 30000 --out fsslib/checkpoints/toy_clip_vit.pt
     python -m fsslib.clip.toy evaluate fsslib/checkpoints/toy_clip_vit.pt
 """
 from __future__ import annotations
