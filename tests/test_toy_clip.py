@@ -132,6 +132,49 @@ def test_train_writes_checkpoint_and_metadata_that_round_trip(tmp_path):
     torch.testing.assert_close(reloaded, model.encode_image(bundle.preprocess(images)))
 
 
+def test_step_budget_makes_training_exactly_reproducible(tmp_path):
+    weights = []
+    for run in ("a", "b"):
+        toy.train_toy_clip("rn", tmp_path / f"{run}.pt", steps=4, seed=3, pool_size=16, batch_size=4,
+                           model_cfg=tiny_cfg("rn"), evaluate=False)
+        weights.append(torch.load(tmp_path / f"{run}.pt", weights_only=True)["state_dict"])
+    assert weights[0].keys() == weights[1].keys()
+    for name in weights[0]:
+        torch.testing.assert_close(weights[0][name], weights[1][name], rtol=0, atol=0)
+
+
+def test_training_needs_exactly_one_budget(tmp_path):
+    with pytest.raises(ValueError, match="exactly one budget"):
+        toy.train_toy_clip("vit", tmp_path / "x.pt", steps=3, minutes=1.0)
+    with pytest.raises(ValueError, match="exactly one budget"):
+        toy.train_toy_clip("vit", tmp_path / "x.pt")
+
+
+def test_region_loss_rewards_locality():
+    """A dense map that puts the class on its object scores lower than one that puts it elsewhere."""
+    counts = torch.zeros(1, 8, 8, 22)
+    counts[..., 0] = 64  # background everywhere ...
+    counts[0, :3, :3, 0], counts[0, :3, :3, 5] = 0, 64  # ... but class 5 in the top-left 3 x 3 cells
+    prompts = torch.eye(21, 32)  # prompt k = unit vector k; background = 20
+
+    def dense_with_class_at(rows: slice, cols: slice) -> torch.Tensor:
+        labels = torch.full((8, 8), 20)
+        labels[rows, cols] = 4  # class 5 has prompt index 4
+        return prompts[labels.flatten()][None]  # (1, 64, 32)
+
+    right = dense_with_class_at(slice(0, 3), slice(0, 3))
+    wrong = dense_with_class_at(slice(5, 8), slice(5, 8))
+    scale = torch.tensor(20.0)
+
+    def region(dense: torch.Tensor) -> torch.Tensor:
+        return toy.region_mil_loss(dense, prompts, counts, scale, torch.Generator().manual_seed(0), windows=16)
+
+    assert region(right) < 0.1 < region(wrong)
+    # the image-level loss only knows what is in the picture and how large, not where
+    torch.testing.assert_close(toy.dense_mil_loss(right, prompts, counts, scale),
+                               toy.dense_mil_loss(wrong, prompts, counts, scale))
+
+
 def test_missing_checkpoint_says_how_to_fix(tmp_path):
     with pytest.raises(CheckpointError, match="How to fix"):
         toy.load_toy_clip(tmp_path / "nope.pt")
