@@ -11,12 +11,16 @@ from fsslib.paths import PACKAGE_DIR
 
 
 def git_commit() -> str:
-    """``git rev-parse HEAD`` of the source tree (flagged if fsslib/ has local changes), or "uncommitted"."""
+    """``git rev-parse HEAD`` of the source tree, or "uncommitted".
+
+    Flagged when fsslib/ has local changes; the shipped checkpoints (which a training run
+    rewrites as it goes) do not count.
+    """
     def git(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(["git", *args], cwd=PACKAGE_DIR.parent, capture_output=True, text=True, timeout=10)
 
     try:
-        head, status = git("rev-parse", "HEAD"), git("status", "--porcelain", "--", "fsslib")
+        head, status = git("rev-parse", "HEAD"), git("status", "--porcelain", "--", "fsslib", ":(exclude)fsslib/checkpoints")
     except (OSError, subprocess.TimeoutExpired):
         return "uncommitted"
     if head.returncode != 0:

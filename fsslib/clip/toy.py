@@ -799,7 +799,7 @@ def train_toy_clip(
         raise ValueError("train_toy_clip needs exactly one budget: steps=... or minutes=...")
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
-    start = time.time()
+    start, commit = time.time(), git_commit()  # the code that trains, before anything is written
     vocab = toy_vocabulary()
     model_cfg = model_cfg or default_model_cfg(arch, vocab_size=len(vocab) + 4)
     tokenizer = WordTokenizer(vocab, model_cfg["text_cfg"]["context_length"])
@@ -864,7 +864,7 @@ def train_toy_clip(
     path = save_toy_clip(out, model, model_cfg, tokenizer, image_size)
     metadata = {
         "command": command or " ".join([Path(sys.executable).name, *sys.argv]),
-        "arch": arch, "seed": seed, "git_commit": git_commit(),
+        "arch": arch, "seed": seed, "git_commit": commit,
         "wall_time_minutes": round((time.time() - start) / 60, 2), "train_steps": step,
         "batch_size": batch_size, "pool_size": pool_size, "lr": lr, "weight_decay": weight_decay,
         "dense_weight": dense_weight, "negation_weight": negation_weight, "area_fraction": area_fraction,
