@@ -634,13 +634,13 @@ def zero_shot_accuracy(bundle: ToyClipBundle, images: np.ndarray, labels: list[i
 
 
 def _region_iou(score_maps: torch.Tensor, masks: list[np.ndarray], present: list[list[int]],
-                select: str) -> tuple[float, float]:
-    """Accumulated IoU of predicted regions and of the all-foreground reference.
+                select: str) -> tuple[float, float, float, float]:
+    """Accumulated IoU, precision and recall of the predicted regions, and the all-foreground IoU.
 
     ``score_maps`` (B, K, S, S): 'argmax' -> class c region = argmax == c - 1;
     'threshold' -> K = 20 per-class maps in [0, 1], region = map > 0.5.
     """
-    inter = union = ref_inter = 0
+    inter = predicted = truths = 0
     for b, classes in enumerate(present):
         mask = torch.from_numpy(masks[b].astype(np.int64))
         winner = score_maps[b].argmax(0) if select == "argmax" else None
@@ -648,17 +648,19 @@ def _region_iou(score_maps: torch.Tensor, masks: list[np.ndarray], present: list
             truth = mask == c
             pred = winner == c - 1 if select == "argmax" else score_maps[b, c - 1] > 0.5
             inter += int((pred & truth).sum())
-            union += int((pred | truth).sum())
-            ref_inter += int(truth.sum())
-    reference = ref_inter / (len([c for cl in present for c in cl]) * masks[0].size)
-    return inter / max(union, 1), reference
+            predicted += int(pred.sum())
+            truths += int(truth.sum())
+    reference = truths / (len([c for cl in present for c in cl]) * masks[0].size)
+    union = predicted + truths - inter
+    return inter / max(union, 1), inter / max(predicted, 1), inter / max(truths, 1), reference
 
 
 @torch.no_grad()
 def maskclip_iou(bundle: ToyClipBundle, images: np.ndarray, masks: list[np.ndarray], present: list[list[int]],
                  templates: tuple[str, ...] = (ZERO_SHOT_TEMPLATE,), refine: bool = False,
-                 batch: int = 100) -> tuple[float, float]:
-    """MaskCLIP foreground IoU (argmax over 20 classes + empty-scene prompt) and all-foreground IoU.
+                 batch: int = 100) -> tuple[float, float, float, float]:
+    """MaskCLIP foreground IoU (argmax over 20 classes + empty-scene prompt), its precision and
+    recall, and the all-foreground IoU.
 
     ``refine``: MaskCLIP's prompt denoising (0.5) and key smoothing (1.0) from
     ``fsslib.clip.dense.segment_with_text``, at the model's own temperature.
@@ -686,8 +688,8 @@ def maskclip_iou(bundle: ToyClipBundle, images: np.ndarray, masks: list[np.ndarr
 
 
 def vtp_gradcam_iou(bundle: ToyClipBundle, images: np.ndarray, masks: list[np.ndarray],
-                    present: list[list[int]], tau: float = 0.01, batch: int = 50) -> tuple[float, float]:
-    """PI-CLIP VTP GradCAM IoU and the all-foreground reference.
+                    present: list[list[int]], tau: float = 0.01, batch: int = 50) -> tuple[float, float, float, float]:
+    """PI-CLIP VTP GradCAM IoU, precision, recall and the all-foreground reference.
 
     Target score = softmax over ('a photo of {c}.', 'a photo without {c}.') / tau of the
     cosine with the mean-patch-token image embedding; GradCAM w.r.t. the last block's
@@ -745,17 +747,19 @@ def acceptance_metrics(bundle: ToyClipBundle, n_single: int = 1000, n_multi: int
     single, _, single_present = render_eval_set("single", n_single)
     multi, masks, present = render_eval_set("multi", n_multi)
     labels = [p[0] for p in single_present]
-    iou, all_fg = maskclip_iou(bundle, multi, masks, present)
-    iou_ensemble, _ = maskclip_iou(bundle, multi, masks, present, MASKCLIP_TEMPLATES)
-    gradcam, _ = vtp_gradcam_iou(bundle, multi, masks, present)
+    iou, precision, recall, all_fg = maskclip_iou(bundle, multi, masks, present)
+    iou_ensemble = maskclip_iou(bundle, multi, masks, present, MASKCLIP_TEMPLATES)[0]
+    gradcam = vtp_gradcam_iou(bundle, multi, masks, present)[0]
     try:
-        refined, _ = maskclip_iou(bundle, multi, masks, present, refine=True)
+        refined = maskclip_iou(bundle, multi, masks, present, refine=True)[0]
     except ImportError:
         refined = None
     return {
         "zero_shot_acc": zero_shot_accuracy(bundle, single, labels),
         "zero_shot_acc_85_templates": zero_shot_accuracy(bundle, single, labels, MASKCLIP_TEMPLATES),
         "maskclip_fg_iou": iou,
+        "maskclip_fg_precision": precision,
+        "maskclip_fg_recall": recall,
         "maskclip_fg_iou_85_templates": iou_ensemble,
         "maskclip_fg_iou_denoise_keysmooth": refined,
         "all_foreground_iou": all_fg,
