@@ -792,12 +792,14 @@ def train_toy_clip(
     threads: int = 1,
     save_every_minutes: float = 3.0,
     pool_cache: str | Path | None = None,
+    init: str | Path | None = None,
 ) -> dict:
     """Train a toy CLIP for ``steps`` optimiser steps (exactly reproducible given ``seed``) or
     for ``minutes`` of wall time, save it to ``out`` (+ ``.json``), return the metadata.
 
     The learning rate follows a warm-up and a cosine over the chosen budget.
     ``pool_cache``: a folder where the rendered scene pool is kept between runs.
+    ``init``: a toy CLIP checkpoint to continue from (its architecture replaces ``model_cfg``).
     """
     if (steps is None) == (minutes is None):
         raise ValueError("train_toy_clip needs exactly one budget: steps=... or minutes=...")
@@ -805,10 +807,17 @@ def train_toy_clip(
     torch.manual_seed(seed)
     start, commit = time.time(), git_commit()  # the code that trains, before anything is written
     vocab = toy_vocabulary()
-    model_cfg = model_cfg or default_model_cfg(arch, vocab_size=len(vocab) + 4)
+    start_from = load_toy_clip(init) if init is not None else None
+    if start_from is not None and (start_from.arch != arch or start_from.tokenizer.vocab != vocab):
+        raise CheckpointError(f"{init} is a toy CLIP {start_from.arch} with another vocabulary or architecture.",
+                              f"continue from a checkpoint written by `python -m fsslib.clip.toy train --arch {arch}`.")
+    model_cfg = start_from.model_cfg if start_from is not None else model_cfg or default_model_cfg(
+        arch, vocab_size=len(vocab) + 4)
     tokenizer = WordTokenizer(vocab, model_cfg["text_cfg"]["context_length"])
     image_size = model_cfg["vision_cfg"]["image_size"]
     model = build_toy_clip(model_cfg)
+    if start_from is not None:
+        model.load_state_dict(start_from.model.state_dict())
     pool = cached_pool(pool_size, seed, image_size, pool_cache)
     caption_rng, batch_rng = random.Random(seed), np.random.default_rng([seed, 2])
     window_generator = torch.Generator().manual_seed(seed)
@@ -868,7 +877,7 @@ def train_toy_clip(
     path = save_toy_clip(out, model, model_cfg, tokenizer, image_size)
     metadata = {
         "command": command or " ".join([Path(sys.executable).name, *sys.argv]),
-        "arch": arch, "seed": seed, "git_commit": commit,
+        "arch": arch, "seed": seed, "init": str(init) if init is not None else None, "git_commit": commit,
         "wall_time_minutes": round((time.time() - start) / 60, 2), "train_steps": step,
         "batch_size": batch_size, "pool_size": pool_size, "lr": lr, "weight_decay": weight_decay,
         "dense_weight": dense_weight, "negation_weight": negation_weight, "area_fraction": area_fraction,
@@ -902,6 +911,7 @@ def main(argv: list[str] | None = None) -> None:
     train.add_argument("--region-weight", type=float, default=1.0)
     train.add_argument("--area-fraction", type=float, default=0.5)
     train.add_argument("--pool-cache", type=Path, default=None, help="folder to keep the rendered scene pool in")
+    train.add_argument("--init", type=Path, default=None, help="continue training this toy CLIP checkpoint")
     evaluate = commands.add_parser("evaluate", help="recompute the acceptance metrics of a checkpoint")
     evaluate.add_argument("checkpoint", type=Path)
     evaluate.add_argument("--write", action="store_true", help="store them in the checkpoint's .json")
@@ -912,7 +922,8 @@ def main(argv: list[str] | None = None) -> None:
         metadata = train_toy_clip(args.arch, args.out, args.steps, args.minutes, args.seed, args.pool_size,
                                   args.batch_size, args.lr, dense_weight=args.dense_weight,
                                   negation_weight=args.negation_weight, region_weight=args.region_weight,
-                                  area_fraction=args.area_fraction, command=command, pool_cache=args.pool_cache)
+                                  area_fraction=args.area_fraction, command=command, pool_cache=args.pool_cache,
+                                  init=args.init)
         print(json.dumps(metadata.get("metrics", {}), indent=1))
     else:
         metrics = acceptance_metrics(load_toy_clip(args.checkpoint))
