@@ -143,6 +143,20 @@ def test_step_budget_makes_training_exactly_reproducible(tmp_path):
         torch.testing.assert_close(weights[0][name], weights[1][name], rtol=0, atol=0)
 
 
+def test_training_continues_from_a_checkpoint(tmp_path):
+    first = tmp_path / "first.pt"
+    toy.train_toy_clip("rn", first, steps=2, pool_size=16, batch_size=4, model_cfg=tiny_cfg("rn"), evaluate=False)
+    metadata = toy.train_toy_clip("rn", tmp_path / "second.pt", steps=2, pool_size=16, batch_size=4, evaluate=False,
+                                  init=first)
+    assert metadata["init"] == str(first) and metadata["model_cfg"] == tiny_cfg("rn")  # the architecture of init
+    before = torch.load(first, weights_only=True)["state_dict"]
+    after = torch.load(tmp_path / "second.pt", weights_only=True)["state_dict"]
+    assert any(not torch.equal(before[name], after[name]) for name in before)  # it trained on
+    with pytest.raises(CheckpointError, match="another vocabulary or architecture"):
+        toy.train_toy_clip("vit", tmp_path / "third.pt", steps=1, pool_size=16, batch_size=4, evaluate=False,
+                           init=first)
+
+
 def test_training_needs_exactly_one_budget(tmp_path):
     with pytest.raises(ValueError, match="exactly one budget"):
         toy.train_toy_clip("vit", tmp_path / "x.pt", steps=3, minutes=1.0)
