@@ -32,7 +32,8 @@ many pixels of each label it holds (``patch_label_counts``); no per-pixel target
 
 CLI::
 
-    python -m fsslib.clip.toy train --arch vit --steps 30000 --out fsslib/checkpoints/toy_clip_vit.pt
+    python -m fsslib.clip.toy train --arch rn --steps 20000 --batch-size 32 --out fsslib/checkpoints/toy_clip_rn.pt
+    python -m fsslib.clip.toy train --arch vit --init CKPT --area-fraction 0.8 ...   # continue training CKPT
     python -m fsslib.clip.toy evaluate fsslib/checkpoints/toy_clip_vit.pt
 """
 from __future__ import annotations
