@@ -532,6 +532,11 @@ def _top_k_mean(probs: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     return (ranked * (rank < k[..., None, :])).sum(-2) / k
 
 
+def _patch_probabilities(dense: torch.Tensor, prompt_emb: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
+    """Softmax over the prompts (C + 1, D) of each dense embedding's scaled cosines: (B, N, D) -> (B, N, C + 1)."""
+    return (logit_scale * F.normalize(dense, dim=-1) @ F.normalize(prompt_emb, dim=-1).T).softmax(-1)
+
+
 def _bce_to(scores: torch.Tensor, target: float) -> torch.Tensor:
     scores = scores.clamp(1e-6, 1 - 1e-6)
     return F.binary_cross_entropy(scores, torch.full_like(scores, target))
@@ -548,7 +553,7 @@ def dense_mil_loss(dense: torch.Tensor, prompt_emb: torch.Tensor, label_counts: 
     win on the top third of the positions.
     """
     counts = label_counts.flatten(1, 2).float()  # (B, N, C + 2)
-    probs = (logit_scale * F.normalize(dense, dim=-1) @ F.normalize(prompt_emb, dim=-1).T).softmax(-1)  # (B, N, C+1)
+    probs = _patch_probabilities(dense, prompt_emb, logit_scale)  # (B, N, C + 1)
     area = _cell_areas(counts)  # (B, C)
     named = area > 0
     positive = _top_k_mean(probs[..., :-1], (area_fraction * area).ceil().clamp(min=1))  # (B, C)
@@ -584,7 +589,7 @@ def region_mil_loss(dense: torch.Tensor, prompt_emb: torch.Tensor, label_counts:
     """
     batch, positions, _ = dense.shape
     grid = int(round(math.sqrt(positions)))
-    probs = (logit_scale * F.normalize(dense, dim=-1) @ F.normalize(prompt_emb, dim=-1).T).softmax(-1)  # (B, N, C+1)
+    probs = _patch_probabilities(dense, prompt_emb, logit_scale)  # (B, N, C + 1)
     members = random_windows(batch, windows, grid, generator).to(dense.device)  # (B, W, N)
     counts = label_counts.flatten(1, 2).float()  # (B, N, C + 2)
     windowed = counts[:, None] * members[..., None]  # (B, W, N, C + 2)
@@ -816,9 +821,7 @@ def train_toy_clip(
         arch, vocab_size=len(vocab) + 4)
     tokenizer = WordTokenizer(vocab, model_cfg["text_cfg"]["context_length"])
     image_size = model_cfg["vision_cfg"]["image_size"]
-    model = build_toy_clip(model_cfg)
-    if start_from is not None:
-        model.load_state_dict(start_from.model.state_dict())
+    model = start_from.model if start_from is not None else build_toy_clip(model_cfg)
     pool = cached_pool(pool_size, seed, image_size, pool_cache)
     caption_rng, batch_rng = random.Random(seed), np.random.default_rng([seed, 2])
     window_generator = torch.Generator().manual_seed(seed)
