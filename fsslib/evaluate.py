@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 import statistics
-from collections import defaultdict
 import time
 import warnings
+from collections import defaultdict
 from pathlib import Path
 
 import torch
