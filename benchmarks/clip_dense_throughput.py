@@ -3,8 +3,8 @@
 Rows:
 * CPU, toy size (64 x 64): the toy CLIP checkpoints when they exist
   (``fsslib/checkpoints/toy_clip_{vit,rn}.pt``), else a tiny random ViT.
-* CUDA, paper size (473 x 473): random-weight ViT-B/16 under bf16 autocast, when a GPU
-  is available.
+* CUDA, paper size (473 x 473): random-weight ViT-B/16 and RN50, under bf16 autocast and
+  in fp32, when a GPU is available (with the CUDA allocator's peak memory).
 
     python benchmarks/clip_dense_throughput.py --threads 2 --batch-size 8 --iterations 10
 """
@@ -62,6 +62,7 @@ def toy_bundles() -> list[tuple[str, ClipBundle]]:
 def images_per_second(
     bundle: ClipBundle, batch_size: int, size: int, iterations: int, warmup: int, autocast: bool
 ) -> float:
+    """Images per second of ``maskclip_features`` on random images (B, 3, size, size)."""
     device = bundle.device
     images = torch.rand(batch_size, 3, size, size, device=device)  # (B, 3, H, W)
     precision = torch.autocast("cuda", dtype=torch.bfloat16) if autocast else nullcontext()
@@ -85,18 +86,24 @@ def main() -> None:
     for name, bundle in toy_bundles():
         rate = images_per_second(bundle, args.batch_size, args.toy_size, args.iterations, args.warmup, autocast=False)
         rows.append((name, f"CPU x{args.threads} threads", f"{args.toy_size}x{args.toy_size}", "fp32",
-                     args.batch_size, rate))
+                     args.batch_size, rate, "—"))
     if torch.cuda.is_available() and not args.no_cuda:
-        bundle = load_clip("ViT-B-16", device="cuda")
-        rate = images_per_second(
-            bundle, args.cuda_batch_size, args.cuda_size, args.iterations, args.warmup, autocast=True
-        )
-        rows.append(("ViT-B-16 (random weights)", torch.cuda.get_device_name(), f"{args.cuda_size}x{args.cuda_size}",
-                     "bf16 autocast", args.cuda_batch_size, rate))
-    print("| model | device | input | precision | batch | images/s |")
-    print("|---|---|---|---|---|---|")
-    for model, device, size, precision, batch, rate in rows:
-        print(f"| {model} | {device} | {size} | {precision} | {batch} | {rate:.1f} |")
+        for name in ("ViT-B-16", "RN50"):
+            bundle = load_clip(name, device="cuda")
+            for autocast in (True, False):
+                torch.cuda.reset_peak_memory_stats()
+                rate = images_per_second(
+                    bundle, args.cuda_batch_size, args.cuda_size, args.iterations, args.warmup, autocast=autocast
+                )
+                rows.append((f"{name} (random weights)", torch.cuda.get_device_name(),
+                             f"{args.cuda_size}x{args.cuda_size}", "bf16 autocast" if autocast else "fp32",
+                             args.cuda_batch_size, rate, f"{torch.cuda.max_memory_allocated() / 2**20:.0f}"))
+            del bundle
+            torch.cuda.empty_cache()
+    print("| model | device | input | precision | batch | images/s | peak MB |")
+    print("|---|---|---|---|---|---|---|")
+    for model, device, size, precision, batch, rate, memory in rows:
+        print(f"| {model} | {device} | {size} | {precision} | {batch} | {rate:.1f} | {memory} |")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@
 or ``fsslib.train.run(cfg)``. SGD or AdamW with a poly schedule, bf16 autocast on CUDA,
 a checkpoint every epoch (``last.pt``: model, optimizer, scheduler, RNG state) and the
 best one by validation mIoU (``best.pt``); ``--resume`` continues a killed run to the
-same final weights. Training episodes are a pure function of (seed, epoch, index), so
+same final weights on the CPU (on CUDA, nondeterministic kernels make even two
+uninterrupted runs differ slightly, so a resumed run matches only as closely). Training episodes are a pure function of (seed, epoch, index), so
 resuming needs no data-loader state. Log: ``<out>/log.jsonl``.
 """
 from __future__ import annotations
@@ -97,12 +98,29 @@ def check_same_run(saved: dict, cfg: Config, path: Path) -> None:
         )
 
 
-def _distributed() -> tuple[int, int]:
-    """(rank, world size); initialises the process group under torchrun."""
+def process_device(device: torch.device, world: int, local_rank: int) -> torch.device:
+    """The device of this process: under torchrun on CUDA, GPU ``LOCAL_RANK`` (one GPU per process)."""
+    if device.type != "cuda" or world == 1:
+        return device
+    visible = torch.cuda.device_count()
+    if local_rank >= visible:
+        raise FsslibError(f"torchrun started process {local_rank} on this node, but only {visible} CUDA device(s) "
+                          "are visible (one GPU per process).",
+                          f"start at most {visible} process(es) per node (--nproc_per_node {visible}), "
+                          "or train on the CPU with --device cpu.")
+    return torch.device("cuda", local_rank)
+
+
+def _distributed(device: torch.device) -> tuple[int, int, torch.device]:
+    """(rank, world size, this process's device); initialises the process group under torchrun:
+    NCCL when the processes train on GPUs, gloo when they train on the CPU."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    device = process_device(device, world, int(os.environ.get("LOCAL_RANK", "0")))
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return (dist.get_rank(), world) if world > 1 else (0, 1)
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return (dist.get_rank(), world, device) if world > 1 else (0, 1, device)
 
 
 def run(cfg: Config | None = None, **overrides) -> dict:
@@ -112,10 +130,7 @@ def run(cfg: Config | None = None, **overrides) -> dict:
     ``<out>/log.jsonl`` and ``<out>/train_summary.json``.
     """
     cfg = cfg or make_config(**overrides)
-    rank, world = _distributed()
-    device = resolve_device(cfg.device)
-    if device.type == "cuda" and world > 1:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    rank, world, device = _distributed(resolve_device(cfg.device))
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)

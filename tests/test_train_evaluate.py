@@ -39,7 +39,8 @@ def test_train_then_evaluate_prototype(tiny_cfg, tmp_path):
 
 
 def test_resume_reproduces_an_uninterrupted_run(tiny_cfg, tmp_path, monkeypatch):
-    settings = dict(method="prototype", epochs=2, episodes_per_epoch=16, val_episodes=8)
+    # bit for bit on the CPU; on CUDA two uninterrupted runs already differ (nondeterministic kernels)
+    settings = dict(method="prototype", epochs=2, episodes_per_epoch=16, val_episodes=8, device="cpu")
     train.run(tiny_cfg(out=str(tmp_path / "full"), **settings))
     full = torch.load(tmp_path / "full" / "last.pt", weights_only=False)
 
@@ -117,7 +118,17 @@ def test_ddp_with_two_cpu_processes(tmp_path, toy_root):
     # 25 episodes do not split evenly over 2 ranks: both must still run the same number of steps
     result = _cli(["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517", "-m", "fsslib.train",
                    "--method", "prototype", "--smoke", "--episodes-per-epoch", "25", "--batch-size", "4",
-                   "--no-progress", "--out", str(out)])
+                   "--device", "cpu", "--no-progress", "--out", str(out)])
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((out / "train_summary.json").read_text())
     assert summary["world_size"] == 2 and summary["history"][0]["world_size"] == 2
+
+
+def test_more_processes_than_gpus_is_refused(monkeypatch):
+    from fsslib.errors import FsslibError
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert train.process_device(torch.device("cuda"), world=2, local_rank=0) == torch.device("cuda", 0)
+    assert train.process_device(torch.device("cpu"), world=2, local_rank=1) == torch.device("cpu")
+    with pytest.raises(FsslibError, match="--nproc_per_node 1"):
+        train.process_device(torch.device("cuda"), world=2, local_rank=1)

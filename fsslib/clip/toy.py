@@ -30,8 +30,14 @@ Training recipe (``train_toy_clip``):
 The masks enter only as what a captioner of crops would know: per feature cell, how
 many pixels of each label it holds (``patch_label_counts``); no per-pixel target is used.
 
+The shipped checkpoints are made by ``RECIPES``: one training call for the RN, three
+stages for the ViT (from scratch at area fraction 0.5, then on from the previous stage
+at 0.8 and at 1.0, each with a fresh warm-up and cosine at a lower learning rate).
+
 CLI::
 
+    python -m fsslib.clip.toy recipe vit                 # every stage of a shipped checkpoint, in order
+    python -m fsslib.clip.toy recipe vit --start 3       # only the last stage, from the shipped stage 2
     python -m fsslib.clip.toy train --arch rn --steps 20000 --batch-size 32 --out fsslib/checkpoints/toy_clip_rn.pt
     python -m fsslib.clip.toy train --arch vit --init CKPT --area-fraction 0.8 ...   # continue training CKPT
     python -m fsslib.clip.toy evaluate fsslib/checkpoints/toy_clip_vit.pt
@@ -44,6 +50,7 @@ import math
 import random
 import re
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +68,7 @@ from tqdm.auto import tqdm
 from fsslib.data.layout import IGNORE
 from fsslib.data.toyworld import CLASS_NAMES, FILLS, SHAPES, ToyObject, render_scene
 from fsslib.errors import CheckpointError, unknown
+from fsslib.paths import CHECKPOINT_DIR
 from fsslib.provenance import git_commit, hardware
 
 # ----------------------------------------------------------------------------- prompts
@@ -799,6 +807,7 @@ def train_toy_clip(
     save_every_minutes: float = 3.0,
     pool_cache: str | Path | None = None,
     init: str | Path | None = None,
+    recipe: dict | None = None,
 ) -> dict:
     """Train a toy CLIP for ``steps`` optimiser steps (exactly reproducible given ``seed``) or
     for ``minutes`` of wall time, save it to ``out`` (+ ``.json``), return the metadata.
@@ -806,6 +815,7 @@ def train_toy_clip(
     The learning rate follows a warm-up and a cosine over the chosen budget.
     ``pool_cache``: a folder where the rendered scene pool is kept between runs.
     ``init``: a toy CLIP checkpoint to continue from (its architecture replaces ``model_cfg``).
+    ``recipe``: where this run sits in a ``train_recipe`` (stored in the metadata).
     """
     if (steps is None) == (minutes is None):
         raise ValueError("train_toy_clip needs exactly one budget: steps=... or minutes=...")
@@ -881,6 +891,7 @@ def train_toy_clip(
     path = save_toy_clip(out, model, model_cfg, tokenizer, image_size)
     metadata = {
         "command": command or " ".join([Path(sys.executable).name, *sys.argv]),
+        "recipe": recipe,
         "arch": arch, "seed": seed, "init": str(init) if init is not None else None, "git_commit": commit,
         "wall_time_minutes": round((time.time() - start) / 60, 2), "train_steps": step,
         "batch_size": batch_size, "pool_size": pool_size, "lr": lr, "weight_decay": weight_decay,
@@ -892,6 +903,87 @@ def train_toy_clip(
         metadata["metrics"] = acceptance_metrics(load_toy_clip(path))
     path.with_suffix(".json").write_text(json.dumps(metadata, indent=1))
     return metadata
+
+
+# ----------------------------------------------------------------------------- recipes of the shipped checkpoints
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One ``train_toy_clip`` call of a recipe; ``init`` names the previous stage's file."""
+
+    out: str
+    steps: int
+    lr: float = 2e-3
+    area_fraction: float = 0.5
+    init: str | None = None
+    batch_size: int = 32
+    pool_size: int = 16_000
+    seed: int = 0
+
+
+RECIPES: dict[str, tuple[Stage, ...]] = {
+    "rn": (Stage("toy_clip_rn.pt", steps=20_000),),
+    "vit": (
+        Stage("toy_clip_vit_stage1.pt", steps=30_000),
+        Stage("toy_clip_vit_stage2.pt", steps=6_000, lr=5e-4, area_fraction=0.8, init="toy_clip_vit_stage1.pt"),
+        Stage("toy_clip_vit.pt", steps=3_000, lr=5e-4, area_fraction=1.0, init="toy_clip_vit_stage2.pt"),
+    ),
+}
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the working directory when it lies below it (as a user would type it)."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def stage_command(arch: str, stage: Stage, out_dir: Path) -> str:
+    """The ``train`` command that runs ``stage`` alone (recorded in the stage's metadata)."""
+    parts = ["python -m fsslib.clip.toy train", f"--arch {arch}"]
+    if stage.init is not None:
+        parts.append(f"--init {_shown(out_dir / stage.init)}")
+    parts += [f"--steps {stage.steps}", f"--lr {stage.lr:g}", f"--area-fraction {stage.area_fraction:g}",
+              f"--batch-size {stage.batch_size}", f"--pool-size {stage.pool_size}", f"--seed {stage.seed}",
+              f"--out {_shown(out_dir / stage.out)}"]
+    return " ".join(parts)
+
+
+def train_recipe(arch: str, out_dir: str | Path = CHECKPOINT_DIR, start: int = 1,
+                 stages: tuple[Stage, ...] | None = None, model_cfg: dict | None = None,
+                 pool_cache: str | Path | None = None, evaluate: bool = True) -> list[dict]:
+    """Run the stages of ``RECIPES[arch]`` (or ``stages``) from stage ``start`` (1-based) into
+    ``out_dir``; an earlier stage's checkpoint must already be there. Returns each stage's metadata.
+
+    The scene pool is rendered once and shared by the stages (in ``pool_cache``, else a
+    temporary folder); it is a pure function of the seed, so this changes no weight.
+    """
+    stages = stages if stages is not None else RECIPES.get(arch)
+    if stages is None:
+        raise unknown("toy CLIP recipe", arch, sorted(RECIPES))
+    if not 1 <= start <= len(stages):
+        raise ValueError(f"start must be a stage number from 1 to {len(stages)}, not {start}")
+    out_dir = Path(out_dir)
+    first_init = stages[start - 1].init
+    if first_init is not None and not (out_dir / first_init).is_file():
+        raise CheckpointError(f"Stage {start} of the {arch} recipe continues from {out_dir / first_init}, "
+                              "which does not exist.", f"run the recipe from an earlier stage (--start {start - 1}).")
+    recipe_command = f"python -m fsslib.clip.toy recipe {arch}"
+    with tempfile.TemporaryDirectory() as scratch:
+        results = []
+        for number, stage in enumerate(stages[start - 1:], start):
+            metadata = train_toy_clip(
+                arch, out_dir / stage.out, steps=stage.steps, seed=stage.seed, pool_size=stage.pool_size,
+                batch_size=stage.batch_size, lr=stage.lr, area_fraction=stage.area_fraction,
+                model_cfg=model_cfg if stage.init is None else None, evaluate=evaluate,
+                command=stage_command(arch, stage, out_dir), pool_cache=pool_cache or scratch,
+                init=out_dir / stage.init if stage.init is not None else None,
+                recipe={"command": recipe_command, "stage": number, "stages": len(stages)},
+            )
+            results.append(metadata)
+    return results
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -916,6 +1008,11 @@ def main(argv: list[str] | None = None) -> None:
     train.add_argument("--area-fraction", type=float, default=0.5)
     train.add_argument("--pool-cache", type=Path, default=None, help="folder to keep the rendered scene pool in")
     train.add_argument("--init", type=Path, default=None, help="continue training this toy CLIP checkpoint")
+    recipe = commands.add_parser("recipe", help="re-train a shipped checkpoint, every stage in order")
+    recipe.add_argument("arch", choices=sorted(RECIPES))
+    recipe.add_argument("--start", type=int, default=1, help="first stage to run (earlier ones must exist)")
+    recipe.add_argument("--out-dir", type=Path, default=CHECKPOINT_DIR, help="default: the shipped checkpoints")
+    recipe.add_argument("--pool-cache", type=Path, default=None, help="folder to keep the rendered scene pool in")
     evaluate = commands.add_parser("evaluate", help="recompute the acceptance metrics of a checkpoint")
     evaluate.add_argument("checkpoint", type=Path)
     evaluate.add_argument("--write", action="store_true", help="store them in the checkpoint's .json")
@@ -929,6 +1026,12 @@ def main(argv: list[str] | None = None) -> None:
                                   area_fraction=args.area_fraction, command=command, pool_cache=args.pool_cache,
                                   init=args.init)
         print(json.dumps(metadata.get("metrics", {}), indent=1))
+    elif args.command == "recipe":
+        try:
+            stages = train_recipe(args.arch, args.out_dir, args.start, pool_cache=args.pool_cache)
+        except CheckpointError as error:
+            parser.exit(2, f"error: {error}\n")
+        print(json.dumps(stages[-1].get("metrics", {}), indent=1))
     else:
         metrics = acceptance_metrics(load_toy_clip(args.checkpoint))
         print(json.dumps(metrics, indent=1))
