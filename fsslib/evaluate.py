@@ -11,11 +11,9 @@ import json
 import statistics
 import time
 import warnings
-from collections import defaultdict
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -26,7 +24,7 @@ from fsslib.device import autocast, resolve_device
 from fsslib.errors import CheckpointError
 from fsslib.methods import build_method
 from fsslib.methods.base import FewShotSegmenter
-from fsslib.metrics import FewShotMeter
+from fsslib.metrics import FewShotMeter, score_at_label_size
 
 
 def open_source(cfg: Config, split: str) -> Source:
@@ -94,14 +92,7 @@ def evaluate_model(model: FewShotSegmenter, dataset: EpisodeDataset, cfg: Config
     for batch in tqdm(loader, desc=description, disable=not cfg.progress, leave=False):
         with autocast(device, cfg.amp):
             logits = model(batch.to(device))  # (B, 2, H, W)
-        class_ids = batch.class_ids.tolist()
-        by_size = defaultdict(list)  # label sizes differ on real data; the toy world's are all equal
-        for index, label in enumerate(batch.query_labels):
-            by_size[tuple(label.shape)].append(index)
-        for size, indices in by_size.items():
-            labels = torch.stack([batch.query_labels[i] for i in indices]).to(device)  # (b, L, L)
-            upsampled = F.interpolate(logits[indices].float(), size=size, mode="bilinear", align_corners=False)
-            meter.update(upsampled.argmax(1), labels, [class_ids[i] for i in indices])
+        score_at_label_size(meter, logits, batch.query_labels, batch.class_ids.tolist(), lambda up: up.argmax(1))
     elapsed = time.perf_counter() - start
     model.train(was_training)
     return {**meter.summary(), "episodes_per_s": meter.episodes / max(elapsed, 1e-9)}

@@ -12,9 +12,10 @@ foreground and background intersections and unions are counted.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 
 from fsslib.data.layout import IGNORE
 
@@ -74,3 +75,20 @@ class FewShotMeter:
             "per_class_iou": {self.class_names[c]: 100 * iou for c, iou in self.class_iou().items()},
             "episodes": self.episodes,
         }
+
+
+def score_at_label_size(meter: FewShotMeter, maps: torch.Tensor, labels: Sequence[torch.Tensor],
+                        class_ids: Sequence[int], predict: Callable[[torch.Tensor], torch.Tensor]) -> None:
+    """Score a batch of (B, K, h, w) maps at each query's original label size, as PFENet/HSNet do.
+
+    The maps are bilinearly upsampled to the label size (one call per distinct size: real
+    images differ, the toy world's do not) and ``predict`` turns the upsampled (b, K, H, W)
+    maps into (b, H, W) {0, 1} predictions (e.g. the argmax of logits, a prior > 0.5).
+    """
+    by_size: dict[tuple[int, ...], list[int]] = defaultdict(list)
+    for index, label in enumerate(labels):
+        by_size[tuple(label.shape)].append(index)
+    for size, indices in by_size.items():
+        stacked = torch.stack([labels[i] for i in indices]).to(maps.device)  # (b, H, W)
+        upsampled = F.interpolate(maps[indices].float(), size=size, mode="bilinear", align_corners=False)
+        meter.update(predict(upsampled), stacked, [class_ids[i] for i in indices])

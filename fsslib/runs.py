@@ -37,6 +37,8 @@ TABLE_COLUMNS = ("method", "variant", "tier", "benchmark", "fold", "shots", "see
 
 
 PERCENT_COLUMNS = ("miou", "fbiou", "reference_miou")
+MEAN_KEYS = ("method", "variant", "tier", "benchmark", "shots", "seed")
+MEAN_COLUMNS = (*MEAN_KEYS, "folds", *PERCENT_COLUMNS)
 
 
 def load_grid(path: str | Path) -> dict[str, Any]:
@@ -96,16 +98,39 @@ def execute(grid_path: str | Path, smoke: bool = False, outputs: str | Path | No
     return rows
 
 
+def fold_means(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean IoUs over the folds of each (method, variant, tier, benchmark, shots, seed) run more than once."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for row in rows:
+        key = tuple(row.get(c, "") for c in MEAN_KEYS)
+        groups.setdefault(key, []).append(row)
+    return [{**dict(zip(MEAN_KEYS, key)), "folds": len(group),
+             **{c: sum(r[c] for r in group) / len(group) for c in PERCENT_COLUMNS}}
+            for key, group in groups.items() if len(group) > 1]
+
+
+def _markdown(columns: tuple[str, ...], table: list[dict[str, Any]]) -> list[str]:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    return lines + ["| " + " | ".join(str(r[c]) for c in columns) + " |" for r in table]
+
+
+def _formatted(row: dict[str, Any], columns: tuple[str, ...]) -> dict[str, Any]:
+    return {c: (f"{row[c]:.1f}" if c in PERCENT_COLUMNS else row.get(c, "")) for c in columns}
+
+
 def write_table(rows: list[dict[str, Any]], stem: Path) -> None:
-    """Write ``stem.csv`` and ``stem.md`` with :data:`TABLE_COLUMNS` (IoUs in %, 1 decimal)."""
+    """Write ``stem.csv`` and ``stem.md`` with :data:`TABLE_COLUMNS` (IoUs in %, 1 decimal); the
+    Markdown file adds the means over folds (:func:`fold_means`) when a setting ran on several."""
     stem.parent.mkdir(parents=True, exist_ok=True)
-    table = [{c: (f"{row[c]:.1f}" if c in PERCENT_COLUMNS else row.get(c, "")) for c in TABLE_COLUMNS} for row in rows]
+    table = [_formatted(row, TABLE_COLUMNS) for row in rows]
     with stem.with_suffix(".csv").open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=TABLE_COLUMNS)
         writer.writeheader()
         writer.writerows(table)
-    lines = ["| " + " | ".join(TABLE_COLUMNS) + " |", "|" + "---|" * len(TABLE_COLUMNS)]
-    lines += ["| " + " | ".join(str(r[c]) for c in TABLE_COLUMNS) + " |" for r in table]
+    lines = _markdown(TABLE_COLUMNS, table)
+    means = [_formatted(row, MEAN_COLUMNS) for row in fold_means(rows)]
+    if means:
+        lines += ["", "Mean over folds:", "", *_markdown(MEAN_COLUMNS, means)]
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 

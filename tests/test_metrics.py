@@ -45,3 +45,20 @@ def test_class_never_seen_is_left_out_of_miou():
     meter.update(torch.ones(2, 2, dtype=torch.long), torch.ones(2, 2, dtype=torch.long), 1)
     assert meter.class_iou() == {1: 1.0}
     assert meter.miou == 1.0
+
+
+def test_score_at_label_size_matches_one_episode_at_a_time():
+    import torch.nn.functional as F
+
+    from fsslib.metrics import score_at_label_size
+
+    torch.manual_seed(0)
+    maps = torch.rand(3, 2, 8, 8)  # (B, K, h, w) logits
+    labels = [torch.randint(0, 2, (16, 16)), torch.randint(0, 2, (20, 12)), torch.randint(0, 2, (16, 16))]
+    labels[1][0, :4] = 255
+    batched, looped = FewShotMeter([1, 2]), FewShotMeter([1, 2])
+    score_at_label_size(batched, maps, labels, [1, 2, 1], lambda up: up.argmax(1))
+    for logits, label, class_id in zip(maps, labels, [1, 2, 1]):
+        upsampled = F.interpolate(logits[None], size=label.shape, mode="bilinear", align_corners=False)
+        looped.update(upsampled.argmax(1)[0], label, class_id)
+    assert batched.summary() == looped.summary() and batched.episodes == 3

@@ -41,6 +41,20 @@ def test_grid_expansion():
     assert {(r["method"], r["fold"], r["shots"]) for r in expanded} >= {("prototype", f, k) for f in range(4) for k in (1, 5)}
 
 
+def test_table_adds_means_over_folds(tmp_path):
+    def row(method, fold, shots, miou):
+        return {"method": method, "variant": "", "tier": "toy", "benchmark": "toy", "fold": fold, "shots": shots,
+                "seed": 0, "episodes": 10, "miou": miou, "fbiou": 50.0, "reference_miou": 9.0}
+
+    rows = [row("a", 0, 1, 20.0), row("a", 1, 1, 31.0), row("a", 0, 5, 40.0), row("b", 0, 1, 10.0)]
+    means = runs.fold_means(rows)
+    assert [(m["method"], m["shots"], m["folds"], m["miou"]) for m in means] == [("a", 1, 2, 25.5)]
+    runs.write_table(rows, tmp_path / "t")
+    text = (tmp_path / "t.md").read_text()
+    assert "Mean over folds:" in text and "| a |  | toy | toy | 1 | 0 | 2 | 25.5 | 50.0 | 9.0 |" in text
+    assert len((tmp_path / "t.csv").read_text().splitlines()) == 5  # the CSV holds the runs only
+
+
 @pytest.mark.slow
 def test_papermill_smoke_run(tmp_path, toy_root):
     grid = tmp_path / "tiny.yaml"

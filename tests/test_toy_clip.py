@@ -11,7 +11,7 @@ import torch
 
 from fsslib.clip import toy
 from fsslib.data.toyworld import CLASS_NAMES
-from fsslib.errors import CheckpointError
+from fsslib.errors import CheckpointError, FsslibError
 from fsslib.paths import CHECKPOINT_DIR
 
 SHIPPED = {arch: CHECKPOINT_DIR / f"toy_clip_{arch}.pt" for arch in ("vit", "rn")}
@@ -174,6 +174,8 @@ def test_recipe_chains_its_stages_like_separate_train_calls(tmp_path):
         torch.testing.assert_close(recipe_weights[name], direct_weights[name], rtol=0, atol=0)
     with pytest.raises(CheckpointError, match="--start 1"):
         toy.train_recipe("rn", tmp_path / "empty", start=2, stages=stages, evaluate=False)
+    with pytest.raises(FsslibError, match="no stage 3"):
+        toy.train_recipe("rn", tmp_path, start=3, stages=stages, evaluate=False)
 
 
 @pytest.mark.parametrize("arch", sorted(toy.RECIPES))

@@ -67,7 +67,7 @@ from tqdm.auto import tqdm
 
 from fsslib.data.layout import IGNORE
 from fsslib.data.toyworld import CLASS_NAMES, FILLS, SHAPES, ToyObject, render_scene
-from fsslib.errors import CheckpointError, unknown
+from fsslib.errors import CheckpointError, FsslibError, unknown
 from fsslib.paths import CHECKPOINT_DIR
 from fsslib.provenance import git_commit, hardware
 
@@ -964,7 +964,8 @@ def train_recipe(arch: str, out_dir: str | Path = CHECKPOINT_DIR, start: int = 1
     if stages is None:
         raise unknown("toy CLIP recipe", arch, sorted(RECIPES))
     if not 1 <= start <= len(stages):
-        raise ValueError(f"start must be a stage number from 1 to {len(stages)}, not {start}")
+        raise FsslibError(f"The {arch} recipe has stages 1 to {len(stages)}; there is no stage {start}.",
+                          f"pass --start between 1 and {len(stages)}.")
     out_dir = Path(out_dir)
     first_init = stages[start - 1].init
     if first_init is not None and not (out_dir / first_init).is_file():
@@ -1029,7 +1030,7 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "recipe":
         try:
             stages = train_recipe(args.arch, args.out_dir, args.start, pool_cache=args.pool_cache)
-        except CheckpointError as error:
+        except FsslibError as error:
             parser.exit(2, f"error: {error}\n")
         print(json.dumps(stages[-1].get("metrics", {}), indent=1))
     else:

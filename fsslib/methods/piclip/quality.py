@@ -8,13 +8,12 @@ classes, label 255 ignored). No training is involved; the decoder is unused.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from fsslib.config import Config
 from fsslib.data.benchmarks import get_benchmark
 from fsslib.data.episodes import EpisodeBatch, EpisodeDataset, collate_episodes
 from fsslib.methods.pfenet.model import PFENet
-from fsslib.metrics import FewShotMeter
+from fsslib.metrics import FewShotMeter, score_at_label_size
 
 PRIOR_THRESHOLD = 0.5
 
@@ -55,10 +54,8 @@ def prior_quality(cfg: Config, episodes: int = 300, batch_size: int = 16) -> dic
         present = [[c - 1 for c in classes] for classes in batch.query_classes]  # image-level labels, as rows
         with torch.no_grad():
             maps = _prior_maps(model, batch, present)
-        for name, priors in maps.items():
+        for name, priors in maps.items():  # scored exactly as the evaluator scores a prediction
             meter = meters.setdefault(name, FewShotMeter(dataset.classes))
-            for prior, label, class_id in zip(priors.float(), batch.query_labels, batch.class_ids.tolist()):
-                # scored exactly as the evaluator scores a prediction: at the original label resolution
-                upsampled = F.interpolate(prior[None, None], size=label.shape, mode="bilinear", align_corners=False)[0, 0]
-                meter.update((upsampled > PRIOR_THRESHOLD).long(), label, class_id)
+            score_at_label_size(meter, priors[:, None], batch.query_labels, batch.class_ids.tolist(),
+                                lambda up: (up[:, 0] > PRIOR_THRESHOLD).long())
     return {name: meter.summary()["miou"] for name, meter in meters.items()}
