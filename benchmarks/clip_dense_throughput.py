@@ -6,7 +6,7 @@ Rows:
 * CUDA, paper size (473 x 473): random-weight ViT-B/16 and RN50, under bf16 autocast and
   in fp32, when a GPU is available (with the CUDA allocator's peak memory).
 
-    python benchmarks/clip_dense_throughput.py --threads 2 --batch-size 8 --iterations 10
+    python benchmarks/clip_dense_throughput.py --threads 2 --batch-size 8 --iterations 10   # CUDA rows: 100 passes
 """
 from __future__ import annotations
 
@@ -37,11 +37,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for torch (default: 2)")
     parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass on CPU (default: 8)")
     parser.add_argument("--cuda-batch-size", type=int, default=16, help="images per forward pass on CUDA (default: 16)")
-    parser.add_argument("--iterations", type=int, default=10, help="timed forward passes per row (default: 10)")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed forward passes per row (default: 2)")
+    parser.add_argument("--iterations", type=int, default=10, help="timed forward passes per CPU row (default: 10)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed forward passes per CPU row (default: 2)")
+    parser.add_argument("--cuda-iterations", type=int, default=100, help="timed passes per CUDA row (default: 100)")
+    parser.add_argument("--cuda-warmup", type=int, default=10, help="untimed passes per CUDA row (default: 10)")
     parser.add_argument("--toy-size", type=int, default=64, help="CPU image side in pixels (default: 64)")
     parser.add_argument("--cuda-size", type=int, default=473, help="CUDA image side in pixels (default: 473)")
-    parser.add_argument("--no-cuda", action="store_true", help="skip the CUDA row even if a GPU is present")
+    parser.add_argument("--no-cuda", action="store_true", help="skip the CUDA rows even if a GPU is present")
     return parser.parse_args()
 
 
@@ -92,9 +94,8 @@ def main() -> None:
             bundle = load_clip(name, device="cuda")
             for autocast in (True, False):
                 torch.cuda.reset_peak_memory_stats()
-                rate = images_per_second(
-                    bundle, args.cuda_batch_size, args.cuda_size, args.iterations, args.warmup, autocast=autocast
-                )
+                rate = images_per_second(bundle, args.cuda_batch_size, args.cuda_size, args.cuda_iterations,
+                                         args.cuda_warmup, autocast=autocast)
                 rows.append((f"{name} (random weights)", torch.cuda.get_device_name(),
                              f"{args.cuda_size}x{args.cuda_size}", "bf16 autocast" if autocast else "fp32",
                              args.cuda_batch_size, rate, f"{torch.cuda.max_memory_allocated() / 2**20:.0f}"))

@@ -73,8 +73,8 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=["pfenet", "piclip"])
     parser.add_argument("--batch-size", type=int, default=4, help="episodes per step (PFENet's PASCAL recipe: 4)")
     parser.add_argument("--shots", type=int, default=1)
-    parser.add_argument("--steps", type=int, default=20, help="timed steps per row")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed steps per row")
+    parser.add_argument("--steps", type=int, default=100, help="timed steps per row")
+    parser.add_argument("--warmup", type=int, default=10, help="untimed steps per row")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("paper_train_step.py measures the paper tier on a GPU; no CUDA device is available here.")

@@ -15,6 +15,10 @@ class FsslibError(Exception):
         self.fix = fix
         super().__init__(f"{problem}\n  How to fix: {fix}")
 
+    def __reduce__(self) -> tuple:
+        """Pickle as (problem, fix), so the error survives a worker process (e.g. a grid run)."""
+        return type(self), (self.problem, self.fix)
+
 
 class DatasetNotFoundError(FsslibError, FileNotFoundError):
     """A dataset root or one of its files is missing."""

@@ -22,7 +22,9 @@ import argparse
 import csv
 import itertools
 import json
-from concurrent.futures import ThreadPoolExecutor
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +68,19 @@ def run_name(params: dict[str, Any]) -> str:
     return f"{params['method']}{variant}-fold{params['fold']}-{params['shots']}shot-seed{params.get('seed', 0)}"
 
 
+def run_notebook(notebook: Path, outputs: Path, smoke: bool, params: dict[str, Any]) -> dict[str, Any]:
+    """Execute ``notebook`` with ``params`` into ``outputs/<run name>/`` (working directory: the
+    notebook's folder); returns the ``metrics.json`` its last cell wrote."""
+    import papermill
+
+    run_dir = outputs / run_name(params)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    papermill.execute_notebook(str(notebook), str(run_dir / notebook.name),
+                               parameters={**params, "smoke": smoke, "out_dir": str(run_dir)},
+                               cwd=str(notebook.parent), progress_bar=False)
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
 def execute(grid_path: str | Path, smoke: bool = False, outputs: str | Path | None = None,
             results: str | Path | None = None, jobs: int = 1) -> list[dict[str, Any]]:
     """Execute every run of the grid with papermill, ``jobs`` at a time; returns the table rows.
@@ -73,48 +88,43 @@ def execute(grid_path: str | Path, smoke: bool = False, outputs: str | Path | No
     ``outputs`` (executed notebooks) and ``results`` (tables) default to the repository's
     ``papermill_runs/outputs/<name>`` and ``papermill_runs/results``.
     """
-    import papermill
-
     if jobs < 1:
         raise FsslibError(f"--jobs must be at least 1, got {jobs}.", "pass --jobs 1 or more.")
     grid = load_grid(grid_path)
     name = grid["name"] + ("_smoke" if smoke else "")
-    outputs = Path(outputs) if outputs else REPO / "papermill_runs" / "outputs" / name
-
-    def run_one(params: dict[str, Any]) -> dict[str, Any]:
-        run_dir = outputs / run_name(params)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        papermill.execute_notebook(
-            str(REPO / grid["notebook"]), str(run_dir / Path(grid["notebook"]).name),
-            parameters={**params, "smoke": smoke, "out_dir": str(run_dir)},
-            cwd=str(REPO / Path(grid["notebook"]).parent), progress_bar=False,
-        )
-        return json.loads((run_dir / "metrics.json").read_text())
-
+    outputs = Path(outputs).resolve() if outputs else REPO / "papermill_runs" / "outputs" / name
+    run_one = partial(run_notebook, REPO / grid["notebook"], outputs, smoke)
     runs = expand(grid)
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
+    # Processes, not threads: papermill changes the working directory, which threads would share.
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"))
+    try:
         rows = list(tqdm(pool.map(run_one, runs), total=len(runs), desc=f"grid {name}"))
+    finally:  # after an error or an interrupt, no further run starts
+        pool.shutdown(cancel_futures=True)
     write_table(rows, Path(results or REPO / "papermill_runs" / "results") / name)
     return rows
 
 
 def fold_means(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Mean IoUs over the folds of each (method, variant, tier, benchmark, shots, seed) run more than once."""
+    """Mean IoUs over the folds of each (method, variant, tier, benchmark, shots, seed) run on several
+    folds. A setting with a fold twice differs in a parameter the table does not show: it gets no mean."""
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for row in rows:
         key = tuple(row.get(c, "") for c in MEAN_KEYS)
         groups.setdefault(key, []).append(row)
     return [{**dict(zip(MEAN_KEYS, key)), "folds": len(group),
              **{c: sum(r[c] for r in group) / len(group) for c in PERCENT_COLUMNS}}
-            for key, group in groups.items() if len(group) > 1]
+            for key, group in groups.items() if len({r["fold"] for r in group}) == len(group) > 1]
 
 
 def _markdown(columns: tuple[str, ...], table: list[dict[str, Any]]) -> list[str]:
+    """The lines of a Markdown table of ``columns``."""
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     return lines + ["| " + " | ".join(str(r[c]) for c in columns) + " |" for r in table]
 
 
 def _formatted(row: dict[str, Any], columns: tuple[str, ...]) -> dict[str, Any]:
+    """``row`` restricted to ``columns``, IoUs with one decimal."""
     return {c: (f"{row[c]:.1f}" if c in PERCENT_COLUMNS else row.get(c, "")) for c in columns}
 
 
@@ -143,10 +153,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--jobs", type=int, default=1, help="notebooks executed at once (default 1)")
     args = parser.parse_args(argv)
     try:
+        name = load_grid(args.grid)["name"] + ("_smoke" if args.smoke else "")
         rows = execute(args.grid, smoke=args.smoke, outputs=args.outputs, jobs=args.jobs)
     except FsslibError as error:
         parser.exit(2, f"error: {error}\n")
-    name = load_grid(args.grid)["name"] + ("_smoke" if args.smoke else "")
     print(f"{len(rows)} runs -> papermill_runs/results/{name}.csv and .md")
 
 

@@ -1,14 +1,14 @@
 """The generic episodic trainer.
 
     python -m fsslib.train --method prototype --preset toy --fold 0 --shots 1 --out runs/proto
-    torchrun --nproc_per_node 2 -m fsslib.train ...        # DDP (NCCL on GPUs, gloo on CPU)
+    torchrun --nproc_per_node 2 -m fsslib.train ...        # DDP: one process per GPU (NCCL), or gloo with --device cpu
 
 or ``fsslib.train.run(cfg)``. SGD or AdamW with a poly schedule, bf16 autocast on CUDA,
 a checkpoint every epoch (``last.pt``: model, optimizer, scheduler, RNG state) and the
 best one by validation mIoU (``best.pt``); ``--resume`` continues a killed run to the
 same final weights on the CPU (on CUDA, nondeterministic kernels make even two
-uninterrupted runs differ slightly, so a resumed run matches only as closely). Training episodes are a pure function of (seed, epoch, index), so
-resuming needs no data-loader state. Log: ``<out>/log.jsonl``.
+uninterrupted runs differ slightly, so a resumed run matches only as closely). Training
+episodes are a pure function of (seed, epoch, index), so resuming needs no data-loader state. Log: ``<out>/log.jsonl``.
 """
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
 """Bad input gets one clear error naming the problem and the fix."""
+import pickle
+
 import numpy as np
 import pytest
 import torch
@@ -79,6 +81,12 @@ def test_cli_prints_the_error_not_a_traceback(capsys):
 def test_every_error_carries_a_fix():
     error = FsslibError("problem text", "fix text")
     assert str(error) == "problem text\n  How to fix: fix text"
+
+
+@pytest.mark.parametrize("kind", [FsslibError, DatasetNotFoundError, UnknownNameError, CheckpointError])
+def test_errors_survive_a_worker_process(kind):
+    copy = pickle.loads(pickle.dumps(kind("problem text", "fix text")))
+    assert type(copy) is kind and str(copy) == "problem text\n  How to fix: fix text"
 
 
 def test_paper_tier_backbone_without_imagenet_weights(tmp_path, monkeypatch):

@@ -1,6 +1,7 @@
 """Committed notebooks carry no outputs; the papermill grid runner works end to end (smoke)."""
 import csv
 import json
+import os
 from pathlib import Path
 
 import nbformat
@@ -47,6 +48,7 @@ def test_table_adds_means_over_folds(tmp_path):
                 "seed": 0, "episodes": 10, "miou": miou, "fbiou": 50.0, "reference_miou": 9.0}
 
     rows = [row("a", 0, 1, 20.0), row("a", 1, 1, 31.0), row("a", 0, 5, 40.0), row("b", 0, 1, 10.0)]
+    assert runs.fold_means(rows + [row("b", 0, 1, 12.0)]) == runs.fold_means(rows)  # fold 0 twice: no mean
     means = runs.fold_means(rows)
     assert [(m["method"], m["shots"], m["folds"], m["miou"]) for m in means] == [("a", 1, 2, 25.5)]
     runs.write_table(rows, tmp_path / "t")
@@ -60,7 +62,9 @@ def test_papermill_smoke_run(tmp_path, toy_root):
     grid = tmp_path / "tiny.yaml"
     grid.write_text("name: tiny\nnotebook: notebooks/90_train_eval.ipynb\nfixed: {preset: toy, seed: 0}\n"
                     "grid: {method: [prototype, all-foreground], fold: [1], shots: [1]}\n")
+    working_directory = os.getcwd()
     rows = runs.execute(grid, smoke=True, outputs=tmp_path / "outputs", results=tmp_path / "results", jobs=2)
+    assert os.getcwd() == working_directory  # papermill's chdir stays inside each run's process
     assert [(r["method"], r["fold"]) for r in rows] == [("prototype", 1), ("all-foreground", 1)]  # grid order
     executed = tmp_path / "outputs" / "prototype-fold1-1shot-seed0"
     assert (executed / "90_train_eval.ipynb").is_file()

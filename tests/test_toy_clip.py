@@ -185,6 +185,7 @@ def test_shipped_checkpoints_were_made_by_their_recipe(arch: str):
     assert stages[-1].out == f"toy_clip_{arch}.pt"
     for number, stage in enumerate(stages, 1):
         metadata = json.loads((CHECKPOINT_DIR / stage.out).with_suffix(".json").read_text())
+        assert metadata["recipe"], f"{stage.out} was not made by its recipe: run python -m fsslib.clip.toy recipe {arch} --start {number}"
         assert metadata["recipe"]["stage"] == number and metadata["recipe"]["stages"] == len(stages)
         recorded = {key: metadata[key] for key in ("lr", "area_fraction", "batch_size", "pool_size", "seed")}
         assert recorded == {"lr": stage.lr, "area_fraction": stage.area_fraction, "batch_size": stage.batch_size,

@@ -892,7 +892,7 @@ def train_toy_clip(
     metadata = {
         "command": command or " ".join([Path(sys.executable).name, *sys.argv]),
         "recipe": recipe,
-        "arch": arch, "seed": seed, "init": str(init) if init is not None else None, "git_commit": commit,
+        "arch": arch, "seed": seed, "init": _shown(Path(init)) if init is not None else None, "git_commit": commit,
         "wall_time_minutes": round((time.time() - start) / 60, 2), "train_steps": step,
         "batch_size": batch_size, "pool_size": pool_size, "lr": lr, "weight_decay": weight_decay,
         "dense_weight": dense_weight, "negation_weight": negation_weight, "area_fraction": area_fraction,

@@ -54,7 +54,7 @@ def prior_quality(cfg: Config, episodes: int = 300, batch_size: int = 16) -> dic
         present = [[c - 1 for c in classes] for classes in batch.query_classes]  # image-level labels, as rows
         with torch.no_grad():
             maps = _prior_maps(model, batch, present)
-        for name, priors in maps.items():  # scored exactly as the evaluator scores a prediction
+        for name, priors in maps.items():  # (B, h, w), scored exactly as the evaluator scores a prediction
             meter = meters.setdefault(name, FewShotMeter(dataset.classes))
             score_at_label_size(meter, priors[:, None], batch.query_labels, batch.class_ids.tolist(),
                                 lambda up: (up[:, 0] > PRIOR_THRESHOLD).long())
