@@ -78,7 +78,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--shots", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=5, help="timed passes per row (CUDA rows: 4x as many)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed passes per CPU row (default: 5)")
+    parser.add_argument("--cuda-repeats", type=int, default=20, help="timed passes per CUDA row (default: 20)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quality", action="store_true", help="prior IoU per fold instead of throughput")
     parser.add_argument("--episodes", type=int, default=300, help="test episodes per fold for --quality")
@@ -102,7 +103,7 @@ def main() -> None:
     if torch.cuda.is_available():
         settings += [("toy", torch.device("cuda")), ("paper", torch.device("cuda"))]
     for preset, device in settings:
-        repeats = args.repeats * (4 if device.type == "cuda" else 1)  # CUDA passes are short: time more of them
+        repeats = args.cuda_repeats if device.type == "cuda" else args.repeats
         result = benchmark(preset, args.batch_size, args.shots, repeats, device)
         name = "toy-vit @ 64" if preset == "toy" else "ViT-B/16 @ 473"
         print(f"| {name} | {device.type} | {args.batch_size} | {args.shots} | {result['batched_eps']:.1f} | "
