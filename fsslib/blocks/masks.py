@@ -1,0 +1,46 @@
+"""Masks at feature resolution and prototypes.
+
+Masks everywhere in fsslib hold 0 = background, 1 = the class, 255 = ignore; a block that
+needs weights takes the foreground (``mask == 1``, so 255 counts as 0) and resizes it here,
+in one place, with the interpolation each paper's code uses.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+ResizeMode = Literal["bilinear", "area", "nearest"]
+
+
+def resize_masks(weights: torch.Tensor, size: Sequence[int], mode: ResizeMode = "bilinear") -> torch.Tensor:
+    """Resize (N, 1, H, W) float weights to (N, 1, h, w).
+
+    ``bilinear`` uses aligned corners, as PFENet's and HSNet's code resize masks to features;
+    ``area`` gives the fraction of each cell that the mask covers (PI-CLIP's VVP tokens);
+    ``nearest`` keeps hard values (blanking pixels outside a mask).
+    """
+    size = tuple(int(s) for s in size)
+    if tuple(weights.shape[-2:]) == size:
+        return weights
+    if mode == "bilinear":
+        return F.interpolate(weights, size=size, mode="bilinear", align_corners=True)
+    return F.interpolate(weights, size=size, mode=mode)
+
+
+def foreground_weights(masks: torch.Tensor, size: Sequence[int], mode: ResizeMode = "bilinear") -> torch.Tensor:
+    """(N, H, W) masks in {0, 1, 255} -> (N, 1, h, w) foreground weights in [0, 1] (255 counts as 0)."""
+    return resize_masks((masks == 1).float().unsqueeze(1), size, mode)
+
+
+def masked_average_pooling(features: torch.Tensor, masks: torch.Tensor, eps: float = 5e-4) -> torch.Tensor:
+    """Prototype = mean of the features under the mask (PFENet's weighted GAP, its Eq. 2).
+
+    features: (N, C, h, w); masks: (N, H, W) in {0, 1, 255} (255 counts as 0). The mask is
+    resized to the features bilinearly with aligned corners; ``eps`` is PFENet's 5e-4.
+    Returns (N, C).
+    """
+    weights = foreground_weights(masks, features.shape[-2:])  # (N, 1, h, w)
+    return (features * weights).sum((2, 3)) / (weights.sum((2, 3)) + eps)
