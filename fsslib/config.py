@@ -24,6 +24,7 @@ class Config:
     variant: str = ""  # a named option set of the method (its VARIANTS), e.g. an ablation row
     preset: str = "toy"
     fold: int = 0
+    ways: int = 1  # N of the N-way test episodes (training episodes are 1-way)
     shots: int = 1
     seed: int = 0
     # data

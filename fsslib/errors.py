@@ -43,6 +43,10 @@ class CorruptImageError(FsslibError, OSError):
     """An image or mask file cannot be decoded."""
 
 
+class EpisodeShapeError(FsslibError, ValueError):
+    """Episodes, predictions or labels whose ways, shots or values do not fit together."""
+
+
 class CheckpointError(FsslibError, FileNotFoundError):
     """A checkpoint or pretrained weight file is missing or does not fit."""
 

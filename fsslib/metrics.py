@@ -1,13 +1,18 @@
 """Few-shot segmentation metrics, exactly as PFENet and HSNet define them.
 
 For every episode the prediction is set to 255 wherever the label is 255, then the
-foreground and background intersections and unions are counted.
+intersections and unions are counted. Predictions and labels hold 0 = background and
+n = way n (1..N; N = 1 for the usual 1-way episodes).
 
-* mIoU: per class ``c``, ``IoU_c = sum_episodes(I_fg) / sum_episodes(U_fg)`` over the
-  episodes of class ``c``; mIoU is the mean of ``IoU_c`` over the fold's classes (not a
-  mean of per-episode IoUs).
-* FB-IoU: foreground IoU and background IoU, each accumulated over all episodes,
+* mIoU: per class ``c``, ``IoU_c = sum_episodes(I_c) / sum_episodes(U_c)`` over the
+  episodes in which ``c`` is one of the ways (I and U of the pixels predicted / labelled as
+  that way); mIoU is the mean of ``IoU_c`` over the fold's classes (not a mean of
+  per-episode IoUs).
+* FB-IoU: foreground (any way) IoU and background IoU, each accumulated over all episodes,
   averaged.
+
+Scoring at the label's resolution: logits are upsampled bilinearly with aligned corners, as
+PFENet's ``test.py`` and HSNet's ``Evaluator`` do.
 """
 from __future__ import annotations
 
@@ -18,45 +23,81 @@ import torch
 import torch.nn.functional as F
 
 from fsslib.data.layout import IGNORE
+from fsslib.errors import EpisodeShapeError
 
 
-def intersection_union(prediction: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
-    """Counts ``[[I_bg, U_bg], [I_fg, U_fg]]`` of each episode: (..., H, W) -> (..., 2, 2).
+def intersection_union(prediction: torch.Tensor, label: torch.Tensor, ways: int = 1) -> torch.Tensor:
+    """Counts ``[I, U]`` of every value 0..N of each episode: (..., H, W) -> (..., 1 + N, 2).
 
-    prediction, label: values in {0, 1} (label also 255 = ignore).
+    Row 0 is the background, row n is way n; label 255 is ignored (the prediction is 'set to
+    255' there).
     """
-    valid = label != IGNORE  # (..., H, W): the prediction is 'set to 255' where the label is
-    counts = []
-    for value in (0, 1):
-        predicted, actual = (prediction == value) & valid, (label == value) & valid
-        counts.append(torch.stack([(predicted & actual).sum((-2, -1)), (predicted | actual).sum((-2, -1))], dim=-1))
-    return torch.stack(counts, dim=-2).double()
+    valid = (label != IGNORE).unsqueeze(-3)  # (..., 1, H, W)
+    values = torch.arange(ways + 1, device=label.device).view(-1, 1, 1)  # (1+N, 1, 1)
+    predicted = (prediction.unsqueeze(-3) == values) & valid  # (..., 1+N, H, W)
+    actual = (label.unsqueeze(-3) == values) & valid  # (..., 1+N, H, W)
+    return torch.stack([(predicted & actual).sum((-2, -1)), (predicted | actual).sum((-2, -1))], dim=-1).double()
+
+
+def check_scorable(predictions: torch.Tensor, labels: torch.Tensor, ways: int) -> None:
+    """Raise :class:`EpisodeShapeError` unless predictions hold 0..N and labels 0..N or 255, at the same size."""
+    if predictions.shape != labels.shape:
+        raise EpisodeShapeError(f"Predictions {tuple(predictions.shape)} and labels {tuple(labels.shape)} differ in shape.",
+                                "upsample the predictions to the label size before scoring (score_at_label_size does).")
+    bad_prediction = (predictions < 0) | (predictions > ways)
+    bad_label = ((labels < 0) | (labels > ways)) & (labels != IGNORE)
+    if bad_prediction.any() or bad_label.any():
+        found = torch.unique(torch.cat([predictions[bad_prediction], labels[bad_label]])).tolist()[:10]
+        raise EpisodeShapeError(
+            f"Values {found} cannot be scored in {ways}-way episodes (predictions: 0..{ways}; labels: 0..{ways} or 255).",
+            f"pass predictions with one value per way (the argmax of (B, 1+N, H, W) logits) and the episodes' own "
+            f"labels; for N-way episodes build the meter updates with class ids of shape (B, N).")
 
 
 class FewShotMeter:
-    """Accumulates episodes and reports mIoU, per-class IoU and FB-IoU."""
+    """Accumulates N-way episodes and reports mIoU, per-class IoU and FB-IoU."""
 
     def __init__(self, class_ids: list[int], class_names: dict[int, str] | None = None) -> None:
         self.class_ids = list(class_ids)
         self.class_names = class_names or {c: str(c) for c in class_ids}
-        self.per_class = defaultdict(lambda: torch.zeros(2, dtype=torch.float64))  # class -> [I_fg, U_fg]
+        self._row = {c: row for row, c in enumerate(self.class_ids)}
+        self.per_class = torch.zeros(len(self.class_ids), 2, dtype=torch.float64)  # [I_c, U_c] summed over episodes
+        self.seen = torch.zeros(len(self.class_ids), dtype=torch.bool)
         self.binary = torch.zeros(2, 2, dtype=torch.float64)  # [[I_bg, U_bg], [I_fg, U_fg]]
         self.episodes = 0
 
-    def update(self, predictions: torch.Tensor, labels: torch.Tensor, class_ids: int | Sequence[int]) -> None:
-        """Add episodes at the label's resolution: one ((H, W) maps and an int class id) or a
-        batch ((B, H, W) maps and B class ids); the counts are computed where the maps are."""
+    def update(self, predictions: torch.Tensor, labels: torch.Tensor, class_ids: int | Sequence[int] | torch.Tensor) -> None:
+        """Add episodes at the label's resolution: (B, H, W) predictions and labels with values 0..N
+        (labels also 255) and the (B, N) class ids of their ways; 1-way batches may pass B class ids,
+        a single (H, W) episode one int."""
         if isinstance(class_ids, int):
             predictions, labels, class_ids = predictions[None], labels[None], [class_ids]
-        counts = intersection_union(predictions, labels).cpu()  # (B, 2, 2)
-        for class_id, episode_counts in zip(class_ids, counts):
-            self.per_class[int(class_id)] += episode_counts[1]
-        self.binary += counts.sum(dim=0)
-        self.episodes += len(class_ids)
+        ids = torch.as_tensor(class_ids, dtype=torch.long).cpu()
+        ids = ids.view(-1, 1) if ids.dim() == 1 else ids  # (B, N)
+        if ids.shape[0] != labels.shape[0]:
+            raise EpisodeShapeError(f"{ids.shape[0]} rows of class ids for {labels.shape[0]} episodes.",
+                                    "pass one row of N class ids per episode.")
+        unknown_ids = sorted({int(c) for c in ids.flatten().tolist()} - set(self._row))
+        if unknown_ids:
+            raise EpisodeShapeError(f"Class ids {unknown_ids} are not among this meter's classes {self.class_ids}.",
+                                    "score each fold with a meter built from that fold's classes.")
+        ways = ids.shape[1]
+        check_scorable(predictions, labels, ways)
+        counts = intersection_union(predictions, labels, ways).cpu()  # (B, 1+N, 2)
+        rows = torch.tensor([self._row[int(c)] for c in ids.flatten().tolist()])  # (B*N,)
+        self.per_class.index_add_(0, rows, counts[:, 1:].flatten(0, 1))
+        self.seen[rows] = True
+        background = counts[:, 0].sum(0)  # (2,)
+        valid = labels != IGNORE
+        foreground_i = ((predictions >= 1) & (labels >= 1) & valid).sum()
+        foreground_u = (((predictions >= 1) | (labels >= 1)) & valid).sum()
+        self.binary += torch.stack([background, torch.tensor([float(foreground_i), float(foreground_u)], dtype=torch.float64)])
+        self.episodes += ids.shape[0]
 
     def class_iou(self) -> dict[int, float]:
         """IoU of each fold class that has occurred (a class never seen is left out)."""
-        return {c: float(self.per_class[c][0] / self.per_class[c][1].clamp(min=1)) for c in self.class_ids if c in self.per_class}
+        return {c: float(self.per_class[row, 0] / self.per_class[row, 1].clamp(min=1))
+                for c, row in self._row.items() if self.seen[row]}
 
     @property
     def miou(self) -> float:
@@ -78,17 +119,19 @@ class FewShotMeter:
 
 
 def score_at_label_size(meter: FewShotMeter, maps: torch.Tensor, labels: Sequence[torch.Tensor],
-                        class_ids: Sequence[int], predict: Callable[[torch.Tensor], torch.Tensor]) -> None:
-    """Score a batch of (B, K, h, w) maps at each query's original label size, as PFENet/HSNet do.
+                        class_ids: torch.Tensor | Sequence, predict: Callable[[torch.Tensor], torch.Tensor]) -> None:
+    """Score a batch of (B, C, h, w) maps at each query's original label size, as PFENet/HSNet do.
 
-    The maps are bilinearly upsampled to the label size (one call per distinct size: real
-    images differ, the toy world's do not) and ``predict`` turns the upsampled (b, K, H, W)
-    maps into (b, H, W) {0, 1} predictions (e.g. the argmax of logits, a prior > 0.5).
+    The maps are upsampled bilinearly with aligned corners to the label size (one call per
+    distinct size: real images differ, the toy world's do not) and ``predict`` turns the
+    upsampled (b, C, H, W) maps into (b, H, W) predictions 0..N (e.g. the argmax of (b, 1+N, H, W)
+    logits, a prior > 0.5). ``class_ids``: (B, N), or (B,) for 1-way episodes.
     """
+    ids = torch.as_tensor(class_ids, dtype=torch.long)
     by_size: dict[tuple[int, ...], list[int]] = defaultdict(list)
     for index, label in enumerate(labels):
         by_size[tuple(label.shape)].append(index)
     for size, indices in by_size.items():
         stacked = torch.stack([labels[i] for i in indices]).to(maps.device)  # (b, H, W)
-        upsampled = F.interpolate(maps[indices].float(), size=size, mode="bilinear", align_corners=False)
-        meter.update(predict(upsampled), stacked, [class_ids[i] for i in indices])
+        upsampled = F.interpolate(maps[indices].float(), size=size, mode="bilinear", align_corners=True)
+        meter.update(predict(upsampled), stacked, ids[indices])

@@ -33,3 +33,8 @@ def hardware(**extra: str) -> dict:
     return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
             "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "torch": torch.__version__, "python": platform.python_version(), **extra}
+
+
+def run_provenance(device: torch.device | str) -> dict:
+    """What produced a result: torch version, fsslib commit (flagged when fsslib/ has local changes), device."""
+    return {"torch": torch.__version__, "commit": git_commit(), "device": str(device)}

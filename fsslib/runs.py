@@ -10,11 +10,17 @@ A grid file (YAML) names the notebook, fixed parameters and the lists to cross::
     grid: {method: [all-foreground, prototype], fold: [0, 1, 2, 3], shots: [1, 5]}
 
 Each run executes the notebook into ``papermill_runs/outputs/<name>/<run>/`` (ignored by
-git), where its last cell writes ``metrics.json``; the collected table goes to
-``papermill_runs/results/<name>.csv`` and ``.md``. Committed tables are exactly what
-this command writes (``--smoke`` writes to ``<name>_smoke`` instead). ``--jobs N`` runs N
-notebooks at once (one kernel each; on a CPU machine give each one core, e.g.
-``OMP_NUM_THREADS=1 python -m fsslib.runs GRID --jobs 2``); the table keeps the grid's order.
+git), where its last cell writes ``metrics.json`` (one row per evaluation, plus the learning
+curve); the collected table goes to ``papermill_runs/results/<name>.csv`` and ``.md``, with
+the torch version, fsslib commit and device of the runs under the Markdown table, and the
+validation learning curves of the trained runs to ``<name>_curves.png`` (with each run's gain
+over the last quarter of training in the Markdown file: a plateau gains < 1 point). Committed
+tables are exactly what this command writes (``--smoke`` writes to ``<name>_smoke`` instead).
+
+``--jobs N`` runs N notebooks at once, one kernel each with ``--threads`` torch threads (a grid
+file may set ``jobs`` and ``threads``; on 2 CPU cores: 2 jobs of 1 thread); the table keeps
+the grid's order. The progress bar counts training epochs and evaluations of all runs and
+names what each running notebook is doing.
 """
 from __future__ import annotations
 
@@ -23,7 +29,8 @@ import csv
 import itertools
 import json
 import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
+import os
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -34,12 +41,14 @@ from tqdm.auto import tqdm
 from fsslib.errors import DatasetNotFoundError, FsslibError
 
 REPO = Path(__file__).resolve().parent.parent
-TABLE_COLUMNS = ("method", "variant", "tier", "benchmark", "fold", "shots", "seed", "episodes", "miou", "fbiou",
-                 "reference_miou")  # reference_miou: the all-foreground predictor on the same episodes
+TABLE_COLUMNS = ("method", "variant", "tier", "benchmark", "fold", "ways", "shots", "train_shots", "seed", "episodes",
+                 "miou", "fbiou", "reference_miou")  # reference_miou: the all-foreground predictor on the same episodes
+PROVENANCE_KEYS = ("torch", "commit", "device")
+PLATEAU_GAIN = 1.0  # points of validation mIoU over the last quarter of training below which a run has plateaued
 
 
 PERCENT_COLUMNS = ("miou", "fbiou", "reference_miou")
-MEAN_KEYS = ("method", "variant", "tier", "benchmark", "shots", "seed")
+MEAN_KEYS = ("method", "variant", "tier", "benchmark", "ways", "shots", "train_shots", "seed")
 MEAN_COLUMNS = (*MEAN_KEYS, "folds", *PERCENT_COLUMNS)
 
 
@@ -65,44 +74,98 @@ def expand(grid: dict[str, Any]) -> list[dict[str, Any]]:
 
 def run_name(params: dict[str, Any]) -> str:
     variant = f"-{params['variant']}" if params.get("variant") else ""
-    return f"{params['method']}{variant}-fold{params['fold']}-{params['shots']}shot-seed{params.get('seed', 0)}"
+    ways = f"-{params['ways']}way" if params.get("ways", 1) != 1 else ""
+    return f"{params['method']}{variant}-fold{params['fold']}{ways}-{params['shots']}shot-seed{params.get('seed', 0)}"
 
 
-def run_notebook(notebook: Path, outputs: Path, smoke: bool, params: dict[str, Any]) -> dict[str, Any]:
+def run_notebook(notebook: Path, outputs: Path, smoke: bool, threads: int, params: dict[str, Any]) -> dict[str, Any]:
     """Execute ``notebook`` with ``params`` into ``outputs/<run name>/`` (working directory: the
-    notebook's folder); returns the ``metrics.json`` its last cell wrote."""
+    notebook's folder; the kernel gets ``threads`` torch threads); returns the ``metrics.json``
+    its last cell wrote."""
     import papermill
+    from traitlets.config import Config
 
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(threads)  # inherited by the kernel
     run_dir = outputs / run_name(params)
     run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "metrics.json").unlink(missing_ok=True)
     papermill.execute_notebook(str(notebook), str(run_dir / notebook.name),
                                parameters={**params, "smoke": smoke, "out_dir": str(run_dir)},
-                               cwd=str(notebook.parent), progress_bar=False)
+                               cwd=str(notebook.parent), progress_bar=False,
+                               config=Config({"KernelManager": {"transport": "ipc"}}))  # local sockets: no TCP warning
     return json.loads((run_dir / "metrics.json").read_text())
 
 
+def _progress(run_dir: Path, epochs: int) -> tuple[int, str]:
+    """(units done, what the run is doing): one unit per training epoch logged, one when it has finished."""
+    log = run_dir / "log.jsonl"
+    done = len(log.read_text().splitlines()) if log.is_file() else 0
+    if (run_dir / "metrics.json").is_file():
+        return done + 1, "done"
+    return done, f"epoch {done + 1}/{epochs}" if done < epochs and (log.is_file() or (run_dir / "last.pt").is_file()) \
+        else "evaluating" if done else "starting"
+
+
 def execute(grid_path: str | Path, smoke: bool = False, outputs: str | Path | None = None,
-            results: str | Path | None = None, jobs: int = 1) -> list[dict[str, Any]]:
+            results: str | Path | None = None, jobs: int | None = None, threads: int | None = None) -> list[dict[str, Any]]:
     """Execute every run of the grid with papermill, ``jobs`` at a time; returns the table rows.
 
     ``outputs`` (executed notebooks) and ``results`` (tables) default to the repository's
-    ``papermill_runs/outputs/<name>`` and ``papermill_runs/results``.
+    ``papermill_runs/outputs/<name>`` and ``papermill_runs/results``; ``jobs`` and ``threads``
+    default to the grid file's (else 1 job with 1 thread).
     """
-    if jobs < 1:
-        raise FsslibError(f"--jobs must be at least 1, got {jobs}.", "pass --jobs 1 or more.")
+    from fsslib.config import make_config
+
     grid = load_grid(grid_path)
+    jobs = grid.get("jobs", 1) if jobs is None else jobs
+    threads = grid.get("threads", 1) if threads is None else threads
+    if jobs < 1 or threads < 1:
+        raise FsslibError(f"--jobs and --threads must be at least 1, got {jobs} and {threads}.", "pass --jobs 1 or more.")
     name = grid["name"] + ("_smoke" if smoke else "")
     outputs = Path(outputs).resolve() if outputs else REPO / "papermill_runs" / "outputs" / name
-    run_one = partial(run_notebook, REPO / grid["notebook"], outputs, smoke)
+    run_one = partial(run_notebook, REPO / grid["notebook"], outputs, smoke, threads)
     runs = expand(grid)
+    for params in runs:  # a fresh run: no metrics or learning curve of an earlier execution is read
+        for stale in ("metrics.json", "log.jsonl"):
+            (outputs / run_name(params) / stale).unlink(missing_ok=True)
+    units = [make_config(method=p["method"], preset=p.get("preset", "toy"), variant=p.get("variant", ""),
+                         epochs=p.get("epochs"), smoke=smoke).epochs + 1 for p in runs]  # an upper bound for training-free runs
     # Processes, not threads: papermill changes the working directory, which threads would share.
     pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"))
     try:
-        rows = list(tqdm(pool.map(run_one, runs), total=len(runs), desc=f"grid {name}"))
+        futures: list[Future] = [pool.submit(run_one, params) for params in runs]
+        with tqdm(total=sum(units), desc=f"grid {name} ({len(runs)} runs, epochs + evaluations)", unit="step") as bar:
+            pending = set(futures)
+            while pending:
+                done, pending = wait(pending, timeout=2, return_when=FIRST_COMPLETED)
+                for future in done:
+                    future.result()  # an error in a run stops the grid here
+                states = [_progress(outputs / run_name(p), u - 1) for p, u in zip(runs, units)]
+                finished = [units[i] if f.done() else min(states[i][0], units[i] - 1) for i, f in enumerate(futures)]
+                bar.update(sum(finished) - bar.n)
+                bar.set_postfix_str("; ".join(f"{run_name(p)}: {state}" for p, (_, state), f in zip(runs, states, futures)
+                                              if f.running()))
+        results_per_run = [f.result() for f in futures]
     finally:  # after an error or an interrupt, no further run starts
         pool.shutdown(cancel_futures=True)
-    write_table(rows, Path(results or REPO / "papermill_runs" / "results") / name)
+    rows = [row for result in results_per_run for row in result["rows"]]
+    curves = {run_name(p): result["history"] for p, result in zip(runs, results_per_run) if result.get("history")}
+    write_table(rows, Path(results or REPO / "papermill_runs" / "results") / name, curves)
     return rows
+
+
+def plateau_gains(curves: dict[str, list[dict]]) -> dict[str, float]:
+    """Each run's validation mIoU gained in the last quarter of its training: the mean over the last
+    quarter's epochs minus the mean over the quarter before (means, so that one noisy validation
+    does not decide; a plateaued run gains < 1 point)."""
+    gains = {}
+    for label, history in curves.items():
+        values = [h["val_miou"] for h in history if h.get("val_miou") is not None]
+        quarter = len(values) // 4
+        if quarter:
+            last, before = values[-quarter:], values[-2 * quarter:-quarter]
+            gains[label] = sum(last) / quarter - sum(before) / quarter
+    return gains
 
 
 def fold_means(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -128,9 +191,11 @@ def _formatted(row: dict[str, Any], columns: tuple[str, ...]) -> dict[str, Any]:
     return {c: (f"{row[c]:.1f}" if c in PERCENT_COLUMNS else row.get(c, "")) for c in columns}
 
 
-def write_table(rows: list[dict[str, Any]], stem: Path) -> None:
+def write_table(rows: list[dict[str, Any]], stem: Path, curves: dict[str, list[dict]] | None = None) -> None:
     """Write ``stem.csv`` and ``stem.md`` with :data:`TABLE_COLUMNS` (IoUs in %, 1 decimal); the
-    Markdown file adds the means over folds (:func:`fold_means`) when a setting ran on several."""
+    Markdown file adds the means over folds (:func:`fold_means`) when a setting ran on several,
+    the provenance of the rows (torch, commit, device) and, given the runs' learning ``curves``,
+    their gains over the last quarter of training; the curves go to ``stem_curves.png``."""
     stem.parent.mkdir(parents=True, exist_ok=True)
     table = [_formatted(row, TABLE_COLUMNS) for row in rows]
     with stem.with_suffix(".csv").open("w", newline="") as handle:
@@ -141,6 +206,18 @@ def write_table(rows: list[dict[str, Any]], stem: Path) -> None:
     means = [_formatted(row, MEAN_COLUMNS) for row in fold_means(rows)]
     if means:
         lines += ["", "Mean over folds:", "", *_markdown(MEAN_COLUMNS, means)]
+    provenance = {key: sorted({str(row.get(key)) for row in rows}) for key in PROVENANCE_KEYS}
+    lines += ["", "Produced with " + "; ".join(f"{key} {', '.join(values)}" for key, values in provenance.items()) + "."]
+    if curves:
+        from fsslib.viz import plot_learning_curves
+
+        figure = plot_learning_curves(curves, title=stem.name)
+        figure.savefig(stem.parent / f"{stem.name}_curves.png", dpi=100)
+        gains = plateau_gains(curves)
+        flat = sum(gain < PLATEAU_GAIN for gain in gains.values())
+        lines += ["", f"Learning curves: `{stem.name}_curves.png`. Validation mIoU gained over the last quarter of "
+                      f"training (mean of the last quarter minus mean of the quarter before): {flat} of {len(gains)} runs under {PLATEAU_GAIN:.0f} point (plateau); largest "
+                      f"{max(gains.values()):.1f} ({max(gains, key=gains.get)})." if gains else ""]
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 
@@ -150,11 +227,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("grid", help="a grid file, e.g. papermill_runs/quickstart.yaml")
     parser.add_argument("--smoke", action="store_true", help="tiny settings, results to <name>_smoke")
     parser.add_argument("--outputs", default=None, help="where executed notebooks go")
-    parser.add_argument("--jobs", type=int, default=1, help="notebooks executed at once (default 1)")
+    parser.add_argument("--jobs", type=int, default=None, help="notebooks executed at once (default: the grid's, else 1)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads per notebook (default: the grid's, else 1)")
     args = parser.parse_args(argv)
     try:
         name = load_grid(args.grid)["name"] + ("_smoke" if args.smoke else "")
-        rows = execute(args.grid, smoke=args.smoke, outputs=args.outputs, jobs=args.jobs)
+        rows = execute(args.grid, smoke=args.smoke, outputs=args.outputs, jobs=args.jobs, threads=args.threads)
     except FsslibError as error:
         parser.exit(2, f"error: {error}\n")
     print(f"{len(rows)} runs -> papermill_runs/results/{name}.csv and .md")

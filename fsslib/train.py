@@ -31,7 +31,7 @@ from fsslib.data.benchmarks import get_benchmark
 from fsslib.data.episodes import EpisodeBatch, EpisodeDataset, collate_episodes
 from fsslib.device import autocast, resolve_device
 from fsslib.errors import CheckpointError, FsslibError, unknown
-from fsslib.evaluate import evaluate_model, load_checkpoint, open_source
+from fsslib.engine import evaluate_model, load_checkpoint, open_source, save_checkpoint
 from fsslib.methods import build_method
 from fsslib.methods.base import FewShotSegmenter
 
@@ -63,28 +63,25 @@ def poly_schedule(optimizer: torch.optim.Optimizer, total_steps: int, power: flo
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1 - step / total_steps) ** power)
 
 
-def _rng_state() -> dict:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+def rng_state() -> dict:
+    """Every RNG's state as tensors and plain containers, so checkpoints load with ``weights_only=True``."""
+    kind, keys, position, has_gauss, gauss = np.random.get_state()
+    return {"torch": torch.get_rng_state(), "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, gauss],
+            "python": random.getstate(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
 
 
-def _set_rng_state(state: dict) -> None:
+def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+    kind, keys, position, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, gauss))
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
     if state["cuda"] is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(path: Path, state: dict) -> None:
-    """Write atomically, so that a run killed mid-write leaves the previous checkpoint intact."""
-    temporary = path.with_suffix(".tmp")
-    torch.save(state, temporary)
-    os.replace(temporary, path)
-
-
 # settings that do not change what a training run computes (run control and test-time evaluation)
-RUN_CONTROL_FIELDS = ("resume", "progress", "device", "num_workers", "out", "ckpt", "episodes", "eval_seeds")
+RUN_CONTROL_FIELDS = ("resume", "progress", "device", "num_workers", "out", "ckpt", "episodes", "eval_seeds", "ways")
 
 
 def check_same_run(saved: dict, cfg: Config, path: Path) -> None:
@@ -163,8 +160,10 @@ def run(cfg: Config | None = None, **overrides) -> dict:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        _set_rng_state(state["rng"])
+        set_rng_state(state["rng"])
         start_epoch, best_miou, history = state["epoch"], state["best_miou"], state["history"]
+    else:  # a fresh run: the log starts empty
+        (out / "log.jsonl").unlink(missing_ok=True)
     trainer = LossModule(model)
     if world > 1:
         # methods may hold parameters that a given loss does not reach (e.g. unused backbone levels)
@@ -201,7 +200,7 @@ def run(cfg: Config | None = None, **overrides) -> dict:
                                             "val_miou": record.get("val_miou"), "config": cfg.to_dict()})
             save_checkpoint(last_path, {
                 "method": cfg.method, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "rng": _rng_state(),
+                "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "rng": rng_state(),
                 "best_miou": best_miou, "history": history, "config": cfg.to_dict(),
             })
             with (out / "log.jsonl").open("a") as log:  # after last.pt: a resumed run never logs an epoch twice

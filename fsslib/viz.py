@@ -16,32 +16,40 @@ def _image(tensor: torch.Tensor) -> np.ndarray:
     return tensor.detach().float().permute(1, 2, 0).clamp(0, 1).cpu().numpy()
 
 
-def overlay(image: torch.Tensor, mask: torch.Tensor, colour: Sequence[float] = (1.0, 0.2, 0.2), alpha: float = 0.5) -> np.ndarray:
-    """Blend a binary mask (H, W) over an image (3, H, W); ignored pixels are greyed."""
+WAY_COLOURS = ((1.0, 0.2, 0.2), (0.2, 0.4, 1.0), (0.2, 0.8, 0.2), (1.0, 0.8, 0.1), (0.8, 0.3, 0.9))
+
+
+def overlay(image: torch.Tensor, mask: torch.Tensor, colour: Sequence[float] | None = None, alpha: float = 0.5) -> np.ndarray:
+    """Blend a mask (H, W) over an image (3, H, W): value n (1..N) in way n's colour (or ``colour`` for a
+    binary mask); ignored pixels are greyed."""
     picture = _image(image)
     mask = mask.detach().cpu().numpy()
     blended = picture.copy()
-    blended[mask == 1] = (1 - alpha) * picture[mask == 1] + alpha * np.asarray(colour)
+    for value in range(1, len(WAY_COLOURS) + 1):
+        tint = np.asarray(colour if colour is not None and value == 1 else WAY_COLOURS[value - 1])
+        blended[mask == value] = (1 - alpha) * picture[mask == value] + alpha * tint
     blended[mask == IGNORE] = 0.5 * picture[mask == IGNORE] + 0.25
     return blended
 
 
 def plot_episode(episode: Episode, prediction: torch.Tensor | None = None, title: str | None = None) -> Figure:
-    """Supports with their masks, the query with its ground truth, and optionally a prediction."""
-    shots = episode.support_images.shape[0]
-    panels = shots + 1 + (prediction is not None)
-    fig, axes = plt.subplots(1, panels, figsize=(2.2 * panels, 2.5), squeeze=False)
-    for k in range(shots):
-        axes[0, k].imshow(overlay(episode.support_images[k], episode.support_masks[k], (0.2, 0.4, 1.0)))
-        axes[0, k].set_title(f"support {k + 1}", fontsize=9)
-    axes[0, shots].imshow(overlay(episode.query_image, episode.query_mask, (0.2, 0.8, 0.2)))
+    """One row per way: its supports with their masks (in the way's colour); then the query with its ground
+    truth and optionally a prediction (values 0..N, each way in its colour)."""
+    ways, shots = episode.support_images.shape[:2]
+    columns = shots + 1 + (prediction is not None)
+    fig, axes = plt.subplots(ways, columns, figsize=(2.2 * columns, 2.4 * ways), squeeze=False)
+    for way in range(ways):
+        for k in range(shots):
+            axes[way, k].imshow(overlay(episode.support_images[way, k], episode.support_masks[way, k], WAY_COLOURS[way]))
+            axes[way, k].set_title(f"{episode.class_names[way]}, support {k + 1}", fontsize=8)
+    axes[0, shots].imshow(overlay(episode.query_image, episode.query_mask))
     axes[0, shots].set_title("query (truth)", fontsize=9)
     if prediction is not None:
         axes[0, shots + 1].imshow(overlay(episode.query_image, prediction))
         axes[0, shots + 1].set_title("prediction", fontsize=9)
-    for ax in axes[0]:
+    for ax in axes.flat:
         ax.axis("off")
-    fig.suptitle(title or f"class: {episode.class_name}", fontsize=10)
+    fig.suptitle(title or f"{ways}-way {shots}-shot: " + ", ".join(episode.class_names), fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -91,5 +99,21 @@ def plot_per_class(metrics: dict, reference: dict | None = None) -> Figure:
     ax.set_ylabel("IoU (%)")
     ax.set_title(f"fold {metrics['fold']}, {metrics['shots']}-shot: mIoU {metrics['miou']:.1f}", fontsize=10)
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_learning_curves(curves: dict[str, list[dict]], title: str = "") -> Figure:
+    """Validation mIoU per epoch of several runs (label -> ``log.jsonl`` records), one line each, with the
+    last quarter of training shaded: a plateau is flat there."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    longest = 0
+    for label, history in curves.items():
+        epochs = [h["epoch"] for h in history]
+        ax.plot(epochs, [h["val_miou"] for h in history], marker=".", label=label)
+        longest = max(longest, epochs[-1] if epochs else 0)
+    ax.axvspan(0.75 * longest, longest, color="0.9", zorder=0, label="last quarter")
+    ax.set(xlabel="epoch", ylabel="validation mIoU (%)", title=title)
+    ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     return fig

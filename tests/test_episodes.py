@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from fsslib.data.benchmarks import TOY
-from fsslib.data.episodes import EpisodeDataset, Source, binary_mask, collate_episodes, random_augment, resize_pad, sample_n_way
+from fsslib.data.episodes import EpisodeDataset, Source, collate_episodes, random_augment, resize_pad, way_mask
+from fsslib.errors import EpisodeShapeError, UnknownNameError
 
 
 @pytest.fixture(scope="module")
@@ -26,21 +27,22 @@ def test_test_episodes_are_a_pure_function_of_the_protocol(sources):
 def test_episode_content(sources):
     dataset = EpisodeDataset(sources["test"], fold=0, shots=3, image_size=64, n_episodes=20)
     for episode in dataset:
-        assert episode.class_id in TOY.fold_classes(0)
-        assert episode.query_name not in episode.support_names and len(set(episode.support_names)) == 3
-        assert episode.support_images.shape == (3, 3, 64, 64) and episode.support_images.max() <= 1
+        assert episode.ways == 1 and episode.class_ids[0] in TOY.fold_classes(0)
+        assert episode.query_name not in episode.support_names[0] and len(set(episode.support_names[0])) == 3
+        assert episode.support_images.shape == (1, 3, 3, 64, 64) and episode.support_images.max() <= 1
         assert set(episode.support_masks.unique().tolist()) <= {0, 1, 255}
-        assert ((episode.support_masks == 1).flatten(1).sum(1) >= TOY.min_class_pixels).all()
+        assert ((episode.support_masks == 1).flatten(2).sum(2) >= TOY.min_class_pixels).all()
         assert episode.query_label.shape == (64, 64)
     batch = collate_episodes([dataset[0], dataset[1]])
-    assert batch.support_images.shape == (2, 3, 3, 64, 64) and batch.query_masks.shape == (2, 64, 64)
+    assert batch.support_images.shape == (2, 1, 3, 3, 64, 64) and batch.query_masks.shape == (2, 64, 64)
+    assert batch.class_ids.shape == (2, 1) and batch.one_way().support_images.shape == (2, 3, 3, 64, 64)
 
 
 def test_training_episodes_use_base_classes_and_depend_on_epoch(sources):
     dataset = EpisodeDataset(sources["train"], fold=2, shots=1, image_size=64, n_episodes=30, seed=0, mode="train")
     assert set(dataset.classes) == set(TOY.base_classes(2))
     before = [dataset.sample_names(i) for i in range(30)]
-    assert all(c not in TOY.fold_classes(2) for _, _, c in before)
+    assert all(c not in TOY.fold_classes(2) for _, _, (c,) in before)
     dataset.set_epoch(1)
     assert before != [dataset.sample_names(i) for i in range(30)]
     dataset.set_epoch(0)
@@ -56,7 +58,7 @@ def test_pfenet_keeps_images_with_novel_classes_but_bam_drops_them(sources):
     # under PFENet's rule those images' novel pixels are plain background of the episode's class
     name, class_id = next((n, c) for n, c in pfenet.entries if n in with_novel)
     _, label = sources["train"].load(name)
-    mask = binary_mask(label, class_id)
+    mask = way_mask(label, [class_id])
     assert (mask[torch.from_numpy(np.isin(label, list(novel)))] == 0).all()
 
 
@@ -81,10 +83,43 @@ def test_augmentation_pads_label_with_ignore_and_keeps_values():
     assert set(augmented.unique().tolist()) <= {0, 1, 255}
 
 
-def test_n_way_episode(sources):
-    episode = sample_n_way(sources["test"], fold=3, ways=3, shots=2, image_size=64, seed=0, index=5)
-    assert episode.support_images.shape == (3, 2, 3, 64, 64) and episode.support_masks.shape == (3, 2, 64, 64)
-    assert set(episode.query_mask.unique().tolist()) <= {0, 1, 2, 3, 255} and (episode.query_mask == 1).any()
-    assert all(c in TOY.fold_classes(3) for c in episode.class_ids)
-    again = sample_n_way(sources["test"], fold=3, ways=3, shots=2, image_size=64, seed=0, index=5)
-    torch.testing.assert_close(again.support_images, episode.support_images)
+def test_n_way_episodes_are_pure_and_keep_the_one_way_query(sources):
+    make = lambda ways: EpisodeDataset(sources["test"], fold=3, shots=2, image_size=64, n_episodes=40, seed=0, ways=ways)
+    one_way, three_way, again = make(1), make(3), make(3)
+    for index in (0, 5, 39):
+        episode = three_way[index]
+        assert episode.support_images.shape == (3, 2, 3, 64, 64) and episode.support_masks.shape == (3, 2, 64, 64)
+        assert len(set(episode.class_ids)) == 3 and all(c in TOY.fold_classes(3) for c in episode.class_ids)
+        # the 1-way episode's query and class, with N - 1 more classes; the query label holds 0..N and 255
+        query, _, (class_id,) = one_way.sample_names(index)
+        assert episode.query_name == query and class_id in episode.class_ids
+        assert set(episode.query_label.unique().tolist()) <= {0, 1, 2, 3, 255}
+        assert (episode.query_label == episode.class_ids.index(class_id) + 1).any()
+        _, label = sources["test"].load(query)
+        for way, way_class in enumerate(episode.class_ids, start=1):  # every way's pixels carry its number
+            assert ((episode.query_label[:64, :64] == way) == torch.from_numpy(label == way_class)).all()
+        torch.testing.assert_close(again[index].support_images, episode.support_images)
+        assert again[index].support_names == episode.support_names
+    assert [three_way.sample_names(i)[2] for i in range(10)] != [make(2).sample_names(i)[2] for i in range(10)]
+
+
+def test_one_way_view_of_an_n_way_batch(sources):
+    dataset = EpisodeDataset(sources["test"], fold=1, shots=1, image_size=64, n_episodes=3, ways=2)
+    batch = collate_episodes([dataset[i] for i in range(3)])
+    view = batch.one_way()
+    assert view.support_images.shape == (6, 1, 3, 64, 64) and view.class_ids.tolist() == batch.class_ids.flatten().tolist()
+    for row in range(6):  # row b * N + n: episode b, way n + 1
+        episode, way = divmod(row, 2)
+        expected = torch.where(batch.query_masks[episode] == 255, 255, (batch.query_masks[episode] == way + 1).long())
+        assert torch.equal(view.query_masks[row], expected)
+        assert torch.equal(view.query_images[row], batch.query_images[episode])
+
+
+def test_bad_ways_and_mixed_batches_are_refused(sources):
+    with pytest.raises(UnknownNameError, match="number of ways"):
+        EpisodeDataset(sources["test"], fold=0, shots=1, image_size=64, ways=6)
+    with pytest.raises(UnknownNameError, match="training episodes"):
+        EpisodeDataset(sources["train"], fold=0, shots=1, image_size=64, mode="train", ways=2)
+    one, two = (EpisodeDataset(sources["test"], 0, 1, 64, 2, ways=w)[0] for w in (1, 2))
+    with pytest.raises(EpisodeShapeError, match="cannot share a batch"):
+        collate_episodes([one, two])

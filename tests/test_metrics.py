@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from fsslib.errors import EpisodeShapeError
 from fsslib.metrics import FewShotMeter, intersection_union
 
 
@@ -53,12 +54,52 @@ def test_score_at_label_size_matches_one_episode_at_a_time():
     from fsslib.metrics import score_at_label_size
 
     torch.manual_seed(0)
-    maps = torch.rand(3, 2, 8, 8)  # (B, K, h, w) logits
+    maps = torch.rand(3, 2, 8, 8)  # (B, 1+N, h, w) logits
     labels = [torch.randint(0, 2, (16, 16)), torch.randint(0, 2, (20, 12)), torch.randint(0, 2, (16, 16))]
     labels[1][0, :4] = 255
     batched, looped = FewShotMeter([1, 2]), FewShotMeter([1, 2])
     score_at_label_size(batched, maps, labels, [1, 2, 1], lambda up: up.argmax(1))
     for logits, label, class_id in zip(maps, labels, [1, 2, 1]):
-        upsampled = F.interpolate(logits[None], size=label.shape, mode="bilinear", align_corners=False)
+        upsampled = F.interpolate(logits[None], size=label.shape, mode="bilinear", align_corners=True)
         looped.update(upsampled.argmax(1)[0], label, class_id)
     assert batched.summary() == looped.summary() and batched.episodes == 3
+
+
+def test_upsampling_aligns_corners_as_pfenet_and_hsnet():
+    """A 2x2 logit map upsampled to 4x4: aligned corners keep the corner pixels' values, which decides this case."""
+    from fsslib.metrics import score_at_label_size
+
+    logits = torch.tensor([[[[0.0, 0.0], [0.0, 0.0]], [[1.0, -1.0], [-1.0, -1.0]]]])  # (1, 2, 2, 2): fg wins top-left
+    label = torch.zeros(4, 4, dtype=torch.long)
+    label[0, :2] = 1
+    meter = FewShotMeter([1])
+    score_at_label_size(meter, logits, [label], [1], lambda up: up.argmax(1))
+    # aligned corners: fg where 1 - 2t > 0 along the top-left corner's bilinear ramp -> pixels (0, 0), (0, 1), (1, 0)
+    assert meter.per_class[0].tolist() == [2, 3]
+
+
+def test_two_way_episode_by_hand():
+    """2-way: each way's class gets its own I and U; FB-IoU's foreground is any way."""
+    meter = FewShotMeter([1, 2, 3])
+    label = torch.tensor([[1, 1, 2, 0], [0, 0, 2, 255]])
+    prediction = torch.tensor([[1, 2, 2, 0], [1, 0, 0, 2]])
+    meter.update(prediction[None], label[None], torch.tensor([[3, 1]]))  # way 1 = class 3, way 2 = class 1
+    # way 1 (class 3): pred {(0,0),(1,0)}, label {(0,0),(0,1)} -> I 1, U 3
+    # way 2 (class 1): pred {(0,1),(0,2)} (the 255 pixel is ignored), label {(0,2),(1,2)} -> I 1, U 3
+    assert meter.class_iou() == {1: pytest.approx(1 / 3), 3: pytest.approx(1 / 3)}
+    assert meter.miou == pytest.approx(1 / 3)
+    # foreground (any way): pred {(0,0),(0,1),(0,2),(1,0)}, label {(0,0),(0,1),(0,2),(1,2)} -> I 3, U 5
+    # background: pred {(0,3),(1,1),(1,2)}, label {(0,3),(1,0),(1,1)} -> I 2, U 4
+    assert meter.fbiou == pytest.approx((3 / 5 + 2 / 4) / 2)
+
+
+def test_meter_refuses_values_it_cannot_score():
+    meter = FewShotMeter([1, 2])
+    label = torch.tensor([[[0, 1], [2, 2]]])
+    with pytest.raises(EpisodeShapeError, match="cannot be scored"):
+        meter.update(torch.zeros(1, 2, 2, dtype=torch.long), label, [1])  # a 2-way label scored as 1-way
+    with pytest.raises(EpisodeShapeError, match="cannot be scored"):
+        meter.update(torch.full((1, 2, 2), 3), label, torch.tensor([[1, 2]]))
+    with pytest.raises(EpisodeShapeError, match="not among"):
+        meter.update(torch.zeros(1, 2, 2, dtype=torch.long), label, torch.tensor([[1, 7]]))
+    assert meter.episodes == 0

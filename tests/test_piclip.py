@@ -1,6 +1,8 @@
 """PI-CLIP: VTP / VVP / PIR equations on hand-checkable tensors, plug-in into PFENet, tiers."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -10,7 +12,7 @@ from fsslib.clip import block_taps, gradcam, load_clip
 from fsslib.config import make_config
 from fsslib.errors import UnknownNameError
 from fsslib.methods import build_method
-from fsslib.methods.pfenet.model import COSINE_EPS
+from fsslib.blocks import COSINE_EPS
 from fsslib.methods.piclip import VARIANTS
 from fsslib.methods.piclip.priors import (
     PriorInputError,
@@ -184,20 +186,20 @@ def test_priors_replace_only_the_prior_channels():
     (query_a, prototype_a, prior_a), (query_b, prototype_b, prior_b) = captured["pfenet"], captured["piclip"]
     assert torch.equal(query_a, query_b) and torch.equal(prototype_a, prototype_b)
     assert prior_a.shape == (2, 1, 8, 8) and prior_b.shape == (2, 3, 8, 8)  # [VVP block 2, VVP block 3, refined VTP]
-    assert not any(k.startswith("bundle") or "clip" in k for k in model.state_dict())  # CLIP stays out of checkpoints
+    assert not any(k.startswith(("bundle", "backbone")) or "clip" in k for k in model.state_dict())  # frozen models stay out
 
 
 def test_k_shot_vvps_are_concatenated_per_block_and_shot():
     model = piclip(shots=2)
     batch = fabricated_batch(shots=2)
     levels = model.backbone_levels(batch.query_images)
-    prior = model.prior_masks(batch, levels, {})
-    priors = model.clip_priors(batch)
+    prior = model.prior(batch.one_way(), levels, {}, model.backbone)
+    priors = model.prior.clip_priors(batch.one_way())
     assert prior.shape == (2, 2 * 2 + 1, 8, 8)
     assert torch.allclose(prior[:, :4], priors["vvp"].flatten(1, 2), atol=1e-6)  # order: block-major, then shot
     assert torch.allclose(prior[:, 4], priors["vtp_refined"], atol=1e-6)
     with pytest.raises(PriorInputError):
-        model.prior_masks(fabricated_batch(shots=1), levels, {})
+        model.prior(fabricated_batch(shots=1).one_way(), levels, {}, model.backbone)
 
 
 @pytest.mark.parametrize("variant, channels", [("vtp", 1), ("vvp", 2), ("no_pir", 3), ("pir_vv", 3), ("pir_both", 3)])
@@ -206,17 +208,18 @@ def test_ablation_variants(variant, channels):
     assert cfg.options["priors"] == VARIANTS[variant]["priors"]
     model = build_method(cfg).eval()
     batch = fabricated_batch()
-    prior = model.prior_masks(batch, model.backbone_levels(batch.query_images), {})
+    prior = model.prior(batch.one_way(), model.backbone_levels(batch.query_images), {}, model.backbone)
     assert prior.shape == (2, channels, 8, 8) and prior.min() >= 0 and prior.max() <= 1
     if variant == "no_pir":
-        assert torch.allclose(prior[:, 2], model.clip_priors(batch)["vtp"], atol=1e-6)
+        assert torch.allclose(prior[:, 2], model.prior.clip_priors(batch.one_way())["vtp"], atol=1e-6)
 
 
 def test_official_support_image_masking_only_changes_the_vvp():
     batch = fabricated_batch()
-    default, official = piclip().clip_priors(batch), piclip(vvp_mask_support_image=True).clip_priors(batch)
+    episodes = batch.one_way()
+    default, official = piclip().prior.clip_priors(episodes), piclip(vvp_mask_support_image=True).prior.clip_priors(episodes)
     assert torch.equal(default["vtp"], official["vtp"]) and not torch.allclose(default["vvp"], official["vvp"])
-    blank = piclip(vvp_mask_support_image=True)._mask_images(torch.ones(1, 3, 4, 4), torch.zeros(1, 4, 4))
+    blank = piclip(vvp_mask_support_image=True).prior._mask_images(torch.ones(1, 3, 4, 4), torch.zeros(1, 4, 4))
     assert torch.allclose(blank[0, :, 0, 0], torch.tensor(load_clip("toy-vit").mean))
 
 
@@ -225,11 +228,11 @@ def test_official_label_reading_vtp_uses_the_query_classes():
     batch.query_classes = [[1, 7], [2, 4, 9]]  # the episode classes (1, 2) plus other classes in each query
     default, official = piclip(), piclip(vtp_prompts="present_classes")
     levels = default.backbone_levels(batch.query_images)
-    expected = official.clip_priors(batch, present_indices=[[0, 6], [1, 3, 8]])["vtp_refined"]
-    prior = official.prior_masks(batch, levels, {})
+    expected = official.prior.clip_priors(batch.one_way(), present_indices=[[0, 6], [1, 3, 8]])["vtp_refined"]
+    prior = official.prior(batch.one_way(), levels, {}, official.backbone)
     assert torch.allclose(prior[:, -1], F.interpolate(expected[:, None], size=(8, 8), mode="bilinear",
                                                       align_corners=True)[:, 0], atol=1e-6)
-    assert not torch.allclose(prior[:, -1], default.prior_masks(batch, levels, {})[:, -1])
+    assert not torch.allclose(prior[:, -1], default.prior(batch.one_way(), levels, {}, default.backbone)[:, -1])
 
 
 def test_bad_options_raise_with_a_fix():
@@ -243,7 +246,8 @@ def test_bad_options_raise_with_a_fix():
 
 def test_toy_training_smoke(tiny_cfg):
     summary = train.run(tiny_cfg(method="piclip", backbone_weights="random"))
-    assert len(summary["history"]) == 1 and summary["best_val_miou"] >= 0
+    (record,) = summary["history"]
+    assert summary["best_val_miou"] == record["val_miou"] and math.isfinite(record["train_loss"])
 
 
 def test_paper_tier_shapes_with_random_vit_b16_and_resnet50():
@@ -252,12 +256,12 @@ def test_paper_tier_shapes_with_random_vit_b16_and_resnet50():
                       options={"clip_pretrained": None})
     assert cfg.epochs == 30 and cfg.options["vtp_temperature"] == 0.01 and cfg.lr == 0.0025
     model = build_method(cfg).eval()
-    assert model.target_text.shape == (80, 512) and model.pir_blocks == list(range(4, 12))
-    assert model.vvp_blocks == [10, 11]  # blocks 11 and 12 of ViT-B/16 (official code)
+    assert model.prior.target_text.shape == (80, 512) and model.prior.pir_blocks == list(range(4, 12))
+    assert model.prior.vvp_blocks == [10, 11]  # blocks 11 and 12 of ViT-B/16 (official code)
     batch = fabricated_batch(batch_size=1, size=473)
-    priors = model.clip_priors(batch)  # 473 x 473 -> 29 x 29 tokens
+    priors = model.prior.clip_priors(batch.one_way())  # 473 x 473 -> 29 x 29 tokens
     assert priors["vvp"].shape == (1, 2, 1, 29, 29) and priors["vtp_refined"].shape == (1, 29, 29)
-    assert model.text_ready.sum() == 1  # only the episode's class was encoded
-    model.clip_priors = lambda batch, present_indices=None: priors  # reuse them: one ViT-B/16 pass is enough
+    assert model.prior.text_ready.sum() == 1  # only the episode's class was encoded
+    model.prior.clip_priors = lambda batch, present_indices=None: priors  # reuse them: one ViT-B/16 pass is enough
     feature_map = {"layer3": torch.zeros(1, 1024, 60, 60)}  # ResNet-50 at 473 (tested in test_pfenet.py)
-    assert model.prior_masks(batch, feature_map, {}).shape == (1, 3, 60, 60)
+    assert model.prior(batch.one_way(), feature_map, {}, model.backbone).shape == (1, 3, 60, 60)

@@ -10,7 +10,8 @@ import torch
 
 from fsslib import evaluate, train
 
-METRIC_KEYS = {"miou", "fbiou", "per_class_iou", "episodes", "episodes_per_s", "tier", "method", "fold", "shots", "seed"}
+METRIC_KEYS = {"miou", "fbiou", "per_class_iou", "episodes", "episodes_per_s", "tier", "method", "fold", "ways", "shots", "seed",
+               "torch", "commit", "device"}
 
 
 def test_all_foreground_evaluation_writes_metrics(tiny_cfg, tmp_path):
@@ -42,7 +43,7 @@ def test_resume_reproduces_an_uninterrupted_run(tiny_cfg, tmp_path, monkeypatch)
     # bit for bit on the CPU; on CUDA two uninterrupted runs already differ (nondeterministic kernels)
     settings = dict(method="prototype", epochs=2, episodes_per_epoch=16, val_episodes=8, device="cpu")
     train.run(tiny_cfg(out=str(tmp_path / "full"), **settings))
-    full = torch.load(tmp_path / "full" / "last.pt", weights_only=False)
+    full = torch.load(tmp_path / "full" / "last.pt", weights_only=True)
 
     real_save = train.save_checkpoint
 
@@ -55,9 +56,9 @@ def test_resume_reproduces_an_uninterrupted_run(tiny_cfg, tmp_path, monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         train.run(tiny_cfg(out=str(tmp_path / "killed"), **settings))
     monkeypatch.setattr(train, "save_checkpoint", real_save)
-    assert torch.load(tmp_path / "killed" / "last.pt", weights_only=False)["epoch"] == 1
+    assert torch.load(tmp_path / "killed" / "last.pt", weights_only=True)["epoch"] == 1
     train.run(tiny_cfg(out=str(tmp_path / "killed"), resume=True, **settings))
-    resumed = torch.load(tmp_path / "killed" / "last.pt", weights_only=False)
+    resumed = torch.load(tmp_path / "killed" / "last.pt", weights_only=True)
     assert resumed["epoch"] == 2
     for name, tensor in full["model"].items():
         torch.testing.assert_close(resumed["model"][name], tensor, rtol=0, atol=0, msg=name)
@@ -111,6 +112,11 @@ def test_command_line_train_and_evaluate(tmp_path, toy_root):
                    "--ckpt", str(out / "best.pt"), "--out", str(out / "eval"), "--no-progress"])
     assert result.returncode == 0, result.stderr
     assert "mIoU" in result.stdout and json.loads((out / "eval" / "metrics.json").read_text())["fold"] == 3
+    result = _cli(["-m", "fsslib.evaluate", "--method", "prototype", "--smoke", "--fold", "3", "--ways", "2",
+                   "--ckpt", str(out / "best.pt"), "--out", str(out / "eval2"), "--no-progress"])
+    assert result.returncode == 0, result.stderr
+    two_way = json.loads((out / "eval2" / "metrics.json").read_text())
+    assert "2-way" in result.stdout and two_way["ways"] == 2 and two_way["episodes"] == 40
 
 
 def test_ddp_with_two_cpu_processes(tmp_path, toy_root):

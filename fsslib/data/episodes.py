@@ -1,14 +1,17 @@
 """Few-shot episodes: sources, transforms, the episode protocol and batching.
 
-An *episode* of class ``c`` is K support images with binary masks of ``c`` and one
-query image whose mask is to be predicted. Images are float tensors in [0, 1]
-(each model normalises them its own way: ImageNet or CLIP statistics); masks hold
-0 = background, 1 = the class, 255 = ignore.
+An *N-way K-shot episode* has N classes (the ways; N = 1 by default), K support images per
+way with binary masks of that way's class, and one query image whose mask is to be
+predicted. Images are float tensors in [0, 1] (each model normalises them its own way:
+ImageNet or CLIP statistics); support masks hold 0 = background, 1 = the class, 255 =
+ignore; query masks and labels hold 0 = background, n = way n (1..N), 255 = ignore.
 
 Test episodes follow HSNet's protocol and are a pure function of
-``(benchmark, fold, shots, seed, index)``: query = ``entries[index mod len]`` over the
-fixed, sorted (image, class) list of the fold's novel classes, supports drawn by a
-generator seeded with ``(seed, fold, shots, index)``. Training episodes follow PFENet:
+``(benchmark, fold, ways, shots, seed, index)``: query = ``entries[index mod len]`` over the
+fixed, sorted (image, class) list of the fold's novel classes, supports (and for N > 1 the
+other N - 1 classes) drawn by a generator seeded with ``(seed, fold, shots, index)``
+(``N`` appended for N > 1, so the 1-way episodes are HSNet's). Training episodes are 1-way
+and follow PFENet:
 base classes only, a class counts in an image only above ``min_class_pixels``, other
 classes' pixels (novel ones included) are background; ``novel_rule="bam"`` instead drops
 every training image that contains a novel class.
@@ -16,6 +19,7 @@ every training image that contains a novel class.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -28,7 +32,7 @@ from torch.utils.data import Dataset
 from fsslib.data.benchmarks import Benchmark
 from fsslib.data.layout import IGNORE, read_class_index, read_list
 from fsslib.data.prepare import ensure_toyworld
-from fsslib.errors import CorruptImageError, DatasetNotFoundError, EmptySupportMaskError, InvalidMaskError, unknown
+from fsslib.errors import CorruptImageError, DatasetNotFoundError, EmptySupportMaskError, EpisodeShapeError, InvalidMaskError, unknown
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 NOVEL_RULES = ("pfenet", "bam")
@@ -108,10 +112,12 @@ def check_label(label: np.ndarray, n_classes: int, where: str = "label") -> None
         )
 
 
-def binary_mask(label: np.ndarray | torch.Tensor, class_id: int) -> torch.Tensor:
-    """Mask of one class: 1 where ``label == class_id``, 255 where ignored, else 0."""
+def way_mask(label: np.ndarray | torch.Tensor, class_ids: Sequence[int]) -> torch.Tensor:
+    """Mask of N ways: n where ``label == class_ids[n - 1]``, 255 where ignored, else 0 (a binary mask for N = 1)."""
     label = torch.as_tensor(np.asarray(label).astype(np.int64))
-    mask = (label == class_id).long()
+    mask = torch.zeros_like(label)
+    for way, class_id in enumerate(class_ids, start=1):
+        mask[label == class_id] = way
     return torch.where(label == IGNORE, torch.full_like(mask, IGNORE), mask)
 
 
@@ -175,19 +181,19 @@ def random_augment(
 
 
 def load_episode_image(
-    source: Source, name: str, class_id: int, image_size: int, rng: np.random.Generator | None = None
+    source: Source, name: str, class_ids: Sequence[int], image_size: int, rng: np.random.Generator | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Load one image with its binary mask of ``class_id``, resized (and augmented if ``rng``).
+    """Load one image with its mask of the ways ``class_ids`` (:func:`way_mask`), resized (and augmented if ``rng``).
 
     Returns image (3, S, S) in [0, 1], mask (S, S) and the original-resolution mask padded
     to a square of its longer side with 255 (PFENet scores there).
     """
     image, label = source.load(name)
-    mask = binary_mask(label, class_id)
+    mask = way_mask(label, class_ids)
     image_t, mask_t = resize_pad(*_to_tensors(image, mask), image_size)
     if rng is not None:
         augmented = random_augment(image_t, mask_t, rng)
-        if (augmented[1] == 1).any():  # keep the object in view, as PFENet's crop retries do
+        if ((augmented[1] >= 1) & (augmented[1] != IGNORE)).any():  # keep the object in view, as PFENet's crop retries do
             image_t, mask_t = augmented
     side = max(label.shape)
     original = torch.full((side, side), IGNORE, dtype=torch.long)
@@ -200,31 +206,55 @@ def load_episode_image(
 
 @dataclass
 class Episode:
-    """One 1-way K-shot episode (tensors at the model's input size, except ``query_label``)."""
+    """One N-way K-shot episode (N = 1 unless asked); tensors at the model's input size, except ``query_label``.
 
-    support_images: torch.Tensor  # (K, 3, H, W) in [0, 1]
-    support_masks: torch.Tensor  # (K, H, W) long, {0, 1, 255}
+    Way ``n`` (1..N) is class ``class_ids[n - 1]``: its support masks are binary masks of that
+    class, and the query's pixels of that class hold the value ``n``.
+    """
+
+    support_images: torch.Tensor  # (N, K, 3, H, W) in [0, 1]
+    support_masks: torch.Tensor  # (N, K, H, W) long, {0, 1, 255}: way n's class = 1
     query_image: torch.Tensor  # (3, H, W) in [0, 1]
-    query_mask: torch.Tensor  # (H, W) long, {0, 1, 255}
-    query_label: torch.Tensor  # (L, L) long, original resolution padded to a square with 255
-    class_id: int
-    class_name: str
+    query_mask: torch.Tensor  # (H, W) long, {0, 1..N, 255}
+    query_label: torch.Tensor  # (L, L) long, {0, 1..N, 255}: original resolution padded to a square with 255
+    class_ids: list[int]  # (N,) the class of each way
+    class_names: list[str]
     query_name: str = ""
-    support_names: list[str] = field(default_factory=list)
+    support_names: list[list[str]] = field(default_factory=list)  # N x K
     query_classes: list[int] = field(default_factory=list)  # every class in the query's label (image-level labels)
+
+    @property
+    def ways(self) -> int:
+        return len(self.class_ids)
+
+
+@dataclass
+class OneWayBatch:
+    """What a 1-way segmenter sees: B binary episodes (an N-way batch is flattened into B * N of them)."""
+
+    support_images: torch.Tensor  # (B, K, 3, H, W)
+    support_masks: torch.Tensor  # (B, K, H, W) {0, 1, 255}
+    query_images: torch.Tensor  # (B, 3, H, W)
+    query_masks: torch.Tensor  # (B, H, W) {0, 1, 255}
+    class_ids: torch.Tensor  # (B,)
+    class_names: list[str]
+    query_classes: list[list[int]] = field(default_factory=list)  # image-level labels: only for label-reading variants
+
+    def __len__(self) -> int:
+        return self.query_images.shape[0]
 
 
 @dataclass
 class EpisodeBatch:
-    """A batch of episodes, stacked; ``query_labels`` stay a list (sizes differ on real data)."""
+    """A batch of N-way K-shot episodes, stacked; ``query_labels`` stay a list (sizes differ on real data)."""
 
-    support_images: torch.Tensor  # (B, K, 3, H, W)
-    support_masks: torch.Tensor  # (B, K, H, W)
+    support_images: torch.Tensor  # (B, N, K, 3, H, W)
+    support_masks: torch.Tensor  # (B, N, K, H, W) {0, 1, 255}
     query_images: torch.Tensor  # (B, 3, H, W)
-    query_masks: torch.Tensor  # (B, H, W)
-    query_labels: list[torch.Tensor]  # B x (L_b, L_b)
-    class_ids: torch.Tensor  # (B,)
-    class_names: list[str]
+    query_masks: torch.Tensor  # (B, H, W) {0, 1..N, 255}
+    query_labels: list[torch.Tensor]  # B x (L_b, L_b) {0, 1..N, 255}
+    class_ids: torch.Tensor  # (B, N)
+    class_names: list[list[str]]  # B x N
     query_classes: list[list[int]] = field(default_factory=list)  # image-level labels: only for label-reading variants
 
     def to(self, device: torch.device | str) -> "EpisodeBatch":
@@ -237,17 +267,46 @@ class EpisodeBatch:
     def __len__(self) -> int:
         return self.query_images.shape[0]
 
+    @property
+    def ways(self) -> int:
+        return self.class_ids.shape[1]
+
+    def one_way(self) -> OneWayBatch:
+        """The B x N binary episodes, way-major within each episode: row ``b * N + n`` is way n + 1 of episode b.
+
+        Each row pairs the query with one way's supports; its query mask is 1 where the query
+        holds that way (other ways' pixels are background), 255 where ignored.
+        """
+        ways = self.ways
+        way_values = torch.arange(1, ways + 1, device=self.query_masks.device).view(1, ways, 1, 1)  # (1, N, 1, 1)
+        masks = self.query_masks.unsqueeze(1)  # (B, 1, H, W)
+        binary = torch.where(masks == IGNORE, torch.full_like(masks, IGNORE), (masks == way_values).long())  # (B, N, H, W)
+        return OneWayBatch(
+            support_images=self.support_images.flatten(0, 1),
+            support_masks=self.support_masks.flatten(0, 1),
+            query_images=self.query_images.repeat_interleave(ways, dim=0),
+            query_masks=binary.flatten(0, 1),
+            class_ids=self.class_ids.flatten(),
+            class_names=[name for names in self.class_names for name in names],
+            query_classes=[classes for classes in self.query_classes for _ in range(ways)],
+        )
+
 
 def collate_episodes(episodes: list[Episode]) -> EpisodeBatch:
-    """Stack episodes into an :class:`EpisodeBatch` (the DataLoader's ``collate_fn``)."""
+    """Stack episodes into an :class:`EpisodeBatch` (the DataLoader's ``collate_fn``); all must have the same N and K."""
+    shapes = {tuple(e.support_images.shape[:2]) for e in episodes}
+    if len(shapes) > 1:
+        raise EpisodeShapeError(
+            f"Episodes with different (ways, shots) cannot share a batch: {sorted(shapes)}.",
+            "batch episodes of one N-way K-shot setting (one EpisodeDataset), or use batch size 1.")
     return EpisodeBatch(
         support_images=torch.stack([e.support_images for e in episodes]),
         support_masks=torch.stack([e.support_masks for e in episodes]),
         query_images=torch.stack([e.query_image for e in episodes]),
         query_masks=torch.stack([e.query_mask for e in episodes]),
         query_labels=[e.query_label for e in episodes],
-        class_ids=torch.tensor([e.class_id for e in episodes]),
-        class_names=[e.class_name for e in episodes],
+        class_ids=torch.tensor([e.class_ids for e in episodes]),
+        class_names=[e.class_names for e in episodes],
         query_classes=[e.query_classes for e in episodes],
     )
 
@@ -263,6 +322,9 @@ class EpisodeDataset(Dataset):
         seed: episode seed (test protocol) or training seed.
         mode: "test" or "train"; train episodes are augmented and depend on ``epoch``.
         novel_rule: "pfenet" (novel pixels are background) or "bam" (drop images with novel classes).
+        ways: N (test episodes only; training episodes are 1-way). Episode ``index`` of an N-way
+            test set keeps the 1-way query and class of that index and adds N - 1 other classes of
+            the fold, drawn with the episode's generator; the ways are put in a random order.
     """
 
     def __init__(
@@ -275,6 +337,7 @@ class EpisodeDataset(Dataset):
         seed: int = 0,
         mode: str = "test",
         novel_rule: str = "pfenet",
+        ways: int = 1,
     ) -> None:
         if mode not in ("test", "train"):
             raise unknown("episode mode", mode, ["test", "train"])
@@ -282,10 +345,15 @@ class EpisodeDataset(Dataset):
             raise unknown("novel-class rule", novel_rule, NOVEL_RULES)
         if shots < 1:
             raise unknown("number of shots", shots, ["1", "5", "any K >= 1"])
-        self.source, self.fold, self.shots, self.image_size = source, fold, shots, image_size
-        self.n_episodes, self.seed, self.mode = n_episodes, seed, mode
         benchmark = source.benchmark
         self.classes = benchmark.fold_classes(fold) if mode == "test" else benchmark.base_classes(fold)
+        if mode == "train" and ways != 1:
+            raise unknown("number of ways for training episodes", ways, ["1 (episodic training is 1-way; --ways applies to evaluation)"])
+        if not 1 <= ways <= len(self.classes):
+            raise unknown(f"number of ways for fold {fold} ({len(self.classes)} test classes)", ways,
+                          [str(n) for n in range(1, len(self.classes) + 1)])
+        self.source, self.fold, self.shots, self.image_size, self.ways = source, fold, shots, image_size, ways
+        self.n_episodes, self.seed, self.mode = n_episodes, seed, mode
         excluded: set[str] = set()
         if mode == "train" and novel_rule == "bam":
             novel = set(benchmark.fold_classes(fold))
@@ -318,85 +386,45 @@ class EpisodeDataset(Dataset):
         return self.n_episodes
 
     def _entry_and_rng(self, index: int) -> tuple[tuple[str, int], np.random.Generator]:
-        if self.mode == "test":
-            return self.entries[index % len(self.entries)], np.random.default_rng([self.seed, self.fold, self.shots, index])
-        return self.entries[self._order[index % len(self.entries)]], np.random.default_rng([self.seed, self.epoch, index, 1])
+        if self.mode == "train":
+            return self.entries[self._order[index % len(self.entries)]], np.random.default_rng([self.seed, self.epoch, index, 1])
+        # 1-way: HSNet's protocol, pure in (seed, fold, shots, index); N-way adds N to the seed
+        key = [self.seed, self.fold, self.shots, index] + ([self.ways] if self.ways > 1 else [])
+        return self.entries[index % len(self.entries)], np.random.default_rng(key)
 
-    def sample_names(self, index: int) -> tuple[str, list[str], int]:
-        """(query name, support names, class id) of episode ``index``."""
+    def sample_names(self, index: int) -> tuple[str, list[list[str]], list[int]]:
+        """(query name, N x K support names, the N class ids in way order) of episode ``index``."""
         (query, class_id), rng = self._entry_and_rng(index)
-        candidates = [n for n in self.images_of[class_id] if n != query]
-        supports = [candidates[i] for i in rng.choice(len(candidates), self.shots, replace=False)]
-        return query, supports, class_id
+        classes = [class_id]
+        if self.ways > 1:
+            others = [c for c in self.images_of if c != class_id]
+            classes += [others[i] for i in rng.choice(len(others), self.ways - 1, replace=False)]
+            classes = [classes[i] for i in rng.permutation(self.ways)]
+        supports = []
+        for way_class in classes:
+            candidates = [n for n in self.images_of[way_class] if n != query]
+            supports.append([candidates[i] for i in rng.choice(len(candidates), self.shots, replace=False)])
+        return query, supports, classes
 
     def __getitem__(self, index: int) -> Episode:
         if not 0 <= index < self.n_episodes:
             raise IndexError(f"episode {index} of {self.n_episodes}")
-        query, supports, class_id = self.sample_names(index)
+        query, supports, classes = self.sample_names(index)
         augment_rng = np.random.default_rng([self.seed, self.epoch, index, 2]) if self.mode == "train" else None
-        query_image, query_mask, query_label = load_episode_image(self.source, query, class_id, self.image_size, augment_rng)
-        prepared = [load_episode_image(self.source, n, class_id, self.image_size, augment_rng) for n in supports]
-        support_masks = torch.stack([p[1] for p in prepared])
+        query_image, query_mask, query_label = load_episode_image(self.source, query, classes, self.image_size, augment_rng)
+        prepared = [[load_episode_image(self.source, n, [c], self.image_size, augment_rng) for n in names]
+                    for c, names in zip(classes, supports)]
+        support_masks = torch.stack([torch.stack([p[1] for p in way]) for way in prepared])  # (N, K, H, W)
         check_support_masks(support_masks)
         return Episode(
-            support_images=torch.stack([p[0] for p in prepared]),
+            support_images=torch.stack([torch.stack([p[0] for p in way]) for way in prepared]),
             support_masks=support_masks,
             query_image=query_image,
             query_mask=query_mask,
             query_label=query_label,
-            class_id=class_id,
-            class_name=self.source.benchmark.class_name(class_id),
+            class_ids=classes,
+            class_names=[self.source.benchmark.class_name(c) for c in classes],
             query_name=query,
             support_names=supports,
             query_classes=sorted(self.source.presence.get(query, {})),
         )
-
-
-@dataclass
-class NWayEpisode:
-    """An N-way K-shot episode: query mask values 0 (background), 1..N (the N ways), 255."""
-
-    support_images: torch.Tensor  # (N, K, 3, H, W)
-    support_masks: torch.Tensor  # (N, K, H, W) binary masks of each way's class
-    query_image: torch.Tensor  # (3, H, W)
-    query_mask: torch.Tensor  # (H, W) long in {0..N, 255}
-    class_ids: list[int]
-    class_names: list[str]
-
-
-def sample_n_way(
-    source: Source, fold: int, ways: int, shots: int, image_size: int, seed: int, index: int
-) -> NWayEpisode:
-    """A test N-way episode, pure in (seed, fold, ways, shots, index): N novel classes, one
-    query that contains the first of them, K supports per class."""
-    benchmark = source.benchmark
-    classes = benchmark.fold_classes(fold)
-    if not 1 <= ways <= len(classes):
-        raise unknown("number of ways", ways, [str(n) for n in range(1, len(classes) + 1)])
-    rng = np.random.default_rng([seed, fold, ways, shots, index])
-    chosen = [int(c) for c in rng.choice(classes, ways, replace=False)]
-    for class_id in chosen:
-        if len(source.images_with(class_id)) <= shots:
-            raise DatasetNotFoundError(
-                f"Class {benchmark.class_name(class_id)!r} has at most {shots} images in {source.root} "
-                f"(split {source.split!r}): no {ways}-way {shots}-shot episode can use it.",
-                "check that the dataset was prepared completely, or lower the number of shots.")
-    query = str(rng.choice(source.images_with(chosen[0])))
-    image, label = source.load(query)
-    query_image, label_t = resize_pad(*_to_tensors(image, torch.from_numpy(label.astype(np.int64))), image_size)
-    query_mask = torch.zeros_like(label_t)
-    for way, class_id in enumerate(chosen, start=1):
-        query_mask[label_t == class_id] = way
-    query_mask[label_t == IGNORE] = IGNORE
-    support_images, support_masks = [], []
-    for class_id in chosen:
-        pool = [n for n in source.images_with(class_id) if n != query]
-        names = [pool[i] for i in rng.choice(len(pool), shots, replace=False)]
-        pairs = [load_episode_image(source, n, class_id, image_size) for n in names]
-        support_images.append(torch.stack([p[0] for p in pairs]))
-        support_masks.append(torch.stack([p[1] for p in pairs]))
-    check_support_masks(torch.stack(support_masks))
-    return NWayEpisode(
-        torch.stack(support_images), torch.stack(support_masks), query_image, query_mask,
-        chosen, [benchmark.class_name(c) for c in chosen],
-    )

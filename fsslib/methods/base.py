@@ -1,17 +1,36 @@
-"""The interface every few-shot segmenter implements."""
+"""The interface every few-shot segmenter implements, and how frozen pretrained models are held.
+
+``forward(batch) -> (B, 1 + N, H, W)`` logits for an N-way :class:`~fsslib.data.episodes.EpisodeBatch`
+(channel 0 = background, channel n = way n). Most methods are 1-way by design: they implement
+:meth:`FewShotSegmenter.segment` for binary episodes and inherit the N-way rule below; a
+natively N-way method overrides :meth:`FewShotSegmenter.forward` instead.
+
+**N-way rule for 1-way methods** (one-vs-rest):
+the N-way batch is flattened into B x N binary episodes (the query paired with each way's
+supports; one batched forward), each giving foreground-vs-background log-odds
+``d_n = logit_fg - logit_bg``; the logits returned are ``[0, d_1, ..., d_N]``. Their argmax
+is the way whose foreground beats its background the most, and the background wherever no
+way's foreground beats its own background. For N = 1 the method's own two logits are
+returned unchanged (same argmax, same cross-entropy).
+
+**Frozen pretrained models** (a CLIP, a frozen backbone, a teacher) are held with
+:meth:`~fsslib.models.frozen.HoldsFrozen.hold_frozen`: kept in eval mode without gradients,
+outside ``parameters()``, ``state_dict()`` and so the optimizer and checkpoints, yet moved by
+``.to(device)`` with the method.
+"""
 from __future__ import annotations
 
 from abc import ABCMeta, abstractmethod
-
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
-from fsslib.data.episodes import IGNORE, EpisodeBatch
+from fsslib.data.episodes import IGNORE, EpisodeBatch, OneWayBatch
+from fsslib.errors import EpisodeShapeError
+from fsslib.models.frozen import HoldsFrozen
 
 
-class FewShotSegmenter(nn.Module, metaclass=ABCMeta):
-    """A 1-way K-shot segmenter: ``forward(batch) -> (B, 2, H, W)`` logits at the input size.
+class FewShotSegmenter(HoldsFrozen, metaclass=ABCMeta):
+    """An N-way K-shot segmenter: ``forward(batch) -> (B, 1 + N, H, W)`` logits at the input size.
 
     ``trainable = False`` marks training-free methods (the evaluator then needs no checkpoint).
     Subclasses with extra losses (e.g. auxiliary heads) override :meth:`loss`.
@@ -20,27 +39,32 @@ class FewShotSegmenter(nn.Module, metaclass=ABCMeta):
     trainable: bool = True
 
     @abstractmethod
+    def segment(self, batch: OneWayBatch) -> torch.Tensor:
+        """(B, 2, H, W) background / foreground logits of B binary episodes."""
+
     def forward(self, batch: EpisodeBatch) -> torch.Tensor:
-        """(B, 2, H, W) background / foreground logits of the query images."""
+        """(B, 1 + N, H, W) logits of an N-way batch by the one-vs-rest rule of the module docstring."""
+        logits = self.segment(batch.one_way())  # (B*N, 2, H, W)
+        if batch.ways == 1:
+            return logits
+        log_odds = (logits[:, 1] - logits[:, 0]).unflatten(0, (len(batch), batch.ways))  # (B, N, H, W)
+        return torch.cat([torch.zeros_like(log_odds[:, :1]), log_odds], dim=1)  # (B, 1+N, H, W)
 
     def loss(self, batch: EpisodeBatch) -> torch.Tensor:
         """Cross-entropy of the query prediction, ignoring label 255."""
         return segmentation_loss(self(batch), batch.query_masks)
 
 
+def require_one_way(batch: EpisodeBatch) -> OneWayBatch:
+    """The binary view of a 1-way training batch (episodic training is 1-way)."""
+    if batch.ways != 1:
+        raise EpisodeShapeError(f"Training episodes must be 1-way, got {batch.ways}-way.",
+                                "train on 1-way episodes (the trainer's default); evaluate N-way with --ways N.")
+    return batch.one_way()
+
+
 def segmentation_loss(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    """CE between (B, 2, h, w) logits (upsampled to the mask size) and (B, H, W) masks."""
+    """CE between (B, C, h, w) logits (upsampled to the mask size) and (B, H, W) masks in 0..C-1 or 255."""
     if logits.shape[-2:] != masks.shape[-2:]:
-        logits = F.interpolate(logits, size=masks.shape[-2:], mode="bilinear", align_corners=False)
+        logits = F.interpolate(logits, size=masks.shape[-2:], mode="bilinear", align_corners=True)
     return F.cross_entropy(logits.float(), masks, ignore_index=IGNORE)
-
-
-def masked_average_pooling(features: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    """Prototype = mean of the features under the mask (PFENet's weighted GAP).
-
-    features: (N, C, h, w); masks: (N, H, W) with values {0, 1, 255} (255 counts as 0).
-    Returns (N, C).
-    """
-    weights = (masks == 1).float().unsqueeze(1)  # (N, 1, H, W)
-    weights = F.interpolate(weights, size=features.shape[-2:], mode="bilinear", align_corners=True)  # (N, 1, h, w)
-    return (features * weights).sum((2, 3)) / (weights.sum((2, 3)) + 5e-4)

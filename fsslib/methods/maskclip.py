@@ -10,15 +10,19 @@ logits returned are ``[best other score, target score]``. Options: ``key_smoothi
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 
 from fsslib.clip import MASKCLIP_TEMPLATES, class_embeddings, load_clip, segment_with_text
-from fsslib.config import Config
 from fsslib.data.benchmarks import get_benchmark
-from fsslib.data.episodes import EpisodeBatch
+from fsslib.data.episodes import OneWayBatch
 from fsslib.errors import unknown
 from fsslib.methods.base import FewShotSegmenter
+
+if TYPE_CHECKING:
+    from fsslib.config import Config
 
 TEMPLATE_SETS = {"maskclip": MASKCLIP_TEMPLATES, "single": ("a photo of a {}.",)}
 # MaskCLIP's background vocabulary for PASCAL; the toy world's background is an empty scene.
@@ -44,7 +48,7 @@ class MaskClipSegmenter(FewShotSegmenter):
         if templates not in TEMPLATE_SETS:
             raise unknown("MaskCLIP template set", templates, list(TEMPLATE_SETS))
         self.bundle = load_clip(clip_name, clip_pretrained, clip_checkpoint)
-        self.clip = self.bundle.model  # registered, so .to(device) moves CLIP too
+        self.hold_frozen("clip", self.bundle.model)
         self.class_names = list(class_names)
         self.vocabulary = self.class_names + list(background_names)
         self.templates = TEMPLATE_SETS[templates]
@@ -54,12 +58,12 @@ class MaskClipSegmenter(FewShotSegmenter):
         """(V, D) ensembled embeddings of the vocabulary: all classes, then the background names."""
         return class_embeddings(self.bundle, self.vocabulary, self.templates)
 
-    def forward(self, batch: EpisodeBatch) -> torch.Tensor:
+    def segment(self, batch: OneWayBatch) -> torch.Tensor:
         scores = segment_with_text(self.bundle, batch.query_images, self.text_embeddings(),
                                    prompt_denoising=self.prompt_denoising, key_smoothing=self.key_smoothing,
                                    temperature=self.bundle.logit_temperature)  # (B, V, h, w)
         # upsample every class score before comparing them, as MaskCLIP does before its argmax
-        scores = F.interpolate(scores, size=batch.query_images.shape[-2:], mode="bilinear", align_corners=False)
+        scores = F.interpolate(scores, size=batch.query_images.shape[-2:], mode="bilinear", align_corners=True)
         target = batch.class_ids.to(scores.device) - 1  # (B,) index into the vocabulary
         index = target[:, None, None, None].expand(-1, 1, *scores.shape[-2:])  # (B, 1, H, W)
         target_score = scores.gather(1, index)  # (B, 1, H, W)

@@ -9,18 +9,25 @@ convolutional head that reads ``[query features, prototype, cosine maps]``.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from fsslib.config import Config
-from fsslib.data.episodes import EpisodeBatch
-from fsslib.methods.base import FewShotSegmenter, masked_average_pooling
+from fsslib.data.episodes import OneWayBatch
+from fsslib.blocks import masked_average_pooling
+from fsslib.methods.base import FewShotSegmenter
 from fsslib.models.backbones import MultiLevelBackbone, build_backbone
 
+if TYPE_CHECKING:
+    from fsslib.config import Config
+
 DEFAULT_OPTIONS = {"feature_dim": 64, "freeze_backbone": False}
+# Both tiers: the pretrained backbone, frozen (as PFENet); the toy epochs are read off the validation
+# learning curves (papermill_runs/results/quickstart_curves.png): a plateau within the quickstart's time.
 PRESETS = {
-    "toy": dict(backbone_weights="random", options={"feature_dim": 64, "freeze_backbone": False}),
+    "toy": dict(epochs=16, val_episodes=300, options={"feature_dim": 64, "freeze_backbone": True}),
     "paper": dict(options={"feature_dim": 256, "freeze_backbone": True}),
 }
 
@@ -30,10 +37,10 @@ class PrototypeNet(FewShotSegmenter):
 
     def __init__(self, backbone: MultiLevelBackbone, feature_dim: int = 64, freeze_backbone: bool = False) -> None:
         super().__init__()
-        self.backbone = backbone
-        self.freeze_backbone = freeze_backbone
-        if freeze_backbone:
-            backbone.requires_grad_(False)
+        if freeze_backbone:  # frozen BatchNorm statistics and weights, as PFENet; not in the checkpoint
+            self.hold_frozen("backbone", backbone)
+        else:
+            self.backbone = backbone
         mid_channels = backbone.channels["layer2"] + backbone.channels["layer3"]
         self.reduce = nn.Sequential(nn.Conv2d(mid_channels, feature_dim, 1, bias=False), nn.ReLU(inplace=True),
                                     nn.Dropout2d(0.1))
@@ -44,18 +51,12 @@ class PrototypeNet(FewShotSegmenter):
         )
         self.scale = nn.Parameter(torch.tensor(10.0))  # temperature of the cosine classifier
 
-    def train(self, mode: bool = True) -> "PrototypeNet":
-        super().train(mode)
-        if self.freeze_backbone:
-            self.backbone.eval()  # frozen BatchNorm statistics, as PFENet
-        return self
-
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) -> (N, D, h, w) mid-level features."""
         levels = self.backbone(images, last="layer3")
         return self.reduce(torch.cat([levels["layer2"], levels["layer3"]], dim=1))
 
-    def forward(self, batch: EpisodeBatch) -> torch.Tensor:
+    def segment(self, batch: OneWayBatch) -> torch.Tensor:
         batch_size, shots = batch.support_images.shape[:2]
         query = self.features(batch.query_images)  # (B, D, h, w)
         support = self.features(batch.support_images.flatten(0, 1))  # (B*K, D, h, w)
@@ -66,7 +67,7 @@ class PrototypeNet(FewShotSegmenter):
                                for p in (background, foreground)], dim=1)  # (B, 2, h, w)
         expanded = foreground[:, :, None, None].expand_as(query)  # (B, D, h, w)
         logits = self.scale * cosines + self.head(torch.cat([query, expanded, cosines], dim=1))  # (B, 2, h, w)
-        return F.interpolate(logits, size=batch.query_images.shape[-2:], mode="bilinear", align_corners=False)
+        return F.interpolate(logits, size=batch.query_images.shape[-2:], mode="bilinear", align_corners=True)
 
 
 def build(cfg: Config) -> PrototypeNet:

@@ -1,11 +1,15 @@
 """The reference row of every table: predict the whole query image as foreground."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
-from fsslib.config import Config
-from fsslib.data.episodes import EpisodeBatch
+from fsslib.data.episodes import OneWayBatch
 from fsslib.methods.base import FewShotSegmenter
+
+if TYPE_CHECKING:
+    from fsslib.config import Config
 
 
 class AllForeground(FewShotSegmenter):
@@ -13,7 +17,7 @@ class AllForeground(FewShotSegmenter):
 
     trainable = False
 
-    def forward(self, batch: EpisodeBatch) -> torch.Tensor:
+    def segment(self, batch: OneWayBatch) -> torch.Tensor:
         images = batch.query_images  # (B, 3, H, W)
         logits = torch.zeros(images.shape[0], 2, *images.shape[-2:], device=images.device)
         logits[:, 1] = 1.0

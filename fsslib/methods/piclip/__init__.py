@@ -21,12 +21,17 @@ Options (``cfg.options``, defaults = the paper's PI-CLIP(PFENet)):
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from fsslib.clip import load_clip
-from fsslib.config import Config
 from fsslib.data.benchmarks import get_benchmark
-from fsslib.methods.piclip.model import PICLIP
+from fsslib.methods.pfenet import PFENet
+from fsslib.methods.piclip.model import ClipPriors
 from fsslib.methods.piclip.quality import prior_quality
 from fsslib.models.backbones import build_backbone
+
+if TYPE_CHECKING:
+    from fsslib.config import Config
 
 DEFAULT_OPTIONS = {
     "feature_dim": 256, "dropout": 0.5, "clip": "ViT-B-16", "clip_pretrained": "openai", "clip_checkpoint": None,
@@ -35,7 +40,7 @@ DEFAULT_OPTIONS = {
     "vvp_mask_support_image": False, "vtp_prompts": "episode",
 }
 PRESETS = {
-    "toy": dict(epochs=5, episodes_per_epoch=480, val_episodes=100, batch_size=8,
+    "toy": dict(epochs=20, episodes_per_epoch=480, val_episodes=300, batch_size=8,
                 options={"feature_dim": 64, "clip": "toy-vit", "clip_pretrained": None}),
     # PI-CLIP trains 30 epochs (Sec. 4.1), batch 4 for 1-shot (2 for 5-shot: set batch_size=2), tau = 0.01
     # PI-CLIP follows BAM's rule: training images that contain a novel class are dropped
@@ -51,20 +56,22 @@ VARIANTS = {
     "pir_both": {"priors": ["vvp", "vtp"], "refine": ["vvp", "vtp"]},  # Table 4 row 4
 }
 
-__all__ = ["PICLIP", "PRESETS", "VARIANTS", "build", "prior_quality"]
+__all__ = ["ClipPriors", "PRESETS", "VARIANTS", "build", "prior_quality"]
 
 
-def build(cfg: Config) -> PICLIP:
+def build(cfg: Config) -> PFENet:
+    """PFENet with :class:`ClipPriors` as its prior source."""
     options = {**DEFAULT_OPTIONS, **cfg.options}
     bundle = load_clip(options["clip"], options["clip_pretrained"], options["clip_checkpoint"])
     benchmark = get_benchmark(cfg.benchmark, cfg.coco_folds)
     names = [benchmark.prompt_name(c) for c in range(1, benchmark.n_classes + 1)]
-    return PICLIP(
-        build_backbone(cfg.backbone, cfg.backbone_weights), bundle, names, shots=cfg.shots,
-        feature_dim=int(options["feature_dim"]), dropout=float(options["dropout"]), priors=options["priors"],
+    priors = ClipPriors(
+        bundle, names, shots=cfg.shots, priors=options["priors"],
         refine=options["refine"], vvp_blocks=options["vvp_blocks"], pir_blocks=int(options["pir_blocks"]),
         vtp_temperature=options["vtp_temperature"], vtp_activation=options["vtp_activation"],
         box_threshold=float(options["box_threshold"]), pir_squarings=int(options["pir_squarings"]),
         clip_image_size=options["clip_image_size"], vvp_mask_support_image=bool(options["vvp_mask_support_image"]),
         vtp_prompts=options["vtp_prompts"],
     )
+    return PFENet(build_backbone(cfg.backbone, cfg.backbone_weights), priors, feature_dim=int(options["feature_dim"]),
+                  dropout=float(options["dropout"]))

@@ -1,4 +1,4 @@
-"""PI-CLIP(PFENet): PFENet whose prior mask is replaced by CLIP priors [VVP, refined VTP].
+"""PI-CLIP(PFENet): PFENet whose prior source is PI-CLIP's CLIP priors [VVP, refined VTP].
 
 The frozen CLIP ViT sees the query and the supports (at the episode's input size, or
 ``clip_image_size``; positional embeddings are resized, so ViT-B/16 at 473 x 473 gives
@@ -14,21 +14,26 @@ The frozen CLIP ViT sees the query and the supports (at the episode's input size
   blocks of smaller ViTs), CLS removed; box mask from the VTP. Refines the VTP only by
   default (Table 4); ``refine`` picks which priors are refined.
 
-The priors are resized (bilinear) to the FEM's feature size and replace PFENet's prior: the
-rest of PFENet (features, prototype, FEM, losses) is unchanged. The CLIP model is frozen and
-not part of the state dict (checkpoints hold PFENet's weights only); ``.to(device)`` moves it.
+The priors are resized (bilinear) to the FEM's feature size: :class:`ClipPriors` is a
+:class:`~fsslib.blocks.priors.PriorSource` handed to :class:`~fsslib.methods.pfenet.PFENet`,
+whose features, prototype, FEM and losses are unchanged (``fsslib.methods.piclip.build``). The CLIP model
+is frozen and not part of the state dict (checkpoints hold PFENet's weights only);
+``.to(device)`` moves it.
+
+Checked against vangjin/PI-CLIP, ``model/PI_CLIP.py`` and ``util/``.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 
+from fsslib.blocks.masks import resize_masks
+from fsslib.blocks.priors import PriorSource
 from fsslib.clip import PICLIP_NON_TARGET_TEMPLATE, PICLIP_TARGET_TEMPLATE, ClipBundle, block_taps, prompt_embeddings
-from fsslib.data.episodes import EpisodeBatch
+from fsslib.data.episodes import OneWayBatch
 from fsslib.errors import unknown
-from fsslib.methods.pfenet.model import PFENet
 from fsslib.methods.piclip.priors import (
     BOX_THRESHOLD,
     PIR_BLOCKS,
@@ -49,17 +54,14 @@ VTP_ACTIVATIONS = ("last_block_output", "last_block_ln_1")
 VTP_PROMPT_SETS = ("episode", "present_classes")
 
 
-class PICLIP(PFENet):
-    """PFENet with PI-CLIP's priors; ``priors`` and ``refine`` select the ablation rows of Tables 3-4."""
+class ClipPriors(PriorSource):
+    """PI-CLIP's prior source: ``priors`` and ``refine`` select the ablation rows of Tables 3-4."""
 
     def __init__(
         self,
-        backbone: MultiLevelBackbone,
         bundle: ClipBundle,
         class_names: Sequence[str],
         shots: int,
-        feature_dim: int = 256,
-        dropout: float = 0.5,
         priors: Sequence[str] = PRIOR_KINDS,
         refine: Sequence[str] = ("vtp",),
         vvp_blocks: Sequence[int] = (-2, -1),
@@ -84,12 +86,12 @@ class PICLIP(PFENet):
             raise unknown("VTP GradCAM activation", vtp_activation, VTP_ACTIVATIONS)
         chosen = tuple(p for p in PRIOR_KINDS if p in priors)
         vvp_indices = [int(b) % bundle.num_blocks for b in vvp_blocks]
-        channels = (len(vvp_indices) * shots if "vvp" in chosen else 0) + ("vtp" in chosen)
-        super().__init__(backbone, feature_dim=feature_dim, prior_channels=channels, dropout=dropout)
+        super().__init__()
+        self.channels = (len(vvp_indices) * shots if "vvp" in chosen else 0) + ("vtp" in chosen)
         self.priors, self.refine, self.vvp_blocks, self.shots = chosen, tuple(refine), vvp_indices, shots
         self.pir_blocks = list(range(bundle.num_blocks))[-min(pir_blocks, bundle.num_blocks):]  # Eq. 9: last l blocks
-        bundle.model.eval().requires_grad_(False)
-        self.bundle = bundle  # a plain attribute: CLIP stays out of parameters() and state_dict()
+        self.hold_frozen("clip", bundle.model)
+        self.bundle = bundle
         self.class_names = list(class_names)  # as CLIP prompts spell them, row = class id - 1
         empty = torch.zeros(len(self.class_names), bundle.embed_dim)
         self.register_buffer("target_text", empty.clone(), persistent=False)  # (n_classes, D), filled on demand
@@ -101,11 +103,6 @@ class PICLIP(PFENet):
         self.clip_image_size = clip_image_size
         self.vvp_mask_support_image = vvp_mask_support_image
         self.vtp_prompts = vtp_prompts
-
-    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> "PICLIP":
-        super()._apply(fn, recurse)
-        self.bundle.model._apply(fn, recurse)  # follow .to(device) / .float() although CLIP is not registered
-        return self
 
     def encode_class_prompts(self, rows: Sequence[int]) -> None:
         """Fill the VTP text tables for class ``rows`` not encoded yet ("a photo of / without {c}.")."""
@@ -125,11 +122,11 @@ class PICLIP(PFENet):
 
     def _mask_images(self, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         """Official code's ``s_x * mask``: pixels outside the support mask become CLIP's mean colour (0 after normalising)."""
-        keep = F.interpolate((masks == 1).float().unsqueeze(1), size=images.shape[-2:], mode="nearest")  # (N, 1, S, S)
+        keep = resize_masks((masks == 1).float().unsqueeze(1), images.shape[-2:], mode="nearest")  # (N, 1, S, S)
         mean = torch.tensor(self.bundle.mean, device=images.device).view(1, 3, 1, 1)
         return images * keep + mean * (1 - keep)
 
-    def clip_priors(self, batch: EpisodeBatch, present_indices: Sequence[Sequence[int]] | None = None
+    def clip_priors(self, batch: OneWayBatch, present_indices: Sequence[Sequence[int]] | None = None
                     ) -> dict[str, torch.Tensor]:
         """Every CLIP prior of the batch at the CLIP token grid (h, w), all in [0, 1]:
 
@@ -167,9 +164,9 @@ class PICLIP(PFENet):
                 priors["vvp_refined"] = torch.stack(refined, dim=1).view_as(vvp)
         return priors
 
-    def prior_masks(self, batch: EpisodeBatch, query_levels: dict[str, torch.Tensor],
-                    support_levels: dict[str, torch.Tensor]) -> torch.Tensor:
-        """[VVP (n_blocks * K channels), VTP] replacing PFENet's prior, at the FEM size (B, P, h, w)."""
+    def forward(self, batch: OneWayBatch, query_levels: dict[str, torch.Tensor],
+                support_levels: dict[str, torch.Tensor], backbone: MultiLevelBackbone) -> torch.Tensor:
+        """[VVP (n_blocks * K channels), VTP] in place of PFENet's prior, at the FEM size (B, P, h, w)."""
         if batch.support_images.shape[1] != self.shots:
             raise PriorInputError(
                 f"This PI-CLIP model concatenates {self.shots} VVP shot(s) but the batch has "

@@ -22,7 +22,8 @@ from scipy import ndimage
 
 from fsslib.clip import ClipBundle, gradcam, softmax_score
 from fsslib.errors import FsslibError
-from fsslib.methods.pfenet.model import COSINE_EPS, max_cosine_similarity, min_max_normalise
+from fsslib.blocks.correlation import COSINE_EPS, max_cosine_similarity, min_max_normalise
+from fsslib.blocks.masks import foreground_weights
 
 BOX_THRESHOLD = 0.4  # CLIP-ES box mask: components of the CAM above 0.4 * max (PI-CLIP Eq. 11, "following [24]")
 PIR_BLOCKS = 8  # PI-CLIP: attention of the last l = 8 blocks (Eq. 9)
@@ -110,8 +111,7 @@ def support_token_weights(support_masks: torch.Tensor, grid: Sequence[int]) -> t
     The official code samples the mask with nearest interpolation; area fractions keep small
     objects (toy tier: 8 x 8 tokens) from vanishing. Any covered token counts for the cosine max.
     """
-    foreground = (support_masks == 1).float().unsqueeze(1)  # (N, 1, H, W)
-    return F.interpolate(foreground, size=tuple(grid), mode="area")
+    return foreground_weights(support_masks, grid, mode="area")
 
 
 def visual_visual_prior(query_tokens: torch.Tensor, support_tokens: torch.Tensor, support_masks: torch.Tensor) -> torch.Tensor:

@@ -9,26 +9,33 @@ from __future__ import annotations
 
 import torch
 
-from fsslib.config import Config
+from typing import TYPE_CHECKING
+
+from fsslib.blocks.priors import MaskedSupportPrior
 from fsslib.data.benchmarks import get_benchmark
-from fsslib.data.episodes import EpisodeBatch, EpisodeDataset, collate_episodes
-from fsslib.methods.pfenet.model import PFENet
+from fsslib.data.episodes import EpisodeDataset, OneWayBatch, collate_episodes
+from fsslib.engine import open_source
 from fsslib.metrics import FewShotMeter, score_at_label_size
+
+if TYPE_CHECKING:
+    from fsslib.config import Config
+    from fsslib.methods.pfenet import PFENet
 
 PRIOR_THRESHOLD = 0.5
 
 
-def _prior_maps(model, batch: EpisodeBatch, present: list[list[int]]) -> dict[str, torch.Tensor]:
-    """Every prior of the batch as (B, h, w) maps in [0, 1]."""
+def _prior_maps(model: PFENet, batch: OneWayBatch, present: list[list[int]]) -> dict[str, torch.Tensor]:
+    """Every prior of the batch as (B, h, w) maps in [0, 1]: PFENet's from the model's backbone, the CLIP ones from its prior source."""
     query_levels = model.backbone_levels(batch.query_images)
     support_levels = model.backbone_levels(batch.support_images.flatten(0, 1))
-    maps = {"pfenet": PFENet.prior_masks(model, batch, query_levels, support_levels)[:, 0]}
-    priors = model.clip_priors(batch)
-    for index, block in enumerate(model.vvp_blocks):
+    maps = {"pfenet": MaskedSupportPrior()(batch, query_levels, support_levels, model.backbone)[:, 0]}
+    clip = model.prior  # ClipPriors
+    priors = clip.clip_priors(batch)
+    for index, block in enumerate(clip.vvp_blocks):
         maps[f"vvp_block{block + 1}"] = priors["vvp"][:, index].mean(dim=1)  # mean over shots
     maps["vtp"] = priors["vtp"]
     maps["vtp_refined"] = priors["vtp_refined"]
-    maps["vtp_present_labels"] = model.clip_priors(batch, present_indices=present)["vtp_refined"]
+    maps["vtp_present_labels"] = clip.clip_priors(batch, present_indices=present)["vtp_refined"]
     return maps
 
 
@@ -40,8 +47,7 @@ def prior_quality(cfg: Config, episodes: int = 300, batch_size: int = 16) -> dic
     shots averaged), ``vtp``, ``vtp_refined`` and ``vtp_present_labels`` (refined VTP with the
     official code's prompts of every class present in the query, i.e. reading its labels).
     """
-    from fsslib.evaluate import open_source
-    from fsslib.methods import build_method
+    from fsslib.methods import build_method  # the registry imports this module's package: import it when called
 
     benchmark = get_benchmark(cfg.benchmark, cfg.coco_folds)
     source = open_source(cfg, benchmark.test_split)
@@ -50,7 +56,7 @@ def prior_quality(cfg: Config, episodes: int = 300, batch_size: int = 16) -> dic
     meters: dict[str, FewShotMeter] = {}
     for start in range(0, len(dataset), batch_size):
         items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
-        batch = collate_episodes(items)
+        batch = collate_episodes(items).one_way()
         present = [[c - 1 for c in classes] for classes in batch.query_classes]  # image-level labels, as rows
         with torch.no_grad():
             maps = _prior_maps(model, batch, present)

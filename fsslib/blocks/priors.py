@@ -1,0 +1,61 @@
+"""Prior sources: what feeds the prior channels of a PFENet-style decoder.
+
+A :class:`PriorSource` maps a binary episode batch (with the frozen backbone's features) to
+``channels`` prior maps in [0, 1] at the query's feature size. PFENet, PI-CLIP and QGNet are
+the same segmenter with different prior sources:
+
+* :class:`MaskedSupportPrior` -- PFENet's training-free prior (Sec. 3.2, Eqs. 3-5): the
+  backbone's layer4 of the query against layer4 of the masked support, max cosine, min-max;
+  K shots averaged. QGNet calls it the *guided region map*.
+* PI-CLIP's CLIP priors (``fsslib.methods.piclip``), QGNet's region maps (later).
+
+Checked against dvlab-research/PFENet, ``model/PFENet.py`` (``forward``: the prior block).
+"""
+from __future__ import annotations
+
+import torch
+
+from fsslib.blocks.correlation import masked_support_prior
+from fsslib.blocks.masks import foreground_weights
+from fsslib.data.episodes import OneWayBatch
+from fsslib.models.backbones import MultiLevelBackbone
+from fsslib.models.frozen import HoldsFrozen
+
+
+class PriorSource(HoldsFrozen):
+    """Base of the prior sources; ``channels`` is the number of prior maps it returns (frozen models it
+    needs are held with ``hold_frozen``)."""
+
+    channels: int = 1
+
+    def forward(self, batch: OneWayBatch, query_levels: dict[str, torch.Tensor],
+                support_levels: dict[str, torch.Tensor], backbone: MultiLevelBackbone) -> torch.Tensor:
+        """(B, channels, h, w) priors in [0, 1] at the size of ``query_levels["layer3"]``.
+
+        query_levels / support_levels: the frozen backbone's layer1..layer3 of the B queries
+        and the B*K supports; ``backbone`` is that frozen backbone (for deeper levels).
+        """
+        raise NotImplementedError
+
+
+class MaskedSupportPrior(PriorSource):
+    """PFENet's prior (B, 1, h, w): mean over the K shots of the per-shot priors (PFENet Sec. 3.2).
+
+    The support's layer4 is computed on the mask-multiplied layer3 and multiplied by the mask
+    again; for every query position the maximum cosine to any support position, min-max
+    normalised per image (eps 1e-7).
+    """
+
+    channels = 1
+
+    @torch.no_grad()
+    def forward(self, batch: OneWayBatch, query_levels: dict[str, torch.Tensor],
+                support_levels: dict[str, torch.Tensor], backbone: MultiLevelBackbone) -> torch.Tensor:
+        batch_size, shots = batch.support_images.shape[:2]
+        support_layer3 = support_levels["layer3"]  # (B*K, C3, h, w)
+        weights = foreground_weights(batch.support_masks.flatten(0, 1), support_layer3.shape[-2:])  # (B*K, 1, h, w)
+        support_high = backbone.layer4(support_layer3 * weights)  # (B*K, C4, h, w)
+        query_high = backbone.layer4(query_levels["layer3"])  # (B, C4, h, w)
+        query_repeated = query_high.repeat_interleave(shots, dim=0)  # (B*K, C4, h, w)
+        priors = masked_support_prior(query_repeated, support_high, weights)  # (B*K, h, w)
+        return priors.view(batch_size, shots, *priors.shape[-2:]).mean(dim=1, keepdim=True)  # (B, 1, h, w)

@@ -1,0 +1,78 @@
+"""What training and evaluation share: opening a benchmark split, checkpoint files, and running
+episodes through a model into a :class:`~fsslib.metrics.FewShotMeter`.
+
+Checkpoints are read with ``torch.load(weights_only=True)``: they hold only tensors and plain
+containers (the RNG states are stored as tensors and lists, see :func:`fsslib.train.rng_state`).
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from fsslib.data.benchmarks import get_benchmark
+from fsslib.data.episodes import EpisodeDataset, Source, collate_episodes
+from fsslib.device import autocast
+from fsslib.errors import CheckpointError
+from fsslib.metrics import FewShotMeter, score_at_label_size
+
+if TYPE_CHECKING:
+    from fsslib.config import Config
+    from fsslib.methods.base import FewShotSegmenter
+
+
+def open_source(cfg: Config, split: str) -> Source:
+    """One split of the benchmark of ``cfg`` (toy images are cached in memory)."""
+    benchmark = get_benchmark(cfg.benchmark, cfg.coco_folds)
+    return Source(benchmark, split, root=cfg.data_root, cache=benchmark.name == "toy")
+
+
+def load_checkpoint(path: str | Path, method: str) -> dict:
+    """Read a checkpoint written by :mod:`fsslib.train` and check it belongs to ``method``."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"Checkpoint {path} does not exist.",
+                              f"train one with `python -m fsslib.train --method {method} --out DIR` and pass DIR/best.pt.")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # any unpickling failure means the file is not a usable checkpoint
+        raise CheckpointError(f"Checkpoint {path} cannot be read ({type(error).__name__}: {error}).",
+                              "pass a file written by `python -m fsslib.train`, or train again.") from None
+    if not isinstance(state, dict) or "model" not in state:
+        raise CheckpointError(f"{path} is not an fsslib checkpoint (no model weights in it).",
+                              "pass best.pt or last.pt from a `python -m fsslib.train` output folder.")
+    if state.get("method") != method:
+        raise CheckpointError(f"Checkpoint {path} was trained for method {state.get('method')!r}, not {method!r}.",
+                              f"pass a checkpoint of {method!r}, or --method {state.get('method')}.")
+    return state
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """Write atomically, so that a run killed mid-write leaves the previous checkpoint intact."""
+    temporary = path.with_suffix(".tmp")
+    torch.save(state, temporary)
+    os.replace(temporary, path)
+
+
+@torch.no_grad()
+def evaluate_model(model: FewShotSegmenter, dataset: EpisodeDataset, cfg: Config, device: torch.device,
+                   description: str = "eval") -> dict:
+    """Run every episode of ``dataset``; returns the :class:`FewShotMeter` summary plus throughput."""
+    benchmark = dataset.source.benchmark
+    meter = FewShotMeter(dataset.classes, {c: benchmark.class_name(c) for c in dataset.classes})
+    loader = DataLoader(dataset, batch_size=cfg.eval_batch_size, collate_fn=collate_episodes, num_workers=cfg.num_workers)
+    was_training = model.training
+    model.eval()
+    start = time.perf_counter()
+    for batch in tqdm(loader, desc=description, disable=not cfg.progress, leave=False):
+        with autocast(device, cfg.amp):
+            logits = model(batch.to(device))  # (B, 1+N, H, W)
+        score_at_label_size(meter, logits, batch.query_labels, batch.class_ids, lambda up: up.argmax(1))
+    elapsed = time.perf_counter() - start
+    model.train(was_training)
+    return {**meter.summary(), "episodes_per_s": meter.episodes / max(elapsed, 1e-9)}

@@ -1,0 +1,81 @@
+"""The shared few-shot blocks: masks and prototypes, correlations and priors, the FEM decoder, frozen models."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+
+from fsslib.blocks import (
+    COSINE_EPS,
+    FeatureEnrichmentModule,
+    foreground_weights,
+    masked_average_pooling,
+    masked_support_prior,
+    max_cosine_similarity,
+    min_max_normalise,
+    pyramid_bins,
+)
+from fsslib.models.frozen import HoldsFrozen
+
+
+def test_min_max_normalise_uses_eps_and_handles_constant_maps():
+    maps = torch.tensor([[[0.0, 2.0], [1.0, 1.0]], [[3.0, 3.0], [3.0, 3.0]]])  # (2, 2, 2)
+    scaled = min_max_normalise(maps)
+    assert torch.allclose(scaled[0], torch.tensor([[0.0, 2 / (2 + COSINE_EPS)], [1 / (2 + COSINE_EPS)] * 2]))
+    assert torch.equal(scaled[1], torch.zeros(2, 2))  # (x - min) / (0 + eps) = 0
+
+
+def test_max_cosine_similarity_takes_the_best_support_position():
+    query = torch.tensor([[1.0, 0.0], [0.0, 1.0]]).T.reshape(1, 2, 1, 2)  # positions (1, 0), (0, 1)
+    support = torch.tensor([[1.0, 0.5], [0.0, 0.0]]).T.reshape(1, 2, 1, 2)  # (1, 0.5) and a masked-out zero
+    similarity = max_cosine_similarity(query, support)
+    expected = torch.tensor([1 / math.sqrt(1.25), 0.5 / math.sqrt(1.25)])
+    assert torch.allclose(similarity.flatten(), expected, atol=1e-6)
+
+
+def test_masked_support_prior_masks_the_support_before_matching():
+    query = torch.tensor([[1.0, 0.0], [0.0, 1.0]]).T.reshape(1, 2, 1, 2)
+    support = torch.tensor([[1.0, 0.5], [0.0, 1.0]]).T.reshape(1, 2, 1, 2)
+    unmasked = masked_support_prior(query, support, torch.ones(1, 1, 1, 2))
+    masked = masked_support_prior(query, support, torch.tensor([[[[1.0, 0.0]]]]))
+    assert unmasked.flatten()[1] == pytest.approx(1.0, abs=1e-5)  # (0, 1) matches the second support position
+    assert masked.flatten().tolist() == pytest.approx([1.0, 0.0], abs=1e-5)  # that position is masked out
+
+
+def test_pyramid_bins_follow_pfenet_and_scale_to_the_toy_map():
+    assert pyramid_bins(60) == [60, 30, 15, 8]
+    assert pyramid_bins(8) == [8, 4, 2, 1]
+
+
+def test_fem_shapes_and_auxiliary_outputs():
+    fem = FeatureEnrichmentModule(feature_dim=16, prior_channels=3).eval()
+    logits, auxiliary = fem(torch.rand(2, 16, 8, 8), torch.rand(2, 16), torch.rand(2, 3, 8, 8))
+    assert logits.shape == (2, 2, 8, 8)
+    assert [tuple(a.shape[-2:]) for a in auxiliary] == [(8, 8), (4, 4), (2, 2), (1, 1)]
+
+
+def test_foreground_weights_and_masked_average_pooling():
+    masks = torch.tensor([[[1, 1, 0, 0], [1, 1, 0, 255], [0, 0, 0, 0], [0, 0, 0, 0]]])  # (1, 4, 4): 255 counts as 0
+    weights = foreground_weights(masks, (2, 2), mode="area")
+    assert weights.flatten().tolist() == [1.0, 0.0, 0.0, 0.0]
+    features = torch.arange(16.0).view(1, 1, 4, 4)
+    # the mask at the features' own size: the mean of the four foreground values, with PFENet's eps
+    assert masked_average_pooling(features, masks).item() == pytest.approx((0 + 1 + 4 + 5) / (4 + 5e-4))
+
+
+class _Holder(HoldsFrozen):
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Linear(2, 2)
+        self.hold_frozen("teacher", nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2)))
+
+
+def test_frozen_models_stay_out_of_parameters_and_state_dict_but_follow_to():
+    holder = _Holder().train()
+    assert set(holder.state_dict()) == {"head.weight", "head.bias"}
+    assert len(list(holder.parameters())) == 2
+    assert not holder.teacher.training and not any(p.requires_grad for p in holder.teacher.parameters())
+    holder.to(torch.float64)
+    assert holder.teacher[0].weight.dtype == torch.float64 and holder.head.weight.dtype == torch.float64
