@@ -27,7 +27,7 @@ DEFAULT_OPTIONS = {"feature_dim": 64, "freeze_backbone": False}
 # Both tiers: the pretrained backbone, frozen (as PFENet); the toy epochs are read off the validation
 # learning curves (papermill_runs/results/quickstart_curves.png): a plateau within the quickstart's time.
 PRESETS = {
-    "toy": dict(epochs=16, val_episodes=300, options={"feature_dim": 64, "freeze_backbone": True}),
+    "toy": dict(epochs=20, val_episodes=300, options={"feature_dim": 64, "freeze_backbone": True}),
     "paper": dict(options={"feature_dim": 256, "freeze_backbone": True}),
 }
 

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 DEFAULT_OPTIONS = {"feature_dim": 256, "dropout": 0.5}
 PRESETS = {
-    "toy": dict(epochs=20, episodes_per_epoch=480, val_episodes=300, batch_size=8,
+    "toy": dict(epochs=30, episodes_per_epoch=480, val_episodes=300, batch_size=8,
                 options={"feature_dim": 64, "dropout": 0.5}),
     "paper": dict(options={"feature_dim": 256, "dropout": 0.5}),
 }

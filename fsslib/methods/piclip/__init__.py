@@ -40,7 +40,7 @@ DEFAULT_OPTIONS = {
     "vvp_mask_support_image": False, "vtp_prompts": "episode",
 }
 PRESETS = {
-    "toy": dict(epochs=20, episodes_per_epoch=480, val_episodes=300, batch_size=8,
+    "toy": dict(epochs=30, episodes_per_epoch=480, val_episodes=300, batch_size=8,
                 options={"feature_dim": 64, "clip": "toy-vit", "clip_pretrained": None}),
     # PI-CLIP trains 30 epochs (Sec. 4.1), batch 4 for 1-shot (2 for 5-shot: set batch_size=2), tau = 0.01
     # PI-CLIP follows BAM's rule: training images that contain a novel class are dropped
