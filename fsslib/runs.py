@@ -30,6 +30,7 @@ import itertools
 import json
 import multiprocessing
 import os
+import tempfile
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from functools import partial
 from pathlib import Path
@@ -89,10 +90,11 @@ def run_notebook(notebook: Path, outputs: Path, smoke: bool, threads: int, param
     run_dir = outputs / run_name(params)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "metrics.json").unlink(missing_ok=True)
-    papermill.execute_notebook(str(notebook), str(run_dir / notebook.name),
-                               parameters={**params, "smoke": smoke, "out_dir": str(run_dir)},
-                               cwd=str(notebook.parent), progress_bar=False,
-                               config=Config({"KernelManager": {"transport": "ipc"}}))  # local sockets: no TCP warning
+    with tempfile.TemporaryDirectory(prefix="fsslib-kernel-") as sockets:  # local sockets of this kernel alone: no TCP
+        papermill.execute_notebook(str(notebook), str(run_dir / notebook.name),
+                                   parameters={**params, "smoke": smoke, "out_dir": str(run_dir)},
+                                   cwd=str(notebook.parent), progress_bar=False,
+                                   config=Config({"KernelManager": {"transport": "ipc", "ip": str(Path(sockets) / "ipc")}}))
     return json.loads((run_dir / "metrics.json").read_text())
 
 
