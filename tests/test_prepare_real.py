@@ -12,9 +12,10 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from fsslib.data.benchmarks import COCO_CLASSES, PASCAL, get_benchmark
-from fsslib.data.coco import prepare_coco
+from fsslib.data import coco
+from fsslib.data.coco import prepare_coco, semantic_mask
 from fsslib.data.episodes import Source
-from fsslib.data.layout import read_class_index
+from fsslib.data.layout import MARKER, read_class_index
 from fsslib.data.pascal import prepare_pascal
 from fsslib.data.prepare import main
 from fsslib.errors import DatasetNotFoundError, InvalidMaskError
@@ -117,13 +118,20 @@ def assert_pascal_tree(out: Path, inputs: dict[str, Path]) -> None:
             expected, image = pascal_label(*SBD_CLASSES[stem], False), inputs["dataset"] / "img" / f"{stem}.jpg"
         np.testing.assert_array_equal(label, expected)
         assert (out / "JPEGImages" / f"{stem}.jpg").read_bytes() == image.read_bytes()
+    marker = json.loads((out / MARKER).read_text())
+    assert marker == {"benchmark": "pascal", "images": {"train": len(PASCAL_TRAIN), "val": len(PASCAL_VAL)}}
+
+
+def leftovers(out: Path) -> list[Path]:
+    """Temporary folders that a prepare run left next to ``out``."""
+    return sorted(out.parent.glob(".fsslib-pascal-*")) + sorted(out.parent.glob(f".{out.name}.partial-*"))
 
 
 def test_prepare_pascal_from_archives_via_cli(pascal_inputs: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "data" / "VOCdevkit" / "VOC2012"
     main(["pascal", "--voc", str(pascal_inputs["voc_tar"]), "--sbd", str(pascal_inputs["sbd_tgz"]), "--out", str(out)])
     assert_pascal_tree(out, pascal_inputs)
-    assert list(out.parent.glob(".fsslib-pascal-*")) == []  # the unpacked members are cleaned up
+    assert leftovers(out) == []  # the unpacked members and the staging folder are gone
     source = Source(PASCAL, "train", root=out)
     image, label = source.load("2007_000039")
     assert image.shape == (H, W, 3) and image.dtype == np.uint8
@@ -165,10 +173,20 @@ def test_prepare_pascal_bad_inputs(pascal_inputs: dict[str, Path], tmp_path: Pat
         prepare_pascal(tmp_path / "fake.tar", pascal_inputs["sbd_tgz"], tmp_path / "out")
 
 
-def test_prepare_pascal_rejects_out_of_range_mask(pascal_inputs: dict[str, Path], tmp_path: Path) -> None:
-    save_palette_png(pascal_inputs["voc2012"] / "SegmentationClass" / "2007_000032.png", pascal_label(1, 21, True))
+def test_failed_prepare_leaves_no_tree_that_loads(pascal_inputs: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    prepare_pascal(pascal_inputs["voc"], pascal_inputs["sbd"], out)
+    save_palette_png(pascal_inputs["voc2012"] / "SegmentationClass" / "2007_000039.png", pascal_label(1, 21, True))
+    fresh = tmp_path / "fresh"
     with pytest.raises(InvalidMaskError, match=r"\[21\]"):
-        prepare_pascal(pascal_inputs["voc"], pascal_inputs["sbd"], tmp_path / "out")
+        prepare_pascal(pascal_inputs["voc"], pascal_inputs["sbd"], fresh)  # a new root: nothing is left
+    assert not fresh.exists() and leftovers(fresh) == []
+    with pytest.raises(InvalidMaskError, match=r"\[21\]"):
+        prepare_pascal(pascal_inputs["voc"], pascal_inputs["sbd"], out)  # an existing root: it loses its marker
+    assert (out / "lists" / "train.txt").is_file() and not (out / MARKER).exists()
+    with pytest.raises(DatasetNotFoundError, match=r"was not prepared completely \(no marker(.|\n)*re-run "
+                                                   r"`python -m fsslib\.data\.prepare pascal"):
+        Source(PASCAL, "train", root=out)
 
 
 # --------------------------------------------------------------------------- COCO-20i
@@ -263,6 +281,7 @@ def assert_coco_tree(out: Path) -> None:
         with Image.open(out / "masks" / split / f"{stem}.png") as handle:
             np.testing.assert_array_equal(np.asarray(handle), expected)
     assert sorted(p.name for p in (out / "masks" / "train2014").iterdir()) == [f"{TRAIN_1}.png", f"{TRAIN_2}.png"]
+    assert json.loads((out / MARKER).read_text()) == {"benchmark": "coco", "images": {"train": 2, "val": 1}}
 
 
 def test_prepare_coco_to_separate_out(coco_root: Path, tmp_path: Path) -> None:
@@ -302,3 +321,22 @@ def test_prepare_coco_bad_inputs(coco_root: Path, tmp_path: Path) -> None:
     (coco_root / "annotations" / "instances_val2014.json").unlink()
     with pytest.raises(DatasetNotFoundError, match=r"instances_val2014\.json(.|\n)*cocodataset\.org"):
         prepare_coco(coco_root, tmp_path / "out")
+
+
+def test_failed_coco_prepare_leaves_no_tree_that_loads(coco_root: Path, tmp_path: Path, monkeypatch) -> None:
+    prepare_coco(coco_root, coco_root)
+    painted = []
+
+    def fail_on_val(coco_index, image_id: int, class_of: dict[int, int]):
+        if coco_index.imgs[image_id]["file_name"].startswith("COCO_val"):
+            raise KeyboardInterrupt  # e.g. Ctrl-C halfway
+        painted.append(image_id)
+        return semantic_mask(coco_index, image_id, class_of)
+
+    monkeypatch.setattr(coco, "semantic_mask", fail_on_val)
+    for out in (tmp_path / "fresh", coco_root):  # a new root, then the in-place one
+        with pytest.raises(KeyboardInterrupt):
+            prepare_coco(coco_root, out)
+    assert painted and not (tmp_path / "fresh").exists() and list(tmp_path.glob(".fresh.partial-*")) == []
+    with pytest.raises(DatasetNotFoundError, match=r"not prepared completely(.|\n)*prepare coco --root PATH/TO/coco"):
+        Source(get_benchmark("coco"), "train", root=coco_root)

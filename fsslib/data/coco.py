@@ -23,7 +23,7 @@ from pycocotools.coco import COCO as CocoApi
 from tqdm.auto import tqdm
 
 from fsslib.data.benchmarks import COCO_CLASSES
-from fsslib.data.layout import IGNORE, write_class_index, write_list
+from fsslib.data.layout import IGNORE, mark_prepared, staged_output, write_class_index, write_list
 from fsslib.data.pascal import class_pixel_counts, link_or_copy
 from fsslib.errors import DatasetNotFoundError
 
@@ -39,42 +39,47 @@ def prepare_coco(root: Path, out: Path) -> Path:
     """Write COCO-20i to ``out`` in fsslib's layout and return ``out``.
 
     ``root`` holds ``train2014/``, ``val2014/`` and ``annotations/instances_{train,val}2014.json``.
-    Writes ``masks/{train,val}2014/<stem>.png`` and ``lists/{train,val}.txt`` (lines
-    ``train2014/<file>.jpg masks/train2014/<stem>.png``) with their class-presence indexes.
-    ``out`` may be ``root``; otherwise ``out/train2014`` and ``out/val2014`` become symlinks
-    to the image folders (or, where symlinks are not allowed, folders of hard links or copies).
+    Writes ``masks/{train,val}2014/<stem>.png``, ``lists/{train,val}.txt`` (lines
+    ``train2014/<file>.jpg masks/train2014/<stem>.png``) with their class-presence indexes and,
+    last, the marker ``fsslib_prepared.json`` (see :func:`~fsslib.data.layout.staged_output`).
+    ``out`` may be ``root``; otherwise ``out/train2014`` and ``out/val2014`` become symlinks to
+    the image folders (or, where symlinks are not allowed, folders of hard links or copies).
     Running it again gives the same tree.
     """
     root, out = Path(root), Path(out)
     sources = {split: _check_split(root, split) for split in SPLITS}
-    for split, (image_dir, annotation_file) in sources.items():
-        coco = _load(annotation_file)
-        class_of = contiguous_ids(coco, annotation_file)
-        present = set(os.listdir(image_dir))
-        images = sorted(coco.imgs.values(), key=lambda image: image["file_name"])
-        missing = [image["file_name"] for image in images if image["file_name"] not in present]
-        if missing:
-            raise DatasetNotFoundError(
-                f"{len(missing)} images of {annotation_file.name} are not in {image_dir}, e.g. {missing[0]}.",
-                f"unzip the complete {image_dir.name}.zip into {root}. {COCO_DOWNLOAD}",
-            )
-        mask_dir = out / "masks" / image_dir.name
-        mask_dir.mkdir(parents=True, exist_ok=True)
-        pairs: list[tuple[str, str]] = []
-        presence: dict[str, dict[int, int]] = {}
-        files: list[str] = []
-        for image in tqdm(images, desc=f"COCO-20i {split}", unit=" images"):
-            label = semantic_mask(coco, image["id"], class_of)
-            if label is None:
-                continue
-            stem = Path(image["file_name"]).stem
-            Image.fromarray(label).save(mask_dir / f"{stem}.png")
-            pairs.append((f"{image_dir.name}/{image['file_name']}", f"masks/{image_dir.name}/{stem}.png"))
-            presence[stem] = class_pixel_counts(label, len(COCO_CLASSES))
-            files.append(image["file_name"])
-        _expose_images(image_dir, out / image_dir.name, files)
-        write_list(out, split, pairs)
-        write_class_index(out, split, presence)
+    counts: dict[str, int] = {}
+    with staged_output(out) as folder:
+        for split, (image_dir, annotation_file) in sources.items():
+            coco = _load(annotation_file)
+            class_of = contiguous_ids(coco, annotation_file)
+            present = set(os.listdir(image_dir))
+            images = sorted(coco.imgs.values(), key=lambda image: image["file_name"])
+            missing = [image["file_name"] for image in images if image["file_name"] not in present]
+            if missing:
+                raise DatasetNotFoundError(
+                    f"{len(missing)} images of {annotation_file.name} are not in {image_dir}, e.g. {missing[0]}.",
+                    f"unzip the complete {image_dir.name}.zip into {root}. {COCO_DOWNLOAD}",
+                )
+            mask_dir = folder / "masks" / image_dir.name
+            mask_dir.mkdir(parents=True, exist_ok=True)
+            pairs: list[tuple[str, str]] = []
+            presence: dict[str, dict[int, int]] = {}
+            files: list[str] = []
+            for image in tqdm(images, desc=f"COCO-20i {split}", unit=" images"):
+                label = semantic_mask(coco, image["id"], class_of)
+                if label is None:
+                    continue
+                stem = Path(image["file_name"]).stem
+                Image.fromarray(label).save(mask_dir / f"{stem}.png")
+                pairs.append((f"{image_dir.name}/{image['file_name']}", f"masks/{image_dir.name}/{stem}.png"))
+                presence[stem] = class_pixel_counts(label, len(COCO_CLASSES))
+                files.append(image["file_name"])
+            _expose_images(image_dir, folder / image_dir.name, files)
+            write_list(folder, split, pairs)
+            write_class_index(folder, split, presence)
+            counts[split] = len(pairs)
+        mark_prepared(folder, {"benchmark": "coco", "images": counts})
     return out
 
 

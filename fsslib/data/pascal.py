@@ -20,7 +20,7 @@ import scipy.io
 from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
-from fsslib.data.layout import IGNORE, write_class_index, write_list
+from fsslib.data.layout import IGNORE, mark_prepared, staged_output, write_class_index, write_list
 from fsslib.errors import CorruptImageError, DatasetNotFoundError, InvalidMaskError
 
 N_CLASSES = 20
@@ -48,25 +48,28 @@ def prepare_pascal(voc: Path, sbd: Path, out: Path) -> Path:
     hard-linked, not copied) that is deleted at the end.
 
     Writes ``JPEGImages/<stem>.jpg`` (hard links, or copies across disks),
-    ``SegmentationClassAug/<stem>.png`` and ``lists/{train,val}.txt`` with their
-    class-presence indexes. An image annotated by both VOC2012 and SBD takes the VOC2012
-    mask, which marks object boundaries as void (255). Running it again gives the same tree.
+    ``SegmentationClassAug/<stem>.png``, ``lists/{train,val}.txt`` with their class-presence
+    indexes and, last, the marker ``fsslib_prepared.json`` (see :func:`staged_output`). An
+    image annotated by both VOC2012 and SBD takes the VOC2012 mask, which marks object
+    boundaries as void (255). Running it again gives the same tree.
     """
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".fsslib-pascal-") as staging:
         voc_dir = _voc_folder(Path(voc), Path(staging) / "voc")
         sbd_dir = _sbd_folder(Path(sbd), Path(staging) / "sbd")
-        (out / "SegmentationClassAug").mkdir(parents=True, exist_ok=True)
         voc_train, voc_val = (_read_stems(voc_dir / "ImageSets/Segmentation" / f"{s}.txt") for s in ("train", "val"))
         sbd_train, sbd_val = (_read_stems(sbd_dir / f"{s}.txt") for s in ("train", "val"))
         splits = {"train": sorted((voc_train | sbd_train | sbd_val) - voc_val), "val": sorted(voc_val)}
-        for split, stems in splits.items():
-            presence: dict[str, dict[int, int]] = {}
-            for stem in tqdm(stems, desc=f"PASCAL-5i {split}", unit=" images"):
-                presence[stem] = _prepare_image(stem, voc_dir, sbd_dir, out)
-            write_list(out, split, [(f"JPEGImages/{s}.jpg", f"SegmentationClassAug/{s}.png") for s in stems])
-            write_class_index(out, split, presence)
+        with staged_output(out) as folder:
+            (folder / "SegmentationClassAug").mkdir(parents=True, exist_ok=True)
+            for split, stems in splits.items():
+                presence: dict[str, dict[int, int]] = {}
+                for stem in tqdm(stems, desc=f"PASCAL-5i {split}", unit=" images"):
+                    presence[stem] = _prepare_image(stem, voc_dir, sbd_dir, folder)
+                write_list(folder, split, [(f"JPEGImages/{s}.jpg", f"SegmentationClassAug/{s}.png") for s in stems])
+                write_class_index(folder, split, presence)
+            mark_prepared(folder, {"benchmark": "pascal", "images": {split: len(stems) for split, stems in splits.items()}})
     return out
 
 

@@ -5,6 +5,8 @@
     python -m fsslib.data.prepare coco   --root COCO_DIR [--out DIR]
 
 Archives may be given as the downloaded .tar/.tgz files or as already extracted folders.
+A run that fails leaves no tree that loads (the marker ``fsslib_prepared.json`` is written
+last; see :mod:`fsslib.data.layout`).
 """
 from __future__ import annotations
 
@@ -14,22 +16,37 @@ from pathlib import Path
 
 from fsslib.data import toyworld
 from fsslib.data.benchmarks import COCO, PASCAL, TOY
+from fsslib.data.layout import MARKER, mark_prepared
 from fsslib.errors import FsslibError
 
 TOY_VERSION = 1  # bump when the generator changes, so stale toy worlds are rebuilt
 
 
 def ensure_toyworld(root: Path, seed: int = 0) -> Path:
-    """Generate the toy world at ``root`` unless an up-to-date copy is already there."""
-    meta_path = Path(root) / "meta.json"
+    """Generate the toy world at ``root`` unless an up-to-date copy is already there.
+
+    The world is written in place and its completion marker last. A world made before the
+    markers existed is complete when its ``meta.json`` carries the current version (written
+    after every image), so it only gets the marker.
+    """
+    root = Path(root)
+    meta_path = root / "meta.json"
     if meta_path.is_file():
         meta = json.loads(meta_path.read_text())
         if meta.get("version") == TOY_VERSION and meta.get("seed") == seed:
-            return Path(root)
+            if not (root / MARKER).is_file():
+                mark_prepared(root, _toy_record(meta))
+            return root
+    (root / MARKER).unlink(missing_ok=True)
     toyworld.materialize(root, seed=seed)
-    meta = json.loads(meta_path.read_text())
-    meta_path.write_text(json.dumps({**meta, "version": TOY_VERSION}, indent=1))
-    return Path(root)
+    meta = {**json.loads(meta_path.read_text()), "version": TOY_VERSION}
+    meta_path.write_text(json.dumps(meta, indent=1))
+    mark_prepared(root, _toy_record(meta))
+    return root
+
+
+def _toy_record(meta: dict) -> dict:
+    return {"benchmark": "toy", "seed": meta["seed"], "images": meta["counts"]}
 
 
 def main(argv: list[str] | None = None) -> None:
