@@ -2,11 +2,12 @@
 
     python -m fsslib.data.prepare toy    [--out DIR] [--seed 0]
     python -m fsslib.data.prepare pascal --voc VOCtrainval_11-May-2012.tar --sbd benchmark.tgz [--out DIR]
+                                         [--pascal-train-list pfenet|trainaug]
     python -m fsslib.data.prepare coco   --root COCO_DIR [--out DIR]
 
 Archives may be given as the downloaded .tar/.tgz files or as already extracted folders.
-A run that fails leaves no tree that loads (the marker ``fsslib_prepared.json`` is written
-last; see :mod:`fsslib.data.layout`).
+Every input is checked before anything is written, and a run that fails leaves no tree that
+loads (the marker ``fsslib_prepared.json`` is written last; see :mod:`fsslib.data.layout`).
 """
 from __future__ import annotations
 
@@ -60,6 +61,9 @@ def main(argv: list[str] | None = None) -> None:
     pascal.add_argument("--voc", type=Path, required=True, help="VOCtrainval_11-May-2012.tar or its extracted folder")
     pascal.add_argument("--sbd", type=Path, required=True, help="SBD benchmark.tgz or its extracted folder")
     pascal.add_argument("--out", type=Path, default=None, help=f"default: $FSSLIB_DATA/{PASCAL.root_name}")
+    pascal.add_argument("--pascal-train-list", default="pfenet", metavar="{pfenet,trainaug}",
+                        help="pfenet (default): PFENet's 5,953 training images; trainaug: DeepLab's 10,582 "
+                             "(rules in fsslib/data/pascal.py)")
     coco = sub.add_parser("coco", help="COCO-20i from COCO 2014 images and instances JSON")
     coco.add_argument("--root", type=Path, required=True,
                       help="folder with train2014/, val2014/ and annotations/instances_{train,val}2014.json")
@@ -69,7 +73,10 @@ def main(argv: list[str] | None = None) -> None:
         root = _prepare(args)
     except FsslibError as error:
         parser.exit(2, f"error: {error}\n")
-    print(f"prepared {args.benchmark} at {root}")
+    record = json.loads((root / MARKER).read_text())
+    images = ", ".join(f"{split} {count} images" for split, count in record["images"].items())
+    train_list = f" (train list {record['train_list']!r})" if "train_list" in record else ""
+    print(f"prepared {args.benchmark} at {root}: {images}{train_list}")
 
 
 def _prepare(args: argparse.Namespace) -> Path:
@@ -78,7 +85,7 @@ def _prepare(args: argparse.Namespace) -> Path:
     elif args.benchmark == "pascal":
         from fsslib.data.pascal import prepare_pascal
 
-        root = prepare_pascal(args.voc, args.sbd, args.out or PASCAL.root())
+        root = prepare_pascal(args.voc, args.sbd, args.out or PASCAL.root(), train_list=args.pascal_train_list)
     else:
         from fsslib.data.coco import prepare_coco
 
