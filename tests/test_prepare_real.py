@@ -400,6 +400,47 @@ def test_prepare_coco_bad_inputs(coco_root: Path, tmp_path: Path) -> None:
     (coco_root / "annotations" / "instances_val2014.json").unlink()
     with pytest.raises(DatasetNotFoundError, match=r"instances_val2014\.json(.|\n)*cocodataset\.org"):
         prepare_coco(coco_root, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.fixture
+def no_masks(monkeypatch) -> None:
+    """Fail as soon as prepare_coco starts painting masks."""
+
+    def fail(*args) -> None:
+        raise AssertionError("masks were painted before every input was checked")
+
+    monkeypatch.setattr(coco, "semantic_mask", fail)
+
+
+def test_prepare_coco_checks_every_input_before_writing(coco_root: Path, tmp_path: Path, no_masks: None) -> None:
+    (coco_root / "val2014" / f"{VAL_5}.jpg").unlink()
+    with pytest.raises(DatasetNotFoundError, match=rf"1 images of instances_val2014\.json are not in .*val2014, "
+                                                   rf"e\.g\. {VAL_5}\.jpg(.|\n)*unzip the complete val2014\.zip"):
+        prepare_coco(coco_root, tmp_path / "out")
+    (coco_root / "val2014").rmdir()
+    (coco_root / "annotations" / "instances_train2014.json").unlink()
+    with pytest.raises(DatasetNotFoundError, match=r"lacks val2014, annotations/instances_train2014\.json\."):
+        prepare_coco(coco_root, tmp_path / "out")
+    (coco_root / "val2017").mkdir()
+    with pytest.raises(DatasetNotFoundError, match=r"lacks val2014, annotations/instances_train2014\.json \(it has "
+                                                   r"val2017, but COCO-20i needs the 2014 split\)"):
+        prepare_coco(coco_root, tmp_path / "out")
+    assert not (tmp_path / "out").exists() and list(tmp_path.glob(".out.partial-*")) == []
+
+
+def test_prepare_coco_names_a_2017_download(tmp_path: Path, no_masks: None) -> None:
+    root = tmp_path / "coco2017"
+    for folder in ("train2017", "val2017", "annotations"):
+        (root / folder).mkdir(parents=True)
+    for split in ("train", "val"):
+        (root / "annotations" / f"instances_{split}2017.json").write_text("{}")
+    with pytest.raises(DatasetNotFoundError) as info:
+        prepare_coco(root, tmp_path / "out")
+    assert info.value.problem == (
+        f"COCO root {root} holds the COCO 2017 release (train2017, val2017, annotations/instances_train2017.json, "
+        "annotations/instances_val2017.json) and none of the 2014 files.")
+    assert "uses the 2014 train/val split" in info.value.fix and "val2014.zip" in info.value.fix
 
 
 def test_failed_coco_prepare_leaves_no_tree_that_loads(coco_root: Path, tmp_path: Path, monkeypatch) -> None:
