@@ -17,7 +17,7 @@ from pathlib import Path
 
 from fsslib.data import toyworld
 from fsslib.data.benchmarks import COCO, PASCAL, TOY
-from fsslib.data.layout import MARKER, mark_prepared
+from fsslib.data.layout import MARKER, mark_prepared, require_prepared
 from fsslib.errors import FsslibError
 
 TOY_VERSION = 1  # bump when the generator changes, so stale toy worlds are rebuilt
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
         root = _prepare(args)
     except FsslibError as error:
         parser.exit(2, f"error: {error}\n")
-    record = json.loads((root / MARKER).read_text())
+    record = require_prepared(root, f"python -m fsslib.data.prepare {args.benchmark}")
     images = ", ".join(f"{split} {count} images" for split, count in record["images"].items())
     train_list = f" (train list {record['train_list']!r})" if "train_list" in record else ""
     print(f"prepared {args.benchmark} at {root}: {images}{train_list}")
