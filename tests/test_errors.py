@@ -10,7 +10,7 @@ from fsslib import evaluate
 from fsslib.config import make_config
 from fsslib.data.benchmarks import PASCAL, TOY
 from fsslib.data.episodes import Source, check_support_masks
-from fsslib.data.layout import write_class_index, write_list
+from fsslib.data.layout import MARKER, mark_prepared, write_class_index, write_list
 from fsslib.errors import (CheckpointError, CorruptImageError, DatasetNotFoundError, EmptySupportMaskError,
                            FsslibError, InvalidMaskError, UnknownNameError)
 
@@ -22,12 +22,23 @@ def _tiny_tree(root, label):
     Image.fromarray(label).save(root / "SegmentationClassAug" / "a.png")
     write_list(root, "train", [("JPEGImages/a.jpg", "SegmentationClassAug/a.png")])
     write_class_index(root, "train", {"a": {1: 4}})
+    mark_prepared(root, {"benchmark": "toy", "images": {"train": 1}})
 
 
 def test_missing_data_root_names_the_prepare_command(tmp_path):
     with pytest.raises(DatasetNotFoundError, match="prepare pascal") as info:
         Source(PASCAL, "train", root=tmp_path / "nowhere")
     assert "does not exist" in info.value.problem and "FSSLIB_DATA" in info.value.fix
+
+
+def test_half_prepared_root_names_the_prepare_command(tmp_path):
+    _tiny_tree(tmp_path, np.zeros((8, 8), np.uint8))
+    assert Source(TOY, "train", root=tmp_path).names == ["a"]
+    (tmp_path / MARKER).unlink()  # as after a prepare run that failed or was interrupted
+    with pytest.raises(DatasetNotFoundError, match="was not prepared completely") as info:
+        Source(TOY, "train", root=tmp_path)
+    assert str(tmp_path / MARKER) in info.value.problem
+    assert f"re-run `python -m fsslib.data.prepare toy` (add `--out {tmp_path}`" in info.value.fix
 
 
 def test_mask_values_outside_class_ids(tmp_path):

@@ -12,10 +12,11 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from fsslib.data.benchmarks import COCO_CLASSES, PASCAL, get_benchmark
-from fsslib.data.coco import prepare_coco
+from fsslib.data import coco, pascal
+from fsslib.data.coco import prepare_coco, semantic_mask
 from fsslib.data.episodes import Source
-from fsslib.data.layout import read_class_index
-from fsslib.data.pascal import prepare_pascal
+from fsslib.data.layout import MARKER, read_class_index
+from fsslib.data.pascal import pascal_splits, prepare_pascal
 from fsslib.data.prepare import main
 from fsslib.errors import DatasetNotFoundError, InvalidMaskError
 
@@ -25,17 +26,29 @@ H, W = 32, 40
 VOC_SPLITS = {"train": ["2007_000032", "2007_000039"], "val": ["2007_000033", "2007_000042"]}
 # 2007_000039 is in VOC train and SBD train; 2007_000033 / 2007_000042 are VOC val images that
 # SBD lists for training; 2008_000002 is in both SBD lists.
-SBD_SPLITS = {"train": ["2007_000039", "2008_000002", "2007_000033"], "val": ["2008_000003", "2007_000042", "2008_000002"]}
+SBD_SPLITS = {
+    "train": ["2007_000039", "2008_000002", "2007_000033", "2008_000004"],
+    "val": ["2008_000003", "2007_000042", "2008_000002"],
+}
+# VOC's detection train split (ImageSets/Main/train.txt): 2008_000004 (SBD train) is left in its
+# val split, 2008_000003 (SBD val) is in it, and so, against the official lists, is the VOC val
+# image 2007_000033; 2007_000099 is a detection-only image.
+VOC_MAIN_TRAIN = ["2007_000039", "2008_000002", "2008_000003", "2007_000033", "2007_000099"]
 VOC_CLASSES = {"2007_000032": (1, 15), "2007_000039": (7, 7), "2007_000033": (5, 20), "2007_000042": (12, 3)}
 SBD_CLASSES = {
     "2007_000039": (9, 9), "2008_000002": (2, 18), "2007_000033": (6, 6), "2008_000003": (20, 14), "2007_000042": (11, 11),
+    "2008_000004": (4, 16),
 }
-PASCAL_TRAIN = ["2007_000032", "2007_000039", "2008_000002", "2008_000003"]
+# pfenet = VOC train ∪ (SBD train ∩ Main train) minus VOC val; trainaug = VOC train ∪ SBD train ∪ SBD val minus VOC val
+PASCAL_TRAIN = {
+    "pfenet": ["2007_000032", "2007_000039", "2008_000002"],
+    "trainaug": ["2007_000032", "2007_000039", "2008_000002", "2008_000003", "2008_000004"],
+}
 PASCAL_VAL = ["2007_000033", "2007_000042"]
 PASCAL_PRESENCE = {
-    "train": {"2007_000032": {1: 80, 15: 160}, "2007_000039": {7: 240}, "2008_000002": {2: 80, 18: 160},
-              "2008_000003": {20: 80, 14: 160}},
-    "val": {"2007_000033": {5: 80, 20: 160}, "2007_000042": {12: 80, 3: 160}},
+    "2007_000032": {1: 80, 15: 160}, "2007_000039": {7: 240}, "2008_000002": {2: 80, 18: 160},
+    "2008_000003": {20: 80, 14: 160}, "2008_000004": {4: 80, 16: 160}, "2007_000033": {5: 80, 20: 160},
+    "2007_000042": {12: 80, 3: 160},
 }
 
 
@@ -72,7 +85,8 @@ def pascal_inputs(tmp_path: Path) -> dict[str, Path]:
         (voc2012 / "ImageSets" / "Segmentation").mkdir(parents=True, exist_ok=True)
         (voc2012 / "ImageSets" / "Segmentation" / f"{split}.txt").write_text("".join(f"{s}\n" for s in stems))
     (voc2012 / "ImageSets" / "Main").mkdir(parents=True)
-    (voc2012 / "ImageSets" / "Main" / "train.txt").write_text("2007_000099\n")
+    (voc2012 / "ImageSets" / "Main" / "train.txt").write_text("".join(f"{s}\n" for s in VOC_MAIN_TRAIN))
+    (voc2012 / "ImageSets" / "Main" / "aeroplane_train.txt").write_text("2007_000039 -1\n")
     for index, (stem, classes) in enumerate(VOC_CLASSES.items()):
         save_jpeg(voc2012 / "JPEGImages" / f"{stem}.jpg", H, W, seed=index)
         save_palette_png(voc2012 / "SegmentationClass" / f"{stem}.png", pascal_label(*classes, void_boundaries=True))
@@ -97,17 +111,15 @@ def pascal_inputs(tmp_path: Path) -> dict[str, Path]:
     return {"voc": voc, "sbd": sbd, "voc_tar": voc_tar, "sbd_tgz": sbd_tgz, "voc2012": voc2012, "dataset": dataset}
 
 
-def assert_pascal_tree(out: Path, inputs: dict[str, Path]) -> None:
-    assert (out / "lists" / "train.txt").read_text() == "".join(
-        f"JPEGImages/{s}.jpg SegmentationClassAug/{s}.png\n" for s in PASCAL_TRAIN
-    )
-    assert (out / "lists" / "val.txt").read_text() == "".join(
-        f"JPEGImages/{s}.jpg SegmentationClassAug/{s}.png\n" for s in PASCAL_VAL
-    )
-    for split in ("train", "val"):
-        assert read_class_index(out, split, "") == PASCAL_PRESENCE[split]
-    assert sorted(p.stem for p in (out / "JPEGImages").iterdir()) == sorted(PASCAL_TRAIN + PASCAL_VAL)
-    for stem in PASCAL_TRAIN + PASCAL_VAL:
+def assert_pascal_tree(out: Path, inputs: dict[str, Path], train_list: str = "pfenet") -> None:
+    train = PASCAL_TRAIN[train_list]
+    for split, stems in (("train", train), ("val", PASCAL_VAL)):
+        assert (out / "lists" / f"{split}.txt").read_text() == "".join(
+            f"JPEGImages/{s}.jpg SegmentationClassAug/{s}.png\n" for s in stems
+        )
+        assert read_class_index(out, split, "") == {stem: PASCAL_PRESENCE[stem] for stem in stems}
+    assert sorted(p.stem for p in (out / "JPEGImages").iterdir()) == sorted(train + PASCAL_VAL)
+    for stem in train + PASCAL_VAL:
         with Image.open(out / "SegmentationClassAug" / f"{stem}.png") as handle:
             assert handle.mode == "L"
             label = np.asarray(handle)
@@ -117,19 +129,50 @@ def assert_pascal_tree(out: Path, inputs: dict[str, Path]) -> None:
             expected, image = pascal_label(*SBD_CLASSES[stem], False), inputs["dataset"] / "img" / f"{stem}.jpg"
         np.testing.assert_array_equal(label, expected)
         assert (out / "JPEGImages" / f"{stem}.jpg").read_bytes() == image.read_bytes()
+    marker = json.loads((out / MARKER).read_text())
+    assert marker == {"benchmark": "pascal", "train_list": train_list, "images": {"train": len(train), "val": 2}}
 
 
-def test_prepare_pascal_from_archives_via_cli(pascal_inputs: dict[str, Path], tmp_path: Path) -> None:
+def leftovers(out: Path) -> list[Path]:
+    """Temporary folders that a prepare run left next to ``out``."""
+    return sorted(out.parent.glob(".fsslib-pascal-*")) + sorted(out.parent.glob(f".{out.name}.partial-*"))
+
+
+def test_prepare_pascal_from_archives_via_cli(pascal_inputs: dict[str, Path], tmp_path: Path, capsys) -> None:
     out = tmp_path / "data" / "VOCdevkit" / "VOC2012"
     main(["pascal", "--voc", str(pascal_inputs["voc_tar"]), "--sbd", str(pascal_inputs["sbd_tgz"]), "--out", str(out)])
-    assert_pascal_tree(out, pascal_inputs)
-    assert list(out.parent.glob(".fsslib-pascal-*")) == []  # the unpacked members are cleaned up
+    assert_pascal_tree(out, pascal_inputs)  # PFENet's list by default
+    assert "train 3 images, val 2 images (train list 'pfenet')" in capsys.readouterr().out
+    assert leftovers(out) == []  # the unpacked members and the staging folder are gone
     source = Source(PASCAL, "train", root=out)
     image, label = source.load("2007_000039")
     assert image.shape == (H, W, 3) and image.dtype == np.uint8
     np.testing.assert_array_equal(label, pascal_label(7, 7, True))
     assert source.images_with(7, min_pixels=1) == ["2007_000039"]
     assert Source(PASCAL, "val", root=out).names == PASCAL_VAL
+
+
+def test_prepare_pascal_trainaug_list(pascal_inputs: dict[str, Path], tmp_path: Path, capsys) -> None:
+    out = tmp_path / "trainaug"
+    main(["pascal", "--voc", str(pascal_inputs["voc_tar"]), "--sbd", str(pascal_inputs["sbd_tgz"]), "--out", str(out),
+          "--pascal-train-list", "trainaug"])
+    assert_pascal_tree(out, pascal_inputs, "trainaug")
+    assert "(train list 'trainaug')" in capsys.readouterr().out
+    assert Source(PASCAL, "train", root=out).images_with(4, min_pixels=1) == ["2008_000004"]
+    with pytest.raises(SystemExit) as info:
+        main(["pascal", "--voc", str(pascal_inputs["voc"]), "--sbd", str(pascal_inputs["sbd"]), "--out", str(out),
+              "--pascal-train-list", "deeplab"])
+    assert info.value.code == 2
+    assert "Unknown PASCAL train list 'deeplab'" in capsys.readouterr().err
+    assert (out / MARKER).is_file()  # the bad option was rejected before the tree was touched
+
+
+def test_pascal_splits_rule() -> None:
+    voc = {"train": {"a", "b"}, "val": {"v"}}
+    sbd = {"train": {"b", "c", "d", "v"}, "val": {"e", "f"}}
+    main_train = {"a", "b", "c", "e", "v", "x"}
+    assert pascal_splits("pfenet", voc, sbd, main_train) == {"train": ["a", "b", "c"], "val": ["v"]}
+    assert pascal_splits("trainaug", voc, sbd, main_train) == {"train": ["a", "b", "c", "d", "e", "f"], "val": ["v"]}
 
 
 def test_prepare_pascal_from_folders_is_idempotent(pascal_inputs: dict[str, Path], tmp_path: Path) -> None:
@@ -139,6 +182,7 @@ def test_prepare_pascal_from_folders_is_idempotent(pascal_inputs: dict[str, Path
     before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     prepare_pascal(pascal_inputs["voc2012"], pascal_inputs["dataset"], out)  # the inner folders work too
     assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert leftovers(out) == []
 
 
 def test_prepare_pascal_into_the_voc_folder(pascal_inputs: dict[str, Path]) -> None:
@@ -155,20 +199,73 @@ def test_prepare_pascal_into_the_voc_folder(pascal_inputs: dict[str, Path]) -> N
 def test_prepare_pascal_bad_inputs(pascal_inputs: dict[str, Path], tmp_path: Path) -> None:
     with pytest.raises(DatasetNotFoundError, match="host.robots.ox.ac.uk"):
         prepare_pascal(tmp_path / "no_such_voc", pascal_inputs["sbd"], tmp_path / "out")
+    (tmp_path / "fake.tar").write_text("not an archive")
+    with pytest.raises(DatasetNotFoundError, match="not a tar archive"):
+        prepare_pascal(tmp_path / "fake.tar", pascal_inputs["sbd_tgz"], tmp_path / "out")
+    (pascal_inputs["voc2012"] / "ImageSets" / "Main" / "train.txt").unlink()  # only PFENet's list needs it
+    with pytest.raises(DatasetNotFoundError, match=r"lacks ImageSets/Main/train\.txt(.|\n)*VOCtrainval"):
+        prepare_pascal(pascal_inputs["voc"], pascal_inputs["sbd"], tmp_path / "out")
+    prepare_pascal(pascal_inputs["voc"], pascal_inputs["sbd"], tmp_path / "trainaug", train_list="trainaug")
+    assert not (tmp_path / "out").exists()
+
+
+def test_prepare_pascal_checks_every_input_before_writing(
+    pascal_inputs: dict[str, Path], tmp_path: Path, monkeypatch
+) -> None:
+    def no_unpacking(*args) -> None:
+        raise AssertionError("an archive was unpacked before every input was checked")
+
+    monkeypatch.setattr(pascal, "_unpack", no_unpacking)
+    out = tmp_path / "out"
+    with pytest.raises(DatasetNotFoundError, match=r"SBD input .*no_such_sbd does not exist(.|\n)*benchmark\.tgz"):
+        prepare_pascal(pascal_inputs["voc_tar"], tmp_path / "no_such_sbd", out)
     for stem in SBD_CLASSES:
         (pascal_inputs["dataset"] / "cls" / f"{stem}.mat").unlink()
     (pascal_inputs["dataset"] / "cls").rmdir()
     with pytest.raises(DatasetNotFoundError, match=r"lacks cls(.|\n)*benchmark\.tgz"):
-        prepare_pascal(pascal_inputs["voc"], pascal_inputs["sbd"], tmp_path / "out")
-    (tmp_path / "fake.tar").write_text("not an archive")
-    with pytest.raises(DatasetNotFoundError, match="not a tar archive"):
-        prepare_pascal(tmp_path / "fake.tar", pascal_inputs["sbd_tgz"], tmp_path / "out")
+        prepare_pascal(pascal_inputs["voc_tar"], pascal_inputs["sbd"], out)
+    assert not out.exists() and leftovers(out) == []
 
 
-def test_prepare_pascal_rejects_out_of_range_mask(pascal_inputs: dict[str, Path], tmp_path: Path) -> None:
-    save_palette_png(pascal_inputs["voc2012"] / "SegmentationClass" / "2007_000032.png", pascal_label(1, 21, True))
+def test_prepare_pascal_names_every_missing_file_before_writing(pascal_inputs: dict[str, Path], tmp_path: Path) -> None:
+    (pascal_inputs["dataset"] / "cls" / "2008_000002.mat").unlink()  # listed for training, in SBD only
+    (pascal_inputs["voc2012"] / "JPEGImages" / "2007_000042.jpg").unlink()  # VOC val, also in SBD's img/
+    (pascal_inputs["dataset"] / "img" / "2007_000042.jpg").unlink()
+    out = tmp_path / "out"
+    with pytest.raises(DatasetNotFoundError, match=r"1 listed images have no mask in .* \(e\.g\. 2008_000002\); "
+                                                   r"1 listed images have no JPEG in .* \(e\.g\. 2007_000042\)"):
+        prepare_pascal(pascal_inputs["voc"], pascal_inputs["sbd"], out)
+    assert not out.exists() and leftovers(out) == []
+
+
+@pytest.mark.parametrize("archives", [True, False])
+def test_prepare_pascal_swapped_inputs(pascal_inputs: dict[str, Path], tmp_path: Path, archives: bool) -> None:
+    voc, sbd = (pascal_inputs["voc_tar"], pascal_inputs["sbd_tgz"]) if archives else (
+        pascal_inputs["voc"], pascal_inputs["sbd"])
+    with pytest.raises(DatasetNotFoundError, match=r"swapped") as info:
+        prepare_pascal(sbd, voc, tmp_path / "out")
+    assert info.value.fix == f"swap them: pass {voc} with --voc and {sbd} with --sbd."
+    with pytest.raises(DatasetNotFoundError, match=r"VOC input .* is SBD's release(.|\n)*host\.robots\.ox\.ac\.uk"):
+        prepare_pascal(sbd, sbd, tmp_path / "out")
+    with pytest.raises(DatasetNotFoundError, match=r"SBD input .* is VOC2012's release(.|\n)*semantic_contours"):
+        prepare_pascal(voc, voc, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_failed_prepare_leaves_no_tree_that_loads(pascal_inputs: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    prepare_pascal(pascal_inputs["voc"], pascal_inputs["sbd"], out)
+    save_palette_png(pascal_inputs["voc2012"] / "SegmentationClass" / "2007_000039.png", pascal_label(1, 21, True))
+    fresh = tmp_path / "fresh"
     with pytest.raises(InvalidMaskError, match=r"\[21\]"):
-        prepare_pascal(pascal_inputs["voc"], pascal_inputs["sbd"], tmp_path / "out")
+        prepare_pascal(pascal_inputs["voc"], pascal_inputs["sbd"], fresh)  # a new root: nothing is left
+    assert not fresh.exists() and leftovers(fresh) == []
+    with pytest.raises(InvalidMaskError, match=r"\[21\]"):
+        prepare_pascal(pascal_inputs["voc"], pascal_inputs["sbd"], out)  # an existing root: it loses its marker
+    assert (out / "lists" / "train.txt").is_file() and not (out / MARKER).exists()
+    with pytest.raises(DatasetNotFoundError, match=r"was not prepared completely \(no marker(.|\n)*re-run "
+                                                   r"`python -m fsslib\.data\.prepare pascal"):
+        Source(PASCAL, "train", root=out)
 
 
 # --------------------------------------------------------------------------- COCO-20i
@@ -263,6 +360,7 @@ def assert_coco_tree(out: Path) -> None:
         with Image.open(out / "masks" / split / f"{stem}.png") as handle:
             np.testing.assert_array_equal(np.asarray(handle), expected)
     assert sorted(p.name for p in (out / "masks" / "train2014").iterdir()) == [f"{TRAIN_1}.png", f"{TRAIN_2}.png"]
+    assert json.loads((out / MARKER).read_text()) == {"benchmark": "coco", "images": {"train": 2, "val": 1}}
 
 
 def test_prepare_coco_to_separate_out(coco_root: Path, tmp_path: Path) -> None:
@@ -302,3 +400,63 @@ def test_prepare_coco_bad_inputs(coco_root: Path, tmp_path: Path) -> None:
     (coco_root / "annotations" / "instances_val2014.json").unlink()
     with pytest.raises(DatasetNotFoundError, match=r"instances_val2014\.json(.|\n)*cocodataset\.org"):
         prepare_coco(coco_root, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.fixture
+def no_masks(monkeypatch) -> None:
+    """Fail as soon as prepare_coco starts painting masks."""
+
+    def fail(*args) -> None:
+        raise AssertionError("masks were painted before every input was checked")
+
+    monkeypatch.setattr(coco, "semantic_mask", fail)
+
+
+def test_prepare_coco_checks_every_input_before_writing(coco_root: Path, tmp_path: Path, no_masks: None) -> None:
+    (coco_root / "val2014" / f"{VAL_5}.jpg").unlink()
+    with pytest.raises(DatasetNotFoundError, match=rf"1 images of instances_val2014\.json are not in .*val2014, "
+                                                   rf"e\.g\. {VAL_5}\.jpg(.|\n)*unzip the complete val2014\.zip"):
+        prepare_coco(coco_root, tmp_path / "out")
+    (coco_root / "val2014").rmdir()
+    (coco_root / "annotations" / "instances_train2014.json").unlink()
+    with pytest.raises(DatasetNotFoundError, match=r"lacks val2014, annotations/instances_train2014\.json\."):
+        prepare_coco(coco_root, tmp_path / "out")
+    (coco_root / "val2017").mkdir()
+    with pytest.raises(DatasetNotFoundError, match=r"lacks val2014, annotations/instances_train2014\.json \(it has "
+                                                   r"val2017, but COCO-20i needs the 2014 split\)"):
+        prepare_coco(coco_root, tmp_path / "out")
+    assert not (tmp_path / "out").exists() and list(tmp_path.glob(".out.partial-*")) == []
+
+
+def test_prepare_coco_names_a_2017_download(tmp_path: Path, no_masks: None) -> None:
+    root = tmp_path / "coco2017"
+    for folder in ("train2017", "val2017", "annotations"):
+        (root / folder).mkdir(parents=True)
+    for split in ("train", "val"):
+        (root / "annotations" / f"instances_{split}2017.json").write_text("{}")
+    with pytest.raises(DatasetNotFoundError) as info:
+        prepare_coco(root, tmp_path / "out")
+    assert info.value.problem == (
+        f"COCO root {root} holds the COCO 2017 release (train2017, val2017, annotations/instances_train2017.json, "
+        "annotations/instances_val2017.json) and none of the 2014 files.")
+    assert "uses the 2014 train/val split" in info.value.fix and "val2014.zip" in info.value.fix
+
+
+def test_failed_coco_prepare_leaves_no_tree_that_loads(coco_root: Path, tmp_path: Path, monkeypatch) -> None:
+    prepare_coco(coco_root, coco_root)
+    painted = []
+
+    def fail_on_val(coco_index, image_id: int, class_of: dict[int, int]):
+        if coco_index.imgs[image_id]["file_name"].startswith("COCO_val"):
+            raise KeyboardInterrupt  # e.g. Ctrl-C halfway
+        painted.append(image_id)
+        return semantic_mask(coco_index, image_id, class_of)
+
+    monkeypatch.setattr(coco, "semantic_mask", fail_on_val)
+    for out in (tmp_path / "fresh", coco_root):  # a new root, then the in-place one
+        with pytest.raises(KeyboardInterrupt):
+            prepare_coco(coco_root, out)
+    assert painted and not (tmp_path / "fresh").exists() and list(tmp_path.glob(".fresh.partial-*")) == []
+    with pytest.raises(DatasetNotFoundError, match=r"not prepared completely(.|\n)*prepare coco --root PATH/TO/coco"):
+        Source(get_benchmark("coco"), "train", root=coco_root)

@@ -1,8 +1,14 @@
+import json
+
 import numpy as np
+import pytest
 from PIL import Image
 
-from fsslib.data import toyworld
+from fsslib.data import prepare, toyworld
 from fsslib.data.benchmarks import TOY
+from fsslib.data.episodes import Source
+from fsslib.data.layout import MARKER
+from fsslib.errors import DatasetNotFoundError
 
 
 def test_scenes_are_pure_functions_of_seed_split_index():
@@ -54,3 +60,35 @@ def test_materialize_writes_voc_layout(tmp_path):
     scene = toyworld.render_scene(toyworld.scene_rng(3, "train", 0))
     assert np.array_equal(label, scene.mask)
     assert (root / "JPEGImages" / "toy_val_000001.jpg").is_file()
+
+
+def test_ensure_toyworld_writes_the_marker_last(tmp_path, monkeypatch):
+    counts = {"train": 3, "val": 2, "test": 2}
+    materialize = toyworld.materialize
+    monkeypatch.setattr(toyworld, "materialize", lambda root, seed: materialize(root, seed=seed, counts=counts))
+    root = prepare.ensure_toyworld(tmp_path / "toy", seed=5)
+    assert json.loads((root / MARKER).read_text()) == {"benchmark": "toy", "seed": 5, "images": counts}
+    assert Source(TOY, "val", root=root).names == ["toy_val_000000", "toy_val_000001"]
+
+    def interrupted(root, seed):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(toyworld, "materialize", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        prepare.ensure_toyworld(root, seed=6)  # another seed: regenerated in place, marker gone until done
+    with pytest.raises(DatasetNotFoundError, match="not prepared completely"):
+        Source(TOY, "val", root=root)
+
+
+def test_ensure_toyworld_accepts_a_world_made_before_the_marker(tmp_path, monkeypatch):
+    root = toyworld.materialize(tmp_path / "toy", seed=2, counts={"train": 2, "val": 1})
+    meta = json.loads((root / "meta.json").read_text())
+    (root / "meta.json").write_text(json.dumps({**meta, "version": prepare.TOY_VERSION}))  # what older fsslib left
+
+    def regenerate(root, seed):
+        raise AssertionError("a complete toy world was regenerated")
+
+    monkeypatch.setattr(toyworld, "materialize", regenerate)
+    assert prepare.ensure_toyworld(root, seed=2) == root
+    assert json.loads((root / MARKER).read_text()) == {"benchmark": "toy", "seed": 2, "images": {"train": 2, "val": 1}}
+    assert Source(TOY, "train", root=root).names == ["toy_train_000000", "toy_train_000001"]

@@ -23,7 +23,7 @@ from pycocotools.coco import COCO as CocoApi
 from tqdm.auto import tqdm
 
 from fsslib.data.benchmarks import COCO_CLASSES
-from fsslib.data.layout import IGNORE, write_class_index, write_list
+from fsslib.data.layout import IGNORE, mark_prepared, staged_output, write_class_index, write_list
 from fsslib.data.pascal import class_pixel_counts, link_or_copy
 from fsslib.errors import DatasetNotFoundError
 
@@ -39,42 +39,46 @@ def prepare_coco(root: Path, out: Path) -> Path:
     """Write COCO-20i to ``out`` in fsslib's layout and return ``out``.
 
     ``root`` holds ``train2014/``, ``val2014/`` and ``annotations/instances_{train,val}2014.json``.
-    Writes ``masks/{train,val}2014/<stem>.png`` and ``lists/{train,val}.txt`` (lines
-    ``train2014/<file>.jpg masks/train2014/<stem>.png``) with their class-presence indexes.
-    ``out`` may be ``root``; otherwise ``out/train2014`` and ``out/val2014`` become symlinks
-    to the image folders (or, where symlinks are not allowed, folders of hard links or copies).
+    Every input is checked before anything is written: the four paths (a 2017-only download is
+    named as such), both annotation files (format and categories; both stay loaded while the
+    masks are painted) and every image they list.
+    Writes ``masks/{train,val}2014/<stem>.png``, ``lists/{train,val}.txt`` (lines
+    ``train2014/<file>.jpg masks/train2014/<stem>.png``) with their class-presence indexes and,
+    last, the marker ``fsslib_prepared.json`` (see :func:`~fsslib.data.layout.staged_output`).
+    ``out`` may be ``root``; otherwise ``out/train2014`` and ``out/val2014`` become symlinks to
+    the image folders (or, where symlinks are not allowed, folders of hard links or copies).
     Running it again gives the same tree.
     """
     root, out = Path(root), Path(out)
-    sources = {split: _check_split(root, split) for split in SPLITS}
-    for split, (image_dir, annotation_file) in sources.items():
-        coco = _load(annotation_file)
-        class_of = contiguous_ids(coco, annotation_file)
-        present = set(os.listdir(image_dir))
-        images = sorted(coco.imgs.values(), key=lambda image: image["file_name"])
-        missing = [image["file_name"] for image in images if image["file_name"] not in present]
-        if missing:
-            raise DatasetNotFoundError(
-                f"{len(missing)} images of {annotation_file.name} are not in {image_dir}, e.g. {missing[0]}.",
-                f"unzip the complete {image_dir.name}.zip into {root}. {COCO_DOWNLOAD}",
-            )
-        mask_dir = out / "masks" / image_dir.name
-        mask_dir.mkdir(parents=True, exist_ok=True)
-        pairs: list[tuple[str, str]] = []
-        presence: dict[str, dict[int, int]] = {}
-        files: list[str] = []
-        for image in tqdm(images, desc=f"COCO-20i {split}", unit=" images"):
-            label = semantic_mask(coco, image["id"], class_of)
-            if label is None:
-                continue
-            stem = Path(image["file_name"]).stem
-            Image.fromarray(label).save(mask_dir / f"{stem}.png")
-            pairs.append((f"{image_dir.name}/{image['file_name']}", f"masks/{image_dir.name}/{stem}.png"))
-            presence[stem] = class_pixel_counts(label, len(COCO_CLASSES))
-            files.append(image["file_name"])
-        _expose_images(image_dir, out / image_dir.name, files)
-        write_list(out, split, pairs)
-        write_class_index(out, split, presence)
+    image_dirs, annotation_files = _check_inputs(root)
+    indexes = {split: _load(annotation_files[split]) for split in SPLITS}
+    class_of = {split: contiguous_ids(indexes[split], annotation_files[split]) for split in SPLITS}
+    for split in SPLITS:
+        _check_images(indexes[split], image_dirs[split], annotation_files[split], root)
+    counts: dict[str, int] = {}
+    with staged_output(out) as folder:
+        for split in SPLITS:
+            coco, image_dir = indexes.pop(split), image_dirs[split]  # pop: the index is freed once done
+            mask_dir = folder / "masks" / image_dir.name
+            mask_dir.mkdir(parents=True, exist_ok=True)
+            pairs: list[tuple[str, str]] = []
+            presence: dict[str, dict[int, int]] = {}
+            files: list[str] = []
+            images = sorted(coco.imgs.values(), key=lambda image: image["file_name"])
+            for image in tqdm(images, desc=f"COCO-20i {split}", unit=" images"):
+                label = semantic_mask(coco, image["id"], class_of[split])
+                if label is None:
+                    continue
+                stem = Path(image["file_name"]).stem
+                Image.fromarray(label).save(mask_dir / f"{stem}.png")
+                pairs.append((f"{image_dir.name}/{image['file_name']}", f"masks/{image_dir.name}/{stem}.png"))
+                presence[stem] = class_pixel_counts(label, len(COCO_CLASSES))
+                files.append(image["file_name"])
+            _expose_images(image_dir, folder / image_dir.name, files)
+            write_list(folder, split, pairs)
+            write_class_index(folder, split, presence)
+            counts[split] = len(pairs)
+        mark_prepared(folder, {"benchmark": "coco", "images": counts})
     return out
 
 
@@ -109,16 +113,42 @@ def semantic_mask(coco: CocoApi, image_id: int, class_of: dict[int, int]) -> np.
     return label
 
 
-def _check_split(root: Path, split: str) -> tuple[Path, Path]:
-    """(image folder, instances JSON) of one split, or a clear error naming what is missing."""
+def _check_inputs(root: Path) -> tuple[dict[str, Path], dict[str, Path]]:
+    """({split: image folder}, {split: instances JSON}), or one error naming every missing path."""
     if not root.is_dir():
         raise DatasetNotFoundError(f"COCO root {root} does not exist.", COCO_DOWNLOAD)
-    image_dir, annotation_file = root / f"{split}2014", root / "annotations" / f"instances_{split}2014.json"
-    if not annotation_file.is_file():
-        raise DatasetNotFoundError(f"No annotation file {annotation_file}.", COCO_DOWNLOAD)
-    if not image_dir.is_dir():
-        raise DatasetNotFoundError(f"No image folder {image_dir}.", COCO_DOWNLOAD)
-    return image_dir, annotation_file
+    image_dirs = {split: root / f"{split}2014" for split in SPLITS}
+    annotation_files = {split: root / "annotations" / f"instances_{split}2014.json" for split in SPLITS}
+    missing = [path for path in image_dirs.values() if not path.is_dir()]
+    missing += [path for path in annotation_files.values() if not path.is_file()]
+    if not missing:
+        return image_dirs, annotation_files
+    release_2017 = [path.relative_to(root).as_posix() for path in (
+        root / "train2017", root / "val2017", *(root / "annotations" / f"instances_{s}2017.json" for s in SPLITS)
+    ) if path.exists()]
+    if release_2017 and len(missing) == 4:
+        raise DatasetNotFoundError(
+            f"COCO root {root} holds the COCO 2017 release ({', '.join(release_2017)}) and none of the 2014 files.",
+            "COCO-20i uses the 2014 train/val split (PFENet, HSNet and the methods after them); train2017 holds "
+            f"most of val2014, the test images, so the 2017 files cannot stand in for it: {COCO_DOWNLOAD}",
+        )
+    note = f" (it has {', '.join(release_2017)}, but COCO-20i needs the 2014 split)" if release_2017 else ""
+    raise DatasetNotFoundError(
+        f"COCO root {root} lacks {', '.join(path.relative_to(root).as_posix() for path in missing)}{note}.",
+        COCO_DOWNLOAD,
+    )
+
+
+def _check_images(coco: CocoApi, image_dir: Path, annotation_file: Path, root: Path) -> None:
+    """Raise unless every image that ``annotation_file`` lists is in ``image_dir``."""
+    present = set(os.listdir(image_dir))
+    missing = sorted(image["file_name"] for image in coco.imgs.values() if image["file_name"] not in present)
+    if missing:
+        raise DatasetNotFoundError(
+            f"{len(missing)} images of {annotation_file.name} are not in {image_dir}, e.g. {missing[0]}. "
+            "Nothing was written.",
+            f"unzip the complete {image_dir.name}.zip into {root}. {COCO_DOWNLOAD}",
+        )
 
 
 def _load(annotation_file: Path) -> CocoApi:

@@ -30,7 +30,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from fsslib.data.benchmarks import Benchmark
-from fsslib.data.layout import IGNORE, read_class_index, read_list
+from fsslib.data.layout import IGNORE, read_class_index, read_list, require_prepared
 from fsslib.data.prepare import ensure_toyworld
 from fsslib.errors import CorruptImageError, DatasetNotFoundError, EmptySupportMaskError, EpisodeShapeError, InvalidMaskError, unknown
 
@@ -54,6 +54,7 @@ class Source:
                 f"{benchmark.root_name}/ (see README, 'Datasets').",
             )
         hint = f"run `{benchmark.prepare_command}`"
+        require_prepared(self.root, benchmark.prepare_command)
         pairs = read_list(self.root, split, hint)
         self.paths = {Path(image).stem: (image, label) for image, label in pairs}
         self.presence = read_class_index(self.root, split, hint)

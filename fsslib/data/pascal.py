@@ -2,9 +2,35 @@
 
 The masks merge two sources into class-index PNGs (0 background, 1..20 classes,
 255 void): VOC2012 ``SegmentationClass`` palette PNGs (whose pixel values already are
-the class indices) and SBD's ``cls/*.mat`` files (field ``GTcls.Segmentation``). The
-splits follow PFENet: train = (VOC2012 train ∪ SBD train ∪ SBD val) minus every
-VOC2012 val image; val = VOC2012 val.
+the class indices) and SBD's ``cls/*.mat`` files (field ``GTcls.Segmentation``).
+
+val is VOC2012 ``ImageSets/Segmentation/val.txt`` (1,449 images). The train list is one of
+
+* ``pfenet`` (default): PFENet's list, ``lists/pascal/voc_sbd_merge_noduplicate.txt`` in
+  github.com/dvlab-research/PFENet (5,953 images; see their README and ``duplicate_removel.py``):
+  the deduplicated union of VOC2012's segmentation train list (their ``voc_original_train.txt``,
+  1,464 images) and SBD's ``train_noval.txt`` (their ``sbd_data.txt``, 5,623), which the SBD
+  download page describes as SBD's train set "which excludes all val images" of VOC2012. The
+  counts say that this is VOC2012's main (detection) val, not only its segmentation val: SBD's
+  train list minus the segmentation val adds 6,820 images to VOC's train list (as counted in
+  PFENet's issue #13), ``train_noval`` adds 4,489. From the archives' own split files::
+
+      train = (VOC Segmentation/train.txt  ∪  (SBD dataset/train.txt ∩ VOC Main/train.txt))
+              minus VOC Segmentation/val.txt
+
+  VOC's segmentation val should lie inside its main val, so the last step should remove nothing
+  from the official files; it keeps val images out of training whatever the inputs. The rule agrees with every
+  check that was possible without the archives (PFENet's list has no VOC val image, lies inside
+  ``trainaug``, and holds the Main/train.txt images and none of the Main/val.txt images quoted
+  in public excerpts of those files), but no copy of SBD's ``train.txt`` or VOC's
+  ``Main/train.txt`` was at hand to confirm the 5,953 exactly: the count is in
+  ``fsslib_prepared.json`` (and printed), so a run on the official archives shows it;
+* ``trainaug``: DeepLab's 10,582 images, (VOC seg train ∪ SBD train ∪ SBD val) minus VOC seg
+  val, a superset of ``pfenet`` (1.8x as many images).
+
+PFENet's loader additionally drops, per fold, images whose base classes all cover fewer than
+2*32*32 pixels; fsslib applies that rule when sampling (``Benchmark.min_class_pixels``), not here.
+The prepared root records the list used, and the image counts, in ``fsslib_prepared.json``.
 """
 from __future__ import annotations
 
@@ -20,10 +46,11 @@ import scipy.io
 from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
-from fsslib.data.layout import IGNORE, write_class_index, write_list
-from fsslib.errors import CorruptImageError, DatasetNotFoundError, InvalidMaskError
+from fsslib.data.layout import IGNORE, mark_prepared, staged_output, write_class_index, write_list
+from fsslib.errors import CorruptImageError, DatasetNotFoundError, InvalidMaskError, unknown
 
 N_CLASSES = 20
+TRAIN_LISTS = ("pfenet", "trainaug")
 VOC_DOWNLOAD = (
     "download VOCtrainval_11-May-2012.tar from the PASCAL VOC 2012 page "
     "(host.robots.ox.ac.uk/pascal/VOC/voc2012/) and pass the .tar file or its extracted folder with --voc."
@@ -34,61 +61,115 @@ SBD_DOWNLOAD = (
     "and pass the .tgz file or its extracted folder with --sbd."
 )
 VOC_FILES = ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation/train.txt", "ImageSets/Segmentation/val.txt")
+VOC_MAIN_TRAIN = "ImageSets/Main/train.txt"  # the detection train split: the pfenet list needs it
 SBD_FILES = ("img", "cls", "train.txt", "val.txt")
+VOC_FOLDERS = ("VOCdevkit/VOC2012", "VOC2012", "")  # where an extracted VOC input may hold its files
+SBD_FOLDERS = ("benchmark_RELEASE/dataset", "dataset", "")
+# Folder names that only occur in one of the two releases, to tell the archives apart.
+VOC_NAMES = frozenset({"VOCdevkit", "VOC2012", "JPEGImages", "SegmentationClass", "SegmentationObject", "Annotations"})
+SBD_NAMES = frozenset({"benchmark_RELEASE", "benchmark_code_RELEASE", "cls", "inst"})
 
 
-def prepare_pascal(voc: Path, sbd: Path, out: Path) -> Path:
+def prepare_pascal(voc: Path, sbd: Path, out: Path, train_list: str = "pfenet") -> Path:
     """Write PASCAL-5i to ``out`` in fsslib's layout and return ``out``.
 
     ``voc`` is VOCtrainval_11-May-2012.tar or its extracted folder (the one holding
     ``VOCdevkit/``, or ``VOC2012/`` itself); ``sbd`` is SBD's benchmark.tgz or its extracted
-    folder (holding ``benchmark_RELEASE/`` or ``dataset/``). Archives are streamed (SBD's
-    once, VOC's twice: lists and masks, then the listed JPEGs) and only the members needed
-    are unpacked, into a temporary folder next to ``out`` (same disk, so images are
-    hard-linked, not copied) that is deleted at the end.
+    folder (holding ``benchmark_RELEASE/`` or ``dataset/``); ``train_list`` is ``"pfenet"`` or
+    ``"trainaug"`` (see the module docstring).
+
+    Every input is checked before anything is written: both inputs exist and are the right
+    release (swapped archives are named as such), extracted folders hold the needed files,
+    and, once the archives are unpacked, every listed image has a mask and a JPEG. Archives
+    are streamed (SBD's once, VOC's twice: lists and masks, then the listed JPEGs) and only
+    the members needed are unpacked, into a temporary folder next to ``out`` (same disk, so
+    images are hard-linked, not copied) that is deleted at the end.
 
     Writes ``JPEGImages/<stem>.jpg`` (hard links, or copies across disks),
-    ``SegmentationClassAug/<stem>.png`` and ``lists/{train,val}.txt`` with their
-    class-presence indexes. An image annotated by both VOC2012 and SBD takes the VOC2012
-    mask, which marks object boundaries as void (255). Running it again gives the same tree.
+    ``SegmentationClassAug/<stem>.png``, ``lists/{train,val}.txt`` with their class-presence
+    indexes and, last, the marker ``fsslib_prepared.json`` (see :func:`staged_output`). An
+    image annotated by both VOC2012 and SBD takes the VOC2012 mask, which marks object
+    boundaries as void (255). Running it again gives the same tree.
     """
-    out = Path(out)
+    if train_list not in TRAIN_LISTS:
+        raise unknown("PASCAL train list", train_list, TRAIN_LISTS)
+    voc, sbd, out = Path(voc), Path(sbd), Path(out)
+    voc_files = VOC_FILES + ((VOC_MAIN_TRAIN,) if train_list == "pfenet" else ())
+    _check_releases(voc, sbd)
+    voc_dir = None if voc.is_file() else _find(voc, VOC_FOLDERS, voc_files, f"The folder {voc}", VOC_DOWNLOAD)
+    sbd_dir = None if sbd.is_file() else _find(sbd, SBD_FOLDERS, SBD_FILES, f"The folder {sbd}", SBD_DOWNLOAD)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".fsslib-pascal-") as staging:
-        voc_dir = _voc_folder(Path(voc), Path(staging) / "voc")
-        sbd_dir = _sbd_folder(Path(sbd), Path(staging) / "sbd")
-        (out / "SegmentationClassAug").mkdir(parents=True, exist_ok=True)
-        voc_train, voc_val = (_read_stems(voc_dir / "ImageSets/Segmentation" / f"{s}.txt") for s in ("train", "val"))
-        sbd_train, sbd_val = (_read_stems(sbd_dir / f"{s}.txt") for s in ("train", "val"))
-        splits = {"train": sorted((voc_train | sbd_train | sbd_val) - voc_val), "val": sorted(voc_val)}
-        for split, stems in splits.items():
-            presence: dict[str, dict[int, int]] = {}
-            for stem in tqdm(stems, desc=f"PASCAL-5i {split}", unit=" images"):
-                presence[stem] = _prepare_image(stem, voc_dir, sbd_dir, out)
-            write_list(out, split, [(f"JPEGImages/{s}.jpg", f"SegmentationClassAug/{s}.png") for s in stems])
-            write_class_index(out, split, presence)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".fsslib-pascal-") as unpacked:
+        voc_dir = voc_dir or _unpack_voc(voc, Path(unpacked) / "voc", voc_files)
+        sbd_dir = sbd_dir or _unpack_sbd(sbd, Path(unpacked) / "sbd")
+        splits = pascal_splits(
+            train_list,
+            voc={s: _read_stems(voc_dir / "ImageSets/Segmentation" / f"{s}.txt") for s in ("train", "val")},
+            sbd={s: _read_stems(sbd_dir / f"{s}.txt") for s in ("train", "val")},
+            voc_main_train=_read_stems(voc_dir / VOC_MAIN_TRAIN) if train_list == "pfenet" else set(),
+        )
+        sources = _locate(sorted(set().union(*splits.values())), voc_dir, sbd_dir)
+        with staged_output(out) as folder:
+            (folder / "SegmentationClassAug").mkdir(parents=True, exist_ok=True)
+            for split, stems in splits.items():
+                presence: dict[str, dict[int, int]] = {}
+                for stem in tqdm(stems, desc=f"PASCAL-5i {split}", unit=" images"):
+                    presence[stem] = _prepare_image(stem, *sources[stem], folder)
+                write_list(folder, split, [(f"JPEGImages/{s}.jpg", f"SegmentationClassAug/{s}.png") for s in stems])
+                write_class_index(folder, split, presence)
+            mark_prepared(folder, {"benchmark": "pascal", "train_list": train_list,
+                                   "images": {split: len(stems) for split, stems in splits.items()}})
     return out
 
 
-def _prepare_image(stem: str, voc_dir: Path, sbd_dir: Path, out: Path) -> dict[int, int]:
-    """Place one image and its class-index mask in ``out``; return its class pixel counts."""
-    voc_mask, sbd_mask = voc_dir / "SegmentationClass" / f"{stem}.png", sbd_dir / "cls" / f"{stem}.mat"
-    if voc_mask.is_file():
-        label = read_voc_mask(voc_mask)
-    elif sbd_mask.is_file():
-        label = read_sbd_mask(sbd_mask)
+def pascal_splits(
+    train_list: str, voc: dict[str, set[str]], sbd: dict[str, set[str]], voc_main_train: set[str]
+) -> dict[str, list[str]]:
+    """{"train": sorted stems, "val": sorted stems} by the rule of ``train_list`` (module docstring).
+
+    ``voc`` and ``sbd`` map "train" / "val" to the stems of VOC2012's segmentation lists and
+    SBD's lists; ``voc_main_train`` holds VOC2012's ``ImageSets/Main/train.txt`` (pfenet only).
+    """
+    if train_list == "pfenet":
+        train = voc["train"] | (sbd["train"] & voc_main_train)
     else:
+        train = voc["train"] | sbd["train"] | sbd["val"]
+    return {"train": sorted(train - voc["val"]), "val": sorted(voc["val"])}
+
+
+def _locate(stems: list[str], voc_dir: Path, sbd_dir: Path) -> dict[str, tuple[Path, Path]]:
+    """{stem: (mask, image)} for every listed stem, VOC's files first; anything missing is one error."""
+    sources, no_mask, no_image = {}, [], []
+    for stem in stems:
+        voc_mask, sbd_mask = voc_dir / "SegmentationClass" / f"{stem}.png", sbd_dir / "cls" / f"{stem}.mat"
+        mask = voc_mask if voc_mask.is_file() else sbd_mask if sbd_mask.is_file() else None
+        candidates = (voc_dir / "JPEGImages" / f"{stem}.jpg", sbd_dir / "img" / f"{stem}.jpg")
+        image = next((path for path in candidates if path.is_file()), None)
+        if mask is None:
+            no_mask.append(stem)
+        if image is None:
+            no_image.append(stem)
+        if mask is not None and image is not None:
+            sources[stem] = (mask, image)
+    problems = [
+        f"{len(names)} listed images have no {what} in {first} or {second} (e.g. {names[0]})"
+        for names, what, first, second in (
+            (no_mask, "mask", voc_dir / "SegmentationClass", sbd_dir / "cls"),
+            (no_image, "JPEG", voc_dir / "JPEGImages", sbd_dir / "img"),
+        )
+        if names
+    ]
+    if problems:
         raise DatasetNotFoundError(
-            f"Image {stem} is listed but has no mask: neither {voc_mask} nor {sbd_mask} exists.",
+            f"{'; '.join(problems)}. Nothing was written.",
             f"the inputs look incomplete: re-extract or re-download them. {VOC_DOWNLOAD} {SBD_DOWNLOAD}",
         )
-    candidates = (voc_dir / "JPEGImages" / f"{stem}.jpg", sbd_dir / "img" / f"{stem}.jpg")
-    image = next((path for path in candidates if path.is_file()), None)
-    if image is None:
-        raise DatasetNotFoundError(
-            f"Image {stem}.jpg is listed but is neither in {voc_dir / 'JPEGImages'} nor in {sbd_dir / 'img'}.",
-            f"the inputs look incomplete: re-extract or re-download them. {VOC_DOWNLOAD}",
-        )
+    return sources
+
+
+def _prepare_image(stem: str, mask: Path, image: Path, out: Path) -> dict[int, int]:
+    """Place one image and its class-index mask in ``out``; return its class pixel counts."""
+    label = read_voc_mask(mask) if mask.suffix == ".png" else read_sbd_mask(mask)
     try:
         with Image.open(image) as handle:
             width, height = handle.size
@@ -170,22 +251,53 @@ def _read_stems(path: Path) -> set[str]:
     return {line.split()[0] for line in path.read_text().splitlines() if line.strip()}
 
 
-def _voc_folder(voc: Path, staging: Path) -> Path:
-    """The VOC2012 folder of ``voc``, unpacking the needed members if it is an archive."""
-    if _is_archive(voc, "PASCAL VOC 2012", VOC_DOWNLOAD):
-        _unpack(voc, staging, _voc_member(None))
-        stems = set().union(*(_read_stems(p) for p in (staging / "ImageSets/Segmentation").glob("*.txt")))
-        _unpack(voc, staging, _voc_member(stems))
-        return _find(staging, ("",), VOC_FILES, f"The archive {voc}", VOC_DOWNLOAD)
-    return _find(voc, ("VOCdevkit/VOC2012", "VOC2012", ""), VOC_FILES, f"The folder {voc}", VOC_DOWNLOAD)
+def _check_releases(voc: Path, sbd: Path) -> None:
+    """Raise a clear error if an input is missing, not a tar archive, or the other dataset's release."""
+    voc_kinds, sbd_kinds = _release(voc, "PASCAL VOC 2012", VOC_DOWNLOAD), _release(sbd, "SBD", SBD_DOWNLOAD)
+    if voc_kinds == {"sbd"} and sbd_kinds == {"voc"}:
+        raise DatasetNotFoundError(
+            f"The VOC input {voc} is SBD's release and the SBD input {sbd} is VOC2012's: the two are swapped.",
+            f"swap them: pass {sbd} with --voc and {voc} with --sbd.",
+        )
+    if voc_kinds == {"sbd"}:
+        raise DatasetNotFoundError(
+            f"The VOC input {voc} is SBD's release (it holds benchmark_RELEASE/ or cls/), not VOC2012's.",
+            f"pass it with --sbd, and VOC2012 with --voc: {VOC_DOWNLOAD}",
+        )
+    if sbd_kinds == {"voc"}:
+        raise DatasetNotFoundError(
+            f"The SBD input {sbd} is VOC2012's release (it holds VOCdevkit/ or JPEGImages/), not SBD's.",
+            f"pass it with --voc, and SBD with --sbd: {SBD_DOWNLOAD}",
+        )
 
 
-def _sbd_folder(sbd: Path, staging: Path) -> Path:
-    """The SBD ``dataset`` folder of ``sbd``, unpacking the needed members if it is an archive."""
-    if _is_archive(sbd, "SBD", SBD_DOWNLOAD):
-        _unpack(sbd, staging, _sbd_member)
-        return _find(staging, ("",), SBD_FILES, f"The archive {sbd}", SBD_DOWNLOAD)
-    return _find(sbd, ("benchmark_RELEASE/dataset", "dataset", ""), SBD_FILES, f"The folder {sbd}", SBD_DOWNLOAD)
+def _release(path: Path, dataset: str, download: str) -> set[str]:
+    """Which releases ("voc", "sbd") the folder names in ``path`` point to: its first archive members, or
+    the folder's own name and its entries. Missing inputs and non-tar files are clear errors."""
+    if not path.exists():
+        raise DatasetNotFoundError(f"The {dataset} input {path} does not exist.", download)
+    if path.is_file():
+        if not tarfile.is_tarfile(path):
+            raise DatasetNotFoundError(f"The {dataset} input {path} is a file but not a tar archive.", download)
+        with tarfile.open(path) as tar:
+            names = {part for _, member in zip(range(50), tar) for part in PurePosixPath(member.name).parts}
+    else:
+        names = {path.name, *(entry.name for entry in path.iterdir())}
+    return {kind for kind, signature in (("voc", VOC_NAMES), ("sbd", SBD_NAMES)) if names & signature}
+
+
+def _unpack_voc(voc: Path, staging: Path, required: tuple[str, ...]) -> Path:
+    """Unpack the needed members of the VOC archive: split lists and masks, then the listed JPEGs."""
+    _unpack(voc, staging, _voc_member(None))
+    stems = set().union(*(_read_stems(p) for p in (staging / "ImageSets/Segmentation").glob("*.txt")))
+    _unpack(voc, staging, _voc_member(stems))
+    return _find(staging, ("",), required, f"The archive {voc}", VOC_DOWNLOAD)
+
+
+def _unpack_sbd(sbd: Path, staging: Path) -> Path:
+    """Unpack the needed members of SBD's archive."""
+    _unpack(sbd, staging, _sbd_member)
+    return _find(staging, ("",), SBD_FILES, f"The archive {sbd}", SBD_DOWNLOAD)
 
 
 def _voc_member(jpeg_stems: set[str] | None) -> Callable[[PurePosixPath], str | None]:
@@ -199,6 +311,8 @@ def _voc_member(jpeg_stems: set[str] | None) -> Callable[[PurePosixPath], str | 
             return f"SegmentationClass/{member.name}"
         if member.parent.parts[-2:] == ("ImageSets", "Segmentation") and member.name in ("train.txt", "val.txt"):
             return f"ImageSets/Segmentation/{member.name}"
+        if member.parent.parts[-2:] == ("ImageSets", "Main") and member.name == "train.txt":
+            return VOC_MAIN_TRAIN
         return None
 
     return destination
@@ -211,15 +325,6 @@ def _sbd_member(member: PurePosixPath) -> str | None:
     if member.parent.parent.name == "dataset" and (member.parent.name, member.suffix) in (("cls", ".mat"), ("img", ".jpg")):
         return f"{member.parent.name}/{member.name}"
     return None
-
-
-def _is_archive(path: Path, dataset: str, download: str) -> bool:
-    """True for a tar archive, False for a folder; anything else is a clear error."""
-    if not path.exists():
-        raise DatasetNotFoundError(f"The {dataset} input {path} does not exist.", download)
-    if path.is_file() and not tarfile.is_tarfile(path):
-        raise DatasetNotFoundError(f"The {dataset} input {path} is a file but not a tar archive.", download)
-    return path.is_file()
 
 
 def _unpack(archive: Path, staging: Path, destination: Callable[[PurePosixPath], str | None]) -> None:

@@ -2,9 +2,12 @@
 
     python -m fsslib.data.prepare toy    [--out DIR] [--seed 0]
     python -m fsslib.data.prepare pascal --voc VOCtrainval_11-May-2012.tar --sbd benchmark.tgz [--out DIR]
+                                         [--pascal-train-list pfenet|trainaug]
     python -m fsslib.data.prepare coco   --root COCO_DIR [--out DIR]
 
 Archives may be given as the downloaded .tar/.tgz files or as already extracted folders.
+Every input is checked before anything is written, and a run that fails leaves no tree that
+loads (the marker ``fsslib_prepared.json`` is written last; see :mod:`fsslib.data.layout`).
 """
 from __future__ import annotations
 
@@ -14,22 +17,37 @@ from pathlib import Path
 
 from fsslib.data import toyworld
 from fsslib.data.benchmarks import COCO, PASCAL, TOY
+from fsslib.data.layout import MARKER, mark_prepared, require_prepared
 from fsslib.errors import FsslibError
 
 TOY_VERSION = 1  # bump when the generator changes, so stale toy worlds are rebuilt
 
 
 def ensure_toyworld(root: Path, seed: int = 0) -> Path:
-    """Generate the toy world at ``root`` unless an up-to-date copy is already there."""
-    meta_path = Path(root) / "meta.json"
+    """Generate the toy world at ``root`` unless an up-to-date copy is already there.
+
+    The world is written in place and its completion marker last. A world made before the
+    markers existed is complete when its ``meta.json`` carries the current version (written
+    after every image), so it only gets the marker.
+    """
+    root = Path(root)
+    meta_path = root / "meta.json"
     if meta_path.is_file():
         meta = json.loads(meta_path.read_text())
         if meta.get("version") == TOY_VERSION and meta.get("seed") == seed:
-            return Path(root)
+            if not (root / MARKER).is_file():
+                mark_prepared(root, _toy_record(meta))
+            return root
+    (root / MARKER).unlink(missing_ok=True)
     toyworld.materialize(root, seed=seed)
-    meta = json.loads(meta_path.read_text())
-    meta_path.write_text(json.dumps({**meta, "version": TOY_VERSION}, indent=1))
-    return Path(root)
+    meta = {**json.loads(meta_path.read_text()), "version": TOY_VERSION}
+    meta_path.write_text(json.dumps(meta, indent=1))
+    mark_prepared(root, _toy_record(meta))
+    return root
+
+
+def _toy_record(meta: dict) -> dict:
+    return {"benchmark": "toy", "seed": meta["seed"], "images": meta["counts"]}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -43,6 +61,9 @@ def main(argv: list[str] | None = None) -> None:
     pascal.add_argument("--voc", type=Path, required=True, help="VOCtrainval_11-May-2012.tar or its extracted folder")
     pascal.add_argument("--sbd", type=Path, required=True, help="SBD benchmark.tgz or its extracted folder")
     pascal.add_argument("--out", type=Path, default=None, help=f"default: $FSSLIB_DATA/{PASCAL.root_name}")
+    pascal.add_argument("--pascal-train-list", default="pfenet", metavar="{pfenet,trainaug}",
+                        help="pfenet (default): PFENet's 5,953 training images; trainaug: DeepLab's 10,582 "
+                             "(rules in fsslib/data/pascal.py)")
     coco = sub.add_parser("coco", help="COCO-20i from COCO 2014 images and instances JSON")
     coco.add_argument("--root", type=Path, required=True,
                       help="folder with train2014/, val2014/ and annotations/instances_{train,val}2014.json")
@@ -52,7 +73,10 @@ def main(argv: list[str] | None = None) -> None:
         root = _prepare(args)
     except FsslibError as error:
         parser.exit(2, f"error: {error}\n")
-    print(f"prepared {args.benchmark} at {root}")
+    record = require_prepared(root, f"python -m fsslib.data.prepare {args.benchmark}")
+    images = ", ".join(f"{split} {count} images" for split, count in record["images"].items())
+    train_list = f" (train list {record['train_list']!r})" if "train_list" in record else ""
+    print(f"prepared {args.benchmark} at {root}: {images}{train_list}")
 
 
 def _prepare(args: argparse.Namespace) -> Path:
@@ -61,7 +85,7 @@ def _prepare(args: argparse.Namespace) -> Path:
     elif args.benchmark == "pascal":
         from fsslib.data.pascal import prepare_pascal
 
-        root = prepare_pascal(args.voc, args.sbd, args.out or PASCAL.root())
+        root = prepare_pascal(args.voc, args.sbd, args.out or PASCAL.root(), train_list=args.pascal_train_list)
     else:
         from fsslib.data.coco import prepare_coco
 
