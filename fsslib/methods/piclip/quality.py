@@ -56,12 +56,13 @@ def prior_quality(cfg: Config, episodes: int = 300, batch_size: int = 16) -> dic
     meters: dict[str, FewShotMeter] = {}
     for start in range(0, len(dataset), batch_size):
         items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
-        batch = collate_episodes(items).one_way()
+        episodes = collate_episodes(items)  # 1-way: the labels hold 0, 1 and 255
+        batch = episodes.one_way()
         present = [[c - 1 for c in classes] for classes in batch.query_classes]  # image-level labels, as rows
         with torch.no_grad():
             maps = _prior_maps(model, batch, present)
         for name, priors in maps.items():  # (B, h, w), scored exactly as the evaluator scores a prediction
             meter = meters.setdefault(name, FewShotMeter(dataset.classes))
-            score_at_label_size(meter, priors[:, None], batch.query_labels, batch.class_ids.tolist(),
+            score_at_label_size(meter, priors[:, None], episodes.query_labels, episodes.class_ids,
                                 lambda up: (up[:, 0] > PRIOR_THRESHOLD).long())
     return {name: meter.summary()["miou"] for name, meter in meters.items()}
