@@ -1,11 +1,12 @@
 # fsslib: two commands on a fresh machine (see README).
 #   make quickstart   train + evaluate the baseline on the offline toy world, write the results table
 #   make test         the whole test suite (unit tests, notebooks under nbval, a papermill smoke run)
+#   make test-fast    the unit tests alone (no training, notebooks or papermill)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install quickstart test benchmark strip-notebooks
+.PHONY: install quickstart test test-fast benchmark strip-notebooks
 
 install: $(VENV)/.installed
 
@@ -20,6 +21,9 @@ quickstart: install
 
 test: install
 	$(PY) -m pytest -q tests notebooks --nbval-lax
+
+test-fast: install
+	$(PY) -m pytest -q tests -m "not slow"
 
 benchmark: install
 	$(PY) benchmarks/foundation.py

@@ -152,7 +152,10 @@ def execute(grid_path: str | Path, smoke: bool = False, outputs: str | Path | No
         pool.shutdown(cancel_futures=True)
     rows = [row for result in results_per_run for row in result["rows"]]
     curves = {run_name(p): result["history"] for p, result in zip(runs, results_per_run) if result.get("history")}
-    write_table(rows, Path(results or REPO / "papermill_runs" / "results") / name, curves)
+    results_dir = Path(results or REPO / "papermill_runs" / "results")
+    write_table(rows, results_dir / name, curves)
+    if not smoke and results is None:
+        write_results_page(REPO / "papermill_runs")
     return rows
 
 
@@ -221,6 +224,43 @@ def write_table(rows: list[dict[str, Any]], stem: Path, curves: dict[str, list[d
                       f"training (mean of the last quarter minus mean of the quarter before): {flat} of {len(gains)} runs under {PLATEAU_GAIN:.0f} point (plateau); largest "
                       f"{max(gains.values()):.1f} ({max(gains, key=gains.get)})." if gains else ""]
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+
+
+def grid_description(path: Path) -> str:
+    """The comment block at the top of a grid file, without the '#' marks and its 'Run:' line."""
+    lines = []
+    for line in path.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        if not line[1:].strip().startswith("Run:"):
+            lines.append(line[1:].strip())
+    return " ".join(lines)
+
+
+def write_results_page(folder: Path) -> Path:
+    """``folder/RESULTS.md``: every grid of ``folder`` whose table exists, with its description, table,
+    learning curves and the hand-written analysis ``<name>.notes.md`` beside the grid file, if any."""
+    sections = ["# Results", "",
+                "Written by `python -m fsslib.runs` after each grid (do not edit: edit the grid's `<name>.notes.md`). "
+                "Every table comes from the one command in its section; mIoU / FB-IoU in %, 1000 test episodes per row; "
+                "`reference_miou` is the all-foreground predictor on the same episodes; `train_shots` is the shots of the "
+                "training episodes (empty for training-free methods)."]
+    for grid_file in sorted(folder.glob("*.yaml")):
+        name = load_grid(grid_file)["name"]
+        table = folder / "results" / f"{name}.md"
+        if not table.is_file():
+            continue
+        sections += ["", f"## {name}", "", grid_description(grid_file), "",
+                     f"`python -m fsslib.runs papermill_runs/{grid_file.name}`", "", table.read_text().strip()]
+        curves = folder / "results" / f"{name}_curves.png"
+        if curves.is_file():
+            sections += ["", f"![validation learning curves of {name}](results/{curves.name})"]
+        notes = folder / f"{name}.notes.md"
+        if notes.is_file():
+            sections += ["", notes.read_text().strip()]
+    page = folder / "RESULTS.md"
+    page.write_text("\n".join(sections) + "\n")
+    return page
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -26,3 +26,30 @@ def tiny_cfg(tmp_path, toy_root):
         return make_config(**values)
 
     return factory
+
+
+@pytest.fixture(scope="session")
+def random_resnet50():
+    """The paper tier's ResNet-50 with random weights, built once per session (seconds on 2 cores)."""
+    from fsslib.models.backbones import build_backbone
+
+    return build_backbone("resnet50", "random")
+
+
+@pytest.fixture(scope="session")
+def random_vit_b16():
+    """open_clip ViT-B/16 with random weights (no download), built once per session."""
+    from fsslib.clip import load_clip
+
+    return load_clip("ViT-B-16")
+
+
+@pytest.fixture
+def paper_models(monkeypatch, random_resnet50, random_vit_b16):
+    """Make the methods' ``build`` use the session's random paper-size models instead of building new ones."""
+    import fsslib.methods.pfenet as pfenet
+    import fsslib.methods.piclip as piclip
+
+    for module in (pfenet, piclip):
+        monkeypatch.setattr(module, "build_backbone", lambda name, weights=None: random_resnet50)
+    monkeypatch.setattr(piclip, "load_clip", lambda name, pretrained=None, checkpoint=None: random_vit_b16)

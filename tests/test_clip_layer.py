@@ -482,8 +482,8 @@ def test_bad_images_get_clear_errors(vit, rn):
 # ---------------------------------------------------------------- paper-sized plumbing
 
 
-def test_paper_sized_models_random_weights():
-    vit_b16 = load_clip("ViT-B-16")
+def test_paper_sized_models_random_weights(random_vit_b16):
+    vit_b16 = random_vit_b16
     assert (vit_b16.kind, vit_b16.patch_size, vit_b16.image_size, vit_b16.embed_dim) == ("vit", 16, 224, 512)
     with torch.no_grad():
         features = maskclip_features(vit_b16, torch.rand(1, 3, 473, 473))

@@ -26,12 +26,12 @@ def test_train_eval_notebook_has_one_parameters_cell():
     notebook = nbformat.read(REPO / "notebooks" / "90_train_eval.ipynb", as_version=4)
     tagged = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1
-    for name in ("method", "variant", "preset", "fold", "shots", "seed", "device", "smoke", "out_dir"):
+    for name in ("method", "variant", "preset", "fold", "shots", "test_shots", "ways", "seed", "device", "smoke", "out_dir"):
         assert f"{name} = " in tagged[0].source
 
 
 def test_jobs_must_be_positive(tmp_path):
-    with pytest.raises(FsslibError, match="--jobs"):
+    with pytest.raises(FsslibError, match="--jobs and --threads"):
         runs.execute(REPO / "papermill_runs" / "quickstart.yaml", smoke=True, outputs=tmp_path, jobs=0)
 
 
@@ -39,38 +39,84 @@ def test_grid_expansion():
     grid = runs.load_grid(REPO / "papermill_runs" / "quickstart.yaml")
     expanded = runs.expand(grid)
     assert len(expanded) == len(set(map(runs.run_name, expanded)))
-    assert {(r["method"], r["fold"], r["shots"]) for r in expanded} >= {("prototype", f, k) for f in range(4) for k in (1, 5)}
+    # one model per fold, trained on 1-shot episodes, evaluated at 1 and 5 shots
+    assert [(r["method"], r["fold"], r["shots"], r["test_shots"]) for r in expanded] == [
+        ("prototype", f, 1, [1, 5]) for f in range(4)]
+    assert (grid["jobs"], grid["threads"]) == (2, 1)
 
 
 def test_table_adds_means_over_folds(tmp_path):
     def row(method, fold, shots, miou):
-        return {"method": method, "variant": "", "tier": "toy", "benchmark": "toy", "fold": fold, "shots": shots,
-                "seed": 0, "episodes": 10, "miou": miou, "fbiou": 50.0, "reference_miou": 9.0}
+        return {"method": method, "variant": "", "tier": "toy", "benchmark": "toy", "fold": fold, "ways": 1, "shots": shots,
+                "train_shots": shots, "seed": 0, "episodes": 10, "miou": miou, "fbiou": 50.0, "reference_miou": 9.0,
+                "torch": "2.x", "commit": "abc", "device": "cpu"}
 
     rows = [row("a", 0, 1, 20.0), row("a", 1, 1, 31.0), row("a", 0, 5, 40.0), row("b", 0, 1, 10.0)]
     assert runs.fold_means(rows + [row("b", 0, 1, 12.0)]) == runs.fold_means(rows)  # fold 0 twice: no mean
     means = runs.fold_means(rows)
     assert [(m["method"], m["shots"], m["folds"], m["miou"]) for m in means] == [("a", 1, 2, 25.5)]
-    runs.write_table(rows, tmp_path / "t")
+    curves = {"a-fold0": [{"epoch": e, "val_miou": v} for e, v in enumerate([10, 20, 30, 31, 30, 31, 31, 30], 1)],
+              "a-fold1": [{"epoch": e, "val_miou": v} for e, v in enumerate([10, 20, 30, 32, 34, 36, 38, 40], 1)]}
+    runs.write_table(rows, tmp_path / "t", curves)
     text = (tmp_path / "t.md").read_text()
-    assert "Mean over folds:" in text and "| a |  | toy | toy | 1 | 0 | 2 | 25.5 | 50.0 | 9.0 |" in text
+    assert "Mean over folds:" in text and "| a |  | toy | toy | 1 | 1 | 1 | 0 | 2 | 25.5 | 50.0 | 9.0 |" in text
+    assert "Produced with torch 2.x; commit abc; device cpu." in text
+    assert "1 of 2 runs under 1 point (plateau); largest 4.0 (a-fold1)" in text
+    assert (tmp_path / "t_curves.png").stat().st_size > 0
     assert len((tmp_path / "t.csv").read_text().splitlines()) == 5  # the CSV holds the runs only
+
+
+def test_results_page_collects_every_grid_with_its_notes(tmp_path):
+    (tmp_path / "results").mkdir()
+    (tmp_path / "a.yaml").write_text("# Grid a: what it shows.\n# Run: python -m fsslib.runs a.yaml\nname: a\nnotebook: n.ipynb\ngrid: {}\n")
+    (tmp_path / "b.yaml").write_text("name: b\nnotebook: n.ipynb\ngrid: {}\n")  # no table yet: left out
+    (tmp_path / "results" / "a.md").write_text("| method |\n|---|\n| x |\n")
+    (tmp_path / "a.notes.md").write_text("Why x wins.")
+    page = runs.write_results_page(tmp_path).read_text()
+    assert "## a\n\nGrid a: what it shows.\n" in page and "| x |" in page and page.rstrip().endswith("Why x wins.")
+    assert "## b" not in page and "Run:" not in page
+
+
+def test_plateau_gain_compares_the_last_two_quarters():
+    flat = [{"val_miou": v} for v in (0, 10, 20, 50, 51, 49, 50, 50)]  # quarters of 2: (50 + 50) / 2 - (51 + 49) / 2
+    rising = [{"val_miou": v} for v in range(8)]
+    assert runs.plateau_gains({"flat": flat, "rising": rising}) == {"flat": 0.0, "rising": 2.0}
 
 
 @pytest.mark.slow
 def test_papermill_smoke_run(tmp_path, toy_root):
     grid = tmp_path / "tiny.yaml"
-    grid.write_text("name: tiny\nnotebook: notebooks/90_train_eval.ipynb\nfixed: {preset: toy, seed: 0}\n"
+    grid.write_text("name: tiny\nnotebook: notebooks/90_train_eval.ipynb\nfixed: {preset: toy, seed: 0, test_shots: [1, 2]}\n"
                     "grid: {method: [prototype, all-foreground], fold: [1], shots: [1]}\n")
     working_directory = os.getcwd()
     rows = runs.execute(grid, smoke=True, outputs=tmp_path / "outputs", results=tmp_path / "results", jobs=2)
     assert os.getcwd() == working_directory  # papermill's chdir stays inside each run's process
-    assert [(r["method"], r["fold"]) for r in rows] == [("prototype", 1), ("all-foreground", 1)]  # grid order
+    # grid order; one trained model evaluated at 1 and 2 shots
+    assert [(r["method"], r["fold"], r["shots"]) for r in rows] == [("prototype", 1, 1), ("prototype", 1, 2),
+                                                                     ("all-foreground", 1, 1), ("all-foreground", 1, 2)]
     executed = tmp_path / "outputs" / "prototype-fold1-1shot-seed0"
     assert (executed / "90_train_eval.ipynb").is_file()
-    assert json.loads((executed / "metrics.json").read_text())["episodes"] == 40
+    record = json.loads((executed / "metrics.json").read_text())
+    assert [r["episodes"] for r in record["rows"]] == [40, 40] and len(record["history"]) == 1
+    assert record["rows"][0]["train"]["checkpoint"] == record["rows"][1]["checkpoint"]  # the same model at both shots
     with (tmp_path / "results" / "tiny_smoke.csv").open() as handle:
         table = list(csv.DictReader(handle))
-    assert table[0]["method"] == "prototype" and table[0]["tier"] == "toy" and float(table[0]["miou"]) >= 0
-    assert len(table) == 2 and float(table[1]["miou"]) == pytest.approx(float(table[1]["reference_miou"]))
+    assert table[0]["method"] == "prototype" and table[0]["tier"] == "toy" and table[0]["train_shots"] == "1"
+    assert table[1]["shots"] == "2" and table[1]["train_shots"] == "1" and table[2]["train_shots"] == ""
+    assert len(table) == 4 and float(table[2]["miou"]) == pytest.approx(float(table[2]["reference_miou"]))
     assert (tmp_path / "results" / "tiny_smoke.md").read_text().startswith("| method |")
+
+
+@pytest.mark.slow
+def test_a_committed_row_is_reproduced(tmp_path, toy_root, monkeypatch):
+    """MaskCLIP, fold 0 (training-free): re-executed through the papermill notebook, it gives the committed mIoU."""
+    monkeypatch.delenv("FSSLIB_SMOKE")  # the full 1000 episodes, as the committed run
+    grid = tmp_path / "row.yaml"
+    grid.write_text("name: row\nnotebook: notebooks/90_train_eval.ipynb\nfixed: {preset: toy, seed: 0, shots: 1}\n"
+                    "grid: {method: [maskclip], fold: [0]}\n")
+    (row,) = runs.execute(grid, outputs=tmp_path / "outputs", results=tmp_path / "results")
+    with (REPO / "papermill_runs" / "results" / "clip_toy.csv").open() as handle:
+        committed = next(r for r in csv.DictReader(handle) if r["fold"] == "0")
+    assert row["episodes"] == int(committed["episodes"]) == 1000
+    assert row["miou"] == pytest.approx(float(committed["miou"]), abs=0.1)  # the table rounds to 0.1
+    assert row["fbiou"] == pytest.approx(float(committed["fbiou"]), abs=0.1)

@@ -93,13 +93,14 @@ def test_n_way_rule_one_vs_rest(toy_pfenet):
     assert torch.equal(prediction == 0, (log_odds <= 0).all(1))  # background where no way's foreground wins
 
 
+@pytest.mark.slow
 def test_toy_training_smoke(tiny_cfg):
     summary = train.run(tiny_cfg(method="pfenet", backbone_weights="random"))
     (record,) = summary["history"]
     assert summary["best_val_miou"] == record["val_miou"] and math.isfinite(record["train_loss"])
 
 
-def test_paper_tier_shapes_with_random_resnet50():
+def test_paper_tier_shapes_with_random_resnet50(paper_models):
     torch.manual_seed(0)
     cfg = make_config(method="pfenet", preset="paper", backbone_weights="random")
     assert (cfg.optimizer, cfg.lr, cfg.batch_size, cfg.poly_power, cfg.image_size) == ("sgd", 0.0025, 4, 0.9, 473)

@@ -179,6 +179,7 @@ def test_priors_replace_only_the_prior_channels():
     model = piclip()
     shared = {k: v for k, v in baseline.state_dict().items() if not k.startswith("decoder.init_merge")}
     model.load_state_dict(shared, strict=False)
+    model.backbone.load_state_dict(baseline.backbone.state_dict())  # the frozen backbone is not in the state dict
     captured = {}
     for name, net in (("pfenet", baseline), ("piclip", model)):
         net.decoder.register_forward_hook(lambda module, inputs, output, name=name: captured.__setitem__(name, inputs))
@@ -244,13 +245,14 @@ def test_bad_options_raise_with_a_fix():
         piclip(vtp_prompts="all")
 
 
+@pytest.mark.slow
 def test_toy_training_smoke(tiny_cfg):
     summary = train.run(tiny_cfg(method="piclip", backbone_weights="random"))
     (record,) = summary["history"]
     assert summary["best_val_miou"] == record["val_miou"] and math.isfinite(record["train_loss"])
 
 
-def test_paper_tier_shapes_with_random_vit_b16_and_resnet50():
+def test_paper_tier_shapes_with_random_vit_b16_and_resnet50(paper_models):
     torch.manual_seed(0)
     cfg = make_config(method="piclip", preset="paper", benchmark="coco", backbone_weights="random",
                       options={"clip_pretrained": None})

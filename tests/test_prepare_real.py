@@ -138,6 +138,7 @@ def leftovers(out: Path) -> list[Path]:
     return sorted(out.parent.glob(".fsslib-pascal-*")) + sorted(out.parent.glob(f".{out.name}.partial-*"))
 
 
+@pytest.mark.slow
 def test_prepare_pascal_from_archives_via_cli(pascal_inputs: dict[str, Path], tmp_path: Path, capsys) -> None:
     out = tmp_path / "data" / "VOCdevkit" / "VOC2012"
     main(["pascal", "--voc", str(pascal_inputs["voc_tar"]), "--sbd", str(pascal_inputs["sbd_tgz"]), "--out", str(out)])

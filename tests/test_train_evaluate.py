@@ -30,6 +30,7 @@ def test_multi_seed_reports_mean_and_std(tiny_cfg, tmp_path):
     assert metrics["episodes"] == 30 and len(metrics["per_seed"]) == 3
 
 
+@pytest.mark.slow
 def test_train_then_evaluate_prototype(tiny_cfg, tmp_path):
     out = tmp_path / "proto"
     summary = train.run(tiny_cfg(method="prototype", out=str(out)))
@@ -39,6 +40,7 @@ def test_train_then_evaluate_prototype(tiny_cfg, tmp_path):
     assert metrics["episodes"] == 40 and metrics["checkpoint"] == summary["checkpoint"]
 
 
+@pytest.mark.slow
 def test_resume_reproduces_an_uninterrupted_run(tiny_cfg, tmp_path, monkeypatch):
     # bit for bit on the CPU; on CUDA two uninterrupted runs already differ (nondeterministic kernels)
     settings = dict(method="prototype", epochs=2, episodes_per_epoch=16, val_episodes=8, device="cpu")
@@ -65,6 +67,7 @@ def test_resume_reproduces_an_uninterrupted_run(tiny_cfg, tmp_path, monkeypatch)
     assert [h["val_miou"] for h in resumed["history"]] == [h["val_miou"] for h in full["history"]]
 
 
+@pytest.mark.slow
 def test_resume_refuses_changed_settings(tiny_cfg, tmp_path):
     from fsslib.errors import CheckpointError
 
@@ -73,6 +76,7 @@ def test_resume_refuses_changed_settings(tiny_cfg, tmp_path):
         train.run(tiny_cfg(method="prototype", out=str(tmp_path / "r"), resume=True, epochs=3))
 
 
+@pytest.mark.slow
 def test_checkpoint_of_other_settings_or_corrupt_is_refused(tiny_cfg, tmp_path):
     from fsslib.errors import CheckpointError
 
@@ -92,6 +96,7 @@ def test_unknown_method_option_is_refused(tiny_cfg):
         tiny_cfg(method="prototype", options={"prior": "vvp"})
 
 
+@pytest.mark.slow
 def test_training_free_method_is_refused_by_the_trainer(tiny_cfg):
     from fsslib.errors import FsslibError
 
@@ -104,6 +109,7 @@ def _cli(args, **env):
                           env={**os.environ, "OMP_NUM_THREADS": "1", **env}, cwd=Path(__file__).parent.parent)
 
 
+@pytest.mark.slow
 def test_command_line_train_and_evaluate(tmp_path, toy_root):
     out = tmp_path / "cli"
     result = _cli(["-m", "fsslib.train", "--method", "prototype", "--smoke", "--no-progress", "--fold", "3", "--out", str(out)])
@@ -119,6 +125,7 @@ def test_command_line_train_and_evaluate(tmp_path, toy_root):
     assert "2-way" in result.stdout and two_way["ways"] == 2 and two_way["episodes"] == 40
 
 
+@pytest.mark.slow
 def test_ddp_with_two_cpu_processes(tmp_path, toy_root):
     out = tmp_path / "ddp"
     # 25 episodes do not split evenly over 2 ranks: both must still run the same number of steps
