@@ -1,7 +1,7 @@
 """PI-CLIP prior generation: batched vs a per-episode loop (as the official code's VTP), and prior quality.
 
     python benchmarks/piclip_priors.py                 # toy tier on CPU (+ ViT-B/16 at 473 on CUDA)
-    python benchmarks/piclip_priors.py --quality       # prior IoU per fold (toy tier), markdown table
+    python benchmarks/piclip_priors.py --quality       # prior IoU per fold (toy tier) -> benchmarks/results/piclip_prior_quality_toy.md
 
 Throughput counts episodes per second for all of PI-CLIP's priors (VVP, VTP by GradCAM,
 PIR refinement); "per-episode" calls the same code once per episode, like the official
@@ -13,26 +13,34 @@ from __future__ import annotations
 import argparse
 import resource
 import time
+from dataclasses import replace
+from pathlib import Path
 
 import torch
 
 from fsslib.config import make_config
-from fsslib.data.episodes import EpisodeBatch
+from fsslib.data.episodes import EpisodeBatch, OneWayBatch
 from fsslib.methods import build_method
 from fsslib.methods.piclip import prior_quality
+from fsslib.provenance import run_provenance
+
+RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def fabricated_batch(batch_size: int, shots: int, size: int, device: torch.device) -> EpisodeBatch:
-    masks = torch.zeros(batch_size, shots, size, size, dtype=torch.long)
+    """1-way episodes of random images, a centred square as every mask."""
+    masks = torch.zeros(batch_size, 1, shots, size, size, dtype=torch.long)
     masks[..., size // 4 : 3 * size // 4, size // 4 : 3 * size // 4] = 1
-    return EpisodeBatch(torch.rand(batch_size, shots, 3, size, size), masks, torch.rand(batch_size, 3, size, size),
-                        masks[:, 0].clone(), [], torch.arange(batch_size) % 5 + 1, ["class"] * batch_size).to(device)
+    return EpisodeBatch(torch.rand(batch_size, 1, shots, 3, size, size), masks, torch.rand(batch_size, 3, size, size),
+                        masks[:, 0, 0].clone(), [], (torch.arange(batch_size) % 5 + 1)[:, None],
+                        [["class"]] * batch_size).to(device)
 
 
-def episode(batch: EpisodeBatch, index: int) -> EpisodeBatch:
+def episode(batch: OneWayBatch, index: int) -> OneWayBatch:
     pick = slice(index, index + 1)
-    return EpisodeBatch(batch.support_images[pick], batch.support_masks[pick], batch.query_images[pick],
-                        batch.query_masks[pick], [], batch.class_ids[pick], batch.class_names[pick])
+    return replace(batch, support_images=batch.support_images[pick], support_masks=batch.support_masks[pick],
+                   query_images=batch.query_images[pick], query_masks=batch.query_masks[pick],
+                   class_ids=batch.class_ids[pick], class_names=batch.class_names[pick])
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -41,14 +49,14 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10
 
 
-def throughput(model, batch: EpisodeBatch, per_episode: bool, repeats: int, device: torch.device) -> float:
-    """Episodes per second of ``model.clip_priors`` over ``repeats`` passes (after one warm-up)."""
+def throughput(model, batch: OneWayBatch, per_episode: bool, repeats: int, device: torch.device) -> float:
+    """Episodes per second of PI-CLIP's ``clip_priors`` over ``repeats`` passes (after one warm-up)."""
     def once() -> None:
         if per_episode:
             for index in range(len(batch)):
-                model.clip_priors(episode(batch, index))
+                model.prior.clip_priors(episode(batch, index))
         else:
-            model.clip_priors(batch)
+            model.prior.clip_priors(batch)
 
     once()
     if device.type == "cuda":
@@ -65,7 +73,7 @@ def benchmark(preset: str, batch_size: int, shots: int, repeats: int, device: to
     options = {"clip_pretrained": None} if preset == "paper" else {}
     cfg = make_config(method="piclip", preset=preset, shots=shots, backbone_weights="random", options=options)
     model = build_method(cfg).to(device).eval()
-    batch = fabricated_batch(batch_size, shots, cfg.image_size, device)
+    batch = fabricated_batch(batch_size, shots, cfg.image_size, device).one_way()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     batched = throughput(model, batch, per_episode=False, repeats=repeats, device=device)
@@ -89,13 +97,17 @@ def main() -> None:
         rows = {}
         for fold in range(4):
             rows[fold] = prior_quality(make_config(method="piclip", fold=fold, shots=args.shots), episodes=args.episodes)
-        names = list(rows[0])
-        print(f"Prior IoU (%) at threshold 0.5, toy tier, {args.shots}-shot, {args.episodes} episodes per fold\n")
-        print("| prior | " + " | ".join(f"fold {f}" for f in rows) + " | mean |")
-        print("|---|" + "---|" * (len(rows) + 1))
-        for name in names:
+        lines = [f"Prior IoU (%) at threshold 0.5, toy tier, {args.shots}-shot, {args.episodes} episodes per fold "
+                 f"(`python benchmarks/piclip_priors.py --quality`)", "",
+                 "| prior | " + " | ".join(f"fold {f}" for f in rows) + " | mean |", "|---|" + "---|" * (len(rows) + 1)]
+        for name in rows[0]:
             values = [rows[f][name] for f in rows]
-            print(f"| {name} | " + " | ".join(f"{v:.1f}" for v in values) + f" | {sum(values) / len(values):.1f} |")
+            lines.append(f"| {name} | " + " | ".join(f"{v:.1f}" for v in values) + f" | {sum(values) / len(values):.1f} |")
+        provenance = run_provenance("cpu")
+        lines += ["", f"Produced with torch {provenance['torch']}; commit {provenance['commit']}; device cpu."]
+        out = RESULTS / f"piclip_prior_quality_toy{'' if args.shots == 1 else f'_{args.shots}shot'}.md"
+        out.write_text("\n".join(lines) + "\n")
+        print("\n".join(lines) + f"\n-> {out}")
         return
     print("| setting | device | batch | shots | batched ep/s | per-episode ep/s | speed-up | peak MB |")
     print("|---|---|---|---|---|---|---|---|")
