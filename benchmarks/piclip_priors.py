@@ -19,7 +19,8 @@ from pathlib import Path
 import torch
 
 from fsslib.config import make_config
-from fsslib.data.episodes import EpisodeBatch, OneWayBatch
+from fsslib.data.episodes import EpisodeBatch, EpisodeDataset, OneWayBatch
+from fsslib.engine import open_source
 from fsslib.methods import build_method
 from fsslib.methods.piclip import prior_quality
 from fsslib.provenance import run_provenance
@@ -96,7 +97,9 @@ def main() -> None:
     if args.quality:
         rows = {}
         for fold in range(4):
-            rows[fold] = prior_quality(make_config(method="piclip", fold=fold, shots=args.shots), episodes=args.episodes)
+            cfg = make_config(method="piclip", fold=fold, shots=args.shots)
+            episodes = EpisodeDataset(open_source(cfg, "test"), fold, args.shots, cfg.image_size, args.episodes, cfg.seed)
+            rows[fold] = prior_quality(build_method(cfg), episodes)
         lines = [f"Prior IoU (%) at threshold 0.5, toy tier, {args.shots}-shot, {args.episodes} episodes per fold "
                  f"(`python benchmarks/piclip_priors.py --quality`)", "",
                  "| prior | " + " | ".join(f"fold {f}" for f in rows) + " | mean |", "|---|" + "---|" * (len(rows) + 1)]

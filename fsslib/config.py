@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Callable
 
 from fsslib.errors import FsslibError, unknown
+from fsslib.methods import method_options, method_presets, method_variants
 
 TIERS = ("toy", "paper")
 
@@ -81,8 +82,6 @@ SMOKE = dict(epochs=1, episodes_per_epoch=24, val_episodes=16, episodes=40, eval
 
 def make_config(method: str = "prototype", preset: str = "toy", **overrides: Any) -> Config:
     """Build a :class:`Config` for ``method`` on ``preset``; ``None`` overrides are ignored."""
-    from fsslib.methods import method_options, method_presets, method_variants
-
     if preset not in PRESETS:
         raise unknown("preset", preset, list(PRESETS))
     valid = {f.name for f in fields(Config)}

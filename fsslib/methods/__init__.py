@@ -14,8 +14,7 @@ from typing import TYPE_CHECKING, Any
 from fsslib.errors import unknown
 
 if TYPE_CHECKING:
-    from fsslib.config import Config
-    from fsslib.methods.base import FewShotSegmenter
+    from fsslib.methods.base import FewShotSegmenter, MethodConfig
 
 METHODS: dict[str, str] = {
     "all-foreground": "fsslib.methods.trivial",
@@ -45,6 +44,6 @@ def method_variants(name: str) -> dict[str, dict[str, Any]]:
     return getattr(method_module(name), "VARIANTS", {})
 
 
-def build_method(cfg: "Config") -> "FewShotSegmenter":
+def build_method(cfg: MethodConfig) -> FewShotSegmenter:
     """Instantiate the segmenter named by ``cfg.method``."""
     return method_module(cfg.method).build(cfg)

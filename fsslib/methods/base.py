@@ -21,12 +21,27 @@ outside ``parameters()``, ``state_dict()`` and so the optimizer and checkpoints,
 from __future__ import annotations
 
 from abc import ABCMeta, abstractmethod
+from typing import Any, Protocol
 import torch
 import torch.nn.functional as F
 
 from fsslib.data.episodes import IGNORE, EpisodeBatch, OneWayBatch
 from fsslib.errors import EpisodeShapeError
 from fsslib.models.frozen import HoldsFrozen
+
+
+class MethodConfig(Protocol):
+    """The settings a method's ``build(cfg)`` reads (:class:`fsslib.config.Config` has them all)."""
+
+    method: str
+    variant: str
+    preset: str
+    shots: int
+    benchmark: str
+    coco_folds: str
+    backbone: str
+    backbone_weights: str | None
+    options: dict[str, Any]
 
 
 class FewShotSegmenter(HoldsFrozen, metaclass=ABCMeta):

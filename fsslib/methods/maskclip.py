@@ -10,8 +10,6 @@ logits returned are ``[best other score, target score]``. Options: ``key_smoothi
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 import torch.nn.functional as F
 
@@ -19,10 +17,7 @@ from fsslib.clip import MASKCLIP_TEMPLATES, class_embeddings, load_clip, segment
 from fsslib.data.benchmarks import get_benchmark
 from fsslib.data.episodes import OneWayBatch
 from fsslib.errors import unknown
-from fsslib.methods.base import FewShotSegmenter
-
-if TYPE_CHECKING:
-    from fsslib.config import Config
+from fsslib.methods.base import FewShotSegmenter, MethodConfig
 
 TEMPLATE_SETS = {"maskclip": MASKCLIP_TEMPLATES, "single": ("a photo of a {}.",)}
 # MaskCLIP's background vocabulary for PASCAL; the toy world's background is an empty scene.
@@ -71,7 +66,7 @@ class MaskClipSegmenter(FewShotSegmenter):
         return torch.cat([others, target_score], dim=1)  # (B, 2, H, W)
 
 
-def build(cfg: Config) -> MaskClipSegmenter:
+def build(cfg: MethodConfig) -> MaskClipSegmenter:
     benchmark = get_benchmark(cfg.benchmark, cfg.coco_folds)
     options = {**DEFAULT_OPTIONS, **cfg.options}
     background = options["background_names"]

@@ -9,19 +9,14 @@ convolutional head that reads ``[query features, prototype, cosine maps]``.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from fsslib.data.episodes import OneWayBatch
 from fsslib.blocks import masked_average_pooling
-from fsslib.methods.base import FewShotSegmenter
+from fsslib.data.episodes import OneWayBatch
+from fsslib.methods.base import FewShotSegmenter, MethodConfig
 from fsslib.models.backbones import MultiLevelBackbone, build_backbone
-
-if TYPE_CHECKING:
-    from fsslib.config import Config
 
 DEFAULT_OPTIONS = {"feature_dim": 64, "freeze_backbone": False}
 # Both tiers: the pretrained backbone, frozen (as PFENet); the toy epochs are read off the validation
@@ -70,6 +65,6 @@ class PrototypeNet(FewShotSegmenter):
         return F.interpolate(logits, size=batch.query_images.shape[-2:], mode="bilinear", align_corners=True)
 
 
-def build(cfg: Config) -> PrototypeNet:
+def build(cfg: MethodConfig) -> PrototypeNet:
     options = {**DEFAULT_OPTIONS, **cfg.options}
     return PrototypeNet(build_backbone(cfg.backbone, cfg.backbone_weights), options["feature_dim"], options["freeze_backbone"])

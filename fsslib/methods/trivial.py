@@ -1,15 +1,10 @@
 """The reference row of every table: predict the whole query image as foreground."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 
 from fsslib.data.episodes import OneWayBatch
-from fsslib.methods.base import FewShotSegmenter
-
-if TYPE_CHECKING:
-    from fsslib.config import Config
+from fsslib.methods.base import FewShotSegmenter, MethodConfig
 
 
 class AllForeground(FewShotSegmenter):
@@ -24,5 +19,5 @@ class AllForeground(FewShotSegmenter):
         return logits  # (B, 2, H, W)
 
 
-def build(cfg: Config) -> AllForeground:
+def build(cfg: MethodConfig) -> AllForeground:
     return AllForeground()

@@ -8,13 +8,9 @@ The toy preset's epochs are read off the validation learning curves (``papermill
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from fsslib.methods.base import MethodConfig
 from fsslib.methods.pfenet.model import PFENet
 from fsslib.models.backbones import build_backbone
-
-if TYPE_CHECKING:
-    from fsslib.config import Config
 
 DEFAULT_OPTIONS = {"feature_dim": 256, "dropout": 0.5}
 PRESETS = {
@@ -26,7 +22,7 @@ PRESETS = {
 __all__ = ["DEFAULT_OPTIONS", "PFENet", "PRESETS", "build"]
 
 
-def build(cfg: Config) -> PFENet:
+def build(cfg: MethodConfig) -> PFENet:
     options = {**DEFAULT_OPTIONS, **cfg.options}
     return PFENet(build_backbone(cfg.backbone, cfg.backbone_weights), feature_dim=int(options["feature_dim"]),
                   dropout=float(options["dropout"]))

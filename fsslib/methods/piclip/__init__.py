@@ -21,17 +21,13 @@ Options (``cfg.options``, defaults = the paper's PI-CLIP(PFENet)):
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from fsslib.clip import load_clip
 from fsslib.data.benchmarks import get_benchmark
+from fsslib.methods.base import MethodConfig
 from fsslib.methods.pfenet import PFENet
 from fsslib.methods.piclip.model import ClipPriors
 from fsslib.methods.piclip.quality import prior_quality
 from fsslib.models.backbones import build_backbone
-
-if TYPE_CHECKING:
-    from fsslib.config import Config
 
 DEFAULT_OPTIONS = {
     "feature_dim": 256, "dropout": 0.5, "clip": "ViT-B-16", "clip_pretrained": "openai", "clip_checkpoint": None,
@@ -59,7 +55,7 @@ VARIANTS = {
 __all__ = ["ClipPriors", "PRESETS", "VARIANTS", "build", "prior_quality"]
 
 
-def build(cfg: Config) -> PFENet:
+def build(cfg: MethodConfig) -> PFENet:
     """PFENet with :class:`ClipPriors` as its prior source."""
     options = {**DEFAULT_OPTIONS, **cfg.options}
     bundle = load_clip(options["clip"], options["clip_pretrained"], options["clip_checkpoint"])

@@ -9,17 +9,10 @@ from __future__ import annotations
 
 import torch
 
-from typing import TYPE_CHECKING
-
 from fsslib.blocks.priors import MaskedSupportPrior
-from fsslib.data.benchmarks import get_benchmark
 from fsslib.data.episodes import EpisodeDataset, OneWayBatch, collate_episodes
-from fsslib.engine import open_source
 from fsslib.metrics import FewShotMeter, score_at_label_size
-
-if TYPE_CHECKING:
-    from fsslib.config import Config
-    from fsslib.methods.pfenet import PFENet
+from fsslib.methods.pfenet import PFENet
 
 PRIOR_THRESHOLD = 0.5
 
@@ -39,30 +32,25 @@ def _prior_maps(model: PFENet, batch: OneWayBatch, present: list[list[int]]) -> 
     return maps
 
 
-def prior_quality(cfg: Config, episodes: int = 300, batch_size: int = 16) -> dict[str, float]:
-    """mIoU (%) of each prior thresholded at 0.5 on ``episodes`` test episodes of ``cfg.fold``.
+def prior_quality(model: PFENet, episodes: EpisodeDataset, batch_size: int = 16) -> dict[str, float]:
+    """mIoU (%) of each prior thresholded at 0.5 on the 1-way test ``episodes``.
 
-    ``cfg`` is a PI-CLIP config (``make_config(method="piclip", ...)``): its backbone gives the
-    PFENet prior and its CLIP the VVP/VTP. Keys: ``pfenet``, ``vvp_block<i>`` (1-based block,
-    shots averaged), ``vtp``, ``vtp_refined`` and ``vtp_present_labels`` (refined VTP with the
-    official code's prompts of every class present in the query, i.e. reading its labels).
+    ``model`` is a PI-CLIP model (``build_method(make_config(method="piclip", ...))``): its backbone
+    gives the PFENet prior and its CLIP prior source the VVP/VTP. Keys: ``pfenet``, ``vvp_block<i>``
+    (1-based block, shots averaged), ``vtp``, ``vtp_refined`` and ``vtp_present_labels`` (refined VTP
+    with the official code's prompts of every class present in the query, i.e. reading its labels).
     """
-    from fsslib.methods import build_method  # the registry imports this module's package: import it when called
-
-    benchmark = get_benchmark(cfg.benchmark, cfg.coco_folds)
-    source = open_source(cfg, benchmark.test_split)
-    dataset = EpisodeDataset(source, cfg.fold, cfg.shots, cfg.image_size, episodes, cfg.seed, mode="test")
-    model = build_method(cfg).eval()
+    model = model.eval()
     meters: dict[str, FewShotMeter] = {}
-    for start in range(0, len(dataset), batch_size):
-        items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
-        episodes = collate_episodes(items)  # 1-way: the labels hold 0, 1 and 255
-        batch = episodes.one_way()
-        present = [[c - 1 for c in classes] for classes in batch.query_classes]  # image-level labels, as rows
+    for start in range(0, len(episodes), batch_size):
+        items = [episodes[i] for i in range(start, min(start + batch_size, len(episodes)))]
+        batch = collate_episodes(items)  # 1-way: the labels hold 0, 1 and 255
+        one_way = batch.one_way()
+        present = [[c - 1 for c in classes] for classes in one_way.query_classes]  # image-level labels, as rows
         with torch.no_grad():
-            maps = _prior_maps(model, batch, present)
+            maps = _prior_maps(model, one_way, present)
         for name, priors in maps.items():  # (B, h, w), scored exactly as the evaluator scores a prediction
-            meter = meters.setdefault(name, FewShotMeter(dataset.classes))
-            score_at_label_size(meter, priors[:, None], episodes.query_labels, episodes.class_ids,
+            meter = meters.setdefault(name, FewShotMeter(episodes.classes))
+            score_at_label_size(meter, priors[:, None], batch.query_labels, batch.class_ids,
                                 lambda up: (up[:, 0] > PRIOR_THRESHOLD).long())
     return {name: meter.summary()["miou"] for name, meter in meters.items()}
