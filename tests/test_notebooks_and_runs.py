@@ -87,13 +87,15 @@ def test_plateau_gain_compares_the_last_two_quarters():
 def test_papermill_smoke_run(tmp_path, toy_root):
     grid = tmp_path / "tiny.yaml"
     grid.write_text("name: tiny\nnotebook: notebooks/90_train_eval.ipynb\nfixed: {preset: toy, seed: 0, test_shots: [1, 2]}\n"
-                    "grid: {method: [prototype, all-foreground], fold: [1], shots: [1]}\n")
+                    "grid: {method: [prototype, all-foreground], fold: [1], shots: [1]}\n"
+                    "extra: [{method: all-foreground, fold: 1, shots: 1, ways: 2}]\n")
     working_directory = os.getcwd()
     rows = runs.execute(grid, smoke=True, outputs=tmp_path / "outputs", results=tmp_path / "results", jobs=2)
     assert os.getcwd() == working_directory  # papermill's chdir stays inside each run's process
     # grid order; one trained model evaluated at 1 and 2 shots
-    assert [(r["method"], r["fold"], r["shots"]) for r in rows] == [("prototype", 1, 1), ("prototype", 1, 2),
-                                                                     ("all-foreground", 1, 1), ("all-foreground", 1, 2)]
+    assert [(r["method"], r["ways"], r["shots"]) for r in rows] == [
+        ("prototype", 1, 1), ("prototype", 1, 2), ("all-foreground", 1, 1), ("all-foreground", 1, 2),
+        ("all-foreground", 2, 1), ("all-foreground", 2, 2)]
     executed = tmp_path / "outputs" / "prototype-fold1-1shot-seed0"
     assert (executed / "90_train_eval.ipynb").is_file()
     record = json.loads((executed / "metrics.json").read_text())
@@ -103,7 +105,8 @@ def test_papermill_smoke_run(tmp_path, toy_root):
         table = list(csv.DictReader(handle))
     assert table[0]["method"] == "prototype" and table[0]["tier"] == "toy" and table[0]["train_shots"] == "1"
     assert table[1]["shots"] == "2" and table[1]["train_shots"] == "1" and table[2]["train_shots"] == ""
-    assert len(table) == 4 and float(table[2]["miou"]) == pytest.approx(float(table[2]["reference_miou"]))
+    assert len(table) == 6 and float(table[2]["miou"]) == pytest.approx(float(table[2]["reference_miou"]))
+    assert float(table[4]["miou"]) < float(table[2]["miou"])  # 2-way: way 2's pixels are all wrong
     assert (tmp_path / "results" / "tiny_smoke.md").read_text().startswith("| method |")
 
 
