@@ -2,15 +2,24 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
+from fsslib import train
 from fsslib.blocks import ASPPDecoder, AtrousSpatialPyramidPooling, aspp_rates
-from fsslib.blocks.masks import masked_average_pooling
+from fsslib.blocks.masks import foreground_weights, masked_average_pooling
+from fsslib.config import make_config
+from fsslib.data.episodes import EpisodeDataset, collate_episodes
+from fsslib.engine import open_source
 from fsslib.errors import UnknownNameError
+from fsslib.methods import build_method
+from fsslib.methods.base import segmentation_loss
+from fsslib.methods.lfss import DEFAULT_OPTIONS, VARIANTS, LfssOptionError
 from fsslib.methods.lfss.ccm import correlation_maps, focused_prototype
 from fsslib.methods.lfss.dps import (
     association_map,
@@ -29,6 +38,7 @@ from fsslib.methods.lfss.vlmd import (
     reassign,
     refine_masks,
 )
+from tests.test_pfenet import fabricated_batch
 
 E = math.e
 
@@ -218,3 +228,151 @@ def test_empty_query_mask_leaves_the_focused_prototype_the_support_average():
     prototype = focused_prototype(torch.randn(1, 3, 2, 2), empty, support, support_masks)
     average = masked_average_pooling(support, support_masks.long())  # uniform attention: A^y = 1/4 everywhere
     torch.testing.assert_close(F.normalize(prototype, dim=1), F.normalize(average, dim=1))
+
+
+# --------------------------------------------------------------------------- the model
+
+
+@pytest.fixture(scope="module")
+def toy_lfss():
+    torch.manual_seed(0)
+    return build_method(make_config(method="lfss", backbone_weights="random"))
+
+
+def garbage_masks(masks: torch.Tensor, seed: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.tensor([0, 1, 255])[torch.randint(0, 3, masks.shape, generator=generator)]
+
+
+def test_toy_pseudo_masks_find_the_episode_class(toy_root):
+    cfg = make_config(method="lfss", backbone_weights="random")
+    generator = build_method(cfg).pseudo_masks
+    assert generator.vocabulary[-1] == "empty scene" and len(generator.vocabulary) == generator.n_classes + 1
+    episodes = EpisodeDataset(open_source(cfg, "val"), cfg.fold, 1, cfg.image_size, 16, cfg.seed)
+    batch = collate_episodes([episodes[i] for i in range(16)])
+    masks = generator(batch.query_images, batch.class_ids[:, 0], (8, 8))  # (16, 8, 8)
+    truth = foreground_weights(batch.query_masks, (8, 8), mode="nearest")[:, 0] > 0.5
+    assert (masks & truth).sum() / (masks | truth).sum() > 0.25  # about 0.4 with toy-rn; ~0 if the class were wrong
+
+
+def test_clip_and_backbone_are_frozen_and_out_of_the_checkpoint(toy_lfss):
+    toy_lfss.train()
+    keys = list(toy_lfss.state_dict())
+    assert keys and all(k.startswith(("reduce.", "decoder.")) for k in keys)
+    trainable = {id(p) for p in toy_lfss.parameters()}
+    for frozen in (toy_lfss.backbone, toy_lfss.pseudo_masks.clip):
+        assert not frozen.training and not any(p.requires_grad or id(p) in trainable for p in frozen.parameters())
+
+
+def test_no_ground_truth_mask_reaches_the_model(toy_lfss):
+    model = toy_lfss.eval()
+    batch = fabricated_batch(shots=2)
+    garbage = replace(batch, support_masks=garbage_masks(batch.support_masks, 1),
+                      query_masks=garbage_masks(batch.query_masks, 2))
+    with torch.no_grad():
+        torch.testing.assert_close(model(batch), model(garbage), rtol=0, atol=0)
+        model.support_mask_source = "ground_truth"  # the comparison row does read the support masks
+        try:
+            assert not torch.equal(model(batch), model(garbage))
+        finally:
+            model.support_mask_source = "pseudo"
+
+
+def test_circle_supports_the_query_with_the_predicted_support_masks(toy_lfss, monkeypatch):
+    model = toy_lfss.eval()
+    calls = []
+    predict = model.predict
+
+    def recording(query, query_masks, support, support_masks):
+        logits = predict(query, query_masks, support, support_masks)
+        calls.append((query_masks, support_masks, logits))
+        return logits
+
+    monkeypatch.setattr(model, "predict", recording)
+    with torch.no_grad():
+        model(fabricated_batch(shots=2))
+    (_, masks_supporting_the_supports, support_logits), (query_masks, masks_supporting_the_query, _) = calls
+    assert support_logits.shape == (4, 2, 8, 8)  # pass 1: the B * K supports segmented as queries
+    assert torch.equal(masks_supporting_the_supports[:, 0], query_masks.repeat_interleave(2, dim=0))  # by the query
+    assert torch.equal(masks_supporting_the_query, (support_logits.argmax(1) == 1).view(2, 2, 8, 8))  # pass 2
+
+
+def test_circle_loss_weights_support_and_query_by_beta():
+    torch.manual_seed(0)
+    model = build_method(make_config(method="lfss", backbone_weights="random", options={"beta": 0.25})).eval()
+    batch = fabricated_batch(shots=2)
+    one_way = batch.one_way()
+    with torch.no_grad():
+        support_logits, query_logits = model.circle(one_way)
+        expected = 0.25 * segmentation_loss(support_logits, one_way.support_masks.flatten(0, 1)) + \
+            0.75 * segmentation_loss(query_logits, one_way.query_masks)
+        assert model.loss(batch).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_n_way_forward_shape_and_one_vs_rest_background(toy_lfss):
+    first, second = fabricated_batch(seed=0), fabricated_batch(seed=1)
+    two_way = replace(first, support_images=torch.cat([first.support_images, second.support_images], dim=1),
+                      support_masks=torch.cat([first.support_masks, second.support_masks], dim=1),
+                      class_ids=torch.tensor([[1, 3], [2, 4]]), class_names=[["a", "c"], ["b", "d"]])
+    with torch.no_grad():
+        logits = toy_lfss.eval()(two_way)
+    assert logits.shape == (2, 3, 64, 64) and torch.equal(logits[:, 0], torch.zeros(2, 64, 64))
+
+
+def test_variants_are_the_table4_rows():
+    assert VARIANTS["baseline"] == {"dps": False, "refine": False, "ccm": False}
+    baseline = build_method(make_config(method="lfss", variant="baseline", backbone_weights="random"))
+    full = build_method(make_config(method="lfss", variant="dps_refine_ccm", backbone_weights="random"))
+    assert (baseline.dps, baseline.refine, baseline.ccm) == (False, False, False)
+    assert (full.dps, full.refine, full.ccm) == (True, True, True)
+    # decoder input: F_q (64) + P (1) + M_RCM (1) [+ M_FCM (1)]
+    assert baseline.decoder.aspp.pointwise.in_channels == 66 and full.decoder.aspp.pointwise.in_channels == 67
+    with torch.no_grad():
+        assert baseline.eval()(fabricated_batch()).shape == (2, 2, 64, 64)
+    assert make_config(method="lfss", variant="ground_truth_support").options["support_masks"] == "ground_truth"
+
+
+@pytest.mark.parametrize("options, error", [
+    ({"pseudo_mask": "otsu"}, UnknownNameError),
+    ({"pseudo_mask": "softmax", "background_names": []}, LfssOptionError),
+    ({"alpha": 1.5}, LfssOptionError),
+    ({"grid": 2}, LfssOptionError),
+    ({"support_masks": "boxes"}, UnknownNameError),
+    ({"refiner_level": "layer1"}, UnknownNameError),
+    ({"refiner_attention": "sdpa"}, UnknownNameError),
+])
+def test_bad_options_name_the_problem(options, error):
+    with pytest.raises(error):
+        build_method(make_config(method="lfss", backbone_weights="random", options=options))
+
+
+def test_paper_preset_is_section_4_1_and_its_optimizer_is_adam():
+    cfg = make_config(method="lfss", preset="paper")
+    assert (cfg.image_size, cfg.lr, cfg.poly_power, cfg.epochs, cfg.backbone) == (400, 1e-3, 0.0, 200, "resnet50")
+    assert (cfg.optimizer, cfg.weight_decay) == ("adamw", 0.0)
+    assert (cfg.options["clip"], cfg.options["clip_pretrained"]) == ("RN50", "openai")
+    assert (DEFAULT_OPTIONS["alpha"], DEFAULT_OPTIONS["beta"], DEFAULT_OPTIONS["grid"]) == (0.5, 0.5, 3)
+    torch.manual_seed(0)
+    ours, reference = nn.Linear(3, 2), nn.Linear(3, 2)
+    reference.load_state_dict(ours.state_dict())
+    optimizers = (train.make_optimizer(cfg, ours), torch.optim.Adam(reference.parameters(), lr=1e-3))
+    for module, optimizer in zip((ours, reference), optimizers):
+        for step in range(3):
+            optimizer.zero_grad()
+            module(torch.full((1, 3), float(step + 1))).square().sum().backward()
+            optimizer.step()
+    torch.testing.assert_close(ours.weight, reference.weight)
+
+
+def test_toy_training_smoke_updates_the_trainable_weights(tmp_path, toy_root):
+    cfg = make_config(method="lfss", smoke=True, epochs=1, episodes_per_epoch=8, val_episodes=4, progress=False,
+                      out=str(tmp_path))
+    summary = train.run(cfg)
+    (record,) = summary["history"]
+    assert math.isfinite(record["train_loss"]) and math.isfinite(record["val_miou"])
+    torch.manual_seed(cfg.seed)  # train.run seeds the same way before building the model
+    initial = build_method(cfg).state_dict()
+    trained = torch.load(tmp_path / "last.pt", weights_only=True)["model"]
+    assert trained.keys() == initial.keys()
+    assert not torch.equal(trained["reduce.0.weight"], initial["reduce.0.weight"])
+    assert not torch.equal(trained["decoder.classifier.weight"], initial["decoder.classifier.weight"])
