@@ -364,6 +364,7 @@ def test_paper_preset_is_section_4_1_and_its_optimizer_is_adam():
     torch.testing.assert_close(ours.weight, reference.weight)
 
 
+@pytest.mark.slow
 def test_toy_training_smoke_updates_the_trainable_weights(tmp_path, toy_root):
     cfg = make_config(method="lfss", smoke=True, epochs=1, episodes_per_epoch=8, val_episodes=4, progress=False,
                       out=str(tmp_path))
