@@ -1,15 +1,31 @@
 """Few-shot building blocks that several papers share (HSNet's ``model/base`` is the pattern).
 
 * :mod:`fsslib.blocks.masks` -- masks at feature resolution and prototypes (masked average pooling).
-* :mod:`fsslib.blocks.correlation` -- cosine correlations, min-max normalisation, PFENet's prior.
-* :mod:`fsslib.blocks.decoders` -- PFENet's Feature Enrichment Module (FEM) and weight init.
+* :mod:`fsslib.blocks.correlation` -- cosine correlations (to positions, to prototypes), min-max
+  normalisation, PFENet's prior.
+* :mod:`fsslib.blocks.decoders` -- PFENet's Feature Enrichment Module (FEM), the ASPP decoder
+  (CANet/ASGNet/LFSS) and weight init.
 
 They are pure tensor functions and ``nn.Module`` s with no knowledge of a method: a method
 composes them; it never reaches into another method for them.
 """
-from fsslib.blocks.correlation import COSINE_EPS, masked_support_prior, max_cosine_similarity, min_max_normalise
-from fsslib.blocks.decoders import FeatureEnrichmentModule, kaiming_init, pyramid_bins
+from fsslib.blocks.correlation import (
+    COSINE_EPS,
+    masked_support_prior,
+    max_cosine_similarity,
+    min_max_normalise,
+    prototype_cosine,
+)
+from fsslib.blocks.decoders import (
+    ASPPDecoder,
+    AtrousSpatialPyramidPooling,
+    FeatureEnrichmentModule,
+    aspp_rates,
+    kaiming_init,
+    pyramid_bins,
+)
 from fsslib.blocks.masks import foreground_weights, masked_average_pooling, resize_masks
 
-__all__ = ["COSINE_EPS", "FeatureEnrichmentModule", "foreground_weights", "kaiming_init", "masked_average_pooling",
-           "masked_support_prior", "max_cosine_similarity", "min_max_normalise", "pyramid_bins", "resize_masks"]
+__all__ = ["ASPPDecoder", "AtrousSpatialPyramidPooling", "COSINE_EPS", "FeatureEnrichmentModule", "aspp_rates",
+           "foreground_weights", "kaiming_init", "masked_average_pooling", "masked_support_prior",
+           "max_cosine_similarity", "min_max_normalise", "prototype_cosine", "pyramid_bins", "resize_masks"]

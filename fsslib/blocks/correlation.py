@@ -4,6 +4,8 @@
   Eq. 8, pytorch-grad-cam's ``scale_cam_image``, QGNet Eq. 12): the one copy in fsslib.
 * :func:`max_cosine_similarity` -- for every query position the maximum cosine to any support
   position (PFENet Eqs. 3-4, PI-CLIP Eqs. 6-7, QGNet's region maps Eqs. 9-11).
+* :func:`prototype_cosine` -- the cosine of every position with each of a set of prototypes
+  (LFSS Eqs. 5, 7, 12, 15-16; ASGNet's prototype-to-query maps).
 * :func:`masked_support_prior` -- PFENet's training-free prior from masked support features.
 """
 from __future__ import annotations
@@ -34,6 +36,16 @@ def max_cosine_similarity(query: torch.Tensor, support: torch.Tensor, eps: float
     norms = support_flat.norm(dim=2, keepdim=True) @ query_flat.norm(dim=1, keepdim=True)  # (N, h'w', hw)
     cosine = dot / (norms + eps)
     return cosine.amax(dim=1).view(query.shape[0], *query.shape[-2:])
+
+
+def prototype_cosine(features: torch.Tensor, prototypes: torch.Tensor, eps: float = COSINE_EPS) -> torch.Tensor:
+    """Cosine of every position of (N, C, h, w) features with each of M prototypes (N, M, C): (N, M, h, w).
+
+    s.p / (|s| |p| + eps) as PFENet's code, so a zero feature or prototype gives 0.
+    """
+    dot = torch.einsum("nchw,nmc->nmhw", features, prototypes)  # (N, M, h, w)
+    norms = features.norm(dim=1).unsqueeze(1) * prototypes.norm(dim=2)[:, :, None, None]  # (N, M, h, w)
+    return dot / (norms + eps)
 
 
 def masked_support_prior(query: torch.Tensor, support: torch.Tensor, support_weights: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,8 @@
-"""Decoders shared by the methods: PFENet's Feature Enrichment Module (FEM).
+"""Decoders shared by the methods: PFENet's Feature Enrichment Module (FEM) and an ASPP decoder.
+
+Both were designed for PFENet's 60 x 60 feature map (473 x 473 input at output stride 8);
+their pyramid sizes and dilation rates are scaled to other map sizes by the same rule,
+``max(1, round(value * feature_size / 60))`` (:func:`scale_to_feature_size`).
 
 FEM (PFENet Sec. 3.3): at each pyramid scale (bins 60/30/15/8 at a 60 x 60 map, the same
 fractions of the map elsewhere: 8/4/2/1 at the toy tier's 8 x 8) merge
@@ -9,6 +13,17 @@ then concatenate all scales at full size, reduce, refine and classify. PFENet, P
 QGNet differ only in the prior channels they feed it.
 
 Checked against dvlab-research/PFENet, ``model/PFENet.py``.
+
+ASPP decoder (LFSS Eqs. 18-19, "an ASPP block and three plain convolution blocks"):
+atrous spatial pyramid pooling as the few-shot segmenters that use it (CANet, ASGNet
+``model/module/ASPP.py``): a global-average-pool branch, a 1x1 branch and three 3x3 branches
+dilated at 6 / 12 / 18 on the 60 x 60 map -- DeepLab v3's rates at output stride 16, which
+CANet/ASGNet keep at output stride 8 -- concatenated and fused by a 1x1 conv; then three
+"plain" 3x3 conv + ReLU blocks (no normalisation) and a 1x1 classifier. Every conv has a bias
+and a ReLU as ASGNet's; its Dropout2d(0.5) after every branch is left out (LFSS names no
+dropout; the features entering the decoder are already dropped out). The rates are scaled to
+the map like the FEM bins (5 / 10 / 15 at LFSS's 50 x 50, 1 / 2 / 2 at the toy tier's 8 x 8);
+the dilation is applied at forward time, so one set of weights serves every map size.
 """
 from __future__ import annotations
 
@@ -18,11 +33,22 @@ import torch.nn.functional as F
 
 PAPER_FEATURE_SIZE = 60  # 473 x 473 input at output stride 8
 PAPER_BINS = (60, 30, 15, 8)  # FEM pyramid at the paper's 60 x 60 feature map
+PAPER_ASPP_RATES = (6, 12, 18)  # ASPP dilations at the 60 x 60 map (CANet, ASGNet)
+
+
+def scale_to_feature_size(values: tuple[int, ...], feature_size: int) -> list[int]:
+    """Sizes chosen for PFENet's 60 x 60 map, scaled to a ``feature_size`` map: max(1, round(v * size / 60))."""
+    return [max(1, round(value * feature_size / PAPER_FEATURE_SIZE)) for value in values]
 
 
 def pyramid_bins(feature_size: int) -> list[int]:
     """FEM bin sizes for a feature map of ``feature_size``: PFENet's 60/30/15/8 scaled to that size."""
-    return [max(1, round(bin_size * feature_size / PAPER_FEATURE_SIZE)) for bin_size in PAPER_BINS]
+    return scale_to_feature_size(PAPER_BINS, feature_size)
+
+
+def aspp_rates(feature_size: int) -> list[int]:
+    """ASPP dilation rates for a feature map of ``feature_size``: 6/12/18 at 60 x 60 scaled to that size."""
+    return scale_to_feature_size(PAPER_ASPP_RATES, feature_size)
 
 
 def kaiming_init(module: nn.Module) -> nn.Module:
@@ -93,3 +119,44 @@ class FeatureEnrichmentModule(nn.Module):
         fused = self.res1(torch.cat(upsampled, dim=1))  # (B, D, h, w)
         fused = self.res2(fused) + fused
         return self.cls(fused), auxiliary
+
+
+class AtrousSpatialPyramidPooling(nn.Module):
+    """ASPP: [global pool -> 1x1, 1x1, three dilated 3x3] -> concat -> 1x1, each conv followed by ReLU.
+
+    The 3x3 branches are dilated by :func:`aspp_rates` of the input's smaller side, at forward
+    time. (B, in_channels, h, w) -> (B, out_channels, h, w).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.pooled = nn.Conv2d(in_channels, out_channels, 1)
+        self.pointwise = nn.Conv2d(in_channels, out_channels, 1)
+        self.dilated = nn.ModuleList(nn.Conv2d(in_channels, out_channels, 3) for _ in PAPER_ASPP_RATES)
+        self.fuse = nn.Conv2d(out_channels * (2 + len(PAPER_ASPP_RATES)), out_channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = x.shape[-2:]
+        pooled = F.relu(self.pooled(F.adaptive_avg_pool2d(x, 1))).expand(-1, -1, *size)  # (B, D, h, w)
+        branches = [pooled, F.relu(self.pointwise(x))]
+        for conv, rate in zip(self.dilated, aspp_rates(min(size))):
+            branches.append(F.relu(F.conv2d(x, conv.weight, conv.bias, padding=rate, dilation=rate)))  # (B, D, h, w)
+        return F.relu(self.fuse(torch.cat(branches, dim=1)))
+
+
+class ASPPDecoder(nn.Module):
+    """LFSS's light-weight decoder (Eq. 19): ASPP, three 3x3 conv + ReLU blocks, 1x1 classifier.
+
+    (B, in_channels, h, w) -> (B, classes, h, w) logits. He-normal init (:func:`kaiming_init`).
+    """
+
+    def __init__(self, in_channels: int, channels: int, classes: int = 2) -> None:
+        super().__init__()
+        self.aspp = AtrousSpatialPyramidPooling(in_channels, channels)
+        self.blocks = nn.Sequential(*(layer for _ in range(3) for layer in (
+            nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(inplace=True))))
+        self.classifier = nn.Conv2d(channels, classes, 1)
+        kaiming_init(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.blocks(self.aspp(x)))

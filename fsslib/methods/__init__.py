@@ -22,6 +22,7 @@ METHODS: dict[str, str] = {
     "maskclip": "fsslib.methods.maskclip",
     "pfenet": "fsslib.methods.pfenet",
     "piclip": "fsslib.methods.piclip",
+    "lfss": "fsslib.methods.lfss",
 }
 
 

@@ -1,0 +1,84 @@
+"""LFSS (Wang et al., ICASSP 2023), language-guided FSS: ``build(cfg)``, ``DEFAULT_OPTIONS``, ``PRESETS``, ``VARIANTS``.
+
+No official code exists; :mod:`fsslib.methods.lfss.model` is the reference implementation
+(its docstring lists the equations and every choice made where the paper is silent), built from
+
+* :mod:`~fsslib.methods.lfss.vlmd` -- VLMD: MaskCLIP pseudo masks and the self-supported refiner (Eqs. 2-5);
+* :mod:`~fsslib.methods.lfss.dps` -- distributed prototype supervision (Eqs. 6-12);
+* :mod:`~fsslib.methods.lfss.ccm` -- complementary correlation matching (Eqs. 13-17).
+
+Options (``cfg.options``, defaults = the paper's full model):
+
+* ``clip`` / ``clip_pretrained`` / ``clip_checkpoint``: the frozen CLIP ResNet of the mask
+  generator (paper: ``RN50`` with OpenAI weights; toy: ``toy-rn``).
+* ``pseudo_mask``: how MaskCLIP's cosines become a mask -- ``"vocabulary"`` (the class wins the
+  argmax over every class name and the background names), ``"softmax"`` (class against the
+  background names, probability above ``pseudo_threshold``), ``"threshold"`` (min-max
+  normalised class cosine at least ``pseudo_threshold``); ``pseudo_threshold`` (0.5);
+  ``background_names`` (None: the benchmark's, as the ``maskclip`` method: MaskCLIP's five
+  for PASCAL, "empty scene" for the toy world, none for COCO).
+* ``alpha`` (Eq. 3, 0.5), ``beta`` (Eq. 20, 0.5), ``grid`` (``n`` of Eqs. 7-8, 3),
+  ``refiner_level`` (the frozen level the refiner compares: ``"layer3"``, as SSP; or ``"layer2"``,
+  ``"layer4"``), ``refiner_attention`` (Eq. 4's scores: ``"dot"`` as printed, or ``"ssp_cosine"``).
+* ``dps`` / ``refine`` / ``ccm``: the components of Table 4 (all on); ``support_masks``:
+  ``"pseudo"`` (the paper) or ``"ground_truth"`` (beyond the paper: the supports' ground truth
+  replaces their pseudo masks; a comparison row, not a language-guided result).
+* ``feature_dim`` (256 paper, 64 toy) and ``dropout`` (0.5) of the learnable 1x1 reduction.
+
+``VARIANTS``: Table 4's rows (``baseline``, ``dps``, ``dps_refine``, ``dps_refine_ccm`` = the
+default) and ``ground_truth_support``.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from fsslib.clip import load_clip
+from fsslib.data.benchmarks import get_benchmark
+from fsslib.methods.lfss.model import LFSS
+from fsslib.methods.lfss.vlmd import LfssOptionError, PseudoMaskGenerator
+from fsslib.methods.maskclip import BACKGROUND_NAMES
+from fsslib.models.backbones import build_backbone
+
+if TYPE_CHECKING:
+    from fsslib.config import Config
+
+DEFAULT_OPTIONS = {
+    "feature_dim": 256, "dropout": 0.5, "clip": "RN50", "clip_pretrained": "openai", "clip_checkpoint": None,
+    "pseudo_mask": "vocabulary", "pseudo_threshold": 0.5, "background_names": None,
+    "alpha": 0.5, "beta": 0.5, "grid": 3, "refiner_level": "layer3", "refiner_attention": "dot",
+    "dps": True, "refine": True, "ccm": True, "support_masks": "pseudo",
+}
+PRESETS = {
+    # epochs=30 is a placeholder, NOT yet chosen from a validation learning curve (to do with the LFSS grid)
+    "toy": dict(epochs=30, episodes_per_epoch=480, val_episodes=300, batch_size=8,
+                options={"feature_dim": 64, "clip": "toy-rn", "clip_pretrained": None}),
+    # Sec. 4.1: 400 x 400, Adam lr 1e-3 (AdamW without weight decay is Adam), no schedule named (constant:
+    # poly power 0), 200 epochs, ImageNet ResNet-50, MaskCLIP on CLIP RN50; batch size not given (tier's 4)
+    "paper": dict(image_size=400, optimizer="adamw", lr=1e-3, weight_decay=0.0, poly_power=0.0, epochs=200,
+                  backbone="resnet50", options={"feature_dim": 256, "clip": "RN50", "clip_pretrained": "openai"}),
+}
+VARIANTS = {
+    "baseline": {"dps": False, "refine": False, "ccm": False},  # Table 4 row 1: global prototype + RCM
+    "dps": {"dps": True, "refine": False, "ccm": False},  # row 2
+    "dps_refine": {"dps": True, "refine": True, "ccm": False},  # row 3
+    "dps_refine_ccm": {"dps": True, "refine": True, "ccm": True},  # row 4 = the full model (the default)
+    "ground_truth_support": {"support_masks": "ground_truth"},  # beyond the paper: GT support masks
+}
+
+__all__ = ["DEFAULT_OPTIONS", "LFSS", "LfssOptionError", "PRESETS", "PseudoMaskGenerator", "VARIANTS", "build"]
+
+
+def build(cfg: Config) -> LFSS:
+    options = {**DEFAULT_OPTIONS, **cfg.options}
+    benchmark = get_benchmark(cfg.benchmark, cfg.coco_folds)
+    background = options["background_names"]
+    generator = PseudoMaskGenerator(
+        load_clip(options["clip"], options["clip_pretrained"], options["clip_checkpoint"]),
+        class_names=[benchmark.prompt_name(c) for c in range(1, benchmark.n_classes + 1)],
+        background_names=list(BACKGROUND_NAMES.get(benchmark.name, ()) if background is None else background),
+        rule=options["pseudo_mask"], threshold=float(options["pseudo_threshold"]))
+    return LFSS(build_backbone(cfg.backbone, cfg.backbone_weights), generator, feature_dim=int(options["feature_dim"]),
+                dropout=float(options["dropout"]), alpha=float(options["alpha"]), beta=float(options["beta"]),
+                grid=int(options["grid"]), dps=bool(options["dps"]), refine=bool(options["refine"]),
+                ccm=bool(options["ccm"]), support_masks=options["support_masks"], refiner_level=options["refiner_level"],
+                refiner_attention=options["refiner_attention"])

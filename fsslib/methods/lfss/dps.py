@@ -1,0 +1,186 @@
+"""LFSS Sec. 3.4, distributed prototype supervision (DPS): part prototypes by superpixel-guided clustering.
+
+Follows ASGNet (Reagan1311/ASGNet, ``util/seed_init.py`` and ``model/asgnet.py``: ``sp_center_iter``),
+on which LFSS Eqs. 6 and 9-11 are built, with LFSS's seed move (Eqs. 7-8) added:
+
+* Number of superpixels (ASGNet): ``N_sp = min(round(area / a), 5)`` for a mask of ``area``
+  feature cells; when ``N_sp <= 1`` the support gives one masked-average prototype instead.
+  ASGNet's ``a = 100`` cells is for its 60 x 60 map; fsslib keeps the same fraction of the map,
+  ``a = 100 * h * w / 3600`` (69 cells at LFSS's 50 x 50, 1.8 at the toy tier's 8 x 8, where
+  ``a = 100`` would always fall back to one prototype).
+* Eq. 6, seeds: the Euclidean distance transform of the mask, its first maximum (row-major)
+  becomes a seed, that cell is removed from the mask, and again, ``N_sp`` times. ASGNet crops
+  the mask to its bounding box first; fsslib instead pads it with one background cell on every
+  side, so the distance runs to the nearest background cell, earlier seed or image border
+  (with ASGNet's crop a mask that fills its box has no background and the transform is
+  meaningless). ASGNet's ``gaussian_filter(sigma=0.1)`` has a kernel radius of 0 and is left out.
+  The transform runs per mask in numpy (:func:`scipy.ndimage.distance_transform_edt`); it is
+  a few small maps per episode, not the hot path.
+* Eqs. 7-8, seed move: each seed moves to the cell of its ``n x n`` neighbourhood (clipped at
+  the border) whose support feature has the highest cosine to the query's foreground
+  prototype ``P_q^f``, which must live in the same feature space as the support features: it is
+  the masked average of the query's features under the query mask (Eq. 2 on these features).
+* Eqs. 9-11, clustering: every feature gets its (row, col) appended; for the mask's pixels p
+  and the centres i, ``Q = sqrt(|F_p - O_i|^2 + (|xy_p - xy_i| / r)^2)``, ``C = exp(-Q)`` and
+  ``O_i = sum_p C_pi [F_p, xy_p] / sum_p C_pi`` -- a softmax of ``-Q`` over the mask's pixels
+  (the same numbers, without exp(-Q) underflowing). ASGNet's ``r = 10`` is for its 60 x 60 map;
+  fsslib scales it like the superpixel area, ``r = 10 * min(h, w) / 60``. ASGNet's iterations:
+  10 in training, 5 at test. No gradient flows through the clustering (nor the fallback
+  prototype), as ASGNet.
+* Eq. 12, association map: ``P = sum_i cos(P_sc_i, F)`` over the prototypes. The paper writes
+  the support features ``F_s``, but the map is concatenated with the query's features (Eq. 18)
+  and must be aligned with them; ASGNet's ``prob_map`` is the same sum against the *query*
+  features, and so is fsslib's.
+
+Clustering is batched over all masks of a batch: seeds are padded to the largest ``N_sp`` and
+carried with a validity mask.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.ndimage import distance_transform_edt
+
+from fsslib.blocks import prototype_cosine
+from fsslib.blocks.decoders import PAPER_FEATURE_SIZE
+from fsslib.blocks.masks import masked_average_pooling
+
+MAX_SUPERPIXELS = 5  # ASGNet's max_num_sp
+PAPER_SUPERPIXEL_AREA = 100  # ASGNet's avg_sp_area, in cells of its 60 x 60 map
+PAPER_SPATIAL_SCALE = 10.0  # ASGNet's r: the spatial squared distance is divided by 100
+TRAIN_ITERATIONS, EVAL_ITERATIONS = 10, 5  # ASGNet's train_iter / eval_iter
+
+
+def superpixel_area(height: int, width: int) -> float:
+    """Mean superpixel area ``a`` in cells: ASGNet's 100 of 3600 cells, as the same fraction of an h x w map."""
+    return PAPER_SUPERPIXEL_AREA * height * width / PAPER_FEATURE_SIZE**2
+
+
+def spatial_scale(height: int, width: int) -> float:
+    """Eq. 10's ``r`` for an h x w map: ASGNet's 10 at 60 x 60, scaled with the map's smaller side."""
+    return PAPER_SPATIAL_SCALE * min(height, width) / PAPER_FEATURE_SIZE
+
+
+def superpixel_counts(areas: torch.Tensor, mean_area: float) -> torch.Tensor:
+    """ASGNet's ``N_sp = min(round(area / mean_area), 5)`` for mask areas (N,) in cells (half to even, as numpy)."""
+    return torch.clamp(torch.round(areas.double() / mean_area), max=MAX_SUPERPIXELS).long()
+
+
+def place_seeds(mask: np.ndarray, count: int) -> np.ndarray:
+    """Eq. 6: ``count`` seeds (count, 2) as (row, col) in an (h, w) bool mask.
+
+    Each seed is the first (row-major) maximum of the distance to the nearest cell outside the
+    mask, earlier seed or image border; the seed's cell then leaves the mask.
+    """
+    remaining = np.pad(mask.astype(bool), 1)  # one background cell around: the image border counts as background
+    seeds = np.zeros((count, 2), dtype=np.int64)
+    for index in range(count):
+        distance = distance_transform_edt(remaining)
+        row, col = np.unravel_index(np.argmax(distance), distance.shape)
+        remaining[row, col] = False
+        seeds[index] = (row - 1, col - 1)
+    return seeds
+
+
+def seed_table(masks: torch.Tensor, counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seeds of N masks (N, h, w) bool, ``counts[n]`` each, padded: seeds (N, S, 2) long, valid (N, S) bool.
+
+    S = the largest count (0 when every count is 0).
+    """
+    width = int(counts.max()) if len(counts) else 0
+    seeds = torch.zeros(len(masks), width, 2, dtype=torch.long)
+    valid = torch.arange(width)[None, :] < counts.cpu()[:, None]  # (N, S)
+    for index, (mask, count) in enumerate(zip(masks.cpu().numpy(), counts.tolist())):
+        if count:
+            seeds[index, :count] = torch.from_numpy(place_seeds(mask, count))
+    return seeds.to(masks.device), valid.to(masks.device)
+
+
+def move_seeds(features: torch.Tensor, seeds: torch.Tensor, query_prototype: torch.Tensor, grid: int) -> torch.Tensor:
+    """Eqs. 7-8: every seed moves to the cell of its ``grid x grid`` neighbourhood most similar to ``P_q^f``.
+
+    features: (N, C, h, w) support features; seeds: (N, S, 2) (row, col); query_prototype:
+    (N, C). Neighbours outside the map are skipped; ties go to the first cell (row-major).
+    Returns the moved seeds (N, S, 2).
+    """
+    height, width = features.shape[-2:]
+    similarity = prototype_cosine(features, query_prototype.unsqueeze(1))  # (N, 1, h, w): Eq. 7
+    half = grid // 2
+    padded = F.pad(similarity, (half, half, half, half), value=float("-inf"))
+    windows = F.unfold(padded, grid)  # (N, grid*grid, h*w): the neighbourhood of every cell
+    cells = seeds[..., 0] * width + seeds[..., 1]  # (N, S)
+    scores = windows.gather(2, cells.unsqueeze(1).expand(-1, grid * grid, -1))  # (N, grid*grid, S)
+    best = scores.argmax(dim=1)  # (N, S): Eq. 8
+    offsets = torch.stack([best // grid - half, best % grid - half], dim=-1)  # (N, S, 2)
+    return seeds + offsets
+
+
+def cell_coordinates(height: int, width: int, device: torch.device) -> torch.Tensor:
+    """(h*w, 2) float (row, col) of every cell, row-major."""
+    rows, cols = torch.meshgrid(torch.arange(height, device=device), torch.arange(width, device=device), indexing="ij")
+    return torch.stack([rows.flatten(), cols.flatten()], dim=-1).float()
+
+
+def cluster_prototypes(features: torch.Tensor, masks: torch.Tensor, seeds: torch.Tensor, iterations: int,
+                       scale: float) -> torch.Tensor:
+    """Eqs. 9-11: superpixel centroids (N, S, C) of the masks' pixels, started at the seeds' features.
+
+    features: (N, C, h, w); masks: (N, h, w) bool; seeds: (N, S, 2) (row, col) of the initial
+    centres; ``scale`` is Eq. 10's ``r``. Rows whose mask is empty return meaningless centres
+    (their seeds are invalid: :func:`seed_table`).
+    """
+    height, width = features.shape[-2:]
+    pixels = features.flatten(2).transpose(1, 2)  # (N, P, C)
+    coordinates = cell_coordinates(height, width, features.device)  # (P, 2)
+    cells = seeds[..., 0] * width + seeds[..., 1]  # (N, S)
+    centres = pixels.gather(1, cells.unsqueeze(-1).expand(-1, -1, pixels.shape[-1]))  # (N, S, C): O^0
+    centre_coordinates = seeds.float()  # (N, S, 2)
+    inside = masks.flatten(1)  # (N, P)
+    inside = inside | ~inside.any(dim=1, keepdim=True)  # an empty mask would make the softmax 0 / 0
+    for _ in range(iterations):
+        feature_distance = torch.cdist(pixels, centres).square()  # (N, P, S)
+        spatial_distance = torch.cdist(coordinates.expand(len(pixels), -1, -1), centre_coordinates).square()
+        distance = torch.sqrt(feature_distance + spatial_distance / scale**2)  # Eq. 10
+        weights = (-distance).masked_fill(~inside.unsqueeze(-1), float("-inf")).softmax(dim=1)  # (N, P, S): Eqs. 9, 11
+        centres = weights.transpose(1, 2) @ pixels  # (N, S, C): Eq. 11
+        centre_coordinates = weights.transpose(1, 2) @ coordinates  # (N, S, 2)
+    return centres
+
+
+@torch.no_grad()
+def distributed_prototypes(features: torch.Tensor, masks: torch.Tensor, query_prototypes: torch.Tensor, grid: int,
+                           iterations: int, clustering: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """DPS prototypes of N support masks: prototypes (N, S, C) and valid (N, S) bool, S >= 1.
+
+    features: (N, C, h, w) support features; masks: (N, h, w) bool; query_prototypes: (N, C)
+    the query's ``P_q^f`` for the seed move. A mask with ``N_sp >= 2`` gives its ``N_sp``
+    cluster centres; otherwise slot 0 holds its masked average (zero for an empty mask).
+    ``clustering=False`` gives every mask the single masked-average prototype (the paper's
+    baseline "global prototype", Table 4).
+    """
+    height, width = features.shape[-2:]
+    counts = superpixel_counts(masks.flatten(1).sum(dim=1), superpixel_area(height, width))  # (N,)
+    counts = torch.where(counts >= 2, counts, 0) if clustering else torch.zeros_like(counts)
+    seeds, seeded = seed_table(masks, counts)  # (N, S, 2), (N, S)
+    features, query_prototypes = features.float(), query_prototypes.float()
+    global_prototype = masked_average_pooling(features, masks.long())  # (N, C)
+    if seeds.shape[1] == 0:
+        return global_prototype.unsqueeze(1), torch.ones(len(masks), 1, dtype=torch.bool, device=masks.device)
+    with torch.autocast(features.device.type, enabled=False):  # float32 distances and weighted means
+        moved = move_seeds(features, seeds, query_prototypes, grid)
+        centres = cluster_prototypes(features, masks, moved, iterations, spatial_scale(height, width))  # (N, S, C)
+    fallback = counts == 0  # (N,)
+    centres[:, 0] = torch.where(fallback[:, None], global_prototype, centres[:, 0])
+    valid = seeded.clone()
+    valid[:, 0] |= fallback
+    return centres, valid
+
+
+def association_map(prototypes: torch.Tensor, valid: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+    """Eq. 12 (with the query features, module docstring): ``sum_i cos(P_sc_i, F_q)`` over the valid prototypes.
+
+    prototypes: (B, M, C); valid: (B, M) bool; query: (B, C, h, w). Returns (B, 1, h, w).
+    """
+    cosine = prototype_cosine(query, prototypes.to(query.dtype))  # (B, M, h, w)
+    return (cosine * valid[:, :, None, None].to(cosine.dtype)).sum(dim=1, keepdim=True)

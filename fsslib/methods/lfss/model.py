@@ -1,0 +1,199 @@
+"""LFSS: Language-guided few-shot semantic segmentation (Wang, Liu, Zhou, Wang; DAMO Academy, ICASSP 2023).
+
+The supports come with their class name only; no ground-truth mask enters the model (it
+appears in the loss alone). Every mask the model uses is a pseudo mask made from the class
+name by a frozen CLIP. Equations (numbered as the paper):
+
+* Eq. 1: ``M_q = f({(I_s^k, L_s^k)}, I_q)`` -- images and class labels in, query mask out.
+* VLMD (Sec. 3.3, :mod:`~fsslib.methods.lfss.vlmd`): MaskCLIP pseudo masks of the class
+  (85 templates), then the self-supported refiner, Eqs. 2-5: masked average pooling (2),
+  support/query foreground mixing with ``alpha`` (3), per-pixel background prototypes by
+  attention (4), cosine assignment (5).
+* DPS (Sec. 3.4, :mod:`~fsslib.methods.lfss.dps`): seeds by distance transform (6), moved in
+  an ``n x n`` grid towards the query's foreground prototype (7-8), superpixel-guided
+  clustering (9-11), association map ``P`` of the part prototypes (12).
+* CCM (Sec. 3.5, :mod:`~fsslib.methods.lfss.ccm`): support attention (13), focused prototype
+  ``P_a`` (14), ROI-guided and full-image correlation maps (15-16), concatenated (17).
+* Decoder: ``F = F_q (+) P (+) M`` (18) through ASPP and three conv blocks (19,
+  :class:`fsslib.blocks.ASPPDecoder`).
+* Circle training (20): ``L = beta BCE(M_s_hat, M_s^gt) + (1 - beta) BCE(M_q_hat, M_q^gt)``.
+
+**No official code of LFSS exists**; this module is the reference implementation. Each part
+follows the related official code where there is one: the clustering follows ASGNet
+(Reagan1311/ASGNet, ``util/seed_init.py``, ``model/asgnet.py``), the mask generator MaskCLIP
+(chongzhou96/MaskCLIP, via :mod:`fsslib.clip`), the refiner SSP's self-support matching
+(fanq15/SSP, ``model/SSP_matching.py``), the ASPP block CANet/ASGNet's. Where the paper is
+silent, each module docstring says what fsslib chose. The choices made here:
+
+* Features. The frozen backbone (ImageNet ResNet-50, dilated: 50 x 50 at LFSS's 400 x 400;
+  toy ResNet: 8 x 8) gives ``layer2..layer4``. DPS, CCM and the decoder work on learnable
+  features ``F = Dropout2d(0.5)(conv1x1(layer3 (+) layer2))`` (``feature_dim`` channels, one
+  convolution shared by query and supports: ASGNet's ``down_conv``). The refiner, which has
+  no weights, works on the frozen ``layer3`` (``refiner_level``): it is SSP's self-support
+  matching, which SSP computes on ResNet-50's ``layer3``; being frozen, the refined masks are
+  a fixed function of the images, as Table 3 reports them, and do not drift with training.
+* Masks live on the backbone's feature grid: MaskCLIP's cosines are upsampled to it before
+  binarising (``pseudo_mask``), and the refiner, DPS and CCM take bool masks there.
+* Circle training with K shots: each support is segmented as a query with the query (and its
+  refined pseudo mask) as its one support -- the paper's 1-shot swap, done per shot. The
+  predicted support masks (argmax, so no gradient through them) then support the query. The
+  same two passes run at test time, so the query is always segmented with the kind of support
+  mask it was trained with (the paper describes the circle only for training and does not
+  say what the test-time support mask is).
+* Eq. 20's BCE on the foreground probability equals the 2-class cross-entropy of the logits
+  (``p_fg = sigmoid(l_fg - l_bg)``), which is what :func:`~fsslib.methods.base.segmentation_loss`
+  computes; pixels labelled 255 are ignored.
+* K shots elsewhere: the refiner's ``P_s^f`` is the mean of the shots' prototypes; ``P`` (Eq. 12)
+  is the mean over the shots of each shot's sum over its prototypes; ``P_a`` is averaged over
+  the shots.
+* Table 4's ablation: ``dps=False`` gives each support its one masked-average prototype (the
+  "global prototype"), fed through the same association map (Eq. 12 with one prototype), so
+  the rows differ only in the prototypes; ``refine=False`` uses the initial MaskCLIP masks;
+  ``ccm=False`` keeps M_RCM only (the paper's baseline "global prototype + RCM"; Sec. 4.4's
+  "w/ RCM").
+* ``support_masks="ground_truth"`` (beyond the paper, for comparison only): the supports'
+  ground-truth masks (nearest-resized to the feature grid) replace their pseudo masks -- in the
+  refiner's ``P_s^f`` too, and they are not refined themselves -- and support the query
+  directly; the support pass still runs in training for Eq. 20's first term.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from fsslib.blocks import ASPPDecoder, kaiming_init
+from fsslib.blocks.masks import foreground_weights, masked_average_pooling
+from fsslib.data.episodes import EpisodeBatch, OneWayBatch
+from fsslib.errors import unknown
+from fsslib.methods.base import FewShotSegmenter, require_one_way, segmentation_loss
+from fsslib.methods.lfss.ccm import correlation_maps, focused_prototype
+from fsslib.methods.lfss.dps import EVAL_ITERATIONS, TRAIN_ITERATIONS, association_map, distributed_prototypes
+from fsslib.methods.lfss.vlmd import BACKGROUND_ATTENTIONS, LfssOptionError, PseudoMaskGenerator, refine_masks
+from fsslib.models.backbones import LEVELS, MultiLevelBackbone
+
+SUPPORT_MASK_SOURCES = ("pseudo", "ground_truth")
+REFINER_LEVELS = ("layer2", "layer3", "layer4")  # the levels on layer3's grid (dilated backbones)
+
+
+@dataclass
+class EpisodeFeatures:
+    """What both circle passes share: learnable features and the (refined) masks on the feature grid."""
+
+    query: torch.Tensor  # (B, D, h, w)
+    support: torch.Tensor  # (B, K, D, h, w)
+    query_masks: torch.Tensor  # (B, h, w) bool, refined pseudo mask
+    support_masks: torch.Tensor  # (B, K, h, w) bool, refined pseudo masks (or ground truth, when asked)
+
+
+class LFSS(FewShotSegmenter):
+    """LFSS: frozen backbone and MaskCLIP, refiner, DPS, CCM, ASPP decoder, circle training."""
+
+    def __init__(self, backbone: MultiLevelBackbone, pseudo_masks: PseudoMaskGenerator, feature_dim: int = 256,
+                 dropout: float = 0.5, alpha: float = 0.5, beta: float = 0.5, grid: int = 3, dps: bool = True,
+                 refine: bool = True, ccm: bool = True, support_masks: str = "pseudo",
+                 refiner_level: str = "layer3", refiner_attention: str = "dot") -> None:
+        for name, value in (("alpha", alpha), ("beta", beta)):
+            if not 0.0 <= value <= 1.0:
+                raise LfssOptionError(f"LFSS balance factor {name} = {value} is outside [0, 1].",
+                                      f"pass a weight in [0, 1] (the paper's {name} is 0.5).")
+        if grid < 1 or grid % 2 == 0:
+            raise LfssOptionError(f"The seed-move grid n = {grid} has no centre cell.",
+                                  "use an odd n >= 1 (the paper's n is 3; n = 1 keeps the seeds where they are).")
+        if support_masks not in SUPPORT_MASK_SOURCES:
+            raise unknown("LFSS support-mask source", support_masks, SUPPORT_MASK_SOURCES)
+        if refiner_level not in REFINER_LEVELS:
+            raise unknown("LFSS refiner level", refiner_level, REFINER_LEVELS)
+        if refiner_attention not in BACKGROUND_ATTENTIONS:
+            raise unknown("LFSS refiner attention", refiner_attention, BACKGROUND_ATTENTIONS)
+        super().__init__()
+        self.hold_frozen("backbone", backbone)
+        self.pseudo_masks = pseudo_masks
+        self.reduce = kaiming_init(nn.Sequential(
+            nn.Conv2d(backbone.channels["layer2"] + backbone.channels["layer3"], feature_dim, 1, bias=False),
+            nn.Dropout2d(dropout)))
+        self.decoder = ASPPDecoder(feature_dim + 1 + (2 if ccm else 1), feature_dim)
+        self.alpha, self.beta, self.grid = alpha, beta, grid
+        self.dps, self.refine, self.ccm = dps, refine, ccm
+        self.support_mask_source = support_masks
+        self.refiner_level, self.refiner_attention = refiner_level, refiner_attention
+
+    def encode(self, batch: OneWayBatch) -> EpisodeFeatures:
+        """Frozen features and pseudo masks of the query and supports, refined (Eqs. 2-5); learnable features."""
+        batch_size, shots = batch.support_images.shape[:2]
+        images = torch.cat([batch.query_images, batch.support_images.flatten(0, 1)])  # (B*(1+K), 3, H, W)
+        with torch.no_grad():
+            last = max(("layer3", self.refiner_level), key=LEVELS.index) if self.refine else "layer3"
+            levels = self.backbone(images, last=last)
+            size = levels["layer3"].shape[-2:]
+            class_ids = torch.cat([batch.class_ids, batch.class_ids.repeat_interleave(shots)])  # (B*(1+K),)
+            masks = self.pseudo_masks(images, class_ids, size)  # (B*(1+K), h, w) bool
+            query_masks, support_masks = masks[:batch_size], masks[batch_size:].view(batch_size, shots, *size)
+            if self.support_mask_source == "ground_truth":  # the comparison row: read only when asked for
+                support_masks = foreground_weights(batch.support_masks.flatten(0, 1), size, mode="nearest") > 0.5
+                support_masks = support_masks.view(batch_size, shots, *size)
+            if self.refine:
+                frozen = levels[self.refiner_level]
+                query_masks, refined_support = refine_masks(
+                    frozen[:batch_size], frozen[batch_size:].unflatten(0, (batch_size, shots)), query_masks,
+                    support_masks, self.alpha, self.refiner_attention)
+                if self.support_mask_source == "pseudo":  # ground truth is kept as it is
+                    support_masks = refined_support
+        features = self.reduce(torch.cat([levels["layer3"], levels["layer2"]], dim=1))  # (B*(1+K), D, h, w)
+        return EpisodeFeatures(query=features[:batch_size],
+                               support=features[batch_size:].unflatten(0, (batch_size, shots)),
+                               query_masks=query_masks, support_masks=support_masks)
+
+    def predict(self, query: torch.Tensor, query_masks: torch.Tensor, support: torch.Tensor,
+                support_masks: torch.Tensor) -> torch.Tensor:
+        """Logits (B, 2, h, w) of B queries (B, D, h, w) with masks (B, h, w) from K supports (B, K, D, h, w).
+
+        support_masks: (B, K, h, w) bool. DPS (Eqs. 6-12) -> P; CCM (Eqs. 13-17) -> M; decoder on
+        F_q (+) P (+) M (Eqs. 18-19).
+        """
+        batch_size, shots = support.shape[:2]
+        query_prototype = masked_average_pooling(query, query_masks.long())  # (B, D): P_q^f for Eq. 7
+        prototypes, valid = distributed_prototypes(
+            support.flatten(0, 1), support_masks.flatten(0, 1), query_prototype.repeat_interleave(shots, dim=0),
+            self.grid, TRAIN_ITERATIONS if self.training else EVAL_ITERATIONS, clustering=self.dps)  # (B*K, S, D)
+        # (B, 1, h, w): the shots' sums over their prototypes, averaged over the shots
+        association = association_map(prototypes.reshape(batch_size, -1, prototypes.shape[-1]),
+                                       valid.reshape(batch_size, -1), query) / shots
+        focused = focused_prototype(query.repeat_interleave(shots, dim=0), query_masks.repeat_interleave(shots, dim=0),
+                                    support.flatten(0, 1), support_masks.flatten(0, 1))  # (B*K, D)
+        focused = focused.view(batch_size, shots, -1).mean(dim=1)  # (B, D)
+        correlation = correlation_maps(focused, query, query_masks, full_image=self.ccm)  # (B, 1 or 2, h, w)
+        return self.decoder(torch.cat([query, association, correlation], dim=1))  # Eq. 18-19
+
+    def circle(self, batch: OneWayBatch, support_pass: bool = True) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """Circle inference (Sec. 3.6): (support logits (B*K, 2, h, w) or None, query logits (B, 2, h, w)).
+
+        Pass 1 segments every support as a query, with the query and its pseudo mask as its
+        support; pass 2 segments the query with the supports under their predicted masks
+        (their ground truth with ``support_masks="ground_truth"``, where pass 1 only runs
+        when ``support_pass``).
+        """
+        features = self.encode(batch)
+        batch_size, shots = features.support.shape[:2]
+        support_logits = None
+        if support_pass or self.support_mask_source == "pseudo":
+            support_logits = self.predict(features.support.flatten(0, 1), features.support_masks.flatten(0, 1),
+                                          features.query.repeat_interleave(shots, dim=0).unsqueeze(1),
+                                          features.query_masks.repeat_interleave(shots, dim=0).unsqueeze(1))
+        support_masks = features.support_masks
+        if self.support_mask_source == "pseudo":
+            support_masks = (support_logits.argmax(dim=1) == 1).view(batch_size, shots, *support_logits.shape[-2:])
+        return support_logits, self.predict(features.query, features.query_masks, features.support, support_masks)
+
+    def segment(self, batch: OneWayBatch) -> torch.Tensor:
+        _, logits = self.circle(batch, support_pass=False)
+        return F.interpolate(logits, size=batch.query_images.shape[-2:], mode="bilinear", align_corners=True)
+
+    def loss(self, batch: EpisodeBatch) -> torch.Tensor:
+        """Eq. 20: beta * CE(support predictions, support GT) + (1 - beta) * CE(query prediction, query GT)."""
+        one_way = require_one_way(batch)
+        support_logits, query_logits = self.circle(one_way)
+        support_loss = segmentation_loss(support_logits, one_way.support_masks.flatten(0, 1))
+        return self.beta * support_loss + (1 - self.beta) * segmentation_loss(query_logits, one_way.query_masks)
