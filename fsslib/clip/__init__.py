@@ -18,6 +18,7 @@ from fsslib.clip.gradcam import gradcam, gradcam_from_activations, min_max_scale
 from fsslib.clip.loading import ClipBundle, ClipInputError, bundle_from_model, find_cached_weights, load_clip
 from fsslib.clip.text import (
     IMAGENET_TEMPLATES,
+    MASKCLIP_BACKGROUND_NAMES,
     MASKCLIP_SCENE_TEMPLATES,
     MASKCLIP_TEMPLATES,
     PICLIP_NON_TARGET_TEMPLATE,
@@ -32,6 +33,7 @@ __all__ = [
     "ClipBundle",
     "ClipInputError",
     "IMAGENET_TEMPLATES",
+    "MASKCLIP_BACKGROUND_NAMES",
     "MASKCLIP_SCENE_TEMPLATES",
     "MASKCLIP_TEMPLATES",
     "PICLIP_NON_TARGET_TEMPLATE",

@@ -29,6 +29,9 @@ MASKCLIP_SCENE_TEMPLATES: tuple[str, ...] = (
     "this is one {} in the scene.",
 )
 MASKCLIP_TEMPLATES: tuple[str, ...] = IMAGENET_TEMPLATES + MASKCLIP_SCENE_TEMPLATES  # 85, LFSS / MaskCLIP
+# MaskCLIP's background vocabulary for PASCAL (none for COCO); the toy world's background is an empty scene
+MASKCLIP_BACKGROUND_NAMES: dict[str, tuple[str, ...]] = {
+    "toy": ("empty scene",), "pascal": ("building", "ground", "grass", "tree", "sky"), "coco": ()}
 PICLIP_TARGET_TEMPLATE = "a photo of {}."  # PI-CLIP VTP, target prompt t_f
 PICLIP_NON_TARGET_TEMPLATE = "a photo without {}."  # PI-CLIP VTP, non-target prompt t_b
 DEFAULT_TEXT_BATCH = 256

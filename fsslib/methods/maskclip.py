@@ -13,15 +13,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from fsslib.clip import MASKCLIP_TEMPLATES, class_embeddings, load_clip, segment_with_text
+from fsslib.clip import MASKCLIP_BACKGROUND_NAMES, MASKCLIP_TEMPLATES, class_embeddings, load_clip, segment_with_text
 from fsslib.data.benchmarks import get_benchmark
 from fsslib.data.episodes import OneWayBatch
 from fsslib.errors import unknown
 from fsslib.methods.base import FewShotSegmenter, MethodConfig
 
 TEMPLATE_SETS = {"maskclip": MASKCLIP_TEMPLATES, "single": ("a photo of a {}.",)}
-# MaskCLIP's background vocabulary for PASCAL; the toy world's background is an empty scene.
-BACKGROUND_NAMES = {"toy": ("empty scene",), "pascal": ("building", "ground", "grass", "tree", "sky"), "coco": ()}
 
 DEFAULT_OPTIONS = {"clip": "toy-vit", "clip_pretrained": None, "clip_checkpoint": None, "templates": "maskclip",
                    "key_smoothing": None, "prompt_denoising": None, "background_names": None}
@@ -73,7 +71,7 @@ def build(cfg: MethodConfig) -> MaskClipSegmenter:
     return MaskClipSegmenter(
         clip_name=options["clip"], clip_pretrained=options["clip_pretrained"],
         class_names=[benchmark.prompt_name(c) for c in range(1, benchmark.n_classes + 1)],
-        background_names=list(BACKGROUND_NAMES.get(benchmark.name, ()) if background is None else background),
+        background_names=list(MASKCLIP_BACKGROUND_NAMES.get(benchmark.name, ()) if background is None else background),
         templates=options["templates"], key_smoothing=options["key_smoothing"],
         prompt_denoising=options["prompt_denoising"], clip_checkpoint=options["clip_checkpoint"],
     )

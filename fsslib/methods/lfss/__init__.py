@@ -30,17 +30,12 @@ default) and ``ground_truth_support``.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from fsslib.clip import load_clip
+from fsslib.clip import MASKCLIP_BACKGROUND_NAMES, load_clip
 from fsslib.data.benchmarks import get_benchmark
+from fsslib.methods.base import MethodConfig
 from fsslib.methods.lfss.model import LFSS
 from fsslib.methods.lfss.vlmd import LfssOptionError, PseudoMaskGenerator
-from fsslib.methods.maskclip import BACKGROUND_NAMES
 from fsslib.models.backbones import build_backbone
-
-if TYPE_CHECKING:
-    from fsslib.config import Config
 
 DEFAULT_OPTIONS = {
     "feature_dim": 256, "dropout": 0.5, "clip": "RN50", "clip_pretrained": "openai", "clip_checkpoint": None,
@@ -68,14 +63,14 @@ VARIANTS = {
 __all__ = ["DEFAULT_OPTIONS", "LFSS", "LfssOptionError", "PRESETS", "PseudoMaskGenerator", "VARIANTS", "build"]
 
 
-def build(cfg: Config) -> LFSS:
+def build(cfg: MethodConfig) -> LFSS:
     options = {**DEFAULT_OPTIONS, **cfg.options}
     benchmark = get_benchmark(cfg.benchmark, cfg.coco_folds)
     background = options["background_names"]
     generator = PseudoMaskGenerator(
         load_clip(options["clip"], options["clip_pretrained"], options["clip_checkpoint"]),
         class_names=[benchmark.prompt_name(c) for c in range(1, benchmark.n_classes + 1)],
-        background_names=list(BACKGROUND_NAMES.get(benchmark.name, ()) if background is None else background),
+        background_names=list(MASKCLIP_BACKGROUND_NAMES.get(benchmark.name, ()) if background is None else background),
         rule=options["pseudo_mask"], threshold=float(options["pseudo_threshold"]))
     return LFSS(build_backbone(cfg.backbone, cfg.backbone_weights), generator, feature_dim=int(options["feature_dim"]),
                 dropout=float(options["dropout"]), alpha=float(options["alpha"]), beta=float(options["beta"]),
