@@ -409,7 +409,7 @@ def test_toy_format_checkpoint_with_word_vocabulary(arch, tmp_path, monkeypatch)
                 "image_size": 64, "mean": [0.5] * 3, "std": [0.25] * 3}, tmp_path / f"toy_clip_{arch}.pt")
     monkeypatch.setattr(loading.paths, "CHECKPOINT_DIR", tmp_path)
     bundle = load_clip(f"toy-{arch}")
-    assert isinstance(bundle.tokenizer, toy.WordTokenizer) and bundle.patch_size == 8
+    assert isinstance(bundle.tokenizer, toy.WordTokenizer) and bundle.patch_size == 8 and bundle.model_cfg == cfg
     images = _images(2, 64, 64)
     torch.testing.assert_close(encode_image(bundle, images), bundle.model.encode_image(prepare_images(bundle, images)))
     assert maskclip_features(bundle, images).shape == (2, bundle.embed_dim, 8, 8)
