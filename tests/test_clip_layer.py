@@ -35,6 +35,7 @@ from fsslib.clip import (
     encode_image,
     find_cached_weights,
     gradcam,
+    image_and_dense_embeddings,
     load_clip,
     maskclip_features,
     maskclip_features_and_keys,
@@ -45,6 +46,7 @@ from fsslib.clip import (
     segment_with_text,
     smooth_with_keys,
     softmax_score,
+    toy,
 )
 from fsslib.errors import CheckpointError, UnknownNameError
 
@@ -197,6 +199,19 @@ def test_maskclip_vit_is_the_value_path(vit):
     assert maskclip_features(vit, _images(1, 48, 40)).shape == (1, 32, 6, 5)
 
 
+@pytest.mark.parametrize("kind", ["vit", "rn"])
+def test_image_and_dense_embeddings_are_the_inference_functions_with_autograd(kind, vit, rn):
+    bundle = {"vit": vit, "rn": rn}[kind]
+    images = _images(2, bundle.image_size, bundle.image_size).requires_grad_(True)
+    image, dense = image_and_dense_embeddings(bundle, images)  # (2, D), (2, N, D)
+    with torch.no_grad():
+        features = maskclip_features(bundle, images)  # (2, D, h, w)
+        torch.testing.assert_close(image, encode_image(bundle, images))  # no_grad may take MHA's fast path
+    torch.testing.assert_close(dense, features.flatten(2).transpose(1, 2))
+    (gradient,) = torch.autograd.grad(image.sum() + dense.sum(), images)
+    assert gradient.abs().sum() > 0
+
+
 def test_maskclip_rn_is_value_then_c_proj(rn):
     images = _images(2, 64, 64)
     features, keys = maskclip_features_and_keys(rn, images)
@@ -278,6 +293,27 @@ def test_gradcam_linear_score_is_analytic_and_batched(vit):
             torch.testing.assert_close(batched[b : b + 1], single, rtol=1e-4, atol=1e-7)
     scaled = gradcam(vit, images, linear_score, normalize=True)
     assert scaled.amax(dim=(1, 2)).allclose(torch.ones(3), atol=1e-4) and scaled.amin() >= 0
+
+
+def test_gradcam_on_a_resnet_taps_layer4_and_pools_with_attention(rn):
+    torch.manual_seed(0)
+    images = _images(3, 64, 64)
+    direction = torch.randn(256)
+    maps = gradcam(rn, images, lambda tokens: (tokens @ direction).sum(dim=1))  # (3, 2, 2)
+    with torch.no_grad():
+        trunk = rn.visual.stem(prepare_images(rn, images))
+        for stage in (rn.visual.layer1, rn.visual.layer2, rn.visual.layer3, rn.visual.layer4):
+            trunk = stage(trunk)  # (3, C, 2, 2)
+    torch.testing.assert_close(maps, torch.relu(torch.einsum("bchw,c->bhw", trunk, direction)), rtol=1e-5, atol=1e-5)
+    text = torch.randn(2, 32)
+    scores = softmax_score(rn, text, 0)(trunk.flatten(2).transpose(1, 2))  # the attention-pooled image token
+    image = F.normalize(rn.model.encode_image(prepare_images(rn, images)), dim=-1)
+    torch.testing.assert_close(scores, torch.softmax(image @ F.normalize(text, dim=-1).T / 0.01, dim=-1)[:, 0])
+    assert gradcam(rn, images, softmax_score(rn, text, 1), normalize=True).amax() <= 1
+    with pytest.raises(ClipInputError, match="only for ViTs"):
+        gradcam(rn, images, softmax_score(rn, text, 0), activation="last_block_ln_1")
+    with pytest.raises(ClipInputError, match="square"):
+        gradcam(rn, _images(1, 64, 96), softmax_score(rn, text, 0))
 
 
 def test_gradcam_rejects_bad_scores(vit):
@@ -366,9 +402,6 @@ def test_load_fsslib_checkpoint_by_path_and_toy_name(vit, tmp_path, monkeypatch)
 def test_toy_format_checkpoint_with_word_vocabulary(arch, tmp_path, monkeypatch):
     """A checkpoint in the toy format (word vocabulary) goes through fsslib.clip.toy's
     builder and tokenizer; toy-rn has feature stride 8."""
-    toy = pytest.importorskip("fsslib.clip.toy")
-    if not hasattr(toy, "default_model_cfg"):
-        pytest.skip("fsslib.clip.toy has no default_model_cfg")
     vocab = ["a", "photo", "of", "without", "red", "circle"]
     cfg = toy.default_model_cfg(arch, image_size=64, vocab_size=len(vocab) + 4, context_length=8)
     model = toy.build_toy_clip(cfg)
@@ -376,7 +409,7 @@ def test_toy_format_checkpoint_with_word_vocabulary(arch, tmp_path, monkeypatch)
                 "image_size": 64, "mean": [0.5] * 3, "std": [0.25] * 3}, tmp_path / f"toy_clip_{arch}.pt")
     monkeypatch.setattr(loading.paths, "CHECKPOINT_DIR", tmp_path)
     bundle = load_clip(f"toy-{arch}")
-    assert isinstance(bundle.tokenizer, toy.WordTokenizer) and bundle.patch_size == 8
+    assert isinstance(bundle.tokenizer, toy.WordTokenizer) and bundle.patch_size == 8 and bundle.model_cfg == cfg
     images = _images(2, 64, 64)
     torch.testing.assert_close(encode_image(bundle, images), bundle.model.encode_image(prepare_images(bundle, images)))
     assert maskclip_features(bundle, images).shape == (2, bundle.embed_dim, 8, 8)

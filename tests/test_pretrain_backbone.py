@@ -1,14 +1,20 @@
-"""The toy backbone's pretraining and the shipped weights that ``build_backbone`` loads by default."""
+"""The toy backbone's pretraining (fsslib.pretrain.toy_resnet, the pretrain CLI) and the shipped weights that
+``build_backbone`` loads by default."""
 from __future__ import annotations
 
 import json
+import shlex
+from pathlib import Path
 
 import pytest
 import torch
 
 from fsslib.errors import CheckpointError
 from fsslib.models.backbones import TOY_RESNET_CHECKPOINT, ToyResNet, build_backbone
-from fsslib.models.pretrain_backbone import train_toy_backbone
+from fsslib.pretrain import PRETRAINERS
+from fsslib.pretrain.__main__ import main
+from fsslib.pretrain.toy_resnet import train_toy_backbone
+from fsslib.pretrain.toy_resnet.cli import build_parser
 
 
 @pytest.fixture
@@ -26,7 +32,8 @@ def test_a_few_steps_lower_the_loss_and_write_a_loadable_checkpoint(tmp_path, on
                                   n_eval_images=8, n_cam_images=4, progress=False)
     assert metadata["train_loss"]["last_steps"] < 0.7 * metadata["train_loss"]["first_steps"]
     saved = json.loads(out.with_suffix(".json").read_text())
-    assert saved["steps"] == 12 and saved["command"].startswith("python -m fsslib.models.pretrain_backbone")
+    assert saved["steps"] == 12 and saved["command"].startswith("python -m fsslib.pretrain toy-resnet")
+    assert {"seed", "git_commit", "wall_time_minutes", "hardware"} <= set(saved)
     assert 0 <= saved["held_out"]["classification"]["mAP"] <= 1
     backbone = build_backbone("toy-resnet", weights=out)
     assert isinstance(backbone, ToyResNet)
@@ -51,8 +58,35 @@ def test_missing_or_corrupt_weights_name_the_file_and_the_fix(tmp_path):
     missing = tmp_path / "nope.pt"
     with pytest.raises(CheckpointError, match="nope.pt") as error:
         build_backbone("toy-resnet", weights=missing)
-    assert "python -m fsslib.models.pretrain_backbone" in error.value.fix
+    assert "python -m fsslib.pretrain toy-resnet" in error.value.fix
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="corrupt.pt"):
         build_backbone("toy-resnet", weights=corrupt)
+
+
+def test_shipped_metadata_names_a_current_command_that_remakes_it():
+    metadata = json.loads(TOY_RESNET_CHECKPOINT.with_suffix(".json").read_text())
+    remake = metadata.get("remake", metadata["command"])  # 'remake': the current command of an older record
+    assert remake.startswith("python -m fsslib.pretrain toy-resnet ")
+    args = build_parser().parse_args(shlex.split(remake)[4:])
+    recipe = metadata["recipe"]
+    assert (args.steps, args.seed, args.batch_size, args.pool_size) == (
+        metadata["steps"], metadata["seed"], recipe["batch_size"], recipe["pool_size"])
+    assert (args.lr, args.weight_decay) == (recipe["lr"], recipe["weight_decay"])
+    assert f"warm-up {args.warmup_steps} steps" in recipe["schedule"]
+    assert args.out == Path("fsslib/checkpoints/toy_resnet.pt")
+
+
+@pytest.mark.parametrize("name", sorted(PRETRAINERS))
+def test_every_registered_name_has_a_command_line(name, capsys):
+    with pytest.raises(SystemExit) as done:
+        main([name, "--help"])
+    assert done.value.code == 0 and f"python -m fsslib.pretrain {name}" in capsys.readouterr().out
+
+
+def test_unknown_name_lists_the_registered_ones(capsys):
+    with pytest.raises(SystemExit):
+        main(["toy-nothing"])
+    error = capsys.readouterr().err
+    assert all(name in error for name in PRETRAINERS)

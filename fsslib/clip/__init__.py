@@ -1,11 +1,13 @@
-"""The CLIP layer: loading, dense features (MaskCLIP, block taps), text embeddings, GradCAM."""
+"""The CLIP layer: loading, dense features (MaskCLIP, block taps), text embeddings, GradCAM, the toy CLIP's architecture."""
 from fsslib.clip.dense import (
     Taps,
+    attention_pool,
     block_taps,
     cosine_logits,
     denoise_prompts,
     encode_image,
     head_averaged_attention,
+    image_and_dense_embeddings,
     maskclip_features,
     maskclip_features_and_keys,
     prepare_images,
@@ -14,20 +16,17 @@ from fsslib.clip.dense import (
     segment_with_text,
     smooth_with_keys,
 )
-from fsslib.clip.gradcam import gradcam, gradcam_from_activations, min_max_scale, softmax_score
+from fsslib.clip.gradcam import gradcam, gradcam_from_activations, softmax_score
 from fsslib.clip.loading import ClipBundle, ClipInputError, bundle_from_model, find_cached_weights, load_clip
-from fsslib.clip.text import (
+from fsslib.clip.prompts import (
     IMAGENET_TEMPLATES,
     MASKCLIP_BACKGROUND_NAMES,
     MASKCLIP_SCENE_TEMPLATES,
     MASKCLIP_TEMPLATES,
     PICLIP_NON_TARGET_TEMPLATE,
     PICLIP_TARGET_TEMPLATE,
-    class_embeddings,
-    clear_text_cache,
-    encode_prompts,
-    prompt_embeddings,
 )
+from fsslib.clip.text import class_embeddings, clear_text_cache, encode_prompts, prompt_embeddings
 
 __all__ = [
     "ClipBundle",
@@ -39,6 +38,7 @@ __all__ = [
     "PICLIP_NON_TARGET_TEMPLATE",
     "PICLIP_TARGET_TEMPLATE",
     "Taps",
+    "attention_pool",
     "block_taps",
     "bundle_from_model",
     "class_embeddings",
@@ -51,10 +51,10 @@ __all__ = [
     "gradcam",
     "gradcam_from_activations",
     "head_averaged_attention",
+    "image_and_dense_embeddings",
     "load_clip",
     "maskclip_features",
     "maskclip_features_and_keys",
-    "min_max_scale",
     "prepare_images",
     "project_tokens",
     "prompt_embeddings",

@@ -12,10 +12,12 @@ CLIP's *value* path, skipping the query-key attention of the last layer:
   ``x <- x + out_proj(v(ln_1(x)))`` then ``x <- x + mlp(ln_2(x))``, followed by
   ``ln_post`` and the projection into the joint space, for every patch token.
 * Modified ResNet: the attention pool's query and key are dropped; its value projection
-  and output projection ``c_proj`` are applied at every position as 1x1 convolutions.
+  and output projection ``c_proj`` are applied at every position (MaskCLIP's code writes
+  them as 1x1 convolutions; fsslib applies the linear layers to the position tokens).
 
 Its two optional refinements act on the class scores (see :func:`denoise_prompts` and
-:func:`smooth_with_keys`).
+:func:`smooth_with_keys`). Nothing here switches autograd off: wrap inference in
+``torch.no_grad()``; :func:`image_and_dense_embeddings` serves training.
 """
 from __future__ import annotations
 
@@ -160,21 +162,11 @@ def _resnet_trunk(visual: nn.Module, pixels: Tensor) -> Tensor:
     return x  # (B, C, h, w)
 
 
-def _conv1x1(x: Tensor, linear: nn.Linear) -> Tensor:
-    """A linear layer applied at every position of x (B, C_in, h, w) as a 1x1 convolution."""
-    return F.conv2d(x, linear.weight[:, :, None, None], linear.bias)
+def attention_pool(visual: nn.Module, features: Tensor) -> Tensor:
+    """A ResNet's attention pool on its layer4 features (B, C, h, w) of any size: image embeddings (B, D).
 
-
-def encode_image(bundle: ClipBundle, images: Tensor) -> Tensor:
-    """CLIP image embeddings (B, D), unnormalised, for images of any size.
-
-    Equals ``model.encode_image`` at the native size; elsewhere the positional embedding
-    (ViT) or the attention pool's positional embedding (ResNet) is resized.
+    Equals open_clip's ``attnpool`` at the native grid; elsewhere its positional embedding is resized.
     """
-    if bundle.kind == "vit":
-        return block_taps(bundle, images, blocks=[], with_attention=False).image_embedding
-    visual = bundle.visual
-    features = _resnet_trunk(visual, prepare_images(bundle, images))  # (B, C, h, w)
     pool = visual.attnpool
     native = attention_pool_grid(visual)
     positions = resize_positional_embedding(pool.positional_embedding, (native, native), features.shape[-2:])
@@ -203,37 +195,78 @@ def encode_image(bundle: ClipBundle, images: Tensor) -> Tensor:
     return pooled[0]  # (B, D)
 
 
+def encode_image(bundle: ClipBundle, images: Tensor) -> Tensor:
+    """CLIP image embeddings (B, D), unnormalised, for images of any size.
+
+    Equals ``model.encode_image`` at the native size; elsewhere the positional embedding
+    (ViT) or the attention pool's positional embedding (ResNet) is resized.
+    """
+    if bundle.kind == "vit":
+        return block_taps(bundle, images, blocks=[], with_attention=False).image_embedding
+    return attention_pool(bundle.visual, _resnet_trunk(bundle.visual, prepare_images(bundle, images)))
+
+
+def _dense_pass(
+    bundle: ClipBundle, pixels: Tensor, with_image_embedding: bool
+) -> tuple[Tensor | None, Tensor, Tensor, tuple[int, int]]:
+    """One pass of the image tower on normalised pixels (B, 3, H, W), autograd left as the caller set it.
+
+    Returns the image embeddings (B, D) (None unless ``with_image_embedding``), the MaskCLIP
+    dense tokens (B, N, D), the last layer's keys (B, N, C) and the grid (h, w), N = h * w
+    row-major. The image embedding is computed first, so a loss on both back-propagates
+    in the same order on every call.
+    """
+    visual = bundle.visual
+    if bundle.kind == "rn":
+        trunk = _resnet_trunk(visual, pixels)  # (B, C, h, w)
+        image = attention_pool(visual, trunk) if with_image_embedding else None
+        tokens = trunk.flatten(2).transpose(1, 2)  # (B, N, C)
+        pool = visual.attnpool
+        return image, pool.c_proj(pool.v_proj(tokens)), pool.k_proj(tokens), (trunk.shape[-2], trunk.shape[-1])
+    _require_vit(bundle, "MaskCLIP")
+    x, grid = _vit_embed(visual, pixels)  # (B, 1+N, C)
+    blocks = visual.transformer.resblocks
+    for block in blocks[:-1]:
+        x = block(x)
+    image = None
+    if with_image_embedding:
+        pooled, _ = visual._pool(blocks[-1](x))  # (B, C): open_clip's own pooling
+        image = pooled @ visual.proj
+    x, keys = _value_path_block(blocks[-1], x)
+    return image, project_tokens(bundle, x[:, 1:]), keys[:, 1:], grid
+
+
+def _as_map(tokens: Tensor, grid: tuple[int, int]) -> Tensor:
+    """Tokens (B, N, C) of a row-major grid (h, w) -> a feature map (B, C, h, w)."""
+    return tokens.transpose(1, 2).reshape(tokens.shape[0], -1, *grid)
+
+
 def maskclip_features_and_keys(bundle: ClipBundle, images: Tensor) -> tuple[Tensor, Tensor]:
     """MaskCLIP dense features (B, D, h, w) in CLIP's joint space, and the last layer's keys (B, C, h, w).
 
     The keys are what key smoothing compares: the last ViT block's key projection of
     ``ln_1(x)`` (all heads concatenated), or the ResNet attention pool's ``k_proj`` applied
-    as a 1x1 convolution (no positional embedding, as in MaskCLIP). MaskCLIP's released ViT
+    at every position (no positional embedding, as in MaskCLIP). MaskCLIP's released ViT
     code also sends its keys through the attention's ``out_proj`` (a side effect of how it
     extracts v); fsslib keeps the plain keys the paper describes.
     """
-    pixels = prepare_images(bundle, images)
-    visual = bundle.visual
-    if bundle.kind == "rn":
-        trunk = _resnet_trunk(visual, pixels)  # (B, C, h, w)
-        pool = visual.attnpool
-        features = _conv1x1(_conv1x1(trunk, pool.v_proj), pool.c_proj)  # (B, D, h, w)
-        return features, _conv1x1(trunk, pool.k_proj)
-    _require_vit(bundle, "MaskCLIP")
-    x, (height, width) = _vit_embed(visual, pixels)  # (B, 1+N, C)
-    blocks = visual.transformer.resblocks
-    for block in blocks[:-1]:
-        x = block(x)
-    x, keys = _value_path_block(blocks[-1], x)
-    tokens = project_tokens(bundle, x[:, 1:])  # (B, N, D)
-    features = tokens.transpose(1, 2).reshape(tokens.shape[0], -1, height, width)  # (B, D, h, w)
-    keys = keys[:, 1:].transpose(1, 2).reshape(keys.shape[0], -1, height, width)  # (B, C, h, w)
-    return features, keys
+    _, tokens, keys, grid = _dense_pass(bundle, prepare_images(bundle, images), with_image_embedding=False)
+    return _as_map(tokens, grid), _as_map(keys, grid)
 
 
 def maskclip_features(bundle: ClipBundle, images: Tensor) -> Tensor:
     """MaskCLIP dense features (B, D, h, w) in CLIP's joint space (L2-normalise before cosine)."""
     return maskclip_features_and_keys(bundle, images)[0]
+
+
+def image_and_dense_embeddings(bundle: ClipBundle, images: Tensor) -> tuple[Tensor, Tensor]:
+    """CLIP image embeddings (B, D) and MaskCLIP dense embeddings (B, N, D), N = h * w row-major,
+    from one pass of the image tower, with autograd: a loss on both trains the tower (the toy
+    CLIP's pretraining, :mod:`fsslib.pretrain.toy_clip`). The image embedding equals
+    ``model.encode_image`` at the native size.
+    """
+    image, tokens, _, _ = _dense_pass(bundle, prepare_images(bundle, images), with_image_embedding=True)
+    return image, tokens
 
 
 @dataclass

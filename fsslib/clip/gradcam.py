@@ -1,4 +1,5 @@
-"""GradCAM on ViT patch tokens, for a whole batch with one backward pass.
+"""GradCAM on CLIP's last-layer tokens (ViT patch tokens or ResNet layer4 positions), for a
+whole batch with one backward pass.
 
 Standard GradCAM (Selvaraju et al. 2017) as PI-CLIP writes it (Eqs. 3-4) for the
 activations A (B, N, C) of the tapped layer and a score S_b per image:
@@ -16,11 +17,14 @@ the output of the last block's ``ln_1`` instead, i.e. the normalised *input* of 
 block, and only the attention branch carries its gradient (the residual input is
 computed without gradient); ``activation="last_block_ln_1"`` reproduces that. In both
 cases the class token is dropped from A and from the gradient, as PI-CLIP's
-``reshape_transform`` does. PI-CLIP's score is :func:`softmax_score` (Eqs. 1-2) and its
-maps are min-max scaled per image afterwards (``normalize=True``).
+``reshape_transform`` does. A ResNet's last block is layer4: A is its output, one token
+per position (row-major). PI-CLIP's score is :func:`softmax_score` (Eqs. 1-2) and its
+maps are min-max scaled per image afterwards (``normalize=True``, pytorch-grad-cam's
+``scale_cam_image``: :func:`fsslib.blocks.correlation.min_max_normalise`, eps 1e-7).
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Literal
 
@@ -28,11 +32,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from fsslib.clip.dense import CLIP_TEMPERATURE, _require_vit, _vit_embed, prepare_images, project_tokens
+from fsslib.blocks.correlation import min_max_normalise
+from fsslib.clip.dense import (
+    CLIP_TEMPERATURE,
+    _require_vit,
+    _resnet_trunk,
+    _vit_embed,
+    attention_pool,
+    prepare_images,
+    project_tokens,
+)
 from fsslib.clip.loading import ClipBundle, ClipInputError
 
-ScoreFn = Callable[[Tensor], Tensor]  # last-block patch tokens (B, N, C) -> one score per image (B,)
-MIN_MAX_EPS = 1e-7  # pytorch-grad-cam's scale_cam_image epsilon
+ScoreFn = Callable[[Tensor], Tensor]  # last-block tokens (B, N, C) -> one score per image (B,)
 ACTIVATIONS = ("last_block_output", "last_block_ln_1")
 
 
@@ -43,10 +55,41 @@ def gradcam_from_activations(activations: Tensor, gradients: Tensor, grid: tuple
     return cam.reshape(cam.shape[0], *grid)
 
 
-def min_max_scale(maps: Tensor) -> Tensor:
-    """Scale each map (B, h, w) to [0, 1] as pytorch-grad-cam's ``scale_cam_image`` does."""
-    shifted = maps - maps.flatten(1).amin(dim=1)[:, None, None]
-    return shifted / (shifted.flatten(1).amax(dim=1)[:, None, None] + MIN_MAX_EPS)
+def _tap(bundle: ClipBundle, images: Tensor, activation: str) -> tuple[Tensor, Tensor, Tensor, tuple[int, int]]:
+    """Run the tower up to the tapped activations, with grad from there on.
+
+    Returns the tapped leaf (which the gradient is taken for), its patch tokens A (B, N, C),
+    the tokens the score function receives (B, N, C) and the grid (h, w).
+    """
+    visual = bundle.visual
+    pixels = prepare_images(bundle, images)
+    if bundle.kind == "rn":
+        if activation != "last_block_output":
+            raise ClipInputError(
+                f"GradCAM activation {activation!r} exists only for ViTs; {bundle.name} is a ResNet.",
+                "use activation='last_block_output' (layer4's output) with a ResNet.",
+            )
+        with torch.no_grad():
+            trunk = _resnet_trunk(visual, pixels)  # (B, C, h, w)
+        tapped = trunk.flatten(2).transpose(1, 2).requires_grad_(True)  # (B, N, C)
+        return tapped, tapped, tapped, (trunk.shape[-2], trunk.shape[-1])
+    _require_vit(bundle, "GradCAM")
+    blocks = visual.transformer.resblocks
+    with torch.no_grad():
+        x, grid = _vit_embed(visual, pixels)  # (B, 1+N, C)
+        for block in blocks[:-1]:
+            x = block(x)
+    last = blocks[-1]
+    if activation == "last_block_output":
+        with torch.no_grad():
+            tapped = last(x)  # (B, 1+N, C)
+        tapped.requires_grad_(True)
+        return tapped, tapped[:, 1:], tapped[:, 1:], grid
+    tapped = last.ln_1(x).detach().requires_grad_(True)  # (B, 1+N, C)
+    attended = last.attn(tapped, tapped, tapped, need_weights=False)[0]
+    y = x + last.ls_1(attended)
+    y = y + last.ls_2(last.mlp(last.ln_2(y)))
+    return tapped, tapped[:, 1:], y[:, 1:], grid
 
 
 def gradcam(
@@ -57,13 +100,13 @@ def gradcam(
     activation: Literal["last_block_output", "last_block_ln_1"] = "last_block_output",
     normalize: bool = False,
 ) -> Tensor:
-    """GradCAM maps (B, h, w) of a ViT for per-image scores ``score_fn(tokens)``.
+    """GradCAM maps (B, h, w) of a ViT or ResNet CLIP for per-image scores ``score_fn(tokens)``.
 
-    ``score_fn`` receives the last block's patch tokens (B, N, C) (before ``ln_post``; use
-    :func:`fsslib.clip.dense.project_tokens` to reach the joint space) and must return
-    one score per image, shape (B,). See the module docstring for ``activation``.
+    ``score_fn`` receives the last block's patch tokens (B, N, C) (ViT: before ``ln_post``;
+    use :func:`fsslib.clip.dense.project_tokens` to reach the joint space; ResNet: layer4's
+    positions, row-major) and must return one score per image, shape (B,). See the module
+    docstring for ``activation``.
     """
-    _require_vit(bundle, "GradCAM")
     if torch.is_inference_mode_enabled():
         raise ClipInputError(
             "GradCAM needs gradients, but it was called inside torch.inference_mode().",
@@ -71,36 +114,39 @@ def gradcam(
         )
     if activation not in ACTIVATIONS:
         raise ClipInputError(f"Unknown GradCAM activation {activation!r}.", f"use one of: {', '.join(ACTIVATIONS)}.")
-    visual = bundle.visual
-    blocks = visual.transformer.resblocks
-    with torch.no_grad():
-        x, grid = _vit_embed(visual, prepare_images(bundle, images))  # (B, 1+N, C)
-        for block in blocks[:-1]:
-            x = block(x)
-    last = blocks[-1]
     with torch.enable_grad():
-        if activation == "last_block_output":
-            with torch.no_grad():
-                tapped = last(x)  # (B, 1+N, C)
-            tapped.requires_grad_(True)
-            tokens = tapped[:, 1:]
-        else:
-            tapped = last.ln_1(x).detach().requires_grad_(True)  # (B, 1+N, C)
-            attended = last.attn(tapped, tapped, tapped, need_weights=False)[0]
-            y = x + last.ls_1(attended)
-            y = y + last.ls_2(last.mlp(last.ln_2(y)))
-            tokens = y[:, 1:]  # (B, N, C)
+        tapped, activations, tokens, grid = _tap(bundle, images, activation)
         scores = score_fn(tokens)
-        if not isinstance(scores, Tensor) or scores.shape != (x.shape[0],):
+        if not isinstance(scores, Tensor) or scores.shape != (tokens.shape[0],):
             shape = tuple(scores.shape) if isinstance(scores, Tensor) else type(scores).__name__
             raise ClipInputError(
                 f"The GradCAM score function returned {shape}; it must return one score per image, "
-                f"shape ({x.shape[0]},).",
+                f"shape ({tokens.shape[0]},).",
                 "reduce over tokens/classes inside score_fn, e.g. pick the target class's probability per image.",
             )
-        (gradients,) = torch.autograd.grad(scores.sum(), tapped)  # (B, 1+N, C)
-    maps = gradcam_from_activations(tapped.detach()[:, 1:].float(), gradients[:, 1:].float(), grid)
-    return min_max_scale(maps) if normalize else maps
+        (gradients,) = torch.autograd.grad(scores.sum(), tapped)  # tapped's shape
+    if bundle.kind == "vit":
+        gradients = gradients[:, 1:]  # (B, N, C): the class token dropped
+    maps = gradcam_from_activations(activations.detach().float(), gradients.float(), grid)
+    return min_max_normalise(maps) if normalize else maps
+
+
+def _image_token(bundle: ClipBundle, tokens: Tensor) -> Tensor:
+    """The image embedding (B, D) a softmax score compares with text, from last-block tokens (B, N, C).
+
+    ViT: PI-CLIP's Eq. 1, the mean of the projected patch tokens. ResNet: the model's own
+    attention pool over the layer4 grid, which is read as square.
+    """
+    if bundle.kind == "vit":
+        return project_tokens(bundle, tokens).mean(dim=1)
+    side = math.isqrt(tokens.shape[1])
+    if side * side != tokens.shape[1]:
+        raise ClipInputError(
+            f"A ResNet's softmax score pools its layer4 grid, read as square, but {tokens.shape[1]} positions "
+            "are not a square grid.",
+            f"pass square images (e.g. {bundle.image_size}x{bundle.image_size}) to gradcam with a ResNet.",
+        )
+    return attention_pool(bundle.visual, tokens.transpose(1, 2).reshape(tokens.shape[0], -1, side, side))
 
 
 def softmax_score(
@@ -112,7 +158,8 @@ def softmax_score(
 ) -> ScoreFn:
     """PI-CLIP's softmax-GradCAM score (Eqs. 1-2) as a ``score_fn`` for :func:`gradcam`.
 
-    The image token is the mean of the projected patch tokens (Eq. 1); its cosine with
+    The image token is the mean of the projected patch tokens (Eq. 1; a ResNet's is its
+    attention pool); its cosine with
     each text embedding over ``temperature`` goes through a softmax over the prompts, and
     the score is the probability of prompt ``target`` (Eq. 2). ``text_embeddings`` is
     (n, D) for all images or (B, n, D) per image (PI-CLIP: target and non-target prompts
@@ -128,7 +175,7 @@ def softmax_score(
     text = F.normalize(text_embeddings.float(), dim=-1)
 
     def score(tokens: Tensor) -> Tensor:
-        image = F.normalize(project_tokens(bundle, tokens).mean(dim=1).float(), dim=-1)  # (B, D)
+        image = F.normalize(_image_token(bundle, tokens).float(), dim=-1)  # (B, D)
         prompts = text.to(image.device)
         if prompts.ndim == 2:
             logits = image @ prompts.T  # (B, n)

@@ -19,6 +19,7 @@ Where weights come from (:func:`load_clip`):
   vision_cfg, text_cfg), ``state_dict``, ``context_length``, ``image_size``, ``mean``,
   ``std`` and optionally ``vocab`` (a word-level vocabulary for
   :class:`fsslib.clip.toy.WordTokenizer`; without it open_clip's BPE tokenizer is used).
+  It loads with ``torch.load(weights_only=True)``: plain containers of str, int, float and tensors.
 """
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ from open_clip.transformer import VisionTransformer
 from torch import Tensor, nn
 
 from fsslib import paths
+from fsslib.clip.toy import WordTokenizer, build_toy_clip
 from fsslib.errors import CheckpointError, FsslibError, UnknownNameError, unknown
 
 TOY_CHECKPOINT_FILES = {"toy-vit": "toy_clip_vit.pt", "toy-rn": "toy_clip_rn.pt"}
@@ -56,7 +58,9 @@ class ClipBundle:
 
     ``patch_size`` is the ViT patch size, or the ResNet output stride (32 for CLIP's
     ResNets, 8 for toy-rn): the dense feature grid of an ``H x W`` image is about
-    ``H // patch_size x W // patch_size``.
+    ``H // patch_size x W // patch_size``. ``model_cfg`` is the config the model was built
+    from: an fsslib checkpoint's own, open_clip's for a model name (the pretrained tag may
+    add QuickGELU), None when :func:`bundle_from_model` was given none.
     """
 
     model: nn.Module
@@ -68,6 +72,7 @@ class ClipBundle:
     patch_size: int
     name: str
     pretrained: str | None = None
+    model_cfg: dict[str, Any] | None = None
 
     @property
     def visual(self) -> nn.Module:
@@ -113,6 +118,7 @@ def bundle_from_model(
     std: tuple[float, ...] = OPENAI_DATASET_STD,
     name: str = "custom",
     pretrained: str | None = None,
+    model_cfg: dict[str, Any] | None = None,
 ) -> ClipBundle:
     """Wrap an open_clip ``CLIP`` model (set to eval and frozen in place) into a bundle."""
     visual = getattr(model, "visual", None)
@@ -141,6 +147,7 @@ def bundle_from_model(
         patch_size=patch_size,
         name=name,
         pretrained=pretrained,
+        model_cfg=model_cfg,
     )
 
 
@@ -175,8 +182,8 @@ def _toy_missing_fix(name: str) -> str:
     target = paths.CHECKPOINT_DIR / TOY_CHECKPOINT_FILES[name]
     return (
         f"the toy CLIP checkpoints ship inside the fsslib package ({paths.CHECKPOINT_DIR}): reinstall fsslib "
-        f"from its repository, or train one with `python -m fsslib.clip.toy train --arch {arch} --out {target}`, "
-        "or pass checkpoint=PATH."
+        f"from its repository, or re-make it with `python -m fsslib.pretrain toy-clip recipe {arch} --out-dir "
+        f"{target.parent}` (see fsslib/checkpoints/README.md), or pass checkpoint=PATH."
     )
 
 
@@ -205,15 +212,8 @@ def _load_fsslib_checkpoint(
     model_cfg = dict(content["model_cfg"])
     context_length = int(content["context_length"])
     if content.get("vocab") is not None:
-        try:
-            from fsslib.clip import toy
-        except ImportError as error:
-            raise CheckpointError(
-                f"{path} is a toy CLIP checkpoint (word vocabulary), but fsslib.clip.toy cannot be imported: {error}",
-                "use an fsslib checkout that includes fsslib/clip/toy.py.",
-            ) from error
-        model = toy.build_toy_clip(model_cfg)
-        tokenizer: Tokenizer = toy.WordTokenizer(list(content["vocab"]), context_length)
+        model = build_toy_clip(model_cfg)
+        tokenizer: Tokenizer = WordTokenizer(list(content["vocab"]), context_length)
     else:
         model = open_clip.CLIP(**model_cfg)
         tokenizer = SimpleTokenizer(context_length=context_length)
@@ -226,7 +226,7 @@ def _load_fsslib_checkpoint(
         ) from error
     bundle = bundle_from_model(
         model.to(device), tokenizer, mean=tuple(content["mean"]), std=tuple(content["std"]), name=name,
-        pretrained=str(path),
+        pretrained=str(path), model_cfg=model_cfg,
     )
     if bundle.image_size != int(content["image_size"]):
         raise CheckpointError(
@@ -290,6 +290,7 @@ def _load_open_clip(
         std=tuple(tag_cfg.get("std", OPENAI_DATASET_STD)),
         name=name,
         pretrained=pretrained or (str(weights_file) if weights_file is not None else None),
+        model_cfg=model_cfg,
     )
 
 

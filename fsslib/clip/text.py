@@ -1,4 +1,4 @@
-"""CLIP text embeddings: prompt templates, ensembled class embeddings, arbitrary prompts.
+"""CLIP text embeddings: ensembled class embeddings, arbitrary prompts (templates: :mod:`fsslib.clip.prompts`).
 
 Class embeddings follow CLIP's prompt ensembling (as MaskCLIP and LFSS use it): every
 template is filled with the class name, each prompt embedding is L2-normalised, the
@@ -15,25 +15,11 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
 from torch import Tensor, nn
 
 from fsslib.clip.loading import ClipBundle, ClipInputError
+from fsslib.clip.prompts import MASKCLIP_TEMPLATES
 
-IMAGENET_TEMPLATES: tuple[str, ...] = tuple(template("{}") for template in OPENAI_IMAGENET_TEMPLATES)
-MASKCLIP_SCENE_TEMPLATES: tuple[str, ...] = (
-    "there is a {} in the scene.",
-    "there is the {} in the scene.",
-    "this is a {} in the scene.",
-    "this is the {} in the scene.",
-    "this is one {} in the scene.",
-)
-MASKCLIP_TEMPLATES: tuple[str, ...] = IMAGENET_TEMPLATES + MASKCLIP_SCENE_TEMPLATES  # 85, LFSS / MaskCLIP
-# MaskCLIP's background vocabulary for PASCAL (none for COCO); the toy world's background is an empty scene
-MASKCLIP_BACKGROUND_NAMES: dict[str, tuple[str, ...]] = {
-    "toy": ("empty scene",), "pascal": ("building", "ground", "grass", "tree", "sky"), "coco": ()}
-PICLIP_TARGET_TEMPLATE = "a photo of {}."  # PI-CLIP VTP, target prompt t_f
-PICLIP_NON_TARGET_TEMPLATE = "a photo without {}."  # PI-CLIP VTP, non-target prompt t_b
 DEFAULT_TEXT_BATCH = 256
 
 _class_embedding_cache: weakref.WeakKeyDictionary[nn.Module, dict[tuple, Tensor]] = weakref.WeakKeyDictionary()

@@ -126,14 +126,14 @@ def find_resnet50_weights(path: str | Path | None = None) -> Path:
 
 
 TOY_RESNET_CHECKPOINT = CHECKPOINT_DIR / "toy_resnet.pt"  # shipped toy-world pretraining (ImageNet analogue)
-TOY_RESNET_RETRAIN = "python -m fsslib.models.pretrain_backbone --steps 1600 --threads 1 --out"
+TOY_RESNET_RETRAIN = "python -m fsslib.pretrain toy-resnet --steps 1600 --threads 1 --out"
 
 
 def load_toy_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
     """(ToyResNet state_dict, classifier head state_dict or None) from a toy backbone checkpoint.
 
     Reads the ``{"backbone": ..., "classifier": ...}`` files written by
-    ``fsslib.models.pretrain_backbone`` and plain ToyResNet state_dicts.
+    ``fsslib.pretrain.toy_resnet`` and plain ToyResNet state_dicts.
     """
     path = Path(path)
     fix = (f"re-create it with `{TOY_RESNET_RETRAIN} {path}` (15-20 minutes on one CPU core), "

@@ -1,0 +1,25 @@
+"""Prompt templates of the papers: plain strings, importable by the text layer and the toy tokenizer alike.
+
+* CLIP's 80 ImageNet templates plus MaskCLIP's five scene templates: the 85 that MaskCLIP
+  and LFSS ensemble class embeddings over.
+* MaskCLIP's background vocabulary per benchmark (MaskCLIP and LFSS).
+* PI-CLIP's VTP prompts: the target prompt t_f and the non-target prompt t_b.
+"""
+from __future__ import annotations
+
+from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
+
+IMAGENET_TEMPLATES: tuple[str, ...] = tuple(template("{}") for template in OPENAI_IMAGENET_TEMPLATES)
+MASKCLIP_SCENE_TEMPLATES: tuple[str, ...] = (
+    "there is a {} in the scene.",
+    "there is the {} in the scene.",
+    "this is a {} in the scene.",
+    "this is the {} in the scene.",
+    "this is one {} in the scene.",
+)
+MASKCLIP_TEMPLATES: tuple[str, ...] = IMAGENET_TEMPLATES + MASKCLIP_SCENE_TEMPLATES  # 85, LFSS / MaskCLIP
+# MaskCLIP's background vocabulary for PASCAL (none for COCO); the toy world's background is an empty scene
+MASKCLIP_BACKGROUND_NAMES: dict[str, tuple[str, ...]] = {
+    "toy": ("empty scene",), "pascal": ("building", "ground", "grass", "tree", "sky"), "coco": ()}
+PICLIP_TARGET_TEMPLATE = "a photo of {}."  # PI-CLIP VTP, target prompt t_f
+PICLIP_NON_TARGET_TEMPLATE = "a photo without {}."  # PI-CLIP VTP, non-target prompt t_b

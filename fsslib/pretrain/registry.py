@@ -1,0 +1,32 @@
+"""The pretrained stand-ins fsslib can make, by the name ``python -m fsslib.pretrain NAME`` takes.
+
+Each entry names the module whose ``main(argv)`` is the stand-in's command line; it is
+imported only when that name is run, so listing the names stays cheap.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Pretrainer:
+    """One pretrained stand-in: what it replaces on the toy tier and where its command line lives."""
+
+    name: str
+    stands_in_for: str
+    cli_module: str
+
+    def main(self, argv: list[str]) -> None:
+        """Run the stand-in's command line with the arguments that follow its name."""
+        importlib.import_module(self.cli_module).main(argv)
+
+
+PRETRAINERS: dict[str, Pretrainer] = {
+    entry.name: entry
+    for entry in (
+        Pretrainer("toy-resnet", "ImageNet ResNet-50 (PFENet, PI-CLIP and QGNet backbones)",
+                   "fsslib.pretrain.toy_resnet.cli"),
+        Pretrainer("toy-clip", "CLIP ViT-B/16 and RN50 (MaskCLIP, LFSS, PI-CLIP)", "fsslib.pretrain.toy_clip.cli"),
+    )
+}
