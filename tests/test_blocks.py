@@ -17,7 +17,7 @@ from fsslib.blocks import (
     min_max_normalise,
     pyramid_bins,
 )
-from fsslib.models.frozen import HoldsFrozen
+from fsslib.blocks.frozen import HoldsFrozen
 
 
 def test_min_max_normalise_uses_eps_and_handles_constant_maps():

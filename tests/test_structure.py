@@ -1,10 +1,15 @@
-"""The package's structure: no import cycles, training does not depend on evaluation, safe checkpoint loading."""
+"""The package's structure, read from the code's imports: layers (data/ and blocks/ at the bottom, then models/
+and clip/, then pretrain/ and methods/), no import cycles, training does not depend on evaluation, safe
+checkpoint loading."""
 from __future__ import annotations
 
 import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "fsslib"
+LAYERS = {"data": 0, "blocks": 0, "metrics": 1, "viz": 1, "models": 1, "clip": 1, "pretrain": 2, "methods": 2,
+          "config": 3, "engine": 3, "notebook": 3, "train": 4, "evaluate": 4, "runs": 4}  # a subpackage or module: its layer
+GROUND = {"errors", "paths", "provenance", "device"}  # modules every layer may use
 
 
 def _module_name(path: Path) -> str:
@@ -12,12 +17,12 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _runtime_imports(tree: ast.AST) -> set[str]:
-    """fsslib modules imported anywhere at run time (function bodies too), skipping ``if TYPE_CHECKING:`` blocks."""
+def _imports(tree: ast.AST, typing_only: bool) -> set[str]:
+    """fsslib modules imported anywhere (function bodies too); ``if TYPE_CHECKING:`` blocks only if ``typing_only``."""
     found: set[str] = set()
 
     def visit(node: ast.AST) -> None:
-        if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING":
+        if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING" and not typing_only:
             return
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("fsslib"):
             found.add(node.module)
@@ -30,12 +35,13 @@ def _runtime_imports(tree: ast.AST) -> set[str]:
     return found
 
 
-def import_graph() -> dict[str, set[str]]:
+def import_graph(typing_only: bool = False) -> dict[str, set[str]]:
+    """Module -> the fsslib modules it imports at run time (and for type checking too, if ``typing_only``)."""
     modules = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
     graph = {}
     for name, path in modules.items():
         targets = set()
-        for imported in _runtime_imports(ast.parse(path.read_text())):
+        for imported in _imports(ast.parse(path.read_text()), typing_only):
             while imported not in modules and "." in imported:  # `from fsslib.x import name`: the module is fsslib.x
                 imported = imported.rsplit(".", 1)[0]
             if imported != name and imported in modules:
@@ -71,8 +77,21 @@ def test_find_cycle_finds_one():
     assert find_cycle({"a": {"b"}, "b": set()}) is None
 
 
-def test_no_import_cycles():
-    assert find_cycle(import_graph()) is None
+def test_no_import_cycles_even_for_type_checking():
+    assert find_cycle(import_graph(typing_only=True)) is None
+
+
+def test_lower_layers_never_import_higher_ones():
+    graph = import_graph(typing_only=True)
+    top_level = {module.split(".")[1] for module in graph if module != "fsslib"}
+    assert top_level <= set(LAYERS) | GROUND, f"give {sorted(top_level - set(LAYERS) - GROUND)} a layer"
+
+    def layer(module: str) -> int:
+        return LAYERS.get(module.split(".")[1], -1)  # ground modules: below every layer
+
+    upward = [(module, target) for module, targets in graph.items() if module != "fsslib"
+              for target in targets if target != "fsslib" and layer(target) > layer(module)]
+    assert not upward, f"imports that run up the layers {LAYERS}: {upward}"
 
 
 def test_training_does_not_import_evaluation():

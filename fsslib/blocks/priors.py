@@ -13,13 +13,17 @@ Checked against dvlab-research/PFENet, ``model/PFENet.py`` (``forward``: the pri
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
+import torch.nn as nn
 
 from fsslib.blocks.correlation import masked_support_prior
+from fsslib.blocks.frozen import HoldsFrozen
 from fsslib.blocks.masks import foreground_weights
-from fsslib.data.episodes import OneWayBatch
-from fsslib.models.backbones import MultiLevelBackbone
-from fsslib.models.frozen import HoldsFrozen
+
+if TYPE_CHECKING:
+    from fsslib.data.episodes import OneWayBatch
 
 
 class PriorSource(HoldsFrozen):
@@ -29,11 +33,12 @@ class PriorSource(HoldsFrozen):
     channels: int = 1
 
     def forward(self, batch: OneWayBatch, query_levels: dict[str, torch.Tensor],
-                support_levels: dict[str, torch.Tensor], backbone: MultiLevelBackbone) -> torch.Tensor:
+                support_levels: dict[str, torch.Tensor], backbone: nn.Module) -> torch.Tensor:
         """(B, channels, h, w) priors in [0, 1] at the size of ``query_levels["layer3"]``.
 
         query_levels / support_levels: the frozen backbone's layer1..layer3 of the B queries
-        and the B*K supports; ``backbone`` is that frozen backbone (for deeper levels).
+        and the B*K supports; ``backbone`` is that frozen backbone (a
+        ``fsslib.models.backbones.MultiLevelBackbone``, for deeper levels).
         """
         raise NotImplementedError
 
@@ -50,7 +55,7 @@ class MaskedSupportPrior(PriorSource):
 
     @torch.no_grad()
     def forward(self, batch: OneWayBatch, query_levels: dict[str, torch.Tensor],
-                support_levels: dict[str, torch.Tensor], backbone: MultiLevelBackbone) -> torch.Tensor:
+                support_levels: dict[str, torch.Tensor], backbone: nn.Module) -> torch.Tensor:
         batch_size, shots = batch.support_images.shape[:2]
         support_layer3 = support_levels["layer3"]  # (B*K, C3, h, w)
         weights = foreground_weights(batch.support_masks.flatten(0, 1), support_layer3.shape[-2:])  # (B*K, 1, h, w)

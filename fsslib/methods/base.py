@@ -14,7 +14,7 @@ way's foreground beats its own background. For N = 1 the method's own two logits
 returned unchanged (same argmax, same cross-entropy).
 
 **Frozen pretrained models** (a CLIP, a frozen backbone, a teacher) are held with
-:meth:`~fsslib.models.frozen.HoldsFrozen.hold_frozen`: kept in eval mode without gradients,
+:meth:`~fsslib.blocks.frozen.HoldsFrozen.hold_frozen`: kept in eval mode without gradients,
 outside ``parameters()``, ``state_dict()`` and so the optimizer and checkpoints, yet moved by
 ``.to(device)`` with the method.
 """
@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from fsslib.data.episodes import IGNORE, EpisodeBatch, OneWayBatch
 from fsslib.errors import EpisodeShapeError
-from fsslib.models.frozen import HoldsFrozen
+from fsslib.blocks.frozen import HoldsFrozen
 
 
 class MethodConfig(Protocol):

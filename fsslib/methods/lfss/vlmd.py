@@ -55,7 +55,7 @@ from fsslib.blocks import min_max_normalise, prototype_cosine
 from fsslib.blocks.masks import masked_average_pooling
 from fsslib.clip import MASKCLIP_TEMPLATES, ClipBundle, class_embeddings, segment_with_text
 from fsslib.errors import FsslibError, unknown
-from fsslib.models.frozen import HoldsFrozen
+from fsslib.blocks.frozen import HoldsFrozen
 
 PSEUDO_MASK_RULES = ("vocabulary", "softmax", "threshold")
 BACKGROUND_ATTENTIONS = ("dot", "ssp_cosine")
