@@ -5,6 +5,8 @@
   normalisation, PFENet's prior.
 * :mod:`fsslib.blocks.decoders` -- PFENet's Feature Enrichment Module (FEM), the ASPP decoder
   (CANet/ASGNet/LFSS) and weight init.
+* :mod:`fsslib.blocks.priors` -- prior sources for PFENet-style decoders (PFENet's own prior).
+* :mod:`fsslib.blocks.frozen` -- holding frozen pretrained models (CLIP, backbones, teachers).
 
 They are pure tensor functions and ``nn.Module`` s with no knowledge of a method: a method
 composes them; it never reaches into another method for them.
