@@ -55,8 +55,9 @@ class MaskClipSegmenter(FewShotSegmenter):
         scores = segment_with_text(self.bundle, batch.query_images, self.text_embeddings(),
                                    prompt_denoising=self.prompt_denoising, key_smoothing=self.key_smoothing,
                                    temperature=self.bundle.logit_temperature)  # (B, V, h, w)
-        # upsample every class score before comparing them, as MaskCLIP does before its argmax
-        scores = F.interpolate(scores, size=batch.query_images.shape[-2:], mode="bilinear", align_corners=True)
+        # upsample every class score before comparing them, as MaskCLIP does before its argmax (mmseg's resize:
+        # corners not aligned, i.e. each score sits at the centre of its patch)
+        scores = F.interpolate(scores, size=batch.query_images.shape[-2:], mode="bilinear", align_corners=False)
         target = batch.class_ids.to(scores.device) - 1  # (B,) index into the vocabulary
         index = target[:, None, None, None].expand(-1, 1, *scores.shape[-2:])  # (B, 1, H, W)
         target_score = scores.gather(1, index)  # (B, 1, H, W)
