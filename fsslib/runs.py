@@ -192,8 +192,8 @@ def _markdown(columns: tuple[str, ...], table: list[dict[str, Any]]) -> list[str
 
 
 def _formatted(row: dict[str, Any], columns: tuple[str, ...]) -> dict[str, Any]:
-    """``row`` restricted to ``columns``, IoUs with one decimal."""
-    return {c: (f"{row[c]:.1f}" if c in PERCENT_COLUMNS else row.get(c, "")) for c in columns}
+    """``row`` restricted to ``columns``, IoUs with one decimal, missing values (None) empty."""
+    return {c: (f"{row[c]:.1f}" if c in PERCENT_COLUMNS else "" if row.get(c) is None else row[c]) for c in columns}
 
 
 def write_table(rows: list[dict[str, Any]], stem: Path, curves: dict[str, list[dict]] | None = None) -> None:
