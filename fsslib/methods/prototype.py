@@ -6,6 +6,11 @@ foreground and background prototypes are mask-weighted means of support features
 (averaged over the K shots). The logits are scaled cosine similarities to the two
 prototypes (PANet's non-parametric classifier) plus a correction from a small
 convolutional head that reads ``[query features, prototype, cosine maps]``.
+
+Both presets keep the pretrained backbone frozen (the toy ResNet pretrained by fsslib, or
+ImageNet ResNet-50), as PFENet does; ``freeze_backbone=False`` with ``backbone_weights="random"``
+trains it from scratch, which on the toy tier still gained after 40 epochs (the quickstart
+budget could not reach its plateau).
 """
 from __future__ import annotations
 
