@@ -145,8 +145,10 @@ def execute(grid_path: str | Path, smoke: bool = False, outputs: str | Path | No
                 states = [_progress(outputs / run_name(p), u - 1) for p, u in zip(runs, units)]
                 finished = [units[i] if f.done() else min(states[i][0], units[i] - 1) for i, f in enumerate(futures)]
                 bar.update(sum(finished) - bar.n)
-                bar.set_postfix_str("; ".join(f"{run_name(p)}: {state}" for p, (_, state), f in zip(runs, states, futures)
-                                              if f.running()))
+                # the pool also marks the next queued runs as running: show the `jobs` furthest along
+                active = sorted(((state == "starting", f"{run_name(p)}: {state}") for p, (_, state), f
+                                 in zip(runs, states, futures) if f.running()))[:jobs]
+                bar.set_postfix_str("; ".join(text for _, text in active))
         results_per_run = [f.result() for f in futures]
     finally:  # after an error or an interrupt, no further run starts
         pool.shutdown(cancel_futures=True)
