@@ -110,3 +110,18 @@ def test_paper_tier_shapes_with_random_resnet50(paper_models):
         logits, auxiliary = model.predict(batch.one_way())
         assert logits.shape == (1, 2, 60, 60)
         assert [tuple(a.shape[-2:]) for a in auxiliary] == [(60, 60), (30, 30), (15, 15), (8, 8)]
+
+
+def test_no_prior_variant_feeds_zeros_to_the_decoder():
+    from fsslib.blocks.priors import NoPrior
+    from fsslib.errors import UnknownNameError
+
+    torch.manual_seed(0)
+    model = build_method(make_config(method="pfenet", variant="no_prior", backbone_weights="random")).eval()
+    assert isinstance(model.prior, NoPrior)
+    captured = {}
+    model.decoder.register_forward_hook(lambda module, inputs, output: captured.__setitem__("prior", inputs[2]))
+    model(fabricated_batch())
+    assert captured["prior"].shape == (2, 1, 8, 8) and not captured["prior"].any()
+    with pytest.raises(UnknownNameError, match="masked_support"):
+        build_method(make_config(method="pfenet", options={"prior": "text"}, backbone_weights="random"))

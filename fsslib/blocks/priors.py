@@ -7,6 +7,7 @@ the same segmenter with different prior sources:
 * :class:`MaskedSupportPrior` -- PFENet's training-free prior (Sec. 3.2, Eqs. 3-5): the
   backbone's layer4 of the query against layer4 of the masked support, max cosine, min-max;
   K shots averaged. QGNet calls it the *guided region map*.
+* :class:`NoPrior` -- zeros: PFENet without a prior, the control for what a prior adds.
 * PI-CLIP's CLIP priors (``fsslib.methods.piclip``), QGNet's region maps (later).
 
 Checked against dvlab-research/PFENet, ``model/PFENet.py`` (``forward``: the prior block).
@@ -64,3 +65,15 @@ class MaskedSupportPrior(PriorSource):
         query_repeated = query_high.repeat_interleave(shots, dim=0)  # (B*K, C4, h, w)
         priors = masked_support_prior(query_repeated, support_high, weights)  # (B*K, h, w)
         return priors.view(batch_size, shots, *priors.shape[-2:]).mean(dim=1, keepdim=True)  # (B, 1, h, w)
+
+
+class NoPrior(PriorSource):
+    """A constant zero prior (B, 1, h, w): the decoder then sees the query features and the prototype only
+    (PFENet's ablation without the prior mask; a control for what a prior adds)."""
+
+    channels = 1
+
+    def forward(self, batch: OneWayBatch, query_levels: dict[str, torch.Tensor],
+                support_levels: dict[str, torch.Tensor], backbone: nn.Module) -> torch.Tensor:
+        query = query_levels["layer3"]  # (B, C3, h, w)
+        return query.new_zeros(query.shape[0], 1, *query.shape[-2:])

@@ -1,28 +1,35 @@
 """PFENet (Tian et al., TPAMI 2020) as an fsslib method: ``build(cfg)``, ``PRESETS``.
 
 Options (``cfg.options``): ``feature_dim`` (256 paper, 64 toy), ``dropout`` of the feature
-reductions (0.5, as PFENet). The backbone is always frozen. Training settings come from
+reductions (0.5, as PFENet), ``prior``: ``"masked_support"`` (PFENet's prior) or ``"none"`` (a zero
+prior: variant ``no_prior``, PFENet's ablation without the prior mask). The backbone is always frozen. Training settings come from
 the tier presets: the paper tier is PFENet's PASCAL recipe (SGD lr 0.0025, momentum 0.9,
 weight decay 1e-4, poly 0.9, batch 4, 200 epochs, 473 x 473, ImageNet ResNet-50 dilated).
 The toy preset's epochs are read off the validation learning curves (``papermill_runs/results``).
 """
 from __future__ import annotations
 
+from fsslib.blocks.priors import MaskedSupportPrior, NoPrior
+from fsslib.errors import unknown
 from fsslib.methods.base import MethodConfig
 from fsslib.methods.pfenet.model import PFENet
 from fsslib.models.backbones import build_backbone
 
-DEFAULT_OPTIONS = {"feature_dim": 256, "dropout": 0.5}
+DEFAULT_OPTIONS = {"feature_dim": 256, "dropout": 0.5, "prior": "masked_support"}
+PRIOR_SOURCES = {"masked_support": MaskedSupportPrior, "none": NoPrior}
+VARIANTS = {"no_prior": {"prior": "none"}}
 PRESETS = {
     "toy": dict(epochs=30, episodes_per_epoch=480, val_episodes=300, batch_size=8,
                 options={"feature_dim": 64, "dropout": 0.5}),
     "paper": dict(options={"feature_dim": 256, "dropout": 0.5}),
 }
 
-__all__ = ["DEFAULT_OPTIONS", "PFENet", "PRESETS", "build"]
+__all__ = ["DEFAULT_OPTIONS", "PFENet", "PRESETS", "VARIANTS", "build"]
 
 
 def build(cfg: MethodConfig) -> PFENet:
     options = {**DEFAULT_OPTIONS, **cfg.options}
-    return PFENet(build_backbone(cfg.backbone, cfg.backbone_weights), feature_dim=int(options["feature_dim"]),
-                  dropout=float(options["dropout"]))
+    if options["prior"] not in PRIOR_SOURCES:
+        raise unknown("PFENet prior", options["prior"], list(PRIOR_SOURCES))
+    return PFENet(build_backbone(cfg.backbone, cfg.backbone_weights), PRIOR_SOURCES[options["prior"]](),
+                  feature_dim=int(options["feature_dim"]), dropout=float(options["dropout"]))
