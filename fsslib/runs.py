@@ -122,7 +122,8 @@ def execute(grid_path: str | Path, smoke: bool = False, outputs: str | Path | No
     jobs = grid.get("jobs", 1) if jobs is None else jobs
     threads = grid.get("threads", 1) if threads is None else threads
     if jobs < 1 or threads < 1:
-        raise FsslibError(f"--jobs and --threads must be at least 1, got {jobs} and {threads}.", "pass --jobs 1 or more.")
+        raise FsslibError(f"--jobs and --threads must be at least 1, got {jobs} and {threads}.",
+                          "pass --jobs and --threads of 1 or more (or drop them to use the grid file's).")
     name = grid["name"] + ("_smoke" if smoke else "")
     outputs = Path(outputs).resolve() if outputs else REPO / "papermill_runs" / "outputs" / name
     run_one = partial(run_notebook, REPO / grid["notebook"], outputs, smoke, threads)
