@@ -50,8 +50,8 @@ def check_scorable(predictions: torch.Tensor, labels: torch.Tensor, ways: int) -
         found = torch.unique(torch.cat([predictions[bad_prediction], labels[bad_label]])).tolist()[:10]
         raise EpisodeShapeError(
             f"Values {found} cannot be scored in {ways}-way episodes (predictions: 0..{ways}; labels: 0..{ways} or 255).",
-            f"pass predictions with one value per way (the argmax of (B, 1+N, H, W) logits) and the episodes' own "
-            f"labels; for N-way episodes build the meter updates with class ids of shape (B, N).")
+            "pass predictions with one value per way (the argmax of (B, 1+N, H, W) logits) and the episodes' own "
+            "labels; for N-way episodes build the meter updates with class ids of shape (B, N).")
 
 
 class FewShotMeter:

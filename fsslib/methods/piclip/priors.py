@@ -17,7 +17,6 @@ from typing import Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from scipy import ndimage
 
 from fsslib.clip import ClipBundle, gradcam, softmax_score
