@@ -17,6 +17,11 @@ validation learning curves of the trained runs to ``<name>_curves.png`` (with ea
 over the last quarter of training in the Markdown file: a plateau gains < 1 point). Committed
 tables are exactly what this command writes (``--smoke`` writes to ``<name>_smoke`` instead).
 
+A grid may name other grids under ``beside`` (e.g. ``beside: [piclip_toy]``): their committed
+rows on the same test episodes (fold, ways, shots, seed, episodes) are set beside this grid's
+default rows, with the all-foreground reference and each method's support annotation
+(:func:`fsslib.methods.support_annotation`), in one table per fold and mean (a paper's Table 1).
+
 ``--jobs N`` runs N notebooks at once, one kernel each with ``--threads`` torch threads (a grid
 file may set ``jobs`` and ``threads``; on 2 CPU cores: 2 jobs of 1 thread); the table keeps
 the grid's order. The progress bar counts training epochs and evaluations of all runs and
@@ -156,7 +161,8 @@ def execute(grid_path: str | Path, smoke: bool = False, outputs: str | Path | No
     rows = [row for result in results_per_run for row in result["rows"]]
     curves = {run_name(p): result["history"] for p, result in zip(runs, results_per_run) if result.get("history")}
     results_dir = Path(results or REPO / "papermill_runs" / "results")
-    write_table(rows, results_dir / name, curves)
+    beside = [row for other in grid.get("beside", []) for row in read_table(REPO / "papermill_runs" / "results" / f"{other}.csv")]
+    write_table(rows, results_dir / name, curves, beside)
     if not smoke and results is None:
         write_results_page(REPO / "papermill_runs")
     return rows
@@ -199,10 +205,51 @@ def _formatted(row: dict[str, Any], columns: tuple[str, ...]) -> dict[str, Any]:
     return {c: (f"{row[c]:.1f}" if c in PERCENT_COLUMNS else "" if row.get(c) is None else row[c]) for c in columns}
 
 
-def write_table(rows: list[dict[str, Any]], stem: Path, curves: dict[str, list[dict]] | None = None) -> None:
+def read_table(path: Path) -> list[dict[str, Any]]:
+    """The rows of a committed ``<name>.csv`` (IoUs as floats, rounded as written)."""
+    if not path.is_file():
+        raise DatasetNotFoundError(f"No results table {path}.", f"run its grid first: python -m fsslib.runs papermill_runs/{path.stem}.yaml")
+    with path.open(newline="") as handle:
+        return [{**row, **{c: float(row[c]) for c in PERCENT_COLUMNS}} for row in csv.DictReader(handle)]
+
+
+SAME_EPISODES = ("benchmark", "fold", "ways", "shots", "seed", "episodes")  # a test-episode set's identity
+COMPARISON_COLUMNS = ("method", "support annotation", "ways", "shots", "train_shots")
+
+
+def comparison_table(rows: list[dict[str, Any]], beside: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """This grid's default rows (no variant) with the ``beside`` rows on the same test episodes and the
+    all-foreground reference: one row per (method, ways, shots, train_shots), mIoU per fold and
+    their mean (of the values shown, 1 decimal each)."""
+    from fsslib.methods import support_annotation
+
+    def key(row: dict[str, Any]) -> tuple[str, ...]:
+        return tuple(str(row[c]) for c in SAME_EPISODES)
+
+    episodes = {key(row) for row in rows}
+    folds = sorted({str(row["fold"]) for row in rows})
+    reference = [{**row, "method": "all-foreground", "variant": "", "train_shots": "", "miou": row["reference_miou"]}
+                 for row in rows if not row.get("variant")]
+    chosen = [row for row in (*beside, *rows, *reference) if not row.get("variant") and key(row) in episodes]
+    table: dict[tuple[str, ...], dict[str, Any]] = {}
+    for row in chosen:
+        label = (row["method"], support_annotation(row["method"]), str(row["ways"]), str(row["shots"]),
+                 "" if row.get("train_shots") is None else str(row["train_shots"]))
+        entry = table.setdefault(label, dict(zip(COMPARISON_COLUMNS, label)))
+        entry[f"fold {row['fold']}"] = f"{float(row['miou']):.1f}"
+    for entry in table.values():
+        values = [float(entry[f"fold {f}"]) for f in folds if f"fold {f}" in entry]
+        entry.update({f"fold {f}": entry.get(f"fold {f}", "") for f in folds})
+        entry["mean"] = f"{sum(values) / len(values):.1f}" if len(values) == len(folds) else ""
+    return sorted(table.values(), key=lambda e: (e["ways"], e["shots"], e["method"] != "all-foreground", e["method"]))
+
+
+def write_table(rows: list[dict[str, Any]], stem: Path, curves: dict[str, list[dict]] | None = None,
+                beside: list[dict[str, Any]] | None = None) -> None:
     """Write ``stem.csv`` and ``stem.md`` with :data:`TABLE_COLUMNS` (IoUs in %, 1 decimal); the
     Markdown file adds the means over folds (:func:`fold_means`) when a setting ran on several,
-    the provenance of the rows (torch, commit, device) and, given the runs' learning ``curves``,
+    the comparison with the ``beside`` rows of other grids (:func:`comparison_table`), the
+    provenance of the rows (torch, commit, device) and, given the runs' learning ``curves``,
     their gains over the last quarter of training; the curves go to ``stem_curves.png``."""
     stem.parent.mkdir(parents=True, exist_ok=True)
     table = [_formatted(row, TABLE_COLUMNS) for row in rows]
@@ -214,6 +261,11 @@ def write_table(rows: list[dict[str, Any]], stem: Path, curves: dict[str, list[d
     means = [_formatted(row, MEAN_COLUMNS) for row in fold_means(rows)]
     if means:
         lines += ["", "Mean over folds:", "", *_markdown(MEAN_COLUMNS, means)]
+    if beside:
+        compared = comparison_table(rows, beside)
+        columns = (*COMPARISON_COLUMNS, *sorted(c for c in compared[0] if c.startswith("fold ")), "mean")
+        lines += ["", "Beside the other methods on the same test episodes (mIoU; rows of other grids from their committed "
+                      "tables; mean of the values shown):", "", *_markdown(columns, compared)]
     provenance = {key: sorted({str(row.get(key)) for row in rows}) for key in PROVENANCE_KEYS}
     lines += ["", "Produced with " + "; ".join(f"{key} {', '.join(values)}" for key, values in provenance.items()) + "."]
     if curves:

@@ -117,3 +117,27 @@ def plot_learning_curves(curves: dict[str, list[dict]], title: str = "") -> Figu
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     return fig
+
+
+def plot_part_prototypes(image: torch.Tensor, mask: torch.Tensor, seeds: torch.Tensor, moved: torch.Tensor,
+                         assignment: torch.Tensor) -> Figure:
+    """DPS on one support (LFSS Eqs. 6-11): the image with its (h, w) bool mask, the seeds placed by
+    the distance transform (circles) and moved towards the query (crosses), each (S, 2) (row, col)
+    on the feature grid, and the (h, w) part each masked cell is assigned to (-1 outside the mask)."""
+    fig, axes = plt.subplots(1, 3, figsize=(7.5, 2.7))
+    height, width = mask.shape
+    axes[0].imshow(_image(image))
+    axes[0].set_title("support", fontsize=9)
+    axes[1].imshow(mask.detach().cpu().numpy(), cmap="gray", extent=(-0.5, width - 0.5, height - 0.5, -0.5))
+    for (row, col), (new_row, new_col) in zip(seeds.tolist(), moved.tolist()):
+        axes[1].plot(col, row, "o", mfc="none", mec="tab:red", ms=9)
+        axes[1].plot(new_col, new_row, "x", color="tab:orange", ms=8)
+        axes[1].annotate("", (new_col, new_row), (col, row), arrowprops={"arrowstyle": "->", "color": "tab:orange"})
+    axes[1].set_title("mask, seeds (o) -> moved (x)", fontsize=9)
+    parts = np.ma.masked_less(assignment.detach().cpu().numpy(), 0)
+    axes[2].imshow(parts, cmap="tab10", vmin=0, vmax=9)
+    axes[2].set_title("parts (Eqs. 9-11)", fontsize=9)
+    for ax in axes:
+        ax.axis("off")
+    fig.tight_layout()
+    return fig

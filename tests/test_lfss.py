@@ -15,11 +15,11 @@ from fsslib.blocks import ASPPDecoder, AtrousSpatialPyramidPooling, aspp_rates
 from fsslib.blocks.masks import foreground_weights, masked_average_pooling
 from fsslib.config import make_config
 from fsslib.data.episodes import EpisodeDataset, collate_episodes
-from fsslib.engine import open_source
+from fsslib.engine import evaluate_model, open_source
 from fsslib.errors import UnknownNameError
 from fsslib.methods import build_method
 from fsslib.methods.base import segmentation_loss
-from fsslib.methods.lfss import DEFAULT_OPTIONS, VARIANTS, LfssOptionError
+from fsslib.methods.lfss import DEFAULT_OPTIONS, VARIANTS, LfssOptionError, pseudo_mask_quality
 from fsslib.methods.lfss.ccm import correlation_maps, focused_prototype
 from fsslib.methods.lfss.dps import (
     association_map,
@@ -255,6 +255,19 @@ def test_toy_pseudo_masks_find_the_episode_class(toy_root):
     assert (masks & truth).sum() / (masks | truth).sum() > 0.25  # about 0.4 with toy-rn; ~0 if the class were wrong
 
 
+def test_pseudo_mask_quality_of_all_foreground_masks_is_the_all_foreground_score(toy_root, monkeypatch):
+    """Table 3's scoring path: masks that cover every image score what the evaluator gives AllForeground."""
+    cfg = make_config(method="lfss", backbone_weights="random", eval_batch_size=8)
+    model = build_method(cfg)
+    monkeypatch.setattr(model.pseudo_masks, "forward",
+                        lambda images, class_ids, size: torch.ones(len(images), *size, dtype=torch.bool))
+    episodes = EpisodeDataset(open_source(cfg, "test"), cfg.fold, 1, cfg.image_size, 24, cfg.seed)
+    scores = pseudo_mask_quality(model, episodes, batch_size=8)
+    reference = evaluate_model(build_method(make_config(method="all-foreground")), episodes, cfg, torch.device("cpu"))
+    assert 3 < reference["miou"] < 30  # the toy objects cover a small part of each image
+    assert scores["initial"] == pytest.approx(reference["miou"])
+
+
 def test_clip_and_backbone_are_frozen_and_out_of_the_checkpoint(toy_lfss):
     toy_lfss.train()
     keys = list(toy_lfss.state_dict())
@@ -330,6 +343,14 @@ def test_variants_are_the_table4_rows():
     with torch.no_grad():
         assert baseline.eval()(fabricated_batch()).shape == (2, 2, 64, 64)
     assert make_config(method="lfss", variant="ground_truth_support").options["support_masks"] == "ground_truth"
+
+
+def test_table5_and_generator_variants_reach_the_model():
+    built = {name: build_method(make_config(method="lfss", variant=name, backbone_weights="random"))
+             for name in ("grid1", "grid5", "alpha0.1", "alpha0.3", "toy_vit_generator")}
+    assert (built["grid1"].grid, built["grid5"].grid) == (1, 5)
+    assert (built["alpha0.1"].alpha, built["alpha0.3"].alpha) == (0.1, 0.3)
+    assert type(built["toy_vit_generator"].pseudo_masks.bundle.model.visual).__name__ == "VisionTransformer"
 
 
 @pytest.mark.parametrize("options, error", [

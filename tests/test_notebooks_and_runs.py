@@ -66,6 +66,28 @@ def test_table_adds_means_over_folds(tmp_path):
     assert len((tmp_path / "t.csv").read_text().splitlines()) == 5  # the CSV holds the runs only
 
 
+def test_comparison_sets_other_grids_rows_beside_on_the_same_episodes(tmp_path):
+    def row(method, fold, shots, miou, variant="", seed=0, train_shots=1):
+        return {"method": method, "variant": variant, "tier": "toy", "benchmark": "toy", "fold": fold, "ways": 1,
+                "shots": shots, "train_shots": train_shots, "seed": seed, "episodes": 10, "miou": miou, "fbiou": 50.0,
+                "reference_miou": 9.0 + fold, "torch": "2.x", "commit": "abc", "device": "cpu"}
+
+    ours = [row("lfss", 0, 1, 40.0), row("lfss", 1, 1, 42.0), row("lfss", 0, 1, 30.0, variant="baseline")]
+    runs.write_table([row("pfenet", 0, 1, 50.0), row("pfenet", 1, 1, 53.0), row("pfenet", 0, 1, 99.0, seed=7)],
+                     tmp_path / "other")
+    beside = runs.read_table(tmp_path / "other.csv")  # strings and floats, as committed
+    table = runs.comparison_table(ours, beside)
+    assert [(r["method"], r["support annotation"], r["fold 0"], r["fold 1"], r["mean"]) for r in table] == [
+        ("all-foreground", "none", "9.0", "10.0", "9.5"),
+        ("lfss", "class names", "40.0", "42.0", "41.0"),  # the variant row is an ablation: not set beside
+        ("pfenet", "pixel masks", "50.0", "53.0", "51.5"),  # seed 7 ran other episodes: left out
+    ]
+    runs.write_table(ours, tmp_path / "t", beside=beside)
+    assert "| pfenet | pixel masks | 1 | 1 | 1 | 50.0 | 53.0 | 51.5 |" in (tmp_path / "t.md").read_text()
+    with pytest.raises(FsslibError, match="run its grid first"):
+        runs.read_table(tmp_path / "missing.csv")
+
+
 def test_results_page_collects_every_grid_with_its_notes(tmp_path):
     (tmp_path / "results").mkdir()
     (tmp_path / "a.yaml").write_text("# Grid a: what it shows.\n# Run: python -m fsslib.runs a.yaml\nname: a\nnotebook: n.ipynb\ngrid: {}\n")

@@ -1,5 +1,7 @@
 """Method registry: one module per method, each exposing ``build(cfg)``, ``DEFAULT_OPTIONS``
-(the options it accepts), optional ``PRESETS`` and optional ``VARIANTS``.
+(the options it accepts), optional ``PRESETS``, optional ``VARIANTS`` and optional
+``SUPPORT_ANNOTATION`` (what a support brings at test time; ``VARIANT_ANNOTATIONS`` for
+variants that differ; default: pixel masks).
 
 ``PRESETS`` maps a tier (``"toy"`` / ``"paper"``) to config values that the method needs
 beyond the tier's defaults; ``VARIANTS`` maps a variant name (e.g. an ablation row) to
@@ -43,6 +45,12 @@ def method_options(name: str) -> dict[str, Any]:
 
 def method_variants(name: str) -> dict[str, dict[str, Any]]:
     return getattr(method_module(name), "VARIANTS", {})
+
+
+def support_annotation(name: str, variant: str = "") -> str:
+    """What the method reads of a support at test time (e.g. "pixel masks", "class names"): a results column."""
+    module = method_module(name)
+    return getattr(module, "VARIANT_ANNOTATIONS", {}).get(variant, getattr(module, "SUPPORT_ANNOTATION", "pixel masks"))
 
 
 def build_method(cfg: MethodConfig) -> FewShotSegmenter:

@@ -19,6 +19,7 @@ from fsslib.data.episodes import OneWayBatch
 from fsslib.errors import unknown
 from fsslib.methods.base import FewShotSegmenter, MethodConfig
 
+SUPPORT_ANNOTATION = "class names"  # no support image: zero-shot
 TEMPLATE_SETS = {"maskclip": MASKCLIP_TEMPLATES, "single": ("a photo of a {}.",)}
 
 DEFAULT_OPTIONS = {"clip": "toy-vit", "clip_pretrained": None, "clip_checkpoint": None, "templates": "maskclip",

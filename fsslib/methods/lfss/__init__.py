@@ -5,7 +5,8 @@ No official code exists; :mod:`fsslib.methods.lfss.model` is the reference imple
 
 * :mod:`~fsslib.methods.lfss.vlmd` -- VLMD: MaskCLIP pseudo masks and the self-supported refiner (Eqs. 2-5);
 * :mod:`~fsslib.methods.lfss.dps` -- distributed prototype supervision (Eqs. 6-12);
-* :mod:`~fsslib.methods.lfss.ccm` -- complementary correlation matching (Eqs. 13-17).
+* :mod:`~fsslib.methods.lfss.ccm` -- complementary correlation matching (Eqs. 13-17);
+* :mod:`~fsslib.methods.lfss.quality` -- pseudo-mask mIoU, initial vs refined (Table 3).
 
 Options (``cfg.options``, defaults = the paper's full model):
 
@@ -26,7 +27,10 @@ Options (``cfg.options``, defaults = the paper's full model):
 * ``feature_dim`` (256 paper, 64 toy) and ``dropout`` (0.5) of the learnable 1x1 reduction.
 
 ``VARIANTS``: Table 4's rows (``baseline``, ``dps``, ``dps_refine``, ``dps_refine_ccm`` = the
-default) and ``ground_truth_support``.
+default), Table 5's settings (``grid1``, ``grid5``: n; ``alpha0.1``, ``alpha0.3``: alpha; the
+defaults n = 3, alpha = 0.5 are the default model) and two rows beyond the paper:
+``ground_truth_support`` and ``toy_vit_generator`` (toy tier: the toy ViT CLIP instead of the toy
+ResNet CLIP as the mask generator; at the paper tier pass ``--options clip=ViT-B-16`` instead).
 """
 from __future__ import annotations
 
@@ -34,6 +38,7 @@ from fsslib.clip import MASKCLIP_BACKGROUND_NAMES, load_clip
 from fsslib.data.benchmarks import get_benchmark
 from fsslib.methods.base import MethodConfig
 from fsslib.methods.lfss.model import LFSS
+from fsslib.methods.lfss.quality import pseudo_mask_quality
 from fsslib.methods.lfss.vlmd import LfssOptionError, PseudoMaskGenerator
 from fsslib.models.backbones import build_backbone
 
@@ -43,6 +48,8 @@ DEFAULT_OPTIONS = {
     "alpha": 0.5, "beta": 0.5, "grid": 3, "refiner_level": "layer3", "refiner_attention": "dot",
     "dps": True, "refine": True, "ccm": True, "support_masks": "pseudo",
 }
+SUPPORT_ANNOTATION = "class names"  # images and class names, no masks
+VARIANT_ANNOTATIONS = {"ground_truth_support": "class names + pixel masks"}
 PRESETS = {
     # epochs=30 is a placeholder, NOT yet chosen from a validation learning curve (to do with the LFSS grid)
     "toy": dict(epochs=30, episodes_per_epoch=480, val_episodes=300, batch_size=8,
@@ -57,10 +64,16 @@ VARIANTS = {
     "dps": {"dps": True, "refine": False, "ccm": False},  # row 2
     "dps_refine": {"dps": True, "refine": True, "ccm": False},  # row 3
     "dps_refine_ccm": {"dps": True, "refine": True, "ccm": True},  # row 4 = the full model (the default)
+    "grid1": {"grid": 1},  # Table 5: n = 1 (the seeds stay where Eq. 6 put them)
+    "grid5": {"grid": 5},  # Table 5: n = 5
+    "alpha0.1": {"alpha": 0.1},  # Table 5: alpha = 0.1
+    "alpha0.3": {"alpha": 0.3},  # Table 5: alpha = 0.3
     "ground_truth_support": {"support_masks": "ground_truth"},  # beyond the paper: GT support masks
+    "toy_vit_generator": {"clip": "toy-vit"},  # beyond the paper, toy tier: the toy ViT CLIP as mask generator
 }
 
-__all__ = ["DEFAULT_OPTIONS", "LFSS", "LfssOptionError", "PRESETS", "PseudoMaskGenerator", "VARIANTS", "build"]
+__all__ = ["DEFAULT_OPTIONS", "LFSS", "LfssOptionError", "PRESETS", "PseudoMaskGenerator", "SUPPORT_ANNOTATION", "VARIANTS",
+           "VARIANT_ANNOTATIONS", "build", "pseudo_mask_quality"]
 
 
 def build(cfg: MethodConfig) -> LFSS:

@@ -79,6 +79,16 @@ REFINER_LEVELS = ("layer2", "layer3", "layer4")  # the levels on layer3's grid (
 
 
 @dataclass
+class PseudoMasks:
+    """VLMD's masks of B episodes on the feature grid (bool): MaskCLIP's initial ones and the refined ones."""
+
+    initial_query: torch.Tensor  # (B, h, w)
+    initial_support: torch.Tensor  # (B, K, h, w)
+    query: torch.Tensor  # (B, h, w) refined (the initial one when the refiner is off)
+    support: torch.Tensor  # (B, K, h, w) refined (or ground truth, when asked)
+
+
+@dataclass
 class EpisodeFeatures:
     """What both circle passes share: learnable features and the (refined) masks on the feature grid."""
 
@@ -120,31 +130,51 @@ class LFSS(FewShotSegmenter):
         self.support_mask_source = support_masks
         self.refiner_level, self.refiner_attention = refiner_level, refiner_attention
 
+    def pseudo_masks_of(self, batch: OneWayBatch, levels: dict[str, torch.Tensor]) -> PseudoMasks:
+        """VLMD on B episodes: initial MaskCLIP masks and refined masks (Eqs. 2-5) on the feature grid.
+
+        ``levels`` are the frozen backbone levels of ``cat(query images, support images)``
+        ((B*(1+K), C, h, w) each). Without the refiner (``refine=False``) the refined masks are
+        the initial ones; with ground-truth supports they replace the supports' pseudo masks.
+        """
+        batch_size, shots = batch.support_images.shape[:2]
+        size = levels["layer3"].shape[-2:]
+        images = torch.cat([batch.query_images, batch.support_images.flatten(0, 1)])  # (B*(1+K), 3, H, W)
+        class_ids = torch.cat([batch.class_ids, batch.class_ids.repeat_interleave(shots)])  # (B*(1+K),)
+        masks = self.pseudo_masks(images, class_ids, size)  # (B*(1+K), h, w) bool
+        initial_query, initial_support = masks[:batch_size], masks[batch_size:].view(batch_size, shots, *size)
+        support_masks = initial_support
+        if self.support_mask_source == "ground_truth":  # the comparison row: read only when asked for
+            support_masks = foreground_weights(batch.support_masks.flatten(0, 1), size, mode="nearest") > 0.5
+            support_masks = support_masks.view(batch_size, shots, *size)
+        query_masks = initial_query
+        if self.refine:
+            frozen = levels[self.refiner_level]
+            query_masks, refined_support = refine_masks(
+                frozen[:batch_size], frozen[batch_size:].unflatten(0, (batch_size, shots)), initial_query,
+                support_masks, self.alpha, self.refiner_attention)
+            if self.support_mask_source == "pseudo":  # ground truth is kept as it is
+                support_masks = refined_support
+        return PseudoMasks(initial_query=initial_query, initial_support=initial_support, query=query_masks,
+                           support=support_masks)
+
+    def frozen_levels(self, batch: OneWayBatch) -> dict[str, torch.Tensor]:
+        """Frozen backbone levels (B*(1+K), C, h, w) of the queries, then the supports, up to what the model reads."""
+        images = torch.cat([batch.query_images, batch.support_images.flatten(0, 1)])  # (B*(1+K), 3, H, W)
+        last = max(("layer3", self.refiner_level), key=LEVELS.index) if self.refine else "layer3"
+        with torch.no_grad():
+            return self.backbone(images, last=last)
+
     def encode(self, batch: OneWayBatch) -> EpisodeFeatures:
         """Frozen features and pseudo masks of the query and supports, refined (Eqs. 2-5); learnable features."""
-        batch_size, shots = batch.support_images.shape[:2]
-        images = torch.cat([batch.query_images, batch.support_images.flatten(0, 1)])  # (B*(1+K), 3, H, W)
+        batch_size = batch.query_images.shape[0]
+        levels = self.frozen_levels(batch)
         with torch.no_grad():
-            last = max(("layer3", self.refiner_level), key=LEVELS.index) if self.refine else "layer3"
-            levels = self.backbone(images, last=last)
-            size = levels["layer3"].shape[-2:]
-            class_ids = torch.cat([batch.class_ids, batch.class_ids.repeat_interleave(shots)])  # (B*(1+K),)
-            masks = self.pseudo_masks(images, class_ids, size)  # (B*(1+K), h, w) bool
-            query_masks, support_masks = masks[:batch_size], masks[batch_size:].view(batch_size, shots, *size)
-            if self.support_mask_source == "ground_truth":  # the comparison row: read only when asked for
-                support_masks = foreground_weights(batch.support_masks.flatten(0, 1), size, mode="nearest") > 0.5
-                support_masks = support_masks.view(batch_size, shots, *size)
-            if self.refine:
-                frozen = levels[self.refiner_level]
-                query_masks, refined_support = refine_masks(
-                    frozen[:batch_size], frozen[batch_size:].unflatten(0, (batch_size, shots)), query_masks,
-                    support_masks, self.alpha, self.refiner_attention)
-                if self.support_mask_source == "pseudo":  # ground truth is kept as it is
-                    support_masks = refined_support
+            masks = self.pseudo_masks_of(batch, levels)
         features = self.reduce(torch.cat([levels["layer3"], levels["layer2"]], dim=1))  # (B*(1+K), D, h, w)
         return EpisodeFeatures(query=features[:batch_size],
-                               support=features[batch_size:].unflatten(0, (batch_size, shots)),
-                               query_masks=query_masks, support_masks=support_masks)
+                               support=features[batch_size:].unflatten(0, (batch_size, masks.support.shape[1])),
+                               query_masks=masks.query, support_masks=masks.support)
 
     def predict(self, query: torch.Tensor, query_masks: torch.Tensor, support: torch.Tensor,
                 support_masks: torch.Tensor) -> torch.Tensor:

@@ -35,6 +35,7 @@ DEFAULT_OPTIONS = {
     "vtp_activation": "last_block_output", "box_threshold": 0.4, "pir_squarings": 0, "clip_image_size": None,
     "vvp_mask_support_image": False, "vtp_prompts": "episode",
 }
+SUPPORT_ANNOTATION = "pixel masks + class names"  # the VTP prompts name the class
 PRESETS = {
     "toy": dict(epochs=30, episodes_per_epoch=480, val_episodes=300, batch_size=8,
                 options={"feature_dim": 64, "clip": "toy-vit", "clip_pretrained": None}),
@@ -52,7 +53,7 @@ VARIANTS = {
     "pir_both": {"priors": ["vvp", "vtp"], "refine": ["vvp", "vtp"]},  # Table 4 row 4
 }
 
-__all__ = ["ClipPriors", "PRESETS", "VARIANTS", "build", "prior_quality"]
+__all__ = ["ClipPriors", "PRESETS", "SUPPORT_ANNOTATION", "VARIANTS", "build", "prior_quality"]
 
 
 def build(cfg: MethodConfig) -> PFENet:
