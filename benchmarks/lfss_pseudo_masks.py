@@ -6,7 +6,7 @@ For each mask generator (the toy CLIP ResNet, LFSS's choice, and the toy ViT), e
 binarising MaskCLIP's cosines (``pseudo_mask``) and each refiner setting
 (Eq. 4's attention scores, the frozen level it compares), the query's initial and refined
 pseudo masks are scored on the fold's 1-shot test episodes (the ones every toy table uses),
-with :func:`fsslib.methods.lfss.pseudo_mask_quality`. Nothing is trained: VLMD has no learned
+with :func:`fsslib.methods.lfss.pseudo_mask_quality` (query against its label, support against its mask). Nothing is trained: VLMD has no learned
 weights, so these are the masks every LFSS model of the preset sees.
 """
 from __future__ import annotations
@@ -46,15 +46,16 @@ def main() -> None:
                 cfg = make_config(method="lfss", fold=fold, shots=1, options={"clip": clip, "pseudo_mask": rule, **refiner})
                 episodes = EpisodeDataset(open_source(cfg, "test"), fold, 1, cfg.image_size, args.episodes, cfg.seed)
                 scores = pseudo_mask_quality(build_method(cfg), episodes, progress=True)
-                if index == 0:  # the initial masks do not depend on the refiner
-                    rows.setdefault(f"| {clip} | {rule} | initial (MaskCLIP) |", []).append(scores["initial"])
-                rows.setdefault(f"| {clip} | {rule} | refined: {label} |", []).append(scores["refined"])
+                for image, prefix in (("query", ""), ("support", "support_")):
+                    if index == 0:  # the initial masks do not depend on the refiner
+                        rows.setdefault(f"| {clip} | {rule} | {image} | initial (MaskCLIP) |", []).append(scores[f"{prefix}initial"])
+                    rows.setdefault(f"| {clip} | {rule} | {image} | refined: {label} |", []).append(scores[f"{prefix}refined"])
             print(f"fold {fold} done")
-    lines = [f"LFSS pseudo masks of the query (Table 3), mIoU (%) against the ground truth, toy tier (MaskCLIP on the "
+    lines = [f"LFSS pseudo masks of the query and the support (Table 3), mIoU (%) against the ground truth, toy tier (MaskCLIP on the "
              f"toy CLIP ResNet `toy-rn`, the default, or ViT `toy-vit`; refiner on the toy ResNet), 1-shot, {args.episodes} test episodes per fold "
              "(`python benchmarks/lfss_pseudo_masks.py`).", "",
-             "| generator | pseudo_mask | mask | fold 0 | fold 1 | fold 2 | fold 3 | mean |", "|---|---|---|---|---|---|---|---|"]
-    for key, values in rows.items():
+             "| generator | pseudo_mask | image | mask | fold 0 | fold 1 | fold 2 | fold 3 | mean |", "|---|---|---|---|---|---|---|---|---|"]
+    for key, values in sorted(rows.items(), key=lambda item: " support " in item[0]):  # queries first
         lines.append(f"{key} " + " | ".join(f"{v:.1f}" for v in values) + f" | {sum(values) / len(values):.1f} |")
     provenance = run_provenance("cpu")
     lines += ["", f"Produced with torch {provenance['torch']}; commit {provenance['commit']}; device cpu."]

@@ -262,10 +262,12 @@ def test_pseudo_mask_quality_of_all_foreground_masks_is_the_all_foreground_score
     monkeypatch.setattr(model.pseudo_masks, "forward",
                         lambda images, class_ids, size: torch.ones(len(images), *size, dtype=torch.bool))
     episodes = EpisodeDataset(open_source(cfg, "test"), cfg.fold, 1, cfg.image_size, 24, cfg.seed)
-    scores = pseudo_mask_quality(model, episodes, batch_size=8)
+    scores = pseudo_mask_quality(model, episodes, batch_size=8, circle=True)
     reference = evaluate_model(build_method(make_config(method="all-foreground")), episodes, cfg, torch.device("cpu"))
     assert 3 < reference["miou"] < 30  # the toy objects cover a small part of each image
     assert scores["initial"] == pytest.approx(reference["miou"])
+    assert set(scores) == {"initial", "refined", "support_initial", "support_refined", "support_predicted"}
+    assert 3 < scores["support_initial"] < 30  # full support masks: the supports' all-foreground score
 
 
 def test_clip_and_backbone_are_frozen_and_out_of_the_checkpoint(toy_lfss):
@@ -398,3 +400,23 @@ def test_toy_training_smoke_updates_the_trainable_weights(tmp_path, toy_root):
     assert trained.keys() == initial.keys()
     assert not torch.equal(trained["reduce.0.weight"], initial["reduce.0.weight"])
     assert not torch.equal(trained["decoder.classifier.weight"], initial["decoder.classifier.weight"])
+
+
+def test_bf16_autocast_keeps_the_refiner_and_clustering_in_float32(toy_lfss):
+    """What AMP does to LFSS, checked on the CPU's bf16 autocast (CUDA's autocast is the same policy):
+    the loss is finite and differentiable, and the refiner and DPS run in float32 on purpose."""
+    batch = fabricated_batch()
+    one_way = batch.one_way()
+    toy_lfss.train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = toy_lfss.loss(batch)
+        levels = toy_lfss.frozen_levels(one_way)
+        masks = toy_lfss.pseudo_masks_of(one_way, levels)
+        features = toy_lfss.encode(one_way)
+        prototypes, _ = distributed_prototypes(features.support[:, 0], masks.support[:, 0],
+                                               masked_average_pooling(features.query, masks.query.long()), 3, 2)
+    loss.backward()
+    assert math.isfinite(loss.item()) and toy_lfss.reduce[0].weight.grad is not None
+    assert features.query.dtype == torch.bfloat16  # the learnable convolution does run in bf16
+    assert prototypes.dtype == torch.float32 and masks.query.dtype == torch.bool
+    toy_lfss.zero_grad(set_to_none=True)
