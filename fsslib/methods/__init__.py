@@ -25,6 +25,7 @@ METHODS: dict[str, str] = {
     "pfenet": "fsslib.methods.pfenet",
     "piclip": "fsslib.methods.piclip",
     "lfss": "fsslib.methods.lfss",
+    "qgnet": "fsslib.methods.qgnet",
 }
 
 

@@ -177,3 +177,31 @@ def build_backbone(name: str, weights: str | Path | None = None) -> MultiLevelBa
     if name == "toy-resnet":
         return load_toy_resnet(weights)
     raise unknown("backbone", name, ["resnet50", "toy-resnet"])
+
+
+MOCO_ENCODERS = ("encoder_k", "encoder_q")
+
+
+def load_moco_resnet50(path: str | Path, encoder: str = "encoder_k") -> ResNet50Backbone:
+    """A dilated ResNet-50 (:class:`ResNet50Backbone`) with the weights of one encoder of a MoCo checkpoint.
+
+    MoCo's files (facebookresearch/moco ``main_moco.py``) hold ``{"state_dict": {"module.encoder_q.*",
+    "module.encoder_k.*", "module.queue", ...}}``; QGNet's prior extractor is the key encoder. The
+    projection head (``fc.*``) is dropped.
+    """
+    if encoder not in MOCO_ENCODERS:
+        raise unknown("MoCo encoder", encoder, MOCO_ENCODERS)
+    saved = _load_state_dict(Path(path))
+    saved = saved.get("state_dict", saved)
+    prefixes = (f"module.{encoder}.", f"{encoder}.")
+    picked = {key.split(".", 2 if key.startswith("module.") else 1)[-1]: value for key, value in saved.items()
+              if key.startswith(prefixes) and ".fc." not in f".{key}"}
+    if not picked:
+        raise CheckpointError(f"{path} holds no {encoder} weights (keys start with {sorted(saved)[:3]}).",
+                              "pass a MoCo v1/v2 checkpoint written by facebookresearch/moco's main_moco.py "
+                              "(or QGNet's released prior extractor).")
+    renamed = {key.replace("conv1.", "stem.0.", 1) if key.startswith("conv1.") else
+               key.replace("bn1.", "stem.1.", 1) if key.startswith("bn1.") else key: value for key, value in picked.items()}
+    backbone = ResNet50Backbone(None)
+    backbone.load_state_dict(renamed)
+    return backbone

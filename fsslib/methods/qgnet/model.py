@@ -1,0 +1,104 @@
+"""QGNet (Liu, Wu, Ding, Liu, Lin, Lin: "Few-Shot Segmentation with Global and Local Contrastive Learning"):
+PFENet whose prior source adds a *prior region map*, made from the query alone.
+
+Per episode (Sec. IV-B), with the frozen feature extractor ``F`` (the backbone) and the frozen
+prior extractor ``F_p`` (pretrained by global + local contrastive learning,
+:mod:`fsslib.pretrain.qgnet_prior`):
+
+* Eq. 8: bridge features ``X_q = F(I_q)``, support features ``X_s = F(I_s)`` and prior features
+  ``P_q = F_p(I_q)`` -- layer4 of each network (dilated: the query's feature grid).
+* Eqs. 9-11: for every bridge position q, ``s_q = max_q' cos(x_q, p_q')`` over all prior
+  positions q' of the *same query*;
+* Eq. 12: ``S_Q = (S_Q - min) / (max - min + eps)``, eps = 1e-7: the prior region map.
+* The guided region map is PFENet's prior from the masked support (Sec. IV-B2:
+  :class:`~fsslib.blocks.priors.MaskedSupportPrior`). Both maps enter PFENet's FEM beside
+  the query features and the support prototype ("the category guider"), guided map first,
+  as the official code concatenates them.
+
+The paper's Eqs. 9-12 compare the raw features. The official code instead sends each through
+its own trainable ``Conv3x3(2048 -> 256) + ReLU + Dropout2d(0.5)`` before the cosine, so the
+prior region map is learned. ``projection="none"`` (default) follows the equations: the map
+is then a fixed, training-free function of the two frozen networks, and what Sec. IV-C
+observes ("opposite region maps": low values on the objects) is a property of the pretrained
+features, not of a learned projection. ``projection="official"`` adds the two convolutions
+(``feature_dim`` channels), for comparison.
+
+Both extractors are frozen and out of the checkpoint (:meth:`~fsslib.blocks.frozen.HoldsFrozen.hold_frozen`);
+their BatchNorm layers use running statistics (the official code leaves them in train mode,
+so its BatchNorm uses each batch's statistics).
+
+Checked against liuweide01/QGNet-Few-shot-segmentation, ``model/PFENet_QGNet.py`` (the
+``unsup_query`` map and its place in ``merge_feat_bin``).
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn as nn
+
+from fsslib.blocks import kaiming_init, max_cosine_similarity, min_max_normalise
+from fsslib.blocks.priors import MaskedSupportPrior, PriorSource
+from fsslib.errors import FsslibError, unknown
+from fsslib.models.backbones import MultiLevelBackbone
+
+if TYPE_CHECKING:
+    from fsslib.data.episodes import OneWayBatch
+
+PROJECTIONS = ("none", "official")
+
+
+class QgnetOptionError(FsslibError, ValueError):
+    """A QGNet setting that cannot work (e.g. a cosine between features of different widths)."""
+
+
+def prior_region_map(bridge: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
+    """Eqs. 9-12: (B, h, w) in [0, 1], for each bridge position the max cosine to any prior position, min-max.
+
+    bridge: (B, C, h, w) = X_q; prior: (B, C, h', w') = P_q (same channels).
+    """
+    return min_max_normalise(max_cosine_similarity(bridge, prior))
+
+
+class RegionMaps(PriorSource):
+    """QGNet's prior source: [guided region map, prior region map] (B, 2, h, w)."""
+
+    channels = 2
+
+    def __init__(self, prior_extractor: MultiLevelBackbone, bridge_channels: int, projection: str = "none",
+                 feature_dim: int = 256, dropout: float = 0.5) -> None:
+        if projection not in PROJECTIONS:
+            raise unknown("QGNet projection", projection, PROJECTIONS)
+        super().__init__()
+        self.hold_frozen("prior_extractor", prior_extractor)
+        self.guided = MaskedSupportPrior()
+        self.projection = projection
+        if projection == "official":
+            self.project_bridge = _projection(bridge_channels, feature_dim, dropout)
+            self.project_prior = _projection(prior_extractor.channels["layer4"], feature_dim, dropout)
+        elif bridge_channels != prior_extractor.channels["layer4"]:
+            raise QgnetOptionError(
+                f"Eq. 9 compares bridge and prior features, but they have {bridge_channels} and "
+                f"{prior_extractor.channels['layer4']} channels.",
+                "use a prior extractor of the backbone's architecture, or options={'projection': 'official'} "
+                "(a learned 3x3 projection of each to feature_dim channels).")
+
+    def region_map(self, query_images: torch.Tensor, query_layer3: torch.Tensor, backbone: nn.Module) -> torch.Tensor:
+        """The prior region map (B, 1, h, w) of the queries: Eqs. 8-12 on (B, 3, H, W) images."""
+        with torch.no_grad():
+            bridge = backbone.layer4(query_layer3)  # (B, C4, h, w): X_q
+            prior = self.prior_extractor(query_images)["layer4"]  # (B, C4', h', w'): P_q
+        if self.projection == "official":
+            bridge, prior = self.project_bridge(bridge), self.project_prior(prior)
+        return prior_region_map(bridge, prior).unsqueeze(1)
+
+    def forward(self, batch: OneWayBatch, query_levels: dict[str, torch.Tensor],
+                support_levels: dict[str, torch.Tensor], backbone: nn.Module) -> torch.Tensor:
+        guided = self.guided(batch, query_levels, support_levels, backbone)  # (B, 1, h, w)
+        return torch.cat([guided, self.region_map(batch.query_images, query_levels["layer3"], backbone)], dim=1)
+
+
+def _projection(in_channels: int, feature_dim: int, dropout: float) -> nn.Sequential:
+    """The official code's ``down_learn_super`` / ``down_learn_unsuper``: 3x3 conv, ReLU, Dropout2d."""
+    return kaiming_init(nn.Sequential(nn.Conv2d(in_channels, feature_dim, 3, padding=1, bias=False),
+                                      nn.ReLU(inplace=True), nn.Dropout2d(dropout)))
