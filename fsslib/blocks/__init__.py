@@ -16,6 +16,7 @@ from fsslib.blocks.correlation import (
     masked_support_prior,
     max_cosine_similarity,
     min_max_normalise,
+    prior_region_map,
     prototype_cosine,
 )
 from fsslib.blocks.decoders import (
@@ -30,4 +31,4 @@ from fsslib.blocks.masks import foreground_weights, masked_average_pooling, resi
 
 __all__ = ["ASPPDecoder", "AtrousSpatialPyramidPooling", "COSINE_EPS", "FeatureEnrichmentModule", "aspp_rates",
            "foreground_weights", "kaiming_init", "masked_average_pooling", "masked_support_prior",
-           "max_cosine_similarity", "min_max_normalise", "prototype_cosine", "pyramid_bins", "resize_masks"]
+           "max_cosine_similarity", "min_max_normalise", "prior_region_map", "prototype_cosine", "pyramid_bins", "resize_masks"]

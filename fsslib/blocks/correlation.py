@@ -57,3 +57,13 @@ def masked_support_prior(query: torch.Tensor, support: torch.Tensor, support_wei
     """
     similarity = max_cosine_similarity(query, support * support_weights)  # (B, h, w)
     return min_max_normalise(similarity)
+
+
+def prior_region_map(bridge: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
+    """QGNet's prior region map (Eqs. 9-12): (B, h, w) in [0, 1], for each bridge position the max cosine to any
+    position of the prior features of the same image, min-max normalised (eps 1e-7).
+
+    bridge: (B, C, h, w) = X_q; prior: (B, C, h', w') = P_q (same channels). Unlike PFENet's prior
+    no mask is involved: both feature maps come from the query.
+    """
+    return min_max_normalise(max_cosine_similarity(bridge, prior))

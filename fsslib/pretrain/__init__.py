@@ -12,7 +12,7 @@ The architectures and their loading stay in the model layers (``fsslib.models.ba
 * :mod:`~fsslib.pretrain.saving` -- checkpoints with a provenance JSON beside them.
 * one subpackage per stand-in, each with its training loop and acceptance metrics:
   :mod:`~fsslib.pretrain.toy_resnet` (ImageNet ResNet-50), :mod:`~fsslib.pretrain.toy_clip`
-  (CLIP ViT-B/16 and RN50).
+  (CLIP ViT-B/16 and RN50), :mod:`~fsslib.pretrain.qgnet_prior` (QGNet's prior extractor).
 """
 from fsslib.pretrain.registry import PRETRAINERS, Pretrainer
 

@@ -10,6 +10,7 @@
 * :func:`region_mil_loss` -- the same inside random windows of the feature grid, each
   labelled as a crop caption would be: the dense form of captioning random crops, which
   rewards locality.
+* :func:`info_nce` -- MoCo's InfoNCE against a queue of negatives (QGNet's global and local losses).
 * :func:`negation_loss` -- the image embedding must prefer "a photo of {c}." over "a photo
   without {c}." exactly when the caption names ``c``.
 
@@ -137,3 +138,15 @@ def negation_loss(image_emb: torch.Tensor, target_emb: torch.Tensor, non_target_
     of = logit_scale * image @ F.normalize(target_emb, dim=-1).T  # (B, C)
     without = logit_scale * image @ F.normalize(non_target_emb, dim=-1).T  # (B, C)
     return F.binary_cross_entropy_with_logits(of - without, present)
+
+
+def info_nce(queries: torch.Tensor, keys: torch.Tensor, queue: torch.Tensor, temperature: float) -> torch.Tensor:
+    """MoCo's InfoNCE (QGNet Eqs. 1 and 6): -log exp(q.k+ / t) / (exp(q.k+ / t) + sum_queue exp(q.k- / t)).
+
+    queries, keys: (B, D) L2-normalised, row i of each a positive pair; queue: (D, M) normalised
+    negatives. Cross-entropy with the positive at index 0, as facebookresearch/moco ``builder.py``.
+    """
+    positive = (queries * keys).sum(dim=1, keepdim=True)  # (B, 1)
+    negative = queries @ queue  # (B, M)
+    logits = torch.cat([positive, negative], dim=1) / temperature
+    return F.cross_entropy(logits, torch.zeros(len(queries), dtype=torch.long, device=queries.device))

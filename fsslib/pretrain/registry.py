@@ -28,5 +28,7 @@ PRETRAINERS: dict[str, Pretrainer] = {
         Pretrainer("toy-resnet", "ImageNet ResNet-50 (PFENet, PI-CLIP and QGNet backbones)",
                    "fsslib.pretrain.toy_resnet.cli"),
         Pretrainer("toy-clip", "CLIP ViT-B/16 and RN50 (MaskCLIP, LFSS, PI-CLIP)", "fsslib.pretrain.toy_clip.cli"),
+        Pretrainer("toy-qgnet-prior", "QGNet's prior extractor (ResNet-50, MoCo v2 + local patch loss)",
+                   "fsslib.pretrain.qgnet_prior.cli"),
     )
 }

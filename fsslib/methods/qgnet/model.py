@@ -9,7 +9,8 @@ prior extractor ``F_p`` (pretrained by global + local contrastive learning,
   ``P_q = F_p(I_q)`` -- layer4 of each network (dilated: the query's feature grid).
 * Eqs. 9-11: for every bridge position q, ``s_q = max_q' cos(x_q, p_q')`` over all prior
   positions q' of the *same query*;
-* Eq. 12: ``S_Q = (S_Q - min) / (max - min + eps)``, eps = 1e-7: the prior region map.
+* Eq. 12: ``S_Q = (S_Q - min) / (max - min + eps)``, eps = 1e-7: the prior region map
+  (:func:`fsslib.blocks.prior_region_map`, shared with the pretraining's acceptance metric).
 * The guided region map is PFENet's prior from the masked support (Sec. IV-B2:
   :class:`~fsslib.blocks.priors.MaskedSupportPrior`). Both maps enter PFENet's FEM beside
   the query features and the support prototype ("the category guider"), guided map first,
@@ -37,7 +38,7 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn as nn
 
-from fsslib.blocks import kaiming_init, max_cosine_similarity, min_max_normalise
+from fsslib.blocks import kaiming_init, prior_region_map
 from fsslib.blocks.priors import MaskedSupportPrior, PriorSource
 from fsslib.errors import FsslibError, unknown
 from fsslib.models.backbones import MultiLevelBackbone
@@ -50,14 +51,6 @@ PROJECTIONS = ("none", "official")
 
 class QgnetOptionError(FsslibError, ValueError):
     """A QGNet setting that cannot work (e.g. a cosine between features of different widths)."""
-
-
-def prior_region_map(bridge: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
-    """Eqs. 9-12: (B, h, w) in [0, 1], for each bridge position the max cosine to any prior position, min-max.
-
-    bridge: (B, C, h, w) = X_q; prior: (B, C, h', w') = P_q (same channels).
-    """
-    return min_max_normalise(max_cosine_similarity(bridge, prior))
 
 
 class RegionMaps(PriorSource):

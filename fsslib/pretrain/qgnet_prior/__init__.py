@@ -1,0 +1,15 @@
+"""QGNet's prior extractor: MoCo v2 (global loss, Eq. 1) plus a local contrastive loss on superpixel patches
+(Eq. 6, SLIC or Felzenszwalb), L = L_local + L_global (Eq. 7). The official QGNet release has no pretraining
+code; this is a complete one, measured on the toy tier.
+
+* :mod:`~fsslib.pretrain.qgnet_prior.augment` -- MoCo v2's aug-plus, batched.
+* :mod:`~fsslib.pretrain.qgnet_prior.patches` -- superpixels (computed once, cached) and patch crops.
+* :mod:`~fsslib.pretrain.qgnet_prior.moco` -- the encoders, queues and losses.
+* :mod:`~fsslib.pretrain.qgnet_prior.train` -- the training loop (``train_prior_extractor``).
+* :mod:`~fsslib.pretrain.qgnet_prior.metrics` -- held-out kNN mAP and prior-region-map recall.
+* :mod:`~fsslib.pretrain.qgnet_prior.cli` -- ``python -m fsslib.pretrain toy-qgnet-prior``.
+"""
+from fsslib.pretrain.qgnet_prior.moco import LOSS_SETS, ContrastiveEncoder, GlobalLocalMoCo
+from fsslib.pretrain.qgnet_prior.train import PriorSettings, train_prior_extractor
+
+__all__ = ["LOSS_SETS", "ContrastiveEncoder", "GlobalLocalMoCo", "PriorSettings", "train_prior_extractor"]

@@ -1,0 +1,136 @@
+"""MoCo v2's "aug-plus" augmentations, batched: every image of a batch gets its own random parameters.
+
+facebookresearch/moco ``main_moco.py`` (``--aug-plus``) applies, per image:
+``RandomResizedCrop(224, scale=(0.2, 1.0))``, ``ColorJitter(0.4, 0.4, 0.4, 0.1)`` with p = 0.8,
+``RandomGrayscale(p=0.2)``, ``GaussianBlur(sigma in [0.1, 2.0])`` with p = 0.5 and a horizontal
+flip with p = 0.5. Here the same steps run on a (B, 3, H, W) batch in [0, 1] at once: the crops
+(with the flip folded in) as one ``grid_sample`` of per-image affine grids, the jitter as
+per-image factors (brightness, contrast, saturation; hue as a rotation of the colours about
+the grey axis, the smooth counterpart of HSV's hue shift), grayscale by a per-image
+mask, the blur as one grouped convolution with a per-image Gaussian kernel. The blur's sigma is
+given for 224-pixel images and scaled to the batch's size (0.1-2 px at 224 is 0.03-0.57 px at 64).
+The order of the jitter's four parts is fixed (torchvision shuffles it per image).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+MOCO_IMAGE_SIZE = 224  # the size MoCo's blur sigma is given for
+GRAY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R 601, as torchvision's rgb_to_grayscale
+
+
+@dataclass(frozen=True)
+class AugPlus:
+    """MoCo v2's aug-plus settings (its defaults)."""
+
+    crop_scale: tuple[float, float] = (0.2, 1.0)
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.1)  # brightness, contrast, saturation, hue
+    jitter_probability: float = 0.8
+    grayscale_probability: float = 0.2
+    blur_sigma: tuple[float, float] = (0.1, 2.0)  # at 224 pixels
+    blur_probability: float = 0.5
+    flip_probability: float = 0.5
+
+
+def _uniform(low: float, high: float, count: int, generator: torch.Generator) -> torch.Tensor:
+    return low + (high - low) * torch.rand(count, generator=generator)
+
+
+def _coins(probability: float, count: int, generator: torch.Generator) -> torch.Tensor:
+    """(count,) bool, each True with ``probability``."""
+    return torch.rand(count, generator=generator) < probability
+
+
+def crop_boxes(count: int, scale: tuple[float, float], ratio: tuple[float, float],
+               generator: torch.Generator) -> torch.Tensor:
+    """Random-resized-crop boxes (count, 4) as (centre x, centre y, width, height) fractions of the image.
+
+    Area fraction uniform in ``scale``, aspect ratio log-uniform in ``ratio``; width and height
+    are clipped to the image (torchvision retries instead) and the centre placed so the box fits.
+    """
+    area = _uniform(*scale, count, generator)
+    aspect = torch.exp(_uniform(math.log(ratio[0]), math.log(ratio[1]), count, generator))
+    width = torch.sqrt(area * aspect).clamp(max=1.0)
+    height = torch.sqrt(area / aspect).clamp(max=1.0)
+    centre_x = width / 2 + (1 - width) * torch.rand(count, generator=generator)
+    centre_y = height / 2 + (1 - height) * torch.rand(count, generator=generator)
+    return torch.stack([centre_x, centre_y, width, height], dim=1)
+
+
+def resized_crops(images: torch.Tensor, boxes: torch.Tensor, flips: torch.Tensor, size: int) -> torch.Tensor:
+    """Crop every image (B, 3, H, W) to its box (B, 4) (fractions, :func:`crop_boxes`), flip where ``flips``
+    (B,) bool, resize to (size, size) bilinearly: one ``grid_sample``. Returns (B, 3, size, size)."""
+    centre_x, centre_y, width, height = boxes.unbind(dim=1)
+    centre_x, centre_y = 2 * centre_x - 1, 2 * centre_y - 1  # grid coordinates in [-1, 1]; the box spans centre +- size
+    theta = torch.zeros(len(images), 2, 3)
+    theta[:, 0, 0] = width * torch.where(flips, -1.0, 1.0)
+    theta[:, 0, 2] = centre_x
+    theta[:, 1, 1] = height
+    theta[:, 1, 2] = centre_y
+    grid = F.affine_grid(theta.to(images), [len(images), 3, size, size], align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def grayscale(images: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) -> (B, 1, H, W) luma."""
+    return torch.einsum("bchw,c->bhw", images, images.new_tensor(GRAY_WEIGHTS)).unsqueeze(1)
+
+
+def rotate_hue(images: torch.Tensor, turns: torch.Tensor) -> torch.Tensor:
+    """Shift the hue of every image by ``turns`` (B,) of a full turn: rotate its colours about the grey axis.
+
+    Rodrigues' rotation about (1, 1, 1) / sqrt(3); a third of a turn sends red to green, as a hue
+    shift of 1/3 does, and greys stay put. (HSV's hue shift, torchvision's, is piecewise linear
+    in the angle; this is its smooth counterpart.)
+    """
+    axis = images.new_full((3,), 3**-0.5)
+    cross = images.new_tensor([[0.0, -axis[2], axis[1]], [axis[2], 0.0, -axis[0]], [-axis[1], axis[0], 0.0]])
+    angle = 2 * math.pi * turns.to(images)[:, None, None]
+    matrix = (torch.cos(angle) * torch.eye(3, dtype=images.dtype, device=images.device) + torch.sin(angle) * cross
+              + (1 - torch.cos(angle)) * torch.outer(axis, axis))  # (B, 3, 3)
+    return torch.einsum("bij,bjhw->bihw", matrix, images)
+
+
+def colour_jitter(images: torch.Tensor, strengths: tuple[float, float, float, float], apply: torch.Tensor,
+                  generator: torch.Generator) -> torch.Tensor:
+    """torchvision's ColorJitter(b, c, s, h) on the images where ``apply`` (B,) bool, each with its own factors."""
+    count = len(images)
+    brightness, contrast, saturation, hue = strengths
+    factors = [_uniform(1 - s, 1 + s, count, generator).to(images)[:, None, None, None] for s in (brightness, contrast, saturation)]
+    jittered = (images * factors[0]).clamp(0, 1)
+    mean_luma = grayscale(jittered).mean(dim=(1, 2, 3), keepdim=True)  # (B, 1, 1, 1)
+    jittered = (mean_luma + factors[1] * (jittered - mean_luma)).clamp(0, 1)
+    luma = grayscale(jittered)
+    jittered = (luma + factors[2] * (jittered - luma)).clamp(0, 1)
+    jittered = rotate_hue(jittered, _uniform(-hue, hue, count, generator)).clamp(0, 1)
+    return torch.where(apply[:, None, None, None].to(images.device), jittered, images)
+
+
+def gaussian_blur(images: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
+    """Blur every image (B, 3, H, W) with its own Gaussian of ``sigmas`` (B,) pixels (0: unchanged), one grouped conv."""
+    radius = max(1, math.ceil(3 * float(sigmas.max())))
+    offsets = torch.arange(-radius, radius + 1, dtype=images.dtype, device=images.device)
+    weights = torch.exp(-0.5 * (offsets[None] / sigmas.to(images).clamp(min=1e-6)[:, None]) ** 2)  # (B, 2r+1)
+    weights = weights / weights.sum(dim=1, keepdim=True)
+    kernels = (weights[:, :, None] * weights[:, None, :]).repeat_interleave(3, dim=0)  # (B*3, 2r+1, 2r+1)
+    batch, channels, height, width = images.shape
+    padded = F.pad(images.reshape(1, batch * channels, height, width), [radius] * 4, mode="reflect")
+    return F.conv2d(padded, kernels.unsqueeze(1), groups=batch * channels).view(batch, channels, height, width)
+
+
+def aug_plus(images: torch.Tensor, size: int, generator: torch.Generator, settings: AugPlus = AugPlus()) -> torch.Tensor:
+    """One MoCo v2 view of every image: (B, 3, H, W) in [0, 1] -> (B, 3, size, size)."""
+    count = len(images)
+    boxes = crop_boxes(count, settings.crop_scale, settings.crop_ratio, generator)
+    views = resized_crops(images, boxes, _coins(settings.flip_probability, count, generator), size)
+    views = colour_jitter(views, settings.jitter, _coins(settings.jitter_probability, count, generator), generator)
+    gray = _coins(settings.grayscale_probability, count, generator).to(views.device)[:, None, None, None]
+    views = torch.where(gray, grayscale(views).expand_as(views), views)
+    sigmas = _uniform(*settings.blur_sigma, count, generator) * size / MOCO_IMAGE_SIZE
+    blurred = _coins(settings.blur_probability, count, generator)
+    return torch.where(blurred.to(views.device)[:, None, None, None], gaussian_blur(views, sigmas.to(views.device)), views)

@@ -1,0 +1,53 @@
+"""``python -m fsslib.pretrain toy-qgnet-prior``: pretrain (or evaluate) a toy QGNet prior extractor.
+
+    python -m fsslib.pretrain toy-qgnet-prior --patches slic --out fsslib/checkpoints/toy_qgnet_prior_slic.pt
+    python -m fsslib.pretrain toy-qgnet-prior --losses global --out fsslib/checkpoints/toy_qgnet_prior_global_only.pt
+    python -m fsslib.pretrain toy-qgnet-prior --evaluate fsslib/checkpoints/toy_qgnet_prior_slic.pt
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import typing
+from dataclasses import fields
+from pathlib import Path
+
+import torch
+
+from fsslib.pretrain.qgnet_prior.metrics import acceptance_metrics
+from fsslib.pretrain.qgnet_prior.train import CLI, PriorSettings, train_prior_extractor
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """One flag per :class:`PriorSettings` field (its default = the shipped recipe), plus --out / --evaluate."""
+    parser = argparse.ArgumentParser(prog=CLI, description="Pretrain (or evaluate) a toy QGNet prior extractor.",
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--out", type=Path, help="checkpoint to write, e.g. fsslib/checkpoints/toy_qgnet_prior_slic.pt")
+    hints = typing.get_type_hints(PriorSettings)
+    for setting in fields(PriorSettings):
+        parser.add_argument(f"--{setting.name.replace('_', '-')}", type=hints[setting.name], default=setting.default,
+                            help=setting.metadata["help"])
+    parser.add_argument("--cache", type=Path, default=None, help="folder to keep the superpixels in")
+    parser.add_argument("--workers", type=int, default=2, help="processes computing the superpixels")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--evaluate", type=Path, metavar="CKPT", help="recompute the acceptance metrics of CKPT")
+    parser.add_argument("--no-progress", action="store_true")
+    return parser
+
+
+def main(argv: list[str]) -> None:
+    """Run ``toy-qgnet-prior`` with the arguments that follow its name."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.evaluate:
+        print(json.dumps(acceptance_metrics(args.evaluate), indent=1))
+        return
+    if args.out is None:
+        parser.error("give --out PATH (to train) or --evaluate CKPT")
+    settings = PriorSettings(**{f.name: getattr(args, f.name) for f in fields(PriorSettings)})
+    metadata = train_prior_extractor(args.out, settings, args.cache, progress=not args.no_progress,
+                                     command=f"{CLI} {shlex.join(argv)}", workers=args.workers)
+    print(json.dumps(metadata["held_out"], indent=1))

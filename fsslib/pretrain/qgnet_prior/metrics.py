@@ -1,0 +1,78 @@
+"""Acceptance metrics of a toy prior extractor on held-out toy scenes (``default_rng([0, 93, index])``).
+
+* **kNN multi-label mAP** of the representation: layer4 globally pooled and L2-normalised; each
+  of the second half of the scenes is scored per class by the summed cosine of its k = 20
+  nearest scenes of the first half that contain the class; mean over classes of the AP. The
+  random-init toy ResNet and the shipped supervised toy ResNet give the scale.
+* **Prior region map** (QGNet Eqs. 9-12) with the shipped toy ResNet as the bridge: its recall
+  at 0.5 (share of object pixels where the map is at least 0.5), the share of background
+  pixels at least 0.5, and the same for the inverted map (QGNet Sec. IV-C finds the objects
+  *low* in the prior region map).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from fsslib.blocks import prior_region_map
+from fsslib.models.backbones import MultiLevelBackbone, ToyResNet, load_toy_resnet
+from fsslib.pretrain.scenes import render_scenes, to_unit_tensor
+from fsslib.pretrain.toy_resnet.metrics import average_precision
+from fsslib.pretrain.toy_resnet.model import N_CLASSES, multi_hot
+
+HELD_OUT_SEED, HELD_OUT_STREAM = 0, 93
+NEIGHBOURS = 20
+MAP_THRESHOLD = 0.5
+
+
+@torch.no_grad()
+def pooled_features(extractor: MultiLevelBackbone, images: np.ndarray, batch_size: int = 100) -> torch.Tensor:
+    """(N, C) L2-normalised global average of layer4 of (N, H, W, 3) uint8 images."""
+    extractor.eval()
+    pooled = [extractor(to_unit_tensor(images[i:i + batch_size]))["layer4"].mean(dim=(2, 3))
+              for i in range(0, len(images), batch_size)]
+    return F.normalize(torch.cat(pooled), dim=1)
+
+
+def knn_map(features: torch.Tensor, labels: torch.Tensor, neighbours: int = NEIGHBOURS) -> float:
+    """Multi-label kNN mAP: queries = second half, references = first half of (N, C) features, (N, 20) labels."""
+    half = len(features) // 2
+    similarity = features[half:] @ features[:half].T  # (Q, R)
+    top, index = similarity.topk(neighbours, dim=1)  # (Q, k)
+    scores = torch.einsum("qk,qkc->qc", top, labels[:half][index])  # (Q, 20): summed cosine of neighbours with c
+    truth = labels[half:].numpy().astype(bool)
+    aps = [average_precision(scores[:, c].numpy(), truth[:, c]) for c in range(N_CLASSES) if truth[:, c].any()]
+    return float(np.mean(aps))
+
+
+@torch.no_grad()
+def region_map_scores(bridge: MultiLevelBackbone, extractor: MultiLevelBackbone, images: np.ndarray,
+                      masks: np.ndarray) -> dict[str, float]:
+    """Recall at 0.5 of the prior region map (and of 1 - map) on object pixels, and its rate on background pixels."""
+    bridge.eval(), extractor.eval()
+    tensors = to_unit_tensor(images)
+    maps = prior_region_map(bridge(tensors)["layer4"], extractor(tensors)["layer4"])  # (N, h, w)
+    maps = F.interpolate(maps[:, None], size=masks.shape[-2:], mode="bilinear", align_corners=True)[:, 0].numpy()
+    objects, background = (masks > 0) & (masks != 255), masks == 0
+    high = maps >= MAP_THRESHOLD
+    return {"recall_at_0.5": float(high[objects].mean()), "background_at_0.5": float(high[background].mean()),
+            "inverted_recall_at_0.5": float((~high)[objects].mean()),
+            "inverted_background_at_0.5": float((~high)[background].mean())}
+
+
+def acceptance_metrics(checkpoint: str | Path, n_images: int = 1000, n_map_images: int = 300) -> dict:
+    """Held-out metrics of a prior extractor checkpoint, beside the random-init and supervised toy ResNets."""
+    scenes = render_scenes(n_images, HELD_OUT_SEED, HELD_OUT_STREAM)
+    labels = multi_hot(scenes.masks)
+    torch.manual_seed(0)
+    extractors = {"this": load_toy_resnet(checkpoint), "random_init": ToyResNet(), "supervised_toy_resnet": load_toy_resnet()}
+    bridge = load_toy_resnet()
+    return {
+        "held_out_scenes": f"np.random.default_rng([{HELD_OUT_SEED}, {HELD_OUT_STREAM}, index]), index < {n_images}",
+        "knn_map": {name: knn_map(pooled_features(model, scenes.images), labels) for name, model in extractors.items()},
+        "prior_region_map": region_map_scores(bridge, extractors["this"], scenes.images[:n_map_images],
+                                              scenes.masks[:n_map_images]),
+    }

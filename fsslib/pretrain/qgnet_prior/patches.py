@@ -1,0 +1,151 @@
+"""QGNet's local patches (Sec. III-B): superpixels of each training image, computed once, and their crops.
+
+* Patch generation method 1, Felzenszwalb's graph segmentation (Algorithm 1):
+  :func:`skimage.segmentation.felzenszwalb` (``scale``, ``sigma``, ``min_size``).
+* Patch generation method 2, SLIC (Algorithm 2, Eqs. 2-5): :func:`skimage.segmentation.slic`
+  in Lab space (skimage converts RGB images), ``n_segments`` = K centres on a regular grid,
+  ``compactness`` = m of Eq. 2, connectivity enforced (the paper's last step).
+
+The superpixels of a pool are computed once, in worker processes, and cached on disk beside
+the images (:func:`superpixel_table`), never on the main thread at every epoch. Each segment
+is kept as its bounding box and area; training picks one segment per image.
+
+**A patch as input.** The paper feeds "local patches as input" without saying how a patch
+becomes an encoder input. fsslib takes the literal reading: the patch is cropped to its
+bounding box and encoded as an image, the pixels of the box that lie outside the segment
+filled with the segment's mean colour (so the encoder sees the segment, not its neighbours).
+The crop is one batched ``grid_sample`` (:func:`patch_crops`).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from skimage.segmentation import felzenszwalb, slic
+
+from fsslib.errors import unknown
+from fsslib.pretrain.qgnet_prior.augment import resized_crops
+
+PATCH_METHODS = ("slic", "felzenszwalb")
+TOY_SUPERPIXELS = {  # settings for 64 x 64 toy scenes (the paper gives none for its images)
+    "slic": {"n_segments": 16, "compactness": 10.0},
+    "felzenszwalb": {"scale": 100.0, "sigma": 0.5, "min_size": 30},
+}
+MAX_SEGMENTS = 64  # segments kept per image (the largest ones)
+
+
+def superpixels(image: np.ndarray, method: str, settings: dict) -> np.ndarray:
+    """(H, W) int32 segment ids 0..S-1 of one (H, W, 3) uint8 image."""
+    if method == "slic":
+        return slic(image, n_segments=int(settings["n_segments"]), compactness=float(settings["compactness"]),
+                    start_label=0, convert2lab=True, enforce_connectivity=True).astype(np.int32)
+    if method == "felzenszwalb":
+        return felzenszwalb(image, scale=float(settings["scale"]), sigma=float(settings["sigma"]),
+                            min_size=int(settings["min_size"])).astype(np.int32)
+    raise unknown("patch method", method, PATCH_METHODS)
+
+
+@dataclass
+class SuperpixelTable:
+    """The segments of N images: ids (N, H, W), boxes (N, S, 4) as (centre x, centre y, width, height)
+    fractions, areas (N, S) in pixels (0 = no such segment), S = :data:`MAX_SEGMENTS` at most."""
+
+    segments: np.ndarray  # (N, H, W) int16
+    boxes: np.ndarray  # (N, S, 4) float32
+    areas: np.ndarray  # (N, S) int32
+
+
+def _segment_table(segments: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(segments relabelled so that 0..S-1 are the largest, boxes (S, 4), areas (S,)) of one image."""
+    height, width = segments.shape
+    ids, areas = np.unique(segments, return_counts=True)
+    order = np.argsort(-areas, kind="stable")[:MAX_SEGMENTS]
+    relabel = np.full(int(ids.max()) + 1, -1, dtype=np.int32)
+    relabel[ids[order]] = np.arange(len(order))
+    segments = relabel[segments]
+    rows, cols = np.indices(segments.shape)
+    boxes = np.zeros((MAX_SEGMENTS, 4), dtype=np.float32)
+    kept = np.zeros(MAX_SEGMENTS, dtype=np.int32)
+    for index in range(len(order)):
+        inside = segments == index
+        top, bottom = rows[inside].min(), rows[inside].max() + 1
+        left, right = cols[inside].min(), cols[inside].max() + 1
+        boxes[index] = ((left + right) / 2 / width, (top + bottom) / 2 / height, (right - left) / width,
+                        (bottom - top) / height)
+        kept[index] = inside.sum()
+    return segments.astype(np.int16), boxes, kept
+
+
+def _image_table(args: tuple[np.ndarray, str, dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    image, method, settings = args
+    return _segment_table(superpixels(image, method, settings))
+
+
+def compute_table(images: np.ndarray, method: str, settings: dict, workers: int = 2) -> SuperpixelTable:
+    """Superpixels of (N, H, W, 3) uint8 images, in ``workers`` processes (1: in this one)."""
+    jobs = [(image, method, settings) for image in images]
+    if workers > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            results = list(pool.map(_image_table, jobs, chunksize=64))
+    else:
+        results = [_image_table(job) for job in jobs]
+    segments, boxes, areas = (np.stack(parts) for parts in zip(*results))
+    return SuperpixelTable(segments, boxes, areas)
+
+
+def superpixel_table(images: np.ndarray, method: str, settings: dict, cache: str | Path | None = None,
+                     workers: int = 2) -> SuperpixelTable:
+    """:func:`compute_table` through an on-disk cache keyed by the images' bytes, the method and its settings."""
+    if cache is None:
+        return compute_table(images, method, settings, workers)
+    key = hashlib.sha256(images.tobytes() + json.dumps([method, settings], sort_keys=True).encode()).hexdigest()[:16]
+    path = Path(cache) / f"superpixels_{method}_{key}.npz"
+    if path.is_file():
+        arrays = np.load(path)
+        return SuperpixelTable(arrays["segments"], arrays["boxes"], arrays["areas"])
+    table = compute_table(images, method, settings, workers)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path.with_suffix(".tmp.npz"), segments=table.segments, boxes=table.boxes, areas=table.areas)
+    path.with_suffix(".tmp.npz").replace(path)
+    return table
+
+
+def sample_segments(areas: torch.Tensor, min_area: int, generator: torch.Generator) -> torch.Tensor:
+    """One segment per image (N,), uniformly among its segments of at least ``min_area`` pixels (its largest
+    when none is that large). areas: (N, S)."""
+    eligible = areas >= min_area  # (N, S)
+    eligible[:, 0] |= ~eligible.any(dim=1)  # segment 0 is the largest
+    scores = torch.rand(areas.shape, generator=generator).masked_fill(~eligible, -1.0)
+    return scores.argmax(dim=1)
+
+
+def patch_crops(images: torch.Tensor, segments: torch.Tensor, boxes: torch.Tensor, chosen: torch.Tensor,
+                size: int) -> torch.Tensor:
+    """The chosen segment of every image as a (B, 3, size, size) image: its bounding box, resized, with the
+    pixels outside the segment set to the segment's mean colour.
+
+    images: (B, 3, H, W) in [0, 1]; segments: (B, H, W) ids; boxes: (B, S, 4); chosen: (B,) segment ids.
+    """
+    rows = torch.arange(len(images))
+    inside = (segments == chosen[:, None, None]).unsqueeze(1).to(images.dtype)  # (B, 1, H, W)
+    mean = (images * inside).sum(dim=(2, 3)) / inside.sum(dim=(2, 3)).clamp(min=1)  # (B, 3)
+    filled = images * inside + mean[:, :, None, None] * (1 - inside)
+    no_flip = torch.zeros(len(images), dtype=torch.bool)
+    return resized_crops(filled, torch.as_tensor(boxes)[rows, chosen], no_flip, size).clamp(0, 1)
+
+
+def segment_masks(segments: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
+    """(B, 1, H, W) float masks of the chosen segments (for the mask-pooled option and for figures)."""
+    return (segments == chosen[:, None, None]).unsqueeze(1).float()
+
+
+def pooled_segment_features(features: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """DetCon-style option: average of (B, C, h, w) features under (B, 1, H, W) masks resized to h x w -> (B, C)."""
+    weights = F.adaptive_avg_pool2d(masks, features.shape[-2:])  # (B, 1, h, w): the mask's share of every cell
+    return (features * weights).sum(dim=(2, 3)) / weights.sum(dim=(2, 3)).clamp(min=1e-6)

@@ -1,0 +1,150 @@
+"""The prior extractor's pretraining loop (QGNet Sec. III, Eq. 7) on unlabelled toy scenes.
+
+Training images: ``pool_size`` toy scenes from ``np.random.default_rng([seed, 94, index])``, a
+stream no split uses; no label is read. The paper uses *all* images of the dataset, which
+includes the novel classes' images (``images="all"``, the paper's setting: the prior extractor
+has seen novel objects, unlabelled). ``images="base"`` keeps only scenes whose objects are all
+of the base classes of ``fold`` (the stricter alternative; this reads the scenes' labels to
+filter, as a base-only dataset would be assembled). Superpixels come from
+:func:`~fsslib.pretrain.qgnet_prior.patches.superpixel_table` (computed once, cached).
+
+Per step: a batch of images, two aug-plus views each (global loss), one random superpixel of
+each image cropped to a patch, two aug-plus views of it (local loss); SGD with momentum 0.9,
+weight decay 1e-4, cosine schedule (MoCo v2). The checkpoint holds the *key* encoder's backbone
+(what the official code loads as the prior extractor) in fp16, in the toy backbone's format.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from fsslib.data.benchmarks import get_benchmark
+from fsslib.errors import FsslibError, unknown
+from fsslib.models.backbones import ToyResNet
+from fsslib.pretrain.qgnet_prior.augment import aug_plus
+from fsslib.pretrain.qgnet_prior.moco import LOSS_SETS, GlobalLocalMoCo
+from fsslib.pretrain.qgnet_prior.patches import (PATCH_METHODS, TOY_SUPERPIXELS, patch_crops, sample_segments,
+                                                 superpixel_table)
+from fsslib.pretrain.saving import RunRecord, half_precision, save_checkpoint, write_metadata
+from fsslib.pretrain.scenes import render_scenes, to_unit_tensor
+from fsslib.pretrain.schedules import warmup_cosine
+
+CLI = "python -m fsslib.pretrain toy-qgnet-prior"
+TRAIN_STREAM = 94  # training scenes: default_rng([seed, 94, index])
+IMAGE_SETS = ("all", "base")
+
+
+@dataclass
+class PriorSettings:
+    """One pretraining run of the toy prior extractor (defaults: the shipped checkpoints' recipe)."""
+
+    steps: int = field(default=3000, metadata={"help": "optimiser steps"})
+    losses: str = field(default="global_local", metadata={"help": f"Table VI's row: {', '.join(LOSS_SETS)}"})
+    patches: str = field(default="slic", metadata={"help": f"local patches: {', '.join(PATCH_METHODS)}"})
+    images: str = field(default="all", metadata={"help": "'all' training scenes (the paper) or only 'base'-class ones"})
+    fold: int = field(default=0, metadata={"help": "the fold whose base classes images='base' keeps"})
+    seed: int = field(default=0, metadata={"help": "scenes, initialisation and augmentation"})
+    batch_size: int = field(default=64, metadata={"help": "images per step"})
+    pool_size: int = field(default=8000, metadata={"help": "training scenes"})
+    image_size: int = field(default=64, metadata={"help": "size of the image views"})
+    patch_size: int = field(default=32, metadata={"help": "size of the patch views"})
+    min_patch_area: int = field(default=24, metadata={"help": "smallest superpixel (pixels) picked as a patch"})
+    lr: float = field(default=0.06, metadata={"help": "SGD learning rate (MoCo v2: 0.03 at batch 256)"})
+    weight_decay: float = field(default=1e-4, metadata={"help": "SGD weight decay"})
+    warmup_steps: int = field(default=100, metadata={"help": "linear warm-up before the cosine"})
+    momentum: float = field(default=0.99, metadata={"help": "key encoder momentum m (MoCo: 0.999 over ~10^5 steps)"})
+    temperature: float = field(default=0.2, metadata={"help": "InfoNCE temperature (MoCo v2)"})
+    queue_size: int = field(default=4096, metadata={"help": "image queue (MoCo: 65536)"})
+    local_queue_size: int = field(default=4096, metadata={"help": "patch queue M"})
+    key_chunks: int = field(default=8, metadata={"help": "sub-batches of the key encoder (shuffling BN)"})
+
+
+def training_images(settings: PriorSettings) -> np.ndarray:
+    """The unlabelled training scenes (N, H, W, 3) uint8 of ``settings.images``."""
+    if settings.images not in IMAGE_SETS:
+        raise unknown("prior-extractor image set", settings.images, IMAGE_SETS)
+    scenes = render_scenes(settings.pool_size, settings.seed, TRAIN_STREAM, settings.image_size)
+    if settings.images == "all":
+        return scenes.images
+    novel = set(get_benchmark("toy").fold_classes(settings.fold))
+    keep = [i for i, classes in enumerate(scenes.present_classes()) if not novel & set(classes)]
+    if not keep:
+        raise FsslibError("No training scene is free of the novel classes.", "use images='all' or a larger pool_size.")
+    return scenes.images[keep]
+
+
+def train_prior_extractor(out: str | Path, settings: PriorSettings, cache: str | Path | None = None,
+                          progress: bool = True, command: str | None = None, workers: int = 2,
+                          n_eval_images: int = 1000) -> dict:
+    """Pretrain a toy prior extractor with ``settings``; write ``out`` and ``out.json``; return the metadata."""
+    from fsslib.pretrain.qgnet_prior.metrics import acceptance_metrics
+
+    if settings.losses not in LOSS_SETS:
+        raise unknown("QGNet pretraining losses", settings.losses, list(LOSS_SETS))
+    out = Path(out)
+    record = RunRecord(command or f"{CLI} --out {out}", settings.seed)
+    start = time.perf_counter()
+    torch.manual_seed(settings.seed)
+    generator = torch.Generator().manual_seed(settings.seed)
+    images = training_images(settings)
+    losses_used = LOSS_SETS[settings.losses]
+    table = superpixel_table(images, settings.patches, TOY_SUPERPIXELS[settings.patches], cache, workers) \
+        if "local" in losses_used else None
+    prepare_seconds = time.perf_counter() - start
+
+    model = GlobalLocalMoCo(ToyResNet(), queue_size=settings.queue_size, local_queue_size=settings.local_queue_size,
+                            momentum=settings.momentum, temperature=settings.temperature, key_chunks=settings.key_chunks)
+    optimizer = torch.optim.SGD(model.query_encoder.parameters(), lr=settings.lr, momentum=0.9,
+                                weight_decay=settings.weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: warmup_cosine(step, step / settings.steps, settings.warmup_steps))
+    history: dict[str, list[float]] = {name: [] for name in losses_used}
+    model.train()
+    for _ in tqdm(range(settings.steps), desc=f"pretrain prior extractor ({settings.losses}, {settings.patches})",
+                  disable=not progress):
+        index = torch.randint(len(images), (settings.batch_size,), generator=generator)
+        batch = to_unit_tensor(images[index.numpy()])  # (B, 3, H, W)
+        model.update_key_encoder()
+        terms = {}
+        if "global" in losses_used:  # Eq. 1
+            terms["global"] = model.loss(aug_plus(batch, settings.image_size, generator),
+                                         aug_plus(batch, settings.image_size, generator), local=False, generator=generator)
+        if "local" in losses_used:  # Eq. 6
+            chosen = sample_segments(torch.from_numpy(table.areas[index.numpy()]), settings.min_patch_area, generator)
+            patches = patch_crops(batch, torch.from_numpy(table.segments[index.numpy()]).long(),
+                                  torch.from_numpy(table.boxes[index.numpy()]), chosen, settings.patch_size)
+            terms["local"] = model.loss(aug_plus(patches, settings.patch_size, generator),
+                                        aug_plus(patches, settings.patch_size, generator), local=True, generator=generator)
+        loss = sum(terms.values())  # Eq. 7
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        for name, value in terms.items():
+            history[name].append(value.item())
+    train_seconds = time.perf_counter() - start - prepare_seconds
+
+    extractor = model.key_encoder.backbone
+    save_checkpoint(out, {"backbone": half_precision(extractor.state_dict())})
+    window = max(1, min(100, settings.steps // 10))
+    metadata = {
+        **record.stamp(device="cpu"),
+        "model": "ToyResNet(widths=(24, 48, 96, 192), output_stride=8): the key encoder of MoCo v2 with QGNet's patch queue",
+        "task": f"QGNet prior extractor, losses {settings.losses} (Eqs. 1, 6, 7), patches {settings.patches}",
+        "settings": asdict(settings),
+        "superpixels": TOY_SUPERPIXELS[settings.patches] if table is not None else None,
+        "training_images": {"count": len(images),
+                            "scenes": f"np.random.default_rng([{settings.seed}, {TRAIN_STREAM}, index]), index < {settings.pool_size}"},
+        "loss": {name: {"first_steps": float(np.mean(values[:window])), "last_steps": float(np.mean(values[-window:]))}
+                 for name, values in history.items()},
+        "wall_time_s": {"prepare": round(prepare_seconds, 1), "train": round(train_seconds, 1)},
+        "checkpoint": {"file": out.name, "bytes": out.stat().st_size, "dtype": "float16", "keys": ["backbone"]},
+        "held_out": acceptance_metrics(out, n_eval_images, min(300, n_eval_images)),  # the fp16 weights as shipped
+    }
+    write_metadata(out, metadata)
+    return metadata

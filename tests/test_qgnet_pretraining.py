@@ -1,0 +1,131 @@
+"""QGNet's prior-extractor pretraining: InfoNCE and the queues by hand, MoCo's momentum update, patches, aug-plus."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fsslib.models.backbones import ToyResNet, load_toy_resnet
+from fsslib.pretrain import PRETRAINERS
+from fsslib.pretrain.losses import info_nce
+from fsslib.pretrain.qgnet_prior.augment import aug_plus, gaussian_blur, resized_crops, rotate_hue
+from fsslib.pretrain.qgnet_prior.moco import GlobalLocalMoCo
+from fsslib.pretrain.qgnet_prior.patches import _segment_table, patch_crops, sample_segments, superpixels
+from fsslib.pretrain.qgnet_prior.train import PriorSettings, train_prior_extractor, training_images
+
+
+def test_info_nce_is_minus_log_the_positive_share_of_the_softmax():
+    queries = F.normalize(torch.tensor([[1.0, 0.0], [0.6, 0.8]]), dim=1)
+    keys = F.normalize(torch.tensor([[1.0, 1.0], [0.0, 1.0]]), dim=1)
+    queue = F.normalize(torch.tensor([[1.0, -1.0], [0.0, 1.0], [-1.0, 0.0]]), dim=1).T  # (D, M)
+    t = 0.2
+    expected = []
+    for q, k in zip(queries, keys):
+        positive = math.exp(float(q @ k) / t)
+        negatives = sum(math.exp(float(q @ n) / t) for n in queue.T)
+        expected.append(-math.log(positive / (positive + negatives)))  # Eqs. 1 and 6
+    assert info_nce(queries, keys, queue, t).item() == pytest.approx(sum(expected) / 2, rel=1e-5)
+
+
+def test_momentum_update_and_queues_wrap_around():
+    torch.manual_seed(0)
+    model = GlobalLocalMoCo(ToyResNet(widths=(4, 4, 4, 8)), dim=3, queue_size=5, local_queue_size=4, momentum=0.9)
+    before = [p.clone() for p in model.key_encoder.parameters()]
+    with torch.no_grad():
+        for p in model.query_encoder.parameters():
+            p.add_(1.0)
+    model.update_key_encoder()
+    for old, key, query in zip(before, model.key_encoder.parameters(), model.query_encoder.parameters()):
+        torch.testing.assert_close(key, 0.9 * old + 0.1 * query)  # theta_k <- m theta_k + (1 - m) theta_q
+    keys = F.normalize(torch.randn(3, 3), dim=1)
+    model.enqueue(keys, local=False)
+    model.enqueue(keys * 2, local=False)  # 6 keys into 5 slots: the sixth overwrites slot 0
+    torch.testing.assert_close(model.queue[:, 1:3], keys[1:].T)
+    torch.testing.assert_close(model.queue[:, 0], 2 * keys[2])
+    assert model.pointers.tolist() == [1, 0]
+    model.enqueue(keys, local=True)
+    torch.testing.assert_close(model.local_queue[:, :3], keys.T)
+    assert model.pointers.tolist() == [1, 3]
+
+
+def test_keys_do_not_depend_on_the_chunking_in_eval_mode():
+    torch.manual_seed(0)
+    model = GlobalLocalMoCo(ToyResNet(widths=(4, 4, 4, 8)), dim=3, queue_size=4, local_queue_size=4, key_chunks=4).eval()
+    images = torch.rand(8, 3, 32, 32)
+    keys = model.keys(images, torch.Generator().manual_seed(1))
+    torch.testing.assert_close(keys, model.key_encoder(images))  # shuffled, chunked, put back in order
+
+
+def test_patch_is_the_segments_box_with_the_rest_filled_by_its_mean_colour():
+    image = torch.zeros(1, 3, 8, 8)
+    image[0, 0, 2:6, 2:4] = 1.0  # segment 1: a red 4 x 2 bar (rows 2-5, cols 2-3)
+    image[0, 1, 2:6, 4:6] = 0.5  # beside it, inside the bar's box only if the box were wider
+    segments = torch.zeros(1, 8, 8, dtype=torch.long)
+    segments[0, 2:6, 2:4] = 1
+    segments[0, 2:4, 4:6] = 2
+    _, boxes, areas = _segment_table(segments[0].numpy())
+    bar = int(np.flatnonzero(areas == 8)[0])  # relabelled by area: the bar is the larger segment
+    patch = patch_crops(image, torch.from_numpy(_segment_table(segments[0].numpy())[0][None]).long(),
+                        torch.from_numpy(boxes[None]), torch.tensor([bar]), size=4)
+    torch.testing.assert_close(boxes[bar], np.array([3 / 8, 4 / 8, 2 / 8, 4 / 8], dtype=np.float32))
+    torch.testing.assert_close(patch[0, 0], torch.ones(4, 4))  # only the bar, resized
+    torch.testing.assert_close(patch[0, 1], torch.zeros(4, 4))
+
+
+def test_segments_are_drawn_among_the_large_enough_ones():
+    areas = torch.tensor([[50, 30, 5, 0], [10, 3, 0, 0]])
+    drawn = torch.stack([sample_segments(areas, 20, torch.Generator().manual_seed(s)) for s in range(50)])
+    assert set(drawn[:, 0].tolist()) == {0, 1} and set(drawn[:, 1].tolist()) == {0}  # none >= 20: the largest
+
+
+def test_superpixels_cover_the_toy_scene_and_the_table_keeps_the_largest_first():
+    image = training_images(PriorSettings(pool_size=2))[0]
+    for method in ("slic", "felzenszwalb"):
+        segments = superpixels(image, method, {"n_segments": 16, "compactness": 10.0} if method == "slic"
+                               else {"scale": 100.0, "sigma": 0.5, "min_size": 30})
+        relabelled, _, areas = _segment_table(segments)
+        assert relabelled.shape == (64, 64) and relabelled.min() == 0
+        kept = areas[areas > 0]
+        assert kept.sum() == 64 * 64 and (np.diff(kept) <= 0).all() and len(kept) >= 3
+
+
+def test_aug_plus_parts_against_their_definitions():
+    generator = torch.Generator().manual_seed(0)
+    images = torch.rand(4, 3, 16, 16, generator=generator)
+    whole = torch.tensor([[0.5, 0.5, 1.0, 1.0]] * 4)
+    torch.testing.assert_close(resized_crops(images, whole, torch.zeros(4, dtype=torch.bool), 16), images)
+    torch.testing.assert_close(resized_crops(images, whole, torch.ones(4, dtype=torch.bool), 16), images.flip(-1))
+    primaries = torch.eye(3).T.reshape(1, 3, 1, 3)  # red, green, blue pixels
+    torch.testing.assert_close(rotate_hue(primaries, torch.tensor([1 / 3])), primaries.roll(1, dims=1))  # r->g->b
+    blurred = gaussian_blur(images, torch.tensor([0.8, 0.8, 1e-4, 0.8]))
+    torch.testing.assert_close(blurred[2], images[2])  # sigma ~ 0: unchanged
+    offsets = torch.arange(-3.0, 4.0)
+    kernel = torch.exp(-0.5 * (offsets / 0.8) ** 2)
+    kernel = kernel / kernel.sum()
+    padded = F.pad(images[:1], [3, 3, 3, 3], mode="reflect")
+    expected = F.conv2d(padded.transpose(0, 1), (kernel[:, None] * kernel[None])[None, None]).transpose(0, 1)
+    torch.testing.assert_close(blurred[:1], expected)
+    views = aug_plus(images, 12, torch.Generator().manual_seed(3))
+    again = aug_plus(images, 12, torch.Generator().manual_seed(3))
+    assert views.shape == (4, 3, 12, 12) and torch.equal(views, again) and 0 <= views.min() and views.max() <= 1
+
+
+def test_base_only_images_hold_no_novel_class():
+    settings = PriorSettings(pool_size=60, images="base", fold=1)
+    base = training_images(settings)
+    assert 0 < len(base) < 60
+
+
+@pytest.mark.slow
+def test_tiny_pretraining_writes_a_loadable_prior_extractor_with_its_provenance(tmp_path):
+    settings = PriorSettings(steps=3, pool_size=24, batch_size=8, queue_size=16, local_queue_size=16, key_chunks=2)
+    metadata = train_prior_extractor(tmp_path / "prior.pt", settings, cache=tmp_path, progress=False, workers=1,
+                                     n_eval_images=60)
+    assert set(metadata["loss"]) == {"global", "local"} and metadata["settings"]["patches"] == "slic"
+    assert list(tmp_path.glob("superpixels_slic_*.npz"))  # computed once, cached
+    assert set(metadata["held_out"]["knn_map"]) == {"this", "random_init", "supervised_toy_resnet"}
+    load_toy_resnet(tmp_path / "prior.pt")
+    assert "toy-qgnet-prior" in PRETRAINERS
