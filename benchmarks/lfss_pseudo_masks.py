@@ -1,6 +1,8 @@
 """LFSS Table 3 on the toy tier: pseudo-mask mIoU against the ground truth, initial vs refined, per fold.
 
-    python benchmarks/lfss_pseudo_masks.py    # -> benchmarks/results/lfss_pseudo_masks_toy.md
+    python benchmarks/lfss_pseudo_masks.py              # -> benchmarks/results/lfss_pseudo_masks_toy.md
+    python benchmarks/lfss_pseudo_masks.py --trained    # the lfss_toy grid's models -> lfss_circle_masks_toy.md
+    python benchmarks/lfss_pseudo_masks.py --diagnose   # what the refiner does, fold 0 -> lfss_refiner_diagnosis_toy.md
 
 For each mask generator (the toy CLIP ResNet, LFSS's choice, and the toy ViT), each way of
 binarising MaskCLIP's cosines (``pseudo_mask``) and each refiner setting
@@ -8,6 +10,13 @@ binarising MaskCLIP's cosines (``pseudo_mask``) and each refiner setting
 pseudo masks are scored on the fold's 1-shot test episodes (the ones every toy table uses),
 with :func:`fsslib.methods.lfss.pseudo_mask_quality` (query against its label, support against its mask). Nothing is trained: VLMD has no learned
 weights, so these are the masks every LFSS model of the preset sees.
+
+``--trained`` scores what the trained models of the ``lfss_toy`` grid (run it first) add: the
+support masks predicted by the first circle pass, which support the query at test time, beside
+the refined pseudo masks they replace (1-shot, each model on its own fold's test episodes).
+``--diagnose`` measures on the feature grid what the refiner does to the query masks of fold 0:
+their area, precision and recall against the ground truth resized to the grid, and how peaked
+Eq. 4's attention is (the mean over pixels of its largest weight; 1/64 would be uniform).
 """
 from __future__ import annotations
 
@@ -16,14 +25,18 @@ from pathlib import Path
 
 import torch
 
+from fsslib.blocks.masks import foreground_weights
 from fsslib.config import make_config
-from fsslib.data.episodes import EpisodeDataset
+from fsslib.data.episodes import EpisodeDataset, collate_episodes
 from fsslib.engine import open_source
+from fsslib.evaluate import load_model
 from fsslib.methods import build_method
 from fsslib.methods.lfss import pseudo_mask_quality
+from fsslib.methods.lfss.vlmd import background_attention
 from fsslib.provenance import run_provenance
 
 RESULTS = Path(__file__).resolve().parent / "results"
+GRID_OUTPUTS = Path(__file__).resolve().parent.parent / "papermill_runs" / "outputs" / "lfss_toy"
 SETTINGS = (("toy-rn", "vocabulary"), ("toy-rn", "softmax"), ("toy-rn", "threshold"),  # (mask generator, pseudo_mask)
             ("toy-vit", "vocabulary"))
 REFINERS = {  # label -> options of the refiner
@@ -33,12 +46,83 @@ REFINERS = {  # label -> options of the refiner
 }
 
 
+def trained_masks(episodes: int) -> list[str]:
+    """Table rows of the circle's predicted support masks of every trained 1-shot model of the lfss_toy grid."""
+    rows = []
+    for run in sorted(GRID_OUTPUTS.glob("lfss*-1shot-seed0")):
+        fold, variant = int(run.name.split("-fold")[1][0]), run.name[len("lfss-"):].split("fold")[0].rstrip("-")
+        cfg = make_config(method="lfss", variant=variant, fold=fold, shots=1, ckpt=str(run / "best.pt"))
+        test = EpisodeDataset(open_source(cfg, "test"), fold, 1, cfg.image_size, episodes, cfg.seed)
+        scores = pseudo_mask_quality(load_model(cfg, torch.device("cpu")), test, progress=True, circle=True)
+        rows.append(f"| {variant or '(full model)'} | {fold} | {scores['support_initial']:.1f} | {scores['support_refined']:.1f} | "
+                    f"{scores['support_predicted']:.1f} |")
+    if not rows:
+        raise SystemExit(f"no trained LFSS runs under {GRID_OUTPUTS}: run python -m fsslib.runs papermill_runs/lfss_toy.yaml first")
+    return rows
+
+
+@torch.no_grad()
+def refiner_diagnosis(episodes: int, batch_size: int = 32) -> list[str]:
+    """Rows (initial, then each refiner setting) of mask area, precision, recall and attention peak on fold 0."""
+    rows = []
+    for index, (label, refiner) in enumerate(REFINERS.items()):
+        cfg = make_config(method="lfss", fold=0, shots=1, options=refiner)
+        model = build_method(cfg).eval()
+        test = EpisodeDataset(open_source(cfg, "test"), 0, 1, cfg.image_size, episodes, cfg.seed)
+        totals = torch.zeros(5)  # initial area, initial hits, refined area, refined hits, ground-truth area
+        peaks = []
+        for start in range(0, episodes, batch_size):
+            batch = collate_episodes([test[i] for i in range(start, min(start + batch_size, episodes))]).one_way()
+            levels = model.frozen_levels(batch)
+            masks = model.pseudo_masks_of(batch, levels)
+            truth = foreground_weights(batch.query_masks, masks.query.shape[-2:], mode="nearest")[:, 0] > 0.5
+            totals += torch.stack([masks.initial_query.sum(), (masks.initial_query & truth).sum(), masks.query.sum(),
+                                   (masks.query & truth).sum(), truth.sum()]).float()
+            weights = background_attention(levels[model.refiner_level][: len(batch)].float(), masks.initial_query,
+                                           model.refiner_attention)
+            peaks.append(weights.amax(dim=-1).mean())
+        initial_area, initial_hits, refined_area, refined_hits, truth_area = totals.tolist()
+        if index == 0:
+            rows.append(f"| initial (MaskCLIP) | {initial_area / episodes:.1f} | {initial_hits / initial_area:.2f} | "
+                        f"{initial_hits / truth_area:.2f} | |")
+        rows.append(f"| refined: {label} | {refined_area / episodes:.1f} | {refined_hits / refined_area:.2f} | "
+                    f"{refined_hits / truth_area:.2f} | {float(torch.stack(peaks).mean()):.2f} |")
+    rows.append(f"| ground truth | {truth_area / episodes:.1f} | 1 | 1 | |")
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--episodes", type=int, default=1000, help="test episodes per fold (default: 1000, the protocol)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--trained", action="store_true", help="score the lfss_toy grid's circle support masks")
+    parser.add_argument("--diagnose", action="store_true", help="mask area, precision, recall and attention peak, fold 0")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    provenance = run_provenance("cpu")
+    if args.diagnose:
+        lines = [f"What LFSS's refiner does to the query's pseudo masks (toy tier, fold 0, 1-shot, {args.episodes} test "
+                 "episodes, `toy-rn` MaskCLIP with the vocabulary rule; `python benchmarks/lfss_pseudo_masks.py --diagnose`): "
+                 "per query on the 8 x 8 feature grid, mask area in cells, precision and recall against the ground truth "
+                 "resized there (nearest), and the mean largest weight of Eq. 4's attention (1/64 = 0.016 is uniform).", "",
+                 "| mask | area (cells) | precision | recall | attention peak |", "|---|---|---|---|---|",
+                 *refiner_diagnosis(args.episodes), "",
+                 f"Produced with torch {provenance['torch']}; commit {provenance['commit']}; device cpu."]
+        out = RESULTS / "lfss_refiner_diagnosis_toy.md"
+        out.write_text("\n".join(lines) + "\n")
+        print("\n".join(lines) + f"\n-> {out}")
+        return
+    if args.trained:
+        lines = [f"LFSS support masks of the trained lfss_toy models (toy tier, 1-shot, {args.episodes} test episodes of "
+                 "each model's fold; `python benchmarks/lfss_pseudo_masks.py --trained`): mIoU (%) of the supports' "
+                 "initial and refined pseudo masks and of the first circle pass's prediction, which supports the query.",
+                 "", "| variant | fold | initial | refined | predicted (circle pass 1) |", "|---|---|---|---|---|",
+                 *trained_masks(args.episodes), "",
+                 f"Produced with torch {provenance['torch']}; commit {provenance['commit']}; device cpu."]
+        out = RESULTS / "lfss_circle_masks_toy.md"
+        out.write_text("\n".join(lines) + "\n")
+        print("\n".join(lines) + f"\n-> {out}")
+        return
     rows: dict[str, list[float]] = {}
     for fold in range(4):
         for clip, rule in SETTINGS:
@@ -57,7 +141,6 @@ def main() -> None:
              "| generator | pseudo_mask | image | mask | fold 0 | fold 1 | fold 2 | fold 3 | mean |", "|---|---|---|---|---|---|---|---|---|"]
     for key, values in sorted(rows.items(), key=lambda item: " support " in item[0]):  # queries first
         lines.append(f"{key} " + " | ".join(f"{v:.1f}" for v in values) + f" | {sum(values) / len(values):.1f} |")
-    provenance = run_provenance("cpu")
     lines += ["", f"Produced with torch {provenance['torch']}; commit {provenance['commit']}; device cpu."]
     out = RESULTS / "lfss_pseudo_masks_toy.md"
     out.write_text("\n".join(lines) + "\n")

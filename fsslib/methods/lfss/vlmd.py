@@ -130,12 +130,11 @@ def mix_foreground_prototypes(support: torch.Tensor, query: torch.Tensor, alpha:
     return alpha * support + (1 - alpha) * query
 
 
-def background_prototypes(features: torch.Tensor, masks: torch.Tensor, attention: str = "dot") -> torch.Tensor:
-    """Eq. 4 (see the module docstring): per-pixel background prototypes (N, C, h, w).
+def background_attention(features: torch.Tensor, masks: torch.Tensor, attention: str = "dot") -> torch.Tensor:
+    """Eq. 4's attention weights (N, hw, hw): row p is pixel p's softmax over the positions j of ``F_b = F * (1 - M)``.
 
-    features: (N, C, h, w); masks: (N, h, w) bool initial foreground. Pixel p's prototype is
-    ``sum_j softmax_j(s(F_p, F_b,j)) F_b,j`` over all positions j, ``F_b = F * (1 - M)``, with
-    ``s`` the dot product (``attention="dot"``) or 2 x the cosine (``"ssp_cosine"``).
+    features: (N, C, h, w); masks: (N, h, w) bool initial foreground; scores are the dot products
+    (``attention="dot"``) or 2 x the cosines (``"ssp_cosine"``).
     """
     pixels = features.flatten(2).transpose(1, 2)  # (N, hw, C)
     background = pixels * (~masks).flatten(1).unsqueeze(-1).to(pixels.dtype)  # (N, hw, C): F_b
@@ -145,7 +144,17 @@ def background_prototypes(features: torch.Tensor, masks: torch.Tensor, attention
         scores = SSP_COSINE_SCALE * F.normalize(pixels, dim=-1) @ F.normalize(background, dim=-1).transpose(1, 2)
     else:
         raise unknown("LFSS refiner attention", attention, BACKGROUND_ATTENTIONS)
-    return (scores.softmax(dim=-1) @ background).transpose(1, 2).reshape(features.shape)
+    return scores.softmax(dim=-1)
+
+
+def background_prototypes(features: torch.Tensor, masks: torch.Tensor, attention: str = "dot") -> torch.Tensor:
+    """Eq. 4 (see the module docstring): per-pixel background prototypes (N, C, h, w).
+
+    features: (N, C, h, w); masks: (N, h, w) bool initial foreground. Pixel p's prototype is
+    ``sum_j softmax_j(s(F_p, F_b,j)) F_b,j`` over all positions j (:func:`background_attention`).
+    """
+    background = features.flatten(2).transpose(1, 2) * (~masks).flatten(1).unsqueeze(-1).to(features.dtype)  # F_b
+    return (background_attention(features, masks, attention) @ background).transpose(1, 2).reshape(features.shape)
 
 
 def reassign(features: torch.Tensor, foreground_prototype: torch.Tensor, masks: torch.Tensor,
