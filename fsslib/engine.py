@@ -62,12 +62,14 @@ def save_checkpoint(path: Path, state: dict) -> None:
 @torch.no_grad()
 def evaluate_model(model: FewShotSegmenter, dataset: EpisodeDataset, cfg: Config, device: torch.device,
                    description: str = "eval") -> dict:
-    """Run every episode of ``dataset``; returns the :class:`FewShotMeter` summary plus throughput."""
+    """Run every episode of ``dataset``; returns the :class:`FewShotMeter` summary plus throughput and the
+    model's :meth:`~fsslib.methods.base.FewShotSegmenter.diagnostics` (when it counts any)."""
     benchmark = dataset.source.benchmark
     meter = FewShotMeter(dataset.classes, {c: benchmark.class_name(c) for c in dataset.classes})
     loader = DataLoader(dataset, batch_size=cfg.eval_batch_size, collate_fn=collate_episodes, num_workers=cfg.num_workers)
     was_training = model.training
     model.eval()
+    model.reset_diagnostics()
     start = time.perf_counter()
     for batch in tqdm(loader, desc=description, disable=not cfg.progress, leave=False):
         with autocast(device, cfg.amp):
@@ -75,4 +77,6 @@ def evaluate_model(model: FewShotSegmenter, dataset: EpisodeDataset, cfg: Config
         score_at_label_size(meter, logits, batch.query_labels, batch.class_ids, lambda up: up.argmax(1))
     elapsed = time.perf_counter() - start
     model.train(was_training)
-    return {**meter.summary(), "episodes_per_s": meter.episodes / max(elapsed, 1e-9)}
+    diagnostics = model.diagnostics()
+    return {**meter.summary(), "episodes_per_s": meter.episodes / max(elapsed, 1e-9),
+            **({"diagnostics": diagnostics} if diagnostics else {})}

@@ -83,6 +83,9 @@ def run(cfg: Config | None = None, **overrides) -> dict:
         "fold": cfg.fold, "ways": cfg.ways, "shots": cfg.shots, "seed": cfg.seed, "seeds": seeds, "checkpoint": cfg.ckpt,
         **run_provenance(device),
     }
+    diagnostics = [r["diagnostics"] for r in runs if "diagnostics" in r]
+    if diagnostics:  # counts the method reports (e.g. LFSS's empty pseudo masks), summed over the seeds
+        metrics["diagnostics"] = {key: sum(d[key] for d in diagnostics) for key in diagnostics[0]}
     if len(runs) > 1:
         metrics["miou_std"] = statistics.stdev(r["miou"] for r in runs)
         metrics["fbiou_std"] = statistics.stdev(r["fbiou"] for r in runs)

@@ -402,7 +402,7 @@ def test_load_fsslib_checkpoint_by_path_and_toy_name(vit, tmp_path, monkeypatch)
 def test_toy_format_checkpoint_with_word_vocabulary(arch, tmp_path, monkeypatch):
     """A checkpoint in the toy format (word vocabulary) goes through fsslib.clip.toy's
     builder and tokenizer; toy-rn has feature stride 8."""
-    vocab = ["a", "photo", "of", "without", "red", "circle"]
+    vocab = ["a", "photo", "of", "without", "red", "circle", "."]
     cfg = toy.default_model_cfg(arch, image_size=64, vocab_size=len(vocab) + 4, context_length=8)
     model = toy.build_toy_clip(cfg)
     torch.save({"model_cfg": cfg, "state_dict": model.state_dict(), "vocab": vocab, "context_length": 8,
@@ -414,6 +414,8 @@ def test_toy_format_checkpoint_with_word_vocabulary(arch, tmp_path, monkeypatch)
     torch.testing.assert_close(encode_image(bundle, images), bundle.model.encode_image(prepare_images(bundle, images)))
     assert maskclip_features(bundle, images).shape == (2, bundle.embed_dim, 8, 8)
     assert prompt_embeddings(bundle, ["a photo of red circle."]).shape == (1, bundle.embed_dim)
+    with pytest.raises(ClipInputError, match=r"(?s)does not know the word\(s\) \['cat', 'zebra'\].*'circle'"):
+        class_embeddings(bundle, ["zebra", "red cat"], ["a photo of {}."])  # would be <unk>: a clear error instead
 
 
 @pytest.mark.parametrize("name", ["toy-vit", "toy-rn"])

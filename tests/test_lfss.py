@@ -420,3 +420,22 @@ def test_bf16_autocast_keeps_the_refiner_and_clustering_in_float32(toy_lfss):
     assert features.query.dtype == torch.bfloat16  # the learnable convolution does run in bf16
     assert prototypes.dtype == torch.float32 and masks.query.dtype == torch.bool
     toy_lfss.zero_grad(set_to_none=True)
+
+
+def test_empty_pseudo_masks_stay_finite_and_are_counted_in_the_metrics(toy_root, monkeypatch):
+    """MaskCLIP finding nothing anywhere: no crash, no NaN, and metrics.json says how often it happened."""
+    cfg = make_config(method="lfss", backbone_weights="random", eval_batch_size=4, progress=False)
+    model = build_method(cfg)
+    monkeypatch.setattr(model.pseudo_masks, "forward",
+                        lambda images, class_ids, size: torch.zeros(len(images), *size, dtype=torch.bool))
+    batch = fabricated_batch()
+    model.train()
+    loss = model.loss(batch)
+    loss.backward()
+    assert math.isfinite(loss.item())
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    episodes = EpisodeDataset(open_source(cfg, "test"), cfg.fold, 1, cfg.image_size, 8, cfg.seed)
+    summary = evaluate_model(model, episodes, cfg, torch.device("cpu"))
+    assert math.isfinite(summary["miou"])
+    assert summary["diagnostics"] == {"empty_query_pseudo_masks": 8, "empty_support_pseudo_masks": 8,
+                                      "query_images": 8, "support_images": 8}

@@ -37,6 +37,14 @@ def _check_strings(values: Sequence[str], what: str) -> tuple[str, ...]:
 def encode_prompts(bundle: ClipBundle, prompts: Sequence[str], batch_size: int = DEFAULT_TEXT_BATCH) -> Tensor:
     """Raw (unnormalised) text embeddings (n, D) of prompts, ceil(n / batch_size) forward passes."""
     prompts = _check_strings(prompts, "prompts")
+    unknown_words = getattr(bundle.tokenizer, "unknown_words", None)  # word-level tokenizers (the toy CLIPs) only
+    if unknown_words is not None:
+        unknown = sorted({word for prompt in prompts for word in unknown_words(prompt)})
+        if unknown:
+            raise ClipInputError(
+                f"The toy CLIP's text tower does not know the word(s) {unknown}: they would all be encoded as the "
+                "same unknown token, and the prompt would mean nothing.",
+                f"use words of its vocabulary (the toy world's class names are made of them): {sorted(bundle.tokenizer.vocab)}.")
     chunks = []
     with torch.no_grad():
         for start in range(0, len(prompts), batch_size):

@@ -69,6 +69,10 @@ class WordTokenizer:
         self.eot_id = 3 + len(self.vocab)
         self.vocab_size = self.eot_id + 1
 
+    def unknown_words(self, text: str) -> list[str]:
+        """The words of ``text`` outside the vocabulary (they would be encoded as UNK)."""
+        return [word for word in split_words(text) if word not in self.word_to_id]
+
     def encode(self, text: str) -> list[int]:
         """Token ids of one text with SOT/EOT, truncated to the context length."""
         ids = [self.word_to_id.get(word, self.unk_id) for word in split_words(text)]

@@ -48,10 +48,19 @@ class FewShotSegmenter(HoldsFrozen, metaclass=ABCMeta):
     """An N-way K-shot segmenter: ``forward(batch) -> (B, 1 + N, H, W)`` logits at the input size.
 
     ``trainable = False`` marks training-free methods (the evaluator then needs no checkpoint).
-    Subclasses with extra losses (e.g. auxiliary heads) override :meth:`loss`.
+    Subclasses with extra losses (e.g. auxiliary heads) override :meth:`loss`; those that count
+    events worth reporting (e.g. LFSS's empty pseudo masks) override :meth:`diagnostics`, which
+    the evaluator writes to ``metrics.json``.
     """
 
     trainable: bool = True
+
+    def reset_diagnostics(self) -> None:
+        """Start counting afresh (the evaluator calls it before its first episode)."""
+
+    def diagnostics(self) -> dict[str, int | float]:
+        """Counts gathered since :meth:`reset_diagnostics` (none by default)."""
+        return {}
 
     @abstractmethod
     def segment(self, batch: OneWayBatch) -> torch.Tensor:

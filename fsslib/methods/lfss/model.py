@@ -51,6 +51,13 @@ silent, each module docstring says what fsslib chose. The choices made here:
   the rows differ only in the prototypes; ``refine=False`` uses the initial MaskCLIP masks;
   ``ccm=False`` keeps M_RCM only (the paper's baseline "global prototype + RCM"; Sec. 4.4's
   "w/ RCM").
+* Empty pseudo masks (MaskCLIP finds nothing, or the refiner removes every cell) are handled,
+  not special-cased: masked average pooling divides by the area plus 5e-4, so an empty mask
+  gives a zero prototype; DPS falls back to that one prototype; cosines with a zero vector are 0
+  (eps 1e-7); an empty query mask gives CCM uniform attention, so ``P_a`` is the support's
+  masked average. Nothing is NaN; the circle's first pass then predicts the support from a
+  query that has no prototype. :meth:`LFSS.diagnostics` counts the empty refined masks, and
+  the evaluator writes the counts to ``metrics.json``.
 * ``support_masks="ground_truth"`` (beyond the paper, for comparison only): the supports'
   ground-truth masks (nearest-resized to the feature grid) replace their pseudo masks -- in the
   refiner's ``P_s^f`` too, and they are not refined themselves -- and support the query
@@ -129,6 +136,16 @@ class LFSS(FewShotSegmenter):
         self.dps, self.refine, self.ccm = dps, refine, ccm
         self.support_mask_source = support_masks
         self.refiner_level, self.refiner_attention = refiner_level, refiner_attention
+        self.reset_diagnostics()
+
+    def reset_diagnostics(self) -> None:
+        self.empty_masks = {"query": 0, "support": 0}  # refined pseudo masks with no foreground cell
+        self.masked_images = {"query": 0, "support": 0}
+
+    def diagnostics(self) -> dict[str, int]:
+        """How often a pseudo mask came out empty (MaskCLIP found nothing, or the refiner removed it all)."""
+        return {f"empty_{kind}_pseudo_masks": self.empty_masks[kind] for kind in ("query", "support")} | {
+            f"{kind}_images": self.masked_images[kind] for kind in ("query", "support")}
 
     def pseudo_masks_of(self, batch: OneWayBatch, levels: dict[str, torch.Tensor]) -> PseudoMasks:
         """VLMD on B episodes: initial MaskCLIP masks and refined masks (Eqs. 2-5) on the feature grid.
@@ -155,6 +172,10 @@ class LFSS(FewShotSegmenter):
                 support_masks, self.alpha, self.refiner_attention)
             if self.support_mask_source == "pseudo":  # ground truth is kept as it is
                 support_masks = refined_support
+        self.empty_masks["query"] += int((~query_masks.flatten(1).any(dim=1)).sum())
+        self.empty_masks["support"] += int((~support_masks.flatten(2).any(dim=2)).sum())
+        self.masked_images["query"] += query_masks.shape[0]
+        self.masked_images["support"] += support_masks.shape[0] * support_masks.shape[1]
         return PseudoMasks(initial_query=initial_query, initial_support=initial_support, query=query_masks,
                            support=support_masks)
 
