@@ -44,12 +44,23 @@ def random_vit_b16():
     return load_clip("ViT-B-16")
 
 
+@pytest.fixture(scope="session")
+def random_rn50_clip():
+    """open_clip RN50 (the modified ResNet LFSS's MaskCLIP uses) with random weights, built once per session."""
+    from fsslib.clip import load_clip
+
+    return load_clip("RN50")
+
+
 @pytest.fixture
-def paper_models(monkeypatch, random_resnet50, random_vit_b16):
+def paper_models(monkeypatch, random_resnet50, random_vit_b16, random_rn50_clip):
     """Make the methods' ``build`` use the session's random paper-size models instead of building new ones."""
+    import fsslib.methods.lfss as lfss
     import fsslib.methods.pfenet as pfenet
     import fsslib.methods.piclip as piclip
+    import fsslib.methods.qgnet as qgnet
 
-    for module in (pfenet, piclip):
+    for module in (pfenet, piclip, lfss, qgnet):
         monkeypatch.setattr(module, "build_backbone", lambda name, weights=None: random_resnet50)
     monkeypatch.setattr(piclip, "load_clip", lambda name, pretrained=None, checkpoint=None: random_vit_b16)
+    monkeypatch.setattr(lfss, "load_clip", lambda name, pretrained=None, checkpoint=None: random_rn50_clip)

@@ -439,3 +439,20 @@ def test_empty_pseudo_masks_stay_finite_and_are_counted_in_the_metrics(toy_root,
     assert math.isfinite(summary["miou"])
     assert summary["diagnostics"] == {"empty_query_pseudo_masks": 8, "empty_support_pseudo_masks": 8,
                                       "query_images": 8, "support_images": 8}
+
+
+@pytest.mark.slow
+def test_paper_tier_shapes_with_random_rn50_clip_and_resnet50(paper_models):
+    """Sec. 4.1's setting at 400 x 400: ResNet-50's 50 x 50 grid, MaskCLIP on RN50, PASCAL's vocabulary."""
+    torch.manual_seed(0)
+    model = build_method(make_config(method="lfss", preset="paper"))
+    assert len(model.pseudo_masks.vocabulary) == 20 + 5  # PASCAL's classes and MaskCLIP's background names
+    batch = fabricated_batch(batch_size=1, size=400)
+    model.train()
+    loss = model.loss(batch)
+    loss.backward()
+    assert math.isfinite(loss.item())
+    with torch.no_grad():
+        features = model.eval().encode(batch.one_way())
+        assert features.query.shape == (1, 256, 50, 50) and features.support_masks.shape == (1, 1, 50, 50)
+        assert model(batch).shape == (1, 2, 400, 400)

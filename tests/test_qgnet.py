@@ -91,3 +91,19 @@ def test_moco_checkpoints_load_the_key_encoder_without_its_head(tmp_path):
     torch.save(net.state_dict(), tmp_path / "imagenet.pth")
     with pytest.raises(CheckpointError, match="MoCo"):
         load_moco_resnet50(tmp_path / "imagenet.pth")
+
+
+@pytest.mark.slow
+def test_paper_tier_shapes_with_random_resnet50s(paper_models):
+    """473 x 473, ResNet-50 bridge and prior extractor (random), both region maps into the FEM at 60 x 60."""
+    torch.manual_seed(0)
+    cfg = make_config(method="qgnet", preset="paper", options={"prior_extractor": "random"})
+    assert (cfg.optimizer, cfg.lr, cfg.batch_size, cfg.image_size, cfg.epochs) == ("sgd", 0.0025, 4, 473, 200)
+    model = build_method(cfg).eval()
+    batch = fabricated_batch(batch_size=1, size=473)
+    with torch.no_grad():
+        logits, auxiliary = model.predict(batch.one_way())
+    assert logits.shape == (1, 2, 60, 60) and len(auxiliary) == 4
+    assert model.decoder.init_merge[0][0].in_channels == 2 * 256 + 2
+    with pytest.raises(CheckpointError, match="prior extractor"):
+        build_method(make_config(method="qgnet", preset="paper"))
