@@ -13,8 +13,8 @@ import typing
 from dataclasses import fields
 from pathlib import Path
 
-import torch
 
+from fsslib.pretrain.command import add_run_flags, parse_run
 from fsslib.pretrain.qgnet_prior.metrics import acceptance_metrics
 from fsslib.pretrain.qgnet_prior.train import CLI, PriorSettings, train_prior_extractor
 
@@ -30,23 +30,16 @@ def build_parser() -> argparse.ArgumentParser:
                             help=setting.metadata["help"])
     parser.add_argument("--cache", type=Path, default=None, help="folder to keep the superpixels in")
     parser.add_argument("--workers", type=int, default=2, help="processes computing the superpixels")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--evaluate", type=Path, metavar="CKPT", help="recompute the acceptance metrics of CKPT")
-    parser.add_argument("--no-progress", action="store_true")
+    add_run_flags(parser, "recompute the acceptance metrics of CKPT")
     return parser
 
 
 def main(argv: list[str]) -> None:
     """Run ``toy-qgnet-prior`` with the arguments that follow its name."""
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.evaluate:
-        print(json.dumps(acceptance_metrics(args.evaluate), indent=1))
+    args = parse_run(parser, argv, acceptance_metrics)
+    if args is None:
         return
-    if args.out is None:
-        parser.error("give --out PATH (to train) or --evaluate CKPT")
     settings = PriorSettings(**{f.name: getattr(args, f.name) for f in fields(PriorSettings)})
     metadata = train_prior_extractor(args.out, settings, args.cache, progress=not args.no_progress,
                                      command=f"{CLI} {shlex.join(argv)}", workers=args.workers)

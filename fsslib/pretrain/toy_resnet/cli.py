@@ -10,8 +10,8 @@ import json
 import shlex
 from pathlib import Path
 
-import torch
 
+from fsslib.pretrain.command import add_run_flags, parse_run
 from fsslib.pretrain.toy_resnet.metrics import evaluate_checkpoint
 from fsslib.pretrain.toy_resnet.train import CLI, train_toy_backbone
 
@@ -27,23 +27,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lr", type=float, default=4e-3)
     parser.add_argument("--weight-decay", type=float, default=0.01)
     parser.add_argument("--warmup-steps", type=int, default=50)
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--evaluate", type=Path, metavar="CKPT", help="recompute the held-out metrics of CKPT")
-    parser.add_argument("--no-progress", action="store_true")
+    add_run_flags(parser, "recompute the held-out metrics of CKPT")
     return parser
 
 
 def main(argv: list[str]) -> None:
     """Run ``toy-resnet`` with the arguments that follow its name."""
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.evaluate:
-        print(json.dumps(evaluate_checkpoint(args.evaluate), indent=1))
+    args = parse_run(parser, argv, evaluate_checkpoint)
+    if args is None:
         return
-    if args.out is None:
-        parser.error("give --out PATH (to train) or --evaluate CKPT")
     metadata = train_toy_backbone(args.out, args.steps, args.seed, args.batch_size, args.pool_size, args.lr,
                                   args.weight_decay, args.warmup_steps, progress=not args.no_progress,
                                   command=f"{CLI} {shlex.join(argv)}")
