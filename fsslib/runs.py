@@ -241,7 +241,7 @@ def comparison_table(rows: list[dict[str, Any]], beside: list[dict[str, Any]]) -
         values = [float(entry[f"fold {f}"]) for f in folds if f"fold {f}" in entry]
         entry.update({f"fold {f}": entry.get(f"fold {f}", "") for f in folds})
         entry["mean"] = f"{sum(values) / len(values):.1f}" if len(values) == len(folds) else ""
-    return sorted(table.values(), key=lambda e: (e["ways"], e["shots"], e["method"] != "all-foreground", e["method"]))
+    return sorted(table.values(), key=lambda e: (int(e["ways"]), int(e["shots"]), e["method"] != "all-foreground", e["method"]))
 
 
 def write_table(rows: list[dict[str, Any]], stem: Path, curves: dict[str, list[dict]] | None = None,
