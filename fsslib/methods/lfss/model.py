@@ -144,7 +144,7 @@ class LFSS(FewShotSegmenter):
 
     def diagnostics(self) -> dict[str, int]:
         """How often a pseudo mask came out empty (MaskCLIP found nothing, or the refiner removed it all)."""
-        return {f"empty_{kind}_pseudo_masks": self.empty_masks[kind] for kind in ("query", "support")} | {
+        return {f"empty_{kind}_pseudo_masks": int(self.empty_masks[kind]) for kind in ("query", "support")} | {
             f"{kind}_images": self.masked_images[kind] for kind in ("query", "support")}
 
     def pseudo_masks_of(self, batch: OneWayBatch, levels: dict[str, torch.Tensor]) -> PseudoMasks:
@@ -172,8 +172,9 @@ class LFSS(FewShotSegmenter):
                 support_masks, self.alpha, self.refiner_attention)
             if self.support_mask_source == "pseudo":  # ground truth is kept as it is
                 support_masks = refined_support
-        self.empty_masks["query"] += int((~query_masks.flatten(1).any(dim=1)).sum())
-        self.empty_masks["support"] += int((~support_masks.flatten(2).any(dim=2)).sum())
+        # device tensors: no host sync per batch; diagnostics() reads them once
+        self.empty_masks["query"] = self.empty_masks["query"] + (~query_masks.flatten(1).any(dim=1)).sum()
+        self.empty_masks["support"] = self.empty_masks["support"] + (~support_masks.flatten(2).any(dim=2)).sum()
         self.masked_images["query"] += query_masks.shape[0]
         self.masked_images["support"] += support_masks.shape[0] * support_masks.shape[1]
         return PseudoMasks(initial_query=initial_query, initial_support=initial_support, query=query_masks,

@@ -26,7 +26,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from skimage.segmentation import felzenszwalb, slic
 
 from fsslib.errors import unknown
@@ -139,13 +138,3 @@ def patch_crops(images: torch.Tensor, segments: torch.Tensor, boxes: torch.Tenso
     no_flip = torch.zeros(len(images), dtype=torch.bool)
     return resized_crops(filled, torch.as_tensor(boxes)[rows, chosen], no_flip, size).clamp(0, 1)
 
-
-def segment_masks(segments: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
-    """(B, 1, H, W) float masks of the chosen segments (for the mask-pooled option and for figures)."""
-    return (segments == chosen[:, None, None]).unsqueeze(1).float()
-
-
-def pooled_segment_features(features: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    """DetCon-style option: average of (B, C, h, w) features under (B, 1, H, W) masks resized to h x w -> (B, C)."""
-    weights = F.adaptive_avg_pool2d(masks, features.shape[-2:])  # (B, 1, h, w): the mask's share of every cell
-    return (features * weights).sum(dim=(2, 3)) / weights.sum(dim=(2, 3)).clamp(min=1e-6)
