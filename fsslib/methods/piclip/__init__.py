@@ -24,7 +24,7 @@ from __future__ import annotations
 from fsslib.clip import load_clip
 from fsslib.data.benchmarks import get_benchmark
 from fsslib.methods.base import MethodConfig
-from fsslib.methods.pfenet import PFENet
+from fsslib.methods.pfenet import TOY_TRAINING, PFENet
 from fsslib.methods.piclip.model import ClipPriors
 from fsslib.methods.piclip.quality import prior_quality
 from fsslib.models.backbones import build_backbone
@@ -37,8 +37,7 @@ DEFAULT_OPTIONS = {
 }
 SUPPORT_ANNOTATION = "pixel masks + class names"  # the VTP prompts name the class
 PRESETS = {
-    "toy": dict(epochs=30, episodes_per_epoch=480, val_episodes=300, batch_size=8,
-                options={"feature_dim": 64, "clip": "toy-vit", "clip_pretrained": None}),
+    "toy": dict(**TOY_TRAINING, options={"feature_dim": 64, "clip": "toy-vit", "clip_pretrained": None}),
     # PI-CLIP trains 30 epochs (Sec. 4.1), batch 4 for 1-shot (2 for 5-shot: set batch_size=2), tau = 0.01
     # PI-CLIP follows BAM's rule: training images that contain a novel class are dropped
     "paper": dict(epochs=30, novel_rule="bam", options={"feature_dim": 256, "clip": "ViT-B-16", "clip_pretrained": "openai",

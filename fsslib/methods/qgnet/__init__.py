@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from fsslib.errors import CheckpointError, unknown
 from fsslib.methods.base import MethodConfig
-from fsslib.methods.pfenet import PFENet
+from fsslib.methods.pfenet import TOY_TRAINING, PFENet
 from fsslib.methods.qgnet.model import PROJECTIONS, QgnetOptionError, RegionMaps, prior_region_map
 from fsslib.models.backbones import MultiLevelBackbone, ToyResNet, build_backbone, load_moco_resnet50, load_toy_resnet
 from fsslib.paths import CHECKPOINT_DIR
@@ -34,7 +34,7 @@ PRIOR_PATCHES = ("slic", "felzenszwalb", "global_only", "local_only")
 DEFAULT_OPTIONS = {"prior_extractor": None, "prior_patches": "slic", "moco_encoder": "encoder_k", "projection": "none",
                    "feature_dim": 256, "dropout": 0.5}
 PRESETS = {
-    "toy": dict(epochs=30, episodes_per_epoch=480, val_episodes=300, batch_size=8, options={"feature_dim": 64}),
+    "toy": dict(**TOY_TRAINING, options={"feature_dim": 64}),
     # the official code's: PFENet's recipe (SGD 0.0025, poly 0.9, batch 4, 200 epochs, 473 x 473, ResNet-50)
     "paper": dict(options={"feature_dim": 256}),
 }
