@@ -11,7 +11,6 @@ import torch.nn.functional as F
 from fsslib.models.backbones import ToyResNet, load_toy_resnet
 from fsslib.pretrain import PRETRAINERS
 from fsslib.pretrain.losses import info_nce
-from fsslib.pretrain.qgnet_prior.augment import aug_plus, gaussian_blur, resized_crops, rotate_hue
 from fsslib.pretrain.qgnet_prior.moco import GlobalLocalMoCo
 from fsslib.pretrain.qgnet_prior.patches import _segment_table, patch_crops, sample_segments, superpixels
 from fsslib.pretrain.qgnet_prior.train import PriorSettings, train_prior_extractor, training_images
@@ -90,27 +89,6 @@ def test_superpixels_cover_the_toy_scene_and_the_table_keeps_the_largest_first()
         assert relabelled.shape == (64, 64) and relabelled.min() == 0
         kept = areas[areas > 0]
         assert kept.sum() == 64 * 64 and (np.diff(kept) <= 0).all() and len(kept) >= 3
-
-
-def test_aug_plus_parts_against_their_definitions():
-    generator = torch.Generator().manual_seed(0)
-    images = torch.rand(4, 3, 16, 16, generator=generator)
-    whole = torch.tensor([[0.5, 0.5, 1.0, 1.0]] * 4)
-    torch.testing.assert_close(resized_crops(images, whole, torch.zeros(4, dtype=torch.bool), 16), images)
-    torch.testing.assert_close(resized_crops(images, whole, torch.ones(4, dtype=torch.bool), 16), images.flip(-1))
-    primaries = torch.eye(3).T.reshape(1, 3, 1, 3)  # red, green, blue pixels
-    torch.testing.assert_close(rotate_hue(primaries, torch.tensor([1 / 3])), primaries.roll(1, dims=1))  # r->g->b
-    blurred = gaussian_blur(images, torch.tensor([0.8, 0.8, 1e-4, 0.8]))
-    torch.testing.assert_close(blurred[2], images[2])  # sigma ~ 0: unchanged
-    offsets = torch.arange(-3.0, 4.0)
-    kernel = torch.exp(-0.5 * (offsets / 0.8) ** 2)
-    kernel = kernel / kernel.sum()
-    padded = F.pad(images[:1], [3, 3, 3, 3], mode="reflect")
-    expected = F.conv2d(padded.transpose(0, 1), (kernel[:, None] * kernel[None])[None, None]).transpose(0, 1)
-    torch.testing.assert_close(blurred[:1], expected)
-    views = aug_plus(images, 12, torch.Generator().manual_seed(3))
-    again = aug_plus(images, 12, torch.Generator().manual_seed(3))
-    assert views.shape == (4, 3, 12, 12) and torch.equal(views, again) and 0 <= views.min() and views.max() <= 1
 
 
 def test_base_only_images_hold_no_novel_class():

@@ -31,6 +31,7 @@ from open_clip.transformer import ResidualAttentionBlock
 from torch import Tensor, nn
 
 from fsslib.clip.loading import ClipBundle, ClipInputError, attention_pool_grid
+from fsslib.models.vit import resize_positional_embedding
 
 REMOVED_CLASS_LOGIT = -100.0  # MaskCLIP's logit for classes removed by prompt denoising
 CLIP_TEMPERATURE = 0.01  # CLIP's learned logit scale is 100 = 1 / 0.01
@@ -68,25 +69,6 @@ def prepare_images(bundle: ClipBundle, images: Tensor) -> Tensor:
     mean = torch.tensor(bundle.mean, device=images.device).view(1, 3, 1, 1)
     std = torch.tensor(bundle.std, device=images.device).view(1, 3, 1, 1)
     return (images - mean) / std  # (B, 3, H, W)
-
-
-def resize_positional_embedding(
-    positional_embedding: Tensor, old_grid: tuple[int, int], new_grid: tuple[int, int]
-) -> Tensor:
-    """Resize a (1 + h0*w0, C) positional embedding to a (1 + h*w, C) one.
-
-    The class-token row is kept; the grid rows are resized bicubically (antialiased, as
-    open_clip does when it loads weights at a new size). Identity when the grids match.
-    """
-    old_grid, new_grid = tuple(old_grid), tuple(new_grid)
-    if old_grid == new_grid:
-        return positional_embedding
-    class_row, grid_rows = positional_embedding[:1], positional_embedding[1:]  # (1, C), (h0*w0, C)
-    channels = grid_rows.shape[-1]
-    grid = grid_rows.reshape(1, old_grid[0], old_grid[1], channels).permute(0, 3, 1, 2)  # (1, C, h0, w0)
-    grid = F.interpolate(grid.float(), size=new_grid, mode="bicubic", antialias=True, align_corners=False)
-    grid_rows = grid.permute(0, 2, 3, 1).reshape(new_grid[0] * new_grid[1], channels)  # (h*w, C)
-    return torch.cat([class_row, grid_rows.to(positional_embedding.dtype)], dim=0)
 
 
 def _require_vit(bundle: ClipBundle, what: str) -> None:
@@ -206,15 +188,30 @@ def encode_image(bundle: ClipBundle, images: Tensor) -> Tensor:
     return attention_pool(bundle.visual, _resnet_trunk(bundle.visual, prepare_images(bundle, images)))
 
 
+def _run_blocks(blocks: Sequence[nn.Module], x: Tensor, tap_block: int | None) -> tuple[Tensor, Tensor | None]:
+    """Run ViT blocks on tokens x (B, T, C); block ``tap_block`` also returns ``ln_2`` of its mid-block tokens
+    ``x + attn(ln_1(x))`` (the input of its MLP, where CLIP-DINOiser hooks its features): (x, tap or None)."""
+    tapped = None
+    for index, block in enumerate(blocks):
+        if index == tap_block:
+            mid = x + block.ls_1(block.attention(q_x=block.ln_1(x)))
+            tapped = block.ln_2(mid)
+            x = mid + block.ls_2(block.mlp(tapped))
+        else:
+            x = block(x)
+    return x, tapped
+
+
 def _dense_pass(
-    bundle: ClipBundle, pixels: Tensor, with_image_embedding: bool
-) -> tuple[Tensor | None, Tensor, Tensor, tuple[int, int]]:
+    bundle: ClipBundle, pixels: Tensor, with_image_embedding: bool, tap_block: int | None = None
+) -> tuple[Tensor | None, Tensor, Tensor, tuple[int, int], Tensor | None]:
     """One pass of the image tower on normalised pixels (B, 3, H, W), autograd left as the caller set it.
 
     Returns the image embeddings (B, D) (None unless ``with_image_embedding``), the MaskCLIP
-    dense tokens (B, N, D), the last layer's keys (B, N, C) and the grid (h, w), N = h * w
-    row-major. The image embedding is computed first, so a loss on both back-propagates
-    in the same order on every call.
+    dense tokens (B, N, D), the last layer's keys (B, N, C), the grid (h, w), N = h * w
+    row-major, and (ViT, ``tap_block`` given) block ``tap_block``'s ``ln_2`` patch tokens (B, N, C).
+    The image embedding is computed first, so a loss on both back-propagates in the same
+    order on every call.
     """
     visual = bundle.visual
     if bundle.kind == "rn":
@@ -222,18 +219,17 @@ def _dense_pass(
         image = attention_pool(visual, trunk) if with_image_embedding else None
         tokens = trunk.flatten(2).transpose(1, 2)  # (B, N, C)
         pool = visual.attnpool
-        return image, pool.c_proj(pool.v_proj(tokens)), pool.k_proj(tokens), (trunk.shape[-2], trunk.shape[-1])
+        return image, pool.c_proj(pool.v_proj(tokens)), pool.k_proj(tokens), (trunk.shape[-2], trunk.shape[-1]), None
     _require_vit(bundle, "MaskCLIP")
     x, grid = _vit_embed(visual, pixels)  # (B, 1+N, C)
     blocks = visual.transformer.resblocks
-    for block in blocks[:-1]:
-        x = block(x)
+    x, tapped = _run_blocks(blocks[:-1], x, tap_block)
     image = None
     if with_image_embedding:
         pooled, _ = visual._pool(blocks[-1](x))  # (B, C): open_clip's own pooling
         image = pooled @ visual.proj
     x, keys = _value_path_block(blocks[-1], x)
-    return image, project_tokens(bundle, x[:, 1:]), keys[:, 1:], grid
+    return image, project_tokens(bundle, x[:, 1:]), keys[:, 1:], grid, None if tapped is None else tapped[:, 1:]
 
 
 def _as_map(tokens: Tensor, grid: tuple[int, int]) -> Tensor:
@@ -250,7 +246,7 @@ def maskclip_features_and_keys(bundle: ClipBundle, images: Tensor) -> tuple[Tens
     code also sends its keys through the attention's ``out_proj`` (a side effect of how it
     extracts v); fsslib keeps the plain keys the paper describes.
     """
-    _, tokens, keys, grid = _dense_pass(bundle, prepare_images(bundle, images), with_image_embedding=False)
+    _, tokens, keys, grid, _ = _dense_pass(bundle, prepare_images(bundle, images), with_image_embedding=False)
     return _as_map(tokens, grid), _as_map(keys, grid)
 
 
@@ -265,8 +261,28 @@ def image_and_dense_embeddings(bundle: ClipBundle, images: Tensor) -> tuple[Tens
     CLIP's pretraining, :mod:`fsslib.pretrain.toy_clip`). The image embedding equals
     ``model.encode_image`` at the native size.
     """
-    image, tokens, _, _ = _dense_pass(bundle, prepare_images(bundle, images), with_image_embedding=True)
+    image, tokens, _, _, _ = _dense_pass(bundle, prepare_images(bundle, images), with_image_embedding=True)
     return image, tokens
+
+
+def maskclip_features_and_tap(bundle: ClipBundle, images: Tensor, block: int) -> tuple[Tensor, Tensor]:
+    """MaskCLIP dense features (B, D, h, w) and, from the same pass, an intermediate block's features (B, C, h, w).
+
+    The intermediate features are ``ln_2`` of block ``block``'s mid-block tokens, where
+    CLIP-DINOiser hooks its correlation and background heads (``resblocks[-3].ln_2`` of ViT-B/16
+    in wysoczanska/clip_dinoiser ``models/clip_dinoiser/clip_dinoiser.py``). ``block`` counts
+    from 0 or, negative, from the end; the last block, which MaskCLIP runs on its value path,
+    cannot be tapped.
+    """
+    _require_vit(bundle, "maskclip_features_and_tap")
+    blocks = len(bundle.visual.transformer.resblocks)
+    index = _block_indices([block], blocks)[0]
+    if index == blocks - 1:
+        raise ClipInputError(f"Block {block} is the last block, which MaskCLIP replaces by its value path.",
+                             f"tap one of blocks 0..{blocks - 2} (or -{blocks}..-2).")
+    _, tokens, _, grid, tapped = _dense_pass(bundle, prepare_images(bundle, images), with_image_embedding=False,
+                                             tap_block=index)
+    return _as_map(tokens, grid), _as_map(tapped, grid)
 
 
 @dataclass

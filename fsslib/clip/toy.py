@@ -21,6 +21,7 @@ from torch import nn
 from fsslib.clip.prompts import MASKCLIP_TEMPLATES, PICLIP_NON_TARGET_TEMPLATE, PICLIP_TARGET_TEMPLATE
 from fsslib.data.toyworld import FILLS, SHAPES
 from fsslib.errors import CheckpointError, unknown
+from fsslib.models.vit import ConvStem
 
 # ----------------------------------------------------------------------------- prompts and vocabulary
 
@@ -100,21 +101,6 @@ class WordTokenizer:
 
 
 # ----------------------------------------------------------------------------- models
-
-
-class ConvStem(nn.Sequential):
-    """Stride-8 conv stem: an optional stride-1 3x3 conv (``lead_channels`` > 0), three
-    stride-2 3x3 conv + BN + GELU layers, then a 1x1 conv to ``width``."""
-
-    def __init__(self, width: int, channels: tuple[int, ...] = (16, 32, 64), lead_channels: int = 16) -> None:
-        layers: list[nn.Module] = [nn.Conv2d(3, lead_channels, 3, padding=1)] if lead_channels else []
-        in_channels = lead_channels or 3
-        for out_channels in channels:
-            layers += [nn.Conv2d(in_channels, out_channels, 3, stride=2, padding=1, bias=False),
-                       nn.BatchNorm2d(out_channels), nn.GELU()]
-            in_channels = out_channels
-        layers.append(nn.Conv2d(in_channels, width, 1))
-        super().__init__(*layers)
 
 
 def default_model_cfg(arch: str, image_size: int = 64, vocab_size: int | None = None,

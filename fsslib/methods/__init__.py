@@ -26,6 +26,8 @@ METHODS: dict[str, str] = {
     "piclip": "fsslib.methods.piclip",
     "lfss": "fsslib.methods.lfss",
     "qgnet": "fsslib.methods.qgnet",
+    "clip-dinoiser": "fsslib.methods.clip_dinoiser",
+    "clip-dinoiser-support": "fsslib.methods.clip_dinoiser.support",
 }
 
 

@@ -9,6 +9,7 @@ The architectures and their loading stay in the model layers (``fsslib.models.ba
 * :mod:`~fsslib.pretrain.captions` -- captions of toy scenes (contrastive pretraining).
 * :mod:`~fsslib.pretrain.losses` -- contrastive and dense multiple-instance losses.
 * :mod:`~fsslib.pretrain.schedules` -- learning-rate schedules.
+* :mod:`~fsslib.pretrain.views` -- random views (MoCo v2's aug-plus, DINO's multi-crop), batched.
 * :mod:`~fsslib.pretrain.saving` -- checkpoints with a provenance JSON beside them.
 * one subpackage per stand-in, each with its training loop and acceptance metrics:
   :mod:`~fsslib.pretrain.toy_resnet` (ImageNet ResNet-50), :mod:`~fsslib.pretrain.toy_clip`

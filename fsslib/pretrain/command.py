@@ -1,8 +1,11 @@
-"""What every stand-in's command line shares: ``--threads``, ``--evaluate CKPT``, ``--no-progress`` and ``--out``."""
+"""What every stand-in's command line shares: ``--threads``, ``--evaluate CKPT``, ``--no-progress``, ``--out``,
+and one flag per field of its settings dataclass."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import typing
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,3 +32,16 @@ def parse_run(parser: argparse.ArgumentParser, argv: list[str],
     if args.out is None:
         parser.error("give --out PATH (to train) or --evaluate CKPT")
     return args
+
+
+def add_settings_flags(parser: argparse.ArgumentParser, settings_class: type) -> None:
+    """One ``--flag`` per field of a settings dataclass (type, default and ``metadata["help"]`` from the field)."""
+    hints = typing.get_type_hints(settings_class)
+    for setting in dataclasses.fields(settings_class):
+        parser.add_argument(f"--{setting.name.replace('_', '-')}", type=hints[setting.name], default=setting.default,
+                            help=setting.metadata["help"])
+
+
+def settings_from(args: argparse.Namespace, settings_class: type):
+    """The settings dataclass filled from parsed flags (see :func:`add_settings_flags`)."""
+    return settings_class(**{f.name: getattr(args, f.name) for f in dataclasses.fields(settings_class)})

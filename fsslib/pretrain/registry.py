@@ -30,5 +30,11 @@ PRETRAINERS: dict[str, Pretrainer] = {
         Pretrainer("toy-clip", "CLIP ViT-B/16 and RN50 (MaskCLIP, LFSS, PI-CLIP)", "fsslib.pretrain.toy_clip.cli"),
         Pretrainer("toy-qgnet-prior", "QGNet's prior extractor (ResNet-50, MoCo v2 + local patch loss)",
                    "fsslib.pretrain.qgnet_prior.cli"),
+        Pretrainer("toy-dino", "DINO ViT-B/16 and ViT-S/8 (CLIP-DINOiser's and FOUND's teachers)",
+                   "fsslib.pretrain.toy_dino.cli"),
+        Pretrainer("toy-found", "FOUND on DINO ViT-S/8 (CLIP-DINOiser's background teacher)",
+                   "fsslib.pretrain.toy_found.cli"),
+        Pretrainer("toy-clip-dinoiser", "CLIP-DINOiser's correlation and background heads on CLIP ViT-B/16",
+                   "fsslib.pretrain.clip_dinoiser_heads.cli"),
     )
 }

@@ -11,3 +11,8 @@ def warmup_cosine(step: int, fraction: float, warmup_steps: int) -> float:
     over the whole budget (steps or wall time).
     """
     return min(1.0, (step + 1) / warmup_steps) * 0.5 * (1 + math.cos(math.pi * fraction))
+
+
+def cosine_between(start: float, end: float, fraction: float) -> float:
+    """A value going from ``start`` (fraction 0) to ``end`` (fraction 1) on a half cosine (DINO's schedules)."""
+    return end + (start - end) * 0.5 * (1 + math.cos(math.pi * fraction))

@@ -2,7 +2,6 @@
 (Eq. 6, SLIC or Felzenszwalb), L = L_local + L_global (Eq. 7). The official QGNet release has no pretraining
 code; this is a complete one, measured on the toy tier.
 
-* :mod:`~fsslib.pretrain.qgnet_prior.augment` -- MoCo v2's aug-plus, batched.
 * :mod:`~fsslib.pretrain.qgnet_prior.patches` -- superpixels (computed once, cached) and patch crops.
 * :mod:`~fsslib.pretrain.qgnet_prior.moco` -- the encoders, queues and losses.
 * :mod:`~fsslib.pretrain.qgnet_prior.train` -- the training loop (``train_prior_extractor``).

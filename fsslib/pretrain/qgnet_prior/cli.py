@@ -9,12 +9,9 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import typing
-from dataclasses import fields
 from pathlib import Path
 
-
-from fsslib.pretrain.command import add_run_flags, parse_run
+from fsslib.pretrain.command import add_run_flags, add_settings_flags, parse_run, settings_from
 from fsslib.pretrain.qgnet_prior.metrics import acceptance_metrics
 from fsslib.pretrain.qgnet_prior.train import CLI, PriorSettings, train_prior_extractor
 
@@ -24,10 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=CLI, description="Pretrain (or evaluate) a toy QGNet prior extractor.",
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--out", type=Path, help="checkpoint to write, e.g. fsslib/checkpoints/toy_qgnet_prior_slic.pt")
-    hints = typing.get_type_hints(PriorSettings)
-    for setting in fields(PriorSettings):
-        parser.add_argument(f"--{setting.name.replace('_', '-')}", type=hints[setting.name], default=setting.default,
-                            help=setting.metadata["help"])
+    add_settings_flags(parser, PriorSettings)
     parser.add_argument("--cache", type=Path, default=None, help="folder to keep the superpixels in")
     parser.add_argument("--workers", type=int, default=2, help="processes computing the superpixels")
     add_run_flags(parser, "recompute the acceptance metrics of CKPT")
@@ -40,7 +34,7 @@ def main(argv: list[str]) -> None:
     args = parse_run(parser, argv, acceptance_metrics)
     if args is None:
         return
-    settings = PriorSettings(**{f.name: getattr(args, f.name) for f in fields(PriorSettings)})
+    settings = settings_from(args, PriorSettings)
     metadata = train_prior_extractor(args.out, settings, args.cache, progress=not args.no_progress,
                                      command=f"{CLI} {shlex.join(argv)}", workers=args.workers)
     print(json.dumps(metadata["held_out"], indent=1))

@@ -29,7 +29,7 @@ import torch
 from skimage.segmentation import felzenszwalb, slic
 
 from fsslib.errors import unknown
-from fsslib.pretrain.qgnet_prior.augment import resized_crops
+from fsslib.pretrain.views import resized_crops
 
 PATCH_METHODS = ("slic", "felzenszwalb")
 TOY_SUPERPIXELS = {  # settings for 64 x 64 toy scenes (the paper gives none for its images)

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from fsslib.data.benchmarks import get_benchmark
 from fsslib.errors import FsslibError, unknown
 from fsslib.models.backbones import ToyResNet
-from fsslib.pretrain.qgnet_prior.augment import aug_plus
+from fsslib.pretrain.views import AUG_PLUS, random_views
 from fsslib.pretrain.qgnet_prior.moco import LOSS_SETS, GlobalLocalMoCo
 from fsslib.pretrain.qgnet_prior.patches import (PATCH_METHODS, TOY_SUPERPIXELS, patch_crops, sample_segments,
                                                  superpixel_table)
@@ -112,14 +112,14 @@ def train_prior_extractor(out: str | Path, settings: PriorSettings, cache: str |
         model.update_key_encoder()
         terms = {}
         if "global" in losses_used:  # Eq. 1
-            terms["global"] = model.loss(aug_plus(batch, settings.image_size, generator),
-                                         aug_plus(batch, settings.image_size, generator), local=False, generator=generator)
+            terms["global"] = model.loss(random_views(batch, settings.image_size, generator, AUG_PLUS),
+                                         random_views(batch, settings.image_size, generator, AUG_PLUS), local=False, generator=generator)
         if "local" in losses_used:  # Eq. 6
             chosen = sample_segments(torch.from_numpy(table.areas[index.numpy()]), settings.min_patch_area, generator)
             patches = patch_crops(batch, torch.from_numpy(table.segments[index.numpy()]).long(),
                                   torch.from_numpy(table.boxes[index.numpy()]), chosen, settings.patch_size)
-            terms["local"] = model.loss(aug_plus(patches, settings.patch_size, generator),
-                                        aug_plus(patches, settings.patch_size, generator), local=True, generator=generator)
+            terms["local"] = model.loss(random_views(patches, settings.patch_size, generator, AUG_PLUS),
+                                        random_views(patches, settings.patch_size, generator, AUG_PLUS), local=True, generator=generator)
         loss = sum(terms.values())  # Eq. 7
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -1,15 +1,21 @@
-"""MoCo v2's "aug-plus" augmentations, batched: every image of a batch gets its own random parameters.
+"""Random views for self-supervised pretraining, batched: MoCo v2's aug-plus and DINO's multi-crop.
 
-facebookresearch/moco ``main_moco.py`` (``--aug-plus``) applies, per image:
-``RandomResizedCrop(224, scale=(0.2, 1.0))``, ``ColorJitter(0.4, 0.4, 0.4, 0.1)`` with p = 0.8,
-``RandomGrayscale(p=0.2)``, ``GaussianBlur(sigma in [0.1, 2.0])`` with p = 0.5 and a horizontal
-flip with p = 0.5. Here the same steps run on a (B, 3, H, W) batch in [0, 1] at once: the crops
-(with the flip folded in) as one ``grid_sample`` of per-image affine grids, the jitter as
-per-image factors (brightness, contrast, saturation; hue as a rotation of the colours about
-the grey axis, the smooth counterpart of HSV's hue shift), grayscale by a per-image
-mask, the blur as one grouped convolution with a per-image Gaussian kernel. The blur's sigma is
-given for 224-pixel images and scaled to the batch's size (0.1-2 px at 224 is 0.03-0.57 px at 64).
-The order of the jitter's four parts is fixed (torchvision shuffles it per image).
+Every image of a (B, 3, H, W) batch in [0, 1] gets its own random parameters; the steps run on
+the whole batch at once: the crops (with the flip folded in) as one ``grid_sample`` of
+per-image affine grids, the colour jitter as per-image factors (brightness, contrast,
+saturation; hue as a rotation of the colours about the grey axis, the smooth counterpart of
+HSV's hue shift), grayscale by a per-image mask, the blur as one grouped convolution with a
+per-image Gaussian kernel, solarisation by a per-image mask. The order of the jitter's four
+parts is fixed (torchvision shuffles it per image). Blur sigmas are given for 224-pixel images
+and scaled to the views' size (0.1-2 px at 224 is 0.03-0.57 px at 64).
+
+* ``AUG_PLUS`` -- facebookresearch/moco ``main_moco.py --aug-plus``: ``RandomResizedCrop(224,
+  scale=(0.2, 1.0))``, ``ColorJitter(0.4, 0.4, 0.4, 0.1)`` with p = 0.8, ``RandomGrayscale(p=0.2)``,
+  ``GaussianBlur(sigma in [0.1, 2.0])`` with p = 0.5, horizontal flip with p = 0.5 (QGNet's prior extractor).
+* ``DINO_GLOBAL_VIEWS`` / ``DINO_LOCAL_VIEW`` -- facebookresearch/dino ``main_dino.py``
+  ``DataAugmentationDINO``: two global crops (scale 0.4-1) with flip, ``ColorJitter(0.4, 0.4, 0.2, 0.1)``
+  with p = 0.8 and grayscale p = 0.2; the first always blurred, the second blurred with p = 0.1 and
+  solarised with p = 0.2; local crops (scale 0.05-0.4) blurred with p = 0.5 (the toy DINO).
 """
 from __future__ import annotations
 
@@ -19,13 +25,13 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-MOCO_IMAGE_SIZE = 224  # the size MoCo's blur sigma is given for
+BLUR_IMAGE_SIZE = 224  # the size the blur sigmas are given for (MoCo, DINO)
 GRAY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R 601, as torchvision's rgb_to_grayscale
 
 
 @dataclass(frozen=True)
-class AugPlus:
-    """MoCo v2's aug-plus settings (its defaults)."""
+class ViewAugmentation:
+    """The settings of one kind of random view (defaults: MoCo v2's aug-plus)."""
 
     crop_scale: tuple[float, float] = (0.2, 1.0)
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
@@ -35,6 +41,16 @@ class AugPlus:
     blur_sigma: tuple[float, float] = (0.1, 2.0)  # at 224 pixels
     blur_probability: float = 0.5
     flip_probability: float = 0.5
+    solarize_probability: float = 0.0
+
+
+AUG_PLUS = ViewAugmentation()
+DINO_GLOBAL_VIEWS = (
+    ViewAugmentation(crop_scale=(0.4, 1.0), jitter=(0.4, 0.4, 0.2, 0.1), blur_probability=1.0),
+    ViewAugmentation(crop_scale=(0.4, 1.0), jitter=(0.4, 0.4, 0.2, 0.1), blur_probability=0.1, solarize_probability=0.2),
+)
+DINO_LOCAL_VIEW = ViewAugmentation(crop_scale=(0.05, 0.4), jitter=(0.4, 0.4, 0.2, 0.1), blur_probability=0.5)
+SOLARIZE_THRESHOLD = 0.5  # torchvision's Solarize(128) on 8-bit images
 
 
 def _uniform(low: float, high: float, count: int, generator: torch.Generator) -> torch.Tensor:
@@ -123,14 +139,22 @@ def gaussian_blur(images: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
     return F.conv2d(padded, kernels.unsqueeze(1), groups=batch * channels).view(batch, channels, height, width)
 
 
-def aug_plus(images: torch.Tensor, size: int, generator: torch.Generator, settings: AugPlus = AugPlus()) -> torch.Tensor:
-    """One MoCo v2 view of every image: (B, 3, H, W) in [0, 1] -> (B, 3, size, size)."""
+def solarize(images: torch.Tensor, apply: torch.Tensor) -> torch.Tensor:
+    """Invert the values at or above 0.5 of the images where ``apply`` (B,) bool (DINO's ``Solarization``)."""
+    solarized = torch.where(images >= SOLARIZE_THRESHOLD, 1 - images, images)
+    return torch.where(apply.to(images.device)[:, None, None, None], solarized, images)
+
+
+def random_views(images: torch.Tensor, size: int, generator: torch.Generator,
+                 settings: ViewAugmentation = AUG_PLUS) -> torch.Tensor:
+    """One random view of every image: (B, 3, H, W) in [0, 1] -> (B, 3, size, size)."""
     count = len(images)
     boxes = crop_boxes(count, settings.crop_scale, settings.crop_ratio, generator)
     views = resized_crops(images, boxes, _coins(settings.flip_probability, count, generator), size)
     views = colour_jitter(views, settings.jitter, _coins(settings.jitter_probability, count, generator), generator)
     gray = _coins(settings.grayscale_probability, count, generator).to(views.device)[:, None, None, None]
     views = torch.where(gray, grayscale(views).expand_as(views), views)
-    sigmas = _uniform(*settings.blur_sigma, count, generator) * size / MOCO_IMAGE_SIZE
+    sigmas = _uniform(*settings.blur_sigma, count, generator) * size / BLUR_IMAGE_SIZE
     blurred = _coins(settings.blur_probability, count, generator)
-    return torch.where(blurred.to(views.device)[:, None, None, None], gaussian_blur(views, sigmas.to(views.device)), views)
+    views = torch.where(blurred.to(views.device)[:, None, None, None], gaussian_blur(views, sigmas.to(views.device)), views)
+    return solarize(views, _coins(settings.solarize_probability, count, generator)) if settings.solarize_probability else views

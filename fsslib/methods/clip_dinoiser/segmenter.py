@@ -1,0 +1,127 @@
+"""CLIP-DINOiser as a natively N-way few-shot segmenter, with text or support-image prompts.
+
+The query goes through the frozen CLIP once (MaskCLIP features F and the tapped block's
+features X, :func:`fsslib.clip.maskclip_features_and_tap`); F is pooled with the correlation
+head's correlations, scored against a vocabulary whose class 0 is the background, the background
+rule is applied, and the scores are upsampled to the input (:mod:`.model`). The vocabulary:
+
+* ``prompts="text"`` (CLIP-DINOiser, zero-shot): the background name(s) and *every* class name of
+  the benchmark, each ensembled over the 80 ImageNet templates (open-vocabulary setting, as
+  ``maskclip``); the supports are not read.
+* ``prompts="support"`` (Verriello 2024, Sec. 4.3): the background name(s) and, for each way, the
+  L2-normalised CLIP image embedding of each support image (whole image, resized to CLIP's input
+  size, no mask), averaged over the K shots and renormalised.
+* ``prompts="masked_support"`` (beyond the paper): each support's MaskCLIP features averaged under
+  its mask, so the support's background does not leak into the prompt.
+* ``prompts="text_support"`` (beyond the paper): the normalised sum of the way's text embedding
+  and its support embedding.
+
+Logits (B, 1 + N, H, W): channel n is log P(way n's class); channel 0 is the log of the largest
+other vocabulary entry (the background after the rule, or a class not in the episode), so the
+argmax assigns a pixel to way n exactly when that class wins over the whole vocabulary.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from fsslib.clip import ClipBundle, class_embeddings, encode_image, maskclip_features, maskclip_features_and_tap
+from fsslib.data.episodes import EpisodeBatch, OneWayBatch
+from fsslib.errors import unknown
+from fsslib.methods.base import FewShotSegmenter
+from fsslib.methods.clip_dinoiser.model import (DELTA, GAMMA, DinoiserHeads, apply_background, class_scores,
+                                                guided_pooling)
+
+PROMPTS = ("text", "support", "masked_support", "text_support")
+LOG_FLOOR = 1e-6  # scores below it count as log(1e-6): finite logits for the cross-entropy of the evaluator
+
+
+class ClipDinoiserSegmenter(FewShotSegmenter):
+    """Training-free CLIP-DINOiser with text or support-image class embeddings; natively N-way."""
+
+    trainable = False
+
+    def __init__(self, bundle: ClipBundle, heads: DinoiserHeads, feature_block: int, prompts: str,
+                 class_names: list[str], background_names: list[str], templates: tuple[str, ...],
+                 gamma: float = GAMMA, delta: float = DELTA, pooling: bool = True, background_head: bool = True) -> None:
+        super().__init__()
+        if prompts not in PROMPTS:
+            raise unknown("CLIP-DINOiser prompts", prompts, PROMPTS)
+        self.bundle = bundle
+        self.hold_frozen("clip", bundle.model)
+        self.hold_frozen("heads", heads)
+        self.feature_block, self.prompts = feature_block, prompts
+        self.class_names, self.background_names = list(class_names), list(background_names)
+        self.templates = templates
+        self.gamma, self.delta, self.pooling, self.background_head = gamma, delta, pooling, background_head
+
+    # ------------------------------------------------------------------ prompts
+
+    def text_embeddings(self, names: list[str]) -> torch.Tensor:
+        """(n, D) template-ensembled, normalised text embeddings."""
+        return class_embeddings(self.bundle, names, self.templates)
+
+    def support_embeddings(self, support_images: torch.Tensor, support_masks: torch.Tensor) -> torch.Tensor:
+        """(B, N, D) normalised prompts of supports (B, N, K, 3, H, W) with masks (B, N, K, H, W)."""
+        batch, ways, shots = support_images.shape[:3]
+        images = support_images.flatten(0, 2)  # (B*N*K, 3, H, W)
+        if self.prompts == "masked_support":
+            dense = maskclip_features(self.bundle, images)  # (BNK, D, h, w)
+            masks = (support_masks.flatten(0, 2) == 1).float()[:, None]  # (BNK, 1, H, W)
+            weights = F.interpolate(masks, size=dense.shape[-2:], mode="area")  # share of mask in each cell
+            embeddings = (dense * weights).sum((2, 3)) / weights.sum((2, 3)).clamp(min=LOG_FLOOR)  # (BNK, D)
+        else:
+            size = (self.bundle.image_size, self.bundle.image_size)
+            resized = F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=True)
+            embeddings = encode_image(self.bundle, resized.clamp(0, 1))  # (BNK, D)
+        embeddings = F.normalize(embeddings.float(), dim=-1).view(batch, ways, shots, -1).mean(dim=2)
+        return F.normalize(embeddings, dim=-1)  # (B, N, D)
+
+    def vocabulary(self, batch: EpisodeBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Class embeddings (B, V, D), background name(s) first, and each way's index into them (B, N)."""
+        background = self.text_embeddings(self.background_names)  # (nb, D)
+        first = len(self.background_names)
+        if self.prompts == "text":
+            classes = self.text_embeddings(self.class_names)  # (C, D)
+            vocabulary = torch.cat([background, classes])[None].expand(len(batch), -1, -1)
+            return vocabulary, first + batch.class_ids.to(vocabulary.device) - 1
+        ways = self.support_embeddings(batch.support_images, batch.support_masks)  # (B, N, D)
+        if self.prompts == "text_support":
+            names = [name for episode in batch.class_names for name in episode]
+            text = self.text_embeddings(names).view(len(batch), batch.ways, -1).to(ways.device)
+            ways = F.normalize(ways + text, dim=-1)
+        vocabulary = torch.cat([background.to(ways.device)[None].expand(len(batch), -1, -1), ways], dim=1)
+        index = first + torch.arange(batch.ways, device=ways.device)
+        return vocabulary, index[None].expand(len(batch), -1)
+
+    # ------------------------------------------------------------------ segmentation
+
+    def scores(self, query_images: torch.Tensor, vocabulary: torch.Tensor) -> torch.Tensor:
+        """(B, 1 + V - nb, h, w) scores at the feature grid: background names merged into class 0, the rule applied."""
+        dense, tapped = maskclip_features_and_tap(self.bundle, query_images, self.feature_block)
+        if self.pooling:
+            dense = guided_pooling(dense, self.heads.correlation(tapped), self.gamma)  # (B, D, h, w)
+        scores = class_scores(dense, vocabulary)  # (B, V, h, w)
+        first = len(self.background_names)
+        scores = torch.cat([scores[:, :first].sum(dim=1, keepdim=True), scores[:, first:]], dim=1)
+        if self.background_head:
+            scores = apply_background(scores, self.heads.background(tapped), self.delta)
+        return scores
+
+    def forward(self, batch: EpisodeBatch) -> torch.Tensor:
+        vocabulary, way_index = self.vocabulary(batch)  # (B, V, D), (B, N)
+        scores = self.scores(batch.query_images, vocabulary)  # (B, 1 + V', h, w)
+        scores = F.interpolate(scores, size=batch.query_images.shape[-2:], mode="bilinear", align_corners=False)
+        channel = way_index - len(self.background_names) + 1  # (B, N): the ways' channels after the merge
+        index = channel[:, :, None, None].expand(-1, -1, *scores.shape[-2:])  # (B, N, H, W)
+        way_scores = scores.gather(1, index)  # (B, N, H, W)
+        others = scores.scatter(1, index, float("-inf")).amax(dim=1, keepdim=True)  # (B, 1, H, W)
+        return torch.cat([others, way_scores], dim=1).clamp(min=LOG_FLOOR).log()
+
+    def segment(self, batch: OneWayBatch) -> torch.Tensor:
+        """(B, 2, H, W) logits of binary episodes (the same computation with N = 1)."""
+        episodes = EpisodeBatch(support_images=batch.support_images[:, None], support_masks=batch.support_masks[:, None],
+                                query_images=batch.query_images, query_masks=batch.query_masks,
+                                query_labels=list(batch.query_masks), class_ids=batch.class_ids[:, None],
+                                class_names=[[name] for name in batch.class_names])
+        return self.forward(episodes)

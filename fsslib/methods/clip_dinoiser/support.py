@@ -1,0 +1,35 @@
+"""CLIP-DINOiser with support images (Verriello 2024): ``build(cfg)``, ``PRESETS``, ``VARIANTS``.
+
+The paper replaces CLIP-DINOiser's text class embeddings with the L2-normalised CLIP image
+embeddings of the support images (its Sec. 4.3: the whole image resized to 224, no mask); fsslib
+averages them over the K shots and scores N-way K-shot episodes. Its public fork does not run and
+its reported 4.8% / 4.1% mIoU was scored against the query image instead of its mask
+(``shared/reference``), so there is no valid published number to compare with.
+
+Options: those of ``clip-dinoiser`` (:mod:`fsslib.methods.clip_dinoiser`) with ``prompts="support"``.
+``VARIANTS``: ``masked_support`` and ``text_support`` (beyond the paper), and the ablations of guided
+pooling and of the background head.
+"""
+from __future__ import annotations
+
+from fsslib.methods.base import MethodConfig
+from fsslib.methods.clip_dinoiser import DEFAULT_OPTIONS as TEXT_OPTIONS
+from fsslib.methods.clip_dinoiser import PRESETS, build_segmenter
+from fsslib.methods.clip_dinoiser.segmenter import ClipDinoiserSegmenter
+
+SUPPORT_ANNOTATION = "images (no masks)"
+VARIANT_ANNOTATIONS = {"masked_support": "images + pixel masks", "text_support": "images + class names"}
+DEFAULT_OPTIONS = {**TEXT_OPTIONS, "prompts": "support"}
+VARIANTS = {
+    "masked_support": {"prompts": "masked_support"},
+    "text_support": {"prompts": "text_support"},
+    "no_pooling": {"pooling": False},
+    "no_background_head": {"background_head": False},
+}
+
+__all__ = ["DEFAULT_OPTIONS", "PRESETS", "SUPPORT_ANNOTATION", "VARIANTS", "VARIANT_ANNOTATIONS", "build"]
+
+
+def build(cfg: MethodConfig) -> ClipDinoiserSegmenter:
+    """The segmenter of ``clip-dinoiser`` with support-image prompts (unless an option says otherwise)."""
+    return build_segmenter(cfg, DEFAULT_OPTIONS)
