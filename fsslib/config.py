@@ -47,7 +47,9 @@ class Config:
     lr: float = 1e-3
     momentum: float = 0.9
     weight_decay: float = 1e-4
-    poly_power: float = 0.9
+    poly_power: float = 0.9  # the poly schedule's power (0: constant), unless lr_step_epochs > 0
+    lr_step_epochs: int = 0  # > 0: a step schedule instead, lr x lr_step_gamma every lr_step_epochs epochs
+    lr_step_gamma: float = 0.1
     amp: bool = True  # bf16 autocast on CUDA; always off on the CPU
     num_workers: int = 0
     # method options

@@ -3,7 +3,7 @@
     python -m fsslib.train --method prototype --preset toy --fold 0 --shots 1 --out runs/proto
     torchrun --nproc_per_node 2 -m fsslib.train ...        # DDP: one process per GPU (NCCL), or gloo with --device cpu
 
-or ``fsslib.train.run(cfg)``. SGD or AdamW with a poly schedule, bf16 autocast on CUDA,
+or ``fsslib.train.run(cfg)``. SGD or AdamW with a poly (or step) schedule, bf16 autocast on CUDA,
 a checkpoint every epoch (``last.pt``: model, optimizer, scheduler, RNG state) and the
 best one by validation mIoU (``best.pt``); ``--resume`` continues a killed run to the
 same final weights on the CPU (on CUDA, nondeterministic kernels make even two
@@ -61,6 +61,14 @@ def make_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
 def poly_schedule(optimizer: torch.optim.Optimizer, total_steps: int, power: float) -> torch.optim.lr_scheduler.LambdaLR:
     """lr = base_lr * (1 - step / total) ** power (PFENet's poly policy)."""
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1 - step / total_steps) ** power)
+
+
+def make_schedule(cfg: Config, optimizer: torch.optim.Optimizer, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """The poly schedule over the whole run, or (``lr_step_epochs > 0``) lr x ``lr_step_gamma`` every that many epochs."""
+    if cfg.lr_step_epochs > 0:
+        period = cfg.lr_step_epochs * steps_per_epoch
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: cfg.lr_step_gamma ** (step // period))
+    return poly_schedule(optimizer, cfg.epochs * steps_per_epoch, cfg.poly_power)
 
 
 def rng_state() -> dict:
@@ -151,7 +159,7 @@ def run(cfg: Config | None = None, **overrides) -> dict:
     optimizer = make_optimizer(cfg, model)
     episodes_per_rank = len(train_set) // world  # equal shards, so every rank runs the same number of steps
     steps_per_epoch = math.ceil(episodes_per_rank / cfg.batch_size)
-    scheduler = poly_schedule(optimizer, cfg.epochs * steps_per_epoch, cfg.poly_power)
+    scheduler = make_schedule(cfg, optimizer, steps_per_epoch)
 
     start_epoch, best_miou, history = 0, -1.0, []
     last_path, best_path = out / "last.pt", out / "best.pt"

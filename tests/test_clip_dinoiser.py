@@ -184,3 +184,74 @@ def test_two_way_evaluation_needs_no_checkpoint_and_writes_metrics(tiny_heads_fi
     metrics = evaluate.run(tiny_cfg(method="clip-dinoiser-support", ways=2, episodes=8, out=str(tmp_path / "cd"),
                                     options={"heads": str(tiny_heads_file)}))
     assert metrics["method"] == "clip-dinoiser-support" and metrics["ways"] == 2 and 0 <= metrics["miou"] <= 100
+
+
+@pytest.mark.slow
+def test_paper_tier_shapes_two_way_at_448_with_random_vit_b16_and_heads(monkeypatch, random_vit_b16, tmp_path):
+    """The official setting's shapes: ViT-B/16 at 448 (28 x 28 grid), heads on block -3 (768 -> 256), PASCAL's names."""
+    import fsslib.methods.clip_dinoiser as clip_dinoiser
+    from fsslib.config import make_config
+    from fsslib.data.episodes import EpisodeBatch
+    from fsslib.methods import build_method
+
+    reference = DinoiserHeads(in_channels=768)
+    official = {"obj_proj.weight": reference.correlation.proj.weight, "obj_proj.bias": reference.correlation.proj.bias,
+                "bkg_decoder.weight": reference.background.proj.weight, "bkg_decoder.bias": reference.background.proj.bias}
+    torch.save({"model_state_dict": official}, tmp_path / "last.pt")
+    monkeypatch.setattr(clip_dinoiser, "load_clip", lambda name, pretrained=None, checkpoint=None: random_vit_b16)
+    cfg = make_config(method="clip-dinoiser-support", preset="paper", options={"heads": str(tmp_path / "last.pt")})
+    assert cfg.image_size == 448
+    model = build_method(cfg)
+    assert model.feature_block == -3 and model.background_names == ["background"] and len(model.class_names) == 20
+    generator = torch.Generator().manual_seed(0)
+    size, ways = 448, 2
+    masks = torch.zeros(1, size, size, dtype=torch.long)
+    batch = EpisodeBatch(support_images=torch.rand(1, ways, 1, 3, size, size, generator=generator),
+                         support_masks=torch.ones(1, ways, 1, size, size, dtype=torch.long),
+                         query_images=torch.rand(1, 3, size, size, generator=generator), query_masks=masks,
+                         query_labels=[masks[0]], class_ids=torch.tensor([[3, 7]]), class_names=[["bird", "car"]])
+    with torch.no_grad():
+        _, tapped = maskclip_features_and_tap(model.bundle, batch.query_images, model.feature_block)
+        assert tapped.shape == (1, 768, 28, 28) and model.heads.correlation(tapped).shape == (1, 784, 784)
+        assert model(batch).shape == (1, 1 + ways, size, size)
+
+
+def test_trained_adapter_starts_as_the_training_free_model_and_weights_classes_by_presence(tiny_heads_file, toy_root):
+    from fsslib.config import make_config
+    from fsslib.methods import build_method
+
+    options = {"heads": str(tiny_heads_file)}
+    plain = build_method(make_config(method="clip-dinoiser-support", preset="toy", options=options))
+    trained = build_method(make_config(method="clip-dinoiser-support", variant="trained_adapter", preset="toy",
+                                       options=options))
+    assert not plain.trainable and trained.trainable and [n for n, _ in trained.named_parameters()] == [
+        "adapter.weight", "adapter.bias"]
+    batch = toy_batch(ways=1, shots=1)
+    with torch.no_grad():
+        torch.testing.assert_close(trained(batch), plain(batch))
+    logits = trained(batch)
+    masks = batch.query_masks
+    counts = torch.stack([((masks == c)).sum() for c in (0, 1)]).float()
+    weights = (1 / counts) * 2 / (1 / counts).sum()
+    expected = F.cross_entropy(logits, masks, weight=weights, ignore_index=255)
+    torch.testing.assert_close(trained.loss(batch), expected)
+    trained.loss(batch).backward()
+    assert trained.adapter.weight.grad.abs().sum() > 0
+
+
+def test_trained_variant_uses_the_paper_s_step_schedule(tiny_heads_file, tiny_cfg):
+    from fsslib import train
+
+    cfg = tiny_cfg(method="clip-dinoiser-support", variant="trained_adapter", options={"heads": str(tiny_heads_file)})
+    assert (cfg.optimizer, cfg.lr, cfg.lr_step_epochs, cfg.lr_step_gamma) == ("adamw", 1e-4, 10, 0.1)
+    model = torch.nn.Linear(1, 1)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1.0)
+    schedule = train.make_schedule(cfg, optimizer, steps_per_epoch=3)
+    factors = []
+    for _ in range(61):
+        factors.append(schedule.get_last_lr()[0])
+        optimizer.step()
+        schedule.step()
+    assert factors[29] == 1.0 and factors[30] == pytest.approx(0.1) and factors[60] == pytest.approx(0.01)
+    summary = train.run(cfg)
+    assert summary["epochs"] == 1 and "val_miou" in summary["history"][-1]

@@ -14,6 +14,7 @@ import torch.nn as nn
 import torchvision
 
 from fsslib.errors import CheckpointError, unknown
+from fsslib.models.files import read_weights
 from fsslib.paths import CHECKPOINT_DIR, weights_root
 
 LEVELS = ("layer1", "layer2", "layer3", "layer4")
@@ -138,12 +139,7 @@ def load_toy_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict
     path = Path(path)
     fix = (f"re-create it with `{TOY_RESNET_RETRAIN} {path}` (15-20 minutes on one CPU core), "
            "pass another weights=PATH, or weights='random' for an untrained backbone.")
-    if not path.is_file():
-        raise CheckpointError(f"Toy backbone weights {path} not found.", fix)
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many types for truncated or foreign files
-        raise CheckpointError(f"Toy backbone weights {path} cannot be read ({type(error).__name__}: {error}).", fix)
+    payload = read_weights(path, "Toy backbone weights", fix)
     if isinstance(payload, dict) and isinstance(payload.get("backbone"), dict):
         return payload["backbone"], payload.get("classifier")
     if isinstance(payload, dict) and all(isinstance(v, torch.Tensor) for v in payload.values()):

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fsslib.errors import CheckpointError, unknown
+from fsslib.models.files import read_weights
 from fsslib.paths import CHECKPOINT_DIR, weights_root
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -208,15 +209,6 @@ def last_block_taps(model: VisionTransformer, images: Tensor) -> LastBlockTaps:
     return LastBlockTaps(patches(q), patches(k), patches(v), cls_attention, grid)
 
 
-def _read(path: Path, fix: str) -> dict:
-    if not path.is_file():
-        raise CheckpointError(f"DINO weights {path} not found.", fix)
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many types for truncated or foreign files
-        raise CheckpointError(f"DINO weights {path} cannot be read ({type(error).__name__}: {error}).", fix)
-
-
 def load_dino(name: str = "toy-dino", checkpoint: str | Path | None = None) -> VisionTransformer:
     """A DINO ViT in eval mode.
 
@@ -237,12 +229,7 @@ def load_dino(name: str = "toy-dino", checkpoint: str | Path | None = None) -> V
     model = VisionTransformer(config)
     if checkpoint == "random":
         return model.eval()
-    if not path.is_file():
-        raise CheckpointError(f"{name} weights {path} not found.", fix)
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many types for truncated or foreign files
-        raise CheckpointError(f"{name} weights {path} cannot be read ({type(error).__name__}: {error}).", fix)
+    payload = read_weights(path, f"{name} weights", fix)
     state = payload.get("backbone", payload) if isinstance(payload, dict) else {}
     state = {key.removeprefix("module.").removeprefix("backbone."): value.float() if value.is_floating_point() else value
              for key, value in state.items() if isinstance(value, Tensor) and not key.startswith(("head.", "module.head."))}

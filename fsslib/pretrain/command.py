@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shlex
 import typing
 from collections.abc import Callable
 from pathlib import Path
@@ -45,3 +46,27 @@ def add_settings_flags(parser: argparse.ArgumentParser, settings_class: type) ->
 def settings_from(args: argparse.Namespace, settings_class: type):
     """The settings dataclass filled from parsed flags (see :func:`add_settings_flags`)."""
     return settings_class(**{f.name: getattr(args, f.name) for f in dataclasses.fields(settings_class)})
+
+
+def settings_command(prog: str, description: str, settings_class: type, train: Callable[..., dict],
+                     evaluate: Callable[[Path], dict], example: str) -> Callable[[list[str]], None]:
+    """The ``main(argv)`` of a stand-in whose command line is its settings dataclass, ``--out`` and the run flags.
+
+    Training calls ``train(out, settings, progress=..., command=...)`` and prints the metadata's
+    ``held_out`` metrics; ``--evaluate CKPT`` prints ``evaluate(CKPT)``.
+    """
+
+    def main(argv: list[str]) -> None:
+        parser = argparse.ArgumentParser(prog=prog, description=description,
+                                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        parser.add_argument("--out", type=Path, help=f"checkpoint to write, e.g. {example}")
+        add_settings_flags(parser, settings_class)
+        add_run_flags(parser, "recompute the acceptance metrics of CKPT")
+        args = parse_run(parser, argv, evaluate)
+        if args is None:
+            return
+        metadata = train(args.out, settings_from(args, settings_class), progress=not args.no_progress,
+                         command=f"{prog} {shlex.join(argv)}")
+        print(json.dumps(metadata["held_out"], indent=1))
+
+    return main

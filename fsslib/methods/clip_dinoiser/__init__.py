@@ -10,7 +10,8 @@ Options (``cfg.options``): ``clip`` / ``clip_pretrained`` / ``clip_checkpoint`` 
 paper: ``ViT-B-16`` with ``laion2b_s34b_b88k``, the official code's), ``heads`` (None = the shipped toy
 heads; a path), ``prompts`` (``"text"`` here), ``gamma`` (0.2), ``delta`` (0.99), ``pooling`` and
 ``background_head`` (both on; off = the ablations), ``background_names`` (None: "empty scene" on the
-toy world, "background" on PASCAL and COCO, the class-0 name of CLIP-DINOiser's VOC setting).
+toy world, "background" on PASCAL and COCO, the class-0 name of CLIP-DINOiser's VOC setting),
+``adapter`` (False: training-free; True: the trained residual 1x1 adapter of ``segmenter``).
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ SUPPORT_ANNOTATION = "class names"  # zero-shot: no support image is read
 BACKGROUND_NAMES = {"toy": ("empty scene",), "pascal": ("background",), "coco": ("background",)}
 DEFAULT_OPTIONS = {"clip": "toy-vit", "clip_pretrained": None, "clip_checkpoint": None, "heads": None,
                    "prompts": "text", "gamma": GAMMA, "delta": DELTA, "pooling": True, "background_head": True,
-                   "background_names": None}
+                   "background_names": None, "adapter": False}
 PRESETS = {
     "toy": dict(options={"clip": "toy-vit", "clip_pretrained": None}),
     # the official evaluation: open_clip ViT-B/16 (LAION-2B), short side 448 (sliding windows of 448, stride 224)
@@ -54,4 +55,5 @@ def build_segmenter(cfg: MethodConfig, defaults: dict) -> ClipDinoiserSegmenter:
         prompts=options["prompts"], class_names=[benchmark.prompt_name(c) for c in range(1, benchmark.n_classes + 1)],
         background_names=list(BACKGROUND_NAMES.get(benchmark.name, ("background",)) if background is None else background),
         templates=IMAGENET_TEMPLATES, gamma=float(options["gamma"]), delta=float(options["delta"]),
-        pooling=bool(options["pooling"]), background_head=bool(options["background_head"]))
+        pooling=bool(options["pooling"]), background_head=bool(options["background_head"]),
+        adapter=bool(options["adapter"]))

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fsslib.errors import CheckpointError
+from fsslib.models.files import read_weights
 from fsslib.paths import CHECKPOINT_DIR
 
 GAMMA = 0.2  # correlations below gamma do not pool (and are the teacher's negatives)
@@ -130,12 +131,7 @@ def load_heads(checkpoint: str | Path | None = None) -> tuple[DinoiserHeads, int
     path = Path(checkpoint or TOY_HEADS_CHECKPOINT)
     fix = (f"re-create the toy heads with `{TOY_HEADS_RETRAIN} {path}`, or pass the official checkpoint "
            "(checkpoints/last.pt of wysoczanska/clip_dinoiser).")
-    if not path.is_file():
-        raise CheckpointError(f"CLIP-DINOiser heads {path} not found.", fix)
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many types for truncated or foreign files
-        raise CheckpointError(f"CLIP-DINOiser heads {path} cannot be read ({type(error).__name__}: {error}).", fix)
+    payload = read_weights(path, "CLIP-DINOiser heads", fix)
     if "model_state_dict" in payload:
         state = {next(ours + key[len(theirs):] for theirs, ours in OFFICIAL_NAMES.items() if key.startswith(theirs)): value
                  for key, value in payload["model_state_dict"].items() if key.startswith(tuple(OFFICIAL_NAMES))}

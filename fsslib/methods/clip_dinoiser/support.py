@@ -7,20 +7,27 @@ its reported 4.8% / 4.1% mIoU was scored against the query image instead of its 
 (``shared/reference``), so there is no valid published number to compare with.
 
 Options: those of ``clip-dinoiser`` (:mod:`fsslib.methods.clip_dinoiser`) with ``prompts="support"``.
-``VARIANTS``: ``masked_support`` and ``text_support`` (beyond the paper), and the ablations of guided
-pooling and of the background head.
+``VARIANTS``: ``trained_adapter`` (the paper's training, see the segmenter), ``masked_support`` and
+``text_support`` (beyond the paper), and the ablations of guided pooling and of the background head.
 """
 from __future__ import annotations
 
 from fsslib.methods.base import MethodConfig
 from fsslib.methods.clip_dinoiser import DEFAULT_OPTIONS as TEXT_OPTIONS
-from fsslib.methods.clip_dinoiser import PRESETS, build_segmenter
+from fsslib.methods.clip_dinoiser import PRESETS as TEXT_PRESETS
+from fsslib.methods.clip_dinoiser import build_segmenter
 from fsslib.methods.clip_dinoiser.segmenter import ClipDinoiserSegmenter
 
 SUPPORT_ANNOTATION = "images (no masks)"
 VARIANT_ANNOTATIONS = {"masked_support": "images + pixel masks", "text_support": "images + class names"}
 DEFAULT_OPTIONS = {**TEXT_OPTIONS, "prompts": "support"}
+# the paper's training settings (Sec. 4.2), used by the trained variant only: AdamW 1e-4, x0.1 every 10 epochs,
+# batch 4, 50 epochs (the other variants are training-free)
+TRAINING = dict(optimizer="adamw", lr=1e-4, weight_decay=0.01, lr_step_epochs=10, lr_step_gamma=0.1, batch_size=4,
+                epochs=50)
+PRESETS = {tier: {**TRAINING, **preset} for tier, preset in TEXT_PRESETS.items()}
 VARIANTS = {
+    "trained_adapter": {"adapter": True},
     "masked_support": {"prompts": "masked_support"},
     "text_support": {"prompts": "text_support"},
     "no_pooling": {"pooling": False},

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from fsslib.data.layout import IGNORE
-from fsslib.errors import CheckpointError
+from fsslib.models.files import read_weights
 from fsslib.models.vit import TOY_DINO_CHECKPOINT, VisionTransformer, last_block_taps, load_dino
 from fsslib.paths import CHECKPOINT_DIR
 from fsslib.pretrain.saving import RunRecord, half_precision, save_checkpoint, shown_path, write_metadata
@@ -69,9 +69,7 @@ def load_found(checkpoint: str | Path | None = None) -> tuple[VisionTransformer,
     """The toy DINO (as recorded in the checkpoint's JSON) and the trained FOUND head, eval mode."""
     path = Path(checkpoint or TOY_FOUND_CHECKPOINT)
     fix = f"re-create it with `{CLI} --threads 1 --out {shown_path(path)}`."
-    if not path.is_file():
-        raise CheckpointError(f"Toy FOUND head {path} not found.", fix)
-    payload = torch.load(path, map_location="cpu", weights_only=True)
+    payload = read_weights(path, "Toy FOUND head", fix)
     dino = load_dino("toy-dino", payload.get("dino") or None)
     head = FoundHead(dino.config.width)
     head.load_state_dict({k: v.float() for k, v in payload["head"].items()})
