@@ -12,8 +12,6 @@ the same run.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -26,19 +24,9 @@ from fsslib.engine import evaluate_model, open_source
 from fsslib.methods import build_method
 from fsslib.methods.lfss.dps import EVAL_ITERATIONS, distributed_prototypes
 from fsslib.provenance import run_provenance
+from timing import median_seconds
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def median_seconds(function, repeats: int) -> float:
-    """Median wall time of ``function()`` over ``repeats`` calls (after one warm-up call)."""
-    function()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:

@@ -141,6 +141,9 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return make_config(**values)
 
 
+PYTHON_LITERALS = {"True": True, "False": False, "None": None}
+
+
 def _parse_option(item: str) -> tuple[str, Any]:
     key, sep, raw = item.partition("=")
     if not sep:
@@ -148,4 +151,4 @@ def _parse_option(item: str) -> tuple[str, Any]:
     try:
         return key, json.loads(raw)
     except json.JSONDecodeError:
-        return key, raw
+        return key, PYTHON_LITERALS.get(raw, raw)  # pooling=False means what a Python user expects

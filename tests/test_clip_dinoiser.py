@@ -1,12 +1,14 @@
 """CLIP-DINOiser's heads, guided pooling and background rule, by hand (wysoczanska/clip_dinoiser)."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from fsslib.clip import ClipInputError, load_clip, maskclip_features, maskclip_features_and_tap
-from fsslib.methods.clip_dinoiser.model import (DinoiserHeads, apply_background, background_loss, class_scores,
+from fsslib.methods.clip_dinoiser.model import (DinoiserHeads, apply_background, background_loss, class_log_scores,
                                                 correlation_loss, guided_pooling, teacher_targets)
 
 
@@ -72,13 +74,13 @@ def test_guided_pooling_against_a_loop_over_pixels():
 def test_scores_and_the_background_rule():
     features = torch.tensor([[[[1.0, 1.0]], [[0.0, 0.05]]]])  # (B=1, D=2, h=1, w=2)
     embeddings = torch.tensor([[0.0, 1.0], [1.0, 0.0]])  # background, class 1
-    scores = class_scores(features, embeddings)
+    log_scores = class_log_scores(features, embeddings)
     cosines = torch.tensor([[0.0, 0.05 / (1 + 0.05**2) ** 0.5], [1.0, 1 / (1 + 0.05**2) ** 0.5]])
-    torch.testing.assert_close(scores[0, :, 0], torch.softmax(100 * cosines, dim=0))
+    torch.testing.assert_close(log_scores[0, :, 0].exp(), torch.softmax(100 * cosines, dim=0))  # the official scores
     confident, unsure = torch.tensor([0.005, 0.995]), torch.tensor([0.3, 0.7])
     scores = torch.stack([confident, unsure, unsure], dim=1).view(1, 2, 1, 3)  # three pixels
     foreground_logits = torch.tensor([[[[-1.0, -1.0, 1.0]]]])  # background, background, foreground
-    ruled = apply_background(scores, foreground_logits, delta=0.99)
+    ruled = apply_background(scores.log(), foreground_logits, delta=0.99).exp()
     assert ruled[0, 0, 0].tolist() == pytest.approx([0.005, 1.0, 0.3])  # only the uncertain background pixel
     assert ruled[0, 1, 0].tolist() == pytest.approx([0.995, 0.7, 0.7])
 
@@ -91,10 +93,10 @@ def test_official_heads_load_under_fsslib_names_and_missing_heads_say_how_to_mak
     official = {"obj_proj.weight": reference.correlation.proj.weight, "obj_proj.bias": reference.correlation.proj.bias,
                 "bkg_decoder.weight": reference.background.proj.weight, "bkg_decoder.bias": reference.background.proj.bias}
     torch.save({"epoch": 99, "model_state_dict": official}, tmp_path / "last.pt")
-    heads, block = load_heads(tmp_path / "last.pt")
+    heads, block, trained_on = load_heads(tmp_path / "last.pt")
     features = torch.randn(1, 12, 4, 4)
     torch.testing.assert_close(heads.correlation(features), reference.correlation(features))
-    assert block == -3
+    assert block == -3 and trained_on is None
     with pytest.raises(CheckpointError, match="toy-clip-dinoiser"):
         load_heads(tmp_path / "absent.pt")
 
@@ -115,8 +117,8 @@ def test_tiny_head_training_with_tiny_teachers_writes_loadable_heads(tmp_path):
     metadata = train_dinoiser_heads(tmp_path / "heads.pt", settings, progress=False, n_eval_images=6)
     assert set(metadata["held_out"]["grouping_iou"]) == {"learned_correlations", "clip_tapped_features",
                                                          "dino_values_teacher"}
-    heads, block = load_heads(tmp_path / "heads.pt")
-    assert block == 1 and heads.correlation.proj.out_channels == 256
+    heads, block, trained_on = load_heads(tmp_path / "heads.pt")
+    assert block == 1 and trained_on == "toy-vit" and heads.correlation.proj.out_channels == 256
 
 
 @pytest.fixture(scope="module")
@@ -153,8 +155,17 @@ def test_methods_give_n_way_logits_whose_argmax_is_the_winning_vocabulary_entry(
     with torch.no_grad():
         logits = model(batch)
         vocabulary, way_index = model.vocabulary(batch)
-        scores = F.interpolate(model.scores(batch.query_images, vocabulary), size=(64, 64), mode="bilinear",
+        scores = F.interpolate(model.log_scores(batch.query_images, vocabulary).exp(), size=(64, 64), mode="bilinear",
                                align_corners=False)
+        if prompts == "text":  # each way's entry is its class name's text embedding
+            names = [model.class_names[c - 1] for c in batch.class_ids.flatten().tolist()]
+            expected_prompts = model.text_embeddings(names).view(2, 2, -1)
+        else:  # each way's entry is built from that way's own supports
+            expected_prompts = model.vocabulary(replace(batch, support_images=batch.support_images.flip(1),
+                                                        support_masks=batch.support_masks.flip(1),
+                                                        class_ids=batch.class_ids.flip(1)))[0][:, -2:].flip(1)
+        prompts_of_ways = vocabulary.gather(1, way_index[..., None].expand(-1, -1, vocabulary.shape[-1]))
+    torch.testing.assert_close(prompts_of_ways, expected_prompts)
     assert logits.shape == (2, 3, 64, 64) and torch.isfinite(logits).all()
     winner = scores.argmax(dim=1)  # (B, H, W) over the merged vocabulary
     channels = way_index - len(model.background_names) + 1  # (B, N)
@@ -229,7 +240,10 @@ def test_trained_adapter_starts_as_the_training_free_model_and_weights_classes_b
     batch = toy_batch(ways=1, shots=1)
     with torch.no_grad():
         torch.testing.assert_close(trained(batch), plain(batch))
-    logits = trained(batch)
+    vocabulary, way_index = trained.vocabulary(batch)
+    log_scores = F.interpolate(trained.log_scores(batch.query_images, vocabulary), size=(64, 64), mode="bilinear",
+                               align_corners=False)  # not clamped: far-off pixels keep their gradient
+    logits = trained.way_logits(log_scores, way_index)
     masks = batch.query_masks
     counts = torch.stack([((masks == c)).sum() for c in (0, 1)]).float()
     weights = (1 / counts) * 2 / (1 / counts).sum()
@@ -255,3 +269,20 @@ def test_trained_variant_uses_the_paper_s_step_schedule(tiny_heads_file, tiny_cf
     assert factors[29] == 1.0 and factors[30] == pytest.approx(0.1) and factors[60] == pytest.approx(0.01)
     summary = train.run(cfg)
     assert summary["epochs"] == 1 and "val_miou" in summary["history"][-1]
+
+
+def test_heads_of_another_clip_and_misspelt_flags_fail_clearly(tiny_heads_file, toy_root, monkeypatch, random_vit_b16):
+    import fsslib.methods.clip_dinoiser as clip_dinoiser
+    from fsslib.config import make_config, run_command_line
+    from fsslib.errors import CheckpointError
+    from fsslib.methods import build_method
+    from fsslib.methods.base import OptionError
+
+    with pytest.raises(OptionError, match="pooling"):
+        build_method(make_config(method="clip-dinoiser", options={"heads": str(tiny_heads_file), "pooling": "no"}))
+    monkeypatch.setattr(clip_dinoiser, "load_clip", lambda name, pretrained=None, checkpoint=None: random_vit_b16)
+    with pytest.raises(CheckpointError, match="heads=PATH"):
+        build_method(make_config(method="clip-dinoiser", preset="paper", options={"heads": str(tiny_heads_file)}))
+    from fsslib.config import _parse_option
+    assert _parse_option("pooling=False") == ("pooling", False) and _parse_option("background_names=sky") == (
+        "background_names", "sky")

@@ -67,7 +67,9 @@ def test_last_block_taps_are_the_last_block_s_qkv_and_class_attention():
     logits = torch.einsum("bhd,bthd->bht", head_q[:, 0], head_k) / math.sqrt(8)  # class token's query
     torch.testing.assert_close(taps.cls_attention, logits.softmax(-1)[:, :, 1:])
     assert grid == (4, 4) and taps.as_map(taps.values).shape == (2, 16, 4, 4)
-    torch.testing.assert_close(block(x), model.blocks[1](x))  # the block's own forward is the same attention
+    out = F.scaled_dot_product_attention(*(t.unflatten(-1, (2, 8)).transpose(1, 2) for t in (q, k, v)))  # by heads
+    mid = x + block.attn.proj(out.transpose(1, 2).flatten(2))
+    torch.testing.assert_close(block(x), mid + block.mlp.fc2(F.gelu(block.mlp.fc1(block.norm2(mid)))))
 
 
 def test_dino_loss_by_hand_and_the_centre_update():
@@ -124,18 +126,26 @@ def test_toy_dino_is_registered_and_tiny_training_writes_a_loadable_teacher(tmp_
 
 def test_found_seed_coarse_background_and_loss_by_hand():
     from fsslib.models.vit import LastBlockTaps
-    from fsslib.pretrain.toy_found import background_seed, coarse_background, found_loss
+    from fsslib.pretrain.toy_found import background_seed, coarse_background, found_loss, head_weights
 
-    attention = torch.tensor([[[0.5, 0.1, 0.4], [0.2, 0.3, 0.5]]])  # (B=1, heads=2, N=3): sums 0.7, 0.4, 0.9
-    assert background_seed(attention).tolist() == [1]
-    keys = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [0.5, 1.0]]])  # seed key (0, 1); cosines 0, 1, 0.89
+    attention = torch.tensor([[[0.5, 0.1, 0.4], [0.2, 0.3, 0.5]]])  # (B=1, heads=2, N=3); mean 1/3
+    share = torch.tensor([2 / 3, 1 / 3]) + 1e-10  # Q_h: share of patches above the mean
+    beta = torch.log(share.sum() / share)  # CroW: the sparser head weighs more
+    torch.testing.assert_close(head_weights(attention)[0], beta)
+    weighted = (attention[0] * beta[:, None]).sum(0)
+    assert background_seed(attention).tolist() == [int(weighted.argmin())]
+    keys = torch.tensor([[[1.0, 0.0, 0.0, 1.0], [0.0, 1.0, 1.0, 0.0], [0.5, 1.0, 1.0, 0.2]]])  # 2 heads x 2 dims
     taps = LastBlockTaps(keys, keys, keys, attention, (1, 3))
-    assert coarse_background(taps, tau=0.3).tolist() == [[False, True, True]]
+    scaled = F.normalize((keys[0].view(3, 2, 2) * beta[None, :, None]).flatten(1), dim=-1)
+    cosines = scaled @ scaled[int(weighted.argmin())]
+    assert coarse_background(taps, tau=0.3)[0].tolist() == (cosines > 0.3).tolist()
     logits = torch.tensor([[[[2.0, -1.0, 0.5]]]])  # (B, 1, h, w)
     background = torch.tensor([[[[False, True, True]]]])
-    by_hand = (F.binary_cross_entropy_with_logits(logits, torch.tensor([[[[1.0, 0.0, 0.0]]]]))
-               + F.binary_cross_entropy_with_logits(logits, torch.tensor([[[[1.0, 0.0, 1.0]]]])))
-    torch.testing.assert_close(found_loss(logits, background), by_hand)
+    own = torch.tensor([[[[1.0, 0.0, 1.0]]]])
+    bce = F.binary_cross_entropy_with_logits
+    torch.testing.assert_close(found_loss(logits, background, step=3),
+                               1.5 * bce(logits, own) + bce(logits, torch.tensor([[[[1.0, 0.0, 0.0]]]])))
+    torch.testing.assert_close(found_loss(logits, background, step=100), 1.5 * bce(logits, own) + 4 * bce(logits, own))
 
 
 def test_tiny_found_training_writes_a_loadable_background_teacher(tmp_path):
@@ -153,3 +163,6 @@ def test_tiny_found_training_writes_a_loadable_background_teacher(tmp_path):
     assert evaluate_checkpoint(tmp_path / "found.pt", n_images=8)["foreground_iou"] == scores
     with pytest.raises(CheckpointError, match="toy-found"):
         load_found(tmp_path / "absent.pt")
+    torch.save({"backbone": VisionTransformer(TOY_DINO).state_dict()}, tmp_path / "dino.pt")  # a re-made teacher
+    with pytest.raises(CheckpointError, match="sha256"):
+        load_found(tmp_path / "found.pt")

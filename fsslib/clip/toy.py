@@ -16,7 +16,6 @@ import re
 import open_clip
 import torch
 from open_clip.modified_resnet import AttentionPool2d
-from torch import nn
 
 from fsslib.clip.prompts import MASKCLIP_TEMPLATES, PICLIP_NON_TARGET_TEMPLATE, PICLIP_TARGET_TEMPLATE
 from fsslib.data.toyworld import FILLS, SHAPES

@@ -26,8 +26,12 @@ import torch
 import torch.nn.functional as F
 
 from fsslib.data.episodes import IGNORE, EpisodeBatch, OneWayBatch
-from fsslib.errors import EpisodeShapeError
+from fsslib.errors import EpisodeShapeError, FsslibError
 from fsslib.blocks.frozen import HoldsFrozen
+
+
+class OptionError(FsslibError, ValueError):
+    """A method option of the wrong type or value."""
 
 
 class MethodConfig(Protocol):
@@ -85,6 +89,14 @@ def require_one_way(batch: EpisodeBatch) -> OneWayBatch:
         raise EpisodeShapeError(f"Training episodes must be 1-way, got {batch.ways}-way.",
                                 "train on 1-way episodes (the trainer's default); evaluate N-way with --ways N.")
     return batch.one_way()
+
+
+def require_flags(options: dict[str, Any], keys: tuple[str, ...], method: str) -> None:
+    """Raise a clear error unless each of ``options[key]`` is a bool (``bool("False")`` would be True)."""
+    wrong = {key: options[key] for key in keys if not isinstance(options[key], bool)}
+    if wrong:
+        raise OptionError(f"{method} options {sorted(wrong)} must be true or false, got {wrong}.",
+                          f"pass booleans, e.g. --options {next(iter(wrong))}=false (JSON) or options={{...: False}}.")
 
 
 def segmentation_loss(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:

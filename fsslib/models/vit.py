@@ -5,7 +5,7 @@ Architecture and loading only; :mod:`fsslib.pretrain.toy_dino` trains the toy we
 The module names follow facebookresearch/dino ``vision_transformer.py`` (``patch_embed.proj``,
 ``cls_token``, ``pos_embed``, ``blocks.i.{norm1, attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2}``,
 ``norm``), so DINO's released backbone files (``dino_vitbase16_pretrain.pth``,
-``dino_deitsmall8_pretrain.pth``) load with ``strict=True``. The toy DINO replaces the patch
+``dino_deitsmall8_300ep_pretrain.pth``) load with ``strict=True``. The toy DINO replaces the patch
 projection by the toy CLIP's stride-8 conv stem (:class:`ConvStem`), as the toy CLIP does.
 
 What CLIP-DINOiser and FOUND read from a DINO (:func:`last_block_taps`): the last block's
@@ -48,7 +48,7 @@ class VitConfig:
 
 PAPER_DINO = {  # facebookresearch/dino hubconf: (file, config)
     "dino_vitb16": ("dino_vitbase16_pretrain.pth", VitConfig(224, 16, 768, 12, 12)),  # CLIP-DINOiser's teacher
-    "dino_vits8": ("dino_deitsmall8_pretrain.pth", VitConfig(224, 8, 384, 12, 6)),  # FOUND's backbone
+    "dino_vits8": ("dino_deitsmall8_300ep_pretrain.pth", VitConfig(224, 8, 384, 12, 6)),  # FOUND's backbone
 }
 DINO_URL = "https://dl.fbaipublicfiles.com/dino/{name}/{name}.pth"
 TOY_DINO = VitConfig(64, 8, 64, 4, 4, stem="conv", mean=TOY_MEAN, std=TOY_STD)
@@ -75,7 +75,9 @@ def resize_positional_embedding(
     """Resize a (1 + h0*w0, C) positional embedding to a (1 + h*w, C) one.
 
     The class-token row is kept; the grid rows are resized bicubically (antialiased, as
-    open_clip does when it loads weights at a new size). Identity when the grids match.
+    open_clip does when it loads weights at a new size) to exactly the new grid (DINO's own
+    interpolation passes a scale factor nudged by 0.1, which lands on the same grid size with
+    slightly different weights). Identity when the grids match.
     """
     old_grid, new_grid = tuple(old_grid), tuple(new_grid)
     if old_grid == new_grid:
@@ -160,6 +162,10 @@ class VisionTransformer(nn.Module):
         self.norm = nn.LayerNorm(config.width, eps=1e-6)
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
+        for module in self.blocks.modules():  # DINO's _init_weights (LayerNorms keep torch's 1 / 0)
+            if isinstance(module, nn.Linear):
+                nn.init.trunc_normal_(module.weight, std=0.02)
+                nn.init.zeros_(module.bias)
         self.register_buffer("mean", torch.tensor(config.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(config.std).view(1, 3, 1, 1), persistent=False)
 

@@ -10,6 +10,7 @@ them again.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -17,12 +18,24 @@ from pathlib import Path
 
 import torch
 
+from fsslib.errors import CheckpointError
 from fsslib.provenance import git_commit, hardware
 
 
 def half_precision(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Floating tensors to fp16 (the file stays small), other tensors copied unchanged."""
     return {k: v.detach().half() if v.is_floating_point() else v.detach().clone() for k, v in state.items()}
+
+
+def file_sha256(path: str | Path) -> str:
+    """The sha256 of a file: how a checkpoint names the exact teacher it was trained with."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def check_teacher(path: str | Path, recorded: str | None, what: str, fix: str) -> None:
+    """Raise unless the teacher file at ``path`` is the one whose sha256 a student recorded (None: not recorded)."""
+    if recorded is not None and file_sha256(path) != recorded:
+        raise CheckpointError(f"{what} {path} is not the file it was trained with (its sha256 differs).", fix)
 
 
 def save_checkpoint(path: str | Path, payload: dict) -> Path:

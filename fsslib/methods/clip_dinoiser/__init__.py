@@ -17,7 +17,8 @@ from __future__ import annotations
 
 from fsslib.clip import IMAGENET_TEMPLATES, load_clip
 from fsslib.data.benchmarks import get_benchmark
-from fsslib.methods.base import MethodConfig
+from fsslib.errors import CheckpointError
+from fsslib.methods.base import MethodConfig, require_flags
 from fsslib.methods.clip_dinoiser.model import DELTA, GAMMA, load_heads
 from fsslib.methods.clip_dinoiser.segmenter import PROMPTS, ClipDinoiserSegmenter
 
@@ -47,13 +48,22 @@ def build(cfg: MethodConfig) -> ClipDinoiserSegmenter:
 def build_segmenter(cfg: MethodConfig, defaults: dict) -> ClipDinoiserSegmenter:
     """The segmenter of ``cfg`` with the method's ``defaults`` under ``cfg.options``."""
     options = {**defaults, **cfg.options}
+    require_flags(options, ("pooling", "background_head", "adapter"), cfg.method)
     benchmark = get_benchmark(cfg.benchmark, cfg.coco_folds)
     background = options["background_names"]
-    heads, feature_block = load_heads(options["heads"])
+    background = BACKGROUND_NAMES.get(benchmark.name, ("background",)) if background is None else background
+    bundle = load_clip(options["clip"], options["clip_pretrained"], options["clip_checkpoint"])
+    heads, feature_block, trained_on = load_heads(options["heads"])
+    width = bundle.visual.transformer.width if bundle.kind == "vit" else None
+    if heads.correlation.proj.in_channels != width or trained_on not in (None, options["clip"]):
+        raise CheckpointError(
+            f"The CLIP-DINOiser heads ({options['heads'] or 'the shipped toy heads'}: {heads.correlation.proj.in_channels} "
+            f"input channels, trained on {trained_on or 'an unrecorded CLIP'}) do not fit {options['clip']} "
+            f"({width} channels).",
+            "pass heads trained on this CLIP: --options heads=PATH (the official checkpoints/last.pt for ViT-B-16).")
     return ClipDinoiserSegmenter(
-        load_clip(options["clip"], options["clip_pretrained"], options["clip_checkpoint"]), heads, feature_block,
-        prompts=options["prompts"], class_names=[benchmark.prompt_name(c) for c in range(1, benchmark.n_classes + 1)],
-        background_names=list(BACKGROUND_NAMES.get(benchmark.name, ("background",)) if background is None else background),
+        bundle, heads, feature_block, prompts=options["prompts"],
+        class_names=[benchmark.prompt_name(c) for c in range(1, benchmark.n_classes + 1)],
+        background_names=[background] if isinstance(background, str) else list(background),
         templates=IMAGENET_TEMPLATES, gamma=float(options["gamma"]), delta=float(options["delta"]),
-        pooling=bool(options["pooling"]), background_head=bool(options["background_head"]),
-        adapter=bool(options["adapter"]))
+        pooling=options["pooling"], background_head=options["background_head"], adapter=options["adapter"])

@@ -14,12 +14,14 @@ With X (B, C, h, w) an intermediate CLIP block's features (``ln_2`` of block -3 
   background teacher's (FOUND's) saliency > 0.5, BCE.
 * **Guided pooling**: ``A' = A`` where ``A >= gamma``, else 0;
   ``F'_n = sum_m A'[n, m] F_m / (sum_m A'[n, m] + 1e-6)``.
-* **Scores**: ``P = softmax(100 cos(F'_n, t_c))`` over the vocabulary t_c (class 0 = background).
+* **Scores**: ``P = softmax(100 cos(F'_n, t_c))`` over the vocabulary t_c (class 0 = background);
+  fsslib keeps them as log-probabilities.
 * **Background rule**: where the background head says background (``sigmoid(b) <= 0.5``) and
   the pixel is uncertain (``max_c P_c < delta``, delta = 0.99), class 0 gets score 1.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -90,29 +92,34 @@ def background_loss(logits: torch.Tensor, teacher_saliency: torch.Tensor) -> tor
 
 def guided_pooling(dense: torch.Tensor, correlations: torch.Tensor, gamma: float = GAMMA) -> torch.Tensor:
     """Pool dense features (B, D, h, w) with correlations (B, N, N): ``F'_n = sum_m A'[n,m] F_m / (sum_m A'[n,m] + eps)``,
-    ``A' = A * [A >= gamma]``. One batched product (the official code assumes one image)."""
+    ``A' = A * [A >= gamma]``: one batched product."""
     weights = correlations * (correlations >= gamma)  # (B, N, N)
     pooled = torch.einsum("bnm,bdm->bdn", weights, dense.flatten(2))  # (B, D, N)
     pooled = pooled / (weights.sum(dim=-1)[:, None, :] + POOL_EPSILON)
     return pooled.view_as(dense)
 
 
-def class_scores(features: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
-    """``softmax(100 cos(F_n, t_c))`` over the vocabulary: features (B, D, h, w), embeddings (B or 1, n, D) -> (B, n, h, w)."""
+def class_log_scores(features: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
+    """``log softmax(100 cos(F_n, t_c))`` over the vocabulary: features (B, D, h, w), embeddings (B or 1, n, D) -> (B, n, h, w).
+
+    Log-probabilities (rather than the official probabilities) keep a gradient where a class is far
+    from winning, for the trained adapter; ``exp`` gives the official scores.
+    """
     features = F.normalize(features.float(), dim=1)
     embeddings = F.normalize(embeddings.float(), dim=-1).expand(len(features), -1, -1)
-    return torch.softmax(SCORE_SCALE * torch.einsum("bdhw,bnd->bnhw", features, embeddings), dim=1)
+    return torch.log_softmax(SCORE_SCALE * torch.einsum("bdhw,bnd->bnhw", features, embeddings), dim=1)
 
 
-def apply_background(scores: torch.Tensor, foreground_logits: torch.Tensor, delta: float = DELTA) -> torch.Tensor:
-    """Class 0 (background) gets score 1 where ``sigmoid(b) <= 0.5`` and ``max_c P_c < delta``.
+def apply_background(log_scores: torch.Tensor, foreground_logits: torch.Tensor, delta: float = DELTA) -> torch.Tensor:
+    """Class 0 (background) gets score 1 (log 0) where ``sigmoid(b) <= 0.5`` and ``max_c P_c < delta``.
 
-    scores (B, n, h, w), foreground logits (B, 1, h, w) at the same grid (upsample them first).
+    log_scores (B, n, h, w), foreground logits (B, 1, h, w) at the same grid (upsample them first).
+    The official code writes 1 into the probabilities in place (for one image); this is the same rule, batched.
     """
-    uncertain = scores.amax(dim=1, keepdim=True) < delta  # (B, 1, h, w)
+    uncertain = log_scores.amax(dim=1, keepdim=True) < math.log(delta)  # (B, 1, h, w)
     background = foreground_logits.sigmoid() <= 0.5
-    replaced = torch.where(uncertain & background, torch.ones_like(scores[:, :1]), scores[:, :1])
-    return torch.cat([replaced, scores[:, 1:]], dim=1)
+    replaced = log_scores[:, :1].masked_fill(uncertain & background, 0.0)
+    return torch.cat([replaced, log_scores[:, 1:]], dim=1)
 
 
 TOY_HEADS_CHECKPOINT = CHECKPOINT_DIR / "toy_clip_dinoiser_heads.pt"
@@ -121,28 +128,32 @@ OFFICIAL_FEATURE_BLOCK = -3  # resblocks[-3].ln_2 of ViT-B/16
 OFFICIAL_NAMES = {"obj_proj.": "correlation.proj.", "bkg_decoder.": "background.proj."}
 
 
-def load_heads(checkpoint: str | Path | None = None) -> tuple[DinoiserHeads, int]:
-    """Trained heads in eval mode and the CLIP block they read.
+def load_heads(checkpoint: str | Path | None = None) -> tuple[DinoiserHeads, int, str | None]:
+    """Trained heads in eval mode, the CLIP block they read, and the CLIP they were trained on (None: not recorded).
 
     ``None``: the shipped toy heads (``{"heads", "feature_block", "clip"}``, written by
     ``python -m fsslib.pretrain toy-clip-dinoiser``); a path: such a file, or the official
-    release's ``last.pt`` (``{"model_state_dict": {"obj_proj.*", "bkg_decoder.*"}}``, block -3).
+    release's ``last.pt`` (``{"model_state_dict": {"obj_proj.*", "bkg_decoder.*"}}``, block -3 of
+    ViT-B/16).
     """
     path = Path(checkpoint or TOY_HEADS_CHECKPOINT)
     fix = (f"re-create the toy heads with `{TOY_HEADS_RETRAIN} {path}`, or pass the official checkpoint "
            "(checkpoints/last.pt of wysoczanska/clip_dinoiser).")
     payload = read_weights(path, "CLIP-DINOiser heads", fix)
-    if "model_state_dict" in payload:
+    if isinstance(payload, dict) and isinstance(payload.get("model_state_dict"), dict):
         state = {next(ours + key[len(theirs):] for theirs, ours in OFFICIAL_NAMES.items() if key.startswith(theirs)): value
                  for key, value in payload["model_state_dict"].items() if key.startswith(tuple(OFFICIAL_NAMES))}
-        block = OFFICIAL_FEATURE_BLOCK
-    elif "heads" in payload:
-        state, block = payload["heads"], int(payload["feature_block"])
+        block, clip = OFFICIAL_FEATURE_BLOCK, None
+    elif isinstance(payload, dict) and isinstance(payload.get("heads"), dict) and "feature_block" in payload:
+        state, block, clip = payload["heads"], int(payload["feature_block"]), payload.get("clip")
     else:
         raise CheckpointError(f"{path} holds neither fsslib's toy heads nor the official model_state_dict.", fix)
     weight = state.get("correlation.proj.weight")
-    if weight is None:
+    if weight is None or weight.ndim != 4:
         raise CheckpointError(f"{path} has no correlation head weights.", fix)
     heads = DinoiserHeads(in_channels=weight.shape[1], dim=weight.shape[0], kernel_size=weight.shape[-1])
-    heads.load_state_dict({key: value.float() for key, value in state.items()})
-    return heads.eval(), block
+    try:
+        heads.load_state_dict({key: value.float() for key, value in state.items()})
+    except RuntimeError as error:
+        raise CheckpointError(f"{path} does not fit CLIP-DINOiser's heads: {str(error)[:300]}", fix)
+    return heads.eval(), block, clip

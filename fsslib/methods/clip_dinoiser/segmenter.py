@@ -38,11 +38,12 @@ from fsslib.clip import ClipBundle, class_embeddings, encode_image, maskclip_fea
 from fsslib.data.episodes import IGNORE, EpisodeBatch, OneWayBatch
 from fsslib.errors import unknown
 from fsslib.methods.base import FewShotSegmenter
-from fsslib.methods.clip_dinoiser.model import (DELTA, GAMMA, DinoiserHeads, apply_background, class_scores,
+from fsslib.methods.clip_dinoiser.model import (DELTA, GAMMA, DinoiserHeads, apply_background, class_log_scores,
                                                 guided_pooling)
 
 PROMPTS = ("text", "support", "masked_support", "text_support")
-LOG_FLOOR = 1e-6  # scores below it count as log(1e-6): finite logits for the cross-entropy of the evaluator
+LOG_FLOOR = 1e-6  # upsampled scores below it count as log(1e-6): finite logits for the evaluator's cross-entropy
+MIN_MASK_AREA = 1e-6  # an empty support mask gives a zero prompt (cosine 0 with everything), not a division by 0
 
 
 class ClipDinoiserSegmenter(FewShotSegmenter):
@@ -73,7 +74,7 @@ class ClipDinoiserSegmenter(FewShotSegmenter):
     # ------------------------------------------------------------------ prompts
 
     def text_embeddings(self, names: list[str]) -> torch.Tensor:
-        """(n, D) template-ensembled, normalised text embeddings."""
+        """(n, D) template-ensembled, normalised text embeddings (cached per name list)."""
         return class_embeddings(self.bundle, names, self.templates)
 
     def support_embeddings(self, support_images: torch.Tensor, support_masks: torch.Tensor) -> torch.Tensor:
@@ -84,7 +85,7 @@ class ClipDinoiserSegmenter(FewShotSegmenter):
             dense = maskclip_features(self.bundle, images)  # (BNK, D, h, w)
             masks = (support_masks.flatten(0, 2) == 1).float()[:, None]  # (BNK, 1, H, W)
             weights = F.interpolate(masks, size=dense.shape[-2:], mode="area")  # share of mask in each cell
-            embeddings = (dense * weights).sum((2, 3)) / weights.sum((2, 3)).clamp(min=LOG_FLOOR)  # (BNK, D)
+            embeddings = (dense * weights).sum((2, 3)) / weights.sum((2, 3)).clamp(min=MIN_MASK_AREA)  # (BNK, D)
         else:
             size = (self.bundle.image_size, self.bundle.image_size)
             resized = F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=True)
@@ -96,14 +97,14 @@ class ClipDinoiserSegmenter(FewShotSegmenter):
         """Class embeddings (B, V, D), background name(s) first, and each way's index into them (B, N)."""
         background = self.text_embeddings(self.background_names)  # (nb, D)
         first = len(self.background_names)
+        class_ids = batch.class_ids.to(background.device)  # (B, N)
         if self.prompts == "text":
             classes = self.text_embeddings(self.class_names)  # (C, D)
             vocabulary = torch.cat([background, classes])[None].expand(len(batch), -1, -1)
-            return vocabulary, first + batch.class_ids.to(vocabulary.device) - 1
+            return vocabulary, first + class_ids - 1
         ways = self.support_embeddings(batch.support_images, batch.support_masks)  # (B, N, D)
         if self.prompts == "text_support":
-            names = [name for episode in batch.class_names for name in episode]
-            text = self.text_embeddings(names).view(len(batch), batch.ways, -1).to(ways.device)
+            text = self.text_embeddings(self.class_names).to(ways.device)[class_ids - 1]  # (B, N, D)
             ways = F.normalize(ways + text, dim=-1)
         vocabulary = torch.cat([background.to(ways.device)[None].expand(len(batch), -1, -1), ways], dim=1)
         index = first + torch.arange(batch.ways, device=ways.device)
@@ -111,33 +112,43 @@ class ClipDinoiserSegmenter(FewShotSegmenter):
 
     # ------------------------------------------------------------------ segmentation
 
-    def scores(self, query_images: torch.Tensor, vocabulary: torch.Tensor) -> torch.Tensor:
-        """(B, 1 + V - nb, h, w) scores at the feature grid: background names merged into class 0, the rule applied."""
+    def log_scores(self, query_images: torch.Tensor, vocabulary: torch.Tensor) -> torch.Tensor:
+        """(B, 1 + V - nb, h, w) log-probabilities at the feature grid: the background names merged into
+        class 0 (their probabilities summed), the background rule applied."""
         dense, tapped = maskclip_features_and_tap(self.bundle, query_images, self.feature_block)
         if self.pooling:
             dense = guided_pooling(dense, self.heads.correlation(tapped), self.gamma)  # (B, D, h, w)
         if self.adapter is not None:
             dense = dense + self.adapter(dense)
-        scores = class_scores(dense, vocabulary)  # (B, V, h, w)
+        log_scores = class_log_scores(dense, vocabulary)  # (B, V, h, w)
         first = len(self.background_names)
-        scores = torch.cat([scores[:, :first].sum(dim=1, keepdim=True), scores[:, first:]], dim=1)
+        log_scores = torch.cat([log_scores[:, :first].logsumexp(dim=1, keepdim=True), log_scores[:, first:]], dim=1)
         if self.background_head:
-            scores = apply_background(scores, self.heads.background(tapped), self.delta)
-        return scores
+            log_scores = apply_background(log_scores, self.heads.background(tapped), self.delta)
+        return log_scores
+
+    def way_logits(self, log_scores: torch.Tensor, way_index: torch.Tensor) -> torch.Tensor:
+        """(B, 1 + N, H, W): each way's log-score, and the largest other entry's in channel 0."""
+        channel = way_index - len(self.background_names) + 1  # (B, N): the ways' channels after the merge
+        index = channel[:, :, None, None].expand(-1, -1, *log_scores.shape[-2:])  # (B, N, H, W)
+        others = log_scores.scatter(1, index, float("-inf")).amax(dim=1, keepdim=True)  # (B, 1, H, W)
+        return torch.cat([others, log_scores.gather(1, index)], dim=1)
 
     def forward(self, batch: EpisodeBatch) -> torch.Tensor:
+        """Logits (B, 1 + N, H, W): the scores upsampled bilinearly as probabilities (as the official
+        evaluation resizes them), then logged."""
         vocabulary, way_index = self.vocabulary(batch)  # (B, V, D), (B, N)
-        scores = self.scores(batch.query_images, vocabulary)  # (B, 1 + V', h, w)
+        scores = self.log_scores(batch.query_images, vocabulary).exp()  # (B, 1 + V', h, w)
         scores = F.interpolate(scores, size=batch.query_images.shape[-2:], mode="bilinear", align_corners=False)
-        channel = way_index - len(self.background_names) + 1  # (B, N): the ways' channels after the merge
-        index = channel[:, :, None, None].expand(-1, -1, *scores.shape[-2:])  # (B, N, H, W)
-        way_scores = scores.gather(1, index)  # (B, N, H, W)
-        others = scores.scatter(1, index, float("-inf")).amax(dim=1, keepdim=True)  # (B, 1, H, W)
-        return torch.cat([others, way_scores], dim=1).clamp(min=LOG_FLOOR).log()
+        return self.way_logits(scores.clamp(min=LOG_FLOOR).log(), way_index)
 
     def loss(self, batch: EpisodeBatch) -> torch.Tensor:
-        """Cross-entropy with each class present weighted by the inverse of its pixel count (mean weight 1)."""
-        logits = self(batch)  # (B, 1 + N, H, W)
+        """Cross-entropy with each class present weighted by the inverse of its pixel count (mean weight 1),
+        on the log-scores upsampled as they are (finite gradients everywhere)."""
+        vocabulary, way_index = self.vocabulary(batch)
+        log_scores = self.log_scores(batch.query_images, vocabulary)
+        log_scores = F.interpolate(log_scores, size=batch.query_images.shape[-2:], mode="bilinear", align_corners=False)
+        logits = self.way_logits(log_scores, way_index)  # (B, 1 + N, H, W)
         masks = batch.query_masks
         counts = torch.bincount(masks[masks != IGNORE].flatten(), minlength=logits.shape[1]).float()  # (1 + N,)
         present = counts > 0

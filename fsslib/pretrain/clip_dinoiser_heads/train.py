@@ -28,11 +28,13 @@ from fsslib.clip import ClipBundle, load_clip, maskclip_features_and_tap
 from fsslib.methods.clip_dinoiser.model import (GAMMA, DinoiserHeads, background_loss, correlation_loss, load_heads,
                                                 teacher_targets)
 from fsslib.models.vit import VisionTransformer, last_block_taps
-from fsslib.pretrain.saving import RunRecord, half_precision, save_checkpoint, write_metadata
+from fsslib.errors import FsslibError
+from fsslib.models.files import read_weights
+from fsslib.pretrain.saving import RunRecord, check_teacher, file_sha256, half_precision, save_checkpoint, write_metadata
 from fsslib.pretrain.scenes import render_scenes, to_unit_tensor
 from fsslib.pretrain.toy_dino.metrics import cell_labels, grouping_iou, summary
 from fsslib.pretrain.toy_found import FoundHead, load_found
-from fsslib.pretrain.toy_found.train import foreground_iou
+from fsslib.pretrain.toy_found.train import TOY_FOUND_CHECKPOINT, foreground_iou
 from fsslib.pretrain.views import ViewAugmentation, random_views
 
 CLI = "python -m fsslib.pretrain toy-clip-dinoiser"
@@ -72,6 +74,10 @@ def teacher_signals(teachers: Teachers, images: torch.Tensor, feature_block: int
     """Tapped CLIP features (B, C, h, w), correlation targets (B, N, N) and FOUND saliency (B, 1, h, w)."""
     _, features = maskclip_features_and_tap(teachers.clip, images, feature_block)
     taps = last_block_taps(teachers.dino, images)
+    if taps.grid != tuple(features.shape[-2:]):
+        raise FsslibError(f"The DINO teacher's grid {taps.grid} differs from the CLIP's {tuple(features.shape[-2:])}: "
+                          "their correlations cannot be compared cell by cell.",
+                          "use a DINO and a CLIP with the same patch size (8 on the toy tier, 16 for ViT-B/16).")
     saliency = teachers.found(taps.as_map(taps.keys)).sigmoid()
     saliency = F.interpolate(saliency, size=features.shape[-2:], mode="bilinear", align_corners=False)
     return features, teacher_targets(taps.values, gamma), saliency
@@ -105,10 +111,13 @@ def acceptance_metrics(heads: DinoiserHeads, teachers: Teachers, feature_block: 
 
 
 def evaluate_checkpoint(checkpoint: str | Path, n_images: int = 300) -> dict:
-    """The acceptance metrics of a heads checkpoint, with the teachers recorded beside it (else the shipped ones)."""
+    """The acceptance metrics of a heads checkpoint, with the teachers it was trained with (checked by sha256)."""
     meta = Path(checkpoint).with_suffix(".json")
     found = json.loads(meta.read_text())["settings"]["found"] if meta.is_file() else ""
-    heads, block = load_heads(checkpoint)
+    recorded = read_weights(checkpoint, "CLIP-DINOiser heads", f"re-create it with `{CLI} --out {checkpoint}`.")
+    check_teacher(found or TOY_FOUND_CHECKPOINT, recorded.get("found_sha256"), "The toy FOUND head",
+                  f"re-create the heads with `{CLI} --out {checkpoint}` against the current teachers.")
+    heads, block, _ = load_heads(checkpoint)
     return acceptance_metrics(heads, load_teachers(found), block, n_images)
 
 
@@ -143,7 +152,7 @@ def train_dinoiser_heads(out: str | Path, settings: HeadSettings, progress: bool
             history[name].append(value.item())
     train_seconds = time.perf_counter() - start - prepare_seconds
     save_checkpoint(out, {"heads": half_precision(heads.state_dict()), "feature_block": settings.feature_block,
-                          "clip": "toy-vit"})
+                          "clip": "toy-vit", "found_sha256": file_sha256(settings.found or TOY_FOUND_CHECKPOINT)})
     window = max(1, min(100, settings.steps // 10))
     metadata = {
         **record.stamp(device="cpu"),
@@ -156,7 +165,7 @@ def train_dinoiser_heads(out: str | Path, settings: HeadSettings, progress: bool
                  for name, v in history.items()},
         "wall_time_s": {"prepare": round(prepare_seconds, 1), "train": round(train_seconds, 1)},
         "checkpoint": {"file": out.name, "bytes": out.stat().st_size, "dtype": "float16",
-                       "keys": ["heads", "feature_block", "clip"]},
+                       "keys": ["heads", "feature_block", "clip", "found_sha256"]},
         "held_out": acceptance_metrics(load_heads(out)[0], teachers, settings.feature_block, n_eval_images),  # as shipped
     }
     write_metadata(out, metadata)

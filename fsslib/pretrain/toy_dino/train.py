@@ -5,8 +5,8 @@ no split uses; no label is read (DINO's ImageNet images are unlabelled too, and 
 Per step: a batch of images, DINO's two global views (64 px) and ``local_views`` local views (32 px)
 of each (:mod:`fsslib.pretrain.views`); the teacher sees the global views, the student all of
 them; AdamW with DINO's schedules (linear warm-up then cosine for the learning rate, weight decay
-0.04 -> 0.4 and teacher momentum 0.996 -> 1 on cosines), gradients clipped at norm 3, the last
-layer of the head frozen for the first ``freeze_last_layer_steps``. The checkpoint holds the
+0.04 -> 0.4 and teacher momentum 0.996 -> 1 on cosines), each parameter's gradient clipped at norm
+3, the last layer of the head frozen for the first ``freeze_last_layer_steps``. The checkpoint holds the
 *teacher's* backbone (what DINO releases), fp16.
 """
 from __future__ import annotations
@@ -52,7 +52,7 @@ class DinoSettings:
     teacher_temperature: float = field(default=0.04, metadata={"help": "tau_t"})
     center_momentum: float = field(default=0.9, metadata={"help": "m of the centre's EMA"})
     teacher_momentum: float = field(default=0.996, metadata={"help": "EMA rate lambda at the start (-> 1)"})
-    clip_grad: float = field(default=3.0, metadata={"help": "gradient norm clipping"})
+    clip_grad: float = field(default=3.0, metadata={"help": "per-parameter gradient norm clipping (DINO: 3)"})
     freeze_last_layer_steps: int = field(default=100, metadata={"help": "steps with the head's last layer frozen"})
 
 
@@ -62,12 +62,21 @@ def training_images(settings: DinoSettings) -> np.ndarray:
 
 
 def parameter_groups(modules: list[torch.nn.Module]) -> list[dict]:
-    """DINO's groups: weight decay on weight matrices and convolutions, none on biases and norms."""
+    """DINO's ``get_params_groups``: weight decay on every parameter but biases and 1-d (norm) parameters."""
     decayed, plain = [], []
     for module in modules:
         for name, parameter in module.named_parameters():
-            (plain if parameter.ndim <= 1 or name.endswith(("cls_token", "pos_embed")) else decayed).append(parameter)
+            (plain if parameter.ndim <= 1 or name.endswith(".bias") else decayed).append(parameter)
     return [{"params": decayed}, {"params": plain, "weight_decay": 0.0}]
+
+
+def clip_each_gradient(modules: list[torch.nn.Module], max_norm: float) -> None:
+    """DINO's ``clip_gradients``: each parameter's gradient scaled down to norm ``max_norm`` on its own."""
+    for module in modules:
+        for parameter in module.parameters():
+            if parameter.grad is not None:
+                norm = parameter.grad.norm()
+                parameter.grad.mul_(torch.clamp(max_norm / (norm + 1e-6), max=1.0))
 
 
 def dino_step_loss(student: VisionTransformer, student_head: DinoHead, teacher: VisionTransformer,
@@ -117,7 +126,7 @@ def train_toy_dino(out: str | Path, settings: DinoSettings, progress: bool = Tru
                                to_unit_tensor(images[index.numpy()]), settings, generator)
         optimizer.zero_grad(set_to_none=True)
         value.backward()
-        torch.nn.utils.clip_grad_norm_([*student.parameters(), *student_head.parameters()], settings.clip_grad)
+        clip_each_gradient([student, student_head], settings.clip_grad)
         if step < settings.freeze_last_layer_steps:
             student_head.last_weight.grad = None
         optimizer.step()

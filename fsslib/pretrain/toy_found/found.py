@@ -1,15 +1,18 @@
-"""FOUND's background discovery and its light head (Siméoni et al., CVPR 2023, Sec. 3).
+"""FOUND's background discovery and its light head (Siméoni et al., CVPR 2023, Sec. 3; checked against
+valeoai/FOUND ``bkg_seg.py``, ``model.py`` and ``main_found_train.py`` with ``configs/found_DUTS-TR.yaml``).
 
-* **Seed** (Sec. 3.1): with the last block's class-token attention ``A_h`` (B, heads, N), summed
-  over the heads, the seed is ``s = argmin_p sum_h A_h[p]``, the patch that attracts the least
-  attention. (FOUND also re-weights the heads by how sparse their maps are; with the toy DINO's
-  few heads the plain sum is kept.)
-* **Coarse background** (Sec. 3.1): ``M_b[p] = 1`` where ``cos(k_p, k_s) >= tau`` (tau = 0.3),
-  k the last block's keys; the coarse foreground is ``1 - M_b``.
-* **Head** (Sec. 3.2): one 1x1 convolution from the keys to a foreground logit, trained with
-  ``L = BCE(y, 1 - M_b) + BCE(y, [sigmoid(y) > 0.5])`` (the second term, self-training, uses the
-  head's own binarised output, detached). FOUND smooths both targets with a bilateral solver;
-  on 8 x 8 toy grids it is left out.
+With ``A_h`` (B, heads, N) the last block's class-token attention and ``k`` its keys:
+
+* **Head weights** (CroW's sparsity weighting): with ``t`` the mean of all heads' attention of the
+  image, ``Q_h`` the share of patches where ``A_h > t`` and ``beta_h = log(sum_h' Q_h' / Q_h)``
+  (both with eps = 1e-10 added), each head's attention and its slice of the keys are scaled by beta_h.
+* **Seed**: ``s = argmin_p sum_h beta_h A_h[p]``, the patch that attracts the least attention.
+* **Coarse background**: ``M_b[p] = 1`` where ``cos(k'_p, k'_s) > tau`` (tau = 0.3), k' the weighted keys;
+  the coarse foreground is ``1 - M_b``.
+* **Head**: one 1x1 convolution from the keys to a foreground logit y. FOUND's loss at step i:
+  ``1.5 BCE(y, S([sigmoid(y) > 0.5]))`` plus ``BCE(y, S(1 - M_b))`` for the first 100 steps, then
+  ``4 BCE(y, [sigmoid(y) > 0.5])`` instead (self-training); S is a bilateral solver that smooths
+  the masks along the image's edges. On the toy tier's 8 x 8 grids fsslib leaves S out (S = identity).
 """
 from __future__ import annotations
 
@@ -20,19 +23,31 @@ from torch import nn
 from fsslib.models.vit import LastBlockTaps
 
 SIMILARITY_THRESHOLD = 0.3  # tau
+EPSILON = 1e-10
+STOP_BACKGROUND_STEPS = 100  # FOUND trains on the coarse masks for its first 100 iterations only
+SOLVER_WEIGHT, SELF_WEIGHT = 1.5, 4.0
+
+
+def head_weights(cls_attention: torch.Tensor) -> torch.Tensor:
+    """CroW sparsity weights beta (B, heads) of class-token attention maps (B, heads, N)."""
+    threshold = cls_attention.flatten(1).mean(dim=1)  # (B,)
+    share = (cls_attention > threshold[:, None, None]).float().mean(dim=-1) + EPSILON  # Q_h (B, heads)
+    return torch.log(share.sum(dim=1, keepdim=True) / share)
 
 
 def background_seed(cls_attention: torch.Tensor) -> torch.Tensor:
-    """(B,) index of the patch with the least class-token attention summed over heads: (B, heads, N) -> (B,)."""
-    return cls_attention.sum(dim=1).argmin(dim=1)
+    """(B,) index of the patch with the least weighted class-token attention: (B, heads, N) -> (B,)."""
+    return (cls_attention * head_weights(cls_attention)[:, :, None]).sum(dim=1).argmin(dim=1)
 
 
 def coarse_background(taps: LastBlockTaps, tau: float = SIMILARITY_THRESHOLD) -> torch.Tensor:
-    """(B, N) bool: patches whose key is at least ``tau``-similar (cosine) to the seed's key."""
-    keys = F.normalize(taps.keys.float(), dim=-1)  # (B, N, C)
+    """(B, N) bool: patches whose weighted key is more than ``tau``-similar (cosine) to the seed's."""
+    heads = taps.cls_attention.shape[1]
+    keys = taps.keys.float().unflatten(-1, (heads, -1)) * head_weights(taps.cls_attention)[:, None, :, None]
+    keys = F.normalize(keys.flatten(2), dim=-1)  # (B, N, C)
     seed = background_seed(taps.cls_attention)  # (B,)
     seed_keys = keys[torch.arange(len(keys)), seed]  # (B, C)
-    return torch.einsum("bnc,bc->bn", keys, seed_keys) >= tau
+    return torch.einsum("bnc,bc->bn", keys, seed_keys) > tau
 
 
 class FoundHead(nn.Module):
@@ -46,8 +61,11 @@ class FoundHead(nn.Module):
         return self.conv(keys)
 
 
-def found_loss(logits: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
-    """FOUND's loss: BCE to the coarse foreground (B, 1, h, w) plus BCE to the head's own binarised output."""
-    foreground = (~background).float()
+def found_loss(logits: torch.Tensor, background: torch.Tensor, step: int,
+               stop_background_steps: int = STOP_BACKGROUND_STEPS) -> torch.Tensor:
+    """FOUND's loss at optimiser step ``step`` (0-based): logits (B, 1, h, w), coarse background (B, 1, h, w) bool."""
     own = (logits.detach().sigmoid() > 0.5).float()
-    return F.binary_cross_entropy_with_logits(logits, foreground) + F.binary_cross_entropy_with_logits(logits, own)
+    loss = SOLVER_WEIGHT * F.binary_cross_entropy_with_logits(logits, own)
+    if step < stop_background_steps:
+        return loss + F.binary_cross_entropy_with_logits(logits, (~background).float())
+    return loss + SELF_WEIGHT * F.binary_cross_entropy_with_logits(logits, own)

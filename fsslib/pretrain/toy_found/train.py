@@ -2,7 +2,8 @@
 
 Training images: ``pool_size`` toy scenes from ``np.random.default_rng([seed, 97, index])``, no label
 read. The frozen toy DINO's last-block keys and coarse masks are computed once; the head is
-trained as FOUND's (AdamW, lr 0.05, batch 50, 500 steps on DUTS-TR; here the same on toy scenes).
+trained as FOUND's (AdamW, lr 0.05 x 0.95 every 50 steps, batch 50, 500 steps on DUTS-TR; here the same
+on toy scenes; the loss schedule is :func:`~fsslib.pretrain.toy_found.found.found_loss`).
 Acceptance on held-out scenes (``default_rng([0, 98, index])``): foreground IoU of the coarse masks
 and of the head (probability > 0.5, upsampled bilinearly to the pixels) against the all-foreground
 prediction.
@@ -20,12 +21,15 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from fsslib.data.layout import IGNORE
+from fsslib.errors import CheckpointError
 from fsslib.models.files import read_weights
 from fsslib.models.vit import TOY_DINO_CHECKPOINT, VisionTransformer, last_block_taps, load_dino
 from fsslib.paths import CHECKPOINT_DIR
-from fsslib.pretrain.saving import RunRecord, half_precision, save_checkpoint, shown_path, write_metadata
+from fsslib.pretrain.saving import (RunRecord, check_teacher, file_sha256, half_precision, save_checkpoint, shown_path,
+                                   write_metadata)
 from fsslib.pretrain.scenes import render_scenes, to_unit_tensor
-from fsslib.pretrain.toy_found.found import SIMILARITY_THRESHOLD, FoundHead, coarse_background, found_loss
+from fsslib.pretrain.toy_found.found import (SIMILARITY_THRESHOLD, STOP_BACKGROUND_STEPS, FoundHead, coarse_background,
+                                            found_loss)
 
 CLI = "python -m fsslib.pretrain toy-found"
 TRAIN_STREAM, HELD_OUT_SEED, HELD_OUT_STREAM = 97, 0, 98
@@ -42,6 +46,10 @@ class FoundSettings:
     pool_size: int = field(default=4000, metadata={"help": "training scenes"})
     lr: float = field(default=0.05, metadata={"help": "AdamW learning rate (FOUND: 0.05)"})
     tau: float = field(default=SIMILARITY_THRESHOLD, metadata={"help": "key similarity to the seed for background"})
+    stop_background_steps: int = field(default=STOP_BACKGROUND_STEPS,
+                                       metadata={"help": "steps trained on the coarse masks (FOUND: 100)"})
+    step_lr_size: int = field(default=50, metadata={"help": "steps between learning-rate decays (FOUND: 50)"})
+    step_lr_gamma: float = field(default=0.95, metadata={"help": "learning-rate decay factor (FOUND: 0.95)"})
     dino: str = field(default="", metadata={"help": "toy DINO checkpoint ('' = the shipped one)"})
 
 
@@ -66,13 +74,20 @@ def foreground_iou(scores: torch.Tensor, masks: np.ndarray) -> float:
 
 
 def load_found(checkpoint: str | Path | None = None) -> tuple[VisionTransformer, FoundHead]:
-    """The toy DINO (as recorded in the checkpoint's JSON) and the trained FOUND head, eval mode."""
+    """The toy DINO the head was trained on (checked by its sha256) and the trained FOUND head, eval mode."""
     path = Path(checkpoint or TOY_FOUND_CHECKPOINT)
     fix = f"re-create it with `{CLI} --threads 1 --out {shown_path(path)}`."
     payload = read_weights(path, "Toy FOUND head", fix)
-    dino = load_dino("toy-dino", payload.get("dino") or None)
+    if not (isinstance(payload, dict) and isinstance(payload.get("head"), dict)):
+        raise CheckpointError(f"{path} holds no FOUND head (a dict with 'head').", fix)
+    dino_path = payload.get("dino") or TOY_DINO_CHECKPOINT
+    check_teacher(dino_path, payload.get("dino_sha256"), "The toy DINO", fix)
+    dino = load_dino("toy-dino", dino_path)
     head = FoundHead(dino.config.width)
-    head.load_state_dict({k: v.float() for k, v in payload["head"].items()})
+    try:
+        head.load_state_dict({k: v.float() for k, v in payload["head"].items()})
+    except RuntimeError as error:
+        raise CheckpointError(f"{path} does not fit the FOUND head of the toy DINO: {str(error)[:200]}", fix)
     return dino, head.eval()
 
 
@@ -111,17 +126,20 @@ def train_toy_found(out: str | Path, settings: FoundSettings, progress: bool = T
     prepare_seconds = time.perf_counter() - start
     head = FoundHead(dino.config.width)
     optimizer = torch.optim.AdamW(head.parameters(), lr=settings.lr)
+    schedule = torch.optim.lr_scheduler.StepLR(optimizer, settings.step_lr_size, settings.step_lr_gamma)
     history = []
-    for _ in tqdm(range(settings.steps), desc="train toy FOUND head", disable=not progress):
+    for step in tqdm(range(settings.steps), desc="train toy FOUND head", disable=not progress):
         index = torch.randint(len(keys), (settings.batch_size,), generator=generator)
-        loss = found_loss(head(keys[index]), background[index])
+        loss = found_loss(head(keys[index]), background[index], step, settings.stop_background_steps)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        schedule.step()
         history.append(loss.item())
     train_seconds = time.perf_counter() - start - prepare_seconds
     dino_path = settings.dino or str(TOY_DINO_CHECKPOINT.relative_to(CHECKPOINT_DIR.parent.parent))
-    save_checkpoint(out, {"head": half_precision(head.state_dict()), "dino": settings.dino})
+    save_checkpoint(out, {"head": half_precision(head.state_dict()), "dino": settings.dino,
+                          "dino_sha256": file_sha256(settings.dino or TOY_DINO_CHECKPOINT)})
     window = max(1, min(50, settings.steps // 10))
     metadata = {
         **record.stamp(device="cpu"),
@@ -133,7 +151,8 @@ def train_toy_found(out: str | Path, settings: FoundSettings, progress: bool = T
                             "scenes": f"np.random.default_rng([{settings.seed}, {TRAIN_STREAM}, index]), index < {settings.pool_size}"},
         "loss": {"first_steps": float(np.mean(history[:window])), "last_steps": float(np.mean(history[-window:]))},
         "wall_time_s": {"prepare": round(prepare_seconds, 1), "train": round(train_seconds, 1)},
-        "checkpoint": {"file": out.name, "bytes": out.stat().st_size, "dtype": "float16", "keys": ["head", "dino"]},
+        "checkpoint": {"file": out.name, "bytes": out.stat().st_size, "dtype": "float16",
+                       "keys": ["head", "dino", "dino_sha256"]},
         "held_out": acceptance_metrics(dino, load_found(out)[1], settings.tau, n_eval_images),
     }
     write_metadata(out, metadata)
