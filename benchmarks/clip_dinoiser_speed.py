@@ -23,8 +23,7 @@ from fsslib.data.episodes import EpisodeDataset
 from fsslib.engine import evaluate_model, open_source
 from fsslib.methods import build_method
 from fsslib.methods.clip_dinoiser.model import TOY_HEADS_CHECKPOINT, DinoiserHeads, guided_pooling
-from fsslib.provenance import run_provenance
-from timing import median_seconds
+from timing import batched_against_loop, write_report
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -70,17 +69,9 @@ def main() -> None:
         return torch.cat([guided_pooling(dense[i:i + 1], correlations[i:i + 1]) for i in range(args.batch_size)])
 
     torch.testing.assert_close(batched(), looped())
-    seconds_batched, seconds_looped = median_seconds(batched, args.repeats), median_seconds(looped, args.repeats)
-    lines += [f"| guided pooling of {args.batch_size} toy feature maps (8 x 8), batched | {1e3 * seconds_batched:.2f} ms |",
-              f"| the same, one image at a time | {1e3 * seconds_looped:.2f} ms ({seconds_looped / seconds_batched:.1f}x "
-              "the batched time) |"]
-    provenance = run_provenance("cpu")
-    lines += ["", f"Produced with torch {provenance['torch']}; commit {provenance['commit']}; device cpu "
-                  "(this project's 2-core machines; 25% apart from run to run)."]
-    out = RESULTS / "clip_dinoiser_speed_toy.md"
-    out.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines) + f"\n-> {out}")
-
+    lines += batched_against_loop(f"guided pooling of {args.batch_size} toy feature maps (8 x 8)", batched, looped,
+                                  args.repeats)
+    write_report(lines, RESULTS / "clip_dinoiser_speed_toy.md")
 
 if __name__ == "__main__":
     main()

@@ -23,8 +23,7 @@ from fsslib.data.episodes import EpisodeDataset, collate_episodes
 from fsslib.engine import evaluate_model, open_source
 from fsslib.methods import build_method
 from fsslib.methods.lfss.dps import EVAL_ITERATIONS, distributed_prototypes
-from fsslib.provenance import run_provenance
-from timing import median_seconds
+from timing import batched_against_loop, write_report
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -66,18 +65,9 @@ def main() -> None:
     for index, (prototypes, valid) in enumerate(one_by_one):
         count = prototypes.shape[1]
         torch.testing.assert_close(together[0][index, :count][valid[0]], prototypes[0][valid[0]], rtol=1e-4, atol=1e-5)
-    seconds_batched, seconds_looped = median_seconds(batched, args.repeats), median_seconds(looped, args.repeats)
-    lines += [f"| DPS on {args.batch_size} supports (Eqs. 6-11, {EVAL_ITERATIONS} iterations), batched | "
-              f"{1e3 * seconds_batched:.1f} ms |",
-              f"| the same, one support at a time | {1e3 * seconds_looped:.1f} ms ({seconds_looped / seconds_batched:.1f}x "
-              "the batched time) |"]
-    provenance = run_provenance("cpu")
-    lines += ["", f"Produced with torch {provenance['torch']}; commit {provenance['commit']}; device cpu "
-                  "(this project's 2-core machines; 25% apart from run to run)."]
-    out = RESULTS / "lfss_speed_toy.md"
-    out.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines) + f"\n-> {out}")
-
+    lines += batched_against_loop(f"DPS on {args.batch_size} supports (Eqs. 6-11, {EVAL_ITERATIONS} iterations)",
+                                  batched, looped, args.repeats, unit="ms")
+    write_report(lines, RESULTS / "lfss_speed_toy.md")
 
 if __name__ == "__main__":
     main()
