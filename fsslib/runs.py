@@ -22,7 +22,8 @@ rows on the same test episodes (fold, ways, shots, seed, episodes) are set besid
 default rows, with the all-foreground reference and each method's support annotation
 (:func:`fsslib.methods.support_annotation`), in one table per fold and mean (a paper's Table 1).
 
-``--jobs N`` runs N notebooks at once, one kernel each with ``--threads`` torch threads (a grid
+``--table-only`` runs nothing and writes a grid's table again from its runs' outputs (to refresh the
+``beside`` comparison after another grid was re-run). ``--jobs N`` runs N notebooks at once, one kernel each with ``--threads`` torch threads (a grid
 file may set ``jobs`` and ``threads``; on 2 CPU cores: 2 jobs of 1 thread); the table keeps
 the grid's order. The progress bar counts training epochs and evaluations of all runs and
 names what each running notebook is doing.
@@ -158,14 +159,35 @@ def execute(grid_path: str | Path, smoke: bool = False, outputs: str | Path | No
         results_per_run = [f.result() for f in futures]
     finally:  # after an error or an interrupt, no further run starts
         pool.shutdown(cancel_futures=True)
+    return _write_grid_table(grid, name, runs, results_per_run, results, publish=not smoke and results is None)
+
+
+def _write_grid_table(grid: dict[str, Any], name: str, runs: list[dict[str, Any]], results_per_run: list[dict[str, Any]],
+                      results: str | Path | None, publish: bool) -> list[dict[str, Any]]:
+    """Write the grid's table and curves from its runs' ``metrics.json`` contents; ``publish``: also RESULTS.md."""
     rows = [row for result in results_per_run for row in result["rows"]]
     curves = {run_name(p): result["history"] for p, result in zip(runs, results_per_run) if result.get("history")}
     results_dir = Path(results or REPO / "papermill_runs" / "results")
     beside = [row for other in grid.get("beside", []) for row in read_table(REPO / "papermill_runs" / "results" / f"{other}.csv")]
     write_table(rows, results_dir / name, curves, beside)
-    if not smoke and results is None:
+    if publish:
         write_results_page(REPO / "papermill_runs")
     return rows
+
+
+def rewrite_table(grid_path: str | Path, outputs: str | Path | None = None,
+                  results: str | Path | None = None) -> list[dict[str, Any]]:
+    """Write a grid's table again from its runs' outputs, running nothing: after a grid it sets its rows
+    ``beside`` has been re-run, the comparison is refreshed with the same rows, curves and provenance."""
+    grid = load_grid(grid_path)
+    outputs = Path(outputs).resolve() if outputs else REPO / "papermill_runs" / "outputs" / grid["name"]
+    runs = expand(grid)
+    missing = [run_name(p) for p in runs if not (outputs / run_name(p) / "metrics.json").is_file()]
+    if missing:
+        raise DatasetNotFoundError(f"No outputs of {len(missing)} runs of {grid['name']} under {outputs} (e.g. {missing[0]}).",
+                                   f"run the grid itself: python -m fsslib.runs {grid_path}")
+    results_per_run = [json.loads((outputs / run_name(p) / "metrics.json").read_text()) for p in runs]
+    return _write_grid_table(grid, grid["name"], runs, results_per_run, results, publish=results is None)
 
 
 def plateau_gains(curves: dict[str, list[dict]]) -> dict[str, float]:
@@ -326,10 +348,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--outputs", default=None, help="where executed notebooks go")
     parser.add_argument("--jobs", type=int, default=None, help="notebooks executed at once (default: the grid's, else 1)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads per notebook (default: the grid's, else 1)")
+    parser.add_argument("--table-only", action="store_true",
+                        help="run nothing: write the table again from the runs' outputs (e.g. after a 'beside' grid changed)")
     args = parser.parse_args(argv)
     try:
         name = load_grid(args.grid)["name"] + ("_smoke" if args.smoke else "")
-        rows = execute(args.grid, smoke=args.smoke, outputs=args.outputs, jobs=args.jobs, threads=args.threads)
+        rows = rewrite_table(args.grid, args.outputs) if args.table_only else execute(
+            args.grid, smoke=args.smoke, outputs=args.outputs, jobs=args.jobs, threads=args.threads)
     except FsslibError as error:
         parser.exit(2, f"error: {error}\n")
     print(f"{len(rows)} runs -> papermill_runs/results/{name}.csv and .md")

@@ -145,3 +145,26 @@ def test_a_committed_row_is_reproduced(tmp_path, toy_root, monkeypatch):
     assert row["episodes"] == int(committed["episodes"]) == 1000
     assert row["miou"] == pytest.approx(float(committed["miou"]), abs=0.1)  # the table rounds to 0.1
     assert row["fbiou"] == pytest.approx(float(committed["fbiou"]), abs=0.1)
+
+
+def test_table_only_rewrites_a_grid_s_table_from_its_outputs(tmp_path):
+    from fsslib.errors import DatasetNotFoundError
+
+    grid = tmp_path / "g.yaml"
+    grid.write_text("name: g\nnotebook: notebooks/90_train_eval.ipynb\nfixed: {preset: toy}\n"
+                    "grid: {method: [prototype], fold: [0, 1], shots: [1]}\n")
+    outputs = tmp_path / "outputs"
+    with pytest.raises(DatasetNotFoundError, match="run the grid itself"):
+        runs.rewrite_table(grid, outputs, results=tmp_path / "results")
+    for fold, miou in ((0, 40.0), (1, 50.0)):
+        run = outputs / runs.run_name({"method": "prototype", "fold": fold, "shots": 1})
+        run.mkdir(parents=True)
+        row = {"method": "prototype", "variant": "", "tier": "toy", "benchmark": "toy", "fold": fold, "ways": 1,
+               "shots": 1, "train_shots": 1, "seed": 0, "episodes": 10, "miou": miou, "fbiou": 60.0,
+               "reference_miou": 9.0, "torch": "t", "commit": "c", "device": "cpu"}
+        history = [{"epoch": e, "val_miou": 30.0 + e} for e in range(1, 9)]
+        (run / "metrics.json").write_text(json.dumps({"rows": [row], "history": history}))
+    rows = runs.rewrite_table(grid, outputs, results=tmp_path / "results")
+    assert [r["miou"] for r in rows] == [40.0, 50.0]
+    table = (tmp_path / "results" / "g.md").read_text()
+    assert "| prototype |  | toy | toy | 1 | 1 | 1 | 0 | 2 | 45.0 |" in table and "0 of 2 runs under 1 point" in table
