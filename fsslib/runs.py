@@ -85,6 +85,29 @@ def run_name(params: dict[str, Any]) -> str:
     return f"{params['method']}{variant}-fold{params['fold']}{ways}-{params['shots']}shot-seed{params.get('seed', 0)}"
 
 
+def notebook_parameters(notebook: Path) -> set[str]:
+    """The names the notebook's cell tagged ``parameters`` assigns (what papermill can set)."""
+    import ast
+
+    import nbformat
+
+    cells = [c for c in nbformat.read(notebook, as_version=4).cells if "parameters" in c.metadata.get("tags", [])]
+    if not cells:
+        raise FsslibError(f"{notebook} has no cell tagged 'parameters'.", "tag the cell of plain assignments 'parameters'.")
+    return {target.id for node in ast.parse(cells[0].source).body if isinstance(node, ast.Assign)
+            for target in node.targets if isinstance(target, ast.Name)}
+
+
+def check_parameters(grid: dict[str, Any], runs: list[dict[str, Any]]) -> None:
+    """Raise unless every parameter the grid sets is one the notebook takes (papermill would ignore it silently)."""
+    accepted = notebook_parameters(REPO / grid["notebook"])
+    unknown_names = sorted({key for params in runs for key in params} - accepted)
+    if unknown_names:
+        raise FsslibError(f"Grid {grid['name']} sets {unknown_names}, which {grid['notebook']} does not take: "
+                          "papermill would ignore them and the runs would not be what the grid says.",
+                          f"use the notebook's parameters ({', '.join(sorted(accepted))}) or add them to its parameters cell.")
+
+
 def run_notebook(notebook: Path, outputs: Path, smoke: bool, threads: int, params: dict[str, Any]) -> dict[str, Any]:
     """Execute ``notebook`` with ``params`` into ``outputs/<run name>/`` (working directory: the
     notebook's folder; the kernel gets ``threads`` torch threads); returns the ``metrics.json``
@@ -134,6 +157,7 @@ def execute(grid_path: str | Path, smoke: bool = False, outputs: str | Path | No
     outputs = Path(outputs).resolve() if outputs else REPO / "papermill_runs" / "outputs" / name
     run_one = partial(run_notebook, REPO / grid["notebook"], outputs, smoke, threads)
     runs = expand(grid)
+    check_parameters(grid, runs)
     for params in runs:  # a fresh run: no metrics or learning curve of an earlier execution is read
         for stale in ("metrics.json", "log.jsonl"):
             (outputs / run_name(params) / stale).unlink(missing_ok=True)

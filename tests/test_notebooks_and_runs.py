@@ -168,3 +168,15 @@ def test_table_only_rewrites_a_grid_s_table_from_its_outputs(tmp_path):
     assert [r["miou"] for r in rows] == [40.0, 50.0]
     table = (tmp_path / "results" / "g.md").read_text()
     assert "| prototype |  | toy | toy | 1 | 1 | 1 | 0 | 2 | 45.0 |" in table and "0 of 2 runs under 1 point" in table
+
+
+def test_grids_may_set_only_the_notebook_s_parameters(tmp_path):
+    accepted = runs.notebook_parameters(runs.REPO / "notebooks" / "90_train_eval.ipynb")
+    assert {"method", "variant", "fold", "shots", "epochs", "lr", "smoke", "out_dir"} <= accepted
+    grid = {"name": "g", "notebook": "notebooks/90_train_eval.ipynb"}
+    runs.check_parameters(grid, [{"method": "prototype", "lr": 0.003}])
+    with pytest.raises(FsslibError, match="learning_rate"):
+        runs.check_parameters(grid, [{"method": "prototype", "learning_rate": 0.003}])
+    for path in sorted((runs.REPO / "papermill_runs").glob("*.yaml")):  # every committed grid runs what it says
+        grid = runs.load_grid(path)
+        runs.check_parameters(grid, runs.expand(grid))
