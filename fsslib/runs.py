@@ -22,7 +22,8 @@ rows on the same test episodes (fold, ways, shots, seed, episodes) are set besid
 default rows, with the all-foreground reference and each method's support annotation
 (:func:`fsslib.methods.support_annotation`), in one table per fold and mean (a paper's Table 1).
 
-``--table-only`` runs nothing and writes a grid's table again from its runs' outputs (to refresh the
+``--resume`` continues an interrupted grid (finished runs are kept, the others resume training from
+their last checkpoint), so a long grid can run in several sittings. ``--table-only`` runs nothing and writes a grid's table again from its runs' outputs (to refresh the
 ``beside`` comparison after another grid was re-run). ``--jobs N`` runs N notebooks at once, one kernel each with ``--threads`` torch threads (a grid
 file may set ``jobs`` and ``threads``; on 2 CPU cores: 2 jobs of 1 thread); the table keeps
 the grid's order. The progress bar counts training epochs and evaluations of all runs and
@@ -108,10 +109,11 @@ def check_parameters(grid: dict[str, Any], runs: list[dict[str, Any]]) -> None:
                           f"use the notebook's parameters ({', '.join(sorted(accepted))}) or add them to its parameters cell.")
 
 
-def run_notebook(notebook: Path, outputs: Path, smoke: bool, threads: int, params: dict[str, Any]) -> dict[str, Any]:
+def run_notebook(notebook: Path, outputs: Path, smoke: bool, threads: int, resume: bool,
+                 params: dict[str, Any]) -> dict[str, Any]:
     """Execute ``notebook`` with ``params`` into ``outputs/<run name>/`` (working directory: the
-    notebook's folder; the kernel gets ``threads`` torch threads); returns the ``metrics.json``
-    its last cell wrote."""
+    notebook's folder; the kernel gets ``threads`` torch threads; ``resume``: training continues
+    from the run's ``last.pt``); returns the ``metrics.json`` its last cell wrote."""
     import papermill
     from traitlets.config import Config
 
@@ -121,10 +123,17 @@ def run_notebook(notebook: Path, outputs: Path, smoke: bool, threads: int, param
     (run_dir / "metrics.json").unlink(missing_ok=True)
     with tempfile.TemporaryDirectory(prefix="fsslib-kernel-") as sockets:  # local sockets of this kernel alone: no TCP
         papermill.execute_notebook(str(notebook), str(run_dir / notebook.name),
-                                   parameters={**params, "smoke": smoke, "out_dir": str(run_dir)},
+                                   parameters={**params, "smoke": smoke, "out_dir": str(run_dir), "resume": resume},
                                    cwd=str(notebook.parent), progress_bar=False,
                                    config=Config({"KernelManager": {"transport": "ipc", "ip": str(Path(sockets) / "ipc")}}))
     return json.loads((run_dir / "metrics.json").read_text())
+
+
+def _done(result: dict[str, Any]) -> Future:
+    """A future that already holds ``result`` (a run a resumed grid does not execute again)."""
+    future: Future = Future()
+    future.set_result(result)
+    return future
 
 
 def _progress(run_dir: Path, epochs: int) -> tuple[int, str]:
@@ -138,12 +147,15 @@ def _progress(run_dir: Path, epochs: int) -> tuple[int, str]:
 
 
 def execute(grid_path: str | Path, smoke: bool = False, outputs: str | Path | None = None,
-            results: str | Path | None = None, jobs: int | None = None, threads: int | None = None) -> list[dict[str, Any]]:
+            results: str | Path | None = None, jobs: int | None = None, threads: int | None = None,
+            resume: bool = False) -> list[dict[str, Any]]:
     """Execute every run of the grid with papermill, ``jobs`` at a time; returns the table rows.
 
     ``outputs`` (executed notebooks) and ``results`` (tables) default to the repository's
     ``papermill_runs/outputs/<name>`` and ``papermill_runs/results``; ``jobs`` and ``threads``
-    default to the grid file's (else 1 job with 1 thread).
+    default to the grid file's (else 1 job with 1 thread). ``resume`` continues an interrupted
+    grid: runs that wrote their ``metrics.json`` are read, not run again, and the others continue
+    training from their ``last.pt`` (the trainer checks that the settings are the same).
     """
     from fsslib.config import make_config
 
@@ -155,18 +167,24 @@ def execute(grid_path: str | Path, smoke: bool = False, outputs: str | Path | No
                           "pass --jobs and --threads of 1 or more (or drop them to use the grid file's).")
     name = grid["name"] + ("_smoke" if smoke else "")
     outputs = Path(outputs).resolve() if outputs else REPO / "papermill_runs" / "outputs" / name
-    run_one = partial(run_notebook, REPO / grid["notebook"], outputs, smoke, threads)
+    run_one = partial(run_notebook, REPO / grid["notebook"], outputs, smoke, threads, resume)
     runs = expand(grid)
     check_parameters(grid, runs)
-    for params in runs:  # a fresh run: no metrics or learning curve of an earlier execution is read
-        for stale in ("metrics.json", "log.jsonl"):
-            (outputs / run_name(params) / stale).unlink(missing_ok=True)
+    kept = {}  # runs a resumed grid has already finished
+    for params in runs:
+        metrics = outputs / run_name(params) / "metrics.json"
+        if resume and metrics.is_file():
+            kept[run_name(params)] = json.loads(metrics.read_text())
+        elif not resume:  # a fresh run: no metrics or learning curve of an earlier execution is read
+            for stale in ("metrics.json", "log.jsonl"):
+                (outputs / run_name(params) / stale).unlink(missing_ok=True)
     units = [make_config(method=p["method"], preset=p.get("preset", "toy"), variant=p.get("variant", ""),
                          epochs=p.get("epochs"), smoke=smoke).epochs + 1 for p in runs]  # an upper bound for training-free runs
     # Processes, not threads: papermill changes the working directory, which threads would share.
     pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"))
     try:
-        futures: list[Future] = [pool.submit(run_one, params) for params in runs]
+        futures: list[Future] = [pool.submit(run_one, params) if run_name(params) not in kept
+                                 else _done(kept[run_name(params)]) for params in runs]
         with tqdm(total=sum(units), desc=f"grid {name} ({len(runs)} runs, epochs + evaluations)", unit="step") as bar:
             pending = set(futures)
             while pending:
@@ -372,13 +390,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--outputs", default=None, help="where executed notebooks go")
     parser.add_argument("--jobs", type=int, default=None, help="notebooks executed at once (default: the grid's, else 1)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads per notebook (default: the grid's, else 1)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue an interrupted grid: keep finished runs, resume the others from their last.pt")
     parser.add_argument("--table-only", action="store_true",
                         help="run nothing: write the table again from the runs' outputs (e.g. after a 'beside' grid changed)")
     args = parser.parse_args(argv)
     try:
         name = load_grid(args.grid)["name"] + ("_smoke" if args.smoke else "")
         rows = rewrite_table(args.grid, args.outputs) if args.table_only else execute(
-            args.grid, smoke=args.smoke, outputs=args.outputs, jobs=args.jobs, threads=args.threads)
+            args.grid, smoke=args.smoke, outputs=args.outputs, jobs=args.jobs, threads=args.threads, resume=args.resume)
     except FsslibError as error:
         parser.exit(2, f"error: {error}\n")
     print(f"{len(rows)} runs -> papermill_runs/results/{name}.csv and .md")

@@ -26,7 +26,8 @@ def test_train_eval_notebook_has_one_parameters_cell():
     notebook = nbformat.read(REPO / "notebooks" / "90_train_eval.ipynb", as_version=4)
     tagged = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1
-    for name in ("method", "variant", "preset", "fold", "shots", "test_shots", "ways", "seed", "device", "smoke", "out_dir"):
+    for name in ("method", "variant", "preset", "fold", "shots", "test_shots", "ways", "seed", "device", "smoke", "out_dir",
+                 "lr", "resume"):
         assert f"{name} = " in tagged[0].source
 
 
@@ -130,6 +131,13 @@ def test_papermill_smoke_run(tmp_path, toy_root):
     assert len(table) == 6 and float(table[2]["miou"]) == pytest.approx(float(table[2]["reference_miou"]))
     assert float(table[4]["miou"]) < float(table[2]["miou"])  # 2-way: way 2's pixels are all wrong
     assert (tmp_path / "results" / "tiny_smoke.md").read_text().startswith("| method |")
+    # --resume: a finished run is read back, an interrupted one continues from its last.pt (nothing to retrain)
+    kept = tmp_path / "outputs" / "all-foreground-fold1-1shot-seed0" / "metrics.json"
+    before = kept.stat().st_mtime_ns
+    (executed / "metrics.json").unlink()
+    again = runs.execute(grid, smoke=True, outputs=tmp_path / "outputs", results=tmp_path / "results", jobs=2, resume=True)
+    assert kept.stat().st_mtime_ns == before and [r["miou"] for r in again] == [r["miou"] for r in rows]
+    assert len(json.loads((executed / "metrics.json").read_text())["history"]) == 1  # resumed, not trained again
 
 
 @pytest.mark.slow
