@@ -33,7 +33,7 @@ TRAIN_STREAM = 95  # training scenes: default_rng([seed, 95, index])
 
 @dataclass
 class DinoSettings:
-    """One toy DINO run (defaults: the shipped checkpoint's recipe)."""
+    """One toy DINO run (defaults: the recipe the toy DINO is to be made with; none is shipped yet)."""
 
     steps: int = field(default=3000, metadata={"help": "optimiser steps"})
     seed: int = field(default=0, metadata={"help": "scenes, initialisation and views"})
@@ -65,8 +65,8 @@ def parameter_groups(modules: list[torch.nn.Module]) -> list[dict]:
     """DINO's ``get_params_groups``: weight decay on every parameter but biases and 1-d (norm) parameters."""
     decayed, plain = [], []
     for module in modules:
-        for name, parameter in module.named_parameters():
-            (plain if parameter.ndim <= 1 or name.endswith(".bias") else decayed).append(parameter)
+        for parameter in module.parameters():
+            (plain if parameter.ndim <= 1 else decayed).append(parameter)  # biases and norm weights are 1-d
     return [{"params": decayed}, {"params": plain, "weight_decay": 0.0}]
 
 
@@ -130,8 +130,9 @@ def train_toy_dino(out: str | Path, settings: DinoSettings, progress: bool = Tru
         if step < settings.freeze_last_layer_steps:
             student_head.last_weight.grad = None
         optimizer.step()
-        update_teacher(student, teacher, teacher_momentum(step, settings.steps, settings.teacher_momentum))
-        update_teacher(student_head, teacher_head, teacher_momentum(step, settings.steps, settings.teacher_momentum))
+        momentum = teacher_momentum(step, settings.steps, settings.teacher_momentum)
+        update_teacher(student, teacher, momentum)
+        update_teacher(student_head, teacher_head, momentum)
         history.append(value.item())
     train_seconds = time.perf_counter() - start - prepare_seconds
 

@@ -38,7 +38,7 @@ TOY_FOUND_CHECKPOINT = CHECKPOINT_DIR / "toy_found.pt"
 
 @dataclass
 class FoundSettings:
-    """One toy FOUND run (defaults: the shipped checkpoint's recipe, FOUND's own where it has one)."""
+    """One toy FOUND run (defaults: FOUND's own where it has one; no toy FOUND is shipped yet)."""
 
     steps: int = field(default=500, metadata={"help": "optimiser steps (FOUND: 500)"})
     seed: int = field(default=0, metadata={"help": "scenes and initialisation"})
