@@ -166,3 +166,20 @@ def test_tiny_found_training_writes_a_loadable_background_teacher(tmp_path):
     torch.save({"backbone": VisionTransformer(TOY_DINO).state_dict()}, tmp_path / "dino.pt")  # a re-made teacher
     with pytest.raises(CheckpointError, match="sha256"):
         load_found(tmp_path / "found.pt")
+
+
+def test_found_release_loads_fsslib_s_head_from_the_official_decoder_file(tmp_path, monkeypatch):
+    from fsslib.pretrain.toy_found import load_found_release
+
+    decoder = torch.nn.Conv2d(384, 1, 1)  # valeoai/FOUND model.py: decoder on DINO ViT-S/8's keys
+    torch.save({"decoder": decoder.state_dict()}, tmp_path / "decoder_weights.pt")
+    dino, head = load_found_release(tmp_path / "decoder_weights.pt", dino_checkpoint="random")
+    assert dino.config.patch_size == 8 and dino.config.width == 384
+    keys = torch.randn(2, 384, 4, 4)
+    torch.testing.assert_close(head(keys), decoder(keys))
+    monkeypatch.setenv("FSSLIB_WEIGHTS", str(tmp_path / "offline"))
+    with pytest.raises(CheckpointError, match="valeoai/FOUND"):
+        load_found_release()
+    torch.save({"model": decoder.state_dict()}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="no FOUND decoder"):
+        load_found_release(tmp_path / "other.pt", dino_checkpoint="random")

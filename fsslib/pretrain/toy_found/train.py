@@ -24,7 +24,7 @@ from fsslib.data.layout import IGNORE
 from fsslib.errors import CheckpointError
 from fsslib.models.files import read_weights
 from fsslib.models.vit import TOY_DINO_CHECKPOINT, VisionTransformer, last_block_taps, load_dino
-from fsslib.paths import CHECKPOINT_DIR
+from fsslib.paths import CHECKPOINT_DIR, weights_root
 from fsslib.pretrain.saving import (RunRecord, check_teacher, file_sha256, half_precision, save_checkpoint, shown_path,
                                    write_metadata)
 from fsslib.pretrain.scenes import render_scenes, to_unit_tensor
@@ -34,6 +34,7 @@ from fsslib.pretrain.toy_found.found import (SIMILARITY_THRESHOLD, STOP_BACKGROU
 CLI = "python -m fsslib.pretrain toy-found"
 TRAIN_STREAM, HELD_OUT_SEED, HELD_OUT_STREAM = 97, 0, 98
 TOY_FOUND_CHECKPOINT = CHECKPOINT_DIR / "toy_found.pt"
+FOUND_RELEASE_FILE, FOUND_RELEASE_PATH = "decoder_weights.pt", "data/weights/decoder_weights.pt"
 
 
 @dataclass
@@ -88,6 +89,31 @@ def load_found(checkpoint: str | Path | None = None) -> tuple[VisionTransformer,
         head.load_state_dict({k: v.float() for k, v in payload["head"].items()})
     except RuntimeError as error:
         raise CheckpointError(f"{path} does not fit the FOUND head of the toy DINO: {str(error)[:200]}", fix)
+    return dino, head.eval()
+
+
+def load_found_release(decoder_weights: str | Path | None = None,
+                       dino_checkpoint: str | Path | None = None) -> tuple[VisionTransformer, FoundHead]:
+    """FOUND's released teacher (paper tier): DINO ViT-S/8 and the trained 1x1 decoder, eval mode.
+
+    ``decoder_weights``: the release's ``data/weights/decoder_weights.pt`` of valeoai/FOUND (``{"decoder":
+    Conv2d(384, 1, 1).state_dict()}``, as its ``model.py`` saves it), from the path or ``$FSSLIB_WEIGHTS``;
+    ``dino_checkpoint``: DINO's ``dino_deitsmall8_300ep_pretrain.pth`` (``"random"``: untrained, shapes only).
+    The decoder reads the last block's keys, heads concatenated, as :func:`load_found`'s toy head does.
+    """
+    path = Path(decoder_weights or weights_root() / FOUND_RELEASE_FILE)
+    fix = (f"copy {FOUND_RELEASE_FILE} from the valeoai/FOUND repository ({FOUND_RELEASE_PATH}) into "
+           f"{weights_root()} once on a connected machine (or pass its path).")
+    payload = read_weights(path, "FOUND's released decoder", fix)
+    if not (isinstance(payload, dict) and isinstance(payload.get("decoder"), dict)):
+        raise CheckpointError(f"{path} holds no FOUND decoder (a dict with 'decoder', as FOUND's model.py saves it).",
+                              fix)
+    dino = load_dino("dino_vits8", dino_checkpoint)
+    head = FoundHead(dino.config.width)
+    try:
+        head.conv.load_state_dict({k: v.float() for k, v in payload["decoder"].items()})
+    except RuntimeError as error:
+        raise CheckpointError(f"{path} does not fit FOUND's decoder on DINO ViT-S/8: {str(error)[:200]}", fix)
     return dino, head.eval()
 
 
