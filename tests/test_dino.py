@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from fsslib.errors import CheckpointError, UnknownNameError
 from fsslib.models.vit import PAPER_DINO, TOY_DINO, VisionTransformer, VitConfig, last_block_taps, load_dino
 from fsslib.pretrain import PRETRAINERS
+from fsslib.pretrain.scenes import object_centric_scene, render_scenes
 from fsslib.pretrain.toy_dino.dino import DinoHead, DinoLoss, teacher_momentum, update_teacher
 from fsslib.pretrain.toy_dino.metrics import cell_labels, grouping_iou
 from fsslib.pretrain.toy_dino.train import DinoSettings, train_toy_dino
@@ -122,6 +123,19 @@ def test_toy_dino_is_registered_and_tiny_training_writes_a_loadable_teacher(tmp_
     assert metadata["settings"]["steps"] == 2 and "git_commit" in metadata and "dino_values" in metadata["held_out"]["grouping_iou"]
     model = load_dino("toy-dino", tmp_path / "dino.pt")
     assert model(torch.rand(1, 3, 64, 64)).shape == (1, TOY_DINO.width)
+
+
+def test_object_centric_training_scenes_hold_one_large_object():
+    from fsslib.pretrain.toy_dino.train import training_images
+
+    plain = training_images(DinoSettings(pool_size=40))
+    centric = training_images(DinoSettings(pool_size=40, scenes="object_centric"))
+    assert centric.shape == plain.shape == (40, 64, 64, 3) and not (centric == plain).all()
+    masks = render_scenes(40, 0, 95, draw=lambda rng, _: object_centric_scene(rng, 64)).masks
+    assert all(len(set(mask.flatten().tolist()) - {0}) == 1 for mask in masks)  # one class per scene
+    assert (masks > 0).mean() > 2 * (render_scenes(40, 0, 95).masks > 0).mean()
+    with pytest.raises(UnknownNameError, match="object_centric"):
+        training_images(DinoSettings(pool_size=4, scenes="imagenet"))
 
 
 def test_found_seed_coarse_background_and_loss_by_hand():

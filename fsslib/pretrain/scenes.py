@@ -6,7 +6,8 @@ index never depends on another. Each stand-in picks its own ``stream``; the mate
 splits use 0-2 (``fsslib.data.toyworld.scene_rng``).
 
 * :func:`render_scenes` -- the one renderer: images, masks and objects of ``count`` scenes
-  (plain toy scenes, or whatever a ``draw`` function makes of the stream).
+  (plain toy scenes, or whatever a ``draw`` function makes of the stream, e.g.
+  :func:`object_centric_scene`: one object covering about 40% of the image).
 * :class:`ScenePool` / :func:`render_pool` / :func:`cached_pool` -- the captioned training
   pool of contrastive stand-ins (the toy CLIP): 5% empty scenes, single- and multi-object
   scenes, random crops, and per feature cell how many pixels of each label it holds.
@@ -129,6 +130,22 @@ def _training_scene(rng: np.random.Generator, size: int, crop_fraction: float, e
             if cropped is not None:
                 return cropped
     return scene
+
+
+OBJECT_CENTRIC_MARGIN = 1.2  # the crop's side over the object's larger bounding-box side
+
+
+def object_centric_scene(rng: np.random.Generator, size: int = 64) -> ToyScene:
+    """One object, cropped around it (a square of 1.2x its larger bounding-box side, at most the scene) and
+    resized to ``size``: the object covers about 40% of the image (plain scenes: 15%), as in object-centric photos."""
+    scene = render_scene(rng, size, n_objects=1)
+    y0, x0, y1, x1 = scene.objects[0].bbox
+    side = min(size, int(round(OBJECT_CENTRIC_MARGIN * max(y1 - y0, x1 - x0))))
+    top = int(np.clip((y0 + y1 - side) // 2, 0, size - side))
+    left = int(np.clip((x0 + x1 - side) // 2, 0, size - side))
+    image = Image.fromarray(scene.image[top:top + side, left:left + side]).resize((size, size), Image.BILINEAR)
+    mask = Image.fromarray(scene.mask[top:top + side, left:left + side]).resize((size, size), Image.NEAREST)
+    return ToyScene(np.asarray(image), np.asarray(mask), scene.objects)
 
 
 def render_pool(count: int, seed: int, size: int = 64, crop_fraction: float = 0.15,

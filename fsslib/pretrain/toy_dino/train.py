@@ -22,13 +22,15 @@ from tqdm.auto import tqdm
 
 from fsslib.models.vit import TOY_DINO, VisionTransformer
 from fsslib.pretrain.saving import RunRecord, half_precision, save_checkpoint, write_metadata
-from fsslib.pretrain.scenes import render_scenes, to_unit_tensor
+from fsslib.errors import unknown
+from fsslib.pretrain.scenes import object_centric_scene, render_scenes, to_unit_tensor
 from fsslib.pretrain.schedules import cosine_between, warmup_cosine
 from fsslib.pretrain.toy_dino.dino import DinoHead, DinoLoss, teacher_momentum, update_teacher
 from fsslib.pretrain.views import DINO_GLOBAL_VIEWS, DINO_LOCAL_VIEW, random_views
 
 CLI = "python -m fsslib.pretrain toy-dino"
 TRAIN_STREAM = 95  # training scenes: default_rng([seed, 95, index])
+SCENES = ("plain", "object_centric")
 
 
 @dataclass
@@ -54,11 +56,18 @@ class DinoSettings:
     teacher_momentum: float = field(default=0.996, metadata={"help": "EMA rate lambda at the start (-> 1)"})
     clip_grad: float = field(default=3.0, metadata={"help": "per-parameter gradient norm clipping (DINO: 3)"})
     freeze_last_layer_steps: int = field(default=100, metadata={"help": "steps with the head's last layer frozen"})
+    scenes: str = field(default="plain", metadata={
+        "help": "training scenes: 'plain' toy scenes (1-3 small objects on clutter) or 'object_centric' (one object "
+                "cropped to cover about 40%% of the image, as ImageNet's photos)"})
 
 
 def training_images(settings: DinoSettings) -> np.ndarray:
     """The unlabelled training scenes (N, H, W, 3) uint8."""
-    return render_scenes(settings.pool_size, settings.seed, TRAIN_STREAM, settings.global_size).images
+    if settings.scenes not in SCENES:
+        raise unknown("toy DINO training scenes", settings.scenes, SCENES)
+    size = settings.global_size
+    draw = (lambda rng, _: object_centric_scene(rng, size)) if settings.scenes == "object_centric" else None
+    return render_scenes(settings.pool_size, settings.seed, TRAIN_STREAM, size, draw=draw).images
 
 
 def parameter_groups(modules: list[torch.nn.Module]) -> list[dict]:
@@ -144,7 +153,8 @@ def train_toy_dino(out: str | Path, settings: DinoSettings, progress: bool = Tru
         "task": "toy DINO (stands in for DINO ViT-B/16 and ViT-S/8): self-distillation on unlabelled toy scenes",
         "settings": asdict(settings),
         "training_images": {"count": len(images),
-                            "scenes": f"np.random.default_rng([{settings.seed}, {TRAIN_STREAM}, index]), index < {settings.pool_size}"},
+                            "scenes": f"{settings.scenes} scenes of np.random.default_rng([{settings.seed}, {TRAIN_STREAM}, index]), "
+                                      f"index < {settings.pool_size}"},
         "loss": {"first_steps": float(np.mean(history[:window])), "last_steps": float(np.mean(history[-window:]))},
         "wall_time_s": {"prepare": round(prepare_seconds, 1), "train": round(train_seconds, 1)},
         "checkpoint": {"file": out.name, "bytes": out.stat().st_size, "dtype": "float16", "keys": ["backbone"]},
