@@ -197,3 +197,20 @@ def test_found_release_loads_fsslib_s_head_from_the_official_decoder_file(tmp_pa
     torch.save({"model": decoder.state_dict()}, tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match="no FOUND decoder"):
         load_found_release(tmp_path / "other.pt", dino_checkpoint="random")
+
+
+def test_the_shipped_toy_teachers_and_heads_match_their_recorded_metrics():
+    """The three shipped files load with their teachers (sha256 checks) and reproduce their JSONs' held-out metrics."""
+    import json
+
+    from fsslib.paths import CHECKPOINT_DIR
+    from fsslib.pretrain.clip_dinoiser_heads.train import evaluate_checkpoint as evaluate_heads
+    from fsslib.pretrain.toy_dino.metrics import acceptance_metrics
+    from fsslib.pretrain.toy_found.train import evaluate_checkpoint as evaluate_found
+
+    def recorded(name: str) -> dict:
+        return json.loads((CHECKPOINT_DIR / f"{name}.json").read_text())["held_out"]
+
+    assert acceptance_metrics() == recorded("toy_dino")
+    assert evaluate_found(CHECKPOINT_DIR / "toy_found.pt") == recorded("toy_found")
+    assert evaluate_heads(CHECKPOINT_DIR / "toy_clip_dinoiser_heads.pt") == recorded("toy_clip_dinoiser_heads")

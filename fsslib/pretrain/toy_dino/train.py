@@ -35,7 +35,7 @@ SCENES = ("plain", "object_centric")
 
 @dataclass
 class DinoSettings:
-    """One toy DINO run (defaults: the recipe the toy DINO is to be made with; none is shipped yet)."""
+    """One toy DINO run (defaults: the recipe of the shipped `toy_dino.pt`)."""
 
     steps: int = field(default=3000, metadata={"help": "optimiser steps"})
     seed: int = field(default=0, metadata={"help": "scenes, initialisation and views"})

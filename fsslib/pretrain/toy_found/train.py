@@ -39,7 +39,7 @@ FOUND_RELEASE_FILE, FOUND_RELEASE_PATH = "decoder_weights.pt", "data/weights/dec
 
 @dataclass
 class FoundSettings:
-    """One toy FOUND run (defaults: FOUND's own where it has one; no toy FOUND is shipped yet)."""
+    """One toy FOUND run (defaults: FOUND's own where it has one; the recipe of the shipped `toy_found.pt`)."""
 
     steps: int = field(default=500, metadata={"help": "optimiser steps (FOUND: 500)"})
     seed: int = field(default=0, metadata={"help": "scenes and initialisation"})
