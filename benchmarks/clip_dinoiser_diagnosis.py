@@ -78,6 +78,7 @@ def prediction_row(label: str, method: str, variant: str, shots: int, episodes: 
 @torch.no_grad()
 def attention_row(checkpoint: Path, images: torch.Tensor, labels: torch.Tensor) -> str:
     """One table row: per-head object / background attention ratio and the seed's placement."""
+    torch.manual_seed(0)  # the untrained ("random") DINO's weights
     attention = last_block_taps(load_dino("toy-dino", str(checkpoint)), images).cls_attention  # (N, heads, T)
     objects, background = labels > 0, labels == 0  # (N, T)
     ratios = [float(attention[:, head][objects].mean() / attention[:, head][background].mean())
