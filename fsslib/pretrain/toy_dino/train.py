@@ -20,9 +20,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from fsslib.errors import unknown
 from fsslib.models.vit import TOY_DINO, VisionTransformer
 from fsslib.pretrain.saving import RunRecord, half_precision, save_checkpoint, write_metadata
-from fsslib.errors import unknown
 from fsslib.pretrain.scenes import object_centric_scene, render_scenes, to_unit_tensor
 from fsslib.pretrain.schedules import cosine_between, warmup_cosine
 from fsslib.pretrain.toy_dino.dino import DinoHead, DinoLoss, teacher_momentum, update_teacher
