@@ -100,7 +100,14 @@ def notebook_parameters(notebook: Path) -> set[str]:
 
 
 def check_parameters(grid: dict[str, Any], runs: list[dict[str, Any]]) -> None:
-    """Raise unless every parameter the grid sets is one the notebook takes (papermill would ignore it silently)."""
+    """Raise unless every parameter the grid sets is one the notebook takes (papermill would ignore it
+    silently) and no two runs share an output folder (the name leaves out ``test_shots`` and ``test_ways``)."""
+    names = [run_name(params) for params in runs]
+    shared = sorted({name for name in names if names.count(name) > 1})
+    if shared:
+        raise FsslibError(f"Grid {grid['name']} has several runs named {shared[0]}: they would write the same outputs.",
+                          "give each run its own method, variant, fold, ways, shots or seed; evaluate one run at "
+                          "several shots or ways with test_shots and test_ways.")
     accepted = notebook_parameters(REPO / grid["notebook"])
     unknown_names = sorted({key for params in runs for key in params} - accepted)
     if unknown_names:

@@ -106,7 +106,8 @@ def plot_per_class(metrics: dict, reference: dict | None = None) -> Figure:
 def plot_learning_curves(curves: dict[str, list[dict]], title: str = "") -> Figure:
     """Validation mIoU per epoch of several runs (label -> ``log.jsonl`` records), one line each, with the
     last quarter of training shaded: a plateau is flat there."""
-    fig, ax = plt.subplots(figsize=(7, 4))
+    legend_rows = (len(curves) + 2) // 2  # the runs and the shaded quarter, in two columns below the axes
+    fig, ax = plt.subplots(figsize=(8, 3.5 + 0.16 * legend_rows), layout="constrained")
     longest = 0
     for label, history in curves.items():
         epochs = [h["epoch"] for h in history]
@@ -114,8 +115,7 @@ def plot_learning_curves(curves: dict[str, list[dict]], title: str = "") -> Figu
         longest = max(longest, epochs[-1] if epochs else 0)
     ax.axvspan(0.75 * longest, longest, color="0.9", zorder=0, label="last quarter")
     ax.set(xlabel="epoch", ylabel="validation mIoU (%)", title=title)
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
+    fig.legend(loc="outside lower center", fontsize=7, ncol=2)
     return fig
 
 

@@ -26,7 +26,7 @@ def test_train_eval_notebook_has_one_parameters_cell():
     notebook = nbformat.read(REPO / "notebooks" / "90_train_eval.ipynb", as_version=4)
     tagged = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1
-    for name in ("method", "variant", "preset", "fold", "shots", "test_shots", "ways", "seed", "device", "smoke", "out_dir",
+    for name in ("method", "variant", "preset", "fold", "shots", "test_shots", "ways", "test_ways", "seed", "device", "smoke", "out_dir",
                  "lr", "resume"):
         assert f"{name} = " in tagged[0].source
 
@@ -109,27 +109,27 @@ def test_plateau_gain_compares_the_last_two_quarters():
 @pytest.mark.slow
 def test_papermill_smoke_run(tmp_path, toy_root):
     grid = tmp_path / "tiny.yaml"
-    grid.write_text("name: tiny\nnotebook: notebooks/90_train_eval.ipynb\nfixed: {preset: toy, seed: 0, test_shots: [1, 2]}\n"
-                    "grid: {method: [prototype, all-foreground], fold: [1], shots: [1]}\n"
-                    "extra: [{method: all-foreground, fold: 1, shots: 1, ways: 2}]\n")
+    grid.write_text("name: tiny\nnotebook: notebooks/90_train_eval.ipynb\n"
+                    "fixed: {preset: toy, seed: 0, test_shots: [1, 2], test_ways: [1, 2]}\n"
+                    "grid: {method: [prototype, all-foreground], fold: [1], shots: [1]}\n")
     working_directory = os.getcwd()
     rows = runs.execute(grid, smoke=True, outputs=tmp_path / "outputs", results=tmp_path / "results", jobs=2)
     assert os.getcwd() == working_directory  # papermill's chdir stays inside each run's process
-    # grid order; one trained model evaluated at 1 and 2 shots
+    # grid order; one trained model evaluated at 1 and 2 ways, each at 1 and 2 shots
+    settings = [(1, 1), (1, 2), (2, 1), (2, 2)]
     assert [(r["method"], r["ways"], r["shots"]) for r in rows] == [
-        ("prototype", 1, 1), ("prototype", 1, 2), ("all-foreground", 1, 1), ("all-foreground", 1, 2),
-        ("all-foreground", 2, 1), ("all-foreground", 2, 2)]
+        (method, ways, shots) for method in ("prototype", "all-foreground") for ways, shots in settings]
     executed = tmp_path / "outputs" / "prototype-fold1-1shot-seed0"
     assert (executed / "90_train_eval.ipynb").is_file()
     record = json.loads((executed / "metrics.json").read_text())
-    assert [r["episodes"] for r in record["rows"]] == [40, 40] and len(record["history"]) == 1
-    assert record["rows"][0]["train"]["checkpoint"] == record["rows"][1]["checkpoint"]  # the same model at both shots
+    assert [r["episodes"] for r in record["rows"]] == [40] * 4 and len(record["history"]) == 1
+    assert len({r["train"]["checkpoint"] for r in record["rows"]}) == 1  # the same model at every ways and shots
     with (tmp_path / "results" / "tiny_smoke.csv").open() as handle:
         table = list(csv.DictReader(handle))
     assert table[0]["method"] == "prototype" and table[0]["tier"] == "toy" and table[0]["train_shots"] == "1"
-    assert table[1]["shots"] == "2" and table[1]["train_shots"] == "1" and table[2]["train_shots"] == ""
-    assert len(table) == 6 and float(table[2]["miou"]) == pytest.approx(float(table[2]["reference_miou"]))
-    assert float(table[4]["miou"]) < float(table[2]["miou"])  # 2-way: way 2's pixels are all wrong
+    assert table[1]["shots"] == "2" and table[1]["train_shots"] == "1" and table[4]["train_shots"] == ""
+    assert len(table) == 8 and float(table[4]["miou"]) == pytest.approx(float(table[4]["reference_miou"]))
+    assert float(table[6]["miou"]) < float(table[4]["miou"])  # 2-way: way 2's pixels are all wrong
     assert (tmp_path / "results" / "tiny_smoke.md").read_text().startswith("| method |")
     # --resume: a finished run is read back, an interrupted one continues from its last.pt (nothing to retrain)
     kept = tmp_path / "outputs" / "all-foreground-fold1-1shot-seed0" / "metrics.json"
@@ -182,9 +182,12 @@ def test_grids_may_set_only_the_notebook_s_parameters(tmp_path):
     accepted = runs.notebook_parameters(runs.REPO / "notebooks" / "90_train_eval.ipynb")
     assert {"method", "variant", "fold", "shots", "epochs", "lr", "smoke", "out_dir"} <= accepted
     grid = {"name": "g", "notebook": "notebooks/90_train_eval.ipynb"}
-    runs.check_parameters(grid, [{"method": "prototype", "lr": 0.003}])
+    run = {"method": "prototype", "fold": 0, "shots": 1}
+    runs.check_parameters(grid, [{**run, "lr": 0.003}])
     with pytest.raises(FsslibError, match="learning_rate"):
-        runs.check_parameters(grid, [{"method": "prototype", "learning_rate": 0.003}])
+        runs.check_parameters(grid, [{**run, "learning_rate": 0.003}])
+    with pytest.raises(FsslibError, match="several runs named prototype-fold0-1shot-seed0"):
+        runs.check_parameters(grid, [run, {**run, "test_ways": [1, 2]}])
     for path in sorted((runs.REPO / "papermill_runs").glob("*.yaml")):  # every committed grid runs what it says
         grid = runs.load_grid(path)
         runs.check_parameters(grid, runs.expand(grid))
