@@ -128,8 +128,8 @@ def test_toy_dino_is_registered_and_tiny_training_writes_a_loadable_teacher(tmp_
 def test_object_centric_training_scenes_hold_one_large_object():
     from fsslib.pretrain.toy_dino.train import training_images
 
-    plain = training_images(DinoSettings(pool_size=40))
-    centric = training_images(DinoSettings(pool_size=40, scenes="object_centric"))
+    plain = training_images(DinoSettings(pool_size=40, scenes="plain"))
+    centric = training_images(DinoSettings(pool_size=40))  # the default, the shipped toy DINO's
     assert centric.shape == plain.shape == (40, 64, 64, 3) and not (centric == plain).all()
     masks = render_scenes(40, 0, 95, draw=lambda rng, _: object_centric_scene(rng, 64)).masks
     assert all(len(set(mask.flatten().tolist()) - {0}) == 1 for mask in masks)  # one class per scene

@@ -2,6 +2,10 @@
 
 Training images: ``pool_size`` toy scenes from ``np.random.default_rng([seed, 95, index])``, a stream
 no split uses; no label is read (DINO's ImageNet images are unlabelled too, and cover every class).
+By default they are object-centric (one object cropped to cover about 40% of the image, as
+ImageNet's photos are): trained on the plain scenes, where 86% of the cells are background clutter,
+the class token attends to the background and FOUND's seed lands on objects
+(``benchmarks/results/clip_dinoiser_diagnosis_toy.md``).
 Per step: a batch of images, DINO's two global views (64 px) and ``local_views`` local views (32 px)
 of each (:mod:`fsslib.pretrain.views`); the teacher sees the global views, the student all of
 them; AdamW with DINO's schedules (linear warm-up then cosine for the learning rate, weight decay
@@ -56,9 +60,10 @@ class DinoSettings:
     teacher_momentum: float = field(default=0.996, metadata={"help": "EMA rate lambda at the start (-> 1)"})
     clip_grad: float = field(default=3.0, metadata={"help": "per-parameter gradient norm clipping (DINO: 3)"})
     freeze_last_layer_steps: int = field(default=100, metadata={"help": "steps with the head's last layer frozen"})
-    scenes: str = field(default="plain", metadata={
-        "help": "training scenes: 'plain' toy scenes (1-3 small objects on clutter) or 'object_centric' (one object "
-                "cropped to cover about 40%% of the image, as ImageNet's photos)"})
+    scenes: str = field(default="object_centric", metadata={
+        "help": "training scenes: 'object_centric' (one object cropped to cover about 40%% of the image, as "
+                "ImageNet's photos; on 'plain' toy scenes, 1-3 small objects on clutter, the class token learns "
+                "to attend to the background and FOUND's premise fails)"})
 
 
 def training_images(settings: DinoSettings) -> np.ndarray:
