@@ -103,18 +103,20 @@ def plot_per_class(metrics: dict, reference: dict | None = None) -> Figure:
     return fig
 
 
-def plot_learning_curves(curves: dict[str, list[dict]], title: str = "") -> Figure:
+def plot_learning_curves(curves: dict[str, list[dict]], title: str = "", x: str = "epoch", y: str = "val_miou",
+                         ylabel: str = "validation mIoU (%)") -> Figure:
     """Validation mIoU per epoch of several runs (label -> ``log.jsonl`` records), one line each, with the
-    last quarter of training shaded: a plateau is flat there."""
+    last quarter of training shaded: a plateau is flat there. ``x`` / ``y`` name other record keys (e.g. a
+    pretraining run's ``step`` and held-out ``knn_map``)."""
     legend_rows = (len(curves) + 2) // 2  # the runs and the shaded quarter, in two columns below the axes
     fig, ax = plt.subplots(figsize=(8, 3.5 + 0.16 * legend_rows), layout="constrained")
     longest = 0
     for label, history in curves.items():
-        epochs = [h["epoch"] for h in history]
-        ax.plot(epochs, [h["val_miou"] for h in history], marker=".", label=label)
-        longest = max(longest, epochs[-1] if epochs else 0)
+        positions = [h[x] for h in history]
+        ax.plot(positions, [h[y] for h in history], marker=".", label=label)
+        longest = max(longest, positions[-1] if positions else 0)
     ax.axvspan(0.75 * longest, longest, color="0.9", zorder=0, label="last quarter")
-    ax.set(xlabel="epoch", ylabel="validation mIoU (%)", title=title)
+    ax.set(xlabel=x, ylabel=ylabel, title=title)
     fig.legend(loc="outside lower center", fontsize=7, ncol=2)
     return fig
 

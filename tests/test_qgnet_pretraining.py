@@ -99,11 +99,14 @@ def test_base_only_images_hold_no_novel_class():
 
 @pytest.mark.slow
 def test_tiny_pretraining_writes_a_loadable_prior_extractor_with_its_provenance(tmp_path):
-    settings = PriorSettings(steps=3, pool_size=24, batch_size=8, queue_size=16, local_queue_size=16, key_chunks=2)
+    settings = PriorSettings(steps=3, pool_size=24, batch_size=8, queue_size=16, local_queue_size=16, key_chunks=2,
+                             eval_every=2)
     metadata = train_prior_extractor(tmp_path / "prior.pt", settings, cache=tmp_path, progress=False, workers=1,
                                      n_eval_images=60)
     assert set(metadata["loss"]) == {"global", "local"} and metadata["settings"]["patches"] == "slic"
     assert list(tmp_path.glob("superpixels_slic_*.npz"))  # computed once, cached
     assert set(metadata["held_out"]["knn_map"]) == {"this", "random_init", "supervised_toy_resnet"}
+    assert [point["step"] for point in metadata["curve"]] == [2, 3]  # every eval_every steps, and the last
+    assert set(metadata["curve"][0]) == {"step", "knn_map", "global", "local"}
     load_toy_resnet(tmp_path / "prior.pt")
     assert "toy-qgnet-prior" in PRETRAINERS

@@ -12,6 +12,9 @@ Per step: a batch of images, two aug-plus views each (global loss), one random s
 each image cropped to a patch, two aug-plus views of it (local loss); SGD with momentum 0.9,
 weight decay 1e-4, cosine schedule (MoCo v2). The checkpoint holds the *key* encoder's backbone
 (what the official code loads as the prior extractor) in fp16, in the toy backbone's format.
+Every ``eval_every`` steps the key encoder's held-out kNN mAP (on the first 500 held-out scenes of
+:mod:`~fsslib.pretrain.qgnet_prior.metrics`) and the mean losses since the last point are appended
+to the JSON's ``curve``: the step budget is read off it.
 """
 from __future__ import annotations
 
@@ -27,16 +30,20 @@ from fsslib.data.benchmarks import get_benchmark
 from fsslib.errors import FsslibError, unknown
 from fsslib.models.backbones import ToyResNet
 from fsslib.pretrain.views import AUG_PLUS, random_views
+from fsslib.pretrain.qgnet_prior.metrics import (HELD_OUT_SEED, HELD_OUT_STREAM, acceptance_metrics, knn_map,
+                                                 pooled_features)
 from fsslib.pretrain.qgnet_prior.moco import LOSS_SETS, GlobalLocalMoCo
 from fsslib.pretrain.qgnet_prior.patches import (PATCH_METHODS, TOY_SUPERPIXELS, patch_crops, sample_segments,
                                                  superpixel_table)
 from fsslib.pretrain.saving import RunRecord, half_precision, save_checkpoint, write_metadata
 from fsslib.pretrain.scenes import render_scenes, to_unit_tensor
 from fsslib.pretrain.schedules import warmup_cosine
+from fsslib.pretrain.toy_resnet.model import multi_hot
 
 CLI = "python -m fsslib.pretrain toy-qgnet-prior"
 TRAIN_STREAM = 94  # training scenes: default_rng([seed, 94, index])
 IMAGE_SETS = ("all", "base")
+CURVE_IMAGES = 500  # held-out scenes of the learning curve's kNN mAP
 
 
 @dataclass
@@ -62,6 +69,7 @@ class PriorSettings:
     queue_size: int = field(default=4096, metadata={"help": "image queue (MoCo: 65536)"})
     local_queue_size: int = field(default=4096, metadata={"help": "patch queue M"})
     key_chunks: int = field(default=8, metadata={"help": "sub-batches of the key encoder (shuffling BN)"})
+    eval_every: int = field(default=250, metadata={"help": "steps between points of the held-out kNN mAP curve"})
 
 
 def training_images(settings: PriorSettings) -> np.ndarray:
@@ -82,8 +90,6 @@ def train_prior_extractor(out: str | Path, settings: PriorSettings, cache: str |
                           progress: bool = True, command: str | None = None, workers: int = 2,
                           n_eval_images: int = 1000) -> dict:
     """Pretrain a toy prior extractor with ``settings``; write ``out`` and ``out.json``; return the metadata."""
-    from fsslib.pretrain.qgnet_prior.metrics import acceptance_metrics
-
     if settings.losses not in LOSS_SETS:
         raise unknown("QGNet pretraining losses", settings.losses, list(LOSS_SETS))
     out = Path(out)
@@ -104,8 +110,11 @@ def train_prior_extractor(out: str | Path, settings: PriorSettings, cache: str |
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: warmup_cosine(step, step / settings.steps, settings.warmup_steps))
     history: dict[str, list[float]] = {name: [] for name in losses_used}
+    curve_scenes = render_scenes(CURVE_IMAGES, HELD_OUT_SEED, HELD_OUT_STREAM)
+    curve_labels = multi_hot(curve_scenes.masks)
+    curve = []
     model.train()
-    for _ in tqdm(range(settings.steps), desc=f"pretrain prior extractor ({settings.losses}, {settings.patches})",
+    for step in tqdm(range(settings.steps), desc=f"pretrain prior extractor ({settings.losses}, {settings.patches})",
                   disable=not progress):
         index = torch.randint(len(images), (settings.batch_size,), generator=generator)
         batch = to_unit_tensor(images[index.numpy()])  # (B, 3, H, W)
@@ -127,6 +136,12 @@ def train_prior_extractor(out: str | Path, settings: PriorSettings, cache: str |
         schedule.step()
         for name, value in terms.items():
             history[name].append(value.item())
+        if (step + 1) % settings.eval_every == 0 or step + 1 == settings.steps:
+            since = step + 1 - (curve[-1]["step"] if curve else 0)  # steps since the last point
+            curve.append({"step": step + 1, "knn_map": knn_map(pooled_features(model.key_encoder.backbone,
+                                                                               curve_scenes.images), curve_labels),
+                          **{name: float(np.mean(values[-since:])) for name, values in history.items()}})
+            model.train()
     train_seconds = time.perf_counter() - start - prepare_seconds
 
     extractor = model.key_encoder.backbone
@@ -142,6 +157,7 @@ def train_prior_extractor(out: str | Path, settings: PriorSettings, cache: str |
                             "scenes": f"np.random.default_rng([{settings.seed}, {TRAIN_STREAM}, index]), index < {settings.pool_size}"},
         "loss": {name: {"first_steps": float(np.mean(values[:window])), "last_steps": float(np.mean(values[-window:]))}
                  for name, values in history.items()},
+        "curve": curve,
         "wall_time_s": {"prepare": round(prepare_seconds, 1), "train": round(train_seconds, 1)},
         "checkpoint": {"file": out.name, "bytes": out.stat().st_size, "dtype": "float16", "keys": ["backbone"]},
         "held_out": acceptance_metrics(out, n_eval_images, min(300, n_eval_images)),  # the fp16 weights as shipped
