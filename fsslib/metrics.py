@@ -135,3 +135,47 @@ def score_at_label_size(meter: FewShotMeter, maps: torch.Tensor, labels: Sequenc
         stacked = torch.stack([labels[i] for i in indices]).to(maps.device)  # (b, H, W)
         upsampled = F.interpolate(maps[indices].float(), size=size, mode="bilinear", align_corners=True)
         meter.update(predict(upsampled), stacked, ids[indices])
+
+
+REGION_THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+class RegionMapMeter:
+    """What a region map in [0, 1] covers (QGNet Table VII and Sec. IV-C), accumulated over episodes.
+
+    * Eq. 16: the object region at threshold alpha is ``R = [V > alpha]``; recall ``|R n R_GT| / |R_GT|``
+      (pixels summed over all episodes), R_GT the labelled object pixels (any way). Recall alone rises as the
+      map spreads, so the share of background pixels in R is counted beside it.
+    * Sec. IV-C ("opposite region maps"): the mean map value on object pixels and on background pixels.
+
+    Pixels labelled 255 are left out. Maps are scored at the label's resolution (upsampled as
+    :func:`score_at_label_size` does).
+    """
+
+    def __init__(self, thresholds: Sequence[float] = REGION_THRESHOLDS) -> None:
+        self.thresholds = torch.tensor(thresholds, dtype=torch.float64)
+        self.covered = torch.zeros(2, len(thresholds), dtype=torch.float64)  # [object, background] pixels in R
+        self.pixels = torch.zeros(2, dtype=torch.float64)  # object, background pixels
+        self.value_sums = torch.zeros(2, dtype=torch.float64)  # summed map values on object, background pixels
+
+    def update(self, maps: torch.Tensor, labels: torch.Tensor) -> None:
+        """Add (B, H, W) maps in [0, 1] and their (B, H, W) labels (0 background, 1..N objects, 255 ignored)."""
+        if maps.shape != labels.shape:
+            raise EpisodeShapeError(f"Region maps {tuple(maps.shape)} and labels {tuple(labels.shape)} differ in shape.",
+                                    "upsample the maps to the label size first (bilinear, aligned corners).")
+        maps = maps.detach().double().cpu()
+        labels = labels.cpu()
+        regions = [(labels != 0) & (labels != IGNORE), labels == 0]  # object, background pixels
+        for row, region in enumerate(regions):
+            values = maps[region]  # (P,)
+            self.covered[row] += (values[:, None] > self.thresholds).sum(dim=0)
+            self.pixels[row] += values.numel()
+            self.value_sums[row] += values.sum()
+
+    def summary(self) -> dict:
+        """``recall`` and ``background_share`` (in %) per threshold, ``mean_on_objects`` and ``mean_on_background``."""
+        shares = 100 * self.covered / self.pixels.clamp(min=1)[:, None]
+        means = self.value_sums / self.pixels.clamp(min=1)
+        return {"thresholds": self.thresholds.tolist(), "recall": shares[0].tolist(),
+                "background_share": shares[1].tolist(), "mean_on_objects": float(means[0]),
+                "mean_on_background": float(means[1])}

@@ -143,3 +143,27 @@ def plot_part_prototypes(image: torch.Tensor, mask: torch.Tensor, seeds: torch.T
         ax.axis("off")
     fig.tight_layout()
     return fig
+
+
+def plot_superpixels(images: torch.Tensor, segmentations: dict[str, torch.Tensor],
+                     patches: torch.Tensor | None = None) -> Figure:
+    """QGNet's local patches: (N, 3, H, W) images with the boundaries of each named (N, H, W) segmentation
+    (e.g. SLIC, Felzenszwalb), one row per method, and optionally a last row of (N, 3, h, w) patch crops."""
+    from skimage.segmentation import mark_boundaries
+
+    rows = len(segmentations) + (patches is not None)
+    count = len(images)
+    fig, axes = plt.subplots(rows, count, figsize=(1.9 * count, 2.0 * rows), squeeze=False)
+    for row, (name, segments) in enumerate(segmentations.items()):
+        for column in range(count):
+            labels = segments[column].detach().cpu().numpy()
+            axes[row, column].imshow(mark_boundaries(_image(images[column]), labels, color=(1, 1, 0)))
+            axes[row, column].set_title(f"{name}: {len(np.unique(labels))} segments", fontsize=8)
+    if patches is not None:
+        for column in range(count):
+            axes[-1, column].imshow(_image(patches[column]))
+            axes[-1, column].set_title("a patch as input", fontsize=8)
+    for ax in axes.flat:
+        ax.axis("off")
+    fig.tight_layout()
+    return fig

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from fsslib.errors import EpisodeShapeError
-from fsslib.metrics import FewShotMeter, intersection_union
+from fsslib.metrics import FewShotMeter, RegionMapMeter, intersection_union
 
 
 def test_intersection_union_ignores_255():
@@ -103,3 +103,18 @@ def test_meter_refuses_values_it_cannot_score():
     with pytest.raises(EpisodeShapeError, match="not among"):
         meter.update(torch.zeros(1, 2, 2, dtype=torch.long), label, torch.tensor([[1, 7]]))
     assert meter.episodes == 0
+
+
+def test_region_map_recall_eq16_is_strictly_above_the_threshold_over_all_episodes():
+    maps = torch.tensor([[[0.9, 0.5, 0.2, 0.0]], [[0.6, 0.1, 0.7, 1.0]]])  # (2, 1, 4)
+    labels = torch.tensor([[[1, 1, 0, 255]], [[2, 0, 0, 0]]])  # objects (any way): 0.9, 0.5, 0.6; background: 0.2, 0.1, 0.7, 1.0
+    meter = RegionMapMeter(thresholds=(0.5, 0.65))
+    meter.update(maps[:1], labels[:1])
+    meter.update(maps[1:], labels[1:])
+    summary = meter.summary()
+    assert summary["recall"] == pytest.approx([200 / 3, 100 / 3])  # V > 0.5: 0.9, 0.6 (0.5 is not above); V > 0.65: 0.9
+    assert summary["background_share"] == pytest.approx([50.0, 50.0])  # 0.7 and 1.0 of four background pixels
+    assert summary["mean_on_objects"] == pytest.approx(2.0 / 3)
+    assert summary["mean_on_background"] == pytest.approx(0.5)
+    with pytest.raises(EpisodeShapeError, match="upsample"):
+        meter.update(maps, labels[:, :, :2])

@@ -8,6 +8,7 @@ import nbformat
 import pytest
 
 from fsslib import runs
+from fsslib.config import make_config
 from fsslib.errors import FsslibError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -191,3 +192,5 @@ def test_grids_may_set_only_the_notebook_s_parameters(tmp_path):
     for path in sorted((runs.REPO / "papermill_runs").glob("*.yaml")):  # every committed grid runs what it says
         grid = runs.load_grid(path)
         runs.check_parameters(grid, runs.expand(grid))
+        for run in runs.expand(grid):  # methods and variants exist
+            make_config(method=run["method"], variant=run.get("variant", ""), preset=run.get("preset", "toy"))

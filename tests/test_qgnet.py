@@ -9,8 +9,8 @@ import torchvision
 
 from fsslib.blocks.priors import MaskedSupportPrior
 from fsslib.config import make_config
-from fsslib.errors import CheckpointError
-from fsslib.methods import build_method
+from fsslib.errors import CheckpointError, UnknownNameError
+from fsslib.methods import build_method, qgnet
 from fsslib.methods.qgnet import QgnetOptionError, RegionMaps, prior_region_map
 from fsslib.models.backbones import ToyResNet, load_moco_resnet50
 from tests.test_pfenet import fabricated_batch
@@ -37,7 +37,7 @@ def test_region_maps_are_the_guided_map_then_the_query_only_prior_map(toy_qgnet)
     with torch.no_grad():
         query_levels = toy_qgnet.backbone_levels(batch.query_images)
         support_levels = toy_qgnet.backbone_levels(batch.support_images.flatten(0, 1))
-        maps = toy_qgnet.prior(batch, query_levels, support_levels, backbone)  # (B, 2, h, w)
+        maps = toy_qgnet.prior_maps(batch)  # (B, 2, h, w)
         guided = MaskedSupportPrior()(batch, query_levels, support_levels, backbone)
         bridge = backbone.layer4(query_levels["layer3"]).flatten(2)  # (B, C, hw): X_q
         prior = extractor(batch.query_images)["layer4"].flatten(2)  # (B, C, hw'): P_q of the same query
@@ -77,6 +77,14 @@ def test_missing_toy_prior_extractor_says_how_to_make_it(tmp_path):
     missing = tmp_path / "prior.pt"
     with pytest.raises(CheckpointError, match="fsslib.pretrain toy-qgnet-prior"):
         build_method(make_config(method="qgnet", backbone_weights="random", options={"prior_extractor": str(missing)}))
+
+
+def test_a_missing_shipped_prior_names_the_flags_that_make_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(qgnet, "CHECKPOINT_DIR", tmp_path)
+    with pytest.raises(CheckpointError, match="toy-qgnet-prior --losses global --out .*toy_qgnet_prior_global_only.pt"):
+        build_method(make_config(method="qgnet", backbone_weights="random", options={"toy_prior": "global_only"}))
+    with pytest.raises(UnknownNameError, match="slic_6000"):
+        build_method(make_config(method="qgnet", backbone_weights="random", options={"toy_prior": "slic_3000"}))
 
 
 def test_moco_checkpoints_load_the_key_encoder_without_its_head(tmp_path):

@@ -55,6 +55,14 @@ class PFENet(FewShotSegmenter):
         """Frozen layer1..layer3 features of (N, 3, H, W) images."""
         return self.backbone(images, last="layer3")
 
+    @torch.no_grad()
+    def prior_maps(self, batch: OneWayBatch) -> torch.Tensor:
+        """The prior source's maps (B, P, h, w) in [0, 1] at feature size, as :meth:`predict` feeds them to FEM
+        (e.g. QGNet's guided and prior region maps)."""
+        query_levels = self.backbone_levels(batch.query_images)
+        support_levels = self.backbone_levels(batch.support_images.flatten(0, 1))
+        return self.prior(batch, query_levels, support_levels, self.backbone)
+
     def predict(self, batch: OneWayBatch) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Final logits (B, 2, h, w) at feature size and the auxiliary logits of every FEM scale."""
         batch_size, shots = batch.support_images.shape[:2]

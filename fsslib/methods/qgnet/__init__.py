@@ -8,30 +8,39 @@ choices made; the prior extractor is pretrained by :mod:`fsslib.pretrain.qgnet_p
 Options (``cfg.options``):
 
 * ``prior_extractor``: the frozen prior extractor's weights -- ``None`` (the toy tier's shipped
-  checkpoint of ``prior_patches``, made by ``python -m fsslib.pretrain toy-qgnet-prior``), a
+  checkpoint ``toy_prior``, made by ``python -m fsslib.pretrain toy-qgnet-prior``), a
   local file (paper tier: a MoCo-format ResNet-50 checkpoint, its ``moco_encoder``; toy tier: a
   checkpoint written by ``toy-qgnet-prior``), or ``"random"`` (shape checks only);
-* ``prior_patches``: which shipped toy checkpoint ``None`` means -- ``"slic"`` (Table V's best),
-  ``"felzenszwalb"``, ``"global_only"`` or ``"local_only"`` (Table VI's rows);
+* ``toy_prior``: which shipped toy checkpoint ``None`` means (:data:`TOY_PRIORS`, each with the
+  pretraining flags that make it) -- ``"slic"`` (global + local losses, SLIC patches, 3000 steps:
+  the paper's choice), ``"felzenszwalb"`` (Table V), ``"slic_6000"`` / ``"felzenszwalb_6000"``
+  (Table V's longer pretraining), ``"global_only"`` / ``"local_only"`` (Table VI);
 * ``moco_encoder``: ``"encoder_k"`` (the official code's) or ``"encoder_q"``;
 * ``projection``: ``"none"`` (Eqs. 9-12, the default) or ``"official"`` (the code's learned 3x3
   convolutions before the cosine);
 * PFENet's ``feature_dim`` and ``dropout``.
 
-``VARIANTS``: ``official_projection``; ``felzenszwalb``, ``global_only``, ``local_only`` (the
-prior extractor of Tables V-VI); ``no_prior_region`` is PFENet itself (``method="pfenet"``).
+``VARIANTS``: ``official_projection``, and one per toy prior extractor of Tables V-VI but the
+default; ``no_prior_region`` is PFENet itself (``method="pfenet"``).
 """
 from __future__ import annotations
 
 from fsslib.errors import CheckpointError, unknown
 from fsslib.methods.base import MethodConfig
 from fsslib.methods.pfenet import TOY_TRAINING, PFENet
-from fsslib.methods.qgnet.model import PROJECTIONS, QgnetOptionError, RegionMaps, prior_region_map
+from fsslib.methods.qgnet.model import PROJECTIONS, QgnetOptionError, RegionMaps, prior_region_map, region_map_statistics
 from fsslib.models.backbones import MultiLevelBackbone, ToyResNet, build_backbone, load_moco_resnet50, load_toy_resnet
 from fsslib.paths import CHECKPOINT_DIR
 
-PRIOR_PATCHES = ("slic", "felzenszwalb", "global_only", "local_only")
-DEFAULT_OPTIONS = {"prior_extractor": None, "prior_patches": "slic", "moco_encoder": "encoder_k", "projection": "none",
+TOY_PRIORS = {  # shipped toy prior extractor -> the `python -m fsslib.pretrain toy-qgnet-prior` flags that make it
+    "slic": "--patches slic",
+    "felzenszwalb": "--patches felzenszwalb",
+    "slic_6000": "--patches slic --steps 6000",
+    "felzenszwalb_6000": "--patches felzenszwalb --steps 6000",
+    "global_only": "--losses global",
+    "local_only": "--losses local",
+}
+DEFAULT_OPTIONS = {"prior_extractor": None, "toy_prior": "slic", "moco_encoder": "encoder_k", "projection": "none",
                    "feature_dim": 256, "dropout": 0.5}
 PRESETS = {
     "toy": dict(**TOY_TRAINING, options={"feature_dim": 64}),
@@ -40,20 +49,18 @@ PRESETS = {
 }
 VARIANTS = {
     "official_projection": {"projection": "official"},
-    "felzenszwalb": {"prior_patches": "felzenszwalb"},  # Table V
-    "global_only": {"prior_patches": "global_only"},  # Table VI
-    "local_only": {"prior_patches": "local_only"},  # Table VI
+    **{name: {"toy_prior": name} for name in TOY_PRIORS if name != DEFAULT_OPTIONS["toy_prior"]},  # Tables V-VI
 }
 
-__all__ = ["DEFAULT_OPTIONS", "PRESETS", "PRIOR_PATCHES", "PROJECTIONS", "QgnetOptionError", "RegionMaps", "VARIANTS",
-           "build", "prior_region_map", "toy_prior_checkpoint"]
+__all__ = ["DEFAULT_OPTIONS", "PRESETS", "PROJECTIONS", "QgnetOptionError", "RegionMaps", "VARIANTS",
+           "TOY_PRIORS", "build", "prior_region_map", "region_map_statistics", "toy_prior_checkpoint"]
 
 
-def toy_prior_checkpoint(patches: str) -> str:
-    """The shipped toy prior extractor pretrained with ``patches`` (fsslib/checkpoints/toy_qgnet_prior_<patches>.pt)."""
-    if patches not in PRIOR_PATCHES:
-        raise unknown("QGNet prior_patches", patches, PRIOR_PATCHES)
-    return str(CHECKPOINT_DIR / f"toy_qgnet_prior_{patches}.pt")
+def toy_prior_checkpoint(name: str) -> str:
+    """The shipped toy prior extractor ``name`` of :data:`TOY_PRIORS` (fsslib/checkpoints/toy_qgnet_prior_<name>.pt)."""
+    if name not in TOY_PRIORS:
+        raise unknown("QGNet toy_prior", name, list(TOY_PRIORS))
+    return str(CHECKPOINT_DIR / f"toy_qgnet_prior_{name}.pt")
 
 
 def load_prior_extractor(cfg: MethodConfig, options: dict) -> MultiLevelBackbone:
@@ -62,13 +69,13 @@ def load_prior_extractor(cfg: MethodConfig, options: dict) -> MultiLevelBackbone
     if cfg.backbone == "toy-resnet":
         if weights == "random":
             return ToyResNet()
-        path = weights or toy_prior_checkpoint(options["prior_patches"])
+        path = weights or toy_prior_checkpoint(options["toy_prior"])
         try:
             return load_toy_resnet(path)
         except CheckpointError as error:
             raise CheckpointError(f"QGNet's toy prior extractor {path} could not be loaded ({error.problem})",
-                                  f"make it with `python -m fsslib.pretrain toy-qgnet-prior --patches "
-                                  f"{options['prior_patches']} --out {path}`, or pass options={{'prior_extractor': PATH}}.") from None
+                                  f"make it with `python -m fsslib.pretrain toy-qgnet-prior {TOY_PRIORS[options['toy_prior']]} "
+                                  f"--out {path}`, or pass options={{'prior_extractor': PATH}}.") from None
     if weights == "random":
         return build_backbone(cfg.backbone, "random")
     if weights is None:

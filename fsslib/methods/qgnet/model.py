@@ -33,18 +33,22 @@ Checked against liuweide01/QGNet-Few-shot-segmentation, ``model/PFENet_QGNet.py`
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from fsslib.blocks import kaiming_init, prior_region_map
 from fsslib.blocks.priors import MaskedSupportPrior, PriorSource
 from fsslib.errors import FsslibError, unknown
+from fsslib.metrics import REGION_THRESHOLDS, RegionMapMeter
 from fsslib.models.backbones import MultiLevelBackbone
 
 if TYPE_CHECKING:
     from fsslib.data.episodes import OneWayBatch
+    from fsslib.methods.pfenet.model import PFENet
 
 PROJECTIONS = ("none", "official")
 
@@ -95,3 +99,18 @@ def _projection(in_channels: int, feature_dim: int, dropout: float) -> nn.Sequen
     """The official code's ``down_learn_super`` / ``down_learn_unsuper``: 3x3 conv, ReLU, Dropout2d."""
     return kaiming_init(nn.Sequential(nn.Conv2d(in_channels, feature_dim, 3, padding=1, bias=False),
                                       nn.ReLU(inplace=True), nn.Dropout2d(dropout)))
+
+
+@torch.no_grad()
+def region_map_statistics(model: PFENet, batches: Iterable[OneWayBatch],
+                          thresholds: tuple[float, ...] = REGION_THRESHOLDS) -> dict[str, dict]:
+    """Table VII (recall of each region map at each threshold, Eq. 16) and Sec. IV-C (its mean on and off the
+    objects) of a QGNet model over episode batches: :class:`~fsslib.metrics.RegionMapMeter` summaries of the
+    ``"guided"`` and ``"prior"`` region maps, upsampled to the query labels' size (bilinear, aligned corners)."""
+    meters = {"guided": RegionMapMeter(thresholds), "prior": RegionMapMeter(thresholds)}
+    for batch in batches:
+        maps = model.prior_maps(batch)  # (B, 2, h, w): guided, prior
+        upsampled = F.interpolate(maps, size=batch.query_masks.shape[-2:], mode="bilinear", align_corners=True)
+        for channel, meter in enumerate(meters.values()):
+            meter.update(upsampled[:, channel], batch.query_masks)
+    return {name: meter.summary() for name, meter in meters.items()}
