@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from fsslib.errors import UnknownNameError
 from fsslib.models.backbones import ToyResNet, load_toy_resnet
 from fsslib.pretrain import PRETRAINERS
 from fsslib.pretrain.losses import info_nce
@@ -95,6 +96,16 @@ def test_base_only_images_hold_no_novel_class():
     settings = PriorSettings(pool_size=60, images="base", fold=1)
     base = training_images(settings)
     assert 0 < len(base) < 60
+
+
+def test_control_scenes_and_views_are_named_or_refused(tmp_path):
+    plain = training_images(PriorSettings(pool_size=8))
+    centric = training_images(PriorSettings(pool_size=8, scenes="object_centric"))
+    assert plain.shape == centric.shape and not np.array_equal(plain, centric)
+    with pytest.raises(UnknownNameError, match="object_centric"):
+        training_images(PriorSettings(pool_size=8, scenes="photos"))
+    with pytest.raises(UnknownNameError, match="aug_plus, weak"):
+        train_prior_extractor(tmp_path / "x.pt", PriorSettings(steps=1, views="strong"))
 
 
 @pytest.mark.slow

@@ -29,20 +29,25 @@ from tqdm.auto import tqdm
 from fsslib.data.benchmarks import get_benchmark
 from fsslib.errors import FsslibError, unknown
 from fsslib.models.backbones import ToyResNet
-from fsslib.pretrain.views import AUG_PLUS, random_views
+from fsslib.pretrain.views import AUG_PLUS, ViewAugmentation, random_views
 from fsslib.pretrain.qgnet_prior.metrics import (HELD_OUT_SEED, HELD_OUT_STREAM, acceptance_metrics, knn_map,
                                                  pooled_features)
 from fsslib.pretrain.qgnet_prior.moco import LOSS_SETS, GlobalLocalMoCo
 from fsslib.pretrain.qgnet_prior.patches import (PATCH_METHODS, TOY_SUPERPIXELS, patch_crops, sample_segments,
                                                  superpixel_table)
 from fsslib.pretrain.saving import RunRecord, half_precision, save_checkpoint, write_metadata
-from fsslib.pretrain.scenes import render_scenes, to_unit_tensor
+from fsslib.pretrain.scenes import object_centric_scene, render_scenes, to_unit_tensor
 from fsslib.pretrain.schedules import warmup_cosine
 from fsslib.pretrain.toy_resnet.model import multi_hot
 
 CLI = "python -m fsslib.pretrain toy-qgnet-prior"
 TRAIN_STREAM = 94  # training scenes: default_rng([seed, 94, index])
 IMAGE_SETS = ("all", "base")
+SCENES = ("plain", "object_centric")
+VIEWS = {  # the random views of both losses: MoCo v2's aug-plus, or a weak control
+    "aug_plus": AUG_PLUS,
+    "weak": ViewAugmentation(crop_scale=(0.8, 1.0), jitter_probability=0.0, grayscale_probability=0.0, blur_probability=0.0),
+}
 CURVE_IMAGES = 500  # held-out scenes of the learning curve's kNN mAP
 
 
@@ -70,13 +75,21 @@ class PriorSettings:
     local_queue_size: int = field(default=4096, metadata={"help": "patch queue M"})
     key_chunks: int = field(default=8, metadata={"help": "sub-batches of the key encoder (shuffling BN)"})
     eval_every: int = field(default=250, metadata={"help": "steps between points of the held-out kNN mAP curve"})
+    scenes: str = field(default="plain", metadata={
+        "help": "'plain' toy scenes (the few-shot images, as the paper trains on its dataset's images) or "
+                "'object_centric' ones (one object covering about 40%% of the image; a control)"})
+    views: str = field(default="aug_plus", metadata={
+        "help": "'aug_plus' (MoCo v2) or 'weak' (crops of 80-100%% of the image, no colour change or blur; a control)"})
 
 
 def training_images(settings: PriorSettings) -> np.ndarray:
     """The unlabelled training scenes (N, H, W, 3) uint8 of ``settings.images``."""
     if settings.images not in IMAGE_SETS:
         raise unknown("prior-extractor image set", settings.images, IMAGE_SETS)
-    scenes = render_scenes(settings.pool_size, settings.seed, TRAIN_STREAM, settings.image_size)
+    if settings.scenes not in SCENES:
+        raise unknown("prior-extractor training scenes", settings.scenes, SCENES)
+    draw = (lambda rng, _: object_centric_scene(rng, settings.image_size)) if settings.scenes == "object_centric" else None
+    scenes = render_scenes(settings.pool_size, settings.seed, TRAIN_STREAM, settings.image_size, draw=draw)
     if settings.images == "all":
         return scenes.images
     novel = set(get_benchmark("toy").fold_classes(settings.fold))
@@ -92,6 +105,9 @@ def train_prior_extractor(out: str | Path, settings: PriorSettings, cache: str |
     """Pretrain a toy prior extractor with ``settings``; write ``out`` and ``out.json``; return the metadata."""
     if settings.losses not in LOSS_SETS:
         raise unknown("QGNet pretraining losses", settings.losses, list(LOSS_SETS))
+    if settings.views not in VIEWS:
+        raise unknown("prior-extractor views", settings.views, list(VIEWS))
+    views = VIEWS[settings.views]
     out = Path(out)
     record = RunRecord(command or f"{CLI} --out {out}", settings.seed)
     start = time.perf_counter()
@@ -121,14 +137,14 @@ def train_prior_extractor(out: str | Path, settings: PriorSettings, cache: str |
         model.update_key_encoder()
         terms = {}
         if "global" in losses_used:  # Eq. 1
-            terms["global"] = model.loss(random_views(batch, settings.image_size, generator, AUG_PLUS),
-                                         random_views(batch, settings.image_size, generator, AUG_PLUS), local=False, generator=generator)
+            terms["global"] = model.loss(random_views(batch, settings.image_size, generator, views),
+                                         random_views(batch, settings.image_size, generator, views), local=False, generator=generator)
         if "local" in losses_used:  # Eq. 6
             chosen = sample_segments(torch.from_numpy(table.areas[index.numpy()]), settings.min_patch_area, generator)
             patches = patch_crops(batch, torch.from_numpy(table.segments[index.numpy()]).long(),
                                   torch.from_numpy(table.boxes[index.numpy()]), chosen, settings.patch_size)
-            terms["local"] = model.loss(random_views(patches, settings.patch_size, generator, AUG_PLUS),
-                                        random_views(patches, settings.patch_size, generator, AUG_PLUS), local=True, generator=generator)
+            terms["local"] = model.loss(random_views(patches, settings.patch_size, generator, views),
+                                        random_views(patches, settings.patch_size, generator, views), local=True, generator=generator)
         loss = sum(terms.values())  # Eq. 7
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
