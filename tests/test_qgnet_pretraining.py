@@ -1,6 +1,7 @@
 """QGNet's prior-extractor pretraining: InfoNCE and the queues by hand, MoCo's momentum update, patches, aug-plus."""
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -121,3 +122,49 @@ def test_tiny_pretraining_writes_a_loadable_prior_extractor_with_its_provenance(
     assert set(metadata["curve"][0]) == {"step", "knn_map", "global", "local"}
     load_toy_resnet(tmp_path / "prior.pt")
     assert "toy-qgnet-prior" in PRETRAINERS
+
+
+def test_a_few_paper_tier_steps_of_the_resnet50_moco_on_fabricated_images(random_resnet50):
+    """The paper tier's prior extractor (a dilated ResNet-50) through both losses: finite, the query encoder
+    learns, the key encoder follows by momentum and both queues advance."""
+    moco = GlobalLocalMoCo(copy.deepcopy(random_resnet50), queue_size=8, local_queue_size=8, momentum=0.9, key_chunks=2)
+    optimizer = torch.optim.SGD(moco.query_encoder.parameters(), lr=0.01, momentum=0.9)
+    generator = torch.Generator().manual_seed(0)
+    images = torch.rand(4, 3, 64, 64, generator=generator)
+    key_before = moco.key_encoder.backbone.stem[0].weight.clone()
+    for _ in range(2):
+        moco.update_key_encoder()
+        loss = moco.loss(images, images.flip(-1), local=False, generator=generator) + \
+            moco.loss(images[:, :, :32, :32], images[:, :, :32, :32].flip(-1), local=True, generator=generator)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        assert torch.isfinite(loss)
+    assert moco.key_encoder.head[-1].out_features == 128 and moco.query_encoder.backbone.channels["layer4"] == 2048
+    assert not torch.equal(moco.key_encoder.backbone.stem[0].weight, key_before)
+    assert moco.pointers.tolist() == [0, 0]  # 2 steps x 4 keys wrap each queue of 8 around once
+
+
+def test_the_shipped_prior_extractors_match_their_recorded_metrics():
+    """Each shipped toy prior extractor reproduces its JSON's held-out kNN mAP and region-map shares; the
+    JSON records the command, steps and losses of the row of QGNet's Tables V-VI it stands for."""
+    import json
+
+    from fsslib.methods.qgnet import TOY_PRIORS
+    from fsslib.paths import CHECKPOINT_DIR
+    from fsslib.pretrain.qgnet_prior.metrics import (HELD_OUT_SEED, HELD_OUT_STREAM, knn_map, pooled_features,
+                                                     region_map_scores)
+    from fsslib.pretrain.scenes import render_scenes
+    from fsslib.pretrain.toy_resnet.model import multi_hot
+
+    scenes = render_scenes(1000, HELD_OUT_SEED, HELD_OUT_STREAM)
+    labels = multi_hot(scenes.masks)
+    bridge = load_toy_resnet()
+    for name in TOY_PRIORS:
+        recorded = json.loads((CHECKPOINT_DIR / f"toy_qgnet_prior_{name}.json").read_text())
+        extractor = load_toy_resnet(CHECKPOINT_DIR / f"toy_qgnet_prior_{name}.pt")
+        assert knn_map(pooled_features(extractor, scenes.images), labels) == pytest.approx(
+            recorded["held_out"]["knn_map"]["this"], abs=1e-6), name
+        assert region_map_scores(bridge, extractor, scenes.images[:300], scenes.masks[:300]) == pytest.approx(
+            recorded["held_out"]["prior_region_map"], abs=1e-6), name
+        assert recorded["command"].startswith(f"python -m fsslib.pretrain toy-qgnet-prior {TOY_PRIORS[name]} "), name

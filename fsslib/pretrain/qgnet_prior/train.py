@@ -15,6 +15,10 @@ weight decay 1e-4, cosine schedule (MoCo v2). The checkpoint holds the *key* enc
 Every ``eval_every`` steps the key encoder's held-out kNN mAP (on the first 500 held-out scenes of
 :mod:`~fsslib.pretrain.qgnet_prior.metrics`) and the mean losses since the last point are appended
 to the JSON's ``curve``: the step budget is read off it.
+
+``scenes="object_centric"`` and ``views="weak"`` are controls, not the paper's recipe:
+``benchmarks/qgnet_pretraining_controls.py`` uses them to ask why the toy prior extractors learn
+so little about the toy classes (``fsslib/checkpoints/README.md``).
 """
 from __future__ import annotations
 
