@@ -20,8 +20,10 @@ Options (``cfg.options``):
   convolutions before the cosine);
 * PFENet's ``feature_dim`` and ``dropout``.
 
-``VARIANTS``: ``official_projection``, and one per toy prior extractor of Tables V-VI but the
-default; ``no_prior_region`` is PFENet itself (``method="pfenet"``).
+``VARIANTS``: ``official_projection``, one per toy prior extractor of Tables V-VI but the
+default, and ``untrained_prior`` (``prior_extractor="random"``): Table VI's row without either
+contrastive loss, which the paper does not describe further; fsslib reads it as a prior extractor
+that was never trained. A QGNet without the prior region map is PFENet itself (``method="pfenet"``).
 """
 from __future__ import annotations
 
@@ -50,6 +52,7 @@ PRESETS = {
 VARIANTS = {
     "official_projection": {"projection": "official"},
     **{name: {"toy_prior": name} for name in TOY_PRIORS if name != DEFAULT_OPTIONS["toy_prior"]},  # Tables V-VI
+    "untrained_prior": {"prior_extractor": "random"},  # Table VI: neither contrastive loss
 }
 
 __all__ = ["DEFAULT_OPTIONS", "PRESETS", "PROJECTIONS", "QgnetOptionError", "RegionMaps", "VARIANTS",
