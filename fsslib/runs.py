@@ -23,8 +23,9 @@ default rows, with the all-foreground reference and each method's support annota
 (:func:`fsslib.methods.support_annotation`), in one table per fold and mean (a paper's Table 1).
 
 ``--resume`` continues an interrupted grid (finished runs are kept, the others resume training from
-their last checkpoint), so a long grid can run in several sittings. ``--table-only`` runs nothing and writes a grid's table again from its runs' outputs (to refresh the
-``beside`` comparison after another grid was re-run). ``--jobs N`` runs N notebooks at once, one kernel each with ``--threads`` torch threads (a grid
+their last checkpoint), so a long grid can run in several sittings. ``--table-only`` runs nothing and writes a grid's table again from its runs' outputs;
+``--beside-only`` runs nothing and needs no outputs: it refreshes only the ``beside`` comparison of
+the committed table after another grid was re-run. ``--jobs N`` runs N notebooks at once, one kernel each with ``--threads`` torch threads (a grid
 file may set ``jobs`` and ``threads``; on 2 CPU cores: 2 jobs of 1 thread); the table keeps
 the grid's order. The progress bar counts training epochs and evaluations of all runs and
 names what each running notebook is doing.
@@ -315,6 +316,47 @@ def comparison_table(rows: list[dict[str, Any]], beside: list[dict[str, Any]]) -
     return sorted(table.values(), key=lambda e: (int(e["ways"]), int(e["shots"]), e["method"] != "all-foreground", e["method"]))
 
 
+BESIDE_HEADING = "Beside the other methods on the same test episodes"
+
+
+def _comparison_lines(rows: list[dict[str, Any]], beside: list[dict[str, Any]]) -> list[str]:
+    """The Markdown section of :func:`comparison_table`: its heading line and its table."""
+    compared = comparison_table(rows, beside)
+    columns = (*COMPARISON_COLUMNS, *sorted(c for c in compared[0] if c.startswith("fold ")), "mean")
+    return [f"{BESIDE_HEADING} (mIoU; rows of other grids from their committed tables; mean of the values shown):", "",
+            *_markdown(columns, compared)]
+
+
+def refresh_beside(grid_path: str | Path, results: str | Path | None = None) -> list[dict[str, Any]]:
+    """Refresh the ``beside`` comparison of a grid's committed table after a grid it names was re-run,
+    running nothing and needing none of its outputs: its own rows are read back from its committed
+    CSV, and the rest of its Markdown file (means, provenance, learning-curve gains) stays as it is.
+    (``--table-only`` rewrites the whole table but needs the runs' ``metrics.json``, which live
+    only as long as ``papermill_runs/outputs/``.)"""
+    grid = load_grid(grid_path)
+    if not grid.get("beside"):
+        raise FsslibError(f"Grid {grid['name']} names no other grid under 'beside'.",
+                          "there is no comparison to refresh; use --table-only to rewrite its table.")
+    results_dir = Path(results or REPO / "papermill_runs" / "results")
+    stem = results_dir / grid["name"]
+    if not (stem.with_suffix(".csv").is_file() and stem.with_suffix(".md").is_file()):
+        raise DatasetNotFoundError(f"Grid {grid['name']} has no committed table under {results_dir}.",
+                                   f"run the grid itself: python -m fsslib.runs {grid_path}")
+    rows = read_table(stem.with_suffix(".csv"))
+    beside = [row for other in grid["beside"] for row in read_table(results_dir / f"{other}.csv")]
+    lines = stem.with_suffix(".md").read_text().splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith(BESIDE_HEADING)), None)
+    end = next((i for i, line in enumerate(lines) if line.startswith("Produced with")), None)
+    if start is None or end is None or end < start:
+        raise FsslibError(f"{stem.with_suffix('.md')} has no comparison section followed by its provenance line.",
+                          f"write the whole table again: python -m fsslib.runs {grid_path} --table-only")
+    lines[start:end - 1] = _comparison_lines(rows, beside)
+    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    if results is None:
+        write_results_page(REPO / "papermill_runs")
+    return rows
+
+
 def write_table(rows: list[dict[str, Any]], stem: Path, curves: dict[str, list[dict]] | None = None,
                 beside: list[dict[str, Any]] | None = None) -> None:
     """Write ``stem.csv`` and ``stem.md`` with :data:`TABLE_COLUMNS` (IoUs in %, 1 decimal); the
@@ -333,10 +375,7 @@ def write_table(rows: list[dict[str, Any]], stem: Path, curves: dict[str, list[d
     if means:
         lines += ["", "Mean over folds:", "", *_markdown(MEAN_COLUMNS, means)]
     if beside:
-        compared = comparison_table(rows, beside)
-        columns = (*COMPARISON_COLUMNS, *sorted(c for c in compared[0] if c.startswith("fold ")), "mean")
-        lines += ["", "Beside the other methods on the same test episodes (mIoU; rows of other grids from their committed "
-                      "tables; mean of the values shown):", "", *_markdown(columns, compared)]
+        lines += ["", *_comparison_lines(rows, beside)]
     provenance = {key: sorted({str(row.get(key)) for row in rows}) for key in PROVENANCE_KEYS}
     lines += ["", "Produced with " + "; ".join(f"{key} {', '.join(values)}" for key, values in provenance.items()) + "."]
     if curves:
@@ -401,11 +440,18 @@ def main(argv: list[str] | None = None) -> None:
                         help="continue an interrupted grid: keep finished runs, resume the others from their last.pt")
     parser.add_argument("--table-only", action="store_true",
                         help="run nothing: write the table again from the runs' outputs (e.g. after a 'beside' grid changed)")
+    parser.add_argument("--beside-only", action="store_true",
+                        help="run nothing, need no outputs: refresh only the comparison with the 'beside' grids' committed rows")
     args = parser.parse_args(argv)
     try:
         name = load_grid(args.grid)["name"] + ("_smoke" if args.smoke else "")
-        rows = rewrite_table(args.grid, args.outputs) if args.table_only else execute(
-            args.grid, smoke=args.smoke, outputs=args.outputs, jobs=args.jobs, threads=args.threads, resume=args.resume)
+        if args.beside_only:
+            rows = refresh_beside(args.grid)
+        elif args.table_only:
+            rows = rewrite_table(args.grid, args.outputs)
+        else:
+            rows = execute(args.grid, smoke=args.smoke, outputs=args.outputs, jobs=args.jobs, threads=args.threads,
+                           resume=args.resume)
     except FsslibError as error:
         parser.exit(2, f"error: {error}\n")
     print(f"{len(rows)} runs -> papermill_runs/results/{name}.csv and .md")

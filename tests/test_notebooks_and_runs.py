@@ -179,6 +179,35 @@ def test_table_only_rewrites_a_grid_s_table_from_its_outputs(tmp_path):
     assert "| prototype |  | toy | toy | 1 | 1 | 1 | 0 | 2 | 45.0 |" in table and "0 of 2 runs under 1 point" in table
 
 
+def test_beside_only_refreshes_the_comparison_from_committed_tables(tmp_path):
+    def row(method, fold, miou):
+        return {"method": method, "variant": "", "tier": "toy", "benchmark": "toy", "fold": fold, "ways": 1, "shots": 1,
+                "train_shots": 1, "seed": 0, "episodes": 10, "miou": miou, "fbiou": 60.0, "reference_miou": 9.0,
+                "torch": "t", "commit": "c", "device": "cpu"}
+
+    results = tmp_path / "results"
+    grid = tmp_path / "g.yaml"
+    grid.write_text("name: g\nnotebook: notebooks/90_train_eval.ipynb\nbeside: [other]\n"
+                    "fixed: {preset: toy}\ngrid: {method: [prototype], fold: [0, 1], shots: [1]}\n")
+    with pytest.raises(FsslibError, match="no committed table"):
+        runs.refresh_beside(grid, results=results)
+    runs.write_table([row("pfenet", 0, 30.0), row("pfenet", 1, 40.0)], results / "other")
+    curves = {"g-fold0": [{"epoch": e, "val_miou": 30.0 + e} for e in range(1, 9)]}
+    runs.write_table([row("prototype", 0, 20.0), row("prototype", 1, 24.0)], results / "g", curves,
+                     runs.read_table(results / "other.csv"))
+    before = (results / "g.md").read_text()
+    assert "| pfenet | pixel masks | 1 | 1 | 1 | 30.0 | 40.0 | 35.0 |" in before
+    runs.write_table([row("pfenet", 0, 50.0), row("pfenet", 1, 60.0)], results / "other")  # 'other' is re-run
+    assert [r["miou"] for r in runs.refresh_beside(grid, results=results)] == [20.0, 24.0]
+    after = (results / "g.md").read_text()
+    assert "| pfenet | pixel masks | 1 | 1 | 1 | 50.0 | 60.0 | 55.0 |" in after and "30.0 | 40.0" not in after
+    changed = [(a, b) for a, b in zip(before.splitlines(), after.splitlines()) if a != b]
+    assert len(after.splitlines()) == len(before.splitlines()) and len(changed) == 1  # only that row; the rest kept
+    (tmp_path / "plain.yaml").write_text("name: other\nnotebook: notebooks/90_train_eval.ipynb\ngrid: {method: [pfenet]}\n")
+    with pytest.raises(FsslibError, match="names no other grid"):
+        runs.refresh_beside(tmp_path / "plain.yaml", results=results)
+
+
 def test_grids_may_set_only_the_notebook_s_parameters(tmp_path):
     accepted = runs.notebook_parameters(runs.REPO / "notebooks" / "90_train_eval.ipynb")
     assert {"method", "variant", "fold", "shots", "epochs", "lr", "smoke", "out_dir"} <= accepted
