@@ -173,9 +173,11 @@ class RegionMapMeter:
             self.value_sums[row] += values.sum()
 
     def summary(self) -> dict:
-        """``recall`` and ``background_share`` (in %) per threshold, ``mean_on_objects`` and ``mean_on_background``."""
-        shares = 100 * self.covered / self.pixels.clamp(min=1)[:, None]
-        means = self.value_sums / self.pixels.clamp(min=1)
+        """``recall`` and ``background_share`` (in %) per threshold, ``mean_on_objects`` and ``mean_on_background``;
+        NaN for a kind of pixel (object or background) that no update contained."""
+        pixels = torch.where(self.pixels > 0, self.pixels, torch.nan)  # (2,): nothing scored gives NaN, not 0
+        shares = 100 * self.covered / pixels[:, None]
+        means = self.value_sums / pixels
         return {"thresholds": self.thresholds.tolist(), "recall": shares[0].tolist(),
                 "background_share": shares[1].tolist(), "mean_on_objects": float(means[0]),
                 "mean_on_background": float(means[1])}

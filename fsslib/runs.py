@@ -445,6 +445,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         name = load_grid(args.grid)["name"] + ("_smoke" if args.smoke else "")
+        if args.beside_only and (args.smoke or args.table_only):
+            parser.error("--beside-only runs nothing: it goes with neither --smoke nor --table-only")
         if args.beside_only:
             rows = refresh_beside(args.grid)
         elif args.table_only:
@@ -454,7 +456,8 @@ def main(argv: list[str] | None = None) -> None:
                            resume=args.resume)
     except FsslibError as error:
         parser.exit(2, f"error: {error}\n")
-    print(f"{len(rows)} runs -> papermill_runs/results/{name}.csv and .md")
+    written = f"{name}.md (its comparison)" if args.beside_only else f"{name}.csv and .md"
+    print(f"{len(rows)} runs -> papermill_runs/results/{written}")
 
 
 if __name__ == "__main__":

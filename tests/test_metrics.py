@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -118,3 +120,7 @@ def test_region_map_recall_eq16_is_strictly_above_the_threshold_over_all_episode
     assert summary["mean_on_background"] == pytest.approx(0.5)
     with pytest.raises(EpisodeShapeError, match="upsample"):
         meter.update(maps, labels[:, :, :2])
+    only_objects = RegionMapMeter(thresholds=(0.5,))
+    only_objects.update(maps[:1, :, :2], labels[:1, :, :2])  # no background pixel: its share is unknown, not 0
+    assert only_objects.summary()["recall"] == [50.0] and math.isnan(only_objects.summary()["background_share"][0])
+    assert math.isnan(RegionMapMeter().summary()["mean_on_objects"])

@@ -85,6 +85,11 @@ def test_a_missing_shipped_prior_names_the_flags_that_make_it(tmp_path, monkeypa
         build_method(make_config(method="qgnet", backbone_weights="random", options={"toy_prior": "global_only"}))
     with pytest.raises(UnknownNameError, match="slic_6000"):
         build_method(make_config(method="qgnet", backbone_weights="random", options={"toy_prior": "slic_3000"}))
+    with pytest.raises(UnknownNameError, match="slic_6000"):  # also beside a path of one's own
+        build_method(make_config(method="qgnet", backbone_weights="random",
+                                 options={"toy_prior": "slic_3000", "prior_extractor": str(tmp_path / "mine.pt")}))
+    with pytest.raises(CheckpointError, match="checkpoint that `python -m fsslib.pretrain toy-qgnet-prior` wrote"):
+        build_method(make_config(method="qgnet", backbone_weights="random", options={"prior_extractor": str(tmp_path / "mine.pt")}))
 
 
 def test_moco_checkpoints_load_the_key_encoder_without_its_head(tmp_path):

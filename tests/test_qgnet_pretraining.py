@@ -124,6 +124,7 @@ def test_tiny_pretraining_writes_a_loadable_prior_extractor_with_its_provenance(
     assert "toy-qgnet-prior" in PRETRAINERS
 
 
+@pytest.mark.slow
 def test_a_few_paper_tier_steps_of_the_resnet50_moco_on_fabricated_images(random_resnet50):
     """The paper tier's prior extractor (a dilated ResNet-50) through both losses: finite, the query encoder
     learns, the key encoder follows by momentum and both queues advance."""
@@ -132,6 +133,8 @@ def test_a_few_paper_tier_steps_of_the_resnet50_moco_on_fabricated_images(random
     generator = torch.Generator().manual_seed(0)
     images = torch.rand(4, 3, 64, 64, generator=generator)
     key_before = moco.key_encoder.backbone.stem[0].weight.clone()
+    queues_before = (moco.queue.clone(), moco.local_queue.clone())
+    pointers = []
     for _ in range(2):
         moco.update_key_encoder()
         loss = moco.loss(images, images.flip(-1), local=False, generator=generator) + \
@@ -140,11 +143,14 @@ def test_a_few_paper_tier_steps_of_the_resnet50_moco_on_fabricated_images(random
         loss.backward()
         optimizer.step()
         assert torch.isfinite(loss)
+        pointers.append(moco.pointers.tolist())
     assert moco.key_encoder.head[-1].out_features == 128 and moco.query_encoder.backbone.channels["layer4"] == 2048
     assert not torch.equal(moco.key_encoder.backbone.stem[0].weight, key_before)
-    assert moco.pointers.tolist() == [0, 0]  # 2 steps x 4 keys wrap each queue of 8 around once
+    assert pointers == [[4, 4], [0, 0]]  # 4 keys per step: each queue of 8 wraps around after 2 steps
+    assert not torch.equal(moco.queue, queues_before[0]) and not torch.equal(moco.local_queue, queues_before[1])
 
 
+@pytest.mark.slow
 def test_the_shipped_prior_extractors_match_their_recorded_metrics():
     """Each shipped toy prior extractor reproduces its JSON's held-out kNN mAP and region-map shares; the
     JSON records the command, steps and losses of the row of QGNet's Tables V-VI it stands for."""
@@ -164,7 +170,7 @@ def test_the_shipped_prior_extractors_match_their_recorded_metrics():
         recorded = json.loads((CHECKPOINT_DIR / f"toy_qgnet_prior_{name}.json").read_text())
         extractor = load_toy_resnet(CHECKPOINT_DIR / f"toy_qgnet_prior_{name}.pt")
         assert knn_map(pooled_features(extractor, scenes.images), labels) == pytest.approx(
-            recorded["held_out"]["knn_map"]["this"], abs=1e-6), name
+            recorded["held_out"]["knn_map"]["this"], abs=1e-4), name
         assert region_map_scores(bridge, extractor, scenes.images[:300], scenes.masks[:300]) == pytest.approx(
-            recorded["held_out"]["prior_region_map"], abs=1e-6), name
+            recorded["held_out"]["prior_region_map"], abs=1e-4), name
         assert recorded["command"].startswith(f"python -m fsslib.pretrain toy-qgnet-prior {TOY_PRIORS[name]} "), name

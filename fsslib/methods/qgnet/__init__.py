@@ -72,13 +72,15 @@ def load_prior_extractor(cfg: MethodConfig, options: dict) -> MultiLevelBackbone
     if cfg.backbone == "toy-resnet":
         if weights == "random":
             return ToyResNet()
-        path = weights or toy_prior_checkpoint(options["toy_prior"])
+        shipped = toy_prior_checkpoint(options["toy_prior"])  # checks the name even when a path is given
+        path = weights or shipped
+        remake = f"make it with `python -m fsslib.pretrain toy-qgnet-prior {TOY_PRIORS[options['toy_prior']]} --out {path}`" \
+            if path == shipped else "pass the path of a checkpoint that `python -m fsslib.pretrain toy-qgnet-prior` wrote"
         try:
             return load_toy_resnet(path)
         except CheckpointError as error:
             raise CheckpointError(f"QGNet's toy prior extractor {path} could not be loaded ({error.problem})",
-                                  f"make it with `python -m fsslib.pretrain toy-qgnet-prior {TOY_PRIORS[options['toy_prior']]} "
-                                  f"--out {path}`, or pass options={{'prior_extractor': PATH}}.") from None
+                                  f"{remake}, or pass options={{'prior_extractor': PATH}}.") from None
     if weights == "random":
         return build_backbone(cfg.backbone, "random")
     if weights is None:

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from fsslib.blocks import prior_region_map
+from fsslib.metrics import RegionMapMeter
 from fsslib.models.backbones import MultiLevelBackbone, ToyResNet, load_toy_resnet
 from fsslib.pretrain.scenes import render_scenes, to_unit_tensor
 from fsslib.pretrain.toy_resnet.metrics import average_precision
@@ -51,16 +52,18 @@ def knn_map(features: torch.Tensor, labels: torch.Tensor, neighbours: int = NEIG
 @torch.no_grad()
 def region_map_scores(bridge: MultiLevelBackbone, extractor: MultiLevelBackbone, images: np.ndarray,
                       masks: np.ndarray) -> dict[str, float]:
-    """Recall at 0.5 of the prior region map (and of 1 - map) on object pixels, and its rate on background pixels."""
+    """Recall at 0.5 of the prior region map (and of 1 - map) on object pixels, and its rate on background
+    pixels: Table VII's Eq. 16 as :class:`~fsslib.metrics.RegionMapMeter` counts it (map > 0.5), as fractions."""
     bridge.eval(), extractor.eval()
     tensors = to_unit_tensor(images)
     maps = prior_region_map(bridge(tensors)["layer4"], extractor(tensors)["layer4"])  # (N, h, w)
-    maps = F.interpolate(maps[:, None], size=masks.shape[-2:], mode="bilinear", align_corners=True)[:, 0].numpy()
-    objects, background = (masks > 0) & (masks != 255), masks == 0
-    high = maps >= MAP_THRESHOLD
-    return {"recall_at_0.5": float(high[objects].mean()), "background_at_0.5": float(high[background].mean()),
-            "inverted_recall_at_0.5": float((~high)[objects].mean()),
-            "inverted_background_at_0.5": float((~high)[background].mean())}
+    maps = F.interpolate(maps[:, None], size=masks.shape[-2:], mode="bilinear", align_corners=True)[:, 0]
+    meter = RegionMapMeter(thresholds=(MAP_THRESHOLD,))
+    meter.update(maps, torch.from_numpy(masks))
+    summary = meter.summary()
+    recall, background = summary["recall"][0] / 100, summary["background_share"][0] / 100
+    return {"recall_at_0.5": recall, "background_at_0.5": background,
+            "inverted_recall_at_0.5": 1 - recall, "inverted_background_at_0.5": 1 - background}
 
 
 def acceptance_metrics(checkpoint: str | Path, n_images: int = 1000, n_map_images: int = 300) -> dict:

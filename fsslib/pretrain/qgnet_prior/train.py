@@ -130,9 +130,11 @@ def train_prior_extractor(out: str | Path, settings: PriorSettings, cache: str |
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: warmup_cosine(step, step / settings.steps, settings.warmup_steps))
     history: dict[str, list[float]] = {name: [] for name in losses_used}
+    curve_start = time.perf_counter()
     curve_scenes = render_scenes(CURVE_IMAGES, HELD_OUT_SEED, HELD_OUT_STREAM)
     curve_labels = multi_hot(curve_scenes.masks)
     curve = []
+    curve_seconds = time.perf_counter() - curve_start  # the learning curve's share of the training time
     model.train()
     for step in tqdm(range(settings.steps), desc=f"pretrain prior extractor ({settings.losses}, {settings.patches})",
                   disable=not progress):
@@ -157,11 +159,13 @@ def train_prior_extractor(out: str | Path, settings: PriorSettings, cache: str |
         for name, value in terms.items():
             history[name].append(value.item())
         if (step + 1) % settings.eval_every == 0 or step + 1 == settings.steps:
+            curve_start = time.perf_counter()
             since = step + 1 - (curve[-1]["step"] if curve else 0)  # steps since the last point
             curve.append({"step": step + 1, "knn_map": knn_map(pooled_features(model.key_encoder.backbone,
                                                                                curve_scenes.images), curve_labels),
                           **{name: float(np.mean(values[-since:])) for name, values in history.items()}})
             model.train()
+            curve_seconds += time.perf_counter() - curve_start
     train_seconds = time.perf_counter() - start - prepare_seconds
 
     extractor = model.key_encoder.backbone
@@ -178,7 +182,8 @@ def train_prior_extractor(out: str | Path, settings: PriorSettings, cache: str |
         "loss": {name: {"first_steps": float(np.mean(values[:window])), "last_steps": float(np.mean(values[-window:]))}
                  for name, values in history.items()},
         "curve": curve,
-        "wall_time_s": {"prepare": round(prepare_seconds, 1), "train": round(train_seconds, 1)},
+        "wall_time_s": {"prepare": round(prepare_seconds, 1), "train": round(train_seconds, 1),
+                        "of_which_curve": round(curve_seconds, 1)},
         "checkpoint": {"file": out.name, "bytes": out.stat().st_size, "dtype": "float16", "keys": ["backbone"]},
         "held_out": acceptance_metrics(out, n_eval_images, min(300, n_eval_images)),  # the fp16 weights as shipped
     }
