@@ -40,7 +40,7 @@ from fsslib import evaluate
 from fsslib.clip import maskclip_features_and_tap
 from fsslib.evaluate import load_model
 from fsslib.config import make_config
-from fsslib.data.episodes import EpisodeDataset, collate_episodes
+from fsslib.data.episodes import EpisodeDataset, episode_batches
 from fsslib.engine import open_source
 from fsslib.methods import build_method
 from fsslib.methods.clip_dinoiser.model import guided_pooling
@@ -67,9 +67,7 @@ HELD_OUT_SEED, HELD_OUT_STREAM = 0, 98  # the toy FOUND's held-out scenes
 
 def test_batches(cfg, shots: int, episodes: int, batch_size: int = 20):
     """The first ``episodes`` fold-0 1-way test episodes of the grid, in collated batches."""
-    test = EpisodeDataset(open_source(cfg, "test"), 0, shots, cfg.image_size, episodes, cfg.seed)
-    for start in range(0, episodes, batch_size):
-        yield collate_episodes([test[index] for index in range(start, min(start + batch_size, episodes))])
+    return episode_batches(EpisodeDataset(open_source(cfg, "test"), 0, shots, cfg.image_size, episodes, cfg.seed), batch_size)
 
 
 @torch.no_grad()

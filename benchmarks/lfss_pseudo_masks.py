@@ -27,7 +27,7 @@ import torch
 
 from fsslib.blocks.masks import foreground_weights
 from fsslib.config import make_config
-from fsslib.data.episodes import EpisodeDataset, collate_episodes
+from fsslib.data.episodes import EpisodeDataset, episode_batches
 from fsslib.engine import open_source
 from fsslib.evaluate import load_model
 from fsslib.methods import build_method
@@ -71,8 +71,8 @@ def refiner_diagnosis(episodes: int, batch_size: int = 32) -> list[str]:
         test = EpisodeDataset(open_source(cfg, "test"), 0, 1, cfg.image_size, episodes, cfg.seed)
         totals = torch.zeros(5)  # initial area, initial hits, refined area, refined hits, ground-truth area
         peaks = []
-        for start in range(0, episodes, batch_size):
-            batch = collate_episodes([test[i] for i in range(start, min(start + batch_size, episodes))]).one_way()
+        for batch in episode_batches(test, batch_size):
+            batch = batch.one_way()
             levels = model.frozen_levels(batch)
             masks = model.pseudo_masks_of(batch, levels)
             truth = foreground_weights(batch.query_masks, masks.query.shape[-2:], mode="nearest")[:, 0] > 0.5

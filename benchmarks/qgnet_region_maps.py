@@ -25,7 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from fsslib.config import make_config
-from fsslib.data.episodes import EpisodeDataset, collate_episodes
+from fsslib.data.episodes import EpisodeDataset, episode_batches
 from fsslib.engine import open_source
 from fsslib.methods import build_method
 from fsslib.methods.qgnet import TOY_PRIORS, region_map_statistics, toy_prior_checkpoint
@@ -34,12 +34,11 @@ from fsslib.provenance import run_provenance
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def episode_batches(episodes: int, batch_size: int = 25):
+def fold0_batches(episodes: int, batch_size: int = 25):
     """Fold 0's first ``episodes`` 1-way 1-shot test episodes, collated."""
     cfg = make_config(method="qgnet", preset="toy", fold=0, shots=1)
     test = EpisodeDataset(open_source(cfg, "test"), 0, 1, cfg.image_size, episodes, cfg.seed)
-    return [collate_episodes([test[i] for i in range(start, min(start + batch_size, episodes))]).one_way()
-            for start in range(0, episodes, batch_size)]
+    return [batch.one_way() for batch in episode_batches(test, batch_size)]
 
 
 def statistics(extractor: str, batches: list) -> dict[str, dict]:
@@ -59,7 +58,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    batches = episode_batches(args.episodes)
+    batches = fold0_batches(args.episodes)
     shipped = {name: toy_prior_checkpoint(name) for name in TOY_PRIORS if Path(toy_prior_checkpoint(name)).is_file()}
     missing = [name for name in TOY_PRIORS if name not in shipped]
     results = {name: statistics(path, batches) for name, path in tqdm({**shipped, "untrained": "random"}.items(),

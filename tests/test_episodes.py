@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from fsslib.data.benchmarks import TOY
-from fsslib.data.episodes import EpisodeDataset, Source, collate_episodes, random_augment, resize_pad, way_mask
+from fsslib.data.episodes import (EpisodeDataset, Source, collate_episodes, episode_batches, random_augment, resize_pad,
+                                  way_mask)
 from fsslib.errors import EpisodeShapeError, UnknownNameError
 
 
@@ -123,3 +124,12 @@ def test_bad_ways_and_mixed_batches_are_refused(sources):
     one, two = (EpisodeDataset(sources["test"], 0, 1, 64, 2, ways=w)[0] for w in (1, 2))
     with pytest.raises(EpisodeShapeError, match="cannot share a batch"):
         collate_episodes([one, two])
+
+
+def test_episode_batches_walk_the_test_episodes_in_order(sources):
+    dataset = EpisodeDataset(sources["test"], fold=0, shots=1, image_size=32, n_episodes=7, seed=0)
+    batches = list(episode_batches(dataset, 3))
+    assert [len(b) for b in batches] == [3, 3, 1]
+    torch.testing.assert_close(torch.cat([b.query_images for b in batches]),
+                               torch.stack([dataset[i].query_image for i in range(7)]))
+    assert [len(b) for b in episode_batches(dataset, 4, count=5)] == [4, 1]

@@ -19,7 +19,7 @@ every training image that contains a novel class.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -310,6 +310,14 @@ def collate_episodes(episodes: list[Episode]) -> EpisodeBatch:
         class_names=[e.class_names for e in episodes],
         query_classes=[e.query_classes for e in episodes],
     )
+
+
+def episode_batches(episodes: Dataset, batch_size: int, count: int | None = None) -> Iterator[EpisodeBatch]:
+    """The first ``count`` episodes (default: all) of ``episodes`` in order, collated ``batch_size`` at a
+    time (the last batch may be smaller): a fixed test set walked in batches, without a DataLoader."""
+    count = len(episodes) if count is None else min(count, len(episodes))
+    for start in range(0, count, batch_size):
+        yield collate_episodes([episodes[index] for index in range(start, min(start + batch_size, count))])
 
 
 class EpisodeDataset(Dataset):

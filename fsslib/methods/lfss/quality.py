@@ -11,10 +11,12 @@ circle pass is scored too: the support masks it predicts are what supports the q
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from tqdm.auto import tqdm
 
-from fsslib.data.episodes import EpisodeDataset, collate_episodes
+from fsslib.data.episodes import EpisodeDataset, episode_batches
 from fsslib.metrics import FewShotMeter, score_at_label_size
 from fsslib.methods.lfss.model import LFSS
 
@@ -40,9 +42,9 @@ def pseudo_mask_quality(model: LFSS, episodes: EpisodeDataset, batch_size: int =
     model = model.eval()
     names = ("initial", "refined", "support_initial", "support_refined") + (("support_predicted",) if circle else ())
     meters = {name: FewShotMeter(episodes.classes) for name in names}
-    starts = range(0, len(episodes), batch_size)
-    for start in tqdm(starts, desc="pseudo masks", disable=not progress, leave=False):
-        batch = collate_episodes([episodes[i] for i in range(start, min(start + batch_size, len(episodes)))])
+    batches = episode_batches(episodes, batch_size)
+    for batch in tqdm(batches, total=math.ceil(len(episodes) / batch_size), desc="pseudo masks", disable=not progress,
+                      leave=False):
         one_way = batch.one_way()
         shots = one_way.support_images.shape[1]
         support_labels = list(one_way.support_masks.flatten(0, 1))  # (B*K) x (H, W)
