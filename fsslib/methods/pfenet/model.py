@@ -55,19 +55,20 @@ class PFENet(FewShotSegmenter):
         """Frozen layer1..layer3 features of (N, 3, H, W) images."""
         return self.backbone(images, last="layer3")
 
+    def episode_levels(self, batch: OneWayBatch) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """The frozen backbone's levels of the queries (B, C, h, w) and of the supports (B*K, C, h, w)."""
+        return self.backbone_levels(batch.query_images), self.backbone_levels(batch.support_images.flatten(0, 1))
+
     @torch.no_grad()
     def prior_maps(self, batch: OneWayBatch) -> torch.Tensor:
         """The prior source's maps (B, P, h, w) in [0, 1] at feature size, as :meth:`predict` feeds them to FEM
         (e.g. QGNet's guided and prior region maps)."""
-        query_levels = self.backbone_levels(batch.query_images)
-        support_levels = self.backbone_levels(batch.support_images.flatten(0, 1))
-        return self.prior(batch, query_levels, support_levels, self.backbone)
+        return self.prior(batch, *self.episode_levels(batch), self.backbone)
 
     def predict(self, batch: OneWayBatch) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Final logits (B, 2, h, w) at feature size and the auxiliary logits of every FEM scale."""
         batch_size, shots = batch.support_images.shape[:2]
-        query_levels = self.backbone_levels(batch.query_images)
-        support_levels = self.backbone_levels(batch.support_images.flatten(0, 1))
+        query_levels, support_levels = self.episode_levels(batch)
         query = self.down_query(torch.cat([query_levels["layer3"], query_levels["layer2"]], dim=1))  # (B, D, h, w)
         support = self.down_support(torch.cat([support_levels["layer3"], support_levels["layer2"]], dim=1))  # (B*K, D, h, w)
         prototypes = masked_average_pooling(support, batch.support_masks.flatten(0, 1))  # (B*K, D)
