@@ -48,6 +48,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from fsslib.errors import DatasetNotFoundError, FsslibError
+from fsslib.methods import shots_fixed_by_training
 
 REPO = Path(__file__).resolve().parent.parent
 TABLE_COLUMNS = ("method", "variant", "tier", "benchmark", "fold", "ways", "shots", "train_shots", "seed", "episodes",
@@ -102,13 +103,21 @@ def notebook_parameters(notebook: Path) -> set[str]:
 
 def check_parameters(grid: dict[str, Any], runs: list[dict[str, Any]]) -> None:
     """Raise unless every parameter the grid sets is one the notebook takes (papermill would ignore it
-    silently) and no two runs share an output folder (the name leaves out ``test_shots`` and ``test_ways``)."""
+    silently), no two runs share an output folder (the name leaves out ``test_shots`` and ``test_ways``) and
+    no run evaluates a model whose weights fit its training shots only at other shots (it would fail after training)."""
     names = [run_name(params) for params in runs]
     shared = sorted({name for name in names if names.count(name) > 1})
     if shared:
         raise FsslibError(f"Grid {grid['name']} has several runs named {shared[0]}: they would write the same outputs.",
                           "give each run its own method, variant, fold, ways, shots or seed; evaluate one run at "
                           "several shots or ways with test_shots and test_ways.")
+    for params in runs:
+        trained, evaluated = params.get("shots", 1), params.get("test_shots") or [params.get("shots", 1)]
+        if set(evaluated) != {trained} and shots_fixed_by_training(params["method"], params.get("variant", "")):
+            raise FsslibError(f"Grid {grid['name']}: run {run_name(params)} trains on {trained}-shot episodes and is "
+                              f"evaluated at shots {list(evaluated)}, but its weights fit {trained}-shot episodes only "
+                              "(one prior channel per shot).",
+                              f"evaluate it at test_shots: [{trained}], or add a run trained on each number of shots.")
     accepted = notebook_parameters(REPO / grid["notebook"])
     unknown_names = sorted({key for params in runs for key in params} - accepted)
     if unknown_names:

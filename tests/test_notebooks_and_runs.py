@@ -218,6 +218,10 @@ def test_grids_may_set_only_the_notebook_s_parameters(tmp_path):
         runs.check_parameters(grid, [{**run, "learning_rate": 0.003}])
     with pytest.raises(FsslibError, match="several runs named prototype-fold0-1shot-seed0"):
         runs.check_parameters(grid, [run, {**run, "test_ways": [1, 2]}])
+    with pytest.raises(FsslibError, match=r"piclip-fold0-1shot-seed0 trains on 1-shot episodes and is evaluated at shots \[1, 5\]"):
+        runs.check_parameters(grid, [{**run, "method": "piclip", "test_shots": [1, 5]}])
+    runs.check_parameters(grid, [{**run, "method": "piclip", "variant": "vtp", "test_shots": [1, 5]},  # no VVP: any shots
+                                 {**run, "method": "pfenet", "test_shots": [1, 5]}])
     for path in sorted((runs.REPO / "papermill_runs").glob("*.yaml")):  # every committed grid runs what it says
         grid = runs.load_grid(path)
         runs.check_parameters(grid, runs.expand(grid))

@@ -56,6 +56,14 @@ def support_annotation(name: str, variant: str = "") -> str:
     return getattr(module, "VARIANT_ANNOTATIONS", {}).get(variant, getattr(module, "SUPPORT_ANNOTATION", "pixel masks"))
 
 
+def shots_fixed_by_training(name: str, variant: str = "") -> bool:
+    """Whether the method's weights depend on the number of support shots (e.g. PI-CLIP's VVP, one prior
+    channel per shot), so that a model trained on K-shot episodes is evaluated at K shots only."""
+    module = method_module(name)
+    rule = getattr(module, "shots_fixed_by_training", None)
+    return bool(rule and rule({**method_options(name), **method_variants(name).get(variant, {})}))
+
+
 def build_method(cfg: MethodConfig) -> FewShotSegmenter:
     """Instantiate the segmenter named by ``cfg.method``."""
     return method_module(cfg.method).build(cfg)

@@ -52,7 +52,13 @@ VARIANTS = {
     "pir_both": {"priors": ["vvp", "vtp"], "refine": ["vvp", "vtp"]},  # Table 4 row 4
 }
 
-__all__ = ["ClipPriors", "PRESETS", "SUPPORT_ANNOTATION", "VARIANTS", "build", "prior_quality"]
+__all__ = ["ClipPriors", "PRESETS", "SUPPORT_ANNOTATION", "VARIANTS", "build", "prior_quality", "shots_fixed_by_training"]
+
+
+def shots_fixed_by_training(options: dict) -> bool:
+    """With the VVP, FEM's first layer takes one prior channel per support shot (Eq. 8 for each shot):
+    a model trained on K-shot episodes fits K-shot episodes only."""
+    return "vvp" in options["priors"]
 
 
 def build(cfg: MethodConfig) -> PFENet:
