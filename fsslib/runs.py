@@ -112,11 +112,12 @@ def check_parameters(grid: dict[str, Any], runs: list[dict[str, Any]]) -> None:
                           "give each run its own method, variant, fold, ways, shots or seed; evaluate one run at "
                           "several shots or ways with test_shots and test_ways.")
     for params in runs:
-        trained, evaluated = params.get("shots", 1), params.get("test_shots") or [params.get("shots", 1)]
+        trained = params.get("shots", 1)
+        evaluated = params.get("test_shots") or [trained]
         if set(evaluated) != {trained} and shots_fixed_by_training(params["method"], params.get("variant", "")):
             raise FsslibError(f"Grid {grid['name']}: run {run_name(params)} trains on {trained}-shot episodes and is "
                               f"evaluated at shots {list(evaluated)}, but its weights fit {trained}-shot episodes only "
-                              "(one prior channel per shot).",
+                              f"({params['method']} builds its layers for the number of shots).",
                               f"evaluate it at test_shots: [{trained}], or add a run trained on each number of shots.")
     accepted = notebook_parameters(REPO / grid["notebook"])
     unknown_names = sorted({key for params in runs for key in params} - accepted)
