@@ -18,7 +18,7 @@ from fsslib.data.episodes import EpisodeDataset, collate_episodes
 from fsslib.engine import evaluate_model, open_source
 from fsslib.errors import UnknownNameError
 from fsslib.methods import build_method
-from fsslib.methods.base import segmentation_loss
+from fsslib.methods.base import require_one_way, segmentation_loss
 from fsslib.methods.lfss import DEFAULT_OPTIONS, VARIANTS, LfssOptionError, pseudo_mask_quality
 from fsslib.methods.lfss.ccm import correlation_maps, focused_prototype
 from fsslib.methods.lfss.dps import (
@@ -293,6 +293,35 @@ def test_no_ground_truth_mask_reaches_the_model(toy_lfss):
             model.support_mask_source = "pseudo"
 
 
+def test_whole_image_query_never_reads_the_query_pseudo_mask(toy_lfss, monkeypatch):
+    model = toy_lfss.eval()
+    batch = fabricated_batch(shots=2)  # 2 episodes: rows 0-1 of the generator's output are the queries
+
+    def generator_with_query_masks(seed: int):
+        def masks(images: torch.Tensor, class_ids: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+            out = torch.zeros(images.shape[0], *size, dtype=torch.bool)
+            out[2:, 2:6, 2:6] = True  # the supports' pseudo masks: one fixed square
+            out[:2] = torch.rand(2, *size, generator=torch.Generator().manual_seed(seed)) > 0.5
+            return out
+        return masks
+
+    def logits(seed: int) -> torch.Tensor:
+        monkeypatch.setattr(model.pseudo_masks, "forward", generator_with_query_masks(seed))
+        with torch.no_grad():
+            return model(batch)
+
+    assert not torch.equal(logits(1), logits(2))  # the paper's LFSS reads the query's pseudo mask
+    model.query_mask_source = "whole_image"
+    try:
+        first = logits(1)
+        assert torch.isfinite(first).all()
+        torch.testing.assert_close(first, logits(2), rtol=0, atol=0)
+        assert model.encode(require_one_way(batch)).query_masks.all()  # the whole query stands in for its mask
+    finally:
+        model.query_mask_source = "pseudo"
+    assert make_config(method="lfss", variant="whole_image_query").options["query_mask"] == "whole_image"
+
+
 def test_circle_supports_the_query_with_the_predicted_support_masks(toy_lfss, monkeypatch):
     model = toy_lfss.eval()
     calls = []
@@ -361,6 +390,7 @@ def test_table5_and_generator_variants_reach_the_model():
     ({"alpha": 1.5}, LfssOptionError),
     ({"grid": 2}, LfssOptionError),
     ({"support_masks": "boxes"}, UnknownNameError),
+    ({"query_mask": "box"}, UnknownNameError),
     ({"refiner_level": "layer1"}, UnknownNameError),
     ({"refiner_attention": "sdpa"}, UnknownNameError),
 ])

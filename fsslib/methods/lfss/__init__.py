@@ -23,13 +23,15 @@ Options (``cfg.options``, defaults = the paper's full model):
   ``"layer4"``), ``refiner_attention`` (Eq. 4's scores: ``"dot"`` as printed, or ``"ssp_cosine"``).
 * ``dps`` / ``refine`` / ``ccm``: the components of Table 4 (all on); ``support_masks``:
   ``"pseudo"`` (the paper) or ``"ground_truth"`` (beyond the paper: the supports' ground truth
-  replaces their pseudo masks; a comparison row, not a language-guided result).
+  replaces their pseudo masks; a comparison row, not a language-guided result); ``query_mask``:
+  ``"pseudo"`` (the paper) or ``"whole_image"`` (a control beyond the paper: the query's pseudo
+  mask is withheld, the whole query stands in for it).
 * ``feature_dim`` (256 paper, 64 toy) and ``dropout`` (0.5) of the learnable 1x1 reduction.
 
 ``VARIANTS``: Table 4's rows (``baseline``, ``dps``, ``dps_refine``, ``dps_refine_ccm`` = the
 default), Table 5's settings (``grid1``, ``grid5``: n; ``alpha0.1``, ``alpha0.3``: alpha; the
-defaults n = 3, alpha = 0.5 are the default model) and two rows beyond the paper:
-``ground_truth_support`` and ``toy_vit_generator`` (toy tier: the toy ViT CLIP instead of the toy
+defaults n = 3, alpha = 0.5 are the default model) and three rows beyond the paper:
+``ground_truth_support``, ``whole_image_query`` and ``toy_vit_generator`` (toy tier: the toy ViT CLIP instead of the toy
 ResNet CLIP as the mask generator; at the paper tier pass ``--options clip=ViT-B-16`` instead).
 """
 from __future__ import annotations
@@ -46,7 +48,7 @@ DEFAULT_OPTIONS = {
     "feature_dim": 256, "dropout": 0.5, "clip": "RN50", "clip_pretrained": "openai", "clip_checkpoint": None,
     "pseudo_mask": "vocabulary", "pseudo_threshold": 0.5, "background_names": None,
     "alpha": 0.5, "beta": 0.5, "grid": 3, "refiner_level": "layer3", "refiner_attention": "dot",
-    "dps": True, "refine": True, "ccm": True, "support_masks": "pseudo",
+    "dps": True, "refine": True, "ccm": True, "support_masks": "pseudo", "query_mask": "pseudo",
 }
 SUPPORT_ANNOTATION = "class names"  # images and class names, no masks
 VARIANT_ANNOTATIONS = {"ground_truth_support": "class names + pixel masks"}
@@ -72,6 +74,7 @@ VARIANTS = {
     "alpha0.1": {"alpha": 0.1},  # Table 5: alpha = 0.1
     "alpha0.3": {"alpha": 0.3},  # Table 5: alpha = 0.3
     "ground_truth_support": {"support_masks": "ground_truth"},  # beyond the paper: GT support masks
+    "whole_image_query": {"query_mask": "whole_image"},  # beyond the paper: the query's pseudo mask withheld
     "toy_vit_generator": {"clip": "toy-vit"},  # beyond the paper, toy tier: the toy ViT CLIP as mask generator
 }
 
@@ -92,4 +95,4 @@ def build(cfg: MethodConfig) -> LFSS:
                 dropout=float(options["dropout"]), alpha=float(options["alpha"]), beta=float(options["beta"]),
                 grid=int(options["grid"]), dps=bool(options["dps"]), refine=bool(options["refine"]),
                 ccm=bool(options["ccm"]), support_masks=options["support_masks"], refiner_level=options["refiner_level"],
-                refiner_attention=options["refiner_attention"])
+                refiner_attention=options["refiner_attention"], query_mask=options["query_mask"])

@@ -62,6 +62,10 @@ silent, each module docstring says what fsslib chose. The choices made here:
   ground-truth masks (nearest-resized to the feature grid) replace their pseudo masks -- in the
   refiner's ``P_s^f`` too, and they are not refined themselves -- and support the query
   directly; the support pass still runs in training for Eq. 20's first term.
+* ``query_mask="whole_image"`` (beyond the paper, a control): the query's pseudo mask is withheld
+  and the whole query stands in for it, before the refiner (Eq. 3's ``P_q^f`` is the query's
+  mean feature) and after it (Eq. 7's seed target, CCM's attention and ROI, the circle's first
+  pass). What the model then scores is what the query's own MaskCLIP mask is worth to LFSS.
 """
 from __future__ import annotations
 
@@ -82,6 +86,7 @@ from fsslib.methods.lfss.vlmd import BACKGROUND_ATTENTIONS, LfssOptionError, Pse
 from fsslib.models.backbones import LEVELS, MultiLevelBackbone
 
 SUPPORT_MASK_SOURCES = ("pseudo", "ground_truth")
+QUERY_MASK_SOURCES = ("pseudo", "whole_image")
 REFINER_LEVELS = ("layer2", "layer3", "layer4")  # the levels on layer3's grid (dilated backbones)
 
 
@@ -111,7 +116,7 @@ class LFSS(FewShotSegmenter):
     def __init__(self, backbone: MultiLevelBackbone, pseudo_masks: PseudoMaskGenerator, feature_dim: int = 256,
                  dropout: float = 0.5, alpha: float = 0.5, beta: float = 0.5, grid: int = 3, dps: bool = True,
                  refine: bool = True, ccm: bool = True, support_masks: str = "pseudo",
-                 refiner_level: str = "layer3", refiner_attention: str = "dot") -> None:
+                 refiner_level: str = "layer3", refiner_attention: str = "dot", query_mask: str = "pseudo") -> None:
         for name, value in (("alpha", alpha), ("beta", beta)):
             if not 0.0 <= value <= 1.0:
                 raise LfssOptionError(f"LFSS balance factor {name} = {value} is outside [0, 1].",
@@ -121,6 +126,8 @@ class LFSS(FewShotSegmenter):
                                   "use an odd n >= 1 (the paper's n is 3; n = 1 keeps the seeds where they are).")
         if support_masks not in SUPPORT_MASK_SOURCES:
             raise unknown("LFSS support-mask source", support_masks, SUPPORT_MASK_SOURCES)
+        if query_mask not in QUERY_MASK_SOURCES:
+            raise unknown("LFSS query-mask source", query_mask, QUERY_MASK_SOURCES)
         if refiner_level not in REFINER_LEVELS:
             raise unknown("LFSS refiner level", refiner_level, REFINER_LEVELS)
         if refiner_attention not in BACKGROUND_ATTENTIONS:
@@ -134,7 +141,7 @@ class LFSS(FewShotSegmenter):
         self.decoder = ASPPDecoder(feature_dim + 1 + (2 if ccm else 1), feature_dim)
         self.alpha, self.beta, self.grid = alpha, beta, grid
         self.dps, self.refine, self.ccm = dps, refine, ccm
-        self.support_mask_source = support_masks
+        self.support_mask_source, self.query_mask_source = support_masks, query_mask
         self.refiner_level, self.refiner_attention = refiner_level, refiner_attention
         self.reset_diagnostics()
 
@@ -160,6 +167,8 @@ class LFSS(FewShotSegmenter):
         class_ids = torch.cat([batch.class_ids, batch.class_ids.repeat_interleave(shots)])  # (B*(1+K),)
         masks = self.pseudo_masks(images, class_ids, size)  # (B*(1+K), h, w) bool
         initial_query, initial_support = masks[:batch_size], masks[batch_size:].view(batch_size, shots, *size)
+        if self.query_mask_source == "whole_image":  # the control: the query's pseudo mask is never read
+            initial_query = torch.ones_like(initial_query)
         support_masks = initial_support
         if self.support_mask_source == "ground_truth":  # the comparison row: read only when asked for
             support_masks = foreground_weights(batch.support_masks.flatten(0, 1), size, mode="nearest") > 0.5
@@ -172,6 +181,8 @@ class LFSS(FewShotSegmenter):
                 support_masks, self.alpha, self.refiner_attention)
             if self.support_mask_source == "pseudo":  # ground truth is kept as it is
                 support_masks = refined_support
+            if self.query_mask_source == "whole_image":  # the whole query has no background to refine against
+                query_masks = initial_query
         # device tensors: no host sync per batch; diagnostics() reads them once
         self.empty_masks["query"] = self.empty_masks["query"] + (~query_masks.flatten(1).any(dim=1)).sum()
         self.empty_masks["support"] = self.empty_masks["support"] + (~support_masks.flatten(2).any(dim=2)).sum()
