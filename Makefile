@@ -5,6 +5,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# pytest-xdist workers for `make test`, one thread each; a notebook's cells stay on one worker (conftest.py)
+TEST_WORKERS ?= 2
 
 .PHONY: install quickstart test test-fast benchmark strip-notebooks
 
@@ -20,10 +22,10 @@ quickstart: install
 	$(PY) -m fsslib.runs papermill_runs/quickstart.yaml
 
 test: install
-	$(PY) -m pytest -q tests notebooks --nbval-lax
+	$(PY) -m pytest -q -n $(TEST_WORKERS) tests notebooks --nbval-lax
 
 test-fast: install
-	$(PY) -m pytest -q tests -m "not slow"
+	$(PY) -m pytest -q -n $(TEST_WORKERS) tests -m "not slow"
 
 benchmark: install
 	$(PY) benchmarks/foundation.py

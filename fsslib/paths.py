@@ -9,6 +9,11 @@ Layout below it::
 
 Pretrained weights for the paper tier are looked up in ``FSSLIB_WEIGHTS``
 (default ``~/.cache/fsslib/weights``) unless a path is given explicitly.
+
+What the notebooks write (evaluation folders, a train/eval run's checkpoints) goes under
+``FSSLIB_OUTPUTS``, by default ``notebooks/outputs/`` of the checkout fsslib is imported from
+(ignored by git), or ``~/.cache/fsslib/outputs`` for an installed copy: the same folder whatever
+the working directory a notebook is run from.
 """
 from __future__ import annotations
 
@@ -19,6 +24,8 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 CHECKPOINT_DIR = PACKAGE_DIR / "checkpoints"  # the toy tier's shipped checkpoints
 DEFAULT_DATA_ROOT = Path("~/.cache/fsslib/data")
 DEFAULT_WEIGHTS_ROOT = Path("~/.cache/fsslib/weights")
+CHECKOUT_OUTPUTS = PACKAGE_DIR.parent / "notebooks" / "outputs"  # ignored by the checkout's .gitignore
+DEFAULT_OUTPUTS_ROOT = Path("~/.cache/fsslib/outputs")
 
 
 def data_root() -> Path:
@@ -29,3 +36,11 @@ def data_root() -> Path:
 def weights_root() -> Path:
     """The pretrained-weights folder: ``$FSSLIB_WEIGHTS`` or ``~/.cache/fsslib/weights``."""
     return Path(os.environ.get("FSSLIB_WEIGHTS", DEFAULT_WEIGHTS_ROOT)).expanduser()
+
+
+def outputs_root() -> Path:
+    """Where notebooks write: ``$FSSLIB_OUTPUTS``, else the checkout's ``notebooks/outputs/``, else
+    ``~/.cache/fsslib/outputs`` (fsslib installed outside a checkout)."""
+    if "FSSLIB_OUTPUTS" in os.environ:
+        return Path(os.environ["FSSLIB_OUTPUTS"]).expanduser()
+    return CHECKOUT_OUTPUTS if CHECKOUT_OUTPUTS.parent.is_dir() else DEFAULT_OUTPUTS_ROOT.expanduser()

@@ -6,7 +6,9 @@ from typing import Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
 from fsslib.data.episodes import IGNORE, Episode
 
@@ -17,6 +19,14 @@ def _image(tensor: torch.Tensor) -> np.ndarray:
 
 
 WAY_COLOURS = ((1.0, 0.2, 0.2), (0.2, 0.4, 1.0), (0.2, 0.8, 0.2), (1.0, 0.8, 0.1), (0.8, 0.3, 0.9))
+IGNORE_GREY = (0.75, 0.75, 0.75)
+
+
+def episode_title(class_names: Sequence[str], support_mode: str, what: str = "") -> str:
+    """A figure title naming the episode's class(es) and what its supports bring, e.g.
+    ``"query of 'dotted star' · supports: image + mask"``."""
+    classes = ", ".join(f"'{name}'" for name in class_names)
+    return f"{what + ' · ' if what else ''}{classes} · supports: {support_mode}"
 
 
 def overlay(image: torch.Tensor, mask: torch.Tensor, colour: Sequence[float] | None = None, alpha: float = 0.5) -> np.ndarray:
@@ -32,45 +42,94 @@ def overlay(image: torch.Tensor, mask: torch.Tensor, colour: Sequence[float] | N
     return blended
 
 
-def plot_episode(episode: Episode, prediction: torch.Tensor | None = None, title: str | None = None) -> Figure:
+def label_legend(class_names: Sequence[str], ignore: bool = False) -> list[Patch]:
+    """Legend entries of a label or prediction panel: background, then way n's colour for its class."""
+    handles = [Patch(facecolor="none", edgecolor="0.4", label="background (no tint)")]
+    handles += [Patch(color=WAY_COLOURS[n], label=name) for n, name in enumerate(class_names)]
+    return handles + ([Patch(color=IGNORE_GREY, label="ignored (255)")] if ignore else [])
+
+
+def outline(ax: Axes, mask: torch.Tensor, ways: int) -> None:
+    """Draw the boundary of the ground truth (H, W) on ``ax``, way n in its colour (the panel's pixels
+    are the mask's)."""
+    truth = mask.detach().cpu().numpy()
+    for way in range(1, ways + 1):
+        if (truth == way).any():
+            ax.contour((truth == way).astype(float), levels=[0.5], colors=[WAY_COLOURS[way - 1]], linewidths=1.6)
+
+
+def _resized_labels(labels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(h, w) labels at (H, W) by nearest neighbour (a prediction at feature size over the image)."""
+    if tuple(labels.shape) == size:
+        return labels
+    return torch.nn.functional.interpolate(labels[None, None].float(), size, mode="nearest")[0, 0].long()
+
+
+def plot_episode(episode: Episode, prediction: torch.Tensor | None = None, title: str | None = None,
+                 support_mode: str = "image + mask") -> Figure:
     """One row per way: its supports with their masks (in the way's colour); then the query with its ground
-    truth and optionally a prediction (values 0..N, each way in its colour)."""
+    truth outlined and optionally a prediction (values 0..N, each way in its colour, legend below).
+    The title names the classes and ``support_mode`` (what the method read of the supports)."""
     ways, shots = episode.support_images.shape[:2]
     columns = shots + 1 + (prediction is not None)
-    fig, axes = plt.subplots(ways, columns, figsize=(2.2 * columns, 2.4 * ways), squeeze=False)
+    fig, axes = plt.subplots(ways, columns, figsize=(2.2 * columns, 2.4 * ways + 0.5), squeeze=False)
     for way in range(ways):
         for k in range(shots):
             axes[way, k].imshow(overlay(episode.support_images[way, k], episode.support_masks[way, k], WAY_COLOURS[way]))
             axes[way, k].set_title(f"{episode.class_names[way]}, support {k + 1}", fontsize=8)
-    axes[0, shots].imshow(overlay(episode.query_image, episode.query_mask))
-    axes[0, shots].set_title("query (truth)", fontsize=9)
+    axes[0, shots].imshow(overlay(episode.query_image, episode.query_mask, alpha=0.25))
+    outline(axes[0, shots], episode.query_mask, ways)
+    axes[0, shots].set_title("query, truth outlined", fontsize=9)
     if prediction is not None:
         axes[0, shots + 1].imshow(overlay(episode.query_image, prediction))
-        axes[0, shots + 1].set_title("prediction", fontsize=9)
+        outline(axes[0, shots + 1], episode.query_mask, ways)
+        axes[0, shots + 1].set_title("prediction (truth outlined)", fontsize=9)
     for ax in axes.flat:
         ax.axis("off")
-    fig.suptitle(title or f"{ways}-way {shots}-shot: " + ", ".join(episode.class_names), fontsize=10)
-    fig.tight_layout()
+    fig.suptitle(title or episode_title(episode.class_names, support_mode, f"{ways}-way {shots}-shot"), fontsize=10)
+    fig.legend(handles=label_legend(episode.class_names, ignore=bool((episode.query_mask == IGNORE).any())),
+               loc="lower center", ncol=ways + 2, fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     return fig
 
 
-def plot_maps(image: torch.Tensor, maps: dict[str, torch.Tensor], mask: torch.Tensor | None = None) -> Figure:
-    """An image (3, H, W), its mask, and named score maps (h, w) side by side (e.g. priors)."""
-    panels = 1 + (mask is not None) + len(maps)
-    fig, axes = plt.subplots(1, panels, figsize=(2.2 * panels, 2.5), squeeze=False)
-    axes[0, 0].imshow(_image(image))
-    axes[0, 0].set_title("image", fontsize=9)
-    column = 1
-    if mask is not None:
-        axes[0, 1].imshow(overlay(image, mask, (0.2, 0.8, 0.2)))
-        axes[0, 1].set_title("mask", fontsize=9)
-        column = 2
-    for offset, (name, values) in enumerate(maps.items()):
-        axes[0, column + offset].imshow(values.detach().float().cpu().numpy(), cmap="viridis")
-        axes[0, column + offset].set_title(name, fontsize=9)
-    for ax in axes[0]:
+def plot_maps(image: torch.Tensor, maps: dict[str, torch.Tensor], mask: torch.Tensor | None = None, *,
+              title: str, labels: dict[str, torch.Tensor] | None = None, class_names: Sequence[str] = ()) -> Figure:
+    """An image (3, H, W) and, side by side, named continuous score maps (h, w) each with a colorbar of
+    its range (e.g. priors), then named label maps (h, w) with values 0..N (a prediction, a pseudo mask)
+    tinted over the image with a legend of ``class_names``. The ground truth ``mask`` (H, W), values
+    0..N and 255, is outlined on every panel. ``title`` names the class(es) and the support mode
+    (:func:`episode_title`)."""
+    labels = labels or {}
+    size = tuple(image.shape[-2:])
+    if mask is not None and tuple(mask.shape) != size:
+        raise ValueError(f"the ground truth is {tuple(mask.shape)} but the image is {size}: pass the mask at the "
+                         "image's size (an episode's query_mask, not its query_label)")
+    panels = 1 + len(maps) + len(labels)
+    fig, axes = plt.subplots(1, panels, figsize=(2.45 * panels, 3.0), squeeze=False, layout="constrained")
+    axes = axes[0]
+    ways = max(len(class_names), 1)
+    axes[0].imshow(_image(image))
+    axes[0].set_title("image" + (", truth outlined" if mask is not None else ""), fontsize=9)
+    for ax, (name, values) in zip(axes[1:], maps.items()):
+        values = values.detach().float().cpu().numpy()
+        low, high = float(values.min()), float(values.max())
+        shown = ax.imshow(values, cmap="viridis", extent=(-0.5, size[1] - 0.5, size[0] - 0.5, -0.5))
+        colorbar = fig.colorbar(shown, ax=ax, shrink=0.75, ticks=[low, high] if high > low else [low])
+        colorbar.ax.tick_params(labelsize=7)
+        colorbar.set_label(f"{name}, {low:.2g} to {high:.2g}", fontsize=7)
+        ax.set_title(name, fontsize=9)
+    for ax, (name, values) in zip(axes[1 + len(maps):], labels.items()):
+        ax.imshow(overlay(image, _resized_labels(values.detach().long().cpu(), size)))
+        ax.set_title(name, fontsize=9)
+    for ax in axes:
+        if mask is not None:
+            outline(ax, mask, ways)
         ax.axis("off")
-    fig.tight_layout()
+    if labels or mask is not None:
+        fig.legend(handles=label_legend(class_names or ["foreground"]), loc="outside lower center",
+                   ncol=len(class_names) + 1 or 2, fontsize=7, frameon=False)
+    fig.suptitle(title, fontsize=10)
     return fig
 
 

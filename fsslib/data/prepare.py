@@ -12,8 +12,10 @@ loads (the marker ``fsslib_prepared.json`` is written last; see :mod:`fsslib.dat
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 from pathlib import Path
+from typing import Iterator
 
 from fsslib.data import toyworld
 from fsslib.data.benchmarks import COCO, PASCAL, TOY
@@ -28,22 +30,41 @@ def ensure_toyworld(root: Path, seed: int = 0) -> Path:
 
     The world is written in place and its completion marker last. A world made before the
     markers existed is complete when its ``meta.json`` carries the current version (written
-    after every image), so it only gets the marker.
+    after every image), so it only gets the marker. Processes that ask at once (test workers,
+    notebooks run side by side) take turns: one generates, the others then find it done.
     """
     root = Path(root)
     meta_path = root / "meta.json"
-    if meta_path.is_file():
-        meta = json.loads(meta_path.read_text())
-        if meta.get("version") == TOY_VERSION and meta.get("seed") == seed:
-            if not (root / MARKER).is_file():
-                mark_prepared(root, _toy_record(meta))
-            return root
-    (root / MARKER).unlink(missing_ok=True)
-    toyworld.materialize(root, seed=seed)
-    meta = {**json.loads(meta_path.read_text()), "version": TOY_VERSION}
-    meta_path.write_text(json.dumps(meta, indent=1))
-    mark_prepared(root, _toy_record(meta))
+    with _exclusive(root.parent / f".{root.name}.lock"):
+        if meta_path.is_file():
+            meta = json.loads(meta_path.read_text())
+            if meta.get("version") == TOY_VERSION and meta.get("seed") == seed:
+                if not (root / MARKER).is_file():
+                    mark_prepared(root, _toy_record(meta))
+                return root
+        (root / MARKER).unlink(missing_ok=True)
+        toyworld.materialize(root, seed=seed)
+        meta = {**json.loads(meta_path.read_text()), "version": TOY_VERSION}
+        meta_path.write_text(json.dumps(meta, indent=1))
+        mark_prepared(root, _toy_record(meta))
     return root
+
+
+@contextlib.contextmanager
+def _exclusive(lock_path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``lock_path`` (POSIX ``flock``; no lock where fcntl is missing)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: one process at a time is the user's to ensure
+        yield
+        return
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _toy_record(meta: dict) -> dict:

@@ -1,0 +1,141 @@
+"""Every tutorial notebook runs headless at its full settings (``FSSLIB_SMOKE`` unset), as a user runs
+it in a batch: with papermill and with the engine of ``jupyter nbconvert --execute`` (its
+ExecutePreprocessor, called in-process to spare a process start per notebook), from an empty
+working directory that it must leave empty, each cell under a time limit that fails fast instead
+of hanging (the widget cells hung before ``fsslib.notebook.interactive_figure``: issue 27;
+docs/notebook_widgets.md).
+
+``90_train_eval.ipynb`` is not a tutorial: the grid tests run it (at full settings in
+``test_a_committed_row_is_reproduced``).
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import nbformat
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+TUTORIALS = sorted(p for p in (REPO / "notebooks").glob("[0-8]*.ipynb"))
+CELL_LIMIT_S = 120  # the slowest cell at full settings takes about 20 s on 2 cores
+
+
+@pytest.fixture
+def headless(tmp_path, toy_root, monkeypatch):
+    """An empty working directory; full settings; the notebooks' outputs under tmp_path."""
+    monkeypatch.delenv("FSSLIB_SMOKE", raising=False)
+    monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel's inline backend draws, as for a user (Agg hid the hang)
+    monkeypatch.setenv("FSSLIB_OUTPUTS", str(tmp_path / "outputs"))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # one core per test worker
+    work = tmp_path / "work"
+    work.mkdir()
+    return work
+
+
+def widget_cells(notebook: nbformat.NotebookNode) -> list[int]:
+    return [i for i, cell in enumerate(notebook.cells) if cell.cell_type == "code" and "interactive_figure(" in cell.source]
+
+
+def check_executed(path: Path, work: Path) -> None:
+    executed = nbformat.read(path, as_version=4)
+    code = [cell for cell in executed.cells if cell.cell_type == "code"]
+    assert all(cell.get("execution_count") for cell in code), "a cell was not executed"
+    for index in widget_cells(executed):  # the widget was created; the plain call (its cell or the one before) drew
+        outputs = executed.cells[index].outputs
+        assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in outputs), index
+        before = executed.cells[index - 1].outputs if executed.cells[index - 1].cell_type == "code" else []
+        assert any("image/png" in o.get("data", {}) for o in [*outputs, *before]), index
+    assert sorted(p.name for p in work.iterdir()) == [path.name], "the notebook wrote into the working directory"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("notebook", TUTORIALS, ids=lambda p: p.name)
+def test_papermill_runs_the_notebook_at_full_settings(notebook, headless):
+    import papermill
+
+    executed = headless / notebook.name
+    papermill.execute_notebook(str(notebook), str(executed), cwd=str(headless), kernel_name="python3",
+                               execution_timeout=CELL_LIMIT_S, progress_bar=False)
+    check_executed(executed, headless)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("notebook", TUTORIALS, ids=lambda p: p.name)
+def test_nbconvert_executes_the_notebook_at_full_settings(notebook, headless):
+    """``jupyter nbconvert --to notebook --execute``'s engine (its ExecutePreprocessor), in-process."""
+    from nbconvert.preprocessors import ExecutePreprocessor
+
+    executed = nbformat.read(notebook, as_version=4)
+    ExecutePreprocessor(timeout=CELL_LIMIT_S, kernel_name="python3").preprocess(executed, {"metadata": {"path": str(headless)}})
+    nbformat.write(executed, headless / notebook.name)
+    check_executed(headless / notebook.name, headless)
+
+
+def test_every_notebook_widget_uses_the_helper():
+    """ipywidgets' own ``interactive`` / ``interact`` capture output and hang headless clients."""
+    for path in REPO.glob("notebooks/*.ipynb"):
+        for cell in nbformat.read(path, as_version=4).cells:
+            assert "widgets.interactive(" not in cell.source and "widgets.interact(" not in cell.source, path.name
+
+
+def test_interactive_figure_sets_its_output_and_redraws(monkeypatch):
+    import ipywidgets as widgets
+    import matplotlib.pyplot as plt
+
+    from fsslib.notebook import interactive_figure
+
+    drawn = []
+
+    def draw(size: int):
+        drawn.append(size)
+        figure, ax = plt.subplots(figsize=(1, 1))
+        ax.plot(range(size))
+        return figure
+
+    open_before = plt.get_fignums()
+    slider = widgets.IntSlider(2, 1, 9)
+    box = interactive_figure(draw, size=slider)
+    output = box.children[-1]
+    assert drawn == [2] and output.outputs[0]["output_type"] == "display_data"
+    assert "image/png" in output.outputs[0]["data"] and plt.get_fignums() == open_before  # closed: not drawn twice
+    first = output.outputs[0]["data"]["image/png"]
+    slider.value = 7
+    assert drawn == [2, 7] and output.outputs[0]["data"]["image/png"] != first
+    json.dumps(output.outputs)  # the widget state is plain JSON, as the front end receives it
+    with pytest.raises(TypeError, match="must return a matplotlib Figure"):
+        interactive_figure(lambda size: None, size=widgets.IntSlider(1, 1, 2))
+    with pytest.raises(TypeError, match="not an ipywidgets value widget"):
+        interactive_figure(draw, size=3)
+
+
+def test_a_failing_redraw_shows_the_error_in_place_of_the_figure():
+    import ipywidgets as widgets
+    import matplotlib.pyplot as plt
+
+    from fsslib.notebook import interactive_figure
+
+    def draw(size: int):
+        if size > 5:
+            raise ValueError("too large")
+        return plt.subplots(figsize=(1, 1))[0]
+
+    slider = widgets.IntSlider(1, 1, 9)
+    box = interactive_figure(draw, size=slider)
+    slider.value = 8
+    (shown,) = box.children[-1].outputs
+    assert shown["output_type"] == "stream" and "too large" in shown["text"]
+
+
+def test_notebook_outputs_go_to_one_ignored_folder(monkeypatch, tmp_path):
+    from fsslib.notebook import output_dir
+    from fsslib.paths import CHECKOUT_OUTPUTS
+
+    monkeypatch.delenv("FSSLIB_OUTPUTS", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert output_dir("x") == CHECKOUT_OUTPUTS / "x" == REPO / "notebooks" / "outputs" / "x"
+    ignored = subprocess.run(["git", "check-ignore", "-q", "notebooks/outputs/x/metrics.json"], cwd=REPO)
+    assert ignored.returncode == 0, "notebooks/outputs/ must be ignored by git"
+    monkeypatch.setenv("FSSLIB_OUTPUTS", str(tmp_path / "mine"))
+    assert output_dir("x") == tmp_path / "mine" / "x"
