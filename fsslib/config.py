@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Callable
 
@@ -33,6 +34,8 @@ class Config:
     coco_folds: str = "interleaved"
     image_size: int = 64
     novel_rule: str = "pfenet"
+    augment: str = "pfenet"  # training augmentation: "pfenet" (scale, rotation, flip, blur) or "none"
+    resize: str = "pad"  # "pad": longer side to image_size, padded square (PFENet); "squash": both sides (HSNet)
     data_root: str | None = None  # None: $FSSLIB_DATA/<benchmark root>
     # evaluation (HSNet protocol)
     episodes: int = 1000
@@ -83,7 +86,8 @@ SMOKE = dict(epochs=1, episodes_per_epoch=24, val_episodes=16, episodes=40, eval
 
 
 def make_config(method: str = "prototype", preset: str = "toy", **overrides: Any) -> Config:
-    """Build a :class:`Config` for ``method`` on ``preset``; ``None`` overrides are ignored."""
+    """Build a :class:`Config` for ``method`` on ``preset``; ``None`` overrides are ignored, paths
+    (``out``, ``ckpt``, ...) may be given as ``pathlib.Path``."""
     if preset not in PRESETS:
         raise unknown("preset", preset, list(PRESETS))
     valid = {f.name for f in fields(Config)}
@@ -96,15 +100,19 @@ def make_config(method: str = "prototype", preset: str = "toy", **overrides: Any
     variants = method_variants(method)
     if variant and variant not in variants:
         raise unknown(f"variant of {method}", variant, sorted(variants) or ["(this method has none)"])
-    options = {**method_values.pop("options", {}), **variants.get(variant, {}), **(overrides.pop("options", None) or {})}
+    chosen = variants.get(variant, {})
+    variant_fields = {k: v for k, v in chosen.items() if k in valid}  # a data-rule control, e.g. {"augment": "pfenet"}
+    options = {**method_values.pop("options", {}), **{k: v for k, v in chosen.items() if k not in valid},
+               **(overrides.pop("options", None) or {})}
     accepted = method_options(method)
     for key in options:
         if key not in accepted:
             raise unknown(f"option of method {method}", key, sorted(accepted) or ["(this method takes none)"])
     values.update(method_values)
+    values.update(variant_fields)
     if overrides.get("smoke"):
         values.update(SMOKE)
-    values.update({k: v for k, v in overrides.items() if v is not None})
+    values.update({k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in overrides.items() if v is not None})
     return Config(**values, options=options)
 
 

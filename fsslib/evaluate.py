@@ -66,7 +66,8 @@ def run(cfg: Config | None = None, **overrides) -> dict:
     seeds = list(range(cfg.seed, cfg.seed + max(1, cfg.eval_seeds)))
     runs = []
     for seed in seeds:
-        dataset = EpisodeDataset(source, cfg.fold, cfg.shots, cfg.image_size, cfg.episodes, seed, mode="test", ways=cfg.ways)
+        dataset = EpisodeDataset(source, cfg.fold, cfg.shots, cfg.image_size, cfg.episodes, seed, mode="test", ways=cfg.ways,
+                                 resize=cfg.resize)
         runs.append(evaluate_model(model, dataset, cfg, device, description=f"{cfg.method} fold {cfg.fold} seed {seed}"))
     unseen = len(dataset.classes) - len(runs[0]["per_class_iou"])
     if unseen:

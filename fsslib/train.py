@@ -149,13 +149,13 @@ def run(cfg: Config | None = None, **overrides) -> dict:
     benchmark = get_benchmark(cfg.benchmark, cfg.coco_folds)
     train_source = open_source(cfg, benchmark.train_split)
     train_set = EpisodeDataset(train_source, cfg.fold, cfg.shots, cfg.image_size, cfg.episodes_per_epoch, cfg.seed,
-                               mode="train", novel_rule=cfg.novel_rule)
+                               mode="train", novel_rule=cfg.novel_rule, augment=cfg.augment, resize=cfg.resize)
     # Model selection on novel-class episodes of a split held out from the test images (the toy world's val).
     # PASCAL-5i / COCO-20i have none apart from the test images: no selection there, best.pt = the last epoch.
     val_set = None
     if benchmark.select_split is not None:
         val_set = EpisodeDataset(open_source(cfg, benchmark.select_split), cfg.fold, cfg.shots, cfg.image_size,
-                                 cfg.val_episodes, cfg.seed + 1000)
+                                 cfg.val_episodes, cfg.seed + 1000, resize=cfg.resize)
     optimizer = make_optimizer(cfg, model)
     episodes_per_rank = len(train_set) // world  # equal shards, so every rank runs the same number of steps
     steps_per_epoch = math.ceil(episodes_per_rank / cfg.batch_size)

@@ -71,6 +71,24 @@ def test_guided_pooling_against_a_loop_over_pixels():
             torch.testing.assert_close(pooled[b].flatten(1)[:, n], expected)
 
 
+@pytest.mark.parametrize("gamma", [None, 0.0])
+def test_guided_pooling_without_gamma_thresholds_nothing(gamma):
+    """The official ``if self.gamma:``: no gamma keeps every correlation, negative ones included."""
+    torch.manual_seed(0)
+    dense = torch.randn(1, 3, 2, 2)
+    correlations = torch.rand(1, 4, 4) * 2 - 1 + 4 * torch.eye(4)  # some negative; rows sum above 0
+    expected = torch.einsum("bnm,bdm->bdn", correlations, dense.flatten(2)) / (correlations.sum(-1)[:, None] + 1e-6)
+    torch.testing.assert_close(guided_pooling(dense, correlations, gamma=gamma), expected.view_as(dense))
+
+
+def test_gamma_none_reaches_the_segmenter():
+    from fsslib.config import make_config
+    from fsslib.methods import build_method
+
+    model = build_method(make_config(method="clip-dinoiser", options={"gamma": None}))
+    assert model.gamma is None
+
+
 def test_scores_and_the_background_rule():
     features = torch.tensor([[[[1.0, 1.0]], [[0.0, 0.05]]]])  # (B=1, D=2, h=1, w=2)
     embeddings = torch.tensor([[0.0, 1.0], [1.0, 0.0]])  # background, class 1

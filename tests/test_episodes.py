@@ -3,8 +3,9 @@ import pytest
 import torch
 
 from fsslib.data.benchmarks import TOY
-from fsslib.data.episodes import (EpisodeDataset, Source, collate_episodes, episode_batches, random_augment, resize_pad,
-                                  way_mask)
+from fsslib.config import make_config
+from fsslib.data.episodes import (EpisodeDataset, Source, collate_episodes, episode_batches, load_episode_image,
+                                  random_augment, resize_pad, resize_squash, way_mask)
 from fsslib.errors import EpisodeShapeError, UnknownNameError
 
 
@@ -74,6 +75,55 @@ def test_resize_pad_keeps_aspect_and_pads_with_ignore():
     padded_image, padded_label = resize_pad(image, label, 40)
     assert padded_image.shape == (3, 40, 40)
     assert (padded_label[:20] == 1).all() and (padded_label[20:] == 255).all()
+
+
+def test_resize_squash_fills_the_square_and_scores_at_the_unpadded_original():
+    image, label = torch.rand(3, 30, 60), torch.ones(30, 60)
+    squashed_image, squashed_label = resize_squash(image, label, 40)
+    assert squashed_image.shape == (3, 40, 40) and (squashed_label == 1).all()  # no padding
+
+    class OneImage:  # the part of a Source that load_episode_image reads
+        def load(self, name):
+            label = np.zeros((30, 60), dtype=np.uint8)
+            label[:, :20] = 3
+            return np.full((30, 60, 3), 128, dtype=np.uint8), label
+
+    image_t, mask_t, original = load_episode_image(OneImage(), "x", [3], 40, resize="squash")
+    assert image_t.shape == (3, 40, 40) and original.shape == (30, 60) and 255 not in original.tolist()
+    assert (mask_t[:, :13] == 1).all() and (mask_t[:, 14:] == 0).all()  # a third of the width, stretched
+    _, padded_mask, padded_original = load_episode_image(OneImage(), "x", [3], 40, resize="pad")
+    assert padded_original.shape == (60, 60) and (padded_original[30:] == 255).all() and (padded_mask[20:] == 255).all()
+
+
+def test_augment_none_trains_on_the_images_as_tested(sources):
+    """LFSS Sec. 4.1: no augmentation; training episodes then hold the resized images unchanged."""
+    plain = EpisodeDataset(sources["train"], fold=0, shots=1, image_size=64, n_episodes=4, seed=0, mode="train",
+                           augment="none", resize="squash")
+    augmented = EpisodeDataset(sources["train"], fold=0, shots=1, image_size=64, n_episodes=4, seed=0, mode="train")
+    for index in range(4):
+        query, _, classes = plain.sample_names(index)
+        image, mask, _ = load_episode_image(sources["train"], query, classes, 64, resize="squash")
+        torch.testing.assert_close(plain[index].query_image, image)
+        assert torch.equal(plain[index].query_mask, mask)
+    assert any(not torch.equal(plain[i].query_image, augmented[i].query_image) for i in range(4))
+
+
+def test_each_paper_s_data_rule_is_its_preset_s():
+    lfss = make_config(method="lfss", preset="toy")
+    assert (lfss.augment, lfss.resize) == ("none", "squash")
+    assert (make_config(method="lfss", preset="paper").augment, make_config(method="lfss", preset="paper").resize) == (
+        "none", "squash")
+    control = make_config(method="lfss", preset="toy", variant="pfenet_augment")  # a variant may set config fields
+    assert (control.augment, control.resize) == ("pfenet", "pad") and control.options == lfss.options
+    for method in ("pfenet", "piclip", "qgnet", "prototype"):
+        cfg = make_config(method=method, preset="paper")
+        assert (cfg.augment, cfg.resize) == ("pfenet", "pad"), method
+
+
+@pytest.mark.parametrize("bad", [{"augment": "heavy"}, {"resize": "crop"}])
+def test_unknown_augmentation_or_resize_rule_names_the_choices(sources, bad):
+    with pytest.raises(UnknownNameError):
+        EpisodeDataset(sources["train"], fold=0, shots=1, image_size=64, n_episodes=4, mode="train", **bad)
 
 
 def test_augmentation_pads_label_with_ignore_and_keeps_values():

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from fsslib import train
 from fsslib.blocks import ASPPDecoder, AtrousSpatialPyramidPooling, aspp_rates
 from fsslib.blocks.masks import foreground_weights, masked_average_pooling
+from fsslib.clip import ClipInputError
 from fsslib.config import make_config
 from fsslib.data.episodes import EpisodeDataset, collate_episodes
 from fsslib.engine import evaluate_model, open_source
@@ -159,6 +160,42 @@ def test_eq7_8_seeds_move_to_the_most_query_like_cell_of_their_grid():
     prototype = torch.tensor([[1.0, 0.0]])
     assert move_seeds(features, seeds, prototype, 3).tolist() == [[[2, 2], [1, 0]]]
     assert move_seeds(features, seeds, prototype, 1).tolist() == seeds.tolist()
+
+
+def test_a_seed_stays_where_its_own_cell_ties_with_the_best():
+    """A zero query prototype (empty query mask) ties every cell at cosine 0: no seed moves up-left."""
+    features = torch.randn(1, 3, 5, 5)
+    seeds = torch.tensor([[[2, 2], [4, 0]]])
+    assert move_seeds(features, seeds, torch.zeros(1, 3), 3).tolist() == seeds.tolist()
+
+
+def test_superpixel_count_is_capped_at_the_masks_cell_count():
+    """On maps under 6 x 6 the scaled area ``a`` is under 1 cell: 3 cells would ask for 5 seeds."""
+    assert superpixel_area(5, 5) < 1
+    assert superpixel_counts(torch.tensor([3, 1, 0]), superpixel_area(5, 5)).tolist() == [3, 1, 0]
+
+
+def test_dps_distances_keep_float32_precision():
+    """Eq. 10's distances by differences: centres within 1.5e-4 of a float64 computation (5e-5 measured;
+    cdist's matrix-product form: 4e-4)."""
+    torch.manual_seed(0)
+    features = torch.randn(2, 64, 8, 8) + 100  # large norms, small spread: |x|^2 + |y|^2 - 2xy cancels badly
+    masks = torch.zeros(2, 8, 8, dtype=torch.bool)
+    masks[:, 1:7, 1:7] = True
+    seeds = torch.tensor([[[2, 2], [5, 5]], [[2, 5], [5, 2]]])
+    single = cluster_prototypes(features, masks, seeds, 5, 1.3)
+    double = cluster_prototypes(features.double(), masks, seeds, 5, 1.3)
+    torch.testing.assert_close(single, double.float(), rtol=0, atol=1.5e-4)
+
+
+def test_lfss_runs_on_maps_under_6_by_6(toy_root):
+    """image_size=40 gives 5 x 5 feature maps, where the seed count once overran the mask."""
+    cfg = make_config(method="lfss", backbone_weights="random", image_size=40)
+    model = build_method(cfg).eval()
+    episodes = EpisodeDataset(open_source(cfg, "val"), cfg.fold, 1, cfg.image_size, 4, cfg.seed)
+    with torch.no_grad():
+        logits = model(collate_episodes([episodes[i] for i in range(4)]))
+    assert logits.shape == (4, 2, 40, 40) and torch.isfinite(logits).all()
 
 
 def test_eqs9_11_clustering_weights_are_a_softmax_of_minus_q_over_the_masks_pixels():
@@ -393,6 +430,8 @@ def test_table5_and_generator_variants_reach_the_model():
     ({"query_mask": "box"}, UnknownNameError),
     ({"refiner_level": "layer1"}, UnknownNameError),
     ({"refiner_attention": "sdpa"}, UnknownNameError),
+    ({"background_names": [" "]}, LfssOptionError),  # rejected when the model is built, not at its first forward
+    ({"background_names": ["nebula"]}, ClipInputError),  # a word the toy text tower does not know
 ])
 def test_bad_options_name_the_problem(options, error):
     with pytest.raises(error):
@@ -472,8 +511,12 @@ def test_empty_pseudo_masks_stay_finite_and_are_counted_in_the_metrics(toy_root,
 
 
 @pytest.mark.slow
-def test_paper_tier_shapes_with_random_rn50_clip_and_resnet50(paper_models):
-    """Sec. 4.1's setting at 400 x 400: ResNet-50's 50 x 50 grid, MaskCLIP on RN50, PASCAL's vocabulary."""
+def test_paper_tier_shapes_with_random_rn50_clip_and_resnet50(paper_models, monkeypatch):
+    """Sec. 4.1's setting at 400 x 400: ResNet-50's 50 x 50 grid, MaskCLIP on RN50, PASCAL's vocabulary.
+    Two of MaskCLIP's 85 templates: the same code path, without encoding 2125 prompts on the CPU (4 min)."""
+    import fsslib.methods.lfss.vlmd as vlmd
+
+    monkeypatch.setattr(vlmd, "MASKCLIP_TEMPLATES", vlmd.MASKCLIP_TEMPLATES[:2])
     torch.manual_seed(0)
     model = build_method(make_config(method="lfss", preset="paper"))
     assert len(model.pseudo_masks.vocabulary) == 20 + 5  # PASCAL's classes and MaskCLIP's background names

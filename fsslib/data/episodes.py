@@ -157,6 +157,21 @@ def resize_pad(image: torch.Tensor, label: torch.Tensor, size: int) -> tuple[tor
     return padded_image, padded_label.long()
 
 
+def resize_squash(image: torch.Tensor, label: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """HSNet's resize (LFSS's "resized to 400 x 400"): both sides to ``size``, the aspect ratio not kept.
+
+    image: (3, H, W) in [0, 1]; label: (H, W). Returns (3, size, size), (size, size) long.
+    """
+    if tuple(label.shape) != (size, size):
+        image = F.interpolate(image[None], size=(size, size), mode="bilinear", align_corners=False)[0]
+        label = F.interpolate(label[None, None].float(), size=(size, size), mode="nearest")[0, 0]
+    return image, label.long()
+
+
+RESIZE_RULES = {"pad": resize_pad, "squash": resize_squash}
+AUGMENTATIONS = ("pfenet", "none")
+
+
 def random_augment(
     image: torch.Tensor, label: torch.Tensor, rng: np.random.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -182,20 +197,25 @@ def random_augment(
 
 
 def load_episode_image(
-    source: Source, name: str, class_ids: Sequence[int], image_size: int, rng: np.random.Generator | None = None
+    source: Source, name: str, class_ids: Sequence[int], image_size: int, rng: np.random.Generator | None = None,
+    resize: str = "pad",
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Load one image with its mask of the ways ``class_ids`` (:func:`way_mask`), resized (and augmented if ``rng``).
+    """Load one image with its mask of the ways ``class_ids`` (:func:`way_mask`), resized by the rule
+    ``resize`` (:data:`RESIZE_RULES`) and, given ``rng``, augmented by PFENet's rule.
 
-    Returns image (3, S, S) in [0, 1], mask (S, S) and the original-resolution mask padded
-    to a square of its longer side with 255 (PFENet scores there).
+    Returns image (3, S, S) in [0, 1], mask (S, S) and the mask at the original resolution the
+    prediction is scored at: padded to a square of its longer side with 255 after ``"pad"``
+    (PFENet scores there), as it is after ``"squash"`` (HSNet resizes the prediction to it).
     """
     image, label = source.load(name)
     mask = way_mask(label, class_ids)
-    image_t, mask_t = resize_pad(*_to_tensors(image, mask), image_size)
+    image_t, mask_t = RESIZE_RULES[resize](*_to_tensors(image, mask), image_size)
     if rng is not None:
         augmented = random_augment(image_t, mask_t, rng)
         if ((augmented[1] >= 1) & (augmented[1] != IGNORE)).any():  # keep the object in view, as PFENet's crop retries do
             image_t, mask_t = augmented
+    if resize == "squash":
+        return image_t, mask_t, mask
     side = max(label.shape)
     original = torch.full((side, side), IGNORE, dtype=torch.long)
     original[: label.shape[0], : label.shape[1]] = mask
@@ -329,11 +349,16 @@ class EpisodeDataset(Dataset):
         image_size: the model's square input size.
         n_episodes: episodes per pass (test: default 1000; train: one epoch).
         seed: episode seed (test protocol) or training seed.
-        mode: "test" or "train"; train episodes are augmented and depend on ``epoch``.
+        mode: "test" or "train"; train episodes are augmented (``augment``) and depend on ``epoch``.
         novel_rule: "pfenet" (novel pixels are background) or "bam" (drop images with novel classes).
         ways: N (test episodes only; training episodes are 1-way). Episode ``index`` of an N-way
             test set keeps the 1-way query and class of that index and adds N - 1 other classes of
             the fold, drawn with the episode's generator; the ways are put in a random order.
+        augment: training episodes' augmentation, "pfenet" (scale, rotation, flip, blur: PFENet,
+            PI-CLIP, QGNet) or "none" (LFSS Sec. 4.1: "no extra data augmentation trick").
+        resize: "pad" (PFENet: the longer side to ``image_size``, padded to a square) or "squash"
+            (HSNet, LFSS: both sides to ``image_size``). The toy world's images are square, so the
+            two agree there.
     """
 
     def __init__(
@@ -347,9 +372,16 @@ class EpisodeDataset(Dataset):
         mode: str = "test",
         novel_rule: str = "pfenet",
         ways: int = 1,
+        augment: str = "pfenet",
+        resize: str = "pad",
     ) -> None:
         if mode not in ("test", "train"):
             raise unknown("episode mode", mode, ["test", "train"])
+        if augment not in AUGMENTATIONS:
+            raise unknown("training augmentation", augment, AUGMENTATIONS)
+        if resize not in RESIZE_RULES:
+            raise unknown("resize rule", resize, list(RESIZE_RULES))
+        self.augment, self.resize = augment, resize
         if novel_rule not in NOVEL_RULES:
             raise unknown("novel-class rule", novel_rule, NOVEL_RULES)
         if shots < 1:
@@ -419,9 +451,11 @@ class EpisodeDataset(Dataset):
         if not 0 <= index < self.n_episodes:
             raise IndexError(f"episode {index} of {self.n_episodes}")
         query, supports, classes = self.sample_names(index)
-        augment_rng = np.random.default_rng([self.seed, self.epoch, index, 2]) if self.mode == "train" else None
-        query_image, query_mask, query_label = load_episode_image(self.source, query, classes, self.image_size, augment_rng)
-        prepared = [[load_episode_image(self.source, n, [c], self.image_size, augment_rng) for n in names]
+        augmented = self.mode == "train" and self.augment == "pfenet"
+        augment_rng = np.random.default_rng([self.seed, self.epoch, index, 2]) if augmented else None
+        query_image, query_mask, query_label = load_episode_image(self.source, query, classes, self.image_size, augment_rng,
+                                                                  self.resize)
+        prepared = [[load_episode_image(self.source, n, [c], self.image_size, augment_rng, self.resize) for n in names]
                     for c, names in zip(classes, supports)]
         support_masks = torch.stack([torch.stack([p[1] for p in way]) for way in prepared])  # (N, K, H, W)
         check_support_masks(support_masks)

@@ -5,7 +5,8 @@ variants that differ; default: pixel masks).
 
 ``PRESETS`` maps a tier (``"toy"`` / ``"paper"``) to config values that the method needs
 beyond the tier's defaults; ``VARIANTS`` maps a variant name (e.g. an ablation row) to
-method options (``cfg.options``).
+method options (``cfg.options``) and, for a control of the data rule, config fields (e.g.
+``{"augment": "pfenet"}``), which override the preset's.
 """
 from __future__ import annotations
 

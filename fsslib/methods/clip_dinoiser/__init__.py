@@ -65,5 +65,5 @@ def build_segmenter(cfg: MethodConfig, defaults: dict) -> ClipDinoiserSegmenter:
         bundle, heads, feature_block, prompts=options["prompts"],
         class_names=[benchmark.prompt_name(c) for c in range(1, benchmark.n_classes + 1)],
         background_names=[background] if isinstance(background, str) else list(background),
-        templates=IMAGENET_TEMPLATES, gamma=float(options["gamma"]), delta=float(options["delta"]),
+        templates=IMAGENET_TEMPLATES, gamma=None if options["gamma"] is None else float(options["gamma"]), delta=float(options["delta"]),
         pooling=options["pooling"], background_head=options["background_head"], adapter=options["adapter"])

@@ -90,10 +90,11 @@ def background_loss(logits: torch.Tensor, teacher_saliency: torch.Tensor) -> tor
     return F.binary_cross_entropy_with_logits(logits, (teacher_saliency > 0.5).float())
 
 
-def guided_pooling(dense: torch.Tensor, correlations: torch.Tensor, gamma: float = GAMMA) -> torch.Tensor:
+def guided_pooling(dense: torch.Tensor, correlations: torch.Tensor, gamma: float | None = GAMMA) -> torch.Tensor:
     """Pool dense features (B, D, h, w) with correlations (B, N, N): ``F'_n = sum_m A'[n,m] F_m / (sum_m A'[n,m] + eps)``,
-    ``A' = A * [A >= gamma]``: one batched product."""
-    weights = correlations * (correlations >= gamma)  # (B, N, N)
+    ``A' = A * [A >= gamma]``: one batched product. ``gamma`` None or 0 thresholds nothing, ``A' = A``
+    (negative correlations included), as the official ``if self.gamma:`` does."""
+    weights = correlations * (correlations >= gamma) if gamma else correlations  # (B, N, N)
     pooled = torch.einsum("bnm,bdm->bdn", weights, dense.flatten(2))  # (B, D, N)
     pooled = pooled / (weights.sum(dim=-1)[:, None, :] + POOL_EPSILON)
     return pooled.view_as(dense)

@@ -53,7 +53,7 @@ class ClipDinoiserSegmenter(FewShotSegmenter):
 
     def __init__(self, bundle: ClipBundle, heads: DinoiserHeads, feature_block: int, prompts: str,
                  class_names: list[str], background_names: list[str], templates: tuple[str, ...],
-                 gamma: float = GAMMA, delta: float = DELTA, pooling: bool = True, background_head: bool = True,
+                 gamma: float | None = GAMMA, delta: float = DELTA, pooling: bool = True, background_head: bool = True,
                  adapter: bool = False) -> None:
         super().__init__()
         if prompts not in PROMPTS:

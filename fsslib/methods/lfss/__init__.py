@@ -57,12 +57,15 @@ PRESETS = {
     # points in the last quarter of 60 epochs, hence lr 3e-3; at 3e-3, 30 and 60 epochs are 2-6 points short of 120
     # (lfss_budget, lfss_budget_120), and 240 epochs, which meet the plateau rule, move test mIoU by 0.2 over 120
     # (lfss_budget_240): 120 epochs, as piclip_budget_160 settled TOY_TRAINING's 80
-    "toy": dict(epochs=120, lr=3e-3, episodes_per_epoch=480, val_episodes=300, batch_size=8,
-                options={"feature_dim": 64, "clip": "toy-rn", "clip_pretrained": None}),
+    # Sec. 4.1's data rule on both tiers: "resized to 400 x 400" (squashed, as HSNet-family loaders do) and "no
+    # extra data augmentation trick is adopted" (the other methods keep PFENet's augmentation and padding)
+    "toy": dict(epochs=120, lr=3e-3, episodes_per_epoch=480, val_episodes=300, batch_size=8, augment="none",
+                resize="squash", options={"feature_dim": 64, "clip": "toy-rn", "clip_pretrained": None}),
     # Sec. 4.1: 400 x 400, Adam lr 1e-3 (AdamW without weight decay is Adam), no schedule named (constant:
     # poly power 0), 200 epochs, ImageNet ResNet-50, MaskCLIP on CLIP RN50; batch size not given (tier's 4)
     "paper": dict(image_size=400, optimizer="adamw", lr=1e-3, weight_decay=0.0, poly_power=0.0, epochs=200,
-                  backbone="resnet50", options={"feature_dim": 256, "clip": "RN50", "clip_pretrained": "openai"}),
+                  backbone="resnet50", augment="none", resize="squash",
+                  options={"feature_dim": 256, "clip": "RN50", "clip_pretrained": "openai"}),
 }
 VARIANTS = {
     "baseline": {"dps": False, "refine": False, "ccm": False},  # Table 4 row 1: global prototype + RCM
@@ -76,6 +79,7 @@ VARIANTS = {
     "ground_truth_support": {"support_masks": "ground_truth"},  # beyond the paper: GT support masks
     "whole_image_query": {"query_mask": "whole_image"},  # beyond the paper: the query's pseudo mask withheld
     "toy_vit_generator": {"clip": "toy-vit"},  # beyond the paper, toy tier: the toy ViT CLIP as mask generator
+    "pfenet_augment": {"augment": "pfenet", "resize": "pad"},  # control: PFENet's augmentation and padding (fsslib before issue 28)
 }
 
 __all__ = ["DEFAULT_OPTIONS", "LFSS", "LfssOptionError", "PRESETS", "PseudoMaskGenerator", "SUPPORT_ANNOTATION", "VARIANTS",

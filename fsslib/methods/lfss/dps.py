@@ -8,6 +8,8 @@ on which LFSS Eqs. 6 and 9-11 are built, with LFSS's seed move (Eqs. 7-8) added:
   ASGNet's ``a = 100`` cells is for its 60 x 60 map; fsslib keeps the same fraction of the map,
   ``a = 100 * h * w / 3600`` (69 cells at LFSS's 50 x 50, 1.8 at the toy tier's 8 x 8, where
   ``a = 100`` would always fall back to one prototype).
+  ``N_sp`` is also capped at the mask's cell count (a map under 6 x 6 can hold a mask of fewer
+  cells than seeds).
 * Eq. 6, seeds: the Euclidean distance transform of the mask, its first maximum (row-major)
   becomes a seed, that cell is removed from the mask, and again, ``N_sp`` times. ASGNet crops
   the mask to its bounding box first; fsslib instead pads it with one background cell on every
@@ -16,9 +18,11 @@ on which LFSS Eqs. 6 and 9-11 are built, with LFSS's seed move (Eqs. 7-8) added:
   meaningless). ASGNet's ``gaussian_filter(sigma=0.1)`` has a kernel radius of 0 and is left out.
   The transform runs per mask in numpy (:func:`scipy.ndimage.distance_transform_edt`); it is
   a few small maps per episode, not the hot path.
-* Eqs. 7-8, seed move: each seed moves to the cell of its ``n x n`` neighbourhood (clipped at
-  the border) whose support feature has the highest cosine to the query's foreground
-  prototype ``P_q^f``, which must live in the same feature space as the support features: it is
+* Eqs. 7-8, seed move: all seeds are placed first (Eq. 6), then each moves, independently of the
+  others, to the cell of its ``n x n`` neighbourhood (clipped at the border) whose support feature
+  has the highest cosine to the query's foreground prototype ``P_q^f`` (Eqs. 6-8 leave the order
+  open; a seed stays where its own cell ties with the best, e.g. when ``P_q^f`` is zero because
+  the query's mask is empty), which must live in the same feature space as the support features: it is
   the masked average of the query's features under the query mask (Eq. 2 on these features).
 * Eqs. 9-11, clustering: every feature gets its (row, col) appended; for the mask's pixels p
   and the centres i, ``Q = sqrt(|F_p - O_i|^2 + (|xy_p - xy_i| / r)^2)``, ``C = exp(-Q)`` and
@@ -50,6 +54,7 @@ MAX_SUPERPIXELS = 5  # ASGNet's max_num_sp
 PAPER_SUPERPIXEL_AREA = 100  # ASGNet's avg_sp_area, in cells of its 60 x 60 map
 PAPER_SPATIAL_SCALE = 10.0  # ASGNet's r: the spatial squared distance is divided by 100
 TRAIN_ITERATIONS, EVAL_ITERATIONS = 10, 5  # ASGNet's train_iter / eval_iter
+DIRECT = "donot_use_mm_for_euclid_dist"  # torch.cdist computing differences, not |x|^2 + |y|^2 - 2 x.y
 
 
 def superpixel_area(height: int, width: int) -> float:
@@ -63,8 +68,10 @@ def spatial_scale(height: int, width: int) -> float:
 
 
 def superpixel_counts(areas: torch.Tensor, mean_area: float) -> torch.Tensor:
-    """ASGNet's ``N_sp = min(round(area / mean_area), 5)`` for mask areas (N,) in cells (half to even, as numpy)."""
-    return torch.clamp(torch.round(areas.double() / mean_area), max=MAX_SUPERPIXELS).long()
+    """ASGNet's ``N_sp = min(round(area / mean_area), 5)`` for mask areas (N,) in cells (half to even, as numpy),
+    and at most the area: a seed per cell at most."""
+    counts = torch.clamp(torch.round(areas.double() / mean_area), max=MAX_SUPERPIXELS).long()
+    return torch.minimum(counts, areas.long())
 
 
 def place_seeds(mask: np.ndarray, count: int) -> np.ndarray:
@@ -101,8 +108,8 @@ def move_seeds(features: torch.Tensor, seeds: torch.Tensor, query_prototype: tor
     """Eqs. 7-8: every seed moves to the cell of its ``grid x grid`` neighbourhood most similar to ``P_q^f``.
 
     features: (N, C, h, w) support features; seeds: (N, S, 2) (row, col); query_prototype:
-    (N, C). Neighbours outside the map are skipped; ties go to the first cell (row-major).
-    Returns the moved seeds (N, S, 2).
+    (N, C). Neighbours outside the map are skipped; a seed whose own cell ties with the best stays,
+    other ties go to the first cell (row-major). Returns the moved seeds (N, S, 2).
     """
     height, width = features.shape[-2:]
     similarity = prototype_cosine(features, query_prototype.unsqueeze(1))  # (N, 1, h, w): Eq. 7
@@ -111,7 +118,9 @@ def move_seeds(features: torch.Tensor, seeds: torch.Tensor, query_prototype: tor
     windows = F.unfold(padded, grid)  # (N, grid*grid, h*w): the neighbourhood of every cell
     cells = seeds[..., 0] * width + seeds[..., 1]  # (N, S)
     scores = windows.gather(2, cells.unsqueeze(1).expand(-1, grid * grid, -1))  # (N, grid*grid, S)
+    centre = half * grid + half  # the seed's own cell in its window
     best = scores.argmax(dim=1)  # (N, S): Eq. 8
+    best = torch.where(scores[:, centre] >= scores.amax(dim=1), centre, best)  # ties: the seed stays
     offsets = torch.stack([best // grid - half, best % grid - half], dim=-1)  # (N, S, 2)
     return seeds + offsets
 
@@ -132,15 +141,17 @@ def cluster_prototypes(features: torch.Tensor, masks: torch.Tensor, seeds: torch
     """
     height, width = features.shape[-2:]
     pixels = features.flatten(2).transpose(1, 2)  # (N, P, C)
-    coordinates = cell_coordinates(height, width, features.device)  # (P, 2)
+    coordinates = cell_coordinates(height, width, features.device).to(pixels.dtype)  # (P, 2)
     cells = seeds[..., 0] * width + seeds[..., 1]  # (N, S)
     centres = pixels.gather(1, cells.unsqueeze(-1).expand(-1, -1, pixels.shape[-1]))  # (N, S, C): O^0
-    centre_coordinates = seeds.float()  # (N, S, 2)
+    centre_coordinates = seeds.to(pixels.dtype)  # (N, S, 2)
     inside = masks.flatten(1)  # (N, P)
     inside = inside | ~inside.any(dim=1, keepdim=True)  # an empty mask would make the softmax 0 / 0
     for _ in range(iterations):
-        feature_distance = torch.cdist(pixels, centres).square()  # (N, P, S)
-        spatial_distance = torch.cdist(coordinates.expand(len(pixels), -1, -1), centre_coordinates).square()
+        # direct differences, not cdist's matrix-product form (relative error 5e-4 in the centres, issue 28)
+        feature_distance = torch.cdist(pixels, centres, compute_mode=DIRECT).square()  # (N, P, S)
+        spatial_distance = torch.cdist(coordinates.expand(len(pixels), -1, -1), centre_coordinates,
+                                       compute_mode=DIRECT).square()
         distance = torch.sqrt(feature_distance + spatial_distance / scale**2)  # Eq. 10
         weights = (-distance).masked_fill(~inside.unsqueeze(-1), float("-inf")).softmax(dim=1)  # (N, P, S): Eqs. 9, 11
         centres = weights.transpose(1, 2) @ pixels  # (N, S, C): Eq. 11

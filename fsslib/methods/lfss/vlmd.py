@@ -103,12 +103,17 @@ class PseudoMaskGenerator(HoldsFrozen):
         if not 0.0 <= threshold <= 1.0:
             raise LfssOptionError(f"pseudo_threshold = {threshold} is outside [0, 1].",
                                   "the softmax probability and the min-max normalised score lie in [0, 1]; use e.g. 0.5.")
+        empty = [repr(name) for name in [*class_names, *background_names] if not str(name).strip()]
+        if empty:
+            raise LfssOptionError(f"Empty class or background name(s) {empty}: MaskCLIP's prompts would name nothing.",
+                                  "give every class and every background name as words, e.g. 'dotted star'.")
         super().__init__()
         self.hold_frozen("clip", bundle.model)
         self.bundle = bundle
         self.n_classes = len(class_names)
         self.vocabulary = list(class_names) + list(background_names)
         self.rule, self.threshold = rule, threshold
+        class_embeddings(bundle, self.vocabulary, MASKCLIP_TEMPLATES)  # a name the text tower cannot encode fails here
 
     @torch.no_grad()
     def cosines(self, images: torch.Tensor) -> torch.Tensor:
