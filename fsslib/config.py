@@ -35,7 +35,8 @@ class Config:
     image_size: int = 64
     novel_rule: str = "pfenet"
     augment: str = "pfenet"  # training augmentation: "pfenet" (scale, rotation, flip, blur) or "none"
-    resize: str = "pad"  # "pad": longer side to image_size, padded square (PFENet); "squash": both sides (HSNet)
+    resize: str = "pad"  # "pad": longer side to image_size, padded square (PFENet); "squash": both sides (HSNet);
+    # "short_side": test queries' shorter side to image_size, for sliding windows (CLIP-DINOiser's evaluation)
     data_root: str | None = None  # None: $FSSLIB_DATA/<benchmark root>
     # evaluation (HSNet protocol)
     episodes: int = 1000

@@ -66,7 +66,8 @@ def evaluate_model(model: FewShotSegmenter, dataset: EpisodeDataset, cfg: Config
     model's :meth:`~fsslib.methods.base.FewShotSegmenter.diagnostics` (when it counts any)."""
     benchmark = dataset.source.benchmark
     meter = FewShotMeter(dataset.classes, {c: benchmark.class_name(c) for c in dataset.classes})
-    loader = DataLoader(dataset, batch_size=cfg.eval_batch_size, collate_fn=collate_episodes, num_workers=cfg.num_workers)
+    batch_size = cfg.eval_batch_size if dataset.query_resize != "short_side" else 1  # queries of their own sizes
+    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate_episodes, num_workers=cfg.num_workers)
     was_training = model.training
     model.eval()
     model.reset_diagnostics()

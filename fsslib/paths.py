@@ -26,6 +26,9 @@ DEFAULT_DATA_ROOT = Path("~/.cache/fsslib/data")
 DEFAULT_WEIGHTS_ROOT = Path("~/.cache/fsslib/weights")
 CHECKOUT_OUTPUTS = PACKAGE_DIR.parent / "notebooks" / "outputs"  # ignored by the checkout's .gitignore
 DEFAULT_OUTPUTS_ROOT = Path("~/.cache/fsslib/outputs")
+# where a user reads how to fetch the paper tier's datasets and weights (named by every missing-file error)
+DATASETS_DOC = "docs/paper_tier.md, 'Datasets'"
+WEIGHTS_DOC = "docs/paper_tier.md, 'Weights'"
 
 
 def data_root() -> Path:

@@ -79,3 +79,35 @@ def test_frozen_models_stay_out_of_parameters_and_state_dict_but_follow_to():
     assert not holder.teacher.training and not any(p.requires_grad for p in holder.teacher.parameters())
     holder.to(torch.float64)
     assert holder.teacher[0].weight.dtype == torch.float64 and holder.head.weight.dtype == torch.float64
+
+
+def test_sliding_windows_follow_mmseg_s_grid():
+    from fsslib.blocks.sliding import window_starts
+    from fsslib.errors import UnknownNameError
+
+    assert window_starts(6, 4, 2) == [0, 2]
+    assert window_starts(7, 4, 2) == [0, 2, 3]  # the last window moved back to end at the border
+    assert window_starts(3, 4, 2) == [0]  # shorter than a window: one window of its length
+    assert window_starts(448, 448, 224) == [0]
+    assert window_starts(597, 448, 224) == [0, 149]  # PASCAL's 500 x 375 after the short side went to 448
+    with pytest.raises(UnknownNameError, match="positive integers"):
+        window_starts(10, 0, 2)
+
+
+def test_sliding_windows_average_the_windows_that_cover_each_pixel():
+    """Hand-built: a 4 x 6 image, windows of 4 at stride 2 start at columns 0 and 2; the first window
+    scores 1 everywhere, the second 3, so columns 0-1 get 1, columns 2-3 the mean 2, columns 4-5 3."""
+    from fsslib.blocks.sliding import slide
+
+    calls = []
+
+    def predict(crop: torch.Tensor) -> torch.Tensor:
+        calls.append(tuple(crop.shape))
+        return torch.full((crop.shape[0], 2, *crop.shape[-2:]), 1.0 + 2 * (len(calls) - 1))
+
+    scores = slide(predict, torch.zeros(1, 3, 4, 6), window=4, stride=2)
+    expected_row = torch.tensor([1.0, 1.0, 2.0, 2.0, 3.0, 3.0])
+    torch.testing.assert_close(scores, expected_row.expand(1, 2, 4, 6))
+    assert calls == [(1, 3, 4, 4), (1, 3, 4, 4)]
+    image = torch.rand(2, 3, 7, 9)  # scores that depend on the pixel only give the pixel's own score back
+    torch.testing.assert_close(slide(lambda crop: crop * 2, image, window=4, stride=3), image * 2)

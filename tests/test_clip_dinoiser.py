@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from fsslib.clip import ClipInputError, load_clip, maskclip_features, maskclip_features_and_tap
+from fsslib.errors import UnknownNameError
 from fsslib.methods.clip_dinoiser.model import (DinoiserHeads, apply_background, background_loss, class_log_scores,
                                                 correlation_loss, guided_pooling, teacher_targets)
 
@@ -192,6 +193,31 @@ def test_methods_give_n_way_logits_whose_argmax_is_the_winning_vocabulary_entry(
         expected[winner == channels[:, way, None, None]] = way + 1
     assert (logits.argmax(dim=1) == expected).float().mean() > 0.999  # ties aside
     assert model.prompts == prompts
+
+
+def test_sliding_windows_average_each_window_s_probabilities(tiny_heads_file, toy_root):
+    """A 64 x 96 query read by windows of 64 at stride 32 (columns 0 and 32): the logits are the log of
+    the mean of the two windows' probabilities where they overlap; one window covering the query is
+    the one-window model."""
+    from fsslib.config import make_config
+    from fsslib.methods import build_method
+
+    options = {"heads": str(tiny_heads_file), "window": 64, "stride": 32}
+    model = build_method(make_config(method="clip-dinoiser", preset="toy", options=options))
+    batch = toy_batch(ways=2, shots=1)
+    wide = replace(batch, query_images=torch.cat([batch.query_images, batch.query_images[..., :32].flip(-1)], dim=-1))
+    with torch.no_grad():
+        vocabulary, way_index = model.vocabulary(wide)
+        left, right = model.scores(wide.query_images[..., :64], vocabulary), model.scores(wide.query_images[..., 32:], vocabulary)
+        expected = torch.cat([left[..., :32], (left[..., 32:] + right[..., :32]) / 2, right[..., 32:]], dim=-1)
+        torch.testing.assert_close(model(wide), model.way_logits(expected.clamp(min=1e-6).log(), way_index))
+        one_window = build_method(make_config(method="clip-dinoiser", preset="toy", options={"heads": str(tiny_heads_file)}))
+        torch.testing.assert_close(model(batch), one_window(batch))
+    assert len(model.templates) == 80  # CLIP's ImageNet templates, the official code's
+    with pytest.raises(UnknownNameError, match="template set"):
+        build_method(make_config(method="clip-dinoiser", preset="toy", options={**options, "templates": "many"}))
+    paper = make_config(method="clip-dinoiser", preset="paper")
+    assert (paper.resize, paper.options["window"], paper.options["stride"], paper.image_size) == ("short_side", 448, 224, 448)
 
 
 def test_support_prompts_are_the_normalised_mean_of_the_support_image_embeddings(tiny_heads_file, toy_root):

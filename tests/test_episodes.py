@@ -5,7 +5,7 @@ import torch
 from fsslib.data.benchmarks import TOY
 from fsslib.config import make_config
 from fsslib.data.episodes import (EpisodeDataset, Source, collate_episodes, episode_batches, load_episode_image,
-                                  random_augment, resize_pad, resize_squash, way_mask)
+                                  random_augment, resize_pad, resize_short_side, resize_squash, way_mask)
 from fsslib.errors import EpisodeShapeError, UnknownNameError
 
 
@@ -93,6 +93,34 @@ def test_resize_squash_fills_the_square_and_scores_at_the_unpadded_original():
     assert (mask_t[:, :13] == 1).all() and (mask_t[:, 14:] == 0).all()  # a third of the width, stretched
     _, padded_mask, padded_original = load_episode_image(OneImage(), "x", [3], 40, resize="pad")
     assert padded_original.shape == (60, 60) and (padded_original[30:] == 255).all() and (padded_mask[20:] == 255).all()
+
+
+def test_resize_short_side_keeps_the_aspect_without_padding_and_queries_alone_use_it(sources):
+    """CLIP-DINOiser's evaluation: PASCAL's 500 x 375 goes to 597 x 448 (mmcv rounds half up), the longer
+    side capped at 2048; supports stay padded squares; queries of different sizes are batched alone."""
+    image, label = torch.rand(3, 375, 500), torch.ones(375, 500)
+    resized_image, resized_label = resize_short_side(image, label, 448)
+    assert resized_image.shape == (3, 448, 597) and resized_label.shape == (448, 597) and (resized_label == 1).all()
+    assert resize_short_side(torch.rand(3, 10, 100), torch.ones(10, 100), 448)[1].shape == (205, 2048)
+
+    class TwoImages:  # the part of a Source that load_episode_image reads
+        def load(self, name):
+            height, width = (30, 60) if name == "wide" else (45, 30)
+            return np.full((height, width, 3), 128, dtype=np.uint8), np.full((height, width), 3, dtype=np.uint8)
+
+    wide, tall = (load_episode_image(TwoImages(), name, [3], 40, resize="short_side") for name in ("wide", "tall"))
+    assert wide[0].shape == (3, 40, 80) and tall[0].shape == (3, 60, 40)
+    assert wide[2].shape == (30, 60) and 255 not in wide[2].tolist()  # scored at the unpadded original
+    for mode, query_rule in (("test", "short_side"), ("train", "pad")):
+        rules = EpisodeDataset(sources[mode], fold=0, shots=1, image_size=48, n_episodes=2, mode=mode, resize="short_side")
+        assert (rules.query_resize, rules.support_resize) == (query_rule, "pad")
+
+
+def test_queries_of_different_sizes_are_refused_in_one_batch(sources):
+    first, second = (EpisodeDataset(sources["test"], 0, 1, 64, 2)[i] for i in (0, 1))
+    second.query_image = second.query_image[:, :, :48]
+    with pytest.raises(EpisodeShapeError, match="different sizes"):
+        collate_episodes([first, second])
 
 
 def test_augment_none_trains_on_the_images_as_tested(sources):

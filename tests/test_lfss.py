@@ -419,6 +419,9 @@ def test_table5_and_generator_variants_reach_the_model():
     assert (built["grid1"].grid, built["grid5"].grid) == (1, 5)
     assert (built["alpha0.1"].alpha, built["alpha0.3"].alpha) == (0.1, 0.3)
     assert type(built["toy_vit_generator"].pseudo_masks.bundle.model.visual).__name__ == "VisionTransformer"
+    assert len(built["grid1"].pseudo_masks.templates) == 85  # MaskCLIP's, the paper's generator
+    single = build_method(make_config(method="lfss", backbone_weights="random", options={"templates": "single"}))
+    assert single.pseudo_masks.templates == ("a photo of a {}.",)
 
 
 @pytest.mark.parametrize("options, error", [
@@ -430,6 +433,7 @@ def test_table5_and_generator_variants_reach_the_model():
     ({"query_mask": "box"}, UnknownNameError),
     ({"refiner_level": "layer1"}, UnknownNameError),
     ({"refiner_attention": "sdpa"}, UnknownNameError),
+    ({"templates": "clip"}, UnknownNameError),
     ({"background_names": [" "]}, LfssOptionError),  # rejected when the model is built, not at its first forward
     ({"background_names": ["nebula"]}, ClipInputError),  # a word the toy text tower does not know
 ])

@@ -20,6 +20,8 @@ from fsslib.data.pascal import pascal_splits, prepare_pascal
 from fsslib.data.prepare import main
 from fsslib.errors import DatasetNotFoundError, InvalidMaskError
 
+from fabricate import coco_annotation, rectangle, save_jpeg, save_palette_png
+
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # pycocotools on numpy 2
 
 H, W = 32, 40
@@ -61,19 +63,6 @@ def pascal_label(first: int, second: int, void_boundaries: bool) -> np.ndarray:
         label[10, 4:14] = 255
         label[15, 20:36] = 255
     return label
-
-
-def save_jpeg(path: Path, height: int, width: int, seed: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)  # (H, W, 3)
-    Image.fromarray(pixels).save(path)
-
-
-def save_palette_png(path: Path, label: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image = Image.frombytes("P", (label.shape[1], label.shape[0]), label.tobytes())
-    image.putpalette([(index * 37) % 256 for index in range(768)])
-    image.save(path)
 
 
 @pytest.fixture
@@ -276,11 +265,6 @@ TRAIN_1, TRAIN_2 = "COCO_train2014_000000000001", "COCO_train2014_000000000002"
 VAL_5 = "COCO_val2014_000000000005"
 
 
-def rectangle(x0: int, y0: int, x1: int, y1: int) -> list[list[int]]:
-    """A COCO polygon covering rows y0..y1-1 and columns x0..x1-1."""
-    return [[x0, y0, x1, y0, x1, y1, x0, y1]]
-
-
 def uncompressed_rle(mask: np.ndarray) -> dict:
     """COCO's crowd format: column-major run lengths starting with a run of zeros."""
     flat = mask.ravel(order="F")  # (H*W,)
@@ -291,11 +275,6 @@ def uncompressed_rle(mask: np.ndarray) -> dict:
 def compressed_rle(mask: np.ndarray) -> dict:
     encoded = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
     return {"size": encoded["size"], "counts": encoded["counts"].decode("ascii")}
-
-
-def coco_annotation(ann_id: int, image_id: int, category: int, segmentation, crowd: int = 0) -> dict:
-    return {"id": ann_id, "image_id": image_id, "category_id": category, "segmentation": segmentation,
-            "iscrowd": crowd, "area": 1.0, "bbox": [0, 0, 1, 1]}
 
 
 def expected_coco_masks() -> dict[str, np.ndarray]:

@@ -26,6 +26,7 @@ from fsslib.clip.prompts import (
     MASKCLIP_TEMPLATES,
     PICLIP_NON_TARGET_TEMPLATE,
     PICLIP_TARGET_TEMPLATE,
+    TEMPLATE_SETS,
 )
 from fsslib.clip.text import class_embeddings, clear_text_cache, encode_prompts, prompt_embeddings
 
@@ -38,6 +39,7 @@ __all__ = [
     "MASKCLIP_TEMPLATES",
     "PICLIP_NON_TARGET_TEMPLATE",
     "PICLIP_TARGET_TEMPLATE",
+    "TEMPLATE_SETS",
     "Taps",
     "attention_pool",
     "block_taps",

@@ -379,5 +379,6 @@ def _missing_weights_error(name: str, pretrained: str) -> CheckpointError:
         f"{stem}{{{','.join(WEIGHT_SUFFIXES)}}} and for {wanted}. fsslib never downloads.",
         f"on a connected machine run once:  {one_liner}  -- it downloads the weights and prints the "
         f"file's path; copy that file here as {stem}<same suffix> (or copy the whole Hugging Face cache), "
-        f"or pass load_clip({name!r}, pretrained={pretrained!r}, checkpoint=PATH).",
+        f"or pass load_clip({name!r}, pretrained={pretrained!r}, checkpoint=PATH) (methods: --options "
+        f"clip_checkpoint=PATH); instructions: {paths.WEIGHTS_DOC}.",
     )

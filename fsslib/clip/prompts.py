@@ -1,7 +1,7 @@
 """Prompt templates of the papers: plain strings, importable by the text layer and the toy tokenizer alike.
 
 * CLIP's 80 ImageNet templates plus MaskCLIP's five scene templates: the 85 that MaskCLIP
-  and LFSS ensemble class embeddings over.
+  and LFSS ensemble class embeddings over (``TEMPLATE_SETS``: the sets their ``templates`` option names).
 * MaskCLIP's background vocabulary per benchmark (MaskCLIP and LFSS).
 * PI-CLIP's VTP prompts: the target prompt t_f and the non-target prompt t_b.
 """
@@ -18,6 +18,10 @@ MASKCLIP_SCENE_TEMPLATES: tuple[str, ...] = (
     "this is one {} in the scene.",
 )
 MASKCLIP_TEMPLATES: tuple[str, ...] = IMAGENET_TEMPLATES + MASKCLIP_SCENE_TEMPLATES  # 85, LFSS / MaskCLIP
+# the template sets a method's ``templates`` option names: MaskCLIP's 85, CLIP's 80 ImageNet ones (CLIP-DINOiser's),
+# or one (an ablation; a fast CPU rehearsal)
+TEMPLATE_SETS: dict[str, tuple[str, ...]] = {"maskclip": MASKCLIP_TEMPLATES, "imagenet": IMAGENET_TEMPLATES,
+                                             "single": ("a photo of a {}.",)}
 # MaskCLIP's background vocabulary for PASCAL (none for COCO); the toy world's background is an empty scene
 MASKCLIP_BACKGROUND_NAMES: dict[str, tuple[str, ...]] = {
     "toy": ("empty scene",), "pascal": ("building", "ground", "grass", "tree", "sky"), "coco": ()}

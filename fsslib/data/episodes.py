@@ -32,6 +32,7 @@ from torch.utils.data import Dataset
 from fsslib.data.benchmarks import Benchmark
 from fsslib.data.layout import IGNORE, read_class_index, read_list, require_prepared
 from fsslib.data.prepare import ensure_toyworld
+from fsslib.paths import DATASETS_DOC
 from fsslib.errors import CorruptImageError, DatasetNotFoundError, EmptySupportMaskError, EpisodeShapeError, InvalidMaskError, unknown
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -51,7 +52,7 @@ class Source:
             raise DatasetNotFoundError(
                 f"Dataset root {self.root} for benchmark {benchmark.name!r} does not exist.",
                 f"prepare it with `{benchmark.prepare_command}`, or point FSSLIB_DATA at the folder that holds "
-                f"{benchmark.root_name}/ (see README, 'Datasets').",
+                f"{benchmark.root_name}/ (downloads and steps: {DATASETS_DOC}).",
             )
         hint = f"run `{benchmark.prepare_command}`"
         require_prepared(self.root, benchmark.prepare_command)
@@ -91,7 +92,7 @@ class Source:
 
 def _read(path: Path, mode: str | None) -> np.ndarray:
     if not path.is_file():
-        raise DatasetNotFoundError(f"Missing file {path}.", "re-run the dataset's prepare command (see README).")
+        raise DatasetNotFoundError(f"Missing file {path}.", f"re-run the dataset's prepare command ({DATASETS_DOC}).")
     try:
         with Image.open(path) as handle:
             return np.asarray(handle.convert(mode) if mode else handle)
@@ -168,7 +169,24 @@ def resize_squash(image: torch.Tensor, label: torch.Tensor, size: int) -> tuple[
     return image, label.long()
 
 
-RESIZE_RULES = {"pad": resize_pad, "squash": resize_squash}
+def resize_short_side(image: torch.Tensor, label: torch.Tensor, size: int, longest: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
+    """CLIP-DINOiser's test resize (mmseg ``Resize(scale=(2048, size), keep_ratio=True)``): the shorter side
+    to ``size``, the aspect ratio kept, the longer side at most ``longest``; no padding.
+
+    image: (3, H, W) in [0, 1]; label: (H, W). Returns (3, h, w), (h, w) long with min(h, w) = ``size``
+    (unless the longer side is capped), read by sliding windows (:mod:`fsslib.blocks.sliding`).
+    """
+    height, width = label.shape
+    scale = min(size / min(height, width), longest / max(height, width))
+    new_h, new_w = max(1, int(height * scale + 0.5)), max(1, int(width * scale + 0.5))  # mmcv's rounding
+    if (new_h, new_w) != (height, width):
+        image = F.interpolate(image[None], size=(new_h, new_w), mode="bilinear", align_corners=False)[0]
+        label = F.interpolate(label[None, None].float(), size=(new_h, new_w), mode="nearest")[0, 0]
+    return image, label.long()
+
+
+# "short_side" resizes test queries only: supports, and training queries (which share a batch), are padded squares
+RESIZE_RULES = {"pad": resize_pad, "squash": resize_squash, "short_side": resize_short_side}
 AUGMENTATIONS = ("pfenet", "none")
 
 
@@ -203,9 +221,10 @@ def load_episode_image(
     """Load one image with its mask of the ways ``class_ids`` (:func:`way_mask`), resized by the rule
     ``resize`` (:data:`RESIZE_RULES`) and, given ``rng``, augmented by PFENet's rule.
 
-    Returns image (3, S, S) in [0, 1], mask (S, S) and the mask at the original resolution the
-    prediction is scored at: padded to a square of its longer side with 255 after ``"pad"``
-    (PFENet scores there), as it is after ``"squash"`` (HSNet resizes the prediction to it).
+    Returns image (3, S, S) in [0, 1] ((3, h, w) after ``"short_side"``), its mask and the mask at the
+    original resolution the prediction is scored at: padded to a square of its longer side with 255
+    after ``"pad"`` (PFENet scores there), as it is after ``"squash"`` and ``"short_side"`` (HSNet and
+    mmseg resize the prediction to it).
     """
     image, label = source.load(name)
     mask = way_mask(label, class_ids)
@@ -214,7 +233,7 @@ def load_episode_image(
         augmented = random_augment(image_t, mask_t, rng)
         if ((augmented[1] >= 1) & (augmented[1] != IGNORE)).any():  # keep the object in view, as PFENet's crop retries do
             image_t, mask_t = augmented
-    if resize == "squash":
+    if resize != "pad":
         return image_t, mask_t, mask
     side = max(label.shape)
     original = torch.full((side, side), IGNORE, dtype=torch.long)
@@ -320,6 +339,11 @@ def collate_episodes(episodes: list[Episode]) -> EpisodeBatch:
         raise EpisodeShapeError(
             f"Episodes with different (ways, shots) cannot share a batch: {sorted(shapes)}.",
             "batch episodes of one N-way K-shot setting (one EpisodeDataset), or use batch size 1.")
+    sizes = {tuple(e.query_image.shape[-2:]) for e in episodes}
+    if len(sizes) > 1:
+        raise EpisodeShapeError(
+            f"Queries of different sizes cannot share a batch: {sorted(sizes)} (resize rule 'short_side' keeps each aspect ratio).",
+            "evaluate them one episode at a time (batch size 1), or use the resize rule 'pad' or 'squash'.")
     return EpisodeBatch(
         support_images=torch.stack([e.support_images for e in episodes]),
         support_masks=torch.stack([e.support_masks for e in episodes]),
@@ -356,9 +380,10 @@ class EpisodeDataset(Dataset):
             the fold, drawn with the episode's generator; the ways are put in a random order.
         augment: training episodes' augmentation, "pfenet" (scale, rotation, flip, blur: PFENet,
             PI-CLIP, QGNet) or "none" (LFSS Sec. 4.1: "no extra data augmentation trick").
-        resize: "pad" (PFENet: the longer side to ``image_size``, padded to a square) or "squash"
-            (HSNet, LFSS: both sides to ``image_size``). The toy world's images are square, so the
-            two agree there.
+        resize: "pad" (PFENet: the longer side to ``image_size``, padded to a square), "squash"
+            (HSNet, LFSS: both sides to ``image_size``) or "short_side" (CLIP-DINOiser's evaluation:
+            test queries' shorter side to ``image_size``, aspect kept, for sliding windows; supports and
+            training queries padded as "pad"). The toy world's images are square, so all three agree there.
     """
 
     def __init__(
@@ -382,6 +407,8 @@ class EpisodeDataset(Dataset):
         if resize not in RESIZE_RULES:
             raise unknown("resize rule", resize, list(RESIZE_RULES))
         self.augment, self.resize = augment, resize
+        self.query_resize = resize if resize != "short_side" or mode == "test" else "pad"
+        self.support_resize = "pad" if resize == "short_side" else resize
         if novel_rule not in NOVEL_RULES:
             raise unknown("novel-class rule", novel_rule, NOVEL_RULES)
         if shots < 1:
@@ -454,8 +481,8 @@ class EpisodeDataset(Dataset):
         augmented = self.mode == "train" and self.augment == "pfenet"
         augment_rng = np.random.default_rng([self.seed, self.epoch, index, 2]) if augmented else None
         query_image, query_mask, query_label = load_episode_image(self.source, query, classes, self.image_size, augment_rng,
-                                                                  self.resize)
-        prepared = [[load_episode_image(self.source, n, [c], self.image_size, augment_rng, self.resize) for n in names]
+                                                                  self.query_resize)
+        prepared = [[load_episode_image(self.source, n, [c], self.image_size, augment_rng, self.support_resize) for n in names]
                     for c, names in zip(classes, supports)]
         support_masks = torch.stack([torch.stack([p[1] for p in way]) for way in prepared])  # (N, K, H, W)
         check_support_masks(support_masks)

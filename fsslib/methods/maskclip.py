@@ -13,14 +13,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from fsslib.clip import MASKCLIP_BACKGROUND_NAMES, MASKCLIP_TEMPLATES, class_embeddings, load_clip, segment_with_text
+from fsslib.clip import MASKCLIP_BACKGROUND_NAMES, TEMPLATE_SETS, class_embeddings, load_clip, segment_with_text
 from fsslib.data.benchmarks import get_benchmark
 from fsslib.data.episodes import OneWayBatch
 from fsslib.errors import unknown
 from fsslib.methods.base import FewShotSegmenter, MethodConfig
 
 SUPPORT_ANNOTATION = "class names"  # no support image: zero-shot
-TEMPLATE_SETS = {"maskclip": MASKCLIP_TEMPLATES, "single": ("a photo of a {}.",)}
 
 DEFAULT_OPTIONS = {"clip": "toy-vit", "clip_pretrained": None, "clip_checkpoint": None, "templates": "maskclip",
                    "key_smoothing": None, "prompt_denoising": None, "background_names": None}

@@ -15,7 +15,7 @@ import torchvision
 
 from fsslib.errors import CheckpointError, unknown
 from fsslib.models.files import read_weights
-from fsslib.paths import CHECKPOINT_DIR, weights_root
+from fsslib.paths import CHECKPOINT_DIR, WEIGHTS_DOC, weights_root
 
 LEVELS = ("layer1", "layer2", "layer3", "layer4")
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -106,7 +106,7 @@ def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(
             f"Backbone weights {path} not found.",
             f"download {RESNET50_URL} once on a connected machine into {weights_root()} "
-            "(or pass backbone_weights=PATH).",
+            f"(or pass backbone_weights=PATH; instructions: {WEIGHTS_DOC}).",
         )
     return torch.load(path, map_location="cpu", weights_only=True)
 
@@ -122,7 +122,7 @@ def find_resnet50_weights(path: str | Path | None = None) -> Path:
         f"ImageNet ResNet-50 weights not found (looked at: {', '.join(map(str, candidates))}).",
         f"on a connected machine run `python -c \"import torchvision; torchvision.models.resnet50(weights='IMAGENET1K_V1')\"` "
         f"(fills torch's hub cache) or download {RESNET50_URL} into {weights_root()}; "
-        "or pass backbone_weights=PATH (backbone_weights='random' for shape checks only).",
+        f"or pass backbone_weights=PATH (backbone_weights='random' for shape checks only); instructions: {WEIGHTS_DOC}.",
     )
 
 

@@ -30,7 +30,7 @@ from torch import nn
 
 from fsslib.errors import CheckpointError
 from fsslib.models.files import read_weights
-from fsslib.paths import CHECKPOINT_DIR
+from fsslib.paths import CHECKPOINT_DIR, WEIGHTS_DOC
 
 GAMMA = 0.2  # correlations below gamma do not pool (and are the teacher's negatives)
 DELTA = 0.99  # a pixel whose top class probability is below delta is uncertain
@@ -139,7 +139,7 @@ def load_heads(checkpoint: str | Path | None = None) -> tuple[DinoiserHeads, int
     """
     path = Path(checkpoint or TOY_HEADS_CHECKPOINT)
     fix = (f"re-create the toy heads with `{TOY_HEADS_RETRAIN} {path}`, or pass the official checkpoint "
-           "(checkpoints/last.pt of wysoczanska/clip_dinoiser).")
+           f"(checkpoints/last.pt of wysoczanska/clip_dinoiser; {WEIGHTS_DOC}).")
     payload = read_weights(path, "CLIP-DINOiser heads", fix)
     if isinstance(payload, dict) and isinstance(payload.get("model_state_dict"), dict):
         state = {next(ours + key[len(theirs):] for theirs, ours in OFFICIAL_NAMES.items() if key.startswith(theirs)): value

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fsslib.blocks.sliding import check_window, slide
 from fsslib.clip import ClipBundle, class_embeddings, encode_image, maskclip_features, maskclip_features_and_tap
 from fsslib.data.episodes import IGNORE, EpisodeBatch, OneWayBatch
 from fsslib.errors import unknown
@@ -54,7 +55,7 @@ class ClipDinoiserSegmenter(FewShotSegmenter):
     def __init__(self, bundle: ClipBundle, heads: DinoiserHeads, feature_block: int, prompts: str,
                  class_names: list[str], background_names: list[str], templates: tuple[str, ...],
                  gamma: float | None = GAMMA, delta: float = DELTA, pooling: bool = True, background_head: bool = True,
-                 adapter: bool = False) -> None:
+                 adapter: bool = False, window: int | None = None, stride: int | None = None) -> None:
         super().__init__()
         if prompts not in PROMPTS:
             raise unknown("CLIP-DINOiser prompts", prompts, PROMPTS)
@@ -65,6 +66,9 @@ class ClipDinoiserSegmenter(FewShotSegmenter):
         self.class_names, self.background_names = list(class_names), list(background_names)
         self.templates = templates
         self.gamma, self.delta, self.pooling, self.background_head = gamma, delta, pooling, background_head
+        self.window, self.stride = window, stride if stride is not None else window
+        if window is not None:
+            check_window(window, self.stride)
         self.trainable = adapter
         self.adapter = nn.Conv2d(bundle.embed_dim, bundle.embed_dim, 1) if adapter else None
         if self.adapter is not None:
@@ -134,12 +138,20 @@ class ClipDinoiserSegmenter(FewShotSegmenter):
         others = log_scores.scatter(1, index, float("-inf")).amax(dim=1, keepdim=True)  # (B, 1, H, W)
         return torch.cat([others, log_scores.gather(1, index)], dim=1)
 
+    def scores(self, images: torch.Tensor, vocabulary: torch.Tensor) -> torch.Tensor:
+        """(B, 1 + V', H, W) probabilities of one window, upsampled bilinearly to the images' size as the
+        official evaluation resizes them."""
+        scores = self.log_scores(images, vocabulary).exp()  # (B, 1 + V', h, w)
+        return F.interpolate(scores, size=images.shape[-2:], mode="bilinear", align_corners=False)
+
     def forward(self, batch: EpisodeBatch) -> torch.Tensor:
-        """Logits (B, 1 + N, H, W): the scores upsampled bilinearly as probabilities (as the official
-        evaluation resizes them), then logged."""
+        """Logits (B, 1 + N, H, W): the log of the probabilities of one window, or with ``window`` set their
+        average over sliding windows (:func:`fsslib.blocks.sliding.slide`, the official evaluation's)."""
         vocabulary, way_index = self.vocabulary(batch)  # (B, V, D), (B, N)
-        scores = self.log_scores(batch.query_images, vocabulary).exp()  # (B, 1 + V', h, w)
-        scores = F.interpolate(scores, size=batch.query_images.shape[-2:], mode="bilinear", align_corners=False)
+        if self.window is None:
+            scores = self.scores(batch.query_images, vocabulary)
+        else:
+            scores = slide(lambda crop: self.scores(crop, vocabulary), batch.query_images, self.window, self.stride)
         return self.way_logits(scores.clamp(min=LOG_FLOOR).log(), way_index)
 
     def loss(self, batch: EpisodeBatch) -> torch.Tensor:

@@ -91,7 +91,7 @@ class PseudoMaskGenerator(HoldsFrozen):
     """VLMD's mask generator: frozen MaskCLIP -> (N, h, w) bool pseudo masks of each image's class."""
 
     def __init__(self, bundle: ClipBundle, class_names: Sequence[str], background_names: Sequence[str],
-                 rule: str = "vocabulary", threshold: float = 0.5) -> None:
+                 rule: str = "vocabulary", threshold: float = 0.5, templates: Sequence[str] = MASKCLIP_TEMPLATES) -> None:
         if rule not in PSEUDO_MASK_RULES:
             raise unknown("LFSS pseudo-mask rule", rule, PSEUDO_MASK_RULES)
         if rule == "softmax" and not background_names:
@@ -112,13 +112,14 @@ class PseudoMaskGenerator(HoldsFrozen):
         self.bundle = bundle
         self.n_classes = len(class_names)
         self.vocabulary = list(class_names) + list(background_names)
-        self.rule, self.threshold = rule, threshold
-        class_embeddings(bundle, self.vocabulary, MASKCLIP_TEMPLATES)  # a name the text tower cannot encode fails here
+        self.rule, self.threshold, self.templates = rule, threshold, tuple(templates)
+        class_embeddings(bundle, self.vocabulary, self.templates)  # a name the text tower cannot encode fails here
 
     @torch.no_grad()
     def cosines(self, images: torch.Tensor) -> torch.Tensor:
-        """MaskCLIP cosines (N, V, h_clip, w_clip) of (N, 3, H, W) images with the 85-template vocabulary embeddings."""
-        text = class_embeddings(self.bundle, self.vocabulary, MASKCLIP_TEMPLATES)  # (V, D)
+        """MaskCLIP cosines (N, V, h_clip, w_clip) of (N, 3, H, W) images with the vocabulary embeddings (the 85
+        templates unless ``templates`` says otherwise)."""
+        text = class_embeddings(self.bundle, self.vocabulary, self.templates)  # (V, D)
         return segment_with_text(self.bundle, images, text)
 
     @torch.no_grad()

@@ -32,7 +32,7 @@ from fsslib.methods.base import MethodConfig
 from fsslib.methods.pfenet import TOY_TRAINING, PFENet
 from fsslib.methods.qgnet.model import PROJECTIONS, QgnetOptionError, RegionMaps, prior_region_map, region_map_statistics
 from fsslib.models.backbones import MultiLevelBackbone, ToyResNet, build_backbone, load_moco_resnet50, load_toy_resnet
-from fsslib.paths import CHECKPOINT_DIR
+from fsslib.paths import CHECKPOINT_DIR, WEIGHTS_DOC
 
 TOY_PRIORS = {  # shipped toy prior extractor -> the `python -m fsslib.pretrain toy-qgnet-prior` flags that make it
     "slic": "--patches slic",
@@ -87,7 +87,7 @@ def load_prior_extractor(cfg: MethodConfig, options: dict) -> MultiLevelBackbone
         raise CheckpointError("QGNet at the paper tier needs its prior extractor, a ResNet-50 pretrained by MoCo v2 "
                               "with the global + local losses.",
                               "pretrain one (python -m fsslib.pretrain toy-qgnet-prior shows the recipe) or pass "
-                              "options={'prior_extractor': '/path/to/moco_checkpoint.pth.tar'}.")
+                              f"options={{'prior_extractor': '/path/to/moco_checkpoint.pth.tar'}} ({WEIGHTS_DOC}).")
     return load_moco_resnet50(weights, options["moco_encoder"])
 
 
