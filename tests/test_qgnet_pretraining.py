@@ -14,7 +14,8 @@ from fsslib.models.backbones import ToyResNet, load_toy_resnet
 from fsslib.pretrain import PRETRAINERS
 from fsslib.pretrain.losses import info_nce
 from fsslib.pretrain.qgnet_prior.moco import GlobalLocalMoCo
-from fsslib.pretrain.qgnet_prior.patches import _segment_table, patch_crops, sample_segments, superpixels
+from fsslib.pretrain.qgnet_prior.patches import (TOY_SUPERPIXELS, _segment_table, patch_crops, patch_object_share,
+                                                 sample_segments, segment_purity, superpixels)
 from fsslib.pretrain.qgnet_prior.train import PriorSettings, train_prior_extractor, training_images
 
 
@@ -93,6 +94,44 @@ def test_superpixels_cover_the_toy_scene_and_the_table_keeps_the_largest_first()
         assert kept.sum() == 64 * 64 and (np.diff(kept) <= 0).all() and len(kept) >= 3
 
 
+def test_patch_object_share_by_hand():
+    """Two segments, 4 x 9 and 4 x 7 pixels. The left one: 30 pixels of class 2, 2 of background and a column of
+    255 (left out), at least half object and at least 90% one class. The right one: 2 pixels of class 5 among 28,
+    neither. One of the two eligible segments is mostly object; 30 of the 32 object pixels are in pure segments;
+    with no segment large enough, the largest (the left) stands for the image."""
+    segments = np.zeros((4, 16), dtype=np.int32)
+    segments[:, 9:] = 1
+    mask = np.zeros((4, 16), dtype=np.uint8)
+    mask[:, :8] = 2
+    mask[0, :2] = 0
+    mask[:, 8] = 255
+    mask[:2, 9] = 5
+    share, pure, objects = segment_purity(segments, mask, min_area=24, n_classes=20)
+    assert (share, pure, objects) == (0.5, 30.0, 32)
+    assert segment_purity(segments, mask, min_area=40, n_classes=20)[0] == 1.0  # none is large enough: the largest
+    images = np.zeros((2, 32, 32, 3), dtype=np.uint8)
+    images[:, 8:24, 8:24] = 255  # a white square on black: Felzenszwalb finds it
+    masks = np.zeros((2, 32, 32), dtype=np.uint8)
+    masks[:, 8:24, 8:24] = 1
+    measured = patch_object_share(images, masks, "felzenszwalb", {"scale": 100.0, "sigma": 0.5, "min_size": 10}, 24, 20)
+    assert measured["patch_object_share"] == 0.5 and measured["pure_object_pixels"] == 1.0
+    assert measured["patch_object_share_se"] == 0.0 and measured["segments_per_image"] >= 2  # thin edge segments: too small
+
+
+def test_view_retrieval_and_the_plateau_gain():
+    from fsslib.pretrain.qgnet_prior.metrics import knn_map, knn_map_se, last_quarter_gain, view_retrieval
+
+    assert last_quarter_gain([[250, 0.10], [500, 0.12], [750, 0.13], [1000, 0.133]]) == pytest.approx(0.003)
+    assert last_quarter_gain([[500, 0.1], [1000, 0.2]]) == pytest.approx(0.1)
+    images = np.random.default_rng(0).integers(0, 256, (20, 32, 32, 3), dtype=np.uint8)
+    torch.manual_seed(0)
+    assert 0.0 <= view_retrieval(ToyResNet(), images) <= 1.0
+    labels = torch.from_numpy(np.random.default_rng(1).random((200, 20)) < 0.2).float()
+    features = F.normalize(labels + 0.5 * torch.randn(200, 20, generator=torch.Generator().manual_seed(0)), dim=1)
+    assert knn_map(labels / labels.norm(dim=1, keepdim=True).clamp(min=1), labels) > knn_map(features, labels)
+    assert 0.0 < knn_map_se(features, labels) < 0.1  # a 100-query curve point is noisy at the scale of 0.005
+
+
 def test_base_only_images_hold_no_novel_class():
     settings = PriorSettings(pool_size=60, images="base", fold=1)
     base = training_images(settings)
@@ -112,16 +151,56 @@ def test_control_scenes_and_views_are_named_or_refused(tmp_path):
 @pytest.mark.slow
 def test_tiny_pretraining_writes_a_loadable_prior_extractor_with_its_provenance(tmp_path):
     settings = PriorSettings(steps=3, pool_size=24, batch_size=8, queue_size=16, local_queue_size=16, key_chunks=2,
-                             eval_every=2)
+                             eval_every=2, curve_scenes=40)
     metadata = train_prior_extractor(tmp_path / "prior.pt", settings, cache=tmp_path, progress=False, workers=1,
                                      n_eval_images=60)
     assert set(metadata["loss"]) == {"global", "local"} and metadata["settings"]["patches"] == "slic"
     assert list(tmp_path.glob("superpixels_slic_*.npz"))  # computed once, cached
     assert set(metadata["held_out"]["knn_map"]) == {"this", "random_init", "supervised_toy_resnet"}
     assert [point["step"] for point in metadata["curve"]] == [2, 3]  # every eval_every steps, and the last
-    assert set(metadata["curve"][0]) == {"step", "knn_map", "global", "local"}
+    assert set(metadata["curve"][0]) == {"step", "knn_map", "view_retrieval", "global", "local"}
+    assert metadata["knn_map_curve"] == [[point["step"], point["knn_map"]] for point in metadata["curve"]]
+    assert metadata["plateau"]["last_quarter_gain"] == pytest.approx(metadata["curve"][1]["knn_map"] - metadata["curve"][0]["knn_map"])
+    assert 0 <= metadata["patch_object_share"] <= 1 and metadata["superpixels"] == TOY_SUPERPIXELS["slic"]
+    assert metadata["plateau"]["final_knn_map_se"] > 0
+    assert set(metadata["held_out"]["view_retrieval"]) == {"this", "random_init", "supervised_toy_resnet"}
     load_toy_resnet(tmp_path / "prior.pt")
     assert "toy-qgnet-prior" in PRETRAINERS
+
+
+def test_an_interrupted_pretraining_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    """Stopped in step 3 of 4 (state saved at step 2), then resumed: the weights, curve and losses equal those
+    of an uninterrupted run, and the partial state is gone."""
+    import fsslib.pretrain.qgnet_prior.train as pretraining
+    from fsslib.errors import FsslibError
+
+    settings = PriorSettings(steps=4, pool_size=24, batch_size=8, queue_size=16, local_queue_size=16, key_chunks=2,
+                             eval_every=2, curve_scenes=40)
+    whole = train_prior_extractor(tmp_path / "whole.pt", settings, cache=tmp_path, progress=False, workers=1,
+                                  n_eval_images=40)
+    calls = []
+    real_crops = pretraining.patch_crops
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_crops(*args, **kwargs)
+
+    monkeypatch.setattr(pretraining, "patch_crops", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train_prior_extractor(tmp_path / "resumed.pt", settings, cache=tmp_path, progress=False, workers=1, n_eval_images=40)
+    assert (tmp_path / "resumed.partial.pt").is_file() and not (tmp_path / "resumed.pt").exists()
+    with pytest.raises(FsslibError, match="other settings"):
+        train_prior_extractor(tmp_path / "resumed.pt", PriorSettings(**{**settings.__dict__, "lr": 0.1}), cache=tmp_path,
+                              progress=False, workers=1, n_eval_images=40, resume=True)
+    monkeypatch.setattr(pretraining, "patch_crops", real_crops)
+    resumed = train_prior_extractor(tmp_path / "resumed.pt", settings, cache=tmp_path, progress=False, workers=1,
+                                    n_eval_images=40, resume=True)
+    for key, value in torch.load(tmp_path / "whole.pt")["backbone"].items():
+        assert torch.equal(value, torch.load(tmp_path / "resumed.pt")["backbone"][key]), key
+    assert resumed["curve"] == whole["curve"] and resumed["loss"] == whole["loss"] and resumed["resumed_at_step"] == 2
+    assert not (tmp_path / "resumed.partial.pt").exists()
 
 
 @pytest.mark.slow

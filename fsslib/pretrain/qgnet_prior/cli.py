@@ -3,6 +3,7 @@
     python -m fsslib.pretrain toy-qgnet-prior --patches slic --out fsslib/checkpoints/toy_qgnet_prior_slic.pt
     python -m fsslib.pretrain toy-qgnet-prior --losses global --out fsslib/checkpoints/toy_qgnet_prior_global_only.pt
     python -m fsslib.pretrain toy-qgnet-prior --evaluate fsslib/checkpoints/toy_qgnet_prior_slic.pt
+    python -m fsslib.pretrain toy-qgnet-prior --patches slic --out ... --resume   # after an interruption
 """
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_settings_flags(parser, PriorSettings)
     parser.add_argument("--cache", type=Path, default=None, help="folder to keep the superpixels in")
     parser.add_argument("--workers", type=int, default=2, help="processes computing the superpixels")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue an interrupted run from OUT.partial.pt (written at every curve point)")
     add_run_flags(parser, "recompute the acceptance metrics of CKPT")
     return parser
 
@@ -36,5 +39,5 @@ def main(argv: list[str]) -> None:
         return
     settings = settings_from(args, PriorSettings)
     metadata = train_prior_extractor(args.out, settings, args.cache, progress=not args.no_progress,
-                                     command=f"{CLI} {shlex.join(argv)}", workers=args.workers)
+                                     command=f"{CLI} {shlex.join(argv)}", workers=args.workers, resume=args.resume)
     print(json.dumps(metadata["held_out"], indent=1))

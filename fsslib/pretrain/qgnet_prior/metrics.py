@@ -4,6 +4,11 @@
   of the second half of the scenes is scored per class by the summed cosine of its k = 20
   nearest scenes of the first half that contain the class; mean over classes of the AP. The
   random-init toy ResNet and the shipped supervised toy ResNet give the scale.
+* **View retrieval**, the pretext task itself: two MoCo v2 views of each held-out scene; the share
+  of first views whose most similar second view (cosine of the pooled layer4) is of the same scene
+  (chance: one over the number of scenes).
+* **Plateau**: the kNN mAP gained over the last quarter of a learning curve (the budget rule: below
+  :data:`PLATEAU_GAIN`), beside the bootstrap standard error of one curve point (:func:`knn_map_se`).
 * **Prior region map** (QGNet Eqs. 9-12) with the shipped toy ResNet as the bridge: its recall
   at 0.5 (share of object pixels where the map is at least 0.5), the share of background
   pixels at least 0.5, and the same for the inverted map (QGNet Sec. IV-C finds the objects
@@ -21,32 +26,70 @@ from fsslib.blocks import prior_region_map
 from fsslib.metrics import RegionMapMeter
 from fsslib.models.backbones import MultiLevelBackbone, ToyResNet, load_toy_resnet
 from fsslib.pretrain.scenes import render_scenes, to_unit_tensor
+from fsslib.pretrain.views import random_views
 from fsslib.pretrain.toy_resnet.metrics import average_precision
 from fsslib.pretrain.toy_resnet.model import N_CLASSES, multi_hot
 
 HELD_OUT_SEED, HELD_OUT_STREAM = 0, 93
 NEIGHBOURS = 20
+RETRIEVAL_SCENES = 500  # the view-retrieval metric's held-out scenes (the first ones)
+PLATEAU_GAIN = 0.005  # a kNN mAP curve whose last quarter gains less is at its plateau (issue 28's rule)
 MAP_THRESHOLD = 0.5
 
 
 @torch.no_grad()
-def pooled_features(extractor: MultiLevelBackbone, images: np.ndarray, batch_size: int = 100) -> torch.Tensor:
-    """(N, C) L2-normalised global average of layer4 of (N, H, W, 3) uint8 images."""
+def pooled_features(extractor: MultiLevelBackbone, images: np.ndarray | torch.Tensor, batch_size: int = 100) -> torch.Tensor:
+    """(N, C) L2-normalised global average of layer4 of (N, H, W, 3) uint8 images or (N, 3, H, W) tensors in [0, 1]."""
     extractor.eval()
-    pooled = [extractor(to_unit_tensor(images[i:i + batch_size]))["layer4"].mean(dim=(2, 3))
-              for i in range(0, len(images), batch_size)]
+    tensors = to_unit_tensor(images) if isinstance(images, np.ndarray) else images
+    pooled = [extractor(tensors[i:i + batch_size])["layer4"].mean(dim=(2, 3)) for i in range(0, len(tensors), batch_size)]
     return F.normalize(torch.cat(pooled), dim=1)
+
+
+@torch.no_grad()
+def view_retrieval(extractor: MultiLevelBackbone, images: np.ndarray, seed: int = 0) -> float:
+    """Top-1 retrieval of a scene's other view among the (N, H, W, 3) scenes (the pretext task; chance 1 / N)."""
+    generator = torch.Generator().manual_seed(seed)
+    tensors = to_unit_tensor(images)
+    size = tensors.shape[-1]
+    first, second = (pooled_features(extractor, random_views(tensors, size, generator)) for _ in range(2))  # (N, C) each
+    return float(((first @ second.T).argmax(dim=1) == torch.arange(len(first))).float().mean())
+
+
+def last_quarter_gain(curve: list[list[float]]) -> float:
+    """kNN mAP gained over the last quarter of a ``[[step, kNN mAP], ...]`` curve: the last point minus the
+    point at three quarters of the last step (the nearest recorded step at or before it)."""
+    final_step, final = curve[-1]
+    before = [value for step, value in curve if step <= 0.75 * final_step]
+    return float(final - before[-1]) if before else float("nan")
+
+
+def knn_scores(features: torch.Tensor, labels: torch.Tensor, neighbours: int = NEIGHBOURS) -> tuple[np.ndarray, np.ndarray]:
+    """(Q, 20) class scores of the query scenes (second half of (N, C) features) from their k nearest reference
+    scenes (first half): the summed cosine of the neighbours holding each class; and the queries' (Q, 20) labels."""
+    half = len(features) // 2
+    similarity = features[half:] @ features[:half].T  # (Q, R)
+    top, index = similarity.topk(neighbours, dim=1)  # (Q, k)
+    scores = torch.einsum("qk,qkc->qc", top, labels[:half][index])  # (Q, 20)
+    return scores.numpy(), labels[half:].numpy().astype(bool)
+
+
+def mean_average_precision(scores: np.ndarray, truth: np.ndarray) -> float:
+    """Mean over the classes present in ``truth`` (Q, 20) of the AP of ``scores`` (Q, 20)."""
+    return float(np.mean([average_precision(scores[:, c], truth[:, c]) for c in range(N_CLASSES) if truth[:, c].any()]))
 
 
 def knn_map(features: torch.Tensor, labels: torch.Tensor, neighbours: int = NEIGHBOURS) -> float:
     """Multi-label kNN mAP: queries = second half, references = first half of (N, C) features, (N, 20) labels."""
-    half = len(features) // 2
-    similarity = features[half:] @ features[:half].T  # (Q, R)
-    top, index = similarity.topk(neighbours, dim=1)  # (Q, k)
-    scores = torch.einsum("qk,qkc->qc", top, labels[:half][index])  # (Q, 20): summed cosine of neighbours with c
-    truth = labels[half:].numpy().astype(bool)
-    aps = [average_precision(scores[:, c].numpy(), truth[:, c]) for c in range(N_CLASSES) if truth[:, c].any()]
-    return float(np.mean(aps))
+    return mean_average_precision(*knn_scores(features, labels, neighbours))
+
+
+def knn_map_se(features: torch.Tensor, labels: torch.Tensor, resamples: int = 200, seed: int = 0) -> float:
+    """The standard error of :func:`knn_map` over its query scenes (bootstrap): the noise of one curve point."""
+    scores, truth = knn_scores(features, labels)
+    rng = np.random.default_rng(seed)
+    draws = [rng.integers(0, len(scores), len(scores)) for _ in range(resamples)]
+    return float(np.std([mean_average_precision(scores[d], truth[d]) for d in draws], ddof=1))
 
 
 @torch.no_grad()
@@ -76,6 +119,7 @@ def acceptance_metrics(checkpoint: str | Path, n_images: int = 1000, n_map_image
     return {
         "held_out_scenes": f"np.random.default_rng([{HELD_OUT_SEED}, {HELD_OUT_STREAM}, index]), index < {n_images}",
         "knn_map": {name: knn_map(pooled_features(model, scenes.images), labels) for name, model in extractors.items()},
+        "view_retrieval": {name: view_retrieval(model, scenes.images[:RETRIEVAL_SCENES]) for name, model in extractors.items()},
         "prior_region_map": region_map_scores(bridge, extractors["this"], scenes.images[:n_map_images],
                                               scenes.masks[:n_map_images]),
     }

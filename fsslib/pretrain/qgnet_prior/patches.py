@@ -6,6 +6,11 @@
   in Lab space (skimage converts RGB images), ``n_segments`` = K centres on a regular grid,
   ``compactness`` = m of Eq. 2, connectivity enforced (the paper's last step).
 
+**Are the patches objects?** (:func:`patch_object_share`, on labelled held-out scenes; the labels
+never reach pretraining) The share of sampled patches that are at least half object, and the share of
+object pixels in segments at least 90% one class: the two numbers the toy settings were chosen by
+(``benchmarks/qgnet_superpixels.py``; every prior extractor's ``.json`` records them).
+
 The superpixels of a pool are computed once, in worker processes, and cached on disk beside
 the images (:func:`superpixel_table`), never on the main thread at every epoch. Each segment
 is kept as its bounding box and area; training picks one segment per image.
@@ -28,13 +33,19 @@ import numpy as np
 import torch
 from skimage.segmentation import felzenszwalb, slic
 
+from fsslib.data.layout import IGNORE
 from fsslib.errors import unknown
 from fsslib.pretrain.views import resized_crops
 
 PATCH_METHODS = ("slic", "felzenszwalb")
-TOY_SUPERPIXELS = {  # settings for 64 x 64 toy scenes (the paper gives none for its images)
-    "slic": {"n_segments": 16, "compactness": 10.0},
-    "felzenszwalb": {"scale": 100.0, "sigma": 0.5, "min_size": 30},
+# settings for 64 x 64 toy scenes (the paper gives none for its images), chosen by patch_object_share among the
+# candidates of benchmarks/qgnet_superpixels.py (results/qgnet_superpixels_toy.md): Felzenszwalb's best, 0.51 of
+# the sampled patches mostly object; SLIC's best, 0.28 (no setting reaches half: its near-equal segments tile
+# the background as finely as the objects). The first extractors used n_segments 16, compactness 10 (0.10)
+# and scale 100, min_size 30 (0.44).
+TOY_SUPERPIXELS = {
+    "slic": {"n_segments": 128, "compactness": 1.0},
+    "felzenszwalb": {"scale": 400.0, "sigma": 0.5, "min_size": 10},
 }
 MAX_SEGMENTS = 64  # segments kept per image (the largest ones)
 
@@ -48,6 +59,47 @@ def superpixels(image: np.ndarray, method: str, settings: dict) -> np.ndarray:
         return felzenszwalb(image, scale=float(settings["scale"]), sigma=float(settings["sigma"]),
                             min_size=int(settings["min_size"])).astype(np.int32)
     raise unknown("patch method", method, PATCH_METHODS)
+
+
+def segment_purity(segments: np.ndarray, mask: np.ndarray, min_area: int, n_classes: int) -> tuple[float, float, int]:
+    """For one image: (share of its segments of at least ``min_area`` pixels (its largest when none is) that are
+    at least half object, object pixels in segments at least 90% one class, object pixels), from (H, W) segment
+    ids and the (H, W) class-index mask (0 background, 1..n_classes, 255 left out)."""
+    labelled = mask != IGNORE
+    ids, classes = segments[labelled], mask[labelled].astype(np.int64)
+    n_segments = int(segments.max()) + 1
+    counts = np.bincount(ids * (n_classes + 1) + classes, minlength=n_segments * (n_classes + 1))
+    counts = counts.reshape(n_segments, n_classes + 1)  # (S, 1 + C): pixels of each class in each segment
+    size, objects = counts.sum(axis=1), counts[:, 1:].sum(axis=1)
+    area = np.bincount(segments.ravel(), minlength=n_segments)
+    eligible = area >= min_area
+    if not eligible.any():
+        eligible = area == area.max()
+    half_object = (objects >= 0.5 * size) & (size > 0)
+    pure = counts[:, 1:].max(axis=1) >= 0.9 * np.maximum(size, 1)
+    return float(half_object[eligible].mean()), float(objects[pure].sum()), int(objects.sum())
+
+
+def patch_object_share(images: np.ndarray, masks: np.ndarray, method: str, settings: dict, min_area: int,
+                       n_classes: int) -> dict[str, float]:
+    """How much of the patches of one superpixel setting is object, over (N, H, W, 3) images with their masks.
+
+    ``patch_object_share``: the mean over images of the share of eligible segments (pretraining samples one
+    uniformly among them, :func:`sample_segments`) that are at least half object, with its standard error over
+    the images (``patch_object_share_se``); ``pure_object_pixels``:
+    the share of object pixels that lie in segments at least 90% one class; ``segments_per_image``.
+    """
+    shares, pure, total, counts = [], 0.0, 0, []
+    for image, mask in zip(images, masks):
+        segments = superpixels(image, method, settings)
+        share, pure_pixels, object_pixels = segment_purity(segments, mask, min_area, n_classes)
+        shares.append(share)
+        pure += pure_pixels
+        total += object_pixels
+        counts.append(int(segments.max()) + 1)
+    return {"patch_object_share": float(np.mean(shares)),
+            "patch_object_share_se": float(np.std(shares, ddof=1) / np.sqrt(len(shares))) if len(shares) > 1 else 0.0,
+            "pure_object_pixels": pure / max(total, 1), "segments_per_image": float(np.mean(counts))}
 
 
 @dataclass

@@ -34,15 +34,16 @@ from fsslib.data.benchmarks import get_benchmark
 from fsslib.errors import FsslibError, unknown
 from fsslib.models.backbones import ToyResNet
 from fsslib.pretrain.views import AUG_PLUS, ViewAugmentation, random_views
-from fsslib.pretrain.qgnet_prior.metrics import (HELD_OUT_SEED, HELD_OUT_STREAM, acceptance_metrics, knn_map,
-                                                 pooled_features)
+from fsslib.pretrain.qgnet_prior.metrics import (HELD_OUT_SEED, HELD_OUT_STREAM, PLATEAU_GAIN, acceptance_metrics,
+                                                 knn_map, knn_map_se, last_quarter_gain, pooled_features,
+                                                 view_retrieval)
 from fsslib.pretrain.qgnet_prior.moco import LOSS_SETS, GlobalLocalMoCo
-from fsslib.pretrain.qgnet_prior.patches import (PATCH_METHODS, TOY_SUPERPIXELS, patch_crops, sample_segments,
-                                                 superpixel_table)
+from fsslib.pretrain.qgnet_prior.patches import (PATCH_METHODS, TOY_SUPERPIXELS, patch_crops, patch_object_share,
+                                                 sample_segments, superpixel_table)
 from fsslib.pretrain.saving import RunRecord, half_precision, save_checkpoint, write_metadata
 from fsslib.pretrain.scenes import object_centric_scene, render_scenes, to_unit_tensor
 from fsslib.pretrain.schedules import warmup_cosine
-from fsslib.pretrain.toy_resnet.model import multi_hot
+from fsslib.pretrain.toy_resnet.model import N_CLASSES, multi_hot
 
 CLI = "python -m fsslib.pretrain toy-qgnet-prior"
 TRAIN_STREAM = 94  # training scenes: default_rng([seed, 94, index])
@@ -52,7 +53,6 @@ VIEWS = {  # the random views of both losses: MoCo v2's aug-plus, or a weak cont
     "aug_plus": AUG_PLUS,
     "weak": ViewAugmentation(crop_scale=(0.8, 1.0), jitter_probability=0.0, grayscale_probability=0.0, blur_probability=0.0),
 }
-CURVE_IMAGES = 500  # held-out scenes of the learning curve's kNN mAP
 
 
 @dataclass
@@ -79,6 +79,8 @@ class PriorSettings:
     local_queue_size: int = field(default=4096, metadata={"help": "patch queue M"})
     key_chunks: int = field(default=8, metadata={"help": "sub-batches of the key encoder (shuffling BN)"})
     eval_every: int = field(default=250, metadata={"help": "steps between points of the held-out kNN mAP curve"})
+    curve_scenes: int = field(default=500, metadata={
+        "help": "held-out scenes of the learning curve (kNN mAP, view retrieval) and of the patch object share"})
     scenes: str = field(default="plain", metadata={
         "help": "'plain' toy scenes (the few-shot images, as the paper trains on its dataset's images) or "
                 "'object_centric' ones (one object covering about 40%% of the image; a control)"})
@@ -103,10 +105,20 @@ def training_images(settings: PriorSettings) -> np.ndarray:
     return scenes.images[keep]
 
 
+def partial_path(out: Path) -> Path:
+    """Where a run in progress keeps its state at every learning-curve point (``x.pt`` -> ``x.partial.pt``)."""
+    return out.with_suffix(".partial.pt")
+
+
 def train_prior_extractor(out: str | Path, settings: PriorSettings, cache: str | Path | None = None,
                           progress: bool = True, command: str | None = None, workers: int = 2,
-                          n_eval_images: int = 1000) -> dict:
-    """Pretrain a toy prior extractor with ``settings``; write ``out`` and ``out.json``; return the metadata."""
+                          n_eval_images: int = 1000, resume: bool = False) -> dict:
+    """Pretrain a toy prior extractor with ``settings``; write ``out`` and ``out.json``; return the metadata.
+
+    At every learning-curve point the whole state (encoders, queues, optimiser, schedule, random generators,
+    losses, curve) goes to ``out.partial.pt``; ``resume=True`` continues from it to the same final weights as
+    an uninterrupted run (on the CPU), and the file is removed when the run ends.
+    """
     if settings.losses not in LOSS_SETS:
         raise unknown("QGNet pretraining losses", settings.losses, list(LOSS_SETS))
     if settings.views not in VIEWS:
@@ -131,13 +143,27 @@ def train_prior_extractor(out: str | Path, settings: PriorSettings, cache: str |
         optimizer, lambda step: warmup_cosine(step, step / settings.steps, settings.warmup_steps))
     history: dict[str, list[float]] = {name: [] for name in losses_used}
     curve_start = time.perf_counter()
-    curve_scenes = render_scenes(CURVE_IMAGES, HELD_OUT_SEED, HELD_OUT_STREAM)
+    curve_scenes = render_scenes(settings.curve_scenes, HELD_OUT_SEED, HELD_OUT_STREAM)
     curve_labels = multi_hot(curve_scenes.masks)
-    curve = []
+    curve: list[dict] = []
     curve_seconds = time.perf_counter() - curve_start  # the learning curve's share of the training time
+    first_step, earlier_seconds = 0, 0.0  # a resumed run: the steps and training seconds of its earlier part
+    partial = partial_path(out)
+    if resume and partial.is_file():
+        state = torch.load(partial, map_location="cpu", weights_only=False)
+        if state["settings"] != asdict(settings):
+            changed = sorted(k for k, v in asdict(settings).items() if state["settings"].get(k) != v)
+            raise FsslibError(f"{partial} was written with other settings ({', '.join(changed)}).",
+                              "resume with the settings it was started with, or delete it to start again.")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        history, curve, first_step, earlier_seconds = state["history"], state["curve"], state["step"], state["seconds"]
     model.train()
-    for step in tqdm(range(settings.steps), desc=f"pretrain prior extractor ({settings.losses}, {settings.patches})",
-                  disable=not progress):
+    for step in tqdm(range(first_step, settings.steps), desc=f"pretrain prior extractor ({settings.losses}, {settings.patches})",
+                     initial=first_step, total=settings.steps, disable=not progress):
         index = torch.randint(len(images), (settings.batch_size,), generator=generator)
         batch = to_unit_tensor(images[index.numpy()])  # (B, 3, H, W)
         model.update_key_encoder()
@@ -161,15 +187,25 @@ def train_prior_extractor(out: str | Path, settings: PriorSettings, cache: str |
         if (step + 1) % settings.eval_every == 0 or step + 1 == settings.steps:
             curve_start = time.perf_counter()
             since = step + 1 - (curve[-1]["step"] if curve else 0)  # steps since the last point
-            curve.append({"step": step + 1, "knn_map": knn_map(pooled_features(model.key_encoder.backbone,
-                                                                               curve_scenes.images), curve_labels),
+            extractor = model.key_encoder.backbone
+            curve.append({"step": step + 1, "knn_map": knn_map(pooled_features(extractor, curve_scenes.images), curve_labels),
+                          "view_retrieval": view_retrieval(extractor, curve_scenes.images),
                           **{name: float(np.mean(values[-since:])) for name, values in history.items()}})
             model.train()
             curve_seconds += time.perf_counter() - curve_start
-    train_seconds = time.perf_counter() - start - prepare_seconds
+            save_checkpoint(partial, {
+                "settings": asdict(settings), "step": step + 1, "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+                "generator": generator.get_state(), "torch_rng": torch.get_rng_state(), "history": history,
+                "curve": curve, "seconds": earlier_seconds + time.perf_counter() - start - prepare_seconds})
+    train_seconds = earlier_seconds + time.perf_counter() - start - prepare_seconds
 
     extractor = model.key_encoder.backbone
     save_checkpoint(out, {"backbone": half_precision(extractor.state_dict())})
+    knn_curve = [[point["step"], point["knn_map"]] for point in curve]
+    patch_share = None if table is None else patch_object_share(
+        curve_scenes.images, curve_scenes.masks, settings.patches, TOY_SUPERPIXELS[settings.patches],
+        settings.min_patch_area, N_CLASSES)["patch_object_share"]
     window = max(1, min(100, settings.steps // 10))
     metadata = {
         **record.stamp(device="cpu"),
@@ -177,6 +213,12 @@ def train_prior_extractor(out: str | Path, settings: PriorSettings, cache: str |
         "task": f"QGNet prior extractor, losses {settings.losses} (Eqs. 1, 6, 7), patches {settings.patches}",
         "settings": asdict(settings),
         "superpixels": TOY_SUPERPIXELS[settings.patches] if table is not None else None,
+        # how much of the patches is object, on the labelled held-out scenes (benchmarks/qgnet_superpixels.py)
+        "patch_object_share": patch_share,
+        "knn_map_curve": knn_curve,
+        "plateau": {"last_quarter_gain": last_quarter_gain(knn_curve), "rule": f"last quarter gains < {PLATEAU_GAIN}",
+                    "reached": last_quarter_gain(knn_curve) < PLATEAU_GAIN,
+                    "final_knn_map_se": knn_map_se(pooled_features(extractor, curve_scenes.images), curve_labels)},
         "training_images": {"count": len(images),
                             "scenes": f"np.random.default_rng([{settings.seed}, {TRAIN_STREAM}, index]), index < {settings.pool_size}"},
         "loss": {name: {"first_steps": float(np.mean(values[:window])), "last_steps": float(np.mean(values[-window:]))}
@@ -184,8 +226,10 @@ def train_prior_extractor(out: str | Path, settings: PriorSettings, cache: str |
         "curve": curve,
         "wall_time_s": {"prepare": round(prepare_seconds, 1), "train": round(train_seconds, 1),
                         "of_which_curve": round(curve_seconds, 1)},
+        "resumed_at_step": first_step or None,  # wall_time_minutes then counts the last part only
         "checkpoint": {"file": out.name, "bytes": out.stat().st_size, "dtype": "float16", "keys": ["backbone"]},
         "held_out": acceptance_metrics(out, n_eval_images, min(300, n_eval_images)),  # the fp16 weights as shipped
     }
     write_metadata(out, metadata)
+    partial.unlink(missing_ok=True)
     return metadata
