@@ -178,6 +178,7 @@ def test_coco_through_the_command_line(prepared, tmp_path):
 def test_each_missing_file_names_where_the_instructions_are(prepared, tmp_path, capsys, monkeypatch):
     """Each step stops with a message naming docs/paper_tier.md when its data or weights are missing."""
     from fsslib import evaluate, train
+    from fsslib.data import prepare
 
     for key, value in prepared.items():  # the user's folders, in this process
         if key.startswith(("FSSLIB_", "TORCH_", "HF_")):
@@ -189,6 +190,13 @@ def test_each_missing_file_names_where_the_instructions_are(prepared, tmp_path, 
         "CLIP weights": ["--method", "piclip", "--preset", "paper", "--backbone-weights", "random"],
         "prior extractor": ["--method", "qgnet", "--preset", "paper", "--backbone-weights", "random"],
     }
+    for what, argv in {"VOC archive": ["pascal", "--voc", str(tmp_path / "VOCtrainval_11-May-2012.tar"), "--sbd",
+                                       str(tmp_path / "benchmark.tgz")],
+                       "COCO folder": ["coco", "--root", str(tmp_path / "coco")]}.items():
+        with pytest.raises(SystemExit) as stopped:
+            prepare.main(argv)
+        message = capsys.readouterr().err
+        assert stopped.value.code == 2 and "docs/paper_tier.md" in message, (what, message)
     for what, argv in steps.items():
         for main in (train.main, evaluate.main):
             with pytest.raises(SystemExit) as stopped:

@@ -26,12 +26,13 @@ from fsslib.data.benchmarks import COCO_CLASSES
 from fsslib.data.layout import IGNORE, mark_prepared, staged_output, write_class_index, write_list
 from fsslib.data.pascal import class_pixel_counts, link_or_copy
 from fsslib.errors import DatasetNotFoundError
+from fsslib.paths import DATASETS_DOC
 
 SPLITS = ("train", "val")
 COCO_DOWNLOAD = (
     "download the 2014 Train images, 2014 Val images and 2014 Train/Val annotations from cocodataset.org "
     "(images.cocodataset.org/zips/train2014.zip, val2014.zip, annotations/annotations_trainval2014.zip), "
-    "unzip them into one folder and pass it with --root."
+    f"unzip them into one folder and pass it with --root ({DATASETS_DOC})."
 )
 
 

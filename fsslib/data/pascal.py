@@ -48,17 +48,18 @@ from tqdm.auto import tqdm
 
 from fsslib.data.layout import IGNORE, mark_prepared, staged_output, write_class_index, write_list
 from fsslib.errors import CorruptImageError, DatasetNotFoundError, InvalidMaskError, unknown
+from fsslib.paths import DATASETS_DOC
 
 N_CLASSES = 20
 TRAIN_LISTS = ("pfenet", "trainaug")
 VOC_DOWNLOAD = (
     "download VOCtrainval_11-May-2012.tar from the PASCAL VOC 2012 page "
-    "(host.robots.ox.ac.uk/pascal/VOC/voc2012/) and pass the .tar file or its extracted folder with --voc."
+    f"(host.robots.ox.ac.uk/pascal/VOC/voc2012/) and pass the .tar file or its extracted folder with --voc ({DATASETS_DOC})."
 )
 SBD_DOWNLOAD = (
     "download benchmark.tgz from the Berkeley SBD page "
     "(www2.eecs.berkeley.edu/Research/Projects/CS/vision/grouping/semantic_contours/) "
-    "and pass the .tgz file or its extracted folder with --sbd."
+    f"and pass the .tgz file or its extracted folder with --sbd ({DATASETS_DOC})."
 )
 VOC_FILES = ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation/train.txt", "ImageSets/Segmentation/val.txt")
 VOC_MAIN_TRAIN = "ImageSets/Main/train.txt"  # the detection train split: the pfenet list needs it
