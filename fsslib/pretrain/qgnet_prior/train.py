@@ -150,7 +150,7 @@ def train_prior_extractor(out: str | Path, settings: PriorSettings, cache: str |
     first_step, earlier_seconds = 0, 0.0  # a resumed run: the steps and training seconds of its earlier part
     partial = partial_path(out)
     if resume and partial.is_file():
-        state = torch.load(partial, map_location="cpu", weights_only=False)
+        state = torch.load(partial, map_location="cpu", weights_only=True)
         if state["settings"] != asdict(settings):
             changed = sorted(k for k, v in asdict(settings).items() if state["settings"].get(k) != v)
             raise FsslibError(f"{partial} was written with other settings ({', '.join(changed)}).",
