@@ -125,7 +125,9 @@ def test_view_retrieval_and_the_plateau_gain():
     assert last_quarter_gain([[500, 0.1], [1000, 0.2]]) == pytest.approx(0.1)
     images = np.random.default_rng(0).integers(0, 256, (20, 32, 32, 3), dtype=np.uint8)
     torch.manual_seed(0)
-    assert 0.0 <= view_retrieval(ToyResNet(), images) <= 1.0
+    extractor = ToyResNet()
+    retrieval = view_retrieval(extractor, images)
+    assert retrieval == view_retrieval(extractor, images) and retrieval * 20 == pytest.approx(round(retrieval * 20))  # seeded; k of 20
     labels = torch.from_numpy(np.random.default_rng(1).random((200, 20)) < 0.2).float()
     features = F.normalize(labels + 0.5 * torch.randn(200, 20, generator=torch.Generator().manual_seed(0)), dim=1)
     assert knn_map(labels / labels.norm(dim=1, keepdim=True).clamp(min=1), labels) > knn_map(features, labels)
@@ -150,6 +152,8 @@ def test_control_scenes_and_views_are_named_or_refused(tmp_path):
 
 @pytest.mark.slow
 def test_tiny_pretraining_writes_a_loadable_prior_extractor_with_its_provenance(tmp_path):
+    from fsslib.pretrain.scenes import render_scenes
+
     settings = PriorSettings(steps=3, pool_size=24, batch_size=8, queue_size=16, local_queue_size=16, key_chunks=2,
                              eval_every=2, curve_scenes=40)
     metadata = train_prior_extractor(tmp_path / "prior.pt", settings, cache=tmp_path, progress=False, workers=1,
@@ -161,7 +165,10 @@ def test_tiny_pretraining_writes_a_loadable_prior_extractor_with_its_provenance(
     assert set(metadata["curve"][0]) == {"step", "knn_map", "view_retrieval", "global", "local"}
     assert metadata["knn_map_curve"] == [[point["step"], point["knn_map"]] for point in metadata["curve"]]
     assert metadata["plateau"]["last_quarter_gain"] == pytest.approx(metadata["curve"][1]["knn_map"] - metadata["curve"][0]["knn_map"])
-    assert 0 <= metadata["patch_object_share"] <= 1 and metadata["superpixels"] == TOY_SUPERPIXELS["slic"]
+    held_out = render_scenes(40, seed=0, stream=93)  # the curve scenes (curve_scenes=40)
+    assert metadata["patch_object_share"] == patch_object_share(held_out.images, held_out.masks, "slic", TOY_SUPERPIXELS["slic"],
+                                                                24, 20)["patch_object_share"]
+    assert metadata["superpixels"] == TOY_SUPERPIXELS["slic"]
     assert metadata["plateau"]["final_knn_map_se"] > 0
     assert set(metadata["held_out"]["view_retrieval"]) == {"this", "random_init", "supervised_toy_resnet"}
     load_toy_resnet(tmp_path / "prior.pt")

@@ -32,8 +32,8 @@ from torch.utils.data import Dataset
 from fsslib.data.benchmarks import Benchmark
 from fsslib.data.layout import IGNORE, read_class_index, read_list, require_prepared
 from fsslib.data.prepare import ensure_toyworld
-from fsslib.paths import DATASETS_DOC
 from fsslib.errors import CorruptImageError, DatasetNotFoundError, EmptySupportMaskError, EpisodeShapeError, InvalidMaskError, unknown
+from fsslib.paths import DATASETS_DOC
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 NOVEL_RULES = ("pfenet", "bam")
@@ -140,6 +140,14 @@ def _to_tensors(image: np.ndarray, label: torch.Tensor) -> tuple[torch.Tensor, t
     return torch.from_numpy(image.copy()).permute(2, 0, 1).float().div(255), label.float()
 
 
+def resized(image: torch.Tensor, label: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(3, H, W) image bilinearly and (H, W) label by nearest neighbour to (height, width); unchanged at that size."""
+    if tuple(label.shape) == (height, width):
+        return image, label
+    image = F.interpolate(image[None], size=(height, width), mode="bilinear", align_corners=False)[0]
+    return image, F.interpolate(label[None, None].float(), size=(height, width), mode="nearest")[0, 0]
+
+
 def resize_pad(image: torch.Tensor, label: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """PFENet's test resize: longer side to ``size``, pad to a square (mean colour, label 255).
 
@@ -148,9 +156,7 @@ def resize_pad(image: torch.Tensor, label: torch.Tensor, size: int) -> tuple[tor
     height, width = label.shape
     scale = size / max(height, width)
     new_h, new_w = max(1, round(height * scale)), max(1, round(width * scale))
-    if (new_h, new_w) != (height, width):
-        image = F.interpolate(image[None], size=(new_h, new_w), mode="bilinear", align_corners=False)[0]
-        label = F.interpolate(label[None, None].float(), size=(new_h, new_w), mode="nearest")[0, 0]
+    image, label = resized(image, label, new_h, new_w)
     padded_image = torch.tensor(IMAGENET_MEAN).view(3, 1, 1).repeat(1, size, size)
     padded_label = torch.full((size, size), float(IGNORE))
     padded_image[:, :new_h, :new_w] = image
@@ -163,9 +169,7 @@ def resize_squash(image: torch.Tensor, label: torch.Tensor, size: int) -> tuple[
 
     image: (3, H, W) in [0, 1]; label: (H, W). Returns (3, size, size), (size, size) long.
     """
-    if tuple(label.shape) != (size, size):
-        image = F.interpolate(image[None], size=(size, size), mode="bilinear", align_corners=False)[0]
-        label = F.interpolate(label[None, None].float(), size=(size, size), mode="nearest")[0, 0]
+    image, label = resized(image, label, size, size)
     return image, label.long()
 
 
@@ -179,9 +183,7 @@ def resize_short_side(image: torch.Tensor, label: torch.Tensor, size: int, longe
     height, width = label.shape
     scale = min(size / min(height, width), longest / max(height, width))
     new_h, new_w = max(1, int(height * scale + 0.5)), max(1, int(width * scale + 0.5))  # mmcv's rounding
-    if (new_h, new_w) != (height, width):
-        image = F.interpolate(image[None], size=(new_h, new_w), mode="bilinear", align_corners=False)[0]
-        label = F.interpolate(label[None, None].float(), size=(new_h, new_w), mode="nearest")[0, 0]
+    image, label = resized(image, label, new_h, new_w)
     return image, label.long()
 
 
