@@ -119,7 +119,8 @@ def test_patch_object_share_by_hand():
 
 
 def test_view_retrieval_and_the_plateau_gain():
-    from fsslib.pretrain.qgnet_prior.metrics import knn_map, knn_map_se, last_quarter_gain, view_retrieval
+    from fsslib.pretrain.qgnet_prior.metrics import (knn_map, knn_map_difference, knn_map_se, last_quarter_gain,
+                                                     view_retrieval)
 
     assert last_quarter_gain([[250, 0.10], [500, 0.12], [750, 0.13], [1000, 0.133]]) == pytest.approx(0.003)
     assert last_quarter_gain([[500, 0.1], [1000, 0.2]]) == pytest.approx(0.1)
@@ -132,6 +133,12 @@ def test_view_retrieval_and_the_plateau_gain():
     features = F.normalize(labels + 0.5 * torch.randn(200, 20, generator=torch.Generator().manual_seed(0)), dim=1)
     assert knn_map(labels / labels.norm(dim=1, keepdim=True).clamp(min=1), labels) > knn_map(features, labels)
     assert 0.0 < knn_map_se(features, labels) < 0.1  # a 100-query curve point is noisy at the scale of 0.005
+    same = knn_map_difference(features, features, labels)
+    assert same == {"difference": 0.0, "se": 0.0}  # paired: the same queries score both
+    better = knn_map_difference(features, labels / labels.norm(dim=1, keepdim=True).clamp(min=1), labels)
+    assert better["difference"] == pytest.approx(knn_map(labels / labels.norm(dim=1, keepdim=True).clamp(min=1), labels)
+                                                 - knn_map(features, labels))
+    assert 0.0 < better["se"] < better["difference"]
 
 
 def test_base_only_images_hold_no_novel_class():

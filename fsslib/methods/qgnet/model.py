@@ -22,7 +22,8 @@ prior region map is learned. ``projection="none"`` (default) follows the equatio
 is then a fixed, training-free function of the two frozen networks, and what Sec. IV-C
 observes ("opposite region maps": low values on the objects) is a property of the pretrained
 features, not of a learned projection. ``projection="official"`` adds the two convolutions
-(``feature_dim`` channels), for comparison.
+(``feature_dim`` channels), for comparison. Without the projection the two networks' channels need
+not correspond, and on the toy tier they do not (docs/qgnet.md measures it).
 
 Both extractors are frozen and out of the checkpoint (:meth:`~fsslib.blocks.frozen.HoldsFrozen.hold_frozen`);
 their BatchNorm layers use running statistics (the official code leaves them in train mode,

@@ -8,7 +8,11 @@
   of first views whose most similar second view (cosine of the pooled layer4) is of the same scene
   (chance: one over the number of scenes).
 * **Plateau**: the kNN mAP gained over the last quarter of a learning curve (the budget rule: below
-  :data:`PLATEAU_GAIN`), beside the bootstrap standard error of one curve point (:func:`knn_map_se`).
+  :data:`PLATEAU_GAIN`), beside the bootstrap standard error of one curve point (:func:`knn_map_se`);
+  or a run at twice the budget that moves the kNN mAP by less than :data:`PLATEAU_GAIN`, measured on the
+  same scenes with a paired bootstrap (:func:`knn_map_difference`). Under a cosine schedule the last
+  quarter runs at a small learning rate, so only the second rule tells a plateau from a schedule's end
+  (``benchmarks/results/qgnet_prior_curves_toy.md``).
 * **Prior region map** (QGNet Eqs. 9-12) with the shipped toy ResNet as the bridge: its recall
   at 0.5 (share of object pixels where the map is at least 0.5), the share of background
   pixels at least 0.5, and the same for the inverted map (QGNet Sec. IV-C finds the objects
@@ -90,6 +94,19 @@ def knn_map_se(features: torch.Tensor, labels: torch.Tensor, resamples: int = 20
     rng = np.random.default_rng(seed)
     draws = [rng.integers(0, len(scores), len(scores)) for _ in range(resamples)]
     return float(np.std([mean_average_precision(scores[d], truth[d]) for d in draws], ddof=1))
+
+
+def knn_map_difference(first: torch.Tensor, second: torch.Tensor, labels: torch.Tensor, resamples: int = 200,
+                       seed: int = 0) -> dict[str, float]:
+    """kNN mAP of ``second`` minus that of ``first`` (both (N, C) features of the same scenes, (N, 20) labels)
+    with its paired bootstrap standard error: the same resampled query scenes score both."""
+    (scores_first, truth), (scores_second, _) = knn_scores(first, labels), knn_scores(second, labels)
+    rng = np.random.default_rng(seed)
+    draws = [rng.integers(0, len(truth), len(truth)) for _ in range(resamples)]
+    differences = [mean_average_precision(scores_second[d], truth[d]) - mean_average_precision(scores_first[d], truth[d])
+                   for d in draws]
+    return {"difference": mean_average_precision(scores_second, truth) - mean_average_precision(scores_first, truth),
+            "se": float(np.std(differences, ddof=1))}
 
 
 @torch.no_grad()

@@ -1,0 +1,129 @@
+"""Are the toy prior extractors at their plateau, and what do the recipe's controls change? (toy tier)
+
+    python benchmarks/qgnet_prior_curves.py [--scenes 4000]  ->  benchmarks/results/qgnet_prior_curves_toy.md (+ 2 .png)
+
+Reads the ``.json`` that ``python -m fsslib.pretrain toy-qgnet-prior`` writes beside every checkpoint: the
+shipped extractors (``fsslib/checkpoints/toy_qgnet_prior_*.json``) and the runs in
+``benchmarks/results/qgnet_prior_runs/``: controls (one setting of the recipe changed, e.g. ``--lr`` or
+``--temperature``) and candidates for shipping, whose weights wait beside their ``.json``. For each run: its learning curve (held-out kNN mAP and the retrieval of a scene's other view among 500, every
+``eval_every`` steps), the first plateau rule of issue 28 (the last quarter of the curve gains less than
+``PLATEAU_GAIN``) beside the bootstrap standard error of one curve point (the noise the rule has to beat),
+and the losses at the end against chance. Then the second rule: for every pair of runs whose weights are here
+and whose settings differ only by a doubled budget, the kNN mAP difference on ``--scenes`` held-out scenes
+with its paired bootstrap standard error.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from dataclasses import asdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+from fsslib.models.backbones import load_toy_resnet  # noqa: E402
+from fsslib.pretrain.qgnet_prior.metrics import (HELD_OUT_SEED, HELD_OUT_STREAM, PLATEAU_GAIN,  # noqa: E402
+                                                 knn_map, knn_map_difference, last_quarter_gain,
+                                                 pooled_features)
+from fsslib.pretrain.qgnet_prior.train import PriorSettings  # noqa: E402
+from fsslib.pretrain.scenes import render_scenes  # noqa: E402
+from fsslib.pretrain.toy_resnet.model import multi_hot  # noqa: E402
+from fsslib.viz import plot_learning_curves  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+SHIPPED = sorted((ROOT / "fsslib" / "checkpoints").glob("toy_qgnet_prior_*.json"))
+CONTROLS = sorted((RESULTS / "qgnet_prior_runs").glob("*.json"))
+
+
+def describe(run: dict) -> str:
+    """The run's settings that differ from the shipped recipe's flags (patches, losses, steps, lr, T)."""
+    s = run["settings"]
+    return f"{s['losses']}, {s['patches']}, {s['steps']} steps, lr {s['lr']}, T {s['temperature']}"
+
+
+def row(name: str, run: dict) -> str:
+    curve = run.get("knn_map_curve") or [[p["step"], p["knn_map"]] for p in run["curve"]]
+    gain = last_quarter_gain(curve)
+    plateau = run.get("plateau", {})
+    se = plateau.get("final_knn_map_se")
+    retrieval = [p["view_retrieval"] for p in run["curve"] if "view_retrieval" in p]
+    chance = math.log(1 + run["settings"]["queue_size"])
+    losses = " / ".join(f"{v['last_steps']:.2f}" for v in run["loss"].values())
+    share = run.get("patch_object_share")
+    return (f"| `{name}` | {describe(run)} | {curve[-1][1]:.3f}"
+            f"{f' ± {se:.3f}' if se is not None else ''} | {run['held_out']['knn_map']['this']:.3f} | "
+            f"{gain:+.3f} ({'yes' if gain < PLATEAU_GAIN else 'no'}) | "
+            f"{f'{retrieval[-1]:.2f}' if retrieval else 'not recorded'} | {losses} (chance {chance:.2f}) | "
+            f"{f'{share:.3f}' if share is not None else '-'} | {run.get('wall_time_minutes', float('nan')):.0f} |")
+
+
+def recipe(run: dict) -> dict:
+    """What a run was trained with but its budget: settings (older runs: today's defaults for the fields they
+    predate) and superpixels."""
+    settings = {**asdict(PriorSettings()), **run["settings"], "superpixels": run.get("superpixels")}
+    return {k: v for k, v in settings.items() if k not in ("steps", "eval_every", "curve_scenes")}
+
+
+def doubled_budget(weights: dict[str, Path], records: dict[str, dict], n_scenes: int) -> list[str]:
+    """One table row per (run, run at twice its budget) pair: kNN mAP difference ± paired s.e. on ``n_scenes``."""
+    pairs = [(a, b) for a in weights for b in weights if recipe(records[a]) == recipe(records[b])
+             and records[b]["settings"]["steps"] == 2 * records[a]["settings"]["steps"]]
+    if not pairs:
+        return []
+    scenes = render_scenes(n_scenes, HELD_OUT_SEED, HELD_OUT_STREAM)
+    labels = multi_hot(scenes.masks)
+    features = {name: pooled_features(load_toy_resnet(weights[name]), scenes.images) for name in {*sum(pairs, ())}}
+    lines = ["", f"## Twice the budget ({n_scenes} held-out scenes, seed {HELD_OUT_SEED}, stream {HELD_OUT_STREAM})", "",
+             f"A budget is at its plateau when twice the budget moves the kNN mAP by less than {PLATEAU_GAIN} "
+             "(issue 28's second rule); ± is the paired bootstrap standard error (the same resampled query scenes "
+             "score both runs).", "", "| run | twice the budget | kNN mAP | kNN mAP at twice the budget | difference "
+             f"± s.e. | moves less than {PLATEAU_GAIN} |", "|---|---|---|---|---|---|"]
+    for first, second in pairs:
+        measured = knn_map_difference(features[first], features[second], labels)
+        lines.append(f"| `{first}` | `{second}` | {knn_map(features[first], labels):.3f} | "
+                     f"{knn_map(features[second], labels):.3f} | {measured['difference']:+.3f} ± {measured['se']:.3f} | "
+                     f"{'yes' if abs(measured['difference']) < PLATEAU_GAIN else 'no'} |")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scenes", type=int, default=4000, help="held-out scenes of the doubled-budget comparison")
+    args = parser.parse_args()
+    runs = {path.stem.removeprefix("toy_qgnet_prior_"): json.loads(path.read_text()) for path in SHIPPED}
+    controls = {path.stem: json.loads(path.read_text()) for path in CONTROLS}
+    header = ["| run | losses, patches, budget, lr, T | kNN mAP, last curve point ± s.e. (500 scenes) | kNN mAP, "
+              "1000 held-out scenes | last-quarter gain (plateau) | view retrieval | loss at the end, global / local "
+              "| patch object share | wall time (min) |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["# The toy prior extractors' learning curves (toy tier)", "",
+             "Written by `python benchmarks/qgnet_prior_curves.py` from the runs' `.json` files. Plateau: the last "
+             f"quarter of the kNN mAP curve gains less than {PLATEAU_GAIN} (issue 28's rule); ± is the bootstrap "
+             "standard error of one curve point over its 250 query scenes (the noise the rule has to beat; the "
+             "points of one curve share their scenes, so their differences are less noisy). Each run: one seed "
+             "(0), one core, wall times with another run on the second core.", "",
+             "## Shipped extractors (`fsslib/checkpoints/toy_qgnet_prior_*`)", "", *header,
+             *(row(name, run) for name, run in runs.items())]
+    if controls:
+        lines += ["", "## Candidates and controls (`benchmarks/results/qgnet_prior_runs/`)", "", *header,
+                  *(row(name, run) for name, run in controls.items())]
+    weights = {**{name: path.with_suffix(".pt") for name, path in zip(runs, SHIPPED)},
+               **{name: path.with_suffix(".pt") for name, path in zip(controls, CONTROLS)}}
+    lines += doubled_budget({k: v for k, v in weights.items() if v.is_file()}, {**runs, **controls}, args.scenes)
+    every = {**runs, **controls}
+    for metric, label in (("knn_map", "held-out kNN mAP"), ("view_retrieval", "view retrieval among 500")):
+        curves = {name: [p for p in run["curve"] if metric in p] for name, run in every.items()}
+        figure = plot_learning_curves({k: v for k, v in curves.items() if v}, title=f"toy prior extractors: {label}",
+                                      x="step", y=metric, ylabel=label)
+        figure.savefig(RESULTS / f"qgnet_prior_curves_toy_{metric.split('_')[0]}.png", dpi=110)
+    lines += ["", "Curves: `qgnet_prior_curves_toy_knn.png` (kNN mAP), `qgnet_prior_curves_toy_view.png` "
+              "(view retrieval).", ""]
+    (RESULTS / "qgnet_prior_curves_toy.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
