@@ -5,7 +5,8 @@
 Reads the ``.json`` that ``python -m fsslib.pretrain toy-qgnet-prior`` writes beside every checkpoint: the
 shipped extractors (``fsslib/checkpoints/toy_qgnet_prior_*.json``) and the runs in
 ``benchmarks/results/qgnet_prior_runs/``: controls (one setting of the recipe changed, e.g. ``--lr`` or
-``--temperature``) and candidates for shipping, whose weights wait beside their ``.json``. For each run: its learning curve (held-out kNN mAP and the retrieval of a scene's other view among 500, every
+``--temperature``) and candidates for shipping, whose weights wait beside their ``.json``. For each run:
+its learning curve (held-out kNN mAP and the retrieval of a scene's other view among 500, every
 ``eval_every`` steps), the first plateau rule of issue 28 (the last quarter of the curve gains less than
 ``PLATEAU_GAIN``) beside the bootstrap standard error of one curve point (the noise the rule has to beat),
 and the losses at the end against chance. Then the second rule: for every pair of runs whose weights are here
@@ -36,7 +37,7 @@ from fsslib.viz import plot_learning_curves  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 SHIPPED = sorted((ROOT / "fsslib" / "checkpoints").glob("toy_qgnet_prior_*.json"))
-CONTROLS = sorted((RESULTS / "qgnet_prior_runs").glob("*.json"))
+UNSHIPPED = sorted((RESULTS / "qgnet_prior_runs").glob("*.json"))
 
 
 def describe(run: dict) -> str:
@@ -95,7 +96,7 @@ def main() -> None:
     parser.add_argument("--scenes", type=int, default=4000, help="held-out scenes of the doubled-budget comparison")
     args = parser.parse_args()
     runs = {path.stem.removeprefix("toy_qgnet_prior_"): json.loads(path.read_text()) for path in SHIPPED}
-    controls = {path.stem: json.loads(path.read_text()) for path in CONTROLS}
+    unshipped = {path.stem: json.loads(path.read_text()) for path in UNSHIPPED}
     header = ["| run | losses, patches, budget, lr, T | kNN mAP, last curve point ± s.e. (500 scenes) | kNN mAP, "
               "1000 held-out scenes | last-quarter gain (plateau) | view retrieval | loss at the end, global / local "
               "| patch object share | wall time (min) |", "|---|---|---|---|---|---|---|---|---|"]
@@ -104,16 +105,17 @@ def main() -> None:
              f"quarter of the kNN mAP curve gains less than {PLATEAU_GAIN} (issue 28's rule); ± is the bootstrap "
              "standard error of one curve point over its 250 query scenes (the noise the rule has to beat; the "
              "points of one curve share their scenes, so their differences are less noisy). Each run: one seed "
-             "(0), one core, wall times with another run on the second core.", "",
+             "(0), one thread; wall times include whatever else ran on the 2-core machine (and any pause), so they do "
+             "not compare runs.", "",
              "## Shipped extractors (`fsslib/checkpoints/toy_qgnet_prior_*`)", "", *header,
              *(row(name, run) for name, run in runs.items())]
-    if controls:
+    if unshipped:
         lines += ["", "## Candidates and controls (`benchmarks/results/qgnet_prior_runs/`)", "", *header,
-                  *(row(name, run) for name, run in controls.items())]
+                  *(row(name, run) for name, run in unshipped.items())]
     weights = {**{name: path.with_suffix(".pt") for name, path in zip(runs, SHIPPED)},
-               **{name: path.with_suffix(".pt") for name, path in zip(controls, CONTROLS)}}
-    lines += doubled_budget({k: v for k, v in weights.items() if v.is_file()}, {**runs, **controls}, args.scenes)
-    every = {**runs, **controls}
+               **{name: path.with_suffix(".pt") for name, path in zip(unshipped, UNSHIPPED)}}
+    lines += doubled_budget({k: v for k, v in weights.items() if v.is_file()}, {**runs, **unshipped}, args.scenes)
+    every = {**runs, **unshipped}
     for metric, label in (("knn_map", "held-out kNN mAP"), ("view_retrieval", "view retrieval among 500")):
         curves = {name: [p for p in run["curve"] if metric in p] for name, run in every.items()}
         figure = plot_learning_curves({k: v for k, v in curves.items() if v}, title=f"toy prior extractors: {label}",

@@ -71,9 +71,10 @@ def test_jupyter_nbconvert_executes_a_widget_notebook_at_full_settings(headless)
     hung nbconvert's and papermill's client before the helper; every widget goes through the same helper)."""
     notebook = REPO / "notebooks" / "01_few_shot_task.ipynb"
     assert widget_cells(nbformat.read(notebook, as_version=4)), "notebook 01 no longer has a widget to test"
-    subprocess.run([str(Path(sys.executable).parent / "jupyter"), "nbconvert", "--to", "notebook", "--execute",
-                    f"--ExecutePreprocessor.timeout={CELL_LIMIT_S}", "--output-dir", str(headless), str(notebook)],
-                   cwd=headless, check=True, capture_output=True, timeout=10 * CELL_LIMIT_S)
+    executed = subprocess.run([str(Path(sys.executable).parent / "jupyter"), "nbconvert", "--to", "notebook", "--execute",
+                               f"--ExecutePreprocessor.timeout={CELL_LIMIT_S}", "--output-dir", str(headless), str(notebook)],
+                              cwd=headless, capture_output=True, text=True, timeout=10 * CELL_LIMIT_S)
+    assert executed.returncode == 0, executed.stderr[-3000:]
     check_executed(headless / notebook.name, headless)
 
 

@@ -88,12 +88,17 @@ def knn_map(features: torch.Tensor, labels: torch.Tensor, neighbours: int = NEIG
     return mean_average_precision(*knn_scores(features, labels, neighbours))
 
 
+def bootstrap_draws(n: int, resamples: int, seed: int) -> list[np.ndarray]:
+    """``resamples`` index arrays of ``n`` query scenes drawn with replacement (seeded)."""
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, n, n) for _ in range(resamples)]
+
+
 def knn_map_se(features: torch.Tensor, labels: torch.Tensor, resamples: int = 200, seed: int = 0) -> float:
     """The standard error of :func:`knn_map` over its query scenes (bootstrap): the noise of one curve point."""
     scores, truth = knn_scores(features, labels)
-    rng = np.random.default_rng(seed)
-    draws = [rng.integers(0, len(scores), len(scores)) for _ in range(resamples)]
-    return float(np.std([mean_average_precision(scores[d], truth[d]) for d in draws], ddof=1))
+    return float(np.std([mean_average_precision(scores[d], truth[d]) for d in bootstrap_draws(len(scores), resamples, seed)],
+                        ddof=1))
 
 
 def knn_map_difference(first: torch.Tensor, second: torch.Tensor, labels: torch.Tensor, resamples: int = 200,
@@ -101,10 +106,8 @@ def knn_map_difference(first: torch.Tensor, second: torch.Tensor, labels: torch.
     """kNN mAP of ``second`` minus that of ``first`` (both (N, C) features of the same scenes, (N, 20) labels)
     with its paired bootstrap standard error: the same resampled query scenes score both."""
     (scores_first, truth), (scores_second, _) = knn_scores(first, labels), knn_scores(second, labels)
-    rng = np.random.default_rng(seed)
-    draws = [rng.integers(0, len(truth), len(truth)) for _ in range(resamples)]
     differences = [mean_average_precision(scores_second[d], truth[d]) - mean_average_precision(scores_first[d], truth[d])
-                   for d in draws]
+                   for d in bootstrap_draws(len(truth), resamples, seed)]
     return {"difference": mean_average_precision(scores_second, truth) - mean_average_precision(scores_first, truth),
             "se": float(np.std(differences, ddof=1))}
 
