@@ -40,7 +40,7 @@ from fsslib.pretrain.qgnet_prior.metrics import (HELD_OUT_SEED, HELD_OUT_STREAM,
 from fsslib.pretrain.qgnet_prior.moco import LOSS_SETS, GlobalLocalMoCo
 from fsslib.pretrain.qgnet_prior.patches import (PATCH_METHODS, TOY_SUPERPIXELS, patch_crops, patch_object_share,
                                                  sample_segments, superpixel_table)
-from fsslib.pretrain.saving import RunRecord, half_precision, save_checkpoint, write_metadata
+from fsslib.pretrain.saving import RunRecord, file_sha256, half_precision, save_checkpoint, write_metadata
 from fsslib.pretrain.scenes import object_centric_scene, render_scenes, to_unit_tensor
 from fsslib.pretrain.schedules import warmup_cosine
 from fsslib.pretrain.toy_resnet.model import N_CLASSES, multi_hot
@@ -227,7 +227,8 @@ def train_prior_extractor(out: str | Path, settings: PriorSettings, cache: str |
         "wall_time_s": {"prepare": round(prepare_seconds, 1), "train": round(train_seconds, 1),
                         "of_which_curve": round(curve_seconds, 1)},
         "resumed_at_step": first_step or None,  # wall_time_minutes then counts the last part only
-        "checkpoint": {"file": out.name, "bytes": out.stat().st_size, "dtype": "float16", "keys": ["backbone"]},
+        "checkpoint": {"file": out.name, "bytes": out.stat().st_size, "sha256": file_sha256(out), "dtype": "float16",
+                       "keys": ["backbone"]},
         "held_out": acceptance_metrics(out, n_eval_images, min(300, n_eval_images)),  # the fp16 weights as shipped
     }
     write_metadata(out, metadata)
