@@ -11,7 +11,8 @@ its learning curve (held-out kNN mAP and the retrieval of a scene's other view a
 ``PLATEAU_GAIN``) beside the bootstrap standard error of one curve point (the noise the rule has to beat),
 and the losses at the end against chance. Then the second rule: for every pair of runs whose weights are here
 and whose settings differ only by a doubled budget, the kNN mAP difference on ``--scenes`` held-out scenes
-with its paired bootstrap standard error.
+with its paired bootstrap standard error; the same for every pair at one budget whose settings differ in one
+setting alone (the controls: lr, temperature, the stride the encoders train at).
 """
 from __future__ import annotations
 
@@ -43,7 +44,9 @@ UNSHIPPED = sorted((RESULTS / "qgnet_prior_runs").glob("*.json"))
 def describe(run: dict) -> str:
     """The run's settings that differ from the shipped recipe's flags (patches, losses, steps, lr, T)."""
     s = run["settings"]
-    return f"{s['losses']}, {s['patches']}, {s['steps']} steps, lr {s['lr']}, T {s['temperature']}"
+    stride = s.get("train_stride", 8)
+    return (f"{s['losses']}, {s['patches']}, {s['steps']} steps, lr {s['lr']}, T {s['temperature']}"
+            f"{f', trained at stride {stride}' if stride != 8 else ''}")
 
 
 def row(name: str, run: dict) -> str:
@@ -69,25 +72,49 @@ def recipe(run: dict) -> dict:
     return {k: v for k, v in settings.items() if k not in ("steps", "eval_every", "curve_scenes")}
 
 
-def doubled_budget(weights: dict[str, Path], records: dict[str, dict], n_scenes: int) -> list[str]:
-    """One table row per (run, run at twice its budget) pair: kNN mAP difference ± paired s.e. on ``n_scenes``."""
-    pairs = [(a, b) for a in weights for b in weights if recipe(records[a]) == recipe(records[b])
-             and records[b]["settings"]["steps"] == 2 * records[a]["settings"]["steps"]]
-    if not pairs:
+def settings_apart(first: dict, second: dict) -> list[str]:
+    """The settings (budget included) in which two runs differ."""
+    a, b = {**recipe(first), "steps": first["settings"]["steps"]}, {**recipe(second), "steps": second["settings"]["steps"]}
+    return sorted(key for key in {*a, *b} if a.get(key) != b.get(key))
+
+
+def paired_comparisons(weights: dict[str, Path], records: dict[str, dict], n_scenes: int) -> list[str]:
+    """kNN mAP difference ± paired s.e. on ``n_scenes`` for (run, run at twice its budget) pairs, and for
+    (run, control) pairs at the same budget whose recipes differ in one setting (e.g. lr, T, the stride)."""
+    doubled = [(a, b) for a in weights for b in weights if settings_apart(records[a], records[b]) == ["steps"]
+               and records[b]["settings"]["steps"] == 2 * records[a]["settings"]["steps"]]
+    controls = [(a, b, apart[0]) for a in weights for b in weights if a < b
+                and len(apart := settings_apart(records[a], records[b])) == 1 and apart != ["steps"]]
+    if not doubled and not controls:
         return []
     scenes = render_scenes(n_scenes, HELD_OUT_SEED, HELD_OUT_STREAM)
     labels = multi_hot(scenes.masks)
-    features = {name: pooled_features(load_toy_resnet(weights[name]), scenes.images) for name in {*sum(pairs, ())}}
-    lines = ["", f"## Twice the budget ({n_scenes} held-out scenes, seed {HELD_OUT_SEED}, stream {HELD_OUT_STREAM})", "",
-             f"A budget is at its plateau when twice the budget moves the kNN mAP by less than {PLATEAU_GAIN} "
-             "(issue 28's second rule); ± is the paired bootstrap standard error (the same resampled query scenes "
-             "score both runs).", "", "| run | twice the budget | kNN mAP | kNN mAP at twice the budget | difference "
-             f"± s.e. | moves less than {PLATEAU_GAIN} |", "|---|---|---|---|---|---|"]
-    for first, second in pairs:
+    names = {*sum(doubled, ()), *(name for a, b, _ in controls for name in (a, b))}
+    features = {name: pooled_features(load_toy_resnet(weights[name]), scenes.images) for name in names}
+
+    def compared(first: str, second: str) -> tuple[str, float]:
         measured = knn_map_difference(features[first], features[second], labels)
-        lines.append(f"| `{first}` | `{second}` | {knn_map(features[first], labels):.3f} | "
-                     f"{knn_map(features[second], labels):.3f} | {measured['difference']:+.3f} ± {measured['se']:.3f} | "
-                     f"{'yes' if abs(measured['difference']) < PLATEAU_GAIN else 'no'} |")
+        return (f"{knn_map(features[first], labels):.3f} | {knn_map(features[second], labels):.3f} | "
+                f"{measured['difference']:+.3f} ± {measured['se']:.3f}"), measured["difference"]
+
+    lines = []
+    if doubled:
+        lines += ["", f"## Twice the budget ({n_scenes} held-out scenes, seed {HELD_OUT_SEED}, stream {HELD_OUT_STREAM})",
+                  "", f"A budget is at its plateau when twice the budget moves the kNN mAP by less than {PLATEAU_GAIN} "
+                  "(issue 28's second rule); ± is the paired bootstrap standard error (the same resampled query scenes "
+                  "score both runs).", "", "| run | twice the budget | kNN mAP | kNN mAP at twice the budget | "
+                  f"difference ± s.e. | moves less than {PLATEAU_GAIN} |", "|---|---|---|---|---|---|"]
+        for first, second in doubled:
+            text, difference = compared(first, second)
+            lines.append(f"| `{first}` | `{second}` | {text} | {'yes' if abs(difference) < PLATEAU_GAIN else 'no'} |")
+    if controls:
+        lines += ["", f"## Controls: one setting changed at the same budget ({n_scenes} held-out scenes)", "",
+                  "Each extractor evaluated at output stride 8, as QGNet uses it; ± is the paired bootstrap standard "
+                  "error.", "", "| run | control | setting: run / control | kNN mAP | kNN mAP of the control | "
+                  "difference ± s.e. |", "|---|---|---|---|---|---|"]
+        for first, second, key in controls:
+            values = " / ".join(str(recipe(records[name]).get(key)) for name in (first, second))
+            lines.append(f"| `{first}` | `{second}` | {key}: {values} | {compared(first, second)[0]} |")
     return lines
 
 
@@ -114,7 +141,7 @@ def main() -> None:
                   *(row(name, run) for name, run in unshipped.items())]
     weights = {**{name: path.with_suffix(".pt") for name, path in zip(runs, SHIPPED)},
                **{name: path.with_suffix(".pt") for name, path in zip(unshipped, UNSHIPPED)}}
-    lines += doubled_budget({k: v for k, v in weights.items() if v.is_file()}, {**runs, **unshipped}, args.scenes)
+    lines += paired_comparisons({k: v for k, v in weights.items() if v.is_file()}, {**runs, **unshipped}, args.scenes)
     every = {**runs, **unshipped}
     for metric, label in (("knn_map", "held-out kNN mAP"), ("view_retrieval", "view retrieval among 500")):
         curves = {name: [p for p in run["curve"] if metric in p] for name, run in every.items()}

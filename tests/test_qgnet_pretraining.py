@@ -272,3 +272,25 @@ def test_the_shipped_prior_extractors_match_their_recorded_metrics():
         held_out["knn_map"]["this"], abs=1e-4)
     assert region_map_scores(load_toy_resnet(), extractor, scenes.images[:300], scenes.masks[:300]) == pytest.approx(
         held_out["prior_region_map"], abs=1e-4)
+
+
+def test_pretraining_at_stride_32_gives_an_extractor_used_at_stride_8(tmp_path):
+    """train_stride=32: the encoders train strided (layer4 2 x 2 at 64 px), as MoCo trains ResNet-50; the shipped
+    weights load into the dilated network QGNet uses (8 x 8), where the curve and held-out metrics are measured."""
+    from fsslib.pretrain.qgnet_prior.train import as_used
+
+    strided = ToyResNet(output_stride=32)
+    assert strided(torch.rand(2, 3, 64, 64))["layer4"].shape == (2, 192, 2, 2)
+    used = as_used(strided)
+    assert used is not strided and used(torch.rand(2, 3, 64, 64))["layer4"].shape == (2, 192, 8, 8)
+    torch.testing.assert_close(used.layer4.conv1.weight, strided.layer4.conv1.weight)
+    dilated = ToyResNet()
+    assert as_used(dilated) is dilated
+    settings = PriorSettings(steps=2, pool_size=24, batch_size=8, queue_size=16, local_queue_size=16, key_chunks=2,
+                             eval_every=2, curve_scenes=40, train_stride=32)
+    metadata = train_prior_extractor(tmp_path / "prior.pt", settings, cache=tmp_path, progress=False, workers=1,
+                                     n_eval_images=40)
+    assert "output_stride=32" in metadata["model"] and metadata["settings"]["train_stride"] == 32
+    assert load_toy_resnet(tmp_path / "prior.pt")(torch.rand(1, 3, 64, 64))["layer4"].shape == (1, 192, 8, 8)
+    with pytest.raises(UnknownNameError, match="stride"):
+        train_prior_extractor(tmp_path / "other.pt", PriorSettings(train_stride=16), progress=False)

@@ -85,20 +85,24 @@ class ToyResNet(MultiLevelBackbone):
 
     Strides: stem and layer1 /2; layer2 reaches ``output_stride`` (8: 8x8 features at 64 px,
     like ResNet-50's 60x60 at 473; or 4: 16x16); layer3 and layer4 keep it through dilation.
+    ``output_stride=32`` is the standard layout instead (layer2 at /8, layer3 and layer4 strided /2
+    each, no dilation), the one ImageNet and MoCo train ResNet-50 in before PFENet dilates it: its
+    weights have the same shapes and load into the output-stride-8 network.
     """
 
     def __init__(self, widths: tuple[int, int, int, int] = (24, 48, 96, 192), output_stride: int = 8) -> None:
         super().__init__()
-        if output_stride not in (4, 8):
-            raise unknown("toy backbone output stride", output_stride, ["4", "8"])
+        if output_stride not in (4, 8, 32):
+            raise unknown("toy backbone output stride", output_stride, ["4", "8", "32"])
         w1, w2, w3, w4 = widths
         self.channels = {"layer1": w1, "layer2": w2, "layer3": w3, "layer4": w4}
         self.stem = nn.Sequential(nn.Conv2d(3, w1, 3, 2, 1, bias=False), nn.BatchNorm2d(w1), nn.ReLU(inplace=True))
         self.layer1 = BasicBlock(w1, w1)
         layer2_stride = 2 if output_stride == 4 else 4
         self.layer2 = nn.Sequential(BasicBlock(w1, w2, stride=2), *([BasicBlock(w2, w2, stride=2)] if layer2_stride == 4 else []))
-        self.layer3 = BasicBlock(w2, w3, dilation=2)
-        self.layer4 = BasicBlock(w3, w4, dilation=4)
+        strided = output_stride == 32
+        self.layer3 = BasicBlock(w2, w3, stride=2) if strided else BasicBlock(w2, w3, dilation=2)
+        self.layer4 = BasicBlock(w3, w4, stride=2) if strided else BasicBlock(w3, w4, dilation=4)
 
 
 def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:

@@ -49,6 +49,7 @@ CLI = "python -m fsslib.pretrain toy-qgnet-prior"
 TRAIN_STREAM = 94  # training scenes: default_rng([seed, 94, index])
 IMAGE_SETS = ("all", "base")
 SCENES = ("plain", "object_centric")
+TRAIN_STRIDES = (8, 32)
 VIEWS = {  # the random views of both losses: MoCo v2's aug-plus, or a weak control
     "aug_plus": AUG_PLUS,
     "weak": ViewAugmentation(crop_scale=(0.8, 1.0), jitter_probability=0.0, grayscale_probability=0.0, blur_probability=0.0),
@@ -86,6 +87,9 @@ class PriorSettings:
                 "'object_centric' ones (one object covering about 40%% of the image; a control)"})
     views: str = field(default="aug_plus", metadata={
         "help": "'aug_plus' (MoCo v2) or 'weak' (crops of 80-100%% of the image, no colour change or blur; a control)"})
+    train_stride: int = field(default=8, metadata={
+        "help": "output stride the encoders are pretrained at: 8 (dilated, as QGNet uses them) or 32 (strided, as MoCo "
+                "trains ResNet-50 before the official code dilates it); the extractor is evaluated and used at 8"})
 
 
 def training_images(settings: PriorSettings) -> np.ndarray:
@@ -103,6 +107,15 @@ def training_images(settings: PriorSettings) -> np.ndarray:
     if not keep:
         raise FsslibError("No training scene is free of the novel classes.", "use images='all' or a larger pool_size.")
     return scenes.images[keep]
+
+
+def as_used(backbone: ToyResNet) -> ToyResNet:
+    """The pretrained encoder as QGNet uses it: at output stride 8 (dilated), whatever stride it trains at."""
+    if backbone.layer4.conv1.stride == (1, 1):
+        return backbone
+    used = ToyResNet()
+    used.load_state_dict(backbone.state_dict())
+    return used
 
 
 def partial_path(out: Path) -> Path:
@@ -135,7 +148,9 @@ def train_prior_extractor(out: str | Path, settings: PriorSettings, cache: str |
         if "local" in losses_used else None
     prepare_seconds = time.perf_counter() - start
 
-    model = GlobalLocalMoCo(ToyResNet(), queue_size=settings.queue_size, local_queue_size=settings.local_queue_size,
+    if settings.train_stride not in TRAIN_STRIDES:
+        raise unknown("prior-extractor pretraining stride", settings.train_stride, [str(s) for s in TRAIN_STRIDES])
+    model = GlobalLocalMoCo(ToyResNet(output_stride=settings.train_stride), queue_size=settings.queue_size, local_queue_size=settings.local_queue_size,
                             momentum=settings.momentum, temperature=settings.temperature, key_chunks=settings.key_chunks)
     optimizer = torch.optim.SGD(model.query_encoder.parameters(), lr=settings.lr, momentum=0.9,
                                 weight_decay=settings.weight_decay)
@@ -151,8 +166,9 @@ def train_prior_extractor(out: str | Path, settings: PriorSettings, cache: str |
     partial = partial_path(out)
     if resume and partial.is_file():
         state = torch.load(partial, map_location="cpu", weights_only=True)
-        if state["settings"] != asdict(settings):
-            changed = sorted(k for k, v in asdict(settings).items() if state["settings"].get(k) != v)
+        saved = {**asdict(PriorSettings()), **state["settings"]}  # a setting added since: its default then
+        if saved != asdict(settings):
+            changed = sorted(k for k, v in asdict(settings).items() if saved.get(k) != v)
             raise FsslibError(f"{partial} was written with other settings ({', '.join(changed)}).",
                               "resume with the settings it was started with, or delete it to start again.")
         model.load_state_dict(state["model"])
@@ -187,7 +203,7 @@ def train_prior_extractor(out: str | Path, settings: PriorSettings, cache: str |
         if (step + 1) % settings.eval_every == 0 or step + 1 == settings.steps:
             curve_start = time.perf_counter()
             since = step + 1 - (curve[-1]["step"] if curve else 0)  # steps since the last point
-            extractor = model.key_encoder.backbone
+            extractor = as_used(model.key_encoder.backbone)
             curve.append({"step": step + 1, "knn_map": knn_map(pooled_features(extractor, curve_scenes.images), curve_labels),
                           "view_retrieval": view_retrieval(extractor, curve_scenes.images),
                           **{name: float(np.mean(values[-since:])) for name, values in history.items()}})
@@ -209,7 +225,8 @@ def train_prior_extractor(out: str | Path, settings: PriorSettings, cache: str |
     window = max(1, min(100, settings.steps // 10))
     metadata = {
         **record.stamp(device="cpu"),
-        "model": "ToyResNet(widths=(24, 48, 96, 192), output_stride=8): the key encoder of MoCo v2 with QGNet's patch queue",
+        "model": f"ToyResNet(widths=(24, 48, 96, 192), output_stride={settings.train_stride}): the key encoder of MoCo v2 "
+                 "with QGNet's patch queue; evaluated and used at output stride 8",
         "task": f"QGNet prior extractor, losses {settings.losses} (Eqs. 1, 6, 7), patches {settings.patches}",
         "settings": asdict(settings),
         "superpixels": TOY_SUPERPIXELS[settings.patches] if table is not None else None,
