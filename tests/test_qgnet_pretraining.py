@@ -247,9 +247,9 @@ def test_a_few_paper_tier_steps_of_the_resnet50_moco_on_fabricated_images(random
 
 @pytest.mark.slow
 def test_the_shipped_prior_extractors_match_their_recorded_metrics():
-    """The default toy prior extractor reproduces its JSON's held-out kNN mAP and region-map shares; every shipped
-    extractor is the file its JSON was written for (sha256) and records the command, steps and losses of the row of
-    QGNet's Tables V-VI it stands for. (The metrics are one code path for all; the files differ in weights only.)"""
+    """Each shipped toy prior extractor is the file its JSON was written for (sha256), reproduces the JSON's
+    held-out kNN mAP and region-map shares, and records the command, steps and losses of the row of QGNet's
+    Tables V-VI it stands for."""
     import json
 
     from fsslib.methods.qgnet import TOY_PRIORS
@@ -259,19 +259,19 @@ def test_the_shipped_prior_extractors_match_their_recorded_metrics():
     from fsslib.pretrain.scenes import render_scenes
     from fsslib.pretrain.toy_resnet.model import multi_hot
 
-    def recorded(name: str) -> dict:
-        return json.loads((CHECKPOINT_DIR / f"toy_qgnet_prior_{name}.json").read_text())
-
-    for name in TOY_PRIORS:
-        assert file_sha256(CHECKPOINT_DIR / f"toy_qgnet_prior_{name}.pt") == recorded(name)["checkpoint"]["sha256"], name
-        assert recorded(name)["command"].startswith(f"python -m fsslib.pretrain toy-qgnet-prior {TOY_PRIORS[name]} "), name
     scenes = render_scenes(1000, HELD_OUT_SEED, HELD_OUT_STREAM)
-    extractor = load_toy_resnet(CHECKPOINT_DIR / "toy_qgnet_prior_slic.pt")
-    held_out = recorded("slic")["held_out"]
-    assert knn_map(pooled_features(extractor, scenes.images), multi_hot(scenes.masks)) == pytest.approx(
-        held_out["knn_map"]["this"], abs=1e-4)
-    assert region_map_scores(load_toy_resnet(), extractor, scenes.images[:300], scenes.masks[:300]) == pytest.approx(
-        held_out["prior_region_map"], abs=1e-4)
+    labels = multi_hot(scenes.masks)
+    bridge = load_toy_resnet()
+    for name in TOY_PRIORS:
+        recorded = json.loads((CHECKPOINT_DIR / f"toy_qgnet_prior_{name}.json").read_text())
+        weights = CHECKPOINT_DIR / f"toy_qgnet_prior_{name}.pt"
+        assert file_sha256(weights) == recorded["checkpoint"]["sha256"], name
+        extractor = load_toy_resnet(weights)
+        assert knn_map(pooled_features(extractor, scenes.images), labels) == pytest.approx(
+            recorded["held_out"]["knn_map"]["this"], abs=1e-4), name
+        assert region_map_scores(bridge, extractor, scenes.images[:300], scenes.masks[:300]) == pytest.approx(
+            recorded["held_out"]["prior_region_map"], abs=1e-4), name
+        assert recorded["command"].startswith(f"python -m fsslib.pretrain toy-qgnet-prior {TOY_PRIORS[name]} "), name
 
 
 def test_pretraining_at_stride_32_gives_an_extractor_used_at_stride_8(tmp_path):

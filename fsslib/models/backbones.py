@@ -94,6 +94,7 @@ class ToyResNet(MultiLevelBackbone):
         super().__init__()
         if output_stride not in (4, 8, 32):
             raise unknown("toy backbone output stride", output_stride, ["4", "8", "32"])
+        self.output_stride = output_stride
         w1, w2, w3, w4 = widths
         self.channels = {"layer1": w1, "layer2": w2, "layer3": w3, "layer4": w4}
         self.stem = nn.Sequential(nn.Conv2d(3, w1, 3, 2, 1, bias=False), nn.BatchNorm2d(w1), nn.ReLU(inplace=True))

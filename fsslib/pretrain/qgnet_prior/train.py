@@ -111,7 +111,7 @@ def training_images(settings: PriorSettings) -> np.ndarray:
 
 def as_used(backbone: ToyResNet) -> ToyResNet:
     """The pretrained encoder as QGNet uses it: at output stride 8 (dilated), whatever stride it trains at."""
-    if backbone.layer4.conv1.stride == (1, 1):
+    if backbone.output_stride == 8:
         return backbone
     used = ToyResNet()
     used.load_state_dict(backbone.state_dict())
