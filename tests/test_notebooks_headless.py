@@ -1,10 +1,8 @@
 """Every tutorial notebook runs headless at its full settings (``FSSLIB_SMOKE`` unset), as a user runs
-it in a batch: with papermill, from an empty working directory that it must leave empty, each cell
-under a time limit that fails fast instead of hanging (the widget cells hung before
-``fsslib.notebook.interactive_figure``: issue 27; docs/notebook_widgets.md). ``jupyter nbconvert
---execute`` runs one of them through its own command line: its ExecutePreprocessor and papermill's
-client are both nbclient's ``NotebookClient``, so running every tutorial twice more would test the same
-engine again (it cost a third of the suite's notebook time).
+it in a batch: with papermill and with ``jupyter nbconvert --execute`` through its command line, from an
+empty working directory that it must leave empty, each cell under a time limit that fails fast instead of
+hanging (the widget cells hung both before ``fsslib.notebook.interactive_figure``: issue 27;
+docs/notebook_widgets.md).
 
 ``90_train_eval.ipynb`` is not a tutorial: the grid tests run it (at full settings in
 ``test_a_committed_row_is_reproduced``).
@@ -66,11 +64,9 @@ def test_papermill_runs_the_notebook_at_full_settings(notebook, headless):
 
 
 @pytest.mark.slow
-def test_jupyter_nbconvert_executes_a_widget_notebook_at_full_settings(headless):
-    """``jupyter nbconvert --to notebook --execute`` as a user types it, on notebook 01 (its episode browser
-    hung nbconvert's and papermill's client before the helper; every widget goes through the same helper)."""
-    notebook = REPO / "notebooks" / "01_few_shot_task.ipynb"
-    assert widget_cells(nbformat.read(notebook, as_version=4)), "notebook 01 no longer has a widget to test"
+@pytest.mark.parametrize("notebook", TUTORIALS, ids=lambda p: p.name)
+def test_jupyter_nbconvert_executes_the_notebook_at_full_settings(notebook, headless):
+    """``jupyter nbconvert --to notebook --execute`` as a user types it."""
     executed = subprocess.run([str(Path(sys.executable).parent / "jupyter"), "nbconvert", "--to", "notebook", "--execute",
                                f"--ExecutePreprocessor.timeout={CELL_LIMIT_S}", "--output-dir", str(headless), str(notebook)],
                               cwd=headless, capture_output=True, text=True, timeout=10 * CELL_LIMIT_S)
@@ -78,69 +74,8 @@ def test_jupyter_nbconvert_executes_a_widget_notebook_at_full_settings(headless)
     check_executed(headless / notebook.name, headless)
 
 
-def test_every_notebook_widget_uses_the_helper():
-    """ipywidgets' own ``interactive`` / ``interact`` capture output and hang headless clients."""
-    for path in REPO.glob("notebooks/*.ipynb"):
-        for cell in nbformat.read(path, as_version=4).cells:
-            assert "widgets.interactive(" not in cell.source and "widgets.interact(" not in cell.source, path.name
-
-
-def test_interactive_figure_sets_its_output_and_redraws(monkeypatch):
-    import ipywidgets as widgets
-    import matplotlib.pyplot as plt
-
-    from fsslib.notebook import interactive_figure
-
-    drawn = []
-
-    def draw(size: int):
-        drawn.append(size)
-        figure, ax = plt.subplots(figsize=(1, 1))
-        ax.plot(range(size))
-        return figure
-
-    open_before = plt.get_fignums()
-    slider = widgets.IntSlider(2, 1, 9)
-    box = interactive_figure(draw, size=slider)
-    output = box.children[-1]
-    assert drawn == [2] and output.outputs[0]["output_type"] == "display_data"
-    assert "image/png" in output.outputs[0]["data"] and plt.get_fignums() == open_before  # closed: not drawn twice
-    first = output.outputs[0]["data"]["image/png"]
-    slider.value = 7
-    assert drawn == [2, 7] and output.outputs[0]["data"]["image/png"] != first
-    json.dumps(output.outputs)  # the widget state is plain JSON, as the front end receives it
-    with pytest.raises(TypeError, match="must return a matplotlib Figure"):
-        interactive_figure(lambda size: None, size=widgets.IntSlider(1, 1, 2))
-    with pytest.raises(TypeError, match="not an ipywidgets value widget"):
-        interactive_figure(draw, size=3)
-
-
-def test_a_failing_redraw_shows_the_error_in_place_of_the_figure():
-    import ipywidgets as widgets
-    import matplotlib.pyplot as plt
-
-    from fsslib.notebook import interactive_figure
-
-    def draw(size: int):
-        if size > 5:
-            raise ValueError("too large")
-        return plt.subplots(figsize=(1, 1))[0]
-
-    slider = widgets.IntSlider(1, 1, 9)
-    box = interactive_figure(draw, size=slider)
-    slider.value = 8
-    (shown,) = box.children[-1].outputs
-    assert shown["output_type"] == "stream" and "too large" in shown["text"]
-
-
-def test_notebook_outputs_go_to_one_ignored_folder(monkeypatch, tmp_path):
-    from fsslib.notebook import output_dir
-    from fsslib.paths import CHECKOUT_OUTPUTS
-
-    monkeypatch.delenv("FSSLIB_OUTPUTS", raising=False)
-    monkeypatch.chdir(tmp_path)
-    assert output_dir("x") == CHECKOUT_OUTPUTS / "x" == REPO / "notebooks" / "outputs" / "x"
-    ignored = subprocess.run(["git", "check-ignore", "-q", "notebooks/outputs/x/metrics.json"], cwd=REPO)
-    assert ignored.returncode == 0, "notebooks/outputs/ must be ignored by git"
-    monkeypatch.setenv("FSSLIB_OUTPUTS", str(tmp_path / "mine"))
-    assert output_dir("x") == tmp_path / "mine" / "x"
+def test_the_tutorials_with_widgets_are_among_those_run():
+    """Notebook 01's episode browser and notebook 06's superpixel widget hung both clients before the helper."""
+    for name in ("01_few_shot_task.ipynb", "06_qgnet.ipynb"):
+        assert widget_cells(nbformat.read(REPO / "notebooks" / name, as_version=4)), f"{name} no longer has a widget"
+    assert {"01_few_shot_task.ipynb", "06_qgnet.ipynb"} <= {p.name for p in TUTORIALS}

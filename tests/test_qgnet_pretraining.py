@@ -156,6 +156,8 @@ def test_control_scenes_and_views_are_named_or_refused(tmp_path):
         training_images(PriorSettings(pool_size=8, scenes="photos"))
     with pytest.raises(UnknownNameError, match="aug_plus, weak"):
         train_prior_extractor(tmp_path / "x.pt", PriorSettings(steps=1, views="strong"))
+    with pytest.raises(UnknownNameError, match="felzenszwalb"):  # refused before 8000 scenes are rendered
+        train_prior_extractor(tmp_path / "x.pt", PriorSettings(steps=1, patches="watershed"))
 
 
 @pytest.mark.slow
@@ -292,5 +294,5 @@ def test_pretraining_at_stride_32_gives_an_extractor_used_at_stride_8(tmp_path):
                                      n_eval_images=40)
     assert "output_stride=32" in metadata["model"] and metadata["settings"]["train_stride"] == 32
     assert load_toy_resnet(tmp_path / "prior.pt")(torch.rand(1, 3, 64, 64))["layer4"].shape == (1, 192, 8, 8)
-    with pytest.raises(UnknownNameError, match="stride"):
+    with pytest.raises(UnknownNameError, match="stride"):  # refused before 8000 scenes are rendered
         train_prior_extractor(tmp_path / "other.pt", PriorSettings(train_stride=16), progress=False)

@@ -136,6 +136,11 @@ def train_prior_extractor(out: str | Path, settings: PriorSettings, cache: str |
         raise unknown("QGNet pretraining losses", settings.losses, list(LOSS_SETS))
     if settings.views not in VIEWS:
         raise unknown("prior-extractor views", settings.views, list(VIEWS))
+    # every name is checked before the scenes are rendered (about a minute for 8000)
+    if settings.patches not in PATCH_METHODS:
+        raise unknown("patch method", settings.patches, PATCH_METHODS)
+    if settings.train_stride not in TRAIN_STRIDES:
+        raise unknown("prior-extractor pretraining stride", settings.train_stride, [str(s) for s in TRAIN_STRIDES])
     views = VIEWS[settings.views]
     out = Path(out)
     record = RunRecord(command or f"{CLI} --out {out}", settings.seed)
@@ -148,8 +153,6 @@ def train_prior_extractor(out: str | Path, settings: PriorSettings, cache: str |
         if "local" in losses_used else None
     prepare_seconds = time.perf_counter() - start
 
-    if settings.train_stride not in TRAIN_STRIDES:
-        raise unknown("prior-extractor pretraining stride", settings.train_stride, [str(s) for s in TRAIN_STRIDES])
     model = GlobalLocalMoCo(ToyResNet(output_stride=settings.train_stride), queue_size=settings.queue_size, local_queue_size=settings.local_queue_size,
                             momentum=settings.momentum, temperature=settings.temperature, key_chunks=settings.key_chunks)
     optimizer = torch.optim.SGD(model.query_encoder.parameters(), lr=settings.lr, momentum=0.9,
