@@ -79,3 +79,71 @@ def test_the_tutorials_with_widgets_are_among_those_run():
     for name in ("01_few_shot_task.ipynb", "06_qgnet.ipynb"):
         assert widget_cells(nbformat.read(REPO / "notebooks" / name, as_version=4)), f"{name} no longer has a widget"
     assert {"01_few_shot_task.ipynb", "06_qgnet.ipynb"} <= {p.name for p in TUTORIALS}
+
+
+def test_every_notebook_widget_uses_the_helper():
+    """ipywidgets' own ``interactive`` / ``interact`` capture output and hang headless clients."""
+    for path in REPO.glob("notebooks/*.ipynb"):
+        for cell in nbformat.read(path, as_version=4).cells:
+            assert "widgets.interactive(" not in cell.source and "widgets.interact(" not in cell.source, path.name
+
+
+def test_interactive_figure_sets_its_output_and_redraws(monkeypatch):
+    import ipywidgets as widgets
+    import matplotlib.pyplot as plt
+
+    from fsslib.notebook import interactive_figure
+
+    drawn = []
+
+    def draw(size: int):
+        drawn.append(size)
+        figure, ax = plt.subplots(figsize=(1, 1))
+        ax.plot(range(size))
+        return figure
+
+    open_before = plt.get_fignums()
+    slider = widgets.IntSlider(2, 1, 9)
+    box = interactive_figure(draw, size=slider)
+    output = box.children[-1]
+    assert drawn == [2] and output.outputs[0]["output_type"] == "display_data"
+    assert "image/png" in output.outputs[0]["data"] and plt.get_fignums() == open_before  # closed: not drawn twice
+    first = output.outputs[0]["data"]["image/png"]
+    slider.value = 7
+    assert drawn == [2, 7] and output.outputs[0]["data"]["image/png"] != first
+    json.dumps(output.outputs)  # the widget state is plain JSON, as the front end receives it
+    with pytest.raises(TypeError, match="must return a matplotlib Figure"):
+        interactive_figure(lambda size: None, size=widgets.IntSlider(1, 1, 2))
+    with pytest.raises(TypeError, match="not an ipywidgets value widget"):
+        interactive_figure(draw, size=3)
+
+
+def test_a_failing_redraw_shows_the_error_in_place_of_the_figure():
+    import ipywidgets as widgets
+    import matplotlib.pyplot as plt
+
+    from fsslib.notebook import interactive_figure
+
+    def draw(size: int):
+        if size > 5:
+            raise ValueError("too large")
+        return plt.subplots(figsize=(1, 1))[0]
+
+    slider = widgets.IntSlider(1, 1, 9)
+    box = interactive_figure(draw, size=slider)
+    slider.value = 8
+    (shown,) = box.children[-1].outputs
+    assert shown["output_type"] == "stream" and "too large" in shown["text"]
+
+
+def test_notebook_outputs_go_to_one_ignored_folder(monkeypatch, tmp_path):
+    from fsslib.notebook import output_dir
+    from fsslib.paths import CHECKOUT_OUTPUTS
+
+    monkeypatch.delenv("FSSLIB_OUTPUTS", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert output_dir("x") == CHECKOUT_OUTPUTS / "x" == REPO / "notebooks" / "outputs" / "x"
+    ignored = subprocess.run(["git", "check-ignore", "-q", "notebooks/outputs/x/metrics.json"], cwd=REPO)
+    assert ignored.returncode == 0, "notebooks/outputs/ must be ignored by git"
+    monkeypatch.setenv("FSSLIB_OUTPUTS", str(tmp_path / "mine"))
+    assert output_dir("x") == tmp_path / "mine" / "x"
