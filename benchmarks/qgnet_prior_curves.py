@@ -11,7 +11,8 @@ its learning curve (held-out kNN mAP and the retrieval of a scene's other view a
 ``PLATEAU_GAIN``) beside the bootstrap standard error of one curve point (the noise the rule has to beat),
 and the losses at the end against chance. Then the second rule: for every pair of runs whose weights are here
 and whose settings differ only by a doubled budget, the kNN mAP difference on ``--scenes`` held-out scenes
-with its paired bootstrap standard error; the same for every pair at one budget whose settings differ in one
+with its paired bootstrap standard error, also written into both runs' ``.json`` (``plateau.twice_the_budget``
+/ ``plateau.half_the_budget``); the same for every pair at one budget whose settings differ in one
 setting alone (the controls: lr, temperature, the stride the encoders train at).
 """
 from __future__ import annotations
@@ -31,6 +32,7 @@ from fsslib.pretrain.qgnet_prior.metrics import (HELD_OUT_SEED, HELD_OUT_STREAM,
                                                  knn_map, knn_map_difference, last_quarter_gain,
                                                  pooled_features)
 from fsslib.pretrain.qgnet_prior.train import PriorSettings  # noqa: E402
+from fsslib.pretrain.saving import write_metadata  # noqa: E402
 from fsslib.pretrain.scenes import render_scenes  # noqa: E402
 from fsslib.pretrain.toy_resnet.model import multi_hot  # noqa: E402
 from fsslib.viz import plot_learning_curves  # noqa: E402
@@ -72,15 +74,35 @@ def recipe(run: dict) -> dict:
     return {k: v for k, v in settings.items() if k not in ("steps", "eval_every", "curve_scenes")}
 
 
+PATCH_SETTINGS = {"patches", "superpixels", "patch_size", "min_patch_area", "local_queue_size"}  # the local loss's
+
+
 def settings_apart(first: dict, second: dict) -> list[str]:
-    """The settings (budget included) in which two runs differ."""
+    """The settings (budget included) in which two runs differ; the patch settings count only when both runs
+    train the local loss (a global-only run never reads them)."""
     a, b = {**recipe(first), "steps": first["settings"]["steps"]}, {**recipe(second), "steps": second["settings"]["steps"]}
-    return sorted(key for key in {*a, *b} if a.get(key) != b.get(key))
+    unused = PATCH_SETTINGS if "global" in (a["losses"], b["losses"]) else set()
+    return sorted(key for key in {*a, *b} - unused if a.get(key) != b.get(key))
+
+
+def record_twice_the_budget(weights: dict[str, Path], first: str, second: str, n_scenes: int,
+                            knn: tuple[float, float], measured: dict[str, float]) -> None:
+    """Write the doubled-budget verdict into both runs' ``.json`` (``plateau.twice_the_budget`` of the shorter run,
+    ``plateau.half_the_budget`` of the longer): the second plateau rule, which beats the noise the curve cannot."""
+    verdict = {"held_out_scenes": n_scenes, "knn_map": round(knn[0], 4), "knn_map_twice": round(knn[1], 4),
+               "difference": round(measured["difference"], 4), "se": round(measured["se"], 4),
+               "rule": f"twice the budget moves the kNN mAP by less than {PLATEAU_GAIN}",
+               "reached": abs(measured["difference"]) < PLATEAU_GAIN}
+    for name, key, other in ((first, "twice_the_budget", second), (second, "half_the_budget", first)):
+        record = json.loads(weights[name].with_suffix(".json").read_text())
+        record.setdefault("plateau", {})[key] = {"run": other, **verdict}
+        write_metadata(weights[name], record)
 
 
 def paired_comparisons(weights: dict[str, Path], records: dict[str, dict], n_scenes: int) -> list[str]:
     """kNN mAP difference ± paired s.e. on ``n_scenes`` for (run, run at twice its budget) pairs, and for
-    (run, control) pairs at the same budget whose recipes differ in one setting (e.g. lr, T, the stride)."""
+    (run, control) pairs at the same budget whose recipes differ in one setting (e.g. lr, T, the stride).
+    The doubled-budget verdicts go into the runs' ``.json`` too (:func:`record_twice_the_budget`)."""
     doubled = [(a, b) for a in weights for b in weights if settings_apart(records[a], records[b]) == ["steps"]
                and records[b]["settings"]["steps"] == 2 * records[a]["settings"]["steps"]]
     controls = [(a, b, apart[0]) for a in weights for b in weights if a < b
@@ -92,10 +114,10 @@ def paired_comparisons(weights: dict[str, Path], records: dict[str, dict], n_sce
     names = {*sum(doubled, ()), *(name for a, b, _ in controls for name in (a, b))}
     features = {name: pooled_features(load_toy_resnet(weights[name]), scenes.images) for name in names}
 
-    def compared(first: str, second: str) -> tuple[str, float]:
+    def compared(first: str, second: str) -> tuple[str, tuple[float, float], dict[str, float]]:
         measured = knn_map_difference(features[first], features[second], labels)
-        return (f"{knn_map(features[first], labels):.3f} | {knn_map(features[second], labels):.3f} | "
-                f"{measured['difference']:+.3f} ± {measured['se']:.3f}"), measured["difference"]
+        knn = knn_map(features[first], labels), knn_map(features[second], labels)
+        return f"{knn[0]:.3f} | {knn[1]:.3f} | {measured['difference']:+.3f} ± {measured['se']:.3f}", knn, measured
 
     lines = []
     if doubled:
@@ -105,8 +127,11 @@ def paired_comparisons(weights: dict[str, Path], records: dict[str, dict], n_sce
                   "score both runs).", "", "| run | twice the budget | kNN mAP | kNN mAP at twice the budget | "
                   f"difference ± s.e. | moves less than {PLATEAU_GAIN} |", "|---|---|---|---|---|---|"]
         for first, second in doubled:
-            text, difference = compared(first, second)
-            lines.append(f"| `{first}` | `{second}` | {text} | {'yes' if abs(difference) < PLATEAU_GAIN else 'no'} |")
+            text, knn, measured = compared(first, second)
+            record_twice_the_budget({name: weights[name] for name in (first, second)},
+                                    first, second, n_scenes, knn, measured)
+            lines.append(f"| `{first}` | `{second}` | {text} | "
+                         f"{'yes' if abs(measured['difference']) < PLATEAU_GAIN else 'no'} |")
     if controls:
         lines += ["", f"## Controls: one setting changed at the same budget ({n_scenes} held-out scenes)", "",
                   "Each extractor evaluated at output stride 8, as QGNet uses it; ± is the paired bootstrap standard "
