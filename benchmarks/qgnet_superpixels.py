@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from fsslib.data.layout import IGNORE
 from fsslib.pretrain.qgnet_prior.patches import TOY_SUPERPIXELS, patch_object_share
 from fsslib.pretrain.qgnet_prior.train import PriorSettings
-from fsslib.pretrain.scenes import render_scenes
+from fsslib.pretrain.scenes import Scenes, render_scenes
 from fsslib.pretrain.toy_resnet.model import N_CLASSES
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -40,7 +40,7 @@ CANDIDATES = {
 SLIC_CEILING = [{"n_segments": n, "compactness": c} for n in (192, 256, 384) for c in (0.3, 1.0)]  # not candidates
 
 
-def table(scenes, method: str, candidates: list[dict], min_area: int) -> list[str]:
+def table(scenes: Scenes, method: str, candidates: list[dict], min_area: int) -> list[str]:
     """The Markdown table of the two measurements for every setting of ``method`` in ``candidates``."""
     lines = ["| setting | segments per image | sampled patches at least half object "
              "| object pixels in segments at least 90% one class |", "|---|---|---|---|"]
