@@ -158,6 +158,28 @@ def test_control_scenes_and_views_are_named_or_refused(tmp_path):
         train_prior_extractor(tmp_path / "x.pt", PriorSettings(steps=1, views="strong"))
     with pytest.raises(UnknownNameError, match="felzenszwalb"):  # refused before 8000 scenes are rendered
         train_prior_extractor(tmp_path / "x.pt", PriorSettings(steps=1, patches="watershed"))
+    with pytest.raises(UnknownNameError, match="fp32, bf16"):
+        train_prior_extractor(tmp_path / "x.pt", PriorSettings(steps=1, precision="fp16"))
+
+
+def test_the_bf16_losses_and_gradients_follow_the_float32_ones():
+    """precision='bf16' runs the encoders under CPU autocast: one step's loss and gradient stay close to float32's."""
+    torch.manual_seed(0)
+    model = GlobalLocalMoCo(ToyResNet(), queue_size=64, local_queue_size=64, key_chunks=2)
+    views = torch.rand(2, 16, 3, 64, 64)  # (2 views, B, 3, H, W)
+    gradients, losses = [], []
+    for bf16 in (False, True):
+        state = {name: value.clone() for name, value in model.state_dict().items()}
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = model.loss(views[0], views[1], local=False, generator=torch.Generator().manual_seed(0))
+        assert loss.dtype == torch.float32
+        loss.backward()
+        losses.append(loss.item())
+        gradients.append(torch.cat([p.grad.flatten() for p in model.query_encoder.parameters()]))
+        model.load_state_dict(state)  # the queue as before
+    assert abs(losses[0] - losses[1]) < 0.01 * losses[0]
+    assert F.cosine_similarity(gradients[0], gradients[1], dim=0) > 0.97
 
 
 @pytest.mark.slow
@@ -186,14 +208,15 @@ def test_tiny_pretraining_writes_a_loadable_prior_extractor_with_its_provenance(
     assert "toy-qgnet-prior" in PRETRAINERS
 
 
-def test_an_interrupted_pretraining_resumes_to_the_same_weights(tmp_path, monkeypatch):
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_an_interrupted_pretraining_resumes_to_the_same_weights(tmp_path, monkeypatch, precision):
     """Stopped in step 3 of 4 (state saved at step 2), then resumed: the weights, curve and losses equal those
     of an uninterrupted run, and the partial state is gone."""
     import fsslib.pretrain.qgnet_prior.train as pretraining
     from fsslib.errors import FsslibError
 
     settings = PriorSettings(steps=4, pool_size=24, batch_size=8, queue_size=16, local_queue_size=16, key_chunks=2,
-                             eval_every=2, curve_scenes=40)
+                             eval_every=2, curve_scenes=40, precision=precision)
     whole = train_prior_extractor(tmp_path / "whole.pt", settings, cache=tmp_path, progress=False, workers=1,
                                   n_eval_images=40)
     calls = []

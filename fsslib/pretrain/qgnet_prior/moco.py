@@ -43,7 +43,7 @@ class ContrastiveEncoder(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         pooled = self.backbone(images)["layer4"].mean(dim=(2, 3))  # (B, C)
-        return F.normalize(self.head(pooled), dim=1)
+        return F.normalize(self.head(pooled).float(), dim=1)  # float32 under autocast too
 
 
 class GlobalLocalMoCo(nn.Module):
@@ -88,6 +88,7 @@ class GlobalLocalMoCo(nn.Module):
         the keys are enqueued afterwards. Call :meth:`update_key_encoder` once per step before the first loss."""
         queries = self.query_encoder(query_views)
         keys = self.keys(key_views, generator)
-        loss = info_nce(queries, keys, (self.local_queue if local else self.queue).clone(), self.temperature)
+        with torch.autocast(queries.device.type, enabled=False):  # float32 logits: they are divided by T
+            loss = info_nce(queries, keys, (self.local_queue if local else self.queue).clone(), self.temperature)
         self.enqueue(keys, local)
         return loss
