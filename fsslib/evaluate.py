@@ -3,6 +3,7 @@
     python -m fsslib.evaluate --method prototype --preset toy --fold 0 --shots 1 \\
         --episodes 1000 --seed 0 --ckpt runs/proto/best.pt --out runs/proto/eval
     python -m fsslib.evaluate --method pfenet --ways 2 --ckpt runs/pfenet/best.pt ...   # 2-way 1-shot
+    python -m fsslib.evaluate --method pfenet --fold 2 --ckpt zoo        # the shipped toy model (fsslib.zoo)
 
 or ``fsslib.evaluate.run(cfg)``. Writes ``<out>/metrics.json`` (mIoU and FB-IoU in %, with the
 torch version, the fsslib commit and the device that produced them).
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from fsslib.blocks.frozen import frozen_digests
 from fsslib.config import Config, make_config, run_command_line
 from fsslib.data.benchmarks import get_benchmark
 from fsslib.data.episodes import EpisodeDataset
@@ -25,6 +27,7 @@ from fsslib.errors import CheckpointError
 from fsslib.methods import build_method
 from fsslib.methods.base import FewShotSegmenter
 from fsslib.provenance import run_provenance
+from fsslib.zoo import ZOO_GRID, training_shots, zoo_checkpoint
 
 __all__ = ["evaluate_model", "load_checkpoint", "load_model", "main", "open_source", "run"]
 
@@ -32,25 +35,44 @@ __all__ = ["evaluate_model", "load_checkpoint", "load_model", "main", "open_sour
 MODEL_FIELDS = ("variant", "options", "backbone", "preset")  # settings that change what the weights mean
 
 
+def checkpoint_path(cfg: Config) -> str | None:
+    """``cfg.ckpt``, with ``zoo`` / ``zoo:<k>shot`` resolved to the shipped model of the method and fold
+    (:mod:`fsslib.zoo`)."""
+    if cfg.ckpt != "zoo" and not (cfg.ckpt or "").startswith("zoo:"):
+        return cfg.ckpt
+    shots = training_shots(cfg.ckpt, cfg.method, cfg.variant, cfg.shots)
+    return str(zoo_checkpoint(cfg.method, cfg.fold, shots, cfg.variant))
+
+
 def load_model(cfg: Config, device: torch.device) -> FewShotSegmenter:
-    """Build ``cfg.method``; trained methods load ``cfg.ckpt`` (required)."""
+    """Build ``cfg.method``; trained methods load ``cfg.ckpt`` (required: a path, or ``zoo``)."""
     model = build_method(cfg)
     if model.trainable:
-        if cfg.ckpt is None:
+        path = checkpoint_path(cfg)
+        if path is None:
             raise CheckpointError(f"Method {cfg.method!r} is trained, but no checkpoint was given.",
-                                  f"pass --ckpt PATH (ckpt=PATH); make one with `python -m fsslib.train --method {cfg.method}`.")
-        state = load_checkpoint(cfg.ckpt, cfg.method)
+                                  f"pass --ckpt PATH (ckpt=PATH) or --ckpt zoo (the shipped toy model); make one with "
+                                  f"`python -m fsslib.train --method {cfg.method}`.")
+        state = load_checkpoint(path, cfg.method)
         trained = state.get("config", {})
         changed = [k for k in MODEL_FIELDS if k in trained and trained[k] != getattr(cfg, k)]
         if changed:
             raise CheckpointError(
-                f"Checkpoint {cfg.ckpt} was trained with {', '.join(f'{k}={trained[k]!r}' for k in changed)}, "
+                f"Checkpoint {path} was trained with {', '.join(f'{k}={trained[k]!r}' for k in changed)}, "
                 f"but this run asks for {', '.join(f'{k}={getattr(cfg, k)!r}' for k in changed)}.",
                 "evaluate with the settings the checkpoint was trained with, or train a checkpoint for these.")
+        recorded, built = state.get("frozen", {}), frozen_digests(model)
+        other = sorted(name for name in recorded if built.get(name) != recorded[name])
+        if other:
+            raise CheckpointError(
+                f"Checkpoint {path} was trained beside other frozen weights than this {cfg.method!r} model holds "
+                f"({', '.join(other)}): its trained layers would read features they were not trained on.",
+                "build the model with the frozen weights it was trained with (the same backbone_weights and shipped "
+                f"checkpoints), or train it again; for the zoo: python -m fsslib.runs {ZOO_GRID}")
         try:
             model.load_state_dict(state["model"])
         except RuntimeError as error:
-            raise CheckpointError(f"Checkpoint {cfg.ckpt} does not fit this {cfg.method!r} model: {str(error)[:300]}",
+            raise CheckpointError(f"Checkpoint {path} does not fit this {cfg.method!r} model: {str(error)[:300]}",
                                   "evaluate with the shots / options it was trained with.") from None
     return model.to(device).eval()
 
@@ -63,6 +85,8 @@ def run(cfg: Config | None = None, **overrides) -> dict:
     benchmark = get_benchmark(cfg.benchmark, cfg.coco_folds)
     source = open_source(cfg, benchmark.test_split)
     model = load_model(cfg, device)
+    checkpoint = checkpoint_path(cfg) if model.trainable else None
+    train_shots = load_checkpoint(checkpoint, cfg.method).get("config", {}).get("shots") if checkpoint else None
     seeds = list(range(cfg.seed, cfg.seed + max(1, cfg.eval_seeds)))
     runs = []
     for seed in seeds:
@@ -81,7 +105,8 @@ def run(cfg: Config | None = None, **overrides) -> dict:
         "episodes": sum(r["episodes"] for r in runs),
         "episodes_per_s": statistics.fmean(r["episodes_per_s"] for r in runs),
         "tier": cfg.tier, "method": cfg.method, "variant": cfg.variant, "benchmark": benchmark.name, "split": source.split,
-        "fold": cfg.fold, "ways": cfg.ways, "shots": cfg.shots, "seed": cfg.seed, "seeds": seeds, "checkpoint": cfg.ckpt,
+        "fold": cfg.fold, "ways": cfg.ways, "shots": cfg.shots, "seed": cfg.seed, "seeds": seeds,
+        "checkpoint": checkpoint, "train_shots": train_shots,
         **run_provenance(device),
     }
     diagnostics = [r["diagnostics"] for r in runs if "diagnostics" in r]

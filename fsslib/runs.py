@@ -17,6 +17,9 @@ validation learning curves of the trained runs to ``<name>_curves.png`` (with ea
 over the last quarter of training in the Markdown file: a plateau gains < 1 point). Committed
 tables are exactly what this command writes (``--smoke`` writes to ``<name>_smoke`` instead).
 
+A grid with ``zoo: true`` (``zoo_toy.yaml``) also writes each run's ``best.pt`` into the shipped model zoo
+(:func:`export_to_zoo`) once all its runs have finished.
+
 A grid may name other grids under ``beside`` (e.g. ``beside: [piclip_toy]``): their committed
 rows on the same test episodes (fold, ways, shots, seed, episodes) are set beside this grid's
 default rows, with the all-foreground reference and each method's support annotation
@@ -114,7 +117,8 @@ def check_parameters(grid: dict[str, Any], runs: list[dict[str, Any]]) -> None:
     for params in runs:
         trained = params.get("shots", 1)
         evaluated = params.get("test_shots") or [trained]
-        if set(evaluated) != {trained} and shots_fixed_by_training(params["method"], params.get("variant", "")):
+        from_zoo = params.get("ckpt") == "zoo"  # the zoo holds a model per training shots (fsslib.zoo)
+        if set(evaluated) != {trained} and not from_zoo and shots_fixed_by_training(params["method"], params.get("variant", "")):
             raise FsslibError(f"Grid {grid['name']}: run {run_name(params)} trains on {trained}-shot episodes and is "
                               f"evaluated at shots {list(evaluated)}, but its weights fit {trained}-shot episodes only "
                               f"({params['method']} builds its layers for the number of shots).",
@@ -219,7 +223,50 @@ def execute(grid_path: str | Path, smoke: bool = False, outputs: str | Path | No
         results_per_run = [f.result() for f in futures]
     finally:  # after an error or an interrupt, no further run starts
         pool.shutdown(cancel_futures=True)
-    return _write_grid_table(grid, name, runs, results_per_run, results, publish=not smoke and results is None)
+    rows = _write_grid_table(grid, name, runs, results_per_run, results, publish=not smoke and results is None)
+    if grid.get("zoo") and not smoke and results is None:  # the zoo grid ships its trained models (fsslib.zoo)
+        for params, result in zip(tqdm(runs, desc="export to the zoo"), results_per_run):
+            export_to_zoo(outputs / run_name(params), f"python -m fsslib.runs {grid_path}  (run {run_name(params)})",
+                   result["rows"])
+    return rows
+
+
+def export_to_zoo(run_dir: Path, command: str, rows: list[dict], root: Path | None = None) -> Path:
+    """Write a trained run (``run_dir/best.pt`` and its logs) into the zoo as float16 weights and provenance;
+    returns the checkpoint's path. The .json's ``check`` is measured on the written float16 weights."""
+    import torch
+
+    from fsslib import evaluate
+    from fsslib.config import Config
+    from fsslib.pretrain.saving import file_sha256, half_precision
+    from fsslib.zoo import CHECK_EPISODES, ZOO, zoo_name
+
+    root = root or ZOO
+    state = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)
+    config = state["config"]
+    name = zoo_name(config["method"], config["fold"], config["shots"], config["variant"])
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / f"{name}.pt"
+    torch.save({"method": state["method"], "model": half_precision(state["model"]), "config": config,
+                "frozen": state.get("frozen", {}), "epoch": state["epoch"]}, path)
+    summary = json.loads((run_dir / "train_summary.json").read_text())
+    check_config = Config(**{**config, "ckpt": str(path), "episodes": CHECK_EPISODES, "out": str(run_dir / "zoo_check"),
+                             "progress": False, "device": "cpu"})
+    check = evaluate.run(check_config)
+    provenance = {
+        "name": name, "method": config["method"], "variant": config["variant"], "fold": config["fold"],
+        "train_shots": config["shots"], "tier": config["preset"], "command": command,
+        "git_commit": rows[0]["commit"], "torch": rows[0]["torch"], "device": rows[0]["device"],
+        "train_time_s": round(summary["train_time_s"], 1), "epochs": summary["epochs"], "best_epoch": state["epoch"],
+        "best_val_miou": summary["best_val_miou"],
+        "validation_curve": [[h["epoch"], h["val_miou"]] for h in summary["history"] if h.get("val_miou") is not None],
+        "test_rows": [{k: row[k] for k in ("ways", "shots", "episodes", "miou", "fbiou")} for row in rows],
+        "check": {"episodes": CHECK_EPISODES, "ways": 1, "shots": config["shots"], "seed": config["seed"],
+                  "miou": check["miou"], "fbiou": check["fbiou"]},
+        "checkpoint": {"file": path.name, "bytes": path.stat().st_size, "sha256": file_sha256(path), "dtype": "float16"},
+    }
+    path.with_suffix(".json").write_text(json.dumps(provenance, indent=1) + "\n")
+    return path
 
 
 def _write_grid_table(grid: dict[str, Any], name: str, runs: list[dict[str, Any]], results_per_run: list[dict[str, Any]],

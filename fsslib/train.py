@@ -26,6 +26,7 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
+from fsslib.blocks.frozen import frozen_digests
 from fsslib.config import Config, make_config, run_command_line
 from fsslib.data.benchmarks import get_benchmark
 from fsslib.data.episodes import EpisodeBatch, EpisodeDataset, collate_episodes
@@ -146,6 +147,7 @@ def run(cfg: Config | None = None, **overrides) -> dict:
     model = build_method(cfg).to(device)
     if not model.trainable:
         raise FsslibError(f"Method {cfg.method!r} is training-free.", f"evaluate it directly: `python -m fsslib.evaluate --method {cfg.method}`.")
+    frozen = frozen_digests(model)  # checkpoints refuse other frozen weights (fsslib.evaluate.load_model)
     benchmark = get_benchmark(cfg.benchmark, cfg.coco_folds)
     train_source = open_source(cfg, benchmark.train_split)
     train_set = EpisodeDataset(train_source, cfg.fold, cfg.shots, cfg.image_size, cfg.episodes_per_epoch, cfg.seed,
@@ -166,6 +168,9 @@ def run(cfg: Config | None = None, **overrides) -> dict:
     if cfg.resume and last_path.is_file():
         state = load_checkpoint(last_path, cfg.method)
         check_same_run(state["config"], cfg, last_path)
+        if state.get("frozen", frozen) != frozen:
+            raise CheckpointError(f"{last_path} was trained beside other frozen weights than this model holds.",
+                                  "resume with the frozen weights the run started with, or start it again without --resume.")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -206,9 +211,9 @@ def run(cfg: Config | None = None, **overrides) -> dict:
             history.append(record)
             if improved:
                 save_checkpoint(best_path, {"method": cfg.method, "model": model.state_dict(), "epoch": epoch + 1,
-                                            "val_miou": record.get("val_miou"), "config": cfg.to_dict()})
+                                            "val_miou": record.get("val_miou"), "config": cfg.to_dict(), "frozen": frozen})
             save_checkpoint(last_path, {
-                "method": cfg.method, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "method": cfg.method, "model": model.state_dict(), "frozen": frozen, "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "rng": rng_state(),
                 "best_miou": best_miou, "history": history, "config": cfg.to_dict(),
             })

@@ -1,0 +1,86 @@
+"""The toy model zoo: every trained method's main configuration on each toy fold, shipped in the package.
+
+    python -m fsslib.runs papermill_runs/zoo_toy.yaml      # trains every zoo model and writes it here
+                                                             # (fsslib.runs.export_to_zoo)
+    python -m fsslib.evaluate --method pfenet --fold 2 --ckpt zoo
+    python -m fsslib.zoo                                     # what the zoo holds
+
+A zoo model is ``fsslib/checkpoints/zoo/<method>[-<variant>]-fold<f>-<k>shot.pt`` (the run's ``best.pt``
+in float16, the trained weights only: frozen backbones, CLIP towers and prior extractors are not in
+checkpoints, :mod:`fsslib.blocks.frozen`) beside a ``.json`` of its provenance: the command, commit,
+torch build and device of the run, its wall time and validation curve, and a check (the mIoU of the
+float16 weights on the first test episodes) that the tests repeat. ``ckpt="zoo"`` picks the model trained
+on 1-shot episodes, or on ``shots``-shot ones for a method whose weights fit their training shots only;
+``ckpt="zoo:5shot"`` names the training shots.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+from fsslib.errors import CheckpointError
+from fsslib.methods import shots_fixed_by_training
+
+ZOO = Path(__file__).resolve().parent / "checkpoints" / "zoo"
+ZOO_GRID = "papermill_runs/zoo_toy.yaml"
+CHECK_EPISODES = 40  # test episodes the .json's check (and the tests) evaluate the float16 weights on
+
+
+def zoo_name(method: str, fold: int, train_shots: int, variant: str = "") -> str:
+    """The file stem of a zoo model, e.g. ``pfenet-fold0-1shot``."""
+    return f"{method}{f'-{variant}' if variant else ''}-fold{fold}-{train_shots}shot"
+
+
+def zoo_entries(root: Path | None = None) -> list[str]:
+    """The names of the models the zoo (``root``, default :data:`ZOO`) holds, sorted."""
+    root = root or ZOO
+    return sorted(path.stem for path in root.glob("*.pt")) if root.is_dir() else []
+
+
+def training_shots(ckpt: str, method: str, variant: str, shots: int) -> int:
+    """The training shots ``ckpt`` ("zoo" or "zoo:<k>shot") asks for, evaluated at ``shots``."""
+    if ckpt == "zoo":
+        return shots if shots_fixed_by_training(method, variant) else 1
+    match = re.fullmatch(r"zoo:(\d+)shot", ckpt)
+    if not match:
+        raise CheckpointError(f"--ckpt {ckpt!r} names no zoo model.",
+                              "pass --ckpt zoo (the 1-shot-trained model) or --ckpt zoo:5shot (trained on 5 shots).")
+    return int(match.group(1))
+
+
+def zoo_checkpoint(method: str, fold: int, train_shots: int, variant: str = "", root: Path | None = None) -> Path:
+    """The path of a zoo model; a combination the zoo does not hold gets an error listing what it holds."""
+    root = root or ZOO
+    path = root / f"{zoo_name(method, fold, train_shots, variant)}.pt"
+    if not path.is_file():
+        held = zoo_entries(root)
+        raise CheckpointError(
+            f"The zoo holds no {method}{f' ({variant})' if variant else ''} model for fold {fold} trained on "
+            f"{train_shots}-shot episodes. It holds: {', '.join(held) if held else 'nothing yet'}.",
+            f"pick one of those, train this one (`python -m fsslib.train --method {method} --fold {fold} "
+            f"--shots {train_shots} --out DIR`, then --ckpt DIR/best.pt), or re-make the zoo: "
+            f"python -m fsslib.runs {ZOO_GRID}")
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Print what the zoo holds: each model's best validation mIoU, its epoch and its size."""
+    argparse.ArgumentParser(prog="python -m fsslib.zoo", description="List the shipped toy model zoo.").parse_args(argv)
+    entries = zoo_entries()
+    if not entries:
+        print(f"The zoo is empty: python -m fsslib.runs {ZOO_GRID}")
+        return
+    total = 0
+    for name in entries:
+        info = json.loads((ZOO / f"{name}.json").read_text())
+        total += info["checkpoint"]["bytes"]
+        print(f"{name:45s} val mIoU {info['best_val_miou']:5.1f} (epoch {info['best_epoch']}/{info['epochs']})  "
+              f"{info['checkpoint']['bytes'] / 1e6:.1f} MB")
+    print(f"{len(entries)} models, {total / 1e6:.1f} MB in {ZOO}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

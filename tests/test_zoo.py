@@ -1,0 +1,66 @@
+"""The toy model zoo: export of a trained run, ``ckpt="zoo"`` resolution, and checkpoints that refuse other
+frozen weights than they were trained beside."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import fsslib.zoo as zoo
+from fsslib import evaluate, train
+from fsslib.config import make_config
+from fsslib.errors import CheckpointError
+from fsslib.runs import export_to_zoo
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """A smoke-sized prototype run on fold 1 and its 1-shot test row."""
+    out = tmp_path_factory.mktemp("run")
+    train.run(make_config(method="prototype", fold=1, smoke=True, out=out, progress=False))
+    row = evaluate.run(make_config(method="prototype", fold=1, smoke=True, ckpt=out / "best.pt", out=out / "eval",
+                                   progress=False))
+    return out, row
+
+
+def test_an_exported_run_is_found_by_ckpt_zoo_and_repeats_its_recorded_check(trained_run, tmp_path, monkeypatch):
+    run_dir, row = trained_run
+    monkeypatch.setattr(zoo, "ZOO", tmp_path)
+    path = export_to_zoo(run_dir, "python -m fsslib.runs papermill_runs/zoo_toy.yaml", [row])
+    assert path == tmp_path / "prototype-fold1-1shot.pt" and zoo.zoo_entries() == ["prototype-fold1-1shot"]
+    weights = torch.load(path, weights_only=True)["model"]
+    assert all(t.dtype == torch.float16 for t in weights.values() if t.is_floating_point())
+    info = json.loads(path.with_suffix(".json").read_text())
+    assert info["train_shots"] == 1 and info["validation_curve"] and info["test_rows"][0]["miou"] == row["miou"]
+    assert info["git_commit"] == row["commit"] and info["checkpoint"]["bytes"] == path.stat().st_size
+    check = evaluate.run(make_config(method="prototype", fold=1, ckpt="zoo", episodes=info["check"]["episodes"],
+                                     out=tmp_path / "check", progress=False))
+    assert check["miou"] == pytest.approx(info["check"]["miou"], abs=1e-9)
+    assert check["checkpoint"] == str(path)
+    with pytest.raises(CheckpointError, match="It holds: prototype-fold1-1shot"):
+        evaluate.load_model(make_config(method="prototype", fold=2, ckpt="zoo"), torch.device("cpu"))
+
+
+def test_ckpt_zoo_names_the_training_shots():
+    assert zoo.training_shots("zoo", "prototype", "", 5) == 1  # the 1-shot model, evaluated at 5 shots
+    assert zoo.training_shots("zoo", "piclip", "", 5) == 5  # PI-CLIP's weights fit their training shots
+    assert zoo.training_shots("zoo:5shot", "pfenet", "", 1) == 5
+    with pytest.raises(CheckpointError, match="zoo:5shot"):
+        zoo.training_shots("zoo:five", "pfenet", "", 1)
+
+
+def test_an_empty_zoo_says_how_to_make_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(zoo, "ZOO", tmp_path / "none")
+    with pytest.raises(CheckpointError, match="(?s)nothing yet.*zoo_toy.yaml"):
+        zoo.zoo_checkpoint("pfenet", 0, 1)
+
+
+def test_a_checkpoint_refuses_frozen_weights_it_was_not_trained_beside(trained_run, tmp_path):
+    run_dir, _ = trained_run
+    state = torch.load(run_dir / "best.pt", weights_only=True)
+    assert set(state["frozen"]) == {"backbone"}
+    state["frozen"]["backbone"] = "0" * 64
+    torch.save(state, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="other frozen weights than this 'prototype' model holds \\(backbone\\)"):
+        evaluate.load_model(make_config(method="prototype", fold=1, ckpt=tmp_path / "other.pt"), torch.device("cpu"))
