@@ -61,11 +61,12 @@ def save_checkpoint(path: Path, state: dict) -> None:
 
 @torch.no_grad()
 def evaluate_model(model: FewShotSegmenter, dataset: EpisodeDataset, cfg: Config, device: torch.device,
-                   description: str = "eval") -> dict:
+                   description: str = "eval", keep_episodes: bool = False) -> dict:
     """Run every episode of ``dataset``; returns the :class:`FewShotMeter` summary plus throughput and the
-    model's :meth:`~fsslib.methods.base.FewShotSegmenter.diagnostics` (when it counts any)."""
+    model's :meth:`~fsslib.methods.base.FewShotSegmenter.diagnostics` (when it counts any); ``keep_episodes``:
+    also ``"episodes_detail"``, every episode's counts and class ids (:meth:`FewShotMeter.kept_episodes`)."""
     benchmark = dataset.source.benchmark
-    meter = FewShotMeter(dataset.classes, {c: benchmark.class_name(c) for c in dataset.classes})
+    meter = FewShotMeter(dataset.classes, {c: benchmark.class_name(c) for c in dataset.classes}, keep_episodes)
     batch_size = cfg.eval_batch_size if dataset.query_resize != "short_side" else 1  # queries of their own sizes
     loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate_episodes, num_workers=cfg.num_workers)
     was_training = model.training
@@ -80,4 +81,5 @@ def evaluate_model(model: FewShotSegmenter, dataset: EpisodeDataset, cfg: Config
     model.train(was_training)
     diagnostics = model.diagnostics()
     return {**meter.summary(), "episodes_per_s": meter.episodes / max(elapsed, 1e-9),
-            **({"diagnostics": diagnostics} if diagnostics else {})}
+            **({"diagnostics": diagnostics} if diagnostics else {}),
+            **({"episodes_detail": meter.kept_episodes()} if keep_episodes else {})}

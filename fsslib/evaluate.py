@@ -6,7 +6,9 @@
     python -m fsslib.evaluate --method pfenet --fold 2 --ckpt zoo        # the shipped toy model (fsslib.zoo)
 
 or ``fsslib.evaluate.run(cfg)``. Writes ``<out>/metrics.json`` (mIoU and FB-IoU in %, with the
-torch version, the fsslib commit and the device that produced them).
+torch version, the fsslib commit and the device that produced them) and ``<out>/episodes.npz`` (every
+episode's intersection and union counts, ``counts`` (E, 1+N, 2), and class ids, ``class_ids`` (E, N), of the
+first evaluation seed: what strata of the episodes are scored from, :mod:`fsslib.data.strata`).
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import statistics
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from fsslib.blocks.frozen import frozen_digests
@@ -92,7 +95,11 @@ def run(cfg: Config | None = None, **overrides) -> dict:
     for seed in seeds:
         dataset = EpisodeDataset(source, cfg.fold, cfg.shots, cfg.image_size, cfg.episodes, seed, mode="test", ways=cfg.ways,
                                  resize=cfg.resize)
-        runs.append(evaluate_model(model, dataset, cfg, device, description=f"{cfg.method} fold {cfg.fold} seed {seed}"))
+        runs.append(evaluate_model(model, dataset, cfg, device, description=f"{cfg.method} fold {cfg.fold} seed {seed}",
+                                   keep_episodes=True))
+    counts, class_ids = runs[0].pop("episodes_detail")  # the first seed's episodes, for strata (fsslib.data.strata)
+    for later in runs[1:]:
+        later.pop("episodes_detail")
     unseen = len(dataset.classes) - len(runs[0]["per_class_iou"])
     if unseen:
         warnings.warn(f"{unseen} of the fold's {len(dataset.classes)} classes had no episode among the "
@@ -120,6 +127,7 @@ def run(cfg: Config | None = None, **overrides) -> dict:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps({**metrics, "config": cfg.to_dict()}, indent=1))
+    np.savez_compressed(out / "episodes.npz", counts=counts.numpy(), class_ids=class_ids.numpy(), seed=seeds[0])
     return metrics
 
 

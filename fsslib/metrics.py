@@ -57,7 +57,9 @@ def check_scorable(predictions: torch.Tensor, labels: torch.Tensor, ways: int) -
 class FewShotMeter:
     """Accumulates N-way episodes and reports mIoU, per-class IoU and FB-IoU."""
 
-    def __init__(self, class_ids: list[int], class_names: dict[int, str] | None = None) -> None:
+    def __init__(self, class_ids: list[int], class_names: dict[int, str] | None = None, keep_episodes: bool = False) -> None:
+        """``keep_episodes``: also keep every episode's counts, e.g. to score strata of episodes (:meth:`kept_episodes`)."""
+        self.kept: list[tuple[torch.Tensor, torch.Tensor]] | None = [] if keep_episodes else None
         self.class_ids = list(class_ids)
         self.class_names = class_names or {c: str(c) for c in class_ids}
         self._row = {c: row for row, c in enumerate(self.class_ids)}
@@ -84,6 +86,8 @@ class FewShotMeter:
         ways = ids.shape[1]
         check_scorable(predictions, labels, ways)
         counts = intersection_union(predictions, labels, ways).cpu()  # (B, 1+N, 2)
+        if self.kept is not None:
+            self.kept.append((counts, ids))
         rows = torch.tensor([self._row[int(c)] for c in ids.flatten().tolist()])  # (B*N,)
         self.per_class.index_add_(0, rows, counts[:, 1:].flatten(0, 1))
         self.seen[rows] = True
@@ -93,6 +97,15 @@ class FewShotMeter:
         foreground_u = (((predictions >= 1) | (labels >= 1)) & valid).sum()
         self.binary += torch.stack([background, torch.tensor([float(foreground_i), float(foreground_u)], dtype=torch.float64)])
         self.episodes += ids.shape[0]
+
+    def kept_episodes(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every episode's counts (E, 1+N, 2) (``[I, U]`` of the background and each way, as
+        :func:`intersection_union`) and class ids (E, N), in the order they were added."""
+        if self.kept is None:
+            raise EpisodeShapeError("This meter keeps no episodes.", "build it with FewShotMeter(..., keep_episodes=True).")
+        if not self.kept:
+            return torch.zeros(0, 2, 2, dtype=torch.float64), torch.zeros(0, 1, dtype=torch.long)
+        return torch.cat([c for c, _ in self.kept]), torch.cat([i for _, i in self.kept])
 
     def class_iou(self) -> dict[int, float]:
         """IoU of each fold class that has occurred (a class never seen is left out)."""
@@ -181,3 +194,29 @@ class RegionMapMeter:
         return {"thresholds": self.thresholds.tolist(), "recall": shares[0].tolist(),
                 "background_share": shares[1].tolist(), "mean_on_objects": float(means[0]),
                 "mean_on_background": float(means[1])}
+
+
+def episodes_miou(counts: torch.Tensor, class_ids: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """mIoU (in [0, 1]) of sets of episodes at once, as :class:`FewShotMeter` computes it.
+
+    counts: (..., E, 2) ``[I, U]`` of each 1-way episode's object; class_ids: (..., E) its class as an index
+    0..n_classes-1. Per class the intersections and unions are summed over its episodes, and the IoUs of the
+    classes that occur are averaged. Returns (...,).
+    """
+    one_hot = F.one_hot(class_ids, n_classes).to(counts.dtype)  # (..., E, C)
+    per_class = torch.einsum("...ec,...ek->...ck", one_hot, counts)  # (..., C, 2): [I_c, U_c]
+    seen = one_hot.sum(-2) > 0  # (..., C)
+    iou = per_class[..., 0] / per_class[..., 1].clamp(min=1)
+    return (iou * seen).sum(-1) / seen.sum(-1).clamp(min=1)
+
+
+def bootstrap_miou(counts: torch.Tensor, class_ids: torch.Tensor, n_classes: int, resamples: int = 1000,
+                   seed: int = 0, level: float = 0.95) -> tuple[float, float, float]:
+    """mIoU of 1-way episodes (counts (E, 2), class_ids (E,) as in :func:`episodes_miou`) with a percentile
+    bootstrap interval over the episodes (resampled with replacement): (mIoU, low, high), in [0, 1]."""
+    generator = torch.Generator().manual_seed(seed)
+    picks = torch.randint(len(class_ids), (resamples, len(class_ids)), generator=generator)  # (R, E)
+    resampled = episodes_miou(counts[picks], class_ids[picks], n_classes)  # (R,)
+    tail = (1 - level) / 2
+    low, high = torch.quantile(resampled, torch.tensor([tail, 1 - tail], dtype=resampled.dtype)).tolist()
+    return float(episodes_miou(counts, class_ids, n_classes)), low, high

@@ -124,3 +124,34 @@ def test_region_map_recall_eq16_is_strictly_above_the_threshold_over_all_episode
     only_objects.update(maps[:1, :, :2], labels[:1, :, :2])  # no background pixel: its share is unknown, not 0
     assert only_objects.summary()["recall"] == [50.0] and math.isnan(only_objects.summary()["background_share"][0])
     assert math.isnan(RegionMapMeter().summary()["mean_on_objects"])
+
+
+def test_kept_episodes_give_the_meters_miou_in_one_batched_call():
+    from fsslib.metrics import episodes_miou
+
+    generator = torch.Generator().manual_seed(0)
+    meter = FewShotMeter([3, 7, 9], keep_episodes=True)
+    labels = torch.randint(0, 2, (12, 8, 8), generator=generator)
+    predictions = torch.randint(0, 2, (12, 8, 8), generator=generator)
+    classes = torch.tensor([3, 7, 9, 3, 3, 7, 9, 9, 3, 7, 3, 3])
+    meter.update(predictions[:5], labels[:5], classes[:5])
+    meter.update(predictions[5:], labels[5:], classes[5:])
+    counts, ids = meter.kept_episodes()
+    assert counts.shape == (12, 2, 2) and ids[:, 0].tolist() == classes.tolist()
+    index = torch.tensor([{3: 0, 7: 1, 9: 2}[c] for c in classes.tolist()])
+    assert float(episodes_miou(counts[:, 1], index, 3)) == pytest.approx(meter.miou)
+    with pytest.raises(EpisodeShapeError, match="keep_episodes=True"):
+        FewShotMeter([1]).kept_episodes()
+
+
+def test_the_bootstrap_interval_holds_the_estimate_and_vanishes_when_episodes_agree():
+    from fsslib.metrics import bootstrap_miou
+
+    generator = torch.Generator().manual_seed(1)
+    intersection = torch.randint(0, 50, (200,), generator=generator).double()
+    counts = torch.stack([intersection, intersection + torch.randint(1, 50, (200,), generator=generator)], dim=1)
+    classes = torch.randint(0, 5, (200,), generator=generator)
+    miou, low, high = bootstrap_miou(counts, classes, 5)
+    assert low < miou < high and high - low < 0.2
+    same = torch.tensor([[3.0, 4.0]]).repeat(50, 1)
+    assert bootstrap_miou(same, torch.zeros(50, dtype=torch.long), 5) == pytest.approx((0.75, 0.75, 0.75))
