@@ -210,13 +210,24 @@ def episodes_miou(counts: torch.Tensor, class_ids: torch.Tensor, n_classes: int)
     return (iou * seen).sum(-1) / seen.sum(-1).clamp(min=1)
 
 
+def resampled_miou(counts: torch.Tensor, class_ids: torch.Tensor, n_classes: int, resamples: int,
+                   generator: torch.Generator) -> torch.Tensor:
+    """(resamples,) mIoUs of the 1-way episodes (counts (E, 2), class_ids (E,) as in :func:`episodes_miou`)
+    resampled with replacement: the bootstrap distribution of their mIoU."""
+    picks = torch.randint(len(class_ids), (resamples, len(class_ids)), generator=generator)  # (R, E)
+    return episodes_miou(counts[picks], class_ids[picks], n_classes)
+
+
+def percentile_interval(resampled: torch.Tensor, level: float = 0.95) -> tuple[float, float]:
+    """The central ``level`` interval of a bootstrap distribution (R,)."""
+    tail = (1 - level) / 2
+    low, high = torch.quantile(resampled, torch.tensor([tail, 1 - tail], dtype=resampled.dtype)).tolist()
+    return low, high
+
+
 def bootstrap_miou(counts: torch.Tensor, class_ids: torch.Tensor, n_classes: int, resamples: int = 1000,
                    seed: int = 0, level: float = 0.95) -> tuple[float, float, float]:
     """mIoU of 1-way episodes (counts (E, 2), class_ids (E,) as in :func:`episodes_miou`) with a percentile
-    bootstrap interval over the episodes (resampled with replacement): (mIoU, low, high), in [0, 1]."""
-    generator = torch.Generator().manual_seed(seed)
-    picks = torch.randint(len(class_ids), (resamples, len(class_ids)), generator=generator)  # (R, E)
-    resampled = episodes_miou(counts[picks], class_ids[picks], n_classes)  # (R,)
-    tail = (1 - level) / 2
-    low, high = torch.quantile(resampled, torch.tensor([tail, 1 - tail], dtype=resampled.dtype)).tolist()
-    return float(episodes_miou(counts, class_ids, n_classes)), low, high
+    bootstrap interval over the episodes: (mIoU, low, high), in [0, 1]."""
+    resampled = resampled_miou(counts, class_ids, n_classes, resamples, torch.Generator().manual_seed(seed))
+    return (float(episodes_miou(counts, class_ids, n_classes)), *percentile_interval(resampled, level))

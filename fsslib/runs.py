@@ -17,7 +17,8 @@ validation learning curves of the trained runs to ``<name>_curves.png`` (with ea
 over the last quarter of training in the Markdown file: a plateau gains < 1 point). Committed
 tables are exactly what this command writes (``--smoke`` writes to ``<name>_smoke`` instead).
 
-A grid with ``zoo: true`` (``zoo_toy.yaml``) also writes each run's ``best.pt`` into the shipped model zoo
+A grid with ``compare: true`` (``compare_toy.yaml``) writes the methods' comparison on the same episodes
+instead of the usual table (:mod:`fsslib.compare`). A grid with ``zoo: true`` (``zoo_toy.yaml``) also writes each run's ``best.pt`` into the shipped model zoo
 (:func:`export_to_zoo`) once all its runs have finished.
 
 A grid may name other grids under ``beside`` (e.g. ``beside: [piclip_toy]``): their committed
@@ -223,7 +224,7 @@ def execute(grid_path: str | Path, smoke: bool = False, outputs: str | Path | No
         results_per_run = [f.result() for f in futures]
     finally:  # after an error or an interrupt, no further run starts
         pool.shutdown(cancel_futures=True)
-    rows = _write_grid_table(grid, name, runs, results_per_run, results, publish=not smoke and results is None)
+    rows = _write_grid_table(grid, name, runs, results_per_run, results, not smoke and results is None, outputs)
     if grid.get("zoo") and not smoke and results is None:  # the zoo grid ships its trained models (fsslib.zoo)
         for params, result in zip(tqdm(runs, desc="export to the zoo"), results_per_run):
             export_to_zoo(outputs / run_name(params), f"python -m fsslib.runs {grid_path}  (run {run_name(params)})",
@@ -270,11 +271,22 @@ def export_to_zoo(run_dir: Path, command: str, rows: list[dict], root: Path | No
 
 
 def _write_grid_table(grid: dict[str, Any], name: str, runs: list[dict[str, Any]], results_per_run: list[dict[str, Any]],
-                      results: str | Path | None, publish: bool) -> list[dict[str, Any]]:
-    """Write the grid's table and curves from its runs' ``metrics.json`` contents; ``publish``: also RESULTS.md."""
+                      results: str | Path | None, publish: bool, outputs: Path) -> list[dict[str, Any]]:
+    """Write the grid's table and curves from its runs' ``metrics.json`` contents (a ``compare: true`` grid: the
+    comparison of :mod:`fsslib.compare`, from the runs' evaluation folders under ``outputs``); ``publish``: also
+    RESULTS.md."""
     rows = [row for result in results_per_run for row in result["rows"]]
-    curves = {run_name(p): result["history"] for p, result in zip(runs, results_per_run) if result.get("history")}
     results_dir = Path(results or REPO / "papermill_runs" / "results")
+    if grid.get("compare"):
+        from fsslib.compare import write_comparison
+
+        evaluated = [(row, outputs / run_name(p) / f"eval_{row['ways']}way_{row['shots']}shot")
+                     for p, result in zip(runs, results_per_run) for row in result["rows"]]
+        write_comparison(name, evaluated, results_dir)
+        if publish:
+            write_results_page(REPO / "papermill_runs")
+        return rows
+    curves = {run_name(p): result["history"] for p, result in zip(runs, results_per_run) if result.get("history")}
     beside = [row for other in grid.get("beside", []) for row in read_table(REPO / "papermill_runs" / "results" / f"{other}.csv")]
     write_table(rows, results_dir / name, curves, beside)
     if publish:
@@ -294,7 +306,7 @@ def rewrite_table(grid_path: str | Path, outputs: str | Path | None = None,
         raise DatasetNotFoundError(f"No outputs of {len(missing)} runs of {grid['name']} under {outputs} (e.g. {missing[0]}).",
                                    f"run the grid itself: python -m fsslib.runs {grid_path}")
     results_per_run = [json.loads((outputs / run_name(p) / "metrics.json").read_text()) for p in runs]
-    return _write_grid_table(grid, grid["name"], runs, results_per_run, results, publish=results is None)
+    return _write_grid_table(grid, grid["name"], runs, results_per_run, results, results is None, outputs)
 
 
 def plateau_gains(curves: dict[str, list[dict]]) -> dict[str, float]:

@@ -226,3 +226,58 @@ def plot_superpixels(images: torch.Tensor, segmentations: dict[str, torch.Tensor
         ax.axis("off")
     fig.tight_layout()
     return fig
+
+
+def plot_comparison(table: list[dict], settings: Sequence[str] = ("1-way 1-shot", "1-way 5-shot", "2-way 1-shot", "2-way 5-shot")
+                    ) -> Figure:
+    """Grouped bars of the methods' mIoU per setting (rows of :func:`fsslib.compare.comparison_table`)."""
+    positions = np.arange(len(table))
+    width = 0.8 / len(settings)
+    fig, ax = plt.subplots(figsize=(1.1 * len(table) + 2.5, 3.5), layout="constrained")
+    for i, setting in enumerate(settings):
+        values = [np.nan if row.get(f"{setting} mIoU") is None else row[f"{setting} mIoU"] for row in table]
+        ax.bar(positions + i * width, values, width, label=setting)
+    ax.set_xticks(positions + width * (len(settings) - 1) / 2, [row["method"] for row in table], rotation=25, fontsize=8,
+                  ha="right")
+    ax.set(ylabel="mIoU (%), mean of 4 folds", title="the methods on the same test episodes")
+    ax.legend(fontsize=7, ncol=len(settings))
+    return fig
+
+
+def plot_support_modes(matrix: list[dict], modes: Sequence[str]) -> Figure:
+    """The support-mode matrix (rows of :func:`fsslib.compare.support_mode_matrix`): mIoU per method and mode,
+    blank where a method cannot read a mode."""
+    values = np.array([[np.nan if row[m] is None else row[m] for m in modes] for row in matrix], dtype=float)
+    fig, ax = plt.subplots(figsize=(1.3 * len(modes) + 2.5, 0.45 * len(matrix) + 1.8), layout="constrained")
+    image = ax.imshow(np.ma.masked_invalid(values), cmap="viridis", aspect="auto")
+    for (i, j), value in np.ndenumerate(values):
+        if not np.isnan(value):
+            ax.text(j, i, f"{value:.1f}", ha="center", va="center", fontsize=8,
+                    color="white" if value < np.nanmean(values) else "black")
+    ax.set_xticks(range(len(modes)), modes, rotation=20, fontsize=8, ha="right")
+    ax.set_yticks(range(len(matrix)), [row["method"] for row in matrix], fontsize=8)
+    fig.colorbar(image, ax=ax, label="1-way 1-shot mIoU (%)")
+    return fig
+
+
+def plot_strata(rows: list[dict]) -> Figure:
+    """mIoU with its bootstrap interval per stratum and method, one panel per grouping (rows of
+    :func:`fsslib.compare.strata_table`)."""
+    groupings = list(dict.fromkeys(row["grouping"] for row in rows))
+    methods = list(dict.fromkeys(row["method"] for row in rows))
+    fig, axes = plt.subplots(1, len(groupings), figsize=(3.2 * len(groupings), 3.6), layout="constrained", squeeze=False)
+    width = 0.8 / len(methods)
+    for ax, grouping in zip(axes[0], groupings):
+        strata = list(dict.fromkeys(row["stratum"] for row in rows if row["grouping"] == grouping))
+        for i, method in enumerate(methods):
+            mine = {row["stratum"]: row for row in rows if row["grouping"] == grouping and row["method"] == method}
+            found = [s for s in strata if s in mine]
+            x = np.array([strata.index(s) for s in found]) + i * width
+            centre = np.array([mine[s]["miou"] for s in found])
+            errors = np.array([[c - mine[s]["low"], mine[s]["high"] - c] for s, c in zip(found, centre)]).T
+            ax.bar(x, centre, width, yerr=errors.reshape(2, -1), capsize=1.5, label=method if ax is axes[0][0] else None)
+        ax.set_xticks(np.arange(len(strata)) + width * (len(methods) - 1) / 2, strata, fontsize=7)
+        ax.set_title(grouping, fontsize=9)
+    axes[0][0].set_ylabel("1-way 1-shot mIoU (%)")
+    fig.legend(loc="outside lower center", fontsize=7, ncol=min(len(methods), 5))
+    return fig

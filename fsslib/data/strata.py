@@ -25,6 +25,13 @@ from fsslib.data.toyworld import class_attributes
 from fsslib.errors import FsslibError
 
 SIZE_GAP = 2.0  # support and query shares further apart than this factor: "support larger" / "support smaller"
+STRATA = {  # each grouping's strata, in reading order
+    "target size": ("small", "medium", "large"),
+    "shape distractor in the query": ("no", "yes"),
+    "fill distractor in the query": ("no", "yes"),
+    "classes in the query": ("1", "2", "3+"),
+    "support vs query size": ("support smaller", "similar", "support larger"),
+}
 
 
 def describe_episodes(dataset: EpisodeDataset) -> dict[str, np.ndarray]:

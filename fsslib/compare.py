@@ -1,0 +1,200 @@
+"""The methods side by side on the same test episodes: the comparison a grid with ``compare: true`` writes.
+
+    python -m fsslib.runs papermill_runs/compare_toy.yaml
+
+Every run of such a grid evaluates one method (the shipped zoo model of a trained one, ``ckpt: zoo``) on
+the same test episodes of a fold: the episodes depend on the fold, shots, ways and seed only. From the
+runs' ``metrics.json`` and ``episodes.npz`` (:mod:`fsslib.evaluate`) :func:`write_comparison` writes
+
+* ``<name>.csv`` -- one row per run and setting, with the method's support annotation, and
+  ``<name>_per_class.csv`` -- the per-class IoUs behind each row;
+* ``<name>.md`` -- the comparison (mean over folds of the default variants, 1-way and 2-way, 1 and 5 shots,
+  figure ``<name>.png``), the support-mode matrix (each mode a method reads, figure
+  ``<name>_support_modes.png``), the strata of the 1-way 1-shot episodes (:mod:`fsslib.data.strata`, mIoU with
+  a bootstrap interval and the episode count, figure ``<name>_strata.png``) and the rows per fold.
+"""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fsslib.config import make_config
+from fsslib.data.episodes import EpisodeDataset
+from fsslib.data.strata import STRATA, describe_episodes, episode_strata
+from fsslib.engine import open_source
+from fsslib.errors import FsslibError
+from fsslib.methods import support_annotation
+from fsslib.metrics import episodes_miou, percentile_interval, resampled_miou
+
+# what a support brings, by the methods' support annotation (fsslib.methods.support_annotation)
+SUPPORT_MODES = {
+    "class names": "class name",
+    "images (no masks)": "whole image",
+    "pixel masks": "image + mask",
+    "images + pixel masks": "image + mask",
+    "pixel masks + class names": "image + mask + class name",
+    "class names + pixel masks": "image + mask + class name",
+    "images + class names": "image + class name",
+}
+MODES = ("class name", "whole image", "image + mask", "image + mask + class name", "image + class name")
+SETTINGS = ((1, 1), (1, 5), (2, 1), (2, 5))  # (ways, shots) of the comparison's columns
+ROW_COLUMNS = ("method", "variant", "support annotation", "fold", "ways", "shots", "train_shots", "seed", "episodes",
+               "miou", "fbiou")
+RESAMPLES = 1000  # bootstrap resamples of the strata's intervals
+
+
+def method_label(row: dict[str, Any]) -> str:
+    """``method`` or ``method (variant)``."""
+    return f"{row['method']} ({row['variant']})" if row.get("variant") else row["method"]
+
+
+def fold_mean(rows: list[dict[str, Any]], key: str) -> float | None:
+    """The mean of ``key`` over rows that cover the 4 folds once each; None otherwise."""
+    folds = sorted(row["fold"] for row in rows)
+    return float(np.mean([row[key] for row in rows])) if folds == [0, 1, 2, 3] else None
+
+
+def comparison_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per method (default variants): mean mIoU and FB-IoU over the 4 folds per (ways, shots)."""
+    table = []
+    for method in dict.fromkeys(row["method"] for row in rows if not row.get("variant")):
+        mine = [row for row in rows if row["method"] == method and not row.get("variant")]
+        entry: dict[str, Any] = {"method": method, "support annotation": support_annotation(method)}
+        for ways, shots in SETTINGS:
+            setting = [row for row in mine if row["ways"] == ways and row["shots"] == shots]
+            entry[f"{ways}-way {shots}-shot mIoU"] = fold_mean(setting, "miou")
+            entry[f"{ways}-way {shots}-shot FB-IoU"] = fold_mean(setting, "fbiou")
+        table.append(entry)
+    return table
+
+
+def support_mode_matrix(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per method, the 1-way 1-shot mIoU (mean over the 4 folds) of each support mode it reads (None: blank);
+    where two variants read the same mode, the default variant's."""
+    settings: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        if (row["ways"], row["shots"]) == (1, 1):
+            settings.setdefault((row["method"], row.get("variant", "")), []).append(row)
+    matrix: dict[str, dict[str, Any]] = {}
+    for (method, variant), group in sorted(settings.items(), key=lambda item: item[0][1] == ""):  # defaults last
+        mode = SUPPORT_MODES.get(support_annotation(method, variant))  # None: reads nothing of the support
+        if mode is not None:
+            matrix.setdefault(method, {"method": method, **dict.fromkeys(MODES)})[mode] = fold_mean(group, "miou")
+    return [matrix[method] for method in dict.fromkeys(row["method"] for row in rows) if method in matrix]
+
+
+def strata_table(runs: list[tuple[dict[str, Any], Path]], shots: int = 1, seed: int = 0) -> list[dict[str, Any]]:
+    """mIoU of each default-variant method on each stratum of its 1-way ``shots``-shot test episodes.
+
+    ``runs``: (row, folder of its ``episodes.npz``). Per stratum the mIoU of each fold's episodes in it is
+    averaged over the 4 folds; the interval is the percentile bootstrap of that mean (episodes resampled
+    within each fold), ``episodes`` the count over the folds.
+    """
+    chosen = [(row, folder) for row, folder in runs if (row["ways"], row["shots"]) == (1, shots) and not row.get("variant")]
+    cfg = make_config(preset="toy")
+    groupings: dict[int, dict[str, np.ndarray]] = {}
+    for row, _ in chosen:
+        if row["fold"] not in groupings:
+            dataset = EpisodeDataset(open_source(cfg, "test"), row["fold"], shots, cfg.image_size, row["episodes"], row["seed"])
+            groupings[row["fold"]] = episode_strata(describe_episodes(dataset))
+    table = []
+    generator = torch.Generator().manual_seed(seed)
+    for method in dict.fromkeys(row["method"] for row, _ in chosen):
+        mine = {row["fold"]: folder for row, folder in chosen if row["method"] == method}
+        if sorted(mine) != [0, 1, 2, 3]:
+            continue
+        saved = {fold: np.load(folder / "episodes.npz") for fold, folder in mine.items()}
+        for grouping, names in STRATA.items():
+            for stratum in names:
+                points, resampled, count = [], [], 0
+                for fold, episodes in saved.items():
+                    inside = groupings[fold][grouping] == stratum  # (E,)
+                    if not inside.any():
+                        continue
+                    counts = torch.from_numpy(episodes["counts"][inside, 1])  # (e, 2): the object's [I, U]
+                    classes = np.unique(episodes["class_ids"][:, 0])
+                    index = torch.from_numpy(np.searchsorted(classes, episodes["class_ids"][inside, 0]))
+                    points.append(float(episodes_miou(counts, index, len(classes))))
+                    resampled.append(resampled_miou(counts, index, len(classes), RESAMPLES, generator))
+                    count += int(inside.sum())
+                if not points:
+                    continue
+                low, high = percentile_interval(torch.stack(resampled).mean(0))
+                table.append({"method": method, "grouping": grouping, "stratum": stratum, "episodes": count,
+                              "miou": 100 * float(np.mean(points)), "low": 100 * low, "high": 100 * high})
+    return table
+
+
+def _cell(value: Any) -> str:
+    return "" if value is None else f"{value:.1f}" if isinstance(value, float) else str(value)
+
+
+def _markdown(table: list[dict[str, Any]], columns: list[str]) -> list[str]:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    return lines + ["| " + " | ".join(_cell(row.get(c)) for c in columns) + " |" for row in table]
+
+
+def _strata_wide(strata: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
+    """The strata rows as one line per stratum, one column per method ("mIoU (low-high)"), and its columns."""
+    methods = list(dict.fromkeys(row["method"] for row in strata))
+    lines: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in strata:
+        line = lines.setdefault((row["grouping"], row["stratum"]), {"grouping": row["grouping"], "stratum": row["stratum"],
+                                                                     "episodes": row["episodes"]})
+        line[row["method"]] = f"{row['miou']:.1f} ({row['low']:.1f}-{row['high']:.1f})"
+    return list(lines.values()), ["grouping", "stratum", "episodes", *methods]
+
+
+def write_comparison(name: str, runs: list[tuple[dict[str, Any], Path]], results_dir: Path) -> list[dict[str, Any]]:
+    """Write the comparison files of the module docstring from ``runs``: (row of a run's ``metrics.json``, its
+    evaluation folder); returns the rows with their support annotation."""
+    from fsslib.viz import plot_comparison, plot_strata, plot_support_modes
+
+    rows = [{**row, "support annotation": support_annotation(row["method"], row.get("variant", ""))} for row, _ in runs]
+    if not rows:
+        raise FsslibError(f"Grid {name} has no rows to compare.", "run the grid first.")
+    results_dir.mkdir(parents=True, exist_ok=True)
+    stem = results_dir / name
+    with stem.with_suffix(".csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=ROW_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows({k: _cell(row.get(k)) for k in ROW_COLUMNS} for row in rows)
+    with (results_dir / f"{name}_per_class.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["method", "variant", "fold", "ways", "shots", "class", "iou"])
+        writer.writerows([row["method"], row.get("variant", ""), row["fold"], row["ways"], row["shots"], cls, f"{iou:.1f}"]
+                         for row in rows for cls, iou in row["per_class_iou"].items())
+    comparison = comparison_table(rows)
+    matrix = support_mode_matrix(rows)
+    strata = strata_table(runs)
+    plot_comparison(comparison).savefig(results_dir / f"{name}.png", dpi=100)
+    plot_support_modes(matrix, MODES).savefig(results_dir / f"{name}_support_modes.png", dpi=100)
+    if strata:
+        plot_strata(strata).savefig(results_dir / f"{name}_strata.png", dpi=100)
+    episodes = sorted({row["episodes"] for row in rows})
+    setting_columns = [f"{w}-way {k}-shot mIoU" for w, k in SETTINGS] + [f"{w}-way {k}-shot FB-IoU" for w, k in SETTINGS]
+    lines = [f"# {name}: the methods side by side", "",
+             f"Toy tier; every row on the same test episodes ({', '.join(map(str, episodes))} per fold and setting, "
+             f"seed {rows[0]['seed']}); trained methods from the shipped zoo (`fsslib.zoo`). Mean over the 4 folds "
+             f"(blank: not every fold ran). Figure: `{name}.png`.", "",
+             *_markdown(comparison, ["method", "support annotation", *setting_columns]), "",
+             "## Support modes", "",
+             f"1-way 1-shot mIoU, mean over the 4 folds, of each support mode a method reads (blank: it cannot read "
+             f"that mode). Figure: `{name}_support_modes.png`.", "",
+             *_markdown(matrix, ["method", *MODES]), ""]
+    if strata:
+        lines += ["## Where each method wins: strata of the 1-way 1-shot episodes", "",
+                  "Strata fixed before any method was scored (`fsslib.data.strata`); mIoU averaged over the folds "
+                  f"with a 95% bootstrap interval of {RESAMPLES} resamples of the episodes, and the episode count. "
+                  f"Figure: `{name}_strata.png`.", "",
+                  *_markdown(*_strata_wide(strata)), ""]
+    provenance = {key: sorted({str(row.get(key)) for row in rows}) for key in ("torch", "commit", "device")}
+    lines += ["## Rows per fold", "", f"Per-class IoUs: `{name}_per_class.csv`.", "",
+              *_markdown(rows, list(ROW_COLUMNS)), "",
+              "Produced with " + "; ".join(f"{k} {', '.join(v)}" for k, v in provenance.items()) + "."]
+    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    return rows

@@ -1,0 +1,70 @@
+"""The comparison on the same episodes (fsslib.compare), from fabricated runs: fold means, the support-mode
+matrix's blanks, and strata whose counts and mIoUs follow from the episodes."""
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+
+from fsslib.compare import MODES, comparison_table, strata_table, support_mode_matrix, write_comparison
+from fsslib.config import make_config
+from fsslib.data.episodes import EpisodeDataset
+from fsslib.engine import open_source
+
+EPISODES = 24
+
+
+def fabricated_runs(tmp_path, methods: dict[tuple[str, str], float]) -> list[tuple[dict, object]]:
+    """1-way 1-shot rows on the 4 folds whose episodes all have IoU ``value`` (I = value, U = 1)."""
+    runs = []
+    for (method, variant), value in methods.items():
+        for fold in range(4):
+            dataset = EpisodeDataset(open_source(make_config(), "test"), fold, 1, 64, EPISODES, 0)
+            class_ids = np.array([[dataset.sample_names(i)[2][0]] for i in range(EPISODES)])
+            counts = np.zeros((EPISODES, 2, 2))
+            counts[:, 1] = [value, 1.0]
+            folder = tmp_path / f"{method}-{variant}-{fold}"
+            folder.mkdir()
+            np.savez(folder / "episodes.npz", counts=counts, class_ids=class_ids, seed=0)
+            row = {"method": method, "variant": variant, "fold": fold, "ways": 1, "shots": 1, "train_shots": None,
+                   "seed": 0, "episodes": EPISODES, "miou": 100 * value + fold, "fbiou": 50.0,
+                   "per_class_iou": {"solid circle": 100 * value}, "torch": "t", "commit": "c", "device": "cpu"}
+            runs.append((row, folder))
+    return runs
+
+
+def test_the_comparison_averages_folds_and_leaves_what_a_method_cannot_read_blank(tmp_path):
+    runs = fabricated_runs(tmp_path, {("lfss", ""): 0.5, ("clip-dinoiser-support", ""): 0.25,
+                                      ("clip-dinoiser-support", "text_support"): 0.75})
+    rows = [row for row, _ in runs]
+    table = {row["method"]: row for row in comparison_table(rows)}
+    assert table["lfss"]["1-way 1-shot mIoU"] == pytest.approx(50 + 1.5)  # folds add 0..3
+    assert table["lfss"]["2-way 1-shot mIoU"] is None  # not run
+    matrix = {row["method"]: row for row in support_mode_matrix(rows)}
+    assert matrix["lfss"]["class name"] == pytest.approx(51.5)
+    assert [m for m in MODES if matrix["lfss"][m] is not None] == ["class name"]
+    assert matrix["clip-dinoiser-support"]["whole image"] == pytest.approx(26.5)
+    assert matrix["clip-dinoiser-support"]["image + class name"] == pytest.approx(76.5)
+
+
+def test_strata_count_every_episode_once_per_grouping_and_score_them(tmp_path):
+    runs = fabricated_runs(tmp_path, {("pfenet", ""): 0.5})
+    strata = strata_table(runs)
+    for grouping in {row["grouping"] for row in strata}:
+        rows = [row for row in strata if row["grouping"] == grouping]
+        assert sum(row["episodes"] for row in rows) == 4 * EPISODES
+        assert all(row["miou"] == pytest.approx(50) and row["low"] == pytest.approx(50) for row in rows)
+
+
+def test_write_comparison_writes_its_tables_and_figures(tmp_path):
+    runs = fabricated_runs(tmp_path, {("pfenet", ""): 0.5, ("maskclip", ""): 0.2})
+    write_comparison("compare_test", runs, tmp_path / "results")
+    written = {path.name for path in (tmp_path / "results").iterdir()}
+    assert written == {"compare_test.csv", "compare_test.md", "compare_test.png", "compare_test_per_class.csv",
+                       "compare_test_support_modes.png", "compare_test_strata.png"}
+    with (tmp_path / "results" / "compare_test.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 8 and rows[0]["support annotation"] == "pixel masks"
+    text = (tmp_path / "results" / "compare_test.md").read_text()
+    assert "## Support modes" in text and "## Where each method wins" in text
