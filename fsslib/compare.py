@@ -3,8 +3,10 @@
     python -m fsslib.runs papermill_runs/compare_toy.yaml
 
 Every run of such a grid evaluates one method (the shipped zoo model of a trained one, ``ckpt: zoo``) on
-the same test episodes of a fold: the episodes depend on the fold, shots, ways and seed only. From the
-runs' ``metrics.json`` and ``episodes.npz`` (:mod:`fsslib.evaluate`) :func:`write_comparison` writes
+the same test episodes of a fold at each of its ``test_ways`` and ``test_shots``: the episodes depend on the
+fold, shots, ways and seed only. Nothing is trained, so the runs are :func:`fsslib.evaluate.run` calls in
+``jobs`` worker processes (:func:`execute_comparison`), not notebooks. From their ``metrics.json`` and
+``episodes.npz`` :func:`write_comparison` writes
 
 * ``<name>.csv`` -- one row per run and setting, with the method's support annotation, and
   ``<name>_per_class.csv`` -- the per-class IoUs behind each row;
@@ -16,11 +18,16 @@ runs' ``metrics.json`` and ``episodes.npz`` (:mod:`fsslib.evaluate`) :func:`writ
 from __future__ import annotations
 
 import csv
+import json
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from fsslib.config import make_config
 from fsslib.data.episodes import EpisodeDataset
@@ -45,6 +52,62 @@ SETTINGS = ((1, 1), (1, 5), (2, 1), (2, 5))  # (ways, shots) of the comparison's
 ROW_COLUMNS = ("method", "variant", "support annotation", "fold", "ways", "shots", "train_shots", "seed", "episodes",
                "miou", "fbiou")
 RESAMPLES = 1000  # bootstrap resamples of the strata's intervals
+EVALUATION_KEYS = ("method", "variant", "preset", "fold", "shots", "ways", "test_shots", "test_ways", "seed", "episodes",
+                   "ckpt")  # what a compare grid's run may set
+
+
+def evaluations(params: dict[str, Any], folder: Path) -> list[tuple[dict[str, Any], Path]]:
+    """The evaluations of one run of a compare grid: (config overrides, output folder) per test ways and shots,
+    in the folders the train/eval notebook uses (``eval_<N>way_<K>shot``)."""
+    unknown_keys = sorted(set(params) - set(EVALUATION_KEYS))
+    if unknown_keys:
+        raise FsslibError(f"A compare grid's run sets {unknown_keys}, which an evaluation does not take.",
+                          f"set only {', '.join(EVALUATION_KEYS)}.")
+    fixed = {k: v for k, v in params.items() if k not in ("test_shots", "test_ways")}
+    return [({**fixed, "ways": ways, "shots": shots}, folder / f"eval_{ways}way_{shots}shot")
+            for ways in params.get("test_ways") or [params.get("ways", 1)]
+            for shots in params.get("test_shots") or [params.get("shots", 1)]]
+
+
+def _evaluate(overrides: dict[str, Any], folder: Path, smoke: bool, threads: int) -> dict[str, Any]:
+    """One evaluation in a worker process: ``fsslib.evaluate.run`` with ``threads`` torch threads."""
+    from fsslib import evaluate
+
+    torch.set_num_threads(threads)
+    method = overrides.pop("method")
+    return evaluate.run(make_config(method=method, **overrides, smoke=smoke, out=folder, progress=False, device="cpu"))
+
+
+def execute_comparison(name: str, runs: list[tuple[dict[str, Any], Path]], results_dir: Path | None, jobs: int,
+                       threads: int, resume: bool, smoke: bool) -> list[dict[str, Any]]:
+    """Evaluate every (run parameters, output folder) of a compare grid, ``jobs`` at a time with ``threads``
+    torch threads each (``resume``: evaluations whose ``metrics.json`` and ``episodes.npz`` exist are read),
+    then write the comparison into ``results_dir`` (None: nothing is written); returns the rows."""
+    tasks = [task for params, folder in runs for task in evaluations(params, folder)]
+    done = {i: json.loads((folder / "metrics.json").read_text()) for i, (_, folder) in enumerate(tasks)
+            if resume and (folder / "metrics.json").is_file() and (folder / "episodes.npz").is_file()}
+    os.environ["OMP_NUM_THREADS"] = str(threads)  # inherited by the workers
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(_evaluate, dict(overrides), folder, smoke, threads): i
+                   for i, (overrides, folder) in enumerate(tasks) if i not in done}
+        for future in tqdm(as_completed(futures), total=len(futures), desc=f"compare {name} ({len(tasks)} evaluations)"):
+            done[futures[future]] = future.result()  # an error in an evaluation stops the grid here
+    evaluated = [(done[i], folder) for i, (_, folder) in enumerate(tasks)]
+    if results_dir is not None:
+        write_comparison(name, evaluated, results_dir)
+    return [row for row, _ in evaluated]
+
+
+def collect_comparison(name: str, runs: list[tuple[dict[str, Any], Path]], results_dir: Path) -> list[dict[str, Any]]:
+    """Write the comparison again from the evaluations' outputs, running nothing."""
+    evaluated = []
+    for params, folder in runs:
+        for _, eval_dir in evaluations(params, folder):
+            if not (eval_dir / "metrics.json").is_file():
+                raise FsslibError(f"No outputs of the evaluation {eval_dir} of {name}.", "run the grid itself first.")
+            evaluated.append((json.loads((eval_dir / "metrics.json").read_text()), eval_dir))
+    write_comparison(name, evaluated, results_dir)
+    return [row for row, _ in evaluated]
 
 
 def method_label(row: dict[str, Any]) -> str:

@@ -17,8 +17,8 @@ validation learning curves of the trained runs to ``<name>_curves.png`` (with ea
 over the last quarter of training in the Markdown file: a plateau gains < 1 point). Committed
 tables are exactly what this command writes (``--smoke`` writes to ``<name>_smoke`` instead).
 
-A grid with ``compare: true`` (``compare_toy.yaml``) writes the methods' comparison on the same episodes
-instead of the usual table (:mod:`fsslib.compare`). A grid with ``zoo: true`` (``zoo_toy.yaml``) also writes each run's ``best.pt`` into the shipped model zoo
+A grid with ``compare: true`` (``compare_toy.yaml``) only evaluates, in worker processes rather than notebooks,
+and writes the methods' comparison on the same episodes instead of the usual table (:mod:`fsslib.compare`). A grid with ``zoo: true`` (``zoo_toy.yaml``) also writes each run's ``best.pt`` into the shipped model zoo
 (:func:`export_to_zoo`) once all its runs have finished.
 
 A grid may name other grids under ``beside`` (e.g. ``beside: [piclip_toy]``): their committed
@@ -72,7 +72,7 @@ def load_grid(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise DatasetNotFoundError(f"Grid file {path} does not exist.", "pass one of papermill_runs/*.yaml.")
     grid = yaml.safe_load(path.read_text())
-    for key in ("name", "notebook", "grid"):
+    for key in ("name", "grid") if grid.get("compare") else ("name", "notebook", "grid"):  # a comparison runs no notebook
         if key not in grid:
             raise FsslibError(f"Grid file {path} has no {key!r} entry.", "see papermill_runs/quickstart.yaml for the format.")
     return grid
@@ -89,7 +89,7 @@ def expand(grid: dict[str, Any]) -> list[dict[str, Any]]:
 def run_name(params: dict[str, Any]) -> str:
     variant = f"-{params['variant']}" if params.get("variant") else ""
     ways = f"-{params['ways']}way" if params.get("ways", 1) != 1 else ""
-    return f"{params['method']}{variant}-fold{params['fold']}{ways}-{params['shots']}shot-seed{params.get('seed', 0)}"
+    return f"{params['method']}{variant}-fold{params['fold']}{ways}-{params.get('shots', 1)}shot-seed{params.get('seed', 0)}"
 
 
 def notebook_parameters(notebook: Path) -> set[str]:
@@ -190,8 +190,17 @@ def execute(grid_path: str | Path, smoke: bool = False, outputs: str | Path | No
                           "pass --jobs and --threads of 1 or more (or drop them to use the grid file's).")
     name = grid["name"] + ("_smoke" if smoke else "")
     outputs = Path(outputs).resolve() if outputs else REPO / "papermill_runs" / "outputs" / name
-    run_one = partial(run_notebook, REPO / grid["notebook"], outputs, smoke, threads, resume)
     runs = expand(grid)
+    if grid.get("compare"):  # evaluations only: fsslib.compare runs them in worker processes, without notebooks
+        from fsslib.compare import execute_comparison
+
+        publish = not smoke and results is None
+        rows = execute_comparison(name, [(p, outputs / run_name(p)) for p in runs],
+                                  Path(results or REPO / "papermill_runs" / "results"), jobs, threads, resume, smoke)
+        if publish:
+            write_results_page(REPO / "papermill_runs")
+        return rows
+    run_one = partial(run_notebook, REPO / grid["notebook"], outputs, smoke, threads, resume)
     check_parameters(grid, runs)
     kept = {}  # runs a resumed grid has already finished
     for params in runs:
@@ -224,7 +233,7 @@ def execute(grid_path: str | Path, smoke: bool = False, outputs: str | Path | No
         results_per_run = [f.result() for f in futures]
     finally:  # after an error or an interrupt, no further run starts
         pool.shutdown(cancel_futures=True)
-    rows = _write_grid_table(grid, name, runs, results_per_run, results, not smoke and results is None, outputs)
+    rows = _write_grid_table(grid, name, runs, results_per_run, results, publish=not smoke and results is None)
     if grid.get("zoo") and not smoke and results is None:  # the zoo grid ships its trained models (fsslib.zoo)
         for params, result in zip(tqdm(runs, desc="export to the zoo"), results_per_run):
             export_to_zoo(outputs / run_name(params), f"python -m fsslib.runs {grid_path}  (run {run_name(params)})",
@@ -271,21 +280,10 @@ def export_to_zoo(run_dir: Path, command: str, rows: list[dict], root: Path | No
 
 
 def _write_grid_table(grid: dict[str, Any], name: str, runs: list[dict[str, Any]], results_per_run: list[dict[str, Any]],
-                      results: str | Path | None, publish: bool, outputs: Path) -> list[dict[str, Any]]:
-    """Write the grid's table and curves from its runs' ``metrics.json`` contents (a ``compare: true`` grid: the
-    comparison of :mod:`fsslib.compare`, from the runs' evaluation folders under ``outputs``); ``publish``: also
-    RESULTS.md."""
+                      results: str | Path | None, publish: bool) -> list[dict[str, Any]]:
+    """Write the grid's table and curves from its runs' ``metrics.json`` contents; ``publish``: also RESULTS.md."""
     rows = [row for result in results_per_run for row in result["rows"]]
     results_dir = Path(results or REPO / "papermill_runs" / "results")
-    if grid.get("compare"):
-        from fsslib.compare import write_comparison
-
-        evaluated = [(row, outputs / run_name(p) / f"eval_{row['ways']}way_{row['shots']}shot")
-                     for p, result in zip(runs, results_per_run) for row in result["rows"]]
-        write_comparison(name, evaluated, results_dir)
-        if publish:
-            write_results_page(REPO / "papermill_runs")
-        return rows
     curves = {run_name(p): result["history"] for p, result in zip(runs, results_per_run) if result.get("history")}
     beside = [row for other in grid.get("beside", []) for row in read_table(REPO / "papermill_runs" / "results" / f"{other}.csv")]
     write_table(rows, results_dir / name, curves, beside)
@@ -301,12 +299,20 @@ def rewrite_table(grid_path: str | Path, outputs: str | Path | None = None,
     grid = load_grid(grid_path)
     outputs = Path(outputs).resolve() if outputs else REPO / "papermill_runs" / "outputs" / grid["name"]
     runs = expand(grid)
+    if grid.get("compare"):
+        from fsslib.compare import collect_comparison
+
+        rows = collect_comparison(grid["name"], [(p, outputs / run_name(p)) for p in runs],
+                                  Path(results or REPO / "papermill_runs" / "results"))
+        if results is None:
+            write_results_page(REPO / "papermill_runs")
+        return rows
     missing = [run_name(p) for p in runs if not (outputs / run_name(p) / "metrics.json").is_file()]
     if missing:
         raise DatasetNotFoundError(f"No outputs of {len(missing)} runs of {grid['name']} under {outputs} (e.g. {missing[0]}).",
                                    f"run the grid itself: python -m fsslib.runs {grid_path}")
     results_per_run = [json.loads((outputs / run_name(p) / "metrics.json").read_text()) for p in runs]
-    return _write_grid_table(grid, grid["name"], runs, results_per_run, results, results is None, outputs)
+    return _write_grid_table(grid, grid["name"], runs, results_per_run, results, publish=results is None)
 
 
 def plateau_gains(curves: dict[str, list[dict]]) -> dict[str, float]:

@@ -11,6 +11,7 @@ from fsslib.compare import MODES, comparison_table, strata_table, support_mode_m
 from fsslib.config import make_config
 from fsslib.data.episodes import EpisodeDataset
 from fsslib.engine import open_source
+from fsslib.errors import FsslibError
 
 EPISODES = 24
 
@@ -68,3 +69,22 @@ def test_write_comparison_writes_its_tables_and_figures(tmp_path):
     assert len(rows) == 8 and rows[0]["support annotation"] == "pixel masks"
     text = (tmp_path / "results" / "compare_test.md").read_text()
     assert "## Support modes" in text and "## Where each method wins" in text
+
+
+def test_a_compare_grid_evaluates_without_notebooks_and_resumes(tmp_path):
+    from fsslib.runs import execute, rewrite_table
+
+    grid = tmp_path / "compare_tiny.yaml"
+    grid.write_text("name: compare_tiny\ncompare: true\njobs: 2\nfixed: {preset: toy, seed: 0, episodes: 12, "
+                    "test_ways: [1, 2]}\ngrid:\n  method: [all-foreground, maskclip]\n  fold: [1]\n")
+    rows = execute(grid, outputs=tmp_path / "out", results=tmp_path / "results")
+    assert sorted((r["method"], r["ways"]) for r in rows) == [("all-foreground", 1), ("all-foreground", 2),
+                                                               ("maskclip", 1), ("maskclip", 2)]
+    assert (tmp_path / "out" / "maskclip-fold1-1shot-seed0" / "eval_2way_1shot" / "episodes.npz").is_file()
+    again = execute(grid, outputs=tmp_path / "out", results=tmp_path / "results", resume=True)  # nothing re-run
+    assert [r["miou"] for r in again] == [r["miou"] for r in rows]
+    assert [r["miou"] for r in rewrite_table(grid, tmp_path / "out", tmp_path / "results")] == [r["miou"] for r in rows]
+    assert "| maskclip |" in (tmp_path / "results" / "compare_tiny.md").read_text()
+    grid.write_text(grid.read_text().replace("episodes: 12", "episodes: 12, epochs: 3"))
+    with pytest.raises(FsslibError, match="epochs"):
+        execute(grid, outputs=tmp_path / "out", results=tmp_path / "results")
