@@ -115,6 +115,12 @@ def check_parameters(grid: dict[str, Any], runs: list[dict[str, Any]]) -> None:
         raise FsslibError(f"Grid {grid['name']} has several runs named {shared[0]}: they would write the same outputs.",
                           "give each run its own method, variant, fold, ways, shots or seed; evaluate one run at "
                           "several shots or ways with test_shots and test_ways.")
+    if grid.get("compare"):  # evaluations only (fsslib.compare): no notebook, and the zoo holds each training shots
+        from fsslib.compare import evaluations
+
+        for params in runs:
+            evaluations(params, Path())  # raises on a key an evaluation does not take
+        return
     for params in runs:
         trained = params.get("shots", 1)
         evaluated = params.get("test_shots") or [trained]
@@ -191,6 +197,7 @@ def execute(grid_path: str | Path, smoke: bool = False, outputs: str | Path | No
     name = grid["name"] + ("_smoke" if smoke else "")
     outputs = Path(outputs).resolve() if outputs else REPO / "papermill_runs" / "outputs" / name
     runs = expand(grid)
+    check_parameters(grid, runs)
     if grid.get("compare"):  # evaluations only: fsslib.compare runs them in worker processes, without notebooks
         from fsslib.compare import execute_comparison
 
@@ -201,7 +208,6 @@ def execute(grid_path: str | Path, smoke: bool = False, outputs: str | Path | No
             write_results_page(REPO / "papermill_runs")
         return rows
     run_one = partial(run_notebook, REPO / grid["notebook"], outputs, smoke, threads, resume)
-    check_parameters(grid, runs)
     kept = {}  # runs a resumed grid has already finished
     for params in runs:
         metrics = outputs / run_name(params) / "metrics.json"
