@@ -13,7 +13,7 @@ and the losses at the end against chance. Then the second rule: for every pair o
 and whose settings differ only by a doubled budget, the kNN mAP difference on ``--scenes`` held-out scenes
 with its paired bootstrap standard error, also written into both runs' ``.json`` (``plateau.twice_the_budget``
 / ``plateau.half_the_budget``); the same for every pair at one budget whose settings differ in one
-setting alone (the controls: lr, temperature, the stride the encoders train at).
+setting alone (the controls: lr, temperature, the stride the encoders train at, the precision).
 """
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def describe(run: dict) -> str:
     s = run["settings"]
     stride = s.get("train_stride", 8)
     return (f"{s['losses']}, {s['patches']}, {s['steps']} steps, lr {s['lr']}, T {s['temperature']}"
-            f"{f', trained at stride {stride}' if stride != 8 else ''}")
+            f"{f', trained at stride {stride}' if stride != 8 else ''}{', bf16' if s.get('precision') == 'bf16' else ''}")
 
 
 def row(name: str, run: dict) -> str:
