@@ -281,3 +281,32 @@ def plot_strata(rows: list[dict]) -> Figure:
     axes[0][0].set_ylabel("1-way 1-shot mIoU (%)")
     fig.legend(loc="outside lower center", fontsize=7, ncol=min(len(methods), 5))
     return fig
+
+
+def plot_side_by_side(episode: Episode, predictions: dict[str, torch.Tensor], support_modes: dict[str, str]) -> Figure:
+    """One episode's query, its ground truth and every method's prediction (values 0..N, at the model's input
+    size), each panel titled with the method and what it read of the supports; the figure's title names the
+    class(es), ways and shots."""
+    ways, shots = episode.support_images.shape[:2]
+    panels = 2 + len(predictions)
+    columns = min(panels, 6)
+    rows = -(-panels // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(2.2 * columns, 2.5 * rows + 0.6), squeeze=False,
+                             layout="constrained")
+    axes = axes.flat
+    axes[0].imshow(_image(episode.query_image))
+    axes[0].set_title("query", fontsize=9)
+    axes[1].imshow(overlay(episode.query_image, episode.query_mask))
+    axes[1].set_title("ground truth", fontsize=9)
+    size = tuple(episode.query_image.shape[-2:])
+    for ax, (method, prediction) in zip(axes[2:], predictions.items()):
+        ax.imshow(overlay(episode.query_image, _resized_labels(prediction.detach().long().cpu(), size)))
+        outline(ax, episode.query_mask, ways)
+        ax.set_title(f"{method}\n({support_modes.get(method, '')})", fontsize=8)
+    for ax in axes:
+        ax.axis("off")
+    classes = ", ".join(f"'{name}'" for name in episode.class_names)
+    fig.suptitle(f"{classes} · {ways}-way {shots}-shot · truth outlined on each prediction", fontsize=10)
+    fig.legend(handles=label_legend(episode.class_names, ignore=bool((episode.query_mask == IGNORE).any())),
+               loc="outside lower center", ncol=ways + 2, fontsize=7, frameon=False)
+    return fig

@@ -88,3 +88,18 @@ def test_a_compare_grid_evaluates_without_notebooks_and_resumes(tmp_path):
     grid.write_text(grid.read_text().replace("episodes: 12", "episodes: 12, epochs: 3"))
     with pytest.raises(FsslibError, match="epochs"):
         execute(grid, outputs=tmp_path / "out", results=tmp_path / "results")
+
+
+def test_side_by_side_draws_the_query_its_truth_and_each_methods_prediction():
+    import matplotlib.pyplot as plt
+    import torch
+
+    from fsslib.viz import plot_side_by_side
+
+    episode = EpisodeDataset(open_source(make_config(), "test"), 0, 1, 64, 1, 0, ways=2)[0]
+    predictions = {"pfenet": episode.query_mask.clamp(max=2), "maskclip": torch.zeros(16, 16, dtype=torch.long)}
+    figure = plot_side_by_side(episode, predictions, {"pfenet": "image + mask", "maskclip": "class name"})
+    titles = [ax.get_title() for ax in figure.axes if ax.images]
+    assert titles == ["query", "ground truth", "pfenet\n(image + mask)", "maskclip\n(class name)"]
+    assert all(name in figure._suptitle.get_text() for name in episode.class_names) and "2-way 1-shot" in figure._suptitle.get_text()
+    plt.close(figure)
