@@ -75,7 +75,7 @@ def _evaluate(overrides: dict[str, Any], folder: Path, smoke: bool, threads: int
 
     torch.set_num_threads(threads)
     method = overrides.pop("method")
-    return evaluate.run(make_config(method=method, **overrides, smoke=smoke, out=folder, progress=False, device="cpu"))
+    return evaluate.run(make_config(method=method, **overrides, smoke=smoke, out=folder, progress=False))
 
 
 def execute_comparison(name: str, runs: list[tuple[dict[str, Any], Path]], results_dir: Path | None, jobs: int,
