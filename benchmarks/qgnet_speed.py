@@ -33,9 +33,9 @@ from timing import write_report
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def pretraining_images_per_s(losses: str, steps: int, workdir: Path) -> float:
+def pretraining_images_per_s(losses: str, steps: int, workdir: Path, precision: str = "fp32") -> float:
     """Images per second of ``steps`` pretraining steps with the shipped batch size (superpixels cached first)."""
-    settings = PriorSettings(steps=steps, losses=losses, pool_size=512, eval_every=10 ** 9)
+    settings = PriorSettings(steps=steps, losses=losses, pool_size=512, eval_every=10 ** 9, precision=precision)
     train_prior_extractor(workdir / "warmup.pt", replace(settings, steps=1), cache=workdir, progress=False,
                           n_eval_images=40)
     metadata = train_prior_extractor(workdir / f"{losses}.pt", settings, cache=workdir, progress=False,
