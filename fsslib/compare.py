@@ -13,7 +13,8 @@ fold, shots, ways and seed only. Nothing is trained, so the runs are :func:`fssl
 * ``<name>.md`` -- the comparison (mean over folds of the default variants, 1-way and 2-way, 1 and 5 shots,
   figure ``<name>.png``), the support-mode matrix (each mode a method reads, figure
   ``<name>_support_modes.png``), the strata of the 1-way 1-shot episodes (:mod:`fsslib.data.strata`, mIoU with
-  a bootstrap interval and the episode count, figure ``<name>_strata.png``) and the rows per fold.
+  a bootstrap interval and the episode count, figure ``<name>_strata.png``), the spread of training seeds on
+  fold 0 (the grid named under the compare grid's ``seeds``, e.g. ``zoo_seeds_toy``) and the rows per fold.
 """
 from __future__ import annotations
 
@@ -79,10 +80,11 @@ def _evaluate(overrides: dict[str, Any], folder: Path, smoke: bool, threads: int
 
 
 def execute_comparison(name: str, runs: list[tuple[dict[str, Any], Path]], results_dir: Path | None, jobs: int,
-                       threads: int, resume: bool, smoke: bool) -> list[dict[str, Any]]:
+                       threads: int, resume: bool, smoke: bool, seed_rows: list[dict[str, Any]] = ()) -> list[dict[str, Any]]:
     """Evaluate every (run parameters, output folder) of a compare grid, ``jobs`` at a time with ``threads``
     torch threads each (``resume``: evaluations whose ``metrics.json`` and ``episodes.npz`` exist are read),
-    then write the comparison into ``results_dir`` (None: nothing is written); returns the rows."""
+    then write the comparison, with ``seed_rows``' spread, into ``results_dir`` (None: nothing is written);
+    returns the rows."""
     tasks = [task for params, folder in runs for task in evaluations(params, folder)]
     done = {i: json.loads((folder / "metrics.json").read_text()) for i, (_, folder) in enumerate(tasks)
             if resume and (folder / "metrics.json").is_file() and (folder / "episodes.npz").is_file()}
@@ -94,11 +96,12 @@ def execute_comparison(name: str, runs: list[tuple[dict[str, Any], Path]], resul
             done[futures[future]] = future.result()  # an error in an evaluation stops the grid here
     evaluated = [(done[i], folder) for i, (_, folder) in enumerate(tasks)]
     if results_dir is not None:
-        write_comparison(name, evaluated, results_dir)
+        write_comparison(name, evaluated, results_dir, seed_rows)
     return [row for row, _ in evaluated]
 
 
-def collect_comparison(name: str, runs: list[tuple[dict[str, Any], Path]], results_dir: Path) -> list[dict[str, Any]]:
+def collect_comparison(name: str, runs: list[tuple[dict[str, Any], Path]], results_dir: Path,
+                       seed_rows: list[dict[str, Any]] = ()) -> list[dict[str, Any]]:
     """Write the comparison again from the evaluations' outputs, running nothing."""
     evaluated = []
     for params, folder in runs:
@@ -106,7 +109,7 @@ def collect_comparison(name: str, runs: list[tuple[dict[str, Any], Path]], resul
             if not (eval_dir / "metrics.json").is_file():
                 raise FsslibError(f"No outputs of the evaluation {eval_dir} of {name}.", "run the grid itself first.")
             evaluated.append((json.loads((eval_dir / "metrics.json").read_text()), eval_dir))
-    write_comparison(name, evaluated, results_dir)
+    write_comparison(name, evaluated, results_dir, seed_rows)
     return [row for row, _ in evaluated]
 
 
@@ -192,6 +195,28 @@ def strata_table(runs: list[tuple[dict[str, Any], Path]], shots: int = 1, seed: 
     return table
 
 
+def seed_spread(rows: list[dict[str, Any]], seed_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per method (and variant) and setting that ``seed_rows`` (other training seeds on fold 0, e.g. grid
+    ``zoo_seeds_toy``) hold: the fold-0 mIoU of every training seed, seed 0 from ``rows``, with their mean and
+    sample standard deviation."""
+    def key(row: dict[str, Any]) -> tuple[str, str, int, int]:
+        return row["method"], row.get("variant") or "", int(row["ways"]), int(row["shots"])
+
+    by_seed: dict[tuple[str, str, int, int], dict[int, float]] = {}
+    for row in [r for r in rows if int(r["fold"]) == 0] + [r for r in seed_rows if int(r["fold"]) == 0]:
+        by_seed.setdefault(key(row), {})[int(row["seed"])] = float(row["miou"])
+    table = []
+    for (method, variant, ways, shots), values in by_seed.items():
+        if len(values) < 2:
+            continue
+        seeds = [values[seed] for seed in sorted(values)]
+        table.append({"method": method_label({"method": method, "variant": variant}),
+                      "setting": f"{ways}-way {shots}-shot", "seeds": ", ".join(map(str, sorted(values))),
+                      "mIoU per seed": " / ".join(f"{v:.1f}" for v in seeds), "mean": float(np.mean(seeds)),
+                      "std": float(np.std(seeds, ddof=1))})
+    return table
+
+
 def _cell(value: Any) -> str:
     return "" if value is None else f"{value:.1f}" if isinstance(value, float) else str(value)
 
@@ -212,9 +237,11 @@ def _strata_wide(strata: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], li
     return list(lines.values()), ["grouping", "stratum", "episodes", *methods]
 
 
-def write_comparison(name: str, runs: list[tuple[dict[str, Any], Path]], results_dir: Path) -> list[dict[str, Any]]:
+def write_comparison(name: str, runs: list[tuple[dict[str, Any], Path]], results_dir: Path,
+                     seed_rows: list[dict[str, Any]] = ()) -> list[dict[str, Any]]:
     """Write the comparison files of the module docstring from ``runs``: (row of a run's ``metrics.json``, its
-    evaluation folder); returns the rows with their support annotation."""
+    evaluation folder), with the spread of training seeds that ``seed_rows`` give (:func:`seed_spread`);
+    returns the rows with their support annotation."""
     from fsslib.viz import plot_comparison, plot_strata, plot_support_modes
 
     rows = [{**row, "support annotation": support_annotation(row["method"], row.get("variant", ""))} for row, _ in runs]
@@ -255,6 +282,13 @@ def write_comparison(name: str, runs: list[tuple[dict[str, Any], Path]], results
                   f"with a 95% bootstrap interval of {RESAMPLES} resamples of the episodes, and the episode count. "
                   f"Figure: `{name}_strata.png`.", "",
                   *_markdown(*_strata_wide(strata)), ""]
+    spread = seed_spread(rows, list(seed_rows))
+    if spread:
+        lines += ["## The spread of training seeds (fold 0)", "",
+                  "Each trained method's zoo configuration trained with other seeds on fold 0 and evaluated on the same "
+                  "episodes; seed 0 is the zoo model. A difference between two methods smaller than their spread is "
+                  "not resolved.", "", *_markdown(spread, ["method", "setting", "seeds", "mIoU per seed", "mean", "std"]),
+                  ""]
     provenance = {key: sorted({str(row.get(key)) for row in rows}) for key in ("torch", "commit", "device")}
     lines += ["## Rows per fold", "", f"Per-class IoUs: `{name}_per_class.csv`.", "",
               *_markdown(rows, list(ROW_COLUMNS)), "",

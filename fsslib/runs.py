@@ -158,6 +158,13 @@ def run_notebook(notebook: Path, outputs: Path, smoke: bool, threads: int, resum
     return json.loads((run_dir / "metrics.json").read_text())
 
 
+def _seed_rows(grid: dict[str, Any]) -> list[dict[str, Any]]:
+    """The committed rows of the grid a compare grid names under ``seeds`` (none when it names none, or when that
+    grid has not been run yet: the comparison then has no seed spread)."""
+    table = REPO / "papermill_runs" / "results" / f"{grid['seeds']}.csv" if grid.get("seeds") else None
+    return read_table(table) if table is not None and table.is_file() else []
+
+
 def _done(result: dict[str, Any]) -> Future:
     """A future that already holds ``result`` (a run a resumed grid does not execute again)."""
     future: Future = Future()
@@ -203,7 +210,8 @@ def execute(grid_path: str | Path, smoke: bool = False, outputs: str | Path | No
 
         publish = not smoke and results is None
         rows = execute_comparison(name, [(p, outputs / run_name(p)) for p in runs],
-                                  Path(results or REPO / "papermill_runs" / "results"), jobs, threads, resume, smoke)
+                                  Path(results or REPO / "papermill_runs" / "results"), jobs, threads, resume, smoke,
+                                  _seed_rows(grid))
         if publish:
             write_results_page(REPO / "papermill_runs")
         return rows
@@ -309,7 +317,7 @@ def rewrite_table(grid_path: str | Path, outputs: str | Path | None = None,
         from fsslib.compare import collect_comparison
 
         rows = collect_comparison(grid["name"], [(p, outputs / run_name(p)) for p in runs],
-                                  Path(results or REPO / "papermill_runs" / "results"))
+                                  Path(results or REPO / "papermill_runs" / "results"), _seed_rows(grid))
         if results is None:
             write_results_page(REPO / "papermill_runs")
         return rows

@@ -103,3 +103,16 @@ def test_side_by_side_draws_the_query_its_truth_and_each_methods_prediction():
     assert titles == ["query", "ground truth", "pfenet\n(image + mask)", "maskclip\n(class name)"]
     assert all(name in figure._suptitle.get_text() for name in episode.class_names) and "2-way 1-shot" in figure._suptitle.get_text()
     plt.close(figure)
+
+
+def test_the_seed_spread_sets_other_seeds_beside_the_zoo_models():
+    from fsslib.compare import seed_spread
+
+    rows = [{"method": "pfenet", "variant": "", "fold": 0, "ways": 1, "shots": 1, "seed": 0, "miou": 63.0},
+            {"method": "pfenet", "variant": "", "fold": 1, "ways": 1, "shots": 1, "seed": 0, "miou": 70.0},
+            {"method": "lfss", "variant": "", "fold": 0, "ways": 1, "shots": 1, "seed": 0, "miou": 67.0}]
+    seed_rows = [{"method": "pfenet", "variant": "", "fold": "0", "ways": "1", "shots": "1", "seed": "1", "miou": 64.0},
+                 {"method": "pfenet", "variant": "", "fold": "0", "ways": "1", "shots": "1", "seed": "2", "miou": 65.0}]
+    (spread,) = seed_spread(rows, seed_rows)  # lfss has no other seed: no row
+    assert spread["method"] == "pfenet" and spread["seeds"] == "0, 1, 2" and spread["mIoU per seed"] == "63.0 / 64.0 / 65.0"
+    assert spread["mean"] == pytest.approx(64.0) and spread["std"] == pytest.approx(1.0)
