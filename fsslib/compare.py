@@ -13,7 +13,7 @@ fold, shots, ways and seed only. Nothing is trained, so the runs are :func:`fssl
 * ``<name>.md`` -- the comparison (mean over folds of the default variants, 1-way and 2-way, 1 and 5 shots,
   figure ``<name>.png``), the support-mode matrix (each mode a method reads, figure
   ``<name>_support_modes.png``), the strata of the 1-way 1-shot episodes (:mod:`fsslib.data.strata`, mIoU with
-  a bootstrap interval and the episode count, figure ``<name>_strata.png``), the spread of training seeds on
+  a bootstrap interval and the episode count, figure ``<name>_strata.png``, table ``<name>_strata.csv``), the spread of training seeds on
   fold 0 (the grid named under the compare grid's ``seeds``, e.g. ``zoo_seeds_toy``) and the rows per fold.
 """
 from __future__ import annotations
@@ -265,6 +265,10 @@ def write_comparison(name: str, runs: list[tuple[dict[str, Any], Path]], results
     plot_support_modes(matrix, MODES).savefig(results_dir / f"{name}_support_modes.png", dpi=100)
     if strata:
         plot_strata(strata).savefig(results_dir / f"{name}_strata.png", dpi=100)
+        with (results_dir / f"{name}_strata.csv").open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(strata[0]))
+            writer.writeheader()
+            writer.writerows({k: _cell(v) for k, v in row.items()} for row in strata)
     episodes = sorted({row["episodes"] for row in rows})
     setting_columns = [f"{w}-way {k}-shot mIoU" for w, k in SETTINGS] + [f"{w}-way {k}-shot FB-IoU" for w, k in SETTINGS]
     lines = [f"# {name}: the methods side by side", "",

@@ -63,7 +63,7 @@ def test_write_comparison_writes_its_tables_and_figures(tmp_path):
     write_comparison("compare_test", runs, tmp_path / "results")
     written = {path.name for path in (tmp_path / "results").iterdir()}
     assert written == {"compare_test.csv", "compare_test.md", "compare_test.png", "compare_test_per_class.csv",
-                       "compare_test_support_modes.png", "compare_test_strata.png"}
+                       "compare_test_support_modes.png", "compare_test_strata.png", "compare_test_strata.csv"}
     with (tmp_path / "results" / "compare_test.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 8 and rows[0]["support annotation"] == "pixel masks"
