@@ -22,6 +22,7 @@ import csv
 import json
 import multiprocessing
 import os
+import zlib
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
@@ -79,24 +80,48 @@ def _evaluate(overrides: dict[str, Any], folder: Path, smoke: bool, threads: int
     return evaluate.run(make_config(method=method, **overrides, smoke=smoke, out=folder, progress=False))
 
 
-def execute_comparison(name: str, runs: list[tuple[dict[str, Any], Path]], results_dir: Path | None, jobs: int,
+def finished(overrides: dict[str, Any], folder: Path, smoke: bool) -> dict[str, Any] | None:
+    """The metrics of an evaluation already in ``folder`` if they were made with these settings and after the
+    checkpoint they read was last written (a re-made zoo model is evaluated again); else None."""
+    metrics_file, episodes_file = folder / "metrics.json", folder / "episodes.npz"
+    if not (metrics_file.is_file() and episodes_file.is_file()):
+        return None
+    metrics = json.loads(metrics_file.read_text())
+    wanted = make_config(**overrides, smoke=smoke).to_dict()
+    saved = metrics.get("config", {})
+    if any(saved.get(key) != wanted[key] for key in (*overrides, "episodes", "smoke")):
+        return None
+    checkpoint = metrics.get("checkpoint")
+    if checkpoint and (not Path(checkpoint).is_file() or Path(checkpoint).stat().st_mtime > metrics_file.stat().st_mtime):
+        return None
+    return metrics
+
+
+def execute_comparison(name: str, runs: list[tuple[dict[str, Any], Path]], results_dir: Path, jobs: int,
                        threads: int, resume: bool, smoke: bool, seed_rows: list[dict[str, Any]] = ()) -> list[dict[str, Any]]:
     """Evaluate every (run parameters, output folder) of a compare grid, ``jobs`` at a time with ``threads``
-    torch threads each (``resume``: evaluations whose ``metrics.json`` and ``episodes.npz`` exist are read),
-    then write the comparison, with ``seed_rows``' spread, into ``results_dir`` (None: nothing is written);
-    returns the rows."""
+    torch threads each (``resume``: evaluations already made with the same settings are read,
+    :func:`finished`), then write the comparison, with ``seed_rows``' spread, into ``results_dir``; returns
+    the rows. An error in one evaluation cancels those not yet started."""
     tasks = [task for params, folder in runs for task in evaluations(params, folder)]
-    done = {i: json.loads((folder / "metrics.json").read_text()) for i, (_, folder) in enumerate(tasks)
-            if resume and (folder / "metrics.json").is_file() and (folder / "episodes.npz").is_file()}
+    done = {i: metrics for i, (overrides, folder) in enumerate(tasks)
+            if resume and (metrics := finished(overrides, folder, smoke)) is not None}
+    threads_before = os.environ.get("OMP_NUM_THREADS")
     os.environ["OMP_NUM_THREADS"] = str(threads)  # inherited by the workers
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"))
+    try:
         futures = {pool.submit(_evaluate, dict(overrides), folder, smoke, threads): i
                    for i, (overrides, folder) in enumerate(tasks) if i not in done}
         for future in tqdm(as_completed(futures), total=len(futures), desc=f"compare {name} ({len(tasks)} evaluations)"):
-            done[futures[future]] = future.result()  # an error in an evaluation stops the grid here
+            done[futures[future]] = future.result()
+    finally:  # after an error or an interrupt, no further evaluation starts
+        pool.shutdown(cancel_futures=True)
+        if threads_before is None:
+            os.environ.pop("OMP_NUM_THREADS")
+        else:
+            os.environ["OMP_NUM_THREADS"] = threads_before
     evaluated = [(done[i], folder) for i, (_, folder) in enumerate(tasks)]
-    if results_dir is not None:
-        write_comparison(name, evaluated, results_dir, seed_rows)
+    write_comparison(name, evaluated, results_dir, seed_rows)
     return [row for row, _ in evaluated]
 
 
@@ -106,8 +131,9 @@ def collect_comparison(name: str, runs: list[tuple[dict[str, Any], Path]], resul
     evaluated = []
     for params, folder in runs:
         for _, eval_dir in evaluations(params, folder):
-            if not (eval_dir / "metrics.json").is_file():
-                raise FsslibError(f"No outputs of the evaluation {eval_dir} of {name}.", "run the grid itself first.")
+            if not ((eval_dir / "metrics.json").is_file() and (eval_dir / "episodes.npz").is_file()):
+                raise FsslibError(f"No outputs (metrics.json and episodes.npz) of the evaluation {eval_dir} of {name}.",
+                                  "run the grid itself first.")
             evaluated.append((json.loads((eval_dir / "metrics.json").read_text()), eval_dir))
     write_comparison(name, evaluated, results_dir, seed_rows)
     return [row for row, _ in evaluated]
@@ -153,36 +179,47 @@ def support_mode_matrix(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [matrix[method] for method in dict.fromkeys(row["method"] for row in rows) if method in matrix]
 
 
-def strata_table(runs: list[tuple[dict[str, Any], Path]], shots: int = 1, seed: int = 0) -> list[dict[str, Any]]:
+def strata_table(runs: list[tuple[dict[str, Any], Path]], shots: int = 1) -> list[dict[str, Any]]:
     """mIoU of each default-variant method on each stratum of its 1-way ``shots``-shot test episodes.
 
-    ``runs``: (row, folder of its ``episodes.npz``). Per stratum the mIoU of each fold's episodes in it is
-    averaged over the 4 folds; the interval is the percentile bootstrap of that mean (episodes resampled
-    within each fold), ``episodes`` the count over the folds.
+    ``runs``: (row, folder of its ``episodes.npz``). Each file's episodes are described afresh from its fold,
+    episode count and seed, and must be those episodes (their classes are checked). Per stratum the mIoU of
+    each fold's episodes in it is averaged over the 4 folds; the interval is the percentile bootstrap of that
+    mean (episodes resampled within each fold; one generator per method and stratum), ``episodes`` the count
+    over the folds.
     """
     chosen = [(row, folder) for row, folder in runs if (row["ways"], row["shots"]) == (1, shots) and not row.get("variant")]
     cfg = make_config(preset="toy")
-    groupings: dict[int, dict[str, np.ndarray]] = {}
-    for row, _ in chosen:
-        if row["fold"] not in groupings:
-            dataset = EpisodeDataset(open_source(cfg, "test"), row["fold"], shots, cfg.image_size, row["episodes"], row["seed"])
-            groupings[row["fold"]] = episode_strata(describe_episodes(dataset))
+    described: dict[tuple[int, int, int], dict[str, np.ndarray]] = {}
+
+    def strata_of(fold: int, folder: Path, episodes: Any) -> dict[str, np.ndarray]:
+        key = (fold, len(episodes["counts"]), int(episodes["seed"]))
+        if key not in described:
+            dataset = EpisodeDataset(open_source(cfg, "test"), fold, shots, cfg.image_size, key[1], key[2])
+            described[key] = describe_episodes(dataset)
+        if not np.array_equal(described[key]["class_id"], episodes["class_ids"][:, 0]):
+            raise FsslibError(f"{folder / 'episodes.npz'} holds other episodes than fold {fold}'s {key[1]} 1-way "
+                              f"{shots}-shot test episodes of seed {key[2]}.",
+                              "evaluate again with fsslib.evaluate (it writes episodes.npz), then write the comparison.")
+        return episode_strata(described[key])
+
     table = []
-    generator = torch.Generator().manual_seed(seed)
     for method in dict.fromkeys(row["method"] for row, _ in chosen):
         mine = {row["fold"]: folder for row, folder in chosen if row["method"] == method}
         if sorted(mine) != [0, 1, 2, 3]:
             continue
         saved = {fold: np.load(folder / "episodes.npz") for fold, folder in mine.items()}
+        groupings = {fold: strata_of(fold, mine[fold], episodes) for fold, episodes in saved.items()}
         for grouping, names in STRATA.items():
             for stratum in names:
+                generator = torch.Generator().manual_seed(zlib.crc32(f"{method}|{grouping}|{stratum}".encode()))
                 points, resampled, count = [], [], 0
                 for fold, episodes in saved.items():
                     inside = groupings[fold][grouping] == stratum  # (E,)
                     if not inside.any():
                         continue
                     counts = torch.from_numpy(episodes["counts"][inside, 1])  # (e, 2): the object's [I, U]
-                    classes = np.unique(episodes["class_ids"][:, 0])
+                    classes = np.unique(episodes["class_ids"][:, 0])  # the fold's classes
                     index = torch.from_numpy(np.searchsorted(classes, episodes["class_ids"][inside, 0]))
                     points.append(float(episodes_miou(counts, index, len(classes))))
                     resampled.append(resampled_miou(counts, index, len(classes), RESAMPLES, generator))
@@ -261,10 +298,11 @@ def write_comparison(name: str, runs: list[tuple[dict[str, Any], Path]], results
     comparison = comparison_table(rows)
     matrix = support_mode_matrix(rows)
     strata = strata_table(runs)
-    plot_comparison(comparison).savefig(results_dir / f"{name}.png", dpi=100)
-    plot_support_modes(matrix, MODES).savefig(results_dir / f"{name}_support_modes.png", dpi=100)
+    plot_comparison(comparison, [f"{w}-way {k}-shot" for w, k in SETTINGS]).savefig(results_dir / f"{name}.png", dpi=100)
+    if matrix:
+        plot_support_modes(matrix, MODES).savefig(results_dir / f"{name}_support_modes.png", dpi=100)
     if strata:
-        plot_strata(strata).savefig(results_dir / f"{name}_strata.png", dpi=100)
+        plot_strata(strata, "1-way 1-shot mIoU (%)").savefig(results_dir / f"{name}_strata.png", dpi=100)
         with (results_dir / f"{name}_strata.csv").open("w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=list(strata[0]))
             writer.writeheader()

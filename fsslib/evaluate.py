@@ -13,6 +13,7 @@ first evaluation seed: what strata of the episodes are scored from, :mod:`fsslib
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import warnings
 from pathlib import Path
@@ -41,9 +42,10 @@ MODEL_FIELDS = ("variant", "options", "backbone", "preset")  # settings that cha
 def checkpoint_path(cfg: Config) -> str | None:
     """``cfg.ckpt``, with ``zoo`` / ``zoo:<k>shot`` resolved to the shipped model of the method and fold
     (:mod:`fsslib.zoo`)."""
-    if cfg.ckpt != "zoo" and not (cfg.ckpt or "").startswith("zoo:"):
-        return cfg.ckpt
-    shots = training_shots(cfg.ckpt, cfg.method, cfg.variant, cfg.shots)
+    ckpt = None if cfg.ckpt is None else os.fspath(cfg.ckpt)
+    if ckpt != "zoo" and not (ckpt or "").startswith("zoo:"):
+        return ckpt
+    shots = training_shots(ckpt, cfg.method, cfg.variant, cfg.shots)
     return str(zoo_checkpoint(cfg.method, cfg.fold, shots, cfg.variant))
 
 
@@ -65,11 +67,14 @@ def load_model(cfg: Config, device: torch.device) -> FewShotSegmenter:
                 f"but this run asks for {', '.join(f'{k}={getattr(cfg, k)!r}' for k in changed)}.",
                 "evaluate with the settings the checkpoint was trained with, or train a checkpoint for these.")
         recorded, built = state.get("frozen", {}), frozen_digests(model)
-        other = sorted(name for name in recorded if built.get(name) != recorded[name])
-        if other:
+        missing = sorted(set(recorded) - set(built))
+        other = sorted(name for name in set(recorded) & set(built) if built[name] != recorded[name])
+        if missing or other:
+            found = "; ".join(part for part in (f"other weights in {', '.join(other)}" if other else "",
+                                                f"no {', '.join(missing)}" if missing else "") if part)
             raise CheckpointError(
-                f"Checkpoint {path} was trained beside other frozen weights than this {cfg.method!r} model holds "
-                f"({', '.join(other)}): its trained layers would read features they were not trained on.",
+                f"Checkpoint {path} was trained beside frozen models that this {cfg.method!r} model does not hold as "
+                f"they were ({found}): its trained layers would read features they were not trained on.",
                 "build the model with the frozen weights it was trained with (the same backbone_weights and shipped "
                 f"checkpoints), or train it again; for the zoo: python -m fsslib.runs {ZOO_GRID}")
         try:

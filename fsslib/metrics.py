@@ -223,11 +223,3 @@ def percentile_interval(resampled: torch.Tensor, level: float = 0.95) -> tuple[f
     tail = (1 - level) / 2
     low, high = torch.quantile(resampled, torch.tensor([tail, 1 - tail], dtype=resampled.dtype)).tolist()
     return low, high
-
-
-def bootstrap_miou(counts: torch.Tensor, class_ids: torch.Tensor, n_classes: int, resamples: int = 1000,
-                   seed: int = 0, level: float = 0.95) -> tuple[float, float, float]:
-    """mIoU of 1-way episodes (counts (E, 2), class_ids (E,) as in :func:`episodes_miou`) with a percentile
-    bootstrap interval over the episodes: (mIoU, low, high), in [0, 1]."""
-    resampled = resampled_miou(counts, class_ids, n_classes, resamples, torch.Generator().manual_seed(seed))
-    return (float(episodes_miou(counts, class_ids, n_classes)), *percentile_interval(resampled, level))

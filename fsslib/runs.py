@@ -124,7 +124,7 @@ def check_parameters(grid: dict[str, Any], runs: list[dict[str, Any]]) -> None:
     for params in runs:
         trained = params.get("shots", 1)
         evaluated = params.get("test_shots") or [trained]
-        from_zoo = params.get("ckpt") == "zoo"  # the zoo holds a model per training shots (fsslib.zoo)
+        from_zoo = str(params.get("ckpt", "")).startswith("zoo")  # the zoo holds a model per training shots
         if set(evaluated) != {trained} and not from_zoo and shots_fixed_by_training(params["method"], params.get("variant", "")):
             raise FsslibError(f"Grid {grid['name']}: run {run_name(params)} trains on {trained}-shot episodes and is "
                               f"evaluated at shots {list(evaluated)}, but its weights fit {trained}-shot episodes only "

@@ -144,10 +144,11 @@ def run(cfg: Config | None = None, **overrides) -> dict:
     np.random.seed(cfg.seed)
     random.seed(cfg.seed)
 
-    model = build_method(cfg).to(device)
+    model = build_method(cfg)
     if not model.trainable:
         raise FsslibError(f"Method {cfg.method!r} is training-free.", f"evaluate it directly: `python -m fsslib.evaluate --method {cfg.method}`.")
     frozen = frozen_digests(model)  # checkpoints refuse other frozen weights (fsslib.evaluate.load_model)
+    model = model.to(device)
     benchmark = get_benchmark(cfg.benchmark, cfg.coco_folds)
     train_source = open_source(cfg, benchmark.train_split)
     train_set = EpisodeDataset(train_source, cfg.fold, cfg.shots, cfg.image_size, cfg.episodes_per_epoch, cfg.seed,

@@ -228,9 +228,9 @@ def plot_superpixels(images: torch.Tensor, segmentations: dict[str, torch.Tensor
     return fig
 
 
-def plot_comparison(table: list[dict], settings: Sequence[str] = ("1-way 1-shot", "1-way 5-shot", "2-way 1-shot", "2-way 5-shot")
-                    ) -> Figure:
-    """Grouped bars of the methods' mIoU per setting (rows of :func:`fsslib.compare.comparison_table`)."""
+def plot_comparison(table: list[dict], settings: Sequence[str]) -> Figure:
+    """Grouped bars of the methods' mIoU per setting (rows of :func:`fsslib.compare.comparison_table`, whose
+    columns are ``"<setting> mIoU"``, e.g. ``"1-way 1-shot mIoU"``)."""
     positions = np.arange(len(table))
     width = 0.8 / len(settings)
     fig, ax = plt.subplots(figsize=(1.1 * len(table) + 2.5, 3.5), layout="constrained")
@@ -260,7 +260,7 @@ def plot_support_modes(matrix: list[dict], modes: Sequence[str]) -> Figure:
     return fig
 
 
-def plot_strata(rows: list[dict]) -> Figure:
+def plot_strata(rows: list[dict], ylabel: str = "mIoU (%)") -> Figure:
     """mIoU with its bootstrap interval per stratum and method, one panel per grouping (rows of
     :func:`fsslib.compare.strata_table`)."""
     groupings = list(dict.fromkeys(row["grouping"] for row in rows))
@@ -278,7 +278,7 @@ def plot_strata(rows: list[dict]) -> Figure:
             ax.bar(x, centre, width, yerr=errors.reshape(2, -1), capsize=1.5, label=method if ax is axes[0][0] else None)
         ax.set_xticks(np.arange(len(strata)) + width * (len(methods) - 1) / 2, strata, fontsize=7)
         ax.set_title(grouping, fontsize=9)
-    axes[0][0].set_ylabel("1-way 1-shot mIoU (%)")
+    axes[0][0].set_ylabel(ylabel)
     fig.legend(loc="outside lower center", fontsize=7, ncol=min(len(methods), 5))
     return fig
 

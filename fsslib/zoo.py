@@ -75,10 +75,15 @@ def main(argv: list[str] | None = None) -> None:
         return
     total = 0
     for name in entries:
-        info = json.loads((ZOO / f"{name}.json").read_text())
-        total += info["checkpoint"]["bytes"]
-        print(f"{name:45s} val mIoU {info['best_val_miou']:5.1f} (epoch {info['best_epoch']}/{info['epochs']})  "
-              f"{info['checkpoint']['bytes'] / 1e6:.1f} MB")
+        size = (ZOO / f"{name}.pt").stat().st_size
+        total += size
+        record = ZOO / f"{name}.json"
+        if not record.is_file():
+            print(f"{name:45s} (no provenance .json: re-make it with python -m fsslib.runs {ZOO_GRID})")
+            continue
+        info = json.loads(record.read_text())
+        selected = "last epoch" if info["best_val_miou"] is None else f"val mIoU {info['best_val_miou']:5.1f}"
+        print(f"{name:45s} {selected} (epoch {info['best_epoch']}/{info['epochs']})  {size / 1e6:.1f} MB")
     print(f"{len(entries)} models, {total / 1e6:.1f} MB in {ZOO}")
 
 

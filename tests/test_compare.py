@@ -16,15 +16,17 @@ from fsslib.errors import FsslibError
 EPISODES = 24
 
 
-def fabricated_runs(tmp_path, methods: dict[tuple[str, str], float]) -> list[tuple[dict, object]]:
-    """1-way 1-shot rows on the 4 folds whose episodes all have IoU ``value`` (I = value, U = 1)."""
+def fabricated_runs(tmp_path, methods: dict[tuple[str, str], float], varied: bool = False) -> list[tuple[dict, object]]:
+    """1-way 1-shot rows on the 4 folds whose episodes all have IoU ``value`` (I = value, U = 1), or with
+    ``varied`` an IoU drawn per episode (I in 0..9, U = 10)."""
     runs = []
+    generator = np.random.default_rng(0)
     for (method, variant), value in methods.items():
         for fold in range(4):
             dataset = EpisodeDataset(open_source(make_config(), "test"), fold, 1, 64, EPISODES, 0)
             class_ids = np.array([[dataset.sample_names(i)[2][0]] for i in range(EPISODES)])
             counts = np.zeros((EPISODES, 2, 2))
-            counts[:, 1] = [value, 1.0]
+            counts[:, 1] = np.stack([generator.integers(0, 10, EPISODES), np.full(EPISODES, 10)], 1) if varied else [value, 1.0]
             folder = tmp_path / f"{method}-{variant}-{fold}"
             folder.mkdir()
             np.savez(folder / "episodes.npz", counts=counts, class_ids=class_ids, seed=0)
@@ -49,13 +51,43 @@ def test_the_comparison_averages_folds_and_leaves_what_a_method_cannot_read_blan
     assert matrix["clip-dinoiser-support"]["image + class name"] == pytest.approx(76.5)
 
 
-def test_strata_count_every_episode_once_per_grouping_and_score_them(tmp_path):
-    runs = fabricated_runs(tmp_path, {("pfenet", ""): 0.5})
+def test_strata_count_every_episode_once_and_score_each_stratum_as_the_meter_would(tmp_path):
+    import torch
+
+    from fsslib.data.strata import describe_episodes, episode_strata
+    from fsslib.metrics import FewShotMeter
+
+    runs = fabricated_runs(tmp_path, {("pfenet", ""): 0.0}, varied=True)
     strata = strata_table(runs)
-    for grouping in {row["grouping"] for row in strata}:
-        rows = [row for row in strata if row["grouping"] == grouping]
-        assert sum(row["episodes"] for row in rows) == 4 * EPISODES
-        assert all(row["miou"] == pytest.approx(50) and row["low"] == pytest.approx(50) for row in rows)
+    groupings = {}
+    for row, folder in runs:
+        dataset = EpisodeDataset(open_source(make_config(), "test"), row["fold"], 1, 64, EPISODES, 0)
+        groupings[row["fold"]] = (episode_strata(describe_episodes(dataset)), np.load(folder / "episodes.npz"))
+    for entry in strata:
+        assert sum(len(g[entry["grouping"]]) for g, _ in groupings.values()) == 4 * EPISODES
+        expected = []
+        for fold, (grouping, saved) in groupings.items():
+            inside = grouping[entry["grouping"]] == entry["stratum"]
+            if inside.any():  # the meter on the stratum's episodes, from their counts
+                ids = saved["class_ids"][inside, 0]
+                meter = FewShotMeter(sorted(set(saved["class_ids"][:, 0].tolist())))
+                meter.per_class.index_add_(0, torch.tensor([meter.class_ids.index(int(c)) for c in ids]),
+                                           torch.from_numpy(saved["counts"][inside, 1]))
+                meter.seen[[meter.class_ids.index(int(c)) for c in ids]] = True
+                expected.append(100 * meter.miou)
+        assert entry["miou"] == pytest.approx(np.mean(expected))
+        assert entry["low"] <= entry["miou"] <= entry["high"]
+    assert {row["episodes"] for row in strata if row["grouping"] == "target size"} <= set(range(25, 40))
+
+
+def test_strata_refuse_saved_episodes_that_are_not_the_folds(tmp_path):
+    runs = fabricated_runs(tmp_path, {("pfenet", ""): 0.5})
+    row, folder = runs[2]
+    saved = dict(np.load(folder / "episodes.npz"))
+    saved["class_ids"] = saved["class_ids"][::-1].copy()
+    np.savez(folder / "episodes.npz", **saved)
+    with pytest.raises(FsslibError, match="holds other episodes than fold 2"):
+        strata_table(runs)
 
 
 def test_write_comparison_writes_its_tables_and_figures(tmp_path):
@@ -81,11 +113,16 @@ def test_a_compare_grid_evaluates_without_notebooks_and_resumes(tmp_path):
     assert sorted((r["method"], r["ways"]) for r in rows) == [("all-foreground", 1), ("all-foreground", 2),
                                                                ("maskclip", 1), ("maskclip", 2)]
     assert (tmp_path / "out" / "maskclip-fold1-1shot-seed0" / "eval_2way_1shot" / "episodes.npz").is_file()
+    written = {path: path.stat().st_mtime_ns for path in (tmp_path / "out").rglob("metrics.json")}
     again = execute(grid, outputs=tmp_path / "out", results=tmp_path / "results", resume=True)  # nothing re-run
     assert [r["miou"] for r in again] == [r["miou"] for r in rows]
+    assert all(path.stat().st_mtime_ns == time for path, time in written.items())
     assert [r["miou"] for r in rewrite_table(grid, tmp_path / "out", tmp_path / "results")] == [r["miou"] for r in rows]
     assert "| maskclip |" in (tmp_path / "results" / "compare_tiny.md").read_text()
-    grid.write_text(grid.read_text().replace("episodes: 12", "episodes: 12, epochs: 3"))
+    grid.write_text(grid.read_text().replace("episodes: 12", "episodes: 10"))
+    fewer = execute(grid, outputs=tmp_path / "out", results=tmp_path / "results", resume=True)  # other settings: re-run
+    assert {r["episodes"] for r in fewer} == {10}
+    grid.write_text(grid.read_text().replace("episodes: 10", "episodes: 10, epochs: 3"))
     with pytest.raises(FsslibError, match="epochs"):
         execute(grid, outputs=tmp_path / "out", results=tmp_path / "results")
 

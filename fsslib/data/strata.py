@@ -9,7 +9,8 @@ enters (:func:`describe_episodes`):
 * ``shape_distractor`` -- the query also holds another class of ``c``'s shape (a striped star beside a
   dotted star): what a prototype of shape alone confuses;
 * ``fill_distractor`` -- the query also holds another class of ``c``'s fill;
-* ``query_classes`` -- how many classes the query holds.
+* ``query_classes`` -- how many classes the query holds;
+* ``class_id`` -- the episode's class (to check that saved results are these episodes).
 
 :func:`episode_strata` groups the episodes by these, with bounds fixed before any method is scored:
 target size by the tertiles of ``target_share`` over the episodes themselves (small / medium / large),
@@ -35,7 +36,7 @@ STRATA = {  # each grouping's strata, in reading order
 
 
 def describe_episodes(dataset: EpisodeDataset) -> dict[str, np.ndarray]:
-    """Per 1-way test episode of ``dataset``, in its order: the five descriptors of the module docstring, each (E,)."""
+    """Per 1-way test episode of ``dataset``, in its order: the descriptors of the module docstring, each (E,)."""
     if dataset.source.benchmark.name != "toy" or dataset.ways != 1 or dataset.mode != "test":
         raise FsslibError(f"Episode strata describe 1-way toy test episodes; got {dataset.ways}-way {dataset.mode} "
                           f"episodes of {dataset.source.benchmark.name!r}.",
@@ -54,11 +55,11 @@ def describe_episodes(dataset: EpisodeDataset) -> dict[str, np.ndarray]:
         shape, fill = class_attributes(class_id)
         others = [class_attributes(other) for other in presence.get(query, {}) if other != class_id]
         rows.append((share(query, class_id), np.mean([share(name, class_id) for name in supports[0]]),
-                     any(s == shape for s, _ in others), any(f == fill for _, f in others), 1 + len(others)))
+                     any(s == shape for s, _ in others), any(f == fill for _, f in others), 1 + len(others), class_id))
     columns = list(zip(*rows))
     return {"target_share": np.array(columns[0]), "support_share": np.array(columns[1]),
             "shape_distractor": np.array(columns[2], dtype=bool), "fill_distractor": np.array(columns[3], dtype=bool),
-            "query_classes": np.array(columns[4])}
+            "query_classes": np.array(columns[4]), "class_id": np.array(columns[5])}
 
 
 def episode_strata(descriptors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
