@@ -263,9 +263,9 @@ def export_to_zoo(run_dir: Path, command: str, rows: list[dict], root: Path | No
     from fsslib import evaluate
     from fsslib.config import Config
     from fsslib.pretrain.saving import file_sha256, half_precision
-    from fsslib.zoo import CHECK_EPISODES, ZOO, zoo_name
+    from fsslib.zoo import CHECK_EPISODES, zoo_name, zoo_root
 
-    root = root or ZOO
+    root = root or zoo_root()
     state = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)
     config = state["config"]
     name = zoo_name(config["method"], config["fold"], config["shots"], config["variant"])

@@ -11,12 +11,13 @@ checkpoints, :mod:`fsslib.blocks.frozen`) beside a ``.json`` of its provenance: 
 torch build and device of the run, its wall time and validation curve, and a check (the mIoU of the
 float16 weights on the first test episodes) that the tests repeat. ``ckpt="zoo"`` picks the model trained
 on 1-shot episodes, or on ``shots``-shot ones for a method whose weights fit their training shots only;
-``ckpt="zoo:5shot"`` names the training shots.
+``ckpt="zoo:5shot"`` names the training shots. ``$FSSLIB_ZOO`` points at another zoo folder.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -24,7 +25,13 @@ from pathlib import Path
 from fsslib.errors import CheckpointError
 from fsslib.methods import shots_fixed_by_training
 
-ZOO = Path(__file__).resolve().parent / "checkpoints" / "zoo"
+SHIPPED_ZOO = Path(__file__).resolve().parent / "checkpoints" / "zoo"
+
+
+def zoo_root() -> Path:
+    """The zoo's folder: ``$FSSLIB_ZOO`` if set (e.g. a zoo of your own), else the shipped one."""
+    return Path(os.environ.get("FSSLIB_ZOO") or SHIPPED_ZOO)
+
 ZOO_GRID = "papermill_runs/zoo_toy.yaml"
 CHECK_EPISODES = 40  # test episodes the .json's check (and the tests) evaluate the float16 weights on
 
@@ -35,8 +42,8 @@ def zoo_name(method: str, fold: int, train_shots: int, variant: str = "") -> str
 
 
 def zoo_entries(root: Path | None = None) -> list[str]:
-    """The names of the models the zoo (``root``, default :data:`ZOO`) holds, sorted."""
-    root = root or ZOO
+    """The names of the models the zoo (``root``, default :func:`zoo_root`) holds, sorted."""
+    root = root or zoo_root()
     return sorted(path.stem for path in root.glob("*.pt")) if root.is_dir() else []
 
 
@@ -53,7 +60,7 @@ def training_shots(ckpt: str, method: str, variant: str, shots: int) -> int:
 
 def zoo_checkpoint(method: str, fold: int, train_shots: int, variant: str = "", root: Path | None = None) -> Path:
     """The path of a zoo model; a combination the zoo does not hold gets an error listing what it holds."""
-    root = root or ZOO
+    root = root or zoo_root()
     path = root / f"{zoo_name(method, fold, train_shots, variant)}.pt"
     if not path.is_file():
         held = zoo_entries(root)
@@ -75,16 +82,16 @@ def main(argv: list[str] | None = None) -> None:
         return
     total = 0
     for name in entries:
-        size = (ZOO / f"{name}.pt").stat().st_size
+        size = (zoo_root() / f"{name}.pt").stat().st_size
         total += size
-        record = ZOO / f"{name}.json"
+        record = zoo_root() / f"{name}.json"
         if not record.is_file():
             print(f"{name:45s} (no provenance .json: re-make it with python -m fsslib.runs {ZOO_GRID})")
             continue
         info = json.loads(record.read_text())
         selected = "last epoch" if info["best_val_miou"] is None else f"val mIoU {info['best_val_miou']:5.1f}"
         print(f"{name:45s} {selected} (epoch {info['best_epoch']}/{info['epochs']})  {size / 1e6:.1f} MB")
-    print(f"{len(entries)} models, {total / 1e6:.1f} MB in {ZOO}")
+    print(f"{len(entries)} models, {total / 1e6:.1f} MB in {zoo_root()}")
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ def trained_run(tmp_path_factory):
 
 def test_an_exported_run_is_found_by_ckpt_zoo_and_repeats_its_recorded_check(trained_run, tmp_path, monkeypatch):
     run_dir, row = trained_run
-    monkeypatch.setattr(zoo, "ZOO", tmp_path)
+    monkeypatch.setenv("FSSLIB_ZOO", str(tmp_path))
     path = export_to_zoo(run_dir, "python -m fsslib.runs papermill_runs/zoo_toy.yaml", [row])
     assert path == tmp_path / "prototype-fold1-1shot.pt" and zoo.zoo_entries() == ["prototype-fold1-1shot"]
     weights = torch.load(path, weights_only=True)["model"]
@@ -51,7 +51,7 @@ def test_ckpt_zoo_names_the_training_shots():
 
 
 def test_an_empty_zoo_says_how_to_make_it(tmp_path, monkeypatch):
-    monkeypatch.setattr(zoo, "ZOO", tmp_path / "none")
+    monkeypatch.setenv("FSSLIB_ZOO", str(tmp_path / "none"))
     with pytest.raises(CheckpointError, match="(?s)nothing yet.*zoo_toy.yaml"):
         zoo.zoo_checkpoint("pfenet", 0, 1)
 
@@ -64,3 +64,19 @@ def test_a_checkpoint_refuses_frozen_weights_it_was_not_trained_beside(trained_r
     torch.save(state, tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match="other weights in backbone"):
         evaluate.load_model(make_config(method="prototype", fold=1, ckpt=tmp_path / "other.pt"), torch.device("cpu"))
+
+
+def test_a_compare_grid_reads_trained_methods_from_the_zoo(trained_run, tmp_path, monkeypatch):
+    """The zoo's model, evaluated by a compare grid's worker process, gives the row its check was made from."""
+    from fsslib.runs import execute
+
+    run_dir, row = trained_run
+    monkeypatch.setenv("FSSLIB_ZOO", str(tmp_path / "zoo"))  # inherited by the grid's workers
+    path = export_to_zoo(run_dir, "test", [row])
+    check = json.loads(path.with_suffix(".json").read_text())["check"]
+    grid = tmp_path / "compare_zoo.yaml"
+    grid.write_text(f"name: compare_zoo\ncompare: true\nfixed: {{preset: toy, seed: 0, ckpt: zoo, episodes: {check['episodes']}}}"
+                    "\ngrid:\n  method: [prototype]\n  fold: [1]\n")
+    (compared,) = execute(grid, outputs=tmp_path / "out", results=tmp_path / "results")
+    assert compared["miou"] == pytest.approx(check["miou"], abs=1e-9) and compared["checkpoint"] == str(path)
+    assert compared["train_shots"] == 1
