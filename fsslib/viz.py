@@ -162,21 +162,47 @@ def plot_per_class(metrics: dict, reference: dict | None = None) -> Figure:
     return fig
 
 
+MAX_LINES_PER_PANEL = 8  # more curves than this go into one panel per group (see plot_learning_curves)
+
+
 def plot_learning_curves(curves: dict[str, list[dict]], title: str = "", x: str = "epoch", y: str = "val_miou",
                          ylabel: str = "validation mIoU (%)") -> Figure:
     """Validation mIoU per epoch of several runs (label -> ``log.jsonl`` records), one line each, with the
     last quarter of training shaded: a plateau is flat there. ``x`` / ``y`` name other record keys (e.g. a
-    pretraining run's ``step`` and held-out ``knn_map``)."""
-    legend_rows = (len(curves) + 2) // 2  # the runs and the shaded quarter, in two columns below the axes
-    fig, ax = plt.subplots(figsize=(8, 3.5 + 0.16 * legend_rows), layout="constrained")
-    longest = 0
+    pretraining run's ``step`` and held-out ``knn_map``). More than :data:`MAX_LINES_PER_PANEL` runs are drawn
+    in one panel per group, a group being the runs whose labels agree up to ``-fold`` (a grid's method and
+    variant, its folds as the lines), on a shared y axis, unless no two runs share a group."""
+    groups: dict[str, dict[str, list[dict]]] = {}
     for label, history in curves.items():
-        positions = [h[x] for h in history]
-        ax.plot(positions, [h[y] for h in history], marker=".", label=label)
-        longest = max(longest, positions[-1] if positions else 0)
-    ax.axvspan(0.75 * longest, longest, color="0.9", zorder=0, label="last quarter")
-    ax.set(xlabel=x, ylabel=ylabel, title=title)
-    fig.legend(loc="outside lower center", fontsize=7, ncol=2)
+        groups.setdefault(label.split("-fold")[0], {})[label] = history
+    if len(curves) <= MAX_LINES_PER_PANEL or len(groups) == len(curves):  # few runs, or no group of several: one panel
+        groups = {"": dict(curves)}
+    columns = min(len(groups), 4)
+    rows = -(-len(groups) // columns)
+    single = len(groups) == 1
+    legend_rows = (len(curves) + 2) // 2 if single else 0
+    fig, axes = plt.subplots(rows, columns, figsize=(8 if single else 3.2 * columns, (3.5 + 0.16 * legend_rows) if single
+                                                     else 2.6 * rows + 0.6),
+                             layout="constrained", sharey=not single, squeeze=False)
+    for ax, (group, members) in zip(axes.flat, groups.items()):
+        longest = 0
+        for label, history in members.items():
+            positions = [h[x] for h in history]
+            ax.plot(positions, [h[y] for h in history], marker="." if single else None,
+                    label=label if single else label[len(group):].strip("-") or label)
+            longest = max(longest, positions[-1] if positions else 0)
+        ax.axvspan(0.75 * longest, longest, color="0.9", zorder=0, label="last quarter" if single else None)
+        ax.set(xlabel=x, title=group if not single else title)
+        if not single:
+            ax.legend(fontsize=6)
+    for ax in list(axes.flat)[len(groups):]:
+        ax.axis("off")
+    for ax in axes[:, 0]:
+        ax.set_ylabel(ylabel)
+    if single:
+        fig.legend(loc="outside lower center", fontsize=7, ncol=2)
+    else:
+        fig.suptitle(f"{title} (last quarter of training shaded)" if title else "last quarter of training shaded", fontsize=10)
     return fig
 
 

@@ -153,3 +153,18 @@ def test_the_seed_spread_sets_other_seeds_beside_the_zoo_models():
     (spread,) = seed_spread(rows, seed_rows)  # lfss has no other seed: no row
     assert spread["method"] == "pfenet" and spread["seeds"] == "0, 1, 2" and spread["mIoU per seed"] == "63.0 / 64.0 / 65.0"
     assert spread["mean"] == pytest.approx(64.0) and spread["std"] == pytest.approx(1.0)
+
+
+def test_many_learning_curves_go_into_one_panel_per_method():
+    import matplotlib.pyplot as plt
+
+    from fsslib.viz import plot_learning_curves
+
+    history = [{"epoch": e, "val_miou": float(e)} for e in range(1, 9)]
+    grid = {f"{method}-fold{fold}-1shot-seed0": history for method in ("pfenet", "lfss", "qgnet") for fold in range(4)}
+    figure = plot_learning_curves(grid, title="zoo")
+    assert [ax.get_title() for ax in figure.axes if ax.lines] == ["pfenet", "lfss", "qgnet"]
+    assert all(len(ax.lines) == 4 for ax in figure.axes if ax.lines)
+    runs = {f"run{i}": history for i in range(12)}  # no shared group: one panel, as for few runs
+    assert len([ax for ax in plot_learning_curves(runs).axes if ax.lines]) == 1
+    plt.close("all")
