@@ -259,14 +259,14 @@ def plot_comparison(table: list[dict], settings: Sequence[str]) -> Figure:
     columns are ``"<setting> mIoU"``, e.g. ``"1-way 1-shot mIoU"``)."""
     positions = np.arange(len(table))
     width = 0.8 / len(settings)
-    fig, ax = plt.subplots(figsize=(1.1 * len(table) + 2.5, 3.5), layout="constrained")
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(table) + 2.5), 3.5), layout="constrained")
     for i, setting in enumerate(settings):
         values = [np.nan if row.get(f"{setting} mIoU") is None else row[f"{setting} mIoU"] for row in table]
         ax.bar(positions + i * width, values, width, label=setting)
     ax.set_xticks(positions + width * (len(settings) - 1) / 2, [row["method"] for row in table], rotation=25, fontsize=8,
                   ha="right")
     ax.set(ylabel="mIoU (%), mean of 4 folds", title="the methods on the same test episodes")
-    ax.legend(fontsize=7, ncol=len(settings))
+    ax.legend(fontsize=7, ncol=2)
     return fig
 
 
