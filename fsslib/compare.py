@@ -263,6 +263,30 @@ def _markdown(table: list[dict[str, Any]], columns: list[str]) -> list[str]:
     return lines + ["| " + " | ".join(_cell(row.get(c)) for c in columns) + " |" for row in table]
 
 
+INTEGER_COLUMNS = ("fold", "ways", "shots", "train_shots", "seed", "episodes")
+
+
+def read_comparison(name: str, results_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The committed rows (``<name>.csv``) and strata (``<name>_strata.csv``, empty if absent) of a comparison,
+    typed as :func:`write_comparison` had them (IoUs rounded to one decimal), e.g. for notebook 07."""
+    table = results_dir / f"{name}.csv"
+    if not table.is_file():
+        raise FsslibError(f"No comparison {table}.", f"write it: python -m fsslib.runs papermill_runs/{name}.yaml")
+
+    def typed(row: dict[str, str]) -> dict[str, Any]:
+        return {k: (None if v == "" else int(v)) if k in INTEGER_COLUMNS else float(v) if k in ("miou", "fbiou", "low", "high")
+                else v for k, v in row.items()}
+
+    with table.open(newline="") as handle:
+        rows = [typed(row) for row in csv.DictReader(handle)]
+    strata_file = results_dir / f"{name}_strata.csv"
+    strata = []
+    if strata_file.is_file():
+        with strata_file.open(newline="") as handle:
+            strata = [typed(row) for row in csv.DictReader(handle)]
+    return rows, strata
+
+
 def _strata_wide(strata: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
     """The strata rows as one line per stratum, one column per method ("mIoU (low-high)"), and its columns."""
     methods = list(dict.fromkeys(row["method"] for row in strata))

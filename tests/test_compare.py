@@ -7,7 +7,8 @@ import csv
 import numpy as np
 import pytest
 
-from fsslib.compare import MODES, comparison_table, strata_table, support_mode_matrix, write_comparison
+from fsslib.compare import (MODES, comparison_table, read_comparison, strata_table, support_mode_matrix,
+                            write_comparison)
 from fsslib.config import make_config
 from fsslib.data.episodes import EpisodeDataset
 from fsslib.engine import open_source
@@ -101,6 +102,9 @@ def test_write_comparison_writes_its_tables_and_figures(tmp_path):
     assert len(rows) == 8 and rows[0]["support annotation"] == "pixel masks"
     text = (tmp_path / "results" / "compare_test.md").read_text()
     assert "## Support modes" in text and "## Where each method wins" in text
+    read, strata = read_comparison("compare_test", tmp_path / "results")  # typed again, e.g. for notebook 07
+    assert comparison_table(read) == comparison_table([row for row, _ in runs])  # IoUs exact to one decimal here
+    assert strata == [{k: round(v, 1) if isinstance(v, float) else v for k, v in row.items()} for row in strata_table(runs)]
 
 
 def test_a_compare_grid_evaluates_without_notebooks_and_resumes(tmp_path):
