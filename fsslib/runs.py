@@ -491,27 +491,59 @@ def grid_description(path: Path) -> str:
     return " ".join(lines)
 
 
+def _demoted(markdown: str) -> str:
+    """Markdown with every heading one level down (a grid's own page inside RESULTS.md's sections)."""
+    return "\n".join(f"#{line}" if line.startswith("#") else line for line in markdown.splitlines())
+
+
 def write_results_page(folder: Path) -> Path:
-    """``folder/RESULTS.md``: every grid of ``folder`` whose table exists, with its description, table,
-    learning curves and the hand-written analysis ``<name>.notes.md`` beside the grid file, if any."""
+    """``folder/RESULTS.md``, for a newcomer: first the methods side by side (the grid with ``compare: true``),
+    then one section per paper (each grid that names its ``paper``: its hand-written ``<name>.summary.md`` and
+    its table shaped like the paper's, :func:`comparison_table`), then every grid in full with its description,
+    table, learning curves and the hand-written analysis ``<name>.notes.md`` beside the grid file, if any."""
+    results = folder / "results"
+    grids = [(path, load_grid(path)) for path in sorted(folder.glob("*.yaml"))]
+    made = [(path, grid) for path, grid in grids if (results / f"{grid['name']}.md").is_file()]
     sections = ["# Results", "",
-                "Written by `python -m fsslib.runs` after each grid (do not edit: edit the grid's `<name>.notes.md`). "
-                "Every table comes from the one command in its section; mIoU / FB-IoU in %, 1000 test episodes per row; "
-                "`reference_miou` is the all-foreground predictor on the same episodes; `train_shots` is the shots of the "
-                "training episodes (empty for training-free methods)."]
-    for grid_file in sorted(folder.glob("*.yaml")):
-        name = load_grid(grid_file)["name"]
-        table = folder / "results" / f"{name}.md"
-        if not table.is_file():
+                "Written by `python -m fsslib.runs` after each grid (do not edit: edit the grid's `<name>.summary.md` or "
+                "`<name>.notes.md`). Every table comes from the one command in its section; mIoU / FB-IoU in %, 1000 "
+                "test episodes per row; toy tier unless a row says otherwise. First the methods side by side, then one "
+                "section per paper, then every grid in full.", "", "## The methods side by side", ""]
+    compared = [(path, grid) for path, grid in made if grid.get("compare")]
+    for path, grid in compared:
+        text = (results / f"{grid['name']}.md").read_text().strip().splitlines()[1:]  # its own title left out
+        sections += [grid_description(path), "", f"`python -m fsslib.runs papermill_runs/{path.name}`",
+                     *_demoted("\n".join(text)).splitlines(), ""]
+    if not compared:
+        pending = [path.name for path, grid in grids if grid.get("compare")]
+        sections += [f"Not made yet: `python -m fsslib.runs papermill_runs/{pending[0]}` evaluates every method on the "
+                     "same episodes from the toy model zoo (grid `zoo_toy`)." if pending else "No comparison grid.", ""]
+    sections += ["## The papers"]
+    for path, grid in made:
+        if not grid.get("paper"):
             continue
-        sections += ["", f"## {name}", "", grid_description(grid_file), "",
-                     f"`python -m fsslib.runs papermill_runs/{grid_file.name}`", "", table.read_text().strip()]
-        curves = folder / "results" / f"{name}_curves.png"
+        summary = folder / f"{grid['name']}.summary.md"
+        rows = read_table(results / f"{grid['name']}.csv")
+        beside = [row for other in grid.get("beside", []) for row in read_table(results / f"{other}.csv")]
+        compared_rows = comparison_table(rows, beside)
+        columns = (*COMPARISON_COLUMNS, *sorted(c for c in compared_rows[0] if c.startswith("fold ")), "mean")
+        sections += ["", f"### {grid['paper']} (grid `{grid['name']}`)", "",
+                     *([summary.read_text().strip(), ""] if summary.is_file() else []),
+                     "mIoU on the same test episodes, the paper's table in shape (default variants; all rows in the "
+                     f"grid's section below):", "", *_markdown(columns, compared_rows)]
+    sections += ["", "## Every grid"]
+    for path, grid in made:
+        if grid.get("compare"):
+            continue
+        name = grid["name"]
+        sections += ["", f"### {name}", "", grid_description(path), "",
+                     f"`python -m fsslib.runs papermill_runs/{path.name}`", "", (results / f"{name}.md").read_text().strip()]
+        curves = results / f"{name}_curves.png"
         if curves.is_file():
             sections += ["", f"![validation learning curves of {name}](results/{curves.name})"]
         notes = folder / f"{name}.notes.md"
         if notes.is_file():
-            sections += ["", notes.read_text().strip()]
+            sections += ["", _demoted(notes.read_text().strip())]
     page = folder / "RESULTS.md"
     page.write_text("\n".join(sections) + "\n")
     return page

@@ -90,15 +90,28 @@ def test_comparison_sets_other_grids_rows_beside_on_the_same_episodes(tmp_path):
         runs.read_table(tmp_path / "missing.csv")
 
 
-def test_results_page_collects_every_grid_with_its_notes(tmp_path):
+def test_results_page_opens_with_the_comparison_then_the_papers_then_every_grid(tmp_path):
     (tmp_path / "results").mkdir()
-    (tmp_path / "a.yaml").write_text("# Grid a: what it shows.\n# Run: python -m fsslib.runs a.yaml\nname: a\nnotebook: n.ipynb\ngrid: {}\n")
+    (tmp_path / "a.yaml").write_text("# Grid a: what it shows.\n# Run: python -m fsslib.runs a.yaml\nname: a\n"
+                                     "paper: Paper A\nnotebook: n.ipynb\ngrid: {}\n")
     (tmp_path / "b.yaml").write_text("name: b\nnotebook: n.ipynb\ngrid: {}\n")  # no table yet: left out
+    (tmp_path / "c.yaml").write_text("# All side by side.\nname: c\ncompare: true\ngrid: {}\n")
     (tmp_path / "results" / "a.md").write_text("| method |\n|---|\n| x |\n")
+    row = {"method": "pfenet", "variant": "", "tier": "toy", "benchmark": "toy", "fold": 0, "ways": 1, "shots": 1,
+           "train_shots": 1, "seed": 0, "episodes": 1000, "miou": 61.0, "fbiou": 70.0, "reference_miou": 9.0}
+    runs.write_table([row], tmp_path / "results" / "a")
+    (tmp_path / "results" / "a.md").write_text("| method |\n|---|\n| x |\n")
+    (tmp_path / "a.summary.md").write_text("A does not beat x.")
     (tmp_path / "a.notes.md").write_text("Why x wins.")
     page = runs.write_results_page(tmp_path).read_text()
-    assert "## a\n\nGrid a: what it shows.\n" in page and "| x |" in page and page.rstrip().endswith("Why x wins.")
-    assert "## b" not in page and "Run:" not in page
+    assert page.index("## The methods side by side") < page.index("## The papers") < page.index("## Every grid")
+    assert "Not made yet: `python -m fsslib.runs papermill_runs/c.yaml`" in page
+    assert "### Paper A (grid `a`)\n\nA does not beat x." in page and "| pfenet | pixel masks | 1 | 1 | 1 | 61.0 | 61.0 |" in page
+    assert "### a\n\nGrid a: what it shows.\n" in page and "| x |" in page and page.rstrip().endswith("Why x wins.")
+    assert "### b" not in page and "Run:" not in page
+    (tmp_path / "results" / "c.md").write_text("# c: the methods side by side\n\nThe table.\n\n## Support modes\n")
+    page = runs.write_results_page(tmp_path).read_text()
+    assert "The table.\n\n### Support modes" in page and "Not made yet" not in page
 
 
 def test_plateau_gain_compares_the_last_two_quarters():
