@@ -13,8 +13,9 @@ fold, shots, ways and seed only. Nothing is trained, so the runs are :func:`fssl
 * ``<name>.md`` -- the comparison (mean over folds of the default variants, 1-way and 2-way, 1 and 5 shots,
   figure ``<name>.png``), the support-mode matrix (each mode a method reads, figure
   ``<name>_support_modes.png``), the strata of the 1-way 1-shot episodes (:mod:`fsslib.data.strata`, mIoU with
-  a bootstrap interval and the episode count, figure ``<name>_strata.png``, table ``<name>_strata.csv``), the spread of training seeds on
-  fold 0 (the grid named under the compare grid's ``seeds``, e.g. ``zoo_seeds_toy``) and the rows per fold.
+  a bootstrap interval and the episode count, figure ``<name>_strata.png``, table ``<name>_strata.csv``), the
+  spread of training seeds on fold 0 (the grid named under the compare grid's ``seeds``, e.g.
+  ``zoo_seeds_toy``) and the rows per fold.
 """
 from __future__ import annotations
 
