@@ -77,8 +77,7 @@ def _evaluate(overrides: dict[str, Any], folder: Path, smoke: bool, threads: int
     from fsslib import evaluate
 
     torch.set_num_threads(threads)
-    method = overrides.pop("method")
-    return evaluate.run(make_config(method=method, **overrides, smoke=smoke, out=folder, progress=False))
+    return evaluate.run(make_config(**overrides, smoke=smoke, out=folder, progress=False))
 
 
 def finished(overrides: dict[str, Any], folder: Path, smoke: bool) -> dict[str, Any] | None:
@@ -111,7 +110,7 @@ def execute_comparison(name: str, runs: list[tuple[dict[str, Any], Path]], resul
     os.environ["OMP_NUM_THREADS"] = str(threads)  # inherited by the workers
     pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"))
     try:
-        futures = {pool.submit(_evaluate, dict(overrides), folder, smoke, threads): i
+        futures = {pool.submit(_evaluate, overrides, folder, smoke, threads): i
                    for i, (overrides, folder) in enumerate(tasks) if i not in done}
         for future in tqdm(as_completed(futures), total=len(futures), desc=f"compare {name} ({len(tasks)} evaluations)"):
             done[futures[future]] = future.result()

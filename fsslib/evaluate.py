@@ -31,7 +31,7 @@ from fsslib.errors import CheckpointError
 from fsslib.methods import build_method
 from fsslib.methods.base import FewShotSegmenter
 from fsslib.provenance import run_provenance
-from fsslib.zoo import ZOO_GRID, training_shots, zoo_checkpoint
+from fsslib.zoo import ZOO_GRID, names_zoo, training_shots, zoo_checkpoint
 
 __all__ = ["evaluate_model", "load_checkpoint", "load_model", "main", "open_source", "run"]
 
@@ -43,7 +43,7 @@ def checkpoint_path(cfg: Config) -> str | None:
     """``cfg.ckpt``, with ``zoo`` / ``zoo:<k>shot`` resolved to the shipped model of the method and fold
     (:mod:`fsslib.zoo`)."""
     ckpt = None if cfg.ckpt is None else os.fspath(cfg.ckpt)
-    if ckpt != "zoo" and not (ckpt or "").startswith("zoo:"):
+    if not names_zoo(ckpt):
         return ckpt
     shots = training_shots(ckpt, cfg.method, cfg.variant, cfg.shots)
     return str(zoo_checkpoint(cfg.method, cfg.fold, shots, cfg.variant))
@@ -51,7 +51,13 @@ def checkpoint_path(cfg: Config) -> str | None:
 
 def load_model(cfg: Config, device: torch.device) -> FewShotSegmenter:
     """Build ``cfg.method``; trained methods load ``cfg.ckpt`` (required: a path, or ``zoo``)."""
+    return _load_model(cfg, device)[0]
+
+
+def _load_model(cfg: Config, device: torch.device) -> tuple[FewShotSegmenter, dict | None]:
+    """:func:`load_model`, with the configuration the checkpoint was trained with (None: a training-free method)."""
     model = build_method(cfg)
+    trained = None
     if model.trainable:
         path = checkpoint_path(cfg)
         if path is None:
@@ -82,7 +88,7 @@ def load_model(cfg: Config, device: torch.device) -> FewShotSegmenter:
         except RuntimeError as error:
             raise CheckpointError(f"Checkpoint {path} does not fit this {cfg.method!r} model: {str(error)[:300]}",
                                   "evaluate with the shots / options it was trained with.") from None
-    return model.to(device).eval()
+    return model.to(device).eval(), trained
 
 
 def run(cfg: Config | None = None, **overrides) -> dict:
@@ -92,9 +98,9 @@ def run(cfg: Config | None = None, **overrides) -> dict:
     device = resolve_device(cfg.device)
     benchmark = get_benchmark(cfg.benchmark, cfg.coco_folds)
     source = open_source(cfg, benchmark.test_split)
-    model = load_model(cfg, device)
+    model, trained = _load_model(cfg, device)
     checkpoint = checkpoint_path(cfg) if model.trainable else None
-    train_shots = load_checkpoint(checkpoint, cfg.method).get("config", {}).get("shots") if checkpoint else None
+    train_shots = None if trained is None else trained.get("shots")
     seeds = list(range(cfg.seed, cfg.seed + max(1, cfg.eval_seeds)))
     runs = []
     for seed in seeds:

@@ -18,7 +18,8 @@ over the last quarter of training in the Markdown file: a plateau gains < 1 poin
 tables are exactly what this command writes (``--smoke`` writes to ``<name>_smoke`` instead).
 
 A grid with ``compare: true`` (``compare_toy.yaml``) only evaluates, in worker processes rather than notebooks,
-and writes the methods' comparison on the same episodes instead of the usual table (:mod:`fsslib.compare`). A grid with ``zoo: true`` (``zoo_toy.yaml``) also writes each run's ``best.pt`` into the shipped model zoo
+and writes the methods' comparison on the same episodes instead of the usual table (:mod:`fsslib.compare`).
+A grid with ``zoo: true`` (``zoo_toy.yaml``) also writes each run's ``best.pt`` into the shipped model zoo
 (:func:`export_to_zoo`) once all its runs have finished.
 
 A grid may name other grids under ``beside`` (e.g. ``beside: [piclip_toy]``): their committed
@@ -53,6 +54,7 @@ from tqdm.auto import tqdm
 
 from fsslib.errors import DatasetNotFoundError, FsslibError
 from fsslib.methods import shots_fixed_by_training
+from fsslib.zoo import names_zoo
 
 REPO = Path(__file__).resolve().parent.parent
 TABLE_COLUMNS = ("method", "variant", "tier", "benchmark", "fold", "ways", "shots", "train_shots", "seed", "episodes",
@@ -124,7 +126,7 @@ def check_parameters(grid: dict[str, Any], runs: list[dict[str, Any]]) -> None:
     for params in runs:
         trained = params.get("shots", 1)
         evaluated = params.get("test_shots") or [trained]
-        from_zoo = str(params.get("ckpt", "")).startswith("zoo")  # the zoo holds a model per training shots
+        from_zoo = names_zoo(params.get("ckpt"))  # the zoo holds a model per training shots
         if set(evaluated) != {trained} and not from_zoo and shots_fixed_by_training(params["method"], params.get("variant", "")):
             raise FsslibError(f"Grid {grid['name']}: run {run_name(params)} trains on {trained}-shot episodes and is "
                               f"evaluated at shots {list(evaluated)}, but its weights fit {trained}-shot episodes only "
@@ -251,7 +253,7 @@ def execute(grid_path: str | Path, smoke: bool = False, outputs: str | Path | No
     if grid.get("zoo") and not smoke and results is None:  # the zoo grid ships its trained models (fsslib.zoo)
         for params, result in zip(tqdm(runs, desc="export to the zoo"), results_per_run):
             export_to_zoo(outputs / run_name(params), f"python -m fsslib.runs {grid_path}  (run {run_name(params)})",
-                   result["rows"])
+                          result["rows"])
     return rows
 
 
@@ -297,8 +299,8 @@ def _write_grid_table(grid: dict[str, Any], name: str, runs: list[dict[str, Any]
                       results: str | Path | None, publish: bool) -> list[dict[str, Any]]:
     """Write the grid's table and curves from its runs' ``metrics.json`` contents; ``publish``: also RESULTS.md."""
     rows = [row for result in results_per_run for row in result["rows"]]
-    results_dir = Path(results or REPO / "papermill_runs" / "results")
     curves = {run_name(p): result["history"] for p, result in zip(runs, results_per_run) if result.get("history")}
+    results_dir = Path(results or REPO / "papermill_runs" / "results")
     beside = [row for other in grid.get("beside", []) for row in read_table(REPO / "papermill_runs" / "results" / f"{other}.csv")]
     write_table(rows, results_dir / name, curves, beside)
     if publish:

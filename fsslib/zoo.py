@@ -47,6 +47,11 @@ def zoo_entries(root: Path | None = None) -> list[str]:
     return sorted(path.stem for path in root.glob("*.pt")) if root.is_dir() else []
 
 
+def names_zoo(ckpt: object) -> bool:
+    """Whether a ``ckpt`` setting asks for the zoo (``"zoo"`` or ``"zoo:<k>shot"``) rather than a file."""
+    return ckpt == "zoo" or (isinstance(ckpt, str) and ckpt.startswith("zoo:"))
+
+
 def training_shots(ckpt: str, method: str, variant: str, shots: int) -> int:
     """The training shots ``ckpt`` ("zoo" or "zoo:<k>shot") asks for, evaluated at ``shots``."""
     if ckpt == "zoo":
