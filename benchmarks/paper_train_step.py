@@ -1,37 +1,81 @@
-"""Training and inference speed at paper resolution (473 x 473) with random weights, on CUDA.
+"""Training and inference speed of every trained method at its paper resolution with random weights, on CUDA.
 
-    python benchmarks/paper_train_step.py                  # PFENet and PI-CLIP(PFENet), bf16 autocast and fp32
+    python benchmarks/paper_train_step.py                  # every trained method, bf16 autocast and fp32
     python benchmarks/paper_train_step.py --methods pfenet --batch-size 8
+    python benchmarks/paper_train_step.py --device cpu --image-size 65 --steps 1 --warmup 0   # a smoke run
 
-Paper tier models (ResNet-50 backbone, open_clip ViT-B/16 for PI-CLIP) with random
-weights, so nothing needs downloading; the batches are fabricated episodes (a centred
-square as every mask). A training step is what ``fsslib.train`` runs per batch: forward
-under ``fsslib.device.autocast``, the method's loss, backward, optimiser step. Peak
-memory is the CUDA allocator's peak over the timed steps. Prints a Markdown table.
+Paper tier models with random weights (ResNet-50 backbone, open_clip ViT-B/16 for PI-CLIP, LFSS and
+CLIP-DINOiser, random CLIP-DINOiser heads in the official release's format, a random prior extractor for
+QGNet), so nothing needs downloading; each method at its paper preset's input size (PFENet, PI-CLIP,
+QGNet, the prototype baseline: 473; LFSS: 400; CLIP-DINOiser: 448). The batches are fabricated 1-way
+episodes of PASCAL-5i fold 0's classes (a centred square as every mask). A training step is what
+``fsslib.train`` runs per batch: forward under ``fsslib.device.autocast``, the method's loss, backward,
+optimiser step. Peak memory is the CUDA allocator's peak over the timed training steps. Prints a
+Markdown table.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import tempfile
 import time
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
 
 from fsslib.config import make_config
+from fsslib.data.benchmarks import get_benchmark
+from fsslib.data.episodes import EpisodeBatch
 from fsslib.device import autocast
 from fsslib.methods import build_method
 from fsslib.train import make_optimizer
-from piclip_priors import fabricated_batch
+
+RANDOM_CLIP = {"clip_pretrained": None}
+METHODS = {  # method: (variant, options replacing the paper's weights by random ones)
+    "prototype": ("", {}),
+    "pfenet": ("", {}),
+    "piclip": ("", RANDOM_CLIP),
+    "lfss": ("", RANDOM_CLIP),
+    "qgnet": ("", {"prior_extractor": "random"}),
+    "clip-dinoiser-support": ("trained_adapter", {**RANDOM_CLIP, "heads": "HEADS"}),
+}
 
 
-def measure(method: str, batch_size: int, shots: int, amp: bool, steps: int, warmup: int) -> dict[str, float]:
-    """Training steps/s, inference episodes/s and peak training memory (MB) of one method."""
-    device = torch.device("cuda")
-    options = {"clip_pretrained": None} if method == "piclip" else {}
-    cfg = make_config(method=method, preset="paper", shots=shots, batch_size=batch_size, amp=amp,
-                      backbone_weights="random", options=options)
+def random_heads(folder: Path) -> Path:
+    """CLIP-DINOiser heads for ViT-B/16 in the official ``checkpoints/last.pt`` format, random."""
+    path = folder / "last.pt"
+    torch.save({"model_state_dict": {"obj_proj.weight": torch.randn(256, 768, 3, 3) * 0.01, "obj_proj.bias": torch.zeros(256),
+                                     "bkg_decoder.weight": torch.randn(1, 768, 1, 1) * 0.01, "bkg_decoder.bias": torch.zeros(1)}},
+               path)
+    return path
+
+
+def fabricated_batch(batch_size: int, shots: int, size: int, device: torch.device) -> EpisodeBatch:
+    """1-way episodes of random images of PASCAL-5i fold 0's test classes, a centred square as every mask."""
+    pascal = get_benchmark("pascal")
+    class_ids = torch.tensor([pascal.fold_classes(0)[index % 5] for index in range(batch_size)])[:, None]  # (B, 1)
+    masks = torch.zeros(batch_size, 1, shots, size, size, dtype=torch.long)
+    masks[..., size // 4: 3 * size // 4, size // 4: 3 * size // 4] = 1
+    query_masks = masks[:, 0, 0].clone()  # (B, H, W)
+    return EpisodeBatch(torch.rand(batch_size, 1, shots, 3, size, size), masks, torch.rand(batch_size, 3, size, size),
+                        query_masks, list(query_masks), class_ids,
+                        [[pascal.class_name(int(c))] for c in class_ids[:, 0]]).to(device)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure(method: str, batch_size: int, shots: int, amp: bool, steps: int, warmup: int, device: torch.device,
+            heads: Path, image_size: int | None = None) -> dict[str, float]:
+    """Training steps/s, inference episodes/s, peak training memory (MB) and input size of one method."""
+    variant, options = METHODS[method]
+    options = {key: str(heads) if value == "HEADS" else value for key, value in options.items()}
+    cfg = make_config(method=method, preset="paper", variant=variant or None, shots=shots, batch_size=batch_size,
+                      amp=amp, backbone_weights="random", options=options, image_size=image_size)
     model = build_method(cfg).to(device)
     optimizer = make_optimizer(cfg, model)
     batch = fabricated_batch(batch_size, shots, cfg.image_size, device)
@@ -46,49 +90,62 @@ def measure(method: str, batch_size: int, shots: int, amp: bool, steps: int, war
     model.train()
     for _ in range(warmup):
         train_step()
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
+    synchronize(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
     for _ in range(steps):
         train_step()
-    torch.cuda.synchronize()
+    synchronize(device)
     train_rate = steps / (time.perf_counter() - start)
-    peak_mb = torch.cuda.max_memory_allocated() / 2**20
+    peak_mb = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else float("nan")
 
     model.eval()
     with torch.no_grad(), autocast(device, amp):  # no inference_mode: PI-CLIP's GradCAM needs autograd
         for _ in range(warmup):
             model(batch)
-        torch.cuda.synchronize()
+        synchronize(device)
         start = time.perf_counter()
         for _ in range(steps):
             model(batch)
-        torch.cuda.synchronize()
+        synchronize(device)
     eval_rate = steps * batch_size / (time.perf_counter() - start)
-    return {"train_steps_per_s": train_rate, "eval_episodes_per_s": eval_rate, "peak_train_mb": peak_mb}
+    return {"train_steps_per_s": train_rate, "eval_episodes_per_s": eval_rate, "peak_train_mb": peak_mb,
+            "image_size": cfg.image_size}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--methods", nargs="+", default=["pfenet", "piclip"])
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--batch-size", type=int, default=4, help="episodes per step (PFENet's PASCAL recipe: 4)")
     parser.add_argument("--shots", type=int, default=1)
     parser.add_argument("--steps", type=int, default=100, help="timed steps per row")
     parser.add_argument("--warmup", type=int, default=10, help="untimed steps per row")
+    parser.add_argument("--precisions", nargs="+", default=["bf16", "fp32"], choices=["bf16", "fp32"])
+    parser.add_argument("--device", default="cuda", help="cuda (the measurement) or cpu (a smoke run)")
+    parser.add_argument("--image-size", type=int, default=None, help="replace the paper sizes (a smoke run)")
     args = parser.parse_args()
-    if not torch.cuda.is_available():
-        raise SystemExit("paper_train_step.py measures the paper tier on a GPU; no CUDA device is available here.")
-    print(f"Paper tier, random weights, {args.shots}-shot, 473x473, {torch.cuda.get_device_name()}, "
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit("paper_train_step.py measures the paper tier on a GPU; no CUDA device is available here "
+                         "(--device cpu --image-size 65 --steps 1 --warmup 0 runs it as a smoke test).")
+    device = torch.device(args.device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    print(f"Paper tier, random weights, {args.shots}-shot, each method at its paper input size, {name}, "
           f"torch {torch.__version__}\n")
-    print("| method | precision | batch | train steps/s | train episodes/s | eval episodes/s | peak train MB |")
-    print("|---|---|---|---|---|---|---|")
-    for method in args.methods:
-        for amp in (True, False):
-            result = measure(method, args.batch_size, args.shots, amp, args.steps, args.warmup)
-            print(f"| {method} | {'bf16 autocast' if amp else 'fp32'} | {args.batch_size} | "
-                  f"{result['train_steps_per_s']:.2f} | {result['train_steps_per_s'] * args.batch_size:.1f} | "
-                  f"{result['eval_episodes_per_s']:.1f} | {result['peak_train_mb']:.0f} |")
-            torch.cuda.empty_cache()
+    print("| method | input | precision | batch | train steps/s | train episodes/s | eval episodes/s | peak train MB |")
+    print("|---|---|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as folder:
+        heads = random_heads(Path(folder))
+        for method in args.methods:
+            for precision in args.precisions:
+                result = measure(method, args.batch_size, args.shots, precision == "bf16", args.steps, args.warmup,
+                                 device, heads, args.image_size)
+                print(f"| {method} | {result['image_size']} | {'bf16 autocast' if precision == 'bf16' else 'fp32'} | "
+                      f"{args.batch_size} | {result['train_steps_per_s']:.2f} | "
+                      f"{result['train_steps_per_s'] * args.batch_size:.1f} | {result['eval_episodes_per_s']:.1f} | "
+                      f"{result['peak_train_mb']:.0f} |", flush=True)
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
 
 
 if __name__ == "__main__":

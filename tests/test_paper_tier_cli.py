@@ -7,6 +7,11 @@ without ``clip_pretrained``, random CLIP-DINOiser heads in the official release'
 is reduced to spare CPU time; everything else is the paper preset's code path: PASCAL-5i / COCO-20i fold 0,
 the methods' paper settings, evaluation at the original label sizes and, for CLIP-DINOiser, queries resized
 by their short side and read by sliding windows.
+
+``FSSLIB_REHEARSAL=paper`` runs the same at the papers' own input sizes (473 / 400 / 448), sliding windows
+and prompt templates, on a GPU when there is one (``device="auto"``, bf16 autocast):
+
+    FSSLIB_REHEARSAL=paper pytest tests/test_paper_tier_cli.py -m slow
 """
 from __future__ import annotations
 
@@ -27,6 +32,7 @@ from fsslib.data.benchmarks import COCO_CLASSES
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")]
 
+PAPER_SIZES = os.environ.get("FSSLIB_REHEARSAL") == "paper"  # the papers' sizes, windows and prompts (a GPU)
 IMAGE_SIZE = 97  # the paper sizes are 473 / 400 / 448: reduced for the CPU, the code path unchanged
 LANDSCAPE, PORTRAIT = (375, 500), (500, 375)  # (H, W) of PASCAL's most common image sizes
 # PASCAL-5i fold 0 tests classes 1-5 and trains on 6-20: every class in at least two images
@@ -124,6 +130,8 @@ def prepared(home) -> dict[str, str]:
     """The environment after PASCAL-5i and COCO-20i were prepared through ``python -m fsslib.data.prepare``
     (no weights fetched); random CLIP-DINOiser heads at ``home / "last.pt"``."""
     user = user_environment(home)
+    if PAPER_SIZES:
+        user.pop("OMP_NUM_THREADS")
     voc_tar, sbd_tgz = fabricate_pascal(home / "downloads")
     printed = command(user, "fsslib.data.prepare", "pascal", "--voc", str(voc_tar), "--sbd", str(sbd_tgz))
     assert "prepared pascal" in printed
@@ -151,10 +159,13 @@ TRAINED_METHODS = {  # method (variant): the flags that replace the paper's weig
     "prototype": [],
     "pfenet": [],
     "piclip": RANDOM_CLIP,
-    "lfss": [*RANDOM_CLIP, "--options", "templates=single"],  # 1 prompt template, not 85: minutes less on a CPU
+    "lfss": RANDOM_CLIP,
     "qgnet": ["--options", "prior_extractor=random"],
-    "clip-dinoiser-support": ["--variant", "trained_adapter", *RANDOM_CLIP, "--options", "templates=single",
-                              "--options", "heads=HEADS", "--options", "window=64", "--options", "stride=32"],
+    "clip-dinoiser-support": ["--variant", "trained_adapter", *RANDOM_CLIP, "--options", "heads=HEADS"],
+}
+CPU_SAVERS = {  # minutes less on a CPU: 1 prompt template, not 85; windows for the reduced size
+    "lfss": ["--options", "templates=single"],
+    "clip-dinoiser-support": ["--options", "templates=single", "--options", "window=64", "--options", "stride=32"],
 }
 
 
@@ -164,9 +175,10 @@ BENCHMARKS = {"prototype": "coco"}  # COCO-20i's path through prepare, train and
 @pytest.mark.parametrize("method", sorted(TRAINED_METHODS))
 def test_train_and_evaluate_through_the_command_line(prepared, home, method, tmp_path):
     flags = [flag.replace("HEADS", str(home / "last.pt")) for flag in TRAINED_METHODS[method]]
+    size = [] if PAPER_SIZES else ["--image-size", str(IMAGE_SIZE), *CPU_SAVERS.get(method, [])]
     benchmark = BENCHMARKS.get(method, "pascal")
-    common = ["--method", method, "--preset", "paper", "--benchmark", benchmark, "--fold", "0", "--image-size",
-              str(IMAGE_SIZE), "--backbone-weights", "random", "--no-progress", *flags]
+    common = ["--method", method, "--preset", "paper", "--benchmark", benchmark, "--fold", "0",
+              "--backbone-weights", "random", "--no-progress", *size, *flags]
     run = tmp_path / "run"
     command(prepared, "fsslib.train", *common, "--epochs", "1", "--episodes-per-epoch", "2", "--batch-size", "2",
             "--val-episodes", "2", "--out", str(run))

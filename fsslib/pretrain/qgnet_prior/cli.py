@@ -25,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_settings_flags(parser, PriorSettings)
     parser.add_argument("--cache", type=Path, default=None, help="folder to keep the superpixels in")
     parser.add_argument("--workers", type=int, default=2, help="processes computing the superpixels")
+    parser.add_argument("--device", default="auto", help="where the encoders run: auto (CUDA when there is one), cpu, cuda")
     parser.add_argument("--resume", action="store_true",
                         help="continue an interrupted run from OUT.partial.pt (written at every curve point)")
     add_run_flags(parser, "recompute the acceptance metrics of CKPT")
@@ -39,5 +40,6 @@ def main(argv: list[str]) -> None:
         return
     settings = settings_from(args, PriorSettings)
     metadata = train_prior_extractor(args.out, settings, args.cache, progress=not args.no_progress,
-                                     command=f"{CLI} {shlex.join(argv)}", workers=args.workers, resume=args.resume)
+                                     command=f"{CLI} {shlex.join(argv)}", workers=args.workers, resume=args.resume,
+                                     device=args.device)
     print(json.dumps(metadata["held_out"], indent=1))

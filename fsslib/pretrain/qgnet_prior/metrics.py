@@ -43,10 +43,13 @@ MAP_THRESHOLD = 0.5
 
 @torch.no_grad()
 def pooled_features(extractor: MultiLevelBackbone, images: np.ndarray | torch.Tensor, batch_size: int = 100) -> torch.Tensor:
-    """(N, C) L2-normalised global average of layer4 of (N, H, W, 3) uint8 images or (N, 3, H, W) tensors in [0, 1]."""
+    """(N, C) L2-normalised global average of layer4 of (N, H, W, 3) uint8 images or (N, 3, H, W) tensors in [0, 1],
+    on the CPU (the images go to the extractor's device in batches)."""
     extractor.eval()
+    device = next(extractor.parameters()).device
     tensors = to_unit_tensor(images) if isinstance(images, np.ndarray) else images
-    pooled = [extractor(tensors[i:i + batch_size])["layer4"].mean(dim=(2, 3)) for i in range(0, len(tensors), batch_size)]
+    pooled = [extractor(tensors[i:i + batch_size].to(device))["layer4"].float().mean(dim=(2, 3)).cpu()
+              for i in range(0, len(tensors), batch_size)]
     return F.normalize(torch.cat(pooled), dim=1)
 
 

@@ -184,7 +184,7 @@ def patch_crops(images: torch.Tensor, segments: torch.Tensor, boxes: torch.Tenso
     images: (B, 3, H, W) in [0, 1]; segments: (B, H, W) ids; boxes: (B, S, 4); chosen: (B,) segment ids.
     """
     rows = torch.arange(len(images))
-    inside = (segments == chosen[:, None, None]).unsqueeze(1).to(images.dtype)  # (B, 1, H, W)
+    inside = (segments == chosen.to(segments.device)[:, None, None]).unsqueeze(1).to(images.dtype)  # (B, 1, H, W)
     mean = (images * inside).sum(dim=(2, 3)) / inside.sum(dim=(2, 3)).clamp(min=1)  # (B, 3)
     filled = images * inside + mean[:, :, None, None] * (1 - inside)
     no_flip = torch.zeros(len(images), dtype=torch.bool)

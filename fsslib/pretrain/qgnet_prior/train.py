@@ -16,9 +16,11 @@ Every ``eval_every`` steps the key encoder's held-out kNN mAP (on the first 500 
 :mod:`~fsslib.pretrain.qgnet_prior.metrics`) and the mean losses since the last point are appended
 to the JSON's ``curve``: the step budget is read off it.
 
-``precision="bf16"`` runs the two encoders under the CPU's bf16 autocast in channels-last layout (the
-toy tier's counterpart of the paper tier's AMP; 1.7x faster per step on a CPU with AVX-512 BF16); the
-InfoNCE logits, the queues and the learning curve stay in float32.
+``precision="bf16"`` runs the two encoders under bf16 autocast in channels-last layout (the toy tier's
+counterpart of the paper tier's AMP; 1.7x faster per step on a CPU with AVX-512 BF16); the InfoNCE
+logits, the queues and the learning curve stay in float32. ``device`` (``"auto"``: CUDA when there is
+one) only moves the work: every random draw comes from the same CPU generator, so a run draws the same
+scenes, views and patches on either device and resumes on the other.
 
 ``scenes="object_centric"`` and ``views="weak"`` are controls, not the paper's recipe:
 ``benchmarks/qgnet_pretraining_controls.py`` uses them to ask why the toy prior extractors learn
@@ -35,6 +37,7 @@ import torch
 from tqdm.auto import tqdm
 
 from fsslib.data.benchmarks import get_benchmark
+from fsslib.device import resolve_device
 from fsslib.errors import FsslibError, unknown
 from fsslib.models.backbones import ToyResNet
 from fsslib.pretrain.views import AUG_PLUS, ViewAugmentation, random_views
@@ -126,6 +129,11 @@ def as_used(backbone: ToyResNet) -> ToyResNet:
     return used
 
 
+def device_name(device: torch.device) -> str:
+    """``"cpu"``, or ``"cuda: <the GPU's name>"``: the hardware a run's JSON records."""
+    return f"cuda: {torch.cuda.get_device_name(device)}" if device.type == "cuda" else device.type
+
+
 def partial_path(out: Path) -> Path:
     """Where a run in progress keeps its state at every learning-curve point (``x.pt`` -> ``x.partial.pt``)."""
     return out.with_suffix(".partial.pt")
@@ -133,12 +141,13 @@ def partial_path(out: Path) -> Path:
 
 def train_prior_extractor(out: str | Path, settings: PriorSettings, cache: str | Path | None = None,
                           progress: bool = True, command: str | None = None, workers: int = 2,
-                          n_eval_images: int = 1000, resume: bool = False) -> dict:
+                          n_eval_images: int = 1000, resume: bool = False, device: str = "auto") -> dict:
     """Pretrain a toy prior extractor with ``settings``; write ``out`` and ``out.json``; return the metadata.
 
     At every learning-curve point the whole state (encoders, queues, optimiser, schedule, random generators,
     losses, curve) goes to ``out.partial.pt``; ``resume=True`` continues from it to the same final weights as
-    an uninterrupted run (on the CPU), and the file is removed when the run ends.
+    an uninterrupted run (on the CPU), and the file is removed when the run ends. ``device``: where the
+    encoders run (``"auto"``, ``"cpu"``, ``"cuda"``); the draws are the same on each.
     """
     if settings.losses not in LOSS_SETS:
         raise unknown("QGNet pretraining losses", settings.losses, list(LOSS_SETS))
@@ -153,6 +162,7 @@ def train_prior_extractor(out: str | Path, settings: PriorSettings, cache: str |
         raise unknown("prior-extractor precision", settings.precision, PRECISIONS)
     views = VIEWS[settings.views]
     bf16 = settings.precision == "bf16"
+    device = resolve_device(device)
     layout = torch.channels_last if bf16 else torch.contiguous_format
     out = Path(out)
     record = RunRecord(command or f"{CLI} --out {out}", settings.seed)
@@ -167,7 +177,7 @@ def train_prior_extractor(out: str | Path, settings: PriorSettings, cache: str |
 
     model = GlobalLocalMoCo(ToyResNet(output_stride=settings.train_stride), queue_size=settings.queue_size, local_queue_size=settings.local_queue_size,
                             momentum=settings.momentum, temperature=settings.temperature, key_chunks=settings.key_chunks)
-    model = model.to(memory_format=layout)
+    model = model.to(device=device, memory_format=layout)
     optimizer = torch.optim.SGD(model.query_encoder.parameters(), lr=settings.lr, momentum=0.9,
                                 weight_decay=settings.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -197,21 +207,21 @@ def train_prior_extractor(out: str | Path, settings: PriorSettings, cache: str |
     for step in tqdm(range(first_step, settings.steps), desc=f"pretrain prior extractor ({settings.losses}, {settings.patches})",
                      initial=first_step, total=settings.steps, disable=not progress):
         index = torch.randint(len(images), (settings.batch_size,), generator=generator)
-        batch = to_unit_tensor(images[index.numpy()])  # (B, 3, H, W)
+        batch = to_unit_tensor(images[index.numpy()]).to(device)  # (B, 3, H, W)
         model.update_key_encoder()
         terms = {}
         if "global" in losses_used:  # Eq. 1
             pair = [random_views(batch, settings.image_size, generator, views).contiguous(memory_format=layout)
                     for _ in range(2)]
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 terms["global"] = model.loss(*pair, local=False, generator=generator)
         if "local" in losses_used:  # Eq. 6
             chosen = sample_segments(torch.from_numpy(table.areas[index.numpy()]), settings.min_patch_area, generator)
-            patches = patch_crops(batch, torch.from_numpy(table.segments[index.numpy()]).long(),
+            patches = patch_crops(batch, torch.from_numpy(table.segments[index.numpy()]).to(device).long(),
                                   torch.from_numpy(table.boxes[index.numpy()]), chosen, settings.patch_size)
             pair = [random_views(patches, settings.patch_size, generator, views).contiguous(memory_format=layout)
                     for _ in range(2)]
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 terms["local"] = model.loss(*pair, local=True, generator=generator)
         loss = sum(terms.values())  # Eq. 7
         optimizer.zero_grad(set_to_none=True)
@@ -236,7 +246,7 @@ def train_prior_extractor(out: str | Path, settings: PriorSettings, cache: str |
                 "curve": curve, "seconds": earlier_seconds + time.perf_counter() - start - prepare_seconds})
     train_seconds = earlier_seconds + time.perf_counter() - start - prepare_seconds
 
-    extractor = model.key_encoder.backbone.to(memory_format=torch.contiguous_format)
+    extractor = model.key_encoder.backbone.to(device="cpu", memory_format=torch.contiguous_format)
     save_checkpoint(out, {"backbone": half_precision(extractor.state_dict())})
     knn_curve = [[point["step"], point["knn_map"]] for point in curve]
     patch_share = None if table is None else patch_object_share(
@@ -244,7 +254,7 @@ def train_prior_extractor(out: str | Path, settings: PriorSettings, cache: str |
         settings.min_patch_area, N_CLASSES)["patch_object_share"]
     window = max(1, min(100, settings.steps // 10))
     metadata = {
-        **record.stamp(device="cpu"),
+        **record.stamp(device=device_name(device)),
         "model": f"ToyResNet(widths=(24, 48, 96, 192), output_stride={settings.train_stride}): the key encoder of MoCo v2 "
                  "with QGNet's patch queue; evaluated and used at output stride 8",
         "task": f"QGNet prior extractor, losses {settings.losses} (Eqs. 1, 6, 7), patches {settings.patches}",
