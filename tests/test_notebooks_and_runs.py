@@ -240,3 +240,34 @@ def test_grids_may_set_only_the_notebook_s_parameters(tmp_path):
         runs.check_parameters(grid, runs.expand(grid))
         for run in runs.expand(grid):  # methods and variants exist
             make_config(method=run["method"], variant=run.get("variant", ""), preset=run.get("preset", "toy"))
+
+
+def _pinned_versions() -> dict[str, str]:
+    """Package name (lower case, '-' for '_') -> version pinned in constraints.txt."""
+    pins = {}
+    for line in (REPO / "constraints.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, version = line.split("==")
+            pins[name.strip().lower().replace("_", "-")] = version.strip()
+    return pins
+
+
+def test_the_constraints_pin_every_dependency_and_the_tables_torch():
+    """``make install`` installs under constraints.txt: it pins every dependency of pyproject.toml, and the
+    torch version every committed table records (``Produced with torch ...``) is the pinned one."""
+    import re
+    import tomllib
+
+    pins = _pinned_versions()
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    wanted = [*project["dependencies"], *(d for group in project["optional-dependencies"].values() for d in group)]
+    names = {re.split(r"[<>=\[ ]", d)[0].lower().replace("_", "-") for d in wanted if not d.startswith("fsslib")}
+    assert not names - set(pins), f"constraints.txt pins no version of {sorted(names - set(pins))}"
+    assert "-c constraints.txt" in (REPO / "Makefile").read_text()
+    recorded = {}
+    for table in sorted((REPO / "papermill_runs" / "results").glob("*.md")):
+        for version in re.findall(r"Produced with torch ([^;,\s]+)", table.read_text()):
+            recorded[table.name] = version.split("+")[0]
+    assert recorded, "no committed table records its torch version"
+    other = {name: version for name, version in recorded.items() if version != pins["torch"]}
+    assert not other, f"tables made with another torch than constraints.txt's {pins['torch']}: {other}"
