@@ -14,7 +14,8 @@ git), where its last cell writes ``metrics.json`` (one row per evaluation, plus 
 curve); the collected table goes to ``papermill_runs/results/<name>.csv`` and ``.md``, with
 the torch version, fsslib commit and device of the runs under the Markdown table, and the
 validation learning curves of the trained runs to ``<name>_curves.png`` (with each run's gain
-over the last quarter of training in the Markdown file: a plateau gains < 1 point). Committed
+over the last quarter of training in the Markdown file, its standard error and verdict:
+:func:`plateau_verdicts`). Committed
 tables are exactly what this command writes (``--smoke`` writes to ``<name>_smoke`` instead).
 
 A grid with ``compare: true`` (``compare_toy.yaml``) only evaluates, in worker processes rather than notebooks,
@@ -29,8 +30,8 @@ default rows, with the all-foreground reference and each method's support annota
 
 ``--resume`` continues an interrupted grid (finished runs are kept, the others resume training from
 their last checkpoint), so a long grid can run in several sittings. ``--table-only`` runs nothing and writes a grid's table again from its runs' outputs;
-``--beside-only`` runs nothing and needs no outputs: it refreshes only the ``beside`` comparison of
-the committed table after another grid was re-run. ``--jobs N`` runs N notebooks at once, one kernel each with ``--threads`` torch threads (a grid
+``--from-csv`` runs nothing and needs no outputs: it writes the means over folds and the ``beside``
+comparison of the committed table again from the committed CSV files (after another grid was re-run). ``--jobs N`` runs N notebooks at once, one kernel each with ``--threads`` torch threads (a grid
 file may set ``jobs`` and ``threads``; on 2 CPU cores: 2 jobs of 1 thread); the table keeps
 the grid's order. The progress bar counts training epochs and evaluations of all runs and
 names what each running notebook is doing.
@@ -45,6 +46,7 @@ import multiprocessing
 import os
 import tempfile
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from decimal import ROUND_HALF_UP, Decimal
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -60,7 +62,8 @@ REPO = Path(__file__).resolve().parent.parent
 TABLE_COLUMNS = ("method", "variant", "tier", "benchmark", "fold", "ways", "shots", "train_shots", "seed", "episodes",
                  "miou", "fbiou", "reference_miou")  # reference_miou: the all-foreground predictor on the same episodes
 PROVENANCE_KEYS = ("torch", "commit", "device")
-PLATEAU_GAIN = 1.0  # points of validation mIoU over the last quarter of training below which a run has plateaued
+PLATEAU_GAIN = 1.0  # points of validation mIoU over the last quarter of training below which a run is flat
+NOISE_MULTIPLE = 2.0  # a gain under this many of its standard errors is within the curve's noise
 
 
 PERCENT_COLUMNS = ("miou", "fbiou", "reference_miou")
@@ -334,7 +337,7 @@ def rewrite_table(grid_path: str | Path, outputs: str | Path | None = None,
 def plateau_gains(curves: dict[str, list[dict]]) -> dict[str, float]:
     """Each run's validation mIoU gained in the last quarter of its training: the mean over the last
     quarter's epochs minus the mean over the quarter before (means, so that one noisy validation
-    does not decide; a plateaued run gains < 1 point)."""
+    does not decide)."""
     gains = {}
     for label, history in curves.items():
         values = [h["val_miou"] for h in history if h.get("val_miou") is not None]
@@ -345,15 +348,54 @@ def plateau_gains(curves: dict[str, list[dict]]) -> dict[str, float]:
     return gains
 
 
+def gain_standard_error(history: list[dict]) -> float | None:
+    """The standard error of a run's last-quarter gain from its curve's own epoch-to-epoch noise: the noise
+    variance of one validation is half the variance of the curve's first differences over its last half
+    (differences, so that a slow rise is not counted as noise), and the gain is a difference of two means of
+    ``quarter`` validations. The validation episodes are the same every epoch, so this is the model's
+    fluctuation; what the episode sample adds to a gain is measured apart (``benchmarks/validation_noise.py``)."""
+    values = [h["val_miou"] for h in history if h.get("val_miou") is not None]
+    quarter = len(values) // 4
+    if quarter < 2:
+        return None
+    half = values[-2 * quarter:]
+    steps = [b - a for a, b in zip(half, half[1:])]
+    mean = sum(steps) / len(steps)
+    noise_variance = sum((d - mean) ** 2 for d in steps) / (len(steps) - 1) / 2
+    return (noise_variance * 2 / quarter) ** 0.5
+
+
+def plateau_verdicts(curves: dict[str, list[dict]]) -> dict[str, tuple[float, float | None, str]]:
+    """Per run: (last-quarter gain, its standard error, verdict). ``flat``: it gains under
+    :data:`PLATEAU_GAIN` point; ``within noise``: under :data:`NOISE_MULTIPLE` standard errors of the curve's
+    own noise (:func:`gain_standard_error`); ``rising``: neither, so its budget needs a run at twice the
+    budget to show that the test mIoU no longer moves (each such control is named in the grid's notes)."""
+    verdicts = {}
+    for label, gain in plateau_gains(curves).items():
+        error = gain_standard_error(curves[label])
+        verdict = ("flat" if gain < PLATEAU_GAIN else
+                   "within noise" if error is not None and gain < NOISE_MULTIPLE * error else "rising")
+        verdicts[label] = (gain, error, verdict)
+    return verdicts
+
+
+def mean_of_shown(values: list[float]) -> float:
+    """The mean of IoUs as the tables show them (1 decimal each), rounded half up to 1 decimal: the
+    number a reader gets by hand from the table, the same in every table that shows those values."""
+    shown = [Decimal(f"{value:.1f}") for value in values]
+    return float((sum(shown) / len(shown)).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP))
+
+
 def fold_means(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Mean IoUs over the folds of each (method, variant, tier, benchmark, shots, seed) run on several
-    folds. A setting with a fold twice differs in a parameter the table does not show: it gets no mean."""
+    """Mean IoUs over the folds (:func:`mean_of_shown`) of each (method, variant, tier, benchmark, shots, seed)
+    run on several folds. A setting with a fold twice differs in a parameter the table does not show: it gets
+    no mean."""
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for row in rows:
         key = tuple(row.get(c, "") for c in MEAN_KEYS)
         groups.setdefault(key, []).append(row)
     return [{**dict(zip(MEAN_KEYS, key)), "folds": len(group),
-             **{c: sum(r[c] for r in group) / len(group) for c in PERCENT_COLUMNS}}
+             **{c: mean_of_shown([r[c] for r in group]) for c in PERCENT_COLUMNS}}
             for key, group in groups.items() if len({r["fold"] for r in group}) == len(group) > 1]
 
 
@@ -383,7 +425,7 @@ COMPARISON_COLUMNS = ("method", "support annotation", "ways", "shots", "train_sh
 def comparison_table(rows: list[dict[str, Any]], beside: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """This grid's default rows (no variant) with the ``beside`` rows on the same test episodes and the
     all-foreground reference: one row per (method, ways, shots, train_shots), mIoU per fold and
-    their mean (of the values shown, 1 decimal each)."""
+    their mean (:func:`mean_of_shown`)."""
     from fsslib.methods import support_annotation
 
     def key(row: dict[str, Any]) -> tuple[str, ...]:
@@ -403,7 +445,7 @@ def comparison_table(rows: list[dict[str, Any]], beside: list[dict[str, Any]]) -
     for entry in table.values():
         values = [float(entry[f"fold {f}"]) for f in folds if f"fold {f}" in entry]
         entry.update({f"fold {f}": entry.get(f"fold {f}", "") for f in folds})
-        entry["mean"] = f"{sum(values) / len(values):.1f}" if len(values) == len(folds) else ""
+        entry["mean"] = f"{mean_of_shown(values):.1f}" if len(values) == len(folds) else ""
     return sorted(table.values(), key=lambda e: (int(e["ways"]), int(e["shots"]), e["method"] != "all-foreground", e["method"]))
 
 
@@ -418,30 +460,33 @@ def _comparison_lines(rows: list[dict[str, Any]], beside: list[dict[str, Any]]) 
             *_markdown(columns, compared)]
 
 
-def refresh_beside(grid_path: str | Path, results: str | Path | None = None) -> list[dict[str, Any]]:
-    """Refresh the ``beside`` comparison of a grid's committed table after a grid it names was re-run,
-    running nothing and needing none of its outputs: its own rows are read back from its committed
-    CSV, and the rest of its Markdown file (means, provenance, learning-curve gains) stays as it is.
-    (``--table-only`` rewrites the whole table but needs the runs' ``metrics.json``, which live
-    only as long as ``papermill_runs/outputs/``.)"""
+def refresh_from_csv(grid_path: str | Path, results: str | Path | None = None) -> list[dict[str, Any]]:
+    """Write the means over folds and the ``beside`` comparison of a grid's committed table again from the
+    committed CSV files, running nothing and needing none of its outputs (after a grid it names was re-run,
+    or after the way means are taken changed). The rest of its Markdown file (rows, provenance,
+    learning-curve gains) stays as it is. (``--table-only`` rewrites the whole table but needs the runs'
+    ``metrics.json``, which live only as long as ``papermill_runs/outputs/``.)"""
     grid = load_grid(grid_path)
-    if not grid.get("beside"):
-        raise FsslibError(f"Grid {grid['name']} names no other grid under 'beside'.",
-                          "there is no comparison to refresh; use --table-only to rewrite its table.")
     results_dir = Path(results or REPO / "papermill_runs" / "results")
     stem = results_dir / grid["name"]
     if not (stem.with_suffix(".csv").is_file() and stem.with_suffix(".md").is_file()):
         raise DatasetNotFoundError(f"Grid {grid['name']} has no committed table under {results_dir}.",
                                    f"run the grid itself: python -m fsslib.runs {grid_path}")
     rows = read_table(stem.with_suffix(".csv"))
-    beside = [row for other in grid["beside"] for row in read_table(results_dir / f"{other}.csv")]
     lines = stem.with_suffix(".md").read_text().splitlines()
-    start = next((i for i, line in enumerate(lines) if line.startswith(BESIDE_HEADING)), None)
     end = next((i for i, line in enumerate(lines) if line.startswith("Produced with")), None)
-    if start is None or end is None or end < start:
-        raise FsslibError(f"{stem.with_suffix('.md')} has no comparison section followed by its provenance line.",
+    if end is None:
+        raise FsslibError(f"{stem.with_suffix('.md')} has no provenance line ('Produced with ...').",
                           f"write the whole table again: python -m fsslib.runs {grid_path} --table-only")
-    lines[start:end - 1] = _comparison_lines(rows, beside)
+    rows_end = next(i for i, line in enumerate(lines) if not line.startswith("|"))  # the table of rows comes first
+    middle = []
+    means = [_formatted(row, MEAN_COLUMNS) for row in fold_means(rows)]
+    if means:
+        middle += ["", "Mean over folds:", "", *_markdown(MEAN_COLUMNS, means)]
+    if grid.get("beside"):
+        beside = [row for other in grid["beside"] for row in read_table(results_dir / f"{other}.csv")]
+        middle += ["", *_comparison_lines(rows, beside)]
+    lines[rows_end:end] = [*middle, ""]
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     if results is None:
         write_results_page(REPO / "papermill_runs")
@@ -474,11 +519,15 @@ def write_table(rows: list[dict[str, Any]], stem: Path, curves: dict[str, list[d
 
         figure = plot_learning_curves(curves, title=stem.name)
         figure.savefig(stem.parent / f"{stem.name}_curves.png", dpi=100)
-        gains = plateau_gains(curves)
-        flat = sum(gain < PLATEAU_GAIN for gain in gains.values())
+        verdicts = plateau_verdicts(curves)
+        counts = {kind: sum(v[2] == kind for v in verdicts.values()) for kind in ("flat", "within noise", "rising")}
+        per_run = ", ".join(f"{label} {gain:+.1f}" + ("" if error is None else f" ± {error:.1f}") + f" ({verdict})"
+                            for label, (gain, error, verdict) in verdicts.items())
         lines += ["", f"Learning curves: `{stem.name}_curves.png`. Validation mIoU gained over the last quarter of "
-                      f"training (mean of the last quarter minus mean of the quarter before): {flat} of {len(gains)} runs under {PLATEAU_GAIN:.0f} point (plateau); largest "
-                      f"{max(gains.values()):.1f} ({max(gains, key=gains.get)})." if gains else ""]
+                      f"training (mean of the last quarter minus mean of the quarter before, ± its standard error from the "
+                      f"curve's epoch-to-epoch noise): {counts['flat']} of {len(verdicts)} runs flat (under "
+                      f"{PLATEAU_GAIN:.0f} point), {counts['within noise']} within noise (under {NOISE_MULTIPLE:.0f} "
+                      f"standard errors), {counts['rising']} rising; per run: {per_run}." if verdicts else ""]
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 
@@ -563,15 +612,16 @@ def main(argv: list[str] | None = None) -> None:
                         help="continue an interrupted grid: keep finished runs, resume the others from their last.pt")
     parser.add_argument("--table-only", action="store_true",
                         help="run nothing: write the table again from the runs' outputs (e.g. after a 'beside' grid changed)")
-    parser.add_argument("--beside-only", action="store_true",
-                        help="run nothing, need no outputs: refresh only the comparison with the 'beside' grids' committed rows")
+    parser.add_argument("--from-csv", action="store_true",
+                        help="run nothing, need no outputs: write the means over folds and the comparison with the 'beside' "
+                             "grids again from the committed CSV files")
     args = parser.parse_args(argv)
     try:
         name = load_grid(args.grid)["name"] + ("_smoke" if args.smoke else "")
-        if args.beside_only and (args.smoke or args.table_only):
-            parser.error("--beside-only runs nothing: it goes with neither --smoke nor --table-only")
-        if args.beside_only:
-            rows = refresh_beside(args.grid)
+        if args.from_csv and (args.smoke or args.table_only):
+            parser.error("--from-csv runs nothing: it goes with neither --smoke nor --table-only")
+        if args.from_csv:
+            rows = refresh_from_csv(args.grid)
         elif args.table_only:
             rows = rewrite_table(args.grid, args.outputs)
         else:
@@ -579,7 +629,7 @@ def main(argv: list[str] | None = None) -> None:
                            resume=args.resume)
     except FsslibError as error:
         parser.exit(2, f"error: {error}\n")
-    written = f"{name}.md (its comparison)" if args.beside_only else f"{name}.csv and .md"
+    written = f"{name}.md (its means and comparison)" if args.from_csv else f"{name}.csv and .md"
     print(f"{len(rows)} runs -> papermill_runs/results/{written}")
 
 

@@ -171,7 +171,8 @@ def plot_learning_curves(curves: dict[str, list[dict]], title: str = "", x: str 
     last quarter of training shaded: a plateau is flat there. ``x`` / ``y`` name other record keys (e.g. a
     pretraining run's ``step`` and held-out ``knn_map``). More than :data:`MAX_LINES_PER_PANEL` runs are drawn
     in one panel per group, a group being the runs whose labels agree up to ``-fold`` (a grid's method and
-    variant, its folds as the lines), on a shared y axis, unless no two runs share a group."""
+    variant, its folds as thin lines), on a shared y axis, unless no two runs share a group; a panel whose runs
+    share their x positions also draws their mean (black) and range (grey band)."""
     groups: dict[str, dict[str, list[dict]]] = {}
     for label, history in curves.items():
         groups.setdefault(label.split("-fold")[0], {})[label] = history
@@ -188,9 +189,15 @@ def plot_learning_curves(curves: dict[str, list[dict]], title: str = "", x: str 
         longest = 0
         for label, history in members.items():
             positions = [h[x] for h in history]
-            ax.plot(positions, [h[y] for h in history], marker="." if single else None,
-                    label=label if single else label[len(group):].strip("-") or label)
+            ax.plot(positions, [h[y] for h in history], marker="." if single else None, lw=1.5 if single else 0.8,
+                    alpha=1.0 if single else 0.6, label=label if single else label[len(group):].strip("-") or label)
             longest = max(longest, positions[-1] if positions else 0)
+        shared = {tuple(h[x] for h in history) for history in members.values()}
+        if not single and len(members) > 1 and len(shared) == 1:
+            values = np.array([[h[y] for h in history] for history in members.values()], dtype=float)  # (runs, points)
+            positions = list(next(iter(shared)))
+            ax.fill_between(positions, values.min(axis=0), values.max(axis=0), color="0.75", alpha=0.5, lw=0, label="range")
+            ax.plot(positions, values.mean(axis=0), color="black", lw=1.6, label="mean")
         ax.axvspan(0.75 * longest, longest, color="0.9", zorder=0, label="last quarter" if single else None)
         ax.set(xlabel=x, title=group if not single else title)
         if not single:

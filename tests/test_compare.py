@@ -168,7 +168,9 @@ def test_many_learning_curves_go_into_one_panel_per_method():
     grid = {f"{method}-fold{fold}-1shot-seed0": history for method in ("pfenet", "lfss", "qgnet") for fold in range(4)}
     figure = plot_learning_curves(grid, title="zoo")
     assert [ax.get_title() for ax in figure.axes if ax.lines] == ["pfenet", "lfss", "qgnet"]
-    assert all(len(ax.lines) == 4 for ax in figure.axes if ax.lines)
+    assert all(len(ax.lines) == 5 for ax in figure.axes if ax.lines)  # the 4 folds and their mean
+    mean = next(line for line in figure.axes[0].lines if line.get_label() == "mean")
+    assert list(mean.get_ydata()) == [float(e) for e in range(1, 9)] and figure.axes[0].collections  # and the range
     runs = {f"run{i}": history for i in range(12)}  # no shared group: one panel, as for few runs
     assert len([ax for ax in plot_learning_curves(runs).axes if ax.lines]) == 1
     plt.close("all")

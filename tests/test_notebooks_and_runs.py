@@ -57,13 +57,16 @@ def test_table_adds_means_over_folds(tmp_path):
     assert runs.fold_means(rows + [row("b", 0, 1, 12.0)]) == runs.fold_means(rows)  # fold 0 twice: no mean
     means = runs.fold_means(rows)
     assert [(m["method"], m["shots"], m["folds"], m["miou"]) for m in means] == [("a", 1, 2, 25.5)]
+    # the mean of the values shown, rounded half up: 63.45 from the four rows a reader sees, in every table
+    assert runs.mean_of_shown([63.33, 64.6, 62.7, 63.2]) == 63.5 and runs.mean_of_shown([63.34, 64.64]) == 64.0
     curves = {"a-fold0": [{"epoch": e, "val_miou": v} for e, v in enumerate([10, 20, 30, 31, 30, 31, 31, 30], 1)],
               "a-fold1": [{"epoch": e, "val_miou": v} for e, v in enumerate([10, 20, 30, 32, 34, 36, 38, 40], 1)]}
     runs.write_table(rows, tmp_path / "t", curves)
     text = (tmp_path / "t.md").read_text()
     assert "Mean over folds:" in text and "| a |  | toy | toy | 1 | 1 | 1 | 0 | 2 | 25.5 | 50.0 | 9.0 |" in text
     assert "Produced with torch 2.x; commit abc; device cpu." in text
-    assert "1 of 2 runs under 1 point (plateau); largest 4.0 (a-fold1)" in text
+    assert "1 of 2 runs flat (under 1 point), 0 within noise (under 2 standard errors), 1 rising; per run: " \
+           "a-fold0 +0.0 ± 0.7 (flat), a-fold1 +4.0 ± 0.0 (rising)." in text
     assert (tmp_path / "t_curves.png").stat().st_size > 0
     assert len((tmp_path / "t.csv").read_text().splitlines()) == 5  # the CSV holds the runs only
 
@@ -118,6 +121,18 @@ def test_plateau_gain_compares_the_last_two_quarters():
     flat = [{"val_miou": v} for v in (0, 10, 20, 50, 51, 49, 50, 50)]  # quarters of 2: (50 + 50) / 2 - (51 + 49) / 2
     rising = [{"val_miou": v} for v in range(8)]
     assert runs.plateau_gains({"flat": flat, "rising": rising}) == {"flat": 0.0, "rising": 2.0}
+
+
+def test_plateau_verdicts_weigh_the_gain_against_the_curve_s_own_noise():
+    steady = [{"val_miou": 50 + 0.25 * e} for e in range(40)]  # +2.5 per quarter, no noise at all
+    swinging = [{"val_miou": 50 + (3 if e % 2 else -3) + 0.2 * e} for e in range(40)]  # +2 per quarter, +-3 swings
+    verdicts = runs.plateau_verdicts({"steady": steady, "swinging": swinging, "flat": steady[:5] + [{"val_miou": 60}] * 35})
+    assert verdicts["steady"] == (2.5, 0.0, "rising") and verdicts["flat"][2] == "flat"
+    gain, error, verdict = verdicts["swinging"]
+    # first differences alternate +6.2 / -5.8: their variance over 20 steps is 36.0 * 20 / 19, half of it the
+    # noise of one validation, and a difference of two means of 10 has twice that over 10
+    assert gain == pytest.approx(2.0) and error == pytest.approx((36.0 * 20 / 19 / 2 * 2 / 10) ** 0.5)
+    assert verdict == "within noise" and runs.gain_standard_error(steady[:6]) is None  # quarters of 1: no spread
 
 
 @pytest.mark.slow
@@ -189,10 +204,10 @@ def test_table_only_rewrites_a_grid_s_table_from_its_outputs(tmp_path):
     rows = runs.rewrite_table(grid, outputs, results=tmp_path / "results")
     assert [r["miou"] for r in rows] == [40.0, 50.0]
     table = (tmp_path / "results" / "g.md").read_text()
-    assert "| prototype |  | toy | toy | 1 | 1 | 1 | 0 | 2 | 45.0 |" in table and "0 of 2 runs under 1 point" in table
+    assert "| prototype |  | toy | toy | 1 | 1 | 1 | 0 | 2 | 45.0 |" in table and "0 of 2 runs flat" in table
 
 
-def test_beside_only_refreshes_the_comparison_from_committed_tables(tmp_path):
+def test_from_csv_writes_the_means_and_the_comparison_again_from_committed_tables(tmp_path):
     def row(method, fold, miou):
         return {"method": method, "variant": "", "tier": "toy", "benchmark": "toy", "fold": fold, "ways": 1, "shots": 1,
                 "train_shots": 1, "seed": 0, "episodes": 10, "miou": miou, "fbiou": 60.0, "reference_miou": 9.0,
@@ -203,7 +218,7 @@ def test_beside_only_refreshes_the_comparison_from_committed_tables(tmp_path):
     grid.write_text("name: g\nnotebook: notebooks/90_train_eval.ipynb\nbeside: [other]\n"
                     "fixed: {preset: toy}\ngrid: {method: [prototype], fold: [0, 1], shots: [1]}\n")
     with pytest.raises(FsslibError, match="no committed table"):
-        runs.refresh_beside(grid, results=results)
+        runs.refresh_from_csv(grid, results=results)
     runs.write_table([row("pfenet", 0, 30.0), row("pfenet", 1, 40.0)], results / "other")
     curves = {"g-fold0": [{"epoch": e, "val_miou": 30.0 + e} for e in range(1, 9)]}
     runs.write_table([row("prototype", 0, 20.0), row("prototype", 1, 24.0)], results / "g", curves,
@@ -211,14 +226,17 @@ def test_beside_only_refreshes_the_comparison_from_committed_tables(tmp_path):
     before = (results / "g.md").read_text()
     assert "| pfenet | pixel masks | 1 | 1 | 1 | 30.0 | 40.0 | 35.0 |" in before
     runs.write_table([row("pfenet", 0, 50.0), row("pfenet", 1, 60.0)], results / "other")  # 'other' is re-run
-    assert [r["miou"] for r in runs.refresh_beside(grid, results=results)] == [20.0, 24.0]
+    assert [r["miou"] for r in runs.refresh_from_csv(grid, results=results)] == [20.0, 24.0]
     after = (results / "g.md").read_text()
     assert "| pfenet | pixel masks | 1 | 1 | 1 | 50.0 | 60.0 | 55.0 |" in after and "30.0 | 40.0" not in after
     changed = [(a, b) for a, b in zip(before.splitlines(), after.splitlines()) if a != b]
     assert len(after.splitlines()) == len(before.splitlines()) and len(changed) == 1  # only that row; the rest kept
     (tmp_path / "plain.yaml").write_text("name: other\nnotebook: notebooks/90_train_eval.ipynb\ngrid: {method: [pfenet]}\n")
-    with pytest.raises(FsslibError, match="names no other grid"):
-        runs.refresh_beside(tmp_path / "plain.yaml", results=results)
+    mean_line = "| pfenet |  | toy | toy | 1 | 1 | 1 | 0 | 2 | 55.0 | 60.0 | 9.0 |"
+    other = (results / "other.md").read_text()
+    (results / "other.md").write_text(other.replace(mean_line, mean_line.replace("55.0", "54.9")))  # an older mean rule
+    runs.refresh_from_csv(tmp_path / "plain.yaml", results=results)  # no 'beside': the means alone
+    assert (results / "other.md").read_text() == other
 
 
 def test_grids_may_set_only_the_notebook_s_parameters(tmp_path):
@@ -271,3 +289,30 @@ def test_the_constraints_pin_every_dependency_and_the_tables_torch():
     assert recorded, "no committed table records its torch version"
     other = {name: version for name, version in recorded.items() if version != pins["torch"]}
     assert not other, f"tables made with another torch than constraints.txt's {pins['torch']}: {other}"
+
+
+HEADLINES = {  # a phrase of the README's status table -> (table, method, variant, shots): its mean over the 4 folds
+    "62.8 against PFENet's 63.5": [("piclip_toy", "piclip", "", 1), ("piclip_toy", "pfenet", "", 1)],
+    "67.2 against PFENet's 63.5": [("lfss_data_rule", "lfss", "", 1), ("piclip_toy", "pfenet", "", 1)],
+    "whole support images 22.1 (38.9 at 5 shots)": [("clip_dinoiser_toy", "clip-dinoiser-support", "", 1),
+                                                    ("clip_dinoiser_toy", "clip-dinoiser-support", "", 5)],
+    "MaskCLIP's 44.3": [("clip_dinoiser_toy", "maskclip", "", 1)],
+    "63.6 against 63.5": [("qgnet_toy", "qgnet", "", 1), ("piclip_toy", "pfenet", "", 1)],
+}
+
+
+@pytest.mark.parametrize("phrase", sorted(HEADLINES))
+def test_the_readme_headlines_are_the_committed_tables_means(phrase):
+    """Each number of the README's status table is the mean over the 4 folds that its table shows (1-way)."""
+    import re
+
+    readme = (REPO / "README.md").read_text()
+    assert phrase in readme
+    numbers = [float(n) for n in re.findall(r"\d+\.\d", phrase)]
+    means = []
+    for table, method, variant, shots in HEADLINES[phrase]:
+        rows = [r for r in runs.read_table(REPO / "papermill_runs" / "results" / f"{table}.csv")
+                if (r["method"], r["variant"], r["ways"], r["shots"]) == (method, variant, "1", str(shots))]
+        assert sorted(r["fold"] for r in rows) == ["0", "1", "2", "3"], (table, method, shots)
+        means.append(runs.mean_of_shown([r["miou"] for r in rows]))
+    assert numbers == means
