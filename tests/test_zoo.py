@@ -80,3 +80,36 @@ def test_a_compare_grid_reads_trained_methods_from_the_zoo(trained_run, tmp_path
     (compared,) = execute(grid, outputs=tmp_path / "out", results=tmp_path / "results")
     assert compared["miou"] == pytest.approx(check["miou"], abs=1e-9) and compared["checkpoint"] == str(path)
     assert compared["train_shots"] == 1
+
+
+SHIPPED = zoo.zoo_entries(zoo.SHIPPED_ZOO)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_each_shipped_zoo_model_repeats_its_recorded_check_and_row(name, tmp_path):
+    """A shipped model evaluated on its check episodes gives the mIoU its .json recorded when it was exported;
+    its file is the one the .json describes; its test rows are the zoo grid's committed rows once that table
+    is written (the grid writes it when all of its runs have finished)."""
+    from fsslib.pretrain.saving import file_sha256
+    from fsslib.runs import REPO, read_table
+
+    path = zoo.SHIPPED_ZOO / f"{name}.pt"
+    info = json.loads(path.with_suffix(".json").read_text())
+    assert info["checkpoint"]["sha256"] == file_sha256(path) and info["name"] == name
+    check = evaluate.run(make_config(method=info["method"], variant=info["variant"], fold=info["fold"],
+                                     shots=info["check"]["shots"], ckpt=str(path), episodes=info["check"]["episodes"],
+                                     out=tmp_path, progress=False))
+    assert check["miou"] == pytest.approx(info["check"]["miou"], abs=1e-6)
+    table = REPO / "papermill_runs" / "results" / "zoo_toy.csv"
+    if table.is_file():
+        committed = [{k: row[k] for k in ("ways", "shots", "episodes", "miou")} for row in read_table(table)
+                     if (row["method"], row["variant"], row["fold"], row["train_shots"])
+                     == (info["method"], info["variant"], str(info["fold"]), str(info["train_shots"]))]
+        recorded = [{"ways": str(r["ways"]), "shots": str(r["shots"]), "episodes": str(r["episodes"]),
+                     "miou": round(r["miou"], 1)} for r in info["test_rows"]]
+        assert recorded == committed
+
+
+def test_the_shipped_zoo_stays_small():
+    """The zoo stores the trained weights only, in float16: under 30 MB in all (issue 29)."""
+    assert sum(path.stat().st_size for path in zoo.SHIPPED_ZOO.glob("*.pt")) < 30 * 2**20
