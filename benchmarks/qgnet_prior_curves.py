@@ -103,8 +103,16 @@ def paired_comparisons(weights: dict[str, Path], records: dict[str, dict], n_sce
     """kNN mAP difference ± paired s.e. on ``n_scenes`` for (run, run at twice its budget) pairs, and for
     (run, control) pairs at the same budget whose recipes differ in one setting (e.g. lr, T, the stride).
     The doubled-budget verdicts go into the runs' ``.json`` too (:func:`record_twice_the_budget`)."""
-    doubled = [(a, b) for a in weights for b in weights if settings_apart(records[a], records[b]) == ["steps"]
-               and records[b]["settings"]["steps"] == 2 * records[a]["settings"]["steps"]]
+    def twice(a: str, b: str, apart_too: set[str]) -> bool:
+        return ([k for k in settings_apart(records[a], records[b]) if k not in apart_too] == ["steps"]
+                and records[b]["settings"]["steps"] == 2 * records[a]["settings"]["steps"])
+
+    doubled = [(a, b) for a in weights for b in weights if twice(a, b, set())]
+    # where a run has no doubling in its own precision, one in the other counts: bf16 and float32 measured
+    # 0.003 +- 0.003 apart at 6000 steps (the precision control below), under the rule's 0.005
+    shorter, longer = {a for a, _ in doubled}, {b for _, b in doubled}
+    doubled += [(a, b) for a in weights for b in weights
+                if a not in shorter and b not in longer and twice(a, b, {"precision"}) and not twice(a, b, set())]
     controls = [(a, b, apart[0]) for a in weights for b in weights if a < b
                 and len(apart := settings_apart(records[a], records[b])) == 1 and apart != ["steps"]]
     if not doubled and not controls:
@@ -130,7 +138,9 @@ def paired_comparisons(weights: dict[str, Path], records: dict[str, dict], n_sce
             text, knn, measured = compared(first, second)
             record_twice_the_budget({name: weights[name] for name in (first, second)},
                                     first, second, n_scenes, knn, measured)
-            lines.append(f"| `{first}` | `{second}` | {text} | "
+            precisions = [records[name]["settings"].get("precision", "fp32") for name in (first, second)]
+            across = f" ({precisions[0]} -> {precisions[1]})" if precisions[0] != precisions[1] else ""
+            lines.append(f"| `{first}` | `{second}`{across} | {text} | "
                          f"{'yes' if abs(measured['difference']) < PLATEAU_GAIN else 'no'} |")
     if controls:
         lines += ["", f"## Controls: one setting changed at the same budget ({n_scenes} held-out scenes)", "",

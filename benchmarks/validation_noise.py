@@ -13,9 +13,8 @@ reads:
 * **paired noise**: the standard deviation over seeds of the *difference* between the run's last and best
   checkpoints on the same episodes (what episode sampling adds to a gain measured on one fixed set);
 * **test noise**: the bootstrap standard error of a 1000-episode test mIoU (the rows of the tables);
-* **curve noise** (from the run's ``log.jsonl``): the standard error of the last-quarter gain from the curve's own
-  epoch-to-epoch spread (the model changing from one epoch to the next; the two quarters' means taken as
-  independent).
+* **curve noise** (from the run's ``log.jsonl``): the last-quarter gain, its standard error from the curve's own
+  epoch-to-epoch noise and the verdict, as every results table gives them (:func:`fsslib.tables.plateau_verdicts`).
 
 Writes ``benchmarks/results/validation_noise_toy.md``.
 """
@@ -23,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +33,7 @@ from fsslib.data.episodes import EpisodeDataset
 from fsslib.engine import evaluate_model, open_source
 from fsslib.evaluate import load_model
 from fsslib.metrics import episodes_miou, resampled_miou
+from fsslib.tables import plateau_verdicts
 
 REPO = Path(__file__).resolve().parent.parent
 OUTPUTS = REPO / "papermill_runs" / "outputs" / "zoo_toy"
@@ -47,15 +46,6 @@ def kept(model, dataset: EpisodeDataset, cfg) -> tuple[torch.Tensor, torch.Tenso
     counts, class_ids = evaluate_model(model, dataset, cfg, torch.device("cpu"), keep_episodes=True)["episodes_detail"]
     classes = np.asarray(dataset.classes)
     return counts[:, 1], torch.from_numpy(np.searchsorted(classes, class_ids[:, 0].numpy())), len(classes)
-
-
-def curve_noise(log: Path) -> tuple[float, float]:
-    """(last-quarter gain, its standard error from the epoch-to-epoch spread of the two quarters), in points."""
-    values = [r["val_miou"] for r in map(json.loads, log.read_text().splitlines()) if r.get("val_miou") is not None]
-    quarter = len(values) // 4
-    last, before = values[-quarter:], values[-2 * quarter:-quarter]
-    gain = statistics.fmean(last) - statistics.fmean(before)
-    return gain, (statistics.variance(last) / quarter + statistics.variance(before) / quarter) ** 0.5
 
 
 def measure(method: str, fold: int, seeds: int) -> dict:
@@ -77,13 +67,15 @@ def measure(method: str, fold: int, seeds: int) -> dict:
         if name == "best":
             test = kept(model, test_set, cfg)
             test_se = float(100 * resampled_miou(*test, 2000, torch.Generator().manual_seed(0)).std())
-    gain, gain_se = curve_noise(folder / "log.jsonl")
+    history = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
+    gain, gain_se, verdict = plateau_verdicts({folder.name: history})[folder.name]
     assert abs(float(blocks["best"][0]) - best["val_miou"]) < 0.01, "the run's own validation episodes give its logged mIoU"
     best_epoch = best["epoch"]
     return {"run": folder.name, "val_episodes": val_episodes, "val_sd": float(blocks["best"].std()),
             "paired_sd": float((blocks["last"] - blocks["best"]).std()),
             "paired_mean": float((blocks["last"] - blocks["best"]).mean()),
-            "best_epoch": best_epoch, "test_se": test_se, "gain": gain, "gain_se": gain_se}
+            "best_epoch": best_epoch, "test_se": test_se, "gain": gain, "gain_se": gain_se,
+            "verdict": verdict}
 
 
 def main() -> None:
@@ -97,10 +89,10 @@ def main() -> None:
              f"({args.seeds} validation episode seeds of the run's val_episodes per checkpoint; "
              f"test: bootstrap over {TEST_EPISODES} episodes, 2000 resamples). Points of mIoU.", "",
              "| run | val episodes | val sd (best.pt) | paired sd, last - best | mean last - best | best epoch "
-             "| test se (1000 episodes) | last-quarter gain | its se from the curve |",
+             "| test se (1000 episodes) | last-quarter gain ± se from the curve | verdict |",
              "|---|---|---|---|---|---|---|---|---|"]
     lines += [f"| {r['run']} | {r['val_episodes']} | {r['val_sd']:.2f} | {r['paired_sd']:.2f} | {r['paired_mean']:+.2f} | {r['best_epoch']} "
-              f"| {r['test_se']:.2f} | {r['gain']:+.2f} | {r['gain_se']:.2f} |" for r in rows]
+              f"| {r['test_se']:.2f} | {r['gain']:+.2f} ± {r['gain_se']:.2f} | {r['verdict']} |" for r in rows]
     args.out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from fsslib import runs
+from fsslib import runs, tables
 from fsslib.config import make_config
 from fsslib.errors import FsslibError
 
@@ -38,7 +38,7 @@ def test_jobs_must_be_positive(tmp_path):
 
 
 def test_grid_expansion():
-    grid = runs.load_grid(REPO / "papermill_runs" / "quickstart.yaml")
+    grid = tables.load_grid(REPO / "papermill_runs" / "quickstart.yaml")
     expanded = runs.expand(grid)
     assert len(expanded) == len(set(map(runs.run_name, expanded)))
     # one model per fold, trained on 1-shot episodes, evaluated at 1 and 5 shots
@@ -54,14 +54,14 @@ def test_table_adds_means_over_folds(tmp_path):
                 "torch": "2.x", "commit": "abc", "device": "cpu"}
 
     rows = [row("a", 0, 1, 20.0), row("a", 1, 1, 31.0), row("a", 0, 5, 40.0), row("b", 0, 1, 10.0)]
-    assert runs.fold_means(rows + [row("b", 0, 1, 12.0)]) == runs.fold_means(rows)  # fold 0 twice: no mean
-    means = runs.fold_means(rows)
+    assert tables.fold_means(rows + [row("b", 0, 1, 12.0)]) == tables.fold_means(rows)  # fold 0 twice: no mean
+    means = tables.fold_means(rows)
     assert [(m["method"], m["shots"], m["folds"], m["miou"]) for m in means] == [("a", 1, 2, 25.5)]
     # the mean of the values shown, rounded half up: 63.45 from the four rows a reader sees, in every table
-    assert runs.mean_of_shown([63.33, 64.6, 62.7, 63.2]) == 63.5 and runs.mean_of_shown([63.34, 64.64]) == 64.0
+    assert tables.mean_of_shown([63.33, 64.6, 62.7, 63.2]) == 63.5 and tables.mean_of_shown([63.34, 64.64]) == 64.0
     curves = {"a-fold0": [{"epoch": e, "val_miou": v} for e, v in enumerate([10, 20, 30, 31, 30, 31, 31, 30], 1)],
               "a-fold1": [{"epoch": e, "val_miou": v} for e, v in enumerate([10, 20, 30, 32, 34, 36, 38, 40], 1)]}
-    runs.write_table(rows, tmp_path / "t", curves)
+    tables.write_table(rows, tmp_path / "t", curves)
     text = (tmp_path / "t.md").read_text()
     assert "Mean over folds:" in text and "| a |  | toy | toy | 1 | 1 | 1 | 0 | 2 | 25.5 | 50.0 | 9.0 |" in text
     assert "Produced with torch 2.x; commit abc; device cpu." in text
@@ -78,19 +78,19 @@ def test_comparison_sets_other_grids_rows_beside_on_the_same_episodes(tmp_path):
                 "reference_miou": 9.0 + fold, "torch": "2.x", "commit": "abc", "device": "cpu"}
 
     ours = [row("lfss", 0, 1, 40.0), row("lfss", 1, 1, 42.0), row("lfss", 0, 1, 30.0, variant="baseline")]
-    runs.write_table([row("pfenet", 0, 1, 50.0), row("pfenet", 1, 1, 53.0), row("pfenet", 0, 1, 99.0, seed=7)],
+    tables.write_table([row("pfenet", 0, 1, 50.0), row("pfenet", 1, 1, 53.0), row("pfenet", 0, 1, 99.0, seed=7)],
                      tmp_path / "other")
-    beside = runs.read_table(tmp_path / "other.csv")  # strings and floats, as committed
-    table = runs.comparison_table(ours, beside)
+    beside = tables.read_table(tmp_path / "other.csv")  # strings and floats, as committed
+    table = tables.comparison_table(ours, beside)
     assert [(r["method"], r["support annotation"], r["fold 0"], r["fold 1"], r["mean"]) for r in table] == [
         ("all-foreground", "none", "9.0", "10.0", "9.5"),
         ("lfss", "class names", "40.0", "42.0", "41.0"),  # the variant row is an ablation: not set beside
         ("pfenet", "pixel masks", "50.0", "53.0", "51.5"),  # seed 7 ran other episodes: left out
     ]
-    runs.write_table(ours, tmp_path / "t", beside=beside)
+    tables.write_table(ours, tmp_path / "t", beside=beside)
     assert "| pfenet | pixel masks | 1 | 1 | 1 | 50.0 | 53.0 | 51.5 |" in (tmp_path / "t.md").read_text()
     with pytest.raises(FsslibError, match="run its grid first"):
-        runs.read_table(tmp_path / "missing.csv")
+        tables.read_table(tmp_path / "missing.csv")
 
 
 def test_results_page_opens_with_the_comparison_then_the_papers_then_every_grid(tmp_path):
@@ -102,37 +102,37 @@ def test_results_page_opens_with_the_comparison_then_the_papers_then_every_grid(
     (tmp_path / "results" / "a.md").write_text("| method |\n|---|\n| x |\n")
     row = {"method": "pfenet", "variant": "", "tier": "toy", "benchmark": "toy", "fold": 0, "ways": 1, "shots": 1,
            "train_shots": 1, "seed": 0, "episodes": 1000, "miou": 61.0, "fbiou": 70.0, "reference_miou": 9.0}
-    runs.write_table([row], tmp_path / "results" / "a")
+    tables.write_table([row], tmp_path / "results" / "a")
     (tmp_path / "results" / "a.md").write_text("| method |\n|---|\n| x |\n")
     (tmp_path / "a.summary.md").write_text("A does not beat x.")
     (tmp_path / "a.notes.md").write_text("Why x wins.")
-    page = runs.write_results_page(tmp_path).read_text()
+    page = tables.write_results_page(tmp_path).read_text()
     assert page.index("## The methods side by side") < page.index("## The papers") < page.index("## Every grid")
     assert "Not made yet: `python -m fsslib.runs papermill_runs/c.yaml`" in page
     assert "### Paper A (grid `a`)\n\nA does not beat x." in page and "| pfenet | pixel masks | 1 | 1 | 1 | 61.0 | 61.0 |" in page
     assert "### a\n\nGrid a: what it shows.\n" in page and "| x |" in page and page.rstrip().endswith("Why x wins.")
     assert "### b" not in page and "Run:" not in page
     (tmp_path / "results" / "c.md").write_text("# c: the methods side by side\n\nThe table.\n\n## Support modes\n")
-    page = runs.write_results_page(tmp_path).read_text()
+    page = tables.write_results_page(tmp_path).read_text()
     assert "The table.\n\n### Support modes" in page and "Not made yet" not in page
 
 
 def test_plateau_gain_compares_the_last_two_quarters():
     flat = [{"val_miou": v} for v in (0, 10, 20, 50, 51, 49, 50, 50)]  # quarters of 2: (50 + 50) / 2 - (51 + 49) / 2
     rising = [{"val_miou": v} for v in range(8)]
-    assert runs.plateau_gains({"flat": flat, "rising": rising}) == {"flat": 0.0, "rising": 2.0}
+    assert tables.plateau_gains({"flat": flat, "rising": rising}) == {"flat": 0.0, "rising": 2.0}
 
 
 def test_plateau_verdicts_weigh_the_gain_against_the_curve_s_own_noise():
     steady = [{"val_miou": 50 + 0.25 * e} for e in range(40)]  # +2.5 per quarter, no noise at all
     swinging = [{"val_miou": 50 + (3 if e % 2 else -3) + 0.2 * e} for e in range(40)]  # +2 per quarter, +-3 swings
-    verdicts = runs.plateau_verdicts({"steady": steady, "swinging": swinging, "flat": steady[:5] + [{"val_miou": 60}] * 35})
+    verdicts = tables.plateau_verdicts({"steady": steady, "swinging": swinging, "flat": steady[:5] + [{"val_miou": 60}] * 35})
     assert verdicts["steady"] == (2.5, 0.0, "rising") and verdicts["flat"][2] == "flat"
     gain, error, verdict = verdicts["swinging"]
     # first differences alternate +6.2 / -5.8: their variance over 20 steps is 36.0 * 20 / 19, half of it the
     # noise of one validation, and a difference of two means of 10 has twice that over 10
     assert gain == pytest.approx(2.0) and error == pytest.approx((36.0 * 20 / 19 / 2 * 2 / 10) ** 0.5)
-    assert verdict == "within noise" and runs.gain_standard_error(steady[:6]) is None  # quarters of 1: no spread
+    assert verdict == "within noise" and tables.gain_standard_error(steady[:6]) is None  # quarters of 1: no spread
 
 
 @pytest.mark.slow
@@ -218,15 +218,15 @@ def test_from_csv_writes_the_means_and_the_comparison_again_from_committed_table
     grid.write_text("name: g\nnotebook: notebooks/90_train_eval.ipynb\nbeside: [other]\n"
                     "fixed: {preset: toy}\ngrid: {method: [prototype], fold: [0, 1], shots: [1]}\n")
     with pytest.raises(FsslibError, match="no committed table"):
-        runs.refresh_from_csv(grid, results=results)
-    runs.write_table([row("pfenet", 0, 30.0), row("pfenet", 1, 40.0)], results / "other")
+        tables.refresh_from_csv(grid, results=results)
+    tables.write_table([row("pfenet", 0, 30.0), row("pfenet", 1, 40.0)], results / "other")
     curves = {"g-fold0": [{"epoch": e, "val_miou": 30.0 + e} for e in range(1, 9)]}
-    runs.write_table([row("prototype", 0, 20.0), row("prototype", 1, 24.0)], results / "g", curves,
-                     runs.read_table(results / "other.csv"))
+    tables.write_table([row("prototype", 0, 20.0), row("prototype", 1, 24.0)], results / "g", curves,
+                     tables.read_table(results / "other.csv"))
     before = (results / "g.md").read_text()
     assert "| pfenet | pixel masks | 1 | 1 | 1 | 30.0 | 40.0 | 35.0 |" in before
-    runs.write_table([row("pfenet", 0, 50.0), row("pfenet", 1, 60.0)], results / "other")  # 'other' is re-run
-    assert [r["miou"] for r in runs.refresh_from_csv(grid, results=results)] == [20.0, 24.0]
+    tables.write_table([row("pfenet", 0, 50.0), row("pfenet", 1, 60.0)], results / "other")  # 'other' is re-run
+    assert [r["miou"] for r in tables.refresh_from_csv(grid, results=results)] == [20.0, 24.0]
     after = (results / "g.md").read_text()
     assert "| pfenet | pixel masks | 1 | 1 | 1 | 50.0 | 60.0 | 55.0 |" in after and "30.0 | 40.0" not in after
     changed = [(a, b) for a, b in zip(before.splitlines(), after.splitlines()) if a != b]
@@ -235,7 +235,7 @@ def test_from_csv_writes_the_means_and_the_comparison_again_from_committed_table
     mean_line = "| pfenet |  | toy | toy | 1 | 1 | 1 | 0 | 2 | 55.0 | 60.0 | 9.0 |"
     other = (results / "other.md").read_text()
     (results / "other.md").write_text(other.replace(mean_line, mean_line.replace("55.0", "54.9")))  # an older mean rule
-    runs.refresh_from_csv(tmp_path / "plain.yaml", results=results)  # no 'beside': the means alone
+    tables.refresh_from_csv(tmp_path / "plain.yaml", results=results)  # no 'beside': the means alone
     assert (results / "other.md").read_text() == other
 
 
@@ -254,7 +254,7 @@ def test_grids_may_set_only_the_notebook_s_parameters(tmp_path):
     runs.check_parameters(grid, [{**run, "method": "piclip", "variant": "vtp", "test_shots": [1, 5]},  # no VVP: any shots
                                  {**run, "method": "pfenet", "test_shots": [1, 5]}])
     for path in sorted((runs.REPO / "papermill_runs").glob("*.yaml")):  # every committed grid runs what it says
-        grid = runs.load_grid(path)
+        grid = tables.load_grid(path)
         runs.check_parameters(grid, runs.expand(grid))
         for run in runs.expand(grid):  # methods and variants exist
             make_config(method=run["method"], variant=run.get("variant", ""), preset=run.get("preset", "toy"))
@@ -311,8 +311,8 @@ def test_the_readme_headlines_are_the_committed_tables_means(phrase):
     numbers = [float(n) for n in re.findall(r"\d+\.\d", phrase)]
     means = []
     for table, method, variant, shots in HEADLINES[phrase]:
-        rows = [r for r in runs.read_table(REPO / "papermill_runs" / "results" / f"{table}.csv")
+        rows = [r for r in tables.read_table(REPO / "papermill_runs" / "results" / f"{table}.csv")
                 if (r["method"], r["variant"], r["ways"], r["shots"]) == (method, variant, "1", str(shots))]
         assert sorted(r["fold"] for r in rows) == ["0", "1", "2", "3"], (table, method, shots)
-        means.append(runs.mean_of_shown([r["miou"] for r in rows]))
+        means.append(tables.mean_of_shown([r["miou"] for r in rows]))
     assert numbers == means

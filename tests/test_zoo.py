@@ -91,7 +91,7 @@ def test_each_shipped_zoo_model_repeats_its_recorded_check_and_row(name, tmp_pat
     its file is the one the .json describes; its test rows are the zoo grid's committed rows once that table
     is written (the grid writes it when all of its runs have finished)."""
     from fsslib.pretrain.saving import file_sha256
-    from fsslib.runs import REPO, read_table
+    from fsslib.tables import REPO, read_table
 
     path = zoo.SHIPPED_ZOO / f"{name}.pt"
     info = json.loads(path.with_suffix(".json").read_text())
