@@ -254,6 +254,8 @@ def export_to_zoo(run_dir: Path, command: str, rows: list[dict], root: Path | No
     torch.save({"method": state["method"], "model": half_precision(state["model"]), "config": config,
                 "frozen": state.get("frozen", {}), "epoch": state["epoch"]}, path)
     summary = json.loads((run_dir / "train_summary.json").read_text())
+    elapsed = [record["elapsed_s"] for record in summary["history"]]  # restarts at 0 when a run is resumed
+    sittings = [last for last, following in zip(elapsed, [*elapsed[1:], 0.0]) if following < last]  # each sitting's time
     check_config = Config(**{**config, "ckpt": str(path), "episodes": CHECK_EPISODES, "out": str(run_dir / "zoo_check"),
                              "progress": False, "device": "cpu"})
     check = evaluate.run(check_config)
@@ -261,7 +263,8 @@ def export_to_zoo(run_dir: Path, command: str, rows: list[dict], root: Path | No
         "name": name, "method": config["method"], "variant": config["variant"], "fold": config["fold"],
         "train_shots": config["shots"], "tier": config["preset"], "command": command,
         "git_commit": rows[0]["commit"], "torch": rows[0]["torch"], "device": rows[0]["device"],
-        "train_time_s": round(summary["train_time_s"], 1), "epochs": summary["epochs"], "best_epoch": state["epoch"],
+        "train_time_s": round(sum(sittings), 1), "sittings": len(sittings),
+        "epochs": summary["epochs"], "best_epoch": state["epoch"],
         "best_val_miou": summary["best_val_miou"],
         "validation_curve": [[h["epoch"], h["val_miou"]] for h in summary["history"] if h.get("val_miou") is not None],
         "test_rows": [{k: row[k] for k in ("ways", "shots", "episodes", "miou", "fbiou")} for row in rows],

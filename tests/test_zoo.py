@@ -34,6 +34,8 @@ def test_an_exported_run_is_found_by_ckpt_zoo_and_repeats_its_recorded_check(tra
     info = json.loads(path.with_suffix(".json").read_text())
     assert info["train_shots"] == 1 and info["validation_curve"] and info["test_rows"][0]["miou"] == row["miou"]
     assert info["git_commit"] == row["commit"] and info["checkpoint"]["bytes"] == path.stat().st_size
+    summary = json.loads((run_dir / "train_summary.json").read_text())
+    assert info["sittings"] == 1 and info["train_time_s"] == pytest.approx(summary["history"][-1]["elapsed_s"], abs=0.1)
     check = evaluate.run(make_config(method="prototype", fold=1, ckpt="zoo", episodes=info["check"]["episodes"],
                                      out=tmp_path / "check", progress=False))
     assert check["miou"] == pytest.approx(info["check"]["miou"], abs=1e-9)
