@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
 from tqdm.auto import tqdm
 
 from fsslib.data.layout import IGNORE

@@ -20,6 +20,7 @@ from fsslib.data.episodes import EpisodeDataset, Source, collate_episodes
 from fsslib.device import autocast
 from fsslib.errors import CheckpointError
 from fsslib.metrics import FewShotMeter, score_at_label_size
+from fsslib.models.files import read_weights
 
 if TYPE_CHECKING:
     from fsslib.config import Config
@@ -35,14 +36,8 @@ def open_source(cfg: Config, split: str) -> Source:
 def load_checkpoint(path: str | Path, method: str) -> dict:
     """Read a checkpoint written by :mod:`fsslib.train` and check it belongs to ``method``."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"Checkpoint {path} does not exist.",
-                              f"train one with `python -m fsslib.train --method {method} --out DIR` and pass DIR/best.pt.")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # any unpickling failure means the file is not a usable checkpoint
-        raise CheckpointError(f"Checkpoint {path} cannot be read ({type(error).__name__}: {error}).",
-                              "pass a file written by `python -m fsslib.train`, or train again.") from None
+    state = read_weights(path, "Checkpoint", f"train one with `python -m fsslib.train --method {method} --out DIR` and "
+                         "pass DIR/best.pt.", "pass a file written by `python -m fsslib.train`, or train again.")
     if not isinstance(state, dict) or "model" not in state:
         raise CheckpointError(f"{path} is not an fsslib checkpoint (no model weights in it).",
                               "pass best.pt or last.pt from a `python -m fsslib.train` output folder.")

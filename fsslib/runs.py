@@ -242,11 +242,12 @@ def export_to_zoo(run_dir: Path, command: str, rows: list[dict], root: Path | No
 
     from fsslib import evaluate
     from fsslib.config import Config
+    from fsslib.models.files import read_weights
     from fsslib.pretrain.saving import file_sha256, half_precision
     from fsslib.zoo import CHECK_EPISODES, zoo_name, zoo_root
 
     root = root or zoo_root()
-    state = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)
+    state = read_weights(run_dir / "best.pt", "The run's best checkpoint", f"finish the run first: it is not in {run_dir}.")
     config = state["config"]
     name = zoo_name(config["method"], config["fold"], config["shots"], config["variant"])
     root.mkdir(parents=True, exist_ok=True)

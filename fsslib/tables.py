@@ -304,7 +304,7 @@ def write_results_page(folder: Path) -> Path:
         sections += ["", f"### {grid['paper']} (grid `{grid['name']}`)", "",
                      *([summary.read_text().strip(), ""] if summary.is_file() else []),
                      "mIoU on the same test episodes, the paper's table in shape (default variants; all rows in the "
-                     f"grid's section below):", "", *_markdown(columns, compared_rows)]
+                     "grid's section below):", "", *_markdown(columns, compared_rows)]
     sections += ["", "## Every grid"]
     for path, grid in made:
         if grid.get("compare"):

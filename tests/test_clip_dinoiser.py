@@ -321,7 +321,7 @@ def test_trained_variant_uses_the_paper_s_step_schedule(tiny_heads_file, tiny_cf
 
 def test_heads_of_another_clip_and_misspelt_flags_fail_clearly(tiny_heads_file, toy_root, monkeypatch, random_vit_b16):
     import fsslib.methods.clip_dinoiser as clip_dinoiser
-    from fsslib.config import make_config, run_command_line
+    from fsslib.config import make_config
     from fsslib.errors import CheckpointError
     from fsslib.methods import build_method
     from fsslib.methods.base import OptionError

@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from fsslib import paths
 from fsslib.clip.toy import WordTokenizer, build_toy_clip
 from fsslib.errors import CheckpointError, FsslibError, UnknownNameError, unknown
+from fsslib.models.files import read_weights
 
 TOY_CHECKPOINT_FILES = {"toy-vit": "toy_clip_vit.pt", "toy-rn": "toy_clip_rn.pt"}
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
@@ -190,18 +191,10 @@ def _toy_missing_fix(name: str) -> str:
 def _load_fsslib_checkpoint(
     path: Path, name: str, device: str | torch.device, missing_fix: str | None
 ) -> ClipBundle:
-    if not path.is_file():
-        raise CheckpointError(
-            f"CLIP checkpoint {path} does not exist.",
-            missing_fix or "check the path, or load an open_clip model by name, e.g. load_clip('ViT-B-16', 'openai').",
-        )
-    try:
-        content = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # a truncated or foreign file: report it, not the unpickler's trace
-        raise CheckpointError(
-            f"Could not read CLIP checkpoint {path}: {error}",
-            "re-copy the file; fsslib CLIP checkpoints are torch.save'd dicts.",
-        ) from error
+    content = read_weights(
+        path, "CLIP checkpoint",
+        missing_fix or "check the path, or load an open_clip model by name, e.g. load_clip('ViT-B-16', 'openai').",
+        "re-copy the file; fsslib CLIP checkpoints are torch.save'd dicts.")
     missing_keys = [key for key in CHECKPOINT_KEYS if not (isinstance(content, dict) and key in content)]
     if missing_keys:
         raise CheckpointError(

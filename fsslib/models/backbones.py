@@ -107,13 +107,8 @@ class ToyResNet(MultiLevelBackbone):
 
 
 def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise CheckpointError(
-            f"Backbone weights {path} not found.",
-            f"download {RESNET50_URL} once on a connected machine into {weights_root()} "
-            f"(or pass backbone_weights=PATH; instructions: {WEIGHTS_DOC}).",
-        )
-    return torch.load(path, map_location="cpu", weights_only=True)
+    return read_weights(path, "Backbone weights", f"download {RESNET50_URL} once on a connected machine into "
+                        f"{weights_root()} (or pass backbone_weights=PATH; instructions: {WEIGHTS_DOC}).")
 
 
 def find_resnet50_weights(path: str | Path | None = None) -> Path:

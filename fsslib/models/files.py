@@ -1,4 +1,6 @@
-"""Reading weight files with errors that say what is missing and how to make or fetch it."""
+"""Reading weight files with errors that say what is missing and how to make or fetch it: every file fsslib
+reads with ``torch.load`` (checkpoints, pretrained weights, a pretraining run's saved state) goes through
+:func:`read_weights`."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,13 +11,15 @@ import torch
 from fsslib.errors import CheckpointError
 
 
-def read_weights(path: str | Path, what: str, fix: str) -> Any:
+def read_weights(path: str | Path, what: str, fix: str, unreadable_fix: str | None = None) -> Any:
     """``torch.load(path, weights_only=True)`` on the CPU; a missing or unreadable file raises
-    :class:`~fsslib.errors.CheckpointError` naming ``what`` it should hold and the ``fix``."""
+    :class:`~fsslib.errors.CheckpointError` naming ``what`` it should hold and the ``fix`` (for an unreadable
+    file ``unreadable_fix``, when given)."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{what} {path} not found.", fix)
+        raise CheckpointError(f"{what} {path} does not exist.", fix)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for truncated or foreign files
-        raise CheckpointError(f"{what} {path} cannot be read ({type(error).__name__}: {error}).", fix)
+        raise CheckpointError(f"{what} {path} cannot be read ({type(error).__name__}: {error}).",
+                              unreadable_fix or fix) from None

@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 from fsslib.data.benchmarks import get_benchmark
 from fsslib.device import resolve_device
 from fsslib.errors import FsslibError, unknown
+from fsslib.models.files import read_weights
 from fsslib.models.backbones import ToyResNet
 from fsslib.pretrain.views import AUG_PLUS, ViewAugmentation, random_views
 from fsslib.pretrain.qgnet_prior.metrics import (HELD_OUT_SEED, HELD_OUT_STREAM, PLATEAU_GAIN, acceptance_metrics,
@@ -191,7 +192,7 @@ def train_prior_extractor(out: str | Path, settings: PriorSettings, cache: str |
     first_step, earlier_seconds = 0, 0.0  # a resumed run: the steps and training seconds of its earlier part
     partial = partial_path(out)
     if resume and partial.is_file():
-        state = torch.load(partial, map_location="cpu", weights_only=True)
+        state = read_weights(partial, "The interrupted run's state", "delete it to start the run again.")
         saved = {**asdict(PriorSettings()), **state["settings"]}  # a setting added since: its default then
         if saved != asdict(settings):
             changed = sorted(k for k, v in asdict(settings).items() if saved.get(k) != v)
