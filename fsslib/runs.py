@@ -54,7 +54,7 @@ from tqdm.auto import tqdm
 
 from fsslib.errors import DatasetNotFoundError, FsslibError
 from fsslib.methods import shots_fixed_by_training
-from fsslib.tables import REPO, load_grid, read_table, refresh_from_csv, write_results_page, write_table
+from fsslib.tables import REPO, beside_rows, load_grid, read_table, refresh_from_csv, write_results_page, write_table
 from fsslib.zoo import names_zoo
 
 
@@ -283,8 +283,7 @@ def _write_grid_table(grid: dict[str, Any], name: str, runs: list[dict[str, Any]
     rows = [row for result in results_per_run for row in result["rows"]]
     curves = {run_name(p): result["history"] for p, result in zip(runs, results_per_run) if result.get("history")}
     results_dir = Path(results or REPO / "papermill_runs" / "results")
-    beside = [row for other in grid.get("beside", []) for row in read_table(REPO / "papermill_runs" / "results" / f"{other}.csv")]
-    write_table(rows, results_dir / name, curves, beside)
+    write_table(rows, results_dir / name, curves, beside_rows(grid, REPO / "papermill_runs" / "results"))
     if publish:
         write_results_page(REPO / "papermill_runs")
     return rows

@@ -131,6 +131,11 @@ def _formatted(row: dict[str, Any], columns: tuple[str, ...]) -> dict[str, Any]:
     return {c: (f"{row[c]:.1f}" if c in PERCENT_COLUMNS else "" if row.get(c) is None else row[c]) for c in columns}
 
 
+def beside_rows(grid: dict[str, Any], results_dir: Path) -> list[dict[str, Any]]:
+    """The committed rows (``results_dir/<other>.csv``) of the grids ``grid`` names under ``beside``."""
+    return [row for other in grid.get("beside", []) for row in read_table(results_dir / f"{other}.csv")]
+
+
 def read_table(path: Path) -> list[dict[str, Any]]:
     """The rows of a committed ``<name>.csv`` (IoUs as floats, rounded as written)."""
     if not path.is_file():
@@ -207,8 +212,7 @@ def refresh_from_csv(grid_path: str | Path, results: str | Path | None = None) -
     if means:
         middle += ["", "Mean over folds:", "", *_markdown(MEAN_COLUMNS, means)]
     if grid.get("beside"):
-        beside = [row for other in grid["beside"] for row in read_table(results_dir / f"{other}.csv")]
-        middle += ["", *_comparison_lines(rows, beside)]
+        middle += ["", *_comparison_lines(rows, beside_rows(grid, results_dir))]
     lines[rows_end:end] = [*middle, ""]
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     if results is None:
@@ -298,8 +302,7 @@ def write_results_page(folder: Path) -> Path:
             continue
         summary = folder / f"{grid['name']}.summary.md"
         rows = read_table(results / f"{grid['name']}.csv")
-        beside = [row for other in grid.get("beside", []) for row in read_table(results / f"{other}.csv")]
-        compared_rows = comparison_table(rows, beside)
+        compared_rows = comparison_table(rows, beside_rows(grid, results))
         columns = (*COMPARISON_COLUMNS, *sorted(c for c in compared_rows[0] if c.startswith("fold ")), "mean")
         sections += ["", f"### {grid['paper']} (grid `{grid['name']}`)", "",
                      *([summary.read_text().strip(), ""] if summary.is_file() else []),

@@ -316,3 +316,14 @@ def test_the_readme_headlines_are_the_committed_tables_means(phrase):
         assert sorted(r["fold"] for r in rows) == ["0", "1", "2", "3"], (table, method, shots)
         means.append(tables.mean_of_shown([r["miou"] for r in rows]))
     assert numbers == means
+
+
+def test_the_committed_results_page_is_what_the_tables_and_notes_write(tmp_path):
+    """RESULTS.md is written, never edited: assembled again from the committed grids, tables, summaries and notes,
+    it is the committed page (run ``python -m fsslib.runs GRID --from-csv`` after editing a note)."""
+    import shutil
+
+    source = REPO / "papermill_runs"
+    shutil.copytree(source, tmp_path / "papermill_runs", ignore=shutil.ignore_patterns("outputs", "RESULTS.md"))
+    written = tables.write_results_page(tmp_path / "papermill_runs").read_text()
+    assert written == (source / "RESULTS.md").read_text()
