@@ -1,5 +1,5 @@
 # fsslib: two commands on a fresh machine (see README).
-#   make quickstart   train + evaluate the baseline on the offline toy world, write the results table
+#   make quickstart   the four papers side by side on the toy world: one model trained live, the rest from the zoo
 #   make test         the whole test suite (unit tests, notebooks under nbval, a papermill smoke run)
 #   make test-fast    the unit tests alone (no training, notebooks or papermill)
 PYTHON ?= python3

@@ -26,7 +26,7 @@ import os
 import zlib
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -39,6 +39,7 @@ from fsslib.engine import open_source
 from fsslib.errors import FsslibError
 from fsslib.methods import support_annotation
 from fsslib.metrics import episodes_miou, percentile_interval, resampled_miou
+from fsslib.zoo import names_zoo
 
 # what a support brings, by the methods' support annotation (fsslib.methods.support_annotation)
 SUPPORT_MODES = {
@@ -52,7 +53,7 @@ SUPPORT_MODES = {
 }
 MODES = ("class name", "whole image", "image + mask", "image + mask + class name", "image + class name")
 SETTINGS = ((1, 1), (1, 5), (2, 1), (2, 5))  # (ways, shots) of the comparison's columns
-ROW_COLUMNS = ("method", "variant", "support annotation", "fold", "ways", "shots", "train_shots", "seed", "episodes",
+ROW_COLUMNS = ("method", "variant", "support annotation", "model", "fold", "ways", "shots", "train_shots", "seed", "episodes",
                "miou", "fbiou")
 RESAMPLES = 1000  # bootstrap resamples of the strata's intervals
 EVALUATION_KEYS = ("method", "variant", "preset", "fold", "shots", "ways", "test_shots", "test_ways", "seed", "episodes",
@@ -97,46 +98,94 @@ def finished(overrides: dict[str, Any], folder: Path, smoke: bool) -> dict[str, 
     return metrics
 
 
+TRAINING_FREE = "none (training-free)"  # the model column of a method without weights
+LIVE = "trained by this grid"  # ... of a run with ckpt: null (the train/eval notebook trains it)
+
+
+def trains_live(params: dict[str, Any]) -> bool:
+    """Whether a compare grid's run goes through the train/eval notebook, which trains a trained method and then
+    evaluates it (``ckpt: null``), rather than evaluating a given model (``ckpt: zoo`` or a path)."""
+    return "ckpt" in params and params["ckpt"] is None
+
+
+def model_source(params: dict[str, Any], row: dict[str, Any]) -> str:
+    """What a row's model is, for the comparison's ``model`` column: the zoo, trained by the grid, a
+    checkpoint file, or none."""
+    if not row.get("checkpoint"):
+        return TRAINING_FREE
+    return LIVE if trains_live(params) else "zoo" if names_zoo(params.get("ckpt")) else str(params["ckpt"])
+
+
+def _read_evaluations(params: dict[str, Any], folder: Path) -> list[dict[str, Any]]:
+    """The metrics of a live run's evaluations, which its notebook wrote into ``folder/eval_<N>way_<K>shot``."""
+    return [json.loads((eval_dir / "metrics.json").read_text()) for _, eval_dir in evaluations(params, folder)]
+
+
 def execute_comparison(name: str, runs: list[tuple[dict[str, Any], Path]], results_dir: Path, jobs: int,
-                       threads: int, resume: bool, smoke: bool, seed_rows: list[dict[str, Any]] = ()) -> list[dict[str, Any]]:
+                       threads: int, resume: bool, smoke: bool, seed_rows: list[dict[str, Any]] = (),
+                       run_notebook: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """Evaluate every (run parameters, output folder) of a compare grid, ``jobs`` at a time with ``threads``
     torch threads each (``resume``: evaluations already made with the same settings are read,
     :func:`finished`), then write the comparison, with ``seed_rows``' spread, into ``results_dir``; returns
-    the rows. An error in one evaluation cancels those not yet started."""
-    tasks = [task for params, folder in runs for task in evaluations(params, folder)]
+    the rows. A run with ``ckpt: null`` (:func:`trains_live`) is handed whole to ``run_notebook`` (the
+    train/eval notebook: it trains, then evaluates into the same folders), first, since it takes longest.
+    An error in one evaluation cancels those not yet started."""
+    live = [(params, folder) for params, folder in runs if trains_live(params)]
+    if live and run_notebook is None:
+        raise FsslibError(f"Grid {name} trains its run {live[0][1].name} (ckpt: null) but names no notebook to train it.",
+                          "add `notebook: notebooks/90_train_eval.ipynb` to the grid, or give the run a checkpoint.")
+    tasks = [task for params, folder in runs if not trains_live(params) for task in evaluations(params, folder)]
     done = {i: metrics for i, (overrides, folder) in enumerate(tasks)
             if resume and (metrics := finished(overrides, folder, smoke)) is not None}
+    trained = {i: _read_evaluations(params, folder) for i, (params, folder) in enumerate(live)
+               if resume and (folder / "metrics.json").is_file()}
     threads_before = os.environ.get("OMP_NUM_THREADS")
     os.environ["OMP_NUM_THREADS"] = str(threads)  # inherited by the workers
     pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"))
     try:
-        futures = {pool.submit(_evaluate, overrides, folder, smoke, threads): i
-                   for i, (overrides, folder) in enumerate(tasks) if i not in done}
-        for future in tqdm(as_completed(futures), total=len(futures), desc=f"compare {name} ({len(tasks)} evaluations)"):
-            done[futures[future]] = future.result()
+        futures = {pool.submit(run_notebook, params): ("live", i) for i, (params, _) in enumerate(live) if i not in trained}
+        futures |= {pool.submit(_evaluate, overrides, folder, smoke, threads): ("evaluation", i)
+                    for i, (overrides, folder) in enumerate(tasks) if i not in done}
+        for future in tqdm(as_completed(futures), total=len(futures),
+                           desc=f"compare {name} ({len(tasks)} evaluations, {len(live)} runs trained)"):
+            kind, i = futures[future]
+            future.result()  # an error stops the grid here
+            if kind == "live":
+                trained[i] = _read_evaluations(*live[i])
+            else:
+                done[i] = future.result()
     finally:  # after an error or an interrupt, no further evaluation starts
         pool.shutdown(cancel_futures=True)
         if threads_before is None:
             os.environ.pop("OMP_NUM_THREADS")
         else:
             os.environ["OMP_NUM_THREADS"] = threads_before
-    evaluated = [(done[i], folder) for i, (_, folder) in enumerate(tasks)]
-    write_comparison(name, evaluated, results_dir, seed_rows)
-    return [row for row, _ in evaluated]
+    return _write_in_order(name, runs, results_dir, seed_rows,
+                           lambda params, folder: [done[tasks.index(task)] for task in evaluations(params, folder)],
+                           lambda params, folder: trained[live.index((params, folder))])
+
+
+def _write_in_order(name: str, runs: list[tuple[dict[str, Any], Path]], results_dir: Path,
+                    seed_rows: list[dict[str, Any]], evaluated: Callable, trained: Callable) -> list[dict[str, Any]]:
+    """Write the comparison of ``runs`` in the grid's order, each row with its ``model`` (:func:`model_source`)."""
+    made = []
+    for params, folder in runs:
+        metrics = trained(params, folder) if trains_live(params) else evaluated(params, folder)
+        made += [({**row, "model": model_source(params, row)}, eval_dir)
+                 for row, (_, eval_dir) in zip(metrics, evaluations(params, folder))]
+    write_comparison(name, made, results_dir, seed_rows)
+    return [row for row, _ in made]
 
 
 def collect_comparison(name: str, runs: list[tuple[dict[str, Any], Path]], results_dir: Path,
                        seed_rows: list[dict[str, Any]] = ()) -> list[dict[str, Any]]:
     """Write the comparison again from the evaluations' outputs, running nothing."""
-    evaluated = []
     for params, folder in runs:
         for _, eval_dir in evaluations(params, folder):
             if not ((eval_dir / "metrics.json").is_file() and (eval_dir / "episodes.npz").is_file()):
                 raise FsslibError(f"No outputs (metrics.json and episodes.npz) of the evaluation {eval_dir} of {name}.",
                                   "run the grid itself first.")
-            evaluated.append((json.loads((eval_dir / "metrics.json").read_text()), eval_dir))
-    write_comparison(name, evaluated, results_dir, seed_rows)
-    return [row for row, _ in evaluated]
+    return _write_in_order(name, runs, results_dir, seed_rows, _read_evaluations, _read_evaluations)
 
 
 def method_label(row: dict[str, Any]) -> str:
@@ -144,29 +193,42 @@ def method_label(row: dict[str, Any]) -> str:
     return f"{row['method']} ({row['variant']})" if row.get("variant") else row["method"]
 
 
-def fold_mean(rows: list[dict[str, Any]], key: str) -> float | None:
-    """The mean of ``key`` over rows that cover the 4 folds once each; None otherwise."""
-    folds = sorted(row["fold"] for row in rows)
-    return float(np.mean([row[key] for row in rows])) if folds == [0, 1, 2, 3] else None
+def compared_folds(rows: list[dict[str, Any]]) -> list[int]:
+    """The folds a comparison covers: every fold any of its rows ran on (the 4 folds of ``compare_toy``, fold 0
+    of the quickstart's)."""
+    return sorted({int(row["fold"]) for row in rows})
+
+
+def folds_text(folds: list[int]) -> str:
+    """"the 4 folds", "fold 0" or "folds 0, 1": how a table names the folds its means cover."""
+    return "the 4 folds" if folds == [0, 1, 2, 3] else f"fold{'s' if len(folds) > 1 else ''} {', '.join(map(str, folds))}"
+
+
+def fold_mean(rows: list[dict[str, Any]], key: str, folds: list[int]) -> float | None:
+    """The mean of ``key`` over rows that cover ``folds`` once each; None otherwise (a fold did not run)."""
+    covered = sorted(int(row["fold"]) for row in rows)
+    return float(np.mean([row[key] for row in rows])) if covered == folds else None
 
 
 def comparison_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per method (default variants): mean mIoU and FB-IoU over the 4 folds per (ways, shots)."""
+    """One row per method (default variants): mean mIoU and FB-IoU over the compared folds per (ways, shots)."""
+    folds = compared_folds(rows)
     table = []
     for method in dict.fromkeys(row["method"] for row in rows if not row.get("variant")):
         mine = [row for row in rows if row["method"] == method and not row.get("variant")]
         entry: dict[str, Any] = {"method": method, "support annotation": support_annotation(method)}
         for ways, shots in SETTINGS:
             setting = [row for row in mine if row["ways"] == ways and row["shots"] == shots]
-            entry[f"{ways}-way {shots}-shot mIoU"] = fold_mean(setting, "miou")
-            entry[f"{ways}-way {shots}-shot FB-IoU"] = fold_mean(setting, "fbiou")
+            entry[f"{ways}-way {shots}-shot mIoU"] = fold_mean(setting, "miou", folds)
+            entry[f"{ways}-way {shots}-shot FB-IoU"] = fold_mean(setting, "fbiou", folds)
         table.append(entry)
     return table
 
 
 def support_mode_matrix(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per method, the 1-way 1-shot mIoU (mean over the 4 folds) of each support mode it reads (None: blank);
-    where two variants read the same mode, the default variant's."""
+    """Per method, the 1-way 1-shot mIoU (mean over the compared folds) of each support mode it reads (None:
+    blank); where two variants read the same mode, the default variant's."""
+    folds = compared_folds(rows)
     settings: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for row in rows:
         if (row["ways"], row["shots"]) == (1, 1):
@@ -175,7 +237,7 @@ def support_mode_matrix(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for (method, variant), group in sorted(settings.items(), key=lambda item: item[0][1] == ""):  # defaults last
         mode = SUPPORT_MODES.get(support_annotation(method, variant))  # None: reads nothing of the support
         if mode is not None:
-            matrix.setdefault(method, {"method": method, **dict.fromkeys(MODES)})[mode] = fold_mean(group, "miou")
+            matrix.setdefault(method, {"method": method, **dict.fromkeys(MODES)})[mode] = fold_mean(group, "miou", folds)
     return [matrix[method] for method in dict.fromkeys(row["method"] for row in rows) if method in matrix]
 
 
@@ -184,11 +246,13 @@ def strata_table(runs: list[tuple[dict[str, Any], Path]], shots: int = 1) -> lis
 
     ``runs``: (row, folder of its ``episodes.npz``). Each file's episodes are described afresh from its fold,
     episode count and seed, and must be those episodes (their classes are checked). Per stratum the mIoU of
-    each fold's episodes in it is averaged over the 4 folds; the interval is the percentile bootstrap of that
+    each fold's episodes in it is averaged over the compared folds (those of any chosen row; a method that
+    missed one is left out); the interval is the percentile bootstrap of that
     mean (episodes resampled within each fold; one generator per method and stratum), ``episodes`` the count
     over the folds.
     """
     chosen = [(row, folder) for row, folder in runs if (row["ways"], row["shots"]) == (1, shots) and not row.get("variant")]
+    folds = compared_folds([row for row, _ in chosen])
     cfg = make_config(preset="toy")
     described: dict[tuple[int, int, int], dict[str, np.ndarray]] = {}
 
@@ -206,7 +270,7 @@ def strata_table(runs: list[tuple[dict[str, Any], Path]], shots: int = 1) -> lis
     table = []
     for method in dict.fromkeys(row["method"] for row, _ in chosen):
         mine = {row["fold"]: folder for row, folder in chosen if row["method"] == method}
-        if sorted(mine) != [0, 1, 2, 3]:
+        if sorted(mine) != folds:
             continue
         saved = {fold: np.load(folder / "episodes.npz") for fold, folder in mine.items()}
         groupings = {fold: strata_of(fold, mine[fold], episodes) for fold, episodes in saved.items()}
@@ -308,6 +372,8 @@ def write_comparison(name: str, runs: list[tuple[dict[str, Any], Path]], results
     rows = [{**row, "support annotation": support_annotation(row["method"], row.get("variant", ""))} for row, _ in runs]
     if not rows:
         raise FsslibError(f"Grid {name} has no rows to compare.", "run the grid first.")
+    ran = [(w, k) for w, k in SETTINGS if any((row["ways"], row["shots"]) == (w, k) for row in rows)]
+    folds = folds_text(compared_folds(rows))
     results_dir.mkdir(parents=True, exist_ok=True)
     stem = results_dir / name
     with stem.with_suffix(".csv").open("w", newline="") as handle:
@@ -322,7 +388,7 @@ def write_comparison(name: str, runs: list[tuple[dict[str, Any], Path]], results
     comparison = comparison_table(rows)
     matrix = support_mode_matrix(rows)
     strata = strata_table(runs)
-    plot_comparison(comparison, [f"{w}-way {k}-shot" for w, k in SETTINGS]).savefig(results_dir / f"{name}.png", dpi=100)
+    plot_comparison(comparison, [f"{w}-way {k}-shot" for w, k in ran], folds).savefig(results_dir / f"{name}.png", dpi=100)
     if matrix:
         plot_support_modes(matrix, MODES).savefig(results_dir / f"{name}_support_modes.png", dpi=100)
     if strata:
@@ -332,22 +398,24 @@ def write_comparison(name: str, runs: list[tuple[dict[str, Any], Path]], results
             writer.writeheader()
             writer.writerows({k: _cell(v) for k, v in row.items()} for row in strata)
     episodes = sorted({row["episodes"] for row in rows})
-    setting_columns = [f"{w}-way {k}-shot mIoU" for w, k in SETTINGS] + [f"{w}-way {k}-shot FB-IoU" for w, k in SETTINGS]
+    sources = sorted({row.get("model") or "" for row in rows} - {"", TRAINING_FREE})
+    setting_columns = [f"{w}-way {k}-shot mIoU" for w, k in ran] + [f"{w}-way {k}-shot FB-IoU" for w, k in ran]
     lines = [f"# {name}: the methods side by side", "",
              f"Toy tier; every row on the same test episodes ({', '.join(map(str, episodes))} per fold and setting, "
-             f"seed {rows[0]['seed']}); trained methods from the shipped zoo (`fsslib.zoo`). Mean over the 4 folds "
-             f"(blank: not every fold ran). Figure: `{name}.png`.", "",
+             f"seed {rows[0]['seed']}); trained methods' models: {', '.join(sources) or 'none'} (column `model` of the "
+             f"rows per fold; the zoo: `fsslib.zoo`). Mean over {folds} (blank: not every fold ran).", "",
              *_markdown(comparison, ["method", "support annotation", *setting_columns]), "",
+             f"![the methods side by side]({name}.png)", "",
              "## Support modes", "",
-             f"1-way 1-shot mIoU, mean over the 4 folds, of each support mode a method reads (blank: it cannot read "
-             f"that mode). Figure: `{name}_support_modes.png`.", "",
-             *_markdown(matrix, ["method", *MODES]), ""]
+             f"1-way 1-shot mIoU, mean over {folds}, of each support mode a method reads (blank: it cannot read "
+             f"that mode).", "",
+             *_markdown(matrix, ["method", *MODES]), "", f"![support modes]({name}_support_modes.png)", ""]
     if strata:
         lines += ["## Where each method wins: strata of the 1-way 1-shot episodes", "",
-                  "Strata fixed before any method was scored (`fsslib.data.strata`); mIoU averaged over the folds "
+                  f"Strata fixed before any method was scored (`fsslib.data.strata`); mIoU averaged over {folds} "
                   f"with a 95% bootstrap interval of {RESAMPLES} resamples of the episodes, and the episode count. "
-                  f"Figure: `{name}_strata.png`.", "",
-                  *_markdown(*_strata_wide(strata)), ""]
+                  f"Table: `{name}_strata.csv`.", "",
+                  *_markdown(*_strata_wide(strata)), "", f"![strata]({name}_strata.png)", ""]
     spread = seed_spread(rows, list(seed_rows))
     if spread:
         lines += ["## The spread of training seeds (fold 0)", "",

@@ -19,8 +19,10 @@ over the last quarter of training in the Markdown file, its standard error and v
 :func:`fsslib.tables.plateau_verdicts`). Committed
 tables are exactly what this command writes (``--smoke`` writes to ``<name>_smoke`` instead).
 
-A grid with ``compare: true`` (``compare_toy.yaml``) only evaluates, in worker processes rather than notebooks,
-and writes the methods' comparison on the same episodes instead of the usual table (:mod:`fsslib.compare`).
+A grid with ``compare: true`` (``compare_toy.yaml``) evaluates, in worker processes rather than notebooks, and
+writes the methods' comparison on the same episodes instead of the usual table (:mod:`fsslib.compare`); a run
+of it with ``ckpt: null`` goes through the grid's ``notebook``, which trains it first (the quickstart's
+prototype).
 A grid with ``zoo: true`` (``zoo_toy.yaml``) also writes each run's ``best.pt`` into the shipped model zoo
 (:func:`export_to_zoo`) once all its runs have finished.
 
@@ -95,12 +97,17 @@ def check_parameters(grid: dict[str, Any], runs: list[dict[str, Any]]) -> None:
         raise FsslibError(f"Grid {grid['name']} has several runs named {shared[0]}: they would write the same outputs.",
                           "give each run its own method, variant, fold, ways, shots or seed; evaluate one run at "
                           "several shots or ways with test_shots and test_ways.")
-    if grid.get("compare"):  # evaluations only (fsslib.compare): no notebook, and the zoo holds each training shots
-        from fsslib.compare import evaluations
+    if grid.get("compare"):  # evaluations (fsslib.compare), and the train/eval notebook for runs with ckpt: null
+        from fsslib.compare import evaluations, trains_live
 
         for params in runs:
             evaluations(params, Path())  # raises on a key an evaluation does not take
-        return
+        runs = [params for params in runs if trains_live(params)]
+        if not runs:
+            return
+        if "notebook" not in grid:
+            raise FsslibError(f"Grid {grid['name']} trains {run_name(runs[0])} (ckpt: null) but names no notebook.",
+                              "add `notebook: notebooks/90_train_eval.ipynb` to the grid, or give the run a checkpoint.")
     for params in runs:
         trained = params.get("shots", 1)
         evaluated = params.get("test_shots") or [trained]
@@ -189,9 +196,11 @@ def execute(grid_path: str | Path, smoke: bool = False, outputs: str | Path | No
         from fsslib.compare import execute_comparison
 
         publish = not smoke and results is None
+        train_one = partial(run_notebook, REPO / grid["notebook"], outputs, smoke, threads, resume) \
+            if "notebook" in grid else None
         rows = execute_comparison(name, [(p, outputs / run_name(p)) for p in runs],
                                   Path(results or REPO / "papermill_runs" / "results"), jobs, threads, resume, smoke,
-                                  _seed_rows(grid))
+                                  _seed_rows(grid), train_one)
         if publish:
             write_results_page(REPO / "papermill_runs")
         return rows
@@ -341,6 +350,10 @@ def main(argv: list[str] | None = None) -> None:
                            resume=args.resume)
     except FsslibError as error:
         parser.exit(2, f"error: {error}\n")
+    if load_grid(args.grid).get("compare") and not args.from_csv:
+        print(f"{len(rows)} rows -> table papermill_runs/results/{name}.md, figure papermill_runs/results/{name}.png"
+              + ("" if args.smoke else "; every grid: papermill_runs/RESULTS.md"))
+        return
     written = f"{name}.md (its means and comparison)" if args.from_csv else f"{name}.csv and .md"
     print(f"{len(rows)} runs -> papermill_runs/results/{written}")
 

@@ -49,7 +49,7 @@ def load_grid(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise DatasetNotFoundError(f"Grid file {path} does not exist.", "pass one of papermill_runs/*.yaml.")
     grid = yaml.safe_load(path.read_text())
-    for key in ("name", "grid") if grid.get("compare") else ("name", "notebook", "grid"):  # a comparison runs no notebook
+    for key in ("name", "grid") if grid.get("compare") else ("name", "notebook", "grid"):  # a comparison needs one only to train (ckpt: null)
         if key not in grid:
             raise FsslibError(f"Grid file {path} has no {key!r} entry.", "see papermill_runs/quickstart.yaml for the format.")
     return grid
@@ -288,10 +288,19 @@ def write_results_page(folder: Path) -> Path:
                 "test episodes per row; toy tier unless a row says otherwise. First the methods side by side, then one "
                 "section per paper, then every grid in full.", "", "## The methods side by side", ""]
     compared = [(path, grid) for path, grid in made if grid.get("compare")]
-    for path, grid in compared:
-        text = (results / f"{grid['name']}.md").read_text().strip().splitlines()[1:]  # its own title left out
-        sections += [grid_description(path), "", f"`python -m fsslib.runs papermill_runs/{path.name}`",
-                     *_demoted("\n".join(text)).splitlines(), ""]
+    for path, grid in compared:  # each comparison's page up to its rows, which stay in its files (linked)
+        name = grid["name"]
+        text = (results / f"{name}.md").read_text().strip().splitlines()[1:]  # its own title left out
+        rows_at = next((i for i, line in enumerate(text) if line.startswith("## Rows per fold")), len(text))
+        shown = "\n".join(text[:rows_at]).replace(f"]({name}", f"](results/{name}")
+        notes = folder / f"{name}.notes.md"
+        sections += [f"### {name}", "", grid_description(path), "", f"`python -m fsslib.runs papermill_runs/{path.name}`",
+                     "", *_demoted(_demoted(shown)).splitlines(),
+                     f"Rows per fold and setting: [results/{name}.csv](results/{name}.csv); per class: "
+                     f"[results/{name}_per_class.csv](results/{name}_per_class.csv); the whole page: "
+                     f"[results/{name}.md](results/{name}.md).", ""]
+        if notes.is_file():
+            sections += [_demoted(_demoted(notes.read_text().strip())), ""]
     if not compared:
         pending = [path.name for path, grid in grids if grid.get("compare")]
         sections += [f"Not made yet: `python -m fsslib.runs papermill_runs/{pending[0]}` evaluates every method on the "

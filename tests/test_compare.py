@@ -174,3 +174,25 @@ def test_many_learning_curves_go_into_one_panel_per_method():
     runs = {f"run{i}": history for i in range(12)}  # no shared group: one panel, as for few runs
     assert len([ax for ax in plot_learning_curves(runs).axes if ax.lines]) == 1
     plt.close("all")
+
+
+def test_a_compare_grid_trains_its_ckpt_null_runs_through_the_notebook_and_marks_their_model(tmp_path):
+    from fsslib.runs import execute
+
+    grid = tmp_path / "compare_live.yaml"
+    grid.write_text("name: compare_live\ncompare: true\nnotebook: notebooks/90_train_eval.ipynb\njobs: 2\n"
+                    "fixed: {preset: toy, seed: 0, fold: 1, episodes: 25, ckpt: zoo}\n"
+                    "grid:\n  method: [all-foreground]\nextra:\n  - {method: prototype, ckpt: null}\n")
+    rows = execute(grid, smoke=True, outputs=tmp_path / "out", results=tmp_path / "results")
+    assert [(r["method"], r["model"]) for r in rows] == [("all-foreground", "none (training-free)"),
+                                                         ("prototype", "trained by this grid")]
+    trained = tmp_path / "out" / "prototype-fold1-1shot-seed0"
+    assert rows[1]["checkpoint"] == str(trained / "best.pt") and (trained / "90_train_eval.ipynb").is_file()
+    text = (tmp_path / "results" / "compare_live_smoke.md").read_text()
+    assert "Mean over fold 1 " in text and "trained by this grid" in text and "2-way" not in text.split("## Support")[0]
+    written = (trained / "metrics.json").stat().st_mtime_ns
+    again = execute(grid, smoke=True, outputs=tmp_path / "out", results=tmp_path / "results", resume=True)
+    assert [r["miou"] for r in again] == [r["miou"] for r in rows] and (trained / "metrics.json").stat().st_mtime_ns == written
+    grid.write_text(grid.read_text().replace("notebook: notebooks/90_train_eval.ipynb\n", ""))
+    with pytest.raises(FsslibError, match="names no notebook"):
+        execute(grid, smoke=True, outputs=tmp_path / "out2", results=tmp_path / "results")

@@ -38,12 +38,25 @@ def test_jobs_must_be_positive(tmp_path):
 
 
 def test_grid_expansion():
-    grid = tables.load_grid(REPO / "papermill_runs" / "quickstart.yaml")
+    grid = tables.load_grid(REPO / "papermill_runs" / "prototype_toy.yaml")
     expanded = runs.expand(grid)
     assert len(expanded) == len(set(map(runs.run_name, expanded)))
     # one model per fold, trained on 1-shot episodes, evaluated at 1 and 5 shots
     assert [(r["method"], r["fold"], r["shots"], r["test_shots"]) for r in expanded] == [
         ("prototype", f, 1, [1, 5]) for f in range(4)]
+    assert (grid["jobs"], grid["threads"]) == (2, 1)
+
+
+def test_the_main_job_trains_one_model_live_and_sets_every_method_beside_it_on_the_same_episodes():
+    from fsslib.compare import trains_live
+
+    grid = tables.load_grid(REPO / "papermill_runs" / "quickstart.yaml")
+    expanded = runs.expand(grid)
+    runs.check_parameters(grid, expanded)
+    assert grid["compare"] and [r["method"] for r in expanded if trains_live(r)] == ["prototype"]
+    assert {r["method"] for r in expanded} == {"all-foreground", "maskclip", "pfenet", "piclip", "lfss", "qgnet",
+                                             "clip-dinoiser", "clip-dinoiser-support", "prototype"}
+    assert {(r["fold"], r.get("episodes", 1000), tuple(r["test_ways"]), tuple(r["test_shots"])) for r in expanded} == {(0, 1000, (1,), (1,))}
     assert (grid["jobs"], grid["threads"]) == (2, 1)
 
 
@@ -112,9 +125,14 @@ def test_results_page_opens_with_the_comparison_then_the_papers_then_every_grid(
     assert "### Paper A (grid `a`)\n\nA does not beat x." in page and "| pfenet | pixel masks | 1 | 1 | 1 | 61.0 | 61.0 |" in page
     assert "### a\n\nGrid a: what it shows.\n" in page and "| x |" in page and page.rstrip().endswith("Why x wins.")
     assert "### b" not in page and "Run:" not in page
-    (tmp_path / "results" / "c.md").write_text("# c: the methods side by side\n\nThe table.\n\n## Support modes\n")
+    (tmp_path / "results" / "c.md").write_text("# c: the methods side by side\n\nThe table.\n\n![figure](c.png)\n\n"
+                                              "## Support modes\n\n## Rows per fold\n\n| 192 rows |\n")
+    (tmp_path / "c.notes.md").write_text("## Findings\n\nWho wins where.")
     page = tables.write_results_page(tmp_path).read_text()
-    assert "The table.\n\n### Support modes" in page and "Not made yet" not in page
+    assert "### c\n\nAll side by side.\n" in page and "Not made yet" not in page
+    assert "The table.\n\n![figure](results/c.png)\n\n#### Support modes" in page  # figures from the page's folder
+    assert "| 192 rows |" not in page and "[results/c.csv](results/c.csv)" in page  # the rows stay in the csv, linked
+    assert "#### Findings\n\nWho wins where." in page
 
 
 def test_plateau_gain_compares_the_last_two_quarters():

@@ -9,7 +9,7 @@ convolutional head that reads ``[query features, prototype, cosine maps]``.
 
 Both presets keep the pretrained backbone frozen (the toy ResNet pretrained by fsslib, or
 ImageNet ResNet-50), as PFENet does; ``freeze_backbone=False`` with ``backbone_weights="random"``
-trains it from scratch, which on the toy tier still gained after 40 epochs (the quickstart
+trains it from scratch, which on the toy tier still gained after 40 epochs (the prototype_toy
 budget could not reach its plateau).
 """
 from __future__ import annotations
@@ -25,7 +25,7 @@ from fsslib.models.backbones import MultiLevelBackbone, build_backbone
 
 DEFAULT_OPTIONS = {"feature_dim": 64, "freeze_backbone": False}
 # Both tiers: the pretrained backbone, frozen (as PFENet); the toy epochs are read off the validation
-# learning curves (papermill_runs/results/quickstart_curves.png): a plateau within the quickstart's time.
+# learning curves (papermill_runs/results/prototype_toy_curves.png).
 PRESETS = {
     "toy": dict(epochs=20, val_episodes=300, options={"feature_dim": 64, "freeze_backbone": True}),
     "paper": dict(options={"feature_dim": 256, "freeze_backbone": True}),
