@@ -2,20 +2,21 @@
 
     python -m fsslib.runs papermill_runs/compare_toy.yaml
 
-Every run of such a grid evaluates one method (the shipped zoo model of a trained one, ``ckpt: zoo``) on
-the same test episodes of a fold at each of its ``test_ways`` and ``test_shots``: the episodes depend on the
-fold, shots, ways and seed only. Nothing is trained, so the runs are :func:`fsslib.evaluate.run` calls in
-``jobs`` worker processes (:func:`execute_comparison`), not notebooks. From their ``metrics.json`` and
-``episodes.npz`` :func:`write_comparison` writes
+Every run of such a grid evaluates one method on the same test episodes of a fold at each of its
+``test_ways`` and ``test_shots``: the episodes depend on the fold, shots, ways and seed only. A trained
+method's model is the shipped zoo model (``ckpt: zoo``) or a checkpoint file, evaluated by
+:func:`fsslib.evaluate.run` in ``jobs`` worker processes (:func:`execute_comparison`); a run with ``ckpt: null``
+is trained by the grid itself through its ``notebook`` (the main job's prototype). From the evaluations'
+``metrics.json`` and ``episodes.npz`` :func:`write_comparison` writes
 
-* ``<name>.csv`` -- one row per run and setting, with the method's support annotation, and
+* ``<name>.csv`` -- one row per run and setting, with the method's support annotation and its model, and
   ``<name>_per_class.csv`` -- the per-class IoUs behind each row;
-* ``<name>.md`` -- the comparison (mean over folds of the default variants, 1-way and 2-way, 1 and 5 shots,
-  figure ``<name>.png``), the support-mode matrix (each mode a method reads, figure
-  ``<name>_support_modes.png``), the strata of the 1-way 1-shot episodes (:mod:`fsslib.data.strata`, mIoU with
-  a bootstrap interval and the episode count, figure ``<name>_strata.png``, table ``<name>_strata.csv``), the
-  spread of training seeds on fold 0 (the grid named under the compare grid's ``seeds``, e.g.
-  ``zoo_seeds_toy``) and the rows per fold.
+* ``<name>.md`` -- the comparison (mean over the compared folds of the default variants, for each of the
+  1-way / 2-way, 1-shot / 5-shot settings that ran; figure ``<name>.png``), the support-mode matrix (each
+  mode a method reads, figure ``<name>_support_modes.png``), the strata of the 1-way 1-shot episodes
+  (:mod:`fsslib.data.strata`, mIoU with a bootstrap interval and the episode count, figure
+  ``<name>_strata.png``, table ``<name>_strata.csv``), the spread of training seeds on fold 0 (the grid named
+  under the compare grid's ``seeds``, e.g. ``zoo_seeds_toy``) and the rows per fold.
 """
 from __future__ import annotations
 
@@ -109,16 +110,19 @@ def trains_live(params: dict[str, Any]) -> bool:
 
 
 def model_source(params: dict[str, Any], row: dict[str, Any]) -> str:
-    """What a row's model is, for the comparison's ``model`` column: the zoo, trained by the grid, a
+    """What a row's model is, for the ``model`` column of the rows per fold: the zoo, trained by the grid, a
     checkpoint file, or none."""
     if not row.get("checkpoint"):
         return TRAINING_FREE
-    return LIVE if trains_live(params) else "zoo" if names_zoo(params.get("ckpt")) else str(params["ckpt"])
+    return LIVE if trains_live(params) else "zoo" if names_zoo(params.get("ckpt")) else str(params.get("ckpt"))
 
 
-def _read_evaluations(params: dict[str, Any], folder: Path) -> list[dict[str, Any]]:
-    """The metrics of a live run's evaluations, which its notebook wrote into ``folder/eval_<N>way_<K>shot``."""
-    return [json.loads((eval_dir / "metrics.json").read_text()) for _, eval_dir in evaluations(params, folder)]
+def _live_finished(params: dict[str, Any], folder: Path, smoke: bool) -> list[dict[str, Any]] | None:
+    """The metrics of a live run's evaluations (its notebook wrote them into ``folder/eval_<N>way_<K>shot``) if
+    every one was made with the grid's settings (:func:`finished`; the checkpoint is the run's own); else None."""
+    made = [finished({k: v for k, v in overrides.items() if k != "ckpt"}, eval_dir, smoke)
+            for overrides, eval_dir in evaluations(params, folder)]
+    return None if any(metrics is None for metrics in made) else made
 
 
 def execute_comparison(name: str, runs: list[tuple[dict[str, Any], Path]], results_dir: Path, jobs: int,
@@ -128,64 +132,70 @@ def execute_comparison(name: str, runs: list[tuple[dict[str, Any], Path]], resul
     torch threads each (``resume``: evaluations already made with the same settings are read,
     :func:`finished`), then write the comparison, with ``seed_rows``' spread, into ``results_dir``; returns
     the rows. A run with ``ckpt: null`` (:func:`trains_live`) is handed whole to ``run_notebook`` (the
-    train/eval notebook: it trains, then evaluates into the same folders), first, since it takes longest.
+    train/eval notebook: it trains, then evaluates into the same folders), first, since it takes longest;
+    its evaluations must then be the grid's (not, say, smoke-sized because ``FSSLIB_SMOKE`` was set).
     An error in one evaluation cancels those not yet started."""
     live = [(params, folder) for params, folder in runs if trains_live(params)]
     if live and run_notebook is None:
         raise FsslibError(f"Grid {name} trains its run {live[0][1].name} (ckpt: null) but names no notebook to train it.",
                           "add `notebook: notebooks/90_train_eval.ipynb` to the grid, or give the run a checkpoint.")
     tasks = [task for params, folder in runs if not trains_live(params) for task in evaluations(params, folder)]
-    done = {i: metrics for i, (overrides, folder) in enumerate(tasks)
-            if resume and (metrics := finished(overrides, folder, smoke)) is not None}
-    trained = {i: _read_evaluations(params, folder) for i, (params, folder) in enumerate(live)
-               if resume and (folder / "metrics.json").is_file()}
+    made: dict[Path, dict[str, Any]] = {}  # evaluation folder -> its metrics
+    if resume:
+        made |= {eval_dir: metrics for overrides, eval_dir in tasks
+                 if (metrics := finished(overrides, eval_dir, smoke)) is not None}
+        for params, folder in live:
+            if (metrics := _live_finished(params, folder, smoke)) is not None:
+                made |= {eval_dir: m for (_, eval_dir), m in zip(evaluations(params, folder), metrics)}
     threads_before = os.environ.get("OMP_NUM_THREADS")
     os.environ["OMP_NUM_THREADS"] = str(threads)  # inherited by the workers
     pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"))
     try:
-        futures = {pool.submit(run_notebook, params): ("live", i) for i, (params, _) in enumerate(live) if i not in trained}
-        futures |= {pool.submit(_evaluate, overrides, folder, smoke, threads): ("evaluation", i)
-                    for i, (overrides, folder) in enumerate(tasks) if i not in done}
+        futures = {pool.submit(run_notebook, params): (params, folder) for params, folder in live
+                   if any(eval_dir not in made for _, eval_dir in evaluations(params, folder))}
+        futures |= {pool.submit(_evaluate, overrides, eval_dir, smoke, threads): (overrides, eval_dir)
+                    for overrides, eval_dir in tasks if eval_dir not in made}
         for future in tqdm(as_completed(futures), total=len(futures),
                            desc=f"compare {name} ({len(tasks)} evaluations, {len(live)} runs trained)"):
-            kind, i = futures[future]
-            future.result()  # an error stops the grid here
-            if kind == "live":
-                trained[i] = _read_evaluations(*live[i])
+            result = future.result()  # an error stops the grid here
+            params, folder = futures[future]
+            if not trains_live(params):
+                made[folder] = result
+            elif (metrics := _live_finished(params, folder, smoke)) is not None:
+                made |= {eval_dir: m for (_, eval_dir), m in zip(evaluations(params, folder), metrics)}
             else:
-                done[i] = future.result()
+                raise FsslibError(f"The notebook of run {folder.name} did not evaluate it with the grid's settings.",
+                                  "unset FSSLIB_SMOKE (it shrinks the notebook's runs), or pass --smoke to the grid.")
     finally:  # after an error or an interrupt, no further evaluation starts
         pool.shutdown(cancel_futures=True)
         if threads_before is None:
             os.environ.pop("OMP_NUM_THREADS")
         else:
             os.environ["OMP_NUM_THREADS"] = threads_before
-    return _write_in_order(name, runs, results_dir, seed_rows,
-                           lambda params, folder: [done[tasks.index(task)] for task in evaluations(params, folder)],
-                           lambda params, folder: trained[live.index((params, folder))])
+    return _write_in_order(name, runs, results_dir, seed_rows, made)
 
 
 def _write_in_order(name: str, runs: list[tuple[dict[str, Any], Path]], results_dir: Path,
-                    seed_rows: list[dict[str, Any]], evaluated: Callable, trained: Callable) -> list[dict[str, Any]]:
-    """Write the comparison of ``runs`` in the grid's order, each row with its ``model`` (:func:`model_source`)."""
-    made = []
-    for params, folder in runs:
-        metrics = trained(params, folder) if trains_live(params) else evaluated(params, folder)
-        made += [({**row, "model": model_source(params, row)}, eval_dir)
-                 for row, (_, eval_dir) in zip(metrics, evaluations(params, folder))]
-    write_comparison(name, made, results_dir, seed_rows)
-    return [row for row, _ in made]
+                    seed_rows: list[dict[str, Any]], made: dict[Path, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Write the comparison of ``runs`` in the grid's order from ``made`` (evaluation folder -> metrics), each
+    row with its ``model`` (:func:`model_source`)."""
+    rows = [({**made[eval_dir], "model": model_source(params, made[eval_dir])}, eval_dir)
+            for params, folder in runs for _, eval_dir in evaluations(params, folder)]
+    write_comparison(name, rows, results_dir, seed_rows)
+    return [row for row, _ in rows]
 
 
 def collect_comparison(name: str, runs: list[tuple[dict[str, Any], Path]], results_dir: Path,
                        seed_rows: list[dict[str, Any]] = ()) -> list[dict[str, Any]]:
     """Write the comparison again from the evaluations' outputs, running nothing."""
+    made = {}
     for params, folder in runs:
         for _, eval_dir in evaluations(params, folder):
             if not ((eval_dir / "metrics.json").is_file() and (eval_dir / "episodes.npz").is_file()):
                 raise FsslibError(f"No outputs (metrics.json and episodes.npz) of the evaluation {eval_dir} of {name}.",
                                   "run the grid itself first.")
-    return _write_in_order(name, runs, results_dir, seed_rows, _read_evaluations, _read_evaluations)
+            made[eval_dir] = json.loads((eval_dir / "metrics.json").read_text())
+    return _write_in_order(name, runs, results_dir, seed_rows, made)
 
 
 def method_label(row: dict[str, Any]) -> str:
@@ -409,7 +419,8 @@ def write_comparison(name: str, runs: list[tuple[dict[str, Any], Path]], results
              "## Support modes", "",
              f"1-way 1-shot mIoU, mean over {folds}, of each support mode a method reads (blank: it cannot read "
              f"that mode).", "",
-             *_markdown(matrix, ["method", *MODES]), "", f"![support modes]({name}_support_modes.png)", ""]
+             *_markdown(matrix, ["method", *MODES]), "",
+             *([f"![support modes]({name}_support_modes.png)", ""] if matrix else [])]
     if strata:
         lines += ["## Where each method wins: strata of the 1-way 1-shot episodes", "",
                   f"Strata fixed before any method was scored (`fsslib.data.strata`); mIoU averaged over {folds} "

@@ -1,13 +1,13 @@
 """Run grids of the parameterised notebook with papermill and collect a results table.
 
-    python -m fsslib.runs papermill_runs/quickstart.yaml [--smoke] [--jobs N]
+    python -m fsslib.runs papermill_runs/prototype_toy.yaml [--smoke] [--jobs N]
 
 A grid file (YAML) names the notebook, fixed parameters and the lists to cross::
 
-    name: quickstart
+    name: prototype_toy
     notebook: notebooks/90_train_eval.ipynb
-    fixed: {preset: toy, seed: 0}
-    grid: {method: [all-foreground, prototype], fold: [0, 1, 2, 3], shots: [1, 5]}
+    fixed: {preset: toy, seed: 0, shots: 1, test_shots: [1, 5]}
+    grid: {method: [prototype], fold: [0, 1, 2, 3]}
 
 Each run executes the notebook into ``papermill_runs/outputs/<name>/<run>/`` (ignored by
 git), where its last cell writes ``metrics.json`` (one row per evaluation, plus the learning
@@ -57,7 +57,7 @@ from tqdm.auto import tqdm
 from fsslib.errors import DatasetNotFoundError, FsslibError
 from fsslib.methods import shots_fixed_by_training
 from fsslib.tables import REPO, beside_rows, load_grid, read_table, refresh_from_csv, write_results_page, write_table
-from fsslib.zoo import names_zoo
+from fsslib.zoo import ZOO_GRID, names_zoo, training_shots, zoo_checkpoint
 
 
 def expand(grid: dict[str, Any]) -> list[dict[str, Any]]:
@@ -100,14 +100,16 @@ def check_parameters(grid: dict[str, Any], runs: list[dict[str, Any]]) -> None:
     if grid.get("compare"):  # evaluations (fsslib.compare), and the train/eval notebook for runs with ckpt: null
         from fsslib.compare import evaluations, trains_live
 
+        zoo_models = {(p["method"], p.get("variant", "")) for p in expand(load_grid(REPO / ZOO_GRID))}
         for params in runs:
-            evaluations(params, Path())  # raises on a key an evaluation does not take
+            for overrides, _ in evaluations(params, Path()):  # raises on a key an evaluation does not take
+                if names_zoo(params.get("ckpt")) and (params["method"], params.get("variant", "")) in zoo_models:
+                    zoo_checkpoint(params["method"], params["fold"],  # raises now, not after hours, if the zoo lacks it
+                                   training_shots(params["ckpt"], params["method"], params.get("variant", ""),
+                                                  overrides.get("shots", 1)), params.get("variant", ""))
         runs = [params for params in runs if trains_live(params)]
-        if not runs:
+        if not runs or "notebook" not in grid:  # no run to train, or fsslib.compare says which lacks its notebook
             return
-        if "notebook" not in grid:
-            raise FsslibError(f"Grid {grid['name']} trains {run_name(runs[0])} (ckpt: null) but names no notebook.",
-                              "add `notebook: notebooks/90_train_eval.ipynb` to the grid, or give the run a checkpoint.")
     for params in runs:
         trained = params.get("shots", 1)
         evaluated = params.get("test_shots") or [trained]
@@ -192,7 +194,7 @@ def execute(grid_path: str | Path, smoke: bool = False, outputs: str | Path | No
     outputs = Path(outputs).resolve() if outputs else REPO / "papermill_runs" / "outputs" / name
     runs = expand(grid)
     check_parameters(grid, runs)
-    if grid.get("compare"):  # evaluations only: fsslib.compare runs them in worker processes, without notebooks
+    if grid.get("compare"):  # fsslib.compare: evaluations in worker processes, the notebook for runs it trains
         from fsslib.compare import execute_comparison
 
         publish = not smoke and results is None
@@ -324,7 +326,7 @@ def rewrite_table(grid_path: str | Path, outputs: str | Path | None = None,
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m fsslib.runs", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("grid", help="a grid file, e.g. papermill_runs/quickstart.yaml")
+    parser.add_argument("grid", help="a grid file, e.g. papermill_runs/prototype_toy.yaml")
     parser.add_argument("--smoke", action="store_true", help="tiny settings, results to <name>_smoke")
     parser.add_argument("--outputs", default=None, help="where executed notebooks go")
     parser.add_argument("--jobs", type=int, default=None, help="notebooks executed at once (default: the grid's, else 1)")

@@ -51,7 +51,8 @@ def load_grid(path: str | Path) -> dict[str, Any]:
     grid = yaml.safe_load(path.read_text())
     for key in ("name", "grid") if grid.get("compare") else ("name", "notebook", "grid"):  # a comparison needs one only to train (ckpt: null)
         if key not in grid:
-            raise FsslibError(f"Grid file {path} has no {key!r} entry.", "see papermill_runs/quickstart.yaml for the format.")
+            raise FsslibError(f"Grid file {path} has no {key!r} entry.",
+                              "see papermill_runs/prototype_toy.yaml (notebook runs) or compare_toy.yaml (a comparison).")
     return grid
 
 
@@ -274,9 +275,14 @@ def _demoted(markdown: str) -> str:
     return "\n".join(f"#{line}" if line.startswith("#") else line for line in markdown.splitlines())
 
 
+def _grid_heading(path: Path, name: str) -> list[str]:
+    """A grid's section heading in RESULTS.md: its name, its description and the command that makes it."""
+    return [f"### {name}", "", grid_description(path), "", f"`python -m fsslib.runs papermill_runs/{path.name}`", ""]
+
+
 def write_results_page(folder: Path) -> Path:
-    """``folder/RESULTS.md``, for a newcomer: first the methods side by side (the grid with ``compare: true``),
-    then one section per paper (each grid that names its ``paper``: its hand-written ``<name>.summary.md`` and
+    """``folder/RESULTS.md``, for a newcomer: first the methods side by side (each grid with ``compare: true``:
+    its page up to the rows, which its files keep, and its ``<name>.notes.md``), then one section per paper (each grid that names its ``paper``: its hand-written ``<name>.summary.md`` and
     its table shaped like the paper's, :func:`comparison_table`), then every grid in full with its description,
     table, learning curves and the hand-written analysis ``<name>.notes.md`` beside the grid file, if any."""
     results = folder / "results"
@@ -294,17 +300,16 @@ def write_results_page(folder: Path) -> Path:
         rows_at = next((i for i, line in enumerate(text) if line.startswith("## Rows per fold")), len(text))
         shown = "\n".join(text[:rows_at]).replace(f"]({name}", f"](results/{name}")
         notes = folder / f"{name}.notes.md"
-        sections += [f"### {name}", "", grid_description(path), "", f"`python -m fsslib.runs papermill_runs/{path.name}`",
-                     "", *_demoted(_demoted(shown)).splitlines(),
+        sections += [*_grid_heading(path, name), *_demoted(_demoted(shown)).splitlines(),
                      f"Rows per fold and setting: [results/{name}.csv](results/{name}.csv); per class: "
                      f"[results/{name}_per_class.csv](results/{name}_per_class.csv); the whole page: "
                      f"[results/{name}.md](results/{name}.md).", ""]
         if notes.is_file():
             sections += [_demoted(_demoted(notes.read_text().strip())), ""]
-    if not compared:
-        pending = [path.name for path, grid in grids if grid.get("compare")]
-        sections += [f"Not made yet: `python -m fsslib.runs papermill_runs/{pending[0]}` evaluates every method on the "
-                     "same episodes from the toy model zoo (grid `zoo_toy`)." if pending else "No comparison grid.", ""]
+    pending = [path.name for path, grid in grids if grid.get("compare") and (path, grid) not in compared]
+    sections += [f"Not made yet: `python -m fsslib.runs papermill_runs/{name}` (every method on the same episodes, the "
+                 "trained ones from the toy model zoo, grid `zoo_toy`)." for name in pending]
+    sections += [""] if pending else [] if compared else ["No comparison grid.", ""]
     sections += ["## The papers"]
     for path, grid in made:
         if not grid.get("paper"):
@@ -322,8 +327,7 @@ def write_results_page(folder: Path) -> Path:
         if grid.get("compare"):
             continue
         name = grid["name"]
-        sections += ["", f"### {name}", "", grid_description(path), "",
-                     f"`python -m fsslib.runs papermill_runs/{path.name}`", "", (results / f"{name}.md").read_text().strip()]
+        sections += ["", *_grid_heading(path, name), (results / f"{name}.md").read_text().strip()]
         curves = results / f"{name}_curves.png"
         if curves.is_file():
             sections += ["", f"![validation learning curves of {name}](results/{curves.name})"]

@@ -193,6 +193,8 @@ def test_a_compare_grid_trains_its_ckpt_null_runs_through_the_notebook_and_marks
     written = (trained / "metrics.json").stat().st_mtime_ns
     again = execute(grid, smoke=True, outputs=tmp_path / "out", results=tmp_path / "results", resume=True)
     assert [r["miou"] for r in again] == [r["miou"] for r in rows] and (trained / "metrics.json").stat().st_mtime_ns == written
+    with pytest.raises(FsslibError, match="did not evaluate it with the grid's settings"):  # FSSLIB_SMOKE (conftest)
+        execute(grid, smoke=False, outputs=tmp_path / "out", results=tmp_path / "results", resume=True)  # shrank it
     grid.write_text(grid.read_text().replace("notebook: notebooks/90_train_eval.ipynb\n", ""))
     with pytest.raises(FsslibError, match="names no notebook"):
         execute(grid, smoke=True, outputs=tmp_path / "out2", results=tmp_path / "results")
