@@ -210,8 +210,10 @@ def compared_folds(rows: list[dict[str, Any]]) -> list[int]:
 
 
 def folds_text(folds: list[int]) -> str:
-    """"the 4 folds", "fold 0" or "folds 0, 1": how a table names the folds its means cover."""
-    return "the 4 folds" if folds == [0, 1, 2, 3] else f"fold{'s' if len(folds) > 1 else ''} {', '.join(map(str, folds))}"
+    """How a table names the folds its numbers cover: "mean over the 4 folds", "fold 0", "mean over folds 0, 1"."""
+    if folds == [0, 1, 2, 3]:
+        return "mean over the 4 folds"
+    return f"fold {folds[0]}" if len(folds) == 1 else f"mean over folds {', '.join(map(str, folds))}"
 
 
 def fold_mean(rows: list[dict[str, Any]], key: str, folds: list[int]) -> float | None:
@@ -413,17 +415,17 @@ def write_comparison(name: str, runs: list[tuple[dict[str, Any], Path]], results
     lines = [f"# {name}: the methods side by side", "",
              f"Toy tier; every row on the same test episodes ({', '.join(map(str, episodes))} per fold and setting, "
              f"seed {rows[0]['seed']}); trained methods' models: {', '.join(sources) or 'none'} (column `model` of the "
-             f"rows per fold; the zoo: `fsslib.zoo`). Mean over {folds} (blank: not every fold ran).", "",
+             f"rows per fold; the zoo: `fsslib.zoo`). mIoU and FB-IoU in %, {folds} (blank: not every fold ran).", "",
              *_markdown(comparison, ["method", "support annotation", *setting_columns]), "",
              f"![the methods side by side]({name}.png)", "",
              "## Support modes", "",
-             f"1-way 1-shot mIoU, mean over {folds}, of each support mode a method reads (blank: it cannot read "
+             f"1-way 1-shot mIoU, {folds}, of each support mode a method reads (blank: it cannot read "
              f"that mode).", "",
              *_markdown(matrix, ["method", *MODES]), "",
              *([f"![support modes]({name}_support_modes.png)", ""] if matrix else [])]
     if strata:
         lines += ["## Where each method wins: strata of the 1-way 1-shot episodes", "",
-                  f"Strata fixed before any method was scored (`fsslib.data.strata`); mIoU averaged over {folds} "
+                  f"Strata fixed before any method was scored (`fsslib.data.strata`); mIoU ({folds}) "
                   f"with a 95% bootstrap interval of {RESAMPLES} resamples of the episodes, and the episode count. "
                   f"Table: `{name}_strata.csv`.", "",
                   *_markdown(*_strata_wide(strata)), "", f"![strata]({name}_strata.png)", ""]

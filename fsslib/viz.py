@@ -261,9 +261,9 @@ def plot_superpixels(images: torch.Tensor, segmentations: dict[str, torch.Tensor
     return fig
 
 
-def plot_comparison(table: list[dict], settings: Sequence[str], folds: str = "the 4 folds") -> Figure:
+def plot_comparison(table: list[dict], settings: Sequence[str], folds: str = "mean over the 4 folds") -> Figure:
     """Grouped bars of the methods' mIoU per setting (rows of :func:`fsslib.compare.comparison_table`, whose
-    columns are ``"<setting> mIoU"``, e.g. ``"1-way 1-shot mIoU"``), averaged over ``folds`` (its name)."""
+    columns are ``"<setting> mIoU"``, e.g. ``"1-way 1-shot mIoU"``); ``folds`` names the folds they cover (:func:`fsslib.compare.folds_text`)."""
     positions = np.arange(len(table))
     width = 0.8 / len(settings)
     fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(table) + 2.5), 3.5), layout="constrained")
@@ -272,7 +272,7 @@ def plot_comparison(table: list[dict], settings: Sequence[str], folds: str = "th
         ax.bar(positions + i * width, values, width, label=setting)
     ax.set_xticks(positions + width * (len(settings) - 1) / 2, [row["method"] for row in table], rotation=25, fontsize=8,
                   ha="right")
-    ax.set(ylabel=f"mIoU (%), mean over {folds}", title="the methods on the same test episodes")
+    ax.set(ylabel=f"mIoU (%), {folds}", title="the methods on the same test episodes")
     ax.legend(fontsize=7, ncol=2)
     return fig
 

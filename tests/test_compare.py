@@ -189,7 +189,7 @@ def test_a_compare_grid_trains_its_ckpt_null_runs_through_the_notebook_and_marks
     trained = tmp_path / "out" / "prototype-fold1-1shot-seed0"
     assert rows[1]["checkpoint"] == str(trained / "best.pt") and (trained / "90_train_eval.ipynb").is_file()
     text = (tmp_path / "results" / "compare_live_smoke.md").read_text()
-    assert "Mean over fold 1 " in text and "trained by this grid" in text and "2-way" not in text.split("## Support")[0]
+    assert "mIoU and FB-IoU in %, fold 1 " in text and "trained by this grid" in text and "2-way" not in text.split("## Support")[0]
     written = (trained / "metrics.json").stat().st_mtime_ns
     again = execute(grid, smoke=True, outputs=tmp_path / "out", results=tmp_path / "results", resume=True)
     assert [r["miou"] for r in again] == [r["miou"] for r in rows] and (trained / "metrics.json").stat().st_mtime_ns == written
