@@ -253,16 +253,15 @@ def support_mode_matrix(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [matrix[method] for method in dict.fromkeys(row["method"] for row in rows) if method in matrix]
 
 
-def strata_table(runs: list[tuple[dict[str, Any], Path]], shots: int = 1) -> list[dict[str, Any]]:
-    """mIoU of each default-variant method on each stratum of its 1-way ``shots``-shot test episodes.
+MECHANISMS = (("piclip", "pfenet"), ("qgnet", "pfenet"), ("lfss", "pfenet"), ("clip-dinoiser-support", "clip-dinoiser"))
+# (method, its baseline) whose per-stratum difference tests what docs/compare.md says each paper expects: PI-CLIP's
+# and QGNet's priors over PFENet's, LFSS's class names over PFENet's masks, support images over text prompts
 
-    ``runs``: (row, folder of its ``episodes.npz``). Each file's episodes are described afresh from its fold,
-    episode count and seed, and must be those episodes (their classes are checked). Per stratum the mIoU of
-    each fold's episodes in it is averaged over the compared folds (those of any chosen row; a method that
-    missed one is left out); the interval is the percentile bootstrap of that
-    mean (episodes resampled within each fold; one generator per method and stratum), ``episodes`` the count
-    over the folds.
-    """
+
+def _strata_inputs(runs: list[tuple[dict[str, Any], Path]], shots: int) -> dict[str, dict[int, tuple[Any, dict]]]:
+    """Per default-variant method that ran on every compared fold at 1 way and ``shots`` shots: per fold, its
+    saved episodes (``episodes.npz``) and their strata (described afresh from the fold, count and seed; the
+    saved episodes must be those: their classes are checked)."""
     chosen = [(row, folder) for row, folder in runs if (row["ways"], row["shots"]) == (1, shots) and not row.get("variant")]
     folds = compared_folds([row for row, _ in chosen])
     cfg = make_config(preset="toy")
@@ -279,32 +278,74 @@ def strata_table(runs: list[tuple[dict[str, Any], Path]], shots: int = 1) -> lis
                               "evaluate again with fsslib.evaluate (it writes episodes.npz), then write the comparison.")
         return episode_strata(described[key])
 
-    table = []
+    inputs = {}
     for method in dict.fromkeys(row["method"] for row, _ in chosen):
         mine = {row["fold"]: folder for row, folder in chosen if row["method"] == method}
-        if sorted(mine) != folds:
+        if sorted(mine) == folds:
+            saved = {fold: np.load(mine[fold] / "episodes.npz") for fold in folds}
+            inputs[method] = {fold: (saved[fold], strata_of(fold, mine[fold], saved[fold])) for fold in folds}
+    return inputs
+
+
+def _stratum_scores(per_fold: dict[int, tuple[Any, dict]], grouping: str, stratum: str) -> tuple[list, list, int]:
+    """One method's mIoU on each fold's episodes in a stratum, their bootstrap resamples ((R,) each) and the
+    episode count. The resamples come from one generator per (grouping, stratum), so two methods' resamples
+    pick the same episodes: their difference is a paired bootstrap."""
+    generator = torch.Generator().manual_seed(zlib.crc32(f"{grouping}|{stratum}".encode()))
+    points, resampled, count = [], [], 0
+    for episodes, groupings in per_fold.values():
+        inside = groupings[grouping] == stratum  # (E,)
+        if not inside.any():
             continue
-        saved = {fold: np.load(folder / "episodes.npz") for fold, folder in mine.items()}
-        groupings = {fold: strata_of(fold, mine[fold], episodes) for fold, episodes in saved.items()}
+        counts = torch.from_numpy(episodes["counts"][inside, 1])  # (e, 2): the object's [I, U]
+        classes = np.unique(episodes["class_ids"][:, 0])  # the fold's classes
+        index = torch.from_numpy(np.searchsorted(classes, episodes["class_ids"][inside, 0]))
+        points.append(float(episodes_miou(counts, index, len(classes))))
+        resampled.append(resampled_miou(counts, index, len(classes), RESAMPLES, generator))
+        count += int(inside.sum())
+    return points, resampled, count
+
+
+def strata_table(runs: list[tuple[dict[str, Any], Path]], shots: int = 1) -> list[dict[str, Any]]:
+    """mIoU of each default-variant method on each stratum of its 1-way ``shots``-shot test episodes.
+
+    ``runs``: (row, folder of its ``episodes.npz``). Per stratum the mIoU of each fold's episodes in it is
+    averaged over the compared folds (those of any chosen row; a method that missed one is left out); the
+    interval is the percentile bootstrap of that mean (episodes resampled within each fold), ``episodes``
+    the count over the folds.
+    """
+    table = []
+    for method, per_fold in _strata_inputs(runs, shots).items():
         for grouping, names in STRATA.items():
             for stratum in names:
-                generator = torch.Generator().manual_seed(zlib.crc32(f"{method}|{grouping}|{stratum}".encode()))
-                points, resampled, count = [], [], 0
-                for fold, episodes in saved.items():
-                    inside = groupings[fold][grouping] == stratum  # (E,)
-                    if not inside.any():
-                        continue
-                    counts = torch.from_numpy(episodes["counts"][inside, 1])  # (e, 2): the object's [I, U]
-                    classes = np.unique(episodes["class_ids"][:, 0])  # the fold's classes
-                    index = torch.from_numpy(np.searchsorted(classes, episodes["class_ids"][inside, 0]))
-                    points.append(float(episodes_miou(counts, index, len(classes))))
-                    resampled.append(resampled_miou(counts, index, len(classes), RESAMPLES, generator))
-                    count += int(inside.sum())
-                if not points:
-                    continue
-                low, high = percentile_interval(torch.stack(resampled).mean(0))
-                table.append({"method": method, "grouping": grouping, "stratum": stratum, "episodes": count,
-                              "miou": 100 * float(np.mean(points)), "low": 100 * low, "high": 100 * high})
+                points, resampled, count = _stratum_scores(per_fold, grouping, stratum)
+                if points:
+                    low, high = percentile_interval(torch.stack(resampled).mean(0))
+                    table.append({"method": method, "grouping": grouping, "stratum": stratum, "episodes": count,
+                                  "miou": 100 * float(np.mean(points)), "low": 100 * low, "high": 100 * high})
+    return table
+
+
+def strata_differences(runs: list[tuple[dict[str, Any], Path]], pairs: tuple[tuple[str, str], ...] = MECHANISMS,
+                       shots: int = 1) -> list[dict[str, Any]]:
+    """Per (method, baseline) of ``pairs`` that both ran and per stratum: the method's mIoU minus the
+    baseline's on the same episodes (mean over the compared folds), with the 95% interval of the paired
+    bootstrap (the same resampled episodes for both); rows shaped as :func:`strata_table`'s, ``method`` being
+    ``"<method> - <baseline>"`` and ``miou`` the difference."""
+    inputs = _strata_inputs(runs, shots)
+    table = []
+    for method, baseline in pairs:
+        if method not in inputs or baseline not in inputs:
+            continue
+        for grouping, names in STRATA.items():
+            for stratum in names:
+                points, resampled, count = _stratum_scores(inputs[method], grouping, stratum)
+                base_points, base_resampled, _ = _stratum_scores(inputs[baseline], grouping, stratum)
+                if points:
+                    low, high = percentile_interval((torch.stack(resampled) - torch.stack(base_resampled)).mean(0))
+                    table.append({"method": f"{method} - {baseline}", "grouping": grouping, "stratum": stratum,
+                                  "episodes": count, "miou": 100 * (float(np.mean(points)) - float(np.mean(base_points))),
+                                  "low": 100 * low, "high": 100 * high})
     return table
 
 
@@ -342,9 +383,10 @@ def _markdown(table: list[dict[str, Any]], columns: list[str]) -> list[str]:
 INTEGER_COLUMNS = ("fold", "ways", "shots", "train_shots", "seed", "episodes")
 
 
-def read_comparison(name: str, results_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The committed rows (``<name>.csv``) and strata (``<name>_strata.csv``, empty if absent) of a comparison,
-    typed as :func:`write_comparison` had them (IoUs rounded to one decimal), e.g. for notebook 07."""
+def read_comparison(name: str, results_dir: Path) -> tuple[list[dict[str, Any]], ...]:
+    """The committed rows (``<name>.csv``), strata (``<name>_strata.csv``) and the mechanisms' differences per
+    stratum (``<name>_strata_differences.csv``; each empty if absent) of a comparison, typed as
+    :func:`write_comparison` had them (IoUs rounded to one decimal), e.g. for notebook 07."""
     table = results_dir / f"{name}.csv"
     if not table.is_file():
         raise FsslibError(f"No comparison {table}.", f"write it: python -m fsslib.runs papermill_runs/{name}.yaml")
@@ -353,24 +395,25 @@ def read_comparison(name: str, results_dir: Path) -> tuple[list[dict[str, Any]],
         return {k: (None if v == "" else int(v)) if k in INTEGER_COLUMNS else float(v) if k in ("miou", "fbiou", "low", "high")
                 else v for k, v in row.items()}
 
-    with table.open(newline="") as handle:
-        rows = [typed(row) for row in csv.DictReader(handle)]
-    strata_file = results_dir / f"{name}_strata.csv"
-    strata = []
-    if strata_file.is_file():
-        with strata_file.open(newline="") as handle:
-            strata = [typed(row) for row in csv.DictReader(handle)]
-    return rows, strata
+    def read(path: Path) -> list[dict[str, Any]]:
+        if not path.is_file():
+            return []
+        with path.open(newline="") as handle:
+            return [typed(row) for row in csv.DictReader(handle)]
+
+    return read(table), read(results_dir / f"{name}_strata.csv"), read(results_dir / f"{name}_strata_differences.csv")
 
 
-def _strata_wide(strata: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
-    """The strata rows as one line per stratum, one column per method ("mIoU (low-high)"), and its columns."""
+def _strata_wide(strata: list[dict[str, Any]], signed: bool = False) -> tuple[list[dict[str, Any]], list[str]]:
+    """The strata rows as one line per stratum, one column per method ("mIoU (low to high)", with a sign for
+    differences), and its columns."""
     methods = list(dict.fromkeys(row["method"] for row in strata))
     lines: dict[tuple[str, str], dict[str, Any]] = {}
     for row in strata:
         line = lines.setdefault((row["grouping"], row["stratum"]), {"grouping": row["grouping"], "stratum": row["stratum"],
                                                                      "episodes": row["episodes"]})
-        line[row["method"]] = f"{row['miou']:.1f} ({row['low']:.1f}-{row['high']:.1f})"
+        line[row["method"]] = (f"{row['miou']:+.1f} ({row['low']:+.1f} to {row['high']:+.1f})" if signed
+                               else f"{row['miou']:.1f} ({row['low']:.1f} to {row['high']:.1f})")
     return list(lines.values()), ["grouping", "stratum", "episodes", *methods]
 
 
@@ -400,15 +443,19 @@ def write_comparison(name: str, runs: list[tuple[dict[str, Any], Path]], results
     comparison = comparison_table(rows)
     matrix = support_mode_matrix(rows)
     strata = strata_table(runs)
+    differences = strata_differences(runs)
     plot_comparison(comparison, [f"{w}-way {k}-shot" for w, k in ran], folds).savefig(results_dir / f"{name}.png", dpi=100)
     if matrix:
         plot_support_modes(matrix, MODES).savefig(results_dir / f"{name}_support_modes.png", dpi=100)
-    if strata:
-        plot_strata(strata, "1-way 1-shot mIoU (%)").savefig(results_dir / f"{name}_strata.png", dpi=100)
-        with (results_dir / f"{name}_strata.csv").open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(strata[0]))
+    for table, suffix, ylabel in ((strata, "strata", "1-way 1-shot mIoU (%)"),
+                                  (differences, "strata_differences", "mIoU difference (points)")):
+        if not table:
+            continue
+        plot_strata(table, ylabel).savefig(results_dir / f"{name}_{suffix}.png", dpi=100)
+        with (results_dir / f"{name}_{suffix}.csv").open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(table[0]))
             writer.writeheader()
-            writer.writerows({k: _cell(v) for k, v in row.items()} for row in strata)
+            writer.writerows({k: _cell(v) for k, v in row.items()} for row in table)
     episodes = sorted({row["episodes"] for row in rows})
     sources = sorted({row.get("model") or "" for row in rows} - {"", TRAINING_FREE})
     setting_columns = [f"{w}-way {k}-shot mIoU" for w, k in ran] + [f"{w}-way {k}-shot FB-IoU" for w, k in ran]
@@ -429,6 +476,15 @@ def write_comparison(name: str, runs: list[tuple[dict[str, Any], Path]], results
                   f"with a 95% bootstrap interval of {RESAMPLES} resamples of the episodes, and the episode count. "
                   f"Table: `{name}_strata.csv`.", "",
                   *_markdown(*_strata_wide(strata)), "", f"![strata]({name}_strata.png)", ""]
+    if differences:
+        lines += ["### Each paper's mechanism against its baseline, per stratum", "",
+                  "mIoU of a method minus its baseline's on the same episodes, with the 95% interval of the paired "
+                  "bootstrap (the same resampled episodes for both): PI-CLIP's and QGNet's priors over PFENet's, LFSS's "
+                  "class names over PFENet's masks, CLIP-DINOiser's support images over its text prompts "
+                  "(`fsslib.compare.MECHANISMS`; what each paper leads us to expect: `docs/compare.md`). Table: "
+                  f"`{name}_strata_differences.csv`.", "",
+                  *_markdown(*_strata_wide(differences, signed=True)), "",
+                  f"![differences per stratum]({name}_strata_differences.png)", ""]
     spread = seed_spread(rows, list(seed_rows))
     if spread:
         lines += ["## The spread of training seeds (fold 0)", "",

@@ -295,7 +295,8 @@ def plot_support_modes(matrix: list[dict], modes: Sequence[str]) -> Figure:
 
 def plot_strata(rows: list[dict], ylabel: str = "mIoU (%)") -> Figure:
     """mIoU with its bootstrap interval per stratum and method, one panel per grouping (rows of
-    :func:`fsslib.compare.strata_table`)."""
+    :func:`fsslib.compare.strata_table`, or differences from :func:`fsslib.compare.strata_differences`, drawn
+    around a zero line)."""
     groupings = list(dict.fromkeys(row["grouping"] for row in rows))
     methods = list(dict.fromkeys(row["method"] for row in rows))
     fig, axes = plt.subplots(1, len(groupings), figsize=(3.2 * len(groupings), 3.6), layout="constrained", squeeze=False)
@@ -311,6 +312,8 @@ def plot_strata(rows: list[dict], ylabel: str = "mIoU (%)") -> Figure:
             ax.bar(x, centre, width, yerr=errors.reshape(2, -1), capsize=1.5, label=method if ax is axes[0][0] else None)
         ax.set_xticks(np.arange(len(strata)) + width * (len(methods) - 1) / 2, strata, fontsize=7)
         ax.set_title(grouping, fontsize=9)
+        if any(row["low"] < 0 for row in rows):  # differences: zero is the baseline
+            ax.axhline(0, color="black", linewidth=0.6)
     axes[0][0].set_ylabel(ylabel)
     fig.legend(loc="outside lower center", fontsize=7, ncol=min(len(methods), 5))
     return fig

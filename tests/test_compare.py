@@ -97,14 +97,16 @@ def test_write_comparison_writes_its_tables_and_figures(tmp_path):
     written = {path.name for path in (tmp_path / "results").iterdir()}
     assert written == {"compare_test.csv", "compare_test.md", "compare_test.png", "compare_test_per_class.csv",
                        "compare_test_support_modes.png", "compare_test_strata.png", "compare_test_strata.csv"}
+    # no pair of compare.MECHANISMS ran (pfenet and maskclip only): no differences table
     with (tmp_path / "results" / "compare_test.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 8 and rows[0]["support annotation"] == "pixel masks"
     text = (tmp_path / "results" / "compare_test.md").read_text()
     assert "## Support modes" in text and "## Where each method wins" in text
-    read, strata = read_comparison("compare_test", tmp_path / "results")  # typed again, e.g. for notebook 07
+    read, strata, differences = read_comparison("compare_test", tmp_path / "results")  # typed again, e.g. for notebook 07
     assert comparison_table(read) == comparison_table([row for row, _ in runs])  # IoUs exact to one decimal here
     assert strata == [{k: round(v, 1) if isinstance(v, float) else v for k, v in row.items()} for row in strata_table(runs)]
+    assert differences == []  # pfenet and maskclip are no pair of compare.MECHANISMS
 
 
 def test_a_compare_grid_evaluates_without_notebooks_and_resumes(tmp_path):
@@ -198,3 +200,23 @@ def test_a_compare_grid_trains_its_ckpt_null_runs_through_the_notebook_and_marks
     grid.write_text(grid.read_text().replace("notebook: notebooks/90_train_eval.ipynb\n", ""))
     with pytest.raises(FsslibError, match="names no notebook"):
         execute(grid, smoke=True, outputs=tmp_path / "out2", results=tmp_path / "results")
+
+
+def test_a_mechanism_s_difference_per_stratum_is_paired_on_the_same_episodes(tmp_path):
+    from fsslib.compare import strata_differences
+
+    runs = fabricated_runs(tmp_path, {("piclip", ""): 0.0, ("pfenet", ""): 0.0}, varied=True)
+    folders = {(row["method"], row["fold"]): folder for row, folder in runs}
+    for fold in range(4):  # the same IoU per episode for both methods
+        (folders["pfenet", fold] / "episodes.npz").write_bytes((folders["piclip", fold] / "episodes.npz").read_bytes())
+    same = strata_differences(runs)  # the same draws for both methods: every difference and interval is exactly 0
+    assert same and all(row["method"] == "piclip - pfenet" and row["miou"] == row["low"] == row["high"] == 0.0 for row in same)
+    for row, folder in runs:  # piclip's every episode scores 0.1 more IoU (I + 1 of U = 10): +10 points wherever it ran
+        if row["method"] == "piclip":
+            saved = dict(np.load(folder / "episodes.npz"))
+            saved["counts"][:, 1, 0] += 1
+            np.savez(folder / "episodes.npz", **saved)
+    shifted = strata_differences(runs)
+    assert [(r["grouping"], r["stratum"], r["episodes"]) for r in shifted] == [(r["grouping"], r["stratum"], r["episodes"]) for r in same]
+    assert all(row["miou"] == pytest.approx(10.0) and row["low"] == pytest.approx(10.0) == row["high"] for row in shifted)
+    assert strata_differences(runs, pairs=(("qgnet", "pfenet"),)) == []  # a pair that did not run
