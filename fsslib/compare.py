@@ -40,6 +40,7 @@ from fsslib.engine import open_source
 from fsslib.errors import FsslibError
 from fsslib.methods import support_annotation
 from fsslib.metrics import episodes_miou, percentile_interval, resampled_miou
+from fsslib.tables import mean_of_shown
 from fsslib.zoo import names_zoo
 
 # what a support brings, by the methods' support annotation (fsslib.methods.support_annotation)
@@ -217,9 +218,10 @@ def folds_text(folds: list[int]) -> str:
 
 
 def fold_mean(rows: list[dict[str, Any]], key: str, folds: list[int]) -> float | None:
-    """The mean of ``key`` over rows that cover ``folds`` once each; None otherwise (a fold did not run)."""
+    """The mean of ``key`` over rows that cover ``folds`` once each, as every table takes it (the mean of the
+    values shown, :func:`fsslib.tables.mean_of_shown`); None otherwise (a fold did not run)."""
     covered = sorted(int(row["fold"]) for row in rows)
-    return float(np.mean([row[key] for row in rows])) if covered == folds else None
+    return mean_of_shown([row[key] for row in rows]) if covered == folds else None
 
 
 def comparison_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
