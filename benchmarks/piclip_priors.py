@@ -2,6 +2,8 @@
 
     python benchmarks/piclip_priors.py                 # toy tier on CPU (+ ViT-B/16 at 473 on CUDA)
     python benchmarks/piclip_priors.py --quality       # prior IoU per fold (toy tier) -> benchmarks/results/piclip_prior_quality_toy.md
+    python benchmarks/piclip_priors.py --regions --episodes 1000   # where each prior's mass falls (toy tier, 4 folds)
+                                                       # -> benchmarks/results/piclip_prior_regions_toy.md
 
 Throughput counts episodes per second for all of PI-CLIP's priors (VVP, VTP by GradCAM,
 PIR refinement); "per-episode" calls the same code once per episode, like the official
@@ -22,7 +24,8 @@ from fsslib.config import make_config
 from fsslib.data.episodes import EpisodeBatch, EpisodeDataset, OneWayBatch
 from fsslib.engine import open_source
 from fsslib.methods import build_method
-from fsslib.methods.piclip import prior_quality
+from fsslib.methods.piclip import prior_mass_by_region, prior_quality
+from fsslib.methods.piclip.quality import REGIONS
 from fsslib.provenance import run_provenance
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -83,6 +86,33 @@ def benchmark(preset: str, batch_size: int, shots: int, repeats: int, device: to
     return {"batched_eps": batched, "per_episode_eps": looped, "speedup": batched / looped, "peak_mb": memory}
 
 
+def write_regions(n_episodes: int, shots: int) -> None:
+    """Each prior's mean value per region of the query, over the test episodes of the 4 toy folds
+    (:func:`fsslib.methods.piclip.prior_mass_by_region`), weighted by each fold's episode count per region."""
+    per_fold = []
+    for fold in range(4):
+        cfg = make_config(method="piclip", fold=fold, shots=shots)
+        episodes = EpisodeDataset(open_source(cfg, "test"), fold, shots, cfg.image_size, n_episodes, cfg.seed)
+        per_fold.append(prior_mass_by_region(build_method(cfg), episodes))
+    counts = {r: sum(f["episodes"][r] for f in per_fold) for r in REGIONS}
+    lines = [f"Mean prior value (0-1) per region of the query, toy tier, {shots}-shot, the 1000-episode test sets of "
+             f"the 4 folds ({n_episodes} per fold; `python benchmarks/piclip_priors.py --regions --episodes {n_episodes}`). "
+             "A region's value averages the episodes whose query holds it (their count in the first row); 'same fill' "
+             "and 'same shape' are other classes sharing the target's fill or shape.", "",
+             "| prior | " + " | ".join(REGIONS) + " |", "|---|" + "---|" * len(REGIONS),
+             "| episodes | " + " | ".join(f"{counts[r]:.0f}" for r in REGIONS) + " |"]
+    for name in per_fold[0]:
+        if name == "episodes":
+            continue
+        values = [sum(f[name][r] * f["episodes"][r] for f in per_fold if f["episodes"][r]) / counts[r] for r in REGIONS]
+        lines.append(f"| {name} | " + " | ".join(f"{v:.3f}" for v in values) + " |")
+    provenance = run_provenance("cpu")
+    lines += ["", f"Produced with torch {provenance['torch']}; commit {provenance['commit']}; device cpu."]
+    out = RESULTS / f"piclip_prior_regions_toy{'' if shots == 1 else f'_{shots}shot'}.md"
+    out.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines) + f"\n-> {out}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch-size", type=int, default=16)
@@ -91,9 +121,14 @@ def main() -> None:
     parser.add_argument("--cuda-repeats", type=int, default=20, help="timed passes per CUDA row (default: 20)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quality", action="store_true", help="prior IoU per fold instead of throughput")
-    parser.add_argument("--episodes", type=int, default=300, help="test episodes per fold for --quality")
+    parser.add_argument("--regions", action="store_true",
+                        help="each prior's mean value on the target, same-fill and same-shape objects, other objects, background")
+    parser.add_argument("--episodes", type=int, default=300, help="test episodes per fold for --quality and --regions")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.regions:
+        write_regions(args.episodes, args.shots)
+        return
     if args.quality:
         rows = {}
         for fold in range(4):

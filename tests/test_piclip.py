@@ -267,3 +267,28 @@ def test_paper_tier_shapes_with_random_vit_b16_and_resnet50(paper_models):
     model.prior.clip_priors = lambda batch, present_indices=None: priors  # reuse them: one ViT-B/16 pass is enough
     feature_map = {"layer3": torch.zeros(1, 1024, 60, 60)}  # ResNet-50 at 473 (tested in test_pfenet.py)
     assert model.prior(batch.one_way(), feature_map, {}, model.backbone).shape == (1, 3, 60, 60)
+
+
+def test_prior_mass_by_region_splits_each_query_by_the_target_s_shape_and_fill():
+    import numpy as np
+
+    from fsslib.data.episodes import EpisodeDataset
+    from fsslib.data.toyworld import class_attributes
+    from fsslib.engine import open_source
+    from fsslib.methods.piclip import prior_mass_by_region
+    from fsslib.methods.piclip.quality import REGIONS, _regions
+
+    cfg = make_config(method="piclip", fold=0)
+    episodes = EpisodeDataset(open_source(cfg, "test"), 0, 1, cfg.image_size, 6, 0)
+    for index in range(6):  # the regions are disjoint, the target's is the episode's mask, the others share its fill or shape
+        query, _, (class_id,) = episodes.sample_names(index)
+        label = episodes.source.load(query)[1]
+        regions = _regions(label, class_id)
+        assert not (sum(regions[r].astype(int) for r in REGIONS) > 1).any()
+        assert np.array_equal(regions["target"], label == class_id) and regions["target"].any()
+        for region, kind in (("same fill", 1), ("same shape", 0)):
+            assert all(class_attributes(int(c))[kind] == class_attributes(class_id)[kind] and c != class_id
+                       for c in np.unique(label[regions[region]]))
+    mass = prior_mass_by_region(build_method(cfg), episodes, batch_size=4)
+    assert mass["episodes"]["target"] == 6 and set(mass) >= {"pfenet", "vtp", "vtp_refined"}
+    assert all(0 <= mass[p][r] <= 1 for p in mass if p != "episodes" for r in REGIONS if mass["episodes"][r])

@@ -26,7 +26,7 @@ from fsslib.data.benchmarks import get_benchmark
 from fsslib.methods.base import MethodConfig
 from fsslib.methods.pfenet import TOY_TRAINING, PFENet
 from fsslib.methods.piclip.model import ClipPriors
-from fsslib.methods.piclip.quality import prior_quality
+from fsslib.methods.piclip.quality import prior_mass_by_region, prior_quality
 from fsslib.models.backbones import build_backbone
 
 DEFAULT_OPTIONS = {
@@ -52,7 +52,8 @@ VARIANTS = {
     "pir_both": {"priors": ["vvp", "vtp"], "refine": ["vvp", "vtp"]},  # Table 4 row 4
 }
 
-__all__ = ["ClipPriors", "PRESETS", "SUPPORT_ANNOTATION", "VARIANTS", "build", "prior_quality", "shots_fixed_by_training"]
+__all__ = ["ClipPriors", "PRESETS", "SUPPORT_ANNOTATION", "VARIANTS", "build", "prior_mass_by_region", "prior_quality",
+           "shots_fixed_by_training"]
 
 
 def shots_fixed_by_training(options: dict) -> bool:
