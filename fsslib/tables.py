@@ -298,9 +298,9 @@ def write_results_page(folder: Path) -> Path:
         name = grid["name"]
         text = (results / f"{name}.md").read_text().strip().splitlines()[1:]  # its own title left out
         rows_at = next((i for i, line in enumerate(text) if line.startswith("## Rows per fold")), len(text))
-        shown = "\n".join(text[:rows_at]).replace(f"]({name}", f"](results/{name}")
+        shown = "\n".join(text[:rows_at]).strip().replace(f"]({name}", f"](results/{name}")
         notes = folder / f"{name}.notes.md"
-        sections += [*_grid_heading(path, name), *_demoted(_demoted(shown)).splitlines(),
+        sections += [*_grid_heading(path, name), *_demoted(_demoted(shown)).splitlines(), "",
                      f"Rows per fold and setting: [results/{name}.csv](results/{name}.csv); per class: "
                      f"[results/{name}_per_class.csv](results/{name}_per_class.csv); the whole page: "
                      f"[results/{name}.md](results/{name}.md).", ""]
