@@ -101,11 +101,19 @@ def write_regions(n_episodes: int, shots: int) -> None:
              "and 'same shape' are other classes sharing the target's fill or shape.", "",
              "| prior | " + " | ".join(REGIONS) + " |", "|---|" + "---|" * len(REGIONS),
              "| episodes | " + " | ".join(f"{counts[r]:.0f}" for r in REGIONS) + " |"]
-    for name in per_fold[0]:
-        if name == "episodes":
-            continue
-        values = [sum(f[name][r] * f["episodes"][r] for f in per_fold if f["episodes"][r]) / counts[r] for r in REGIONS]
-        lines.append(f"| {name} | " + " | ".join(f"{v:.3f}" for v in values) + " |")
+    names = [name for name in per_fold[0] if name != "episodes" and not name.endswith(" / target")]
+    for suffix in ("", " / target"):
+        if suffix:
+            lines += ["", "The same divided by the prior's mean on the target in the same episodes (1: the prior does not "
+                      "tell the region from the target):", "", "| prior | " + " | ".join(REGIONS) + " |",
+                      "|---|" + "---|" * len(REGIONS)]
+        for name in names:  # fold values weighted by their episode counts (ratios: by their target sums, as one pool)
+            key = name + suffix
+            values = [sum(f[key][r] * f["episodes"][r] for f in per_fold if f["episodes"][r]) / counts[r] for r in REGIONS] \
+                if not suffix else [
+                sum(f[name][r] * f["episodes"][r] for f in per_fold if f["episodes"][r])
+                / sum(f[name][r] * f["episodes"][r] / f[key][r] for f in per_fold if f["episodes"][r]) for r in REGIONS]
+            lines.append(f"| {name} | " + " | ".join(f"{v:.3f}" for v in values) + " |")
     provenance = run_provenance("cpu")
     lines += ["", f"Produced with torch {provenance['torch']}; commit {provenance['commit']}; device cpu."]
     out = RESULTS / f"piclip_prior_regions_toy{'' if shots == 1 else f'_{shots}shot'}.md"

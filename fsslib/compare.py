@@ -339,6 +339,10 @@ def strata_differences(runs: list[tuple[dict[str, Any], Path]], pairs: tuple[tup
     for method, baseline in pairs:
         if method not in inputs or baseline not in inputs:
             continue
+        for fold, (episodes, _) in inputs[method].items():  # pairing needs the very same episodes
+            if not np.array_equal(episodes["class_ids"], inputs[baseline][fold][0]["class_ids"]):
+                raise FsslibError(f"{method} and {baseline} were scored on other episodes of fold {fold}.",
+                                  "evaluate both with the same episodes and seed (one compare grid), then write the comparison.")
         for grouping, names in STRATA.items():
             for stratum in names:
                 points, resampled, count = _stratum_scores(inputs[method], grouping, stratum)
@@ -414,8 +418,9 @@ def _strata_wide(strata: list[dict[str, Any]], signed: bool = False) -> tuple[li
     for row in strata:
         line = lines.setdefault((row["grouping"], row["stratum"]), {"grouping": row["grouping"], "stratum": row["stratum"],
                                                                      "episodes": row["episodes"]})
-        line[row["method"]] = (f"{row['miou']:+.1f} ({row['low']:+.1f} to {row['high']:+.1f})" if signed
-                               else f"{row['miou']:.1f} ({row['low']:.1f} to {row['high']:.1f})")
+        value, low, high = (round(row[key], 1) + 0.0 for key in ("miou", "low", "high"))  # + 0.0: no "-0.0"
+        line[row["method"]] = (f"{value:+.1f} ({low:+.1f} to {high:+.1f})" if signed
+                               else f"{value:.1f} ({low:.1f} to {high:.1f})")
     return list(lines.values()), ["grouping", "stratum", "episodes", *methods]
 
 

@@ -220,3 +220,4 @@ def test_a_mechanism_s_difference_per_stratum_is_paired_on_the_same_episodes(tmp
     assert [(r["grouping"], r["stratum"], r["episodes"]) for r in shifted] == [(r["grouping"], r["stratum"], r["episodes"]) for r in same]
     assert all(row["miou"] == pytest.approx(10.0) and row["low"] == pytest.approx(10.0) == row["high"] for row in shifted)
     assert strata_differences(runs, pairs=(("qgnet", "pfenet"),)) == []  # a pair that did not run
+

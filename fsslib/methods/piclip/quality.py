@@ -77,9 +77,11 @@ def _regions(label: np.ndarray, class_id: int) -> dict[str, np.ndarray]:
 def prior_mass_by_region(model: PFENet, episodes: EpisodeDataset, batch_size: int = 16) -> dict[str, dict[str, float]]:
     """Per prior (keys of :func:`prior_maps`) and region of :data:`REGIONS`: the prior's mean value on the
     region's pixels (upsampled to the label size as a prediction is), averaged over the episodes whose query
-    holds that region, with the count under ``"episodes"``. 1-way toy test ``episodes``."""
+    holds that region (their count under ``"episodes"``), and under ``"<region> / target"`` that mean divided
+    by the prior's mean on the target in the same episodes. 1-way toy test ``episodes``."""
     model = model.eval()
     sums: dict[str, dict[str, float]] = {}
+    target_sums: dict[str, dict[str, float]] = {}  # the target's value, summed over the episodes holding a region
     counts = dict.fromkeys(REGIONS, 0)
     for start in range(0, len(episodes), batch_size):
         indices = range(start, min(start + batch_size, len(episodes)))
@@ -95,7 +97,12 @@ def prior_mass_by_region(model: PFENet, episodes: EpisodeDataset, batch_size: in
             for name, prior in maps.items():
                 up = F.interpolate(prior[row][None, None].float(), size=label.shape, mode="bilinear",
                                    align_corners=True)[0, 0].numpy()  # (H, W)
+                on_target = float(up[regions["target"]].mean())
                 for region, inside in regions.items():
                     sums.setdefault(name, dict.fromkeys(REGIONS, 0.0))[region] += float(up[inside].mean())
-    return {"episodes": {r: float(n) for r, n in counts.items()},
-            **{name: {r: total[r] / counts[r] if counts[r] else float("nan") for r in REGIONS} for name, total in sums.items()}}
+                    target_sums.setdefault(name, dict.fromkeys(REGIONS, 0.0))[region] += on_target
+    result: dict[str, dict[str, float]] = {"episodes": {r: float(n) for r, n in counts.items()}}
+    for name, total in sums.items():
+        result[name] = {r: total[r] / counts[r] if counts[r] else float("nan") for r in REGIONS}
+        result[f"{name} / target"] = {r: total[r] / target_sums[name][r] if counts[r] else float("nan") for r in REGIONS}
+    return result
