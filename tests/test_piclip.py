@@ -291,4 +291,6 @@ def test_prior_mass_by_region_splits_each_query_by_the_target_s_shape_and_fill()
                        for c in np.unique(label[regions[region]]))
     mass = prior_mass_by_region(build_method(cfg), episodes, batch_size=4)
     assert mass["episodes"]["target"] == 6 and set(mass) >= {"pfenet", "vtp", "vtp_refined"}
-    assert all(0 <= mass[p][r] <= 1 for p in mass if p != "episodes" for r in REGIONS if mass["episodes"][r])
+    priors = [p for p in mass if p != "episodes" and not p.endswith(" / target")]
+    assert all(0 <= mass[p][r] <= 1 for p in priors for r in REGIONS if mass["episodes"][r])  # priors lie in [0, 1]
+    assert all(mass[f"{p} / target"]["target"] == pytest.approx(1.0) for p in priors)  # the target against itself
