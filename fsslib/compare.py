@@ -335,6 +335,13 @@ def strata_differences(runs: list[tuple[dict[str, Any], Path]], pairs: tuple[tup
     bootstrap (the same resampled episodes for both); rows shaped as :func:`strata_table`'s, ``method`` being
     ``"<method> - <baseline>"`` and ``miou`` the difference."""
     inputs = _strata_inputs(runs, shots)
+    computed: dict[tuple[str, str, str], tuple[list, list, int]] = {}  # a baseline serves several pairs
+
+    def scores(method: str, grouping: str, stratum: str) -> tuple[list, list, int]:
+        if (method, grouping, stratum) not in computed:
+            computed[method, grouping, stratum] = _stratum_scores(inputs[method], grouping, stratum)
+        return computed[method, grouping, stratum]
+
     table = []
     for method, baseline in pairs:
         if method not in inputs or baseline not in inputs:
@@ -345,8 +352,8 @@ def strata_differences(runs: list[tuple[dict[str, Any], Path]], pairs: tuple[tup
                                   "evaluate both with the same episodes and seed (one compare grid), then write the comparison.")
         for grouping, names in STRATA.items():
             for stratum in names:
-                points, resampled, count = _stratum_scores(inputs[method], grouping, stratum)
-                base_points, base_resampled, _ = _stratum_scores(inputs[baseline], grouping, stratum)
+                points, resampled, count = scores(method, grouping, stratum)
+                base_points, base_resampled, _ = scores(baseline, grouping, stratum)
                 if points:
                     low, high = percentile_interval((torch.stack(resampled) - torch.stack(base_resampled)).mean(0))
                     table.append({"method": f"{method} - {baseline}", "grouping": grouping, "stratum": stratum,
