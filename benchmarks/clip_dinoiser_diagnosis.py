@@ -77,7 +77,7 @@ def prediction_row(label: str, method: str, variant: str, shots: int, episodes: 
     model = load_model(cfg, torch.device("cpu"))
     predicted = true = hits = pixels = 0
     for batch in test_batches(cfg, shots, episodes):
-        foreground = model(batch).argmax(dim=1) == 1  # (B, H, W)
+        foreground = model(batch.inputs()).argmax(dim=1) == 1  # (B, H, W)
         truth = batch.query_masks == 1
         predicted += int(foreground.sum())
         true += int(truth.sum())

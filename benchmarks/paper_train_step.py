@@ -103,11 +103,11 @@ def measure(method: str, batch_size: int, shots: int, amp: bool, steps: int, war
     model.eval()
     with torch.no_grad(), autocast(device, amp):  # no inference_mode: PI-CLIP's GradCAM needs autograd
         for _ in range(warmup):
-            model(batch)
+            model(batch.inputs())
         synchronize(device)
         start = time.perf_counter()
         for _ in range(steps):
-            model(batch)
+            model(batch.inputs())
         synchronize(device)
     eval_rate = steps * batch_size / (time.perf_counter() - start)
     return {"train_steps_per_s": train_rate, "eval_episodes_per_s": eval_rate, "peak_train_mb": peak_mb,

@@ -8,13 +8,13 @@ only these values differ.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Callable
 
 from fsslib.errors import FsslibError, unknown
-from fsslib.methods import method_options, method_presets, method_variants
+from fsslib.methods import METHODS, method_options_type, method_presets, method_variants
+from fsslib.methods.options import MethodOptions
 
 TIERS = ("toy", "paper")
 
@@ -38,6 +38,9 @@ class Config:
     resize: str = "pad"  # "pad": longer side to image_size, padded square (PFENet); "squash": both sides (HSNet);
     # "short_side": test queries' shorter side to image_size, for sliding windows (CLIP-DINOiser's evaluation)
     data_root: str | None = None  # None: $FSSLIB_DATA/<benchmark root>
+    novel_classes: list[int] = field(default_factory=list)  # a dataset folder without folds.json: its novel ids (fold 0)
+    extra_classes: list[str] = field(default_factory=list)  # class names beyond the benchmark's, appended to the class
+    # list that text-reading methods encode (fsslib.predict: the user's names)
     # evaluation (HSNet protocol)
     episodes: int = 1000
     eval_seeds: int = 1  # > 1: seeds seed .. seed+n-1, mean +- std (BAM style)
@@ -105,10 +108,7 @@ def make_config(method: str = "prototype", preset: str = "toy", **overrides: Any
     variant_fields = {k: v for k, v in chosen.items() if k in valid}  # a data-rule control, e.g. {"augment": "pfenet"}
     options = {**method_values.pop("options", {}), **{k: v for k, v in chosen.items() if k not in valid},
                **(overrides.pop("options", None) or {})}
-    accepted = method_options(method)
-    for key in options:
-        if key not in accepted:
-            raise unknown(f"option of method {method}", key, sorted(accepted) or ["(this method takes none)"])
+    method_options_type(method).parse(options)  # an unknown name or a value of the wrong type fails here, clearly
     values.update(method_values)
     values.update(variant_fields)
     if overrides.get("smoke"):
@@ -123,9 +123,14 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         flag = "--" + f.name.replace("_", "-")
         if f.name == "options":
             parser.add_argument(flag, action="append", default=None, metavar="KEY=VALUE",
-                                help='method option (repeatable), JSON values, e.g. --options \'priors=["vtp"]\'')
+                                help="method option (repeatable), read by its type (listed below), e.g. --options "
+                                     "refine=false --options priors=vvp,vtp")
         elif f.type in ("bool", bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
+        elif str(f.type).startswith("list["):
+            item = int if str(f.type) == "list[int]" else str
+            parser.add_argument(flag, type=lambda text, item=item: [item(v) for v in text.split(",") if v], default=None,
+                                metavar="A,B,...")
         else:
             kind = {"int": int, "float": float}.get(str(f.type), str)
             parser.add_argument(flag, type=kind, default=None)
@@ -133,7 +138,8 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_command_line(prog: str, description: str, job: Callable[[Config], dict], argv: list[str] | None) -> dict:
     """Parse ``--field`` flags into a :class:`Config` and run ``job``; user errors exit with their message."""
-    parser = argparse.ArgumentParser(prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog=prog, description=description, epilog=options_help(argv),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_arguments(parser)
     args = parser.parse_args(argv)
     try:
@@ -142,22 +148,29 @@ def run_command_line(prog: str, description: str, job: Callable[[Config], dict],
         parser.exit(2, f"error: {error}\n")
 
 
+def options_help(argv: list[str] | None) -> str:
+    """``--help``'s list of the options of the method named on the command line (default: the prototype)."""
+    finder = argparse.ArgumentParser(add_help=False)
+    finder.add_argument("--method", default=Config.method)
+    method = finder.parse_known_args(argv)[0].method
+    if method not in METHODS:
+        return f"methods: {', '.join(METHODS)}"
+    return (f"options of method {method} (--options KEY=VALUE; --method M --help lists another method's):\n"
+            f"{method_options_type(method).describe()}")
+
+
 def config_from_args(args: argparse.Namespace) -> Config:
     """The :class:`Config` described by parsed command-line arguments."""
     values = {k: v for k, v in vars(args).items() if v is not None}
     if "options" in values:
-        values["options"] = dict(_parse_option(item) for item in values["options"])
+        kind = method_options_type(values.get("method", Config.method))
+        values["options"] = dict(parse_option(item, kind) for item in values["options"])
     return make_config(**values)
 
 
-PYTHON_LITERALS = {"True": True, "False": False, "None": None}
-
-
-def _parse_option(item: str) -> tuple[str, Any]:
+def parse_option(item: str, kind: type[MethodOptions]) -> tuple[str, Any]:
+    """``KEY=VALUE`` from a command line, the value read by the type of option ``KEY`` of ``kind``."""
     key, sep, raw = item.partition("=")
     if not sep:
         raise unknown("--options entry", item, ["KEY=VALUE"])
-    try:
-        return key, json.loads(raw)
-    except json.JSONDecodeError:
-        return key, PYTHON_LITERALS.get(raw, raw)  # pooling=False means what a Python user expects
+    return key, kind.from_text(key, raw)

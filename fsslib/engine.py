@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from fsslib.data.benchmarks import get_benchmark
+from fsslib.data.benchmarks import benchmark_of
 from fsslib.data.episodes import EpisodeDataset, Source, collate_episodes
 from fsslib.device import autocast
 from fsslib.errors import CheckpointError
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 def open_source(cfg: Config, split: str) -> Source:
     """One split of the benchmark of ``cfg`` (toy images are cached in memory)."""
-    benchmark = get_benchmark(cfg.benchmark, cfg.coco_folds)
+    benchmark = benchmark_of(cfg)
     return Source(benchmark, split, root=cfg.data_root, cache=benchmark.name == "toy")
 
 
@@ -70,7 +70,7 @@ def evaluate_model(model: FewShotSegmenter, dataset: EpisodeDataset, cfg: Config
     start = time.perf_counter()
     for batch in tqdm(loader, desc=description, disable=not cfg.progress, leave=False):
         with autocast(device, cfg.amp):
-            logits = model(batch.to(device))  # (B, 1+N, H, W)
+            logits = model(batch.inputs(model.reads_image_labels).to(device))  # (B, 1+N, H, W)
         score_at_label_size(meter, logits, batch.query_labels, batch.class_ids, lambda up: up.argmax(1))
     elapsed = time.perf_counter() - start
     model.train(was_training)

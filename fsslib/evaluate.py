@@ -23,7 +23,7 @@ import torch
 
 from fsslib.blocks.frozen import frozen_digests
 from fsslib.config import Config, make_config, run_command_line
-from fsslib.data.benchmarks import get_benchmark
+from fsslib.data.benchmarks import benchmark_of
 from fsslib.data.episodes import EpisodeDataset
 from fsslib.device import resolve_device
 from fsslib.engine import evaluate_model, load_checkpoint, open_source
@@ -96,7 +96,7 @@ def run(cfg: Config | None = None, **overrides) -> dict:
     cfg = cfg or make_config(**overrides)
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.device)
-    benchmark = get_benchmark(cfg.benchmark, cfg.coco_folds)
+    benchmark = benchmark_of(cfg)
     source = open_source(cfg, benchmark.test_split)
     model, trained = _load_model(cfg, device)
     checkpoint = checkpoint_path(cfg) if model.trainable else None

@@ -63,7 +63,7 @@ def predict_episode(model: FewShotSegmenter, episode: Episode, device: str = "au
     """The (H, W) prediction of ``model`` for one episode, at the model's input size."""
     chosen = resolve_device(device)
     model = model.to(chosen).eval()
-    return model(collate_episodes([episode]).to(chosen))[0].argmax(0).cpu()
+    return model(collate_episodes([episode]).inputs(model.reads_image_labels).to(chosen))[0].argmax(0).cpu()
 
 
 def output_dir(name: str) -> Path:

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from fsslib.blocks.frozen import frozen_digests
 from fsslib.config import Config, make_config, run_command_line
-from fsslib.data.benchmarks import get_benchmark
+from fsslib.data.benchmarks import benchmark_of
 from fsslib.data.episodes import EpisodeBatch, EpisodeDataset, collate_episodes
 from fsslib.device import autocast, resolve_device
 from fsslib.errors import CheckpointError, FsslibError, unknown
@@ -149,7 +149,7 @@ def run(cfg: Config | None = None, **overrides) -> dict:
         raise FsslibError(f"Method {cfg.method!r} is training-free.", f"evaluate it directly: `python -m fsslib.evaluate --method {cfg.method}`.")
     frozen = frozen_digests(model)  # checkpoints refuse other frozen weights (fsslib.evaluate.load_model)
     model = model.to(device)
-    benchmark = get_benchmark(cfg.benchmark, cfg.coco_folds)
+    benchmark = benchmark_of(cfg)
     train_source = open_source(cfg, benchmark.train_split)
     train_set = EpisodeDataset(train_source, cfg.fold, cfg.shots, cfg.image_size, cfg.episodes_per_epoch, cfg.seed,
                                mode="train", novel_rule=cfg.novel_rule, augment=cfg.augment, resize=cfg.resize)

@@ -346,3 +346,20 @@ def plot_side_by_side(episode: Episode, predictions: dict[str, torch.Tensor], su
     fig.legend(handles=label_legend(episode.class_names, ignore=bool((episode.query_mask == IGNORE).any())),
                loc="outside lower center", ncol=ways + 2, fontsize=7, frameon=False)
     return fig
+
+
+def plot_prediction(image: torch.Tensor, prediction: torch.Tensor, class_names: Sequence[str], title: str = "") -> Figure:
+    """A query (3, H, W) and its prediction (H, W) (0 = background, n = way n) over it, with a legend of the
+    class names (:mod:`fsslib.predict`'s overlay)."""
+    fig, axes = plt.subplots(1, 2, figsize=(7, 3.8), layout="constrained")
+    axes[0].imshow(_image(image))
+    axes[0].set_title("query", fontsize=9)
+    axes[1].imshow(overlay(image, prediction))
+    axes[1].set_title("prediction", fontsize=9)
+    for ax in axes:
+        ax.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.legend(handles=label_legend(class_names), loc="outside lower center", ncol=len(class_names) + 1, fontsize=8,
+               frameon=False)
+    return fig

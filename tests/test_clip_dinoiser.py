@@ -172,7 +172,7 @@ def test_methods_give_n_way_logits_whose_argmax_is_the_winning_vocabulary_entry(
     model = build_method(cfg)
     batch = toy_batch(ways=2, shots=2)
     with torch.no_grad():
-        logits = model(batch)
+        logits = model(batch.inputs())
         vocabulary, way_index = model.vocabulary(batch)
         scores = F.interpolate(model.log_scores(batch.query_images, vocabulary).exp(), size=(64, 64), mode="bilinear",
                                align_corners=False)
@@ -210,11 +210,11 @@ def test_sliding_windows_average_each_window_s_probabilities(tiny_heads_file, to
         vocabulary, way_index = model.vocabulary(wide)
         left, right = model.scores(wide.query_images[..., :64], vocabulary), model.scores(wide.query_images[..., 32:], vocabulary)
         expected = torch.cat([left[..., :32], (left[..., 32:] + right[..., :32]) / 2, right[..., 32:]], dim=-1)
-        torch.testing.assert_close(model(wide), model.way_logits(expected.clamp(min=1e-6).log(), way_index))
+        torch.testing.assert_close(model(wide.inputs()), model.way_logits(expected.clamp(min=1e-6).log(), way_index))
         one_window = build_method(make_config(method="clip-dinoiser", preset="toy", options={"heads": str(tiny_heads_file)}))
-        torch.testing.assert_close(model(batch), one_window(batch))
+        torch.testing.assert_close(model(batch.inputs()), one_window(batch.inputs()))
     assert len(model.templates) == 80  # CLIP's ImageNet templates, the official code's
-    with pytest.raises(UnknownNameError, match="template set"):
+    with pytest.raises(UnknownNameError, match="option templates"):
         build_method(make_config(method="clip-dinoiser", preset="toy", options={**options, "templates": "many"}))
     paper = make_config(method="clip-dinoiser", preset="paper")
     assert (paper.resize, paper.options["window"], paper.options["stride"], paper.image_size) == ("short_side", 448, 224, 448)
@@ -272,7 +272,7 @@ def test_paper_tier_shapes_two_way_at_448_with_random_vit_b16_and_heads(monkeypa
     with torch.no_grad():
         _, tapped = maskclip_features_and_tap(model.bundle, batch.query_images, model.feature_block)
         assert tapped.shape == (1, 768, 28, 28) and model.heads.correlation(tapped).shape == (1, 784, 784)
-        assert model(batch).shape == (1, 1 + ways, size, size)
+        assert model(batch.inputs()).shape == (1, 1 + ways, size, size)
 
 
 def test_trained_adapter_starts_as_the_training_free_model_and_weights_classes_by_presence(tiny_heads_file, toy_root):
@@ -287,7 +287,7 @@ def test_trained_adapter_starts_as_the_training_free_model_and_weights_classes_b
         "adapter.weight", "adapter.bias"]
     batch = toy_batch(ways=1, shots=1)
     with torch.no_grad():
-        torch.testing.assert_close(trained(batch), plain(batch))
+        torch.testing.assert_close(trained(batch.inputs()), plain(batch.inputs()))
     vocabulary, way_index = trained.vocabulary(batch)
     log_scores = F.interpolate(trained.log_scores(batch.query_images, vocabulary), size=(64, 64), mode="bilinear",
                                align_corners=False)  # not clamped: far-off pixels keep their gradient
@@ -324,13 +324,13 @@ def test_heads_of_another_clip_and_misspelt_flags_fail_clearly(tiny_heads_file, 
     from fsslib.config import make_config
     from fsslib.errors import CheckpointError
     from fsslib.methods import build_method
-    from fsslib.methods.base import OptionError
+    from fsslib.methods.options import OptionError
 
     with pytest.raises(OptionError, match="pooling"):
         build_method(make_config(method="clip-dinoiser", options={"heads": str(tiny_heads_file), "pooling": "no"}))
     monkeypatch.setattr(clip_dinoiser, "load_clip", lambda name, pretrained=None, checkpoint=None: random_vit_b16)
     with pytest.raises(CheckpointError, match="heads=PATH"):
         build_method(make_config(method="clip-dinoiser", preset="paper", options={"heads": str(tiny_heads_file)}))
-    from fsslib.config import _parse_option
-    assert _parse_option("pooling=False") == ("pooling", False) and _parse_option("background_names=sky") == (
-        "background_names", "sky")
+    from fsslib.config import parse_option
+    assert parse_option("pooling=False", clip_dinoiser.ClipDinoiserOptions) == ("pooling", False)
+    assert parse_option("background_names=sky", clip_dinoiser.ClipDinoiserOptions) == ("background_names", ["sky"])

@@ -20,7 +20,7 @@ from fsslib.engine import evaluate_model, open_source
 from fsslib.errors import UnknownNameError
 from fsslib.methods import build_method
 from fsslib.methods.base import require_one_way, segmentation_loss
-from fsslib.methods.lfss import DEFAULT_OPTIONS, VARIANTS, LfssOptionError, pseudo_mask_quality
+from fsslib.methods.lfss import VARIANTS, LfssOptionError, LfssOptions, pseudo_mask_quality
 from fsslib.methods.lfss.ccm import correlation_maps, focused_prototype
 from fsslib.methods.lfss.dps import (
     association_map,
@@ -194,7 +194,7 @@ def test_lfss_runs_on_maps_under_6_by_6(toy_root):
     model = build_method(cfg).eval()
     episodes = EpisodeDataset(open_source(cfg, "val"), cfg.fold, 1, cfg.image_size, 4, cfg.seed)
     with torch.no_grad():
-        logits = model(collate_episodes([episodes[i] for i in range(4)]))
+        logits = model(collate_episodes([episodes[i] for i in range(4)]).inputs())
     assert logits.shape == (4, 2, 40, 40) and torch.isfinite(logits).all()
 
 
@@ -322,10 +322,10 @@ def test_no_ground_truth_mask_reaches_the_model(toy_lfss):
     garbage = replace(batch, support_masks=garbage_masks(batch.support_masks, 1),
                       query_masks=garbage_masks(batch.query_masks, 2))
     with torch.no_grad():
-        torch.testing.assert_close(model(batch), model(garbage), rtol=0, atol=0)
+        torch.testing.assert_close(model(batch.inputs()), model(garbage.inputs()), rtol=0, atol=0)
         model.support_mask_source = "ground_truth"  # the comparison row does read the support masks
         try:
-            assert not torch.equal(model(batch), model(garbage))
+            assert not torch.equal(model(batch.inputs()), model(garbage.inputs()))
         finally:
             model.support_mask_source = "pseudo"
 
@@ -345,7 +345,7 @@ def test_whole_image_query_never_reads_the_query_pseudo_mask(toy_lfss, monkeypat
     def logits(seed: int) -> torch.Tensor:
         monkeypatch.setattr(model.pseudo_masks, "forward", generator_with_query_masks(seed))
         with torch.no_grad():
-            return model(batch)
+            return model(batch.inputs())
 
     assert not torch.equal(logits(1), logits(2))  # the paper's LFSS reads the query's pseudo mask
     model.query_mask_source = "whole_image"
@@ -371,7 +371,7 @@ def test_circle_supports_the_query_with_the_predicted_support_masks(toy_lfss, mo
 
     monkeypatch.setattr(model, "predict", recording)
     with torch.no_grad():
-        model(fabricated_batch(shots=2))
+        model(fabricated_batch(shots=2).inputs())
     (_, masks_supporting_the_supports, support_logits), (query_masks, masks_supporting_the_query, _) = calls
     assert support_logits.shape == (4, 2, 8, 8)  # pass 1: the B * K supports segmented as queries
     assert torch.equal(masks_supporting_the_supports[:, 0], query_masks.repeat_interleave(2, dim=0))  # by the query
@@ -396,7 +396,7 @@ def test_n_way_forward_shape_and_one_vs_rest_background(toy_lfss):
                       support_masks=torch.cat([first.support_masks, second.support_masks], dim=1),
                       class_ids=torch.tensor([[1, 3], [2, 4]]), class_names=[["a", "c"], ["b", "d"]])
     with torch.no_grad():
-        logits = toy_lfss.eval()(two_way)
+        logits = toy_lfss.eval()(two_way.inputs())
     assert logits.shape == (2, 3, 64, 64) and torch.equal(logits[:, 0], torch.zeros(2, 64, 64))
 
 
@@ -409,7 +409,7 @@ def test_variants_are_the_table4_rows():
     # decoder input: F_q (64) + P (1) + M_RCM (1) [+ M_FCM (1)]
     assert baseline.decoder.aspp.pointwise.in_channels == 66 and full.decoder.aspp.pointwise.in_channels == 67
     with torch.no_grad():
-        assert baseline.eval()(fabricated_batch()).shape == (2, 2, 64, 64)
+        assert baseline.eval()(fabricated_batch().inputs()).shape == (2, 2, 64, 64)
     assert make_config(method="lfss", variant="ground_truth_support").options["support_masks"] == "ground_truth"
 
 
@@ -447,7 +447,7 @@ def test_paper_preset_is_section_4_1_and_its_optimizer_is_adam():
     assert (cfg.image_size, cfg.lr, cfg.poly_power, cfg.epochs, cfg.backbone) == (400, 1e-3, 0.0, 200, "resnet50")
     assert (cfg.optimizer, cfg.weight_decay) == ("adamw", 0.0)
     assert (cfg.options["clip"], cfg.options["clip_pretrained"]) == ("RN50", "openai")
-    assert (DEFAULT_OPTIONS["alpha"], DEFAULT_OPTIONS["beta"], DEFAULT_OPTIONS["grid"]) == (0.5, 0.5, 3)
+    assert (LfssOptions.alpha, LfssOptions.beta, LfssOptions.grid) == (0.5, 0.5, 3)
     torch.manual_seed(0)
     ours, reference = nn.Linear(3, 2), nn.Linear(3, 2)
     reference.load_state_dict(ours.state_dict())
@@ -527,4 +527,4 @@ def test_paper_tier_shapes_with_random_rn50_clip_and_resnet50(paper_models):
         assert math.isfinite(model.train().loss(batch).item())
         features = model.eval().encode(batch.one_way())
         assert features.query.shape == (1, 256, 50, 50) and features.support_masks.shape == (1, 1, 50, 50)
-        assert model(batch).shape == (1, 2, 400, 400)
+        assert model(batch.inputs()).shape == (1, 2, 400, 400)

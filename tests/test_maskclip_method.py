@@ -21,7 +21,7 @@ def test_foreground_is_where_the_episode_class_wins_the_vocabulary(model, toy_ro
     episodes = EpisodeDataset(Source(TOY, "test", cache=True), fold=1, shots=1, image_size=64, n_episodes=4)
     batch = collate_episodes(list(episodes))
     with torch.no_grad():
-        logits = model(batch)  # (B, 2, 64, 64)
+        logits = model(batch.inputs())  # (B, 2, 64, 64)
         scores = segment_with_text(model.bundle, batch.query_images, class_embeddings(model.bundle, model.vocabulary),
                                    temperature=model.bundle.logit_temperature)  # (B, 21, h, w)
     assert logits.shape == (4, 2, 64, 64) and len(model.vocabulary) == 21
@@ -39,5 +39,5 @@ def test_maskclip_needs_no_checkpoint_and_writes_metrics(tiny_cfg, tmp_path):
 
 
 def test_unknown_template_set(toy_root):
-    with pytest.raises(UnknownNameError, match="template set"):
+    with pytest.raises(UnknownNameError, match="option templates"):
         build_method(make_config(method="maskclip", options={"templates": "fancy"}))

@@ -72,7 +72,7 @@ def test_loss_is_main_plus_mean_auxiliary(toy_pfenet):
     expected = segmentation_loss(logits, batch.query_masks) + torch.stack(
         [segmentation_loss(a, batch.query_masks) for a in auxiliary]).mean()
     assert model.loss(batch).item() == pytest.approx(expected.item(), rel=1e-5)
-    assert model(batch).shape == (2, 2, 64, 64)
+    assert model(batch.inputs()).shape == (2, 2, 64, 64)
 
 
 def test_n_way_rule_one_vs_rest(toy_pfenet):
@@ -82,11 +82,11 @@ def test_n_way_rule_one_vs_rest(toy_pfenet):
     two_way = replace(first, support_images=torch.cat([first.support_images, second.support_images], dim=1),
                       support_masks=torch.cat([first.support_masks, second.support_masks], dim=1),
                       class_ids=torch.tensor([[1, 3], [2, 4]]), class_names=[["a", "c"], ["b", "d"]])
-    logits = model(two_way)  # (B, 3, H, W)
+    logits = model(two_way.inputs())  # (B, 3, H, W)
     assert logits.shape == (2, 3, 64, 64) and torch.equal(logits[:, 0], torch.zeros(2, 64, 64))
     for way, episodes in enumerate((first, replace(first, support_images=second.support_images,
                                                    support_masks=second.support_masks)), start=1):
-        one_way = model(episodes)  # (B, 2, H, W)
+        one_way = model(episodes.inputs())  # (B, 2, H, W)
         torch.testing.assert_close(logits[:, way], one_way[:, 1] - one_way[:, 0], atol=1e-5, rtol=1e-5)
     prediction = logits.argmax(1)
     log_odds = logits[:, 1:]
@@ -121,7 +121,7 @@ def test_no_prior_variant_feeds_zeros_to_the_decoder():
     assert isinstance(model.prior, NoPrior)
     captured = {}
     model.decoder.register_forward_hook(lambda module, inputs, output: captured.__setitem__("prior", inputs[2]))
-    model(fabricated_batch())
+    model(fabricated_batch().inputs())
     assert captured["prior"].shape == (2, 1, 8, 8) and not captured["prior"].any()
     with pytest.raises(UnknownNameError, match="masked_support"):
         build_method(make_config(method="pfenet", options={"prior": "text"}, backbone_weights="random"))

@@ -183,7 +183,7 @@ def test_priors_replace_only_the_prior_channels():
     captured = {}
     for name, net in (("pfenet", baseline), ("piclip", model)):
         net.decoder.register_forward_hook(lambda module, inputs, output, name=name: captured.__setitem__(name, inputs))
-        net(fabricated_batch())
+        net(fabricated_batch().inputs())
     (query_a, prototype_a, prior_a), (query_b, prototype_b, prior_b) = captured["pfenet"], captured["piclip"]
     assert torch.equal(query_a, query_b) and torch.equal(prototype_a, prototype_b)
     assert prior_a.shape == (2, 1, 8, 8) and prior_b.shape == (2, 3, 8, 8)  # [VVP block 2, VVP block 3, refined VTP]

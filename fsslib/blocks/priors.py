@@ -24,7 +24,7 @@ from fsslib.blocks.frozen import HoldsFrozen
 from fsslib.blocks.masks import foreground_weights
 
 if TYPE_CHECKING:
-    from fsslib.data.episodes import OneWayBatch
+    from fsslib.data.episodes import OneWayInputs
 
 
 class PriorSource(HoldsFrozen):
@@ -33,7 +33,7 @@ class PriorSource(HoldsFrozen):
 
     channels: int = 1
 
-    def forward(self, batch: OneWayBatch, query_levels: dict[str, torch.Tensor],
+    def forward(self, batch: OneWayInputs, query_levels: dict[str, torch.Tensor],
                 support_levels: dict[str, torch.Tensor], backbone: nn.Module) -> torch.Tensor:
         """(B, channels, h, w) priors in [0, 1] at the size of ``query_levels["layer3"]``.
 
@@ -55,7 +55,7 @@ class MaskedSupportPrior(PriorSource):
     channels = 1
 
     @torch.no_grad()
-    def forward(self, batch: OneWayBatch, query_levels: dict[str, torch.Tensor],
+    def forward(self, batch: OneWayInputs, query_levels: dict[str, torch.Tensor],
                 support_levels: dict[str, torch.Tensor], backbone: nn.Module) -> torch.Tensor:
         batch_size, shots = batch.support_images.shape[:2]
         support_layer3 = support_levels["layer3"]  # (B*K, C3, h, w)
@@ -73,7 +73,7 @@ class NoPrior(PriorSource):
 
     channels = 1
 
-    def forward(self, batch: OneWayBatch, query_levels: dict[str, torch.Tensor],
+    def forward(self, batch: OneWayInputs, query_levels: dict[str, torch.Tensor],
                 support_levels: dict[str, torch.Tensor], backbone: nn.Module) -> torch.Tensor:
         query = query_levels["layer3"]  # (B, C3, h, w)
         return query.new_zeros(query.shape[0], 1, *query.shape[-2:])

@@ -6,6 +6,7 @@ contiguous ids ``{i+1, i+5, ..., i+77}`` (interleaved, PFENet/HSNet/BAM/PI-CLIP)
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -49,6 +50,7 @@ class Benchmark:
     min_class_pixels: int  # PFENet: a class counts in an image only above this many pixels
     prepare_command: str
     fold_convention: str = "blocks"
+    folds: tuple[tuple[int, ...], ...] = ()  # explicit novel ids per fold (a dataset folder's); () = the convention
 
     @property
     def n_classes(self) -> int:
@@ -61,6 +63,8 @@ class Benchmark:
         """The novel (test) class ids of ``fold``."""
         if not 0 <= fold < self.n_folds:
             raise unknown(f"fold of {self.name}", fold, [str(f) for f in range(self.n_folds)])
+        if self.folds:
+            return list(self.folds[fold])
         per_fold = self.n_classes // self.n_folds
         if self.fold_convention == "interleaved":
             return [fold + 1 + self.n_folds * k for k in range(per_fold)]
@@ -104,10 +108,27 @@ COCO = Benchmark(
 BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (TOY, PASCAL, COCO)}
 
 
-def get_benchmark(name: str, coco_folds: str = "interleaved") -> Benchmark:
-    """Look a benchmark up by name; ``coco_folds`` picks COCO-20i's fold convention."""
+def benchmark_of(cfg) -> Benchmark:
+    """The benchmark a :class:`~fsslib.config.Config` names (with its COCO fold convention and novel classes)."""
+    return get_benchmark(cfg.benchmark, cfg.coco_folds, getattr(cfg, "novel_classes", ()))
+
+
+def class_list(benchmark: Benchmark, extra_classes: Sequence[str] = ()) -> list[str]:
+    """The names a method encodes for class ids 1, 2, ...: the benchmark's (as CLIP prompts spell them), then
+    ``extra_classes`` not among them (:mod:`fsslib.predict`'s names of the user's classes)."""
+    names = [benchmark.prompt_name(c) for c in range(1, benchmark.n_classes + 1)]
+    return names + [name for name in dict.fromkeys(extra_classes) if name not in names]
+
+
+def get_benchmark(name: str, coco_folds: str = "interleaved", novel_classes: Sequence[int] = ()) -> Benchmark:
+    """Look a benchmark up by name; ``coco_folds`` picks COCO-20i's fold convention; ``folder:PATH`` is a dataset
+    folder (:mod:`fsslib.data.folder`), whose novel classes are its ``folds.json`` or ``novel_classes``."""
+    if name.startswith("folder:"):
+        from fsslib.data.folder import folder_benchmark
+
+        return folder_benchmark(name.partition(":")[2], tuple(novel_classes))
     if name not in BENCHMARKS:
-        raise unknown("benchmark", name, list(BENCHMARKS))
+        raise unknown("benchmark", name, [*BENCHMARKS, "folder:PATH"])
     if name == "coco":
         if coco_folds not in COCO_FOLD_CONVENTIONS:
             raise unknown("COCO-20i fold convention", coco_folds, COCO_FOLD_CONVENTIONS)

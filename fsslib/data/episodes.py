@@ -30,6 +30,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from fsslib.data.benchmarks import Benchmark
+from fsslib.data.folder import folder_index
 from fsslib.data.layout import IGNORE, read_class_index, read_list, require_prepared
 from fsslib.data.prepare import ensure_toyworld
 from fsslib.errors import CorruptImageError, DatasetNotFoundError, EmptySupportMaskError, EpisodeShapeError, InvalidMaskError, unknown
@@ -48,6 +49,11 @@ class Source:
         self.root = Path(root) if root is not None else benchmark.root()
         if benchmark.name == "toy" and root is None:
             ensure_toyworld(self.root)
+        if benchmark.name == "folder":  # a dataset folder, checked and indexed in memory (fsslib.data.folder)
+            self.paths, self.presence = folder_index(self.root)[2][split]
+            self.names = sorted(self.paths)
+            self._cache = {} if cache else None
+            return
         if not self.root.is_dir():
             raise DatasetNotFoundError(
                 f"Dataset root {self.root} for benchmark {benchmark.name!r} does not exist.",
@@ -271,8 +277,61 @@ class Episode:
 
 
 @dataclass
+class OneWayInputs:
+    """What a 1-way segmenter reads: B binary episodes without their targets (an N-way batch is flattened into
+    B * N of them). ``query_classes`` (the classes in each query's label) is given only to a model that asks for
+    image-level labels (:attr:`~fsslib.methods.base.FewShotSegmenter.reads_image_labels`)."""
+
+    support_images: torch.Tensor  # (B, K, 3, H, W)
+    support_masks: torch.Tensor  # (B, K, H, W) {0, 1, 255}
+    query_images: torch.Tensor  # (B, 3, H, W)
+    class_ids: torch.Tensor  # (B,) indices into the method's class list (1-based)
+    class_names: list[str]
+    query_classes: list[list[int]] | None = None
+
+    def __len__(self) -> int:
+        return self.query_images.shape[0]
+
+
+@dataclass
+class EpisodeInputs:
+    """What an N-way segmenter reads: the supports with their annotation, the queries and the class names;
+    the targets (query masks and labels) stay with the :class:`EpisodeBatch` for the loss and the meter."""
+
+    support_images: torch.Tensor  # (B, N, K, 3, H, W)
+    support_masks: torch.Tensor  # (B, N, K, H, W) {0, 1, 255}
+    query_images: torch.Tensor  # (B, 3, H, W)
+    class_ids: torch.Tensor  # (B, N) indices into the method's class list (1-based)
+    class_names: list[list[str]]  # B x N
+    query_classes: list[list[int]] | None = None  # image-level labels: only for a model that asks for them
+
+    def __len__(self) -> int:
+        return self.query_images.shape[0]
+
+    @property
+    def ways(self) -> int:
+        return self.class_ids.shape[1]
+
+    def to(self, device: torch.device | str) -> "EpisodeInputs":
+        return EpisodeInputs(self.support_images.to(device), self.support_masks.to(device), self.query_images.to(device),
+                             self.class_ids.to(device), self.class_names, self.query_classes)
+
+    def one_way(self) -> OneWayInputs:
+        """The B x N binary episodes, way-major: row ``b * N + n`` pairs query b with way n + 1's supports."""
+        ways = self.ways
+        return OneWayInputs(
+            support_images=self.support_images.flatten(0, 1),
+            support_masks=self.support_masks.flatten(0, 1),
+            query_images=self.query_images.repeat_interleave(ways, dim=0),
+            class_ids=self.class_ids.flatten(),
+            class_names=[name for names in self.class_names for name in names],
+            query_classes=None if self.query_classes is None else [c for c in self.query_classes for _ in range(ways)],
+        )
+
+
+@dataclass
 class OneWayBatch:
-    """What a 1-way segmenter sees: B binary episodes (an N-way batch is flattened into B * N of them)."""
+    """B binary episodes with their targets (training losses, notebooks); :meth:`inputs` is what a model reads."""
 
     support_images: torch.Tensor  # (B, K, 3, H, W)
     support_masks: torch.Tensor  # (B, K, H, W) {0, 1, 255}
@@ -284,6 +343,11 @@ class OneWayBatch:
 
     def __len__(self) -> int:
         return self.query_images.shape[0]
+
+    def inputs(self, image_labels: bool = False) -> OneWayInputs:
+        """The episodes without their targets (``image_labels``: with the classes in each query's label)."""
+        return OneWayInputs(self.support_images, self.support_masks, self.query_images, self.class_ids,
+                            self.class_names, self.query_classes if image_labels else None)
 
 
 @dataclass
@@ -312,6 +376,12 @@ class EpisodeBatch:
     @property
     def ways(self) -> int:
         return self.class_ids.shape[1]
+
+    def inputs(self, image_labels: bool = False) -> EpisodeInputs:
+        """What a model reads (:class:`EpisodeInputs`); ``image_labels``: with the classes in each query's label,
+        for a model that asks for them."""
+        return EpisodeInputs(self.support_images, self.support_masks, self.query_images, self.class_ids,
+                             self.class_names, self.query_classes if image_labels else None)
 
     def one_way(self) -> OneWayBatch:
         """The B x N binary episodes, way-major within each episode: row ``b * N + n`` is way n + 1 of episode b.

@@ -1,5 +1,5 @@
-"""Method registry: one module per method, each exposing ``build(cfg)``, ``DEFAULT_OPTIONS``
-(the options it accepts), optional ``PRESETS``, optional ``VARIANTS`` and optional
+"""Method registry: one module per method, each exposing ``build(cfg)``, ``OPTIONS`` (the typed
+options it accepts, a :class:`~fsslib.methods.options.MethodOptions` dataclass), optional ``PRESETS``, optional ``VARIANTS`` and optional
 ``SUPPORT_ANNOTATION`` (what a support brings at test time; ``VARIANT_ANNOTATIONS`` for
 variants that differ; default: pixel masks).
 
@@ -18,6 +18,7 @@ from fsslib.errors import unknown
 
 if TYPE_CHECKING:
     from fsslib.methods.base import FewShotSegmenter, MethodConfig
+    from fsslib.methods.options import MethodOptions
 
 METHODS: dict[str, str] = {
     "all-foreground": "fsslib.methods.trivial",
@@ -42,9 +43,14 @@ def method_presets(name: str) -> dict[str, dict[str, Any]]:
     return getattr(method_module(name), "PRESETS", {})
 
 
+def method_options_type(name: str) -> type[MethodOptions]:
+    """The dataclass of the options a method accepts (its ``OPTIONS``)."""
+    return method_module(name).OPTIONS
+
+
 def method_options(name: str) -> dict[str, Any]:
-    """The options a method accepts, with their defaults (its ``DEFAULT_OPTIONS``)."""
-    return getattr(method_module(name), "DEFAULT_OPTIONS", {})
+    """The options a method accepts, with their defaults."""
+    return method_options_type(name)().to_dict()
 
 
 def method_variants(name: str) -> dict[str, dict[str, Any]]:
@@ -55,6 +61,17 @@ def support_annotation(name: str, variant: str = "") -> str:
     """What the method reads of a support at test time (e.g. "pixel masks", "class names"): a results column."""
     module = method_module(name)
     return getattr(module, "VARIANT_ANNOTATIONS", {}).get(variant, getattr(module, "SUPPORT_ANNOTATION", "pixel masks"))
+
+
+SUPPORT_PARTS = ("images", "masks", "names")
+
+
+def support_inputs(name: str, variant: str = "") -> tuple[str, ...]:
+    """What the method reads of the supports at test time, among support ``images``, their pixel ``masks`` and the
+    class ``names`` (module ``SUPPORT_INPUTS``, ``VARIANT_SUPPORT_INPUTS`` for variants that differ; default:
+    images with masks). :mod:`fsslib.predict` asks the user for these and refuses a mode the method cannot read."""
+    module = method_module(name)
+    return getattr(module, "VARIANT_SUPPORT_INPUTS", {}).get(variant, getattr(module, "SUPPORT_INPUTS", ("images", "masks")))
 
 
 def shots_fixed_by_training(name: str, variant: str = "") -> bool:

@@ -1,7 +1,11 @@
 """The interface every few-shot segmenter implements, and how frozen pretrained models are held.
 
-``forward(batch) -> (B, 1 + N, H, W)`` logits for an N-way :class:`~fsslib.data.episodes.EpisodeBatch`
-(channel 0 = background, channel n = way n). Most methods are 1-way by design: they implement
+``forward(inputs) -> (B, 1 + N, H, W)`` logits for N-way :class:`~fsslib.data.episodes.EpisodeInputs`
+(channel 0 = background, channel n = way n): a model reads the supports with their annotation, the queries
+and the class names, never the query's ground truth, which stays with the
+:class:`~fsslib.data.episodes.EpisodeBatch` for :meth:`FewShotSegmenter.loss` and the meter (as nanoGPT's
+``forward(idx, targets=None)``). A model that reads image-level labels of the query (a comparison row, not
+a few-shot result) says so with ``reads_image_labels`` and is given them. Most methods are 1-way by design: they implement
 :meth:`FewShotSegmenter.segment` for binary episodes and inherit the N-way rule below; a
 natively N-way method overrides :meth:`FewShotSegmenter.forward` instead.
 
@@ -25,13 +29,9 @@ from typing import Any, Protocol
 import torch
 import torch.nn.functional as F
 
-from fsslib.data.episodes import IGNORE, EpisodeBatch, OneWayBatch
+from fsslib.data.episodes import IGNORE, EpisodeBatch, EpisodeInputs, OneWayBatch, OneWayInputs
 from fsslib.errors import EpisodeShapeError, FsslibError
 from fsslib.blocks.frozen import HoldsFrozen
-
-
-class OptionError(FsslibError, ValueError):
-    """A method option of the wrong type or value."""
 
 
 class MethodConfig(Protocol):
@@ -43,13 +43,15 @@ class MethodConfig(Protocol):
     shots: int
     benchmark: str
     coco_folds: str
+    extra_classes: list[str]
+    novel_classes: list[int]
     backbone: str
     backbone_weights: str | None
     options: dict[str, Any]
 
 
 class FewShotSegmenter(HoldsFrozen, metaclass=ABCMeta):
-    """An N-way K-shot segmenter: ``forward(batch) -> (B, 1 + N, H, W)`` logits at the input size.
+    """An N-way K-shot segmenter: ``forward(inputs) -> (B, 1 + N, H, W)`` logits at the input size.
 
     ``trainable = False`` marks training-free methods (the evaluator then needs no checkpoint).
     Subclasses with extra losses (e.g. auxiliary heads) override :meth:`loss`; those that count
@@ -58,6 +60,7 @@ class FewShotSegmenter(HoldsFrozen, metaclass=ABCMeta):
     """
 
     trainable: bool = True
+    reads_image_labels: bool = False  # True: reads the classes in the query's label (EpisodeInputs.query_classes)
 
     def reset_diagnostics(self) -> None:
         """Start counting afresh (the evaluator calls it before its first episode)."""
@@ -67,36 +70,40 @@ class FewShotSegmenter(HoldsFrozen, metaclass=ABCMeta):
         return {}
 
     @abstractmethod
-    def segment(self, batch: OneWayBatch) -> torch.Tensor:
+    def segment(self, inputs: OneWayInputs) -> torch.Tensor:
         """(B, 2, H, W) background / foreground logits of B binary episodes."""
 
-    def forward(self, batch: EpisodeBatch) -> torch.Tensor:
-        """(B, 1 + N, H, W) logits of an N-way batch by the one-vs-rest rule of the module docstring."""
-        logits = self.segment(batch.one_way())  # (B*N, 2, H, W)
-        if batch.ways == 1:
+    def forward(self, inputs: EpisodeInputs) -> torch.Tensor:
+        """(B, 1 + N, H, W) logits of N-way episodes by the one-vs-rest rule of the module docstring."""
+        logits = self.segment(model_inputs(self, inputs).one_way())  # (B*N, 2, H, W)
+        if inputs.ways == 1:
             return logits
-        log_odds = (logits[:, 1] - logits[:, 0]).unflatten(0, (len(batch), batch.ways))  # (B, N, H, W)
+        log_odds = (logits[:, 1] - logits[:, 0]).unflatten(0, (len(inputs), inputs.ways))  # (B, N, H, W)
         return torch.cat([torch.zeros_like(log_odds[:, :1]), log_odds], dim=1)  # (B, 1+N, H, W)
 
     def loss(self, batch: EpisodeBatch) -> torch.Tensor:
-        """Cross-entropy of the query prediction, ignoring label 255."""
-        return segmentation_loss(self(batch), batch.query_masks)
+        """Cross-entropy of the query prediction, ignoring label 255 (the batch's targets are read here only)."""
+        return segmentation_loss(self(batch.inputs(self.reads_image_labels)), batch.query_masks)
+
+
+def model_inputs(model: FewShotSegmenter, inputs: EpisodeInputs) -> EpisodeInputs:
+    """``inputs`` checked: an :class:`EpisodeInputs` (not a batch with targets), with image-level labels exactly
+    when the model asks for them."""
+    if not isinstance(inputs, EpisodeInputs):
+        raise FsslibError(f"{type(model).__name__} reads episode inputs, got {type(inputs).__name__}.",
+                          "pass batch.inputs() (the supports, queries and class names; the targets stay with the batch).")
+    if model.reads_image_labels and inputs.query_classes is None:
+        raise FsslibError(f"{type(model).__name__} reads the classes in each query's label (a comparison setting).",
+                          "pass batch.inputs(image_labels=True).")
+    return inputs
 
 
 def require_one_way(batch: EpisodeBatch) -> OneWayBatch:
-    """The binary view of a 1-way training batch (episodic training is 1-way)."""
+    """The binary view of a 1-way training batch with its targets (episodic training is 1-way)."""
     if batch.ways != 1:
         raise EpisodeShapeError(f"Training episodes must be 1-way, got {batch.ways}-way.",
                                 "train on 1-way episodes (the trainer's default); evaluate N-way with --ways N.")
     return batch.one_way()
-
-
-def require_flags(options: dict[str, Any], keys: tuple[str, ...], method: str) -> None:
-    """Raise a clear error unless each of ``options[key]`` is a bool (``bool("False")`` would be True)."""
-    wrong = {key: options[key] for key in keys if not isinstance(options[key], bool)}
-    if wrong:
-        raise OptionError(f"{method} options {sorted(wrong)} must be true or false, got {wrong}.",
-                          f"pass booleans, e.g. --options {next(iter(wrong))}=false (JSON) or options={{...: False}}.")
 
 
 def segmentation_loss(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:

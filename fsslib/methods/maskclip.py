@@ -4,9 +4,7 @@ Dense MaskCLIP features of the query (``fsslib.clip.dense.maskclip_features``) a
 compared with the prompt-ensembled text embeddings of *every* class of the benchmark plus a
 background vocabulary (MaskCLIP's open-vocabulary setting, no support image is used). A
 pixel is foreground when the episode's class wins the argmax over that vocabulary; the
-logits returned are ``[best other score, target score]``. Options: ``key_smoothing`` and
-``prompt_denoising`` thresholds (MaskCLIP uses 1.0 and 0.5), ``templates``
-("maskclip": the 85-template ensemble, or "single": "a photo of a {}.").
+logits returned are ``[best other score, target score]``. Options: :class:`MaskClipOptions`.
 """
 from __future__ import annotations
 
@@ -14,15 +12,30 @@ import torch
 import torch.nn.functional as F
 
 from fsslib.clip import MASKCLIP_BACKGROUND_NAMES, TEMPLATE_SETS, class_embeddings, load_clip, segment_with_text
-from fsslib.data.benchmarks import get_benchmark
-from fsslib.data.episodes import OneWayBatch
+from fsslib.data.benchmarks import benchmark_of, class_list
+from fsslib.data.episodes import OneWayInputs
+from dataclasses import dataclass
+
 from fsslib.errors import unknown
 from fsslib.methods.base import FewShotSegmenter, MethodConfig
+from fsslib.methods.options import ClipOptions, option
 
 SUPPORT_ANNOTATION = "class names"  # no support image: zero-shot
+SUPPORT_INPUTS = ("names",)
 
-DEFAULT_OPTIONS = {"clip": "toy-vit", "clip_pretrained": None, "clip_checkpoint": None, "templates": "maskclip",
-                   "key_smoothing": None, "prompt_denoising": None, "background_names": None}
+
+
+@dataclass(frozen=True)
+class MaskClipOptions(ClipOptions):
+    method = "maskclip"
+    templates: str = option("maskclip", "prompt templates: maskclip (the 85-template ensemble) or single "
+                            "('a photo of a {}.')", tuple(TEMPLATE_SETS))
+    key_smoothing: float | None = option(None, "MaskCLIP's key-smoothing threshold (MaskCLIP+: 1.0; None: off)")
+    prompt_denoising: float | None = option(None, "MaskCLIP's prompt-denoising threshold (MaskCLIP+: 0.5; None: off)")
+    background_names: tuple[str, ...] | None = option(None, "None: the benchmark's background vocabulary")
+
+
+OPTIONS = MaskClipOptions
 PRESETS = {
     "toy": dict(options={"clip": "toy-vit", "clip_pretrained": None}),
     "paper": dict(options={"clip": "ViT-B-16", "clip_pretrained": "openai"}),
@@ -51,7 +64,7 @@ class MaskClipSegmenter(FewShotSegmenter):
         """(V, D) ensembled embeddings of the vocabulary: all classes, then the background names."""
         return class_embeddings(self.bundle, self.vocabulary, self.templates)
 
-    def segment(self, batch: OneWayBatch) -> torch.Tensor:
+    def segment(self, batch: OneWayInputs) -> torch.Tensor:
         scores = segment_with_text(self.bundle, batch.query_images, self.text_embeddings(),
                                    prompt_denoising=self.prompt_denoising, key_smoothing=self.key_smoothing,
                                    temperature=self.bundle.logit_temperature)  # (B, V, h, w)
@@ -66,13 +79,13 @@ class MaskClipSegmenter(FewShotSegmenter):
 
 
 def build(cfg: MethodConfig) -> MaskClipSegmenter:
-    benchmark = get_benchmark(cfg.benchmark, cfg.coco_folds)
-    options = {**DEFAULT_OPTIONS, **cfg.options}
-    background = options["background_names"]
+    benchmark = benchmark_of(cfg)
+    options = MaskClipOptions.parse(cfg.options)
+    background = options.background_names
     return MaskClipSegmenter(
-        clip_name=options["clip"], clip_pretrained=options["clip_pretrained"],
-        class_names=[benchmark.prompt_name(c) for c in range(1, benchmark.n_classes + 1)],
+        clip_name=options.clip, clip_pretrained=options.clip_pretrained,
+        class_names=class_list(benchmark, cfg.extra_classes),
         background_names=list(MASKCLIP_BACKGROUND_NAMES.get(benchmark.name, ()) if background is None else background),
-        templates=options["templates"], key_smoothing=options["key_smoothing"],
-        prompt_denoising=options["prompt_denoising"], clip_checkpoint=options["clip_checkpoint"],
+        templates=options.templates, key_smoothing=options.key_smoothing,
+        prompt_denoising=options.prompt_denoising, clip_checkpoint=options.clip_checkpoint,
     )

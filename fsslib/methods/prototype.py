@@ -19,11 +19,23 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from fsslib.blocks import masked_average_pooling
-from fsslib.data.episodes import OneWayBatch
+from fsslib.data.episodes import OneWayInputs
+from dataclasses import dataclass
+
 from fsslib.methods.base import FewShotSegmenter, MethodConfig
+from fsslib.methods.options import MethodOptions, option
 from fsslib.models.backbones import MultiLevelBackbone, build_backbone
 
-DEFAULT_OPTIONS = {"feature_dim": 64, "freeze_backbone": False}
+
+
+@dataclass(frozen=True)
+class PrototypeOptions(MethodOptions):
+    method = "prototype"
+    feature_dim: int = option(64, "channels of the reduced mid-level features")
+    freeze_backbone: bool = option(False, "keep the pretrained backbone frozen (both presets: True, as PFENet)")
+
+
+OPTIONS = PrototypeOptions
 # Both tiers: the pretrained backbone, frozen (as PFENet); the toy epochs are read off the validation
 # learning curves (papermill_runs/results/prototype_toy_curves.png).
 PRESETS = {
@@ -56,7 +68,7 @@ class PrototypeNet(FewShotSegmenter):
         levels = self.backbone(images, last="layer3")
         return self.reduce(torch.cat([levels["layer2"], levels["layer3"]], dim=1))
 
-    def segment(self, batch: OneWayBatch) -> torch.Tensor:
+    def segment(self, batch: OneWayInputs) -> torch.Tensor:
         batch_size, shots = batch.support_images.shape[:2]
         query = self.features(batch.query_images)  # (B, D, h, w)
         support = self.features(batch.support_images.flatten(0, 1))  # (B*K, D, h, w)
@@ -71,5 +83,5 @@ class PrototypeNet(FewShotSegmenter):
 
 
 def build(cfg: MethodConfig) -> PrototypeNet:
-    options = {**DEFAULT_OPTIONS, **cfg.options}
-    return PrototypeNet(build_backbone(cfg.backbone, cfg.backbone_weights), options["feature_dim"], options["freeze_backbone"])
+    options = PrototypeOptions.parse(cfg.options)
+    return PrototypeNet(build_backbone(cfg.backbone, cfg.backbone_weights), options.feature_dim, options.freeze_backbone)

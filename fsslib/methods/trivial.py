@@ -3,10 +3,19 @@ from __future__ import annotations
 
 import torch
 
-from fsslib.data.episodes import OneWayBatch
+from fsslib.data.episodes import OneWayInputs
 from fsslib.methods.base import FewShotSegmenter, MethodConfig
+from fsslib.methods.options import NoOptions
 
 SUPPORT_ANNOTATION = "none"  # reads nothing of the support
+SUPPORT_INPUTS = ()
+
+
+class AllForegroundOptions(NoOptions):
+    method = "all-foreground"
+
+
+OPTIONS = AllForegroundOptions
 
 
 class AllForeground(FewShotSegmenter):
@@ -14,7 +23,7 @@ class AllForeground(FewShotSegmenter):
 
     trainable = False
 
-    def segment(self, batch: OneWayBatch) -> torch.Tensor:
+    def segment(self, batch: OneWayInputs) -> torch.Tensor:
         images = batch.query_images  # (B, 3, H, W)
         logits = torch.zeros(images.shape[0], 2, *images.shape[-2:], device=images.device)
         logits[:, 1] = 1.0

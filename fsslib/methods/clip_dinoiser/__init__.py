@@ -6,29 +6,49 @@ Its support-image version (Verriello 2024) is the method ``clip-dinoiser-support
 the heads are trained by ``python -m fsslib.pretrain toy-clip-dinoiser`` (toy tier) or loaded from the
 official release (``heads=PATH`` to ``checkpoints/last.pt`` of wysoczanska/clip_dinoiser).
 
-Options (``cfg.options``): ``clip`` / ``clip_pretrained`` / ``clip_checkpoint`` (toy: ``toy-vit``;
-paper: ``ViT-B-16`` with ``laion2b_s34b_b88k``, the official code's), ``heads`` (None = the shipped toy
-heads; a path), ``prompts`` (``"text"`` here), ``gamma`` (0.2), ``delta`` (0.99), ``pooling`` and
-``background_head`` (both on; off = the ablations), ``background_names`` (None: "empty scene" on the
-toy world, "background" on PASCAL and COCO, the class-0 name of CLIP-DINOiser's VOC setting),
-``adapter`` (False: training-free; True: the trained residual 1x1 adapter of ``segmenter``), ``window`` /
-``stride`` (None: the query in one window; paper: 448 / 224 sliding windows, :mod:`fsslib.blocks.sliding`),
-``templates`` (``"imagenet"``: CLIP's 80, the official code's; ``"single"``: one, 80x faster to encode on a CPU).
+Options: :class:`ClipDinoiserOptions` (toy: ``toy-vit``; paper: ``ViT-B-16`` with ``laion2b_s34b_b88k``, the
+official code's).
 """
 from __future__ import annotations
 
 from fsslib.clip import TEMPLATE_SETS, load_clip
-from fsslib.data.benchmarks import get_benchmark
-from fsslib.errors import CheckpointError, unknown
-from fsslib.methods.base import MethodConfig, require_flags
+from fsslib.data.benchmarks import benchmark_of, class_list
+from fsslib.errors import CheckpointError
+from dataclasses import dataclass
+
+from fsslib.methods.base import MethodConfig
+from fsslib.methods.options import ClipOptions, option
 from fsslib.methods.clip_dinoiser.model import DELTA, GAMMA, load_heads
 from fsslib.methods.clip_dinoiser.segmenter import PROMPTS, ClipDinoiserSegmenter
 
 SUPPORT_ANNOTATION = "class names"  # zero-shot: no support image is read
+SUPPORT_INPUTS = ("names",)
 BACKGROUND_NAMES = {"toy": ("empty scene",), "pascal": ("background",), "coco": ("background",)}
-DEFAULT_OPTIONS = {"clip": "toy-vit", "clip_pretrained": None, "clip_checkpoint": None, "heads": None,
-                   "prompts": "text", "gamma": GAMMA, "delta": DELTA, "pooling": True, "background_head": True,
-                   "background_names": None, "adapter": False, "window": None, "stride": None, "templates": "imagenet"}
+
+
+@dataclass(frozen=True)
+class ClipDinoiserOptions(ClipOptions):
+    method = "clip-dinoiser"
+    heads: str | None = option(None, "the trained heads: None (the shipped toy heads) or a path (the official "
+                               "checkpoints/last.pt for ViT-B-16)")
+    prompts: str = option("text", "what the class embeddings come from: text (class names), support (whole support "
+                          "images), masked_support (support images blanked outside the mask), text_support (both)",
+                          PROMPTS)
+    gamma: float | None = option(GAMMA, "correlations below gamma do not pool (None or 0: no threshold, as the official "
+                                 "`if self.gamma:`)")
+    delta: float = option(DELTA, "a pixel whose top class probability is below delta is uncertain")
+    pooling: bool = option(True, "the guided pooling (off: the ablation)")
+    background_head: bool = option(True, "the background head (off: the ablation)")
+    background_names: tuple[str, ...] | None = option(None, "None: 'empty scene' on the toy world, 'background' on "
+                                                      "PASCAL and COCO")
+    adapter: bool = option(False, "False: training-free; True: the trained residual 1x1 adapter")
+    window: int | None = option(None, "sliding-window size (None: the query in one window; paper: 448)")
+    stride: int | None = option(None, "sliding-window stride (paper: 224)")
+    templates: str = option("imagenet", "prompt templates: imagenet (CLIP's 80, the official code's) or single",
+                            tuple(TEMPLATE_SETS))
+
+
+OPTIONS = ClipDinoiserOptions
 PRESETS = {
     "toy": dict(options={"clip": "toy-vit", "clip_pretrained": None}),
     # the official evaluation: open_clip ViT-B/16 (LAION-2B), the query's short side to 448, sliding windows of 448,
@@ -41,37 +61,32 @@ VARIANTS = {
     "no_background_head": {"background_head": False},  # guided pooling only
 }
 
-__all__ = ["DEFAULT_OPTIONS", "PRESETS", "PROMPTS", "SUPPORT_ANNOTATION", "VARIANTS", "ClipDinoiserSegmenter",
+__all__ = ["ClipDinoiserOptions", "OPTIONS", "PRESETS", "PROMPTS", "SUPPORT_ANNOTATION", "VARIANTS", "ClipDinoiserSegmenter",
            "build", "build_segmenter"]
 
 
 def build(cfg: MethodConfig) -> ClipDinoiserSegmenter:
-    return build_segmenter(cfg, DEFAULT_OPTIONS)
+    return build_segmenter(cfg, ClipDinoiserOptions)
 
 
-def build_segmenter(cfg: MethodConfig, defaults: dict) -> ClipDinoiserSegmenter:
-    """The segmenter of ``cfg`` with the method's ``defaults`` under ``cfg.options``."""
-    options = {**defaults, **cfg.options}
-    require_flags(options, ("pooling", "background_head", "adapter"), cfg.method)
-    if options["templates"] not in TEMPLATE_SETS:
-        raise unknown(f"{cfg.method} template set", options["templates"], list(TEMPLATE_SETS))
-    benchmark = get_benchmark(cfg.benchmark, cfg.coco_folds)
-    background = options["background_names"]
+def build_segmenter(cfg: MethodConfig, kind: type[ClipDinoiserOptions]) -> ClipDinoiserSegmenter:
+    """The segmenter of ``cfg`` with the options ``kind`` (the text or the support-image method's)."""
+    options = kind.parse(cfg.options)
+    benchmark = benchmark_of(cfg)
+    background = options.background_names
     background = BACKGROUND_NAMES.get(benchmark.name, ("background",)) if background is None else background
-    bundle = load_clip(options["clip"], options["clip_pretrained"], options["clip_checkpoint"])
-    heads, feature_block, trained_on = load_heads(options["heads"])
+    bundle = load_clip(options.clip, options.clip_pretrained, options.clip_checkpoint)
+    heads, feature_block, trained_on = load_heads(options.heads)
     width = bundle.visual.transformer.width if bundle.kind == "vit" else None
-    if heads.correlation.proj.in_channels != width or trained_on not in (None, options["clip"]):
+    if heads.correlation.proj.in_channels != width or trained_on not in (None, options.clip):
         raise CheckpointError(
-            f"The CLIP-DINOiser heads ({options['heads'] or 'the shipped toy heads'}: {heads.correlation.proj.in_channels} "
-            f"input channels, trained on {trained_on or 'an unrecorded CLIP'}) do not fit {options['clip']} "
+            f"The CLIP-DINOiser heads ({options.heads or 'the shipped toy heads'}: {heads.correlation.proj.in_channels} "
+            f"input channels, trained on {trained_on or 'an unrecorded CLIP'}) do not fit {options.clip} "
             f"({width} channels).",
             "pass heads trained on this CLIP: --options heads=PATH (the official checkpoints/last.pt for ViT-B-16).")
     return ClipDinoiserSegmenter(
-        bundle, heads, feature_block, prompts=options["prompts"],
-        class_names=[benchmark.prompt_name(c) for c in range(1, benchmark.n_classes + 1)],
-        background_names=[background] if isinstance(background, str) else list(background),
-        templates=TEMPLATE_SETS[options["templates"]], gamma=None if options["gamma"] is None else float(options["gamma"]), delta=float(options["delta"]),
-        pooling=options["pooling"], background_head=options["background_head"], adapter=options["adapter"],
-        window=None if options["window"] is None else int(options["window"]),
-        stride=None if options["stride"] is None else int(options["stride"]))
+        bundle, heads, feature_block, prompts=options.prompts,
+        class_names=class_list(benchmark, cfg.extra_classes),
+        background_names=list(background), templates=TEMPLATE_SETS[options.templates], gamma=options.gamma,
+        delta=options.delta, pooling=options.pooling, background_head=options.background_head, adapter=options.adapter,
+        window=options.window, stride=options.stride)

@@ -36,9 +36,9 @@ from torch import nn
 
 from fsslib.blocks.sliding import check_window, slide
 from fsslib.clip import ClipBundle, class_embeddings, encode_image, maskclip_features, maskclip_features_and_tap
-from fsslib.data.episodes import IGNORE, EpisodeBatch, OneWayBatch
+from fsslib.data.episodes import IGNORE, EpisodeBatch, EpisodeInputs, OneWayInputs
 from fsslib.errors import unknown
-from fsslib.methods.base import FewShotSegmenter
+from fsslib.methods.base import FewShotSegmenter, model_inputs
 from fsslib.methods.clip_dinoiser.model import (DELTA, GAMMA, DinoiserHeads, apply_background, class_log_scores,
                                                 guided_pooling)
 
@@ -97,7 +97,7 @@ class ClipDinoiserSegmenter(FewShotSegmenter):
         embeddings = F.normalize(embeddings.float(), dim=-1).view(batch, ways, shots, -1).mean(dim=2)
         return F.normalize(embeddings, dim=-1)  # (B, N, D)
 
-    def vocabulary(self, batch: EpisodeBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    def vocabulary(self, batch: EpisodeInputs) -> tuple[torch.Tensor, torch.Tensor]:
         """Class embeddings (B, V, D), background name(s) first, and each way's index into them (B, N)."""
         background = self.text_embeddings(self.background_names)  # (nb, D)
         first = len(self.background_names)
@@ -144,10 +144,10 @@ class ClipDinoiserSegmenter(FewShotSegmenter):
         scores = self.log_scores(images, vocabulary).exp()  # (B, 1 + V', h, w)
         return F.interpolate(scores, size=images.shape[-2:], mode="bilinear", align_corners=False)
 
-    def forward(self, batch: EpisodeBatch) -> torch.Tensor:
+    def forward(self, batch: EpisodeInputs) -> torch.Tensor:
         """Logits (B, 1 + N, H, W): the log of the probabilities of one window, or with ``window`` set their
         average over sliding windows (:func:`fsslib.blocks.sliding.slide`, the official evaluation's)."""
-        vocabulary, way_index = self.vocabulary(batch)  # (B, V, D), (B, N)
+        vocabulary, way_index = self.vocabulary(model_inputs(self, batch))  # (B, V, D), (B, N)
         if self.window is None:
             scores = self.scores(batch.query_images, vocabulary)
         else:
@@ -157,7 +157,7 @@ class ClipDinoiserSegmenter(FewShotSegmenter):
     def loss(self, batch: EpisodeBatch) -> torch.Tensor:
         """Cross-entropy with each class present weighted by the inverse of its pixel count (mean weight 1),
         on the log-scores upsampled as they are (finite gradients everywhere)."""
-        vocabulary, way_index = self.vocabulary(batch)
+        vocabulary, way_index = self.vocabulary(batch.inputs())
         log_scores = self.log_scores(batch.query_images, vocabulary)
         log_scores = F.interpolate(log_scores, size=batch.query_images.shape[-2:], mode="bilinear", align_corners=False)
         logits = self.way_logits(log_scores, way_index)  # (B, 1 + N, H, W)
@@ -168,10 +168,7 @@ class ClipDinoiserSegmenter(FewShotSegmenter):
         weights = weights * present.sum() / weights.sum()
         return F.cross_entropy(logits.float(), masks, weight=weights.to(logits.device), ignore_index=IGNORE)
 
-    def segment(self, batch: OneWayBatch) -> torch.Tensor:
+    def segment(self, batch: OneWayInputs) -> torch.Tensor:
         """(B, 2, H, W) logits of binary episodes (the same computation with N = 1)."""
-        episodes = EpisodeBatch(support_images=batch.support_images[:, None], support_masks=batch.support_masks[:, None],
-                                query_images=batch.query_images, query_masks=batch.query_masks,
-                                query_labels=list(batch.query_masks), class_ids=batch.class_ids[:, None],
-                                class_names=[[name] for name in batch.class_names])
-        return self.forward(episodes)
+        return self.forward(EpisodeInputs(batch.support_images[:, None], batch.support_masks[:, None], batch.query_images,
+                                          batch.class_ids[:, None], [[name] for name in batch.class_names]))

@@ -12,15 +12,27 @@ Options: those of ``clip-dinoiser`` (:mod:`fsslib.methods.clip_dinoiser`) with `
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from fsslib.methods.base import MethodConfig
-from fsslib.methods.clip_dinoiser import DEFAULT_OPTIONS as TEXT_OPTIONS
 from fsslib.methods.clip_dinoiser import PRESETS as TEXT_PRESETS
-from fsslib.methods.clip_dinoiser import build_segmenter
+from fsslib.methods.clip_dinoiser import ClipDinoiserOptions, build_segmenter
+from fsslib.methods.options import redefault
 from fsslib.methods.clip_dinoiser.segmenter import ClipDinoiserSegmenter
 
 SUPPORT_ANNOTATION = "images (no masks)"
 VARIANT_ANNOTATIONS = {"masked_support": "images + pixel masks", "text_support": "images + class names"}
-DEFAULT_OPTIONS = {**TEXT_OPTIONS, "prompts": "support"}
+SUPPORT_INPUTS = ("images",)
+VARIANT_SUPPORT_INPUTS = {"masked_support": ("images", "masks"), "text_support": ("images", "names")}
+
+
+@dataclass(frozen=True)
+class SupportOptions(ClipDinoiserOptions):
+    method = "clip-dinoiser-support"
+    prompts: str = redefault(ClipDinoiserOptions, "prompts", "support")
+
+
+OPTIONS = SupportOptions
 # the paper's training settings (Sec. 4.2), used by the trained variant only: AdamW 1e-4, x0.1 every 10 epochs,
 # batch 4, 50 epochs (the other variants are training-free)
 TRAINING = dict(optimizer="adamw", lr=1e-4, weight_decay=0.01, lr_step_epochs=10, lr_step_gamma=0.1, batch_size=4,
@@ -34,9 +46,9 @@ VARIANTS = {
     "no_background_head": {"background_head": False},
 }
 
-__all__ = ["DEFAULT_OPTIONS", "PRESETS", "SUPPORT_ANNOTATION", "VARIANTS", "VARIANT_ANNOTATIONS", "build"]
+__all__ = ["OPTIONS", "PRESETS", "SupportOptions", "SUPPORT_ANNOTATION", "VARIANTS", "VARIANT_ANNOTATIONS", "build"]
 
 
 def build(cfg: MethodConfig) -> ClipDinoiserSegmenter:
     """The segmenter of ``clip-dinoiser`` with support-image prompts (unless an option says otherwise)."""
-    return build_segmenter(cfg, DEFAULT_OPTIONS)
+    return build_segmenter(cfg, SupportOptions)

@@ -1,4 +1,4 @@
-"""LFSS (Wang et al., ICASSP 2023), language-guided FSS: ``build(cfg)``, ``DEFAULT_OPTIONS``, ``PRESETS``, ``VARIANTS``.
+"""LFSS (Wang et al., ICASSP 2023), language-guided FSS: ``build(cfg)``, ``OPTIONS``, ``PRESETS``, ``VARIANTS``.
 
 No official code exists; :mod:`fsslib.methods.lfss.model` is the reference implementation
 (its docstring lists the equations and every choice made where the paper is silent), built from
@@ -8,27 +8,7 @@ No official code exists; :mod:`fsslib.methods.lfss.model` is the reference imple
 * :mod:`~fsslib.methods.lfss.ccm` -- complementary correlation matching (Eqs. 13-17);
 * :mod:`~fsslib.methods.lfss.quality` -- pseudo-mask mIoU, initial vs refined (Table 3).
 
-Options (``cfg.options``, defaults = the paper's full model):
-
-* ``clip`` / ``clip_pretrained`` / ``clip_checkpoint``: the frozen CLIP ResNet of the mask
-  generator (paper: ``RN50`` with OpenAI weights; toy: ``toy-rn``).
-* ``pseudo_mask``: how MaskCLIP's cosines become a mask -- ``"vocabulary"`` (the class wins the
-  argmax over every class name and the background names), ``"softmax"`` (class against the
-  background names, probability above ``pseudo_threshold``), ``"threshold"`` (min-max
-  normalised class cosine at least ``pseudo_threshold``); ``pseudo_threshold`` (0.5);
-  ``background_names`` (None: the benchmark's, as the ``maskclip`` method: MaskCLIP's five
-  for PASCAL, "empty scene" for the toy world, none for COCO).
-* ``alpha`` (Eq. 3, 0.5), ``beta`` (Eq. 20, 0.5), ``grid`` (``n`` of Eqs. 7-8, 3),
-  ``refiner_level`` (the frozen level the refiner compares: ``"layer3"``, as SSP; or ``"layer2"``,
-  ``"layer4"``), ``refiner_attention`` (Eq. 4's scores: ``"dot"`` as printed, or ``"ssp_cosine"``).
-* ``dps`` / ``refine`` / ``ccm``: the components of Table 4 (all on); ``support_masks``:
-  ``"pseudo"`` (the paper) or ``"ground_truth"`` (beyond the paper: the supports' ground truth
-  replaces their pseudo masks; a comparison row, not a language-guided result); ``query_mask``:
-  ``"pseudo"`` (the paper) or ``"whole_image"`` (a control beyond the paper: the query's pseudo
-  mask is withheld, the whole query stands in for it).
-* ``feature_dim`` (256 paper, 64 toy) and ``dropout`` (0.5) of the learnable 1x1 reduction.
-* ``templates``: the prompt templates of the class embeddings, ``"maskclip"`` (MaskCLIP's 85, the
-  paper's generator) or ``"single"`` (one; encodes 85x faster on a CPU).
+Options: :class:`LfssOptions` (defaults = the paper's full model).
 
 ``VARIANTS``: Table 4's rows (``baseline``, ``dps``, ``dps_refine``, ``dps_refine_ccm`` = the
 default), Table 5's settings (``grid1``, ``grid5``: n; ``alpha0.1``, ``alpha0.3``: alpha; the
@@ -39,22 +19,53 @@ ResNet CLIP as the mask generator; at the paper tier pass ``--options clip=ViT-B
 from __future__ import annotations
 
 from fsslib.clip import MASKCLIP_BACKGROUND_NAMES, TEMPLATE_SETS, load_clip
-from fsslib.data.benchmarks import get_benchmark
-from fsslib.errors import unknown
+from fsslib.data.benchmarks import benchmark_of, class_list
+from dataclasses import dataclass
+
 from fsslib.methods.base import MethodConfig
-from fsslib.methods.lfss.model import LFSS
+from fsslib.methods.lfss.model import LFSS, REFINER_LEVELS
 from fsslib.methods.lfss.quality import pseudo_mask_quality
-from fsslib.methods.lfss.vlmd import LfssOptionError, PseudoMaskGenerator
+from fsslib.methods.lfss.vlmd import BACKGROUND_ATTENTIONS, PSEUDO_MASK_RULES, LfssOptionError, PseudoMaskGenerator
+from fsslib.methods.options import ClipOptions, option, redefault
 from fsslib.models.backbones import build_backbone
 
-DEFAULT_OPTIONS = {
-    "feature_dim": 256, "dropout": 0.5, "clip": "RN50", "clip_pretrained": "openai", "clip_checkpoint": None,
-    "pseudo_mask": "vocabulary", "pseudo_threshold": 0.5, "background_names": None,
-    "alpha": 0.5, "beta": 0.5, "grid": 3, "refiner_level": "layer3", "refiner_attention": "dot",
-    "dps": True, "refine": True, "ccm": True, "support_masks": "pseudo", "query_mask": "pseudo", "templates": "maskclip",
-}
+
+
+@dataclass(frozen=True)
+class LfssOptions(ClipOptions):
+    method = "lfss"
+    clip: str = redefault(ClipOptions, "clip", "RN50")
+    clip_pretrained: str | None = redefault(ClipOptions, "clip_pretrained", "openai")
+    feature_dim: int = option(256, "channels of the learnable 1x1 reduction (256 paper, 64 toy)")
+    dropout: float = option(0.5, "dropout of the reduction")
+    pseudo_mask: str = option("vocabulary", "how MaskCLIP's cosines become a mask: vocabulary (the class wins the argmax "
+                              "over every class and background name), softmax (against the background names, above "
+                              "pseudo_threshold), threshold (min-max normalised cosine at least pseudo_threshold)",
+                              PSEUDO_MASK_RULES)
+    pseudo_threshold: float = option(0.5, "the threshold of the softmax and threshold rules")
+    background_names: tuple[str, ...] | None = option(None, "None: the benchmark's (MaskCLIP's five for PASCAL, "
+                                                      "'empty scene' for the toy world, none for COCO)")
+    alpha: float = option(0.5, "Eq. 3's balance of the refined pseudo mask")
+    beta: float = option(0.5, "Eq. 20's balance of the support and query losses")
+    grid: int = option(3, "n of Eqs. 7-8, the seed-move grid")
+    refiner_level: str = option("layer3", "the frozen level the refiner compares (layer3, as SSP)", REFINER_LEVELS)
+    refiner_attention: str = option("dot", "Eq. 4's scores: dot as printed, or ssp_cosine", BACKGROUND_ATTENTIONS)
+    dps: bool = option(True, "distributed prototype supervision (Table 4)")
+    refine: bool = option(True, "the self-supported refiner (Table 4)")
+    ccm: bool = option(True, "complementary correlation matching (Table 4)")
+    support_masks: str = option("pseudo", "pseudo (the paper) or ground_truth (beyond the paper: a comparison row)",
+                                ("pseudo", "ground_truth"))
+    query_mask: str = option("pseudo", "pseudo (the paper) or whole_image (a control: the query's pseudo mask withheld)",
+                             ("pseudo", "whole_image"))
+    templates: str = option("maskclip", "prompt templates: maskclip (MaskCLIP's 85) or single (85x faster on a CPU)",
+                            tuple(TEMPLATE_SETS))
+
+
+OPTIONS = LfssOptions
 SUPPORT_ANNOTATION = "class names"  # images and class names, no masks
 VARIANT_ANNOTATIONS = {"ground_truth_support": "class names + pixel masks"}
+SUPPORT_INPUTS = ("images", "names")  # pseudo masks from the names replace the supports' masks
+VARIANT_SUPPORT_INPUTS = {"ground_truth_support": ("images", "masks", "names")}
 PRESETS = {
     # Read off the validation curves (papermill_runs/results/): lr 1e-3, the toy tier's default, still gained 1.4-1.7
     # points in the last quarter of 60 epochs, hence lr 3e-3; at 3e-3, 30 and 60 epochs are 2-6 points short of 120
@@ -85,24 +96,21 @@ VARIANTS = {
     "pfenet_augment": {"augment": "pfenet", "resize": "pad"},  # control: PFENet's augmentation and padding (fsslib before issue 28)
 }
 
-__all__ = ["DEFAULT_OPTIONS", "LFSS", "LfssOptionError", "PRESETS", "PseudoMaskGenerator", "SUPPORT_ANNOTATION", "VARIANTS",
+__all__ = ["OPTIONS", "LFSS", "LfssOptions", "LfssOptionError", "PRESETS", "PseudoMaskGenerator", "SUPPORT_ANNOTATION", "VARIANTS",
            "VARIANT_ANNOTATIONS", "build", "pseudo_mask_quality"]
 
 
 def build(cfg: MethodConfig) -> LFSS:
-    options = {**DEFAULT_OPTIONS, **cfg.options}
-    benchmark = get_benchmark(cfg.benchmark, cfg.coco_folds)
-    background = options["background_names"]
-    if options["templates"] not in TEMPLATE_SETS:
-        raise unknown("LFSS template set", options["templates"], list(TEMPLATE_SETS))
-    templates = TEMPLATE_SETS[options["templates"]]
+    options = LfssOptions.parse(cfg.options)
+    benchmark = benchmark_of(cfg)
+    background = options.background_names
     generator = PseudoMaskGenerator(
-        load_clip(options["clip"], options["clip_pretrained"], options["clip_checkpoint"]),
-        class_names=[benchmark.prompt_name(c) for c in range(1, benchmark.n_classes + 1)],
+        load_clip(options.clip, options.clip_pretrained, options.clip_checkpoint),
+        class_names=class_list(benchmark, cfg.extra_classes),
         background_names=list(MASKCLIP_BACKGROUND_NAMES.get(benchmark.name, ()) if background is None else background),
-        rule=options["pseudo_mask"], threshold=float(options["pseudo_threshold"]), templates=templates)
-    return LFSS(build_backbone(cfg.backbone, cfg.backbone_weights), generator, feature_dim=int(options["feature_dim"]),
-                dropout=float(options["dropout"]), alpha=float(options["alpha"]), beta=float(options["beta"]),
-                grid=int(options["grid"]), dps=bool(options["dps"]), refine=bool(options["refine"]),
-                ccm=bool(options["ccm"]), support_masks=options["support_masks"], refiner_level=options["refiner_level"],
-                refiner_attention=options["refiner_attention"], query_mask=options["query_mask"])
+        rule=options.pseudo_mask, threshold=options.pseudo_threshold, templates=TEMPLATE_SETS[options.templates])
+    return LFSS(build_backbone(cfg.backbone, cfg.backbone_weights), generator, feature_dim=options.feature_dim,
+                dropout=options.dropout, alpha=options.alpha, beta=options.beta, grid=options.grid, dps=options.dps,
+                refine=options.refine, ccm=options.ccm, support_masks=options.support_masks,
+                refiner_level=options.refiner_level, refiner_attention=options.refiner_attention,
+                query_mask=options.query_mask)

@@ -77,7 +77,7 @@ import torch.nn.functional as F
 
 from fsslib.blocks import ASPPDecoder, kaiming_init
 from fsslib.blocks.masks import foreground_weights, masked_average_pooling
-from fsslib.data.episodes import EpisodeBatch, OneWayBatch
+from fsslib.data.episodes import EpisodeBatch, OneWayInputs
 from fsslib.errors import unknown
 from fsslib.methods.base import FewShotSegmenter, require_one_way, segmentation_loss
 from fsslib.methods.lfss.ccm import correlation_maps, focused_prototype
@@ -154,7 +154,7 @@ class LFSS(FewShotSegmenter):
         return {f"empty_{kind}_pseudo_masks": int(self.empty_masks[kind]) for kind in ("query", "support")} | {
             f"{kind}_images": self.masked_images[kind] for kind in ("query", "support")}
 
-    def pseudo_masks_of(self, batch: OneWayBatch, levels: dict[str, torch.Tensor]) -> PseudoMasks:
+    def pseudo_masks_of(self, batch: OneWayInputs, levels: dict[str, torch.Tensor]) -> PseudoMasks:
         """VLMD on B episodes: initial MaskCLIP masks and refined masks (Eqs. 2-5) on the feature grid.
 
         ``levels`` are the frozen backbone levels of ``cat(query images, support images)``
@@ -191,14 +191,14 @@ class LFSS(FewShotSegmenter):
         return PseudoMasks(initial_query=initial_query, initial_support=initial_support, query=query_masks,
                            support=support_masks)
 
-    def frozen_levels(self, batch: OneWayBatch) -> dict[str, torch.Tensor]:
+    def frozen_levels(self, batch: OneWayInputs) -> dict[str, torch.Tensor]:
         """Frozen backbone levels (B*(1+K), C, h, w) of the queries, then the supports, up to what the model reads."""
         images = torch.cat([batch.query_images, batch.support_images.flatten(0, 1)])  # (B*(1+K), 3, H, W)
         last = max(("layer3", self.refiner_level), key=LEVELS.index) if self.refine else "layer3"
         with torch.no_grad():
             return self.backbone(images, last=last)
 
-    def encode(self, batch: OneWayBatch) -> EpisodeFeatures:
+    def encode(self, batch: OneWayInputs) -> EpisodeFeatures:
         """Frozen features and pseudo masks of the query and supports, refined (Eqs. 2-5); learnable features."""
         batch_size = batch.query_images.shape[0]
         levels = self.frozen_levels(batch)
@@ -230,7 +230,7 @@ class LFSS(FewShotSegmenter):
         correlation = correlation_maps(focused, query, query_masks, full_image=self.ccm)  # (B, 1 or 2, h, w)
         return self.decoder(torch.cat([query, association, correlation], dim=1))  # Eq. 18-19
 
-    def circle(self, batch: OneWayBatch, support_pass: bool = True) -> tuple[torch.Tensor | None, torch.Tensor]:
+    def circle(self, batch: OneWayInputs, support_pass: bool = True) -> tuple[torch.Tensor | None, torch.Tensor]:
         """Circle inference (Sec. 3.6): (support logits (B*K, 2, h, w) or None, query logits (B, 2, h, w)).
 
         Pass 1 segments every support as a query, with the query and its pseudo mask as its
@@ -250,13 +250,13 @@ class LFSS(FewShotSegmenter):
             support_masks = (support_logits.argmax(dim=1) == 1).view(batch_size, shots, *support_logits.shape[-2:])
         return support_logits, self.predict(features.query, features.query_masks, features.support, support_masks)
 
-    def segment(self, batch: OneWayBatch) -> torch.Tensor:
+    def segment(self, batch: OneWayInputs) -> torch.Tensor:
         _, logits = self.circle(batch, support_pass=False)
         return F.interpolate(logits, size=batch.query_images.shape[-2:], mode="bilinear", align_corners=True)
 
     def loss(self, batch: EpisodeBatch) -> torch.Tensor:
         """Eq. 20: beta * CE(support predictions, support GT) + (1 - beta) * CE(query prediction, query GT)."""
         one_way = require_one_way(batch)
-        support_logits, query_logits = self.circle(one_way)
+        support_logits, query_logits = self.circle(one_way.inputs())
         support_loss = segmentation_loss(support_logits, one_way.support_masks.flatten(0, 1))
         return self.beta * support_loss + (1 - self.beta) * segmentation_loss(query_logits, one_way.query_masks)

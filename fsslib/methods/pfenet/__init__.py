@@ -1,8 +1,6 @@
 """PFENet (Tian et al., TPAMI 2020) as an fsslib method: ``build(cfg)``, ``PRESETS``.
 
-Options (``cfg.options``): ``feature_dim`` (256 paper, 64 toy), ``dropout`` of the feature
-reductions (0.5, as PFENet), ``prior``: ``"masked_support"`` (PFENet's prior) or ``"none"`` (a zero
-prior: variant ``no_prior``, PFENet's ablation without the prior mask). The backbone is always frozen. Training settings come from
+Options: :class:`PFENetOptions`. The backbone is always frozen. Training settings come from
 the tier presets: the paper tier is PFENet's PASCAL recipe (SGD lr 0.0025, momentum 0.9,
 weight decay 1e-4, poly 0.9, batch 4, 200 epochs, 473 x 473, ImageNet ResNet-50 dilated).
 The toy budget (``TOY_TRAINING``, shared by the methods built on PFENet: PI-CLIP, QGNet) is read off
@@ -15,13 +13,24 @@ preset trains 80 epochs (``piclip_toy`` shows each fold's curve).
 from __future__ import annotations
 
 from fsslib.blocks.priors import MaskedSupportPrior, NoPrior
-from fsslib.errors import unknown
+from dataclasses import dataclass
+
 from fsslib.methods.base import MethodConfig
+from fsslib.methods.options import DecoderOptions, option
 from fsslib.methods.pfenet.model import PFENet
 from fsslib.models.backbones import build_backbone
 
-DEFAULT_OPTIONS = {"feature_dim": 256, "dropout": 0.5, "prior": "masked_support"}
 PRIOR_SOURCES = {"masked_support": MaskedSupportPrior, "none": NoPrior}
+
+
+@dataclass(frozen=True)
+class PFENetOptions(DecoderOptions):
+    method = "pfenet"
+    prior: str = option("masked_support", "the prior mask: PFENet's (masked_support) or a zero prior (none, the ablation "
+                        "without it)", tuple(PRIOR_SOURCES))
+
+
+OPTIONS = PFENetOptions
 VARIANTS = {"no_prior": {"prior": "none"}}
 TOY_TRAINING = dict(epochs=80, lr=3e-3, episodes_per_epoch=480, val_episodes=300, batch_size=8)
 PRESETS = {
@@ -29,12 +38,10 @@ PRESETS = {
     "paper": dict(options={"feature_dim": 256, "dropout": 0.5}),
 }
 
-__all__ = ["DEFAULT_OPTIONS", "PFENet", "PRESETS", "TOY_TRAINING", "VARIANTS", "build"]
+__all__ = ["OPTIONS", "PFENet", "PFENetOptions", "PRESETS", "TOY_TRAINING", "VARIANTS", "build"]
 
 
 def build(cfg: MethodConfig) -> PFENet:
-    options = {**DEFAULT_OPTIONS, **cfg.options}
-    if options["prior"] not in PRIOR_SOURCES:
-        raise unknown("PFENet prior", options["prior"], list(PRIOR_SOURCES))
-    return PFENet(build_backbone(cfg.backbone, cfg.backbone_weights), PRIOR_SOURCES[options["prior"]](),
-                  feature_dim=int(options["feature_dim"]), dropout=float(options["dropout"]))
+    options = PFENetOptions.parse(cfg.options)
+    return PFENet(build_backbone(cfg.backbone, cfg.backbone_weights), PRIOR_SOURCES[options.prior](),
+                  feature_dim=options.feature_dim, dropout=options.dropout)

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from fsslib.blocks import FeatureEnrichmentModule, kaiming_init, masked_average_pooling
 from fsslib.blocks.priors import MaskedSupportPrior, PriorSource
-from fsslib.data.episodes import EpisodeBatch, OneWayBatch
+from fsslib.data.episodes import EpisodeBatch, OneWayInputs
 from fsslib.methods.base import FewShotSegmenter, require_one_way, segmentation_loss
 from fsslib.models.backbones import MultiLevelBackbone
 
@@ -50,22 +50,27 @@ class PFENet(FewShotSegmenter):
         self.down_support = _reduction(mid_channels, feature_dim, dropout)
         self.decoder = FeatureEnrichmentModule(feature_dim, self.prior.channels)
 
+    @property
+    def reads_image_labels(self) -> bool:
+        """Whether the prior source reads the classes in the query's label (PI-CLIP's official VTP prompts)."""
+        return getattr(self.prior, "reads_image_labels", False)
+
     @torch.no_grad()
     def backbone_levels(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """Frozen layer1..layer3 features of (N, 3, H, W) images."""
         return self.backbone(images, last="layer3")
 
-    def episode_levels(self, batch: OneWayBatch) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    def episode_levels(self, batch: OneWayInputs) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """The frozen backbone's levels of the queries (B, C, h, w) and of the supports (B*K, C, h, w)."""
         return self.backbone_levels(batch.query_images), self.backbone_levels(batch.support_images.flatten(0, 1))
 
     @torch.no_grad()
-    def prior_maps(self, batch: OneWayBatch) -> torch.Tensor:
+    def prior_maps(self, batch: OneWayInputs) -> torch.Tensor:
         """The prior source's maps (B, P, h, w) in [0, 1] at feature size, as :meth:`predict` feeds them to FEM
         (e.g. QGNet's guided and prior region maps)."""
         return self.prior(batch, *self.episode_levels(batch), self.backbone)
 
-    def predict(self, batch: OneWayBatch) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def predict(self, batch: OneWayInputs) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Final logits (B, 2, h, w) at feature size and the auxiliary logits of every FEM scale."""
         batch_size, shots = batch.support_images.shape[:2]
         query_levels, support_levels = self.episode_levels(batch)
@@ -76,14 +81,14 @@ class PFENet(FewShotSegmenter):
         prior = self.prior(batch, query_levels, support_levels, self.backbone)  # (B, P, h, w)
         return self.decoder(query, prototype, prior)
 
-    def segment(self, batch: OneWayBatch) -> torch.Tensor:
+    def segment(self, batch: OneWayInputs) -> torch.Tensor:
         logits, _ = self.predict(batch)
         return F.interpolate(logits, size=batch.query_images.shape[-2:], mode="bilinear", align_corners=True)
 
     def loss(self, batch: EpisodeBatch) -> torch.Tensor:
         """CE of the final prediction + mean CE of the per-scale auxiliary predictions (PFENet Sec. 3.4)."""
         one_way = require_one_way(batch)
-        logits, auxiliary = self.predict(one_way)
+        logits, auxiliary = self.predict(one_way.inputs(self.reads_image_labels))
         main = segmentation_loss(logits, one_way.query_masks)
         aux = torch.stack([segmentation_loss(a, one_way.query_masks) for a in auxiliary]).mean()
         return main + aux

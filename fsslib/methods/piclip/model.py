@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from fsslib.blocks.masks import resize_masks
 from fsslib.blocks.priors import PriorSource
 from fsslib.clip import PICLIP_NON_TARGET_TEMPLATE, PICLIP_TARGET_TEMPLATE, ClipBundle, block_taps, prompt_embeddings
-from fsslib.data.episodes import OneWayBatch
+from fsslib.data.episodes import OneWayInputs
 from fsslib.errors import unknown
 from fsslib.methods.piclip.priors import (
     BOX_THRESHOLD,
@@ -126,7 +126,7 @@ class ClipPriors(PriorSource):
         mean = torch.tensor(self.bundle.mean, device=images.device).view(1, 3, 1, 1)
         return images * keep + mean * (1 - keep)
 
-    def clip_priors(self, batch: OneWayBatch, present_indices: Sequence[Sequence[int]] | None = None
+    def clip_priors(self, batch: OneWayInputs, present_indices: Sequence[Sequence[int]] | None = None
                     ) -> dict[str, torch.Tensor]:
         """Every CLIP prior of the batch at the CLIP token grid (h, w), all in [0, 1]:
 
@@ -164,7 +164,12 @@ class ClipPriors(PriorSource):
                 priors["vvp_refined"] = torch.stack(refined, dim=1).view_as(vvp)
         return priors
 
-    def forward(self, batch: OneWayBatch, query_levels: dict[str, torch.Tensor],
+    @property
+    def reads_image_labels(self) -> bool:
+        """Whether the VTP prompts every class in the query's label (the official code's), read from the inputs."""
+        return self.vtp_prompts == "present_classes"
+
+    def forward(self, batch: OneWayInputs, query_levels: dict[str, torch.Tensor],
                 support_levels: dict[str, torch.Tensor], backbone: MultiLevelBackbone) -> torch.Tensor:
         """[VVP (n_blocks * K channels), VTP] in place of PFENet's prior, at the FEM size (B, P, h, w)."""
         if batch.support_images.shape[1] != self.shots:
@@ -174,7 +179,7 @@ class ClipPriors(PriorSource):
                 f"build the model with make_config(..., shots={batch.support_images.shape[1]}) or feed {self.shots}-shot episodes.",
             )
         present = None
-        if self.vtp_prompts == "present_classes":  # the official code's VTP: reads the query's image-level labels
+        if self.reads_image_labels:  # the official code's VTP: reads the query's image-level labels
             present = [[c - 1 for c in classes] for classes in batch.query_classes]
         priors = self.clip_priors(batch, present)
         channels = []

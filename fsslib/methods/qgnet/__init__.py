@@ -1,24 +1,12 @@
 """QGNet (Liu et al., "Few-Shot Segmentation with Global and Local Contrastive Learning") on PFENet:
-``build(cfg)``, ``DEFAULT_OPTIONS``, ``PRESETS``, ``VARIANTS``.
+``build(cfg)``, ``OPTIONS``, ``PRESETS``, ``VARIANTS``.
 
 :mod:`~fsslib.methods.qgnet.model` holds the equations (prior region map, Eqs. 8-12) and the
 choices made; the prior extractor is pretrained by :mod:`fsslib.pretrain.qgnet_prior`
 (global + local contrastive learning, Eqs. 1-7), the part the official release lacks.
 
-Options (``cfg.options``):
-
-* ``prior_extractor``: the frozen prior extractor's weights -- ``None`` (the toy tier's shipped
-  checkpoint ``toy_prior``, made by ``python -m fsslib.pretrain toy-qgnet-prior``), a
-  local file (paper tier: a MoCo-format ResNet-50 checkpoint, its ``moco_encoder``; toy tier: a
-  checkpoint written by ``toy-qgnet-prior``), or ``"random"`` (shape checks only);
-* ``toy_prior``: which shipped toy checkpoint ``None`` means (:data:`TOY_PRIORS`, each with the
-  pretraining flags that make it) -- ``"slic"`` (global + local losses, SLIC patches, 3000 steps:
-  the paper's choice), ``"felzenszwalb"`` (Table V), ``"slic_6000"`` / ``"felzenszwalb_6000"``
-  (Table V's longer pretraining), ``"global_only"`` / ``"local_only"`` (Table VI);
-* ``moco_encoder``: ``"encoder_k"`` (the official code's) or ``"encoder_q"``;
-* ``projection``: ``"none"`` (Eqs. 9-12, the default) or ``"official"`` (the code's learned 3x3
-  convolutions before the cosine);
-* PFENet's ``feature_dim`` and ``dropout``.
+Options: :class:`QGNetOptions`; the shipped toy prior extractors are :data:`TOY_PRIORS`, each with
+the pretraining flags that make it.
 
 ``VARIANTS``: ``official_projection``, one per toy prior extractor of Tables V-VI but the
 default, and ``untrained_prior`` (``prior_extractor="random"``): Table VI's row without either
@@ -27,8 +15,11 @@ that was never trained. A QGNet without the prior region map is PFENet itself (`
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from fsslib.errors import CheckpointError, unknown
 from fsslib.methods.base import MethodConfig
+from fsslib.methods.options import DecoderOptions, option
 from fsslib.methods.pfenet import TOY_TRAINING, PFENet
 from fsslib.methods.qgnet.model import PROJECTIONS, QgnetOptionError, RegionMaps, prior_region_map, region_map_statistics
 from fsslib.models.backbones import MultiLevelBackbone, ToyResNet, build_backbone, load_moco_resnet50, load_toy_resnet
@@ -42,8 +33,24 @@ TOY_PRIORS = {  # shipped toy prior extractor -> the `python -m fsslib.pretrain 
     "global_only": "--losses global",
     "local_only": "--losses local",
 }
-DEFAULT_OPTIONS = {"prior_extractor": None, "toy_prior": "slic", "moco_encoder": "encoder_k", "projection": "none",
-                   "feature_dim": 256, "dropout": 0.5}
+
+
+@dataclass(frozen=True)
+class QGNetOptions(DecoderOptions):
+    method = "qgnet"
+    prior_extractor: str | None = option(
+        None, "the frozen prior extractor's weights: None (the shipped toy checkpoint toy_prior), a local file (paper "
+        "tier: a MoCo-format ResNet-50 checkpoint; toy tier: one written by toy-qgnet-prior) or random (shape checks)")
+    toy_prior: str = option("slic", "which shipped toy prior extractor None means: slic (the paper's choice), "
+                            "felzenszwalb (Table V), the longer pretraining (Table V), global_only / local_only (Table VI)",
+                            tuple(TOY_PRIORS))
+    moco_encoder: str = option("encoder_k", "which encoder of a MoCo checkpoint (encoder_k: the official code's)",
+                               ("encoder_k", "encoder_q"))
+    projection: str = option("none", "none: Eqs. 9-12; official: the code's learned 3x3 convolutions before the cosine",
+                             PROJECTIONS)
+
+
+OPTIONS = QGNetOptions
 PRESETS = {
     "toy": dict(**TOY_TRAINING, options={"feature_dim": 64}),
     # the official code's: PFENet's recipe (SGD 0.0025, poly 0.9, batch 4, 200 epochs, 473 x 473, ResNet-50)
@@ -51,11 +58,11 @@ PRESETS = {
 }
 VARIANTS = {
     "official_projection": {"projection": "official"},
-    **{name: {"toy_prior": name} for name in TOY_PRIORS if name != DEFAULT_OPTIONS["toy_prior"]},  # Tables V-VI
+    **{name: {"toy_prior": name} for name in TOY_PRIORS if name != QGNetOptions.toy_prior},  # Tables V-VI
     "untrained_prior": {"prior_extractor": "random"},  # Table VI: neither contrastive loss
 }
 
-__all__ = ["DEFAULT_OPTIONS", "PRESETS", "PROJECTIONS", "QgnetOptionError", "RegionMaps", "VARIANTS",
+__all__ = ["OPTIONS", "PRESETS", "QGNetOptions", "PROJECTIONS", "QgnetOptionError", "RegionMaps", "VARIANTS",
            "TOY_PRIORS", "build", "prior_region_map", "region_map_statistics", "toy_prior_checkpoint"]
 
 
@@ -66,15 +73,15 @@ def toy_prior_checkpoint(name: str) -> str:
     return str(CHECKPOINT_DIR / f"toy_qgnet_prior_{name}.pt")
 
 
-def load_prior_extractor(cfg: MethodConfig, options: dict) -> MultiLevelBackbone:
+def load_prior_extractor(cfg: MethodConfig, options: QGNetOptions) -> MultiLevelBackbone:
     """The frozen prior extractor ``F_p`` of Eq. 8 (architecture of the backbone, weights from ``options``)."""
-    weights = options["prior_extractor"]
+    weights = options.prior_extractor
     if cfg.backbone == "toy-resnet":
         if weights == "random":
             return ToyResNet()
-        shipped = toy_prior_checkpoint(options["toy_prior"])  # checks the name even when a path is given
+        shipped = toy_prior_checkpoint(options.toy_prior)
         path = weights or shipped
-        remake = f"make it with `python -m fsslib.pretrain toy-qgnet-prior {TOY_PRIORS[options['toy_prior']]} --out {path}`" \
+        remake = f"make it with `python -m fsslib.pretrain toy-qgnet-prior {TOY_PRIORS[options.toy_prior]} --out {path}`" \
             if path == shipped else "pass the path of a checkpoint that `python -m fsslib.pretrain toy-qgnet-prior` wrote"
         try:
             return load_toy_resnet(path)
@@ -88,13 +95,13 @@ def load_prior_extractor(cfg: MethodConfig, options: dict) -> MultiLevelBackbone
                               "with the global + local losses.",
                               "pretrain one (python -m fsslib.pretrain toy-qgnet-prior shows the recipe) or pass "
                               f"options={{'prior_extractor': '/path/to/moco_checkpoint.pth.tar'}} ({WEIGHTS_DOC}).")
-    return load_moco_resnet50(weights, options["moco_encoder"])
+    return load_moco_resnet50(weights, options.moco_encoder)
 
 
 def build(cfg: MethodConfig) -> PFENet:
     """PFENet with :class:`RegionMaps` (guided + prior region maps) as its prior source."""
-    options = {**DEFAULT_OPTIONS, **cfg.options}
+    options = QGNetOptions.parse(cfg.options)
     backbone = build_backbone(cfg.backbone, cfg.backbone_weights)
-    prior = RegionMaps(load_prior_extractor(cfg, options), backbone.channels["layer4"], projection=options["projection"],
-                       feature_dim=int(options["feature_dim"]), dropout=float(options["dropout"]))
-    return PFENet(backbone, prior, feature_dim=int(options["feature_dim"]), dropout=float(options["dropout"]))
+    prior = RegionMaps(load_prior_extractor(cfg, options), backbone.channels["layer4"], projection=options.projection,
+                       feature_dim=options.feature_dim, dropout=options.dropout)
+    return PFENet(backbone, prior, feature_dim=options.feature_dim, dropout=options.dropout)

@@ -48,7 +48,7 @@ from fsslib.metrics import REGION_THRESHOLDS, RegionMapMeter
 from fsslib.models.backbones import MultiLevelBackbone
 
 if TYPE_CHECKING:
-    from fsslib.data.episodes import OneWayBatch
+    from fsslib.data.episodes import OneWayBatch, OneWayInputs
     from fsslib.methods.pfenet.model import PFENet
 
 PROJECTIONS = ("none", "official")
@@ -90,7 +90,7 @@ class RegionMaps(PriorSource):
             bridge, prior = self.project_bridge(bridge), self.project_prior(prior)
         return prior_region_map(bridge, prior).unsqueeze(1)
 
-    def forward(self, batch: OneWayBatch, query_levels: dict[str, torch.Tensor],
+    def forward(self, batch: OneWayInputs, query_levels: dict[str, torch.Tensor],
                 support_levels: dict[str, torch.Tensor], backbone: nn.Module) -> torch.Tensor:
         guided = self.guided(batch, query_levels, support_levels, backbone)  # (B, 1, h, w)
         return torch.cat([guided, self.region_map(batch.query_images, query_levels["layer3"], backbone)], dim=1)

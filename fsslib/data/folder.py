@@ -1,0 +1,158 @@
+"""Your own dataset as a benchmark: ``--benchmark folder:PATH``.
+
+The folder holds::
+
+    images/<stem>.jpg|.jpeg|.png   the pictures
+    masks/<stem>.png               class-index masks of the same size: 0 background, 1..C classes, 255 ignore
+    classes.txt                    one "id name" per line, ids 1..C
+    folds.json (optional)          {"folds": [[novel ids of fold 0], [novel ids of fold 1], ...]}
+    splits.json (optional)         {"train": [stems], "test": [stems]} (default: every image in both)
+
+Without ``folds.json`` the novel classes come from ``Config.novel_classes`` (``--novel-classes 3,4``: one fold,
+fold 0); the others are the base classes. Episodes, PFENet's training rules and the metrics are those of
+PASCAL-5i: training draws base classes (with the ``novel_rule``: novel pixels as background, or images with a
+novel class dropped), testing draws novel classes. With one set of images for both splits, the test queries may
+have been seen in training with their novel pixels as background (PFENet's rule): give ``splits.json`` or use
+``novel_rule="bam"`` when that matters. The folder is checked once, completely: every mismatch is listed in one
+message before anything runs.
+"""
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from fsslib.data.benchmarks import Benchmark
+from fsslib.errors import DatasetNotFoundError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+SPLITS = ("train", "test")
+MIN_CLASS_PIXELS = 2 * 8 * 8  # as the toy world's 64 x 64 scenes; PASCAL's 2 * 32 * 32 assumes 500-pixel photos
+LAYOUT = "images/, masks/, classes.txt and optionally folds.json / splits.json (fsslib/data/folder.py)"
+
+
+@functools.lru_cache(maxsize=8)
+def folder_benchmark(path: str, novel_classes: tuple[int, ...] = ()) -> Benchmark:
+    """The benchmark of the folder ``path``, checked (:func:`folder_index`)."""
+    root = Path(path).expanduser().resolve()
+    names, folds, _ = folder_index(root)
+    if not folds:
+        if not novel_classes:
+            raise DatasetNotFoundError(f"{root} defines no folds (no folds.json) and no novel classes were given.",
+                                       "pass --novel-classes 3,4 (the ids of classes.txt kept unseen), or write "
+                                       'folds.json: {"folds": [[3, 4], [1, 2]]}.')
+        unknown_ids = sorted(set(novel_classes) - set(range(1, len(names) + 1)))
+        if unknown_ids:
+            raise DatasetNotFoundError(f"Novel class id(s) {unknown_ids} are not in {root / 'classes.txt'} "
+                                       f"(ids 1..{len(names)}).", "pass ids of classes.txt.")
+        folds = (tuple(novel_classes),)
+    return Benchmark(name="folder", class_names=tuple(names), n_folds=len(folds), root_name=str(root),
+                     train_split="train", select_split=None, test_split="test", min_class_pixels=MIN_CLASS_PIXELS,
+                     prepare_command=f"fix the folder {root}: {LAYOUT}", folds=folds)
+
+
+@functools.lru_cache(maxsize=8)
+def folder_index(root: Path) -> tuple[list[str], tuple[tuple[int, ...], ...], dict[str, tuple[dict, dict]]]:
+    """(class names, folds, per split ({stem: (image, mask) relative paths}, {stem: {class id: pixels}})) of a
+    dataset folder; every problem found is reported at once in one :class:`DatasetNotFoundError`."""
+    problems: list[str] = []
+    if not root.is_dir():
+        raise DatasetNotFoundError(f"No dataset folder {root}.", f"pass --benchmark folder:PATH with {LAYOUT}.")
+    names = _read_classes(root / "classes.txt", problems)
+    folds = _read_folds(root / "folds.json", len(names), problems)
+    images = {p.stem: p for p in sorted((root / "images").glob("*")) if p.suffix.lower() in IMAGE_SUFFIXES}
+    masks = {p.stem: p for p in sorted((root / "masks").glob("*.png"))}
+    if not images:
+        problems.append(f"no image (JPEG or PNG) in {root / 'images'}")
+    problems += [f"mask masks/{masks[s].name} has no image images/{s}.*" for s in sorted(set(masks) - set(images))]
+    problems += [f"image images/{images[s].name} has no mask masks/{s}.png" for s in sorted(set(images) - set(masks))]
+    presence: dict[str, dict[int, int]] = {}
+    for stem in sorted(set(images) & set(masks)):
+        counts = _check_pair(images[stem], masks[stem], len(names), problems)
+        if counts is not None:
+            presence[stem] = counts
+    splits = _read_splits(root / "splits.json", set(presence), problems)
+    if problems:
+        shown = problems[:25] + ([f"... and {len(problems) - 25} more"] if len(problems) > 25 else [])
+        raise DatasetNotFoundError(f"The dataset folder {root} has {len(problems)} problem(s):\n    " + "\n    ".join(shown),
+                                   f"fix them; the layout is {LAYOUT}.")
+    index = {split: ({s: (str(images[s].relative_to(root)), str(masks[s].relative_to(root))) for s in stems},
+                     {s: presence[s] for s in stems}) for split, stems in splits.items()}
+    return names, folds, index
+
+
+def _read_classes(path: Path, problems: list[str]) -> list[str]:
+    if not path.is_file():
+        problems.append(f"no {path.name} (one 'id name' per line)")
+        return []
+    entries = {}
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        key, _, name = line.strip().partition(" ")
+        if not key.isdigit() or not name.strip():
+            problems.append(f"{path.name}:{number} is not 'id name': {line!r}")
+        elif int(key) in entries:
+            problems.append(f"{path.name}:{number} repeats id {key}")
+        else:
+            entries[int(key)] = name.strip()
+    if entries and sorted(entries) != list(range(1, len(entries) + 1)):
+        problems.append(f"{path.name}'s ids are {sorted(entries)}, not 1..{len(entries)} (0 is the background, 255 ignore)")
+    return [entries[key] for key in sorted(entries)]
+
+
+def _read_folds(path: Path, n_classes: int, problems: list[str]) -> tuple[tuple[int, ...], ...]:
+    if not path.is_file():
+        return ()
+    try:
+        folds = json.loads(path.read_text())["folds"]
+        folds = tuple(tuple(int(c) for c in fold) for fold in folds)
+    except (ValueError, KeyError, TypeError) as error:
+        problems.append(f'{path.name} is not {{"folds": [[ids], ...]}} ({error})')
+        return ()
+    for number, fold in enumerate(folds):
+        wrong = sorted(set(fold) - set(range(1, n_classes + 1)))
+        if wrong or not fold:
+            problems.append(f"{path.name}: fold {number} holds {'no class' if not fold else f'ids {wrong} not in classes.txt'}")
+    return folds
+
+
+def _read_splits(path: Path, stems: set[str], problems: list[str]) -> dict[str, list[str]]:
+    if not path.is_file():
+        return {split: sorted(stems) for split in SPLITS}
+    try:
+        splits = {split: [str(s) for s in json.loads(path.read_text())[split]] for split in SPLITS}
+    except (ValueError, KeyError, TypeError) as error:
+        problems.append(f'{path.name} is not {{"train": [stems], "test": [stems]}} ({error})')
+        return {split: [] for split in SPLITS}
+    for split, listed in splits.items():
+        problems += [f"{path.name}: {split} lists {s!r}, which has no image with its mask" for s in listed if s not in stems]
+    return {split: sorted(s for s in listed if s in stems) for split, listed in splits.items()}
+
+
+def _check_pair(image_path: Path, mask_path: Path, n_classes: int, problems: list[str]) -> dict[int, int] | None:
+    """The mask's class pixel counts, or None after recording what is wrong with the pair."""
+    try:
+        with Image.open(image_path) as image:
+            size = image.size
+        with Image.open(mask_path) as mask_file:
+            mask = np.asarray(mask_file)
+    except (UnidentifiedImageError, OSError) as error:
+        problems.append(f"cannot read {image_path.name} / {mask_path.name}: {error}")
+        return None
+    if mask.ndim != 2:
+        problems.append(f"masks/{mask_path.name} is not single-channel (shape {mask.shape}): save class indices")
+        return None
+    if (mask.shape[1], mask.shape[0]) != size:
+        problems.append(f"masks/{mask_path.name} is {mask.shape[1]} x {mask.shape[0]} but images/{image_path.name} "
+                        f"is {size[0]} x {size[1]}")
+        return None
+    values, counts = np.unique(mask, return_counts=True)
+    wrong = [int(v) for v in values if v > n_classes and v != 255]
+    if wrong:
+        problems.append(f"masks/{mask_path.name} holds ids {wrong[:5]} not in classes.txt (1..{n_classes}, 255 ignore)")
+        return None
+    return {int(v): int(c) for v, c in zip(values, counts) if 0 < v <= n_classes}

@@ -1,0 +1,176 @@
+"""Typed method options: each method declares its options as a frozen dataclass of :class:`MethodOptions`.
+
+A field is declared with :func:`option` (default, help text, and the allowed values where there is a
+closed set); its type hint is the contract. :meth:`MethodOptions.parse` turns a plain dict (a config's
+``options``, JSON from a grid file) into the typed object and rejects an unknown name or a value of the
+wrong type with one message (``{"refine": "false"}`` is a string, not a boolean); :meth:`MethodOptions.from_text`
+reads a command-line ``KEY=VALUE`` by the field's type; :meth:`MethodOptions.describe` is what
+``--help`` prints. Groups of options several methods share (a frozen CLIP, PFENet's decoder) are base
+classes here, so each default is written once.
+"""
+from __future__ import annotations
+
+import json
+import types
+import typing
+from dataclasses import Field, asdict, dataclass, field, fields
+from typing import Any, ClassVar, Mapping, TypeVar
+
+from fsslib.errors import FsslibError, unknown
+
+Options = TypeVar("Options", bound="MethodOptions")
+TRUE_WORDS, FALSE_WORDS = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
+
+
+class OptionError(FsslibError, ValueError):
+    """A method option of the wrong type or value."""
+
+
+def option(default: Any, help: str, choices: tuple[Any, ...] | None = None) -> Any:
+    """A dataclass field with its default, its help text and (optionally) its allowed values."""
+    return field(default=default, metadata={"help": help, "choices": choices})
+
+
+def redefault(group: type[MethodOptions], name: str, default: Any) -> Any:
+    """Option ``name`` of ``group`` with another default (e.g. a method's own CLIP), its help kept."""
+    spec = group.__dataclass_fields__[name]
+    return option(default, spec.metadata["help"], spec.metadata["choices"])
+
+
+@dataclass(frozen=True)
+class MethodOptions:
+    """Base of every method's options; subclasses add fields made with :func:`option`."""
+
+    method: ClassVar[str] = "this method"
+
+    @classmethod
+    def parse(cls: type[Options], values: Mapping[str, Any] | None = None) -> Options:
+        """The typed options from ``values`` (missing names keep their defaults)."""
+        values = dict(values or {})
+        names = [f.name for f in fields(cls)]
+        for name in values:
+            if name not in names:
+                raise unknown(f"option of method {cls.method}", name, names or ["(this method takes none)"])
+        hints = typing.get_type_hints(cls)
+        return cls(**{f.name: _check(cls.method, f, hints[f.name], values[f.name]) for f in fields(cls) if f.name in values})
+
+    @classmethod
+    def from_text(cls, name: str, raw: str) -> Any:
+        """The value of option ``name`` written as text on a command line, read by the option's type."""
+        by_name = {f.name: f for f in fields(cls)}
+        if name not in by_name:
+            raise unknown(f"option of method {cls.method}", name, list(by_name) or ["(this method takes none)"])
+        return _from_text(cls.method, name, typing.get_type_hints(cls)[name], raw)
+
+    @classmethod
+    def describe(cls) -> str:
+        """One line per option: name, type, default and help (``--help``'s list)."""
+        hints = typing.get_type_hints(cls)
+        lines = []
+        for f in fields(cls):
+            default = list(f.default) if isinstance(f.default, tuple) else f.default
+            choices = f.metadata.get("choices")
+            allowed = f" (one of {', '.join(map(str, choices))})" if choices else ""
+            lines.append(f"  {f.name}: {_type_name(hints[f.name])} = {default!r}{allowed}\n      {f.metadata.get('help', '')}")
+        return "\n".join(lines) if lines else "  (none)"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values (tuples as lists), as a config or a JSON file holds them."""
+        return {name: list(value) if isinstance(value, tuple) else value for name, value in asdict(self).items()}
+
+
+def _optional(hint: Any) -> tuple[bool, Any]:
+    """(whether ``hint`` admits None, the hint without None)."""
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        return len(args) < len(typing.get_args(hint)), args[0] if len(args) == 1 else hint
+    return False, hint
+
+
+def _type_name(hint: Any) -> str:
+    optional, inner = _optional(hint)
+    origin = typing.get_origin(inner)
+    name = f"list of {typing.get_args(inner)[0].__name__}" if origin is tuple else getattr(inner, "__name__", str(inner))
+    return f"{name} or None" if optional else name
+
+
+def _check(method: str, spec: Field, hint: Any, value: Any) -> Any:
+    """``value`` converted to the option's type (int to float, list to tuple), or a clear error."""
+    optional, inner = _optional(hint)
+    fix = f"pass {_type_name(hint)}, e.g. the default {spec.default!r}"
+    if value is None:
+        if optional:
+            return None
+        raise OptionError(f"Option {spec.name} of {method} cannot be None.", fix + ".")
+    if typing.get_origin(inner) is tuple:
+        item = typing.get_args(inner)[0]
+        if not isinstance(value, (list, tuple)) or not all(_is(entry, item) for entry in value):
+            raise OptionError(f"Option {spec.name} of {method} must be a list of {item.__name__}, got {value!r}.", fix + ".")
+        converted: Any = tuple(item(entry) for entry in value)
+        allowed = spec.metadata.get("choices")
+        wrong = [entry for entry in converted if allowed and entry not in allowed]
+        if wrong:
+            raise unknown(f"entry of option {spec.name} of {method}", wrong[0], list(allowed))
+        return converted
+    if not _is(value, inner):
+        raise OptionError(f"Option {spec.name} of {method} must be {_type_name(hint)}, got {value!r} "
+                          f"({type(value).__name__}).", fix + (" (true or false, not a string)." if inner is bool else "."))
+    converted = inner(value)
+    allowed = spec.metadata.get("choices")
+    if allowed and converted not in allowed:
+        raise unknown(f"value of option {spec.name} of {method}", converted, list(allowed))
+    return converted
+
+
+def _is(value: Any, kind: type) -> bool:
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+def _from_text(method: str, name: str, hint: Any, raw: str) -> Any:
+    optional, inner = _optional(hint)
+    if optional and raw.lower() in ("none", "null"):
+        return None
+    try:
+        if inner is bool:
+            if raw.lower() not in TRUE_WORDS + FALSE_WORDS:
+                raise ValueError
+            return raw.lower() in TRUE_WORDS
+        if inner in (int, float):
+            return inner(raw)
+        if typing.get_origin(inner) is tuple:
+            item = typing.get_args(inner)[0]
+            if raw.startswith("["):
+                return json.loads(raw)
+            return [item(entry) for entry in raw.split(",") if entry]
+    except (ValueError, json.JSONDecodeError):
+        raise OptionError(f"Option {name} of {method} must be {_type_name(hint)}, got {raw!r}.",
+                          f"write e.g. --options {name}={'false' if inner is bool else '...'}.") from None
+    return raw
+
+
+@dataclass(frozen=True)
+class NoOptions(MethodOptions):
+    """A method without options."""
+
+
+@dataclass(frozen=True)
+class ClipOptions(MethodOptions):
+    """The frozen CLIP a method reads (:func:`fsslib.clip.load_clip`)."""
+
+    clip: str = option("toy-vit", "the CLIP model: toy-vit / toy-rn (shipped toy CLIPs) or an open_clip name (ViT-B-16, RN50)")
+    clip_pretrained: str | None = option(None, "open_clip pretrained tag (openai, laion2b_s34b_b88k); None for the toy CLIPs")
+    clip_checkpoint: str | None = option(None, "a local CLIP weights file instead of the tag's default location")
+
+
+@dataclass(frozen=True)
+class DecoderOptions(MethodOptions):
+    """PFENet's decoder (FEM), shared by PFENet, PI-CLIP and QGNet."""
+
+    feature_dim: int = option(256, "channels of the reduced features (PFENet's reduce_dim: 256 paper, 64 toy)")
+    dropout: float = option(0.5, "dropout of the feature reductions (PFENet: 0.5)")

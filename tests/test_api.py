@@ -1,0 +1,119 @@
+"""The API a user holds: typed method options (validated, parsed by type, listed in --help) and models that
+read inputs only."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from fsslib.config import make_config, parse_option
+from fsslib.errors import FsslibError, UnknownNameError
+from fsslib.methods import METHODS, build_method, method_module, method_options
+from fsslib.methods.options import MethodOptions, OptionError
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_every_method_declares_typed_options_with_help(method):
+    kind = method_module(method).OPTIONS
+    assert issubclass(kind, MethodOptions) and kind.method == method
+    for spec in dataclasses.fields(kind):
+        assert spec.metadata.get("help"), f"{method}.{spec.name} has no help text"
+    assert kind.parse(make_config(method=method).options) is not None  # the presets' options are valid
+    assert method_options(method) == kind().to_dict()
+
+
+@pytest.mark.parametrize("method, options, message", [
+    ("lfss", {"refine": "false"}, "must be bool"),  # bool("false") would be True
+    ("piclip", {"vvp_mask_support_image": "false"}, "must be bool"),
+    ("pfenet", {"feature_dim": "64"}, "must be int"),
+    ("pfenet", {"dropout": True}, "must be float"),
+    ("piclip", {"priors": "vtp"}, "must be a list of str"),
+    ("piclip", {"priors": ["vtp", "gradcam"]}, "gradcam"),
+    ("qgnet", {"projection": "learned"}, "learned"),
+    ("pfenet", {"feature_dims": 64}, "feature_dims"),
+    ("maskclip", {"clip": None}, "cannot be None"),
+])
+def test_a_wrong_type_or_an_unknown_option_is_refused_when_the_config_is_made(method, options, message):
+    with pytest.raises((OptionError, UnknownNameError), match=message):
+        make_config(method=method, options=options)
+
+
+def test_options_keep_their_types_once_parsed():
+    from fsslib.methods.lfss import LfssOptions
+    from fsslib.methods.piclip import PiclipOptions
+
+    options = PiclipOptions.parse({"priors": ["vtp"], "box_threshold": 1, "clip_image_size": None})
+    assert options.priors == ("vtp",) and options.box_threshold == 1.0 and isinstance(options.box_threshold, float)
+    assert LfssOptions.parse({}).refine is True and LfssOptions.parse({"refine": False}).refine is False
+
+
+def test_the_command_line_reads_each_option_by_its_type():
+    from fsslib.methods.lfss import LfssOptions
+    from fsslib.methods.pfenet import PFENetOptions
+    from fsslib.methods.piclip import PiclipOptions
+    from fsslib.methods.qgnet import QGNetOptions
+
+    assert parse_option("refine=false", LfssOptions) == ("refine", False)
+    assert parse_option("refine=True", LfssOptions) == ("refine", True)
+    assert parse_option("feature_dim=64", PFENetOptions) == ("feature_dim", 64)
+    assert parse_option("priors=vvp,vtp", PiclipOptions) == ("priors", ["vvp", "vtp"])
+    assert parse_option('priors=["vtp"]', PiclipOptions) == ("priors", ["vtp"])
+    assert parse_option("vtp_temperature=none", PiclipOptions) == ("vtp_temperature", None)
+    assert parse_option("prior_extractor=random", QGNetOptions) == ("prior_extractor", "random")
+    with pytest.raises(OptionError, match="must be int"):
+        parse_option("feature_dim=wide", PFENetOptions)
+    with pytest.raises(OptionError, match="must be bool"):
+        parse_option("refine=maybe", LfssOptions)
+
+
+def test_help_lists_the_method_s_options(capsys):
+    from fsslib.train import main
+
+    with pytest.raises(SystemExit):
+        main(["--method", "lfss", "--help"])
+    shown = capsys.readouterr().out
+    assert "options of method lfss" in shown and "refine: bool = True" in shown and "grid: int = 3" in shown
+
+
+def test_a_bad_option_on_the_command_line_exits_2(capsys):
+    from fsslib.evaluate import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--method", "lfss", "--options", "refine=maybe"])
+    assert exit_.value.code == 2 and "refine" in capsys.readouterr().err
+
+
+def toy_batch(size: int = 2):
+    """``size`` toy test episodes of fold 0, 1-way 1-shot."""
+    from fsslib.data.episodes import EpisodeDataset, collate_episodes
+    from fsslib.engine import open_source
+
+    episodes = EpisodeDataset(open_source(make_config(), "test"), 0, 1, 64, size, seed=0, mode="test")
+    return collate_episodes([episodes[i] for i in range(size)])
+
+
+def test_models_read_inputs_only(toy_root):
+    from fsslib.data.episodes import EpisodeInputs
+
+    assert not {"query_masks", "query_labels"} & {f.name for f in dataclasses.fields(EpisodeInputs)}
+    model = build_method(make_config(method="prototype")).eval()
+    batch = toy_batch()
+    with pytest.raises(FsslibError, match=r"pass batch.inputs\(\)"):
+        model(batch)
+    inputs = batch.inputs()
+    assert inputs.query_classes is None  # image-level labels are withheld unless a model asks
+    with torch.no_grad():
+        assert model(inputs).shape == (len(batch), 2, 64, 64)
+
+
+def test_a_model_that_reads_image_labels_says_so_and_is_given_them(toy_root):
+    model = build_method(make_config(method="piclip", options={"vtp_prompts": "present_classes"})).eval()
+    plain = build_method(make_config(method="piclip")).eval()
+    assert model.reads_image_labels and not plain.reads_image_labels
+    batch = toy_batch()
+    with pytest.raises(FsslibError, match="image_labels=True"):
+        model(batch.inputs())
+    assert batch.inputs(image_labels=True).query_classes == batch.query_classes
+    with torch.no_grad():
+        assert model(batch.inputs(image_labels=True)).shape == (2, 2, 64, 64)

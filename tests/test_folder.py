@@ -1,0 +1,94 @@
+"""A dataset folder as a benchmark (``--benchmark folder:PATH``): built from rendered toy scenes, trained and
+evaluated through the command line, and checked completely before anything runs."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+TOY_TO_FOLDER = {1: 1, 2: 2, 6: 3, 7: 4}  # toy ids -> the folder's ids
+CLASSES = "1 solid circle\n2 striped square\n3 striped circle\n4 dotted square\n"
+
+
+def make_folder(toy_root: Path, out: Path, count: int = 48) -> Path:
+    """``count`` toy test scenes holding one of four toy classes, as images/, masks/ and classes.txt."""
+    (out / "images").mkdir(parents=True)
+    (out / "masks").mkdir()
+    presence = json.loads((toy_root / "lists" / "test_classes.json").read_text())
+    stems = [s for s, counts in sorted(presence.items()) if any(int(c) in TOY_TO_FOLDER for c in counts)][:count]
+    for stem in stems:
+        label = np.asarray(Image.open(toy_root / "SegmentationClassAug" / f"{stem}.png"))
+        mask = np.where(label == 255, 255, 0).astype(np.uint8)
+        for toy_id, folder_id in TOY_TO_FOLDER.items():
+            mask[label == toy_id] = folder_id
+        Image.fromarray(mask).save(out / "masks" / f"{stem}.png")
+        shutil.copy(toy_root / "JPEGImages" / f"{stem}.jpg", out / "images" / f"{stem}.jpg")
+    (out / "classes.txt").write_text(CLASSES)
+    return out
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory, toy_root) -> Path:
+    return make_folder(toy_root, tmp_path_factory.mktemp("mydata") / "shapes")
+
+
+def test_train_and_evaluate_a_folder_through_the_command_line(folder, tmp_path, capsys):
+    from fsslib import evaluate, train
+
+    benchmark = ["--benchmark", f"folder:{folder}", "--novel-classes", "1,2", "--progress", "--no-progress"]
+    train.main(["--method", "prototype", *benchmark, "--smoke", "--out", str(tmp_path / "run")])
+    assert (tmp_path / "run" / "best.pt").is_file()
+    evaluate.main(["--method", "prototype", *benchmark, "--ckpt", str(tmp_path / "run" / "best.pt"), "--episodes", "40",
+                   "--out", str(tmp_path / "eval")])
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["benchmark"] == "folder" and set(metrics["per_class_iou"]) == {"solid circle", "striped square"}
+    assert metrics["episodes"] == 40 and 0 < metrics["miou"] <= 100
+
+
+def test_folds_json_defines_the_folds(folder, tmp_path):
+    from fsslib.config import make_config
+    from fsslib.data.benchmarks import benchmark_of
+    from fsslib.engine import open_source
+
+    copy = shutil.copytree(folder, tmp_path / "folded")
+    (copy / "folds.json").write_text(json.dumps({"folds": [[1, 2], [3, 4]]}))
+    cfg = make_config(benchmark=f"folder:{copy}", fold=1)
+    benchmark = benchmark_of(cfg)
+    assert benchmark.n_folds == 2 and benchmark.fold_classes(1) == [3, 4] and benchmark.base_classes(1) == [1, 2]
+    source = open_source(cfg, "test")
+    assert source.images_with(3) and all(3 in source.presence[n] for n in source.images_with(3))
+
+
+def test_every_problem_of_a_folder_is_reported_in_one_message(folder, tmp_path):
+    from fsslib.config import make_config
+    from fsslib.data.benchmarks import benchmark_of
+    from fsslib.errors import DatasetNotFoundError
+
+    broken = shutil.copytree(folder, tmp_path / "broken")
+    stems = sorted(p.stem for p in (broken / "images").glob("*.jpg"))
+    (broken / "images" / f"{stems[0]}.jpg").unlink()  # a mask without its image
+    (broken / "masks" / f"{stems[1]}.png").unlink()  # an image without its mask
+    Image.fromarray(np.full((64, 64), 9, np.uint8)).save(broken / "masks" / f"{stems[2]}.png")  # an id not in classes.txt
+    Image.fromarray(np.zeros((32, 64), np.uint8)).save(broken / "masks" / f"{stems[3]}.png")  # another size
+    with pytest.raises(DatasetNotFoundError) as error:
+        benchmark_of(make_config(benchmark=f"folder:{broken}", novel_classes=[1, 2]))
+    message = str(error.value)
+    assert "4 problem(s)" in message
+    for expected in (f"masks/{stems[0]}.png has no image", f"images/{stems[1]}.jpg has no mask",
+                     f"masks/{stems[2]}.png holds ids [9]", f"masks/{stems[3]}.png is 64 x 32 but"):
+        assert expected in message
+
+
+def test_a_folder_without_folds_asks_for_novel_classes(folder):
+    from fsslib.config import make_config
+    from fsslib.data.benchmarks import benchmark_of
+    from fsslib.errors import DatasetNotFoundError
+
+    with pytest.raises(DatasetNotFoundError, match="--novel-classes"):
+        benchmark_of(make_config(benchmark=f"folder:{folder}"))
+    with pytest.raises(DatasetNotFoundError, match=r"\[7\] are not in"):
+        benchmark_of(make_config(benchmark=f"folder:{folder}", novel_classes=[1, 7]))

@@ -1,0 +1,135 @@
+"""fsslib.predict: the same logits as evaluation on toy episodes, outputs at the query's own size, and every
+bad input answered with exit 2 and one message (no traceback)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fsslib.data.episodes import EpisodeDataset, collate_episodes
+
+
+@pytest.fixture(scope="module")
+def scene_files(tmp_path_factory, toy_root) -> dict[str, Path]:
+    """A toy test query and support of 'solid circle' (fold 0's class 1) as the user's files: the query as a
+    non-square RGBA PNG, the support as a JPEG with an 8-bit mask, and broken variants."""
+    folder = tmp_path_factory.mktemp("pictures")
+    image = lambda name: np.asarray(Image.open(toy_root / "JPEGImages" / f"{name}.jpg").convert("RGB"))
+    label = lambda name: np.asarray(Image.open(toy_root / "SegmentationClassAug" / f"{name}.png"))
+    files = {"query": folder / "query.png", "support": folder / "support.jpg", "mask": folder / "mask.png",
+             "mask16": folder / "mask16.png", "empty": folder / "empty.png", "small": folder / "small.png",
+             "broken": folder / "broken.png"}
+    query = image("toy_test_000040")[:, 8:56]  # 64 x 48
+    Image.fromarray(np.dstack([query, np.full(query.shape[:2], 255, np.uint8)])).save(files["query"])
+    Image.fromarray(image("toy_test_000026")).save(files["support"], quality=95)
+    circle = label("toy_test_000026") == 1
+    Image.fromarray(circle.astype(np.uint8)).save(files["mask"])
+    Image.fromarray(circle.astype(np.uint16) * 1000).save(files["mask16"])
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(files["empty"])
+    Image.fromarray(np.ones((32, 32), np.uint8)).save(files["small"])
+    files["broken"].write_bytes(b"not an image")
+    return files
+
+
+@pytest.mark.parametrize("method, ckpt", [("pfenet", "zoo"), ("maskclip", None)])
+def test_segment_gives_the_evaluation_s_prediction(toy_root, method, ckpt):
+    """On 64 x 64 toy scenes (the model's own size, no resizing) segment() predicts what the evaluator's
+    forward pass predicts for the same episodes."""
+    from fsslib import predict
+    from fsslib.engine import open_source
+
+    model, cfg = predict.load(method, ["solid circle"], ckpt=ckpt, device="cpu")
+    episodes = EpisodeDataset(open_source(cfg, "test"), 0, 1, 64, 6, seed=0, mode="test")
+    batch = collate_episodes([episodes[i] for i in range(6)])
+    with torch.no_grad():
+        expected = model(batch.inputs()).argmax(1)  # (6, 64, 64)
+    for index in range(6):
+        name = batch.class_names[index][0]
+        supports = predict.Supports([name], images=[[batch.support_images[index, 0, 0]]],
+                                    masks=[[batch.support_masks[index, 0, 0]]])
+        prediction, probabilities = predict.segment(model, cfg, batch.query_images[index], supports)
+        assert prediction.shape == (64, 64) and probabilities.shape == (2, 64, 64)
+        assert (prediction == expected[index]).float().mean() > 0.999  # bilinear round trips at the same size
+
+
+def test_the_command_line_writes_masks_at_the_query_s_size(scene_files, tmp_path, capsys):
+    from fsslib.predict import main
+
+    out = tmp_path / "out"
+    code = main(["--method", "pfenet", "--ckpt", "zoo", "--query", str(scene_files["query"]), "--support",
+                 str(scene_files["support"]), "--support-mask", str(scene_files["mask16"]), "--out", str(out)])
+    assert code == 0
+    mask = np.asarray(Image.open(out / "query_mask.png"))
+    assert mask.shape == (64, 48) and set(np.unique(mask)) <= {0, 1} and (mask == 1).any()
+    assert Image.open(out / "query_overlay.png").size[0] > 100
+    assert str(out / "query_mask.png") in capsys.readouterr().out
+
+
+def test_every_support_mode_a_method_reads(scene_files, tmp_path):
+    from fsslib.predict import main
+
+    query, support, mask = (str(scene_files[k]) for k in ("query", "support", "mask"))
+    name = ["--class-name", "solid circle"]
+    image_mask = ["--support", support, "--support-mask", mask]
+    for method, extra in (("maskclip", name), ("clip-dinoiser", name), ("lfss", [*name, "--ckpt", "zoo", "--support", support]),
+                          ("piclip", [*name, *image_mask, "--ckpt", "zoo"]), ("clip-dinoiser-support", ["--support", support]),
+                          ("prototype", [*image_mask, "--ckpt", "zoo"]), ("qgnet", [*image_mask, "--ckpt", "zoo"])):
+        assert main(["--method", method, "--query", query, "--out", str(tmp_path / method), *extra]) == 0, method
+        assert (tmp_path / method / "query_mask.png").is_file()
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing query", "No image file"),
+    ("unreadable query", "Cannot read"),
+    ("mask of another size", "is (32, 32) but its image is (64, 64)"),
+    ("empty support mask", "no foreground pixel"),
+    ("unknown word", "does not know the word"),
+    ("class name only for pfenet", "pfenet reads the supports' images + masks"),
+    ("no class name for maskclip", "maskclip reads the class name"),
+    ("shots the zoo lacks", "The zoo holds no piclip model"),
+    ("uneven supports", "cannot be split evenly"),
+])
+def test_bad_input_exits_2_with_one_message(scene_files, tmp_path, capsys, case, message):
+    from fsslib.predict import main
+
+    files = {k: str(v) for k, v in scene_files.items()}
+    image_mask = ["--support", files["support"], "--support-mask", files["mask"]]
+    arguments = {
+        "missing query": ["--method", "pfenet", "--ckpt", "zoo", "--query", str(tmp_path / "nope.jpg"), *image_mask],
+        "unreadable query": ["--method", "pfenet", "--ckpt", "zoo", "--query", files["broken"], *image_mask],
+        "mask of another size": ["--method", "pfenet", "--ckpt", "zoo", "--query", files["query"], "--support",
+                                 files["support"], "--support-mask", files["small"]],
+        "empty support mask": ["--method", "pfenet", "--ckpt", "zoo", "--query", files["query"], "--support",
+                               files["support"], "--support-mask", files["empty"]],
+        "unknown word": ["--method", "maskclip", "--query", files["query"], "--class-name", "giraffe"],
+        "class name only for pfenet": ["--method", "pfenet", "--ckpt", "zoo", "--query", files["query"],
+                                       "--class-name", "solid circle"],
+        "no class name for maskclip": ["--method", "maskclip", "--query", files["query"], *image_mask],
+        "shots the zoo lacks": ["--method", "piclip", "--ckpt", "zoo", "--query", files["query"], "--class-name",
+                                "solid circle", *image_mask, *image_mask],
+        "uneven supports": ["--method", "pfenet", "--ckpt", "zoo", "--query", files["query"], "--class-name", "solid circle",
+                            "--class-name", "striped square", *image_mask],
+    }[case]
+    assert main([*arguments, "--out", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err
+    assert message in error and "How to fix" in error and "Traceback" not in error
+
+
+def test_image_modes_are_read_as_a_user_expects(tmp_path):
+    from fsslib.predict import read_image, read_mask
+
+    grey = np.arange(64 * 48, dtype=np.uint8).reshape(64, 48)
+    Image.fromarray(grey).save(tmp_path / "grey.png")
+    Image.fromarray(grey.astype(np.uint16) * 256).save(tmp_path / "grey16.png")
+    rgba = np.zeros((8, 8, 4), np.uint8)  # fully transparent black: white once composited
+    Image.fromarray(rgba).save(tmp_path / "clear.png")
+    for name in ("grey.png", "grey16.png"):
+        image = read_image(tmp_path / name)
+        assert image.shape == (3, 64, 48) and torch.equal(image[0], image[2]) and 0.99 < float(image.max()) <= 1
+    assert torch.equal(read_image(tmp_path / "clear.png"), torch.ones(3, 8, 8))
+    mask = np.array([[0, 3, 255], [1, 0, 65535]], np.uint16)
+    Image.fromarray(mask).save(tmp_path / "mask16.png")
+    assert read_mask(tmp_path / "mask16.png").tolist() == [[0, 1, 255], [1, 0, 1]]
