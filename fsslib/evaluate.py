@@ -127,6 +127,8 @@ def run(cfg: Config | None = None, **overrides) -> dict:
         "checkpoint": checkpoint, "train_shots": train_shots,
         **run_provenance(device),
     }
+    if model.reads_image_labels:  # a comparison setting, not a few-shot result: said in the results
+        metrics["reads_query_image_labels"] = True
     diagnostics = [r["diagnostics"] for r in runs if "diagnostics" in r]
     if diagnostics:  # counts the method reports (e.g. LFSS's empty pseudo masks), summed over the seeds
         metrics["diagnostics"] = {key: sum(d[key] for d in diagnostics) for key in diagnostics[0]}
