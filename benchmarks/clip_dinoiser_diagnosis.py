@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 
 from fsslib import evaluate
 from fsslib.clip import maskclip_features_and_tap
-from fsslib.evaluate import load_model
+from fsslib.engine import load_model
 from fsslib.config import make_config
 from fsslib.data.episodes import EpisodeDataset, episode_batches
 from fsslib.engine import open_source

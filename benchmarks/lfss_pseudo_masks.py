@@ -29,7 +29,7 @@ from fsslib.blocks.masks import foreground_weights
 from fsslib.config import make_config
 from fsslib.data.episodes import EpisodeDataset, episode_batches
 from fsslib.engine import open_source
-from fsslib.evaluate import load_model
+from fsslib.engine import load_model
 from fsslib.methods import build_method
 from fsslib.methods.lfss import pseudo_mask_quality
 from fsslib.methods.lfss.vlmd import background_attention

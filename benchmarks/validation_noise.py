@@ -31,7 +31,7 @@ from fsslib.config import make_config
 from fsslib.data.benchmarks import get_benchmark
 from fsslib.data.episodes import EpisodeDataset
 from fsslib.engine import evaluate_model, open_source
-from fsslib.evaluate import load_model
+from fsslib.engine import load_checkpoint, load_model
 from fsslib.metrics import episodes_miou, resampled_miou
 from fsslib.tables import plateau_verdicts
 
@@ -50,7 +50,7 @@ def kept(model, dataset: EpisodeDataset, cfg) -> tuple[torch.Tensor, torch.Tenso
 
 def measure(method: str, fold: int, seeds: int) -> dict:
     folder = OUTPUTS / f"{method}-fold{fold}-1shot-seed0"
-    best = torch.load(folder / "best.pt", map_location="cpu", weights_only=False)
+    best = load_checkpoint(folder / "best.pt", method)
     val_episodes = best["config"]["val_episodes"]
     cfg = make_config(method=method, preset="toy", fold=fold, shots=1, device="cpu", progress=False)
     benchmark = get_benchmark(cfg.benchmark)

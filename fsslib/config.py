@@ -17,16 +17,25 @@ from fsslib.methods import METHODS, method_options_type, method_presets, method_
 from fsslib.methods.options import MethodOptions
 
 TIERS = ("toy", "paper")
+MODEL = "model"  # a field that changes what trained weights mean: a checkpoint is evaluated with its own
+RUN_CONTROL = "run control"  # a field that does not change what a training run computes (resuming ignores it)
+
+
+def _role(default: Any, role: str) -> Any:
+    """A :class:`Config` field marked with its role (:func:`fields_with_role`)."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=type(default), metadata={"role": role})
+    return field(default=default, metadata={"role": role})
 
 
 @dataclass
 class Config:
     # what to run
     method: str = "prototype"
-    variant: str = ""  # a named option set of the method (its VARIANTS), e.g. an ablation row
-    preset: str = "toy"
+    variant: str = _role("", MODEL)  # a named option set of the method (its VARIANTS), e.g. an ablation row
+    preset: str = _role("toy", MODEL)
     fold: int = 0
-    ways: int = 1  # N of the N-way test episodes (training episodes are 1-way)
+    ways: int = _role(1, RUN_CONTROL)  # N of the N-way test episodes (training episodes are 1-way)
     shots: int = 1
     seed: int = 0
     # data
@@ -39,11 +48,11 @@ class Config:
     # "short_side": test queries' shorter side to image_size, for sliding windows (CLIP-DINOiser's evaluation)
     data_root: str | None = None  # None: $FSSLIB_DATA/<benchmark root>
     novel_classes: list[int] = field(default_factory=list)  # a dataset folder without folds.json: its novel ids (fold 0)
-    extra_classes: list[str] = field(default_factory=list)  # class names beyond the benchmark's, appended to the class
+    extra_classes: list[str] = _role([], RUN_CONTROL)  # class names beyond the benchmark's, appended to the class
     # list that text-reading methods encode (fsslib.predict: the user's names)
     # evaluation (HSNet protocol)
-    episodes: int = 1000
-    eval_seeds: int = 1  # > 1: seeds seed .. seed+n-1, mean +- std (BAM style)
+    episodes: int = _role(1000, RUN_CONTROL)
+    eval_seeds: int = _role(1, RUN_CONTROL)  # > 1: seeds seed .. seed+n-1, mean +- std (BAM style)
     eval_batch_size: int = 16
     # training
     epochs: int = 5
@@ -58,18 +67,18 @@ class Config:
     lr_step_epochs: int = 0  # > 0: a step schedule instead, lr x lr_step_gamma every lr_step_epochs epochs
     lr_step_gamma: float = 0.1
     amp: bool = True  # bf16 autocast on CUDA; always off on the CPU
-    num_workers: int = 0
+    num_workers: int = _role(0, RUN_CONTROL)
     # method options
-    backbone: str = "toy-resnet"
+    backbone: str = _role("toy-resnet", MODEL)
     backbone_weights: str | None = None  # None: the default pretrained weights; "random"; or a local file
-    options: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = _role({}, MODEL)
     # run control
-    device: str = "auto"
-    out: str = "runs/latest"
-    ckpt: str | None = None
-    resume: bool = False
+    device: str = _role("auto", RUN_CONTROL)
+    out: str = _role("runs/latest", RUN_CONTROL)
+    ckpt: str | None = _role(None, RUN_CONTROL)
+    resume: bool = _role(False, RUN_CONTROL)
     smoke: bool = False
-    progress: bool = True
+    progress: bool = _role(True, RUN_CONTROL)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -77,6 +86,11 @@ class Config:
     @property
     def tier(self) -> str:
         return self.preset
+
+
+def fields_with_role(role: str) -> tuple[str, ...]:
+    """The :class:`Config` fields marked ``role`` (:data:`MODEL` or :data:`RUN_CONTROL`)."""
+    return tuple(f.name for f in fields(Config) if f.metadata.get("role") == role)
 
 
 PRESETS: dict[str, dict[str, Any]] = {

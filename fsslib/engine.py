@@ -1,5 +1,6 @@
-"""What training and evaluation share: opening a benchmark split, checkpoint files, and running
-episodes through a model into a :class:`~fsslib.metrics.FewShotMeter`.
+"""What training, evaluation and prediction share: opening a benchmark split, checkpoint files, loading a
+model (:func:`load_model`: built, its trained weights checked and loaded), and running episodes through a
+model into a :class:`~fsslib.metrics.FewShotMeter`.
 
 Checkpoints are read with ``torch.load(weights_only=True)``: they hold only tensors and plain
 containers (the RNG states are stored as tensors and lists, see :func:`fsslib.train.rng_state`).
@@ -15,12 +16,16 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from fsslib.blocks.frozen import frozen_digests
+from fsslib.config import MODEL, fields_with_role
 from fsslib.data.benchmarks import benchmark_of
 from fsslib.data.episodes import EpisodeDataset, Source, collate_episodes
 from fsslib.device import autocast
 from fsslib.errors import CheckpointError
 from fsslib.metrics import FewShotMeter, score_at_label_size
+from fsslib.methods import build_method
 from fsslib.models.files import read_weights
+from fsslib.zoo import ZOO_GRID, names_zoo, training_shots, zoo_checkpoint
 
 if TYPE_CHECKING:
     from fsslib.config import Config
@@ -45,6 +50,61 @@ def load_checkpoint(path: str | Path, method: str) -> dict:
         raise CheckpointError(f"Checkpoint {path} was trained for method {state.get('method')!r}, not {method!r}.",
                               f"pass a checkpoint of {method!r}, or --method {state.get('method')}.")
     return state
+
+
+MODEL_FIELDS = fields_with_role(MODEL)  # settings that change what the weights mean
+
+
+def checkpoint_path(cfg: Config) -> str | None:
+    """``cfg.ckpt``, with ``zoo`` / ``zoo:<k>shot`` resolved to the shipped model of the method and fold
+    (:mod:`fsslib.zoo`)."""
+    ckpt = None if cfg.ckpt is None else os.fspath(cfg.ckpt)
+    if not names_zoo(ckpt):
+        return ckpt
+    shots = training_shots(ckpt, cfg.method, cfg.variant, cfg.shots)
+    return str(zoo_checkpoint(cfg.method, cfg.fold, shots, cfg.variant))
+
+
+def load_model(cfg: Config, device: torch.device) -> FewShotSegmenter:
+    """Build ``cfg.method``; trained methods load ``cfg.ckpt`` (required: a path, or ``zoo``)."""
+    return load_model_and_config(cfg, device)[0]
+
+
+def load_model_and_config(cfg: Config, device: torch.device) -> tuple[FewShotSegmenter, dict | None]:
+    """:func:`load_model`, with the configuration the checkpoint was trained with (None: a training-free method)."""
+    model = build_method(cfg)
+    trained = None
+    if model.trainable:
+        path = checkpoint_path(cfg)
+        if path is None:
+            raise CheckpointError(f"Method {cfg.method!r} is trained, but no checkpoint was given.",
+                                  f"pass --ckpt PATH (ckpt=PATH) or --ckpt zoo (the shipped toy model); make one with "
+                                  f"`python -m fsslib.train --method {cfg.method}`.")
+        state = load_checkpoint(path, cfg.method)
+        trained = state.get("config", {})
+        changed = [k for k in MODEL_FIELDS if k in trained and trained[k] != getattr(cfg, k)]
+        if changed:
+            raise CheckpointError(
+                f"Checkpoint {path} was trained with {', '.join(f'{k}={trained[k]!r}' for k in changed)}, "
+                f"but this run asks for {', '.join(f'{k}={getattr(cfg, k)!r}' for k in changed)}.",
+                "evaluate with the settings the checkpoint was trained with, or train a checkpoint for these.")
+        recorded, built = state.get("frozen", {}), frozen_digests(model)
+        missing = sorted(set(recorded) - set(built))
+        other = sorted(name for name in set(recorded) & set(built) if built[name] != recorded[name])
+        if missing or other:
+            found = "; ".join(part for part in (f"other weights in {', '.join(other)}" if other else "",
+                                                f"no {', '.join(missing)}" if missing else "") if part)
+            raise CheckpointError(
+                f"Checkpoint {path} was trained beside frozen models that this {cfg.method!r} model does not hold as "
+                f"they were ({found}): its trained layers would read features they were not trained on.",
+                "build the model with the frozen weights it was trained with (the same backbone_weights and shipped "
+                f"checkpoints), or train it again; for the zoo: python -m fsslib.runs {ZOO_GRID}")
+        try:
+            model.load_state_dict(state["model"])
+        except RuntimeError as error:
+            raise CheckpointError(f"Checkpoint {path} does not fit this {cfg.method!r} model: {str(error)[:300]}",
+                                  "evaluate with the shots / options it was trained with.") from None
+    return model.to(device).eval(), trained
 
 
 def save_checkpoint(path: Path, state: dict) -> None:

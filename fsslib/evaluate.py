@@ -13,7 +13,6 @@ first evaluation seed: what strata of the episodes are scored from, :mod:`fsslib
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import warnings
 from pathlib import Path
@@ -21,74 +20,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fsslib.blocks.frozen import frozen_digests
 from fsslib.config import Config, make_config, run_command_line
 from fsslib.data.benchmarks import benchmark_of
 from fsslib.data.episodes import EpisodeDataset
 from fsslib.device import resolve_device
-from fsslib.engine import evaluate_model, load_checkpoint, open_source
-from fsslib.errors import CheckpointError
-from fsslib.methods import build_method
-from fsslib.methods.base import FewShotSegmenter
+from fsslib.engine import checkpoint_path, evaluate_model, load_checkpoint, load_model, load_model_and_config, open_source
 from fsslib.provenance import run_provenance
-from fsslib.zoo import ZOO_GRID, names_zoo, training_shots, zoo_checkpoint
 
-__all__ = ["evaluate_model", "load_checkpoint", "load_model", "main", "open_source", "run"]
-
-
-MODEL_FIELDS = ("variant", "options", "backbone", "preset")  # settings that change what the weights mean
-
-
-def checkpoint_path(cfg: Config) -> str | None:
-    """``cfg.ckpt``, with ``zoo`` / ``zoo:<k>shot`` resolved to the shipped model of the method and fold
-    (:mod:`fsslib.zoo`)."""
-    ckpt = None if cfg.ckpt is None else os.fspath(cfg.ckpt)
-    if not names_zoo(ckpt):
-        return ckpt
-    shots = training_shots(ckpt, cfg.method, cfg.variant, cfg.shots)
-    return str(zoo_checkpoint(cfg.method, cfg.fold, shots, cfg.variant))
-
-
-def load_model(cfg: Config, device: torch.device) -> FewShotSegmenter:
-    """Build ``cfg.method``; trained methods load ``cfg.ckpt`` (required: a path, or ``zoo``)."""
-    return _load_model(cfg, device)[0]
-
-
-def _load_model(cfg: Config, device: torch.device) -> tuple[FewShotSegmenter, dict | None]:
-    """:func:`load_model`, with the configuration the checkpoint was trained with (None: a training-free method)."""
-    model = build_method(cfg)
-    trained = None
-    if model.trainable:
-        path = checkpoint_path(cfg)
-        if path is None:
-            raise CheckpointError(f"Method {cfg.method!r} is trained, but no checkpoint was given.",
-                                  f"pass --ckpt PATH (ckpt=PATH) or --ckpt zoo (the shipped toy model); make one with "
-                                  f"`python -m fsslib.train --method {cfg.method}`.")
-        state = load_checkpoint(path, cfg.method)
-        trained = state.get("config", {})
-        changed = [k for k in MODEL_FIELDS if k in trained and trained[k] != getattr(cfg, k)]
-        if changed:
-            raise CheckpointError(
-                f"Checkpoint {path} was trained with {', '.join(f'{k}={trained[k]!r}' for k in changed)}, "
-                f"but this run asks for {', '.join(f'{k}={getattr(cfg, k)!r}' for k in changed)}.",
-                "evaluate with the settings the checkpoint was trained with, or train a checkpoint for these.")
-        recorded, built = state.get("frozen", {}), frozen_digests(model)
-        missing = sorted(set(recorded) - set(built))
-        other = sorted(name for name in set(recorded) & set(built) if built[name] != recorded[name])
-        if missing or other:
-            found = "; ".join(part for part in (f"other weights in {', '.join(other)}" if other else "",
-                                                f"no {', '.join(missing)}" if missing else "") if part)
-            raise CheckpointError(
-                f"Checkpoint {path} was trained beside frozen models that this {cfg.method!r} model does not hold as "
-                f"they were ({found}): its trained layers would read features they were not trained on.",
-                "build the model with the frozen weights it was trained with (the same backbone_weights and shipped "
-                f"checkpoints), or train it again; for the zoo: python -m fsslib.runs {ZOO_GRID}")
-        try:
-            model.load_state_dict(state["model"])
-        except RuntimeError as error:
-            raise CheckpointError(f"Checkpoint {path} does not fit this {cfg.method!r} model: {str(error)[:300]}",
-                                  "evaluate with the shots / options it was trained with.") from None
-    return model.to(device).eval(), trained
+__all__ = ["checkpoint_path", "evaluate_model", "load_checkpoint", "load_model", "main", "open_source", "run"]
 
 
 def run(cfg: Config | None = None, **overrides) -> dict:
@@ -98,7 +37,7 @@ def run(cfg: Config | None = None, **overrides) -> dict:
     device = resolve_device(cfg.device)
     benchmark = benchmark_of(cfg)
     source = open_source(cfg, benchmark.test_split)
-    model, trained = _load_model(cfg, device)
+    model, trained = load_model_and_config(cfg, device)
     checkpoint = checkpoint_path(cfg) if model.trainable else None
     train_shots = None if trained is None else trained.get("shots")
     seeds = list(range(cfg.seed, cfg.seed + max(1, cfg.eval_seeds)))

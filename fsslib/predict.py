@@ -33,6 +33,7 @@ from fsslib.device import autocast, resolve_device
 from fsslib.errors import CorruptImageError, DatasetNotFoundError, EpisodeShapeError, FsslibError, InvalidMaskError
 from fsslib.methods import METHODS, method_options_type, support_inputs
 from fsslib.methods.base import FewShotSegmenter
+from fsslib.viz import WAY_COLOURS, plot_prediction
 
 
 @dataclass
@@ -58,7 +59,7 @@ def load(method: str, class_names: list[str], preset: str = "toy", ckpt: str | N
          **overrides) -> tuple[FewShotSegmenter, Config]:
     """The model of ``method`` (trained ones from ``ckpt``: a path or ``"zoo"``) with ``class_names`` in its class
     list, and its configuration (for :func:`segment`)."""
-    from fsslib.evaluate import load_model
+    from fsslib.engine import load_model
 
     cfg = make_config(method=method, preset=preset, ckpt=ckpt, shots=shots, ways=max(1, len(class_names)),
                       extra_classes=list(class_names), **overrides)
@@ -130,6 +131,7 @@ def check_supports(cfg: Config, supports: Supports) -> None:
                                 "give every way the same number of shots K.")
 
 
+MAX_WAYS = len(WAY_COLOURS)
 FLAGS = {"images": "support IMG", "masks": "support-mask MASK", "names": "class-name NAME"}
 
 
@@ -203,8 +205,6 @@ def write_outputs(out: Path, stem: str, query: torch.Tensor, prediction: torch.T
     """``<stem>_mask.png`` (single-channel class indices) and ``<stem>_overlay.png`` under ``out``."""
     import matplotlib.pyplot as plt
 
-    from fsslib.viz import plot_prediction
-
     out.mkdir(parents=True, exist_ok=True)
     mask_path, overlay_path = out / f"{stem}_mask.png", out / f"{stem}_overlay.png"
     Image.fromarray(prediction.numpy().astype(np.uint8)).save(mask_path)
@@ -259,6 +259,9 @@ def run(args: argparse.Namespace) -> dict[str, tuple[Path, Path]]:
         raise FsslibError("No class name and no support image: nothing says what to segment.",
                           "give --class-name NAME, or --support IMG (--support-mask MASK), or both.")
     ways = len(names)
+    if ways > MAX_WAYS:
+        raise EpisodeShapeError(f"{ways} ways asked; fsslib segments at most {MAX_WAYS} at a time (a PASCAL-5i fold's "
+                                "classes, the overlay's colours).", f"split the class names into groups of {MAX_WAYS}.")
     if args.support and len(args.support) % ways:
         raise EpisodeShapeError(f"{len(args.support)} support image(s) cannot be split evenly over {ways} way(s).",
                                 "give K support images per --class-name, in the names' order.")

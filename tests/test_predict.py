@@ -91,6 +91,7 @@ def test_every_support_mode_a_method_reads(scene_files, tmp_path):
     ("no class name for maskclip", "maskclip reads the class name"),
     ("shots the zoo lacks", "The zoo holds no piclip model"),
     ("uneven supports", "cannot be split evenly"),
+    ("too many ways", "at most 5"),
 ])
 def test_bad_input_exits_2_with_one_message(scene_files, tmp_path, capsys, case, message):
     from fsslib.predict import main
@@ -112,6 +113,9 @@ def test_bad_input_exits_2_with_one_message(scene_files, tmp_path, capsys, case,
                                 "solid circle", *image_mask, *image_mask],
         "uneven supports": ["--method", "pfenet", "--ckpt", "zoo", "--query", files["query"], "--class-name", "solid circle",
                             "--class-name", "striped square", *image_mask],
+        "too many ways": ["--method", "maskclip", "--query", files["query"],
+                          *[part for name in ("solid circle", "striped square", "dotted star", "solid cross", "striped circle",
+                                              "dotted square") for part in ("--class-name", name)]],
     }[case]
     assert main([*arguments, "--out", str(tmp_path / "out")]) == 2
     error = capsys.readouterr().err

@@ -6,12 +6,14 @@ contiguous ids ``{i+1, i+5, ..., i+77}`` (interleaved, PFENet/HSNet/BAM/PI-CLIP)
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from fsslib.data import toyworld
-from fsslib.errors import unknown
+from fsslib.data.folder import LAYOUT, MIN_CLASS_PIXELS, folder_index
+from fsslib.errors import DatasetNotFoundError, unknown
 from fsslib.paths import data_root
 
 PASCAL_CLASSES: tuple[str, ...] = (
@@ -108,6 +110,26 @@ COCO = Benchmark(
 BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (TOY, PASCAL, COCO)}
 
 
+@functools.lru_cache(maxsize=8)
+def folder_benchmark(path: str, novel_classes: tuple[int, ...] = ()) -> Benchmark:
+    """The benchmark of the dataset folder ``path`` (:mod:`fsslib.data.folder`), checked completely."""
+    root = Path(path).expanduser().resolve()
+    names, folds, _ = folder_index(root)
+    if not folds:
+        if not novel_classes:
+            raise DatasetNotFoundError(f"{root} defines no folds (no folds.json) and no novel classes were given.",
+                                       "pass --novel-classes 3,4 (the ids of classes.txt kept unseen), or write "
+                                       'folds.json: {"folds": [[3, 4], [1, 2]]}.')
+        unknown_ids = sorted(set(novel_classes) - set(range(1, len(names) + 1)))
+        if unknown_ids:
+            raise DatasetNotFoundError(f"Novel class id(s) {unknown_ids} are not in {root / 'classes.txt'} "
+                                       f"(ids 1..{len(names)}).", "pass ids of classes.txt.")
+        folds = (tuple(novel_classes),)
+    return Benchmark(name="folder", class_names=tuple(names), n_folds=len(folds), root_name=str(root),
+                     train_split="train", select_split=None, test_split="test", min_class_pixels=MIN_CLASS_PIXELS,
+                     prepare_command=f"fix the folder {root}: {LAYOUT}", folds=folds)
+
+
 def benchmark_of(cfg) -> Benchmark:
     """The benchmark a :class:`~fsslib.config.Config` names (with its COCO fold convention and novel classes)."""
     return get_benchmark(cfg.benchmark, cfg.coco_folds, getattr(cfg, "novel_classes", ()))
@@ -124,8 +146,6 @@ def get_benchmark(name: str, coco_folds: str = "interleaved", novel_classes: Seq
     """Look a benchmark up by name; ``coco_folds`` picks COCO-20i's fold convention; ``folder:PATH`` is a dataset
     folder (:mod:`fsslib.data.folder`), whose novel classes are its ``folds.json`` or ``novel_classes``."""
     if name.startswith("folder:"):
-        from fsslib.data.folder import folder_benchmark
-
         return folder_benchmark(name.partition(":")[2], tuple(novel_classes))
     if name not in BENCHMARKS:
         raise unknown("benchmark", name, [*BENCHMARKS, "folder:PATH"])

@@ -25,33 +25,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from fsslib.data.benchmarks import Benchmark
 from fsslib.errors import DatasetNotFoundError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 SPLITS = ("train", "test")
 MIN_CLASS_PIXELS = 2 * 8 * 8  # as the toy world's 64 x 64 scenes; PASCAL's 2 * 32 * 32 assumes 500-pixel photos
 LAYOUT = "images/, masks/, classes.txt and optionally folds.json / splits.json (fsslib/data/folder.py)"
-
-
-@functools.lru_cache(maxsize=8)
-def folder_benchmark(path: str, novel_classes: tuple[int, ...] = ()) -> Benchmark:
-    """The benchmark of the folder ``path``, checked (:func:`folder_index`)."""
-    root = Path(path).expanduser().resolve()
-    names, folds, _ = folder_index(root)
-    if not folds:
-        if not novel_classes:
-            raise DatasetNotFoundError(f"{root} defines no folds (no folds.json) and no novel classes were given.",
-                                       "pass --novel-classes 3,4 (the ids of classes.txt kept unseen), or write "
-                                       'folds.json: {"folds": [[3, 4], [1, 2]]}.')
-        unknown_ids = sorted(set(novel_classes) - set(range(1, len(names) + 1)))
-        if unknown_ids:
-            raise DatasetNotFoundError(f"Novel class id(s) {unknown_ids} are not in {root / 'classes.txt'} "
-                                       f"(ids 1..{len(names)}).", "pass ids of classes.txt.")
-        folds = (tuple(novel_classes),)
-    return Benchmark(name="folder", class_names=tuple(names), n_folds=len(folds), root_name=str(root),
-                     train_split="train", select_split=None, test_split="test", min_class_pixels=MIN_CLASS_PIXELS,
-                     prepare_command=f"fix the folder {root}: {LAYOUT}", folds=folds)
 
 
 @functools.lru_cache(maxsize=8)

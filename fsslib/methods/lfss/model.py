@@ -23,49 +23,9 @@ follows the related official code where there is one: the clustering follows ASG
 (Reagan1311/ASGNet, ``util/seed_init.py``, ``model/asgnet.py``), the mask generator MaskCLIP
 (chongzhou96/MaskCLIP, via :mod:`fsslib.clip`), the refiner SSP's self-support matching
 (fanq15/SSP, ``model/SSP_matching.py``), the ASPP block CANet/ASGNet's. Where the paper is
-silent, each module docstring says what fsslib chose. The choices made here:
-
-* Features. The frozen backbone (ImageNet ResNet-50, dilated: 50 x 50 at LFSS's 400 x 400;
-  toy ResNet: 8 x 8) gives ``layer2..layer4``. DPS, CCM and the decoder work on learnable
-  features ``F = Dropout2d(0.5)(conv1x1(layer3 (+) layer2))`` (``feature_dim`` channels, one
-  convolution shared by query and supports: ASGNet's ``down_conv``). The refiner, which has
-  no weights, works on the frozen ``layer3`` (``refiner_level``): it is SSP's self-support
-  matching, which SSP computes on ResNet-50's ``layer3``; being frozen, the refined masks are
-  a fixed function of the images, as Table 3 reports them, and do not drift with training.
-* Masks live on the backbone's feature grid: MaskCLIP's cosines are upsampled to it before
-  binarising (``pseudo_mask``), and the refiner, DPS and CCM take bool masks there.
-* Circle training with K shots: each support is segmented as a query with the query (and its
-  refined pseudo mask) as its one support -- the paper's 1-shot swap, done per shot. The
-  predicted support masks (argmax, so no gradient through them) then support the query. The
-  same two passes run at test time, so the query is always segmented with the kind of support
-  mask it was trained with (the paper describes the circle only for training and does not
-  say what the test-time support mask is).
-* Eq. 20's BCE on the foreground probability equals the 2-class cross-entropy of the logits
-  (``p_fg = sigmoid(l_fg - l_bg)``), which is what :func:`~fsslib.methods.base.segmentation_loss`
-  computes; pixels labelled 255 are ignored.
-* K shots elsewhere: the refiner's ``P_s^f`` is the mean of the shots' prototypes; ``P`` (Eq. 12)
-  is the mean over the shots of each shot's sum over its prototypes; ``P_a`` is averaged over
-  the shots.
-* Table 4's ablation: ``dps=False`` gives each support its one masked-average prototype (the
-  "global prototype"), fed through the same association map (Eq. 12 with one prototype), so
-  the rows differ only in the prototypes; ``refine=False`` uses the initial MaskCLIP masks;
-  ``ccm=False`` keeps M_RCM only (the paper's baseline "global prototype + RCM"; Sec. 4.4's
-  "w/ RCM").
-* Empty pseudo masks (MaskCLIP finds nothing, or the refiner removes every cell) are handled,
-  not special-cased: masked average pooling divides by the area plus 5e-4, so an empty mask
-  gives a zero prototype; DPS falls back to that one prototype; cosines with a zero vector are 0
-  (eps 1e-7); an empty query mask gives CCM uniform attention, so ``P_a`` is the support's
-  masked average. Nothing is NaN; the circle's first pass then predicts the support from a
-  query that has no prototype. :meth:`LFSS.diagnostics` counts the empty refined masks, and
-  the evaluator writes the counts to ``metrics.json``.
-* ``support_masks="ground_truth"`` (beyond the paper, for comparison only): the supports'
-  ground-truth masks (nearest-resized to the feature grid) replace their pseudo masks -- in the
-  refiner's ``P_s^f`` too, and they are not refined themselves -- and support the query
-  directly; the support pass still runs in training for Eq. 20's first term.
-* ``query_mask="whole_image"`` (beyond the paper, a control): the query's pseudo mask is withheld
-  and the whole query stands in for it, before the refiner (Eq. 3's ``P_q^f`` is the query's
-  mean feature) and after it (Eq. 7's seed target, CCM's attention and ROI, the circle's first
-  pass). What the model then scores is what the query's own MaskCLIP mask is worth to LFSS.
+silent, the choices made and their reasons are in ``docs/methods/lfss.md`` (features, masks on the feature
+grid, circle training with K shots, Eq. 20's BCE, Table 4's ablation, empty pseudo masks, the two rows beyond
+the paper).
 """
 from __future__ import annotations
 

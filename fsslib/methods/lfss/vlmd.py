@@ -34,15 +34,8 @@ It is SSP's self-support matching (Fan et al., ECCV 2022; fanq15/SSP, ``model/SS
 * Eq. 5: every pixel goes to the foreground when its cosine to ``P_m^f`` exceeds its cosine
   to its background prototype.
 
-Eq. 4 is printed as ``softmax(F_b F^T) F_b``: its rows would then come from ``F_b``, which is
-zero on the initial foreground, so every foreground pixel would get the same uniform average
-and a background pixel wrongly inside the initial mask could never meet the background it
-resembles -- the false positives the refiner is there to remove. fsslib lets every pixel
-attend (rows from ``F``) over the background features (columns from ``F_b``), as SSP does.
-``attention`` picks the scores: ``"dot"`` (default) the unscaled dot products as printed,
-``"ssp_cosine"`` SSP's cosines times 2. Features at masked-out positions are zero, so they add
-nothing to a prototype but keep a share of the softmax; that scales a pixel's background
-prototype and leaves its cosine (Eq. 5) unchanged (SSP drops those columns instead).
+Eq. 4 as printed would let no foreground pixel meet the background it resembles; fsslib follows SSP
+(rows from ``F``, columns from ``F_b``): the reasoning is in ``docs/methods/lfss.md``.
 """
 from __future__ import annotations
 

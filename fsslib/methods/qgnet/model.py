@@ -16,18 +16,9 @@ prior extractor ``F_p`` (pretrained by global + local contrastive learning,
   the query features and the support prototype ("the category guider"), guided map first,
   as the official code concatenates them.
 
-The paper's Eqs. 9-12 compare the raw features. The official code instead sends each through
-its own trainable ``Conv3x3(2048 -> 256) + ReLU + Dropout2d(0.5)`` before the cosine, so the
-prior region map is learned. ``projection="none"`` (default) follows the equations: the map
-is then a fixed, training-free function of the two frozen networks, and what Sec. IV-C
-observes ("opposite region maps": low values on the objects) is a property of the pretrained
-features, not of a learned projection. ``projection="official"`` adds the two convolutions
-(``feature_dim`` channels), for comparison. Without the projection the two networks' channels need
-not correspond, and on the toy tier they do not (docs/qgnet.md measures it).
-
-Both extractors are frozen and out of the checkpoint (:meth:`~fsslib.blocks.frozen.HoldsFrozen.hold_frozen`);
-their BatchNorm layers use running statistics (the official code leaves them in train mode,
-so its BatchNorm uses each batch's statistics).
+``projection``: ``"none"`` (default) follows Eqs. 9-12 on the raw features; ``"official"`` adds the
+official code's trainable 3x3 projections before the cosine. Why the default, and what the frozen
+extractors' BatchNorm does: ``docs/methods/qgnet.md``.
 
 Checked against liuweide01/QGNet-Few-shot-segmentation, ``model/PFENet_QGNet.py`` (the
 ``unsup_query`` map and its place in ``merge_feat_bin``).
