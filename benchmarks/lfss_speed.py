@@ -51,8 +51,8 @@ def main() -> None:
     episodes = EpisodeDataset(open_source(cfg, "test"), 0, 1, cfg.image_size, args.batch_size, cfg.seed)
     with torch.no_grad():
         features = model.encode(collate_episodes([episodes[i] for i in range(args.batch_size)]).one_way())
-    support, masks = features.support[:, 0], features.support_masks[:, 0]  # (B, D, h, w), (B, h, w)
-    query_prototypes = masked_average_pooling(features.query, features.query_masks.long())  # (B, D)
+    support, masks = features.support[:, 0], features.support_grid_masks[:, 0]  # (B, D, h, w), (B, h, w)
+    query_prototypes = masked_average_pooling(features.query, features.query_pseudo_masks.long())  # (B, D)
 
     def batched():
         return distributed_prototypes(support, masks, query_prototypes, model.grid, EVAL_ITERATIONS)

@@ -353,7 +353,7 @@ def test_whole_image_query_never_reads_the_query_pseudo_mask(toy_lfss, monkeypat
         first = logits(1)
         assert torch.isfinite(first).all()
         torch.testing.assert_close(first, logits(2), rtol=0, atol=0)
-        assert model.encode(require_one_way(batch)).query_masks.all()  # the whole query stands in for its mask
+        assert model.encode(require_one_way(batch)).query_pseudo_masks.all()  # the whole query stands in for its mask
     finally:
         model.query_mask_source = "pseudo"
     assert make_config(method="lfss", variant="whole_image_query").options["query_mask"] == "whole_image"
@@ -526,5 +526,5 @@ def test_paper_tier_shapes_with_random_rn50_clip_and_resnet50(paper_models):
     with torch.no_grad():  # the training step's backward pass runs in test_paper_tier_cli.py (97 x 97)
         assert math.isfinite(model.train().loss(batch).item())
         features = model.eval().encode(batch.one_way())
-        assert features.query.shape == (1, 256, 50, 50) and features.support_masks.shape == (1, 1, 50, 50)
+        assert features.query.shape == (1, 256, 50, 50) and features.support_grid_masks.shape == (1, 1, 50, 50)
         assert model(batch.inputs()).shape == (1, 2, 400, 400)

@@ -137,3 +137,22 @@ def test_image_modes_are_read_as_a_user_expects(tmp_path):
     mask = np.array([[0, 3, 255], [1, 0, 65535]], np.uint16)
     Image.fromarray(mask).save(tmp_path / "mask16.png")
     assert read_mask(tmp_path / "mask16.png").tolist() == [[0, 1, 255], [1, 0, 1]]
+
+
+def test_the_paper_tier_segments_a_photograph_at_its_own_size(paper_models):
+    """PFENet at the paper tier (random ResNet-50 weights for the test, 473 x 473 padded input): a 300 x 200
+    picture comes back as a 300 x 200 mask."""
+    from skimage import data
+
+    from fsslib import predict
+    from fsslib.config import make_config
+    from fsslib.methods import build_method
+
+    cfg = make_config(method="pfenet", preset="paper", backbone_weights="random", extra_classes=["cat"])
+    model = build_method(cfg).eval()
+    photo = torch.from_numpy(data.chelsea()[:300, :200].copy()).permute(2, 0, 1).float() / 255  # (3, 300, 200)
+    mask = torch.zeros(300, 200, dtype=torch.long)
+    mask[100:200, 50:150] = 1
+    prediction, probabilities = predict.segment(model, cfg, photo, predict.Supports(["cat"], [[photo]], [[mask]]))
+    assert cfg.image_size == 473 and prediction.shape == (300, 200) and probabilities.shape == (2, 300, 200)
+    torch.testing.assert_close(probabilities.sum(0), torch.ones(300, 200))

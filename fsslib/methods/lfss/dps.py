@@ -3,41 +3,18 @@
 Follows ASGNet (Reagan1311/ASGNet, ``util/seed_init.py`` and ``model/asgnet.py``: ``sp_center_iter``),
 on which LFSS Eqs. 6 and 9-11 are built, with LFSS's seed move (Eqs. 7-8) added:
 
-* Number of superpixels (ASGNet): ``N_sp = min(round(area / a), 5)`` for a mask of ``area``
-  feature cells; when ``N_sp <= 1`` the support gives one masked-average prototype instead.
-  ASGNet's ``a = 100`` cells is for its 60 x 60 map; fsslib keeps the same fraction of the map,
-  ``a = 100 * h * w / 3600`` (69 cells at LFSS's 50 x 50, 1.8 at the toy tier's 8 x 8, where
-  ``a = 100`` would always fall back to one prototype).
-  ``N_sp`` is also capped at the mask's cell count (a map under 6 x 6 can hold a mask of fewer
-  cells than seeds).
-* Eq. 6, seeds: the Euclidean distance transform of the mask, its first maximum (row-major)
-  becomes a seed, that cell is removed from the mask, and again, ``N_sp`` times. ASGNet crops
-  the mask to its bounding box first; fsslib instead pads it with one background cell on every
-  side, so the distance runs to the nearest background cell, earlier seed or image border
-  (with ASGNet's crop a mask that fills its box has no background and the transform is
-  meaningless). ASGNet's ``gaussian_filter(sigma=0.1)`` has a kernel radius of 0 and is left out.
-  The transform runs per mask in numpy (:func:`scipy.ndimage.distance_transform_edt`); it is
-  a few small maps per episode, not the hot path.
-* Eqs. 7-8, seed move: all seeds are placed first (Eq. 6), then each moves, independently of the
-  others, to the cell of its ``n x n`` neighbourhood (clipped at the border) whose support feature
-  has the highest cosine to the query's foreground prototype ``P_q^f`` (Eqs. 6-8 leave the order
-  open; a seed stays where its own cell ties with the best, e.g. when ``P_q^f`` is zero because
-  the query's mask is empty), which must live in the same feature space as the support features: it is
-  the masked average of the query's features under the query mask (Eq. 2 on these features).
-* Eqs. 9-11, clustering: every feature gets its (row, col) appended; for the mask's pixels p
-  and the centres i, ``Q = sqrt(|F_p - O_i|^2 + (|xy_p - xy_i| / r)^2)``, ``C = exp(-Q)`` and
-  ``O_i = sum_p C_pi [F_p, xy_p] / sum_p C_pi`` -- a softmax of ``-Q`` over the mask's pixels
-  (the same numbers, without exp(-Q) underflowing). ASGNet's ``r = 10`` is for its 60 x 60 map;
-  fsslib scales it like the superpixel area, ``r = 10 * min(h, w) / 60``. ASGNet's iterations:
-  10 in training, 5 at test. No gradient flows through the clustering (nor the fallback
-  prototype), as ASGNet.
-* Eq. 12, association map: ``P = sum_i cos(P_sc_i, F)`` over the prototypes. The paper writes
-  the support features ``F_s``, but the map is concatenated with the query's features (Eq. 18)
-  and must be aligned with them; ASGNet's ``prob_map`` is the same sum against the *query*
-  features, and so is fsslib's.
+* number of superpixels: ``N_sp = min(round(area / a), 5)`` (ASGNet), one masked-average prototype when
+  ``N_sp <= 1``; ``a`` scaled to the feature map, ``N_sp`` capped at the mask's cell count;
+* Eq. 6, seeds: successive maxima of the mask's Euclidean distance transform (:func:`place_seeds`);
+* Eqs. 7-8, seed move: all seeds placed first, then each moved within its ``n x n`` neighbourhood to the cell
+  most similar to the query's foreground prototype ``P_q^f`` (a tie keeps the seed in place);
+* Eqs. 9-11, clustering: ``Q = sqrt(|F_p - O_i|^2 + (|xy_p - xy_i| / r)^2)``, ``C = exp(-Q)``, centres as
+  the ``C``-weighted means (a softmax of ``-Q`` over the mask's pixels), no gradient, batched over all masks;
+* Eq. 12, association map: ``P = sum_i cos(P_sc_i, F)`` against the *query* features, as ASGNet's ``prob_map``.
 
-Clustering is batched over all masks of a batch: seeds are padded to the largest ``N_sp`` and
-carried with a validity mask.
+Where fsslib departs from ASGNet or the paper is silent (the scaled ``a`` and ``r``, padding instead of
+cropping before the distance transform, the seed order and ties, which features Eq. 12 reads), the reasons
+are in ``docs/methods/lfss.md``.
 """
 from __future__ import annotations
 

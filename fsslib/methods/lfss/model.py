@@ -66,8 +66,9 @@ class EpisodeFeatures:
 
     query: torch.Tensor  # (B, D, h, w)
     support: torch.Tensor  # (B, K, D, h, w)
-    query_masks: torch.Tensor  # (B, h, w) bool, refined pseudo mask
-    support_masks: torch.Tensor  # (B, K, h, w) bool, refined pseudo masks (or ground truth, when asked)
+    query_pseudo_masks: torch.Tensor  # (B, h, w) bool: the query's refined pseudo mask (never its ground truth)
+    support_grid_masks: torch.Tensor  # (B, K, h, w) bool: the supports' refined pseudo masks (their ground truth
+    # with support_masks="ground_truth"), on the feature grid
 
 
 class LFSS(FewShotSegmenter):
@@ -133,22 +134,22 @@ class LFSS(FewShotSegmenter):
         if self.support_mask_source == "ground_truth":  # the comparison row: read only when asked for
             support_masks = foreground_weights(batch.support_masks.flatten(0, 1), size, mode="nearest") > 0.5
             support_masks = support_masks.view(batch_size, shots, *size)
-        query_masks = initial_query
+        query_pseudo_masks = initial_query
         if self.refine:
             frozen = levels[self.refiner_level]
-            query_masks, refined_support = refine_masks(
+            query_pseudo_masks, refined_support = refine_masks(
                 frozen[:batch_size], frozen[batch_size:].unflatten(0, (batch_size, shots)), initial_query,
                 support_masks, self.alpha, self.refiner_attention)
             if self.support_mask_source == "pseudo":  # ground truth is kept as it is
                 support_masks = refined_support
             if self.query_mask_source == "whole_image":  # the whole query has no background to refine against
-                query_masks = initial_query
+                query_pseudo_masks = initial_query
         # device tensors: no host sync per batch; diagnostics() reads them once
-        self.empty_masks["query"] = self.empty_masks["query"] + (~query_masks.flatten(1).any(dim=1)).sum()
+        self.empty_masks["query"] = self.empty_masks["query"] + (~query_pseudo_masks.flatten(1).any(dim=1)).sum()
         self.empty_masks["support"] = self.empty_masks["support"] + (~support_masks.flatten(2).any(dim=2)).sum()
-        self.masked_images["query"] += query_masks.shape[0]
+        self.masked_images["query"] += query_pseudo_masks.shape[0]
         self.masked_images["support"] += support_masks.shape[0] * support_masks.shape[1]
-        return PseudoMasks(initial_query=initial_query, initial_support=initial_support, query=query_masks,
+        return PseudoMasks(initial_query=initial_query, initial_support=initial_support, query=query_pseudo_masks,
                            support=support_masks)
 
     def frozen_levels(self, batch: OneWayInputs) -> dict[str, torch.Tensor]:
@@ -167,9 +168,9 @@ class LFSS(FewShotSegmenter):
         features = self.reduce(torch.cat([levels["layer3"], levels["layer2"]], dim=1))  # (B*(1+K), D, h, w)
         return EpisodeFeatures(query=features[:batch_size],
                                support=features[batch_size:].unflatten(0, (batch_size, masks.support.shape[1])),
-                               query_masks=masks.query, support_masks=masks.support)
+                               query_pseudo_masks=masks.query, support_grid_masks=masks.support)
 
-    def predict(self, query: torch.Tensor, query_masks: torch.Tensor, support: torch.Tensor,
+    def predict(self, query: torch.Tensor, query_pseudo_masks: torch.Tensor, support: torch.Tensor,
                 support_masks: torch.Tensor) -> torch.Tensor:
         """Logits (B, 2, h, w) of B queries (B, D, h, w) with masks (B, h, w) from K supports (B, K, D, h, w).
 
@@ -177,17 +178,18 @@ class LFSS(FewShotSegmenter):
         F_q (+) P (+) M (Eqs. 18-19).
         """
         batch_size, shots = support.shape[:2]
-        query_prototype = masked_average_pooling(query, query_masks.long())  # (B, D): P_q^f for Eq. 7
+        query_prototype = masked_average_pooling(query, query_pseudo_masks.long())  # (B, D): P_q^f for Eq. 7
         prototypes, valid = distributed_prototypes(
             support.flatten(0, 1), support_masks.flatten(0, 1), query_prototype.repeat_interleave(shots, dim=0),
             self.grid, TRAIN_ITERATIONS if self.training else EVAL_ITERATIONS, clustering=self.dps)  # (B*K, S, D)
         # (B, 1, h, w): the shots' sums over their prototypes, averaged over the shots
         association = association_map(prototypes.reshape(batch_size, -1, prototypes.shape[-1]),
                                        valid.reshape(batch_size, -1), query) / shots
-        focused = focused_prototype(query.repeat_interleave(shots, dim=0), query_masks.repeat_interleave(shots, dim=0),
+        focused = focused_prototype(query.repeat_interleave(shots, dim=0),
+                                    query_pseudo_masks.repeat_interleave(shots, dim=0),
                                     support.flatten(0, 1), support_masks.flatten(0, 1))  # (B*K, D)
         focused = focused.view(batch_size, shots, -1).mean(dim=1)  # (B, D)
-        correlation = correlation_maps(focused, query, query_masks, full_image=self.ccm)  # (B, 1 or 2, h, w)
+        correlation = correlation_maps(focused, query, query_pseudo_masks, full_image=self.ccm)  # (B, 1 or 2, h, w)
         return self.decoder(torch.cat([query, association, correlation], dim=1))  # Eq. 18-19
 
     def circle(self, batch: OneWayInputs, support_pass: bool = True) -> tuple[torch.Tensor | None, torch.Tensor]:
@@ -202,13 +204,13 @@ class LFSS(FewShotSegmenter):
         batch_size, shots = features.support.shape[:2]
         support_logits = None
         if support_pass or self.support_mask_source == "pseudo":
-            support_logits = self.predict(features.support.flatten(0, 1), features.support_masks.flatten(0, 1),
+            support_logits = self.predict(features.support.flatten(0, 1), features.support_grid_masks.flatten(0, 1),
                                           features.query.repeat_interleave(shots, dim=0).unsqueeze(1),
-                                          features.query_masks.repeat_interleave(shots, dim=0).unsqueeze(1))
-        support_masks = features.support_masks
+                                          features.query_pseudo_masks.repeat_interleave(shots, dim=0).unsqueeze(1))
+        support_masks = features.support_grid_masks
         if self.support_mask_source == "pseudo":
             support_masks = (support_logits.argmax(dim=1) == 1).view(batch_size, shots, *support_logits.shape[-2:])
-        return support_logits, self.predict(features.query, features.query_masks, features.support, support_masks)
+        return support_logits, self.predict(features.query, features.query_pseudo_masks, features.support, support_masks)
 
     def segment(self, batch: OneWayInputs) -> torch.Tensor:
         _, logits = self.circle(batch, support_pass=False)
