@@ -15,7 +15,9 @@ is trained by the grid itself through its ``notebook`` (the main job's prototype
   1-way / 2-way, 1-shot / 5-shot settings that ran; figure ``<name>.png``), the support-mode matrix (each
   mode a method reads, figure ``<name>_support_modes.png``), the strata of the 1-way 1-shot episodes
   (:mod:`fsslib.data.strata`, mIoU with a bootstrap interval and the episode count, figure
-  ``<name>_strata.png``, table ``<name>_strata.csv``), the spread of training seeds on fold 0 (the grid named
+  ``<name>_strata.png``, table ``<name>_strata.csv``), each mechanism's difference from its baseline per
+  stratum (paired bootstrap; the pairs of :data:`MECHANISMS`, or the grid's ``strata_pairs``, whose labels may
+  name a variant as ``method (variant)``: a control), the spread of training seeds on fold 0 (the grid named
   under the compare grid's ``seeds``, e.g. ``zoo_seeds_toy``) and the rows per fold.
 """
 from __future__ import annotations
@@ -128,7 +130,8 @@ def _live_finished(params: dict[str, Any], folder: Path, smoke: bool) -> list[di
 
 def execute_comparison(name: str, runs: list[tuple[dict[str, Any], Path]], results_dir: Path, jobs: int,
                        threads: int, resume: bool, smoke: bool, seed_rows: list[dict[str, Any]] = (),
-                       run_notebook: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+                       run_notebook: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+                       pairs: tuple[tuple[str, str], ...] | None = None) -> list[dict[str, Any]]:
     """Evaluate every (run parameters, output folder) of a compare grid, ``jobs`` at a time with ``threads``
     torch threads each (``resume``: evaluations already made with the same settings are read,
     :func:`finished`), then write the comparison, with ``seed_rows``' spread, into ``results_dir``; returns
@@ -173,21 +176,23 @@ def execute_comparison(name: str, runs: list[tuple[dict[str, Any], Path]], resul
             os.environ.pop("OMP_NUM_THREADS")
         else:
             os.environ["OMP_NUM_THREADS"] = threads_before
-    return _write_in_order(name, runs, results_dir, seed_rows, made)
+    return _write_in_order(name, runs, results_dir, seed_rows, made, pairs)
 
 
 def _write_in_order(name: str, runs: list[tuple[dict[str, Any], Path]], results_dir: Path,
-                    seed_rows: list[dict[str, Any]], made: dict[Path, dict[str, Any]]) -> list[dict[str, Any]]:
+                    seed_rows: list[dict[str, Any]], made: dict[Path, dict[str, Any]],
+                    pairs: tuple[tuple[str, str], ...] | None = None) -> list[dict[str, Any]]:
     """Write the comparison of ``runs`` in the grid's order from ``made`` (evaluation folder -> metrics), each
     row with its ``model`` (:func:`model_source`)."""
     rows = [({**made[eval_dir], "model": model_source(params, made[eval_dir])}, eval_dir)
             for params, folder in runs for _, eval_dir in evaluations(params, folder)]
-    write_comparison(name, rows, results_dir, seed_rows)
+    write_comparison(name, rows, results_dir, seed_rows, pairs)
     return [row for row, _ in rows]
 
 
 def collect_comparison(name: str, runs: list[tuple[dict[str, Any], Path]], results_dir: Path,
-                       seed_rows: list[dict[str, Any]] = ()) -> list[dict[str, Any]]:
+                       seed_rows: list[dict[str, Any]] = (), pairs: tuple[tuple[str, str], ...] | None = None
+                       ) -> list[dict[str, Any]]:
     """Write the comparison again from the evaluations' outputs, running nothing."""
     made = {}
     for params, folder in runs:
@@ -196,7 +201,7 @@ def collect_comparison(name: str, runs: list[tuple[dict[str, Any], Path]], resul
                 raise FsslibError(f"No outputs (metrics.json and episodes.npz) of the evaluation {eval_dir} of {name}.",
                                   "run the grid itself first.")
             made[eval_dir] = json.loads((eval_dir / "metrics.json").read_text())
-    return _write_in_order(name, runs, results_dir, seed_rows, made)
+    return _write_in_order(name, runs, results_dir, seed_rows, made, pairs)
 
 
 def method_label(row: dict[str, Any]) -> str:
@@ -260,11 +265,14 @@ MECHANISMS = (("piclip", "pfenet"), ("qgnet", "pfenet"), ("lfss", "pfenet"), ("c
 # and QGNet's priors over PFENet's, LFSS's class names over PFENet's masks, support images over text prompts
 
 
-def _strata_inputs(runs: list[tuple[dict[str, Any], Path]], shots: int) -> dict[str, dict[int, tuple[Any, dict]]]:
-    """Per default-variant method that ran on every compared fold at 1 way and ``shots`` shots: per fold, its
-    saved episodes (``episodes.npz``) and their strata (described afresh from the fold, count and seed; the
-    saved episodes must be those: their classes are checked)."""
-    chosen = [(row, folder) for row, folder in runs if (row["ways"], row["shots"]) == (1, shots) and not row.get("variant")]
+def _strata_inputs(runs: list[tuple[dict[str, Any], Path]], shots: int,
+                   variants: tuple[str, ...] = ()) -> dict[str, dict[int, tuple[Any, dict]]]:
+    """Per default-variant method (and per ``variants``' label, ``method (variant)``) that ran on every compared
+    fold at 1 way and ``shots`` shots: per fold, its saved episodes (``episodes.npz``) and their strata
+    (described afresh from the fold, count and seed; the saved episodes must be those: their classes are
+    checked)."""
+    chosen = [(row, folder) for row, folder in runs if (row["ways"], row["shots"]) == (1, shots)
+              and (not row.get("variant") or method_label(row) in variants)]
     folds = compared_folds([row for row, _ in chosen])
     cfg = make_config(preset="toy")
     described: dict[tuple[int, int, int], dict[str, np.ndarray]] = {}
@@ -281,8 +289,8 @@ def _strata_inputs(runs: list[tuple[dict[str, Any], Path]], shots: int) -> dict[
         return episode_strata(described[key])
 
     inputs = {}
-    for method in dict.fromkeys(row["method"] for row, _ in chosen):
-        mine = {row["fold"]: folder for row, folder in chosen if row["method"] == method}
+    for method in dict.fromkeys(method_label(row) for row, _ in chosen):
+        mine = {row["fold"]: folder for row, folder in chosen if method_label(row) == method}
         if sorted(mine) == folds:
             saved = {fold: np.load(mine[fold] / "episodes.npz") for fold in folds}
             inputs[method] = {fold: (saved[fold], strata_of(fold, mine[fold], saved[fold])) for fold in folds}
@@ -308,8 +316,10 @@ def _stratum_scores(per_fold: dict[int, tuple[Any, dict]], grouping: str, stratu
     return points, resampled, count
 
 
-def strata_table(runs: list[tuple[dict[str, Any], Path]], shots: int = 1) -> list[dict[str, Any]]:
-    """mIoU of each default-variant method on each stratum of its 1-way ``shots``-shot test episodes.
+def strata_table(runs: list[tuple[dict[str, Any], Path]], shots: int = 1,
+                 variants: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """mIoU of each default-variant method (and of ``variants``, labelled ``method (variant)``) on each stratum
+    of its 1-way ``shots``-shot test episodes.
 
     ``runs``: (row, folder of its ``episodes.npz``). Per stratum the mIoU of each fold's episodes in it is
     averaged over the compared folds (those of any chosen row; a method that missed one is left out); the
@@ -317,7 +327,7 @@ def strata_table(runs: list[tuple[dict[str, Any], Path]], shots: int = 1) -> lis
     the count over the folds.
     """
     table = []
-    for method, per_fold in _strata_inputs(runs, shots).items():
+    for method, per_fold in _strata_inputs(runs, shots, variants).items():
         for grouping, names in STRATA.items():
             for stratum in names:
                 points, resampled, count = _stratum_scores(per_fold, grouping, stratum)
@@ -333,8 +343,9 @@ def strata_differences(runs: list[tuple[dict[str, Any], Path]], pairs: tuple[tup
     """Per (method, baseline) of ``pairs`` that both ran and per stratum: the method's mIoU minus the
     baseline's on the same episodes (mean over the compared folds), with the 95% interval of the paired
     bootstrap (the same resampled episodes for both); rows shaped as :func:`strata_table`'s, ``method`` being
-    ``"<method> - <baseline>"`` and ``miou`` the difference."""
-    inputs = _strata_inputs(runs, shots)
+    ``"<method> - <baseline>"`` and ``miou`` the difference; a method or baseline may be a variant's label,
+    ``method (variant)``."""
+    inputs = _strata_inputs(runs, shots, variants_in(pairs))
     computed: dict[tuple[str, str, str], tuple[list, list, int]] = {}  # a baseline serves several pairs
 
     def scores(method: str, grouping: str, stratum: str) -> tuple[list, list, int]:
@@ -431,8 +442,14 @@ def _strata_wide(strata: list[dict[str, Any]], signed: bool = False) -> tuple[li
     return list(lines.values()), ["grouping", "stratum", "episodes", *methods]
 
 
+def variants_in(pairs: tuple[tuple[str, str], ...]) -> tuple[str, ...]:
+    """The variant labels (``method (variant)``) that ``pairs`` name."""
+    return tuple(label for pair in pairs for label in pair if " (" in label)
+
+
 def write_comparison(name: str, runs: list[tuple[dict[str, Any], Path]], results_dir: Path,
-                     seed_rows: list[dict[str, Any]] = ()) -> list[dict[str, Any]]:
+                     seed_rows: list[dict[str, Any]] = (), pairs: tuple[tuple[str, str], ...] | None = None
+                     ) -> list[dict[str, Any]]:
     """Write the comparison files of the module docstring from ``runs``: (row of a run's ``metrics.json``, its
     evaluation folder), with the spread of training seeds that ``seed_rows`` give (:func:`seed_spread`);
     returns the rows with their support annotation."""
@@ -456,8 +473,9 @@ def write_comparison(name: str, runs: list[tuple[dict[str, Any], Path]], results
                          for row in rows for cls, iou in row["per_class_iou"].items())
     comparison = comparison_table(rows)
     matrix = support_mode_matrix(rows)
-    strata = strata_table(runs)
-    differences = strata_differences(runs)
+    pairs = MECHANISMS if pairs is None else pairs
+    strata = strata_table(runs, variants=variants_in(pairs))
+    differences = strata_differences(runs, pairs)
     plot_comparison(comparison, [f"{w}-way {k}-shot" for w, k in ran], folds).savefig(results_dir / f"{name}.png", dpi=100)
     if matrix:
         plot_support_modes(matrix, MODES).savefig(results_dir / f"{name}_support_modes.png", dpi=100)

@@ -98,8 +98,13 @@ def check_parameters(grid: dict[str, Any], runs: list[dict[str, Any]]) -> None:
                           "give each run its own method, variant, fold, ways, shots or seed; evaluate one run at "
                           "several shots or ways with test_shots and test_ways.")
     if grid.get("compare"):  # evaluations (fsslib.compare), and the train/eval notebook for runs with ckpt: null
-        from fsslib.compare import evaluations, trains_live
+        from fsslib.compare import evaluations, method_label, trains_live
 
+        labels = {method_label(params) for params in runs}
+        named = {label for pair in _strata_pairs(grid) or () for label in pair}
+        if named - labels:
+            raise FsslibError(f"Grid {grid['name']}: strata_pairs name {sorted(named - labels)}, which no run is.",
+                              f"name runs by method or 'method (variant)': {sorted(labels)}.")
         zoo_models = {(p["method"], p.get("variant", "")) for p in expand(load_grid(REPO / ZOO_GRID))}
         for params in runs:
             for overrides, _ in evaluations(params, Path()):  # raises on a key an evaluation does not take
@@ -154,6 +159,18 @@ def _seed_rows(grid: dict[str, Any]) -> list[dict[str, Any]]:
     return read_table(table) if table is not None and table.is_file() else []
 
 
+def _strata_pairs(grid: dict[str, Any]) -> tuple[tuple[str, str], ...] | None:
+    """The (method, baseline) pairs a compare grid's strata differences compare (``strata_pairs``: labels
+    ``method`` or ``method (variant)``); None: :data:`fsslib.compare.MECHANISMS`."""
+    pairs = grid.get("strata_pairs")
+    if pairs is None:
+        return None
+    if not all(isinstance(pair, list) and len(pair) == 2 and all(isinstance(p, str) for p in pair) for pair in pairs):
+        raise FsslibError(f"Grid {grid['name']}: strata_pairs must be a list of [method, baseline] pairs, got {pairs!r}.",
+                          'write e.g. strata_pairs: [["piclip (no_pir)", "pfenet"], ["piclip", "piclip (no_pir)"]].')
+    return tuple(tuple(pair) for pair in pairs)
+
+
 def _done(result: dict[str, Any]) -> Future:
     """A future that already holds ``result`` (a run a resumed grid does not execute again)."""
     future: Future = Future()
@@ -202,7 +219,7 @@ def execute(grid_path: str | Path, smoke: bool = False, outputs: str | Path | No
             if "notebook" in grid else None
         rows = execute_comparison(name, [(p, outputs / run_name(p)) for p in runs],
                                   Path(results or REPO / "papermill_runs" / "results"), jobs, threads, resume, smoke,
-                                  _seed_rows(grid), train_one)
+                                  _seed_rows(grid), train_one, _strata_pairs(grid))
         if publish:
             write_results_page(REPO / "papermill_runs")
         return rows
@@ -311,7 +328,8 @@ def rewrite_table(grid_path: str | Path, outputs: str | Path | None = None,
         from fsslib.compare import collect_comparison
 
         rows = collect_comparison(grid["name"], [(p, outputs / run_name(p)) for p in runs],
-                                  Path(results or REPO / "papermill_runs" / "results"), _seed_rows(grid))
+                                  Path(results or REPO / "papermill_runs" / "results"), _seed_rows(grid),
+                                  _strata_pairs(grid))
         if results is None:
             write_results_page(REPO / "papermill_runs")
         return rows

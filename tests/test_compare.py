@@ -221,3 +221,22 @@ def test_a_mechanism_s_difference_per_stratum_is_paired_on_the_same_episodes(tmp
     assert all(row["miou"] == pytest.approx(10.0) and row["low"] == pytest.approx(10.0) == row["high"] for row in shifted)
     assert strata_differences(runs, pairs=(("qgnet", "pfenet"),)) == []  # a pair that did not run
 
+
+
+def test_a_variant_can_be_compared_per_stratum_when_a_grid_names_it(tmp_path):
+    """A control of one mechanism (e.g. PI-CLIP without PIR) is a variant: named in ``strata_pairs`` as
+    ``method (variant)``, it enters the strata and their paired differences; unnamed, it stays out."""
+    from fsslib.compare import strata_differences, variants_in
+    from fsslib.runs import check_parameters
+
+    runs = fabricated_runs(tmp_path, {("piclip", ""): 0.5, ("piclip", "no_pir"): 0.7}, varied=False)
+    pairs = (("piclip (no_pir)", "piclip"),)
+    assert variants_in(pairs) == ("piclip (no_pir)",)
+    assert {row["method"] for row in strata_table(runs)} == {"piclip"}
+    assert {row["method"] for row in strata_table(runs, variants=variants_in(pairs))} == {"piclip", "piclip (no_pir)"}
+    differences = strata_differences(runs, pairs)
+    assert differences and all(row["method"] == "piclip (no_pir) - piclip" and row["miou"] == pytest.approx(20.0)
+                               for row in differences)
+    grid = {"name": "control", "compare": True, "strata_pairs": [["piclip (no_pir)", "pfenet"]]}
+    with pytest.raises(FsslibError, match=r"\['pfenet'\], which no run is"):
+        check_parameters(grid, [{"method": "piclip", "variant": "no_pir", "fold": 0, "ckpt": None}])
