@@ -12,7 +12,7 @@ mask ``<stem>_mask.png`` (0 = background, n = way n) and an overlay ``<stem>_ove
 
 A class name outside the benchmark's classes is appended to the class list that text-reading methods encode
 (``Config.extra_classes``); the toy tier's text towers know the toy world's words only and refuse others.
-From Python: ``model, cfg = load(...)``, then ``segment(model, cfg, query, supports)``.
+From Python: ``model, cfg = load(...)``, then ``segment(model, query, supports)``.
 """
 from __future__ import annotations
 
@@ -63,7 +63,9 @@ def load(method: str, class_names: list[str], preset: str = "toy", ckpt: str | N
 
     cfg = make_config(method=method, preset=preset, ckpt=ckpt, shots=shots, ways=max(1, len(class_names)),
                       extra_classes=list(class_names), **overrides)
-    return load_model(cfg, resolve_device(cfg.device)), cfg
+    model = load_model(cfg, resolve_device(cfg.device))
+    model.fsslib_config = cfg  # what segment() resizes by
+    return model, cfg
 
 
 def class_ids(cfg: Config, names: list[str]) -> list[int]:
@@ -77,12 +79,19 @@ def class_ids(cfg: Config, names: list[str]) -> list[int]:
 
 
 @torch.no_grad()
-def segment(model: FewShotSegmenter, cfg: Config, query: torch.Tensor, supports: Supports) -> tuple[torch.Tensor, torch.Tensor]:
+def segment(model: FewShotSegmenter, query: torch.Tensor, supports: Supports,
+            cfg: Config | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Segment one query (3, H, W) in [0, 1] of any size given ``supports``.
 
     Returns the prediction (H, W) long (0 = background, n = way n) and the class probabilities (1 + N, H, W),
-    both at the query's own size. The model reads :class:`EpisodeInputs` only, as in evaluation.
+    both at the query's own size. The model reads :class:`EpisodeInputs` only, as in evaluation. ``cfg``: the
+    configuration the model was built with (its input size, resize rule and class list); a model from
+    :func:`load` carries it.
     """
+    cfg = cfg if cfg is not None else getattr(model, "fsslib_config", None)
+    if cfg is None:
+        raise FsslibError("segment() needs the model's configuration (its input size, resize rule and class list).",
+                          "load the model with fsslib.predict.load, or pass cfg=the Config it was built with.")
     check_supports(cfg, supports)
     device = next((p.device for p in model.parameters()), resolve_device(cfg.device))
     size = cfg.image_size
@@ -284,7 +293,7 @@ def run(args: argparse.Namespace) -> dict[str, tuple[Path, Path]]:
     written = {}
     for path in args.query:
         query = read_image(path)
-        prediction, _ = segment(model, cfg, query, supports)
+        prediction, _ = segment(model, query, supports)
         title = f"{cfg.method} ({cfg.preset} tier) · {', '.join(names)} · supports: {' + '.join(reads) or 'none'}"
         written[path] = write_outputs(args.out, Path(path).stem, query, prediction, names, title)
     return written

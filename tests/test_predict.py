@@ -50,7 +50,7 @@ def test_segment_gives_the_evaluation_s_prediction(toy_root, method, ckpt):
         name = batch.class_names[index][0]
         supports = predict.Supports([name], images=[[batch.support_images[index, 0, 0]]],
                                     masks=[[batch.support_masks[index, 0, 0]]])
-        prediction, probabilities = predict.segment(model, cfg, batch.query_images[index], supports)
+        prediction, probabilities = predict.segment(model, batch.query_images[index], supports)
         assert prediction.shape == (64, 64) and probabilities.shape == (2, 64, 64)
         assert (prediction == expected[index]).float().mean() > 0.999  # bilinear round trips at the same size
 
@@ -153,6 +153,6 @@ def test_the_paper_tier_segments_a_photograph_at_its_own_size(paper_models):
     photo = torch.from_numpy(data.chelsea()[:300, :200].copy()).permute(2, 0, 1).float() / 255  # (3, 300, 200)
     mask = torch.zeros(300, 200, dtype=torch.long)
     mask[100:200, 50:150] = 1
-    prediction, probabilities = predict.segment(model, cfg, photo, predict.Supports(["cat"], [[photo]], [[mask]]))
+    prediction, probabilities = predict.segment(model, photo, predict.Supports(["cat"], [[photo]], [[mask]]), cfg)
     assert cfg.image_size == 473 and prediction.shape == (300, 200) and probabilities.shape == (2, 300, 200)
     torch.testing.assert_close(probabilities.sum(0), torch.ones(300, 200))
