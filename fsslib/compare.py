@@ -229,13 +229,16 @@ def fold_mean(rows: list[dict[str, Any]], key: str, folds: list[int]) -> float |
     return mean_of_shown([row[key] for row in rows]) if covered == folds else None
 
 
-def comparison_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per method (default variants): mean mIoU and FB-IoU over the compared folds per (ways, shots)."""
+def comparison_table(rows: list[dict[str, Any]], variants: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """One row per method (default variants, and ``variants``' labels ``method (variant)``): mean mIoU and
+    FB-IoU over the compared folds per (ways, shots)."""
     folds = compared_folds(rows)
     table = []
-    for method in dict.fromkeys(row["method"] for row in rows if not row.get("variant")):
-        mine = [row for row in rows if row["method"] == method and not row.get("variant")]
-        entry: dict[str, Any] = {"method": method, "support annotation": support_annotation(method)}
+    shown = [row for row in rows if not row.get("variant") or method_label(row) in variants]
+    for label in dict.fromkeys(method_label(row) for row in shown):
+        mine = [row for row in shown if method_label(row) == label]
+        entry: dict[str, Any] = {"method": label,
+                                 "support annotation": support_annotation(mine[0]["method"], mine[0].get("variant", ""))}
         for ways, shots in SETTINGS:
             setting = [row for row in mine if row["ways"] == ways and row["shots"] == shots]
             entry[f"{ways}-way {shots}-shot mIoU"] = fold_mean(setting, "miou", folds)
@@ -471,9 +474,9 @@ def write_comparison(name: str, runs: list[tuple[dict[str, Any], Path]], results
         writer.writerow(["method", "variant", "fold", "ways", "shots", "class", "iou"])
         writer.writerows([row["method"], row.get("variant", ""), row["fold"], row["ways"], row["shots"], cls, f"{iou:.1f}"]
                          for row in rows for cls, iou in row["per_class_iou"].items())
-    comparison = comparison_table(rows)
-    matrix = support_mode_matrix(rows)
     pairs = MECHANISMS if pairs is None else pairs
+    comparison = comparison_table(rows, variants_in(pairs))
+    matrix = support_mode_matrix(rows)
     strata = strata_table(runs, variants=variants_in(pairs))
     differences = strata_differences(runs, pairs)
     plot_comparison(comparison, [f"{w}-way {k}-shot" for w, k in ran], folds).savefig(results_dir / f"{name}.png", dpi=100)
@@ -509,11 +512,14 @@ def write_comparison(name: str, runs: list[tuple[dict[str, Any], Path]], results
                   f"Table: `{name}_strata.csv`.", "",
                   *_markdown(*_strata_wide(strata)), "", f"![strata]({name}_strata.png)", ""]
     if differences:
-        lines += ["### Each paper's mechanism against its baseline, per stratum", "",
+        compared = ("PI-CLIP's and QGNet's priors over PFENet's, LFSS's class names over PFENet's masks, CLIP-DINOiser's "
+                    "support images over its text prompts (`fsslib.compare.MECHANISMS`; what each paper leads us to "
+                    "expect: `docs/compare.md`)") if pairs == MECHANISMS else \
+            "the pairs the grid names (`strata_pairs`): " + ", ".join(f"{a} over {b}" for a, b in pairs)
+        lines += [("### Each paper's mechanism against its baseline, per stratum" if pairs == MECHANISMS
+                   else "### Each pair's difference, per stratum"), "",
                   "mIoU of a method minus its baseline's on the same episodes, with the 95% interval of the paired "
-                  "bootstrap (the same resampled episodes for both): PI-CLIP's and QGNet's priors over PFENet's, LFSS's "
-                  "class names over PFENet's masks, CLIP-DINOiser's support images over its text prompts "
-                  "(`fsslib.compare.MECHANISMS`; what each paper leads us to expect: `docs/compare.md`). Table: "
+                  f"bootstrap (the same resampled episodes for both): {compared}. Table: "
                   f"`{name}_strata_differences.csv`.", "",
                   *_markdown(*_strata_wide(differences, signed=True)), "",
                   f"![differences per stratum]({name}_strata_differences.png)", ""]
