@@ -48,7 +48,7 @@ class Config:
     # "short_side": test queries' shorter side to image_size, for sliding windows (CLIP-DINOiser's evaluation)
     data_root: str | None = None  # None: $FSSLIB_DATA/<benchmark root>
     novel_classes: list[int] = field(default_factory=list)  # a dataset folder without folds.json: its novel ids (fold 0)
-    extra_classes: list[str] = _role([], RUN_CONTROL)  # class names beyond the benchmark's, appended to the class
+    extra_classes: list[str] = field(default_factory=list)  # class names beyond the benchmark's, appended to the class
     # list that text-reading methods encode (fsslib.predict: the user's names)
     # evaluation (HSNet protocol)
     episodes: int = _role(1000, RUN_CONTROL)
@@ -138,7 +138,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         if f.name == "options":
             parser.add_argument(flag, action="append", default=None, metavar="KEY=VALUE",
                                 help="method option (repeatable), read by its type (listed below), e.g. --options "
-                                     "refine=false --options priors=vvp,vtp")
+                                     "feature_dim=64; a list as a,b or JSON")
         elif f.type in ("bool", bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
         elif str(f.type).startswith("list["):
@@ -166,11 +166,14 @@ def options_help(argv: list[str] | None) -> str:
     """``--help``'s list of the options of the method named on the command line (default: the prototype)."""
     finder = argparse.ArgumentParser(add_help=False)
     finder.add_argument("--method", default=Config.method)
-    method = finder.parse_known_args(argv)[0].method
-    if method not in METHODS:
-        return f"methods: {', '.join(METHODS)}"
-    return (f"options of method {method} (--options KEY=VALUE; --method M --help lists another method's):\n"
-            f"{method_options_type(method).describe()}")
+    finder.add_argument("--preset", default="toy")
+    found = finder.parse_known_args(argv)[0]
+    if found.method not in METHODS or found.preset not in PRESETS:
+        return f"methods: {', '.join(METHODS)}; presets: {', '.join(PRESETS)}"
+    kind = method_options_type(found.method)
+    values = {**kind().to_dict(), **make_config(method=found.method, preset=found.preset).options}
+    return (f"options of method {found.method} with preset {found.preset} (--options KEY=VALUE; --method M / --preset P "
+            f"--help lists others):\n{kind.describe(values)}")
 
 
 def config_from_args(args: argparse.Namespace) -> Config:

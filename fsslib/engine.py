@@ -21,7 +21,7 @@ from fsslib.config import MODEL, fields_with_role
 from fsslib.data.benchmarks import benchmark_of
 from fsslib.data.episodes import EpisodeDataset, Source, collate_episodes
 from fsslib.device import autocast
-from fsslib.errors import CheckpointError
+from fsslib.errors import CheckpointError, DatasetNotFoundError
 from fsslib.metrics import FewShotMeter, score_at_label_size
 from fsslib.methods import build_method
 from fsslib.models.files import read_weights
@@ -35,6 +35,9 @@ if TYPE_CHECKING:
 def open_source(cfg: Config, split: str) -> Source:
     """One split of the benchmark of ``cfg`` (toy images are cached in memory)."""
     benchmark = benchmark_of(cfg)
+    if benchmark.name == "folder" and cfg.data_root is not None:
+        raise DatasetNotFoundError(f"data_root={cfg.data_root} does not apply to a dataset folder: its path is the "
+                                   f"benchmark's ({cfg.benchmark}).", "drop --data-root, or name the folder in --benchmark.")
     return Source(benchmark, split, root=cfg.data_root, cache=benchmark.name == "toy")
 
 

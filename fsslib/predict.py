@@ -6,9 +6,10 @@
 The supports are given in whichever mode the method reads (:func:`fsslib.methods.support_inputs`): class
 names (``--class-name``, one per way), support images (``--support``, K per way, the ways' in the order of
 their names) and their masks (``--support-mask``, one per support image: a single-channel PNG, nonzero =
-object, 255 = ignore). Each query is segmented at the model's input size (the tier's resize rule, as in
-evaluation) and its prediction resized back to the query's own size; ``DIR`` gets, per query, a class-index
-mask ``<stem>_mask.png`` (0 = background, n = way n) and an overlay ``<stem>_overlay.png``.
+object, 255 = ignore; a mask of 0 and 255 only is read as black and white, 255 = object). Each query is
+segmented at the model's input size (the tier's resize rule, as in evaluation) and its prediction resized
+back to the query's own size; ``DIR`` gets, per query, a class-index mask ``<stem>_mask.png`` (0 =
+background, n = way n) and an overlay ``<stem>_overlay.png``.
 
 A class name outside the benchmark's classes is appended to the class list that text-reading methods encode
 (``Config.extra_classes``); the toy tier's text towers know the toy world's words only and refuse others.
@@ -26,9 +27,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
-from fsslib.config import Config, make_config, parse_option
+from fsslib.config import Config, make_config, options_help, parse_option
 from fsslib.data.benchmarks import benchmark_of, class_list
 from fsslib.data.episodes import IGNORE, RESIZE_RULES, EpisodeInputs, check_support_masks, resize_pad
+from fsslib.data.images import rgb_array
 from fsslib.device import autocast, resolve_device
 from fsslib.errors import CorruptImageError, DatasetNotFoundError, EpisodeShapeError, FsslibError, InvalidMaskError
 from fsslib.methods import METHODS, method_options_type, support_inputs
@@ -64,18 +66,24 @@ def load(method: str, class_names: list[str], preset: str = "toy", ckpt: str | N
     cfg = make_config(method=method, preset=preset, ckpt=ckpt, shots=shots, ways=max(1, len(class_names)),
                       extra_classes=list(class_names), **overrides)
     model = load_model(cfg, resolve_device(cfg.device))
+    if model.reads_image_labels:
+        raise FsslibError(f"This {method} model reads the classes in each query's label (a comparison setting of "
+                          "its evaluation), which a picture of yours does not come with.",
+                          "use the method's few-shot setting (for PI-CLIP: vtp_prompts='episode', the default).")
     model.fsslib_config = cfg  # what segment() resizes by
     return model, cfg
 
 
 def class_ids(cfg: Config, names: list[str]) -> list[int]:
     """The ids (1-based) of ``names`` in the class list of ``cfg``'s model (its benchmark's, then the extra names)."""
-    classes = class_list(benchmark_of(cfg), cfg.extra_classes)
-    missing = [name for name in names if name not in classes]
+    benchmark = benchmark_of(cfg)
+    classes = class_list(benchmark, cfg.extra_classes)
+    spelled = {name: index + 1 for index, name in enumerate(benchmark.class_names)}  # the benchmark's own spelling
+    missing = [name for name in names if name not in classes and name not in spelled]
     if missing:
         raise FsslibError(f"Class name(s) {missing} are not in the model's class list.",
                           "build the model with them: predict.load(method, class_names=...) or extra_classes=[...].")
-    return [classes.index(name) + 1 for name in names]
+    return [spelled[name] if name in spelled else classes.index(name) + 1 for name in names]
 
 
 @torch.no_grad()
@@ -93,6 +101,8 @@ def segment(model: FewShotSegmenter, query: torch.Tensor, supports: Supports,
         raise FsslibError("segment() needs the model's configuration (its input size, resize rule and class list).",
                           "load the model with fsslib.predict.load, or pass cfg=the Config it was built with.")
     check_supports(cfg, supports)
+    check_pictures(query, supports)
+    model.eval()
     device = next((p.device for p in model.parameters()), resolve_device(cfg.device))
     size = cfg.image_size
     height, width = query.shape[-2:]
@@ -141,6 +151,22 @@ def check_supports(cfg: Config, supports: Supports) -> None:
 
 
 MAX_WAYS = len(WAY_COLOURS)
+def check_pictures(query: torch.Tensor, supports: Supports) -> None:
+    """Raise a clear error unless the query and every support image are (3, H, W) and every mask (H, W)."""
+    pictures = [("the query", query)] + [(f"support image {shot + 1} of way {way + 1}", image)
+                                         for way, images in enumerate(supports.images) for shot, image in enumerate(images)]
+    for what, picture in pictures:
+        if picture.dim() != 3 or picture.shape[0] != 3:
+            raise EpisodeShapeError(f"{what.capitalize()} has shape {tuple(picture.shape)}, not (3, H, W).",
+                                    "pass RGB tensors in [0, 1] as read_image returns them (channels first).")
+    if supports.masks and len(supports.masks) != len(supports.images):
+        raise EpisodeShapeError(f"Masks for {len(supports.masks)} way(s), images for {len(supports.images)}.",
+                                "give one list of masks per way, one mask per support image.")
+    for way, masks in enumerate(supports.masks, start=1):
+        if any(mask.dim() != 2 for mask in masks):
+            raise EpisodeShapeError(f"A support mask of way {way} is not (H, W).", "pass single-channel masks.")
+
+
 FLAGS = {"images": "support IMG", "masks": "support-mask MASK", "names": "class-name NAME"}
 
 
@@ -166,32 +192,24 @@ def read_image(path: str | Path) -> torch.Tensor:
     """(3, H, W) in [0, 1] from any image file PIL reads (RGB, grayscale, RGBA composited on white, palette,
     16-bit)."""
     with _open(path) as handle:
-        if handle.mode in ("I;16", "I;16B", "I;16L", "I"):
-            array = np.asarray(handle, dtype=np.float64)
-            array = array / max(float(array.max()), 1.0)
-            return torch.from_numpy(np.repeat(array[None], 3, axis=0)).float()
-        if handle.mode in ("RGBA", "LA", "PA") or (handle.mode == "P" and "transparency" in handle.info):
-            rgba = handle.convert("RGBA")
-            white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-            picture = Image.alpha_composite(white, rgba).convert("RGB")
-        else:
-            picture = handle.convert("RGB")
-        return torch.from_numpy(np.asarray(picture).copy()).permute(2, 0, 1).float().div(255)
+        return torch.from_numpy(rgb_array(handle).copy()).permute(2, 0, 1).float().div(255)
 
 
 def read_mask(path: str | Path) -> torch.Tensor:
     """(H, W) long: 1 where the single-channel mask is nonzero, 255 where it is 255 (ignore), else 0; 8- or
-    16-bit; an RGB mask must be grey (its channels equal)."""
+    16-bit, palette indices as values, grey + alpha read from the grey. A mask of 0 and 255 only is a
+    black-and-white mask: 255 is then the object. An RGB mask must be grey (its channels equal)."""
     with _open(path) as handle:
         array = np.asarray(handle)
-        if handle.mode == "P":  # a palette PNG: its indices are the values
-            array = np.asarray(handle, dtype=np.int64)
     if array.ndim == 3:
-        if not (array[..., :3] == array[..., :1]).all():
+        channels = array[..., :3] if array.shape[2] >= 3 else array[..., :1]  # grey + alpha: the grey
+        if not (channels == channels[..., :1]).all():
             raise InvalidMaskError(f"Mask {path} is a colour image.",
                                    "save masks as single-channel PNGs: nonzero = object, 255 = ignore.")
-        array = array[..., 0]
+        array = channels[..., 0]
     array = array.astype(np.int64)
+    if set(np.unique(array).tolist()) == {0, IGNORE}:  # black and white: white is the object
+        return torch.from_numpy((array == IGNORE).astype(np.int64))
     mask = (array != 0).astype(np.int64)
     mask[array == IGNORE] = IGNORE
     return torch.from_numpy(mask)
@@ -227,7 +245,7 @@ def write_outputs(out: Path, stem: str, query: torch.Tensor, prediction: torch.T
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m fsslib.predict", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m fsslib.predict", description=__doc__, epilog=options_help(argv),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--method", required=True, choices=list(METHODS))
     parser.add_argument("--variant", default="")
@@ -268,6 +286,14 @@ def run(args: argparse.Namespace) -> dict[str, tuple[Path, Path]]:
         raise FsslibError("No class name and no support image: nothing says what to segment.",
                           "give --class-name NAME, or --support IMG (--support-mask MASK), or both.")
     ways = len(names)
+    if any(not name.strip() for name in names):
+        raise FsslibError("An empty --class-name names nothing.", "give each way a class name, e.g. --class-name cat.")
+    if args.out.exists() and not args.out.is_dir():
+        raise FsslibError(f"--out {args.out} is a file.", "pass a folder (it is created if missing).")
+    stems = [Path(path).stem for path in args.query]
+    if len(set(stems)) < len(stems):
+        raise FsslibError(f"Queries share a file name {sorted(s for s in set(stems) if stems.count(s) > 1)}: their "
+                          "outputs would overwrite each other.", "segment them into different --out folders.")
     if ways > MAX_WAYS:
         raise EpisodeShapeError(f"{ways} ways asked; fsslib segments at most {MAX_WAYS} at a time (a PASCAL-5i fold's "
                                 "classes, the overlay's colours).", f"split the class names into groups of {MAX_WAYS}.")
@@ -281,6 +307,7 @@ def run(args: argparse.Namespace) -> dict[str, tuple[Path, Path]]:
     if "names" in reads and not args.class_name:
         raise FsslibError(f"{args.method} reads the class name of each way.", "give --class-name NAME for each way.")
     shots = max(1, len(args.support) // ways)
+    queries = [read_image(path) for path in args.query]  # every file is read before any model is built
     images = [read_image(path) for path in args.support]
     masks = [read_mask(path) for path in args.support_mask]
     supports = Supports(class_names=names,
@@ -291,8 +318,7 @@ def run(args: argparse.Namespace) -> dict[str, tuple[Path, Path]]:
     model, cfg = load(args.method, names, preset=args.preset, ckpt=args.ckpt, shots=shots, variant=args.variant,
                       fold=args.fold, device=args.device, options=options, backbone_weights=args.backbone_weights)
     written = {}
-    for path in args.query:
-        query = read_image(path)
+    for path, query in zip(args.query, queries):
         prediction, _ = segment(model, query, supports)
         title = f"{cfg.method} ({cfg.preset} tier) · {', '.join(names)} · supports: {' + '.join(reads) or 'none'}"
         written[path] = write_outputs(args.out, Path(path).stem, query, prediction, names, title)

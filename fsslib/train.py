@@ -100,7 +100,7 @@ def check_same_run(saved: dict, cfg: Config, path: Path) -> None:
     changed = sorted(k for k in current if k not in RUN_CONTROL_FIELDS and saved.get(k, defaults[k]) != current[k])
     if changed:
         raise CheckpointError(
-            f"{path} was written by a run with other settings: {', '.join(f'{k}={saved.get(k)!r}' for k in changed)}.",
+            f"{path} was written by a run with other settings: {', '.join(f'{k}={saved.get(k, defaults[k])!r}' for k in changed)}.",
             f"resume with the same settings, or start a fresh run in another --out folder (now: {', '.join(f'{k}={current[k]!r}' for k in changed)}).",
         )
 

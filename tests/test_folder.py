@@ -92,3 +92,29 @@ def test_a_folder_without_folds_asks_for_novel_classes(folder):
         benchmark_of(make_config(benchmark=f"folder:{folder}"))
     with pytest.raises(DatasetNotFoundError, match=r"\[7\] are not in"):
         benchmark_of(make_config(benchmark=f"folder:{folder}", novel_classes=[1, 7]))
+
+
+def test_a_folder_reads_its_pictures_as_predict_does_and_refuses_ambiguity(folder, tmp_path):
+    from fsslib.config import make_config
+    from fsslib.data.benchmarks import benchmark_of
+    from fsslib.engine import open_source
+    from fsslib.errors import DatasetNotFoundError
+    from fsslib.predict import read_image
+
+    copy = shutil.copytree(folder, tmp_path / "sixteen")
+    stem = sorted(p.stem for p in (copy / "images").glob("*.jpg"))[0]
+    grey = np.asarray(Image.open(copy / "images" / f"{stem}.jpg").convert("L")).astype(np.uint16) * 257
+    (copy / "images" / f"{stem}.jpg").unlink()
+    Image.fromarray(grey).save(copy / "images" / f"{stem}.png")  # a 16-bit picture
+    cfg = make_config(benchmark=f"folder:{copy}", novel_classes=[1, 2])
+    image, _ = open_source(cfg, "test").load(stem)
+    assert np.array_equal(image, (read_image(copy / "images" / f"{stem}.png") * 255).round().byte().permute(1, 2, 0).numpy())
+    assert abs(float(image.mean()) - float(grey.mean()) / 257) < 1  # not clipped to white
+    with pytest.raises(DatasetNotFoundError, match="does not apply to a dataset folder"):
+        open_source(make_config(benchmark=f"folder:{copy}", novel_classes=[1, 2], data_root=str(tmp_path)), "test")
+    (copy / "folds.json").write_text(json.dumps({"folds": [[1, 2]]}))
+    with pytest.raises(DatasetNotFoundError, match="and novel classes were given"):
+        benchmark_of(make_config(benchmark=f"folder:{copy}", novel_classes=[1, 2]))
+    (copy / "classes.txt").write_text(CLASSES.replace("4 dotted square", "4 solid circle"))
+    with pytest.raises(DatasetNotFoundError, match="repeats the name 'solid circle'"):
+        benchmark_of(make_config(benchmark=f"folder:{copy}"))

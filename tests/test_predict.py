@@ -156,3 +156,31 @@ def test_the_paper_tier_segments_a_photograph_at_its_own_size(paper_models):
     prediction, probabilities = predict.segment(model, photo, predict.Supports(["cat"], [[photo]], [[mask]]), cfg)
     assert cfg.image_size == 473 and prediction.shape == (300, 200) and probabilities.shape == (2, 300, 200)
     torch.testing.assert_close(probabilities.sum(0), torch.ones(300, 200))
+
+
+def test_masks_in_the_formats_users_have(tmp_path):
+    """Black-and-white (0/255) masks are objects, grey + alpha reads the grey, palette indices are values."""
+    from fsslib.predict import read_mask
+
+    shape = np.zeros((4, 4), np.uint8)
+    shape[1:3, 1:3] = 255
+    Image.fromarray(shape).save(tmp_path / "bw.png")
+    assert read_mask(tmp_path / "bw.png").tolist() == (shape == 255).astype(int).tolist()
+    Image.fromarray(np.dstack([shape // 255, np.full((4, 4), 255, np.uint8)]), "LA").save(tmp_path / "la.png")
+    assert read_mask(tmp_path / "la.png").tolist() == (shape == 255).astype(int).tolist()
+    palette = Image.fromarray((shape // 255) * 2, "P")
+    palette.putpalette([0, 0, 0, 9, 9, 9, 200, 10, 10] + [0] * 759)
+    palette.save(tmp_path / "palette.png")
+    assert read_mask(tmp_path / "palette.png").tolist() == (shape == 255).astype(int).tolist()
+
+
+def test_segment_refuses_pictures_of_the_wrong_shape_and_knows_the_benchmark_s_spellings(toy_root):
+    from fsslib import predict
+    from fsslib.config import make_config
+    from fsslib.errors import EpisodeShapeError
+
+    model, _ = predict.load("maskclip", ["solid circle"], device="cpu")
+    with pytest.raises(EpisodeShapeError, match=r"\(64, 64, 3\), not \(3, H, W\)"):
+        predict.segment(model, torch.rand(64, 64, 3), predict.Supports(["solid circle"]))
+    pascal = make_config(method="maskclip", preset="paper", extra_classes=["aeroplane", "giraffe"])
+    assert predict.class_ids(pascal, ["aeroplane", "airplane", "giraffe"]) == [1, 1, 21]  # VOC's and CLIP's spelling

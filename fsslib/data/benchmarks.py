@@ -6,7 +6,6 @@ contiguous ids ``{i+1, i+5, ..., i+77}`` (interleaved, PFENet/HSNet/BAM/PI-CLIP)
 """
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -110,11 +109,13 @@ COCO = Benchmark(
 BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (TOY, PASCAL, COCO)}
 
 
-@functools.lru_cache(maxsize=8)
 def folder_benchmark(path: str, novel_classes: tuple[int, ...] = ()) -> Benchmark:
     """The benchmark of the dataset folder ``path`` (:mod:`fsslib.data.folder`), checked completely."""
     root = Path(path).expanduser().resolve()
     names, folds, _ = folder_index(root)
+    if folds and novel_classes:
+        raise DatasetNotFoundError(f"{root} defines its folds (folds.json) and novel classes were given as well.",
+                                   "drop --novel-classes, or remove folds.json.")
     if not folds:
         if not novel_classes:
             raise DatasetNotFoundError(f"{root} defines no folds (no folds.json) and no novel classes were given.",
@@ -124,7 +125,10 @@ def folder_benchmark(path: str, novel_classes: tuple[int, ...] = ()) -> Benchmar
         if unknown_ids:
             raise DatasetNotFoundError(f"Novel class id(s) {unknown_ids} are not in {root / 'classes.txt'} "
                                        f"(ids 1..{len(names)}).", "pass ids of classes.txt.")
-        folds = (tuple(novel_classes),)
+        if len(set(novel_classes)) == len(names):
+            raise DatasetNotFoundError(f"Every class of {root / 'classes.txt'} is novel, leaving none to train on.",
+                                       "keep some classes out of --novel-classes.")
+        folds = (tuple(dict.fromkeys(novel_classes)),)
     return Benchmark(name="folder", class_names=tuple(names), n_folds=len(folds), root_name=str(root),
                      train_split="train", select_split=None, test_split="test", min_class_pixels=MIN_CLASS_PIXELS,
                      prepare_command=f"fix the folder {root}: {LAYOUT}", folds=folds)
@@ -139,7 +143,8 @@ def class_list(benchmark: Benchmark, extra_classes: Sequence[str] = ()) -> list[
     """The names a method encodes for class ids 1, 2, ...: the benchmark's (as CLIP prompts spell them), then
     ``extra_classes`` not among them (:mod:`fsslib.predict`'s names of the user's classes)."""
     names = [benchmark.prompt_name(c) for c in range(1, benchmark.n_classes + 1)]
-    return names + [name for name in dict.fromkeys(extra_classes) if name not in names]
+    known = set(names) | set(benchmark.class_names)  # "aeroplane" is PASCAL's "airplane", not a new class
+    return names + [name for name in dict.fromkeys(extra_classes) if name not in known]
 
 
 def get_benchmark(name: str, coco_folds: str = "interleaved", novel_classes: Sequence[int] = ()) -> Benchmark:

@@ -33,16 +33,29 @@ MIN_CLASS_PIXELS = 2 * 8 * 8  # as the toy world's 64 x 64 scenes; PASCAL's 2 * 
 LAYOUT = "images/, masks/, classes.txt and optionally folds.json / splits.json (fsslib/data/folder.py)"
 
 
-@functools.lru_cache(maxsize=8)
 def folder_index(root: Path) -> tuple[list[str], tuple[tuple[int, ...], ...], dict[str, tuple[dict, dict]]]:
     """(class names, folds, per split ({stem: (image, mask) relative paths}, {stem: {class id: pixels}})) of a
-    dataset folder; every problem found is reported at once in one :class:`DatasetNotFoundError`."""
-    problems: list[str] = []
+    dataset folder; every problem found is reported at once in one :class:`DatasetNotFoundError`. Read again
+    whenever a file of the folder changed (its names, sizes and modification times are the cache's key)."""
+    root = Path(root)
     if not root.is_dir():
         raise DatasetNotFoundError(f"No dataset folder {root}.", f"pass --benchmark folder:PATH with {LAYOUT}.")
+    files = [p for p in (root / "classes.txt", root / "folds.json", root / "splits.json") if p.is_file()]
+    files += [p for folder in (root / "images", root / "masks") if folder.is_dir() for p in sorted(folder.iterdir())]
+    return _index(root, tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in files))
+
+
+@functools.lru_cache(maxsize=8)
+def _index(root: Path, signature: tuple) -> tuple[list[str], tuple[tuple[int, ...], ...], dict[str, tuple[dict, dict]]]:
+    """:func:`folder_index` of ``root`` as its files' ``signature`` describes them."""
+    problems: list[str] = []
     names = _read_classes(root / "classes.txt", problems)
     folds = _read_folds(root / "folds.json", len(names), problems)
-    images = {p.stem: p for p in sorted((root / "images").glob("*")) if p.suffix.lower() in IMAGE_SUFFIXES}
+    pictures = [p for p in sorted((root / "images").glob("*")) if p.suffix.lower() in IMAGE_SUFFIXES]
+    images = {p.stem: p for p in pictures}
+    stems = [p.stem for p in pictures]
+    problems += [f"images/ holds several files named {s}.* (one image per stem)" for s in sorted(set(stems))
+                 if stems.count(s) > 1]
     masks = {p.stem: p for p in sorted((root / "masks").glob("*.png"))}
     if not images:
         problems.append(f"no image (JPEG or PNG) in {root / 'images'}")
@@ -53,6 +66,8 @@ def folder_index(root: Path) -> tuple[list[str], tuple[tuple[int, ...], ...], di
         counts = _check_pair(images[stem], masks[stem], len(names), problems)
         if counts is not None:
             presence[stem] = counts
+    seen = {c for counts in presence.values() for c in counts}
+    problems += [f"class {c} ({names[c - 1]}) is in no mask" for c in range(1, len(names) + 1) if c not in seen and presence]
     splits = _read_splits(root / "splits.json", set(presence), problems)
     if problems:
         shown = problems[:25] + ([f"... and {len(problems) - 25} more"] if len(problems) > 25 else [])
@@ -67,15 +82,17 @@ def _read_classes(path: Path, problems: list[str]) -> list[str]:
     if not path.is_file():
         problems.append(f"no {path.name} (one 'id name' per line)")
         return []
-    entries = {}
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    entries: dict[int, str] = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
         if not line.strip():
             continue
-        key, _, name = line.strip().partition(" ")
+        key, name = (line.split(None, 1) + [""])[:2]
         if not key.isdigit() or not name.strip():
             problems.append(f"{path.name}:{number} is not 'id name': {line!r}")
         elif int(key) in entries:
             problems.append(f"{path.name}:{number} repeats id {key}")
+        elif name.strip() in entries.values():
+            problems.append(f"{path.name}:{number} repeats the name {name.strip()!r} (each class needs its own)")
         else:
             entries[int(key)] = name.strip()
     if entries and sorted(entries) != list(range(1, len(entries) + 1)):
@@ -88,7 +105,9 @@ def _read_folds(path: Path, n_classes: int, problems: list[str]) -> tuple[tuple[
         return ()
     try:
         folds = json.loads(path.read_text())["folds"]
-        folds = tuple(tuple(int(c) for c in fold) for fold in folds)
+        if not all(isinstance(fold, list) and all(type(c) is int for c in fold) for fold in folds):
+            raise TypeError("every fold must be a list of integer class ids")
+        folds = tuple(tuple(fold) for fold in folds)
     except (ValueError, KeyError, TypeError) as error:
         problems.append(f'{path.name} is not {{"folds": [[ids], ...]}} ({error})')
         return ()
@@ -96,6 +115,10 @@ def _read_folds(path: Path, n_classes: int, problems: list[str]) -> tuple[tuple[
         wrong = sorted(set(fold) - set(range(1, n_classes + 1)))
         if wrong or not fold:
             problems.append(f"{path.name}: fold {number} holds {'no class' if not fold else f'ids {wrong} not in classes.txt'}")
+        elif len(set(fold)) < len(fold):
+            problems.append(f"{path.name}: fold {number} repeats a class id")
+        elif n_classes and len(set(fold)) == n_classes:
+            problems.append(f"{path.name}: fold {number} holds every class, leaving none to train on")
     return folds
 
 

@@ -63,14 +63,17 @@ class MethodOptions:
         return _from_text(cls.method, name, typing.get_type_hints(cls)[name], raw)
 
     @classmethod
-    def describe(cls) -> str:
-        """One line per option: name, type, default and help (``--help``'s list)."""
+    def describe(cls, values: Mapping[str, Any] | None = None) -> str:
+        """One line per option: name, type, value (``values``' if given, e.g. a preset's, else the default) and
+        help (``--help``'s list)."""
         hints = typing.get_type_hints(cls)
         lines = []
         for f in fields(cls):
-            default = list(f.default) if isinstance(f.default, tuple) else f.default
+            default = (values or {}).get(f.name, f.default)
+            default = list(default) if isinstance(default, tuple) else default
             choices = f.metadata.get("choices")
-            allowed = f" (one of {', '.join(map(str, choices))})" if choices else ""
+            many = typing.get_origin(_optional(hints[f.name])[1]) is tuple
+            allowed = f" ({'entries among' if many else 'one of'} {', '.join(map(str, choices))})" if choices else ""
             lines.append(f"  {f.name}: {_type_name(hints[f.name])} = {default!r}{allowed}\n      {f.metadata.get('help', '')}")
         return "\n".join(lines) if lines else "  (none)"
 

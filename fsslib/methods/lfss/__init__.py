@@ -23,7 +23,7 @@ from fsslib.data.benchmarks import benchmark_of, class_list
 from dataclasses import dataclass
 
 from fsslib.methods.base import MethodConfig
-from fsslib.methods.lfss.model import LFSS, REFINER_LEVELS
+from fsslib.methods.lfss.model import LFSS, QUERY_MASK_SOURCES, REFINER_LEVELS, SUPPORT_MASK_SOURCES
 from fsslib.methods.lfss.quality import pseudo_mask_quality
 from fsslib.methods.lfss.vlmd import BACKGROUND_ATTENTIONS, PSEUDO_MASK_RULES, LfssOptionError, PseudoMaskGenerator
 from fsslib.methods.options import ClipOptions, option, redefault
@@ -54,9 +54,9 @@ class LfssOptions(ClipOptions):
     refine: bool = option(True, "the self-supported refiner (Table 4)")
     ccm: bool = option(True, "complementary correlation matching (Table 4)")
     support_masks: str = option("pseudo", "pseudo (the paper) or ground_truth (beyond the paper: a comparison row)",
-                                ("pseudo", "ground_truth"))
+                                SUPPORT_MASK_SOURCES)
     query_mask: str = option("pseudo", "pseudo (the paper) or whole_image (a control: the query's pseudo mask withheld)",
-                             ("pseudo", "whole_image"))
+                             QUERY_MASK_SOURCES)
     templates: str = option("maskclip", "prompt templates: maskclip (MaskCLIP's 85) or single (85x faster on a CPU)",
                             tuple(TEMPLATE_SETS))
 
