@@ -93,6 +93,18 @@ def fields_with_role(role: str) -> tuple[str, ...]:
     return tuple(f.name for f in fields(Config) if f.metadata.get("role") == role)
 
 
+def same_setting(name: str, saved: Any, current: Any, method: str) -> bool:
+    """Whether a recorded setting equals the current one; method options compare as typed values (an option
+    left at its default equals the default written out, ``1`` equals ``1.0`` for a float)."""
+    if name != "options":
+        return saved == current
+    kind = method_options_type(method)
+    try:
+        return kind.parse(saved) == kind.parse(current)
+    except FsslibError:  # an option this fsslib no longer has, or no longer accepts
+        return False
+
+
 PRESETS: dict[str, dict[str, Any]] = {
     "toy": dict(benchmark="toy", image_size=64, epochs=5, episodes_per_epoch=500, val_episodes=200,
                 batch_size=8, optimizer="adamw", lr=1e-3, weight_decay=1e-4, backbone="toy-resnet"),

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from fsslib.blocks.frozen import frozen_digests
-from fsslib.config import MODEL, fields_with_role
+from fsslib.config import MODEL, fields_with_role, same_setting
 from fsslib.data.benchmarks import benchmark_of
 from fsslib.data.episodes import EpisodeDataset, Source, collate_episodes
 from fsslib.device import autocast
@@ -85,7 +85,7 @@ def load_model_and_config(cfg: Config, device: torch.device) -> tuple[FewShotSeg
                                   f"`python -m fsslib.train --method {cfg.method}`.")
         state = load_checkpoint(path, cfg.method)
         trained = state.get("config", {})
-        changed = [k for k in MODEL_FIELDS if k in trained and trained[k] != getattr(cfg, k)]
+        changed = [k for k in MODEL_FIELDS if k in trained and not same_setting(k, trained[k], getattr(cfg, k), cfg.method)]
         if changed:
             raise CheckpointError(
                 f"Checkpoint {path} was trained with {', '.join(f'{k}={trained[k]!r}' for k in changed)}, "

@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from fsslib.blocks.frozen import frozen_digests
-from fsslib.config import RUN_CONTROL, Config, fields_with_role, make_config, run_command_line
+from fsslib.config import RUN_CONTROL, Config, fields_with_role, make_config, run_command_line, same_setting
 from fsslib.data.benchmarks import benchmark_of
 from fsslib.data.episodes import EpisodeBatch, EpisodeDataset, collate_episodes
 from fsslib.device import autocast, resolve_device
@@ -97,7 +97,8 @@ RUN_CONTROL_FIELDS = fields_with_role(RUN_CONTROL)
 def check_same_run(saved: dict, cfg: Config, path: Path) -> None:
     """Resuming continues the same run: every setting but the run-control ones must match."""
     current, defaults = cfg.to_dict(), Config().to_dict()  # a field newer than the run: its default then
-    changed = sorted(k for k in current if k not in RUN_CONTROL_FIELDS and saved.get(k, defaults[k]) != current[k])
+    changed = sorted(k for k in current if k not in RUN_CONTROL_FIELDS
+                     and not same_setting(k, saved.get(k, defaults[k]), current[k], cfg.method))
     if changed:
         raise CheckpointError(
             f"{path} was written by a run with other settings: {', '.join(f'{k}={saved.get(k, defaults[k])!r}' for k in changed)}.",

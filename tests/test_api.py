@@ -117,3 +117,20 @@ def test_a_model_that_reads_image_labels_says_so_and_is_given_them(toy_root):
     assert batch.inputs(image_labels=True).query_classes == batch.query_classes
     with torch.no_grad():
         assert model(batch.inputs(image_labels=True)).shape == (2, 2, 64, 64)
+
+
+def test_options_compare_as_typed_values_against_a_checkpoint(toy_root):
+    """A checkpoint trained with an option left at its default loads when the option is written out (and an int
+    for a float option is the same value); a different value is refused."""
+    from fsslib.config import same_setting
+    from fsslib.engine import load_model
+    from fsslib.errors import CheckpointError
+
+    assert same_setting("options", {"feature_dim": 64, "dropout": 0.5}, {"feature_dim": 64}, "pfenet")
+    assert same_setting("options", {"box_threshold": 0.4}, {"box_threshold": 0.4, "pir_blocks": 8}, "piclip")
+    assert not same_setting("options", {"feature_dim": 64}, {"feature_dim": 32}, "pfenet")
+    assert not same_setting("options", {"no_longer_an_option": 1}, {}, "pfenet")
+    device = torch.device("cpu")
+    load_model(make_config(method="pfenet", ckpt="zoo", options={"feature_dim": 64, "dropout": 0.5}), device)
+    with pytest.raises(CheckpointError, match="was trained with options"):
+        load_model(make_config(method="pfenet", ckpt="zoo", options={"dropout": 0.1}), device)

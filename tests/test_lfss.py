@@ -446,7 +446,7 @@ def test_paper_preset_is_section_4_1_and_its_optimizer_is_adam():
     cfg = make_config(method="lfss", preset="paper")
     assert (cfg.image_size, cfg.lr, cfg.poly_power, cfg.epochs, cfg.backbone) == (400, 1e-3, 0.0, 200, "resnet50")
     assert (cfg.optimizer, cfg.weight_decay) == ("adamw", 0.0)
-    assert (cfg.options["clip"], cfg.options["clip_pretrained"]) == ("RN50", "openai")
+    assert (LfssOptions.parse(cfg.options).clip, LfssOptions.parse(cfg.options).clip_pretrained) == ("RN50", "openai")
     assert (LfssOptions.alpha, LfssOptions.beta, LfssOptions.grid) == (0.5, 0.5, 3)
     torch.manual_seed(0)
     ours, reference = nn.Linear(3, 2), nn.Linear(3, 2)

@@ -37,7 +37,7 @@ def test_region_maps_are_the_guided_map_then_the_query_only_prior_map(toy_qgnet)
     with torch.no_grad():
         query_levels = toy_qgnet.backbone_levels(batch.query_images)
         support_levels = toy_qgnet.backbone_levels(batch.support_images.flatten(0, 1))
-        maps = toy_qgnet.prior_maps(batch)  # (B, 2, h, w)
+        maps = toy_qgnet.prior_maps(batch.inputs())  # (B, 2, h, w)
         guided = MaskedSupportPrior()(batch, query_levels, support_levels, backbone)
         bridge = backbone.layer4(query_levels["layer3"]).flatten(2)  # (B, C, hw): X_q
         prior = extractor(batch.query_images)["layer4"].flatten(2)  # (B, C, hw'): P_q of the same query

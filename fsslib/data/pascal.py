@@ -10,21 +10,14 @@ val is VOC2012 ``ImageSets/Segmentation/val.txt`` (1,449 images). The train list
   github.com/dvlab-research/PFENet (5,953 images; see their README and ``duplicate_removel.py``):
   the deduplicated union of VOC2012's segmentation train list (their ``voc_original_train.txt``,
   1,464 images) and SBD's ``train_noval.txt`` (their ``sbd_data.txt``, 5,623), which the SBD
-  download page describes as SBD's train set "which excludes all val images" of VOC2012. The
-  counts say that this is VOC2012's main (detection) val, not only its segmentation val: SBD's
-  train list minus the segmentation val adds 6,820 images to VOC's train list (as counted in
-  PFENet's issue #13), ``train_noval`` adds 4,489. From the archives' own split files::
+  download page describes as SBD's train set "which excludes all val images" of VOC2012. From the
+  archives' own split files::
 
       train = (VOC Segmentation/train.txt  ∪  (SBD dataset/train.txt ∩ VOC Main/train.txt))
               minus VOC Segmentation/val.txt
 
-  VOC's segmentation val should lie inside its main val, so the last step should remove nothing
-  from the official files; it keeps val images out of training whatever the inputs. The rule agrees with every
-  check that was possible without the archives (PFENet's list has no VOC val image, lies inside
-  ``trainaug``, and holds the Main/train.txt images and none of the Main/val.txt images quoted
-  in public excerpts of those files), but no copy of SBD's ``train.txt`` or VOC's
-  ``Main/train.txt`` was at hand to confirm the 5,953 exactly: the count is in
-  ``fsslib_prepared.json`` (and printed), so a run on the official archives shows it;
+  (why this rule, and what could and could not be checked without the archives: ``docs/paper_tier.md``,
+  "PASCAL-5i's train list"); the count is in ``fsslib_prepared.json`` (and printed);
 * ``trainaug``: DeepLab's 10,582 images, (VOC seg train ∪ SBD train ∪ SBD val) minus VOC seg
   val, a superset of ``pfenet`` (1.8x as many images).
 

@@ -78,8 +78,7 @@ PRESETS = {
     # Sec. 4.1: 400 x 400, Adam lr 1e-3 (AdamW without weight decay is Adam), no schedule named (constant:
     # poly power 0), 200 epochs, ImageNet ResNet-50, MaskCLIP on CLIP RN50; batch size not given (tier's 4)
     "paper": dict(image_size=400, optimizer="adamw", lr=1e-3, weight_decay=0.0, poly_power=0.0, epochs=200,
-                  backbone="resnet50", augment="none", resize="squash",
-                  options={"feature_dim": 256, "clip": "RN50", "clip_pretrained": "openai"}),
+                  backbone="resnet50", augment="none", resize="squash"),  # LfssOptions' defaults are the paper's
 }
 VARIANTS = {
     "baseline": {"dps": False, "refine": False, "ccm": False},  # Table 4 row 1: global prototype + RCM

@@ -45,13 +45,13 @@ def pseudo_mask_quality(model: LFSS, episodes: EpisodeDataset, batch_size: int =
     batches = episode_batches(episodes, batch_size)
     for batch in tqdm(batches, total=math.ceil(len(episodes) / batch_size), desc="pseudo masks", disable=not progress,
                       leave=False):
-        one_way = batch.one_way()
-        shots = one_way.support_images.shape[1]
-        support_labels = list(one_way.support_masks.flatten(0, 1))  # (B*K) x (H, W)
-        support_classes = one_way.class_ids.repeat_interleave(shots)  # (B*K,)
+        inputs = batch.inputs().one_way()  # what the model reads; the batch keeps the targets for scoring
+        shots = inputs.support_images.shape[1]
+        support_labels = list(inputs.support_masks.flatten(0, 1))  # (B*K) x (H, W): the supports' ground truth
+        support_classes = inputs.class_ids.repeat_interleave(shots)  # (B*K,)
         with torch.no_grad():
-            masks = model.pseudo_masks_of(one_way, model.frozen_levels(one_way))
-            support_logits = model.circle(one_way)[0] if circle else None  # (B*K, 2, h, w)
+            masks = model.pseudo_masks_of(inputs, model.frozen_levels(inputs))
+            support_logits = model.circle(inputs)[0] if circle else None  # (B*K, 2, h, w)
         for name, query_masks in (("initial", masks.initial_query), ("refined", masks.query)):  # (B, h, w) bool
             score_at_label_size(meters[name], query_masks[:, None].float(), batch.query_labels, batch.class_ids, threshold)
         for name, support_masks in (("support_initial", masks.initial_support), ("support_refined", masks.support)):

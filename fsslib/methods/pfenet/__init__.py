@@ -34,8 +34,8 @@ OPTIONS = PFENetOptions
 VARIANTS = {"no_prior": {"prior": "none"}}
 TOY_TRAINING = dict(epochs=80, lr=3e-3, episodes_per_epoch=480, val_episodes=300, batch_size=8)
 PRESETS = {
-    "toy": dict(**TOY_TRAINING, options={"feature_dim": 64, "dropout": 0.5}),
-    "paper": dict(options={"feature_dim": 256, "dropout": 0.5}),
+    "toy": dict(**TOY_TRAINING, options={"feature_dim": 64}),
+    "paper": {},  # PFENetOptions' defaults are the paper's
 }
 
 __all__ = ["OPTIONS", "PFENet", "PFENetOptions", "PRESETS", "TOY_TRAINING", "VARIANTS", "build"]

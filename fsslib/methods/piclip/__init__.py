@@ -50,8 +50,7 @@ PRESETS = {
     "toy": dict(**TOY_TRAINING, options={"feature_dim": 64, "clip": "toy-vit", "clip_pretrained": None}),
     # PI-CLIP trains 30 epochs (Sec. 4.1), batch 4 for 1-shot (2 for 5-shot: set batch_size=2), tau = 0.01
     # PI-CLIP follows BAM's rule: training images that contain a novel class are dropped
-    "paper": dict(epochs=30, novel_rule="bam", options={"feature_dim": 256, "clip": "ViT-B-16", "clip_pretrained": "openai",
-                                      "vtp_temperature": 0.01}),
+    "paper": dict(epochs=30, novel_rule="bam", options={"vtp_temperature": 0.01}),  # else PiclipOptions' defaults
 }
 VARIANTS = {
     "vtp": {"priors": ["vtp"], "refine": ["vtp"]},  # Table 3, baseline + VTP

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from fsslib.blocks.priors import MaskedSupportPrior
-from fsslib.data.episodes import EpisodeDataset, OneWayBatch, collate_episodes
+from fsslib.data.episodes import EpisodeDataset, OneWayInputs, collate_episodes
 from fsslib.data.toyworld import class_attributes
 from fsslib.metrics import FewShotMeter, score_at_label_size
 from fsslib.methods.pfenet import PFENet
@@ -22,7 +22,7 @@ from fsslib.methods.pfenet import PFENet
 PRIOR_THRESHOLD = 0.5
 
 
-def prior_maps(model: PFENet, batch: OneWayBatch, present: list[list[int]]) -> dict[str, torch.Tensor]:
+def prior_maps(model: PFENet, batch: OneWayInputs, present: list[list[int]]) -> dict[str, torch.Tensor]:
     """Every prior of the batch as (B, h, w) maps in [0, 1]: PFENet's from the model's backbone, the CLIP ones from its prior source."""
     query_levels = model.backbone_levels(batch.query_images)
     support_levels = model.backbone_levels(batch.support_images.flatten(0, 1))
@@ -50,10 +50,10 @@ def prior_quality(model: PFENet, episodes: EpisodeDataset, batch_size: int = 16)
     for start in range(0, len(episodes), batch_size):
         items = [episodes[i] for i in range(start, min(start + batch_size, len(episodes)))]
         batch = collate_episodes(items)  # 1-way: the labels hold 0, 1 and 255
-        one_way = batch.one_way()
-        present = [[c - 1 for c in classes] for classes in one_way.query_classes]  # image-level labels, as rows
+        inputs = batch.inputs(image_labels=True).one_way()  # the labels feed vtp_present_labels only
+        present = [[c - 1 for c in classes] for classes in inputs.query_classes]  # image-level labels, as rows
         with torch.no_grad():
-            maps = prior_maps(model, one_way, present)
+            maps = prior_maps(model, inputs, present)
         for name, priors in maps.items():  # (B, h, w), scored exactly as the evaluator scores a prediction
             meter = meters.setdefault(name, FewShotMeter(episodes.classes))
             score_at_label_size(meter, priors[:, None], batch.query_labels, batch.class_ids,
@@ -85,7 +85,7 @@ def prior_mass_by_region(model: PFENet, episodes: EpisodeDataset, batch_size: in
     counts = dict.fromkeys(REGIONS, 0)
     for start in range(0, len(episodes), batch_size):
         indices = range(start, min(start + batch_size, len(episodes)))
-        batch = collate_episodes([episodes[i] for i in indices]).one_way()
+        batch = collate_episodes([episodes[i] for i in indices]).inputs(image_labels=True).one_way()
         with torch.no_grad():
             maps = prior_maps(model, batch, [[c - 1 for c in classes] for classes in batch.query_classes])
         for row, index in enumerate(indices):

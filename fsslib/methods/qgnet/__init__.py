@@ -54,7 +54,7 @@ OPTIONS = QGNetOptions
 PRESETS = {
     "toy": dict(**TOY_TRAINING, options={"feature_dim": 64}),
     # the official code's: PFENet's recipe (SGD 0.0025, poly 0.9, batch 4, 200 epochs, 473 x 473, ResNet-50)
-    "paper": dict(options={"feature_dim": 256}),
+    "paper": {},  # QGNetOptions' defaults
 }
 VARIANTS = {
     "official_projection": {"projection": "official"},

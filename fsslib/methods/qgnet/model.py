@@ -101,7 +101,7 @@ def region_map_statistics(model: PFENet, batches: Iterable[OneWayBatch],
     ``"guided"`` and ``"prior"`` region maps, upsampled to the query labels' size (bilinear, aligned corners)."""
     meters = {"guided": RegionMapMeter(thresholds), "prior": RegionMapMeter(thresholds)}
     for batch in batches:
-        maps = model.prior_maps(batch)  # (B, 2, h, w): guided, prior
+        maps = model.prior_maps(batch.inputs())  # (B, 2, h, w): guided, prior (the model reads inputs only)
         upsampled = F.interpolate(maps, size=batch.query_masks.shape[-2:], mode="bilinear", align_corners=True)
         for channel, meter in enumerate(meters.values()):
             meter.update(upsampled[:, channel], batch.query_masks)
