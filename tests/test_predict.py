@@ -184,3 +184,38 @@ def test_segment_refuses_pictures_of_the_wrong_shape_and_knows_the_benchmark_s_s
         predict.segment(model, torch.rand(64, 64, 3), predict.Supports(["solid circle"]))
     pascal = make_config(method="maskclip", preset="paper", extra_classes=["aeroplane", "giraffe"])
     assert predict.class_ids(pascal, ["aeroplane", "airplane", "giraffe"]) == [1, 1, 21]  # VOC's and CLIP's spelling
+
+
+def test_the_command_line_runs_the_paper_tier_with_the_user_s_weight_files(tmp_path, capsys):
+    """PFENet at the paper tier through `python -m fsslib.predict`: ImageNet ResNet-50 weights and a trained
+    checkpoint given as local files (random weights here, in the formats torchvision and fsslib.train write)."""
+    import torchvision
+    from skimage import data
+
+    from fsslib.blocks.frozen import frozen_digests
+    from fsslib.config import make_config
+    from fsslib.engine import save_checkpoint
+    from fsslib.methods import build_method
+    from fsslib.predict import main
+
+    weights = tmp_path / "resnet50.pth"
+    torch.save(torchvision.models.resnet50().state_dict(), weights)
+    cfg = make_config(method="pfenet", preset="paper", backbone_weights=str(weights))
+    model = build_method(cfg)
+    checkpoint = tmp_path / "best.pt"
+    save_checkpoint(checkpoint, {"method": "pfenet", "model": model.state_dict(), "config": cfg.to_dict(),
+                                 "frozen": frozen_digests(model)})
+    photo = data.chelsea()[:240, :320]  # (240, 320, 3)
+    Image.fromarray(photo).save(tmp_path / "cat.png")
+    mask = np.zeros(photo.shape[:2], np.uint8)
+    mask[80:200, 100:260] = 1
+    Image.fromarray(mask).save(tmp_path / "cat_mask.png")
+    code = main(["--method", "pfenet", "--preset", "paper", "--backbone-weights", str(weights), "--ckpt", str(checkpoint),
+                 "--query", str(tmp_path / "cat.png"), "--support", str(tmp_path / "cat.png"), "--support-mask",
+                 str(tmp_path / "cat_mask.png"), "--class-name", "cat", "--out", str(tmp_path / "out")])
+    assert code == 0, capsys.readouterr().err
+    assert np.asarray(Image.open(tmp_path / "out" / "cat_mask.png")).shape == (240, 320)
+    assert main(["--method", "pfenet", "--preset", "paper", "--ckpt", str(tmp_path / "missing.pt"), "--query",
+                 str(tmp_path / "cat.png"), "--support", str(tmp_path / "cat.png"), "--support-mask",
+                 str(tmp_path / "cat_mask.png"), "--backbone-weights", str(weights), "--out", str(tmp_path / "out")]) == 2
+    assert "does not exist" in capsys.readouterr().err
