@@ -42,7 +42,7 @@ from fsslib.engine import open_source
 from fsslib.errors import FsslibError
 from fsslib.methods import support_annotation
 from fsslib.metrics import episodes_miou, percentile_interval, resampled_miou
-from fsslib.tables import mean_of_shown
+from fsslib.tables import curve_lines, mean_of_shown
 from fsslib.zoo import names_zoo
 
 # what a support brings, by the methods' support annotation (fsslib.methods.support_annotation)
@@ -186,7 +186,10 @@ def _write_in_order(name: str, runs: list[tuple[dict[str, Any], Path]], results_
     row with its ``model`` (:func:`model_source`)."""
     rows = [({**made[eval_dir], "model": model_source(params, made[eval_dir])}, eval_dir)
             for params, folder in runs for _, eval_dir in evaluations(params, folder)]
-    write_comparison(name, rows, results_dir, seed_rows, pairs)
+    trained = [folder / "metrics.json" for params, folder in runs if trains_live(params)]  # the notebook's learning curve
+    curves = {path.parent.name: history for path in trained if path.is_file()
+              and (history := json.loads(path.read_text()).get("history"))}
+    write_comparison(name, rows, results_dir, seed_rows, pairs, curves)
     return [row for row, _ in rows]
 
 
@@ -451,10 +454,11 @@ def variants_in(pairs: tuple[tuple[str, str], ...]) -> tuple[str, ...]:
 
 
 def write_comparison(name: str, runs: list[tuple[dict[str, Any], Path]], results_dir: Path,
-                     seed_rows: list[dict[str, Any]] = (), pairs: tuple[tuple[str, str], ...] | None = None
-                     ) -> list[dict[str, Any]]:
+                     seed_rows: list[dict[str, Any]] = (), pairs: tuple[tuple[str, str], ...] | None = None,
+                     curves: dict[str, list[dict]] | None = None) -> list[dict[str, Any]]:
     """Write the comparison files of the module docstring from ``runs``: (row of a run's ``metrics.json``, its
-    evaluation folder), with the spread of training seeds that ``seed_rows`` give (:func:`seed_spread`);
+    evaluation folder), with the spread of training seeds that ``seed_rows`` give (:func:`seed_spread`) and the learning
+    ``curves`` of the runs the grid trained (their plateau verdicts, :func:`fsslib.tables.curve_lines`);
     returns the rows with their support annotation."""
     from fsslib.viz import plot_comparison, plot_strata, plot_support_modes
 
@@ -530,6 +534,8 @@ def write_comparison(name: str, runs: list[tuple[dict[str, Any], Path]], results
                   "episodes; seed 0 is the zoo model. A difference between two methods smaller than their spread is "
                   "not resolved.", "", *_markdown(spread, ["method", "setting", "seeds", "mIoU per seed", "mean", "std"]),
                   ""]
+    if curves:
+        lines += ["## The runs this grid trained", "", curve_lines(curves, stem), ""]
     provenance = {key: sorted({str(row.get(key)) for row in rows}) for key in ("torch", "commit", "device")}
     lines += ["## Rows per fold", "", f"Per-class IoUs: `{name}_per_class.csv`.", "",
               *_markdown(rows, list(ROW_COLUMNS)), "",

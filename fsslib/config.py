@@ -8,6 +8,7 @@ only these values differ.
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Callable
@@ -24,7 +25,7 @@ RUN_CONTROL = "run control"  # a field that does not change what a training run 
 def _role(default: Any, role: str) -> Any:
     """A :class:`Config` field marked with its role (:func:`fields_with_role`)."""
     if isinstance(default, (list, dict)):
-        return field(default_factory=type(default), metadata={"role": role})
+        return field(default_factory=lambda: copy.deepcopy(default), metadata={"role": role})
     return field(default=default, metadata={"role": role})
 
 

@@ -37,6 +37,9 @@ from fsslib.methods import METHODS, method_options_type, support_inputs
 from fsslib.methods.base import FewShotSegmenter
 from fsslib.viz import WAY_COLOURS, plot_prediction
 
+MAX_WAYS = len(WAY_COLOURS)  # ways segmented at once: a PASCAL-5i fold's classes, the overlay's colours
+FLAGS = {"images": "support IMG", "masks": "support-mask MASK", "names": "class-name NAME"}  # each part's flag
+
 
 @dataclass
 class Supports:
@@ -100,8 +103,7 @@ def segment(model: FewShotSegmenter, query: torch.Tensor, supports: Supports,
     if cfg is None:
         raise FsslibError("segment() needs the model's configuration (its input size, resize rule and class list).",
                           "load the model with fsslib.predict.load, or pass cfg=the Config it was built with.")
-    check_supports(cfg, supports)
-    check_pictures(query, supports)
+    check_supports(cfg, query, supports)
     model.eval()
     device = next((p.device for p in model.parameters()), resolve_device(cfg.device))
     size = cfg.image_size
@@ -123,8 +125,10 @@ def segment(model: FewShotSegmenter, query: torch.Tensor, supports: Supports,
     return logits.argmax(0).cpu(), logits.softmax(0).cpu()
 
 
-def check_supports(cfg: Config, supports: Supports) -> None:
-    """Raise a clear error unless ``supports`` brings what the method reads, consistently."""
+def check_supports(cfg: Config, query: torch.Tensor, supports: Supports) -> None:
+    """Raise a clear error unless ``supports`` brings what the method reads, consistently, and the query and
+    every support image are (3, H, W) and every mask (H, W)."""
+    check_pictures(query, supports)
     reads = support_inputs(cfg.method, cfg.variant)
     given = [part for part, present in (("names", bool(supports.class_names)), ("images", bool(supports.images)),
                                         ("masks", bool(supports.masks))) if present]
@@ -150,7 +154,6 @@ def check_supports(cfg: Config, supports: Supports) -> None:
                                 "give every way the same number of shots K.")
 
 
-MAX_WAYS = len(WAY_COLOURS)
 def check_pictures(query: torch.Tensor, supports: Supports) -> None:
     """Raise a clear error unless the query and every support image are (3, H, W) and every mask (H, W)."""
     pictures = [("the query", query)] + [(f"support image {shot + 1} of way {way + 1}", image)
@@ -165,9 +168,6 @@ def check_pictures(query: torch.Tensor, supports: Supports) -> None:
     for way, masks in enumerate(supports.masks, start=1):
         if any(mask.dim() != 2 for mask in masks):
             raise EpisodeShapeError(f"A support mask of way {way} is not (H, W).", "pass single-channel masks.")
-
-
-FLAGS = {"images": "support IMG", "masks": "support-mask MASK", "names": "class-name NAME"}
 
 
 def support_tensors(supports: Supports, resize, size: int) -> tuple[torch.Tensor, torch.Tensor]:

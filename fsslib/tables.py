@@ -243,20 +243,26 @@ def write_table(rows: list[dict[str, Any]], stem: Path, curves: dict[str, list[d
     provenance = {key: sorted({str(row.get(key)) for row in rows}) for key in PROVENANCE_KEYS}
     lines += ["", "Produced with " + "; ".join(f"{key} {', '.join(values)}" for key, values in provenance.items()) + "."]
     if curves:
-        from fsslib.viz import plot_learning_curves
-
-        figure = plot_learning_curves(curves, title=stem.name)
-        figure.savefig(stem.parent / f"{stem.name}_curves.png", dpi=100)
-        verdicts = plateau_verdicts(curves)
-        counts = {kind: sum(v[2] == kind for v in verdicts.values()) for kind in ("flat", "within noise", "rising")}
-        per_run = ", ".join(f"{label} {gain:+.1f}" + ("" if error is None else f" ± {error:.1f}") + f" ({verdict})"
-                            for label, (gain, error, verdict) in verdicts.items())
-        lines += ["", f"Learning curves: `{stem.name}_curves.png`. Validation mIoU gained over the last quarter of "
-                      f"training (mean of the last quarter minus mean of the quarter before, ± its standard error from the "
-                      f"curve's epoch-to-epoch noise): {counts['flat']} of {len(verdicts)} runs flat (under "
-                      f"{PLATEAU_GAIN:.0f} point), {counts['within noise']} within noise (under {NOISE_MULTIPLE:.0f} "
-                      f"standard errors), {counts['rising']} rising; per run: {per_run}." if verdicts else ""]
+        lines += ["", curve_lines(curves, stem)]
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+
+
+def curve_lines(curves: dict[str, list[dict]], stem: Path) -> str:
+    """Draw the runs' validation learning ``curves`` into ``stem_curves.png``; the sentence giving each run's gain
+    over the last quarter of training, its standard error and verdict (:func:`plateau_verdicts`)."""
+    from fsslib.viz import plot_learning_curves
+
+    figure = plot_learning_curves(curves, title=stem.name)
+    figure.savefig(stem.parent / f"{stem.name}_curves.png", dpi=100)
+    verdicts = plateau_verdicts(curves)
+    counts = {kind: sum(v[2] == kind for v in verdicts.values()) for kind in ("flat", "within noise", "rising")}
+    per_run = ", ".join(f"{label} {gain:+.1f}" + ("" if error is None else f" ± {error:.1f}") + f" ({verdict})"
+                        for label, (gain, error, verdict) in verdicts.items())
+    return (f"Learning curves: `{stem.name}_curves.png`. Validation mIoU gained over the last quarter of "
+            f"training (mean of the last quarter minus mean of the quarter before, ± its standard error from the "
+            f"curve's epoch-to-epoch noise): {counts['flat']} of {len(verdicts)} runs flat (under "
+            f"{PLATEAU_GAIN:.0f} point), {counts['within noise']} within noise (under {NOISE_MULTIPLE:.0f} "
+            f"standard errors), {counts['rising']} rising; per run: {per_run}." if verdicts else "")
 
 
 def grid_description(path: Path) -> str:

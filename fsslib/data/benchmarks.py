@@ -136,7 +136,7 @@ def folder_benchmark(path: str, novel_classes: tuple[int, ...] = ()) -> Benchmar
 
 def benchmark_of(cfg) -> Benchmark:
     """The benchmark a :class:`~fsslib.config.Config` names (with its COCO fold convention and novel classes)."""
-    return get_benchmark(cfg.benchmark, cfg.coco_folds, getattr(cfg, "novel_classes", ()))
+    return get_benchmark(cfg.benchmark, cfg.coco_folds, cfg.novel_classes)
 
 
 def class_list(benchmark: Benchmark, extra_classes: Sequence[str] = ()) -> list[str]:

@@ -394,15 +394,10 @@ class EpisodeBatch:
         way_values = torch.arange(1, ways + 1, device=self.query_masks.device).view(1, ways, 1, 1)  # (1, N, 1, 1)
         masks = self.query_masks.unsqueeze(1)  # (B, 1, H, W)
         binary = torch.where(masks == IGNORE, torch.full_like(masks, IGNORE), (masks == way_values).long())  # (B, N, H, W)
-        return OneWayBatch(
-            support_images=self.support_images.flatten(0, 1),
-            support_masks=self.support_masks.flatten(0, 1),
-            query_images=self.query_images.repeat_interleave(ways, dim=0),
-            query_masks=binary.flatten(0, 1),
-            class_ids=self.class_ids.flatten(),
-            class_names=[name for names in self.class_names for name in names],
-            query_classes=[classes for classes in self.query_classes for _ in range(ways)],
-        )
+        inputs = self.inputs(image_labels=True).one_way()  # the flattening rule of EpisodeInputs.one_way
+        return OneWayBatch(support_images=inputs.support_images, support_masks=inputs.support_masks,
+                           query_images=inputs.query_images, query_masks=binary.flatten(0, 1), class_ids=inputs.class_ids,
+                           class_names=inputs.class_names, query_classes=inputs.query_classes)
 
 
 def collate_episodes(episodes: list[Episode]) -> EpisodeBatch:

@@ -63,9 +63,6 @@ def support_annotation(name: str, variant: str = "") -> str:
     return getattr(module, "VARIANT_ANNOTATIONS", {}).get(variant, getattr(module, "SUPPORT_ANNOTATION", "pixel masks"))
 
 
-SUPPORT_PARTS = ("images", "masks", "names")
-
-
 def support_inputs(name: str, variant: str = "") -> tuple[str, ...]:
     """What the method reads of the supports at test time, among support ``images``, their pixel ``masks`` and the
     class ``names`` (module ``SUPPORT_INPUTS``, ``VARIANT_SUPPORT_INPUTS`` for variants that differ; default:
