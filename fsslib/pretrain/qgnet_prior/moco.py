@@ -62,9 +62,10 @@ class GlobalLocalMoCo(nn.Module):
 
     @torch.no_grad()
     def update_key_encoder(self) -> None:
-        """theta_k <- m theta_k + (1 - m) theta_q (MoCo's momentum update)."""
-        for key, query in zip(self.key_encoder.parameters(), self.query_encoder.parameters()):
-            key.mul_(self.momentum).add_(query.detach(), alpha=1 - self.momentum)
+        """theta_k <- m theta_k + (1 - m) theta_q (MoCo's momentum update), all tensors at once."""
+        keys = list(self.key_encoder.parameters())
+        torch._foreach_mul_(keys, self.momentum)
+        torch._foreach_add_(keys, [query.detach() for query in self.query_encoder.parameters()], alpha=1 - self.momentum)
 
     @torch.no_grad()
     def keys(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -77,7 +78,7 @@ class GlobalLocalMoCo(nn.Module):
     def enqueue(self, keys: torch.Tensor, local: bool) -> None:
         """Write ``keys`` (B, dim) over the oldest entries of the image (or patch) queue."""
         queue = self.local_queue if local else self.queue
-        pointer = int(self.pointers[int(local)])
+        pointer = self.pointers[int(local)]  # stays on the queue's device: no wait for the GPU
         slots = (pointer + torch.arange(len(keys), device=keys.device)) % queue.shape[1]
         queue[:, slots] = keys.T
         self.pointers[int(local)] = (pointer + len(keys)) % queue.shape[1]

@@ -184,6 +184,7 @@ def train_prior_extractor(out: str | Path, settings: PriorSettings, cache: str |
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: warmup_cosine(step, step / settings.steps, settings.warmup_steps))
     history: dict[str, list[float]] = {name: [] for name in losses_used}
+    unread: dict[str, list[torch.Tensor]] = {name: [] for name in losses_used}  # (,) each, since the last curve point
     curve_start = time.perf_counter()
     curve_scenes = render_scenes(settings.curve_scenes, HELD_OUT_SEED, HELD_OUT_STREAM)
     curve_labels = multi_hot(curve_scenes.masks)
@@ -230,8 +231,11 @@ def train_prior_extractor(out: str | Path, settings: PriorSettings, cache: str |
         optimizer.step()
         schedule.step()
         for name, value in terms.items():
-            history[name].append(value.item())
+            unread[name].append(value.detach())
         if (step + 1) % settings.eval_every == 0 or step + 1 == settings.steps:
+            for name, values in unread.items():  # the losses come off the device once per curve point, not per step
+                history[name].extend(torch.stack(values).tolist())
+                values.clear()
             curve_start = time.perf_counter()
             since = step + 1 - (curve[-1]["step"] if curve else 0)  # steps since the last point
             extractor = as_used(model.key_encoder.backbone)
