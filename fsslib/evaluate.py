@@ -61,7 +61,7 @@ def run(cfg: Config | None = None, **overrides) -> dict:
                           for name in runs[0]["per_class_iou"]},
         "episodes": sum(r["episodes"] for r in runs),
         "episodes_per_s": statistics.fmean(r["episodes_per_s"] for r in runs),
-        "tier": cfg.tier, "method": cfg.method, "variant": cfg.variant, "benchmark": benchmark.name, "split": source.split,
+        "tier": cfg.tier, "method": cfg.method, "variant": cfg.variant, "options": cfg.options, "benchmark": benchmark.name, "split": source.split,
         "fold": cfg.fold, "ways": cfg.ways, "shots": cfg.shots, "seed": cfg.seed, "seeds": seeds,
         "checkpoint": checkpoint, "train_shots": train_shots,
         **run_provenance(device),

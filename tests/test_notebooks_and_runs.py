@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 
 import nbformat
+import torch
 import pytest
 
 from fsslib import runs, tables
@@ -185,6 +186,18 @@ def test_papermill_smoke_run(tmp_path, toy_root):
     again = runs.execute(grid, smoke=True, outputs=tmp_path / "outputs", results=tmp_path / "results", jobs=2, resume=True)
     assert kept.stat().st_mtime_ns == before and [r["miou"] for r in again] == [r["miou"] for r in rows]
     assert len(json.loads((executed / "metrics.json").read_text())["history"]) == 1  # resumed, not trained again
+
+
+def test_a_grid_sets_method_options_through_the_notebook(tmp_path, toy_root):
+    """`options` in a grid reach the run's Config (over the variant's) and are recorded in its rows."""
+    grid = tmp_path / "options.yaml"
+    grid.write_text("name: options\nnotebook: notebooks/90_train_eval.ipynb\n"
+                    "fixed: {preset: toy, seed: 0, options: {feature_dim: 16}}\ngrid: {method: [prototype], fold: [1]}\n")
+    rows = runs.execute(grid, smoke=True, outputs=tmp_path / "outputs", results=tmp_path / "results", jobs=1)
+    record = json.loads((tmp_path / "outputs" / "prototype-fold1-1shot-seed0" / "metrics.json").read_text())
+    assert len(rows) == 1 and record["rows"][0]["options"]["feature_dim"] == 16
+    weights = torch.load(record["rows"][0]["train"]["checkpoint"], map_location="cpu", weights_only=False)
+    assert any(tensor.shape[0] == 16 for tensor in weights["model"].values() if tensor.ndim == 4)  # built with it
 
 
 @pytest.mark.slow
