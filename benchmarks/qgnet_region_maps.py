@@ -6,7 +6,9 @@ Both maps are training-free with the paper's equations (``projection="none"``): 
 map is PFENet's prior from the masked support, the prior region map (Eqs. 9-12) compares the
 query's bridge features (the frozen toy ResNet) with its prior features (a frozen prior
 extractor). So they are measured here for every shipped toy prior extractor
-(:data:`fsslib.methods.qgnet.TOY_PRIORS`) and an untrained one, without training a QGNet.
+(:data:`fsslib.methods.qgnet.TOY_PRIORS`), every candidate run beside them
+(``benchmarks/results/qgnet_prior_runs/*.pt``: other budgets and recipes, not shipped) and an untrained
+one, without training a QGNet.
 
 On fold 0's first ``--episodes`` 1-way 1-shot test episodes (the grids' episodes), with
 :func:`fsslib.methods.qgnet.region_map_statistics`:
@@ -32,6 +34,7 @@ from fsslib.methods.qgnet import TOY_PRIORS, region_map_statistics, toy_prior_ch
 from fsslib.provenance import run_provenance
 
 RESULTS = Path(__file__).resolve().parent / "results"
+CANDIDATES = RESULTS / "qgnet_prior_runs"  # prior-extractor runs that are not shipped (their README)
 
 
 def fold0_batches(episodes: int, batch_size: int = 25):
@@ -61,8 +64,9 @@ def main() -> None:
     batches = fold0_batches(args.episodes)
     shipped = {name: toy_prior_checkpoint(name) for name in TOY_PRIORS if Path(toy_prior_checkpoint(name)).is_file()}
     missing = [name for name in TOY_PRIORS if name not in shipped]
-    results = {name: statistics(path, batches) for name, path in tqdm({**shipped, "untrained": "random"}.items(),
-                                                                      desc="prior extractors")}
+    candidates = {f"{path.stem} (candidate)": str(path) for path in sorted(CANDIDATES.glob("*.pt"))}
+    results = {name: statistics(path, batches)
+               for name, path in tqdm({**shipped, **candidates, "untrained": "random"}.items(), desc="prior extractors")}
     first = next(iter(results.values()))
     thresholds = first["guided"]["thresholds"]
     lines = ["# QGNet's region maps (toy tier)", "",
