@@ -154,12 +154,14 @@ COMPARISON_COLUMNS = ("method", "support annotation", "ways", "shots", "train_sh
 def comparison_table(rows: list[dict[str, Any]], beside: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """This grid's default rows (no variant) with the ``beside`` rows on the same test episodes and the
     all-foreground reference: one row per (method, ways, shots, train_shots), mIoU per fold and
-    their mean (:func:`mean_of_shown`)."""
+    their mean (:func:`mean_of_shown`). One training seed per method: a grid that trains several seeds
+    (on the same episodes, ``test_seed``) is shown with its first row's seed; its own table has the others."""
     from fsslib.methods import support_annotation
 
     def key(row: dict[str, Any]) -> tuple[str, ...]:
         return tuple(str(row[c]) for c in SAME_EPISODES)
 
+    rows = [row for row in rows if str(row["seed"]) == str(rows[0]["seed"])] if rows else rows
     episodes = {key(row) for row in rows}
     folds = sorted({str(row["fold"]) for row in rows})
     reference = [{**row, "method": "all-foreground", "variant": "", "train_shots": "", "miou": row["reference_miou"]}

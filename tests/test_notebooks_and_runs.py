@@ -91,14 +91,15 @@ def test_comparison_sets_other_grids_rows_beside_on_the_same_episodes(tmp_path):
                 "shots": shots, "train_shots": train_shots, "seed": seed, "episodes": 10, "miou": miou, "fbiou": 50.0,
                 "reference_miou": 9.0 + fold, "torch": "2.x", "commit": "abc", "device": "cpu"}
 
-    ours = [row("lfss", 0, 1, 40.0), row("lfss", 1, 1, 42.0), row("lfss", 0, 1, 30.0, variant="baseline")]
+    ours = [row("lfss", 0, 1, 40.0), row("lfss", 1, 1, 42.0), row("lfss", 0, 1, 30.0, variant="baseline"),
+            row("lfss", 0, 1, 45.0, seed=1)]  # a second training seed on seed 0's episodes (test_seed 0)
     tables.write_table([row("pfenet", 0, 1, 50.0), row("pfenet", 1, 1, 53.0), row("pfenet", 0, 1, 99.0, seed=7)],
                      tmp_path / "other")
     beside = tables.read_table(tmp_path / "other.csv")  # strings and floats, as committed
     table = tables.comparison_table(ours, beside)
     assert [(r["method"], r["support annotation"], r["fold 0"], r["fold 1"], r["mean"]) for r in table] == [
         ("all-foreground", "none", "9.0", "10.0", "9.5"),
-        ("lfss", "class names", "40.0", "42.0", "41.0"),  # the variant row is an ablation: not set beside
+        ("lfss", "class names", "40.0", "42.0", "41.0"),  # the variant is an ablation, seed 1 a spread: not beside
         ("pfenet", "pixel masks", "50.0", "53.0", "51.5"),  # seed 7 ran other episodes: left out
     ]
     tables.write_table(ours, tmp_path / "t", beside=beside)
