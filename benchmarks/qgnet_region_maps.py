@@ -7,8 +7,11 @@ map is PFENet's prior from the masked support, the prior region map (Eqs. 9-12) 
 query's bridge features (the frozen toy ResNet) with its prior features (a frozen prior
 extractor). So they are measured here for every shipped toy prior extractor
 (:data:`fsslib.methods.qgnet.TOY_PRIORS`), every candidate run beside them
-(``benchmarks/results/qgnet_prior_runs/*.pt``: other budgets and recipes, not shipped) and an untrained
-one, without training a QGNet.
+(``benchmarks/results/qgnet_prior_runs/*.pt``: other budgets and recipes, not shipped), an untrained
+one, and an oracle: a supervised toy ResNet trained apart from the bridge (another seed, so other
+weights and training scenes; it knows the toy classes, kNN mAP about 0.8), which shows what the map's
+equations give a prior extractor that has the class information MoCo is meant to learn. Make it with
+``python -m fsslib.pretrain toy-resnet --seed 1 --out benchmarks/results/qgnet_oracle_prior/toy_resnet_seed1.pt``.
 
 On fold 0's first ``--episodes`` 1-way 1-shot test episodes (the grids' episodes), with
 :func:`fsslib.methods.qgnet.region_map_statistics`:
@@ -35,6 +38,7 @@ from fsslib.provenance import run_provenance
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CANDIDATES = RESULTS / "qgnet_prior_runs"  # prior-extractor runs that are not shipped (their README)
+ORACLE = RESULTS / "qgnet_oracle_prior" / "toy_resnet_seed1.pt"  # a supervised toy ResNet of another seed
 
 
 def fold0_batches(episodes: int, batch_size: int = 25):
@@ -65,14 +69,16 @@ def main() -> None:
     shipped = {name: toy_prior_checkpoint(name) for name in TOY_PRIORS if Path(toy_prior_checkpoint(name)).is_file()}
     missing = [name for name in TOY_PRIORS if name not in shipped]
     candidates = {f"{path.stem} (candidate)": str(path) for path in sorted(CANDIDATES.glob("*.pt"))}
-    results = {name: statistics(path, batches)
-               for name, path in tqdm({**shipped, **candidates, "untrained": "random"}.items(), desc="prior extractors")}
+    oracle = {"supervised toy ResNet, seed 1 (oracle)": str(ORACLE)} if ORACLE.is_file() else {}
+    results = {name: statistics(path, batches) for name, path in
+               tqdm({**shipped, **candidates, "untrained": "random", **oracle}.items(), desc="prior extractors")}
     first = next(iter(results.values()))
     thresholds = first["guided"]["thresholds"]
     lines = ["# QGNet's region maps (toy tier)", "",
              f"`python benchmarks/qgnet_region_maps.py`: fold 0, the first {args.episodes} 1-way 1-shot test "
              f"episodes; bridge = the shipped toy ResNet; {run_provenance('cpu')}."
-             + (f" Not shipped yet, so not measured: {', '.join(missing)}." if missing else ""), "",
+             + (f" Not shipped yet, so not measured: {', '.join(missing)}." if missing else "")
+             + ("" if oracle else f" The oracle ({ORACLE.relative_to(RESULTS.parent.parent)}) is missing: see the script's docstring."), "",
              "## Table VII: recall (%) of the region maps, [V > threshold] on the object pixels (Eq. 16)", "",
              "| map | " + " | ".join(f"{t:.1f}" for t in thresholds) + " |", "|---|" + "---|" * len(thresholds),
              percent_row("guided region map (masked support)", first["guided"]["recall"]),
