@@ -161,7 +161,8 @@ def comparison_table(rows: list[dict[str, Any]], beside: list[dict[str, Any]]) -
     def key(row: dict[str, Any]) -> tuple[str, ...]:
         return tuple(str(row[c]) for c in SAME_EPISODES)
 
-    rows = [row for row in rows if str(row["seed"]) == str(rows[0]["seed"])] if rows else rows
+    first_seed = str(rows[0]["seed"]) if rows else None
+    rows = [row for row in rows if str(row["seed"]) == first_seed]
     episodes = {key(row) for row in rows}
     folds = sorted({str(row["fold"]) for row in rows})
     reference = [{**row, "method": "all-foreground", "variant": "", "train_shots": "", "miou": row["reference_miou"]}
