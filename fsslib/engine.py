@@ -25,7 +25,7 @@ from fsslib.errors import CheckpointError, DatasetNotFoundError
 from fsslib.metrics import FewShotMeter, score_at_label_size
 from fsslib.methods import build_method
 from fsslib.models.files import read_weights
-from fsslib.zoo import ZOO_GRID, names_zoo, training_shots, zoo_checkpoint
+from fsslib.zoo import ZOO_REMAKE, names_zoo, training_shots, zoo_checkpoint
 
 if TYPE_CHECKING:
     from fsslib.config import Config
@@ -101,7 +101,7 @@ def load_model_and_config(cfg: Config, device: torch.device) -> tuple[FewShotSeg
                 f"Checkpoint {path} was trained beside frozen models that this {cfg.method!r} model does not hold as "
                 f"they were ({found}): its trained layers would read features they were not trained on.",
                 "build the model with the frozen weights it was trained with (the same backbone_weights and shipped "
-                f"checkpoints), or train it again; for the zoo: python -m fsslib.runs {ZOO_GRID}")
+                f"checkpoints), or train it again; for the zoo: {ZOO_REMAKE}")
         try:
             model.load_state_dict(state["model"])
         except RuntimeError as error:

@@ -24,7 +24,8 @@ writes the methods' comparison on the same episodes instead of the usual table (
 of it with ``ckpt: null`` goes through the grid's ``notebook``, which trains it first (the quickstart's
 prototype).
 A grid with ``zoo: true`` (``zoo_toy.yaml``) also writes each run's ``best.pt`` into the shipped model zoo
-(:func:`export_to_zoo`) once all its runs have finished.
+(:func:`export_to_zoo`) once all its runs have finished; ``zoo: default_variant`` (``qgnet_toy.yaml``) writes
+only its runs without a variant (a paper's grid whose main rows are the zoo's models).
 
 A grid may name other grids under ``beside`` (e.g. ``beside: [piclip_toy]``): their committed
 rows on the same test episodes (fold, ways, shots, seed, episodes) are set beside this grid's
@@ -57,7 +58,7 @@ from tqdm.auto import tqdm
 from fsslib.errors import DatasetNotFoundError, FsslibError
 from fsslib.methods import shots_fixed_by_training
 from fsslib.tables import REPO, beside_rows, load_grid, read_table, refresh_from_csv, write_results_page, write_table
-from fsslib.zoo import ZOO_GRID, names_zoo, training_shots, zoo_checkpoint
+from fsslib.zoo import ZOO_GRIDS, names_zoo, training_shots, zoo_checkpoint, zoo_runs
 
 
 def expand(grid: dict[str, Any]) -> list[dict[str, Any]]:
@@ -105,7 +106,8 @@ def check_parameters(grid: dict[str, Any], runs: list[dict[str, Any]]) -> None:
         if named - labels:
             raise FsslibError(f"Grid {grid['name']}: strata_pairs name {sorted(named - labels)}, which no run is.",
                               f"name runs by method or 'method (variant)': {sorted(labels)}.")
-        zoo_models = {(p["method"], p.get("variant", "")) for p in expand(load_grid(REPO / ZOO_GRID))}
+        zoo_models = {(p["method"], p.get("variant", "")) for path in ZOO_GRIDS
+                      for p in zoo_runs(load_grid(REPO / path), expand(load_grid(REPO / path)))}
         for params in runs:
             for overrides, _ in evaluations(params, Path()):  # raises on a key an evaluation does not take
                 if names_zoo(params.get("ckpt")) and (params["method"], params.get("variant", "")) in zoo_models:
@@ -256,8 +258,11 @@ def execute(grid_path: str | Path, smoke: bool = False, outputs: str | Path | No
     finally:  # after an error or an interrupt, no further run starts
         pool.shutdown(cancel_futures=True)
     rows = _write_grid_table(grid, name, runs, results_per_run, results, publish=not smoke and results is None)
-    if grid.get("zoo") and not smoke and results is None:  # the zoo grid ships its trained models (fsslib.zoo)
+    if grid.get("zoo") and not smoke and results is None:  # a zoo grid ships its trained models (fsslib.zoo)
+        exported = zoo_runs(grid, runs)
         for params, result in zip(tqdm(runs, desc="export to the zoo"), results_per_run):
+            if params not in exported:
+                continue
             export_to_zoo(outputs / run_name(params), f"python -m fsslib.runs {grid_path}  (run {run_name(params)})",
                           result["rows"])
     return rows
@@ -270,6 +275,7 @@ def export_to_zoo(run_dir: Path, command: str, rows: list[dict], root: Path | No
 
     from fsslib import evaluate
     from fsslib.config import Config
+    from fsslib.methods import frozen_files
     from fsslib.models.files import read_weights
     from fsslib.pretrain.saving import file_sha256, half_precision
     from fsslib.zoo import CHECK_EPISODES, zoo_name, zoo_root
@@ -300,9 +306,22 @@ def export_to_zoo(run_dir: Path, command: str, rows: list[dict], root: Path | No
         "check": {"episodes": CHECK_EPISODES, "ways": 1, "shots": config["shots"], "seed": config["seed"],
                   "miou": check["miou"], "fbiou": check["fbiou"]},
         "checkpoint": {"file": path.name, "bytes": path.stat().st_size, "sha256": file_sha256(path), "dtype": "float16"},
+        "frozen_files": {role: {"file": _shown_path(Path(file)), "sha256": file_sha256(_located(Path(file)))}
+                         for role, file in frozen_files(config["method"], config["options"], config["backbone"]).items()},
     }
     path.with_suffix(".json").write_text(json.dumps(provenance, indent=1) + "\n")
     return path
+
+
+def _located(file: Path) -> Path:
+    """A file a run named: absolute, or relative to the notebooks' folder (the runs' working directory)."""
+    return file if file.is_absolute() else (REPO / "notebooks" / file).resolve()
+
+
+def _shown_path(file: Path) -> str:
+    """A run's file as the repository names it (relative to its root when inside it)."""
+    located = _located(file)
+    return str(located.relative_to(REPO)) if located.is_relative_to(REPO) else str(located)
 
 
 def _write_grid_table(grid: dict[str, Any], name: str, runs: list[dict[str, Any]], results_per_run: list[dict[str, Any]],

@@ -1,6 +1,7 @@
 """The toy model zoo: every trained method's main configuration on each toy fold, shipped in the package.
 
-    python -m fsslib.runs papermill_runs/zoo_toy.yaml      # trains every zoo model and writes it here
+    python -m fsslib.runs papermill_runs/zoo_toy.yaml      # trains the zoo's models and writes them here
+    python -m fsslib.runs papermill_runs/qgnet_toy.yaml    # QGNet's, with its paper's ablation rows
                                                              # (fsslib.runs.export_to_zoo)
     python -m fsslib.evaluate --method pfenet --fold 2 --ckpt zoo
     python -m fsslib.zoo                                     # what the zoo holds
@@ -32,7 +33,21 @@ def zoo_root() -> Path:
     """The zoo's folder: ``$FSSLIB_ZOO`` if set (e.g. a zoo of your own), else the shipped one."""
     return Path(os.environ.get("FSSLIB_ZOO") or SHIPPED_ZOO)
 
-ZOO_GRID = "papermill_runs/zoo_toy.yaml"
+ZOO_GRIDS = ("papermill_runs/zoo_toy.yaml", "papermill_runs/qgnet_toy.yaml")  # the grids that write zoo models
+ZOO_REMAKE = f"python -m fsslib.runs {ZOO_GRIDS[0]} (QGNet's models: python -m fsslib.runs {ZOO_GRIDS[1]})"
+ZOO_EXPORTS = {True: "every run", "default_variant": "the runs of each method's default configuration (no variant)"}
+
+
+def zoo_runs(grid: dict, runs: list[dict]) -> list[dict]:
+    """The runs of a grid that go into the zoo: its ``zoo`` key (:data:`ZOO_EXPORTS`) says which."""
+    setting = grid.get("zoo")
+    if not setting:
+        return []
+    if setting not in ZOO_EXPORTS:
+        raise CheckpointError(f"Grid {grid['name']} sets zoo: {setting!r}.",
+                              "write zoo: true (every run goes into the zoo) or zoo: default_variant (the runs "
+                              "without a variant).")
+    return runs if setting is True else [params for params in runs if not params.get("variant")]
 CHECK_EPISODES = 40  # test episodes the .json's check (and the tests) evaluate the float16 weights on
 
 
@@ -73,8 +88,7 @@ def zoo_checkpoint(method: str, fold: int, train_shots: int, variant: str = "", 
             f"The zoo holds no {method}{f' ({variant})' if variant else ''} model for fold {fold} trained on "
             f"{train_shots}-shot episodes. It holds: {', '.join(held) if held else 'nothing yet'}.",
             f"pick one of those, train this one (`python -m fsslib.train --method {method} --fold {fold} "
-            f"--shots {train_shots} --out DIR`, then --ckpt DIR/best.pt), or re-make the zoo: "
-            f"python -m fsslib.runs {ZOO_GRID}")
+            f"--shots {train_shots} --out DIR`, then --ckpt DIR/best.pt), or re-make the zoo: {ZOO_REMAKE}")
     return path
 
 
@@ -83,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
     argparse.ArgumentParser(prog="python -m fsslib.zoo", description="List the shipped toy model zoo.").parse_args(argv)
     entries = zoo_entries()
     if not entries:
-        print(f"The zoo is empty: python -m fsslib.runs {ZOO_GRID}")
+        print(f"The zoo is empty: {ZOO_REMAKE}")
         return
     total = 0
     for name in entries:
@@ -91,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
         total += size
         record = zoo_root() / f"{name}.json"
         if not record.is_file():
-            print(f"{name:45s} (no provenance .json: re-make it with python -m fsslib.runs {ZOO_GRID})")
+            print(f"{name:45s} (no provenance .json: re-make it with {ZOO_REMAKE})")
             continue
         info = json.loads(record.read_text())
         selected = "last epoch" if info["best_val_miou"] is None else f"val mIoU {info['best_val_miou']:5.1f}"

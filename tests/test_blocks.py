@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from fsslib.blocks import (
     COSINE_EPS,
@@ -54,6 +55,108 @@ def test_fem_shapes_and_auxiliary_outputs():
     logits, auxiliary = fem(torch.rand(2, 16, 8, 8), torch.rand(2, 16), torch.rand(2, 3, 8, 8))
     assert logits.shape == (2, 2, 8, 8)
     assert [tuple(a.shape[-2:]) for a in auxiliary] == [(8, 8), (4, 4), (2, 2), (1, 1)]
+
+
+class OfficialFEM(nn.Module):
+    """dvlab-research/PFENet ``model/PFENet.py``'s decoder, transcribed from its ``__init__`` and ``forward``
+    (from ``query_feat``, the pooled ``supp_feat`` and ``corr_query_mask`` to ``out`` and ``out_list``) without
+    fsslib: same module names, so fsslib's weights load by name. Two departures, both of form: the prior has
+    ``prior_channels`` channels (``mask_add_num``), and every bin is pooled with ``nn.AdaptiveAvgPool2d(bin)``
+    (the official list skips bin 1, which its own 60/30/15/8 never reaches)."""
+
+    def __init__(self, reduce_dim: int, bins: list[int], prior_channels: int = 1, classes: int = 2) -> None:
+        super().__init__()
+        self.pyramid_bins = bins
+        self.init_merge = nn.ModuleList(nn.Sequential(
+            nn.Conv2d(reduce_dim * 2 + prior_channels, reduce_dim, kernel_size=1, padding=0, bias=False),
+            nn.ReLU(inplace=True)) for _ in bins)
+        self.beta_conv = nn.ModuleList(nn.Sequential(
+            nn.Conv2d(reduce_dim, reduce_dim, kernel_size=3, padding=1, bias=False), nn.ReLU(inplace=True),
+            nn.Conv2d(reduce_dim, reduce_dim, kernel_size=3, padding=1, bias=False), nn.ReLU(inplace=True))
+            for _ in bins)
+        self.inner_cls = nn.ModuleList(nn.Sequential(
+            nn.Conv2d(reduce_dim, reduce_dim, kernel_size=3, padding=1, bias=False), nn.ReLU(inplace=True),
+            nn.Dropout2d(p=0.1), nn.Conv2d(reduce_dim, classes, kernel_size=1)) for _ in bins)
+        self.res1 = nn.Sequential(nn.Conv2d(reduce_dim * len(bins), reduce_dim, kernel_size=1, padding=0, bias=False),
+                                  nn.ReLU(inplace=True))
+        self.res2 = nn.Sequential(
+            nn.Conv2d(reduce_dim, reduce_dim, kernel_size=3, padding=1, bias=False), nn.ReLU(inplace=True),
+            nn.Conv2d(reduce_dim, reduce_dim, kernel_size=3, padding=1, bias=False), nn.ReLU(inplace=True))
+        self.alpha_conv = nn.ModuleList(nn.Sequential(
+            nn.Conv2d(2 * reduce_dim, reduce_dim, kernel_size=1, stride=1, padding=0, bias=False), nn.ReLU())
+            for _ in range(len(bins) - 1))
+        self.cls = nn.Sequential(
+            nn.Conv2d(reduce_dim, reduce_dim, kernel_size=3, padding=1, bias=False), nn.ReLU(inplace=True),
+            nn.Dropout2d(p=0.1), nn.Conv2d(reduce_dim, classes, kernel_size=1))
+
+    def forward(self, query_feat, supp_feat, corr_query_mask):
+        out_list, pyramid_feat_list = [], []
+        for idx, bin in enumerate(self.pyramid_bins):
+            query_feat_bin = nn.AdaptiveAvgPool2d(bin)(query_feat)
+            supp_feat_bin = supp_feat.expand(-1, -1, bin, bin)
+            corr_mask_bin = F.interpolate(corr_query_mask, size=(bin, bin), mode="bilinear", align_corners=True)
+            merge_feat_bin = torch.cat([query_feat_bin, supp_feat_bin, corr_mask_bin], 1)
+            merge_feat_bin = self.init_merge[idx](merge_feat_bin)
+            if idx >= 1:
+                pre_feat_bin = pyramid_feat_list[idx - 1].clone()
+                pre_feat_bin = F.interpolate(pre_feat_bin, size=(bin, bin), mode="bilinear", align_corners=True)
+                rec_feat_bin = torch.cat([merge_feat_bin, pre_feat_bin], 1)
+                merge_feat_bin = self.alpha_conv[idx - 1](rec_feat_bin) + merge_feat_bin
+            merge_feat_bin = self.beta_conv[idx](merge_feat_bin) + merge_feat_bin
+            inner_out_bin = self.inner_cls[idx](merge_feat_bin)
+            merge_feat_bin = F.interpolate(merge_feat_bin, size=(query_feat.size(2), query_feat.size(3)),
+                                           mode="bilinear", align_corners=True)
+            pyramid_feat_list.append(merge_feat_bin)
+            out_list.append(inner_out_bin)
+        query_feat = torch.cat(pyramid_feat_list, 1)
+        query_feat = self.res1(query_feat)
+        query_feat = self.res2(query_feat) + query_feat
+        return self.cls(query_feat), out_list
+
+
+@pytest.mark.parametrize("size, bins, prior_channels", [(60, [60, 30, 15, 8], 1), (8, [8, 4, 2, 1], 3)])
+def test_fem_matches_an_independent_transcription_of_the_official_decoder(size, bins, prior_channels):
+    """The paper's 60 x 60 map (PFENet's one prior) and the toy tier's 8 x 8 (PI-CLIP-like 3 priors), in float64."""
+    torch.manual_seed(0)
+    fem = FeatureEnrichmentModule(feature_dim=8, prior_channels=prior_channels).double().eval()
+    official = OfficialFEM(reduce_dim=8, bins=bins, prior_channels=prior_channels).double().eval()
+    official.load_state_dict(fem.state_dict())  # every tensor by its official name, none missing or extra
+    query, prototype = torch.rand(2, 8, size, size, dtype=torch.float64), torch.rand(2, 8, dtype=torch.float64)
+    prior = torch.rand(2, prior_channels, size, size, dtype=torch.float64)
+    logits, auxiliary = fem(query, prototype, prior)
+    expected, expected_auxiliary = official(query, prototype[:, :, None, None], prior)
+    torch.testing.assert_close(logits, expected, rtol=1e-12, atol=1e-12)
+    for mine, theirs in zip(auxiliary, expected_auxiliary, strict=True):
+        torch.testing.assert_close(mine, theirs, rtol=1e-12, atol=1e-12)
+
+
+def test_pfenet_loss_is_the_official_main_plus_mean_auxiliary_at_the_label_size():
+    """The official training loss: ``out`` and each ``out_list`` map upsampled to the label with aligned corners,
+    CE with 255 ignored, main + mean of the auxiliaries; computed from the official decoder transcription."""
+    from fsslib.config import make_config
+    from fsslib.methods import build_method
+    from tests.test_pfenet import fabricated_batch
+
+    torch.manual_seed(0)
+    model = build_method(make_config(method="pfenet", backbone_weights="random")).double().eval()
+    batch = fabricated_batch()
+    batch = type(batch)(**{**batch.__dict__, "support_images": batch.support_images.double(),
+                           "query_images": batch.query_images.double()})
+    captured = {}
+    model.decoder.register_forward_hook(lambda module, inputs, output: captured.__setitem__("inputs", inputs))
+    loss = model.loss(batch)
+    query, prototype, prior = captured["inputs"]
+    official = OfficialFEM(reduce_dim=query.shape[1], bins=pyramid_bins(query.shape[-1])).double().eval()
+    official.load_state_dict(model.decoder.state_dict())
+    out, out_list = official(query, prototype[:, :, None, None], prior)
+    labels = batch.query_masks
+
+    def criterion(logits):
+        upsampled = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=True)
+        return F.cross_entropy(upsampled, labels, ignore_index=255)
+
+    expected = criterion(out) + sum(criterion(inner) for inner in out_list) / len(out_list)
+    torch.testing.assert_close(loss.double(), expected, rtol=1e-6, atol=1e-6)  # fsslib's CE runs in float32
 
 
 def test_foreground_weights_and_masked_average_pooling():

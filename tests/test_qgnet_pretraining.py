@@ -296,7 +296,43 @@ def test_the_shipped_prior_extractors_match_their_recorded_metrics():
             recorded["held_out"]["knn_map"]["this"], abs=1e-4), name
         assert region_map_scores(bridge, extractor, scenes.images[:300], scenes.masks[:300]) == pytest.approx(
             recorded["held_out"]["prior_region_map"], abs=1e-4), name
-        assert recorded["command"].startswith(f"python -m fsslib.pretrain toy-qgnet-prior {TOY_PRIORS[name]} "), name
+        assert recorded_recipe(recorded) == remade_recipe(name), name  # its command line makes it again
+        assert {"knn_map_curve", "patch_object_share"} <= set(recorded), name
+        if name != "slic_shorter":  # the shipped budget's doubling check: 12000 against 24000 steps
+            half = recorded["plateau"]["half_the_budget"]
+            assert half["knn_map_twice"] - half["knn_map"] == pytest.approx(half["difference"], abs=1e-4), name
+
+
+def recorded_recipe(recorded: dict) -> dict:
+    """The settings and superpixels a prior extractor's JSON records, without the pretraining's run flags."""
+    return {**recorded["settings"], "superpixels": recorded["superpixels"]}
+
+
+def remade_recipe(name: str) -> dict:
+    """What `python -m fsslib.pretrain toy-qgnet-prior` with :data:`TOY_PRIORS`' flags for ``name`` would train."""
+    import dataclasses
+
+    from fsslib.methods.qgnet import remake_command
+    from fsslib.pretrain.qgnet_prior.cli import build_parser
+    from fsslib.pretrain.command import settings_from
+
+    flags = remake_command(name).split()[4:]  # after `python -m fsslib.pretrain toy-qgnet-prior`
+    settings = dataclasses.asdict(settings_from(build_parser().parse_args([*flags, "--out", "x.pt"]), PriorSettings))
+    uses_patches = settings["losses"] != "global"  # the global loss alone computes no superpixels
+    return {**settings, "superpixels": TOY_SUPERPIXELS[settings["patches"]] if uses_patches else None}
+
+
+def test_the_pretraining_command_without_flags_makes_the_shipped_slic_extractor_again():
+    """The defaults are the shipped SLIC extractor's recipe; each other shipped extractor changes one flag."""
+    import json
+
+    from fsslib.methods.qgnet import TOY_PRIORS, remake_command
+    from fsslib.paths import CHECKPOINT_DIR
+
+    assert remake_command("slic") == "python -m fsslib.pretrain toy-qgnet-prior"
+    for name in TOY_PRIORS:
+        recorded = json.loads((CHECKPOINT_DIR / f"toy_qgnet_prior_{name}.json").read_text())
+        assert recorded_recipe(recorded) == remade_recipe(name), name
 
 
 def test_pretraining_at_stride_32_gives_an_extractor_used_at_stride_8(tmp_path):

@@ -3,6 +3,7 @@ frozen weights than they were trained beside."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -90,8 +91,9 @@ SHIPPED = zoo.zoo_entries(zoo.SHIPPED_ZOO)
 @pytest.mark.parametrize("name", SHIPPED)
 def test_each_shipped_zoo_model_repeats_its_recorded_check_and_row(name, tmp_path):
     """A shipped model evaluated on its check episodes gives the mIoU its .json recorded when it was exported;
-    its file is the one the .json describes; its test rows are the zoo grid's committed rows once that table
-    is written (the grid writes it when all of its runs have finished)."""
+    its file is the one the .json describes; its test rows are the committed rows of the grid that trained it
+    once that table is written (the grid writes it when all of its runs have finished); the frozen weight files it
+    names are the ones it was trained beside."""
     from fsslib.pretrain.saving import file_sha256
     from fsslib.tables import REPO, read_table
 
@@ -102,7 +104,8 @@ def test_each_shipped_zoo_model_repeats_its_recorded_check_and_row(name, tmp_pat
                                      shots=info["check"]["shots"], ckpt=str(path), episodes=info["check"]["episodes"],
                                      out=tmp_path, progress=False))
     assert check["miou"] == pytest.approx(info["check"]["miou"], abs=1e-6)
-    table = REPO / "papermill_runs" / "results" / "zoo_toy.csv"
+    grid = re.search(r"papermill_runs/(\w+)\.yaml", info["command"]).group(1)  # the grid that wrote it
+    table = REPO / "papermill_runs" / "results" / f"{grid}.csv"
     if table.is_file():
         committed = [{k: row[k] for k in ("ways", "shots", "episodes", "miou")} for row in read_table(table)
                      if (row["method"], row["variant"], row["fold"], row["train_shots"])
@@ -110,6 +113,8 @@ def test_each_shipped_zoo_model_repeats_its_recorded_check_and_row(name, tmp_pat
         recorded = [{"ways": str(r["ways"]), "shots": str(r["shots"]), "episodes": str(r["episodes"]),
                      "miou": round(r["miou"], 1)} for r in info["test_rows"]]
         assert recorded == committed
+    for role, frozen in info.get("frozen_files", {}).items():
+        assert file_sha256(REPO / frozen["file"]) == frozen["sha256"], role
 
 
 def test_the_shipped_zoo_stays_small():

@@ -12,7 +12,14 @@ conv, refine with two residual 3x3 "beta" convs, predict an auxiliary segmentati
 then concatenate all scales at full size, reduce, refine and classify. PFENet, PI-CLIP and
 QGNet differ only in the prior channels they feed it.
 
-Checked against dvlab-research/PFENet, ``model/PFENet.py``.
+Checked against dvlab-research/PFENet, ``model/PFENet.py`` (``forward``, from ``query_feat``,
+the prototype and ``corr_query_mask`` to ``out`` and ``out_list``): every layer, its order,
+the residual additions, and each resampling. The inter-scale path is the official one: each
+scale's features are first upsampled to the full map (``pyramid_feat_list``) and the next scale
+resizes that map down to its bin (60 -> 30 -> 60 -> 15, not 30 -> 15: bilinear resizes with
+aligned corners do not compose). ``tests/test_blocks.py`` transcribes the official loop
+independently and matches it to float precision at the paper's 60 x 60 and the toy tier's 8 x 8.
+Not taken from the official code: the He-normal init (:func:`kaiming_init`).
 
 ASPP decoder (LFSS Eqs. 18-19, "an ASPP block and three plain convolution blocks"):
 atrous spatial pyramid pooling as the few-shot segmenters that use it (CANet, ASGNet
@@ -63,6 +70,11 @@ def kaiming_init(module: nn.Module) -> nn.Module:
     return module
 
 
+def _resize(maps: torch.Tensor, size: tuple[int, ...] | torch.Size) -> torch.Tensor:
+    """Bilinear resize with aligned corners, PFENet's only resampling inside the FEM."""
+    return F.interpolate(maps, size=tuple(size), mode="bilinear", align_corners=True)
+
+
 def _classifier(channels: int, classes: int = 2) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1, bias=False), nn.ReLU(inplace=True),
                          nn.Dropout2d(0.1), nn.Conv2d(channels, classes, 1))
@@ -103,20 +115,19 @@ class FeatureEnrichmentModule(nn.Module):
         Returns the final logits (B, 2, h, w) and one auxiliary logit map per scale (B, 2, bin, bin).
         """
         size = query.shape[-2:]
-        scale_features, auxiliary = [], []
+        full_size_features, auxiliary = [], []  # each scale's features upsampled to (h, w)
         for index, bin_size in enumerate(pyramid_bins(min(size))):
             query_bin = F.adaptive_avg_pool2d(query, bin_size)  # (B, D, b, b)
             prototype_bin = prototype[:, :, None, None].expand_as(query_bin)  # (B, D, b, b)
-            prior_bin = F.interpolate(prior, size=query_bin.shape[-2:], mode="bilinear", align_corners=True)  # (B, P, b, b)
+            prior_bin = _resize(prior, query_bin.shape[-2:])  # (B, P, b, b)
             merged = self.init_merge[index](torch.cat([query_bin, prototype_bin, prior_bin], dim=1))  # (B, D, b, b)
-            if index > 0:  # inter-scale connection from the previous (larger) scale
-                previous = F.interpolate(scale_features[-1], size=merged.shape[-2:], mode="bilinear", align_corners=True)
+            if index > 0:  # inter-scale connection: the previous scale's full-size map, resized to this bin
+                previous = _resize(full_size_features[-1], merged.shape[-2:])  # (B, D, b, b)
                 merged = self.alpha_conv[index - 1](torch.cat([merged, previous], dim=1)) + merged
             merged = self.beta_conv[index](merged) + merged  # (B, D, b, b)
             auxiliary.append(self.inner_cls[index](merged))  # (B, 2, b, b)
-            scale_features.append(merged)
-        upsampled = [F.interpolate(f, size=size, mode="bilinear", align_corners=True) for f in scale_features]
-        fused = self.res1(torch.cat(upsampled, dim=1))  # (B, D, h, w)
+            full_size_features.append(_resize(merged, size))  # (B, D, h, w)
+        fused = self.res1(torch.cat(full_size_features, dim=1))  # (B, D, h, w)
         fused = self.res2(fused) + fused
         return self.cls(fused), auxiliary
 

@@ -79,6 +79,13 @@ def shots_fixed_by_training(name: str, variant: str = "") -> bool:
     return bool(rule and rule({**method_options(name), **method_variants(name).get(variant, {})}))
 
 
+def frozen_files(name: str, options: dict[str, Any], backbone: str) -> dict[str, str]:
+    """The weight files of frozen models a method's configuration reads besides its backbone and CLIP (module
+    ``frozen_files``, e.g. QGNet's prior extractor), by role: a zoo model's provenance names them."""
+    rule = getattr(method_module(name), "frozen_files", None)
+    return rule(options, backbone) if rule else {}
+
+
 def build_method(cfg: MethodConfig) -> FewShotSegmenter:
     """Instantiate the segmenter named by ``cfg.method``."""
     return method_module(cfg.method).build(cfg)

@@ -26,12 +26,11 @@ from fsslib.models.backbones import MultiLevelBackbone, ToyResNet, build_backbon
 from fsslib.paths import CHECKPOINT_DIR, WEIGHTS_DOC
 
 TOY_PRIORS = {  # shipped toy prior extractor -> the `python -m fsslib.pretrain toy-qgnet-prior` flags that make it
-    "slic": "--patches slic",
-    "felzenszwalb": "--patches felzenszwalb",
-    "slic_6000": "--patches slic --steps 6000",
-    "felzenszwalb_6000": "--patches felzenszwalb --steps 6000",
-    "global_only": "--losses global",
-    "local_only": "--losses local",
+    "slic": "",  # the recipe's defaults (PriorSettings): SLIC patches, both losses
+    "felzenszwalb": "--patches felzenszwalb",  # Table V
+    "slic_shorter": "--steps 6000",  # Table V's other budget: a quarter of the steps
+    "global_only": "--losses global",  # Table VI
+    "local_only": "--losses local",  # Table VI
 }
 
 
@@ -42,7 +41,8 @@ class QGNetOptions(DecoderOptions):
         None, "the frozen prior extractor's weights: None (the shipped toy checkpoint toy_prior), a local file (paper "
         "tier: a MoCo-format ResNet-50 checkpoint; toy tier: one written by toy-qgnet-prior) or random (shape checks)")
     toy_prior: str = option("slic", "which shipped toy prior extractor None means: slic (the paper's choice), "
-                            "felzenszwalb (Table V), the longer pretraining (Table V), global_only / local_only (Table VI)",
+                            "felzenszwalb and slic_shorter (Table V: other patches, a quarter of the pretraining), "
+                            "global_only / local_only (Table VI)",
                             tuple(TOY_PRIORS))
     moco_encoder: str = option("encoder_k", "which encoder of a MoCo checkpoint (encoder_k: the official code's)",
                                ("encoder_k", "encoder_q"))
@@ -63,7 +63,7 @@ VARIANTS = {
 }
 
 __all__ = ["OPTIONS", "PRESETS", "QGNetOptions", "PROJECTIONS", "QgnetOptionError", "RegionMaps", "VARIANTS",
-           "TOY_PRIORS", "build", "prior_region_map", "region_map_statistics", "toy_prior_checkpoint"]
+           "TOY_PRIORS", "build", "frozen_files", "prior_region_map", "remake_command", "region_map_statistics", "toy_prior_checkpoint"]
 
 
 def toy_prior_checkpoint(name: str) -> str:
@@ -73,6 +73,19 @@ def toy_prior_checkpoint(name: str) -> str:
     return str(CHECKPOINT_DIR / f"toy_qgnet_prior_{name}.pt")
 
 
+def remake_command(name: str) -> str:
+    """The command that pretrains the shipped toy prior extractor ``name`` again (add ``--out PATH``)."""
+    return " ".join(["python -m fsslib.pretrain toy-qgnet-prior", *TOY_PRIORS[name].split()])
+
+
+def frozen_files(options: dict, backbone: str) -> dict[str, str]:
+    """The prior extractor's weight file of a configuration (``options``: the config's method options), if a file."""
+    parsed = QGNetOptions.parse(options)
+    if parsed.prior_extractor == "random" or (parsed.prior_extractor is None and backbone != "toy-resnet"):
+        return {}
+    return {"prior_extractor": parsed.prior_extractor or toy_prior_checkpoint(parsed.toy_prior)}
+
+
 def load_prior_extractor(cfg: MethodConfig, options: QGNetOptions) -> MultiLevelBackbone:
     """The frozen prior extractor ``F_p`` of Eq. 8 (architecture of the backbone, weights from ``options``)."""
     weights = options.prior_extractor
@@ -80,8 +93,8 @@ def load_prior_extractor(cfg: MethodConfig, options: QGNetOptions) -> MultiLevel
         if weights == "random":
             return ToyResNet()
         shipped = toy_prior_checkpoint(options.toy_prior)
-        path = weights or shipped
-        remake = f"make it with `python -m fsslib.pretrain toy-qgnet-prior {TOY_PRIORS[options.toy_prior]} --out {path}`" \
+        path = frozen_files(options.to_dict(), cfg.backbone)["prior_extractor"]
+        remake = f"make it with `{remake_command(options.toy_prior)} --out {path}`" \
             if path == shipped else "pass the path of a checkpoint that `python -m fsslib.pretrain toy-qgnet-prior` wrote"
         try:
             return load_toy_resnet(path)

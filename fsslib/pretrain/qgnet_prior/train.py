@@ -67,9 +67,10 @@ VIEWS = {  # the random views of both losses: MoCo v2's aug-plus, or a weak cont
 
 @dataclass
 class PriorSettings:
-    """One pretraining run of the toy prior extractor (defaults: the shipped checkpoints' recipe)."""
+    """One pretraining run of the toy prior extractor (defaults: the recipe of the shipped SLIC extractor, so the
+    command without flags makes it again; the other shipped ones change one flag: ``fsslib.methods.qgnet.TOY_PRIORS``)."""
 
-    steps: int = field(default=3000, metadata={"help": "optimiser steps"})
+    steps: int = field(default=24000, metadata={"help": "optimiser steps"})
     losses: str = field(default="global_local", metadata={"help": f"Table VI's row: {', '.join(LOSS_SETS)}"})
     patches: str = field(default="slic", metadata={"help": f"local patches: {', '.join(PATCH_METHODS)}"})
     images: str = field(default="all", metadata={"help": "'all' training scenes (the paper) or only 'base'-class ones"})
@@ -80,7 +81,7 @@ class PriorSettings:
     image_size: int = field(default=64, metadata={"help": "size of the image views"})
     patch_size: int = field(default=32, metadata={"help": "size of the patch views"})
     min_patch_area: int = field(default=24, metadata={"help": "smallest superpixel (pixels) picked as a patch"})
-    lr: float = field(default=0.06, metadata={"help": "SGD learning rate (MoCo v2: 0.03 at batch 256)"})
+    lr: float = field(default=0.0075, metadata={"help": "SGD learning rate (MoCo v2's 0.03 at batch 256, scaled to 64)"})
     weight_decay: float = field(default=1e-4, metadata={"help": "SGD weight decay"})
     warmup_steps: int = field(default=100, metadata={"help": "linear warm-up before the cosine"})
     momentum: float = field(default=0.99, metadata={"help": "key encoder momentum m (MoCo: 0.999 over ~10^5 steps)"})
@@ -96,7 +97,7 @@ class PriorSettings:
                 "'object_centric' ones (one object covering about 40%% of the image; a control)"})
     views: str = field(default="aug_plus", metadata={
         "help": "'aug_plus' (MoCo v2) or 'weak' (crops of 80-100%% of the image, no colour change or blur; a control)"})
-    precision: str = field(default="fp32", metadata={
+    precision: str = field(default="bf16", metadata={
         "help": "'fp32', or 'bf16': the encoders under bf16 autocast in channels-last layout (1.7x faster on a CPU "
                 "with AVX-512 BF16), the losses and the learning curve in float32"})
     train_stride: int = field(default=8, metadata={
