@@ -5,9 +5,9 @@
 Reads the ``.json`` that ``python -m fsslib.pretrain toy-qgnet-prior`` writes beside every checkpoint: the
 shipped extractors (``fsslib/checkpoints/toy_qgnet_prior_*.json``) and the runs in
 ``benchmarks/results/qgnet_prior_runs/``: controls (one setting of the recipe changed, e.g. ``--lr`` or
-``--temperature``) and candidates for shipping, whose weights wait beside their ``.json``. For each run:
+``--temperature``), other budgets, and the first recipe's extractors (``first_recipe_*``), with their weights. For each run:
 its learning curve (held-out kNN mAP and the retrieval of a scene's other view among 500, every
-``eval_every`` steps), the first plateau rule of issue 28 (the last quarter of the curve gains less than
+``eval_every`` steps), the first plateau rule (the last quarter of the curve gains less than
 ``PLATEAU_GAIN``) beside the bootstrap standard error of one curve point (the noise the rule has to beat),
 and the losses at the end against chance. Then the second rule: for every pair of runs whose weights are here
 and whose settings differ only by a doubled budget, the kNN mAP difference on ``--scenes`` held-out scenes
@@ -67,10 +67,13 @@ def row(name: str, run: dict) -> str:
             f"{f'{share:.3f}' if share is not None else '-'} | {run.get('wall_time_minutes', float('nan')):.0f} |")
 
 
+PREDATED = {"precision": "fp32"}  # what a run that predates a setting trained with, where today's default differs
+
+
 def recipe(run: dict) -> dict:
-    """What a run was trained with but its budget: settings (older runs: today's defaults for the fields they
-    predate) and superpixels."""
-    settings = {**asdict(PriorSettings()), **run["settings"], "superpixels": run.get("superpixels")}
+    """What a run was trained with but its budget: settings (older runs: what they trained with for the fields they
+    predate, :data:`PREDATED`, else today's defaults) and superpixels."""
+    settings = {**asdict(PriorSettings()), **PREDATED, **run["settings"], "superpixels": run.get("superpixels")}
     return {k: v for k, v in settings.items() if k not in ("steps", "eval_every", "curve_scenes")}
 
 
@@ -131,7 +134,7 @@ def paired_comparisons(weights: dict[str, Path], records: dict[str, dict], n_sce
     if doubled:
         lines += ["", f"## Twice the budget ({n_scenes} held-out scenes, seed {HELD_OUT_SEED}, stream {HELD_OUT_STREAM})",
                   "", f"A budget is at its plateau when twice the budget moves the kNN mAP by less than {PLATEAU_GAIN} "
-                  "(issue 28's second rule); ± is the paired bootstrap standard error (the same resampled query scenes "
+                  "(the second rule); ± is the paired bootstrap standard error (the same resampled query scenes "
                   "score both runs).", "", "| run | twice the budget | kNN mAP | kNN mAP at twice the budget | "
                   f"difference ± s.e. | moves less than {PLATEAU_GAIN} |", "|---|---|---|---|---|---|"]
         for first, second in doubled:
@@ -164,7 +167,7 @@ def main() -> None:
               "| patch object share | wall time (min) |", "|---|---|---|---|---|---|---|---|---|"]
     lines = ["# The toy prior extractors' learning curves (toy tier)", "",
              "Written by `python benchmarks/qgnet_prior_curves.py` from the runs' `.json` files. Plateau: the last "
-             f"quarter of the kNN mAP curve gains less than {PLATEAU_GAIN} (issue 28's rule); ± is the bootstrap "
+             f"quarter of the kNN mAP curve gains less than {PLATEAU_GAIN} (the first rule); ± is the bootstrap "
              "standard error of one curve point over its 250 query scenes (the noise the rule has to beat; the "
              "points of one curve share their scenes, so their differences are less noisy). Each run: one seed "
              "(0), one thread; wall times include whatever else ran on the 2-core machine (and any pause), so they do "
@@ -172,7 +175,7 @@ def main() -> None:
              "## Shipped extractors (`fsslib/checkpoints/toy_qgnet_prior_*`)", "", *header,
              *(row(name, run) for name, run in runs.items())]
     if unshipped:
-        lines += ["", "## Candidates and controls (`benchmarks/results/qgnet_prior_runs/`)", "", *header,
+        lines += ["", "## Other budgets, controls and the first recipe (`benchmarks/results/qgnet_prior_runs/`)", "", *header,
                   *(row(name, run) for name, run in unshipped.items())]
     weights = {**{name: path.with_suffix(".pt") for name, path in zip(runs, SHIPPED)},
                **{name: path.with_suffix(".pt") for name, path in zip(unshipped, UNSHIPPED)}}

@@ -17,8 +17,8 @@ is trained by the grid itself through its ``notebook`` (the main job's prototype
   (:mod:`fsslib.data.strata`, mIoU with a bootstrap interval and the episode count, figure
   ``<name>_strata.png``, table ``<name>_strata.csv``), each mechanism's difference from its baseline per
   stratum (paired bootstrap; the pairs of :data:`MECHANISMS`, or the grid's ``strata_pairs``, whose labels may
-  name a variant as ``method (variant)``: a control), the spread of training seeds on fold 0 (the grid named
-  under the compare grid's ``seeds``, e.g. ``zoo_seeds_toy``) and the rows per fold.
+  name a variant as ``method (variant)``: a control), the spread of training seeds on fold 0 (the grids named
+  under the compare grid's ``seeds``, e.g. ``[zoo_seeds_toy, qgnet_seeds_toy]``) and the rows per fold.
 """
 from __future__ import annotations
 

@@ -155,10 +155,12 @@ def run_notebook(notebook: Path, outputs: Path, smoke: bool, threads: int, resum
 
 
 def _seed_rows(grid: dict[str, Any]) -> list[dict[str, Any]]:
-    """The committed rows of the grid a compare grid names under ``seeds`` (none when it names none, or when that
-    grid has not been run yet: the comparison then has no seed spread)."""
-    table = REPO / "papermill_runs" / "results" / f"{grid['seeds']}.csv" if grid.get("seeds") else None
-    return read_table(table) if table is not None and table.is_file() else []
+    """The committed rows of the grids a compare grid names under ``seeds`` (one name or a list, in order: a later
+    grid's row of a method, setting and seed replaces an earlier one's; a grid not run yet adds none, and with none
+    the comparison has no seed spread)."""
+    names = grid.get("seeds") or []
+    tables = [REPO / "papermill_runs" / "results" / f"{name}.csv" for name in ([names] if isinstance(names, str) else names)]
+    return [row for table in tables if table.is_file() for row in read_table(table)]
 
 
 def _strata_pairs(grid: dict[str, Any]) -> tuple[tuple[str, str], ...] | None:

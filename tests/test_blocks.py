@@ -64,9 +64,11 @@ class OfficialFEM(nn.Module):
     ``prior_channels`` channels (``mask_add_num``), and every bin is pooled with ``nn.AdaptiveAvgPool2d(bin)``
     (the official list skips bin 1, which its own 60/30/15/8 never reaches)."""
 
-    def __init__(self, reduce_dim: int, bins: list[int], prior_channels: int = 1, classes: int = 2) -> None:
+    def __init__(self, reduce_dim: int, bins: list[int], prior_channels: int = 1, classes: int = 2,
+                 bin_to_bin: bool = False) -> None:
         super().__init__()
         self.pyramid_bins = bins
+        self.bin_to_bin = bin_to_bin  # fsslib's former inter-scale path: the previous bin resized straight to this one
         self.init_merge = nn.ModuleList(nn.Sequential(
             nn.Conv2d(reduce_dim * 2 + prior_channels, reduce_dim, kernel_size=1, padding=0, bias=False),
             nn.ReLU(inplace=True)) for _ in bins)
@@ -90,7 +92,7 @@ class OfficialFEM(nn.Module):
             nn.Dropout2d(p=0.1), nn.Conv2d(reduce_dim, classes, kernel_size=1))
 
     def forward(self, query_feat, supp_feat, corr_query_mask):
-        out_list, pyramid_feat_list = [], []
+        out_list, pyramid_feat_list, bin_sized = [], [], []
         for idx, bin in enumerate(self.pyramid_bins):
             query_feat_bin = nn.AdaptiveAvgPool2d(bin)(query_feat)
             supp_feat_bin = supp_feat.expand(-1, -1, bin, bin)
@@ -98,12 +100,13 @@ class OfficialFEM(nn.Module):
             merge_feat_bin = torch.cat([query_feat_bin, supp_feat_bin, corr_mask_bin], 1)
             merge_feat_bin = self.init_merge[idx](merge_feat_bin)
             if idx >= 1:
-                pre_feat_bin = pyramid_feat_list[idx - 1].clone()
+                pre_feat_bin = (bin_sized[idx - 1] if self.bin_to_bin else pyramid_feat_list[idx - 1]).clone()
                 pre_feat_bin = F.interpolate(pre_feat_bin, size=(bin, bin), mode="bilinear", align_corners=True)
                 rec_feat_bin = torch.cat([merge_feat_bin, pre_feat_bin], 1)
                 merge_feat_bin = self.alpha_conv[idx - 1](rec_feat_bin) + merge_feat_bin
             merge_feat_bin = self.beta_conv[idx](merge_feat_bin) + merge_feat_bin
             inner_out_bin = self.inner_cls[idx](merge_feat_bin)
+            bin_sized.append(merge_feat_bin)
             merge_feat_bin = F.interpolate(merge_feat_bin, size=(query_feat.size(2), query_feat.size(3)),
                                            mode="bilinear", align_corners=True)
             pyramid_feat_list.append(merge_feat_bin)
@@ -128,6 +131,27 @@ def test_fem_matches_an_independent_transcription_of_the_official_decoder(size, 
     torch.testing.assert_close(logits, expected, rtol=1e-12, atol=1e-12)
     for mine, theirs in zip(auxiliary, expected_auxiliary, strict=True):
         torch.testing.assert_close(mine, theirs, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("size, bins, same", [(8, [8, 4, 2, 1], True), (60, [60, 30, 15, 8], False)])
+def test_the_former_inter_scale_path_equals_the_official_one_at_the_toy_map_only(size, bins, same):
+    """At the toy tier's 8 x 8 map the resizes to bins 2 and 1 keep only corner values, which an upsampling with
+    aligned corners keeps too, so resizing bin to bin (fsslib's former path) and through the full map (the official
+    one) give the same outputs and gradients, bit for bit: the toy zoo trained on the former path is what the
+    official path trains. At the paper's 60 x 60 they differ."""
+    torch.manual_seed(0)
+    official = OfficialFEM(reduce_dim=8, bins=bins).double().train()
+    former = OfficialFEM(reduce_dim=8, bins=bins, bin_to_bin=True).double().train()
+    former.load_state_dict(official.state_dict())
+    inputs = (torch.rand(2, 8, size, size, dtype=torch.float64), torch.rand(2, 8, 1, 1, dtype=torch.float64),
+              torch.rand(2, 1, size, size, dtype=torch.float64))
+    outputs = []
+    for model in (official, former):
+        torch.manual_seed(1)  # the same dropout masks
+        logits, auxiliary = model(*inputs)
+        (logits.square().mean() + sum(a.square().mean() for a in auxiliary)).backward()
+        outputs.append([logits, *auxiliary, *(p.grad for p in model.parameters())])
+    assert all(torch.equal(a, b) for a, b in zip(*outputs)) is same
 
 
 def test_pfenet_loss_is_the_official_main_plus_mean_auxiliary_at_the_label_size():

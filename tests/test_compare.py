@@ -161,6 +161,26 @@ def test_the_seed_spread_sets_other_seeds_beside_the_zoo_models():
     assert spread["mean"] == pytest.approx(64.0) and spread["std"] == pytest.approx(1.0)
 
 
+def test_a_later_seeds_grid_replaces_an_earlier_one_s_rows_of_a_method(tmp_path, monkeypatch):
+    """``seeds: [a, b]``: the rows of both grids, b's after a's, so b's row of a method, setting and seed wins."""
+    from fsslib import runs
+    from fsslib.compare import seed_spread
+    from fsslib.tables import write_table
+
+    columns = {"variant": "", "tier": "toy", "benchmark": "toy", "fold": 0, "ways": 1, "shots": 1, "train_shots": 1,
+               "episodes": 10, "fbiou": 50.0, "reference_miou": 9.0}
+    results = tmp_path / "papermill_runs" / "results"
+    write_table([{**columns, "method": "qgnet", "seed": 1, "miou": 60.0},
+                 {**columns, "method": "pfenet", "seed": 1, "miou": 61.0}], results / "a")
+    write_table([{**columns, "method": "qgnet", "seed": 1, "miou": 62.0}], results / "b")
+    monkeypatch.setattr(runs, "REPO", tmp_path)
+    seed_rows = runs._seed_rows({"seeds": ["a", "b", "not_run_yet"]})
+    assert runs._seed_rows({"seeds": "a"}) == seed_rows[:2]
+    zoo_rows = [{**columns, "method": method, "seed": 0, "miou": 63.0} for method in ("qgnet", "pfenet")]
+    spread = {row["method"]: row["mIoU per seed"] for row in seed_spread(zoo_rows, seed_rows)}
+    assert spread == {"qgnet": "63.0 / 62.0", "pfenet": "63.0 / 61.0"}
+
+
 def test_many_learning_curves_go_into_one_panel_per_method():
     import matplotlib.pyplot as plt
 
