@@ -6,8 +6,8 @@ Both maps are training-free with the paper's equations (``projection="none"``): 
 map is PFENet's prior from the masked support, the prior region map (Eqs. 9-12) compares the
 query's bridge features (the frozen toy ResNet) with its prior features (a frozen prior
 extractor). So they are measured here for every shipped toy prior extractor
-(:data:`fsslib.methods.qgnet.TOY_PRIORS`), every candidate run beside them
-(``benchmarks/results/qgnet_prior_runs/*.pt``: other budgets and recipes, not shipped), an untrained
+(:data:`fsslib.methods.qgnet.TOY_PRIORS`), every run beside them (``benchmarks/results/qgnet_prior_runs/*.pt``:
+other budgets and recipes, the first recipe's extractors, not shipped), an untrained
 one, and an oracle: a supervised toy ResNet trained apart from the bridge (another seed, so other
 weights and training scenes; it knows the toy classes, kNN mAP about 0.8), which shows what the map's
 equations give a prior extractor that has the class information MoCo is meant to learn. Make it with
@@ -68,7 +68,7 @@ def main() -> None:
     batches = fold0_batches(args.episodes)
     shipped = {name: toy_prior_checkpoint(name) for name in TOY_PRIORS if Path(toy_prior_checkpoint(name)).is_file()}
     missing = [name for name in TOY_PRIORS if name not in shipped]
-    candidates = {f"{path.stem} (candidate)": str(path) for path in sorted(CANDIDATES.glob("*.pt"))}
+    candidates = {f"{path.stem} (not shipped)": str(path) for path in sorted(CANDIDATES.glob("*.pt"))}
     oracle = {"supervised toy ResNet, seed 1 (oracle)": str(ORACLE)} if ORACLE.is_file() else {}
     results = {name: statistics(path, batches) for name, path in
                tqdm({**shipped, **candidates, "untrained": "random", **oracle}.items(), desc="prior extractors")}

@@ -359,3 +359,12 @@ def test_the_committed_results_page_is_what_the_tables_and_notes_write(tmp_path)
     shutil.copytree(source, tmp_path / "papermill_runs", ignore=shutil.ignore_patterns("outputs", "RESULTS.md"))
     written = tables.write_results_page(tmp_path / "papermill_runs").read_text()
     assert written == (source / "RESULTS.md").read_text()
+
+
+def test_papermill_reads_every_parameter_of_the_train_eval_notebook():
+    """papermill parses a parameters cell line by line and reads a trailing comment as a type hint; a line it cannot
+    parse is left out of its parameters (and warned about on every run), so each one must parse."""
+    import papermill
+
+    notebook = REPO / "notebooks" / "90_train_eval.ipynb"
+    assert set(papermill.inspect_notebook(str(notebook))) == runs.notebook_parameters(notebook)
