@@ -37,7 +37,8 @@ with the grid's description (the comment block at the top of its file), its answ
 notes; ``papermill_runs/RESULTS.md`` is their index (:func:`fsslib.tables.write_results_page`): per grid its
 question, the first sentence of that comment block, its answer and a link to its page. A grid's hand-written
 files sit beside its grid file: ``<name>.answer.md``, its answer in one line (a sentence or two, under 40
-words), and ``<name>.notes.md``, its analysis, which only its page shows. After editing either, ``--from-csv``
+words), and ``<name>.summary.md`` (a paper's grid: a paragraph) and ``<name>.notes.md`` (its analysis), which
+only its page shows. After editing either, ``--from-csv``
 writes the pages and the index again.
 
 ``--resume`` continues an interrupted grid (finished runs are kept, the others resume training from

@@ -339,15 +339,18 @@ def _page_parts(text: str) -> tuple[list[str], list[str]]:
 
 def finish_page(path: Path, results: Path) -> Path:
     """Complete the page ``results/<name>.md`` of the grid file ``path`` around what the grid wrote, again on every
-    call: after its title (or ``# <name>``) the grid's description, its answer (:func:`grid_answer`) and the command
-    that makes it; after its table the learning-curves figure, a word on a plateau verdict in the older form (the
+    call: after its title (or ``# <name>``) the grid's description, its answer (:func:`grid_answer`), its
+    hand-written ``<name>.summary.md`` if it has one (a paper's grid: the paper's claims against its rows) and the
+    command that makes it; after its table the learning-curves figure, a word on a plateau verdict in the older form (the
     runs' curves were not kept, so today's verdict cannot be computed) and the grid's ``<name>.notes.md``."""
     name = load_grid(path)["name"]
     page = results / f"{name}.md"
     title, body = _page_parts(page.read_text())
     answer = grid_answer(path.parent, name)
+    summary = path.parent / f"{name}.summary.md"
     head = [PAGE_HEAD[0], "", grid_description(path), "",
             f"**Answer.** {answer}" if answer else f"**Answer.** Not written yet (`papermill_runs/{name}.answer.md`).", "",
+            *([f"**Summary.** {summary.read_text().strip()}", ""] if summary.is_file() else []),
             f"Made by `python -m fsslib.runs papermill_runs/{path.name}`. Every grid: [RESULTS.md](../RESULTS.md); the "
             "protocol and its terms: [docs/protocol.md](../../docs/protocol.md).", "", PAGE_HEAD[1]]
     tail = [PAGE_TAIL]

@@ -142,6 +142,7 @@ def test_results_page_is_an_index_and_each_grid_s_page_holds_its_answer_curves_a
         page.write("\nLearning curves: 1 of 1 runs under 1 point (plateau); largest 0.2.\n")  # the older form
     (tmp_path / "results" / "a_curves.png").write_bytes(b"")
     (tmp_path / "a.answer.md").write_text("Yes, by 2 points.\n")
+    (tmp_path / "a.summary.md").write_text("Against the paper's claim.\n")
     (tmp_path / "a.notes.md").write_text("## Why\n\nWhy x wins.")
     page = tables.write_results_page(tmp_path).read_text()
     assert page.index("## Contents") < page.index("## The methods side by side") < page.index("## Every grid")
@@ -151,7 +152,8 @@ def test_results_page_is_an_index_and_each_grid_s_page_holds_its_answer_curves_a
             "verdict in the older form).") in page
     assert "Why x wins" not in page and "| pfenet |" not in page  # the notes and the table stay on the page
     full = (tmp_path / "results" / "a.md").read_text()
-    assert full.startswith("# a\n") and "Does x win? Grid a trains it (Sec. 4.1).\n\n**Answer.** Yes, by 2 points." in full
+    assert full.startswith("# a\n") and ("Does x win? Grid a trains it (Sec. 4.1).\n\n**Answer.** Yes, by 2 points.\n\n"
+                                          "**Summary.** Against the paper's claim.") in full
     assert full.index("**Answer.**") < full.index("| pfenet |") < full.index("![validation learning curves of a](a_curves.png)")
     assert "cannot be computed without running the grid again" in full and full.rstrip().endswith("### Why\n\nWhy x wins.")
     assert tables.write_results_page(tmp_path).read_text() == page and (tmp_path / "results" / "a.md").read_text() == full
@@ -400,3 +402,23 @@ def test_papermill_reads_every_parameter_of_the_train_eval_notebook():
 
     notebook = REPO / "notebooks" / "90_train_eval.ipynb"
     assert set(papermill.inspect_notebook(str(notebook))) == runs.notebook_parameters(notebook)
+
+
+def test_the_results_pages_and_the_protocol_link_to_files_and_sections_that_exist():
+    """Every relative link of RESULTS.md, the grids' pages and docs/protocol.md names a file that exists, and every
+    section of docs/protocol.md that a link names is a heading there."""
+    import re
+
+    protocol = REPO / "docs" / "protocol.md"
+    headings = {re.sub(r"[^a-z0-9 -]", "", line.lstrip("#").strip().lower()).replace(" ", "-")
+                for line in protocol.read_text().splitlines() if line.startswith("#")}
+    pages = [REPO / "papermill_runs" / "RESULTS.md", protocol, *sorted((REPO / "papermill_runs" / "results").glob("*.md"))]
+    for page in pages:
+        for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text()):
+            path, _, anchor = target.partition("#")
+            if target.startswith("http"):
+                continue
+            file = (page.parent / path).resolve() if path else page
+            assert file.exists(), (page.name, target)
+            if anchor and file == protocol:
+                assert anchor in headings, (page.name, target)
