@@ -303,10 +303,10 @@ def grid_question(path: Path) -> str:
     return re.split(r"(?<=[.?!])\s+(?=[A-Z`(])", grid_description(path), maxsplit=1)[0]
 
 
-def grid_answer(folder: Path, name: str) -> str | None:
-    """A grid's answer in one line: its hand-written ``<name>.answer.md`` beside the grid file; None if it has none."""
+def grid_answer(folder: Path, name: str) -> str:
+    """A grid's answer in one line: its hand-written ``<name>.answer.md`` beside the grid file, or that it has none."""
     answer = folder / f"{name}.answer.md"
-    return " ".join(answer.read_text().split()) if answer.is_file() else None
+    return " ".join(answer.read_text().split()) if answer.is_file() else f"Not written yet (`papermill_runs/{name}.answer.md`)."
 
 
 OLDER_VERDICT = "runs under 1 point (plateau)"  # the learning-curve sentence of tables written before plateau_verdicts
@@ -341,15 +341,13 @@ def finish_page(path: Path, results: Path) -> Path:
     """Complete the page ``results/<name>.md`` of the grid file ``path`` around what the grid wrote, again on every
     call: after its title (or ``# <name>``) the grid's description, its answer (:func:`grid_answer`), its
     hand-written ``<name>.summary.md`` if it has one (a paper's grid: the paper's claims against its rows) and the
-    command that makes it; after its table the learning-curves figure, a word on a plateau verdict in the older form (the
-    runs' curves were not kept, so today's verdict cannot be computed) and the grid's ``<name>.notes.md``."""
+    command that makes it; after its table the learning-curves figure, a word on a plateau verdict in the older
+    form (the runs' curves were not kept, so today's verdict cannot be computed) and the grid's ``<name>.notes.md``."""
     name = load_grid(path)["name"]
     page = results / f"{name}.md"
     title, body = _page_parts(page.read_text())
-    answer = grid_answer(path.parent, name)
     summary = path.parent / f"{name}.summary.md"
-    head = [PAGE_HEAD[0], "", grid_description(path), "",
-            f"**Answer.** {answer}" if answer else f"**Answer.** Not written yet (`papermill_runs/{name}.answer.md`).", "",
+    head = [PAGE_HEAD[0], "", grid_description(path), "", f"**Answer.** {grid_answer(path.parent, name)}", "",
             *([f"**Summary.** {summary.read_text().strip()}", ""] if summary.is_file() else []),
             f"Made by `python -m fsslib.runs papermill_runs/{path.name}`. Every grid: [RESULTS.md](../RESULTS.md); the "
             "protocol and its terms: [docs/protocol.md](../../docs/protocol.md).", "", PAGE_HEAD[1]]
@@ -357,7 +355,7 @@ def finish_page(path: Path, results: Path) -> Path:
     curves = results / f"{name}_curves.png"
     if curves.is_file() and f"]({curves.name})" not in "\n".join(body):
         tail += ["", f"![validation learning curves of {name}]({curves.name})"]
-    if any(OLDER_VERDICT in line for line in body):
+    if OLDER_VERDICT in "\n".join(body):
         tail += ["", "The learning-curve sentence above is in the older form: it gives no run's gain with its "
                  "standard error. The runs' learning curves were not kept, so today's verdict (flat, within noise or "
                  "rising: [the plateau rule](../../docs/protocol.md#the-plateau-rule)) cannot be computed without "
@@ -378,9 +376,8 @@ def _headline(page: Path) -> list[str]:
 
 def _entry(path: Path, name: str) -> list[str]:
     """A grid's entry in RESULTS.md: its heading, question and answer, and a link to its page."""
-    answer = grid_answer(path.parent, name) or f"Not written yet (`{name}.answer.md`)."
-    older = any(OLDER_VERDICT in line for line in (path.parent / "results" / f"{name}.md").read_text().splitlines())
-    return [f"### {name}", "", f"**Question.** {grid_question(path)} **Answer.** {answer} "
+    older = OLDER_VERDICT in (path.parent / "results" / f"{name}.md").read_text()
+    return [f"### {name}", "", f"**Question.** {grid_question(path)} **Answer.** {grid_answer(path.parent, name)} "
             f"[Full page](results/{name}.md)" + (" (plateau verdict in the older form)." if older else "."), ""]
 
 

@@ -162,7 +162,7 @@ def test_results_page_is_an_index_and_each_grid_s_page_holds_its_answer_curves_a
     (tmp_path / "results" / "c.md").write_text("# c: the methods side by side\n\nThe table:\n\n| m | 1-way |\n|---|---|\n"
                                               "| x | 61.0 |\n\n## Rows per fold\n\n| 192 rows |\n")
     page = tables.write_results_page(tmp_path).read_text()
-    assert "### c\n\n**Question.** All side by side. **Answer.** Not written yet (`c.answer.md`). " in page
+    assert "### c\n\n**Question.** All side by side. **Answer.** Not written yet (`papermill_runs/c.answer.md`). " in page
     assert "(results/c.md).\n\n| m | 1-way |\n|---|---|\n| x | 61.0 |\n\n## Every grid" in page  # its first table
     assert (tmp_path / "results" / "c.md").read_text().startswith("# c: the methods side by side\n\n<!--")
 
@@ -377,7 +377,7 @@ def test_the_readme_headlines_are_the_committed_tables_means(phrase):
         rows = [r for r in tables.read_table(REPO / "papermill_runs" / "results" / f"{table}.csv")
                 if (r["method"], r["variant"], r["ways"], r["shots"]) == (method, variant, "1", str(shots))]
         assert sorted(r["fold"] for r in rows) == ["0", "1", "2", "3"], (table, method, shots)
-        means.append(round(statistics.fmean(r["miou"] for r in rows), 1))
+        means.append(float(tables.shown(statistics.fmean(r["miou"] for r in rows))))
     assert numbers == means
 
 

@@ -14,8 +14,14 @@ enters (:func:`describe_episodes`):
 
 :func:`episode_strata` groups the episodes by these, with bounds fixed before any method is scored:
 target size by the tertiles of ``target_share`` over the episodes themselves, one fold's at a time (small /
-medium / large; :data:`SIZE_TIES` says where an episode at a cut-off goes), the number of classes as 1 / 2 / 3 or more, the support-query size gap as a factor of 2 between the
-support and the query shares. Shapes and fills exist in the toy world only: the strata are the toy tier's.
+medium / large), the number of classes as 1 / 2 / 3 or more, the support-query size gap as a factor of 2
+between the support and the query shares. Shapes and fills exist in the toy world only: the strata are the
+toy tier's.
+
+The tertiles' cut-offs are ``numpy.quantile``'s 1/3 and 2/3 quantiles (linear interpolation) of the episodes'
+target shares. Small: a share below the first cut-off; medium: from the first cut-off up to, not including,
+the second; large: from the second up. A share equal to a cut-off goes to the larger stratum. Shares are
+pixel counts over a fixed area, so such ties occur, and the three strata are then not exactly equal in size.
 """
 from __future__ import annotations
 
@@ -26,10 +32,6 @@ from fsslib.data.toyworld import class_attributes
 from fsslib.errors import FsslibError
 
 SIZE_GAP = 2.0  # support and query shares further apart than this factor: "support larger" / "support smaller"
-SIZE_TIES = ("The cut-offs are numpy.quantile's 1/3 and 2/3 quantiles (linear interpolation) of the episodes' "
-             "target shares. Small: a share below the first cut-off; medium: from the first cut-off up to, not "
-             "including, the second; large: from the second up. A share equal to a cut-off goes to the larger "
-             "stratum, so ties at a cut-off make the strata unequal.")  # shares are pixel counts over a fixed area: ties exist
 STRATA = {  # each grouping's strata, in reading order
     "target size": ("small", "medium", "large"),
     "shape distractor in the query": ("no", "yes"),
@@ -68,7 +70,7 @@ def describe_episodes(dataset: EpisodeDataset) -> dict[str, np.ndarray]:
 
 def episode_strata(descriptors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The stratum of every episode under each grouping: {grouping: (E,) array of stratum names}; target size
-    by the tertiles of these episodes' ``target_share``, a share at a cut-off in the larger stratum (:data:`SIZE_TIES`)."""
+    by the tertiles of these episodes' ``target_share``, a share at a cut-off in the larger stratum (module docstring)."""
     target = descriptors["target_share"]
     low, high = np.quantile(target, [1 / 3, 2 / 3])
     ratio = descriptors["support_share"] / np.maximum(target, 1e-12)
