@@ -27,6 +27,7 @@ import json
 import multiprocessing
 import os
 import zlib
+from statistics import fmean
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any, Callable
@@ -42,7 +43,7 @@ from fsslib.engine import open_source
 from fsslib.errors import FsslibError
 from fsslib.methods import support_annotation
 from fsslib.metrics import episodes_miou, percentile_interval, resampled_miou
-from fsslib.tables import curve_lines, mean_of_shown
+from fsslib.tables import CSV_DECIMALS, curve_lines, shown
 from fsslib.zoo import names_zoo
 
 # what a support brings, by the methods' support annotation (fsslib.methods.support_annotation)
@@ -226,10 +227,10 @@ def folds_text(folds: list[int]) -> str:
 
 
 def fold_mean(rows: list[dict[str, Any]], key: str, folds: list[int]) -> float | None:
-    """The mean of ``key`` over rows that cover ``folds`` once each, as every table takes it (the mean of the
-    values shown, :func:`fsslib.tables.mean_of_shown`); None otherwise (a fold did not run)."""
+    """The mean of ``key`` over rows that cover ``folds`` once each, as every table takes it: of the values as
+    given, unrounded (:func:`fsslib.tables.means_basis`); None otherwise (a fold did not run)."""
     covered = sorted(int(row["fold"]) for row in rows)
-    return mean_of_shown([row[key] for row in rows]) if covered == folds else None
+    return fmean(row[key] for row in rows) if covered == folds else None
 
 
 def comparison_table(rows: list[dict[str, Any]], variants: tuple[str, ...] = ()) -> list[dict[str, Any]]:
@@ -401,8 +402,10 @@ def seed_spread(rows: list[dict[str, Any]], seed_rows: list[dict[str, Any]]) -> 
     return table
 
 
-def _cell(value: Any) -> str:
-    return "" if value is None else f"{value:.1f}" if isinstance(value, float) else str(value)
+def _cell(value: Any, decimals: int = 1) -> str:
+    """A table's cell: a float with ``decimals`` decimals (one in Markdown, :data:`CSV_DECIMALS` in a CSV,
+    :func:`fsslib.tables.shown`), None empty."""
+    return "" if value is None else shown(value, decimals) if isinstance(value, float) else str(value)
 
 
 def _markdown(table: list[dict[str, Any]], columns: list[str]) -> list[str]:
@@ -416,7 +419,8 @@ INTEGER_COLUMNS = ("fold", "ways", "shots", "train_shots", "seed", "episodes")
 def read_comparison(name: str, results_dir: Path) -> tuple[list[dict[str, Any]], ...]:
     """The committed rows (``<name>.csv``), strata (``<name>_strata.csv``) and the mechanisms' differences per
     stratum (``<name>_strata_differences.csv``; each empty if absent) of a comparison, typed as
-    :func:`write_comparison` had them (IoUs rounded to one decimal), e.g. for notebook 07."""
+    :func:`write_comparison` had them (IoUs to :data:`fsslib.tables.CSV_DECIMALS` decimals, one in CSVs written
+    before they kept more), e.g. for notebook 07."""
     table = results_dir / f"{name}.csv"
     if not table.is_file():
         raise FsslibError(f"No comparison {table}.", f"write it: python -m fsslib.runs papermill_runs/{name}.yaml")
@@ -472,7 +476,7 @@ def write_comparison(name: str, runs: list[tuple[dict[str, Any], Path]], results
     with stem.with_suffix(".csv").open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=ROW_COLUMNS, extrasaction="ignore")
         writer.writeheader()
-        writer.writerows({k: _cell(row.get(k)) for k in ROW_COLUMNS} for row in rows)
+        writer.writerows({k: _cell(row.get(k), CSV_DECIMALS) for k in ROW_COLUMNS} for row in rows)
     with (results_dir / f"{name}_per_class.csv").open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["method", "variant", "fold", "ways", "shots", "class", "iou"])
@@ -494,14 +498,15 @@ def write_comparison(name: str, runs: list[tuple[dict[str, Any], Path]], results
         with (results_dir / f"{name}_{suffix}.csv").open("w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=list(table[0]))
             writer.writeheader()
-            writer.writerows({k: _cell(v) for k, v in row.items()} for row in table)
+            writer.writerows({k: _cell(v, CSV_DECIMALS) for k, v in row.items()} for row in table)
     episodes = sorted({row["episodes"] for row in rows})
     sources = sorted({row.get("model") or "" for row in rows} - {"", TRAINING_FREE})
     setting_columns = [f"{w}-way {k}-shot mIoU" for w, k in ran] + [f"{w}-way {k}-shot FB-IoU" for w, k in ran]
     lines = [f"# {name}: the methods side by side", "",
              f"Toy tier; every row on the same test episodes ({', '.join(map(str, episodes))} per fold and setting, "
              f"seed {rows[0]['seed']}); trained methods' models: {', '.join(sources) or 'none'} (column `model` of the "
-             f"rows per fold; the zoo: `fsslib.zoo`). mIoU and FB-IoU in %, {folds} (blank: not every fold ran).", "",
+             f"rows per fold; the zoo: `fsslib.zoo`). mIoU and FB-IoU in %, {folds} (of the unrounded per-fold "
+             f"values; blank: not every fold ran).", "",
              *_markdown(comparison, ["method", "support annotation", *setting_columns]), "",
              f"![the methods side by side]({name}.png)", "",
              "## Support modes", "",
@@ -531,8 +536,9 @@ def write_comparison(name: str, runs: list[tuple[dict[str, Any], Path]], results
     if spread:
         lines += ["## The spread of training seeds (fold 0)", "",
                   "Each trained method's zoo configuration trained with other seeds on fold 0 and evaluated on the same "
-                  "episodes; seed 0 is the zoo model. A difference between two methods smaller than their spread is "
-                  "not resolved.", "", *_markdown(spread, ["method", "setting", "seeds", "mIoU per seed", "mean", "std"]),
+                  "episodes; seed 0 is the zoo model. These standard deviations set when a difference between two "
+                  "methods counts as resolved ([docs/protocol.md](../../docs/protocol.md#when-a-difference-is-resolved)).",
+                  "", *_markdown(spread, ["method", "setting", "seeds", "mIoU per seed", "mean", "std"]),
                   ""]
     if curves:
         lines += ["## The runs this grid trained", "", curve_lines(curves, stem), ""]

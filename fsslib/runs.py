@@ -32,10 +32,21 @@ rows on the same test episodes (fold, ways, shots, seed, episodes) are set besid
 default rows, with the all-foreground reference and each method's support annotation
 (:func:`fsslib.methods.support_annotation`), in one table per fold and mean (a paper's Table 1).
 
+Each grid's page ``papermill_runs/results/<name>.md`` is completed around its table (:func:`fsslib.tables.finish_page`)
+with the grid's description (the comment block at the top of its file), its answer, its learning curves and its
+notes; ``papermill_runs/RESULTS.md`` is their index (:func:`fsslib.tables.write_results_page`): per grid its
+question, the first sentence of that comment block, its answer and a link to its page. A grid's hand-written
+files sit beside its grid file: ``<name>.answer.md``, its answer in one line (a sentence or two, under 40
+words), and ``<name>.summary.md`` (a paper's grid: a paragraph) and ``<name>.notes.md`` (its analysis), which
+only its page shows. After editing either, ``--from-csv``
+writes the pages and the index again.
+
 ``--resume`` continues an interrupted grid (finished runs are kept, the others resume training from
 their last checkpoint), so a long grid can run in several sittings. ``--table-only`` runs nothing and writes a grid's table again from its runs' outputs;
 ``--from-csv`` runs nothing and needs no outputs: it writes the means over folds and the ``beside``
-comparison of the committed table again from the committed CSV files (after another grid was re-run). ``--jobs N`` runs N notebooks at once, one kernel each with ``--threads`` torch threads (a grid
+comparison of the committed table again from the committed CSV files (after another grid was re-run), then
+every page and the index (for a comparison grid, whose means need its evaluations' outputs, the pages and
+the index only). ``--jobs N`` runs N notebooks at once, one kernel each with ``--threads`` torch threads (a grid
 file may set ``jobs`` and ``threads``; on 2 CPU cores: 2 jobs of 1 thread); the table keeps
 the grid's order. The progress bar counts training epochs and evaluations of all runs and
 names what each running notebook is doing.
@@ -382,6 +393,8 @@ def main(argv: list[str] | None = None) -> None:
         name = load_grid(args.grid)["name"] + ("_smoke" if args.smoke else "")
         if args.from_csv and (args.smoke or args.table_only):
             parser.error("--from-csv runs nothing: it goes with neither --smoke nor --table-only")
+        if args.from_csv and load_grid(args.grid).get("compare"):
+            parser.exit(0, f"pages and index -> {write_results_page(REPO / 'papermill_runs')} (its means: --table-only)\n")
         if args.from_csv:
             rows = refresh_from_csv(args.grid)
         elif args.table_only:

@@ -1,18 +1,23 @@
 """Grid files and the tables they write: ``papermill_runs/results/<name>.csv`` and ``.md``, and ``RESULTS.md``.
 
 :mod:`fsslib.runs` runs a grid and hands its rows and learning curves here. A table holds one row per
-evaluation (:data:`TABLE_COLUMNS`, IoUs in % with one decimal), the means over folds (:func:`mean_of_shown`:
-the mean of the values shown, the same in every table), the rows of the grids it names under ``beside`` on
-the same test episodes (:func:`comparison_table`: a paper's Table 1 in shape), the torch version, commit and
-device of its runs, and each trained run's last-quarter gain with its standard error and verdict
-(:func:`plateau_verdicts`, ``docs/plateau.md``). :func:`refresh_from_csv` writes the means and the
-comparison again from the committed CSV files alone; :func:`write_results_page` assembles ``RESULTS.md``.
+evaluation (:data:`TABLE_COLUMNS`, IoUs in %: to :data:`CSV_DECIMALS` decimals in the CSV, one in the Markdown),
+the means over folds (:func:`fold_means`: of the per-fold values before rounding, :func:`means_basis`), the rows of
+the grids it names under ``beside`` on the same test episodes (:func:`comparison_table`: a paper's Table 1 in
+shape), the torch version, commit and device of its runs, and each trained run's last-quarter gain with its
+standard error and verdict (:func:`plateau_verdicts`, ``docs/protocol.md``, "The plateau rule").
+:func:`refresh_from_csv` writes the means and the comparison again from the committed CSV files alone;
+:func:`write_results_page` completes each grid's page (:func:`finish_page`: its question, answer, curves and
+notes) and writes ``RESULTS.md``, their index.
 """
 from __future__ import annotations
 
 import csv
+import itertools
+import re
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
+from statistics import fmean
 from typing import Any
 
 import yaml
@@ -35,6 +40,9 @@ NOISE_MULTIPLE = 2.0  # a gain under this many of its standard errors is within 
 
 
 PERCENT_COLUMNS = ("miou", "fbiou", "reference_miou")
+
+
+CSV_DECIMALS = 4  # IoUs in a CSV: the means over folds are taken of these, not of the one decimal shown
 
 
 MEAN_KEYS = ("method", "variant", "tier", "benchmark", "ways", "shots", "train_shots", "seed")
@@ -101,23 +109,25 @@ def plateau_verdicts(curves: dict[str, list[dict]]) -> dict[str, tuple[float, fl
     return verdicts
 
 
-def mean_of_shown(values: list[float]) -> float:
-    """The mean of IoUs as the tables show them (1 decimal each), rounded half up to 1 decimal: the
-    number a reader gets by hand from the table, the same in every table that shows those values."""
-    shown = [Decimal(f"{value:.1f}") for value in values]
-    return float((sum(shown) / len(shown)).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP))
+def means_basis(rows: list[dict[str, Any]]) -> str:
+    """What the means over folds of ``rows`` are taken of, for a table's heading: the unrounded per-fold values,
+    unless a committed CSV written before the CSVs kept :data:`CSV_DECIMALS` decimals gave only one decimal."""
+    if all(round(row["miou"], 1) != row["miou"] for row in rows):
+        return "means of the unrounded per-fold values"
+    return ("means of the per-fold values as committed: a CSV written before the CSVs kept more decimals holds "
+            "one, which puts such a mean within 0.05 of the exact one")
 
 
 def fold_means(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Mean IoUs over the folds (:func:`mean_of_shown`) of each (method, variant, tier, benchmark, shots, seed)
-    run on several folds. A setting with a fold twice differs in a parameter the table does not show: it gets
+    """Mean IoUs over the folds (of the values as given, unrounded: :func:`means_basis`) of each (method, variant,
+    tier, benchmark, shots, seed) run on several folds. A setting with a fold twice differs in a parameter the table does not show: it gets
     no mean."""
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for row in rows:
         key = tuple(row.get(c, "") for c in MEAN_KEYS)
         groups.setdefault(key, []).append(row)
     return [{**dict(zip(MEAN_KEYS, key)), "folds": len(group),
-             **{c: mean_of_shown([r[c] for r in group]) for c in PERCENT_COLUMNS}}
+             **{c: fmean(r[c] for r in group) for c in PERCENT_COLUMNS}}
             for key, group in groups.items() if len({r["fold"] for r in group}) == len(group) > 1]
 
 
@@ -127,9 +137,16 @@ def _markdown(columns: tuple[str, ...], table: list[dict[str, Any]]) -> list[str
     return lines + ["| " + " | ".join(str(r[c]) for c in columns) + " |" for r in table]
 
 
-def _formatted(row: dict[str, Any], columns: tuple[str, ...]) -> dict[str, Any]:
-    """``row`` restricted to ``columns``, IoUs with one decimal, missing values (None) empty."""
-    return {c: (f"{row[c]:.1f}" if c in PERCENT_COLUMNS else "" if row.get(c) is None else row[c]) for c in columns}
+def shown(value: float, decimals: int = 1) -> str:
+    """``value`` with ``decimals`` decimals, a tie rounded up whatever its binary form: a mean of one-decimal values
+    (a CSV written before the CSVs kept more) often ends in 5, which a float holds just above or just below."""
+    return str(Decimal(repr(round(value, 6))).quantize(Decimal(1).scaleb(-decimals), rounding=ROUND_HALF_UP))
+
+
+def _formatted(row: dict[str, Any], columns: tuple[str, ...], decimals: int = 1) -> dict[str, Any]:
+    """``row`` restricted to ``columns``, IoUs with ``decimals`` decimals (:func:`shown`), missing values (None) empty."""
+    return {c: (shown(row[c], decimals) if c in PERCENT_COLUMNS else "" if row.get(c) is None else row[c])
+            for c in columns}
 
 
 def beside_rows(grid: dict[str, Any], results_dir: Path) -> list[dict[str, Any]]:
@@ -138,7 +155,7 @@ def beside_rows(grid: dict[str, Any], results_dir: Path) -> list[dict[str, Any]]
 
 
 def read_table(path: Path) -> list[dict[str, Any]]:
-    """The rows of a committed ``<name>.csv`` (IoUs as floats, rounded as written)."""
+    """The rows of a committed ``<name>.csv`` (IoUs as floats, as many decimals as written)."""
     if not path.is_file():
         raise DatasetNotFoundError(f"No results table {path}.", f"run its grid first: python -m fsslib.runs papermill_runs/{path.stem}.yaml")
     with path.open(newline="") as handle:
@@ -154,7 +171,7 @@ COMPARISON_COLUMNS = ("method", "support annotation", "ways", "shots", "train_sh
 def comparison_table(rows: list[dict[str, Any]], beside: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """This grid's default rows (no variant) with the ``beside`` rows on the same test episodes and the
     all-foreground reference: one row per (method, ways, shots, train_shots), mIoU per fold and
-    their mean (:func:`mean_of_shown`). One training seed per method: a grid that trains several seeds
+    their mean (of the values before rounding). One training seed per method: a grid that trains several seeds
     (on the same episodes, ``test_seed``) is shown with its first row's seed; its own table has the others."""
     from fsslib.methods import support_annotation
 
@@ -168,16 +185,16 @@ def comparison_table(rows: list[dict[str, Any]], beside: list[dict[str, Any]]) -
     reference = [{**row, "method": "all-foreground", "variant": "", "train_shots": "", "miou": row["reference_miou"]}
                  for row in rows if not row.get("variant")]
     chosen = [row for row in (*beside, *rows, *reference) if not row.get("variant") and key(row) in episodes]
+    values: dict[tuple[str, ...], dict[str, float]] = {}  # per label, the unrounded mIoU per fold
     table: dict[tuple[str, ...], dict[str, Any]] = {}
     for row in chosen:
         label = (row["method"], support_annotation(row["method"]), str(row["ways"]), str(row["shots"]),
                  "" if row.get("train_shots") is None else str(row["train_shots"]))
+        values.setdefault(label, {})[str(row["fold"])] = float(row["miou"])
+    for label, per_fold in values.items():
         entry = table.setdefault(label, dict(zip(COMPARISON_COLUMNS, label)))
-        entry[f"fold {row['fold']}"] = f"{float(row['miou']):.1f}"
-    for entry in table.values():
-        values = [float(entry[f"fold {f}"]) for f in folds if f"fold {f}" in entry]
-        entry.update({f"fold {f}": entry.get(f"fold {f}", "") for f in folds})
-        entry["mean"] = f"{mean_of_shown(values):.1f}" if len(values) == len(folds) else ""
+        entry.update({f"fold {f}": shown(per_fold[f]) if f in per_fold else "" for f in folds})
+        entry["mean"] = shown(fmean(per_fold.values())) if len(per_fold) == len(folds) else ""
     return sorted(table.values(), key=lambda e: (int(e["ways"]), int(e["shots"]), e["method"] != "all-foreground", e["method"]))
 
 
@@ -188,8 +205,14 @@ def _comparison_lines(rows: list[dict[str, Any]], beside: list[dict[str, Any]]) 
     """The Markdown section of :func:`comparison_table`: its heading line and its table."""
     compared = comparison_table(rows, beside)
     columns = (*COMPARISON_COLUMNS, *sorted(c for c in compared[0] if c.startswith("fold ")), "mean")
-    return [f"{BESIDE_HEADING} (mIoU; rows of other grids from their committed tables; mean of the values shown):", "",
-            *_markdown(columns, compared)]
+    return [f"{BESIDE_HEADING} (mIoU; rows of other grids from their committed tables; {means_basis([*rows, *beside])}):",
+            "", *_markdown(columns, compared)]
+
+
+def _means_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """The Markdown section of the means over folds (:func:`fold_means`), none if no setting ran on several."""
+    means = [_formatted(row, MEAN_COLUMNS) for row in fold_means(rows)]
+    return ["", f"Mean over folds ({means_basis(rows)}):", "", *_markdown(MEAN_COLUMNS, means)] if means else []
 
 
 def refresh_from_csv(grid_path: str | Path, results: str | Path | None = None) -> list[dict[str, Any]]:
@@ -210,11 +233,9 @@ def refresh_from_csv(grid_path: str | Path, results: str | Path | None = None) -
     if end is None:
         raise FsslibError(f"{stem.with_suffix('.md')} has no provenance line ('Produced with ...').",
                           f"write the whole table again: python -m fsslib.runs {grid_path} --table-only")
-    rows_end = next(i for i, line in enumerate(lines) if not line.startswith("|"))  # the table of rows comes first
-    middle = []
-    means = [_formatted(row, MEAN_COLUMNS) for row in fold_means(rows)]
-    if means:
-        middle += ["", "Mean over folds:", "", *_markdown(MEAN_COLUMNS, means)]
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))  # the table of rows, after the page's head
+    rows_end = next(i for i in range(start, len(lines)) if not lines[i].startswith("|"))
+    middle = _means_lines(rows)
     if grid.get("beside"):
         middle += ["", *_comparison_lines(rows, beside_rows(grid, results_dir))]
     lines[rows_end:end] = [*middle, ""]
@@ -226,21 +247,18 @@ def refresh_from_csv(grid_path: str | Path, results: str | Path | None = None) -
 
 def write_table(rows: list[dict[str, Any]], stem: Path, curves: dict[str, list[dict]] | None = None,
                 beside: list[dict[str, Any]] | None = None) -> None:
-    """Write ``stem.csv`` and ``stem.md`` with :data:`TABLE_COLUMNS` (IoUs in %, 1 decimal); the
-    Markdown file adds the means over folds (:func:`fold_means`) when a setting ran on several,
+    """Write ``stem.csv`` and ``stem.md`` with :data:`TABLE_COLUMNS` (IoUs in %: :data:`CSV_DECIMALS` decimals
+    in the CSV, 1 in the Markdown); the Markdown file adds the means over folds (:func:`fold_means`) when a setting ran on several,
     the comparison with the ``beside`` rows of other grids (:func:`comparison_table`), the
     provenance of the rows (torch, commit, device) and, given the runs' learning ``curves``,
     their gains over the last quarter of training; the curves go to ``stem_curves.png``."""
     stem.parent.mkdir(parents=True, exist_ok=True)
-    table = [_formatted(row, TABLE_COLUMNS) for row in rows]
     with stem.with_suffix(".csv").open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=TABLE_COLUMNS)
         writer.writeheader()
-        writer.writerows(table)
-    lines = _markdown(TABLE_COLUMNS, table)
-    means = [_formatted(row, MEAN_COLUMNS) for row in fold_means(rows)]
-    if means:
-        lines += ["", "Mean over folds:", "", *_markdown(MEAN_COLUMNS, means)]
+        writer.writerows(_formatted(row, TABLE_COLUMNS, CSV_DECIMALS) for row in rows)
+    table = [_formatted(row, TABLE_COLUMNS) for row in rows]
+    lines = [*_markdown(TABLE_COLUMNS, table), *_means_lines(rows)]
     if beside:
         lines += ["", *_comparison_lines(rows, beside)]
     provenance = {key: sorted({str(row.get(key)) for row in rows}) for key in PROVENANCE_KEYS}
@@ -279,70 +297,124 @@ def grid_description(path: Path) -> str:
     return " ".join(lines)
 
 
+def grid_question(path: Path) -> str:
+    """A grid's question: the first sentence of its file's comment block (:func:`grid_description`), up to the first
+    '.', '?' or '!' followed by a space and a capital letter, a backquote or a parenthesis."""
+    return re.split(r"(?<=[.?!])\s+(?=[A-Z`(])", grid_description(path), maxsplit=1)[0]
+
+
+def grid_answer(folder: Path, name: str) -> str:
+    """A grid's answer in one line: its hand-written ``<name>.answer.md`` beside the grid file, or that it has none."""
+    answer = folder / f"{name}.answer.md"
+    return " ".join(answer.read_text().split()) if answer.is_file() else f"Not written yet (`papermill_runs/{name}.answer.md`)."
+
+
+OLDER_VERDICT = "runs under 1 point (plateau)"  # the learning-curve sentence of tables written before plateau_verdicts
+
+
+PAGE_HEAD = ("<!-- The grid's question, answer and command: written by fsslib.tables.finish_page. -->",
+             "<!-- The grid's table: written by python -m fsslib.runs. -->")
+
+
+PAGE_TAIL = "<!-- The grid's curves and notes: written by fsslib.tables.finish_page from papermill_runs/<name>.notes.md. -->"
+
+
 def _demoted(markdown: str) -> str:
-    """Markdown with every heading one level down (a grid's own page inside RESULTS.md's sections)."""
+    """Markdown with every heading one level down (a grid's notes under its page's "Notes" heading)."""
     return "\n".join(f"#{line}" if line.startswith("#") else line for line in markdown.splitlines())
 
 
-def _grid_heading(path: Path, name: str) -> list[str]:
-    """A grid's section heading in RESULTS.md: its name, its description and the command that makes it."""
-    return [f"### {name}", "", grid_description(path), "", f"`python -m fsslib.runs papermill_runs/{path.name}`", ""]
+def _page_parts(text: str) -> tuple[list[str], list[str]]:
+    """A grid's page as ``python -m fsslib.runs`` wrote it, without what :func:`finish_page` added: its title line
+    (none if it has none) and the lines after it."""
+    lines = text.splitlines()
+    if PAGE_HEAD[0] in lines:
+        del lines[lines.index(PAGE_HEAD[0]):lines.index(PAGE_HEAD[1]) + 1]
+    if PAGE_TAIL in lines:
+        del lines[lines.index(PAGE_TAIL):]
+    lines = "\n".join(lines).strip().splitlines()
+    title = lines[:1] if lines and lines[0].startswith("# ") else []
+    return title, "\n".join(lines[len(title):]).strip().splitlines()
+
+
+def finish_page(path: Path, results: Path) -> Path:
+    """Complete the page ``results/<name>.md`` of the grid file ``path`` around what the grid wrote, again on every
+    call: after its title (or ``# <name>``) the grid's description, its answer (:func:`grid_answer`), its
+    hand-written ``<name>.summary.md`` if it has one (a paper's grid: the paper's claims against its rows) and the
+    command that makes it; after its table the learning-curves figure, a word on a plateau verdict in the older
+    form (the runs' curves were not kept, so today's verdict cannot be computed) and the grid's ``<name>.notes.md``."""
+    name = load_grid(path)["name"]
+    page = results / f"{name}.md"
+    title, body = _page_parts(page.read_text())
+    summary = path.parent / f"{name}.summary.md"
+    head = [PAGE_HEAD[0], "", grid_description(path), "", f"**Answer.** {grid_answer(path.parent, name)}", "",
+            *([f"**Summary.** {summary.read_text().strip()}", ""] if summary.is_file() else []),
+            f"Made by `python -m fsslib.runs papermill_runs/{path.name}`. Every grid: [RESULTS.md](../RESULTS.md); the "
+            "protocol and its terms: [docs/protocol.md](../../docs/protocol.md).", "", PAGE_HEAD[1]]
+    tail = [PAGE_TAIL]
+    curves = results / f"{name}_curves.png"
+    if curves.is_file() and f"]({curves.name})" not in "\n".join(body):
+        tail += ["", f"![validation learning curves of {name}]({curves.name})"]
+    if OLDER_VERDICT in "\n".join(body):
+        tail += ["", "The learning-curve sentence above is in the older form: it gives no run's gain with its "
+                 "standard error. The runs' learning curves were not kept, so today's verdict (flat, within noise or "
+                 "rising: [the plateau rule](../../docs/protocol.md#the-plateau-rule)) cannot be computed without "
+                 "running the grid again."]
+    notes = path.parent / f"{name}.notes.md"
+    if notes.is_file():
+        tail += ["", "## Notes", "", _demoted(notes.read_text().strip())]
+    page.write_text("\n".join([*(title or [f"# {name}"]), "", *head, "", *body, "", *tail]) + "\n")
+    return page
+
+
+def _headline(page: Path) -> list[str]:
+    """A comparison page's first table (the methods side by side), as its page shows it."""
+    body = _page_parts(page.read_text())[1]
+    start = next((i for i, line in enumerate(body) if line.startswith("|")), len(body))
+    return list(itertools.takewhile(lambda line: line.startswith("|"), body[start:]))
+
+
+def _entry(path: Path, name: str) -> list[str]:
+    """A grid's entry in RESULTS.md: its heading, question and answer, and a link to its page."""
+    older = OLDER_VERDICT in (path.parent / "results" / f"{name}.md").read_text()
+    return [f"### {name}", "", f"**Question.** {grid_question(path)} **Answer.** {grid_answer(path.parent, name)} "
+            f"[Full page](results/{name}.md)" + (" (plateau verdict in the older form)." if older else "."), ""]
 
 
 def write_results_page(folder: Path) -> Path:
-    """``folder/RESULTS.md``, for a newcomer: first the methods side by side (each grid with ``compare: true``:
-    its page up to the rows, which its files keep, and its ``<name>.notes.md``), then one section per paper (each grid that names its ``paper``: its hand-written ``<name>.summary.md`` and
-    its table shaped like the paper's, :func:`comparison_table`), then every grid in full with its description,
-    table, learning curves and the hand-written analysis ``<name>.notes.md`` beside the grid file, if any."""
+    """``folder/RESULTS.md``, the index of the results, after completing each grid's page (:func:`finish_page`):
+    a table of contents; the comparisons (grids with ``compare: true``: question, answer, a link and the page's
+    first table); then per grid its question (:func:`grid_question`), its answer (:func:`grid_answer`) and a link
+    to its page, which holds its table, curves and notes. The notes stay on the pages."""
     results = folder / "results"
     grids = [(path, load_grid(path)) for path in sorted(folder.glob("*.yaml"))]
-    made = [(path, grid) for path, grid in grids if (results / f"{grid['name']}.md").is_file()]
-    sections = ["# Results", "",
-                "Written by `python -m fsslib.runs` after each grid (do not edit: edit the grid's `<name>.summary.md` or "
-                "`<name>.notes.md`). Every table comes from the one command in its section; mIoU / FB-IoU in %, 1000 "
-                "test episodes per row; toy tier unless a row says otherwise. First the methods side by side, then one "
-                "section per paper, then every grid in full.", "", "## The methods side by side", ""]
-    compared = [(path, grid) for path, grid in made if grid.get("compare")]
-    for path, grid in compared:  # each comparison's page up to its rows, which stay in its files (linked)
-        name = grid["name"]
-        text = (results / f"{name}.md").read_text().strip().splitlines()[1:]  # its own title left out
-        rows_at = next((i for i, line in enumerate(text) if line.startswith("## Rows per fold")), len(text))
-        shown = "\n".join(text[:rows_at]).strip().replace(f"]({name}", f"](results/{name}")
-        notes = folder / f"{name}.notes.md"
-        sections += [*_grid_heading(path, name), *_demoted(_demoted(shown)).splitlines(), "",
-                     f"Rows per fold and setting: [results/{name}.csv](results/{name}.csv); per class: "
-                     f"[results/{name}_per_class.csv](results/{name}_per_class.csv); the whole page: "
-                     f"[results/{name}.md](results/{name}.md).", ""]
-        if notes.is_file():
-            sections += [_demoted(_demoted(notes.read_text().strip())), ""]
-    pending = [path.name for path, grid in grids if grid.get("compare") and (path, grid) not in compared]
-    sections += [f"Not made yet: `python -m fsslib.runs papermill_runs/{name}` (every method on the same episodes, the "
-                 "trained ones from the toy model zoo, grid `zoo_toy`)." for name in pending]
-    sections += [""] if pending else [] if compared else ["No comparison grid.", ""]
-    sections += ["## The papers"]
-    for path, grid in made:
-        if not grid.get("paper"):
-            continue
-        summary = folder / f"{grid['name']}.summary.md"
-        rows = read_table(results / f"{grid['name']}.csv")
-        compared_rows = comparison_table(rows, beside_rows(grid, results))
-        columns = (*COMPARISON_COLUMNS, *sorted(c for c in compared_rows[0] if c.startswith("fold ")), "mean")
-        sections += ["", f"### {grid['paper']} (grid `{grid['name']}`)", "",
-                     *([summary.read_text().strip(), ""] if summary.is_file() else []),
-                     "mIoU on the same test episodes, the paper's table in shape (default variants; all rows in the "
-                     "grid's section below):", "", *_markdown(columns, compared_rows)]
-    sections += ["", "## Every grid"]
-    for path, grid in made:
-        if grid.get("compare"):
-            continue
-        name = grid["name"]
-        sections += ["", *_grid_heading(path, name), (results / f"{name}.md").read_text().strip()]
-        curves = results / f"{name}_curves.png"
-        if curves.is_file():
-            sections += ["", f"![validation learning curves of {name}](results/{curves.name})"]
-        notes = folder / f"{name}.notes.md"
-        if notes.is_file():
-            sections += ["", _demoted(notes.read_text().strip())]
+    made = [(path, grid["name"]) for path, grid in grids if (results / f"{grid['name']}.md").is_file()]
+    for path, _ in made:
+        finish_page(path, results)
+    compared = [(path, name) for path, name in made if load_grid(path).get("compare")]
+    others = [(path, name) for path, name in made if (path, name) not in compared]
+    pending = [path.name for path, grid in grids if (path, grid["name"]) not in made]
+    contents = ["- [The methods side by side](#the-methods-side-by-side)",
+                *(f"  - [{name}](#{name})" for _, name in compared),
+                "- [Every grid](#every-grid)", *(f"  - [{name}](#{name})" for _, name in others)]
+    lines = ["# Results", "",
+             "Written by `python -m fsslib.runs` after each grid; do not edit it. A grid's question is the first "
+             "sentence of its file's comment; its answer is its `<name>.answer.md`; its page holds its table, curves "
+             "and `<name>.notes.md`.", "",
+             "mIoU and FB-IoU in %, 1000 test episodes per row, toy tier unless a row says otherwise. Means over folds "
+             "are of the unrounded per-fold values; a table whose CSV kept one decimal only says so. The protocol, the "
+             "plateau rule, when a difference counts as resolved, and every term: "
+             "[docs/protocol.md](../docs/protocol.md).", "",
+             "## Contents", "", *contents, "", "## The methods side by side", ""]
+    for path, name in compared:
+        lines += [*_entry(path, name), *_headline(results / f"{name}.md"), ""]
+    if not compared:
+        lines += ["No comparison made yet.", ""]
+    lines += ["## Every grid", ""]
+    for path, name in others:
+        lines += _entry(path, name)
+    if pending:
+        lines += ["Not run yet: " + ", ".join(f"`python -m fsslib.runs papermill_runs/{name}`" for name in pending) + ".", ""]
     page = folder / "RESULTS.md"
-    page.write_text("\n".join(sections) + "\n")
+    page.write_text("\n".join(lines).rstrip() + "\n")
     return page

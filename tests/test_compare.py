@@ -52,6 +52,14 @@ def test_the_comparison_averages_folds_and_leaves_what_a_method_cannot_read_blan
     assert matrix["clip-dinoiser-support"]["image + class name"] == pytest.approx(76.5)
 
 
+def test_the_mean_over_folds_is_of_the_unrounded_values():
+    from fsslib.compare import fold_mean
+
+    rows = [{"fold": fold, "miou": miou} for fold, miou in enumerate([63.285164, 64.611507, 62.657194, 63.166436])]
+    assert f"{fold_mean(rows, 'miou', [0, 1, 2, 3]):.1f}" == "63.4"  # shown per fold 63.3, 64.6, 62.7, 63.2: mean 63.45
+    assert fold_mean(rows[:3], "miou", [0, 1, 2, 3]) is None
+
+
 def test_strata_count_every_episode_once_and_score_each_stratum_as_the_meter_would(tmp_path):
     import torch
 
@@ -104,8 +112,8 @@ def test_write_comparison_writes_its_tables_and_figures(tmp_path):
     text = (tmp_path / "results" / "compare_test.md").read_text()
     assert "## Support modes" in text and "## Where each method wins" in text
     read, strata, differences = read_comparison("compare_test", tmp_path / "results")  # typed again, e.g. for notebook 07
-    assert comparison_table(read) == comparison_table([row for row, _ in runs])  # IoUs exact to one decimal here
-    assert strata == [{k: round(v, 1) if isinstance(v, float) else v for k, v in row.items()} for row in strata_table(runs)]
+    assert comparison_table(read) == comparison_table([row for row, _ in runs])  # IoUs exact to four decimals here
+    assert strata == [{k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()} for row in strata_table(runs)]
     assert differences == []  # pfenet and maskclip are no pair of compare.MECHANISMS
 
 

@@ -71,18 +71,39 @@ def test_table_adds_means_over_folds(tmp_path):
     assert tables.fold_means(rows + [row("b", 0, 1, 12.0)]) == tables.fold_means(rows)  # fold 0 twice: no mean
     means = tables.fold_means(rows)
     assert [(m["method"], m["shots"], m["folds"], m["miou"]) for m in means] == [("a", 1, 2, 25.5)]
-    # the mean of the values shown, rounded half up: 63.45 from the four rows a reader sees, in every table
-    assert tables.mean_of_shown([63.33, 64.6, 62.7, 63.2]) == 63.5 and tables.mean_of_shown([63.34, 64.64]) == 64.0
     curves = {"a-fold0": [{"epoch": e, "val_miou": v} for e, v in enumerate([10, 20, 30, 31, 30, 31, 31, 30], 1)],
               "a-fold1": [{"epoch": e, "val_miou": v} for e, v in enumerate([10, 20, 30, 32, 34, 36, 38, 40], 1)]}
     tables.write_table(rows, tmp_path / "t", curves)
     text = (tmp_path / "t.md").read_text()
-    assert "Mean over folds:" in text and "| a |  | toy | toy | 1 | 1 | 1 | 0 | 2 | 25.5 | 50.0 | 9.0 |" in text
+    assert "Mean over folds (means of the per-fold values as committed" in text  # 20.0 and 31.0: one decimal only
+    assert "| a |  | toy | toy | 1 | 1 | 1 | 0 | 2 | 25.5 | 50.0 | 9.0 |" in text
     assert "Produced with torch 2.x; commit abc; device cpu." in text
     assert "1 of 2 runs flat (under 1 point), 0 within noise (under 2 standard errors), 1 rising; per run: " \
            "a-fold0 +0.0 ± 0.7 (flat), a-fold1 +4.0 ± 0.0 (rising)." in text
     assert (tmp_path / "t_curves.png").stat().st_size > 0
     assert len((tmp_path / "t.csv").read_text().splitlines()) == 5  # the CSV holds the runs only
+
+
+def test_means_over_folds_are_taken_of_the_unrounded_values(tmp_path):
+    """PFENet's zoo models score 63.285, 64.612, 62.657 and 63.166 (shown 63.3, 64.6, 62.7, 63.2): their mean is 63.43,
+    shown 63.4; the mean of the values shown, 63.45, would have printed 63.5."""
+    def row(fold, miou):
+        return {"method": "pfenet", "variant": "", "tier": "toy", "benchmark": "toy", "fold": fold, "ways": 1,
+                "shots": 1, "train_shots": 1, "seed": 0, "episodes": 1000, "miou": miou, "fbiou": 80.0 + fold / 8,
+                "reference_miou": 9.0, "torch": "t", "commit": "c", "device": "cpu"}
+
+    exact = [63.285164, 64.611507, 62.657194, 63.166436]
+    rows = [row(fold, miou) for fold, miou in enumerate(exact)]
+    shown = [float(f"{miou:.1f}") for miou in exact]
+    assert f"{sum(shown) / 4:.1f}" == "63.5" and f"{tables.fold_means(rows)[0]['miou']:.1f}" == "63.4"
+    tables.write_table(rows, tmp_path / "t")
+    text = (tmp_path / "t.md").read_text()
+    assert "Mean over folds (means of the unrounded per-fold values):" in text and "| 4 | 63.4 |" in text
+    assert [r["miou"] for r in tables.read_table(tmp_path / "t.csv")] == [63.2852, 64.6115, 62.6572, 63.1664]
+    assert tables.comparison_table(tables.read_table(tmp_path / "t.csv"), [])[1]["mean"] == "63.4"  # beside: the CSV's
+    (tmp_path / "g.yaml").write_text("name: t\nnotebook: n.ipynb\ngrid: {}\n")
+    tables.refresh_from_csv(tmp_path / "g.yaml", results=tmp_path)  # from the committed CSV: the same mean
+    assert (tmp_path / "t.md").read_text() == text
 
 
 def test_comparison_sets_other_grids_rows_beside_on_the_same_episodes(tmp_path):
@@ -108,33 +129,42 @@ def test_comparison_sets_other_grids_rows_beside_on_the_same_episodes(tmp_path):
         tables.read_table(tmp_path / "missing.csv")
 
 
-def test_results_page_opens_with_the_comparison_then_the_papers_then_every_grid(tmp_path):
+def test_results_page_is_an_index_and_each_grid_s_page_holds_its_answer_curves_and_notes(tmp_path):
     (tmp_path / "results").mkdir()
-    (tmp_path / "a.yaml").write_text("# Grid a: what it shows.\n# Run: python -m fsslib.runs a.yaml\nname: a\n"
-                                     "paper: Paper A\nnotebook: n.ipynb\ngrid: {}\n")
-    (tmp_path / "b.yaml").write_text("name: b\nnotebook: n.ipynb\ngrid: {}\n")  # no table yet: left out
+    (tmp_path / "a.yaml").write_text("# Does x win? Grid a trains it (Sec. 4.1).\n# Run: python -m fsslib.runs a.yaml\n"
+                                     "name: a\nnotebook: n.ipynb\ngrid: {}\n")
+    (tmp_path / "b.yaml").write_text("name: b\nnotebook: n.ipynb\ngrid: {}\n")  # no table yet: not run
     (tmp_path / "c.yaml").write_text("# All side by side.\nname: c\ncompare: true\ngrid: {}\n")
-    (tmp_path / "results" / "a.md").write_text("| method |\n|---|\n| x |\n")
     row = {"method": "pfenet", "variant": "", "tier": "toy", "benchmark": "toy", "fold": 0, "ways": 1, "shots": 1,
            "train_shots": 1, "seed": 0, "episodes": 1000, "miou": 61.0, "fbiou": 70.0, "reference_miou": 9.0}
     tables.write_table([row], tmp_path / "results" / "a")
-    (tmp_path / "results" / "a.md").write_text("| method |\n|---|\n| x |\n")
-    (tmp_path / "a.summary.md").write_text("A does not beat x.")
-    (tmp_path / "a.notes.md").write_text("Why x wins.")
+    with (tmp_path / "results" / "a.md").open("a") as page:
+        page.write("\nLearning curves: 1 of 1 runs under 1 point (plateau); largest 0.2.\n")  # the older form
+    (tmp_path / "results" / "a_curves.png").write_bytes(b"")
+    (tmp_path / "a.answer.md").write_text("Yes, by 2 points.\n")
+    (tmp_path / "a.summary.md").write_text("Against the paper's claim.\n")
+    (tmp_path / "a.notes.md").write_text("## Why\n\nWhy x wins.")
     page = tables.write_results_page(tmp_path).read_text()
-    assert page.index("## The methods side by side") < page.index("## The papers") < page.index("## Every grid")
-    assert "Not made yet: `python -m fsslib.runs papermill_runs/c.yaml`" in page
-    assert "### Paper A (grid `a`)\n\nA does not beat x." in page and "| pfenet | pixel masks | 1 | 1 | 1 | 61.0 | 61.0 |" in page
-    assert "### a\n\nGrid a: what it shows.\n" in page and "| x |" in page and page.rstrip().endswith("Why x wins.")
-    assert "### b" not in page and "Run:" not in page
-    (tmp_path / "results" / "c.md").write_text("# c: the methods side by side\n\nThe table.\n\n![figure](c.png)\n\n"
-                                              "## Support modes\n\n## Rows per fold\n\n| 192 rows |\n")
-    (tmp_path / "c.notes.md").write_text("## Findings\n\nWho wins where.")
+    assert page.index("## Contents") < page.index("## The methods side by side") < page.index("## Every grid")
+    assert "No comparison made yet." in page and "`python -m fsslib.runs papermill_runs/c.yaml`" in page
+    assert "`python -m fsslib.runs papermill_runs/b.yaml`" in page and "  - [a](#a)" in page
+    assert ("### a\n\n**Question.** Does x win? **Answer.** Yes, by 2 points. [Full page](results/a.md) (plateau "
+            "verdict in the older form).") in page
+    assert "Why x wins" not in page and "| pfenet |" not in page  # the notes and the table stay on the page
+    full = (tmp_path / "results" / "a.md").read_text()
+    assert full.startswith("# a\n") and ("Does x win? Grid a trains it (Sec. 4.1).\n\n**Answer.** Yes, by 2 points.\n\n"
+                                          "**Summary.** Against the paper's claim.") in full
+    assert full.index("**Answer.**") < full.index("| pfenet |") < full.index("![validation learning curves of a](a_curves.png)")
+    assert "cannot be computed without running the grid again" in full and full.rstrip().endswith("### Why\n\nWhy x wins.")
+    assert tables.write_results_page(tmp_path).read_text() == page and (tmp_path / "results" / "a.md").read_text() == full
+    tables.refresh_from_csv(tmp_path / "a.yaml", results=tmp_path / "results")  # a finished page refreshes as before
+    assert (tmp_path / "results" / "a.md").read_text() == full
+    (tmp_path / "results" / "c.md").write_text("# c: the methods side by side\n\nThe table:\n\n| m | 1-way |\n|---|---|\n"
+                                              "| x | 61.0 |\n\n## Rows per fold\n\n| 192 rows |\n")
     page = tables.write_results_page(tmp_path).read_text()
-    assert "### c\n\nAll side by side.\n" in page and "Not made yet" not in page
-    assert "The table.\n\n![figure](results/c.png)\n\n#### Support modes" in page  # figures from the page's folder
-    assert "| 192 rows |" not in page and "[results/c.csv](results/c.csv)" in page  # the rows stay in the csv, linked
-    assert "#### Findings\n\nWho wins where." in page
+    assert "### c\n\n**Question.** All side by side. **Answer.** Not written yet (`papermill_runs/c.answer.md`). " in page
+    assert "(results/c.md).\n\n| m | 1-way |\n|---|---|\n| x | 61.0 |\n\n## Every grid" in page  # its first table
+    assert (tmp_path / "results" / "c.md").read_text().startswith("# c: the methods side by side\n\n<!--")
 
 
 def test_plateau_gain_compares_the_last_two_quarters():
@@ -337,6 +367,7 @@ HEADLINES = {  # a phrase of the README's status table -> (table, method, varian
 def test_the_readme_headlines_are_the_committed_tables_means(phrase):
     """Each number of the README's status table is the mean over the 4 folds that its table shows (1-way)."""
     import re
+    import statistics
 
     readme = (REPO / "README.md").read_text()
     assert phrase in readme
@@ -346,19 +377,22 @@ def test_the_readme_headlines_are_the_committed_tables_means(phrase):
         rows = [r for r in tables.read_table(REPO / "papermill_runs" / "results" / f"{table}.csv")
                 if (r["method"], r["variant"], r["ways"], r["shots"]) == (method, variant, "1", str(shots))]
         assert sorted(r["fold"] for r in rows) == ["0", "1", "2", "3"], (table, method, shots)
-        means.append(tables.mean_of_shown([r["miou"] for r in rows]))
+        means.append(float(tables.shown(statistics.fmean(r["miou"] for r in rows))))
     assert numbers == means
 
 
-def test_the_committed_results_page_is_what_the_tables_and_notes_write(tmp_path):
-    """RESULTS.md is written, never edited: assembled again from the committed grids, tables, summaries and notes,
-    it is the committed page (run ``python -m fsslib.runs GRID --from-csv`` after editing a note)."""
+def test_the_committed_results_pages_are_what_the_tables_answers_and_notes_write(tmp_path):
+    """RESULTS.md and the grids' pages are written, never edited: assembled again from the committed grids, tables,
+    answers and notes, they are the committed pages (run ``python -m fsslib.runs GRID --from-csv`` after editing a
+    note or an answer); the index stays short."""
     import shutil
 
     source = REPO / "papermill_runs"
-    shutil.copytree(source, tmp_path / "papermill_runs", ignore=shutil.ignore_patterns("outputs", "RESULTS.md"))
+    shutil.copytree(source, tmp_path / "papermill_runs", ignore=shutil.ignore_patterns("outputs"))
     written = tables.write_results_page(tmp_path / "papermill_runs").read_text()
-    assert written == (source / "RESULTS.md").read_text()
+    assert written == (source / "RESULTS.md").read_text() and len(written.splitlines()) < 200
+    for page in sorted((source / "results").glob("*.md")):
+        assert (tmp_path / "papermill_runs" / "results" / page.name).read_text() == page.read_text(), page.name
 
 
 def test_papermill_reads_every_parameter_of_the_train_eval_notebook():
@@ -368,3 +402,23 @@ def test_papermill_reads_every_parameter_of_the_train_eval_notebook():
 
     notebook = REPO / "notebooks" / "90_train_eval.ipynb"
     assert set(papermill.inspect_notebook(str(notebook))) == runs.notebook_parameters(notebook)
+
+
+def test_the_results_pages_and_the_protocol_link_to_files_and_sections_that_exist():
+    """Every relative link of RESULTS.md, the grids' pages and docs/protocol.md names a file that exists, and every
+    section of docs/protocol.md that a link names is a heading there."""
+    import re
+
+    protocol = REPO / "docs" / "protocol.md"
+    headings = {re.sub(r"[^a-z0-9 -]", "", line.lstrip("#").strip().lower()).replace(" ", "-")
+                for line in protocol.read_text().splitlines() if line.startswith("#")}
+    pages = [REPO / "papermill_runs" / "RESULTS.md", protocol, *sorted((REPO / "papermill_runs" / "results").glob("*.md"))]
+    for page in pages:
+        for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text()):
+            path, _, anchor = target.partition("#")
+            if target.startswith("http"):
+                continue
+            file = (page.parent / path).resolve() if path else page
+            assert file.exists(), (page.name, target)
+            if anchor and file == protocol:
+                assert anchor in headings, (page.name, target)

@@ -46,6 +46,15 @@ def test_strata_split_target_size_in_thirds_and_name_every_episode(test_episodes
     assert all(len(labels) == 60 for labels in strata.values())
 
 
+def test_a_target_share_at_a_cut_off_goes_to_the_larger_stratum():
+    shares = np.array([0.1, 0.2, 0.2, 0.2, 0.3, 0.4, 0.4])  # cut-offs: the 1/3 and 2/3 quantiles, 0.2 and 0.3
+    descriptors = {"target_share": shares, "support_share": shares, "shape_distractor": np.zeros(7, bool),
+                   "fill_distractor": np.zeros(7, bool), "query_classes": np.ones(7, int), "class_id": np.ones(7, int)}
+    assert np.quantile(shares, [1 / 3, 2 / 3]).tolist() == [0.2, 0.3]  # both fall on episodes' shares
+    assert episode_strata(descriptors)["target size"].tolist() == ["small", "medium", "medium", "medium", "large",
+                                                                   "large", "large"]
+
+
 def test_strata_refuse_episodes_they_cannot_describe():
     two_way = EpisodeDataset(open_source(make_config(), "test"), fold=0, shots=1, image_size=64, n_episodes=4, ways=2)
     with pytest.raises(FsslibError, match="1-way toy test episodes"):

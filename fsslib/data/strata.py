@@ -13,9 +13,15 @@ enters (:func:`describe_episodes`):
 * ``class_id`` -- the episode's class (to check that saved results are these episodes).
 
 :func:`episode_strata` groups the episodes by these, with bounds fixed before any method is scored:
-target size by the tertiles of ``target_share`` over the episodes themselves (small / medium / large),
-the number of classes as 1 / 2 / 3 or more, the support-query size gap as a factor of 2 between the
-support and the query shares. Shapes and fills exist in the toy world only: the strata are the toy tier's.
+target size by the tertiles of ``target_share`` over the episodes themselves, one fold's at a time (small /
+medium / large), the number of classes as 1 / 2 / 3 or more, the support-query size gap as a factor of 2
+between the support and the query shares. Shapes and fills exist in the toy world only: the strata are the
+toy tier's.
+
+The tertiles' cut-offs are ``numpy.quantile``'s 1/3 and 2/3 quantiles (linear interpolation) of the episodes'
+target shares. Small: a share below the first cut-off; medium: from the first cut-off up to, not including,
+the second; large: from the second up. A share equal to a cut-off goes to the larger stratum. Shares are
+pixel counts over a fixed area, so such ties occur, and the three strata are then not exactly equal in size.
 """
 from __future__ import annotations
 
@@ -63,7 +69,8 @@ def describe_episodes(dataset: EpisodeDataset) -> dict[str, np.ndarray]:
 
 
 def episode_strata(descriptors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The stratum of every episode under each grouping: {grouping: (E,) array of stratum names}."""
+    """The stratum of every episode under each grouping: {grouping: (E,) array of stratum names}; target size
+    by the tertiles of these episodes' ``target_share``, a share at a cut-off in the larger stratum (module docstring)."""
     target = descriptors["target_share"]
     low, high = np.quantile(target, [1 / 3, 2 / 3])
     ratio = descriptors["support_share"] / np.maximum(target, 1e-12)

@@ -92,7 +92,7 @@ VARIANTS = {
     "ground_truth_support": {"support_masks": "ground_truth"},  # beyond the paper: GT support masks
     "whole_image_query": {"query_mask": "whole_image"},  # beyond the paper: the query's pseudo mask withheld
     "toy_vit_generator": {"clip": "toy-vit"},  # beyond the paper, toy tier: the toy ViT CLIP as mask generator
-    "pfenet_augment": {"augment": "pfenet", "resize": "pad"},  # control: PFENet's augmentation and padding (fsslib before issue 28)
+    "pfenet_augment": {"augment": "pfenet", "resize": "pad"},  # control: PFENet's augmentation and padding (fsslib before commit 6f19832)
 }
 
 __all__ = ["OPTIONS", "LFSS", "LfssOptions", "LfssOptionError", "PRESETS", "PseudoMaskGenerator", "SUPPORT_ANNOTATION", "VARIANTS",

@@ -125,7 +125,7 @@ def cluster_prototypes(features: torch.Tensor, masks: torch.Tensor, seeds: torch
     inside = masks.flatten(1)  # (N, P)
     inside = inside | ~inside.any(dim=1, keepdim=True)  # an empty mask would make the softmax 0 / 0
     for _ in range(iterations):
-        # direct differences, not cdist's matrix-product form (relative error 5e-4 in the centres, issue 28)
+        # direct differences, not cdist's matrix-product form (relative error 5e-4 in the centres)
         feature_distance = torch.cdist(pixels, centres, compute_mode=DIRECT).square()  # (N, P, S)
         spatial_distance = torch.cdist(coordinates.expand(len(pixels), -1, -1), centre_coordinates,
                                        compute_mode=DIRECT).square()
