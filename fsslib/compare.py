@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import multiprocessing
 import os
 import zlib
@@ -380,6 +381,27 @@ def strata_differences(runs: list[tuple[dict[str, Any], Path]], pairs: tuple[tup
     return table
 
 
+POOLED_SPREAD = ("pfenet", "piclip", "lfss", "qgnet")  # the trained FSS methods the papers' claims compare; the
+# prototype baseline's seeds swing more, and its own spread applies to it (docs/protocol.md)
+
+
+def resolution_thresholds(spread: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per setting of :func:`seed_spread`'s table: the seed spread ``s`` pooled over :data:`POOLED_SPREAD` (root mean
+    of their variances, each from three seeds) and the difference that counts as resolved, ``2 s sqrt(1/n1 + 1/n2)``,
+    between two single rows (n = 1), two means over the 4 folds (n = 4) and two means of three seeds (n = 3)."""
+    variances: dict[str, list[float]] = {}
+    for entry in spread:
+        if entry["method"] in POOLED_SPREAD:
+            variances.setdefault(entry["setting"], []).append(entry["std"] ** 2)
+    table = []
+    for setting, values in variances.items():
+        pooled = math.sqrt(sum(values) / len(values))
+        table.append({"setting": setting, "methods pooled": len(values), "pooled s": f"{pooled:.2f}",
+                      **{label: f"{2 * pooled * math.sqrt(2 / n):.2f}" for label, n in
+                         (("two single rows", 1), ("two means over 4 folds", 4), ("two 3-seed means", 3))}})
+    return table
+
+
 def seed_spread(rows: list[dict[str, Any]], seed_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per method (and variant) and setting that ``seed_rows`` (other training seeds on fold 0, e.g. grid
     ``zoo_seeds_toy``) hold: the fold-0 mIoU of every training seed, seed 0 from ``rows``, with their mean and
@@ -538,8 +560,11 @@ def write_comparison(name: str, runs: list[tuple[dict[str, Any], Path]], results
                   "Each trained method's zoo configuration trained with other seeds on fold 0 and evaluated on the same "
                   "episodes; seed 0 is the zoo model. These standard deviations set when a difference between two "
                   "methods counts as resolved ([docs/protocol.md](../../docs/protocol.md#when-a-difference-is-resolved)).",
-                  "", *_markdown(spread, ["method", "setting", "seeds", "mIoU per seed", "mean", "std"]),
-                  ""]
+                  "", *_markdown(spread, ["method", "setting", "seeds", "mIoU per seed", "mean", "std"]), "",
+                  f"Pooled over {', '.join(POOLED_SPREAD)}, the spread gives the differences that count as resolved "
+                  "(twice the standard error from training seeds, `fsslib.compare.resolution_thresholds`):", "",
+                  *_markdown(resolution_thresholds(spread), ["setting", "methods pooled", "pooled s", "two single rows",
+                                                            "two means over 4 folds", "two 3-seed means"]), ""]
     if curves:
         lines += ["## The runs this grid trained", "", curve_lines(curves, stem), ""]
     provenance = {key: sorted({str(row.get(key)) for row in rows}) for key in ("torch", "commit", "device")}

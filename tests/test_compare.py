@@ -3,6 +3,7 @@ matrix's blanks, and strata whose counts and mIoUs follow from the episodes."""
 from __future__ import annotations
 
 import csv
+import math
 
 import numpy as np
 import pytest
@@ -167,6 +168,20 @@ def test_the_seed_spread_sets_other_seeds_beside_the_zoo_models():
     (spread,) = seed_spread(rows, seed_rows)  # lfss has no other seed: no row
     assert spread["method"] == "pfenet" and spread["seeds"] == "0, 1, 2" and spread["mIoU per seed"] == "63.0 / 64.0 / 65.0"
     assert spread["mean"] == pytest.approx(64.0) and spread["std"] == pytest.approx(1.0)
+
+
+def test_resolution_thresholds_pool_the_trained_methods_seed_spread():
+    """s = sqrt(mean variance) over the pooled methods (the prototype left out); resolved = 2 s sqrt(1/n1 + 1/n2)."""
+    from fsslib.compare import resolution_thresholds
+
+    spread = [{"method": "pfenet", "setting": "1-way 1-shot", "std": 0.3},
+              {"method": "lfss", "setting": "1-way 1-shot", "std": 0.4},
+              {"method": "prototype", "setting": "1-way 1-shot", "std": 2.5}]
+    (row,) = resolution_thresholds(spread)
+    s = math.sqrt((0.09 + 0.16) / 2)
+    assert row["methods pooled"] == 2 and row["pooled s"] == f"{s:.2f}"
+    assert row["two single rows"] == f"{2 * s * math.sqrt(2):.2f}" == "1.00"
+    assert row["two means over 4 folds"] == "0.50" and row["two 3-seed means"] == f"{2 * s * math.sqrt(2 / 3):.2f}"
 
 
 def test_a_later_seeds_grid_replaces_an_earlier_one_s_rows_of_a_method(tmp_path, monkeypatch):

@@ -353,32 +353,57 @@ def test_the_constraints_pin_every_dependency_and_the_tables_torch():
     assert not other, f"tables made with another torch than constraints.txt's {pins['torch']}: {other}"
 
 
-HEADLINES = {  # a phrase of the README's status table -> (table, method, variant, shots): its mean over the 4 folds
-    "62.8 against PFENet's 63.5": [("piclip_toy", "piclip", "", 1), ("piclip_toy", "pfenet", "", 1)],
-    "67.2 against PFENet's 63.5": [("lfss_data_rule", "lfss", "", 1), ("piclip_toy", "pfenet", "", 1)],
-    "whole support images 22.1 (38.9 at 5 shots)": [("clip_dinoiser_toy", "clip-dinoiser-support", "", 1),
-                                                    ("clip_dinoiser_toy", "clip-dinoiser-support", "", 5)],
-    "MaskCLIP's 44.3": [("clip_dinoiser_toy", "maskclip", "", 1)],
-    "63.6 against 63.5": [("qgnet_toy", "qgnet", "", 1), ("piclip_toy", "pfenet", "", 1)],
+ANSWERS = {  # the README's answer table: paper -> (its paper file, method, baseline, baseline's label in the row)
+    "PI-CLIP": ("piclip_prior_information_with_clip.md", "piclip", "pfenet", "PFENet"),
+    "LFSS": ("lfss_language_guided_fss.md", "lfss", "pfenet", "PFENet"),
+    "CLIP-DINOiser with support images": ("clip_dinoiser_support_images.md", "clip-dinoiser-support", "maskclip",
+                                          "text MaskCLIP"),
+    "QGNet": ("qgnet_global_local_contrastive.md", "qgnet", "pfenet", "PFENet"),
 }
+SEED_GRIDS = ("zoo_seeds_toy", "qgnet_seeds_toy")  # compare_toy's seeds, a later grid's rows replacing an earlier's
+PAPERS = REPO.parent / "shared" / "papers"  # the papers' texts, beside the repository (CI has them)
 
 
-@pytest.mark.parametrize("phrase", sorted(HEADLINES))
-def test_the_readme_headlines_are_the_committed_tables_means(phrase):
-    """Each number of the README's status table is the mean over the 4 folds that its table shows (1-way)."""
+def _answer_rows() -> dict[str, list[str]]:
+    lines = (REPO / "README.md").read_text().split("## What the four papers do on the toy tier")[1].splitlines()
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines if line.startswith("| ")]
+    return {row[0]: row for row in cells[1:]}
+
+
+def _fold0_seed_range(method: str, compared: list[dict]) -> str:
+    """min-max over the training seeds of fold 0, 1-way 1-shot: seed 0 from the comparison, others from SEED_GRIDS."""
+    by_seed = {0: next(r["miou"] for r in compared if (r["method"], r["variant"], r["fold"], r["ways"], r["shots"])
+                       == (method, "", 0, 1, 1))}
+    for grid in SEED_GRIDS:
+        for r in tables.read_table(REPO / "papermill_runs" / "results" / f"{grid}.csv"):
+            if (r["method"], r["variant"], r["fold"], r["ways"], r["shots"], r["train_shots"]) == (method, "", "0", "1", "1", "1"):
+                by_seed[int(r["seed"])] = r["miou"]
+    assert sorted(by_seed) == [0, 1, 2], (method, by_seed)
+    return f"{tables.shown(min(by_seed.values()))}-{tables.shown(max(by_seed.values()))}"
+
+
+@pytest.mark.parametrize("paper", sorted(ANSWERS))
+def test_the_readme_answers_are_the_committed_numbers(paper):
+    """Each toy number of the README's answer table is compare_toy's mean over the 4 folds (1-way 1-shot) of the method
+    or its baseline, each bracket the fold-0 range of its three training seeds, and each paper number stands in the
+    paper's own text."""
     import re
-    import statistics
 
-    readme = (REPO / "README.md").read_text()
-    assert phrase in readme
-    numbers = [float(n) for n in re.findall(r"\d+\.\d", phrase)]
-    means = []
-    for table, method, variant, shots in HEADLINES[phrase]:
-        rows = [r for r in tables.read_table(REPO / "papermill_runs" / "results" / f"{table}.csv")
-                if (r["method"], r["variant"], r["ways"], r["shots"]) == (method, variant, "1", str(shots))]
-        assert sorted(r["fold"] for r in rows) == ["0", "1", "2", "3"], (table, method, shots)
-        means.append(float(tables.shown(statistics.fmean(r["miou"] for r in rows))))
-    assert numbers == means
+    from fsslib.compare import comparison_table, read_comparison
+
+    row = _answer_rows()[paper]
+    paper_file, method, baseline, label = ANSWERS[paper]
+    compared = read_comparison("compare_toy", REPO / "papermill_runs" / "results")[0]
+    means = {entry["method"]: entry["1-way 1-shot mIoU"] for entry in comparison_table(compared)}
+    toy = row[2]
+    assert toy.startswith(f"{tables.shown(means[method])} / {label} {tables.shown(means[baseline])}"), toy
+    if "training-free" not in toy:
+        ranges = f"({_fold0_seed_range(method, compared)} / {_fold0_seed_range(baseline, compared)})"
+        assert toy.endswith(ranges), (toy, ranges)
+    if (PAPERS / paper_file).is_file():  # a clone without shared/ beside it cannot check the papers' numbers
+        text = (PAPERS / paper_file).read_text()
+        for number in re.findall(r"\d+\.\d", row[1]):  # 4.8 stands as 0.0483 in its paper
+            assert number in text or f"0.0{number.replace('.', '')}" in text, (paper, number)
 
 
 def test_the_committed_results_pages_are_what_the_tables_answers_and_notes_write(tmp_path):
