@@ -6,7 +6,7 @@ Times :func:`~fsslib.pretrain.qgnet_prior.train.train_prior_extractor` (global +
 ``precision="fp32"`` and ``"bf16"`` (the encoders under bf16 autocast, channels-last), alternating the two
 ``--repeats`` times so that both meet the same load; the learning curve is not counted
 (:func:`qgnet_speed.pretraining_images_per_s`). What bf16 costs in kNN mAP is a training comparison, not a
-timing: ``benchmarks/results/qgnet_prior_curves_toy.md``, docs/qgnet.md.
+timing: ``benchmarks/results/qgnet_prior_curves_toy.md``, docs/methods/qgnet.md.
 """
 from __future__ import annotations
 

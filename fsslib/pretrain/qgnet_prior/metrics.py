@@ -37,7 +37,7 @@ from fsslib.pretrain.toy_resnet.model import N_CLASSES, multi_hot
 HELD_OUT_SEED, HELD_OUT_STREAM = 0, 93
 NEIGHBOURS = 20
 RETRIEVAL_SCENES = 500  # the view-retrieval metric's held-out scenes (the first ones)
-PLATEAU_GAIN = 0.005  # a kNN mAP curve whose last quarter gains less is at its plateau (the prior extractors' budget rule, docs/qgnet.md)
+PLATEAU_GAIN = 0.005  # a kNN mAP curve whose last quarter gains less is at its plateau (the prior extractors' budget rule, docs/methods/qgnet.md)
 MAP_THRESHOLD = 0.5
 
 
