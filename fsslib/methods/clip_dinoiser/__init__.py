@@ -35,15 +35,17 @@ class ClipDinoiserOptions(ClipOptions):
                           "images), masked_support (support images blanked outside the mask), text_support (both)",
                           PROMPTS)
     gamma: float | None = option(GAMMA, "correlations below gamma do not pool (None or 0: no threshold, as the official "
-                                 "`if self.gamma:`)")
-    delta: float = option(DELTA, "a pixel whose top class probability is below delta is uncertain")
+                                 "`if self.gamma:`)", at_least=-1, at_most=1)
+    delta: float = option(DELTA, "a pixel whose top class probability is below delta is uncertain", above=0,
+                          at_most=1)
     pooling: bool = option(True, "the guided pooling (off: the ablation)")
     background_head: bool = option(True, "the background head (off: the ablation)")
     background_names: tuple[str, ...] | None = option(None, "None: 'empty scene' on the toy world, 'background' on "
                                                       "PASCAL and COCO")
     adapter: bool = option(False, "False: training-free; True: the trained residual 1x1 adapter")
-    window: int | None = option(None, "sliding-window size (None: the query in one window; paper: 448)")
-    stride: int | None = option(None, "sliding-window stride (paper: 224)")
+    window: int | None = option(None, "sliding-window size (None: the query in one window; paper: 448)",
+                               at_least=1)
+    stride: int | None = option(None, "sliding-window stride (paper: 224)", at_least=1)
     templates: str = option("imagenet", "prompt templates: imagenet (CLIP's 80, the official code's) or single",
                             tuple(TEMPLATE_SETS))
 
