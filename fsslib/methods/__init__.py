@@ -63,11 +63,16 @@ def support_annotation(name: str, variant: str = "") -> str:
     return getattr(module, "VARIANT_ANNOTATIONS", {}).get(variant, getattr(module, "SUPPORT_ANNOTATION", "pixel masks"))
 
 
-def support_inputs(name: str, variant: str = "") -> tuple[str, ...]:
+def support_inputs(name: str, variant: str = "", options: dict[str, Any] | None = None) -> tuple[str, ...]:
     """What the method reads of the supports at test time, among support ``images``, their pixel ``masks`` and the
     class ``names`` (module ``SUPPORT_INPUTS``, ``VARIANT_SUPPORT_INPUTS`` for variants that differ; default:
-    images with masks). :mod:`fsslib.predict` asks the user for these and refuses a mode the method cannot read."""
+    images with masks; a module whose inputs follow an option, e.g. CLIP-DINOiser's ``prompts``, has a rule
+    ``support_inputs_of(options)``, given the defaults, the variant's options and ``options``). :mod:`fsslib.predict`
+    asks the user for these and refuses a mode the method cannot read, and supports it would not read."""
     module = method_module(name)
+    rule = getattr(module, "support_inputs_of", None)
+    if rule:
+        return rule({**method_options(name), **method_variants(name).get(variant, {}), **(options or {})})
     return getattr(module, "VARIANT_SUPPORT_INPUTS", {}).get(variant, getattr(module, "SUPPORT_INPUTS", ("images", "masks")))
 
 

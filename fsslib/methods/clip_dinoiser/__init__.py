@@ -15,6 +15,7 @@ from fsslib.clip import TEMPLATE_SETS, load_clip
 from fsslib.data.benchmarks import benchmark_of, class_list
 from fsslib.errors import CheckpointError
 from dataclasses import dataclass
+from typing import Any
 
 from fsslib.methods.base import MethodConfig
 from fsslib.methods.options import ClipOptions, option
@@ -22,7 +23,8 @@ from fsslib.methods.clip_dinoiser.model import DELTA, GAMMA, load_heads
 from fsslib.methods.clip_dinoiser.segmenter import PROMPTS, ClipDinoiserSegmenter
 
 SUPPORT_ANNOTATION = "class names"  # zero-shot: no support image is read
-SUPPORT_INPUTS = ("names",)
+PROMPT_INPUTS = {"text": ("names",), "support": ("images",), "masked_support": ("images", "masks"),
+                 "text_support": ("images", "names")}  # what each prompts setting reads of the supports
 BACKGROUND_NAMES = {"toy": ("empty scene",), "pascal": ("background",), "coco": ("background",)}
 
 
@@ -64,7 +66,12 @@ VARIANTS = {
 }
 
 __all__ = ["ClipDinoiserOptions", "OPTIONS", "PRESETS", "PROMPTS", "SUPPORT_ANNOTATION", "VARIANTS", "ClipDinoiserSegmenter",
-           "build", "build_segmenter"]
+           "build", "build_segmenter", "support_inputs_of"]
+
+
+def support_inputs_of(options: dict[str, Any]) -> tuple[str, ...]:
+    """What the supports bring to the method under ``options`` (:func:`fsslib.methods.support_inputs`): its prompts'."""
+    return PROMPT_INPUTS[options["prompts"]]
 
 
 def build(cfg: MethodConfig) -> ClipDinoiserSegmenter:
