@@ -307,7 +307,16 @@ def as_mask(mask: Picture, what: str, file_format: str | None = None) -> torch.T
 
 
 def as_supports(supports: Supports) -> Supports:
-    """``supports`` with every picture and mask as :func:`as_picture` and :func:`as_mask` read them."""
+    """``supports`` with every picture and mask as :func:`as_picture` and :func:`as_mask` read them; names, images
+    and masks nested otherwise than a list of names and N lists of K are refused."""
+    if isinstance(supports.class_names, str):
+        raise EpisodeShapeError(f"The class names are one string, {supports.class_names!r}: each letter would be a way.",
+                                f"pass a list of names, e.g. Supports([{supports.class_names!r}], ...).")
+    for part in ("images", "masks"):
+        if not all(isinstance(way, (list, tuple)) for way in getattr(supports, part)):
+            raise EpisodeShapeError(f"The support {part} are not a list per way.",
+                                    f"pass N lists of K {part}, e.g. Supports(['cat'], [[image]], [[mask]]) for one way "
+                                    "of one shot.")
     return Supports(list(supports.class_names),
                     [[as_picture(image, f"support image {shot + 1} of way {way + 1}") for shot, image in enumerate(images)]
                      for way, images in enumerate(supports.images)],

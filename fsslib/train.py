@@ -140,10 +140,11 @@ def run(cfg: Config | None = None, **overrides) -> dict:
     cfg = cfg or make_config(**overrides)
     benchmark = benchmark_of(cfg)
     if not benchmark.base_classes(cfg.fold):  # a dataset folder may make every class novel: for evaluation only
+        classes = f"--novel-classes {','.join(map(str, cfg.novel_classes))}" if cfg.novel_classes else f"--fold {cfg.fold}"
         raise DatasetNotFoundError(f"Every class of {cfg.benchmark} is novel in fold {cfg.fold}, leaving none to train on.",
                                    "keep some classes out of --novel-classes (or out of the fold in folds.json); "
-                                   f"evaluating needs none: `python -m fsslib.evaluate --method {cfg.method} --benchmark "
-                                   f"{cfg.benchmark} ...` with the same classes.")
+                                   f"evaluating needs none: `python -m fsslib.evaluate --method maskclip --benchmark "
+                                   f"{cfg.benchmark} {classes}` (a trained method: --ckpt a model trained on other classes).")
     rank, world, device = _distributed(resolve_device(cfg.device))
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)

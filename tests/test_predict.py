@@ -339,6 +339,10 @@ def test_segment_takes_the_pictures_a_user_holds_and_refuses_the_rest(scene_file
                                   ([], FsslibError, "reads the supports' images \\+ masks")):
         with pytest.raises(error, match=message):
             predict.segment(model, query, predict.Supports(["solid circle"], [[support]], masks))
+    with pytest.raises(EpisodeShapeError, match="one string"):
+        predict.segment(model, query, predict.Supports("solid circle", [[support]], [[mask]]))
+    with pytest.raises(EpisodeShapeError, match="not a list per way"):
+        predict.segment(model, query, predict.Supports(["solid circle"], [support], [mask]))
     with pytest.raises(EpisodeShapeError, match="more than once"):
         predict.segment(model, query, predict.Supports(["solid circle"] * 2, [[support]] * 2, [[mask]] * 2))
     with pytest.raises(FsslibError, match="does not read the supports' images"):
@@ -359,3 +363,11 @@ def test_masks_are_label_images(scene_files):
     for name in ("jpeg_mask", "noisy_mask"):
         with pytest.raises(InvalidMaskError, match="not a label image"):
             read_mask(scene_files[name])
+
+
+def test_a_harmless_input_the_method_ignores_is_warned_about(scene_files, tmp_path, capsys):
+    from fsslib.predict import main
+
+    code = main(["--method", "all-foreground", "--query", str(scene_files["query"]), "--class-name", "solid circle",
+                 "--fold", "2", "--out", str(tmp_path)])
+    assert code == 0 and "warning: --fold 2 picks which zoo model --ckpt zoo loads" in capsys.readouterr().err
