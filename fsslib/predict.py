@@ -37,7 +37,7 @@ from PIL import Image, UnidentifiedImageError
 from fsslib.config import Config, make_config, options_help, parse_option
 from fsslib.data.benchmarks import benchmark_of, class_list
 from fsslib.data.episodes import IGNORE, RESIZE_RULES, EpisodeInputs, resize_pad
-from fsslib.data.images import SAVE_MASK, label_problem, rgb_array, upright
+from fsslib.data.images import SAVE_MASK, label_problem, lossy_format, rgb_array, upright
 from fsslib.device import autocast, resolve_device
 from fsslib.errors import (CheckpointError, CorruptImageError, DatasetNotFoundError, EmptySupportMaskError,
                            EpisodeShapeError, FsslibError, InvalidMaskError)
@@ -272,12 +272,13 @@ def as_picture(picture: Picture, what: str) -> torch.Tensor:
     return picture.float()
 
 
-def as_mask(mask: Picture, what: str, file_format: str | None = None) -> torch.Tensor:
+def as_mask(mask: Picture, what: str) -> torch.Tensor:
     """(H, W) long, 1 = object, 0 = background, 255 = ignore, of a mask as a user holds it (a PIL image as a viewer
     shows it, a numpy array or a tensor; single-channel, or grey in RGB): nonzero = object, 255 = ignore, and a mask
     of 0 and 255 only is black and white (255 = object). A lossy file or noise-like values are refused."""
+    lossy = None
     if isinstance(mask, Image.Image):
-        file_format, mask = mask.format, np.asarray(upright(mask))
+        lossy, mask = lossy_format(mask), np.asarray(upright(mask))
     if isinstance(mask, torch.Tensor):
         mask = mask.cpu().numpy()
     if not isinstance(mask, np.ndarray):
@@ -295,7 +296,7 @@ def as_mask(mask: Picture, what: str, file_format: str | None = None) -> torch.T
     if values.size and (values.min() < 0 or not np.array_equal(values, np.round(values))):
         raise InvalidMaskError(f"{what.capitalize()} holds values {values[:5].tolist()}...: not labels (0, 1, ..., 255).",
                                "threshold a soft mask into labels first, e.g. (mask > 0.5).astype('uint8').")
-    problem = label_problem(values, file_format)
+    problem = label_problem(values, lossy)
     if problem:
         raise InvalidMaskError(f"{what.capitalize()} {problem}: it is not a label image.", SAVE_MASK)
     labels = mask.astype(np.int64)

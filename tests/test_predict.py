@@ -354,15 +354,21 @@ def test_segment_takes_the_pictures_a_user_holds_and_refuses_the_rest(scene_file
         predict.load("pfenet", ["solid circle"], ckpt="zoo", options={"feature_dim": -5})
 
 
-def test_masks_are_label_images(scene_files):
+def test_masks_are_label_images(scene_files, tmp_path):
     """255 alone is a black-and-white mask's object (the docs' rule); JPEG files and noise are refused."""
     from fsslib.errors import InvalidMaskError
     from fsslib.predict import read_mask
 
     assert read_mask(scene_files["white"]).eq(1).all()
-    for name in ("jpeg_mask", "noisy_mask"):
-        with pytest.raises(InvalidMaskError, match="not a label image"):
-            read_mask(scene_files[name])
+    box = np.asarray(Image.open(scene_files["jpeg_mask"])) > 127  # the box, 0/255 again
+    Image.fromarray(box).save(tmp_path / "lossless.webp", lossless=True)
+    assert torch.equal(read_mask(tmp_path / "lossless.webp"), torch.from_numpy(box).long())
+    Image.fromarray(box[10:20, 10:24].astype(np.uint8) * 255).save(tmp_path / "lossy.webp", quality=50)  # 10 values, 3 near 255
+    Image.fromarray(np.asarray(Image.open(tmp_path / "lossy.webp"))).save(tmp_path / "lossy_as.png")
+    for path, message in ((scene_files["jpeg_mask"], "is a JPEG file"), (scene_files["noisy_mask"], "distinct values"),
+                          (tmp_path / "lossy.webp", "is a lossy WebP file"), (tmp_path / "lossy_as.png", "distinct values")):
+        with pytest.raises(InvalidMaskError, match=f"{message}.*not a label image"):
+            read_mask(path)
 
 
 def test_a_harmless_input_the_method_ignores_is_warned_about(scene_files, tmp_path, capsys):

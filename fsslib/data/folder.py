@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from fsslib.data.images import SAVE_MASK, label_problem, shown_size, upright
+from fsslib.data.images import SAVE_MASK, label_problem, lossy_format, shown_size, upright
 from fsslib.errors import DatasetNotFoundError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -146,7 +146,7 @@ def _check_pair(image_path: Path, mask_path: Path, n_classes: int, problems: lis
         with Image.open(image_path) as image:
             size = shown_size(image)
         with Image.open(mask_path) as mask_file:
-            mask, mask_format = np.asarray(upright(mask_file)), mask_file.format
+            mask, lossy = np.asarray(upright(mask_file)), lossy_format(mask_file)
     except (UnidentifiedImageError, OSError) as error:
         problems.append(f"cannot read {image_path.name} / {mask_path.name}: {error}")
         return None
@@ -159,7 +159,7 @@ def _check_pair(image_path: Path, mask_path: Path, n_classes: int, problems: lis
         return None
     values, counts = np.unique(mask, return_counts=True)
     wrong = [int(v) for v in values if v > n_classes and v != 255]
-    problem = label_problem(np.array(wrong), mask_format)  # values beyond the class ids: noise, or a lossy file
+    problem = label_problem(np.array(wrong), lossy)  # values beyond the class ids: noise, or a lossy file
     if problem:
         problems.append(f"masks/{mask_path.name} {problem}: {SAVE_MASK}")
         return None
