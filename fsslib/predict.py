@@ -78,7 +78,8 @@ def configure(method: str, class_names: list[str], preset: str = "toy", ckpt: st
 
 
 def build(cfg: Config) -> FewShotSegmenter:
-    """The model of a :func:`configure` d ``cfg``: trained ones with their checkpoint, which others refuse."""
+    """The model of ``cfg`` (from :func:`configure`), trained ones with their checkpoint; a checkpoint given to a
+    training-free method is refused, not ignored."""
     from fsslib.engine import load_model
 
     model = load_model(cfg, resolve_device(cfg.device))
@@ -214,10 +215,10 @@ def support_tensors(supports: Supports, cfg: Config) -> tuple[torch.Tensor, torc
             mask = supports.masks[way][shot] if supports.masks else torch.ones(image.shape[-2:], dtype=torch.long)
             where, shown = f"support mask {shot + 1} of way {way + 1}", f"{mask.shape[1]} x {mask.shape[0]}"
             if not (mask == 1).any():
-                raise EmptySupportMaskError(
-                    f"The {where} ({shown}) marks no object pixel: it is background (0)"
-                    f"{' and ignore (255)' * bool((mask == IGNORE).any())} everywhere.", "mark the object: 1 (or any value up to 254) on 0, or white (255) on black in a "
-                    "black-and-white mask; 255 beside other values means ignore.")
+                ignore = " and ignore (255)" if (mask == IGNORE).any() else ""
+                raise EmptySupportMaskError(f"The {where} ({shown}) marks no object pixel: it is background (0){ignore} "
+                                            "everywhere.", "mark the object: 1 (or any value up to 254) on 0, or white "
+                                            "(255) on black in a black-and-white mask; 255 beside other values means ignore.")
             images[way, shot], masks[way, shot] = resize(image, mask.float(), size)
             if not (masks[way, shot] == 1).any():
                 scale = size / max(mask.shape)
@@ -253,6 +254,7 @@ def as_picture(picture: Picture, what: str) -> torch.Tensor:
     if not isinstance(picture, torch.Tensor):
         raise EpisodeShapeError(f"{what.capitalize()} is a {type(picture).__name__}, not a picture.",
                                 "pass a PIL image, a numpy array or a tensor, e.g. predict.read_image('photo.jpg').")
+    picture = picture.detach().cpu()
     if picture.dim() != 3 or picture.shape[0] != 3:
         raise EpisodeShapeError(f"{what.capitalize()} has shape {tuple(picture.shape)}, not (3, H, W).",
                                 "pass RGB tensors in [0, 1] as read_image returns them (channels first: "
@@ -280,7 +282,7 @@ def as_mask(mask: Picture, what: str) -> torch.Tensor:
     if isinstance(mask, Image.Image):
         lossy, mask = lossy_format(mask), np.asarray(upright(mask))
     if isinstance(mask, torch.Tensor):
-        mask = mask.cpu().numpy()
+        mask = mask.detach().cpu().numpy()
     if not isinstance(mask, np.ndarray):
         raise EpisodeShapeError(f"{what.capitalize()} is a {type(mask).__name__}, not a mask.",
                                 "pass a PIL image, a numpy array or a tensor (H, W), e.g. predict.read_mask('mask.png').")
@@ -422,8 +424,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> dict[str, tuple[Path, Path]]:
-    """Check the arguments and the output folder, read and check every file, then build the model, segment every
-    query and write its outputs."""
+    """Check the arguments and options, read and check every file, create the output folder, then build the
+    model, segment every query and write its outputs."""
     names = args.class_name or []
     if not names:  # a name per way labels the output; without names, supports define one way
         names = ["object"] if args.support else []
