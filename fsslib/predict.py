@@ -41,7 +41,7 @@ from fsslib.data.images import SAVE_MASK, label_problem, lossy_format, rgb_array
 from fsslib.device import autocast, resolve_device
 from fsslib.errors import (CheckpointError, CorruptImageError, DatasetNotFoundError, EmptySupportMaskError,
                            EpisodeShapeError, FsslibError, InvalidMaskError)
-from fsslib.methods import METHODS, method_options_type, method_variants, support_inputs
+from fsslib.methods import METHODS, builds_backbone, method_options_type, method_variants, support_inputs
 from fsslib.methods.base import FewShotSegmenter
 from fsslib.viz import WAY_COLOURS, plot_prediction
 from fsslib.zoo import names_zoo
@@ -72,9 +72,12 @@ class Supports:
 
 def configure(method: str, class_names: list[str], preset: str = "toy", ckpt: str | None = None, shots: int = 1,
               **overrides) -> Config:
-    """The configuration of ``method`` with ``class_names`` in its class list (options checked, nothing built)."""
-    return make_config(method=method, preset=preset, ckpt=ckpt, shots=shots, ways=max(1, len(class_names)),
-                       extra_classes=list(class_names), **overrides)
+    """The configuration of ``method`` with ``class_names`` in its class list (options and fold checked, nothing
+    built)."""
+    cfg = make_config(method=method, preset=preset, ckpt=ckpt, shots=shots, ways=max(1, len(class_names)),
+                      extra_classes=list(class_names), **overrides)
+    benchmark_of(cfg).fold_classes(cfg.fold)  # a fold the benchmark does not have is refused here, with its folds
+    return cfg
 
 
 def build(cfg: Config) -> FewShotSegmenter:
@@ -459,6 +462,8 @@ def run(args: argparse.Namespace) -> dict[str, tuple[Path, Path]]:
     if args.fold is not None and not names_zoo(args.ckpt):
         print(f"warning: --fold {args.fold} picks which zoo model --ckpt zoo loads; without it, it changes nothing.",
               file=sys.stderr)
+    if args.backbone_weights is not None and not builds_backbone(args.method):
+        print(f"warning: {args.method} builds no ResNet backbone: --backbone-weights changes nothing.", file=sys.stderr)
     queries = [read_image(path) for path in args.query]  # every file is read and checked before any model is built
     images = [read_image(path) for path in args.support]
     masks = [read_mask(path) for path in args.support_mask]

@@ -137,6 +137,7 @@ def test_every_support_mode_a_method_reads(scene_files, tmp_path):
     ("masks a method does not read", "or use --variant ground_truth_support"),
     ("repeated class name", "['solid circle'] are given more than once"),
     ("output under a file", "Cannot create the folder --out"),
+    ("fold out of range", "Unknown fold of toy 7"),
 ])
 def test_bad_input_exits_2_with_one_message(scene_files, tmp_path, capsys, case, message):
     from fsslib.predict import main
@@ -193,6 +194,7 @@ def user_errors(files: dict[str, str], tmp_path: Path) -> dict[str, list[str]]:
         "repeated class name": ["--method", "maskclip", "--query", files["query"], *circle, *circle],
         "output under a file": ["--method", "maskclip", "--query", files["query"], *circle, "--out",
                                 str(Path(files["broken"]) / "out")],
+        "fold out of range": [*pfenet, "--support", files["support"], "--support-mask", files["mask"], "--fold", "7"],
     }
 
 
@@ -375,5 +377,7 @@ def test_a_harmless_input_the_method_ignores_is_warned_about(scene_files, tmp_pa
     from fsslib.predict import main
 
     code = main(["--method", "all-foreground", "--query", str(scene_files["query"]), "--class-name", "solid circle",
-                 "--fold", "2", "--out", str(tmp_path)])
-    assert code == 0 and "warning: --fold 2 picks which zoo model --ckpt zoo loads" in capsys.readouterr().err
+                 "--fold", "2", "--backbone-weights", "random", "--out", str(tmp_path)])
+    error = capsys.readouterr().err
+    assert code == 0 and "warning: --fold 2 picks which zoo model --ckpt zoo loads" in error
+    assert "warning: all-foreground builds no ResNet backbone: --backbone-weights changes nothing" in error

@@ -22,6 +22,7 @@ from fsslib.methods.options import ClipOptions, option
 
 SUPPORT_ANNOTATION = "class names"  # no support image: zero-shot
 SUPPORT_INPUTS = ("names",)
+BACKBONE = False  # no ResNet backbone: backbone_weights does not apply
 
 
 

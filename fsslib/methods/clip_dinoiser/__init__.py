@@ -23,6 +23,7 @@ from fsslib.methods.clip_dinoiser.model import DELTA, GAMMA, load_heads
 from fsslib.methods.clip_dinoiser.segmenter import PROMPTS, ClipDinoiserSegmenter
 
 SUPPORT_ANNOTATION = "class names"  # zero-shot: no support image is read
+BACKBONE = False  # no ResNet backbone: backbone_weights does not apply
 PROMPT_INPUTS = {"text": ("names",), "support": ("images",), "masked_support": ("images", "masks"),
                  "text_support": ("images", "names")}  # what each prompts setting reads of the supports
 BACKGROUND_NAMES = {"toy": ("empty scene",), "pascal": ("background",), "coco": ("background",)}

@@ -21,6 +21,7 @@ from fsslib.methods.options import redefault
 from fsslib.methods.clip_dinoiser.segmenter import ClipDinoiserSegmenter
 
 SUPPORT_ANNOTATION = "images (no masks)"
+BACKBONE = False  # no ResNet backbone: backbone_weights does not apply
 VARIANT_ANNOTATIONS = {"masked_support": "images + pixel masks", "text_support": "images + class names"}
 
 
