@@ -239,6 +239,7 @@ def support_tensors(supports: Supports, cfg: Config) -> tuple[torch.Tensor, torc
 
 
 Picture = Union[torch.Tensor, np.ndarray, Image.Image]  # a picture or mask as a user holds it
+ROUNDING = 1e-3  # how far outside [0, 1] a float picture may stray by rounding (e.g. after interpolation)
 
 
 def as_picture(picture: Picture, what: str) -> torch.Tensor:
@@ -268,13 +269,13 @@ def as_picture(picture: Picture, what: str) -> torch.Tensor:
         raise EpisodeShapeError(f"{what.capitalize()} holds {picture.dtype} values: neither uint8 (0..255) nor floats "
                                 "in [0, 1].", "pass picture.to(torch.uint8) for values 0..255, or floats in [0, 1].")
     low, high = float(picture.min()), float(picture.max())
-    if low < 0 or high > 1:
+    if low < -ROUNDING or high > 1 + ROUNDING:
         raise EpisodeShapeError(
             f"{what.capitalize()} holds values from {low:.3g} to {high:.3g}, outside [0, 1] ("
             f"{'values 0..255 as floats?' if high > 1 else 'normalised with a mean and std?'}).",
             "pass the picture as uint8 (picture.to(torch.uint8)) or as floats in [0, 1] (picture / 255); fsslib "
             "normalises it itself.")
-    return picture.float()
+    return picture.float().clamp(0, 1)
 
 
 def as_mask(mask: Picture, what: str) -> torch.Tensor:
