@@ -1,8 +1,8 @@
 """Typed method options: each method declares its options as a frozen dataclass of :class:`MethodOptions`.
 
 A field is declared with :func:`option` (default, help text, and the allowed values: a closed set of
-choices, or a range for a number); its type hint is the contract. :meth:`MethodOptions.parse` turns a plain dict (a config's
-``options``, JSON from a grid file) into the typed object and rejects an unknown name or a value of the
+choices, or a range for a number); its type hint is the contract. :meth:`MethodOptions.parse` turns a plain
+dict (a config's ``options``, JSON from a grid file) into the typed object and rejects an unknown name or a value of the
 wrong type with one message (``{"refine": "false"}`` is a string, not a boolean); :meth:`MethodOptions.from_text`
 reads a command-line ``KEY=VALUE`` by the field's type; a number outside its range is refused by ``parse``
 (which :func:`fsslib.config.make_config` calls before anything is built); :meth:`MethodOptions.describe` is what
@@ -144,16 +144,10 @@ def _check_range(method: str, spec: Field, value: Any) -> None:
     inside = {"at least": lambda bound: value >= bound, "above": lambda bound: value > bound,
               "at most": lambda bound: value <= bound}
     if not all(inside[word](bound) for word, bound in bounds.items()):
-        default = list(spec.default) if isinstance(spec.default, tuple) else spec.default
+        default = spec.default  # as a command line writes it: a list as a,b; None as none
+        written = ",".join(map(str, default)) if isinstance(default, tuple) else "none" if default is None else default
         raise OptionError(f"Option {spec.name} of {method} must be {_range_text(spec)}, got {value!r}.",
-                          f"pass a value in that range, e.g. the default: --options {spec.name}={_as_text(default)}.")
-
-
-def _as_text(value: Any) -> str:
-    """``value`` as a command line's ``--options KEY=VALUE`` writes it."""
-    if isinstance(value, list):
-        return ",".join(map(str, value))
-    return str(value).lower() if isinstance(value, bool) or value is None else str(value)
+                          f"pass a value in that range, or the default: --options {spec.name}={written}.")
 
 
 def _is(value: Any, kind: type) -> bool:
