@@ -75,7 +75,7 @@ def configure(method: str, class_names: list[str], preset: str = "toy", ckpt: st
     """The configuration of ``method`` with ``class_names`` in its class list (options and fold checked, nothing
     built)."""
     cfg = make_config(method=method, preset=preset, ckpt=ckpt, shots=shots, ways=max(1, len(class_names)),
-                      extra_classes=list(class_names), **overrides)
+                      extra_classes=name_list(class_names), **overrides)
     benchmark_of(cfg).fold_classes(cfg.fold)  # a fold the benchmark does not have is refused here, with its folds
     return cfg
 
@@ -103,6 +103,14 @@ def load(method: str, class_names: list[str], preset: str = "toy", ckpt: str | N
     list, and its configuration (for :func:`segment`)."""
     cfg = configure(method, class_names, preset=preset, ckpt=ckpt, shots=shots, **overrides)
     return build(cfg), cfg
+
+
+def name_list(names: list[str]) -> list[str]:
+    """``names`` as a list; one string, whose letters would each be a class, is refused."""
+    if isinstance(names, str):
+        raise EpisodeShapeError(f"The class names are one string, {names!r}: each letter would be a class.",
+                                f"pass a list of names, e.g. [{names!r}].")
+    return list(names)
 
 
 def class_ids(cfg: Config, names: list[str]) -> list[int]:
@@ -316,15 +324,12 @@ def as_mask(mask: Picture, what: str) -> torch.Tensor:
 def as_supports(supports: Supports) -> Supports:
     """``supports`` with every picture and mask as :func:`as_picture` and :func:`as_mask` read them; names, images
     and masks nested otherwise than a list of names and N lists of K are refused."""
-    if isinstance(supports.class_names, str):
-        raise EpisodeShapeError(f"The class names are one string, {supports.class_names!r}: each letter would be a way.",
-                                f"pass a list of names, e.g. Supports([{supports.class_names!r}], ...).")
     for part in ("images", "masks"):
         if not all(isinstance(way, (list, tuple)) for way in getattr(supports, part)):
             raise EpisodeShapeError(f"The support {part} are not a list per way.",
                                     f"pass N lists of K {part}, e.g. Supports(['cat'], [[image]], [[mask]]) for one way "
                                     "of one shot.")
-    return Supports(list(supports.class_names),
+    return Supports(name_list(supports.class_names),
                     [[as_picture(image, f"support image {shot + 1} of way {way + 1}") for shot, image in enumerate(images)]
                      for way, images in enumerate(supports.images)],
                     [[as_mask(mask, f"support mask {shot + 1} of way {way + 1}") for shot, mask in enumerate(masks)]

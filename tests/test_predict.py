@@ -350,6 +350,8 @@ def test_segment_takes_the_pictures_a_user_holds_and_refuses_the_rest(scene_file
     with pytest.raises(FsslibError, match="does not read the supports' images"):
         predict.segment(*predict.load("maskclip", ["solid circle"], device="cpu")[:1], query,
                         predict.Supports(["solid circle"], [[support]]))
+    with pytest.raises(EpisodeShapeError, match="one string"):
+        predict.load("maskclip", "solid circle")
     with pytest.raises(CheckpointError, match="training-free"):
         predict.load("maskclip", ["solid circle"], ckpt="zoo", device="cpu")
     with pytest.raises(OptionError, match="at least 1"):
