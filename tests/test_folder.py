@@ -153,8 +153,12 @@ def test_a_folder_reads_phone_photos_as_shown_and_refuses_lossy_masks(folder, tm
                                                                        quality=95)
     label = np.asarray(Image.open(copy / "masks" / f"{stems[0]}.png"))[:, 8:56]
     Image.fromarray(label).save(copy / "masks" / f"{stems[0]}.png")
-    image, read_label = open_source(make_config(benchmark=f"folder:{copy}", novel_classes=[1, 2]), "test").load(stems[0])
+    Image.open(copy / "images" / f"{stems[3]}.jpg").save(copy / "images" / f"{stems[3]}.webp", lossless=True)
+    (copy / "images" / f"{stems[3]}.jpg").unlink()  # a WebP picture: any format PIL reads
+    source = open_source(make_config(benchmark=f"folder:{copy}", novel_classes=[1, 2]), "test")
+    image, read_label = source.load(stems[0])
     assert image.shape == (64, 48, 3) and np.abs(image.astype(int) - upright).mean() < 8 and np.array_equal(read_label, label)
+    assert source.load(stems[3])[0].shape == (64, 64, 3)
     (copy / "masks" / f"{stems[1]}.png").rename(copy / "masks" / f"{stems[1]}.jpg")
     Image.open(copy / "masks" / f"{stems[1]}.jpg").convert("L").save(copy / "masks" / f"{stems[1]}.jpg")
     noisy = np.zeros((64, 64), np.uint8)

@@ -2,7 +2,7 @@
 
 The folder holds::
 
-    images/<stem>.jpg|.jpeg|.png   the pictures
+    images/<stem>.jpg|.png|...     the pictures (JPEG, PNG, WebP, TIFF or BMP)
     masks/<stem>.png               class-index masks of the size shown: 0 background, 1..C classes, 255 ignore
     classes.txt                    one "id name" per line, ids 1..C
     folds.json (optional)          {"folds": [[novel ids of fold 0], [novel ids of fold 1], ...]}
@@ -31,7 +31,7 @@ from PIL import Image, UnidentifiedImageError
 from fsslib.data.images import SAVE_MASK, label_problem, lossy_format, shown_size, upright
 from fsslib.errors import DatasetNotFoundError
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp")  # pictures PIL reads
 SPLITS = ("train", "test")
 MIN_CLASS_PIXELS = 2 * 8 * 8  # as the toy world's 64 x 64 scenes; PASCAL's 2 * 32 * 32 assumes 500-pixel photos
 LAYOUT = "images/, masks/, classes.txt and optionally folds.json / splits.json (fsslib/data/folder.py)"
@@ -62,7 +62,7 @@ def _index(root: Path, signature: tuple) -> tuple[list[str], tuple[tuple[int, ..
                  if stems.count(s) > 1]
     masks = {p.stem: p for p in sorted((root / "masks").glob("*.png"))}
     if not images:
-        problems.append(f"no image (JPEG or PNG) in {root / 'images'}")
+        problems.append(f"no image ({', '.join(IMAGE_SUFFIXES)}) in {root / 'images'}")
     problems += [f"mask masks/{masks[s].name} has no image images/{s}.*" for s in sorted(set(masks) - set(images))]
     others = {p.stem: p.name for p in sorted((root / "masks").glob("*")) if p.suffix.lower() != ".png"}  # e.g. JPEG
     problems += [f"image images/{images[s].name} has no mask masks/{s}.png"
