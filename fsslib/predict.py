@@ -5,22 +5,29 @@
 
 The supports are given in whichever mode the method reads (:func:`fsslib.methods.support_inputs`): class
 names (``--class-name``, one per way), support images (``--support``, K per way, the ways' in the order of
-their names) and their masks (``--support-mask``, one per support image: a single-channel PNG, nonzero =
-object, 255 = ignore; a mask of 0 and 255 only is read as black and white, 255 = object). Each query is
-segmented at the model's input size (the tier's resize rule, as in evaluation) and its prediction resized
-back to the query's own size; ``DIR`` gets, per query, a class-index mask ``<stem>_mask.png`` (0 =
-background, n = way n) and an overlay ``<stem>_overlay.png``.
+their names) and their masks (``--support-mask``, one per support image: a single-channel PNG label image,
+nonzero = object, 255 = ignore; a mask of 0 and 255 only is read as black and white, 255 = object; a JPEG mask,
+or one holding the values its compression noise or smoothed edges leave, is refused). Supports the method does
+not read, a checkpoint for a training-free method and a class name given twice are refused. Pictures and masks
+are read as a viewer shows them (EXIF orientation applied). Each query is segmented at the model's input size
+(the tier's resize rule, as in evaluation) and its prediction resized back to the query's own size as shown;
+``DIR`` gets, per query, a class-index mask ``<stem>_mask.png`` (0 = background, n = way n) and an overlay
+``<stem>_overlay.png``. Every argument, option and file is checked, and ``DIR`` created, before any model is built.
 
 A class name outside the benchmark's classes is appended to the class list that text-reading methods encode
 (``Config.extra_classes``); the toy tier's text towers know the toy world's words only and refuse others.
-From Python: ``model, cfg = load(...)``, then ``segment(model, query, supports)``.
+From Python: ``model, cfg = load(...)``, then ``segment(model, query, supports)``, the pictures as PIL images, numpy
+arrays or tensors, uint8 or float in [0, 1] (:func:`as_picture`).
 """
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Union
 
 import numpy as np
 import torch
@@ -29,13 +36,15 @@ from PIL import Image, UnidentifiedImageError
 
 from fsslib.config import Config, make_config, options_help, parse_option
 from fsslib.data.benchmarks import benchmark_of, class_list
-from fsslib.data.episodes import IGNORE, RESIZE_RULES, EpisodeInputs, check_support_masks, resize_pad
-from fsslib.data.images import rgb_array
+from fsslib.data.episodes import IGNORE, RESIZE_RULES, EpisodeInputs, resize_pad
+from fsslib.data.images import SAVE_MASK, label_problem, lossy_format, rgb_array, upright
 from fsslib.device import autocast, resolve_device
-from fsslib.errors import CorruptImageError, DatasetNotFoundError, EpisodeShapeError, FsslibError, InvalidMaskError
-from fsslib.methods import METHODS, method_options_type, support_inputs
+from fsslib.errors import (CheckpointError, CorruptImageError, DatasetNotFoundError, EmptySupportMaskError,
+                           EpisodeShapeError, FsslibError, InvalidMaskError)
+from fsslib.methods import METHODS, builds_backbone, method_options_type, method_variants, support_inputs
 from fsslib.methods.base import FewShotSegmenter
 from fsslib.viz import WAY_COLOURS, plot_prediction
+from fsslib.zoo import names_zoo
 
 MAX_WAYS = len(WAY_COLOURS)  # ways segmented at once: a PASCAL-5i fold's classes, the overlay's colours
 FLAGS = {"images": "support IMG", "masks": "support-mask MASK", "names": "class-name NAME"}  # each part's flag
@@ -43,9 +52,10 @@ FLAGS = {"images": "support IMG", "masks": "support-mask MASK", "names": "class-
 
 @dataclass
 class Supports:
-    """The supports of one N-way K-shot episode, in the parts a method reads: ``class_names`` (N), ``images``
-    (N lists of K (3, h, w) tensors in [0, 1], any sizes) and ``masks`` (N lists of K (h, w) tensors, 1 =
-    object, 0 = background, 255 = ignore; the size of their image). Parts the method does not read may be empty."""
+    """The supports of one N-way K-shot episode, in the parts a method reads: ``class_names`` (N, distinct),
+    ``images`` (N lists of K pictures, any sizes: (3, h, w) tensors in [0, 1], or what :func:`as_picture` reads)
+    and ``masks`` (N lists of K masks of their image's size: (h, w) tensors, 1 = object, 0 = background, 255 =
+    ignore, or what :func:`as_mask` reads). Parts the method does not read stay empty."""
 
     class_names: list[str]
     images: list[list[torch.Tensor]] = field(default_factory=list)
@@ -60,21 +70,47 @@ class Supports:
         return len(self.images[0]) if self.images else 1
 
 
+def configure(method: str, class_names: list[str], preset: str = "toy", ckpt: str | None = None, shots: int = 1,
+              **overrides) -> Config:
+    """The configuration of ``method`` with ``class_names`` in its class list (options and fold checked, nothing
+    built)."""
+    cfg = make_config(method=method, preset=preset, ckpt=ckpt, shots=shots, ways=max(1, len(class_names)),
+                      extra_classes=name_list(class_names), **overrides)
+    benchmark_of(cfg).fold_classes(cfg.fold)  # a fold the benchmark does not have is refused here, with its folds
+    return cfg
+
+
+def build(cfg: Config) -> FewShotSegmenter:
+    """The model of ``cfg`` (from :func:`configure`), trained ones with their checkpoint; a checkpoint given to a
+    training-free method is refused, not ignored."""
+    from fsslib.engine import load_model
+
+    model = load_model(cfg, resolve_device(cfg.device))
+    if cfg.ckpt is not None and not model.trainable:
+        raise CheckpointError(f"{cfg.method} is training-free: it loads no checkpoint, so --ckpt {cfg.ckpt} would be "
+                              "ignored.", "drop --ckpt (ckpt=None from Python).")
+    if model.reads_image_labels:
+        raise FsslibError(f"This {cfg.method} model reads the classes in each query's label (a comparison setting of "
+                          "its evaluation), which a picture of yours does not come with.",
+                          "use the method's few-shot setting (for PI-CLIP: vtp_prompts='episode', the default).")
+    model.fsslib_config = cfg  # what segment() resizes by
+    return model
+
+
 def load(method: str, class_names: list[str], preset: str = "toy", ckpt: str | None = None, shots: int = 1,
          **overrides) -> tuple[FewShotSegmenter, Config]:
     """The model of ``method`` (trained ones from ``ckpt``: a path or ``"zoo"``) with ``class_names`` in its class
     list, and its configuration (for :func:`segment`)."""
-    from fsslib.engine import load_model
+    cfg = configure(method, class_names, preset=preset, ckpt=ckpt, shots=shots, **overrides)
+    return build(cfg), cfg
 
-    cfg = make_config(method=method, preset=preset, ckpt=ckpt, shots=shots, ways=max(1, len(class_names)),
-                      extra_classes=list(class_names), **overrides)
-    model = load_model(cfg, resolve_device(cfg.device))
-    if model.reads_image_labels:
-        raise FsslibError(f"This {method} model reads the classes in each query's label (a comparison setting of "
-                          "its evaluation), which a picture of yours does not come with.",
-                          "use the method's few-shot setting (for PI-CLIP: vtp_prompts='episode', the default).")
-    model.fsslib_config = cfg  # what segment() resizes by
-    return model, cfg
+
+def name_list(names: list[str]) -> list[str]:
+    """``names`` as a list; one string, whose letters would each be a class, is refused."""
+    if isinstance(names, str):
+        raise EpisodeShapeError(f"The class names are one string, {names!r}: each letter would be a class.",
+                                f"pass a list of names, e.g. [{names!r}].")
+    return list(names)
 
 
 def class_ids(cfg: Config, names: list[str]) -> list[int]:
@@ -90,28 +126,30 @@ def class_ids(cfg: Config, names: list[str]) -> list[int]:
 
 
 @torch.no_grad()
-def segment(model: FewShotSegmenter, query: torch.Tensor, supports: Supports,
+def segment(model: FewShotSegmenter, query: Picture, supports: Supports,
             cfg: Config | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Segment one query (3, H, W) in [0, 1] of any size given ``supports``.
+    """Segment one query of any size given ``supports``.
 
-    Returns the prediction (H, W) long (0 = background, n = way n) and the class probabilities (1 + N, H, W),
-    both at the query's own size. The model reads :class:`EpisodeInputs` only, as in evaluation. ``cfg``: the
-    configuration the model was built with (its input size, resize rule and class list); a model from
-    :func:`load` carries it.
+    The query and the support pictures may be PIL images (read as a viewer shows them), numpy arrays (H, W, 3)
+    or (H, W), or tensors (3, H, W), each uint8 (0..255) or float in [0, 1]; masks PIL images, arrays or tensors
+    (H, W), read by the rule of mask files (:func:`read_mask`). Returns the prediction (H, W) long (0 =
+    background, n = way n) and the class probabilities (1 + N, H, W), both at the query's own size. The model
+    reads :class:`EpisodeInputs` only, as in evaluation. ``cfg``: the configuration the model was built with (its
+    input size, resize rule and class list); a model from :func:`load` carries it.
     """
     cfg = cfg if cfg is not None else getattr(model, "fsslib_config", None)
     if cfg is None:
         raise FsslibError("segment() needs the model's configuration (its input size, resize rule and class list).",
                           "load the model with fsslib.predict.load, or pass cfg=the Config it was built with.")
-    check_supports(cfg, query, supports)
+    query = as_picture(query, "the query")
+    supports = as_supports(supports)
+    check_supports(cfg, supports)
+    images, masks = support_tensors(supports, cfg)
     model.eval()
     device = next((p.device for p in model.parameters()), resolve_device(cfg.device))
     size = cfg.image_size
     height, width = query.shape[-2:]
-    query_resize = RESIZE_RULES[cfg.resize]
-    query_input, _ = query_resize(query.float(), torch.zeros(height, width), size)  # (3, S, S)
-    support_resize = resize_pad if cfg.resize == "short_side" else query_resize  # as the evaluation's supports
-    images, masks = support_tensors(supports, support_resize, size)
+    query_input, _ = RESIZE_RULES[cfg.resize](query, torch.zeros(height, width), size)  # (3, S, S)
     inputs = EpisodeInputs(support_images=images[None], support_masks=masks[None], query_images=query_input[None],
                            class_ids=torch.tensor([class_ids(cfg, supports.class_names)]),
                            class_names=[list(supports.class_names)])
@@ -125,22 +163,36 @@ def segment(model: FewShotSegmenter, query: torch.Tensor, supports: Supports,
     return logits.argmax(0).cpu(), logits.softmax(0).cpu()
 
 
-def check_supports(cfg: Config, query: torch.Tensor, supports: Supports) -> None:
-    """Raise a clear error unless ``supports`` brings what the method reads, consistently, and the query and
-    every support image are (3, H, W) and every mask (H, W)."""
-    check_pictures(query, supports)
-    reads = support_inputs(cfg.method, cfg.variant)
+def check_supports(cfg: Config, supports: Supports) -> None:
+    """Raise a clear error unless ``supports`` (of :func:`as_supports`) brings what the method reads and nothing
+    it would ignore, consistently: one distinct class name per way, K images per way, a mask per image of its size."""
+    reads = support_inputs(cfg.method, cfg.variant, cfg.options)
     given = [part for part, present in (("names", bool(supports.class_names)), ("images", bool(supports.images)),
                                         ("masks", bool(supports.masks))) if present]
     missing = [part for part in reads if part not in given and part != "names"]
     if missing or not supports.class_names:
         raise FsslibError(
-            f"{cfg.method} reads the supports' {' + '.join(reads) or 'nothing'}; given: {' + '.join(given) or 'nothing'}.",
+            f"{cfg.method}{setting(cfg)} reads the supports' {' + '.join(reads) or 'nothing'}; given: "
+            f"{' + '.join(given) or 'nothing'}.",
             f"give {', '.join(f'--{FLAGS[part]}' for part in reads) or 'only --query and a --class-name per way'} "
             "(a class name names each way in the output even where the method does not read it).")
+    unread = [part for part in given if part not in reads and part != "names"]
+    if unread:
+        variants = [v for v in method_variants(cfg.method) if set(unread) <= set(support_inputs(cfg.method, v))]
+        raise FsslibError(f"{cfg.method}{setting(cfg)} does not read the supports' {' + '.join(unread)}: they would "
+                          "be ignored.", f"drop {' and '.join('--' + FLAGS[part].split()[0] for part in unread)}"
+                          + (f", or use --variant {variants[0]}, which reads them." if variants else "."))
+    repeated = sorted({name for name in supports.class_names if supports.class_names.count(name) > 1})
+    if repeated:
+        raise EpisodeShapeError(f"Class name(s) {repeated} are given more than once: each way is one class.",
+                                "give each class name once; more pictures of a class are more shots (K --support "
+                                "per --class-name).")
     if supports.images and len(supports.images) != supports.ways:
         raise EpisodeShapeError(f"{len(supports.images)} ways of support images for {supports.ways} class name(s).",
                                 "give the same number of support images for every class name, in the names' order.")
+    if supports.masks and len(supports.masks) != len(supports.images):
+        raise EpisodeShapeError(f"Masks for {len(supports.masks)} way(s), images for {len(supports.images)}.",
+                                "give one list of masks per way, one mask per support image.")
     for way, (images, masks) in enumerate(zip(supports.images, supports.masks or [[]] * supports.ways), start=1):
         if "masks" in reads and len(masks) != len(images):
             raise EpisodeShapeError(f"Way {way} has {len(images)} support image(s) but {len(masks)} mask(s).",
@@ -148,71 +200,159 @@ def check_supports(cfg: Config, query: torch.Tensor, supports: Supports) -> None
         for image, mask in zip(images, masks):
             if tuple(mask.shape) != tuple(image.shape[-2:]):
                 raise InvalidMaskError(f"A support mask of way {way} is {tuple(mask.shape)} but its image is "
-                                       f"{tuple(image.shape[-2:])}.", "give each support image a mask of its own size.")
+                                       f"{tuple(image.shape[-2:])} (as shown, EXIF orientation applied).",
+                                       "give each support image a mask of its own size as shown.")
     if len({len(images) for images in supports.images}) > 1:
         raise EpisodeShapeError("The ways have different numbers of support images.",
                                 "give every way the same number of shots K.")
 
 
-def check_pictures(query: torch.Tensor, supports: Supports) -> None:
-    """Raise a clear error unless the query and every support image are (3, H, W) and every mask (H, W)."""
-    pictures = [("the query", query)] + [(f"support image {shot + 1} of way {way + 1}", image)
-                                         for way, images in enumerate(supports.images) for shot, image in enumerate(images)]
-    for what, picture in pictures:
-        if picture.dim() != 3 or picture.shape[0] != 3:
-            raise EpisodeShapeError(f"{what.capitalize()} has shape {tuple(picture.shape)}, not (3, H, W).",
-                                    "pass RGB tensors in [0, 1] as read_image returns them (channels first).")
-    if supports.masks and len(supports.masks) != len(supports.images):
-        raise EpisodeShapeError(f"Masks for {len(supports.masks)} way(s), images for {len(supports.images)}.",
-                                "give one list of masks per way, one mask per support image.")
-    for way, masks in enumerate(supports.masks, start=1):
-        if any(mask.dim() != 2 for mask in masks):
-            raise EpisodeShapeError(f"A support mask of way {way} is not (H, W).", "pass single-channel masks.")
+def setting(cfg: Config) -> str:
+    """`` (variant V)`` / `` (prompts=P)``: what, beside the method, decides what the supports bring."""
+    prompts = cfg.options.get("prompts")
+    return (f" (variant {cfg.variant})" if cfg.variant else "") + (f" (prompts={prompts})" if prompts else "")
 
 
-def support_tensors(supports: Supports, resize, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, K, 3, S, S) support images and (N, K, S, S) masks at the model's size; a part the method does not read
-    is filled with a neutral value (grey images, whole-image masks)."""
-    ways, shots = supports.ways, supports.shots
+def support_tensors(supports: Supports, cfg: Config) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, K, 3, S, S) support images and (N, K, S, S) masks at the model's size (resized as the evaluation's
+    supports); a part the method does not read is filled with a neutral value (grey images, whole-image masks).
+    A mask without an object, or whose object vanishes at the model's size, is refused, naming which."""
+    ways, shots, size = supports.ways, supports.shots, cfg.image_size
+    resize = resize_pad if cfg.resize == "short_side" else RESIZE_RULES[cfg.resize]
     images = torch.full((ways, shots, 3, size, size), 0.5)
     masks = torch.ones(ways, shots, size, size, dtype=torch.long)
     for way, way_images in enumerate(supports.images):
         for shot, image in enumerate(way_images):
             mask = supports.masks[way][shot] if supports.masks else torch.ones(image.shape[-2:], dtype=torch.long)
-            images[way, shot], masks[way, shot] = resize(image.float(), mask.float(), size)
-    if supports.masks:
-        check_support_masks(masks)
+            where, shown = f"support mask {shot + 1} of way {way + 1}", f"{mask.shape[1]} x {mask.shape[0]}"
+            if not (mask == 1).any():
+                ignore = " and ignore (255)" if (mask == IGNORE).any() else ""
+                raise EmptySupportMaskError(f"The {where} ({shown}) marks no object pixel: it is background (0){ignore} "
+                                            "everywhere.", "mark the object: 1 (or any value up to 254) on 0, or white "
+                                            "(255) on black in a black-and-white mask; 255 beside other values means ignore.")
+            images[way, shot], masks[way, shot] = resize(image, mask.float(), size)
+            if not (masks[way, shot] == 1).any():
+                scale = size / max(mask.shape)
+                rows, columns = (mask == 1).nonzero().T
+                extent = f"{int(columns.max() - columns.min()) + 1} x {int(rows.max() - rows.min()) + 1}"
+                raise EmptySupportMaskError(
+                    f"The object of the {where} ({int((mask == 1).sum())} pixel(s) within {extent} of its {shown}) "
+                    f"vanishes at the model's input size ({size} x {size}: the picture is scaled by {scale:.3g}).",
+                    "crop the support image and its mask around the object, or mark a larger object: it needs about "
+                    f"{math.ceil(1 / scale)} x {math.ceil(1 / scale)} pixels or more at this size.")
     return images, masks
+
+
+# --------------------------------------------------------------------------- what a user holds
+
+
+Picture = Union[torch.Tensor, np.ndarray, Image.Image]  # a picture or mask as a user holds it
+ROUNDING = 1e-3  # how far outside [0, 1] a float picture may stray by rounding (e.g. after interpolation)
+
+
+def as_picture(picture: Picture, what: str) -> torch.Tensor:
+    """(3, H, W) float in [0, 1] of a PIL image (as a viewer shows it), a numpy array (H, W, 3) or (H, W) or a
+    tensor (3, H, W), uint8 (0..255) or float in [0, 1] (16-bit arrays: 0..65535); anything else is refused."""
+    if isinstance(picture, Image.Image):
+        return torch.from_numpy(rgb_array(picture).copy()).permute(2, 0, 1).float().div(255)
+    if isinstance(picture, np.ndarray):
+        if picture.ndim not in (2, 3) or (picture.ndim == 3 and picture.shape[2] != 3):
+            raise EpisodeShapeError(f"{what.capitalize()} is an array of shape {picture.shape}, not (H, W, 3) or (H, W).",
+                                    "pass the RGB picture, e.g. np.asarray(PIL.Image.open(path).convert('RGB')).")
+        channels_last = picture if picture.ndim == 3 else np.repeat(picture[..., None], 3, axis=2)
+        if picture.dtype == np.uint16:
+            channels_last = channels_last.astype(np.float32) / 65535
+        picture = torch.from_numpy(np.ascontiguousarray(channels_last)).permute(2, 0, 1)
+    if not isinstance(picture, torch.Tensor):
+        raise EpisodeShapeError(f"{what.capitalize()} is a {type(picture).__name__}, not a picture.",
+                                "pass a PIL image, a numpy array or a tensor, e.g. predict.read_image('photo.jpg').")
+    picture = picture.detach().cpu()
+    if picture.dim() != 3 or picture.shape[0] != 3:
+        raise EpisodeShapeError(f"{what.capitalize()} has shape {tuple(picture.shape)}, not (3, H, W).",
+                                "pass RGB tensors in [0, 1] as read_image returns them (channels first: "
+                                "picture.permute(2, 0, 1) turns an (H, W, 3) one).")
+    if picture.dtype == torch.uint8:
+        return picture.float().div(255)
+    if not picture.is_floating_point():
+        raise EpisodeShapeError(f"{what.capitalize()} holds {picture.dtype} values: neither uint8 (0..255) nor floats "
+                                "in [0, 1].", "pass picture.to(torch.uint8) for values 0..255, or floats in [0, 1].")
+    low, high = float(picture.min()), float(picture.max())
+    if low < -ROUNDING or high > 1 + ROUNDING:
+        raise EpisodeShapeError(
+            f"{what.capitalize()} holds values from {low:.3g} to {high:.3g}, outside [0, 1] ("
+            f"{'values 0..255 as floats?' if high > 1 else 'normalised with a mean and std?'}).",
+            "pass the picture as uint8 (picture.to(torch.uint8)) or as floats in [0, 1] (picture / 255); fsslib "
+            "normalises it itself.")
+    return picture.float().clamp(0, 1)
+
+
+def as_mask(mask: Picture, what: str) -> torch.Tensor:
+    """(H, W) long, 1 = object, 0 = background, 255 = ignore, of a mask as a user holds it (a PIL image as a viewer
+    shows it, a numpy array or a tensor; single-channel, or grey in RGB): nonzero = object, 255 = ignore, and a mask
+    of 0 and 255 only is black and white (255 = object). A lossy file or noise-like values are refused."""
+    lossy = None
+    if isinstance(mask, Image.Image):
+        lossy, mask = lossy_format(mask), np.asarray(upright(mask))
+    if isinstance(mask, torch.Tensor):
+        mask = mask.detach().cpu().numpy()
+    if not isinstance(mask, np.ndarray):
+        raise EpisodeShapeError(f"{what.capitalize()} is a {type(mask).__name__}, not a mask.",
+                                "pass a PIL image, a numpy array or a tensor (H, W), e.g. predict.read_mask('mask.png').")
+    if mask.ndim == 3:
+        channels = mask[..., :3] if mask.shape[2] >= 3 else mask[..., :1]  # grey + alpha: the grey
+        if not (channels == channels[..., :1]).all():
+            raise InvalidMaskError(f"{what.capitalize()} is a colour image.",
+                                   "save masks as single-channel PNGs: nonzero = object, 255 = ignore.")
+        mask = channels[..., 0]
+    if mask.ndim != 2:
+        raise EpisodeShapeError(f"{what.capitalize()} has shape {mask.shape}, not (H, W).", "pass single-channel masks.")
+    values = np.unique(mask)
+    if values.size and (values.min() < 0 or not np.array_equal(values, np.round(values))):
+        raise InvalidMaskError(f"{what.capitalize()} holds values {values[:5].tolist()}...: not labels (0, 1, ..., 255).",
+                               "threshold a soft mask into labels first, e.g. (mask > 0.5).astype('uint8').")
+    problem = label_problem(values, lossy)
+    if problem:
+        raise InvalidMaskError(f"{what.capitalize()} {problem}: it is not a label image.", SAVE_MASK)
+    labels = mask.astype(np.int64)
+    if set(values.tolist()) <= {0, IGNORE}:  # black and white: white is the object
+        return torch.from_numpy((labels == IGNORE).astype(np.int64))
+    binary = (labels != 0).astype(np.int64)
+    binary[labels == IGNORE] = IGNORE
+    return torch.from_numpy(binary)
+
+
+def as_supports(supports: Supports) -> Supports:
+    """``supports`` with every picture and mask as :func:`as_picture` and :func:`as_mask` read them; names, images
+    and masks nested otherwise than a list of names and N lists of K are refused."""
+    for part in ("images", "masks"):
+        if not all(isinstance(way, (list, tuple)) for way in getattr(supports, part)):
+            raise EpisodeShapeError(f"The support {part} are not a list per way.",
+                                    f"pass N lists of K {part}, e.g. Supports(['cat'], [[image]], [[mask]]) for one way "
+                                    "of one shot.")
+    return Supports(name_list(supports.class_names),
+                    [[as_picture(image, f"support image {shot + 1} of way {way + 1}") for shot, image in enumerate(images)]
+                     for way, images in enumerate(supports.images)],
+                    [[as_mask(mask, f"support mask {shot + 1} of way {way + 1}") for shot, mask in enumerate(masks)]
+                     for way, masks in enumerate(supports.masks)])
 
 
 # --------------------------------------------------------------------------- files
 
 
 def read_image(path: str | Path) -> torch.Tensor:
-    """(3, H, W) in [0, 1] from any image file PIL reads (RGB, grayscale, RGBA composited on white, palette,
-    16-bit)."""
+    """(3, H, W) in [0, 1] from any image file PIL reads, as a viewer shows it (EXIF orientation applied; RGB,
+    grayscale, RGBA composited on white, palette, 16-bit)."""
     with _open(path) as handle:
-        return torch.from_numpy(rgb_array(handle).copy()).permute(2, 0, 1).float().div(255)
+        return as_picture(handle, f"image {path}")
 
 
 def read_mask(path: str | Path) -> torch.Tensor:
     """(H, W) long: 1 where the single-channel mask is nonzero, 255 where it is 255 (ignore), else 0; 8- or
-    16-bit, palette indices as values, grey + alpha read from the grey. A mask of 0 and 255 only is a
-    black-and-white mask: 255 is then the object. An RGB mask must be grey (its channels equal)."""
+    16-bit, palette indices as values, grey + alpha read from the grey, as a viewer shows it. A mask of 0 and 255
+    only is a black-and-white mask: 255 is then the object. An RGB mask must be grey (its channels equal); a JPEG
+    (lossy) mask, or one holding the values compression noise or smoothed edges leave, is refused."""
     with _open(path) as handle:
-        array = np.asarray(handle)
-    if array.ndim == 3:
-        channels = array[..., :3] if array.shape[2] >= 3 else array[..., :1]  # grey + alpha: the grey
-        if not (channels == channels[..., :1]).all():
-            raise InvalidMaskError(f"Mask {path} is a colour image.",
-                                   "save masks as single-channel PNGs: nonzero = object, 255 = ignore.")
-        array = channels[..., 0]
-    array = array.astype(np.int64)
-    if set(np.unique(array).tolist()) == {0, IGNORE}:  # black and white: white is the object
-        return torch.from_numpy((array == IGNORE).astype(np.int64))
-    mask = (array != 0).astype(np.int64)
-    mask[array == IGNORE] = IGNORE
-    return torch.from_numpy(mask)
+        return as_mask(handle, f"mask {path}")
 
 
 def _open(path: str | Path) -> Image.Image:
@@ -225,6 +365,20 @@ def _open(path: str | Path) -> Image.Image:
         return handle
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
         raise CorruptImageError(f"Cannot read {path} as an image: {error}.", "pass a PNG or JPEG file.") from None
+
+
+def prepare_out(out: Path) -> None:
+    """Create the output folder ``out``, or raise why it cannot be (before any model runs)."""
+    if out.exists() and not out.is_dir():
+        raise FsslibError(f"--out {out} is a file.", "pass a folder (it is created if missing).")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise FsslibError(f"Cannot create the folder --out {out}: {error.strerror} ({error.filename}).",
+                          "pass --out a folder you can write in, e.g. --out predictions.") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise FsslibError(f"Cannot write in the folder --out {out}.", "pass --out a folder you can write in, e.g. "
+                          "--out predictions.")
 
 
 def write_outputs(out: Path, stem: str, query: torch.Tensor, prediction: torch.Tensor, class_names: list[str],
@@ -258,7 +412,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", required=True, type=Path, help="folder for the masks and overlays")
     parser.add_argument("--preset", default="toy", choices=("toy", "paper"))
     parser.add_argument("--ckpt", default=None, help="trained methods: a checkpoint path, or zoo (the shipped toy model)")
-    parser.add_argument("--fold", type=int, default=0, help="which fold's zoo model (its novel classes were unseen)")
+    parser.add_argument("--fold", type=int, default=None,
+                        help="which fold's zoo model, with --ckpt zoo (its novel classes were unseen; default 0)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--options", action="append", default=None, metavar="KEY=VALUE", help="method option, as in train")
     parser.add_argument("--backbone-weights", default=None, help="paper tier: local ResNet-50 weights")
@@ -278,7 +433,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> dict[str, tuple[Path, Path]]:
-    """Read the files, build the model, segment every query and write its outputs."""
+    """Check the arguments and options, read and check every file, create the output folder, then build the
+    model, segment every query and write its outputs."""
     names = args.class_name or []
     if not names:  # a name per way labels the output; without names, supports define one way
         names = ["object"] if args.support else []
@@ -288,8 +444,6 @@ def run(args: argparse.Namespace) -> dict[str, tuple[Path, Path]]:
     ways = len(names)
     if any(not name.strip() for name in names):
         raise FsslibError("An empty --class-name names nothing.", "give each way a class name, e.g. --class-name cat.")
-    if args.out.exists() and not args.out.is_dir():
-        raise FsslibError(f"--out {args.out} is a file.", "pass a folder (it is created if missing).")
     stems = [Path(path).stem for path in args.query]
     if len(set(stems)) < len(stems):
         raise FsslibError(f"Queries share a file name {sorted(s for s in set(stems) if stems.count(s) > 1)}: their "
@@ -303,20 +457,29 @@ def run(args: argparse.Namespace) -> dict[str, tuple[Path, Path]]:
     if args.support_mask and len(args.support_mask) != len(args.support):
         raise EpisodeShapeError(f"{len(args.support)} support image(s) but {len(args.support_mask)} mask(s).",
                                 "give one --support-mask after each --support.")
-    reads = support_inputs(args.method, args.variant)
+    shots = max(1, len(args.support) // ways)
+    kind = method_options_type(args.method)
+    options = dict(parse_option(item, kind) for item in args.options) if args.options else None
+    cfg = configure(args.method, names, preset=args.preset, ckpt=args.ckpt, shots=shots, variant=args.variant,
+                    fold=args.fold, device=args.device, options=options, backbone_weights=args.backbone_weights)
+    reads = support_inputs(cfg.method, cfg.variant, cfg.options)
     if "names" in reads and not args.class_name:
         raise FsslibError(f"{args.method} reads the class name of each way.", "give --class-name NAME for each way.")
-    shots = max(1, len(args.support) // ways)
-    queries = [read_image(path) for path in args.query]  # every file is read before any model is built
+    if args.fold is not None and not names_zoo(args.ckpt):
+        print(f"warning: --fold {args.fold} picks which zoo model --ckpt zoo loads; without it, it changes nothing.",
+              file=sys.stderr)
+    if args.backbone_weights is not None and not builds_backbone(args.method):
+        print(f"warning: {args.method} builds no ResNet backbone: --backbone-weights changes nothing.", file=sys.stderr)
+    queries = [read_image(path) for path in args.query]  # every file is read and checked before any model is built
     images = [read_image(path) for path in args.support]
     masks = [read_mask(path) for path in args.support_mask]
     supports = Supports(class_names=names,
                         images=[images[way * shots:(way + 1) * shots] for way in range(ways)] if images else [],
                         masks=[masks[way * shots:(way + 1) * shots] for way in range(ways)] if masks else [])
-    kind = method_options_type(args.method)
-    options = dict(parse_option(item, kind) for item in args.options) if args.options else None
-    model, cfg = load(args.method, names, preset=args.preset, ckpt=args.ckpt, shots=shots, variant=args.variant,
-                      fold=args.fold, device=args.device, options=options, backbone_weights=args.backbone_weights)
+    check_supports(cfg, supports)
+    support_tensors(supports, cfg)  # each mask's object survives the model's input size
+    prepare_out(args.out)
+    model = build(cfg)
     written = {}
     for path, query in zip(args.query, queries):
         prediction, _ = segment(model, query, supports)

@@ -31,7 +31,7 @@ from fsslib.config import RUN_CONTROL, Config, fields_with_role, make_config, ru
 from fsslib.data.benchmarks import benchmark_of
 from fsslib.data.episodes import EpisodeBatch, EpisodeDataset, collate_episodes
 from fsslib.device import autocast, resolve_device
-from fsslib.errors import CheckpointError, FsslibError, unknown
+from fsslib.errors import CheckpointError, DatasetNotFoundError, FsslibError, unknown
 from fsslib.engine import evaluate_model, load_checkpoint, open_source, save_checkpoint
 from fsslib.methods import build_method
 from fsslib.methods.base import FewShotSegmenter
@@ -138,6 +138,13 @@ def run(cfg: Config | None = None, **overrides) -> dict:
     ``<out>/log.jsonl`` and ``<out>/train_summary.json``.
     """
     cfg = cfg or make_config(**overrides)
+    benchmark = benchmark_of(cfg)
+    if not benchmark.base_classes(cfg.fold):  # a dataset folder may make every class novel: for evaluation only
+        classes = f"--novel-classes {','.join(map(str, cfg.novel_classes))}" if cfg.novel_classes else f"--fold {cfg.fold}"
+        raise DatasetNotFoundError(f"Every class of {cfg.benchmark} is novel in fold {cfg.fold}, leaving none to train on.",
+                                   "keep some classes out of --novel-classes (or out of the fold in folds.json); "
+                                   f"evaluating needs none: `python -m fsslib.evaluate --method maskclip --benchmark "
+                                   f"{cfg.benchmark} {classes}` (a trained method: --ckpt a model trained on other classes).")
     rank, world, device = _distributed(resolve_device(cfg.device))
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -150,7 +157,6 @@ def run(cfg: Config | None = None, **overrides) -> dict:
         raise FsslibError(f"Method {cfg.method!r} is training-free.", f"evaluate it directly: `python -m fsslib.evaluate --method {cfg.method}`.")
     frozen = frozen_digests(model)  # checkpoints refuse other frozen weights (fsslib.evaluate.load_model)
     model = model.to(device)
-    benchmark = benchmark_of(cfg)
     train_source = open_source(cfg, benchmark.train_split)
     train_set = EpisodeDataset(train_source, cfg.fold, cfg.shots, cfg.image_size, cfg.episodes_per_epoch, cfg.seed,
                                mode="train", novel_rule=cfg.novel_rule, augment=cfg.augment, resize=cfg.resize)

@@ -3,6 +3,7 @@ read inputs only."""
 from __future__ import annotations
 
 import dataclasses
+import typing
 
 import pytest
 import torch
@@ -17,8 +18,11 @@ from fsslib.methods.options import MethodOptions, OptionError
 def test_every_method_declares_typed_options_with_help(method):
     kind = method_module(method).OPTIONS
     assert issubclass(kind, MethodOptions) and kind.method == method
+    hints = typing.get_type_hints(kind)
     for spec in dataclasses.fields(kind):
         assert spec.metadata.get("help"), f"{method}.{spec.name} has no help text"
+        if hints[spec.name] in (int, float, int | None, float | None):  # a number declares its range or choices
+            assert spec.metadata["range"] or spec.metadata["choices"], f"{method}.{spec.name} has no valid range"
     assert kind.parse(make_config(method=method).options) is not None  # the presets' options are valid
     assert method_options(method) == kind().to_dict()
 
@@ -33,6 +37,11 @@ def test_every_method_declares_typed_options_with_help(method):
     ("qgnet", {"projection": "learned"}, "learned"),
     ("pfenet", {"feature_dims": 64}, "feature_dims"),
     ("maskclip", {"clip": None}, "cannot be None"),
+    ("pfenet", {"feature_dim": -5}, "feature_dim of pfenet must be at least 1, got -5"),  # ranges: checked before building
+    ("pfenet", {"dropout": 7}, "dropout of pfenet must be at least 0, at most 1"),
+    ("clip-dinoiser", {"delta": -3}, "delta of clip-dinoiser must be above 0, at most 1"),
+    ("piclip", {"vtp_temperature": 0}, "above 0"),
+    ("clip-dinoiser-support", {"window": 0}, "at least 1"),
 ])
 def test_a_wrong_type_or_an_unknown_option_is_refused_when_the_config_is_made(method, options, message):
     with pytest.raises((OptionError, UnknownNameError), match=message):
@@ -73,7 +82,7 @@ def test_help_lists_the_method_s_options(capsys):
     with pytest.raises(SystemExit):
         main(["--method", "lfss", "--help"])
     shown = capsys.readouterr().out
-    assert "options of method lfss" in shown and "refine: bool = True" in shown and "grid: int = 3" in shown
+    assert "options of method lfss" in shown and "refine: bool = True" in shown and "grid: int = 3 (at least 1)" in shown
 
 
 def test_a_bad_option_on_the_command_line_exits_2(capsys):
@@ -82,6 +91,10 @@ def test_a_bad_option_on_the_command_line_exits_2(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["--method", "lfss", "--options", "refine=maybe"])
     assert exit_.value.code == 2 and "refine" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main(["--method", "pfenet", "--options", "feature_dim=-5"])
+    error = capsys.readouterr().err
+    assert exit_.value.code == 2 and "must be at least 1" in error and "--options feature_dim=256" in error
 
 
 def toy_batch(size: int = 2):

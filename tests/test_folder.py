@@ -118,3 +118,55 @@ def test_a_folder_reads_its_pictures_as_predict_does_and_refuses_ambiguity(folde
     (copy / "classes.txt").write_text(CLASSES.replace("4 dotted square", "4 solid circle"))
     with pytest.raises(DatasetNotFoundError, match="repeats the name 'solid circle'"):
         benchmark_of(make_config(benchmark=f"folder:{copy}"))
+
+
+def test_a_folder_evaluates_with_every_class_novel_and_only_training_refuses_it(folder, tmp_path, capsys):
+    """Evaluating a model on a folder of classes it never saw (every class novel) runs; training needs base classes."""
+    from fsslib import evaluate, train
+
+    benchmark = ["--benchmark", f"folder:{folder}", "--novel-classes", "1,2,3,4", "--no-progress"]
+    evaluate.main(["--method", "all-foreground", *benchmark, "--episodes", "8", "--out", str(tmp_path / "eval")])
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["episodes"] == 8 and set(metrics["per_class_iou"]) <= {line[2:] for line in CLASSES.splitlines()}
+    with pytest.raises(SystemExit) as exit_:
+        train.main(["--method", "prototype", *benchmark, "--smoke", "--out", str(tmp_path / "run")])
+    error = capsys.readouterr().err
+    assert exit_.value.code == 2 and "leaving none to train on" in error
+    assert f"`python -m fsslib.evaluate --method maskclip --benchmark folder:{folder} --novel-classes 1,2,3,4`" in error
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_folder_reads_phone_photos_as_shown_and_refuses_lossy_masks(folder, tmp_path):
+    """An image stored turned with EXIF orientation 6 pairs with a mask of its size as shown and is read upright;
+    a mask saved as JPEG, or a PNG holding a JPEG's noise, is named with how to save it."""
+    from fsslib.config import make_config
+    from fsslib.data.benchmarks import benchmark_of
+    from fsslib.engine import open_source
+    from fsslib.errors import DatasetNotFoundError
+
+    copy = shutil.copytree(folder, tmp_path / "phone")
+    stems = sorted(p.stem for p in (copy / "images").glob("*.jpg"))
+    upright = np.asarray(Image.open(copy / "images" / f"{stems[0]}.jpg"))[:, 8:56]  # 64 x 48 as shown
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(upright).transpose(Image.Transpose.ROTATE_90).save(copy / "images" / f"{stems[0]}.jpg", exif=exif,
+                                                                       quality=95)
+    label = np.asarray(Image.open(copy / "masks" / f"{stems[0]}.png"))[:, 8:56]
+    Image.fromarray(label).save(copy / "masks" / f"{stems[0]}.png")
+    Image.open(copy / "images" / f"{stems[3]}.jpg").save(copy / "images" / f"{stems[3]}.webp", lossless=True)
+    (copy / "images" / f"{stems[3]}.jpg").unlink()  # a WebP picture: any format PIL reads
+    source = open_source(make_config(benchmark=f"folder:{copy}", novel_classes=[1, 2]), "test")
+    image, read_label = source.load(stems[0])
+    assert image.shape == (64, 48, 3) and np.abs(image.astype(int) - upright).mean() < 8 and np.array_equal(read_label, label)
+    assert source.load(stems[3])[0].shape == (64, 64, 3)
+    (copy / "masks" / f"{stems[1]}.png").rename(copy / "masks" / f"{stems[1]}.jpg")
+    Image.open(copy / "masks" / f"{stems[1]}.jpg").convert("L").save(copy / "masks" / f"{stems[1]}.jpg")
+    noisy = np.zeros((64, 64), np.uint8)
+    noisy[13:45, 19:51] = 255
+    Image.fromarray(noisy).save(tmp_path / "box.jpg", quality=75)
+    Image.fromarray(np.asarray(Image.open(tmp_path / "box.jpg"))).save(copy / "masks" / f"{stems[2]}.png")
+    with pytest.raises(DatasetNotFoundError) as error:
+        benchmark_of(make_config(benchmark=f"folder:{copy}", novel_classes=[1, 2]))
+    message = str(error.value)
+    assert "2 problem(s)" in message and f"masks/{stems[1]}.jpg is not a PNG: save the mask as a PNG" in message
+    assert f"masks/{stems[2]}.png holds" in message and "distinct values between 0 and 255" in message

@@ -39,6 +39,7 @@ from fsslib.methods.lfss.vlmd import (
     reassign,
     refine_masks,
 )
+from fsslib.methods.options import OptionError
 from tests.test_pfenet import fabricated_batch
 
 E = math.e
@@ -427,7 +428,8 @@ def test_table5_and_generator_variants_reach_the_model():
 @pytest.mark.parametrize("options, error", [
     ({"pseudo_mask": "otsu"}, UnknownNameError),
     ({"pseudo_mask": "softmax", "background_names": []}, LfssOptionError),
-    ({"alpha": 1.5}, LfssOptionError),
+    ({"alpha": 1.5}, OptionError),  # out of its declared range: refused by make_config, before anything is built
+    ({"pseudo_threshold": -0.1}, OptionError),
     ({"grid": 2}, LfssOptionError),
     ({"support_masks": "boxes"}, UnknownNameError),
     ({"query_mask": "box"}, UnknownNameError),

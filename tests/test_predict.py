@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from fsslib.data.episodes import EpisodeDataset, collate_episodes
+from fsslib.methods import support_inputs
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +32,37 @@ def scene_files(tmp_path_factory, toy_root) -> dict[str, Path]:
     Image.fromarray(np.zeros((64, 64), np.uint8)).save(files["empty"])
     Image.fromarray(np.ones((32, 32), np.uint8)).save(files["small"])
     files["broken"].write_bytes(b"not an image")
+    files.update(user_files(folder, image("toy_test_000026"), circle))
+    return files
+
+
+def rotated(picture: np.ndarray, path: Path) -> Path:
+    """``picture`` saved as a phone saves it: the sensor's grid (turned a quarter) with EXIF orientation 6."""
+    exif = Image.Exif()
+    exif[0x0112] = 6  # a viewer turns the stored grid 90 degrees clockwise
+    Image.fromarray(picture).transpose(Image.Transpose.ROTATE_90).save(path, exif=exif, quality=95)
+    return path
+
+
+def user_files(folder: Path, picture: np.ndarray, circle: np.ndarray) -> dict[str, Path]:
+    """Files as users make them: phone photos (EXIF orientation), masks saved as JPEG or re-saved from one, a real
+    object too small for the model's input size, a mask out of a wide picture (the support 64 x 48 as shown)."""
+    files = {"rotated_query": rotated(picture[:, 8:56], folder / "phone_query.jpg"),
+             "rotated_support": rotated(picture[:, 8:56], folder / "phone_support.jpg"),
+             "shown_mask": folder / "shown_mask.png", "jpeg_mask": folder / "mask.jpg", "noisy_mask": folder / "noisy.png",
+             "wide": folder / "wide.png", "tiny_object": folder / "tiny_object.png", "white": folder / "white.png"}
+    Image.fromarray(circle[:, 8:56].astype(np.uint8)).save(files["shown_mask"])  # drawn on the picture as shown
+    files["stored_mask"] = folder / "stored_mask.png"  # drawn on the stored grid
+    Image.fromarray(np.rot90(circle[:, 8:56]).astype(np.uint8)).save(files["stored_mask"])
+    box = np.zeros((64, 64), np.uint8)
+    box[13:45, 19:51] = 255  # off JPEG's 8 x 8 blocks
+    Image.fromarray(box).save(files["jpeg_mask"], quality=75)
+    Image.fromarray(np.asarray(Image.open(files["jpeg_mask"]))).save(files["noisy_mask"])  # its noise kept in a PNG
+    Image.fromarray(np.full((300, 451, 3), 128, np.uint8)).save(files["wide"])
+    tiny = np.zeros((300, 451), np.uint8)
+    tiny[150:153, 200:203] = 1  # a real object of 3 x 3 pixels
+    Image.fromarray(tiny).save(files["tiny_object"])
+    Image.fromarray(np.full((64, 64), 255, np.uint8)).save(files["white"])
     return files
 
 
@@ -46,10 +78,11 @@ def test_segment_gives_the_evaluation_s_prediction(toy_root, method, ckpt):
     batch = collate_episodes([episodes[i] for i in range(6)])
     with torch.no_grad():
         expected = model(batch.inputs()).argmax(1)  # (6, 64, 64)
+    reads = support_inputs(method)
     for index in range(6):
         name = batch.class_names[index][0]
-        supports = predict.Supports([name], images=[[batch.support_images[index, 0, 0]]],
-                                    masks=[[batch.support_masks[index, 0, 0]]])
+        parts = {"images": [[batch.support_images[index, 0, 0]]], "masks": [[batch.support_masks[index, 0, 0]]]}
+        supports = predict.Supports([name], **{part: value for part, value in parts.items() if part in reads})
         prediction, probabilities = predict.segment(model, batch.query_images[index], supports)
         assert prediction.shape == (64, 64) and probabilities.shape == (2, 64, 64)
         assert (prediction == expected[index]).float().mean() > 0.999  # bilinear round trips at the same size
@@ -85,13 +118,26 @@ def test_every_support_mode_a_method_reads(scene_files, tmp_path):
     ("missing query", "No image file"),
     ("unreadable query", "Cannot read"),
     ("mask of another size", "is (32, 32) but its image is (64, 64)"),
-    ("empty support mask", "no foreground pixel"),
+    ("empty support mask", "marks no object pixel"),
     ("unknown word", "does not know the word"),
     ("class name only for pfenet", "pfenet reads the supports' images + masks"),
     ("no class name for maskclip", "maskclip reads the class name"),
     ("shots the zoo lacks", "The zoo holds no piclip model"),
     ("uneven supports", "cannot be split evenly"),
     ("too many ways", "at most 5"),
+    ("JPEG mask", "is a JPEG file, whose compression changes the values"),
+    ("mask of JPEG noise", "distinct values between 0 and 255"),
+    ("mask of the stored grid", "is (48, 64) but its image is (64, 48) (as shown"),
+    ("object too small", "(9 pixel(s) within 3 x 3 of its 451 x 300) vanishes at the model's input size (64 x 64"),
+    ("option out of range", "feature_dim of pfenet must be at least 1, got -5"),
+    ("threshold out of its domain", "delta of clip-dinoiser must be above 0, at most 1"),
+    ("checkpoint of a training-free method", "maskclip is training-free: it loads no checkpoint"),
+    ("prompts that need supports", "clip-dinoiser (prompts=support) reads the supports' images"),
+    ("supports a method does not read", "maskclip does not read the supports' images"),
+    ("masks a method does not read", "or use --variant ground_truth_support"),
+    ("repeated class name", "['solid circle'] are given more than once"),
+    ("output under a file", "Cannot create the folder --out"),
+    ("fold out of range", "Unknown fold of toy 7"),
 ])
 def test_bad_input_exits_2_with_one_message(scene_files, tmp_path, capsys, case, message):
     from fsslib.predict import main
@@ -116,10 +162,40 @@ def test_bad_input_exits_2_with_one_message(scene_files, tmp_path, capsys, case,
         "too many ways": ["--method", "maskclip", "--query", files["query"],
                           *[part for name in ("solid circle", "striped square", "dotted star", "solid cross", "striped circle",
                                               "dotted square") for part in ("--class-name", name)]],
+        **user_errors(files, tmp_path),
     }[case]
-    assert main([*arguments, "--out", str(tmp_path / "out")]) == 2
+    out = [] if "--out" in arguments else ["--out", str(tmp_path / "out")]
+    assert main([*arguments, *out]) == 2
     error = capsys.readouterr().err
     assert message in error and "How to fix" in error and "Traceback" not in error
+
+
+def user_errors(files: dict[str, str], tmp_path: Path) -> dict[str, list[str]]:
+    """The command lines of the bad inputs a new user gives (the issue "Your own pictures, hardened")."""
+    pfenet = ["--method", "pfenet", "--ckpt", "zoo", "--query", files["query"]]
+    circle = ["--class-name", "solid circle"]
+    return {
+        "JPEG mask": [*pfenet, "--support", files["support"], "--support-mask", files["jpeg_mask"]],
+        "mask of JPEG noise": [*pfenet, "--support", files["support"], "--support-mask", files["noisy_mask"]],
+        "mask of the stored grid": [*pfenet, "--support", files["rotated_support"], "--support-mask", files["stored_mask"]],
+        "object too small": [*pfenet, "--support", files["wide"], "--support-mask", files["tiny_object"]],
+        "option out of range": [*pfenet, "--support", files["support"], "--support-mask", files["mask"], "--options",
+                                "feature_dim=-5"],
+        "threshold out of its domain": ["--method", "clip-dinoiser", "--query", files["query"], *circle, "--options",
+                                        "delta=-3"],
+        "checkpoint of a training-free method": ["--method", "maskclip", "--ckpt", str(tmp_path / "missing.pt"), "--query",
+                                                 files["query"], *circle],
+        "prompts that need supports": ["--method", "clip-dinoiser", "--query", files["query"], *circle, "--options",
+                                       "prompts=support"],
+        "supports a method does not read": ["--method", "maskclip", "--query", files["query"], *circle, "--support",
+                                            files["support"]],
+        "masks a method does not read": ["--method", "lfss", "--ckpt", "zoo", "--query", files["query"], *circle,
+                                         "--support", files["support"], "--support-mask", files["mask"]],
+        "repeated class name": ["--method", "maskclip", "--query", files["query"], *circle, *circle],
+        "output under a file": ["--method", "maskclip", "--query", files["query"], *circle, "--out",
+                                str(Path(files["broken"]) / "out")],
+        "fold out of range": [*pfenet, "--support", files["support"], "--support-mask", files["mask"], "--fold", "7"],
+    }
 
 
 def test_image_modes_are_read_as_a_user_expects(tmp_path):
@@ -219,3 +295,91 @@ def test_the_command_line_runs_the_paper_tier_with_the_user_s_weight_files(tmp_p
                  str(tmp_path / "cat.png"), "--support", str(tmp_path / "cat.png"), "--support-mask",
                  str(tmp_path / "cat_mask.png"), "--backbone-weights", str(weights), "--out", str(tmp_path / "out")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_phone_photos_are_read_and_segmented_as_a_viewer_shows_them(scene_files, tmp_path):
+    """A JPEG with EXIF orientation 6 is read at its size as shown (64 x 48, stored 48 x 64): the mask comes out
+    at that size, and a support mask drawn on the picture as shown fits its support."""
+    from fsslib.predict import main, read_image
+
+    shown = read_image(scene_files["support"])[:, :, 8:56]  # the same picture, stored upright
+    turned = read_image(scene_files["rotated_query"])
+    assert turned.shape == (3, 64, 48) and float((turned - shown).abs().mean()) < 0.03  # JPEG's loss only
+    code = main(["--method", "pfenet", "--ckpt", "zoo", "--query", str(scene_files["rotated_query"]), "--support",
+                 str(scene_files["rotated_support"]), "--support-mask", str(scene_files["shown_mask"]), "--out",
+                 str(tmp_path)])
+    assert code == 0 and np.asarray(Image.open(tmp_path / "phone_query_mask.png")).shape == (64, 48)
+
+
+def test_segment_takes_the_pictures_a_user_holds_and_refuses_the_rest(scene_files):
+    """PIL images (as shown), numpy arrays and tensors, uint8 or float, give one prediction; values 0..255 as
+    floats, normalised pictures, other objects and supports the method does not read are refused clearly."""
+    from fsslib import predict
+    from fsslib.errors import CheckpointError, EpisodeShapeError, FsslibError, InvalidMaskError
+    from fsslib.methods.options import OptionError
+
+    model, _ = predict.load("pfenet", ["solid circle"], ckpt="zoo", device="cpu")
+    query = predict.read_image(scene_files["query"])  # (3, 64, 48) in [0, 1]
+    support, mask = predict.read_image(scene_files["support"]), predict.read_mask(scene_files["mask"])
+    supports = predict.Supports(["solid circle"], [[support]], [[mask]])
+    expected, _ = predict.segment(model, query, supports)
+    as_uint8 = (query * 255).round().byte()
+    held = [as_uint8, as_uint8.permute(1, 2, 0).numpy(), Image.fromarray(as_uint8.permute(1, 2, 0).numpy()),
+            Image.open(scene_files["query"])]
+    for picture in held:
+        assert torch.equal(predict.segment(model, picture, supports)[0], expected), type(picture)
+    user_supports = predict.Supports(["solid circle"], [[Image.open(scene_files["support"])]],
+                                     [[mask.numpy().astype(np.uint8) * 255]])  # black and white, as a numpy array
+    assert torch.equal(predict.segment(model, query, user_supports)[0], expected)
+    for picture, message in ((query * 255, r"from 0 to 255, outside \[0, 1\] \(values 0..255 as floats"),
+                             (query - 0.5, "normalised"), (query.long(), "torch.int64"), ([query], "a list, not a picture"),
+                             (as_uint8.permute(1, 2, 0), r"\(64, 48, 3\), not \(3, H, W\)")):
+        with pytest.raises(EpisodeShapeError, match=message):
+            predict.segment(model, picture, supports)
+    for masks, error, message in (([[mask.float() / 2]], InvalidMaskError, "threshold a soft mask"),
+                                  ([[np.zeros((64, 64), np.uint8)]], FsslibError, "marks no object pixel"),
+                                  ([], FsslibError, "reads the supports' images \\+ masks")):
+        with pytest.raises(error, match=message):
+            predict.segment(model, query, predict.Supports(["solid circle"], [[support]], masks))
+    with pytest.raises(EpisodeShapeError, match="one string"):
+        predict.segment(model, query, predict.Supports("solid circle", [[support]], [[mask]]))
+    with pytest.raises(EpisodeShapeError, match="not a list per way"):
+        predict.segment(model, query, predict.Supports(["solid circle"], [support], [mask]))
+    with pytest.raises(EpisodeShapeError, match="more than once"):
+        predict.segment(model, query, predict.Supports(["solid circle"] * 2, [[support]] * 2, [[mask]] * 2))
+    with pytest.raises(FsslibError, match="does not read the supports' images"):
+        predict.segment(*predict.load("maskclip", ["solid circle"], device="cpu")[:1], query,
+                        predict.Supports(["solid circle"], [[support]]))
+    with pytest.raises(EpisodeShapeError, match="one string"):
+        predict.load("maskclip", "solid circle")
+    with pytest.raises(CheckpointError, match="training-free"):
+        predict.load("maskclip", ["solid circle"], ckpt="zoo", device="cpu")
+    with pytest.raises(OptionError, match="at least 1"):
+        predict.load("pfenet", ["solid circle"], ckpt="zoo", options={"feature_dim": -5})
+
+
+def test_masks_are_label_images(scene_files, tmp_path):
+    """255 alone is a black-and-white mask's object (the docs' rule); JPEG files and noise are refused."""
+    from fsslib.errors import InvalidMaskError
+    from fsslib.predict import read_mask
+
+    assert read_mask(scene_files["white"]).eq(1).all()
+    box = np.asarray(Image.open(scene_files["jpeg_mask"])) > 127  # the box, 0/255 again
+    Image.fromarray(box).save(tmp_path / "lossless.webp", lossless=True)
+    assert torch.equal(read_mask(tmp_path / "lossless.webp"), torch.from_numpy(box).long())
+    Image.fromarray(box[10:20, 10:24].astype(np.uint8) * 255).save(tmp_path / "lossy.webp", quality=50)  # 10 values, 3 near 255
+    Image.fromarray(np.asarray(Image.open(tmp_path / "lossy.webp"))).save(tmp_path / "lossy_as.png")
+    for path, message in ((scene_files["jpeg_mask"], "is a JPEG file"), (scene_files["noisy_mask"], "distinct values"),
+                          (tmp_path / "lossy.webp", "is a lossy WebP file"), (tmp_path / "lossy_as.png", "distinct values")):
+        with pytest.raises(InvalidMaskError, match=f"{message}.*not a label image"):
+            read_mask(path)
+
+
+def test_a_harmless_input_the_method_ignores_is_warned_about(scene_files, tmp_path, capsys):
+    from fsslib.predict import main
+
+    code = main(["--method", "all-foreground", "--query", str(scene_files["query"]), "--class-name", "solid circle",
+                 "--fold", "2", "--backbone-weights", "random", "--out", str(tmp_path)])
+    error = capsys.readouterr().err
+    assert code == 0 and "warning: --fold 2 picks which zoo model --ckpt zoo loads" in error
+    assert "warning: all-foreground builds no ResNet backbone: --backbone-weights changes nothing" in error

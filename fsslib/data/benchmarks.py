@@ -125,9 +125,6 @@ def folder_benchmark(path: str, novel_classes: tuple[int, ...] = ()) -> Benchmar
         if unknown_ids:
             raise DatasetNotFoundError(f"Novel class id(s) {unknown_ids} are not in {root / 'classes.txt'} "
                                        f"(ids 1..{len(names)}).", "pass ids of classes.txt.")
-        if len(set(novel_classes)) == len(names):
-            raise DatasetNotFoundError(f"Every class of {root / 'classes.txt'} is novel, leaving none to train on.",
-                                       "keep some classes out of --novel-classes.")
         folds = (tuple(dict.fromkeys(novel_classes)),)
     return Benchmark(name="folder", class_names=tuple(names), n_folds=len(folds), root_name=str(root),
                      train_split="train", select_split=None, test_split="test", min_class_pixels=MIN_CLASS_PIXELS,

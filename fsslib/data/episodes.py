@@ -31,7 +31,7 @@ from torch.utils.data import Dataset
 
 from fsslib.data.benchmarks import Benchmark
 from fsslib.data.folder import folder_index
-from fsslib.data.images import rgb_array
+from fsslib.data.images import rgb_array, upright
 from fsslib.data.layout import IGNORE, read_class_index, read_list, require_prepared
 from fsslib.data.prepare import ensure_toyworld
 from fsslib.errors import CorruptImageError, DatasetNotFoundError, EmptySupportMaskError, EpisodeShapeError, InvalidMaskError, unknown
@@ -102,7 +102,7 @@ def _read(path: Path, mode: str | None) -> np.ndarray:
         raise DatasetNotFoundError(f"Missing file {path}.", f"re-run the dataset's prepare command ({DATASETS_DOC}).")
     try:
         with Image.open(path) as handle:
-            return rgb_array(handle) if mode == "RGB" else np.asarray(handle.convert(mode) if mode else handle)
+            return rgb_array(handle) if mode == "RGB" else np.asarray(upright(handle))  # as a viewer shows them
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
         raise CorruptImageError(
             f"Cannot decode {path}: {error}.", "delete the file and re-create it from the original archive."

@@ -2,19 +2,22 @@
 
 The folder holds::
 
-    images/<stem>.jpg|.jpeg|.png   the pictures
-    masks/<stem>.png               class-index masks of the same size: 0 background, 1..C classes, 255 ignore
+    images/<stem>.jpg|.png|...     the pictures (JPEG, PNG, WebP, TIFF or BMP)
+    masks/<stem>.png               class-index masks of the size shown: 0 background, 1..C classes, 255 ignore
     classes.txt                    one "id name" per line, ids 1..C
     folds.json (optional)          {"folds": [[novel ids of fold 0], [novel ids of fold 1], ...]}
     splits.json (optional)         {"train": [stems], "test": [stems]} (default: every image in both)
 
 Without ``folds.json`` the novel classes come from ``Config.novel_classes`` (``--novel-classes 3,4``: one fold,
-fold 0); the others are the base classes. Episodes, PFENet's training rules and the metrics are those of
+fold 0); the others are the base classes. Every class may be novel to evaluate a model on classes it never saw;
+training then refuses the fold (it draws base classes). Episodes, PFENet's training rules and the metrics are those of
 PASCAL-5i: training draws base classes (with the ``novel_rule``: novel pixels as background, or images with a
 novel class dropped), testing draws novel classes. With one set of images for both splits, the test queries may
 have been seen in training with their novel pixels as background (PFENet's rule): give ``splits.json`` or use
 ``novel_rule="bam"`` when that matters. The folder is checked once, completely: every mismatch is listed in one
-message before anything runs.
+message before anything runs. Pictures and masks are read as a viewer shows them (their EXIF orientation applied,
+:mod:`fsslib.data.images`); a mask must be a PNG label image (one saved as JPEG, or holding the values its noise
+leaves, is refused).
 """
 from __future__ import annotations
 
@@ -25,9 +28,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from fsslib.data.images import SAVE_MASK, label_problem, lossy_format, shown_size, upright
 from fsslib.errors import DatasetNotFoundError
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp")  # pictures PIL reads
 SPLITS = ("train", "test")
 MIN_CLASS_PIXELS = 2 * 8 * 8  # as the toy world's 64 x 64 scenes; PASCAL's 2 * 32 * 32 assumes 500-pixel photos
 LAYOUT = "images/, masks/, classes.txt and optionally folds.json / splits.json (fsslib/data/folder.py)"
@@ -58,9 +62,12 @@ def _index(root: Path, signature: tuple) -> tuple[list[str], tuple[tuple[int, ..
                  if stems.count(s) > 1]
     masks = {p.stem: p for p in sorted((root / "masks").glob("*.png"))}
     if not images:
-        problems.append(f"no image (JPEG or PNG) in {root / 'images'}")
+        problems.append(f"no image ({', '.join(IMAGE_SUFFIXES)}) in {root / 'images'}")
     problems += [f"mask masks/{masks[s].name} has no image images/{s}.*" for s in sorted(set(masks) - set(images))]
-    problems += [f"image images/{images[s].name} has no mask masks/{s}.png" for s in sorted(set(images) - set(masks))]
+    others = {p.stem: p.name for p in sorted((root / "masks").glob("*")) if p.suffix.lower() != ".png"}  # e.g. JPEG
+    problems += [f"image images/{images[s].name} has no mask masks/{s}.png"
+                 + (f" (masks/{others[s]} is not a PNG: {SAVE_MASK})" if s in others else "")
+                 for s in sorted(set(images) - set(masks))]
     presence: dict[str, dict[int, int]] = {}
     for stem in sorted(set(images) & set(masks)):
         counts = _check_pair(images[stem], masks[stem], len(names), problems)
@@ -117,8 +124,6 @@ def _read_folds(path: Path, n_classes: int, problems: list[str]) -> tuple[tuple[
             problems.append(f"{path.name}: fold {number} holds {'no class' if not fold else f'ids {wrong} not in classes.txt'}")
         elif len(set(fold)) < len(fold):
             problems.append(f"{path.name}: fold {number} repeats a class id")
-        elif n_classes and len(set(fold)) == n_classes:
-            problems.append(f"{path.name}: fold {number} holds every class, leaving none to train on")
     return folds
 
 
@@ -139,9 +144,9 @@ def _check_pair(image_path: Path, mask_path: Path, n_classes: int, problems: lis
     """The mask's class pixel counts, or None after recording what is wrong with the pair."""
     try:
         with Image.open(image_path) as image:
-            size = image.size
+            size = shown_size(image)
         with Image.open(mask_path) as mask_file:
-            mask = np.asarray(mask_file)
+            mask, lossy = np.asarray(upright(mask_file)), lossy_format(mask_file)
     except (UnidentifiedImageError, OSError) as error:
         problems.append(f"cannot read {image_path.name} / {mask_path.name}: {error}")
         return None
@@ -154,6 +159,10 @@ def _check_pair(image_path: Path, mask_path: Path, n_classes: int, problems: lis
         return None
     values, counts = np.unique(mask, return_counts=True)
     wrong = [int(v) for v in values if v > n_classes and v != 255]
+    problem = label_problem(np.array(wrong), lossy)  # values beyond the class ids: noise, or a lossy file
+    if problem:
+        problems.append(f"masks/{mask_path.name} {problem}: {SAVE_MASK}")
+        return None
     if wrong:
         problems.append(f"masks/{mask_path.name} holds ids {wrong[:5]} not in classes.txt (1..{n_classes}, 255 ignore)")
         return None

@@ -1,7 +1,7 @@
 """Method registry: one module per method, each exposing ``build(cfg)``, ``OPTIONS`` (the typed
 options it accepts, a :class:`~fsslib.methods.options.MethodOptions` dataclass), optional ``PRESETS``, optional ``VARIANTS`` and optional
 ``SUPPORT_ANNOTATION`` (what a support brings at test time; ``VARIANT_ANNOTATIONS`` for
-variants that differ; default: pixel masks).
+variants that differ; default: pixel masks) and optional ``BACKBONE = False`` (no ResNet backbone).
 
 ``PRESETS`` maps a tier (``"toy"`` / ``"paper"``) to config values that the method needs
 beyond the tier's defaults; ``VARIANTS`` maps a variant name (e.g. an ablation row) to
@@ -63,12 +63,23 @@ def support_annotation(name: str, variant: str = "") -> str:
     return getattr(module, "VARIANT_ANNOTATIONS", {}).get(variant, getattr(module, "SUPPORT_ANNOTATION", "pixel masks"))
 
 
-def support_inputs(name: str, variant: str = "") -> tuple[str, ...]:
+def support_inputs(name: str, variant: str = "", options: dict[str, Any] | None = None) -> tuple[str, ...]:
     """What the method reads of the supports at test time, among support ``images``, their pixel ``masks`` and the
     class ``names`` (module ``SUPPORT_INPUTS``, ``VARIANT_SUPPORT_INPUTS`` for variants that differ; default:
-    images with masks). :mod:`fsslib.predict` asks the user for these and refuses a mode the method cannot read."""
+    images with masks; a module whose inputs follow an option, e.g. CLIP-DINOiser's ``prompts``, has a rule
+    ``support_inputs_of(options)``, given the defaults, the variant's options and ``options``). :mod:`fsslib.predict`
+    asks the user for these and refuses a mode the method cannot read, and supports it would not read."""
     module = method_module(name)
+    rule = getattr(module, "support_inputs_of", None)
+    if rule:
+        return rule({**method_options(name), **method_variants(name).get(variant, {}), **(options or {})})
     return getattr(module, "VARIANT_SUPPORT_INPUTS", {}).get(variant, getattr(module, "SUPPORT_INPUTS", ("images", "masks")))
+
+
+def builds_backbone(name: str) -> bool:
+    """Whether the method builds a ResNet backbone (module ``BACKBONE``, default True), which ``backbone_weights``
+    fills; :mod:`fsslib.predict` warns that the weights are ignored by a method without one."""
+    return getattr(method_module(name), "BACKBONE", True)
 
 
 def shots_fixed_by_training(name: str, variant: str = "") -> bool:

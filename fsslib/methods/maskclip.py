@@ -22,6 +22,7 @@ from fsslib.methods.options import ClipOptions, option
 
 SUPPORT_ANNOTATION = "class names"  # no support image: zero-shot
 SUPPORT_INPUTS = ("names",)
+BACKBONE = False  # no ResNet backbone: backbone_weights does not apply
 
 
 
@@ -30,8 +31,10 @@ class MaskClipOptions(ClipOptions):
     method = "maskclip"
     templates: str = option("maskclip", "prompt templates: maskclip (the 85-template ensemble) or single "
                             "('a photo of a {}.')", tuple(TEMPLATE_SETS))
-    key_smoothing: float | None = option(None, "MaskCLIP's key-smoothing threshold (MaskCLIP+: 1.0; None: off)")
-    prompt_denoising: float | None = option(None, "MaskCLIP's prompt-denoising threshold (MaskCLIP+: 0.5; None: off)")
+    key_smoothing: float | None = option(None, "MaskCLIP's key-smoothing threshold (MaskCLIP+: 1.0; None: off)",
+                                         at_least=0, at_most=1)
+    prompt_denoising: float | None = option(None, "MaskCLIP's prompt-denoising threshold (MaskCLIP+: 0.5; None: off)",
+                                             at_least=0, at_most=1)
     background_names: tuple[str, ...] | None = option(None, "None: the benchmark's background vocabulary")
 
 

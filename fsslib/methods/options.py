@@ -1,10 +1,11 @@
 """Typed method options: each method declares its options as a frozen dataclass of :class:`MethodOptions`.
 
-A field is declared with :func:`option` (default, help text, and the allowed values where there is a
-closed set); its type hint is the contract. :meth:`MethodOptions.parse` turns a plain dict (a config's
-``options``, JSON from a grid file) into the typed object and rejects an unknown name or a value of the
+A field is declared with :func:`option` (default, help text, and the allowed values: a closed set of
+choices, or a range for a number); its type hint is the contract. :meth:`MethodOptions.parse` turns a plain
+dict (a config's ``options``, JSON from a grid file) into the typed object and rejects an unknown name or a value of the
 wrong type with one message (``{"refine": "false"}`` is a string, not a boolean); :meth:`MethodOptions.from_text`
-reads a command-line ``KEY=VALUE`` by the field's type; :meth:`MethodOptions.describe` is what
+reads a command-line ``KEY=VALUE`` by the field's type; a number outside its range is refused by ``parse``
+(which :func:`fsslib.config.make_config` calls before anything is built); :meth:`MethodOptions.describe` is what
 ``--help`` prints. Groups of options several methods share (a frozen CLIP, PFENet's decoder) are base
 classes here, so each default is written once.
 """
@@ -26,15 +27,18 @@ class OptionError(FsslibError, ValueError):
     """A method option of the wrong type or value."""
 
 
-def option(default: Any, help: str, choices: tuple[Any, ...] | None = None) -> Any:
-    """A dataclass field with its default, its help text and (optionally) its allowed values."""
-    return field(default=default, metadata={"help": help, "choices": choices})
+def option(default: Any, help: str, choices: tuple[Any, ...] | None = None, at_least: float | None = None,
+           above: float | None = None, at_most: float | None = None) -> Any:
+    """A dataclass field with its default, its help text and (optionally) its allowed values: ``choices``, or for
+    a number (each entry of a list of numbers) its range, ``at_least`` or ``above`` a bound and ``at_most`` one."""
+    bounds = {"at least": at_least, "above": above, "at most": at_most}
+    return field(default=default, metadata={"help": help, "choices": choices,
+                                            "range": {word: bound for word, bound in bounds.items() if bound is not None}})
 
 
 def redefault(group: type[MethodOptions], name: str, default: Any) -> Any:
-    """Option ``name`` of ``group`` with another default (e.g. a method's own CLIP), its help kept."""
-    spec = group.__dataclass_fields__[name]
-    return option(default, spec.metadata["help"], spec.metadata["choices"])
+    """Option ``name`` of ``group`` with another default (e.g. a method's own CLIP), its help and range kept."""
+    return field(default=default, metadata=group.__dataclass_fields__[name].metadata)
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,7 @@ class MethodOptions:
             choices = f.metadata.get("choices")
             many = typing.get_origin(_optional(hints[f.name])[1]) is tuple
             allowed = f" ({'entries among' if many else 'one of'} {', '.join(map(str, choices))})" if choices else ""
+            allowed += f" ({'entries ' if many else ''}{_range_text(f)})" if f.metadata.get("range") else ""
             lines.append(f"  {f.name}: {_type_name(hints[f.name])} = {default!r}{allowed}\n      {f.metadata.get('help', '')}")
         return "\n".join(lines) if lines else "  (none)"
 
@@ -114,6 +119,8 @@ def _check(method: str, spec: Field, hint: Any, value: Any) -> Any:
         wrong = [entry for entry in converted if allowed and entry not in allowed]
         if wrong:
             raise unknown(f"entry of option {spec.name} of {method}", wrong[0], list(allowed))
+        for entry in converted:
+            _check_range(method, spec, entry)
         return converted
     if not _is(value, inner):
         raise OptionError(f"Option {spec.name} of {method} must be {_type_name(hint)}, got {value!r} "
@@ -122,7 +129,25 @@ def _check(method: str, spec: Field, hint: Any, value: Any) -> Any:
     allowed = spec.metadata.get("choices")
     if allowed and converted not in allowed:
         raise unknown(f"value of option {spec.name} of {method}", converted, list(allowed))
+    _check_range(method, spec, converted)
     return converted
+
+
+def _range_text(spec: Field) -> str:
+    """The option's range in words, e.g. "at least 1" or "above 0, at most 1"."""
+    return ", ".join(f"{word} {bound}" for word, bound in spec.metadata["range"].items())
+
+
+def _check_range(method: str, spec: Field, value: Any) -> None:
+    """Raise unless the number ``value`` lies in the range of option ``spec`` (if it declares one)."""
+    bounds = spec.metadata.get("range") or {}
+    inside = {"at least": lambda bound: value >= bound, "above": lambda bound: value > bound,
+              "at most": lambda bound: value <= bound}
+    if not all(inside[word](bound) for word, bound in bounds.items()):
+        default = spec.default  # as a command line writes it: a list as a,b; None as none
+        written = ",".join(map(str, default)) if isinstance(default, tuple) else "none" if default is None else default
+        raise OptionError(f"Option {spec.name} of {method} must be {_range_text(spec)}, got {value!r}.",
+                          f"pass a value in that range, or the default: --options {spec.name}={written}.")
 
 
 def _is(value: Any, kind: type) -> bool:
@@ -175,5 +200,5 @@ class ClipOptions(MethodOptions):
 class DecoderOptions(MethodOptions):
     """PFENet's decoder (FEM), shared by PFENet, PI-CLIP and QGNet."""
 
-    feature_dim: int = option(256, "channels of the reduced features (PFENet's reduce_dim: 256 paper, 64 toy)")
-    dropout: float = option(0.5, "dropout of the feature reductions (PFENet: 0.5)")
+    feature_dim: int = option(256, "channels of the reduced features (PFENet's reduce_dim: 256 paper, 64 toy)", at_least=1)
+    dropout: float = option(0.5, "dropout of the feature reductions (PFENet: 0.5)", at_least=0, at_most=1)

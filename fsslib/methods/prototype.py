@@ -31,7 +31,7 @@ from fsslib.models.backbones import MultiLevelBackbone, build_backbone
 @dataclass(frozen=True)
 class PrototypeOptions(MethodOptions):
     method = "prototype"
-    feature_dim: int = option(64, "channels of the reduced mid-level features")
+    feature_dim: int = option(64, "channels of the reduced mid-level features", at_least=1)
     freeze_backbone: bool = option(False, "keep the pretrained backbone frozen (both presets: True, as PFENet)")
 
 

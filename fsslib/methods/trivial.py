@@ -9,6 +9,7 @@ from fsslib.methods.options import NoOptions
 
 SUPPORT_ANNOTATION = "none"  # reads nothing of the support
 SUPPORT_INPUTS = ()
+BACKBONE = False  # no ResNet backbone: backbone_weights does not apply
 
 
 class AllForegroundOptions(NoOptions):

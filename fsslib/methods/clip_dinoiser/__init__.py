@@ -15,6 +15,7 @@ from fsslib.clip import TEMPLATE_SETS, load_clip
 from fsslib.data.benchmarks import benchmark_of, class_list
 from fsslib.errors import CheckpointError
 from dataclasses import dataclass
+from typing import Any
 
 from fsslib.methods.base import MethodConfig
 from fsslib.methods.options import ClipOptions, option
@@ -22,7 +23,9 @@ from fsslib.methods.clip_dinoiser.model import DELTA, GAMMA, load_heads
 from fsslib.methods.clip_dinoiser.segmenter import PROMPTS, ClipDinoiserSegmenter
 
 SUPPORT_ANNOTATION = "class names"  # zero-shot: no support image is read
-SUPPORT_INPUTS = ("names",)
+BACKBONE = False  # no ResNet backbone: backbone_weights does not apply
+PROMPT_INPUTS = {"text": ("names",), "support": ("images",), "masked_support": ("images", "masks"),
+                 "text_support": ("images", "names")}  # what each prompts setting reads of the supports
 BACKGROUND_NAMES = {"toy": ("empty scene",), "pascal": ("background",), "coco": ("background",)}
 
 
@@ -35,15 +38,17 @@ class ClipDinoiserOptions(ClipOptions):
                           "images), masked_support (support images blanked outside the mask), text_support (both)",
                           PROMPTS)
     gamma: float | None = option(GAMMA, "correlations below gamma do not pool (None or 0: no threshold, as the official "
-                                 "`if self.gamma:`)")
-    delta: float = option(DELTA, "a pixel whose top class probability is below delta is uncertain")
+                                 "`if self.gamma:`)", at_least=-1, at_most=1)
+    delta: float = option(DELTA, "a pixel whose top class probability is below delta is uncertain", above=0,
+                          at_most=1)
     pooling: bool = option(True, "the guided pooling (off: the ablation)")
     background_head: bool = option(True, "the background head (off: the ablation)")
     background_names: tuple[str, ...] | None = option(None, "None: 'empty scene' on the toy world, 'background' on "
                                                       "PASCAL and COCO")
     adapter: bool = option(False, "False: training-free; True: the trained residual 1x1 adapter")
-    window: int | None = option(None, "sliding-window size (None: the query in one window; paper: 448)")
-    stride: int | None = option(None, "sliding-window stride (paper: 224)")
+    window: int | None = option(None, "sliding-window size (None: the query in one window; paper: 448)",
+                               at_least=1)
+    stride: int | None = option(None, "sliding-window stride (paper: 224)", at_least=1)
     templates: str = option("imagenet", "prompt templates: imagenet (CLIP's 80, the official code's) or single",
                             tuple(TEMPLATE_SETS))
 
@@ -62,7 +67,12 @@ VARIANTS = {
 }
 
 __all__ = ["ClipDinoiserOptions", "OPTIONS", "PRESETS", "PROMPTS", "SUPPORT_ANNOTATION", "VARIANTS", "ClipDinoiserSegmenter",
-           "build", "build_segmenter"]
+           "build", "build_segmenter", "support_inputs_of"]
+
+
+def support_inputs_of(options: dict[str, Any]) -> tuple[str, ...]:
+    """What the supports bring to the method under ``options`` (:func:`fsslib.methods.support_inputs`): its prompts'."""
+    return PROMPT_INPUTS[options["prompts"]]
 
 
 def build(cfg: MethodConfig) -> ClipDinoiserSegmenter:

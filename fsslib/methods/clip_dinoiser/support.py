@@ -16,14 +16,13 @@ from dataclasses import dataclass
 
 from fsslib.methods.base import MethodConfig
 from fsslib.methods.clip_dinoiser import PRESETS as TEXT_PRESETS
-from fsslib.methods.clip_dinoiser import ClipDinoiserOptions, build_segmenter
+from fsslib.methods.clip_dinoiser import ClipDinoiserOptions, build_segmenter, support_inputs_of
 from fsslib.methods.options import redefault
 from fsslib.methods.clip_dinoiser.segmenter import ClipDinoiserSegmenter
 
 SUPPORT_ANNOTATION = "images (no masks)"
+BACKBONE = False  # no ResNet backbone: backbone_weights does not apply
 VARIANT_ANNOTATIONS = {"masked_support": "images + pixel masks", "text_support": "images + class names"}
-SUPPORT_INPUTS = ("images",)
-VARIANT_SUPPORT_INPUTS = {"masked_support": ("images", "masks"), "text_support": ("images", "names")}
 
 
 @dataclass(frozen=True)
@@ -46,7 +45,8 @@ VARIANTS = {
     "no_background_head": {"background_head": False},
 }
 
-__all__ = ["OPTIONS", "PRESETS", "SupportOptions", "SUPPORT_ANNOTATION", "VARIANTS", "VARIANT_ANNOTATIONS", "build"]
+__all__ = ["OPTIONS", "PRESETS", "SupportOptions", "SUPPORT_ANNOTATION", "VARIANTS", "VARIANT_ANNOTATIONS", "build",
+           "support_inputs_of"]
 
 
 def build(cfg: MethodConfig) -> ClipDinoiserSegmenter:

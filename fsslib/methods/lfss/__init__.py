@@ -36,18 +36,19 @@ class LfssOptions(ClipOptions):
     method = "lfss"
     clip: str = redefault(ClipOptions, "clip", "RN50")
     clip_pretrained: str | None = redefault(ClipOptions, "clip_pretrained", "openai")
-    feature_dim: int = option(256, "channels of the learnable 1x1 reduction (256 paper, 64 toy)")
-    dropout: float = option(0.5, "dropout of the reduction")
+    feature_dim: int = option(256, "channels of the learnable 1x1 reduction (256 paper, 64 toy)", at_least=1)
+    dropout: float = option(0.5, "dropout of the reduction", at_least=0, at_most=1)
     pseudo_mask: str = option("vocabulary", "how MaskCLIP's cosines become a mask: vocabulary (the class wins the argmax "
                               "over every class and background name), softmax (against the background names, above "
                               "pseudo_threshold), threshold (min-max normalised cosine at least pseudo_threshold)",
                               PSEUDO_MASK_RULES)
-    pseudo_threshold: float = option(0.5, "the threshold of the softmax and threshold rules")
+    pseudo_threshold: float = option(0.5, "the threshold of the softmax and threshold rules", at_least=0,
+                                      at_most=1)
     background_names: tuple[str, ...] | None = option(None, "None: the benchmark's (MaskCLIP's five for PASCAL, "
                                                       "'empty scene' for the toy world, none for COCO)")
-    alpha: float = option(0.5, "Eq. 3's balance of the refined pseudo mask")
-    beta: float = option(0.5, "Eq. 20's balance of the support and query losses")
-    grid: int = option(3, "n of Eqs. 7-8, the seed-move grid")
+    alpha: float = option(0.5, "Eq. 3's balance of the refined pseudo mask", at_least=0, at_most=1)
+    beta: float = option(0.5, "Eq. 20's balance of the support and query losses", at_least=0, at_most=1)
+    grid: int = option(3, "n of Eqs. 7-8, the seed-move grid", at_least=1)
     refiner_level: str = option("layer3", "the frozen level the refiner compares (layer3, as SSP)", REFINER_LEVELS)
     refiner_attention: str = option("dot", "Eq. 4's scores: dot as printed, or ssp_cosine", BACKGROUND_ATTENTIONS)
     dps: bool = option(True, "distributed prototype supervision (Table 4)")

@@ -28,14 +28,14 @@ class PiclipOptions(DecoderOptions, ClipOptions):
     priors: tuple[str, ...] = option(("vvp", "vtp"), "which CLIP priors replace PFENet's (Table 3)", ("vvp", "vtp"))
     refine: tuple[str, ...] = option(("vtp",), "which priors PIR refines (Table 4)", ("vvp", "vtp"))
     vvp_blocks: tuple[int, ...] = option((-2, -1), "the CLIP blocks whose tokens the VVP compares (the last two)")
-    pir_blocks: int = option(PIR_BLOCKS, "the attention blocks whose maps PIR averages (Eq. 9)")
+    pir_blocks: int = option(PIR_BLOCKS, "the attention blocks whose maps PIR averages (Eq. 9)", at_least=1)
     vtp_temperature: float | None = option(None, "the VTP's softmax temperature (None: the CLIP's own 1 / logit_scale; "
-                                           "0.01 for pretrained CLIP)")
+                                           "0.01 for pretrained CLIP)", above=0)
     vtp_activation: str = option("last_block_output", "the GradCAM layer (last_block_ln_1: the official code's)",
                                  VTP_ACTIVATIONS)
-    box_threshold: float = option(BOX_THRESHOLD, "threshold of the PIR box (Eq. 11)")
-    pir_squarings: int = option(0, "0: Eq. 10; 1: the official code's extra R @ R")
-    clip_image_size: int | None = option(None, "the size CLIP sees (None: the episode's input size)")
+    box_threshold: float = option(BOX_THRESHOLD, "threshold of the PIR box (Eq. 11)", at_least=0, at_most=1)
+    pir_squarings: int = option(0, "0: Eq. 10; 1: the official code's extra R @ R", at_least=0)
+    clip_image_size: int | None = option(None, "the size CLIP sees (None: the episode's input size)", at_least=1)
     vvp_mask_support_image: bool = option(False, "False: Eq. 5; True: the official code, which also blanks the support "
                                           "image outside the mask")
     vtp_prompts: str = option("episode", "episode: the paper's prompts of the episode class; present_classes: the "
