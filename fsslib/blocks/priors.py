@@ -37,7 +37,7 @@ class PriorSource(HoldsFrozen):
                 support_levels: dict[str, torch.Tensor], backbone: nn.Module) -> torch.Tensor:
         """(B, channels, h, w) priors in [0, 1] at the size of ``query_levels["layer3"]``.
 
-        query_levels / support_levels: the frozen backbone's layer1..layer3 of the B queries
+        query_levels / support_levels: the frozen backbone's layer2 and layer3 of the B queries
         and the B*K supports; ``backbone`` is that frozen backbone (a
         ``fsslib.models.backbones.MultiLevelBackbone``, for deeper levels).
         """
@@ -62,7 +62,7 @@ class MaskedSupportPrior(PriorSource):
         weights = foreground_weights(batch.support_masks.flatten(0, 1), support_layer3.shape[-2:])  # (B*K, 1, h, w)
         support_high = backbone.layer4(support_layer3 * weights)  # (B*K, C4, h, w)
         query_high = backbone.layer4(query_levels["layer3"])  # (B, C4, h, w)
-        query_repeated = query_high.repeat_interleave(shots, dim=0)  # (B*K, C4, h, w)
+        query_repeated = query_high.repeat_interleave(shots, dim=0) if shots > 1 else query_high  # (B*K, C4, h, w)
         priors = masked_support_prior(query_repeated, support_high, weights)  # (B*K, h, w)
         return priors.view(batch_size, shots, *priors.shape[-2:]).mean(dim=1, keepdim=True)  # (B, 1, h, w)
 

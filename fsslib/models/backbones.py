@@ -44,13 +44,14 @@ class MultiLevelBackbone(nn.Module):
     def normalise(self, images: torch.Tensor) -> torch.Tensor:
         return (images - self.mean) / self.std
 
-    def forward(self, images: torch.Tensor, last: str = "layer4") -> dict[str, torch.Tensor]:
-        """Features of every level up to ``last`` (later levels are not computed)."""
+    def forward(self, images: torch.Tensor, last: str = "layer4", first: str = "layer1") -> dict[str, torch.Tensor]:
+        """Features of the levels ``first`` .. ``last`` (later levels are not computed, earlier ones not kept)."""
         x = self.stem(self.normalise(images))  # type: ignore[attr-defined]
         features = {}
-        for name in LEVELS[: LEVELS.index(last) + 1]:
+        for index, name in enumerate(LEVELS[: LEVELS.index(last) + 1]):
             x = getattr(self, name)(x)
-            features[name] = x
+            if index >= LEVELS.index(first):
+                features[name] = x
         return features
 
 
