@@ -4,14 +4,15 @@
     python benchmarks/paper_train_step.py --methods pfenet --batch-size 8
     python benchmarks/paper_train_step.py --device cpu --image-size 65 --steps 1 --warmup 0   # a smoke run
 
-Paper tier models with random weights (ResNet-50 backbone, open_clip ViT-B/16 for PI-CLIP, LFSS and
-CLIP-DINOiser, random CLIP-DINOiser heads in the official release's format, a random prior extractor for
-QGNet), so nothing needs downloading; each method at its paper preset's input size (PFENet, PI-CLIP,
-QGNet, the prototype baseline: 473; LFSS: 400; CLIP-DINOiser: 448). The batches are fabricated 1-way
+Paper tier models with random weights (each method's ResNet-50 backbone, its BatchNorm statistics calibrated;
+open_clip ViT-B/16 for PI-CLIP, LFSS and CLIP-DINOiser, random CLIP-DINOiser heads in the official release's
+format, a random prior extractor for QGNet), so nothing needs downloading; each method at its paper preset's
+input size (PFENet, PI-CLIP, QGNet, the prototype baseline: 473; LFSS: 400; CLIP-DINOiser: 448). The batches are fabricated 1-way
 episodes of PASCAL-5i fold 0's classes (a centred square as every mask). A training step is what
 ``fsslib.train`` runs per batch: forward under ``fsslib.device.autocast``, the method's loss, backward,
 optimiser step. Peak memory is the CUDA allocator's peak over the timed training steps. Prints a
-Markdown table.
+Markdown table, and exits with an error naming the rows whose training losses were not all finite (a
+diverged run times NaN arithmetic, not the method).
 """
 from __future__ import annotations
 
@@ -71,7 +72,8 @@ def synchronize(device: torch.device) -> None:
 
 def measure(method: str, batch_size: int, shots: int, amp: bool, steps: int, warmup: int, device: torch.device,
             heads: Path, image_size: int | None = None) -> dict[str, float]:
-    """Training steps/s, inference episodes/s, peak training memory (MB) and input size of one method."""
+    """Training steps/s, inference episodes/s, peak training memory (MB), input size and whether every training
+    loss was finite, of one method."""
     variant, options = METHODS[method]
     options = {key: str(heads) if value == "HEADS" else value for key, value in options.items()}
     cfg = make_config(method=method, preset="paper", variant=variant or None, shots=shots, batch_size=batch_size,
@@ -79,6 +81,7 @@ def measure(method: str, batch_size: int, shots: int, amp: bool, steps: int, war
     model = build_method(cfg).to(device)
     optimizer = make_optimizer(cfg, model)
     batch = fabricated_batch(batch_size, shots, cfg.image_size, device)
+    losses = []  # kept on the device: read once at the end, so that the timed steps do not wait for them
 
     def train_step() -> None:
         with autocast(device, amp):
@@ -86,6 +89,7 @@ def measure(method: str, batch_size: int, shots: int, amp: bool, steps: int, war
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        losses.append(loss.detach())
 
     model.train()
     for _ in range(warmup):
@@ -111,7 +115,7 @@ def measure(method: str, batch_size: int, shots: int, amp: bool, steps: int, war
         synchronize(device)
     eval_rate = steps * batch_size / (time.perf_counter() - start)
     return {"train_steps_per_s": train_rate, "eval_episodes_per_s": eval_rate, "peak_train_mb": peak_mb,
-            "image_size": cfg.image_size}
+            "image_size": cfg.image_size, "finite_losses": bool(torch.isfinite(torch.stack(losses)).all())}
 
 
 def main() -> None:
@@ -134,6 +138,7 @@ def main() -> None:
           f"torch {torch.__version__}\n")
     print("| method | input | precision | batch | train steps/s | train episodes/s | eval episodes/s | peak train MB |")
     print("|---|---|---|---|---|---|---|---|")
+    diverged = []
     with tempfile.TemporaryDirectory() as folder:
         heads = random_heads(Path(folder))
         for method in args.methods:
@@ -144,8 +149,13 @@ def main() -> None:
                       f"{args.batch_size} | {result['train_steps_per_s']:.2f} | "
                       f"{result['train_steps_per_s'] * args.batch_size:.1f} | {result['eval_episodes_per_s']:.1f} | "
                       f"{result['peak_train_mb']:.0f} |", flush=True)
+                if not result["finite_losses"]:
+                    diverged.append(f"{method} ({precision})")
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
+    if diverged:
+        raise SystemExit(f"training losses that are not finite (NaN or inf) in: {', '.join(diverged)}; those rows time "
+                         "a diverged run.")
 
 
 if __name__ == "__main__":

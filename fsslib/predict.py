@@ -416,7 +416,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="which fold's zoo model, with --ckpt zoo (its novel classes were unseen; default 0)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--options", action="append", default=None, metavar="KEY=VALUE", help="method option, as in train")
-    parser.add_argument("--backbone-weights", default=None, help="paper tier: local ResNet-50 weights")
+    parser.add_argument("--backbone-weights", default=None,
+                        help="paper tier: a local backbone weight file (PFENet's family: resnet50_v2.pth; "
+                             "docs/paper_tier.md, 'Weights')")
     return parser.parse_args(argv)
 
 

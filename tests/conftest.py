@@ -29,11 +29,20 @@ def tiny_cfg(tmp_path, toy_root):
 
 
 @pytest.fixture(scope="session")
-def random_resnet50():
-    """The paper tier's ResNet-50 with random weights, built once per session (seconds on 2 cores)."""
+def random_backbone():
+    """``random_backbone(name)``: the paper tier's backbone ``name`` with random weights, built once per session on
+    first use (about a second each)."""
+    from functools import cache
+
     from fsslib.models.backbones import build_backbone
 
-    return build_backbone("resnet50", "random")
+    return cache(lambda name: build_backbone(name, "random"))
+
+
+@pytest.fixture(scope="session")
+def random_resnet50(random_backbone):
+    """torchvision's ResNet-50 with random weights (MoCo's architecture)."""
+    return random_backbone("resnet50")
 
 
 @pytest.fixture(scope="session")
@@ -53,7 +62,7 @@ def random_rn50_clip():
 
 
 @pytest.fixture
-def paper_models(monkeypatch, random_resnet50, random_vit_b16, random_rn50_clip):
+def paper_models(monkeypatch, random_backbone, random_vit_b16, random_rn50_clip):
     """Make the methods' ``build`` use the session's random paper-size models instead of building new ones."""
     import fsslib.methods.lfss as lfss
     import fsslib.methods.pfenet as pfenet
@@ -61,6 +70,6 @@ def paper_models(monkeypatch, random_resnet50, random_vit_b16, random_rn50_clip)
     import fsslib.methods.qgnet as qgnet
 
     for module in (pfenet, piclip, lfss, qgnet):
-        monkeypatch.setattr(module, "build_backbone", lambda name, weights=None: random_resnet50)
+        monkeypatch.setattr(module, "build_backbone", lambda name, weights=None: random_backbone(name))
     monkeypatch.setattr(piclip, "load_clip", lambda name, pretrained=None, checkpoint=None: random_vit_b16)
     monkeypatch.setattr(lfss, "load_clip", lambda name, pretrained=None, checkpoint=None: random_rn50_clip)

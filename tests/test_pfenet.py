@@ -112,6 +112,28 @@ def test_paper_tier_shapes_with_random_resnet50(paper_models):
         assert [tuple(a.shape[-2:]) for a in auxiliary] == [(60, 60), (30, 30), (15, 15), (8, 8)]
 
 
+def test_a_random_deep_stem_pfenet_at_the_paper_preset_trains_with_finite_losses(paper_models):
+    """The paper preset (deep-stem ResNet-50, SGD 0.0025, momentum 0.9) with random weights, at 233 x 233 to spare the
+    CPU: three training steps keep finite losses (the backbone's BatchNorm statistics are calibrated; with the
+    initial ones the third loss was NaN)."""
+    from fsslib.models.backbones import DeepStemResNet50Backbone
+
+    torch.manual_seed(0)
+    cfg = make_config(method="pfenet", preset="paper", backbone_weights="random", image_size=233)
+    model = build_method(cfg).train()
+    assert isinstance(model.backbone, DeepStemResNet50Backbone)
+    optimizer = train.make_optimizer(cfg, model)
+    batch = fabricated_batch(batch_size=2, size=cfg.image_size)
+    losses = []
+    for _ in range(3):
+        loss = model.loss(batch)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert all(math.isfinite(loss) for loss in losses), losses
+
+
 def test_no_prior_variant_feeds_zeros_to_the_decoder():
     from fsslib.blocks.priors import NoPrior
     from fsslib.errors import UnknownNameError

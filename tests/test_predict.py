@@ -264,9 +264,11 @@ def test_segment_refuses_pictures_of_the_wrong_shape_and_knows_the_benchmark_s_s
 
 def test_the_command_line_runs_the_paper_tier_with_the_user_s_weight_files(tmp_path, capsys):
     """PFENet at the paper tier through `python -m fsslib.predict`: ImageNet ResNet-50 weights and a trained
-    checkpoint given as local files (random weights here, in the formats torchvision and fsslib.train write)."""
-    import torchvision
+    checkpoint given as local files (random weights here, in the formats PSPNet's resnet50_v2.pth and fsslib.train
+    have)."""
     from skimage import data
+
+    from fabricate import deep_stem_resnet50_state
 
     from fsslib.blocks.frozen import frozen_digests
     from fsslib.config import make_config
@@ -274,8 +276,8 @@ def test_the_command_line_runs_the_paper_tier_with_the_user_s_weight_files(tmp_p
     from fsslib.methods import build_method
     from fsslib.predict import main
 
-    weights = tmp_path / "resnet50.pth"
-    torch.save(torchvision.models.resnet50().state_dict(), weights)
+    weights = tmp_path / "resnet50_v2.pth"
+    torch.save(deep_stem_resnet50_state(), weights)
     cfg = make_config(method="pfenet", preset="paper", backbone_weights=str(weights))
     model = build_method(cfg)
     checkpoint = tmp_path / "best.pt"

@@ -12,7 +12,7 @@ from fsslib.config import make_config
 from fsslib.errors import CheckpointError, UnknownNameError
 from fsslib.methods import build_method, qgnet
 from fsslib.methods.qgnet import QgnetOptionError, RegionMaps, prior_region_map
-from fsslib.models.backbones import ToyResNet, load_moco_resnet50
+from fsslib.models.backbones import DeepStemResNet50Backbone, ResNet50Backbone, ToyResNet, load_moco_resnet50
 from tests.test_pfenet import fabricated_batch
 
 
@@ -108,11 +108,13 @@ def test_moco_checkpoints_load_the_key_encoder_without_its_head(tmp_path):
 
 @pytest.mark.slow
 def test_paper_tier_shapes_with_random_resnet50s(paper_models):
-    """473 x 473, ResNet-50 bridge and prior extractor (random), both region maps into the FEM at 60 x 60."""
+    """473 x 473, ResNet-50 bridge (the deep stem, PFENet's) and prior extractor (the standard stem, MoCo's), random,
+    both region maps into the FEM at 60 x 60."""
     torch.manual_seed(0)
     cfg = make_config(method="qgnet", preset="paper", options={"prior_extractor": "random"})
     assert (cfg.optimizer, cfg.lr, cfg.batch_size, cfg.image_size, cfg.epochs) == ("sgd", 0.0025, 4, 473, 200)
     model = build_method(cfg).eval()
+    assert isinstance(model.backbone, DeepStemResNet50Backbone) and isinstance(model.prior.prior_extractor, ResNet50Backbone)
     batch = fabricated_batch(batch_size=1, size=473)
     with torch.no_grad():
         logits, auxiliary = model.predict(batch.one_way())

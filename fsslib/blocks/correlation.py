@@ -34,7 +34,7 @@ def max_cosine_similarity(query: torch.Tensor, support: torch.Tensor, eps: float
     support_flat = support.flatten(2).transpose(1, 2)  # (N, h'w', C)
     dot = support_flat @ query_flat  # (N, h'w', hw)
     norms = support_flat.norm(dim=2, keepdim=True) @ query_flat.norm(dim=1, keepdim=True)  # (N, h'w', hw)
-    cosine = dot / (norms + eps)
+    cosine = dot.div_(norms.add_(eps))  # in place: two (N, h'w', hw) buffers (52 MB each at 60 x 60), not four
     return cosine.amax(dim=1).view(query.shape[0], *query.shape[-2:])
 
 

@@ -37,7 +37,7 @@ class PriorSource(HoldsFrozen):
                 support_levels: dict[str, torch.Tensor], backbone: nn.Module) -> torch.Tensor:
         """(B, channels, h, w) priors in [0, 1] at the size of ``query_levels["layer3"]``.
 
-        query_levels / support_levels: the frozen backbone's layer1..layer3 of the B queries
+        query_levels / support_levels: the frozen backbone's layer2 and layer3 of the B queries
         and the B*K supports; ``backbone`` is that frozen backbone (a
         ``fsslib.models.backbones.MultiLevelBackbone``, for deeper levels).
         """
@@ -57,12 +57,18 @@ class MaskedSupportPrior(PriorSource):
     @torch.no_grad()
     def forward(self, batch: OneWayInputs, query_levels: dict[str, torch.Tensor],
                 support_levels: dict[str, torch.Tensor], backbone: nn.Module) -> torch.Tensor:
+        return self.from_query_layer4(batch, backbone.layer4(query_levels["layer3"]), support_levels, backbone)
+
+    @torch.no_grad()
+    def from_query_layer4(self, batch: OneWayInputs, query_high: torch.Tensor, support_levels: dict[str, torch.Tensor],
+                          backbone: nn.Module) -> torch.Tensor:
+        """The prior from the queries' layer4 (B, C4, h, w), computed by the caller (QGNet's bridge features are
+        that tensor: computed once for both of its maps)."""
         batch_size, shots = batch.support_images.shape[:2]
         support_layer3 = support_levels["layer3"]  # (B*K, C3, h, w)
         weights = foreground_weights(batch.support_masks.flatten(0, 1), support_layer3.shape[-2:])  # (B*K, 1, h, w)
         support_high = backbone.layer4(support_layer3 * weights)  # (B*K, C4, h, w)
-        query_high = backbone.layer4(query_levels["layer3"])  # (B, C4, h, w)
-        query_repeated = query_high.repeat_interleave(shots, dim=0)  # (B*K, C4, h, w)
+        query_repeated = query_high.repeat_interleave(shots, dim=0) if shots > 1 else query_high  # (B*K, C4, h, w)
         priors = masked_support_prior(query_repeated, support_high, weights)  # (B*K, h, w)
         return priors.view(batch_size, shots, *priors.shape[-2:]).mean(dim=1, keepdim=True)  # (B, 1, h, w)
 

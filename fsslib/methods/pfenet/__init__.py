@@ -2,7 +2,9 @@
 
 Options: :class:`PFENetOptions`. The backbone is always frozen. Training settings come from
 the tier presets: the paper tier is PFENet's PASCAL recipe (SGD lr 0.0025, momentum 0.9,
-weight decay 1e-4, poly 0.9, batch 4, 200 epochs, 473 x 473, ImageNet ResNet-50 dilated).
+weight decay 1e-4, poly 0.9, batch 4, 200 epochs, 473 x 473) on the official code's backbone,
+PSPNet's deep-stem ImageNet ResNet-50 dilated (``PAPER_BACKBONE``; ``backbone="resnet50"`` is
+torchvision's).
 The toy budget (``TOY_TRAINING``, shared by the methods built on PFENet: PI-CLIP, QGNet) is read off
 the validation learning curves (``papermill_runs/results/``): at the toy tier's lr 1e-3, 60 epochs
 still gained 1.5 points in their last quarter (``piclip_budget_control``); at lr 3e-3, 40 epochs
@@ -32,13 +34,14 @@ class PFENetOptions(DecoderOptions):
 
 OPTIONS = PFENetOptions
 VARIANTS = {"no_prior": {"prior": "none"}}
+PAPER_BACKBONE = "resnet50-deepstem"  # the official model/resnet.py's resnet50(deep_base=True): PI-CLIP's, QGNet's too
 TOY_TRAINING = dict(epochs=80, lr=3e-3, episodes_per_epoch=480, val_episodes=300, batch_size=8)
 PRESETS = {
     "toy": dict(**TOY_TRAINING, options={"feature_dim": 64}),
-    "paper": {},  # PFENetOptions' defaults are the paper's
+    "paper": dict(backbone=PAPER_BACKBONE),  # PFENetOptions' defaults are the paper's
 }
 
-__all__ = ["OPTIONS", "PFENet", "PFENetOptions", "PRESETS", "TOY_TRAINING", "VARIANTS", "build"]
+__all__ = ["OPTIONS", "PAPER_BACKBONE", "PFENet", "PFENetOptions", "PRESETS", "TOY_TRAINING", "VARIANTS", "build"]
 
 
 def build(cfg: MethodConfig) -> PFENet:

@@ -57,8 +57,9 @@ class PFENet(FewShotSegmenter):
 
     @torch.no_grad()
     def backbone_levels(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Frozen layer1..layer3 features of (N, 3, H, W) images."""
-        return self.backbone(images, last="layer3")
+        """Frozen layer2 and layer3 features of (N, 3, H, W) images: what the reductions and the priors read
+        (layer1 is not kept: 14 MB per image at 473 x 473)."""
+        return self.backbone(images, last="layer3", first="layer2")
 
     def episode_levels(self, batch: OneWayInputs) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """The frozen backbone's levels of the queries (B, C, h, w) and of the supports (B*K, C, h, w)."""

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from fsslib.errors import CheckpointError, unknown
 from fsslib.methods.base import MethodConfig
 from fsslib.methods.options import DecoderOptions, option
-from fsslib.methods.pfenet import TOY_TRAINING, PFENet
+from fsslib.methods.pfenet import PAPER_BACKBONE, TOY_TRAINING, PFENet
 from fsslib.methods.qgnet.model import PROJECTIONS, QgnetOptionError, RegionMaps, prior_region_map, region_map_statistics
-from fsslib.models.backbones import MultiLevelBackbone, ToyResNet, build_backbone, load_moco_resnet50, load_toy_resnet
+from fsslib.models.backbones import MOCO_BACKBONE, MultiLevelBackbone, ToyResNet, build_backbone, load_moco_resnet50, load_toy_resnet
 from fsslib.paths import CHECKPOINT_DIR, WEIGHTS_DOC
 
 TOY_PRIORS = {  # shipped toy prior extractor -> the `python -m fsslib.pretrain toy-qgnet-prior` flags that make it
@@ -53,8 +53,9 @@ class QGNetOptions(DecoderOptions):
 OPTIONS = QGNetOptions
 PRESETS = {
     "toy": dict(**TOY_TRAINING, options={"feature_dim": 64}),
-    # the official code's: PFENet's recipe (SGD 0.0025, poly 0.9, batch 4, 200 epochs, 473 x 473, ResNet-50)
-    "paper": {},  # QGNetOptions' defaults
+    # the official code's: PFENet's recipe (SGD 0.0025, poly 0.9, batch 4, 200 epochs, 473 x 473) and bridge
+    # backbone (the deep-stem ResNet-50); the prior extractor is a standard-stem MoCo ResNet-50 whatever the backbone
+    "paper": dict(backbone=PAPER_BACKBONE),  # QGNetOptions' defaults
 }
 VARIANTS = {
     "official_projection": {"projection": "official"},
@@ -87,7 +88,8 @@ def frozen_files(options: dict, backbone: str) -> dict[str, str]:
 
 
 def load_prior_extractor(cfg: MethodConfig, options: QGNetOptions) -> MultiLevelBackbone:
-    """The frozen prior extractor ``F_p`` of Eq. 8 (architecture of the backbone, weights from ``options``)."""
+    """The frozen prior extractor ``F_p`` of Eq. 8, weights from ``options``: at the toy tier a toy ResNet, else
+    MoCo's architecture (torchvision's standard-stem ResNet-50, :func:`load_moco_resnet50`) whatever the bridge's."""
     weights = options.prior_extractor
     if cfg.backbone == "toy-resnet":
         if weights == "random":
@@ -102,7 +104,7 @@ def load_prior_extractor(cfg: MethodConfig, options: QGNetOptions) -> MultiLevel
             raise CheckpointError(f"QGNet's toy prior extractor {path} could not be loaded ({error.problem})",
                                   f"{remake}, or pass options={{'prior_extractor': PATH}}.") from None
     if weights == "random":
-        return build_backbone(cfg.backbone, "random")
+        return build_backbone(MOCO_BACKBONE, "random")
     if weights is None:
         raise CheckpointError("QGNet at the paper tier needs its prior extractor, a ResNet-50 pretrained by MoCo v2 "
                               "with the global + local losses.",

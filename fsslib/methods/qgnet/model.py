@@ -72,10 +72,10 @@ class RegionMaps(PriorSource):
                 "use a prior extractor of the backbone's architecture, or options={'projection': 'official'} "
                 "(a learned 3x3 projection of each to feature_dim channels).")
 
-    def region_map(self, query_images: torch.Tensor, query_layer3: torch.Tensor, backbone: nn.Module) -> torch.Tensor:
-        """The prior region map (B, 1, h, w) of the queries: Eqs. 8-12 on (B, 3, H, W) images."""
+    def region_map(self, query_images: torch.Tensor, bridge: torch.Tensor) -> torch.Tensor:
+        """The prior region map (B, 1, h, w) of the queries: Eqs. 8-12 on (B, 3, H, W) images and their bridge
+        features ``X_q`` (B, C4, h, w), the frozen backbone's layer4."""
         with torch.no_grad():
-            bridge = backbone.layer4(query_layer3)  # (B, C4, h, w): X_q
             prior = self.prior_extractor(query_images)["layer4"]  # (B, C4', h', w'): P_q
         if self.projection == "official":
             bridge, prior = self.project_bridge(bridge), self.project_prior(prior)
@@ -83,8 +83,10 @@ class RegionMaps(PriorSource):
 
     def forward(self, batch: OneWayInputs, query_levels: dict[str, torch.Tensor],
                 support_levels: dict[str, torch.Tensor], backbone: nn.Module) -> torch.Tensor:
-        guided = self.guided(batch, query_levels, support_levels, backbone)  # (B, 1, h, w)
-        return torch.cat([guided, self.region_map(batch.query_images, query_levels["layer3"], backbone)], dim=1)
+        with torch.no_grad():  # X_q, also the query features of the guided map (computed once, as the official code)
+            bridge = backbone.layer4(query_levels["layer3"])  # (B, C4, h, w)
+        guided = self.guided.from_query_layer4(batch, bridge, support_levels, backbone)  # (B, 1, h, w)
+        return torch.cat([guided, self.region_map(batch.query_images, bridge)], dim=1)
 
 
 def _projection(in_channels: int, feature_dim: int, dropout: float) -> nn.Sequential:
