@@ -114,8 +114,9 @@ def test_paper_tier_shapes_with_random_resnet50(paper_models):
 
 def test_a_random_deep_stem_pfenet_at_the_paper_preset_trains_with_finite_losses(paper_models):
     """The paper preset (deep-stem ResNet-50, SGD 0.0025, momentum 0.9) with random weights, at 233 x 233 to spare the
-    CPU: three training steps keep finite losses (the backbone's BatchNorm statistics are calibrated; with the
-    initial ones the third loss was NaN)."""
+    CPU: five training steps keep losses finite and near their start (the backbone's BatchNorm statistics are
+    calibrated: with the initial ones the third loss was NaN; the decoder keeps PyTorch's default init, as the
+    official code: with He-normal weights the losses went 22.7, 2.1e3, 916, 9.6e4, 2.8e26)."""
     from fsslib.models.backbones import DeepStemResNet50Backbone
 
     torch.manual_seed(0)
@@ -125,13 +126,13 @@ def test_a_random_deep_stem_pfenet_at_the_paper_preset_trains_with_finite_losses
     optimizer = train.make_optimizer(cfg, model)
     batch = fabricated_batch(batch_size=2, size=cfg.image_size)
     losses = []
-    for _ in range(3):
+    for _ in range(5):
         loss = model.loss(batch)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
-    assert all(math.isfinite(loss) for loss in losses), losses
+    assert all(math.isfinite(loss) and loss < 3 * losses[0] for loss in losses), losses
 
 
 def test_no_prior_variant_feeds_zeros_to_the_decoder():

@@ -19,7 +19,8 @@ scale's features are first upsampled to the full map (``pyramid_feat_list``) and
 resizes that map down to its bin (60 -> 30 -> 60 -> 15, not 30 -> 15: bilinear resizes with
 aligned corners do not compose). ``tests/test_blocks.py`` transcribes the official loop
 independently and matches it to float precision at the paper's 60 x 60 and the toy tier's 8 x 8.
-Not taken from the official code: the He-normal init (:func:`kaiming_init`).
+Not taken from the official code: the He-normal init (:func:`kaiming_init`, ``he_init=True``), which the toy
+tier's short runs need; ``he_init=False`` keeps PyTorch's default init, as the official code (the paper presets).
 
 ASPP decoder (LFSS Eqs. 18-19, "an ASPP block and three plain convolution blocks"):
 atrous spatial pyramid pooling as the few-shot segmenters that use it (CANet, ASGNet
@@ -92,7 +93,8 @@ class FeatureEnrichmentModule(nn.Module):
     shot, refined VTP). Reusable by other methods that bring their own features and priors.
     """
 
-    def __init__(self, feature_dim: int, prior_channels: int = 1, n_scales: int = len(PAPER_BINS)) -> None:
+    def __init__(self, feature_dim: int, prior_channels: int = 1, n_scales: int = len(PAPER_BINS),
+                 he_init: bool = True) -> None:
         super().__init__()
         self.prior_channels = prior_channels
         self.init_merge = nn.ModuleList(
@@ -106,7 +108,8 @@ class FeatureEnrichmentModule(nn.Module):
         self.res1 = nn.Sequential(nn.Conv2d(feature_dim * n_scales, feature_dim, 1, bias=False), nn.ReLU(inplace=True))
         self.res2 = _double_conv(feature_dim)
         self.cls = _classifier(feature_dim)
-        kaiming_init(self)
+        if he_init:  # else PyTorch's default, as the official code
+            kaiming_init(self)
 
     def forward(self, query: torch.Tensor, prototype: torch.Tensor, prior: torch.Tensor
                 ) -> tuple[torch.Tensor, list[torch.Tensor]]:

@@ -202,3 +202,6 @@ class DecoderOptions(MethodOptions):
 
     feature_dim: int = option(256, "channels of the reduced features (PFENet's reduce_dim: 256 paper, 64 toy)", at_least=1)
     dropout: float = option(0.5, "dropout of the feature reductions (PFENet: 0.5)", at_least=0, at_most=1)
+    init: str = option("he_normal", "the new convolutions' initial weights: he_normal (fsslib's, which the toy tier's "
+                       "short runs need) or pytorch (PyTorch's default, the official code's; the paper presets')",
+                       ("he_normal", "pytorch"))

@@ -38,7 +38,7 @@ PAPER_BACKBONE = "resnet50-deepstem"  # the official model/resnet.py's resnet50(
 TOY_TRAINING = dict(epochs=80, lr=3e-3, episodes_per_epoch=480, val_episodes=300, batch_size=8)
 PRESETS = {
     "toy": dict(**TOY_TRAINING, options={"feature_dim": 64}),
-    "paper": dict(backbone=PAPER_BACKBONE),  # PFENetOptions' defaults are the paper's
+    "paper": dict(backbone=PAPER_BACKBONE, options={"init": "pytorch"}),  # else PFENetOptions' defaults: the paper's
 }
 
 __all__ = ["OPTIONS", "PAPER_BACKBONE", "PFENet", "PFENetOptions", "PRESETS", "TOY_TRAINING", "VARIANTS", "build"]
@@ -47,4 +47,4 @@ __all__ = ["OPTIONS", "PAPER_BACKBONE", "PFENet", "PFENetOptions", "PRESETS", "T
 def build(cfg: MethodConfig) -> PFENet:
     options = PFENetOptions.parse(cfg.options)
     return PFENet(build_backbone(cfg.backbone, cfg.backbone_weights), PRIOR_SOURCES[options.prior](),
-                  feature_dim=options.feature_dim, dropout=options.dropout)
+                  feature_dim=options.feature_dim, dropout=options.dropout, he_init=options.init == "he_normal")

@@ -11,8 +11,10 @@ Pipeline for a query and K supports (shapes for the paper tier: 473 x 473 -> 60 
   (CLIP priors) and QGNet (region maps) pass theirs -- the rest of the model is the same.
 * FEM decoder (Sec. 3.3, :class:`fsslib.blocks.FeatureEnrichmentModule`).
 * Loss = CE(final) + mean over scales of CE(auxiliary) (PFENet's aux weight 1.0).
-* New convolutions start from He-normal weights (:func:`fsslib.blocks.kaiming_init`; PFENet's
-  code keeps PyTorch's default init, which trains far slower at the toy tier's few hundred steps).
+* New convolutions start from He-normal weights (:func:`fsslib.blocks.kaiming_init`) at the toy tier: PFENet's
+  code keeps PyTorch's default init, which trains far slower at the toy tier's few hundred steps. The paper
+  presets keep the official default (option ``init="pytorch"``, ``he_init=False``): with SGD at 0.0025 on
+  features of order one, He-normal weights diverge within a few steps (random-weight rehearsals).
 
 The backbone is frozen (held with :meth:`~fsslib.methods.base.FewShotSegmenter.hold_frozen`:
 eval-mode BatchNorm statistics, not in the checkpoint), as PFENet.
@@ -32,23 +34,24 @@ from fsslib.methods.base import FewShotSegmenter, require_one_way, segmentation_
 from fsslib.models.backbones import MultiLevelBackbone
 
 
-def _reduction(in_channels: int, feature_dim: int, dropout: float) -> nn.Sequential:
-    return kaiming_init(nn.Sequential(nn.Conv2d(in_channels, feature_dim, 1, bias=False), nn.ReLU(inplace=True),
-                                      nn.Dropout2d(dropout)))
+def _reduction(in_channels: int, feature_dim: int, dropout: float, he_init: bool) -> nn.Sequential:
+    layers = nn.Sequential(nn.Conv2d(in_channels, feature_dim, 1, bias=False), nn.ReLU(inplace=True),
+                           nn.Dropout2d(dropout))
+    return kaiming_init(layers) if he_init else layers
 
 
 class PFENet(FewShotSegmenter):
     """PFENet: frozen backbone, mid-level prototype, a prior source, FEM decoder."""
 
     def __init__(self, backbone: MultiLevelBackbone, prior: PriorSource | None = None, feature_dim: int = 256,
-                 dropout: float = 0.5) -> None:
+                 dropout: float = 0.5, he_init: bool = True) -> None:
         super().__init__()
         self.hold_frozen("backbone", backbone)
         self.prior = prior if prior is not None else MaskedSupportPrior()
         mid_channels = backbone.channels["layer2"] + backbone.channels["layer3"]
-        self.down_query = _reduction(mid_channels, feature_dim, dropout)
-        self.down_support = _reduction(mid_channels, feature_dim, dropout)
-        self.decoder = FeatureEnrichmentModule(feature_dim, self.prior.channels)
+        self.down_query = _reduction(mid_channels, feature_dim, dropout, he_init)
+        self.down_support = _reduction(mid_channels, feature_dim, dropout, he_init)
+        self.decoder = FeatureEnrichmentModule(feature_dim, self.prior.channels, he_init=he_init)
 
     @property
     def reads_image_labels(self) -> bool:

@@ -51,7 +51,7 @@ PRESETS = {
     # PI-CLIP trains 30 epochs (Sec. 4.1), batch 4 for 1-shot (2 for 5-shot: set batch_size=2), tau = 0.01
     # PI-CLIP follows BAM's rule: training images that contain a novel class are dropped
     # the backbone: PFENet's deep-stem ResNet-50 (the official code's initmodel/resnet50_v2.pth); else PiclipOptions' defaults
-    "paper": dict(epochs=30, novel_rule="bam", backbone=PAPER_BACKBONE, options={"vtp_temperature": 0.01}),
+    "paper": dict(epochs=30, novel_rule="bam", backbone=PAPER_BACKBONE, options={"vtp_temperature": 0.01, "init": "pytorch"}),
 }
 VARIANTS = {
     "vtp": {"priors": ["vtp"], "refine": ["vtp"]},  # Table 3, baseline + VTP
@@ -86,4 +86,4 @@ def build(cfg: MethodConfig) -> PFENet:
         vtp_prompts=options.vtp_prompts,
     )
     return PFENet(build_backbone(cfg.backbone, cfg.backbone_weights), priors, feature_dim=options.feature_dim,
-                  dropout=options.dropout)
+                  dropout=options.dropout, he_init=options.init == "he_normal")

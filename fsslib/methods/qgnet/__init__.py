@@ -55,7 +55,7 @@ PRESETS = {
     "toy": dict(**TOY_TRAINING, options={"feature_dim": 64}),
     # the official code's: PFENet's recipe (SGD 0.0025, poly 0.9, batch 4, 200 epochs, 473 x 473) and bridge
     # backbone (the deep-stem ResNet-50); the prior extractor is a standard-stem MoCo ResNet-50 whatever the backbone
-    "paper": dict(backbone=PAPER_BACKBONE),  # QGNetOptions' defaults
+    "paper": dict(backbone=PAPER_BACKBONE, options={"init": "pytorch"}),  # else QGNetOptions' defaults
 }
 VARIANTS = {
     "official_projection": {"projection": "official"},
@@ -119,4 +119,5 @@ def build(cfg: MethodConfig) -> PFENet:
     backbone = build_backbone(cfg.backbone, cfg.backbone_weights)
     prior = RegionMaps(load_prior_extractor(cfg, options), backbone.channels["layer4"], projection=options.projection,
                        feature_dim=options.feature_dim, dropout=options.dropout)
-    return PFENet(backbone, prior, feature_dim=options.feature_dim, dropout=options.dropout)
+    return PFENet(backbone, prior, feature_dim=options.feature_dim, dropout=options.dropout,
+                  he_init=options.init == "he_normal")
