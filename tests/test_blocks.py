@@ -137,21 +137,26 @@ def test_fem_matches_an_independent_transcription_of_the_official_decoder(size, 
 def test_the_former_inter_scale_path_equals_the_official_one_at_the_toy_map_only(size, bins, same):
     """At the toy tier's 8 x 8 map the resizes to bins 2 and 1 keep only corner values, which an upsampling with
     aligned corners keeps too, so resizing bin to bin (fsslib's former path) and through the full map (the official
-    one) give the same outputs and gradients, bit for bit: the toy zoo trained on the former path is what the
-    official path trains. At the paper's 60 x 60 they differ."""
+    one) give the same outputs bit for bit, and gradients equal but for the order of their sums (float64's last
+    bits): the toy zoo trained on the former path is a model of the official decoder. At the paper's 60 x 60 the
+    outputs differ."""
     torch.manual_seed(0)
     official = OfficialFEM(reduce_dim=8, bins=bins).double().train()
     former = OfficialFEM(reduce_dim=8, bins=bins, bin_to_bin=True).double().train()
     former.load_state_dict(official.state_dict())
     inputs = (torch.rand(2, 8, size, size, dtype=torch.float64), torch.rand(2, 8, 1, 1, dtype=torch.float64),
               torch.rand(2, 1, size, size, dtype=torch.float64))
-    outputs = []
+    outputs, gradients = [], []
     for model in (official, former):
         torch.manual_seed(1)  # the same dropout masks
         logits, auxiliary = model(*inputs)
         (logits.square().mean() + sum(a.square().mean() for a in auxiliary)).backward()
-        outputs.append([logits, *auxiliary, *(p.grad for p in model.parameters())])
+        outputs.append([logits, *auxiliary])
+        gradients.append([p.grad for p in model.parameters()])
     assert all(torch.equal(a, b) for a, b in zip(*outputs)) is same
+    if same:
+        for a, b in zip(*gradients):
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-15)
 
 
 def test_pfenet_loss_is_the_official_main_plus_mean_auxiliary_at_the_label_size():
