@@ -68,14 +68,25 @@ def checkpoint_path(cfg: Config) -> str | None:
     return str(zoo_checkpoint(cfg.method, cfg.fold, shots, cfg.variant))
 
 
+def seeded_build(cfg: Config) -> FewShotSegmenter:
+    """``build_method(cfg)`` with torch's generator seeded by ``cfg.seed`` and restored afterwards: the draws training
+    makes right after seeding (``fsslib.train.run``), so every load gets the random weights it was trained with."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        return build_method(cfg)
+
+
 def load_model(cfg: Config, device: torch.device) -> FewShotSegmenter:
     """Build ``cfg.method``; trained methods load ``cfg.ckpt`` (required: a path, or ``zoo``)."""
     return load_model_and_config(cfg, device)[0]
 
 
 def load_model_and_config(cfg: Config, device: torch.device) -> tuple[FewShotSegmenter, dict | None]:
-    """:func:`load_model`, with the configuration the checkpoint was trained with (None: a training-free method)."""
-    model = build_method(cfg)
+    """:func:`load_model`, with the configuration the checkpoint was trained with (None: a training-free method).
+
+    The model is built under ``cfg.seed``, as training builds it: a frozen part with random weights (e.g. QGNet's
+    untrained prior extractor) is then the one the checkpoint was trained beside, whatever ran before."""
+    model = seeded_build(cfg)
     trained = None
     if model.trainable:
         path = checkpoint_path(cfg)

@@ -122,3 +122,20 @@ def test_paper_tier_shapes_with_random_resnet50s(paper_models):
     assert model.decoder.init_merge[0][0].in_channels == 2 * 256 + 2
     with pytest.raises(CheckpointError, match="prior extractor"):
         build_method(make_config(method="qgnet", preset="paper"))
+
+
+def test_a_random_prior_extractor_is_the_one_its_checkpoint_was_trained_beside(tmp_path):
+    """QGNet's untrained prior extractor (Table VI's row without either loss) has random weights: a checkpoint
+    reloads beside the same ones whatever drew from torch's generator before (engine.seeded_build)."""
+    from fsslib.engine import load_model
+
+    cfg = make_config(method="qgnet", variant="untrained_prior", backbone_weights="random", seed=3)
+    torch.manual_seed(cfg.seed)  # as training seeds before it builds
+    trained = build_method(cfg)
+    path = tmp_path / "best.pt"
+    from fsslib.blocks.frozen import frozen_digests
+    torch.save({"method": "qgnet", "model": trained.state_dict(), "config": cfg.to_dict(), "frozen": frozen_digests(trained),
+                "epoch": 1}, path)
+    torch.rand(100)  # other work moved the generator
+    loaded = load_model(replace(cfg, ckpt=str(path)), torch.device("cpu"))
+    assert frozen_digests(loaded) == frozen_digests(trained)
