@@ -157,7 +157,7 @@ def interactive_figure(draw: Callable[..., Figure], **controls):
             plt.close(figure)
 
     def redraw(change: dict | None = None) -> None:
-        busy.value, busy.layout.display = f"drawing {settings()} ...", None
+        busy.value, busy.layout.display = f"loading and drawing {settings()} ...", None
         try:
             output.outputs = tuple(outputs_of_values())
         except Exception:  # shown to the user in place of the figure; the first draw raises instead

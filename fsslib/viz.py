@@ -82,18 +82,21 @@ def plot_episode(episode: Episode, prediction: torch.Tensor | None = None, title
     ways, shots = episode.support_images.shape[:2]
     columns = shots + 1 + (prediction is not None)
     width = min(2.2, COLUMN_INCHES / columns)
-    fig, axes = plt.subplots(ways, columns, figsize=(width * columns, 2.4 * ways * width / 2.2 + 0.5), squeeze=False)
+    narrow = width < 1.9  # two-line titles, so that they do not run into each other
+    fig, axes = plt.subplots(ways, columns, figsize=(width * columns, (width + 0.6 if narrow else 2.4) * ways + 0.5),
+                             squeeze=False)
+    sep = "\n" if narrow else ", "
     for way in range(ways):
         for k in range(shots):
             axes[way, k].imshow(overlay(episode.support_images[way, k], episode.support_masks[way, k], WAY_COLOURS[way]))
-            axes[way, k].set_title(f"{episode.class_names[way]}, support {k + 1}", fontsize=8)
+            axes[way, k].set_title(f"{episode.class_names[way]}{sep}support {k + 1}", fontsize=8)
     axes[0, shots].imshow(overlay(episode.query_image, episode.query_mask, alpha=0.25))
     outline(axes[0, shots], episode.query_mask, ways)
-    axes[0, shots].set_title("query, truth outlined", fontsize=9)
+    axes[0, shots].set_title(f"query{sep}truth outlined", fontsize=9)
     if prediction is not None:
         axes[0, shots + 1].imshow(overlay(episode.query_image, prediction))
         outline(axes[0, shots + 1], episode.query_mask, ways)
-        axes[0, shots + 1].set_title("prediction (truth outlined)", fontsize=9)
+        axes[0, shots + 1].set_title(f"prediction{sep}(truth outlined)", fontsize=9)
     for ax in axes.flat:
         ax.axis("off")
     fig.suptitle(title or episode_title(episode.class_names, support_mode, f"{ways}-way {shots}-shot"), fontsize=10)

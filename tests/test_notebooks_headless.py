@@ -183,7 +183,7 @@ def test_the_widget_labels_its_controls_in_full_and_says_when_it_redraws():
     assert slider.style.description_width == "initial" and slider.description == "compactness"
     assert index.description == "image" and busy.layout.display == "none"
     index.value = 3
-    assert notes[-1] == ("drawing compactness=1.0, image_index=3 ...", None) and busy.layout.display == "none"
+    assert notes[-1] == ("loading and drawing compactness=1.0, image_index=3 ...", None) and busy.layout.display == "none"
 
 
 def test_notebook_outputs_go_to_one_ignored_folder(monkeypatch, tmp_path):
