@@ -174,6 +174,23 @@ def test_figures_fit_a_notebook_column():
         plt.close(figure)
 
 
+def test_the_own_data_figure_outlines_the_ground_truth_where_there_is_one():
+    import matplotlib.pyplot as plt
+    import torch
+
+    from fsslib.viz import plot_prediction
+
+    image, truth = torch.rand(3, 64, 64), torch.zeros(64, 64, dtype=torch.long)
+    truth[10:30, 10:30] = 1
+    outlined = plot_prediction(image, truth, ["dotted star"], "pfenet", truth)
+    assert [ax.get_title() for ax in outlined.axes] == ["query, truth outlined", "prediction, truth outlined"]
+    assert all(ax.collections for ax in outlined.axes)  # the contour of the truth on both panels
+    plain = plot_prediction(image, truth, ["dotted star"], "pfenet")
+    assert [ax.get_title() for ax in plain.axes] == ["query", "prediction"] and not any(ax.collections for ax in plain.axes)
+    plt.close(outlined)
+    plt.close(plain)
+
+
 def test_the_seed_spread_sets_other_seeds_beside_the_zoo_models():
     from fsslib.compare import seed_spread
 
