@@ -16,7 +16,9 @@ import base64
 import io
 import os
 import platform
+import sys
 import traceback
+import uuid
 from pathlib import Path
 from typing import Callable
 
@@ -25,6 +27,7 @@ from matplotlib.figure import Figure
 
 from fsslib.data.episodes import Episode, EpisodeDataset, collate_episodes
 from fsslib.device import resolve_device
+from fsslib.errors import FsslibError
 from fsslib.methods.base import FewShotSegmenter
 from fsslib.paths import data_root, outputs_root, weights_root
 
@@ -72,34 +75,56 @@ def output_dir(name: str) -> Path:
     return outputs_root() / name
 
 
-def _figure_output(figure: Figure) -> dict:
-    """An nbformat ``display_data`` output holding the figure as a PNG; the figure is closed, so the
-    inline backend does not draw it a second time."""
-    import matplotlib.pyplot as plt
-
+def _figure_output(figure: Figure, caption: str = "") -> dict:
+    """An nbformat ``display_data`` output holding the figure as a PNG, with ``caption`` written above it
+    when given (the figure keeps the caption: save the copy without it first)."""
+    if caption:
+        figure.text(0.0, 1.01, caption, ha="left", va="bottom", fontsize=8, style="italic", color="0.35")
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", bbox_inches="tight")
-    plt.close(figure)
     return {"output_type": "display_data", "metadata": {},
             "data": {"image/png": base64.b64encode(buffer.getvalue()).decode("ascii"), "text/plain": repr(figure)}}
 
 
-def _error_output() -> dict:
-    """The current exception as a ``stream`` output, shown in place of the figure."""
-    return {"output_type": "stream", "name": "stderr", "text": traceback.format_exc()}
+def _error_output(settings: str) -> dict:
+    """The current exception as a ``stream`` output, shown in place of the figure: one line for an
+    :class:`~fsslib.errors.FsslibError` (a value the user can change, e.g. a name the toy text tower
+    cannot encode), the traceback for anything else (a bug)."""
+    error = sys.exc_info()[1]
+    if isinstance(error, FsslibError):
+        text = f"cannot draw {settings}: {error.problem} How to fix: {error.fix}".replace("\n", " ") + "\n"
+    else:
+        text = traceback.format_exc()
+    return {"output_type": "stream", "name": "stderr", "text": text}
+
+
+def _in_notebook_kernel() -> bool:
+    """True inside an IPython kernel, where ``display`` reaches the cell's outputs (not in a plain
+    interpreter or a test)."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    return InteractiveShell.initialized() and type(InteractiveShell.instance()).__name__ == "ZMQInteractiveShell"
 
 
 def interactive_figure(draw: Callable[..., Figure], **controls):
     """A widget that redraws ``draw(**values)`` whenever one of the named ``controls`` (ipywidgets, e.g.
-    ``episode=IntSlider(0, 0, 99)``) changes: the controls above an Output showing the figure.
+    ``episode=IntSlider(0, 0, 99)``) changes: the controls above an Output showing the figure, the one
+    call a lesson needs.
 
     ``draw`` returns a matplotlib figure (every ``fsslib.viz`` function does). The first figure is drawn
-    now, so a mistake in ``draw`` fails the cell; a later error is shown in place of the figure. Pair
-    the widget with a plain call of ``draw`` in the same cell, which is what a headless run shows.
-    Headless clients (papermill, ``nbconvert --execute``) run it without hanging: see the module
-    docstring.
+    now, so a mistake in ``draw`` fails the cell; in a notebook it is also shown before the widget as a
+    plain figure captioned "static figure: <settings>", which is what a page without a kernel (a
+    repository browser, a reopened notebook) and a headless run show. While the widget runs in
+    JupyterLab, a style it carries hides that static copy, so the learner sees one figure, the one
+    that responds. Text boxes redraw on Enter (or leaving the box), not on every keystroke; a
+    redraw that raises an :class:`~fsslib.errors.FsslibError` (e.g. a name the toy text tower cannot
+    encode) shows its one-line message in place of the figure, another error its traceback; a line
+    above the figure says when a redraw is running (loading models can take seconds). Headless
+    clients (papermill, ``nbconvert --execute``) run it without hanging: see the module docstring.
     """
     import ipywidgets as widgets
+    import matplotlib.pyplot as plt
+    from IPython.display import display
 
     if not controls:
         raise TypeError("interactive_figure needs at least one control, e.g. episode=ipywidgets.IntSlider(0, 0, 9)")
@@ -108,29 +133,55 @@ def interactive_figure(draw: Callable[..., Figure], **controls):
             raise TypeError(f"control {name!r} is a {type(control).__name__}, not an ipywidgets value widget "
                             "(e.g. IntSlider, Text, Dropdown)")
         control.description = control.description or name
+        style = getattr(control, "style", None)
+        if style is not None and "description_width" in style.keys and not style.description_width:
+            style.description_width = "initial"  # the whole description, not "compactn..."
+        if isinstance(control, (widgets.Text, widgets.Textarea)):
+            control.continuous_update = False  # redraw on Enter, not on each partial word
     output = widgets.Output()
+    busy = widgets.Label(layout=widgets.Layout(display="none"))  # shown while a redraw runs
 
-    def figure_of_values() -> dict:
+    def settings() -> str:
+        return ", ".join(f"{name}={control.value!r}" for name, control in controls.items())
+
+    def outputs_of_values(static_caption: str = "") -> list[dict]:
+        """The figure's output, and its captioned static copy when ``static_caption`` is given; the figure
+        is closed, so the inline backend does not draw it a second time."""
         figure = draw(**{name: control.value for name, control in controls.items()})
         if not isinstance(figure, Figure):
             raise TypeError(f"draw must return a matplotlib Figure, got {type(figure).__name__}: "
                             "return the figure a fsslib.viz function makes")
-        return _figure_output(figure)
+        try:
+            return [_figure_output(figure)] + ([_figure_output(figure, static_caption)] if static_caption else [])
+        finally:
+            plt.close(figure)
 
     def redraw(change: dict | None = None) -> None:
+        busy.value, busy.layout.display = f"loading and drawing {settings()} ...", None
         try:
-            output.outputs = (figure_of_values(),)
+            output.outputs = tuple(outputs_of_values())
         except Exception:  # shown to the user in place of the figure; the first draw raises instead
-            output.outputs = (_error_output(),)
+            output.outputs = (_error_output(settings()),)
+        finally:
+            busy.layout.display = "none"
 
-    output.outputs = (figure_of_values(),)
+    shown, *static = outputs_of_values(f"static figure: {settings()} (with a running kernel, the widget below "
+                                       "redraws it)" if _in_notebook_kernel() else "")
+    output.outputs = (shown,)
+    if static:
+        display(static[0]["data"], raw=True)
     for control in controls.values():
         control.observe(redraw, names="value")
-    return widgets.VBox([*controls.values(), output])
+    box_class = f"fsslib-widget-{uuid.uuid4().hex}"
+    hide_static = widgets.HTML(f"<style>.jp-OutputArea-child:has(+ .jp-OutputArea-child .{box_class}) "
+                               "{display: none;}</style>", layout=widgets.Layout(display="none"))
+    box = widgets.VBox([*controls.values(), hide_static, busy, output])
+    box.add_class(box_class)
+    return box
 
 
 def episode_browser(dataset: EpisodeDataset, draw: Callable[[Episode], Figure]):
-    """A slider over the dataset's episode indices that shows ``draw(episode)`` (pair it with a plain call)."""
+    """A slider over the dataset's episode indices that shows ``draw(episode)`` (see :func:`interactive_figure`)."""
     import ipywidgets as widgets
 
     return interactive_figure(lambda episode: draw(dataset[episode]),

@@ -18,6 +18,15 @@ def _image(tensor: torch.Tensor) -> np.ndarray:
     return tensor.detach().float().permute(1, 2, 0).clamp(0, 1).cpu().numpy()
 
 
+COLUMN_INCHES = 8.5  # a notebook column at 100 dpi: no figure is wider, so nothing is scaled down to unreadable text
+
+
+def _grid(panels: int, most: int) -> tuple[int, int]:
+    """(rows, columns) for ``panels`` panels, at most ``most`` per row, the rows as even as they can be."""
+    rows = -(-panels // most)
+    return rows, -(-panels // rows)
+
+
 WAY_COLOURS = ((1.0, 0.2, 0.2), (0.2, 0.4, 1.0), (0.2, 0.8, 0.2), (1.0, 0.8, 0.1), (0.8, 0.3, 0.9))
 IGNORE_GREY = (0.75, 0.75, 0.75)
 
@@ -72,18 +81,22 @@ def plot_episode(episode: Episode, prediction: torch.Tensor | None = None, title
     The title names the classes and ``support_mode`` (what the method read of the supports)."""
     ways, shots = episode.support_images.shape[:2]
     columns = shots + 1 + (prediction is not None)
-    fig, axes = plt.subplots(ways, columns, figsize=(2.2 * columns, 2.4 * ways + 0.5), squeeze=False)
+    width = min(2.2, COLUMN_INCHES / columns)
+    narrow = width < 1.9  # two-line titles, so that they do not run into each other
+    fig, axes = plt.subplots(ways, columns, figsize=(width * columns, (width + 0.6 if narrow else 2.4) * ways + 0.5),
+                             squeeze=False)
+    sep = "\n" if narrow else ", "
     for way in range(ways):
         for k in range(shots):
             axes[way, k].imshow(overlay(episode.support_images[way, k], episode.support_masks[way, k], WAY_COLOURS[way]))
-            axes[way, k].set_title(f"{episode.class_names[way]}, support {k + 1}", fontsize=8)
+            axes[way, k].set_title(f"{episode.class_names[way]}{sep}support {k + 1}", fontsize=8)
     axes[0, shots].imshow(overlay(episode.query_image, episode.query_mask, alpha=0.25))
     outline(axes[0, shots], episode.query_mask, ways)
-    axes[0, shots].set_title("query, truth outlined", fontsize=9)
+    axes[0, shots].set_title(f"query{sep}truth outlined", fontsize=9)
     if prediction is not None:
         axes[0, shots + 1].imshow(overlay(episode.query_image, prediction))
         outline(axes[0, shots + 1], episode.query_mask, ways)
-        axes[0, shots + 1].set_title("prediction (truth outlined)", fontsize=9)
+        axes[0, shots + 1].set_title(f"prediction{sep}(truth outlined)", fontsize=9)
     for ax in axes.flat:
         ax.axis("off")
     fig.suptitle(title or episode_title(episode.class_names, support_mode, f"{ways}-way {shots}-shot"), fontsize=10)
@@ -106,8 +119,13 @@ def plot_maps(image: torch.Tensor, maps: dict[str, torch.Tensor], mask: torch.Te
         raise ValueError(f"the ground truth is {tuple(mask.shape)} but the image is {size}: pass the mask at the "
                          "image's size (an episode's query_mask, not its query_label)")
     panels = 1 + len(maps) + len(labels)
-    fig, axes = plt.subplots(1, panels, figsize=(2.45 * panels, 3.0), squeeze=False, layout="constrained")
-    axes = axes[0]
+    rows, columns = _grid(panels, 4)
+    width = min(2.45, COLUMN_INCHES / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(width * columns, 3.0 * rows * width / 2.45), squeeze=False,
+                             layout="constrained")
+    for ax in axes.flat[panels:]:
+        ax.remove()
+    axes = axes.flat[:panels]
     ways = max(len(class_names), 1)
     axes[0].imshow(_image(image))
     axes[0].set_title("image" + (", truth outlined" if mask is not None else ""), fontsize=9)
@@ -149,12 +167,13 @@ def plot_per_class(metrics: dict, reference: dict | None = None) -> Figure:
     """Per-class IoU bars of ``metrics`` (and of a ``reference`` run, e.g. all-foreground)."""
     names = list(metrics["per_class_iou"])
     positions = np.arange(len(names))
-    fig, ax = plt.subplots(figsize=(1.2 * len(names) + 2, 3))
+    fig, ax = plt.subplots(figsize=(min(1.2 * len(names) + 2, COLUMN_INCHES), 3))
     width = 0.4 if reference else 0.8
     ax.bar(positions, [metrics["per_class_iou"][n] for n in names], width, label=metrics["method"])
     if reference:
         ax.bar(positions + width, [reference["per_class_iou"].get(n, 0) for n in names], width, label=reference["method"])
-    ax.set_xticks(positions + (width / 2 if reference else 0), names, rotation=20, fontsize=8)
+    ax.set_xticks(positions + (width / 2 if reference else 0), names, rotation=20 if len(names) <= 6 else 60, fontsize=8,
+                  ha="right")
     ax.set_ylabel("IoU (%)")
     ax.set_title(f"fold {metrics['fold']}, {metrics['shots']}-shot: mIoU {metrics['miou']:.1f}", fontsize=10)
     ax.legend(fontsize=8)
@@ -182,7 +201,7 @@ def plot_learning_curves(curves: dict[str, list[dict]], title: str = "", x: str 
     rows = -(-len(groups) // columns)
     single = len(groups) == 1
     legend_rows = (len(curves) + 2) // 2 if single else 0
-    fig, axes = plt.subplots(rows, columns, figsize=(8 if single else 3.2 * columns, (3.5 + 0.16 * legend_rows) if single
+    fig, axes = plt.subplots(rows, columns, figsize=(8 if single else min(3.2 * columns, COLUMN_INCHES), (3.5 + 0.16 * legend_rows) if single
                                                      else 2.6 * rows + 0.6),
                              layout="constrained", sharey=not single, squeeze=False)
     for ax, (group, members) in zip(axes.flat, groups.items()):
@@ -245,16 +264,19 @@ def plot_superpixels(images: torch.Tensor, segmentations: dict[str, torch.Tensor
 
     rows = len(segmentations) + (patches is not None)
     count = len(images)
-    fig, axes = plt.subplots(rows, count, figsize=(1.9 * count, 2.0 * rows), squeeze=False)
+    width = min(1.9, COLUMN_INCHES / count)
+    fig, axes = plt.subplots(rows, count, figsize=(width * count + 0.3, (width + 0.1) * rows), squeeze=False)
     for row, (name, segments) in enumerate(segmentations.items()):
+        axes[row, 0].text(-0.08, 0.5, name, rotation=90, ha="right", va="center", fontsize=9,
+                          transform=axes[row, 0].transAxes)
         for column in range(count):
             labels = segments[column].detach().cpu().numpy()
             axes[row, column].imshow(mark_boundaries(_image(images[column]), labels, color=(1, 1, 0)))
-            axes[row, column].set_title(f"{name}: {len(np.unique(labels))} segments", fontsize=8)
+            axes[row, column].set_title(f"{len(np.unique(labels))} segments", fontsize=8)
     if patches is not None:
         for column in range(count):
             axes[-1, column].imshow(_image(patches[column]))
-            axes[-1, column].set_title("a patch as input", fontsize=8)
+            axes[-1, column].set_title("patch (input)", fontsize=8)
     for ax in axes.flat:
         ax.axis("off")
     fig.tight_layout()
@@ -266,7 +288,7 @@ def plot_comparison(table: list[dict], settings: Sequence[str], folds: str = "me
     columns are ``"<setting> mIoU"``, e.g. ``"1-way 1-shot mIoU"``); ``folds`` names the folds they cover (:func:`fsslib.compare.folds_text`)."""
     positions = np.arange(len(table))
     width = 0.8 / len(settings)
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(table) + 2.5), 3.5), layout="constrained")
+    fig, ax = plt.subplots(figsize=(min(max(6.0, 1.1 * len(table) + 2.5), COLUMN_INCHES), 3.5), layout="constrained")
     for i, setting in enumerate(settings):
         values = [np.nan if row.get(f"{setting} mIoU") is None else row[f"{setting} mIoU"] for row in table]
         ax.bar(positions + i * width, values, width, label=setting)
@@ -281,7 +303,8 @@ def plot_support_modes(matrix: list[dict], modes: Sequence[str]) -> Figure:
     """The support-mode matrix (rows of :func:`fsslib.compare.support_mode_matrix`): mIoU per method and mode,
     blank where a method cannot read a mode."""
     values = np.array([[np.nan if row[m] is None else row[m] for m in modes] for row in matrix], dtype=float)
-    fig, ax = plt.subplots(figsize=(1.3 * len(modes) + 2.5, 0.45 * len(matrix) + 1.8), layout="constrained")
+    fig, ax = plt.subplots(figsize=(min(1.3 * len(modes) + 2.5, COLUMN_INCHES), 0.45 * len(matrix) + 1.8),
+                           layout="constrained")
     image = ax.imshow(np.ma.masked_invalid(values), cmap="viridis", aspect="auto")
     for (i, j), value in np.ndenumerate(values):
         if not np.isnan(value):
@@ -299,9 +322,14 @@ def plot_strata(rows: list[dict], ylabel: str = "mIoU (%)") -> Figure:
     around a zero line)."""
     groupings = list(dict.fromkeys(row["grouping"] for row in rows))
     methods = list(dict.fromkeys(row["method"] for row in rows))
-    fig, axes = plt.subplots(1, len(groupings), figsize=(3.2 * len(groupings), 3.6), layout="constrained", squeeze=False)
+    grid_rows, columns = _grid(len(groupings), 3)
+    fig, axes = plt.subplots(grid_rows, columns, figsize=(min(3.2 * columns, COLUMN_INCHES), 3.3 * grid_rows + 0.3),
+                             layout="constrained", squeeze=False)
+    for ax in axes.flat[len(groupings):]:
+        ax.remove()
+    axes = axes.flat[:len(groupings)]
     width = 0.8 / len(methods)
-    for ax, grouping in zip(axes[0], groupings):
+    for ax, grouping in zip(axes, groupings):
         strata = list(dict.fromkeys(row["stratum"] for row in rows if row["grouping"] == grouping))
         for i, method in enumerate(methods):
             mine = {row["stratum"]: row for row in rows if row["grouping"] == grouping and row["method"] == method}
@@ -309,12 +337,13 @@ def plot_strata(rows: list[dict], ylabel: str = "mIoU (%)") -> Figure:
             x = np.array([strata.index(s) for s in found]) + i * width
             centre = np.array([mine[s]["miou"] for s in found])
             errors = np.array([[c - mine[s]["low"], mine[s]["high"] - c] for s, c in zip(found, centre)]).T
-            ax.bar(x, centre, width, yerr=errors.reshape(2, -1), capsize=1.5, label=method if ax is axes[0][0] else None)
+            ax.bar(x, centre, width, yerr=errors.reshape(2, -1), capsize=1.5, label=method if ax is axes[0] else None)
         ax.set_xticks(np.arange(len(strata)) + width * (len(methods) - 1) / 2, strata, fontsize=7)
         ax.set_title(grouping, fontsize=9)
         if any(row["low"] < 0 for row in rows):  # differences: zero is the baseline
             ax.axhline(0, color="black", linewidth=0.6)
-    axes[0][0].set_ylabel(ylabel)
+    for ax in axes[::columns]:
+        ax.set_ylabel(ylabel)
     fig.legend(loc="outside lower center", fontsize=7, ncol=min(len(methods), 5))
     return fig
 
@@ -325,9 +354,8 @@ def plot_side_by_side(episode: Episode, predictions: dict[str, torch.Tensor], su
     class(es), ways and shots."""
     ways, shots = episode.support_images.shape[:2]
     panels = 2 + len(predictions)
-    columns = min(panels, 6)
-    rows = -(-panels // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(2.2 * columns, 2.5 * rows + 0.6), squeeze=False,
+    rows, columns = _grid(panels, 4)
+    fig, axes = plt.subplots(rows, columns, figsize=(min(2.2 * columns, COLUMN_INCHES), 2.5 * rows + 0.6), squeeze=False,
                              layout="constrained")
     axes = axes.flat
     axes[0].imshow(_image(episode.query_image))
@@ -348,15 +376,18 @@ def plot_side_by_side(episode: Episode, predictions: dict[str, torch.Tensor], su
     return fig
 
 
-def plot_prediction(image: torch.Tensor, prediction: torch.Tensor, class_names: Sequence[str], title: str = "") -> Figure:
+def plot_prediction(image: torch.Tensor, prediction: torch.Tensor, class_names: Sequence[str], title: str = "",
+                    truth: torch.Tensor | None = None) -> Figure:
     """A query (3, H, W) and its prediction (H, W) (0 = background, n = way n) over it, with a legend of the
-    class names (:mod:`fsslib.predict`'s overlay)."""
+    class names (:mod:`fsslib.predict`'s overlay); a ground truth ``truth`` (H, W), values 0..N and 255, is
+    outlined on both panels, as in the lessons' other figures."""
     fig, axes = plt.subplots(1, 2, figsize=(7, 3.8), layout="constrained")
     axes[0].imshow(_image(image))
-    axes[0].set_title("query", fontsize=9)
     axes[1].imshow(overlay(image, prediction))
-    axes[1].set_title("prediction", fontsize=9)
-    for ax in axes:
+    for ax, name in zip(axes, ("query", "prediction")):
+        if truth is not None:
+            outline(ax, truth, len(class_names))
+        ax.set_title(name + (", truth outlined" if truth is not None else ""), fontsize=9)
         ax.axis("off")
     if title:
         fig.suptitle(title, fontsize=10)

@@ -157,6 +157,40 @@ def test_side_by_side_draws_the_query_its_truth_and_each_methods_prediction():
     plt.close(figure)
 
 
+def test_figures_fit_a_notebook_column():
+    """No figure is wider than a notebook column, so JupyterLab does not scale its text down to a few pixels."""
+    import matplotlib.pyplot as plt
+    import torch
+
+    from fsslib.viz import COLUMN_INCHES, plot_maps, plot_side_by_side, plot_superpixels
+
+    image, mask = torch.rand(3, 64, 64), torch.zeros(64, 64, dtype=torch.long)
+    episode = EpisodeDataset(open_source(make_config(), "test"), 0, 1, 64, 1, 0)[0]
+    figures = [plot_maps(image, {f"map {i}": torch.rand(8, 8) for i in range(6)}, mask, title="7 panels", class_names=["a"]),
+               plot_side_by_side(episode, {f"method {i}": episode.query_mask for i in range(9)}, {}),
+               plot_superpixels(torch.rand(6, 3, 64, 64), {"SLIC": torch.zeros(6, 64, 64, dtype=torch.long)})]
+    for figure in figures:
+        assert figure.get_size_inches()[0] <= COLUMN_INCHES + 0.3, figure.get_suptitle()
+        plt.close(figure)
+
+
+def test_the_own_data_figure_outlines_the_ground_truth_where_there_is_one():
+    import matplotlib.pyplot as plt
+    import torch
+
+    from fsslib.viz import plot_prediction
+
+    image, truth = torch.rand(3, 64, 64), torch.zeros(64, 64, dtype=torch.long)
+    truth[10:30, 10:30] = 1
+    outlined = plot_prediction(image, truth, ["dotted star"], "pfenet", truth)
+    assert [ax.get_title() for ax in outlined.axes] == ["query, truth outlined", "prediction, truth outlined"]
+    assert all(ax.collections for ax in outlined.axes)  # the contour of the truth on both panels
+    plain = plot_prediction(image, truth, ["dotted star"], "pfenet")
+    assert [ax.get_title() for ax in plain.axes] == ["query", "prediction"] and not any(ax.collections for ax in plain.axes)
+    plt.close(outlined)
+    plt.close(plain)
+
+
 def test_the_seed_spread_sets_other_seeds_beside_the_zoo_models():
     from fsslib.compare import seed_spread
 

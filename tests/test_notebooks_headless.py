@@ -136,6 +136,56 @@ def test_a_failing_redraw_shows_the_error_in_place_of_the_figure():
     assert shown["output_type"] == "stream" and "too large" in shown["text"]
 
 
+def test_a_name_the_text_tower_cannot_encode_shows_one_line_not_a_traceback():
+    """Typing in a text box redraws on Enter only; a bad value (any FsslibError) gives a one-line message."""
+    import ipywidgets as widgets
+    import matplotlib.pyplot as plt
+
+    from fsslib.clip import class_embeddings
+    from fsslib.clip.loading import load_clip
+    from fsslib.notebook import interactive_figure
+
+    bundle = load_clip("toy-vit")
+
+    def draw(name: str):
+        class_embeddings(bundle, [name])  # raises ClipInputError for a word the toy text tower does not know
+        return plt.subplots(figsize=(1, 1))[0]
+
+    name = widgets.Text("striped star")
+    box = interactive_figure(draw, name=name)
+    assert name.continuous_update is False and box.children[-1].outputs[0]["output_type"] == "display_data"
+    name.value = "stri"  # a partial word, as typed
+    (shown,) = box.children[-1].outputs
+    assert shown["output_type"] == "stream" and shown["text"].count("\n") == 1, shown["text"]
+    assert shown["text"].startswith("cannot draw name='stri': ") and "['stri']" in shown["text"]
+    assert "Traceback" not in shown["text"]
+    name.value = "dotted star"
+    assert "image/png" in box.children[-1].outputs[0]["data"]
+
+
+def test_the_widget_labels_its_controls_in_full_and_says_when_it_redraws():
+    import ipywidgets as widgets
+    import matplotlib.pyplot as plt
+
+    from fsslib.notebook import interactive_figure
+
+    notes = []
+
+    def draw(compactness: float, image_index: int):
+        if busy is not None:  # the first draw comes before the widget exists
+            notes.append((busy.value, busy.layout.display))  # what the learner sees while the figure is drawn
+        return plt.subplots(figsize=(1, 1))[0]
+
+    slider, index = widgets.FloatLogSlider(1.0, base=10, min=-1, max=2), widgets.IntSlider(0, 0, 5, description="image")
+    busy = None
+    box = interactive_figure(draw, compactness=slider, image_index=index)
+    busy = next(child for child in box.children if isinstance(child, widgets.Label))
+    assert slider.style.description_width == "initial" and slider.description == "compactness"
+    assert index.description == "image" and busy.layout.display == "none"
+    index.value = 3
+    assert notes[-1] == ("loading and drawing compactness=1.0, image_index=3 ...", None) and busy.layout.display == "none"
+
+
 def test_notebook_outputs_go_to_one_ignored_folder(monkeypatch, tmp_path):
     from fsslib.notebook import output_dir
     from fsslib.paths import CHECKOUT_OUTPUTS
