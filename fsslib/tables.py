@@ -337,6 +337,12 @@ def _page_parts(text: str) -> tuple[list[str], list[str]]:
     return title, "\n".join(lines[len(title):]).strip().splitlines()
 
 
+def _rebased(text: str) -> str:
+    """Markdown written beside the grid files (``papermill_runs/``), its relative links made to work one folder
+    down, on the grid's page in ``results/``."""
+    return re.sub(r"\]\((?!https?:|#|/)([^)\s]+)\)", r"](../\1)", text)
+
+
 def finish_page(path: Path, results: Path) -> Path:
     """Complete the page ``results/<name>.md`` of the grid file ``path`` around what the grid wrote, again on every
     call: after its title (or ``# <name>``) the grid's description, its answer (:func:`grid_answer`), its
@@ -347,8 +353,8 @@ def finish_page(path: Path, results: Path) -> Path:
     page = results / f"{name}.md"
     title, body = _page_parts(page.read_text())
     summary = path.parent / f"{name}.summary.md"
-    head = [PAGE_HEAD[0], "", grid_description(path), "", f"**Answer.** {grid_answer(path.parent, name)}", "",
-            *([f"**Summary.** {summary.read_text().strip()}", ""] if summary.is_file() else []),
+    head = [PAGE_HEAD[0], "", grid_description(path), "", f"**Answer.** {_rebased(grid_answer(path.parent, name))}", "",
+            *([f"**Summary.** {_rebased(summary.read_text().strip())}", ""] if summary.is_file() else []),
             f"Made by `python -m fsslib.runs papermill_runs/{path.name}`. Every grid: [RESULTS.md](../RESULTS.md); the "
             "protocol and its terms: [docs/protocol.md](../../docs/protocol.md).", "", PAGE_HEAD[1]]
     tail = [PAGE_TAIL]
@@ -362,7 +368,7 @@ def finish_page(path: Path, results: Path) -> Path:
                  "running the grid again."]
     notes = path.parent / f"{name}.notes.md"
     if notes.is_file():
-        tail += ["", "## Notes", "", _demoted(notes.read_text().strip())]
+        tail += ["", "## Notes", "", _demoted(_rebased(notes.read_text().strip()))]
     page.write_text("\n".join([*(title or [f"# {name}"]), "", *head, "", *body, "", *tail]) + "\n")
     return page
 
