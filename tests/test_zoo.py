@@ -123,3 +123,20 @@ def test_each_shipped_zoo_model_repeats_its_recorded_check_and_row(name, tmp_pat
 def test_the_shipped_zoo_stays_small():
     """The zoo stores the trained weights only, in float16: under 30 MB in all."""
     assert sum(path.stat().st_size for path in zoo.SHIPPED_ZOO.glob("*.pt")) < 30 * 2**20
+
+
+def test_a_zoo_grid_names_which_runs_go_into_the_zoo():
+    """zoo: true exports every run, zoo: default_variant the runs without a variant (qgnet_toy's main rows); the
+    grids that write zoo models are the ones fsslib.zoo names, and another setting is refused."""
+    from fsslib.runs import expand
+    from fsslib.tables import REPO, load_grid
+
+    runs = [{"method": "qgnet", "fold": 0}, {"method": "qgnet", "variant": "felzenszwalb", "fold": 0}]
+    assert zoo.zoo_runs({"name": "g", "zoo": True}, runs) == runs
+    assert zoo.zoo_runs({"name": "g", "zoo": "default_variant"}, runs) == runs[:1]
+    assert zoo.zoo_runs({"name": "g"}, runs) == []
+    with pytest.raises(CheckpointError, match="default_variant"):
+        zoo.zoo_runs({"name": "g", "zoo": "main"}, runs)
+    exported = {zoo.zoo_name(p["method"], p["fold"], p.get("shots", 1), p.get("variant", ""))
+                for path in zoo.ZOO_GRIDS for p in zoo.zoo_runs(load_grid(REPO / path), expand(load_grid(REPO / path)))}
+    assert exported == set(zoo.zoo_entries(zoo.SHIPPED_ZOO))  # the shipped zoo is exactly what its grids write
