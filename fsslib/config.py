@@ -116,6 +116,34 @@ PRESETS: dict[str, dict[str, Any]] = {
 SMOKE = dict(epochs=1, episodes_per_epoch=24, val_episodes=16, episodes=40, eval_batch_size=8, batch_size=4)
 
 
+SETTING_RANGES: dict[str, dict[str, float]] = {  # the numeric settings' valid ranges, checked by make_config
+    **{name: {"at least": 0} for name in ("fold", "seed", "weight_decay", "poly_power", "lr_step_epochs", "num_workers",
+                                          "val_episodes")},
+    **{name: {"at least": 1} for name in ("ways", "shots", "episodes", "eval_seeds", "eval_batch_size", "epochs",
+                                          "episodes_per_epoch", "batch_size")},
+    "image_size": {"at least": 16},  # the toy ResNet's stride 8 leaves 2 x 2 features
+    "lr": {"above": 0}, "lr_step_gamma": {"above": 0}, "momentum": {"at least": 0, "at most": 1},
+}
+
+
+def range_text(bounds: dict[str, float]) -> str:
+    """A range in words, e.g. "at least 1" or "at least 0, at most 1"."""
+    return ", ".join(f"{word} {bound}" for word, bound in bounds.items())
+
+
+def check_settings(cfg: Config) -> Config:
+    """Raise, naming the flag and its range, unless every numeric setting of ``cfg`` is in :data:`SETTING_RANGES`."""
+    inside = {"at least": lambda value, bound: value >= bound, "above": lambda value, bound: value > bound,
+              "at most": lambda value, bound: value <= bound}
+    for name, bounds in SETTING_RANGES.items():
+        value = getattr(cfg, name)
+        if not all(inside[word](value, bound) for word, bound in bounds.items()):
+            flag = "--" + name.replace("_", "-")
+            raise FsslibError(f"{flag} must be {range_text(bounds)}, got {value!r}.",
+                              f"pass {flag} {getattr(Config, name)} (the default) or another value in that range.")
+    return cfg
+
+
 def make_config(method: str = "prototype", preset: str = "toy", **overrides: Any) -> Config:
     """Build a :class:`Config` for ``method`` on ``preset``; ``None`` overrides are ignored, paths
     (``out``, ``ckpt``, ...) may be given as ``pathlib.Path``."""
@@ -141,7 +169,7 @@ def make_config(method: str = "prototype", preset: str = "toy", **overrides: Any
     if overrides.get("smoke"):
         values.update(SMOKE)
     values.update({k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in overrides.items() if v is not None})
-    return Config(**values, options=options)
+    return check_settings(Config(**values, options=options))
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -160,7 +188,8 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
                                 metavar="A,B,...")
         else:
             kind = {"int": int, "float": float}.get(str(f.type), str)
-            parser.add_argument(flag, type=kind, default=None)
+            bounds = SETTING_RANGES.get(f.name)
+            parser.add_argument(flag, type=kind, default=None, help=f"{range_text(bounds)}" if bounds else None)
 
 
 def run_command_line(prog: str, description: str, job: Callable[[Config], dict], argv: list[str] | None) -> dict:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -88,6 +89,9 @@ def load_model_and_config(cfg: Config, device: torch.device) -> tuple[FewShotSeg
     untrained prior extractor) is then the one the checkpoint was trained beside, whatever ran before."""
     model = seeded_build(cfg)
     trained = None
+    if not model.trainable and cfg.ckpt is not None and not names_zoo(cfg.ckpt):
+        # a grid may hand ckpt: zoo to every method, training-free ones too; a file given to one is said to be unread
+        warnings.warn(f"Method {cfg.method!r} loads no checkpoint: {cfg.ckpt} is not read.", stacklevel=2)
     if model.trainable:
         path = checkpoint_path(cfg)
         if path is None:

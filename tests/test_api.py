@@ -147,3 +147,23 @@ def test_options_compare_as_typed_values_against_a_checkpoint(toy_root):
     load_model(make_config(method="pfenet", ckpt="zoo", options={"feature_dim": 64, "dropout": 0.5}), device)
     with pytest.raises(CheckpointError, match="was trained with options"):
         load_model(make_config(method="pfenet", ckpt="zoo", options={"dropout": 0.1}), device)
+
+
+@pytest.mark.parametrize("setting, value", [("shots", 0), ("ways", 0), ("episodes", -1), ("lr", 0.0), ("momentum", 1.5),
+                                            ("image_size", 4), ("fold", -1)])
+def test_settings_out_of_range_are_refused_before_anything_runs(setting, value):
+    """make_config checks each numeric setting's range (fsslib.config.SETTING_RANGES) and names the flag and a fix."""
+    from fsslib.errors import FsslibError
+
+    with pytest.raises(FsslibError, match=f"--{setting.replace('_', '-')} must be"):
+        make_config(method="pfenet", **{setting: value})
+
+
+def test_a_checkpoint_given_to_a_training_free_method_is_said_to_be_unread(tmp_path):
+    """evaluate builds MaskCLIP, which loads no weights of its own: a checkpoint file given to it is warned about."""
+    import torch
+
+    from fsslib.engine import load_model
+
+    with pytest.warns(UserWarning, match="loads no checkpoint"):
+        load_model(make_config(method="maskclip", ckpt=str(tmp_path / "nothing.pt")), torch.device("cpu"))
