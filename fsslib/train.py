@@ -138,6 +138,10 @@ def run(cfg: Config | None = None, **overrides) -> dict:
     ``<out>/log.jsonl`` and ``<out>/train_summary.json``.
     """
     cfg = cfg or make_config(**overrides)
+    if cfg.ckpt is not None:  # training starts from the method's initial weights; a checkpoint would go unread
+        raise FsslibError(f"Training does not read --ckpt ({cfg.ckpt}): it starts from the method's initial weights.",
+                          f"drop --ckpt to train, continue an interrupted run with --resume --out DIR, or evaluate the "
+                          f"checkpoint: python -m fsslib.evaluate --method {cfg.method} --ckpt {cfg.ckpt}")
     benchmark = benchmark_of(cfg)
     if not benchmark.base_classes(cfg.fold):  # a dataset folder may make every class novel: for evaluation only
         classes = f"--novel-classes {','.join(map(str, cfg.novel_classes))}" if cfg.novel_classes else f"--fold {cfg.fold}"

@@ -167,3 +167,12 @@ def test_a_checkpoint_given_to_a_training_free_method_is_said_to_be_unread(tmp_p
 
     with pytest.warns(UserWarning, match="loads no checkpoint"):
         load_model(make_config(method="maskclip", ckpt=str(tmp_path / "nothing.pt")), torch.device("cpu"))
+
+
+def test_training_refuses_a_checkpoint_it_would_not_read(tmp_path):
+    """train starts from the method's initial weights: --ckpt is refused with the commands that do read it."""
+    from fsslib import train
+    from fsslib.errors import FsslibError
+
+    with pytest.raises(FsslibError, match="--resume --out DIR, or evaluate the checkpoint"):
+        train.run(make_config(method="pfenet", ckpt="zoo", out=str(tmp_path)))

@@ -64,7 +64,8 @@ VARIANTS = {
 }
 
 __all__ = ["OPTIONS", "PRESETS", "QGNetOptions", "PROJECTIONS", "QgnetOptionError", "RegionMaps", "VARIANTS",
-           "TOY_PRIORS", "build", "frozen_files", "prior_region_map", "remake_command", "region_map_statistics", "toy_prior_checkpoint"]
+           "TOY_PRIORS", "build", "frozen_files", "prior_region_map", "remake_command", "region_map_statistics",
+           "toy_prior_checkpoint"]
 
 
 def toy_prior_checkpoint(name: str) -> str:
