@@ -170,3 +170,20 @@ def test_a_folder_reads_phone_photos_as_shown_and_refuses_lossy_masks(folder, tm
     message = str(error.value)
     assert "2 problem(s)" in message and f"masks/{stems[1]}.jpg is not a PNG: save the mask as a PNG" in message
     assert f"masks/{stems[2]}.png holds" in message and "distinct values between 0 and 255" in message
+
+
+def test_prepared_benchmarks_read_pictures_as_stored_and_folders_as_shown(tmp_path):
+    """A prepared benchmark's annotations are drawn on the stored pixel grid (HSNet reads them with PIL, without
+    EXIF), so its pictures are read as stored; a dataset folder's as a viewer shows them."""
+    import numpy as np
+    from PIL import Image
+
+    from fsslib.data.episodes import _read
+
+    picture = np.zeros((4, 6, 3), dtype=np.uint8)
+    picture[0, 0] = 255
+    exif = Image.Exif()
+    exif[0x0112] = 6  # turned 90 degrees, as phones write it
+    Image.fromarray(picture).save(tmp_path / "p.jpg", exif=exif, quality=100)
+    assert _read(tmp_path / "p.jpg", "RGB", shown=False).shape == (4, 6, 3)
+    assert _read(tmp_path / "p.jpg", "RGB", shown=True).shape == (6, 4, 3)

@@ -79,8 +79,10 @@ class Source:
         if self._cache is not None and name in self._cache:
             return self._cache[name]
         image_rel, label_rel = self.paths[name]
-        image = _read(self.root / image_rel, "RGB")
-        label = _read(self.root / label_rel, None)
+        shown = self.benchmark.name == "folder"  # the user's pictures as a viewer shows them; the prepared benchmarks'
+        # as stored, the grid their annotations were drawn on (HSNet's PIL loading)
+        image = _read(self.root / image_rel, "RGB", shown)
+        label = _read(self.root / label_rel, None, shown)
         if label.ndim != 2:
             raise InvalidMaskError(
                 f"Label {self.root / label_rel} has shape {label.shape}; a class-index mask must be one channel.",
@@ -97,12 +99,14 @@ class Source:
         return image, label
 
 
-def _read(path: Path, mode: str | None) -> np.ndarray:
+def _read(path: Path, mode: str | None, shown: bool) -> np.ndarray:
+    """An RGB image (``mode="RGB"``) or a label as stored, or as a viewer shows it (``shown``: EXIF orientation)."""
     if not path.is_file():
         raise DatasetNotFoundError(f"Missing file {path}.", f"re-run the dataset's prepare command ({DATASETS_DOC}).")
     try:
         with Image.open(path) as handle:
-            return rgb_array(handle) if mode == "RGB" else np.asarray(upright(handle))  # as a viewer shows them
+            handle = upright(handle) if shown else handle
+            return rgb_array(handle, shown=False) if mode == "RGB" else np.asarray(handle)  # turned above if shown
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
         raise CorruptImageError(
             f"Cannot decode {path}: {error}.", "delete the file and re-create it from the original archive."

@@ -29,9 +29,10 @@ def shown_size(handle: Image.Image) -> tuple[int, int]:
     return (height, width) if handle.getexif().get(ORIENTATION, 1) in TURNED else (width, height)
 
 
-def rgb_array(handle: Image.Image) -> np.ndarray:
-    """(H, W, 3) uint8 of an opened image as a viewer shows it, whatever its mode."""
-    handle = upright(handle)
+def rgb_array(handle: Image.Image, shown: bool = True) -> np.ndarray:
+    """(H, W, 3) uint8 of an opened image, whatever its mode: as a viewer shows it (``shown``: its EXIF orientation
+    applied), or as stored."""
+    handle = upright(handle) if shown else handle
     if handle.mode in SIXTEEN_BIT:
         values = np.asarray(handle, dtype=np.float64)
         scaled = np.round(np.clip(values / 257, 0, 255)).astype(np.uint8)
