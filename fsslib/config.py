@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from fsslib.errors import FsslibError, unknown
 from fsslib.methods import METHODS, method_options_type, method_presets, method_variants
-from fsslib.methods.options import MethodOptions
+from fsslib.methods.options import MethodOptions, in_range, range_text
 
 TIERS = ("toy", "paper")
 MODEL = "model"  # a field that changes what trained weights mean: a checkpoint is evaluated with its own
@@ -126,18 +126,11 @@ SETTING_RANGES: dict[str, dict[str, float]] = {  # the numeric settings' valid r
 }
 
 
-def range_text(bounds: dict[str, float]) -> str:
-    """A range in words, e.g. "at least 1" or "at least 0, at most 1"."""
-    return ", ".join(f"{word} {bound}" for word, bound in bounds.items())
-
-
 def check_settings(cfg: Config) -> Config:
     """Raise, naming the flag and its range, unless every numeric setting of ``cfg`` is in :data:`SETTING_RANGES`."""
-    inside = {"at least": lambda value, bound: value >= bound, "above": lambda value, bound: value > bound,
-              "at most": lambda value, bound: value <= bound}
     for name, bounds in SETTING_RANGES.items():
         value = getattr(cfg, name)
-        if not all(inside[word](value, bound) for word, bound in bounds.items()):
+        if not in_range(value, bounds):
             flag = "--" + name.replace("_", "-")
             raise FsslibError(f"{flag} must be {range_text(bounds)}, got {value!r}.",
                               f"pass {flag} {getattr(Config, name)} (the default) or another value in that range.")

@@ -78,7 +78,7 @@ class MethodOptions:
             choices = f.metadata.get("choices")
             many = typing.get_origin(_optional(hints[f.name])[1]) is tuple
             allowed = f" ({'entries among' if many else 'one of'} {', '.join(map(str, choices))})" if choices else ""
-            allowed += f" ({'entries ' if many else ''}{_range_text(f)})" if f.metadata.get("range") else ""
+            allowed += f" ({'entries ' if many else ''}{range_text(f.metadata['range'])})" if f.metadata.get("range") else ""
             lines.append(f"  {f.name}: {_type_name(hints[f.name])} = {default!r}{allowed}\n      {f.metadata.get('help', '')}")
         return "\n".join(lines) if lines else "  (none)"
 
@@ -133,20 +133,26 @@ def _check(method: str, spec: Field, hint: Any, value: Any) -> Any:
     return converted
 
 
-def _range_text(spec: Field) -> str:
-    """The option's range in words, e.g. "at least 1" or "above 0, at most 1"."""
-    return ", ".join(f"{word} {bound}" for word, bound in spec.metadata["range"].items())
+RANGE_TESTS = {"at least": lambda value, bound: value >= bound, "above": lambda value, bound: value > bound,
+               "at most": lambda value, bound: value <= bound}  # the words a range is written in
+
+
+def range_text(bounds: dict[str, float]) -> str:
+    """A range in words, e.g. "at least 1" or "above 0, at most 1"."""
+    return ", ".join(f"{word} {bound}" for word, bound in bounds.items())
+
+
+def in_range(value: float, bounds: dict[str, float]) -> bool:
+    """Whether ``value`` meets every bound of ``bounds`` (words of :data:`RANGE_TESTS`)."""
+    return all(RANGE_TESTS[word](value, bound) for word, bound in bounds.items())
 
 
 def _check_range(method: str, spec: Field, value: Any) -> None:
     """Raise unless the number ``value`` lies in the range of option ``spec`` (if it declares one)."""
-    bounds = spec.metadata.get("range") or {}
-    inside = {"at least": lambda bound: value >= bound, "above": lambda bound: value > bound,
-              "at most": lambda bound: value <= bound}
-    if not all(inside[word](bound) for word, bound in bounds.items()):
+    if not in_range(value, spec.metadata.get("range") or {}):
         default = spec.default  # as a command line writes it: a list as a,b; None as none
         written = ",".join(map(str, default)) if isinstance(default, tuple) else "none" if default is None else default
-        raise OptionError(f"Option {spec.name} of {method} must be {_range_text(spec)}, got {value!r}.",
+        raise OptionError(f"Option {spec.name} of {method} must be {range_text(spec.metadata['range'])}, got {value!r}.",
                           f"pass a value in that range, or the default: --options {spec.name}={written}.")
 
 
