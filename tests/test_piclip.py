@@ -186,40 +186,71 @@ def test_priors_replace_only_the_prior_channels():
         net(fabricated_batch().inputs())
     (query_a, prototype_a, prior_a), (query_b, prototype_b, prior_b) = captured["pfenet"], captured["piclip"]
     assert torch.equal(query_a, query_b) and torch.equal(prototype_a, prototype_b)
-    assert prior_a.shape == (2, 1, 8, 8) and prior_b.shape == (2, 3, 8, 8)  # [VVP block 2, VVP block 3, refined VTP]
+    assert prior_a.shape == (2, 1, 8, 8) and prior_b.shape == (2, 4, 8, 8)  # [refined VTP x 2, VVP last block, one before]
     assert not any(k.startswith(("bundle", "backbone")) or "clip" in k for k in model.state_dict())  # frozen models stay out
 
 
-def test_k_shot_vvps_are_concatenated_per_block_and_shot():
-    model = piclip(shots=2)
-    batch = fabricated_batch(shots=2)
+def official_query_merge_priors(model, batch, shots: int) -> torch.Tensor:
+    """vangjin/PI-CLIP's ``cat([img_cam * 10, clip_similarity * 10])``, built from the maps by hand.
+
+    ``img_cam = vtp.repeat(1, 2, 1, 1)``; ``clip_similarity = cat([similarity1, similarity2])`` with
+    similarity1 the last block's VVP of each shot and similarity2 the one before's; each resized
+    (bilinear, aligned corners) to the CNN's feature map first.
+    """
+    priors = model.prior.clip_priors(batch.one_way())
+    last, before = model.prior.bundle.num_blocks - 1, model.prior.bundle.num_blocks - 2
+    rows = {block: i for i, block in enumerate(model.prior.vvp_blocks)}
+    similarity1 = torch.cat([priors["vvp"][:, rows[last], shot, None] for shot in range(shots)], dim=1)
+    similarity2 = torch.cat([priors["vvp"][:, rows[before], shot, None] for shot in range(shots)], dim=1)
+
+    def resize(x):
+        return F.interpolate(x, size=(8, 8), mode="bilinear", align_corners=True)
+
+    img_cam = resize(priors["vtp_refined"][:, None]).repeat(1, 2, 1, 1)
+    clip_similarity = resize(torch.cat([similarity1, similarity2], dim=1))
+    return torch.cat([img_cam * 10, clip_similarity * 10], dim=1)
+
+
+@pytest.mark.parametrize("shots", [1, 2])
+def test_decoder_priors_are_the_official_query_merge_channels(shots):
+    model = piclip(shots=shots)
+    batch = fabricated_batch(shots=shots)
     levels = model.backbone_levels(batch.query_images)
     prior = model.prior(batch.one_way(), levels, {}, model.backbone)
-    priors = model.prior.clip_priors(batch.one_way())
-    assert prior.shape == (2, 2 * 2 + 1, 8, 8)
-    assert torch.allclose(prior[:, :4], priors["vvp"].flatten(1, 2), atol=1e-6)  # order: block-major, then shot
-    assert torch.allclose(prior[:, 4], priors["vtp_refined"], atol=1e-6)
+    assert prior.shape == (2, 2 + 2 * shots, 8, 8)
+    torch.testing.assert_close(prior, official_query_merge_priors(model, batch, shots), atol=1e-5, rtol=1e-5)
     with pytest.raises(PriorInputError):
-        model.prior(fabricated_batch(shots=1).one_way(), levels, {}, model.backbone)
+        model.prior(fabricated_batch(shots=3 - shots).one_way(), levels, {}, model.backbone)
 
 
-@pytest.mark.parametrize("variant, channels", [("vtp", 1), ("vvp", 2), ("no_pir", 3), ("pir_vv", 3), ("pir_both", 3)])
+def test_paper_layout_options_give_eq_5_and_one_unscaled_vtp():
+    batch = fabricated_batch()
+    official, paper = piclip(), piclip(vtp_channels=1, prior_scale=1.0, vvp_blocks=[-2, -1])
+    levels = official.backbone_levels(batch.query_images)
+    scaled = official.prior(batch.one_way(), levels, {}, official.backbone)
+    plain = paper.prior(batch.one_way(), levels, {}, paper.backbone)
+    assert plain.shape == (2, 3, 8, 8) and plain.min() >= 0 and plain.max() <= 1
+    torch.testing.assert_close(plain[:, 0] * 10, scaled[:, 0])  # the same VTP, unscaled and once
+    torch.testing.assert_close(plain[:, [2, 1]] * 10, scaled[:, 2:])  # the VVP blocks in the other order
+
+
+@pytest.mark.parametrize("variant, channels", [("vtp", 2), ("vvp", 2), ("no_pir", 4), ("pir_vv", 4), ("pir_both", 4)])
 def test_ablation_variants(variant, channels):
     cfg = make_config(method="piclip", variant=variant, backbone_weights="random")
     assert cfg.options["priors"] == VARIANTS[variant]["priors"]
     model = build_method(cfg).eval()
     batch = fabricated_batch()
     prior = model.prior(batch.one_way(), model.backbone_levels(batch.query_images), {}, model.backbone)
-    assert prior.shape == (2, channels, 8, 8) and prior.min() >= 0 and prior.max() <= 1
+    assert prior.shape == (2, channels, 8, 8) and prior.min() >= 0 and prior.max() <= 10  # priors in [0, 1], x 10
     if variant == "no_pir":
-        assert torch.allclose(prior[:, 2], model.prior.clip_priors(batch.one_way())["vtp"], atol=1e-6)
+        assert torch.allclose(prior[:, 0] / 10, model.prior.clip_priors(batch.one_way())["vtp"], atol=1e-6)
 
 
 def test_official_support_image_masking_only_changes_the_vvp():
     batch = fabricated_batch()
     episodes = batch.one_way()
-    default, official = piclip().prior.clip_priors(episodes), piclip(vvp_mask_support_image=True).prior.clip_priors(episodes)
-    assert torch.equal(default["vtp"], official["vtp"]) and not torch.allclose(default["vvp"], official["vvp"])
+    eq_5, official = piclip(vvp_mask_support_image=False).prior.clip_priors(episodes), piclip().prior.clip_priors(episodes)
+    assert torch.equal(eq_5["vtp"], official["vtp"]) and not torch.allclose(eq_5["vvp"], official["vvp"])
     blank = piclip(vvp_mask_support_image=True).prior._mask_images(torch.ones(1, 3, 4, 4), torch.zeros(1, 4, 4))
     assert torch.allclose(blank[0, :, 0, 0], torch.tensor(load_clip("toy-vit").mean))
 
@@ -231,9 +262,9 @@ def test_official_label_reading_vtp_uses_the_query_classes():
     levels = default.backbone_levels(batch.query_images)
     expected = official.prior.clip_priors(batch.one_way(), present_indices=[[0, 6], [1, 3, 8]])["vtp_refined"]
     prior = official.prior(batch.one_way(), levels, {}, official.backbone)
-    assert torch.allclose(prior[:, -1], F.interpolate(expected[:, None], size=(8, 8), mode="bilinear",
-                                                      align_corners=True)[:, 0], atol=1e-6)
-    assert not torch.allclose(prior[:, -1], default.prior(batch.one_way(), levels, {}, default.backbone)[:, -1])
+    assert torch.allclose(prior[:, 0] / 10, F.interpolate(expected[:, None], size=(8, 8), mode="bilinear",
+                                                          align_corners=True)[:, 0], atol=1e-6)
+    assert not torch.allclose(prior[:, 0], default.prior(batch.one_way(), levels, {}, default.backbone)[:, 0])
 
 
 def test_bad_options_raise_with_a_fix():
@@ -259,14 +290,14 @@ def test_paper_tier_shapes_with_random_vit_b16_and_resnet50(paper_models):
     assert cfg.epochs == 30 and cfg.options["vtp_temperature"] == 0.01 and cfg.lr == 0.0025
     model = build_method(cfg).eval()
     assert model.prior.target_text.shape == (80, 512) and model.prior.pir_blocks == list(range(4, 12))
-    assert model.prior.vvp_blocks == [10, 11]  # blocks 11 and 12 of ViT-B/16 (official code)
+    assert model.prior.vvp_blocks == [11, 10]  # blocks 12 and 11 of ViT-B/16, in the official code's order
     batch = fabricated_batch(batch_size=1, size=473)
     priors = model.prior.clip_priors(batch.one_way())  # 473 x 473 -> 29 x 29 tokens
     assert priors["vvp"].shape == (1, 2, 1, 29, 29) and priors["vtp_refined"].shape == (1, 29, 29)
     assert model.prior.text_ready.sum() == 1  # only the episode's class was encoded
     model.prior.clip_priors = lambda batch, present_indices=None: priors  # reuse them: one ViT-B/16 pass is enough
     feature_map = {"layer3": torch.zeros(1, 1024, 60, 60)}  # ResNet-50 at 473 (tested in test_pfenet.py)
-    assert model.prior(batch.one_way(), feature_map, {}, model.backbone).shape == (1, 3, 60, 60)
+    assert model.prior(batch.one_way(), feature_map, {}, model.backbone).shape == (1, 4, 60, 60)
 
 
 def test_prior_mass_by_region_splits_each_query_by_the_target_s_shape_and_fill():

@@ -1,7 +1,8 @@
 """Prior sources: what feeds the prior channels of a PFENet-style decoder.
 
 A :class:`PriorSource` maps a binary episode batch (with the frozen backbone's features) to
-``channels`` prior maps in [0, 1] at the query's feature size. PFENet, PI-CLIP and QGNet are
+``channels`` prior maps at the query's feature size (in [0, 1]; PI-CLIP's are multiplied by 10, as its
+official code does). PFENet, PI-CLIP and QGNet are
 the same segmenter with different prior sources:
 
 * :class:`MaskedSupportPrior` -- PFENet's training-free prior (Sec. 3.2, Eqs. 3-5): the
@@ -35,7 +36,7 @@ class PriorSource(HoldsFrozen):
 
     def forward(self, batch: OneWayInputs, query_levels: dict[str, torch.Tensor],
                 support_levels: dict[str, torch.Tensor], backbone: nn.Module) -> torch.Tensor:
-        """(B, channels, h, w) priors in [0, 1] at the size of ``query_levels["layer3"]``.
+        """(B, channels, h, w) priors at the size of ``query_levels["layer3"]`` (in [0, 1] unless scaled).
 
         query_levels / support_levels: the frozen backbone's layer2 and layer3 of the B queries
         and the B*K supports; ``backbone`` is that frozen backbone (a

@@ -27,7 +27,8 @@ class PiclipOptions(DecoderOptions, ClipOptions):
     clip_pretrained: str | None = redefault(ClipOptions, "clip_pretrained", "openai")
     priors: tuple[str, ...] = option(("vvp", "vtp"), "which CLIP priors replace PFENet's (Table 3)", ("vvp", "vtp"))
     refine: tuple[str, ...] = option(("vtp",), "which priors PIR refines (Table 4)", ("vvp", "vtp"))
-    vvp_blocks: tuple[int, ...] = option((-2, -1), "the CLIP blocks whose tokens the VVP compares (the last two)")
+    vvp_blocks: tuple[int, ...] = option((-1, -2), "the CLIP blocks whose tokens the VVP compares, in channel order "
+                                         "(the last, then the one before: the official code's)")
     pir_blocks: int = option(PIR_BLOCKS, "the attention blocks whose maps PIR averages (Eq. 9)", at_least=1)
     vtp_temperature: float | None = option(None, "the VTP's softmax temperature (None: the CLIP's own 1 / logit_scale; "
                                            "0.01 for pretrained CLIP)", above=0)
@@ -36,8 +37,12 @@ class PiclipOptions(DecoderOptions, ClipOptions):
     box_threshold: float = option(BOX_THRESHOLD, "threshold of the PIR box (Eq. 11)", at_least=0, at_most=1)
     pir_squarings: int = option(0, "0: Eq. 10; 1: the official code's extra R @ R", at_least=0)
     clip_image_size: int | None = option(None, "the size CLIP sees (None: the episode's input size)", at_least=1)
-    vvp_mask_support_image: bool = option(False, "False: Eq. 5; True: the official code, which also blanks the support "
-                                          "image outside the mask")
+    vvp_mask_support_image: bool = option(True, "True: the official code, which blanks the support image outside "
+                                          "the mask before CLIP; False: Eq. 5, which masks only the tokens")
+    vtp_channels: int = option(2, "copies of the VTP among the decoder's prior channels (the official code's 2)",
+                               at_least=1)
+    prior_scale: float = option(10.0, "factor on the priors entering the decoder (the official code's 10; 1: unscaled)",
+                                above=0)
     vtp_prompts: str = option("episode", "episode: the paper's prompts of the episode class; present_classes: the "
                               "official code's prompts of every class in the query's label (reads the query's ground "
                               "truth: for comparison only)", VTP_PROMPT_SETS)
@@ -83,7 +88,7 @@ def build(cfg: MethodConfig) -> PFENet:
         vvp_blocks=list(options.vvp_blocks), pir_blocks=options.pir_blocks, vtp_temperature=options.vtp_temperature,
         vtp_activation=options.vtp_activation, box_threshold=options.box_threshold, pir_squarings=options.pir_squarings,
         clip_image_size=options.clip_image_size, vvp_mask_support_image=options.vvp_mask_support_image,
-        vtp_prompts=options.vtp_prompts,
+        vtp_prompts=options.vtp_prompts, vtp_channels=options.vtp_channels, prior_scale=options.prior_scale,
     )
     return PFENet(build_backbone(cfg.backbone, cfg.backbone_weights), priors, feature_dim=options.feature_dim,
                   dropout=options.dropout, he_init=options.init == "he_normal")

@@ -4,15 +4,20 @@ The frozen CLIP ViT sees the query and the supports (at the episode's input size
 ``clip_image_size``; positional embeddings are resized, so ViT-B/16 at 473 x 473 gives
 29 x 29 tokens as the official code). Per episode:
 
-* VVP (Eqs. 5-8) from the patch tokens of ``vvp_blocks`` (official: blocks 11 and 12 of
-  ViT-B/16; any ViT: the last two), one channel per block and shot: the K shots are
-  concatenated, not averaged (Sec. 4.1).
-  ``vvp_mask_support_image``: the official code also blanks the support image outside its
-  mask before CLIP (Eq. 5 masks only the tokens, the default here).
+* VVP (Eqs. 5-8) from the patch tokens of ``vvp_blocks`` (official: blocks 12 and 11 of
+  ViT-B/16, in that order; any ViT: the last two), one channel per block and shot: the K shots
+  are concatenated, not averaged (Sec. 4.1).
+  ``vvp_mask_support_image``: the official code blanks the support image outside its mask
+  before CLIP, then masks the tokens (Eq. 5 masks only the tokens); the default follows the code.
 * VTP (Eqs. 1-4) by softmax-GradCAM of "a photo of {c}." against "a photo without {c}.".
 * PIR (Eqs. 9-11) with the head-averaged attention of the last ``pir_blocks`` blocks (8; all
   blocks of smaller ViTs), CLS removed; box mask from the VTP. Refines the VTP only by
   default (Table 4); ``refine`` picks which priors are refined.
+
+The decoder's prior channels follow the official code's ``query_merge`` input: the VTP twice
+(``vtp_channels``), then the VVP (per block, then per shot), all multiplied by ``prior_scale``
+(10), so the priors enter the decoder as strongly as the official code's ``img_cam * 10`` and
+``clip_similarity * 10``. The paper names neither the copies nor the scale.
 
 The priors are resized (bilinear) to the FEM's feature size: :class:`ClipPriors` is a
 :class:`~fsslib.blocks.priors.PriorSource` handed to :class:`~fsslib.methods.pfenet.PFENet`,
@@ -20,7 +25,11 @@ whose features, prototype, FEM and losses are unchanged (``fsslib.methods.piclip
 is frozen and not part of the state dict (checkpoints hold PFENet's weights only);
 ``.to(device)`` moves it.
 
-Checked against vangjin/PI-CLIP, ``model/PI_CLIP.py`` and ``util/``.
+Checked against vangjin/PI-CLIP, ``model/PI_CLIP.py`` and ``util/`` (``tests/test_piclip.py``
+assembles the official ``[img_cam * 10, clip_similarity * 10]`` channels from the priors by hand).
+The official code computes the VTP on the original image (``x_cv2``, before the resize and padding
+to 473) and resizes it to the feature map, so at the paper tier its VTP is not aligned with a padded
+query; fsslib computes it on the query as the network sees it.
 """
 from __future__ import annotations
 
@@ -64,15 +73,17 @@ class ClipPriors(PriorSource):
         shots: int,
         priors: Sequence[str] = PRIOR_KINDS,
         refine: Sequence[str] = ("vtp",),
-        vvp_blocks: Sequence[int] = (-2, -1),
+        vvp_blocks: Sequence[int] = (-1, -2),
         pir_blocks: int = PIR_BLOCKS,
         vtp_temperature: float | None = None,
         vtp_activation: str = "last_block_output",
         box_threshold: float = BOX_THRESHOLD,
         pir_squarings: int = 0,
         clip_image_size: int | None = None,
-        vvp_mask_support_image: bool = False,
+        vvp_mask_support_image: bool = True,
         vtp_prompts: str = "episode",
+        vtp_channels: int = 2,
+        prior_scale: float = 10.0,
     ) -> None:
         for name, values in (("prior", priors), ("refined prior", refine)):
             for value in values:
@@ -87,7 +98,8 @@ class ClipPriors(PriorSource):
         chosen = tuple(p for p in PRIOR_KINDS if p in priors)
         vvp_indices = [int(b) % bundle.num_blocks for b in vvp_blocks]
         super().__init__()
-        self.channels = (len(vvp_indices) * shots if "vvp" in chosen else 0) + ("vtp" in chosen)
+        self.channels = ("vtp" in chosen) * vtp_channels + (len(vvp_indices) * shots if "vvp" in chosen else 0)
+        self.vtp_channels, self.prior_scale = vtp_channels, float(prior_scale)
         self.priors, self.refine, self.vvp_blocks, self.shots = chosen, tuple(refine), vvp_indices, shots
         self.pir_blocks = list(range(bundle.num_blocks))[-min(pir_blocks, bundle.num_blocks):]  # Eq. 9: last l blocks
         self.hold_frozen("clip", bundle.model)
@@ -171,7 +183,8 @@ class ClipPriors(PriorSource):
 
     def forward(self, batch: OneWayInputs, query_levels: dict[str, torch.Tensor],
                 support_levels: dict[str, torch.Tensor], backbone: MultiLevelBackbone) -> torch.Tensor:
-        """[VVP (n_blocks * K channels), VTP] in place of PFENet's prior, at the FEM size (B, P, h, w)."""
+        """``prior_scale`` x [VTP (``vtp_channels`` copies), VVP (n_blocks * K)] in place of PFENet's prior,
+        at the FEM size (B, P, h, w): the official ``query_merge`` input's order and scale."""
         if batch.support_images.shape[1] != self.shots:
             raise PriorInputError(
                 f"This PI-CLIP model concatenates {self.shots} VVP shot(s) but the batch has "
@@ -183,11 +196,12 @@ class ClipPriors(PriorSource):
             present = [[c - 1 for c in classes] for classes in batch.query_classes]
         priors = self.clip_priors(batch, present)
         channels = []
+        if "vtp" in self.priors:
+            vtp = priors["vtp_refined" if "vtp" in self.refine else "vtp"]  # (B, h, w)
+            channels.append(vtp.unsqueeze(1).expand(-1, self.vtp_channels, -1, -1))
         if "vvp" in self.priors:
             vvp = priors["vvp_refined" if "vvp" in self.refine else "vvp"]  # (B, n_blocks, K, h, w)
             channels.append(vvp.flatten(1, 2))
-        if "vtp" in self.priors:
-            channels.append(priors["vtp_refined" if "vtp" in self.refine else "vtp"].unsqueeze(1))
         prior = torch.cat(channels, dim=1)  # (B, P, h, w)
         size = query_levels["layer3"].shape[-2:]
-        return F.interpolate(prior, size=size, mode="bilinear", align_corners=True)
+        return self.prior_scale * F.interpolate(prior, size=size, mode="bilinear", align_corners=True)
