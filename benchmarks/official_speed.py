@@ -1,0 +1,208 @@
+"""fsslib's PFENet against dvlab-research/PFENet's own model: training-step and evaluation time as a ratio.
+
+    python benchmarks/official_speed.py --official /path/to/PFENet                       # CUDA, 473 x 473
+    python benchmarks/official_speed.py --official /path/to/PFENet --device cpu --batch-size 2 --steps 10
+    python benchmarks/official_speed.py --official /path/to/PFENet --device cpu --image-size 97 --steps 2   # smoke
+
+``--official`` is a local checkout of https://github.com/dvlab-research/PFENet; nothing of it is copied
+into fsslib. Its ``model/PFENet.py`` is imported unmodified (on a machine without CUDA, ``Tensor.cuda`` is
+made a no-op while it is imported: the file builds CUDA tensors as default arguments) and built as its
+``train.py`` builds it: ResNet-50 (PSPNet's deep stem, ``pretrained=False``: random weights), PPM scales
+60 / 30 / 15 / 8, the backbone frozen, SGD over the nine head modules, loss = main + 1.0 x auxiliary.
+fsslib's side is ``--method pfenet --preset paper`` with random weights, whose frozen deep-stem backbone
+is calibrated (:func:`fsslib.models.backbones.calibrate_batch_norm`); the official model gets the same
+backbone weights and BatchNorm statistics, so both compute from one backbone. The batch is
+``paper_train_step.fabricated_batch`` (1-way episodes, a centred square as every mask).
+
+Steps alternate (official, fsslib, official, ...), each timed alone after a synchronisation; the ratio is
+fsslib's time over the official one's, per pair, reported as median and interquartile range. Peak memory is
+measured apart (CUDA only). Both in fp32 (the official code trains without AMP) and, with ``--precisions
+fp32 bf16``, both under the same bf16 autocast. The trainable-parameter counts of both are printed.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import statistics
+import sys
+import time
+import types
+from collections.abc import Callable
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+from torch import nn
+
+from fsslib.config import make_config
+from fsslib.device import autocast
+from fsslib.methods import build_method
+from fsslib.train import make_optimizer
+
+sys.path.insert(0, str(Path(__file__).parent))
+from paper_train_step import fabricated_batch, synchronize  # noqa: E402
+
+STEM = {"conv1": "0", "bn1": "1", "conv2": "3", "bn2": "4", "conv3": "6", "bn3": "7"}  # official layer0's indices
+HEAD_MODULES = ("down_query", "down_supp", "init_merge", "alpha_conv", "beta_conv", "inner_cls", "res1", "res2", "cls")
+
+
+def runnable_on_this_machine() -> None:
+    """On a machine without CUDA, ``Tensor.cuda`` becomes a no-op (``model/PFENet.py`` calls it in default
+    arguments and in its forward); where OpenCV is missing, an empty ``cv2`` (the file imports it, never calls it)."""
+    if not torch.cuda.is_available():
+        torch.Tensor.cuda = lambda self, *args, **kwargs: self
+    if importlib.util.find_spec("cv2") is None:
+        sys.modules.setdefault("cv2", types.ModuleType("cv2"))
+
+
+def official_pfenet(checkout: Path, shots: int) -> nn.Module:
+    """The official PFENet of ``checkout`` (ResNet-50, random weights), its backbone frozen as ``train.py`` does."""
+    if not (checkout / "model" / "PFENet.py").is_file():
+        raise SystemExit(f"{checkout} is not a checkout of dvlab-research/PFENet (no model/PFENet.py); clone it with "
+                         "git clone https://github.com/dvlab-research/PFENet and pass its folder to --official.")
+    sys.path.insert(0, str(checkout))
+    runnable_on_this_machine()
+    with contextlib.redirect_stdout(None):
+        from model.PFENet import PFENet  # noqa: PLC0415 -- the checkout is only known at run time
+        model = PFENet(layers=50, classes=2, zoom_factor=8, criterion=nn.CrossEntropyLoss(ignore_index=255),
+                       BatchNorm=nn.BatchNorm2d, pretrained=False, shot=shots, ppm_scales=[60, 30, 15, 8], vgg=False)
+    for layer in (model.layer0, model.layer1, model.layer2, model.layer3, model.layer4):
+        layer.requires_grad_(False)
+    return model
+
+
+def share_backbone(official: nn.Module, fsslib_backbone: nn.Module) -> None:
+    """Load fsslib's (calibrated) deep-stem backbone into the official ``layer0`` .. ``layer4``."""
+    state = {}
+    for key, value in fsslib_backbone.state_dict().items():
+        if key.startswith("stem."):
+            module, rest = key[len("stem."):].split(".", 1)
+            state[f"layer0.{STEM[module]}.{rest}"] = value
+        else:
+            state[key] = value
+    missing, unexpected = official.load_state_dict(state, strict=False)
+    if unexpected or any(key.startswith(("layer0", "layer1", "layer2", "layer3", "layer4")) for key in missing):
+        raise SystemExit(f"the backbones do not correspond: missing {missing[:4]}, unexpected {unexpected[:4]}")
+
+
+def trainable(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def interleaved(steps: dict[str, Callable[[], None]], repeats: int, warmup: int, device: torch.device) -> dict[str, list[float]]:
+    """Seconds of each step function, calls alternated, each timed alone."""
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for index in range(warmup + repeats):
+        for name, step in steps.items():
+            synchronize(device)
+            start = time.perf_counter()
+            step()
+            synchronize(device)
+            if index >= warmup:
+                times[name].append(time.perf_counter() - start)
+    return times
+
+
+def peak_mb(step: Callable[[], None], device: torch.device) -> float:
+    if device.type != "cuda":
+        return float("nan")
+    step()
+    synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    for _ in range(3):
+        step()
+    synchronize(device)
+    return torch.cuda.max_memory_allocated(device) / 2**20
+
+
+def ratio_text(fsslib_times: list[float], official_times: list[float]) -> str:
+    ratios = sorted(f / o for f, o in zip(fsslib_times, official_times))
+    quartiles = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
+    return f"{statistics.median(ratios):.2f}x (IQR {quartiles[0]:.2f}-{quartiles[2]:.2f}; range {ratios[0]:.2f}-{ratios[-1]:.2f})"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--official", type=Path, required=True, help="a local checkout of dvlab-research/PFENet")
+    parser.add_argument("--device", default="cuda", help="cuda (the measurement) or cpu")
+    parser.add_argument("--batch-size", type=int, default=4, help="episodes per step (PFENet's PASCAL recipe: 4)")
+    parser.add_argument("--shots", type=int, default=1)
+    parser.add_argument("--image-size", type=int, default=473, help="input size (PFENet's 473)")
+    parser.add_argument("--steps", type=int, default=30, help="timed steps of each model")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed steps of each model first")
+    parser.add_argument("--precisions", nargs="+", default=["fp32"], choices=["fp32", "bf16"])
+    parser.add_argument("--threads", type=int, default=None, help="torch threads on the CPU")
+    args = parser.parse_args()
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit("no CUDA device here: pass --device cpu.")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    cfg = make_config(method="pfenet", preset="paper", shots=args.shots, batch_size=args.batch_size,
+                      backbone_weights="random", image_size=args.image_size)
+    ours = build_method(cfg)
+    official = official_pfenet(args.official, args.shots)
+    share_backbone(official, ours.backbone)
+    ours, official = ours.to(device), official.to(device)
+    ours_optimizer = make_optimizer(cfg, ours)
+    official_optimizer = torch.optim.SGD([{"params": getattr(official, name).parameters()} for name in HEAD_MODULES],
+                                         lr=cfg.lr, momentum=0.9, weight_decay=1e-4)
+    batch = fabricated_batch(args.batch_size, args.shots, args.image_size, device)
+    mean = torch.tensor([0.485, 0.456, 0.406], device=device).view(1, 3, 1, 1)  # the official ImageNet normalisation
+    std = torch.tensor([0.229, 0.224, 0.225], device=device).view(1, 3, 1, 1)
+    inputs = SimpleNamespace(x=(batch.query_images - mean) / std, s_x=(batch.support_images[:, 0] - mean) / std,
+                             s_y=batch.support_masks[:, 0].float(), y=batch.query_masks)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    print(f"PFENet, fsslib (--preset paper) against dvlab-research/PFENet, random weights, {args.shots}-shot, batch "
+          f"{args.batch_size}, {args.image_size} x {args.image_size}, {name}, torch {torch.__version__}; "
+          f"{args.steps} alternated steps of each after {args.warmup}\n")
+    print(f"Trainable parameters: fsslib {trainable(ours):,}, official {trainable(official):,}\n")
+    print("| precision | what | fsslib / official time | fsslib ms | official ms | peak MB fsslib / official |")
+    print("|---|---|---|---|---|---|")
+    losses = {"fsslib": [], "official": []}
+    for precision in args.precisions:
+        amp = precision == "bf16"
+
+        def ours_train() -> None:
+            with autocast(device, amp):
+                loss = ours.loss(batch)
+            ours_optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            ours_optimizer.step()
+            losses["fsslib"].append(loss.detach())
+
+        def official_train() -> None:
+            with autocast(device, amp):
+                _, main_loss, aux_loss = official(x=inputs.x, s_x=inputs.s_x, s_y=inputs.s_y, y=inputs.y)
+                loss = main_loss + 1.0 * aux_loss
+            official_optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            official_optimizer.step()
+            losses["official"].append(loss.detach())
+
+        def ours_eval() -> None:
+            with torch.no_grad(), autocast(device, amp):
+                ours(batch.inputs())
+
+        def official_eval() -> None:
+            with torch.no_grad(), autocast(device, amp):
+                official(x=inputs.x, s_x=inputs.s_x, s_y=inputs.s_y)
+
+        label = "bf16 autocast" if amp else "fp32"
+        for what, ours_step, official_step, mode in (("training step", ours_train, official_train, "train"),
+                                                     ("evaluation", ours_eval, official_eval, "eval")):
+            getattr(ours, mode)(), getattr(official, mode)()
+            times = interleaved({"official": official_step, "fsslib": ours_step}, args.steps, args.warmup, device)
+            memory = f"{peak_mb(ours_step, device):.0f} / {peak_mb(official_step, device):.0f}"
+            print(f"| {label} | {what} | {ratio_text(times['fsslib'], times['official'])} | "
+                  f"{1e3 * statistics.median(times['fsslib']):.1f} | {1e3 * statistics.median(times['official']):.1f} | "
+                  f"{memory} |", flush=True)
+    diverged = [name for name, values in losses.items() if not torch.isfinite(torch.stack(values)).all()]
+    if diverged:
+        raise SystemExit(f"training losses that are not finite in: {', '.join(diverged)}")
+
+
+if __name__ == "__main__":
+    main()
