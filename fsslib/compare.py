@@ -442,7 +442,7 @@ def read_comparison(name: str, results_dir: Path) -> tuple[list[dict[str, Any]],
     """The committed rows (``<name>.csv``), strata (``<name>_strata.csv``) and the mechanisms' differences per
     stratum (``<name>_strata_differences.csv``; each empty if absent) of a comparison, typed as
     :func:`write_comparison` had them (IoUs to :data:`fsslib.tables.CSV_DECIMALS` decimals, one in CSVs written
-    before they kept more), e.g. for notebook 07."""
+    before they kept more), e.g. for notebook 08."""
     table = results_dir / f"{name}.csv"
     if not table.is_file():
         raise FsslibError(f"No comparison {table}.", f"write it: python -m fsslib.runs papermill_runs/{name}.yaml")

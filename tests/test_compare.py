@@ -112,7 +112,7 @@ def test_write_comparison_writes_its_tables_and_figures(tmp_path):
     assert len(rows) == 8 and rows[0]["support annotation"] == "pixel masks"
     text = (tmp_path / "results" / "compare_test.md").read_text()
     assert "## Support modes" in text and "## Where each method wins" in text
-    read, strata, differences = read_comparison("compare_test", tmp_path / "results")  # typed again, e.g. for notebook 07
+    read, strata, differences = read_comparison("compare_test", tmp_path / "results")  # typed again, e.g. for notebook 08
     assert comparison_table(read) == comparison_table([row for row, _ in runs])  # IoUs exact to four decimals here
     assert strata == [{k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()} for row in strata_table(runs)]
     assert differences == []  # pfenet and maskclip are no pair of compare.MECHANISMS

@@ -17,8 +17,10 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from fsslib.lessons import lessons
+
 REPO = Path(__file__).resolve().parent.parent
-TUTORIALS = sorted(p for p in (REPO / "notebooks").glob("[0-8]*.ipynb"))
+TUTORIALS = lessons()
 CELL_LIMIT_S = 120  # the slowest cell at full settings takes about 20 s on 2 cores
 
 

@@ -1,0 +1,90 @@
+"""The course's lessons, executed and committed: ``python -m fsslib.lessons`` (``make notebooks``).
+
+    python -m fsslib.lessons                      # every lesson, 2 at a time, written back with its outputs
+    python -m fsslib.lessons 05_piclip 06_qgnet   # some of them
+
+A lesson is a numbered notebook ``notebooks/NN_*.ipynb`` below 90 (``90_train_eval.ipynb`` is the grids'
+parameterised template and stays without outputs). Each runs at its full settings (``FSSLIB_SMOKE`` unset)
+in a fresh kernel, from an empty working directory, with its outputs under a temporary ``FSSLIB_OUTPUTS``
+and one torch thread (as under ``make test``, whose nbval run compares the committed outputs: the same
+thread count gives the same float arithmetic). The notebook is written back in place with its outputs; the
+widgets' state is not kept (each widget has a static figure beside it), and the seconds it took go to the
+notebook's metadata (``fsslib.executed_in_s``), where the README's minutes per lesson come from.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+from fsslib.errors import unknown
+from fsslib.paths import PACKAGE_DIR
+
+NOTEBOOKS = PACKAGE_DIR.parent / "notebooks"
+CELL_TIMEOUT_S = 300
+KERNEL_ENVIRONMENT = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+
+
+def lessons() -> list[Path]:
+    """The course's notebooks in order (``NN_name.ipynb`` with NN below 90)."""
+    return sorted(p for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb") if int(p.name[:2]) < 90)
+
+
+def lesson_path(name: str) -> Path:
+    """``05_piclip``, ``05_piclip.ipynb`` or a path: the lesson's notebook, or an error naming the lessons."""
+    path = Path(name)
+    if path.suffix == ".ipynb" and path.is_file():
+        return path.resolve()
+    for lesson in lessons():
+        if name in (lesson.stem, lesson.name):
+            return lesson
+    raise unknown("lesson", name, [p.stem for p in lessons()])
+
+
+def execute(path: Path, timeout: int = CELL_TIMEOUT_S) -> float:
+    """Run the notebook at ``path`` at its full settings and write it back with its outputs; the seconds it took."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    notebook = nbformat.read(path, as_version=4)
+    saved = dict(os.environ)
+    with tempfile.TemporaryDirectory() as folder:
+        work, outputs = Path(folder) / "work", Path(folder) / "outputs"
+        work.mkdir()
+        os.environ.update(KERNEL_ENVIRONMENT, FSSLIB_OUTPUTS=str(outputs))
+        for variable in ("FSSLIB_SMOKE", "MPLBACKEND"):  # full settings; the kernel's inline backend draws
+            os.environ.pop(variable, None)
+        try:
+            start = time.perf_counter()
+            NotebookClient(notebook, timeout=timeout, kernel_name="python3", record_timing=False,
+                           resources={"metadata": {"path": str(work)}}).execute()
+            seconds = time.perf_counter() - start
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+        left = sorted(p.name for p in work.iterdir())
+        if left:
+            raise RuntimeError(f"{path.name} wrote {left} into its working directory; write under fsslib.notebook.output_dir.")
+    notebook.metadata.pop("widgets", None)
+    notebook.metadata.setdefault("fsslib", {})["executed_in_s"] = round(seconds, 1)
+    nbformat.write(notebook, path)
+    return seconds
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("lessons", nargs="*", help="lesson names (e.g. 05_piclip); default: every lesson")
+    parser.add_argument("--jobs", type=int, default=2, help="lessons executed at once, one torch thread each")
+    parser.add_argument("--timeout", type=int, default=CELL_TIMEOUT_S, help="seconds one cell may take")
+    args = parser.parse_args(argv)
+    paths = [lesson_path(name) for name in args.lessons] if args.lessons else lessons()
+    with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        for path, seconds in zip(paths, pool.map(execute, paths, [args.timeout] * len(paths))):
+            print(f"{path.name}: executed in {seconds:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
