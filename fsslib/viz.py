@@ -394,3 +394,41 @@ def plot_prediction(image: torch.Tensor, prediction: torch.Tensor, class_names: 
     fig.legend(handles=label_legend(class_names), loc="outside lower center", ncol=len(class_names) + 1, fontsize=8,
                frameon=False)
     return fig
+
+
+DIAGRAM_COLOURS = {"input": "#dbe9f6", "frozen": "#e8e8e8", "trained": "#fde2c4", "output": "#d5f0d5", "prior": "#efe0f7"}
+
+
+def plot_diagram(boxes: dict[str, tuple[float, float, str]], arrows: Sequence[tuple[str, str] | tuple[str, str, str]],
+                 title: str = "", size: tuple[float, float] = (COLUMN_INCHES, 3.2)) -> Figure:
+    """A method's block diagram: ``boxes`` maps a label to ``(x, y, kind)`` in [0, 1] axes units, kind one of
+    ``DIAGRAM_COLOURS`` (input, frozen, trained, output, prior); ``arrows`` are ``(from, to)`` or ``(from, to,
+    label)`` between box labels. The legend names the kinds that appear (frozen = not trained)."""
+    unknown_kinds = {kind for _, _, kind in boxes.values()} - set(DIAGRAM_COLOURS)
+    if unknown_kinds:
+        raise ValueError(f"unknown box kinds {sorted(unknown_kinds)}; use {list(DIAGRAM_COLOURS)}")
+    missing = {end for arrow in arrows for end in arrow[:2]} - set(boxes)
+    if missing:
+        raise ValueError(f"arrows name boxes that are not drawn: {sorted(missing)}")
+    figure, ax = plt.subplots(figsize=size)
+    ax.set_axis_off()
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    style = dict(boxstyle="round,pad=0.4", linewidth=1.0, edgecolor="#555555")
+    for label, (x, y, kind) in boxes.items():
+        ax.text(x, y, label, ha="center", va="center", fontsize=9, bbox={**style, "facecolor": DIAGRAM_COLOURS[kind]},
+                zorder=3)
+    for arrow in arrows:
+        start, end = boxes[arrow[0]][:2], boxes[arrow[1]][:2]
+        ax.annotate("", xy=end, xytext=start, zorder=2,
+                    arrowprops=dict(arrowstyle="-|>", color="#444444", shrinkA=16, shrinkB=16, linewidth=1.0))
+        if len(arrow) == 3:
+            ax.text((start[0] + end[0]) / 2, (start[1] + end[1]) / 2 + 0.04, arrow[2], ha="center", fontsize=8,
+                    color="#333333", zorder=4)
+    kinds = [kind for kind in DIAGRAM_COLOURS if any(k == kind for _, _, k in boxes.values())]
+    ax.legend(handles=[Patch(facecolor=DIAGRAM_COLOURS[k], edgecolor="#555555", label=k) for k in kinds],
+              loc="lower center", bbox_to_anchor=(0.5, -0.08), ncol=len(kinds), fontsize=8, frameon=False)
+    if title:
+        ax.set_title(title, fontsize=10)
+    figure.tight_layout()
+    return figure
