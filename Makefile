@@ -2,13 +2,14 @@
 #   make quickstart   the four papers side by side on the toy world: one model trained live, the rest from the zoo
 #   make test         the whole test suite (unit tests, notebooks under nbval, a papermill smoke run)
 #   make test-fast    the unit tests alone (no training, notebooks or papermill)
+#   make notebooks    execute every lesson and solution at full settings, written back with their outputs
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # pytest-xdist workers for `make test`, one thread each; a notebook's cells stay on one worker (conftest.py)
 TEST_WORKERS ?= 2
 
-.PHONY: install quickstart test test-fast benchmark strip-notebooks
+.PHONY: install quickstart test test-fast notebooks benchmark
 
 install: $(VENV)/.installed
 
@@ -22,7 +23,7 @@ quickstart: install
 	$(PY) -m fsslib.runs papermill_runs/quickstart.yaml
 
 test: install
-	$(PY) -m pytest -q -n $(TEST_WORKERS) tests notebooks --nbval-lax
+	$(PY) -m pytest -q -n $(TEST_WORKERS) tests notebooks --nbval-lax --nbval-sanitize-with nbval_sanitize.cfg
 
 test-fast: install
 	$(PY) -m pytest -q -n $(TEST_WORKERS) tests -m "not slow"
@@ -30,5 +31,5 @@ test-fast: install
 benchmark: install
 	$(PY) benchmarks/foundation.py
 
-strip-notebooks: install
-	$(VENV)/bin/jupyter nbconvert --clear-output --inplace notebooks/*.ipynb
+notebooks: install
+	$(PY) -m fsslib.lessons

@@ -1,10 +1,10 @@
 """The course's lessons, executed and committed: ``python -m fsslib.lessons`` (``make notebooks``).
 
-    python -m fsslib.lessons                      # every lesson, 2 at a time, written back with its outputs
-    python -m fsslib.lessons 05_piclip 06_qgnet   # some of them
+    python -m fsslib.lessons                      # every lesson and solution, 2 at a time, written back executed
+    python -m fsslib.lessons 05_piclip notebooks/solutions/05_piclip.ipynb   # some of them
 
 A lesson is a numbered notebook ``notebooks/NN_*.ipynb`` below 90 (``90_train_eval.ipynb`` is the grids'
-parameterised template and stays without outputs). Each runs at its full settings (``FSSLIB_SMOKE`` unset)
+parameterised template and stays without outputs); the exercises' solutions are ``notebooks/solutions/NN_*.ipynb``. Each runs at its full settings (``FSSLIB_SMOKE`` unset)
 in a fresh kernel, from an empty working directory, with its outputs under a temporary ``FSSLIB_OUTPUTS``
 and one torch thread (as under ``make test``, whose nbval run compares the committed outputs: the same
 thread count gives the same float arithmetic). The notebook is written back in place with its outputs; the
@@ -33,6 +33,11 @@ def lessons() -> list[Path]:
     return sorted(p for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb") if int(p.name[:2]) < 90)
 
 
+def solutions() -> list[Path]:
+    """The exercises' solutions, one notebook per lesson that has exercises (``notebooks/solutions/NN_name.ipynb``)."""
+    return sorted((NOTEBOOKS / "solutions").glob("[0-9][0-9]_*.ipynb"))
+
+
 def lesson_path(name: str) -> Path:
     """``05_piclip``, ``05_piclip.ipynb`` or a path: the lesson's notebook, or an error naming the lessons."""
     path = Path(name)
@@ -41,7 +46,7 @@ def lesson_path(name: str) -> Path:
     for lesson in lessons():
         if name in (lesson.stem, lesson.name):
             return lesson
-    raise unknown("lesson", name, [p.stem for p in lessons()])
+    raise unknown("lesson", name, [p.stem for p in lessons()] + ["or a notebook's path"])
 
 
 def execute(path: Path, timeout: int = CELL_TIMEOUT_S) -> float:
@@ -80,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--jobs", type=int, default=2, help="lessons executed at once, one torch thread each")
     parser.add_argument("--timeout", type=int, default=CELL_TIMEOUT_S, help="seconds one cell may take")
     args = parser.parse_args(argv)
-    paths = [lesson_path(name) for name in args.lessons] if args.lessons else lessons()
+    paths = [lesson_path(name) for name in args.lessons] if args.lessons else lessons() + solutions()
     with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         for path, seconds in zip(paths, pool.map(execute, paths, [args.timeout] * len(paths))):
             print(f"{path.name}: executed in {seconds:.0f} s")

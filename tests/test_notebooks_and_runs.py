@@ -1,4 +1,5 @@
-"""Committed notebooks carry no outputs; the papermill grid runner works end to end (smoke)."""
+"""The lessons are committed executed and the grids' template without outputs; the papermill grid runner works end
+to end (smoke)."""
 import csv
 import json
 import os
@@ -11,17 +12,44 @@ import pytest
 from fsslib import runs, tables
 from fsslib.config import make_config
 from fsslib.errors import FsslibError
+from fsslib.lessons import lessons, solutions
 
 REPO = Path(__file__).resolve().parent.parent
-NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
+NOTEBOOKS_MB = 15  # every lesson and solution together, executed
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_committed_notebooks_have_no_outputs(path):
-    notebook = nbformat.read(path, as_version=4)
+def test_the_grids_template_carries_no_outputs():
+    notebook = nbformat.read(REPO / "notebooks" / "90_train_eval.ipynb", as_version=4)
     dirty = [i for i, cell in enumerate(notebook.cells)
              if cell.cell_type == "code" and (cell.get("outputs") or cell.get("execution_count"))]
-    assert not dirty, f"{path.name}: cells {dirty} have outputs; strip them (see README, 'Contributing')"
+    assert not dirty, f"90_train_eval.ipynb: cells {dirty} have outputs; clear them (jupyter nbconvert --clear-output)"
+
+
+@pytest.mark.parametrize("path", lessons() + solutions(), ids=lambda p: p.relative_to(REPO / "notebooks").as_posix())
+def test_lessons_and_solutions_are_committed_executed_in_order(path):
+    """Executed by ``python -m fsslib.lessons`` (``make notebooks``): every code cell ran, top to bottom, in one kernel."""
+    notebook = nbformat.read(path, as_version=4)
+    counts = [cell.get("execution_count") for cell in notebook.cells if cell.cell_type == "code"]
+    assert counts == list(range(1, len(counts) + 1)), f"{path.name}: run `python -m fsslib.lessons {path}`"
+    assert notebook.metadata.get("fsslib", {}).get("executed_in_s", 0) > 0
+    assert "widgets" not in notebook.metadata  # a widget's state does not travel; its static figure does
+
+
+def test_every_lesson_ends_with_exercises_whose_solutions_are_tested():
+    """Each lesson but the set-up check (00) has an Exercises section, and its solutions notebook (run by nbval)."""
+    with_solutions = {path.name for path in solutions()}
+    for lesson in lessons()[1:]:
+        cells = nbformat.read(lesson, as_version=4).cells
+        headings = [line for cell in cells if cell.cell_type == "markdown" for line in cell.source.splitlines()
+                    if line.startswith("#")]
+        assert any("Exercises" in heading for heading in headings), f"{lesson.name} has no Exercises section"
+        assert lesson.name in with_solutions, f"{lesson.name}: its solutions belong in notebooks/solutions/{lesson.name}"
+    assert with_solutions <= {lesson.name for lesson in lessons()}
+
+
+def test_the_executed_lessons_stay_small():
+    size = sum(path.stat().st_size for path in lessons() + solutions())
+    assert size < NOTEBOOKS_MB * 2**20, f"the executed notebooks take {size / 2**20:.1f} MB; shrink their figures (dpi, size)"
 
 
 def test_train_eval_notebook_has_one_parameters_cell():

@@ -1,10 +1,11 @@
-"""Every tutorial notebook runs headless at its full settings (``FSSLIB_SMOKE`` unset), as a user runs
-it in a batch: with papermill and with ``jupyter nbconvert --execute`` through its command line, from an
-empty working directory that it must leave empty, each cell under a time limit that fails fast instead of
-hanging (the widget cells hung both before ``fsslib.notebook.interactive_figure``: issue 27;
-docs/notebook_widgets.md).
+"""The lessons run headless as a user runs them in a batch: with papermill and with ``jupyter nbconvert --execute``
+through its command line, at full settings (``FSSLIB_SMOKE`` unset), from an empty working directory that they
+must leave empty, each cell under a time limit that fails fast instead of hanging (widget cells hung both clients
+before ``fsslib.notebook.interactive_figure``; docs/notebook_widgets.md). Every lesson is executed once per test
+run, by nbval (against its committed outputs); here one lesson with a widget goes through each client, and the
+committed lessons are checked for a static figure beside every widget.
 
-``90_train_eval.ipynb`` is not a tutorial: the grid tests run it (at full settings in
+``90_train_eval.ipynb`` is not a lesson: the grid tests run it (at full settings in
 ``test_a_committed_row_is_reproduced``).
 """
 from __future__ import annotations
@@ -42,23 +43,34 @@ def widget_cells(notebook: nbformat.NotebookNode) -> list[int]:
             and any(helper in cell.source for helper in ("interactive_figure(", "episode_browser("))]
 
 
-def check_executed(path: Path, work: Path) -> None:
-    executed = nbformat.read(path, as_version=4)
-    code = [cell for cell in executed.cells if cell.cell_type == "code"]
-    assert all(cell.get("execution_count") for cell in code), "a cell was not executed"
-    for index in widget_cells(executed):  # the widget was created; the plain call (its cell or the code cell before) drew
+def static_figures_beside_widgets(executed: nbformat.NotebookNode) -> None:
+    """The widget was created, and the plain call (its cell or the code cell before) drew its figure."""
+    for index in widget_cells(executed):
         outputs = executed.cells[index].outputs
         assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in outputs), index
         before = next((cell.outputs for cell in reversed(executed.cells[:index]) if cell.cell_type == "code"), [])
         assert any("image/png" in o.get("data", {}) for o in [*outputs, *before]), index
+
+
+def check_executed(path: Path, work: Path) -> None:
+    executed = nbformat.read(path, as_version=4)
+    code = [cell for cell in executed.cells if cell.cell_type == "code"]
+    assert all(cell.get("execution_count") for cell in code), "a cell was not executed"
+    static_figures_beside_widgets(executed)
     assert sorted(p.name for p in work.iterdir()) == [path.name], "the notebook wrote into the working directory"
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("notebook", TUTORIALS, ids=lambda p: p.name)
-def test_papermill_runs_the_notebook_at_full_settings(notebook, headless):
+def test_every_committed_widget_has_its_static_figure_beside_it(notebook):
+    """On a repository browser, or reopened without a kernel, a widget shows nothing: its plain call's figure reads."""
+    static_figures_beside_widgets(nbformat.read(notebook, as_version=4))
+
+
+@pytest.mark.slow
+def test_papermill_runs_a_lesson_with_a_widget_at_full_settings(headless):
     import papermill
 
+    notebook = REPO / "notebooks" / "03_clip_dense_features.ipynb"
     executed = headless / notebook.name
     papermill.execute_notebook(str(notebook), str(executed), cwd=str(headless), kernel_name="python3",
                                execution_timeout=CELL_LIMIT_S, progress_bar=False)
@@ -66,9 +78,9 @@ def test_papermill_runs_the_notebook_at_full_settings(notebook, headless):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("notebook", TUTORIALS, ids=lambda p: p.name)
-def test_jupyter_nbconvert_executes_the_notebook_at_full_settings(notebook, headless):
+def test_jupyter_nbconvert_executes_a_lesson_with_a_widget_at_full_settings(headless):
     """``jupyter nbconvert --to notebook --execute`` as a user types it."""
+    notebook = REPO / "notebooks" / "01_few_shot_task.ipynb"
     executed = subprocess.run([str(Path(sys.executable).parent / "jupyter"), "nbconvert", "--to", "notebook", "--execute",
                                f"--ExecutePreprocessor.timeout={CELL_LIMIT_S}", "--output-dir", str(headless), str(notebook)],
                               cwd=headless, capture_output=True, text=True, timeout=10 * CELL_LIMIT_S)
@@ -76,11 +88,10 @@ def test_jupyter_nbconvert_executes_the_notebook_at_full_settings(notebook, head
     check_executed(headless / notebook.name, headless)
 
 
-def test_the_tutorials_with_widgets_are_among_those_run():
-    """Notebook 01's episode browser and notebook 06's superpixel widget hung both clients before the helper."""
-    for name in ("01_few_shot_task.ipynb", "06_qgnet.ipynb"):
+def test_the_lessons_run_through_both_clients_have_widgets():
+    """Notebook 01's episode browser and notebook 03's class-name box: the widgets that hung both clients before."""
+    for name in ("01_few_shot_task.ipynb", "03_clip_dense_features.ipynb"):
         assert widget_cells(nbformat.read(REPO / "notebooks" / name, as_version=4)), f"{name} no longer has a widget"
-    assert {"01_few_shot_task.ipynb", "06_qgnet.ipynb"} <= {p.name for p in TUTORIALS}
 
 
 def test_every_notebook_widget_uses_the_helper():
