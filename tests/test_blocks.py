@@ -243,3 +243,14 @@ def test_sliding_windows_average_the_windows_that_cover_each_pixel():
     assert calls == [(1, 3, 4, 4), (1, 3, 4, 4)]
     image = torch.rand(2, 3, 7, 9)  # scores that depend on the pixel only give the pixel's own score back
     torch.testing.assert_close(slide(lambda crop: crop * 2, image, window=4, stride=3), image * 2)
+
+
+def test_sliding_windows_sum_in_float32_whatever_the_scores_dtype():
+    """mmseg adds the windows into a float32 buffer; bfloat16 scores (autocast) summed in bfloat16 lose ~1e-2."""
+    from fsslib.blocks.sliding import slide
+
+    torch.manual_seed(0)
+    image = torch.rand(1, 3, 16, 16) * 10
+    low = slide(lambda crop: crop.to(torch.bfloat16), image, window=6, stride=2)
+    assert low.dtype == torch.float32
+    torch.testing.assert_close(low, slide(lambda crop: crop.to(torch.bfloat16).float(), image, window=6, stride=2))

@@ -48,6 +48,11 @@ def test_teacher_targets_and_losses_follow_the_official_training():
     teacher = torch.tensor([[[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [-1.0, 0.1]]])
     targets = teacher_targets(teacher, gamma=0.2)
     assert targets[0, 0].tolist() == [1.0, 1.0, 0.0, 0.0]  # cosines 1, 0.99, 0, -0.99
+    weak = torch.tensor([[[1.0, 0.0], [1.0, 0.2]]])  # cosine 0.98, and 1 with itself
+    loose = torch.tensor([[[1.0, 0.0], [0.1, 1.0]]])  # cosine 0.0995: under gamma 0.2, positive without a threshold
+    assert teacher_targets(loose, gamma=0.2)[0, 0].tolist() == [1.0, 0.0]
+    assert teacher_targets(loose, gamma=None)[0, 0].tolist() == teacher_targets(loose, gamma=0)[0, 0].tolist() == [1.0, 1.0]
+    assert teacher_targets(weak, gamma=None).tolist() == teacher_targets(weak, gamma=0.2).tolist()
     predicted = torch.tensor([[[0.8, -0.3], [0.1, 0.5]]])
     target = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])
     by_hand = -(torch.log(torch.sigmoid(torch.tensor(0.8))) + torch.log(1 - torch.sigmoid(torch.tensor(0.0)))

@@ -9,7 +9,8 @@ and ``segmentation/evaluation/clip_dinoiser_eval.py``):
   ``stride`` pixels, the last one moved back so that it ends at the border (it then overlaps its
   neighbour more than the others do); an axis shorter than the window gets one window of its length;
 * each window's scores, at the window's size, are added into the image's frame, and every pixel is
-  divided by the number of windows that cover it.
+  divided by the number of windows that cover it. The sum is kept in float32 whatever the scores' dtype
+  (bfloat16 under autocast), as mmseg's ``preds`` buffer is.
 """
 from __future__ import annotations
 
@@ -37,17 +38,17 @@ def slide(predict: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor,
     """(B, C, H, W) average of ``predict`` over the windows of ``images`` (B, 3, H, W).
 
     ``predict`` maps a crop (B, 3, h, w) to scores (B, C, h, w) at the crop's size; every pixel
-    gets the mean of the scores of the windows that cover it.
+    gets the mean of the scores of the windows that cover it, summed and returned in float32.
     """
     height, width = images.shape[-2:]
     total: torch.Tensor | None = None
-    count = images.new_zeros(1, 1, height, width)  # (1, 1, H, W): windows covering each pixel
+    count = torch.zeros(1, 1, height, width, device=images.device)  # (1, 1, H, W): windows covering each pixel
     for top in window_starts(height, window, stride):
         for left in window_starts(width, window, stride):
             bottom, right = min(top + window, height), min(left + window, width)
             scores = predict(images[:, :, top:bottom, left:right])  # (B, C, h, w)
             if total is None:
-                total = scores.new_zeros(*scores.shape[:2], height, width)
-            total[:, :, top:bottom, left:right] += scores
+                total = torch.zeros(*scores.shape[:2], height, width, device=scores.device)
+            total[:, :, top:bottom, left:right] += scores.float()
             count[:, :, top:bottom, left:right] += 1
-    return total / count.to(total.dtype)
+    return total / count

@@ -72,12 +72,14 @@ class DinoiserHeads(nn.Module):
         self.background = BackgroundHead(in_channels)
 
 
-def teacher_targets(teacher_features: torch.Tensor, gamma: float = GAMMA) -> torch.Tensor:
+def teacher_targets(teacher_features: torch.Tensor, gamma: float | None = GAMMA) -> torch.Tensor:
     """(B, N, N) binary targets ``cos(v_n, v_m) >= gamma`` of teacher tokens (B, N, C) (the official ``> 0`` after
-    zeroing the correlations below gamma; a correlation of exactly 0 is negative in both)."""
+    zeroing the correlations below gamma; a correlation of exactly 0 is negative in both). ``gamma`` None or 0:
+    no threshold, ``cos > 0``, as the official training does without one."""
     unit = F.normalize(teacher_features.float(), dim=-1)
     correlations = unit @ unit.transpose(1, 2)  # (B, N, N)
-    return ((correlations >= gamma) & (correlations > 0)).float()
+    positive = correlations > 0
+    return (positive & (correlations >= gamma) if gamma else positive).float()
 
 
 def correlation_loss(predicted: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
