@@ -166,12 +166,19 @@ def run_notebook(notebook: Path, outputs: Path, smoke: bool, threads: int, resum
 
 
 def _seed_rows(grid: dict[str, Any]) -> list[dict[str, Any]]:
-    """The committed rows of the grids a compare grid names under ``seeds`` (one name or a list, in order: a later
-    grid's row of a method, setting and seed replaces an earlier one's; a grid not run yet adds none, and with none
-    the comparison has no seed spread)."""
+    """The committed rows of the grids a compare grid names under ``seeds`` (one name or a list, in order). A later
+    grid that holds a method (and variant) replaces every earlier row of it, in all settings: a method retrained
+    on other code is never mixed with its former runs, and a setting the later grid leaves out has no spread. A
+    grid not run yet adds none; with none the comparison has no seed spread."""
     names = grid.get("seeds") or []
     tables = [REPO / "papermill_runs" / "results" / f"{name}.csv" for name in ([names] if isinstance(names, str) else names)]
-    return [row for table in tables if table.is_file() for row in read_table(table)]
+    rows: list[dict[str, Any]] = []
+    for table in tables:
+        if table.is_file():
+            later = read_table(table)
+            replaced = {(row["method"], row.get("variant") or "") for row in later}
+            rows = [row for row in rows if (row["method"], row.get("variant") or "") not in replaced] + later
+    return rows
 
 
 def _strata_pairs(grid: dict[str, Any]) -> tuple[tuple[str, str], ...] | None:

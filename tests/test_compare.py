@@ -219,7 +219,8 @@ def test_resolution_thresholds_pool_the_trained_methods_seed_spread():
 
 
 def test_a_later_seeds_grid_replaces_an_earlier_one_s_rows_of_a_method(tmp_path, monkeypatch):
-    """``seeds: [a, b]``: the rows of both grids, b's after a's, so b's row of a method, setting and seed wins."""
+    """``seeds: [a, a2, b]``: a later grid that holds a method replaces all of its earlier rows, in every setting
+    (a2's 5-shot row of qgnet goes with a's: b retrained qgnet), so no spread mixes two versions of a method."""
     from fsslib import runs
     from fsslib.compare import seed_spread
     from fsslib.tables import write_table
@@ -229,13 +230,15 @@ def test_a_later_seeds_grid_replaces_an_earlier_one_s_rows_of_a_method(tmp_path,
     results = tmp_path / "papermill_runs" / "results"
     write_table([{**columns, "method": "qgnet", "seed": 1, "miou": 60.0},
                  {**columns, "method": "pfenet", "seed": 1, "miou": 61.0}], results / "a")
+    write_table([{**columns, "method": "qgnet", "seed": 1, "shots": 5, "miou": 60.5}], results / "a2")
     write_table([{**columns, "method": "qgnet", "seed": 1, "miou": 62.0}], results / "b")
     monkeypatch.setattr(runs, "REPO", tmp_path)
-    seed_rows = runs._seed_rows({"seeds": ["a", "b", "not_run_yet"]})
-    assert runs._seed_rows({"seeds": "a"}) == seed_rows[:2]
-    zoo_rows = [{**columns, "method": method, "seed": 0, "miou": 63.0} for method in ("qgnet", "pfenet")]
-    spread = {row["method"]: row["mIoU per seed"] for row in seed_spread(zoo_rows, seed_rows)}
-    assert spread == {"qgnet": "63.0 / 62.0", "pfenet": "63.0 / 61.0"}
+    seed_rows = runs._seed_rows({"seeds": ["a", "a2", "b", "not_run_yet"]})
+    assert len(runs._seed_rows({"seeds": "a"})) == 2 and len(seed_rows) == 2  # b's qgnet replaces a's and a2's
+    zoo_rows = [{**columns, "method": method, "seed": 0, "shots": shots, "miou": 63.0}
+                for method in ("qgnet", "pfenet") for shots in (1, 5)]
+    spread = {(row["method"], row["setting"]): row["mIoU per seed"] for row in seed_spread(zoo_rows, seed_rows)}
+    assert spread == {("qgnet", "1-way 1-shot"): "63.0 / 62.0", ("pfenet", "1-way 1-shot"): "63.0 / 61.0"}
 
 
 def test_many_learning_curves_go_into_one_panel_per_method():
