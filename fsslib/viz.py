@@ -257,9 +257,10 @@ def plot_part_prototypes(image: torch.Tensor, mask: torch.Tensor, seeds: torch.T
 
 
 def plot_superpixels(images: torch.Tensor, segmentations: dict[str, torch.Tensor],
-                     patches: torch.Tensor | None = None) -> Figure:
+                     patches: torch.Tensor | None = None, title: str = "") -> Figure:
     """QGNet's local patches: (N, 3, H, W) images with the boundaries of each named (N, H, W) segmentation
-    (e.g. SLIC, Felzenszwalb), one row per method, and optionally a last row of (N, 3, h, w) patch crops."""
+    (e.g. SLIC, Felzenszwalb), one row per method, and optionally a last row of (N, 3, h, w) patch crops;
+    ``title`` (e.g. the settings) above them."""
     from skimage.segmentation import mark_boundaries
 
     rows = len(segmentations) + (patches is not None)
@@ -279,7 +280,95 @@ def plot_superpixels(images: torch.Tensor, segmentations: dict[str, torch.Tensor
             axes[-1, column].set_title("patch (input)", fontsize=8)
     for ax in axes.flat:
         ax.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=9)
     fig.tight_layout()
+    return fig
+
+
+def plot_contrastive_logits(positive: torch.Tensor, negatives: torch.Tensor, temperature: float,
+                            title: str = "", item: str = "item") -> Figure:
+    """One InfoNCE term per row (QGNet Eqs. 1 and 6, MoCo's loss): the cosine of each query to its positive key
+    (B,) and to the queue's negatives (B, M), with the row's loss ``-log softmax(cosines / temperature)[positive]``
+    written at its right; rows are named ``"<item> <i>"`` (e.g. scene, patch); the title gives the mean loss
+    beside chance, ``log(1 + M)``."""
+    positive, negatives = positive.detach().float().cpu(), negatives.detach().float().cpu()
+    logits = torch.cat([positive[:, None], negatives], dim=1) / temperature
+    losses = -logits.log_softmax(dim=1)[:, 0]
+    rows, queue = negatives.shape
+    fig, ax = plt.subplots(figsize=(min(7.5, COLUMN_INCHES), 0.42 * rows + 1.5), layout="constrained")
+    jitter = torch.Generator().manual_seed(0)
+    for row in range(rows):
+        offsets = (torch.rand(queue, generator=jitter) - 0.5) * 0.4
+        ax.scatter(negatives[row], row + offsets, s=5, color="0.6", label="negatives: the queue's keys" if row == 0 else None)
+        ax.scatter(positive[row], row, s=60, marker="D", color="tab:red", zorder=3,
+                   label="positive: the other view's key" if row == 0 else None)
+        ax.text(1.02, row, f"loss {float(losses[row]):.2f}", transform=ax.get_yaxis_transform(), va="center", fontsize=8)
+    ax.set_yticks(range(rows), [f"{item} {row}" for row in range(rows)], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("cosine q . k (unit vectors)")
+    chance = float(torch.log(torch.tensor(1.0 + queue)))
+    ax.set_title(f"{title}{' · ' if title else ''}mean loss {float(losses.mean()):.2f}, chance log(1 + M) = {chance:.2f} "
+                 f"(M = {queue})", fontsize=9)
+    fig.legend(loc="outside lower center", ncol=2, fontsize=8, frameon=False)
+    return fig
+
+
+def plot_pretraining_losses(losses: dict[str, list[float]], chance: dict[str, float], queue_full: int | None = None,
+                            title: str = "") -> Figure:
+    """Each named loss per optimiser step (from 1), with its chance level (``log(1 + M)``, dashed, same colour)
+    and the step at which the queues hold only real keys (``queue_full``, a grey line)."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.2), layout="constrained")
+    for index, (name, values) in enumerate(losses.items()):
+        colour = f"C{index}"
+        ax.plot(range(1, len(values) + 1), values, marker=".", color=colour, label=name)
+        if name in chance:
+            ax.axhline(chance[name], color=colour, linestyle="--", linewidth=1, label=f"chance, {name}")
+    if queue_full is not None:
+        ax.axvline(queue_full, color="0.5", linewidth=1, label="queue holds only real keys from here")
+    ax.set(xlabel="optimiser step", ylabel="InfoNCE loss", title=title)
+    ax.title.set_fontsize(9)
+    ax.legend(fontsize=7, loc="lower right")
+    return fig
+
+
+def plot_region_recall(statistics: dict[str, dict], title: str = "") -> Figure:
+    """QGNet's Table VII: per region map (``name -> RegionMapMeter.summary()``, e.g. from
+    :func:`fsslib.methods.qgnet.region_map_statistics`), the share of object pixels in ``[V > threshold]``
+    (recall, Eq. 16, solid) and of background pixels (dashed), against the threshold."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.4), layout="constrained")
+    for index, (name, summary) in enumerate(statistics.items()):
+        colour = f"C{index}"
+        ax.plot(summary["thresholds"], summary["recall"], marker="o", color=colour, label=f"{name}: object pixels (recall)")
+        ax.plot(summary["thresholds"], summary["background_share"], marker="x", linestyle="--", color=colour,
+                label=f"{name}: background pixels")
+    ax.set(xlabel="threshold alpha of R = [V > alpha]", ylabel="pixels inside R (%)", ylim=(0, 102), title=title)
+    ax.title.set_fontsize(9)
+    ax.legend(fontsize=7, loc="lower left")
+    return fig
+
+
+def plot_toy_and_paper(toy: dict[str, dict[str, float]], paper: dict[str, dict[str, float]], toy_title: str,
+                       paper_title: str, ylabel: str = "mIoU (%)") -> Figure:
+    """A method against its baseline twice, side by side: on the toy tier (left) and as its paper reports on
+    PASCAL-5i (right). Each is ``method -> {setting: mIoU}`` (e.g. ``{"QGNet": {"1-shot": 63.3}}``); bars per
+    setting, one colour per method, the value on each bar. The two panels share no axis: the numbers come
+    from different worlds."""
+    fig, axes = plt.subplots(1, 2, figsize=(min(8.0, COLUMN_INCHES), 3.6), layout="constrained")
+    methods = list(dict.fromkeys([*toy, *paper]))
+    for ax, values, name in ((axes[0], toy, toy_title), (axes[1], paper, paper_title)):
+        settings = list(dict.fromkeys(s for method in values.values() for s in method))
+        width = 0.8 / len(methods)
+        for index, method in enumerate(methods):
+            heights = [values.get(method, {}).get(s, np.nan) for s in settings]
+            bars = ax.bar(np.arange(len(settings)) + index * width, heights, width, color=f"C{index}",
+                          label=method if ax is axes[0] else None)
+            ax.bar_label(bars, fmt="%.1f", fontsize=7)
+        ax.set_xticks(np.arange(len(settings)) + width * (len(methods) - 1) / 2, settings, fontsize=8)
+        top = max(v for method in values.values() for v in method.values())
+        ax.set(ylim=(0, top * 1.15), ylabel=ylabel)
+        ax.set_title(name, fontsize=9)
+    fig.legend(loc="outside lower center", ncol=len(methods), fontsize=8, frameon=False)
     return fig
 
 
@@ -415,16 +504,18 @@ def plot_diagram(boxes: dict[str, tuple[float, float, str]], arrows: Sequence[tu
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     style = dict(boxstyle="round,pad=0.4", linewidth=1.0, edgecolor="#555555")
-    for label, (x, y, kind) in boxes.items():
-        ax.text(x, y, label, ha="center", va="center", fontsize=9, bbox={**style, "facecolor": DIAGRAM_COLOURS[kind]},
-                zorder=3)
+    drawn = {label: ax.text(x, y, label, ha="center", va="center", fontsize=9, zorder=3,
+                            bbox={**style, "facecolor": DIAGRAM_COLOURS[kind]})
+             for label, (x, y, kind) in boxes.items()}
     for arrow in arrows:
         start, end = boxes[arrow[0]][:2], boxes[arrow[1]][:2]
-        ax.annotate("", xy=end, xytext=start, zorder=2,
-                    arrowprops=dict(arrowstyle="-|>", color="#444444", shrinkA=16, shrinkB=16, linewidth=1.0))
+        # drawn after the boxes and clipped to their outlines, so that each head shows whatever a box's width
+        ax.annotate("", xy=end, xytext=start, zorder=4,
+                    arrowprops=dict(arrowstyle="-|>", color="#444444", shrinkA=2, shrinkB=2, linewidth=1.0,
+                                    patchA=drawn[arrow[0]].get_bbox_patch(), patchB=drawn[arrow[1]].get_bbox_patch()))
         if len(arrow) == 3:
             ax.text((start[0] + end[0]) / 2, (start[1] + end[1]) / 2 + 0.04, arrow[2], ha="center", fontsize=8,
-                    color="#333333", zorder=4)
+                    color="#333333", zorder=5)
     kinds = [kind for kind in DIAGRAM_COLOURS if any(k == kind for _, _, k in boxes.values())]
     ax.legend(handles=[Patch(facecolor=DIAGRAM_COLOURS[k], edgecolor="#555555", label=k) for k in kinds],
               loc="lower center", bbox_to_anchor=(0.5, -0.08), ncol=len(kinds), fontsize=8, frameon=False)
