@@ -796,8 +796,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--benchmark", choices=(*DATASETS, "all"), default="pascal",
                         help="with --all-for: which benchmark's data (default: pascal, the paper preset's)")
     parser.add_argument("--list", action="store_true", help="list every name, file, destination and checksum source")
-    parser.add_argument("--mirror", metavar="URL", help="take every file from URL/<file name> instead of its official "
-                                                        "source (checksums unchanged)")
+    parser.add_argument("--mirror", metavar="URL", help="take every file but open_clip's (--hf-endpoint) from URL/<file "
+                                                        "name> instead of its official source (checksums unchanged)")
     parser.add_argument("--hf-endpoint", metavar="URL", help="a Hugging Face Hub mirror for open_clip's weights")
     parser.add_argument("--accept-unverified", action="store_true",
                         help="take files that have no published checksum (DINO's; PSPNet's resnet50_v2.pth from a "
