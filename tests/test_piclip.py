@@ -325,3 +325,21 @@ def test_prior_mass_by_region_splits_each_query_by_the_target_s_shape_and_fill()
     priors = [p for p in mass if p != "episodes" and not p.endswith(" / target")]
     assert all(0 <= mass[p][r] <= 1 for p in priors for r in REGIONS if mass["episodes"][r])  # priors lie in [0, 1]
     assert all(mass[f"{p} / target"]["target"] == pytest.approx(1.0) for p in priors)  # the target against itself
+
+
+def test_the_cnn_can_see_the_support_blanked_as_the_official_hdmnet_extractor_does():
+    """``mask_support_cnn``: the ResNet sees the support outside its mask as ImageNet's mean colour (0 once
+    normalised); the queries and the default (PFENet's whole support) are unchanged."""
+    from fsslib.blocks import blank_outside_masks
+    from fsslib.models.backbones import IMAGENET_MEAN
+
+    batch = fabricated_batch().one_way()
+    default, official = piclip(), piclip(mask_support_cnn=True)
+    official.backbone.load_state_dict(default.backbone.state_dict())
+    (query_a, support_a), (query_b, support_b) = default.episode_levels(batch), official.episode_levels(batch)
+    torch.testing.assert_close(query_a["layer3"], query_b["layer3"])
+    blanked = blank_outside_masks(batch.support_images.flatten(0, 1), batch.support_masks.flatten(0, 1), IMAGENET_MEAN)
+    torch.testing.assert_close(support_b["layer3"], default.backbone_levels(blanked)["layer3"])
+    assert not torch.allclose(support_a["layer3"], support_b["layer3"])
+    outside = (batch.support_masks.flatten(0, 1) != 1).unsqueeze(1).expand_as(blanked)
+    torch.testing.assert_close(official.backbone.normalise(blanked)[outside], torch.zeros(int(outside.sum())))

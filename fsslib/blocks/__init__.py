@@ -27,8 +27,8 @@ from fsslib.blocks.decoders import (
     kaiming_init,
     pyramid_bins,
 )
-from fsslib.blocks.masks import foreground_weights, masked_average_pooling, resize_masks
+from fsslib.blocks.masks import blank_outside_masks, foreground_weights, masked_average_pooling, resize_masks
 
-__all__ = ["ASPPDecoder", "AtrousSpatialPyramidPooling", "COSINE_EPS", "FeatureEnrichmentModule", "aspp_rates",
+__all__ = ["blank_outside_masks", "ASPPDecoder", "AtrousSpatialPyramidPooling", "COSINE_EPS", "FeatureEnrichmentModule", "aspp_rates",
            "foreground_weights", "kaiming_init", "masked_average_pooling", "masked_support_prior",
            "max_cosine_similarity", "min_max_normalise", "prior_region_map", "prototype_cosine", "pyramid_bins", "resize_masks"]

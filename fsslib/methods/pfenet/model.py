@@ -16,6 +16,10 @@ Pipeline for a query and K supports (shapes for the paper tier: 473 x 473 -> 60 
   presets keep the official default (option ``init="pytorch"``, ``he_init=False``): with SGD at 0.0025 on
   features of order one, He-normal weights diverge within a few steps (random-weight rehearsals).
 
+``mask_support_image``: the supports reach the backbone blanked outside their masks (ImageNet's mean colour,
+0 once normalised), as BAM's and HDMNet's feature extractors do and PI-CLIP's official code (on HDMNet) with
+them; PFENet's own code feeds the whole support and masks its features. Off by default.
+
 The backbone is frozen (held with :meth:`~fsslib.methods.base.FewShotSegmenter.hold_frozen`:
 eval-mode BatchNorm statistics, not in the checkpoint), as PFENet.
 
@@ -27,11 +31,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from fsslib.blocks import FeatureEnrichmentModule, kaiming_init, masked_average_pooling
+from fsslib.blocks import FeatureEnrichmentModule, blank_outside_masks, kaiming_init, masked_average_pooling
 from fsslib.blocks.priors import MaskedSupportPrior, PriorSource
 from fsslib.data.episodes import EpisodeBatch, OneWayInputs
 from fsslib.methods.base import FewShotSegmenter, require_one_way, segmentation_loss
-from fsslib.models.backbones import MultiLevelBackbone
+from fsslib.models.backbones import IMAGENET_MEAN, MultiLevelBackbone
 
 
 def _reduction(in_channels: int, feature_dim: int, dropout: float, he_init: bool) -> nn.Sequential:
@@ -44,8 +48,9 @@ class PFENet(FewShotSegmenter):
     """PFENet: frozen backbone, mid-level prototype, a prior source, FEM decoder."""
 
     def __init__(self, backbone: MultiLevelBackbone, prior: PriorSource | None = None, feature_dim: int = 256,
-                 dropout: float = 0.5, he_init: bool = True) -> None:
+                 dropout: float = 0.5, he_init: bool = True, mask_support_image: bool = False) -> None:
         super().__init__()
+        self.mask_support_image = mask_support_image
         self.hold_frozen("backbone", backbone)
         self.prior = prior if prior is not None else MaskedSupportPrior()
         mid_channels = backbone.channels["layer2"] + backbone.channels["layer3"]
@@ -66,7 +71,10 @@ class PFENet(FewShotSegmenter):
 
     def episode_levels(self, batch: OneWayInputs) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """The frozen backbone's levels of the queries (B, C, h, w) and of the supports (B*K, C, h, w)."""
-        return self.backbone_levels(batch.query_images), self.backbone_levels(batch.support_images.flatten(0, 1))
+        supports = batch.support_images.flatten(0, 1)  # (B*K, 3, H, W)
+        if self.mask_support_image:
+            supports = blank_outside_masks(supports, batch.support_masks.flatten(0, 1), IMAGENET_MEAN)
+        return self.backbone_levels(batch.query_images), self.backbone_levels(supports)
 
     @torch.no_grad()
     def prior_maps(self, batch: OneWayInputs) -> torch.Tensor:

@@ -39,6 +39,8 @@ class PiclipOptions(DecoderOptions, ClipOptions):
     clip_image_size: int | None = option(None, "the size CLIP sees (None: the episode's input size)", at_least=1)
     vvp_mask_support_image: bool = option(True, "True: the official code, which blanks the support image outside "
                                           "the mask before CLIP; False: Eq. 5, which masks only the tokens")
+    mask_support_cnn: bool = option(False, "True: blank the support image outside its mask before the ResNet too, as the "
+                                    "official code's HDMNet extractor does; False: PFENet's, which masks features")
     vtp_channels: int = option(2, "copies of the VTP among the decoder's prior channels (the official code's 2)",
                                at_least=1)
     prior_scale: float = option(10.0, "factor on the priors entering the decoder (the official code's 10; 1: unscaled)",
@@ -91,4 +93,4 @@ def build(cfg: MethodConfig) -> PFENet:
         vtp_prompts=options.vtp_prompts, vtp_channels=options.vtp_channels, prior_scale=options.prior_scale,
     )
     return PFENet(build_backbone(cfg.backbone, cfg.backbone_weights), priors, feature_dim=options.feature_dim,
-                  dropout=options.dropout, he_init=options.init == "he_normal")
+                  dropout=options.dropout, he_init=options.init == "he_normal", mask_support_image=options.mask_support_cnn)

@@ -38,7 +38,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from fsslib.blocks.masks import resize_masks
+from fsslib.blocks.masks import blank_outside_masks
 from fsslib.blocks.priors import PriorSource
 from fsslib.clip import PICLIP_NON_TARGET_TEMPLATE, PICLIP_TARGET_TEMPLATE, ClipBundle, block_taps, prompt_embeddings
 from fsslib.data.episodes import OneWayInputs
@@ -134,9 +134,7 @@ class ClipPriors(PriorSource):
 
     def _mask_images(self, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         """Official code's ``s_x * mask``: pixels outside the support mask become CLIP's mean colour (0 after normalising)."""
-        keep = resize_masks((masks == 1).float().unsqueeze(1), images.shape[-2:], mode="nearest")  # (N, 1, S, S)
-        mean = torch.tensor(self.bundle.mean, device=images.device).view(1, 3, 1, 1)
-        return images * keep + mean * (1 - keep)
+        return blank_outside_masks(images, masks, self.bundle.mean)
 
     def clip_priors(self, batch: OneWayInputs, present_indices: Sequence[Sequence[int]] | None = None
                     ) -> dict[str, torch.Tensor]:
