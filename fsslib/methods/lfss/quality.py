@@ -43,8 +43,10 @@ def pseudo_mask_quality(model: LFSS, episodes: EpisodeDataset, batch_size: int =
     names = ("initial", "refined", "support_initial", "support_refined") + (("support_predicted",) if circle else ())
     meters = {name: FewShotMeter(episodes.classes) for name in names}
     batches = episode_batches(episodes, batch_size)
+    device = next(model.parameters()).device  # the model's device: a model on a GPU scores there
     for batch in tqdm(batches, total=math.ceil(len(episodes) / batch_size), desc="pseudo masks", disable=not progress,
                       leave=False):
+        batch = batch.to(device)
         inputs = batch.inputs().one_way()  # what the model reads; the batch keeps the targets for scoring
         shots = inputs.support_images.shape[1]
         support_labels = list(inputs.support_masks.flatten(0, 1))  # (B*K) x (H, W): the supports' ground truth
