@@ -415,13 +415,13 @@ def plot_diagram(boxes: dict[str, tuple[float, float, str]], arrows: Sequence[tu
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     style = dict(boxstyle="round,pad=0.4", linewidth=1.0, edgecolor="#555555")
-    for label, (x, y, kind) in boxes.items():
-        ax.text(x, y, label, ha="center", va="center", fontsize=9, bbox={**style, "facecolor": DIAGRAM_COLOURS[kind]},
-                zorder=3)
+    texts = {label: ax.text(x, y, label, ha="center", va="center", fontsize=9, zorder=3,
+                            bbox={**style, "facecolor": DIAGRAM_COLOURS[kind]}) for label, (x, y, kind) in boxes.items()}
     for arrow in arrows:
         start, end = boxes[arrow[0]][:2], boxes[arrow[1]][:2]
         ax.annotate("", xy=end, xytext=start, zorder=2,
-                    arrowprops=dict(arrowstyle="-|>", color="#444444", shrinkA=16, shrinkB=16, linewidth=1.0))
+                    arrowprops=dict(arrowstyle="-|>", color="#444444", shrinkA=2, shrinkB=2, linewidth=1.0,
+                                    patchA=texts[arrow[0]].get_bbox_patch(), patchB=texts[arrow[1]].get_bbox_patch()))
         if len(arrow) == 3:
             ax.text((start[0] + end[0]) / 2, (start[1] + end[1]) / 2 + 0.04, arrow[2], ha="center", fontsize=8,
                     color="#333333", zorder=4)
@@ -431,4 +431,5 @@ def plot_diagram(boxes: dict[str, tuple[float, float, str]], arrows: Sequence[tu
     if title:
         ax.set_title(title, fontsize=10)
     figure.tight_layout()
+    figure.canvas.draw()  # places the boxes, at which the arrows end (patchB): each arrow's head shows at its box's edge
     return figure
