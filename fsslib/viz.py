@@ -522,4 +522,5 @@ def plot_diagram(boxes: dict[str, tuple[float, float, str]], arrows: Sequence[tu
     if title:
         ax.set_title(title, fontsize=10)
     figure.tight_layout()
+    figure.canvas.draw()  # places the boxes, at which the arrows end (patchB): each arrow's head shows at its box's edge
     return figure
