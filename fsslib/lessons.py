@@ -38,6 +38,16 @@ def solutions() -> list[Path]:
     return sorted((NOTEBOOKS / "solutions").glob("[0-9][0-9]_*.ipynb"))
 
 
+def minutes_to_run(path: Path) -> int:
+    """The whole minutes (at least 1) the notebook took when it was last executed by :func:`execute`."""
+    import nbformat
+
+    seconds = nbformat.read(path, as_version=4).metadata.get("fsslib", {}).get("executed_in_s")
+    if seconds is None:
+        raise unknown("executed notebook", path.name, [f"run python -m fsslib.lessons {path.stem} first"])
+    return max(1, round(seconds / 60))
+
+
 def lesson_path(name: str) -> Path:
     """``05_piclip``, ``05_piclip.ipynb`` or a path: the lesson's notebook, or an error naming the lessons."""
     path = Path(name)

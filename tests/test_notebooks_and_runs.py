@@ -47,6 +47,16 @@ def test_every_lesson_ends_with_exercises_whose_solutions_are_tested():
     assert with_solutions <= {lesson.name for lesson in lessons()}
 
 
+def test_the_readme_lists_every_lesson_with_the_minutes_it_took():
+    from fsslib.lessons import minutes_to_run
+
+    rows = {line.split("|")[1].strip(" `"): line.split("|")[3].strip() for line in (REPO / "README.md").read_text().splitlines()
+            if line.startswith("| `") and line.split("|")[1].strip(" `")[:2].isdigit()}
+    assert set(rows) == {lesson.stem for lesson in lessons()}
+    for lesson in lessons():
+        assert rows[lesson.stem] == str(minutes_to_run(lesson)), lesson.name
+
+
 def test_the_executed_lessons_stay_small():
     size = sum(path.stat().st_size for path in lessons() + solutions())
     assert size < NOTEBOOKS_MB * 2**20, f"the executed notebooks take {size / 2**20:.1f} MB; shrink their figures (dpi, size)"
