@@ -398,7 +398,7 @@ ANSWERS = {  # the README's answer table: paper -> (its paper file, method, base
                                           "text MaskCLIP"),
     "QGNet": ("qgnet_global_local_contrastive.md", "qgnet", "pfenet", "PFENet"),
 }
-SEED_GRIDS = ("zoo_seeds_toy", "qgnet_seeds_toy")  # compare_toy's seeds, a later grid's rows replacing an earlier's
+SEED_GRIDS = ("zoo_seeds_toy", "qgnet_seeds_toy", "family_seeds_toy")  # compare_toy.yaml's seeds, a later grid's rows replacing an earlier's
 PAPERS = REPO.parent / "shared" / "papers"  # the papers' texts, beside the repository (CI has them)
 
 
