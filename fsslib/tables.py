@@ -400,9 +400,9 @@ def write_results_page(folder: Path) -> Path:
     compared = [(path, name) for path, name in made if load_grid(path).get("compare")]
     others = [(path, name) for path, name in made if (path, name) not in compared]
     pending = [path.name for path, grid in grids if (path, grid["name"]) not in made]
-    contents = ["- [The methods side by side](#the-methods-side-by-side)",
-                *(f"  - [{name}](#{name})" for _, name in compared),
-                "- [Every grid](#every-grid)", *(f"  - [{name}](#{name})" for _, name in others)]
+    contents = ["- [The methods side by side](#the-methods-side-by-side): "
+                + ", ".join(f"[{name}](#{name})" for _, name in compared),
+                "- [Every grid](#every-grid): " + ", ".join(f"[{name}](#{name})" for _, name in others)]
     lines = ["# Results", "",
              "Written by `python -m fsslib.runs` after each grid; do not edit it. A grid's question is the first "
              "sentence of its file's comment; its answer is its `<name>.answer.md`; its page holds its table, curves "

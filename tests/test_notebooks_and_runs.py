@@ -185,7 +185,7 @@ def test_results_page_is_an_index_and_each_grid_s_page_holds_its_answer_curves_a
     page = tables.write_results_page(tmp_path).read_text()
     assert page.index("## Contents") < page.index("## The methods side by side") < page.index("## Every grid")
     assert "No comparison made yet." in page and "`python -m fsslib.runs papermill_runs/c.yaml`" in page
-    assert "`python -m fsslib.runs papermill_runs/b.yaml`" in page and "  - [a](#a)" in page
+    assert "`python -m fsslib.runs papermill_runs/b.yaml`" in page and "[Every grid](#every-grid): [a](#a)" in page
     assert ("### a\n\n**Question.** Does x win? **Answer.** Yes, by 2 points. [Full page](results/a.md) (plateau "
             "verdict in the older form).") in page
     assert "Why x wins" not in page and "| pfenet |" not in page  # the notes and the table stay on the page
