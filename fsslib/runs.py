@@ -165,7 +165,7 @@ def run_notebook(notebook: Path, outputs: Path, smoke: bool, threads: int, resum
     return json.loads((run_dir / "metrics.json").read_text())
 
 
-def _seed_rows(grid: dict[str, Any]) -> list[dict[str, Any]]:
+def seed_rows(grid: dict[str, Any]) -> list[dict[str, Any]]:
     """The committed rows of the grids a compare grid names under ``seeds`` (one name or a list, in order). A later
     grid that holds a method (and variant) replaces every earlier row of it, in all settings: a method retrained
     on other code is never mixed with its former runs, and a setting the later grid leaves out has no spread. A
@@ -241,7 +241,7 @@ def execute(grid_path: str | Path, smoke: bool = False, outputs: str | Path | No
             if "notebook" in grid else None
         rows = execute_comparison(name, [(p, outputs / run_name(p)) for p in runs],
                                   Path(results or REPO / "papermill_runs" / "results"), jobs, threads, resume, smoke,
-                                  _seed_rows(grid), train_one, _strata_pairs(grid))
+                                  seed_rows(grid), train_one, _strata_pairs(grid))
         if publish:
             write_results_page(REPO / "papermill_runs")
         return rows
@@ -367,7 +367,7 @@ def rewrite_table(grid_path: str | Path, outputs: str | Path | None = None,
         from fsslib.compare import collect_comparison
 
         rows = collect_comparison(grid["name"], [(p, outputs / run_name(p)) for p in runs],
-                                  Path(results or REPO / "papermill_runs" / "results"), _seed_rows(grid),
+                                  Path(results or REPO / "papermill_runs" / "results"), seed_rows(grid),
                                   _strata_pairs(grid))
         if results is None:
             write_results_page(REPO / "papermill_runs")

@@ -233,8 +233,8 @@ def test_a_later_seeds_grid_replaces_an_earlier_one_s_rows_of_a_method(tmp_path,
     write_table([{**columns, "method": "qgnet", "seed": 1, "shots": 5, "miou": 60.5}], results / "a2")
     write_table([{**columns, "method": "qgnet", "seed": 1, "miou": 62.0}], results / "b")
     monkeypatch.setattr(runs, "REPO", tmp_path)
-    seed_rows = runs._seed_rows({"seeds": ["a", "a2", "b", "not_run_yet"]})
-    assert len(runs._seed_rows({"seeds": "a"})) == 2 and len(seed_rows) == 2  # b's qgnet replaces a's and a2's
+    seed_rows = runs.seed_rows({"seeds": ["a", "a2", "b", "not_run_yet"]})
+    assert len(runs.seed_rows({"seeds": "a"})) == 2 and len(seed_rows) == 2  # b's qgnet replaces a's and a2's
     zoo_rows = [{**columns, "method": method, "seed": 0, "shots": shots, "miou": 63.0}
                 for method in ("qgnet", "pfenet") for shots in (1, 5)]
     spread = {(row["method"], row["setting"]): row["mIoU per seed"] for row in seed_spread(zoo_rows, seed_rows)}
