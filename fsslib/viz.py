@@ -415,13 +415,23 @@ def plot_diagram(boxes: dict[str, tuple[float, float, str]], arrows: Sequence[tu
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     style = dict(boxstyle="round,pad=0.4", linewidth=1.0, edgecolor="#555555")
-    for label, (x, y, kind) in boxes.items():
-        ax.text(x, y, label, ha="center", va="center", fontsize=9, bbox={**style, "facecolor": DIAGRAM_COLOURS[kind]},
-                zorder=3)
+    drawn = {label: ax.text(x, y, label, ha="center", va="center", fontsize=9, zorder=3,
+                            bbox={**style, "facecolor": DIAGRAM_COLOURS[kind]}) for label, (x, y, kind) in boxes.items()}
+    figure.canvas.draw()  # sizes the boxes, so that each arrow can run from edge to edge (its head not hidden)
+    renderer, to_axes = figure.canvas.get_renderer(), ax.transData.inverted()
+    half = {label: (to_axes.transform(text.get_bbox_patch().get_window_extent(renderer).get_points()) * [[-1], [1]]).sum(0) / 2
+            for label, text in drawn.items()}  # (half width, half height) of each box in axes units
+
+    def edge(label: str, towards: tuple[float, float]) -> tuple[float, float]:
+        """Where the line from box ``label``'s centre to ``towards`` leaves the box."""
+        (x, y), (dx, dy) = boxes[label][:2], (towards[0] - boxes[label][0], towards[1] - boxes[label][1])
+        scale = min(half[label][0] / abs(dx) if dx else float("inf"), half[label][1] / abs(dy) if dy else float("inf"), 1.0)
+        return x + scale * dx, y + scale * dy
+
     for arrow in arrows:
         start, end = boxes[arrow[0]][:2], boxes[arrow[1]][:2]
-        ax.annotate("", xy=end, xytext=start, zorder=2,
-                    arrowprops=dict(arrowstyle="-|>", color="#444444", shrinkA=16, shrinkB=16, linewidth=1.0))
+        ax.annotate("", xy=edge(arrow[1], start), xytext=edge(arrow[0], end), zorder=2,
+                    arrowprops=dict(arrowstyle="-|>", color="#444444", shrinkA=2, shrinkB=2, linewidth=1.0))
         if len(arrow) == 3:
             ax.text((start[0] + end[0]) / 2, (start[1] + end[1]) / 2 + 0.04, arrow[2], ha="center", fontsize=8,
                     color="#333333", zorder=4)
