@@ -524,3 +524,29 @@ def plot_diagram(boxes: dict[str, tuple[float, float, str]], arrows: Sequence[tu
     figure.tight_layout()
     figure.canvas.draw()  # places the boxes, at which the arrows end (patchB): each arrow's head shows at its box's edge
     return figure
+
+
+def plot_toy_beside_paper(rows: Sequence[dict], toy_label: str, paper_label: str, title: str = "") -> Figure:
+    """Each method's toy-tier number beside the number its paper reports on the paper's benchmark, as paired
+    horizontal bars with their values written at their ends. ``rows``: ``{"method", "toy", "paper"}`` dicts, top
+    to bottom (``paper`` None where no paper reports the method; an optional ``"mark"``, e.g. ``"*"``, is written
+    after the paper's value, for a number that is not comparable). ``toy_label`` and ``paper_label`` say what the
+    two numbers are (tier, folds, setting, benchmark) in the legend."""
+    fig, ax = plt.subplots(figsize=(COLUMN_INCHES, 0.45 * len(rows) + 1.3), layout="constrained")
+    height, top = 0.4, max([row["toy"] for row in rows] + [row["paper"] for row in rows if row.get("paper") is not None])
+    positions = range(len(rows) - 1, -1, -1)  # the first row on top
+    ax.barh([p + height / 2 for p in positions], [row["toy"] for row in rows], height, color="tab:blue", label=toy_label)
+    reported = [(p, row) for p, row in zip(positions, rows) if row.get("paper") is not None]
+    ax.barh([p - height / 2 for p, _ in reported], [row["paper"] for _, row in reported], height, color="tab:orange",
+            hatch="//", edgecolor="white", label=paper_label)
+    for p, row in zip(positions, rows):
+        ax.text(row["toy"] + 0.01 * top, p + height / 2, f"{row['toy']:.1f}", va="center", fontsize=7)
+    for p, row in reported:
+        ax.text(row["paper"] + 0.01 * top, p - height / 2, f"{row['paper']:.1f}{row.get('mark', '')}", va="center",
+                fontsize=7)
+    ax.set_yticks(list(positions), [row["method"] for row in rows], fontsize=8)
+    ax.set(xlim=(0, 1.12 * top), xlabel="mIoU (%)")
+    ax.legend(loc="lower right", fontsize=7)
+    if title:
+        ax.set_title(title, fontsize=10)
+    return fig

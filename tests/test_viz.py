@@ -26,3 +26,18 @@ def test_a_diagram_names_what_is_wrong():
         plot_diagram({"a": (0.1, 0.1, "learned")}, [])
     with pytest.raises(ValueError, match=r"not drawn: \['b'\]"):
         plot_diagram({"a": (0.1, 0.1, "input")}, [("a", "b")])
+
+
+def test_the_toy_numbers_stand_beside_the_papers_with_their_values_written():
+    from fsslib.viz import COLUMN_INCHES, plot_toy_beside_paper
+
+    rows = [{"method": "pfenet", "toy": 63.4, "paper": 60.8}, {"method": "maskclip", "toy": 44.3, "paper": None},
+            {"method": "clip-dinoiser-support", "toy": 22.1, "paper": 4.83, "mark": "*"}]
+    figure = plot_toy_beside_paper(rows, "toy tier", "PASCAL-5i", title="1-way 1-shot")
+    (ax,) = figure.axes
+    assert [t.get_text() for t in ax.texts] == ["63.4", "44.3", "22.1", "60.8", "4.8*"]
+    heights = dict(zip([t.get_text() for t in ax.get_yticklabels()], ax.get_yticks()))
+    assert heights["pfenet"] > heights["maskclip"] > heights["clip-dinoiser-support"]  # the first row on top
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["toy tier", "PASCAL-5i"]
+    assert figure.get_size_inches()[0] <= COLUMN_INCHES
+    plt.close(figure)
