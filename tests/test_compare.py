@@ -320,3 +320,39 @@ def test_a_variant_can_be_compared_per_stratum_when_a_grid_names_it(tmp_path):
     grid = {"name": "control", "compare": True, "strata_pairs": [["piclip (no_pir)", "pfenet"]]}
     with pytest.raises(FsslibError, match=r"\['pfenet'\], which no run is"):
         check_parameters(grid, [{"method": "piclip", "variant": "no_pir", "fold": 0, "ckpt": None}])
+
+
+def test_the_committed_comparison_scores_every_row_on_the_same_episodes_and_means_the_unrounded_rows():
+    """compare_toy's rows share one episode count and test seed, and each mean over the 4 folds that notebook 08
+    draws is the mean of the 4 rows' unrounded mIoUs (a fraction of a second: CSVs only)."""
+    from fsslib.compare import SETTINGS
+    from fsslib.tables import REPO
+
+    rows, _, _ = read_comparison("compare_toy", REPO / "papermill_runs" / "results")
+    assert len({(row["episodes"], row["seed"]) for row in rows}) == 1, "rows made on different episodes"
+    for entry in comparison_table(rows):
+        for ways, shots in SETTINGS:
+            mine = [row["miou"] for row in rows if row["method"] == entry["method"] and not row["variant"]
+                    and (row["ways"], row["shots"]) == (ways, shots)]
+            assert len(mine) == 4 and entry[f"{ways}-way {shots}-shot mIoU"] == pytest.approx(sum(mine) / 4)
+
+
+def test_the_side_by_side_lesson_s_takeaways_hold_on_the_committed_comparison():
+    """Notebook 08's takeaways, against the committed compare_toy (CSVs only): LFSS, reading class names only, leads
+    every method that reads pixel masks at 1-way 1-shot by more than the resolved threshold for two means over the
+    4 folds; whole support images, as CLIP-DINOiser's prompts, score below its text prompts at 1 shot."""
+    from fsslib.compare import resolution_thresholds, seed_spread
+    from fsslib.tables import REPO, load_grid, read_table
+
+    results = REPO / "papermill_runs" / "results"
+    rows, _, _ = read_comparison("compare_toy", results)
+    table = {entry["method"]: entry for entry in comparison_table(rows)}
+    seeds = load_grid(REPO / "papermill_runs" / "compare_toy.yaml")["seeds"]
+    seed_rows = [row for name in seeds for row in read_table(results / f"{name}.csv")]
+    thresholds = {row["setting"]: row for row in resolution_thresholds(seed_spread(rows, seed_rows))}
+    threshold = float(thresholds["1-way 1-shot"]["two means over 4 folds"])
+    one_shot = {method: entry["1-way 1-shot mIoU"] for method, entry in table.items()}
+    masks = [method for method, entry in table.items() if "pixel masks" in entry["support annotation"]]
+    assert table["lfss"]["support annotation"] == "class names" and {"pfenet", "piclip", "qgnet"} <= set(masks)
+    assert one_shot["lfss"] - max(one_shot[method] for method in masks) > threshold
+    assert one_shot["clip-dinoiser-support"] < one_shot["clip-dinoiser"]
