@@ -385,3 +385,15 @@ def test_a_harmless_input_the_method_ignores_is_warned_about(scene_files, tmp_pa
     error = capsys.readouterr().err
     assert code == 0 and "warning: --fold 2 picks which zoo model --ckpt zoo loads" in error
     assert "warning: all-foreground builds no ResNet backbone: --backbone-weights changes nothing" in error
+
+
+def test_the_paper_tier_without_its_weights_says_which_file_is_missing(tmp_path, monkeypatch):
+    """Notebook 09's last section: building the paper tier's PFENet where no weights were fetched stops at once,
+    naming the missing file and docs/paper_tier.md (no download, no model half built)."""
+    from fsslib import predict
+    from fsslib.errors import FsslibError
+
+    monkeypatch.setenv("FSSLIB_WEIGHTS", str(tmp_path / "no weights here"))
+    with pytest.raises(FsslibError) as error:
+        predict.load("pfenet", ["cat"], preset="paper", ckpt=None, device="cpu")
+    assert "resnet50_v2.pth" in str(error.value) and "docs/paper_tier.md" in str(error.value)
