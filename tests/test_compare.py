@@ -342,14 +342,13 @@ def test_the_side_by_side_lesson_s_takeaways_hold_on_the_committed_comparison():
     every method that reads pixel masks at 1-way 1-shot by more than the resolved threshold for two means over the
     4 folds; whole support images, as CLIP-DINOiser's prompts, score below its text prompts at 1 shot."""
     from fsslib.compare import resolution_thresholds, seed_spread
-    from fsslib.tables import REPO, load_grid, read_table
+    from fsslib.runs import seed_rows
+    from fsslib.tables import REPO, load_grid
 
-    results = REPO / "papermill_runs" / "results"
-    rows, _, _ = read_comparison("compare_toy", results)
+    rows, _, _ = read_comparison("compare_toy", REPO / "papermill_runs" / "results")
     table = {entry["method"]: entry for entry in comparison_table(rows)}
-    seeds = load_grid(REPO / "papermill_runs" / "compare_toy.yaml")["seeds"]
-    seed_rows = [row for name in seeds for row in read_table(results / f"{name}.csv")]
-    thresholds = {row["setting"]: row for row in resolution_thresholds(seed_spread(rows, seed_rows))}
+    seeds = seed_rows(load_grid(REPO / "papermill_runs" / "compare_toy.yaml"))
+    thresholds = {row["setting"]: row for row in resolution_thresholds(seed_spread(rows, seeds))}
     threshold = float(thresholds["1-way 1-shot"]["two means over 4 folds"])
     one_shot = {method: entry["1-way 1-shot mIoU"] for method, entry in table.items()}
     masks = [method for method, entry in table.items() if "pixel masks" in entry["support annotation"]]
