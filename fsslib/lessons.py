@@ -20,7 +20,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from fsslib.errors import unknown
+from fsslib.errors import FsslibError, unknown
 from fsslib.paths import PACKAGE_DIR
 
 NOTEBOOKS = PACKAGE_DIR.parent / "notebooks"
@@ -44,7 +44,8 @@ def minutes_to_run(path: Path) -> int:
 
     seconds = nbformat.read(path, as_version=4).metadata.get("fsslib", {}).get("executed_in_s")
     if seconds is None:
-        raise unknown("executed notebook", path.name, [f"run python -m fsslib.lessons {path.stem} first"])
+        raise FsslibError(f"{path.name} has not been executed by fsslib.lessons (no run time in its metadata).",
+                          f"run python -m fsslib.lessons {path}")
     return max(1, round(seconds / 60))
 
 

@@ -78,8 +78,8 @@ class PFENet(FewShotSegmenter):
 
     @torch.no_grad()
     def prior_maps(self, batch: OneWayInputs) -> torch.Tensor:
-        """The prior source's maps (B, P, h, w) in [0, 1] at feature size, as :meth:`predict` feeds them to FEM
-        (e.g. QGNet's guided and prior region maps)."""
+        """The prior source's maps (B, P, h, w) at feature size, as :meth:`predict` feeds them to FEM (e.g. QGNet's
+        guided and prior region maps; in [0, 1], PI-CLIP's times 10)."""
         return self.prior(batch, *self.episode_levels(batch), self.backbone)
 
     def predict(self, batch: OneWayInputs) -> tuple[torch.Tensor, list[torch.Tensor]]:
