@@ -50,8 +50,10 @@ class LossModule(nn.Module):
         return self.model.loss(batch)
 
 
-def make_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
+def make_optimizer(cfg: Config, model: FewShotSegmenter) -> torch.optim.Optimizer:
+    """SGD or AdamW over the model's parameter groups (:meth:`FewShotSegmenter.parameter_groups`), each at ``cfg.lr``
+    times its ``lr_scale``; the schedule scales every group alike."""
+    params = [{"params": group["params"], "lr": cfg.lr * group.get("lr_scale", 1.0)} for group in model.parameter_groups()]
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "adamw":

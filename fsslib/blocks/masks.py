@@ -30,9 +30,11 @@ def resize_masks(weights: torch.Tensor, size: Sequence[int], mode: ResizeMode = 
     return F.interpolate(weights, size=size, mode=mode)
 
 
-def foreground_weights(masks: torch.Tensor, size: Sequence[int], mode: ResizeMode = "bilinear") -> torch.Tensor:
-    """(N, H, W) masks in {0, 1, 255} -> (N, 1, h, w) foreground weights in [0, 1] (255 counts as 0)."""
-    return resize_masks((masks == 1).float().unsqueeze(1), size, mode)
+def foreground_weights(masks: torch.Tensor, size: Sequence[int], mode: ResizeMode = "bilinear",
+                       dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(N, H, W) masks in {0, 1, 255} -> (N, 1, h, w) foreground weights in [0, 1] (255 counts as 0), resized in
+    ``dtype``."""
+    return resize_masks((masks == 1).to(dtype).unsqueeze(1), size, mode)
 
 
 def masked_average_pooling(features: torch.Tensor, masks: torch.Tensor, eps: float = 5e-4) -> torch.Tensor:
@@ -42,7 +44,7 @@ def masked_average_pooling(features: torch.Tensor, masks: torch.Tensor, eps: flo
     resized to the features bilinearly with aligned corners; ``eps`` is PFENet's 5e-4.
     Returns (N, C).
     """
-    weights = foreground_weights(masks, features.shape[-2:])  # (N, 1, h, w)
+    weights = foreground_weights(masks, features.shape[-2:], dtype=torch.promote_types(features.dtype, torch.float32))
     return (features * weights).sum((2, 3)) / (weights.sum((2, 3)) + eps)
 
 

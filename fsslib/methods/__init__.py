@@ -28,6 +28,7 @@ METHODS: dict[str, str] = {
     "piclip": "fsslib.methods.piclip",
     "lfss": "fsslib.methods.lfss",
     "qgnet": "fsslib.methods.qgnet",
+    "hdmnet": "fsslib.methods.hdmnet",
     "clip-dinoiser": "fsslib.methods.clip_dinoiser",
     "clip-dinoiser-support": "fsslib.methods.clip_dinoiser.support",
 }

@@ -41,6 +41,7 @@ class MethodConfig(Protocol):
     variant: str
     preset: str
     shots: int
+    fold: int
     benchmark: str
     coco_folds: str
     extra_classes: list[str]
@@ -61,6 +62,12 @@ class FewShotSegmenter(HoldsFrozen, metaclass=ABCMeta):
 
     trainable: bool = True
     reads_image_labels: bool = False  # True: reads the classes in the query's label (EpisodeInputs.query_classes)
+
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """The optimiser's parameter groups, each ``{"params": [...]}`` with an optional ``"lr_scale"`` (the group's
+        learning rate is the configured one times it). Default: one group of every parameter that trains; a method
+        whose official optimiser gives its parts different learning rates overrides it (e.g. HDMNet)."""
+        return [{"params": [p for p in self.parameters() if p.requires_grad]}]
 
     def reset_diagnostics(self) -> None:
         """Start counting afresh (the evaluator calls it before its first episode)."""

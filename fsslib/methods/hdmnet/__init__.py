@@ -1,0 +1,109 @@
+"""HDMNet (Peng et al., CVPR 2023) as an fsslib method: ``build(cfg)``, ``OPTIONS``, ``PRESETS``.
+
+:mod:`~fsslib.methods.hdmnet.model` holds the pipeline and the official code's departures; the transformer and its
+distillation loss are shared blocks (:mod:`fsslib.blocks.hierarchical`), as PI-CLIP on HDMNet reuses them.
+
+The frozen base learner (PSPNet on the fold's base classes) is BAM's first stage, the same file for BAM and
+HDMNet: ``base-learner-fold{F}.pt`` in the zoo's folder (:func:`base_learner_file`), made by
+``python -m fsslib.pretrain base-learner --fold F``. ``base_learner="random"`` builds an untrained head on the
+configured backbone (shape checks).
+
+Training follows the official ``get_optim`` and config: AdamW, weight decay 0.01, base lr 1e-4 for the transformer,
+10 times it for everything else (:meth:`HDMNet.parameter_groups`), poly 0.9; BAM's data rule (training images with a
+novel class are dropped). The toy preset's budget and learning rate: see ``PRESETS``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from fsslib.blocks import BaseLearner
+from fsslib.blocks.hierarchical import INITS, TransformerSize
+from fsslib.data.benchmarks import benchmark_of
+from fsslib.errors import CheckpointError
+from fsslib.methods.base import MethodConfig
+from fsslib.methods.hdmnet.model import HDMNet
+from fsslib.methods.options import MethodOptions, option
+from fsslib.models.backbones import build_backbone
+from fsslib.paths import CHECKPOINT_DIR
+
+
+@dataclass(frozen=True)
+class HDMNetOptions(MethodOptions):
+    method = "hdmnet"
+    base_learner: str | None = option(None, "the frozen base learner: None (the zoo's base-learner-fold{F}.pt), a file "
+                                      "written by `python -m fsslib.pretrain base-learner`, or random (shape checks)")
+    feature_dim: int = option(256, "channels of the reduced layer3 + layer2 features (the official 256)", at_least=1)
+    dropout: float = option(0.5, "Dropout2d of the feature reductions (the official 0.5)", at_least=0, at_most=1)
+    embed_dims: int = option(64, "the transformer's width (the official 64)", at_least=1)
+    heads: tuple[int, ...] = option((2, 4, 8), "attention heads of each level's self-attention (the official 2,4,8)",
+                                    at_least=1)
+    sr_ratios: tuple[int, ...] = option((4, 2, 1), "each level's spatial reduction of keys and values (4,2,1)",
+                                        at_least=1)
+    patch_sizes: tuple[int, ...] = option((1, 3, 3), "each level's patch-embedding kernel (1,3,3)", at_least=1)
+    strides: tuple[int, ...] = option((1, 2, 2), "each level's patch-embedding stride (1,2,2)", at_least=1)
+    match_heads: int = option(2, "heads of the matching cross-attention (the official 2)", at_least=1)
+    mlp_ratio: int = option(4, "Mix-FFN width over the transformer's (the official 4)", at_least=1)
+    transformer_dropout: float = option(0.1, "dropout inside the transformer (the official 0.1)", at_least=0, at_most=1)
+    transformer_init: str = option("official", "official: what the official code really runs (PyTorch defaults, "
+                                   "He-normal matching convs); init_weights: its uncalled init_weights", INITS)
+    fixed_batchnorm: bool = option(True, "keep the transformer's BatchNorm in eval mode while training (the official "
+                                   "fix_bn: a learned affine map); False: batch statistics")
+    shot_unsort: bool = option(False, "K-shot weights given back to each shot's rank (BAM's); False: the official "
+                               "HDMNet gather, which keeps them in the sorted order")
+    train_shot_weighting: bool = option(False, "train the K-shot weighting; False: the official, whose optimiser leaves "
+                                        "it at its random initial weights")
+    base_learner_dropout: bool = option(True, "the base learner's Dropout2d(0.1) active while training, as the "
+                                        "official train mode leaves it")
+    lr_scale: float = option(10.0, "lr multiplier of every trained part but the transformer (the official 10)", above=0)
+
+    def transformer_size(self) -> TransformerSize:
+        return TransformerSize(self.embed_dims, self.heads, self.sr_ratios, self.patch_sizes, self.strides,
+                               self.match_heads, self.mlp_ratio, self.transformer_dropout)
+
+
+OPTIONS = HDMNetOptions
+PAPER_BACKBONE = "resnet50-deepstem"  # HDMNet's PSPNet: model/resnet.py's resnet50(deep_base=True), PFENet's
+TOY_SIZE = dict(feature_dim=64, embed_dims=32, heads=[1, 2, 4], match_heads=1)  # an 8 x 8 map: levels 8, 4, 2
+PRESETS = {
+    "toy": dict(epochs=40, lr=1e-3, episodes_per_epoch=480, val_episodes=300, batch_size=8, optimizer="adamw",
+                weight_decay=0.01, novel_rule="bam", options=TOY_SIZE),
+    # the official pascal config: AdamW 1e-4 (x10 outside the transformer), wd 0.01, batch 4, 200 epochs, poly 0.9
+    "paper": dict(backbone=PAPER_BACKBONE, optimizer="adamw", lr=1e-4, weight_decay=0.01, batch_size=4, epochs=200,
+                  novel_rule="bam"),
+}
+
+__all__ = ["HDMNet", "HDMNetOptions", "OPTIONS", "PAPER_BACKBONE", "PRESETS", "base_learner_file", "build",
+           "shots_fixed_by_training"]
+
+
+def shots_fixed_by_training(options: dict) -> bool:
+    """The K-shot weighting has K inputs: a model trained on K-shot episodes fits K-shot episodes only."""
+    return True
+
+
+def base_learner_file(fold: int) -> Path:
+    """The shipped base learner of ``fold`` (BAM's and HDMNet's first stage), in the zoo's folder."""
+    return CHECKPOINT_DIR / "zoo" / f"base-learner-fold{fold}.pt"
+
+
+def load_base_learner(cfg: MethodConfig, options: HDMNetOptions, base_classes: int) -> BaseLearner:
+    """The frozen base learner named by ``options.base_learner`` on ``cfg.backbone``."""
+    if options.base_learner == "random":
+        return BaseLearner(build_backbone(cfg.backbone, cfg.backbone_weights), base_classes)
+    path = Path(options.base_learner or base_learner_file(cfg.fold))
+    if not path.is_file():
+        raise CheckpointError(f"HDMNet's base learner {path} does not exist.",
+                              f"train it with `python -m fsslib.pretrain base-learner --fold {cfg.fold}` (the file BAM "
+                              "reads too), or pass --options base_learner=random for shape checks.")
+    raise NotImplementedError
+
+
+def build(cfg: MethodConfig) -> HDMNet:
+    options = HDMNetOptions.parse(cfg.options)
+    base_class_ids = benchmark_of(cfg).base_classes(cfg.fold)
+    return HDMNet(load_base_learner(cfg, options, len(base_class_ids)), base_class_ids, shots=cfg.shots,
+                  feature_dim=options.feature_dim, dropout=options.dropout, size=options.transformer_size(),
+                  transformer_init=options.transformer_init, fixed_batchnorm=options.fixed_batchnorm,
+                  shot_unsort=options.shot_unsort, train_shot_weighting=options.train_shot_weighting,
+                  base_learner_dropout=options.base_learner_dropout, lr_scale=options.lr_scale)

@@ -1,0 +1,523 @@
+"""HDMNet: the hierarchical transformer, the correlation distillation and the whole forward against transcriptions
+of the official code; the optimiser groups and one training step.
+
+The transcriptions below rewrite Pbihao/HDMNet ``model/Transformer.py``, ``model/MaskMultiheadAttention.py`` and
+``model/HDMNet.py`` (``forward`` from the extracted features on, ``get_similarity``, ``Weighted_GAP``,
+``disstil_loss``) in plain torch, without fsslib, variable names as there. mmcv / mmseg are not installed; what
+their pieces compute is written out: ``PatchEmbed`` with an int padding = Conv2d (bias) -> flatten -> LayerNorm;
+mmcv ``MultiheadAttention`` = its ``proj_drop`` (Dropout) and ``dropout_layer`` (DropPath(0) = identity) around the
+replaced ``attn``; ``ConvModule`` = conv (no bias) -> BN -> ReLU; ``resize`` = ``F.interpolate``; SyncBN = BN.
+Weights are copied module by module in registration order (the same in both), then compared in float64.
+"""
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from fsslib import train
+from fsslib.blocks import blank_outside_masks
+from fsslib.blocks.hierarchical import HierarchicalTransformer, TransformerSize, correlation_distillation_loss
+from fsslib.config import make_config
+from fsslib.methods import build_method
+from fsslib.models.backbones import IMAGENET_MEAN
+from tests.test_pfenet import fabricated_batch
+
+pytestmark = pytest.mark.budget(5)
+SMALL = dict(embed_dims=16, num_heads=[1, 2, 4], match_nums_heads=2, down_sr_ratio=[4, 2, 1],
+             down_patch_sizes=[1, 3, 3], down_stridess=[1, 2, 2], mlp_ratio=2)
+
+
+# ---- transcriptions of the official code ---------------------------------------------------------------------
+
+def nlc_to_nchw(x, hw_shape):
+    H, W = hw_shape
+    B, L, C = x.shape
+    return x.transpose(1, 2).reshape(B, C, H, W)
+
+
+def nchw_to_nlc(x):
+    return x.flatten(2).transpose(1, 2).contiguous()
+
+
+class MaskMultiHeadAttention(nn.Module):
+    def __init__(self, in_features, head_num, bias=False):
+        super().__init__()
+        self.head_num = head_num
+        self.linear_q = nn.Linear(in_features, in_features, bias)
+        self.linear_k = nn.Linear(in_features, in_features, bias)
+        self.linear_v = nn.Linear(in_features, in_features, bias)
+        self.linear_o = nn.Linear(in_features, in_features, bias)
+
+    def forward(self, q, k, v, mask=None, cross=False):
+        q, k, v = self.linear_q(q), self.linear_k(k), self.linear_v(v)
+        q, k, v = self._reshape_to_batches(q), self._reshape_to_batches(k), self._reshape_to_batches(v)
+        if mask is not None:
+            mask = mask.repeat_interleave(self.head_num, 0)
+        y, weights = self.scaled_dotproduct(q, k, v, mask, cross)
+        return self.linear_o(self._reshape_from_batches(y)), weights
+
+    def _reshape_to_batches(self, x):
+        batch_size, seq_len, in_feature = x.size()
+        sub_dim = in_feature // self.head_num
+        return x.reshape(batch_size, seq_len, self.head_num, sub_dim).permute(0, 2, 1, 3) \
+            .reshape(batch_size * self.head_num, seq_len, sub_dim)
+
+    def _reshape_from_batches(self, x):
+        batch_size, seq_len, in_feature = x.size()
+        batch_size //= self.head_num
+        return x.reshape(batch_size, self.head_num, seq_len, in_feature).permute(0, 2, 1, 3) \
+            .reshape(batch_size, seq_len, in_feature * self.head_num)
+
+    def scaled_dotproduct(self, query, key, value, mask=None, cross_att=False, tmp=0.1):
+        dk = query.shape[-1]
+        if not cross_att:
+            scores = torch.einsum("bmc,bnc->bmn", query, key) / (math.sqrt(dk) + 1e-9)
+        else:
+            query, key = F.normalize(query, dim=2), F.normalize(key, dim=2)
+            scores = torch.einsum("bmc,bnc->bmn", query, key) / tmp
+        weight = scores
+        if cross_att:
+            attention = F.softmax(scores, dim=-2)
+            attention = attention.masked_fill(mask == 0, 0)
+            weight = (weight * mask).sum(2) / (mask.sum(2) + 1e-9)
+        else:
+            attention = F.softmax(scores, dim=-1)
+            weight = weight.mean(2)
+        if self.head_num > 1:
+            weight = weight.reshape(weight.size(0) // self.head_num, self.head_num, weight.size(1)).mean(1)
+        return attention.matmul(value), weight
+
+
+class EfficientMultiheadAttention(nn.Module):
+    def __init__(self, embed_dims, num_heads, proj_drop, sr_ratio):
+        super().__init__()
+        self.attn = MaskMultiHeadAttention(embed_dims, num_heads, bias=False)  # replaces mmcv's nn.MultiheadAttention
+        self.proj_drop = nn.Dropout(proj_drop)
+        self.dropout_layer = nn.Identity()  # DropPath(drop_prob=0)
+        self.sr_ratio = sr_ratio
+        if sr_ratio > 1:
+            self.sr = nn.Conv2d(embed_dims, embed_dims, kernel_size=sr_ratio, stride=sr_ratio)
+            self.norm = nn.LayerNorm(embed_dims, eps=1e-6)
+
+    def forward(self, x, hw_shape, source=None, identity=None, mask=None, cross=False):
+        x_q = x
+        x_kv = x if source is None else source
+        if self.sr_ratio > 1:
+            x_kv = self.norm(nchw_to_nlc(self.sr(nlc_to_nchw(x_kv, hw_shape))))
+        if identity is None:
+            identity = x_q
+        out, weight = self.attn(q=x_q, k=x_kv, v=x_kv, mask=mask, cross=cross)
+        return identity + self.dropout_layer(self.proj_drop(out)), weight
+
+
+class MixFFN(nn.Module):
+    def __init__(self, embed_dims, feedforward_channels, ffn_drop):
+        super().__init__()
+        fc1 = nn.Conv2d(embed_dims, feedforward_channels, 1, bias=True)
+        pe_conv = nn.Conv2d(feedforward_channels, feedforward_channels, 3, padding=1, bias=True, groups=feedforward_channels)
+        fc2 = nn.Conv2d(feedforward_channels, embed_dims, 1, bias=True)
+        drop = nn.Dropout(ffn_drop)
+        self.layers = nn.Sequential(fc1, pe_conv, nn.GELU(), drop, fc2, drop)
+        self.dropout_layer = nn.Identity()
+
+    def forward(self, x, hw_shape, identity=None):
+        out = nchw_to_nlc(self.layers(nlc_to_nchw(x, hw_shape)))
+        return (x if identity is None else identity) + self.dropout_layer(out)
+
+
+class TransformerEncoderLayer(nn.Module):
+    def __init__(self, embed_dims, num_heads, feedforward_channels, drop_rate, sr_ratio):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(embed_dims, eps=1e-6)
+        self.attn = EfficientMultiheadAttention(embed_dims, num_heads, drop_rate, sr_ratio)
+        self.norm2 = nn.LayerNorm(embed_dims, eps=1e-6)
+        self.ffn = MixFFN(embed_dims, feedforward_channels, drop_rate)
+
+    def forward(self, x, hw_shape, source=None, mask=None, cross=False):
+        if source is None:
+            x, weight = self.attn(self.norm1(x), hw_shape, identity=x)
+        else:
+            x, weight = self.attn(self.norm1(x), hw_shape, source=self.norm1(source), identity=x, mask=mask, cross=cross)
+        return self.ffn(self.norm2(x), hw_shape, identity=x), weight
+
+
+class PatchEmbed(nn.Module):  # mmseg's, int padding, norm_cfg LN
+    def __init__(self, in_channels, embed_dims, kernel_size, stride, padding):
+        super().__init__()
+        self.projection = nn.Conv2d(in_channels, embed_dims, kernel_size, stride, padding, bias=True)
+        self.norm = nn.LayerNorm(embed_dims, eps=1e-6)
+
+    def forward(self, x):
+        x = self.projection(x)
+        out_size = (x.shape[2], x.shape[3])
+        return self.norm(x.flatten(2).transpose(1, 2)), out_size
+
+
+class ConvModule(nn.Module):
+    def __init__(self, in_channels, out_channels):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, 3, 1, 1, bias=False)
+        self.bn = nn.BatchNorm2d(out_channels)
+        self.activate = nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        return self.activate(self.bn(self.conv(x)))
+
+
+class MixVisionTransformer(nn.Module):
+    def __init__(self, shot=1, num_similarity_channels=2, num_down_stages=3, embed_dims=64, num_heads=(2, 4, 8),
+                 match_dims=64, match_nums_heads=2, down_patch_sizes=(1, 3, 3), down_stridess=(1, 2, 2),
+                 down_sr_ratio=(4, 2, 1), mlp_ratio=4, drop_rate=0.1):
+        super().__init__()
+        self.shot = shot
+        self.num_down_stages = num_down_stages
+        self.down_sample_layers = nn.ModuleList()
+        for i in range(num_down_stages):
+            self.down_sample_layers.append(nn.ModuleList([
+                PatchEmbed(embed_dims, embed_dims, down_patch_sizes[i], down_stridess[i], down_stridess[i] // 2),
+                TransformerEncoderLayer(embed_dims, num_heads[i], mlp_ratio * embed_dims, drop_rate, down_sr_ratio[i]),
+                TransformerEncoderLayer(embed_dims, num_heads[i], mlp_ratio * embed_dims, drop_rate, down_sr_ratio[i]),
+                nn.LayerNorm(embed_dims, eps=1e-6)]))
+        self.match_layers = nn.ModuleList()
+        for i in range(num_down_stages):
+            self.match_layers.append(nn.ModuleList([
+                TransformerEncoderLayer(match_dims, match_nums_heads, mlp_ratio * match_dims, drop_rate, 1),
+                ConvModule(match_dims + num_similarity_channels, match_dims)]))
+        self.parse_layers = nn.ModuleList([nn.Sequential(
+            nn.Conv2d(embed_dims, embed_dims * 4, 1), nn.BatchNorm2d(embed_dims * 4),
+            nn.Conv2d(embed_dims * 4, embed_dims * 4, 3, padding=1), nn.BatchNorm2d(embed_dims * 4),
+            nn.Conv2d(embed_dims * 4, embed_dims, 1), nn.BatchNorm2d(embed_dims), nn.ReLU())
+            for _ in range(num_down_stages)])
+        self.cls = nn.Sequential(
+            nn.Conv2d(embed_dims, embed_dims * 4, 1), nn.BatchNorm2d(embed_dims * 4),
+            nn.Conv2d(embed_dims * 4, embed_dims * 4, 3, padding=1), nn.BatchNorm2d(embed_dims * 4),
+            nn.Conv2d(embed_dims * 4, 2, 1))
+
+    def forward(self, q_x, s_x, mask, similarity):
+        down_query_features, down_support_features, hw_shapes, down_masks, down_similarity, weights = [], [], [], [], [], []
+        for i, layer in enumerate(self.down_sample_layers):
+            q_x, q_hw_shape = layer[0](q_x)
+            s_x, s_hw_shape = layer[0](s_x)
+            q_x, s_x = layer[1](q_x, hw_shape=q_hw_shape)[0], layer[1](s_x, hw_shape=s_hw_shape)[0]
+            q_x, s_x = layer[2](q_x, hw_shape=q_hw_shape)[0], layer[2](s_x, hw_shape=s_hw_shape)[0]
+            q_x, s_x = layer[3](q_x), layer[3](s_x)
+            tmp_mask = F.interpolate(mask, s_hw_shape, mode="nearest")
+            b = tmp_mask.shape[0] // self.shot  # rearrange "(b n) 1 h w -> b 1 (n h w)"
+            tmp_mask = tmp_mask.reshape(b, 1, -1)
+            tmp_mask = tmp_mask.repeat(1, q_hw_shape[0] * q_hw_shape[1], 1)
+            tmp_similarity = F.interpolate(similarity, q_hw_shape, mode="bilinear", align_corners=True)
+            down_query_features.append(q_x)
+            down_support_features.append(s_x.reshape(b, -1, s_x.shape[-1]))  # "(b n) l c -> b (n l) c"
+            hw_shapes.append(q_hw_shape)
+            down_masks.append(tmp_mask)
+            down_similarity.append(tmp_similarity)
+            if i != self.num_down_stages - 1:
+                q_x, s_x = nlc_to_nchw(q_x, q_hw_shape), nlc_to_nchw(s_x, s_hw_shape)
+        outs = None
+        for i in range(self.num_down_stages).__reversed__():
+            layer = self.match_layers[i]
+            out, weight = layer[0](x=down_query_features[i], hw_shape=hw_shapes[i], source=down_support_features[i],
+                                   mask=down_masks[i], cross=True)
+            out = nlc_to_nchw(out, hw_shapes[i])
+            weight = weight.view(out.shape[0], hw_shapes[i][0], hw_shapes[i][1])
+            out = layer[1](torch.cat([out, down_similarity[i]], dim=1))
+            weights.append(weight)
+            if outs is None:
+                outs = self.parse_layers[i](out)
+            else:
+                outs = F.interpolate(outs, size=out.shape[-2:], mode="bilinear")
+                outs = outs + self.parse_layers[i](out + outs)
+        return self.cls(outs), weights
+
+
+def disstil_loss(t, s):
+    if t.shape[-2:] != s.shape[-2:]:
+        t = F.interpolate(t.unsqueeze(1), size=s.shape[-2:], mode="bilinear").squeeze(1)
+    t, s = t.flatten(1), s.flatten(1)
+    s = torch.softmax(s, dim=1)
+    t = torch.softmax(t, dim=1)
+    loss = t * torch.log(t + 1e-12) - t * torch.log(s + 1e-12)
+    return loss.sum(1).mean()
+
+
+def official_distillation(y_m, weights):
+    weight_t = (y_m == 1).to(weights[0].dtype)
+    weight_t = torch.masked_fill(weight_t, weight_t == 0, -1e9)
+    for i, weight in enumerate(weights):
+        if i == 0:
+            distil_loss = disstil_loss(weight_t, weight)
+        else:
+            distil_loss += disstil_loss(weight_t, weight)
+        weight_t = weight.detach()
+    return distil_loss / 3
+
+
+def Weighted_GAP(supp_feat, mask):
+    supp_feat = supp_feat * mask
+    feat_h, feat_w = supp_feat.shape[-2:][0], supp_feat.shape[-2:][1]
+    area = F.avg_pool2d(mask, (supp_feat.size()[2], supp_feat.size()[3])) * feat_h * feat_w + 0.0005
+    return F.avg_pool2d(input=supp_feat, kernel_size=supp_feat.shape[-2:]) * feat_h * feat_w / area
+
+
+def get_similarity(q, s, mask):
+    if len(mask.shape) == 3:
+        mask = mask.unsqueeze(1)
+    mask = F.interpolate((mask == 1).to(q.dtype), q.shape[-2:])
+    s = s * mask
+    bsize, ch_sz, sp_sz, _ = q.size()[:]
+    tmp_query = q.contiguous().view(bsize, ch_sz, -1)
+    tmp_query_norm = torch.norm(tmp_query, 2, 1, True)
+    tmp_supp = s.contiguous().view(bsize, ch_sz, -1).permute(0, 2, 1)
+    tmp_supp_norm = torch.norm(tmp_supp, 2, 2, True)
+    similarity = torch.bmm(tmp_supp, tmp_query) / (torch.bmm(tmp_supp_norm, tmp_query_norm) + 1e-7)
+    return similarity.max(1)[0].view(bsize, 1, sp_sz, sp_sz)
+
+
+def get_gram_matrix(fea):
+    b, c, h, w = fea.shape
+    fea = fea.reshape(b, c, h * w)
+    fea_T = fea.permute(0, 2, 1)
+    fea_norm = fea.norm(2, 2, True)
+    fea_T_norm = fea_T.norm(2, 1, True)
+    return torch.bmm(fea, fea_T) / (torch.bmm(fea_norm, fea_T_norm) + 1e-7)
+
+
+def official_hdmnet_forward(m, feats, s_y, shot, training, cat_idx):
+    """HDMNet.forward from ``extract_feats`` on; ``m`` holds the official modules, ``feats`` the extracted features
+    (query_feat_2..5, supp_feat_2..5). Returns final_out, meta_out (at feature size) and the transformer weights."""
+    query_feat_2, query_feat_3, query_feat_4, query_feat_5 = feats["q2"], feats["q3"], feats["q4"], feats["q5"]
+    supp_feat_2, supp_feat_3, supp_feat_4, supp_feat_5 = feats["s2"], feats["s3"], feats["s4"], feats["s5"]
+    query_feat = m.down_query(torch.cat([query_feat_3, query_feat_2], 1))
+    mask = s_y.reshape(-1, 1, *s_y.shape[-2:])  # "b n h w -> (b n) 1 h w"
+    mask = (mask == 1).to(query_feat.dtype)
+    supp_feat = m.down_supp(torch.cat([supp_feat_3, supp_feat_2], 1))
+    supp_feat_bin = Weighted_GAP(supp_feat, F.interpolate(mask, size=(supp_feat_3.size(2), supp_feat_3.size(3)),
+                                                          mode="bilinear", align_corners=True))
+    supp_feat_bin = supp_feat_bin.repeat(1, 1, supp_feat.shape[-2], supp_feat.shape[-1])
+    supp_feat_item = supp_feat_2.reshape(-1, shot, *supp_feat_2.shape[1:])
+    supp_feat_list = [supp_feat_item[:, i, ...] for i in range(shot)]
+    if shot == 1:
+        similarity2 = get_similarity(query_feat_4, supp_feat_4, s_y)
+        similarity1 = get_similarity(query_feat_5, supp_feat_5, s_y)
+    else:
+        mask = mask.reshape(-1, shot, *mask.shape[1:])
+        supp_feat_4 = supp_feat_4.reshape(-1, shot, *supp_feat_4.shape[1:])
+        supp_feat_5 = supp_feat_5.reshape(-1, shot, *supp_feat_5.shape[1:])
+        similarity1 = [get_similarity(query_feat_5, supp_feat_5[:, i, ...], mask=mask[:, i, ...]) for i in range(shot)]
+        similarity2 = [get_similarity(query_feat_4, supp_feat_4[:, i, ...], mask=mask[:, i, ...]) for i in range(shot)]
+        mask = mask.flatten(0, 1)
+        similarity2 = torch.stack(similarity2, dim=1).mean(1)
+        similarity1 = torch.stack(similarity1, dim=1).mean(1)
+    similarity = torch.cat([similarity1, similarity2], dim=1)
+    supp_feat = m.supp_merge(torch.cat([supp_feat, supp_feat_bin], dim=1))
+    supp_feat_bin = supp_feat_bin.reshape(-1, shot, *supp_feat_bin.shape[1:]).mean(1)
+    query_feat = m.query_merge(torch.cat([query_feat, supp_feat_bin, similarity * 10], dim=1))
+    meta_out, weights = m.transformer(query_feat, supp_feat, mask, similarity)
+    base_out = m.base_learnear(query_feat_5)
+    meta_out_soft = meta_out.softmax(1)
+    base_out_soft = base_out.softmax(1)
+    bs = query_feat.shape[0]
+    que_gram = get_gram_matrix(query_feat_2)
+    norm_max = torch.ones_like(que_gram).norm(dim=(1, 2))
+    est_val_list = []
+    for supp_item in supp_feat_list:
+        gram_diff = que_gram - get_gram_matrix(supp_item)
+        est_val_list.append((gram_diff.norm(dim=(1, 2)) / norm_max).reshape(bs, 1, 1, 1))
+    est_val_total = torch.cat(est_val_list, 1)
+    if shot > 1:
+        val1, idx1 = est_val_total.sort(1)
+        val2, idx2 = idx1.sort(1)
+        weight = m.kshot_rw(val1)
+        idx3 = idx1.gather(1, idx2)
+        weight = weight.gather(1, idx3)
+        weight_soft = torch.softmax(weight, 1)
+    else:
+        weight_soft = torch.ones_like(est_val_total)
+    est_val = (weight_soft * est_val_total).sum(1, True)
+    meta_map_bg = meta_out_soft[:, 0:1, :, :]
+    meta_map_fg = meta_out_soft[:, 1:, :, :]
+    if training:
+        c_id_array = torch.arange(m.base_classes + 1)
+        base_map_list = []
+        for b_id in range(bs):
+            c_id = cat_idx[0][b_id] + 1
+            c_mask = (c_id_array != 0) & (c_id_array != c_id)
+            base_map_list.append(base_out_soft[b_id, c_mask, :, :].unsqueeze(0).sum(1, True))
+        base_map = torch.cat(base_map_list, 0)
+    else:
+        base_map = base_out_soft[:, 1:, :, :].sum(1, True)
+    est_map = est_val.expand_as(meta_map_fg)
+    meta_map_bg = m.gram_merge(torch.cat([meta_map_bg, est_map], dim=1))
+    meta_map_fg = m.gram_merge(torch.cat([meta_map_fg, est_map], dim=1))
+    merge_bg = m.cls_merge(torch.cat([meta_map_bg, base_map], 1))
+    return torch.cat([merge_bg, meta_map_fg], dim=1), meta_out, weights
+
+
+# ---- helpers --------------------------------------------------------------------------------------------------
+
+def copy_state(source: nn.Module, target: nn.Module) -> None:
+    """Copy every parameter and buffer of ``source`` into ``target`` in registration order (shapes must agree)."""
+    pairs = list(zip(source.state_dict().values(), target.state_dict().values()))
+    assert len(source.state_dict()) == len(target.state_dict())
+    for theirs, ours in pairs:
+        assert theirs.shape == ours.shape
+        ours.copy_(theirs)
+
+
+def randomise(module: nn.Module, seed: int) -> None:
+    """Every parameter and BatchNorm statistic drawn at random: weights at std 1 / sqrt(fan_in), norms' scales
+    around 1, biases and means around 0, running variances in [0.5, 1.5)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, tensor in module.state_dict().items():
+            if not tensor.is_floating_point():
+                continue
+            noise = torch.randn(tensor.shape, generator=generator, dtype=torch.float64)
+            if tensor.dim() > 1:
+                tensor.copy_(noise / math.sqrt(tensor[0].numel()))
+            elif name.endswith("running_var"):
+                tensor.copy_(torch.rand(tensor.shape, generator=generator, dtype=torch.float64) + 0.5)
+            else:
+                tensor.copy_(noise * 0.2 + (1.0 if name.endswith("weight") else 0.0))
+
+
+def small_transformers(shots: int, seed: int = 0) -> tuple[MixVisionTransformer, HierarchicalTransformer]:
+    official = MixVisionTransformer(shot=shots, match_dims=SMALL["embed_dims"], **SMALL).double()
+    ours = HierarchicalTransformer(TransformerSize(SMALL["embed_dims"], tuple(SMALL["num_heads"]),
+                                                   tuple(SMALL["down_sr_ratio"]), tuple(SMALL["down_patch_sizes"]),
+                                                   tuple(SMALL["down_stridess"]), SMALL["match_nums_heads"],
+                                                   SMALL["mlp_ratio"])).double()
+    randomise(official, seed)
+    copy_state(official, ours)
+    return official.eval(), ours.eval()
+
+
+def support_masks(count: int, size: int, seed: int) -> torch.Tensor:
+    """(count, size, size) masks with a random foreground square, some 255 pixels."""
+    generator = torch.Generator().manual_seed(seed)
+    masks = torch.zeros(count, size, size, dtype=torch.long)
+    for index in range(count):
+        top, left = torch.randint(0, size // 2, (2,), generator=generator).tolist()
+        masks[index, top : top + size // 2, left : left + size // 3] = 1
+    masks[:, -2:, :] = 255
+    return masks
+
+
+# ---- tests ----------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("shots", [1, 2])
+def test_transformer_matches_the_official_mix_vision_transformer(shots):
+    official, ours = small_transformers(shots)
+    generator = torch.Generator().manual_seed(shots)
+    batch = 2
+    query = torch.randn(batch, 16, 8, 8, generator=generator, dtype=torch.float64)
+    support = torch.randn(batch * shots, 16, 8, 8, generator=generator, dtype=torch.float64)
+    masks = support_masks(batch * shots, 64, seed=shots)
+    similarity = torch.rand(batch, 2, 8, 8, generator=generator, dtype=torch.float64)
+    with torch.no_grad():
+        expected, expected_weights = official(query, support, (masks == 1).double().unsqueeze(1), similarity)
+        logits, correlations = ours(query, support, masks, similarity)
+    assert logits.shape == (batch, 2, 8, 8) and [c.shape[-1] for c in correlations] == [2, 4, 8]
+    torch.testing.assert_close(logits, expected, rtol=0, atol=1e-10)
+    for theirs, mine in zip(expected_weights, correlations, strict=True):
+        torch.testing.assert_close(mine, theirs, rtol=0, atol=1e-10)
+
+
+def test_distillation_matches_the_official_loop():
+    generator = torch.Generator().manual_seed(0)
+    correlations = [torch.randn(3, s, s, generator=generator, dtype=torch.float64) * 3 for s in (2, 4, 8)]
+    query_masks = support_masks(3, 64, seed=5)
+    query_masks[2] = 0  # no object: a uniform teacher
+    expected = official_distillation(query_masks, correlations)
+    assert torch.isfinite(expected) and expected > 0
+    torch.testing.assert_close(correlation_distillation_loss(correlations, query_masks), expected, rtol=0, atol=1e-10)
+
+
+def test_fixed_batchnorm_stays_in_eval_mode_and_init_weights_is_the_uncalled_method():
+    transformer = HierarchicalTransformer(TransformerSize(16, (1, 2, 4), match_heads=2)).train()
+    norms = [m for m in transformer.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert norms and not any(m.training for m in norms) and transformer.match_stages[0].matcher.training
+    conv = transformer.match_stages[0].fuse[0]  # mmcv ConvModule: He-normal, fan_out
+    assert conv.weight.std().item() == pytest.approx(math.sqrt(2 / (9 * 16)), rel=0.15)
+    linear = transformer.down_stages[0].layers[0].attention.to_query  # PyTorch's default: uniform in +-1/sqrt(16)
+    assert linear.weight.abs().max().item() <= 0.25
+    linear = HierarchicalTransformer(TransformerSize(16, (1, 2, 4)), init="init_weights").down_stages[0].layers[0].attention.to_query
+    assert linear.weight.std().item() == pytest.approx(0.02, rel=0.2)
+
+
+def official_modules(model, shots: int) -> SimpleNamespace:
+    """The official HDMNet's trained modules, holding fsslib's weights (the transformer: its transcription)."""
+    size = model.transformer.size
+    transformer = MixVisionTransformer(shot=shots, embed_dims=size.embed_dims, num_heads=size.heads,
+                                       match_dims=size.embed_dims, match_nums_heads=size.match_heads,
+                                       down_patch_sizes=size.patch_sizes, down_stridess=size.strides,
+                                       down_sr_ratio=size.sr_ratios, mlp_ratio=size.mlp_ratio, drop_rate=size.dropout).double()
+    copy_state(model.transformer, transformer)
+    transformer.train(model.training)
+    transformer.apply(lambda m: m.eval() if isinstance(m, nn.BatchNorm2d) else None)  # the official train.py's fix_bn
+    relu, dropout, classifier = model.base_learner.classify
+    return SimpleNamespace(down_query=model.down_query, down_supp=model.down_support, supp_merge=model.support_merge,
+                           query_merge=model.query_merge, transformer=transformer,
+                           base_learnear=nn.Sequential(relu, classifier), base_classes=len(model.base_class_ids),
+                           kshot_rw=model.shot_weighting.transform, gram_merge=model.ensemble.gram_merge,
+                           cls_merge=model.ensemble.cls_merge)
+
+
+@pytest.mark.parametrize("shots,training", [(1, False), (2, True)])
+def test_hdmnet_forward_matches_the_official_forward(shots, training):
+    """Eval mode at 1 shot; train mode (every dropout at 0) at 2 shots, where the episode's class leaves the base
+    map and the BatchNorms stay fixed."""
+    torch.manual_seed(0)
+    options = {"base_learner": "random", "dropout": 0.0, "transformer_dropout": 0.0, "base_learner_dropout": False}
+    model = build_method(make_config(method="hdmnet", shots=shots, backbone_weights="random", options=options)).double()
+    randomise(model.transformer, seed=1)
+    model.train(training)
+    batch = fabricated_batch(batch_size=2, shots=shots).one_way()
+    batch.support_masks[:] = support_masks(2 * shots, 64, seed=3).view(2, shots, 64, 64)
+    batch.class_ids[:] = torch.tensor(model.base_class_ids[3:5])
+    inputs = batch.inputs()
+    inputs.support_images, inputs.query_images = inputs.support_images.double(), inputs.query_images.double()
+    flat_masks = batch.support_masks.flatten(0, 1)
+    blanked = blank_outside_masks(inputs.support_images.flatten(0, 1), flat_masks, IMAGENET_MEAN)
+    backbone = model.base_learner.backbone  # the official blanks the normalised image: the same zero
+    torch.testing.assert_close(backbone.normalise(blanked),
+                               backbone.normalise(inputs.support_images.flatten(0, 1)) * (flat_masks == 1).unsqueeze(1))
+    query, support = model.frozen_features(inputs.query_images), model.frozen_features(blanked)
+    feats = {"q2": query["layer2"], "q3": query["layer3"], "q4": query["layer4"], "q5": query["embedding"],
+             "s2": support["layer2"], "s3": support["layer3"], "s4": support["layer4"], "s5": support["embedding"]}
+    cat_idx = [torch.tensor([3, 4])]  # 0-based indices among the base classes
+    with torch.no_grad():
+        expected_final, expected_meta, expected_weights = official_hdmnet_forward(
+            official_modules(model, shots), feats, batch.support_masks, shots, training, cat_idx)
+        final, meta, correlations = model.predict(inputs)
+    torch.testing.assert_close(meta, expected_meta, rtol=0, atol=1e-10)
+    torch.testing.assert_close(final, expected_final, rtol=0, atol=1e-10)
+    for theirs, mine in zip(expected_weights, correlations, strict=True):
+        torch.testing.assert_close(mine, theirs, rtol=0, atol=1e-10)
+
+
+def test_optimiser_groups_and_one_toy_training_step():
+    torch.manual_seed(0)
+    cfg = make_config(method="hdmnet", shots=2, backbone_weights="random", options={"base_learner": "random"})
+    model = build_method(cfg)
+    optimizer = train.make_optimizer(cfg, model)
+    assert isinstance(optimizer, torch.optim.AdamW) and cfg.weight_decay == 0.01
+    assert [group["lr"] for group in optimizer.param_groups] == [cfg.lr, 10 * cfg.lr]
+    transformer = {id(p) for p in model.transformer.parameters()}
+    assert {id(p) for p in optimizer.param_groups[0]["params"]} == transformer
+    grouped = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    assert not any(id(p) in grouped for p in model.shot_weighting.parameters())  # the official kshot_rw: untrained
+    assert grouped == {id(p) for p in model.parameters()} - {id(p) for p in model.shot_weighting.parameters()}
+    before = model.query_merge[0].weight.detach().clone()
+    model.train()
+    loss = model.loss(fabricated_batch(batch_size=2, shots=2))
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    assert torch.isfinite(loss) and not torch.equal(before, model.query_merge[0].weight)
+    assert model(fabricated_batch(batch_size=2, shots=2).inputs()).shape == (2, 2, 64, 64)
