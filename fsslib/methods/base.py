@@ -40,6 +40,7 @@ class MethodConfig(Protocol):
     method: str
     variant: str
     preset: str
+    fold: int
     shots: int
     benchmark: str
     coco_folds: str
