@@ -327,7 +327,7 @@ def export_to_zoo(run_dir: Path, command: str, rows: list[dict], root: Path | No
                   "miou": check["miou"], "fbiou": check["fbiou"]},
         "checkpoint": {"file": path.name, "bytes": path.stat().st_size, "sha256": file_sha256(path), "dtype": "float16"},
         "frozen_files": {role: {"file": _shown_path(Path(file)), "sha256": file_sha256(_located(Path(file)))}
-                         for role, file in frozen_files(config["method"], config["options"], config["backbone"]).items()},
+                         for role, file in frozen_files(Config(**config)).items()},
     }
     path.with_suffix(".json").write_text(json.dumps(provenance, indent=1) + "\n")
     return path

@@ -32,6 +32,13 @@ and a ReLU as ASGNet's; its Dropout2d(0.5) after every branch is left out (LFSS 
 dropout; the features entering the decoder are already dropped out). The rates are scaled to
 the map like the FEM bins (5 / 10 / 15 at LFSS's 50 x 50, 1 / 2 / 2 at the toy tier's 8 x 8);
 the dilation is applied at forward time, so one set of weights serves every map size.
+
+BAM's ASPP (chunbolang/BAM ``model/ASPP.py``) is the same five branches with three differences, each an option
+of :class:`AtrousSpatialPyramidPooling`: fixed dilations 6 / 12 / 18 whatever the map (``rates=PAPER_ASPP_RATES``),
+no fusing convolution (``fuse=False``: the five branches concatenated, ``5 * out_channels`` channels) and
+Kaiming-normal weights with PyTorch's default biases (``he_init=True``). On the toy tier's 8 x 8 map the fixed
+rates 12 and 18 reach outside the map from every position, so those branches see their centre tap only (1x1
+convolutions); rate 6 reaches inside from the two border rows and columns on each side only.
 """
 from __future__ import annotations
 
@@ -138,24 +145,35 @@ class FeatureEnrichmentModule(nn.Module):
 class AtrousSpatialPyramidPooling(nn.Module):
     """ASPP: [global pool -> 1x1, 1x1, three dilated 3x3] -> concat -> 1x1, each conv followed by ReLU.
 
-    The 3x3 branches are dilated by :func:`aspp_rates` of the input's smaller side, at forward
-    time. (B, in_channels, h, w) -> (B, out_channels, h, w).
+    The 3x3 branches are dilated by :func:`aspp_rates` of the input's smaller side, at forward time, or by fixed
+    ``rates`` (BAM's 6 / 12 / 18). ``fuse=False`` leaves out the last 1x1 (BAM): the output is the concatenated
+    branches. ``he_init``: Kaiming-normal weights (fan-in, ReLU gain), biases left at PyTorch's default (BAM's
+    ``_init_weight``). (B, in_channels, h, w) -> (B, out_channels, h, w) (``5 * out_channels`` without the fuse).
     """
 
-    def __init__(self, in_channels: int, out_channels: int) -> None:
+    def __init__(self, in_channels: int, out_channels: int, rates: tuple[int, ...] | None = None, fuse: bool = True,
+                 he_init: bool = False) -> None:
         super().__init__()
+        self.rates = rates
         self.pooled = nn.Conv2d(in_channels, out_channels, 1)
         self.pointwise = nn.Conv2d(in_channels, out_channels, 1)
-        self.dilated = nn.ModuleList(nn.Conv2d(in_channels, out_channels, 3) for _ in PAPER_ASPP_RATES)
-        self.fuse = nn.Conv2d(out_channels * (2 + len(PAPER_ASPP_RATES)), out_channels, 1)
+        self.dilated = nn.ModuleList(nn.Conv2d(in_channels, out_channels, 3) for _ in rates or PAPER_ASPP_RATES)
+        branches = out_channels * (2 + len(self.dilated))
+        self.fuse = nn.Conv2d(branches, out_channels, 1) if fuse else None
+        self.out_channels = out_channels if fuse else branches
+        if he_init:
+            for layer in self.modules():
+                if isinstance(layer, nn.Conv2d):
+                    nn.init.kaiming_normal_(layer.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = x.shape[-2:]
         pooled = F.relu(self.pooled(F.adaptive_avg_pool2d(x, 1))).expand(-1, -1, *size)  # (B, D, h, w)
         branches = [pooled, F.relu(self.pointwise(x))]
-        for conv, rate in zip(self.dilated, aspp_rates(min(size))):
+        for conv, rate in zip(self.dilated, self.rates or aspp_rates(min(size))):
             branches.append(F.relu(F.conv2d(x, conv.weight, conv.bias, padding=rate, dilation=rate)))  # (B, D, h, w)
-        return F.relu(self.fuse(torch.cat(branches, dim=1)))
+        merged = torch.cat(branches, dim=1)  # (B, 5D, h, w)
+        return F.relu(self.fuse(merged)) if self.fuse is not None else merged
 
 
 class ASPPDecoder(nn.Module):

@@ -28,6 +28,7 @@ METHODS: dict[str, str] = {
     "piclip": "fsslib.methods.piclip",
     "lfss": "fsslib.methods.lfss",
     "qgnet": "fsslib.methods.qgnet",
+    "bam": "fsslib.methods.bam",
     "hdmnet": "fsslib.methods.hdmnet",
     "clip-dinoiser": "fsslib.methods.clip_dinoiser",
     "clip-dinoiser-support": "fsslib.methods.clip_dinoiser.support",
@@ -91,11 +92,12 @@ def shots_fixed_by_training(name: str, variant: str = "") -> bool:
     return bool(rule and rule({**method_options(name), **method_variants(name).get(variant, {})}))
 
 
-def frozen_files(name: str, options: dict[str, Any], backbone: str) -> dict[str, str]:
-    """The weight files of frozen models a method's configuration reads besides its backbone and CLIP (module
-    ``frozen_files``, e.g. QGNet's prior extractor), by role: a zoo model's provenance names them."""
-    rule = getattr(method_module(name), "frozen_files", None)
-    return rule(options, backbone) if rule else {}
+def frozen_files(cfg: MethodConfig) -> dict[str, str]:
+    """The weight files of frozen models a configuration's method reads besides its backbone and CLIP (module
+    ``frozen_files(cfg)``, e.g. QGNet's prior extractor, BAM's base learner of the fold), by role: a zoo model's
+    provenance names them."""
+    rule = getattr(method_module(cfg.method), "frozen_files", None)
+    return rule(cfg) if rule else {}
 
 
 def build_method(cfg: MethodConfig) -> FewShotSegmenter:

@@ -40,8 +40,8 @@ class MethodConfig(Protocol):
     method: str
     variant: str
     preset: str
-    shots: int
     fold: int
+    shots: int
     benchmark: str
     coco_folds: str
     extra_classes: list[str]

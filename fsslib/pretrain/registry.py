@@ -36,5 +36,7 @@ PRETRAINERS: dict[str, Pretrainer] = {
                    "fsslib.pretrain.toy_found.cli"),
         Pretrainer("toy-clip-dinoiser", "CLIP-DINOiser's correlation and background heads on CLIP ViT-B/16",
                    "fsslib.pretrain.clip_dinoiser_heads.cli"),
+        Pretrainer("base-learner", "BAM's base learner (PSPNet on a fold's base classes; BAM's and HDMNet's stage 1)",
+                   "fsslib.pretrain.base_learner.cli"),
     )
 }

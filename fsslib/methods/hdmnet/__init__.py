@@ -4,9 +4,8 @@
 distillation loss are shared blocks (:mod:`fsslib.blocks.hierarchical`), as PI-CLIP on HDMNet reuses them.
 
 The frozen base learner (PSPNet on the fold's base classes) is BAM's first stage, the same file for BAM and
-HDMNet: ``base-learner-fold{F}.pt`` in the zoo's folder (:func:`base_learner_file`), made by
-``python -m fsslib.pretrain base-learner --fold F``. ``base_learner="random"`` builds an untrained head on the
-configured backbone (shape checks).
+HDMNet: ``fsslib/checkpoints/zoo/base-learner-fold{F}.pt`` on the toy world (:func:`frozen_files`), made by
+``python -m fsslib.pretrain base-learner --fold F``. ``base_learner="random"`` builds an untrained one (shape checks).
 
 Training follows the official ``get_optim`` and config: AdamW, weight decay 0.01, base lr 1e-4 for the transformer,
 10 times it for everything else (:meth:`HDMNet.parameter_groups`), poly 0.9; BAM's data rule (training images with a
@@ -15,7 +14,6 @@ novel class are dropped). The toy preset's budget and learning rate: see ``PRESE
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from fsslib.blocks import BaseLearner
 from fsslib.blocks.hierarchical import INITS, TransformerSize
@@ -24,15 +22,16 @@ from fsslib.errors import CheckpointError
 from fsslib.methods.base import MethodConfig
 from fsslib.methods.hdmnet.model import HDMNet
 from fsslib.methods.options import MethodOptions, option
-from fsslib.models.backbones import build_backbone
-from fsslib.paths import CHECKPOINT_DIR
+from fsslib.pretrain.base_learner import base_learner_path, load_base_learner, random_base_learner, remake_command
 
 
 @dataclass(frozen=True)
 class HDMNetOptions(MethodOptions):
     method = "hdmnet"
-    base_learner: str | None = option(None, "the frozen base learner: None (the zoo's base-learner-fold{F}.pt), a file "
-                                      "written by `python -m fsslib.pretrain base-learner`, or random (shape checks)")
+    base_learner: str | None = option(
+        None, "the frozen base learner's file, BAM's: None (the fold's: fsslib/checkpoints/zoo/base-learner-fold<F>.pt on "
+        "the toy world, else $FSSLIB_WEIGHTS/base-learner-<benchmark>-fold<F>.pt), a file written by python -m "
+        "fsslib.pretrain base-learner, or random (shape checks)")
     feature_dim: int = option(256, "channels of the reduced layer3 + layer2 features (the official 256)", at_least=1)
     dropout: float = option(0.5, "Dropout2d of the feature reductions (the official 0.5)", at_least=0, at_most=1)
     embed_dims: int = option(64, "the transformer's width (the official 64)", at_least=1)
@@ -73,7 +72,9 @@ PRESETS = {
                   novel_rule="bam"),
 }
 
-__all__ = ["HDMNet", "HDMNetOptions", "OPTIONS", "PAPER_BACKBONE", "PRESETS", "base_learner_file", "build",
+RANDOM_HIDDEN = 512  # the head width of a random base learner (PSPNet's)
+
+__all__ = ["HDMNet", "HDMNetOptions", "OPTIONS", "PAPER_BACKBONE", "PRESETS", "build", "frozen_files",
            "shots_fixed_by_training"]
 
 
@@ -82,27 +83,35 @@ def shots_fixed_by_training(options: dict) -> bool:
     return True
 
 
-def base_learner_file(fold: int) -> Path:
-    """The shipped base learner of ``fold`` (BAM's and HDMNet's first stage), in the zoo's folder."""
-    return CHECKPOINT_DIR / "zoo" / f"base-learner-fold{fold}.pt"
+def frozen_files(cfg: MethodConfig) -> dict[str, str]:
+    """The base learner's file of a configuration (its fold's by default), unless random."""
+    chosen = HDMNetOptions.parse(cfg.options).base_learner
+    if chosen == "random":
+        return {}
+    return {"base_learner": chosen or str(base_learner_path(benchmark_of(cfg).name, cfg.fold))}
 
 
-def load_base_learner(cfg: MethodConfig, options: HDMNetOptions, base_classes: int) -> BaseLearner:
-    """The frozen base learner named by ``options.base_learner`` on ``cfg.backbone``."""
-    if options.base_learner == "random":
-        return BaseLearner(build_backbone(cfg.backbone, cfg.backbone_weights), base_classes)
-    path = Path(options.base_learner or base_learner_file(cfg.fold))
-    if not path.is_file():
-        raise CheckpointError(f"HDMNet's base learner {path} does not exist.",
-                              f"train it with `python -m fsslib.pretrain base-learner --fold {cfg.fold}` (the file BAM "
-                              "reads too), or pass --options base_learner=random for shape checks.")
-    raise NotImplementedError
+def load_frozen_base_learner(cfg: MethodConfig, base_classes: list[int]) -> BaseLearner:
+    """The base learner of ``cfg``'s fold (:func:`frozen_files`; BAM's file), or a random one (random backbone too);
+    a missing or mismatched file names the command that makes it."""
+    if HDMNetOptions.parse(cfg.options).base_learner == "random":
+        return random_base_learner(cfg.backbone, len(base_classes), RANDOM_HIDDEN)
+    path = frozen_files(cfg)["base_learner"]
+    benchmark = benchmark_of(cfg).name
+    default, remake = str(base_learner_path(benchmark, cfg.fold)), remake_command(cfg.fold, cfg.preset)
+    fix = (f"train it with `{remake}` (BAM's stage 1; it writes {default}), or pass options={{'base_learner': PATH}}."
+           if path == default else
+           f"train the base learner of fold {cfg.fold} with `{remake} --out {path}`, or leave the option out to read {default}.")
+    try:
+        return load_base_learner(path, cfg.backbone, benchmark, cfg.fold, base_classes, fix)
+    except CheckpointError as error:
+        raise CheckpointError(f"HDMNet needs the frozen base learner of fold {cfg.fold}: {error.problem}", error.fix) from None
 
 
 def build(cfg: MethodConfig) -> HDMNet:
     options = HDMNetOptions.parse(cfg.options)
     base_class_ids = benchmark_of(cfg).base_classes(cfg.fold)
-    return HDMNet(load_base_learner(cfg, options, len(base_class_ids)), base_class_ids, shots=cfg.shots,
+    return HDMNet(load_frozen_base_learner(cfg, base_class_ids), base_class_ids, shots=cfg.shots,
                   feature_dim=options.feature_dim, dropout=options.dropout, size=options.transformer_size(),
                   transformer_init=options.transformer_init, fixed_batchnorm=options.fixed_batchnorm,
                   shot_unsort=options.shot_unsort, train_shot_weighting=options.train_shot_weighting,

@@ -80,10 +80,10 @@ def remake_command(name: str) -> str:
     return " ".join(["python -m fsslib.pretrain toy-qgnet-prior", *TOY_PRIORS[name].split()])
 
 
-def frozen_files(options: dict, backbone: str) -> dict[str, str]:
-    """The prior extractor's weight file of a configuration (``options``: the config's method options), if a file."""
-    parsed = QGNetOptions.parse(options)
-    if parsed.prior_extractor == "random" or (parsed.prior_extractor is None and backbone != "toy-resnet"):
+def frozen_files(cfg: MethodConfig) -> dict[str, str]:
+    """The prior extractor's weight file of a configuration, if a file."""
+    parsed = QGNetOptions.parse(cfg.options)
+    if parsed.prior_extractor == "random" or (parsed.prior_extractor is None and cfg.backbone != "toy-resnet"):
         return {}
     return {"prior_extractor": parsed.prior_extractor or toy_prior_checkpoint(parsed.toy_prior)}
 
@@ -96,7 +96,7 @@ def load_prior_extractor(cfg: MethodConfig, options: QGNetOptions) -> MultiLevel
         if weights == "random":
             return ToyResNet()
         shipped = toy_prior_checkpoint(options.toy_prior)
-        path = frozen_files(options.to_dict(), cfg.backbone)["prior_extractor"]
+        path = frozen_files(cfg)["prior_extractor"]
         remake = f"make it with `{remake_command(options.toy_prior)} --out {path}`" \
             if path == shipped else "pass the path of a checkpoint that `python -m fsslib.pretrain toy-qgnet-prior` wrote"
         try:

@@ -1,0 +1,53 @@
+"""``python -m fsslib.pretrain base-learner``: train (or evaluate) BAM's base learner of one fold.
+
+    python -m fsslib.pretrain base-learner --fold 0                  # toy tier -> fsslib/checkpoints/zoo/base-learner-fold0.pt
+    python -m fsslib.pretrain base-learner --fold 0 --tier paper     # PASCAL-5i -> $FSSLIB_WEIGHTS/base-learner-pascal-fold0.pt
+    python -m fsslib.pretrain base-learner --evaluate fsslib/checkpoints/zoo/base-learner-fold0.pt
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import typing
+from dataclasses import fields
+from pathlib import Path
+
+import torch
+
+from fsslib.pretrain.base_learner.files import CLI, base_learner_path
+from fsslib.pretrain.base_learner.train import TIERS, BaseLearnerSettings, evaluate_checkpoint, tier_settings, train_base_learner
+
+
+def build_parser(tier: str) -> argparse.ArgumentParser:
+    """One flag per :class:`BaseLearnerSettings` field, its default the ``tier``'s, plus --out / --evaluate."""
+    parser = argparse.ArgumentParser(prog=CLI, description="Train (or evaluate) BAM's base learner of one fold.",
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--out", type=Path, help="file to write (default: the benchmark's, base_learner_path)")
+    defaults, hints = tier_settings(tier), typing.get_type_hints(BaseLearnerSettings)
+    for setting in fields(BaseLearnerSettings):
+        parser.add_argument(f"--{setting.name.replace('_', '-')}", type=hints[setting.name],
+                            default=getattr(defaults, setting.name), help=setting.metadata["help"],
+                            **({"choices": TIERS} if setting.name == "tier" else {}))
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--evaluate", type=Path, metavar="CKPT", help="score the base learner CKPT on held-out images")
+    parser.add_argument("--no-progress", action="store_true")
+    return parser
+
+
+def main(argv: list[str]) -> None:
+    """Run ``base-learner`` with the arguments that follow its name (``--tier`` picks the defaults of the others)."""
+    tier = argparse.ArgumentParser(add_help=False)
+    tier.add_argument("--tier", choices=TIERS, default="toy")
+    args = build_parser(tier.parse_known_args(argv)[0].tier).parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.evaluate:
+        print(json.dumps(evaluate_checkpoint(args.evaluate, args.data_root, args.eval_batch_size, args.device), indent=1))
+        return
+    settings = BaseLearnerSettings(**{f.name: getattr(args, f.name) for f in fields(BaseLearnerSettings)})
+    out = args.out or base_learner_path(settings.benchmark, settings.fold)
+    metadata = train_base_learner(out, settings, progress=not args.no_progress, command=f"{CLI} {shlex.join(argv)}")
+    print(json.dumps({"file": str(out), "best": metadata["best"], "plateau": metadata["plateau"],
+                      "held_out_miou": {split: scores["miou"] for split, scores in metadata["held_out"].items()}},
+                     indent=1))

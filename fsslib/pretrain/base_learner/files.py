@@ -1,0 +1,72 @@
+"""The base learner's weight file: what :func:`~fsslib.pretrain.base_learner.train.train_base_learner` writes and
+BAM (and HDMNet) read back, frozen.
+
+A file holds one fold's :class:`~fsslib.blocks.base_learner.BaseLearner`, backbone included (stage 1 fine-tunes
+it), in float16, with what it was trained for: the backbone's name, the benchmark, the fold, its base class ids
+(channel ``n`` of the logits is class ``base_classes[n - 1]``), the training crop, the head's width and pyramid bins. The toy tier's
+four files ship in the zoo folder; a paper-tier file goes to the weights folder (:func:`base_learner_path`).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from fsslib.blocks.base_learner import BaseLearner
+from fsslib.errors import CheckpointError
+from fsslib.models.backbones import build_backbone
+from fsslib.models.files import read_weights
+from fsslib.paths import weights_root
+from fsslib.pretrain.saving import half_precision, save_checkpoint
+
+FILE_KIND = "fsslib base learner"
+CLI = "python -m fsslib.pretrain base-learner"
+SHIPPED_FOLDER = Path(__file__).resolve().parents[2] / "checkpoints" / "zoo"
+
+
+def base_learner_path(benchmark: str, fold: int) -> Path:
+    """Where the base learner of ``benchmark``'s ``fold`` is written and read by default: the shipped
+    ``fsslib/checkpoints/zoo/base-learner-fold<F>.pt`` for the toy world, else
+    ``$FSSLIB_WEIGHTS/base-learner-<benchmark>-fold<F>.pt``."""
+    if benchmark == "toy":
+        return SHIPPED_FOLDER / f"base-learner-fold{fold}.pt"
+    return weights_root() / f"base-learner-{benchmark}-fold{fold}.pt"
+
+
+def remake_command(fold: int, tier: str = "toy") -> str:
+    """The command that trains the base learner of ``fold`` at ``tier`` into its default place."""
+    return f"{CLI} --fold {fold} --tier {tier}"
+
+
+def save_base_learner(path: str | Path, learner: BaseLearner, backbone: str, benchmark: str, fold: int,
+                      base_classes: list[int], crop: int) -> Path:
+    """Write ``learner`` (float16) with what it was trained for (``crop``: its training and scoring size); returns
+    the path."""
+    return save_checkpoint(path, {
+        "kind": FILE_KIND, "backbone": backbone, "benchmark": benchmark, "fold": fold, "base_classes": base_classes,
+        "crop": crop,
+        "hidden": learner.hidden, "bins": [stage[0].output_size for stage in learner.ppm.stages],
+        "state": half_precision(learner.state_dict())})
+
+
+def load_base_learner(path: str | Path, backbone: str, benchmark: str, fold: int, base_classes: list[int],
+                      fix: str) -> BaseLearner:
+    """The base learner in ``path``, in float32 and eval mode, checked to be the one of ``backbone``, ``benchmark``
+    and ``fold`` (whose base class ids are ``base_classes``); ``fix`` says how to make the right file."""
+    payload = read_weights(path, f"The base learner of {benchmark} fold {fold}", fix)
+    if not isinstance(payload, dict) or payload.get("kind") != FILE_KIND:
+        raise CheckpointError(f"{path} is not a base learner written by `{CLI}`.", fix)
+    made_for = {"backbone": backbone, "benchmark": benchmark, "fold": fold, "base_classes": list(base_classes)}
+    differing = {key: payload[key] for key, value in made_for.items() if payload[key] != value}
+    if differing:
+        wanted = ", ".join(f"{key}={made_for[key]!r}" for key in differing)
+        found = ", ".join(f"{key}={value!r}" for key, value in differing.items())
+        raise CheckpointError(f"The base learner {path} was trained for {found}, not {wanted}.", fix)
+    learner = BaseLearner(build_backbone(backbone, "random"), len(base_classes), hidden=payload["hidden"],
+                          bins=payload["bins"])
+    learner.load_state_dict({key: value.float() if value.is_floating_point() else value
+                             for key, value in payload["state"].items()})
+    return learner.eval()
+
+
+def random_base_learner(backbone: str, base_classes: int, hidden: int) -> BaseLearner:
+    """An untrained base learner on a random backbone: shape checks only (``base_learner="random"``)."""
+    return BaseLearner(build_backbone(backbone, "random"), base_classes, hidden=hidden).eval()

@@ -1,0 +1,226 @@
+"""BAM's first stage (``train_base.py``): a PSPNet base learner trained on one fold's base classes, backbone included.
+
+Per step: a batch of augmented training views (:mod:`~fsslib.pretrain.base_learner.data`), logits upsampled to the
+labels (bilinear, aligned corners), cross-entropy ignoring 255. SGD with momentum, a poly schedule over the whole
+run, and, as the official ``index_split: 0``, the backbone at the base learning rate and the head (pyramid pooling,
+embedding, classifier) at ``head_lr_multiplier`` (10) times it. BatchNorm trains, as the official stage 1.
+
+Every ``1 / evals_per_epoch`` epoch the base-class mIoU on held-out images is appended to the curve (the toy
+world's ``val`` split; PASCAL's and COCO's ``val``, the official validation). The written weights are the best
+point's (the official ``best.pth``); the JSON keeps the curve, the plateau verdict of ``docs/protocol.md``
+(:func:`fsslib.tables.plateau_verdicts`) and the final base-class mIoU of the float16 file.
+
+Presets (:data:`TIER_SETTINGS`): ``paper`` is ``config/pascal/pascal_split0_resnet50_base.yaml`` -- 417 x 417
+crops, scale 0.5-2.0, rotation +-10 degrees, batch 12 (3 on each of 4 GPUs), lr 2.5e-4, 100 epochs, on PSPNet's
+deep-stem ResNet-50; ``toy`` keeps the augmentation and the optimiser's shape on the toy world, from the shipped
+toy ResNet, with a budget read off its validation curve (``docs/methods/piclip.md``, "BAM").
+"""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from fsslib.blocks.base_learner import BaseLearner
+from fsslib.data.benchmarks import Benchmark, get_benchmark
+from fsslib.data.episodes import NOVEL_RULES, Source
+from fsslib.device import resolve_device
+from fsslib.errors import CheckpointError, unknown
+from fsslib.methods.base import segmentation_loss
+from fsslib.models.backbones import BACKBONES, build_backbone
+from fsslib.models.files import read_weights
+from fsslib.pretrain.base_learner.data import BaseTrainingImages, HeldOutImages, training_names
+from fsslib.pretrain.base_learner.files import CLI, FILE_KIND, load_base_learner, save_base_learner
+from fsslib.pretrain.saving import RunRecord, file_sha256, write_metadata
+from fsslib.tables import plateau_verdicts
+from fsslib.train import poly_schedule
+
+TIERS = ("toy", "paper")
+
+
+@dataclass
+class BaseLearnerSettings:
+    """One base-learner run (defaults: the toy tier's recipe; :data:`TIER_SETTINGS` holds the paper tier's)."""
+
+    fold: int = field(default=0, metadata={"help": "the fold whose base classes are learnt"})
+    tier: str = field(default="toy", metadata={"help": f"the preset: {', '.join(TIERS)}"})
+    benchmark: str = field(default="toy", metadata={"help": "toy, pascal or coco"})
+    backbone: str = field(default="toy-resnet", metadata={"help": f"the backbone fine-tuned: {', '.join(BACKBONES)}"})
+    backbone_weights: str = field(default="", metadata={"help": "its initial weights: '' = its pretrained ones, or a file"})
+    hidden: int = field(default=64, metadata={"help": "channels of the head's 3x3 embedding (PSPNet: 512)"})
+    epochs: int = field(default=6, metadata={"help": "passes over the training images"})
+    batch_size: int = field(default=16, metadata={"help": "images per step"})
+    lr: float = field(default=0.01, metadata={"help": "SGD learning rate of the backbone"})
+    head_lr_multiplier: float = field(default=10.0, metadata={"help": "the head's learning rate over the backbone's"})
+    momentum: float = field(default=0.9, metadata={"help": "SGD momentum"})
+    weight_decay: float = field(default=1e-4, metadata={"help": "SGD weight decay"})
+    poly_power: float = field(default=0.9, metadata={"help": "power of the poly schedule"})
+    crop: int = field(default=64, metadata={"help": "training crop and evaluation size"})
+    scale_min: float = field(default=0.5, metadata={"help": "smallest random scale"})
+    scale_max: float = field(default=2.0, metadata={"help": "largest random scale"})
+    max_angle: float = field(default=10.0, metadata={"help": "largest random rotation (degrees; half the images)"})
+    novel_rule: str = field(default="pfenet", metadata={
+        "help": "pfenet: every training image, novel pixels background (the official BaseData); "
+                "bam: drop images holding a novel class"})
+    train_images: int = field(default=0, metadata={"help": "training images used (0: all; fewer for smoke tests)"})
+    evals_per_epoch: int = field(default=2, metadata={"help": "points of the validation curve per epoch"})
+    eval_images: int = field(default=0, metadata={"help": "held-out images per curve point (0: all)"})
+    eval_batch_size: int = field(default=50, metadata={"help": "held-out images per forward pass"})
+    seed: int = field(default=0, metadata={"help": "initialisation, order and augmentation"})
+    data_root: str = field(default="", metadata={"help": "the benchmark's folder ('' = $FSSLIB_DATA's)"})
+    device: str = field(default="auto", metadata={"help": "auto (CUDA when there is one), cpu, cuda"})
+    workers: int = field(default=0, metadata={"help": "data-loading processes"})
+
+
+TIER_SETTINGS: dict[str, dict] = {
+    "toy": {},
+    # config/pascal/pascal_split0_resnet50_base.yaml; batch_size 3 per GPU on 4 GPUs (train_base.sh)
+    "paper": dict(tier="paper", benchmark="pascal", backbone="resnet50-deepstem", hidden=512, epochs=100,
+                  batch_size=12, lr=2.5e-4, crop=417, evals_per_epoch=1, eval_batch_size=8, workers=8),
+}
+
+
+def tier_settings(tier: str = "toy", **overrides) -> BaseLearnerSettings:
+    """The settings of ``tier`` (:data:`TIER_SETTINGS`) with ``overrides``."""
+    if tier not in TIER_SETTINGS:
+        raise unknown("base-learner tier", tier, TIERS)
+    return BaseLearnerSettings(**{**TIER_SETTINGS[tier], "tier": tier, **overrides})
+
+
+@torch.no_grad()
+def base_class_iou(learner: BaseLearner, images: HeldOutImages, device: torch.device, batch_size: int) -> dict:
+    """The official base-class scores on ``images``: per base class, IoU = intersection / union summed over all
+    images (ignore pixels left out), and ``miou``, their mean over the base classes, in percent."""
+    learner.eval()
+    classes = 1 + learner.base_classes
+    confusion = torch.zeros(classes, classes, dtype=torch.long)  # (target, predicted)
+    for views, labels in DataLoader(images, batch_size=batch_size):
+        logits = learner(views.to(device)).float()  # (N, 1 + C, h, w)
+        predicted = torch.nn.functional.interpolate(logits, size=labels.shape[-2:], mode="bilinear",
+                                                    align_corners=True).argmax(dim=1).cpu()  # (N, H, W)
+        valid = labels != 255
+        confusion += torch.bincount(labels[valid] * classes + predicted[valid], minlength=classes ** 2).view(classes, classes)
+    intersection = confusion.diag().double()
+    union = confusion.sum(0).double() + confusion.sum(1).double() - intersection
+    iou = (intersection / (union + 1e-10))[1:] * 100  # base classes 1..C (background is not scored)
+    return {"n_images": len(images), "miou": float(iou.mean()), "per_class_iou": [round(float(v), 2) for v in iou]}
+
+
+def held_out_splits(benchmark: Benchmark) -> list[str]:
+    """The splits a base learner is scored on: the curve's (the held-out ``val`` of the toy world, else the
+    official validation images), then the toy world's ``test`` too."""
+    return list(dict.fromkeys(split for split in (benchmark.select_split or benchmark.test_split, benchmark.test_split)))
+
+
+def evaluate_checkpoint(checkpoint: str | Path, data_root: str = "", eval_batch_size: int = 50,
+                        device: str = "auto", limit: int | None = None) -> dict:
+    """The base-class IoUs of a base-learner file on each of :func:`held_out_splits` (the first ``limit`` images of
+    each; all by default), at its training crop size."""
+    payload = read_weights(checkpoint, "The base learner", f"train one with `{CLI} --fold F`.")
+    if not isinstance(payload, dict) or payload.get("kind") != FILE_KIND:
+        raise CheckpointError(f"{checkpoint} is not a base learner written by `{CLI}`.", f"train one with `{CLI} --fold F`.")
+    benchmark = get_benchmark(payload["benchmark"])
+    learner = load_base_learner(checkpoint, payload["backbone"], payload["benchmark"], payload["fold"],
+                                payload["base_classes"], f"train it again with `{CLI} --fold {payload['fold']}`.")
+    target = resolve_device(device)
+    learner.to(target)
+    return {split: base_class_iou(learner, HeldOutImages(Source(benchmark, split, data_root or None),
+                                                         payload["base_classes"], payload["crop"], limit),
+                                  target, eval_batch_size)
+            for split in held_out_splits(benchmark)}
+
+
+def train_base_learner(out: str | Path, settings: BaseLearnerSettings, progress: bool = True,
+                       command: str | None = None) -> dict:
+    """Train the base learner of ``settings.fold``; write ``out`` and ``out.json``; return the metadata."""
+    if settings.novel_rule not in NOVEL_RULES:
+        raise unknown("novel-class rule", settings.novel_rule, NOVEL_RULES)
+    out = Path(out)
+    record = RunRecord(command or f"{CLI} --fold {settings.fold} --tier {settings.tier} --out {out}", settings.seed)
+    start, cpu_start = time.perf_counter(), time.process_time()
+    torch.manual_seed(settings.seed)
+    device = resolve_device(settings.device)
+    benchmark = get_benchmark(settings.benchmark)
+    base_classes = benchmark.base_classes(settings.fold)
+    root, toy = settings.data_root or None, benchmark.name == "toy"
+    source = Source(benchmark, benchmark.train_split, root, cache=toy)
+    names = training_names(source, benchmark.fold_classes(settings.fold), settings.novel_rule)
+    names = names[:settings.train_images] if settings.train_images else names
+    images = BaseTrainingImages(source, names, base_classes, settings.crop, (settings.scale_min, settings.scale_max),
+                                settings.max_angle, settings.seed)
+    held_out = HeldOutImages(Source(benchmark, held_out_splits(benchmark)[0], root, cache=toy), base_classes,
+                             settings.crop, settings.eval_images or None)
+    learner = BaseLearner(build_backbone(settings.backbone, settings.backbone_weights or None), len(base_classes),
+                          hidden=settings.hidden).to(device)
+    head = [p for name, p in learner.named_parameters() if not name.startswith("backbone.")]
+    optimizer = torch.optim.SGD([{"params": learner.backbone.parameters()},
+                                 {"params": head, "lr": settings.lr * settings.head_lr_multiplier}],
+                                lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay)
+    steps_per_epoch = len(images) // settings.batch_size  # drop_last, as the official loader
+    total = settings.epochs * steps_per_epoch
+    schedule = poly_schedule(optimizer, total, settings.poly_power)
+    every = max(1, steps_per_epoch // settings.evals_per_epoch)
+    prepare_seconds = time.perf_counter() - start
+
+    curve, losses, best, validation_seconds, step = [], [], None, 0.0, 0
+    bar = tqdm(total=total, desc=f"base learner fold {settings.fold}", disable=not progress)
+    for epoch in range(settings.epochs):
+        images.set_epoch(epoch)
+        loader = DataLoader(images, batch_size=settings.batch_size, drop_last=True, num_workers=settings.workers)
+        learner.train()
+        for views, labels in loader:
+            loss = segmentation_loss(learner(views.to(device)), labels.to(device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            losses.append(loss.detach())
+            step += 1
+            bar.update()
+            if step % every == 0 or step == total:
+                validation_start = time.perf_counter()
+                scores = base_class_iou(learner, held_out, device, settings.eval_batch_size)
+                curve.append({"step": step, "epoch": round(step / steps_per_epoch, 3), "val_miou": scores["miou"],
+                              "train_loss": float(torch.stack(losses).mean())})
+                losses.clear()
+                if best is None or scores["miou"] > best["val_miou"]:
+                    best = {"step": step, "val_miou": scores["miou"],
+                            "state": copy.deepcopy({k: v.cpu() for k, v in learner.state_dict().items()})}
+                learner.train()
+                validation_seconds += time.perf_counter() - validation_start
+    bar.close()
+    train_seconds = time.perf_counter() - start - prepare_seconds
+    cpu_seconds = time.process_time() - cpu_start
+
+    learner.load_state_dict(best["state"])
+    save_base_learner(out, learner.cpu(), settings.backbone, benchmark.name, settings.fold, base_classes, settings.crop)
+    gain, error, verdict = plateau_verdicts({"base learner": curve}).get(
+        "base learner", (None, None, "too few points to judge (fewer than 4)"))
+    metadata = {
+        **record.stamp(device=str(device)),
+        "model": f"BaseLearner(backbone={settings.backbone}, base_classes={len(base_classes)}, hidden={settings.hidden}, "
+                 "bins=(1, 2, 3, 6)): PSPNet, backbone fine-tuned",
+        "task": f"segment the {len(base_classes)} base classes of {benchmark.name} fold {settings.fold} "
+                "(novel classes are background)",
+        "settings": asdict(settings),
+        "base_classes": base_classes,
+        "training_images": {"count": len(names), "split": benchmark.train_split, "novel_rule": settings.novel_rule},
+        "curve_split": held_out.source.split,
+        "curve": curve,
+        "best": {"step": best["step"], "epoch": round(best["step"] / steps_per_epoch, 3), "val_miou": best["val_miou"]},
+        "plateau": {"last_quarter_gain": gain, "standard_error": error, "verdict": verdict,
+                    "rule": "docs/protocol.md: flat under 1 point, or within 2 standard errors of the curve's noise"},
+        "wall_time_s": {"prepare": round(prepare_seconds, 1), "train": round(train_seconds, 1),
+                        "of_which_validation": round(validation_seconds, 1)},
+        "cpu_time_s": round(cpu_seconds, 1),
+        "checkpoint": {"file": out.name, "bytes": out.stat().st_size, "sha256": file_sha256(out), "dtype": "float16"},
+        "held_out": evaluate_checkpoint(out, settings.data_root, settings.eval_batch_size, settings.device,
+                                        settings.eval_images or None),
+    }
+    write_metadata(out, metadata)
+    return metadata

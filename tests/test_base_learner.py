@@ -1,0 +1,100 @@
+"""BAM's stage 1 (fsslib.pretrain.base_learner): base-class labels as the official ``BaseData``, the training views,
+a short run end to end, and the file BAM reads back."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from fsslib.blocks.base_learner import BaseLearner
+from fsslib.data.benchmarks import TOY
+from fsslib.data.episodes import IMAGENET_MEAN, Source
+from fsslib.errors import CheckpointError
+from fsslib.models.backbones import ToyResNet
+from fsslib.pretrain.base_learner.cli import build_parser
+from fsslib.pretrain.base_learner.data import base_labels, random_crop, training_names
+from fsslib.pretrain.base_learner.files import load_base_learner, save_base_learner
+from fsslib.pretrain.base_learner.train import tier_settings, train_base_learner
+
+pytestmark = pytest.mark.budget(5)
+
+
+def official_base_data_label(label: np.ndarray, sub_list: list[int], num_classes: int = 20) -> np.ndarray:
+    """chunbolang/BAM util/dataset.py, BaseData.__getitem__'s labelling loop."""
+    label = label.copy()
+    label_tmp = label.copy()
+    for cls in range(1, num_classes + 1):
+        select_pix = np.where(label_tmp == cls)
+        if cls in sub_list:
+            label[select_pix[0], select_pix[1]] = sub_list.index(cls) + 1
+        else:
+            label[select_pix[0], select_pix[1]] = 0
+    return label
+
+
+@pytest.mark.parametrize("fold", [0, 2])
+def test_base_labels_are_the_official_ones(fold):
+    """Base classes -> their 1-based index among the base classes, novel classes -> background, 255 kept."""
+    label = np.random.default_rng(fold).choice([0, *range(1, 21), 255], size=(40, 40)).astype(np.uint8)
+    expected = official_base_data_label(label, TOY.base_classes(fold))
+    np.testing.assert_array_equal(base_labels(label, TOY.base_classes(fold)), expected)
+    novel = np.isin(label, TOY.fold_classes(fold))
+    assert (base_labels(label, TOY.base_classes(fold))[novel] == 0).all()
+
+
+def test_the_training_images_keep_every_image_or_drop_the_novel_ones(toy_root):
+    source = Source(TOY, "train")
+    novel = TOY.fold_classes(0)
+    assert training_names(source, novel, "pfenet") == source.names  # the official BaseData: the whole list
+    kept = training_names(source, novel, "bam")
+    assert 0 < len(kept) < len(source.names)
+    assert all(not set(novel) & set(source.presence.get(name, {})) for name in kept)
+
+
+def test_a_training_view_is_the_image_at_scale_one_and_padded_below_it():
+    image = torch.rand(3, 32, 32)
+    label = torch.randint(0, 16, (32, 32))
+    view, view_label = random_crop(image, label, 32, (1.0, 1.0), 0.0, np.random.default_rng(0))
+    assert torch.equal(view_label, label) or torch.equal(view_label, label.flip(-1))
+    small, small_label = random_crop(image, label, 32, (0.5, 0.5), 0.0, np.random.default_rng(1))
+    assert (small_label[:4] == 255).all() and (small_label[8:24, 8:24] != 255).all()  # padded on both sides
+    torch.testing.assert_close(small[:, 0, 0], torch.tensor(IMAGENET_MEAN), atol=0.02, rtol=0)
+
+
+def test_a_short_run_writes_a_base_learner_bam_can_read(toy_root, tmp_path):
+    settings = tier_settings("toy", epochs=1, batch_size=8, train_images=16, evals_per_epoch=2, eval_images=8,
+                             hidden=8, device="cpu")
+    out = tmp_path / "base-learner-fold0.pt"
+    metadata = train_base_learner(out, settings, progress=False)
+    assert json.loads(out.with_suffix(".json").read_text())["curve"] == metadata["curve"]
+    assert [point["step"] for point in metadata["curve"]] == [1, 2] and metadata["training_images"]["count"] == 16
+    assert set(metadata["held_out"]) == {"val", "test"} and metadata["plateau"]["verdict"]
+    learner = load_base_learner(out, "toy-resnet", "toy", 0, TOY.base_classes(0), "fix")
+    assert learner(torch.rand(2, 3, 64, 64)).shape == (2, 16, 8, 8)
+    with pytest.raises(CheckpointError, match="trained for fold=0"):
+        load_base_learner(out, "toy-resnet", "toy", 1, TOY.base_classes(1), "fix")
+
+
+def test_the_saved_file_holds_the_learner_in_float16(tmp_path):
+    torch.manual_seed(0)
+    learner = BaseLearner(ToyResNet(), 15, hidden=8).eval()
+    images = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        expected = learner(images)
+    path = save_base_learner(tmp_path / "b.pt", learner, "toy-resnet", "toy", 0, TOY.base_classes(0), 64)
+    assert all(t.dtype == torch.float16 for t in torch.load(path, weights_only=True)["state"].values()
+               if t.is_floating_point())
+    with torch.no_grad():
+        loaded = load_base_learner(path, "toy-resnet", "toy", 0, TOY.base_classes(0), "fix")(images)
+    torch.testing.assert_close(loaded, expected, atol=0.05, rtol=0.01)
+
+
+def test_the_paper_tier_is_the_official_recipe():
+    """config/pascal/pascal_split0_resnet50_base.yaml with train_base.sh's 4 GPUs; --tier picks the defaults."""
+    args = build_parser("paper").parse_args(["--fold", "1"])
+    assert (args.benchmark, args.backbone, args.hidden, args.crop, args.scale_min, args.scale_max, args.max_angle) == \
+        ("pascal", "resnet50-deepstem", 512, 417, 0.5, 2.0, 10.0)
+    assert (args.lr, args.head_lr_multiplier, args.batch_size, args.epochs, args.momentum, args.weight_decay,
+            args.poly_power, args.novel_rule) == (2.5e-4, 10.0, 12, 100, 0.9, 1e-4, 0.9, "pfenet")
