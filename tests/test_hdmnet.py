@@ -473,7 +473,7 @@ def test_hdmnet_forward_matches_the_official_forward(shots, training):
     """Eval mode at 1 shot; train mode (every dropout at 0) at 2 shots, where the episode's class leaves the base
     map and the BatchNorms stay fixed."""
     torch.manual_seed(0)
-    options = {"base_learner": "random", "dropout": 0.0, "transformer_dropout": 0.0, "base_learner_dropout": False}
+    options = {"base_learner": "random", "dropout": 0.0, "transformer_dropout": 0.0, "base_dropout": False}
     model = build_method(make_config(method="hdmnet", shots=shots, backbone_weights="random", options=options)).double()
     randomise(model.transformer, seed=1)
     model.train(training)

@@ -32,7 +32,7 @@ Pipeline for a query and K supports (shapes for the paper tier: 473 x 473 -> 60 
 * The K-shot weighting (``kshot_rw``) is in no optimiser group: it keeps its random initial weights
   (``train_shot_weighting=False``). Its weights stay in the sorted order of the differences (``shot_unsort=False``).
 * ``model.train()`` reaches the frozen base learner's Dropout2d(0.1) before its classifier, so the base map is
-  computed with dropout in training (``base_learner_dropout=True``); fsslib holds frozen models in eval mode, so the
+  computed with dropout in training (``base_dropout=True``); fsslib holds frozen models in eval mode, so the
   model applies that dropout itself.
 * Every BatchNorm stays in eval mode while training (``fix_bn``): the transformer's ``fixed_batchnorm``.
 * The transformer's ``init_weights`` is never called: see :mod:`fsslib.blocks.hierarchical`.
@@ -80,11 +80,11 @@ class HDMNet(FewShotSegmenter):
     def __init__(self, base_learner: BaseLearner, base_class_ids: Sequence[int], shots: int = 1,
                  feature_dim: int = 256, dropout: float = 0.5, size: TransformerSize = PAPER_SIZE,
                  transformer_init: str = "official", fixed_batchnorm: bool = True, shot_unsort: bool = False,
-                 train_shot_weighting: bool = False, base_learner_dropout: bool = True, lr_scale: float = 10.0) -> None:
+                 train_shot_weighting: bool = False, base_dropout: bool = True, lr_scale: float = 10.0) -> None:
         super().__init__()
         self.hold_frozen("base_learner", base_learner)
         self.base_class_ids = list(base_class_ids)
-        self.base_learner_dropout = base_learner_dropout
+        self.base_dropout = base_dropout
         self.lr_scale = lr_scale
         channels = base_learner.backbone.channels
         mid_channels = channels["layer2"] + channels["layer3"]
@@ -113,10 +113,10 @@ class HDMNet(FewShotSegmenter):
 
     def base_logits(self, embedding: torch.Tensor) -> torch.Tensor:
         """The base learner's logits (B, 1 + C_base, h, w) of the query embedding; its Dropout2d is active while
-        training when ``base_learner_dropout`` (the official code's train mode reaches it)."""
+        training when ``base_dropout`` (the official code's train mode reaches it)."""
         relu, dropout, classifier = self.base_learner.classify
         with torch.no_grad():
-            hidden = F.dropout2d(relu(embedding), dropout.p, training=self.training and self.base_learner_dropout)
+            hidden = F.dropout2d(relu(embedding), dropout.p, training=self.training and self.base_dropout)
             return classifier(hidden)
 
     def similarity_maps(self, query: dict[str, torch.Tensor], support: dict[str, torch.Tensor],
