@@ -23,7 +23,8 @@ from fsslib import train
 from fsslib.blocks import blank_outside_masks
 from fsslib.blocks.hierarchical import HierarchicalTransformer, TransformerSize, correlation_distillation_loss
 from fsslib.config import make_config
-from fsslib.methods import build_method
+from fsslib.errors import CheckpointError
+from fsslib.methods import build_method, frozen_files
 from fsslib.models.backbones import IMAGENET_MEAN
 from tests.test_pfenet import fabricated_batch
 
@@ -521,3 +522,12 @@ def test_optimiser_groups_and_one_toy_training_step():
     optimizer.step()
     assert torch.isfinite(loss) and not torch.equal(before, model.query_merge[0].weight)
     assert model(fabricated_batch(batch_size=2, shots=2).inputs()).shape == (2, 2, 64, 64)
+
+
+def test_a_missing_base_learner_names_the_command_that_makes_it(tmp_path):
+    missing = tmp_path / "base-learner.pt"
+    cfg = make_config(method="hdmnet", fold=2, options={"base_learner": str(missing)})
+    with pytest.raises(CheckpointError, match="HDMNet needs the frozen base learner of fold 2") as error:
+        build_method(cfg)
+    assert "python -m fsslib.pretrain base-learner --fold 2" in error.value.fix
+    assert frozen_files(cfg) == {"base_learner": str(missing)}
