@@ -227,6 +227,7 @@ METHOD_WEIGHTS: dict[str, tuple[str, ...]] = {
     "piclip": ("resnet50-deepstem", "ViT-B-16/openai"),
     "lfss": ("resnet50", "RN50/openai"),
     "qgnet": ("resnet50-deepstem",),
+    "bam": ("resnet50-deepstem",),  # what its base learner is fine-tuned from
     "clip-dinoiser": ("ViT-B-16/laion2b_s34b_b88k", "clip-dinoiser-heads"),
     "clip-dinoiser-support": ("ViT-B-16/laion2b_s34b_b88k", "clip-dinoiser-heads"),
 }
@@ -234,6 +235,9 @@ METHOD_NOTES: dict[str, str] = {
     "qgnet": ("QGNet's own prior extractor (MoCo v2 with its local patch loss) is not published: make one with "
               "`python -m fsslib.pretrain toy-qgnet-prior --help`'s recipe and pass --options prior_extractor=PATH; "
               "`weights moco-v2` fetches plain MoCo v2, Table VI's 'global only' row."),
+    "bam": ("BAM reads the base learner of its fold, which fsslib trains from this ResNet-50 (BAM's stage 1): "
+            "`python -m fsslib.pretrain base-learner --fold F --tier paper` writes "
+            "$FSSLIB_WEIGHTS/base-learner-pascal-foldF.pt, where --method bam looks for it."),
     "clip-dinoiser": "pass the heads as --options heads=$FSSLIB_WEIGHTS/clip_dinoiser/last.pt.",
     "clip-dinoiser-support": "pass the heads as --options heads=$FSSLIB_WEIGHTS/clip_dinoiser/last.pt.",
 }

@@ -56,10 +56,15 @@ def zoo_name(method: str, fold: int, train_shots: int, variant: str = "") -> str
     return f"{method}{f'-{variant}' if variant else ''}-fold{fold}-{train_shots}shot"
 
 
+ZOO_MODEL_NAME = re.compile(r".+-fold\d+-\d+shot")  # zoo_name's pattern
+
+
 def zoo_entries(root: Path | None = None) -> list[str]:
-    """The names of the models the zoo (``root``, default :func:`zoo_root`) holds, sorted."""
+    """The names of the models the zoo (``root``, default :func:`zoo_root`) holds, sorted. The toy base learners
+    beside them (``base-learner-fold<F>.pt``, BAM's frozen stage 1, made by ``python -m fsslib.pretrain
+    base-learner``) are not zoo models."""
     root = root or zoo_root()
-    return sorted(path.stem for path in root.glob("*.pt")) if root.is_dir() else []
+    return sorted(path.stem for path in root.glob("*.pt") if ZOO_MODEL_NAME.fullmatch(path.stem)) if root.is_dir() else []
 
 
 def names_zoo(ckpt: object) -> bool:

@@ -161,6 +161,7 @@ TRAINED_METHODS = {  # method (variant): the flags that replace the paper's weig
     "piclip": RANDOM_CLIP,
     "lfss": RANDOM_CLIP,
     "qgnet": ["--options", "prior_extractor=random"],
+    "bam": ["--options", "base_learner=random"],
     "clip-dinoiser-support": ["--variant", "trained_adapter", *RANDOM_CLIP, "--options", "heads=HEADS"],
 }
 CPU_SAVERS = {  # minutes less on a CPU: 1 prompt template, not 85; windows for the reduced size
