@@ -28,6 +28,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from itertools import product
@@ -133,8 +134,10 @@ def train_with_torchrun(cfg, processes: int, run_dir: Path) -> dict[str, Any]:
     with open(run_dir / "torchrun.log", "a") as log:
         child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         _children.append(child)
-        try:
-            code = child.wait()
+        try:  # polled, not waited on: stop_children, called from a signal handler, must be able to wait for it
+            while child.poll() is None:
+                time.sleep(0.5)
+            code = child.returncode
         finally:
             _children.remove(child)
     if code != 0:
@@ -144,7 +147,8 @@ def train_with_torchrun(cfg, processes: int, run_dir: Path) -> dict[str, Any]:
 
 
 def stop_children() -> None:
-    """Stop this process's torchrun (it stops its workers), so that a preempted job leaves nothing running."""
+    """Stop this process's torchrun (it stops its workers) and wait for it, so that a preempted job leaves nothing
+    running when it is requeued."""
     for child in list(_children):
         child.terminate()
         try:
@@ -304,7 +308,11 @@ def slurm_executor(folder: Path, name: str, gpus_per_run: int, settings: SlurmSe
     require_submitit()
     import submitit
 
-    executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=100)  # a long run is requeued until it ends
+    try:
+        executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=100)  # a long run is requeued until it ends
+    except RuntimeError as error:  # no srun: not a Slurm machine
+        raise FsslibError(f"--executor slurm submits to Slurm, which this machine does not have ({error}).",
+                          "run the command on the cluster's login node; --executor local runs the same jobs here.") from None
     executor.update_parameters(job_name=f"fsslib-{name}", time=settings.time_min, nodes=1, ntasks_per_node=1,
                                gpus_per_node=gpus_per_run, cpus_per_task=settings.cpus_per_gpu * max(1, gpus_per_run),
                                signal_delay_s=settings.signal_delay_s,
