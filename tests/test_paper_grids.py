@@ -149,3 +149,21 @@ def test_the_paper_table_sets_each_fold_and_mean_beside_the_papers_with_the_seed
     assert [difference[f"fold {f}"] for f in range(4)] + [difference["mean"]] == ["-0.4", "-0.5", "-0.3", "-0.2", "-0.4"]
     assert table[("piclip 1-way 1-shot", "fsslib: sd over seeds")]["fold 0"] == "1.0"
     assert ("piclip 2-way 1-shot", "paper: not reported") in table and table[("piclip 2-way 1-shot", "fsslib (1 seed)")]["mean"] == ""
+
+
+README_ROWS = {  # fsslib.rates' method -> the label its row opens with in benchmarks/README.md's H200 table
+    "prototype": "prototype baseline", "pfenet": "PFENet (deep-stem", "piclip": "PI-CLIP (PFENet", "lfss": "LFSS (",
+    "qgnet": "QGNet (", "clip-dinoiser-support": "CLIP-DINOiser with supports",
+}
+
+
+def test_the_measured_rates_are_the_benchmarks_readme():
+    """fsslib.rates holds benchmarks/README.md's 'Every method, one GPU' rates, number for number."""
+    from fsslib.rates import RATES
+
+    readme = (REPO / "benchmarks" / "README.md").read_text().split("Every trained method at its own paper input size")[1]
+    assert set(RATES) == set(README_ROWS)
+    for method, rate in RATES.items():
+        row = next(line for line in readme.splitlines() if line.startswith(f"| {README_ROWS[method]}"))
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        assert cells[1:4] == [str(rate.input_size), f"{rate.train_steps_per_s:g}", f"{rate.eval_episodes_per_s:g}"], row
