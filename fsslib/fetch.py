@@ -38,10 +38,14 @@ import zipfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote, urlsplit
 
 from fsslib import paths
 from fsslib.errors import FsslibError, unknown
+
+if TYPE_CHECKING:
+    from fsslib.config import Config
 
 PROG = "python -m fsslib.fetch"
 RETRY_WAIT_S = 2.0  # seconds before the first automatic retry (doubled for each further one)
@@ -266,7 +270,7 @@ PAPER_FILE_OPTIONS = {  # at the paper preset these options must name a file: th
 BACKBONE_WEIGHTS = {"resnet50": "resnet50", "resnet50-deepstem": "resnet50-deepstem"}  # Config.backbone -> WEIGHTS
 
 
-def run_needs(cfg) -> list[Need]:
+def run_needs(cfg: Config) -> list[Need]:
     """What a run of ``cfg`` (a :class:`fsslib.config.Config`) reads from disk at the paper tier, in the places its
     loaders look: the prepared benchmark (``$FSSLIB_DATA`` or ``data_root``), the backbone's weights (unless
     ``backbone_weights="random"``), open_clip's weights (unless ``clip_pretrained`` is None), and the files its

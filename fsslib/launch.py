@@ -2,7 +2,7 @@
 
 :mod:`fsslib.runs` hands each run of a grid to a :class:`GridRun`, which executes it one of two ways:
 
-* ``runner: notebook`` (the default): the papermill notebook ``notebooks/90_train_eval.ipynb`` (:func:`fsslib.runs.run_notebook`);
+* ``runner: notebook`` (the default): the papermill notebook ``notebooks/90_train_eval.ipynb`` (:func:`run_notebook`);
 * ``runner: python``: :func:`train_and_evaluate`, the notebook's steps as a function, which takes every
   :class:`~fsslib.config.Config` field (input size, benchmark, backbone weights, data workers, ...) and trains through
   ``torchrun`` when the grid sets ``gpus_per_run`` above 1. The paper-tier grids (``papermill_runs/paper/``) run so.
@@ -28,14 +28,18 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from itertools import product
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fsslib.errors import FsslibError
+
+if TYPE_CHECKING:
+    from fsslib.config import Config
 
 RUN_KEYS = ("test_shots", "test_ways", "test_seed")  # what a run sets beside the Config fields
 SET_BY_THE_RUNNER = ("out", "resume", "smoke", "progress")  # Config fields a grid does not set
@@ -44,6 +48,35 @@ TRAINING_OPTIONS = ("adapter",)  # the options that make a training-free method 
 PATH_VARIABLES = ("FSSLIB_WEIGHTS", "FSSLIB_DATA")  # read from fsslib.paths where a grid's value names them
 
 _children: list[subprocess.Popen] = []  # this process's torchrun, stopped when submitit checkpoints the run
+
+
+# ----------------------------------------------------------------------------------------------- one run as a notebook
+
+def run_name(params: dict[str, Any]) -> str:
+    """A run's folder name below the grid's outputs: method, variant, fold, ways, training shots and seed."""
+    variant = f"-{params['variant']}" if params.get("variant") else ""
+    ways = f"-{params['ways']}way" if params.get("ways", 1) != 1 else ""
+    return f"{params['method']}{variant}-fold{params['fold']}{ways}-{params.get('shots', 1)}shot-seed{params.get('seed', 0)}"
+
+
+def run_notebook(notebook: Path, outputs: Path, smoke: bool, threads: int, resume: bool,
+                 params: dict[str, Any]) -> dict[str, Any]:
+    """Execute ``notebook`` with ``params`` into ``outputs/<run name>/`` (working directory: the
+    notebook's folder; the kernel gets ``threads`` torch threads; ``resume``: training continues
+    from the run's ``last.pt``); returns the ``metrics.json`` its last cell wrote."""
+    import papermill
+    from traitlets.config import Config
+
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(threads)  # inherited by the kernel
+    run_dir = outputs / run_name(params)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "metrics.json").unlink(missing_ok=True)
+    with tempfile.TemporaryDirectory(prefix="fsslib-kernel-") as sockets:  # local sockets of this kernel alone: no TCP
+        papermill.execute_notebook(str(notebook), str(run_dir / notebook.name),
+                                   parameters={**params, "smoke": smoke, "out_dir": str(run_dir), "resume": resume},
+                                   cwd=str(notebook.parent), progress_bar=False,
+                                   config=Config({"KernelManager": {"transport": "ipc", "ip": str(Path(sockets) / "ipc")}}))
+    return json.loads((run_dir / "metrics.json").read_text())
 
 
 # ----------------------------------------------------------------------------------------------- one run in Python
@@ -65,7 +98,8 @@ def expand_path_variables(value: Any) -> Any:
     return value
 
 
-def run_config(params: dict[str, Any], run_dir: Path | None = None, smoke: bool = False, resume: bool = False):
+def run_config(params: dict[str, Any], run_dir: Path | None = None, smoke: bool = False,
+               resume: bool = False) -> tuple[Config, list[tuple[int, int]], int]:
     """The :class:`~fsslib.config.Config` of a python-runner run, its evaluations ((ways, shots) pairs, as the
     notebook's ``test_ways`` x ``test_shots``) and the seed of its test episodes."""
     from fsslib.config import make_config
@@ -79,7 +113,7 @@ def run_config(params: dict[str, Any], run_dir: Path | None = None, smoke: bool 
     return cfg, evaluations, cfg.seed if test_seed is None else test_seed
 
 
-def trains(cfg) -> bool:
+def trains(cfg: Config) -> bool:
     """Whether a run of ``cfg`` trains before it evaluates, as its model's ``trainable`` says, without building it:
     no checkpoint is given and the method trains (a training-free one only with a :data:`TRAINING_OPTIONS` option
     on). ``tests/test_launch.py`` checks this against every method's built model."""
@@ -124,7 +158,7 @@ def train_and_evaluate(params: dict[str, Any], run_dir: Path, smoke: bool = Fals
     return record
 
 
-def train_with_torchrun(cfg, processes: int, run_dir: Path) -> dict[str, Any]:
+def train_with_torchrun(cfg: Config, processes: int, run_dir: Path) -> dict[str, Any]:
     """Train ``cfg`` with DDP in ``processes`` processes (``torchrun --standalone``: this node), one per visible GPU;
     returns the training summary its rank 0 wrote."""
     config_file = run_dir / "train_config.json"
@@ -173,8 +207,6 @@ class GridRun:
     gpus_per_run: int = 1
 
     def __call__(self, params: dict[str, Any]) -> dict[str, Any]:
-        from fsslib.runs import run_name, run_notebook
-
         if self.runner == "notebook":
             return run_notebook(self.notebook, self.outputs, self.smoke, self.threads, self.resume, params)
         return train_and_evaluate(params, self.outputs / run_name(params), self.smoke, self.resume, self.gpus_per_run,
@@ -295,11 +327,12 @@ class SlurmSettings:
 
 
 def require_submitit() -> None:
-    try:
-        import submitit  # noqa: F401
-    except ImportError:
+    """Raise, with the install command, unless submitit (the optional ``cluster`` dependency) is installed."""
+    import importlib.util
+
+    if importlib.util.find_spec("submitit") is None:
         raise FsslibError("--executor slurm and local submit runs through submitit, which is not installed.",
-                          "pip install submitit (or pip install -e .[cluster]).") from None
+                          "pip install submitit (or pip install -e .[cluster]).")
 
 
 def slurm_executor(folder: Path, name: str, gpus_per_run: int, settings: SlurmSettings) -> Any:

@@ -13,7 +13,7 @@ from typing import Any
 
 from fsslib.errors import DatasetNotFoundError
 from fsslib.fetch import PROG, Need, run_needs
-from fsslib.launch import run_config, trains
+from fsslib.launch import run_config, run_name, trains
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,6 @@ class RunPlan:
 def run_plans(runs: list[dict[str, Any]], smoke: bool = False) -> list[RunPlan]:
     """Each run's config and estimate (paper-tier runs only get an estimate: the rates are GPU rates)."""
     from fsslib.rates import estimate
-    from fsslib.runs import run_name
 
     plans = []
     for params in runs:

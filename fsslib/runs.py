@@ -72,8 +72,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import os
-import tempfile
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from functools import partial
@@ -83,6 +81,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from fsslib.errors import DatasetNotFoundError, FsslibError
+from fsslib.launch import run_name, run_notebook
 from fsslib.methods import shots_fixed_by_training
 from fsslib.tables import REPO, beside_rows, load_grid, read_table, refresh_from_csv, write_results_page, write_table
 from fsslib.zoo import ZOO_GRIDS, names_zoo, training_shots, zoo_checkpoint, zoo_runs
@@ -143,12 +142,6 @@ def with_settings(grid: dict[str, Any], settings: list[str]) -> dict[str, Any]:
             for run in [fixed, *(e for e in extra if key in e)]:
                 run[key] = value
     return grid
-
-
-def run_name(params: dict[str, Any]) -> str:
-    variant = f"-{params['variant']}" if params.get("variant") else ""
-    ways = f"-{params['ways']}way" if params.get("ways", 1) != 1 else ""
-    return f"{params['method']}{variant}-fold{params['fold']}{ways}-{params.get('shots', 1)}shot-seed{params.get('seed', 0)}"
 
 
 def notebook_parameters(notebook: Path) -> set[str]:
@@ -226,26 +219,6 @@ def check_parameters(grid: dict[str, Any], runs: list[dict[str, Any]]) -> None:
         raise FsslibError(f"Grid {grid['name']} sets {unknown_names}, which {grid['notebook']} does not take: "
                           "papermill would ignore them and the runs would not be what the grid says.",
                           f"use the notebook's parameters ({', '.join(sorted(accepted))}) or add them to its parameters cell.")
-
-
-def run_notebook(notebook: Path, outputs: Path, smoke: bool, threads: int, resume: bool,
-                 params: dict[str, Any]) -> dict[str, Any]:
-    """Execute ``notebook`` with ``params`` into ``outputs/<run name>/`` (working directory: the
-    notebook's folder; the kernel gets ``threads`` torch threads; ``resume``: training continues
-    from the run's ``last.pt``); returns the ``metrics.json`` its last cell wrote."""
-    import papermill
-    from traitlets.config import Config
-
-    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(threads)  # inherited by the kernel
-    run_dir = outputs / run_name(params)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "metrics.json").unlink(missing_ok=True)
-    with tempfile.TemporaryDirectory(prefix="fsslib-kernel-") as sockets:  # local sockets of this kernel alone: no TCP
-        papermill.execute_notebook(str(notebook), str(run_dir / notebook.name),
-                                   parameters={**params, "smoke": smoke, "out_dir": str(run_dir), "resume": resume},
-                                   cwd=str(notebook.parent), progress_bar=False,
-                                   config=Config({"KernelManager": {"transport": "ipc", "ip": str(Path(sockets) / "ipc")}}))
-    return json.loads((run_dir / "metrics.json").read_text())
 
 
 def seed_rows(grid: dict[str, Any]) -> list[dict[str, Any]]:
