@@ -103,9 +103,10 @@ def plan_text(grid: dict[str, Any], grid_path: str | Path, plans: list[RunPlan],
     if missing and fetch_all_commands(plans):
         lines.append("  Everything the methods read, at once: " + "; ".join(fetch_all_commands(plans)))
     lines += ["", *_hours_lines(plans, jobs, gpus_per_run, executor)]
-    lines += ["", f"Measured rates: {HARDWARE}; {SOURCE}. Counted: training steps and evaluation episodes (fsslib.rates): "
-                  "not data loading or checkpoints, so the hours are a lower bound; episodes of K shots are scaled by "
-                  "their images, not measured."]
+    if any(plan.hours is not None for plan in plans):
+        lines += ["", f"Measured rates: {HARDWARE}; {SOURCE}. Counted: training steps and evaluation episodes "
+                      "(fsslib.rates): not data loading or checkpoints, so the hours are a lower bound; episodes of K "
+                      "shots are scaled by their images, not measured."]
     if gpus_per_run > 1:
         batch = sorted({plan.cfg.batch_size for plan in plans})
         lines.append(f"gpus_per_run {gpus_per_run}: batch_size is per process, so a step trains {gpus_per_run} x "

@@ -292,8 +292,8 @@ def execute(grid_path: str | Path, smoke: bool = False, outputs: str | Path | No
     threads = grid.get("threads", 1) if threads is None else threads
     gpus_per_run = grid.get("gpus_per_run", 1) if gpus_per_run is None else gpus_per_run
     if min(jobs, threads, gpus_per_run) < 1:
-        raise FsslibError(f"--jobs, --threads and --gpus-per-run must be at least 1, got {jobs}, {threads} and {gpus_per_run}.",
-                          "pass 1 or more (or drop them to use the grid file's).")
+        raise FsslibError(f"--jobs and --threads (and --gpus-per-run) must be at least 1, got {jobs}, {threads} and "
+                          f"{gpus_per_run}.", "pass 1 or more (or drop them to use the grid file's).")
     if executor not in EXECUTORS:
         raise FsslibError(f"Executor {executor!r} is not known.", f"use one of: {', '.join(EXECUTORS)}.")
     grid = {**grid, "gpus_per_run": gpus_per_run}
