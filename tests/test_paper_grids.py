@@ -149,6 +149,10 @@ def test_the_paper_table_sets_each_fold_and_mean_beside_the_papers_with_the_seed
     assert [difference[f"fold {f}"] for f in range(4)] + [difference["mean"]] == ["-0.4", "-0.5", "-0.3", "-0.2", "-0.4"]
     assert table[("piclip 1-way 1-shot", "fsslib: sd over seeds")]["fold 0"] == "1.0"
     assert ("piclip 2-way 1-shot", "paper: not reported") in table and table[("piclip 2-way 1-shot", "fsslib (1 seed)")]["mean"] == ""
+    coco = [dict(method="qgnet", variant="", benchmark="coco", fold=fold, ways=1, shots=5, train_shots=5, seed=0, miou=40.0)
+            for fold in range(4)]
+    printed = {entry["row"]: entry for entry in tables.paper_comparison(coco, "qgnet")}["paper (Table III, 473 x 473)"]
+    assert [printed[f"fold {f}"] for f in range(4)] + [printed["mean"]] == ["41.5", "48.1", "46.3", "43.6", "44.8"]
 
 
 README_ROWS = {  # fsslib.rates' method -> the label its row opens with in benchmarks/README.md's H200 table
