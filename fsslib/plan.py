@@ -109,10 +109,12 @@ def plan_text(grid: dict[str, Any], grid_path: str | Path, plans: list[RunPlan],
                       "shots are scaled by their images, not measured."]
     if gpus_per_run > 1:
         batch = sorted({plan.cfg.batch_size for plan in plans})
-        lines.append(f"gpus_per_run {gpus_per_run}: batch_size is per process, so a step trains {gpus_per_run} x "
-                     f"{'/'.join(map(str, batch))} episodes; set batch_size to the paper's batch / {gpus_per_run} to keep "
-                     "its recipe.")
-    lines += ["", f"Run: python -m fsslib.runs {grid_path}" + ("" if executor == "pool" else f" --executor {executor}")]
+        lines.append(f"gpus_per_run {gpus_per_run}: batch_size is per process, so a step trains {gpus_per_run} x batch_size "
+                     f"({' or '.join(map(str, batch))} here) episodes; set batch_size to the paper's batch / {gpus_per_run} "
+                     "to keep its recipe.")
+    flags = ("" if executor == "pool" else f" --executor {executor}") \
+        + ("" if gpus_per_run == grid.get("gpus_per_run", 1) else f" --gpus-per-run {gpus_per_run}")
+    lines += ["", f"Run: python -m fsslib.runs {grid_path}{flags}"]
     return "\n".join(lines)
 
 
