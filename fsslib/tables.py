@@ -453,16 +453,25 @@ def finish_page(path: Path, results: Path) -> Path:
     curves = results / f"{name}_curves.png"
     if curves.is_file() and f"]({curves.name})" not in "\n".join(body):
         tail += ["", f"![validation learning curves of {name}]({curves.name})"]
-    if OLDER_VERDICT in "\n".join(body):
-        tail += ["", "The learning-curve sentence above is in the older form: it gives no run's gain with its "
-                 "standard error. The runs' learning curves were not kept, so today's verdict (flat, within noise or "
-                 "rising: [the plateau rule](../../docs/protocol.md#the-plateau-rule)) cannot be computed without "
-                 "running the grid again."]
+    older = older_verdict("\n".join(body))
+    if older:
+        flat, runs = older
+        tail += ["", f"Today's verdict ([the plateau rule](../../docs/protocol.md#the-plateau-rule)), as far as the older "
+                 f"sentence above allows: {flat} of {runs} runs flat (a gain under 1 point is flat under both rules); "
+                 f"the other {runs - flat} are within noise or rising. Telling those apart needs each curve's standard "
+                 "error, and these runs' curves were not kept: the grid must run again."]
     notes = path.parent / f"{name}.notes.md"
     if notes.is_file():
         tail += ["", "## Notes", "", _demoted(_rebased(notes.read_text().strip()))]
     page.write_text("\n".join([*(title or [f"# {name}"]), "", *head, "", *body, "", *tail]) + "\n")
     return page
+
+
+def older_verdict(text: str) -> tuple[int, int] | None:
+    """(flat runs, runs) from a learning-curve sentence of the older form ("k of M runs under 1 point"), else None.
+    Its "under 1 point" is :func:`plateau_verdicts`' "flat"; its other runs are within noise or rising."""
+    found = re.search(r"(\d+) of (\d+) " + re.escape(OLDER_VERDICT), text)
+    return (int(found.group(1)), int(found.group(2))) if found else None
 
 
 def _headline(page: Path) -> list[str]:
@@ -474,9 +483,10 @@ def _headline(page: Path) -> list[str]:
 
 def _entry(path: Path, name: str) -> list[str]:
     """A grid's entry in RESULTS.md: its heading, question and answer, and a link to its page."""
-    older = OLDER_VERDICT in (path.parent / "results" / f"{name}.md").read_text()
+    older = older_verdict((path.parent / "results" / f"{name}.md").read_text())
+    verdict = f" (plateau: {older[0]} of {older[1]} runs flat, the others not settled)." if older else "."
     return [f"### {name}", "", f"**Question.** {grid_question(path)} **Answer.** {grid_answer(path.parent, name)} "
-            f"[Full page](results/{name}.md)" + (" (plateau verdict in the older form)." if older else "."), ""]
+            f"[Full page](results/{name}.md)" + verdict, ""]
 
 
 def write_results_page(folder: Path) -> Path:

@@ -1,9 +1,22 @@
 """Shared fixtures: one generated toy world per test session and tiny configs (environment: ../conftest.py)."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
+
+
+@pytest.fixture(autouse=True)
+def budget(request):
+    """A test marked ``@pytest.mark.budget(seconds)`` (or in a module with ``pytestmark = pytest.mark.budget(...)``)
+    fails when it runs longer: ``make test`` must stay within its minutes on two busy cores."""
+    marker = request.node.get_closest_marker("budget")
+    start = time.perf_counter()
+    yield
+    if marker is not None:
+        elapsed = time.perf_counter() - start
+        assert elapsed < marker.args[0], f"{request.node.name} took {elapsed:.1f} s (budget {marker.args[0]} s)"
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,9 @@
   (CANet/ASGNet/LFSS) and weight init.
 * :mod:`fsslib.blocks.priors` -- prior sources for PFENet-style decoders (PFENet's own prior).
 * :mod:`fsslib.blocks.frozen` -- holding frozen pretrained models (CLIP, backbones, teachers).
+* :mod:`fsslib.blocks.base_learner` -- BAM's base learner (PSPNet on a fold's base classes), shared by BAM and
+  HDMNet.
+* :mod:`fsslib.blocks.ensemble` -- BAM's learner ensemble: scene difference, K-shot weights, base-class suppression.
 
 They are pure tensor functions and ``nn.Module`` s with no knowledge of a method: a method
 composes them; it never reaches into another method for them.
@@ -27,8 +30,11 @@ from fsslib.blocks.decoders import (
     kaiming_init,
     pyramid_bins,
 )
+from fsslib.blocks.base_learner import BaseLearner, PyramidPooling, base_class_index
+from fsslib.blocks.ensemble import LearnerEnsemble, ShotWeighting, base_foreground, gram_matrix, scene_difference
 from fsslib.blocks.masks import blank_outside_masks, foreground_weights, masked_average_pooling, resize_masks
 
-__all__ = ["blank_outside_masks", "ASPPDecoder", "AtrousSpatialPyramidPooling", "COSINE_EPS", "FeatureEnrichmentModule", "aspp_rates",
+__all__ = ["BaseLearner", "LearnerEnsemble", "PyramidPooling", "ShotWeighting", "base_class_index", "base_foreground",
+           "gram_matrix", "scene_difference", "blank_outside_masks", "ASPPDecoder", "AtrousSpatialPyramidPooling", "COSINE_EPS", "FeatureEnrichmentModule", "aspp_rates",
            "foreground_weights", "kaiming_init", "masked_average_pooling", "masked_support_prior",
            "max_cosine_similarity", "min_max_normalise", "prior_region_map", "prototype_cosine", "pyramid_bins", "resize_masks"]
