@@ -17,6 +17,8 @@ from fsslib.config import make_config
 from fsslib.errors import FsslibError
 from fsslib.methods import METHODS, build_method
 
+pytestmark = pytest.mark.budget(10)  # the preempted job has its own
+
 
 @pytest.mark.parametrize(("method", "variant"), [*((m, "") for m in METHODS), ("clip-dinoiser-support", "trained_adapter")])
 def test_whether_a_run_trains_is_what_its_model_says(method, variant, toy_root):
@@ -88,6 +90,7 @@ def _task_pid(folder: Path) -> int | None:
 
 
 @pytest.mark.slow
+@pytest.mark.budget(60)  # 30-47 s on two busy cores: six processes start (two jobs, each a task and two DDP workers)
 def test_a_preempted_job_of_two_processes_resumes_from_its_checkpoint(tmp_path, monkeypatch, toy_root):
     """A run of two DDP processes (torchrun, gloo on the CPU) as a job of submitit's local executor: preempted after
     its first epoch (submitit's signal), it stops torchrun and is requeued; the requeued job resumes from last.pt with

@@ -14,6 +14,8 @@ from fsslib.config import make_config
 from fsslib.papers import has_reported, reported
 from fsslib.plan import run_plans
 
+pytestmark = pytest.mark.budget(10)  # the rehearsals have their own
+
 REPO = Path(__file__).resolve().parent.parent
 GRIDS = REPO / "papermill_runs" / "paper"
 PAPER_GRIDS = {  # grid file -> (paper, benchmark, methods, settings of the paper's table it holds: (ways, shots))
@@ -107,6 +109,7 @@ def fabricated(tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.budget(20)  # 4-15 s each on two busy cores
 @pytest.mark.parametrize("grid", sorted(REHEARSED))
 def test_each_paper_grid_runs_through_its_own_file_at_a_reduced_size(grid, fabricated, tmp_path, monkeypatch, capsys):
     """The grid file itself, with --set for the size, the epochs, the episodes and random weights: it trains and
