@@ -55,6 +55,8 @@ class Config:
     episodes: int = _role(1000, RUN_CONTROL)
     eval_seeds: int = _role(1, RUN_CONTROL)  # > 1: seeds seed .. seed+n-1, mean +- std (BAM style)
     eval_batch_size: int = 16
+    score_resize: str = _role("aligned", RUN_CONTROL)  # how logits reach the label size: "aligned" (PFENet / HSNet:
+    # bilinear, aligned corners) or "probabilities" (CLIP-DINOiser's official: exp of the logits, corners not aligned)
     # training
     epochs: int = 5
     episodes_per_epoch: int = 500
@@ -127,7 +129,12 @@ SETTING_RANGES: dict[str, dict[str, float]] = {  # the numeric settings' valid r
 
 
 def check_settings(cfg: Config) -> Config:
-    """Raise, naming the flag and its range, unless every numeric setting of ``cfg`` is in :data:`SETTING_RANGES`."""
+    """Raise, naming the flag and its range, unless every numeric setting of ``cfg`` is in :data:`SETTING_RANGES`
+    (and ``score_resize`` is one of :data:`fsslib.metrics.SCORE_RESIZES`)."""
+    from fsslib.metrics import SCORE_RESIZES
+
+    if cfg.score_resize not in SCORE_RESIZES:
+        raise unknown("--score-resize", cfg.score_resize, SCORE_RESIZES)
     for name, bounds in SETTING_RANGES.items():
         value = getattr(cfg, name)
         if not in_range(value, bounds):

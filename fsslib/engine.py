@@ -149,7 +149,7 @@ def evaluate_model(model: FewShotSegmenter, dataset: EpisodeDataset, cfg: Config
     for batch in tqdm(loader, desc=description, disable=not cfg.progress, leave=False):
         with autocast(device, cfg.amp):
             logits = model(batch.inputs(model.reads_image_labels).to(device))  # (B, 1+N, H, W)
-        score_at_label_size(meter, logits, batch.query_labels, batch.class_ids, lambda up: up.argmax(1))
+        score_at_label_size(meter, logits, batch.query_labels, batch.class_ids, lambda up: up.argmax(1), cfg.score_resize)
     elapsed = time.perf_counter() - start
     model.train(was_training)
     diagnostics = model.diagnostics()

@@ -38,10 +38,14 @@ import zipfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote, urlsplit
 
 from fsslib import paths
 from fsslib.errors import FsslibError, unknown
+
+if TYPE_CHECKING:
+    from fsslib.config import Config
 
 PROG = "python -m fsslib.fetch"
 RETRY_WAIT_S = 2.0  # seconds before the first automatic retry (doubled for each further one)
@@ -241,6 +245,108 @@ METHOD_NOTES: dict[str, str] = {
     "clip-dinoiser": "pass the heads as --options heads=$FSSLIB_WEIGHTS/clip_dinoiser/last.pt.",
     "clip-dinoiser-support": "pass the heads as --options heads=$FSSLIB_WEIGHTS/clip_dinoiser/last.pt.",
 }
+
+
+# ----------------------------------------------------------------------------------------------- what a run reads
+
+@dataclass(frozen=True)
+class Need:
+    """A prepared benchmark or a weight file that a run reads: where fsslib looks, whether it is there, and the
+    command that fetches it (or what to do where no command can)."""
+
+    name: str  # a DATASETS or WEIGHTS name, or the option or setting that names the file
+    looked_at: tuple[str, ...]
+    present: bool
+    command: str
+
+
+FILE_OPTIONS = {  # method options that name a weight file: the WEIGHTS entry whose destination is their usual value,
+    # or how to make the file where nothing publishes it
+    "heads": "clip-dinoiser-heads",
+    "prior_extractor": METHOD_NOTES["qgnet"],
+    "clip_checkpoint": "a CLIP weights file of your own (open_clip's are fetched by name: `weights MODEL/TAG`)",
+}
+PAPER_FILE_OPTIONS = {  # at the paper preset these options must name a file: their default is a toy model
+    ("qgnet", "prior_extractor"): METHOD_NOTES["qgnet"],
+    ("clip-dinoiser", "heads"): f"`{PROG} weights clip-dinoiser-heads`, then pass --options heads=PATH",
+    ("clip-dinoiser-support", "heads"): f"`{PROG} weights clip-dinoiser-heads`, then pass --options heads=PATH",
+}
+BACKBONE_WEIGHTS = {"resnet50": "resnet50", "resnet50-deepstem": "resnet50-deepstem"}  # Config.backbone -> WEIGHTS
+
+
+def run_needs(cfg: Config) -> list[Need]:
+    """What a run of ``cfg`` (a :class:`fsslib.config.Config`) reads from disk at the paper tier, in the places its
+    loaders look: the prepared benchmark (``$FSSLIB_DATA`` or ``data_root``), the backbone's weights (unless
+    ``backbone_weights="random"``), open_clip's weights (unless ``clip_pretrained`` is None), and the files its
+    options name. Each :class:`Need` says whether it is there and the ``python -m fsslib.fetch`` command (or manual
+    step) that gets it. Nothing is downloaded or loaded."""
+    from fsslib.data.benchmarks import benchmark_of
+    from fsslib.data.layout import MARKER
+    from fsslib.methods import builds_backbone, method_options_type
+
+    needs = []
+    if cfg.benchmark in DATASETS:
+        root = Path(cfg.data_root).expanduser() if cfg.data_root else benchmark_of(cfg).root()
+        marker = root / MARKER
+        needs.append(Need(cfg.benchmark, (str(marker),), marker.is_file(), f"{PROG} {cfg.benchmark}"))
+    if builds_backbone(cfg.method) and cfg.backbone in BACKBONE_WEIGHTS and cfg.backbone_weights != "random":
+        needs.append(_backbone_need(cfg.backbone, cfg.backbone_weights))
+    options = method_options_type(cfg.method).parse(cfg.options)
+    clip_file = getattr(options, "clip_checkpoint", None)
+    pretrained = getattr(options, "clip_pretrained", None)
+    if pretrained and not clip_file:
+        needs.append(_hub_need(f"{options.clip}/{pretrained}"))
+    for key, usual in FILE_OPTIONS.items():
+        value = getattr(options, key, None)
+        if value is None and (cfg.method, key) in PAPER_FILE_OPTIONS and cfg.preset == "paper":
+            needs.append(Need(f"option {key}", (), False, PAPER_FILE_OPTIONS[(cfg.method, key)]))
+        elif value not in (None, "random"):
+            needs.append(_file_need(f"option {key}", Path(value).expanduser(), usual))
+    return needs
+
+
+def _backbone_need(backbone: str, path: str | None) -> Need:
+    """The backbone's weight file: ``path`` (``backbone_weights``), else where its loader looks."""
+    from fsslib.models.backbones import DEEP_STEM_FILE, RESNET50_FILE
+
+    name = BACKBONE_WEIGHTS[backbone]
+    if path:
+        return _file_need("backbone_weights", Path(path).expanduser(), None)
+    looked_at = [paths.weights_root() / (RESNET50_FILE if backbone == "resnet50" else DEEP_STEM_FILE)]
+    if backbone == "resnet50":
+        import torch
+
+        looked_at.append(Path(torch.hub.get_dir()) / "checkpoints" / RESNET50_FILE)
+    return Need(name, tuple(map(str, looked_at)), any(p.is_file() for p in looked_at), _command(name))
+
+
+def _hub_need(name: str) -> Need:
+    """open_clip's weights ``MODEL/TAG``: in ``$FSSLIB_WEIGHTS`` or the Hugging Face cache (never downloaded here)."""
+    from fsslib.clip.loading import find_cached_weights, huggingface_hub_cache
+
+    model, tag = name.split("/")
+    found = find_cached_weights(model, tag)
+    looked_at = (str(found),) if found else (str(paths.weights_root()), str(huggingface_hub_cache()))
+    return Need(name, looked_at, found is not None, _command(name))
+
+
+def _file_need(name: str, path: Path, usual: str | None) -> Need:
+    """A file a setting names: fetched by ``usual`` when it names a WEIGHTS entry and ``path`` is its destination;
+    else made as ``usual`` says (or put there by hand)."""
+    entry = WEIGHTS.get(usual) if usual else None
+    if isinstance(entry, RemoteFile) and destination(entry, FetchOptions()) == path:
+        return Need(usual, (str(path),), path.is_file(), _command(usual))
+    how = usual if usual and entry is None else f"put the file there, or change the setting that names it ({name})"
+    return Need(name, (str(path),), path.is_file(), how)
+
+
+def _command(name: str) -> str:
+    """The command that fetches the weights ``name``, with the manual step first where there is no direct link."""
+    entry = WEIGHTS[name] if name in WEIGHTS else None
+    if isinstance(entry, RemoteFile) and entry.url is None:
+        return (f"no direct download: get {entry.name} from {entry.manual} into {paths.weights_root()}, "
+                f"then `{PROG} weights {name}` checks it in place")
+    return f"{PROG} weights {name}"
 
 
 # ----------------------------------------------------------------------------------------------- options

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from fsslib.data.layout import IGNORE
-from fsslib.errors import EpisodeShapeError
+from fsslib.errors import EpisodeShapeError, unknown
 
 
 def intersection_union(prediction: torch.Tensor, label: torch.Tensor, ways: int = 1) -> torch.Tensor:
@@ -131,23 +131,35 @@ class FewShotMeter:
         }
 
 
+SCORE_RESIZES = ("aligned", "probabilities")  # Config.score_resize: how maps reach the label size (below)
+
+
 def score_at_label_size(meter: FewShotMeter, maps: torch.Tensor, labels: Sequence[torch.Tensor],
-                        class_ids: torch.Tensor | Sequence, predict: Callable[[torch.Tensor], torch.Tensor]) -> None:
+                        class_ids: torch.Tensor | Sequence, predict: Callable[[torch.Tensor], torch.Tensor],
+                        resize: str = "aligned") -> None:
     """Score a batch of (B, C, h, w) maps at each query's original label size, as PFENet/HSNet do.
 
-    The maps are upsampled bilinearly with aligned corners to the label size (one call per
-    distinct size: real images differ, the toy world's do not) and ``predict`` turns the
-    upsampled (b, C, H, W) maps into (b, H, W) predictions 0..N (e.g. the argmax of (b, 1+N, H, W)
-    logits, a prior > 0.5). ``class_ids``: (B, N), or (B,) for 1-way episodes.
+    The maps are resized bilinearly to the label size (one call per distinct size: real images differ, the toy
+    world's do not) and ``predict`` turns the resized (b, C, H, W) maps into (b, H, W) predictions 0..N (e.g. the
+    argmax of (b, 1+N, H, W) logits, a prior > 0.5). ``class_ids``: (B, N), or (B,) for 1-way episodes.
+    ``resize``: ``"aligned"`` (the protocol, PFENet's and HSNet's): the maps themselves, with aligned corners;
+    ``"probabilities"`` (CLIP-DINOiser's official evaluation, mmseg's resize): ``exp`` of the maps, log-probabilities
+    for CLIP-DINOiser, without aligned corners.
     """
+    if resize not in SCORE_RESIZES:
+        raise unknown("score resize", resize, SCORE_RESIZES)
     ids = torch.as_tensor(class_ids, dtype=torch.long)
     by_size: dict[tuple[int, ...], list[int]] = defaultdict(list)
     for index, label in enumerate(labels):
         by_size[tuple(label.shape)].append(index)
     for size, indices in by_size.items():
         stacked = torch.stack([labels[i] for i in indices]).to(maps.device)  # (b, H, W)
-        upsampled = F.interpolate(maps[indices].float(), size=size, mode="bilinear", align_corners=True)
-        meter.update(predict(upsampled), stacked, ids[indices])
+        chosen = maps[indices].float()  # (b, C, h, w)
+        if resize == "aligned":
+            resized = F.interpolate(chosen, size=size, mode="bilinear", align_corners=True)
+        else:
+            resized = F.interpolate(chosen.exp(), size=size, mode="bilinear", align_corners=False)
+        meter.update(predict(resized), stacked, ids[indices])
 
 
 REGION_THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)

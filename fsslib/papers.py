@@ -1,13 +1,16 @@
-"""What the four papers report on PASCAL-5i, in one place: the lessons set these numbers beside the toy tier's.
+"""What the four papers report on PASCAL-5i and COCO-20i, in one place: the lessons set these numbers beside the toy
+tier's, and the paper-tier grids (``papermill_runs/paper/``) beside fsslib's own.
 
 Each :class:`Reported` row is one system of one paper's table, mIoU (%) per fold (0-3) and the mean, with
-ResNet-50, as printed (``tests/test_papers.py`` finds each row in the paper's text when ``shared/papers`` is
-beside the checkout). The baselines are the rows the papers print for them (PFENet's is its own TPAMI number,
-60.8 at 1-shot, in every paper that lists it).
+ResNet-50, as printed (``tests/test_papers.py`` finds each row in the paper's text, inside the table it names,
+when ``shared/papers`` is beside the checkout). The baselines are the rows the papers print for them (PFENet's
+PASCAL-5i row is its own TPAMI number, 60.8 at 1-shot, in every paper that lists it). On COCO-20i, PI-CLIP prints
+PFENet with ResNet-101 only, so that row is left out; LFSS and QGNet print PFENet's ResNet-50 row.
 
     from fsslib.papers import reported
-    reported("piclip", "piclip").mean        # 71.2
-    reported("piclip", "pfenet", shots=5)    # PFENet's 5-shot row of PI-CLIP's Table 1
+    reported("piclip", "piclip").mean                      # 71.2
+    reported("piclip", "pfenet", shots=5)                  # PFENet's 5-shot row of PI-CLIP's Table 1
+    reported("qgnet", "qgnet", benchmark="coco").folds     # QGNet's Table III, 473 x 473
 """
 from __future__ import annotations
 
@@ -34,10 +37,15 @@ class Reported:
     folds: tuple[float | None, ...]
     mean: float
     where: str  # the table, as the paper names it
+    benchmark: str = "pascal"  # "pascal" (PASCAL-5i) or "coco" (COCO-20i)
 
     @property
     def label(self) -> str:
-        return f"{self.mean:.1f} mIoU on PASCAL-5i, {self.ways}-way {self.shots}-shot ({self.where})"
+        name = BENCHMARK_NAMES[self.benchmark]
+        return f"{self.mean:.1f} mIoU on {name}, {self.ways}-way {self.shots}-shot ({self.where})"
+
+
+BENCHMARK_NAMES = {"pascal": "PASCAL-5i", "coco": "COCO-20i"}
 
 
 _ROWS = (
@@ -54,16 +62,38 @@ _ROWS = (
     # reported as a fraction (0.0483) and scored against the whole image's classes: not comparable with the others
     Reported("clip-dinoiser-support", "clip-dinoiser-support", 1, 1, (None, None, None, None), 4.83, "Table 1"),
     Reported("clip-dinoiser-support", "clip-dinoiser-support", 1, 2, (None, None, None, None), 4.05, "Table 1"),
+    Reported("piclip", "piclip", 1, 1, (36.1, 42.3, 37.3, 37.7), 38.4, "Table 2, PI-CLIP (PFENet)", "coco"),
+    Reported("piclip", "piclip", 5, 1, (40.4, 45.6, 39.9, 38.6), 41.1, "Table 2, PI-CLIP (PFENet)", "coco"),
+    Reported("lfss", "pfenet", 1, 1, (36.5, 38.6, 34.5, 33.8), 35.8, "Table 2, ResNet-50, pixel-level supervision",
+             "coco"),
+    Reported("lfss", "lfss", 1, 1, (42.9, 51.8, 44.4, 46.8), 46.4, "Table 2, ResNet-50, image-level supervision",
+             "coco"),
+    Reported("qgnet", "pfenet", 1, 1, (36.5, 38.6, 34.5, 33.8), 35.8, "Table III, ResNet-50, 473 x 473", "coco"),
+    Reported("qgnet", "pfenet", 5, 1, (36.5, 43.3, 37.8, 38.4), 39.0, "Table III, ResNet-50, 473 x 473", "coco"),
+    Reported("qgnet", "qgnet", 1, 1, (36.7, 41.4, 38.7, 36.6), 38.3, "Table III, 473 x 473", "coco"),
+    Reported("qgnet", "qgnet", 5, 1, (41.5, 48.1, 46.3, 43.6), 44.8, "Table III, 473 x 473", "coco"),
 )
 
 
-def reported(paper: str, method: str, shots: int = 1, ways: int = 1) -> Reported:
-    """The row of ``paper``'s table for ``method`` at ``ways``-way ``shots``-shot, or an error naming those it has."""
+def reported(paper: str, method: str, shots: int = 1, ways: int = 1, benchmark: str = "pascal") -> Reported:
+    """The row of ``paper``'s table for ``method`` at ``ways``-way ``shots``-shot on ``benchmark``, or an error naming
+    those it has."""
     for row in _ROWS:
-        if (row.paper, row.method, row.shots, row.ways) == (paper, method, shots, ways):
+        if (row.paper, row.method, row.shots, row.ways, row.benchmark) == (paper, method, shots, ways, benchmark):
             return row
-    have = [f"{r.paper}/{r.method} {r.ways}-way {r.shots}-shot" for r in _ROWS]
-    raise unknown("reported result", f"{paper}/{method} {ways}-way {shots}-shot", have)
+    have = [_described(r.paper, r.method, r.ways, r.shots, r.benchmark) for r in _ROWS]
+    raise unknown("reported result", _described(paper, method, ways, shots, benchmark), have)
+
+
+def has_reported(paper: str, method: str, shots: int = 1, ways: int = 1, benchmark: str = "pascal") -> bool:
+    """Whether ``paper`` reports ``method`` at that setting (:func:`reported` would find its row)."""
+    return any((r.paper, r.method, r.shots, r.ways, r.benchmark) == (paper, method, shots, ways, benchmark)
+               for r in _ROWS)
+
+
+def _described(paper: str, method: str, ways: int, shots: int, benchmark: str) -> str:
+    """A setting as the error of :func:`reported` names it, e.g. ``piclip/piclip 1-way 1-shot`` (PASCAL-5i unnamed)."""
+    return f"{paper}/{method} {ways}-way {shots}-shot" + ("" if benchmark == "pascal" else f" {BENCHMARK_NAMES[benchmark]}")
 
 
 def all_reported() -> tuple[Reported, ...]:

@@ -50,16 +50,30 @@ the index only). ``--jobs N`` runs N notebooks at once, one kernel each with ``-
 file may set ``jobs`` and ``threads``; on 2 CPU cores: 2 jobs of 1 thread); the table keeps
 the grid's order. The progress bar counts training epochs and evaluations of all runs and
 names what each running notebook is doing.
+
+**The paper tier** (``papermill_runs/paper/<paper>.yaml``, docs/paper_tier.md): a grid with ``runner: python`` runs
+each run as :func:`fsslib.launch.train_and_evaluate` (the notebook's steps, every Config field settable, torchrun for
+several GPUs) instead of the notebook, and one with ``paper: <paper>`` sets its rows beside the paper's numbers per
+fold and mean (:func:`fsslib.tables.paper_comparison`). ``--plan`` runs nothing: it prints the runs, each file they
+read that is missing with the ``python -m fsslib.fetch`` command that gets it, and the GPU-hours estimated from the
+measured rates (:mod:`fsslib.plan`, :mod:`fsslib.rates`); a plain run of paper-tier runs refuses to start while a
+file is missing. ``--set KEY=VALUE`` changes a setting of every run (``fold=0`` keeps fold 0's runs,
+``options.NAME=VALUE`` one method option; the rehearsal in ``tests/test_paper_grids.py``) and writes the table to
+``<name>_set``.
+
+**GPUs and clusters** (:mod:`fsslib.launch`): ``jobs`` places one run per GPU of the machine (each run sees its own
+through ``CUDA_VISIBLE_DEVICES``; nothing changes on a CPU machine), ``gpus_per_run`` (``--gpus-per-run``) trains a
+run on several through torchrun; ``--executor slurm`` submits each run as a Slurm job through submitit
+(``--partition``, ``--time-min``, or the grid's ``slurm:`` entry), requeued and resumed from its checkpoint when
+preempted or out of time; ``--executor local`` runs the same jobs on this machine.
 """
 from __future__ import annotations
 
 import argparse
 import itertools
 import json
-import multiprocessing
-import os
-import tempfile
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -67,9 +81,13 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from fsslib.errors import DatasetNotFoundError, FsslibError
+from fsslib.launch import run_name, run_notebook
 from fsslib.methods import shots_fixed_by_training
 from fsslib.tables import REPO, beside_rows, load_grid, read_table, refresh_from_csv, write_results_page, write_table
 from fsslib.zoo import ZOO_GRIDS, names_zoo, training_shots, zoo_checkpoint, zoo_runs
+
+RUNNERS = ("notebook", "python")  # a grid's runner: the papermill notebook, or fsslib.launch.train_and_evaluate
+EXECUTORS = ("pool", "slurm", "local")  # this machine's worker processes; submitit's Slurm or local executor
 
 
 def expand(grid: dict[str, Any]) -> list[dict[str, Any]]:
@@ -80,10 +98,50 @@ def expand(grid: dict[str, Any]) -> list[dict[str, Any]]:
     return runs + [{**grid.get("fixed", {}), **extra} for extra in grid.get("extra", [])]
 
 
-def run_name(params: dict[str, Any]) -> str:
-    variant = f"-{params['variant']}" if params.get("variant") else ""
-    ways = f"-{params['ways']}way" if params.get("ways", 1) != 1 else ""
-    return f"{params['method']}{variant}-fold{params['fold']}{ways}-{params.get('shots', 1)}shot-seed{params.get('seed', 0)}"
+def runner_of(grid: dict[str, Any]) -> str:
+    """How the grid's runs execute: ``notebook`` (the default) or ``python`` (:mod:`fsslib.launch`)."""
+    runner = grid.get("runner", "notebook")
+    if runner not in RUNNERS:
+        raise FsslibError(f"Grid {grid['name']}: runner {runner!r} is not known.", f"use one of: {', '.join(RUNNERS)}.")
+    return runner
+
+
+LIST_VALUED = ("test_shots", "test_ways", "novel_classes", "extra_classes")  # settings whose value is a list
+
+
+def with_settings(grid: dict[str, Any], settings: list[str]) -> dict[str, Any]:
+    """``grid`` with each ``KEY=VALUE`` of ``settings`` (``--set``; VALUE read as YAML) applied to every run: a key the
+    grid crosses (e.g. ``fold=0`` or ``fold=[0, 1]``) keeps those values of it, in ``extra`` runs too; a list for
+    another key (e.g. ``seed=[0, 1, 2]``) crosses it with every run, ``extra`` runs too; a single value (e.g.
+    ``image_size=97``) is set in ``fixed`` and in every ``extra`` run that sets it; ``options.NAME=VALUE`` sets one
+    method option the same way."""
+    import copy
+
+    import yaml
+
+    grid = copy.deepcopy(grid)
+    fixed, extra = grid.setdefault("fixed", {}), grid.get("extra", [])
+    for setting in settings:
+        key, sep, text = setting.partition("=")
+        if not sep or not key:
+            raise FsslibError(f"--set {setting!r} is not KEY=VALUE.", "write e.g. --set fold=0 or --set options.clip_pretrained=null.")
+        value = yaml.safe_load(text)
+        if key.startswith("options."):
+            name = key.removeprefix("options.")
+            for run in [fixed, *(e for e in extra if "options" in e)]:
+                run["options"] = {**run.get("options", {}), name: value}
+        elif key in grid["grid"]:
+            kept = value if isinstance(value, list) else [value]
+            grid["grid"][key] = kept
+            grid["extra"] = extra = [e for e in extra if e.get(key, kept[0]) in kept]
+        elif isinstance(value, list) and key not in LIST_VALUED:
+            fixed.pop(key, None)
+            grid["grid"][key] = value
+            grid["extra"] = extra = [{**e, key: item} for e in extra for item in value]
+        else:
+            for run in [fixed, *(e for e in extra if key in e)]:
+                run[key] = value
+    return grid
 
 
 def notebook_parameters(notebook: Path) -> set[str]:
@@ -128,6 +186,10 @@ def check_parameters(grid: dict[str, Any], runs: list[dict[str, Any]]) -> None:
         runs = [params for params in runs if trains_live(params)]
         if not runs or "notebook" not in grid:  # no run to train, or fsslib.compare says which lacks its notebook
             return
+    python = runner_of(grid) == "python"
+    if not python and grid.get("gpus_per_run", 1) > 1:
+        raise FsslibError(f"Grid {grid['name']} sets gpus_per_run {grid['gpus_per_run']}, but its runs are notebooks, "
+                          "which torchrun cannot start.", "set runner: python (fsslib.launch), or gpus_per_run: 1.")
     for params in runs:
         trained = params.get("shots", 1)
         evaluated = params.get("test_shots") or [trained]
@@ -137,32 +199,26 @@ def check_parameters(grid: dict[str, Any], runs: list[dict[str, Any]]) -> None:
                               f"evaluated at shots {list(evaluated)}, but its weights fit {trained}-shot episodes only "
                               f"({params['method']} builds its layers for the number of shots).",
                               f"evaluate it at test_shots: [{trained}], or add a run trained on each number of shots.")
+    if python:  # every Config field but those the runner sets, and what a run evaluates
+        from dataclasses import fields
+
+        from fsslib.config import Config
+        from fsslib.launch import RUN_KEYS, SET_BY_THE_RUNNER, run_config
+
+        accepted = {f.name for f in fields(Config)} - set(SET_BY_THE_RUNNER) | set(RUN_KEYS)
+        unknown_names = sorted({key for params in runs for key in params} - accepted)
+        if unknown_names:
+            raise FsslibError(f"Grid {grid['name']} sets {unknown_names}, which a run does not take.",
+                              f"use Config's fields and {', '.join(RUN_KEYS)} ({', '.join(sorted(accepted))}).")
+        for params in runs:
+            run_config(params)  # an unknown method, variant or option, or a value out of range, fails now
+        return
     accepted = notebook_parameters(REPO / grid["notebook"])
     unknown_names = sorted({key for params in runs for key in params} - accepted)
     if unknown_names:
         raise FsslibError(f"Grid {grid['name']} sets {unknown_names}, which {grid['notebook']} does not take: "
                           "papermill would ignore them and the runs would not be what the grid says.",
                           f"use the notebook's parameters ({', '.join(sorted(accepted))}) or add them to its parameters cell.")
-
-
-def run_notebook(notebook: Path, outputs: Path, smoke: bool, threads: int, resume: bool,
-                 params: dict[str, Any]) -> dict[str, Any]:
-    """Execute ``notebook`` with ``params`` into ``outputs/<run name>/`` (working directory: the
-    notebook's folder; the kernel gets ``threads`` torch threads; ``resume``: training continues
-    from the run's ``last.pt``); returns the ``metrics.json`` its last cell wrote."""
-    import papermill
-    from traitlets.config import Config
-
-    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(threads)  # inherited by the kernel
-    run_dir = outputs / run_name(params)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "metrics.json").unlink(missing_ok=True)
-    with tempfile.TemporaryDirectory(prefix="fsslib-kernel-") as sockets:  # local sockets of this kernel alone: no TCP
-        papermill.execute_notebook(str(notebook), str(run_dir / notebook.name),
-                                   parameters={**params, "smoke": smoke, "out_dir": str(run_dir), "resume": resume},
-                                   cwd=str(notebook.parent), progress_bar=False,
-                                   config=Config({"KernelManager": {"transport": "ipc", "ip": str(Path(sockets) / "ipc")}}))
-    return json.loads((run_dir / "metrics.json").read_text())
 
 
 def seed_rows(grid: dict[str, Any]) -> list[dict[str, Any]]:
@@ -212,24 +268,36 @@ def _progress(run_dir: Path, epochs: int) -> tuple[int, str]:
 
 def execute(grid_path: str | Path, smoke: bool = False, outputs: str | Path | None = None,
             results: str | Path | None = None, jobs: int | None = None, threads: int | None = None,
-            resume: bool = False) -> list[dict[str, Any]]:
-    """Execute every run of the grid with papermill, ``jobs`` at a time; returns the table rows.
+            resume: bool = False, settings: list[str] | None = None, executor: str = "pool",
+            gpus_per_run: int | None = None, partition: str | None = None,
+            time_min: int | None = None) -> list[dict[str, Any]]:
+    """Execute every run of the grid, ``jobs`` at a time; returns the table rows.
 
-    ``outputs`` (executed notebooks) and ``results`` (tables) default to the repository's
-    ``papermill_runs/outputs/<name>`` and ``papermill_runs/results``; ``jobs`` and ``threads``
-    default to the grid file's (else 1 job with 1 thread). ``resume`` continues an interrupted
-    grid: runs that wrote their ``metrics.json`` are read, not run again, and the others continue
-    training from their ``last.pt`` (the trainer checks that the settings are the same).
+    ``outputs`` (the runs' folders) and ``results`` (tables) default to the repository's
+    ``papermill_runs/outputs/<name>`` and ``papermill_runs/results``; ``jobs``, ``threads`` and ``gpus_per_run``
+    default to the grid file's (else 1). ``resume`` continues an interrupted grid: runs that wrote their
+    ``metrics.json`` are read, not run again, and the others continue training from their ``last.pt`` (the
+    trainer checks that the settings are the same). ``settings``: ``--set KEY=VALUE`` (:func:`with_settings`).
+    ``executor``: ``pool`` (this machine, :class:`fsslib.launch.Pool`), ``slurm`` or ``local`` (submitit; its
+    ``partition`` and ``time_min`` per job over the grid's ``slurm:`` entry). Paper-tier runs start only when every
+    file they read is there (:func:`fsslib.plan.require_ready`).
     """
-    from fsslib.config import make_config
+    from fsslib import launch
+    from fsslib.plan import require_ready, run_plans
 
     grid = load_grid(grid_path)
+    if settings:
+        grid = with_settings(grid, settings)
     jobs = grid.get("jobs", 1) if jobs is None else jobs
     threads = grid.get("threads", 1) if threads is None else threads
-    if jobs < 1 or threads < 1:
-        raise FsslibError(f"--jobs and --threads must be at least 1, got {jobs} and {threads}.",
-                          "pass --jobs and --threads of 1 or more (or drop them to use the grid file's).")
-    name = grid["name"] + ("_smoke" if smoke else "")
+    gpus_per_run = grid.get("gpus_per_run", 1) if gpus_per_run is None else gpus_per_run
+    if min(jobs, threads, gpus_per_run) < 1:
+        raise FsslibError(f"--jobs and --threads (and --gpus-per-run) must be at least 1, got {jobs}, {threads} and "
+                          f"{gpus_per_run}.", "pass 1 or more (or drop them to use the grid file's).")
+    if executor not in EXECUTORS:
+        raise FsslibError(f"Executor {executor!r} is not known.", f"use one of: {', '.join(EXECUTORS)}.")
+    grid = {**grid, "gpus_per_run": gpus_per_run}
+    name = grid["name"] + ("_smoke" if smoke else "_set" if settings else "")
     outputs = Path(outputs).resolve() if outputs else REPO / "papermill_runs" / "outputs" / name
     runs = expand(grid)
     check_parameters(grid, runs)
@@ -245,7 +313,10 @@ def execute(grid_path: str | Path, smoke: bool = False, outputs: str | Path | No
         if publish:
             write_results_page(REPO / "papermill_runs")
         return rows
-    run_one = partial(run_notebook, REPO / grid["notebook"], outputs, smoke, threads, resume)
+    runner = runner_of(grid)
+    plans = run_plans(runs, smoke)
+    if any(plan.cfg.preset == "paper" for plan in plans):
+        require_ready(plans, grid_path)
     kept = {}  # runs a resumed grid has already finished
     for params in runs:
         metrics = outputs / run_name(params) / "metrics.json"
@@ -254,31 +325,41 @@ def execute(grid_path: str | Path, smoke: bool = False, outputs: str | Path | No
         elif not resume:  # a fresh run: no metrics or learning curve of an earlier execution is read
             for stale in ("metrics.json", "log.jsonl"):
                 (outputs / run_name(params) / stale).unlink(missing_ok=True)
-    units = [make_config(method=p["method"], preset=p.get("preset", "toy"), variant=p.get("variant", ""),
-                         epochs=p.get("epochs"), smoke=smoke).epochs + 1 for p in runs]  # an upper bound for training-free runs
-    # Processes, not threads: papermill changes the working directory, which threads would share.
-    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"))
+    units = [plan.cfg.epochs + 1 for plan in plans]  # an upper bound for training-free runs
+    run_one = launch.GridRun(runner, outputs, REPO / grid["notebook"] if runner == "notebook" else None, smoke,
+                             threads, resume, gpus_per_run)
+    job_settings = launch.SlurmSettings.of(grid, partition=partition, time_min=time_min)
+    if executor == "pool":
+        runner_pool = launch.Pool(run_one, jobs)
+    elif executor == "slurm":
+        runner_pool = launch.Submitit(run_one, launch.slurm_executor(outputs / "submitit", name, gpus_per_run, job_settings))
+    else:
+        runner_pool = launch.Submitit(run_one, launch.local_executor(outputs / "submitit", gpus_per_run, job_settings))
+    shown_jobs = runner_pool.jobs or len(runs)
     try:
-        futures: list[Future] = [pool.submit(run_one, params) if run_name(params) not in kept
-                                 else _done(kept[run_name(params)]) for params in runs]
+        handles = [runner_pool.submit(params) if run_name(params) not in kept else _done(kept[run_name(params)])
+                   for params in runs]
+        if executor != "pool":
+            print(f"{sum(run_name(p) not in kept for p in runs)} runs submitted ({executor}); logs in {outputs / 'submitit'}. "
+                  f"Stopping this command leaves them running: python -m fsslib.runs {grid_path} --table-only collects them.")
         with tqdm(total=sum(units), desc=f"grid {name} ({len(runs)} runs, epochs + evaluations)", unit="step") as bar:
-            pending = set(futures)
+            pending = set(handles)
             while pending:
-                done, pending = wait(pending, timeout=2, return_when=FIRST_COMPLETED)
-                for future in done:
-                    future.result()  # an error in a run stops the grid here
+                done, pending = _wait_any(pending)
+                for handle in done:
+                    handle.result()  # an error in a run stops the grid here
                 states = [_progress(outputs / run_name(p), u - 1) for p, u in zip(runs, units)]
-                finished = [units[i] if f.done() else min(states[i][0], units[i] - 1) for i, f in enumerate(futures)]
+                finished = [units[i] if h.done() else min(states[i][0], units[i] - 1) for i, h in enumerate(handles)]
                 bar.update(sum(finished) - bar.n)
                 # the pool also marks the next queued runs as running: show the `jobs` furthest along
-                active = sorted(((state == "starting", f"{run_name(p)}: {state}") for p, (_, state), f
-                                 in zip(runs, states, futures) if f.running()))[:jobs]
+                active = sorted(((state == "starting", f"{run_name(p)}: {state}") for p, (_, state), h
+                                 in zip(runs, states, handles) if not h.done() and h.running()))[:shown_jobs]
                 bar.set_postfix_str("; ".join(text for _, text in active))
-        results_per_run = [f.result() for f in futures]
-    finally:  # after an error or an interrupt, no further run starts
-        pool.shutdown(cancel_futures=True)
-    rows = _write_grid_table(grid, name, runs, results_per_run, results, publish=not smoke and results is None)
-    if grid.get("zoo") and not smoke and results is None:  # a zoo grid ships its trained models (fsslib.zoo)
+        results_per_run = [h.result() for h in handles]
+    finally:  # after an error or an interrupt, no further run starts here (submitted jobs run on)
+        runner_pool.shutdown()
+    rows = _write_grid_table(grid, name, runs, results_per_run, results, publish=not smoke and not settings and results is None)
+    if grid.get("zoo") and not smoke and not settings and results is None:  # a zoo grid ships its trained models (fsslib.zoo)
         exported = zoo_runs(grid, runs)
         for params, result in zip(tqdm(runs, desc="export to the zoo"), results_per_run):
             if params not in exported:
@@ -286,6 +367,30 @@ def execute(grid_path: str | Path, smoke: bool = False, outputs: str | Path | No
             export_to_zoo(outputs / run_name(params), f"python -m fsslib.runs {grid_path}  (run {run_name(params)})",
                           result["rows"])
     return rows
+
+
+def _wait_any(pending: set) -> tuple[set, set]:
+    """(done, still pending) after at most 2 seconds: futures are waited on, submitit jobs polled."""
+    if all(isinstance(handle, Future) for handle in pending):
+        return wait(pending, timeout=2, return_when=FIRST_COMPLETED)
+    time.sleep(2)
+    done = {handle for handle in pending if handle.done()}
+    return done, pending - done
+
+
+def plan(grid_path: str | Path, smoke: bool = False, jobs: int | None = None, settings: list[str] | None = None,
+         executor: str = "pool", gpus_per_run: int | None = None) -> str:
+    """``--plan``: what the grid's runs read and lack, with the fetch commands, and the GPU-hours they take
+    (:func:`fsslib.plan.plan_text`); runs nothing."""
+    from fsslib.plan import plan_text, run_plans
+
+    grid = load_grid(grid_path)
+    if settings:
+        grid = with_settings(grid, settings)
+    runs = expand(grid)
+    check_parameters(grid, runs)
+    return plan_text(grid, grid_path, run_plans(runs, smoke), grid.get("jobs", 1) if jobs is None else jobs,
+                     grid.get("gpus_per_run", 1) if gpus_per_run is None else gpus_per_run, executor)
 
 
 def export_to_zoo(run_dir: Path, command: str, rows: list[dict], root: Path | None = None) -> Path:
@@ -348,9 +453,10 @@ def _write_grid_table(grid: dict[str, Any], name: str, runs: list[dict[str, Any]
                       results: str | Path | None, publish: bool) -> list[dict[str, Any]]:
     """Write the grid's table and curves from its runs' ``metrics.json`` contents; ``publish``: also RESULTS.md."""
     rows = [row for result in results_per_run for row in result["rows"]]
-    curves = {run_name(p): result["history"] for p, result in zip(runs, results_per_run) if result.get("history")}
+    curves = {run_name(p): result["history"] for p, result in zip(runs, results_per_run)  # runs validated each epoch
+              if any(h.get("val_miou") is not None for h in result.get("history") or [])}
     results_dir = Path(results or REPO / "papermill_runs" / "results")
-    write_table(rows, results_dir / name, curves, beside_rows(grid, REPO / "papermill_runs" / "results"))
+    write_table(rows, results_dir / name, curves, beside_rows(grid, REPO / "papermill_runs" / "results"), grid.get("paper"))
     if publish:
         write_results_page(REPO / "papermill_runs")
     return rows
@@ -383,11 +489,30 @@ def rewrite_table(grid_path: str | Path, outputs: str | Path | None = None,
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m fsslib.runs", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("grid", help="a grid file, e.g. papermill_runs/prototype_toy.yaml")
+    parser.add_argument("grid", help="a grid file, e.g. papermill_runs/prototype_toy.yaml or papermill_runs/paper/piclip.yaml")
     parser.add_argument("--smoke", action="store_true", help="tiny settings, results to <name>_smoke")
-    parser.add_argument("--outputs", default=None, help="where executed notebooks go")
-    parser.add_argument("--jobs", type=int, default=None, help="notebooks executed at once (default: the grid's, else 1)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads per notebook (default: the grid's, else 1)")
+    parser.add_argument("--plan", action="store_true",
+                        help="run nothing: print the runs, the files they read that are missing (with the "
+                             "python -m fsslib.fetch command for each) and the estimated GPU-hours")
+    parser.add_argument("--set", dest="settings", action="append", metavar="KEY=VALUE",
+                        help="change a setting of every run (repeatable; VALUE read as YAML): fold=0 keeps fold 0's "
+                             "runs, image_size=97 sets it, options.clip_pretrained=null one method option; results to "
+                             "<name>_set")
+    parser.add_argument("--outputs", default=None, help="where the runs' folders (executed notebooks, checkpoints) go")
+    parser.add_argument("--results", default=None,
+                        help="where the table goes (default papermill_runs/results; elsewhere RESULTS.md is not rewritten)")
+    parser.add_argument("--jobs", type=int, default=None,
+                        help="runs at once (default: the grid's, else 1); on a GPU machine one per GPU group")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads per run (default: the grid's, else 1)")
+    parser.add_argument("--gpus-per-run", type=int, default=None,
+                        help="GPUs per run, trained through torchrun (default: the grid's gpus_per_run, else 1)")
+    parser.add_argument("--executor", choices=EXECUTORS, default="pool",
+                        help="pool: this machine (default); slurm: one Slurm job per run through submitit; local: "
+                             "submitit's local executor")
+    parser.add_argument("--partition", default=None, help="with --executor slurm: the partition (default: the grid's slurm:)")
+    parser.add_argument("--time-min", type=int, default=None,
+                        help="with --executor slurm or local: each job's time limit in minutes; a run that needs more is "
+                             "requeued and resumes (default: the grid's slurm:, else 240)")
     parser.add_argument("--resume", action="store_true",
                         help="continue an interrupted grid: keep finished runs, resume the others from their last.pt")
     parser.add_argument("--table-only", action="store_true",
@@ -397,9 +522,13 @@ def main(argv: list[str] | None = None) -> None:
                              "grids again from the committed CSV files")
     args = parser.parse_args(argv)
     try:
-        name = load_grid(args.grid)["name"] + ("_smoke" if args.smoke else "")
+        name = load_grid(args.grid)["name"] + ("_smoke" if args.smoke else "_set" if args.settings else "")
         if args.from_csv and (args.smoke or args.table_only):
             parser.error("--from-csv runs nothing: it goes with neither --smoke nor --table-only")
+        if args.plan:
+            print(plan(args.grid, smoke=args.smoke, jobs=args.jobs, settings=args.settings, executor=args.executor,
+                       gpus_per_run=args.gpus_per_run))
+            return
         if args.from_csv and load_grid(args.grid).get("compare"):
             parser.exit(0, f"pages and index -> {write_results_page(REPO / 'papermill_runs')} (its means: --table-only)\n")
         if args.from_csv:
@@ -407,8 +536,10 @@ def main(argv: list[str] | None = None) -> None:
         elif args.table_only:
             rows = rewrite_table(args.grid, args.outputs)
         else:
-            rows = execute(args.grid, smoke=args.smoke, outputs=args.outputs, jobs=args.jobs, threads=args.threads,
-                           resume=args.resume)
+            rows = execute(args.grid, smoke=args.smoke, outputs=args.outputs, results=args.results, jobs=args.jobs,
+                           threads=args.threads,
+                           resume=args.resume, settings=args.settings, executor=args.executor,
+                           gpus_per_run=args.gpus_per_run, partition=args.partition, time_min=args.time_min)
     except FsslibError as error:
         parser.exit(2, f"error: {error}\n")
     if load_grid(args.grid).get("compare") and not args.from_csv:
@@ -416,7 +547,7 @@ def main(argv: list[str] | None = None) -> None:
               + ("" if args.smoke else "; every grid: papermill_runs/RESULTS.md"))
         return
     written = f"{name}.md (its means and comparison)" if args.from_csv else f"{name}.csv and .md"
-    print(f"{len(rows)} runs -> papermill_runs/results/{written}")
+    print(f"{len(rows)} runs -> {args.results or 'papermill_runs/results'}/{written}")
 
 
 if __name__ == "__main__":

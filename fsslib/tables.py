@@ -57,10 +57,13 @@ def load_grid(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise DatasetNotFoundError(f"Grid file {path} does not exist.", "pass one of papermill_runs/*.yaml.")
     grid = yaml.safe_load(path.read_text())
-    for key in ("name", "grid") if grid.get("compare") else ("name", "notebook", "grid"):  # a comparison needs one only to train (ckpt: null)
+    # a comparison needs a notebook only to train (ckpt: null); runner: python runs fsslib.launch, no notebook
+    needs_notebook = not grid.get("compare") and grid.get("runner", "notebook") == "notebook"
+    for key in ("name", "notebook", "grid") if needs_notebook else ("name", "grid"):
         if key not in grid:
             raise FsslibError(f"Grid file {path} has no {key!r} entry.",
-                              "see papermill_runs/prototype_toy.yaml (notebook runs) or compare_toy.yaml (a comparison).")
+                              "see papermill_runs/prototype_toy.yaml (notebook runs), compare_toy.yaml (a comparison) "
+                              "or paper/piclip.yaml (runner: python).")
     return grid
 
 
@@ -209,6 +212,76 @@ def _comparison_lines(rows: list[dict[str, Any]], beside: list[dict[str, Any]]) 
             "", *_markdown(columns, compared)]
 
 
+PAPER_HEADING = "Beside the paper"
+
+
+FOLDS = ("0", "1", "2", "3")  # the folds of PASCAL-5i and COCO-20i, as a paper's table prints them
+
+
+def paper_comparison(rows: list[dict[str, Any]], paper: str) -> list[dict[str, Any]]:
+    """Per setting of the grid's rows (method, variant, benchmark, ways, shots, training shots): the number
+    ``paper`` reports for it (:func:`fsslib.papers.reported`; "not reported" where it has none), fsslib's (per fold the
+    mean over the training seeds, and the mean over folds of those) and fsslib minus the paper, per fold and mean;
+    a setting of several seeds adds their standard deviation per fold and that of each seed's mean over the folds.
+    Cells are strings, one decimal."""
+    from statistics import stdev
+
+    from fsslib.papers import has_reported, reported
+
+    settings: dict[tuple[str, ...], dict[str, list[float]]] = {}
+    by_seed: dict[tuple[str, ...], dict[str, dict[str, float]]] = {}  # per setting and seed, its mIoU per fold
+    for row in rows:
+        key = tuple(str(row.get(c) or "") for c in ("method", "variant", "benchmark", "ways", "shots", "train_shots"))
+        settings.setdefault(key, {}).setdefault(str(row["fold"]), []).append(float(row["miou"]))
+        by_seed.setdefault(key, {}).setdefault(str(row["seed"]), {})[str(row["fold"])] = float(row["miou"])
+    table = []
+    for key, per_fold in settings.items():
+        method, variant, benchmark, ways, shots, train_shots = key
+        seed_means = [fmean(folds.values()) for folds in by_seed[key].values() if set(folds) == set(FOLDS)]
+        label = " ".join([method + (f" ({variant})" if variant else ""), f"{ways}-way {shots}-shot",
+                          *([f"(trained {train_shots}-shot)"] if train_shots and train_shots != shots else [])])
+        ours = {fold: fmean(values) for fold, values in per_fold.items()}
+        seeds = sorted({len(values) for values in per_fold.values()})
+        ours_mean = fmean(ours.values()) if set(ours) == set(FOLDS) else None
+        counted = f"{seeds[0]}" if len(seeds) == 1 else f"{seeds[0]}-{seeds[-1]}"
+        fsslib_row = {"setting": label, "row": f"fsslib ({counted} seed{'s' if seeds[-1] > 1 else ''})",
+                      **{f"fold {f}": shown(ours[f]) if f in ours else "" for f in FOLDS},
+                      "mean": "" if ours_mean is None else shown(ours_mean)}
+        found = has_reported(paper, method, int(shots), int(ways), benchmark)
+        printed = reported(paper, method, int(shots), int(ways), benchmark) if found else None
+        theirs = dict(zip(FOLDS, printed.folds)) if printed else {}
+        paper_row = {"setting": label, "row": f"paper ({printed.where})" if printed else "paper: not reported",
+                     **{f"fold {f}": "" if theirs.get(f) is None else shown(theirs[f]) for f in FOLDS},
+                     "mean": shown(printed.mean) if printed else ""}
+        table += [paper_row, fsslib_row]
+        if seeds[-1] > 1:
+            table.append({"setting": label, "row": "fsslib: sd over seeds",
+                          **{f"fold {f}": shown(stdev(per_fold[f])) if len(per_fold.get(f, [])) > 1 else "" for f in FOLDS},
+                          "mean": shown(stdev(seed_means)) if len(seed_means) > 1 else ""})
+        if printed:
+            differences = {f: ours[f] - theirs[f] for f in FOLDS if f in ours and theirs.get(f) is not None}
+            table.append({"setting": label, "row": "difference (fsslib - paper)",
+                          **{f"fold {f}": _signed(differences[f]) if f in differences else "" for f in FOLDS},
+                          "mean": "" if ours_mean is None else _signed(ours_mean - printed.mean)})
+    return table
+
+
+def _signed(value: float) -> str:
+    """A difference with its sign, one decimal: +1.2, -0.4, 0.0."""
+    text = shown(value)
+    return text if text.startswith("-") or text == "0.0" else f"+{text}"
+
+
+def _paper_lines(rows: list[dict[str, Any]], paper: str) -> list[str]:
+    """The Markdown section of :func:`paper_comparison`: its heading line and its table."""
+    from fsslib.papers import PAPER_FILES
+
+    columns = ("setting", "row", *(f"fold {f}" for f in FOLDS), "mean")
+    return [f"{PAPER_HEADING} (mIoU; the paper's numbers from fsslib.papers, as printed in "
+            f"`shared/papers/{PAPER_FILES[paper]}`; fsslib's per fold the mean over its training seeds, its mean over "
+            f"the folds of those):", "", *_markdown(columns, paper_comparison(rows, paper))]
+
+
 def _means_lines(rows: list[dict[str, Any]]) -> list[str]:
     """The Markdown section of the means over folds (:func:`fold_means`), none if no setting ran on several."""
     means = [_formatted(row, MEAN_COLUMNS) for row in fold_means(rows)]
@@ -238,6 +311,8 @@ def refresh_from_csv(grid_path: str | Path, results: str | Path | None = None) -
     middle = _means_lines(rows)
     if grid.get("beside"):
         middle += ["", *_comparison_lines(rows, beside_rows(grid, results_dir))]
+    if grid.get("paper"):
+        middle += ["", *_paper_lines(rows, grid["paper"])]
     lines[rows_end:end] = [*middle, ""]
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     if results is None:
@@ -246,12 +321,13 @@ def refresh_from_csv(grid_path: str | Path, results: str | Path | None = None) -
 
 
 def write_table(rows: list[dict[str, Any]], stem: Path, curves: dict[str, list[dict]] | None = None,
-                beside: list[dict[str, Any]] | None = None) -> None:
+                beside: list[dict[str, Any]] | None = None, paper: str | None = None) -> None:
     """Write ``stem.csv`` and ``stem.md`` with :data:`TABLE_COLUMNS` (IoUs in %: :data:`CSV_DECIMALS` decimals
     in the CSV, 1 in the Markdown); the Markdown file adds the means over folds (:func:`fold_means`) when a setting ran on several,
     the comparison with the ``beside`` rows of other grids (:func:`comparison_table`), the
     provenance of the rows (torch, commit, device) and, given the runs' learning ``curves``,
-    their gains over the last quarter of training; the curves go to ``stem_curves.png``."""
+    their gains over the last quarter of training; the curves go to ``stem_curves.png``. A paper's grid (``paper``,
+    e.g. ``"piclip"``) adds its rows beside the paper's numbers (:func:`paper_comparison`)."""
     stem.parent.mkdir(parents=True, exist_ok=True)
     with stem.with_suffix(".csv").open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=TABLE_COLUMNS)
@@ -261,6 +337,8 @@ def write_table(rows: list[dict[str, Any]], stem: Path, curves: dict[str, list[d
     lines = [*_markdown(TABLE_COLUMNS, table), *_means_lines(rows)]
     if beside:
         lines += ["", *_comparison_lines(rows, beside)]
+    if paper:
+        lines += ["", *_paper_lines(rows, paper)]
     provenance = {key: sorted({str(row.get(key)) for row in rows}) for key in PROVENANCE_KEYS}
     lines += ["", "Produced with " + "; ".join(f"{key} {', '.join(values)}" for key, values in provenance.items()) + "."]
     if curves:
@@ -306,7 +384,21 @@ def grid_question(path: Path) -> str:
 def grid_answer(folder: Path, name: str) -> str:
     """A grid's answer in one line: its hand-written ``<name>.answer.md`` beside the grid file, or that it has none."""
     answer = folder / f"{name}.answer.md"
-    return " ".join(answer.read_text().split()) if answer.is_file() else f"Not written yet (`papermill_runs/{name}.answer.md`)."
+    shown_folder = "papermill_runs/paper" if folder.name == PAPER_GRIDS else "papermill_runs"
+    return " ".join(answer.read_text().split()) if answer.is_file() else f"Not written yet (`{shown_folder}/{name}.answer.md`)."
+
+
+PAPER_GRIDS = "paper"  # papermill_runs/paper/: the paper tier's reproduction grids, one per paper and benchmark
+
+
+def grid_files(folder: Path) -> list[Path]:
+    """The grid files of ``folder`` (``papermill_runs``): the toy tier's, then the paper tier's in ``paper/``."""
+    return [*sorted(folder.glob("*.yaml")), *sorted((folder / PAPER_GRIDS).glob("*.yaml"))]
+
+
+def grid_command(path: Path, folder: Path) -> str:
+    """The command that runs the grid file ``path`` of ``folder`` (``papermill_runs``), from the repository root."""
+    return f"python -m fsslib.runs papermill_runs/{path.relative_to(folder).as_posix()}"
 
 
 OLDER_VERDICT = "runs under 1 point (plateau)"  # the learning-curve sentence of tables written before plateau_verdicts
@@ -355,22 +447,31 @@ def finish_page(path: Path, results: Path) -> Path:
     summary = path.parent / f"{name}.summary.md"
     head = [PAGE_HEAD[0], "", grid_description(path), "", f"**Answer.** {_rebased(grid_answer(path.parent, name))}", "",
             *([f"**Summary.** {_rebased(summary.read_text().strip())}", ""] if summary.is_file() else []),
-            f"Made by `python -m fsslib.runs papermill_runs/{path.name}`. Every grid: [RESULTS.md](../RESULTS.md); the "
+            f"Made by `{grid_command(path, results.parent)}`. Every grid: [RESULTS.md](../RESULTS.md); the "
             "protocol and its terms: [docs/protocol.md](../../docs/protocol.md).", "", PAGE_HEAD[1]]
     tail = [PAGE_TAIL]
     curves = results / f"{name}_curves.png"
     if curves.is_file() and f"]({curves.name})" not in "\n".join(body):
         tail += ["", f"![validation learning curves of {name}]({curves.name})"]
-    if OLDER_VERDICT in "\n".join(body):
-        tail += ["", "The learning-curve sentence above is in the older form: it gives no run's gain with its "
-                 "standard error. The runs' learning curves were not kept, so today's verdict (flat, within noise or "
-                 "rising: [the plateau rule](../../docs/protocol.md#the-plateau-rule)) cannot be computed without "
-                 "running the grid again."]
+    older = older_verdict("\n".join(body))
+    if older:
+        flat, runs = older
+        tail += ["", f"Today's verdict ([the plateau rule](../../docs/protocol.md#the-plateau-rule)), as far as the older "
+                 f"sentence above allows: {flat} of {runs} runs flat (a gain under 1 point is flat under both rules); "
+                 f"the other {runs - flat} are within noise or rising. Telling those apart needs each curve's standard "
+                 "error, and these runs' curves were not kept: the grid must run again."]
     notes = path.parent / f"{name}.notes.md"
     if notes.is_file():
         tail += ["", "## Notes", "", _demoted(_rebased(notes.read_text().strip()))]
     page.write_text("\n".join([*(title or [f"# {name}"]), "", *head, "", *body, "", *tail]) + "\n")
     return page
+
+
+def older_verdict(text: str) -> tuple[int, int] | None:
+    """(flat runs, runs) from a learning-curve sentence of the older form ("k of M runs under 1 point"), else None.
+    Its "under 1 point" is :func:`plateau_verdicts`' "flat"; its other runs are within noise or rising."""
+    found = re.search(r"(\d+) of (\d+) " + re.escape(OLDER_VERDICT), text)
+    return (int(found.group(1)), int(found.group(2))) if found else None
 
 
 def _headline(page: Path) -> list[str]:
@@ -382,9 +483,10 @@ def _headline(page: Path) -> list[str]:
 
 def _entry(path: Path, name: str) -> list[str]:
     """A grid's entry in RESULTS.md: its heading, question and answer, and a link to its page."""
-    older = OLDER_VERDICT in (path.parent / "results" / f"{name}.md").read_text()
+    older = older_verdict((path.parent / "results" / f"{name}.md").read_text())
+    verdict = f" (plateau: {older[0]} of {older[1]} runs flat, the others not settled)." if older else "."
     return [f"### {name}", "", f"**Question.** {grid_question(path)} **Answer.** {grid_answer(path.parent, name)} "
-            f"[Full page](results/{name}.md)" + (" (plateau verdict in the older form)." if older else "."), ""]
+            f"[Full page](results/{name}.md)" + verdict, ""]
 
 
 def write_results_page(folder: Path) -> Path:
@@ -393,13 +495,13 @@ def write_results_page(folder: Path) -> Path:
     first table); then per grid its question (:func:`grid_question`), its answer (:func:`grid_answer`) and a link
     to its page, which holds its table, curves and notes. The notes stay on the pages."""
     results = folder / "results"
-    grids = [(path, load_grid(path)) for path in sorted(folder.glob("*.yaml"))]
+    grids = [(path, load_grid(path)) for path in grid_files(folder)]
     made = [(path, grid["name"]) for path, grid in grids if (results / f"{grid['name']}.md").is_file()]
     for path, _ in made:
         finish_page(path, results)
     compared = [(path, name) for path, name in made if load_grid(path).get("compare")]
     others = [(path, name) for path, name in made if (path, name) not in compared]
-    pending = [path.name for path, grid in grids if (path, grid["name"]) not in made]
+    pending = [path for path, grid in grids if (path, grid["name"]) not in made]
     contents = ["- [The methods side by side](#the-methods-side-by-side): "
                 + ", ".join(f"[{name}](#{name})" for _, name in compared),
                 "- [Every grid](#every-grid): " + ", ".join(f"[{name}](#{name})" for _, name in others)]
@@ -419,8 +521,13 @@ def write_results_page(folder: Path) -> Path:
     lines += ["## Every grid", ""]
     for path, name in others:
         lines += _entry(path, name)
-    if pending:
-        lines += ["Not run yet: " + ", ".join(f"`python -m fsslib.runs papermill_runs/{name}`" for name in pending) + ".", ""]
+    toy_pending = [path for path in pending if path.parent == folder]
+    if toy_pending:
+        lines += ["Not run yet: " + ", ".join(f"`{grid_command(path, folder)}`" for path in toy_pending) + ".", ""]
+    if len(toy_pending) < len(pending):
+        lines += ["The paper tier's reproduction grids ([docs/paper_tier.md](../docs/paper_tier.md#reproducing-a-papers-table)), "
+                  "not run yet: " + ", ".join(f"`{grid_command(path, folder)}`" for path in pending
+                                             if path not in toy_pending) + ".", ""]
     page = folder / "RESULTS.md"
     page.write_text("\n".join(lines).rstrip() + "\n")
     return page

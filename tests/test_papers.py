@@ -1,17 +1,27 @@
-"""The papers' reported numbers (fsslib.papers) stand in the papers' own text, row by row."""
+"""The papers' reported numbers (fsslib.papers) stand in the papers' own text, row by row, inside the table named."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
 from fsslib.errors import UnknownNameError
-from fsslib.papers import PAPER_FILES, all_reported, reported
+from fsslib.papers import PAPER_FILES, all_reported, has_reported, reported
 
 PAPERS = Path(__file__).resolve().parent.parent.parent / "shared" / "papers"
+CAPTION = re.compile(r"table\s+[0-9ivx]+\b", re.IGNORECASE)  # a line opening a table's caption
 
 
-@pytest.mark.parametrize("row", all_reported(), ids=lambda r: f"{r.paper}-{r.method}-{r.ways}w{r.shots}s")
+def _table_lines(lines: list[str], where: str) -> list[str]:
+    """The lines from the caption of the table ``where`` names ("Table 2, ..." -> "Table 2") to the next caption."""
+    name = where.split(",")[0].strip()
+    start = next(i for i, line in enumerate(lines) if re.match(rf"{re.escape(name)}\b", line.strip(), re.IGNORECASE))
+    end = next((i for i in range(start + 1, len(lines)) if CAPTION.match(lines[i].strip())), len(lines))
+    return lines[start:end]
+
+
+@pytest.mark.parametrize("row", all_reported(), ids=lambda r: f"{r.paper}-{r.method}-{r.benchmark}-{r.ways}w{r.shots}s")
 def test_each_reported_row_is_printed_in_its_paper(row):
     path = PAPERS / PAPER_FILES[row.paper]
     if not path.is_file():
@@ -21,10 +31,18 @@ def test_each_reported_row_is_printed_in_its_paper(row):
         assert any(f"{row.mean / 100:.4f}" in line and f"{row.ways}-way {row.shots}-shot" in line for line in lines)
         return
     shown = [f"{value:.1f}" for value in (*row.folds, row.mean)]
-    assert any(all(value in line.split() for value in shown) and " ".join(shown) in " ".join(line.split()) for line in lines), row
+    table = _table_lines(lines, row.where)
+    assert any(all(value in line.split() for value in shown) and " ".join(shown) in " ".join(line.split())
+               for line in table), row
+    caption = " ".join(table[:2])
+    assert ("COCO" in caption) == (row.benchmark == "coco"), (row, caption)  # the table is of the benchmark said
 
 
 def test_an_unknown_row_names_those_there_are():
     assert reported("piclip", "piclip").mean == 71.2 and reported("qgnet", "qgnet", shots=5).folds[3] == 61.6
+    assert reported("qgnet", "qgnet", shots=5, benchmark="coco").mean == 44.8
+    assert has_reported("lfss", "lfss", benchmark="coco") and not has_reported("lfss", "lfss", shots=5)
     with pytest.raises(UnknownNameError, match="piclip/piclip 1-way 1-shot"):
         reported("piclip", "hdmnet")
+    with pytest.raises(UnknownNameError, match="piclip/pfenet 1-way 1-shot COCO-20i"):
+        reported("piclip", "pfenet", benchmark="coco")  # printed with ResNet-101 only

@@ -23,7 +23,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from fsslib.models.backbones import MultiLevelBackbone
 
 PSPNET_BINS = (1, 2, 3, 6)
 
@@ -47,9 +46,12 @@ class PyramidPooling(nn.Module):
 
 
 class BaseLearner(nn.Module):
-    """PSPNet on ``base_classes`` classes: logits (N, 1 + base_classes, h, w) at the backbone's feature size."""
+    """PSPNet on ``base_classes`` classes: logits (N, 1 + base_classes, h, w) at the backbone's feature size.
 
-    def __init__(self, backbone: MultiLevelBackbone, base_classes: int, hidden: int = 512,
+    ``backbone``: a ``fsslib.models.backbones.MultiLevelBackbone`` (its ``channels`` and levels by name; blocks sit
+    below the model layer, so it is typed as a module here)."""
+
+    def __init__(self, backbone: nn.Module, base_classes: int, hidden: int = 512,
                  bins: Sequence[int] = PSPNET_BINS, dropout: float = 0.1) -> None:
         super().__init__()
         self.backbone = backbone
