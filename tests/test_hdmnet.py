@@ -527,7 +527,7 @@ def test_optimiser_groups_and_one_toy_training_step():
 def test_a_missing_base_learner_names_the_command_that_makes_it(tmp_path):
     missing = tmp_path / "base-learner.pt"
     cfg = make_config(method="hdmnet", fold=2, options={"base_learner": str(missing)})
-    with pytest.raises(CheckpointError, match="HDMNet needs the frozen base learner of fold 2") as error:
+    with pytest.raises(CheckpointError, match="Method hdmnet needs the frozen base learner of fold 2") as error:
         build_method(cfg)
     assert "python -m fsslib.pretrain base-learner --fold 2" in error.value.fix
     assert frozen_files(cfg) == {"base_learner": str(missing)}

@@ -15,9 +15,13 @@ import json
 import types
 import typing
 from dataclasses import Field, asdict, dataclass, field, fields
-from typing import Any, ClassVar, Mapping, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, TypeVar
 
 from fsslib.errors import FsslibError, unknown
+
+if TYPE_CHECKING:
+    from fsslib.blocks.base_learner import BaseLearner
+    from fsslib.methods.base import MethodConfig
 
 Options = TypeVar("Options", bound="MethodOptions")
 TRUE_WORDS, FALSE_WORDS = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
@@ -200,6 +204,32 @@ class ClipOptions(MethodOptions):
     clip: str = option("toy-vit", "the CLIP model: toy-vit / toy-rn (shipped toy CLIPs) or an open_clip name (ViT-B-16, RN50)")
     clip_pretrained: str | None = option(None, "open_clip pretrained tag (openai, laion2b_s34b_b88k); None for the toy CLIPs")
     clip_checkpoint: str | None = option(None, "a local CLIP weights file instead of the tag's default location")
+
+
+@dataclass(frozen=True)
+class BaseLearnerOptions(MethodOptions):
+    """The frozen base learner (BAM's stage 1) that BAM, HDMNet and PI-CLIP on them read."""
+
+    base_learner: str | None = option(
+        None, "the frozen base learner's file: None (the fold's: fsslib/checkpoints/zoo/base-learner-fold<F>.pt on the "
+        "toy world, else $FSSLIB_WEIGHTS/base-learner-<benchmark>-fold<F>.pt), a file written by python -m "
+        "fsslib.pretrain base-learner, or random (shape checks)")
+
+    def base_learner_files(self, cfg: MethodConfig) -> dict[str, str]:
+        """The base learner's file of ``cfg`` by role (the run's provenance names it), none when random."""
+        from fsslib.data.benchmarks import benchmark_of
+        from fsslib.pretrain.base_learner import base_learner_file
+
+        path = base_learner_file(self.base_learner, benchmark_of(cfg).name, cfg.fold)
+        return {"base_learner": path} if path else {}
+
+    def frozen_base_learner(self, cfg: MethodConfig, base_classes: list[int]) -> BaseLearner:
+        """The frozen base learner of ``cfg``'s fold, or a random one; a missing file names the command that makes it."""
+        from fsslib.data.benchmarks import benchmark_of
+        from fsslib.pretrain.base_learner import frozen_base_learner
+
+        return frozen_base_learner(self.base_learner, cfg.backbone, benchmark_of(cfg).name, cfg.fold, cfg.preset,
+                                   base_classes, f"Method {cfg.method}")
 
 
 @dataclass(frozen=True)

@@ -16,23 +16,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fsslib.blocks.base_learner import BaseLearner
 from fsslib.data.benchmarks import benchmark_of
-from fsslib.errors import CheckpointError
 from fsslib.methods.base import MethodConfig
 from fsslib.methods.bam.model import ASPP_RATES, BAM, GRAM_LEVELS
-from fsslib.methods.options import DecoderOptions, option
+from fsslib.methods.options import BaseLearnerOptions, DecoderOptions, option
 from fsslib.methods.pfenet import PAPER_BACKBONE, TOY_TRAINING
-from fsslib.pretrain.base_learner import base_learner_path, load_base_learner, random_base_learner, remake_command
 
 
 @dataclass(frozen=True)
-class BAMOptions(DecoderOptions):
+class BAMOptions(DecoderOptions, BaseLearnerOptions):
     method = "bam"
-    base_learner: str | None = option(
-        None, "the frozen base learner's file: None (the fold's: fsslib/checkpoints/zoo/base-learner-fold<F>.pt on the "
-        "toy world, else $FSSLIB_WEIGHTS/base-learner-<benchmark>-fold<F>.pt), a file written by python -m "
-        "fsslib.pretrain base-learner, or random (shape checks)")
     aspp_rates: str = option("fixed", "the ASPP's dilations: fixed (BAM's 6 / 12 / 18 on every map) or scaled to the "
                              "map as fsslib's other ASPP (1 / 2 / 2 at the toy tier's 8 x 8)", ASPP_RATES)
     shot_hidden: int = option(2, "hidden channels of the K-shot weighting (the official kshot_trans_dim; 0: one 1x1 "
@@ -53,7 +46,6 @@ PRESETS = {
     "paper": dict(**PAPER_TRAINING, novel_rule="bam", backbone=PAPER_BACKBONE, options={"init": "pytorch"}),
 }
 VARIANTS = {"pfenet_rule": {"novel_rule": "pfenet"}}
-RANDOM_HIDDEN = 512  # the head width of a random base learner (PSPNet's)
 
 __all__ = ["BAM", "BAMOptions", "OPTIONS", "PAPER_TRAINING", "PRESETS", "VARIANTS", "build", "frozen_files",
            "shots_fixed_by_training"]
@@ -66,34 +58,14 @@ def shots_fixed_by_training(options: dict) -> bool:
 
 def frozen_files(cfg: MethodConfig) -> dict[str, str]:
     """The base learner's file of a configuration (its fold's by default), unless random."""
-    chosen = BAMOptions.parse(cfg.options).base_learner
-    if chosen == "random":
-        return {}
-    return {"base_learner": chosen or str(base_learner_path(benchmark_of(cfg).name, cfg.fold))}
-
-
-def load_frozen_base_learner(cfg: MethodConfig, base_classes: list[int]) -> BaseLearner:
-    """The base learner of ``cfg``'s fold (:func:`frozen_files`), or a random one; a missing or mismatched file
-    names the command that makes it."""
-    if BAMOptions.parse(cfg.options).base_learner == "random":
-        return random_base_learner(cfg.backbone, len(base_classes), RANDOM_HIDDEN)
-    path = frozen_files(cfg)["base_learner"]
-    benchmark = benchmark_of(cfg).name
-    default, remake = str(base_learner_path(benchmark, cfg.fold)), remake_command(cfg.fold, cfg.preset)
-    fix = (f"train it with `{remake}` (BAM's stage 1; it writes {default}), or pass options={{'base_learner': PATH}}."
-           if path == default else
-           f"train the base learner of fold {cfg.fold} with `{remake} --out {path}`, or leave the option out to read {default}.")
-    try:
-        return load_base_learner(path, cfg.backbone, benchmark, cfg.fold, base_classes, fix)
-    except CheckpointError as error:
-        raise CheckpointError(f"BAM needs the frozen base learner of fold {cfg.fold}: {error.problem}", error.fix) from None
+    return BAMOptions.parse(cfg.options).base_learner_files(cfg)
 
 
 def build(cfg: MethodConfig) -> BAM:
     """BAM on the frozen base learner of ``cfg``'s fold."""
     options = BAMOptions.parse(cfg.options)
     base_classes = benchmark_of(cfg).base_classes(cfg.fold)
-    return BAM(load_frozen_base_learner(cfg, base_classes), base_classes, cfg.shots, feature_dim=options.feature_dim,
+    return BAM(options.frozen_base_learner(cfg, base_classes), base_classes, cfg.shots, feature_dim=options.feature_dim,
                dropout=options.dropout, he_init=options.init == "he_normal", aspp_rates=options.aspp_rates,
                shot_hidden=options.shot_hidden, gram_level=options.gram_level, aux_weight=options.aux_weight,
                base_dropout=options.base_dropout)

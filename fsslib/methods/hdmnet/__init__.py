@@ -16,23 +16,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fsslib.blocks import BaseLearner
 from fsslib.blocks.hierarchical import INITS, TransformerSize
 from fsslib.data.benchmarks import benchmark_of
-from fsslib.errors import CheckpointError
 from fsslib.methods.base import MethodConfig
 from fsslib.methods.hdmnet.model import HDMNet
-from fsslib.methods.options import MethodOptions, option
-from fsslib.pretrain.base_learner import base_learner_path, load_base_learner, random_base_learner, remake_command
+from fsslib.methods.options import BaseLearnerOptions, option
 
 
 @dataclass(frozen=True)
-class HDMNetOptions(MethodOptions):
+class HDMNetOptions(BaseLearnerOptions):
     method = "hdmnet"
-    base_learner: str | None = option(
-        None, "the frozen base learner's file, BAM's: None (the fold's: fsslib/checkpoints/zoo/base-learner-fold<F>.pt on "
-        "the toy world, else $FSSLIB_WEIGHTS/base-learner-<benchmark>-fold<F>.pt), a file written by python -m "
-        "fsslib.pretrain base-learner, or random (shape checks)")
     feature_dim: int = option(256, "channels of the reduced layer3 + layer2 features (the official 256)", at_least=1)
     dropout: float = option(0.5, "Dropout2d of the feature reductions (the official 0.5)", at_least=0, at_most=1)
     embed_dims: int = option(64, "the transformer's width (the official 64)", at_least=1)
@@ -76,7 +69,6 @@ PRESETS = {
                   novel_rule="bam"),
 }
 
-RANDOM_HIDDEN = 512  # the head width of a random base learner (PSPNet's)
 
 __all__ = ["HDMNet", "HDMNetOptions", "OPTIONS", "PAPER_BACKBONE", "PRESETS", "build", "frozen_files",
            "shots_fixed_by_training"]
@@ -89,33 +81,13 @@ def shots_fixed_by_training(options: dict) -> bool:
 
 def frozen_files(cfg: MethodConfig) -> dict[str, str]:
     """The base learner's file of a configuration (its fold's by default), unless random."""
-    chosen = HDMNetOptions.parse(cfg.options).base_learner
-    if chosen == "random":
-        return {}
-    return {"base_learner": chosen or str(base_learner_path(benchmark_of(cfg).name, cfg.fold))}
-
-
-def load_frozen_base_learner(cfg: MethodConfig, base_classes: list[int]) -> BaseLearner:
-    """The base learner of ``cfg``'s fold (:func:`frozen_files`; BAM's file), or a random one (random backbone too);
-    a missing or mismatched file names the command that makes it."""
-    if HDMNetOptions.parse(cfg.options).base_learner == "random":
-        return random_base_learner(cfg.backbone, len(base_classes), RANDOM_HIDDEN)
-    path = frozen_files(cfg)["base_learner"]
-    benchmark = benchmark_of(cfg).name
-    default, remake = str(base_learner_path(benchmark, cfg.fold)), remake_command(cfg.fold, cfg.preset)
-    fix = (f"train it with `{remake}` (BAM's stage 1; it writes {default}), or pass options={{'base_learner': PATH}}."
-           if path == default else
-           f"train the base learner of fold {cfg.fold} with `{remake} --out {path}`, or leave the option out to read {default}.")
-    try:
-        return load_base_learner(path, cfg.backbone, benchmark, cfg.fold, base_classes, fix)
-    except CheckpointError as error:
-        raise CheckpointError(f"HDMNet needs the frozen base learner of fold {cfg.fold}: {error.problem}", error.fix) from None
+    return HDMNetOptions.parse(cfg.options).base_learner_files(cfg)
 
 
 def build(cfg: MethodConfig) -> HDMNet:
     options = HDMNetOptions.parse(cfg.options)
     base_class_ids = benchmark_of(cfg).base_classes(cfg.fold)
-    return HDMNet(load_frozen_base_learner(cfg, base_class_ids), base_class_ids, shots=cfg.shots,
+    return HDMNet(options.frozen_base_learner(cfg, base_class_ids), base_class_ids, shots=cfg.shots,
                   feature_dim=options.feature_dim, dropout=options.dropout, size=options.transformer_size(),
                   transformer_init=options.transformer_init, fixed_batchnorm=options.fixed_batchnorm,
                   shot_unsort=options.shot_unsort, train_shot_weighting=options.train_shot_weighting,

@@ -11,6 +11,14 @@ probabilities their learner ensembles (:mod:`fsslib.blocks.base_learner`, :mod:`
 Checked against chunbolang/BAM ``train_base.py``, ``util/dataset.py`` (``BaseData``), ``util/util.py``
 (``poly_learning_rate``) and ``config/pascal/pascal_split0_resnet50_base.yaml``.
 """
-from fsslib.pretrain.base_learner.files import base_learner_path, load_base_learner, random_base_learner, remake_command
+from fsslib.pretrain.base_learner.files import (
+    base_learner_file,
+    base_learner_path,
+    frozen_base_learner,
+    load_base_learner,
+    random_base_learner,
+    remake_command,
+)
 
-__all__ = ["base_learner_path", "load_base_learner", "random_base_learner", "remake_command"]
+__all__ = ["base_learner_file", "base_learner_path", "frozen_base_learner", "load_base_learner", "random_base_learner",
+           "remake_command"]

@@ -18,6 +18,7 @@ from fsslib.paths import weights_root
 from fsslib.pretrain.saving import half_precision, save_checkpoint
 
 FILE_KIND = "fsslib base learner"
+RANDOM_HIDDEN = 512  # the head width of a random base learner (PSPNet's)
 CLI = "python -m fsslib.pretrain base-learner"
 SHIPPED_FOLDER = Path(__file__).resolve().parents[2] / "checkpoints" / "zoo"
 
@@ -70,3 +71,29 @@ def load_base_learner(path: str | Path, backbone: str, benchmark: str, fold: int
 def random_base_learner(backbone: str, base_classes: int, hidden: int) -> BaseLearner:
     """An untrained base learner on a random backbone: shape checks only (``base_learner="random"``)."""
     return BaseLearner(build_backbone(backbone, "random"), base_classes, hidden=hidden).eval()
+
+
+def base_learner_file(chosen: str | None, benchmark: str, fold: int) -> str | None:
+    """The file a method reads for option ``base_learner=chosen``: the fold's default file for None, the given
+    path, or None for ``"random"`` (an untrained base learner)."""
+    if chosen == "random":
+        return None
+    return chosen or str(base_learner_path(benchmark, fold))
+
+
+def frozen_base_learner(chosen: str | None, backbone: str, benchmark: str, fold: int, tier: str,
+                        base_classes: list[int], method: str) -> BaseLearner:
+    """The frozen base learner that ``method`` (BAM, HDMNet, PI-CLIP on them) reads for option
+    ``base_learner=chosen`` (:func:`base_learner_file`), or a random one; a missing or mismatched file names the
+    command that makes it."""
+    path = base_learner_file(chosen, benchmark, fold)
+    if path is None:
+        return random_base_learner(backbone, len(base_classes), RANDOM_HIDDEN)
+    default, remake = str(base_learner_path(benchmark, fold)), remake_command(fold, tier)
+    fix = (f"train it with `{remake}` (BAM's stage 1; it writes {default}), or pass options={{'base_learner': PATH}}."
+           if path == default else
+           f"train the base learner of fold {fold} with `{remake} --out {path}`, or leave the option out to read {default}.")
+    try:
+        return load_base_learner(path, backbone, benchmark, fold, base_classes, fix)
+    except CheckpointError as error:
+        raise CheckpointError(f"{method} needs the frozen base learner of fold {fold}: {error.problem}", error.fix) from None
