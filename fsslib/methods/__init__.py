@@ -26,6 +26,8 @@ METHODS: dict[str, str] = {
     "maskclip": "fsslib.methods.maskclip",
     "pfenet": "fsslib.methods.pfenet",
     "piclip": "fsslib.methods.piclip",
+    "piclip-bam": "fsslib.methods.piclip.bam",
+    "piclip-hdmnet": "fsslib.methods.piclip.hdmnet",
     "lfss": "fsslib.methods.lfss",
     "qgnet": "fsslib.methods.qgnet",
     "bam": "fsslib.methods.bam",

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fsslib.blocks.priors import PriorSource
 from fsslib.data.benchmarks import benchmark_of
 from fsslib.methods.base import MethodConfig
 from fsslib.methods.bam.model import ASPP_RATES, BAM, GRAM_LEVELS
@@ -47,7 +48,7 @@ PRESETS = {
 }
 VARIANTS = {"pfenet_rule": {"novel_rule": "pfenet"}}
 
-__all__ = ["BAM", "BAMOptions", "OPTIONS", "PAPER_TRAINING", "PRESETS", "VARIANTS", "build", "frozen_files",
+__all__ = ["BAM", "BAMOptions", "OPTIONS", "PAPER_TRAINING", "PRESETS", "VARIANTS", "bam_model", "build", "frozen_files",
            "shots_fixed_by_training"]
 
 
@@ -63,9 +64,14 @@ def frozen_files(cfg: MethodConfig) -> dict[str, str]:
 
 def build(cfg: MethodConfig) -> BAM:
     """BAM on the frozen base learner of ``cfg``'s fold."""
-    options = BAMOptions.parse(cfg.options)
+    return bam_model(cfg, BAMOptions.parse(cfg.options))
+
+
+def bam_model(cfg: MethodConfig, options: BAMOptions, prior: PriorSource | None = None) -> BAM:
+    """BAM of ``options`` (BAM's or a subclass's, e.g. PI-CLIP(BAM)'s) on the fold's frozen base learner; ``prior``
+    replaces BAM's own prior (PI-CLIP's CLIP priors)."""
     base_classes = benchmark_of(cfg).base_classes(cfg.fold)
     return BAM(options.frozen_base_learner(cfg, base_classes), base_classes, cfg.shots, feature_dim=options.feature_dim,
                dropout=options.dropout, he_init=options.init == "he_normal", aspp_rates=options.aspp_rates,
                shot_hidden=options.shot_hidden, gram_level=options.gram_level, aux_weight=options.aux_weight,
-               base_dropout=options.base_dropout)
+               base_dropout=options.base_dropout, prior=prior)

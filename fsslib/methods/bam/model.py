@@ -42,6 +42,7 @@ from fsslib.blocks.base_learner import BaseLearner, base_class_index
 from fsslib.blocks.decoders import PAPER_ASPP_RATES
 from fsslib.blocks.ensemble import LearnerEnsemble, ShotWeighting, scene_difference
 from fsslib.blocks.masks import foreground_weights
+from fsslib.blocks.priors import PriorSource
 from fsslib.data.episodes import EpisodeBatch, OneWayInputs
 from fsslib.methods.base import FewShotSegmenter, require_one_way, segmentation_loss
 
@@ -63,8 +64,10 @@ class BAM(FewShotSegmenter):
 
     def __init__(self, base_learner: BaseLearner, base_class_ids: list[int], shots: int, feature_dim: int = 256,
                  dropout: float = 0.5, he_init: bool = False, aspp_rates: str = "fixed", shot_hidden: int = 2,
-                 gram_level: str = "layer2", aux_weight: float = 1.0, base_dropout: bool = True) -> None:
+                 gram_level: str = "layer2", aux_weight: float = 1.0, base_dropout: bool = True,
+                 prior: PriorSource | None = None) -> None:
         super().__init__()
+        self.prior = prior  # None: BAM's own prior (one channel); PI-CLIP(BAM): its CLIP priors
         self.hold_frozen("base_learner", base_learner)
         self.base_class_ids = list(base_class_ids)
         self.gram_level, self.aux_weight, self.base_dropout = gram_level, aux_weight, base_dropout
@@ -72,7 +75,8 @@ class BAM(FewShotSegmenter):
         mid_channels = channels["layer2"] + channels["layer3"]
         self.down_query = _reduction(mid_channels, feature_dim, dropout)
         self.down_support = _reduction(mid_channels, feature_dim, dropout)
-        self.init_merge = nn.Sequential(nn.Conv2d(2 * feature_dim + 1, feature_dim, 1, bias=False), nn.ReLU(inplace=True))
+        self.init_merge = nn.Sequential(nn.Conv2d(2 * feature_dim + (prior.channels if prior else 1), feature_dim, 1,
+                                                  bias=False), nn.ReLU(inplace=True))
         self.aspp = AtrousSpatialPyramidPooling(feature_dim, feature_dim, PAPER_ASPP_RATES if aspp_rates == "fixed" else None,
                                                 fuse=False, he_init=True)
         self.res1 = nn.Sequential(nn.Conv2d(self.aspp.out_channels, feature_dim, 1, bias=False), nn.ReLU(inplace=True))
@@ -110,6 +114,19 @@ class BAM(FewShotSegmenter):
         support["layer4"] = self.backbone.layer4(support["layer3"] * weights)  # (B*K, C4, h, w)
         return query, support
 
+    @staticmethod
+    @torch.no_grad()
+    def own_prior(query_high: torch.Tensor, support_high: torch.Tensor, masks: torch.Tensor,
+                  weights: torch.Tensor) -> torch.Tensor:
+        """BAM's prior (B, 1, h, w): PFENet's prior of each shot (query layer4 (B, C4, h, w) against the masked
+        support layer4 (B*K, C4, h, w)), summed with the K-shot weights (B, K)."""
+        batch_size, shots = weights.shape
+        support_weights = foreground_weights(masks, support_high.shape[-2:])  # (B*K, 1, h, w)
+        repeated = query_high.repeat_interleave(shots, dim=0) if shots > 1 else query_high  # (B*K, C4, h, w)
+        priors = masked_support_prior(repeated, support_high, support_weights)  # (B*K, h, w)
+        priors = priors.view(batch_size, shots, *priors.shape[-2:])  # (B, K, h, w)
+        return (weights[:, :, None, None] * priors).sum(dim=1, keepdim=True)
+
     def predict(self, batch: OneWayInputs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Final scores (B, 2, h, w), meta logits (B, 2, h, w) and base logits (B, 1 + C_base, h, w) at feature size."""
         batch_size, shots = batch.support_images.shape[:2]
@@ -126,13 +143,11 @@ class BAM(FewShotSegmenter):
         weights = self.shot_weighting(differences)  # (B, K)
         difference = (weights * differences).sum(dim=1)  # (B,)
 
-        with torch.no_grad():
-            query_high = query_levels["layer4"]  # (B, C4, h, w)
-            support_weights = foreground_weights(masks, support_levels["layer4"].shape[-2:])  # (B*K, 1, h, w)
-            repeated = query_high.repeat_interleave(shots, dim=0) if shots > 1 else query_high  # (B*K, C4, h, w)
-            priors = masked_support_prior(repeated, support_levels["layer4"], support_weights)  # (B*K, h, w)
-        priors = priors.view(batch_size, shots, *priors.shape[-2:])  # (B, K, h, w)
-        prior = (weights[:, :, None, None] * priors).sum(dim=1, keepdim=True)  # (B, 1, h, w)
+        query_high = query_levels["layer4"]  # (B, C4, h, w)
+        if self.prior is None:
+            prior = self.own_prior(query_high, support_levels["layer4"], masks, weights)  # (B, 1, h, w)
+        else:
+            prior = self.prior(batch, query_levels, support_levels, self.backbone)  # (B, P, h, w)
         prototype = (weights[:, :, None] * prototypes).sum(dim=1)  # (B, D)
 
         merged = self.init_merge(torch.cat([query, prototype[:, :, None, None].expand_as(query), prior], dim=1))

@@ -17,9 +17,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fsslib.blocks.hierarchical import INITS, TransformerSize
+from fsslib.blocks.priors import PriorSource
 from fsslib.data.benchmarks import benchmark_of
 from fsslib.methods.base import MethodConfig
-from fsslib.methods.hdmnet.model import HDMNet
+from fsslib.methods.hdmnet.model import SIMILARITY_SCALE, HDMNet
 from fsslib.methods.options import BaseLearnerOptions, option
 
 
@@ -70,7 +71,7 @@ PRESETS = {
 }
 
 
-__all__ = ["HDMNet", "HDMNetOptions", "OPTIONS", "PAPER_BACKBONE", "PRESETS", "build", "frozen_files",
+__all__ = ["HDMNet", "HDMNetOptions", "OPTIONS", "PAPER_BACKBONE", "PRESETS", "build", "frozen_files", "hdmnet_model",
            "shots_fixed_by_training"]
 
 
@@ -85,10 +86,18 @@ def frozen_files(cfg: MethodConfig) -> dict[str, str]:
 
 
 def build(cfg: MethodConfig) -> HDMNet:
-    options = HDMNetOptions.parse(cfg.options)
+    """HDMNet on the frozen base learner of ``cfg``'s fold."""
+    return hdmnet_model(cfg, HDMNetOptions.parse(cfg.options))
+
+
+def hdmnet_model(cfg: MethodConfig, options: HDMNetOptions, guide: PriorSource | None = None,
+                 guide_scale: float = SIMILARITY_SCALE) -> HDMNet:
+    """HDMNet of ``options`` (HDMNet's or a subclass's, e.g. PI-CLIP(HDMNet)'s) on the fold's frozen base learner;
+    ``guide`` replaces its two similarity maps (PI-CLIP's CLIP priors, unscaled), times ``guide_scale`` where they
+    enter ``query_merge``."""
     base_class_ids = benchmark_of(cfg).base_classes(cfg.fold)
     return HDMNet(options.frozen_base_learner(cfg, base_class_ids), base_class_ids, shots=cfg.shots,
                   feature_dim=options.feature_dim, dropout=options.dropout, size=options.transformer_size(),
                   transformer_init=options.transformer_init, fixed_batchnorm=options.fixed_batchnorm,
                   shot_unsort=options.shot_unsort, train_shot_weighting=options.train_shot_weighting,
-                  base_dropout=options.base_dropout, lr_scale=options.lr_scale)
+                  base_dropout=options.base_dropout, lr_scale=options.lr_scale, guide=guide, guide_scale=guide_scale)

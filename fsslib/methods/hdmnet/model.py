@@ -55,6 +55,7 @@ import torch.nn.functional as F
 from fsslib.blocks import (BaseLearner, LearnerEnsemble, ShotWeighting, base_class_index, blank_outside_masks,
                            foreground_weights, masked_average_pooling, max_cosine_similarity, scene_difference)
 from fsslib.blocks.hierarchical import PAPER_SIZE, HierarchicalTransformer, TransformerSize, correlation_distillation_loss
+from fsslib.blocks.priors import PriorSource
 from fsslib.data.episodes import EpisodeBatch, OneWayInputs
 from fsslib.methods.base import FewShotSegmenter, require_one_way, segmentation_loss
 from fsslib.models.backbones import IMAGENET_MEAN
@@ -80,8 +81,12 @@ class HDMNet(FewShotSegmenter):
     def __init__(self, base_learner: BaseLearner, base_class_ids: Sequence[int], shots: int = 1,
                  feature_dim: int = 256, dropout: float = 0.5, size: TransformerSize = PAPER_SIZE,
                  transformer_init: str = "official", fixed_batchnorm: bool = True, shot_unsort: bool = False,
-                 train_shot_weighting: bool = False, base_dropout: bool = True, lr_scale: float = 10.0) -> None:
+                 train_shot_weighting: bool = False, base_dropout: bool = True, lr_scale: float = 10.0,
+                 guide: PriorSource | None = None, guide_scale: float = SIMILARITY_SCALE) -> None:
         super().__init__()
+        self.guide = guide  # None: HDMNet's two similarity maps; PI-CLIP(HDMNet): its CLIP priors (unscaled)
+        self.guide_scale = guide_scale
+        guide_channels = guide.channels if guide else 2
         self.hold_frozen("base_learner", base_learner)
         self.base_class_ids = list(base_class_ids)
         self.base_dropout = base_dropout
@@ -90,9 +95,9 @@ class HDMNet(FewShotSegmenter):
         mid_channels = channels["layer2"] + channels["layer3"]
         self.down_query = _reduction(mid_channels, feature_dim, dropout)
         self.down_support = _reduction(mid_channels, feature_dim, dropout)
-        self.query_merge = _merge(2 * feature_dim + 2, size.embed_dims)
+        self.query_merge = _merge(2 * feature_dim + guide_channels, size.embed_dims)
         self.support_merge = _merge(2 * feature_dim, size.embed_dims)
-        self.transformer = HierarchicalTransformer(size, guide_channels=2, init=transformer_init,
+        self.transformer = HierarchicalTransformer(size, guide_channels=guide_channels, init=transformer_init,
                                                    fixed_batchnorm=fixed_batchnorm)
         self.ensemble = LearnerEnsemble()
         self.shot_weighting = ShotWeighting(shots, hidden=SHOT_HIDDEN, unsort=shot_unsort)
@@ -141,9 +146,12 @@ class HDMNet(FewShotSegmenter):
         support = self.down_support(torch.cat([support_levels["layer3"], support_levels["layer2"]], dim=1))  # (B*K, D, h, w)
         prototypes = masked_average_pooling(support, masks)[:, :, None, None]  # (B*K, D, 1, 1)
         prototype = prototypes.unflatten(0, (batch_size, shots)).mean(dim=1)  # (B, D, 1, 1)
-        similarity = self.similarity_maps(query_levels, support_levels, masks, shots)  # (B, 2, h, w)
+        if self.guide is None:
+            similarity = self.similarity_maps(query_levels, support_levels, masks, shots)  # (B, 2, h, w)
+        else:
+            similarity = self.guide(batch, query_levels, support_levels, self.base_learner.backbone)  # (B, P, h, w)
         support = self.support_merge(torch.cat([support, prototypes.expand_as(support)], dim=1))  # (B*K, E, h, w)
-        query = self.query_merge(torch.cat([query, prototype.expand_as(query), similarity * SIMILARITY_SCALE], dim=1))
+        query = self.query_merge(torch.cat([query, prototype.expand_as(query), similarity * self.guide_scale], dim=1))
         meta, correlations = self.transformer(query, support, masks, similarity)  # (B, 2, h, w)
         differences = scene_difference(query_levels["layer2"], support_levels["layer2"].unflatten(0, (batch_size, shots)))
         difference = (self.shot_weighting(differences) * differences).sum(dim=1)  # (B,)

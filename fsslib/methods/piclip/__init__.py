@@ -21,11 +21,12 @@ from fsslib.models.backbones import build_backbone
 
 
 @dataclass(frozen=True)
-class PiclipOptions(DecoderOptions, ClipOptions):
-    method = "piclip"
+class ClipPriorOptions(ClipOptions):
+    """PI-CLIP's CLIP priors and their refinement: the same options on every baseline (PFENet, BAM, HDMNet)."""
+
     clip: str = redefault(ClipOptions, "clip", "ViT-B-16")
     clip_pretrained: str | None = redefault(ClipOptions, "clip_pretrained", "openai")
-    priors: tuple[str, ...] = option(("vvp", "vtp"), "which CLIP priors replace PFENet's (Table 3)", ("vvp", "vtp"))
+    priors: tuple[str, ...] = option(("vvp", "vtp"), "which CLIP priors replace the baseline's prior (Table 3)", ("vvp", "vtp"))
     refine: tuple[str, ...] = option(("vtp",), "which priors PIR refines (Table 4)", ("vvp", "vtp"))
     vvp_blocks: tuple[int, ...] = option((-1, -2), "the CLIP blocks whose tokens the VVP compares, in channel order "
                                          "(the last, then the one before: the official code's)")
@@ -39,8 +40,6 @@ class PiclipOptions(DecoderOptions, ClipOptions):
     clip_image_size: int | None = option(None, "the size CLIP sees (None: the episode's input size)", at_least=1)
     vvp_mask_support_image: bool = option(True, "True: the official code, which blanks the support image outside "
                                           "the mask before CLIP; False: Eq. 5, which masks only the tokens")
-    mask_support_cnn: bool = option(False, "True: blank the support image outside its mask before the ResNet too, as the "
-                                    "official code's HDMNet extractor does; False: PFENet's, which masks features")
     vtp_channels: int = option(2, "copies of the VTP among the decoder's prior channels (the official code's 2)",
                                at_least=1)
     prior_scale: float = option(10.0, "factor on the priors entering the decoder (the official code's 10; 1: unscaled)",
@@ -48,6 +47,25 @@ class PiclipOptions(DecoderOptions, ClipOptions):
     vtp_prompts: str = option("episode", "episode: the paper's prompts of the episode class; present_classes: the "
                               "official code's prompts of every class in the query's label (reads the query's ground "
                               "truth: for comparison only)", VTP_PROMPT_SETS)
+
+    def prior_source(self, cfg: MethodConfig, prior_scale: float | None = None) -> ClipPriors:
+        """The CLIP priors of these options for ``cfg`` (its benchmark's class names, its shots), each map times
+        ``prior_scale`` (None: the option's)."""
+        names = class_list(benchmark_of(cfg), cfg.extra_classes)
+        return ClipPriors(
+            load_clip(self.clip, self.clip_pretrained, self.clip_checkpoint), names, shots=cfg.shots,
+            priors=list(self.priors), refine=list(self.refine), vvp_blocks=list(self.vvp_blocks),
+            pir_blocks=self.pir_blocks, vtp_temperature=self.vtp_temperature, vtp_activation=self.vtp_activation,
+            box_threshold=self.box_threshold, pir_squarings=self.pir_squarings, clip_image_size=self.clip_image_size,
+            vvp_mask_support_image=self.vvp_mask_support_image, vtp_prompts=self.vtp_prompts,
+            vtp_channels=self.vtp_channels, prior_scale=self.prior_scale if prior_scale is None else prior_scale)
+
+
+@dataclass(frozen=True)
+class PiclipOptions(DecoderOptions, ClipPriorOptions):
+    method = "piclip"
+    mask_support_cnn: bool = option(False, "True: blank the support image outside its mask before the ResNet too, as the "
+                                    "official code's HDMNet extractor does; False: PFENet's, which masks features")
 
 
 OPTIONS = PiclipOptions
@@ -69,7 +87,7 @@ VARIANTS = {
     "pir_both": {"priors": ["vvp", "vtp"], "refine": ["vvp", "vtp"]},  # Table 4 row 4
 }
 
-__all__ = ["ClipPriors", "OPTIONS", "PRESETS", "PiclipOptions", "SUPPORT_ANNOTATION", "VARIANTS", "build", "prior_mass_by_region", "prior_quality",
+__all__ = ["ClipPriorOptions", "ClipPriors", "OPTIONS", "PRESETS", "PiclipOptions", "SUPPORT_ANNOTATION", "VARIANTS", "build", "prior_mass_by_region", "prior_quality",
            "shots_fixed_by_training"]
 
 
@@ -82,15 +100,6 @@ def shots_fixed_by_training(options: dict) -> bool:
 def build(cfg: MethodConfig) -> PFENet:
     """PFENet with :class:`ClipPriors` as its prior source."""
     options = PiclipOptions.parse(cfg.options)
-    bundle = load_clip(options.clip, options.clip_pretrained, options.clip_checkpoint)
-    benchmark = benchmark_of(cfg)
-    names = class_list(benchmark, cfg.extra_classes)
-    priors = ClipPriors(
-        bundle, names, shots=cfg.shots, priors=list(options.priors), refine=list(options.refine),
-        vvp_blocks=list(options.vvp_blocks), pir_blocks=options.pir_blocks, vtp_temperature=options.vtp_temperature,
-        vtp_activation=options.vtp_activation, box_threshold=options.box_threshold, pir_squarings=options.pir_squarings,
-        clip_image_size=options.clip_image_size, vvp_mask_support_image=options.vvp_mask_support_image,
-        vtp_prompts=options.vtp_prompts, vtp_channels=options.vtp_channels, prior_scale=options.prior_scale,
-    )
-    return PFENet(build_backbone(cfg.backbone, cfg.backbone_weights), priors, feature_dim=options.feature_dim,
-                  dropout=options.dropout, he_init=options.init == "he_normal", mask_support_image=options.mask_support_cnn)
+    return PFENet(build_backbone(cfg.backbone, cfg.backbone_weights), options.prior_source(cfg),
+                  feature_dim=options.feature_dim, dropout=options.dropout, he_init=options.init == "he_normal",
+                  mask_support_image=options.mask_support_cnn)
