@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from fsslib.errors import DatasetNotFoundError, FsslibError
+from fsslib.metrics import NOISE_MULTIPLE, PLATEAU_GAIN, gain_standard_error, plateau_gains, plateau_verdicts  # noqa: F401 (read here too)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -33,10 +34,6 @@ TABLE_COLUMNS = ("method", "variant", "tier", "benchmark", "fold", "ways", "shot
 PROVENANCE_KEYS = ("torch", "commit", "device")
 
 
-PLATEAU_GAIN = 1.0  # points of validation mIoU over the last quarter of training below which a run is flat
-
-
-NOISE_MULTIPLE = 2.0  # a gain under this many of its standard errors is within the curve's noise
 
 
 PERCENT_COLUMNS = ("miou", "fbiou", "reference_miou")
@@ -65,51 +62,6 @@ def load_grid(path: str | Path) -> dict[str, Any]:
                               "see papermill_runs/prototype_toy.yaml (notebook runs), compare_toy.yaml (a comparison) "
                               "or paper/piclip.yaml (runner: python).")
     return grid
-
-
-def plateau_gains(curves: dict[str, list[dict]]) -> dict[str, float]:
-    """Each run's validation mIoU gained in the last quarter of its training: the mean over the last
-    quarter's epochs minus the mean over the quarter before (means, so that one noisy validation
-    does not decide)."""
-    gains = {}
-    for label, history in curves.items():
-        values = [h["val_miou"] for h in history if h.get("val_miou") is not None]
-        quarter = len(values) // 4
-        if quarter:
-            last, before = values[-quarter:], values[-2 * quarter:-quarter]
-            gains[label] = sum(last) / quarter - sum(before) / quarter
-    return gains
-
-
-def gain_standard_error(history: list[dict]) -> float | None:
-    """The standard error of a run's last-quarter gain from its curve's own epoch-to-epoch noise: the noise
-    variance of one validation is half the variance of the curve's first differences over its last half
-    (differences, so that a slow rise is not counted as noise), and the gain is a difference of two means of
-    ``quarter`` validations. The validation episodes are the same every epoch, so this is the model's
-    fluctuation; what the episode sample adds to a gain is measured apart (``benchmarks/validation_noise.py``)."""
-    values = [h["val_miou"] for h in history if h.get("val_miou") is not None]
-    quarter = len(values) // 4
-    if quarter < 2:
-        return None
-    half = values[-2 * quarter:]
-    steps = [b - a for a, b in zip(half, half[1:])]
-    mean = sum(steps) / len(steps)
-    noise_variance = sum((d - mean) ** 2 for d in steps) / (len(steps) - 1) / 2
-    return (noise_variance * 2 / quarter) ** 0.5
-
-
-def plateau_verdicts(curves: dict[str, list[dict]]) -> dict[str, tuple[float, float | None, str]]:
-    """Per run: (last-quarter gain, its standard error, verdict). ``flat``: it gains under
-    :data:`PLATEAU_GAIN` point; ``within noise``: under :data:`NOISE_MULTIPLE` standard errors of the curve's
-    own noise (:func:`gain_standard_error`); ``rising``: neither, so its budget needs a run at twice the
-    budget to show that the test mIoU no longer moves (each such control is named in the grid's notes)."""
-    verdicts = {}
-    for label, gain in plateau_gains(curves).items():
-        error = gain_standard_error(curves[label])
-        verdict = ("flat" if gain < PLATEAU_GAIN else
-                   "within noise" if error is not None and gain < NOISE_MULTIPLE * error else "rising")
-        verdicts[label] = (gain, error, verdict)
-    return verdicts
 
 
 def means_basis(rows: list[dict[str, Any]]) -> str:

@@ -15,8 +15,9 @@ from fsslib.errors import CheckpointError
 from fsslib.models.backbones import ToyResNet
 from fsslib.pretrain.base_learner.cli import build_parser
 from fsslib.pretrain.base_learner.data import base_labels, random_crop, training_names
-from fsslib.pretrain.base_learner.files import load_base_learner, save_base_learner
+from fsslib.pretrain.base_learner.files import SHIPPED_FOLDER, base_learner_path, load_base_learner, save_base_learner
 from fsslib.pretrain.base_learner.train import tier_settings, train_base_learner
+from fsslib.pretrain.saving import file_sha256
 
 pytestmark = pytest.mark.budget(5)
 
@@ -98,3 +99,21 @@ def test_the_paper_tier_is_the_official_recipe():
         ("pascal", "resnet50-deepstem", 512, 417, 0.5, 2.0, 10.0)
     assert (args.lr, args.head_lr_multiplier, args.batch_size, args.epochs, args.momentum, args.weight_decay,
             args.poly_power, args.novel_rule) == (2.5e-4, 10.0, 12, 100, 0.9, 1e-4, 0.9, "pfenet")
+
+
+SHIPPED = sorted(SHIPPED_FOLDER.glob("base-learner-fold*.pt"))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[path.stem for path in SHIPPED])
+def test_each_shipped_base_learner_is_the_file_its_json_describes(path):
+    """The .json's sha256 is the file's, its curve and plateau verdict are there, and it loads for its fold."""
+    info = json.loads(path.with_suffix(".json").read_text())
+    assert info["checkpoint"]["sha256"] == file_sha256(path) and info["curve"] and info["plateau"]["verdict"]
+    fold = info["settings"]["fold"]
+    assert path == base_learner_path("toy", fold)
+    load_base_learner(path, "toy-resnet", "toy", fold, TOY.base_classes(fold), "fix")
+
+
+def test_the_shipped_base_learners_stay_small():
+    """Four toy base learners (backbone and head in float16): under 10 MB in all."""
+    assert sum(path.stat().st_size for path in SHIPPED) < 10 * 2**20

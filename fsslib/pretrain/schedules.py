@@ -16,3 +16,8 @@ def warmup_cosine(step: int, fraction: float, warmup_steps: int) -> float:
 def cosine_between(start: float, end: float, fraction: float) -> float:
     """A value going from ``start`` (fraction 0) to ``end`` (fraction 1) on a half cosine (DINO's schedules)."""
     return end + (start - end) * 0.5 * (1 + math.cos(math.pi * fraction))
+
+
+def poly(fraction: float, power: float) -> float:
+    """The poly policy's factor with ``fraction`` of the budget spent: (1 - fraction) ** power (PSPNet, BAM)."""
+    return max(0.0, 1 - fraction) ** power

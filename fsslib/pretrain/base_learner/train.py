@@ -8,7 +8,7 @@ embedding, classifier) at ``head_lr_multiplier`` (10) times it. BatchNorm trains
 Every ``1 / evals_per_epoch`` epoch the base-class mIoU on held-out images is appended to the curve (the toy
 world's ``val`` split; PASCAL's and COCO's ``val``, the official validation). The written weights are the best
 point's (the official ``best.pth``); the JSON keeps the curve, the plateau verdict of ``docs/protocol.md``
-(:func:`fsslib.tables.plateau_verdicts`) and the final base-class mIoU of the float16 file.
+(:func:`fsslib.metrics.plateau_verdicts`) and the final base-class mIoU of the float16 file.
 
 Presets (:data:`TIER_SETTINGS`): ``paper`` is ``config/pascal/pascal_split0_resnet50_base.yaml`` -- 417 x 417
 crops, scale 0.5-2.0, rotation +-10 degrees, batch 12 (3 on each of 4 GPUs), lr 2.5e-4, 100 epochs, on PSPNet's
@@ -34,13 +34,13 @@ from fsslib.data.episodes import NOVEL_RULES, Source
 from fsslib.device import resolve_device
 from fsslib.errors import CheckpointError, unknown
 from fsslib.methods.base import segmentation_loss
+from fsslib.metrics import plateau_verdicts
 from fsslib.models.backbones import BACKBONES, build_backbone
 from fsslib.models.files import read_weights
 from fsslib.pretrain.base_learner.data import BaseTrainingImages, HeldOutImages, training_names
 from fsslib.pretrain.base_learner.files import CLI, FILE_KIND, load_base_learner, save_base_learner
 from fsslib.pretrain.saving import RunRecord, file_sha256, write_metadata
-from fsslib.tables import plateau_verdicts
-from fsslib.train import poly_schedule
+from fsslib.pretrain.schedules import poly
 
 TIERS = ("toy", "paper")
 
@@ -166,7 +166,7 @@ def train_base_learner(out: str | Path, settings: BaseLearnerSettings, progress:
                                 lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay)
     steps_per_epoch = len(images) // settings.batch_size  # drop_last, as the official loader
     total = settings.epochs * steps_per_epoch
-    schedule = poly_schedule(optimizer, total, settings.poly_power)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: poly(step / total, settings.poly_power))
     every = max(1, steps_per_epoch // settings.evals_per_epoch)
     prepare_seconds = time.perf_counter() - start
 
