@@ -10,6 +10,7 @@ PFENet with ResNet-101 only, so that row is left out; LFSS and QGNet print PFENe
     from fsslib.papers import reported
     reported("piclip", "piclip").mean                      # 71.2
     reported("piclip", "pfenet", shots=5)                  # PFENet's 5-shot row of PI-CLIP's Table 1
+    reported("piclip", "piclip-hdmnet").folds              # PI-CLIP on HDMNet, Table 1's best row
     reported("qgnet", "qgnet", benchmark="coco").folds     # QGNet's Table III, 473 x 473
 """
 from __future__ import annotations
@@ -53,6 +54,14 @@ _ROWS = (
     Reported("piclip", "pfenet", 5, 1, (63.1, 70.7, 55.8, 57.9), 61.9, "Table 1"),
     Reported("piclip", "piclip", 1, 1, (67.4, 76.5, 71.3, 69.4), 71.2, "Table 1, PI-CLIP (PFENet)"),
     Reported("piclip", "piclip", 5, 1, (70.4, 78.2, 72.4, 70.2), 72.8, "Table 1, PI-CLIP (PFENet)"),
+    Reported("piclip", "bam", 1, 1, (68.9, 73.6, 67.6, 61.1), 67.8, "Table 1"),
+    Reported("piclip", "bam", 5, 1, (70.6, 75.1, 70.8, 67.2), 70.9, "Table 1"),
+    Reported("piclip", "piclip-bam", 1, 1, (72.4, 80.2, 71.6, 70.5), 73.7, "Table 1, PI-CLIP (BAM)"),
+    Reported("piclip", "piclip-bam", 5, 1, (72.6, 80.6, 73.5, 72.0), 74.7, "Table 1, PI-CLIP (BAM)"),
+    Reported("piclip", "hdmnet", 1, 1, (71.0, 75.4, 68.9, 62.1), 69.4, "Table 1"),
+    Reported("piclip", "hdmnet", 5, 1, (71.3, 76.2, 71.3, 68.5), 71.8, "Table 1"),
+    Reported("piclip", "piclip-hdmnet", 1, 1, (76.4, 83.5, 74.7, 72.8), 76.8, "Table 1, PI-CLIP (HDMNet)"),
+    Reported("piclip", "piclip-hdmnet", 5, 1, (76.7, 83.8, 75.2, 73.2), 77.2, "Table 1, PI-CLIP (HDMNet)"),
     Reported("lfss", "pfenet", 1, 1, (61.7, 69.5, 55.4, 56.3), 60.8, "Table 1, pixel-level supervision"),
     Reported("lfss", "lfss", 1, 1, (59.9, 69.1, 56.7, 58.9), 61.2, "Table 1, image-level supervision (class names)"),
     Reported("qgnet", "pfenet", 1, 1, (61.7, 69.5, 55.4, 56.3), 60.8, "Table I"),

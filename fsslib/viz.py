@@ -107,11 +107,13 @@ def plot_episode(episode: Episode, prediction: torch.Tensor | None = None, title
 
 
 def plot_maps(image: torch.Tensor, maps: dict[str, torch.Tensor], mask: torch.Tensor | None = None, *,
-              title: str, labels: dict[str, torch.Tensor] | None = None, class_names: Sequence[str] = ()) -> Figure:
+              title: str, labels: dict[str, torch.Tensor] | None = None, class_names: Sequence[str] = (),
+              limits: tuple[float, float] | None = None) -> Figure:
     """An image (3, H, W) and, side by side, named continuous score maps (h, w) each with a colorbar of
-    its range (e.g. priors), then named label maps (h, w) with values 0..N (a prediction, a pseudo mask)
-    tinted over the image with a legend of ``class_names``. The ground truth ``mask`` (H, W), values
-    0..N and 255, is outlined on every panel. ``title`` names the class(es) and the support mode
+    its range (e.g. priors), or of ``limits`` shared by every map (e.g. (0, 1) for probabilities, so that
+    one colour is one value on every panel), then named label maps (h, w) with values 0..N (a prediction,
+    a pseudo mask) tinted over the image with a legend of ``class_names``. The ground truth ``mask`` (H, W),
+    values 0..N and 255, is outlined on every panel. ``title`` names the class(es) and the support mode
     (:func:`episode_title`)."""
     labels = labels or {}
     size = tuple(image.shape[-2:])
@@ -132,8 +134,10 @@ def plot_maps(image: torch.Tensor, maps: dict[str, torch.Tensor], mask: torch.Te
     for ax, (name, values) in zip(axes[1:], maps.items()):
         values = values.detach().float().cpu().numpy()
         low, high = float(values.min()), float(values.max())
-        shown = ax.imshow(values, cmap="viridis", extent=(-0.5, size[1] - 0.5, size[0] - 0.5, -0.5))
-        colorbar = fig.colorbar(shown, ax=ax, shrink=0.75, ticks=[low, high] if high > low else [low])
+        shown = ax.imshow(values, cmap="viridis", extent=(-0.5, size[1] - 0.5, size[0] - 0.5, -0.5),
+                          **({"vmin": limits[0], "vmax": limits[1]} if limits else {}))
+        colorbar = fig.colorbar(shown, ax=ax, shrink=0.75,
+                                ticks=list(limits) if limits else [low, high] if high > low else [low])
         colorbar.ax.tick_params(labelsize=7)
         colorbar.set_label(f"{name}, {low:.2g} to {high:.2g}", fontsize=7)
         ax.set_title(name, fontsize=9)

@@ -33,8 +33,10 @@ def zoo_root() -> Path:
     """The zoo's folder: ``$FSSLIB_ZOO`` if set (e.g. a zoo of your own), else the shipped one."""
     return Path(os.environ.get("FSSLIB_ZOO") or SHIPPED_ZOO)
 
-ZOO_GRIDS = ("papermill_runs/zoo_toy.yaml", "papermill_runs/qgnet_toy.yaml")  # the grids that write zoo models
-ZOO_REMAKE = f"python -m fsslib.runs {ZOO_GRIDS[0]} (QGNet's models: python -m fsslib.runs {ZOO_GRIDS[1]})"
+ZOO_GRIDS = ("papermill_runs/zoo_toy.yaml", "papermill_runs/qgnet_toy.yaml",
+             "papermill_runs/piclip_baselines_toy.yaml")  # the grids that write zoo models
+ZOO_REMAKE = (f"python -m fsslib.runs {ZOO_GRIDS[0]} (QGNet's models: python -m fsslib.runs {ZOO_GRIDS[1]}; BAM's, "
+              f"HDMNet's and PI-CLIP on them: python -m fsslib.runs {ZOO_GRIDS[2]})")
 ZOO_EXPORTS = {True: "every run", "default_variant": "the runs of each method's default configuration (no variant)"}
 
 

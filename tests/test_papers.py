@@ -43,6 +43,19 @@ def test_an_unknown_row_names_those_there_are():
     assert reported("qgnet", "qgnet", shots=5, benchmark="coco").mean == 44.8
     assert has_reported("lfss", "lfss", benchmark="coco") and not has_reported("lfss", "lfss", shots=5)
     with pytest.raises(UnknownNameError, match="piclip/piclip 1-way 1-shot"):
-        reported("piclip", "hdmnet")
+        reported("piclip", "dcama")  # a row of Table 1 that fsslib does not implement
     with pytest.raises(UnknownNameError, match="piclip/pfenet 1-way 1-shot COCO-20i"):
         reported("piclip", "pfenet", benchmark="coco")  # printed with ResNet-101 only
+
+
+def test_table_1_holds_each_baseline_of_piclip_and_piclip_on_it():
+    """PI-CLIP's Table 1 plugs its priors into PFENet, BAM and HDMNet: each baseline and each plug-in, as fsslib
+    names the methods (lesson 05 reads them), at 1 and 5 shots."""
+    from fsslib.methods import METHODS
+
+    for baseline, plugged in (("pfenet", "piclip"), ("bam", "piclip-bam"), ("hdmnet", "piclip-hdmnet")):
+        for shots in (1, 5):
+            assert baseline in METHODS and plugged in METHODS
+            assert has_reported("piclip", baseline, shots) and has_reported("piclip", plugged, shots)
+    assert reported("piclip", "piclip-hdmnet").folds == (76.4, 83.5, 74.7, 72.8)
+    assert reported("piclip", "bam", shots=5).mean == 70.9

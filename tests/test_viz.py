@@ -41,3 +41,17 @@ def test_the_toy_numbers_stand_beside_the_papers_with_their_values_written():
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["toy tier", "PASCAL-5i"]
     assert figure.get_size_inches()[0] <= COLUMN_INCHES
     plt.close(figure)
+
+
+def test_maps_share_a_colour_scale_when_given_limits():
+    import torch
+
+    from fsslib.viz import plot_maps
+
+    image, mask = torch.rand(3, 16, 16), torch.zeros(16, 16, dtype=torch.long)
+    maps = {"low": torch.linspace(0.1, 0.3, 16).view(4, 4), "high": torch.linspace(0.5, 0.9, 16).view(4, 4)}
+    for limits, expected in ((None, [(0.1, 0.3), (0.5, 0.9)]), ((0.0, 1.0), [(0.0, 1.0), (0.0, 1.0)])):
+        figure = plot_maps(image, maps, mask, title="two maps", class_names=["a"], limits=limits)
+        ranges = [panel.get_images()[0].get_clim() for panel in figure.axes if panel.get_title() in maps]
+        assert [tuple(round(v, 4) for v in clim) for clim in ranges] == expected
+        plt.close(figure)
