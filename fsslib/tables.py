@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 from fsslib.errors import DatasetNotFoundError, FsslibError
-from fsslib.metrics import NOISE_MULTIPLE, PLATEAU_GAIN, gain_standard_error, plateau_gains, plateau_verdicts  # noqa: F401 (read here too)
+from fsslib.metrics import NOISE_MULTIPLE, PLATEAU_GAIN, plateau_verdicts
 
 REPO = Path(__file__).resolve().parent.parent
 

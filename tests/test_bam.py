@@ -22,6 +22,7 @@ from fsslib.methods import build_method, frozen_files
 from fsslib.methods.bam import BAM
 from fsslib.models.backbones import ToyResNet
 from fsslib.pretrain.base_learner.files import SHIPPED_FOLDER, save_base_learner
+from tests.test_ensemble import official_ensemble
 
 pytestmark = pytest.mark.budget(5)
 FOLD = 0
@@ -195,26 +196,9 @@ class OfficialBAM(nn.Module):
         query_meta = self.res1_meta(query_meta)
         query_meta = self.res2_meta(query_meta) + query_meta
         meta_out = self.cls_meta(query_meta)
-        meta_out_soft = meta_out.softmax(1)
-        base_out_soft = base_out.softmax(1)
-        meta_map_bg = meta_out_soft[:, 0:1, :, :]
-        meta_map_fg = meta_out_soft[:, 1:, :, :]
-        if self.training and self.cls_type == 'Base':
-            c_id_array = torch.arange(self.base_classes + 1, device=x.device)
-            base_map_list = []
-            for b_id in range(bs):
-                c_id = cat_idx[0][b_id] + 1
-                c_mask = (c_id_array != 0) & (c_id_array != c_id)
-                base_map_list.append(base_out_soft[b_id, c_mask, :, :].unsqueeze(0).sum(1, True))
-            base_map = torch.cat(base_map_list, 0)
-        else:
-            base_map = base_out_soft[:, 1:, :, :].sum(1, True)
-        est_map = est_val.expand_as(meta_map_fg)
-        meta_map_bg = self.gram_merge(torch.cat([meta_map_bg, est_map], dim=1))
-        meta_map_fg = self.gram_merge(torch.cat([meta_map_fg, est_map], dim=1))
-        merge_map = torch.cat([meta_map_bg, base_map], 1)
-        merge_bg = self.cls_merge(merge_map)
-        final_out = torch.cat([merge_bg, meta_map_fg], dim=1)
+        # the "Classifier Ensemble" lines: transcribed once, in tests/test_ensemble.py
+        final_out = official_ensemble(meta_out, base_out, est_val, self.gram_merge, self.cls_merge, cat_idx,
+                                      self.training and self.cls_type == 'Base', self.base_classes)
         if self.zoom_factor != 1:
             meta_out = F.interpolate(meta_out, size=(h, w), mode='bilinear', align_corners=True)
             base_out = F.interpolate(base_out, size=(h, w), mode='bilinear', align_corners=True)

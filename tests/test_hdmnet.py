@@ -26,6 +26,7 @@ from fsslib.config import make_config
 from fsslib.errors import CheckpointError
 from fsslib.methods import build_method, frozen_files
 from fsslib.models.backbones import IMAGENET_MEAN
+from tests.test_ensemble import official_ensemble, official_est_val
 from tests.test_pfenet import fabricated_batch
 
 pytestmark = pytest.mark.budget(5)
@@ -320,43 +321,12 @@ def official_hdmnet_forward(m, feats, s_y, shot, training, cat_idx):
     query_feat = m.query_merge(torch.cat([query_feat, supp_feat_bin, similarity * 10], dim=1))
     meta_out, weights = m.transformer(query_feat, supp_feat, mask, similarity)
     base_out = m.base_learnear(query_feat_5)
-    meta_out_soft = meta_out.softmax(1)
-    base_out_soft = base_out.softmax(1)
-    bs = query_feat.shape[0]
-    que_gram = get_gram_matrix(query_feat_2)
-    norm_max = torch.ones_like(que_gram).norm(dim=(1, 2))
-    est_val_list = []
-    for supp_item in supp_feat_list:
-        gram_diff = que_gram - get_gram_matrix(supp_item)
-        est_val_list.append((gram_diff.norm(dim=(1, 2)) / norm_max).reshape(bs, 1, 1, 1))
-    est_val_total = torch.cat(est_val_list, 1)
-    if shot > 1:
-        val1, idx1 = est_val_total.sort(1)
-        val2, idx2 = idx1.sort(1)
-        weight = m.kshot_rw(val1)
-        idx3 = idx1.gather(1, idx2)
-        weight = weight.gather(1, idx3)
-        weight_soft = torch.softmax(weight, 1)
-    else:
-        weight_soft = torch.ones_like(est_val_total)
-    est_val = (weight_soft * est_val_total).sum(1, True)
-    meta_map_bg = meta_out_soft[:, 0:1, :, :]
-    meta_map_fg = meta_out_soft[:, 1:, :, :]
-    if training:
-        c_id_array = torch.arange(m.base_classes + 1)
-        base_map_list = []
-        for b_id in range(bs):
-            c_id = cat_idx[0][b_id] + 1
-            c_mask = (c_id_array != 0) & (c_id_array != c_id)
-            base_map_list.append(base_out_soft[b_id, c_mask, :, :].unsqueeze(0).sum(1, True))
-        base_map = torch.cat(base_map_list, 0)
-    else:
-        base_map = base_out_soft[:, 1:, :, :].sum(1, True)
-    est_map = est_val.expand_as(meta_map_fg)
-    meta_map_bg = m.gram_merge(torch.cat([meta_map_bg, est_map], dim=1))
-    meta_map_fg = m.gram_merge(torch.cat([meta_map_fg, est_map], dim=1))
-    merge_bg = m.cls_merge(torch.cat([meta_map_bg, base_map], 1))
-    return torch.cat([merge_bg, meta_map_fg], dim=1), meta_out, weights
+    # the K-shot reweighting (HDMNet's gather) and the "Classifier Ensemble" lines: transcribed once, in
+    # tests/test_ensemble.py
+    _, _, est_val = official_est_val(query_feat_2, supp_feat_list, m.kshot_rw, shot, hdmnet_gather=True)
+    final = official_ensemble(meta_out, base_out, est_val, m.gram_merge, m.cls_merge, cat_idx, training,
+                              m.base_classes)
+    return final, meta_out, weights
 
 
 # ---- helpers --------------------------------------------------------------------------------------------------

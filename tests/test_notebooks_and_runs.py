@@ -9,7 +9,7 @@ import nbformat
 import torch
 import pytest
 
-from fsslib import runs, tables
+from fsslib import metrics, runs, tables
 from fsslib.config import make_config
 from fsslib.errors import FsslibError
 from fsslib.lessons import lessons, solutions
@@ -211,7 +211,7 @@ def test_results_page_is_an_index_and_each_grid_s_page_holds_its_answer_curves_a
 def test_plateau_gain_compares_the_last_two_quarters():
     flat = [{"val_miou": v} for v in (0, 10, 20, 50, 51, 49, 50, 50)]  # quarters of 2: (50 + 50) / 2 - (51 + 49) / 2
     rising = [{"val_miou": v} for v in range(8)]
-    assert tables.plateau_gains({"flat": flat, "rising": rising}) == {"flat": 0.0, "rising": 2.0}
+    assert metrics.plateau_gains({"flat": flat, "rising": rising}) == {"flat": 0.0, "rising": 2.0}
 
 
 def test_plateau_verdicts_weigh_the_gain_against_the_curve_s_own_noise():
@@ -223,7 +223,7 @@ def test_plateau_verdicts_weigh_the_gain_against_the_curve_s_own_noise():
     # first differences alternate +6.2 / -5.8: their variance over 20 steps is 36.0 * 20 / 19, half of it the
     # noise of one validation, and a difference of two means of 10 has twice that over 10
     assert gain == pytest.approx(2.0) and error == pytest.approx((36.0 * 20 / 19 / 2 * 2 / 10) ** 0.5)
-    assert verdict == "within noise" and tables.gain_standard_error(steady[:6]) is None  # quarters of 1: no spread
+    assert verdict == "within noise" and metrics.gain_standard_error(steady[:6]) is None  # quarters of 1: no spread
 
 
 @pytest.mark.slow
