@@ -232,6 +232,9 @@ METHOD_WEIGHTS: dict[str, tuple[str, ...]] = {
     "lfss": ("resnet50", "RN50/openai"),
     "qgnet": ("resnet50-deepstem",),
     "bam": ("resnet50-deepstem",),  # what its base learner is fine-tuned from
+    "hdmnet": ("resnet50-deepstem",),  # BAM's base learner, the same file
+    "piclip-bam": ("resnet50-deepstem", "ViT-B-16/openai"),
+    "piclip-hdmnet": ("resnet50-deepstem", "ViT-B-16/openai"),
     "clip-dinoiser": ("ViT-B-16/laion2b_s34b_b88k", "clip-dinoiser-heads"),
     "clip-dinoiser-support": ("ViT-B-16/laion2b_s34b_b88k", "clip-dinoiser-heads"),
 }
@@ -242,6 +245,9 @@ METHOD_NOTES: dict[str, str] = {
     "bam": ("BAM reads the base learner of its fold, which fsslib trains from this ResNet-50 (BAM's stage 1): "
             "`python -m fsslib.pretrain base-learner --fold F --tier paper` writes "
             "$FSSLIB_WEIGHTS/base-learner-pascal-foldF.pt, where --method bam looks for it."),
+    "hdmnet": "HDMNet reads BAM's base learner of its fold: see bam.",
+    "piclip-bam": "PI-CLIP(BAM) reads BAM's base learner of its fold: see bam.",
+    "piclip-hdmnet": "PI-CLIP(HDMNet) reads BAM's base learner of its fold: see bam.",
     "clip-dinoiser": "pass the heads as --options heads=$FSSLIB_WEIGHTS/clip_dinoiser/last.pt.",
     "clip-dinoiser-support": "pass the heads as --options heads=$FSSLIB_WEIGHTS/clip_dinoiser/last.pt.",
 }

@@ -50,10 +50,11 @@ class LossModule(nn.Module):
         return self.model.loss(batch)
 
 
-def make_optimizer(cfg: Config, model: FewShotSegmenter) -> torch.optim.Optimizer:
+def make_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
     """SGD or AdamW over the model's parameter groups (:meth:`FewShotSegmenter.parameter_groups`), each at ``cfg.lr``
-    times its ``lr_scale``; the schedule scales every group alike."""
-    params = [{"params": group["params"], "lr": cfg.lr * group.get("lr_scale", 1.0)} for group in model.parameter_groups()]
+    times its ``lr_scale``; the schedule scales every group alike. Any other module: one group of its parameters."""
+    groups = model.parameter_groups() if isinstance(model, FewShotSegmenter) else [{"params": list(model.parameters())}]
+    params = [{"params": group["params"], "lr": cfg.lr * group.get("lr_scale", 1.0)} for group in groups]
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "adamw":

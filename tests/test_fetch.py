@@ -447,8 +447,8 @@ def test_method_table_matches_the_paper_presets():
     from fsslib.methods import METHODS, method_options_type
 
     assert set(fetch.METHOD_WEIGHTS) == set(METHODS)
-    builds_a_backbone = {"prototype", "pfenet", "piclip", "lfss", "qgnet", "bam"}  # the methods that call build_backbone
-    # (BAM's base learner is fine-tuned from it)
+    builds_a_backbone = {"prototype", "pfenet", "piclip", "lfss", "qgnet", "bam", "hdmnet", "piclip-bam", "piclip-hdmnet"}
+    # (the methods on BAM's base learner: it is fine-tuned from the backbone)
     for method, names in fetch.METHOD_WEIGHTS.items():
         cfg = make_config(method, "paper")
         options = method_options_type(method).parse(cfg.options)
