@@ -22,7 +22,7 @@ from fsslib.methods import build_method, frozen_files
 from fsslib.methods.bam import BAM
 from fsslib.models.backbones import ToyResNet
 from fsslib.pretrain.base_learner.files import SHIPPED_FOLDER, save_base_learner
-from tests.test_ensemble import official_ensemble
+from tests.test_ensemble import official_ensemble, official_est_val
 
 pytestmark = pytest.mark.budget(5)
 FOLD = 0
@@ -38,15 +38,6 @@ def Weighted_GAP(supp_feat, mask):
     supp_feat = F.avg_pool2d(input=supp_feat, kernel_size=supp_feat.shape[-2:]) * feat_h * feat_w / area
     return supp_feat
 
-
-def get_gram_matrix(fea):
-    b, c, h, w = fea.shape
-    fea = fea.reshape(b, c, h * w)
-    fea_T = fea.permute(0, 2, 1)
-    fea_norm = fea.norm(2, 2, True)
-    fea_T_norm = fea_T.norm(2, 1, True)
-    gram = torch.bmm(fea, fea_T) / (torch.bmm(fea_norm, fea_T_norm) + 1e-7)
-    return gram
 
 
 class PPM(nn.Module):
@@ -112,7 +103,6 @@ class OfficialBAM(nn.Module):
 
     def forward(self, x, s_x, s_y, y_m, y_b, cat_idx=None):
         x_size = x.size()
-        bs = x_size[0]
         h = int((x_size[2] - 1) / 8 * self.zoom_factor + 1)
         w = int((x_size[3] - 1) / 8 * self.zoom_factor + 1)
         with torch.no_grad():
@@ -143,23 +133,9 @@ class OfficialBAM(nn.Module):
             supp_pro = Weighted_GAP(supp_feat, mask)
             supp_pro_list.append(supp_pro)
             supp_feat_list.append({'2': supp_feat_2}[self.low_fea_id])  # eval('supp_feat_' + self.low_fea_id)
-        que_gram = get_gram_matrix({'2': query_feat_2}[self.low_fea_id])
-        norm_max = torch.ones_like(que_gram).norm(dim=(1, 2))
-        est_val_list = []
-        for supp_item in supp_feat_list:
-            supp_gram = get_gram_matrix(supp_item)
-            gram_diff = que_gram - supp_gram
-            est_val_list.append((gram_diff.norm(dim=(1, 2)) / norm_max).reshape(bs, 1, 1, 1))
-        est_val_total = torch.cat(est_val_list, 1)
-        if self.shot > 1:
-            val1, idx1 = est_val_total.sort(1)
-            val2, idx2 = idx1.sort(1)
-            weight = self.kshot_rw(val1)
-            weight = weight.gather(1, idx2)
-            weight_soft = torch.softmax(weight, 1)
-        else:
-            weight_soft = torch.ones_like(est_val_total)
-        est_val = (weight_soft * est_val_total).sum(1, True)
+        # the "K-Shot Reweighting" lines: transcribed once, in tests/test_ensemble.py
+        _, weight_soft, est_val = official_est_val({'2': query_feat_2}[self.low_fea_id], supp_feat_list,
+                                                   getattr(self, 'kshot_rw', None), self.shot, hdmnet_gather=False)
         corr_query_mask_list = []
         cosine_eps = 1e-7
         for i, tmp_supp_feat in enumerate(final_supp_list):

@@ -280,14 +280,6 @@ def get_similarity(q, s, mask):
     return similarity.max(1)[0].view(bsize, 1, sp_sz, sp_sz)
 
 
-def get_gram_matrix(fea):
-    b, c, h, w = fea.shape
-    fea = fea.reshape(b, c, h * w)
-    fea_T = fea.permute(0, 2, 1)
-    fea_norm = fea.norm(2, 2, True)
-    fea_T_norm = fea_T.norm(2, 1, True)
-    return torch.bmm(fea, fea_T) / (torch.bmm(fea_norm, fea_T_norm) + 1e-7)
-
 
 def official_hdmnet_forward(m, feats, s_y, shot, training, cat_idx):
     """HDMNet.forward from ``extract_feats`` on; ``m`` holds the official modules, ``feats`` the extracted features
