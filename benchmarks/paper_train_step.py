@@ -6,8 +6,9 @@
 
 Paper tier models with random weights (each method's ResNet-50 backbone, its BatchNorm statistics calibrated;
 open_clip ViT-B/16 for PI-CLIP, LFSS and CLIP-DINOiser, random CLIP-DINOiser heads in the official release's
-format, a random prior extractor for QGNet), so nothing needs downloading; each method at its paper preset's
-input size (PFENet, PI-CLIP, QGNet, the prototype baseline: 473; LFSS: 400; CLIP-DINOiser: 448). The batches are fabricated 1-way
+format, a random prior extractor for QGNet, a random frozen base learner for BAM, HDMNet and PI-CLIP on them), so
+nothing needs downloading; each method at its paper preset's input size (PFENet, PI-CLIP, QGNet, BAM, HDMNet, the
+prototype baseline: 473; LFSS: 400; CLIP-DINOiser: 448). The batches are fabricated 1-way
 episodes of PASCAL-5i fold 0's classes (a centred square as every mask). A training step is what
 ``fsslib.train`` runs per batch: forward under ``fsslib.device.autocast``, the method's loss, backward,
 optimiser step. Peak memory is the CUDA allocator's peak over the timed training steps. Prints a
@@ -34,10 +35,15 @@ from fsslib.methods import build_method
 from fsslib.train import make_optimizer
 
 RANDOM_CLIP = {"clip_pretrained": None}
+RANDOM_BASE_LEARNER = {"base_learner": "random"}
 METHODS = {  # method: (variant, options replacing the paper's weights by random ones)
     "prototype": ("", {}),
     "pfenet": ("", {}),
     "piclip": ("", RANDOM_CLIP),
+    "bam": ("", RANDOM_BASE_LEARNER),
+    "hdmnet": ("", RANDOM_BASE_LEARNER),
+    "piclip-bam": ("", {**RANDOM_CLIP, **RANDOM_BASE_LEARNER}),
+    "piclip-hdmnet": ("", {**RANDOM_CLIP, **RANDOM_BASE_LEARNER}),
     "lfss": ("", RANDOM_CLIP),
     "qgnet": ("", {"prior_extractor": "random"}),
     "clip-dinoiser-support": ("trained_adapter", {**RANDOM_CLIP, "heads": "HEADS"}),

@@ -306,9 +306,24 @@ def run_needs(cfg: Config) -> list[Need]:
         value = getattr(options, key, None)
         if value is None and (cfg.method, key) in PAPER_FILE_OPTIONS and cfg.preset == "paper":
             needs.append(Need(f"option {key}", (), False, PAPER_FILE_OPTIONS[(cfg.method, key)]))
-        elif value not in (None, "random"):
+        elif isinstance(value, str) and value != "random":  # HDMNet's heads option is a tuple of head counts
             needs.append(_file_need(f"option {key}", Path(value).expanduser(), usual))
+    if hasattr(options, "base_learner_files"):  # BAM, HDMNet and PI-CLIP on them read a frozen base learner
+        needs.extend(_base_learner_need(Path(path).expanduser(), cfg) for path in options.base_learner_files(cfg).values())
     return needs
+
+
+def _base_learner_need(path: Path, cfg: Config) -> Need:
+    """The frozen base learner of ``cfg``'s fold: nothing publishes it for fsslib, so the command trains it (BAM's
+    stage 1; a GPU job at the paper tier, not counted in the plan's GPU-hours)."""
+    from fsslib.pretrain.base_learner.files import base_learner_path, remake_command
+
+    tier = "toy" if cfg.benchmark == "toy" else "paper"
+    command = remake_command(cfg.fold, tier) + ("" if cfg.benchmark in ("toy", "pascal") else f" --benchmark {cfg.benchmark}")
+    if path != base_learner_path(cfg.benchmark, cfg.fold):
+        command += f" --out {path}"
+    return Need(f"base learner of fold {cfg.fold}", (str(path),), path.is_file(),
+                f"train it (BAM's stage 1, a training job of its own): `{command}`")
 
 
 def _backbone_need(backbone: str, path: str | None) -> Need:

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.budget(10)  # the rehearsals have their own
 REPO = Path(__file__).resolve().parent.parent
 GRIDS = REPO / "papermill_runs" / "paper"
 PAPER_GRIDS = {  # grid file -> (paper, benchmark, methods, settings of the paper's table it holds: (ways, shots))
-    "piclip.yaml": ("piclip", "pascal", {"piclip"}, {(1, 1), (1, 5)}),
+    "piclip.yaml": ("piclip", "pascal", {"piclip", "piclip-bam", "piclip-hdmnet", "bam", "hdmnet"}, {(1, 1), (1, 5)}),
     "piclip_coco.yaml": ("piclip", "coco", {"piclip"}, {(1, 1), (1, 5)}),
     "lfss.yaml": ("lfss", "pascal", {"lfss"}, {(1, 1)}),
     "lfss_coco.yaml": ("lfss", "coco", {"lfss"}, {(1, 1)}),
@@ -30,7 +30,7 @@ PAPER_GRIDS = {  # grid file -> (paper, benchmark, methods, settings of the pape
 REDUCED = ["fold=0", "image_size=65", "epochs=1", "episodes_per_epoch=2", "batch_size=2", "episodes=2",
            "num_workers=0", "backbone_weights=random"]  # the CPU's size; the code path is the paper's
 REHEARSED = {  # grid -> what else it sets: one run of fold 0, random CLIPs, one prompt template, windows for 65
-    "piclip.yaml": ["shots=1", "options.clip_pretrained=null"],
+    "piclip.yaml": ["shots=1", "method=[piclip, piclip-hdmnet]", "options.clip_pretrained=null"],  # + the base learner
     "lfss.yaml": ["options.clip_pretrained=null", "options.templates=single"],
     "qgnet.yaml": ["shots=1", "options.prior_extractor=random"],
     "clip_dinoiser.yaml": ["variant=''", "test_shots=[1]", "options.clip_pretrained=null", "options.templates=single",
@@ -53,12 +53,17 @@ def test_the_set_of_paper_grids_is_each_papers_main_table(monkeypatch):
         assert {p.cfg.preset for p in plans} == {"paper"} and {p.cfg.fold for p in plans} == {0, 1, 2, 3}
         evaluated = {setting for p in plans for setting in p.evaluations}
         assert settings <= evaluated, name
-        for ways, shots in settings:
-            assert has_reported(paper, next(iter(methods)), shots, ways, benchmark), (name, ways, shots)
+        for method in methods:
+            for ways, shots in settings:
+                assert has_reported(paper, method, shots, ways, benchmark), (name, method, ways, shots)
         trained = {p.cfg.shots for p in plans if p.trains}
         assert trained <= {shots for _, shots in settings}, name  # a model per number of shots the paper trains
-    piclip = run_plans(runs.expand(tables.load_grid(GRIDS / "piclip.yaml")))
-    assert {(p.cfg.shots, p.cfg.batch_size, p.cfg.epochs) for p in piclip} == {(1, 4, 30), (5, 2, 30)}  # Sec. 4.1
+    recipes: dict[str, set] = {}
+    for plan in run_plans(runs.expand(tables.load_grid(GRIDS / "piclip.yaml"))):
+        recipes.setdefault(plan.cfg.method, set()).add((plan.cfg.shots, plan.cfg.batch_size, plan.cfg.epochs))
+    for method in ("piclip", "piclip-bam", "piclip-hdmnet"):
+        assert recipes[method] == {(1, 4, 30), (5, 2, 30)}, method  # PI-CLIP's Sec. 4.1 on every baseline
+    assert recipes["bam"] == {(1, 8, 200), (5, 8, 200)} and recipes["hdmnet"] == {(1, 4, 200), (5, 4, 200)}
     dinoiser = run_plans(runs.expand(tables.load_grid(GRIDS / "clip_dinoiser.yaml")))
     assert {p.cfg.score_resize for p in dinoiser} == {"probabilities"}  # the official evaluation's resize
     assert {p.trains for p in dinoiser} == {True, False}  # training-free, and the trained adapter
@@ -71,7 +76,11 @@ def test_the_plan_names_what_is_missing_with_its_fetch_command_and_the_gpu_hours
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
     runs.main([str(GRIDS / "piclip.yaml"), "--plan"])
     plan = capsys.readouterr().out
-    assert "8 runs of piclip on PASCAL-5i; folds 0, 1, 2, 3; trained on 1-shot, 5-shot episodes; 1 seed (0)" in plan
+    assert ("40 runs of bam, hdmnet, piclip, piclip-bam, piclip-hdmnet on PASCAL-5i; folds 0, 1, 2, 3; trained on 1-shot, "
+            "5-shot episodes; 1 seed (0)") in plan
+    base_learner = tmp_path / "weights" / "base-learner-pascal-fold2.pt"
+    assert f"MISSING  base learner of fold 2 (8 runs, e.g. piclip-bam-fold2-1shot-seed0): {base_learner}" in plan
+    assert "`python -m fsslib.pretrain base-learner --fold 2 --tier paper`" in plan
     assert f"MISSING  pascal (every run): {tmp_path / 'data' / 'VOCdevkit' / 'VOC2012' / 'fsslib_prepared.json'}" in plan
     for command in ("python -m fsslib.fetch pascal", "python -m fsslib.fetch weights ViT-B-16/openai",
                     "`python -m fsslib.fetch weights resnet50-deepstem` checks it in place",
@@ -105,6 +114,13 @@ def fabricated(tmp_path_factory) -> Path:
     torch.save({"model_state_dict": {"obj_proj.weight": torch.randn(256, 768, 3, 3) * 0.01, "obj_proj.bias": torch.zeros(256),
                                      "bkg_decoder.weight": torch.randn(1, 768, 1, 1) * 0.01, "bkg_decoder.bias": torch.zeros(1)}},
                heads)
+    from fsslib.data.benchmarks import get_benchmark
+    from fsslib.pretrain.base_learner.files import RANDOM_HIDDEN, random_base_learner, save_base_learner
+
+    base_classes = get_benchmark("pascal").base_classes(0)  # BAM's stage 1 of fold 0, untrained, in its file format
+    save_base_learner(home / "weights" / "base-learner-pascal-fold0.pt",
+                      random_base_learner("resnet50-deepstem", len(base_classes), RANDOM_HIDDEN), "resnet50-deepstem",
+                      "pascal", 0, base_classes, crop=473)
     return home
 
 
