@@ -3,19 +3,21 @@
 The rates are the table "Every method, one GPU" of ``benchmarks/README.md`` (its result file
 ``benchmarks/results/paper_train_step_h200.md``): one NVIDIA H200, torch 2.11 with CUDA 13, bf16 autocast,
 random weights, 1-way 1-shot, batches of 4 episodes, each method at its paper preset's input size. PFENet, PI-CLIP
-and QGNet are the second run's, on PSPNet's deep-stem ResNet-50 (their paper backbone). ``tests/test_rates.py``
-checks that every number here is the README's.
+and QGNet are the second run's, on PSPNet's deep-stem ResNet-50 (their paper backbone); BAM, HDMNet and PI-CLIP on
+them a third run's. ``tests/test_paper_grids.py`` checks that every number here is the README's.
 
 :func:`estimate` turns them into hours for one run of a grid (``python -m fsslib.runs GRID --plan``):
 
 * training: ``epochs x episodes_per_epoch`` episodes at the measured episodes per second (steps/s x 4);
 * evaluation: ``episodes x eval_seeds`` episodes per (ways, shots) evaluated, at the measured rate;
 * an episode of K shots and N ways costs ``(1 + N K) / 2`` measured episodes (its images over the measured
-  episode's two), and an input of side S ``(S / measured side)^2``: both are scalings, not measurements.
+  episode's two), and an input of side S ``(S / measured side)^2``: both are scalings, not measurements. One
+  check: HDMNet and PI-CLIP(HDMNet) measured at 5 shots train at 0.60x and 0.68x their 1-shot rates, not the
+  scaling's 0.33x, so their 5-shot hours here are about twice the measured ones.
 
 Not counted: data loading (the measurement fed fabricated batches), checkpoints, the all-foreground reference,
-and the second sliding window that PASCAL's landscape queries take in CLIP-DINOiser's evaluation. The hours are
-therefore a lower bound; with ``gpus_per_run`` G, a run's GPU-hours stay the same and its wall time is about 1/G.
+and the second sliding window that PASCAL's landscape queries take in CLIP-DINOiser's evaluation. The 1-shot hours
+are therefore a lower bound; with ``gpus_per_run`` G, a run's GPU-hours stay the same and its wall time is about 1/G.
 """
 from __future__ import annotations
 
@@ -52,6 +54,10 @@ RATES: dict[str, MeasuredRate] = {rate.method: rate for rate in (
     MeasuredRate("lfss", 400, 20.5, 90),
     MeasuredRate("qgnet", 473, 35.2, 207),
     MeasuredRate("clip-dinoiser-support", 448, 57.5, 218),  # measured with the trained adapter; training-free: the same
+    MeasuredRate("bam", 473, 37.34, 237.5),  # the third run (a random base learner), as the three below
+    MeasuredRate("hdmnet", 473, 13.34, 129),
+    MeasuredRate("piclip-bam", 473, 15.34, 61.5),
+    MeasuredRate("piclip-hdmnet", 473, 8.78, 61.7),
 )}
 
 

@@ -176,7 +176,8 @@ def test_the_paper_table_sets_each_fold_and_mean_beside_the_papers_with_the_seed
 
 README_ROWS = {  # fsslib.rates' method -> the label its row opens with in benchmarks/README.md's H200 table
     "prototype": "prototype baseline", "pfenet": "PFENet (deep-stem", "piclip": "PI-CLIP (PFENet", "lfss": "LFSS (",
-    "qgnet": "QGNet (", "clip-dinoiser-support": "CLIP-DINOiser with supports",
+    "qgnet": "QGNet (", "clip-dinoiser-support": "CLIP-DINOiser with supports", "bam": "BAM (", "hdmnet": "HDMNet (",
+    "piclip-bam": "PI-CLIP (BAM", "piclip-hdmnet": "PI-CLIP (HDMNet",
 }
 
 
