@@ -18,6 +18,7 @@ Steps alternate (official, fsslib, official, ...), each timed alone after a sync
 fsslib's time over the official one's, per pair, reported as median and interquartile range. Peak memory is
 measured apart (CUDA only). Both in fp32 (the official code trains without AMP) and, with ``--precisions
 fp32 bf16``, both under the same bf16 autocast. The trainable-parameter counts of both are printed.
+``official_hdmnet_speed.py`` compares HDMNet so, with this file's helpers (:func:`arguments`, :func:`compare`).
 """
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ from torch import nn
 from fsslib.config import make_config
 from fsslib.device import autocast
 from fsslib.methods import build_method
+from fsslib.models.backbones import IMAGENET_MEAN, IMAGENET_STD
 from fsslib.train import make_optimizer
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -72,8 +74,8 @@ def official_pfenet(checkout: Path, shots: int) -> nn.Module:
     return model
 
 
-def share_backbone(official: nn.Module, fsslib_backbone: nn.Module) -> None:
-    """Load fsslib's (calibrated) deep-stem backbone into the official ``layer0`` .. ``layer4``."""
+def official_backbone_state(fsslib_backbone: nn.Module) -> dict[str, torch.Tensor]:
+    """fsslib's deep-stem backbone in the official names: ``layer0`` (the stem's Sequential) .. ``layer4``."""
     state = {}
     for key, value in fsslib_backbone.state_dict().items():
         if key.startswith("stem."):
@@ -81,7 +83,12 @@ def share_backbone(official: nn.Module, fsslib_backbone: nn.Module) -> None:
             state[f"layer0.{STEM[module]}.{rest}"] = value
         else:
             state[key] = value
-    missing, unexpected = official.load_state_dict(state, strict=False)
+    return state
+
+
+def share_backbone(official: nn.Module, fsslib_backbone: nn.Module) -> None:
+    """Load fsslib's (calibrated) deep-stem backbone into the official ``layer0`` .. ``layer4``."""
+    missing, unexpected = official.load_state_dict(official_backbone_state(fsslib_backbone), strict=False)
     if unexpected or any(key.startswith(("layer0", "layer1", "layer2", "layer3", "layer4")) for key in missing):
         raise SystemExit(f"the backbones do not correspond: missing {missing[:4]}, unexpected {unexpected[:4]}")
 
@@ -122,13 +129,14 @@ def ratio_text(fsslib_times: list[float], official_times: list[float]) -> str:
     return f"{statistics.median(ratios):.2f}x (IQR {quartiles[0]:.2f}-{quartiles[2]:.2f}; range {ratios[0]:.2f}-{ratios[-1]:.2f})"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--official", type=Path, required=True, help="a local checkout of dvlab-research/PFENet")
+def arguments(description: str, official: str) -> argparse.Namespace:
+    """The options every comparison takes (``official``: what ``--official`` is a checkout of), checked."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--official", type=Path, required=True, help=f"a local checkout of {official}")
     parser.add_argument("--device", default="cuda", help="cuda (the measurement) or cpu")
-    parser.add_argument("--batch-size", type=int, default=4, help="episodes per step (PFENet's PASCAL recipe: 4)")
+    parser.add_argument("--batch-size", type=int, default=4, help="episodes per step (the PASCAL recipes': 4)")
     parser.add_argument("--shots", type=int, default=1)
-    parser.add_argument("--image-size", type=int, default=473, help="input size (PFENet's 473)")
+    parser.add_argument("--image-size", type=int, default=473, help="input size (the papers' 473)")
     parser.add_argument("--steps", type=int, default=30, help="timed steps of each model")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps of each model first")
     parser.add_argument("--precisions", nargs="+", default=["fp32"], choices=["fp32", "bf16"])
@@ -138,6 +146,78 @@ def main() -> None:
         raise SystemExit("no CUDA device here: pass --device cpu.")
     if args.threads:
         torch.set_num_threads(args.threads)
+    return args
+
+
+def official_normalise(images: torch.Tensor) -> torch.Tensor:
+    """(..., 3, H, W) images in [0, 1] normalised as the official data pipelines do (ImageNet mean and std)."""
+    mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=images.device).view(3, 1, 1)
+    return (images - mean) / std
+
+
+def setting(args: argparse.Namespace, device: torch.device) -> str:
+    """The run's setting, for the first line of the output."""
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    return (f"random weights, {args.shots}-shot, batch {args.batch_size}, {args.image_size} x {args.image_size}, "
+            f"{name}, torch {torch.__version__}; {args.steps} alternated steps of each after {args.warmup}")
+
+
+def compare(ours: nn.Module, official: nn.Module, optimizers: tuple[torch.optim.Optimizer, torch.optim.Optimizer],
+            losses: tuple[Callable[[], torch.Tensor], Callable[[], torch.Tensor]],
+            evaluations: tuple[Callable[[], object], Callable[[], object]], args: argparse.Namespace,
+            device: torch.device, fixed_batchnorm: bool = False) -> None:
+    """Print the trainable-parameter counts and the Markdown table of fsslib (first of each pair) against the
+    official model: training steps (``losses``: each model's training loss of the batch, then backward and its
+    optimiser's step) and evaluations (forward passes without gradients), in each of ``args.precisions``.
+    ``fixed_batchnorm``: the official model's BatchNorms stay in eval mode while training (a ``fix_bn``)."""
+    print(f"Trainable parameters: fsslib {trainable(ours):,}, official {trainable(official):,}\n")
+    print("| precision | what | fsslib / official time | fsslib ms | official ms | peak MB fsslib / official |")
+    print("|---|---|---|---|---|---|")
+    recorded = {"fsslib": [], "official": []}
+
+    def training_step(name: str, loss_of: Callable[[], torch.Tensor], optimizer: torch.optim.Optimizer,
+                      amp: bool) -> Callable[[], None]:
+        def step() -> None:
+            with autocast(device, amp):
+                loss = loss_of()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            recorded[name].append(loss.detach())
+        return step
+
+    def evaluation(forward: Callable[[], object], amp: bool) -> Callable[[], None]:
+        def step() -> None:
+            with torch.no_grad(), autocast(device, amp):
+                forward()
+        return step
+
+    def set_mode(mode: str) -> None:
+        getattr(ours, mode)(), getattr(official, mode)()
+        if mode == "train" and fixed_batchnorm:
+            official.apply(lambda module: module.eval() if isinstance(module, nn.modules.batchnorm._BatchNorm) else None)
+
+    for precision in args.precisions:
+        amp = precision == "bf16"
+        label = "bf16 autocast" if amp else "fp32"
+        rows = (("training step", "train", training_step("fsslib", losses[0], optimizers[0], amp),
+                 training_step("official", losses[1], optimizers[1], amp)),
+                ("evaluation", "eval", evaluation(evaluations[0], amp), evaluation(evaluations[1], amp)))
+        for what, mode, ours_step, official_step in rows:
+            set_mode(mode)
+            times = interleaved({"official": official_step, "fsslib": ours_step}, args.steps, args.warmup, device)
+            memory = f"{peak_mb(ours_step, device):.0f} / {peak_mb(official_step, device):.0f}"
+            print(f"| {label} | {what} | {ratio_text(times['fsslib'], times['official'])} | "
+                  f"{1e3 * statistics.median(times['fsslib']):.1f} | {1e3 * statistics.median(times['official']):.1f} | "
+                  f"{memory} |", flush=True)
+    diverged = [name for name, values in recorded.items() if not torch.isfinite(torch.stack(values)).all()]
+    if diverged:
+        raise SystemExit(f"training losses that are not finite in: {', '.join(diverged)}")
+
+
+def main() -> None:
+    args = arguments(__doc__, "dvlab-research/PFENet")
     device = torch.device(args.device)
     torch.manual_seed(0)
     cfg = make_config(method="pfenet", preset="paper", shots=args.shots, batch_size=args.batch_size,
@@ -150,58 +230,18 @@ def main() -> None:
     official_optimizer = torch.optim.SGD([{"params": getattr(official, name).parameters()} for name in HEAD_MODULES],
                                          lr=cfg.lr, momentum=0.9, weight_decay=1e-4)
     batch = fabricated_batch(args.batch_size, args.shots, args.image_size, device)
-    mean = torch.tensor([0.485, 0.456, 0.406], device=device).view(1, 3, 1, 1)  # the official ImageNet normalisation
-    std = torch.tensor([0.229, 0.224, 0.225], device=device).view(1, 3, 1, 1)
-    inputs = SimpleNamespace(x=(batch.query_images - mean) / std, s_x=(batch.support_images[:, 0] - mean) / std,
+    inputs = SimpleNamespace(x=official_normalise(batch.query_images),
+                             s_x=official_normalise(batch.support_images[:, 0]),
                              s_y=batch.support_masks[:, 0].float(), y=batch.query_masks)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"PFENet, fsslib (--preset paper) against dvlab-research/PFENet, random weights, {args.shots}-shot, batch "
-          f"{args.batch_size}, {args.image_size} x {args.image_size}, {name}, torch {torch.__version__}; "
-          f"{args.steps} alternated steps of each after {args.warmup}\n")
-    print(f"Trainable parameters: fsslib {trainable(ours):,}, official {trainable(official):,}\n")
-    print("| precision | what | fsslib / official time | fsslib ms | official ms | peak MB fsslib / official |")
-    print("|---|---|---|---|---|---|")
-    losses = {"fsslib": [], "official": []}
-    for precision in args.precisions:
-        amp = precision == "bf16"
 
-        def ours_train() -> None:
-            with autocast(device, amp):
-                loss = ours.loss(batch)
-            ours_optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            ours_optimizer.step()
-            losses["fsslib"].append(loss.detach())
+    def official_loss() -> torch.Tensor:
+        _, main_loss, aux_loss = official(x=inputs.x, s_x=inputs.s_x, s_y=inputs.s_y, y=inputs.y)
+        return main_loss + 1.0 * aux_loss
 
-        def official_train() -> None:
-            with autocast(device, amp):
-                _, main_loss, aux_loss = official(x=inputs.x, s_x=inputs.s_x, s_y=inputs.s_y, y=inputs.y)
-                loss = main_loss + 1.0 * aux_loss
-            official_optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            official_optimizer.step()
-            losses["official"].append(loss.detach())
-
-        def ours_eval() -> None:
-            with torch.no_grad(), autocast(device, amp):
-                ours(batch.inputs())
-
-        def official_eval() -> None:
-            with torch.no_grad(), autocast(device, amp):
-                official(x=inputs.x, s_x=inputs.s_x, s_y=inputs.s_y)
-
-        label = "bf16 autocast" if amp else "fp32"
-        for what, ours_step, official_step, mode in (("training step", ours_train, official_train, "train"),
-                                                     ("evaluation", ours_eval, official_eval, "eval")):
-            getattr(ours, mode)(), getattr(official, mode)()
-            times = interleaved({"official": official_step, "fsslib": ours_step}, args.steps, args.warmup, device)
-            memory = f"{peak_mb(ours_step, device):.0f} / {peak_mb(official_step, device):.0f}"
-            print(f"| {label} | {what} | {ratio_text(times['fsslib'], times['official'])} | "
-                  f"{1e3 * statistics.median(times['fsslib']):.1f} | {1e3 * statistics.median(times['official']):.1f} | "
-                  f"{memory} |", flush=True)
-    diverged = [name for name, values in losses.items() if not torch.isfinite(torch.stack(values)).all()]
-    if diverged:
-        raise SystemExit(f"training losses that are not finite in: {', '.join(diverged)}")
+    print(f"PFENet, fsslib (--preset paper) against dvlab-research/PFENet, {setting(args, device)}\n")
+    compare(ours, official, (ours_optimizer, official_optimizer), (lambda: ours.loss(batch), official_loss),
+            (lambda: ours(batch.inputs()), lambda: official(x=inputs.x, s_x=inputs.s_x, s_y=inputs.s_y)),
+            args, device)
 
 
 if __name__ == "__main__":
