@@ -69,6 +69,19 @@ def test_the_set_of_paper_grids_is_each_papers_main_table(monkeypatch):
     assert {p.trains for p in dinoiser} == {True, False}  # training-free, and the trained adapter
 
 
+def test_the_paper_tier_page_states_each_grids_runs_and_estimated_hours(monkeypatch):
+    """docs/paper_tier.md's table of grids holds each grid's number of runs and its plan's GPU-hours as the plan
+    computes them (one decimal under 10 hours, whole hours above)."""
+    monkeypatch.delenv("FSSLIB_SMOKE", raising=False)
+    page = (REPO / "docs" / "paper_tier.md").read_text()
+    for name in PAPER_GRIDS:
+        row = next(line for line in page.splitlines() if line.startswith(f"| `paper/{name}` |"))
+        runs_cell, hours_cell = [cell.strip() for cell in row.strip("|").split("|")][2:4]
+        plans = run_plans(runs.expand(tables.load_grid(GRIDS / name)))
+        total = sum(plan.hours.hours for plan in plans)
+        assert (runs_cell, hours_cell) == (str(len(plans)), f"{total:.1f}" if total < 10 else f"{total:.0f}"), name
+
+
 def test_the_plan_names_what_is_missing_with_its_fetch_command_and_the_gpu_hours(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("FSSLIB_SMOKE", raising=False)
     monkeypatch.setenv("FSSLIB_DATA", str(tmp_path / "data"))
@@ -179,6 +192,8 @@ README_ROWS = {  # fsslib.rates' method -> the label its row opens with in bench
     "qgnet": "QGNet (", "clip-dinoiser-support": "CLIP-DINOiser with supports", "bam": "BAM (", "hdmnet": "HDMNet (",
     "piclip-bam": "PI-CLIP (BAM", "piclip-hdmnet": "PI-CLIP (HDMNet",
 }
+FIVE_SHOT_ROWS = {"pfenet": "PFENet", "piclip": "PI-CLIP (PFENet)", "bam": "BAM", "hdmnet": "HDMNet",
+                  "piclip-bam": "PI-CLIP (BAM)", "piclip-hdmnet": "PI-CLIP (HDMNet)"}  # the 5-shot table's rows
 
 
 def test_the_measured_rates_are_the_benchmarks_readme():
@@ -191,3 +206,24 @@ def test_the_measured_rates_are_the_benchmarks_readme():
         row = next(line for line in readme.splitlines() if line.startswith(f"| {README_ROWS[method]}"))
         cells = [cell.strip() for cell in row.strip("|").split("|")]
         assert cells[1:4] == [str(rate.input_size), f"{rate.train_steps_per_s:g}", f"{rate.eval_episodes_per_s:g}"], row
+    five_shot = readme.split("At 5 shots, 1-way")[1]
+    for method, rate in RATES.items():
+        label = FIVE_SHOT_ROWS.get(method)
+        row = next((line for line in five_shot.splitlines() if label and line.startswith(f"| {label} |")), None)
+        if rate.five_shot is None:
+            assert row is None, method
+            continue
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        assert cells[1:3] == [f"{value:g}" for value in rate.five_shot], row
+
+
+def test_a_five_shot_run_reads_its_measured_rate_and_a_ten_shot_one_scales_it():
+    """A 5-shot training episode costs 1 / (4 x the 5-shot steps/s); 10 shots: (1 + 10) / (1 + 5) of that; a method
+    without a 5-shot measurement scales its 1-shot rate by the images, (1 + K) / 2."""
+    from fsslib.rates import RATES
+
+    hdmnet, lfss = RATES["hdmnet"], RATES["lfss"]
+    assert hdmnet.seconds_per_episode(1, 5, True) == pytest.approx(1 / (4 * 8.02))
+    assert hdmnet.seconds_per_episode(1, 10, True) == pytest.approx(11 / 6 / (4 * 8.02))
+    assert hdmnet.seconds_per_episode(2, 1, False) == pytest.approx(3 / 2 / 129)
+    assert lfss.seconds_per_episode(1, 5, True) == pytest.approx(6 / 2 / (4 * 20.5))
