@@ -268,9 +268,11 @@ def support_mode_matrix(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [matrix[method] for method in dict.fromkeys(row["method"] for row in rows) if method in matrix]
 
 
-MECHANISMS = (("piclip", "pfenet"), ("qgnet", "pfenet"), ("lfss", "pfenet"), ("clip-dinoiser-support", "clip-dinoiser"))
+MECHANISMS = (("piclip", "pfenet"), ("qgnet", "pfenet"), ("lfss", "pfenet"), ("clip-dinoiser-support", "clip-dinoiser"),
+              ("piclip-bam", "bam"), ("piclip-hdmnet", "hdmnet"))
 # (method, its baseline) whose per-stratum difference tests what docs/compare.md says each paper expects: PI-CLIP's
-# and QGNet's priors over PFENet's, LFSS's class names over PFENet's masks, support images over text prompts
+# and QGNet's priors over PFENet's (PI-CLIP's also over BAM's and HDMNet's), LFSS's class names over PFENet's masks,
+# support images over text prompts
 
 
 def _strata_inputs(runs: list[tuple[dict[str, Any], Path]], shots: int,
@@ -543,8 +545,9 @@ def write_comparison(name: str, runs: list[tuple[dict[str, Any], Path]], results
                   f"Table: `{name}_strata.csv`.", "",
                   *_markdown(*_strata_wide(strata)), "", f"![strata]({name}_strata.png)", ""]
     if differences:
-        compared = ("PI-CLIP's and QGNet's priors over PFENet's, LFSS's class names over PFENet's masks, CLIP-DINOiser's "
-                    "support images over its text prompts (`fsslib.compare.MECHANISMS`; what each paper leads us to "
+        compared = ("PI-CLIP's and QGNet's priors over PFENet's, PI-CLIP's over BAM's and HDMNet's, LFSS's class names "
+                    "over PFENet's masks, CLIP-DINOiser's support images over its text prompts "
+                    "(`fsslib.compare.MECHANISMS`; what each paper leads us to "
                     "expect: `docs/compare.md`)") if pairs == MECHANISMS else \
             "the pairs the grid names (`strata_pairs`): " + ", ".join(f"{a} over {b}" for a, b in pairs)
         lines += [("### Each paper's mechanism against its baseline, per stratum" if pairs == MECHANISMS
