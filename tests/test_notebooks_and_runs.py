@@ -94,7 +94,8 @@ def test_the_main_job_trains_one_model_live_and_sets_every_method_beside_it_on_t
     runs.check_parameters(grid, expanded)
     assert grid["compare"] and [r["method"] for r in expanded if trains_live(r)] == ["prototype"]
     assert {r["method"] for r in expanded} == {"all-foreground", "maskclip", "pfenet", "piclip", "lfss", "qgnet",
-                                             "clip-dinoiser", "clip-dinoiser-support", "prototype"}
+                                             "clip-dinoiser", "clip-dinoiser-support", "prototype", "bam", "piclip-bam",
+                                             "hdmnet", "piclip-hdmnet"}
     assert {(r["fold"], r.get("episodes", 1000), tuple(r["test_ways"]), tuple(r["test_shots"])) for r in expanded} == {(0, 1000, (1,), (1,))}
     assert (grid["jobs"], grid["threads"]) == (2, 1)
 
