@@ -443,15 +443,17 @@ def _entry(path: Path, name: str) -> list[str]:
 
 def write_results_page(folder: Path) -> Path:
     """``folder/RESULTS.md``, the index of the results, after completing each grid's page (:func:`finish_page`):
-    a table of contents; the comparisons (grids with ``compare: true``: question, answer, a link and the page's
-    first table); then per grid its question (:func:`grid_question`), its answer (:func:`grid_answer`) and a link
-    to its page, which holds its table, curves and notes. The notes stay on the pages."""
+    a table of contents; the comparisons (grids with ``compare: true`` and no ``strata_pairs`` of their own:
+    question, answer, a link and the page's first table); then per grid, controls included, its question
+    (:func:`grid_question`), its answer (:func:`grid_answer`) and a link to its page, which holds its table, curves
+    and notes. The notes stay on the pages."""
     results = folder / "results"
     grids = [(path, load_grid(path)) for path in grid_files(folder)]
     made = [(path, grid["name"]) for path, grid in grids if (results / f"{grid['name']}.md").is_file()]
     for path, _ in made:
         finish_page(path, results)
-    compared = [(path, name) for path, name in made if load_grid(path).get("compare")]
+    compared = [(path, name) for path, name in made  # a compare grid naming its own pairs is a control
+                if load_grid(path).get("compare") and not load_grid(path).get("strata_pairs")]
     others = [(path, name) for path, name in made if (path, name) not in compared]
     pending = [path for path, grid in grids if (path, grid["name"]) not in made]
     contents = ["- [The methods side by side](#the-methods-side-by-side): "

@@ -324,7 +324,8 @@ def test_a_variant_can_be_compared_per_stratum_when_a_grid_names_it(tmp_path):
 
 def test_the_committed_comparison_scores_every_row_on_the_same_episodes_and_means_the_unrounded_rows():
     """compare_toy's rows share one episode count and test seed, and each mean over the 4 folds that notebook 08
-    draws is the mean of the 4 rows' unrounded mIoUs (a fraction of a second: CSVs only)."""
+    draws is the mean of the 4 rows' unrounded mIoUs; a setting some fold lacks (5-shot models of fold 0 only) has
+    no mean (a fraction of a second: CSVs only)."""
     from fsslib.compare import SETTINGS
     from fsslib.tables import REPO
 
@@ -334,13 +335,15 @@ def test_the_committed_comparison_scores_every_row_on_the_same_episodes_and_mean
         for ways, shots in SETTINGS:
             mine = [row["miou"] for row in rows if row["method"] == entry["method"] and not row["variant"]
                     and (row["ways"], row["shots"]) == (ways, shots)]
-            assert len(mine) == 4 and entry[f"{ways}-way {shots}-shot mIoU"] == pytest.approx(sum(mine) / 4)
+            mean = entry[f"{ways}-way {shots}-shot mIoU"]
+            assert mean == pytest.approx(sum(mine) / 4) if len(mine) == 4 else mean is None, (entry["method"], ways, shots)
 
 
 def test_the_side_by_side_lesson_s_takeaways_hold_on_the_committed_comparison():
     """Notebook 08's takeaways, against the committed compare_toy (CSVs only): LFSS, reading class names only, leads
     every method that reads pixel masks at 1-way 1-shot by more than the resolved threshold for two means over the
-    4 folds; whole support images, as CLIP-DINOiser's prompts, score below its text prompts at 1 shot."""
+    4 folds; PI-CLIP lifts none of its three baselines beyond it; whole support images, as CLIP-DINOiser's prompts,
+    score below its text prompts at 1 shot."""
     from fsslib.compare import resolution_thresholds, seed_spread
     from fsslib.runs import seed_rows
     from fsslib.tables import REPO, load_grid
@@ -354,4 +357,7 @@ def test_the_side_by_side_lesson_s_takeaways_hold_on_the_committed_comparison():
     masks = [method for method, entry in table.items() if "pixel masks" in entry["support annotation"]]
     assert table["lfss"]["support annotation"] == "class names" and {"pfenet", "piclip", "qgnet"} <= set(masks)
     assert one_shot["lfss"] - max(one_shot[method] for method in masks) > threshold
+    for baseline in ("pfenet", "bam", "hdmnet"):
+        plugged = "piclip" if baseline == "pfenet" else f"piclip-{baseline}"
+        assert one_shot[plugged] - one_shot[baseline] < threshold, baseline
     assert one_shot["clip-dinoiser-support"] < one_shot["clip-dinoiser"]

@@ -397,12 +397,14 @@ def test_the_constraints_pin_every_dependency_and_the_tables_torch():
 
 ANSWERS = {  # the README's answer table: paper -> (its paper file, method, baseline, baseline's label in the row)
     "PI-CLIP": ("piclip_prior_information_with_clip.md", "piclip", "pfenet", "PFENet"),
+    "PI-CLIP on BAM": ("piclip_prior_information_with_clip.md", "piclip-bam", "bam", "BAM"),
+    "PI-CLIP on HDMNet": ("piclip_prior_information_with_clip.md", "piclip-hdmnet", "hdmnet", "HDMNet"),
     "LFSS": ("lfss_language_guided_fss.md", "lfss", "pfenet", "PFENet"),
     "CLIP-DINOiser with support images": ("clip_dinoiser_support_images.md", "clip-dinoiser-support", "maskclip",
                                           "text MaskCLIP"),
     "QGNet": ("qgnet_global_local_contrastive.md", "qgnet", "pfenet", "PFENet"),
 }
-SEED_GRIDS = ("zoo_seeds_toy", "qgnet_seeds_toy", "family_seeds_toy")  # compare_toy.yaml's seeds, a later grid's rows replacing an earlier's
+SEED_GRIDS = ("zoo_seeds_toy", "qgnet_seeds_toy", "family_seeds_toy", "piclip_baselines_seeds_toy")  # compare_toy.yaml's seeds, a later grid's rows replacing an earlier's
 PAPERS = REPO.parent / "shared" / "papers"  # the papers' texts, beside the repository (CI has them)
 
 
