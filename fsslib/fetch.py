@@ -289,6 +289,7 @@ def run_needs(cfg: Config) -> list[Need]:
     from fsslib.data.benchmarks import benchmark_of
     from fsslib.data.layout import MARKER
     from fsslib.methods import builds_backbone, method_options_type
+    from fsslib.methods.options import BaseLearnerOptions
 
     needs = []
     if cfg.benchmark in DATASETS:
@@ -308,7 +309,7 @@ def run_needs(cfg: Config) -> list[Need]:
             needs.append(Need(f"option {key}", (), False, PAPER_FILE_OPTIONS[(cfg.method, key)]))
         elif isinstance(value, str) and value != "random":  # HDMNet's heads option is a tuple of head counts
             needs.append(_file_need(f"option {key}", Path(value).expanduser(), usual))
-    if hasattr(options, "base_learner_files"):  # BAM, HDMNet and PI-CLIP on them read a frozen base learner
+    if isinstance(options, BaseLearnerOptions):  # BAM, HDMNet and PI-CLIP on them read a frozen base learner
         needs.extend(_base_learner_need(Path(path).expanduser(), cfg) for path in options.base_learner_files(cfg).values())
     return needs
 
@@ -318,8 +319,7 @@ def _base_learner_need(path: Path, cfg: Config) -> Need:
     stage 1; a GPU job at the paper tier, not counted in the plan's GPU-hours)."""
     from fsslib.pretrain.base_learner.files import base_learner_path, remake_command
 
-    tier = "toy" if cfg.benchmark == "toy" else "paper"
-    command = remake_command(cfg.fold, tier) + ("" if cfg.benchmark in ("toy", "pascal") else f" --benchmark {cfg.benchmark}")
+    command = remake_command(cfg.fold, "toy" if cfg.benchmark == "toy" else "paper", cfg.benchmark)
     if path != base_learner_path(cfg.benchmark, cfg.fold):
         command += f" --out {path}"
     return Need(f"base learner of fold {cfg.fold}", (str(path),), path.is_file(),

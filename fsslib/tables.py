@@ -452,8 +452,8 @@ def write_results_page(folder: Path) -> Path:
     made = [(path, grid["name"]) for path, grid in grids if (results / f"{grid['name']}.md").is_file()]
     for path, _ in made:
         finish_page(path, results)
-    compared = [(path, name) for path, name in made  # a compare grid naming its own pairs is a control
-                if load_grid(path).get("compare") and not load_grid(path).get("strata_pairs")]
+    compared = [(path, grid["name"]) for path, grid in grids  # a compare grid naming its own pairs is a control
+                if (path, grid["name"]) in made and grid.get("compare") and not grid.get("strata_pairs")]
     others = [(path, name) for path, name in made if (path, name) not in compared]
     pending = [path for path, grid in grids if (path, grid["name"]) not in made]
     contents = ["- [The methods side by side](#the-methods-side-by-side): "

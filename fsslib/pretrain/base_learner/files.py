@@ -32,9 +32,10 @@ def base_learner_path(benchmark: str, fold: int) -> Path:
     return weights_root() / f"base-learner-{benchmark}-fold{fold}.pt"
 
 
-def remake_command(fold: int, tier: str = "toy") -> str:
-    """The command that trains the base learner of ``fold`` at ``tier`` into its default place."""
-    return f"{CLI} --fold {fold} --tier {tier}"
+def remake_command(fold: int, tier: str = "toy", benchmark: str = "toy") -> str:
+    """The command that trains the base learner of ``benchmark``'s ``fold`` at ``tier`` into its default place (the
+    paper tier's default benchmark is PASCAL-5i; COCO-20i is named)."""
+    return f"{CLI} --fold {fold} --tier {tier}" + ("" if benchmark in ("toy", "pascal") else f" --benchmark {benchmark}")
 
 
 def save_base_learner(path: str | Path, learner: BaseLearner, backbone: str, benchmark: str, fold: int,
@@ -89,7 +90,7 @@ def frozen_base_learner(chosen: str | None, backbone: str, benchmark: str, fold:
     path = base_learner_file(chosen, benchmark, fold)
     if path is None:
         return random_base_learner(backbone, len(base_classes), RANDOM_HIDDEN)
-    default, remake = str(base_learner_path(benchmark, fold)), remake_command(fold, tier)
+    default, remake = str(base_learner_path(benchmark, fold)), remake_command(fold, tier, benchmark)
     fix = (f"train it with `{remake}` (BAM's stage 1; it writes {default}), or pass options={{'base_learner': PATH}}."
            if path == default else
            f"train the base learner of fold {fold} with `{remake} --out {path}`, or leave the option out to read {default}.")
