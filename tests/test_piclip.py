@@ -98,6 +98,18 @@ def test_vvp_masks_support_takes_max_and_min_max_scales():
     assert unmasked.flatten().tolist() == pytest.approx([0.0, 1.0], abs=1e-5)
     with pytest.raises(PriorInputError):
         visual_visual_prior(query, support[:, :, :1], only_first)
+    raw = visual_visual_prior(query, support, only_first, min_max=False)  # the official code skips Eq. 8
+    assert raw.flatten().tolist() == pytest.approx([0.8944, 0.4472], abs=1e-4)
+
+
+def test_raw_vvp_option_reaches_the_priors_and_leaves_the_vtp():
+    episodes = fabricated_batch().one_way()
+    scaled, raw = piclip().prior.clip_priors(episodes), piclip(vvp_min_max=False).prior.clip_priors(episodes)
+    assert torch.equal(scaled["vtp"], raw["vtp"]) and raw["vvp"].max() <= 1 + 1e-6
+    assert not torch.allclose(raw["vvp"], scaled["vvp"])
+    low = raw["vvp"].amin((-2, -1), keepdim=True)
+    assert torch.allclose(scaled["vvp"], (raw["vvp"] - low) / (raw["vvp"].amax((-2, -1), keepdim=True) - low + COSINE_EPS),
+                          atol=1e-5)
 
 
 def test_vvp_keeps_one_map_per_shot():

@@ -44,6 +44,8 @@ class ClipPriorOptions(ClipOptions):
                                at_least=1)
     prior_scale: float = option(10.0, "factor on the priors entering the decoder (the official code's 10; 1: unscaled)",
                                 above=0)
+    vvp_min_max: bool = option(True, "True: Eq. 8 min-max scales each VVP map (the paper); False: the raw cosine, as "
+                               "the official code feeds it")
     vtp_prompts: str = option("episode", "episode: the paper's prompts of the episode class; present_classes: the "
                               "official code's prompts of every class in the query's label (reads the query's ground "
                               "truth: for comparison only)", VTP_PROMPT_SETS)
@@ -58,7 +60,8 @@ class ClipPriorOptions(ClipOptions):
             pir_blocks=self.pir_blocks, vtp_temperature=self.vtp_temperature, vtp_activation=self.vtp_activation,
             box_threshold=self.box_threshold, pir_squarings=self.pir_squarings, clip_image_size=self.clip_image_size,
             vvp_mask_support_image=self.vvp_mask_support_image, vtp_prompts=self.vtp_prompts,
-            vtp_channels=self.vtp_channels, prior_scale=self.prior_scale if prior_scale is None else prior_scale)
+            vtp_channels=self.vtp_channels, prior_scale=self.prior_scale if prior_scale is None else prior_scale,
+            vvp_min_max=self.vvp_min_max)
 
 
 @dataclass(frozen=True)

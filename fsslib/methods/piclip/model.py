@@ -84,6 +84,7 @@ class ClipPriors(PriorSource):
         vtp_prompts: str = "episode",
         vtp_channels: int = 2,
         prior_scale: float = 10.0,
+        vvp_min_max: bool = True,
     ) -> None:
         for name, values in (("prior", priors), ("refined prior", refine)):
             for value in values:
@@ -115,6 +116,7 @@ class ClipPriors(PriorSource):
         self.clip_image_size = clip_image_size
         self.vvp_mask_support_image = vvp_mask_support_image
         self.vtp_prompts = vtp_prompts
+        self.vvp_min_max = vvp_min_max
 
     def encode_class_prompts(self, rows: Sequence[int]) -> None:
         """Fill the VTP text tables for class ``rows`` not encoded yet ("a photo of / without {c}.")."""
@@ -138,7 +140,8 @@ class ClipPriors(PriorSource):
 
     def clip_priors(self, batch: OneWayInputs, present_indices: Sequence[Sequence[int]] | None = None
                     ) -> dict[str, torch.Tensor]:
-        """Every CLIP prior of the batch at the CLIP token grid (h, w), all in [0, 1]:
+        """Every CLIP prior of the batch at the CLIP token grid (h, w), all in [0, 1] (the raw VVP, without
+        ``vvp_min_max``, is a cosine: at most 1):
 
         ``vvp`` (B, n_blocks, K, h, w), ``vtp`` (B, h, w), ``vtp_refined`` (B, h, w),
         ``vvp_refined`` (B, n_blocks, K, h, w) (only when refining the VVP), ``box`` (B, h, w).
@@ -157,7 +160,7 @@ class ClipPriors(PriorSource):
             vvp = torch.stack([
                 visual_visual_prior(query_taps.token_map(block),
                                     support_taps.token_map(block).unflatten(0, (batch_size, shots)),
-                                    batch.support_masks)
+                                    batch.support_masks, self.vvp_min_max)
                 for block in self.vvp_blocks], dim=1)  # (B, n_blocks, K, h, w)
         class_rows = batch.class_ids.to(self.target_text.device) - 1  # (B,)
         self.encode_class_prompts(class_rows.tolist() + [r for rows in present_indices or [] for r in rows])

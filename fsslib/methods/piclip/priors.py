@@ -113,14 +113,16 @@ def support_token_weights(support_masks: torch.Tensor, grid: Sequence[int]) -> t
     return foreground_weights(support_masks, grid, mode="area")
 
 
-def visual_visual_prior(query_tokens: torch.Tensor, support_tokens: torch.Tensor, support_masks: torch.Tensor) -> torch.Tensor:
+def visual_visual_prior(query_tokens: torch.Tensor, support_tokens: torch.Tensor, support_masks: torch.Tensor,
+                        min_max: bool = True) -> torch.Tensor:
     """VVP P_vv (B, K, h, w): one prior per shot (concatenate them for K shots, as the paper).
 
     query_tokens: (B, C, h, w) CLIP patch tokens of one block (CLS dropped, before ln_post and
     the projection: official code, blocks 11 and 12 of ViT-B/16); support_tokens: (B, K, C, h, w)
     of the same block; support_masks: (B, K, H, W). Eq. 5 masks the support tokens, Eqs. 6-7 take
     the max cosine over support positions for every query position, Eq. 8 min-max normalises
-    with eps 1e-7. (The official code skips Eq. 8; we follow the paper.)
+    with eps 1e-7. ``min_max=False`` skips Eq. 8, as the official code does: the raw cosine (at most 1) keeps how
+    similar the query is at all, which min-max scaling removes (each image's most similar region becomes 1).
     """
     batch, shots = support_tokens.shape[:2]
     if query_tokens.shape[0] != batch or query_tokens.shape[1:] != support_tokens.shape[2:]:
@@ -132,7 +134,9 @@ def visual_visual_prior(query_tokens: torch.Tensor, support_tokens: torch.Tensor
     masked_support = support_tokens.flatten(0, 1) * weights  # (B*K, C, h, w), Eq. 5
     query_repeated = query_tokens.repeat_interleave(shots, dim=0)  # (B*K, C, h, w)
     similarity = max_cosine_similarity(query_repeated, masked_support, COSINE_EPS)  # (B*K, h, w), Eqs. 6-7
-    return min_max_normalise(similarity).view(batch, shots, *similarity.shape[-2:])  # Eq. 8
+    if min_max:
+        similarity = min_max_normalise(similarity)  # Eq. 8
+    return similarity.view(batch, shots, *similarity.shape[-2:])
 
 
 # --------------------------------------------------------------------------- PIR (Eqs. 9-11)
