@@ -35,6 +35,7 @@ import argparse
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from fsslib.config import make_config
@@ -132,7 +133,7 @@ def measure(method: str, variant: str, options: dict, grid: str | None, episodes
                 if captured:
                     priors = captured[0].unflatten(0, (len(batch), WAYS))[:, way]  # (B, P, h, w)
                     region = torch.where(absent[:, None, None], others, own).float()  # the object the run is judged on
-                    region = torch.nn.functional.interpolate(region[:, None], size=priors.shape[-2:], mode="area")
+                    region = F.interpolate(region[:, None], size=priors.shape[-2:], mode="area")
                     weight = region / region.sum((-2, -1), keepdim=True).clamp_min(1e-9)  # (B, 1, h, w)
                     means = (priors * weight).sum((-2, -1))  # (B, P)
                     has_object = region.flatten(1).sum(1) > 0
@@ -141,7 +142,8 @@ def measure(method: str, variant: str, options: dict, grid: str | None, episodes
                         object_means[present].append(means[keep])
     if hook is not None:
         hook.remove()
-    result = {"miou": meter.summary()["miou"], "found": 100 * counts["found"] / counts["present"], "taken": 100 * counts["taken"] / counts["present"],
+    result = {"miou": meter.summary()["miou"], "found": 100 * counts["found"] / counts["present"],
+              "taken": 100 * counts["taken"] / counts["present"],
               "absent_fires": 100 * counts["absent_fires"] / max(1, counts["absent_object"])}
     if object_means[True]:
         present, absent = torch.cat(object_means[True]), torch.cat(object_means[False])  # (runs, P)
