@@ -121,9 +121,9 @@ def test_each_shipped_zoo_model_repeats_its_recorded_check_and_row(name, tmp_pat
 
 
 def test_the_shipped_zoo_stays_small():
-    """The zoo stores the trained weights only, in float16: under 52 MB in all (48 models: 46 MB; HDMNet's are the
+    """The zoo stores the trained weights only, in float16: under 64 MiB in all (60 models: 59.5 MiB; HDMNet's are the
     largest, 1.8 MB each; the base learners beside them are budgeted in tests/test_base_learner.py)."""
-    assert sum((zoo.SHIPPED_ZOO / f"{name}.pt").stat().st_size for name in zoo.zoo_entries(zoo.SHIPPED_ZOO)) < 52 * 2**20
+    assert sum((zoo.SHIPPED_ZOO / f"{name}.pt").stat().st_size for name in zoo.zoo_entries(zoo.SHIPPED_ZOO)) < 64 * 2**20
 
 
 def test_a_zoo_grid_names_which_runs_go_into_the_zoo():
