@@ -324,7 +324,7 @@ def test_a_variant_can_be_compared_per_stratum_when_a_grid_names_it(tmp_path):
 
 def test_the_committed_comparison_scores_every_row_on_the_same_episodes_and_means_the_unrounded_rows():
     """compare_toy's rows share one episode count and test seed, and each mean over the 4 folds that notebook 08
-    draws is the mean of the 4 rows' unrounded mIoUs; a setting some fold lacks (5-shot models of fold 0 only) has
+    draws is the mean of the 4 rows' unrounded mIoUs; a setting some fold lacks (a model not yet trained on every fold) has
     no mean (a fraction of a second: CSVs only)."""
     from fsslib.compare import SETTINGS
     from fsslib.tables import REPO
