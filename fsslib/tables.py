@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from fsslib.errors import DatasetNotFoundError, FsslibError
+from fsslib.papers import PAPER_FILES
 from fsslib.metrics import NOISE_MULTIPLE, PLATEAU_GAIN, plateau_verdicts
 
 REPO = Path(__file__).resolve().parent.parent
@@ -61,6 +62,10 @@ def load_grid(path: str | Path) -> dict[str, Any]:
             raise FsslibError(f"Grid file {path} has no {key!r} entry.",
                               "see papermill_runs/prototype_toy.yaml (notebook runs), compare_toy.yaml (a comparison) "
                               "or paper/piclip.yaml (runner: python).")
+    if "paper" in grid and grid["paper"] not in PAPER_FILES:
+        raise FsslibError(f"Grid file {path} names paper {grid['paper']!r}, which fsslib.papers does not know: its "
+                          "table could not be set beside the paper's numbers.",
+                          f"set paper to one of {', '.join(PAPER_FILES)} (a paper-tier grid), or leave it out.")
     return grid
 
 
@@ -226,8 +231,6 @@ def _signed(value: float) -> str:
 
 def _paper_lines(rows: list[dict[str, Any]], paper: str) -> list[str]:
     """The Markdown section of :func:`paper_comparison`: its heading line and its table."""
-    from fsslib.papers import PAPER_FILES
-
     columns = ("setting", "row", *(f"fold {f}" for f in FOLDS), "mean")
     return [f"{PAPER_HEADING} (mIoU; the paper's numbers from fsslib.papers, as printed in "
             f"`shared/papers/{PAPER_FILES[paper]}`; fsslib's per fold the mean over its training seeds, its mean over "

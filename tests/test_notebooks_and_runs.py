@@ -76,6 +76,22 @@ def test_jobs_must_be_positive(tmp_path):
         runs.execute(REPO / "papermill_runs" / "quickstart.yaml", smoke=True, outputs=tmp_path, jobs=0)
 
 
+@pytest.mark.budget(30)
+def test_every_grid_file_plans_and_an_unknown_paper_is_named(tmp_path, capsys):
+    """``--plan`` runs nothing and reads every committed grid file as a run would; a ``paper`` entry that
+    fsslib.papers does not know is refused before anything runs, naming the papers it knows."""
+    grids = sorted((REPO / "papermill_runs").glob("*.yaml")) + sorted((REPO / "papermill_runs" / "paper").glob("*.yaml"))
+    for grid in grids:
+        runs.main([str(grid), "--plan"])
+        assert capsys.readouterr().out.startswith("Grid "), grid.name
+    wrong = tmp_path / "wrong.yaml"
+    wrong.write_text((REPO / "papermill_runs" / "prototype_toy.yaml").read_text() + "paper: PI-CLIP\n")
+    with pytest.raises(SystemExit):
+        runs.main([str(wrong), "--plan"])
+    said = capsys.readouterr().err
+    assert "names paper 'PI-CLIP'" in said and "one of piclip, lfss" in said and "Traceback" not in said
+
+
 def test_grid_expansion():
     grid = tables.load_grid(REPO / "papermill_runs" / "prototype_toy.yaml")
     expanded = runs.expand(grid)
