@@ -280,11 +280,12 @@ PAPER_FILE_OPTIONS = {  # at the paper preset these options must name a file: th
 BACKBONE_WEIGHTS = {"resnet50": "resnet50", "resnet50-deepstem": "resnet50-deepstem"}  # Config.backbone -> WEIGHTS
 
 
-def run_needs(cfg: Config) -> list[Need]:
+def run_needs(cfg: Config, workdir: Path | None = None) -> list[Need]:
     """What a run of ``cfg`` (a :class:`fsslib.config.Config`) reads from disk at the paper tier, in the places its
     loaders look: the prepared benchmark (``$FSSLIB_DATA`` or ``data_root``), the backbone's weights (unless
     ``backbone_weights="random"``), open_clip's weights (unless ``clip_pretrained`` is None), and the files its
-    options name. Each :class:`Need` says whether it is there and the ``python -m fsslib.fetch`` command (or manual
+    options name (a relative path read from ``workdir``, the folder the run executes in; the working directory if
+    None). Each :class:`Need` says whether it is there and the ``python -m fsslib.fetch`` command (or manual
     step) that gets it. Nothing is downloaded or loaded."""
     from fsslib.data.benchmarks import benchmark_of
     from fsslib.data.layout import MARKER
@@ -308,10 +309,16 @@ def run_needs(cfg: Config) -> list[Need]:
         if value is None and (cfg.method, key) in PAPER_FILE_OPTIONS and cfg.preset == "paper":
             needs.append(Need(f"option {key}", (), False, PAPER_FILE_OPTIONS[(cfg.method, key)]))
         elif isinstance(value, str) and value != "random":  # HDMNet's heads option is a tuple of head counts
-            needs.append(_file_need(f"option {key}", Path(value).expanduser(), usual))
+            path = Path(value).expanduser()
+            needs.append(_file_need(f"option {key}", path if path.is_absolute() else _from(workdir, path), usual))
     if isinstance(options, BaseLearnerOptions):  # BAM, HDMNet and PI-CLIP on them read a frozen base learner
         needs.extend(_base_learner_need(Path(path).expanduser(), cfg) for path in options.base_learner_files(cfg).values())
     return needs
+
+
+def _from(workdir: Path | None, path: Path) -> Path:
+    """The relative ``path`` as a run executing in ``workdir`` reads it, without its ``..`` steps."""
+    return Path(os.path.normpath((workdir or Path.cwd()) / path))
 
 
 def _base_learner_need(path: Path, cfg: Config) -> Need:

@@ -25,10 +25,12 @@ class RunPlan:
     evaluations: list[tuple[int, int]]
     trains: bool
     hours: Any  # fsslib.rates.Estimate, or None without a measured rate
+    workdir: Path  # the folder the run executes in: a relative file path in its options is read from there
 
 
-def run_plans(runs: list[dict[str, Any]], smoke: bool = False) -> list[RunPlan]:
-    """Each run's config and estimate (paper-tier runs only get an estimate: the rates are GPU rates)."""
+def run_plans(runs: list[dict[str, Any]], smoke: bool = False, workdir: Path | None = None) -> list[RunPlan]:
+    """Each run's config and estimate (paper-tier runs only get an estimate: the rates are GPU rates); ``workdir``
+    is the folder the runs execute in (the notebook's folder for notebook runs), the working directory if None."""
     from fsslib.rates import estimate
 
     plans = []
@@ -36,7 +38,7 @@ def run_plans(runs: list[dict[str, Any]], smoke: bool = False) -> list[RunPlan]:
         cfg, evaluations, _ = run_config(params, smoke=smoke)
         trained = trains(cfg)
         hours = estimate(cfg, evaluations, trained) if cfg.preset == "paper" else None
-        plans.append(RunPlan(run_name(params), cfg, evaluations, trained, hours))
+        plans.append(RunPlan(run_name(params), cfg, evaluations, trained, hours, workdir or Path.cwd()))
     return plans
 
 
@@ -44,7 +46,7 @@ def grid_needs(plans: list[RunPlan]) -> list[tuple[Need, list[str]]]:
     """Every file or prepared benchmark the runs read, once, with the names of the runs that read it."""
     needs: dict[tuple[str, tuple[str, ...]], tuple[Need, list[str]]] = {}
     for plan in plans:
-        for need in run_needs(plan.cfg):
+        for need in run_needs(plan.cfg, plan.workdir):
             needs.setdefault((need.name, need.looked_at), (need, []))[1].append(plan.name)
     return list(needs.values())
 

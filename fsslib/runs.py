@@ -106,6 +106,12 @@ def runner_of(grid: dict[str, Any]) -> str:
     return runner
 
 
+def run_folder(grid: dict[str, Any]) -> Path:
+    """The folder a grid's runs execute in, from which a relative file path in their options is read: the
+    notebook's folder for notebook runs, the working directory for ``runner: python`` and a comparison without one."""
+    return (REPO / grid["notebook"]).parent if "notebook" in grid and runner_of(grid) == "notebook" else Path.cwd()
+
+
 LIST_VALUED = ("test_shots", "test_ways", "novel_classes", "extra_classes")  # settings whose value is a list
 
 
@@ -314,7 +320,7 @@ def execute(grid_path: str | Path, smoke: bool = False, outputs: str | Path | No
             write_results_page(REPO / "papermill_runs")
         return rows
     runner = runner_of(grid)
-    plans = run_plans(runs, smoke)
+    plans = run_plans(runs, smoke, run_folder(grid))
     if any(plan.cfg.preset == "paper" for plan in plans):
         require_ready(plans, grid_path)
     kept = {}  # runs a resumed grid has already finished
@@ -389,7 +395,7 @@ def plan(grid_path: str | Path, smoke: bool = False, jobs: int | None = None, se
         grid = with_settings(grid, settings)
     runs = expand(grid)
     check_parameters(grid, runs)
-    return plan_text(grid, grid_path, run_plans(runs, smoke), grid.get("jobs", 1) if jobs is None else jobs,
+    return plan_text(grid, grid_path, run_plans(runs, smoke, run_folder(grid)), grid.get("jobs", 1) if jobs is None else jobs,
                      grid.get("gpus_per_run", 1) if gpus_per_run is None else gpus_per_run, executor)
 
 
