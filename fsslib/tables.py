@@ -411,10 +411,12 @@ def finish_page(path: Path, results: Path) -> Path:
     older = older_verdict("\n".join(body))
     if older:
         flat, runs = older
-        tail += ["", f"Today's verdict ([the plateau rule](../../docs/protocol.md#the-plateau-rule)), as far as the older "
-                 f"sentence above allows: {flat} of {runs} runs flat (a gain under 1 point is flat under both rules); "
-                 f"the other {runs - flat} are within noise or rising. Telling those apart needs each curve's standard "
-                 "error, and these runs' curves were not kept: the grid must run again."]
+        verdict = f"Today's verdict ([the plateau rule](../../docs/protocol.md#the-plateau-rule)) from the older sentence above: "
+        tail += ["", verdict + (f"{older_verdict_words(flat, runs)} (a gain under 1 point is flat under both rules), so "
+                                "this grid's budget is its plateau." if flat == runs else
+                                f"{flat} of {runs} runs flat (a gain under 1 point is flat under both rules); the other "
+                                f"{runs - flat} are within noise or rising. Telling those apart needs each curve's "
+                                "standard error, and these runs' curves were not kept: the grid must run again.")]
     notes = path.parent / f"{name}.notes.md"
     if notes.is_file():
         tail += ["", "## Notes", "", _demoted(_rebased(notes.read_text().strip()))]
@@ -429,6 +431,13 @@ def older_verdict(text: str) -> tuple[int, int] | None:
     return (int(found.group(1)), int(found.group(2))) if found else None
 
 
+def older_verdict_words(flat: int, runs: int) -> str:
+    """Today's verdict as far as an older sentence of ``flat`` runs under 1 point out of ``runs`` tells it."""
+    if flat == runs:
+        return f"all {runs} runs flat" if runs > 1 else "its one run flat"
+    return f"{flat} of {runs} runs flat, the others not settled"
+
+
 def _headline(page: Path) -> list[str]:
     """A comparison page's first table (the methods side by side), as its page shows it."""
     body = _page_parts(page.read_text())[1]
@@ -439,7 +448,7 @@ def _headline(page: Path) -> list[str]:
 def _entry(path: Path, name: str) -> list[str]:
     """A grid's entry in RESULTS.md: its heading, question and answer, and a link to its page."""
     older = older_verdict((path.parent / "results" / f"{name}.md").read_text())
-    verdict = f" (plateau: {older[0]} of {older[1]} runs flat, the others not settled)." if older else "."
+    verdict = "." if not older else f" (plateau: {older_verdict_words(*older)})."
     return [f"### {name}", "", f"**Question.** {grid_question(path)} **Answer.** {grid_answer(path.parent, name)} "
             f"[Full page](results/{name}.md)" + verdict, ""]
 

@@ -196,7 +196,7 @@ def test_results_page_is_an_index_and_each_grid_s_page_holds_its_answer_curves_a
            "train_shots": 1, "seed": 0, "episodes": 1000, "miou": 61.0, "fbiou": 70.0, "reference_miou": 9.0}
     tables.write_table([row], tmp_path / "results" / "a")
     with (tmp_path / "results" / "a.md").open("a") as page:
-        page.write("\nLearning curves: 1 of 1 runs under 1 point (plateau); largest 0.2.\n")  # the older form
+        page.write("\nLearning curves: 1 of 2 runs under 1 point (plateau); largest 1.2.\n")  # the older form
     (tmp_path / "results" / "a_curves.png").write_bytes(b"")
     (tmp_path / "a.answer.md").write_text("Yes, by 2 points.\n")
     (tmp_path / "a.summary.md").write_text("Against the paper's claim.\n")
@@ -206,15 +206,16 @@ def test_results_page_is_an_index_and_each_grid_s_page_holds_its_answer_curves_a
     assert "No comparison made yet." in page and "`python -m fsslib.runs papermill_runs/c.yaml`" in page
     assert "`python -m fsslib.runs papermill_runs/b.yaml`" in page and "[Every grid](#every-grid): [a](#a)" in page
     assert ("### a\n\n**Question.** Does x win? **Answer.** Yes, by 2 points. [Full page](results/a.md) (plateau: "
-            "1 of 1 runs flat, the others not settled).") in page
+            "1 of 2 runs flat, the others not settled).") in page
     assert "Why x wins" not in page and "| pfenet |" not in page  # the notes and the table stay on the page
     full = (tmp_path / "results" / "a.md").read_text()
     assert full.startswith("# a\n") and ("Does x win? Grid a trains it (Sec. 4.1).\n\n**Answer.** Yes, by 2 points.\n\n"
                                           "**Summary.** Against the paper's claim.") in full
     assert full.index("**Answer.**") < full.index("| pfenet |") < full.index("![validation learning curves of a](a_curves.png)")
-    assert "as far as the older sentence above allows: 1 of 1 runs flat" in full
+    assert "from the older sentence above: 1 of 2 runs flat" in full
     assert tables.older_verdict("Learning curves: 4 of 11 runs under 1 point (plateau); largest 2.0.") == (4, 11)
     assert tables.older_verdict("8 of 24 runs flat (under 1 point), 2 within noise") is None
+    assert [tables.older_verdict_words(*counts) for counts in ((3, 3), (1, 1))] == ["all 3 runs flat", "its one run flat"]
     assert "the grid must run again" in full and full.rstrip().endswith("### Why\n\nWhy x wins.")
     assert tables.write_results_page(tmp_path).read_text() == page and (tmp_path / "results" / "a.md").read_text() == full
     tables.refresh_from_csv(tmp_path / "a.yaml", results=tmp_path / "results")  # a finished page refreshes as before
