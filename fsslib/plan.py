@@ -60,7 +60,7 @@ def fetch_all_commands(plans: list[RunPlan]) -> list[str]:
 
 def _need_lines(need: Need, runs: list[str], total: int) -> list[str]:
     where = ", ".join(need.looked_at) or "not set"
-    read_by = "every run" if len(runs) == total else f"{len(runs)} runs, e.g. {runs[0]}"
+    read_by = "every run" if len(runs) == total else f"{len(runs)} run{'s' if len(runs) > 1 else ''}, e.g. {runs[0]}"
     return [f"  {'present' if need.present else 'MISSING'}  {need.name} ({read_by}): {where}",
             *([] if need.present else [f"           -> {need.command}"])]
 
