@@ -411,7 +411,7 @@ def finish_page(path: Path, results: Path) -> Path:
     older = older_verdict("\n".join(body))
     if older:
         flat, runs = older
-        verdict = f"Today's verdict ([the plateau rule](../../docs/protocol.md#the-plateau-rule)) from the older sentence above: "
+        verdict = "Today's verdict ([the plateau rule](../../docs/protocol.md#the-plateau-rule)) from the older sentence above: "
         tail += ["", verdict + (f"{older_verdict_words(flat, runs)} (a gain under 1 point is flat under both rules), so "
                                 "this grid's budget is its plateau." if flat == runs else
                                 f"{flat} of {runs} runs flat (a gain under 1 point is flat under both rules); the other "
