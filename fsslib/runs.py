@@ -553,7 +553,7 @@ def main(argv: list[str] | None = None) -> None:
               + ("" if args.smoke else "; every grid: papermill_runs/RESULTS.md"))
         return
     written = f"{name}.md (its means and comparison)" if args.from_csv else f"{name}.csv and .md"
-    print(f"{len(rows)} runs -> {args.results or 'papermill_runs/results'}/{written}")
+    print(f"{len(rows)} rows -> {args.results or 'papermill_runs/results'}/{written}")
 
 
 if __name__ == "__main__":
