@@ -411,12 +411,11 @@ def finish_page(path: Path, results: Path) -> Path:
     older = older_verdict("\n".join(body))
     if older:
         flat, runs = older
-        verdict = "Today's verdict ([the plateau rule](../../docs/protocol.md#the-plateau-rule)) from the older sentence above: "
-        tail += ["", verdict + (f"{older_verdict_words(flat, runs)} (a gain under 1 point is flat under both rules), so "
-                                "this grid's budget is its plateau." if flat == runs else
-                                f"{flat} of {runs} runs flat (a gain under 1 point is flat under both rules); the other "
-                                f"{runs - flat} are within noise or rising. Telling those apart needs each curve's "
-                                "standard error, and these runs' curves were not kept: the grid must run again.")]
+        rest = (", so this grid's budget is its plateau." if flat == runs else
+                f"; the other {runs - flat} are within noise or rising. Telling those apart needs each curve's standard "
+                "error, and these runs' curves were not kept: the grid must run again.")
+        tail += ["", "Today's verdict ([the plateau rule](../../docs/protocol.md#the-plateau-rule)) from the older sentence "
+                 f"above: {_flat_runs(flat, runs)} (a gain under 1 point is flat under both rules){rest}"]
     notes = path.parent / f"{name}.notes.md"
     if notes.is_file():
         tail += ["", "## Notes", "", _demoted(_rebased(notes.read_text().strip()))]
@@ -431,11 +430,16 @@ def older_verdict(text: str) -> tuple[int, int] | None:
     return (int(found.group(1)), int(found.group(2))) if found else None
 
 
-def older_verdict_words(flat: int, runs: int) -> str:
-    """Today's verdict as far as an older sentence of ``flat`` runs under 1 point out of ``runs`` tells it."""
+def _flat_runs(flat: int, runs: int) -> str:
+    """How many of ``runs`` runs are flat: "all 3 runs flat", "its one run flat", "1 of 3 runs flat"."""
     if flat == runs:
         return f"all {runs} runs flat" if runs > 1 else "its one run flat"
-    return f"{flat} of {runs} runs flat, the others not settled"
+    return f"{flat} of {runs} runs flat"
+
+
+def older_verdict_words(flat: int, runs: int) -> str:
+    """Today's verdict as far as an older sentence of ``flat`` runs under 1 point out of ``runs`` tells it."""
+    return _flat_runs(flat, runs) + ("" if flat == runs else ", the others not settled")
 
 
 def _headline(page: Path) -> list[str]:
