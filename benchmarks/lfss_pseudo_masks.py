@@ -1,7 +1,7 @@
 """LFSS Table 3 on the toy tier: pseudo-mask mIoU against the ground truth, initial vs refined, per fold.
 
     python benchmarks/lfss_pseudo_masks.py              # -> benchmarks/results/lfss_pseudo_masks_toy.md
-    python benchmarks/lfss_pseudo_masks.py --trained    # the lfss_toy grid's models -> lfss_circle_masks_toy.md
+    python benchmarks/lfss_pseudo_masks.py --trained    # the LFSS grids' models -> lfss_circle_masks_toy.md
     python benchmarks/lfss_pseudo_masks.py --diagnose   # what the refiner does, fold 0 -> lfss_refiner_diagnosis_toy.md
 
 For each mask generator (the toy CLIP ResNet, LFSS's choice, and the toy ViT), each way of
@@ -11,7 +11,8 @@ pseudo masks are scored on the fold's 1-shot test episodes (the ones every toy t
 with :func:`fsslib.methods.lfss.pseudo_mask_quality` (query against its label, support against its mask). Nothing is trained: VLMD has no learned
 weights, so these are the masks every LFSS model of the preset sees.
 
-``--trained`` scores what the trained models of the ``lfss_toy`` grid (run it first) add: the
+``--trained`` scores what the trained models of the grids ``lfss_data_rule`` and ``lfss_data_rule_variants``
+(run them first, or name their run folders with ``--outputs``) add: the
 support masks predicted by the first circle pass, which support the query at test time, beside
 the refined pseudo masks they replace (1-shot, each model on its own fold's test episodes).
 ``--diagnose`` measures on the feature grid what the refiner does to the query masks of fold 0:
@@ -36,7 +37,8 @@ from fsslib.methods.lfss.vlmd import background_attention
 from fsslib.provenance import run_provenance
 
 RESULTS = Path(__file__).resolve().parent / "results"
-GRID_OUTPUTS = Path(__file__).resolve().parent.parent / "papermill_runs" / "outputs" / "lfss_toy"
+GRID_OUTPUTS = [Path(__file__).resolve().parent.parent / "papermill_runs" / "outputs" / grid
+                for grid in ("lfss_data_rule", "lfss_data_rule_variants")]
 SETTINGS = (("toy-rn", "vocabulary"), ("toy-rn", "softmax"), ("toy-rn", "threshold"),  # (mask generator, pseudo_mask)
             ("toy-vit", "vocabulary"))
 REFINERS = {  # label -> options of the refiner
@@ -46,10 +48,10 @@ REFINERS = {  # label -> options of the refiner
 }
 
 
-def trained_masks(episodes: int) -> list[str]:
-    """Table rows of the circle's predicted support masks of every trained 1-shot model of the lfss_toy grid."""
+def trained_masks(episodes: int, outputs: list[Path]) -> list[str]:
+    """Table rows of the circle's predicted support masks of every trained 1-shot LFSS model under ``outputs``."""
     rows = []
-    for run in sorted(GRID_OUTPUTS.glob("lfss*-1shot-seed0")):
+    for run in sorted(run for folder in outputs for run in folder.glob("lfss*-1shot-seed0")):
         fold, variant = int(run.name.split("-fold")[1][0]), run.name[len("lfss-"):].split("fold")[0].rstrip("-")
         cfg = make_config(method="lfss", variant=variant, fold=fold, shots=1, ckpt=str(run / "best.pt"))
         test = EpisodeDataset(open_source(cfg, "test"), fold, 1, cfg.image_size, episodes, cfg.seed)
@@ -57,7 +59,9 @@ def trained_masks(episodes: int) -> list[str]:
         rows.append(f"| {variant or '(full model)'} | {fold} | {scores['support_initial']:.1f} | {scores['support_refined']:.1f} | "
                     f"{scores['support_predicted']:.1f} |")
     if not rows:
-        raise SystemExit(f"no trained LFSS runs under {GRID_OUTPUTS}: run python -m fsslib.runs papermill_runs/lfss_toy.yaml first")
+        raise SystemExit(f"no trained LFSS runs under {', '.join(map(str, outputs))}: run python -m fsslib.runs "
+                         "papermill_runs/lfss_data_rule.yaml and papermill_runs/lfss_data_rule_variants.yaml first, "
+                         "or name their run folders with --outputs")
     return rows
 
 
@@ -95,7 +99,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--episodes", type=int, default=1000, help="test episodes per fold (default: 1000, the protocol)")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--trained", action="store_true", help="score the lfss_toy grid's circle support masks")
+    parser.add_argument("--trained", action="store_true", help="score the trained LFSS models' circle support masks")
+    parser.add_argument("--outputs", type=Path, nargs="+", default=GRID_OUTPUTS,
+                        help="with --trained: folders holding LFSS run folders (default: the outputs of the grids "
+                             "lfss_data_rule and lfss_data_rule_variants)")
     parser.add_argument("--diagnose", action="store_true", help="mask area, precision, recall and attention peak, fold 0")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -113,11 +120,12 @@ def main() -> None:
         print("\n".join(lines) + f"\n-> {out}")
         return
     if args.trained:
-        lines = [f"LFSS support masks of the trained lfss_toy models (toy tier, 1-shot, {args.episodes} test episodes of "
-                 "each model's fold; `python benchmarks/lfss_pseudo_masks.py --trained`): mIoU (%) of the supports' "
+        lines = ["LFSS support masks of the trained models of the grids lfss_data_rule and lfss_data_rule_variants "
+                 f"(toy tier, 1-shot, {args.episodes} test episodes of each model's fold; "
+                 "`python benchmarks/lfss_pseudo_masks.py --trained`): mIoU (%) of the supports' "
                  "initial and refined pseudo masks and of the first circle pass's prediction, which supports the query.",
                  "", "| variant | fold | initial | refined | predicted (circle pass 1) |", "|---|---|---|---|---|",
-                 *trained_masks(args.episodes), "",
+                 *trained_masks(args.episodes, args.outputs), "",
                  f"Produced with torch {provenance['torch']}; commit {provenance['commit']}; device cpu."]
         out = RESULTS / "lfss_circle_masks_toy.md"
         out.write_text("\n".join(lines) + "\n")
