@@ -1,7 +1,7 @@
 """LFSS Table 3 on the toy tier: pseudo-mask mIoU against the ground truth, initial vs refined, per fold.
 
     python benchmarks/lfss_pseudo_masks.py              # -> benchmarks/results/lfss_pseudo_masks_toy.md
-    python benchmarks/lfss_pseudo_masks.py --trained    # the LFSS grids' models -> lfss_circle_masks_toy.md
+    python benchmarks/lfss_pseudo_masks.py --trained    # the zoo's and the grids' LFSS models -> lfss_circle_masks_toy.md
     python benchmarks/lfss_pseudo_masks.py --diagnose   # what the refiner does, fold 0 -> lfss_refiner_diagnosis_toy.md
 
 For each mask generator (the toy CLIP ResNet, LFSS's choice, and the toy ViT), each way of
@@ -11,10 +11,11 @@ pseudo masks are scored on the fold's 1-shot test episodes (the ones every toy t
 with :func:`fsslib.methods.lfss.pseudo_mask_quality` (query against its label, support against its mask). Nothing is trained: VLMD has no learned
 weights, so these are the masks every LFSS model of the preset sees.
 
-``--trained`` scores what the trained models of the grids ``lfss_data_rule`` and ``lfss_data_rule_variants``
-(run them first, or name their run folders with ``--outputs``) add: the
-support masks predicted by the first circle pass, which support the query at test time, beside
-the refined pseudo masks they replace (1-shot, each model on its own fold's test episodes).
+``--trained`` scores what the trained models add: the zoo's four LFSS models, and the variants trained
+by the grids ``lfss_data_rule`` and ``lfss_data_rule_variants`` (run them first, or name their output
+folders with ``--outputs``). It scores the support masks predicted by the first circle pass, which
+support the query at test time, beside the refined pseudo masks they replace (1-shot, each model on
+its own fold's test episodes).
 ``--diagnose`` measures on the feature grid what the refiner does to the query masks of fold 0:
 their area, precision and recall against the ground truth resized to the grid, and how peaked
 Eq. 4's attention is (the mean over pixels of its largest weight; 1/64 would be uniform).
@@ -49,19 +50,23 @@ REFINERS = {  # label -> options of the refiner
 
 
 def trained_masks(episodes: int, outputs: list[Path]) -> list[str]:
-    """Table rows of the circle's predicted support masks of every trained 1-shot LFSS model under ``outputs``."""
+    """Table rows of the circle's predicted support masks of the zoo's four LFSS models, then of every trained
+    1-shot LFSS run folder under ``outputs`` that holds its ``best.pt``."""
+    models = [("", fold, "zoo") for fold in range(4)]
+    for run in sorted(run for folder in outputs for run in folder.glob("lfss-*-fold*-1shot-seed0")):
+        if (run / "best.pt").exists():
+            models.append((run.name[len("lfss-"):].split("-fold")[0], int(run.name.split("-fold")[1][0]), str(run / "best.pt")))
+    if len(models) == 4:
+        print(f"no trained LFSS variants under {', '.join(map(str, outputs))}: only the zoo's models are scored. Run "
+              "python -m fsslib.runs papermill_runs/lfss_data_rule.yaml and papermill_runs/lfss_data_rule_variants.yaml "
+              "for the others, or name their output folders with --outputs.")
     rows = []
-    for run in sorted(run for folder in outputs for run in folder.glob("lfss*-1shot-seed0")):
-        fold, variant = int(run.name.split("-fold")[1][0]), run.name[len("lfss-"):].split("fold")[0].rstrip("-")
-        cfg = make_config(method="lfss", variant=variant, fold=fold, shots=1, ckpt=str(run / "best.pt"))
+    for variant, fold, ckpt in models:
+        cfg = make_config(method="lfss", variant=variant, fold=fold, shots=1, ckpt=ckpt)
         test = EpisodeDataset(open_source(cfg, "test"), fold, 1, cfg.image_size, episodes, cfg.seed)
         scores = pseudo_mask_quality(load_model(cfg, torch.device("cpu")), test, progress=True, circle=True)
-        rows.append(f"| {variant or '(full model)'} | {fold} | {scores['support_initial']:.1f} | {scores['support_refined']:.1f} | "
-                    f"{scores['support_predicted']:.1f} |")
-    if not rows:
-        raise SystemExit(f"no trained LFSS runs under {', '.join(map(str, outputs))}: run python -m fsslib.runs "
-                         "papermill_runs/lfss_data_rule.yaml and papermill_runs/lfss_data_rule_variants.yaml first, "
-                         "or name their run folders with --outputs")
+        rows.append(f"| {variant or '(full model, the zoo)'} | {fold} | {scores['support_initial']:.1f} | "
+                    f"{scores['support_refined']:.1f} | {scores['support_predicted']:.1f} |")
     return rows
 
 
@@ -120,7 +125,8 @@ def main() -> None:
         print("\n".join(lines) + f"\n-> {out}")
         return
     if args.trained:
-        lines = ["LFSS support masks of the trained models of the grids lfss_data_rule and lfss_data_rule_variants "
+        lines = ["LFSS support masks of the trained models: the zoo's, and the variants of the grids lfss_data_rule and "
+                 "lfss_data_rule_variants "
                  f"(toy tier, 1-shot, {args.episodes} test episodes of each model's fold; "
                  "`python benchmarks/lfss_pseudo_masks.py --trained`): mIoU (%) of the supports' "
                  "initial and refined pseudo masks and of the first circle pass's prediction, which supports the query.",
