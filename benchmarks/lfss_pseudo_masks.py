@@ -49,9 +49,9 @@ REFINERS = {  # label -> options of the refiner
 }
 
 
-def trained_masks(episodes: int, outputs: list[Path]) -> list[str]:
-    """Table rows of the circle's predicted support masks of the zoo's four LFSS models, then of every trained
-    1-shot LFSS run folder under ``outputs`` that holds its ``best.pt``."""
+def trained_models(outputs: list[Path]) -> list[tuple[str, int, str]]:
+    """(variant, fold, checkpoint) of the zoo's four LFSS models, then of every trained 1-shot LFSS run folder under
+    ``outputs`` that holds its ``best.pt`` (a folder copied for its table alone holds none)."""
     models = [("", fold, "zoo") for fold in range(4)]
     for run in sorted(run for folder in outputs for run in folder.glob("lfss-*-fold*-1shot-seed0")):
         if (run / "best.pt").exists():
@@ -60,8 +60,13 @@ def trained_masks(episodes: int, outputs: list[Path]) -> list[str]:
         print(f"no trained LFSS variants under {', '.join(map(str, outputs))}: only the zoo's models are scored. Run "
               "python -m fsslib.runs papermill_runs/lfss_data_rule.yaml and papermill_runs/lfss_data_rule_variants.yaml "
               "for the others, or name their output folders with --outputs.")
+    return models
+
+
+def trained_masks(episodes: int, outputs: list[Path]) -> list[str]:
+    """Table rows of the circle's predicted support masks of the :func:`trained_models` under ``outputs``."""
     rows = []
-    for variant, fold, ckpt in models:
+    for variant, fold, ckpt in trained_models(outputs):
         cfg = make_config(method="lfss", variant=variant, fold=fold, shots=1, ckpt=ckpt)
         test = EpisodeDataset(open_source(cfg, "test"), fold, 1, cfg.image_size, episodes, cfg.seed)
         scores = pseudo_mask_quality(load_model(cfg, torch.device("cpu")), test, progress=True, circle=True)

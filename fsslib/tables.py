@@ -320,13 +320,13 @@ def curve_lines(curves: dict[str, list[dict]], stem: Path) -> str:
 
 
 def grid_description(path: Path) -> str:
-    """The comment block at the top of a grid file, without the '#' marks and its 'Run:' line."""
+    """The comment block at the top of a grid file, without the '#' marks and its 'Run:' paragraph (the line
+    starting 'Run:' and the comment lines that continue it: it ends the block)."""
     lines = []
     for line in path.read_text().splitlines():
-        if not line.startswith("#"):
+        if not line.startswith("#") or line[1:].strip().startswith("Run:"):
             break
-        if not line[1:].strip().startswith("Run:"):
-            lines.append(line[1:].strip())
+        lines.append(line[1:].strip())
     return " ".join(lines)
 
 
