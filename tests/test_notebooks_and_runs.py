@@ -493,19 +493,21 @@ def test_papermill_reads_every_parameter_of_the_train_eval_notebook():
     assert set(papermill.inspect_notebook(str(notebook))) == runs.notebook_parameters(notebook)
 
 
-def test_the_results_pages_and_the_protocol_link_to_files_and_sections_that_exist():
-    """Every relative link of RESULTS.md, the grids' pages and docs/protocol.md names a file that exists, and every
-    section of a markdown file that a link names is a heading there."""
+def test_the_readme_docs_and_results_pages_link_to_files_and_sections_that_exist():
+    """Every relative link of the README, docs/, the READMEs of benchmarks/ and the checkpoints, RESULTS.md and the
+    grids' pages names a file that exists, and every section of a markdown file that a link names is a heading
+    there (code blocks left out)."""
     import re
 
     def headings(file: Path) -> set[str]:
         return {re.sub(r"[^a-z0-9 _-]", "", line.lstrip("#").strip().lower()).replace(" ", "-")
                 for line in file.read_text().splitlines() if line.startswith("#")}
 
-    protocol = REPO / "docs" / "protocol.md"
-    pages = [REPO / "papermill_runs" / "RESULTS.md", protocol, *sorted((REPO / "papermill_runs" / "results").glob("*.md"))]
+    pages = [REPO / "README.md", REPO / "papermill_runs" / "RESULTS.md", *sorted((REPO / "docs").rglob("*.md")),
+             REPO / "benchmarks" / "README.md", *sorted((REPO / "fsslib" / "checkpoints").rglob("README.md")),
+             *sorted((REPO / "papermill_runs" / "results").glob("*.md"))]
     for page in pages:
-        for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text()):
+        for target in re.findall(r"\]\(([^)\s]+)\)", re.sub(r"```.*?```", "", page.read_text(), flags=re.S)):
             path, _, anchor = target.partition("#")
             if target.startswith("http"):
                 continue
