@@ -118,6 +118,7 @@ def test_write_comparison_writes_its_tables_and_figures(tmp_path):
     assert differences == []  # pfenet and maskclip are no pair of compare.MECHANISMS
 
 
+@pytest.mark.slow  # trains: scheduled first under -n, left out of make test-fast
 def test_a_compare_grid_evaluates_without_notebooks_and_resumes(tmp_path):
     from fsslib.runs import execute, rewrite_table
 
@@ -258,6 +259,7 @@ def test_many_learning_curves_go_into_one_panel_per_method():
     plt.close("all")
 
 
+@pytest.mark.slow  # trains: scheduled first under -n, left out of make test-fast
 def test_a_compare_grid_trains_its_ckpt_null_runs_through_the_notebook_and_marks_their_model(tmp_path):
     from fsslib.runs import execute
 
