@@ -461,6 +461,8 @@ def test_the_readme_answers_are_the_committed_numbers(paper):
     means = {entry["method"]: entry["1-way 1-shot mIoU"] for entry in comparison_table(compared)}
     toy = row[2]
     assert toy.startswith(f"{tables.shown(means[method])} / {label} {tables.shown(means[baseline])}"), toy
+    if "text CLIP-DINOiser" in toy:  # the same model with text prompts: the strata's pair
+        assert f"; text CLIP-DINOiser {tables.shown(means['clip-dinoiser'])} " in toy, toy
     if "training-free" not in toy:
         ranges = f"({_fold0_seed_range(method, compared)} / {_fold0_seed_range(baseline, compared)})"
         assert toy.endswith(ranges), (toy, ranges)
