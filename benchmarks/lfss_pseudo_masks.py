@@ -54,8 +54,9 @@ def trained_models(outputs: list[Path]) -> list[tuple[str, int, str]]:
     ``outputs`` that holds its ``best.pt`` (a folder copied for its table alone holds none)."""
     models = [("", fold, "zoo") for fold in range(4)]
     for run in sorted(run for folder in outputs for run in folder.glob("lfss-*-fold*-1shot-seed0")):
-        if (run / "best.pt").exists():
-            models.append((run.name[len("lfss-"):].split("-fold")[0], int(run.name.split("-fold")[1][0]), str(run / "best.pt")))
+        if (run / "best.pt").exists():  # lfss-<variant>-fold<F>-1shot-seed0
+            variant, fold = run.name[len("lfss-"):].split("-fold")
+            models.append((variant, int(fold[0]), str(run / "best.pt")))
     if len(models) == 4:
         print(f"no trained LFSS variants under {', '.join(map(str, outputs))}: only the zoo's models are scored. Run "
               "python -m fsslib.runs papermill_runs/lfss_data_rule.yaml and papermill_runs/lfss_data_rule_variants.yaml "
