@@ -29,13 +29,42 @@ def pytest_xdist_make_scheduler(config, log):
 def pytest_collection_modifyitems(config, items):
     """Slow tests first, then the notebooks, then the rest (a stable sort: a notebook's cells keep their order).
     Under ``-n N`` the workers take the long units first and the short ones fill in at the end, so both
-    finish together instead of one waiting on a long test picked up last."""
+    finish together instead of one waiting on a long test picked up last.
+
+    A test with a time budget gets a hang guard of ``HANG_FACTOR`` times it (at least ``HANG_FLOOR_S``); every
+    other test has the ini file's ``timeout``. Only a hang reaches these: a busy machine makes tests two or
+    three times slower, never ten."""
     def rank(item) -> int:
         if item.get_closest_marker("slow"):
             return 0
         return 1 if ".ipynb::" in item.nodeid else 2
 
     items.sort(key=rank)
+    for item in items:
+        budget = item.get_closest_marker("budget")
+        if budget is not None and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(max(HANG_FACTOR * budget.args[0], HANG_FLOOR_S)))
+
+
+HANG_FACTOR = 10
+HANG_FLOOR_S = 120
+OVER_BUDGET: list[tuple[str, float, float]] = []  # (test, seconds, budget), collected on the controller
+
+
+def pytest_runtest_logreport(report):
+    """Collect the tests that ran past their budget (tests/conftest.py's ``budget`` fixture marks them); under
+    xdist the workers' reports arrive here with their ``user_properties``."""
+    if report.when == "teardown":
+        OVER_BUDGET.extend((report.nodeid, *value) for key, value in report.user_properties if key == "over_budget")
+
+
+def pytest_terminal_summary(terminalreporter):
+    """List the tests over their time budget: information about the machine's load or a test grown slow, not
+    a failure (the exit status is unchanged)."""
+    if OVER_BUDGET:
+        terminalreporter.section("tests over their time budget (information, not a failure)")
+        for nodeid, elapsed, budget in sorted(OVER_BUDGET, key=lambda row: row[2] - row[1]):
+            terminalreporter.write_line(f"{elapsed:6.1f} s  (budget {budget:g} s)  {nodeid}")
 
 
 # 90_train_eval is the grids' parameterised template, run by the grid tests; nbval runs the lessons and solutions

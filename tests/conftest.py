@@ -10,13 +10,15 @@ import pytest
 @pytest.fixture(autouse=True)
 def budget(request):
     """A test marked ``@pytest.mark.budget(seconds)`` (or in a module with ``pytestmark = pytest.mark.budget(...)``)
-    fails when it runs longer: ``make test`` must stay within its minutes on two busy cores."""
+    that runs longer is listed after the run ("tests over their time budget", ../conftest.py); it does not fail:
+    a busy machine is no defect. A hang still fails, at ten times the budget (pytest-timeout, ../conftest.py)."""
     marker = request.node.get_closest_marker("budget")
     start = time.perf_counter()
     yield
     if marker is not None:
         elapsed = time.perf_counter() - start
-        assert elapsed < marker.args[0], f"{request.node.name} took {elapsed:.1f} s (budget {marker.args[0]} s)"
+        if elapsed > marker.args[0]:
+            request.node.user_properties.append(("over_budget", (elapsed, marker.args[0])))
 
 
 @pytest.fixture(scope="session")

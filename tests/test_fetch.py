@@ -12,7 +12,6 @@ import os
 import re
 import socket
 import threading
-import time
 import zipfile
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -26,21 +25,8 @@ from fsslib.clip.loading import find_cached_weights
 from fsslib.data.benchmarks import get_benchmark
 from fsslib.fetch import Checksum, HubWeights, RemoteFile
 
-pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # pycocotools, numpy 2
-
-BUDGET_S = {"default": 3.0, "test_pascal_complete_fetch_then_prepare": 8.0, "test_coco_fetch_unzips_then_prepares": 8.0,
-            "test_method_table_matches_the_paper_presets": 8.0}  # seconds on 2 busy cores
-
-
-@pytest.fixture(autouse=True)
-def time_budget(request):
-    """Each test within its budget (network timeouts are short, so a hang fails fast too)."""
-    start = time.perf_counter()
-    yield
-    elapsed = time.perf_counter() - start
-    budget = BUDGET_S.get(request.node.originalname, BUDGET_S["default"])
-    assert elapsed < budget, f"{request.node.name} took {elapsed:.1f} s (budget {budget} s)"
-
+pytestmark = [pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning"),  # pycocotools, numpy 2
+              pytest.mark.budget(3)]  # seconds on 2 busy cores; network timeouts are short, so a hang fails fast too
 
 # ----------------------------------------------------------------------------------------------- the server
 
@@ -201,6 +187,7 @@ def serve_dataset(monkeypatch, served: Served, name: str, archives: dict[str, by
     monkeypatch.setitem(fetch.DATASETS, name, fetch.Dataset(name, tuple(files)))
 
 
+@pytest.mark.budget(8)
 def test_pascal_complete_fetch_then_prepare(user, served, url, capsys, monkeypatch):
     serve_dataset(monkeypatch, served, "pascal", fabricated_pascal(user))
     code, out, err = run(capsys, "pascal", "--mirror", url)
@@ -217,6 +204,7 @@ def test_pascal_complete_fetch_then_prepare(user, served, url, capsys, monkeypat
     assert out.count("already at") == 2 and "already prepared" in out
 
 
+@pytest.mark.budget(8)
 def test_coco_fetch_unzips_then_prepares(user, served, url, capsys, monkeypatch):
     folder = fabricate_coco(user / "made" / "coco")
     archives = {}
@@ -441,6 +429,7 @@ def test_the_catalogue_holds_official_sources_and_well_formed_checksums():
     assert fetch.WEIGHTS["found-decoder"].name == FOUND_RELEASE_FILE
 
 
+@pytest.mark.budget(8)
 def test_method_table_matches_the_paper_presets():
     """``weights --method M`` fetches the CLIP and backbone that ``--preset paper`` of M reads."""
     from fsslib.config import make_config
