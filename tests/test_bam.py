@@ -272,22 +272,43 @@ def test_bam_matches_the_official_forward(shots, training):
             assert not torch.allclose(ours[0], model.eval().predict(inputs)[0])
 
 
-def test_bam_loss_is_the_official_main_plus_auxiliary_loss():
-    """CE of the final scores (read as logits, as the official code) + aux_weight1 * CE of the meta logits, both
-    upsampled to the labels; the base learner's CE has no gradient and is not in fsslib's loss."""
-    model, official = models(2)
+def training_losses(shots: int) -> tuple[BAM, OfficialBAM, torch.Tensor, torch.Tensor]:
+    """fsslib's loss and the transcription's main + aux_weight1 * aux losses on one training batch, the official
+    forward upsampled to the 64 x 64 labels (zoom 8), in training mode with the frozen BatchNorms."""
+    model, official = models(shots)
     official.zoom_factor = 8
     model.train()
     official.train()
     official.apply(fix_bn)
-    inputs = episode(2)
+    inputs = episode(shots)
     labels = torch.randint(0, 2, (2, 64, 64), generator=torch.Generator().manual_seed(3))
     labels[:, -3:] = 255
     batch = EpisodeBatch(inputs.support_images[:, None], inputs.support_masks[:, None], inputs.query_images, labels,
                          list(labels), inputs.class_ids[:, None], [["a"], ["a"]])
     *_, main_loss, aux_loss1 = official(**official_inputs(model, inputs), y_m=labels, y_b=labels)
+    return model, official, model.loss(batch), main_loss + 1.0 * aux_loss1
+
+
+def test_bam_loss_is_the_official_main_plus_auxiliary_loss():
+    """CE of the final scores (read as logits, as the official code) + aux_weight1 * CE of the meta logits, both
+    upsampled to the labels; the base learner's CE has no gradient and is not in fsslib's loss."""
+    _, _, ours, theirs = training_losses(2)
     # fsslib's segmentation_loss takes the cross-entropy in float32 (the logits may be bf16): float32's precision
-    torch.testing.assert_close(model.loss(batch).double(), main_loss + 1.0 * aux_loss1, rtol=1e-6, atol=0)
+    torch.testing.assert_close(ours.double(), theirs, rtol=1e-6, atol=0)
+
+
+def test_bam_gradients_at_two_shots_are_the_official_ones():
+    """The K-shot weighting learns through the prototypes, the scene difference and the weighted prior (the
+    official ``(weight_soft * corr_query_mask).sum(1, True)`` runs under autograd): every trained weight's
+    gradient equals the transcription's at 2 shots."""
+    model, official, ours, theirs = training_losses(2)
+    ours.backward()
+    theirs.backward()
+    pairs = {"kshot_rw": model.shot_weighting.transform, "init_merge": model.init_merge, "down_supp": model.down_support,
+             "down_query": model.down_query, "cls_meta": model.cls_meta, "gram_merge": model.ensemble.gram_merge}
+    for name, module in pairs.items():
+        for (key, mine), reference in zip(module.named_parameters(), getattr(official, name).parameters()):
+            torch.testing.assert_close(mine.grad.double(), reference.grad, rtol=1e-5, atol=1e-9, msg=f"{name}.{key}")
 
 
 def test_the_frozen_base_learner_is_outside_the_checkpoint_and_its_dropout_follows_train_mode():

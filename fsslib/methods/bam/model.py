@@ -21,8 +21,10 @@ Per batch of B episodes with K shots (shapes at the paper tier: 473 x 473 -> 60 
   (:class:`fsslib.blocks.LearnerEnsemble`) -> final scores (B, 2, h, w). While training, the episode's class (a
   base class then, its base index read from the input ``class_ids``) is left out of the base foreground.
 * Loss (``train.py``): CE(final scores) + ``aux_weight`` * CE(meta logits), both upsampled to the labels. The
-  official loss adds CE(base logits) with weight ``aux_weight2``; it has no gradient (the base learner is frozen
-  and its input computed without one), so it is left out here: it changes the reported loss, not the training.
+  official loss adds ``aux_weight2`` * CE(base logits, base-class labels); it has no gradient (the base learner is
+  frozen and its input computed without one), so it is left out here: the gradients are the official ones, and
+  fsslib's logged training loss is the official one less that term (the model is never given the query's
+  base-class labels that the term needs).
 
 Official deviations, followed: the final scores are probability-like and still enter a cross-entropy as logits
 (:mod:`fsslib.blocks.ensemble`); ``model.train()`` also puts the frozen base learner's classifier in training
@@ -115,15 +117,17 @@ class BAM(FewShotSegmenter):
         return query, support
 
     @staticmethod
-    @torch.no_grad()
     def own_prior(query_high: torch.Tensor, support_high: torch.Tensor, masks: torch.Tensor,
                   weights: torch.Tensor) -> torch.Tensor:
         """BAM's prior (B, 1, h, w): PFENet's prior of each shot (query layer4 (B, C4, h, w) against the masked
-        support layer4 (B*K, C4, h, w)), summed with the K-shot weights (B, K)."""
+        support layer4 (B*K, C4, h, w)), summed with the K-shot weights (B, K). The priors of the frozen backbone's
+        features need no gradient; the weighted sum keeps the weights' one, so the K-shot weighting learns through
+        the prior as in the official code."""
         batch_size, shots = weights.shape
-        support_weights = foreground_weights(masks, support_high.shape[-2:])  # (B*K, 1, h, w)
-        repeated = query_high.repeat_interleave(shots, dim=0) if shots > 1 else query_high  # (B*K, C4, h, w)
-        priors = masked_support_prior(repeated, support_high, support_weights)  # (B*K, h, w)
+        with torch.no_grad():
+            support_weights = foreground_weights(masks, support_high.shape[-2:])  # (B*K, 1, h, w)
+            repeated = query_high.repeat_interleave(shots, dim=0) if shots > 1 else query_high  # (B*K, C4, h, w)
+            priors = masked_support_prior(repeated, support_high, support_weights)  # (B*K, h, w)
         priors = priors.view(batch_size, shots, *priors.shape[-2:])  # (B, K, h, w)
         return (weights[:, :, None, None] * priors).sum(dim=1, keepdim=True)
 
