@@ -28,6 +28,11 @@ class RunPlan:
     workdir: Path  # the folder the run executes in: a relative file path in its options is read from there
 
 
+def count(number: int, noun: str) -> str:
+    """``count(1, "run")`` is "1 run", ``count(3, "run")`` "3 runs"."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
 def run_plans(runs: list[dict[str, Any]], smoke: bool = False, workdir: Path | None = None) -> list[RunPlan]:
     """Each run's config and estimate (paper-tier runs only get an estimate: the rates are GPU rates); ``workdir``
     is the folder the runs execute in (the notebook's folder for notebook runs), the working directory if None."""
@@ -60,7 +65,7 @@ def fetch_all_commands(plans: list[RunPlan]) -> list[str]:
 
 def _need_lines(need: Need, runs: list[str], total: int) -> list[str]:
     where = ", ".join(need.looked_at) or "not set"
-    read_by = "every run" if len(runs) == total else f"{len(runs)} run{'s' if len(runs) > 1 else ''}, e.g. {runs[0]}"
+    read_by = "every run" if len(runs) == total else f"{count(len(runs), 'run')}, e.g. {runs[0]}"
     return [f"  {'present' if need.present else 'MISSING'}  {need.name} ({read_by}): {where}",
             *([] if need.present else [f"           -> {need.command}"])]
 
@@ -91,7 +96,7 @@ def plan_text(grid: dict[str, Any], grid_path: str | Path, plans: list[RunPlan],
     shots = sorted({plan.cfg.shots for plan in plans})
     seeds = sorted({plan.cfg.seed for plan in plans})
     benchmarks = sorted({BENCHMARK_NAMES.get(plan.cfg.benchmark, plan.cfg.benchmark) for plan in plans})
-    lines = [f"Grid {grid['name']} ({grid_path}): {len(plans)} runs of {', '.join(methods)} on {', '.join(benchmarks)}; "
+    lines = [f"Grid {grid['name']} ({grid_path}): {count(len(plans), 'run')} of {', '.join(methods)} on {', '.join(benchmarks)}; "
              f"folds {', '.join(map(str, folds))}; trained on {', '.join(f'{k}-shot' for k in shots)} episodes; "
              f"{len(seeds)} seed{'s' if len(seeds) > 1 else ''} ({', '.join(map(str, seeds))})."]
     if grid.get("paper"):
@@ -127,8 +132,8 @@ def _hours_lines(plans: list[RunPlan], jobs: int, gpus_per_run: int, executor: s
         return ["GPU time: no estimate (no paper-tier run with a measured rate; toy-tier times: benchmarks/README.md)."]
     total = sum(plan.hours.hours for plan in timed)
     train = sum(plan.hours.train_hours for plan in timed)
-    lines = [f"GPU time, estimated: {total:.1f} GPU-hours for {len(timed)} runs (training {train:.2f}, evaluation "
-             f"{total - train:.2f})" + (f"; {len(plans) - len(timed)} runs without a measured rate" if len(timed) < len(plans) else "") + "."]
+    lines = [f"GPU time, estimated: {total:.1f} GPU-hours for {count(len(timed), 'run')} (training {train:.2f}, evaluation "
+             f"{total - train:.2f})" + (f"; {count(len(plans) - len(timed), 'run')} without a measured rate" if len(timed) < len(plans) else "") + "."]
     kinds: dict[str, list[RunPlan]] = {}
     for plan in timed:
         trained = (f"trained on {plan.cfg.shots}-shot, {plan.cfg.epochs} epochs of {plan.cfg.episodes_per_epoch} episodes"
@@ -137,7 +142,7 @@ def _hours_lines(plans: list[RunPlan], jobs: int, gpus_per_run: int, executor: s
         kinds.setdefault(label, []).append(plan)
     for label, group in kinds.items():
         each = group[0].hours
-        lines.append(f"  {label}: {each.hours:.2f} GPU-hours per run ({each.train_hours:.2f} training), {len(group)} runs")
+        lines.append(f"  {label}: {each.hours:.2f} GPU-hours per run ({each.train_hours:.2f} training), {count(len(group), 'run')}")
     longest = max(plan.hours.hours for plan in timed) / gpus_per_run
     if executor == "pool":
         slots = max(1, jobs)
