@@ -1,6 +1,7 @@
 # fsslib: two commands on a fresh machine (see README).
 #   make quickstart   the four papers side by side on the toy world: one model trained live, the rest from the zoo
-#   make test         the whole test suite (unit tests, notebooks under nbval, a papermill smoke run)
+#   make test         the whole test suite (unit tests, notebooks under nbval, a papermill smoke run); it ends with
+#                     the 15 slowest tests and any test past its time budget (information: benchmarks/README.md)
 #   make test-fast    the unit tests alone (no training, notebooks or papermill)
 #   make notebooks    execute every lesson and solution at full settings, written back with their outputs
 PYTHON ?= python3
@@ -23,7 +24,7 @@ quickstart: install
 	$(PY) -m fsslib.runs papermill_runs/quickstart.yaml
 
 test: install
-	$(PY) -m pytest -q -n $(TEST_WORKERS) tests notebooks --nbval-lax --nbval-sanitize-with nbval_sanitize.cfg
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --durations=15 tests notebooks --nbval-lax --nbval-sanitize-with nbval_sanitize.cfg
 
 test-fast: install
 	$(PY) -m pytest -q -n $(TEST_WORKERS) tests -m "not slow"
