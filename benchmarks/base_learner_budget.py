@@ -1,0 +1,121 @@
+"""Is BAM's base learner at its plateau? The budget control of stage 1 (toy tier).
+
+    python benchmarks/base_learner_budget.py        # trains what is missing, then -> benchmarks/results/base_learner_budget_toy.md
+    python benchmarks/base_learner_budget.py --fold 0 --epochs 24 48 96 --seed-epochs 48 --jobs 2
+
+BAM, HDMNet and PI-CLIP on them read a frozen base learner per fold (``python -m fsslib.pretrain base-learner``,
+:mod:`fsslib.pretrain.base_learner`). Its budget is chosen as the meta learners' are (``docs/protocol.md``): double
+the epochs until a doubling moves the held-out score by less than its noise. Here the score is the test split's
+base-class mIoU (the base learner's own task, 1000 images) and the noise is the seed spread: the same budget
+trained with another seed. The zoo's model of the fold (24 epochs, seed 0) is read from
+``fsslib/checkpoints/zoo``; the other runs are trained into ``--runs`` (one process of one thread each, ``--jobs``
+at a time) unless their files are there already, so an interrupted control resumes where it stopped.
+
+The table gives, per run, the test and validation base-class mIoU of the kept (best validation) weights, the
+curve's last-quarter gain with its plateau verdict, and the wall and CPU time; then each doubling's move of the
+test mIoU against the seed spread, and the first budget whose doubling moves it by less.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+ZOO = REPO / "fsslib" / "checkpoints" / "zoo"
+ZOO_EPOCHS, ZOO_SEED = 24, 0
+
+
+def run_file(runs: Path, fold: int, epochs: int, seed: int) -> Path:
+    """The checkpoint of one control run (its provenance is the ``.json`` beside it); the zoo's for its budget."""
+    if (epochs, seed) == (ZOO_EPOCHS, ZOO_SEED):
+        return ZOO / f"base-learner-fold{fold}.pt"
+    return runs / f"fold{fold}-e{epochs}-s{seed}.pt"
+
+
+def train_command(path: Path, fold: int, epochs: int, seed: int) -> list[str]:
+    return [sys.executable, "-m", "fsslib.pretrain", "base-learner", "--fold", str(fold), "--epochs", str(epochs),
+            "--seed", str(seed), "--threads", "1", "--no-progress", "--out", str(path)]
+
+
+def train_missing(runs: Path, fold: int, settings: list[tuple[int, int]], jobs: int) -> None:
+    """Train the runs whose provenance file is missing, ``jobs`` processes at a time."""
+    missing = [(epochs, seed) for epochs, seed in settings
+               if not run_file(runs, fold, epochs, seed).with_suffix(".json").is_file()]
+    runs.mkdir(parents=True, exist_ok=True)
+
+    def train(setting: tuple[int, int]) -> None:
+        path = run_file(runs, fold, *setting)
+        with path.with_suffix(".log").open("w") as log:
+            subprocess.run(train_command(path, fold, *setting), cwd=REPO, stdout=log, stderr=subprocess.STDOUT, check=True)
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        list(pool.map(train, missing))
+
+
+def row(path: Path) -> dict:
+    record = json.loads(path.with_suffix(".json").read_text())
+    return {"epochs": record["settings"]["epochs"], "seed": record["seed"],
+            "test": record["held_out"]["test"]["miou"], "val": record["held_out"]["val"]["miou"],
+            "gain": record["plateau"]["last_quarter_gain"], "error": record["plateau"]["standard_error"],
+            "verdict": record["plateau"]["verdict"], "wall_min": record["wall_time_s"]["train"] / 60,
+            "cpu_min": record["cpu_time_s"] / 60, "file": path}
+
+
+def report(fold: int, rows: list[dict], seed_epochs: int) -> tuple[list[str], int | None]:
+    """The page's lines and the chosen budget (None when no doubling is under the seed spread)."""
+    seed_zero = {r["epochs"]: r for r in rows if r["seed"] == ZOO_SEED}
+    spread_rows = [r["test"] for r in rows if r["epochs"] == seed_epochs]
+    spread = max(spread_rows) - min(spread_rows) if len(spread_rows) > 1 else None
+    lines = [f"# BAM's base learner at twice the budget (toy tier, fold {fold})", "",
+             "Made by `python benchmarks/base_learner_budget.py` (the module docstring says what it measures). "
+             "Base-class mIoU (%) of the kept weights; 24 epochs, seed 0 is the zoo's model.", "",
+             "| epochs | seed | test mIoU | val mIoU | last-quarter gain (SE) | verdict | train wall / CPU min |",
+             "|---|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: (r["epochs"], r["seed"])):
+        error = "" if r["error"] is None else f" ({r['error']:.2f})"
+        lines.append(f"| {r['epochs']} | {r['seed']} | {r['test']:.2f} | {r['val']:.2f} | {r['gain']:+.2f}{error} | "
+                     f"{r['verdict']} | {r['wall_min']:.1f} / {r['cpu_min']:.1f} |")
+    lines += ["", f"Seed spread of the test mIoU at {seed_epochs} epochs (seeds "
+              f"{', '.join(str(r['seed']) for r in rows if r['epochs'] == seed_epochs)}): "
+              + ("not measured" if spread is None else f"{spread:.2f} points") + ".", "",
+              "| doubling | test mIoU moves | under the seed spread |", "|---|---|---|"]
+    chosen = None
+    budgets = sorted(seed_zero)
+    for short, long in zip(budgets, budgets[1:]):
+        move = seed_zero[long]["test"] - seed_zero[short]["test"]
+        under = spread is not None and abs(move) < spread
+        lines.append(f"| {short} -> {long} | {move:+.2f} | {'yes' if under else 'no'} |")
+        if under and chosen is None:
+            chosen = short
+    lines += ["", f"Budget: {chosen} epochs, the first whose doubling moves the test mIoU by less than the seed spread."
+              if chosen is not None else "Budget: not found; no doubling moves the test mIoU by less than the seed "
+              "spread (train longer budgets)."]
+    return lines, chosen
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--fold", type=int, default=0, help="the fold whose base learner is controlled")
+    parser.add_argument("--epochs", type=int, nargs="+", default=[24, 48, 96], help="the budgets, each twice the last")
+    parser.add_argument("--seed-epochs", type=int, default=48, help="the budget also trained with seed 1 (the noise)")
+    parser.add_argument("--runs", type=Path, default=REPO / "papermill_runs" / "outputs" / "base_learner_budget",
+                        help="folder of the trained runs (ignored by git)")
+    parser.add_argument("--jobs", type=int, default=2, help="training processes at a time, one thread each")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "base_learner_budget_toy.md",
+                        help="the page to write")
+    args = parser.parse_args(argv)
+    settings = [(epochs, ZOO_SEED) for epochs in args.epochs] + [(args.seed_epochs, 1)]
+    train_missing(args.runs, args.fold, settings, args.jobs)
+    lines, _ = report(args.fold, [row(run_file(args.runs, args.fold, *setting)) for setting in settings],
+                      args.seed_epochs)
+    args.out.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+"""The base learner's budget control (benchmarks/base_learner_budget.py): which budget it chooses, and which runs
+it trains."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "base_learner_budget.py"
+spec = importlib.util.spec_from_file_location("base_learner_budget", SCRIPT)
+base_learner_budget = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(base_learner_budget)
+
+
+def fabricated(epochs: int, seed: int, test: float) -> dict:
+    return {"epochs": epochs, "seed": seed, "test": test, "val": test - 1, "gain": 0.5, "error": 0.2,
+            "verdict": "flat", "wall_min": 1.0, "cpu_min": 1.0}
+
+
+def test_the_budget_is_the_first_whose_doubling_moves_less_than_the_seed_spread():
+    rows = [fabricated(24, 0, 57.6), fabricated(48, 0, 60.0), fabricated(96, 0, 60.5), fabricated(48, 1, 59.0)]
+    lines, chosen = base_learner_budget.report(0, rows, seed_epochs=48)
+    assert chosen == 48
+    assert "| 24 -> 48 | +2.40 | no |" in lines and "| 48 -> 96 | +0.50 | yes |" in lines
+    assert any("1.00 points" in line for line in lines)
+    rows[1]["test"] = 59.5  # seed spread 0.5, doublings +1.9 and +1.0: no budget yet
+    assert base_learner_budget.report(0, rows, seed_epochs=48)[1] is None
+
+
+def test_only_the_runs_without_their_provenance_file_are_trained(tmp_path, monkeypatch):
+    for name in ("fold0-e48-s0", "fold0-e48-s1"):
+        (tmp_path / f"{name}.json").write_text(json.dumps({}))
+    trained = []
+    monkeypatch.setattr(base_learner_budget.subprocess, "run", lambda command, **_: trained.append(command))
+    base_learner_budget.train_missing(tmp_path, 0, [(24, 0), (48, 0), (96, 0), (48, 1)], jobs=1)
+    assert [command[command.index("--out") + 1] for command in trained] == [str(tmp_path / "fold0-e96-s0.pt")]
