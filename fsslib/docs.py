@@ -77,6 +77,13 @@ class Span:
     def mean(self) -> Number:
         return Number(fmean(self.values), self.low.decimals)
 
+    @property
+    def sd(self) -> Number:
+        """The sample standard deviation of the values, as the comparison's seed table gives it."""
+        from statistics import stdev
+
+        return Number(stdev(self.values), self.low.decimals)
+
     def __str__(self) -> str:
         return f"{self.low}-{self.high}"
 
