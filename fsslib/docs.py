@@ -170,6 +170,24 @@ class Results:
                               "name the seed (seed=...), the variant or the training shots (train_shots=...).")
         return Number(rows[0][column])
 
+    def stratum(self, comparison: str, pair: str, grouping: str, stratum: str, column: str = "miou") -> Number:
+        """A method's difference from its baseline in one stratum of a comparison (``<comparison>_strata_differences.csv``,
+        :func:`fsslib.compare.read_comparison`): ``pair`` as the table names it (``"lfss - pfenet"``); ``column`` is
+        ``miou``, ``low`` or ``high`` (the paired bootstrap's 95% interval), signed, one decimal."""
+        from fsslib.compare import read_comparison
+
+        key = f"{comparison}_strata_differences"
+        if key not in self._tables:
+            if not (self.results / f"{key}.csv").is_file():
+                raise unknown("comparison with strata differences", comparison,
+                              sorted(p.stem.removesuffix("_strata_differences") for p in self.results.glob("*_strata_differences.csv")))
+            self._tables[key] = read_comparison(comparison, self.results)[2]
+        rows = [r for r in self._tables[key] if (r["method"], r["grouping"], str(r["stratum"])) == (pair, grouping, stratum)]
+        if len(rows) != 1:
+            raise unknown(f"stratum of {comparison}", f"{pair} / {grouping} / {stratum}",
+                          sorted({f"{r['method']} / {r['grouping']} / {r['stratum']}" for r in self._tables[key]}))
+        return Number(rows[0][column], signed=True)
+
     # --- the spread of training seeds ---------------------------------------------------------------------------
     def seed_rows(self, comparison: str = COMPARISON) -> list[dict[str, Any]]:
         """The rows of the seed grids the comparison names (``seeds``), a later grid replacing an earlier one's
@@ -302,10 +320,10 @@ def num(value: float, decimals: int = 1) -> Number:
 
 def helpers(results: Results) -> dict[str, Callable[..., Any]]:
     """The names a source may call: ``mean`` (a grid's mean over the folds), ``row`` (one fold's row), ``seeds``
-    (the range over training seeds on fold 0), ``diff`` (a signed difference), ``resolved``, ``threshold`` and
+    (the range over training seeds on fold 0), ``stratum`` (a difference in one stratum), ``diff`` (a signed difference), ``resolved``, ``threshold`` and
     ``spread`` (the resolution rule), ``paper`` (a paper's number), ``preset`` (a method's setting), ``recorded``
     and ``zoo`` (a field of a recorded ``.json``), ``files`` (a count and size of files) and ``num``."""
-    return {"mean": results.mean, "row": results.row, "seeds": results.seeds, "diff": diff, "num": num,
+    return {"mean": results.mean, "row": results.row, "seeds": results.seeds, "stratum": results.stratum, "diff": diff, "num": num,
             "resolved": results.resolved, "threshold": results.threshold, "spread": results.spread,
             "paper": results.paper, "preset": results.preset, "recorded": results.recorded, "zoo": results.zoo,
             "files": results.files}
@@ -376,23 +394,23 @@ def write(root: Path = REPO) -> list[Path]:
     return written
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, root: Path = REPO) -> int:
     parser = argparse.ArgumentParser(prog="python -m fsslib.docs", description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true",
                         help="render into memory; exit 1 naming each committed page that differs from its source")
     args = parser.parse_args(argv)
     if args.check:
-        old = stale()
+        old = stale(root)
         for page in old:
-            print(f"stale: {page.relative_to(REPO)}", file=sys.stderr)
+            print(f"stale: {page.relative_to(root)}", file=sys.stderr)
         if old:
             print(f"{len(old)} rendered page(s) differ from their sources under {SOURCES}: run `{COMMAND}` "
                   "(python -m fsslib.docs) and commit the pages.", file=sys.stderr)
             return 1
-        print(f"All {len(sources())} rendered pages match their sources.")
+        print(f"All {len(sources(root))} rendered pages match their sources.")
         return 0
-    for page in write():
-        print(f"wrote {page.relative_to(REPO)}")
+    for page in write(root):
+        print(f"wrote {page.relative_to(root)}")
     return 0
 
 
