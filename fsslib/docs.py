@@ -270,14 +270,15 @@ class Results:
             if not path.is_file():
                 raise unknown("recorded file", file, sorted(p.stem for p in (self.root / CHECKPOINTS).glob("*.json")))
             self._json[path] = json.loads(path.read_text())
-        value = self._json[path]
-        for part in field.split("."):
-            if isinstance(value, list) and part.isdigit() and int(part) < len(value):
-                value = value[int(part)]
-            elif isinstance(value, dict) and part in value:
-                value = value[part]
+        value, parts = self._json[path], field.split(".")
+        while parts:  # a key may hold a dot itself (recall_at_0.5): the longest key that matches is taken
+            taken = next((n for n in range(len(parts), 0, -1) if isinstance(value, dict) and ".".join(parts[:n]) in value), 0)
+            if taken:
+                value, parts = value[".".join(parts[:taken])], parts[taken:]
+            elif isinstance(value, list) and parts[0].isdigit() and int(parts[0]) < len(value):
+                value, parts = value[int(parts[0])], parts[1:]
             else:
-                raise unknown(f"field of {path.relative_to(self.root)} at {part!r}", field,
+                raise unknown(f"field of {path.relative_to(self.root)} at {parts[0]!r}", field,
                               sorted(value) if isinstance(value, dict) else [str(i) for i in range(len(value))]
                               if isinstance(value, list) else [])
         if decimals is not None:

@@ -19,7 +19,6 @@ REPO = Path(__file__).resolve().parent.parent
 # Pages that quote results and have no source yet: each is rendered by hand until it gets one. A page leaves this
 # list when its source is written (test_every_page_that_quotes_results_is_rendered_or_listed checks both ways).
 NOT_CONVERTED = sorted([
-    "fsslib/checkpoints/README.md",
     "docs/paper_tier.md", "docs/usage.md", "docs/your_data.md", "docs/notebook_widgets.md",
     "docs/methods/clip_dinoiser.md", "docs/methods/lfss.md", "docs/methods/piclip.md", "docs/methods/qgnet.md",
     # every grid's answer and notes but those with a source (so far: piclip_controls.answer.md)
@@ -34,6 +33,10 @@ ALLOWED = [
     (r"about 5 GB", "a download size"),
     (r"ViT-[BS]/\d+", "a model name"),
     (r"\b\d+(\.\d+)?e-\d+\b", "a learning rate"),
+    (r"(area fraction|area-fraction)[^.]*?\b[01]\.\d\b|0\.5 by default", "the toy CLIP's area-fraction setting"),
+    (r"\b\d+\.\d+\.\d+\b", "a three-part version (torch 2.15.0)"),
+    (r"(>=|at) 0\.5( or above)?", "the prior region map's threshold, a setting"),
+    (r"\b(lr|gamma =|temperature|student|centring|EMA) \d+\.\d+", "a training or evaluation setting"),
     (r"within 0\.05", "the rounding bound of a mean of one-decimal values"),
     (r"(Eq|Eqs|Sec|Table|Fig)\.? \d+(\.\d+)?(-\d+(\.\d+)?)?", "a paper's equation, section, table or figure number"),
 ]
