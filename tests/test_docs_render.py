@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parent.parent
 NOT_CONVERTED = sorted([
     "docs/paper_tier.md", "docs/usage.md", "docs/your_data.md", "docs/notebook_widgets.md",
     "docs/methods/clip_dinoiser.md", "docs/methods/lfss.md", "docs/methods/piclip.md", "docs/methods/qgnet.md",
-    # every grid's answer and notes but those with a source (so far: piclip_controls.answer.md)
+    # every grid's answer and notes that has no source yet under docs/src/papermill_runs/
     *(p.relative_to(REPO).as_posix() for kind in ("answer", "notes") for p in (REPO / "papermill_runs").glob(f"*.{kind}.md")
       if not (REPO / docs.SOURCES / "papermill_runs" / f"{p.name}{docs.SUFFIX}").is_file()),
 ])
