@@ -21,9 +21,44 @@ REPO = Path(__file__).resolve().parent.parent
 NOT_CONVERTED = sorted([
     "docs/paper_tier.md", "docs/usage.md", "docs/your_data.md", "docs/notebook_widgets.md",
     "docs/methods/clip_dinoiser.md", "docs/methods/lfss.md", "docs/methods/piclip.md", "docs/methods/qgnet.md",
-    # every grid's answer and notes that has no source yet under docs/src/papermill_runs/
-    *(p.relative_to(REPO).as_posix() for kind in ("answer", "notes") for p in (REPO / "papermill_runs").glob(f"*.{kind}.md")
-      if not (REPO / docs.SOURCES / "papermill_runs" / f"{p.name}{docs.SUFFIX}").is_file()),
+    "papermill_runs/clip_dinoiser_toy.answer.md",
+    "papermill_runs/clip_dinoiser_toy.notes.md",
+    "papermill_runs/clip_dinoiser_toy.summary.md",
+    "papermill_runs/clip_toy.notes.md",
+    "papermill_runs/compare_toy.notes.md",
+    "papermill_runs/fem_path_control.answer.md",
+    "papermill_runs/fem_path_control.notes.md",
+    "papermill_runs/lfss_budget_240.notes.md",
+    "papermill_runs/lfss_data_rule.answer.md",
+    "papermill_runs/lfss_data_rule.notes.md",
+    "papermill_runs/lfss_data_rule_variants.answer.md",
+    "papermill_runs/lfss_data_rule_variants.notes.md",
+    "papermill_runs/lfss_query_mask.notes.md",
+    "papermill_runs/piclip_baselines_budget_doubled.notes.md",
+    "papermill_runs/piclip_baselines_seeds_toy.answer.md",
+    "papermill_runs/piclip_baselines_seeds_toy.notes.md",
+    "papermill_runs/piclip_baselines_toy.notes.md",
+    "papermill_runs/piclip_budget_160.notes.md",
+    "papermill_runs/piclip_budget_doubled.answer.md",
+    "papermill_runs/piclip_budget_doubled.notes.md",
+    "papermill_runs/piclip_cnn_mask_control.notes.md",
+    "papermill_runs/piclip_hdmnet_fill_control.answer.md",
+    "papermill_runs/piclip_hdmnet_fill_control.notes.md",
+    "papermill_runs/piclip_hdmnet_two_way_control.answer.md",
+    "papermill_runs/piclip_hdmnet_two_way_control.notes.md",
+    "papermill_runs/piclip_pir_control.answer.md",
+    "papermill_runs/piclip_pir_control.notes.md",
+    "papermill_runs/piclip_pir_control_2x.answer.md",
+    "papermill_runs/qgnet_budget_doubled.answer.md",
+    "papermill_runs/qgnet_budget_doubled.notes.md",
+    "papermill_runs/qgnet_oracle_prior.answer.md",
+    "papermill_runs/qgnet_oracle_prior.notes.md",
+    "papermill_runs/qgnet_prior_24000.notes.md",
+    "papermill_runs/qgnet_toy.notes.md",
+    "papermill_runs/qgnet_toy.summary.md",
+    "papermill_runs/zoo_seeds_toy.answer.md",
+    "papermill_runs/zoo_toy.answer.md",
+    "papermill_runs/zoo_toy.notes.md",
 ])
 
 # Decimals in a source's prose that are not results. Each entry: a pattern around the number, and why it is allowed.
@@ -41,16 +76,16 @@ ALLOWED = [
     (r"(Eq|Eqs|Sec|Table|Fig)\.? \d+(\.\d+)?(-\d+(\.\d+)?)?", "a paper's equation, section, table or figure number"),
 ]
 
-RESULT_PAGE_DIRS = ("docs",)  # besides the README, the checkpoints' and zoo's READMEs and the grids' answers and notes
 
 
 def quoting_pages() -> list[str]:
-    """Every page the design renders: the README, docs/ (sources excluded), the grids' answers and notes, the
-    checkpoints' and the zoo's READMEs."""
+    """Every page the design renders: the README, docs/ (sources excluded), the grids' answers, notes and
+    summaries, the checkpoints' and the zoo's READMEs."""
     pages = ["README.md", "fsslib/checkpoints/README.md", "fsslib/checkpoints/zoo/README.md"]
     pages += [p.relative_to(REPO).as_posix() for p in (REPO / "docs").rglob("*.md")
-              if docs.SOURCES not in p.relative_to(REPO).parents and p.name != "plateau.md"]
-    pages += [p.relative_to(REPO).as_posix() for kind in ("answer", "notes") for p in (REPO / "papermill_runs").glob(f"*.{kind}.md")]
+              if docs.SOURCES not in p.relative_to(REPO).parents and p.name != "plateau.md"]  # plateau.md: a pointer
+    pages += [p.relative_to(REPO).as_posix() for kind in ("answer", "notes", "summary")
+              for p in (REPO / "papermill_runs").rglob(f"*.{kind}.md")]
     return sorted(pages)
 
 
