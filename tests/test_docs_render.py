@@ -25,7 +25,6 @@ NOT_CONVERTED = sorted([
     "papermill_runs/clip_dinoiser_toy.notes.md",
     "papermill_runs/clip_dinoiser_toy.summary.md",
     "papermill_runs/clip_toy.notes.md",
-    "papermill_runs/compare_toy.notes.md",
     "papermill_runs/fem_path_control.answer.md",
     "papermill_runs/fem_path_control.notes.md",
     "papermill_runs/lfss_budget_240.notes.md",
