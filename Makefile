@@ -4,13 +4,14 @@
 #                     the 15 slowest tests and any test past its time budget (information: benchmarks/README.md)
 #   make test-fast    the unit tests alone (no training, notebooks or papermill)
 #   make notebooks    execute every lesson and solution at full settings, written back with their outputs
+#   make docs         render the pages that quote results from their sources in docs/src/ (python -m fsslib.docs)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # pytest-xdist workers for `make test`, one thread each; a notebook's cells stay on one worker (conftest.py)
 TEST_WORKERS ?= 2
 
-.PHONY: install quickstart test test-fast notebooks benchmark
+.PHONY: install quickstart test test-fast notebooks benchmark docs
 
 install: $(VENV)/.installed
 
@@ -34,3 +35,6 @@ benchmark: install
 
 notebooks: install
 	$(PY) -m fsslib.lessons
+
+docs: install
+	$(PY) -m fsslib.docs

@@ -387,19 +387,30 @@ POOLED_SPREAD = ("pfenet", "piclip", "lfss", "qgnet")  # the trained FSS methods
 # prototype baseline's seeds swing more, and its own spread applies to it (docs/protocol.md)
 
 
-def resolution_thresholds(spread: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def pooled_spread(spread: list[dict[str, Any]]) -> dict[str, tuple[float, int]]:
     """Per setting of :func:`seed_spread`'s table: the seed spread ``s`` pooled over :data:`POOLED_SPREAD` (root mean
-    of their variances, each from three seeds) and the difference that counts as resolved, ``2 s sqrt(1/n1 + 1/n2)``,
-    between two single rows (n = 1), two means over the 4 folds (n = 4) and two means of three seeds (n = 3)."""
+    of their variances, each from three seeds) and how many methods it pools."""
     variances: dict[str, list[float]] = {}
     for entry in spread:
         if entry["method"] in POOLED_SPREAD:
             variances.setdefault(entry["setting"], []).append(entry["std"] ** 2)
+    return {setting: (math.sqrt(sum(values) / len(values)), len(values)) for setting, values in variances.items()}
+
+
+def resolution_threshold(pooled: float, n1: int, n2: int) -> float:
+    """The difference that counts as resolved between a number of ``n1`` and one of ``n2`` separately trained models,
+    given the pooled seed spread ``pooled``: twice its standard error, ``2 s sqrt(1/n1 + 1/n2)``."""
+    return 2 * pooled * math.sqrt(1 / n1 + 1 / n2)
+
+
+def resolution_thresholds(spread: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per setting of :func:`seed_spread`'s table: the pooled seed spread ``s`` (:func:`pooled_spread`) and the
+    difference that counts as resolved (:func:`resolution_threshold`) between two single rows (n = 1), two means
+    over the 4 folds (n = 4) and two means of three seeds (n = 3)."""
     table = []
-    for setting, values in variances.items():
-        pooled = math.sqrt(sum(values) / len(values))
-        table.append({"setting": setting, "methods pooled": len(values), "pooled s": f"{pooled:.2f}",
-                      **{label: f"{2 * pooled * math.sqrt(2 / n):.2f}" for label, n in
+    for setting, (pooled, methods) in pooled_spread(spread).items():
+        table.append({"setting": setting, "methods pooled": methods, "pooled s": f"{pooled:.2f}",
+                      **{label: f"{resolution_threshold(pooled, n, n):.2f}" for label, n in
                          (("two single rows", 1), ("two means over 4 folds", 4), ("two 3-seed means", 3))}})
     return table
 

@@ -1,0 +1,419 @@
+"""The pages that quote results, rendered from the committed results: ``make docs`` (``python -m fsslib.docs``).
+
+A result number in a page's prose is computed when the page is rendered, never typed. Each rendered page has a
+source under ``docs/src/``, at the page's own path with ``.j2`` added: ``docs/src/README.md.j2`` renders
+``README.md``, ``docs/src/docs/protocol.md.j2`` renders ``docs/protocol.md``, and
+``docs/src/papermill_runs/<grid>.answer.md.j2`` a grid's answer. A source is Markdown with Jinja2 expressions
+that call the helpers of :func:`helpers`, e.g. ``{{ mean("compare_toy", "pfenet") }}`` for PFENet's 4-fold mean.
+The helpers read ``papermill_runs/results/*.csv`` (:func:`fsslib.tables.read_table`, :func:`fsslib.tables.fold_means`),
+the zoo's and the checkpoints' ``.json`` files, ``benchmarks/results/`` and :mod:`fsslib.papers`, and print a
+number as the tables do (:func:`fsslib.tables.shown`). The rendered pages are committed, so a repository browser
+shows them; edit the source, never the page.
+
+``python -m fsslib.docs`` renders every source; a grid's answer or notes feed its results page, so it then
+completes the grid pages and ``RESULTS.md`` again (:func:`fsslib.tables.write_results_page`).
+``python -m fsslib.docs --check`` renders into memory and exits 1 naming each page that differs from its
+source, and the command that fixes it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from statistics import fmean
+from typing import Any, Callable
+
+from fsslib.errors import FsslibError, unknown
+from fsslib.tables import fold_means, load_grid, read_table, shown
+
+REPO = Path(__file__).resolve().parent.parent
+
+SOURCES = Path("docs") / "src"  # the sources, relative to the repository root
+
+SUFFIX = ".j2"
+
+COMMAND = "make docs"  # the command that renders every page (python -m fsslib.docs)
+
+HEADER = "<!-- Rendered by `{command}` from `{source}`: edit that file, not this one. -->\n"
+
+COMPARISON = "compare_toy"  # the comparison whose rows and seed grids give the spread of training seeds
+
+CHECKPOINTS = Path("fsslib") / "checkpoints"
+
+
+class Number(float):
+    """A number as a page prints it: :func:`fsslib.tables.shown` with ``decimals`` decimals, ``+`` before a
+    positive one when ``signed``. Arithmetic on it gives plain floats: pass them to ``num`` to print them."""
+
+    decimals: int
+    signed: bool
+
+    def __new__(cls, value: float, decimals: int = 1, signed: bool = False) -> "Number":
+        number = super().__new__(cls, value)
+        number.decimals, number.signed = decimals, signed
+        return number
+
+    def __str__(self) -> str:
+        text = shown(float(self), self.decimals)
+        if float(text) == 0:
+            return text.lstrip("-")  # -0.0 prints as 0.0, without a sign
+        return f"+{text}" if self.signed and not text.startswith("-") else text
+
+    def __format__(self, spec: str) -> str:
+        return str(self) if not spec else format(float(self), spec)
+
+
+@dataclass(frozen=True)
+class Span:
+    """The lowest and highest of several numbers (training seeds), printed ``low-high`` as the tables do."""
+
+    low: Number
+    high: Number
+    values: tuple[Number, ...]
+
+    @property
+    def mean(self) -> Number:
+        return Number(fmean(self.values), self.low.decimals)
+
+    @property
+    def sd(self) -> Number:
+        """The sample standard deviation of the values, as the comparison's seed table gives it."""
+        from statistics import stdev
+
+        return Number(stdev(self.values), self.low.decimals)
+
+    def __str__(self) -> str:
+        return f"{self.low}-{self.high}"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Whether a difference counts as resolved (``docs/protocol.md``): true or false, printed as words."""
+
+    difference: Number
+    threshold: Number
+    resolved: bool
+
+    def __bool__(self) -> bool:
+        return self.resolved
+
+    def __str__(self) -> str:
+        return "resolved" if self.resolved else "not resolved"
+
+
+class Results:
+    """The committed results under ``root`` (the repository root), read once each: the helpers of a rendering."""
+
+    def __init__(self, root: Path = REPO) -> None:
+        self.root = Path(root)
+        self.results = self.root / "papermill_runs" / "results"
+        self._tables: dict[str, list[dict[str, Any]]] = {}
+        self._json: dict[Path, Any] = {}
+
+    # --- the rows of a grid -----------------------------------------------------------------------------------
+    def table(self, grid: str) -> list[dict[str, Any]]:
+        """The rows of ``papermill_runs/results/<grid>.csv`` (:func:`fsslib.tables.read_table`, a comparison's by
+        :func:`fsslib.compare.read_comparison`); an error naming the grids that have one."""
+        if grid not in self._tables:
+            path = self.results / f"{grid}.csv"
+            if not path.is_file():
+                raise unknown("grid", grid, sorted(p.stem for p in self.results.glob("*.csv")))
+            with path.open() as handle:
+                columns = handle.readline().strip().split(",")
+            if "reference_miou" in columns:  # a grid's table (fsslib.tables), else a comparison's (fsslib.compare)
+                self._tables[grid] = read_table(path)
+            else:
+                from fsslib.compare import read_comparison
+
+                self._tables[grid] = [{"reference_miou": float("nan"), **row} for row in read_comparison(grid, self.results)[0]]
+        return self._tables[grid]
+
+    def _rows(self, grid: str, method: str, shots: int, ways: int, variant: str, seed: int | None,
+              train_shots: int | None = None) -> list[dict[str, Any]]:
+        rows = self.table(grid)
+        methods = sorted({row["method"] for row in rows})
+        if method not in methods:
+            raise unknown(f"method of grid {grid}", method, methods)
+        chosen = [row for row in rows if row["method"] == method and (row.get("variant") or "") == variant
+                  and int(row["shots"]) == shots and int(row["ways"]) == ways
+                  and (seed is None or int(row["seed"]) == seed)
+                  and (train_shots is None or str(row.get("train_shots") or "") == str(train_shots))]
+        if not chosen:
+            have = sorted({f"{r['ways']}-way {r['shots']}-shot variant {r.get('variant') or '(none)'} seed {r['seed']}"
+                           for r in rows if r["method"] == method})
+            raise unknown(f"setting of {method} in grid {grid}",
+                          f"{ways}-way {shots}-shot variant {variant or '(none)'} seed {seed}", have)
+        return chosen
+
+    def mean(self, grid: str, method: str, shots: int = 1, ways: int = 1, variant: str = "", seed: int | None = None,
+             column: str = "miou", folds: int = 4) -> Number:
+        """The mean over the folds of ``method``'s rows in ``grid`` (:func:`fsslib.tables.fold_means`, of the
+        unrounded rows), one decimal; an error unless exactly one setting ran on ``folds`` folds."""
+        means = [m for m in fold_means(self._rows(grid, method, shots, ways, variant, seed)) if m["folds"] == folds]
+        if len(means) != 1:
+            raise FsslibError(f"Grid {grid} has {len(means)} means over {folds} folds of {method} "
+                              f"({ways}-way {shots}-shot, variant {variant or '(none)'}, seed {seed}).",
+                              "name the seed (seed=...) or the variant, or the number of folds (folds=...).")
+        return Number(means[0][column])
+
+    def row(self, grid: str, method: str, fold: int, shots: int = 1, ways: int = 1, variant: str = "",
+            seed: int | None = None, column: str = "miou", train_shots: int | None = None) -> Number:
+        """One fold's row of ``method`` in ``grid``, one decimal; an error unless exactly one row matches."""
+        rows = [r for r in self._rows(grid, method, shots, ways, variant, seed, train_shots) if int(r["fold"]) == fold]
+        if len(rows) != 1:
+            folds = sorted({int(r["fold"]) for r in self._rows(grid, method, shots, ways, variant, seed, train_shots)})
+            if not rows:
+                raise unknown(f"fold of {method} in grid {grid}", fold, folds)
+            raise FsslibError(f"Grid {grid} has {len(rows)} rows of {method} on fold {fold}.",
+                              "name the seed (seed=...), the variant or the training shots (train_shots=...).")
+        return Number(rows[0][column])
+
+    def stratum(self, comparison: str, pair: str, grouping: str, stratum: str, column: str = "miou") -> Number:
+        """A method's difference from its baseline in one stratum of a comparison (``<comparison>_strata_differences.csv``,
+        :func:`fsslib.compare.read_comparison`): ``pair`` as the table names it (``"lfss - pfenet"``); ``column`` is
+        ``miou``, ``low`` or ``high`` (the paired bootstrap's 95% interval), signed, one decimal."""
+        from fsslib.compare import read_comparison
+
+        key = f"{comparison}_strata_differences"
+        if key not in self._tables:
+            if not (self.results / f"{key}.csv").is_file():
+                raise unknown("comparison with strata differences", comparison,
+                              sorted(p.stem.removesuffix("_strata_differences") for p in self.results.glob("*_strata_differences.csv")))
+            self._tables[key] = read_comparison(comparison, self.results)[2]
+        rows = [r for r in self._tables[key] if (r["method"], r["grouping"], str(r["stratum"])) == (pair, grouping, stratum)]
+        if len(rows) != 1:
+            raise unknown(f"stratum of {comparison}", f"{pair} / {grouping} / {stratum}",
+                          sorted({f"{r['method']} / {r['grouping']} / {r['stratum']}" for r in self._tables[key]}))
+        return Number(rows[0][column], signed=True)
+
+    # --- the spread of training seeds ---------------------------------------------------------------------------
+    def seed_rows(self, comparison: str = COMPARISON) -> list[dict[str, Any]]:
+        """The rows of the seed grids the comparison names (``seeds``), a later grid replacing an earlier one's
+        method, as :func:`fsslib.runs.seed_rows` reads them for the comparison's page."""
+        names = load_grid(self.root / "papermill_runs" / f"{comparison}.yaml").get("seeds") or []
+        rows: list[dict[str, Any]] = []
+        for name in [names] if isinstance(names, str) else names:
+            if (self.results / f"{name}.csv").is_file():
+                later = self.table(name)
+                replaced = {(r["method"], r.get("variant") or "") for r in later}
+                rows = [r for r in rows if (r["method"], r.get("variant") or "") not in replaced] + later
+        return rows
+
+    def seeds(self, method: str, shots: int = 1, ways: int = 1, variant: str = "", fold: int = 0,
+              comparison: str = COMPARISON) -> Span:
+        """The range of ``method``'s fold-0 mIoU over its training seeds: the comparison's row (seed 0) and the
+        seed grids' (:meth:`seed_rows`), as the comparison's "spread of training seeds" lists them."""
+        def chosen(rows: list[dict[str, Any]]) -> dict[int, float]:
+            return {int(r["seed"]): r["miou"] for r in rows if r["method"] == method and (r.get("variant") or "") == variant
+                    and int(r["shots"]) == shots and int(r["ways"]) == ways and int(r["fold"]) == fold}
+
+        values = {**chosen(self.table(comparison)), **chosen(self.seed_rows(comparison))}
+        if len(values) < 2:
+            have = sorted({r["method"] for r in self.seed_rows(comparison)})
+            raise unknown(f"method with training seeds beside {comparison} ({ways}-way {shots}-shot, fold {fold})",
+                          method, have)
+        numbers = tuple(Number(values[s]) for s in sorted(values))
+        return Span(Number(min(numbers)), Number(max(numbers)), numbers)
+
+    def spread(self, setting: str = "1-way 1-shot", comparison: str = COMPARISON) -> Number:
+        """The pooled standard deviation over training seeds (:func:`fsslib.compare.pooled_spread`), two decimals."""
+        from fsslib.compare import pooled_spread, seed_spread
+
+        pooled = pooled_spread(seed_spread(self.table(comparison), self.seed_rows(comparison)))
+        if setting not in pooled:
+            raise unknown("setting of the seed spread", setting, sorted(pooled))
+        return Number(pooled[setting][0], 2)
+
+    def threshold(self, n1: int, n2: int | None = None, setting: str = "1-way 1-shot") -> Number:
+        """The difference that counts as resolved between a number of ``n1`` and one of ``n2`` (default ``n1``)
+        separately trained models (:func:`fsslib.compare.resolution_threshold`), two decimals."""
+        from fsslib.compare import resolution_threshold
+
+        return Number(resolution_threshold(float(self.spread(setting)), n1, n1 if n2 is None else n2), 2)
+
+    def resolved(self, a: float, b: float, n1: int, n2: int | None = None, setting: str = "1-way 1-shot") -> Verdict:
+        """Whether ``a - b`` counts as resolved (:meth:`threshold`)."""
+        threshold = self.threshold(n1, n2, setting)
+        difference = diff(a, b)
+        return Verdict(difference, threshold, abs(float(a) - float(b)) > float(threshold))
+
+    # --- papers, presets and recorded fields ----------------------------------------------------------------------
+    @staticmethod
+    def paper(paper: str, method: str, shots: int = 1, ways: int = 1, benchmark: str = "pascal",
+              fold: int | None = None) -> Number:
+        """The number ``paper`` reports (:func:`fsslib.papers.reported`): its mean over the folds, or one fold."""
+        from fsslib.papers import reported
+
+        printed = reported(paper, method, shots, ways, benchmark)
+        return Number(printed.mean if fold is None else printed.folds[fold])
+
+    @staticmethod
+    def preset(method: str, key: str, tier: str = "toy") -> Any:
+        """A setting of ``method``'s preset for ``tier`` (the method's ``PRESETS``, :mod:`fsslib.methods`)."""
+        from fsslib.methods import method_presets
+
+        presets = method_presets(method)
+        if tier not in presets:
+            raise unknown(f"tier of {method}'s presets", tier, sorted(presets))
+        if key not in presets[tier]:
+            raise unknown(f"setting of {method}'s {tier} preset", key, sorted(presets[tier]))
+        return presets[tier][key]
+
+    def recorded(self, file: str, field: str, decimals: int | None = None, scale: float = 1.0) -> Any:
+        """A field of a recorded ``.json``: ``file`` is a path from the repository root, or a checkpoint's name
+        (``toy_found``; ``zoo/pfenet-fold0-1shot``). ``field`` is dotted (``held_out.foreground_iou.found_head``,
+        ``test_rows.0.miou``). A number times ``scale`` is printed with ``decimals`` decimals if given."""
+        path = self.root / file if file.endswith(".json") else self.root / CHECKPOINTS / f"{file}.json"
+        if path not in self._json:
+            if not path.is_file():
+                raise unknown("recorded file", file, sorted(p.stem for p in (self.root / CHECKPOINTS).glob("*.json")))
+            self._json[path] = json.loads(path.read_text())
+        value, parts = self._json[path], field.split(".")
+        while parts:  # a key may hold a dot itself (recall_at_0.5): the longest key that matches is taken
+            taken = next((n for n in range(len(parts), 0, -1) if isinstance(value, dict) and ".".join(parts[:n]) in value), 0)
+            if taken:
+                value, parts = value[".".join(parts[:taken])], parts[taken:]
+            elif isinstance(value, list) and parts[0].isdigit() and int(parts[0]) < len(value):
+                value, parts = value[int(parts[0])], parts[1:]
+            else:
+                raise unknown(f"field of {path.relative_to(self.root)} at {parts[0]!r}", field,
+                              sorted(value) if isinstance(value, dict) else [str(i) for i in range(len(value))]
+                              if isinstance(value, list) else [])
+        if decimals is not None:
+            return Number(float(value) * scale, decimals)
+        return value
+
+    def zoo(self, model: str, field: str, decimals: int | None = None, scale: float = 1.0) -> Any:
+        """A field of a zoo model's ``.json`` (``fsslib/checkpoints/zoo/<model>.json``): :meth:`recorded`."""
+        return self.recorded(f"zoo/{model}", field, decimals, scale)
+
+    def files(self, folder: str, pattern: str = "*") -> "Files":
+        """The files of ``folder`` (from the repository root) matching ``pattern``: their count and size."""
+        paths = sorted(p for p in (self.root / folder).glob(pattern) if p.is_file())
+        if not paths:
+            raise FsslibError(f"No file {pattern} in {folder}.", "name a folder and pattern that hold files.")
+        return Files(len(paths), sum(p.stat().st_size for p in paths))
+
+
+@dataclass(frozen=True)
+class Files:
+    """A count of files and their size; ``mb`` in megabytes (10^6 bytes), one decimal."""
+
+    count: int
+    size: int
+
+    @property
+    def mb(self) -> Number:
+        return Number(self.size / 1e6)
+
+
+def diff(a: float, b: float, decimals: int = 1) -> Number:
+    """``a - b`` with its sign (``+1.2``, ``-0.4``), of the unrounded numbers."""
+    return Number(float(a) - float(b), decimals, signed=True)
+
+
+def num(value: float, decimals: int = 1) -> Number:
+    """A computed number (e.g. a sum of helpers' numbers) as a page prints it."""
+    return Number(float(value), decimals)
+
+
+def helpers(results: Results) -> dict[str, Callable[..., Any]]:
+    """The names a source may call: ``mean`` (a grid's mean over the folds), ``row`` (one fold's row), ``seeds``
+    (the range over training seeds on fold 0), ``stratum`` (a difference in one stratum), ``diff`` (a signed difference), ``resolved``, ``threshold`` and
+    ``spread`` (the resolution rule), ``paper`` (a paper's number), ``preset`` (a method's setting), ``recorded``
+    and ``zoo`` (a field of a recorded ``.json``), ``files`` (a count and size of files) and ``num``."""
+    return {"mean": results.mean, "row": results.row, "seeds": results.seeds, "stratum": results.stratum, "diff": diff, "num": num,
+            "resolved": results.resolved, "threshold": results.threshold, "spread": results.spread,
+            "paper": results.paper, "preset": results.preset, "recorded": results.recorded, "zoo": results.zoo,
+            "files": results.files}
+
+
+def sources(root: Path = REPO) -> list[Path]:
+    """Every source under ``docs/src/`` (``*.j2``), sorted."""
+    return sorted((root / SOURCES).rglob(f"*{SUFFIX}"))
+
+
+def target(source: Path, root: Path = REPO) -> Path:
+    """The page a source renders: its path under ``docs/src/`` from the repository root, ``.j2`` removed."""
+    relative = source.relative_to(root / SOURCES)
+    return root / relative.with_name(relative.name[:-len(SUFFIX)])
+
+
+def header(source: Path, root: Path = REPO) -> str:
+    """The comment a rendered page opens with, naming its source; none for a grid's answer or notes, which
+    RESULTS.md quotes inline."""
+    page = target(source, root).relative_to(root)
+    if page.parts[0] == "papermill_runs":
+        return ""
+    return HEADER.format(command=COMMAND, source=source.relative_to(root).as_posix())
+
+
+def environment(root: Path = REPO):
+    """The Jinja2 environment of the sources: undefined names fail, text kept as written."""
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(root / SOURCES)), undefined=jinja2.StrictUndefined,
+                             keep_trailing_newline=True, autoescape=False)
+    env.globals.update(helpers(Results(root)))
+    return env
+
+
+def render(root: Path = REPO) -> dict[Path, str]:
+    """Every page rendered from its source: {page path: text}."""
+    env = environment(root)
+    pages = {}
+    for source in sources(root):
+        name = source.relative_to(root / SOURCES).as_posix()
+        try:
+            text = env.get_template(name).render()
+        except FsslibError as error:
+            raise FsslibError(f"Rendering {source.relative_to(root)} failed: {error}",
+                              "fix the helper call in the source (its arguments name the grid, method, fold...).") from error
+        pages[target(source, root)] = header(source, root) + text
+    return pages
+
+
+def stale(root: Path = REPO) -> list[Path]:
+    """The pages whose committed text differs from their rendered source."""
+    return [page for page, text in render(root).items() if not page.is_file() or page.read_text() != text]
+
+
+def write(root: Path = REPO) -> list[Path]:
+    """Render every page and write those that changed; then complete the grid pages and ``RESULTS.md`` again if
+    a grid's answer or notes is among them (:func:`fsslib.tables.write_results_page`). Returns the pages written."""
+    written = []
+    for page, text in render(root).items():
+        if not page.is_file() or page.read_text() != text:
+            page.write_text(text)
+            written.append(page)
+    if any(page.parent == root / "papermill_runs" for page in written):
+        from fsslib.tables import write_results_page
+
+        write_results_page(root / "papermill_runs")
+    return written
+
+
+def main(argv: list[str] | None = None, root: Path = REPO) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fsslib.docs", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--check", action="store_true",
+                        help="render into memory; exit 1 naming each committed page that differs from its source")
+    args = parser.parse_args(argv)
+    if args.check:
+        old = stale(root)
+        for page in old:
+            print(f"stale: {page.relative_to(root)}", file=sys.stderr)
+        if old:
+            print(f"{len(old)} rendered page(s) differ from their sources under {SOURCES}: run `{COMMAND}` "
+                  "(python -m fsslib.docs) and commit the pages.", file=sys.stderr)
+            return 1
+        print(f"All {len(sources(root))} rendered pages match their sources.")
+        return 0
+    for page in write(root):
+        print(f"wrote {page.relative_to(root)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

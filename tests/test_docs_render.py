@@ -1,0 +1,241 @@
+"""The pages that quote results are rendered from their sources in docs/src/ (fsslib.docs, `make docs`): the
+committed pages are what the sources render today, no source types a result number, and each helper reads the
+committed tables as the tables print them."""
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from fsslib import docs
+from fsslib.errors import FsslibError
+from fsslib.tables import TABLE_COLUMNS, shown
+
+REPO = Path(__file__).resolve().parent.parent
+
+# Pages that quote results and have no source yet: each is rendered by hand until it gets one. A page leaves this
+# list when its source is written (test_every_page_that_quotes_results_is_rendered_or_listed checks both ways).
+NOT_CONVERTED = sorted([
+    "docs/paper_tier.md", "docs/usage.md", "docs/your_data.md", "docs/notebook_widgets.md",
+    "docs/methods/clip_dinoiser.md", "docs/methods/lfss.md", "docs/methods/piclip.md", "docs/methods/qgnet.md",
+    "papermill_runs/clip_dinoiser_toy.answer.md",
+    "papermill_runs/clip_dinoiser_toy.notes.md",
+    "papermill_runs/clip_dinoiser_toy.summary.md",
+    "papermill_runs/clip_toy.notes.md",
+    "papermill_runs/fem_path_control.answer.md",
+    "papermill_runs/fem_path_control.notes.md",
+    "papermill_runs/lfss_budget_240.notes.md",
+    "papermill_runs/lfss_data_rule.notes.md",
+    "papermill_runs/lfss_data_rule_variants.answer.md",
+    "papermill_runs/lfss_data_rule_variants.notes.md",
+    "papermill_runs/lfss_query_mask.notes.md",
+    "papermill_runs/piclip_baselines_budget_doubled.notes.md",
+    "papermill_runs/piclip_baselines_seeds_toy.notes.md",
+    "papermill_runs/piclip_baselines_toy.notes.md",
+    "papermill_runs/piclip_budget_160.notes.md",
+    "papermill_runs/piclip_budget_doubled.answer.md",
+    "papermill_runs/piclip_budget_doubled.notes.md",
+    "papermill_runs/piclip_cnn_mask_control.notes.md",
+    "papermill_runs/piclip_hdmnet_fill_control.answer.md",
+    "papermill_runs/piclip_hdmnet_fill_control.notes.md",
+    "papermill_runs/piclip_hdmnet_two_way_control.answer.md",
+    "papermill_runs/piclip_hdmnet_two_way_control.notes.md",
+    "papermill_runs/piclip_pir_control.answer.md",
+    "papermill_runs/piclip_pir_control.notes.md",
+    "papermill_runs/piclip_pir_control_2x.answer.md",
+    "papermill_runs/qgnet_budget_doubled.answer.md",
+    "papermill_runs/qgnet_budget_doubled.notes.md",
+    "papermill_runs/qgnet_oracle_prior.answer.md",
+    "papermill_runs/qgnet_oracle_prior.notes.md",
+    "papermill_runs/qgnet_prior_24000.notes.md",
+    "papermill_runs/qgnet_toy.notes.md",
+    "papermill_runs/qgnet_toy.summary.md",
+    "papermill_runs/zoo_seeds_toy.answer.md",
+    "papermill_runs/zoo_toy.answer.md",
+    "papermill_runs/zoo_toy.notes.md",
+])
+
+# Decimals in a source's prose that are not results. Each entry: a pattern around the number, and why it is allowed.
+ALLOWED = [
+    (r"Python 3\.\d+", "a Python version"),
+    (r"torch \d+\.\d+(\.\d+)?", "a torch version"),
+    (r"about 5 GB", "a download size"),
+    (r"ViT-[BS]/\d+", "a model name"),
+    (r"\b\d+(\.\d+)?e-\d+\b", "a learning rate"),
+    (r"(area fraction|area-fraction)[^.]*?\b[01]\.\d\b|0\.5 by default", "the toy CLIP's area-fraction setting"),
+    (r"\b\d+\.\d+\.\d+\b", "a three-part version (torch 2.15.0)"),
+    (r"(>=|at) 0\.5( or above)?", "the prior region map's threshold, a setting"),
+    (r"\b(lr|gamma =|temperature|student|centring|EMA) \d+\.\d+", "a training or evaluation setting"),
+    (r"within 0\.05", "the rounding bound of a mean of one-decimal values"),
+    (r"(Eq|Eqs|Sec|Table|Fig)\.? \d+(\.\d+)?(-\d+(\.\d+)?)?", "a paper's equation, section, table or figure number"),
+]
+
+
+
+def quoting_pages() -> list[str]:
+    """Every page the design renders: the README, docs/ (sources excluded), the grids' answers, notes and
+    summaries, the checkpoints' and the zoo's READMEs."""
+    pages = ["README.md", "fsslib/checkpoints/README.md", "fsslib/checkpoints/zoo/README.md"]
+    pages += [p.relative_to(REPO).as_posix() for p in (REPO / "docs").rglob("*.md")
+              if docs.SOURCES not in p.relative_to(REPO).parents and p.name != "plateau.md"]  # plateau.md: a pointer
+    pages += [p.relative_to(REPO).as_posix() for kind in ("answer", "notes", "summary")
+              for p in (REPO / "papermill_runs").rglob(f"*.{kind}.md")]
+    return sorted(pages)
+
+
+def test_every_page_that_quotes_results_is_rendered_or_listed():
+    rendered = {docs.target(source).relative_to(REPO).as_posix() for source in docs.sources()}
+    assert not rendered & set(NOT_CONVERTED), f"rendered now, drop from NOT_CONVERTED: {sorted(rendered & set(NOT_CONVERTED))}"
+    missing = set(quoting_pages()) - rendered - set(NOT_CONVERTED)
+    assert not missing, f"neither rendered from docs/src nor listed in NOT_CONVERTED: {sorted(missing)}"
+
+
+def test_the_committed_pages_are_their_rendered_sources():
+    stale = docs.stale()
+    assert not stale, (f"stale rendered pages: {', '.join(str(p.relative_to(REPO)) for p in stale)}; "
+                       f"run `{docs.COMMAND}` (python -m fsslib.docs) and commit them")
+
+
+def prose_of_source(text: str) -> str:
+    """A source's text without what may hold a number that is not typed prose: Jinja expressions, statements and
+    comments, fenced and inline code, link targets, HTML comments."""
+    for pattern in (r"\{\{.*?\}\}", r"\{%.*?%\}", r"\{#.*?#\}", r"```.*?```", r"<!--.*?-->", r"`[^`\n]*`", r"\]\([^)\s]*\)"):
+        text = re.sub(pattern, " ", text, flags=re.S)
+    return text
+
+
+def typed_numbers(text: str) -> list[str]:
+    """The decimals of a source's prose (:func:`prose_of_source`) that no :data:`ALLOWED` pattern covers."""
+    prose = prose_of_source(text)
+    allowed = [m.span() for pattern, _ in ALLOWED for m in re.finditer(pattern, prose)]
+    found = []
+    for match in re.finditer(r"(?<![\w.])[+-]?\d+\.\d+(?![\w])", prose):
+        if not any(start <= match.start() and match.end() <= end for start, end in allowed):
+            line = prose[:match.start()].count("\n") + 1
+            found.append(f"line {line}: {match.group()}")
+    return found
+
+
+def test_the_scan_finds_typed_decimals_and_passes_rendered_ones():
+    text = "PFENet scores 63.0 ({{ mean('g', 'pfenet') }}); `lr=0.9`; Python 3.10; Eq. 7.2; [x](a/b1.2.md)\n"
+    assert typed_numbers(text) == ["line 1: 63.0"]
+    assert typed_numbers("| a | {{ row('g', 'm', 0) }} | 4.4 |") == ["line 1: 4.4"]
+
+
+@pytest.mark.parametrize("source", docs.sources(), ids=lambda p: p.relative_to(REPO / docs.SOURCES).as_posix())
+def test_no_source_types_a_result_number(source):
+    found = typed_numbers(source.read_text())
+    assert not found, (f"{source.relative_to(REPO)} types numbers that a helper should compute "
+                       f"(fsslib.docs.helpers), or that belong in ALLOWED with a reason: {found}")
+
+
+# --- the helpers on fabricated results -----------------------------------------------------------------------------
+
+def _write(path: Path, columns: tuple[str, ...], rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows({c: row.get(c, "") for c in columns} for row in rows)
+
+
+def _row(method: str, fold: int, miou: float, seed: int = 0, shots: int = 1, ways: int = 1, variant: str = "") -> dict:
+    return {"method": method, "variant": variant, "tier": "toy", "benchmark": "toy", "fold": fold, "ways": ways,
+            "shots": shots, "train_shots": 1, "seed": seed, "episodes": 1000, "miou": miou, "fbiou": 70.0,
+            "reference_miou": 9.0}
+
+
+@pytest.fixture
+def fabricated(tmp_path: Path) -> docs.Results:
+    """A repository root with one grid (two methods on 4 folds), a comparison naming one seed grid, and a JSON."""
+    results = tmp_path / "papermill_runs" / "results"
+    _write(results / "g.csv", TABLE_COLUMNS,
+           [_row("a", f, 60.0 + f + 0.05) for f in range(4)] + [_row("b", f, 61.0 + f) for f in range(4)])
+    compare_columns = ("method", "variant", "support annotation", "model", "fold", "ways", "shots", "train_shots",
+                       "seed", "episodes", "miou", "fbiou")
+    _write(results / "cmp.csv", compare_columns, [_row(m, f, v + f) for m, v in (("a", 60.0), ("b", 62.0)) for f in range(4)])
+    _write(results / "s.csv", TABLE_COLUMNS, [_row(m, 0, v + seed, seed=seed) for m, v in (("a", 61.0), ("b", 62.5))
+                                               for seed in (1, 2)])
+    (tmp_path / "papermill_runs" / "cmp.yaml").write_text("name: cmp\ncompare: true\nseeds: [s]\ngrid: {}\n")
+    (tmp_path / "fsslib" / "checkpoints" / "zoo").mkdir(parents=True)
+    (tmp_path / "fsslib" / "checkpoints" / "zoo" / "m.json").write_text(json.dumps({"test_rows": [{"miou": 62.44539}]}))
+    (tmp_path / "fsslib" / "checkpoints" / "toy_x.json").write_text(json.dumps({"held_out": {"iou": 0.2141}}))
+    return docs.Results(tmp_path)
+
+
+def test_mean_and_row_print_as_the_tables_do(fabricated):
+    assert str(fabricated.mean("g", "a")) == shown(60.05 + 1.5) == "61.6"
+    assert str(fabricated.row("g", "a", 2)) == "62.1"  # 62.05: a tie rounded up, as fsslib.tables.shown does
+    assert str(fabricated.row("g", "b", 3, column="reference_miou")) == "9.0"
+
+
+def test_an_unknown_grid_method_or_fold_fails_naming_the_choices(fabricated):
+    with pytest.raises(FsslibError, match=r"Unknown grid 'nope'(.|\n)*cmp, g, s"):
+        fabricated.mean("nope", "a")
+    with pytest.raises(FsslibError, match=r"Unknown method of grid g 'c'(.|\n)*a, b"):
+        fabricated.row("g", "c", 0)
+    with pytest.raises(FsslibError, match=r"Unknown fold of a in grid g 7(.|\n)*0, 1, 2, 3"):
+        fabricated.row("g", "a", 7)
+    with pytest.raises(FsslibError, match="setting of a in grid g"):
+        fabricated.mean("g", "a", shots=5)
+
+
+def test_seeds_span_the_comparisons_row_and_the_seed_grids(fabricated):
+    span = fabricated.seeds("a", comparison="cmp")
+    assert (str(span), str(span.mean)) == ("60.0-63.0", "61.7")  # seeds 0, 1, 2: 60.0, 62.0, 63.0
+    with pytest.raises(FsslibError, match="Unknown method with training seeds"):
+        fabricated.seeds("c", comparison="cmp")
+
+
+def test_diff_threshold_and_resolved_follow_the_protocols_rule(fabricated):
+    import math
+    from statistics import stdev
+
+    assert (str(docs.diff(62.44, 61.0)), str(docs.diff(61.0, 62.44)), str(docs.diff(61.02, 61.0))) == ("+1.4", "-1.4", "0.0")
+    # pooled s over the two methods' three seeds, as fsslib.compare.pooled_spread takes it ("a", "b" are not pooled
+    # methods there), so the rule's threshold needs the pooled methods' names: check the formula on the helper
+    s = math.sqrt((stdev([60.0, 62.0, 63.0]) ** 2 + stdev([62.0, 63.5, 64.5]) ** 2) / 2)
+    assert math.isclose(2 * s * math.sqrt(1 / 4 + 1 / 4), 2 * s * math.sqrt(1 / 2))
+    from fsslib.compare import resolution_threshold
+    assert math.isclose(resolution_threshold(s, 4, 4), 2 * s * math.sqrt(1 / 2))
+    verdict = docs.Verdict(docs.diff(2.0, 0.0), docs.Number(1.12, 2), True)
+    assert bool(verdict) and str(verdict) == "resolved" and str(docs.Number(1.12, 2)) == "1.12"
+
+
+def test_resolved_on_the_committed_comparison_reads_its_thresholds():
+    results = docs.Results()
+    page = (REPO / "papermill_runs" / "results" / "compare_toy.md").read_text()
+    row = next(line for line in page.splitlines() if line.startswith("| 1-way 1-shot | 4 |"))
+    assert row.strip(" |").split(" | ")[3:6] == [str(results.threshold(1)), str(results.threshold(4)), str(results.threshold(3))]
+    assert not results.resolved(62.0, 61.0, 4) and results.resolved(62.0, 60.0, 4)
+
+
+def test_paper_preset_recorded_and_files(fabricated, tmp_path):
+    assert str(fabricated.paper("piclip", "piclip")) == "71.2" and str(fabricated.paper("piclip", "pfenet", fold=0)) == "61.7"
+    assert fabricated.preset("hdmnet", "batch_size", tier="paper") == 4
+    with pytest.raises(FsslibError, match="setting of hdmnet's paper preset"):
+        fabricated.preset("hdmnet", "nope", tier="paper")
+    assert str(fabricated.zoo("m", "test_rows.0.miou", 2)) == "62.45"
+    assert str(fabricated.recorded("toy_x", "held_out.iou", 3)) == "0.214"
+    with pytest.raises(FsslibError, match=r"field of .*toy_x.json at 'nope'(.|\n)*iou"):
+        fabricated.recorded("toy_x", "held_out.nope")
+    counted = fabricated.files("fsslib/checkpoints", "*.json")
+    assert counted.count == 1 and counted.size == (tmp_path / "fsslib" / "checkpoints" / "toy_x.json").stat().st_size
+
+
+def test_a_stale_page_fails_the_check_naming_it_and_the_command(tmp_path, capsys):
+    source = tmp_path / docs.SOURCES / "docs" / "page.md.j2"
+    source.parent.mkdir(parents=True)
+    source.write_text("Sum {{ num(1.25 + 1) }}.\n")
+    (tmp_path / "docs" / "page.md").write_text("Sum 2.2.\n")
+    assert docs.stale(tmp_path) == [tmp_path / "docs" / "page.md"]
+    docs.write(tmp_path)
+    assert (tmp_path / "docs" / "page.md").read_text().endswith("Sum 2.3.\n") and docs.stale(tmp_path) == []
+    (tmp_path / "docs" / "page.md").write_text("edited by hand\n")
+    assert docs.main(["--check"], root=tmp_path) == 1
+    err = capsys.readouterr().err
+    assert "stale: docs/page.md" in err and "make docs" in err
+    assert docs.main([], root=tmp_path) == 0 and docs.main(["--check"], root=tmp_path) == 0
