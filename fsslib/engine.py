@@ -125,13 +125,6 @@ def load_model_and_config(cfg: Config, device: torch.device) -> tuple[FewShotSeg
     return model.to(device).eval(), trained
 
 
-def save_checkpoint(path: Path, state: dict) -> None:
-    """Write atomically, so that a run killed mid-write leaves the previous checkpoint intact."""
-    temporary = path.with_suffix(".tmp")
-    torch.save(state, temporary)
-    os.replace(temporary, path)
-
-
 @torch.no_grad()
 def evaluate_model(model: FewShotSegmenter, dataset: EpisodeDataset, cfg: Config, device: torch.device,
                    description: str = "eval", keep_episodes: bool = False) -> dict:

@@ -43,6 +43,7 @@ from urllib.parse import quote, urlsplit
 
 from fsslib import paths
 from fsslib.errors import FsslibError, unknown
+from fsslib.paths import write_text
 
 if TYPE_CHECKING:
     from fsslib.config import Config
@@ -804,7 +805,7 @@ def unzip_once(archive: Path, folder: Path, entry: RemoteFile, options: FetchOpt
             place.unlink()
         os.replace(member, place)
     staging.rmdir()
-    unzip_stamp(folder, entry).write_text(f"{archive.name} unzipped whole\n")
+    write_text(unzip_stamp(folder, entry), f"{archive.name} unzipped whole\n")
 
 
 def prepare(name: str, inputs: list[Path], options: FetchOptions) -> Path:

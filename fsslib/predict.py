@@ -43,6 +43,7 @@ from fsslib.errors import (CheckpointError, CorruptImageError, DatasetNotFoundEr
                            EpisodeShapeError, FsslibError, InvalidMaskError)
 from fsslib.methods import METHODS, builds_backbone, method_options_type, method_variants, support_inputs
 from fsslib.methods.base import FewShotSegmenter
+from fsslib.paths import atomic_path, save_figure
 from fsslib.viz import WAY_COLOURS, plot_prediction
 from fsslib.zoo import names_zoo
 
@@ -383,14 +384,15 @@ def prepare_out(out: Path) -> None:
 
 def write_outputs(out: Path, stem: str, query: torch.Tensor, prediction: torch.Tensor, class_names: list[str],
                   title: str) -> tuple[Path, Path]:
-    """``<stem>_mask.png`` (single-channel class indices) and ``<stem>_overlay.png`` under ``out``."""
+    """``<stem>_mask.png`` (single-channel class indices) and ``<stem>_overlay.png`` under ``out``, each written
+    atomically (:func:`fsslib.paths.atomic_path`): runs writing the same names leave whole files, the last run's."""
     import matplotlib.pyplot as plt
 
-    out.mkdir(parents=True, exist_ok=True)
     mask_path, overlay_path = out / f"{stem}_mask.png", out / f"{stem}_overlay.png"
-    Image.fromarray(prediction.numpy().astype(np.uint8)).save(mask_path)
+    with atomic_path(mask_path) as temporary:
+        Image.fromarray(prediction.numpy().astype(np.uint8)).save(temporary)
     figure = plot_prediction(query, prediction, class_names, title)
-    figure.savefig(overlay_path, dpi=100)
+    save_figure(figure, overlay_path)
     plt.close(figure)
     return mask_path, overlay_path
 

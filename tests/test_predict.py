@@ -272,7 +272,7 @@ def test_the_command_line_runs_the_paper_tier_with_the_user_s_weight_files(tmp_p
 
     from fsslib.blocks.frozen import frozen_digests
     from fsslib.config import make_config
-    from fsslib.engine import save_checkpoint
+    from fsslib.pretrain.saving import save_checkpoint
     from fsslib.methods import build_method
     from fsslib.predict import main
 
@@ -397,3 +397,35 @@ def test_the_paper_tier_without_its_weights_says_which_file_is_missing(tmp_path,
     with pytest.raises(FsslibError) as error:
         predict.load("pfenet", ["cat"], preset="paper", ckpt=None, device="cpu")
     assert "resnet50_v2.pth" in str(error.value) and "docs/paper_tier.md" in str(error.value)
+
+
+def _write_many(out: Path, value: int, rounds: int) -> None:
+    """One of two concurrent runs: the same query names written ``rounds`` times, the masks all ``value``."""
+    from fsslib.predict import write_outputs
+
+    query = torch.rand(3, 48 + 16 * value, 64)  # the runs' files differ in size, as two runs' do
+    for _ in range(rounds):
+        for stem in ("a", "b", "c"):
+            write_outputs(out, stem, query, torch.full(query.shape[1:], value, dtype=torch.long), ["x", "y"], "run")
+
+
+def test_concurrent_runs_into_one_folder_leave_whole_files(tmp_path):
+    """Two processes writing the same names into one --out folder: every mask and overlay is a whole PNG (nothing
+    after its end) of one run, and no temporary file is left."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    runs = [context.Process(target=_write_many, args=(tmp_path, value, 3)) for value in (1, 2)]
+    for run in runs:
+        run.start()
+    for run in runs:
+        run.join()
+    assert [run.exitcode for run in runs] == [0, 0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"{s}_{k}.png" for s in "abc" for k in ("mask", "overlay"))
+    for path in tmp_path.iterdir():
+        assert path.read_bytes().endswith(b"IEND\xaeB`\x82"), path.name  # a PNG's last chunk, nothing after it
+        with Image.open(path) as image:
+            image.load()
+        if path.name.endswith("_mask.png"):
+            mask = np.asarray(Image.open(path))
+            assert len(np.unique(mask)) == 1 and mask.shape == (48 + 16 * int(mask[0, 0]), 64)  # one run's, whole
