@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from fsslib.errors import FsslibError, unknown
 from fsslib.methods import METHODS, method_options_type, method_presets, method_variants
-from fsslib.methods.options import MethodOptions, in_range, range_text
+from fsslib.methods.options import MethodOptions, range_problem, range_text
 
 TIERS = ("toy", "paper")
 MODEL = "model"  # a field that changes what trained weights mean: a checkpoint is evaluated with its own
@@ -137,9 +137,10 @@ def check_settings(cfg: Config) -> Config:
         raise unknown("--score-resize", cfg.score_resize, SCORE_RESIZES)
     for name, bounds in SETTING_RANGES.items():
         value = getattr(cfg, name)
-        if not in_range(value, bounds):
+        problem = range_problem(value, bounds)
+        if problem:
             flag = "--" + name.replace("_", "-")
-            raise FsslibError(f"{flag} must be {range_text(bounds)}, got {value!r}.",
+            raise FsslibError(f"{flag} {problem}, got {value!r}.",
                               f"pass {flag} {getattr(Config, name)} (the default) or another value in that range.")
     return cfg
 
