@@ -24,7 +24,7 @@ from fsslib.data.episodes import EpisodeDataset, Source, collate_episodes
 from fsslib.device import autocast
 from fsslib.errors import CheckpointError, DatasetNotFoundError
 from fsslib.metrics import FewShotMeter, score_at_label_size
-from fsslib.methods import build_method
+from fsslib.methods import build_method, check_shots
 from fsslib.models.files import read_weights
 from fsslib.zoo import ZOO_REMAKE, names_zoo, training_shots, zoo_checkpoint
 
@@ -106,6 +106,7 @@ def load_model_and_config(cfg: Config, device: torch.device) -> tuple[FewShotSeg
                 f"Checkpoint {path} was trained with {', '.join(f'{k}={trained[k]!r}' for k in changed)}, "
                 f"but this run asks for {', '.join(f'{k}={getattr(cfg, k)!r}' for k in changed)}.",
                 "evaluate with the settings the checkpoint was trained with, or train a checkpoint for these.")
+        check_shots(cfg.method, cfg.variant, trained.get("shots", cfg.shots), cfg.shots, f"Checkpoint {path}")
         recorded, built = state.get("frozen", {}), frozen_digests(model)
         missing = sorted(set(recorded) - set(built))
         other = sorted(name for name in set(recorded) & set(built) if built[name] != recorded[name])

@@ -138,6 +138,13 @@ def test_every_support_mode_a_method_reads(scene_files, tmp_path):
     ("repeated class name", "['solid circle'] are given more than once"),
     ("output under a file", "Cannot create the folder --out"),
     ("fold out of range", "Unknown fold of toy 7"),
+    ("window smaller than a patch", "Option window=1 of CLIP-DINOiser is smaller than one 8-pixel patch"),
+    ("supports without a class name", "pfenet reads the supports' images + masks; given: images."),
+    ("names that differ in case and spacing", "['Striped Star', 'striped star'] are given more than once (names compare"),
+    ("a name of punctuation", "[','] hold no letter or digit"),
+    ("a 5-shot model with one support", "was trained on 5-shot episodes, and bam builds its layers for the number of "
+                                        "shots"),
+    ("a 1-shot model with five supports", "give 1 support image(s) per class"),
 ])
 def test_bad_input_exits_2_with_one_message(scene_files, tmp_path, capsys, case, message):
     from fsslib.predict import main
@@ -195,6 +202,16 @@ def user_errors(files: dict[str, str], tmp_path: Path) -> dict[str, list[str]]:
         "output under a file": ["--method", "maskclip", "--query", files["query"], *circle, "--out",
                                 str(Path(files["broken"]) / "out")],
         "fold out of range": [*pfenet, "--support", files["support"], "--support-mask", files["mask"], "--fold", "7"],
+        "window smaller than a patch": ["--method", "clip-dinoiser", "--query", files["query"], *circle, "--options",
+                                        "window=1", "--options", "stride=1"],
+        "supports without a class name": [*pfenet, "--support", files["support"]],
+        "names that differ in case and spacing": ["--method", "maskclip", "--query", files["query"], "--class-name",
+                                                  "striped star", "--class-name", "Striped Star "],
+        "a name of punctuation": ["--method", "maskclip", "--query", files["query"], "--class-name", ","],
+        "a 5-shot model with one support": ["--method", "bam", "--ckpt", "zoo:5shot", "--query", files["query"],
+                                            "--support", files["support"], "--support-mask", files["mask"]],
+        "a 1-shot model with five supports": ["--method", "bam", "--ckpt", "zoo:1shot", "--query", files["query"],
+                                              *["--support", files["support"], "--support-mask", files["mask"]] * 5],
     }
 
 
@@ -429,3 +446,34 @@ def test_concurrent_runs_into_one_folder_leave_whole_files(tmp_path):
         if path.name.endswith("_mask.png"):
             mask = np.asarray(Image.open(path))
             assert len(np.unique(mask)) == 1 and mask.shape == (48 + 16 * int(mask[0, 0]), 64)  # one run's, whole
+
+
+def test_segment_refuses_what_the_command_line_refuses(scene_files):
+    """Through the API as on the command line: NaN or infinite pixels, a picture without pixels, supports that are
+    not Supports, more shots than a shot-bound model was trained for and names that are one class are refused;
+    a benchmark class named with other case and spacing is that class."""
+    from fsslib import predict
+    from fsslib.errors import EpisodeShapeError
+
+    query = predict.read_image(scene_files["query"])
+    support, mask = predict.read_image(scene_files["support"]), predict.read_mask(scene_files["mask"])
+    supports = predict.Supports(["solid circle"], [[support]], [[mask]])
+    model, _ = predict.load("bam", ["solid circle"], ckpt="zoo", device="cpu")
+    not_a_number = query.clone()
+    not_a_number[:, :4] = float("nan")
+    for picture, message in ((not_a_number, "holds 576 NaN or infinite value"), (query * float("inf"), "NaN or infinite"),
+                             (np.full((8, 8, 3), np.inf, np.float32), "NaN or infinite"),
+                             (torch.zeros(3, 0, 0), r"has no pixels \(shape \(3, 0, 0\)\)")):
+        with pytest.raises(EpisodeShapeError, match=message):
+            predict.segment(model, picture, supports)
+    with pytest.raises(EpisodeShapeError, match="Support image 1 of way 1 holds"):
+        predict.segment(model, query, predict.Supports(["solid circle"], [[support * float("nan")]], [[mask]]))
+    with pytest.raises(EpisodeShapeError, match="The supports are a dict, not predict.Supports"):
+        predict.segment(model, query, {"class_names": ["solid circle"], "images": [[support]], "masks": [[mask]]})
+    with pytest.raises(EpisodeShapeError, match="This bam model was trained on 1-shot episodes.*cannot read 2 support"):
+        predict.segment(model, query, predict.Supports(["solid circle"], [[support] * 2], [[mask] * 2]))
+    with pytest.raises(EpisodeShapeError, match="more than once"):
+        predict.load("maskclip", ["cat", " Cat"])
+    text_model, cfg = predict.load("maskclip", ["Solid  Circle "], device="cpu")
+    assert cfg.extra_classes == ["Solid  Circle"] and predict.class_ids(cfg, ["Solid  Circle", "solid circle"]) == [1, 1]
+    assert predict.segment(text_model, query, predict.Supports([" SOLID circle"]))[0].shape == (64, 48)

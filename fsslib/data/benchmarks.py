@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from fsslib.data import toyworld
-from fsslib.data.folder import LAYOUT, MIN_CLASS_PIXELS, folder_index
+from fsslib.data.folder import LAYOUT, MIN_CLASS_PIXELS, class_key, folder_index
 from fsslib.errors import DatasetNotFoundError, unknown
 from fsslib.paths import data_root
 
@@ -138,10 +138,14 @@ def benchmark_of(cfg) -> Benchmark:
 
 def class_list(benchmark: Benchmark, extra_classes: Sequence[str] = ()) -> list[str]:
     """The names a method encodes for class ids 1, 2, ...: the benchmark's (as CLIP prompts spell them), then
-    ``extra_classes`` not among them (:mod:`fsslib.predict`'s names of the user's classes)."""
+    ``extra_classes`` not among them (:mod:`fsslib.predict`'s names of the user's classes; names compare as
+    :func:`~fsslib.data.folder.class_key` does)."""
     names = [benchmark.prompt_name(c) for c in range(1, benchmark.n_classes + 1)]
-    known = set(names) | set(benchmark.class_names)  # "aeroplane" is PASCAL's "airplane", not a new class
-    return names + [name for name in dict.fromkeys(extra_classes) if name not in known]
+    known = set(map(class_key, names + list(benchmark.class_names)))  # "aeroplane" is PASCAL's "airplane", not new
+    extra: dict[str, str] = {}
+    for name in extra_classes:
+        extra.setdefault(class_key(name), name)  # the first spelling of each class
+    return names + [name for key, name in extra.items() if key not in known]
 
 
 def get_benchmark(name: str, coco_folds: str = "interleaved", novel_classes: Sequence[int] = ()) -> Benchmark:
