@@ -48,7 +48,8 @@ class Config:
     resize: str = "pad"  # "pad": longer side to image_size, padded square (PFENet); "squash": both sides (HSNet);
     # "short_side": test queries' shorter side to image_size, for sliding windows (CLIP-DINOiser's evaluation)
     data_root: str | None = None  # None: $FSSLIB_DATA/<benchmark root>
-    novel_classes: list[int] = field(default_factory=list)  # a dataset folder without folds.json: its novel ids (fold 0)
+    novel_classes: list[int | str] = field(default_factory=list)  # a dataset folder without folds.json: its novel
+    # classes (fold 0), ids or names of its classes.txt
     extra_classes: list[str] = field(default_factory=list)  # class names beyond the benchmark's, appended to the class
     # list that text-reading methods encode (fsslib.predict: the user's names)
     # evaluation (HSNet protocol)
@@ -184,13 +185,22 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         elif f.type in ("bool", bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
         elif str(f.type).startswith("list["):
-            item = int if str(f.type) == "list[int]" else str
-            parser.add_argument(flag, type=lambda text, item=item: [item(v) for v in text.split(",") if v], default=None,
-                                metavar="A,B,...")
+            item = {"list[int]": int, "list[str]": str}.get(str(f.type), id_or_name)
+            parser.add_argument(flag, type=lambda text, item=item: split_list(text, item), default=None, metavar="A,B,...")
         else:
             kind = {"int": int, "float": float}.get(str(f.type), str)
             bounds = SETTING_RANGES.get(f.name)
             parser.add_argument(flag, type=kind, default=None, help=f"{range_text(bounds)}" if bounds else None)
+
+
+def split_list(text: str, item: Callable[[str], Any]) -> list[Any]:
+    """A comma-separated command-line list, each entry stripped and read by ``item``."""
+    return [item(entry.strip()) for entry in text.split(",") if entry.strip()]
+
+
+def id_or_name(text: str) -> int | str:
+    """A class given on a command line: its id (digits) or its name."""
+    return int(text) if text.isdigit() else text
 
 
 def run_command_line(prog: str, description: str, job: Callable[[Config], dict], argv: list[str] | None) -> dict:
