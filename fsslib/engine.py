@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from fsslib.blocks.frozen import frozen_digests
 from fsslib.config import MODEL, fields_with_role, same_setting
-from fsslib.data.benchmarks import benchmark_of
+from fsslib.data.benchmarks import benchmark_of, folder_flags
 from fsslib.data.episodes import EpisodeDataset, Source, collate_episodes
 from fsslib.device import autocast
 from fsslib.errors import CheckpointError, DatasetNotFoundError
@@ -67,6 +67,13 @@ def checkpoint_path(cfg: Config) -> str | None:
         return ckpt
     shots = training_shots(ckpt, cfg.method, cfg.variant, cfg.shots)
     return str(zoo_checkpoint(cfg.method, cfg.fold, shots, cfg.variant))
+
+
+def benchmark_flags(cfg: Config) -> str:
+    """The command-line flags naming the benchmark and fold of ``cfg`` (a dataset folder's novel classes by id)."""
+    if cfg.benchmark.startswith("folder:"):
+        return folder_flags(cfg.benchmark, cfg.fold, benchmark_of(cfg).fold_classes(cfg.fold) if cfg.novel_classes else ())
+    return f"--benchmark {cfg.benchmark} --fold {cfg.fold}"
 
 
 def seeded_build(cfg: Config) -> FewShotSegmenter:
@@ -117,7 +124,10 @@ def load_model_and_config(cfg: Config, device: torch.device) -> tuple[FewShotSeg
                 f"Checkpoint {path} was trained beside frozen models that this {cfg.method!r} model does not hold as "
                 f"they were ({found}): its trained layers would read features they were not trained on.",
                 "build the model with the frozen weights it was trained with (the same backbone_weights and shipped "
-                f"checkpoints), or train it again; for the zoo: {ZOO_REMAKE}")
+                f"checkpoints), or train it again; for the zoo: {ZOO_REMAKE}" if cfg.benchmark == "toy" or not
+                names_zoo(cfg.ckpt) else f"the zoo's models were trained on the toy world: train {cfg.method} on "
+                f"{cfg.benchmark} beside its own frozen models (`python -m fsslib.train --method {cfg.method} "
+                f"{benchmark_flags(cfg)} --out RUN`), then pass --ckpt RUN/best.pt.")
         try:
             model.load_state_dict(state["model"])
         except RuntimeError as error:

@@ -224,10 +224,10 @@ class BaseLearnerOptions(MethodOptions):
 
     def base_learner_files(self, cfg: MethodConfig) -> dict[str, str]:
         """The base learner's file of ``cfg`` by role (the run's provenance names it), none when random."""
-        from fsslib.data.benchmarks import benchmark_of
+        from fsslib.data.benchmarks import benchmark_spec
         from fsslib.pretrain.base_learner import base_learner_file
 
-        path = base_learner_file(self.base_learner, benchmark_of(cfg).name, cfg.fold)
+        path = base_learner_file(self.base_learner, benchmark_spec(cfg.benchmark), cfg.fold)
         return {"base_learner": path} if path else {}
 
     def frozen_base_learner(self, cfg: MethodConfig, base_classes: list[int]) -> BaseLearner:
@@ -235,8 +235,9 @@ class BaseLearnerOptions(MethodOptions):
         from fsslib.data.benchmarks import benchmark_of
         from fsslib.pretrain.base_learner import frozen_base_learner
 
-        return frozen_base_learner(self.base_learner, cfg.backbone, benchmark_of(cfg).name, cfg.fold, cfg.preset,
-                                   base_classes, f"Method {cfg.method}")
+        novel = benchmark_of(cfg).fold_classes(cfg.fold) if cfg.novel_classes else []  # a folder's, without folds.json
+        return frozen_base_learner(self.base_learner, cfg.backbone, cfg.benchmark, cfg.fold, cfg.preset, base_classes,
+                                   cfg.method, novel)
 
 
 @dataclass(frozen=True)
