@@ -13,6 +13,7 @@ import os
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Callable
 
+from fsslib.data.benchmarks import id_or_name, split_list
 from fsslib.errors import FsslibError, unknown
 from fsslib.methods import METHODS, method_options_type, method_presets, method_variants
 from fsslib.methods.options import MethodOptions, range_problem, range_text
@@ -191,16 +192,6 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
             kind = {"int": int, "float": float}.get(str(f.type), str)
             bounds = SETTING_RANGES.get(f.name)
             parser.add_argument(flag, type=kind, default=None, help=f"{range_text(bounds)}" if bounds else None)
-
-
-def split_list(text: str, item: Callable[[str], Any]) -> list[Any]:
-    """A comma-separated command-line list, each entry stripped and read by ``item``."""
-    return [item(entry.strip()) for entry in text.split(",") if entry.strip()]
-
-
-def id_or_name(text: str) -> int | str:
-    """A class given on a command line: its id (digits) or its name."""
-    return int(text) if text.isdigit() else text
 
 
 def run_command_line(prog: str, description: str, job: Callable[[Config], dict], argv: list[str] | None) -> dict:

@@ -6,9 +6,10 @@ contiguous ids ``{i+1, i+5, ..., i+77}`` (interleaved, PFENet/HSNet/BAM/PI-CLIP)
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from fsslib.data import toyworld
 from fsslib.data.folder import LAYOUT, MIN_CLASS_PIXELS, class_key, folder_index
@@ -133,6 +134,16 @@ def folder_benchmark(path: str, novel_classes: tuple[int | str, ...] = ()) -> Be
     return Benchmark(name="folder", class_names=tuple(names), n_folds=len(folds), root_name=str(root),
                      train_split="train", select_split=None, test_split="test", min_class_pixels=MIN_CLASS_PIXELS,
                      prepare_command=f"fix the folder {root}: {LAYOUT}", folds=folds)
+
+
+def split_list(text: str, item: Callable[[str], Any]) -> list[Any]:
+    """A comma-separated command-line list, each entry stripped and read by ``item``."""
+    return [item(entry.strip()) for entry in text.split(",") if entry.strip()]
+
+
+def id_or_name(text: str) -> int | str:
+    """A class given on a command line (``--novel-classes``): its id (digits) or its name."""
+    return int(text) if text.isdigit() else text
 
 
 def benchmark_spec(name: str) -> str:

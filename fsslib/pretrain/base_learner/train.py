@@ -29,8 +29,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from fsslib.blocks.base_learner import BaseLearner
-from fsslib.config import id_or_name, split_list
-from fsslib.data.benchmarks import Benchmark, benchmark_spec, get_benchmark
+from fsslib.data.benchmarks import Benchmark, benchmark_spec, get_benchmark, id_or_name, split_list
 from fsslib.data.episodes import NOVEL_RULES, Source
 from fsslib.device import resolve_device
 from fsslib.errors import CheckpointError, DatasetNotFoundError, unknown
