@@ -272,7 +272,7 @@ def as_picture(picture: Picture, what: str) -> torch.Tensor:
     tensor (3, H, W), uint8 (0..255) or float in [0, 1] (16-bit arrays: 0..65535); anything else is refused."""
     if isinstance(picture, Image.Image):
         if picture.mode == "F":  # 32-bit float pixels (e.g. a TIFF) may hold NaN
-            check_finite(torch.from_numpy(np.asarray(picture, dtype=np.float32)), what)
+            check_finite(torch.from_numpy(np.array(picture, dtype=np.float32)), what)
         return torch.from_numpy(rgb_array(picture).copy()).permute(2, 0, 1).float().div(255)
     if isinstance(picture, np.ndarray):
         if picture.ndim not in (2, 3) or (picture.ndim == 3 and picture.shape[2] != 3):
@@ -314,8 +314,8 @@ def check_finite(values: torch.Tensor, what: str) -> None:
     bad = int((~torch.isfinite(values)).sum())
     if bad:
         raise EpisodeShapeError(f"{what.capitalize()} holds {bad} NaN or infinite value(s) of {values.numel()}: the "
-                                "model cannot read them.", "replace them first, e.g. torch.nan_to_num(picture, nan=0.0, "
-                                "posinf=1.0, neginf=0.0), or pass the picture as read_image returns it.")
+                                "model cannot read them.", "replace them first (torch.nan_to_num(picture, nan=0.0, posinf=1.0, "
+                                "neginf=0.0)), or save the picture as an 8-bit PNG or JPEG.")
 
 
 def as_mask(mask: Picture, what: str) -> torch.Tensor:

@@ -145,6 +145,7 @@ def test_every_support_mode_a_method_reads(scene_files, tmp_path):
     ("a 5-shot model with one support", "was trained on 5-shot episodes, and bam builds its layers for the number of "
                                         "shots"),
     ("a 1-shot model with five supports", "give 1 support image(s) per class"),
+    ("a float picture holding NaN", "holds 256 NaN or infinite value(s) of 4096"),
 ])
 def test_bad_input_exits_2_with_one_message(scene_files, tmp_path, capsys, case, message):
     from fsslib.predict import main
@@ -181,6 +182,9 @@ def user_errors(files: dict[str, str], tmp_path: Path) -> dict[str, list[str]]:
     """The command lines of the bad inputs a new user gives (the issue "Your own pictures, hardened")."""
     pfenet = ["--method", "pfenet", "--ckpt", "zoo", "--query", files["query"]]
     circle = ["--class-name", "solid circle"]
+    not_a_number = np.full((64, 64), 100, np.float32)
+    not_a_number[:4] = np.nan
+    Image.fromarray(not_a_number, mode="F").save(tmp_path / "nan.tif")  # 32-bit float pixels, as a TIFF holds them
     return {
         "JPEG mask": [*pfenet, "--support", files["support"], "--support-mask", files["jpeg_mask"]],
         "mask of JPEG noise": [*pfenet, "--support", files["support"], "--support-mask", files["noisy_mask"]],
@@ -210,6 +214,7 @@ def user_errors(files: dict[str, str], tmp_path: Path) -> dict[str, list[str]]:
         "a name of punctuation": ["--method", "maskclip", "--query", files["query"], "--class-name", ","],
         "a 5-shot model with one support": ["--method", "bam", "--ckpt", "zoo:5shot", "--query", files["query"],
                                             "--support", files["support"], "--support-mask", files["mask"]],
+        "a float picture holding NaN": ["--method", "maskclip", "--query", str(tmp_path / "nan.tif"), *circle],
         "a 1-shot model with five supports": ["--method", "bam", "--ckpt", "zoo:1shot", "--query", files["query"],
                                               *["--support", files["support"], "--support-mask", files["mask"]] * 5],
     }
