@@ -420,7 +420,7 @@ def finish_page(path: Path, results: Path) -> Path:
     notes = path.parent / f"{name}.notes.md"
     if notes.is_file():
         tail += ["", "## Notes", "", _demoted(_rebased(notes.read_text().strip()))]
-    page.write_text("\n".join([*(title or [f"# {name}"]), "", *head, "", *body, "", *tail]) + "\n")
+    write_text(page, "\n".join([*(title or [f"# {name}"]), "", *head, "", *body, "", *tail]) + "\n")
     return page
 
 
