@@ -432,20 +432,33 @@ def _write_many(out: Path, value: int, rounds: int) -> None:
 
 
 def test_concurrent_runs_into_one_folder_leave_whole_files(tmp_path):
-    """Two processes writing the same names into one --out folder: every mask and overlay is a whole PNG (nothing
-    after its end) of one run, and no temporary file is left."""
+    """Two processes writing the same names into one --out folder: whenever a file is read, during the runs and
+    after them, it is a whole PNG (nothing after its end); at the end each mask is one run's and no temporary file
+    is left."""
     import multiprocessing
+    import time
+
+    def whole(path: Path) -> bool:
+        try:
+            return path.read_bytes().endswith(b"IEND\xaeB`\x82")  # a PNG's last chunk, nothing after it
+        except FileNotFoundError:  # not written yet
+            return True
 
     context = multiprocessing.get_context("fork")
-    runs = [context.Process(target=_write_many, args=(tmp_path, value, 3)) for value in (1, 2)]
+    runs = [context.Process(target=_write_many, args=(tmp_path, value, 1)) for value in (1, 2)]
     for run in runs:
         run.start()
+    names = [tmp_path / f"{s}_{k}.png" for s in "abc" for k in ("mask", "overlay")]
+    torn = []
+    while any(run.is_alive() for run in runs):  # written in place, a file is read torn here (dozens of times)
+        torn += [path.name for path in names if not whole(path)]
+        time.sleep(0.002)
     for run in runs:
         run.join()
-    assert [run.exitcode for run in runs] == [0, 0]
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"{s}_{k}.png" for s in "abc" for k in ("mask", "overlay"))
-    for path in tmp_path.iterdir():
-        assert path.read_bytes().endswith(b"IEND\xaeB`\x82"), path.name  # a PNG's last chunk, nothing after it
+    assert [run.exitcode for run in runs] == [0, 0] and not torn
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(path.name for path in names)
+    for path in names:
+        assert whole(path)
         with Image.open(path) as image:
             image.load()
         if path.name.endswith("_mask.png"):
