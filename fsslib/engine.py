@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from fsslib.blocks.frozen import frozen_digests
 from fsslib.config import MODEL, fields_with_role, same_setting
-from fsslib.data.benchmarks import benchmark_of, folder_flags
+from fsslib.data.benchmarks import benchmark_of, folder_flags, given_novel_classes
 from fsslib.data.episodes import EpisodeDataset, Source, collate_episodes
 from fsslib.device import autocast
 from fsslib.errors import CheckpointError, DatasetNotFoundError
@@ -72,7 +72,7 @@ def checkpoint_path(cfg: Config) -> str | None:
 def benchmark_flags(cfg: Config) -> str:
     """The command-line flags naming the benchmark and fold of ``cfg`` (a dataset folder's novel classes by id)."""
     if cfg.benchmark.startswith("folder:"):
-        return folder_flags(cfg.benchmark, cfg.fold, benchmark_of(cfg).fold_classes(cfg.fold) if cfg.novel_classes else ())
+        return folder_flags(cfg.benchmark, cfg.fold, given_novel_classes(cfg))
     return f"--benchmark {cfg.benchmark} --fold {cfg.fold}"
 
 

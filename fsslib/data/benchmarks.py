@@ -160,6 +160,12 @@ def folder_flags(benchmark: str, fold: int, novel_classes: Sequence[int] = ()) -
     return f"--benchmark {benchmark_spec(benchmark)} {classes}"
 
 
+def given_novel_classes(cfg) -> list[int]:
+    """The ids of the novel classes a :class:`~fsslib.config.Config` gives a dataset folder (``--novel-classes``, ids
+    or names), or none (the folder's folds.json, or another benchmark)."""
+    return benchmark_of(cfg).fold_classes(cfg.fold) if cfg.novel_classes else []
+
+
 def benchmark_of(cfg) -> Benchmark:
     """The benchmark a :class:`~fsslib.config.Config` names (with its COCO fold convention and novel classes)."""
     return get_benchmark(cfg.benchmark, cfg.coco_folds, cfg.novel_classes)

@@ -232,12 +232,11 @@ class BaseLearnerOptions(MethodOptions):
 
     def frozen_base_learner(self, cfg: MethodConfig, base_classes: list[int]) -> BaseLearner:
         """The frozen base learner of ``cfg``'s fold, or a random one; a missing file names the command that makes it."""
-        from fsslib.data.benchmarks import benchmark_of
+        from fsslib.data.benchmarks import given_novel_classes
         from fsslib.pretrain.base_learner import frozen_base_learner
 
-        novel = benchmark_of(cfg).fold_classes(cfg.fold) if cfg.novel_classes else []  # a folder's, without folds.json
         return frozen_base_learner(self.base_learner, cfg.backbone, cfg.benchmark, cfg.fold, cfg.preset, base_classes,
-                                   cfg.method, novel)
+                                   cfg.method, given_novel_classes(cfg))
 
 
 @dataclass(frozen=True)
