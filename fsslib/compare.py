@@ -42,6 +42,7 @@ from fsslib.data.episodes import EpisodeDataset
 from fsslib.data.strata import STRATA, describe_episodes, episode_strata
 from fsslib.engine import open_source
 from fsslib.errors import FsslibError
+from fsslib.paths import atomic_path, save_figure, write_text
 from fsslib.methods import support_annotation
 from fsslib.metrics import episodes_miou, percentile_interval, resampled_miou
 from fsslib.tables import CSV_DECIMALS, curve_lines, shown
@@ -508,11 +509,11 @@ def write_comparison(name: str, runs: list[tuple[dict[str, Any], Path]], results
     folds = folds_text(compared_folds(rows))
     results_dir.mkdir(parents=True, exist_ok=True)
     stem = results_dir / name
-    with stem.with_suffix(".csv").open("w", newline="") as handle:
+    with atomic_path(stem.with_suffix(".csv")) as temporary, temporary.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=ROW_COLUMNS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows({k: _cell(row.get(k), CSV_DECIMALS) for k in ROW_COLUMNS} for row in rows)
-    with (results_dir / f"{name}_per_class.csv").open("w", newline="") as handle:
+    with atomic_path(results_dir / f"{name}_per_class.csv") as temporary, temporary.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["method", "variant", "fold", "ways", "shots", "class", "iou"])
         writer.writerows([row["method"], row.get("variant", ""), row["fold"], row["ways"], row["shots"], cls, f"{iou:.1f}"]
@@ -522,15 +523,15 @@ def write_comparison(name: str, runs: list[tuple[dict[str, Any], Path]], results
     matrix = support_mode_matrix(rows)
     strata = strata_table(runs, variants=variants_in(pairs))
     differences = strata_differences(runs, pairs)
-    plot_comparison(comparison, [f"{w}-way {k}-shot" for w, k in ran], folds).savefig(results_dir / f"{name}.png", dpi=100)
+    save_figure(plot_comparison(comparison, [f"{w}-way {k}-shot" for w, k in ran], folds), results_dir / f"{name}.png")
     if matrix:
-        plot_support_modes(matrix, MODES).savefig(results_dir / f"{name}_support_modes.png", dpi=100)
+        save_figure(plot_support_modes(matrix, MODES), results_dir / f"{name}_support_modes.png")
     for table, suffix, ylabel in ((strata, "strata", "1-way 1-shot mIoU (%)"),
                                   (differences, "strata_differences", "mIoU difference (points)")):
         if not table:
             continue
-        plot_strata(table, ylabel).savefig(results_dir / f"{name}_{suffix}.png", dpi=100)
-        with (results_dir / f"{name}_{suffix}.csv").open("w", newline="") as handle:
+        save_figure(plot_strata(table, ylabel), results_dir / f"{name}_{suffix}.png")
+        with atomic_path(results_dir / f"{name}_{suffix}.csv") as temporary, temporary.open("w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=list(table[0]))
             writer.writeheader()
             writer.writerows({k: _cell(v, CSV_DECIMALS) for k, v in row.items()} for row in table)
@@ -585,5 +586,5 @@ def write_comparison(name: str, runs: list[tuple[dict[str, Any], Path]], results
     lines += ["## Rows per fold", "", f"Per-class IoUs: `{name}_per_class.csv`.", "",
               *_markdown(rows, list(ROW_COLUMNS)), "",
               "Produced with " + "; ".join(f"{k} {', '.join(v)}" for k, v in provenance.items()) + "."]
-    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    write_text(stem.with_suffix(".md"), "\n".join(lines) + "\n")
     return rows

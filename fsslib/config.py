@@ -13,9 +13,10 @@ import os
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Callable
 
+from fsslib.data.benchmarks import id_or_name, split_list
 from fsslib.errors import FsslibError, unknown
 from fsslib.methods import METHODS, method_options_type, method_presets, method_variants
-from fsslib.methods.options import MethodOptions, in_range, range_text
+from fsslib.methods.options import MethodOptions, range_problem, range_text
 
 TIERS = ("toy", "paper")
 MODEL = "model"  # a field that changes what trained weights mean: a checkpoint is evaluated with its own
@@ -48,7 +49,8 @@ class Config:
     resize: str = "pad"  # "pad": longer side to image_size, padded square (PFENet); "squash": both sides (HSNet);
     # "short_side": test queries' shorter side to image_size, for sliding windows (CLIP-DINOiser's evaluation)
     data_root: str | None = None  # None: $FSSLIB_DATA/<benchmark root>
-    novel_classes: list[int] = field(default_factory=list)  # a dataset folder without folds.json: its novel ids (fold 0)
+    novel_classes: list[int | str] = field(default_factory=list)  # a dataset folder without folds.json: its novel
+    # classes (fold 0), ids or names of its classes.txt
     extra_classes: list[str] = field(default_factory=list)  # class names beyond the benchmark's, appended to the class
     # list that text-reading methods encode (fsslib.predict: the user's names)
     # evaluation (HSNet protocol)
@@ -137,9 +139,10 @@ def check_settings(cfg: Config) -> Config:
         raise unknown("--score-resize", cfg.score_resize, SCORE_RESIZES)
     for name, bounds in SETTING_RANGES.items():
         value = getattr(cfg, name)
-        if not in_range(value, bounds):
+        problem = range_problem(value, bounds)
+        if problem:
             flag = "--" + name.replace("_", "-")
-            raise FsslibError(f"{flag} must be {range_text(bounds)}, got {value!r}.",
+            raise FsslibError(f"{flag} {problem}, got {value!r}.",
                               f"pass {flag} {getattr(Config, name)} (the default) or another value in that range.")
     return cfg
 
@@ -183,9 +186,8 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         elif f.type in ("bool", bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
         elif str(f.type).startswith("list["):
-            item = int if str(f.type) == "list[int]" else str
-            parser.add_argument(flag, type=lambda text, item=item: [item(v) for v in text.split(",") if v], default=None,
-                                metavar="A,B,...")
+            item = {"list[int]": int, "list[str]": str}.get(str(f.type), id_or_name)
+            parser.add_argument(flag, type=lambda text, item=item: split_list(text, item), default=None, metavar="A,B,...")
         else:
             kind = {"int": int, "float": float}.get(str(f.type), str)
             bounds = SETTING_RANGES.get(f.name)

@@ -19,12 +19,12 @@ from tqdm.auto import tqdm
 
 from fsslib.blocks.frozen import frozen_digests
 from fsslib.config import MODEL, fields_with_role, same_setting
-from fsslib.data.benchmarks import benchmark_of
+from fsslib.data.benchmarks import benchmark_of, folder_flags, given_novel_classes
 from fsslib.data.episodes import EpisodeDataset, Source, collate_episodes
 from fsslib.device import autocast
 from fsslib.errors import CheckpointError, DatasetNotFoundError
 from fsslib.metrics import FewShotMeter, score_at_label_size
-from fsslib.methods import build_method
+from fsslib.methods import build_method, check_shots
 from fsslib.models.files import read_weights
 from fsslib.zoo import ZOO_REMAKE, names_zoo, training_shots, zoo_checkpoint
 
@@ -69,6 +69,13 @@ def checkpoint_path(cfg: Config) -> str | None:
     return str(zoo_checkpoint(cfg.method, cfg.fold, shots, cfg.variant))
 
 
+def benchmark_flags(cfg: Config) -> str:
+    """The command-line flags naming the benchmark and fold of ``cfg`` (a dataset folder's novel classes by id)."""
+    if cfg.benchmark.startswith("folder:"):
+        return folder_flags(cfg.benchmark, cfg.fold, given_novel_classes(cfg))
+    return f"--benchmark {cfg.benchmark} --fold {cfg.fold}"
+
+
 def seeded_build(cfg: Config) -> FewShotSegmenter:
     """``build_method(cfg)`` with torch's generator seeded by ``cfg.seed`` and restored afterwards: the draws training
     makes right after seeding (``fsslib.train.run``), so every load gets the random weights it was trained with."""
@@ -106,6 +113,7 @@ def load_model_and_config(cfg: Config, device: torch.device) -> tuple[FewShotSeg
                 f"Checkpoint {path} was trained with {', '.join(f'{k}={trained[k]!r}' for k in changed)}, "
                 f"but this run asks for {', '.join(f'{k}={getattr(cfg, k)!r}' for k in changed)}.",
                 "evaluate with the settings the checkpoint was trained with, or train a checkpoint for these.")
+        check_shots(cfg.method, cfg.variant, trained.get("shots", cfg.shots), cfg.shots, f"Checkpoint {path}")
         recorded, built = state.get("frozen", {}), frozen_digests(model)
         missing = sorted(set(recorded) - set(built))
         other = sorted(name for name in set(recorded) & set(built) if built[name] != recorded[name])
@@ -116,20 +124,16 @@ def load_model_and_config(cfg: Config, device: torch.device) -> tuple[FewShotSeg
                 f"Checkpoint {path} was trained beside frozen models that this {cfg.method!r} model does not hold as "
                 f"they were ({found}): its trained layers would read features they were not trained on.",
                 "build the model with the frozen weights it was trained with (the same backbone_weights and shipped "
-                f"checkpoints), or train it again; for the zoo: {ZOO_REMAKE}")
+                f"checkpoints), or train it again; for the zoo: {ZOO_REMAKE}" if cfg.benchmark == "toy" or not
+                names_zoo(cfg.ckpt) else f"the zoo's models were trained on the toy world: train {cfg.method} on "
+                f"{cfg.benchmark} beside its own frozen models (`python -m fsslib.train --method {cfg.method} "
+                f"{benchmark_flags(cfg)} --out RUN`), then pass --ckpt RUN/best.pt.")
         try:
             model.load_state_dict(state["model"])
         except RuntimeError as error:
             raise CheckpointError(f"Checkpoint {path} does not fit this {cfg.method!r} model: {str(error)[:300]}",
                                   "evaluate with the shots / options it was trained with.") from None
     return model.to(device).eval(), trained
-
-
-def save_checkpoint(path: Path, state: dict) -> None:
-    """Write atomically, so that a run killed mid-write leaves the previous checkpoint intact."""
-    temporary = path.with_suffix(".tmp")
-    torch.save(state, temporary)
-    os.replace(temporary, path)
 
 
 @torch.no_grad()

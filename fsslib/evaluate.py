@@ -25,6 +25,7 @@ from fsslib.data.benchmarks import benchmark_of
 from fsslib.data.episodes import EpisodeDataset
 from fsslib.device import resolve_device
 from fsslib.engine import checkpoint_path, evaluate_model, load_checkpoint, load_model, load_model_and_config, open_source
+from fsslib.paths import atomic_path, write_text
 from fsslib.provenance import run_provenance
 
 __all__ = ["checkpoint_path", "evaluate_model", "load_checkpoint", "load_model", "main", "open_source", "run"]
@@ -77,9 +78,9 @@ def run(cfg: Config | None = None, **overrides) -> dict:
         metrics["per_seed_miou"] = [r["miou"] for r in runs]
         metrics["per_seed"] = runs
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps({**metrics, "config": cfg.to_dict()}, indent=1))
-    np.savez_compressed(out / "episodes.npz", counts=counts.numpy(), class_ids=class_ids.numpy(), seed=seeds[0])
+    write_text(out / "metrics.json", json.dumps({**metrics, "config": cfg.to_dict()}, indent=1))
+    with atomic_path(out / "episodes.npz") as temporary:
+        np.savez_compressed(temporary, counts=counts.numpy(), class_ids=class_ids.numpy(), seed=seeds[0])
     return metrics
 
 

@@ -43,6 +43,7 @@ from urllib.parse import quote, urlsplit
 
 from fsslib import paths
 from fsslib.errors import FsslibError, unknown
+from fsslib.paths import write_text
 
 if TYPE_CHECKING:
     from fsslib.config import Config
@@ -324,9 +325,10 @@ def _from(workdir: Path | None, path: Path) -> Path:
 def _base_learner_need(path: Path, cfg: Config) -> Need:
     """The frozen base learner of ``cfg``'s fold: nothing publishes it for fsslib, so the command trains it (BAM's
     stage 1; a GPU job at the paper tier, not counted in the plan's GPU-hours)."""
+    from fsslib.data.benchmarks import given_novel_classes
     from fsslib.pretrain.base_learner.files import base_learner_path, remake_command
 
-    command = remake_command(cfg.fold, "toy" if cfg.benchmark == "toy" else "paper", cfg.benchmark)
+    command = remake_command(cfg.fold, cfg.preset, cfg.benchmark, given_novel_classes(cfg))
     if path != base_learner_path(cfg.benchmark, cfg.fold):
         command += f" --out {path}"
     return Need(f"base learner of fold {cfg.fold}", (str(path),), path.is_file(),
@@ -804,7 +806,7 @@ def unzip_once(archive: Path, folder: Path, entry: RemoteFile, options: FetchOpt
             place.unlink()
         os.replace(member, place)
     staging.rmdir()
-    unzip_stamp(folder, entry).write_text(f"{archive.name} unzipped whole\n")
+    write_text(unzip_stamp(folder, entry), f"{archive.name} unzipped whole\n")
 
 
 def prepare(name: str, inputs: list[Path], options: FetchOptions) -> Path:

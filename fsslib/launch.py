@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fsslib.errors import FsslibError
+from fsslib.paths import write_text
 
 if TYPE_CHECKING:
     from fsslib.config import Config
@@ -154,7 +155,7 @@ def train_and_evaluate(params: dict[str, Any], run_dir: Path, smoke: bool = Fals
         rows.append({**metrics, "seed": cfg.seed, "test_seed": metrics["seed"], "reference_miou": reference["miou"],
                      "train": summary and {k: v for k, v in summary.items() if k != "history"}})
     record = {"rows": rows, "history": summary and summary["history"]}
-    (run_dir / "metrics.json").write_text(json.dumps(record, indent=1))
+    write_text(run_dir / "metrics.json", json.dumps(record, indent=1))
     return record
 
 
@@ -162,7 +163,7 @@ def train_with_torchrun(cfg: Config, processes: int, run_dir: Path) -> dict[str,
     """Train ``cfg`` with DDP in ``processes`` processes (``torchrun --standalone``: this node), one per visible GPU;
     returns the training summary its rank 0 wrote."""
     config_file = run_dir / "train_config.json"
-    config_file.write_text(json.dumps(cfg.to_dict(), indent=1))
+    write_text(config_file, json.dumps(cfg.to_dict(), indent=1))
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
                "-m", "fsslib.launch", "train", str(config_file)]
     with open(run_dir / "torchrun.log", "a") as log:

@@ -8,11 +8,14 @@ names (``--class-name``, one per way), support images (``--support``, K per way,
 their names) and their masks (``--support-mask``, one per support image: a single-channel PNG label image,
 nonzero = object, 255 = ignore; a mask of 0 and 255 only is read as black and white, 255 = object; a JPEG mask,
 or one holding the values its compression noise or smoothed edges leave, is refused). Supports the method does
-not read, a checkpoint for a training-free method and a class name given twice are refused. Pictures and masks
-are read as a viewer shows them (EXIF orientation applied). Each query is segmented at the model's input size
+not read, a checkpoint for a training-free method, a class name given twice (names compare without case and
+spacing) and pictures holding NaN or infinite values are refused. Pictures and masks are read as a viewer shows
+them (EXIF orientation applied). Each query is segmented at the model's input size
 (the tier's resize rule, as in evaluation) and its prediction resized back to the query's own size as shown;
 ``DIR`` gets, per query, a class-index mask ``<stem>_mask.png`` (0 = background, n = way n) and an overlay
-``<stem>_overlay.png``. Every argument, option and file is checked, and ``DIR`` created, before any model is built.
+``<stem>_overlay.png``, each written atomically: runs writing the same names into one folder leave whole files,
+each the last run's (the mask and the overlay of one query may come from different runs). Every argument, option
+and file is checked, and ``DIR`` created, before any model is built.
 
 A class name outside the benchmark's classes is appended to the class list that text-reading methods encode
 (``Config.extra_classes``); the toy tier's text towers know the toy world's words only and refuse others.
@@ -37,12 +40,14 @@ from PIL import Image, UnidentifiedImageError
 from fsslib.config import Config, make_config, options_help, parse_option
 from fsslib.data.benchmarks import benchmark_of, class_list
 from fsslib.data.episodes import IGNORE, RESIZE_RULES, EpisodeInputs, resize_pad
+from fsslib.data.folder import class_key
 from fsslib.data.images import SAVE_MASK, label_problem, lossy_format, rgb_array, upright
 from fsslib.device import autocast, resolve_device
 from fsslib.errors import (CheckpointError, CorruptImageError, DatasetNotFoundError, EmptySupportMaskError,
                            EpisodeShapeError, FsslibError, InvalidMaskError)
-from fsslib.methods import METHODS, builds_backbone, method_options_type, method_variants, support_inputs
+from fsslib.methods import METHODS, builds_backbone, check_shots, method_options_type, method_variants, support_inputs
 from fsslib.methods.base import FewShotSegmenter
+from fsslib.paths import atomic_path, save_figure
 from fsslib.viz import WAY_COLOURS, plot_prediction
 from fsslib.zoo import names_zoo
 
@@ -106,23 +111,37 @@ def load(method: str, class_names: list[str], preset: str = "toy", ckpt: str | N
 
 
 def name_list(names: list[str]) -> list[str]:
-    """``names`` as a list; one string, whose letters would each be a class, is refused."""
+    """``names`` as a list of names with their spaces trimmed; one string (whose letters would each be a class), a
+    name without a letter or digit, and names that are one class (:func:`~fsslib.data.folder.class_key`: the same
+    but for case and spacing) are refused."""
     if isinstance(names, str):
         raise EpisodeShapeError(f"The class names are one string, {names!r}: each letter would be a class.",
                                 f"pass a list of names, e.g. [{names!r}].")
-    return list(names)
+    names = list(names)
+    unnamed = [name for name in names if not isinstance(name, str) or not any(c.isalnum() for c in name)]
+    if unnamed:
+        raise EpisodeShapeError(f"Class name(s) {unnamed} hold no letter or digit: they name nothing.",
+                                "give each way a class name, e.g. --class-name cat (class_names=['cat'] from Python).")
+    keys = [class_key(name) for name in names]
+    repeated = sorted({name.strip() for name, key in zip(names, keys) if keys.count(key) > 1})
+    if repeated:
+        raise EpisodeShapeError(f"Class name(s) {repeated} are given more than once (names compare without case and "
+                                "spacing): each way is one class.", "give each class name once; more pictures of a "
+                                "class are more shots (K --support per --class-name).")
+    return [name.strip() for name in names]
 
 
 def class_ids(cfg: Config, names: list[str]) -> list[int]:
-    """The ids (1-based) of ``names`` in the class list of ``cfg``'s model (its benchmark's, then the extra names)."""
+    """The ids (1-based) of ``names`` in the class list of ``cfg``'s model (its benchmark's, then the extra names),
+    names compared as :func:`~fsslib.data.folder.class_key` compares them."""
     benchmark = benchmark_of(cfg)
-    classes = class_list(benchmark, cfg.extra_classes)
-    spelled = {name: index + 1 for index, name in enumerate(benchmark.class_names)}  # the benchmark's own spelling
-    missing = [name for name in names if name not in classes and name not in spelled]
+    ids = {class_key(name): index + 1 for index, name in enumerate(class_list(benchmark, cfg.extra_classes))}
+    ids.update({class_key(name): index + 1 for index, name in enumerate(benchmark.class_names)})  # its own spelling
+    missing = [name for name in names if class_key(name) not in ids]
     if missing:
         raise FsslibError(f"Class name(s) {missing} are not in the model's class list.",
                           "build the model with them: predict.load(method, class_names=...) or extra_classes=[...].")
-    return [spelled[name] if name in spelled else classes.index(name) + 1 for name in names]
+    return [ids[class_key(name)] for name in names]
 
 
 @torch.no_grad()
@@ -144,6 +163,7 @@ def segment(model: FewShotSegmenter, query: Picture, supports: Supports,
     query = as_picture(query, "the query")
     supports = as_supports(supports)
     check_supports(cfg, supports)
+    check_shots(cfg.method, cfg.variant, cfg.shots, supports.shots, f"This {cfg.method} model")
     images, masks = support_tensors(supports, cfg)
     model.eval()
     device = next((p.device for p in model.parameters()), resolve_device(cfg.device))
@@ -163,11 +183,13 @@ def segment(model: FewShotSegmenter, query: Picture, supports: Supports,
     return logits.argmax(0).cpu(), logits.softmax(0).cpu()
 
 
-def check_supports(cfg: Config, supports: Supports) -> None:
+def check_supports(cfg: Config, supports: Supports, named: bool = True) -> None:
     """Raise a clear error unless ``supports`` (of :func:`as_supports`) brings what the method reads and nothing
-    it would ignore, consistently: one distinct class name per way, K images per way, a mask per image of its size."""
+    it would ignore, consistently: a class name per way (:func:`name_list` makes them distinct), K images per way, a
+    mask per image of its size.
+    ``named``: the class names are the user's (the command line names an unnamed way "object" itself)."""
     reads = support_inputs(cfg.method, cfg.variant, cfg.options)
-    given = [part for part, present in (("names", bool(supports.class_names)), ("images", bool(supports.images)),
+    given = [part for part, present in (("names", named and bool(supports.class_names)), ("images", bool(supports.images)),
                                         ("masks", bool(supports.masks))) if present]
     missing = [part for part in reads if part not in given and part != "names"]
     if missing or not supports.class_names:
@@ -182,11 +204,6 @@ def check_supports(cfg: Config, supports: Supports) -> None:
         raise FsslibError(f"{cfg.method}{setting(cfg)} does not read the supports' {' + '.join(unread)}: they would "
                           "be ignored.", f"drop {' and '.join('--' + FLAGS[part].split()[0] for part in unread)}"
                           + (f", or use --variant {variants[0]}, which reads them." if variants else "."))
-    repeated = sorted({name for name in supports.class_names if supports.class_names.count(name) > 1})
-    if repeated:
-        raise EpisodeShapeError(f"Class name(s) {repeated} are given more than once: each way is one class.",
-                                "give each class name once; more pictures of a class are more shots (K --support "
-                                "per --class-name).")
     if supports.images and len(supports.images) != supports.ways:
         raise EpisodeShapeError(f"{len(supports.images)} ways of support images for {supports.ways} class name(s).",
                                 "give the same number of support images for every class name, in the names' order.")
@@ -254,6 +271,8 @@ def as_picture(picture: Picture, what: str) -> torch.Tensor:
     """(3, H, W) float in [0, 1] of a PIL image (as a viewer shows it), a numpy array (H, W, 3) or (H, W) or a
     tensor (3, H, W), uint8 (0..255) or float in [0, 1] (16-bit arrays: 0..65535); anything else is refused."""
     if isinstance(picture, Image.Image):
+        if picture.mode == "F":  # 32-bit float pixels (e.g. a TIFF) may hold NaN
+            check_finite(torch.from_numpy(np.array(picture, dtype=np.float32)), what)
         return torch.from_numpy(rgb_array(picture).copy()).permute(2, 0, 1).float().div(255)
     if isinstance(picture, np.ndarray):
         if picture.ndim not in (2, 3) or (picture.ndim == 3 and picture.shape[2] != 3):
@@ -271,11 +290,15 @@ def as_picture(picture: Picture, what: str) -> torch.Tensor:
         raise EpisodeShapeError(f"{what.capitalize()} has shape {tuple(picture.shape)}, not (3, H, W).",
                                 "pass RGB tensors in [0, 1] as read_image returns them (channels first: "
                                 "picture.permute(2, 0, 1) turns an (H, W, 3) one).")
+    if not picture.shape[1] or not picture.shape[2]:
+        raise EpisodeShapeError(f"{what.capitalize()} has no pixels (shape {tuple(picture.shape)}).",
+                                "pass a picture of at least 1 x 1 pixels, e.g. predict.read_image('photo.jpg').")
     if picture.dtype == torch.uint8:
         return picture.float().div(255)
     if not picture.is_floating_point():
         raise EpisodeShapeError(f"{what.capitalize()} holds {picture.dtype} values: neither uint8 (0..255) nor floats "
                                 "in [0, 1].", "pass picture.to(torch.uint8) for values 0..255, or floats in [0, 1].")
+    check_finite(picture, what)
     low, high = float(picture.min()), float(picture.max())
     if low < -ROUNDING or high > 1 + ROUNDING:
         raise EpisodeShapeError(
@@ -284,6 +307,15 @@ def as_picture(picture: Picture, what: str) -> torch.Tensor:
             "pass the picture as uint8 (picture.to(torch.uint8)) or as floats in [0, 1] (picture / 255); fsslib "
             "normalises it itself.")
     return picture.float().clamp(0, 1)
+
+
+def check_finite(values: torch.Tensor, what: str) -> None:
+    """Raise unless every value of the float picture ``values`` is a number (no NaN, no infinity)."""
+    bad = int((~torch.isfinite(values)).sum())
+    if bad:
+        raise EpisodeShapeError(f"{what.capitalize()} holds {bad} NaN or infinite value(s) of {values.numel()}: the "
+                                "model cannot read them.", "replace them first (torch.nan_to_num(picture, nan=0.0, posinf=1.0, "
+                                "neginf=0.0)), or save the picture as an 8-bit PNG or JPEG.")
 
 
 def as_mask(mask: Picture, what: str) -> torch.Tensor:
@@ -324,6 +356,10 @@ def as_mask(mask: Picture, what: str) -> torch.Tensor:
 def as_supports(supports: Supports) -> Supports:
     """``supports`` with every picture and mask as :func:`as_picture` and :func:`as_mask` read them; names, images
     and masks nested otherwise than a list of names and N lists of K are refused."""
+    if not isinstance(supports, Supports):
+        raise EpisodeShapeError(f"The supports are a {type(supports).__name__}, not predict.Supports.",
+                                "pass predict.Supports(class_names, images, masks), e.g. Supports(['cat'], [[image]], "
+                                "[[mask]]) for one way of one shot.")
     for part in ("images", "masks"):
         if not all(isinstance(way, (list, tuple)) for way in getattr(supports, part)):
             raise EpisodeShapeError(f"The support {part} are not a list per way.",
@@ -383,14 +419,15 @@ def prepare_out(out: Path) -> None:
 
 def write_outputs(out: Path, stem: str, query: torch.Tensor, prediction: torch.Tensor, class_names: list[str],
                   title: str) -> tuple[Path, Path]:
-    """``<stem>_mask.png`` (single-channel class indices) and ``<stem>_overlay.png`` under ``out``."""
+    """``<stem>_mask.png`` (single-channel class indices) and ``<stem>_overlay.png`` under ``out``, each written
+    atomically (:func:`fsslib.paths.atomic_path`): runs writing the same names leave whole files, the last run's."""
     import matplotlib.pyplot as plt
 
-    out.mkdir(parents=True, exist_ok=True)
     mask_path, overlay_path = out / f"{stem}_mask.png", out / f"{stem}_overlay.png"
-    Image.fromarray(prediction.numpy().astype(np.uint8)).save(mask_path)
+    with atomic_path(mask_path) as temporary:
+        Image.fromarray(prediction.numpy().astype(np.uint8)).save(temporary)
     figure = plot_prediction(query, prediction, class_names, title)
-    figure.savefig(overlay_path, dpi=100)
+    save_figure(figure, overlay_path)
     plt.close(figure)
     return mask_path, overlay_path
 
@@ -437,15 +474,13 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace) -> dict[str, tuple[Path, Path]]:
     """Check the arguments and options, read and check every file, create the output folder, then build the
     model, segment every query and write its outputs."""
-    names = args.class_name or []
+    names = name_list(args.class_name or [])
     if not names:  # a name per way labels the output; without names, supports define one way
         names = ["object"] if args.support else []
     if not names:
         raise FsslibError("No class name and no support image: nothing says what to segment.",
                           "give --class-name NAME, or --support IMG (--support-mask MASK), or both.")
     ways = len(names)
-    if any(not name.strip() for name in names):
-        raise FsslibError("An empty --class-name names nothing.", "give each way a class name, e.g. --class-name cat.")
     stems = [Path(path).stem for path in args.query]
     if len(set(stems)) < len(stems):
         raise FsslibError(f"Queries share a file name {sorted(s for s in set(stems) if stems.count(s) > 1)}: their "
@@ -478,7 +513,7 @@ def run(args: argparse.Namespace) -> dict[str, tuple[Path, Path]]:
     supports = Supports(class_names=names,
                         images=[images[way * shots:(way + 1) * shots] for way in range(ways)] if images else [],
                         masks=[masks[way * shots:(way + 1) * shots] for way in range(ways)] if masks else [])
-    check_supports(cfg, supports)
+    check_supports(cfg, supports, named=bool(args.class_name))
     support_tensors(supports, cfg)  # each mask's object survives the model's input size
     prepare_out(args.out)
     model = build(cfg)

@@ -81,6 +81,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from fsslib.errors import DatasetNotFoundError, FsslibError
+from fsslib.paths import write_text
 from fsslib.launch import run_name, run_notebook
 from fsslib.methods import shots_fixed_by_training
 from fsslib.tables import REPO, beside_rows, load_grid, read_table, refresh_from_csv, write_results_page, write_table
@@ -402,13 +403,11 @@ def plan(grid_path: str | Path, smoke: bool = False, jobs: int | None = None, se
 def export_to_zoo(run_dir: Path, command: str, rows: list[dict], root: Path | None = None) -> Path:
     """Write a trained run (``run_dir/best.pt`` and its logs) into the zoo as float16 weights and provenance;
     returns the checkpoint's path. The .json's ``check`` is measured on the written float16 weights."""
-    import torch
-
     from fsslib import evaluate
     from fsslib.config import Config
     from fsslib.methods import frozen_files
     from fsslib.models.files import read_weights
-    from fsslib.pretrain.saving import file_sha256, half_precision
+    from fsslib.pretrain.saving import file_sha256, half_precision, save_checkpoint
     from fsslib.zoo import CHECK_EPISODES, zoo_name, zoo_root
 
     root = root or zoo_root()
@@ -417,8 +416,8 @@ def export_to_zoo(run_dir: Path, command: str, rows: list[dict], root: Path | No
     name = zoo_name(config["method"], config["fold"], config["shots"], config["variant"])
     root.mkdir(parents=True, exist_ok=True)
     path = root / f"{name}.pt"
-    torch.save({"method": state["method"], "model": half_precision(state["model"]), "config": config,
-                "frozen": state.get("frozen", {}), "epoch": state["epoch"]}, path)
+    save_checkpoint(path, {"method": state["method"], "model": half_precision(state["model"]), "config": config,
+                           "frozen": state.get("frozen", {}), "epoch": state["epoch"]})
     summary = json.loads((run_dir / "train_summary.json").read_text())
     elapsed = [record["elapsed_s"] for record in summary["history"]]  # restarts at 0 when a run is resumed
     sittings = [last for last, following in zip(elapsed, [*elapsed[1:], 0.0]) if following < last]  # each sitting's time
@@ -440,7 +439,7 @@ def export_to_zoo(run_dir: Path, command: str, rows: list[dict], root: Path | No
         "frozen_files": {role: {"file": _shown_path(Path(file)), "sha256": file_sha256(_located(Path(file)))}
                          for role, file in frozen_files(Config(**config)).items()},
     }
-    path.with_suffix(".json").write_text(json.dumps(provenance, indent=1) + "\n")
+    write_text(path.with_suffix(".json"), json.dumps(provenance, indent=1) + "\n")
     return path
 
 

@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from fsslib.errors import DatasetNotFoundError, FsslibError
+from fsslib.paths import atomic_path, save_figure, write_text
 from fsslib.papers import PAPER_FILES
 from fsslib.metrics import NOISE_MULTIPLE, PLATEAU_GAIN, plateau_verdicts
 
@@ -269,7 +270,7 @@ def refresh_from_csv(grid_path: str | Path, results: str | Path | None = None) -
     if grid.get("paper"):
         middle += ["", *_paper_lines(rows, grid["paper"])]
     lines[rows_end:end] = [*middle, ""]
-    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    write_text(stem.with_suffix(".md"), "\n".join(lines) + "\n")
     if results is None:
         write_results_page(REPO / "papermill_runs")
     return rows
@@ -284,7 +285,7 @@ def write_table(rows: list[dict[str, Any]], stem: Path, curves: dict[str, list[d
     their gains over the last quarter of training; the curves go to ``stem_curves.png``. A paper's grid (``paper``,
     e.g. ``"piclip"``) adds its rows beside the paper's numbers (:func:`paper_comparison`)."""
     stem.parent.mkdir(parents=True, exist_ok=True)
-    with stem.with_suffix(".csv").open("w", newline="") as handle:
+    with atomic_path(stem.with_suffix(".csv")) as temporary, temporary.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=TABLE_COLUMNS)
         writer.writeheader()
         writer.writerows(_formatted(row, TABLE_COLUMNS, CSV_DECIMALS) for row in rows)
@@ -298,7 +299,7 @@ def write_table(rows: list[dict[str, Any]], stem: Path, curves: dict[str, list[d
     lines += ["", "Produced with " + "; ".join(f"{key} {', '.join(values)}" for key, values in provenance.items()) + "."]
     if curves:
         lines += ["", curve_lines(curves, stem)]
-    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    write_text(stem.with_suffix(".md"), "\n".join(lines) + "\n")
 
 
 def curve_lines(curves: dict[str, list[dict]], stem: Path) -> str:
@@ -307,7 +308,7 @@ def curve_lines(curves: dict[str, list[dict]], stem: Path) -> str:
     from fsslib.viz import plot_learning_curves
 
     figure = plot_learning_curves(curves, title=stem.name)
-    figure.savefig(stem.parent / f"{stem.name}_curves.png", dpi=100)
+    save_figure(figure, stem.parent / f"{stem.name}_curves.png")
     verdicts = plateau_verdicts(curves)
     counts = {kind: sum(v[2] == kind for v in verdicts.values()) for kind in ("flat", "within noise", "rising")}
     per_run = ", ".join(f"{label} {gain:+.1f}" + ("" if error is None else f" ± {error:.1f}") + f" ({verdict})"
@@ -419,7 +420,7 @@ def finish_page(path: Path, results: Path) -> Path:
     notes = path.parent / f"{name}.notes.md"
     if notes.is_file():
         tail += ["", "## Notes", "", _demoted(_rebased(notes.read_text().strip()))]
-    page.write_text("\n".join([*(title or [f"# {name}"]), "", *head, "", *body, "", *tail]) + "\n")
+    write_text(page, "\n".join([*(title or [f"# {name}"]), "", *head, "", *body, "", *tail]) + "\n")
     return page
 
 
@@ -499,5 +500,5 @@ def write_results_page(folder: Path) -> Path:
                   "not run yet: " + ", ".join(f"`{grid_command(path, folder)}`" for path in pending
                                              if path not in toy_pending) + ".", ""]
     page = folder / "RESULTS.md"
-    page.write_text("\n".join(lines).rstrip() + "\n")
+    write_text(page, "\n".join(lines).rstrip() + "\n")
     return page

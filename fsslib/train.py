@@ -31,10 +31,12 @@ from fsslib.config import RUN_CONTROL, Config, fields_with_role, make_config, ru
 from fsslib.data.benchmarks import benchmark_of
 from fsslib.data.episodes import EpisodeBatch, EpisodeDataset, collate_episodes
 from fsslib.device import autocast, resolve_device
+from fsslib.engine import evaluate_model, load_checkpoint, open_source
 from fsslib.errors import CheckpointError, DatasetNotFoundError, FsslibError, unknown
-from fsslib.engine import evaluate_model, load_checkpoint, open_source, save_checkpoint
 from fsslib.methods import build_method
 from fsslib.methods.base import FewShotSegmenter
+from fsslib.paths import write_text
+from fsslib.pretrain.saving import save_checkpoint
 
 OPTIMIZERS = ("sgd", "adamw")
 
@@ -238,7 +240,7 @@ def run(cfg: Config | None = None, **overrides) -> dict:
                "epochs": cfg.epochs, "best_val_miou": best_miou if val_set is not None else None, "checkpoint": str(best_path),
                "train_time_s": time.perf_counter() - start, "world_size": world, "history": history}
     if rank == 0:
-        (out / "train_summary.json").write_text(json.dumps(summary, indent=1))
+        write_text(out / "train_summary.json", json.dumps(summary, indent=1))
     if world > 1:
         dist.destroy_process_group()
     return summary

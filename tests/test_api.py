@@ -42,6 +42,10 @@ def test_every_method_declares_typed_options_with_help(method):
     ("clip-dinoiser", {"delta": -3}, "delta of clip-dinoiser must be above 0, at most 1"),
     ("piclip", {"vtp_temperature": 0}, "above 0"),
     ("clip-dinoiser-support", {"window": 0}, "at least 1"),
+    ("piclip", {"prior_scale": float("inf")}, "prior_scale of piclip must be a finite number, above 0, got inf"),
+    ("piclip", {"vtp_temperature": float("inf")}, "must be a finite number"),
+    ("hdmnet", {"lr_scale": float("inf")}, "must be a finite number"),
+    ("bam", {"aux_weight": float("nan")}, "must be a finite number"),
 ])
 def test_a_wrong_type_or_an_unknown_option_is_refused_when_the_config_is_made(method, options, message):
     with pytest.raises((OptionError, UnknownNameError), match=message):
@@ -95,6 +99,11 @@ def test_a_bad_option_on_the_command_line_exits_2(capsys):
         main(["--method", "pfenet", "--options", "feature_dim=-5"])
     error = capsys.readouterr().err
     assert exit_.value.code == 2 and "must be at least 1" in error and "--options feature_dim=256" in error
+    for flags, message in ((["--method", "piclip", "--options", "prior_scale=inf"], "must be a finite number, above 0"),
+                           (["--lr", "inf"], "--lr must be a finite number, above 0, got inf")):
+        with pytest.raises(SystemExit) as exit_:
+            main(flags)
+        assert exit_.value.code == 2 and message in capsys.readouterr().err
 
 
 def toy_batch(size: int = 2):

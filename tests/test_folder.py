@@ -187,3 +187,85 @@ def test_prepared_benchmarks_read_pictures_as_stored_and_folders_as_shown(tmp_pa
     Image.fromarray(picture).save(tmp_path / "p.jpg", exif=exif, quality=100)
     assert _read(tmp_path / "p.jpg", "RGB", shown=False).shape == (4, 6, 3)
     assert _read(tmp_path / "p.jpg", "RGB", shown=True).shape == (6, 4, 3)
+
+
+def test_novel_classes_by_name_and_classes_a_folder_cannot_use(folder, tmp_path, capsys):
+    """--novel-classes takes names as classes.txt spells them (any case and spacing) or ids; an unknown one lists
+    the classes; names that differ in case and spacing only are one class; a class with too few images for a
+    support says to add images (not to lower the shots at 1 shot)."""
+    from fsslib import evaluate
+    from fsslib.config import make_config
+    from fsslib.data.benchmarks import benchmark_of
+    from fsslib.errors import DatasetNotFoundError
+
+    assert benchmark_of(make_config(benchmark=f"folder:{folder}", novel_classes=["Solid  Circle", 4])).folds == ((1, 4),)
+    benchmark = ["--benchmark", f"folder:{folder}", "--episodes", "4", "--no-progress", "--out", str(tmp_path / "eval")]
+    evaluate.main(["--method", "all-foreground", *benchmark, "--novel-classes", "striped square, 3"])
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["config"]["novel_classes"] == ["striped square", 3]
+    with pytest.raises(SystemExit) as exit_:
+        evaluate.main(["--method", "all-foreground", *benchmark, "--novel-classes", "giraffe"])
+    error = capsys.readouterr().err
+    assert exit_.value.code == 2 and "Novel class(es) ['giraffe'] are not in" in error
+    assert "pass ids or names of its classes (1 'solid circle', 2 'striped square'" in error and "invalid" not in error
+    copy = shutil.copytree(folder, tmp_path / "rare")
+    (copy / "classes.txt").write_text(CLASSES + "5 Solid  Circle \n")
+    with pytest.raises(DatasetNotFoundError, match="repeats the name 'Solid  Circle' \\(names compare without case"):
+        benchmark_of(make_config(benchmark=f"folder:{copy}", novel_classes=[1]))
+    (copy / "classes.txt").write_text(CLASSES)
+    showing = [p for p in sorted((copy / "masks").glob("*.png")) if (np.asarray(Image.open(p)) == 3).any()]
+    for path in showing[1:]:  # class 3 is left in one image: a query, but no support
+        Image.fromarray(np.where(np.asarray(Image.open(path)) == 3, 0, np.asarray(Image.open(path)))).save(path)
+    with pytest.raises(SystemExit) as exit_:
+        evaluate.main(["--method", "all-foreground", *benchmark[:1], f"folder:{copy}", *benchmark[2:], "--novel-classes", "3"])
+    error = capsys.readouterr().err
+    assert exit_.value.code == 2 and "['striped circle'] have at most 1 images" in error
+    assert "each needs 2 (a query and 1 support(s))" in error and "lower the number of shots" not in error
+
+
+def test_bam_s_family_without_base_classes_says_so(folder, tmp_path, capsys):
+    """With every class novel, no base learner can be trained: evaluate and pretrain say so and what to do."""
+    from fsslib import evaluate
+    from fsslib.pretrain.__main__ import main as pretrain
+
+    every = ["--benchmark", f"folder:{folder}", "--novel-classes", "1,2,3,4"]
+    with pytest.raises(SystemExit) as exit_:
+        evaluate.main(["--method", "piclip-hdmnet", "--ckpt", "zoo", *every, "--out", str(tmp_path / "eval")])
+    error = capsys.readouterr().err
+    assert exit_.value.code == 2 and "Every class of folder:" in error and "keep some classes out of --novel-classes" in error
+    with pytest.raises(SystemExit) as exit_:
+        pretrain(["base-learner", *every, "--out", str(tmp_path / "learner.pt")])
+    assert exit_.value.code == 2 and "no base class is left" in capsys.readouterr().err
+    assert not (tmp_path / "learner.pt").exists()
+
+
+@pytest.mark.slow
+def test_bam_on_a_folder_trains_its_base_learner_from_the_command_evaluate_gives(folder, tmp_path, capsys):
+    """evaluate --method bam --ckpt zoo on a folder names the exact command that trains the folder's base learner;
+    run, it writes the folder's base-learner-fold0.pt; evaluate then says to train BAM on the folder (the zoo's was
+    trained on the toy world) with the command it gives; trained so, BAM evaluates on the folder."""
+    import shlex
+
+    from fsslib import evaluate, train
+    from fsslib.pretrain.__main__ import main as pretrain
+
+    copy = shutil.copytree(folder, tmp_path / "shapes")
+    benchmark = ["--benchmark", f"folder:{copy}", "--novel-classes", "solid circle,2"]
+    evaluation = ["--method", "bam", *benchmark, "--episodes", "8", "--no-progress", "--out", str(tmp_path / "eval")]
+    with pytest.raises(SystemExit):
+        evaluate.main([*evaluation, "--ckpt", "zoo"])
+    error = capsys.readouterr().err
+    command = f"python -m fsslib.pretrain base-learner --benchmark folder:{copy} --novel-classes 1,2"
+    assert f"train it with `{command}`" in error and f"it writes {copy / 'base-learner-fold0.pt'}" in error
+    pretrain([*shlex.split(command)[3:], "--epochs", "1", "--batch-size", "8", "--train-images", "16", "--eval-images",
+              "8", "--hidden", "8", "--no-progress"])
+    assert (copy / "base-learner-fold0.pt").is_file()
+    with pytest.raises(SystemExit):
+        evaluate.main([*evaluation, "--ckpt", "zoo"])
+    error = capsys.readouterr().err
+    command = f"python -m fsslib.train --method bam --benchmark folder:{copy} --novel-classes 1,2 --out RUN"
+    assert "the zoo's models were trained on the toy world" in error and command in error
+    train.main([*shlex.split(command)[3:-1], str(tmp_path / "run"), "--smoke", "--no-progress"])
+    evaluate.main([*evaluation, "--ckpt", str(tmp_path / "run" / "best.pt")])
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["method"] == "bam" and metrics["episodes"] == 8 and set(metrics["per_class_iou"]) <= {"solid circle",
+                                                                                                         "striped square"}

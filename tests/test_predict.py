@@ -138,6 +138,14 @@ def test_every_support_mode_a_method_reads(scene_files, tmp_path):
     ("repeated class name", "['solid circle'] are given more than once"),
     ("output under a file", "Cannot create the folder --out"),
     ("fold out of range", "Unknown fold of toy 7"),
+    ("window smaller than a patch", "Option window=1 of CLIP-DINOiser is smaller than one 8-pixel patch"),
+    ("supports without a class name", "pfenet reads the supports' images + masks; given: images."),
+    ("names that differ in case and spacing", "['Striped Star', 'striped star'] are given more than once (names compare"),
+    ("a name of punctuation", "[','] hold no letter or digit"),
+    ("a 5-shot model with one support", "was trained on 5-shot episodes, and bam builds its layers for the number of "
+                                        "shots"),
+    ("a 1-shot model with five supports", "give 1 support image(s) per class"),
+    ("a float picture holding NaN", "holds 256 NaN or infinite value(s) of 4096"),
 ])
 def test_bad_input_exits_2_with_one_message(scene_files, tmp_path, capsys, case, message):
     from fsslib.predict import main
@@ -174,6 +182,9 @@ def user_errors(files: dict[str, str], tmp_path: Path) -> dict[str, list[str]]:
     """The command lines of the bad inputs a new user gives (the issue "Your own pictures, hardened")."""
     pfenet = ["--method", "pfenet", "--ckpt", "zoo", "--query", files["query"]]
     circle = ["--class-name", "solid circle"]
+    not_a_number = np.full((64, 64), 100, np.float32)
+    not_a_number[:4] = np.nan
+    Image.fromarray(not_a_number, mode="F").save(tmp_path / "nan.tif")  # 32-bit float pixels, as a TIFF holds them
     return {
         "JPEG mask": [*pfenet, "--support", files["support"], "--support-mask", files["jpeg_mask"]],
         "mask of JPEG noise": [*pfenet, "--support", files["support"], "--support-mask", files["noisy_mask"]],
@@ -195,6 +206,17 @@ def user_errors(files: dict[str, str], tmp_path: Path) -> dict[str, list[str]]:
         "output under a file": ["--method", "maskclip", "--query", files["query"], *circle, "--out",
                                 str(Path(files["broken"]) / "out")],
         "fold out of range": [*pfenet, "--support", files["support"], "--support-mask", files["mask"], "--fold", "7"],
+        "window smaller than a patch": ["--method", "clip-dinoiser", "--query", files["query"], *circle, "--options",
+                                        "window=1", "--options", "stride=1"],
+        "supports without a class name": [*pfenet, "--support", files["support"]],
+        "names that differ in case and spacing": ["--method", "maskclip", "--query", files["query"], "--class-name",
+                                                  "striped star", "--class-name", "Striped Star "],
+        "a name of punctuation": ["--method", "maskclip", "--query", files["query"], "--class-name", ","],
+        "a 5-shot model with one support": ["--method", "bam", "--ckpt", "zoo:5shot", "--query", files["query"],
+                                            "--support", files["support"], "--support-mask", files["mask"]],
+        "a float picture holding NaN": ["--method", "maskclip", "--query", str(tmp_path / "nan.tif"), *circle],
+        "a 1-shot model with five supports": ["--method", "bam", "--ckpt", "zoo:1shot", "--query", files["query"],
+                                              *["--support", files["support"], "--support-mask", files["mask"]] * 5],
     }
 
 
@@ -272,7 +294,7 @@ def test_the_command_line_runs_the_paper_tier_with_the_user_s_weight_files(tmp_p
 
     from fsslib.blocks.frozen import frozen_digests
     from fsslib.config import make_config
-    from fsslib.engine import save_checkpoint
+    from fsslib.pretrain.saving import save_checkpoint
     from fsslib.methods import build_method
     from fsslib.predict import main
 
@@ -397,3 +419,79 @@ def test_the_paper_tier_without_its_weights_says_which_file_is_missing(tmp_path,
     with pytest.raises(FsslibError) as error:
         predict.load("pfenet", ["cat"], preset="paper", ckpt=None, device="cpu")
     assert "resnet50_v2.pth" in str(error.value) and "docs/paper_tier.md" in str(error.value)
+
+
+def _write_many(out: Path, value: int, rounds: int) -> None:
+    """One of two concurrent runs: the same query names written ``rounds`` times, the masks all ``value``."""
+    from fsslib.predict import write_outputs
+
+    query = torch.rand(3, 48 + 16 * value, 64)  # the runs' files differ in size, as two runs' do
+    for _ in range(rounds):
+        for stem in ("a", "b", "c"):
+            write_outputs(out, stem, query, torch.full(query.shape[1:], value, dtype=torch.long), ["x", "y"], "run")
+
+
+def test_concurrent_runs_into_one_folder_leave_whole_files(tmp_path):
+    """Two processes writing the same names into one --out folder: whenever a file is read, during the runs and
+    after them, it is a whole PNG (nothing after its end); at the end each mask is one run's and no temporary file
+    is left."""
+    import multiprocessing
+    import time
+
+    def whole(path: Path) -> bool:
+        try:
+            return path.read_bytes().endswith(b"IEND\xaeB`\x82")  # a PNG's last chunk, nothing after it
+        except FileNotFoundError:  # not written yet
+            return True
+
+    context = multiprocessing.get_context("fork")
+    runs = [context.Process(target=_write_many, args=(tmp_path, value, 1)) for value in (1, 2)]
+    for run in runs:
+        run.start()
+    names = [tmp_path / f"{s}_{k}.png" for s in "abc" for k in ("mask", "overlay")]
+    torn = []
+    while any(run.is_alive() for run in runs):  # written in place, a file is read torn here (dozens of times)
+        torn += [path.name for path in names if not whole(path)]
+        time.sleep(0.002)
+    for run in runs:
+        run.join()
+    assert [run.exitcode for run in runs] == [0, 0] and not torn
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(path.name for path in names)
+    for path in names:
+        assert whole(path)
+        with Image.open(path) as image:
+            image.load()
+        if path.name.endswith("_mask.png"):
+            mask = np.asarray(Image.open(path))
+            assert len(np.unique(mask)) == 1 and mask.shape == (48 + 16 * int(mask[0, 0]), 64)  # one run's, whole
+
+
+def test_segment_refuses_what_the_command_line_refuses(scene_files):
+    """Through the API as on the command line: NaN or infinite pixels, a picture without pixels, supports that are
+    not Supports, more shots than a shot-bound model was trained for and names that are one class are refused;
+    a benchmark class named with other case and spacing is that class."""
+    from fsslib import predict
+    from fsslib.errors import EpisodeShapeError
+
+    query = predict.read_image(scene_files["query"])
+    support, mask = predict.read_image(scene_files["support"]), predict.read_mask(scene_files["mask"])
+    supports = predict.Supports(["solid circle"], [[support]], [[mask]])
+    model, _ = predict.load("bam", ["solid circle"], ckpt="zoo", device="cpu")
+    not_a_number = query.clone()
+    not_a_number[:, :4] = float("nan")
+    for picture, message in ((not_a_number, "holds 576 NaN or infinite value"), (query * float("inf"), "NaN or infinite"),
+                             (np.full((8, 8, 3), np.inf, np.float32), "NaN or infinite"),
+                             (torch.zeros(3, 0, 0), r"has no pixels \(shape \(3, 0, 0\)\)")):
+        with pytest.raises(EpisodeShapeError, match=message):
+            predict.segment(model, picture, supports)
+    with pytest.raises(EpisodeShapeError, match="Support image 1 of way 1 holds"):
+        predict.segment(model, query, predict.Supports(["solid circle"], [[support * float("nan")]], [[mask]]))
+    with pytest.raises(EpisodeShapeError, match="The supports are a dict, not predict.Supports"):
+        predict.segment(model, query, {"class_names": ["solid circle"], "images": [[support]], "masks": [[mask]]})
+    with pytest.raises(EpisodeShapeError, match="This bam model was trained on 1-shot episodes.*cannot read 2 support"):
+        predict.segment(model, query, predict.Supports(["solid circle"], [[support] * 2], [[mask] * 2]))
+    with pytest.raises(EpisodeShapeError, match="more than once"):
+        predict.load("maskclip", ["cat", " Cat"])
+    text_model, cfg = predict.load("maskclip", ["Solid  Circle "], device="cpu")
+    assert cfg.extra_classes == ["Solid  Circle"] and predict.class_ids(cfg, ["Solid  Circle", "solid circle"]) == [1, 1]
+    assert predict.segment(text_model, query, predict.Supports([" SOLID circle"]))[0].shape == (64, 48)

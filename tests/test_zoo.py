@@ -54,6 +54,15 @@ def test_ckpt_zoo_names_the_training_shots():
         zoo.training_shots("zoo:five", "pfenet", "", 1)
 
 
+def test_a_shot_bound_zoo_model_asked_for_other_shots_says_how_many_supports_it_wants(tmp_path, capsys):
+    """BAM's 5-shot model evaluated at 1 shot names its 5 shots and the fix (not the weights' key list)."""
+    with pytest.raises(SystemExit) as exit_:
+        evaluate.main(["--method", "bam", "--ckpt", "zoo:5shot", "--shots", "1", "--episodes", "4", "--out", str(tmp_path)])
+    error = capsys.readouterr().err
+    assert exit_.value.code == 2 and "bam-fold0-5shot.pt was trained on 5-shot episodes" in error
+    assert "give 5 support image(s) per class (--shots 5 to evaluate" in error and "Missing key" not in error
+
+
 def test_an_empty_zoo_says_how_to_make_it(tmp_path, monkeypatch):
     monkeypatch.setenv("FSSLIB_ZOO", str(tmp_path / "none"))
     with pytest.raises(CheckpointError, match="(?s)nothing yet.*zoo_toy.yaml"):

@@ -6,12 +6,13 @@ contiguous ids ``{i+1, i+5, ..., i+77}`` (interleaved, PFENet/HSNet/BAM/PI-CLIP)
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from fsslib.data import toyworld
-from fsslib.data.folder import LAYOUT, MIN_CLASS_PIXELS, folder_index
+from fsslib.data.folder import LAYOUT, MIN_CLASS_PIXELS, class_key, folder_index
 from fsslib.errors import DatasetNotFoundError, unknown
 from fsslib.paths import data_root
 
@@ -109,8 +110,9 @@ COCO = Benchmark(
 BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (TOY, PASCAL, COCO)}
 
 
-def folder_benchmark(path: str, novel_classes: tuple[int, ...] = ()) -> Benchmark:
-    """The benchmark of the dataset folder ``path`` (:mod:`fsslib.data.folder`), checked completely."""
+def folder_benchmark(path: str, novel_classes: tuple[int | str, ...] = ()) -> Benchmark:
+    """The benchmark of the dataset folder ``path`` (:mod:`fsslib.data.folder`), checked completely; its
+    ``novel_classes`` (without folds.json) are ids or names of its classes.txt."""
     root = Path(path).expanduser().resolve()
     names, folds, _ = folder_index(root)
     if folds and novel_classes:
@@ -121,14 +123,47 @@ def folder_benchmark(path: str, novel_classes: tuple[int, ...] = ()) -> Benchmar
             raise DatasetNotFoundError(f"{root} defines no folds (no folds.json) and no novel classes were given.",
                                        "pass --novel-classes 3,4 (the ids of classes.txt kept unseen), or write "
                                        'folds.json: {"folds": [[3, 4], [1, 2]]}.')
-        unknown_ids = sorted(set(novel_classes) - set(range(1, len(names) + 1)))
-        if unknown_ids:
-            raise DatasetNotFoundError(f"Novel class id(s) {unknown_ids} are not in {root / 'classes.txt'} "
-                                       f"(ids 1..{len(names)}).", "pass ids of classes.txt.")
-        folds = (tuple(dict.fromkeys(novel_classes)),)
+        ids = {**{class_key(name): number for number, name in enumerate(names, start=1)},
+               **{number: number for number in range(1, len(names) + 1)}}
+        unknown_classes = [c for c in novel_classes if (class_key(c) if isinstance(c, str) else c) not in ids]
+        if unknown_classes:
+            listed = ", ".join(f"{number} {name!r}" for number, name in enumerate(names, start=1))
+            raise DatasetNotFoundError(f"Novel class(es) {unknown_classes} are not in {root / 'classes.txt'}.",
+                                       f"pass ids or names of its classes ({listed}), e.g. --novel-classes 1,2.")
+        folds = (tuple(dict.fromkeys(ids[class_key(c) if isinstance(c, str) else c] for c in novel_classes)),)
     return Benchmark(name="folder", class_names=tuple(names), n_folds=len(folds), root_name=str(root),
                      train_split="train", select_split=None, test_split="test", min_class_pixels=MIN_CLASS_PIXELS,
                      prepare_command=f"fix the folder {root}: {LAYOUT}", folds=folds)
+
+
+def split_list(text: str, item: Callable[[str], Any]) -> list[Any]:
+    """A comma-separated command-line list, each entry stripped and read by ``item``."""
+    return [item(entry.strip()) for entry in text.split(",") if entry.strip()]
+
+
+def id_or_name(text: str) -> int | str:
+    """A class given on a command line (``--novel-classes``): its id (digits) or its name."""
+    return int(text) if text.isdigit() else text
+
+
+def benchmark_spec(name: str) -> str:
+    """A benchmark as files record it: its name, a dataset folder as ``folder:`` and its absolute path."""
+    if name.startswith("folder:"):
+        return f"folder:{Path(name.partition(':')[2]).expanduser().resolve()}"
+    return name
+
+
+def folder_flags(benchmark: str, fold: int, novel_classes: Sequence[int] = ()) -> str:
+    """The command-line flags naming a dataset folder's fold: ``--benchmark folder:PATH`` with its ``novel_classes``'
+    ids (``--novel-classes 3,4``), or ``--fold F`` of its folds.json."""
+    classes = f"--novel-classes {','.join(map(str, novel_classes))}" if novel_classes else f"--fold {fold}"
+    return f"--benchmark {benchmark_spec(benchmark)} {classes}"
+
+
+def given_novel_classes(cfg) -> list[int]:
+    """The ids of the novel classes a :class:`~fsslib.config.Config` gives a dataset folder (``--novel-classes``, ids
+    or names), or none (the folder's folds.json, or another benchmark)."""
+    return benchmark_of(cfg).fold_classes(cfg.fold) if cfg.novel_classes else []
 
 
 def benchmark_of(cfg) -> Benchmark:
@@ -138,13 +173,17 @@ def benchmark_of(cfg) -> Benchmark:
 
 def class_list(benchmark: Benchmark, extra_classes: Sequence[str] = ()) -> list[str]:
     """The names a method encodes for class ids 1, 2, ...: the benchmark's (as CLIP prompts spell them), then
-    ``extra_classes`` not among them (:mod:`fsslib.predict`'s names of the user's classes)."""
+    ``extra_classes`` not among them (:mod:`fsslib.predict`'s names of the user's classes; names compare as
+    :func:`~fsslib.data.folder.class_key` does)."""
     names = [benchmark.prompt_name(c) for c in range(1, benchmark.n_classes + 1)]
-    known = set(names) | set(benchmark.class_names)  # "aeroplane" is PASCAL's "airplane", not a new class
-    return names + [name for name in dict.fromkeys(extra_classes) if name not in known]
+    known = set(map(class_key, names + list(benchmark.class_names)))  # "aeroplane" is PASCAL's "airplane", not new
+    extra: dict[str, str] = {}
+    for name in extra_classes:
+        extra.setdefault(class_key(name), name)  # the first spelling of each class
+    return names + [name for key, name in extra.items() if key not in known]
 
 
-def get_benchmark(name: str, coco_folds: str = "interleaved", novel_classes: Sequence[int] = ()) -> Benchmark:
+def get_benchmark(name: str, coco_folds: str = "interleaved", novel_classes: Sequence[int | str] = ()) -> Benchmark:
     """Look a benchmark up by name; ``coco_folds`` picks COCO-20i's fold convention; ``folder:PATH`` is a dataset
     folder (:mod:`fsslib.data.folder`), whose novel classes are its ``folds.json`` or ``novel_classes``."""
     if name.startswith("folder:"):

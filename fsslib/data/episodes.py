@@ -436,6 +436,17 @@ def episode_batches(episodes: Dataset, batch_size: int, count: int | None = None
         yield collate_episodes([episodes[index] for index in range(start, min(start + batch_size, count))])
 
 
+def too_few_images_fix(benchmark: Benchmark, shots: int, mode: str) -> str:
+    """How to give every class of an episode a query and ``shots`` other images showing it."""
+    if benchmark.name == "folder":
+        classes = "novel classes (--novel-classes or folds.json)" if mode == "test" else "base classes"
+        fix = (f"add images of those classes to the folder: each needs {shots + 1} (a query and {shots} support(s)) "
+               f"showing at least {benchmark.min_class_pixels} pixels of it; or leave them out of the {classes}")
+    else:
+        fix = "check that the dataset was prepared completely"
+    return fix + (", or lower the number of shots." if shots > 1 else ".")
+
+
 class EpisodeDataset(Dataset):
     """Episodes of one fold: ``mode="test"`` (novel classes, fixed protocol) or ``"train"`` (base classes).
 
@@ -505,7 +516,7 @@ class EpisodeDataset(Dataset):
             raise DatasetNotFoundError(
                 f"Fold {fold} test class(es) {[benchmark.class_name(c) for c in unusable]} have at most {shots} images "
                 f"above {benchmark.min_class_pixels} pixels in {source.root} (split {source.split!r}).",
-                "check that the dataset was prepared completely, or lower the number of shots.")
+                too_few_images_fix(benchmark, shots, mode))
         self.images_of = {c: names for c, names in self.images_of.items() if c not in unusable}
         members = {c: set(names) for c, names in self.images_of.items()}
         self.entries = [(n, c) for n in source.names for c in self.classes if n in members.get(c, ())]
@@ -514,7 +525,7 @@ class EpisodeDataset(Dataset):
             raise DatasetNotFoundError(
                 f"No {mode} episode can be built for fold {fold} with {shots} shots from {source.root} "
                 f"(split {source.split!r}): no class has more than {shots} images.",
-                "check that the dataset was prepared completely, or lower the number of shots.",
+                too_few_images_fix(benchmark, shots, mode),
             )
 
     def set_epoch(self, epoch: int) -> None:

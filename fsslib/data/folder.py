@@ -37,6 +37,11 @@ MIN_CLASS_PIXELS = 2 * 8 * 8  # as the toy world's 64 x 64 scenes; PASCAL's 2 * 
 LAYOUT = "images/, masks/, classes.txt and optionally folds.json / splits.json (fsslib/data/folder.py)"
 
 
+def class_key(name: str) -> str:
+    """How class names compare: spaces trimmed and collapsed, case folded ('Striped  Star ' is 'striped star')."""
+    return " ".join(name.split()).casefold()
+
+
 def folder_index(root: Path) -> tuple[list[str], tuple[tuple[int, ...], ...], dict[str, tuple[dict, dict]]]:
     """(class names, folds, per split ({stem: (image, mask) relative paths}, {stem: {class id: pixels}})) of a
     dataset folder; every problem found is reported at once in one :class:`DatasetNotFoundError`. Read again
@@ -98,8 +103,9 @@ def _read_classes(path: Path, problems: list[str]) -> list[str]:
             problems.append(f"{path.name}:{number} is not 'id name': {line!r}")
         elif int(key) in entries:
             problems.append(f"{path.name}:{number} repeats id {key}")
-        elif name.strip() in entries.values():
-            problems.append(f"{path.name}:{number} repeats the name {name.strip()!r} (each class needs its own)")
+        elif class_key(name) in map(class_key, entries.values()):
+            problems.append(f"{path.name}:{number} repeats the name {name.strip()!r} (names compare without case and "
+                            "spacing; each class needs its own)")
         else:
             entries[int(key)] = name.strip()
     if entries and sorted(entries) != list(range(1, len(entries) + 1)):

@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from fsslib.errors import DatasetNotFoundError
+from fsslib.paths import write_text
 
 IGNORE = 255  # the label value that metrics and losses ignore (VOC's void / boundary)
 MARKER = "fsslib_prepared.json"
@@ -32,16 +33,14 @@ MARKER = "fsslib_prepared.json"
 def write_list(root: Path, split: str, pairs: list[tuple[str, str]]) -> Path:
     """Write ``lists/<split>.txt`` from (image_path, label_path) pairs."""
     path = Path(root) / "lists" / f"{split}.txt"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(f"{image} {label}\n" for image, label in pairs))
+    write_text(path, "".join(f"{image} {label}\n" for image, label in pairs))
     return path
 
 
 def write_class_index(root: Path, split: str, presence: dict[str, dict[int, int]]) -> Path:
     """Write ``lists/<split>_classes.json``: per image, pixel count of every class present."""
     path = Path(root) / "lists" / f"{split}_classes.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({name: {str(c): n for c, n in counts.items()} for name, counts in presence.items()}))
+    write_text(path, json.dumps({name: {str(c): n for c, n in counts.items()} for name, counts in presence.items()}))
     return path
 
 
@@ -74,10 +73,7 @@ def read_class_index(root: Path, split: str, prepare_hint: str) -> dict[str, dic
 def mark_prepared(root: Path, record: dict) -> Path:
     """Write the completion marker ``root/fsslib_prepared.json`` holding ``record``; call it last."""
     path = Path(root) / MARKER
-    partial = path.with_name(path.name + ".part")
-    partial.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
-    partial.replace(path)
-    return path
+    return write_text(path, json.dumps(record, indent=1, sort_keys=True) + "\n")
 
 
 def require_prepared(root: Path, prepare_command: str) -> dict:

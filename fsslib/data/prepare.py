@@ -21,6 +21,7 @@ from fsslib.data import toyworld
 from fsslib.data.benchmarks import COCO, PASCAL, TOY
 from fsslib.data.layout import MARKER, mark_prepared, require_prepared
 from fsslib.errors import FsslibError
+from fsslib.paths import write_text
 
 TOY_VERSION = 1  # bump when the generator changes, so stale toy worlds are rebuilt
 
@@ -45,7 +46,7 @@ def ensure_toyworld(root: Path, seed: int = 0) -> Path:
         (root / MARKER).unlink(missing_ok=True)
         toyworld.materialize(root, seed=seed)
         meta = {**json.loads(meta_path.read_text()), "version": TOY_VERSION}
-        meta_path.write_text(json.dumps(meta, indent=1))
+        write_text(meta_path, json.dumps(meta, indent=1))
         mark_prepared(root, _toy_record(meta))
     return root
 

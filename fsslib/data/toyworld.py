@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from fsslib.paths import write_text
+
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star", "cross")
 FILLS: tuple[str, ...] = ("solid", "striped", "dotted", "checkered")
 N_FOLDS = 4
@@ -245,7 +247,7 @@ def materialize(
             }
         write_list(root, split, pairs)
         write_class_index(root, split, presence)
-    (root / "captions.json").write_text(json.dumps(captions))
+    write_text(root / "captions.json", json.dumps(captions))
     meta = {"benchmark": "toy", "seed": seed, "size": size, "counts": counts, "classes": list(CLASS_NAMES)}
-    (root / "meta.json").write_text(json.dumps(meta, indent=1))
+    write_text(root / "meta.json", json.dumps(meta, indent=1))
     return root

@@ -14,7 +14,7 @@ import importlib
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from fsslib.errors import unknown
+from fsslib.errors import EpisodeShapeError, unknown
 
 if TYPE_CHECKING:
     from fsslib.methods.base import FewShotSegmenter, MethodConfig
@@ -92,6 +92,19 @@ def shots_fixed_by_training(name: str, variant: str = "") -> bool:
     module = method_module(name)
     rule = getattr(module, "shots_fixed_by_training", None)
     return bool(rule and rule({**method_options(name), **method_variants(name).get(variant, {})}))
+
+
+def check_shots(method: str, variant: str, trained: int, shots: int, model: str) -> None:
+    """Refuse ``shots`` support(s) per class for ``model`` (e.g. "Checkpoint PATH"), trained on ``trained``-shot
+    episodes, where the method's weights fit their training shots only (:func:`shots_fixed_by_training`): the one
+    check of evaluation, the command lines and :func:`fsslib.predict.segment`."""
+    if shots != trained and shots_fixed_by_training(method, variant):
+        raise EpisodeShapeError(
+            f"{model} was trained on {trained}-shot episodes, and {method} builds its layers for the number of shots "
+            f"(e.g. its K-shot weighting has K inputs): it cannot read {shots} support(s) per class.",
+            f"give {trained} support image(s) per class (--shots {trained} to evaluate; {trained} --support per "
+            f"--class-name to predict), or use a model trained on {shots}-shot episodes (--ckpt zoo:{shots}shot where "
+            f"the zoo holds one; train one with --shots {shots}; from Python predict.load(..., shots={shots}) with it).")
 
 
 def frozen_files(cfg: MethodConfig) -> dict[str, str]:

@@ -12,6 +12,7 @@ classes here, so each default is written once.
 from __future__ import annotations
 
 import json
+import math
 import types
 import typing
 from dataclasses import Field, asdict, dataclass, field, fields
@@ -146,17 +147,23 @@ def range_text(bounds: dict[str, float]) -> str:
     return ", ".join(f"{word} {bound}" for word, bound in bounds.items())
 
 
-def in_range(value: float, bounds: dict[str, float]) -> bool:
-    """Whether ``value`` meets every bound of ``bounds`` (words of :data:`RANGE_TESTS`)."""
-    return all(RANGE_TESTS[word](value, bound) for word, bound in bounds.items())
+def range_problem(value: Any, bounds: dict[str, float]) -> str | None:
+    """What a number ``value`` must be and is not ("must be above 0"; infinity and NaN are never in a range), or
+    None when it meets every bound of ``bounds`` (words of :data:`RANGE_TESTS`) or is not a number."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "must be a finite number" + (f", {range_text(bounds)}" if bounds else "")
+    if isinstance(value, (int, float)) and not all(RANGE_TESTS[word](value, bound) for word, bound in bounds.items()):
+        return f"must be {range_text(bounds)}"
+    return None
 
 
 def _check_range(method: str, spec: Field, value: Any) -> None:
-    """Raise unless the number ``value`` lies in the range of option ``spec`` (if it declares one)."""
-    if not in_range(value, spec.metadata.get("range") or {}):
+    """Raise unless the number ``value`` is finite and lies in the range of option ``spec`` (if it declares one)."""
+    problem = range_problem(value, spec.metadata.get("range") or {})
+    if problem:
         default = spec.default  # as a command line writes it: a list as a,b; None as none
         written = ",".join(map(str, default)) if isinstance(default, tuple) else "none" if default is None else default
-        raise OptionError(f"Option {spec.name} of {method} must be {range_text(spec.metadata['range'])}, got {value!r}.",
+        raise OptionError(f"Option {spec.name} of {method} {problem}, got {value!r}.",
                           f"pass a value in that range, or the default: --options {spec.name}={written}.")
 
 
@@ -217,19 +224,19 @@ class BaseLearnerOptions(MethodOptions):
 
     def base_learner_files(self, cfg: MethodConfig) -> dict[str, str]:
         """The base learner's file of ``cfg`` by role (the run's provenance names it), none when random."""
-        from fsslib.data.benchmarks import benchmark_of
+        from fsslib.data.benchmarks import benchmark_spec
         from fsslib.pretrain.base_learner import base_learner_file
 
-        path = base_learner_file(self.base_learner, benchmark_of(cfg).name, cfg.fold)
+        path = base_learner_file(self.base_learner, benchmark_spec(cfg.benchmark), cfg.fold)
         return {"base_learner": path} if path else {}
 
     def frozen_base_learner(self, cfg: MethodConfig, base_classes: list[int]) -> BaseLearner:
         """The frozen base learner of ``cfg``'s fold, or a random one; a missing file names the command that makes it."""
-        from fsslib.data.benchmarks import benchmark_of
+        from fsslib.data.benchmarks import given_novel_classes
         from fsslib.pretrain.base_learner import frozen_base_learner
 
-        return frozen_base_learner(self.base_learner, cfg.backbone, benchmark_of(cfg).name, cfg.fold, cfg.preset,
-                                   base_classes, f"Method {cfg.method}")
+        return frozen_base_learner(self.base_learner, cfg.backbone, cfg.benchmark, cfg.fold, cfg.preset, base_classes,
+                                   cfg.method, given_novel_classes(cfg))
 
 
 @dataclass(frozen=True)

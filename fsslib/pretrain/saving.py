@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from fsslib.errors import CheckpointError
+from fsslib.paths import atomic_path, write_text
 from fsslib.provenance import git_commit, hardware
 
 
@@ -40,19 +41,14 @@ def check_teacher(path: str | Path, recorded: str | None, what: str, fix: str) -
 
 def save_checkpoint(path: str | Path, payload: dict) -> Path:
     """``torch.save`` a checkpoint dict atomically (a temporary file, then a rename); returns its path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
-    return path
+    with atomic_path(path) as temporary:
+        torch.save(payload, temporary)
+    return Path(path)
 
 
 def write_metadata(checkpoint: str | Path, metadata: dict) -> Path:
     """Write ``metadata`` as the JSON beside ``checkpoint`` (``x.pt`` -> ``x.json``); returns its path."""
-    path = Path(checkpoint).with_suffix(".json")
-    path.write_text(json.dumps(metadata, indent=1) + "\n")
-    return path
+    return write_text(Path(checkpoint).with_suffix(".json"), json.dumps(metadata, indent=1) + "\n")
 
 
 def shown_path(path: str | Path) -> str:

@@ -25,6 +25,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from fsslib.data.layout import IGNORE
+from fsslib.paths import atomic_path, write_text
 from fsslib.data.toyworld import CLASS_NAMES, ToyObject, ToyScene, render_scene
 from fsslib.pretrain.captions import spatial_word
 
@@ -170,6 +171,7 @@ def cached_pool(count: int, seed: int, size: int, folder: str | Path | None) -> 
         return ScenePool(arrays["images"], labels["class_ids"], labels["positions"], arrays["label_counts"])
     pool = render_pool(count, seed, size)
     stem.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(stem.with_suffix(".npz"), images=pool.images, label_counts=pool.label_counts)
-    stem.with_suffix(".json").write_text(json.dumps({"class_ids": pool.class_ids, "positions": pool.positions}))
+    with atomic_path(stem.with_suffix(".npz")) as temporary:
+        np.savez(temporary, images=pool.images, label_counts=pool.label_counts)
+    write_text(stem.with_suffix(".json"), json.dumps({"class_ids": pool.class_ids, "positions": pool.positions}))
     return pool

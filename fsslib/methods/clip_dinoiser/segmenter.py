@@ -37,7 +37,7 @@ from torch import nn
 from fsslib.blocks.sliding import check_window, slide
 from fsslib.clip import ClipBundle, class_embeddings, encode_image, maskclip_features, maskclip_features_and_tap
 from fsslib.data.episodes import IGNORE, EpisodeBatch, EpisodeInputs, OneWayInputs
-from fsslib.errors import unknown
+from fsslib.errors import FsslibError, unknown
 from fsslib.methods.base import FewShotSegmenter, model_inputs
 from fsslib.methods.clip_dinoiser.model import (DELTA, GAMMA, DinoiserHeads, apply_background, class_log_scores,
                                                 guided_pooling)
@@ -69,6 +69,11 @@ class ClipDinoiserSegmenter(FewShotSegmenter):
         self.window, self.stride = window, stride if stride is not None else window
         if window is not None:
             check_window(window, self.stride)
+            if window < bundle.patch_size:
+                raise FsslibError(f"Option window={window} of CLIP-DINOiser is smaller than one {bundle.patch_size}-pixel "
+                                  f"patch of {bundle.name}: a window that small holds no patch to read.",
+                                  f"pass --options window=N with N at least {bundle.patch_size} (the paper: 448, "
+                                  "stride=224), or leave window out to read the query in one window.")
         self.trainable = adapter
         self.adapter = nn.Conv2d(bundle.embed_dim, bundle.embed_dim, 1) if adapter else None
         if self.adapter is not None:

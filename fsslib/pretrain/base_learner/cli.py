@@ -2,6 +2,7 @@
 
     python -m fsslib.pretrain base-learner --fold 0                  # toy tier -> fsslib/checkpoints/zoo/base-learner-fold0.pt
     python -m fsslib.pretrain base-learner --fold 0 --tier paper     # PASCAL-5i -> $FSSLIB_WEIGHTS/base-learner-pascal-fold0.pt
+    python -m fsslib.pretrain base-learner --benchmark folder:DIR --novel-classes 3,4   # -> DIR/base-learner-fold0.pt
     python -m fsslib.pretrain base-learner --evaluate fsslib/checkpoints/zoo/base-learner-fold0.pt
 """
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from fsslib.errors import FsslibError
 from fsslib.pretrain.base_learner.files import CLI, base_learner_path
 from fsslib.pretrain.base_learner.train import TIERS, BaseLearnerSettings, evaluate_checkpoint, tier_settings, train_base_learner
 
@@ -39,7 +41,8 @@ def main(argv: list[str]) -> None:
     """Run ``base-learner`` with the arguments that follow its name (``--tier`` picks the defaults of the others)."""
     tier = argparse.ArgumentParser(add_help=False)
     tier.add_argument("--tier", choices=TIERS, default="toy")
-    args = build_parser(tier.parse_known_args(argv)[0].tier).parse_args(argv)
+    parser = build_parser(tier.parse_known_args(argv)[0].tier)
+    args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.evaluate:
@@ -47,7 +50,10 @@ def main(argv: list[str]) -> None:
         return
     settings = BaseLearnerSettings(**{f.name: getattr(args, f.name) for f in fields(BaseLearnerSettings)})
     out = args.out or base_learner_path(settings.benchmark, settings.fold)
-    metadata = train_base_learner(out, settings, progress=not args.no_progress, command=f"{CLI} {shlex.join(argv)}")
+    try:
+        metadata = train_base_learner(out, settings, progress=not args.no_progress, command=f"{CLI} {shlex.join(argv)}")
+    except FsslibError as error:
+        parser.exit(2, f"error: {error}\n")
     print(json.dumps({"file": str(out), "best": metadata["best"], "plateau": metadata["plateau"],
                       "held_out_miou": {split: scores["miou"] for split, scores in metadata["held_out"].items()}},
                      indent=1))

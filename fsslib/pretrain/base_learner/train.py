@@ -29,16 +29,16 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from fsslib.blocks.base_learner import BaseLearner
-from fsslib.data.benchmarks import Benchmark, get_benchmark
+from fsslib.data.benchmarks import Benchmark, benchmark_spec, get_benchmark, id_or_name, split_list
 from fsslib.data.episodes import NOVEL_RULES, Source
 from fsslib.device import resolve_device
-from fsslib.errors import CheckpointError, unknown
+from fsslib.errors import CheckpointError, DatasetNotFoundError, unknown
 from fsslib.methods.base import segmentation_loss
 from fsslib.metrics import plateau_verdicts
 from fsslib.models.backbones import BACKBONES, build_backbone
 from fsslib.models.files import read_weights
 from fsslib.pretrain.base_learner.data import BaseTrainingImages, HeldOutImages, training_names
-from fsslib.pretrain.base_learner.files import CLI, FILE_KIND, load_base_learner, save_base_learner
+from fsslib.pretrain.base_learner.files import CLI, FILE_KIND, load_base_learner, require_base_classes, save_base_learner
 from fsslib.pretrain.saving import RunRecord, file_sha256, write_metadata
 from fsslib.pretrain.schedules import poly
 
@@ -51,7 +51,10 @@ class BaseLearnerSettings:
 
     fold: int = field(default=0, metadata={"help": "the fold whose base classes are learnt"})
     tier: str = field(default="toy", metadata={"help": f"the preset: {', '.join(TIERS)}"})
-    benchmark: str = field(default="toy", metadata={"help": "toy, pascal or coco"})
+    benchmark: str = field(default="toy", metadata={"help": "toy, pascal, coco or folder:PATH (a dataset folder)"})
+    novel_classes: str = field(default="", metadata={
+        "help": "a dataset folder without folds.json: its novel classes, ids or names of classes.txt (e.g. 3,4); "
+                "the base learner learns the others"})
     backbone: str = field(default="toy-resnet", metadata={"help": f"the backbone fine-tuned: {', '.join(BACKBONES)}"})
     backbone_weights: str = field(default="", metadata={"help": "its initial weights: '' = its pretrained ones, or a file"})
     hidden: int = field(default=64, metadata={"help": "channels of the head's 3x3 embedding (PSPNet: 512)"})
@@ -127,7 +130,7 @@ def evaluate_checkpoint(checkpoint: str | Path, data_root: str = "", eval_batch_
     payload = read_weights(checkpoint, "The base learner", f"train one with `{CLI} --fold F`.")
     if not isinstance(payload, dict) or payload.get("kind") != FILE_KIND:
         raise CheckpointError(f"{checkpoint} is not a base learner written by `{CLI}`.", f"train one with `{CLI} --fold F`.")
-    benchmark = get_benchmark(payload["benchmark"])
+    benchmark = get_benchmark(payload["benchmark"], novel_classes=payload.get("novel_classes", ()))
     learner = load_base_learner(checkpoint, payload["backbone"], payload["benchmark"], payload["fold"],
                                 payload["base_classes"], f"train it again with `{CLI} --fold {payload['fold']}`.")
     target = resolve_device(device)
@@ -148,8 +151,11 @@ def train_base_learner(out: str | Path, settings: BaseLearnerSettings, progress:
     start, cpu_start = time.perf_counter(), time.process_time()
     torch.manual_seed(settings.seed)
     device = resolve_device(settings.device)
-    benchmark = get_benchmark(settings.benchmark)
+    benchmark = get_benchmark(settings.benchmark, novel_classes=split_list(settings.novel_classes, id_or_name))
     base_classes = benchmark.base_classes(settings.fold)
+    spec = benchmark_spec(settings.benchmark)
+    require_base_classes(base_classes, spec, settings.fold)
+    novel_classes = benchmark.fold_classes(settings.fold) if settings.novel_classes else []  # recorded, as given
     root, toy = settings.data_root or None, benchmark.name == "toy"
     source = Source(benchmark, benchmark.train_split, root, cache=toy)
     names = training_names(source, benchmark.fold_classes(settings.fold), settings.novel_rule)
@@ -165,6 +171,9 @@ def train_base_learner(out: str | Path, settings: BaseLearnerSettings, progress:
                                  {"params": head, "lr": settings.lr * settings.head_lr_multiplier}],
                                 lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay)
     steps_per_epoch = len(images) // settings.batch_size  # drop_last, as the official loader
+    if not steps_per_epoch:
+        raise DatasetNotFoundError(f"{len(images)} training image(s) of {spec} make no batch of {settings.batch_size}.",
+                                   f"pass --batch-size {max(1, len(images))} or less, or add training images.")
     total = settings.epochs * steps_per_epoch
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: poly(step / total, settings.poly_power))
     every = max(1, steps_per_epoch // settings.evals_per_epoch)
@@ -201,7 +210,8 @@ def train_base_learner(out: str | Path, settings: BaseLearnerSettings, progress:
     cpu_seconds = time.process_time() - cpu_start
 
     learner.load_state_dict(best["state"])
-    save_base_learner(out, learner.cpu(), settings.backbone, benchmark.name, settings.fold, base_classes, settings.crop)
+    save_base_learner(out, learner.cpu(), settings.backbone, spec, settings.fold, base_classes, settings.crop,
+                      novel_classes)
     gain, error, verdict = plateau_verdicts({"base learner": curve}).get(
         "base learner", (None, None, "too few points to judge (fewer than 4)"))
     metadata = {

@@ -35,6 +35,7 @@ from skimage.segmentation import felzenszwalb, slic
 
 from fsslib.data.layout import IGNORE
 from fsslib.errors import unknown
+from fsslib.paths import atomic_path
 from fsslib.pretrain.views import resized_crops
 
 PATCH_METHODS = ("slic", "felzenszwalb")
@@ -161,9 +162,8 @@ def superpixel_table(images: np.ndarray, method: str, settings: dict, cache: str
         arrays = np.load(path)
         return SuperpixelTable(arrays["segments"], arrays["boxes"], arrays["areas"])
     table = compute_table(images, method, settings, workers)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path.with_suffix(".tmp.npz"), segments=table.segments, boxes=table.boxes, areas=table.areas)
-    path.with_suffix(".tmp.npz").replace(path)
+    with atomic_path(path) as temporary:
+        np.savez(temporary, segments=table.segments, boxes=table.boxes, areas=table.areas)
     return table
 
 
