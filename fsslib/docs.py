@@ -191,15 +191,10 @@ class Results:
     # --- the spread of training seeds ---------------------------------------------------------------------------
     def seed_rows(self, comparison: str = COMPARISON) -> list[dict[str, Any]]:
         """The rows of the seed grids the comparison names (``seeds``), a later grid replacing an earlier one's
-        method, as :func:`fsslib.runs.seed_rows` reads them for the comparison's page."""
-        names = load_grid(self.root / "papermill_runs" / f"{comparison}.yaml").get("seeds") or []
-        rows: list[dict[str, Any]] = []
-        for name in [names] if isinstance(names, str) else names:
-            if (self.results / f"{name}.csv").is_file():
-                later = self.table(name)
-                replaced = {(r["method"], r.get("variant") or "") for r in later}
-                rows = [r for r in rows if (r["method"], r.get("variant") or "") not in replaced] + later
-        return rows
+        method (:func:`fsslib.runs.seed_rows`, which the comparison's page reads)."""
+        from fsslib.runs import seed_rows
+
+        return seed_rows(load_grid(self.root / "papermill_runs" / f"{comparison}.yaml"), self.results)
 
     def seeds(self, method: str, shots: int = 1, ways: int = 1, variant: str = "", fold: int = 0,
               comparison: str = COMPARISON) -> Span:

@@ -24,7 +24,8 @@ writes the methods' comparison on the same episodes instead of the usual table (
 of it with ``ckpt: null`` goes through the grid's ``notebook``, which trains it first (the quickstart's
 prototype).
 A grid with ``zoo: true`` (``zoo_toy.yaml``) also writes each run's ``best.pt`` into the shipped model zoo
-(:func:`export_to_zoo`) once all its runs have finished; ``zoo: default_variant`` (``qgnet_toy.yaml``) writes
+(:func:`export_to_zoo`) once all its runs have finished, each ``.json`` recording why its budget is the plateau
+when the grid names its twice-the-budget control under ``budget_control`` (:func:`budget_record`); ``zoo: default_variant`` (``qgnet_toy.yaml``) writes
 only its runs without a variant (a paper's grid whose main rows are the zoo's models).
 
 A grid may name other grids under ``beside`` (e.g. ``beside: [piclip_toy]``): their committed
@@ -228,13 +229,15 @@ def check_parameters(grid: dict[str, Any], runs: list[dict[str, Any]]) -> None:
                           f"use the notebook's parameters ({', '.join(sorted(accepted))}) or add them to its parameters cell.")
 
 
-def seed_rows(grid: dict[str, Any]) -> list[dict[str, Any]]:
-    """The committed rows of the grids a compare grid names under ``seeds`` (one name or a list, in order). A later
-    grid that holds a method (and variant) replaces every earlier row of it, in all settings: a method retrained
-    on other code is never mixed with its former runs, and a setting the later grid leaves out has no spread. A
-    grid not run yet adds none; with none the comparison has no seed spread."""
+def seed_rows(grid: dict[str, Any], results: Path | None = None) -> list[dict[str, Any]]:
+    """The committed rows of the grids a compare grid names under ``seeds`` (one name or a list, in order), from
+    ``results`` (default ``papermill_runs/results``). A later grid that holds a method (and variant) replaces every
+    earlier row of it, in all settings: a method retrained on other code is never mixed with its former runs, and a
+    setting the later grid leaves out has no spread. A grid not run yet adds none; with none the comparison has no
+    seed spread."""
+    results = results or REPO / "papermill_runs" / "results"
     names = grid.get("seeds") or []
-    tables = [REPO / "papermill_runs" / "results" / f"{name}.csv" for name in ([names] if isinstance(names, str) else names)]
+    tables = [results / f"{name}.csv" for name in ([names] if isinstance(names, str) else names)]
     rows: list[dict[str, Any]] = []
     for table in tables:
         if table.is_file():
@@ -242,6 +245,40 @@ def seed_rows(grid: dict[str, Any]) -> list[dict[str, Any]]:
             replaced = {(row["method"], row.get("variant") or "") for row in later}
             rows = [row for row in rows if (row["method"], row.get("variant") or "") not in replaced] + later
     return rows
+
+
+def budget_record(grid: dict[str, Any], params: dict[str, Any], results: Path | None = None) -> dict[str, Any] | None:
+    """Why a zoo model's budget is its plateau, for its ``.json``: the fold-0 1-way 1-shot test mIoU of the method (and
+    variant) at this grid's budget and in the grid named under ``budget_control`` (the same run at twice the
+    budget), the move, and the difference that resolves two single rows (``docs/protocol.md``, from the seed
+    spread of ``compare_toy``). None for a grid without ``budget_control``; an error when a table lacks the row."""
+    control = grid.get("budget_control")
+    if not control:
+        return None
+    from fsslib.compare import pooled_spread, read_comparison, resolution_threshold, seed_spread
+
+    results = results or REPO / "papermill_runs" / "results"
+    variant = params.get("variant") or ""
+
+    def fold_zero_row(name: str) -> dict[str, Any]:
+        path = results / f"{name}.csv"
+        rows = [r for r in (read_table(path) if path.is_file() else []) if r["method"] == params["method"]
+                and (r.get("variant") or "") == variant and int(r["fold"]) == 0 and int(r["ways"]) == 1
+                and int(r["shots"]) == 1 and int(r["train_shots"] or 1) == 1 and int(r["seed"]) == 0]
+        if len(rows) != 1:
+            raise FsslibError(f"Table {path} holds {len(rows)} fold-0 1-way 1-shot rows of "
+                              f"{' '.join(filter(None, (params['method'], variant)))}, seed 0: the budget control needs one.",
+                              f"run the grid first: python -m fsslib.runs papermill_runs/{name}.yaml")
+        return rows[0]
+
+    comparison = load_grid(REPO / "papermill_runs" / "compare_toy.yaml")
+    spread = pooled_spread(seed_spread(read_comparison("compare_toy", results)[0], seed_rows(comparison, results)))
+    threshold = resolution_threshold(spread["1-way 1-shot"][0], 1, 1)
+    budget, doubled = fold_zero_row(grid["name"]), fold_zero_row(control)
+    move = doubled["miou"] - budget["miou"]
+    return {"control": control, "control_epochs": load_grid(REPO / "papermill_runs" / f"{control}.yaml").get("fixed", {}).get("epochs"),
+            "fold0_test_miou": [budget["miou"], doubled["miou"]], "move": move, "resolved_threshold": threshold,
+            "at_plateau": abs(move) < threshold}
 
 
 def _strata_pairs(grid: dict[str, Any]) -> tuple[tuple[str, str], ...] | None:
@@ -372,7 +409,7 @@ def execute(grid_path: str | Path, smoke: bool = False, outputs: str | Path | No
             if params not in exported:
                 continue
             export_to_zoo(outputs / run_name(params), f"python -m fsslib.runs {grid_path}  (run {run_name(params)})",
-                          result["rows"])
+                          result["rows"], budget=budget_record(grid, params))
     return rows
 
 
@@ -400,9 +437,11 @@ def plan(grid_path: str | Path, smoke: bool = False, jobs: int | None = None, se
                      grid.get("gpus_per_run", 1) if gpus_per_run is None else gpus_per_run, executor)
 
 
-def export_to_zoo(run_dir: Path, command: str, rows: list[dict], root: Path | None = None) -> Path:
+def export_to_zoo(run_dir: Path, command: str, rows: list[dict], root: Path | None = None,
+                  budget: dict[str, Any] | None = None) -> Path:
     """Write a trained run (``run_dir/best.pt`` and its logs) into the zoo as float16 weights and provenance;
-    returns the checkpoint's path. The .json's ``check`` is measured on the written float16 weights."""
+    returns the checkpoint's path. The .json's ``check`` is measured on the written float16 weights; ``budget``
+    (:func:`budget_record`) says why the run's budget is its plateau."""
     from fsslib import evaluate
     from fsslib.config import Config
     from fsslib.methods import frozen_files
@@ -438,6 +477,7 @@ def export_to_zoo(run_dir: Path, command: str, rows: list[dict], root: Path | No
         "checkpoint": {"file": path.name, "bytes": path.stat().st_size, "sha256": file_sha256(path), "dtype": "float16"},
         "frozen_files": {role: {"file": _shown_path(Path(file)), "sha256": file_sha256(_located(Path(file)))}
                          for role, file in frozen_files(Config(**config)).items()},
+        **({"budget": budget} if budget else {}),
     }
     write_text(path.with_suffix(".json"), json.dumps(provenance, indent=1) + "\n")
     return path

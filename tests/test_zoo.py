@@ -150,3 +150,25 @@ def test_a_zoo_grid_names_which_runs_go_into_the_zoo():
     exported = {zoo.zoo_name(p["method"], p["fold"], p.get("shots", 1), p.get("variant", ""))
                 for path in zoo.ZOO_GRIDS for p in zoo.zoo_runs(load_grid(REPO / path), expand(load_grid(REPO / path)))}
     assert exported == set(zoo.zoo_entries(zoo.SHIPPED_ZOO))  # the shipped zoo is exactly what its grids write
+
+
+def test_a_zoo_model_s_budget_record_reads_its_fold_zero_doubling_from_the_committed_tables():
+    """budget_record: the fold-0 1-way 1-shot row at the grid's budget and at twice it (the grid named under
+    budget_control), their move, and the threshold that resolves two single rows, as the protocol page renders it."""
+    from fsslib.docs import Results
+    from fsslib.errors import FsslibError
+    from fsslib.runs import budget_record
+    from fsslib.tables import REPO, read_table
+
+    grid = {"name": "piclip_baselines_toy", "budget_control": "piclip_baselines_budget_doubled"}
+    record = budget_record(grid, {"method": "hdmnet"})
+    rows = {name: [r for r in read_table(REPO / "papermill_runs" / "results" / f"{name}.csv") if r["method"] == "hdmnet" and not r["variant"] and int(r["fold"]) == 0 and int(r["shots"]) == 1
+                   and int(r["ways"]) == 1 and int(r["train_shots"]) == 1] for name in grid.values()}
+    assert record["fold0_test_miou"] == [rows["piclip_baselines_toy"][0]["miou"],
+                                         rows["piclip_baselines_budget_doubled"][0]["miou"]]
+    assert record["move"] == pytest.approx(record["fold0_test_miou"][1] - record["fold0_test_miou"][0])
+    assert f"{record['resolved_threshold']:.2f}" == str(Results().threshold(1))
+    assert record["at_plateau"] == (abs(record["move"]) < record["resolved_threshold"])
+    assert record["control_epochs"] == 160 and budget_record({"name": "zoo_toy"}, {"method": "pfenet"}) is None
+    with pytest.raises(FsslibError, match="(?s)rows of pfenet, seed 0.*python -m fsslib.runs papermill_runs/piclip_baselines_toy"):
+        budget_record(grid, {"method": "pfenet"})
