@@ -11,9 +11,11 @@ nothing needs downloading; each method at its paper preset's input size (PFENet,
 prototype baseline: 473; LFSS: 400; CLIP-DINOiser: 448). The batches are fabricated 1-way
 episodes of PASCAL-5i fold 0's classes (a centred square as every mask). A training step is what
 ``fsslib.train`` runs per batch: forward under ``fsslib.device.autocast``, the method's loss, backward,
-optimiser step. Peak memory is the CUDA allocator's peak over the timed training steps. Prints a
-Markdown table, and exits with an error naming the rows whose training losses were not all finite (a
-diverged run times NaN arithmetic, not the method).
+optimiser step. Peak memory is the CUDA allocator's peak over the timed training steps. The FLOPs of one
+training step (forward and backward, ``torch.utils.flop_counter``: matrix products and convolutions) over its
+time give the share of the GPU's dense peak for that precision (:data:`PEAK_TFLOPS`, or ``--peak-tflops``),
+where the GPU is known. Prints a Markdown table, and exits with an error naming the rows whose training losses
+were not all finite (a diverged run times NaN arithmetic, not the method).
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -48,6 +51,26 @@ METHODS = {  # method: (variant, options replacing the paper's weights by random
     "qgnet": ("", {"prior_extractor": "random"}),
     "clip-dinoiser-support": ("trained_adapter", {**RANDOM_CLIP, "heads": "HEADS"}),
 }
+
+
+PEAK_TFLOPS = {  # dense tensor-core peaks of the SXM parts, TFLOP/s: bf16, and fp32 without TF32 (torch's default)
+    "H100": {"bf16": 989.0, "fp32": 67.0},
+    "H200": {"bf16": 989.0, "fp32": 67.0},
+}
+
+
+def peak_tflops(device_name: str, precision: str) -> float | None:
+    """The dense peak of the named GPU for ``precision`` (:data:`PEAK_TFLOPS`), None for another device."""
+    return next((peaks[precision] for gpu, peaks in PEAK_TFLOPS.items() if gpu in device_name), None)
+
+
+def step_flops(step: Callable[[], None]) -> float:
+    """The floating-point operations of one call of ``step`` (forward, backward: what the flop counter counts)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        step()
+    return float(counter.get_total_flops())
 
 
 def random_heads(folder: Path) -> Path:
@@ -100,6 +123,7 @@ def measure(method: str, batch_size: int, shots: int, amp: bool, steps: int, war
     model.train()
     for _ in range(warmup):
         train_step()
+    flops = step_flops(train_step)  # one more untimed step, counted
     synchronize(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -120,11 +144,11 @@ def measure(method: str, batch_size: int, shots: int, amp: bool, steps: int, war
             model(batch.inputs())
         synchronize(device)
     eval_rate = steps * batch_size / (time.perf_counter() - start)
-    return {"train_steps_per_s": train_rate, "eval_episodes_per_s": eval_rate, "peak_train_mb": peak_mb,
+    return {"train_steps_per_s": train_rate, "eval_episodes_per_s": eval_rate, "peak_train_mb": peak_mb, "step_flops": flops,
             "image_size": cfg.image_size, "finite_losses": bool(torch.isfinite(torch.stack(losses)).all())}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--batch-size", type=int, default=4, help="episodes per step (PFENet's PASCAL recipe: 4)")
@@ -134,7 +158,9 @@ def main() -> None:
     parser.add_argument("--precisions", nargs="+", default=["bf16", "fp32"], choices=["bf16", "fp32"])
     parser.add_argument("--device", default="cuda", help="cuda (the measurement) or cpu (a smoke run)")
     parser.add_argument("--image-size", type=int, default=None, help="replace the paper sizes (a smoke run)")
-    args = parser.parse_args()
+    parser.add_argument("--peak-tflops", type=float, nargs=2, metavar=("BF16", "FP32"), default=None,
+                        help="the GPU's dense peaks, TFLOP/s, when it is not in PEAK_TFLOPS (H100, H200)")
+    args = parser.parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("paper_train_step.py measures the paper tier on a GPU; no CUDA device is available here "
                          "(--device cpu --image-size 65 --steps 1 --warmup 0 runs it as a smoke test).")
@@ -142,8 +168,9 @@ def main() -> None:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(f"Paper tier, random weights, {args.shots}-shot, each method at its paper input size, {name}, "
           f"torch {torch.__version__}\n")
-    print("| method | input | precision | batch | train steps/s | train episodes/s | eval episodes/s | peak train MB |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| method | input | precision | batch | train steps/s | train episodes/s | eval episodes/s | peak train MB | "
+          "TFLOP / step | share of peak |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     diverged = []
     with tempfile.TemporaryDirectory() as folder:
         heads = random_heads(Path(folder))
@@ -151,10 +178,14 @@ def main() -> None:
             for precision in args.precisions:
                 result = measure(method, args.batch_size, args.shots, precision == "bf16", args.steps, args.warmup,
                                  device, heads, args.image_size)
+                peak = (dict(zip(("bf16", "fp32"), args.peak_tflops))[precision] if args.peak_tflops
+                        else peak_tflops(name, precision))
+                achieved = result["step_flops"] * result["train_steps_per_s"] / 1e12  # TFLOP/s
+                share = "n/a" if peak is None else f"{100 * achieved / peak:.1f}%"
                 print(f"| {method} | {result['image_size']} | {'bf16 autocast' if precision == 'bf16' else 'fp32'} | "
                       f"{args.batch_size} | {result['train_steps_per_s']:.2f} | "
                       f"{result['train_steps_per_s'] * args.batch_size:.1f} | {result['eval_episodes_per_s']:.1f} | "
-                      f"{result['peak_train_mb']:.0f} |", flush=True)
+                      f"{result['peak_train_mb']:.0f} | {result['step_flops'] / 1e12:.3f} | {share} |", flush=True)
                 if not result["finite_losses"]:
                     diverged.append(f"{method} ({precision})")
                 if device.type == "cuda":
