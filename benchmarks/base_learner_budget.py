@@ -65,8 +65,9 @@ def row(path: Path) -> dict:
             "cpu_min": record["cpu_time_s"] / 60, "file": path}
 
 
-def report(fold: int, rows: list[dict], seed_epochs: int) -> tuple[list[str], int | None]:
-    """The page's lines and the chosen budget (None when no doubling is under the seed spread)."""
+def report(fold: int, rows: list[dict], seed_epochs: int, complete: bool = True) -> tuple[list[str], int | None]:
+    """The page's lines and the chosen budget (None when no doubling is under the seed spread); ``complete``: every
+    run of the control has finished (else a budget found so far may still change)."""
     seed_zero = {r["epochs"]: r for r in rows if r["seed"] == ZOO_SEED}
     spread_rows = [r["test"] for r in rows if r["epochs"] == seed_epochs]
     spread = max(spread_rows) - min(spread_rows) if len(spread_rows) > 1 else None
@@ -91,9 +92,13 @@ def report(fold: int, rows: list[dict], seed_epochs: int) -> tuple[list[str], in
         lines.append(f"| {short} -> {long} | {move:+.2f} | {'yes' if under else 'no'} |")
         if under and chosen is None:
             chosen = short
-    lines += ["", f"Budget: {chosen} epochs, the first whose doubling moves the test mIoU by less than the seed spread."
-              if chosen is not None else "Budget: not found; no doubling moves the test mIoU by less than the seed "
-              "spread (train longer budgets)."]
+    if not complete:
+        lines += ["", "Budget: not decided while runs of the control are missing."]
+    elif chosen is not None:
+        lines += ["", f"Budget: {chosen} epochs, the first whose doubling moves the test mIoU by less than the seed spread."]
+    else:
+        lines += ["", "Budget: not found; no doubling moves the test mIoU by less than the seed spread (train longer "
+                  "budgets)."]
     return lines, chosen
 
 
@@ -108,11 +113,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--jobs", type=int, default=2, help="training processes at a time, one thread each")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "base_learner_budget_toy.md",
                         help="the page to write")
+    parser.add_argument("--table-only", action="store_true", help="train nothing: the table of the runs finished so far")
     args = parser.parse_args(argv)
     settings = [(epochs, ZOO_SEED) for epochs in args.epochs] + [(args.seed_epochs, 1)]
-    train_missing(args.runs, args.fold, settings, args.jobs)
-    lines, _ = report(args.fold, [row(run_file(args.runs, args.fold, *setting)) for setting in settings],
-                      args.seed_epochs)
+    if not args.table_only:
+        train_missing(args.runs, args.fold, settings, args.jobs)
+    finished = [s for s in settings if run_file(args.runs, args.fold, *s).with_suffix(".json").is_file()]
+    lines, _ = report(args.fold, [row(run_file(args.runs, args.fold, *setting)) for setting in finished],
+                      args.seed_epochs, complete=len(finished) == len(settings))
+    missing = [f"{epochs} epochs, seed {seed}" for epochs, seed in settings if (epochs, seed) not in finished]
+    if missing:
+        lines += ["", f"Still to train: {'; '.join(missing)} (run the command without --table-only)."]
     args.out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
