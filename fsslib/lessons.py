@@ -8,7 +8,7 @@ parameterised template and stays without outputs); the exercises' solutions are 
 in a fresh kernel, from an empty working directory, with its outputs under a temporary ``FSSLIB_OUTPUTS``
 and one torch thread (as under ``make test``, whose nbval run compares the committed outputs: the same
 thread count gives the same float arithmetic). The notebook is written back in place with its outputs; the
-widgets' state is not kept (each widget has a static figure beside it), and the seconds it took go to the
+widgets' outputs and state are not kept (each widget has a static figure beside it: :func:`saveable`), and the seconds it took go to the
 notebook's metadata (``fsslib.executed_in_s``), where the README's minutes per lesson come from.
 """
 from __future__ import annotations
@@ -60,6 +60,32 @@ def lesson_path(name: str) -> Path:
     raise unknown("lesson", name, [p.stem for p in lessons()] + ["or a notebook's path"])
 
 
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+def kernelspec() -> dict[str, str]:
+    """The ``python3`` kernel's spec as JupyterLab writes it into a notebook's metadata (name, display name
+    and language): a notebook whose kernelspec differs is changed by JupyterLab when its kernel starts,
+    and opens with the unsaved-changes dot."""
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    spec = KernelSpecManager().get_kernel_spec("python3")
+    return {"display_name": spec.display_name, "language": spec.language, "name": "python3"}
+
+
+def saveable(notebook) -> None:
+    """Make an executed notebook what a reopened one should show: the widgets' outputs (a widget view,
+    whose model is gone once the kernel is, and its one-line text repr) are dropped, so each widget cell
+    shows only its static figure until it is run; the widgets' state is not kept; the kernelspec is the
+    installed kernel's, so that JupyterLab has nothing to change when the kernel starts."""
+    notebook.metadata.pop("widgets", None)
+    notebook.metadata["kernelspec"] = kernelspec()
+    for cell in notebook.cells:
+        if cell.cell_type == "code":
+            cell.outputs = [output for output in cell.outputs if WIDGET_VIEW not in output.get("data", {})]
+            cell.metadata.pop("widgets", None)
+
+
 def execute(path: Path, timeout: int = CELL_TIMEOUT_S) -> float:
     """Run the notebook at ``path`` at its full settings and write it back with its outputs; the seconds it took."""
     import nbformat
@@ -84,7 +110,7 @@ def execute(path: Path, timeout: int = CELL_TIMEOUT_S) -> float:
         left = sorted(p.name for p in work.iterdir())
         if left:
             raise RuntimeError(f"{path.name} wrote {left} into its working directory; write under fsslib.notebook.output_dir.")
-    notebook.metadata.pop("widgets", None)
+    saveable(notebook)
     notebook.metadata.setdefault("fsslib", {})["executed_in_s"] = round(seconds, 1)
     nbformat.write(notebook, path)
     return seconds

@@ -39,6 +39,26 @@ def smoke_requested() -> bool:
     return os.environ.get(SMOKE_VARIABLE, "").lower() in ("1", "true", "yes")
 
 
+TOY_THREADS = 1  # torch CPU threads for the lessons' toy models: 02's live training took 6.9 s at 1, 13.7 s at 2
+_threads_set = False
+
+
+def setup(device: str = "auto", threads: int = TOY_THREADS) -> torch.device:
+    """The first call of every lesson: sets torch's CPU thread count, once, to ``threads`` (1 by default: the
+    toy models' tensors are small, and a second thread costs more in synchronisation than it saves), prints
+    one line saying so, and returns the device the lesson runs on (:func:`fsslib.device.resolve_device`).
+
+    Later calls leave the thread count alone (``torch.set_num_threads`` in a cell still changes it)."""
+    global _threads_set
+    if not _threads_set:
+        torch.set_num_threads(threads)
+        _threads_set = True
+    chosen = resolve_device(device)
+    print(f"fsslib: device {chosen}, torch {torch.__version__}, {torch.get_num_threads()} CPU thread(s) "
+          f"(set to {threads} once: the fastest for the toy models)")
+    return chosen
+
+
 def environment_report(device: str = "auto") -> dict[str, str]:
     """Versions, device and data locations, for notebook 00."""
     import matplotlib

@@ -38,6 +38,14 @@ def episode_title(class_names: Sequence[str], support_mode: str, what: str = "")
     return f"{what + ' · ' if what else ''}{classes} · supports: {support_mode}"
 
 
+def absent_ways(episode: Episode) -> str:
+    """For an N-way episode, the note `` · not in the query: 'name'`` naming the ways whose class the query does
+    not hold (an N-way query holds at least one way's class, not every one); empty when it holds them all."""
+    present = set(episode.query_label.unique().tolist())
+    missing = [name for way, name in enumerate(episode.class_names, start=1) if way not in present]
+    return f" · not in the query: {', '.join(repr(name) for name in missing)}" if missing else ""
+
+
 def overlay(image: torch.Tensor, mask: torch.Tensor, colour: Sequence[float] | None = None, alpha: float = 0.5) -> np.ndarray:
     """Blend a mask (H, W) over an image (3, H, W): value n (1..N) in way n's colour (or ``colour`` for a
     binary mask); ignored pixels are greyed."""
@@ -99,7 +107,8 @@ def plot_episode(episode: Episode, prediction: torch.Tensor | None = None, title
         axes[0, shots + 1].set_title(f"prediction{sep}(truth outlined)", fontsize=9)
     for ax in axes.flat:
         ax.axis("off")
-    fig.suptitle(title or episode_title(episode.class_names, support_mode, f"{ways}-way {shots}-shot"), fontsize=10)
+    fig.suptitle(title or episode_title(episode.class_names, support_mode, f"{ways}-way {shots}-shot") + absent_ways(episode),
+                 fontsize=10)
     fig.legend(handles=label_legend(episode.class_names, ignore=bool((episode.query_mask == IGNORE).any())),
                loc="lower center", ncol=ways + 2, fontsize=7, frameon=False)
     fig.tight_layout(rect=(0, 0.08, 1, 1))
@@ -188,6 +197,9 @@ def plot_per_class(metrics: dict, reference: dict | None = None) -> Figure:
 MAX_LINES_PER_PANEL = 8  # more curves than this go into one panel per group (see plot_learning_curves)
 
 
+LEGEND_POINTS = 9  # a learning curve's legend: as large as its axis labels' ticks, the figure being 8 inches wide
+
+
 def plot_learning_curves(curves: dict[str, list[dict]], title: str = "", x: str = "epoch", y: str = "val_miou",
                          ylabel: str = "validation mIoU (%)") -> Figure:
     """Validation mIoU per epoch of several runs (label -> ``log.jsonl`` records), one line each, with the
@@ -224,13 +236,13 @@ def plot_learning_curves(curves: dict[str, list[dict]], title: str = "", x: str 
         ax.axvspan(0.75 * longest, longest, color="0.9", zorder=0, label="last quarter" if single else None)
         ax.set(xlabel=x, title=group if not single else title)
         if not single:
-            ax.legend(fontsize=6)
+            ax.legend(fontsize=LEGEND_POINTS - 1)
     for ax in list(axes.flat)[len(groups):]:
         ax.axis("off")
     for ax in axes[:, 0]:
         ax.set_ylabel(ylabel)
     if single:
-        fig.legend(loc="outside lower center", fontsize=7, ncol=2)
+        fig.legend(loc="outside lower center", fontsize=LEGEND_POINTS, ncol=2)
     else:
         fig.suptitle(f"{title} (last quarter of training shaded)" if title else "last quarter of training shaded", fontsize=10)
     return fig
@@ -463,7 +475,8 @@ def plot_side_by_side(episode: Episode, predictions: dict[str, torch.Tensor], su
     for ax in axes:
         ax.axis("off")
     classes = ", ".join(f"'{name}'" for name in episode.class_names)
-    fig.suptitle(f"{classes} · {ways}-way {shots}-shot · truth outlined on each prediction", fontsize=10)
+    fig.suptitle(f"{classes} · {ways}-way {shots}-shot{absent_ways(episode)} · truth outlined on each prediction",
+                 fontsize=10)
     fig.legend(handles=label_legend(episode.class_names, ignore=bool((episode.query_mask == IGNORE).any())),
                loc="outside lower center", ncol=ways + 2, fontsize=7, frameon=False)
     return fig

@@ -55,3 +55,39 @@ def test_maps_share_a_colour_scale_when_given_limits():
         ranges = [panel.get_images()[0].get_clim() for panel in figure.axes if panel.get_title() in maps]
         assert [tuple(round(v, 4) for v in clim) for clim in ranges] == expected
         plt.close(figure)
+
+
+def _two_way_episode(query_label):
+    import torch
+
+    from fsslib.data.episodes import Episode
+
+    mask = query_label.clone()
+    return Episode(support_images=torch.rand(2, 1, 3, 8, 8), support_masks=torch.ones(2, 1, 8, 8, dtype=torch.long),
+                   query_image=torch.rand(3, 8, 8), query_mask=mask, query_label=query_label,
+                   class_ids=(1, 2), class_names=("solid circle", "striped square"))
+
+
+def test_a_two_way_title_says_which_class_the_query_lacks():
+    import torch
+
+    from fsslib.viz import absent_ways, plot_episode, plot_side_by_side
+
+    label = torch.zeros(8, 8, dtype=torch.long)
+    label[:2, :2] = 1  # way 1 only
+    episode = _two_way_episode(label)
+    assert absent_ways(episode) == " · not in the query: 'striped square'"
+    for figure in (plot_episode(episode), plot_side_by_side(episode, {"m": label}, {"m": "image + mask"})):
+        assert "not in the query: 'striped square'" in figure._suptitle.get_text()
+        plt.close(figure)
+    label[4:, 4:] = 2
+    assert absent_ways(_two_way_episode(label)) == ""
+
+
+def test_a_learning_curve_legend_is_not_the_smallest_text():
+    from fsslib.viz import plot_learning_curves
+
+    history = [{"epoch": e, "val_miou": 10.0 + e} for e in range(4)]
+    figure = plot_learning_curves({"live run": history, "zoo model": history}, title="t")
+    assert min(t.get_fontsize() for t in figure.legends[0].get_texts()) >= 9
+    plt.close(figure)

@@ -10,6 +10,7 @@ LFSS uses MaskCLIP's 85 templates: CLIP's 80 ImageNet templates plus five scene 
 """
 from __future__ import annotations
 
+import difflib
 import weakref
 from collections.abc import Sequence
 
@@ -34,6 +35,18 @@ def _check_strings(values: Sequence[str], what: str) -> tuple[str, ...]:
     return tuple(values)
 
 
+def _closest_words(unknown: Sequence[str], vocabulary: Sequence[str], n: int = 3) -> str:
+    """'did you mean ...' for each unknown word: its ``n`` closest vocabulary words (difflib), or a few
+    class-name words when none is close."""
+    words = sorted(vocabulary)
+    hints = []
+    for word in unknown:
+        close = difflib.get_close_matches(word, words, n=n, cutoff=0.5)
+        hints.append(f"for {word!r} did you mean {' / '.join(repr(c) for c in close)}" if close
+                     else f"{word!r} is like no word it knows (class names use words like 'striped star')")
+    return "; ".join(hints)
+
+
 def encode_prompts(bundle: ClipBundle, prompts: Sequence[str], batch_size: int = DEFAULT_TEXT_BATCH) -> Tensor:
     """Raw (unnormalised) text embeddings (n, D) of prompts, ceil(n / batch_size) forward passes."""
     prompts = _check_strings(prompts, "prompts")
@@ -44,7 +57,8 @@ def encode_prompts(bundle: ClipBundle, prompts: Sequence[str], batch_size: int =
             raise ClipInputError(
                 f"The toy CLIP's text tower does not know the word(s) {unknown}: they would all be encoded as the "
                 "same unknown token, and the prompt would mean nothing.",
-                f"use words of its vocabulary (the toy world's class names are made of them): {sorted(bundle.tokenizer.vocab)}.")
+                f"{_closest_words(unknown, bundle.tokenizer.vocab)}; to see the whole vocabulary: "
+                "sorted(bundle.tokenizer.vocab).")
     chunks = []
     with torch.no_grad():
         for start in range(0, len(prompts), batch_size):
@@ -72,6 +86,8 @@ def class_embeddings(
     device, templates and names; the caller gets a copy.
     """
     names = _check_strings(class_names, "class names")
+    if any(not name.strip() for name in names):
+        raise ClipInputError(f"A class name is empty: {list(names)!r:.80}.", "type a class name, e.g. 'striped star'.")
     templates = _check_strings(templates, "templates")
     malformed = [template for template in templates if template.count("{}") != 1]
     if malformed:

@@ -1,0 +1,51 @@
+"""The committed lessons open in JupyterLab as they were saved: no widget view whose model is gone (it would
+show "Error displaying widget: model not found", and a one-line ``VBox(children=...`` repr on a repository
+browser), no widget state, and nothing JupyterLab rewrites on open (the unsaved-changes dot): a current
+nbformat with cell ids, and the installed kernel's spec."""
+import nbformat
+import pytest
+import torch
+
+from fsslib import notebook as notebook_helpers
+from fsslib.lessons import WIDGET_VIEW, kernelspec, lessons, saveable, solutions
+
+NOTEBOOKS = lessons() + solutions()
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.relative_to(p.parents[1]).as_posix())
+def test_a_committed_lesson_reopens_clean(path):
+    notebook = nbformat.read(path, as_version=nbformat.NO_CONVERT)
+    assert (notebook.nbformat, notebook.nbformat_minor) >= (4, 5)
+    assert all(cell.get("id") for cell in notebook.cells), "every cell needs an id (JupyterLab would add them)"
+    assert "widgets" not in notebook.metadata
+    assert notebook.metadata["kernelspec"] == kernelspec(), "JupyterLab would rewrite the kernelspec on open"
+    for index, cell in enumerate(notebook.cells):
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            assert WIDGET_VIEW not in data, f"cell {index} keeps a widget view"
+            assert not str(data.get("text/plain", "")).startswith(("VBox(", "HBox(")), f"cell {index} keeps a widget repr"
+
+
+def test_saveable_drops_widget_outputs_and_state():
+    notebook = nbformat.v4.new_notebook(metadata={"widgets": {"state": {}}})
+    cell = nbformat.v4.new_code_cell("interactive_figure(...)", outputs=[
+        nbformat.v4.new_output("display_data", data={"image/png": "AAAA", "text/plain": "<Figure>"}),
+        nbformat.v4.new_output("execute_result", data={WIDGET_VIEW: {"model_id": "x"}, "text/plain": "VBox(...)"},
+                               execution_count=1)])
+    notebook.cells.append(cell)
+    saveable(notebook)
+    assert [list(o["data"]) for o in cell.outputs] == [["image/png", "text/plain"]]
+    assert "widgets" not in notebook.metadata and notebook.metadata["kernelspec"]["language"] == "python"
+
+
+def test_setup_sets_one_thread_once_and_says_so(monkeypatch, capsys):
+    threads = torch.get_num_threads()
+    monkeypatch.setattr(notebook_helpers, "_threads_set", False)
+    try:
+        notebook_helpers.setup("cpu")
+        assert torch.get_num_threads() == 1 and "1 CPU thread(s)" in capsys.readouterr().out
+        torch.set_num_threads(2)  # a learner's own choice stays
+        notebook_helpers.setup("cpu")
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
