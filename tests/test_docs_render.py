@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parent.parent
 # list when its source is written (test_every_page_that_quotes_results_is_rendered_or_listed checks both ways).
 NOT_CONVERTED = sorted([
     "docs/paper_tier.md", "docs/usage.md", "docs/your_data.md", "docs/notebook_widgets.md",
-    "docs/methods/clip_dinoiser.md", "docs/methods/lfss.md", "docs/methods/piclip.md", "docs/methods/qgnet.md",
+    "docs/methods/lfss.md", "docs/methods/piclip.md", "docs/methods/qgnet.md",
     "papermill_runs/clip_dinoiser_toy.answer.md",
     "papermill_runs/clip_dinoiser_toy.notes.md",
     "papermill_runs/clip_dinoiser_toy.summary.md",
@@ -70,6 +70,7 @@ ALLOWED = [
     (r"(>=|at) 0\.5( or above)?", "the prior region map's threshold, a setting"),
     (r"\b(lr|gamma =|temperature|student|centring|EMA) \d+\.\d+", "a training or evaluation setting"),
     (r"within 0\.05", "the rounding bound of a mean of one-decimal values"),
+    (r"arXiv:\d{4}\.\d{4,5}", "an arXiv identifier"),
     (r"(Eq|Eqs|Sec|Table|Fig)\.? \d+(\.\d+)?(-\d+(\.\d+)?)?", "a paper's equation, section, table or figure number"),
 ]
 
