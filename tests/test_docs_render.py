@@ -240,3 +240,24 @@ def test_a_stale_page_fails_the_check_naming_it_and_the_command(tmp_path, capsys
     err = capsys.readouterr().err
     assert "stale: docs/page.md" in err and "make docs" in err
     assert docs.main([], root=tmp_path) == 0 and docs.main(["--check"], root=tmp_path) == 0
+
+
+def test_gpu_hours_are_what_the_plan_prints():
+    from fsslib.runs import plan
+
+    results = docs.Results()
+    for grid in ("lfss", "clip_dinoiser"):
+        text = plan(REPO / "papermill_runs" / "paper" / f"{grid}.yaml")
+        total, train, evaluation = re.search(
+            r"GPU time, estimated: ([\d.]+) GPU-hours for \d+ runs? \(training ([\d.]+), evaluation ([\d.]+)\)", text).groups()
+        assert str(results.gpu_hours(f"paper/{grid}")) == total
+        assert shown(float(train), 1) == str(results.gpu_hours(f"paper/{grid}", part="train"))
+        assert shown(float(evaluation), 1) == str(results.gpu_hours(f"paper/{grid}", part="eval"))
+    per_run = re.search(r"  lfss trained on 1-shot.*?: ([\d.]+) GPU-hours per run.*?(\d+) runs",
+                        plan(REPO / "papermill_runs" / "paper" / "lfss.yaml"))
+    runs = int(per_run.group(2))  # the per-run hours are printed to 0.005: the sum agrees within runs x 0.005
+    assert abs(results.gpu_hours("paper/lfss", "lfss", shots=1) - float(per_run.group(1)) * runs) <= 0.005 * runs + 0.05
+    with pytest.raises(FsslibError, match=r"Unknown grid 'paper/nope'(.|\n)*paper/piclip"):
+        results.gpu_hours("paper/nope")
+    with pytest.raises(FsslibError, match="Unknown part"):
+        results.gpu_hours("paper/lfss", part="wall")
