@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -308,9 +309,14 @@ class Results:
             spec = load_grid(path)
             runs = expand(spec)
             check_parameters(spec, runs)
+            smoke = os.environ.pop("FSSLIB_SMOKE", None)  # the grid's own settings, never a smoke test's tiny ones
+            try:
+                plans = run_plans(runs, workdir=run_folder(spec))
+            finally:
+                if smoke is not None:
+                    os.environ["FSSLIB_SMOKE"] = smoke
             self._tables[key] = [{"method": plan.cfg.method, "shots": plan.cfg.shots, "train": plan.hours.train_hours,
-                                  "eval": plan.hours.eval_hours} for plan in run_plans(runs, workdir=run_folder(spec))
-                                 if plan.hours is not None]
+                                  "eval": plan.hours.eval_hours} for plan in plans if plan.hours is not None]
         rows = [r for r in self._tables[key] if (method is None or r["method"] == method)
                 and (shots is None or r["shots"] == shots)]
         if not rows:
