@@ -20,7 +20,6 @@ REPO = Path(__file__).resolve().parent.parent
 # list when its source is written (test_every_page_that_quotes_results_is_rendered_or_listed checks both ways).
 NOT_CONVERTED = sorted([
     "docs/paper_tier.md", "docs/usage.md", "docs/your_data.md", "docs/notebook_widgets.md",
-    "docs/methods/lfss.md",
     "papermill_runs/clip_dinoiser_toy.answer.md",
     "papermill_runs/clip_dinoiser_toy.notes.md",
     "papermill_runs/clip_dinoiser_toy.summary.md",
