@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parent.parent
 # Pages that quote results and have no source yet: each is rendered by hand until it gets one. A page leaves this
 # list when its source is written (test_every_page_that_quotes_results_is_rendered_or_listed checks both ways).
 NOT_CONVERTED = sorted([
-    "docs/usage.md", "docs/your_data.md", "docs/notebook_widgets.md",
+    "docs/notebook_widgets.md",
     "papermill_runs/clip_dinoiser_toy.answer.md",
     "papermill_runs/clip_dinoiser_toy.notes.md",
     "papermill_runs/clip_dinoiser_toy.summary.md",
