@@ -21,8 +21,6 @@ REPO = Path(__file__).resolve().parent.parent
 NOT_CONVERTED = sorted([
     "docs/notebook_widgets.md",
     "papermill_runs/clip_dinoiser_toy.notes.md",
-    "papermill_runs/clip_dinoiser_toy.summary.md",
-    "papermill_runs/clip_toy.notes.md",
     "papermill_runs/fem_path_control.answer.md",
     "papermill_runs/fem_path_control.notes.md",
     "papermill_runs/lfss_budget_240.notes.md",
@@ -34,7 +32,6 @@ NOT_CONVERTED = sorted([
     "papermill_runs/piclip_budget_160.notes.md",
     "papermill_runs/piclip_budget_doubled.answer.md",
     "papermill_runs/piclip_budget_doubled.notes.md",
-    "papermill_runs/piclip_cnn_mask_control.notes.md",
     "papermill_runs/piclip_hdmnet_fill_control.notes.md",
     "papermill_runs/piclip_hdmnet_two_way_control.answer.md",
     "papermill_runs/piclip_hdmnet_two_way_control.notes.md",
@@ -44,7 +41,6 @@ NOT_CONVERTED = sorted([
     "papermill_runs/qgnet_oracle_prior.notes.md",
     "papermill_runs/qgnet_prior_24000.notes.md",
     "papermill_runs/qgnet_toy.notes.md",
-    "papermill_runs/qgnet_toy.summary.md",
     "papermill_runs/zoo_seeds_toy.answer.md",
     "papermill_runs/zoo_toy.notes.md",
 ])
