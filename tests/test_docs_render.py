@@ -27,7 +27,6 @@ NOT_CONVERTED = sorted([
     "papermill_runs/lfss_data_rule.notes.md",
     "papermill_runs/lfss_data_rule_variants.notes.md",
     "papermill_runs/piclip_baselines_budget_doubled.notes.md",
-    "papermill_runs/piclip_baselines_seeds_toy.notes.md",
     "papermill_runs/piclip_baselines_toy.notes.md",
     "papermill_runs/piclip_budget_160.notes.md",
     "papermill_runs/piclip_budget_doubled.answer.md",
