@@ -31,7 +31,6 @@ NOT_CONVERTED = sorted([
     "papermill_runs/piclip_budget_160.notes.md",
     "papermill_runs/piclip_budget_doubled.answer.md",
     "papermill_runs/piclip_budget_doubled.notes.md",
-    "papermill_runs/piclip_hdmnet_fill_control.notes.md",
     "papermill_runs/piclip_hdmnet_two_way_control.answer.md",
     "papermill_runs/piclip_hdmnet_two_way_control.notes.md",
     "papermill_runs/piclip_pir_control.notes.md",
