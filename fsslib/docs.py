@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -284,6 +285,40 @@ class Results:
         """A field of a zoo model's ``.json`` (``fsslib/checkpoints/zoo/<model>.json``): :meth:`recorded`."""
         return self.recorded(f"zoo/{model}", field, decimals, scale)
 
+    def gpu_hours(self, grid: str, method: str | None = None, part: str = "total", shots: int | None = None) -> Number:
+        """The GPU-hours of a paper-tier grid (``grid`` is its path under ``papermill_runs/`` without ``.yaml``:
+        ``"paper/piclip"``) as ``python -m fsslib.runs <grid> --plan`` estimates them from the measured rates
+        (:func:`fsslib.plan.run_plans`, :mod:`fsslib.rates`): summed over its runs, or over ``method``'s runs (and
+        those trained on ``shots`` shots); ``part`` is ``total``, ``train`` or ``eval``. One decimal."""
+        if part not in ("total", "train", "eval"):
+            raise unknown("part of the GPU-hours", part, ["eval", "total", "train"])
+        key = f"plan:{grid}"
+        if key not in self._tables:
+            from fsslib.plan import run_plans
+            from fsslib.runs import check_parameters, expand, run_folder
+
+            path = self.root / "papermill_runs" / f"{grid}.yaml"
+            if not path.is_file():
+                raise unknown("grid", grid, sorted(p.relative_to(self.root / "papermill_runs").with_suffix("").as_posix()
+                                                   for p in (self.root / "papermill_runs" / "paper").glob("*.yaml")))
+            spec = load_grid(path)
+            runs = expand(spec)
+            check_parameters(spec, runs)
+            smoke = os.environ.pop("FSSLIB_SMOKE", None)  # the grid's own settings, never a smoke test's tiny ones
+            try:
+                plans = run_plans(runs, workdir=run_folder(spec))
+            finally:
+                if smoke is not None:
+                    os.environ["FSSLIB_SMOKE"] = smoke
+            self._tables[key] = [{"method": plan.cfg.method, "shots": plan.cfg.shots, "train": plan.hours.train_hours,
+                                  "eval": plan.hours.eval_hours} for plan in plans if plan.hours is not None]
+        rows = [r for r in self._tables[key] if (method is None or r["method"] == method)
+                and (shots is None or r["shots"] == shots)]
+        if not rows:
+            raise unknown(f"method of grid {grid} with a measured rate", f"{method} ({shots} shots)",
+                          sorted({r["method"] for r in self._tables[key]}))
+        return Number(sum(r["train"] + r["eval"] if part == "total" else r[part] for r in rows))
+
     def files(self, folder: str, pattern: str = "*") -> "Files":
         """The files of ``folder`` (from the repository root) matching ``pattern``: their count and size."""
         paths = sorted(p for p in (self.root / folder).glob(pattern) if p.is_file())
@@ -318,11 +353,12 @@ def helpers(results: Results) -> dict[str, Callable[..., Any]]:
     """The names a source may call: ``mean`` (a grid's mean over the folds), ``row`` (one fold's row), ``seeds``
     (the range over training seeds on fold 0), ``stratum`` (a difference in one stratum), ``diff`` (a signed difference), ``resolved``, ``threshold`` and
     ``spread`` (the resolution rule), ``paper`` (a paper's number), ``preset`` (a method's setting), ``recorded``
-    and ``zoo`` (a field of a recorded ``.json``), ``files`` (a count and size of files) and ``num``."""
+    and ``zoo`` (a field of a recorded ``.json``), ``files`` (a count and size of files), ``gpu_hours`` (a paper-tier
+    grid's estimated GPU-hours, as ``--plan`` prints them) and ``num``."""
     return {"mean": results.mean, "row": results.row, "seeds": results.seeds, "stratum": results.stratum, "diff": diff, "num": num,
             "resolved": results.resolved, "threshold": results.threshold, "spread": results.spread,
             "paper": results.paper, "preset": results.preset, "recorded": results.recorded, "zoo": results.zoo,
-            "files": results.files}
+            "files": results.files, "gpu_hours": results.gpu_hours}
 
 
 def sources(root: Path = REPO) -> list[Path]:

@@ -19,42 +19,27 @@ REPO = Path(__file__).resolve().parent.parent
 # Pages that quote results and have no source yet: each is rendered by hand until it gets one. A page leaves this
 # list when its source is written (test_every_page_that_quotes_results_is_rendered_or_listed checks both ways).
 NOT_CONVERTED = sorted([
-    "docs/paper_tier.md", "docs/usage.md", "docs/your_data.md", "docs/notebook_widgets.md",
-    "docs/methods/clip_dinoiser.md", "docs/methods/lfss.md", "docs/methods/piclip.md", "docs/methods/qgnet.md",
-    "papermill_runs/clip_dinoiser_toy.answer.md",
+    "docs/notebook_widgets.md",
     "papermill_runs/clip_dinoiser_toy.notes.md",
-    "papermill_runs/clip_dinoiser_toy.summary.md",
-    "papermill_runs/clip_toy.notes.md",
     "papermill_runs/fem_path_control.answer.md",
     "papermill_runs/fem_path_control.notes.md",
     "papermill_runs/lfss_budget_240.notes.md",
     "papermill_runs/lfss_data_rule.notes.md",
-    "papermill_runs/lfss_data_rule_variants.answer.md",
     "papermill_runs/lfss_data_rule_variants.notes.md",
-    "papermill_runs/lfss_query_mask.notes.md",
     "papermill_runs/piclip_baselines_budget_doubled.notes.md",
-    "papermill_runs/piclip_baselines_seeds_toy.notes.md",
     "papermill_runs/piclip_baselines_toy.notes.md",
     "papermill_runs/piclip_budget_160.notes.md",
     "papermill_runs/piclip_budget_doubled.answer.md",
     "papermill_runs/piclip_budget_doubled.notes.md",
-    "papermill_runs/piclip_cnn_mask_control.notes.md",
-    "papermill_runs/piclip_hdmnet_fill_control.answer.md",
-    "papermill_runs/piclip_hdmnet_fill_control.notes.md",
     "papermill_runs/piclip_hdmnet_two_way_control.answer.md",
     "papermill_runs/piclip_hdmnet_two_way_control.notes.md",
-    "papermill_runs/piclip_pir_control.answer.md",
     "papermill_runs/piclip_pir_control.notes.md",
-    "papermill_runs/piclip_pir_control_2x.answer.md",
     "papermill_runs/qgnet_budget_doubled.answer.md",
     "papermill_runs/qgnet_budget_doubled.notes.md",
-    "papermill_runs/qgnet_oracle_prior.answer.md",
     "papermill_runs/qgnet_oracle_prior.notes.md",
     "papermill_runs/qgnet_prior_24000.notes.md",
     "papermill_runs/qgnet_toy.notes.md",
-    "papermill_runs/qgnet_toy.summary.md",
     "papermill_runs/zoo_seeds_toy.answer.md",
-    "papermill_runs/zoo_toy.answer.md",
     "papermill_runs/zoo_toy.notes.md",
 ])
 
@@ -69,7 +54,9 @@ ALLOWED = [
     (r"\b\d+\.\d+\.\d+\b", "a three-part version (torch 2.15.0)"),
     (r"(>=|at) 0\.5( or above)?", "the prior region map's threshold, a setting"),
     (r"\b(lr|gamma =|temperature|student|centring|EMA) \d+\.\d+", "a training or evaluation setting"),
+    (r"\balpha\b[^)]*?\bat 0\.\d\b", "LFSS's alpha, a setting of a Table 5 row"),
     (r"within 0\.05", "the rounding bound of a mean of one-decimal values"),
+    (r"arXiv:\d{4}\.\d{4,5}", "an arXiv identifier"),
     (r"(Eq|Eqs|Sec|Table|Fig)\.? \d+(\.\d+)?(-\d+(\.\d+)?)?", "a paper's equation, section, table or figure number"),
 ]
 
@@ -239,3 +226,26 @@ def test_a_stale_page_fails_the_check_naming_it_and_the_command(tmp_path, capsys
     err = capsys.readouterr().err
     assert "stale: docs/page.md" in err and "make docs" in err
     assert docs.main([], root=tmp_path) == 0 and docs.main(["--check"], root=tmp_path) == 0
+
+
+def test_gpu_hours_are_what_the_plan_prints(monkeypatch):
+    from fsslib.runs import plan
+
+    results = docs.Results()
+    assert float(results.gpu_hours("paper/lfss")) > 1  # the grid's settings, although the tests set FSSLIB_SMOKE
+    monkeypatch.delenv("FSSLIB_SMOKE", raising=False)  # the plan of the grid as written, as `--plan` prints it
+    for grid in ("lfss", "clip_dinoiser"):
+        text = plan(REPO / "papermill_runs" / "paper" / f"{grid}.yaml")
+        total, train, evaluation = re.search(
+            r"GPU time, estimated: ([\d.]+) GPU-hours for \d+ runs? \(training ([\d.]+), evaluation ([\d.]+)\)", text).groups()
+        assert str(results.gpu_hours(f"paper/{grid}")) == total
+        assert shown(float(train), 1) == str(results.gpu_hours(f"paper/{grid}", part="train"))
+        assert shown(float(evaluation), 1) == str(results.gpu_hours(f"paper/{grid}", part="eval"))
+    per_run = re.search(r"  lfss trained on 1-shot.*?: ([\d.]+) GPU-hours per run.*?(\d+) runs",
+                        plan(REPO / "papermill_runs" / "paper" / "lfss.yaml"))
+    runs = int(per_run.group(2))  # the per-run hours are printed to 0.005: the sum agrees within runs x 0.005
+    assert abs(results.gpu_hours("paper/lfss", "lfss", shots=1) - float(per_run.group(1)) * runs) <= 0.005 * runs + 0.05
+    with pytest.raises(FsslibError, match=r"Unknown grid 'paper/nope'(.|\n)*paper/piclip"):
+        results.gpu_hours("paper/nope")
+    with pytest.raises(FsslibError, match="Unknown part"):
+        results.gpu_hours("paper/lfss", part="wall")
