@@ -354,11 +354,15 @@ def helpers(results: Results) -> dict[str, Callable[..., Any]]:
     (the range over training seeds on fold 0), ``stratum`` (a difference in one stratum), ``diff`` (a signed difference), ``resolved``, ``threshold`` and
     ``spread`` (the resolution rule), ``paper`` (a paper's number), ``preset`` (a method's setting), ``recorded``
     and ``zoo`` (a field of a recorded ``.json``), ``files`` (a count and size of files), ``gpu_hours`` (a paper-tier
-    grid's estimated GPU-hours, as ``--plan`` prints them) and ``num``."""
+    grid's estimated GPU-hours, as ``--plan`` prints them), ``minutes`` (a lesson's minutes to run, from its last
+    execution, :func:`fsslib.lessons.minutes_to_run`) and ``num``."""
+    from fsslib.lessons import lesson_path, minutes_to_run
+
     return {"mean": results.mean, "row": results.row, "seeds": results.seeds, "stratum": results.stratum, "diff": diff, "num": num,
             "resolved": results.resolved, "threshold": results.threshold, "spread": results.spread,
             "paper": results.paper, "preset": results.preset, "recorded": results.recorded, "zoo": results.zoo,
-            "files": results.files, "gpu_hours": results.gpu_hours}
+            "files": results.files, "gpu_hours": results.gpu_hours,
+            "minutes": lambda lesson: minutes_to_run(lesson_path(lesson))}
 
 
 def sources(root: Path = REPO) -> list[Path]:
