@@ -189,6 +189,20 @@ def test_prepared_benchmarks_read_pictures_as_stored_and_folders_as_shown(tmp_pa
     assert _read(tmp_path / "p.jpg", "RGB", shown=True).shape == (6, 4, 3)
 
 
+def test_a_folder_picture_with_nan_pixels_is_refused_naming_the_file(tmp_path):
+    from fsslib.data.episodes import _read
+    from fsslib.errors import CorruptImageError
+
+    values = np.full((4, 6), 0.5, dtype=np.float32)
+    values[1, 2] = np.nan
+    Image.fromarray(values, mode="F").save(tmp_path / "nan.tif")
+    with pytest.raises(CorruptImageError, match="nan.tif holds 1 NaN or infinite value"):
+        _read(tmp_path / "nan.tif", "RGB", shown=True)
+    values[1, 2] = 0.25
+    Image.fromarray(values, mode="F").save(tmp_path / "fine.tif")
+    assert _read(tmp_path / "fine.tif", "RGB", shown=True).shape == (4, 6, 3)
+
+
 def test_novel_classes_by_name_and_classes_a_folder_cannot_use(folder, tmp_path, capsys):
     """--novel-classes takes names as classes.txt spells them (any case and spacing) or ids; an unknown one lists
     the classes; names that differ in case and spacing only are one class; a class with too few images for a

@@ -106,6 +106,11 @@ def _read(path: Path, mode: str | None, shown: bool) -> np.ndarray:
     try:
         with Image.open(path) as handle:
             handle = upright(handle) if shown else handle
+            if mode == "RGB" and handle.mode == "F":  # 32-bit float pixels (e.g. a TIFF) may hold NaN
+                bad = int((~np.isfinite(np.asarray(handle, dtype=np.float32))).sum())
+                if bad:
+                    raise CorruptImageError(f"Image {path} holds {bad} NaN or infinite value(s): the model cannot read "
+                                            "them.", "save the picture as an 8-bit PNG or JPEG, its NaN replaced first.")
             return rgb_array(handle, shown=False) if mode == "RGB" else np.asarray(handle)  # turned above if shown
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
         raise CorruptImageError(
