@@ -73,7 +73,8 @@ def report(fold: int, rows: list[dict], seed_epochs: int, complete: bool = True)
     spread = max(spread_rows) - min(spread_rows) if len(spread_rows) > 1 else None
     lines = [f"# BAM's base learner at twice the budget (toy tier, fold {fold})", "",
              "Made by `python benchmarks/base_learner_budget.py` (the module docstring says what it measures). "
-             "Base-class mIoU (%) of the kept weights; 24 epochs, seed 0 is the zoo's model.", "",
+             "Base-class mIoU (%) of the kept weights; 24 epochs, seed 0 is the zoo's model. Wall times were taken "
+             "on a shared 2-core machine (a run beside others, paused at times): read the CPU minutes.", "",
              "| epochs | seed | test mIoU | val mIoU | last-quarter gain (SE) | verdict | train wall / CPU min |",
              "|---|---|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: (r["epochs"], r["seed"])):
@@ -89,7 +90,8 @@ def report(fold: int, rows: list[dict], seed_epochs: int, complete: bool = True)
     for short, long in zip(budgets, budgets[1:]):
         move = seed_zero[long]["test"] - seed_zero[short]["test"]
         under = spread is not None and abs(move) < spread
-        lines.append(f"| {short} -> {long} | {move:+.2f} | {'yes' if under else 'no'} |")
+        verdict = "not measured" if spread is None else "yes" if under else "no"
+        lines.append(f"| {short} -> {long} | {move:+.2f} | {verdict} |")
         if under and chosen is None:
             chosen = short
     if not complete:
@@ -108,8 +110,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fold", type=int, default=0, help="the fold whose base learner is controlled")
     parser.add_argument("--epochs", type=int, nargs="+", default=[24, 48, 96], help="the budgets, each twice the last")
     parser.add_argument("--seed-epochs", type=int, default=48, help="the budget also trained with seed 1 (the noise)")
-    parser.add_argument("--runs", type=Path, default=REPO / "papermill_runs" / "outputs" / "base_learner_budget",
-                        help="folder of the trained runs (ignored by git)")
+    parser.add_argument("--runs", type=Path, default=REPO / "benchmarks" / "results" / "base_learner_budget",
+                        help="folder of the trained runs: their .json (provenance, curve, scores) are committed there, "
+                             "their weights are not")
     parser.add_argument("--jobs", type=int, default=2, help="training processes at a time, one thread each")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "base_learner_budget_toy.md",
                         help="the page to write")
