@@ -41,7 +41,7 @@ from fsslib.config import Config, make_config, options_help, parse_option
 from fsslib.data.benchmarks import benchmark_of, class_list
 from fsslib.data.episodes import IGNORE, RESIZE_RULES, EpisodeInputs, resize_pad
 from fsslib.data.folder import class_key
-from fsslib.data.images import SAVE_MASK, label_problem, lossy_format, rgb_array, upright
+from fsslib.data.images import SAVE_MASK, label_problem, lossy_format, nonfinite_pixels, rgb_array, upright
 from fsslib.device import autocast, resolve_device
 from fsslib.errors import (CheckpointError, CorruptImageError, DatasetNotFoundError, EmptySupportMaskError,
                            EpisodeShapeError, FsslibError, InvalidMaskError)
@@ -271,8 +271,9 @@ def as_picture(picture: Picture, what: str) -> torch.Tensor:
     """(3, H, W) float in [0, 1] of a PIL image (as a viewer shows it), a numpy array (H, W, 3) or (H, W) or a
     tensor (3, H, W), uint8 (0..255) or float in [0, 1] (16-bit arrays: 0..65535); anything else is refused."""
     if isinstance(picture, Image.Image):
-        if picture.mode == "F":  # 32-bit float pixels (e.g. a TIFF) may hold NaN
-            check_finite(torch.from_numpy(np.array(picture, dtype=np.float32)), what)
+        bad = nonfinite_pixels(picture)
+        if bad:
+            raise_nonfinite(bad, picture.width * picture.height, what)
         return torch.from_numpy(rgb_array(picture).copy()).permute(2, 0, 1).float().div(255)
     if isinstance(picture, np.ndarray):
         if picture.ndim not in (2, 3) or (picture.ndim == 3 and picture.shape[2] != 3):
@@ -313,9 +314,13 @@ def check_finite(values: torch.Tensor, what: str) -> None:
     """Raise unless every value of the float picture ``values`` is a number (no NaN, no infinity)."""
     bad = int((~torch.isfinite(values)).sum())
     if bad:
-        raise EpisodeShapeError(f"{what.capitalize()} holds {bad} NaN or infinite value(s) of {values.numel()}: the "
-                                "model cannot read them.", "replace them first (torch.nan_to_num(picture, nan=0.0, posinf=1.0, "
-                                "neginf=0.0)), or save the picture as an 8-bit PNG or JPEG.")
+        raise_nonfinite(bad, values.numel(), what)
+
+
+def raise_nonfinite(bad: int, total: int, what: str) -> None:
+    raise EpisodeShapeError(f"{what.capitalize()} holds {bad} NaN or infinite value(s) of {total}: the model cannot "
+                            "read them.", "replace them first (torch.nan_to_num(picture, nan=0.0, posinf=1.0, "
+                            "neginf=0.0)), or save the picture as an 8-bit PNG or JPEG.")
 
 
 def as_mask(mask: Picture, what: str) -> torch.Tensor:

@@ -31,7 +31,7 @@ from torch.utils.data import Dataset
 
 from fsslib.data.benchmarks import Benchmark
 from fsslib.data.folder import folder_index
-from fsslib.data.images import rgb_array, upright
+from fsslib.data.images import nonfinite_pixels, rgb_array, upright
 from fsslib.data.layout import IGNORE, read_class_index, read_list, require_prepared
 from fsslib.data.prepare import ensure_toyworld
 from fsslib.errors import CorruptImageError, DatasetNotFoundError, EmptySupportMaskError, EpisodeShapeError, InvalidMaskError, unknown
@@ -106,11 +106,10 @@ def _read(path: Path, mode: str | None, shown: bool) -> np.ndarray:
     try:
         with Image.open(path) as handle:
             handle = upright(handle) if shown else handle
-            if mode == "RGB" and handle.mode == "F":  # 32-bit float pixels (e.g. a TIFF) may hold NaN
-                bad = int((~np.isfinite(np.asarray(handle, dtype=np.float32))).sum())
-                if bad:
-                    raise CorruptImageError(f"Image {path} holds {bad} NaN or infinite value(s): the model cannot read "
-                                            "them.", "save the picture as an 8-bit PNG or JPEG, its NaN replaced first.")
+            bad = nonfinite_pixels(handle) if mode == "RGB" else 0
+            if bad:
+                raise CorruptImageError(f"Image {path} holds {bad} NaN or infinite value(s): the model cannot read "
+                                        "them.", "save the picture as an 8-bit PNG or JPEG, its NaN replaced first.")
             return rgb_array(handle, shown=False) if mode == "RGB" else np.asarray(handle)  # turned above if shown
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
         raise CorruptImageError(

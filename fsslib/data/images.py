@@ -29,6 +29,12 @@ def shown_size(handle: Image.Image) -> tuple[int, int]:
     return (height, width) if handle.getexif().get(ORIENTATION, 1) in TURNED else (width, height)
 
 
+def nonfinite_pixels(handle: Image.Image) -> int:
+    """How many pixels of the opened picture are NaN or infinite: only 32-bit float pictures (mode "F", e.g. a
+    TIFF) can hold them, and :func:`rgb_array` would turn them into arbitrary colours."""
+    return int((~np.isfinite(np.asarray(handle, dtype=np.float32))).sum()) if handle.mode == "F" else 0
+
+
 def rgb_array(handle: Image.Image, shown: bool = True) -> np.ndarray:
     """(H, W, 3) uint8 of an opened image, whatever its mode: as a viewer shows it (``shown``: its EXIF orientation
     applied), or as stored."""
