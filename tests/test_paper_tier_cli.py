@@ -1,5 +1,8 @@
 """The paper tier rehearsed as a user types it: ``prepare`` from VOC / SBD archives and a COCO 2014 folder,
-then ``train --preset paper`` and ``evaluate`` for every trained method, each a command-line process.
+then ``train --preset paper`` and ``evaluate`` for every trained method, through the command line. ``prepare``
+and the prototype's ``train`` and ``evaluate`` run as the processes a user starts (``python -m ...``); the other
+methods call the same ``main(argv)`` in the test's process, which spares each of them two interpreters that
+would import torch and open_clip again (the argument parsing, files and messages are the same).
 
 The archives are fabricated in the official formats at real image sizes (500 x 375 and 375 x 500, 640 x 480
 for COCO; class-index masks with 255 borders). The weights are random (``--backbone-weights random``, a CLIP
@@ -173,20 +176,45 @@ CPU_SAVERS = {  # minutes less on a CPU: 1 prompt template, not 85; windows for 
 BENCHMARKS = {"prototype": "coco"}  # COCO-20i's path through prepare, train and evaluate; the others on PASCAL-5i
 
 
+IN_PROCESS = set(TRAINED_METHODS) - {"prototype"}  # the prototype's run keeps the user's two processes
+
+
+def in_process(prepared: dict[str, str], monkeypatch, capsys, module: str, *arguments: str) -> str:
+    """``python -m module arguments`` as ``module.main(arguments)`` in this process, in the user's environment;
+    its printed output, or the test fails with its message."""
+    import importlib
+
+    for key, value in prepared.items():
+        if key.startswith(("FSSLIB_", "TORCH_", "HF_")):
+            monkeypatch.setenv(key, value)
+    capsys.readouterr()
+    try:
+        importlib.import_module(module).main(list(arguments))
+    except SystemExit as stopped:
+        pytest.fail(f"python -m {module} {' '.join(arguments)} exited {stopped.code}: {capsys.readouterr().err[-3000:]}")
+    return capsys.readouterr().out
+
+
 @pytest.mark.parametrize("method", sorted(TRAINED_METHODS))
-def test_train_and_evaluate_through_the_command_line(prepared, home, method, tmp_path):
+def test_train_and_evaluate_through_the_command_line(prepared, home, method, tmp_path, monkeypatch, capsys):
     flags = [flag.replace("HEADS", str(home / "last.pt")) for flag in TRAINED_METHODS[method]]
     size = [] if PAPER_SIZES else ["--image-size", str(IMAGE_SIZE), *CPU_SAVERS.get(method, [])]
     benchmark = BENCHMARKS.get(method, "pascal")
     common = ["--method", method, "--preset", "paper", "--benchmark", benchmark, "--fold", "0",
               "--backbone-weights", "random", "--no-progress", *size, *flags]
     run = tmp_path / "run"
-    command(prepared, "fsslib.train", *common, "--epochs", "1", "--episodes-per-epoch", "2", "--batch-size", "2",
-            "--val-episodes", "2", "--out", str(run))
+
+    def cli(module: str, *arguments: str) -> str:
+        if method in IN_PROCESS:
+            return in_process(prepared, monkeypatch, capsys, module, *arguments)
+        return command(prepared, module, *arguments)
+
+    cli("fsslib.train", *common, "--epochs", "1", "--episodes-per-epoch", "2", "--batch-size", "2",
+        "--val-episodes", "2", "--out", str(run))
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert len(log) == 1 and np.isfinite(log[0]["train_loss"])
-    printed = command(prepared, "fsslib.evaluate", *common, "--episodes", "4", "--ckpt", str(run / "best.pt"),
-                      "--out", str(tmp_path / "eval"))
+    printed = cli("fsslib.evaluate", *common, "--episodes", "4", "--ckpt", str(run / "best.pt"),
+                  "--out", str(tmp_path / "eval"))
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert (metrics["tier"], metrics["benchmark"], metrics["episodes"]) == ("paper", benchmark, 4) and "mIoU" in printed
     assert_fold_zero_scores(metrics, benchmark)
