@@ -21,11 +21,6 @@ REPO = Path(__file__).resolve().parent.parent
 NOT_CONVERTED = sorted([
     "docs/notebook_widgets.md",
     "papermill_runs/clip_dinoiser_toy.notes.md",
-    "papermill_runs/piclip_baselines_budget_doubled.notes.md",
-    "papermill_runs/piclip_baselines_toy.notes.md",
-    "papermill_runs/piclip_hdmnet_two_way_control.answer.md",
-    "papermill_runs/piclip_hdmnet_two_way_control.notes.md",
-    "papermill_runs/piclip_pir_control.notes.md",
     "papermill_runs/qgnet_oracle_prior.notes.md",
     "papermill_runs/qgnet_prior_24000.notes.md",
     "papermill_runs/qgnet_toy.notes.md",
