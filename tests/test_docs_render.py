@@ -21,9 +21,7 @@ REPO = Path(__file__).resolve().parent.parent
 NOT_CONVERTED = sorted([
     "docs/notebook_widgets.md",
     "papermill_runs/clip_dinoiser_toy.notes.md",
-    "papermill_runs/qgnet_oracle_prior.notes.md",
     "papermill_runs/qgnet_prior_24000.notes.md",
-    "papermill_runs/qgnet_toy.notes.md",
     "papermill_runs/zoo_toy.notes.md",
 ])
 
