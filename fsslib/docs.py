@@ -319,6 +319,95 @@ class Results:
                           sorted({r["method"] for r in self._tables[key]}))
         return Number(sum(r["train"] + r["eval"] if part == "total" else r[part] for r in rows))
 
+    def bench(self, file: str, row: str | tuple[str, ...], column: str, table: str | int = 0,
+              part: int | None = None, scale: float = 1.0, decimals: int | None = None) -> Number:
+        """A cell of a table of ``benchmarks/results/<file>.md`` (a benchmark writes its tables there, no ``.csv``
+        beside them). ``table`` is the table's index in the page, or words of the heading or line above it;
+        ``row`` is the row's first cell, or its first cells as a tuple; ``column`` is a header cell. A cell
+        holding several numbers (``3.49 / 0.72``) gives the one at ``part``; a ``%`` is dropped. The number,
+        times ``scale``, is printed with the cell's own decimals unless ``decimals`` is given."""
+        tables = self._bench(file)
+        if isinstance(table, int):
+            chosen = tables[table] if -len(tables) <= table < len(tables) else None
+        else:
+            chosen = next((t for t in tables if table in t["above"]), None)
+        if chosen is None:
+            raise unknown(f"table of benchmarks/results/{file}.md", table, [f"{i}: {t['above']}" for i, t in enumerate(tables)])
+        if column not in chosen["header"]:
+            raise unknown(f"column of a table of benchmarks/results/{file}.md", column, chosen["header"])
+        key = (row,) if isinstance(row, str) else tuple(row)
+        rows = [r for r in chosen["rows"] if tuple(r[:len(key)]) == key]
+        if len(rows) != 1:
+            raise unknown(f"row of a table of benchmarks/results/{file}.md", " | ".join(key),
+                          [" | ".join(r[:len(key)]) for r in chosen["rows"]])
+        cell = rows[0][chosen["header"].index(column)]
+        text = (cell.split(" / ")[part] if part is not None else cell).strip().rstrip("%").strip()
+        try:
+            value = float(text)
+        except ValueError:
+            raise FsslibError(f"The cell {cell!r} of benchmarks/results/{file}.md ({' | '.join(key)}, {column}) is "
+                              "not a number.", "name the part (part=...) of a cell holding several.") from None
+        shown_decimals = len(text.split(".")[1]) if "." in text else 0
+        return Number(value * scale, shown_decimals if decimals is None else decimals)
+
+    def _bench(self, file: str) -> list[dict[str, Any]]:
+        """The tables of ``benchmarks/results/<file>.md``: each its header cells, its rows' cells and the last
+        line of text above it."""
+        path = self.root / "benchmarks" / "results" / f"{file}.md"
+        key = f"bench:{file}"
+        if key not in self._tables:
+            if not path.is_file():
+                raise unknown("benchmark result", file, sorted(p.stem for p in path.parent.glob("*.md")))
+            tables: list[dict[str, Any]] = []
+            above, current = "", None
+            for line in path.read_text().splitlines():
+                if line.startswith("|"):
+                    cells = [c.strip() for c in line.strip().strip("|").split("|")]
+                    if current is None:
+                        current = {"above": above, "header": cells, "rows": []}
+                        tables.append(current)
+                    elif not set("".join(cells)) <= set("-: "):
+                        current["rows"].append(cells)
+                else:
+                    current = None
+                    if line.strip():
+                        above = line.strip()
+            self._tables[key] = tables
+        return self._tables[key]
+
+    def gain(self, grid: str, run: str, error: bool = False) -> Number:
+        """A run's validation mIoU gained over the last quarter of training, as its grid's page gives it (the runs'
+        curves are not kept: :func:`fsslib.tables.curve_lines` wrote the sentence when the grid ran). ``run`` is
+        the run's name on the page (``pfenet-fold0-1shot-seed0``); ``error`` gives the gain's standard error.
+        Signed (the error unsigned), one decimal."""
+        runs = self._curves(grid)
+        if run not in runs:
+            raise unknown(f"run with a gain and its error on the page of {grid}", run, sorted(runs))
+        return runs[run][1] if error else runs[run][0]
+
+    def gains(self, grid: str, verdict: str | None = None) -> list[Number]:
+        """The last-quarter gains of a grid's runs (:meth:`gain`), of those with ``verdict`` (``flat``, ``rising``,
+        ``within noise``) if given, in the page's order: ``gains(g, "rising") | min`` is the smallest rising one."""
+        return [gain for gain, _, said in self._curves(grid).values() if verdict is None or said == verdict]
+
+    def _curves(self, grid: str) -> dict[str, tuple[Number, Number, str]]:
+        """{run: (gain, its standard error, verdict)} from the learning-curve sentence of a grid's page."""
+        import re
+
+        key = f"curves:{grid}"
+        if key not in self._tables:
+            page = self.results / f"{grid}.md"
+            if not page.is_file():
+                raise unknown("grid", grid, sorted(p.stem for p in self.results.glob("*.csv")))
+            line = next((l for l in page.read_text().splitlines() if l.startswith("Learning curves:")), "")
+            found = re.findall(r"([\w.+-]+) ([+-]\d+\.\d) ± (\d+\.\d) \((flat|rising|within noise)\)", line)
+            if not found:
+                raise FsslibError(f"The page of grid {grid} gives no run's gain with its error.",
+                                  "quote a grid whose page has per-run gains (its curves were kept).")
+            self._tables[key] = {name: (Number(float(g), 1, signed=True), Number(float(e)), said)  # type: ignore[misc]
+                                 for name, g, e, said in found}
+        return self._tables[key]  # type: ignore[return-value]
+
     def files(self, folder: str, pattern: str = "*") -> "Files":
         """The files of ``folder`` (from the repository root) matching ``pattern``: their count and size."""
         paths = sorted(p for p in (self.root / folder).glob(pattern) if p.is_file())
@@ -344,6 +433,13 @@ def diff(a: float, b: float, decimals: int = 1) -> Number:
     return Number(float(a) - float(b), decimals, signed=True)
 
 
+def sd(values: list[float], decimals: int = 1) -> Number:
+    """The sample standard deviation of several numbers (rows of training seeds), as a page prints it."""
+    from statistics import stdev
+
+    return Number(stdev(float(v) for v in values), decimals)
+
+
 def num(value: float, decimals: int = 1) -> Number:
     """A computed number (e.g. a sum of helpers' numbers) as a page prints it."""
     return Number(float(value), decimals)
@@ -354,14 +450,17 @@ def helpers(results: Results) -> dict[str, Callable[..., Any]]:
     (the range over training seeds on fold 0), ``stratum`` (a difference in one stratum), ``diff`` (a signed difference), ``resolved``, ``threshold`` and
     ``spread`` (the resolution rule), ``paper`` (a paper's number), ``preset`` (a method's setting), ``recorded``
     and ``zoo`` (a field of a recorded ``.json``), ``files`` (a count and size of files), ``gpu_hours`` (a paper-tier
-    grid's estimated GPU-hours, as ``--plan`` prints them), ``minutes`` (a lesson's minutes to run, from its last
-    execution, :func:`fsslib.lessons.minutes_to_run`) and ``num``."""
+    grid's estimated GPU-hours, as ``--plan`` prints them), ``bench`` (a cell of a benchmark's table under
+    ``benchmarks/results/``), ``gain`` and ``gains`` (runs' last-quarter gains, from
+    their grid's page), ``minutes`` (a lesson's minutes to run, from its last
+    execution, :func:`fsslib.lessons.minutes_to_run`), ``sd`` (a standard deviation of rows) and ``num``."""
     from fsslib.lessons import lesson_path, minutes_to_run
 
-    return {"mean": results.mean, "row": results.row, "seeds": results.seeds, "stratum": results.stratum, "diff": diff, "num": num,
+    return {"mean": results.mean, "row": results.row, "seeds": results.seeds, "stratum": results.stratum, "diff": diff, "num": num, "sd": sd,
             "resolved": results.resolved, "threshold": results.threshold, "spread": results.spread,
             "paper": results.paper, "preset": results.preset, "recorded": results.recorded, "zoo": results.zoo,
-            "files": results.files, "gpu_hours": results.gpu_hours,
+            "files": results.files, "gpu_hours": results.gpu_hours, "bench": results.bench,
+            "gain": results.gain, "gains": results.gains,
             "minutes": lambda lesson: minutes_to_run(lesson_path(lesson))}
 
 

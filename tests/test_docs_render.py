@@ -16,31 +16,13 @@ from fsslib.tables import TABLE_COLUMNS, shown
 
 REPO = Path(__file__).resolve().parent.parent
 
-# Pages that quote results and have no source yet: each is rendered by hand until it gets one. A page leaves this
-# list when its source is written (test_every_page_that_quotes_results_is_rendered_or_listed checks both ways).
+# Pages that quote results and have no source yet: each is rendered by hand until it gets one. The two left quote
+# many numbers of benchmark tables (clip_dinoiser_diagnosis_toy, clip_dinoiser_gamma_toy, qgnet_region_maps_toy,
+# qgnet_prior_curves_toy) and of retired runs; their conversion, with the `bench` helper, is still to do. A page leaves
+# this list when its source is written (test_every_page_that_quotes_results_is_rendered_or_listed checks both ways).
 NOT_CONVERTED = sorted([
-    "docs/notebook_widgets.md",
     "papermill_runs/clip_dinoiser_toy.notes.md",
-    "papermill_runs/fem_path_control.answer.md",
-    "papermill_runs/fem_path_control.notes.md",
-    "papermill_runs/lfss_budget_240.notes.md",
-    "papermill_runs/lfss_data_rule.notes.md",
-    "papermill_runs/lfss_data_rule_variants.notes.md",
-    "papermill_runs/piclip_baselines_budget_doubled.notes.md",
-    "papermill_runs/piclip_baselines_toy.notes.md",
-    "papermill_runs/piclip_budget_160.notes.md",
-    "papermill_runs/piclip_budget_doubled.answer.md",
-    "papermill_runs/piclip_budget_doubled.notes.md",
-    "papermill_runs/piclip_hdmnet_two_way_control.answer.md",
-    "papermill_runs/piclip_hdmnet_two_way_control.notes.md",
-    "papermill_runs/piclip_pir_control.notes.md",
-    "papermill_runs/qgnet_budget_doubled.answer.md",
-    "papermill_runs/qgnet_budget_doubled.notes.md",
-    "papermill_runs/qgnet_oracle_prior.notes.md",
     "papermill_runs/qgnet_prior_24000.notes.md",
-    "papermill_runs/qgnet_toy.notes.md",
-    "papermill_runs/zoo_seeds_toy.answer.md",
-    "papermill_runs/zoo_toy.notes.md",
 ])
 
 # Decimals in a source's prose that are not results. Each entry: a pattern around the number, and why it is allowed.
@@ -55,6 +37,7 @@ ALLOWED = [
     (r"(>=|at) 0\.5( or above)?", "the prior region map's threshold, a setting"),
     (r"\b(lr|gamma =|temperature|student|centring|EMA) \d+\.\d+", "a training or evaluation setting"),
     (r"\balpha\b[^)]*?\bat 0\.\d\b", "LFSS's alpha, a setting of a Table 5 row"),
+    (r"\balpha = 0\.\d(, 0\.\d)*|\balpha goes from 0\.\d to 0\.\d|\b0\.\d beats\s+0\.\d", "LFSS's alpha, Table 5's settings"),
     (r"within 0\.05", "the rounding bound of a mean of one-decimal values"),
     (r"arXiv:\d{4}\.\d{4,5}", "an arXiv identifier"),
     (r"(Eq|Eqs|Sec|Table|Fig)\.? \d+(\.\d+)?(-\d+(\.\d+)?)?", "a paper's equation, section, table or figure number"),
@@ -249,3 +232,18 @@ def test_gpu_hours_are_what_the_plan_prints(monkeypatch):
         results.gpu_hours("paper/nope")
     with pytest.raises(FsslibError, match="Unknown part"):
         results.gpu_hours("paper/lfss", part="wall")
+
+
+def test_bench_gain_and_sd_read_what_the_pages_print():
+    results = docs.Results()
+    page = (REPO / "benchmarks" / "results" / "two_way_errors_toy.md").read_text()
+    assert f"| HDMNet | {results.bench('two_way_errors_toy', 'HDMNet', '2-way mIoU')} |" in page
+    assert str(results.bench("two_way_errors_toy", "VVP, last block", "AUC", table="VVP alone, raw**")) in page
+    with pytest.raises(FsslibError, match="row of a table"):
+        results.bench("two_way_errors_toy", "nope", "found")
+    curves = next(l for l in (REPO / "papermill_runs" / "results" / "fem_path_control.md").read_text().splitlines()
+                  if l.startswith("Learning curves:"))
+    run = "pfenet-fold0-1shot-seed0"
+    assert f"{run} {results.gain('fem_path_control', run)} ± {results.gain('fem_path_control', run, error=True)}" in curves
+    assert len(results.gains("fem_path_control")) == 2
+    assert str(docs.sd([1.0, 2.0, 3.0])) == "1.0"
