@@ -123,7 +123,8 @@ def test_a_compare_grid_evaluates_without_notebooks_and_resumes(tmp_path):
     from fsslib.runs import execute, rewrite_table
 
     grid = tmp_path / "compare_tiny.yaml"
-    grid.write_text("name: compare_tiny\ncompare: true\njobs: 2\nfixed: {preset: toy, seed: 0, episodes: 12, "
+    # one job: the runs go in this process's thread (the pool of spawned workers is tested in test_launch.py)
+    grid.write_text("name: compare_tiny\ncompare: true\njobs: 1\nfixed: {preset: toy, seed: 0, episodes: 12, "
                     "test_ways: [1, 2]}\ngrid:\n  method: [all-foreground, maskclip]\n  fold: [1]\n")
     rows = execute(grid, outputs=tmp_path / "out", results=tmp_path / "results")
     assert sorted((r["method"], r["ways"]) for r in rows) == [("all-foreground", 1), ("all-foreground", 2),
