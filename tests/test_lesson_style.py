@@ -1,17 +1,27 @@
-"""The lessons read in small steps: a markdown cell says one thing (per lesson, the median markdown cell holds at
-most 50 words and none more than 150), and the code cells a learner reads are short (per lesson, the median
-code cell not collapsed, i.e. without ``"jupyter": {"source_hidden": true}``, holds at most 10 lines)."""
+"""The lessons and their solutions read in small steps: a markdown cell says one thing (per notebook, the median
+markdown cell holds at most 50 words and none more than 150), the code cells a learner reads are short (per
+notebook, the median code cell not collapsed, i.e. without ``"jupyter": {"source_hidden": true}``, holds at most
+10 lines), and imports take a few lines (no code cell's import statements span more than 10 lines: an import
+used in one or two cells is made where it is used)."""
 from __future__ import annotations
 
+import ast
 import statistics
 from pathlib import Path
 
 import nbformat
 import pytest
 
-from fsslib.lessons import lessons
+from fsslib.lessons import lessons, solutions
 
-MEDIAN_WORDS, MAX_WORDS, MEDIAN_LINES = 50, 150, 10
+MEDIAN_WORDS, MAX_WORDS, MEDIAN_LINES, MAX_IMPORT_LINES = 50, 150, 10, 10
+
+
+def import_lines(source: str) -> int:
+    """The lines that the import statements of a code cell span (an IPython ``%`` or ``!`` line is left out)."""
+    code = "\n".join("" if line.lstrip().startswith(("%", "!")) else line for line in source.splitlines())
+    return sum(node.end_lineno - node.lineno + 1 for node in ast.walk(ast.parse(code))
+               if isinstance(node, (ast.Import, ast.ImportFrom)))
 
 
 def style_problems(notebook: nbformat.NotebookNode) -> list[str]:
@@ -27,19 +37,24 @@ def style_problems(notebook: nbformat.NotebookNode) -> list[str]:
                  and n > MAX_WORDS]
     if lines and statistics.median(lines) > MEDIAN_LINES:
         problems.append(f"median visible code cell {statistics.median(lines)} lines > {MEDIAN_LINES}")
+    problems += [f"code cell {i} imports in {n} lines > {MAX_IMPORT_LINES}" for i, n in
+                 ((i, import_lines(c.source)) for i, c in enumerate(notebook.cells) if c.cell_type == "code")
+                 if n > MAX_IMPORT_LINES]
     return problems
 
 
-@pytest.mark.parametrize("path", lessons(), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", lessons() + solutions(), ids=lambda p: p.relative_to(p.parents[1]).as_posix())
 def test_a_lesson_reads_in_small_cells(path: Path):
     assert style_problems(nbformat.read(path, as_version=4)) == []
 
 
-def fabricated(markdown_words: list[int], code_lines: list[int], hidden: list[int] = ()) -> nbformat.NotebookNode:
+def fabricated(markdown_words: list[int], code_lines: list[int], hidden: list[int] = (),
+               imports: int = 0) -> nbformat.NotebookNode:
     notebook = nbformat.v4.new_notebook()
     notebook.cells = [nbformat.v4.new_markdown_cell(" ".join(["word"] * n)) for n in markdown_words]
     for k, n in enumerate(code_lines):
-        cell = nbformat.v4.new_code_cell("\n".join(["x = 1"] * n))
+        cell = nbformat.v4.new_code_cell("\n".join([f"import m{i}" for i in range(imports if k == 0 else 0)]
+                                                   + ["x = 1"] * n))
         if k in hidden:
             cell.metadata["jupyter"] = {"source_hidden": True}
         notebook.cells.append(cell)
@@ -52,3 +67,7 @@ def test_the_check_fails_on_a_violating_notebook():
     assert style_problems(fabricated([20, 20, 151], [5])) == ["markdown cell 2 has 151 words > 150"]
     assert style_problems(fabricated([20], [12, 14, 3])) == ["median visible code cell 12 lines > 10"]
     assert style_problems(fabricated([20], [12, 14, 3], hidden=[0, 1])) == []  # collapsed cells do not count
+    assert style_problems(fabricated([20], [2, 3, 3], imports=10)) == []
+    assert style_problems(fabricated([20], [2, 3, 3], imports=11)) == ["code cell 1 imports in 11 lines > 10"]
+    wrapped = "from fsslib.viz import (a, b,\n                        c)\n%matplotlib inline\nimport torch"
+    assert import_lines(wrapped) == 3
