@@ -9,7 +9,8 @@ the epochs until a doubling moves the held-out score by less than its noise. Her
 base-class mIoU (the base learner's own task, 1000 images) and the noise is the seed spread: the same budget
 trained with another seed. The zoo's model of the fold (24 epochs, seed 0) is read from
 ``fsslib/checkpoints/zoo``; the other runs are trained into ``--runs`` (one process of one thread each, ``--jobs``
-at a time) unless their files are there already, so an interrupted control resumes where it stopped.
+at a time) unless their files are there already, so an interrupted control resumes where it stopped: a finished
+run is kept, an unfinished one continues from the end of its last epoch (``--resume``).
 
 The table gives, per run, the test and validation base-class mIoU of the kept (best validation) weights, the
 curve's last-quarter gain with its plateau verdict, and the wall and CPU time; then each doubling's move of the
@@ -38,7 +39,7 @@ def run_file(runs: Path, fold: int, epochs: int, seed: int) -> Path:
 
 def train_command(path: Path, fold: int, epochs: int, seed: int) -> list[str]:
     return [sys.executable, "-m", "fsslib.pretrain", "base-learner", "--fold", str(fold), "--epochs", str(epochs),
-            "--seed", str(seed), "--threads", "1", "--no-progress", "--out", str(path)]
+            "--seed", str(seed), "--threads", "1", "--no-progress", "--resume", "--out", str(path)]
 
 
 def train_missing(runs: Path, fold: int, settings: list[tuple[int, int]], jobs: int) -> None:

@@ -117,3 +117,37 @@ def test_each_shipped_base_learner_is_the_file_its_json_describes(path):
 def test_the_shipped_base_learners_stay_small():
     """Four toy base learners (backbone and head in float16): under 10 MB in all."""
     assert sum(path.stat().st_size for path in SHIPPED) < 10 * 2**20
+
+
+@pytest.mark.budget(20)  # three short runs
+def test_an_interrupted_run_resumes_to_the_same_weights_and_curve(toy_root, tmp_path, monkeypatch):
+    """Stopped in epoch 2 of 3 (state saved after epoch 1), then resumed: the file and curve equal those of an
+    uninterrupted run, other settings are refused, and the partial state is gone."""
+    import fsslib.pretrain.base_learner.train as training
+    from fsslib.errors import FsslibError
+
+    settings = tier_settings("toy", epochs=3, batch_size=4, train_images=12, evals_per_epoch=2, eval_images=4,
+                             eval_batch_size=4, hidden=8, device="cpu")  # 3 steps an epoch, curve points at 1, 2
+    whole = train_base_learner(tmp_path / "whole.pt", settings, progress=False)
+    steps = []
+    real_loss = training.segmentation_loss
+
+    def interrupted(*args, **kwargs):
+        steps.append(1)
+        if len(steps) == 5:  # step 2 of epoch 2
+            raise KeyboardInterrupt
+        return real_loss(*args, **kwargs)
+
+    monkeypatch.setattr(training, "segmentation_loss", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train_base_learner(tmp_path / "resumed.pt", settings, progress=False)
+    assert (tmp_path / "resumed.partial.pt").is_file() and not (tmp_path / "resumed.pt").exists()
+    monkeypatch.setattr(training, "segmentation_loss", real_loss)
+    with pytest.raises(FsslibError, match="other settings"):
+        train_base_learner(tmp_path / "resumed.pt", tier_settings(**{**settings.__dict__, "lr": 0.1}), progress=False,
+                           resume=True)
+    resumed = train_base_learner(tmp_path / "resumed.pt", settings, progress=False, resume=True)
+    assert resumed["curve"] == whole["curve"] and resumed["best"] == whole["best"] and resumed["resumed_at_epoch"] == 1
+    for key, value in torch.load(tmp_path / "whole.pt")["state"].items():
+        assert torch.equal(value, torch.load(tmp_path / "resumed.pt")["state"][key]), key
+    assert not (tmp_path / "resumed.partial.pt").exists()

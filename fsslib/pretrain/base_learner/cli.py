@@ -34,6 +34,8 @@ def build_parser(tier: str) -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--evaluate", type=Path, metavar="CKPT", help="score the base learner CKPT on held-out images")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue an interrupted run from OUT.partial.pt (written at the end of every epoch)")
     return parser
 
 
@@ -51,7 +53,8 @@ def main(argv: list[str]) -> None:
     settings = BaseLearnerSettings(**{f.name: getattr(args, f.name) for f in fields(BaseLearnerSettings)})
     out = args.out or base_learner_path(settings.benchmark, settings.fold)
     try:
-        metadata = train_base_learner(out, settings, progress=not args.no_progress, command=f"{CLI} {shlex.join(argv)}")
+        metadata = train_base_learner(out, settings, progress=not args.no_progress, command=f"{CLI} {shlex.join(argv)}",
+                                      resume=args.resume)
     except FsslibError as error:
         parser.exit(2, f"error: {error}\n")
     print(json.dumps({"file": str(out), "best": metadata["best"], "plateau": metadata["plateau"],

@@ -10,6 +10,11 @@ world's ``val`` split; PASCAL's and COCO's ``val``, the official validation). Th
 point's (the official ``best.pth``); the JSON keeps the curve, the plateau verdict of ``docs/protocol.md``
 (:func:`fsslib.metrics.plateau_verdicts`) and the final base-class mIoU of the float16 file.
 
+At the end of every epoch the whole state (learner, optimiser, schedule, torch's random generator, curve, best
+point, times) goes to ``out.partial.pt``; ``resume=True`` (``--resume``) continues from it to the same weights and
+curve as an uninterrupted run (on the same CPU and thread count), and the file goes when the run ends. The views
+need no saved state: view ``index`` of epoch ``epoch`` is a pure function of (seed, epoch, index).
+
 Presets (:data:`TIER_SETTINGS`): ``paper`` is ``config/pascal/pascal_split0_resnet50_base.yaml`` -- 417 x 417
 crops, scale 0.5-2.0, rotation +-10 degrees, batch 12 (3 on each of 4 GPUs), lr 2.5e-4, 100 epochs, on PSPNet's
 deep-stem ResNet-50; ``toy`` keeps the optimiser's shape (SGD, poly, the head at ten times the backbone's rate)
@@ -32,14 +37,14 @@ from fsslib.blocks.base_learner import BaseLearner
 from fsslib.data.benchmarks import Benchmark, benchmark_spec, get_benchmark, id_or_name, split_list
 from fsslib.data.episodes import NOVEL_RULES, Source
 from fsslib.device import resolve_device
-from fsslib.errors import CheckpointError, DatasetNotFoundError, unknown
+from fsslib.errors import CheckpointError, DatasetNotFoundError, FsslibError, unknown
 from fsslib.methods.base import segmentation_loss
 from fsslib.metrics import plateau_verdicts
 from fsslib.models.backbones import BACKBONES, build_backbone
 from fsslib.models.files import read_weights
 from fsslib.pretrain.base_learner.data import BaseTrainingImages, HeldOutImages, training_names
 from fsslib.pretrain.base_learner.files import CLI, FILE_KIND, load_base_learner, require_base_classes, save_base_learner
-from fsslib.pretrain.saving import RunRecord, file_sha256, write_metadata
+from fsslib.pretrain.saving import RunRecord, file_sha256, save_checkpoint, write_metadata
 from fsslib.pretrain.schedules import poly
 
 TIERS = ("toy", "paper")
@@ -141,12 +146,25 @@ def evaluate_checkpoint(checkpoint: str | Path, data_root: str = "", eval_batch_
             for split in held_out_splits(benchmark)}
 
 
+def partial_path(out: Path) -> Path:
+    """Where a run in progress keeps its state at the end of every epoch (``x.pt`` -> ``x.partial.pt``)."""
+    return out.with_suffix(".partial.pt")
+
+
 def train_base_learner(out: str | Path, settings: BaseLearnerSettings, progress: bool = True,
-                       command: str | None = None) -> dict:
-    """Train the base learner of ``settings.fold``; write ``out`` and ``out.json``; return the metadata."""
+                       command: str | None = None, resume: bool = False) -> dict:
+    """Train the base learner of ``settings.fold``; write ``out`` and ``out.json``; return the metadata.
+    ``resume``: continue from ``out.partial.pt`` when there is one (the module docstring says what it holds)."""
     if settings.novel_rule not in NOVEL_RULES:
         raise unknown("novel-class rule", settings.novel_rule, NOVEL_RULES)
     out = Path(out)
+    partial, state = partial_path(out), None
+    if resume and partial.is_file():  # read first: a mismatch is told before the data are loaded
+        state = read_weights(partial, "The interrupted run's state", "delete it to start the run again.")
+        if state["settings"] != asdict(settings):
+            changed = sorted(k for k, v in asdict(settings).items() if state["settings"].get(k) != v)
+            raise FsslibError(f"{partial} was written with other settings ({', '.join(changed)}).",
+                              "resume with the settings it was started with, or delete it to start again.")
     record = RunRecord(command or f"{CLI} --fold {settings.fold} --tier {settings.tier} --out {out}", settings.seed)
     start, cpu_start = time.perf_counter(), time.process_time()
     torch.manual_seed(settings.seed)
@@ -180,8 +198,18 @@ def train_base_learner(out: str | Path, settings: BaseLearnerSettings, progress:
     prepare_seconds = time.perf_counter() - start
 
     curve, losses, best, validation_seconds, step = [], [], None, 0.0, 0
-    bar = tqdm(total=total, desc=f"base learner fold {settings.fold}", disable=not progress)
-    for epoch in range(settings.epochs):
+    first_epoch, earlier_train_seconds, earlier_cpu_seconds = 0, 0.0, 0.0  # a resumed run: its earlier part
+    if state is not None:
+        learner.load_state_dict(state["learner"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        torch.set_rng_state(state["torch_rng"])
+        curve, best, step, first_epoch = state["curve"], state["best"], state["step"], state["epoch"]
+        losses = state["losses"]  # the steps since the last curve point
+        validation_seconds, earlier_train_seconds = state["validation_seconds"], state["train_seconds"]
+        earlier_cpu_seconds = state["cpu_seconds"]
+    bar = tqdm(total=total, initial=step, desc=f"base learner fold {settings.fold}", disable=not progress)
+    for epoch in range(first_epoch, settings.epochs):
         images.set_epoch(epoch)
         loader = DataLoader(images, batch_size=settings.batch_size, drop_last=True, num_workers=settings.workers)
         learner.train()
@@ -205,9 +233,17 @@ def train_base_learner(out: str | Path, settings: BaseLearnerSettings, progress:
                             "state": copy.deepcopy({k: v.cpu() for k, v in learner.state_dict().items()})}
                 learner.train()
                 validation_seconds += time.perf_counter() - validation_start
+        if epoch + 1 < settings.epochs:  # the state after this epoch, for --resume
+            save_checkpoint(partial, {
+                "settings": asdict(settings), "epoch": epoch + 1, "step": step, "learner": learner.state_dict(),
+                "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+                "torch_rng": torch.get_rng_state(), "curve": curve, "best": best, "losses": losses,
+                "validation_seconds": validation_seconds,
+                "train_seconds": earlier_train_seconds + time.perf_counter() - start - prepare_seconds,
+                "cpu_seconds": earlier_cpu_seconds + time.process_time() - cpu_start})
     bar.close()
-    train_seconds = time.perf_counter() - start - prepare_seconds
-    cpu_seconds = time.process_time() - cpu_start
+    train_seconds = earlier_train_seconds + time.perf_counter() - start - prepare_seconds
+    cpu_seconds = earlier_cpu_seconds + time.process_time() - cpu_start
 
     learner.load_state_dict(best["state"])
     save_base_learner(out, learner.cpu(), settings.backbone, spec, settings.fold, base_classes, settings.crop,
@@ -231,9 +267,11 @@ def train_base_learner(out: str | Path, settings: BaseLearnerSettings, progress:
         "wall_time_s": {"prepare": round(prepare_seconds, 1), "train": round(train_seconds, 1),
                         "of_which_validation": round(validation_seconds, 1)},
         "cpu_time_s": round(cpu_seconds, 1),
+        "resumed_at_epoch": first_epoch or None,
         "checkpoint": {"file": out.name, "bytes": out.stat().st_size, "sha256": file_sha256(out), "dtype": "float16"},
         "held_out": evaluate_checkpoint(out, settings.data_root, settings.eval_batch_size, settings.device,
                                         settings.eval_images or None),
     }
     write_metadata(out, metadata)
+    partial.unlink(missing_ok=True)
     return metadata
