@@ -47,7 +47,7 @@ def pytest_collection_modifyitems(config, items):
 
 
 HANG_FACTOR = 10
-HANG_FLOOR_S = 120
+HANG_FLOOR_S = 300  # a test past its budget 25 times on a busy machine is still no hang
 OVER_BUDGET: list[tuple[str, float, float]] = []  # (test, seconds, budget), collected on the controller
 
 

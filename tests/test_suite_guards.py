@@ -23,9 +23,14 @@ def test_past_its_budget():
     time.sleep(0.2)
 
 
-@pytest.mark.budget(20)
+@pytest.mark.budget(40)
 def test_within_its_budget_has_a_hang_guard_ten_times_it(request):
-    assert request.node.get_closest_marker("timeout").args[0] == 200
+    assert request.node.get_closest_marker("timeout").args[0] == 400
+
+
+@pytest.mark.budget(5)
+def test_a_short_budget_has_the_hang_guard_s_floor(request):
+    assert request.node.get_closest_marker("timeout").args[0] == 300
 
 
 @pytest.mark.timeout(1)
@@ -45,7 +50,7 @@ def test_a_slow_test_is_listed_not_failed_and_a_hang_fails(tmp_path):
                             cwd=tmp_path, capture_output=True, text=True, timeout=300)
     output = result.stdout + result.stderr
     assert result.returncode == 1, output  # the hang, and nothing else
-    assert "1 failed, 2 passed" in output, output
+    assert "1 failed, 3 passed" in output, output
     assert "FAILED tests/test_inner.py::test_that_hangs" in output and "Timeout" in output, output
     section = output.split("tests over their time budget (information, not a failure)")[1]
     assert "(budget 0.01 s)  tests/test_inner.py::test_past_its_budget" in section, output
