@@ -9,7 +9,8 @@ thread times, step after step: building the batch (loading, augmenting, collatin
 would take off the training process) and the model's step (forward, loss, backward, optimiser). Then two levers on
 the model's step, each timed alternately with the plain step on the same batch so that the machine's drift falls on
 both: channels-last memory format, and bfloat16 autocast (which changes the numbers: a candidate only with a control
-run that shows the same mIoU). CPU time of this process (``time.process_time``), medians over the steps.
+run that shows the same mIoU). CPU time of this process (``time.process_time``), medians over the steps; the toy
+images are decoded into the sources' memory caches first, as they are after a run's first epoch.
 """
 from __future__ import annotations
 
@@ -44,12 +45,19 @@ def cpu_ms(function: Callable[[], object]) -> float:
     return 1e3 * (time.process_time() - start)
 
 
+def warm(source: Source) -> Source:
+    """``source`` with every image in its memory cache, as after a run's first epoch (toy sources cache)."""
+    for name in source.names:
+        source.load(name)
+    return source
+
+
 def base_learner_case() -> tuple[Callable[[], object], Callable[[object], Callable[[], object]], torch.nn.Module]:
     """(next batch, the step on a batch, the model) of the toy base learner of fold 0."""
     settings = tier_settings("toy")
     benchmark = get_benchmark("toy")
     base = benchmark.base_classes(0)
-    source = Source(benchmark, benchmark.train_split, None, cache=True)
+    source = warm(Source(benchmark, benchmark.train_split, None, cache=True))
     images = BaseTrainingImages(source, training_names(source, benchmark.fold_classes(0), settings.novel_rule), base,
                                 settings.crop, (settings.scale_min, settings.scale_max), settings.max_angle, 0)
     batches = iter(DataLoader(images, batch_size=settings.batch_size, drop_last=True))
@@ -73,7 +81,7 @@ def meta_learner_case(method: str) -> tuple[Callable[[], object], Callable[[obje
     cfg = make_config(method=method, preset="toy", fold=0, shots=1)
     torch.manual_seed(cfg.seed)
     model = build_method(cfg).train()
-    episodes = EpisodeDataset(open_source(cfg, get_benchmark("toy").train_split), cfg.fold, cfg.shots, cfg.image_size,
+    episodes = EpisodeDataset(warm(open_source(cfg, get_benchmark("toy").train_split)), cfg.fold, cfg.shots, cfg.image_size,
                               cfg.episodes_per_epoch, cfg.seed, mode="train", novel_rule=cfg.novel_rule,
                               augment=cfg.augment, resize=cfg.resize)
     batches = iter(DataLoader(episodes, batch_size=cfg.batch_size, collate_fn=collate_episodes))
