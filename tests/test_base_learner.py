@@ -151,3 +151,18 @@ def test_an_interrupted_run_resumes_to_the_same_weights_and_curve(toy_root, tmp_
     for key, value in torch.load(tmp_path / "whole.pt")["state"].items():
         assert torch.equal(value, torch.load(tmp_path / "resumed.pt")["state"][key]), key
     assert not (tmp_path / "resumed.partial.pt").exists()
+
+
+def test_bf16_training_steps_stay_close_to_float32_and_are_recorded(toy_root, tmp_path):
+    """``precision="bf16"``: one epoch from the same start ends near the float32 run (bf16 rounds, so not equal) and
+    its JSON records the setting; an unknown precision is refused before any data are read."""
+    from fsslib.errors import UnknownNameError
+
+    settings = dict(epochs=1, batch_size=4, train_images=8, evals_per_epoch=1, eval_images=4, eval_batch_size=4,
+                    hidden=8, device="cpu")
+    fp32 = train_base_learner(tmp_path / "fp32.pt", tier_settings("toy", **settings), progress=False)
+    bf16 = train_base_learner(tmp_path / "bf16.pt", tier_settings("toy", precision="bf16", **settings), progress=False)
+    assert bf16["settings"]["precision"] == "bf16" and fp32["settings"]["precision"] == "fp32"
+    assert bf16["curve"][0]["train_loss"] == pytest.approx(fp32["curve"][0]["train_loss"], rel=0.05)
+    with pytest.raises(UnknownNameError, match="precision"):
+        train_base_learner(tmp_path / "x.pt", tier_settings("toy", precision="fp16", **settings), progress=False)
