@@ -15,6 +15,10 @@ run is kept, an unfinished one continues from the end of its last epoch (``--res
 The table gives, per run, the test and validation base-class mIoU of the kept (best validation) weights, the
 curve's last-quarter gain with its plateau verdict, and the wall and CPU time; then each doubling's move of the
 test mIoU against the seed spread, and the first budget whose doubling moves it by less.
+
+A precision control: the run of ``--precision-control`` epochs, seed 0, is also trained with ``--precision bf16``
+(bf16 autocast, a third less CPU time per step: ``benchmarks/toy_step_costs.py``); its test mIoU beside the float32
+run's says whether the cheaper steps may train the longer budgets.
 """
 from __future__ import annotations
 
@@ -30,25 +34,25 @@ ZOO = REPO / "fsslib" / "checkpoints" / "zoo"
 ZOO_EPOCHS, ZOO_SEED = 24, 0
 
 
-def run_file(runs: Path, fold: int, epochs: int, seed: int) -> Path:
+def run_file(runs: Path, fold: int, epochs: int, seed: int, precision: str = "fp32") -> Path:
     """The checkpoint of one control run (its provenance is the ``.json`` beside it); the zoo's for its budget."""
-    if (epochs, seed) == (ZOO_EPOCHS, ZOO_SEED):
+    if (epochs, seed, precision) == (ZOO_EPOCHS, ZOO_SEED, "fp32"):
         return ZOO / f"base-learner-fold{fold}.pt"
-    return runs / f"fold{fold}-e{epochs}-s{seed}.pt"
+    return runs / f"fold{fold}-e{epochs}-s{seed}{'' if precision == 'fp32' else '-' + precision}.pt"
 
 
-def train_command(path: Path, fold: int, epochs: int, seed: int) -> list[str]:
+def train_command(path: Path, fold: int, epochs: int, seed: int, precision: str = "fp32") -> list[str]:
     return [sys.executable, "-m", "fsslib.pretrain", "base-learner", "--fold", str(fold), "--epochs", str(epochs),
-            "--seed", str(seed), "--threads", "1", "--no-progress", "--resume", "--out", str(path)]
+            "--seed", str(seed), "--precision", precision, "--threads", "1", "--no-progress", "--resume",
+            "--out", str(path)]
 
 
-def train_missing(runs: Path, fold: int, settings: list[tuple[int, int]], jobs: int) -> None:
-    """Train the runs whose provenance file is missing, ``jobs`` processes at a time."""
-    missing = [(epochs, seed) for epochs, seed in settings
-               if not run_file(runs, fold, epochs, seed).with_suffix(".json").is_file()]
+def train_missing(runs: Path, fold: int, settings: list[tuple[int, int, str]], jobs: int) -> None:
+    """Train the runs (epochs, seed, precision) whose provenance file is missing, ``jobs`` processes at a time."""
+    missing = [setting for setting in settings if not run_file(runs, fold, *setting).with_suffix(".json").is_file()]
     runs.mkdir(parents=True, exist_ok=True)
 
-    def train(setting: tuple[int, int]) -> None:
+    def train(setting: tuple[int, int, str]) -> None:
         path = run_file(runs, fold, *setting)
         with path.with_suffix(".log").open("w") as log:
             subprocess.run(train_command(path, fold, *setting), cwd=REPO, stdout=log, stderr=subprocess.STDOUT, check=True)
@@ -60,6 +64,7 @@ def train_missing(runs: Path, fold: int, settings: list[tuple[int, int]], jobs: 
 def row(path: Path) -> dict:
     record = json.loads(path.with_suffix(".json").read_text())
     return {"epochs": record["settings"]["epochs"], "seed": record["seed"],
+            "precision": record["settings"].get("precision", "fp32"),
             "test": record["held_out"]["test"]["miou"], "val": record["held_out"]["val"]["miou"],
             "gain": record["plateau"]["last_quarter_gain"], "error": record["plateau"]["standard_error"],
             "verdict": record["plateau"]["verdict"], "wall_min": record["wall_time_s"]["train"] / 60,
@@ -69,21 +74,28 @@ def row(path: Path) -> dict:
 def report(fold: int, rows: list[dict], seed_epochs: int, complete: bool = True) -> tuple[list[str], int | None]:
     """The page's lines and the chosen budget (None when no doubling is under the seed spread); ``complete``: every
     run of the control has finished (else a budget found so far may still change)."""
-    seed_zero = {r["epochs"]: r for r in rows if r["seed"] == ZOO_SEED}
-    spread_rows = [r["test"] for r in rows if r["epochs"] == seed_epochs]
+    series = [r for r in rows if r.get("precision", "fp32") == "fp32"]
+    seed_zero = {r["epochs"]: r for r in series if r["seed"] == ZOO_SEED}
+    spread_rows = [r["test"] for r in series if r["epochs"] == seed_epochs]
     spread = max(spread_rows) - min(spread_rows) if len(spread_rows) > 1 else None
     lines = [f"# BAM's base learner at twice the budget (toy tier, fold {fold})", "",
              "Made by `python benchmarks/base_learner_budget.py` (the module docstring says what it measures). "
-             "Base-class mIoU (%) of the kept weights; 24 epochs, seed 0 is the zoo's model. Wall times were taken "
-             "on a shared 2-core machine (a run beside others, paused at times): read the CPU minutes.", "",
-             "| epochs | seed | test mIoU | val mIoU | last-quarter gain (SE) | verdict | train wall / CPU min |",
-             "|---|---|---|---|---|---|---|"]
-    for r in sorted(rows, key=lambda r: (r["epochs"], r["seed"])):
+             "Base-class mIoU (%) of the kept weights; 24 epochs, seed 0, fp32 is the zoo's model. Wall and CPU "
+             "times were taken on a shared 2-core machine (runs beside others, paused at times), where both grow "
+             "with the load: the cost of a step is compared in `benchmarks/results/toy_step_costs.md`.", "",
+             "| epochs | seed | precision | test mIoU | val mIoU | last-quarter gain (SE) | verdict | train wall / CPU min |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: (r["epochs"], r["seed"], r.get("precision", "fp32"))):
         error = "" if r["error"] is None else f" ({r['error']:.2f})"
-        lines.append(f"| {r['epochs']} | {r['seed']} | {r['test']:.2f} | {r['val']:.2f} | {r['gain']:+.2f}{error} | "
-                     f"{r['verdict']} | {r['wall_min']:.1f} / {r['cpu_min']:.1f} |")
+        lines.append(f"| {r['epochs']} | {r['seed']} | {r.get('precision', 'fp32')} | {r['test']:.2f} | {r['val']:.2f} | "
+                     f"{r['gain']:+.2f}{error} | {r['verdict']} | {r['wall_min']:.1f} / {r['cpu_min']:.1f} |")
+    for r in rows:  # the precision control: a bf16 run beside the float32 run of its budget and seed
+        pair = next((f for f in series if (f["epochs"], f["seed"]) == (r["epochs"], r["seed"])), None)
+        if r.get("precision", "fp32") != "fp32" and pair is not None:
+            lines += ["", f"Precision control: at {r['epochs']} epochs, seed {r['seed']}, {r['precision']} steps score "
+                      f"{r['test'] - pair['test']:+.2f} points of test mIoU against float32's (one run each)."]
     lines += ["", f"Seed spread of the test mIoU at {seed_epochs} epochs (seeds "
-              f"{', '.join(str(r['seed']) for r in rows if r['epochs'] == seed_epochs)}): "
+              f"{', '.join(str(r['seed']) for r in series if r['epochs'] == seed_epochs)}): "
               + ("not measured" if spread is None else f"{spread:.2f} points") + ".", "",
               "| doubling | test mIoU moves | under the seed spread |", "|---|---|---|"]
     chosen = None
@@ -117,15 +129,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--jobs", type=int, default=2, help="training processes at a time, one thread each")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "base_learner_budget_toy.md",
                         help="the page to write")
+    parser.add_argument("--precision-control", type=int, default=24, metavar="EPOCHS",
+                        help="the budget also trained with bf16 steps, seed 0 (0: none)")
     parser.add_argument("--table-only", action="store_true", help="train nothing: the table of the runs finished so far")
     args = parser.parse_args(argv)
-    settings = [(epochs, ZOO_SEED) for epochs in args.epochs] + [(args.seed_epochs, 1)]
+    settings = [(epochs, ZOO_SEED, "fp32") for epochs in args.epochs] + [(args.seed_epochs, 1, "fp32")]
+    settings += [(args.precision_control, ZOO_SEED, "bf16")] if args.precision_control else []
     if not args.table_only:
         train_missing(args.runs, args.fold, settings, args.jobs)
     finished = [s for s in settings if run_file(args.runs, args.fold, *s).with_suffix(".json").is_file()]
     lines, _ = report(args.fold, [row(run_file(args.runs, args.fold, *setting)) for setting in finished],
                       args.seed_epochs, complete=len(finished) == len(settings))
-    missing = [f"{epochs} epochs, seed {seed}" for epochs, seed in settings if (epochs, seed) not in finished]
+    missing = [f"{epochs} epochs, seed {seed}, {precision}" for epochs, seed, precision in settings
+               if (epochs, seed, precision) not in finished]
     if missing:
         lines += ["", f"Still to train: {'; '.join(missing)} (run the command without --table-only)."]
     args.out.write_text("\n".join(lines) + "\n")

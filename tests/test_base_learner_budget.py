@@ -32,5 +32,16 @@ def test_only_the_runs_without_their_provenance_file_are_trained(tmp_path, monke
         (tmp_path / f"{name}.json").write_text(json.dumps({}))
     trained = []
     monkeypatch.setattr(base_learner_budget.subprocess, "run", lambda command, **_: trained.append(command))
-    base_learner_budget.train_missing(tmp_path, 0, [(24, 0), (48, 0), (96, 0), (48, 1)], jobs=1)
-    assert [command[command.index("--out") + 1] for command in trained] == [str(tmp_path / "fold0-e96-s0.pt")]
+    base_learner_budget.train_missing(tmp_path, 0, [(24, 0, "fp32"), (48, 0, "fp32"), (96, 0, "fp32"), (48, 1, "fp32"),
+                                                    (24, 0, "bf16")], jobs=1)
+    assert [command[command.index("--out") + 1] for command in trained] == [str(tmp_path / "fold0-e96-s0.pt"),
+                                                                              str(tmp_path / "fold0-e24-s0-bf16.pt")]
+    assert trained[1][trained[1].index("--precision") + 1] == "bf16"
+
+
+def test_a_bf16_run_is_reported_beside_its_float32_pair_and_left_out_of_the_series():
+    rows = [fabricated(24, 0, 57.6), fabricated(48, 0, 60.0), fabricated(48, 1, 59.0),
+            {**fabricated(24, 0, 57.8), "precision": "bf16"}]
+    lines, chosen = base_learner_budget.report(0, rows, seed_epochs=48)
+    assert any(line.startswith("Precision control: at 24 epochs, seed 0, bf16 steps score +0.20") for line in lines)
+    assert "| 24 -> 48 | +2.40 | no |" in lines and chosen is None
