@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--fold", type=int, default=0, help="the fold whose base learner is controlled")
-    parser.add_argument("--epochs", type=int, nargs="+", default=[24, 48, 96], help="the budgets, each twice the last")
+    parser.add_argument("--epochs", type=int, nargs="+", default=[24, 48, 96, 192], help="the budgets, each twice the last")
     parser.add_argument("--seed-epochs", type=int, default=48, help="the budget also trained with seed 1 (the noise)")
     parser.add_argument("--runs", type=Path, default=REPO / "benchmarks" / "results" / "base_learner_budget",
                         help="folder of the trained runs: their .json (provenance, curve, scores) are committed there, "
