@@ -104,7 +104,7 @@ def plot_episode(episode: Episode, prediction: torch.Tensor | None = None, title
     if prediction is not None:
         axes[0, shots + 1].imshow(overlay(episode.query_image, prediction))
         outline(axes[0, shots + 1], episode.query_mask, ways)
-        axes[0, shots + 1].set_title(f"prediction{sep}(truth outlined)", fontsize=9)
+        axes[0, shots + 1].set_title(f"prediction{sep}truth outlined", fontsize=9)
     for ax in axes.flat:
         ax.axis("off")
     fig.suptitle(title or episode_title(episode.class_names, support_mode, f"{ways}-way {shots}-shot") + absent_ways(episode),
@@ -563,7 +563,7 @@ def plot_toy_beside_paper(rows: Sequence[dict], toy_label: str, paper_label: str
                 fontsize=7)
     ax.set_yticks(list(positions), [row["method"] for row in rows], fontsize=8)
     ax.set(xlim=(0, 1.12 * top), xlabel="mIoU (%)")
-    ax.legend(loc="lower right", fontsize=7)
+    ax.legend(loc="best", fontsize=7)  # where it covers the fewest bars and values
     if title:
         ax.set_title(title, fontsize=10)
     return fig

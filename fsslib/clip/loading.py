@@ -100,6 +100,8 @@ class ClipBundle:
 
     def __repr__(self) -> str:
         weights = self.pretrained or "random weights"
+        if Path(weights).is_relative_to(paths.PACKAGE_DIR):  # a shipped file: named as in the repository
+            weights = Path(weights).relative_to(paths.PACKAGE_DIR.parent).as_posix()
         return (
             f"ClipBundle({self.name!r}, {weights}, kind={self.kind!r}, image_size={self.image_size}, "
             f"patch_size={self.patch_size}, embed_dim={self.embed_dim}, device={self.device})"
