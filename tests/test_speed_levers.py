@@ -54,3 +54,34 @@ def test_vtp_prompt_table_of_the_episode_classes_is_gathered_as_the_rows_were():
     assert torch.equal(prompts, torch.stack([torch.stack([target[r], non_target[r]]) for r in (3, 0, 3)]))
     assert valid.shape == (3, 2) and bool(valid.all())
 
+
+def test_fused_self_attention_equals_the_written_out_one_forward_and_backward(monkeypatch):
+    import copy
+
+    from fsslib.blocks.hierarchical import HierarchicalTransformer, TransformerSize
+    from fsslib.speed import fused_attention
+
+    torch.manual_seed(0)
+    size = TransformerSize(16, (1, 2, 4), (4, 2, 1), (1, 3, 3), (1, 2, 2), 2, 2, 0.0)  # no dropout: both see the same
+    plain = HierarchicalTransformer(size, guide_channels=2).train()
+    fused = copy.deepcopy(plain)
+    assert fused_attention(fused) == 9  # 2 self-attention layers and 1 matching layer per level (its cross-attention
+    # stays written out)
+    calls = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    query, support = torch.randn(2, 16, 12, 12), torch.randn(2, 16, 12, 12)
+    masks = (torch.rand(2, 48, 48) > 0.5).long()
+    guide = torch.rand(2, 2, 12, 12)
+    outputs = []
+    for model in (plain, fused):
+        inputs = [query.clone().requires_grad_(), support.clone().requires_grad_()]
+        with monkeypatch.context() as patch:
+            patch.setattr(torch.nn.functional, "scaled_dot_product_attention", lambda *a, **k: calls.append(1) or sdpa(*a, **k))
+            logits, correlations = model(*inputs, masks, guide)
+        (logits.square().mean() + sum(c.mean() for c in correlations)).backward()
+        outputs.append((logits, correlations, [x.grad for x in inputs], [p.grad for p in model.parameters()]))
+    (logits, correlations, input_grads, grads), (f_logits, f_correlations, f_input_grads, f_grads) = outputs
+    assert len(calls) == 6  # the fused model's self-attention only
+    torch.testing.assert_close(f_logits, logits, rtol=1e-5, atol=1e-6)
+    for ours, theirs in zip(f_correlations + f_input_grads + f_grads, correlations + input_grads + grads):
+        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
