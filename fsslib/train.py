@@ -37,6 +37,7 @@ from fsslib.methods import build_method
 from fsslib.methods.base import FewShotSegmenter
 from fsslib.paths import write_text
 from fsslib.pretrain.saving import save_checkpoint
+from fsslib.speed import apply_speed_settings
 
 OPTIMIZERS = ("sgd", "adamw")
 
@@ -172,6 +173,7 @@ def run(cfg: Config | None = None, **overrides) -> dict:
         raise FsslibError(f"Method {cfg.method!r} is training-free.", f"evaluate it directly: `python -m fsslib.evaluate --method {cfg.method}`.")
     frozen = frozen_digests(model)  # checkpoints refuse other frozen weights (fsslib.evaluate.load_model)
     model = model.to(device)
+    speed = apply_speed_settings(model, cfg.compile, cfg.channels_last, cfg.fused_attention)  # each off by default
     train_source = open_source(cfg, benchmark.train_split)
     train_set = EpisodeDataset(train_source, cfg.fold, cfg.shots, cfg.image_size, cfg.episodes_per_epoch, cfg.seed,
                                mode="train", novel_rule=cfg.novel_rule, augment=cfg.augment, resize=cfg.resize)
@@ -245,7 +247,8 @@ def run(cfg: Config | None = None, **overrides) -> dict:
                 log.write(json.dumps(record) + "\n")
     summary = {"method": cfg.method, "tier": cfg.tier, "fold": cfg.fold, "shots": cfg.shots, "seed": cfg.seed,
                "epochs": cfg.epochs, "best_val_miou": best_miou if val_set is not None else None, "checkpoint": str(best_path),
-               "train_time_s": time.perf_counter() - start, "world_size": world, "history": history}
+               "train_time_s": time.perf_counter() - start, "world_size": world, "history": history,
+               **({"speed_settings": speed} if speed else {})}
     if rank == 0:
         write_text(out / "train_summary.json", json.dumps(summary, indent=1))
     if world > 1:

@@ -33,6 +33,12 @@ def test_logged_losses_are_the_mean_of_each_step_s_item_bit_for_bit(tiny_cfg, tm
     assert logged == [float(np.mean(steps[:4])), float(np.mean(steps[4:]))]  # 4 steps an epoch, equal bit for bit
 
 
+
+def test_the_trainer_applies_the_speed_settings_and_says_so(tiny_cfg, tmp_path):
+    summary = train.run(tiny_cfg(method="prototype", epochs=1, episodes_per_epoch=8, val_episodes=4, batch_size=4,
+                                 device="cpu", channels_last=True, fused_attention=True, out=str(tmp_path / "fast")))
+    assert summary["speed_settings"] == {"fused_attention_layers": 0, "channels_last": True}  # no attention here
+
 def test_epoch_mean_reads_bf16_and_float32_losses_as_item_does():
     losses = [torch.tensor(v, dtype=dtype) for v in (0.1, 1 / 3, 2.7) for dtype in (torch.float32, torch.bfloat16)]
     for dtype in (torch.float32, torch.bfloat16):
@@ -85,3 +91,56 @@ def test_fused_self_attention_equals_the_written_out_one_forward_and_backward(mo
     torch.testing.assert_close(f_logits, logits, rtol=1e-5, atol=1e-6)
     for ours, theirs in zip(f_correlations + f_input_grads + f_grads, correlations + input_grads + grads):
         torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+
+
+def toy_batch(size: int = 64, batch_size: int = 2):
+    """Two 1-way 1-shot toy episodes of random images, a centred square as every mask (class 1: a base class)."""
+    from fsslib.data.episodes import EpisodeBatch
+
+    generator = torch.Generator().manual_seed(1)
+    masks = torch.zeros(batch_size, 1, 1, size, size, dtype=torch.long)
+    masks[..., size // 4: 3 * size // 4, size // 4: 3 * size // 4] = 1
+    return EpisodeBatch(torch.rand(batch_size, 1, 1, 3, size, size, generator=generator), masks,
+                        torch.rand(batch_size, 3, size, size, generator=generator), masks[:, 0, 0].clone(),
+                        list(masks[:, 0, 0]), torch.ones(batch_size, 1, dtype=torch.long), [["solid circle"]] * batch_size)
+
+
+def one_step(method: str, **speed) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The loss and the gradients of one toy training step of ``method`` (seeded: the same dropout). Gradients, not
+    the updated weights: AdamW's first step moves each weight by about lr times the sign of its gradient, so a
+    gradient near 0 would turn rounding into a difference of 2 lr."""
+    from fsslib.config import make_config
+    from fsslib.methods import build_method
+    from fsslib.speed import apply_speed_settings
+
+    torch.manual_seed(0)
+    cfg = make_config(method=method, smoke=True, device="cpu", options={"base_learner": "random"} if method != "pfenet"
+                      else {})
+    model = build_method(cfg)
+    apply_speed_settings(model, **speed)
+    model.train()
+    loss = model.loss(toy_batch())
+    loss.backward()
+    return loss.detach(), {name: p.grad for name, p in model.named_parameters() if p.grad is not None}
+
+
+def test_a_channels_last_step_equals_the_default_one():
+    loss, weights = one_step("hdmnet")
+    fast_loss, fast_weights = one_step("hdmnet", channels_last=True, fused=True)
+    torch.testing.assert_close(fast_loss, loss, rtol=1e-5, atol=1e-6)
+    assert fast_weights.keys() == weights.keys()
+    for name, value in weights.items():
+        torch.testing.assert_close(fast_weights[name], value, rtol=1e-4, atol=1e-6, msg=lambda text, name=name: f"{name}: {text}")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("FSSLIB_REHEARSAL"), reason="compiles with Inductor (minutes of CPU): "
+                    "FSSLIB_REHEARSAL=1 runs it")
+def test_a_compiled_step_equals_the_eager_one(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    loss, weights = one_step("pfenet")
+    fast_loss, fast_weights = one_step("pfenet", compile=True)
+    torch.testing.assert_close(fast_loss, loss, rtol=1e-4, atol=1e-5)
+    assert fast_weights.keys() == weights.keys()  # Module.compile keeps the names: checkpoints are unchanged
+    for name, value in weights.items():
+        torch.testing.assert_close(fast_weights[name], value, rtol=1e-3, atol=1e-5, msg=lambda text, name=name: f"{name}: {text}")
