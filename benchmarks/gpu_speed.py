@@ -54,7 +54,8 @@ EAGER_LEVERS = ("today", "trainer", "no_syncs", "channels_last", "fused_attentio
 TODAY_MS = {"pfenet": 24.9, "piclip": 53.1, "hdmnet": 59.3, "bam": 24.1}  # H200, bf16, before this change
 BUILD_S = 15.0  # building a paper model with random weights (ResNet-50's BatchNorm calibration; PI-CLIP's ViT)
 ROW_OVERHEAD_S = 3.0  # copying the model, the output check
-COMPILE_S = 90.0  # compiling a method's regions (forward and backward; ``all``: the eval graphs too), a guess
+COMPILE_S = 75.0  # compiling a method's regions (forward and backward; ``all``: the eval graphs too), a guess
+ATTENTION_METHODS = ("hdmnet", "piclip-hdmnet")  # the methods with HDMNet's attention (fused_attention's rows)
 
 
 @dataclass
@@ -68,10 +69,14 @@ class Row:
     note: str = ""
 
 
-def estimate_s(method: str, lever: str, steps: int, warmup: int) -> float:
-    """A row's seconds, from today's H200 step time: its steps, copying and checking, and compiling (a guess)."""
+def estimate_s(method: str, lever: str, steps: int, warmup: int, compile_s: float | None = None) -> float:
+    """A row's seconds, from today's H200 step time: its steps, copying and checking, and compiling (``compile_s``,
+    by default :data:`COMPILE_S`, a guess; the run replaces it by what its compiled rows took)."""
+    if lever == "fused_attention" and method not in ATTENTION_METHODS:
+        return 0.0
     step_s = TODAY_MS.get(method, 50.0) / 1000 * (steps + warmup + 2)
-    return step_s + ROW_OVERHEAD_S + (COMPILE_S if lever in ("compile", "all") else 0.0)
+    compiling = COMPILE_S if compile_s is None else compile_s
+    return step_s + ROW_OVERHEAD_S + (compiling if lever in ("compile", "all") else 0.0)
 
 
 def settings(lever: str) -> dict[str, bool]:
@@ -199,25 +204,32 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--budget-s", type=float, default=480.0, help="skip the rows whose estimate would pass it")
     parser.add_argument("--tolerance", type=float, default=0.03,
                         help="largest relative L2 difference of a row's outputs to today's (bf16 rounding)")
+    parser.add_argument("--plan-only", action="store_true", help="print the plan and its estimate, run nothing")
     parser.add_argument("--peak-tflops", type=float, default=None, help="the GPU's dense bf16 peak, TFLOP/s, when "
                         "it is not an H100 / H200")
     args = parser.parse_args(argv)
+    levers = ["today"] + [lever for lever in args.levers if lever != "today"]
+    plan = ordered_plan(args.methods, levers)
+    estimates = {row: estimate_s(*row, args.steps, args.warmup) for row in plan}
+    total = sum(estimates.values()) + BUILD_S * len(args.methods)
+    plan_text = (f"plan: {len(plan)} rows, estimated {total:.0f} s (compiling {COMPILE_S:.0f} s a compiled row, a guess "
+                 f"replaced by the first one's time), budget {args.budget_s:.0f} s: "
+                 + ", ".join(f"{m}/{lever}" for m, lever in plan if estimates[(m, lever)] > 0))
+    if args.plan_only:
+        print(plan_text)
+        return
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("gpu_speed.py times GPU steps; no CUDA device is available here "
                          "(--device cpu --image-size 65 --steps 1 --warmup 0 runs it as a smoke test).")
     device = torch.device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     peak = args.peak_tflops or base.peak_tflops(name, "bf16")
-    levers = ["today"] + [lever for lever in args.levers if lever != "today"]
-    plan = ordered_plan(args.methods, levers)
-    estimates = {row: estimate_s(*row, args.steps, args.warmup) for row in plan}
-    total = sum(estimates.values()) + BUILD_S * len(args.methods)
     print(f"GPU speed levers, {name}, torch {torch.__version__}, batch {args.batch_size}, {args.shots}-shot, bf16 "
           f"autocast, {args.steps} timed steps per row after {args.warmup}")
-    print(f"plan: {len(plan)} rows, estimated {total:.0f} s (compiling: {COMPILE_S:.0f} s a row, a guess), budget "
-          f"{args.budget_s:.0f} s: " + ", ".join(f"{m}/{lever}" for m, lever in plan) + "\n", flush=True)
+    print(plan_text + "\n", flush=True)
 
     started = time.perf_counter()
+    compile_s: float | None = None  # what compiling took in this run's first compiled row
     rows: list[Row] = []
     flops: dict[str, float] = {}
     references: dict[str, tuple] = {}
@@ -231,12 +243,15 @@ def main(argv: list[str] | None = None) -> None:
                 batch = batch_cpu.to(device)
                 references[method] = (cfg, model, eval_outputs(model, batch, device), batch, batch_cpu)
                 flops[method] = step_flops(model, cfg, batch, device)
-            if lever != "today" and elapsed + estimates[(method, lever)] > args.budget_s:
+            if lever != "today" and elapsed + estimate_s(method, lever, args.steps, args.warmup, compile_s) > args.budget_s:
                 rows.append(Row(method, lever, note=f"skipped: past the {args.budget_s:.0f} s budget"))
                 print(f"{method} / {lever}: skipped (budget)", flush=True)
                 continue
             cfg, model, outputs, batch, batch_cpu = references[method]
+            row_started = time.perf_counter()
             row = time_row(method, lever, model, outputs, cfg, batch, batch_cpu, device, args.steps, args.warmup)
+            if lever in ("compile", "all") and compile_s is None:
+                compile_s = time.perf_counter() - row_started - estimate_s(method, "today", args.steps, args.warmup)
             rows.append(row)
             print(f"{method} / {lever}: {row.ms:.1f} ms/step {row.note}({time.perf_counter() - started:.0f} s so far)",
                   flush=True)
