@@ -69,3 +69,15 @@ def test_gpu_speed_smoke_times_the_eager_levers_of_a_toy_hdmnet(monkeypatch, cap
     for lever in levers[:4]:  # trainer, no_syncs, channels_last, fused_attention: timed and checked
         assert float(lever[2]) > 0 and float(lever[7]) <= 0.03
     assert all("skipped" in lever[8] for lever in levers[4:])  # compile, all
+
+
+LOADER = Path(__file__).resolve().parent.parent / "benchmarks" / "paper_loader.py"
+loader_spec = importlib.util.spec_from_file_location("paper_loader", LOADER)
+paper_loader = importlib.util.module_from_spec(loader_spec)
+loader_spec.loader.exec_module(paper_loader)
+
+
+def test_the_loader_benchmark_reads_its_fabricated_pascal_root(tmp_path):
+    root = paper_loader.fabricate(tmp_path / "VOC2012", 12)
+    wall, per_cpu = paper_loader.loader_rates(root, 0, episodes=4, shots=1, image_size=64, batch_size=2)
+    assert wall > 0 and per_cpu > 0
