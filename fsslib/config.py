@@ -73,6 +73,10 @@ class Config:
     lr_step_gamma: float = 0.1
     amp: bool = True  # bf16 autocast on CUDA; always off on the CPU
     num_workers: int = _role(0, RUN_CONTROL)
+    # speed on a GPU (fsslib.speed): the same computation up to rounding, so a resumed run may change them
+    compile: bool = _role(False, RUN_CONTROL)
+    channels_last: bool = _role(False, RUN_CONTROL)
+    fused_attention: bool = _role(False, RUN_CONTROL)
     # method options
     backbone: str = _role("toy-resnet", MODEL)
     backbone_weights: str | None = None  # None: the default pretrained weights; "random"; or a local file
@@ -130,6 +134,17 @@ SETTING_RANGES: dict[str, dict[str, float]] = {  # the numeric settings' valid r
 }
 
 
+SETTING_HELP: dict[str, str] = {  # --help's text of settings whose name does not say it all
+    "compile": "torch.compile the model's backbones, decoders and transformers (fsslib.speed; off by default): "
+               "faster GPU steps after a one-off compile, cached in $TORCH_HOME/inductor for the next run",
+    "channels_last": "convolution weights in channels-last (NHWC) order, for cuDNN's fastest kernels on a GPU "
+                     "(fsslib.speed; off by default)",
+    "fused_attention": "HDMNet's self-attention through scaled_dot_product_attention (fsslib.speed; off by default; "
+                       "changes nothing for methods without it)",
+    "amp": "bf16 autocast on CUDA (on by default); always off on the CPU",
+}
+
+
 def check_settings(cfg: Config) -> Config:
     """Raise, naming the flag and its range, unless every numeric setting of ``cfg`` is in :data:`SETTING_RANGES`
     (and ``score_resize`` is one of :data:`fsslib.metrics.SCORE_RESIZES`)."""
@@ -184,7 +199,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
                                 help="method option (repeatable), read by its type (listed below), e.g. --options "
                                      "feature_dim=64; a list as a,b or JSON")
         elif f.type in ("bool", bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=SETTING_HELP.get(f.name))
         elif str(f.type).startswith("list["):
             item = {"list[int]": int, "list[str]": str}.get(str(f.type), id_or_name)
             parser.add_argument(flag, type=lambda text, item=item: split_list(text, item), default=None, metavar="A,B,...")

@@ -37,6 +37,7 @@ from fsslib.methods import build_method
 from fsslib.methods.base import FewShotSegmenter
 from fsslib.paths import write_text
 from fsslib.pretrain.saving import save_checkpoint
+from fsslib.speed import apply_speed_settings
 
 OPTIMIZERS = ("sgd", "adamw")
 
@@ -93,6 +94,12 @@ def set_rng_state(state: dict) -> None:
     random.setstate((version, tuple(internal), gauss_next))
     if state["cuda"] is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def epoch_mean(losses: list[torch.Tensor]) -> float:
+    """The mean of an epoch's step losses (0-d tensors, kept on the device while training), read in one copy: the
+    number that ``np.mean`` of each step's ``loss.item()`` gives (float64, numpy's summation), bit for bit."""
+    return float(np.mean(torch.stack(losses).double().cpu().numpy()))
 
 
 # settings that do not change what a training run computes (run control and test-time evaluation)
@@ -166,6 +173,7 @@ def run(cfg: Config | None = None, **overrides) -> dict:
         raise FsslibError(f"Method {cfg.method!r} is training-free.", f"evaluate it directly: `python -m fsslib.evaluate --method {cfg.method}`.")
     frozen = frozen_digests(model)  # checkpoints refuse other frozen weights (fsslib.evaluate.load_model)
     model = model.to(device)
+    speed = apply_speed_settings(model, cfg.compile, cfg.channels_last, cfg.fused_attention)  # each off by default
     train_source = open_source(cfg, benchmark.train_split)
     train_set = EpisodeDataset(train_source, cfg.fold, cfg.shots, cfg.image_size, cfg.episodes_per_epoch, cfg.seed,
                                mode="train", novel_rule=cfg.novel_rule, augment=cfg.augment, resize=cfg.resize)
@@ -205,18 +213,19 @@ def run(cfg: Config | None = None, **overrides) -> dict:
     for epoch in range(start_epoch, cfg.epochs):
         train_set.set_epoch(epoch)
         shard = Subset(train_set, range(rank, episodes_per_rank * world, world))
-        loader = DataLoader(shard, batch_size=cfg.batch_size, collate_fn=collate_episodes, num_workers=cfg.num_workers)
+        loader = DataLoader(shard, batch_size=cfg.batch_size, collate_fn=collate_episodes, num_workers=cfg.num_workers,
+                            pin_memory=device.type == "cuda")  # pinned: the copy below need not wait for the GPU
         model.train()
-        losses = []
+        losses = []  # on the device, read once per epoch: no step waits for the GPU to finish the one before
         for batch in tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress or rank > 0, leave=False):
             with autocast(device, cfg.amp):
-                loss = trainer(batch.to(device))
+                loss = trainer(batch.to(device, non_blocking=True))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             scheduler.step()
-            losses.append(loss.item())
-        record = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "lr": scheduler.get_last_lr()[0],
+            losses.append(loss.detach())
+        record = {"epoch": epoch + 1, "train_loss": epoch_mean(losses), "lr": scheduler.get_last_lr()[0],
                   "world_size": world, "elapsed_s": time.perf_counter() - start}
         if rank == 0:
             improved = val_set is None
@@ -238,7 +247,8 @@ def run(cfg: Config | None = None, **overrides) -> dict:
                 log.write(json.dumps(record) + "\n")
     summary = {"method": cfg.method, "tier": cfg.tier, "fold": cfg.fold, "shots": cfg.shots, "seed": cfg.seed,
                "epochs": cfg.epochs, "best_val_miou": best_miou if val_set is not None else None, "checkpoint": str(best_path),
-               "train_time_s": time.perf_counter() - start, "world_size": world, "history": history}
+               "train_time_s": time.perf_counter() - start, "world_size": world, "history": history,
+               **({"speed_settings": speed} if speed else {})}
     if rank == 0:
         write_text(out / "train_summary.json", json.dumps(summary, indent=1))
     if world > 1:

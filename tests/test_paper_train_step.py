@@ -3,6 +3,7 @@ need a GPU and are not tested here."""
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import torch
@@ -28,3 +29,55 @@ def test_the_peak_is_known_for_h100_and_h200_only():
     assert paper_train_step.peak_tflops("NVIDIA H200", "bf16") == 989.0
     assert paper_train_step.peak_tflops("NVIDIA H100 80GB HBM3", "fp32") == 67.0
     assert paper_train_step.peak_tflops("CPU", "bf16") is None
+
+
+GPU_SPEED = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_speed.py"
+speed_spec = importlib.util.spec_from_file_location("gpu_speed", GPU_SPEED)
+gpu_speed = importlib.util.module_from_spec(speed_spec)
+sys.modules["gpu_speed"] = gpu_speed  # its dataclass looks its module up
+speed_spec.loader.exec_module(gpu_speed)
+
+
+def test_the_gpu_speed_plan_runs_eager_rows_first_and_compiles_last():
+    plan = gpu_speed.ordered_plan(["pfenet", "hdmnet"], list(gpu_speed.LEVERS))
+    assert plan[:7] == [("pfenet", lever) for lever in gpu_speed.EAGER_LEVERS] + [("hdmnet", "today"), ("hdmnet", "trainer")]
+    assert plan[-4:] == [("pfenet", "all"), ("hdmnet", "all"), ("pfenet", "compile"), ("hdmnet", "compile")]
+    assert gpu_speed.settings("all") == {"compile": True, "channels_last": True, "fused": True}
+    assert gpu_speed.loop_of("trainer") == "trainer" and gpu_speed.loop_of("all") == "pinned"
+
+
+def test_gpu_speed_smoke_times_the_eager_levers_of_a_toy_hdmnet(monkeypatch, capsys):
+    """The whole script on a toy HDMNet (the paper models cost minutes of this CPU): every eager row, its output
+    check and the table; the compiled rows past a zero budget are skipped, and said so."""
+    from fsslib.config import make_config
+    from fsslib.methods import build_method
+
+    def toy(method, batch_size, shots, image_size, device, heads):
+        cfg = make_config(method=method, smoke=True, batch_size=batch_size, shots=shots, image_size=image_size,
+                          device="cpu", options={"base_learner": "random"})
+        torch.manual_seed(0)
+        return cfg, build_method(cfg)
+
+    monkeypatch.setattr(gpu_speed, "build", toy)
+    monkeypatch.setattr(gpu_speed, "COMPILE_S", 1e9)  # every compiled row past the budget
+    gpu_speed.main(["--device", "cpu", "--image-size", "64", "--steps", "1", "--warmup", "0", "--batch-size", "2",
+                    "--methods", "hdmnet"])
+    table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| hdmnet |")]
+    assert [line.split(" | ")[1] for line in table] == list(gpu_speed.LEVERS)
+    today, *levers = [line.split(" | ") for line in table]
+    assert today[3] == "1.00" and float(today[4]) > 0 and today[7] == "0.0e+00"
+    for lever in levers[:4]:  # trainer, no_syncs, channels_last, fused_attention: timed and checked
+        assert float(lever[2]) > 0 and float(lever[7]) <= 0.03
+    assert all("skipped" in lever[8] for lever in levers[4:])  # compile, all
+
+
+LOADER = Path(__file__).resolve().parent.parent / "benchmarks" / "paper_loader.py"
+loader_spec = importlib.util.spec_from_file_location("paper_loader", LOADER)
+paper_loader = importlib.util.module_from_spec(loader_spec)
+loader_spec.loader.exec_module(paper_loader)
+
+
+def test_the_loader_benchmark_reads_its_fabricated_pascal_root(tmp_path):
+    root = paper_loader.fabricate(tmp_path / "VOC2012", 12)
+    wall, per_cpu = paper_loader.loader_rates(root, 0, episodes=4, shots=1, image_size=64, batch_size=2)
+    assert wall > 0 and per_cpu > 0

@@ -32,12 +32,12 @@ from fsslib.blocks.decoders import (
     kaiming_init,
     pyramid_bins,
 )
-from fsslib.blocks.base_learner import BaseLearner, PyramidPooling, base_class_index
+from fsslib.blocks.base_learner import BaseLearner, PyramidPooling, base_class_index, base_class_table
 from fsslib.blocks.ensemble import LearnerEnsemble, ShotWeighting, base_foreground, gram_matrix, scene_difference
 from fsslib.blocks.hierarchical import HierarchicalTransformer, TransformerSize, correlation_distillation_loss
 from fsslib.blocks.masks import blank_outside_masks, foreground_weights, masked_average_pooling, resize_masks
 
-__all__ = ["BaseLearner", "HierarchicalTransformer", "LearnerEnsemble", "TransformerSize", "correlation_distillation_loss", "PyramidPooling", "ShotWeighting", "base_class_index", "base_foreground",
+__all__ = ["BaseLearner", "HierarchicalTransformer", "LearnerEnsemble", "TransformerSize", "correlation_distillation_loss", "PyramidPooling", "ShotWeighting", "base_class_index", "base_class_table", "base_foreground",
            "gram_matrix", "scene_difference", "blank_outside_masks", "ASPPDecoder", "AtrousSpatialPyramidPooling", "COSINE_EPS", "FeatureEnrichmentModule", "aspp_rates",
            "foreground_weights", "kaiming_init", "masked_average_pooling", "masked_support_prior",
            "max_cosine_similarity", "min_max_normalise", "prior_region_map", "prototype_cosine", "pyramid_bins", "resize_masks"]

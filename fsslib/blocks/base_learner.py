@@ -76,11 +76,18 @@ class BaseLearner(nn.Module):
         return self.head(self.backbone(images, first="layer4")["layer4"])[1]
 
 
-def base_class_index(class_ids: torch.Tensor, base_class_ids: Sequence[int]) -> torch.Tensor:
+def base_class_index(class_ids: torch.Tensor, base_class_ids: Sequence[int] | torch.Tensor) -> torch.Tensor:
     """For each 1-based class id of ``class_ids`` (any shape), its 1-based index among ``base_class_ids`` (the base
-    learner's output channel), or 0 where the class is not a base class (a novel class at test time)."""
-    lookup = torch.zeros(int(max(max(base_class_ids), int(class_ids.max()))) + 1, dtype=torch.long,
-                         device=class_ids.device)
-    lookup[torch.as_tensor(list(base_class_ids), device=class_ids.device)] = torch.arange(
-        1, len(base_class_ids) + 1, device=class_ids.device)
-    return lookup[class_ids]
+    learner's output channel), or 0 where the class is not a base class (a novel class at test time).
+
+    ``base_class_ids`` as a tensor on ``class_ids``' device (a model's buffer: :func:`base_class_table`) makes no
+    copy between host and device and reads nothing back, so a training step need not wait for the GPU."""
+    table = base_class_ids if isinstance(base_class_ids, torch.Tensor) else base_class_table(base_class_ids)
+    table = table.to(class_ids.device)
+    channels = torch.arange(1, table.numel() + 1, device=class_ids.device)  # (C_base,)
+    return ((class_ids.unsqueeze(-1) == table).long() * channels).sum(-1)  # base ids are distinct: one match at most
+
+
+def base_class_table(base_class_ids: Sequence[int]) -> torch.Tensor:
+    """(C_base,) the base class ids in channel order, for a model to keep as a buffer (:func:`base_class_index`)."""
+    return torch.as_tensor(list(base_class_ids), dtype=torch.long)

@@ -129,7 +129,14 @@ class MaskedAttention(nn.Module):
     softmax over the QUERY positions (dim -2), attention to support positions outside ``key_mask`` set to 0
     after the softmax; it also returns the correlation map: each query position's mean score over the
     positions inside ``key_mask``, averaged over the heads.
+
+    ``fused`` (off by default; :func:`fsslib.speed.fused_attention` sets it) runs the self-attention through
+    ``F.scaled_dot_product_attention`` with scale 1 / (sqrt(d) + 1e-9): the same arithmetic, without the (M, L)
+    score matrix in memory. The cross-attention stays written out: its softmax runs over the queries, its mask
+    zeroes weights after the softmax and its correlation map reads the scores, none of which that kernel offers.
     """
+
+    fused: bool = False  # self-attention through F.scaled_dot_product_attention (fsslib.speed.fused_attention)
 
     def __init__(self, dims: int, heads: int) -> None:
         super().__init__()
@@ -156,6 +163,9 @@ class MaskedAttention(nn.Module):
             inside = key_mask[:, None, None, :]  # (N, 1, 1, L)
             attention = scores.softmax(dim=-2).masked_fill(inside == 0, 0)  # over the query positions
             correlation = ((scores * inside).sum(-1) / (inside.sum(-1) + 1e-9)).mean(1)  # (N, M)
+        elif self.fused:  # the same softmax(q.k / (sqrt(d) + 1e-9)) v in one kernel (flash / memory-efficient on CUDA)
+            out = F.scaled_dot_product_attention(q, k, v, scale=1.0 / (math.sqrt(q.shape[-1]) + 1e-9))  # (N, H, M, d)
+            return self.to_output(out.transpose(1, 2).flatten(2)), None
         else:
             scores = q @ k.transpose(-1, -2) / (math.sqrt(q.shape[-1]) + 1e-9)  # (N, H, M, L)
             attention = scores.softmax(dim=-1)

@@ -372,12 +372,21 @@ class EpisodeBatch:
     class_names: list[list[str]]  # B x N
     query_classes: list[list[int]] = field(default_factory=list)  # image-level labels: only for label-reading variants
 
-    def to(self, device: torch.device | str) -> "EpisodeBatch":
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> "EpisodeBatch":
+        """The batch on ``device``; ``non_blocking``: copies from pinned memory do not wait for the device
+        (the trainer's DataLoader pins its batches on CUDA)."""
         moved = {
-            f.name: getattr(self, f.name).to(device) if isinstance(getattr(self, f.name), torch.Tensor) else getattr(self, f.name)
+            f.name: getattr(self, f.name).to(device, non_blocking=non_blocking)
+            if isinstance(getattr(self, f.name), torch.Tensor) else getattr(self, f.name)
             for f in fields(self)
         }
         return EpisodeBatch(**moved)
+
+    def pin_memory(self) -> "EpisodeBatch":
+        """The batch's tensors in page-locked memory (``DataLoader(pin_memory=True)`` calls this), so that
+        ``to(device, non_blocking=True)`` copies them without waiting; the query labels stay as they are."""
+        return EpisodeBatch(**{f.name: getattr(self, f.name).pin_memory() if isinstance(getattr(self, f.name), torch.Tensor)
+                               else getattr(self, f.name) for f in fields(self)})
 
     def __len__(self) -> int:
         return self.query_images.shape[0]

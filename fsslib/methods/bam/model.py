@@ -40,7 +40,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from fsslib.blocks import AtrousSpatialPyramidPooling, kaiming_init, masked_average_pooling, masked_support_prior
-from fsslib.blocks.base_learner import BaseLearner, base_class_index
+from fsslib.blocks.base_learner import BaseLearner, base_class_index, base_class_table
 from fsslib.blocks.decoders import PAPER_ASPP_RATES
 from fsslib.blocks.ensemble import LearnerEnsemble, ShotWeighting, scene_difference
 from fsslib.blocks.masks import foreground_weights
@@ -72,6 +72,8 @@ class BAM(FewShotSegmenter):
         self.prior = prior  # None: BAM's own prior (one channel); PI-CLIP(BAM): its CLIP priors
         self.hold_frozen("base_learner", base_learner)
         self.base_class_ids = list(base_class_ids)
+        # on the model's device: the training step looks the episode classes up without a host copy
+        self.register_buffer("base_class_table", base_class_table(self.base_class_ids), persistent=False)
         self.gram_level, self.aux_weight, self.base_dropout = gram_level, aux_weight, base_dropout
         channels = base_learner.backbone.channels
         mid_channels = channels["layer2"] + channels["layer3"]
@@ -160,7 +162,7 @@ class BAM(FewShotSegmenter):
         meta_logits = self.cls_meta(meta)  # (B, 2, h, w)
         with torch.no_grad():
             _, base_logits = self.base_learner.head(query_high)  # (B, 1 + C_base, h, w)
-        exclude = base_class_index(batch.class_ids, self.base_class_ids) if self.training else None
+        exclude = base_class_index(batch.class_ids, self.base_class_table) if self.training else None
         return self.ensemble(meta_logits, base_logits, difference, exclude), meta_logits, base_logits
 
     def segment(self, batch: OneWayInputs) -> torch.Tensor:

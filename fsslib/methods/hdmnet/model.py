@@ -52,8 +52,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from fsslib.blocks import (BaseLearner, LearnerEnsemble, ShotWeighting, base_class_index, blank_outside_masks,
-                           foreground_weights, masked_average_pooling, max_cosine_similarity, scene_difference)
+from fsslib.blocks import (BaseLearner, LearnerEnsemble, ShotWeighting, base_class_index, base_class_table,
+                           blank_outside_masks, foreground_weights, masked_average_pooling, max_cosine_similarity, scene_difference)
 from fsslib.blocks.hierarchical import PAPER_SIZE, HierarchicalTransformer, TransformerSize, correlation_distillation_loss
 from fsslib.blocks.priors import PriorSource
 from fsslib.data.episodes import EpisodeBatch, OneWayInputs
@@ -89,6 +89,8 @@ class HDMNet(FewShotSegmenter):
         guide_channels = guide.channels if guide else 2
         self.hold_frozen("base_learner", base_learner)
         self.base_class_ids = list(base_class_ids)
+        # on the model's device: the training step looks the episode classes up without a host copy
+        self.register_buffer("base_class_table", base_class_table(self.base_class_ids), persistent=False)
         self.base_dropout = base_dropout
         self.lr_scale = lr_scale
         channels = base_learner.backbone.channels
@@ -155,7 +157,7 @@ class HDMNet(FewShotSegmenter):
         meta, correlations = self.transformer(query, support, masks, similarity)  # (B, 2, h, w)
         differences = scene_difference(query_levels["layer2"], support_levels["layer2"].unflatten(0, (batch_size, shots)))
         difference = (self.shot_weighting(differences) * differences).sum(dim=1)  # (B,)
-        exclude = base_class_index(batch.class_ids, self.base_class_ids) if self.training else None
+        exclude = base_class_index(batch.class_ids, self.base_class_table) if self.training else None
         final = self.ensemble(meta, self.base_logits(query_levels["embedding"]), difference, exclude)
         return final, meta, correlations
 

@@ -110,6 +110,7 @@ class ClipPriors(PriorSource):
         self.register_buffer("target_text", empty.clone(), persistent=False)  # (n_classes, D), filled on demand
         self.register_buffer("non_target_text", empty.clone(), persistent=False)  # (n_classes, D)
         self.register_buffer("text_ready", torch.zeros(len(self.class_names), dtype=torch.bool), persistent=False)
+        self.encoded_rows: set[int] = set()  # text_ready's rows on the host: checking them reads nothing from the GPU
         self.vtp_temperature = bundle.logit_temperature if vtp_temperature is None else float(vtp_temperature)
         self.vtp_activation = vtp_activation
         self.box_threshold, self.pir_squarings = box_threshold, pir_squarings
@@ -120,13 +121,14 @@ class ClipPriors(PriorSource):
 
     def encode_class_prompts(self, rows: Sequence[int]) -> None:
         """Fill the VTP text tables for class ``rows`` not encoded yet ("a photo of / without {c}.")."""
-        missing = sorted({int(r) for r in rows if not self.text_ready[int(r)]})
+        missing = sorted({int(r) for r in rows} - self.encoded_rows)
         if not missing:
             return
         names = [self.class_names[r] for r in missing]
         self.target_text[missing] = prompt_embeddings(self.bundle, [PICLIP_TARGET_TEMPLATE.format(n) for n in names])
         self.non_target_text[missing] = prompt_embeddings(self.bundle, [PICLIP_NON_TARGET_TEMPLATE.format(n) for n in names])
         self.text_ready[missing] = True
+        self.encoded_rows.update(missing)
 
     def _clip_input(self, images: torch.Tensor) -> torch.Tensor:
         if self.clip_image_size is None or images.shape[-1] == images.shape[-2] == self.clip_image_size:
@@ -163,6 +165,8 @@ class ClipPriors(PriorSource):
                                     batch.support_masks, self.vvp_min_max)
                 for block in self.vvp_blocks], dim=1)  # (B, n_blocks, K, h, w)
         class_rows = batch.class_ids.to(self.target_text.device) - 1  # (B,)
+        # the one read from the device of a PI-CLIP step: which classes' prompts to encode (host copies of the class
+        # ids would spare it)
         self.encode_class_prompts(class_rows.tolist() + [r for rows in present_indices or [] for r in rows])
         prompts, valid = vtp_prompt_table(self.target_text, self.non_target_text, class_rows, present_indices)
         vtp = visual_text_prior(self.bundle, query_images, prompts, valid, temperature=self.vtp_temperature,

@@ -84,6 +84,9 @@ def vtp_prompt_table(
     other present class], padded to the longest list with invalid entries.
     """
     batch = class_indices.shape[0]
+    if present_indices is None:  # [target, non-target] of each query's class: gathered on the device, nothing read back
+        prompts = torch.stack([target_text[class_indices], non_target_text[class_indices]], dim=1)  # (B, 2, D)
+        return prompts, torch.ones(batch, 2, dtype=torch.bool, device=target_text.device)
     others: list[list[int]] = [[] for _ in range(batch)]
     if present_indices is not None:
         if len(present_indices) != batch:

@@ -1,0 +1,280 @@
+"""The GPU speed levers of a training step (``fsslib.speed``), each alone and all together, against today's step.
+
+    python benchmarks/gpu_speed.py                 # on an H100 / H200: PFENet, PI-CLIP, BAM, HDMNet, ~8 minutes
+    python benchmarks/gpu_speed.py --methods hdmnet --levers fused_attention all
+    python benchmarks/gpu_speed.py --device cpu --image-size 65 --steps 1 --warmup 0   # a smoke run
+
+Each method at its paper preset (random weights, as ``benchmarks/paper_train_step.py`` builds them; batch 4,
+1-shot, bf16 autocast), one fabricated batch. Rows (levers), each on a fresh copy of the same model:
+
+* ``today``: the reference, ``paper_train_step.py``'s step (the batch on the GPU already, nothing read back);
+* ``trainer``: today's ``fsslib.train`` loop before this change: the batch copied from pageable memory every
+  step and ``loss.item()`` read every step (two waits for the GPU per step);
+* ``no_syncs``: the loop now: the batch copied from pinned memory without waiting, the losses kept on the GPU;
+* ``channels_last``, ``fused_attention`` (HDMNet only), ``compile``: one setting of :mod:`fsslib.speed` alone;
+* ``all``: the ``no_syncs`` loop with every setting.
+
+The syncs removed inside the models (BAM / HDMNet's base-class lookup, PI-CLIP's prompt table) are in every row.
+Each row reports ms / step, its ratio to ``today`` (the goal: 0.5 or less), TFLOP / step (``today``'s: every lever
+computes the same products) and the share of the GPU's dense bf16 peak. Before its timed steps each row's model
+gives its eval-mode outputs for the batch, compared with ``today``'s (relative L2 difference, at most
+``--tolerance``: bf16 rounding); the ``compile`` row skips the check (it would compile the eval graphs too: the
+``all`` row checks the compiled path). Rows run in the order of their cost, every method's eager rows first,
+then ``all``, then ``compile``; a row whose estimate would pass ``--budget-s`` is skipped and said so. The plan
+and its estimate are printed first. Exits with an error naming the rows whose outputs differ or whose losses are
+not finite.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch
+
+import paper_train_step as base
+from fsslib.config import make_config
+from fsslib.data.episodes import EpisodeBatch
+from fsslib.device import autocast
+from fsslib.methods import build_method
+from fsslib.speed import apply_speed_settings, fused_attention
+from fsslib.train import make_optimizer
+
+METHODS = ("pfenet", "piclip", "bam", "hdmnet")
+LEVERS = ("today", "trainer", "no_syncs", "channels_last", "fused_attention", "compile", "all")
+EAGER_LEVERS = ("today", "trainer", "no_syncs", "channels_last", "fused_attention")
+TODAY_MS = {"pfenet": 24.9, "piclip": 53.1, "hdmnet": 59.3, "bam": 24.1}  # H200, bf16, before this change
+BUILD_S = 15.0  # building a paper model with random weights (ResNet-50's BatchNorm calibration; PI-CLIP's ViT)
+ROW_OVERHEAD_S = 3.0  # copying the model, the output check
+COMPILE_S = 75.0  # compiling a method's regions (forward and backward; ``all``: the eval graphs too), a guess
+ATTENTION_METHODS = ("hdmnet", "piclip-hdmnet")  # the methods with HDMNet's attention (fused_attention's rows)
+
+
+@dataclass
+class Row:
+    method: str
+    lever: str
+    ms: float = float("nan")
+    peak_mb: float = float("nan")
+    difference: float | None = None  # relative L2 distance of the eval outputs to today's
+    finite: bool = True
+    note: str = ""
+
+
+def estimate_s(method: str, lever: str, steps: int, warmup: int, compile_s: float | None = None) -> float:
+    """A row's seconds, from today's H200 step time: its steps, copying and checking, and compiling (``compile_s``,
+    by default :data:`COMPILE_S`, a guess; the run replaces it by what its compiled rows took)."""
+    if lever == "fused_attention" and method not in ATTENTION_METHODS:
+        return 0.0
+    step_s = TODAY_MS.get(method, 50.0) / 1000 * (steps + warmup + 2)
+    compiling = COMPILE_S if compile_s is None else compile_s
+    return step_s + ROW_OVERHEAD_S + (compiling if lever in ("compile", "all") else 0.0)
+
+
+def settings(lever: str) -> dict[str, bool]:
+    """The :func:`fsslib.speed.apply_speed_settings` keywords of a row."""
+    if lever == "all":
+        return {"compile": True, "channels_last": True, "fused": True}
+    return {"compile": lever == "compile", "channels_last": lever == "channels_last", "fused": lever == "fused_attention"}
+
+
+def loop_of(lever: str) -> str:
+    """How a row's step gets its batch and its loss: ``device`` (today's benchmark), ``trainer`` (the old
+    fsslib.train loop) or ``pinned`` (the new one)."""
+    return {"trainer": "trainer", "no_syncs": "pinned", "all": "pinned"}.get(lever, "device")
+
+
+def relative_difference(ours: torch.Tensor, reference: torch.Tensor) -> float:
+    ours, reference = ours.float(), reference.float()
+    return float((ours - reference).norm() / reference.norm().clamp_min(1e-12))
+
+
+def eval_outputs(model: torch.nn.Module, batch: EpisodeBatch, device: torch.device) -> torch.Tensor:
+    model.eval()
+    with torch.no_grad(), autocast(device, True):  # no inference_mode: PI-CLIP's GradCAM needs autograd
+        return model(batch.inputs()).float()
+
+
+def time_row(method: str, lever: str, reference: torch.nn.Module, reference_outputs: torch.Tensor, cfg,
+             batch: EpisodeBatch, host_batch: EpisodeBatch, device: torch.device, steps: int, warmup: int) -> Row:
+    """One row: a fresh copy of the reference model with the lever's settings, checked, then timed."""
+    row = Row(method, lever)
+    if lever == "fused_attention" and not fused_attention(reference, False):
+        row.note = "n/a: no attention to fuse"
+        return row
+    model = copy.deepcopy(reference)
+    options = settings(lever)
+    apply_speed_settings(model, **options)
+    if lever != "compile":
+        row.difference = relative_difference(eval_outputs(model, batch, device), reference_outputs)
+    optimizer = make_optimizer(cfg, model)
+    loop = loop_of(lever)
+    pinned = host_batch.pin_memory() if loop == "pinned" and device.type == "cuda" else host_batch
+    losses: list[torch.Tensor] = []
+
+    def step() -> None:
+        if loop == "device":
+            episodes = batch
+        else:
+            episodes = (host_batch if loop == "trainer" else pinned).to(device, non_blocking=loop == "pinned")
+        with autocast(device, True):
+            loss = model.loss(episodes)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if loop == "trainer":
+            losses.append(torch.tensor(loss.item()))  # the old loop's read, every step
+        else:
+            losses.append(loss.detach())
+
+    model.train()
+    for _ in range(max(warmup, 2 if options["compile"] else 0)):  # a compiled row compiles in its first steps
+        step()
+    base.synchronize(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    base.synchronize(device)
+    row.ms = 1000 * (time.perf_counter() - start) / steps
+    row.peak_mb = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else float("nan")
+    row.finite = bool(torch.isfinite(torch.stack([loss.float().cpu() for loss in losses])).all())
+    del model, optimizer
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return row
+
+
+def build(method: str, batch_size: int, shots: int, image_size: int | None, device: torch.device, heads: Path):
+    """The method's paper model with random weights (seeded), its config, and the FLOPs of one bf16 step."""
+    variant, options = base.METHODS[method]
+    options = {key: str(heads) if value == "HEADS" else value for key, value in options.items()}
+    cfg = make_config(method=method, preset="paper", variant=variant or None, shots=shots, batch_size=batch_size,
+                      amp=True, backbone_weights="random", options=options, image_size=image_size)
+    torch.manual_seed(0)
+    model = build_method(cfg).to(device)
+    return cfg, model
+
+
+def step_flops(model: torch.nn.Module, cfg, batch: EpisodeBatch, device: torch.device) -> float:
+    """FLOPs of one training step of a copy of ``model`` (the copy keeps the reference's weights untouched)."""
+    counted = copy.deepcopy(model).train()
+    optimizer = make_optimizer(cfg, counted)
+
+    def step() -> None:
+        with autocast(device, True):
+            loss = counted.loss(batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    flops = base.step_flops(step)
+    del counted, optimizer
+    return flops
+
+
+def ordered_plan(methods: list[str], levers: list[str]) -> list[tuple[str, str]]:
+    """Every method's eager rows first, then the ``all`` rows, then ``compile`` alone (the most costly)."""
+    rows = [(m, lever) for m in methods for lever in levers if lever in EAGER_LEVERS]
+    rows += [(m, "all") for m in methods if "all" in levers]
+    rows += [(m, "compile") for m in methods if "compile" in levers]
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(base.METHODS))
+    parser.add_argument("--levers", nargs="+", default=list(LEVERS), choices=LEVERS,
+                        help="rows to run (today, the reference, always runs)")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--shots", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=30, help="timed steps per row")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed steps per row (a compiled row: at least 2)")
+    parser.add_argument("--device", default="cuda", help="cuda (the measurement) or cpu (a smoke run)")
+    parser.add_argument("--image-size", type=int, default=None, help="replace the paper sizes (a smoke run)")
+    parser.add_argument("--budget-s", type=float, default=480.0, help="skip the rows whose estimate would pass it")
+    parser.add_argument("--tolerance", type=float, default=0.03,
+                        help="largest relative L2 difference of a row's outputs to today's (bf16 rounding)")
+    parser.add_argument("--plan-only", action="store_true", help="print the plan and its estimate, run nothing")
+    parser.add_argument("--peak-tflops", type=float, default=None, help="the GPU's dense bf16 peak, TFLOP/s, when "
+                        "it is not an H100 / H200")
+    args = parser.parse_args(argv)
+    levers = ["today"] + [lever for lever in args.levers if lever != "today"]
+    plan = ordered_plan(args.methods, levers)
+    estimates = {row: estimate_s(*row, args.steps, args.warmup) for row in plan}
+    total = sum(estimates.values()) + BUILD_S * len(args.methods)
+    plan_text = (f"plan: {len(plan)} rows, estimated {total:.0f} s (compiling {COMPILE_S:.0f} s a compiled row, a guess "
+                 f"replaced by the first one's time), budget {args.budget_s:.0f} s: "
+                 + ", ".join(f"{m}/{lever}" for m, lever in plan if estimates[(m, lever)] > 0))
+    if args.plan_only:
+        print(plan_text)
+        return
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit("gpu_speed.py times GPU steps; no CUDA device is available here "
+                         "(--device cpu --image-size 65 --steps 1 --warmup 0 runs it as a smoke test).")
+    device = torch.device(args.device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    peak = args.peak_tflops or base.peak_tflops(name, "bf16")
+    print(f"GPU speed levers, {name}, torch {torch.__version__}, batch {args.batch_size}, {args.shots}-shot, bf16 "
+          f"autocast, {args.steps} timed steps per row after {args.warmup}")
+    print(plan_text + "\n", flush=True)
+
+    started = time.perf_counter()
+    compile_s: float | None = None  # what compiling took in this run's first compiled row
+    rows: list[Row] = []
+    flops: dict[str, float] = {}
+    references: dict[str, tuple] = {}
+    with tempfile.TemporaryDirectory() as folder:
+        heads = base.random_heads(Path(folder))
+        for method, lever in plan:
+            elapsed = time.perf_counter() - started
+            if method not in references:
+                cfg, model = build(method, args.batch_size, args.shots, args.image_size, device, heads)
+                batch_cpu = base.fabricated_batch(args.batch_size, args.shots, cfg.image_size, torch.device("cpu"))
+                batch = batch_cpu.to(device)
+                references[method] = (cfg, model, eval_outputs(model, batch, device), batch, batch_cpu)
+                flops[method] = step_flops(model, cfg, batch, device)
+            if lever != "today" and elapsed + estimate_s(method, lever, args.steps, args.warmup, compile_s) > args.budget_s:
+                rows.append(Row(method, lever, note=f"skipped: past the {args.budget_s:.0f} s budget"))
+                print(f"{method} / {lever}: skipped (budget)", flush=True)
+                continue
+            cfg, model, outputs, batch, batch_cpu = references[method]
+            row_started = time.perf_counter()
+            row = time_row(method, lever, model, outputs, cfg, batch, batch_cpu, device, args.steps, args.warmup)
+            if lever in ("compile", "all") and compile_s is None:
+                compile_s = time.perf_counter() - row_started - estimate_s(method, "today", args.steps, args.warmup)
+            rows.append(row)
+            print(f"{method} / {lever}: {row.ms:.1f} ms/step {row.note}({time.perf_counter() - started:.0f} s so far)",
+                  flush=True)
+
+    print(f"\n| method | lever | ms / step | x today | TFLOP / step | share of peak | peak MB | output diff | note |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    today = {row.method: row.ms for row in rows if row.lever == "today"}
+    failed = []
+    for row in sorted(rows, key=lambda r: (args.methods.index(r.method), LEVERS.index(r.lever))):
+        tflop = flops[row.method] / 1e12
+        share = "n/a" if peak is None or row.ms != row.ms else f"{100 * tflop / (row.ms / 1000) / peak:.1f}%"
+        ratio = row.ms / today[row.method] if row.ms == row.ms else float("nan")
+        difference = "-" if row.difference is None else f"{row.difference:.1e}"
+        print(f"| {row.method} | {row.lever} | {row.ms:.1f} | {ratio:.2f} | {tflop:.3f} | {share} | {row.peak_mb:.0f} | "
+              f"{difference} | {row.note} |")
+        if row.difference is not None and not row.difference <= args.tolerance:
+            failed.append(f"{row.method}/{row.lever} (outputs differ by {row.difference:.1e})")
+        if not row.finite:
+            failed.append(f"{row.method}/{row.lever} (losses not finite)")
+    print(f"\ntotal {time.perf_counter() - started:.0f} s")
+    if failed:
+        raise SystemExit(f"rows that fail their check: {', '.join(failed)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,120 @@
+"""Can the paper tier's training loader keep up with a 2x faster GPU step? Images per second of the loader.
+
+    python benchmarks/paper_loader.py                         # num_workers 0, 1, 2; 96 episodes each
+    python benchmarks/paper_loader.py --workers 0 4 8 --episodes 400
+
+A fabricated prepared PASCAL-5i root (``--images`` JPEGs of 500 x 375, PASCAL's most common size, of smooth
+random colour fields with sensor noise, so they decode like photographs rather than like pure noise; labels with
+one or two objects of random VOC classes) feeds what ``fsslib.train`` runs at ``--preset paper``: the fold's
+:class:`~fsslib.data.episodes.EpisodeDataset` in training mode (PFENet's augmentation: scale, rotation, blur,
+flip, crop to 473 x 473; PFENet's novel-class rule), batches of 4 1-shot episodes through a ``DataLoader`` with
+``collate_episodes``. An episode holds 1 + K images. Reported: images per second of wall time, and images per
+CPU-second (this process and its workers; steady on a shared machine), and from the latter the CPU cores that
+each method's step would need at twice today's H200 speed (:data:`TODAY_MS`: 4 episodes of 2 images a step).
+Prints a Markdown table.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader
+
+from fsslib.data.benchmarks import PASCAL
+from fsslib.data.episodes import EpisodeDataset, Source, collate_episodes
+from fsslib.data.layout import mark_prepared, write_class_index, write_list
+
+TODAY_MS = {"PFENet": 24.9, "BAM": 24.1, "PI-CLIP": 53.1, "HDMNet": 59.3}  # bf16 ms / step on an H200 (batch 4)
+WIDTH, HEIGHT = 500, 375
+
+
+def photo_like(rng: np.random.Generator) -> np.ndarray:
+    """(375, 500, 3) uint8: a smooth colour field (bilinear up-sampling of 12 x 16 random colours) plus noise."""
+    coarse = torch.from_numpy(rng.uniform(0, 255, (1, 3, 12, 16)).astype(np.float32))
+    smooth = torch.nn.functional.interpolate(coarse, size=(HEIGHT, WIDTH), mode="bilinear", align_corners=False)[0]
+    pixels = smooth.permute(1, 2, 0).numpy() + rng.normal(0, 8, (HEIGHT, WIDTH, 3))
+    return pixels.clip(0, 255).astype(np.uint8)
+
+
+def fabricate(root: Path, images: int, seed: int = 0) -> Path:
+    """A prepared PASCAL root with ``images`` training images and labels (``lists/train.txt`` and its index)."""
+    rng = np.random.default_rng(seed)
+    (root / "JPEGImages").mkdir(parents=True)
+    (root / "SegmentationClassAug").mkdir()
+    pairs, presence = [], {}
+    for index in range(images):
+        stem = f"2008_{index:06d}"
+        Image.fromarray(photo_like(rng)).save(root / "JPEGImages" / f"{stem}.jpg", quality=90)
+        label = np.zeros((HEIGHT, WIDTH), dtype=np.uint8)
+        for class_id in rng.choice(np.arange(1, 21), size=int(rng.integers(1, 3)), replace=False):
+            top, left = int(rng.integers(0, HEIGHT - 150)), int(rng.integers(0, WIDTH - 150))
+            height, width = int(rng.integers(80, 150)), int(rng.integers(80, 150))
+            label[top:top + height, left:left + width] = class_id
+        label[label.shape[0] // 2, :] = np.where(label[label.shape[0] // 2, :] > 0, 255, 0)  # a void line, as VOC's
+        Image.fromarray(label).save(root / "SegmentationClassAug" / f"{stem}.png")
+        pairs.append((f"JPEGImages/{stem}.jpg", f"SegmentationClassAug/{stem}.png"))
+        values, counts = np.unique(label, return_counts=True)
+        presence[stem] = {int(v): int(n) for v, n in zip(values, counts) if v not in (0, 255)}
+    write_list(root, "train", pairs)
+    write_class_index(root, "train", presence)
+    mark_prepared(root, {"benchmark": "pascal", "fabricated": True})
+    return root
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and of its finished children (the DataLoader's workers, joined at the end)."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
+def loader_rates(root: Path, workers: int, episodes: int, shots: int, image_size: int, batch_size: int
+                 ) -> tuple[float, float]:
+    """(images per second of wall time, images per CPU-second) of the training episodes through the trainer's
+    DataLoader, workers' start included. The CPU rate holds on a shared machine, where the wall rate depends on
+    what else runs: a machine with N free cores loads about N times it."""
+    dataset = EpisodeDataset(Source(PASCAL, "train", root=root), 0, shots, image_size, episodes, seed=0,
+                             mode="train", novel_rule="pfenet", augment="pfenet", resize="pad")
+    start, cpu = time.perf_counter(), cpu_seconds()
+    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate_episodes, num_workers=workers)
+    count = sum(len(batch) for batch in loader) * (1 + shots)
+    del loader  # its workers exit: their CPU time joins RUSAGE_CHILDREN
+    return count / (time.perf_counter() - start), count / (cpu_seconds() - cpu)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--episodes", type=int, default=96, help="timed episodes per worker count")
+    parser.add_argument("--images", type=int, default=120, help="fabricated training images")
+    parser.add_argument("--image-size", type=int, default=473)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--shots", type=int, default=1)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)  # as in a DataLoader worker; the main process of workers=0 then does the same work
+    cpu = platform.processor() or platform.machine()
+    print(f"Paper-tier training loader, fabricated PASCAL {WIDTH}x{HEIGHT} JPEGs -> {args.image_size}, "
+          f"PFENet augmentation, batch {args.batch_size}, {args.shots}-shot; {os.cpu_count()} CPU cores ({cpu}), "
+          f"torch {torch.__version__}\n")
+    needed = {method: args.batch_size * (1 + args.shots) / (ms / 2 / 1000) for method, ms in TODAY_MS.items()}
+    print("| num_workers | images/s (wall) | images per CPU-second | "
+          + " | ".join(f"cores for {m} at 2x ({needed[m]:.0f} images/s)" for m in TODAY_MS) + " |")
+    print("|---|---|---|" + "---|" * len(TODAY_MS))
+    with tempfile.TemporaryDirectory() as folder:
+        root = fabricate(Path(folder) / "VOC2012", args.images)
+        loader_rates(root, 0, args.batch_size, args.shots, args.image_size, args.batch_size)  # first calls' costs
+        for workers in args.workers:
+            wall, per_cpu = loader_rates(root, workers, args.episodes, args.shots, args.image_size, args.batch_size)
+            print(f"| {workers} | {wall:.1f} | {per_cpu:.1f} | " + " | ".join(f"{needed[m] / per_cpu:.1f}" for m in TODAY_MS)
+                  + " |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
