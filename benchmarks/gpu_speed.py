@@ -148,10 +148,7 @@ def time_row(method: str, lever: str, reference: torch.nn.Module, reference_outp
     row.ms = 1000 * (time.perf_counter() - start) / steps
     row.peak_mb = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else float("nan")
     row.finite = bool(torch.isfinite(torch.stack([loss.float().cpu() for loss in losses])).all())
-    del model, optimizer
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-    return row
+    return row  # the row's model and optimiser go with this frame: the caller empties the CUDA cache
 
 
 def build(method: str, batch_size: int, shots: int, image_size: int | None, device: torch.device, heads: Path):
@@ -177,9 +174,7 @@ def step_flops(model: torch.nn.Module, cfg, batch: EpisodeBatch, device: torch.d
         loss.backward()
         optimizer.step()
 
-    flops = base.step_flops(step)
-    del counted, optimizer
-    return flops
+    return base.step_flops(step)
 
 
 def ordered_plan(methods: list[str], levers: list[str]) -> list[tuple[str, str]]:
@@ -250,13 +245,15 @@ def main(argv: list[str] | None = None) -> None:
             cfg, model, outputs, batch, batch_cpu = references[method]
             row_started = time.perf_counter()
             row = time_row(method, lever, model, outputs, cfg, batch, batch_cpu, device, args.steps, args.warmup)
+            if device.type == "cuda":
+                torch.cuda.empty_cache()  # the row's model copy and optimiser state are gone
             if lever in ("compile", "all") and compile_s is None:
                 compile_s = time.perf_counter() - row_started - estimate_s(method, "today", args.steps, args.warmup)
             rows.append(row)
             print(f"{method} / {lever}: {row.ms:.1f} ms/step {row.note}({time.perf_counter() - started:.0f} s so far)",
                   flush=True)
 
-    print(f"\n| method | lever | ms / step | x today | TFLOP / step | share of peak | peak MB | output diff | note |")
+    print("\n| method | lever | ms / step | x today | TFLOP / step | share of peak | peak MB | output diff | note |")
     print("|---|---|---|---|---|---|---|---|---|")
     today = {row.method: row.ms for row in rows if row.lever == "today"}
     failed = []
