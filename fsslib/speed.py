@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from fsslib.blocks.frozen import _held
+from fsslib.blocks.frozen import held_frozen_models
 
 SPEED_SETTINGS = ("compile", "channels_last", "fused_attention")
 
@@ -48,7 +48,7 @@ def to_channels_last(model: nn.Module) -> nn.Module:
 def modules_with_frozen(model: nn.Module):
     """(name, module) of every module of ``model`` and of the frozen models it holds."""
     yield from model.named_modules()
-    for name, frozen in _held(model):
+    for name, frozen in held_frozen_models(model):
         yield from frozen.named_modules(prefix=name)
 
 
@@ -62,7 +62,7 @@ def compiled_parts(model: nn.Module) -> list[tuple[str, nn.Module]]:
     from fsslib.models.backbones import MultiLevelBackbone
 
     parts: list[tuple[str, nn.Module]] = []
-    for name, frozen in _held(model):
+    for name, frozen in held_frozen_models(model):
         if isinstance(frozen, MultiLevelBackbone):
             parts.append((name, frozen))
         elif isinstance(frozen, BaseLearner):

@@ -9,7 +9,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "fsslib"
 LAYERS = {"data": 0, "blocks": 0, "metrics": 1, "viz": 1, "models": 1, "clip": 1, "pretrain": 2, "methods": 2,
           "config": 3, "engine": 3, "notebook": 3, "zoo": 3, "tables": 3, "train": 4, "evaluate": 4, "compare": 4, "runs": 4, "predict": 4,
-          "papers": 1, "lessons": 4, "fetch": 4, "rates": 3, "launch": 4, "plan": 4, "docs": 4}  # a subpackage or module: its layer
+          "papers": 1, "lessons": 4, "fetch": 4, "rates": 3, "launch": 4, "plan": 4, "docs": 4, "speed": 3}  # a subpackage or module: its layer
 GROUND = {"errors", "paths", "provenance", "device"}  # modules every layer may use
 
 

@@ -38,20 +38,20 @@ class HoldsFrozen(nn.Module):
         return self
 
 
-def _held(module: nn.Module, prefix: str = "") -> Iterator[tuple[str, nn.Module]]:
+def held_frozen_models(module: nn.Module, prefix: str = "") -> Iterator[tuple[str, nn.Module]]:
     """(dotted name, module) of every frozen model held anywhere inside ``module``, also inside frozen ones."""
     for path, submodule in module.named_modules(prefix=prefix):
         for name, frozen in getattr(submodule, "_frozen", {}).items():
             held = f"{path}.{name}" if path else name
             yield held, frozen
-            yield from _held(frozen, held)
+            yield from held_frozen_models(frozen, held)
 
 
 def frozen_digests(module: nn.Module) -> dict[str, str]:
     """SHA-256 of the parameters and buffers of each frozen model held inside ``module``, by dotted name
     (a model held twice, e.g. one CLIP shared by two blocks, is listed under its first name)."""
     digests, seen = {}, set()
-    for name, frozen in _held(module):
+    for name, frozen in held_frozen_models(module):
         if id(frozen) in seen:
             continue
         seen.add(id(frozen))
