@@ -74,7 +74,7 @@ def row(path: Path) -> dict:
 def report(fold: int, rows: list[dict], seed_epochs: int, complete: bool = True) -> tuple[list[str], int | None]:
     """The page's lines and the chosen budget (None when no doubling is under the seed spread); ``complete``: every
     run of the control has finished (else a budget found so far may still change)."""
-    series = [r for r in rows if r.get("precision", "fp32") == "fp32"]
+    series = [r for r in rows if r["precision"] == "fp32"]
     seed_zero = {r["epochs"]: r for r in series if r["seed"] == ZOO_SEED}
     spread_rows = [r["test"] for r in series if r["epochs"] == seed_epochs]
     spread = max(spread_rows) - min(spread_rows) if len(spread_rows) > 1 else None
@@ -85,13 +85,13 @@ def report(fold: int, rows: list[dict], seed_epochs: int, complete: bool = True)
              "with the load: the cost of a step is compared in `benchmarks/results/toy_step_costs.md`.", "",
              "| epochs | seed | precision | test mIoU | val mIoU | last-quarter gain (SE) | verdict | train wall / CPU min |",
              "|---|---|---|---|---|---|---|---|"]
-    for r in sorted(rows, key=lambda r: (r["epochs"], r["seed"], r.get("precision", "fp32"))):
+    for r in sorted(rows, key=lambda r: (r["epochs"], r["seed"], r["precision"])):
         error = "" if r["error"] is None else f" ({r['error']:.2f})"
-        lines.append(f"| {r['epochs']} | {r['seed']} | {r.get('precision', 'fp32')} | {r['test']:.2f} | {r['val']:.2f} | "
+        lines.append(f"| {r['epochs']} | {r['seed']} | {r['precision']} | {r['test']:.2f} | {r['val']:.2f} | "
                      f"{r['gain']:+.2f}{error} | {r['verdict']} | {r['wall_min']:.1f} / {r['cpu_min']:.1f} |")
     for r in rows:  # the precision control: a bf16 run beside the float32 run of its budget and seed
         pair = next((f for f in series if (f["epochs"], f["seed"]) == (r["epochs"], r["seed"])), None)
-        if r.get("precision", "fp32") != "fp32" and pair is not None:
+        if r["precision"] != "fp32" and pair is not None:
             lines += ["", f"Precision control: at {r['epochs']} epochs, seed {r['seed']}, {r['precision']} steps score "
                       f"{r['test'] - pair['test']:+.2f} points of test mIoU against float32's (one run each)."]
     lines += ["", f"Seed spread of the test mIoU at {seed_epochs} epochs (seeds "

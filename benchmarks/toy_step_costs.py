@@ -34,15 +34,17 @@ from fsslib.models.backbones import build_backbone
 from fsslib.pretrain.base_learner.data import BaseTrainingImages, training_names
 from fsslib.pretrain.base_learner.train import tier_settings
 from fsslib.train import make_optimizer
+from timing import write_report  # the benchmarks' shared footer (this script's folder is on sys.path)
 
 REPO = Path(__file__).resolve().parents[1]
 METHODS = ("bam", "hdmnet", "piclip-bam", "piclip-hdmnet")
 
 
-def cpu_ms(function: Callable[[], object]) -> float:
+def cpu_ms(function: Callable[[], object]) -> tuple[object, float]:
+    """``function()``'s result and the CPU milliseconds this process spent on it."""
     start = time.process_time()
-    function()
-    return 1e3 * (time.process_time() - start)
+    result = function()
+    return result, 1e3 * (time.process_time() - start)
 
 
 def warm(source: Source) -> Source:
@@ -102,13 +104,13 @@ def measure(name: str, case, steps: int) -> str:
     step(next_batch())()  # warm-up
     data, plain, last, bf16 = [], [], [], []
     for _ in range(steps):
-        batch = []
-        data.append(cpu_ms(lambda: batch.append(next_batch())))
-        plain.append(cpu_ms(step(batch[0])))
+        batch, ms = cpu_ms(next_batch)
+        data.append(ms)
+        plain.append(cpu_ms(step(batch))[1])
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            bf16.append(cpu_ms(step(batch[0])))
+            bf16.append(cpu_ms(step(batch))[1])
         model.to(memory_format=torch.channels_last)
-        last.append(cpu_ms(step(batch[0])))  # the batch's images convert on the first convolution
+        last.append(cpu_ms(step(batch))[1])  # the batch's images convert on the first convolution
         model.to(memory_format=torch.contiguous_format)
     median = statistics.median
     share = median(data) / (median(data) + median(plain))
@@ -129,7 +131,6 @@ def main() -> None:
              "bf16 autocast step |", "|---|---|---|---|---|---|",
              measure("base learner, fold 0 (16 images)", base_learner_case(), args.steps)]
     lines += [measure(f"{method}, fold 0 (8 episodes)", meta_learner_case(method), args.steps) for method in METHODS]
-    from timing import write_report  # the benchmarks' shared footer
     write_report(lines, args.out)
 
 

@@ -13,7 +13,7 @@ spec.loader.exec_module(base_learner_budget)
 
 
 def fabricated(epochs: int, seed: int, test: float) -> dict:
-    return {"epochs": epochs, "seed": seed, "test": test, "val": test - 1, "gain": 0.5, "error": 0.2,
+    return {"epochs": epochs, "seed": seed, "precision": "fp32", "test": test, "val": test - 1, "gain": 0.5, "error": 0.2,
             "verdict": "flat", "wall_min": 1.0, "cpu_min": 1.0}
 
 

@@ -179,14 +179,19 @@ BENCHMARKS = {"prototype": "coco"}  # COCO-20i's path through prepare, train and
 IN_PROCESS = set(TRAINED_METHODS) - {"prototype"}  # the prototype's run keeps the user's two processes
 
 
+def use_user_folders(prepared: dict[str, str], monkeypatch) -> None:
+    """The user's data and weights folders (``prepared``'s) for code run in this process."""
+    for key, value in prepared.items():
+        if key.startswith(("FSSLIB_", "TORCH_", "HF_")):
+            monkeypatch.setenv(key, value)
+
+
 def in_process(prepared: dict[str, str], monkeypatch, capsys, module: str, *arguments: str) -> str:
     """``python -m module arguments`` as ``module.main(arguments)`` in this process, in the user's environment;
     its printed output, or the test fails with its message."""
     import importlib
 
-    for key, value in prepared.items():
-        if key.startswith(("FSSLIB_", "TORCH_", "HF_")):
-            monkeypatch.setenv(key, value)
+    use_user_folders(prepared, monkeypatch)
     capsys.readouterr()
     try:
         importlib.import_module(module).main(list(arguments))
@@ -225,9 +230,7 @@ def test_each_missing_file_names_where_the_instructions_are(prepared, tmp_path, 
     from fsslib import evaluate, train
     from fsslib.data import prepare
 
-    for key, value in prepared.items():  # the user's folders, in this process
-        if key.startswith(("FSSLIB_", "TORCH_", "HF_")):
-            monkeypatch.setenv(key, value)
+    use_user_folders(prepared, monkeypatch)
     steps = {
         "data": ["--method", "pfenet", "--preset", "paper", "--backbone-weights", "random", "--data-root",
                  str(tmp_path / "nothing")],
