@@ -133,8 +133,9 @@ def random_builds_once(monkeypatch, random_backbone, random_clip):
 
 
 @pytest.fixture
-def paper_models(monkeypatch, random_backbone, random_vit_b16, random_rn50_clip):
-    """Make the methods' ``build`` use the session's random paper-size models instead of building new ones."""
+def paper_models(monkeypatch, random_backbone, random_clip):
+    """Make the methods' ``build`` use the session's random paper-size models instead of building new ones (each on
+    first use: a test of PFENet or QGNet builds no CLIP)."""
     import fsslib.methods.lfss as lfss
     import fsslib.methods.pfenet as pfenet
     import fsslib.methods.piclip as piclip
@@ -142,5 +143,5 @@ def paper_models(monkeypatch, random_backbone, random_vit_b16, random_rn50_clip)
 
     for module in (pfenet, piclip, lfss, qgnet):
         monkeypatch.setattr(module, "build_backbone", lambda name, weights=None: random_backbone(name))
-    monkeypatch.setattr(piclip, "load_clip", lambda name, pretrained=None, checkpoint=None: random_vit_b16)
-    monkeypatch.setattr(lfss, "load_clip", lambda name, pretrained=None, checkpoint=None: random_rn50_clip)
+    monkeypatch.setattr(piclip, "load_clip", lambda name, pretrained=None, checkpoint=None: random_clip("ViT-B-16"))
+    monkeypatch.setattr(lfss, "load_clip", lambda name, pretrained=None, checkpoint=None: random_clip("RN50"))
