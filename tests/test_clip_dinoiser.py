@@ -274,10 +274,15 @@ def test_paper_tier_shapes_two_way_at_448_with_random_vit_b16_and_heads(monkeypa
                          support_masks=torch.ones(1, ways, 1, size, size, dtype=torch.long),
                          query_images=torch.rand(1, 3, size, size, generator=generator), query_masks=masks,
                          query_labels=[masks[0]], class_ids=torch.tensor([[3, 7]]), class_names=[["bird", "car"]])
+    taps, correlations = [], []  # what the forward pass taps and correlates: one ViT-B/16 pass of the query gives both checks
+    monkeypatch.setattr(clip_dinoiser.segmenter, "maskclip_features_and_tap",
+                        lambda *args: taps.append(maskclip_features_and_tap(*args)) or taps[-1])
+    model.heads.correlation.register_forward_hook(lambda module, inputs, output: correlations.append(output))
     with torch.no_grad():
-        _, tapped = maskclip_features_and_tap(model.bundle, batch.query_images, model.feature_block)
-        assert tapped.shape == (1, 768, 28, 28) and model.heads.correlation(tapped).shape == (1, 784, 784)
         assert model(batch.inputs()).shape == (1, 1 + ways, size, size)
+    assert len(taps) == len(correlations) == 1  # 448 x 448 in windows of 448: the query in one window
+    (_, tapped), correlation = taps[0], correlations[0]
+    assert tapped.shape == (1, 768, 28, 28) and correlation.shape == (1, 784, 784)
 
 
 def test_trained_adapter_starts_as_the_training_free_model_and_weights_classes_by_presence(tiny_heads_file, toy_root):

@@ -517,13 +517,14 @@ def test_bad_images_get_clear_errors(vit, rn):
 # ---------------------------------------------------------------- paper-sized plumbing
 
 
-def test_paper_sized_models_random_weights(random_vit_b16):
+def test_paper_sized_models_random_weights(random_vit_b16, random_rn50_clip):
+    """load_clip's random ViT-B/16 and RN50, as the session's fixtures build them once."""
     vit_b16 = random_vit_b16
     assert (vit_b16.kind, vit_b16.patch_size, vit_b16.image_size, vit_b16.embed_dim) == ("vit", 16, 224, 512)
     with torch.no_grad():
         features = maskclip_features(vit_b16, torch.rand(1, 3, 473, 473))
     assert features.shape == (1, 512, 29, 29)  # PI-CLIP: 473 / 16 -> 29 x 29 tokens
-    rn50 = load_clip("RN50")
+    rn50 = random_rn50_clip
     assert (rn50.kind, rn50.patch_size, rn50.embed_dim) == ("rn", 32, 1024)
     with torch.no_grad():
         features = maskclip_features(rn50, torch.rand(1, 3, 128, 160))

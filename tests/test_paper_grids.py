@@ -140,9 +140,11 @@ def fabricated(tmp_path_factory) -> Path:
 @pytest.mark.slow
 @pytest.mark.budget(20)  # 4-15 s each on two busy cores
 @pytest.mark.parametrize("grid", sorted(REHEARSED))
-def test_each_paper_grid_runs_through_its_own_file_at_a_reduced_size(grid, fabricated, tmp_path, monkeypatch, capsys):
+def test_each_paper_grid_runs_through_its_own_file_at_a_reduced_size(grid, fabricated, tmp_path, monkeypatch, capsys,
+                                                                   random_builds_once):
     """The grid file itself, with --set for the size, the epochs, the episodes and random weights: it trains and
-    evaluates fold 0 through fsslib.launch and writes its table, fsslib's fold beside the paper's."""
+    evaluates fold 0 through fsslib.launch and writes its table, fsslib's fold beside the paper's (the random
+    ResNet-50s and CLIPs drawn once per session: ``random_builds_once``)."""
     monkeypatch.setenv("FSSLIB_DATA", str(fabricated / "data"))
     monkeypatch.setenv("FSSLIB_WEIGHTS", str(fabricated / "weights"))
     settings = [item for setting in [*REDUCED, *REHEARSED[grid]] for item in ("--set", setting)]

@@ -201,7 +201,10 @@ def in_process(prepared: dict[str, str], monkeypatch, capsys, module: str, *argu
 
 
 @pytest.mark.parametrize("method", sorted(TRAINED_METHODS))
-def test_train_and_evaluate_through_the_command_line(prepared, home, method, tmp_path, monkeypatch, capsys):
+def test_train_and_evaluate_through_the_command_line(prepared, home, method, tmp_path, monkeypatch, capsys,
+                                                     random_builds_once):
+    """Train and evaluate at the paper preset (in this process: the random ResNet-50s and CLIPs drawn once per
+    session, ``random_builds_once``; the prototype's processes draw their own)."""
     flags = [flag.replace("HEADS", str(home / "last.pt")) for flag in TRAINED_METHODS[method]]
     size = [] if PAPER_SIZES else ["--image-size", str(IMAGE_SIZE), *CPU_SAVERS.get(method, [])]
     benchmark = BENCHMARKS.get(method, "pascal")

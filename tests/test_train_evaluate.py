@@ -110,16 +110,24 @@ def _cli(args, **env):
 
 
 @pytest.mark.slow
-def test_command_line_train_and_evaluate(tmp_path, toy_root):
+def test_command_line_train_and_evaluate(tmp_path, toy_root, capsys):
+    """``python -m fsslib.train`` and ``python -m fsslib.evaluate`` as their ``main(argv)`` in this process: the same
+    parsing, files and messages without two interpreters that import torch again (the commands as the processes a
+    user starts, and 1-way evaluation: tests/test_paper_tier_cli.py's prototype)."""
     out = tmp_path / "cli"
-    result = _cli(["-m", "fsslib.train", "--method", "prototype", "--smoke", "--no-progress", "--fold", "3", "--out", str(out)])
-    assert result.returncode == 0, result.stderr
-    # 1-way evaluation through the command line: tests/test_paper_tier_cli.py
-    result = _cli(["-m", "fsslib.evaluate", "--method", "prototype", "--smoke", "--fold", "3", "--ways", "2", "--shots", "1",
-                   "--ckpt", str(out / "best.pt"), "--out", str(out / "eval2"), "--no-progress"])
-    assert result.returncode == 0, result.stderr
+
+    def command(main, *arguments: str) -> str:
+        try:
+            main(list(arguments))
+        except SystemExit as stopped:
+            pytest.fail(f"exited {stopped.code}: {capsys.readouterr().err[-3000:]}")
+        return capsys.readouterr().out
+
+    command(train.main, "--method", "prototype", "--smoke", "--no-progress", "--fold", "3", "--out", str(out))
+    printed = command(evaluate.main, "--method", "prototype", "--smoke", "--fold", "3", "--ways", "2", "--shots", "1",
+                      "--ckpt", str(out / "best.pt"), "--out", str(out / "eval2"), "--no-progress")
     two_way = json.loads((out / "eval2" / "metrics.json").read_text())
-    assert "2-way" in result.stdout and "mIoU" in result.stdout
+    assert "2-way" in printed and "mIoU" in printed
     assert (two_way["fold"], two_way["ways"], two_way["shots"], two_way["episodes"]) == (3, 2, 1, 40)
 
 
