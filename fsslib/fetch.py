@@ -313,7 +313,9 @@ def run_needs(cfg: Config, workdir: Path | None = None) -> list[Need]:
             path = Path(value).expanduser()
             needs.append(_file_need(f"option {key}", path if path.is_absolute() else _from(workdir, path), usual))
     if isinstance(options, BaseLearnerOptions):  # BAM, HDMNet and PI-CLIP on them read a frozen base learner
-        needs.extend(_base_learner_need(Path(path).expanduser(), cfg) for path in options.base_learner_files(cfg).values())
+        for path in map(Path, options.base_learner_files(cfg).values()):
+            path = path.expanduser()
+            needs.append(_base_learner_need(path if path.is_absolute() else _from(workdir, path), cfg))
     return needs
 
 

@@ -447,3 +447,15 @@ def test_method_table_matches_the_paper_presets():
         assert wanted == {name for name in names if name in fetch.WEIGHTS and not name.startswith("clip-dinoiser")}, method
         for name in names:
             assert isinstance(fetch.resolve_weights(name), (RemoteFile, HubWeights))
+
+
+def test_a_relative_base_learner_file_is_read_from_the_folder_the_run_executes_in(tmp_path):
+    """A grid's runs execute in the notebook's folder: ``options: {base_learner: ../x.pt}`` names a file beside it,
+    which the plan finds there (not in the working directory)."""
+    from fsslib.config import make_config
+
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "x.pt").write_bytes(b"")
+    cfg = make_config(method="bam", options={"base_learner": "../x.pt"})
+    (need,) = [n for n in fetch.run_needs(cfg, tmp_path / "notebooks") if n.name.startswith("base learner")]
+    assert need.present and need.looked_at == (str(tmp_path / "x.pt"),)
