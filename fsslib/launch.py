@@ -257,9 +257,14 @@ def device_groups(gpus: list[str], gpus_per_run: int, jobs: int) -> list[str | N
     return groups[:jobs]
 
 
+DEVICE_HANDOVER_S = 300  # a worker that finds no group in 5 minutes fails (the pool then says so)
+
+
 def _take_devices(free: Any) -> None:
-    """Pool worker initializer: this worker's GPU group, kept for its lifetime (set before CUDA is initialised)."""
-    os.environ["CUDA_VISIBLE_DEVICES"] = free.get_nowait()
+    """Pool worker initializer: this worker's GPU group, kept for its lifetime (set before CUDA is initialised).
+    The groups are put before the pool starts, but a multiprocessing queue hands them over through a feeder thread:
+    the get waits for its group (on a busy machine the queue can still look empty when a worker starts)."""
+    os.environ["CUDA_VISIBLE_DEVICES"] = free.get(timeout=DEVICE_HANDOVER_S)
 
 
 class Pool:

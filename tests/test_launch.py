@@ -57,6 +57,18 @@ def test_the_pool_sets_each_workers_cuda_visible_devices(monkeypatch):
     assert seen == {"0,1", "2,3"}
 
 
+def test_a_worker_waits_for_its_gpu_group_to_arrive(monkeypatch):
+    """A multiprocessing queue delivers what was put through a feeder thread: on a busy machine a worker can start
+    before its group arrives. The initializer waits for it instead of failing the pool."""
+    import queue
+
+    free = queue.Queue()
+    threading.Timer(0.3, free.put, args=("2,3",)).start()  # the group arrives after the worker starts
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    launch._take_devices(free)
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "2,3"
+
+
 def test_slurm_jobs_ask_for_the_partition_gpus_and_time_of_the_grid(tmp_path, monkeypatch):
     import shutil
 
