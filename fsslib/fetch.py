@@ -310,18 +310,17 @@ def run_needs(cfg: Config, workdir: Path | None = None) -> list[Need]:
         if value is None and (cfg.method, key) in PAPER_FILE_OPTIONS and cfg.preset == "paper":
             needs.append(Need(f"option {key}", (), False, PAPER_FILE_OPTIONS[(cfg.method, key)]))
         elif isinstance(value, str) and value != "random":  # HDMNet's heads option is a tuple of head counts
-            path = Path(value).expanduser()
-            needs.append(_file_need(f"option {key}", path if path.is_absolute() else _from(workdir, path), usual))
+            needs.append(_file_need(f"option {key}", _from(workdir, Path(value).expanduser()), usual))
     if isinstance(options, BaseLearnerOptions):  # BAM, HDMNet and PI-CLIP on them read a frozen base learner
-        for path in map(Path, options.base_learner_files(cfg).values()):
-            path = path.expanduser()
-            needs.append(_base_learner_need(path if path.is_absolute() else _from(workdir, path), cfg))
+        needs.extend(_base_learner_need(_from(workdir, Path(path).expanduser()), cfg)
+                     for path in options.base_learner_files(cfg).values())
     return needs
 
 
 def _from(workdir: Path | None, path: Path) -> Path:
-    """The relative ``path`` as a run executing in ``workdir`` reads it, without its ``..`` steps."""
-    return Path(os.path.normpath((workdir or Path.cwd()) / path))
+    """``path`` as a run executing in ``workdir`` reads it: an absolute path as it is, a relative one from
+    ``workdir`` without its ``..`` steps."""
+    return path if path.is_absolute() else Path(os.path.normpath((workdir or Path.cwd()) / path))
 
 
 def _base_learner_need(path: Path, cfg: Config) -> Need:

@@ -43,6 +43,23 @@ def tiny_cfg(tmp_path, toy_root):
     return factory
 
 
+@pytest.fixture
+def run_main(capsys):
+    """``run_main(module, *arguments)``: ``python -m module arguments`` as ``module.main(arguments)`` in this process;
+    its printed output, or the test fails with the command's message."""
+    import importlib
+
+    def run(module: str, *arguments: str) -> str:
+        capsys.readouterr()
+        try:
+            importlib.import_module(module).main(list(arguments))
+        except SystemExit as stopped:
+            pytest.fail(f"python -m {module} {' '.join(arguments)} exited {stopped.code}: {capsys.readouterr().err[-3000:]}")
+        return capsys.readouterr().out
+
+    return run
+
+
 @pytest.fixture(scope="session")
 def random_backbone():
     """``random_backbone(name)``: the paper tier's backbone ``name`` with random weights, built once per session on

@@ -186,22 +186,8 @@ def use_user_folders(prepared: dict[str, str], monkeypatch) -> None:
             monkeypatch.setenv(key, value)
 
 
-def in_process(prepared: dict[str, str], monkeypatch, capsys, module: str, *arguments: str) -> str:
-    """``python -m module arguments`` as ``module.main(arguments)`` in this process, in the user's environment;
-    its printed output, or the test fails with its message."""
-    import importlib
-
-    use_user_folders(prepared, monkeypatch)
-    capsys.readouterr()
-    try:
-        importlib.import_module(module).main(list(arguments))
-    except SystemExit as stopped:
-        pytest.fail(f"python -m {module} {' '.join(arguments)} exited {stopped.code}: {capsys.readouterr().err[-3000:]}")
-    return capsys.readouterr().out
-
-
 @pytest.mark.parametrize("method", sorted(TRAINED_METHODS))
-def test_train_and_evaluate_through_the_command_line(prepared, home, method, tmp_path, monkeypatch, capsys,
+def test_train_and_evaluate_through_the_command_line(prepared, home, method, tmp_path, monkeypatch, run_main,
                                                      random_builds_once):
     """Train and evaluate at the paper preset (in this process: the random ResNet-50s and CLIPs drawn once per
     session, ``random_builds_once``; the prototype's processes draw their own)."""
@@ -213,8 +199,9 @@ def test_train_and_evaluate_through_the_command_line(prepared, home, method, tmp
     run = tmp_path / "run"
 
     def cli(module: str, *arguments: str) -> str:
-        if method in IN_PROCESS:
-            return in_process(prepared, monkeypatch, capsys, module, *arguments)
+        if method in IN_PROCESS:  # the user's environment, in this process
+            use_user_folders(prepared, monkeypatch)
+            return run_main(module, *arguments)
         return command(prepared, module, *arguments)
 
     cli("fsslib.train", *common, "--epochs", "1", "--episodes-per-epoch", "2", "--batch-size", "2",

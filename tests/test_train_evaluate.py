@@ -110,21 +110,13 @@ def _cli(args, **env):
 
 
 @pytest.mark.slow
-def test_command_line_train_and_evaluate(tmp_path, toy_root, capsys):
+def test_command_line_train_and_evaluate(tmp_path, toy_root, run_main):
     """``python -m fsslib.train`` and ``python -m fsslib.evaluate`` as their ``main(argv)`` in this process: the same
     parsing, files and messages without two interpreters that import torch again (the commands as the processes a
     user starts, and 1-way evaluation: tests/test_paper_tier_cli.py's prototype)."""
     out = tmp_path / "cli"
-
-    def command(main, *arguments: str) -> str:
-        try:
-            main(list(arguments))
-        except SystemExit as stopped:
-            pytest.fail(f"exited {stopped.code}: {capsys.readouterr().err[-3000:]}")
-        return capsys.readouterr().out
-
-    command(train.main, "--method", "prototype", "--smoke", "--no-progress", "--fold", "3", "--out", str(out))
-    printed = command(evaluate.main, "--method", "prototype", "--smoke", "--fold", "3", "--ways", "2", "--shots", "1",
+    run_main("fsslib.train", "--method", "prototype", "--smoke", "--no-progress", "--fold", "3", "--out", str(out))
+    printed = run_main("fsslib.evaluate", "--method", "prototype", "--smoke", "--fold", "3", "--ways", "2", "--shots", "1",
                       "--ckpt", str(out / "best.pt"), "--out", str(out / "eval2"), "--no-progress")
     two_way = json.loads((out / "eval2" / "metrics.json").read_text())
     assert "2-way" in printed and "mIoU" in printed
