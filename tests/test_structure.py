@@ -110,3 +110,16 @@ def test_clip_and_models_hold_architecture_and_loading_only():
 def test_checkpoints_are_loaded_with_weights_only():
     offenders = [str(p) for p in PACKAGE.rglob("*.py") if "weights_only=False" in p.read_text()]
     assert not offenders
+
+
+def test_a_toy_run_without_clip_imports_neither_torchvision_nor_open_clip():
+    """Importing torchvision costs a process about a CPU-second (it imports torch._dynamo); the toy tier's CNN methods
+    need none of it, and every grid run, launch worker and lesson kernel of theirs would pay it."""
+    import subprocess
+    import sys
+
+    script = ("import sys\nfrom fsslib.config import make_config\nfrom fsslib.methods import build_method\nimport fsslib.train\n"
+              "for method in ('prototype', 'pfenet', 'bam', 'hdmnet', 'qgnet'):\n    build_method(make_config(method=method))\n"
+              "print(sorted(m for m in ('torchvision', 'open_clip') if m in sys.modules))")
+    imported = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert imported.strip() == "[]"

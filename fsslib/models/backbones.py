@@ -15,7 +15,6 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-import torchvision
 
 from fsslib.errors import CheckpointError, unknown
 from fsslib.models.files import read_weights
@@ -62,6 +61,8 @@ class ResNet50Backbone(MultiLevelBackbone):
 
     def __init__(self, weights: str | Path | None) -> None:
         super().__init__()
+        import torchvision  # here, not at the top: importing it costs a process about a CPU-second, and the toy tier needs none
+
         net = torchvision.models.resnet50(weights=None, replace_stride_with_dilation=[False, True, True])
         if weights is not None:
             net.load_state_dict(_load_state_dict(Path(weights)))
@@ -90,6 +91,8 @@ class DeepStemResNet50Backbone(MultiLevelBackbone):
 
     def __init__(self) -> None:
         super().__init__()
+        import torchvision
+
         net = torchvision.models.resnet50(weights=None)
         self.stem = nn.Sequential(OrderedDict([
             ("conv1", nn.Conv2d(3, 64, 3, 2, 1, bias=False)), ("bn1", nn.BatchNorm2d(64)), ("relu1", nn.ReLU(inplace=True)),
