@@ -250,27 +250,40 @@ def seed_rows(grid: dict[str, Any], results: Path | None = None) -> list[dict[st
 def budget_record(grid: dict[str, Any], params: dict[str, Any], results: Path | None = None) -> dict[str, Any] | None:
     """Why a zoo model's budget is its plateau, for its ``.json``: the fold-0 1-way 1-shot test mIoU of the method (and
     variant) at this grid's budget and in the grid named under ``budget_control`` (the same run at twice the
-    budget), the move, and the difference that resolves two single rows (``docs/protocol.md``, from the seed
+    budget; a list of grids when the methods' doublings were run apart: the one whose table holds the method's
+    row), the move, and the difference that resolves two single rows (``docs/protocol.md``, from the seed
     spread of ``compare_toy``). None for a grid without ``budget_control``; an error when a table lacks the row."""
-    control = grid.get("budget_control")
-    if not control:
+    controls = grid.get("budget_control")
+    if not controls:
         return None
     from fsslib.compare import pooled_spread, read_comparison, resolution_threshold, seed_spread
 
     results = results or REPO / "papermill_runs" / "results"
     variant = params.get("variant") or ""
+    named = " ".join(filter(None, (params["method"], variant)))
 
-    def fold_zero_row(name: str) -> dict[str, Any]:
+    def fold_zero_rows(name: str) -> list[dict[str, Any]]:
         path = results / f"{name}.csv"
-        rows = [r for r in (read_table(path) if path.is_file() else []) if r["method"] == params["method"]
+        return [r for r in (read_table(path) if path.is_file() else []) if r["method"] == params["method"]
                 and (r.get("variant") or "") == variant and int(r["fold"]) == 0 and int(r["ways"]) == 1
                 and int(r["shots"]) == 1 and int(r["train_shots"] or 1) == 1 and int(r["seed"]) == 0]
+
+    def fold_zero_row(name: str) -> dict[str, Any]:
+        rows = fold_zero_rows(name)
         if len(rows) != 1:
-            raise FsslibError(f"Table {path} holds {len(rows)} fold-0 1-way 1-shot rows of "
-                              f"{' '.join(filter(None, (params['method'], variant)))}, seed 0: the budget control needs one.",
+            raise FsslibError(f"Table {results / f'{name}.csv'} holds {len(rows)} fold-0 1-way 1-shot rows of {named}, "
+                              "seed 0: the budget control needs one.",
                               f"run the grid first: python -m fsslib.runs papermill_runs/{name}.yaml")
         return rows[0]
 
+    names = [controls] if isinstance(controls, str) else list(controls)
+    holding = [name for name in names if fold_zero_rows(name)]
+    if len(names) > 1 and len(holding) != 1:
+        raise FsslibError(f"{len(holding)} of the budget controls {', '.join(names)} hold a fold-0 1-way 1-shot row of "
+                          f"{named}, seed 0: the budget record needs exactly one.",
+                          "list under budget_control one grid per method's doubling, and run it first "
+                          "(python -m fsslib.runs papermill_runs/<grid>.yaml)")
+    control = holding[0] if len(names) > 1 else names[0]
     comparison = load_grid(REPO / "papermill_runs" / "compare_toy.yaml")
     spread = pooled_spread(seed_spread(read_comparison("compare_toy", results)[0], seed_rows(comparison, results)))
     threshold = resolution_threshold(spread["1-way 1-shot"][0], 1, 1)

@@ -172,3 +172,20 @@ def test_a_zoo_model_s_budget_record_reads_its_fold_zero_doubling_from_the_commi
     assert record["control_epochs"] == 160 and budget_record({"name": "zoo_toy"}, {"method": "pfenet"}) is None
     with pytest.raises(FsslibError, match="(?s)rows of pfenet, seed 0.*python -m fsslib.runs papermill_runs/piclip_baselines_toy"):
         budget_record(grid, {"method": "pfenet"})
+
+
+def test_a_budget_record_reads_the_control_grid_that_holds_the_method_s_row():
+    """budget_control may list one doubling grid per pair of methods: the record names the one holding the row, and a
+    method that none or two of them hold is refused (a record must not pick a doubling silently)."""
+    from fsslib.errors import FsslibError
+    from fsslib.runs import budget_record
+
+    grid = {"name": "piclip_baselines_toy", "budget_control": ["piclip_baselines_budget_320", "piclip_baselines_budget_doubled"]}
+    with pytest.raises(FsslibError, match="2 of the budget controls"):  # BAM's pair has rows in both
+        budget_record(grid, {"method": "bam"})
+    record = budget_record(grid, {"method": "hdmnet"})  # only the doubled grid holds HDMNet's
+    assert record["control"] == "piclip_baselines_budget_doubled" and record["control_epochs"] == 160
+    only_bam = {**grid, "budget_control": ["piclip_baselines_budget_320", "lfss_budget_240"]}
+    assert budget_record(only_bam, {"method": "bam"})["control"] == "piclip_baselines_budget_320"
+    with pytest.raises(FsslibError, match="0 of the budget controls"):
+        budget_record(only_bam, {"method": "pfenet"})
