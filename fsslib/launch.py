@@ -60,6 +60,16 @@ def run_name(params: dict[str, Any]) -> str:
     return f"{params['method']}{variant}-fold{params['fold']}{ways}-{params.get('shots', 1)}shot-seed{params.get('seed', 0)}"
 
 
+def children_import_this_fsslib() -> None:
+    """Put the folder this fsslib was imported from first on ``PYTHONPATH``, which kernels and subprocesses
+    inherit. Without it a kernel imports whichever fsslib its Python finds (an editable install of another
+    checkout, say), not the code of the checkout that runs the grid."""
+    root = str(Path(__file__).resolve().parent.parent)
+    paths = [entry for entry in os.environ.get("PYTHONPATH", "").split(os.pathsep) if entry]
+    if paths[:1] != [root]:
+        os.environ["PYTHONPATH"] = os.pathsep.join([root, *paths])
+
+
 def run_notebook(notebook: Path, outputs: Path, smoke: bool, threads: int, resume: bool,
                  params: dict[str, Any]) -> dict[str, Any]:
     """Execute ``notebook`` with ``params`` into ``outputs/<run name>/`` (working directory: the
@@ -69,6 +79,7 @@ def run_notebook(notebook: Path, outputs: Path, smoke: bool, threads: int, resum
     from traitlets.config import Config
 
     os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(threads)  # inherited by the kernel
+    children_import_this_fsslib()
     run_dir = outputs / run_name(params)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "metrics.json").unlink(missing_ok=True)
@@ -166,6 +177,7 @@ def train_with_torchrun(cfg: Config, processes: int, run_dir: Path) -> dict[str,
     write_text(config_file, json.dumps(cfg.to_dict(), indent=1))
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
                "-m", "fsslib.launch", "train", str(config_file)]
+    children_import_this_fsslib()
     with open(run_dir / "torchrun.log", "a") as log:
         child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         _children.append(child)

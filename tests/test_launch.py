@@ -143,3 +143,23 @@ def test_a_preempted_job_of_two_processes_resumes_from_its_checkpoint(tmp_path, 
     logs = "".join(path.read_text() for path in (tmp_path / "out" / "submitit").glob("*_0_log.out"))
     assert "fsslib: stopped; requeued to resume" in logs and "Requeued job" in logs
     assert (tmp_path / "res" / "ddp.csv").is_file()
+
+
+def test_a_notebook_run_s_kernel_imports_the_fsslib_that_runs_the_grid(tmp_path, monkeypatch):
+    """The kernel inherits PYTHONPATH with this fsslib's folder first: a grid run from one checkout while another
+    checkout is installed (editable) trains the running checkout's code, not the installed one's."""
+    import papermill
+
+    root = str(Path(launch.__file__).resolve().parent.parent)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(["/elsewhere", root]))
+    seen = []
+
+    def execute(source, target, parameters, **kwargs):  # stands in for the kernel: records what it would inherit
+        seen.append(os.environ["PYTHONPATH"].split(os.pathsep))
+        Path(parameters["out_dir"], "metrics.json").write_text("{}")
+
+    monkeypatch.setattr(papermill, "execute_notebook", execute)
+    for _ in range(2):  # a worker runs several notebooks: the folder is put first once
+        launch.run_notebook(Path("notebooks/90_train_eval.ipynb"), tmp_path, True, 1, False,
+                            {"method": "prototype", "fold": 0, "shots": 1, "seed": 0})
+    assert seen == [[root, "/elsewhere", root]] * 2
