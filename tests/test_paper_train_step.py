@@ -5,7 +5,9 @@ from __future__ import annotations
 import importlib.util
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
+import pytest
 import torch
 
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "paper_train_step.py"
@@ -41,7 +43,9 @@ speed_spec.loader.exec_module(gpu_speed)
 def test_the_gpu_speed_plan_runs_eager_rows_first_and_compiles_last():
     plan = gpu_speed.ordered_plan(["pfenet", "hdmnet"], list(gpu_speed.LEVERS))
     assert plan[:7] == [("pfenet", lever) for lever in gpu_speed.EAGER_LEVERS] + [("hdmnet", "today"), ("hdmnet", "trainer")]
-    assert plan[-4:] == [("pfenet", "all"), ("hdmnet", "all"), ("pfenet", "compile"), ("hdmnet", "compile")]
+    assert plan[-6:] == [("pfenet", "all"), ("hdmnet", "all"), ("pfenet", "compile"), ("hdmnet", "compile"),
+                         ("pfenet", "today_end"), ("hdmnet", "today_end")]
+    assert gpu_speed.ordered_plan(["bam"], ["today"]) == [("bam", "today")]  # nothing to compare: no second reference
     assert gpu_speed.settings("all") == {"compile": True, "channels_last": True, "fused": True}
     assert gpu_speed.loop_of("trainer") == "trainer" and gpu_speed.loop_of("all") == "pinned"
 
@@ -62,13 +66,48 @@ def test_gpu_speed_smoke_times_the_eager_levers_of_a_toy_hdmnet(monkeypatch, cap
     monkeypatch.setattr(gpu_speed, "COMPILE_S", 1e9)  # every compiled row past the budget
     gpu_speed.main(["--device", "cpu", "--image-size", "64", "--steps", "1", "--warmup", "0", "--batch-size", "2",
                     "--methods", "hdmnet"])
-    table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| hdmnet |")]
+    out = capsys.readouterr().out
+    table = [line for line in out.splitlines() if line.startswith("| hdmnet |")]
     assert [line.split(" | ")[1] for line in table] == list(gpu_speed.LEVERS)
-    today, *levers = [line.split(" | ") for line in table]
-    assert today[3] == "1.00" and float(today[4]) > 0 and today[7] == "0.0e+00"
+    today, *levers, today_end = [line.split(" | ") for line in table]
+    for reference in (today, today_end):  # the same step timed first and last; ratios are to their mean
+        assert float(reference[2]) > 0 and float(reference[4]) > 0 and reference[7] == "0.0e+00"
+    mean_ms = (float(today[2]) + float(today_end[2])) / 2
     for lever in levers[:4]:  # trainer, no_syncs, channels_last, fused_attention: timed and checked
         assert float(lever[2]) > 0 and float(lever[7]) <= 0.03
+        assert float(lever[3]) == pytest.approx(float(lever[2]) / mean_ms, abs=0.01)
     assert all("skipped" in lever[8] for lever in levers[4:])  # compile, all
+    assert "today's step" in out and "ratios are to their mean" in out
+
+
+def test_a_lever_that_breaks_is_a_failed_row_and_the_run_goes_on(monkeypatch, capsys):
+    """A compiler error or an out-of-memory in one row must not lose the rows measured before and after it: the row
+    says why it failed, the table is printed, and the run exits with an error naming it."""
+    def build(method, batch_size, shots, image_size, device, heads):
+        torch.manual_seed(0)
+        model = torch.nn.Linear(4, 1)
+        model.loss = lambda episodes: model(episodes.query_images.flatten(1)[:, :4]).square().mean()
+        return SimpleNamespace(image_size=8), model
+
+    real_time_row = gpu_speed.time_row
+
+    def time_row(method, lever, *args):
+        if lever == "no_syncs":
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_time_row(method, lever, *args)
+
+    monkeypatch.setattr(gpu_speed, "build", build)
+    monkeypatch.setattr(gpu_speed, "time_row", time_row)
+    monkeypatch.setattr(gpu_speed, "step_flops", lambda *args: 1e9)
+    monkeypatch.setattr(gpu_speed, "make_optimizer", lambda cfg, model: torch.optim.SGD(model.parameters(), lr=0.1))
+    monkeypatch.setattr(gpu_speed, "eval_outputs", lambda model, batch, device: model.weight.detach().clone())
+    with pytest.raises(SystemExit, match="no_syncs.*out of memory"):
+        gpu_speed.main(["--device", "cpu", "--image-size", "8", "--steps", "1", "--warmup", "0", "--batch-size", "2",
+                        "--methods", "pfenet", "--levers", "today", "no_syncs", "channels_last"])
+    lines = capsys.readouterr().out.splitlines()
+    rows = {line.split(" | ")[1]: line for line in lines if line.startswith("| pfenet |")}
+    assert list(rows) == ["today", "no_syncs", "channels_last", "today_end"]
+    assert "failed: RuntimeError" in rows["no_syncs"] and float(rows["channels_last"].split(" | ")[2]) > 0
 
 
 LOADER = Path(__file__).resolve().parent.parent / "benchmarks" / "paper_loader.py"
