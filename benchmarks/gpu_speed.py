@@ -27,7 +27,10 @@ gives its eval-mode outputs for the batch, compared with ``today``'s (relative L
 ``all`` row checks the compiled path). Rows run in the order of their cost, every method's eager rows first,
 then ``all``, then ``compile``, then ``today_end``; a row whose estimate would pass ``--budget-s`` is skipped and
 said so. The plan and its estimate are printed first. A row that raises (a compiler error, memory) is kept as a
-failed row and the run goes on. Exits with an error naming the rows that failed, whose outputs differ or whose
+failed row and the run goes on. ``--profile`` then profiles a few of each method's default steps
+(``torch.profiler``): the share of the step's wall time the GPU is busy (a low share: the step waits for the host,
+its Python and its reads from the GPU, which compiling and CUDA graphs address), the host-device synchronisations,
+and the ops that take the most GPU time. Exits with an error naming the rows that failed, whose outputs differ or whose
 losses are not finite.
 """
 from __future__ import annotations
@@ -170,6 +173,48 @@ def time_row(method: str, lever: str, reference: torch.nn.Module, reference_outp
     return row  # the row's model and optimiser go with this frame: the caller empties the CUDA cache
 
 
+SYNC_CALLS = {"cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize", "cudaMemcpy"}  # host waits
+
+
+def profile_step(method: str, reference: torch.nn.Module, cfg, batch: EpisodeBatch, device: torch.device,
+                 steps: int = 5, rows: int = 15) -> str:
+    """A report of ``steps`` default training steps under ``torch.profiler``: wall time, the GPU's busy time (the sum
+    of its kernels' self time: an upper bound where kernels overlap), the synchronising CUDA calls and the top ops."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    model = copy.deepcopy(reference).train()
+    optimizer = make_optimizer(cfg, model)
+
+    def step() -> None:
+        with autocast(device, True):
+            loss = model.loss(batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    for _ in range(3):
+        step()
+    base.synchronize(device)
+    cuda = device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as profiler:
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        base.synchronize(device)
+        wall_ms = 1000 * (time.perf_counter() - start) / steps
+    events = profiler.key_averages()
+    kernels_ms = sum(event.self_device_time_total for event in events  # the kernels' own events, as the table sums
+                     if event.device_type == DeviceType.CUDA and not event.is_user_annotation) / 1000 / steps \
+        if cuda else float("nan")
+    syncs = sum(event.count for event in events if event.key in SYNC_CALLS) / steps
+    sort_by = "self_device_time_total" if cuda else "self_cpu_time_total"
+    return (f"### {method}: {wall_ms:.1f} ms / step under the profiler, GPU kernels {kernels_ms:.1f} ms "
+            f"({100 * kernels_ms / wall_ms:.0f}% busy), {syncs:.1f} synchronising CUDA calls / step\n\n"
+            + events.table(sort_by=sort_by, row_limit=rows))
+
+
 def build(method: str, batch_size: int, shots: int, image_size: int | None, device: torch.device, heads: Path):
     """The method's paper model with random weights (seeded), its config, and the FLOPs of one bf16 step."""
     variant, options = base.METHODS[method]
@@ -222,6 +267,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tolerance", type=float, default=0.03,
                         help="largest relative L2 difference of a row's outputs to today's (bf16 rounding)")
     parser.add_argument("--plan-only", action="store_true", help="print the plan and its estimate, run nothing")
+    parser.add_argument("--profile", action="store_true",
+                        help="after the rows, profile each method's default step: GPU busy share, syncs, top ops")
     parser.add_argument("--gpu-warmup-s", type=float, default=8.0,
                         help="seconds of matrix products before the first row (CUDA only), so the clocks are up")
     parser.add_argument("--peak-tflops", type=float, default=None, help="the GPU's dense bf16 peak, TFLOP/s, when "
@@ -308,6 +355,9 @@ def main(argv: list[str] | None = None) -> None:
         if len(times) == 2:
             print(f"\n{method}: today's step {times[0]:.1f} ms first, {times[1]:.1f} ms last "
                   f"(drift {100 * (times[1] / times[0] - 1):+.0f}%; ratios are to their mean)", end="")
+    if args.profile:
+        for method, (cfg, model, _, batch, _) in references.items():
+            print("\n" + profile_step(method, model, cfg, batch, device), flush=True)
     print(f"\n\ntotal {time.perf_counter() - started:.0f} s")
     if failed:
         raise SystemExit(f"rows that fail their check: {', '.join(failed)}")

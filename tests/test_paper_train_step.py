@@ -103,11 +103,14 @@ def test_a_lever_that_breaks_is_a_failed_row_and_the_run_goes_on(monkeypatch, ca
     monkeypatch.setattr(gpu_speed, "eval_outputs", lambda model, batch, device: model.weight.detach().clone())
     with pytest.raises(SystemExit, match="no_syncs.*out of memory"):
         gpu_speed.main(["--device", "cpu", "--image-size", "8", "--steps", "1", "--warmup", "0", "--batch-size", "2",
-                        "--methods", "pfenet", "--levers", "today", "no_syncs", "channels_last"])
+                        "--methods", "pfenet", "--levers", "today", "no_syncs", "channels_last", "--profile"])
     lines = capsys.readouterr().out.splitlines()
     rows = {line.split(" | ")[1]: line for line in lines if line.startswith("| pfenet |")}
     assert list(rows) == ["today", "no_syncs", "channels_last", "today_end"]
     assert "failed: RuntimeError" in rows["no_syncs"] and float(rows["channels_last"].split(" | ")[2]) > 0
+    profile = next(line for line in lines if line.startswith("### pfenet:"))  # --profile's report, after the table
+    assert "ms / step under the profiler" in profile and "synchronising CUDA calls / step" in profile
+    assert any("aten::" in line for line in lines[lines.index(profile):])  # the top ops
 
 
 LOADER = Path(__file__).resolve().parent.parent / "benchmarks" / "paper_loader.py"
