@@ -11,6 +11,8 @@ Each method at its paper preset (random weights, as ``benchmarks/paper_train_ste
 * ``trainer``: today's ``fsslib.train`` loop before this change: the batch copied from pageable memory every
   step and ``loss.item()`` read every step (two waits for the GPU per step);
 * ``no_syncs``: the loop now: the batch copied from pinned memory without waiting, the losses kept on the GPU;
+* ``fp32``: today's step without autocast. Its outputs' distance to today's is the scale of bf16 rounding, against
+  which the other rows' distances read; its share of peak is of the dense fp32 peak;
 * ``channels_last``, ``fused_attention`` (HDMNet only), ``compile``: one setting of :mod:`fsslib.speed` alone;
 * ``all``: the ``no_syncs`` loop with every setting;
 * ``today_end``: today's step timed again after every other row, on the same model copy as ``today``'s.
@@ -23,7 +25,7 @@ The syncs removed inside the models (BAM / HDMNet's base-class lookup, PI-CLIP's
 Each row reports ms / step, its ratio to ``today`` (the goal: 0.5 or less), TFLOP / step (``today``'s: every lever
 computes the same products) and the share of the GPU's dense bf16 peak. Before its timed steps each row's model
 gives its eval-mode outputs for the batch, compared with ``today``'s (relative L2 difference, at most
-``--tolerance``: bf16 rounding); the ``compile`` row skips the check (it would compile the eval graphs too: the
+``--tolerance`` or twice the ``fp32`` row's, whichever is larger: bf16 rounding); the ``compile`` row skips the check (it would compile the eval graphs too: the
 ``all`` row checks the compiled path). Rows run in the order of their cost, every method's eager rows first,
 then ``all``, then ``compile``, then ``today_end``; a row whose estimate would pass ``--budget-s`` is skipped and
 said so. The plan and its estimate are printed first. A row that raises (a compiler error, memory) is kept as a
@@ -59,8 +61,8 @@ from fsslib.speed import apply_speed_settings, fused_attention
 from fsslib.train import make_optimizer
 
 METHODS = ("pfenet", "piclip", "bam", "hdmnet")
-LEVERS = ("today", "trainer", "no_syncs", "channels_last", "fused_attention", "compile", "all", "today_end")
-EAGER_LEVERS = ("today", "trainer", "no_syncs", "channels_last", "fused_attention")
+LEVERS = ("today", "fp32", "trainer", "no_syncs", "channels_last", "fused_attention", "compile", "all", "today_end")
+EAGER_LEVERS = ("today", "fp32", "trainer", "no_syncs", "channels_last", "fused_attention")
 TODAY_MS = {"pfenet": 24.9, "piclip": 53.1, "hdmnet": 59.3, "bam": 24.1}  # H200, bf16, before this change
 BUILD_S = 15.0  # building a paper model with random weights (ResNet-50's BatchNorm calibration; PI-CLIP's ViT)
 ROW_OVERHEAD_S = 3.0  # copying the model, the output check
@@ -119,9 +121,9 @@ def relative_difference(ours: torch.Tensor, reference: torch.Tensor) -> float:
     return float((ours - reference).norm() / reference.norm().clamp_min(1e-12))
 
 
-def eval_outputs(model: torch.nn.Module, batch: EpisodeBatch, device: torch.device) -> torch.Tensor:
+def eval_outputs(model: torch.nn.Module, batch: EpisodeBatch, device: torch.device, bf16: bool = True) -> torch.Tensor:
     model.eval()
-    with torch.no_grad(), autocast(device, True):  # no inference_mode: PI-CLIP's GradCAM needs autograd
+    with torch.no_grad(), autocast(device, bf16):  # no inference_mode: PI-CLIP's GradCAM needs autograd
         return model(batch.inputs()).float()
 
 
@@ -135,8 +137,9 @@ def time_row(method: str, lever: str, reference: torch.nn.Module, reference_outp
     model = copy.deepcopy(reference)
     options = settings(lever)
     apply_speed_settings(model, **options)
+    bf16 = lever != "fp32"
     if lever != "compile":
-        row.difference = relative_difference(eval_outputs(model, batch, device), reference_outputs)
+        row.difference = relative_difference(eval_outputs(model, batch, device, bf16), reference_outputs)
     optimizer = make_optimizer(cfg, model)
     loop = loop_of(lever)
     pinned = host_batch.pin_memory() if loop == "pinned" and device.type == "cuda" else host_batch
@@ -147,7 +150,7 @@ def time_row(method: str, lever: str, reference: torch.nn.Module, reference_outp
             episodes = batch
         else:
             episodes = (host_batch if loop == "trainer" else pinned).to(device, non_blocking=loop == "pinned")
-        with autocast(device, True):
+        with autocast(device, bf16):
             loss = model.loss(episodes)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -265,7 +268,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--image-size", type=int, default=None, help="replace the paper sizes (a smoke run)")
     parser.add_argument("--budget-s", type=float, default=480.0, help="skip the rows whose estimate would pass it")
     parser.add_argument("--tolerance", type=float, default=0.03,
-                        help="largest relative L2 difference of a row's outputs to today's (bf16 rounding)")
+                        help="largest relative L2 difference of a row's outputs to today's (bf16 rounding); "
+                        "twice the fp32 row's difference where that is larger")
     parser.add_argument("--plan-only", action="store_true", help="print the plan and its estimate, run nothing")
     parser.add_argument("--profile", action="store_true",
                         help="after the rows, profile each method's default step: GPU busy share, syncs, top ops")
@@ -290,6 +294,7 @@ def main(argv: list[str] | None = None) -> None:
     device = torch.device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     peak = args.peak_tflops or base.peak_tflops(name, "bf16")
+    peak_fp32 = base.peak_tflops(name, "fp32")
     print(f"GPU speed levers, {name}, torch {torch.__version__}, batch {args.batch_size}, {args.shots}-shot, bf16 "
           f"autocast, {args.steps} timed steps per row after {args.warmup}")
     print(plan_text + "\n", flush=True)
@@ -337,20 +342,28 @@ def main(argv: list[str] | None = None) -> None:
         if row.lever in ("today", "today_end"):
             references_ms.setdefault(row.method, []).append(row.ms)
     today = {method: sum(times) / len(times) for method, times in references_ms.items()}
+    # a lever's outputs may sit from today's as far as two bf16 roundings of the fp32 outputs (where fp32 ran)
+    rounding = {row.method: row.difference for row in rows if row.lever == "fp32" and row.difference is not None}
+    tolerance = {method: max(args.tolerance, 2 * rounding.get(method, 0.0)) for method in args.methods}
     failed = []
     for row in sorted(rows, key=lambda r: (args.methods.index(r.method), LEVERS.index(r.lever))):
         tflop = flops[row.method] / 1e12
-        share = "n/a" if peak is None or row.ms != row.ms else f"{100 * tflop / (row.ms / 1000) / peak:.1f}%"
+        row_peak = peak_fp32 if row.lever == "fp32" else peak
+        share = "n/a" if row_peak is None or row.ms != row.ms else f"{100 * tflop / (row.ms / 1000) / row_peak:.1f}%"
         ratio = row.ms / today[row.method] if row.ms == row.ms else float("nan")
         difference = "-" if row.difference is None else f"{row.difference:.1e}"
         print(f"| {row.method} | {row.lever} | {row.ms:.1f} | {ratio:.2f} | {tflop:.3f} | {share} | {row.peak_mb:.0f} | "
               f"{difference} | {row.note} |")
-        if row.difference is not None and not row.difference <= args.tolerance:
-            failed.append(f"{row.method}/{row.lever} (outputs differ by {row.difference:.1e})")
+        if row.lever != "fp32" and row.difference is not None and not row.difference <= tolerance[row.method]:
+            failed.append(f"{row.method}/{row.lever} (outputs differ by {row.difference:.1e}, more than "
+                          f"{tolerance[row.method]:.1e})")
         if row.note.startswith("failed"):
             failed.append(f"{row.method}/{row.lever} ({row.note})")
         if not row.finite:
             failed.append(f"{row.method}/{row.lever} (losses not finite)")
+    for method, distance in rounding.items():
+        print(f"\n{method}: fp32 outputs {distance:.1e} from today's bf16 ones; a lever's may differ by up to "
+              f"{tolerance[method]:.1e}", end="")
     for method, times in references_ms.items():
         if len(times) == 2:
             print(f"\n{method}: today's step {times[0]:.1f} ms first, {times[1]:.1f} ms last "

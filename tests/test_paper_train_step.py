@@ -42,7 +42,7 @@ speed_spec.loader.exec_module(gpu_speed)
 
 def test_the_gpu_speed_plan_runs_eager_rows_first_and_compiles_last():
     plan = gpu_speed.ordered_plan(["pfenet", "hdmnet"], list(gpu_speed.LEVERS))
-    assert plan[:7] == [("pfenet", lever) for lever in gpu_speed.EAGER_LEVERS] + [("hdmnet", "today"), ("hdmnet", "trainer")]
+    assert plan[:8] == [("pfenet", lever) for lever in gpu_speed.EAGER_LEVERS] + [("hdmnet", "today"), ("hdmnet", "fp32")]
     assert plan[-6:] == [("pfenet", "all"), ("hdmnet", "all"), ("pfenet", "compile"), ("hdmnet", "compile"),
                          ("pfenet", "today_end"), ("hdmnet", "today_end")]
     assert gpu_speed.ordered_plan(["bam"], ["today"]) == [("bam", "today")]  # nothing to compare: no second reference
@@ -73,10 +73,10 @@ def test_gpu_speed_smoke_times_the_eager_levers_of_a_toy_hdmnet(monkeypatch, cap
     for reference in (today, today_end):  # the same step timed first and last; ratios are to their mean
         assert float(reference[2]) > 0 and float(reference[4]) > 0 and reference[7] == "0.0e+00"
     mean_ms = (float(today[2]) + float(today_end[2])) / 2
-    for lever in levers[:4]:  # trainer, no_syncs, channels_last, fused_attention: timed and checked
+    for lever in levers[:5]:  # fp32, trainer, no_syncs, channels_last, fused_attention: timed and checked
         assert float(lever[2]) > 0 and float(lever[7]) <= 0.03
         assert float(lever[3]) == pytest.approx(float(lever[2]) / mean_ms, abs=0.01)
-    assert all("skipped" in lever[8] for lever in levers[4:])  # compile, all
+    assert all("skipped" in lever[8] for lever in levers[5:])  # compile, all
     assert "today's step" in out and "ratios are to their mean" in out
 
 
@@ -100,7 +100,7 @@ def test_a_lever_that_breaks_is_a_failed_row_and_the_run_goes_on(monkeypatch, ca
     monkeypatch.setattr(gpu_speed, "time_row", time_row)
     monkeypatch.setattr(gpu_speed, "step_flops", lambda *args: 1e9)
     monkeypatch.setattr(gpu_speed, "make_optimizer", lambda cfg, model: torch.optim.SGD(model.parameters(), lr=0.1))
-    monkeypatch.setattr(gpu_speed, "eval_outputs", lambda model, batch, device: model.weight.detach().clone())
+    monkeypatch.setattr(gpu_speed, "eval_outputs", lambda model, *args: model.weight.detach().clone())
     with pytest.raises(SystemExit, match="no_syncs.*out of memory"):
         gpu_speed.main(["--device", "cpu", "--image-size", "8", "--steps", "1", "--warmup", "0", "--batch-size", "2",
                         "--methods", "pfenet", "--levers", "today", "no_syncs", "channels_last", "--profile"])
@@ -111,6 +111,26 @@ def test_a_lever_that_breaks_is_a_failed_row_and_the_run_goes_on(monkeypatch, ca
     profile = next(line for line in lines if line.startswith("### pfenet:"))  # --profile's report, after the table
     assert "ms / step under the profiler" in profile and "synchronising CUDA calls / step" in profile
     assert any("aten::" in line for line in lines[lines.index(profile):])  # the top ops
+
+
+def test_a_lever_may_differ_from_today_by_twice_the_bf16_rounding_that_the_fp32_row_measures(monkeypatch, capsys):
+    """Today's bf16 outputs and a lever's are two roundings of the fp32 ones: a lever passes within twice the fp32
+    row's distance (or --tolerance, if larger), and fails beyond it."""
+    differences = {"today": 0.0, "fp32": 0.04, "channels_last": 0.07, "no_syncs": 0.09, "today_end": 0.0}
+
+    def time_row(method, lever, *args):
+        return gpu_speed.Row(method, lever, ms=10.0, difference=differences[lever])
+
+    monkeypatch.setattr(gpu_speed, "build", lambda *args: (SimpleNamespace(image_size=8), torch.nn.Linear(4, 1)))
+    monkeypatch.setattr(gpu_speed, "time_row", time_row)
+    monkeypatch.setattr(gpu_speed, "step_flops", lambda *args: 1e9)
+    monkeypatch.setattr(gpu_speed, "eval_outputs", lambda model, *args: model.weight.detach().clone())
+    with pytest.raises(SystemExit) as failure:
+        gpu_speed.main(["--device", "cpu", "--image-size", "8", "--batch-size", "2", "--methods", "bam",
+                        "--levers", "today", "fp32", "channels_last", "no_syncs"])
+    assert "bam/no_syncs (outputs differ by 9.0e-02, more than 8.0e-02)" in str(failure.value)
+    assert "channels_last" not in str(failure.value) and "fp32" not in str(failure.value)
+    assert "bam: fp32 outputs 4.0e-02 from today's bf16 ones" in capsys.readouterr().out
 
 
 LOADER = Path(__file__).resolve().parent.parent / "benchmarks" / "paper_loader.py"
