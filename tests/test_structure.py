@@ -123,3 +123,16 @@ def test_a_toy_run_without_clip_imports_neither_torchvision_nor_open_clip():
               "print(sorted(m for m in ('torchvision', 'open_clip') if m in sys.modules))")
     imported = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
     assert imported.strip() == "[]"
+
+
+def test_reading_a_notebook_builds_no_iri_grammar():
+    """Every grid run, papermill and nbval process reads notebooks with nbformat, which validates them with jsonschema.
+    From jsonschema 4.24 on, its format checkers import rfc3987_syntax, which builds a lark grammar: about 1.2
+    CPU-seconds per process that no notebook's schema uses. constraints.txt pins jsonschema 4.23."""
+    import subprocess
+    import sys
+
+    script = ("import sys, nbformat\nnbformat.validate(nbformat.v4.new_notebook())\n"
+              "print(sorted(m for m in ('rfc3987_syntax', 'lark') if m in sys.modules))")
+    imported = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert imported.strip() == "[]", "install under constraints.txt (make install): jsonschema 4.23"
