@@ -47,7 +47,7 @@ from fsslib.methods import build_method
 from fsslib.train import make_optimizer
 
 sys.path.insert(0, str(Path(__file__).parent))
-from official_speed import arguments, compare, official_backbone_state, official_normalise, setting  # noqa: E402
+from official_speed import arguments, compare, official_backbone_state, official_normalise, setting, speed_up  # noqa: E402
 from paper_train_step import fabricated_batch  # noqa: E402
 
 CONFIG = Path("config/pascal/pascal_split0_resnet50_manet.yaml")
@@ -228,7 +228,7 @@ def main() -> None:
     ours = build_method(cfg)
     official, official_args = official_hdmnet(args.official, args.shots, ours.base_learner)
     share_trained_modules(official, ours, args.shots)
-    ours, official = ours.to(device), official.to(device)
+    ours, official = speed_up(ours.to(device), args), official.to(device)
     ours_optimizer = make_optimizer(cfg, ours)
     official_optimizer = official.get_optim(official, official_args, LR=official_args.base_lr)
     batch = fabricated_batch(args.batch_size, args.shots, args.image_size, device)

@@ -38,6 +38,7 @@ from torch import nn
 
 from fsslib.config import make_config
 from fsslib.device import autocast
+from fsslib.speed import apply_speed_settings
 from fsslib.methods import build_method
 from fsslib.models.backbones import IMAGENET_MEAN, IMAGENET_STD
 from fsslib.train import make_optimizer
@@ -141,12 +142,22 @@ def arguments(description: str, official: str) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps of each model first")
     parser.add_argument("--precisions", nargs="+", default=["fp32"], choices=["fp32", "bf16"])
     parser.add_argument("--threads", type=int, default=None, help="torch threads on the CPU")
+    parser.add_argument("--compile", action="store_true",
+                        help="fsslib's side with its --compile setting (fsslib.speed: regional torch.compile)")
     args = parser.parse_args()
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("no CUDA device here: pass --device cpu.")
     if args.threads:
         torch.set_num_threads(args.threads)
     return args
+
+
+def speed_up(ours: nn.Module, args: argparse.Namespace) -> nn.Module:
+    """fsslib's model (on its device) with the speed settings the run asks for (``--compile``); the official
+    model is left as its code builds it."""
+    if args.compile:
+        apply_speed_settings(ours, compile=True)
+    return ours
 
 
 def official_normalise(images: torch.Tensor) -> torch.Tensor:
@@ -160,7 +171,8 @@ def setting(args: argparse.Namespace, device: torch.device) -> str:
     """The run's setting, for the first line of the output."""
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     return (f"random weights, {args.shots}-shot, batch {args.batch_size}, {args.image_size} x {args.image_size}, "
-            f"{name}, torch {torch.__version__}; {args.steps} alternated steps of each after {args.warmup}")
+            f"{name}, torch {torch.__version__}; {args.steps} alternated steps of each after {args.warmup}"
+            + ("; fsslib with --compile" if args.compile else ""))
 
 
 def compare(ours: nn.Module, official: nn.Module, optimizers: tuple[torch.optim.Optimizer, torch.optim.Optimizer],
@@ -225,7 +237,7 @@ def main() -> None:
     ours = build_method(cfg)
     official = official_pfenet(args.official, args.shots)
     share_backbone(official, ours.backbone)
-    ours, official = ours.to(device), official.to(device)
+    ours, official = speed_up(ours.to(device), args), official.to(device)
     ours_optimizer = make_optimizer(cfg, ours)
     official_optimizer = torch.optim.SGD([{"params": getattr(official, name).parameters()} for name in HEAD_MODULES],
                                          lr=cfg.lr, momentum=0.9, weight_decay=1e-4)

@@ -143,3 +143,32 @@ def test_the_loader_benchmark_reads_its_fabricated_pascal_root(tmp_path):
     root = paper_loader.fabricate(tmp_path / "VOC2012", 12)
     wall, per_cpu = paper_loader.loader_rates(root, 0, episodes=4, shots=1, image_size=64, batch_size=2)
     assert wall > 0 and per_cpu > 0
+
+
+def test_the_gpu_session_calls_its_scripts_with_options_they_have(tmp_path):
+    """benchmarks/gpu_session.sh is run on a lent GPU only: on the CPU, a stand-in python3 records its three calls,
+    and every option it passes is one its script declares."""
+    import os
+    import re
+    import subprocess
+
+    calls = tmp_path / "calls.txt"
+    stand_in = tmp_path / "bin" / "python3"
+    stand_in.parent.mkdir()
+    stand_in.write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+    stand_in.chmod(0o755)
+    session = GPU_SPEED.parent / "gpu_session.sh"
+    subprocess.run(["bash", str(session)], check=True, capture_output=True,
+                   env={**os.environ, "PATH": f"{stand_in.parent}:{os.environ['PATH']}", "OUT": str(tmp_path / "out"),
+                        "OFFICIAL": "/official"})
+    recorded = [line.split() for line in calls.read_text().splitlines()]
+    assert [call[0] for call in recorded] == ["benchmarks/gpu_speed.py", "benchmarks/official_speed.py",
+                                              "benchmarks/official_hdmnet_speed.py"]
+    assert recorded[1][recorded[1].index("--official") + 1] == "/official/PFENet"
+    for script, *arguments in recorded:
+        declared = set(re.findall(r'add_argument\("(--[a-z-]+)"', (GPU_SPEED.parents[1] / script).read_text()))
+        if script != "benchmarks/gpu_speed.py":  # the official comparisons' options live in official_speed.py
+            declared |= set(re.findall(r'add_argument\("(--[a-z-]+)"', (GPU_SPEED.parent / "official_speed.py").read_text()))
+        assert {a for a in arguments if a.startswith("--")} <= declared, script
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["gpu_speed.txt", "official_hdmnet.txt",
+                                                                          "official_pfenet.txt"]

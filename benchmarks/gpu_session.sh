@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The paper tier's speed on one GPU in one call (about 9 minutes of an H100 or H200):
+#   1. benchmarks/gpu_speed.py: PFENet, PI-CLIP, BAM and HDMNet, every speed lever, the fp32 row and --profile;
+#   2. fsslib with --compile against the official PFENet and HDMNet, bf16 autocast, alternated steps.
+#
+#   OFFICIAL=/path/with/PFENet/and/HDMNet OUT=/path/for/reports bash benchmarks/gpu_session.sh
+#
+# OFFICIAL holds checkouts of dvlab-research/PFENet and Pbihao/HDMNet (their model/, util/ and config/ folders
+# suffice; HDMNet's also needs einops). Each report is written to OUT (default benchmarks/results/gpu_session/)
+# as it is made, so a call stopped at its time limit keeps what it measured.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OFFICIAL=${OFFICIAL:-.official}
+OUT=${OUT:-benchmarks/results/gpu_session}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+python3 benchmarks/gpu_speed.py --profile --budget-s "${GPU_SPEED_BUDGET_S:-300}" 2>&1 | tee "$OUT/gpu_speed.txt"
+for method in pfenet hdmnet; do
+    script=benchmarks/official_speed.py folder=PFENet
+    [ "$method" = hdmnet ] && script=benchmarks/official_hdmnet_speed.py folder=HDMNet
+    python3 "$script" --official "$OFFICIAL/$folder" --precisions bf16 --compile 2>&1 | tee "$OUT/official_$method.txt"
+done
