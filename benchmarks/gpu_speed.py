@@ -44,6 +44,7 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -176,6 +177,21 @@ def time_row(method: str, lever: str, reference: torch.nn.Module, reference_outp
     return row  # the row's model and optimiser go with this frame: the caller empties the CUDA cache
 
 
+def default_step(reference: torch.nn.Module, cfg, batch: EpisodeBatch, device: torch.device) -> Callable[[], None]:
+    """Today's bf16 training step on ``batch`` of a copy of ``reference`` in train mode, with its own optimiser (the
+    copy keeps the reference's weights untouched)."""
+    model = copy.deepcopy(reference).train()
+    optimizer = make_optimizer(cfg, model)
+
+    def step() -> None:
+        with autocast(device, True):
+            loss = model.loss(batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return step
+
+
 SYNC_CALLS = {"cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize", "cudaMemcpy"}  # host waits
 
 
@@ -186,16 +202,7 @@ def profile_step(method: str, reference: torch.nn.Module, cfg, batch: EpisodeBat
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
-    model = copy.deepcopy(reference).train()
-    optimizer = make_optimizer(cfg, model)
-
-    def step() -> None:
-        with autocast(device, True):
-            loss = model.loss(batch)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
+    step = default_step(reference, cfg, batch, device)
     for _ in range(3):
         step()
     base.synchronize(device)
@@ -230,18 +237,8 @@ def build(method: str, batch_size: int, shots: int, image_size: int | None, devi
 
 
 def step_flops(model: torch.nn.Module, cfg, batch: EpisodeBatch, device: torch.device) -> float:
-    """FLOPs of one training step of a copy of ``model`` (the copy keeps the reference's weights untouched)."""
-    counted = copy.deepcopy(model).train()
-    optimizer = make_optimizer(cfg, counted)
-
-    def step() -> None:
-        with autocast(device, True):
-            loss = counted.loss(batch)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-    return base.step_flops(step)
+    """FLOPs of one default training step of ``model``."""
+    return base.step_flops(default_step(model, cfg, batch, device))
 
 
 def ordered_plan(methods: list[str], levers: list[str]) -> list[tuple[str, str]]:
