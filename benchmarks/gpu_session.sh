@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The paper tier's speed on one GPU in one call (about 9 minutes of an H100 or H200):
 #   1. benchmarks/gpu_speed.py: PFENet, PI-CLIP, BAM and HDMNet, every speed lever, the fp32 row and --profile;
-#   2. fsslib with --compile against the official PFENet and HDMNet, bf16 autocast, alternated steps.
+#   2. fsslib with --compile against the official PFENet and HDMNet, bf16 autocast, alternated steps;
+#   3. the paper tier's training loader on the machine's CPU cores (8 and 16 workers): can it feed the faster steps?
 #
 #   OFFICIAL=/path/with/PFENet/and/HDMNet OUT=/path/for/reports bash benchmarks/gpu_session.sh
 #
@@ -20,3 +21,4 @@ for method in pfenet hdmnet; do
     [ "$method" = hdmnet ] && script=benchmarks/official_hdmnet_speed.py folder=HDMNet
     python3 "$script" --official "$OFFICIAL/$folder" --precisions bf16 --compile 2>&1 | tee "$OUT/official_$method.txt"
 done
+python3 benchmarks/paper_loader.py --workers 8 16 --episodes 400 2>&1 | tee "$OUT/paper_loader.txt"
