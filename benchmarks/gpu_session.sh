@@ -15,7 +15,7 @@ OFFICIAL=${OFFICIAL:-.official}
 OUT=${OUT:-benchmarks/results/gpu_session}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-python3 benchmarks/gpu_speed.py --profile --budget-s "${GPU_SPEED_BUDGET_S:-300}" 2>&1 | tee "$OUT/gpu_speed.txt"
+python3 benchmarks/gpu_speed.py --methods hdmnet bam piclip pfenet --profile --budget-s "${GPU_SPEED_BUDGET_S:-300}" 2>&1 | tee "$OUT/gpu_speed.txt"
 for method in pfenet hdmnet; do
     script=benchmarks/official_speed.py folder=PFENet
     [ "$method" = hdmnet ] && script=benchmarks/official_hdmnet_speed.py folder=HDMNet
