@@ -4,8 +4,8 @@ import torch
 
 from fsslib.data.benchmarks import TOY
 from fsslib.config import make_config
-from fsslib.data.episodes import (EpisodeDataset, Source, collate_episodes, episode_batches, load_episode_image,
-                                  random_augment, resize_pad, resize_short_side, resize_squash, way_mask)
+from fsslib.data.episodes import (EpisodeDataset, Source, collate_episodes, episode_batches, gaussian_blur,
+                                  load_episode_image, random_augment, resize_pad, resize_short_side, resize_squash, way_mask)
 from fsslib.errors import EpisodeShapeError, UnknownNameError
 
 
@@ -211,3 +211,17 @@ def test_episode_batches_walk_the_test_episodes_in_order(sources):
     torch.testing.assert_close(torch.cat([b.query_images for b in batches]),
                                torch.stack([dataset[i].query_image for i in range(7)]))
     assert [len(b) for b in episode_batches(dataset, 4, count=5)] == [4, 1]
+
+
+@pytest.mark.parametrize("shape", [(3, 65, 65), (3, 100, 81), (1, 7, 9)])
+def test_the_blur_is_torchvision_s_bit_for_bit(shape):
+    """PFENet's augmentation and the base learner's blur with fsslib's Gaussian blur, which spares the training
+    processes torchvision's import: the images, hence every committed toy result, are unchanged."""
+    from torchvision.transforms.functional import gaussian_blur as torchvision_blur
+
+    generator = torch.Generator().manual_seed(0)
+    for kernel_size in (3, 5):
+        for sigma in (0.1, 0.37, 1.0, 1.1, 2.5):
+            image = torch.rand(shape, generator=generator)
+            assert torch.equal(gaussian_blur(image, kernel_size, sigma),
+                               torchvision_blur(image, kernel_size=kernel_size, sigma=sigma)), (kernel_size, sigma)

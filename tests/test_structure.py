@@ -114,12 +114,17 @@ def test_checkpoints_are_loaded_with_weights_only():
 
 def test_a_toy_run_without_clip_imports_neither_torchvision_nor_open_clip():
     """Importing torchvision costs a process about a CPU-second (it imports torch._dynamo); the toy tier's CNN methods
-    need none of it, and every grid run, launch worker and lesson kernel of theirs would pay it."""
+    and their training augmentation (the blur too, and the base learner's) need none of it, and every grid run, launch
+    worker and lesson kernel of theirs would pay it."""
     import subprocess
     import sys
 
-    script = ("import sys\nfrom fsslib.config import make_config\nfrom fsslib.methods import build_method\nimport fsslib.train\n"
+    script = ("import sys\nimport numpy as np\nimport torch\nfrom fsslib.config import make_config\n"
+              "from fsslib.methods import build_method\nimport fsslib.train\nimport fsslib.pretrain.base_learner.data\n"
+              "from fsslib.data.episodes import random_augment\n"
               "for method in ('prototype', 'pfenet', 'bam', 'hdmnet', 'qgnet'):\n    build_method(make_config(method=method))\n"
+              "rng = np.random.default_rng(0)\n"
+              "for _ in range(8):\n    random_augment(torch.rand(3, 32, 32), torch.zeros(32, 32), rng)\n"
               "print(sorted(m for m in ('torchvision', 'open_clip') if m in sys.modules))")
     imported = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
     assert imported.strip() == "[]"

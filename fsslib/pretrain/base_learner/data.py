@@ -20,9 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
-from torchvision.transforms.functional import gaussian_blur
 
-from fsslib.data.episodes import IMAGENET_MEAN, NOVEL_RULES, Source, resize_pad
+from fsslib.data.episodes import IMAGENET_MEAN, NOVEL_RULES, Source, gaussian_blur, resize_pad
 from fsslib.data.layout import IGNORE
 from fsslib.errors import DatasetNotFoundError, unknown
 
