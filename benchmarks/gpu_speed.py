@@ -25,15 +25,15 @@ The syncs removed inside the models (BAM / HDMNet's base-class lookup, PI-CLIP's
 Each row reports ms / step, its ratio to ``today`` (the goal: 0.5 or less), TFLOP / step (``today``'s: every lever
 computes the same products) and the share of the GPU's dense bf16 peak. Before its timed steps each row's model
 gives its eval-mode outputs for the batch, compared with ``today``'s (relative L2 difference, at most
-``--tolerance`` or twice the ``fp32`` row's, whichever is larger: bf16 rounding); the ``compile`` row skips the check (it would compile the eval graphs too: the
-``all`` row checks the compiled path). Rows run in the order of their cost, every method's eager rows first,
-then ``all``, then ``compile``, then ``today_end``; a row whose estimate would pass ``--budget-s`` is skipped and
-said so. The plan and its estimate are printed first. A row that raises (a compiler error, memory) is kept as a
-failed row and the run goes on. ``--profile`` then profiles a few of each method's default steps
-(``torch.profiler``): the share of the step's wall time the GPU is busy (a low share: the step waits for the host,
-its Python and its reads from the GPU, which compiling and CUDA graphs address), the host-device synchronisations,
-and the ops that take the most GPU time. Exits with an error naming the rows that failed, whose outputs differ or whose
-losses are not finite.
+``--tolerance`` or twice the ``fp32`` row's, whichever is larger: bf16 rounding); the ``compile`` row skips the
+check (it would compile the eval graphs too: the ``all`` row checks the compiled path). Rows run in the order of
+their cost, every method's eager rows first, then ``all``, then ``compile``, then ``today_end``; a row whose
+estimate would pass ``--budget-s`` is skipped and said so. The plan and its estimate are printed first. A row that
+raises (a compiler error, memory) is kept as a failed row and the run goes on. ``--profile`` then profiles a few of
+each method's default steps (``torch.profiler``): the share of the step's wall time the GPU is busy (a low share:
+the step waits for the host, its Python and its reads from the GPU, which compiling and CUDA graphs address), the
+host-device synchronisations, and the ops that take the most GPU time. Exits with an error naming the rows that
+failed, whose outputs differ or whose losses are not finite.
 """
 from __future__ import annotations
 

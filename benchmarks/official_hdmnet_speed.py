@@ -47,7 +47,8 @@ from fsslib.methods import build_method
 from fsslib.train import make_optimizer
 
 sys.path.insert(0, str(Path(__file__).parent))
-from official_speed import arguments, compare, official_backbone_state, official_normalise, setting, speed_up  # noqa: E402
+from official_speed import (arguments, compare, official_backbone_state, official_normalise,  # noqa: E402
+                            setting, speed_up)
 from paper_train_step import fabricated_batch  # noqa: E402
 
 CONFIG = Path("config/pascal/pascal_split0_resnet50_manet.yaml")

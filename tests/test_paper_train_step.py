@@ -165,10 +165,13 @@ def test_the_gpu_session_calls_its_scripts_with_options_they_have(tmp_path):
     assert [call[0] for call in recorded] == ["benchmarks/gpu_speed.py", "benchmarks/official_speed.py",
                                               "benchmarks/official_hdmnet_speed.py", "benchmarks/paper_loader.py"]
     assert recorded[1][recorded[1].index("--official") + 1] == "/official/PFENet"
+    def options(path: Path) -> set[str]:
+        return set(re.findall(r'add_argument\("(--[a-z-]+)"', path.read_text()))
+
     for script, *arguments in recorded:
-        declared = set(re.findall(r'add_argument\("(--[a-z-]+)"', (GPU_SPEED.parents[1] / script).read_text()))
+        declared = options(GPU_SPEED.parents[1] / script)
         if "official" in script:  # the official comparisons' options live in official_speed.py
-            declared |= set(re.findall(r'add_argument\("(--[a-z-]+)"', (GPU_SPEED.parent / "official_speed.py").read_text()))
+            declared |= options(GPU_SPEED.parent / "official_speed.py")
         assert {a for a in arguments if a.startswith("--")} <= declared, script
     assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["gpu_speed.txt", "official_hdmnet.txt",
                                                                           "official_pfenet.txt", "paper_loader.txt"]

@@ -122,7 +122,8 @@ def test_a_toy_run_without_clip_imports_neither_torchvision_nor_open_clip():
     script = ("import sys\nimport numpy as np\nimport torch\nfrom fsslib.config import make_config\n"
               "from fsslib.methods import build_method\nimport fsslib.train\nimport fsslib.pretrain.base_learner.data\n"
               "from fsslib.data.episodes import random_augment\n"
-              "for method in ('prototype', 'pfenet', 'bam', 'hdmnet', 'qgnet'):\n    build_method(make_config(method=method))\n"
+              "for method in ('prototype', 'pfenet', 'bam', 'hdmnet', 'qgnet'):\n"
+              "    build_method(make_config(method=method))\n"
               "rng = np.random.default_rng(0)\n"
               "for _ in range(8):\n    random_augment(torch.rand(3, 32, 32), torch.zeros(32, 32), rng)\n"
               "print(sorted(m for m in ('torchvision', 'open_clip') if m in sys.modules))")

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from fsslib.data.episodes import gaussian_blur
+
 BLUR_IMAGE_SIZE = 224  # the size the blur sigmas are given for (MoCo, DINO)
 GRAY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R 601, as torchvision's rgb_to_grayscale
 
@@ -125,18 +127,6 @@ def colour_jitter(images: torch.Tensor, strengths: tuple[float, float, float, fl
     jittered = (luma + factors[2] * (jittered - luma)).clamp(0, 1)
     jittered = rotate_hue(jittered, _uniform(-hue, hue, count, generator)).clamp(0, 1)
     return torch.where(apply[:, None, None, None].to(images.device), jittered, images)
-
-
-def gaussian_blur(images: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
-    """Blur every image (B, 3, H, W) with its own Gaussian of ``sigmas`` (B,) pixels (0: unchanged), one grouped conv."""
-    radius = max(1, math.ceil(3 * float(sigmas.max())))
-    offsets = torch.arange(-radius, radius + 1, dtype=images.dtype, device=images.device)
-    weights = torch.exp(-0.5 * (offsets[None] / sigmas.to(images).clamp(min=1e-6)[:, None]) ** 2)  # (B, 2r+1)
-    weights = weights / weights.sum(dim=1, keepdim=True)
-    kernels = (weights[:, :, None] * weights[:, None, :]).repeat_interleave(3, dim=0)  # (B*3, 2r+1, 2r+1)
-    batch, channels, height, width = images.shape
-    padded = F.pad(images.reshape(1, batch * channels, height, width), [radius] * 4, mode="reflect")
-    return F.conv2d(padded, kernels.unsqueeze(1), groups=batch * channels).view(batch, channels, height, width)
 
 
 def solarize(images: torch.Tensor, apply: torch.Tensor) -> torch.Tensor:

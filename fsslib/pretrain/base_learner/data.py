@@ -80,7 +80,7 @@ def random_crop(image: torch.Tensor, label: torch.Tensor, crop: int, scale_range
     shifted = F.grid_sample(label[None, None].float() + 1, grid, mode="nearest", align_corners=False)[0, 0]
     view_label = torch.where(shifted == 0, torch.full_like(shifted, IGNORE), shifted - 1).long()  # (c, c)
     if blur:
-        view = gaussian_blur(view, kernel_size=BLUR_KERNEL, sigma=BLUR_SIGMA)
+        view = gaussian_blur(view[None], torch.tensor([BLUR_SIGMA]), radius=BLUR_KERNEL // 2)[0]
     return view.clamp(0, 1), view_label
 
 
