@@ -106,13 +106,15 @@ def _task_pid(folder: Path) -> int | None:
 def test_a_preempted_job_of_two_processes_resumes_from_its_checkpoint(tmp_path, monkeypatch, toy_root):
     """A run of two DDP processes (torchrun, gloo on the CPU) as a job of submitit's local executor: preempted after
     its first epoch (submitit's signal), it stops torchrun and is requeued; the requeued job resumes from last.pt with
-    --resume, trains the remaining epochs and the grid writes its table."""
+    --resume, trains the remaining epochs and the grid writes its table. An epoch's 17 episodes do not split evenly
+    over the 2 ranks (9 and 8, so 3 and 2 batches of 4): both must still run the same number of steps, or the
+    processes wait on each other forever."""
     monkeypatch.delenv("FSSLIB_SMOKE", raising=False)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     grid = tmp_path / "ddp.yaml"
     grid.write_text(yaml.safe_dump({
         "name": "ddp", "runner": "python", "gpus_per_run": 2, "grid": {"fold": [0]},
-        "fixed": {"method": "prototype", "preset": "toy", "seed": 0, "epochs": 8, "episodes_per_epoch": 16,
+        "fixed": {"method": "prototype", "preset": "toy", "seed": 0, "epochs": 8, "episodes_per_epoch": 17,
                   "batch_size": 4, "val_episodes": 8, "episodes": 8}}))
     run_dir = tmp_path / "out" / "prototype-fold0-1shot-seed0"
     preempted = []

@@ -123,18 +123,6 @@ def test_command_line_train_and_evaluate(tmp_path, toy_root, run_main):
     assert (two_way["fold"], two_way["ways"], two_way["shots"], two_way["episodes"]) == (3, 2, 1, 40)
 
 
-@pytest.mark.slow
-def test_ddp_with_two_cpu_processes(tmp_path, toy_root):
-    out = tmp_path / "ddp"
-    # 25 episodes do not split evenly over 2 ranks: both must still run the same number of steps
-    result = _cli(["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517", "-m", "fsslib.train",
-                   "--method", "prototype", "--smoke", "--episodes-per-epoch", "25", "--batch-size", "4",
-                   "--device", "cpu", "--no-progress", "--out", str(out)])
-    assert result.returncode == 0, result.stderr[-3000:]
-    summary = json.loads((out / "train_summary.json").read_text())
-    assert summary["world_size"] == 2 and summary["history"][0]["world_size"] == 2
-
-
 def test_more_processes_than_gpus_is_refused(monkeypatch):
     from fsslib.errors import FsslibError
 
