@@ -316,6 +316,36 @@ def test_gradcam_on_a_resnet_taps_layer4_and_pools_with_attention(rn):
         gradcam(rn, _images(1, 64, 96), softmax_score(rn, text, 0))
 
 
+def test_gradcam_from_recorded_taps_equals_the_gradcam_that_runs_the_tower(vit, monkeypatch):
+    """Handed the block_taps of the same images, GradCAM starts from the recorded block (the last one, or the one
+    before it for the official ln_1 layer): the maps are equal bit for bit and the tower does not run again."""
+    import importlib
+
+    gradcam_module = importlib.import_module("fsslib.clip.gradcam")  # the package's `gradcam` is the function
+
+    torch.manual_seed(0)
+    images = _images(3, 32, 32)
+    text, targets = torch.randn(4, 32), torch.tensor([0, 2, 1])
+    with torch.no_grad():  # as PI-CLIP records them
+        taps = block_taps(vit, images, blocks=[-2, -1], with_attention=True, drop_cls=True)
+    expected = {activation: gradcam(vit, images, softmax_score(vit, text, targets), activation=activation, normalize=True)
+                for activation in ("last_block_output", "last_block_ln_1")}
+
+    def tower_runs(*args, **kwargs):
+        raise AssertionError("GradCAM ran the tower although it was given the taps")
+
+    monkeypatch.setattr(gradcam_module, "_vit_embed", tower_runs)
+    for activation, maps in expected.items():
+        from_taps = gradcam(vit, images, softmax_score(vit, text, targets), activation=activation, normalize=True, taps=taps)
+        assert torch.equal(from_taps, maps), activation
+    last_only = block_taps(vit, images, blocks=[-1], with_attention=False)
+    with pytest.raises(ClipInputError, match="the block before the last"):
+        gradcam(vit, images, softmax_score(vit, text, targets), activation="last_block_ln_1", taps=last_only)
+    with pytest.raises(ClipInputError, match="2 images, the batch 3"):
+        two = block_taps(vit, images[:2], blocks=[-1], with_attention=False)
+        gradcam(vit, images, softmax_score(vit, text, targets), taps=two)
+
+
 def test_gradcam_rejects_bad_scores(vit):
     with pytest.raises(ClipInputError, match="one score per image"):
         gradcam(vit, _images(2, 32, 32), lambda tokens: tokens.sum())

@@ -267,6 +267,23 @@ def test_official_support_image_masking_only_changes_the_vvp():
     assert torch.allclose(blank[0, :, 0, 0], torch.tensor(load_clip("toy-vit").mean))
 
 
+@pytest.mark.parametrize("activation", ["last_block_output", "last_block_ln_1"])
+def test_the_query_passes_through_clip_once_and_the_vtp_is_unchanged(activation, monkeypatch):
+    """The VTP's GradCAM starts from the query's recorded taps (the default VVP blocks -1 and -2 hold the block it
+    needs): equal bit for bit to the GradCAM that runs the tower itself, which the model no longer calls."""
+    import importlib
+
+    gradcam_module = importlib.import_module("fsslib.clip.gradcam")  # the package's `gradcam` is the function
+    batch = fabricated_batch().one_way()
+    model = piclip(vtp_activation=activation).prior
+    model.encode_class_prompts((batch.class_ids - 1).tolist())
+    prompts, valid = vtp_prompt_table(model.target_text, model.non_target_text, batch.class_ids - 1)
+    separate = visual_text_prior(model.bundle, model._clip_input(batch.query_images), prompts, valid,
+                                 temperature=model.vtp_temperature, activation=activation)
+    monkeypatch.setattr(gradcam_module, "_vit_embed", lambda *args: pytest.fail("GradCAM ran the CLIP tower again"))
+    assert torch.equal(model.clip_priors(batch)["vtp"], separate)
+
+
 def test_official_label_reading_vtp_uses_the_query_classes():
     batch = fabricated_batch()
     batch.query_classes = [[1, 7], [2, 4, 9]]  # the episode classes (1, 2) plus other classes in each query

@@ -21,6 +21,11 @@ cases the class token is dropped from A and from the gradient, as PI-CLIP's
 per position (row-major). PI-CLIP's score is :func:`softmax_score` (Eqs. 1-2) and its
 maps are min-max scaled per image afterwards (``normalize=True``, pytorch-grad-cam's
 ``scale_cam_image``: :func:`fsslib.blocks.correlation.min_max_normalise`, eps 1e-7).
+
+A ViT's tower before the tapped layer runs without gradient. When the caller has already run it on the same
+images (:func:`fsslib.clip.dense.block_taps`, as PI-CLIP does for its VVP and PIR), ``taps=`` hands over the
+recorded block output the activation starts from, and GradCAM runs only the layers after it: the maps are equal
+bit for bit, and one pass of the tower is saved.
 """
 from __future__ import annotations
 
@@ -38,6 +43,7 @@ from fsslib.clip.dense import (
     _require_vit,
     _resnet_trunk,
     _vit_embed,
+    Taps,
     attention_pool,
     prepare_images,
     project_tokens,
@@ -55,13 +61,36 @@ def gradcam_from_activations(activations: Tensor, gradients: Tensor, grid: tuple
     return cam.reshape(cam.shape[0], *grid)
 
 
-def _tap(bundle: ClipBundle, images: Tensor, activation: str) -> tuple[Tensor, Tensor, Tensor, tuple[int, int]]:
-    """Run the tower up to the tapped activations, with grad from there on.
+def _recorded_block_output(bundle: ClipBundle, images: Tensor, taps: Taps, block: int) -> Tensor:
+    """The output (B, 1+N, C) of ViT ``block`` (0-based) that ``taps`` recorded for ``images``, class token first."""
+    if block < 0 or block not in taps.tokens:
+        needed = "the block before the last" if block == bundle.num_blocks - 2 else "the last block"
+        raise ClipInputError(
+            f"GradCAM was given taps without {needed}'s output (block {block}); it starts from there.",
+            f"record it: block_taps(bundle, images, [..., {block}]), or call gradcam without taps=.",
+        )
+    tokens = taps.tokens[block]  # (B, N, C)
+    if tokens.shape[0] != images.shape[0]:
+        raise ClipInputError(f"The taps hold {tokens.shape[0]} images, the batch {images.shape[0]}.",
+                             "pass the block_taps of the same images.")
+    return torch.cat([taps.class_tokens[block][:, None], tokens], dim=1)
+
+
+def _tap(bundle: ClipBundle, images: Tensor, activation: str, taps: Taps | None = None
+         ) -> tuple[Tensor, Tensor, Tensor, tuple[int, int]]:
+    """Run the tower up to the tapped activations, with grad from there on; a ViT starts from ``taps`` when given.
 
     Returns the tapped leaf (which the gradient is taken for), its patch tokens A (B, N, C),
     the tokens the score function receives (B, N, C) and the grid (h, w).
     """
     visual = bundle.visual
+    if taps is not None:
+        _require_vit(bundle, "GradCAM from recorded taps")
+        last = visual.transformer.resblocks[-1]
+        if activation == "last_block_output":
+            tapped = _recorded_block_output(bundle, images, taps, bundle.num_blocks - 1).detach().requires_grad_(True)
+            return tapped, tapped[:, 1:], tapped[:, 1:], taps.grid
+        return _from_last_block_input(last, _recorded_block_output(bundle, images, taps, bundle.num_blocks - 2), taps.grid)
     pixels = prepare_images(bundle, images)
     if bundle.kind == "rn":
         if activation != "last_block_output":
@@ -85,6 +114,13 @@ def _tap(bundle: ClipBundle, images: Tensor, activation: str) -> tuple[Tensor, T
             tapped = last(x)  # (B, 1+N, C)
         tapped.requires_grad_(True)
         return tapped, tapped[:, 1:], tapped[:, 1:], grid
+    return _from_last_block_input(last, x, grid)
+
+
+def _from_last_block_input(last: torch.nn.Module, x: Tensor, grid: tuple[int, int]
+                           ) -> tuple[Tensor, Tensor, Tensor, tuple[int, int]]:
+    """The official code's target layer: the last block's ``ln_1`` output is the leaf, and only the attention
+    branch carries its gradient (the residual input ``x`` (B, 1+N, C) has none)."""
     tapped = last.ln_1(x).detach().requires_grad_(True)  # (B, 1+N, C)
     attended = last.attn(tapped, tapped, tapped, need_weights=False)[0]
     y = x + last.ls_1(attended)
@@ -99,13 +135,16 @@ def gradcam(
     *,
     activation: Literal["last_block_output", "last_block_ln_1"] = "last_block_output",
     normalize: bool = False,
+    taps: Taps | None = None,
 ) -> Tensor:
     """GradCAM maps (B, h, w) of a ViT or ResNet CLIP for per-image scores ``score_fn(tokens)``.
 
     ``score_fn`` receives the last block's patch tokens (B, N, C) (ViT: before ``ln_post``;
     use :func:`fsslib.clip.dense.project_tokens` to reach the joint space; ResNet: layer4's
     positions, row-major) and must return one score per image, shape (B,). See the module
-    docstring for ``activation``.
+    docstring for ``activation``. ``taps``: :func:`~fsslib.clip.dense.block_taps` of the same ``images`` (ViT) that
+    recorded the last block (``last_block_output``) or the one before it (``last_block_ln_1``): the tower is not
+    run again.
     """
     if torch.is_inference_mode_enabled():
         raise ClipInputError(
@@ -115,7 +154,7 @@ def gradcam(
     if activation not in ACTIVATIONS:
         raise ClipInputError(f"Unknown GradCAM activation {activation!r}.", f"use one of: {', '.join(ACTIVATIONS)}.")
     with torch.enable_grad():
-        tapped, activations, tokens, grid = _tap(bundle, images, activation)
+        tapped, activations, tokens, grid = _tap(bundle, images, activation, taps)
         scores = score_fn(tokens)
         if not isinstance(scores, Tensor) or scores.shape != (tokens.shape[0],):
             shape = tuple(scores.shape) if isinstance(scores, Tensor) else type(scores).__name__

@@ -9,7 +9,8 @@ The frozen CLIP ViT sees the query and the supports (at the episode's input size
   are concatenated, not averaged (Sec. 4.1).
   ``vvp_mask_support_image``: the official code blanks the support image outside its mask
   before CLIP, then masks the tokens (Eq. 5 masks only the tokens); the default follows the code.
-* VTP (Eqs. 1-4) by softmax-GradCAM of "a photo of {c}." against "a photo without {c}.".
+* VTP (Eqs. 1-4) by softmax-GradCAM of "a photo of {c}." against "a photo without {c}.". The GradCAM starts
+  from the query's recorded block output, so the query passes through CLIP once.
 * PIR (Eqs. 9-11) with the head-averaged attention of the last ``pir_blocks`` blocks (8; all
   blocks of smaller ViTs), CLS removed; box mask from the VTP. Refines the VTP only by
   default (Table 4); ``refine`` picks which priors are refined.
@@ -169,8 +170,12 @@ class ClipPriors(PriorSource):
         # ids would spare it)
         self.encode_class_prompts(class_rows.tolist() + [r for rows in present_indices or [] for r in rows])
         prompts, valid = vtp_prompt_table(self.target_text, self.non_target_text, class_rows, present_indices)
+        # GradCAM starts from the last block's output (or its input, for the official layer), which the query's taps
+        # hold with the default VVP blocks (-1, -2): the tower then runs once for the query, not twice
+        start = self.bundle.num_blocks - (1 if self.vtp_activation == "last_block_output" else 2)
         vtp = visual_text_prior(self.bundle, query_images, prompts, valid, temperature=self.vtp_temperature,
-                                activation=self.vtp_activation)  # (B, h, w)
+                                activation=self.vtp_activation,
+                                taps=query_taps if start in query_taps.tokens else None)  # (B, h, w)
         with torch.no_grad():
             refinement = refinement_matrix(query_taps.mean_attention(self.pir_blocks).float(), self.pir_squarings)
             boxes = box_mask(vtp, self.box_threshold)  # (B, h, w)

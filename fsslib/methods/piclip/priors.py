@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from fsslib.clip import ClipBundle, gradcam, softmax_score
+from fsslib.clip import ClipBundle, Taps, gradcam, softmax_score
 from fsslib.errors import FsslibError
 from fsslib.blocks.correlation import COSINE_EPS, max_cosine_similarity, min_max_normalise
 from fsslib.blocks.masks import foreground_weights
@@ -43,6 +43,7 @@ def visual_text_prior(
     *,
     temperature: float = 0.01,
     activation: Literal["last_block_output", "last_block_ln_1"] = "last_block_output",
+    taps: Taps | None = None,
 ) -> torch.Tensor:
     """VTP P_vt (B, h, w) in [0, 1]: softmax-GradCAM of the target prompt (Eqs. 1-4), min-max scaled.
 
@@ -59,6 +60,8 @@ def visual_text_prior(
     ``activation``: GradCAM w.r.t. the last block's output patch tokens (Eq. 3 as written), or
     the last block's ``ln_1`` output as the official code's pytorch-grad-cam target layer.
     One backward pass for the whole batch (scores of different images do not interact).
+    ``taps``: the query's :func:`~fsslib.clip.dense.block_taps`, holding the block GradCAM starts from (see
+    :func:`~fsslib.clip.gradcam.gradcam`): the CLIP tower is not run a second time, and the map is the same.
     """
     if prompts.ndim != 3 or prompts.shape[0] != query_images.shape[0] or prompts.shape[-1] != bundle.embed_dim:
         raise PriorInputError(
@@ -66,7 +69,7 @@ def visual_text_prior(
             "build them with vtp_prompt_table(...) for the same batch and CLIP model.",
         )
     score_fn = softmax_score(bundle, prompts, target=0, temperature=temperature, valid=valid)  # Eqs. 1-2: S_f
-    return gradcam(bundle, query_images, score_fn, activation=activation, normalize=True)  # (B, h, w), Eq. 4 + min-max
+    return gradcam(bundle, query_images, score_fn, activation=activation, normalize=True, taps=taps)  # (B, h, w), Eq. 4
 
 
 def vtp_prompt_table(
