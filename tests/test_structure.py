@@ -115,13 +115,15 @@ def test_checkpoints_are_loaded_with_weights_only():
 def test_a_toy_run_without_clip_imports_neither_torchvision_nor_open_clip():
     """Importing torchvision costs a process about a CPU-second (it imports torch._dynamo); the toy tier's CNN methods
     and their training augmentation (the blur too, and the base learner's) need none of it, and every grid run, launch
-    worker and lesson kernel of theirs would pay it."""
+    worker and lesson kernel of theirs would pay it. Nor do the toy world's scenes and QGNet's prior pretraining (open_clip
+    with torchvision and timm: about 2 CPU-seconds)."""
     import subprocess
     import sys
 
     script = ("import sys\nimport numpy as np\nimport torch\nfrom fsslib.config import make_config\n"
               "from fsslib.methods import build_method\nimport fsslib.train\nimport fsslib.pretrain.base_learner.data\n"
-              "from fsslib.data.episodes import random_augment\n"
+              "from fsslib.data.episodes import random_augment\nimport fsslib.pretrain.qgnet_prior.train\n"
+              "from fsslib.pretrain.scenes import render_scenes\nrender_scenes(2, 0, 0)\n"
               "for method in ('prototype', 'pfenet', 'bam', 'hdmnet', 'qgnet'):\n"
               "    build_method(make_config(method=method))\n"
               "rng = np.random.default_rng(0)\n"

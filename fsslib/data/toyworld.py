@@ -56,6 +56,14 @@ class ToyObject:
         return CLASS_NAMES[self.class_id - 1]
 
 
+def spatial_word(obj: ToyObject, size: int) -> str:
+    """Where an object sits in a ``size`` x ``size`` image: 'on the left', ..., 'in the middle'."""
+    y, x = obj.centre
+    if abs(x - size / 2) >= abs(y - size / 2):
+        return "on the left" if x < size * 0.4 else "on the right" if x > size * 0.6 else "in the middle"
+    return "at the top" if y < size * 0.4 else "at the bottom" if y > size * 0.6 else "in the middle"
+
+
 @dataclass
 class ToyScene:
     """A rendered scene: RGB image, class-index mask, its objects and a caption."""

@@ -10,7 +10,7 @@ import random
 
 from fsslib.clip.prompts import MASKCLIP_TEMPLATES, PICLIP_TARGET_TEMPLATE
 from fsslib.clip.toy import EMPTY_PROMPT
-from fsslib.data.toyworld import CLASS_NAMES, ToyObject
+from fsslib.data.toyworld import CLASS_NAMES
 
 
 def _article(phrase: str) -> str:
@@ -19,14 +19,6 @@ def _article(phrase: str) -> str:
 
 def _listed(phrases: list[str]) -> str:
     return phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + " and " + phrases[-1]
-
-
-def spatial_word(obj: ToyObject, size: int) -> str:
-    """Where an object sits in a ``size`` x ``size`` image: 'on the left', ..., 'in the middle'."""
-    y, x = obj.centre
-    if abs(x - size / 2) >= abs(y - size / 2):
-        return "on the left" if x < size * 0.4 else "on the right" if x > size * 0.6 else "in the middle"
-    return "at the top" if y < size * 0.4 else "at the bottom" if y > size * 0.6 else "in the middle"
 
 
 def caption_scene(class_ids: list[int], positions: list[str], rng: random.Random) -> str:

@@ -26,8 +26,7 @@ from tqdm.auto import tqdm
 
 from fsslib.data.layout import IGNORE
 from fsslib.paths import atomic_path, write_text
-from fsslib.data.toyworld import CLASS_NAMES, ToyObject, ToyScene, render_scene
-from fsslib.pretrain.captions import spatial_word
+from fsslib.data.toyworld import CLASS_NAMES, ToyObject, ToyScene, render_scene, spatial_word
 
 Draw = Callable[[np.random.Generator, int], ToyScene]  # (the scene's rng, its index) -> the scene
 
