@@ -153,7 +153,8 @@ def _background(rng: np.random.Generator, size: int, yy: np.ndarray, xx: np.ndar
     image = base + (yy[..., None] / size - 0.5) * tilt[0] + (xx[..., None] / size - 0.5) * tilt[1]
     coarse = rng.normal(0, 0.07, size=(size // 8 + 1, size // 8 + 1, 3))
     upsample = _interpolation_matrix(size, coarse.shape[0])  # (size, g): smooth, not blocky
-    image = image + np.einsum("yi,ijc,xj->yxc", upsample, coarse, upsample)
+    # U C_c U^T per channel c, as two matrix products (an einsum over both sums took 5 ms a scene): (size, size, 3)
+    image = image + (upsample @ coarse.transpose(2, 0, 1) @ upsample.T).transpose(1, 2, 0)
     image = image + rng.normal(0, 0.03, size=image.shape)
     for _ in range(rng.integers(1, 4)):  # clutter lines
         angle, offset = rng.uniform(0, np.pi), rng.uniform(0, size)
