@@ -29,7 +29,7 @@ import multiprocessing
 import os
 import zlib
 from statistics import fmean
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any, Callable
 
@@ -81,7 +81,7 @@ def evaluations(params: dict[str, Any], folder: Path) -> list[tuple[dict[str, An
 
 
 def _evaluate(overrides: dict[str, Any], folder: Path, smoke: bool, threads: int) -> dict[str, Any]:
-    """One evaluation in a worker process: ``fsslib.evaluate.run`` with ``threads`` torch threads."""
+    """One evaluation in a worker process or thread: ``fsslib.evaluate.run`` with ``threads`` torch threads."""
     from fsslib import evaluate
 
     torch.set_num_threads(threads)
@@ -136,7 +136,8 @@ def execute_comparison(name: str, runs: list[tuple[dict[str, Any], Path]], resul
                        run_notebook: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
                        pairs: tuple[tuple[str, str], ...] | None = None) -> list[dict[str, Any]]:
     """Evaluate every (run parameters, output folder) of a compare grid, ``jobs`` at a time with ``threads``
-    torch threads each (``resume``: evaluations already made with the same settings are read,
+    torch threads each, in worker processes (one job without runs to train: in a thread of this process)
+    (``resume``: evaluations already made with the same settings are read,
     :func:`finished`), then write the comparison, with ``seed_rows``' spread, into ``results_dir``; returns
     the rows. A run with ``ckpt: null`` (:func:`trains_live`) is handed whole to ``run_notebook`` (the
     train/eval notebook: it trains, then evaluates into the same folders), first, since it takes longest;
@@ -154,9 +155,12 @@ def execute_comparison(name: str, runs: list[tuple[dict[str, Any], Path]], resul
         for params, folder in live:
             if (metrics := _live_finished(params, folder, smoke)) is not None:
                 made |= {eval_dir: m for (_, eval_dir), m in zip(evaluations(params, folder), metrics)}
-    threads_before = os.environ.get("OMP_NUM_THREADS")
+    threads_before, torch_threads = os.environ.get("OMP_NUM_THREADS"), torch.get_num_threads()
     os.environ["OMP_NUM_THREADS"] = str(threads)  # inherited by the workers
-    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"))
+    if jobs == 1 and not live:  # evaluations one at a time: in a thread of this process, no worker to start
+        pool = ThreadPoolExecutor(max_workers=1)
+    else:  # papermill changes its process's working directory: a notebook runs in a process of its own
+        pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"))
     try:
         futures = {pool.submit(run_notebook, params): (params, folder) for params, folder in live
                    if any(eval_dir not in made for _, eval_dir in evaluations(params, folder))}
@@ -175,6 +179,7 @@ def execute_comparison(name: str, runs: list[tuple[dict[str, Any], Path]], resul
                                   "unset FSSLIB_SMOKE (it shrinks the notebook's runs), or pass --smoke to the grid.")
     finally:  # after an error or an interrupt, no further evaluation starts
         pool.shutdown(cancel_futures=True)
+        torch.set_num_threads(torch_threads)  # as it was, after evaluations in this process's thread
         if threads_before is None:
             os.environ.pop("OMP_NUM_THREADS")
         else:

@@ -119,11 +119,14 @@ def test_write_comparison_writes_its_tables_and_figures(tmp_path):
 
 
 @pytest.mark.slow  # trains: scheduled first under -n, left out of make test-fast
-def test_a_compare_grid_evaluates_without_notebooks_and_resumes(tmp_path):
+def test_a_compare_grid_evaluates_without_notebooks_and_resumes(tmp_path, monkeypatch):
+    import fsslib.compare
     from fsslib.runs import execute, rewrite_table
 
     grid = tmp_path / "compare_tiny.yaml"
-    # one job: the runs go in this process's thread (the pool of spawned workers is tested in test_launch.py)
+    # one job and no run to train: the evaluations go in this process's thread, no worker process starts (the
+    # spawned workers run in the notebook test below)
+    monkeypatch.setattr(fsslib.compare, "ProcessPoolExecutor", lambda *args, **kwargs: pytest.fail("a process started"))
     grid.write_text("name: compare_tiny\ncompare: true\njobs: 1\nfixed: {preset: toy, seed: 0, episodes: 12, "
                     "test_ways: [1, 2]}\ngrid:\n  method: [all-foreground, maskclip]\n  fold: [1]\n")
     rows = execute(grid, outputs=tmp_path / "out", results=tmp_path / "results")
