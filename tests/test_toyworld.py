@@ -76,15 +76,27 @@ def test_materialize_writes_voc_layout(tmp_path):
     assert (root / "JPEGImages" / "toy_val_000001.jpg").is_file()
 
 
+def test_worker_processes_write_the_same_world(tmp_path, monkeypatch):
+    """Scenes rendered by two processes, three scenes per task, give the files one process writes, byte for byte."""
+    monkeypatch.setattr(toyworld, "SCENES_PER_TASK", 3)
+    counts = {"train": 7, "val": 2}
+    alone = toyworld.materialize(tmp_path / "alone", seed=4, counts=counts)
+    pooled = toyworld.materialize(tmp_path / "pooled", seed=4, counts=counts, workers=2)
+    files = sorted(path.relative_to(alone) for path in alone.rglob("*") if path.is_file())
+    assert len(files) == 2 * 9 + 6 and files == sorted(path.relative_to(pooled) for path in pooled.rglob("*") if path.is_file())
+    assert all((alone / name).read_bytes() == (pooled / name).read_bytes() for name in files)
+
+
 def test_ensure_toyworld_writes_the_marker_last(tmp_path, monkeypatch):
     counts = {"train": 3, "val": 2, "test": 2}
     materialize = toyworld.materialize
-    monkeypatch.setattr(toyworld, "materialize", lambda root, seed: materialize(root, seed=seed, counts=counts))
+    monkeypatch.setattr(toyworld, "materialize", lambda root, seed, workers: materialize(root, seed=seed, counts=counts,
+                                                                                        workers=workers))
     root = prepare.ensure_toyworld(tmp_path / "toy", seed=5)
     assert json.loads((root / MARKER).read_text()) == {"benchmark": "toy", "seed": 5, "images": counts}
     assert Source(TOY, "val", root=root).names == ["toy_val_000000", "toy_val_000001"]
 
-    def interrupted(root, seed):
+    def interrupted(root, seed, workers):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(toyworld, "materialize", interrupted)
@@ -99,7 +111,7 @@ def test_ensure_toyworld_accepts_a_world_made_before_the_marker(tmp_path, monkey
     meta = json.loads((root / "meta.json").read_text())
     (root / "meta.json").write_text(json.dumps({**meta, "version": prepare.TOY_VERSION}))  # what older fsslib left
 
-    def regenerate(root, seed):
+    def regenerate(root, seed, workers):
         raise AssertionError("a complete toy world was regenerated")
 
     monkeypatch.setattr(toyworld, "materialize", regenerate)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 from pathlib import Path
 from typing import Iterator
 
@@ -32,7 +33,8 @@ def ensure_toyworld(root: Path, seed: int = 0) -> Path:
     The world is written in place and its completion marker last. A world made before the
     markers existed is complete when its ``meta.json`` carries the current version (written
     after every image), so it only gets the marker. Processes that ask at once (test workers,
-    notebooks run side by side) take turns: one generates, the others then find it done.
+    notebooks run side by side) take turns: one generates, the others then find it done. It renders on every core
+    this process may use (at most 8).
     """
     root = Path(root)
     meta_path = root / "meta.json"
@@ -44,7 +46,8 @@ def ensure_toyworld(root: Path, seed: int = 0) -> Path:
                     mark_prepared(root, _toy_record(meta))
                 return root
         (root / MARKER).unlink(missing_ok=True)
-        toyworld.materialize(root, seed=seed)
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        toyworld.materialize(root, seed=seed, workers=min(cores, 8))
         meta = {**json.loads(meta_path.read_text()), "version": TOY_VERSION}
         write_text(meta_path, json.dumps(meta, indent=1))
         mark_prepared(root, _toy_record(meta))

@@ -220,19 +220,47 @@ def image_name(split: str, index: int) -> str:
     return f"toy_{split}_{index:06d}"
 
 
+SCENES_PER_TASK = 250  # scenes one worker renders and writes per task
+
+
+def _write_scenes(root: Path, seed: int, size: int, split: str, indices: range
+                  ) -> list[tuple[str, tuple[str, str], dict[int, int], dict]]:
+    """Render scenes ``indices`` of ``split`` and write their image and label; per scene its name, file pair, class
+    pixel counts and caption record."""
+    written = []
+    for index in indices:
+        name = image_name(split, index)
+        scene = render_scene(scene_rng(seed, split, index), size)
+        Image.fromarray(scene.image).save(root / "JPEGImages" / f"{name}.jpg", quality=95)
+        Image.fromarray(scene.mask).save(root / "SegmentationClassAug" / f"{name}.png")
+        ids, pixel_counts = np.unique(scene.mask, return_counts=True)
+        presence = {int(c): int(n) for c, n in zip(ids, pixel_counts) if 0 < c < 255}
+        caption = {"caption": scene.caption,
+                   "objects": [{"class_id": o.class_id, "name": o.name, "bbox": list(o.bbox)} for o in scene.objects]}
+        written.append((name, (f"JPEGImages/{name}.jpg", f"SegmentationClassAug/{name}.png"), presence, caption))
+    return written
+
+
 def materialize(
     root: str | Path,
     seed: int = 0,
     size: int = 64,
     counts: dict[str, int] | None = None,
+    workers: int = 1,
 ) -> Path:
     """Write the toy world to ``root`` in the PASCAL VOC layout and return ``root``.
 
     Writes ``JPEGImages/*.jpg``, ``SegmentationClassAug/*.png`` (class-index PNGs),
     ``lists/<split>.txt`` (``image_path label_path`` pairs, PFENet's list format),
     ``lists/<split>_classes.json`` (per-image class pixel counts), ``captions.json``
-    and ``meta.json``.
+    and ``meta.json``. ``workers`` processes render the scenes; each scene is a function of
+    (seed, split, index) alone, so the files are the same for any number of them.
     """
+    from concurrent.futures import ProcessPoolExecutor
+    from contextlib import nullcontext
+    from functools import partial
+    from multiprocessing import get_context
+
     from fsslib.data.layout import write_class_index, write_list
 
     root = Path(root)
@@ -240,22 +268,19 @@ def materialize(
     (root / "JPEGImages").mkdir(parents=True, exist_ok=True)
     (root / "SegmentationClassAug").mkdir(parents=True, exist_ok=True)
     captions: dict[str, dict] = {}
-    for split, count in counts.items():
-        pairs, presence = [], {}
-        for index in range(count):
-            name = image_name(split, index)
-            scene = render_scene(scene_rng(seed, split, index), size)
-            Image.fromarray(scene.image).save(root / "JPEGImages" / f"{name}.jpg", quality=95)
-            Image.fromarray(scene.mask).save(root / "SegmentationClassAug" / f"{name}.png")
-            pairs.append((f"JPEGImages/{name}.jpg", f"SegmentationClassAug/{name}.png"))
-            ids, pixel_counts = np.unique(scene.mask, return_counts=True)
-            presence[name] = {int(c): int(n) for c, n in zip(ids, pixel_counts) if 0 < c < 255}
-            captions[name] = {
-                "caption": scene.caption,
-                "objects": [{"class_id": o.class_id, "name": o.name, "bbox": list(o.bbox)} for o in scene.objects],
-            }
-        write_list(root, split, pairs)
-        write_class_index(root, split, presence)
+    pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn")) if workers > 1 else nullcontext()
+    with pool:
+        for split, count in counts.items():
+            tasks = [range(start, min(start + SCENES_PER_TASK, count)) for start in range(0, count, SCENES_PER_TASK)]
+            render = partial(_write_scenes, root, seed, size, split)
+            pairs, presence = [], {}
+            for written in (pool.map(render, tasks) if workers > 1 else map(render, tasks)):  # in index order
+                for name, pair, present, caption in written:
+                    pairs.append(pair)
+                    presence[name] = present
+                    captions[name] = caption
+            write_list(root, split, pairs)
+            write_class_index(root, split, presence)
     write_text(root / "captions.json", json.dumps(captions))
     meta = {"benchmark": "toy", "seed": seed, "size": size, "counts": counts, "classes": list(CLASS_NAMES)}
     write_text(root / "meta.json", json.dumps(meta, indent=1))
