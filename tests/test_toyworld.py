@@ -87,6 +87,25 @@ def test_worker_processes_write_the_same_world(tmp_path, monkeypatch):
     assert all((alone / name).read_bytes() == (pooled / name).read_bytes() for name in files)
 
 
+def test_ensure_toyworld_renders_on_the_usable_cores_but_in_one_process_inside_a_daemon(tmp_path, monkeypatch):
+    import multiprocessing
+    from types import SimpleNamespace
+
+    asked = []
+
+    def stop(root, seed, workers):  # records how many processes ensure_toyworld asks for, then stops before writing
+        asked.append(workers)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(toyworld, "materialize", stop)
+    monkeypatch.setattr(prepare.os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
+    for daemon in (False, True):  # a data loader's worker is daemonic: it may start no process
+        monkeypatch.setattr(multiprocessing, "current_process", lambda: SimpleNamespace(daemon=daemon))
+        with pytest.raises(KeyboardInterrupt):
+            prepare.ensure_toyworld(tmp_path / "toy")
+    assert asked == [3, 1]
+
+
 def test_ensure_toyworld_writes_the_marker_last(tmp_path, monkeypatch):
     counts = {"train": 3, "val": 2, "test": 2}
     materialize = toyworld.materialize

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import multiprocessing
 import os
 from pathlib import Path
 from typing import Iterator
@@ -34,7 +35,7 @@ def ensure_toyworld(root: Path, seed: int = 0) -> Path:
     markers existed is complete when its ``meta.json`` carries the current version (written
     after every image), so it only gets the marker. Processes that ask at once (test workers,
     notebooks run side by side) take turns: one generates, the others then find it done. It renders on every core
-    this process may use (at most 8).
+    this process may use (at most 8), in one process inside a daemonic worker (a data loader's).
     """
     root = Path(root)
     meta_path = root / "meta.json"
@@ -47,7 +48,8 @@ def ensure_toyworld(root: Path, seed: int = 0) -> Path:
                 return root
         (root / MARKER).unlink(missing_ok=True)
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        toyworld.materialize(root, seed=seed, workers=min(cores, 8))
+        daemon = multiprocessing.current_process().daemon  # a data loader's worker may start no process of its own
+        toyworld.materialize(root, seed=seed, workers=1 if daemon else min(cores, 8))
         meta = {**json.loads(meta_path.read_text()), "version": TOY_VERSION}
         write_text(meta_path, json.dumps(meta, indent=1))
         mark_prepared(root, _toy_record(meta))
