@@ -86,11 +86,11 @@ def _tap(bundle: ClipBundle, images: Tensor, activation: str, taps: Taps | None 
     visual = bundle.visual
     if taps is not None:
         _require_vit(bundle, "GradCAM from recorded taps")
-        last = visual.transformer.resblocks[-1]
         if activation == "last_block_output":
             tapped = _recorded_block_output(bundle, images, taps, bundle.num_blocks - 1).detach().requires_grad_(True)
             return tapped, tapped[:, 1:], tapped[:, 1:], taps.grid
-        return _from_last_block_input(last, _recorded_block_output(bundle, images, taps, bundle.num_blocks - 2), taps.grid)
+        before_last = _recorded_block_output(bundle, images, taps, bundle.num_blocks - 2)  # the last block's input
+        return _from_last_block_input(visual.transformer.resblocks[-1], before_last, taps.grid)
     pixels = prepare_images(bundle, images)
     if bundle.kind == "rn":
         if activation != "last_block_output":
