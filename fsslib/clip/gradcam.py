@@ -61,6 +61,12 @@ def gradcam_from_activations(activations: Tensor, gradients: Tensor, grid: tuple
     return cam.reshape(cam.shape[0], *grid)
 
 
+def gradcam_start_block(bundle: ClipBundle, activation: str) -> int:
+    """The ViT block (0-based) whose recorded output GradCAM from ``taps`` starts from: the last block
+    (``last_block_output``), or the one before it, whose output is the last block's input (``last_block_ln_1``)."""
+    return bundle.num_blocks - (1 if activation == "last_block_output" else 2)
+
+
 def _recorded_block_output(bundle: ClipBundle, images: Tensor, taps: Taps, block: int) -> Tensor:
     """The output (B, 1+N, C) of ViT ``block`` (0-based) that ``taps`` recorded for ``images``, class token first."""
     if block < 0 or block not in taps.tokens:
@@ -86,11 +92,11 @@ def _tap(bundle: ClipBundle, images: Tensor, activation: str, taps: Taps | None 
     visual = bundle.visual
     if taps is not None:
         _require_vit(bundle, "GradCAM from recorded taps")
+        recorded = _recorded_block_output(bundle, images, taps, gradcam_start_block(bundle, activation))
         if activation == "last_block_output":
-            tapped = _recorded_block_output(bundle, images, taps, bundle.num_blocks - 1).detach().requires_grad_(True)
+            tapped = recorded.detach().requires_grad_(True)
             return tapped, tapped[:, 1:], tapped[:, 1:], taps.grid
-        before_last = _recorded_block_output(bundle, images, taps, bundle.num_blocks - 2)  # the last block's input
-        return _from_last_block_input(visual.transformer.resblocks[-1], before_last, taps.grid)
+        return _from_last_block_input(visual.transformer.resblocks[-1], recorded, taps.grid)  # the last block's input
     pixels = prepare_images(bundle, images)
     if bundle.kind == "rn":
         if activation != "last_block_output":

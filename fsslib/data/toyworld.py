@@ -268,13 +268,12 @@ def materialize(
     (root / "JPEGImages").mkdir(parents=True, exist_ok=True)
     (root / "SegmentationClassAug").mkdir(parents=True, exist_ok=True)
     captions: dict[str, dict] = {}
-    pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn")) if workers > 1 else nullcontext()
-    with pool:
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) if workers > 1 else nullcontext() as pool:
+        run_all = map if pool is None else pool.map  # either way, the results come back in index order
         for split, count in counts.items():
             tasks = [range(start, min(start + SCENES_PER_TASK, count)) for start in range(0, count, SCENES_PER_TASK)]
-            render = partial(_write_scenes, root, seed, size, split)
             pairs, presence = [], {}
-            for written in (pool.map(render, tasks) if workers > 1 else map(render, tasks)):  # in index order
+            for written in run_all(partial(_write_scenes, root, seed, size, split), tasks):
                 for name, pair, present, caption in written:
                     pairs.append(pair)
                     presence[name] = present

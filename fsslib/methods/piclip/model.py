@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from fsslib.blocks.masks import blank_outside_masks
 from fsslib.blocks.priors import PriorSource
 from fsslib.clip import PICLIP_NON_TARGET_TEMPLATE, PICLIP_TARGET_TEMPLATE, ClipBundle, block_taps, prompt_embeddings
+from fsslib.clip.gradcam import gradcam_start_block
 from fsslib.data.episodes import OneWayInputs
 from fsslib.errors import unknown
 from fsslib.methods.piclip.priors import (
@@ -172,7 +173,7 @@ class ClipPriors(PriorSource):
         prompts, valid = vtp_prompt_table(self.target_text, self.non_target_text, class_rows, present_indices)
         # GradCAM starts from the last block's output (or its input, for the official layer), which the query's taps
         # hold with the default VVP blocks (-1, -2): the tower then runs once for the query, not twice
-        start = self.bundle.num_blocks - (1 if self.vtp_activation == "last_block_output" else 2)
+        start = gradcam_start_block(self.bundle, self.vtp_activation)
         vtp = visual_text_prior(self.bundle, query_images, prompts, valid, temperature=self.vtp_temperature,
                                 activation=self.vtp_activation,
                                 taps=query_taps if start in query_taps.tokens else None)  # (B, h, w)
