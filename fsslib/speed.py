@@ -6,8 +6,9 @@
 * ``channels_last`` (:func:`to_channels_last`): every 4-d weight of the model, frozen ones included, in NHWC
   order, so cuDNN's convolutions run without layout transposes; their outputs follow the weights' layout.
 * ``compile`` (:func:`compile_regions`): ``torch.compile`` of the model's heavy parts, one region each: the frozen
-  backbones (ResNet-50) and a base learner's pyramid pooling and embedding, and the trained decoders and
-  transformers. Regions instead of the whole step: the step's Python (episode bookkeeping, PI-CLIP's GradCAM, the
+  backbones (ResNet-50), a base learner's pyramid pooling and embedding, each block of a frozen CLIP's ViT (PI-CLIP's
+  priors run it on the query and every support), and the trained decoders and transformers. Regions instead of the
+  whole step: the step's Python (episode bookkeeping, PI-CLIP's GradCAM, the
   losses) stays eager, each region compiles once (a few short graphs, not one long one), and a region's weights
   keep their names (``Module.compile``: checkpoints are unchanged). Inductor's cache goes to
   ``$TORCH_HOME/inductor`` (:func:`compile_cache_dir`) unless ``TORCHINDUCTOR_CACHE_DIR`` is set, so the next run
@@ -54,19 +55,29 @@ def modules_with_frozen(model: nn.Module):
 
 def compiled_parts(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """The regions :func:`compile_regions` compiles: frozen backbones (:class:`~fsslib.models.backbones.
-    MultiLevelBackbone`), a frozen base learner's ``ppm`` and ``embed``, and the trained decoders and transformers
-    (PFENet's FEM, BAM's ASPP and residual blocks, HDMNet's transformer) that are the model's direct children."""
+    MultiLevelBackbone`), a frozen base learner's ``ppm`` and ``embed``, the residual blocks of a frozen CLIP's ViT
+    (open_clip's ``visual.transformer.resblocks``: blocks of one shape share one compiled graph; the GradCAM and
+    attention taps read their submodules, which stay eager), and the trained decoders and transformers (PFENet's
+    FEM, BAM's ASPP and residual blocks, HDMNet's transformer) that are the model's direct children. A frozen model
+    held under two names is listed once."""
     from fsslib.blocks.base_learner import BaseLearner
     from fsslib.blocks.decoders import AtrousSpatialPyramidPooling, FeatureEnrichmentModule
     from fsslib.blocks.hierarchical import HierarchicalTransformer
     from fsslib.models.backbones import MultiLevelBackbone
 
     parts: list[tuple[str, nn.Module]] = []
+    held: set[int] = set()
     for name, frozen in held_frozen_models(model):
+        if id(frozen) in held:
+            continue
+        held.add(id(frozen))
+        vit = getattr(getattr(frozen, "visual", None), "transformer", None)  # an open_clip CLIP with a ViT tower
         if isinstance(frozen, MultiLevelBackbone):
             parts.append((name, frozen))
         elif isinstance(frozen, BaseLearner):
             parts += [(f"{name}.backbone", frozen.backbone), (f"{name}.ppm", frozen.ppm), (f"{name}.embed", frozen.embed)]
+        elif vit is not None:
+            parts += [(f"{name}.visual.transformer.resblocks.{index}", block) for index, block in enumerate(vit.resblocks)]
     trained = (FeatureEnrichmentModule, AtrousSpatialPyramidPooling, HierarchicalTransformer)
     for name, child in model.named_children():
         if isinstance(child, trained) or name in ("res1", "res2"):

@@ -111,12 +111,12 @@ def one_step(method: str, **speed) -> tuple[torch.Tensor, dict[str, torch.Tensor
     the updated weights: AdamW's first step moves each weight by about lr times the sign of its gradient, so a
     gradient near 0 would turn rounding into a difference of 2 lr."""
     from fsslib.config import make_config
-    from fsslib.methods import build_method
+    from fsslib.methods import build_method, method_options
     from fsslib.speed import apply_speed_settings
 
     torch.manual_seed(0)
-    cfg = make_config(method=method, smoke=True, device="cpu", options={"base_learner": "random"} if method != "pfenet"
-                      else {})
+    cfg = make_config(method=method, smoke=True, device="cpu",
+                      options={"base_learner": "random"} if "base_learner" in method_options(method) else {})
     model = build_method(cfg)
     apply_speed_settings(model, **speed)
     model.train()
@@ -137,11 +137,30 @@ def test_a_channels_last_step_equals_the_default_one():
 @pytest.mark.slow
 @pytest.mark.skipif(not os.environ.get("FSSLIB_REHEARSAL"), reason="compiles with Inductor (minutes of CPU): "
                     "FSSLIB_REHEARSAL=1 runs it")
-def test_a_compiled_step_equals_the_eager_one(tmp_path, monkeypatch):
+@pytest.mark.parametrize("method", ["pfenet", "piclip"])  # PI-CLIP: its CLIP's ViT blocks compiled too
+def test_a_compiled_step_equals_the_eager_one(method, tmp_path, monkeypatch):
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
-    loss, weights = one_step("pfenet")
-    fast_loss, fast_weights = one_step("pfenet", compile=True)
+    loss, weights = one_step(method)
+    fast_loss, fast_weights = one_step(method, compile=True)
     torch.testing.assert_close(fast_loss, loss, rtol=1e-4, atol=1e-5)
     assert fast_weights.keys() == weights.keys()  # Module.compile keeps the names: checkpoints are unchanged
     for name, value in weights.items():
         torch.testing.assert_close(fast_weights[name], value, rtol=1e-3, atol=1e-5, msg=lambda text, name=name: f"{name}: {text}")
+
+
+def test_compile_regions_hold_each_block_of_a_frozen_clip_vit_once():
+    """PI-CLIP's priors run its frozen CLIP's ViT on the query and every support: each residual block is a region
+    (one graph for blocks of one shape); a CLIP held under two names is compiled once; a ResNet CLIP (LFSS) adds none."""
+    from fsslib.config import make_config
+    from fsslib.methods import build_method
+    from fsslib.speed import compiled_parts
+
+    model = build_method(make_config(method="piclip", device="cpu"))
+    clip = model.prior.clip
+    model.prior.hold_frozen("again", clip)
+    parts = dict(compiled_parts(model))
+    blocks = [name for name in parts if ".visual.transformer.resblocks." in name]
+    assert blocks == [f"prior.clip.visual.transformer.resblocks.{i}" for i in range(len(clip.visual.transformer.resblocks))]
+    assert [parts[name] for name in blocks] == list(clip.visual.transformer.resblocks)
+    assert {"backbone", "decoder"} <= parts.keys()
+    assert not any("resblocks" in name for name, _ in compiled_parts(build_method(make_config(method="lfss", device="cpu"))))
