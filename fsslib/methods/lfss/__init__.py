@@ -12,9 +12,10 @@ Options: :class:`LfssOptions` (defaults = the paper's full model).
 
 ``VARIANTS``: Table 4's rows (``baseline``, ``dps``, ``dps_refine``, ``dps_refine_ccm`` = the
 default), Table 5's settings (``grid1``, ``grid5``: n; ``alpha0.1``, ``alpha0.3``: alpha; the
-defaults n = 3, alpha = 0.5 are the default model) and three rows beyond the paper:
-``ground_truth_support``, ``whole_image_query`` and ``toy_vit_generator`` (toy tier: the toy ViT CLIP instead of the toy
-ResNet CLIP as the mask generator; at the paper tier pass ``--options clip=ViT-B-16`` instead).
+defaults n = 3, alpha = 0.5 are the default model) and four rows beyond the paper:
+``ground_truth_support``, ``whole_image_query``, ``toy_vit_generator`` (toy tier: the toy ViT CLIP instead of the toy
+ResNet CLIP as the mask generator; at the paper tier pass ``--options clip=ViT-B-16`` instead) and ``pfenet_augment``
+(the other methods' augmentation and padding instead of Sec. 4.1's data rule).
 """
 from __future__ import annotations
 
@@ -68,10 +69,9 @@ VARIANT_ANNOTATIONS = {"ground_truth_support": "class names + pixel masks"}
 SUPPORT_INPUTS = ("images", "names")  # pseudo masks from the names replace the supports' masks
 VARIANT_SUPPORT_INPUTS = {"ground_truth_support": ("images", "masks", "names")}
 PRESETS = {
-    # Read off the validation curves (papermill_runs/results/): lr 1e-3, the toy tier's default, still gained 1.4-1.7
-    # points in the last quarter of 60 epochs, hence lr 3e-3; at 3e-3, 30 and 60 epochs fall short of 120 (docs/protocol.md,
-    # "How the toy budgets were chosen"), and 240 epochs, which meet the plateau rule, move test mIoU by +1.2 / +0.4
-    # over 120 on folds 0 / 1 (lfss_budget_240): 120 epochs, as piclip_budget_160 settled TOY_TRAINING's 80
+    # 120 epochs at lr 3e-3: 240 epochs, which meet the plateau rule, move test mIoU by +1.2 / +0.4 over 120 on
+    # folds 0 / 1 (lfss_budget_240), as piclip_budget_160 settled TOY_TRAINING's 80 (docs/protocol.md, "How the toy
+    # budgets were chosen")
     # Sec. 4.1's data rule on both tiers: "resized to 400 x 400" (squashed, as HSNet-family loaders do) and "no
     # extra data augmentation trick is adopted" (the other methods keep PFENet's augmentation and padding)
     "toy": dict(epochs=120, lr=3e-3, episodes_per_epoch=480, val_episodes=300, batch_size=8, augment="none",
@@ -93,7 +93,7 @@ VARIANTS = {
     "ground_truth_support": {"support_masks": "ground_truth"},  # beyond the paper: GT support masks
     "whole_image_query": {"query_mask": "whole_image"},  # beyond the paper: the query's pseudo mask withheld
     "toy_vit_generator": {"clip": "toy-vit"},  # beyond the paper, toy tier: the toy ViT CLIP as mask generator
-    "pfenet_augment": {"augment": "pfenet", "resize": "pad"},  # control: PFENet's augmentation and padding (fsslib before commit 6f19832)
+    "pfenet_augment": {"augment": "pfenet", "resize": "pad"},  # control: PFENet's augmentation and padding, as the other methods train
 }
 
 __all__ = ["OPTIONS", "LFSS", "LfssOptions", "LfssOptionError", "PRESETS", "PseudoMaskGenerator", "SUPPORT_ANNOTATION", "VARIANTS",

@@ -8,7 +8,8 @@
   weight ``A^y`` is the attention that position receives, averaged over the query positions
   (the paper does not say how A, one number per (x, y) pair, becomes one per y). Query
   positions outside the query mask have uniform rows and add the same weight everywhere, so
-  an empty query mask leaves ``P_a`` the support's masked average.
+  an empty query mask leaves ``P_a`` the support's masked average divided by the support's h' w' positions:
+  its direction, all that the cosines of Eqs. 15-16 read.
 * Eq. 15, ROI-guided map: ``M_RCM = cos(P_a, F_q * M_q)`` (zero outside the query mask).
 * Eq. 16, full-image map: ``M_FCM = cos(P_a, F_q)``.
 * Eq. 17: ``M = M_RCM (+) M_FCM`` along channels.

@@ -14,7 +14,7 @@ on which LFSS Eqs. 6 and 9-11 are built, with LFSS's seed move (Eqs. 7-8) added:
 
 Where fsslib departs from ASGNet or the paper is silent (the scaled ``a`` and ``r``, padding instead of
 cropping before the distance transform, the seed order and ties, which features Eq. 12 reads), the reasons
-are in ``docs/methods/lfss.md``.
+are in ``docs/methods/lfss_reference.md``.
 """
 from __future__ import annotations
 

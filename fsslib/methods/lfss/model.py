@@ -23,8 +23,8 @@ follows the related official code where there is one: the clustering follows ASG
 (Reagan1311/ASGNet, ``util/seed_init.py``, ``model/asgnet.py``), the mask generator MaskCLIP
 (chongzhou96/MaskCLIP, via :mod:`fsslib.clip`), the refiner SSP's self-support matching
 (fanq15/SSP, ``model/SSP_matching.py``), the ASPP block CANet/ASGNet's. Where the paper is
-silent, the choices made and their reasons are in ``docs/methods/lfss.md`` (features, masks on the feature
-grid, circle training with K shots, Eq. 20's BCE, Table 4's ablation, empty pseudo masks, the two rows beyond
+silent, the choices made and their reasons are in ``docs/methods/lfss_reference.md`` (features, masks on the feature
+grid, circle training with K shots, Eq. 20's BCE, Table 4's ablation, empty pseudo masks, the rows beyond
 the paper).
 """
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 Options: :class:`PiclipOptions` (defaults = the paper's PI-CLIP(PFENet)).
 
-``VARIANTS`` are the ablation rows of Tables 3 and 4 (the baseline row is ``method="pfenet"``).
+``VARIANTS`` are the ablation rows of Tables 3 and 4, here on PFENet (the paper ran them on HDMNet, as
+:mod:`fsslib.methods.piclip.baselines` does; on PFENet the baseline row is ``method="pfenet"``).
 """
 from __future__ import annotations
 
@@ -95,7 +96,7 @@ __all__ = ["ClipPriorOptions", "ClipPriors", "OPTIONS", "PRESETS", "PiclipOption
 
 
 def shots_fixed_by_training(options: dict) -> bool:
-    """With the VVP, FEM's first layer takes one prior channel per support shot (Eq. 8 for each shot):
+    """With the VVP, FEM's first layer takes one prior channel per VVP block and support shot (Eq. 8 for each):
     a model trained on K-shot episodes fits K-shot episodes only."""
     return "vvp" in options["priors"]
 

@@ -11,11 +11,11 @@ two CLIP blocks per shot) take the place of the baseline's own prior; the rest o
   ``img_cam`` and ``clip_similarity`` to the correlation: ``match_dims + 2 + 2K`` channels). The support image is
   blanked outside its mask before the ResNet, as HDMNet does.
 * **PI-CLIP(BAM)** has no public code. The priors replace BAM's one-channel prior in ``init_merge``, times 10 as
-  PI-CLIP enters every baseline in its official code; BAM's ensemble and K-shot weights are unchanged.
+  the official code enters them into HDMNet's ``query_merge``; BAM's ensemble and K-shot weights are unchanged.
 
 Training: PI-CLIP trains 30 epochs with batch 4 at 1 shot and 2 at 5 shots, every other setting the baseline's
-(Sec. 4.1): the paper presets. The official PI-CLIP(HDMNet) config names 200 epochs and batch 8 (HDMNet's); fsslib
-follows the paper's text. The toy presets are the baselines' toy presets with the toy CLIP.
+(Sec. 4.1): the paper presets. The official PI-CLIP(HDMNet) config names 200 epochs and batch 8 (``config/pascal``; HDMNet's own config: batch 4);
+fsslib follows the paper's text. The toy presets are the baselines' toy presets with the toy CLIP.
 """
 from __future__ import annotations
 

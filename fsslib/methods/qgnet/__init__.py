@@ -28,7 +28,7 @@ from fsslib.paths import CHECKPOINT_DIR, WEIGHTS_DOC
 TOY_PRIORS = {  # shipped toy prior extractor -> the `python -m fsslib.pretrain toy-qgnet-prior` flags that make it
     "slic": "",  # the recipe's defaults (PriorSettings): SLIC patches, both losses
     "felzenszwalb": "--patches felzenszwalb",  # Table V
-    "slic_shorter": "--steps 6000",  # Table V's other budget: a quarter of the steps
+    "slic_shorter": "--steps 6000",  # Table V's question of the budget, asked with a quarter of the steps (its row: twice)
     "global_only": "--losses global",  # Table VI
     "local_only": "--losses local",  # Table VI
 }
@@ -41,7 +41,7 @@ class QGNetOptions(DecoderOptions):
         None, "the frozen prior extractor's weights: None (the shipped toy checkpoint toy_prior), a local file (paper "
         "tier: a MoCo-format ResNet-50 checkpoint; toy tier: one written by toy-qgnet-prior) or random (shape checks)")
     toy_prior: str = option("slic", "which shipped toy prior extractor None means: slic (the paper's choice), "
-                            "felzenszwalb and slic_shorter (Table V: other patches, a quarter of the pretraining), "
+                            "felzenszwalb and slic_shorter (Table V's questions: other patches; another budget, here a quarter), "
                             "global_only / local_only (Table VI)",
                             tuple(TOY_PRIORS))
     moco_encoder: str = option("encoder_k", "which encoder of a MoCo checkpoint (encoder_k: the official code's)",

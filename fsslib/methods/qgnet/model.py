@@ -18,7 +18,7 @@ prior extractor ``F_p`` (pretrained by global + local contrastive learning,
 
 ``projection``: ``"none"`` (default) follows Eqs. 9-12 on the raw features; ``"official"`` adds the
 official code's trainable 3x3 projections before the cosine. Why the default, and what the frozen
-extractors' BatchNorm does: ``docs/methods/qgnet.md``.
+extractors' BatchNorm does: ``docs/methods/qgnet_reference.md``.
 
 Checked against liuweide01/QGNet-Few-shot-segmentation, ``model/PFENet_QGNet.py`` (the
 ``unsup_query`` map and its place in ``merge_feat_bin``).
