@@ -71,12 +71,11 @@ def compiled_parts(model: nn.Module) -> list[tuple[str, nn.Module]]:
         if id(frozen) in held:
             continue
         held.add(id(frozen))
-        vit = getattr(getattr(frozen, "visual", None), "transformer", None)  # an open_clip CLIP with a ViT tower
         if isinstance(frozen, MultiLevelBackbone):
             parts.append((name, frozen))
         elif isinstance(frozen, BaseLearner):
             parts += [(f"{name}.backbone", frozen.backbone), (f"{name}.ppm", frozen.ppm), (f"{name}.embed", frozen.embed)]
-        elif vit is not None:
+        elif (vit := getattr(getattr(frozen, "visual", None), "transformer", None)) is not None:  # open_clip ViT
             parts += [(f"{name}.visual.transformer.resblocks.{index}", block) for index, block in enumerate(vit.resblocks)]
     trained = (FeatureEnrichmentModule, AtrousSpatialPyramidPooling, HierarchicalTransformer)
     for name, child in model.named_children():

@@ -14,7 +14,11 @@ split to disk in the PASCAL VOC layout so the same loader serves both tiers.
 from __future__ import annotations
 
 import json
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field
+from functools import partial
+from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -256,11 +260,6 @@ def materialize(
     and ``meta.json``. ``workers`` processes render the scenes; each scene is a function of
     (seed, split, index) alone, so the files are the same for any number of them.
     """
-    from concurrent.futures import ProcessPoolExecutor
-    from contextlib import nullcontext
-    from functools import partial
-    from multiprocessing import get_context
-
     from fsslib.data.layout import write_class_index, write_list
 
     root = Path(root)
