@@ -1,4 +1,4 @@
-"""LFSS (Wang et al., ICASSP 2023), language-guided FSS: ``build(cfg)``, ``OPTIONS``, ``PRESETS``, ``VARIANTS``.
+"""LFSS (Wang et al., arXiv:2311.13865), language-guided FSS: ``build(cfg)``, ``OPTIONS``, ``PRESETS``, ``VARIANTS``.
 
 No official code exists; :mod:`fsslib.methods.lfss.model` is the reference implementation
 (its docstring lists the equations and every choice made where the paper is silent), built from

@@ -1,4 +1,4 @@
-"""LFSS: Language-guided few-shot semantic segmentation (Wang, Liu, Zhou, Wang; DAMO Academy, ICASSP 2023).
+"""LFSS: Language-guided few-shot semantic segmentation (Wang, Liu, Zhou, Wang; DAMO Academy; arXiv:2311.13865, 2023).
 
 The supports come with their class name only; no ground-truth mask enters the model (it
 appears in the loss alone). Every mask the model uses is a pseudo mask made from the class
