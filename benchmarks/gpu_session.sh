@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The paper tier's speed on one GPU in one call (about 9 minutes of an H100 or H200):
-#   1. benchmarks/gpu_speed.py: PFENet, PI-CLIP, BAM and HDMNet, every speed lever, the fp32 row and --profile;
+#   1. benchmarks/gpu_speed.py: PFENet, PI-CLIP, BAM and HDMNet: the fp32 row, --compile's
+#      regions as CUDA graphs and alone, and --profile (the eager levers alone ran on an H200 already:
+#      benchmarks/results/gpu_speed_h200.md);
 #   2. fsslib with --compile against the official PFENet and HDMNet, bf16 autocast, alternated steps;
 #   3. the paper tier's training loader on the machine's CPU cores (8 and 16 workers): can it feed the faster steps?
 #
@@ -15,7 +17,7 @@ OFFICIAL=${OFFICIAL:-.official}
 OUT=${OUT:-benchmarks/results/gpu_session}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-python3 benchmarks/gpu_speed.py --methods hdmnet bam piclip pfenet --profile --budget-s "${GPU_SPEED_BUDGET_S:-300}" 2>&1 | tee "$OUT/gpu_speed.txt"
+python3 benchmarks/gpu_speed.py --methods hdmnet bam piclip pfenet --levers today fp32 compile_graphs compile --profile --budget-s "${GPU_SPEED_BUDGET_S:-300}" 2>&1 | tee "$OUT/gpu_speed.txt"
 for method in pfenet hdmnet; do
     script=benchmarks/official_speed.py folder=PFENet
     [ "$method" = hdmnet ] && script=benchmarks/official_hdmnet_speed.py folder=HDMNet

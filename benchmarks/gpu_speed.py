@@ -14,6 +14,8 @@ Each method at its paper preset (random weights, as ``benchmarks/paper_train_ste
 * ``fp32``: today's step without autocast. Its outputs' distance to today's is the scale of bf16 rounding, against
   which the other rows' distances read; its share of peak is of the dense fp32 peak;
 * ``channels_last``, ``fused_attention`` (HDMNet only), ``compile``: one setting of :mod:`fsslib.speed` alone;
+* ``compile_graphs``: ``compile`` with ``mode="reduce-overhead"``: each compiled region replayed as a CUDA graph
+  (one launch for its kernels), ``torch.compiler.cudagraph_mark_step_begin()`` before each step;
 * ``all``: the ``no_syncs`` loop with every setting;
 * ``today_end``: today's step timed again after every other row, on the same model copy as ``today``'s.
 
@@ -25,9 +27,10 @@ The syncs removed inside the models (BAM / HDMNet's base-class lookup, PI-CLIP's
 Each row reports ms / step, its ratio to ``today`` (the goal: 0.5 or less), TFLOP / step (``today``'s: every lever
 computes the same products) and the share of the GPU's dense bf16 peak. Before its timed steps each row's model
 gives its eval-mode outputs for the batch, compared with ``today``'s (relative L2 difference, at most
-``--tolerance`` or twice the ``fp32`` row's, whichever is larger: bf16 rounding); the ``compile`` row skips the
-check (it would compile the eval graphs too: the ``all`` row checks the compiled path). Rows run in the order of
-their cost, every method's eager rows first, then ``all``, then ``compile``, then ``today_end``; a row whose
+``--tolerance`` or twice the ``fp32`` row's, whichever is larger: bf16 rounding); the ``compile`` and
+``compile_graphs`` rows skip the check (it would compile the eval graphs too: the ``all`` row checks the compiled
+path). Rows run in the order of their cost, every method's eager rows first, then ``all``, then ``compile_graphs``
+(whose kernels the ``all`` row's compile has cached), then ``compile``, then ``today_end``; a row whose
 estimate would pass ``--budget-s`` is skipped and said so. The plan and its estimate are printed first. A row that
 raises (a compiler error, memory) is kept as a failed row and the run goes on. ``--profile`` then profiles a few of
 each method's default steps (``torch.profiler``): the share of the step's wall time the GPU is busy (a low share:
@@ -62,12 +65,14 @@ from fsslib.speed import apply_speed_settings, fused_attention
 from fsslib.train import make_optimizer
 
 METHODS = ("pfenet", "piclip", "bam", "hdmnet")
-LEVERS = ("today", "fp32", "trainer", "no_syncs", "channels_last", "fused_attention", "compile", "all", "today_end")
+LEVERS = ("today", "fp32", "trainer", "no_syncs", "channels_last", "fused_attention", "compile", "compile_graphs", "all",
+          "today_end")
 EAGER_LEVERS = ("today", "fp32", "trainer", "no_syncs", "channels_last", "fused_attention")
 TODAY_MS = {"pfenet": 24.9, "piclip": 53.1, "hdmnet": 59.3, "bam": 24.1}  # H200, bf16, before this change
 BUILD_S = 15.0  # building a paper model with random weights (ResNet-50's BatchNorm calibration; PI-CLIP's ViT)
 ROW_OVERHEAD_S = 3.0  # copying the model, the output check
 COMPILE_S = 75.0  # compiling a method's regions (forward and backward; ``all``: the eval graphs too), a guess
+COMPILED_LEVERS = ("compile", "compile_graphs", "all")
 ATTENTION_METHODS = ("hdmnet", "piclip-hdmnet")  # the methods with HDMNet's attention (fused_attention's rows)
 
 
@@ -89,13 +94,15 @@ def estimate_s(method: str, lever: str, steps: int, warmup: int, compile_s: floa
         return 0.0
     step_s = TODAY_MS.get(method, 50.0) / 1000 * (steps + warmup + 2)
     compiling = COMPILE_S if compile_s is None else compile_s
-    return step_s + ROW_OVERHEAD_S + (compiling if lever in ("compile", "all") else 0.0)
+    return step_s + ROW_OVERHEAD_S + (compiling if lever in COMPILED_LEVERS else 0.0)
 
 
-def settings(lever: str) -> dict[str, bool]:
+def settings(lever: str) -> dict[str, bool | str]:
     """The :func:`fsslib.speed.apply_speed_settings` keywords of a row."""
     if lever == "all":
         return {"compile": True, "channels_last": True, "fused": True}
+    if lever == "compile_graphs":
+        return {"compile": True, "channels_last": False, "fused": False, "compile_mode": "reduce-overhead"}
     return {"compile": lever == "compile", "channels_last": lever == "channels_last", "fused": lever == "fused_attention"}
 
 
@@ -139,14 +146,17 @@ def time_row(method: str, lever: str, reference: torch.nn.Module, reference_outp
     options = settings(lever)
     apply_speed_settings(model, **options)
     bf16 = lever != "fp32"
-    if lever != "compile":
+    if lever not in ("compile", "compile_graphs"):
         row.difference = relative_difference(eval_outputs(model, batch, device, bf16), reference_outputs)
     optimizer = make_optimizer(cfg, model)
     loop = loop_of(lever)
     pinned = host_batch.pin_memory() if loop == "pinned" and device.type == "cuda" else host_batch
     losses: list[torch.Tensor] = []
+    graphs = options.get("compile_mode") == "reduce-overhead"
 
     def step() -> None:
+        if graphs:
+            torch.compiler.cudagraph_mark_step_begin()  # this step's graphs may reuse the last step's output buffers
         if loop == "device":
             episodes = batch
         else:
@@ -162,7 +172,8 @@ def time_row(method: str, lever: str, reference: torch.nn.Module, reference_outp
             losses.append(loss.detach())
 
     model.train()
-    for _ in range(max(warmup, 2 if options["compile"] else 0)):  # a compiled row compiles in its first steps
+    # a compiled row compiles in its first steps; CUDA graph trees run a region eagerly once, then record it
+    for _ in range(max(warmup, 3 if graphs else 2 if options["compile"] else 0)):
         step()
     base.synchronize(device)
     if device.type == "cuda":
@@ -242,10 +253,11 @@ def step_flops(model: torch.nn.Module, cfg, batch: EpisodeBatch, device: torch.d
 
 
 def ordered_plan(methods: list[str], levers: list[str]) -> list[tuple[str, str]]:
-    """Every method's eager rows first, then the ``all`` rows, then ``compile`` alone (the most costly), then
-    ``today_end`` where any lever ran beside ``today``."""
+    """Every method's eager rows first, then the ``all`` rows, then ``compile_graphs`` and ``compile`` alone (the most
+    costly), then ``today_end`` where any lever ran beside ``today``."""
     rows = [(m, lever) for m in methods for lever in levers if lever in EAGER_LEVERS]
     rows += [(m, "all") for m in methods if "all" in levers]
+    rows += [(m, "compile_graphs") for m in methods if "compile_graphs" in levers]
     rows += [(m, "compile") for m in methods if "compile" in levers]
     if any(lever not in ("today", "today_end") for lever in levers):
         rows += [(m, "today_end") for m in methods]
@@ -326,7 +338,7 @@ def main(argv: list[str] | None = None) -> None:
                 row = Row(method, lever, note=f"failed: {type(error).__name__}: {str(error)[:160]!r}")
             if device.type == "cuda":
                 torch.cuda.empty_cache()  # the row's model copy and optimiser state are gone
-            if lever in ("compile", "all") and compile_s is None:
+            if lever in COMPILED_LEVERS and compile_s is None:
                 compile_s = time.perf_counter() - row_started - estimate_s(method, "today", args.steps, args.warmup)
             rows.append(row)
             print(f"{method} / {lever}: {row.ms:.1f} ms/step {row.note}({time.perf_counter() - started:.0f} s so far)",

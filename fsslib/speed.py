@@ -12,7 +12,12 @@
   losses) stays eager, each region compiles once (a few short graphs, not one long one), and a region's weights
   keep their names (``Module.compile``: checkpoints are unchanged). Inductor's cache goes to
   ``$TORCH_HOME/inductor`` (:func:`compile_cache_dir`) unless ``TORCHINDUCTOR_CACHE_DIR`` is set, so the next run
-  of the same shapes loads its kernels instead of compiling them.
+  of the same shapes loads its kernels instead of compiling them. ``compile_regions(model, mode="reduce-overhead")``
+  also replays each region's kernels as a CUDA graph (Inductor's CUDA graph trees; on a GPU only, and for fixed
+  shapes, as a training step's are): one launch for a region instead of one per kernel. A loop that uses it calls
+  ``torch.compiler.cudagraph_mark_step_begin()`` before each step, so that a step's graphs may reuse the last
+  step's output buffers. ``benchmarks/gpu_speed.py`` times it as the ``compile_graphs`` row; the trainer does not
+  offer it yet.
 
 The trainer reads them from the configuration (``--compile``, ``--channels-last``, ``--fused-attention``, all off
 by default): :func:`apply_speed_settings`. ``benchmarks/gpu_speed.py`` times each one alone and all together.
@@ -94,7 +99,8 @@ def compile_cache_dir() -> Path:
 
 def compile_regions(model: nn.Module, **options) -> list[str]:
     """``Module.compile(**options)`` of each region of :func:`compiled_parts` (in place: the module's state dict
-    keeps its names); returns the regions' names. Compiling happens at each region's first call."""
+    keeps its names); returns the regions' names. Compiling happens at each region's first call. ``options`` are
+    ``torch.compile``'s, e.g. ``mode="reduce-overhead"`` (CUDA graphs)."""
     compile_cache_dir()
     parts = compiled_parts(model)
     for _, module in parts:
@@ -103,8 +109,9 @@ def compile_regions(model: nn.Module, **options) -> list[str]:
 
 
 def apply_speed_settings(model: nn.Module, compile: bool = False, channels_last: bool = False,
-                         fused: bool = False) -> dict[str, object]:
-    """Apply the speed settings to ``model`` (on its device already); returns what each did, for the run's log."""
+                         fused: bool = False, compile_mode: str = "default") -> dict[str, object]:
+    """Apply the speed settings to ``model`` (on its device already); returns what each did, for the run's log.
+    ``compile_mode`` is ``torch.compile``'s ``mode`` of the compiled regions (with ``compile`` only)."""
     done: dict[str, object] = {}
     if fused:
         done["fused_attention_layers"] = fused_attention(model)
@@ -112,5 +119,5 @@ def apply_speed_settings(model: nn.Module, compile: bool = False, channels_last:
         to_channels_last(model)
         done["channels_last"] = True
     if compile:
-        done["compiled"] = compile_regions(model)
+        done["compiled"] = compile_regions(model, mode=compile_mode)
     return done

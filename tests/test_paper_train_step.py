@@ -43,10 +43,11 @@ speed_spec.loader.exec_module(gpu_speed)
 def test_the_gpu_speed_plan_runs_eager_rows_first_and_compiles_last():
     plan = gpu_speed.ordered_plan(["pfenet", "hdmnet"], list(gpu_speed.LEVERS))
     assert plan[:8] == [("pfenet", lever) for lever in gpu_speed.EAGER_LEVERS] + [("hdmnet", "today"), ("hdmnet", "fp32")]
-    assert plan[-6:] == [("pfenet", "all"), ("hdmnet", "all"), ("pfenet", "compile"), ("hdmnet", "compile"),
-                         ("pfenet", "today_end"), ("hdmnet", "today_end")]
+    assert plan[-8:] == [("pfenet", "all"), ("hdmnet", "all"), ("pfenet", "compile_graphs"), ("hdmnet", "compile_graphs"),
+                         ("pfenet", "compile"), ("hdmnet", "compile"), ("pfenet", "today_end"), ("hdmnet", "today_end")]
     assert gpu_speed.ordered_plan(["bam"], ["today"]) == [("bam", "today")]  # nothing to compare: no second reference
     assert gpu_speed.settings("all") == {"compile": True, "channels_last": True, "fused": True}
+    assert gpu_speed.settings("compile_graphs")["compile_mode"] == "reduce-overhead"  # CUDA graphs of the regions
     assert gpu_speed.loop_of("trainer") == "trainer" and gpu_speed.loop_of("all") == "pinned"
 
 

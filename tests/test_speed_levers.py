@@ -164,3 +164,22 @@ def test_compile_regions_hold_each_block_of_a_frozen_clip_vit_once():
     assert [parts[name] for name in blocks] == list(clip.visual.transformer.resblocks)
     assert {"backbone", "decoder"} <= parts.keys()
     assert not any("resblocks" in name for name, _ in compiled_parts(build_method(make_config(method="lfss", device="cpu"))))
+
+
+def test_compile_regions_pass_torch_compile_s_mode_to_every_region(monkeypatch):
+    """``compile_mode`` (the GPU benchmark's ``compile_graphs`` row: ``reduce-overhead``, CUDA graphs) reaches each
+    region's ``Module.compile``; nothing compiles here (the call is recorded)."""
+    from fsslib.config import make_config
+    from fsslib.methods import build_method
+    from fsslib.speed import apply_speed_settings, compiled_parts
+
+    calls: list[tuple[int, dict]] = []
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **options: calls.append((id(self), options)))
+    model = build_method(make_config(method="pfenet", device="cpu"))
+    done = apply_speed_settings(model, compile=True, compile_mode="reduce-overhead")
+    assert done["compiled"] == [name for name, _ in compiled_parts(model)] and len(calls) == len(done["compiled"]) > 1
+    assert {region for region, _ in calls} == {id(module) for _, module in compiled_parts(model)}
+    assert all(options == {"mode": "reduce-overhead"} for _, options in calls)
+    calls.clear()
+    apply_speed_settings(model, compile=True)
+    assert calls and all(options == {"mode": "default"} for _, options in calls)  # the trainer's --compile
