@@ -20,8 +20,8 @@ Logits (B, 1 + N, H, W): channel n is log P(way n's class); channel 0 is the log
 other vocabulary entry (the background after the rule, or a class not in the episode), so the
 argmax assigns a pixel to way n exactly when that class wins over the whole vocabulary.
 
-**Trained adapter** (``adapter=True``; the support-image paper trains "AdamW 1e-4, x0.1 every 10
-epochs, class-presence-weighted cross-entropy, batch 4, 50 epochs" without saying what): a residual
+**Trained adapter** (``adapter=True``; the support-image paper's Sec. 4.2 trains with AdamW at 1e-4, x0.1 every
+10 epochs, a cross-entropy weighted by class presence, batch 4 and 50 epochs, without saying what): a residual
 1x1 convolution on the pooled features, ``F'' = F' + W F'`` with W zero at the start (so training
 starts from the training-free model), trained episodically on the base classes. The loss is the
 cross-entropy of the logits above with each class of the batch (background and the ways) weighted

@@ -33,7 +33,8 @@ class SupportOptions(ClipDinoiserOptions):
 
 OPTIONS = SupportOptions
 # the paper's training settings (Sec. 4.2), used by the trained variant only: AdamW 1e-4, x0.1 every 10 epochs,
-# batch 4, 50 epochs (the other variants are training-free)
+# batch 4, 50 epochs (the other variants are training-free). Weight decay 0.01 is AdamW's default (the paper gives
+# none); its early stopping on validation mIoU is the trainer's best.pt (the epoch of best validation mIoU).
 TRAINING = dict(optimizer="adamw", lr=1e-4, weight_decay=0.01, lr_step_epochs=10, lr_step_gamma=0.1, batch_size=4,
                 epochs=50)
 PRESETS = {tier: {**TRAINING, **preset} for tier, preset in TEXT_PRESETS.items()}

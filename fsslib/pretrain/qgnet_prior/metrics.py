@@ -14,8 +14,8 @@
   quarter runs at a small learning rate, so only the second rule tells a plateau from a schedule's end
   (``benchmarks/results/qgnet_prior_curves_toy.md``).
 * **Prior region map** (QGNet Eqs. 9-12) with the shipped toy ResNet as the bridge: its recall
-  at 0.5 (share of object pixels where the map is at least 0.5), the share of background
-  pixels at least 0.5, and the same for the inverted map (QGNet Sec. IV-C finds the objects
+  at 0.5 (share of object pixels where the map is above 0.5, Eq. 16), the share of background
+  pixels above 0.5, and the same for the inverted map (QGNet Sec. IV-C finds the objects
   *low* in the prior region map).
 """
 from __future__ import annotations

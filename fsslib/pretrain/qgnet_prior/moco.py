@@ -5,7 +5,8 @@
   negatives, temperature 0.2 (MoCo v2).
 * Local loss (Eq. 6): two views of the same *patch* (a superpixel, :mod:`~fsslib.pretrain.qgnet_prior.patches`)
   are the positive pair; the patch keys have their own queue of ``M`` entries.
-* Eq. 7: ``L = L_local + L_global``; :data:`LOSS_SETS` selects Table VI's rows.
+* Eq. 7: ``L = L_local + L_global``; :data:`LOSS_SETS` selects Table VI's trained rows (both losses, the global
+  one alone) or the local loss alone, which Table VI leaves out.
 
 Each encoder is the backbone's architecture, then global average pooling of layer4 and MoCo
 v2's MLP head (C -> C -> ReLU -> 128); features are L2-normalised. The patch embedding reuses

@@ -1,10 +1,13 @@
-"""QGNet's local patches (Sec. III-B): superpixels of each training image, computed once, and their crops.
+"""QGNet's local patches (Sec. IV-A2): superpixels of each training image, computed once, and their crops.
 
 * Patch generation method 1, Felzenszwalb's graph segmentation (Algorithm 1):
   :func:`skimage.segmentation.felzenszwalb` (``scale``, ``sigma``, ``min_size``).
-* Patch generation method 2, SLIC (Algorithm 2, Eqs. 2-5): :func:`skimage.segmentation.slic`
-  in Lab space (skimage converts RGB images), ``n_segments`` = K centres on a regular grid,
-  ``compactness`` = m of Eq. 2, connectivity enforced (the paper's last step).
+* Patch generation method 2, SLIC (Algorithm 2): :func:`skimage.segmentation.slic` in Lab space
+  (skimage converts RGB images), ``n_segments`` = K centres on a regular grid, ``compactness`` = m of
+  Eq. 2, connectivity enforced (the paper's last step). Three differences from the paper's text:
+  skimage's distance is Achanta et al.'s ``sqrt(D_lab^2 + (m D_xy / S)^2)``, not Eq. 2's sum
+  ``D_lab + m D_xy / S``; the centres are not moved to the lowest gradient of their 3 x 3 neighbourhood
+  (Eq. 5); and the clustering stops after ``max_num_iter`` = 10 rounds, not at a convergence threshold.
 
 **Are the patches objects?** (:func:`patch_object_share`, on labelled held-out scenes; the labels
 never reach pretraining) The share of sampled patches that are at least half object, and the share of

@@ -1,4 +1,4 @@
-"""The prior extractor's pretraining loop (QGNet Sec. III, Eq. 7) on unlabelled toy scenes.
+"""The prior extractor's pretraining loop (QGNet Sec. IV-A, Eq. 7; its recipe: Sec. V-A) on unlabelled toy scenes.
 
 Training images: ``pool_size`` toy scenes from ``np.random.default_rng([seed, 94, index])``, a
 stream no split uses; no label is read. The paper uses *all* images of the dataset, which
@@ -71,7 +71,8 @@ class PriorSettings:
     command without flags makes it again; the other shipped ones change one flag: ``fsslib.methods.qgnet.TOY_PRIORS``)."""
 
     steps: int = field(default=24000, metadata={"help": "optimiser steps"})
-    losses: str = field(default="global_local", metadata={"help": f"Table VI's row: {', '.join(LOSS_SETS)}"})
+    losses: str = field(default="global_local", metadata={
+        "help": f"the contrastive losses: {', '.join(LOSS_SETS)} (Table VI has the first two)"})
     patches: str = field(default="slic", metadata={"help": f"local patches: {', '.join(PATCH_METHODS)}"})
     images: str = field(default="all", metadata={"help": "'all' training scenes (the paper) or only 'base'-class ones"})
     fold: int = field(default=0, metadata={"help": "the fold whose base classes images='base' keeps"})
@@ -86,8 +87,8 @@ class PriorSettings:
     warmup_steps: int = field(default=100, metadata={"help": "linear warm-up before the cosine"})
     momentum: float = field(default=0.99, metadata={"help": "key encoder momentum m (MoCo: 0.999 over ~10^5 steps)"})
     temperature: float = field(default=0.2, metadata={"help": "InfoNCE temperature (MoCo v2)"})
-    queue_size: int = field(default=4096, metadata={"help": "image queue (MoCo: 65536)"})
-    local_queue_size: int = field(default=4096, metadata={"help": "patch queue M"})
+    queue_size: int = field(default=4096, metadata={"help": "image queue K (the paper's Eq. 1 and MoCo: 65536)"})
+    local_queue_size: int = field(default=4096, metadata={"help": "patch queue M (the paper's Eq. 6: 65536)"})
     key_chunks: int = field(default=8, metadata={"help": "sub-batches of the key encoder (shuffling BN)"})
     eval_every: int = field(default=250, metadata={"help": "steps between points of the held-out kNN mAP curve"})
     curve_scenes: int = field(default=500, metadata={
