@@ -174,7 +174,8 @@ class Results:
     def stratum(self, comparison: str, pair: str, grouping: str, stratum: str, column: str = "miou") -> Number:
         """A method's difference from its baseline in one stratum of a comparison (``<comparison>_strata_differences.csv``,
         :func:`fsslib.compare.read_comparison`): ``pair`` as the table names it (``"lfss - pfenet"``); ``column`` is
-        ``miou``, ``low`` or ``high`` (the paired bootstrap's 95% interval), signed, one decimal."""
+        ``miou``, ``low`` or ``high`` (the paired bootstrap's 95% interval), signed, one decimal; or ``episodes``,
+        the stratum's episode count."""
         from fsslib.compare import read_comparison
 
         key = f"{comparison}_strata_differences"
@@ -187,6 +188,8 @@ class Results:
         if len(rows) != 1:
             raise unknown(f"stratum of {comparison}", f"{pair} / {grouping} / {stratum}",
                           sorted({f"{r['method']} / {r['grouping']} / {r['stratum']}" for r in self._tables[key]}))
+        if column == "episodes":
+            return Number(rows[0][column], 0)
         return Number(rows[0][column], signed=True)
 
     # --- the spread of training seeds ---------------------------------------------------------------------------
@@ -385,6 +388,18 @@ class Results:
             raise unknown(f"run with a gain and its error on the page of {grid}", run, sorted(runs))
         return runs[run][1] if error else runs[run][0]
 
+    def seed_gains(self, verdict: str | None = None, comparison: str = COMPARISON) -> list[Number]:
+        """:meth:`gains` of the seed runs behind a comparison's seed spread (:func:`fsslib.runs.seed_sources`: each
+        method's runs in the last seed grid that holds it), of those with ``verdict`` if given."""
+        from fsslib.runs import seed_sources
+
+        found: list[Number] = []
+        for grid, rows in seed_sources(load_grid(self.root / "papermill_runs" / f"{comparison}.yaml"), self.results).items():
+            prefixes = tuple({"-".join(filter(None, (row["method"], row.get("variant")))) + "-fold" for row in rows})
+            found += [gain for run, (gain, _, said) in self._curves(grid).items()
+                      if run.startswith(prefixes) and (verdict is None or said == verdict)]
+        return found
+
     def gains(self, grid: str, verdict: str | None = None) -> list[Number]:
         """The last-quarter gains of a grid's runs (:meth:`gain`), of those with ``verdict`` (``flat``, ``rising``,
         ``within noise``) if given, in the page's order: ``gains(g, "rising") | min`` is the smallest rising one."""
@@ -452,7 +467,7 @@ def helpers(results: Results) -> dict[str, Callable[..., Any]]:
     and ``zoo`` (a field of a recorded ``.json``), ``files`` (a count and size of files), ``gpu_hours`` (a paper-tier
     grid's estimated GPU-hours, as ``--plan`` prints them), ``bench`` (a cell of a benchmark's table under
     ``benchmarks/results/``), ``gain`` and ``gains`` (runs' last-quarter gains, from
-    their grid's page), ``minutes`` (a lesson's minutes to run, from its last
+    their grid's page; ``seed_gains``: of the seed runs behind the comparison's seed spread), ``minutes`` (a lesson's minutes to run, from its last
     execution, :func:`fsslib.lessons.minutes_to_run`), ``sd`` (a standard deviation of rows) and ``num``."""
     from fsslib.lessons import lesson_path, minutes_to_run
 
@@ -460,7 +475,7 @@ def helpers(results: Results) -> dict[str, Callable[..., Any]]:
             "resolved": results.resolved, "threshold": results.threshold, "spread": results.spread,
             "paper": results.paper, "preset": results.preset, "recorded": results.recorded, "zoo": results.zoo,
             "files": results.files, "gpu_hours": results.gpu_hours, "bench": results.bench,
-            "gain": results.gain, "gains": results.gains,
+            "gain": results.gain, "gains": results.gains, "seed_gains": results.seed_gains,
             "minutes": lambda lesson: minutes_to_run(lesson_path(lesson))}
 
 

@@ -235,16 +235,23 @@ def seed_rows(grid: dict[str, Any], results: Path | None = None) -> list[dict[st
     earlier row of it, in all settings: a method retrained on other code is never mixed with its former runs, and a
     setting the later grid leaves out has no spread. A grid not run yet adds none; with none the comparison has no
     seed spread."""
+    return [row for rows in seed_sources(grid, results).values() for row in rows]
+
+
+def seed_sources(grid: dict[str, Any], results: Path | None = None) -> dict[str, list[dict[str, Any]]]:
+    """:func:`seed_rows` by the seed grid they come from: {grid name: its rows that no later grid replaced}."""
     results = results or REPO / "papermill_runs" / "results"
     names = grid.get("seeds") or []
-    tables = [results / f"{name}.csv" for name in ([names] if isinstance(names, str) else names)]
-    rows: list[dict[str, Any]] = []
-    for table in tables:
+    kept: dict[str, list[dict[str, Any]]] = {}
+    for name in [names] if isinstance(names, str) else names:
+        table = results / f"{name}.csv"
         if table.is_file():
             later = read_table(table)
             replaced = {(row["method"], row.get("variant") or "") for row in later}
-            rows = [row for row in rows if (row["method"], row.get("variant") or "") not in replaced] + later
-    return rows
+            kept = {earlier: [row for row in rows if (row["method"], row.get("variant") or "") not in replaced]
+                    for earlier, rows in kept.items()}
+            kept[name] = later
+    return kept
 
 
 def budget_record(grid: dict[str, Any], params: dict[str, Any], results: Path | None = None) -> dict[str, Any] | None:

@@ -240,6 +240,9 @@ def test_a_later_seeds_grid_replaces_an_earlier_one_s_rows_of_a_method(tmp_path,
     monkeypatch.setattr(runs, "REPO", tmp_path)
     seed_rows = runs.seed_rows({"seeds": ["a", "a2", "b", "not_run_yet"]})
     assert len(runs.seed_rows({"seeds": "a"})) == 2 and len(seed_rows) == 2  # b's qgnet replaces a's and a2's
+    sources = runs.seed_sources({"seeds": ["a", "a2", "b", "not_run_yet"]})  # the same rows by the grid they come from
+    assert {name: [(row["method"], row["miou"]) for row in rows] for name, rows in sources.items()} == {
+        "a": [("pfenet", 61.0)], "a2": [], "b": [("qgnet", 62.0)]}
     zoo_rows = [{**columns, "method": method, "seed": 0, "shots": shots, "miou": 63.0}
                 for method in ("qgnet", "pfenet") for shots in (1, 5)]
     spread = {(row["method"], row["setting"]): row["mIoU per seed"] for row in seed_spread(zoo_rows, seed_rows)}

@@ -126,6 +126,16 @@ def fabricated(tmp_path: Path) -> docs.Results:
     return docs.Results(tmp_path)
 
 
+def test_seed_gains_are_those_of_the_seed_runs_behind_a_comparison(fabricated):
+    """The seed grid's page gives each run's last-quarter gain; a run of a method the comparison does not read from
+    that grid (``c``) is not counted."""
+    (fabricated.results / "s.md").write_text(
+        "Learning curves: a-fold0-1shot-seed1 +1.2 ± 0.3 (rising), a-fold0-1shot-seed2 +0.1 ± 0.3 (within noise), "
+        "b-fold0-1shot-seed1 +0.0 ± 0.2 (flat), c-fold0-1shot-seed1 +2.0 ± 0.2 (rising)\n")
+    assert [str(gain) for gain in fabricated.seed_gains(comparison="cmp")] == ["+1.2", "+0.1", "0.0"]
+    assert [str(gain) for gain in fabricated.seed_gains("rising", "cmp")] == ["+1.2"]
+
+
 def test_mean_and_row_print_as_the_tables_do(fabricated):
     assert str(fabricated.mean("g", "a")) == shown(60.05 + 1.5) == "61.6"
     assert str(fabricated.row("g", "a", 2)) == "62.1"  # 62.05: a tie rounded up, as fsslib.tables.shown does
@@ -237,3 +247,11 @@ def test_bench_gain_and_sd_read_what_the_pages_print():
     assert f"{run} {results.gain('fem_path_control', run)} ± {results.gain('fem_path_control', run, error=True)}" in curves
     assert len(results.gains("fem_path_control")) == 2
     assert str(docs.sd([1.0, 2.0, 3.0])) == "1.0"
+
+
+def test_a_stratum_s_episode_count_prints_as_an_integer_and_the_strata_add_up():
+    results = docs.Results()
+    grid, pair, grouping = "piclip_hdmnet_fill_control", "piclip-hdmnet - hdmnet", "fill distractor in the query"
+    counts = [results.stratum(grid, pair, grouping, stratum, "episodes") for stratum in ("yes", "no")]
+    assert all(str(count) == str(int(count)) for count in counts)  # "182", not "+182.0"
+    assert sum(counts) == 1000  # every test episode of the grid in one of the two strata
