@@ -483,17 +483,18 @@ def plot_side_by_side(episode: Episode, predictions: dict[str, torch.Tensor], su
 
 
 def plot_prediction(image: torch.Tensor, prediction: torch.Tensor, class_names: Sequence[str], title: str = "",
-                    truth: torch.Tensor | None = None) -> Figure:
+                    truth: torch.Tensor | None = None, outlined: str = "truth") -> Figure:
     """A query (3, H, W) and its prediction (H, W) (0 = background, n = way n) over it, with a legend of the
     class names (:mod:`fsslib.predict`'s overlay); a ground truth ``truth`` (H, W), values 0..N and 255, is
-    outlined on both panels, as in the lessons' other figures."""
+    outlined on both panels, as in the lessons' other figures, and the panels' titles name it ``outlined``
+    (e.g. "rule-made mask" for a mask that is not a ground truth)."""
     fig, axes = plt.subplots(1, 2, figsize=(7, 3.8), layout="constrained")
     axes[0].imshow(_image(image))
     axes[1].imshow(overlay(image, prediction))
     for ax, name in zip(axes, ("query", "prediction")):
         if truth is not None:
             outline(ax, truth, len(class_names))
-        ax.set_title(name + (", truth outlined" if truth is not None else ""), fontsize=9)
+        ax.set_title(name + (f", {outlined} outlined" if truth is not None else ""), fontsize=9)
         ax.axis("off")
     if title:
         fig.suptitle(title, fontsize=10)

@@ -168,8 +168,26 @@ def test_a_folder_reads_phone_photos_as_shown_and_refuses_lossy_masks(folder, tm
     with pytest.raises(DatasetNotFoundError) as error:
         benchmark_of(make_config(benchmark=f"folder:{copy}", novel_classes=[1, 2]))
     message = str(error.value)
-    assert "2 problem(s)" in message and f"masks/{stems[1]}.jpg is not a PNG: save the mask as a PNG" in message
+    assert "2 problem(s)" in message and f"masks/{stems[1]}.jpg is not a PNG: save each mask as a PNG" in message
     assert f"masks/{stems[2]}.png holds" in message and "distinct values between 0 and 255" in message
+    assert "255 = pixels to ignore" in message  # the folder's convention, not predict's black-and-white masks
+
+
+def test_a_black_and_white_mask_in_a_folder_is_refused_not_read_as_ignore(folder, tmp_path):
+    """predict reads a 0 / 255 mask as background / object; in a folder 255 means ignore, so such a mask would
+    silently label no class: it is refused, naming the class ids to write instead."""
+    from fsslib.config import make_config
+    from fsslib.data.benchmarks import benchmark_of
+    from fsslib.errors import DatasetNotFoundError
+
+    copy = shutil.copytree(folder, tmp_path / "black_and_white")
+    stem = sorted(p.stem for p in (copy / "masks").glob("*.png"))[0]
+    label = np.asarray(Image.open(copy / "masks" / f"{stem}.png"))
+    Image.fromarray(np.where(label > 0, 255, 0).astype(np.uint8)).save(copy / "masks" / f"{stem}.png")
+    with pytest.raises(DatasetNotFoundError) as error:
+        benchmark_of(make_config(benchmark=f"folder:{copy}", novel_classes=[1, 2]))
+    assert f"masks/{stem}.png holds only 0 and 255, and 255 means ignore" in str(error.value)
+    assert "class id from classes.txt (1..4)" in str(error.value)
 
 
 def test_prepared_benchmarks_read_pictures_as_stored_and_folders_as_shown(tmp_path):

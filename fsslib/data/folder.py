@@ -17,7 +17,8 @@ have been seen in training with their novel pixels as background (PFENet's rule)
 ``novel_rule="bam"`` when that matters. The folder is checked once, completely: every mismatch is listed in one
 message before anything runs. Pictures and masks are read as a viewer shows them (their EXIF orientation applied,
 :mod:`fsslib.data.images`); a mask must be a PNG label image (one saved as JPEG, or holding the values its noise
-leaves, is refused).
+leaves, is refused). So is a mask that holds only 0 and 255: here 255 marks pixels to ignore, so a black-and-white
+mask (255 = object, :mod:`fsslib.predict`'s format) would label no class.
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from fsslib.data.images import SAVE_MASK, label_problem, lossy_format, shown_size, upright
+from fsslib.data.images import label_problem, lossy_format, shown_size, upright
 from fsslib.errors import DatasetNotFoundError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp")  # pictures PIL reads
@@ -71,7 +72,7 @@ def _index(root: Path, signature: tuple) -> tuple[list[str], tuple[tuple[int, ..
     problems += [f"mask masks/{masks[s].name} has no image images/{s}.*" for s in sorted(set(masks) - set(images))]
     others = {p.stem: p.name for p in sorted((root / "masks").glob("*")) if p.suffix.lower() != ".png"}  # e.g. JPEG
     problems += [f"image images/{images[s].name} has no mask masks/{s}.png"
-                 + (f" (masks/{others[s]} is not a PNG: {SAVE_MASK})" if s in others else "")
+                 + (f" (masks/{others[s]} is not a PNG: {SAVE_FOLDER_MASK})" if s in others else "")
                  for s in sorted(set(images) - set(masks))]
     presence: dict[str, dict[int, int]] = {}
     for stem in sorted(set(images) & set(masks)):
@@ -146,6 +147,11 @@ def _read_splits(path: Path, stems: set[str], problems: list[str]) -> dict[str, 
     return {split: sorted(s for s in listed if s in stems) for split, listed in splits.items()}
 
 
+SAVE_FOLDER_MASK = ("save each mask as a PNG label image drawn without smoothing (anti-aliasing off): 0 = background, "
+                    "a class's id from classes.txt (1..C) = that class, 255 = pixels to ignore; from Python: "
+                    "PIL.Image.fromarray(mask.astype('uint8')).save('mask.png').")
+
+
 def _check_pair(image_path: Path, mask_path: Path, n_classes: int, problems: list[str]) -> dict[int, int] | None:
     """The mask's class pixel counts, or None after recording what is wrong with the pair."""
     try:
@@ -167,7 +173,11 @@ def _check_pair(image_path: Path, mask_path: Path, n_classes: int, problems: lis
     wrong = [int(v) for v in values if v > n_classes and v != 255]
     problem = label_problem(np.array(wrong), lossy)  # values beyond the class ids: noise, or a lossy file
     if problem:
-        problems.append(f"masks/{mask_path.name} {problem}: {SAVE_MASK}")
+        problems.append(f"masks/{mask_path.name} {problem}: {SAVE_FOLDER_MASK}")
+        return None
+    if set(values.tolist()) == {0, 255}:  # black and white: predict's object mask, which labels no class here
+        problems.append(f"masks/{mask_path.name} holds only 0 and 255, and 255 means ignore in a dataset folder, so it "
+                        f"labels no class: write each object's class id from classes.txt (1..{n_classes}) instead")
         return None
     if wrong:
         problems.append(f"masks/{mask_path.name} holds ids {wrong[:5]} not in classes.txt (1..{n_classes}, 255 ignore)")
