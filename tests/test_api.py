@@ -129,9 +129,13 @@ def test_models_read_inputs_only(toy_root):
         assert model(inputs).shape == (len(batch), 2, 64, 64)
 
 
-def test_a_model_that_reads_image_labels_says_so_and_is_given_them(toy_root):
-    model = build_method(make_config(method="piclip", options={"vtp_prompts": "present_classes"})).eval()
-    plain = build_method(make_config(method="piclip")).eval()
+@pytest.mark.parametrize("method", ["piclip", "piclip-bam", "piclip-hdmnet"])
+def test_a_model_that_reads_image_labels_says_so_and_is_given_them(method, toy_root):
+    """PI-CLIP's official VTP prompts read the query's image-level labels on every baseline: the model says so, is
+    refused inputs without them, and trains and predicts with them."""
+    options = {"base_learner": "random"} if method != "piclip" else {}
+    model = build_method(make_config(method=method, options={**options, "vtp_prompts": "present_classes"})).eval()
+    plain = build_method(make_config(method=method, options=options)).eval()
     assert model.reads_image_labels and not plain.reads_image_labels
     batch = toy_batch()
     with pytest.raises(FsslibError, match="image_labels=True"):
@@ -139,6 +143,7 @@ def test_a_model_that_reads_image_labels_says_so_and_is_given_them(toy_root):
     assert batch.inputs(image_labels=True).query_classes == batch.query_classes
     with torch.no_grad():
         assert model(batch.inputs(image_labels=True)).shape == (2, 2, 64, 64)
+    assert torch.isfinite(model.train().loss(batch))  # the loss asks for the labels itself
 
 
 def test_options_compare_as_typed_values_against_a_checkpoint(toy_root):

@@ -191,3 +191,18 @@ def test_base_class_index() -> None:
     base_ids = [1, 2, 3, 4, 5, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20]  # fold 1 of PASCAL-5i: 6-10 novel
     ids = torch.tensor([1, 6, 11, 20])
     assert base_class_index(ids, base_ids).tolist() == [1, 0, 6, 15]
+
+
+def test_the_scene_difference_stays_float32_under_bf16_autocast() -> None:
+    """BAM's and HDMNet's shot weights read the scene difference: under a GPU run's bf16 autocast (here the CPU's) it is
+    the float32 value exactly, from float32 or bf16 features, so both methods weigh shots as the official float32 code."""
+    generator = torch.Generator().manual_seed(0)
+    query, supports = torch.randn(2, 16, 6, 6, generator=generator), torch.randn(2, 3, 16, 6, 6, generator=generator)
+    exact = scene_difference(query, supports)  # (2, 3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.matmul(query.flatten(2), query.flatten(2).transpose(1, 2)).dtype == torch.bfloat16  # autocast is on
+        under_autocast = scene_difference(query, supports)
+        from_bf16 = scene_difference(query.bfloat16(), supports.bfloat16())
+    assert under_autocast.dtype == from_bf16.dtype == torch.float32
+    torch.testing.assert_close(under_autocast, exact, rtol=0, atol=0)
+    torch.testing.assert_close(from_bf16, scene_difference(query.bfloat16().float(), supports.bfloat16().float()), rtol=0, atol=0)

@@ -50,11 +50,20 @@ def gram_matrix(features: torch.Tensor) -> torch.Tensor:
 
 def scene_difference(query: torch.Tensor, supports: torch.Tensor) -> torch.Tensor:
     """BAM's scene difference of a query's low-level features (B, C, h, w) and its K supports'
-    (B, K, C, h', w'): ``||G_q - G_s||_F / C`` per shot, (B, K)."""
+    (B, K, C, h', w'): ``||G_q - G_s||_F / C`` per shot, (B, K). Computed in float32 at least, outside autocast:
+    the differences between Gram matrices are small, and bf16 (a GPU run's autocast) would round them away. The
+    official code trains in float32."""
     batch, shots = supports.shape[:2]
-    query_gram = gram_matrix(query).unsqueeze(1)  # (B, 1, C, C)
-    support_gram = gram_matrix(supports.flatten(0, 1)).view(batch, shots, *query_gram.shape[-2:])  # (B, K, C, C)
-    return (query_gram - support_gram).flatten(2).norm(dim=2) / query.shape[1]
+    with torch.autocast(query.device.type, enabled=False):
+        query, supports = _at_least_float32(query), _at_least_float32(supports)
+        query_gram = gram_matrix(query).unsqueeze(1)  # (B, 1, C, C)
+        support_gram = gram_matrix(supports.flatten(0, 1)).view(batch, shots, *query_gram.shape[-2:])  # (B, K, C, C)
+        return (query_gram - support_gram).flatten(2).norm(dim=2) / query.shape[1]
+
+
+def _at_least_float32(features: torch.Tensor) -> torch.Tensor:
+    """``features`` in float32 if they are in a half-precision type (bf16 autocast), else unchanged (float64 stays)."""
+    return features.float() if features.dtype in (torch.float16, torch.bfloat16) else features
 
 
 class ShotWeighting(nn.Module):

@@ -52,11 +52,6 @@ GRAM_LEVELS = ("layer1", "layer2", "layer3")  # the official low_fea choices of 
 ASPP_RATES = ("fixed", "scaled")  # BAM's 6 / 12 / 18 on every map, or scaled to the map as fsslib's other ASPP
 
 
-def _at_least_float32(features: torch.Tensor) -> torch.Tensor:
-    """``features`` in float32 if they are in a half-precision type (bf16 autocast), else unchanged (float64 stays)."""
-    return features.float() if features.dtype in (torch.float16, torch.bfloat16) else features
-
-
 def _reduction(in_channels: int, feature_dim: int, dropout: float) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(in_channels, feature_dim, 1, bias=False), nn.ReLU(inplace=True), nn.Dropout2d(dropout))
 
@@ -133,6 +128,11 @@ class BAM(FewShotSegmenter):
         priors = priors.view(batch_size, shots, *priors.shape[-2:])  # (B, K, h, w)
         return (weights[:, :, None, None] * priors).sum(dim=1, keepdim=True)
 
+    @property
+    def reads_image_labels(self) -> bool:
+        """Whether the prior source reads the classes in the query's label (PI-CLIP's official VTP prompts)."""
+        return getattr(self.prior, "reads_image_labels", False)
+
     def predict(self, batch: OneWayInputs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Final scores (B, 2, h, w), meta logits (B, 2, h, w) and base logits (B, 1 + C_base, h, w) at feature size."""
         batch_size, shots = batch.support_images.shape[:2]
@@ -142,10 +142,8 @@ class BAM(FewShotSegmenter):
         masks = batch.support_masks.flatten(0, 1)  # (B*K, H, W)
         prototypes = masked_average_pooling(support, masks).view(batch_size, shots, -1)  # (B, K, D)
 
-        low_query = _at_least_float32(query_levels[self.gram_level])  # (B, C, h, w)
-        low_support = _at_least_float32(support_levels[self.gram_level]).unflatten(0, (batch_size, shots))  # (B, K, C, h, w)
-        with torch.autocast(low_query.device.type, enabled=False):  # Gram matrices in float32 under bf16 autocast
-            differences = scene_difference(low_query, low_support)  # (B, K)
+        low_support = support_levels[self.gram_level].unflatten(0, (batch_size, shots))  # (B, K, C, h, w)
+        differences = scene_difference(query_levels[self.gram_level], low_support)  # (B, K), float32 under autocast
         weights = self.shot_weighting(differences)  # (B, K)
         difference = (weights * differences).sum(dim=1)  # (B,)
 
@@ -172,5 +170,5 @@ class BAM(FewShotSegmenter):
     def loss(self, batch: EpisodeBatch) -> torch.Tensor:
         """CE(final scores) + aux_weight * CE(meta logits) (the official main and first auxiliary losses)."""
         one_way = require_one_way(batch)
-        final, meta_logits, _ = self.predict(one_way.inputs())
+        final, meta_logits, _ = self.predict(one_way.inputs(self.reads_image_labels))
         return segmentation_loss(final, one_way.query_masks) + self.aux_weight * segmentation_loss(meta_logits, one_way.query_masks)

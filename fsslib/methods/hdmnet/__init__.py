@@ -10,7 +10,8 @@ HDMNet: ``fsslib/checkpoints/zoo/base-learner-fold{F}.pt`` on the toy world (:fu
 Training follows the official ``get_optim`` and config: AdamW, weight decay 0.01, base lr 1e-4 for the transformer,
 10 times it for everything else (:meth:`HDMNet.parameter_groups`), poly 0.9; BAM's data rule (training images with a
 novel class are dropped). The toy preset: half the transformer's width, lr 1e-3 (x10 outside the transformer), 80
-epochs of 480 episodes, read off fold 0's validation curves (lr 3e-4 and 3e-3 trained worse in 40 epochs).
+epochs of 480 episodes. The lr was read off fold 0's validation curves at 3e-4, 1e-3 and 3e-3 over 40 epochs (those
+curves were not kept); the budget: docs/methods/piclip_reference.md, "HDMNet, the baseline of PI-CLIP's best rows".
 """
 from __future__ import annotations
 
@@ -59,8 +60,7 @@ class HDMNetOptions(BaseLearnerOptions):
 OPTIONS = HDMNetOptions
 PAPER_BACKBONE = "resnet50-deepstem"  # HDMNet's PSPNet: model/resnet.py's resnet50(deep_base=True), PFENet's
 # The toy tier's 8 x 8 map: the paper's strides give levels of 8, 4 and 2, and its reductions shrink the keys to 2 x 2 at
-# every level; half the paper's width (32, heads 1/2/4) trains an epoch in 12 s of wall time on 2 cores, the paper's
-# width in 18 s. The budget: fold 0's validation curves (docs/methods/piclip.md, "HDMNet").
+# every level; half the paper's width (32, heads 1/2/4) trains faster on 2 cores than the paper's width.
 TOY_SIZE = dict(feature_dim=64, embed_dims=32, heads=[1, 2, 4], match_heads=1)
 PRESETS = {
     "toy": dict(epochs=80, lr=1e-3, episodes_per_epoch=480, val_episodes=300, batch_size=8, optimizer="adamw",

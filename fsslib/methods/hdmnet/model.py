@@ -137,6 +137,11 @@ class HDMNet(FewShotSegmenter):
             maps.append(similarity.unflatten(0, (-1, shots)).mean(dim=1))  # (B, h, w)
         return torch.stack(maps, dim=1)
 
+    @property
+    def reads_image_labels(self) -> bool:
+        """Whether the guide reads the classes in the query's label (PI-CLIP's official VTP prompts)."""
+        return getattr(self.guide, "reads_image_labels", False)
+
     def predict(self, batch: OneWayInputs) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
         """Ensemble scores (B, 2, h, w), meta logits (B, 2, h, w) and the correlation maps [(B, h_i, w_i)],
         coarse to fine."""
@@ -168,6 +173,6 @@ class HDMNet(FewShotSegmenter):
     def loss(self, batch: EpisodeBatch) -> torch.Tensor:
         """CE(final) + CE(meta) + correlation distillation (the official train.py's sum; aux weights 1)."""
         one_way = require_one_way(batch)
-        final, meta, correlations = self.predict(one_way.inputs())
+        final, meta, correlations = self.predict(one_way.inputs(self.reads_image_labels))
         return (segmentation_loss(final, one_way.query_masks) + segmentation_loss(meta, one_way.query_masks)
                 + correlation_distillation_loss(correlations, one_way.query_masks))

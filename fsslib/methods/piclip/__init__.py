@@ -3,7 +3,8 @@
 Options: :class:`PiclipOptions` (defaults = the paper's PI-CLIP(PFENet)).
 
 ``VARIANTS`` are the ablation rows of Tables 3 and 4, here on PFENet (the paper ran them on HDMNet, as
-:mod:`fsslib.methods.piclip.baselines` does; on PFENet the baseline row is ``method="pfenet"``).
+:mod:`fsslib.methods.piclip.baselines` does; on PFENet the baseline row is ``method="pfenet"``), and ``vvp``, the
+VVP alone: a control beyond the tables, whose Table 3 adds the VVP only beside the VTP.
 """
 from __future__ import annotations
 
@@ -84,7 +85,7 @@ PRESETS = {
 }
 VARIANTS = {
     "vtp": {"priors": ["vtp"], "refine": ["vtp"]},  # Table 3, baseline + VTP
-    "vvp": {"priors": ["vvp"], "refine": []},  # VVP alone
+    "vvp": {"priors": ["vvp"], "refine": []},  # VVP alone: not a row of Tables 3-4, a control
     "no_pir": {"priors": ["vvp", "vtp"], "refine": []},  # Table 4 row 1: P_vv, P_vt
     "pir_vv": {"priors": ["vvp", "vtp"], "refine": ["vvp"]},  # Table 4 row 2
     "pir_vt": {"priors": ["vvp", "vtp"], "refine": ["vtp"]},  # Table 4 row 3 = the default PI-CLIP
