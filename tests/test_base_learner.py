@@ -164,5 +164,6 @@ def test_bf16_training_steps_stay_close_to_float32_and_are_recorded(toy_root, tm
     bf16 = train_base_learner(tmp_path / "bf16.pt", tier_settings("toy", precision="bf16", **settings), progress=False)
     assert bf16["settings"]["precision"] == "bf16" and fp32["settings"]["precision"] == "fp32"
     assert bf16["curve"][0]["train_loss"] == pytest.approx(fp32["curve"][0]["train_loss"], rel=0.05)
+    assert bf16["curve"][0]["train_loss"] != fp32["curve"][0]["train_loss"]  # bf16 did round: autocast was on
     with pytest.raises(UnknownNameError, match="precision"):
         train_base_learner(tmp_path / "x.pt", tier_settings("toy", precision="fp16", **settings), progress=False)

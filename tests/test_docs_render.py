@@ -160,19 +160,20 @@ def test_seeds_span_the_comparisons_row_and_the_seed_grids(fabricated):
         fabricated.seeds("c", comparison="cmp")
 
 
-def test_diff_threshold_and_resolved_follow_the_protocols_rule(fabricated):
+def test_diff_threshold_and_resolved_follow_the_protocols_rule(fabricated, monkeypatch):
+    """The threshold is twice the standard error of a difference, 2 s sqrt(1/n1 + 1/n2), from the pooled seed
+    spread s; a difference counts as resolved only above it, printed as words."""
     import math
-    from statistics import stdev
 
     assert (str(docs.diff(62.44, 61.0)), str(docs.diff(61.0, 62.44)), str(docs.diff(61.02, 61.0))) == ("+1.4", "-1.4", "0.0")
-    # pooled s over the two methods' three seeds, as fsslib.compare.pooled_spread takes it ("a", "b" are not pooled
-    # methods there), so the rule's threshold needs the pooled methods' names: check the formula on the helper
-    s = math.sqrt((stdev([60.0, 62.0, 63.0]) ** 2 + stdev([62.0, 63.5, 64.5]) ** 2) / 2)
-    assert math.isclose(2 * s * math.sqrt(1 / 4 + 1 / 4), 2 * s * math.sqrt(1 / 2))
-    from fsslib.compare import resolution_threshold
-    assert math.isclose(resolution_threshold(s, 4, 4), 2 * s * math.sqrt(1 / 2))
-    verdict = docs.Verdict(docs.diff(2.0, 0.0), docs.Number(1.12, 2), True)
-    assert bool(verdict) and str(verdict) == "resolved" and str(docs.Number(1.12, 2)) == "1.12"
+    monkeypatch.setattr(fabricated, "spread", lambda setting="1-way 1-shot": docs.Number(1.5, 2))  # s = 1.5 points
+    assert math.isclose(fabricated.threshold(4), 2 * 1.5 * math.sqrt(1 / 4 + 1 / 4))
+    assert math.isclose(fabricated.threshold(1, 3), 2 * 1.5 * math.sqrt(1 + 1 / 3))
+    assert str(fabricated.threshold(4)) == "2.12"  # two decimals
+    above, below = fabricated.resolved(62.2, 60.0, 4), fabricated.resolved(62.0, 60.0, 4)  # 2.2 and 2.0 against 2.12
+    assert bool(above) and str(above) == "resolved" and str(above.difference) == "+2.2"
+    assert not below and str(below) == "not resolved"
+    assert fabricated.resolved(60.0, 62.2, 4)  # either sign
 
 
 def test_resolved_on_the_committed_comparison_reads_its_thresholds():

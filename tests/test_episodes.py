@@ -150,7 +150,7 @@ def test_each_paper_s_data_rule_is_its_preset_s():
 
 @pytest.mark.parametrize("bad", [{"augment": "heavy"}, {"resize": "crop"}])
 def test_unknown_augmentation_or_resize_rule_names_the_choices(sources, bad):
-    with pytest.raises(UnknownNameError):
+    with pytest.raises(UnknownNameError, match=next(iter(bad.values()))):  # names the bad rule (and the choices)
         EpisodeDataset(sources["train"], fold=0, shots=1, image_size=64, n_episodes=4, mode="train", **bad)
 
 

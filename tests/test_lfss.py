@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -80,7 +81,7 @@ def test_pseudo_mask_rules_on_hand_cosines():
     assert binarise_scores(cosines, target, 3, "softmax", 0.9, 0.1).tolist() == [[[True, False, False]]]
     # threshold: class cosines (0.3, 0.3, 0.2) min-max -> (1, 1, 0)
     assert binarise_scores(cosines, target, 3, "threshold", 0.5, 0.1).tolist() == [[[True, True, False]]]
-    with pytest.raises(UnknownNameError):
+    with pytest.raises(UnknownNameError, match="otsu"):
         binarise_scores(cosines, target, 3, "otsu", 0.5, 0.1)
 
 
@@ -425,22 +426,23 @@ def test_table5_and_generator_variants_reach_the_model():
     assert single.pseudo_masks.templates == ("a photo of a {}.",)
 
 
-@pytest.mark.parametrize("options, error", [
-    ({"pseudo_mask": "otsu"}, UnknownNameError),
-    ({"pseudo_mask": "softmax", "background_names": []}, LfssOptionError),
-    ({"alpha": 1.5}, OptionError),  # out of its declared range: refused by make_config, before anything is built
-    ({"pseudo_threshold": -0.1}, OptionError),
-    ({"grid": 2}, LfssOptionError),
-    ({"support_masks": "boxes"}, UnknownNameError),
-    ({"query_mask": "box"}, UnknownNameError),
-    ({"refiner_level": "layer1"}, UnknownNameError),
-    ({"refiner_attention": "sdpa"}, UnknownNameError),
-    ({"templates": "clip"}, UnknownNameError),
-    ({"background_names": [" "]}, LfssOptionError),  # rejected when the model is built, not at its first forward
-    ({"background_names": ["nebula"]}, ClipInputError),  # a word the toy text tower does not know
+@pytest.mark.parametrize("options, error, named", [
+    ({"pseudo_mask": "otsu"}, UnknownNameError, "pseudo_mask"),
+    ({"pseudo_mask": "softmax", "background_names": []}, LfssOptionError, "no background names"),
+    ({"alpha": 1.5}, OptionError, "alpha"),  # out of its declared range: refused by make_config, before any build
+    ({"pseudo_threshold": -0.1}, OptionError, "pseudo_threshold"),
+    ({"grid": 2}, LfssOptionError, "grid n = 2"),
+    ({"support_masks": "boxes"}, UnknownNameError, "support_masks"),
+    ({"query_mask": "box"}, UnknownNameError, "query_mask"),
+    ({"refiner_level": "layer1"}, UnknownNameError, "refiner_level"),
+    ({"refiner_attention": "sdpa"}, UnknownNameError, "refiner_attention"),
+    ({"templates": "clip"}, UnknownNameError, "templates"),
+    # rejected when the model is built, not at its first forward
+    ({"background_names": [" "]}, LfssOptionError, "Empty class or background name"),
+    ({"background_names": ["nebula"]}, ClipInputError, "nebula"),  # a word the toy text tower does not know
 ])
-def test_bad_options_name_the_problem(options, error):
-    with pytest.raises(error):
+def test_bad_options_name_the_problem(options, error, named):
+    with pytest.raises(error, match=re.escape(named)):
         build_method(make_config(method="lfss", backbone_weights="random", options=options))
 
 

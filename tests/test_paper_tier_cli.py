@@ -221,12 +221,12 @@ def test_each_missing_file_names_where_the_instructions_are(prepared, tmp_path, 
     from fsslib.data import prepare
 
     use_user_folders(prepared, monkeypatch)
-    steps = {
-        "data": ["--method", "pfenet", "--preset", "paper", "--backbone-weights", "random", "--data-root",
-                 str(tmp_path / "nothing")],
-        "backbone weights": ["--method", "pfenet", "--preset", "paper"],
-        "CLIP weights": ["--method", "piclip", "--preset", "paper", "--backbone-weights", "random"],
-        "prior extractor": ["--method", "qgnet", "--preset", "paper", "--backbone-weights", "random"],
+    steps = {  # what is missing -> (the command, the file or folder its message must name)
+        "data": (["--method", "pfenet", "--preset", "paper", "--backbone-weights", "random", "--data-root",
+                  str(tmp_path / "nothing")], str(tmp_path / "nothing")),
+        "backbone weights": (["--method", "pfenet", "--preset", "paper"], "resnet50_v2.pth"),
+        "CLIP weights": (["--method", "piclip", "--preset", "paper", "--backbone-weights", "random"], "ViT-B-16"),
+        "prior extractor": (["--method", "qgnet", "--preset", "paper", "--backbone-weights", "random"], "prior_extractor"),
     }
     for what, argv in {"VOC archive": ["pascal", "--voc", str(tmp_path / "VOCtrainval_11-May-2012.tar"), "--sbd",
                                        str(tmp_path / "benchmark.tgz")],
@@ -235,9 +235,9 @@ def test_each_missing_file_names_where_the_instructions_are(prepared, tmp_path, 
             prepare.main(argv)
         message = capsys.readouterr().err
         assert stopped.value.code == 2 and "docs/paper_tier.md" in message, (what, message)
-    for what, argv in steps.items():
+    for what, (argv, named) in steps.items():
         for main, checkpoint in ((train.main, []), (evaluate.main, ["--ckpt", str(tmp_path / "run" / "best.pt")])):
             with pytest.raises(SystemExit) as stopped:  # training reads no --ckpt (it refuses one)
                 main([*argv, "--out", str(tmp_path / "run"), *checkpoint])
             message = capsys.readouterr().err
-            assert stopped.value.code == 2 and "docs/paper_tier.md" in message, (what, main, message)
+            assert stopped.value.code == 2 and "docs/paper_tier.md" in message and named in message, (what, main, message)

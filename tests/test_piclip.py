@@ -299,7 +299,7 @@ def test_official_label_reading_vtp_uses_the_query_classes():
 def test_bad_options_raise_with_a_fix():
     with pytest.raises(UnknownNameError, match="vtp"):
         piclip(priors=["vtp", "text"])
-    with pytest.raises(UnknownNameError):
+    with pytest.raises(UnknownNameError, match="ln_2"):
         piclip(vtp_activation="ln_2")
     with pytest.raises(UnknownNameError, match="present_classes"):
         piclip(vtp_prompts="all")
