@@ -323,7 +323,7 @@ def test_paper_tier_shapes_with_random_vit_b16_and_resnet50(paper_models):
     batch = fabricated_batch(batch_size=1, size=473)
     priors = model.prior.clip_priors(batch.one_way())  # 473 x 473 -> 29 x 29 tokens
     assert priors["vvp"].shape == (1, 2, 1, 29, 29) and priors["vtp_refined"].shape == (1, 29, 29)
-    assert model.prior.text_ready.sum() == 1  # only the episode's class was encoded
+    assert len(model.prior.encoded_rows) == 1  # only the episode's class was encoded
     model.prior.clip_priors = lambda batch, present_indices=None: priors  # reuse them: one ViT-B/16 pass is enough
     feature_map = {"layer3": torch.zeros(1, 1024, 60, 60)}  # ResNet-50 at 473 (tested in test_pfenet.py)
     assert model.prior(batch.one_way(), feature_map, {}, model.backbone).shape == (1, 4, 60, 60)

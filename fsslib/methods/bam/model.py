@@ -1,6 +1,7 @@
 """BAM (Lang, Cheng, Tu, Han: "Learning What Not to Segment: A New Perspective on Few-Shot Segmentation", CVPR 2022):
 a meta learner for the episode's class beside a frozen base learner of the fold's base classes, and an ensemble
-that moves what the base learner recognises into the background.
+that moves what the base learner recognises into the background. BAM's paper text is not in this repository, so
+the map below names the official code (chunbolang/BAM) rather than the paper's equations.
 
 Per batch of B episodes with K shots (shapes at the paper tier: 473 x 473 -> 60 x 60; toy: 64 -> 8):
 

@@ -1,5 +1,8 @@
-"""HDMNet (Peng et al., CVPR 2023): a hierarchical matching transformer over a frozen base learner, with BAM's
-learner ensemble.
+"""HDMNet (Peng et al., "Hierarchical Dense Correlation Distillation for Few-Shot Segmentation", CVPR 2023): a
+hierarchical matching transformer over a frozen base learner, with BAM's learner ensemble.
+
+HDMNet's paper text is not in this repository, so the map below names the official code (Pbihao/HDMNet) rather
+than the paper's equations.
 
 Pipeline for a query and K supports (shapes for the paper tier: 473 x 473 -> 60 x 60):
 

@@ -111,8 +111,7 @@ class ClipPriors(PriorSource):
         empty = torch.zeros(len(self.class_names), bundle.embed_dim)
         self.register_buffer("target_text", empty.clone(), persistent=False)  # (n_classes, D), filled on demand
         self.register_buffer("non_target_text", empty.clone(), persistent=False)  # (n_classes, D)
-        self.register_buffer("text_ready", torch.zeros(len(self.class_names), dtype=torch.bool), persistent=False)
-        self.encoded_rows: set[int] = set()  # text_ready's rows on the host: checking them reads nothing from the GPU
+        self.encoded_rows: set[int] = set()  # the tables' filled rows, kept on the host: nothing is read from the GPU
         self.vtp_temperature = bundle.logit_temperature if vtp_temperature is None else float(vtp_temperature)
         self.vtp_activation = vtp_activation
         self.box_threshold, self.pir_squarings = box_threshold, pir_squarings
@@ -129,7 +128,6 @@ class ClipPriors(PriorSource):
         names = [self.class_names[r] for r in missing]
         self.target_text[missing] = prompt_embeddings(self.bundle, [PICLIP_TARGET_TEMPLATE.format(n) for n in names])
         self.non_target_text[missing] = prompt_embeddings(self.bundle, [PICLIP_NON_TARGET_TEMPLATE.format(n) for n in names])
-        self.text_ready[missing] = True
         self.encoded_rows.update(missing)
 
     def _clip_input(self, images: torch.Tensor) -> torch.Tensor:

@@ -90,12 +90,11 @@ def vtp_prompt_table(
     if present_indices is None:  # [target, non-target] of each query's class: gathered on the device, nothing read back
         prompts = torch.stack([target_text[class_indices], non_target_text[class_indices]], dim=1)  # (B, 2, D)
         return prompts, torch.ones(batch, 2, dtype=torch.bool, device=target_text.device)
-    others: list[list[int]] = [[] for _ in range(batch)]
-    if present_indices is not None:
-        if len(present_indices) != batch:
-            raise PriorInputError(f"present_indices has {len(present_indices)} entries for {batch} queries.",
-                                  "pass one list of present class rows per query.")
-        others = [[int(c) for c in present if int(c) != int(target)] for present, target in zip(present_indices, class_indices)]
+    if len(present_indices) != batch:
+        raise PriorInputError(f"present_indices has {len(present_indices)} entries for {batch} queries.",
+                              "pass one list of present class rows per query.")
+    others = [[int(c) for c in present if int(c) != int(target)]
+              for present, target in zip(present_indices, class_indices)]
     width = 2 + 2 * max(len(o) for o in others)
     prompts = target_text.new_zeros(batch, width, target_text.shape[-1])  # (B, n, D)
     valid = torch.zeros(batch, width, dtype=torch.bool, device=target_text.device)  # (B, n)
