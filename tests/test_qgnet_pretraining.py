@@ -143,9 +143,20 @@ def test_view_retrieval_and_the_plateau_gain():
 
 
 def test_base_only_images_hold_no_novel_class():
+    """``images="base"`` keeps the pool's scenes, in order, whose masks show no class of the fold's novel five."""
+    from fsslib.data.benchmarks import TOY
+    from fsslib.pretrain.qgnet_prior.train import TRAIN_STREAM
+    from fsslib.pretrain.scenes import render_scenes
+
     settings = PriorSettings(pool_size=60, images="base", fold=1)
     base = training_images(settings)
-    assert 0 < len(base) < 60
+    pool = render_scenes(60, settings.seed, TRAIN_STREAM, settings.image_size)
+    kept = [next(i for i, image in enumerate(pool.images) if np.array_equal(image, picture)) for picture in base]
+    novel = set(TOY.fold_classes(1))
+    assert 0 < len(kept) < 60 and kept == sorted(kept)
+    assert not any(novel & set(np.unique(pool.masks[i]).tolist()) for i in kept)  # no novel pixel in a kept scene
+    dropped = sorted(set(range(60)) - set(kept))
+    assert all(novel & set(np.unique(pool.masks[i]).tolist()) for i in dropped[:5])  # the first dropped show one
 
 
 def test_control_scenes_and_views_are_named_or_refused(tmp_path):
