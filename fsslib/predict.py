@@ -18,7 +18,9 @@ each the last run's (the mask and the overlay of one query may come from differe
 and file is checked, and ``DIR`` created, before any model is built.
 
 A class name outside the benchmark's classes is appended to the class list that text-reading methods encode
-(``Config.extra_classes``); the toy tier's text towers know the toy world's words only and refuse others.
+(``Config.extra_classes``); the toy tier's text towers know the toy world's words only and refuse others. A model
+trained on a dataset folder is given its benchmark as in training (``--benchmark folder:PATH``, with
+``--novel-classes`` when the folder has no ``folds.json``); BAM's family then reads the folder's base learner.
 From Python: ``model, cfg = load(...)``, then ``segment(model, query, supports)``, the pictures as PIL images, numpy
 arrays or tensors, uint8 or float in [0, 1] (:func:`as_picture`).
 """
@@ -38,7 +40,7 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
 from fsslib.config import Config, make_config, options_help, parse_option
-from fsslib.data.benchmarks import benchmark_of, class_list
+from fsslib.data.benchmarks import benchmark_of, class_list, id_or_name, split_list
 from fsslib.data.episodes import IGNORE, RESIZE_RULES, EpisodeInputs, resize_pad
 from fsslib.data.folder import class_key
 from fsslib.data.images import SAVE_MASK, label_problem, lossy_format, nonfinite_pixels, rgb_array, upright
@@ -456,6 +458,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--ckpt", default=None, help="trained methods: a checkpoint path, or zoo (the shipped toy model)")
     parser.add_argument("--fold", type=int, default=None,
                         help="which fold's zoo model, with --ckpt zoo (its novel classes were unseen; default 0)")
+    parser.add_argument("--benchmark", default=None,
+                        help="the benchmark --ckpt was trained on, e.g. folder:PATH for a dataset folder (as in train; "
+                             "BAM's family then reads that folder's base learner); default: the toy world")
+    parser.add_argument("--novel-classes", type=lambda text: split_list(text, id_or_name), default=None,
+                        metavar="A,B,...", help="with --benchmark folder:PATH without folds.json: fold 0's novel "
+                        "classes, as in train (ids or names of classes.txt)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--options", action="append", default=None, metavar="KEY=VALUE", help="method option, as in train")
     parser.add_argument("--backbone-weights", default=None,
@@ -503,7 +511,8 @@ def run(args: argparse.Namespace) -> dict[str, tuple[Path, Path]]:
     kind = method_options_type(args.method)
     options = dict(parse_option(item, kind) for item in args.options) if args.options else None
     cfg = configure(args.method, names, preset=args.preset, ckpt=args.ckpt, shots=shots, variant=args.variant,
-                    fold=args.fold, device=args.device, options=options, backbone_weights=args.backbone_weights)
+                    fold=args.fold, device=args.device, options=options, backbone_weights=args.backbone_weights,
+                    benchmark=args.benchmark, novel_classes=args.novel_classes)
     reads = support_inputs(cfg.method, cfg.variant, cfg.options)
     if "names" in reads and not args.class_name:
         raise FsslibError(f"{args.method} reads the class name of each way.", "give --class-name NAME for each way.")

@@ -47,6 +47,17 @@ def test_train_and_evaluate_a_folder_through_the_command_line(folder, tmp_path, 
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert metrics["benchmark"] == "folder" and set(metrics["per_class_iou"]) == {"solid circle", "striped square"}
     assert metrics["episodes"] == 40 and 0 < metrics["miou"] <= 100
+    # the folder's model segments a picture of yours: predict with the benchmark it was trained on
+    from fsslib import predict
+
+    stems = [p.stem for p in sorted((folder / "masks").glob("*.png")) if (np.asarray(Image.open(p)) == 1).any()]
+    Image.fromarray((np.asarray(Image.open(folder / "masks" / f"{stems[0]}.png")) == 1).astype(np.uint8)).save(
+        tmp_path / "support_mask.png")
+    asked = ["--method", "prototype", "--ckpt", str(tmp_path / "run" / "best.pt"), "--class-name", "solid circle",
+             "--query", str(folder / "images" / f"{stems[1]}.jpg"),
+             "--support", str(folder / "images" / f"{stems[0]}.jpg"), "--support-mask", str(tmp_path / "support_mask.png")]
+    assert predict.main([*asked, *benchmark[:4], "--out", str(tmp_path / "predicted")]) == 0
+    assert (tmp_path / "predicted" / f"{stems[1]}_mask.png").is_file()
 
 
 def test_folds_json_defines_the_folds(folder, tmp_path):
@@ -301,3 +312,12 @@ def test_bam_on_a_folder_trains_its_base_learner_from_the_command_evaluate_gives
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert metrics["method"] == "bam" and metrics["episodes"] == 8 and set(metrics["per_class_iou"]) <= {"solid circle",
                                                                                                          "striped square"}
+    from fsslib import predict  # and segments a picture with the folder's base learner
+
+    stems = [p.stem for p in sorted((copy / "masks").glob("*.png")) if (np.asarray(Image.open(p)) == 1).any()]
+    Image.fromarray((np.asarray(Image.open(copy / "masks" / f"{stems[0]}.png")) == 1).astype(np.uint8)).save(
+        tmp_path / "support_mask.png")
+    pictures = ["--query", str(copy / "images" / f"{stems[1]}.jpg"), "--support", str(copy / "images" / f"{stems[0]}.jpg"),
+                "--support-mask", str(tmp_path / "support_mask.png")]
+    assert predict.main(["--method", "bam", *benchmark, "--ckpt", str(tmp_path / "run" / "best.pt"), *pictures,
+                         "--out", str(tmp_path / "predicted")]) == 0
