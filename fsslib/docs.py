@@ -394,7 +394,8 @@ class Results:
         from fsslib.runs import seed_sources
 
         found: list[Number] = []
-        for grid, rows in seed_sources(load_grid(self.root / "papermill_runs" / f"{comparison}.yaml"), self.results).items():
+        sources = seed_sources(load_grid(self.root / "papermill_runs" / f"{comparison}.yaml"), self.results)
+        for grid, rows in sources.items():
             prefixes = tuple({"-".join(filter(None, (row["method"], row.get("variant")))) + "-fold" for row in rows})
             found += [gain for run, (gain, _, said) in self._curves(grid).items()
                       if run.startswith(prefixes) and (verdict is None or said == verdict)]
@@ -466,9 +467,10 @@ def helpers(results: Results) -> dict[str, Callable[..., Any]]:
     ``spread`` (the resolution rule), ``paper`` (a paper's number), ``preset`` (a method's setting), ``recorded``
     and ``zoo`` (a field of a recorded ``.json``), ``files`` (a count and size of files), ``gpu_hours`` (a paper-tier
     grid's estimated GPU-hours, as ``--plan`` prints them), ``bench`` (a cell of a benchmark's table under
-    ``benchmarks/results/``), ``gain`` and ``gains`` (runs' last-quarter gains, from
-    their grid's page; ``seed_gains``: of the seed runs behind the comparison's seed spread), ``minutes`` (a lesson's minutes to run, from its last
-    execution, :func:`fsslib.lessons.minutes_to_run`), ``sd`` (a standard deviation of rows) and ``num``."""
+    ``benchmarks/results/``), ``gain`` and ``gains`` (runs' last-quarter gains, from their grid's page;
+    ``seed_gains``: of the seed runs behind the comparison's seed spread), ``minutes`` (a lesson's minutes to run,
+    from its last execution, :func:`fsslib.lessons.minutes_to_run`), ``sd`` (a standard deviation of rows) and
+    ``num``."""
     from fsslib.lessons import lesson_path, minutes_to_run
 
     return {"mean": results.mean, "row": results.row, "seeds": results.seeds, "stratum": results.stratum, "diff": diff, "num": num, "sd": sd,

@@ -194,15 +194,17 @@ def test_base_class_index() -> None:
 
 
 def test_the_scene_difference_stays_float32_under_bf16_autocast() -> None:
-    """BAM's and HDMNet's shot weights read the scene difference: under a GPU run's bf16 autocast (here the CPU's) it is
-    the float32 value exactly, from float32 or bf16 features, so both methods weigh shots as the official float32 code."""
+    """BAM's and HDMNet's shot weights read the scene difference: under a GPU run's bf16 autocast (here the CPU's) it
+    is the float32 value exactly, from float32 or bf16 features, so both weigh shots as the official float32 code."""
     generator = torch.Generator().manual_seed(0)
     query, supports = torch.randn(2, 16, 6, 6, generator=generator), torch.randn(2, 3, 16, 6, 6, generator=generator)
     exact = scene_difference(query, supports)  # (2, 3)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert torch.matmul(query.flatten(2), query.flatten(2).transpose(1, 2)).dtype == torch.bfloat16  # autocast is on
+        flat = query.flatten(2)  # (2, 16, 36)
+        assert torch.matmul(flat, flat.transpose(1, 2)).dtype == torch.bfloat16  # autocast is on
         under_autocast = scene_difference(query, supports)
         from_bf16 = scene_difference(query.bfloat16(), supports.bfloat16())
     assert under_autocast.dtype == from_bf16.dtype == torch.float32
     torch.testing.assert_close(under_autocast, exact, rtol=0, atol=0)
-    torch.testing.assert_close(from_bf16, scene_difference(query.bfloat16().float(), supports.bfloat16().float()), rtol=0, atol=0)
+    rounded = scene_difference(query.bfloat16().float(), supports.bfloat16().float())  # the bf16 inputs, in float32
+    torch.testing.assert_close(from_bf16, rounded, rtol=0, atol=0)

@@ -36,6 +36,20 @@ def folder(tmp_path_factory, toy_root) -> Path:
     return make_folder(toy_root, tmp_path_factory.mktemp("mydata") / "shapes")
 
 
+def predict_a_picture(folder: Path, out: Path, *argv: str) -> str:
+    """``python -m fsslib.predict ARGV`` on one of ``folder``'s pictures, supported by another with its class-1 mask
+    (written under ``out``), into ``out/predicted``; returns the query's stem after checking the exit status."""
+    from fsslib import predict
+
+    stems = [p.stem for p in sorted((folder / "masks").glob("*.png")) if (np.asarray(Image.open(p)) == 1).any()]
+    Image.fromarray((np.asarray(Image.open(folder / "masks" / f"{stems[0]}.png")) == 1).astype(np.uint8)).save(
+        out / "support_mask.png")
+    pictures = ["--query", str(folder / "images" / f"{stems[1]}.jpg"),
+                "--support", str(folder / "images" / f"{stems[0]}.jpg"), "--support-mask", str(out / "support_mask.png")]
+    assert predict.main([*argv, *pictures, "--out", str(out / "predicted")]) == 0
+    return stems[1]
+
+
 def test_train_and_evaluate_a_folder_through_the_command_line(folder, tmp_path, capsys):
     from fsslib import evaluate, train
 
@@ -48,16 +62,9 @@ def test_train_and_evaluate_a_folder_through_the_command_line(folder, tmp_path, 
     assert metrics["benchmark"] == "folder" and set(metrics["per_class_iou"]) == {"solid circle", "striped square"}
     assert metrics["episodes"] == 40 and 0 < metrics["miou"] <= 100
     # the folder's model segments a picture of yours: predict with the benchmark it was trained on
-    from fsslib import predict
-
-    stems = [p.stem for p in sorted((folder / "masks").glob("*.png")) if (np.asarray(Image.open(p)) == 1).any()]
-    Image.fromarray((np.asarray(Image.open(folder / "masks" / f"{stems[0]}.png")) == 1).astype(np.uint8)).save(
-        tmp_path / "support_mask.png")
-    asked = ["--method", "prototype", "--ckpt", str(tmp_path / "run" / "best.pt"), "--class-name", "solid circle",
-             "--query", str(folder / "images" / f"{stems[1]}.jpg"),
-             "--support", str(folder / "images" / f"{stems[0]}.jpg"), "--support-mask", str(tmp_path / "support_mask.png")]
-    assert predict.main([*asked, *benchmark[:4], "--out", str(tmp_path / "predicted")]) == 0
-    assert (tmp_path / "predicted" / f"{stems[1]}_mask.png").is_file()
+    query = predict_a_picture(folder, tmp_path, "--method", "prototype", "--ckpt", str(tmp_path / "run" / "best.pt"),
+                              "--class-name", "solid circle", *benchmark[:4])
+    assert (tmp_path / "predicted" / f"{query}_mask.png").is_file()
 
 
 def test_folds_json_defines_the_folds(folder, tmp_path):
@@ -312,12 +319,6 @@ def test_bam_on_a_folder_trains_its_base_learner_from_the_command_evaluate_gives
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert metrics["method"] == "bam" and metrics["episodes"] == 8 and set(metrics["per_class_iou"]) <= {"solid circle",
                                                                                                          "striped square"}
-    from fsslib import predict  # and segments a picture with the folder's base learner
-
-    stems = [p.stem for p in sorted((copy / "masks").glob("*.png")) if (np.asarray(Image.open(p)) == 1).any()]
-    Image.fromarray((np.asarray(Image.open(copy / "masks" / f"{stems[0]}.png")) == 1).astype(np.uint8)).save(
-        tmp_path / "support_mask.png")
-    pictures = ["--query", str(copy / "images" / f"{stems[1]}.jpg"), "--support", str(copy / "images" / f"{stems[0]}.jpg"),
-                "--support-mask", str(tmp_path / "support_mask.png")]
-    assert predict.main(["--method", "bam", *benchmark, "--ckpt", str(tmp_path / "run" / "best.pt"), *pictures,
-                         "--out", str(tmp_path / "predicted")]) == 0
+    trained = str(tmp_path / "run" / "best.pt")
+    query = predict_a_picture(copy, tmp_path, "--method", "bam", *benchmark, "--ckpt", trained)
+    assert (tmp_path / "predicted" / f"{query}_mask.png").is_file()  # with the folder's base learner

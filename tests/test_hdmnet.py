@@ -409,7 +409,7 @@ def test_fixed_batchnorm_stays_in_eval_mode_and_init_weights_is_the_uncalled_met
     assert conv.weight.std().item() == pytest.approx(math.sqrt(2 / (9 * 16)), rel=0.15)
     linear = transformer.down_stages[0].layers[0].attention.to_query  # PyTorch's default: uniform in +-1/sqrt(16)
     assert linear.weight.abs().max().item() <= 0.25
-    assert linear.weight.std().item() == pytest.approx(0.25 / math.sqrt(3), rel=0.2)  # uniform's std, not init_weights' 0.02
+    assert linear.weight.std().item() == pytest.approx(0.25 / math.sqrt(3), rel=0.2)  # uniform's, not init_weights' 0.02
     linear = HierarchicalTransformer(TransformerSize(16, (1, 2, 4)), init="init_weights").down_stages[0].layers[0].attention.to_query
     assert linear.weight.std().item() == pytest.approx(0.02, rel=0.2)
 

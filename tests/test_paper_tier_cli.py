@@ -226,7 +226,8 @@ def test_each_missing_file_names_where_the_instructions_are(prepared, tmp_path, 
                   str(tmp_path / "nothing")], str(tmp_path / "nothing")),
         "backbone weights": (["--method", "pfenet", "--preset", "paper"], "resnet50_v2.pth"),
         "CLIP weights": (["--method", "piclip", "--preset", "paper", "--backbone-weights", "random"], "ViT-B-16"),
-        "prior extractor": (["--method", "qgnet", "--preset", "paper", "--backbone-weights", "random"], "prior_extractor"),
+        "prior extractor": (["--method", "qgnet", "--preset", "paper", "--backbone-weights", "random"],
+                            "prior_extractor"),
     }
     for what, argv in {"VOC archive": ["pascal", "--voc", str(tmp_path / "VOCtrainval_11-May-2012.tar"), "--sbd",
                                        str(tmp_path / "benchmark.tgz")],
@@ -240,4 +241,5 @@ def test_each_missing_file_names_where_the_instructions_are(prepared, tmp_path, 
             with pytest.raises(SystemExit) as stopped:  # training reads no --ckpt (it refuses one)
                 main([*argv, "--out", str(tmp_path / "run"), *checkpoint])
             message = capsys.readouterr().err
-            assert stopped.value.code == 2 and "docs/paper_tier.md" in message and named in message, (what, main, message)
+            assert stopped.value.code == 2 and "docs/paper_tier.md" in message, (what, main, message)
+            assert named in message, (what, main, message)

@@ -131,7 +131,7 @@ def test_a_channels_last_step_equals_the_default_one():
     from fsslib.speed import apply_speed_settings
 
     model = build_method(make_config(method="hdmnet", smoke=True, device="cpu", options={"base_learner": "random"}))
-    done = apply_speed_settings(model, channels_last=True, fused=True)  # the settings took: the equality below is theirs
+    done = apply_speed_settings(model, channels_last=True, fused=True)  # they took: the equality below is theirs
     assert done["fused_attention_layers"] > 0 and done["channels_last"]
     convolutions = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
     assert convolutions and all(m.weight.is_contiguous(memory_format=torch.channels_last) for m in convolutions)

@@ -50,8 +50,8 @@ def masked_average_pooling(features: torch.Tensor, masks: torch.Tensor, eps: flo
 
 def blank_outside_masks(images: torch.Tensor, masks: torch.Tensor, colour: Sequence[float]) -> torch.Tensor:
     """(N, 3, H, W) images with every pixel outside its mask's foreground (label 1) set to ``colour``: the official
-    ``s_x * mask`` of PI-CLIP (before CLIP) and of HDMNet (before the ResNet; BAM does not blank), whose zero of the normalised
-    image is the normaliser's mean colour. ``masks`` (N, h, w) are resized (nearest) to the images' size."""
+    ``s_x * mask`` of PI-CLIP (before CLIP) and of HDMNet (before the ResNet; BAM does not blank), whose zero of
+    the normalised image is the normaliser's mean colour. ``masks`` (N, h, w) are resized (nearest) to the images' size."""
     keep = resize_masks((masks == 1).float().unsqueeze(1), images.shape[-2:], mode="nearest")  # (N, 1, H, W)
     fill = torch.tensor(colour, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
     return images * keep + fill * (1 - keep)

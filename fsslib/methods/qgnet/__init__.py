@@ -12,7 +12,8 @@ the pretraining flags that make it.
 default, and ``untrained_prior`` (``prior_extractor="random"``): Table VI's row without either
 contrastive loss, which the paper does not describe further; fsslib reads it as a prior extractor
 that was never trained. Table VI's other rows are the global loss alone and both losses; the local
-loss alone (``local_only``) is the combination it leaves out, asked here beyond the paper. A QGNet without the prior region map is PFENet itself (``method="pfenet"``).
+loss alone (``local_only``) is the combination it leaves out, asked here beyond the paper. A QGNet
+without the prior region map is PFENet itself (``method="pfenet"``).
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ from fsslib.paths import CHECKPOINT_DIR, WEIGHTS_DOC
 TOY_PRIORS = {  # shipped toy prior extractor -> the `python -m fsslib.pretrain toy-qgnet-prior` flags that make it
     "slic": "",  # the recipe's defaults (PriorSettings): SLIC patches, both losses
     "felzenszwalb": "--patches felzenszwalb",  # Table V
-    "slic_shorter": "--steps 6000",  # Table V's question of the budget, asked with a quarter of the steps (its row: twice)
+    "slic_shorter": "--steps 6000",  # Table V's budget question, asked with a quarter of the steps (its row: twice)
     "global_only": "--losses global",  # Table VI
     "local_only": "--losses local",  # beyond Table VI: the combination it leaves out
 }
@@ -42,8 +43,8 @@ class QGNetOptions(DecoderOptions):
         None, "the frozen prior extractor's weights: None (the shipped toy checkpoint toy_prior), a local file (paper "
         "tier: a MoCo-format ResNet-50 checkpoint; toy tier: one written by toy-qgnet-prior) or random (shape checks)")
     toy_prior: str = option("slic", "which shipped toy prior extractor None means: slic (the paper's choice), "
-                            "felzenszwalb and slic_shorter (Table V's questions: other patches; another budget, here a quarter), "
-                            "global_only (Table VI), local_only (the loss set Table VI leaves out)",
+                            "felzenszwalb and slic_shorter (Table V's questions: other patches; another budget, "
+                            "here a quarter), global_only (Table VI), local_only (the loss set Table VI leaves out)",
                             tuple(TOY_PRIORS))
     moco_encoder: str = option("encoder_k", "which encoder of a MoCo checkpoint (encoder_k: the official code's)",
                                ("encoder_k", "encoder_q"))
