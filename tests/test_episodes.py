@@ -1,12 +1,21 @@
+import importlib.util
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from fsslib.data.benchmarks import TOY
 from fsslib.config import make_config
-from fsslib.data.episodes import (EpisodeDataset, Source, collate_episodes, episode_batches, gaussian_blur,
-                                  load_episode_image, random_augment, resize_pad, resize_short_side, resize_squash, way_mask)
+from fsslib.data.episodes import (EpisodeDataset, Source, augment_keeping_objects, collate_episodes,
+                                  episode_batches, gaussian_blur, load_episode_image, random_augment, resize_pad,
+                                  resize_short_side, resize_squash, way_mask)
 from fsslib.errors import EpisodeShapeError, UnknownNameError
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "toy_augmentation.py"
+spec = importlib.util.spec_from_file_location("toy_augmentation", SCRIPT)
+augmentation = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(augmentation)
 
 
 @pytest.fixture(scope="module")
@@ -167,6 +176,23 @@ def test_augmentation_pads_label_with_ignore_and_keeps_values():
         assert 0.75 < (augmented == 1).sum().item() / 400 < 1.3
         padded += bool((augmented == 255).any())
     assert padded > 0
+
+
+@pytest.mark.parametrize("shots, episodes", [(1, 16), (5, 4)])
+def test_a_training_episode_is_its_images_augmented_one_at_a_time(sources, shots, episodes):
+    """The episode's images are warped in one batch; each equals the image augmented alone, in turn from the
+    episode's generator (query first, then the supports), and kept unwarped when the warp loses its object."""
+    dataset = EpisodeDataset(sources["train"], fold=2, shots=shots, image_size=64, n_episodes=episodes, seed=3, mode="train")
+    dataset.set_epoch(4)
+    assert all(augmentation.same_episode(dataset, index) for index in range(episodes))
+
+
+def test_an_image_whose_warp_loses_its_object_stays_as_it_was():
+    images, masks = torch.rand(3, 3, 32, 32), torch.zeros(3, 32, 32, dtype=torch.long)
+    masks[0, 8:24, 8:24] = 1  # image 0 keeps its object in view; images 1 and 2 have none to keep
+    augmented, augmented_masks = augment_keeping_objects(images, masks, np.random.default_rng(0))
+    assert not torch.equal(augmented[0], images[0]) and (augmented_masks[0] == 1).any()
+    assert torch.equal(augmented[1:], images[1:]) and torch.equal(augmented_masks[1:], masks[1:])
 
 
 def test_n_way_episodes_are_pure_and_keep_the_one_way_query(sources):

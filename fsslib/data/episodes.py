@@ -224,31 +224,57 @@ def gaussian_blur(images: torch.Tensor, sigmas: torch.Tensor, radius: int | None
 def random_augment(
     image: torch.Tensor, label: torch.Tensor, rng: np.random.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """PFENet's training augmentation in one affine warp: scale 0.9-1.1, rotate +-10 deg,
-    horizontal flip, plus Gaussian blur with probability 0.5. Padding: mean colour / 255."""
-    scale = rng.uniform(0.9, 1.1)
-    angle = math.radians(rng.uniform(-10, 10))
-    flip = -1.0 if rng.random() < 0.5 else 1.0
-    cos, sin = math.cos(angle) / scale, math.sin(angle) / scale
-    theta = torch.tensor([[cos * flip, -sin, 0.0], [sin * flip, cos, 0.0]]).unsqueeze(0)
-    grid = F.affine_grid(theta, [1, 3, *label.shape], align_corners=False)
+    """PFENet's training augmentation of one image (3, H, W) and its label (H, W): :func:`random_augment_batch`."""
+    images, labels = random_augment_batch(image[None], label[None], rng)
+    return images[0], labels[0]
+
+
+def random_augment_batch(
+    images: torch.Tensor, labels: torch.Tensor, rng: np.random.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """PFENet's training augmentation in one affine warp per image: scale 0.9-1.1, rotate +-10 deg, horizontal flip,
+    plus Gaussian blur with probability 0.5. Padding: mean colour / 255.
+
+    images (B, 3, H, W) in [0, 1], labels (B, H, W). Each image draws its parameters from ``rng`` in turn (scale,
+    angle, flip, blur or not, sigma), so a batch equals its images augmented one by one from the same ``rng``, bit for
+    bit (tested); the warps and blurs run as one batched call each. Returns images (B, 3, H, W), labels (B, H, W) long.
+    """
+    thetas, sigmas = [], []
+    for _ in range(len(images)):
+        scale = rng.uniform(0.9, 1.1)
+        angle = math.radians(rng.uniform(-10, 10))
+        flip = -1.0 if rng.random() < 0.5 else 1.0
+        cos, sin = math.cos(angle) / scale, math.sin(angle) / scale
+        thetas.append([[cos * flip, -sin, 0.0], [sin * flip, cos, 0.0]])
+        sigmas.append(float(rng.uniform(0.1, 1.0)) if rng.random() < 0.5 else None)
+    grid = F.affine_grid(torch.tensor(thetas), [len(images), 3, *labels.shape[-2:]], align_corners=False)  # (B, H, W, 2)
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    warped = F.grid_sample(image[None] - mean, grid, mode="bilinear", align_corners=False)[0] + mean[0]
+    warped = F.grid_sample(images - mean, grid, mode="bilinear", align_corners=False) + mean
     # nearest sampling of (label + 1) so that out-of-image zeros become the ignore label
-    shifted = F.grid_sample(label[None, None].float() + 1, grid, mode="nearest", align_corners=False)[0, 0]
-    warped_label = torch.where(shifted == 0, torch.full_like(shifted, IGNORE), shifted - 1).long()
-    if rng.random() < 0.5:
-        sigma = float(rng.uniform(0.1, 1.0))
-        warped = gaussian_blur(warped[None], torch.tensor([sigma]), radius=2)[0]  # a 5 x 5 kernel
-    return warped.clamp(0, 1), warped_label
+    shifted = F.grid_sample(labels[:, None].float() + 1, grid, mode="nearest", align_corners=False)[:, 0]
+    warped_labels = torch.where(shifted == 0, torch.full_like(shifted, IGNORE), shifted - 1).long()
+    blurred = [i for i, sigma in enumerate(sigmas) if sigma is not None]
+    if blurred:  # a 5 x 5 kernel
+        warped[blurred] = gaussian_blur(warped[blurred], torch.tensor([sigmas[i] for i in blurred]), radius=2)
+    return warped.clamp(0, 1), warped_labels
+
+
+def augment_keeping_objects(
+    images: torch.Tensor, masks: torch.Tensor, rng: np.random.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`random_augment_batch` of an episode's images (B, 3, S, S) and way masks (B, S, S); an image whose warp
+    leaves no object pixel in view stays as it was, as PFENet's crop retries keep the object."""
+    augmented, augmented_masks = random_augment_batch(images, masks, rng)
+    kept = ((augmented_masks >= 1) & (augmented_masks != IGNORE)).flatten(1).any(dim=1)  # (B,)
+    return (torch.where(kept[:, None, None, None], augmented, images),
+            torch.where(kept[:, None, None], augmented_masks, masks))
 
 
 def load_episode_image(
-    source: Source, name: str, class_ids: Sequence[int], image_size: int, rng: np.random.Generator | None = None,
-    resize: str = "pad",
+    source: Source, name: str, class_ids: Sequence[int], image_size: int, resize: str = "pad",
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Load one image with its mask of the ways ``class_ids`` (:func:`way_mask`), resized by the rule
-    ``resize`` (:data:`RESIZE_RULES`) and, given ``rng``, augmented by PFENet's rule.
+    ``resize`` (:data:`RESIZE_RULES`). Training episodes augment the result (:func:`augment_keeping_objects`).
 
     Returns image (3, S, S) in [0, 1] ((3, h, w) after ``"short_side"``), its mask and the mask at the
     original resolution the prediction is scored at: padded to a square of its longer side with 255
@@ -258,10 +284,6 @@ def load_episode_image(
     image, label = source.load(name)
     mask = way_mask(label, class_ids)
     image_t, mask_t = RESIZE_RULES[resize](*_to_tensors(image, mask), image_size)
-    if rng is not None:
-        augmented = random_augment(image_t, mask_t, rng)
-        if ((augmented[1] >= 1) & (augmented[1] != IGNORE)).any():  # keep the object in view, as PFENet's crop retries do
-            image_t, mask_t = augmented
     if resize != "pad":
         return image_t, mask_t, mask
     side = max(label.shape)
@@ -586,16 +608,21 @@ class EpisodeDataset(Dataset):
         if not 0 <= index < self.n_episodes:
             raise IndexError(f"episode {index} of {self.n_episodes}")
         query, supports, classes = self.sample_names(index)
-        augmented = self.mode == "train" and self.augment == "pfenet"
-        augment_rng = np.random.default_rng([self.seed, self.epoch, index, 2]) if augmented else None
-        query_image, query_mask, query_label = load_episode_image(self.source, query, classes, self.image_size, augment_rng,
+        query_image, query_mask, query_label = load_episode_image(self.source, query, classes, self.image_size,
                                                                   self.query_resize)
-        prepared = [[load_episode_image(self.source, n, [c], self.image_size, augment_rng, self.support_resize) for n in names]
+        prepared = [[load_episode_image(self.source, n, [c], self.image_size, self.support_resize) for n in names]
                     for c, names in zip(classes, supports)]
+        support_images = torch.stack([torch.stack([p[0] for p in way]) for way in prepared])  # (N, K, 3, H, W)
         support_masks = torch.stack([torch.stack([p[1] for p in way]) for way in prepared])  # (N, K, H, W)
+        if self.mode == "train" and self.augment == "pfenet":  # the query, then the supports in way order
+            images, masks = augment_keeping_objects(torch.cat([query_image[None], support_images.flatten(0, 1)]),
+                                                    torch.cat([query_mask[None], support_masks.flatten(0, 1)]),
+                                                    np.random.default_rng([self.seed, self.epoch, index, 2]))
+            query_image, query_mask = images[0], masks[0]
+            support_images, support_masks = images[1:].view_as(support_images), masks[1:].view_as(support_masks)
         check_support_masks(support_masks)
         return Episode(
-            support_images=torch.stack([torch.stack([p[0] for p in way]) for way in prepared]),
+            support_images=support_images,
             support_masks=support_masks,
             query_image=query_image,
             query_mask=query_mask,
