@@ -225,12 +225,14 @@ class Results:
             raise unknown("setting of the seed spread", setting, sorted(pooled))
         return Number(pooled[setting][0], 2)
 
-    def threshold(self, n1: int, n2: int | None = None, setting: str = "1-way 1-shot") -> Number:
+    def threshold(self, n1: int, n2: int | None = None, setting: str = "1-way 1-shot", s: float | None = None) -> Number:
         """The difference that counts as resolved between a number of ``n1`` and one of ``n2`` (default ``n1``)
-        separately trained models (:func:`fsslib.compare.resolution_threshold`), two decimals."""
+        separately trained models (:func:`fsslib.compare.resolution_threshold`), two decimals: from the pooled seed
+        spread of ``setting``, or from ``s`` (one method's own seed spread, e.g. the prototype's)."""
         from fsslib.compare import resolution_threshold
 
-        return Number(resolution_threshold(float(self.spread(setting)), n1, n1 if n2 is None else n2), 2)
+        spread = float(self.spread(setting)) if s is None else float(s)
+        return Number(resolution_threshold(spread, n1, n1 if n2 is None else n2), 2)
 
     def resolved(self, a: float, b: float, n1: int, n2: int | None = None, setting: str = "1-way 1-shot") -> Verdict:
         """Whether ``a - b`` counts as resolved (:meth:`threshold`)."""
@@ -287,6 +289,20 @@ class Results:
     def zoo(self, model: str, field: str, decimals: int | None = None, scale: float = 1.0) -> Any:
         """A field of a zoo model's ``.json`` (``fsslib/checkpoints/zoo/<model>.json``): :meth:`recorded`."""
         return self.recorded(f"zoo/{model}", field, decimals, scale)
+
+    def paper_grids(self) -> list[str]:
+        """The paper tier's grids, as :meth:`gpu_hours` names them (``"paper/piclip"``), sorted."""
+        return sorted(f"paper/{path.stem}" for path in (self.root / "papermill_runs" / "paper").glob("*.yaml"))
+
+    def runs(self, grid: str) -> int:
+        """How many runs grid ``grid`` (its path under ``papermill_runs/`` without ``.yaml``) expands to."""
+        from fsslib.runs import expand
+
+        path = self.root / "papermill_runs" / f"{grid}.yaml"
+        if not path.is_file():
+            raise unknown("grid", grid, sorted(p.relative_to(self.root / "papermill_runs").with_suffix("").as_posix()
+                                               for p in (self.root / "papermill_runs").rglob("*.yaml")))
+        return len(expand(load_grid(path)))
 
     def gpu_hours(self, grid: str, method: str | None = None, part: str = "total", shots: int | None = None) -> Number:
         """The GPU-hours of a paper-tier grid (``grid`` is its path under ``papermill_runs/`` without ``.yaml``:
@@ -466,7 +482,8 @@ def helpers(results: Results) -> dict[str, Callable[..., Any]]:
     (the range over training seeds on fold 0), ``stratum`` (a difference in one stratum), ``diff`` (a signed difference), ``resolved``, ``threshold`` and
     ``spread`` (the resolution rule), ``paper`` (a paper's number), ``preset`` (a method's setting), ``recorded``
     and ``zoo`` (a field of a recorded ``.json``), ``files`` (a count and size of files), ``gpu_hours`` (a paper-tier
-    grid's estimated GPU-hours, as ``--plan`` prints them), ``bench`` (a cell of a benchmark's table under
+    grid's estimated GPU-hours, as ``--plan`` prints them), ``paper_grids`` and ``runs`` (the paper tier's grids, a
+    grid's number of runs), ``bench`` (a cell of a benchmark's table under
     ``benchmarks/results/``), ``gain`` and ``gains`` (runs' last-quarter gains, from their grid's page;
     ``seed_gains``: of the seed runs behind the comparison's seed spread), ``minutes`` (a lesson's minutes to run,
     from its last execution, :func:`fsslib.lessons.minutes_to_run`), ``sd`` (a standard deviation of rows) and
@@ -476,7 +493,8 @@ def helpers(results: Results) -> dict[str, Callable[..., Any]]:
     return {"mean": results.mean, "row": results.row, "seeds": results.seeds, "stratum": results.stratum, "diff": diff, "num": num, "sd": sd,
             "resolved": results.resolved, "threshold": results.threshold, "spread": results.spread,
             "paper": results.paper, "preset": results.preset, "recorded": results.recorded, "zoo": results.zoo,
-            "files": results.files, "gpu_hours": results.gpu_hours, "bench": results.bench,
+            "files": results.files, "gpu_hours": results.gpu_hours, "paper_grids": results.paper_grids,
+            "runs": results.runs, "bench": results.bench,
             "gain": results.gain, "gains": results.gains, "seed_gains": results.seed_gains,
             "minutes": lambda lesson: minutes_to_run(lesson_path(lesson))}
 

@@ -174,6 +174,7 @@ def test_diff_threshold_and_resolved_follow_the_protocols_rule(fabricated, monke
     assert bool(above) and str(above) == "resolved" and str(above.difference) == "+2.2"
     assert not below and str(below) == "not resolved"
     assert fabricated.resolved(60.0, 62.2, 4)  # either sign
+    assert math.isclose(fabricated.threshold(1, s=2.5), 2 * 2.5 * math.sqrt(2))  # one method's own seed spread
 
 
 def test_resolved_on_the_committed_comparison_reads_its_thresholds():
@@ -233,6 +234,11 @@ def test_gpu_hours_are_what_the_plan_prints(monkeypatch):
         results.gpu_hours("paper/nope")
     with pytest.raises(FsslibError, match="Unknown part"):
         results.gpu_hours("paper/lfss", part="wall")
+    grids = results.paper_grids()
+    assert "paper/piclip" in grids and "paper/lfss" in grids and grids == sorted(grids)
+    assert all(f"for {results.runs(grid)} run" in plan(REPO / "papermill_runs" / f"{grid}.yaml") for grid in grids[:2])
+    with pytest.raises(FsslibError, match=r"Unknown grid 'paper/nope'(.|\n)*quickstart"):
+        results.runs("paper/nope")
 
 
 def test_bench_gain_and_sd_read_what_the_pages_print():
