@@ -6,6 +6,7 @@
 A lesson is a numbered notebook ``notebooks/NN_*.ipynb`` below 90 (``90_train_eval.ipynb`` is the grids'
 parameterised template and stays without outputs); the exercises' solutions are ``notebooks/solutions/NN_*.ipynb``. Each runs at its full settings (``FSSLIB_SMOKE`` unset)
 in a fresh kernel, from an empty working directory, with its outputs under a temporary ``FSSLIB_OUTPUTS``
+below it (``outputs/``, where a checkout's notebooks write theirs, so printed paths read as a learner's do)
 and one torch thread (as under ``make test``, whose nbval run compares the committed outputs: the same
 thread count gives the same float arithmetic). The notebook is written back in place with its outputs; the
 widgets' outputs and state are not kept (each widget has a static figure beside it: :func:`saveable`), and the seconds it took go to the
@@ -94,7 +95,8 @@ def execute(path: Path, timeout: int = CELL_TIMEOUT_S) -> float:
     notebook = nbformat.read(path, as_version=4)
     saved = dict(os.environ)
     with tempfile.TemporaryDirectory() as folder:
-        work, outputs = Path(folder) / "work", Path(folder) / "outputs"
+        work = Path(folder) / "notebooks"  # the kernel's working directory, its outputs below it as in a checkout
+        outputs = work / "outputs"
         work.mkdir()
         os.environ.update(KERNEL_ENVIRONMENT, FSSLIB_OUTPUTS=str(outputs))
         for variable in ("FSSLIB_SMOKE", "MPLBACKEND"):  # full settings; the kernel's inline backend draws
@@ -107,7 +109,7 @@ def execute(path: Path, timeout: int = CELL_TIMEOUT_S) -> float:
         finally:
             os.environ.clear()
             os.environ.update(saved)
-        left = sorted(p.name for p in work.iterdir())
+        left = sorted(p.name for p in work.iterdir() if p != outputs)
         if left:
             raise RuntimeError(f"{path.name} wrote {left} into its working directory; write under fsslib.notebook.output_dir.")
     saveable(notebook)

@@ -91,3 +91,13 @@ def save_figure(figure: Figure, path: str | Path, dpi: int = 100) -> Path:
     with atomic_path(path) as temporary:
         figure.savefig(temporary, dpi=dpi)
     return Path(path)
+
+
+def shown_path(path: Path | str) -> str:
+    """``path`` as fsslib's messages print it: relative to the working directory when it lies below it (what a user
+    types from there), else below the home folder as ``~/...``, else absolute."""
+    absolute = Path(path).expanduser().resolve()
+    for base, prefix in ((Path.cwd().resolve(), ""), (Path.home().resolve(), "~/")):
+        if absolute.is_relative_to(base) and absolute != base:
+            return prefix + str(absolute.relative_to(base))
+    return str(absolute)

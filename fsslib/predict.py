@@ -49,7 +49,7 @@ from fsslib.errors import (CheckpointError, CorruptImageError, DatasetNotFoundEr
                            EpisodeShapeError, FsslibError, InvalidMaskError)
 from fsslib.methods import METHODS, builds_backbone, check_shots, method_options_type, method_variants, support_inputs
 from fsslib.methods.base import FewShotSegmenter
-from fsslib.paths import atomic_path, save_figure
+from fsslib.paths import atomic_path, save_figure, shown_path
 from fsslib.viz import WAY_COLOURS, plot_prediction
 from fsslib.zoo import names_zoo
 
@@ -480,7 +480,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     for query, (mask, overlay) in written.items():
-        print(f"{query}: mask {mask}, overlay {overlay}")
+        print(f"{shown_path(query)}: mask {shown_path(mask)}, overlay {shown_path(overlay)}")
     return 0
 
 

@@ -188,7 +188,9 @@ def plot_per_class(metrics: dict, reference: dict | None = None) -> Figure:
     ax.set_xticks(positions + (width / 2 if reference else 0), names, rotation=20 if len(names) <= 6 else 60, fontsize=8,
                   ha="right")
     ax.set_ylabel("IoU (%)")
-    ax.set_title(f"fold {metrics['fold']}, {metrics['shots']}-shot: mIoU {metrics['miou']:.1f}", fontsize=10)
+    scores = (f"{metrics['shots']}-shot: mIoU {metrics['miou']:.1f}" if not reference else
+              f"mIoU {metrics['method']} {metrics['miou']:.1f}, {reference['method']} {reference['miou']:.1f}")
+    ax.set_title(f"fold {metrics['fold']}, {scores}", fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
@@ -249,14 +251,17 @@ def plot_learning_curves(curves: dict[str, list[dict]], title: str = "", x: str 
 
 
 def plot_part_prototypes(image: torch.Tensor, mask: torch.Tensor, seeds: torch.Tensor, moved: torch.Tensor,
-                         assignment: torch.Tensor) -> Figure:
+                         assignment: torch.Tensor, class_name: str = "") -> Figure:
     """DPS on one support (LFSS Eqs. 6-11): the image with its (h, w) bool mask, the seeds placed by
     the distance transform (circles) and moved towards the query (crosses), each (S, 2) (row, col)
-    on the feature grid, and the (h, w) part each masked cell is assigned to (-1 outside the mask)."""
+    on the feature grid, and the (h, w) part each masked cell is assigned to (-1 outside the mask), its colours
+    named in a legend; ``class_name`` titles the support."""
+    from matplotlib.patches import Patch
+
     fig, axes = plt.subplots(1, 3, figsize=(7.5, 2.7))
     height, width = mask.shape
     axes[0].imshow(_image(image))
-    axes[0].set_title("support", fontsize=9)
+    axes[0].set_title(f"support: {class_name}" if class_name else "support", fontsize=9)
     axes[1].imshow(mask.detach().cpu().numpy(), cmap="gray", extent=(-0.5, width - 0.5, height - 0.5, -0.5))
     for (row, col), (new_row, new_col) in zip(seeds.tolist(), moved.tolist()):
         axes[1].plot(col, row, "o", mfc="none", mec="tab:red", ms=9)
@@ -264,8 +269,11 @@ def plot_part_prototypes(image: torch.Tensor, mask: torch.Tensor, seeds: torch.T
         axes[1].annotate("", (new_col, new_row), (col, row), arrowprops={"arrowstyle": "->", "color": "tab:orange"})
     axes[1].set_title("mask, seeds (o) -> moved (x)", fontsize=9)
     parts = np.ma.masked_less(assignment.detach().cpu().numpy(), 0)
-    axes[2].imshow(parts, cmap="tab10", vmin=0, vmax=9)
+    axes[2].imshow(parts, cmap="tab10", vmin=0, vmax=9)  # part p in tab10's colour p
     axes[2].set_title("parts (Eqs. 9-11)", fontsize=9)
+    colours = plt.get_cmap("tab10")
+    axes[2].legend(handles=[Patch(color=colours(part), label=f"part {part + 1}") for part in np.unique(parts.compressed())],
+                   fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     for ax in axes:
         ax.axis("off")
     fig.tight_layout()
@@ -303,11 +311,12 @@ def plot_superpixels(images: torch.Tensor, segmentations: dict[str, torch.Tensor
 
 
 def plot_contrastive_logits(positive: torch.Tensor, negatives: torch.Tensor, temperature: float,
-                            title: str = "", item: str = "item") -> Figure:
+                            title: str = "", item: str = "item", queue_symbol: str = "M") -> Figure:
     """One InfoNCE term per row (QGNet Eqs. 1 and 6, MoCo's loss): the cosine of each query to its positive key
     (B,) and to the queue's negatives (B, M), with the row's loss ``-log softmax(cosines / temperature)[positive]``
     written at its right; rows are named ``"<item> <i>"`` (e.g. scene, patch); the title gives the mean loss
-    beside chance, ``log(1 + M)``."""
+    beside chance, ``log(1 + M)``, the queue's size written as ``queue_symbol`` (QGNet: K for the global loss's
+    image queue, M for the local loss's patch queue)."""
     positive, negatives = positive.detach().float().cpu(), negatives.detach().float().cpu()
     logits = torch.cat([positive[:, None], negatives], dim=1) / temperature
     losses = -logits.log_softmax(dim=1)[:, 0]
@@ -324,8 +333,8 @@ def plot_contrastive_logits(positive: torch.Tensor, negatives: torch.Tensor, tem
     ax.invert_yaxis()
     ax.set_xlabel("cosine q . k (unit vectors)")
     chance = float(torch.log(torch.tensor(1.0 + queue)))
-    ax.set_title(f"{title}{' · ' if title else ''}mean loss {float(losses.mean()):.2f}, chance log(1 + M) = {chance:.2f} "
-                 f"(M = {queue})", fontsize=9)
+    ax.set_title(f"{title}{' · ' if title else ''}mean loss {float(losses.mean()):.2f}, "
+                 f"chance log(1 + {queue_symbol}) = {chance:.2f} ({queue_symbol} = {queue})", fontsize=9)
     fig.legend(loc="outside lower center", ncol=2, fontsize=8, frameon=False)
     return fig
 

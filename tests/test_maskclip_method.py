@@ -41,3 +41,19 @@ def test_maskclip_needs_no_checkpoint_and_writes_metrics(tiny_cfg, tmp_path):
 def test_unknown_template_set(toy_root):
     with pytest.raises(UnknownNameError, match="option templates"):
         build_method(make_config(method="maskclip", options={"templates": "fancy"}))
+
+
+def test_a_benchmark_without_background_names_is_warned_about():
+    """A dataset folder names no background: MaskCLIP and LFSS would put every pixel into a class (lesson 09 measures
+    what it costs), so they say so and name the option; a chosen vocabulary, or a benchmark's own, is used silently."""
+    import warnings
+
+    from fsslib.clip import background_vocabulary
+
+    with pytest.warns(UserWarning, match=r"'folder' names no background(.|\n)*background_names="):
+        assert background_vocabulary("folder") == []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert background_vocabulary("folder", ("empty scene",)) == ["empty scene"]
+        assert background_vocabulary("toy") == ["empty scene"] and background_vocabulary("coco") == []
+        assert background_vocabulary("pascal", ()) == []

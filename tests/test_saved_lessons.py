@@ -2,6 +2,8 @@
 show "Error displaying widget: model not found", and a one-line ``VBox(children=...`` repr on a repository
 browser), no widget state, and nothing JupyterLab rewrites on open (the unsaved-changes dot): a current
 nbformat with cell ids, and the installed kernel's spec."""
+import re
+
 import nbformat
 import pytest
 import torch
@@ -24,6 +26,8 @@ def test_a_committed_lesson_reopens_clean(path):
             data = output.get("data", {})
             assert WIDGET_VIEW not in data, f"cell {index} keeps a widget view"
             assert not str(data.get("text/plain", "")).startswith(("VBox(", "HBox(")), f"cell {index} keeps a widget repr"
+            shown = output.get("text", "") + str(data.get("text/plain", "")) + output.get("evalue", "")
+            assert not re.search(r"/tmp/|/home/|/root/|/work/", shown), f"cell {index} prints a path of the machine that ran it"
 
 
 def test_saveable_drops_widget_outputs_and_state():
@@ -49,3 +53,27 @@ def test_setup_sets_one_thread_once_and_says_so(monkeypatch, capsys):
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(threads)
+
+
+def test_a_lesson_prints_fsslib_s_warnings_without_their_file(monkeypatch):
+    import warnings
+
+    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)  # restored after the test
+    monkeypatch.setattr(notebook_helpers, "_threads_set", True)  # the test process's thread count stays
+    notebook_helpers.setup("cpu")
+    ours = warnings.formatwarning("no background", UserWarning, str(notebook_helpers.PACKAGE_DIR / "clip" / "prompts.py"), 40)
+    theirs = warnings.formatwarning("old", DeprecationWarning, "/elsewhere/lib.py", 7)
+    assert ours == "UserWarning: no background\n" and theirs.startswith("/elsewhere/lib.py:7: DeprecationWarning: old")
+
+
+def test_a_path_below_the_working_directory_prints_relative(tmp_path, monkeypatch):
+    from fsslib.paths import shown_path
+
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert shown_path(tmp_path / "work" / "outputs" / "09" / "query.png") == "outputs/09/query.png"
+    assert shown_path("outputs/x.png") == "outputs/x.png"
+    assert shown_path(tmp_path / "home" / ".cache" / "fsslib") == "~/.cache/fsslib"  # below the home folder
+    elsewhere = tmp_path / "elsewhere.png"
+    assert shown_path(elsewhere) == str(elsewhere.resolve())  # below neither: absolute

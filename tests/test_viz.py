@@ -91,3 +91,32 @@ def test_a_learning_curve_legend_is_not_the_smallest_text():
     figure = plot_learning_curves({"live run": history, "zoo model": history}, title="t")
     assert min(t.get_fontsize() for t in figure.legends[0].get_texts()) >= 9
     plt.close(figure)
+
+
+def test_per_class_bars_title_each_run_s_miou():
+    from fsslib.viz import plot_per_class
+
+    run = {"method": "maskclip", "fold": 0, "shots": 1, "miou": 45.61, "per_class_iou": {"a": 40.0, "b": 51.2}}
+    reference = {"method": "all-foreground", "miou": 9.2, "per_class_iou": {"a": 8.0, "b": 10.4}}
+    alone, beside = plot_per_class(run), plot_per_class(run, reference)
+    assert alone.axes[0].get_title() == "fold 0, 1-shot: mIoU 45.6"
+    assert beside.axes[0].get_title() == "fold 0, mIoU maskclip 45.6, all-foreground 9.2"
+    plt.close(alone)
+    plt.close(beside)
+
+
+def test_part_prototypes_name_their_class_and_each_part_s_colour():
+    import torch
+
+    from fsslib.viz import plot_part_prototypes
+
+    mask = torch.zeros(8, 8, dtype=torch.bool)
+    mask[2:6, 2:6] = True
+    assignment = torch.full((8, 8), -1)
+    assignment[2:6, 2:4], assignment[2:6, 4:6] = 0, 2  # parts 1 and 3
+    seeds = torch.tensor([[3.0, 2.0], [3.0, 5.0]])
+    figure = plot_part_prototypes(torch.rand(3, 32, 32), mask, seeds, seeds + 0.5, assignment, class_name="striped star")
+    support, _, parts = figure.axes
+    assert support.get_title() == "support: striped star"
+    assert [t.get_text() for t in parts.get_legend().get_texts()] == ["part 1", "part 3"]
+    plt.close(figure)

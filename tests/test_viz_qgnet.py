@@ -33,12 +33,13 @@ def test_the_contrastive_figure_writes_each_rows_info_nce_and_chance():
     keys = F.normalize(torch.randn(4, 8, generator=generator), dim=1)
     queue = F.normalize(torch.randn(8, 16, generator=generator), dim=0)
     positive, negatives = (queries * keys).sum(1), queries @ queue
-    figure = plot_contrastive_logits(positive, negatives, 0.2, "global loss", item="scene")
+    figure = plot_contrastive_logits(positive, negatives, 0.2, "global loss", item="scene", queue_symbol="K")
     (ax,) = figure.axes
     written = [float(t.get_text().split()[-1]) for t in ax.texts if t.get_text().startswith("loss ")]
     each = [float(info_nce(queries[i:i + 1], keys[i:i + 1], queue, 0.2)) for i in range(4)]
     assert written == pytest.approx(each, abs=0.006)
     assert f"{math.log(17):.2f}" in ax.get_title() and f"{sum(each) / 4:.2f}" in ax.get_title()
+    assert "chance log(1 + K)" in ax.get_title() and "(K = 16)" in ax.get_title()
     assert [t.get_text() for t in ax.get_yticklabels()] == [f"scene {i}" for i in range(4)]
     assert width(figure) <= COLUMN_INCHES
 

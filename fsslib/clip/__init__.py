@@ -27,6 +27,7 @@ from fsslib.clip.prompts import (
     PICLIP_NON_TARGET_TEMPLATE,
     PICLIP_TARGET_TEMPLATE,
     TEMPLATE_SETS,
+    background_vocabulary,
 )
 from fsslib.clip.text import class_embeddings, clear_text_cache, encode_prompts, prompt_embeddings
 
@@ -35,6 +36,7 @@ __all__ = [
     "ClipInputError",
     "IMAGENET_TEMPLATES",
     "MASKCLIP_BACKGROUND_NAMES",
+    "background_vocabulary",
     "MASKCLIP_SCENE_TEMPLATES",
     "MASKCLIP_TEMPLATES",
     "PICLIP_NON_TARGET_TEMPLATE",

@@ -7,6 +7,9 @@
 """
 from __future__ import annotations
 
+import warnings
+from collections.abc import Sequence
+
 from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
 
 IMAGENET_TEMPLATES: tuple[str, ...] = tuple(template("{}") for template in OPENAI_IMAGENET_TEMPLATES)
@@ -25,5 +28,22 @@ TEMPLATE_SETS: dict[str, tuple[str, ...]] = {"maskclip": MASKCLIP_TEMPLATES, "im
 # MaskCLIP's background vocabulary for PASCAL (none for COCO); the toy world's background is an empty scene
 MASKCLIP_BACKGROUND_NAMES: dict[str, tuple[str, ...]] = {
     "toy": ("empty scene",), "pascal": ("building", "ground", "grass", "tree", "sky"), "coco": ()}
+
+
+def background_vocabulary(benchmark: str, chosen: Sequence[str] | None = None) -> list[str]:
+    """The background names a text-driven method (MaskCLIP, LFSS's pseudo masks) adds to the class names: ``chosen``
+    (a method's ``background_names`` option), else the benchmark's (:data:`MASKCLIP_BACKGROUND_NAMES`). A benchmark
+    without an entry (a dataset folder) gets none, with a warning: every pixel, background included, then goes to
+    a class name (on lesson 09's folder this costs MaskCLIP most of its mIoU)."""
+    if chosen is not None:
+        return list(chosen)
+    if benchmark not in MASKCLIP_BACKGROUND_NAMES:
+        warnings.warn(f"Benchmark {benchmark!r} names no background, so MaskCLIP's vocabulary is the class names alone "
+                      "and every pixel, background included, goes to a class. Name it: --options "
+                      "background_names=NAME,... (e.g. 'empty scene' for toy scenes; building,ground,grass,tree,sky "
+                      "for photographs, MaskCLIP's PASCAL vocabulary).", stacklevel=3)
+    return list(MASKCLIP_BACKGROUND_NAMES.get(benchmark, ()))
+
+
 PICLIP_TARGET_TEMPLATE = "a photo of {}."  # PI-CLIP VTP, target prompt t_f
 PICLIP_NON_TARGET_TEMPLATE = "a photo without {}."  # PI-CLIP VTP, non-target prompt t_b

@@ -31,6 +31,7 @@ from PIL import Image, UnidentifiedImageError
 
 from fsslib.data.images import label_problem, lossy_format, shown_size, upright
 from fsslib.errors import DatasetNotFoundError
+from fsslib.paths import shown_path
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp")  # pictures PIL reads
 SPLITS = ("train", "test")
@@ -49,7 +50,7 @@ def folder_index(root: Path) -> tuple[list[str], tuple[tuple[int, ...], ...], di
     whenever a file of the folder changed (its names, sizes and modification times are the cache's key)."""
     root = Path(root)
     if not root.is_dir():
-        raise DatasetNotFoundError(f"No dataset folder {root}.", f"pass --benchmark folder:PATH with {LAYOUT}.")
+        raise DatasetNotFoundError(f"No dataset folder {shown_path(root)}.", f"pass --benchmark folder:PATH with {LAYOUT}.")
     files = [p for p in (root / "classes.txt", root / "folds.json", root / "splits.json") if p.is_file()]
     files += [p for folder in (root / "images", root / "masks") if folder.is_dir() for p in sorted(folder.iterdir())]
     return _index(root, tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in files))
@@ -84,7 +85,7 @@ def _index(root: Path, signature: tuple) -> tuple[list[str], tuple[tuple[int, ..
     splits = _read_splits(root / "splits.json", set(presence), problems)
     if problems:
         shown = problems[:25] + ([f"... and {len(problems) - 25} more"] if len(problems) > 25 else [])
-        raise DatasetNotFoundError(f"The dataset folder {root} has {len(problems)} problem(s):\n    " + "\n    ".join(shown),
+        raise DatasetNotFoundError(f"The dataset folder {shown_path(root)} has {len(problems)} problem(s):\n    " + "\n    ".join(shown),
                                    f"fix them; the layout is {LAYOUT}.")
     index = {split: ({s: (str(images[s].relative_to(root)), str(masks[s].relative_to(root))) for s in stems},
                      {s: presence[s] for s in stems}) for split, stems in splits.items()}

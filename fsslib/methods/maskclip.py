@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from fsslib.clip import MASKCLIP_BACKGROUND_NAMES, TEMPLATE_SETS, class_embeddings, load_clip, segment_with_text
+from fsslib.clip import TEMPLATE_SETS, background_vocabulary, class_embeddings, load_clip, segment_with_text
 from fsslib.data.benchmarks import benchmark_of, class_list
 from fsslib.data.episodes import OneWayInputs
 from dataclasses import dataclass
@@ -84,11 +84,10 @@ class MaskClipSegmenter(FewShotSegmenter):
 def build(cfg: MethodConfig) -> MaskClipSegmenter:
     benchmark = benchmark_of(cfg)
     options = MaskClipOptions.parse(cfg.options)
-    background = options.background_names
     return MaskClipSegmenter(
         clip_name=options.clip, clip_pretrained=options.clip_pretrained,
         class_names=class_list(benchmark, cfg.extra_classes),
-        background_names=list(MASKCLIP_BACKGROUND_NAMES.get(benchmark.name, ()) if background is None else background),
+        background_names=background_vocabulary(benchmark.name, options.background_names),
         templates=options.templates, key_smoothing=options.key_smoothing,
         prompt_denoising=options.prompt_denoising, clip_checkpoint=options.clip_checkpoint,
     )

@@ -18,7 +18,7 @@ import torch.nn as nn
 
 from fsslib.errors import CheckpointError, unknown
 from fsslib.models.files import read_weights
-from fsslib.paths import CHECKPOINT_DIR, WEIGHTS_DOC, weights_root
+from fsslib.paths import CHECKPOINT_DIR, WEIGHTS_DOC, shown_path, weights_root
 
 LEVELS = ("layer1", "layer2", "layer3", "layer4")
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -160,7 +160,7 @@ class ToyResNet(MultiLevelBackbone):
 
 def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return read_weights(path, "Backbone weights", f"download {RESNET50_URL} once on a connected machine into "
-                        f"{weights_root()} (or pass backbone_weights=PATH; instructions: {WEIGHTS_DOC}).")
+                        f"{shown_path(weights_root())} (or pass backbone_weights=PATH; instructions: {WEIGHTS_DOC}).")
 
 
 def _find_weights(path: str | Path | None, defaults: list[Path], what: str, fetch: str) -> Path:
@@ -169,7 +169,7 @@ def _find_weights(path: str | Path | None, defaults: list[Path], what: str, fetc
     for candidate in candidates:
         if candidate.is_file():
             return candidate
-    raise CheckpointError(f"{what} not found (looked at: {', '.join(map(str, candidates))}).",
+    raise CheckpointError(f"{what} not found (looked at: {', '.join(map(shown_path, candidates))}).",
                           f"{fetch}; or pass backbone_weights=PATH (backbone_weights='random' for shape checks only); "
                           f"instructions: {WEIGHTS_DOC}.")
 
@@ -180,7 +180,7 @@ def find_resnet50_weights(path: str | Path | None = None) -> Path:
         path, [weights_root() / RESNET50_FILE, Path(torch.hub.get_dir()) / "checkpoints" / RESNET50_FILE],
         "ImageNet ResNet-50 weights",
         f"on a connected machine run `python -c \"import torchvision; torchvision.models.resnet50(weights='IMAGENET1K_V1')\"` "
-        f"(fills torch's hub cache) or download {RESNET50_URL} into {weights_root()}")
+        f"(fills torch's hub cache) or download {RESNET50_URL} into {shown_path(weights_root())}")
 
 
 def find_deep_stem_resnet50_weights(path: str | Path | None = None) -> Path:
@@ -188,7 +188,7 @@ def find_deep_stem_resnet50_weights(path: str | Path | None = None) -> Path:
     return _find_weights(path, [weights_root() / DEEP_STEM_FILE],
                          f"PSPNet's deep-stem ImageNet ResNet-50 weights ({DEEP_STEM_FILE})",
                          f"download {DEEP_STEM_FILE} from {DEEP_STEM_SOURCE} once on a connected machine into "
-                         f"{weights_root()}")
+                         f"{shown_path(weights_root())}")
 
 
 STEM_KEYS = ("conv1.", "bn1.", "conv2.", "bn2.", "conv3.", "bn3.")  # the official stem's, below ``stem.`` here

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from fsslib.errors import CheckpointError, unknown
 from fsslib.models.files import read_weights
-from fsslib.paths import CHECKPOINT_DIR, weights_root
+from fsslib.paths import CHECKPOINT_DIR, shown_path, weights_root
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -229,7 +229,7 @@ def load_dino(name: str = "toy-dino", checkpoint: str | Path | None = None) -> V
         file, config = PAPER_DINO[name]
         path = Path(checkpoint or weights_root() / file)
         fix = (f"download {DINO_URL.format(name=file.removesuffix('.pth'))} once on a connected machine into "
-               f"{weights_root()} (or pass its path).")
+               f"{shown_path(weights_root())} (or pass its path).")
     else:
         raise unknown("DINO model", name, ["toy-dino", *PAPER_DINO])
     model = VisionTransformer(config)

@@ -51,14 +51,6 @@ def write_metadata(checkpoint: str | Path, metadata: dict) -> Path:
     return write_text(Path(checkpoint).with_suffix(".json"), json.dumps(metadata, indent=1) + "\n")
 
 
-def shown_path(path: str | Path) -> str:
-    """``path`` relative to the working directory when it lies below it (as a user would type it)."""
-    try:
-        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
-
-
 @dataclass
 class RunRecord:
     """The provenance of one pretraining run; create it when the run starts."""

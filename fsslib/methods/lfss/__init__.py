@@ -19,7 +19,7 @@ ResNet CLIP as the mask generator; at the paper tier pass ``--options clip=ViT-B
 """
 from __future__ import annotations
 
-from fsslib.clip import MASKCLIP_BACKGROUND_NAMES, TEMPLATE_SETS, load_clip
+from fsslib.clip import TEMPLATE_SETS, background_vocabulary, load_clip
 from fsslib.data.benchmarks import benchmark_of, class_list
 from dataclasses import dataclass
 
@@ -103,11 +103,10 @@ __all__ = ["OPTIONS", "LFSS", "LfssOptions", "LfssOptionError", "PRESETS", "Pseu
 def build(cfg: MethodConfig) -> LFSS:
     options = LfssOptions.parse(cfg.options)
     benchmark = benchmark_of(cfg)
-    background = options.background_names
     generator = PseudoMaskGenerator(
         load_clip(options.clip, options.clip_pretrained, options.clip_checkpoint),
         class_names=class_list(benchmark, cfg.extra_classes),
-        background_names=list(MASKCLIP_BACKGROUND_NAMES.get(benchmark.name, ()) if background is None else background),
+        background_names=background_vocabulary(benchmark.name, options.background_names),
         rule=options.pseudo_mask, threshold=options.pseudo_threshold, templates=TEMPLATE_SETS[options.templates])
     return LFSS(build_backbone(cfg.backbone, cfg.backbone_weights), generator, feature_dim=options.feature_dim,
                 dropout=options.dropout, alpha=options.alpha, beta=options.beta, grid=options.grid, dps=options.dps,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from fsslib.errors import CheckpointError, FsslibError, unknown
 from fsslib.paths import CHECKPOINT_DIR
-from fsslib.pretrain.saving import shown_path
+from fsslib.paths import shown_path
 from fsslib.pretrain.toy_clip.train import CLI, TrainSettings, train_toy_clip
 
 RECIPE_BATCH = 32  # every shipped stage trains on batches of 32

@@ -38,9 +38,10 @@ from fsslib.clip.toy import (
 )
 from fsslib.data.toyworld import CLASS_NAMES
 from fsslib.errors import CheckpointError, FsslibError
+from fsslib.paths import shown_path
 from fsslib.pretrain.captions import caption_scene
 from fsslib.pretrain.losses import contrastive_loss, dense_mil_loss, negation_loss, region_mil_loss
-from fsslib.pretrain.saving import RunRecord, half_precision, save_checkpoint, shown_path, write_metadata
+from fsslib.pretrain.saving import RunRecord, half_precision, save_checkpoint, write_metadata
 from fsslib.pretrain.scenes import cached_pool, to_unit_tensor
 from fsslib.pretrain.schedules import warmup_cosine
 from fsslib.pretrain.toy_clip.metrics import acceptance_metrics

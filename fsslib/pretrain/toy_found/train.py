@@ -24,9 +24,8 @@ from fsslib.data.layout import IGNORE
 from fsslib.errors import CheckpointError
 from fsslib.models.files import read_weights
 from fsslib.models.vit import TOY_DINO_CHECKPOINT, VisionTransformer, last_block_taps, load_dino
-from fsslib.paths import CHECKPOINT_DIR, weights_root
-from fsslib.pretrain.saving import (RunRecord, check_teacher, file_sha256, half_precision, save_checkpoint, shown_path,
-                                   write_metadata)
+from fsslib.paths import CHECKPOINT_DIR, shown_path, weights_root
+from fsslib.pretrain.saving import RunRecord, check_teacher, file_sha256, half_precision, save_checkpoint, write_metadata
 from fsslib.pretrain.scenes import render_scenes, to_unit_tensor
 from fsslib.pretrain.toy_found.found import (SIMILARITY_THRESHOLD, STOP_BACKGROUND_STEPS, FoundHead, coarse_background,
                                             found_loss)
@@ -103,7 +102,7 @@ def load_found_release(decoder_weights: str | Path | None = None,
     """
     path = Path(decoder_weights or weights_root() / FOUND_RELEASE_FILE)
     fix = (f"copy {FOUND_RELEASE_FILE} from the valeoai/FOUND repository ({FOUND_RELEASE_PATH}) into "
-           f"{weights_root()} once on a connected machine (or pass its path).")
+           f"{shown_path(weights_root())} once on a connected machine (or pass its path).")
     payload = read_weights(path, "FOUND's released decoder", fix)
     if not (isinstance(payload, dict) and isinstance(payload.get("decoder"), dict)):
         raise CheckpointError(f"{path} holds no FOUND decoder (a dict with 'decoder', as FOUND's model.py saves it).",
