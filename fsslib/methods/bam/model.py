@@ -169,7 +169,11 @@ class BAM(FewShotSegmenter):
         return F.interpolate(final, size=batch.query_images.shape[-2:], mode="bilinear", align_corners=True)
 
     def loss(self, batch: EpisodeBatch) -> torch.Tensor:
-        """CE(final scores) + aux_weight * CE(meta logits) (the official main and first auxiliary losses)."""
+        """CE(final scores) + aux_weight * CE(meta logits) (the official main and first auxiliary losses).
+
+        The official train.py also adds ``aux_weight2 * aux_loss2``, the frozen base learner's cross-entropy on the
+        query's base classes, to the loss it logs. That term has no gradient (the base learner is frozen), so it is
+        left out: the gradient is the official one, and the logged loss is lower by that term."""
         one_way = require_one_way(batch)
         final, meta_logits, _ = self.predict(one_way.inputs(self.reads_image_labels))
         return segmentation_loss(final, one_way.query_masks) + self.aux_weight * segmentation_loss(meta_logits, one_way.query_masks)

@@ -174,7 +174,11 @@ class HDMNet(FewShotSegmenter):
         return F.interpolate(final, size=batch.query_images.shape[-2:], mode="bilinear", align_corners=True)
 
     def loss(self, batch: EpisodeBatch) -> torch.Tensor:
-        """CE(final) + CE(meta) + correlation distillation (the official train.py's sum; aux weights 1)."""
+        """CE(final) + CE(meta) + correlation distillation (the official train.py's sum; aux weights 1).
+
+        The official sum also holds ``aux_loss2``, the frozen base learner's cross-entropy on the query's base
+        classes. It has no gradient (the base learner is frozen), so it is left out: the gradient is the official
+        one, and the logged loss is lower by that term."""
         one_way = require_one_way(batch)
         final, meta, correlations = self.predict(one_way.inputs(self.reads_image_labels))
         return (segmentation_loss(final, one_way.query_masks) + segmentation_loss(meta, one_way.query_masks)
