@@ -29,6 +29,7 @@ from fsslib.blocks.decoders import (
     AtrousSpatialPyramidPooling,
     FeatureEnrichmentModule,
     aspp_rates,
+    feature_reduction,
     kaiming_init,
     pyramid_bins,
 )
@@ -39,5 +40,5 @@ from fsslib.blocks.masks import blank_outside_masks, foreground_weights, masked_
 
 __all__ = ["BaseLearner", "HierarchicalTransformer", "LearnerEnsemble", "TransformerSize", "correlation_distillation_loss", "PyramidPooling", "ShotWeighting", "base_class_index", "base_class_table", "base_foreground",
            "gram_matrix", "scene_difference", "blank_outside_masks", "ASPPDecoder", "AtrousSpatialPyramidPooling", "COSINE_EPS", "FeatureEnrichmentModule", "aspp_rates",
-           "foreground_weights", "kaiming_init", "masked_average_pooling", "masked_support_prior",
+           "feature_reduction", "foreground_weights", "kaiming_init", "masked_average_pooling", "masked_support_prior",
            "max_cosine_similarity", "min_max_normalise", "prior_region_map", "prototype_cosine", "pyramid_bins", "resize_masks"]

@@ -40,7 +40,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from fsslib.blocks import AtrousSpatialPyramidPooling, kaiming_init, masked_average_pooling, masked_support_prior
+from fsslib.blocks import (AtrousSpatialPyramidPooling, feature_reduction, kaiming_init, masked_average_pooling,
+                           masked_support_prior)
 from fsslib.blocks.base_learner import BaseLearner, base_class_index, base_class_table
 from fsslib.blocks.decoders import PAPER_ASPP_RATES
 from fsslib.blocks.ensemble import LearnerEnsemble, ShotWeighting, scene_difference
@@ -51,10 +52,6 @@ from fsslib.methods.base import FewShotSegmenter, require_one_way, segmentation_
 
 GRAM_LEVELS = ("layer1", "layer2", "layer3")  # the official low_fea choices of a ResNet
 ASPP_RATES = ("fixed", "scaled")  # BAM's 6 / 12 / 18 on every map, or scaled to the map as fsslib's other ASPP
-
-
-def _reduction(in_channels: int, feature_dim: int, dropout: float) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(in_channels, feature_dim, 1, bias=False), nn.ReLU(inplace=True), nn.Dropout2d(dropout))
 
 
 class BAM(FewShotSegmenter):
@@ -73,8 +70,8 @@ class BAM(FewShotSegmenter):
         self.gram_level, self.aux_weight, self.base_dropout = gram_level, aux_weight, base_dropout
         channels = base_learner.backbone.channels
         mid_channels = channels["layer2"] + channels["layer3"]
-        self.down_query = _reduction(mid_channels, feature_dim, dropout)
-        self.down_support = _reduction(mid_channels, feature_dim, dropout)
+        self.down_query = feature_reduction(mid_channels, feature_dim, dropout)
+        self.down_support = feature_reduction(mid_channels, feature_dim, dropout)
         self.init_merge = nn.Sequential(nn.Conv2d(2 * feature_dim + (prior.channels if prior else 1), feature_dim, 1,
                                                   bias=False), nn.ReLU(inplace=True))
         self.aspp = AtrousSpatialPyramidPooling(feature_dim, feature_dim, PAPER_ASPP_RATES if aspp_rates == "fixed" else None,

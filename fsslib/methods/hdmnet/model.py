@@ -56,7 +56,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from fsslib.blocks import (BaseLearner, LearnerEnsemble, ShotWeighting, base_class_index, base_class_table,
-                           blank_outside_masks, foreground_weights, masked_average_pooling, max_cosine_similarity, scene_difference)
+                           blank_outside_masks, feature_reduction, foreground_weights, masked_average_pooling,
+                           max_cosine_similarity, scene_difference)
 from fsslib.blocks.hierarchical import PAPER_SIZE, HierarchicalTransformer, TransformerSize, correlation_distillation_loss
 from fsslib.blocks.priors import PriorSource
 from fsslib.data.episodes import EpisodeBatch, OneWayInputs
@@ -65,11 +66,6 @@ from fsslib.models.backbones import IMAGENET_MEAN
 
 SIMILARITY_SCALE = 10.0  # the official query_merge input: similarity * 10
 SHOT_HIDDEN = 2  # the official kshot_trans_dim
-
-
-def _reduction(in_channels: int, feature_dim: int, dropout: float) -> nn.Sequential:
-    """The official ``down_query`` / ``down_supp``: 1x1 conv (no bias), ReLU, Dropout2d (PyTorch's default init)."""
-    return nn.Sequential(nn.Conv2d(in_channels, feature_dim, 1, bias=False), nn.ReLU(inplace=True), nn.Dropout2d(dropout))
 
 
 def _merge(in_channels: int, out_channels: int) -> nn.Sequential:
@@ -98,8 +94,8 @@ class HDMNet(FewShotSegmenter):
         self.lr_scale = lr_scale
         channels = base_learner.backbone.channels
         mid_channels = channels["layer2"] + channels["layer3"]
-        self.down_query = _reduction(mid_channels, feature_dim, dropout)
-        self.down_support = _reduction(mid_channels, feature_dim, dropout)
+        self.down_query = feature_reduction(mid_channels, feature_dim, dropout)
+        self.down_support = feature_reduction(mid_channels, feature_dim, dropout)
         self.query_merge = _merge(2 * feature_dim + guide_channels, size.embed_dims)
         self.support_merge = _merge(2 * feature_dim, size.embed_dims)
         self.transformer = HierarchicalTransformer(size, guide_channels=guide_channels, init=transformer_init,

@@ -96,7 +96,8 @@ VARIANTS = {
     "pfenet_augment": {"augment": "pfenet", "resize": "pad"},  # control: PFENet's augmentation and padding, as the other methods train
 }
 
-__all__ = ["OPTIONS", "LFSS", "LfssOptions", "LfssOptionError", "PRESETS", "PseudoMaskGenerator", "SUPPORT_ANNOTATION", "VARIANTS",
+__all__ = ["OPTIONS", "LFSS", "LfssOptions", "LfssOptionError", "PRESETS", "PseudoMaskGenerator", "SUPPORT_ANNOTATION", "SUPPORT_INPUTS", "VARIANTS",
+           "VARIANT_SUPPORT_INPUTS",
            "VARIANT_ANNOTATIONS", "build", "pseudo_mask_quality"]
 
 

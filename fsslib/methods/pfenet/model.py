@@ -28,20 +28,13 @@ Checked against dvlab-research/PFENet, ``model/PFENet.py``.
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
-from fsslib.blocks import FeatureEnrichmentModule, blank_outside_masks, kaiming_init, masked_average_pooling
+from fsslib.blocks import FeatureEnrichmentModule, blank_outside_masks, feature_reduction, masked_average_pooling
 from fsslib.blocks.priors import MaskedSupportPrior, PriorSource
 from fsslib.data.episodes import EpisodeBatch, OneWayInputs
 from fsslib.methods.base import FewShotSegmenter, require_one_way, segmentation_loss
 from fsslib.models.backbones import IMAGENET_MEAN, MultiLevelBackbone
-
-
-def _reduction(in_channels: int, feature_dim: int, dropout: float, he_init: bool) -> nn.Sequential:
-    layers = nn.Sequential(nn.Conv2d(in_channels, feature_dim, 1, bias=False), nn.ReLU(inplace=True),
-                           nn.Dropout2d(dropout))
-    return kaiming_init(layers) if he_init else layers
 
 
 class PFENet(FewShotSegmenter):
@@ -54,8 +47,8 @@ class PFENet(FewShotSegmenter):
         self.hold_frozen("backbone", backbone)
         self.prior = prior if prior is not None else MaskedSupportPrior()
         mid_channels = backbone.channels["layer2"] + backbone.channels["layer3"]
-        self.down_query = _reduction(mid_channels, feature_dim, dropout, he_init)
-        self.down_support = _reduction(mid_channels, feature_dim, dropout, he_init)
+        self.down_query = feature_reduction(mid_channels, feature_dim, dropout, he_init)
+        self.down_support = feature_reduction(mid_channels, feature_dim, dropout, he_init)
         self.decoder = FeatureEnrichmentModule(feature_dim, self.prior.channels, he_init=he_init)
 
     @property
