@@ -74,6 +74,14 @@ def test_refine_prior_with_identity_is_min_max_of_the_boxed_prior():
         refine_prior(prior, torch.eye(3)[None], boxes)
 
 
+def test_several_priors_refine_at_once_as_each_alone():
+    torch.manual_seed(0)
+    priors, boxes = torch.rand(2, 5, 3, 3), (torch.rand(2, 3, 3) > 0.3).float()
+    refinement = refinement_matrix(torch.softmax(torch.randn(2, 9, 9), dim=-1))
+    each = torch.stack([refine_prior(priors[:, c], refinement, boxes) for c in range(5)], dim=1)
+    torch.testing.assert_close(refine_prior(priors, refinement, boxes), each)
+
+
 def test_refine_with_attention_chains_eqs_9_to_11():
     torch.manual_seed(0)
     prior, attention = torch.rand(2, 3, 3), torch.softmax(torch.randn(2, 9, 9), dim=-1)

@@ -180,9 +180,7 @@ class ClipPriors(PriorSource):
             boxes = box_mask(vtp, self.box_threshold)  # (B, h, w)
             priors = {"vvp": vvp, "vtp": vtp, "box": boxes, "vtp_refined": refine_prior(vtp, refinement, boxes)}
             if "vvp" in self.refine:
-                flat = vvp.flatten(1, 2)  # (B, n_blocks*K, h, w)
-                refined = [refine_prior(flat[:, c], refinement, boxes) for c in range(flat.shape[1])]
-                priors["vvp_refined"] = torch.stack(refined, dim=1).view_as(vvp)
+                priors["vvp_refined"] = refine_prior(vvp.flatten(1, 2), refinement, boxes).view_as(vvp)  # every channel
         return priors
 
     @property

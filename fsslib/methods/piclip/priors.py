@@ -180,7 +180,7 @@ def box_mask(prior: torch.Tensor, threshold: float = BOX_THRESHOLD) -> torch.Ten
     """
     maps = prior.detach().float().cpu().numpy()
     boxes = np.zeros_like(maps, dtype=np.float32)
-    for index, score_map in enumerate(maps):
+    for index, score_map in enumerate(maps):  # one labelling per map: one 3-D labelling of the batch ran slower
         peak = score_map.max()
         if peak <= 0:
             continue
@@ -193,18 +193,20 @@ def box_mask(prior: torch.Tensor, threshold: float = BOX_THRESHOLD) -> torch.Ten
 def refine_prior(prior: torch.Tensor, refinement: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
     """Refined prior (Eq. 11), min-max scaled: P_hat(i) = sum_j R(i, j) B(j) P(j).
 
-    prior, boxes: (B, h, w); refinement: (B, N, N) with N = h * w. The box mask weights the
-    source positions j, as the official code's ``trans_mat * aff_mask`` (mask on columns).
+    prior: (B, h, w), or (B, C, h, w) for C priors refined at once (the VVP's channels); boxes: (B, h, w);
+    refinement: (B, N, N) with N = h * w. The box mask weights the source positions j, as the official code's
+    ``trans_mat * aff_mask`` (mask on columns). Returns the prior's shape.
     """
-    batch, height, width = prior.shape
-    if refinement.shape != (batch, height * width, height * width):
+    batch, height, width = prior.shape[0], *prior.shape[-2:]
+    if refinement.shape != (batch, height * width, height * width) or prior.ndim not in (3, 4):
         raise PriorInputError(
             f"Refinement matrix {tuple(refinement.shape)} does not fit a prior of {tuple(prior.shape)}.",
             "compute the attention on the same images and token grid as the prior (CLS row/column dropped).",
         )
-    source = (boxes * prior).flatten(1).unsqueeze(-1)  # (B, N, 1)
-    refined = (refinement @ source).view(batch, height, width)  # (B, h, w)
-    return min_max_normalise(refined)
+    channels = prior.view(batch, -1, height, width)  # (B, C, h, w)
+    source = (boxes[:, None] * channels).flatten(2).transpose(1, 2)  # (B, N, C)
+    refined = (refinement @ source).transpose(1, 2).reshape(channels.shape)  # (B, C, h, w)
+    return min_max_normalise(refined).view_as(prior)
 
 
 def refine_with_attention(prior: torch.Tensor, mean_attention: torch.Tensor, box_source: torch.Tensor | None = None,
