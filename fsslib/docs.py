@@ -290,6 +290,17 @@ class Results:
         """A field of a zoo model's ``.json`` (``fsslib/checkpoints/zoo/<model>.json``): :meth:`recorded`."""
         return self.recorded(f"zoo/{model}", field, decimals, scale)
 
+    @staticmethod
+    def constant(module: str, name: str) -> Any:
+        """A constant of fsslib's code (``constant("fsslib.metrics", "PLATEAU_GAIN")``): a page quotes the value
+        the code uses, never a copy of it."""
+        import importlib
+
+        value = getattr(importlib.import_module(module), name, None)
+        if value is None or not name.isupper():
+            raise unknown(f"constant of {module}", name, [n for n in dir(importlib.import_module(module)) if n.isupper()])
+        return value
+
     def paper_grids(self) -> list[str]:
         """The paper tier's grids, as :meth:`gpu_hours` names them (``"paper/piclip"``), sorted."""
         return sorted(f"paper/{path.stem}" for path in (self.root / "papermill_runs" / "paper").glob("*.yaml"))
@@ -483,7 +494,7 @@ def helpers(results: Results) -> dict[str, Callable[..., Any]]:
     ``spread`` (the resolution rule), ``paper`` (a paper's number), ``preset`` (a method's setting), ``recorded``
     and ``zoo`` (a field of a recorded ``.json``), ``files`` (a count and size of files), ``gpu_hours`` (a paper-tier
     grid's estimated GPU-hours, as ``--plan`` prints them), ``paper_grids`` and ``runs`` (the paper tier's grids, a
-    grid's number of runs), ``bench`` (a cell of a benchmark's table under
+    grid's number of runs), ``constant`` (a constant of fsslib's code), ``bench`` (a cell of a benchmark's table under
     ``benchmarks/results/``), ``gain`` and ``gains`` (runs' last-quarter gains, from their grid's page;
     ``seed_gains``: of the seed runs behind the comparison's seed spread), ``minutes`` (a lesson's minutes to run,
     from its last execution, :func:`fsslib.lessons.minutes_to_run`), ``sd`` (a standard deviation of rows) and
@@ -494,7 +505,7 @@ def helpers(results: Results) -> dict[str, Callable[..., Any]]:
             "resolved": results.resolved, "threshold": results.threshold, "spread": results.spread,
             "paper": results.paper, "preset": results.preset, "recorded": results.recorded, "zoo": results.zoo,
             "files": results.files, "gpu_hours": results.gpu_hours, "paper_grids": results.paper_grids,
-            "runs": results.runs, "bench": results.bench,
+            "runs": results.runs, "constant": results.constant, "bench": results.bench,
             "gain": results.gain, "gains": results.gains, "seed_gains": results.seed_gains,
             "minutes": lambda lesson: minutes_to_run(lesson_path(lesson))}
 

@@ -214,6 +214,7 @@ def test_a_stale_page_fails_the_check_naming_it_and_the_command(tmp_path, capsys
 
 
 def test_gpu_hours_are_what_the_plan_prints(monkeypatch):
+    from fsslib import metrics
     from fsslib.runs import plan
 
     results = docs.Results()
@@ -234,6 +235,9 @@ def test_gpu_hours_are_what_the_plan_prints(monkeypatch):
         results.gpu_hours("paper/nope")
     with pytest.raises(FsslibError, match="Unknown part"):
         results.gpu_hours("paper/lfss", part="wall")
+    assert results.constant("fsslib.metrics", "PLATEAU_GAIN") == metrics.PLATEAU_GAIN
+    with pytest.raises(FsslibError, match="Unknown constant of fsslib.metrics(.|\n)*PLATEAU_GAIN"):
+        results.constant("fsslib.metrics", "plateau_gains")
     grids = results.paper_grids()
     assert "paper/piclip" in grids and "paper/lfss" in grids and grids == sorted(grids)
     assert all(f"for {results.runs(grid)} run" in plan(REPO / "papermill_runs" / f"{grid}.yaml") for grid in grids[:2])
