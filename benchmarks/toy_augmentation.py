@@ -84,7 +84,8 @@ def main() -> None:
     torch.set_num_threads(1)
     lines = ["# A toy training episode's images warped in one batch against one at a time (toy tier, one thread)", "",
              "Made by `python benchmarks/toy_augmentation.py` (its docstring says what is timed). CPU ms to build one "
-             f"training episode of fold 0 (load from the memory cache, mask, resize, augment), medians of {args.repeats} "
+             "training episode of fold 0 (load from the memory cache, mask, resize, augment), medians of "
+             f"{args.repeats} "
              f"alternated timings over {args.episodes} episodes.", "",
              "| shots | images per episode | one warp per image, ms | one batched warp, ms | batched / one at a time "
              "| every episode equal bit for bit |", "|---|---|---|---|---|---|"]

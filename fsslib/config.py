@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Callable
 
 from fsslib.data.benchmarks import id_or_name, split_list
-from fsslib.errors import FsslibError, unknown
+from fsslib.errors import FsslibError, short_warnings, unknown
 from fsslib.methods import METHODS, method_options_type, method_presets, method_variants
 from fsslib.methods.options import MethodOptions, range_problem, range_text
 
@@ -104,12 +104,13 @@ def fields_with_role(role: str) -> tuple[str, ...]:
 
 def same_setting(name: str, saved: Any, current: Any, method: str) -> bool:
     """Whether a recorded setting equals the current one; method options compare as typed values (an option
-    left at its default equals the default written out, ``1`` equals ``1.0`` for a float)."""
+    left at its default equals the default written out, ``1`` equals ``1.0`` for a float), those marked
+    ``inference`` left out (:meth:`fsslib.methods.options.MethodOptions.weights_meaning`)."""
     if name != "options":
         return saved == current
     kind = method_options_type(method)
     try:
-        return kind.parse(saved) == kind.parse(current)
+        return kind.parse(saved).weights_meaning() == kind.parse(current).weights_meaning()
     except FsslibError:  # an option this fsslib no longer has, or no longer accepts
         return False
 
@@ -142,6 +143,14 @@ SETTING_HELP: dict[str, str] = {  # --help's text of settings whose name does no
     "fused_attention": "HDMNet's self-attention through scaled_dot_product_attention (fsslib.speed; off by default; "
                        "changes nothing for methods without it)",
     "amp": "bf16 autocast on CUDA (on by default); always off on the CPU",
+    "method": f"the method: {', '.join(METHODS)}",
+    "variant": "an ablation row of the method (its VARIANTS); default: the paper's model",
+    "preset": "toy (default: the toy world and stand-ins) or paper (the papers' sizes, backbones and schedules)",
+    "benchmark": "toy (the preset's), pascal, coco, or folder:PATH for a dataset folder (docs/your_data.md)",
+    "novel_classes": "a dataset folder without folds.json: fold 0's novel classes, ids or names of its classes.txt",
+    "extra_classes": "class names beyond the benchmark's, for the methods that read names",
+    "ckpt": "a checkpoint file, or zoo (the shipped toy model of --fold)",
+    "device": "auto (CUDA when present), cpu, cuda or cuda:N",
 }
 
 
@@ -202,11 +211,13 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=SETTING_HELP.get(f.name))
         elif str(f.type).startswith("list["):
             item = {"list[int]": int, "list[str]": str}.get(str(f.type), id_or_name)
-            parser.add_argument(flag, type=lambda text, item=item: split_list(text, item), default=None, metavar="A,B,...")
+            parser.add_argument(flag, type=lambda text, item=item: split_list(text, item), default=None, metavar="A,B,...",
+                                help=SETTING_HELP.get(f.name))
         else:
             kind = {"int": int, "float": float}.get(str(f.type), str)
             bounds = SETTING_RANGES.get(f.name)
-            parser.add_argument(flag, type=kind, default=None, help=f"{range_text(bounds)}" if bounds else None)
+            parts = [SETTING_HELP.get(f.name), range_text(bounds) if bounds else None]
+            parser.add_argument(flag, type=kind, default=None, help="; ".join(p for p in parts if p) or None)
 
 
 def run_command_line(prog: str, description: str, job: Callable[[Config], dict], argv: list[str] | None) -> dict:
@@ -216,7 +227,8 @@ def run_command_line(prog: str, description: str, job: Callable[[Config], dict],
     add_config_arguments(parser)
     args = parser.parse_args(argv)
     try:
-        return job(config_from_args(args))
+        with short_warnings():
+            return job(config_from_args(args))
     except FsslibError as error:
         parser.exit(2, f"error: {error}\n")
 

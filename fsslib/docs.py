@@ -225,7 +225,8 @@ class Results:
             raise unknown("setting of the seed spread", setting, sorted(pooled))
         return Number(pooled[setting][0], 2)
 
-    def threshold(self, n1: int, n2: int | None = None, setting: str = "1-way 1-shot", s: float | None = None) -> Number:
+    def threshold(self, n1: int, n2: int | None = None, setting: str = "1-way 1-shot",
+                  s: float | None = None) -> Number:
         """The difference that counts as resolved between a number of ``n1`` and one of ``n2`` (default ``n1``)
         separately trained models (:func:`fsslib.compare.resolution_threshold`), two decimals: from the pooled seed
         spread of ``setting``, or from ``s`` (one method's own seed spread, e.g. the prototype's)."""
@@ -298,7 +299,8 @@ class Results:
 
         value = getattr(importlib.import_module(module), name, None)
         if value is None or not name.isupper():
-            raise unknown(f"constant of {module}", name, [n for n in dir(importlib.import_module(module)) if n.isupper()])
+            constants = [n for n in dir(importlib.import_module(module)) if n.isupper()]
+            raise unknown(f"constant of {module}", name, constants)
         return value
 
     def paper_grids(self) -> list[str]:

@@ -1,10 +1,41 @@
-"""User-facing errors.
+"""User-facing errors and warnings.
 
 Every error that bad input can trigger is raised here, with a message that names
 the problem *and* the fix, so that learners never have to read a stack trace from
-deep inside torch.
+deep inside torch. fsslib's warnings print as their message (:func:`short_warning`) in a lesson
+(``fsslib.notebook.setup``) and on the command line (``fsslib.config.run_command_line``).
 """
 from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent
+# Python's own formatter, kept across a reload of this module (while a hook of fsslib's is installed)
+_python_warning = globals().get("_python_warning", warnings.formatwarning)
+
+
+def short_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  line: str | None = None) -> str:
+    """A warning as fsslib prints it to a user: fsslib's own as its category and message (the file and line of
+    fsslib that raised it say nothing to a user, and print the path of the machine that ran it); any other
+    warning as Python prints it."""
+    if Path(filename).resolve().is_relative_to(PACKAGE):
+        return f"{category.__name__}: {message}\n"
+    return _python_warning(message, category, filename, lineno, line)
+
+
+@contextmanager
+def short_warnings() -> Iterator[None]:
+    """Print warnings with :func:`short_warning` inside the block (a command's run), as before after it."""
+    previous = warnings.formatwarning
+    warnings.formatwarning = short_warning
+    try:
+        yield
+    finally:
+        warnings.formatwarning = previous
 
 
 class FsslibError(Exception):

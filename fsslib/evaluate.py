@@ -21,14 +21,46 @@ import numpy as np
 import torch
 
 from fsslib.config import Config, make_config, run_command_line
-from fsslib.data.benchmarks import benchmark_of
+from fsslib.data.benchmarks import Benchmark, benchmark_of, get_benchmark
 from fsslib.data.episodes import EpisodeDataset
+from fsslib.data.folder import class_key
 from fsslib.device import resolve_device
 from fsslib.engine import checkpoint_path, evaluate_model, load_checkpoint, load_model, load_model_and_config, open_source
+from fsslib.errors import CheckpointError, FsslibError
 from fsslib.paths import atomic_path, write_text
 from fsslib.provenance import run_provenance
 
 __all__ = ["checkpoint_path", "evaluate_model", "load_checkpoint", "load_model", "main", "open_source", "run"]
+
+
+def check_novel_classes_unseen(cfg: Config, benchmark: Benchmark, trained: dict | None, checkpoint: str | None) -> None:
+    """Refuse to score, as the fold's novel classes, classes the checkpoint trained on: the base classes of the
+    benchmark and fold it records, compared by name (:func:`~fsslib.data.folder.class_key`). On the benchmark it
+    trained on that is an error; on another one (a zoo model on a dataset folder), a warning: a shared name may
+    be another class there."""
+    if not trained or "benchmark" not in trained or "fold" not in trained:
+        return
+    try:
+        seen_on = get_benchmark(trained["benchmark"], trained.get("coco_folds", "interleaved"),
+                                trained.get("novel_classes") or ())
+    except FsslibError:  # e.g. the dataset folder it trained on is gone: nothing to compare with
+        return
+    seen = {class_key(seen_on.class_name(c)) for c in seen_on.base_classes(trained["fold"])}
+    both = [benchmark.class_name(c) for c in benchmark.fold_classes(cfg.fold) if class_key(benchmark.class_name(c)) in seen]
+    if not both:
+        return
+    where = f"{trained['benchmark']} fold {trained['fold']}"
+    if trained["benchmark"] == cfg.benchmark:
+        given = trained.get("novel_classes")
+        novel = f" --novel-classes {','.join(map(str, given))}" if given else ""
+        raise CheckpointError(
+            f"Checkpoint {checkpoint} trained on {both} ({where}'s base classes), which this run scores as fold "
+            f"{cfg.fold}'s novel classes: a few-shot score on classes it has seen.",
+            f"evaluate the fold it was trained for (--fold {trained['fold']}{novel}), or train a checkpoint for this "
+            "fold.")
+    warnings.warn(f"Checkpoint {checkpoint} trained on classes named {both} ({where}'s base classes), which this run "
+                  f"scores as novel on {cfg.benchmark}: if they are the same classes, the score is not a few-shot one.",
+                  stacklevel=3)
 
 
 def run(cfg: Config | None = None, **overrides) -> dict:
@@ -40,6 +72,7 @@ def run(cfg: Config | None = None, **overrides) -> dict:
     source = open_source(cfg, benchmark.test_split)
     model, trained = load_model_and_config(cfg, device)
     checkpoint = checkpoint_path(cfg) if model.trainable else None
+    check_novel_classes_unseen(cfg, benchmark, trained, checkpoint)
     train_shots = None if trained is None else trained.get("shots")
     seeds = list(range(cfg.seed, cfg.seed + max(1, cfg.eval_seeds)))
     runs = []

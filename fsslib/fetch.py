@@ -375,7 +375,8 @@ def _command(name: str) -> str:
     """The command that fetches the weights ``name``, with the manual step first where there is no direct link."""
     entry = WEIGHTS[name] if name in WEIGHTS else None
     if isinstance(entry, RemoteFile) and entry.url is None:
-        return (f"no direct download: get {entry.name} from {entry.manual} into {paths.shown_path(paths.weights_root())}, "
+        return (f"no direct download: get {entry.name} from {entry.manual} into "
+                f"{paths.shown_path(paths.weights_root())}, "
                 f"then `{PROG} weights {name}` checks it in place")
     return f"{PROG} weights {name}"
 
@@ -718,7 +719,8 @@ def _probe(endpoint: str, what: str, timeout: float, fix: str) -> None:
 def _hub_manual(entry: HubWeights) -> str:
     return (f"on a connected machine run `python -c \"import open_clip; print(open_clip.download_pretrained("
             f"open_clip.get_pretrained_cfg('{entry.model}', '{entry.tag}')))\"` and copy the file it prints to "
-            f"{paths.shown_path(paths.weights_root())}/{entry.model}_{entry.tag}<same suffix> (or copy the Hugging Face cache); "
+            f"{paths.shown_path(paths.weights_root())}/{entry.model}_{entry.tag}<same suffix> "
+            "(or copy the Hugging Face cache); "
             f"instructions: {paths.WEIGHTS_DOC}")
 
 

@@ -28,9 +28,9 @@ from matplotlib.figure import Figure
 
 from fsslib.data.episodes import Episode, EpisodeDataset, collate_episodes
 from fsslib.device import resolve_device
-from fsslib.errors import FsslibError
+from fsslib.errors import FsslibError, short_warning
 from fsslib.methods.base import FewShotSegmenter
-from fsslib.paths import PACKAGE_DIR, data_root, outputs_root, shown_path, weights_root
+from fsslib.paths import data_root, outputs_root, shown_path, weights_root
 
 SMOKE_VARIABLE = "FSSLIB_SMOKE"
 
@@ -44,28 +44,15 @@ TOY_THREADS = 1  # torch CPU threads for the lessons' toy models: 02's live trai
 _threads_set = False
 
 
-def lesson_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
-                   line: str | None = None) -> str:
-    """How a lesson prints a warning: fsslib's own as its category and message (the file and line of fsslib that
-    raised it say nothing to a learner, and would print the path of the machine that ran the lesson); any other
-    warning as Python prints it."""
-    if Path(filename).resolve().is_relative_to(PACKAGE_DIR):
-        return f"{category.__name__}: {message}\n"
-    return _python_warning(message, category, filename, lineno, line)
-
-
-_python_warning = warnings.formatwarning
-
-
 def setup(device: str = "auto", threads: int = TOY_THREADS) -> torch.device:
     """The first call of every lesson: sets torch's CPU thread count, once, to ``threads`` (1 by default: the
     toy models' tensors are small, and a second thread costs more in synchronisation than it saves), prints
     one line saying so, and returns the device the lesson runs on (:func:`fsslib.device.resolve_device`).
-    fsslib's warnings print as their message (:func:`lesson_warning`).
+    fsslib's warnings print as their message (:func:`fsslib.errors.short_warning`).
 
     Later calls leave the thread count alone (``torch.set_num_threads`` in a cell still changes it)."""
     global _threads_set
-    warnings.formatwarning = lesson_warning
+    warnings.formatwarning = short_warning
     if not _threads_set:
         torch.set_num_threads(threads)
         _threads_set = True

@@ -341,7 +341,9 @@ def as_mask(mask: Picture, what: str) -> torch.Tensor:
         channels = mask[..., :3] if mask.shape[2] >= 3 else mask[..., :1]  # grey + alpha: the grey
         if not (channels == channels[..., :1]).all():
             raise InvalidMaskError(f"{what.capitalize()} is a colour image.",
-                                   "save masks as single-channel PNGs: nonzero = object, 255 = ignore.")
+                                   "save masks as single-channel PNGs: nonzero = object, 255 = ignore (from a "
+                                   "drawing in colour on black: `python -c \"from PIL import Image; "
+                                   "Image.open('m.png').convert('L').point(lambda v: int(v > 0)).save('m.png')\"`).")
         mask = channels[..., 0]
     if mask.ndim != 2:
         raise EpisodeShapeError(f"{what.capitalize()} has shape {mask.shape}, not (H, W).", "pass single-channel masks.")

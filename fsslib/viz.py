@@ -188,9 +188,14 @@ def plot_per_class(metrics: dict, reference: dict | None = None) -> Figure:
     ax.set_xticks(positions + (width / 2 if reference else 0), names, rotation=20 if len(names) <= 6 else 60, fontsize=8,
                   ha="right")
     ax.set_ylabel("IoU (%)")
-    scores = (f"{metrics['shots']}-shot: mIoU {metrics['miou']:.1f}" if not reference else
+    def setting(run: dict) -> str:
+        return f"{run.get('ways', 1)}-way {run.get('shots')}-shot"
+
+    same = reference is None or setting(reference) == setting(metrics)  # else the runs' names say their settings
+    head = f"fold {metrics['fold']}" + (f", {setting(metrics)}" if same else "")
+    scores = (f"mIoU {metrics['miou']:.1f}" if not reference else
               f"mIoU {metrics['method']} {metrics['miou']:.1f}, {reference['method']} {reference['miou']:.1f}")
-    ax.set_title(f"fold {metrics['fold']}, {scores}", fontsize=10)
+    ax.set_title(f"{head}: {scores}", fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
@@ -272,8 +277,8 @@ def plot_part_prototypes(image: torch.Tensor, mask: torch.Tensor, seeds: torch.T
     axes[2].imshow(parts, cmap="tab10", vmin=0, vmax=9)  # part p in tab10's colour p
     axes[2].set_title("parts (Eqs. 9-11)", fontsize=9)
     colours = plt.get_cmap("tab10")
-    axes[2].legend(handles=[Patch(color=colours(part), label=f"part {part + 1}") for part in np.unique(parts.compressed())],
-                   fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    legend = [Patch(color=colours(part), label=f"part {part + 1}") for part in np.unique(parts.compressed())]
+    axes[2].legend(handles=legend, fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     for ax in axes:
         ax.axis("off")
     fig.tight_layout()

@@ -157,6 +157,9 @@ def test_options_compare_as_typed_values_against_a_checkpoint(toy_root):
     assert same_setting("options", {"box_threshold": 0.4}, {"box_threshold": 0.4, "pir_blocks": 8}, "piclip")
     assert not same_setting("options", {"feature_dim": 64}, {"feature_dim": 32}, "pfenet")
     assert not same_setting("options", {"no_longer_an_option": 1}, {}, "pfenet")
+    # what a model reads at inference may differ from training: LFSS's pseudo masks' background names
+    assert same_setting("options", {"feature_dim": 64}, {"feature_dim": 64, "background_names": ["sky"]}, "lfss")
+    assert not same_setting("options", {"feature_dim": 64}, {"feature_dim": 32, "background_names": ["sky"]}, "lfss")
     device = torch.device("cpu")
     load_model(make_config(method="pfenet", ckpt="zoo", options={"feature_dim": 64, "dropout": 0.5}), device)
     with pytest.raises(CheckpointError, match="was trained with options"):

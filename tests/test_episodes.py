@@ -1,15 +1,17 @@
 import importlib.util
+import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from fsslib.data.benchmarks import TOY
 from fsslib.config import make_config
-from fsslib.data.episodes import (EpisodeDataset, Source, augment_keeping_objects, collate_episodes,
-                                  episode_batches, gaussian_blur, load_episode_image, random_augment, resize_pad,
-                                  resize_short_side, resize_squash, way_mask)
+from fsslib.data.episodes import (IMAGENET_MEAN, EpisodeDataset, Source, augment_keeping_objects, collate_episodes,
+                                  episode_batches, gaussian_blur, load_episode_image, random_augment,
+                                  random_augment_batch, resize_pad, resize_short_side, resize_squash, way_mask)
 from fsslib.errors import EpisodeShapeError, UnknownNameError
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "toy_augmentation.py"
@@ -182,17 +184,58 @@ def test_augmentation_pads_label_with_ignore_and_keeps_values():
 def test_a_training_episode_is_its_images_augmented_one_at_a_time(sources, shots, episodes):
     """The episode's images are warped in one batch; each equals the image augmented alone, in turn from the
     episode's generator (query first, then the supports), and kept unwarped when the warp loses its object."""
-    dataset = EpisodeDataset(sources["train"], fold=2, shots=shots, image_size=64, n_episodes=episodes, seed=3, mode="train")
+    dataset = EpisodeDataset(sources["train"], fold=2, shots=shots, image_size=64, n_episodes=episodes, seed=3,
+                             mode="train")
     dataset.set_epoch(4)
     assert all(augmentation.same_episode(dataset, index) for index in range(episodes))
 
 
 def test_an_image_whose_warp_loses_its_object_stays_as_it_was():
-    images, masks = torch.rand(3, 3, 32, 32), torch.zeros(3, 32, 32, dtype=torch.long)
-    masks[0, 8:24, 8:24] = 1  # image 0 keeps its object in view; images 1 and 2 have none to keep
-    augmented, augmented_masks = augment_keeping_objects(images, masks, np.random.default_rng(0))
-    assert not torch.equal(augmented[0], images[0]) and (augmented_masks[0] == 1).any()
-    assert torch.equal(augmented[1:], images[1:]) and torch.equal(augmented_masks[1:], masks[1:])
+    """Image 1's object is a 2 x 2 corner that some warps move out of view: then it stays unwarped, while image 0's
+    central object is warped every time."""
+    lost = 0
+    for seed in range(20):
+        images, masks = torch.rand(2, 3, 32, 32), torch.zeros(2, 32, 32, dtype=torch.long)
+        masks[0, 8:24, 8:24] = 1
+        masks[1, 0:2, 0:2] = 1
+        warped, warped_masks = random_augment_batch(images, masks, np.random.default_rng(seed))
+        kept, kept_masks = augment_keeping_objects(images, masks, np.random.default_rng(seed))
+        assert torch.equal(kept[0], warped[0]) and not torch.equal(kept[0], images[0])
+        in_view = bool((warped_masks[1] == 1).any())
+        lost += not in_view
+        expected = (warped[1], warped_masks[1]) if in_view else (images[1], masks[1])
+        assert torch.equal(kept[1], expected[0]) and torch.equal(kept_masks[1], expected[1])
+    assert 0 < lost < 20  # some warps lose the corner, some keep it
+
+
+def augment_alone_as_before(image: torch.Tensor, label: torch.Tensor, rng: np.random.Generator):
+    """fsslib's per-image augmentation before the batched warp, transcribed: the reference of the draw order."""
+    scale = rng.uniform(0.9, 1.1)
+    angle = math.radians(rng.uniform(-10, 10))
+    flip = -1.0 if rng.random() < 0.5 else 1.0
+    cos, sin = math.cos(angle) / scale, math.sin(angle) / scale
+    theta = torch.tensor([[cos * flip, -sin, 0.0], [sin * flip, cos, 0.0]]).unsqueeze(0)
+    grid = F.affine_grid(theta, [1, 3, *label.shape], align_corners=False)
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    warped = F.grid_sample(image[None] - mean, grid, mode="bilinear", align_corners=False)[0] + mean[0]
+    shifted = F.grid_sample(label[None, None].float() + 1, grid, mode="nearest", align_corners=False)[0, 0]
+    warped_label = torch.where(shifted == 0, torch.full_like(shifted, 255), shifted - 1).long()
+    if rng.random() < 0.5:
+        warped = gaussian_blur(warped[None], torch.tensor([float(rng.uniform(0.1, 1.0))]), radius=2)[0]
+    return warped.clamp(0, 1), warped_label
+
+
+def test_each_image_draws_and_warps_as_the_per_image_augmentation_did():
+    """The batch draws each image's scale, angle, flip, blur and sigma in turn, as the per-image code drew them."""
+    for seed in range(12):
+        generator = torch.Generator().manual_seed(seed)
+        images = torch.rand(4, 3, 40, 40, generator=generator)
+        labels = torch.randint(0, 3, (4, 40, 40), generator=generator)
+        before = np.random.default_rng(seed)
+        expected = [augment_alone_as_before(images[i], labels[i], before) for i in range(4)]
+        warped, warped_labels = random_augment_batch(images, labels, np.random.default_rng(seed))
+        assert torch.equal(warped, torch.stack([image for image, _ in expected]))
+        assert torch.equal(warped_labels, torch.stack([label for _, label in expected]))
 
 
 def test_n_way_episodes_are_pure_and_keep_the_one_way_query(sources):

@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from fsslib.config import make_config
+
 TOY_TO_FOLDER = {1: 1, 2: 2, 6: 3, 7: 4}  # toy ids -> the folder's ids
 CLASSES = "1 solid circle\n2 striped square\n3 striped circle\n4 dotted square\n"
 
@@ -65,6 +67,23 @@ def test_train_and_evaluate_a_folder_through_the_command_line(folder, tmp_path, 
     query = predict_a_picture(folder, tmp_path, "--method", "prototype", "--ckpt", str(tmp_path / "run" / "best.pt"),
                               "--class-name", "solid circle", *benchmark[:4])
     assert (tmp_path / "predicted" / f"{query}_mask.png").is_file()
+    # its base classes 3 and 4 scored as novel: refused before any episode, naming the fold it was trained for
+    with pytest.raises(SystemExit) as exit_:
+        evaluate.main(["--method", "prototype", "--benchmark", f"folder:{folder}", "--novel-classes", "3,4",
+                       "--ckpt", str(tmp_path / "run" / "best.pt"), "--episodes", "8", "--out", str(tmp_path / "seen")])
+    error = capsys.readouterr().err
+    assert exit_.value.code == 2 and "['striped circle', 'dotted square']" in error and "has seen" in error
+    assert "--fold 0 --novel-classes 1,2" in error and not (tmp_path / "seen").exists()
+
+
+def test_a_zoo_model_on_a_folder_whose_novel_names_it_trained_on_is_warned_about(folder, tmp_path):
+    """Fold 0's zoo models trained on toy classes 6 to 20; the folder's 'striped circle' (toy 6) scored as novel
+    there may be the same class: a warning, since on another benchmark a name may mean another class."""
+    from fsslib import evaluate
+
+    with pytest.warns(UserWarning, match=r"trained on classes named \['striped circle'\]"):
+        evaluate.run(make_config(method="pfenet", benchmark=f"folder:{folder}", novel_classes=[1, 3], ckpt="zoo",
+                                 episodes=4, progress=False, out=str(tmp_path / "eval")))
 
 
 def test_folds_json_defines_the_folds(folder, tmp_path):
@@ -322,3 +341,14 @@ def test_bam_on_a_folder_trains_its_base_learner_from_the_command_evaluate_gives
     trained = str(tmp_path / "run" / "best.pt")
     query = predict_a_picture(copy, tmp_path, "--method", "bam", *benchmark, "--ckpt", trained)
     assert (tmp_path / "predicted" / f"{query}_mask.png").is_file()  # with the folder's base learner
+
+
+def test_a_folder_without_classes_txt_says_that_once(folder, tmp_path):
+    """Without classes.txt every mask's ids are unknown: the one missing file is the problem, not each mask."""
+    from fsslib.data.folder import folder_index
+    from fsslib.errors import DatasetNotFoundError
+
+    bare = shutil.copytree(folder, tmp_path / "bare")
+    (bare / "classes.txt").unlink()
+    with pytest.raises(DatasetNotFoundError, match=r"has 1 problem\(s\):\n    no classes.txt"):
+        folder_index(bare)

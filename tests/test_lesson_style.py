@@ -6,6 +6,7 @@ used in one or two cells is made where it is used)."""
 from __future__ import annotations
 
 import ast
+import re
 import statistics
 from pathlib import Path
 
@@ -71,3 +72,13 @@ def test_the_check_fails_on_a_violating_notebook():
     assert style_problems(fabricated([20], [2, 3, 3], imports=11)) == ["code cell 1 imports in 11 lines > 10"]
     wrapped = "from fsslib.viz import (a, b,\n                        c)\n%matplotlib inline\nimport torch"
     assert import_lines(wrapped) == 3
+
+
+@pytest.mark.parametrize("path", lessons() + solutions(), ids=lambda p: p.relative_to(p.parents[1]).as_posix())
+def test_a_lesson_writes_through_its_outputs_folder(path: Path):
+    """Files go under fsslib.notebook.output_dir (FSSLIB_OUTPUTS), never a relative outputs/ path: that one works
+    only from notebooks/ of a checkout, and python -m fsslib.lessons could not tell it apart."""
+    for index, cell in enumerate(nbformat.read(path, as_version=4).cells):
+        if cell.cell_type == "code":
+            relative = re.search(r"""["']\.?/?outputs(/|["'])""", cell.source)
+            assert not relative, f"cell {index} names a relative outputs/ path"

@@ -50,10 +50,13 @@ def test_a_benchmark_without_background_names_is_warned_about():
 
     from fsslib.clip import background_vocabulary
 
-    with pytest.warns(UserWarning, match=r"'folder' names no background(.|\n)*background_names="):
+    with pytest.warns(UserWarning, match=r"'folder' names no background, so MaskCLIP's(.|\n)*background_names="):
         assert background_vocabulary("folder") == []
+    with pytest.warns(UserWarning, match="so LFSS's pseudo-mask rule's vocabulary"):
+        background_vocabulary("folder", method="LFSS's pseudo-mask rule")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
+        assert background_vocabulary("folder", warn=False) == []  # a rule that reads no background names
         assert background_vocabulary("folder", ("empty scene",)) == ["empty scene"]
         assert background_vocabulary("toy") == ["empty scene"] and background_vocabulary("coco") == []
         assert background_vocabulary("pascal", ()) == []

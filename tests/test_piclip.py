@@ -80,6 +80,8 @@ def test_several_priors_refine_at_once_as_each_alone():
     refinement = refinement_matrix(torch.softmax(torch.randn(2, 9, 9), dim=-1))
     each = torch.stack([refine_prior(priors[:, c], refinement, boxes) for c in range(5)], dim=1)
     torch.testing.assert_close(refine_prior(priors, refinement, boxes), each)
+    with pytest.raises(PriorInputError, match=r"\(B, h, w\) or \(B, C, h, w\)(.|\n)*flatten"):
+        refine_prior(priors[:, None], refinement, boxes)  # (B, blocks, shots, h, w) unflattened
 
 
 def test_refine_with_attention_chains_eqs_9_to_11():

@@ -27,7 +27,8 @@ def test_a_committed_lesson_reopens_clean(path):
             assert WIDGET_VIEW not in data, f"cell {index} keeps a widget view"
             assert not str(data.get("text/plain", "")).startswith(("VBox(", "HBox(")), f"cell {index} keeps a widget repr"
             shown = output.get("text", "") + str(data.get("text/plain", "")) + output.get("evalue", "")
-            assert not re.search(r"/tmp/|/home/|/root/|/work/", shown), f"cell {index} prints a path of the machine that ran it"
+            machine = re.search(r"/tmp/|/home/|/root/|/work/", shown)
+            assert not machine, f"cell {index} prints a path of the machine that ran it"
 
 
 def test_saveable_drops_widget_outputs_and_state():
@@ -43,6 +44,9 @@ def test_saveable_drops_widget_outputs_and_state():
 
 
 def test_setup_sets_one_thread_once_and_says_so(monkeypatch, capsys):
+    import warnings
+
+    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)  # setup() installs the lessons' own
     threads = torch.get_num_threads()
     monkeypatch.setattr(notebook_helpers, "_threads_set", False)
     try:
@@ -58,12 +62,19 @@ def test_setup_sets_one_thread_once_and_says_so(monkeypatch, capsys):
 def test_a_lesson_prints_fsslib_s_warnings_without_their_file(monkeypatch):
     import warnings
 
+    from fsslib.errors import PACKAGE, short_warnings
+
     monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)  # restored after the test
     monkeypatch.setattr(notebook_helpers, "_threads_set", True)  # the test process's thread count stays
+    python_s = warnings.formatwarning
     notebook_helpers.setup("cpu")
-    ours = warnings.formatwarning("no background", UserWarning, str(notebook_helpers.PACKAGE_DIR / "clip" / "prompts.py"), 40)
+    ours = warnings.formatwarning("no background", UserWarning, str(PACKAGE / "clip" / "prompts.py"), 40)
     theirs = warnings.formatwarning("old", DeprecationWarning, "/elsewhere/lib.py", 7)
     assert ours == "UserWarning: no background\n" and theirs.startswith("/elsewhere/lib.py:7: DeprecationWarning: old")
+    warnings.formatwarning = python_s
+    with short_warnings():  # a command's run (fsslib.config.run_command_line)
+        assert warnings.formatwarning("x", UserWarning, str(PACKAGE / "evaluate.py"), 1) == "UserWarning: x\n"
+    assert warnings.formatwarning is python_s
 
 
 def test_a_path_below_the_working_directory_prints_relative(tmp_path, monkeypatch):

@@ -23,7 +23,7 @@ def test_a_misspelt_word_names_the_closest_words_and_how_to_see_them_all(bundle)
         class_embeddings(bundle, ["stripped star"])
     message = str(caught.value)
     assert "'stripped'" in message and "did you mean 'striped'" in message, message
-    assert "sorted(bundle.tokenizer.vocab)" in message
+    assert f"print(sorted(load_clip('{bundle.name}').tokenizer.vocab))" in message  # a command a user can run
     assert len(message) < 400, message  # a few words, not the ~100-word vocabulary
     assert sum(word in message for word in bundle.tokenizer.vocab if len(word) > 3) <= 6
 

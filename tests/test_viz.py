@@ -96,13 +96,16 @@ def test_a_learning_curve_legend_is_not_the_smallest_text():
 def test_per_class_bars_title_each_run_s_miou():
     from fsslib.viz import plot_per_class
 
-    run = {"method": "maskclip", "fold": 0, "shots": 1, "miou": 45.61, "per_class_iou": {"a": 40.0, "b": 51.2}}
-    reference = {"method": "all-foreground", "miou": 9.2, "per_class_iou": {"a": 8.0, "b": 10.4}}
-    alone, beside = plot_per_class(run), plot_per_class(run, reference)
-    assert alone.axes[0].get_title() == "fold 0, 1-shot: mIoU 45.6"
-    assert beside.axes[0].get_title() == "fold 0, mIoU maskclip 45.6, all-foreground 9.2"
-    plt.close(alone)
-    plt.close(beside)
+    run = {"method": "maskclip", "fold": 0, "ways": 1, "shots": 5, "miou": 45.61,
+           "per_class_iou": {"a": 40.0, "b": 51.2}}
+    reference = {"method": "all-foreground", "ways": 1, "shots": 5, "miou": 9.2, "per_class_iou": {"a": 8.0, "b": 10.4}}
+    other = {**reference, "method": "2-way 1-shot", "ways": 2, "shots": 1}
+    figures = plot_per_class(run), plot_per_class(run, reference), plot_per_class(run, other)
+    assert [figure.axes[0].get_title() for figure in figures] == [
+        "fold 0, 1-way 5-shot: mIoU 45.6", "fold 0, 1-way 5-shot: mIoU maskclip 45.6, all-foreground 9.2",
+        "fold 0: mIoU maskclip 45.6, 2-way 1-shot 9.2"]  # settings that differ are the runs' names
+    for figure in figures:
+        plt.close(figure)
 
 
 def test_part_prototypes_name_their_class_and_each_part_s_colour():
@@ -115,7 +118,8 @@ def test_part_prototypes_name_their_class_and_each_part_s_colour():
     assignment = torch.full((8, 8), -1)
     assignment[2:6, 2:4], assignment[2:6, 4:6] = 0, 2  # parts 1 and 3
     seeds = torch.tensor([[3.0, 2.0], [3.0, 5.0]])
-    figure = plot_part_prototypes(torch.rand(3, 32, 32), mask, seeds, seeds + 0.5, assignment, class_name="striped star")
+    figure = plot_part_prototypes(torch.rand(3, 32, 32), mask, seeds, seeds + 0.5, assignment,
+                                  class_name="striped star")
     support, _, parts = figure.axes
     assert support.get_title() == "support: striped star"
     assert [t.get_text() for t in parts.get_legend().get_texts()] == ["part 1", "part 3"]

@@ -81,7 +81,8 @@ def kaiming_init(module: nn.Module) -> nn.Module:
 def feature_reduction(in_channels: int, feature_dim: int, dropout: float, he_init: bool = False) -> nn.Sequential:
     """The official ``down_query`` / ``down_supp`` of PFENet, BAM and HDMNet: 1x1 convolution (no bias), ReLU,
     Dropout2d; PyTorch's default init, or He-normal (:func:`kaiming_init`) with ``he_init``."""
-    layers = nn.Sequential(nn.Conv2d(in_channels, feature_dim, 1, bias=False), nn.ReLU(inplace=True), nn.Dropout2d(dropout))
+    layers = nn.Sequential(nn.Conv2d(in_channels, feature_dim, 1, bias=False), nn.ReLU(inplace=True),
+                           nn.Dropout2d(dropout))
     return kaiming_init(layers) if he_init else layers
 
 

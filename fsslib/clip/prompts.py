@@ -30,15 +30,17 @@ MASKCLIP_BACKGROUND_NAMES: dict[str, tuple[str, ...]] = {
     "toy": ("empty scene",), "pascal": ("building", "ground", "grass", "tree", "sky"), "coco": ()}
 
 
-def background_vocabulary(benchmark: str, chosen: Sequence[str] | None = None) -> list[str]:
+def background_vocabulary(benchmark: str, chosen: Sequence[str] | None = None, method: str = "MaskCLIP",
+                          warn: bool = True) -> list[str]:
     """The background names a text-driven method (MaskCLIP, LFSS's pseudo masks) adds to the class names: ``chosen``
     (a method's ``background_names`` option), else the benchmark's (:data:`MASKCLIP_BACKGROUND_NAMES`). A benchmark
-    without an entry (a dataset folder) gets none, with a warning: every pixel, background included, then goes to
-    a class name (on lesson 09's folder this costs MaskCLIP most of its mIoU)."""
+    without an entry (a dataset folder) gets none, with a warning naming ``method`` when ``warn`` (the method reads
+    the vocabulary's argmax): every pixel, background included, then goes to a class name (on lesson 09's folder
+    this costs MaskCLIP most of its mIoU)."""
     if chosen is not None:
         return list(chosen)
-    if benchmark not in MASKCLIP_BACKGROUND_NAMES:
-        warnings.warn(f"Benchmark {benchmark!r} names no background, so MaskCLIP's vocabulary is the class names alone "
+    if warn and benchmark not in MASKCLIP_BACKGROUND_NAMES:
+        warnings.warn(f"Benchmark {benchmark!r} names no background, so {method}'s vocabulary is the class names alone "
                       "and every pixel, background included, goes to a class. Name it: --options "
                       "background_names=NAME,... (e.g. 'empty scene' for toy scenes; building,ground,grass,tree,sky "
                       "for photographs, MaskCLIP's PASCAL vocabulary).", stacklevel=3)

@@ -247,7 +247,7 @@ def random_augment_batch(
         cos, sin = math.cos(angle) / scale, math.sin(angle) / scale
         thetas.append([[cos * flip, -sin, 0.0], [sin * flip, cos, 0.0]])
         sigmas.append(float(rng.uniform(0.1, 1.0)) if rng.random() < 0.5 else None)
-    grid = F.affine_grid(torch.tensor(thetas), [len(images), 3, *labels.shape[-2:]], align_corners=False)  # (B, H, W, 2)
+    grid = F.affine_grid(torch.tensor(thetas), [len(images), 3, *labels.shape[-2:]], align_corners=False)  # (B,H,W,2)
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     warped = F.grid_sample(images - mean, grid, mode="bilinear", align_corners=False) + mean
     # nearest sampling of (label + 1) so that out-of-image zeros become the ignore label

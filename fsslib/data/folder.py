@@ -50,7 +50,8 @@ def folder_index(root: Path) -> tuple[list[str], tuple[tuple[int, ...], ...], di
     whenever a file of the folder changed (its names, sizes and modification times are the cache's key)."""
     root = Path(root)
     if not root.is_dir():
-        raise DatasetNotFoundError(f"No dataset folder {shown_path(root)}.", f"pass --benchmark folder:PATH with {LAYOUT}.")
+        raise DatasetNotFoundError(f"No dataset folder {shown_path(root)}.",
+                                   f"pass --benchmark folder:PATH with {LAYOUT}.")
     files = [p for p in (root / "classes.txt", root / "folds.json", root / "splits.json") if p.is_file()]
     files += [p for folder in (root / "images", root / "masks") if folder.is_dir() for p in sorted(folder.iterdir())]
     return _index(root, tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in files))
@@ -85,7 +86,8 @@ def _index(root: Path, signature: tuple) -> tuple[list[str], tuple[tuple[int, ..
     splits = _read_splits(root / "splits.json", set(presence), problems)
     if problems:
         shown = problems[:25] + ([f"... and {len(problems) - 25} more"] if len(problems) > 25 else [])
-        raise DatasetNotFoundError(f"The dataset folder {shown_path(root)} has {len(problems)} problem(s):\n    " + "\n    ".join(shown),
+        raise DatasetNotFoundError(f"The dataset folder {shown_path(root)} has {len(problems)} problem(s):\n    "
+                                   + "\n    ".join(shown),
                                    f"fix them; the layout is {LAYOUT}.")
     index = {split: ({s: (str(images[s].relative_to(root)), str(masks[s].relative_to(root))) for s in stems},
                      {s: presence[s] for s in stems}) for split, stems in splits.items()}
@@ -180,7 +182,7 @@ def _check_pair(image_path: Path, mask_path: Path, n_classes: int, problems: lis
         problems.append(f"masks/{mask_path.name} holds only 0 and 255, and 255 means ignore in a dataset folder, so it "
                         f"labels no class: write each object's class id from classes.txt (1..{n_classes}) instead")
         return None
-    if wrong:
+    if wrong and n_classes:  # without classes.txt every id is unknown: that one problem is reported, not each mask
         problems.append(f"masks/{mask_path.name} holds ids {wrong[:5]} not in classes.txt (1..{n_classes}, 255 ignore)")
         return None
     return {int(v): int(c) for v, c in zip(values, counts) if 0 < v <= n_classes}

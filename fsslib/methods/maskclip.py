@@ -35,7 +35,7 @@ class MaskClipOptions(ClipOptions):
                                          at_least=0, at_most=1)
     prompt_denoising: float | None = option(None, "MaskCLIP's prompt-denoising threshold (MaskCLIP+: 0.5; None: off)",
                                              at_least=0, at_most=1)
-    background_names: tuple[str, ...] | None = option(None, "None: the benchmark's background vocabulary")
+    background_names: tuple[str, ...] | None = option(None, "None: the benchmark's background vocabulary", inference=True)
 
 
 OPTIONS = MaskClipOptions

@@ -33,11 +33,13 @@ class OptionError(FsslibError, ValueError):
 
 
 def option(default: Any, help: str, choices: tuple[Any, ...] | None = None, at_least: float | None = None,
-           above: float | None = None, at_most: float | None = None) -> Any:
+           above: float | None = None, at_most: float | None = None, inference: bool = False) -> Any:
     """A dataclass field with its default, its help text and (optionally) its allowed values: ``choices``, or for
-    a number (each entry of a list of numbers) its range, ``at_least`` or ``above`` a bound and ``at_most`` one."""
+    a number (each entry of a list of numbers) its range, ``at_least`` or ``above`` a bound and ``at_most`` one.
+    ``inference``: the option sets what the model reads at inference, not what its weights mean (e.g. the
+    background names of a text-driven pseudo mask), so a checkpoint may be evaluated with another value."""
     bounds = {"at least": at_least, "above": above, "at most": at_most}
-    return field(default=default, metadata={"help": help, "choices": choices,
+    return field(default=default, metadata={"help": help, "choices": choices, "inference": inference,
                                             "range": {word: bound for word, bound in bounds.items() if bound is not None}})
 
 
@@ -86,6 +88,10 @@ class MethodOptions:
             allowed += f" ({'entries ' if many else ''}{range_text(f.metadata['range'])})" if f.metadata.get("range") else ""
             lines.append(f"  {f.name}: {_type_name(hints[f.name])} = {default!r}{allowed}\n      {f.metadata.get('help', '')}")
         return "\n".join(lines) if lines else "  (none)"
+
+    def weights_meaning(self) -> dict[str, Any]:
+        """The options that change what trained weights mean: all but those marked ``inference``."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if not f.metadata.get("inference")}
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values (tuples as lists), as a config or a JSON file holds them."""

@@ -46,7 +46,8 @@ class LfssOptions(ClipOptions):
     pseudo_threshold: float = option(0.5, "the threshold of the softmax and threshold rules", at_least=0,
                                       at_most=1)
     background_names: tuple[str, ...] | None = option(None, "None: the benchmark's (MaskCLIP's five for PASCAL, "
-                                                      "'empty scene' for the toy world, none for COCO)")
+                                                      "'empty scene' for the toy world, none for COCO); a "
+                                                      "checkpoint may be evaluated with others", inference=True)
     alpha: float = option(0.5, "Eq. 3's balance of the refined pseudo mask", at_least=0, at_most=1)
     beta: float = option(0.5, "Eq. 20's balance of the support and query losses", at_least=0, at_most=1)
     grid: int = option(3, "n of Eqs. 7-8, the seed-move grid", at_least=1)
@@ -96,9 +97,9 @@ VARIANTS = {
     "pfenet_augment": {"augment": "pfenet", "resize": "pad"},  # control: PFENet's augmentation and padding, as the other methods train
 }
 
-__all__ = ["OPTIONS", "LFSS", "LfssOptions", "LfssOptionError", "PRESETS", "PseudoMaskGenerator", "SUPPORT_ANNOTATION", "SUPPORT_INPUTS", "VARIANTS",
-           "VARIANT_SUPPORT_INPUTS",
-           "VARIANT_ANNOTATIONS", "build", "pseudo_mask_quality"]
+__all__ = ["OPTIONS", "LFSS", "LfssOptions", "LfssOptionError", "PRESETS", "PseudoMaskGenerator", "SUPPORT_ANNOTATION",
+           "SUPPORT_INPUTS", "VARIANTS", "VARIANT_ANNOTATIONS", "VARIANT_SUPPORT_INPUTS", "build",
+           "pseudo_mask_quality"]
 
 
 def build(cfg: MethodConfig) -> LFSS:
@@ -107,7 +108,10 @@ def build(cfg: MethodConfig) -> LFSS:
     generator = PseudoMaskGenerator(
         load_clip(options.clip, options.clip_pretrained, options.clip_checkpoint),
         class_names=class_list(benchmark, cfg.extra_classes),
-        background_names=background_vocabulary(benchmark.name, options.background_names),
+        background_names=background_vocabulary(  # the vocabulary's argmax, where a pseudo mask is read
+            benchmark.name, options.background_names, method="LFSS's pseudo-mask rule",
+            warn=options.pseudo_mask == "vocabulary"
+            and (options.support_masks == "pseudo" or options.query_mask == "pseudo")),
         rule=options.pseudo_mask, threshold=options.pseudo_threshold, templates=TEMPLATE_SETS[options.templates])
     return LFSS(build_backbone(cfg.backbone, cfg.backbone_weights), generator, feature_dim=options.feature_dim,
                 dropout=options.dropout, alpha=options.alpha, beta=options.beta, grid=options.grid, dps=options.dps,

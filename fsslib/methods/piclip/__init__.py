@@ -92,7 +92,8 @@ VARIANTS = {
     "pir_both": {"priors": ["vvp", "vtp"], "refine": ["vvp", "vtp"]},  # Table 4 row 4
 }
 
-__all__ = ["ClipPriorOptions", "ClipPriors", "OPTIONS", "PRESETS", "PiclipOptions", "SUPPORT_ANNOTATION", "SUPPORT_INPUTS", "VARIANTS", "build", "prior_mass_by_region", "prior_quality",
+__all__ = ["ClipPriorOptions", "ClipPriors", "OPTIONS", "PRESETS", "PiclipOptions", "SUPPORT_ANNOTATION",
+           "SUPPORT_INPUTS", "VARIANTS", "build", "prior_mass_by_region", "prior_quality",
            "shots_fixed_by_training"]
 
 

@@ -197,8 +197,13 @@ def refine_prior(prior: torch.Tensor, refinement: torch.Tensor, boxes: torch.Ten
     refinement: (B, N, N) with N = h * w. The box mask weights the source positions j, as the official code's
     ``trans_mat * aff_mask`` (mask on columns). Returns the prior's shape.
     """
+    if prior.ndim not in (3, 4) or boxes.shape != (prior.shape[0], *prior.shape[-2:]):
+        raise PriorInputError(f"A prior to refine is (B, h, w) or (B, C, h, w) with boxes (B, h, w); got "
+                              f"{tuple(prior.shape)} and boxes {tuple(boxes.shape)}.",
+                              "flatten the extra dimensions into C (e.g. the VVP's blocks and shots: "
+                              "vvp.flatten(1, 2)).")
     batch, height, width = prior.shape[0], *prior.shape[-2:]
-    if refinement.shape != (batch, height * width, height * width) or prior.ndim not in (3, 4):
+    if refinement.shape != (batch, height * width, height * width):
         raise PriorInputError(
             f"Refinement matrix {tuple(refinement.shape)} does not fit a prior of {tuple(prior.shape)}.",
             "compute the attention on the same images and token grid as the prior (CLS row/column dropped).",

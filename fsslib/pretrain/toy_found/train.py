@@ -25,7 +25,8 @@ from fsslib.errors import CheckpointError
 from fsslib.models.files import read_weights
 from fsslib.models.vit import TOY_DINO_CHECKPOINT, VisionTransformer, last_block_taps, load_dino
 from fsslib.paths import CHECKPOINT_DIR, shown_path, weights_root
-from fsslib.pretrain.saving import RunRecord, check_teacher, file_sha256, half_precision, save_checkpoint, write_metadata
+from fsslib.pretrain.saving import (RunRecord, check_teacher, file_sha256, half_precision, save_checkpoint,
+                                   write_metadata)
 from fsslib.pretrain.scenes import render_scenes, to_unit_tensor
 from fsslib.pretrain.toy_found.found import (SIMILARITY_THRESHOLD, STOP_BACKGROUND_STEPS, FoundHead, coarse_background,
                                             found_loss)
