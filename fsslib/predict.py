@@ -30,6 +30,7 @@ import argparse
 import math
 import os
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Union
@@ -267,6 +268,7 @@ def support_tensors(supports: Supports, cfg: Config) -> tuple[torch.Tensor, torc
 
 Picture = Union[torch.Tensor, np.ndarray, Image.Image]  # a picture or mask as a user holds it
 ROUNDING = 1e-3  # how far outside [0, 1] a float picture may stray by rounding (e.g. after interpolation)
+INVERTED_SHARE = 0.9  # a black-and-white mask whose object covers more of the picture and of its border: inverted?
 
 
 def as_picture(picture: Picture, what: str) -> torch.Tensor:
@@ -356,7 +358,13 @@ def as_mask(mask: Picture, what: str) -> torch.Tensor:
         raise InvalidMaskError(f"{what.capitalize()} {problem}: it is not a label image.", SAVE_MASK)
     labels = mask.astype(np.int64)
     if set(values.tolist()) <= {0, IGNORE}:  # black and white: white is the object
-        return torch.from_numpy((labels == IGNORE).astype(np.int64))
+        white = labels == IGNORE
+        border = np.concatenate([white[0], white[-1], white[:, 0], white[:, -1]])
+        if white.mean() > INVERTED_SHARE and border.mean() > INVERTED_SHARE:
+            warnings.warn(f"{what.capitalize()} marks {white.mean():.0%} of the picture as the object, its whole border "
+                          "included: white is the object in a black-and-white mask. If the object is drawn black on "
+                          "white, invert the mask (255 - mask).", stacklevel=2)
+        return torch.from_numpy(white.astype(np.int64))
     binary = (labels != 0).astype(np.int64)
     binary[labels == IGNORE] = IGNORE
     return torch.from_numpy(binary)

@@ -272,6 +272,25 @@ def test_masks_in_the_formats_users_have(tmp_path):
     assert read_mask(tmp_path / "palette.png").tolist() == (shape == 255).astype(int).tolist()
 
 
+
+def test_a_black_and_white_mask_that_looks_inverted_is_read_and_warned_about(tmp_path):
+    """White is the object: a mask whose white covers the picture and all its border was most likely drawn black
+    on white. It is read as given (the rule), with a warning naming the fix; an object mask is read silently."""
+    import warnings
+
+    from fsslib.predict import read_mask
+
+    inverted = np.full((20, 20), 255, np.uint8)
+    inverted[8:12, 8:12] = 0  # a black object on white
+    Image.fromarray(inverted).save(tmp_path / "inverted.png")
+    with pytest.warns(UserWarning, match=r"marks 96% of the picture as the object(.|\n)*invert the mask"):
+        assert read_mask(tmp_path / "inverted.png").sum() == 400 - 16
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Image.fromarray(255 - inverted).save(tmp_path / "object.png")
+        assert read_mask(tmp_path / "object.png").sum() == 16
+
+
 def test_segment_refuses_pictures_of_the_wrong_shape_and_knows_the_benchmark_s_spellings(toy_root):
     from fsslib import predict
     from fsslib.config import make_config
