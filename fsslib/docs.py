@@ -303,6 +303,14 @@ class Results:
             raise unknown(f"constant of {module}", name, constants)
         return value
 
+    def _grid_file(self, grid: str) -> Path:
+        """The file of grid ``grid``, its path under ``papermill_runs/`` without ``.yaml`` (``"paper/piclip"``)."""
+        path = self.root / "papermill_runs" / f"{grid}.yaml"
+        if not path.is_file():
+            raise unknown("grid", grid, sorted(p.relative_to(self.root / "papermill_runs").with_suffix("").as_posix()
+                                               for p in (self.root / "papermill_runs").rglob("*.yaml")))
+        return path
+
     def paper_grids(self) -> list[str]:
         """The paper tier's grids, as :meth:`gpu_hours` names them (``"paper/piclip"``), sorted."""
         return sorted(f"paper/{path.stem}" for path in (self.root / "papermill_runs" / "paper").glob("*.yaml"))
@@ -311,11 +319,7 @@ class Results:
         """How many runs grid ``grid`` (its path under ``papermill_runs/`` without ``.yaml``) expands to."""
         from fsslib.runs import expand
 
-        path = self.root / "papermill_runs" / f"{grid}.yaml"
-        if not path.is_file():
-            raise unknown("grid", grid, sorted(p.relative_to(self.root / "papermill_runs").with_suffix("").as_posix()
-                                               for p in (self.root / "papermill_runs").rglob("*.yaml")))
-        return len(expand(load_grid(path)))
+        return len(expand(load_grid(self._grid_file(grid))))
 
     def gpu_hours(self, grid: str, method: str | None = None, part: str = "total", shots: int | None = None) -> Number:
         """The GPU-hours of a paper-tier grid (``grid`` is its path under ``papermill_runs/`` without ``.yaml``:
@@ -329,11 +333,7 @@ class Results:
             from fsslib.plan import run_plans
             from fsslib.runs import check_parameters, expand, run_folder
 
-            path = self.root / "papermill_runs" / f"{grid}.yaml"
-            if not path.is_file():
-                raise unknown("grid", grid, sorted(p.relative_to(self.root / "papermill_runs").with_suffix("").as_posix()
-                                                   for p in (self.root / "papermill_runs" / "paper").glob("*.yaml")))
-            spec = load_grid(path)
+            spec = load_grid(self._grid_file(grid))
             runs = expand(spec)
             check_parameters(spec, runs)
             smoke = os.environ.pop("FSSLIB_SMOKE", None)  # the grid's own settings, never a smoke test's tiny ones

@@ -12,7 +12,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parent
+from fsslib.paths import PACKAGE_DIR
+
 # Python's own formatter, kept across a reload of this module (while a hook of fsslib's is installed)
 _python_warning = globals().get("_python_warning", warnings.formatwarning)
 
@@ -22,7 +23,7 @@ def short_warning(message: Warning | str, category: type[Warning], filename: str
     """A warning as fsslib prints it to a user: fsslib's own as its category and message (the file and line of
     fsslib that raised it say nothing to a user, and print the path of the machine that ran it); any other
     warning as Python prints it."""
-    if Path(filename).resolve().is_relative_to(PACKAGE):
+    if Path(filename).resolve().is_relative_to(PACKAGE_DIR):
         return f"{category.__name__}: {message}\n"
     return _python_warning(message, category, filename, lineno, line)
 

@@ -62,18 +62,19 @@ def test_setup_sets_one_thread_once_and_says_so(monkeypatch, capsys):
 def test_a_lesson_prints_fsslib_s_warnings_without_their_file(monkeypatch):
     import warnings
 
-    from fsslib.errors import PACKAGE, short_warnings
+    from fsslib.errors import short_warnings
+    from fsslib.paths import PACKAGE_DIR
 
     monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)  # restored after the test
     monkeypatch.setattr(notebook_helpers, "_threads_set", True)  # the test process's thread count stays
     python_s = warnings.formatwarning
     notebook_helpers.setup("cpu")
-    ours = warnings.formatwarning("no background", UserWarning, str(PACKAGE / "clip" / "prompts.py"), 40)
+    ours = warnings.formatwarning("no background", UserWarning, str(PACKAGE_DIR / "clip" / "prompts.py"), 40)
     theirs = warnings.formatwarning("old", DeprecationWarning, "/elsewhere/lib.py", 7)
     assert ours == "UserWarning: no background\n" and theirs.startswith("/elsewhere/lib.py:7: DeprecationWarning: old")
     warnings.formatwarning = python_s
     with short_warnings():  # a command's run (fsslib.config.run_command_line)
-        assert warnings.formatwarning("x", UserWarning, str(PACKAGE / "evaluate.py"), 1) == "UserWarning: x\n"
+        assert warnings.formatwarning("x", UserWarning, str(PACKAGE_DIR / "evaluate.py"), 1) == "UserWarning: x\n"
     assert warnings.formatwarning is python_s
 
 
