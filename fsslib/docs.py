@@ -24,10 +24,13 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import fmean
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from fsslib.errors import FsslibError, unknown
 from fsslib.tables import fold_means, load_grid, read_table, shown
+
+if TYPE_CHECKING:
+    import jinja2
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -532,7 +535,7 @@ def header(source: Path, root: Path = REPO) -> str:
     return HEADER.format(command=COMMAND, source=source.relative_to(root).as_posix())
 
 
-def environment(root: Path = REPO):
+def environment(root: Path = REPO) -> jinja2.Environment:
     """The Jinja2 environment of the sources: undefined names fail, text kept as written."""
     import jinja2
 

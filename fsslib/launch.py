@@ -40,6 +40,8 @@ from fsslib.errors import FsslibError
 from fsslib.paths import write_text
 
 if TYPE_CHECKING:
+    from submitit.helpers import DelayedSubmission
+
     from fsslib.config import Config
 
 RUN_KEYS = ("test_shots", "test_ways", "test_seed")  # what a run sets beside the Config fields
@@ -236,7 +238,7 @@ class SubmititRun:
     def __call__(self) -> dict[str, Any]:
         return self.run(self.params)
 
-    def checkpoint(self, *args: Any, **kwargs: Any):
+    def checkpoint(self, *args: Any, **kwargs: Any) -> DelayedSubmission:
         """submitit calls this on its preemption / time-limit signal: the same run again, resuming from ``last.pt``."""
         from submitit.helpers import DelayedSubmission
 

@@ -20,9 +20,13 @@ import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fsslib.errors import FsslibError, unknown
 from fsslib.paths import PACKAGE_DIR
+
+if TYPE_CHECKING:
+    import nbformat
 
 NOTEBOOKS = PACKAGE_DIR.parent / "notebooks"
 CELL_TIMEOUT_S = 300
@@ -74,7 +78,7 @@ def kernelspec() -> dict[str, str]:
     return {"display_name": spec.display_name, "language": spec.language, "name": "python3"}
 
 
-def saveable(notebook) -> None:
+def saveable(notebook: nbformat.NotebookNode) -> None:
     """Make an executed notebook what a reopened one should show: the widgets' outputs (a widget view,
     whose model is gone once the kernel is, and its one-line text repr) are dropped, so each widget cell
     shows only its static figure until it is run; the widgets' state is not kept; the kernelspec is the

@@ -21,7 +21,7 @@ import traceback
 import uuid
 import warnings
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 from matplotlib.figure import Figure
@@ -31,6 +31,9 @@ from fsslib.device import resolve_device
 from fsslib.errors import FsslibError, short_warning
 from fsslib.methods.base import FewShotSegmenter
 from fsslib.paths import data_root, outputs_root, shown_path, weights_root
+
+if TYPE_CHECKING:
+    import ipywidgets
 
 SMOKE_VARIABLE = "FSSLIB_SMOKE"
 
@@ -129,7 +132,7 @@ def _in_notebook_kernel() -> bool:
     return InteractiveShell.initialized() and type(InteractiveShell.instance()).__name__ == "ZMQInteractiveShell"
 
 
-def interactive_figure(draw: Callable[..., Figure], **controls):
+def interactive_figure(draw: Callable[..., Figure], **controls: ipywidgets.ValueWidget) -> ipywidgets.VBox:
     """A widget that redraws ``draw(**values)`` whenever one of the named ``controls`` (ipywidgets, e.g.
     ``episode=IntSlider(0, 0, 99)``) changes: the controls above an Output showing the figure, the one
     call a lesson needs.
@@ -203,7 +206,7 @@ def interactive_figure(draw: Callable[..., Figure], **controls):
     return box
 
 
-def episode_browser(dataset: EpisodeDataset, draw: Callable[[Episode], Figure]):
+def episode_browser(dataset: EpisodeDataset, draw: Callable[[Episode], Figure]) -> ipywidgets.VBox:
     """A slider over the dataset's episode indices that shows ``draw(episode)`` (see :func:`interactive_figure`)."""
     import ipywidgets as widgets
 

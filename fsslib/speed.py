@@ -25,14 +25,13 @@ by default): :func:`apply_speed_settings`. ``benchmarks/gpu_speed.py`` times eac
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
 from fsslib.blocks.frozen import held_frozen_models
-
-SPEED_SETTINGS = ("compile", "channels_last", "fused_attention")
 
 
 def fused_attention(model: nn.Module, enabled: bool = True) -> int:
@@ -51,7 +50,7 @@ def to_channels_last(model: nn.Module) -> nn.Module:
     return model.to(memory_format=torch.channels_last)
 
 
-def modules_with_frozen(model: nn.Module):
+def modules_with_frozen(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
     """(name, module) of every module of ``model`` and of the frozen models it holds."""
     yield from model.named_modules()
     for name, frozen in held_frozen_models(model):

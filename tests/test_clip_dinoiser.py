@@ -11,6 +11,7 @@ from fsslib.clip import ClipInputError, load_clip, maskclip_features, maskclip_f
 from fsslib.errors import UnknownNameError
 from fsslib.methods.clip_dinoiser.model import (DinoiserHeads, apply_background, background_loss, class_log_scores,
                                                 correlation_loss, guided_pooling, teacher_targets)
+from fsslib.methods.options import OptionError
 
 
 def test_the_tap_is_ln_2_of_the_mid_block_tokens_of_the_same_pass():
@@ -221,6 +222,8 @@ def test_sliding_windows_average_each_window_s_probabilities(tiny_heads_file, to
     assert len(model.templates) == 80  # CLIP's ImageNet templates, the official code's
     with pytest.raises(UnknownNameError, match="option templates"):
         build_method(make_config(method="clip-dinoiser", preset="toy", options={**options, "templates": "many"}))
+    with pytest.raises(OptionError, match="no window is set"):  # a stride alone would be ignored
+        build_method(make_config(method="clip-dinoiser", preset="toy", options={"heads": str(tiny_heads_file), "stride": 32}))
     paper = make_config(method="clip-dinoiser", preset="paper")
     assert (paper.resize, paper.options["window"], paper.options["stride"], paper.image_size) == ("short_side", 448, 224, 448)
 

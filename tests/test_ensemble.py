@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from fsslib.blocks.base_learner import BaseLearner, PyramidPooling, base_class_index
 from fsslib.blocks.ensemble import LearnerEnsemble, ShotWeighting, gram_matrix, scene_difference
+from fsslib.errors import EpisodeShapeError
 from fsslib.models.backbones import build_backbone
 
 pytestmark = pytest.mark.budget(5)
@@ -208,3 +209,12 @@ def test_the_scene_difference_stays_float32_under_bf16_autocast() -> None:
     torch.testing.assert_close(under_autocast, exact, rtol=0, atol=0)
     rounded = scene_difference(query.bfloat16().float(), supports.bfloat16().float())  # the bf16 inputs, in float32
     torch.testing.assert_close(from_bf16, rounded, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("built, given", [(1, 5), (5, 1), (5, 3)])
+def test_the_shot_weighting_refuses_another_number_of_shots(built: int, given: int) -> None:
+    """A 1-shot model given K supports would sum them (weights all one); a K-shot one cannot read other counts:
+    both stop with the count they were built for, whatever path (evaluation, a lesson's helper) called them."""
+    with pytest.raises(EpisodeShapeError, match=f"built for {built} support"):
+        ShotWeighting(built)(torch.rand(2, given))
+    assert ShotWeighting(built)(torch.rand(2, built)).shape == (2, built)

@@ -422,8 +422,8 @@ ANSWERS = {  # the README's answer table: paper -> (its paper file, method, base
     "PI-CLIP on BAM": ("piclip_prior_information_with_clip.md", "piclip-bam", "bam", "BAM"),
     "PI-CLIP on HDMNet": ("piclip_prior_information_with_clip.md", "piclip-hdmnet", "hdmnet", "HDMNet"),
     "LFSS": ("lfss_language_guided_fss.md", "lfss", "pfenet", "PFENet"),
-    "CLIP-DINOiser with support images": ("clip_dinoiser_support_images.md", "clip-dinoiser-support", "maskclip",
-                                          "text MaskCLIP"),
+    "CLIP-DINOiser with support images": ("clip_dinoiser_support_images.md", "clip-dinoiser-support", "clip-dinoiser",
+                                          "text CLIP-DINOiser"),
     "QGNet": ("qgnet_global_local_contrastive.md", "qgnet", "pfenet", "PFENet"),
 }
 SEED_GRIDS = ("zoo_seeds_toy", "qgnet_seeds_toy", "family_seeds_toy", "piclip_baselines_seeds_toy")  # compare_toy.yaml's seeds, a later grid's rows replacing an earlier's
@@ -463,8 +463,12 @@ def test_the_readme_answers_are_the_committed_numbers(paper):
     means = {entry["method"]: entry["1-way 1-shot mIoU"] for entry in comparison_table(compared)}
     toy = row[2]
     assert toy.startswith(f"{tables.shown(means[method])} / {label} {tables.shown(means[baseline])}"), toy
-    if "text CLIP-DINOiser" in toy:  # the same model with text prompts: the strata's pair
-        assert f"; text CLIP-DINOiser {tables.shown(means['clip-dinoiser'])} " in toy, toy
+    if baseline == "clip-dinoiser":  # the trained adapter and text MaskCLIP beside the strata's pair
+        from statistics import fmean
+
+        adapter = fmean(r["miou"] for r in compared if (r["method"], r["variant"], r["ways"], r["shots"])
+                        == ("clip-dinoiser-support", "trained_adapter", 1, 1))
+        assert toy.endswith(f"; trained adapter {tables.shown(adapter)}; text MaskCLIP {tables.shown(means['maskclip'])}"), toy
     if "training-free" not in toy:
         ranges = f"({_fold0_seed_range(method, compared)} / {_fold0_seed_range(baseline, compared)})"
         assert toy.endswith(ranges), (toy, ranges)

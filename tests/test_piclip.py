@@ -364,6 +364,10 @@ def test_prior_mass_by_region_splits_each_query_by_the_target_s_shape_and_fill()
     priors = [p for p in mass if p != "episodes" and not p.endswith(" / target")]
     assert all(0 <= mass[p][r] <= 1 for p in priors for r in REGIONS if mass["episodes"][r])  # priors lie in [0, 1]
     assert all(mass[f"{p} / target"]["target"] == pytest.approx(1.0) for p in priors)  # the target against itself
+    from fsslib.errors import FsslibError
+
+    with pytest.raises(FsslibError, match="PI-CLIP's CLIP priors.*PFENet with MaskedSupportPrior"):  # not a deep trace
+        prior_mass_by_region(build_method(make_config(method="pfenet", fold=0)), episodes)
 
 
 def test_the_cnn_can_see_the_support_blanked_as_the_official_hdmnet_extractor_does():

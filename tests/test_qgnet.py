@@ -139,3 +139,13 @@ def test_a_random_prior_extractor_is_the_one_its_checkpoint_was_trained_beside(t
     torch.rand(100)  # other work moved the generator
     loaded = load_model(replace(cfg, ckpt=str(path)), torch.device("cpu"))
     assert frozen_digests(loaded) == frozen_digests(trained)
+
+
+def test_region_map_statistics_refuse_a_model_without_qgnet_s_region_maps():
+    """PFENet's one-channel prior (or PI-CLIP's channels) would be read as the guided and prior maps: refused."""
+    from fsslib.errors import FsslibError
+    from fsslib.methods.qgnet import region_map_statistics
+
+    pfenet = build_method(make_config(method="pfenet", backbone_weights="random"))
+    with pytest.raises(FsslibError, match="QGNet's guided and prior region maps.*PFENet with MaskedSupportPrior"):
+        region_map_statistics(pfenet, [])

@@ -108,10 +108,10 @@ class FeatureEnrichmentModule(nn.Module):
     shot, refined VTP). Reusable by other methods that bring their own features and priors.
     """
 
-    def __init__(self, feature_dim: int, prior_channels: int = 1, n_scales: int = len(PAPER_BINS),
-                 he_init: bool = True) -> None:
+    def __init__(self, feature_dim: int, prior_channels: int = 1, he_init: bool = True) -> None:
         super().__init__()
         self.prior_channels = prior_channels
+        n_scales = len(PAPER_BINS)  # one branch per bin of pyramid_bins
         self.init_merge = nn.ModuleList(
             nn.Sequential(nn.Conv2d(2 * feature_dim + prior_channels, feature_dim, 1, bias=False), nn.ReLU(inplace=True))
             for _ in range(n_scales))

@@ -38,6 +38,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from fsslib.errors import EpisodeShapeError
+
 GRAM_EPS = 1e-7  # the official get_gram_matrix's
 
 
@@ -87,6 +89,12 @@ class ShotWeighting(nn.Module):
                                            nn.Conv2d(hidden, shots, 1))
 
     def forward(self, differences: torch.Tensor) -> torch.Tensor:
+        if differences.shape[1] != self.shots:  # a 1-shot model would sum K shots; a K-shot one cannot read others
+            raise EpisodeShapeError(
+                f"This model's K-shot weighting was built for {self.shots} support(s) per class and was given "
+                f"{differences.shape[1]}: its layers fit the number of shots it was trained on.",
+                f"give {self.shots} support(s) per class, or use a model trained on {differences.shape[1]}-shot "
+                "episodes (the zoo holds 1- and 5-shot models: --ckpt zoo:5shot)")
         if self.transform is None:
             return torch.ones_like(differences)
         ordered, order = differences.sort(dim=1)  # (B, K) ascending

@@ -37,7 +37,10 @@ def foreground_weights(masks: torch.Tensor, size: Sequence[int], mode: ResizeMod
     return resize_masks((masks == 1).to(dtype).unsqueeze(1), size, mode)
 
 
-def masked_average_pooling(features: torch.Tensor, masks: torch.Tensor, eps: float = 5e-4) -> torch.Tensor:
+MASK_AREA_EPS = 5e-4  # PFENet's weighted GAP: added to a mask's area so that an empty mask divides by no zero
+
+
+def masked_average_pooling(features: torch.Tensor, masks: torch.Tensor, eps: float = MASK_AREA_EPS) -> torch.Tensor:
     """Prototype = mean of the features under the mask (PFENet's weighted GAP, its Eq. 2).
 
     features: (N, C, h, w); masks: (N, H, W) in {0, 1, 255} (255 counts as 0). The mask is

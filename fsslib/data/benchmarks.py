@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from fsslib.data import toyworld
 from fsslib.data.folder import LAYOUT, MIN_CLASS_PIXELS, class_key, folder_index
@@ -160,13 +160,23 @@ def folder_flags(benchmark: str, fold: int, novel_classes: Sequence[int] = ()) -
     return f"--benchmark {benchmark_spec(benchmark)} {classes}"
 
 
-def given_novel_classes(cfg) -> list[int]:
+class BenchmarkSettings(Protocol):
+    """What a benchmark is read from: the fields of :class:`fsslib.config.Config` (and of a method's config) that
+    name it."""
+
+    benchmark: str
+    fold: int
+    coco_folds: str
+    novel_classes: list[int | str]
+
+
+def given_novel_classes(cfg: BenchmarkSettings) -> list[int]:
     """The ids of the novel classes a :class:`~fsslib.config.Config` gives a dataset folder (``--novel-classes``, ids
     or names), or none (the folder's folds.json, or another benchmark)."""
     return benchmark_of(cfg).fold_classes(cfg.fold) if cfg.novel_classes else []
 
 
-def benchmark_of(cfg) -> Benchmark:
+def benchmark_of(cfg: BenchmarkSettings) -> Benchmark:
     """The benchmark a :class:`~fsslib.config.Config` names (with its COCO fold convention and novel classes)."""
     return get_benchmark(cfg.benchmark, cfg.coco_folds, cfg.novel_classes)
 

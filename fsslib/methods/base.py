@@ -33,6 +33,10 @@ from fsslib.data.episodes import IGNORE, EpisodeBatch, EpisodeInputs, OneWayBatc
 from fsslib.errors import EpisodeShapeError, FsslibError
 from fsslib.blocks.frozen import HoldsFrozen
 
+# The toy budget of PFENet and of the methods that share its schedule (PI-CLIP, QGNet, BAM): docs/protocol.md,
+# "How the toy budgets were chosen"
+TOY_TRAINING = dict(epochs=80, lr=3e-3, episodes_per_epoch=480, val_episodes=300, batch_size=8)
+
 
 class MethodConfig(Protocol):
     """The settings a method's ``build(cfg)`` reads (:class:`fsslib.config.Config` has them all)."""

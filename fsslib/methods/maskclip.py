@@ -1,12 +1,28 @@
 """MaskCLIP zero-shot segmentation as a 1-way method: the class name is the only support.
 
-Dense MaskCLIP features of the query (``fsslib.clip.dense.maskclip_features``) are
-compared with the prompt-ensembled text embeddings of *every* class of the benchmark plus a
-background vocabulary (MaskCLIP's open-vocabulary setting, no support image is used). A
-pixel is foreground when the episode's class wins the argmax over that vocabulary; the
-logits returned are ``[best other score, target score]``. Options: :class:`MaskClipOptions`.
+Paper: Zhou, Loy and Dai, "Extract Free Dense Labels from CLIP", ECCV 2022 (its text is not in this repository,
+so the map below names the parts rather than equation numbers). Official code: chongzhou96/MaskCLIP,
+``mmseg/models/decode_heads/maskclip_head.py`` (``MaskClipHead``).
+
+Map of its parts to fsslib (all in :mod:`fsslib.clip.dense`, shared with LFSS, PI-CLIP and CLIP-DINOiser):
+
+* dense features from CLIP's value path (the head's ``v_proj`` and ``c_proj`` at every position):
+  :func:`~fsslib.clip.dense.maskclip_features`;
+* class scores, the cosine of each position's feature with each class's prompt-ensembled text embedding:
+  :func:`~fsslib.clip.dense.cosine_logits`, :func:`~fsslib.clip.class_embeddings`;
+* prompt denoising (``pd_thresh``): :func:`~fsslib.clip.dense.denoise_prompts`;
+* key smoothing (``ks_thresh``): :func:`~fsslib.clip.dense.smooth_with_keys` (``normalize_over="positions"`` is
+  the released code's normalisation, tested in tests/test_clip_layer.py);
+* all together: :func:`~fsslib.clip.segment_with_text`.
+
+As a few-shot method: the query's dense features are compared with the text embeddings of *every* class of the
+benchmark plus a background vocabulary (MaskCLIP's open-vocabulary setting; no support image is used). A pixel
+is foreground when the episode's class wins the argmax over that vocabulary; the logits returned are
+``[best other score, target score]``. Options: :class:`MaskClipOptions`.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -14,8 +30,6 @@ import torch.nn.functional as F
 from fsslib.clip import TEMPLATE_SETS, background_vocabulary, class_embeddings, load_clip, segment_with_text
 from fsslib.data.benchmarks import benchmark_of, class_list
 from fsslib.data.episodes import OneWayInputs
-from dataclasses import dataclass
-
 from fsslib.errors import unknown
 from fsslib.methods.base import FewShotSegmenter, MethodConfig
 from fsslib.methods.options import ClipOptions, option
@@ -23,7 +37,6 @@ from fsslib.methods.options import ClipOptions, option
 SUPPORT_ANNOTATION = "class names"  # no support image: zero-shot
 SUPPORT_INPUTS = ("names",)
 BACKBONE = False  # no ResNet backbone: backbone_weights does not apply
-
 
 
 @dataclass(frozen=True)

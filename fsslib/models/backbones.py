@@ -291,7 +291,8 @@ def load_toy_resnet(weights: str | Path | None = None) -> ToyResNet:
     return backbone
 
 
-BACKBONES = ("resnet50-deepstem", "resnet50", "toy-resnet")
+DEEP_STEM = "resnet50-deepstem"  # PSPNet's deep-stem ResNet-50: the paper backbone of PFENet, PI-CLIP, QGNet, BAM, HDMNet
+BACKBONES = (DEEP_STEM, "resnet50", "toy-resnet")
 
 
 def build_backbone(name: str, weights: str | Path | None = None) -> MultiLevelBackbone:

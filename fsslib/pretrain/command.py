@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+T = typing.TypeVar("T")  # a settings dataclass
+
 
 def add_run_flags(parser: argparse.ArgumentParser, evaluate_help: str) -> None:
     """Add ``--threads``, ``--evaluate CKPT`` and ``--no-progress`` to a stand-in's parser."""
@@ -43,7 +45,7 @@ def add_settings_flags(parser: argparse.ArgumentParser, settings_class: type) ->
                             help=setting.metadata["help"])
 
 
-def settings_from(args: argparse.Namespace, settings_class: type):
+def settings_from(args: argparse.Namespace, settings_class: type[T]) -> T:
     """The settings dataclass filled from parsed flags (see :func:`add_settings_flags`)."""
     return settings_class(**{f.name: getattr(args, f.name) for f in dataclasses.fields(settings_class)})
 

@@ -1,23 +1,25 @@
 """CLIP-DINOiser's parts: the correlation and background heads, guided pooling and the background rule.
 
 Wysoczańska et al., "CLIP-DINOiser: Teaching CLIP a few DINO tricks" (ECCV 2024); checked against
-wysoczanska/clip_dinoiser ``models/clip_dinoiser/clip_dinoiser.py`` and ``train.py``.
+wysoczanska/clip_dinoiser ``models/clip_dinoiser/clip_dinoiser.py`` and ``train.py``. That paper's text is not in
+this repository (only the support-image report is), so the map below names each part and its function, with the
+formula as the official code computes it, rather than the paper's equation numbers.
 
 With X (B, C, h, w) an intermediate CLIP block's features (``ln_2`` of block -3 of ViT-B/16;
 :func:`fsslib.clip.maskclip_features_and_tap`) and F (B, D, h, w) the MaskCLIP features:
 
-* **Correlation head**: ``Z = conv3x3(X)`` (C -> 256, replicate padding),
+* **Correlation head** (:class:`CorrelationHead`): ``Z = conv3x3(X)`` (C -> 256, replicate padding),
   ``A[n, m] = cos(Z_n, Z_m)``; trained so that ``A`` predicts the teacher's correlations
-  ``cos(v_n, v_m) >= gamma`` (DINO's last-block values, gamma = 0.2), BCE with ``max(A, 0)`` as
-  the logits.
-* **Background head**: ``b = conv1x1(X / |X|)`` (C -> 1), a foreground logit; trained against the
-  background teacher's (FOUND's) saliency > 0.5, BCE.
-* **Guided pooling**: ``A' = A`` where ``A >= gamma``, else 0;
+  ``cos(v_n, v_m) >= gamma`` (DINO's last-block values, gamma = 0.2; :func:`teacher_targets`), BCE with
+  ``max(A, 0)`` as the logits (:func:`correlation_loss`).
+* **Background head** (:class:`BackgroundHead`): ``b = conv1x1(X / |X|)`` (C -> 1), a foreground logit; trained
+  against the background teacher's (FOUND's) saliency > 0.5, BCE (:func:`background_loss`).
+* **Guided pooling** (:func:`guided_pooling`): ``A' = A`` where ``A >= gamma``, else 0;
   ``F'_n = sum_m A'[n, m] F_m / (sum_m A'[n, m] + 1e-6)``.
-* **Scores**: ``P = softmax(100 cos(F'_n, t_c))`` over the vocabulary t_c (class 0 = background);
-  fsslib keeps them as log-probabilities.
-* **Background rule**: where the background head says background (``sigmoid(b) <= 0.5``) and
-  the pixel is uncertain (``max_c P_c < delta``, delta = 0.99), class 0 gets score 1.
+* **Scores** (:func:`class_log_scores`): ``P = softmax(100 cos(F'_n, t_c))`` over the vocabulary t_c (class 0 =
+  background); fsslib keeps them as log-probabilities.
+* **Background rule** (:func:`apply_background`): where the background head says background
+  (``sigmoid(b) <= 0.5``) and the pixel is uncertain (``max_c P_c < delta``, delta = 0.99), class 0 gets score 1.
 """
 from __future__ import annotations
 

@@ -41,6 +41,7 @@ from fsslib.errors import FsslibError, unknown
 from fsslib.methods.base import FewShotSegmenter, model_inputs
 from fsslib.methods.clip_dinoiser.model import (DELTA, GAMMA, DinoiserHeads, apply_background, class_log_scores,
                                                 guided_pooling)
+from fsslib.methods.options import OptionError
 
 PROMPTS = ("text", "support", "masked_support", "text_support")
 LOG_FLOOR = 1e-6  # upsampled scores below it count as log(1e-6): finite logits for the evaluator's cross-entropy
@@ -67,6 +68,10 @@ class ClipDinoiserSegmenter(FewShotSegmenter):
         self.templates = templates
         self.gamma, self.delta, self.pooling, self.background_head = gamma, delta, pooling, background_head
         self.window, self.stride = window, stride if stride is not None else window
+        if window is None and stride is not None:
+            raise OptionError(f"Option stride={stride} of CLIP-DINOiser slides a window, but no window is set: the "
+                              "query would be read in one window and the stride ignored.",
+                              "pass --options window=N with it (the paper: window=448, stride=224), or leave stride out")
         if window is not None:
             check_window(window, self.stride)
             if window < bundle.patch_size:

@@ -1,7 +1,8 @@
 """HDMNet (Peng et al., CVPR 2023) as an fsslib method: ``build(cfg)``, ``OPTIONS``, ``PRESETS``.
 
 :mod:`~fsslib.methods.hdmnet.model` holds the pipeline and the official code's departures; the transformer and its
-distillation loss are shared blocks (:mod:`fsslib.blocks.hierarchical`), as PI-CLIP on HDMNet reuses them.
+distillation loss are shared blocks (:mod:`fsslib.blocks.hierarchical`). PI-CLIP on HDMNet builds the whole model
+through :func:`hdmnet_model` with its own prior source (:mod:`fsslib.methods.piclip.hdmnet`).
 
 The frozen base learner (PSPNet on the fold's base classes) is BAM's first stage, the same file for BAM and
 HDMNet: ``fsslib/checkpoints/zoo/base-learner-fold{F}.pt`` on the toy world (:func:`frozen_files`), made by
@@ -23,6 +24,7 @@ from fsslib.data.benchmarks import benchmark_of
 from fsslib.methods.base import MethodConfig
 from fsslib.methods.hdmnet.model import SIMILARITY_SCALE, HDMNet
 from fsslib.methods.options import BaseLearnerOptions, option
+from fsslib.models.backbones import DEEP_STEM
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,7 @@ class HDMNetOptions(BaseLearnerOptions):
 
 
 OPTIONS = HDMNetOptions
-PAPER_BACKBONE = "resnet50-deepstem"  # HDMNet's PSPNet: model/resnet.py's resnet50(deep_base=True), PFENet's
+PAPER_BACKBONE = DEEP_STEM  # HDMNet's PSPNet: model/resnet.py's resnet50(deep_base=True), PFENet's
 # The toy tier's 8 x 8 map: the paper's strides give levels of 8, 4 and 2, and its reductions shrink the keys to 2 x 2 at
 # every level; half the paper's width (32, heads 1/2/4) trains faster on 2 cores than the paper's width.
 TOY_SIZE = dict(feature_dim=64, embed_dims=32, heads=[1, 2, 4], match_heads=1)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import torch
 
 from fsslib.blocks import prototype_cosine
+from fsslib.blocks.masks import MASK_AREA_EPS
 
 
 def support_attention(query: torch.Tensor, query_masks: torch.Tensor, support: torch.Tensor,
@@ -45,7 +46,7 @@ def focused_prototype(query: torch.Tensor, query_masks: torch.Tensor, support: t
     weights = support_attention(query, query_masks, support, support_masks).mean(dim=1)  # (N, hw_s): A^y
     masked_support = (support * support_masks.unsqueeze(1)).flatten(2)  # (N, C, hw_s)
     area = support_masks.flatten(1).sum(dim=1, keepdim=True).to(support.dtype)  # (N, 1)
-    return (masked_support * weights.unsqueeze(1)).sum(dim=-1) / (area + 5e-4)
+    return (masked_support * weights.unsqueeze(1)).sum(dim=-1) / (area + MASK_AREA_EPS)
 
 
 def correlation_maps(prototype: torch.Tensor, query: torch.Tensor, query_masks: torch.Tensor,

@@ -5,7 +5,7 @@ the tier presets: the paper tier is PFENet's PASCAL recipe (SGD lr 0.0025, momen
 weight decay 1e-4, poly 0.9, batch 4, 200 epochs, 473 x 473) on the official code's backbone,
 PSPNet's deep-stem ImageNet ResNet-50 dilated (``PAPER_BACKBONE``; ``backbone="resnet50"`` is
 torchvision's).
-The toy budget (``TOY_TRAINING``, shared by the methods built on PFENet: PI-CLIP, QGNet) is 80 epochs at lr 3e-3:
+The toy budget (:data:`fsslib.methods.base.TOY_TRAINING`, shared with PI-CLIP, QGNet and BAM) is 80 epochs at lr 3e-3:
 twice it moved PFENet and PI-CLIP on fold 1 by less than the noise (``piclip_budget_160``); how it was chosen,
 and what the validation curves say at it: docs/protocol.md, "How the toy budgets were chosen" (``piclip_toy``
 shows each fold's curve).
@@ -15,10 +15,10 @@ from __future__ import annotations
 from fsslib.blocks.priors import MaskedSupportPrior, NoPrior
 from dataclasses import dataclass
 
-from fsslib.methods.base import MethodConfig
+from fsslib.methods.base import TOY_TRAINING, MethodConfig
 from fsslib.methods.options import DecoderOptions, option
 from fsslib.methods.pfenet.model import PFENet
-from fsslib.models.backbones import build_backbone
+from fsslib.models.backbones import DEEP_STEM, build_backbone
 
 PRIOR_SOURCES = {"masked_support": MaskedSupportPrior, "none": NoPrior}
 
@@ -32,8 +32,7 @@ class PFENetOptions(DecoderOptions):
 
 OPTIONS = PFENetOptions
 VARIANTS = {"no_prior": {"prior": "none"}}
-PAPER_BACKBONE = "resnet50-deepstem"  # the official model/resnet.py's resnet50(deep_base=True): PI-CLIP's, QGNet's too
-TOY_TRAINING = dict(epochs=80, lr=3e-3, episodes_per_epoch=480, val_episodes=300, batch_size=8)
+PAPER_BACKBONE = DEEP_STEM  # the official model/resnet.py's resnet50(deep_base=True)
 PRESETS = {
     "toy": dict(**TOY_TRAINING, options={"feature_dim": 64}),
     "paper": dict(backbone=PAPER_BACKBONE, options={"init": "pytorch"}),  # else PFENetOptions' defaults: the paper's

@@ -12,13 +12,13 @@ from fsslib.clip import load_clip
 from fsslib.data.benchmarks import benchmark_of, class_list
 from dataclasses import dataclass
 
-from fsslib.methods.base import MethodConfig
+from fsslib.methods.base import TOY_TRAINING, MethodConfig
 from fsslib.methods.options import ClipOptions, DecoderOptions, option, redefault
-from fsslib.methods.pfenet import PAPER_BACKBONE, TOY_TRAINING, PFENet
+from fsslib.methods.pfenet import PFENet
 from fsslib.methods.piclip.model import VTP_ACTIVATIONS, VTP_PROMPT_SETS, ClipPriors
 from fsslib.methods.piclip.priors import BOX_THRESHOLD, PIR_BLOCKS
 from fsslib.methods.piclip.quality import prior_mass_by_region, prior_quality
-from fsslib.models.backbones import build_backbone
+from fsslib.models.backbones import DEEP_STEM, build_backbone
 
 
 
@@ -81,7 +81,7 @@ PRESETS = {
     # PI-CLIP trains 30 epochs (Sec. 4.1), batch 4 for 1-shot (2 for 5-shot: set batch_size=2), tau = 0.01
     # PI-CLIP follows BAM's rule: training images that contain a novel class are dropped
     # the backbone: PFENet's deep-stem ResNet-50 (the official code's initmodel/resnet50_v2.pth); else PiclipOptions' defaults
-    "paper": dict(epochs=30, novel_rule="bam", backbone=PAPER_BACKBONE, options={"vtp_temperature": 0.01, "init": "pytorch"}),
+    "paper": dict(epochs=30, novel_rule="bam", backbone=DEEP_STEM, options={"vtp_temperature": 0.01, "init": "pytorch"}),
 }
 VARIANTS = {
     "vtp": {"priors": ["vtp"], "refine": ["vtp"]},  # Table 3, baseline + VTP

@@ -147,16 +147,13 @@ def visual_visual_prior(query_tokens: torch.Tensor, support_tokens: torch.Tensor
 # --------------------------------------------------------------------------- PIR (Eqs. 9-11)
 
 
-def sinkhorn_normalise(attention: torch.Tensor, iterations: int = 1) -> torch.Tensor:
+def sinkhorn_normalise(attention: torch.Tensor) -> torch.Tensor:
     """D = Sinkhorn(A) (Eq. 10) for (B, N, N) maps: divide by column sums, then by row sums.
 
     One iteration, as the official code: afterwards rows sum to 1 exactly and columns approximately.
     """
-    matrix = attention
-    for _ in range(iterations):
-        matrix = matrix / matrix.sum(dim=1, keepdim=True)  # columns sum to 1
-        matrix = matrix / matrix.sum(dim=2, keepdim=True)  # rows sum to 1
-    return matrix
+    columns_normalised = attention / attention.sum(dim=1, keepdim=True)  # columns sum to 1
+    return columns_normalised / columns_normalised.sum(dim=2, keepdim=True)  # rows sum to 1
 
 
 def refinement_matrix(mean_attention: torch.Tensor, squarings: int = 0) -> torch.Tensor:

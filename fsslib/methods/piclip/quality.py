@@ -16,10 +16,22 @@ import torch.nn.functional as F
 from fsslib.blocks.priors import MaskedSupportPrior
 from fsslib.data.episodes import EpisodeDataset, OneWayInputs, collate_episodes
 from fsslib.data.toyworld import class_attributes
-from fsslib.metrics import FewShotMeter, score_at_label_size
+from fsslib.errors import FsslibError
 from fsslib.methods.pfenet import PFENet
+from fsslib.methods.piclip.model import ClipPriors
+from fsslib.metrics import FewShotMeter, score_at_label_size
 
 PRIOR_THRESHOLD = 0.5
+
+
+def _require_piclip(model: PFENet) -> torch.device:
+    """The device of ``model``, a PI-CLIP model on PFENet; a clear error for any other model."""
+    if not (isinstance(model, PFENet) and isinstance(model.prior, ClipPriors)):
+        raise FsslibError(f"The prior analyses read PI-CLIP's CLIP priors beside PFENet's, and this model is a "
+                          f"{type(model).__name__} with {type(getattr(model, 'prior', None)).__name__} priors.",
+                          'build PI-CLIP on PFENet: build_method(make_config(method="piclip", ...)), or load its zoo '
+                          'model (predict.load("piclip", fold=F))')
+    return next(model.parameters()).device
 
 
 def prior_maps(model: PFENet, batch: OneWayInputs, present: list[list[int]]) -> dict[str, torch.Tensor]:
@@ -45,11 +57,12 @@ def prior_quality(model: PFENet, episodes: EpisodeDataset, batch_size: int = 16)
     (1-based block, shots averaged), ``vtp``, ``vtp_refined`` and ``vtp_present_labels`` (refined VTP
     with the official code's prompts of every class present in the query, i.e. reading its labels).
     """
+    device = _require_piclip(model)  # a model on a GPU reads its batches there
     model = model.eval()
     meters: dict[str, FewShotMeter] = {}
     for start in range(0, len(episodes), batch_size):
         items = [episodes[i] for i in range(start, min(start + batch_size, len(episodes)))]
-        batch = collate_episodes(items)  # 1-way: the labels hold 0, 1 and 255
+        batch = collate_episodes(items).to(device)  # 1-way: the labels hold 0, 1 and 255
         inputs = batch.inputs(image_labels=True).one_way()  # the labels feed vtp_present_labels only
         present = [[c - 1 for c in classes] for classes in inputs.query_classes]  # image-level labels, as rows
         with torch.no_grad():
@@ -79,13 +92,14 @@ def prior_mass_by_region(model: PFENet, episodes: EpisodeDataset, batch_size: in
     region's pixels (upsampled to the label size as a prediction is), averaged over the episodes whose query
     holds that region (their count under ``"episodes"``), and under ``"<region> / target"`` that mean divided
     by the prior's mean on the target in the same episodes. 1-way toy test ``episodes``."""
+    device = _require_piclip(model)
     model = model.eval()
     sums: dict[str, dict[str, float]] = {}
     target_sums: dict[str, dict[str, float]] = {}  # the target's value, summed over the episodes holding a region
     counts = dict.fromkeys(REGIONS, 0)
     for start in range(0, len(episodes), batch_size):
         indices = range(start, min(start + batch_size, len(episodes)))
-        batch = collate_episodes([episodes[i] for i in indices]).inputs(image_labels=True).one_way()
+        batch = collate_episodes([episodes[i] for i in indices]).to(device).inputs(image_labels=True).one_way()
         with torch.no_grad():
             maps = prior_maps(model, batch, [[c - 1 for c in classes] for classes in batch.query_classes])
         for row, index in enumerate(indices):
@@ -96,7 +110,7 @@ def prior_mass_by_region(model: PFENet, episodes: EpisodeDataset, batch_size: in
                 counts[region] += 1
             for name, prior in maps.items():
                 up = F.interpolate(prior[row][None, None].float(), size=label.shape, mode="bilinear",
-                                   align_corners=True)[0, 0].numpy()  # (H, W)
+                                   align_corners=True)[0, 0].cpu().numpy()  # (H, W)
                 on_target = float(up[regions["target"]].mean())
                 for region, inside in regions.items():
                     sums.setdefault(name, dict.fromkeys(REGIONS, 0.0))[region] += float(up[inside].mean())

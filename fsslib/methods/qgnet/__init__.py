@@ -20,11 +20,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fsslib.errors import CheckpointError, unknown
-from fsslib.methods.base import MethodConfig
+from fsslib.methods.base import TOY_TRAINING, MethodConfig
 from fsslib.methods.options import DecoderOptions, option
-from fsslib.methods.pfenet import PAPER_BACKBONE, TOY_TRAINING, PFENet
+from fsslib.methods.pfenet import PFENet
 from fsslib.methods.qgnet.model import PROJECTIONS, QgnetOptionError, RegionMaps, prior_region_map, region_map_statistics
-from fsslib.models.backbones import MOCO_BACKBONE, MultiLevelBackbone, ToyResNet, build_backbone, load_moco_resnet50, load_toy_resnet
+from fsslib.models.backbones import DEEP_STEM, MOCO_BACKBONE, MultiLevelBackbone, ToyResNet, build_backbone, load_moco_resnet50, load_toy_resnet
 from fsslib.paths import CHECKPOINT_DIR, WEIGHTS_DOC
 
 TOY_PRIORS = {  # shipped toy prior extractor -> the `python -m fsslib.pretrain toy-qgnet-prior` flags that make it
@@ -57,7 +57,7 @@ PRESETS = {
     "toy": dict(**TOY_TRAINING, options={"feature_dim": 64}),
     # the official code's: PFENet's recipe (SGD 0.0025, poly 0.9, batch 4, 200 epochs, 473 x 473) and bridge
     # backbone (the deep-stem ResNet-50); the prior extractor is a standard-stem MoCo ResNet-50 whatever the backbone
-    "paper": dict(backbone=PAPER_BACKBONE, options={"init": "pytorch"}),  # else QGNetOptions' defaults
+    "paper": dict(backbone=DEEP_STEM, options={"init": "pytorch"}),  # else QGNetOptions' defaults
 }
 VARIANTS = {
     "official_projection": {"projection": "official"},

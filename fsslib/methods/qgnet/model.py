@@ -101,6 +101,11 @@ def region_map_statistics(model: PFENet, batches: Iterable[OneWayBatch],
     """Table VII (recall of each region map at each threshold, Eq. 16) and Sec. IV-C (its mean on and off the
     objects) of a QGNet model over episode batches: :class:`~fsslib.metrics.RegionMapMeter` summaries of the
     ``"guided"`` and ``"prior"`` region maps, upsampled to the query labels' size (bilinear, aligned corners)."""
+    if not isinstance(getattr(model, "prior", None), RegionMaps):  # another model's channels would be read as these
+        raise FsslibError(f"Region map statistics read QGNet's guided and prior region maps, and this model is a "
+                          f"{type(model).__name__} with {type(getattr(model, 'prior', None)).__name__} priors.",
+                          'build QGNet: build_method(make_config(method="qgnet", ...)), or load its zoo model '
+                          '(predict.load("qgnet", fold=F))')
     meters = {"guided": RegionMapMeter(thresholds), "prior": RegionMapMeter(thresholds)}
     for batch in batches:
         maps = model.prior_maps(batch.inputs())  # (B, 2, h, w): guided, prior (the model reads inputs only)
