@@ -29,6 +29,7 @@ from fsslib.methods.lfss.dps import (
     distributed_prototypes,
     move_seeds,
     place_seeds,
+    seed_table,
     spatial_scale,
     superpixel_area,
     superpixel_counts,
@@ -150,6 +151,37 @@ def test_eq6_seeds_are_distance_transform_maxima_removed_one_by_one():
     assert place_seeds(mask, 2).tolist() == [[2, 2], [2, 4]]  # (2, 3) is now 1 from the first seed
     # the image border counts as background: a full mask's seed is its centre
     assert place_seeds(np.ones((3, 3), dtype=bool), 1).tolist() == [[1, 1]]
+
+
+def _seeds_one_mask_at_a_time(mask: np.ndarray, count: int) -> np.ndarray:
+    """Eq. 6 on one mask, one distance transform per seed: the reference for the side-by-side placement."""
+    from scipy.ndimage import distance_transform_edt
+
+    remaining = np.pad(mask, 1)
+    seeds = []
+    for _ in range(count):
+        distance = distance_transform_edt(remaining)
+        row, col = np.unravel_index(np.argmax(distance), distance.shape)
+        remaining[row, col] = False
+        seeds.append((row - 1, col - 1))
+    return np.array(seeds, dtype=np.int64).reshape(count, 2)
+
+
+@pytest.mark.parametrize("size", [(8, 8), (6, 11), (60, 60)])
+def test_eq6_seeds_of_a_batch_placed_side_by_side_equal_one_mask_at_a_time(size):
+    """seed_table places every mask's seeds in shared rounds on one canvas: the same seeds as one mask at a time
+    (random, full, empty and one-cell masks; counts 0 to 5 and the padding of the table at 0)."""
+    generator = torch.Generator().manual_seed(7)
+    masks = torch.rand(40, *size, generator=generator) < torch.rand(40, 1, 1, generator=generator)
+    masks[0], masks[1], masks[2] = True, False, False
+    masks[2, 0, -1] = True  # one cell in a corner
+    counts = torch.minimum(torch.randint(0, 6, (40,), generator=generator), masks.flatten(1).sum(1))
+    counts[0], counts[2] = 5, 1
+    seeds, valid = seed_table(masks, counts)
+    assert seeds.shape == (40, int(counts.max()), 2) and valid.sum(1).tolist() == counts.tolist()
+    for mask, count, row_seeds in zip(masks.numpy(), counts.tolist(), seeds):
+        assert row_seeds[:count].tolist() == _seeds_one_mask_at_a_time(mask, count).tolist()
+        assert not row_seeds[count:].any()
 
 
 def test_eq7_8_seeds_move_to_the_most_query_like_cell_of_their_grid():

@@ -57,27 +57,43 @@ def place_seeds(mask: np.ndarray, count: int) -> np.ndarray:
     Each seed is the first (row-major) maximum of the distance to the nearest cell outside the
     mask, earlier seed or image border; the seed's cell then leaves the mask.
     """
-    remaining = np.pad(mask.astype(bool), 1)  # one background cell around: the image border counts as background
-    seeds = np.zeros((count, 2), dtype=np.int64)
-    for index in range(count):
-        distance = distance_transform_edt(remaining)
-        row, col = np.unravel_index(np.argmax(distance), distance.shape)
-        remaining[row, col] = False
-        seeds[index] = (row - 1, col - 1)
+    return _place_seeds_side_by_side(mask[None].astype(bool), np.array([count]), count)[0]
+
+
+def _place_seeds_side_by_side(masks: np.ndarray, counts: np.ndarray, rounds: int) -> np.ndarray:
+    """:func:`place_seeds` for T masks (T, h, w) at once: seeds (T, rounds, 2), zero past each mask's count.
+
+    The masks, each padded with one background cell, lie side by side in one canvas, so each round is one distance
+    transform for all. A cell's nearest background cell is on its own mask's padding at worst (the padding's cell in
+    the same row or column is nearer than any cell of another mask), so each mask's distances are its own.
+    """
+    tiles, height, width = masks.shape
+    remaining = np.pad(masks, ((0, 0), (1, 1), (1, 1)))  # (T, h+2, w+2): the image border counts as background
+    seeds = np.zeros((tiles, rounds, 2), dtype=np.int64)
+    for index in range(rounds):
+        active = np.flatnonzero(counts > index)  # the masks that still take a seed this round: A of them
+        canvas = remaining[active].transpose(1, 0, 2).reshape(height + 2, -1)  # (h+2, A (w+2)): side by side
+        distance = distance_transform_edt(canvas).reshape(height + 2, len(active), width + 2).transpose(1, 0, 2)
+        row, col = np.unravel_index(distance.reshape(len(active), -1).argmax(axis=1), (height + 2, width + 2))
+        remaining[active, row, col] = False  # the first (row-major) maximum of each mask leaves it
+        seeds[active, index] = np.stack([row - 1, col - 1], axis=1)
     return seeds
 
 
 def seed_table(masks: torch.Tensor, counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Seeds of N masks (N, h, w) bool, ``counts[n]`` each, padded: seeds (N, S, 2) long, valid (N, S) bool.
 
-    S = the largest count (0 when every count is 0).
+    S = the largest count (0 when every count is 0). Every mask's seeds are placed in the same rounds
+    (:func:`_place_seeds_side_by_side`): at most 5 distance transforms per call, not one per seed.
     """
     width = int(counts.max()) if len(counts) else 0
+    counts_cpu = counts.cpu()
     seeds = torch.zeros(len(masks), width, 2, dtype=torch.long)
-    valid = torch.arange(width)[None, :] < counts.cpu()[:, None]  # (N, S)
-    for index, (mask, count) in enumerate(zip(masks.cpu().numpy(), counts.tolist())):
-        if count:
-            seeds[index, :count] = torch.from_numpy(place_seeds(mask, count))
+    valid = torch.arange(width)[None, :] < counts_cpu[:, None]  # (N, S)
+    seeded = torch.nonzero(counts_cpu > 0).flatten()  # masks without seeds stay out of the canvas
+    if len(seeded):
+        placed = _place_seeds_side_by_side(masks.cpu().numpy()[seeded.numpy()], counts_cpu[seeded].numpy(), width)
+        seeds[seeded] = torch.from_numpy(placed)
     return seeds.to(masks.device), valid.to(masks.device)
 
 
