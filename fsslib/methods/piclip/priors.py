@@ -95,15 +95,16 @@ def vtp_prompt_table(
                               "pass one list of present class rows per query.")
     others = [[int(c) for c in present if int(c) != int(target)]
               for present, target in zip(present_indices, class_indices)]
+    classes = target_text.shape[0]
+    table = torch.cat([target_text, non_target_text, target_text.new_zeros(1, target_text.shape[-1])])  # (2C+1, D)
+    padding = 2 * classes  # the zero row: an invalid entry
     width = 2 + 2 * max(len(o) for o in others)
-    prompts = target_text.new_zeros(batch, width, target_text.shape[-1])  # (B, n, D)
-    valid = torch.zeros(batch, width, dtype=torch.bool, device=target_text.device)  # (B, n)
-    for row, (target, other) in enumerate(zip(class_indices.tolist(), others)):
-        rows = [target_text[target], non_target_text[target]]
-        rows += [target_text[c] for c in other] + [non_target_text[c] for c in other]
-        prompts[row, : len(rows)] = torch.stack(rows)
-        valid[row, : len(rows)] = True
-    return prompts, valid
+    index = torch.full((batch, width), padding, dtype=torch.long)  # (B, n) rows of the table
+    for row, (target, other) in enumerate(zip(class_indices.tolist(), others)):  # the labels are host-side lists
+        entries = [target, classes + target, *other, *(classes + c for c in other)]
+        index[row, : len(entries)] = torch.tensor(entries)
+    index = index.to(target_text.device)
+    return table[index], index != padding  # (B, n, D), (B, n)
 
 
 # --------------------------------------------------------------------------- VVP (Eqs. 5-8)
