@@ -120,14 +120,18 @@ def load_model_and_config(cfg: Config, device: torch.device) -> tuple[FewShotSeg
         if missing or other:
             found = "; ".join(part for part in (f"other weights in {', '.join(other)}" if other else "",
                                                 f"no {', '.join(missing)}" if missing else "") if part)
+            fold = trained.get("fold", cfg.fold)
+            per_fold = (f"it was trained on fold {fold}, whose frozen models this run did not load: pass "
+                        f"--fold {fold} (fold={fold}); else ") if fold != cfg.fold else ""
+            fix = ("build the model with the frozen weights it was trained with (the same backbone_weights and shipped "
+                   f"checkpoints), or train it again; for the zoo: {ZOO_REMAKE}" if cfg.benchmark == "toy" or not
+                   names_zoo(cfg.ckpt) else f"the zoo's models were trained on the toy world: train {cfg.method} on "
+                   f"{cfg.benchmark} beside its own frozen models (`python -m fsslib.train --method {cfg.method} "
+                   f"{benchmark_flags(cfg)} --out RUN`), then pass --ckpt RUN/best.pt.")
             raise CheckpointError(
                 f"Checkpoint {path} was trained beside frozen models that this {cfg.method!r} model does not hold as "
                 f"they were ({found}): its trained layers would read features they were not trained on.",
-                "build the model with the frozen weights it was trained with (the same backbone_weights and shipped "
-                f"checkpoints), or train it again; for the zoo: {ZOO_REMAKE}" if cfg.benchmark == "toy" or not
-                names_zoo(cfg.ckpt) else f"the zoo's models were trained on the toy world: train {cfg.method} on "
-                f"{cfg.benchmark} beside its own frozen models (`python -m fsslib.train --method {cfg.method} "
-                f"{benchmark_flags(cfg)} --out RUN`), then pass --ckpt RUN/best.pt.")
+                per_fold + fix)
         try:
             model.load_state_dict(state["model"])
         except RuntimeError as error:

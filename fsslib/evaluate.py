@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from fsslib.config import Config, make_config, run_command_line
-from fsslib.data.benchmarks import Benchmark, benchmark_of, get_benchmark
+from fsslib.data.benchmarks import Benchmark, benchmark_of, benchmark_spec, get_benchmark
 from fsslib.data.episodes import EpisodeDataset
 from fsslib.data.folder import class_key
 from fsslib.device import resolve_device
@@ -50,7 +50,7 @@ def check_novel_classes_unseen(cfg: Config, benchmark: Benchmark, trained: dict 
     if not both:
         return
     where = f"{trained['benchmark']} fold {trained['fold']}"
-    if trained["benchmark"] == cfg.benchmark:
+    if benchmark_spec(trained["benchmark"]) == benchmark_spec(cfg.benchmark):  # a folder however its path is written
         given = trained.get("novel_classes")
         novel = f" --novel-classes {','.join(map(str, given))}" if given else ""
         raise CheckpointError(

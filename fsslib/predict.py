@@ -50,6 +50,7 @@ from fsslib.errors import (CheckpointError, CorruptImageError, DatasetNotFoundEr
                            EpisodeShapeError, FsslibError, InvalidMaskError)
 from fsslib.methods import METHODS, builds_backbone, check_shots, method_options_type, method_variants, support_inputs
 from fsslib.methods.base import FewShotSegmenter
+from fsslib.methods.options import BaseLearnerOptions
 from fsslib.paths import atomic_path, save_figure, shown_path
 from fsslib.viz import WAY_COLOURS, plot_prediction
 from fsslib.zoo import names_zoo
@@ -526,9 +527,9 @@ def run(args: argparse.Namespace) -> dict[str, tuple[Path, Path]]:
     reads = support_inputs(cfg.method, cfg.variant, cfg.options)
     if "names" in reads and not args.class_name:
         raise FsslibError(f"{args.method} reads the class name of each way.", "give --class-name NAME for each way.")
-    if args.fold is not None and not names_zoo(args.ckpt):
-        print(f"warning: --fold {args.fold} picks which zoo model --ckpt zoo loads; without it, it changes nothing.",
-              file=sys.stderr)
+    if args.fold is not None and not names_zoo(args.ckpt) and not issubclass(kind, BaseLearnerOptions):
+        print(f"warning: --fold {args.fold} picks which zoo model --ckpt zoo loads (and, for the BAM family, the "
+              "fold's frozen base learner); without them it changes nothing.", file=sys.stderr)
     if args.backbone_weights is not None and not builds_backbone(args.method):
         print(f"warning: {args.method} builds no ResNet backbone: --backbone-weights changes nothing.", file=sys.stderr)
     queries = [read_image(path) for path in args.query]  # every file is read and checked before any model is built

@@ -428,6 +428,22 @@ def test_a_harmless_input_the_method_ignores_is_warned_about(scene_files, tmp_pa
     assert "warning: all-foreground builds no ResNet backbone: --backbone-weights changes nothing" in error
 
 
+def test_fold_picks_the_bam_family_s_base_learner_for_a_checkpoint_file(scene_files, tmp_path, capsys):
+    """For BAM (and HDMNet, PI-CLIP on them) --fold also picks the frozen base learner: a fold-1 checkpoint given as a
+    file loads with --fold 1, unwarned; without it the refusal names --fold 1."""
+    from fsslib.paths import PACKAGE_DIR
+    from fsslib.predict import main
+
+    fold_1 = str(PACKAGE_DIR / "checkpoints" / "zoo" / "bam-fold1-1shot.pt")
+    common = ["--method", "bam", "--ckpt", fold_1, "--query", str(scene_files["query"]), "--class-name", "solid circle",
+              "--support", str(scene_files["support"]), "--support-mask", str(scene_files["mask"])]
+    assert main([*common, "--fold", "1", "--out", str(tmp_path / "with")]) == 0
+    assert "--fold 1 picks" not in capsys.readouterr().err
+    assert main([*common, "--out", str(tmp_path / "without")]) == 2
+    refusal = capsys.readouterr().err
+    assert "trained on fold 1" in refusal and "pass --fold 1" in refusal
+
+
 def test_the_paper_tier_without_its_weights_says_which_file_is_missing(tmp_path, monkeypatch):
     """Notebook 09's last section: building the paper tier's PFENet where no weights were fetched stops at once,
     naming the missing file and docs/paper_tier.md (no download, no model half built)."""
