@@ -223,7 +223,8 @@ def test_sliding_windows_average_each_window_s_probabilities(tiny_heads_file, to
     with pytest.raises(UnknownNameError, match="option templates"):
         build_method(make_config(method="clip-dinoiser", preset="toy", options={**options, "templates": "many"}))
     with pytest.raises(OptionError, match="no window is set"):  # a stride alone would be ignored
-        build_method(make_config(method="clip-dinoiser", preset="toy", options={"heads": str(tiny_heads_file), "stride": 32}))
+        build_method(make_config(method="clip-dinoiser", preset="toy",
+                                 options={"heads": str(tiny_heads_file), "stride": 32}))
     paper = make_config(method="clip-dinoiser", preset="paper")
     assert (paper.resize, paper.options["window"], paper.options["stride"], paper.image_size) == ("short_side", 448, 224, 448)
 

@@ -468,7 +468,8 @@ def test_the_readme_answers_are_the_committed_numbers(paper):
 
         adapter = fmean(r["miou"] for r in compared if (r["method"], r["variant"], r["ways"], r["shots"])
                         == ("clip-dinoiser-support", "trained_adapter", 1, 1))
-        assert toy.endswith(f"; trained adapter {tables.shown(adapter)}; text MaskCLIP {tables.shown(means['maskclip'])}"), toy
+        beside = f"; trained adapter {tables.shown(adapter)}; text MaskCLIP {tables.shown(means['maskclip'])}"
+        assert toy.endswith(beside), toy
     if "training-free" not in toy:
         ranges = f"({_fold0_seed_range(method, compared)} / {_fold0_seed_range(baseline, compared)})"
         assert toy.endswith(ranges), (toy, ranges)

@@ -291,7 +291,8 @@ def load_toy_resnet(weights: str | Path | None = None) -> ToyResNet:
     return backbone
 
 
-DEEP_STEM = "resnet50-deepstem"  # PSPNet's deep-stem ResNet-50: the paper backbone of PFENet, PI-CLIP, QGNet, BAM, HDMNet
+DEEP_STEM = "resnet50-deepstem"  # PSPNet's deep-stem ResNet-50: the paper backbone of PFENet, PI-CLIP, QGNet, BAM and
+# HDMNet
 BACKBONES = (DEEP_STEM, "resnet50", "toy-resnet")
 
 

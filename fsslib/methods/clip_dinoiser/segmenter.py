@@ -71,7 +71,8 @@ class ClipDinoiserSegmenter(FewShotSegmenter):
         if window is None and stride is not None:
             raise OptionError(f"Option stride={stride} of CLIP-DINOiser slides a window, but no window is set: the "
                               "query would be read in one window and the stride ignored.",
-                              "pass --options window=N with it (the paper: window=448, stride=224), or leave stride out")
+                              "pass --options window=N with it (the paper: window=448, stride=224), or leave stride "
+                              "out")
         if window is not None:
             check_window(window, self.stride)
             if window < bundle.patch_size:

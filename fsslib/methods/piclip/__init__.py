@@ -81,7 +81,8 @@ PRESETS = {
     # PI-CLIP trains 30 epochs (Sec. 4.1), batch 4 for 1-shot (2 for 5-shot: set batch_size=2), tau = 0.01
     # PI-CLIP follows BAM's rule: training images that contain a novel class are dropped
     # the backbone: PFENet's deep-stem ResNet-50 (the official code's initmodel/resnet50_v2.pth); else PiclipOptions' defaults
-    "paper": dict(epochs=30, novel_rule="bam", backbone=DEEP_STEM, options={"vtp_temperature": 0.01, "init": "pytorch"}),
+    "paper": dict(epochs=30, novel_rule="bam", backbone=DEEP_STEM,
+                  options={"vtp_temperature": 0.01, "init": "pytorch"}),
 }
 VARIANTS = {
     "vtp": {"priors": ["vtp"], "refine": ["vtp"]},  # Table 3, baseline + VTP

@@ -24,7 +24,8 @@ from fsslib.methods.base import TOY_TRAINING, MethodConfig
 from fsslib.methods.options import DecoderOptions, option
 from fsslib.methods.pfenet import PFENet
 from fsslib.methods.qgnet.model import PROJECTIONS, QgnetOptionError, RegionMaps, prior_region_map, region_map_statistics
-from fsslib.models.backbones import DEEP_STEM, MOCO_BACKBONE, MultiLevelBackbone, ToyResNet, build_backbone, load_moco_resnet50, load_toy_resnet
+from fsslib.models.backbones import (DEEP_STEM, MOCO_BACKBONE, MultiLevelBackbone, ToyResNet, build_backbone,
+                                     load_moco_resnet50, load_toy_resnet)
 from fsslib.paths import CHECKPOINT_DIR, WEIGHTS_DOC
 
 TOY_PRIORS = {  # shipped toy prior extractor -> the `python -m fsslib.pretrain toy-qgnet-prior` flags that make it
