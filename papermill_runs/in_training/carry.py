@@ -5,7 +5,8 @@ that trains over several sittings).
     python papermill_runs/in_training/carry.py load FOLDER OUTPUTS   # back, then: python -m fsslib.runs GRID --resume
 
 A finished run is one with ``metrics.json``. Its best checkpoint is kept in float16, as the zoo ships it (the zoo's
-export converts it so anyway); its metrics, training summary, log and executed notebook are copied as they are.
+export converts it so anyway); its metrics, training summary and log are copied as they are (the executed notebook, megabytes of figures, is
+not: the grid's table and the zoo do not read it).
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import torch
 
 from fsslib.pretrain.saving import half_precision, save_checkpoint
 
-RECORDS = ("metrics.json", "train_summary.json", "log.jsonl", "90_train_eval.ipynb")
+RECORDS = ("metrics.json", "train_summary.json", "log.jsonl")  # the executed notebook (figures, MBs) stays behind
 
 
 def save(outputs: Path, folder: Path) -> list[str]:
