@@ -30,7 +30,12 @@ from fsslib.errors import CheckpointError, FsslibError
 from fsslib.paths import atomic_path, write_text
 from fsslib.provenance import run_provenance
 
-__all__ = ["checkpoint_path", "evaluate_model", "load_checkpoint", "load_model", "main", "open_source", "run"]
+__all__ = ["FewEpisodesWarning", "checkpoint_path", "evaluate_model", "load_checkpoint", "load_model", "main", "open_source",
+           "run"]
+
+
+class FewEpisodesWarning(UserWarning):
+    """Some of the fold's classes drew no episode: the mIoU averages the others only, so it is no fold score."""
 
 
 def check_novel_classes_unseen(cfg: Config, benchmark: Benchmark, trained: dict | None, checkpoint: str | None) -> None:
@@ -87,7 +92,8 @@ def run(cfg: Config | None = None, **overrides) -> dict:
     unseen = len(dataset.classes) - len(runs[0]["per_class_iou"])
     if unseen:
         warnings.warn(f"{unseen} of the fold's {len(dataset.classes)} classes had no episode among the "
-                      f"{cfg.episodes}: mIoU averages the others only; use more episodes for a fold score.")
+                      f"{cfg.episodes}: mIoU averages the others only; use more episodes for a fold score.",
+                      FewEpisodesWarning)
     metrics = {
         "miou": statistics.fmean(r["miou"] for r in runs),
         "fbiou": statistics.fmean(r["fbiou"] for r in runs),

@@ -462,12 +462,11 @@ def export_to_zoo(run_dir: Path, command: str, rows: list[dict], root: Path | No
     """Write a trained run (``run_dir/best.pt`` and its logs) into the zoo as float16 weights and provenance;
     returns the checkpoint's path. The .json's ``check`` is measured on the written float16 weights; ``budget``
     (:func:`budget_record`) says why the run's budget is its plateau."""
-    from fsslib import evaluate
     from fsslib.config import Config
     from fsslib.methods import frozen_files
     from fsslib.models.files import read_weights
     from fsslib.pretrain.saving import file_sha256, half_precision, save_checkpoint
-    from fsslib.zoo import CHECK_EPISODES, zoo_name, zoo_root
+    from fsslib.zoo import measure_check, zoo_name, zoo_root
 
     root = root or zoo_root()
     state = read_weights(run_dir / "best.pt", "The run's best checkpoint", f"finish the run first: it is not in {run_dir}.")
@@ -480,9 +479,6 @@ def export_to_zoo(run_dir: Path, command: str, rows: list[dict], root: Path | No
     summary = json.loads((run_dir / "train_summary.json").read_text())
     elapsed = [record["elapsed_s"] for record in summary["history"]]  # restarts at 0 when a run is resumed
     sittings = [last for last, following in zip(elapsed, [*elapsed[1:], 0.0]) if following < last]  # each sitting's time
-    check_config = Config(**{**config, "ckpt": str(path), "episodes": CHECK_EPISODES, "out": str(run_dir / "zoo_check"),
-                             "progress": False, "device": "cpu"})
-    check = evaluate.run(check_config)
     provenance = {
         "name": name, "method": config["method"], "variant": config["variant"], "fold": config["fold"],
         "train_shots": config["shots"], "tier": config["preset"], "command": command,
@@ -492,8 +488,7 @@ def export_to_zoo(run_dir: Path, command: str, rows: list[dict], root: Path | No
         "best_val_miou": summary["best_val_miou"],
         "validation_curve": [[h["epoch"], h["val_miou"]] for h in summary["history"] if h.get("val_miou") is not None],
         "test_rows": [{k: row[k] for k in ("ways", "shots", "episodes", "miou", "fbiou")} for row in rows],
-        "check": {"episodes": CHECK_EPISODES, "ways": 1, "shots": config["shots"], "seed": config["seed"],
-                  "miou": check["miou"], "fbiou": check["fbiou"]},
+        "check": measure_check(path, config),
         "checkpoint": {"file": path.name, "bytes": path.stat().st_size, "sha256": file_sha256(path), "dtype": "float16"},
         "frozen_files": {role: {"file": _shown_path(Path(file)), "sha256": file_sha256(_located(Path(file)))}
                          for role, file in frozen_files(Config(**config)).items()},

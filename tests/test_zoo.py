@@ -15,6 +15,9 @@ from fsslib.config import make_config
 from fsslib.errors import CheckpointError
 from fsslib.runs import export_to_zoo
 
+# a zoo model's check is a fingerprint on CHECK_EPISODES episodes, not a fold score: some classes draw no episode
+pytestmark = pytest.mark.filterwarnings("ignore::fsslib.evaluate.FewEpisodesWarning")
+
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
@@ -44,6 +47,25 @@ def test_an_exported_run_is_found_by_ckpt_zoo_and_repeats_its_recorded_check(tra
     assert check["checkpoint"] == str(path)
     with pytest.raises(CheckpointError, match="It holds: prototype-fold1-1shot"):
         evaluate.load_model(make_config(method="prototype", fold=2, ckpt="zoo"), torch.device("cpu"))
+
+
+def test_recheck_measures_the_check_again_and_changes_nothing_else(trained_run, tmp_path, monkeypatch, capsys):
+    """After CHECK_EPISODES changes, ``python -m fsslib.zoo --recheck`` writes each model's check anew."""
+    run_dir, row = trained_run
+    monkeypatch.setenv("FSSLIB_ZOO", str(tmp_path))
+    path = export_to_zoo(run_dir, "test", [row])
+    exported = json.loads(path.with_suffix(".json").read_text())
+    monkeypatch.setattr(zoo, "CHECK_EPISODES", 5)
+    zoo.main(["--recheck"])
+    rechecked = json.loads(path.with_suffix(".json").read_text())
+    assert rechecked["check"]["episodes"] == 5 and rechecked["check"]["miou"] != exported["check"]["miou"]
+    assert {k: v for k, v in rechecked.items() if k != "check"} == {k: v for k, v in exported.items() if k != "check"}
+    check = evaluate.run(make_config(method="prototype", fold=1, ckpt="zoo", episodes=5, out=tmp_path / "check",
+                                     progress=False))
+    assert check["miou"] == pytest.approx(rechecked["check"]["miou"], abs=1e-9)
+    assert "prototype-fold1-1shot" in capsys.readouterr().out
+    with pytest.raises(CheckpointError, match="It holds: prototype-fold1-1shot"):
+        zoo.main(["--recheck", "pfenet-fold0-1shot"])
 
 
 def test_ckpt_zoo_names_the_training_shots():
