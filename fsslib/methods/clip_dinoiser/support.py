@@ -7,8 +7,9 @@ its reported 4.8% / 4.1% mIoU was scored against the query image instead of its 
 (``shared/reference``), so there is no valid published number to compare with.
 
 Options: those of ``clip-dinoiser`` (:mod:`fsslib.methods.clip_dinoiser`) with ``prompts="support"``.
-``VARIANTS``: ``trained_adapter`` (the paper's training, see the segmenter), ``masked_support`` and
-``text_support`` (beyond the paper), and the ablations of guided pooling and of the background head.
+``VARIANTS``: ``trained_adapter`` (fsslib's training on base-class episodes with the paper's Sec. 4.2 settings,
+see the segmenter), ``masked_support`` and ``text_support`` (beyond the paper), and the ablations of guided
+pooling and of the background head.
 """
 from __future__ import annotations
 

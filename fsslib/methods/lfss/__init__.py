@@ -37,7 +37,8 @@ class LfssOptions(ClipOptions):
     method = "lfss"
     clip: str = redefault(ClipOptions, "clip", "RN50")
     clip_pretrained: str | None = redefault(ClipOptions, "clip_pretrained", "openai")
-    feature_dim: int = option(256, "channels of the learnable 1x1 reduction (256 paper, 64 toy)", at_least=1)
+    feature_dim: int = option(256, "channels of the learnable 1x1 reduction (256 on the paper preset, 64 toy)",
+                              at_least=1)
     dropout: float = option(0.5, "dropout of the reduction", at_least=0, at_most=1)
     pseudo_mask: str = option("vocabulary", "how MaskCLIP's cosines become a mask: vocabulary (the class wins the argmax "
                               "over every class and background name), softmax (against the background names, above "
@@ -48,7 +49,8 @@ class LfssOptions(ClipOptions):
     background_names: tuple[str, ...] | None = option(None, "None: the benchmark's (MaskCLIP's five for PASCAL, "
                                                       "'empty scene' for the toy world, none for COCO); a "
                                                       "checkpoint may be evaluated with others", inference=True)
-    alpha: float = option(0.5, "Eq. 3's balance of the refined pseudo mask", at_least=0, at_most=1)
+    alpha: float = option(0.5, "Eq. 3's weight of the support's foreground prototype against the query's",
+                          at_least=0, at_most=1)
     beta: float = option(0.5, "Eq. 20's balance of the support and query losses", at_least=0, at_most=1)
     grid: int = option(3, "n of Eqs. 7-8, the seed-move grid", at_least=1)
     refiner_level: str = option("layer3", "the frozen level the refiner compares (layer3, as SSP)", REFINER_LEVELS)

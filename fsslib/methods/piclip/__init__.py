@@ -79,7 +79,8 @@ SUPPORT_INPUTS = ("images", "masks", "names")
 PRESETS = {
     "toy": dict(**TOY_TRAINING, options={"feature_dim": 64, "clip": "toy-vit", "clip_pretrained": None}),
     # PI-CLIP trains 30 epochs (Sec. 4.1), batch 4 for 1-shot (2 for 5-shot: set batch_size=2), tau = 0.01
-    # PI-CLIP follows BAM's rule: training images that contain a novel class are dropped
+    # the official code's rule (it builds on BAM's and HDMNet's code): training images with a novel class are dropped;
+    # the paper says only that other settings follow each baseline (Sec. 4.1)
     # the backbone: PFENet's deep-stem ResNet-50 (the official code's initmodel/resnet50_v2.pth); else PiclipOptions' defaults
     "paper": dict(epochs=30, novel_rule="bam", backbone=DEEP_STEM,
                   options={"vtp_temperature": 0.01, "init": "pytorch"}),

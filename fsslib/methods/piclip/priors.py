@@ -1,11 +1,15 @@
 """PI-CLIP's training-free priors (Wang et al., CVPR 2024) as standalone batched functions.
 
-* VTP, visual-text prior (Eqs. 1-4): :func:`visual_text_prior`, softmax-GradCAM of the
-  target prompt "a photo of {c}." against the non-target prompt "a photo without {c}.".
+* VTP, visual-text prior (Eqs. 1-4): :func:`visual_text_prior` wires the softmax score of the
+  target prompt against the non-target one (Eqs. 1-2, :func:`fsslib.clip.gradcam.softmax_score`)
+  into GradCAM (Eqs. 3-4, :func:`fsslib.clip.gradcam.gradcam_from_activations`). The prompts
+  "a photo of {c}." and "a photo without {c}." are the official code's (Sec. 3.3 writes them
+  without the full stop).
 * VVP, visual-visual prior (Eqs. 5-8): :func:`visual_visual_prior`, max cosine similarity
   of every query token to the masked support tokens, min-max normalised.
-* PIR, prior information refinement (Eqs. 9-11): :func:`sinkhorn_normalise`,
-  :func:`refinement_matrix`, :func:`box_mask`, :func:`refine_prior`.
+* PIR, prior information refinement (Eqs. 9-11): the block-averaged attention of Eq. 9 is
+  :meth:`fsslib.clip.dense.Taps.mean_attention`; Eq. 10 is :func:`sinkhorn_normalise` and
+  :func:`refinement_matrix`; Eq. 11 is :func:`box_mask` and :func:`refine_prior`.
 
 Every function works on a whole batch at once (one GradCAM backward pass for all queries);
 the official code loops over the images of a batch.
