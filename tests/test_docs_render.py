@@ -41,7 +41,7 @@ def quoting_pages() -> list[str]:
     summaries, the checkpoints' and the zoo's READMEs."""
     pages = ["README.md", "fsslib/checkpoints/README.md", "fsslib/checkpoints/zoo/README.md"]
     pages += [p.relative_to(REPO).as_posix() for p in (REPO / "docs").rglob("*.md")
-              if docs.SOURCES not in p.relative_to(REPO).parents and p.name != "plateau.md"]  # plateau.md: a pointer
+              if docs.SOURCES not in p.relative_to(REPO).parents]
     pages += [p.relative_to(REPO).as_posix() for kind in ("answer", "notes", "summary")
               for p in (REPO / "papermill_runs").rglob(f"*.{kind}.md")]
     return sorted(pages)
