@@ -73,7 +73,9 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import tempfile
 import time
+import warnings
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from functools import partial
 from pathlib import Path
@@ -466,7 +468,7 @@ def export_to_zoo(run_dir: Path, command: str, rows: list[dict], root: Path | No
     from fsslib.methods import frozen_files
     from fsslib.models.files import read_weights
     from fsslib.pretrain.saving import file_sha256, half_precision, save_checkpoint
-    from fsslib.zoo import measure_check, zoo_name, zoo_root
+    from fsslib.zoo import zoo_name, zoo_root
 
     root = root or zoo_root()
     state = read_weights(run_dir / "best.pt", "The run's best checkpoint", f"finish the run first: it is not in {run_dir}.")
@@ -496,6 +498,44 @@ def export_to_zoo(run_dir: Path, command: str, rows: list[dict], root: Path | No
     }
     write_text(path.with_suffix(".json"), json.dumps(provenance, indent=1) + "\n")
     return path
+
+
+def measure_check(path: Path, config: dict[str, Any]) -> dict[str, Any]:
+    """The ``check`` of a zoo model's .json: the mIoU and FB-IoU of the weights at ``path`` on the first
+    :data:`~fsslib.zoo.CHECK_EPISODES` 1-way test episodes of the run's ``config`` (its fold, shots and seed), on
+    the CPU. A fingerprint of the weights and the code that reads them, not a fold score."""
+    from fsslib import evaluate
+    from fsslib.config import Config
+    from fsslib.zoo import CHECK_EPISODES
+
+    with tempfile.TemporaryDirectory() as out, warnings.catch_warnings():
+        warnings.simplefilter("ignore", evaluate.FewEpisodesWarning)  # too few episodes for every class: expected
+        check = evaluate.run(Config(**{**config, "ckpt": str(path), "episodes": CHECK_EPISODES, "ways": 1, "out": out,
+                                       "progress": False, "device": "cpu"}))
+    return {"episodes": CHECK_EPISODES, "ways": 1, "shots": config["shots"], "seed": config["seed"],
+            "miou": check["miou"], "fbiou": check["fbiou"]}
+
+
+def recheck_zoo(grid_path: str | Path) -> list[Path]:
+    """Measure the check of each zoo model that grid ``grid_path`` exports again (:func:`measure_check`) and write it
+    into the model's .json, everything else unchanged: after :data:`~fsslib.zoo.CHECK_EPISODES` changes. Returns
+    the models' paths."""
+    from fsslib.models.files import read_weights
+
+    grid = load_grid(grid_path)
+    if not grid.get("zoo"):
+        raise FsslibError(f"Grid {grid['name']} exports no zoo model.",
+                          f"name a grid that does: {', '.join(ZOO_GRIDS)}.")
+    paths = []
+    for params in zoo_runs(grid, expand(grid)):
+        path = zoo_checkpoint(params["method"], params["fold"], params.get("shots", 1), params.get("variant", ""))
+        record = path.with_suffix(".json")
+        info = json.loads(record.read_text())
+        state = read_weights(path, "A zoo model", f"re-make it: python -m fsslib.runs {grid_path}")
+        info["check"] = measure_check(path, state["config"])
+        write_text(record, json.dumps(info, indent=1) + "\n")
+        paths.append(path)
+    return paths
 
 
 def _located(file: Path) -> Path:
@@ -577,12 +617,20 @@ def main(argv: list[str] | None = None) -> None:
                         help="continue an interrupted grid: keep finished runs, resume the others from their last.pt")
     parser.add_argument("--table-only", action="store_true",
                         help="run nothing: write the table again from the runs' outputs (e.g. after a 'beside' grid changed)")
+    parser.add_argument("--recheck-zoo", action="store_true",
+                        help="run nothing: measure the check of each zoo model this grid exports again (its mIoU on "
+                             "the first test episodes, which the tests repeat) and write it into the model's .json")
     parser.add_argument("--from-csv", action="store_true",
                         help="run nothing, need no outputs: write the means over folds and the comparison with the 'beside' "
                              "grids again from the committed CSV files")
     args = parser.parse_args(argv)
     try:
         name = load_grid(args.grid)["name"] + ("_smoke" if args.smoke else "_set" if args.settings else "")
+        if args.recheck_zoo:
+            for path in recheck_zoo(args.grid):
+                check = json.loads(path.with_suffix(".json").read_text())["check"]
+                print(f"{path.stem:45s} check mIoU {check['miou']:.4f} on {check['episodes']} episodes")
+            return
         if args.from_csv and (args.smoke or args.table_only):
             parser.error("--from-csv runs nothing: it goes with neither --smoke nor --table-only")
         if args.plan:

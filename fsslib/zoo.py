@@ -5,7 +5,7 @@
                                                              # (fsslib.runs.export_to_zoo)
     python -m fsslib.evaluate --method pfenet --fold 2 --ckpt zoo
     python -m fsslib.zoo                                     # what the zoo holds
-    python -m fsslib.zoo --recheck                           # measure each model's check again (CHECK_EPISODES)
+    python -m fsslib.runs papermill_runs/zoo_toy.yaml --recheck-zoo   # its models' checks measured again
 
 A zoo model is ``fsslib/checkpoints/zoo/<method>[-<variant>]-fold<f>-<k>shot.pt`` (the run's ``best.pt``
 in float16, the trained weights only: frozen backbones, CLIP towers and prior extractors are not in
@@ -22,10 +22,7 @@ import json
 import os
 import re
 import sys
-import tempfile
-import warnings
 from pathlib import Path
-from typing import Any
 
 from fsslib.errors import CheckpointError
 from fsslib.methods import shots_fixed_by_training
@@ -54,23 +51,11 @@ def zoo_runs(grid: dict, runs: list[dict]) -> list[dict]:
                               "write zoo: true (every run goes into the zoo) or zoo: default_variant (the runs "
                               "without a variant).")
     return runs if setting is True else [params for params in runs if not params.get("variant")]
+
+
 # test episodes the .json's check (and the tests) evaluate the float16 weights on: a fingerprint of the weights and
 # the code that reads them, not a fold score (some of a fold's classes draw no episode among so few)
 CHECK_EPISODES = 12
-
-
-def measure_check(path: Path, config: dict[str, Any]) -> dict[str, Any]:
-    """The ``check`` of a zoo model's .json: the mIoU and FB-IoU of the weights at ``path`` on the first
-    :data:`CHECK_EPISODES` 1-way test episodes of the run's ``config`` (its fold, shots and seed), on the CPU."""
-    from fsslib import evaluate
-    from fsslib.config import Config
-
-    with tempfile.TemporaryDirectory() as out, warnings.catch_warnings():
-        warnings.simplefilter("ignore", evaluate.FewEpisodesWarning)
-        check = evaluate.run(Config(**{**config, "ckpt": str(path), "episodes": CHECK_EPISODES, "ways": 1, "out": out,
-                                       "progress": False, "device": "cpu"}))
-    return {"episodes": CHECK_EPISODES, "ways": 1, "shots": config["shots"], "seed": config["seed"],
-            "miou": check["miou"], "fbiou": check["fbiou"]}
 
 
 def zoo_name(method: str, fold: int, train_shots: int, variant: str = "") -> str:
@@ -119,40 +104,9 @@ def zoo_checkpoint(method: str, fold: int, train_shots: int, variant: str = "", 
     return path
 
 
-def recheck(names: list[str]) -> None:
-    """Measure the check of each named zoo model again (:func:`measure_check`) and write it into its .json: after
-    :data:`CHECK_EPISODES` changes. The weights, and everything else the .json records, stay as they are."""
-    from fsslib.models.files import read_weights
-    from fsslib.paths import write_text
-
-    for name in names:
-        path = zoo_checkpoint_file(name)
-        record = path.with_suffix(".json")
-        info = json.loads(record.read_text())
-        info["check"] = measure_check(path, read_weights(path, "A zoo model", f"re-make the zoo: {ZOO_REMAKE}")["config"])
-        write_text(record, json.dumps(info, indent=1) + "\n")
-        print(f"{name:45s} check mIoU {info['check']['miou']:.4f} on {CHECK_EPISODES} episodes")
-
-
-def zoo_checkpoint_file(name: str) -> Path:
-    """The checkpoint of the zoo model ``name`` (e.g. ``pfenet-fold0-1shot``); an unknown name lists the zoo."""
-    path = zoo_root() / f"{name}.pt"
-    if not path.is_file():
-        raise CheckpointError(f"The zoo holds no model {name!r}. It holds: {', '.join(zoo_entries()) or 'nothing yet'}.",
-                              "name one of those (python -m fsslib.zoo lists them).")
-    return path
-
-
 def main(argv: list[str] | None = None) -> None:
-    """Print what the zoo holds: each model's best validation mIoU, its epoch and its size; or ``--recheck``."""
-    parser = argparse.ArgumentParser(prog="python -m fsslib.zoo", description="List the shipped toy model zoo.")
-    parser.add_argument("--recheck", nargs="*", metavar="NAME",
-                        help="measure the check of the named zoo models (none named: every model) again on "
-                             f"{CHECK_EPISODES} test episodes and write it into their .json")
-    args = parser.parse_args(argv)
-    if args.recheck is not None:
-        recheck(args.recheck or zoo_entries())
-        return
+    """Print what the zoo holds: each model's best validation mIoU, its epoch and its size."""
+    argparse.ArgumentParser(prog="python -m fsslib.zoo", description="List the shipped toy model zoo.").parse_args(argv)
     entries = zoo_entries()
     if not entries:
         print(f"The zoo is empty: {ZOO_REMAKE}")

@@ -26,7 +26,8 @@ def _imports(tree: ast.AST, typing_only: bool) -> set[str]:
         if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING" and not typing_only:
             return
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("fsslib"):
-            found.add(node.module)
+            found.add(node.module)  # `from fsslib import evaluate` imports the module fsslib.evaluate too
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
         elif isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names if alias.name.startswith("fsslib"))
         for child in ast.iter_child_nodes(node):

@@ -49,14 +49,20 @@ def test_an_exported_run_is_found_by_ckpt_zoo_and_repeats_its_recorded_check(tra
         evaluate.load_model(make_config(method="prototype", fold=2, ckpt="zoo"), torch.device("cpu"))
 
 
-def test_recheck_measures_the_check_again_and_changes_nothing_else(trained_run, tmp_path, monkeypatch, capsys):
-    """After CHECK_EPISODES changes, ``python -m fsslib.zoo --recheck`` writes each model's check anew."""
+def test_recheck_zoo_measures_the_check_again_and_changes_nothing_else(trained_run, tmp_path, monkeypatch, capsys):
+    """After CHECK_EPISODES changes, ``python -m fsslib.runs GRID --recheck-zoo`` writes the check of each zoo
+    model the grid exports anew; a grid that exports none is refused."""
+    from fsslib.runs import main
+
     run_dir, row = trained_run
     monkeypatch.setenv("FSSLIB_ZOO", str(tmp_path))
     path = export_to_zoo(run_dir, "test", [row])
     exported = json.loads(path.with_suffix(".json").read_text())
+    grid = tmp_path / "zoo_grid.yaml"
+    grid.write_text("name: zoo_grid\nnotebook: notebooks/90_train_eval.ipynb\nzoo: true\nfixed: {preset: toy, seed: 0}\n"
+                    "grid: {method: [prototype], fold: [1]}\n")
     monkeypatch.setattr(zoo, "CHECK_EPISODES", 5)
-    zoo.main(["--recheck"])
+    main([str(grid), "--recheck-zoo"])
     rechecked = json.loads(path.with_suffix(".json").read_text())
     assert rechecked["check"]["episodes"] == 5 and rechecked["check"]["miou"] != exported["check"]["miou"]
     assert {k: v for k, v in rechecked.items() if k != "check"} == {k: v for k, v in exported.items() if k != "check"}
@@ -64,8 +70,10 @@ def test_recheck_measures_the_check_again_and_changes_nothing_else(trained_run, 
                                      progress=False))
     assert check["miou"] == pytest.approx(rechecked["check"]["miou"], abs=1e-9)
     assert "prototype-fold1-1shot" in capsys.readouterr().out
-    with pytest.raises(CheckpointError, match="It holds: prototype-fold1-1shot"):
-        zoo.main(["--recheck", "pfenet-fold0-1shot"])
+    grid.write_text(grid.read_text().replace("zoo: true\n", ""))
+    with pytest.raises(SystemExit):
+        main([str(grid), "--recheck-zoo"])
+    assert "exports no zoo model" in capsys.readouterr().err
 
 
 def test_ckpt_zoo_names_the_training_shots():
