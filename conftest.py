@@ -8,6 +8,8 @@ import pytest
 os.environ.setdefault("FSSLIB_DATA", str(Path(tempfile.gettempdir()) / "fsslib-test-data"))
 os.environ["FSSLIB_SMOKE"] = "1"  # the papermill grid tests pick tiny settings; the lessons do not (below)
 os.environ["HF_HUB_OFFLINE"] = "1"  # nothing may download
+for name in ("FSSLIB_ZOO", "FSSLIB_WEIGHTS"):  # a user's own zoo or weights would change what the tests load
+    os.environ.pop(name, None)
 os.environ.setdefault("MPLBACKEND", "Agg")
 if "PYTEST_XDIST_WORKER" in os.environ:  # `make test` runs one worker per core: one thread each
     os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"

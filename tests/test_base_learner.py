@@ -115,7 +115,8 @@ def test_each_shipped_base_learner_is_the_file_its_json_describes(path):
 
 
 def test_the_shipped_base_learners_stay_small():
-    """Four toy base learners (backbone and head in float16): under 10 MB in all."""
+    """Four toy base learners (backbone and head in float16), one per fold: under 10 MB in all."""
+    assert [path.stem for path in SHIPPED] == [f"base-learner-fold{fold}" for fold in range(4)]
     assert sum(path.stat().st_size for path in SHIPPED) < 10 * 2**20
 
 

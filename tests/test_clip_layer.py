@@ -50,14 +50,21 @@ from fsslib.clip import (
 )
 from fsslib.errors import CheckpointError, UnknownNameError
 
-torch.set_num_threads(1)
-
 CONTEXT = 16
 TEXT_CFG = dict(context_length=CONTEXT, vocab_size=49408, width=32, heads=2, layers=1)
 VIT_CFG = dict(embed_dim=32, vision_cfg=dict(image_size=32, patch_size=8, width=64, layers=3, head_width=16),
                text_cfg=TEXT_CFG)
 RN_CFG = dict(embed_dim=32, vision_cfg=dict(image_size=64, layers=[1, 1, 1, 1], width=8, head_width=16),
               text_cfg=TEXT_CFG)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread in this module's tests, the count restored after (not set for the whole session)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def _tiny(cfg: dict, seed: int) -> nn.Module:

@@ -37,23 +37,30 @@ def test_gpu_groups_give_each_job_its_own_devices():
 
 
 class Probe:
-    """A stand-in for a grid's run (picklable, so a spawned worker calls it): the devices it was given."""
+    """A stand-in for a grid's run (picklable, so a spawned worker calls it): the devices it was given. Each call
+    waits at a barrier of two, so two calls run in two workers however late one of them starts."""
 
     runner, gpus_per_run = "python", 2
 
+    def __init__(self, barrier) -> None:
+        self.barrier = barrier
+
     def __call__(self, params: dict) -> str:
-        time.sleep(0.5)  # both workers take a run
+        self.barrier.wait(timeout=300)
         return os.environ.get("CUDA_VISIBLE_DEVICES", "unset")
 
 
 def test_the_pool_sets_each_workers_cuda_visible_devices(monkeypatch):
+    import multiprocessing
+
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2,3")  # four GPUs, as a machine shows them
-    pool = launch.Pool(Probe(), jobs=4)
-    try:
-        assert pool.jobs == 2
-        seen = {future.result() for future in [pool.submit({}) for _ in range(4)]}
-    finally:
-        pool.shutdown()
+    with multiprocessing.Manager() as manager:
+        pool = launch.Pool(Probe(manager.Barrier(2)), jobs=4)
+        try:
+            assert pool.jobs == 2
+            seen = {future.result() for future in [pool.submit({}) for _ in range(2)]}
+        finally:
+            pool.shutdown()
     assert seen == {"0,1", "2,3"}
 
 
@@ -64,7 +71,8 @@ def test_a_worker_waits_for_its_gpu_group_to_arrive(monkeypatch):
 
     free = queue.Queue()
     threading.Timer(0.3, free.put, args=("2,3",)).start()  # the group arrives after the worker starts
-    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # recorded, so that undo removes what _take_devices sets
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
     launch._take_devices(free)
     assert os.environ["CUDA_VISIBLE_DEVICES"] == "2,3"
 
@@ -154,6 +162,8 @@ def test_a_notebook_run_s_kernel_imports_the_fsslib_that_runs_the_grid(tmp_path,
 
     root = str(Path(launch.__file__).resolve().parent.parent)
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(["/elsewhere", root]))
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # run_notebook sets them for its kernel: undone after the test
+        monkeypatch.setenv(name, os.environ.get(name, "1"))
     seen = []
 
     def execute(source, target, parameters, **kwargs):  # stands in for the kernel: records what it would inherit

@@ -50,6 +50,7 @@ def test_setup_sets_one_thread_once_and_says_so(monkeypatch, capsys):
     threads = torch.get_num_threads()
     monkeypatch.setattr(notebook_helpers, "_threads_set", False)
     try:
+        torch.set_num_threads(2)  # the suite's workers run one thread: start from another count, so setup() must set it
         notebook_helpers.setup("cpu")
         assert torch.get_num_threads() == 1 and "1 CPU thread(s)" in capsys.readouterr().out
         torch.set_num_threads(2)  # a learner's own choice stays

@@ -132,7 +132,7 @@ SHIPPED = zoo.zoo_entries(zoo.SHIPPED_ZOO)
 def test_each_shipped_zoo_model_repeats_its_recorded_check_and_row(name, tmp_path):
     """A shipped model evaluated on its check episodes gives the mIoU its .json recorded when it was exported;
     its file is the one the .json describes; its test rows are the committed rows of the grid that trained it
-    once that table is written (the grid writes it when all of its runs have finished); the frozen weight files it
+    (the grid writes its table before it exports its models); the frozen weight files it
     names are the ones it was trained beside."""
     from fsslib.pretrain.saving import file_sha256
     from fsslib.tables import REPO
@@ -146,15 +146,15 @@ def test_each_shipped_zoo_model_repeats_its_recorded_check_and_row(name, tmp_pat
     assert check["miou"] == pytest.approx(info["check"]["miou"], abs=1e-6)
     grid = re.search(r"papermill_runs/(\w+)\.yaml", info["command"]).group(1)  # the grid that wrote it
     table = REPO / "papermill_runs" / "results" / f"{grid}.csv"
-    if table.is_file():  # the CSV keeps the decimals its grid wrote (one in tables made before they kept four)
-        with table.open(newline="") as handle:
-            committed = [{k: row[k] for k in ("ways", "shots", "episodes", "miou")} for row in csv.DictReader(handle)
-                         if (row["method"], row["variant"], row["fold"], row["train_shots"])
-                         == (info["method"], info["variant"], str(info["fold"]), str(info["train_shots"]))]
-        decimals = len(committed[0]["miou"].partition(".")[2])
-        recorded = [{"ways": str(r["ways"]), "shots": str(r["shots"]), "episodes": str(r["episodes"]),
-                     "miou": f"{r['miou']:.{decimals}f}"} for r in info["test_rows"]]
-        assert recorded == committed
+    assert table.is_file(), f"{name}: its grid's table {table.name} is not committed"  # written before the export
+    with table.open(newline="") as handle:  # the CSV keeps the decimals its grid wrote (one in older tables)
+        committed = [{k: row[k] for k in ("ways", "shots", "episodes", "miou")} for row in csv.DictReader(handle)
+                     if (row["method"], row["variant"], row["fold"], row["train_shots"])
+                     == (info["method"], info["variant"], str(info["fold"]), str(info["train_shots"]))]
+    decimals = len(committed[0]["miou"].partition(".")[2])
+    recorded = [{"ways": str(r["ways"]), "shots": str(r["shots"]), "episodes": str(r["episodes"]),
+                 "miou": f"{r['miou']:.{decimals}f}"} for r in info["test_rows"]]
+    assert recorded == committed
     for role, frozen in info.get("frozen_files", {}).items():
         assert file_sha256(REPO / frozen["file"]) == frozen["sha256"], role
 
