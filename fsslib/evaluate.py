@@ -30,8 +30,8 @@ from fsslib.errors import CheckpointError, FsslibError
 from fsslib.paths import atomic_path, write_text
 from fsslib.provenance import run_provenance
 
-__all__ = ["FewEpisodesWarning", "checkpoint_path", "evaluate_model", "load_checkpoint", "load_model", "main", "open_source",
-           "run"]
+__all__ = ["FewEpisodesWarning", "checkpoint_path", "evaluate_model", "load_checkpoint", "load_model", "main",
+           "open_source", "run"]
 
 
 class FewEpisodesWarning(UserWarning):

@@ -11,9 +11,9 @@ A zoo model is ``fsslib/checkpoints/zoo/<method>[-<variant>]-fold<f>-<k>shot.pt`
 in float16, the trained weights only: frozen backbones, CLIP towers and prior extractors are not in
 checkpoints, :mod:`fsslib.blocks.frozen`) beside a ``.json`` of its provenance: the command, commit,
 torch build and device of the run, its wall time and validation curve, and a check (the mIoU of the
-float16 weights on the first :data:`CHECK_EPISODES` test episodes) that the tests repeat. ``ckpt="zoo"`` picks the model trained
-on 1-shot episodes, or on ``shots``-shot ones for a method whose weights fit their training shots only;
-``ckpt="zoo:5shot"`` names the training shots. ``$FSSLIB_ZOO`` points at another zoo folder.
+float16 weights on the first :data:`CHECK_EPISODES` test episodes) that the tests repeat. ``ckpt="zoo"``
+picks the model trained on 1-shot episodes, or on ``shots``-shot ones for a method whose weights fit their
+training shots only; ``ckpt="zoo:5shot"`` names the training shots. ``$FSSLIB_ZOO`` points at another zoo folder.
 """
 from __future__ import annotations
 

@@ -21,6 +21,18 @@ def budget(request):
             request.node.user_properties.append(("over_budget", (elapsed, marker.args[0])))
 
 
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread during a test (bit-exact comparisons), the count restored after: a module uses it with
+    ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``, never by setting the session's count."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def toy_root() -> Path:
     """The toy world, generated once (deterministic, so a cached copy is reused)."""

@@ -58,13 +58,7 @@ RN_CFG = dict(embed_dim=32, vision_cfg=dict(image_size=64, layers=[1, 1, 1, 1], 
               text_cfg=TEXT_CFG)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread in this module's tests, the count restored after (not set for the whole session)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # one torch thread per test, restored after
 
 
 def _tiny(cfg: dict, seed: int) -> nn.Module:

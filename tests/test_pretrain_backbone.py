@@ -17,16 +17,7 @@ from fsslib.pretrain.toy_resnet import train_toy_backbone
 from fsslib.pretrain.toy_resnet.cli import build_parser
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny convolutions run faster on one thread (and do not stall on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def test_a_few_steps_lower_the_loss_and_write_a_loadable_checkpoint(tmp_path, one_thread):
+def test_a_few_steps_lower_the_loss_and_write_a_loadable_checkpoint(tmp_path, one_torch_thread):
     out = tmp_path / "toy.pt"
     metadata = train_toy_backbone(out, steps=12, batch_size=4, pool_size=4, lr=3e-3, warmup_steps=1,
                                   n_eval_images=8, n_cam_images=4, progress=False)

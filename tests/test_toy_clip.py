@@ -50,12 +50,7 @@ def trainable_bundle(model: torch.nn.Module):
     return bundle
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # one torch thread per test, restored after
 
 
 def test_tokenizer_round_trip_and_eot_is_argmax():

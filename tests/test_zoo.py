@@ -59,8 +59,8 @@ def test_recheck_zoo_measures_the_check_again_and_changes_nothing_else(trained_r
     path = export_to_zoo(run_dir, "test", [row])
     exported = json.loads(path.with_suffix(".json").read_text())
     grid = tmp_path / "zoo_grid.yaml"
-    grid.write_text("name: zoo_grid\nnotebook: notebooks/90_train_eval.ipynb\nzoo: true\nfixed: {preset: toy, seed: 0}\n"
-                    "grid: {method: [prototype], fold: [1]}\n")
+    grid.write_text("name: zoo_grid\nnotebook: notebooks/90_train_eval.ipynb\nzoo: true\n"
+                    "fixed: {preset: toy, seed: 0}\ngrid: {method: [prototype], fold: [1]}\n")
     monkeypatch.setattr(zoo, "CHECK_EPISODES", 5)
     main([str(grid), "--recheck-zoo"])
     rechecked = json.loads(path.with_suffix(".json").read_text())
