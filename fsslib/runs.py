@@ -516,17 +516,17 @@ def measure_check(path: Path, config: dict[str, Any]) -> dict[str, Any]:
             "miou": check["miou"], "fbiou": check["fbiou"]}
 
 
-def recheck_zoo(grid_path: str | Path) -> list[Path]:
+def recheck_zoo(grid_path: str | Path) -> dict[str, dict[str, Any]]:
     """Measure the check of each zoo model that grid ``grid_path`` exports again (:func:`measure_check`) and write it
     into the model's .json, everything else unchanged: after :data:`~fsslib.zoo.CHECK_EPISODES` changes. Returns
-    the models' paths."""
+    each model's new check by its name."""
     from fsslib.models.files import read_weights
 
     grid = load_grid(grid_path)
     if not grid.get("zoo"):
         raise FsslibError(f"Grid {grid['name']} exports no zoo model.",
                           f"name a grid that does: {', '.join(ZOO_GRIDS)}.")
-    paths = []
+    checks = {}
     for params in zoo_runs(grid, expand(grid)):
         path = zoo_checkpoint(params["method"], params["fold"], params.get("shots", 1), params.get("variant", ""))
         record = path.with_suffix(".json")
@@ -534,8 +534,8 @@ def recheck_zoo(grid_path: str | Path) -> list[Path]:
         state = read_weights(path, "A zoo model", f"re-make it: python -m fsslib.runs {grid_path}")
         info["check"] = measure_check(path, state["config"])
         write_text(record, json.dumps(info, indent=1) + "\n")
-        paths.append(path)
-    return paths
+        checks[path.stem] = info["check"]
+    return checks
 
 
 def _located(file: Path) -> Path:
@@ -627,9 +627,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         name = load_grid(args.grid)["name"] + ("_smoke" if args.smoke else "_set" if args.settings else "")
         if args.recheck_zoo:
-            for path in recheck_zoo(args.grid):
-                check = json.loads(path.with_suffix(".json").read_text())["check"]
-                print(f"{path.stem:45s} check mIoU {check['miou']:.4f} on {check['episodes']} episodes")
+            for model, check in recheck_zoo(args.grid).items():
+                print(f"{model:45s} check mIoU {check['miou']:.4f} on {check['episodes']} episodes")
             return
         if args.from_csv and (args.smoke or args.table_only):
             parser.error("--from-csv runs nothing: it goes with neither --smoke nor --table-only")
