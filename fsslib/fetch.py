@@ -240,9 +240,11 @@ METHOD_WEIGHTS: dict[str, tuple[str, ...]] = {
     "clip-dinoiser-support": ("ViT-B-16/laion2b_s34b_b88k", "clip-dinoiser-heads"),
 }
 METHOD_NOTES: dict[str, str] = {
-    "qgnet": ("QGNet's own prior extractor (MoCo v2 with its local patch loss) is not published: make one with "
-              "`python -m fsslib.pretrain toy-qgnet-prior --help`'s recipe and pass --options prior_extractor=PATH; "
-              "`weights moco-v2` fetches plain MoCo v2, Table VI's 'global only' row."),
+    "qgnet": ("QGNet's own prior extractor (MoCo v2 with its local patch loss) is not published: `python -m "
+              "fsslib.pretrain qgnet-prior` pretrains one on PASCAL's images (`--benchmark coco --epochs 200`: "
+              "COCO's) and writes it where the paper grids read it; the paper's 1000 epochs are a GPU's work. Or "
+              "pass --options prior_extractor=PATH; `weights moco-v2` fetches plain MoCo v2, Table VI's 'global "
+              "only' row."),
     "bam": ("BAM reads the base learner of its fold, which fsslib trains from this ResNet-50 (BAM's stage 1): "
             "`python -m fsslib.pretrain base-learner --fold F --tier paper` writes "
             "$FSSLIB_WEIGHTS/base-learner-pascal-foldF.pt, where --method bam looks for it."),

@@ -107,7 +107,7 @@ def test_the_plan_names_what_is_missing_with_its_fetch_command_and_the_gpu_hours
         runs.main([str(GRIDS / "qgnet.yaml"), "--outputs", str(tmp_path / "out"), "--results", str(tmp_path / "res")])
     refused = capsys.readouterr().err
     assert exit_code.value.code == 2 and "cannot start: 3 of the files its runs read are missing (nothing has run)" in refused
-    assert "qgnet_prior_extractor_pascal.pth.tar" in refused and "python -m fsslib.pretrain toy-qgnet-prior" in refused
+    assert "qgnet_prior_extractor_pascal.pth.tar" in refused and "python -m fsslib.pretrain qgnet-prior" in refused
     assert "python -m fsslib.fetch pascal" in refused and not (tmp_path / "out").exists()
 
 

@@ -14,7 +14,7 @@ from fsslib.models.backbones import ToyResNet, load_toy_resnet
 from fsslib.pretrain import PRETRAINERS
 from fsslib.pretrain.losses import info_nce
 from fsslib.pretrain.qgnet_prior.moco import GlobalLocalMoCo
-from fsslib.pretrain.qgnet_prior.patches import (TOY_SUPERPIXELS, _segment_table, patch_crops, patch_object_share,
+from fsslib.pretrain.qgnet_prior.patches import (TOY_SUPERPIXELS, segment_table, patch_crops, patch_object_share,
                                                  sample_segments, segment_purity, superpixels)
 from fsslib.pretrain.qgnet_prior.train import PriorSettings, train_prior_extractor, training_images
 from fsslib.pretrain.saving import file_sha256
@@ -69,9 +69,9 @@ def test_patch_is_the_segments_box_with_the_rest_filled_by_its_mean_colour():
     segments = torch.zeros(1, 8, 8, dtype=torch.long)
     segments[0, 2:6, 2:4] = 1
     segments[0, 2:4, 4:6] = 2
-    _, boxes, areas = _segment_table(segments[0].numpy())
+    _, boxes, areas = segment_table(segments[0].numpy())
     bar = int(np.flatnonzero(areas == 8)[0])  # relabelled by area: the bar is the larger segment
-    patch = patch_crops(image, torch.from_numpy(_segment_table(segments[0].numpy())[0][None]).long(),
+    patch = patch_crops(image, torch.from_numpy(segment_table(segments[0].numpy())[0][None]).long(),
                         torch.from_numpy(boxes[None]), torch.tensor([bar]), size=4)
     torch.testing.assert_close(boxes[bar], np.array([3 / 8, 4 / 8, 2 / 8, 4 / 8], dtype=np.float32))
     torch.testing.assert_close(patch[0, 0], torch.ones(4, 4))  # only the bar, resized
@@ -89,7 +89,7 @@ def test_superpixels_cover_the_toy_scene_and_the_table_keeps_the_largest_first()
     for method in ("slic", "felzenszwalb"):
         segments = superpixels(image, method, {"n_segments": 16, "compactness": 10.0} if method == "slic"
                                else {"scale": 100.0, "sigma": 0.5, "min_size": 30})
-        relabelled, _, areas = _segment_table(segments)
+        relabelled, _, areas = segment_table(segments)
         assert relabelled.shape == (64, 64) and relabelled.min() == 0
         kept = areas[areas > 0]
         assert kept.sum() == 64 * 64 and (np.diff(kept) <= 0).all() and len(kept) >= 3

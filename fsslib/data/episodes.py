@@ -74,15 +74,24 @@ class Source:
         threshold = self.benchmark.min_class_pixels if min_pixels is None else min_pixels
         return [n for n in self.names if self.presence.get(n, {}).get(class_id, 0) >= max(threshold, 1)]
 
+    @property
+    def shown(self) -> bool:
+        """Whether images are read as a viewer shows them (EXIF orientation): the user's pictures of a dataset
+        folder; the prepared benchmarks' are read as stored, the grid their annotations were drawn on (HSNet's PIL
+        loading)."""
+        return self.benchmark.name == "folder"
+
+    def load_image(self, name: str) -> np.ndarray:
+        """The image (H, W, 3) uint8 of ``name`` alone, for what reads no label (self-supervised pretraining)."""
+        return read_rgb(self.root / self.paths[name][0], self.shown)
+
     def load(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         """(image (H, W, 3) uint8, label (H, W) uint8), with the label's values checked."""
         if self._cache is not None and name in self._cache:
             return self._cache[name]
         image_rel, label_rel = self.paths[name]
-        shown = self.benchmark.name == "folder"  # the user's pictures as a viewer shows them; the prepared benchmarks'
-        # as stored, the grid their annotations were drawn on (HSNet's PIL loading)
-        image = _read(self.root / image_rel, "RGB", shown)
-        label = _read(self.root / label_rel, None, shown)
+        image = self.load_image(name)
+        label = _read(self.root / label_rel, None, self.shown)
         if label.ndim != 2:
             raise InvalidMaskError(
                 f"Label {self.root / label_rel} has shape {label.shape}; a class-index mask must be one channel.",
@@ -97,6 +106,12 @@ class Source:
         if self._cache is not None:
             self._cache[name] = (image, label)
         return image, label
+
+
+def read_rgb(path: Path, shown: bool = False) -> np.ndarray:
+    """The (H, W, 3) uint8 image at ``path``, as stored or as a viewer shows it (``shown``); a missing or
+    undecodable file raises an error that says what to do."""
+    return _read(path, "RGB", shown)
 
 
 def _read(path: Path, mode: str | None, shown: bool) -> np.ndarray:

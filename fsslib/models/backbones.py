@@ -55,15 +55,19 @@ class MultiLevelBackbone(nn.Module):
 
 
 class ResNet50Backbone(MultiLevelBackbone):
-    """torchvision ResNet-50 with dilated layer3/layer4 (output stride 8)."""
+    """torchvision ResNet-50 with dilated layer3/layer4 (output stride 8), or as torchvision builds it (output
+    stride 32: how MoCo pretrains it); the weights are the same at either stride."""
 
     channels = {"layer1": 256, "layer2": 512, "layer3": 1024, "layer4": 2048}
 
-    def __init__(self, weights: str | Path | None) -> None:
+    def __init__(self, weights: str | Path | None, output_stride: int = 8) -> None:
         super().__init__()
         import torchvision  # here, not at the top: importing it costs a process about a CPU-second, and the toy tier needs none
 
-        net = torchvision.models.resnet50(weights=None, replace_stride_with_dilation=[False, True, True])
+        if output_stride not in (8, 32):
+            raise unknown("ResNet-50 output stride", output_stride, ["8", "32"])
+        dilated = output_stride == 8
+        net = torchvision.models.resnet50(weights=None, replace_stride_with_dilation=[False, dilated, dilated])
         if weights is not None:
             net.load_state_dict(_load_state_dict(Path(weights)))
         self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)

@@ -14,9 +14,10 @@ from fsslib.pretrain.registry import PRETRAINERS
 def main(argv: list[str] | None = None) -> None:
     """Dispatch to the command line of the stand-in named first."""
     argv = sys.argv[1:] if argv is None else argv
-    names = "\n".join(f"  {p.name:<16} stands in for {p.stands_in_for}" for p in PRETRAINERS.values())
+    names = "\n".join(f"  {p.name:<17} stands in for {p.stands_in_for}" for p in PRETRAINERS.values())
     parser = argparse.ArgumentParser(prog="python -m fsslib.pretrain", usage="%(prog)s NAME [options]",
-                                     description="Make the toy tier's pretrained stand-ins.",
+                                     description="Make the pretrained stand-ins: the toy tier's, and the paper "
+                                                 "tier's base learners and QGNet prior extractor.",
                                      epilog=f"names:\n{names}\n\n'%(prog)s NAME --help' shows a name's options.",
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("name", choices=sorted(PRETRAINERS), metavar="NAME", help="the stand-in to make (below)")

@@ -30,6 +30,8 @@ PRETRAINERS: dict[str, Pretrainer] = {
         Pretrainer("toy-clip", "CLIP ViT-B/16 and RN50 (MaskCLIP, LFSS, PI-CLIP)", "fsslib.pretrain.toy_clip.cli"),
         Pretrainer("toy-qgnet-prior", "QGNet's prior extractor (ResNet-50, MoCo v2 + local patch loss)",
                    "fsslib.pretrain.qgnet_prior.cli"),
+        Pretrainer("qgnet-prior", "QGNet's unpublished prior extractor at the paper tier (ResNet-50 on PASCAL's or "
+                   "COCO's images)", "fsslib.pretrain.qgnet_prior.paper_cli"),
         Pretrainer("toy-dino", "DINO ViT-B/16 and ViT-S/8 (CLIP-DINOiser's and FOUND's teachers)",
                    "fsslib.pretrain.toy_dino.cli"),
         Pretrainer("toy-found", "FOUND on DINO ViT-S/8 (CLIP-DINOiser's background teacher)",

@@ -137,10 +137,24 @@ def solarize(images: torch.Tensor, apply: torch.Tensor) -> torch.Tensor:
 
 def random_views(images: torch.Tensor, size: int, generator: torch.Generator,
                  settings: ViewAugmentation = AUG_PLUS) -> torch.Tensor:
-    """One random view of every image: (B, 3, H, W) in [0, 1] -> (B, 3, size, size)."""
-    count = len(images)
-    boxes = crop_boxes(count, settings.crop_scale, settings.crop_ratio, generator)
-    views = resized_crops(images, boxes, _coins(settings.flip_probability, count, generator), size)
+    """One random view of every image: (B, 3, H, W) in [0, 1] -> (B, 3, size, size): :func:`random_crops`, then
+    :func:`random_colours` (the draws in that order)."""
+    return random_colours(random_crops(images, size, generator, settings), generator, settings)
+
+
+def random_crops(images: torch.Tensor, size: int, generator: torch.Generator,
+                 settings: ViewAugmentation = AUG_PLUS) -> torch.Tensor:
+    """The geometric part of a view: a random resized crop of every image, flipped with the settings'
+    probability. (B, 3, H, W) -> (B, 3, size, size)."""
+    boxes = crop_boxes(len(images), settings.crop_scale, settings.crop_ratio, generator)
+    return resized_crops(images, boxes, _coins(settings.flip_probability, len(images), generator), size)
+
+
+def random_colours(views: torch.Tensor, generator: torch.Generator,
+                   settings: ViewAugmentation = AUG_PLUS) -> torch.Tensor:
+    """The photometric part of a view, per image: colour jitter, grayscale, blur (and solarisation).
+    (B, 3, size, size) in [0, 1] -> the same shape."""
+    count, size = len(views), views.shape[-1]
     views = colour_jitter(views, settings.jitter, _coins(settings.jitter_probability, count, generator), generator)
     gray = _coins(settings.grayscale_probability, count, generator).to(views.device)[:, None, None, None]
     views = torch.where(gray, grayscale(views).expand_as(views), views)

@@ -42,7 +42,8 @@ class QGNetOptions(DecoderOptions):
     method = "qgnet"
     prior_extractor: str | None = option(
         None, "the frozen prior extractor's weights: None (the shipped toy checkpoint toy_prior), a local file (paper "
-        "tier: a MoCo-format ResNet-50 checkpoint; toy tier: one written by toy-qgnet-prior) or random (shape checks)")
+        "tier: a MoCo-format ResNet-50 checkpoint, as qgnet-prior writes; toy tier: one written by toy-qgnet-prior) or "
+        "random (shape checks)")
     toy_prior: str = option("slic", "which shipped toy prior extractor None means: slic (the paper's choice), "
                             "felzenszwalb and slic_shorter (Table V's questions: other patches; another budget, "
                             "here a quarter), global_only (Table VI), local_only (the loss set Table VI leaves out)",
@@ -112,7 +113,7 @@ def load_prior_extractor(cfg: MethodConfig, options: QGNetOptions) -> MultiLevel
     if weights is None:
         raise CheckpointError("QGNet at the paper tier needs its prior extractor, a ResNet-50 pretrained by MoCo v2 "
                               "with the global + local losses.",
-                              "pretrain one (python -m fsslib.pretrain toy-qgnet-prior shows the recipe) or pass "
+                              "pretrain one with `python -m fsslib.pretrain qgnet-prior` or pass "
                               f"options={{'prior_extractor': '/path/to/moco_checkpoint.pth.tar'}} ({WEIGHTS_DOC}).")
     return load_moco_resnet50(weights, options.moco_encoder)
 

@@ -116,7 +116,7 @@ class SuperpixelTable:
     areas: np.ndarray  # (N, S) int32
 
 
-def _segment_table(segments: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def segment_table(segments: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(segments relabelled so that 0..S-1 are the largest, boxes (S, 4), areas (S,)) of one image."""
     height, width = segments.shape
     ids, areas = np.unique(segments, return_counts=True)
@@ -139,7 +139,7 @@ def _segment_table(segments: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nda
 
 def _image_table(args: tuple[np.ndarray, str, dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     image, method, settings = args
-    return _segment_table(superpixels(image, method, settings))
+    return segment_table(superpixels(image, method, settings))
 
 
 def compute_table(images: np.ndarray, method: str, settings: dict, workers: int = 2) -> SuperpixelTable:

@@ -1,0 +1,348 @@
+"""QGNet's prior extractor on a benchmark's own images (the paper tier): a ResNet-50 pretrained from random weights
+by MoCo v2 plus the local patch loss (Sec. IV-A, Eqs. 1, 6, 7), written as a MoCo checkpoint that QGNet's paper
+tier loads (its ``prior_extractor`` option).
+
+**The recipe.** What the paper gives (Sec. V-A, Eq. 6): SGD, InfoNCE, MoCo v2's augmentation (blur, colour
+distortion, random crop, flip), every image of the dataset, 1000 epochs on PASCAL VOC and 200 on COCO, M = 65536
+patches in the local queue, SLIC superpixels as the patches (Table V). What it leaves to MoCo v2
+(facebookresearch/moco ``main_moco.py --mlp --moco-t 0.2 --aug-plus --cos``): batch 256, learning rate 0.03 per
+256 images, weight decay 1e-4, SGD momentum 0.9, key-encoder momentum 0.999, K = 65536, 224-pixel views, a cosine
+schedule stepped per epoch, random initialisation, and BatchNorm shuffled over 8 GPUs (here: 8 key sub-batches on
+one device, :class:`~fsslib.pretrain.qgnet_prior.moco.GlobalLocalMoCo`). What neither gives, fsslib's choice:
+the patch views' size (112, half the image views', as the toy tier's 32 against 64), the superpixels' settings
+(skimage's SLIC defaults, 100 segments of compactness 10, on the image as stored) and the smallest patch picked
+(1024 pixels).
+
+**A batch item** (:class:`PriorImages`, in the data loader's workers; a pure function of seed, epoch and index):
+the image is read, never its label. Its superpixels come from a cache made once before training
+(:func:`cache_superpixels`). Two random resized crops of the image, each flipped half the time, are the global
+pair. One superpixel, drawn uniformly among those of at least ``min_patch_area`` pixels, is cropped to its
+bounding box with the pixels outside it set to its mean colour
+(:func:`~fsslib.pretrain.qgnet_prior.patches.patch_crops`, as on the toy tier); two random resized crops of that
+are the local pair. The views' colours (jitter, grayscale,
+blur) are drawn per step on the training device, batched (:func:`~fsslib.pretrain.views.random_colours`).
+
+**The file.** ``{"arch": "resnet50", "epoch": E, "state_dict": {...}}`` with MoCo v2's key names
+(``module.encoder_q.*`` and ``module.encoder_k.*``: torchvision's ResNet-50 names, the MLP head as ``fc.0`` and
+``fc.2``; ``module.queue``, ``module.queue_ptr``, and the patch queue ``module.local_queue``), read by
+:func:`fsslib.models.backbones.load_moco_resnet50`. Beside it a ``.json``: the command, settings, images, the loss
+of every epoch, hardware and times.
+
+Not measured yet: a run at the paper's size, which needs a GPU; this module is tested on the CPU at a few pixels.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from fsslib.data.benchmarks import get_benchmark
+from fsslib.data.episodes import Source, read_rgb
+from fsslib.device import resolve_device
+from fsslib.errors import DatasetNotFoundError, FsslibError, unknown
+from fsslib.models.backbones import MOCO_BACKBONE, ResNet50Backbone
+from fsslib.models.files import read_weights
+from fsslib.paths import atomic_path, data_root, weights_root
+from fsslib.pretrain.qgnet_prior.moco import LOSS_SETS, GlobalLocalMoCo
+from fsslib.pretrain.qgnet_prior.patches import (MAX_SEGMENTS, PATCH_METHODS, patch_crops, sample_segments,
+                                                 segment_table, superpixels)
+from fsslib.pretrain.saving import RunRecord, file_sha256, save_checkpoint, write_metadata
+from fsslib.pretrain.schedules import cosine_between
+from fsslib.pretrain.views import AUG_PLUS, random_colours, random_crops
+
+CLI = "python -m fsslib.pretrain qgnet-prior"
+BENCHMARKS = ("pascal", "coco")
+IMAGE_SETS = ("all", "train")  # all: the train and test splits' images (the paper: every image of the dataset)
+PRECISIONS = ("fp32", "bf16")
+PAPER_SUPERPIXELS = {  # skimage's defaults for SLIC; Felzenszwalb's as skimage's example of it
+    "slic": {"n_segments": 100, "compactness": 10.0},
+    "felzenszwalb": {"scale": 100.0, "sigma": 0.5, "min_size": 50},
+}
+REFERENCE_BATCH = 256  # MoCo v2's learning rate is given for 256 images per step
+COLOUR_STREAM = 95  # the views' colours of step s: np.random.default_rng([seed, 95, s])
+
+
+@dataclass
+class PaperPriorSettings:
+    """One pretraining run of QGNet's prior extractor on a benchmark's images (defaults: the recipe above)."""
+
+    benchmark: str = field(default="pascal", metadata={"help": f"whose images: {', '.join(BENCHMARKS)}"})
+    images: str = field(default="all", metadata={
+        "help": "'all': the training and test splits' images (the paper: every image of the dataset), or 'train'"})
+    epochs: int = field(default=1000, metadata={"help": "passes over the images (the paper: 1000 PASCAL, 200 COCO)"})
+    losses: str = field(default="global_local", metadata={
+        "help": f"the contrastive losses: {', '.join(LOSS_SETS)} (Table VI has the first two)"})
+    patches: str = field(default="slic", metadata={"help": f"local patches: {', '.join(PATCH_METHODS)}"})
+    batch_size: int = field(default=256, metadata={"help": "images per step (MoCo v2: 256)"})
+    lr: float = field(default=0.03, metadata={
+        "help": f"SGD learning rate per {REFERENCE_BATCH} images (MoCo v2), scaled linearly with the batch size"})
+    weight_decay: float = field(default=1e-4, metadata={"help": "SGD weight decay"})
+    momentum: float = field(default=0.999, metadata={"help": "key-encoder momentum m (MoCo)"})
+    temperature: float = field(default=0.2, metadata={"help": "InfoNCE temperature (MoCo v2)"})
+    queue_size: int = field(default=65536, metadata={"help": "image queue K (Eq. 1, MoCo)"})
+    local_queue_size: int = field(default=65536, metadata={"help": "patch queue M (Eq. 6)"})
+    key_chunks: int = field(default=8, metadata={"help": "key sub-batches whose BatchNorm is shuffled (MoCo's 8 GPUs)"})
+    image_size: int = field(default=224, metadata={"help": "size of the image views (MoCo)"})
+    patch_size: int = field(default=112, metadata={"help": "size of the patch views (fsslib's choice)"})
+    min_patch_area: int = field(default=1024, metadata={
+        "help": "smallest superpixel picked as a patch, in pixels of the stored image (the largest when none is)"})
+    seed: int = field(default=0, metadata={"help": "initialisation, order and augmentation"})
+    precision: str = field(default="bf16", metadata={
+        "help": "'bf16': the encoders under bf16 autocast in channels-last layout (the losses in float32), or 'fp32'"})
+    device: str = field(default="auto", metadata={"help": "auto (CUDA when there is one), cpu, cuda"})
+    workers: int = field(default=8, metadata={"help": "data-loading processes (and superpixel processes)"})
+    data_root: str = field(default="", metadata={"help": "the benchmark's folder ('' = $FSSLIB_DATA's)"})
+    superpixel_cache: str = field(default="", metadata={
+        "help": "folder of the superpixels, computed once ('' = $FSSLIB_DATA/qgnet_superpixels)"})
+    max_images: int = field(default=0, metadata={"help": "images used (0: all; fewer for smoke tests)"})
+
+
+def default_out(benchmark: str) -> Path:
+    """Where QGNet's paper grids look for the extractor:
+    ``$FSSLIB_WEIGHTS/qgnet_prior_extractor_<benchmark>.pth.tar``."""
+    return weights_root() / f"qgnet_prior_extractor_{benchmark}.pth.tar"
+
+
+def benchmark_images(settings: PaperPriorSettings) -> tuple[list[tuple[str, Path]], bool]:
+    """The (name, path) of every image the run reads, sorted by name, each once, and whether they are read as
+    a viewer shows them."""
+    if settings.benchmark not in BENCHMARKS:
+        raise unknown("benchmark of QGNet's prior pretraining", settings.benchmark, BENCHMARKS)
+    if settings.images not in IMAGE_SETS:
+        raise unknown("prior-extractor image set", settings.images, IMAGE_SETS)
+    benchmark = get_benchmark(settings.benchmark)
+    splits = [benchmark.train_split] + ([benchmark.test_split] if settings.images == "all" else [])
+    found: dict[str, Path] = {}
+    for split in splits:
+        source = Source(benchmark, split, settings.data_root or None)
+        for name in source.names:
+            found.setdefault(name, source.root / source.paths[name][0])
+    named = sorted(found.items())
+    return named[:settings.max_images] if settings.max_images else named, source.shown
+
+
+def superpixel_folder(settings: PaperPriorSettings) -> Path:
+    """The cache of one benchmark's superpixels under one patch setting (its name holds the setting's hash)."""
+    setting = json.dumps([settings.patches, PAPER_SUPERPIXELS[settings.patches], MAX_SEGMENTS], sort_keys=True)
+    key = hashlib.sha256(setting.encode()).hexdigest()[:12]
+    base = Path(settings.superpixel_cache) if settings.superpixel_cache else data_root() / "qgnet_superpixels"
+    return base / settings.benchmark / f"{settings.patches}_{key}"
+
+
+def _cache_one(job: tuple[Path, bool, Path, str, dict]) -> None:
+    path, shown, target, method, params = job
+    segments, boxes, areas = segment_table(superpixels(read_rgb(path, shown), method, params))
+    with atomic_path(target) as temporary:
+        np.savez(temporary, segments=segments, boxes=boxes, areas=areas)
+
+
+def cache_superpixels(images: list[tuple[str, Path]], shown: bool, folder: Path, method: str, workers: int,
+                      progress: bool = True) -> int:
+    """Compute the superpixels of the images not yet in ``folder`` (one ``<name>.npz`` each: segment ids relabelled
+    largest first, boxes, areas; :func:`~fsslib.pretrain.qgnet_prior.patches.segment_table`), in ``workers``
+    processes; returns how many were computed."""
+    jobs = [(path, shown, folder / f"{name}.npz", method, PAPER_SUPERPIXELS[method])
+            for name, path in images if not (folder / f"{name}.npz").is_file()]
+    bar = tqdm(total=len(jobs), desc=f"superpixels ({method})", disable=not progress or not jobs)
+    if workers > 1 and len(jobs) > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            for _ in pool.map(_cache_one, jobs, chunksize=16):
+                bar.update()
+    else:
+        for job in jobs:
+            _cache_one(job)
+            bar.update()
+    bar.close()
+    return len(jobs)
+
+
+def as_bytes(views: torch.Tensor) -> torch.Tensor:
+    """Views in [0, 1] as uint8 (a quarter of the bytes through the loader's shared memory)."""
+    return views.mul(255).round_().clamp_(0, 255).to(torch.uint8)
+
+
+class PriorImages(Dataset):
+    """Item ``index`` of epoch ``epoch``: (global pair (2, 3, S, S), local pair (2, 3, P, P)) uint8, the crops and
+    flips of the module docstring's batch item (the colours come later, batched); a pure function of (seed, epoch,
+    index), the images shuffled per epoch."""
+
+    def __init__(self, images: list[tuple[str, Path]], shown: bool, folder: Path, settings: PaperPriorSettings) -> None:
+        self.images, self.shown, self.folder, self.settings = images, shown, folder, settings
+        self.local = "local" in LOSS_SETS[settings.losses]
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.order = np.random.default_rng([self.settings.seed, epoch]).permutation(len(self.images))
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        name, path = self.images[self.order[index]]
+        seed = np.random.default_rng([self.settings.seed, self.epoch, index]).integers(2**62)
+        generator = torch.Generator().manual_seed(int(seed))
+        pixels = np.array(read_rgb(path, self.shown))  # (H, W, 3) uint8, writable
+        image = torch.from_numpy(pixels).permute(2, 0, 1)[None].float().div(255)  # (1, 3, H, W)
+        global_pair = random_crops(image.expand(2, -1, -1, -1), self.settings.image_size, generator)
+        if not self.local:
+            return as_bytes(global_pair), torch.zeros(2, 3, 0, 0, dtype=torch.uint8)
+        table = np.load(self.folder / f"{name}.npz")
+        chosen = sample_segments(torch.from_numpy(table["areas"])[None], self.settings.min_patch_area, generator)
+        segments, boxes = torch.from_numpy(table["segments"])[None].long(), torch.from_numpy(table["boxes"])[None]
+        patch = patch_crops(image, segments, boxes, chosen, self.settings.patch_size)  # (1, 3, P, P)
+        local_pair = random_crops(patch.expand(2, -1, -1, -1), self.settings.patch_size, generator)
+        return as_bytes(global_pair), as_bytes(local_pair)
+
+
+def moco_state_dict(model: GlobalLocalMoCo) -> dict[str, torch.Tensor]:
+    """The model under MoCo v2's key names (module docstring), float32, on the CPU."""
+    def renamed(key: str) -> str:
+        key = key.removeprefix("backbone.")
+        for ours, theirs in (("stem.0.", "conv1."), ("stem.1.", "bn1."), ("head.", "fc.")):
+            if key.startswith(ours):
+                return theirs + key.removeprefix(ours)
+        return key
+
+    state = {f"module.{role}.{renamed(key)}": value.detach().float().cpu() if value.is_floating_point() else value.cpu()
+             for role, encoder in (("encoder_q", model.query_encoder), ("encoder_k", model.key_encoder))
+             for key, value in encoder.state_dict().items()}
+    return {**state, "module.queue": model.queue.float().cpu(), "module.queue_ptr": model.pointers[:1].cpu(),
+            "module.local_queue": model.local_queue.float().cpu()}
+
+
+def check_settings(settings: PaperPriorSettings) -> None:
+    """Every name of ``settings`` is known (before any image is read)."""
+    if settings.losses not in LOSS_SETS:
+        raise unknown("QGNet pretraining losses", settings.losses, list(LOSS_SETS))
+    if settings.patches not in PATCH_METHODS:
+        raise unknown("patch method", settings.patches, PATCH_METHODS)
+    if settings.precision not in PRECISIONS:
+        raise unknown("prior-extractor precision", settings.precision, PRECISIONS)
+
+
+def step_views(pairs: torch.Tensor, generator: torch.Generator, device: torch.device,
+               layout: torch.memory_format) -> Iterator[torch.Tensor]:
+    """The two views (B, 3, S, S) of a loader's (B, 2, 3, S, S) uint8 pairs, coloured on ``device``."""
+    for view in pairs.to(device, non_blocking=True).unbind(dim=1):
+        yield random_colours(view.float().div(255), generator, AUG_PLUS).contiguous(memory_format=layout)
+
+
+def train_paper_prior(out: str | Path, settings: PaperPriorSettings, progress: bool = True, command: str | None = None,
+                      resume: bool = False) -> dict:
+    """Pretrain QGNet's prior extractor with ``settings``; write ``out`` (a MoCo checkpoint) and ``out``'s
+    ``.json``; return the metadata. The state after every epoch goes to ``out.partial.pt``; ``resume=True``
+    continues from it to the same weights as an uninterrupted run (on the CPU); the file goes when the run ends.
+    An epoch's losses stay on the device until it ends (no wait for the GPU per step)."""
+    check_settings(settings)
+    out = Path(out)
+    partial = out.with_name(out.name + ".partial.pt")
+    state = None
+    if resume and partial.is_file():
+        state = read_weights(partial, "The interrupted run's state", "delete it to start the run again.")
+        if state["settings"] != asdict(settings):
+            changed = sorted(k for k, v in asdict(settings).items() if state["settings"].get(k) != v)
+            raise FsslibError(f"{partial} was written with other settings ({', '.join(changed)}).",
+                              "resume with the settings it was started with, or delete it to start again.")
+    record = RunRecord(command or f"{CLI} --benchmark {settings.benchmark} --out {out}", settings.seed)
+    start = time.perf_counter()
+    torch.manual_seed(settings.seed)
+    device = resolve_device(settings.device)
+    bf16 = settings.precision == "bf16"
+    layout = torch.channels_last if bf16 else torch.contiguous_format
+    images, shown = benchmark_images(settings)
+    losses_used = LOSS_SETS[settings.losses]
+    folder = superpixel_folder(settings)
+    computed = cache_superpixels(images, shown, folder, settings.patches, settings.workers, progress) \
+        if "local" in losses_used else 0
+    dataset = PriorImages(images, shown, folder, settings)
+    steps_per_epoch = len(dataset) // settings.batch_size  # drop_last, as MoCo's loader
+    if not steps_per_epoch:
+        raise DatasetNotFoundError(f"{len(dataset)} image(s) of {settings.benchmark} make no batch of "
+                                   f"{settings.batch_size}.", f"pass --batch-size {max(1, len(dataset))} or less.")
+    prepare_seconds = time.perf_counter() - start
+
+    model = GlobalLocalMoCo(ResNet50Backbone(None, output_stride=32), queue_size=settings.queue_size,
+                            local_queue_size=settings.local_queue_size, momentum=settings.momentum,
+                            temperature=settings.temperature, key_chunks=settings.key_chunks)
+    model = model.to(device=device, memory_format=layout)
+    base_lr = settings.lr * settings.batch_size / REFERENCE_BATCH
+    optimizer = torch.optim.SGD(model.query_encoder.parameters(), lr=base_lr, momentum=0.9,
+                                weight_decay=settings.weight_decay)
+    curve: list[dict] = []
+    first_epoch, earlier_seconds = 0, 0.0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+        curve, first_epoch, earlier_seconds = state["curve"], state["epoch"], state["seconds"]
+    model.train()
+    bar = tqdm(total=settings.epochs * steps_per_epoch, initial=first_epoch * steps_per_epoch, disable=not progress,
+               desc=f"pretrain QGNet's prior extractor on {settings.benchmark} ({settings.losses})")
+    for epoch in range(first_epoch, settings.epochs):
+        epoch_start = time.perf_counter()
+        lr = base_lr * cosine_between(1.0, 0.0, epoch / settings.epochs)  # MoCo's --cos, set once per epoch
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        dataset.set_epoch(epoch)
+        loader = DataLoader(dataset, batch_size=settings.batch_size, drop_last=True, num_workers=settings.workers,
+                            pin_memory=device.type == "cuda")
+        sums = {name: torch.zeros((), device=device) for name in losses_used}  # summed on the device: no sync per step
+        for batch_index, (global_pairs, local_pairs) in enumerate(loader):
+            step = epoch * steps_per_epoch + batch_index
+            colours = torch.Generator().manual_seed(int(np.random.default_rng([settings.seed, COLOUR_STREAM, step])
+                                                        .integers(2**62)))
+            model.update_key_encoder()
+            terms = {}
+            for name, pairs in (("global", global_pairs), ("local", local_pairs)):
+                if name in losses_used:  # Eq. 1 (global), Eq. 6 (local)
+                    queries, keys = step_views(pairs, colours, device, layout)
+                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                        terms[name] = model.loss(queries, keys, local=name == "local", generator=colours)
+            loss = sum(terms.values())  # Eq. 7
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            for name, value in terms.items():
+                sums[name] += value.detach()
+            bar.update()
+        curve.append({"epoch": epoch + 1, "lr": lr, "seconds": round(time.perf_counter() - epoch_start, 2),
+                      **{name: float(total) / steps_per_epoch for name, total in sums.items()}})
+        if epoch + 1 < settings.epochs:  # the state after this epoch, for --resume
+            save_checkpoint(partial, {
+                "settings": asdict(settings), "epoch": epoch + 1, "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state(), "curve": curve,
+                "seconds": earlier_seconds + time.perf_counter() - start - prepare_seconds})
+    bar.close()
+    train_seconds = earlier_seconds + time.perf_counter() - start - prepare_seconds
+
+    save_checkpoint(out, {"arch": MOCO_BACKBONE, "epoch": settings.epochs, "state_dict": moco_state_dict(model)})
+    metadata = {
+        **record.stamp(device=str(device) if device.type != "cuda" else f"cuda: {torch.cuda.get_device_name(device)}"),
+        "model": "torchvision ResNet-50 (output stride 32 while pretrained; QGNet reads it dilated to stride 8): the "
+                 "key encoder of MoCo v2 with QGNet's patch queue",
+        "task": f"QGNet prior extractor, losses {settings.losses} (Eqs. 1, 6, 7), patches {settings.patches}",
+        "settings": asdict(settings),
+        "superpixels": {"method": settings.patches, "settings": PAPER_SUPERPIXELS[settings.patches],
+                        "folder": str(folder), "computed_by_this_run": computed} if "local" in losses_used else None,
+        "training_images": {"count": len(images), "benchmark": settings.benchmark, "images": settings.images},
+        "steps_per_epoch": steps_per_epoch, "base_lr": base_lr,
+        "curve": curve,  # per epoch: the mean of each loss, the learning rate, the seconds
+        "wall_time_s": {"prepare": round(prepare_seconds, 1), "train": round(train_seconds, 1)},
+        "resumed_at_epoch": first_epoch or None,
+        "checkpoint": {"file": out.name, "bytes": out.stat().st_size, "sha256": file_sha256(out), "dtype": "float32",
+                       "format": "facebookresearch/moco main_moco.py", "read_by": "QGNet's prior_extractor option"},
+    }
+    write_metadata(out, metadata)
+    partial.unlink(missing_ok=True)
+    return metadata
+

@@ -1,0 +1,129 @@
+"""QGNet's prior extractor pretrained on a benchmark's images (the paper tier, ``python -m fsslib.pretrain
+qgnet-prior``), on a fabricated PASCAL of six JPEGs at a few pixels: the batch items, the MoCo file that QGNet's
+paper tier reads, an interrupted run resumed to the same weights, and the errors of bad input."""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import fsslib.pretrain.qgnet_prior.paper as paper
+from fsslib.data.layout import mark_prepared, write_class_index, write_list
+from fsslib.errors import FsslibError
+from fsslib.models.backbones import load_moco_resnet50
+from fsslib.pretrain import PRETRAINERS
+from fsslib.pretrain.qgnet_prior.paper import (PaperPriorSettings, PriorImages, benchmark_images, cache_superpixels,
+                                               superpixel_folder, train_paper_prior)
+from fabricate import save_jpeg
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+SIZES = {"2007_000001": (40, 56), "2007_000002": (48, 40), "2008_000003": (36, 36), "2008_000004": (44, 60),
+         "2008_000005": (40, 48), "2008_000006": (56, 40), "2009_000007": (52, 44), "2009_000008": (40, 40)}
+# name -> (height, width); the last two are val images
+
+
+@pytest.fixture
+def fabricated_pascal(tmp_path):
+    """A prepared PASCAL root whose lists name label files that do not exist: pretraining must not read them."""
+    root = tmp_path / "VOC2012"
+    for index, (name, (height, width)) in enumerate(SIZES.items()):
+        save_jpeg(root / "JPEGImages" / f"{name}.jpg", height, width, seed=index)
+    names = list(SIZES)
+    for split, members in (("train", names[:6]), ("val", names[6:])):
+        write_list(root, split, [(f"JPEGImages/{n}.jpg", f"SegmentationClassAug/{n}.png") for n in members])
+        write_class_index(root, split, {n: {} for n in members})
+    mark_prepared(root, {"benchmark": "pascal"})
+    return root
+
+
+def tiny(root, tmp_path, **overrides) -> PaperPriorSettings:
+    """The recipe at a few pixels: 2 epochs of one step of 4 images, on the CPU, in this process."""
+    return PaperPriorSettings(**{"epochs": 2, "batch_size": 4, "image_size": 32, "patch_size": 16, "queue_size": 8,
+                                 "local_queue_size": 8, "key_chunks": 2, "min_patch_area": 16, "precision": "fp32",
+                                 "device": "cpu", "workers": 0, "data_root": str(root), "max_images": 4,
+                                 "superpixel_cache": str(tmp_path / "superpixels"), **overrides})
+
+
+def test_the_images_are_every_split_s_once_and_each_item_is_a_function_of_seed_epoch_and_index(fabricated_pascal,
+                                                                                              tmp_path):
+    settings = tiny(fabricated_pascal, tmp_path, max_images=0)
+    images, shown = benchmark_images(settings)
+    assert [name for name, _ in images] == sorted(SIZES) and not shown
+    assert [name for name, _ in benchmark_images(dataclasses.replace(settings, images="train"))[0]] == sorted(SIZES)[:6]
+    folder = superpixel_folder(settings)
+    assert cache_superpixels(images, shown, folder, settings.patches, workers=1, progress=False) == len(SIZES)
+    assert cache_superpixels(images, shown, folder, settings.patches, workers=1, progress=False) == 0  # cached
+    table = np.load(folder / "2007_000001.npz")
+    assert table["segments"].shape == SIZES["2007_000001"] and table["areas"][0] == table["areas"].max()
+    dataset = PriorImages(images, shown, folder, settings)
+    global_pair, local_pair = dataset[3]
+    assert global_pair.shape == (2, 3, 32, 32) and local_pair.shape == (2, 3, 16, 16)
+    assert global_pair.dtype == local_pair.dtype == torch.uint8
+    assert not torch.equal(global_pair[0], global_pair[1])  # two random views
+    again = PriorImages(images, shown, folder, settings)
+    assert all(torch.equal(a, b) for a, b in zip(dataset[3], again[3]))
+    again.set_epoch(1)
+    assert not torch.equal(dataset[3][0], again[3][0])
+
+
+@pytest.mark.slow
+def test_a_run_writes_the_moco_file_qgnet_reads_and_an_interrupted_run_resumes_to_the_same_weights(
+        fabricated_pascal, tmp_path, monkeypatch):
+    settings = tiny(fabricated_pascal, tmp_path)
+    whole = tmp_path / "whole.pth.tar"
+    metadata = train_paper_prior(whole, settings, progress=False)
+    saved = torch.load(whole, map_location="cpu", weights_only=True)
+    assert saved["arch"] == "resnet50" and saved["epoch"] == 2
+    state = saved["state_dict"]
+    assert state["module.encoder_q.fc.2.weight"].shape == (128, 2048) and state["module.local_queue"].shape == (128, 8)
+    key_encoder = load_moco_resnet50(whole, "encoder_k")  # QGNet's paper tier: options={"prior_extractor": PATH}
+    for name, value in key_encoder.state_dict().items():
+        official = name.replace("stem.0.", "conv1.", 1) if name.startswith("stem.0.") else \
+            name.replace("stem.1.", "bn1.", 1) if name.startswith("stem.1.") else name
+        torch.testing.assert_close(value, state[f"module.encoder_k.{official}"], rtol=0, atol=0)
+    assert not torch.equal(state["module.encoder_k.conv1.weight"], state["module.encoder_q.conv1.weight"])
+    assert [point["epoch"] for point in metadata["curve"]] == [1, 2] and metadata["steps_per_epoch"] == 1
+    assert all(np.isfinite(point["global"]) and np.isfinite(point["local"]) for point in metadata["curve"])
+    assert metadata["curve"][1]["lr"] < metadata["curve"][0]["lr"] == pytest.approx(0.03 * 4 / 256)
+    assert json.loads(whole.with_suffix(".json").read_text())["training_images"]["count"] == 4
+
+    real_save = paper.save_checkpoint
+
+    def stop_after_the_first_epoch(path, payload):
+        real_save(path, payload)
+        if payload.get("epoch") == 1:
+            raise KeyboardInterrupt
+
+    interrupted = tmp_path / "interrupted.pth.tar"
+    monkeypatch.setattr(paper, "save_checkpoint", stop_after_the_first_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train_paper_prior(interrupted, settings, progress=False)
+    monkeypatch.setattr(paper, "save_checkpoint", real_save)
+    with pytest.raises(FsslibError, match="other settings"):
+        train_paper_prior(interrupted, dataclasses.replace(settings, lr=0.1), progress=False, resume=True)
+    resumed = train_paper_prior(interrupted, settings, progress=False, resume=True)
+    def losses(curve: list[dict]) -> list[tuple]:
+        return [(point["epoch"], point["lr"], point["global"], point["local"]) for point in curve]
+
+    assert resumed["resumed_at_epoch"] == 1 and losses(resumed["curve"]) == losses(metadata["curve"])
+    again = torch.load(interrupted, map_location="cpu", weights_only=True)["state_dict"]
+    for name, value in state.items():
+        torch.testing.assert_close(again[name], value, rtol=0, atol=0, msg=name)
+    assert not interrupted.with_name(interrupted.name + ".partial.pt").exists()
+
+
+def test_the_command_line_names_what_is_missing(fabricated_pascal, tmp_path, capsys):
+    command = PRETRAINERS["qgnet-prior"]
+    with pytest.raises(SystemExit) as exit_:
+        command.main(["--data-root", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x.pth.tar"), "--no-progress"])
+    assert exit_.value.code == 2 and "python -m fsslib.data.prepare pascal" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        command.main(["--benchmark", "toy", "--data-root", str(fabricated_pascal), "--out", str(tmp_path / "x.tar")])
+    assert "pascal, coco" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        command.main(["--data-root", str(fabricated_pascal), "--batch-size", "64", "--workers", "0", "--device", "cpu",
+                      "--superpixel-cache", str(tmp_path / "sp"), "--out", str(tmp_path / "x.tar"), "--no-progress"])
+    assert "make no batch of 64" in capsys.readouterr().err
