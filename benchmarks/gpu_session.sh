@@ -5,6 +5,8 @@
 #      benchmarks/results/gpu_speed_h200.md);
 #   2. fsslib with --compile against the official PFENet and HDMNet, bf16 autocast, alternated steps;
 #   3. the paper tier's training loader on the machine's CPU cores (8 and 16 workers): can it feed the faster steps?
+#   4. QGNet's prior pretraining (python -m fsslib.pretrain qgnet-prior): its step's images per second and GPU-hours,
+#      and its loader on the machine's cores (about a minute together).
 #
 #   OFFICIAL=/path/with/PFENet/and/HDMNet OUT=/path/for/reports bash benchmarks/gpu_session.sh
 #
@@ -24,3 +26,5 @@ for method in pfenet hdmnet; do
     python3 "$script" --official "$OFFICIAL/$folder" --precisions bf16 --compile 2>&1 | tee "$OUT/official_$method.txt"
 done
 python3 benchmarks/paper_loader.py --workers 8 16 --episodes 400 2>&1 | tee "$OUT/paper_loader.txt"
+python3 benchmarks/qgnet_prior_step.py --steps 20 2>&1 | tee "$OUT/qgnet_prior_step.txt"
+python3 benchmarks/qgnet_prior_loader.py --workers 8 16 --images 256 --superpixel-workers 16 2>&1 | tee "$OUT/qgnet_prior_loader.txt"

@@ -15,8 +15,9 @@ from fsslib.data.layout import mark_prepared, write_class_index, write_list
 from fsslib.errors import FsslibError
 from fsslib.models.backbones import load_moco_resnet50
 from fsslib.pretrain import PRETRAINERS
-from fsslib.pretrain.qgnet_prior.paper import (PaperPriorSettings, PriorImages, benchmark_images, cache_superpixels,
-                                               superpixel_folder, train_paper_prior)
+from fsslib.pretrain.qgnet_prior.paper import (PAPER_SUPERPIXELS, PaperPriorSettings, PriorImages, benchmark_images,
+                                               box_window, cache_superpixels, superpixel_folder, train_paper_prior)
+from fsslib.pretrain.qgnet_prior.patches import patch_crops, segment_table, superpixels
 from fabricate import save_jpeg
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -67,6 +68,28 @@ def test_the_images_are_every_split_s_once_and_each_item_is_a_function_of_seed_e
     assert all(torch.equal(a, b) for a, b in zip(dataset[3], again[3]))
     again.set_epoch(1)
     assert not torch.equal(dataset[3][0], again[3][0])
+
+
+def test_a_patch_cut_from_its_box_window_equals_the_patch_cut_from_the_whole_image():
+    """The loader crops a superpixel from a window around its box: the same pixels and mean colour as
+    patch_crops on the whole image, segments at the border and inside alike."""
+    coarse = torch.from_numpy(np.random.default_rng(0).random((1, 3, 4, 6), dtype=np.float32))
+    image = torch.nn.functional.interpolate(coarse, size=(45, 61), mode="bilinear")  # a smooth colour field
+    segments, boxes, areas = segment_table(superpixels((image[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8),
+                                                       "slic", PAPER_SUPERPIXELS["slic"]))
+    segments, boxes = torch.from_numpy(segments), torch.from_numpy(boxes)
+    touching = {"border": 0, "inside": 0}
+    for segment in range(int((areas > 0).sum())):
+        chosen = torch.tensor([segment])
+        whole = patch_crops(image, segments[None].long(), boxes[None], chosen, 24)
+        window, window_segments, box = box_window(image, segments, boxes[segment])
+        windowed = boxes[None].clone()
+        windowed[0, segment] = box
+        torch.testing.assert_close(patch_crops(window, window_segments[None].long(), windowed, chosen, 24), whole,
+                                   rtol=0, atol=1e-5)
+        edges = torch.cat([segments[0], segments[-1], segments[:, 0], segments[:, -1]])
+        touching["border" if (edges == segment).any() else "inside"] += 1
+    assert touching["border"] and touching["inside"], touching
 
 
 @pytest.mark.slow

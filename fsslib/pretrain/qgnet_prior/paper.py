@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -198,10 +199,29 @@ class PriorImages(Dataset):
             return as_bytes(global_pair), torch.zeros(2, 3, 0, 0, dtype=torch.uint8)
         table = np.load(self.folder / f"{name}.npz")
         chosen = sample_segments(torch.from_numpy(table["areas"])[None], self.settings.min_patch_area, generator)
-        segments, boxes = torch.from_numpy(table["segments"])[None].long(), torch.from_numpy(table["boxes"])[None]
-        patch = patch_crops(image, segments, boxes, chosen, self.settings.patch_size)  # (1, 3, P, P)
+        boxes = torch.from_numpy(table["boxes"])[None]  # (1, S, 4)
+        window, segments, boxes[0, chosen] = box_window(image, torch.from_numpy(table["segments"]), boxes[0, chosen[0]])
+        patch = patch_crops(window, segments[None].long(), boxes, chosen, self.settings.patch_size)  # (1, 3, P, P)
         local_pair = random_crops(patch.expand(2, -1, -1, -1), self.settings.patch_size, generator)
         return as_bytes(global_pair), as_bytes(local_pair)
+
+
+def box_window(image: torch.Tensor, segments: torch.Tensor, box: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor,
+                                                                                       torch.Tensor]:
+    """The part of an image (1, 3, H, W) and of its segment ids (H, W) around one segment's box (centre x, centre y,
+    width, height as fractions), with a pixel of margin for the bilinear crop, and the box as fractions of that
+    window: :func:`~fsslib.pretrain.qgnet_prior.patches.patch_crops` samples the same pixels from the window as
+    from the whole image, and fills the same segment's mean, for a fraction of the work on a photograph."""
+    height, width = segments.shape
+    centre_x, centre_y, box_width, box_height = (float(value) for value in box)
+    left = max(0, math.floor((centre_x - box_width / 2) * width) - 1)
+    right = min(width, math.ceil((centre_x + box_width / 2) * width) + 1)
+    top = max(0, math.floor((centre_y - box_height / 2) * height) - 1)
+    bottom = min(height, math.ceil((centre_y + box_height / 2) * height) + 1)
+    columns, rows = right - left, bottom - top
+    inside = torch.tensor([(centre_x * width - left) / columns, (centre_y * height - top) / rows,
+                           box_width * width / columns, box_height * height / rows])
+    return image[..., top:bottom, left:right], segments[top:bottom, left:right], inside
 
 
 def moco_state_dict(model: GlobalLocalMoCo) -> dict[str, torch.Tensor]:
@@ -235,6 +255,25 @@ def step_views(pairs: torch.Tensor, generator: torch.Generator, device: torch.de
     """The two views (B, 3, S, S) of a loader's (B, 2, 3, S, S) uint8 pairs, coloured on ``device``."""
     for view in pairs.to(device, non_blocking=True).unbind(dim=1):
         yield random_colours(view.float().div(255), generator, AUG_PLUS).contiguous(memory_format=layout)
+
+
+def training_step(model: GlobalLocalMoCo, optimizer: torch.optim.Optimizer, pairs: dict[str, torch.Tensor],
+                  losses: tuple[str, ...], colours: torch.Generator, bf16: bool) -> dict[str, torch.Tensor]:
+    """One optimiser step on a loader's batch: ``pairs["global"]`` (B, 2, 3, S, S) and ``pairs["local"]`` (B, 2, 3,
+    P, P) uint8, coloured on the model's device; returns each loss of ``losses`` (Eq. 1 global, Eq. 6 local), whose
+    sum (Eq. 7) was minimised."""
+    device = model.queue.device
+    layout = torch.channels_last if bf16 else torch.contiguous_format
+    model.update_key_encoder()
+    terms = {}
+    for name in losses:
+        queries, keys = step_views(pairs[name], colours, device, layout)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            terms[name] = model.loss(queries, keys, local=name == "local", generator=colours)
+    optimizer.zero_grad(set_to_none=True)
+    sum(terms.values()).backward()
+    optimizer.step()
+    return terms
 
 
 def train_paper_prior(out: str | Path, settings: PaperPriorSettings, progress: bool = True, command: str | None = None,
@@ -301,17 +340,8 @@ def train_paper_prior(out: str | Path, settings: PaperPriorSettings, progress: b
             step = epoch * steps_per_epoch + batch_index
             colours = torch.Generator().manual_seed(int(np.random.default_rng([settings.seed, COLOUR_STREAM, step])
                                                         .integers(2**62)))
-            model.update_key_encoder()
-            terms = {}
-            for name, pairs in (("global", global_pairs), ("local", local_pairs)):
-                if name in losses_used:  # Eq. 1 (global), Eq. 6 (local)
-                    queries, keys = step_views(pairs, colours, device, layout)
-                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                        terms[name] = model.loss(queries, keys, local=name == "local", generator=colours)
-            loss = sum(terms.values())  # Eq. 7
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            terms = training_step(model, optimizer, {"global": global_pairs, "local": local_pairs}, losses_used,
+                                  colours, bf16)
             for name, value in terms.items():
                 sums[name] += value.detach()
             bar.update()

@@ -1,0 +1,77 @@
+"""What does QGNet's paper-tier prior pretraining cost before its GPU step? Superpixels once, then a loader per step.
+
+    python benchmarks/qgnet_prior_loader.py                    # 60 images; num_workers 0, 1, 2
+    python benchmarks/qgnet_prior_loader.py --workers 0 8 16 --images 400
+
+On a fabricated prepared PASCAL root (JPEGs of 500 x 375, PASCAL's most common size, that decode like photographs:
+``paper_loader.fabricate``), as ``python -m fsslib.pretrain qgnet-prior`` runs it at its defaults:
+
+* the superpixel cache (``cache_superpixels``: SLIC at skimage's defaults on the image as stored, then the segment
+  table), in ``--superpixel-workers`` processes: CPU-seconds per image, and the CPU-hours for PASCAL's 12,031
+  images (training and test splits) and COCO 2014's 123,287, paid once;
+* the batch items (``PriorImages``: decode, two 224 crops with flips, one superpixel patch and two 112 crops of it)
+  through a ``DataLoader`` of batch 32: images per CPU-second (this process and its workers; steady on a shared
+  machine, where the wall rate says nothing) and images per second of wall time.
+
+Prints a Markdown table. The GPU side (the step's images per second) is ``benchmarks/qgnet_prior_step.py``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from fsslib.pretrain.qgnet_prior.paper import (PaperPriorSettings, PriorImages, benchmark_images, cache_superpixels,
+                                               superpixel_folder)
+from paper_loader import HEIGHT, WIDTH, cpu_seconds, fabricate
+
+DATASET_IMAGES = {"PASCAL (train + val)": 12031, "COCO 2014 (train + val)": 123287}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--images", type=int, default=60, help="fabricated images (each worker count reads them all)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--superpixel-workers", type=int, default=1, help="processes computing the superpixels")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)  # as in a DataLoader worker
+    cpu = platform.processor() or platform.machine()
+    print(f"QGNet's paper-tier prior pretraining before the GPU: fabricated PASCAL {WIDTH}x{HEIGHT} JPEGs, "
+          f"{args.images} images; {os.cpu_count()} CPU cores ({cpu}), torch {torch.__version__}\n")
+    with tempfile.TemporaryDirectory() as folder:
+        root = fabricate(Path(folder) / "VOC2012", args.images)
+        (root / "lists" / "val.txt").write_text("")  # the fabricated root has training images only
+        (root / "lists" / "val_classes.json").write_text("{}")
+        settings = PaperPriorSettings(data_root=str(root), superpixel_cache=str(Path(folder) / "superpixels"),
+                                      workers=1, batch_size=args.batch_size)
+        images, shown = benchmark_images(settings)
+        start = cpu_seconds()
+        cache_superpixels(images, shown, superpixel_folder(settings), settings.patches, args.superpixel_workers,
+                          progress=False)  # its processes' CPU time joins RUSAGE_CHILDREN when they exit
+        per_image = (cpu_seconds() - start) / len(images)
+        print("| superpixels (once) | CPU-seconds per image | "
+              + " | ".join(f"CPU-hours for {name}'s {count:,}" for name, count in DATASET_IMAGES.items()) + " |")
+        print("|---|---|" + "---|" * len(DATASET_IMAGES))
+        print(f"| SLIC {settings.patches} | {per_image:.3f} | "
+              + " | ".join(f"{per_image * count / 3600:.2f}" for count in DATASET_IMAGES.values()) + " |\n")
+        dataset = PriorImages(images, shown, superpixel_folder(settings), settings)
+        print("| num_workers | images/s (wall) | images per CPU-second | cores per 1000 images/s of GPU step |")
+        print("|---|---|---|---|")
+        for workers in args.workers:
+            start, cpu_start = time.perf_counter(), cpu_seconds()
+            loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=workers)
+            count = sum(len(global_pairs) for global_pairs, _ in loader)
+            del loader  # its workers exit: their CPU time joins RUSAGE_CHILDREN
+            wall, per_cpu = count / (time.perf_counter() - start), count / (cpu_seconds() - cpu_start)
+            print(f"| {workers} | {wall:.1f} | {per_cpu:.1f} | {1000 / per_cpu:.1f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""How long does QGNet's paper-tier prior pretraining take on a GPU? Its training step, timed, and the GPU-hours.
+
+    python benchmarks/qgnet_prior_step.py                          # CUDA, batch 256, bf16: the recipe
+    python benchmarks/qgnet_prior_step.py --device cpu --batch-size 16 --image-size 64 --patch-size 64 --steps 2
+
+``fsslib.pretrain.qgnet_prior.paper.training_step`` (MoCo v2 with the local patch loss, a ResNet-50 from random
+weights, the colours drawn on the device, the key encoder's momentum update, SGD) on random uint8 views of the
+recipe's sizes: the loader is left out (``benchmarks/qgnet_prior_loader.py`` measures it). After ``--warmup``
+untimed steps, ``--steps`` timed ones with a synchronisation at the end. Reported: milliseconds per step, images
+per second, and the GPU-hours of the paper's budgets at that rate (1000 epochs of PASCAL's 12,031 images, 200 of
+COCO 2014's 123,287; steps of ``--batch-size``, the last partial batch dropped). Prints a Markdown table.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from fsslib.device import resolve_device
+from fsslib.models.backbones import ResNet50Backbone
+from fsslib.pretrain.qgnet_prior.moco import LOSS_SETS, GlobalLocalMoCo
+from fsslib.pretrain.qgnet_prior.paper import PaperPriorSettings, training_step
+
+BUDGETS = {"PASCAL, 1000 epochs": (12031, 1000), "COCO 2014, 200 epochs": (123287, 200)}  # (images, epochs)
+
+
+def main(argv: list[str] | None = None) -> None:
+    recipe = PaperPriorSettings()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--batch-size", type=int, default=recipe.batch_size)
+    parser.add_argument("--image-size", type=int, default=recipe.image_size)
+    parser.add_argument("--patch-size", type=int, default=recipe.patch_size)
+    parser.add_argument("--precision", choices=("bf16", "fp32"), nargs="+", default=["bf16", "fp32"])
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=20)
+    args = parser.parse_args(argv)
+    device = resolve_device(args.device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    print(f"QGNet's prior pretraining step on {name}: batch {args.batch_size}, views {args.image_size} and "
+          f"{args.patch_size}, torch {torch.__version__}\n")
+    print("| precision | ms / step | images / s | " + " | ".join(f"GPU-hours, {b}" for b in BUDGETS) + " |")
+    print("|---|---|---|" + "---|" * len(BUDGETS))
+    for precision in args.precision:
+        bf16 = precision == "bf16"
+        model = GlobalLocalMoCo(ResNet50Backbone(None, output_stride=32), queue_size=recipe.queue_size,
+                                local_queue_size=recipe.local_queue_size, momentum=recipe.momentum,
+                                temperature=recipe.temperature, key_chunks=recipe.key_chunks)
+        model = model.to(device=device, memory_format=torch.channels_last if bf16 else torch.contiguous_format)
+        optimizer = torch.optim.SGD(model.query_encoder.parameters(), lr=recipe.lr, momentum=0.9,
+                                    weight_decay=recipe.weight_decay)
+        generator = torch.Generator().manual_seed(0)
+        pairs = {"global": torch.randint(0, 256, (args.batch_size, 2, 3, args.image_size, args.image_size),
+                                         dtype=torch.uint8, generator=generator),
+                 "local": torch.randint(0, 256, (args.batch_size, 2, 3, args.patch_size, args.patch_size),
+                                        dtype=torch.uint8, generator=generator)}
+        if device.type == "cuda":
+            pairs = {key: value.pin_memory() for key, value in pairs.items()}
+        for step in range(args.warmup + args.steps):
+            if step == args.warmup:
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                start = time.perf_counter()
+            training_step(model, optimizer, pairs, LOSS_SETS[recipe.losses], generator, bf16)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds = (time.perf_counter() - start) / args.steps
+        hours = [images // args.batch_size * epochs * seconds / 3600 for images, epochs in BUDGETS.values()]
+        print(f"| {precision} | {seconds * 1000:.1f} | {args.batch_size / seconds:.0f} | "
+              + " | ".join(f"{h:.1f}" for h in hours) + " |", flush=True)
+        del model, optimizer
+
+
+if __name__ == "__main__":
+    main()
