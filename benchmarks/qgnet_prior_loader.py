@@ -27,8 +27,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from fsslib.pretrain.qgnet_prior.paper import (PaperPriorSettings, PriorImages, benchmark_images, cache_superpixels,
-                                               superpixel_folder)
+from fsslib.pretrain.qgnet_prior.paper import (EpochBatches, PaperPriorSettings, PriorImages, benchmark_images,
+                                               cache_superpixels, superpixel_folder)
 from paper_loader import HEIGHT, WIDTH, cpu_seconds, fabricate
 
 DATASET_IMAGES = {"PASCAL (train + val)": 12031, "COCO 2014 (train + val)": 123287}
@@ -66,7 +66,8 @@ def main(argv: list[str] | None = None) -> None:
         print("|---|---|---|---|")
         for workers in args.workers:
             start, cpu_start = time.perf_counter(), cpu_seconds()
-            loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=workers)
+            loader = DataLoader(dataset, batch_sampler=EpochBatches(len(dataset), args.batch_size, 0, 1),
+                                num_workers=workers)
             count = sum(len(global_pairs) for global_pairs, _ in loader)
             del loader  # its workers exit: their CPU time joins RUSAGE_CHILDREN
             wall, per_cpu = count / (time.perf_counter() - start), count / (cpu_seconds() - cpu_start)

@@ -241,7 +241,7 @@ METHOD_WEIGHTS: dict[str, tuple[str, ...]] = {
 }
 METHOD_NOTES: dict[str, str] = {
     "qgnet": ("QGNet's own prior extractor (MoCo v2 with its local patch loss) is not published: `python -m "
-              "fsslib.pretrain qgnet-prior` pretrains one on PASCAL's images (`--benchmark coco --epochs 200`: "
+              "fsslib.pretrain qgnet-prior` pretrains one on PASCAL's images (`--benchmark coco`: on "
               "COCO's) and writes it where the paper grids read it; the paper's 1000 epochs are a GPU's work. Or "
               "pass --options prior_extractor=PATH; `weights moco-v2` fetches plain MoCo v2, Table VI's 'global "
               "only' row."),

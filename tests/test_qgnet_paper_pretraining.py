@@ -9,14 +9,17 @@ import json
 import numpy as np
 import pytest
 import torch
+import torchvision
+from torch.utils.data import DataLoader
 
 import fsslib.pretrain.qgnet_prior.paper as paper
 from fsslib.data.layout import mark_prepared, write_class_index, write_list
 from fsslib.errors import FsslibError
 from fsslib.models.backbones import load_moco_resnet50
 from fsslib.pretrain import PRETRAINERS
-from fsslib.pretrain.qgnet_prior.paper import (PAPER_SUPERPIXELS, PaperPriorSettings, PriorImages, benchmark_images,
-                                               box_window, cache_superpixels, superpixel_folder, train_paper_prior)
+from fsslib.pretrain.qgnet_prior.paper import (PAPER_SUPERPIXELS, EpochBatches, PaperPriorSettings, PriorImages,
+                                               benchmark_images, box_window, cache_superpixels, superpixel_folder,
+                                               train_paper_prior)
 from fsslib.pretrain.qgnet_prior.patches import patch_crops, segment_table, superpixels
 from fabricate import save_jpeg
 
@@ -45,29 +48,40 @@ def tiny(root, tmp_path, **overrides) -> PaperPriorSettings:
     return PaperPriorSettings(**{"epochs": 2, "batch_size": 4, "image_size": 32, "patch_size": 16, "queue_size": 8,
                                  "local_queue_size": 8, "key_chunks": 2, "min_patch_area": 16, "precision": "fp32",
                                  "device": "cpu", "workers": 0, "data_root": str(root), "max_images": 4,
-                                 "superpixel_cache": str(tmp_path / "superpixels"), **overrides})
+                                 "superpixel_cache": str(tmp_path / "superpixels"), "checkpoint_every": 1, **overrides})
 
 
-def test_the_images_are_every_split_s_once_and_each_item_is_a_function_of_seed_epoch_and_index(fabricated_pascal,
-                                                                                              tmp_path):
+def test_the_images_are_every_split_s_once_and_each_item_is_a_function_of_seed_epoch_and_position(fabricated_pascal,
+                                                                                                 tmp_path):
     settings = tiny(fabricated_pascal, tmp_path, max_images=0)
     images, shown = benchmark_images(settings)
     assert [name for name, _ in images] == sorted(SIZES) and not shown
     assert [name for name, _ in benchmark_images(dataclasses.replace(settings, images="train"))[0]] == sorted(SIZES)[:6]
     folder = superpixel_folder(settings)
+    assert superpixel_folder(dataclasses.replace(settings, data_root=str(tmp_path / "elsewhere"))) != folder
     assert cache_superpixels(images, shown, folder, settings.patches, workers=1, progress=False) == len(SIZES)
     assert cache_superpixels(images, shown, folder, settings.patches, workers=1, progress=False) == 0  # cached
     table = np.load(folder / "2007_000001.npz")
     assert table["segments"].shape == SIZES["2007_000001"] and table["areas"][0] == table["areas"].max()
     dataset = PriorImages(images, shown, folder, settings)
-    global_pair, local_pair = dataset[3]
+    global_pair, local_pair = dataset[0, 3]
     assert global_pair.shape == (2, 3, 32, 32) and local_pair.shape == (2, 3, 16, 16)
     assert global_pair.dtype == local_pair.dtype == torch.uint8
     assert not torch.equal(global_pair[0], global_pair[1])  # two random views
     again = PriorImages(images, shown, folder, settings)
-    assert all(torch.equal(a, b) for a, b in zip(dataset[3], again[3]))
-    again.set_epoch(1)
-    assert not torch.equal(dataset[3][0], again[3][0])
+    assert all(torch.equal(a, b) for a, b in zip(dataset[0, 3], again[0, 3]))
+    assert not torch.equal(dataset[0, 3][0], again[1, 3][0])  # another epoch: another order and other views
+    assert sorted(dataset.order(1)) == list(range(len(SIZES))) and list(dataset.order(1)) != list(dataset.order(0))
+    # one loader for the whole run: its workers draw what this process draws, epoch after epoch
+    batches = EpochBatches(len(dataset), 3, first_epoch=1, epochs=3)
+    assert len(batches) == 4 and [batch[0] for batch in batches] == [(1, 0), (1, 3), (2, 0), (2, 3)]
+    here = [pairs for pairs in DataLoader(dataset, batch_sampler=batches)]
+    workers = [pairs for pairs in DataLoader(dataset, batch_sampler=batches, num_workers=2)]
+    assert all(torch.equal(a, b) for ours, theirs in zip(here, workers) for a, b in zip(ours, theirs))
+    np.savez(folder / "2007_000001.npz", segments=table["segments"][:-1], boxes=table["boxes"], areas=table["areas"])
+    where = next(position for position in range(len(SIZES)) if images[dataset.order(0)[position]][0] == "2007_000001")
+    with pytest.raises(FsslibError, match="made from another image"):
+        dataset[0, where]
 
 
 def test_a_patch_cut_from_its_box_window_equals_the_patch_cut_from_the_whole_image():
@@ -97,7 +111,8 @@ def test_a_run_writes_the_moco_file_qgnet_reads_and_an_interrupted_run_resumes_t
         fabricated_pascal, tmp_path, monkeypatch):
     settings = tiny(fabricated_pascal, tmp_path)
     whole = tmp_path / "whole.pth.tar"
-    metadata = train_paper_prior(whole, settings, progress=False)
+    with pytest.warns(UserWarning, match="No interrupted run to resume"):
+        metadata = train_paper_prior(whole, settings, progress=False, resume=True)
     saved = torch.load(whole, map_location="cpu", weights_only=True)
     assert saved["arch"] == "resnet50" and saved["epoch"] == 2
     state = saved["state_dict"]
@@ -108,6 +123,11 @@ def test_a_run_writes_the_moco_file_qgnet_reads_and_an_interrupted_run_resumes_t
             name.replace("stem.1.", "bn1.", 1) if name.startswith("stem.1.") else name
         torch.testing.assert_close(value, state[f"module.encoder_k.{official}"], rtol=0, atol=0)
     assert not torch.equal(state["module.encoder_k.conv1.weight"], state["module.encoder_q.conv1.weight"])
+    moco_v2 = torchvision.models.resnet50(num_classes=128)  # main_moco.py --mlp: fc = Linear, ReLU, the old fc
+    moco_v2.fc = torch.nn.Sequential(torch.nn.Linear(2048, 2048), torch.nn.ReLU(), moco_v2.fc)
+    moco_v2.load_state_dict({key.removeprefix("module.encoder_q."): value for key, value in state.items()
+                             if key.startswith("module.encoder_q.")})  # strict: every name and shape
+    assert state["module.queue_ptr"].shape == (1,)
     assert [point["epoch"] for point in metadata["curve"]] == [1, 2] and metadata["steps_per_epoch"] == 1
     assert all(np.isfinite(point["global"]) and np.isfinite(point["local"]) for point in metadata["curve"])
     assert metadata["curve"][1]["lr"] < metadata["curve"][0]["lr"] == pytest.approx(0.03 * 4 / 256)
@@ -127,7 +147,7 @@ def test_a_run_writes_the_moco_file_qgnet_reads_and_an_interrupted_run_resumes_t
     monkeypatch.setattr(paper, "save_checkpoint", real_save)
     with pytest.raises(FsslibError, match="other settings"):
         train_paper_prior(interrupted, dataclasses.replace(settings, lr=0.1), progress=False, resume=True)
-    resumed = train_paper_prior(interrupted, settings, progress=False, resume=True)
+    resumed = train_paper_prior(interrupted, dataclasses.replace(settings, workers=1), progress=False, resume=True)
     def losses(curve: list[dict]) -> list[tuple]:
         return [(point["epoch"], point["lr"], point["global"], point["local"]) for point in curve]
 

@@ -2,18 +2,23 @@
 by MoCo v2 plus the local patch loss (Sec. IV-A, Eqs. 1, 6, 7), written as a MoCo checkpoint that QGNet's paper
 tier loads (its ``prior_extractor`` option).
 
-**The recipe.** What the paper gives (Sec. V-A, Eq. 6): SGD, InfoNCE, MoCo v2's augmentation (blur, colour
-distortion, random crop, flip), every image of the dataset, 1000 epochs on PASCAL VOC and 200 on COCO, M = 65536
-patches in the local queue, SLIC superpixels as the patches (Table V). What it leaves to MoCo v2
-(facebookresearch/moco ``main_moco.py --mlp --moco-t 0.2 --aug-plus --cos``): batch 256, learning rate 0.03 per
-256 images, weight decay 1e-4, SGD momentum 0.9, key-encoder momentum 0.999, K = 65536, 224-pixel views, a cosine
-schedule stepped per epoch, random initialisation, and BatchNorm shuffled over 8 GPUs (here: 8 key sub-batches on
-one device, :class:`~fsslib.pretrain.qgnet_prior.moco.GlobalLocalMoCo`). What neither gives, fsslib's choice:
-the patch views' size (112, half the image views', as the toy tier's 32 against 64), the superpixels' settings
-(skimage's SLIC defaults, 100 segments of compactness 10, on the image as stored) and the smallest patch picked
-(1024 pixels).
+**The recipe.** What the paper gives (Sec. V-A, Eqs. 1, 6): SGD, InfoNCE, MoCo v2's augmentation (blur, colour
+distortion, random crop, flip), every image of the dataset (here: of fsslib's lists of its training and test
+splits), 1000 epochs on PASCAL VOC and 200 on COCO, queues of K = M = 65536, SLIC superpixels as the patches
+(Table V). What it leaves to MoCo v2 (facebookresearch/moco ``main_moco.py --mlp --moco-t 0.2 --aug-plus --cos``):
+batch 256 with learning rate 0.03, weight decay 1e-4, SGD momentum 0.9, key-encoder momentum 0.999, 224-pixel
+views, a cosine schedule stepped per epoch, random initialisation. What neither gives, fsslib's choice:
 
-**A batch item** (:class:`PriorImages`, in the data loader's workers; a pure function of seed, epoch and index):
+* the learning rate scaled linearly with the batch (0.03 per 256 images, as MoCo's README recommends for other
+  batches; ``main_moco.py`` itself takes ``--lr`` as it is);
+* BatchNorm: MoCo normalises both encoders over each GPU's 32 images and shuffles the keys across its 8 GPUs; here
+  the keys are encoded in 8 shuffled sub-batches (:class:`~fsslib.pretrain.qgnet_prior.moco.GlobalLocalMoCo`),
+  and the query encoder normalises over the whole batch;
+* the patch views' size (112, half the image views', as the toy tier's 32 against 64), the superpixels' settings
+  (skimage's SLIC defaults, 100 segments of compactness 10, on the image as stored; the 256 largest segments
+  kept) and the smallest patch picked (1024 pixels).
+
+**A batch item** (:class:`PriorImages`, in the data loader's workers; a pure function of seed, epoch and position):
 the image is read, never its label. Its superpixels come from a cache made once before training
 (:func:`cache_superpixels`). Two random resized crops of the image, each flipped half the time, are the global
 pair. One superpixel, drawn uniformly among those of at least ``min_patch_area`` pixels, is cropped to its
@@ -25,8 +30,9 @@ blur) are drawn per step on the training device, batched (:func:`~fsslib.pretrai
 **The file.** ``{"arch": "resnet50", "epoch": E, "state_dict": {...}}`` with MoCo v2's key names
 (``module.encoder_q.*`` and ``module.encoder_k.*``: torchvision's ResNet-50 names, the MLP head as ``fc.0`` and
 ``fc.2``; ``module.queue``, ``module.queue_ptr``, and the patch queue ``module.local_queue``), read by
-:func:`fsslib.models.backbones.load_moco_resnet50`. Beside it a ``.json``: the command, settings, images, the loss
-of every epoch, hardware and times.
+:func:`fsslib.models.backbones.load_moco_resnet50`, by MoCo's ``main_lincls.py --pretrained`` and its detectron2
+conversion (both read ``encoder_q``), not by ``main_moco.py --resume`` (no optimiser state; the extra patch queue).
+Beside it (``.pth.json``): the command, settings, images, the loss of every epoch, hardware and times.
 
 Not measured yet: a run at the paper's size, which needs a GPU; this module is tested on the CPU at a few pixels.
 """
@@ -36,6 +42,7 @@ import hashlib
 import json
 import math
 import time
+import warnings
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -54,8 +61,8 @@ from fsslib.models.backbones import MOCO_BACKBONE, ResNet50Backbone
 from fsslib.models.files import read_weights
 from fsslib.paths import atomic_path, data_root, weights_root
 from fsslib.pretrain.qgnet_prior.moco import LOSS_SETS, GlobalLocalMoCo
-from fsslib.pretrain.qgnet_prior.patches import (MAX_SEGMENTS, PATCH_METHODS, patch_crops, sample_segments,
-                                                 segment_table, superpixels)
+from fsslib.pretrain.qgnet_prior.patches import (PATCH_METHODS, patch_crops, sample_segments, segment_table,
+                                                 superpixels)
 from fsslib.pretrain.saving import RunRecord, file_sha256, save_checkpoint, write_metadata
 from fsslib.pretrain.schedules import cosine_between
 from fsslib.pretrain.views import AUG_PLUS, random_colours, random_crops
@@ -68,8 +75,11 @@ PAPER_SUPERPIXELS = {  # skimage's defaults for SLIC; Felzenszwalb's as skimage'
     "slic": {"n_segments": 100, "compactness": 10.0},
     "felzenszwalb": {"scale": 100.0, "sigma": 0.5, "min_size": 50},
 }
+PAPER_EPOCHS = {"pascal": 1000, "coco": 200}  # Sec. V-A
+MAX_SEGMENTS = 256  # the largest segments kept per image (SLIC's 100 make at most a few more)
 REFERENCE_BATCH = 256  # MoCo v2's learning rate is given for 256 images per step
-COLOUR_STREAM = 95  # the views' colours of step s: np.random.default_rng([seed, 95, s])
+ORDER_STREAM, ITEM_STREAM, COLOUR_STREAM = 0, 1, 2  # np.random.default_rng([seed, stream, ...]): apart from each other
+RESULT_FREE = ("workers", "device", "superpixel_cache", "checkpoint_every")  # settings a resumed run may change
 
 
 @dataclass
@@ -79,19 +89,21 @@ class PaperPriorSettings:
     benchmark: str = field(default="pascal", metadata={"help": f"whose images: {', '.join(BENCHMARKS)}"})
     images: str = field(default="all", metadata={
         "help": "'all': the training and test splits' images (the paper: every image of the dataset), or 'train'"})
-    epochs: int = field(default=1000, metadata={"help": "passes over the images (the paper: 1000 PASCAL, 200 COCO)"})
+    epochs: int = field(default=0, metadata={"help": "passes over the images (0: the paper's, 1000 PASCAL, 200 COCO)"})
     losses: str = field(default="global_local", metadata={
         "help": f"the contrastive losses: {', '.join(LOSS_SETS)} (Table VI has the first two)"})
     patches: str = field(default="slic", metadata={"help": f"local patches: {', '.join(PATCH_METHODS)}"})
     batch_size: int = field(default=256, metadata={"help": "images per step (MoCo v2: 256)"})
     lr: float = field(default=0.03, metadata={
-        "help": f"SGD learning rate per {REFERENCE_BATCH} images (MoCo v2), scaled linearly with the batch size"})
+        "help": f"SGD learning rate per {REFERENCE_BATCH} images (MoCo v2's at batch 256); fsslib scales it linearly "
+                "with the batch size, as MoCo's README recommends"})
     weight_decay: float = field(default=1e-4, metadata={"help": "SGD weight decay"})
     momentum: float = field(default=0.999, metadata={"help": "key-encoder momentum m (MoCo)"})
     temperature: float = field(default=0.2, metadata={"help": "InfoNCE temperature (MoCo v2)"})
     queue_size: int = field(default=65536, metadata={"help": "image queue K (Eq. 1, MoCo)"})
     local_queue_size: int = field(default=65536, metadata={"help": "patch queue M (Eq. 6)"})
-    key_chunks: int = field(default=8, metadata={"help": "key sub-batches whose BatchNorm is shuffled (MoCo's 8 GPUs)"})
+    key_chunks: int = field(default=8, metadata={
+        "help": "shuffled sub-batches the keys are encoded in (MoCo shuffles them over 8 GPUs)"})
     image_size: int = field(default=224, metadata={"help": "size of the image views (MoCo)"})
     patch_size: int = field(default=112, metadata={"help": "size of the patch views (fsslib's choice)"})
     min_patch_area: int = field(default=1024, metadata={
@@ -105,12 +117,18 @@ class PaperPriorSettings:
     superpixel_cache: str = field(default="", metadata={
         "help": "folder of the superpixels, computed once ('' = $FSSLIB_DATA/qgnet_superpixels)"})
     max_images: int = field(default=0, metadata={"help": "images used (0: all; fewer for smoke tests)"})
+    checkpoint_every: int = field(default=10, metadata={"help": "epochs between the states saved for --resume"})
 
 
 def default_out(benchmark: str) -> Path:
     """Where QGNet's paper grids look for the extractor:
     ``$FSSLIB_WEIGHTS/qgnet_prior_extractor_<benchmark>.pth.tar``."""
     return weights_root() / f"qgnet_prior_extractor_{benchmark}.pth.tar"
+
+
+def epochs_of(settings: PaperPriorSettings) -> int:
+    """The run's epochs: ``settings.epochs``, or the paper's for its benchmark when 0."""
+    return settings.epochs or PAPER_EPOCHS[settings.benchmark]
 
 
 def benchmark_images(settings: PaperPriorSettings) -> tuple[list[tuple[str, Path]], bool]:
@@ -132,8 +150,10 @@ def benchmark_images(settings: PaperPriorSettings) -> tuple[list[tuple[str, Path
 
 
 def superpixel_folder(settings: PaperPriorSettings) -> Path:
-    """The cache of one benchmark's superpixels under one patch setting (its name holds the setting's hash)."""
-    setting = json.dumps([settings.patches, PAPER_SUPERPIXELS[settings.patches], MAX_SEGMENTS], sort_keys=True)
+    """The cache of one dataset folder's superpixels under one patch setting (its name holds a hash of both)."""
+    root = Path(settings.data_root).resolve() if settings.data_root else get_benchmark(settings.benchmark).root()
+    setting = json.dumps([str(root), settings.patches, PAPER_SUPERPIXELS[settings.patches], MAX_SEGMENTS],
+                         sort_keys=True)
     key = hashlib.sha256(setting.encode()).hexdigest()[:12]
     base = Path(settings.superpixel_cache) if settings.superpixel_cache else data_root() / "qgnet_superpixels"
     return base / settings.benchmark / f"{settings.patches}_{key}"
@@ -141,7 +161,7 @@ def superpixel_folder(settings: PaperPriorSettings) -> Path:
 
 def _cache_one(job: tuple[Path, bool, Path, str, dict]) -> None:
     path, shown, target, method, params = job
-    segments, boxes, areas = segment_table(superpixels(read_rgb(path, shown), method, params))
+    segments, boxes, areas = segment_table(superpixels(read_rgb(path, shown), method, params), MAX_SEGMENTS)
     with atomic_path(target) as temporary:
         np.savez(temporary, segments=segments, boxes=boxes, areas=areas)
 
@@ -150,7 +170,8 @@ def cache_superpixels(images: list[tuple[str, Path]], shown: bool, folder: Path,
                       progress: bool = True) -> int:
     """Compute the superpixels of the images not yet in ``folder`` (one ``<name>.npz`` each: segment ids relabelled
     largest first, boxes, areas; :func:`~fsslib.pretrain.qgnet_prior.patches.segment_table`), in ``workers``
-    processes; returns how many were computed."""
+    processes; returns how many were computed. A file is read back only if its segments have its image's size
+    (:class:`PriorImages` checks)."""
     jobs = [(path, shown, folder / f"{name}.npz", method, PAPER_SUPERPIXELS[method])
             for name, path in images if not (folder / f"{name}.npz").is_file()]
     bar = tqdm(total=len(jobs), desc=f"superpixels ({method})", disable=not progress or not jobs)
@@ -172,38 +193,64 @@ def as_bytes(views: torch.Tensor) -> torch.Tensor:
 
 
 class PriorImages(Dataset):
-    """Item ``index`` of epoch ``epoch``: (global pair (2, 3, S, S), local pair (2, 3, P, P)) uint8, the crops and
-    flips of the module docstring's batch item (the colours come later, batched); a pure function of (seed, epoch,
-    index), the images shuffled per epoch."""
+    """Item ``(epoch, position)``: (global pair (2, 3, S, S), local pair (2, 3, P, P)) uint8, the crops and flips of
+    the module docstring's batch item for the image at ``position`` of the epoch's shuffled order (the colours come
+    later, batched); a pure function of (seed, epoch, position)."""
 
     def __init__(self, images: list[tuple[str, Path]], shown: bool, folder: Path, settings: PaperPriorSettings) -> None:
         self.images, self.shown, self.folder, self.settings = images, shown, folder, settings
         self.local = "local" in LOSS_SETS[settings.losses]
-        self.set_epoch(0)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-        self.order = np.random.default_rng([self.settings.seed, epoch]).permutation(len(self.images))
+        self._order: tuple[int, np.ndarray | None] = (-1, None)  # the last epoch's order, kept by each worker
 
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        name, path = self.images[self.order[index]]
-        seed = np.random.default_rng([self.settings.seed, self.epoch, index]).integers(2**62)
+    def order(self, epoch: int) -> np.ndarray:
+        """The images' order in ``epoch``."""
+        if self._order[0] != epoch:
+            stream = np.random.default_rng([self.settings.seed, ORDER_STREAM, epoch])
+            self._order = (epoch, stream.permutation(len(self)))
+        return self._order[1]
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        epoch, position = key
+        name, path = self.images[self.order(epoch)[position]]
+        seed = np.random.default_rng([self.settings.seed, ITEM_STREAM, epoch, position]).integers(2**62)
         generator = torch.Generator().manual_seed(int(seed))
         pixels = np.array(read_rgb(path, self.shown))  # (H, W, 3) uint8, writable
         image = torch.from_numpy(pixels).permute(2, 0, 1)[None].float().div(255)  # (1, 3, H, W)
         global_pair = random_crops(image.expand(2, -1, -1, -1), self.settings.image_size, generator)
         if not self.local:
             return as_bytes(global_pair), torch.zeros(2, 3, 0, 0, dtype=torch.uint8)
-        table = np.load(self.folder / f"{name}.npz")
+        cached = self.folder / f"{name}.npz"
+        table = np.load(cached)
+        if table["segments"].shape != pixels.shape[:2]:
+            raise FsslibError(f"The cached superpixels {cached} are {table['segments'].shape}, but image {path} is "
+                              f"{pixels.shape[:2]}: they were made from another image.",
+                              f"delete {self.folder} (it is made again), or pass --superpixel-cache another folder.")
         chosen = sample_segments(torch.from_numpy(table["areas"])[None], self.settings.min_patch_area, generator)
         boxes = torch.from_numpy(table["boxes"])[None]  # (1, S, 4)
         window, segments, boxes[0, chosen] = box_window(image, torch.from_numpy(table["segments"]), boxes[0, chosen[0]])
         patch = patch_crops(window, segments[None].long(), boxes, chosen, self.settings.patch_size)  # (1, 3, P, P)
         local_pair = random_crops(patch.expand(2, -1, -1, -1), self.settings.patch_size, generator)
         return as_bytes(global_pair), as_bytes(local_pair)
+
+
+class EpochBatches:
+    """The loader's batches from ``first_epoch`` to ``epochs``: each epoch's positions in runs of ``batch_size``, the
+    last partial run dropped (MoCo's ``drop_last``). One loader serves the whole run, so its workers start once
+    and prefetch across epochs."""
+
+    def __init__(self, n_images: int, batch_size: int, first_epoch: int, epochs: int) -> None:
+        self.n_images, self.batch_size, self.first_epoch, self.epochs = n_images, batch_size, first_epoch, epochs
+
+    def __len__(self) -> int:
+        return (self.epochs - self.first_epoch) * (self.n_images // self.batch_size)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        for epoch in range(self.first_epoch, self.epochs):
+            for start in range(0, self.n_images // self.batch_size * self.batch_size, self.batch_size):
+                yield [(epoch, position) for position in range(start, start + self.batch_size)]
 
 
 def box_window(image: torch.Tensor, segments: torch.Tensor, box: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor,
@@ -233,15 +280,25 @@ def moco_state_dict(model: GlobalLocalMoCo) -> dict[str, torch.Tensor]:
                 return theirs + key.removeprefix(ours)
         return key
 
-    state = {f"module.{role}.{renamed(key)}": value.detach().float().cpu() if value.is_floating_point() else value.cpu()
+    def saved(value: torch.Tensor) -> torch.Tensor:  # contiguous (a bf16 run trains channels-last), its own storage
+        return (value.detach().float() if value.is_floating_point() else value.detach()).cpu().contiguous().clone()
+
+    state = {f"module.{role}.{renamed(key)}": saved(value)
              for role, encoder in (("encoder_q", model.query_encoder), ("encoder_k", model.key_encoder))
              for key, value in encoder.state_dict().items()}
-    return {**state, "module.queue": model.queue.float().cpu(), "module.queue_ptr": model.pointers[:1].cpu(),
-            "module.local_queue": model.local_queue.float().cpu()}
+    return {**state, "module.queue": saved(model.queue), "module.queue_ptr": saved(model.pointers[:1]),
+            "module.local_queue": saved(model.local_queue)}
 
 
 def check_settings(settings: PaperPriorSettings) -> None:
-    """Every name of ``settings`` is known (before any image is read)."""
+    """Every name of ``settings`` is known and every count positive (before any image is read)."""
+    if settings.benchmark not in BENCHMARKS:
+        raise unknown("benchmark of QGNet's prior pretraining", settings.benchmark, BENCHMARKS)
+    for name in ("batch_size", "min_patch_area", "checkpoint_every", "image_size", "patch_size"):
+        if getattr(settings, name) < 1:
+            raise FsslibError(f"{name} is {getattr(settings, name)}.", f"pass --{name.replace('_', '-')} 1 or more.")
+    if settings.epochs < 0:
+        raise FsslibError(f"epochs is {settings.epochs}.", "pass --epochs 0 (the paper's) or more.")
     if settings.losses not in LOSS_SETS:
         raise unknown("QGNet pretraining losses", settings.losses, list(LOSS_SETS))
     if settings.patches not in PATCH_METHODS:
@@ -279,35 +336,40 @@ def training_step(model: GlobalLocalMoCo, optimizer: torch.optim.Optimizer, pair
 def train_paper_prior(out: str | Path, settings: PaperPriorSettings, progress: bool = True, command: str | None = None,
                       resume: bool = False) -> dict:
     """Pretrain QGNet's prior extractor with ``settings``; write ``out`` (a MoCo checkpoint) and ``out``'s
-    ``.json``; return the metadata. The state after every epoch goes to ``out.partial.pt``; ``resume=True``
-    continues from it to the same weights as an uninterrupted run (on the CPU); the file goes when the run ends.
-    An epoch's losses stay on the device until it ends (no wait for the GPU per step)."""
+    ``.json``; return the metadata. Every ``checkpoint_every`` epochs the state goes to ``out.partial.pt``;
+    ``resume=True`` continues from it to the same weights as an uninterrupted run (on the CPU); the file goes
+    when the run ends. An epoch's losses stay on the device until it ends (no wait for the GPU per step)."""
     check_settings(settings)
     out = Path(out)
     partial = out.with_name(out.name + ".partial.pt")
     state = None
     if resume and partial.is_file():
         state = read_weights(partial, "The interrupted run's state", "delete it to start the run again.")
-        if state["settings"] != asdict(settings):
-            changed = sorted(k for k, v in asdict(settings).items() if state["settings"].get(k) != v)
+        changed = sorted(key for key, value in asdict(settings).items()
+                         if key not in RESULT_FREE and state["settings"].get(key) != value)
+        if changed:
             raise FsslibError(f"{partial} was written with other settings ({', '.join(changed)}).",
                               "resume with the settings it was started with, or delete it to start again.")
+    elif resume:
+        warnings.warn(f"No interrupted run to resume at {partial}: this run starts from its first epoch.", stacklevel=2)
     record = RunRecord(command or f"{CLI} --benchmark {settings.benchmark} --out {out}", settings.seed)
     start = time.perf_counter()
     torch.manual_seed(settings.seed)
     device = resolve_device(settings.device)
+    torch.backends.cudnn.benchmark = device.type == "cuda"  # fixed shapes, as MoCo sets it
     bf16 = settings.precision == "bf16"
     layout = torch.channels_last if bf16 else torch.contiguous_format
+    epochs = epochs_of(settings)
     images, shown = benchmark_images(settings)
+    steps_per_epoch = len(images) // settings.batch_size  # drop_last, as MoCo's loader
+    if not steps_per_epoch:
+        raise DatasetNotFoundError(f"{len(images)} image(s) of {settings.benchmark} make no batch of "
+                                   f"{settings.batch_size}.", f"pass --batch-size {max(1, len(images))} or less.")
     losses_used = LOSS_SETS[settings.losses]
     folder = superpixel_folder(settings)
     computed = cache_superpixels(images, shown, folder, settings.patches, settings.workers, progress) \
         if "local" in losses_used else 0
     dataset = PriorImages(images, shown, folder, settings)
-    steps_per_epoch = len(dataset) // settings.batch_size  # drop_last, as MoCo's loader
-    if not steps_per_epoch:
-        raise DatasetNotFoundError(f"{len(dataset)} image(s) of {settings.benchmark} make no batch of "
-                                   f"{settings.batch_size}.", f"pass --batch-size {max(1, len(dataset))} or less.")
     prepare_seconds = time.perf_counter() - start
 
     model = GlobalLocalMoCo(ResNet50Backbone(None, output_stride=32), queue_size=settings.queue_size,
@@ -322,40 +384,41 @@ def train_paper_prior(out: str | Path, settings: PaperPriorSettings, progress: b
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["torch_rng"])
         curve, first_epoch, earlier_seconds = state["curve"], state["epoch"], state["seconds"]
     model.train()
-    bar = tqdm(total=settings.epochs * steps_per_epoch, initial=first_epoch * steps_per_epoch, disable=not progress,
+    bar = tqdm(total=epochs * steps_per_epoch, initial=first_epoch * steps_per_epoch, disable=not progress,
                desc=f"pretrain QGNet's prior extractor on {settings.benchmark} ({settings.losses})")
-    for epoch in range(first_epoch, settings.epochs):
-        epoch_start = time.perf_counter()
-        lr = base_lr * cosine_between(1.0, 0.0, epoch / settings.epochs)  # MoCo's --cos, set once per epoch
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        dataset.set_epoch(epoch)
-        loader = DataLoader(dataset, batch_size=settings.batch_size, drop_last=True, num_workers=settings.workers,
-                            pin_memory=device.type == "cuda")
-        sums = {name: torch.zeros((), device=device) for name in losses_used}  # summed on the device: no sync per step
-        for batch_index, (global_pairs, local_pairs) in enumerate(loader):
-            step = epoch * steps_per_epoch + batch_index
-            colours = torch.Generator().manual_seed(int(np.random.default_rng([settings.seed, COLOUR_STREAM, step])
-                                                        .integers(2**62)))
-            terms = training_step(model, optimizer, {"global": global_pairs, "local": local_pairs}, losses_used,
-                                  colours, bf16)
-            for name, value in terms.items():
-                sums[name] += value.detach()
-            bar.update()
+    loader = DataLoader(dataset, batch_sampler=EpochBatches(len(dataset), settings.batch_size, first_epoch, epochs),
+                        num_workers=settings.workers, pin_memory=device.type == "cuda")
+    sums: dict[str, torch.Tensor] = {}
+    for step, (global_pairs, local_pairs) in enumerate(loader, start=first_epoch * steps_per_epoch):
+        epoch, batch_index = divmod(step, steps_per_epoch)
+        if batch_index == 0:
+            epoch_start = time.perf_counter()
+            lr = base_lr * cosine_between(1.0, 0.0, epoch / epochs)  # MoCo's --cos, set once per epoch
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            sums = {name: torch.zeros((), device=device) for name in losses_used}  # on the device: no sync per step
+        colours = torch.Generator().manual_seed(int(np.random.default_rng([settings.seed, COLOUR_STREAM, step])
+                                                    .integers(2**62)))
+        terms = training_step(model, optimizer, {"global": global_pairs, "local": local_pairs}, losses_used,
+                              colours, bf16)
+        for name, value in terms.items():
+            sums[name] += value.detach()
+        bar.update()
+        if batch_index + 1 < steps_per_epoch:
+            continue
         curve.append({"epoch": epoch + 1, "lr": lr, "seconds": round(time.perf_counter() - epoch_start, 2),
                       **{name: float(total) / steps_per_epoch for name, total in sums.items()}})
-        if epoch + 1 < settings.epochs:  # the state after this epoch, for --resume
+        if epoch + 1 < epochs and (epoch + 1) % settings.checkpoint_every == 0:  # the state for --resume
             save_checkpoint(partial, {
                 "settings": asdict(settings), "epoch": epoch + 1, "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state(), "curve": curve,
+                "optimizer": optimizer.state_dict(), "curve": curve,
                 "seconds": earlier_seconds + time.perf_counter() - start - prepare_seconds})
     bar.close()
     train_seconds = earlier_seconds + time.perf_counter() - start - prepare_seconds
 
-    save_checkpoint(out, {"arch": MOCO_BACKBONE, "epoch": settings.epochs, "state_dict": moco_state_dict(model)})
+    save_checkpoint(out, {"arch": MOCO_BACKBONE, "epoch": epochs, "state_dict": moco_state_dict(model)})
     metadata = {
         **record.stamp(device=str(device) if device.type != "cuda" else f"cuda: {torch.cuda.get_device_name(device)}"),
         "model": "torchvision ResNet-50 (output stride 32 while pretrained; QGNet reads it dilated to stride 8): the "
@@ -365,12 +428,14 @@ def train_paper_prior(out: str | Path, settings: PaperPriorSettings, progress: b
         "superpixels": {"method": settings.patches, "settings": PAPER_SUPERPIXELS[settings.patches],
                         "folder": str(folder), "computed_by_this_run": computed} if "local" in losses_used else None,
         "training_images": {"count": len(images), "benchmark": settings.benchmark, "images": settings.images},
-        "steps_per_epoch": steps_per_epoch, "base_lr": base_lr,
+        "epochs": epochs, "steps_per_epoch": steps_per_epoch, "base_lr": base_lr,
         "curve": curve,  # per epoch: the mean of each loss, the learning rate, the seconds
         "wall_time_s": {"prepare": round(prepare_seconds, 1), "train": round(train_seconds, 1)},
         "resumed_at_epoch": first_epoch or None,
         "checkpoint": {"file": out.name, "bytes": out.stat().st_size, "sha256": file_sha256(out), "dtype": "float32",
-                       "format": "facebookresearch/moco main_moco.py", "read_by": "QGNet's prior_extractor option"},
+                       "format": "facebookresearch/moco main_moco.py's state_dict, plus the patch queue; no "
+                                 "optimiser state",
+                       "read_by": "QGNet's prior_extractor option; MoCo's main_lincls.py --pretrained"},
     }
     write_metadata(out, metadata)
     partial.unlink(missing_ok=True)

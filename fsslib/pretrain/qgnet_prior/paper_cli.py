@@ -3,7 +3,7 @@ tier), written where QGNet's paper grids read it.
 
     python -m fsslib.pretrain qgnet-prior                        # PASCAL, 1000 epochs
                                        # -> $FSSLIB_WEIGHTS/qgnet_prior_extractor_pascal.pth.tar
-    python -m fsslib.pretrain qgnet-prior --benchmark coco --epochs 200
+    python -m fsslib.pretrain qgnet-prior --benchmark coco      # COCO 2014, 200 epochs
     python -m fsslib.pretrain qgnet-prior --resume               # after an interruption
 """
 from __future__ import annotations
@@ -29,7 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "$FSSLIB_WEIGHTS/qgnet_prior_extractor_<benchmark>.pth.tar)")
     add_settings_flags(parser, PaperPriorSettings)
     parser.add_argument("--resume", action="store_true",
-                        help="continue an interrupted run from OUT.partial.pt (written after every epoch)")
+                        help="continue an interrupted run from OUT.partial.pt (written every --checkpoint-every "
+                             "epochs)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--no-progress", action="store_true")
     return parser

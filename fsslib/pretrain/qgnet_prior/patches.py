@@ -116,17 +116,18 @@ class SuperpixelTable:
     areas: np.ndarray  # (N, S) int32
 
 
-def segment_table(segments: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(segments relabelled so that 0..S-1 are the largest, boxes (S, 4), areas (S,)) of one image."""
+def segment_table(segments: np.ndarray, max_segments: int = MAX_SEGMENTS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(segments relabelled so that 0..S-1 are the largest and the others -1, boxes (S, 4), areas (S,)) of one
+    image, S = ``max_segments``."""
     height, width = segments.shape
     ids, areas = np.unique(segments, return_counts=True)
-    order = np.argsort(-areas, kind="stable")[:MAX_SEGMENTS]
+    order = np.argsort(-areas, kind="stable")[:max_segments]
     relabel = np.full(int(ids.max()) + 1, -1, dtype=np.int32)
     relabel[ids[order]] = np.arange(len(order))
     segments = relabel[segments]
     rows, cols = np.indices(segments.shape)
-    boxes = np.zeros((MAX_SEGMENTS, 4), dtype=np.float32)
-    kept = np.zeros(MAX_SEGMENTS, dtype=np.int32)
+    boxes = np.zeros((max_segments, 4), dtype=np.float32)
+    kept = np.zeros(max_segments, dtype=np.int32)
     for index in range(len(order)):
         inside = segments == index
         top, bottom = rows[inside].min(), rows[inside].max() + 1
