@@ -147,7 +147,7 @@ def test_the_loader_benchmark_reads_its_fabricated_pascal_root(tmp_path):
 
 
 def test_the_gpu_session_calls_its_scripts_with_options_they_have(tmp_path):
-    """benchmarks/gpu_session.sh is run on a lent GPU only: on the CPU, a stand-in python3 records its four calls,
+    """benchmarks/gpu_session.sh is run on a lent GPU only: on the CPU, a stand-in python3 records its six calls,
     and every option it passes is one its script declares."""
     import os
     import re
@@ -164,7 +164,8 @@ def test_the_gpu_session_calls_its_scripts_with_options_they_have(tmp_path):
                         "OFFICIAL": "/official"})
     recorded = [line.split() for line in calls.read_text().splitlines()]
     assert [call[0] for call in recorded] == ["benchmarks/gpu_speed.py", "benchmarks/official_speed.py",
-                                              "benchmarks/official_hdmnet_speed.py", "benchmarks/paper_loader.py"]
+                                              "benchmarks/official_hdmnet_speed.py", "benchmarks/paper_loader.py",
+                                              "benchmarks/qgnet_prior_step.py", "benchmarks/qgnet_prior_loader.py"]
     assert recorded[1][recorded[1].index("--official") + 1] == "/official/PFENet"
     def options(path: Path) -> set[str]:
         return set(re.findall(r'add_argument\("(--[a-z-]+)"', path.read_text()))
@@ -174,5 +175,6 @@ def test_the_gpu_session_calls_its_scripts_with_options_they_have(tmp_path):
         if "official" in script:  # the official comparisons' options live in official_speed.py
             declared |= options(GPU_SPEED.parent / "official_speed.py")
         assert {a for a in arguments if a.startswith("--")} <= declared, script
-    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["gpu_speed.txt", "official_hdmnet.txt",
-                                                                          "official_pfenet.txt", "paper_loader.txt"]
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == [
+        "gpu_speed.txt", "official_hdmnet.txt", "official_pfenet.txt", "paper_loader.txt", "qgnet_prior_loader.txt",
+        "qgnet_prior_step.txt"]
