@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 
 import torch
 
 from fsslib.device import resolve_device
-from fsslib.models.backbones import ResNet50Backbone
-from fsslib.pretrain.qgnet_prior.moco import LOSS_SETS, GlobalLocalMoCo
-from fsslib.pretrain.qgnet_prior.paper import PaperPriorSettings, training_step
+from fsslib.pretrain.qgnet_prior.moco import LOSS_SETS
+from fsslib.pretrain.qgnet_prior.paper import PaperPriorSettings, pretraining_model, training_step
 
 BUDGETS = {"PASCAL, 1000 epochs": (12031, 1000), "COCO 2014, 200 epochs": (123287, 200)}  # (images, epochs)
 
@@ -44,12 +44,7 @@ def main(argv: list[str] | None = None) -> None:
     print("|---|---|---|" + "---|" * len(BUDGETS))
     for precision in args.precision:
         bf16 = precision == "bf16"
-        model = GlobalLocalMoCo(ResNet50Backbone(None, output_stride=32), queue_size=recipe.queue_size,
-                                local_queue_size=recipe.local_queue_size, momentum=recipe.momentum,
-                                temperature=recipe.temperature, key_chunks=recipe.key_chunks)
-        model = model.to(device=device, memory_format=torch.channels_last if bf16 else torch.contiguous_format)
-        optimizer = torch.optim.SGD(model.query_encoder.parameters(), lr=recipe.lr, momentum=0.9,
-                                    weight_decay=recipe.weight_decay)
+        model, optimizer = pretraining_model(replace(recipe, batch_size=args.batch_size, precision=precision), device)
         generator = torch.Generator().manual_seed(0)
         pairs = {"global": torch.randint(0, 256, (args.batch_size, 2, 3, args.image_size, args.image_size),
                                          dtype=torch.uint8, generator=generator),

@@ -324,6 +324,15 @@ def build_backbone(name: str, weights: str | Path | None = None) -> MultiLevelBa
 
 MOCO_ENCODERS = ("encoder_k", "encoder_q")
 MOCO_BACKBONE = "resnet50"  # the architecture of MoCo's encoders (facebookresearch/moco: torchvision's ResNet-50)
+TORCHVISION_STEM = {"conv1.": "stem.0.", "bn1.": "stem.1."}  # torchvision's ResNet-50 names -> ResNet50Backbone's
+
+
+def with_prefixes(key: str, renames: dict[str, str]) -> str:
+    """``key`` with its leading prefix renamed by ``renames`` (old -> new), if one matches."""
+    for old, new in renames.items():
+        if key.startswith(old):
+            return new + key.removeprefix(old)
+    return key
 
 
 def load_moco_resnet50(path: str | Path, encoder: str = "encoder_k") -> ResNet50Backbone:
@@ -344,8 +353,6 @@ def load_moco_resnet50(path: str | Path, encoder: str = "encoder_k") -> ResNet50
         raise CheckpointError(f"{path} holds no {encoder} weights (keys start with {sorted(saved)[:3]}).",
                               "pass a MoCo v1/v2 checkpoint written by facebookresearch/moco's main_moco.py "
                               "(or QGNet's released prior extractor).")
-    renamed = {key.replace("conv1.", "stem.0.", 1) if key.startswith("conv1.") else
-               key.replace("bn1.", "stem.1.", 1) if key.startswith("bn1.") else key: value for key, value in picked.items()}
     backbone = ResNet50Backbone(None)
-    backbone.load_state_dict(renamed)
+    backbone.load_state_dict({with_prefixes(key, TORCHVISION_STEM): value for key, value in picked.items()})
     return backbone

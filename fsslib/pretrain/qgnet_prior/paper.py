@@ -57,12 +57,13 @@ from fsslib.data.benchmarks import get_benchmark
 from fsslib.data.episodes import Source, read_rgb
 from fsslib.device import resolve_device
 from fsslib.errors import DatasetNotFoundError, FsslibError, unknown
-from fsslib.models.backbones import MOCO_BACKBONE, ResNet50Backbone
+from fsslib.models.backbones import MOCO_BACKBONE, TORCHVISION_STEM, ResNet50Backbone, with_prefixes
 from fsslib.models.files import read_weights
 from fsslib.paths import atomic_path, data_root, weights_root
 from fsslib.pretrain.qgnet_prior.moco import LOSS_SETS, GlobalLocalMoCo
 from fsslib.pretrain.qgnet_prior.patches import (PATCH_METHODS, patch_crops, sample_segments, segment_table,
                                                  superpixels)
+from fsslib.pretrain.qgnet_prior.train import PRECISIONS, device_name
 from fsslib.pretrain.saving import RunRecord, file_sha256, save_checkpoint, write_metadata
 from fsslib.pretrain.schedules import cosine_between
 from fsslib.pretrain.views import AUG_PLUS, random_colours, random_crops
@@ -70,7 +71,6 @@ from fsslib.pretrain.views import AUG_PLUS, random_colours, random_crops
 CLI = "python -m fsslib.pretrain qgnet-prior"
 BENCHMARKS = ("pascal", "coco")
 IMAGE_SETS = ("all", "train")  # all: the train and test splits' images (the paper: every image of the dataset)
-PRECISIONS = ("fp32", "bf16")
 PAPER_SUPERPIXELS = {  # skimage's defaults for SLIC; Felzenszwalb's as skimage's example of it
     "slic": {"n_segments": 100, "compactness": 10.0},
     "felzenszwalb": {"scale": 100.0, "sigma": 0.5, "min_size": 50},
@@ -273,12 +273,10 @@ def box_window(image: torch.Tensor, segments: torch.Tensor, box: torch.Tensor) -
 
 def moco_state_dict(model: GlobalLocalMoCo) -> dict[str, torch.Tensor]:
     """The model under MoCo v2's key names (module docstring), float32, on the CPU."""
+    official = {ours: theirs for theirs, ours in TORCHVISION_STEM.items()} | {"head.": "fc."}  # MoCo v2's MLP head: fc
+
     def renamed(key: str) -> str:
-        key = key.removeprefix("backbone.")
-        for ours, theirs in (("stem.0.", "conv1."), ("stem.1.", "bn1."), ("head.", "fc.")):
-            if key.startswith(ours):
-                return theirs + key.removeprefix(ours)
-        return key
+        return with_prefixes(key.removeprefix("backbone."), official)
 
     def saved(value: torch.Tensor) -> torch.Tensor:  # contiguous (a bf16 run trains channels-last), its own storage
         return (value.detach().float() if value.is_floating_point() else value.detach()).cpu().contiguous().clone()
@@ -291,9 +289,8 @@ def moco_state_dict(model: GlobalLocalMoCo) -> dict[str, torch.Tensor]:
 
 
 def check_settings(settings: PaperPriorSettings) -> None:
-    """Every name of ``settings`` is known and every count positive (before any image is read)."""
-    if settings.benchmark not in BENCHMARKS:
-        raise unknown("benchmark of QGNet's prior pretraining", settings.benchmark, BENCHMARKS)
+    """Every name of ``settings`` is known and every count positive (before any image is read; the benchmark and
+    image set: :func:`benchmark_images`)."""
     for name in ("batch_size", "min_patch_area", "checkpoint_every", "image_size", "patch_size"):
         if getattr(settings, name) < 1:
             raise FsslibError(f"{name} is {getattr(settings, name)}.", f"pass --{name.replace('_', '-')} 1 or more.")
@@ -312,6 +309,21 @@ def step_views(pairs: torch.Tensor, generator: torch.Generator, device: torch.de
     """The two views (B, 3, S, S) of a loader's (B, 2, 3, S, S) uint8 pairs, coloured on ``device``."""
     for view in pairs.to(device, non_blocking=True).unbind(dim=1):
         yield random_colours(view.float().div(255), generator, AUG_PLUS).contiguous(memory_format=layout)
+
+
+def pretraining_model(settings: PaperPriorSettings, device: torch.device) -> tuple[GlobalLocalMoCo,
+                                                                                 torch.optim.SGD]:
+    """MoCo v2 with the patch queue around a ResNet-50 from random weights, on ``device`` (channels-last under
+    bf16), and the query encoder's SGD at the batch-scaled learning rate."""
+    model = GlobalLocalMoCo(ResNet50Backbone(None, output_stride=32), queue_size=settings.queue_size,
+                            local_queue_size=settings.local_queue_size, momentum=settings.momentum,
+                            temperature=settings.temperature, key_chunks=settings.key_chunks)
+    layout = torch.channels_last if settings.precision == "bf16" else torch.contiguous_format
+    model = model.to(device=device, memory_format=layout)
+    base_lr = settings.lr * settings.batch_size / REFERENCE_BATCH
+    optimizer = torch.optim.SGD(model.query_encoder.parameters(), lr=base_lr, momentum=0.9,
+                                weight_decay=settings.weight_decay)
+    return model, optimizer
 
 
 def training_step(model: GlobalLocalMoCo, optimizer: torch.optim.Optimizer, pairs: dict[str, torch.Tensor],
@@ -358,9 +370,8 @@ def train_paper_prior(out: str | Path, settings: PaperPriorSettings, progress: b
     device = resolve_device(settings.device)
     torch.backends.cudnn.benchmark = device.type == "cuda"  # fixed shapes, as MoCo sets it
     bf16 = settings.precision == "bf16"
-    layout = torch.channels_last if bf16 else torch.contiguous_format
-    epochs = epochs_of(settings)
     images, shown = benchmark_images(settings)
+    epochs = epochs_of(settings)
     steps_per_epoch = len(images) // settings.batch_size  # drop_last, as MoCo's loader
     if not steps_per_epoch:
         raise DatasetNotFoundError(f"{len(images)} image(s) of {settings.benchmark} make no batch of "
@@ -372,13 +383,8 @@ def train_paper_prior(out: str | Path, settings: PaperPriorSettings, progress: b
     dataset = PriorImages(images, shown, folder, settings)
     prepare_seconds = time.perf_counter() - start
 
-    model = GlobalLocalMoCo(ResNet50Backbone(None, output_stride=32), queue_size=settings.queue_size,
-                            local_queue_size=settings.local_queue_size, momentum=settings.momentum,
-                            temperature=settings.temperature, key_chunks=settings.key_chunks)
-    model = model.to(device=device, memory_format=layout)
-    base_lr = settings.lr * settings.batch_size / REFERENCE_BATCH
-    optimizer = torch.optim.SGD(model.query_encoder.parameters(), lr=base_lr, momentum=0.9,
-                                weight_decay=settings.weight_decay)
+    model, optimizer = pretraining_model(settings, device)
+    base_lr = optimizer.defaults["lr"]
     curve: list[dict] = []
     first_epoch, earlier_seconds = 0, 0.0
     if state is not None:
@@ -420,7 +426,7 @@ def train_paper_prior(out: str | Path, settings: PaperPriorSettings, progress: b
 
     save_checkpoint(out, {"arch": MOCO_BACKBONE, "epoch": epochs, "state_dict": moco_state_dict(model)})
     metadata = {
-        **record.stamp(device=str(device) if device.type != "cuda" else f"cuda: {torch.cuda.get_device_name(device)}"),
+        **record.stamp(device=device_name(device)),
         "model": "torchvision ResNet-50 (output stride 32 while pretrained; QGNet reads it dilated to stride 8): the "
                  "key encoder of MoCo v2 with QGNet's patch queue",
         "task": f"QGNet prior extractor, losses {settings.losses} (Eqs. 1, 6, 7), patches {settings.patches}",
