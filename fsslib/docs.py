@@ -270,12 +270,8 @@ class Results:
         """A field of a recorded ``.json``: ``file`` is a path from the repository root, or a checkpoint's name
         (``toy_found``; ``zoo/pfenet-fold0-1shot``). ``field`` is dotted (``held_out.foreground_iou.found_head``,
         ``test_rows.0.miou``). A number times ``scale`` is printed with ``decimals`` decimals if given."""
-        path = self.root / file if file.endswith(".json") else self.root / CHECKPOINTS / f"{file}.json"
-        if path not in self._json:
-            if not path.is_file():
-                raise unknown("recorded file", file, sorted(p.stem for p in (self.root / CHECKPOINTS).glob("*.json")))
-            self._json[path] = json.loads(path.read_text())
-        value, parts = self._json[path], field.split(".")
+        path = self._recorded_path(file)
+        value, parts = self._recorded_file(file), field.split(".")
         while parts:  # a key may hold a dot itself (recall_at_0.5): the longest key that matches is taken
             taken = next((n for n in range(len(parts), 0, -1) if isinstance(value, dict) and ".".join(parts[:n]) in value), 0)
             if taken:
@@ -293,6 +289,24 @@ class Results:
     def zoo(self, model: str, field: str, decimals: int | None = None, scale: float = 1.0) -> Any:
         """A field of a zoo model's ``.json`` (``fsslib/checkpoints/zoo/<model>.json``): :meth:`recorded`."""
         return self.recorded(f"zoo/{model}", field, decimals, scale)
+
+    def at_plateau(self, model: str) -> bool:
+        """Whether a zoo model's ``.json`` records the fold-0 doubling of its budget, and that doubling moved test
+        mIoU by less than the difference that resolves two rows (:func:`fsslib.runs.budget_record`): False for a
+        model trained without that control."""
+        return bool(self._recorded_file(f"zoo/{model}").get("budget", {}).get("at_plateau", False))
+
+    def _recorded_path(self, file: str) -> Path:
+        return self.root / file if file.endswith(".json") else self.root / CHECKPOINTS / f"{file}.json"
+
+    def _recorded_file(self, file: str) -> dict[str, Any]:
+        """A recorded ``.json`` (:meth:`recorded`'s ``file``), read once."""
+        path = self._recorded_path(file)
+        if path not in self._json:
+            if not path.is_file():
+                raise unknown("recorded file", file, sorted(p.stem for p in (self.root / CHECKPOINTS).glob("*.json")))
+            self._json[path] = json.loads(path.read_text())
+        return self._json[path]
 
     @staticmethod
     def constant(module: str, name: str) -> Any:
@@ -497,7 +511,8 @@ def helpers(results: Results) -> dict[str, Callable[..., Any]]:
     """The names a source may call: ``mean`` (a grid's mean over the folds), ``row`` (one fold's row), ``seeds``
     (the range over training seeds on fold 0), ``stratum`` (a difference in one stratum), ``diff`` (a signed difference), ``resolved``, ``threshold`` and
     ``spread`` (the resolution rule), ``paper`` (a paper's number), ``preset`` (a method's setting), ``recorded``
-    and ``zoo`` (a field of a recorded ``.json``), ``files`` (a count and size of files), ``gpu_hours`` (a paper-tier
+    and ``zoo`` (a field of a recorded ``.json``; ``at_plateau``: whether a zoo model was shown at its plateau),
+    ``files`` (a count and size of files), ``gpu_hours`` (a paper-tier
     grid's estimated GPU-hours, as ``--plan`` prints them), ``paper_grids`` and ``runs`` (the paper tier's grids, a
     grid's number of runs), ``constant`` (a constant of fsslib's code), ``bench`` (a cell of a benchmark's table under
     ``benchmarks/results/``), ``gain`` and ``gains`` (runs' last-quarter gains, from their grid's page;
@@ -509,6 +524,7 @@ def helpers(results: Results) -> dict[str, Callable[..., Any]]:
     return {"mean": results.mean, "row": results.row, "seeds": results.seeds, "stratum": results.stratum, "diff": diff, "num": num, "sd": sd,
             "resolved": results.resolved, "threshold": results.threshold, "spread": results.spread,
             "paper": results.paper, "preset": results.preset, "recorded": results.recorded, "zoo": results.zoo,
+            "at_plateau": results.at_plateau,
             "files": results.files, "gpu_hours": results.gpu_hours, "paper_grids": results.paper_grids,
             "runs": results.runs, "constant": results.constant, "bench": results.bench,
             "gain": results.gain, "gains": results.gains, "seed_gains": results.seed_gains,

@@ -198,6 +198,18 @@ def test_paper_preset_recorded_and_files(fabricated, tmp_path):
     assert counted.count == 1 and counted.size == (tmp_path / "fsslib" / "checkpoints" / "toy_x.json").stat().st_size
 
 
+def test_at_plateau_reads_the_budget_record_a_zoo_model_s_json_holds(fabricated, tmp_path):
+    """A model trained without the doubling control (no ``budget``) is not shown at its plateau; one whose record
+    says the doubling moved it by less than the resolving difference is; a missing model names the choices."""
+    zoo = tmp_path / "fsslib" / "checkpoints" / "zoo"
+    for name, moved in (("flat", 0.4), ("rising", 2.6)):
+        record = {"control": "g2", "move": moved, "resolved_threshold": 2.2, "at_plateau": moved < 2.2}
+        (zoo / f"{name}.json").write_text(json.dumps({"epochs": 160, "budget": record}))
+    assert fabricated.at_plateau("flat") and not fabricated.at_plateau("rising") and not fabricated.at_plateau("m")
+    with pytest.raises(FsslibError, match="recorded file"):
+        fabricated.at_plateau("nope")
+
+
 def test_a_stale_page_fails_the_check_naming_it_and_the_command(tmp_path, capsys):
     source = tmp_path / docs.SOURCES / "docs" / "page.md.j2"
     source.parent.mkdir(parents=True)
