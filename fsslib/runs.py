@@ -16,7 +16,7 @@ the torch version, fsslib commit and device of the runs under the Markdown table
 writes the tables and ``RESULTS.md``), and the
 validation learning curves of the trained runs to ``<name>_curves.png`` (with each run's gain
 over the last quarter of training in the Markdown file, its standard error and verdict:
-:func:`fsslib.tables.plateau_verdicts`). Committed
+:func:`fsslib.metrics.plateau_verdicts`). Committed
 tables are exactly what this command writes (``--smoke`` writes to ``<name>_smoke`` instead).
 
 A grid with ``compare: true`` (``compare_toy.yaml``) evaluates, in worker processes rather than notebooks, and
