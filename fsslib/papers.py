@@ -68,7 +68,7 @@ _ROWS = (
     Reported("qgnet", "pfenet", 5, 1, (63.1, 70.7, 55.8, 57.9), 61.9, "Table I"),
     Reported("qgnet", "qgnet", 1, 1, (63.4, 69.4, 55.1, 58.4), 61.6, "Table I, 473 x 473"),
     Reported("qgnet", "qgnet", 5, 1, (64.7, 71.0, 53.6, 61.6), 62.8, "Table I, 473 x 473"),
-    # reported as a fraction (0.0483) and scored against the whole image's classes: not comparable with the others
+    # reported as a fraction (0.0483) and scored against the query image tensor, not its mask: not comparable
     Reported("clip-dinoiser-support", "clip-dinoiser-support", 1, 1, (None, None, None, None), 4.83, "Table 1"),
     Reported("clip-dinoiser-support", "clip-dinoiser-support", 1, 2, (None, None, None, None), 4.05, "Table 1"),
     Reported("piclip", "piclip", 1, 1, (36.1, 42.3, 37.3, 37.7), 38.4, "Table 2, PI-CLIP (PFENet)", "coco"),

@@ -41,7 +41,7 @@ MASK_AREA_EPS = 5e-4  # PFENet's weighted GAP: added to a mask's area so that an
 
 
 def masked_average_pooling(features: torch.Tensor, masks: torch.Tensor, eps: float = MASK_AREA_EPS) -> torch.Tensor:
-    """Prototype = mean of the features under the mask (PFENet's weighted GAP, its Eq. 2).
+    """Prototype = mean of the features under the mask (PFENet's weighted GAP).
 
     features: (N, C, h, w); masks: (N, H, W) in {0, 1, 255} (255 counts as 0). The mask is
     resized to the features bilinearly with aligned corners; ``eps`` is PFENet's 5e-4.

@@ -4,7 +4,7 @@ Pipeline for a query and K supports (shapes for the paper tier: 473 x 473 -> 60 
 
 * Mid-level features ``cat(layer3, layer2) -> 1x1 conv -> ReLU -> Dropout2d(0.5)`` (256
   channels; the toy tier uses 64), one reduction for the query and one for the supports.
-* Support prototype = weighted GAP of the support features under the mask (PFENet Eq. 2),
+* Support prototype = weighted GAP of the support features under the mask (as in PFENet),
   averaged over the K shots (:func:`fsslib.blocks.masked_average_pooling`).
 * Prior channels from a :class:`~fsslib.blocks.priors.PriorSource`: PFENet's own
   :class:`~fsslib.blocks.priors.MaskedSupportPrior` (Sec. 3.2, Eqs. 3-5) by default; PI-CLIP
