@@ -6,12 +6,12 @@ predicted. Images are float tensors in [0, 1] (each model normalises them its ow
 ImageNet or CLIP statistics); support masks hold 0 = background, 1 = the class, 255 =
 ignore; query masks and labels hold 0 = background, n = way n (1..N), 255 = ignore.
 
-Test episodes follow HSNet's protocol and are a pure function of
+Test episodes take HSNet's query rule and are a pure function of
 ``(benchmark, fold, ways, shots, seed, index)``: query = ``entries[index mod len]`` over the
 fixed, sorted (image, class) list of the fold's novel classes, supports (and for N > 1 the
 other N - 1 classes) drawn by a generator seeded with ``(seed, fold, shots, index)``
-(``N`` appended for N > 1, so the 1-way episodes are HSNet's). Training episodes are 1-way
-and follow PFENet:
+(``N`` appended for N > 1; HSNet seeds one generator per run instead, so its episodes depend on their
+order). Training episodes are 1-way and follow PFENet:
 base classes only, a class counts in an image only above ``min_class_pixels``, other
 classes' pixels (novel ones included) are background; ``novel_rule="bam"`` instead drops
 every training image that contains a novel class.
@@ -601,7 +601,7 @@ class EpisodeDataset(Dataset):
     def _entry_and_rng(self, index: int) -> tuple[tuple[str, int], np.random.Generator]:
         if self.mode == "train":
             return self.entries[self._order[index % len(self.entries)]], np.random.default_rng([self.seed, self.epoch, index, 1])
-        # 1-way: HSNet's protocol, pure in (seed, fold, shots, index); N-way adds N to the seed
+        # 1-way: pure in (seed, fold, shots, index), HSNet's query rule; N-way adds N to the seed
         key = [self.seed, self.fold, self.shots, index] + ([self.ways] if self.ways > 1 else [])
         return self.entries[index % len(self.entries)], np.random.default_rng(key)
 
