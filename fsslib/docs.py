@@ -507,6 +507,12 @@ def num(value: float, decimals: int = 1) -> Number:
     return Number(float(value), decimals)
 
 
+def listed(items: list[str]) -> str:
+    """Items as a sentence lists them: ``a``, ``a and b``, ``a, b and c``."""
+    items = [str(item) for item in items]
+    return ", ".join(items[:-1]) + " and " + items[-1] if len(items) > 1 else "".join(items)
+
+
 def helpers(results: Results) -> dict[str, Callable[..., Any]]:
     """The names a source may call: ``mean`` (a grid's mean over the folds), ``row`` (one fold's row), ``seeds``
     (the range over training seeds on fold 0), ``stratum`` (a difference in one stratum), ``diff`` (a signed difference), ``resolved``, ``threshold`` and
@@ -517,11 +523,11 @@ def helpers(results: Results) -> dict[str, Callable[..., Any]]:
     grid's number of runs), ``constant`` (a constant of fsslib's code), ``bench`` (a cell of a benchmark's table under
     ``benchmarks/results/``), ``gain`` and ``gains`` (runs' last-quarter gains, from their grid's page;
     ``seed_gains``: of the seed runs behind the comparison's seed spread), ``minutes`` (a lesson's minutes to run,
-    from its last execution, :func:`fsslib.lessons.minutes_to_run`), ``sd`` (a standard deviation of rows) and
-    ``num``."""
+    from its last execution, :func:`fsslib.lessons.minutes_to_run`), ``sd`` (a standard deviation of rows), ``num``
+    and ``listed`` (items joined as a sentence lists them)."""
     from fsslib.lessons import lesson_path, minutes_to_run
 
-    return {"mean": results.mean, "row": results.row, "seeds": results.seeds, "stratum": results.stratum, "diff": diff, "num": num, "sd": sd,
+    return {"mean": results.mean, "row": results.row, "seeds": results.seeds, "stratum": results.stratum, "diff": diff, "num": num, "sd": sd, "listed": listed,
             "resolved": results.resolved, "threshold": results.threshold, "spread": results.spread,
             "paper": results.paper, "preset": results.preset, "recorded": results.recorded, "zoo": results.zoo,
             "at_plateau": results.at_plateau,

@@ -210,6 +210,11 @@ def test_at_plateau_reads_the_budget_record_a_zoo_model_s_json_holds(fabricated,
         fabricated.at_plateau("nope")
 
 
+def test_listed_joins_items_as_a_sentence_does():
+    assert [docs.listed(items) for items in ([], ["BAM"], ["BAM", "HDMNet"], ["BAM", "HDMNet", "the base learners"])] == [
+        "", "BAM", "BAM and HDMNet", "BAM, HDMNet and the base learners"]
+
+
 def test_a_stale_page_fails_the_check_naming_it_and_the_command(tmp_path, capsys):
     source = tmp_path / docs.SOURCES / "docs" / "page.md.j2"
     source.parent.mkdir(parents=True)
