@@ -452,6 +452,11 @@ class Results:
         ``within noise``) if given, in the page's order: ``gains(g, "rising") | min`` is the smallest rising one."""
         return [gain for gain, _, said in self._curves(grid).values() if verdict is None or said == verdict]
 
+    def curve_runs(self, grid: str, verdict: str | None = None) -> list[str]:
+        """The names of a grid's runs with a last-quarter gain on its page (``pfenet-fold0-5shot-seed0``), of those
+        with ``verdict`` if given, in the page's order: ``curve_runs(g, "flat")`` names the flat ones."""
+        return [run for run, (_, _, said) in self._curves(grid).items() if verdict is None or said == verdict]
+
     def _curves(self, grid: str) -> dict[str, tuple[Number, Number, str]]:
         """{run: (gain, its standard error, verdict)} from the learning-curve sentence of a grid's page."""
         import re
@@ -522,7 +527,7 @@ def helpers(results: Results) -> dict[str, Callable[..., Any]]:
     grid's estimated GPU-hours, as ``--plan`` prints them), ``paper_grids`` and ``runs`` (the paper tier's grids, a
     grid's number of runs), ``constant`` (a constant of fsslib's code), ``bench`` (a cell of a benchmark's table under
     ``benchmarks/results/``), ``gain`` and ``gains`` (runs' last-quarter gains, from their grid's page;
-    ``seed_gains``: of the seed runs behind the comparison's seed spread), ``minutes`` (a lesson's minutes to run,
+    ``seed_gains``: of the seed runs behind the comparison's seed spread; ``curve_runs``: the runs' names), ``minutes`` (a lesson's minutes to run,
     from its last execution, :func:`fsslib.lessons.minutes_to_run`), ``sd`` (a standard deviation of rows), ``num``
     and ``listed`` (items joined as a sentence lists them)."""
     from fsslib.lessons import lesson_path, minutes_to_run
@@ -533,7 +538,7 @@ def helpers(results: Results) -> dict[str, Callable[..., Any]]:
             "at_plateau": results.at_plateau,
             "files": results.files, "gpu_hours": results.gpu_hours, "paper_grids": results.paper_grids,
             "runs": results.runs, "constant": results.constant, "bench": results.bench,
-            "gain": results.gain, "gains": results.gains, "seed_gains": results.seed_gains,
+            "gain": results.gain, "gains": results.gains, "seed_gains": results.seed_gains, "curve_runs": results.curve_runs,
             "minutes": lambda lesson: minutes_to_run(lesson_path(lesson))}
 
 

@@ -134,6 +134,8 @@ def test_seed_gains_are_those_of_the_seed_runs_behind_a_comparison(fabricated):
         "b-fold0-1shot-seed1 +0.0 ± 0.2 (flat), c-fold0-1shot-seed1 +2.0 ± 0.2 (rising)\n")
     assert [str(gain) for gain in fabricated.seed_gains(comparison="cmp")] == ["+1.2", "+0.1", "0.0"]
     assert [str(gain) for gain in fabricated.seed_gains("rising", "cmp")] == ["+1.2"]
+    assert fabricated.curve_runs("s", "rising") == ["a-fold0-1shot-seed1", "c-fold0-1shot-seed1"]
+    assert len(fabricated.curve_runs("s")) == len(fabricated.gains("s")) == 4
 
 
 def test_mean_and_row_print_as_the_tables_do(fabricated):
