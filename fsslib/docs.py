@@ -332,6 +332,11 @@ class Results:
         """The paper tier's grids, as :meth:`gpu_hours` names them (``"paper/piclip"``), sorted."""
         return sorted(f"paper/{path.stem}" for path in (self.root / "papermill_runs" / "paper").glob("*.yaml"))
 
+    def has_table(self, grid: str) -> bool:
+        """Whether grid ``grid`` has a committed table (``papermill_runs/results/<grid>.csv``): a page may read one grid
+        until another, which replaces it, is committed."""
+        return (self.results / f"{grid}.csv").is_file()
+
     def runs(self, grid: str) -> int:
         """How many runs grid ``grid`` (its path under ``papermill_runs/`` without ``.yaml``) expands to."""
         from fsslib.runs import expand
@@ -520,16 +525,17 @@ def listed(items: list[str]) -> str:
 
 def helpers(results: Results) -> dict[str, Callable[..., Any]]:
     """The names a source may call: ``mean`` (a grid's mean over the folds), ``row`` (one fold's row), ``seeds``
-    (the range over training seeds on fold 0), ``stratum`` (a difference in one stratum), ``diff`` (a signed difference), ``resolved``, ``threshold`` and
-    ``spread`` (the resolution rule), ``paper`` (a paper's number), ``preset`` (a method's setting), ``recorded``
-    and ``zoo`` (a field of a recorded ``.json``; ``at_plateau``: whether a zoo model was shown at its plateau),
-    ``files`` (a count and size of files), ``gpu_hours`` (a paper-tier
+    (the range over training seeds on fold 0), ``stratum`` (a difference in one stratum), ``diff`` (a signed
+    difference), ``resolved``, ``threshold`` and ``spread`` (the resolution rule), ``paper`` (a paper's number),
+    ``preset`` (a method's setting), ``recorded`` and ``zoo`` (a field of a recorded ``.json``; ``at_plateau``:
+    whether a zoo model was shown at its plateau), ``files`` (a count and size of files), ``gpu_hours`` (a paper-tier
     grid's estimated GPU-hours, as ``--plan`` prints them), ``paper_grids`` and ``runs`` (the paper tier's grids, a
-    grid's number of runs), ``constant`` (a constant of fsslib's code), ``bench`` (a cell of a benchmark's table under
-    ``benchmarks/results/``), ``gain`` and ``gains`` (runs' last-quarter gains, from their grid's page;
-    ``seed_gains``: of the seed runs behind the comparison's seed spread; ``curve_runs``: the runs' names), ``minutes`` (a lesson's minutes to run,
-    from its last execution, :func:`fsslib.lessons.minutes_to_run`), ``sd`` (a standard deviation of rows), ``num``
-    and ``listed`` (items joined as a sentence lists them)."""
+    grid's number of runs), ``has_table`` (whether a grid's table is committed), ``constant`` (a constant of
+    fsslib's code), ``bench`` (a cell of a benchmark's table under ``benchmarks/results/``), ``gain`` and ``gains``
+    (runs' last-quarter gains, from their grid's page; ``seed_gains``: of the seed runs behind the comparison's seed
+    spread; ``curve_runs``: the runs' names), ``minutes`` (a lesson's minutes to run, from its last execution,
+    :func:`fsslib.lessons.minutes_to_run`), ``sd`` (a standard deviation of rows), ``num`` and ``listed`` (items
+    joined as a sentence lists them)."""
     from fsslib.lessons import lesson_path, minutes_to_run
 
     return {"mean": results.mean, "row": results.row, "seeds": results.seeds, "stratum": results.stratum, "diff": diff, "num": num, "sd": sd, "listed": listed,
@@ -537,7 +543,7 @@ def helpers(results: Results) -> dict[str, Callable[..., Any]]:
             "paper": results.paper, "preset": results.preset, "recorded": results.recorded, "zoo": results.zoo,
             "at_plateau": results.at_plateau,
             "files": results.files, "gpu_hours": results.gpu_hours, "paper_grids": results.paper_grids,
-            "runs": results.runs, "constant": results.constant, "bench": results.bench,
+            "runs": results.runs, "has_table": results.has_table, "constant": results.constant, "bench": results.bench,
             "gain": results.gain, "gains": results.gains, "seed_gains": results.seed_gains, "curve_runs": results.curve_runs,
             "minutes": lambda lesson: minutes_to_run(lesson_path(lesson))}
 

@@ -136,6 +136,7 @@ def test_seed_gains_are_those_of_the_seed_runs_behind_a_comparison(fabricated):
     assert [str(gain) for gain in fabricated.seed_gains("rising", "cmp")] == ["+1.2"]
     assert fabricated.curve_runs("s", "rising") == ["a-fold0-1shot-seed1", "c-fold0-1shot-seed1"]
     assert len(fabricated.curve_runs("s")) == len(fabricated.gains("s")) == 4
+    assert fabricated.has_table("s") and not fabricated.has_table("not_run_yet")
 
 
 def test_mean_and_row_print_as_the_tables_do(fabricated):

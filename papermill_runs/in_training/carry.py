@@ -3,20 +3,32 @@ that trains over several sittings).
 
     python papermill_runs/in_training/carry.py save OUTPUTS FOLDER   # finished runs of OUTPUTS -> FOLDER (float16)
     python papermill_runs/in_training/carry.py load FOLDER OUTPUTS   # back, then: python -m fsslib.runs GRID --resume
+    python papermill_runs/in_training/carry.py rung GRID SOURCE      # GRID's table from SOURCE's rows of its runs
 
 A finished run is one with ``metrics.json``. Its best checkpoint is kept in float16, as the zoo ships it (the zoo's
 export converts it so anyway); its metrics, training summary and log are copied as they are (the executed notebook, megabytes of figures, is
 not: the grid's table and the zoo do not read it).
+
+``rung`` keeps rows that a grid is about to replace: when a grid moves to a longer budget, the controls that ran at
+the old one still compare against its old rows. GRID (a grid file) names those runs at the old settings; its table
+is written from the rows SOURCE's committed table (a grid's name) holds of them, with SOURCE's provenance and the
+runs' last-quarter gains from SOURCE's page. Run it before SOURCE's table is written again.
 """
 from __future__ import annotations
 
+import re
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
 import torch
 
+from fsslib.errors import FsslibError
+from fsslib.launch import run_name
 from fsslib.pretrain.saving import half_precision, save_checkpoint
+from fsslib.runs import expand
+from fsslib.tables import REPO, load_grid, read_table, write_table
 
 RECORDS = ("metrics.json", "train_summary.json", "log.jsonl")  # the executed notebook (figures, MBs) stays behind
 
@@ -47,7 +59,49 @@ def load(folder: Path, outputs: Path) -> list[str]:
     return loaded
 
 
+def rung(grid_file: Path, source: str, results: Path = REPO / "papermill_runs" / "results") -> list[str]:
+    """Write the table of grid ``grid_file`` (``results/<name>.csv`` and ``.md``) from the 1-way rows that the
+    committed table of grid ``source`` holds of the same runs; returns the runs written. Each run must have
+    exactly one row at each of its test shots, and the rows must have the grid's settings (epochs are not in a
+    row: the grid file says them). The page keeps ``source``'s provenance line and its runs' last-quarter gains,
+    naming the commit whose ``source`` page they come from."""
+    grid = load_grid(grid_file)
+
+    def named(settings: dict) -> str:  # a run's name from its grid parameters or from one of its rows
+        shots = settings.get("train_shots") or settings.get("shots", 1)
+        return run_name({key: settings.get(key) for key in ("method", "variant", "fold", "seed")} | {"shots": shots})
+
+    wanted = {named(params): [str(k) for k in params.get("test_shots", [params.get("shots", 1)])] for params in expand(grid)}
+    rows = [row for row in read_table(results / f"{source}.csv")
+            if row["ways"] == "1" and row["shots"] in wanted.get(named(row), [])]
+    found = {named(row) for row in rows}
+    if found != set(wanted) or len(rows) != sum(len(shots) for shots in wanted.values()):
+        raise FsslibError(f"Table {source} holds {len(rows)} rows of the {len(wanted)} runs of {grid['name']}; "
+                          f"missing: {', '.join(sorted(set(wanted) - found)) or 'none'}.",
+                          f"name runs that {source}'s committed table holds once at each of their test shots.")
+    page = (results / f"{source}.md").read_text()
+    produced = next(line for line in page.splitlines() if line.startswith("Produced with"))
+    curves = next((line for line in page.splitlines() if line.startswith("Learning curves:")), "")
+    gains = re.findall(r"([\w.+-]+ [+-]\d+\.\d ± \d+\.\d \((?:flat|rising|within noise)\))", curves)
+    kept = [gain for gain in gains if gain.split(" ")[0] in wanted]
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    stem = results / grid["name"]
+    write_table(rows, stem)
+    lines = stem.with_suffix(".md").read_text().splitlines()
+    lines[lines.index(next(line for line in lines if line.startswith("Produced with")))] = produced
+    if kept:
+        lines += ["", f"Learning curves: those of `{source}` (`{source}_curves.png` at commit {commit}). Validation "
+                      "mIoU gained over the last quarter of training (mean of the last quarter minus mean of the "
+                      "quarter before, ± its standard error from the curve's epoch-to-epoch noise), per run: "
+                      + ", ".join(kept) + "."]
+    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    return sorted(found)
+
+
 if __name__ == "__main__":
-    action, source, target = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
-    done = {"save": save, "load": load}[action](source, target)
+    action, source, target = sys.argv[1], sys.argv[2], sys.argv[3]
+    if action == "rung":
+        done = rung(Path(source), target)
+    else:
+        done = {"save": save, "load": load}[action](Path(source), Path(target))
     print(f"{action}: {len(done)} runs" + "".join(f"\n  {name}" for name in done))
