@@ -544,7 +544,8 @@ def helpers(results: Results) -> dict[str, Callable[..., Any]]:
             "at_plateau": results.at_plateau,
             "files": results.files, "gpu_hours": results.gpu_hours, "paper_grids": results.paper_grids,
             "runs": results.runs, "has_table": results.has_table, "constant": results.constant, "bench": results.bench,
-            "gain": results.gain, "gains": results.gains, "seed_gains": results.seed_gains, "curve_runs": results.curve_runs,
+            "gain": results.gain, "gains": results.gains, "seed_gains": results.seed_gains,
+            "curve_runs": results.curve_runs,
             "minutes": lambda lesson: minutes_to_run(lesson_path(lesson))}
 
 

@@ -43,22 +43,25 @@ def test_a_rung_keeps_the_rows_provenance_and_gains_of_its_runs_from_the_table_t
 
     results = tmp_path / "results"
     rows = [{"method": method, "variant": variant, "tier": "toy", "benchmark": "toy", "fold": 0, "ways": ways,
-             "shots": 1, "train_shots": 1, "seed": 0, "episodes": 1000, "miou": miou, "fbiou": 80.0, "reference_miou": 9.0}
+             "shots": 1, "train_shots": 1, "seed": 0, "episodes": 1000, "miou": miou, "fbiou": 80.0,
+             "reference_miou": 9.0}
             for method, variant, ways, miou in (("a", "", 1, 61.25), ("a", "", 2, 50.0), ("a", "v", 1, 62.5),
                                                 ("b", "", 1, 63.0))]
     write_table(rows, results / "src")
     page = (results / "src.md").read_text().replace("Produced with torch None; commit None; device None.",
                                                      "Produced with torch 2.x; commit abc; device cpu.")
-    (results / "src.md").write_text(page + "\nLearning curves: `src_curves.png`. Per run: a-fold0-1shot-seed0 +1.2 ± 0.3 "
-                                           "(rising), a-v-fold0-1shot-seed0 +0.4 ± 0.2 (flat), b-fold0-1shot-seed0 +0.1 "
-                                           "± 0.2 (flat).\n")
+    curves = ("Learning curves: `src_curves.png`. Per run: a-fold0-1shot-seed0 +1.2 ± 0.3 (rising), "
+              "a-v-fold0-1shot-seed0 +0.4 ± 0.2 (flat), b-fold0-1shot-seed0 +0.1 ± 0.2 (flat).")
+    (results / "src.md").write_text(f"{page}\n{curves}\n")
     grid = tmp_path / "old.yaml"
     grid.write_text("name: old\nnotebook: notebooks/90_train_eval.ipynb\nfixed: {preset: toy, seed: 0, shots: 1, "
-                    "test_shots: [1], epochs: 80}\ngrid: {fold: [0], method: [a]}\nextra:\n  - {method: a, variant: v, fold: 0}\n")
+                    "test_shots: [1], epochs: 80}\ngrid: {fold: [0], method: [a]}\n"
+                    "extra:\n  - {method: a, variant: v, fold: 0}\n")
 
     assert carry.rung(grid, "src", results) == ["a-fold0-1shot-seed0", "a-v-fold0-1shot-seed0"]
     kept = read_table(results / "old.csv")
-    assert [(r["method"], r["variant"], r["ways"], r["miou"]) for r in kept] == [("a", "", "1", 61.25), ("a", "v", "1", 62.5)]
+    assert [(r["method"], r["variant"], r["ways"], r["miou"]) for r in kept] == [("a", "", "1", 61.25),
+                                                                                  ("a", "v", "1", 62.5)]
     assert list(kept[0]) == list(TABLE_COLUMNS)
     written = (results / "old.md").read_text()
     assert "Produced with torch 2.x; commit abc; device cpu." in written

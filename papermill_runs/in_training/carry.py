@@ -71,7 +71,8 @@ def rung(grid_file: Path, source: str, results: Path = REPO / "papermill_runs" /
         shots = settings.get("train_shots") or settings.get("shots", 1)
         return run_name({key: settings.get(key) for key in ("method", "variant", "fold", "seed")} | {"shots": shots})
 
-    wanted = {named(params): [str(k) for k in params.get("test_shots", [params.get("shots", 1)])] for params in expand(grid)}
+    wanted = {named(params): [str(shots) for shots in params.get("test_shots", [params.get("shots", 1)])]
+              for params in expand(grid)}
     rows = [row for row in read_table(results / f"{source}.csv")
             if row["ways"] == "1" and row["shots"] in wanted.get(named(row), [])]
     found = {named(row) for row in rows}
@@ -84,7 +85,8 @@ def rung(grid_file: Path, source: str, results: Path = REPO / "papermill_runs" /
     curves = next((line for line in page.splitlines() if line.startswith("Learning curves:")), "")
     gains = re.findall(r"([\w.+-]+ [+-]\d+\.\d ± \d+\.\d \((?:flat|rising|within noise)\))", curves)
     kept = [gain for gain in gains if gain.split(" ")[0] in wanted]
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                            text=True).stdout.strip()
     stem = results / grid["name"]
     write_table(rows, stem)
     lines = stem.with_suffix(".md").read_text().splitlines()
