@@ -464,7 +464,7 @@ class Results:
 
     def _curves(self, grid: str) -> dict[str, tuple[Number, Number, str]]:
         """{run: (gain, its standard error, verdict)} from the learning-curve sentence of a grid's page."""
-        import re
+        from fsslib.tables import RUN_GAIN
 
         key = f"curves:{grid}"
         if key not in self._tables:
@@ -472,7 +472,7 @@ class Results:
             if not page.is_file():
                 raise unknown("grid", grid, sorted(p.stem for p in self.results.glob("*.csv")))
             line = next((l for l in page.read_text().splitlines() if l.startswith("Learning curves:")), "")
-            found = re.findall(r"([\w.+-]+) ([+-]\d+\.\d) ± (\d+\.\d) \((flat|rising|within noise)\)", line)
+            found = RUN_GAIN.findall(line)
             if not found:
                 raise FsslibError(f"The page of grid {grid} gives no run's gain with its error.",
                                   "quote a grid whose page has per-run gains (its curves were kept).")

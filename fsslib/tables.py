@@ -302,6 +302,10 @@ def write_table(rows: list[dict[str, Any]], stem: Path, curves: dict[str, list[d
     write_text(stem.with_suffix(".md"), "\n".join(lines) + "\n")
 
 
+# one run's entry in curve_lines' sentence: name, gain, its standard error, verdict
+RUN_GAIN = re.compile(r"([\w.+-]+) ([+-]\d+\.\d) ± (\d+\.\d) \((flat|rising|within noise)\)")
+
+
 def curve_lines(curves: dict[str, list[dict]], stem: Path) -> str:
     """Draw the runs' validation learning ``curves`` into ``stem_curves.png``; the sentence giving each run's gain
     over the last quarter of training, its standard error and verdict (:func:`plateau_verdicts`)."""

@@ -16,7 +16,6 @@ runs' last-quarter gains from SOURCE's page. Run it before SOURCE's table is wri
 """
 from __future__ import annotations
 
-import re
 import shutil
 import subprocess
 import sys
@@ -28,7 +27,7 @@ from fsslib.errors import FsslibError
 from fsslib.launch import run_name
 from fsslib.pretrain.saving import half_precision, save_checkpoint
 from fsslib.runs import expand
-from fsslib.tables import REPO, load_grid, read_table, write_table
+from fsslib.tables import REPO, RUN_GAIN, load_grid, read_table, write_table
 
 RECORDS = ("metrics.json", "train_summary.json", "log.jsonl")  # the executed notebook (figures, MBs) stays behind
 
@@ -83,18 +82,16 @@ def rung(grid_file: Path, source: str, results: Path = REPO / "papermill_runs" /
     page = (results / f"{source}.md").read_text()
     produced = next(line for line in page.splitlines() if line.startswith("Produced with"))
     curves = next((line for line in page.splitlines() if line.startswith("Learning curves:")), "")
-    gains = re.findall(r"([\w.+-]+ [+-]\d+\.\d ± \d+\.\d \((?:flat|rising|within noise)\))", curves)
-    kept = [gain for gain in gains if gain.split(" ")[0] in wanted]
+    kept = [gain.group(0) for gain in RUN_GAIN.finditer(curves) if gain.group(1) in wanted]
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
                             text=True).stdout.strip()
     stem = results / grid["name"]
     write_table(rows, stem)
-    lines = stem.with_suffix(".md").read_text().splitlines()
-    lines[lines.index(next(line for line in lines if line.startswith("Produced with")))] = produced
+    lines = [produced if line.startswith("Produced with") else line
+             for line in stem.with_suffix(".md").read_text().splitlines()]
     if kept:
-        lines += ["", f"Learning curves: those of `{source}` (`{source}_curves.png` at commit {commit}). Validation "
-                      "mIoU gained over the last quarter of training (mean of the last quarter minus mean of the "
-                      "quarter before, ± its standard error from the curve's epoch-to-epoch noise), per run: "
+        lines += ["", f"Learning curves: those of `{source}` (`{source}_curves.png` at commit {commit}); each run's "
+                      "last-quarter gain, its standard error and verdict as that page gives them: "
                       + ", ".join(kept) + "."]
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     return sorted(found)
