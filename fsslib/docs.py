@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from fsslib.errors import FsslibError, unknown
 from fsslib.tables import fold_means, load_grid, read_table, shown
+from fsslib.zoo import at_plateau
 
 if TYPE_CHECKING:
     import jinja2
@@ -294,7 +295,7 @@ class Results:
         """Whether a zoo model's ``.json`` records the fold-0 doubling of its budget, and that doubling moved test
         mIoU by less than the difference that resolves two rows (:func:`fsslib.runs.budget_record`): False for a
         model trained without that control."""
-        return bool(self._recorded_file(f"zoo/{model}").get("budget", {}).get("at_plateau", False))
+        return at_plateau(self._recorded_file(f"zoo/{model}"))
 
     def _recorded_path(self, file: str) -> Path:
         return self.root / file if file.endswith(".json") else self.root / CHECKPOINTS / f"{file}.json"

@@ -104,6 +104,18 @@ def zoo_checkpoint(method: str, fold: int, train_shots: int, variant: str = "", 
     return path
 
 
+def zoo_record(method: str, fold: int, train_shots: int, variant: str = "", root: Path | None = None) -> dict:
+    """A zoo model's ``.json``: its provenance, validation curve, test rows, check and budget."""
+    return json.loads(zoo_checkpoint(method, fold, train_shots, variant, root).with_suffix(".json").read_text())
+
+
+def at_plateau(record: dict) -> bool:
+    """Whether a zoo model's record (:func:`zoo_record`) holds the fold-0 doubling of its budget, and that doubling
+    moved test mIoU by less than the difference that resolves two rows (:func:`fsslib.runs.budget_record`): False
+    for a model trained without that control."""
+    return bool(record.get("budget", {}).get("at_plateau", False))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Print what the zoo holds: each model's best validation mIoU, its epoch and its size."""
     argparse.ArgumentParser(prog="python -m fsslib.zoo", description="List the shipped toy model zoo.").parse_args(argv)
@@ -127,3 +139,4 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main(sys.argv[1:])
+

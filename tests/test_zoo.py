@@ -219,3 +219,14 @@ def test_a_budget_record_reads_the_control_grid_that_holds_the_method_s_row():
     assert budget_record(only_bam, {"method": "bam"})["control"] == "piclip_baselines_budget_320"
     with pytest.raises(FsslibError, match="0 of the budget controls"):
         budget_record(only_bam, {"method": "pfenet"})
+
+
+def test_a_zoo_record_gives_its_budget_and_whether_a_doubling_showed_the_plateau(tmp_path):
+    """Lessons 05 and 08 print each BAM and HDMNet model's epochs and plateau from these records."""
+    (tmp_path / "bam-fold0-1shot.pt").write_bytes(b"")
+    (tmp_path / "bam-fold0-1shot.json").write_text(json.dumps({"epochs": 80}))
+    record = zoo.zoo_record("bam", 0, 1, root=tmp_path)
+    assert record["epochs"] == 80 and not zoo.at_plateau(record)  # no doubling recorded: not shown at the plateau
+    assert zoo.at_plateau({"budget": {"at_plateau": True}}) and not zoo.at_plateau({"budget": {"at_plateau": False}})
+    with pytest.raises(CheckpointError, match="holds no bam model for fold 1"):
+        zoo.zoo_record("bam", 1, 1, root=tmp_path)
