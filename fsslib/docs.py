@@ -175,6 +175,13 @@ class Results:
                               "name the seed (seed=...), the variant or the training shots (train_shots=...).")
         return Number(rows[0][column])
 
+    def folds_ahead(self, grid: str, method: str, baseline: str, shots: int = 1, ways: int = 1, variant: str = "",
+                    baseline_variant: str = "", folds: int = 4) -> int:
+        """On how many of the folds ``method`` scores above ``baseline`` (seed 0's unrounded rows): a mean over the
+        folds can hide a fold that reverses."""
+        return sum(self.row(grid, method, fold, shots, ways, variant, seed=0)
+                   > self.row(grid, baseline, fold, shots, ways, baseline_variant, seed=0) for fold in range(folds))
+
     def stratum(self, comparison: str, pair: str, grouping: str, stratum: str, column: str = "miou") -> Number:
         """A method's difference from its baseline in one stratum of a comparison (``<comparison>_strata_differences.csv``,
         :func:`fsslib.compare.read_comparison`): ``pair`` as the table names it (``"lfss - pfenet"``); ``column`` is
@@ -525,7 +532,8 @@ def listed(items: list[str]) -> str:
 
 
 def helpers(results: Results) -> dict[str, Callable[..., Any]]:
-    """The names a source may call: ``mean`` (a grid's mean over the folds), ``row`` (one fold's row), ``seeds``
+    """The names a source may call: ``mean`` (a grid's mean over the folds), ``row`` (one fold's row), ``folds_ahead``
+    (on how many folds one method scores above another), ``seeds``
     (the range over training seeds on fold 0), ``stratum`` (a difference in one stratum), ``diff`` (a signed
     difference), ``resolved``, ``threshold`` and ``spread`` (the resolution rule), ``paper`` (a paper's number),
     ``preset`` (a method's setting), ``recorded`` and ``zoo`` (a field of a recorded ``.json``; ``at_plateau``:
@@ -539,7 +547,7 @@ def helpers(results: Results) -> dict[str, Callable[..., Any]]:
     joined as a sentence lists them)."""
     from fsslib.lessons import lesson_path, minutes_to_run
 
-    return {"mean": results.mean, "row": results.row, "seeds": results.seeds, "stratum": results.stratum, "diff": diff, "num": num, "sd": sd, "listed": listed,
+    return {"mean": results.mean, "row": results.row, "folds_ahead": results.folds_ahead, "seeds": results.seeds, "stratum": results.stratum, "diff": diff, "num": num, "sd": sd, "listed": listed,
             "resolved": results.resolved, "threshold": results.threshold, "spread": results.spread,
             "paper": results.paper, "preset": results.preset, "recorded": results.recorded, "zoo": results.zoo,
             "at_plateau": results.at_plateau,

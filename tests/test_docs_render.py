@@ -145,6 +145,14 @@ def test_mean_and_row_print_as_the_tables_do(fabricated):
     assert str(fabricated.row("g", "b", 3, column="reference_miou")) == "9.0"
 
 
+def test_folds_ahead_counts_the_folds_a_mean_would_hide(fabricated):
+    """In grid g, b is above a on every fold (61 + f against 60.05 + f); one fold reversed is counted out."""
+    assert fabricated.folds_ahead("g", "b", "a") == 4 and fabricated.folds_ahead("g", "a", "b") == 0
+    _write(fabricated.results / "g.csv", TABLE_COLUMNS,
+           [_row("a", f, 60.0 + f) for f in range(4)] + [_row("b", f, 61.0 + f - 2 * (f == 3)) for f in range(4)])
+    assert docs.Results(fabricated.root).folds_ahead("g", "b", "a") == 3
+
+
 def test_an_unknown_grid_method_or_fold_fails_naming_the_choices(fabricated):
     with pytest.raises(FsslibError, match=r"Unknown grid 'nope'(.|\n)*cmp, g, s"):
         fabricated.mean("nope", "a")
