@@ -243,8 +243,10 @@ def options_help(argv: list[str] | None) -> str:
         return f"methods: {', '.join(METHODS)}; presets: {', '.join(PRESETS)}"
     kind = method_options_type(found.method)
     values = {**kind().to_dict(), **make_config(method=found.method, preset=found.preset).options}
+    variants = sorted(method_variants(found.method))
+    listed = f"\nvariants of method {found.method} (--variant NAME): {', '.join(variants)}" if variants else ""
     return (f"options of method {found.method} with preset {found.preset} (--options KEY=VALUE; --method M / --preset P "
-            f"--help lists others):\n{kind.describe(values)}")
+            f"--help lists others):\n{kind.describe(values)}{listed}")
 
 
 def config_from_args(args: argparse.Namespace) -> Config:

@@ -1,7 +1,11 @@
 """Segment your own pictures with any fsslib method: ``python -m fsslib.predict`` and :func:`segment`.
 
     python -m fsslib.predict --method pfenet --ckpt zoo --query photo.jpg --support cat.jpg --support-mask cat.png --out DIR
-    python -m fsslib.predict --method maskclip --query photo.jpg --class-name "red circle" --out DIR
+    python -m fsslib.predict --method maskclip --query scene.png --class-name "striped star" --out DIR
+    python -m fsslib.predict --method maskclip --preset paper --query photo.jpg --class-name cat --out DIR
+
+The first two run on the toy tier, whose text tower knows the toy world's words only; the third reads CLIP's
+weights, fetched once with ``python -m fsslib.fetch weights --method maskclip`` (docs/your_data.md).
 
 The supports are given in whichever mode the method reads (:func:`fsslib.methods.support_inputs`): class
 names (``--class-name``, one per way), support images (``--support``, K per way, the ways' in the order of
@@ -457,15 +461,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m fsslib.predict", description=__doc__, epilog=options_help(argv),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--method", required=True, choices=list(METHODS))
-    parser.add_argument("--variant", default="")
+    parser.add_argument("--variant", default="", help="a named variant of the method (listed below, with its options)")
     parser.add_argument("--query", action="append", required=True, metavar="IMG", help="a query image (repeatable)")
     parser.add_argument("--class-name", action="append", default=[], metavar="NAME", help="one per way (repeatable)")
     parser.add_argument("--support", action="append", default=[], metavar="IMG",
                         help="a support image (repeatable: K per way, the ways in the order of --class-name)")
     parser.add_argument("--support-mask", action="append", default=[], metavar="MASK",
-                        help="the mask of the preceding --support (nonzero = object, 255 = ignore)")
+                        help="the mask of the preceding --support: a single-channel PNG, nonzero = object, 255 = "
+                        "ignore; a mask of only 0 and 255 is black and white, 255 = object")
     parser.add_argument("--out", required=True, type=Path, help="folder for the masks and overlays")
-    parser.add_argument("--preset", default="toy", choices=("toy", "paper"))
+    parser.add_argument("--preset", default="toy", choices=("toy", "paper"),
+                        help="toy: the shipped toy models; paper: the papers' CLIP and backbones (docs/paper_tier.md)")
     parser.add_argument("--ckpt", default=None, help="trained methods: a checkpoint path, or zoo (the shipped toy model)")
     parser.add_argument("--fold", type=int, default=None,
                         help="which fold's zoo model, with --ckpt zoo (its novel classes were unseen; default 0)")
@@ -475,7 +481,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--novel-classes", type=lambda text: split_list(text, id_or_name), default=None,
                         metavar="A,B,...", help="with --benchmark folder:PATH without folds.json: fold 0's novel "
                         "classes, as in train (ids or names of classes.txt)")
-    parser.add_argument("--device", default="auto")
+    parser.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu, cuda or cuda:N")
     parser.add_argument("--options", action="append", default=None, metavar="KEY=VALUE", help="method option, as in train")
     parser.add_argument("--backbone-weights", default=None,
                         help="paper tier: a local backbone weight file (PFENet's family: resnet50_v2.pth; "

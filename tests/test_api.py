@@ -87,6 +87,7 @@ def test_help_lists_the_method_s_options(capsys):
         main(["--method", "lfss", "--help"])
     shown = capsys.readouterr().out
     assert "options of method lfss" in shown and "refine: bool = True" in shown and "grid: int = 3 (at least 1)" in shown
+    assert "variants of method lfss (--variant NAME): " in shown and "dps_refine" in shown  # its Table 4 rows
 
 
 def test_a_bad_option_on_the_command_line_exits_2(capsys):
