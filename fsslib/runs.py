@@ -407,7 +407,8 @@ def execute(grid_path: str | Path, smoke: bool = False, outputs: str | Path | No
                    for params in runs]
         if executor != "pool":
             print(f"{sum(run_name(p) not in kept for p in runs)} runs submitted ({executor}); logs in {outputs / 'submitit'}. "
-                  f"Stopping this command leaves them running: python -m fsslib.runs {grid_path} --table-only collects them.")
+                  f"Stopping this command leaves them running: python -m fsslib.runs {grid_path}{set_flags(settings)} "
+                  "--table-only collects them.")
         with tqdm(total=sum(units), desc=f"grid {name} ({len(runs)} runs, epochs + evaluations)", unit="step") as bar:
             pending = set(handles)
             while pending:
@@ -563,27 +564,35 @@ def _write_grid_table(grid: dict[str, Any], name: str, runs: list[dict[str, Any]
 
 
 def rewrite_table(grid_path: str | Path, outputs: str | Path | None = None,
-                  results: str | Path | None = None) -> list[dict[str, Any]]:
+                  results: str | Path | None = None, settings: list[str] | None = None) -> list[dict[str, Any]]:
     """Write a grid's table again from its runs' outputs, running nothing: after a grid it sets its rows
-    ``beside`` has been re-run, the comparison is refreshed with the same rows, curves and provenance."""
-    grid = load_grid(grid_path)
-    outputs = Path(outputs).resolve() if outputs else REPO / "papermill_runs" / "outputs" / grid["name"]
+    ``beside`` has been re-run, the comparison is refreshed with the same rows, curves and provenance. With
+    ``settings`` (``--set``), the runs and table are the ``<name>_set`` ones :func:`execute` wrote."""
+    grid = with_settings(load_grid(grid_path), settings) if settings else load_grid(grid_path)
+    name = grid["name"] + ("_set" if settings else "")
+    outputs = Path(outputs).resolve() if outputs else REPO / "papermill_runs" / "outputs" / name
+    publish = results is None and not settings
     runs = expand(grid)
     if grid.get("compare"):
         from fsslib.compare import collect_comparison
 
-        rows = collect_comparison(grid["name"], [(p, outputs / run_name(p)) for p in runs],
+        rows = collect_comparison(name, [(p, outputs / run_name(p)) for p in runs],
                                   Path(results or REPO / "papermill_runs" / "results"), seed_rows(grid),
                                   _strata_pairs(grid))
-        if results is None:
+        if publish:
             write_results_page(REPO / "papermill_runs")
         return rows
     missing = [run_name(p) for p in runs if not (outputs / run_name(p) / "metrics.json").is_file()]
     if missing:
-        raise DatasetNotFoundError(f"No outputs of {len(missing)} runs of {grid['name']} under {outputs} (e.g. {missing[0]}).",
-                                   f"run the grid itself: python -m fsslib.runs {grid_path}")
+        raise DatasetNotFoundError(f"No outputs of {len(missing)} runs of {name} under {outputs} (e.g. {missing[0]}).",
+                                   f"run the grid itself: python -m fsslib.runs {grid_path}{set_flags(settings)}")
     results_per_run = [json.loads((outputs / run_name(p) / "metrics.json").read_text()) for p in runs]
-    return _write_grid_table(grid, grid["name"], runs, results_per_run, results, publish=results is None)
+    return _write_grid_table(grid, name, runs, results_per_run, results, publish=publish)
+
+
+def set_flags(settings: list[str] | None) -> str:
+    """The ``--set`` arguments of a command line, to repeat them in a printed command."""
+    return "".join(f" --set {setting}" for setting in settings or [])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -641,7 +650,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.from_csv:
             rows = refresh_from_csv(args.grid)
         elif args.table_only:
-            rows = rewrite_table(args.grid, args.outputs)
+            rows = rewrite_table(args.grid, args.outputs, args.results, args.settings)
         else:
             rows = execute(args.grid, smoke=args.smoke, outputs=args.outputs, results=args.results, jobs=args.jobs,
                            threads=args.threads,

@@ -332,6 +332,12 @@ def test_table_only_rewrites_a_grid_s_table_from_its_outputs(tmp_path):
     assert [r["miou"] for r in rows] == [40.0, 50.0]
     table = (tmp_path / "results" / "g.md").read_text()
     assert "| prototype |  | toy | toy | 1 | 1 | 1 | 0 | 2 | 45.0 |" in table and "0 of 2 runs flat" in table
+    # after `--set fold=1`, --table-only reads that run's own outputs and writes the <name>_set table
+    set_run = tmp_path / "outputs_set" / runs.run_name({"method": "prototype", "fold": 1, "shots": 1})
+    set_run.mkdir(parents=True)
+    (set_run / "metrics.json").write_text((outputs / set_run.name / "metrics.json").read_text().replace("50.0", "55.0"))
+    rows = runs.rewrite_table(grid, tmp_path / "outputs_set", results=tmp_path / "results", settings=["fold=1"])
+    assert [r["miou"] for r in rows] == [55.0] and (tmp_path / "results" / "g_set.md").is_file()
 
 
 def test_from_csv_writes_the_means_and_the_comparison_again_from_committed_tables(tmp_path):
