@@ -547,7 +547,8 @@ def helpers(results: Results) -> dict[str, Callable[..., Any]]:
     joined as a sentence lists them)."""
     from fsslib.lessons import lesson_path, minutes_to_run
 
-    return {"mean": results.mean, "row": results.row, "folds_ahead": results.folds_ahead, "seeds": results.seeds, "stratum": results.stratum, "diff": diff, "num": num, "sd": sd, "listed": listed,
+    return {"mean": results.mean, "row": results.row, "folds_ahead": results.folds_ahead,
+            "seeds": results.seeds, "stratum": results.stratum, "diff": diff, "num": num, "sd": sd, "listed": listed,
             "resolved": results.resolved, "threshold": results.threshold, "spread": results.spread,
             "paper": results.paper, "preset": results.preset, "recorded": results.recorded, "zoo": results.zoo,
             "at_plateau": results.at_plateau,

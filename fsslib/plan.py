@@ -113,8 +113,8 @@ def plan_text(grid: dict[str, Any], grid_path: str | Path, plans: list[RunPlan],
     if any(plan.hours is not None for plan in plans):
         lines += ["", f"Measured rates: {HARDWARE}; {SOURCE}. Counted: training steps and evaluation episodes "
                       "(fsslib.rates): not data loading or checkpoints, so 1-shot hours are lower bounds. Episodes are "
-                      "scaled by their images from the nearest measured setting (1 or 5 shots), which over-counts where "
-                      "no 5-shot rate was measured; machines differ by about 25%."]
+                      "scaled by their images from the nearest measured setting (1 or 5 shots), which over-counts "
+                      "where no 5-shot rate was measured; machines differ by about 25%."]
     if gpus_per_run > 1:
         batch = sorted({plan.cfg.batch_size for plan in plans})
         lines.append(f"gpus_per_run {gpus_per_run}: batch_size is per process, so a step trains {gpus_per_run} x batch_size "
