@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
+from pathlib import Path
 
 import torch
 
@@ -28,9 +29,22 @@ def git_commit() -> str:
     return head.stdout.strip() + (" + uncommitted changes in fsslib/" if status.stdout.strip() else "")
 
 
+def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The CPU's model name (Linux's ``cpuinfo``, e.g. "AMD EPYC 9R14"), else what :mod:`platform` reports."""
+    try:
+        lines = cpuinfo.read_text().splitlines()
+    except OSError:
+        lines = []
+    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    return names[0] if names else platform.processor() or platform.machine()
+
+
 def hardware(**extra: str) -> dict:
-    """Where a run happened: platform, CPU cores and threads, torch and Python versions (+ ``extra``)."""
-    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+    """Where a run happened: platform, CPU model and the instruction set torch's kernels use (a same-seed run
+    repeats bitwise only on the same kind of CPU), CPU cores and torch threads, torch and Python versions
+    (+ ``extra``)."""
+    return {"platform": platform.platform(), "processor": cpu_model(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "torch": torch.__version__, "python": platform.python_version(), **extra}
 

@@ -486,6 +486,7 @@ def export_to_zoo(run_dir: Path, command: str, rows: list[dict], root: Path | No
         "name": name, "method": config["method"], "variant": config["variant"], "fold": config["fold"],
         "train_shots": config["shots"], "tier": config["preset"], "command": command,
         "git_commit": rows[0]["commit"], "torch": rows[0]["torch"], "device": rows[0]["device"],
+        **({"hardware": summary["hardware"]} if "hardware" in summary else {}),  # the machine that trained it
         "train_time_s": round(sum(sittings), 1), "sittings": len(sittings),
         "epochs": summary["epochs"], "best_epoch": state["epoch"],
         "best_val_miou": summary["best_val_miou"],

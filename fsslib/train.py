@@ -36,6 +36,7 @@ from fsslib.errors import CheckpointError, DatasetNotFoundError, FsslibError, un
 from fsslib.methods import build_method
 from fsslib.methods.base import FewShotSegmenter
 from fsslib.paths import write_text
+from fsslib.provenance import hardware
 from fsslib.pretrain.saving import save_checkpoint
 from fsslib.speed import apply_speed_settings
 
@@ -247,7 +248,8 @@ def run(cfg: Config | None = None, **overrides) -> dict:
                 log.write(json.dumps(record) + "\n")
     summary = {"method": cfg.method, "tier": cfg.tier, "fold": cfg.fold, "shots": cfg.shots, "seed": cfg.seed,
                "epochs": cfg.epochs, "best_val_miou": best_miou if val_set is not None else None, "checkpoint": str(best_path),
-               "train_time_s": time.perf_counter() - start, "world_size": world, "history": history,
+               "train_time_s": time.perf_counter() - start, "world_size": world, "hardware": hardware(),
+               "history": history,
                **({"speed_settings": speed} if speed else {})}
     if rank == 0:
         write_text(out / "train_summary.json", json.dumps(summary, indent=1))

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import fsslib.zoo as zoo
-from fsslib import evaluate, train
+from fsslib import evaluate, provenance, train
 from fsslib.config import make_config
 from fsslib.errors import CheckpointError
 from fsslib.runs import export_to_zoo
@@ -41,6 +41,9 @@ def test_an_exported_run_is_found_by_ckpt_zoo_and_repeats_its_recorded_check(tra
     assert info["git_commit"] == row["commit"] and info["checkpoint"]["bytes"] == path.stat().st_size
     summary = json.loads((run_dir / "train_summary.json").read_text())
     assert info["sittings"] == 1 and info["train_time_s"] == pytest.approx(summary["history"][-1]["elapsed_s"], abs=0.1)
+    # the machine that trained it: a same-seed run repeats bitwise only on the same kind of CPU
+    assert info["hardware"] == summary["hardware"] and info["hardware"]["processor"] == provenance.cpu_model()
+    assert info["hardware"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     check = evaluate.run(make_config(method="prototype", fold=1, ckpt="zoo", episodes=info["check"]["episodes"],
                                      out=tmp_path / "check", progress=False))
     assert check["miou"] == pytest.approx(info["check"]["miou"], abs=1e-9)

@@ -1,0 +1,122 @@
+"""Does today's code train each zoo model as its record says? The first epoch of each family, again (toy tier).
+
+    python benchmarks/zoo_first_epoch.py   # fold 0, 1-shot of each family -> benchmarks/results/zoo_first_epoch_toy.md
+    python benchmarks/zoo_first_epoch.py --models pfenet-fold0-1shot qgnet-fold0-1shot
+
+A zoo model's ``.json`` names the grid and run that made it and keeps its validation curve. For each model asked
+for, this script reads that run's parameters from the grid file and starts the run as the grid would (the parameters
+of ``notebooks/90_train_eval.ipynb``, the grid's torch threads, a fresh output folder). It stops the run at the first
+epoch whose recorded validation mIoU is above 0 (a first epoch at 0.0, all background, as PFENet's often is, tells
+nothing) and compares the validation mIoU of those epochs with the record's, as the floats are written (bit for bit).
+
+Training is deterministic at a fixed thread count on one kind of CPU (``docs/protocol.md``), so equal first epochs
+say the code, the data and the frozen files the run reads are those the model was trained with; a different one
+says that something among them changed since, and that the grid's command would not give the committed rows bit for
+bit. One epoch does not prove the rest of the run equal: code that acts only later (the end of the schedule) is not
+exercised.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from fsslib.launch import run_name
+from fsslib.provenance import cpu_model
+from fsslib.runs import expand
+from fsslib.zoo import SHIPPED_ZOO as ZOO_DIR
+
+REPO = Path(__file__).resolve().parents[1]
+OUT = REPO / "benchmarks" / "results" / "zoo_first_epoch_toy.md"
+# The notebook's parameters that configure training (the rest choose what is evaluated after it)
+TRAINING_PARAMETERS = ("method", "variant", "options", "preset", "fold", "shots", "ways", "seed", "epochs", "lr",
+                       "episodes", "smoke")
+TRAIN_ONE_RUN = """
+import json, sys, torch
+from fsslib import train
+from fsslib.config import make_config
+params, threads, out = json.loads(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+torch.set_num_threads(threads)
+train.run(make_config(**params, device="cpu", out=out, progress=False))
+"""
+
+
+def family_models() -> list[str]:
+    """Fold 0, 1-shot of every family in the zoo (one model per method and variant)."""
+    return sorted(path.stem for path in ZOO_DIR.glob("*-fold0-1shot.json"))
+
+
+def run_parameters(record: dict) -> tuple[dict, int, str]:
+    """The training parameters, torch threads and grid name of the run that made a zoo model (from its record)."""
+    command = record["command"]  # "python -m fsslib.runs papermill_runs/X.yaml  (run NAME)"
+    grid_file, run = command.split()[3], command.split("(run ")[1].rstrip(")")
+    grid = yaml.safe_load((REPO / grid_file).read_text())
+    for params in expand(grid):
+        if run_name(params) == run:
+            return {k: params[k] for k in TRAINING_PARAMETERS if k in params}, int(grid.get("threads", 1)), grid["name"]
+    raise SystemExit(f"{grid_file} has no run {run}: the zoo record's command names a run the grid no longer holds.")
+
+
+def first_epochs(params: dict, threads: int, out: Path, epochs: int) -> list[float]:
+    """Train the run in a child process until it has logged ``epochs`` epochs; their validation mIoU."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    env.pop("FSSLIB_SMOKE", None)
+    child = subprocess.Popen([sys.executable, "-c", TRAIN_ONE_RUN, json.dumps(params), str(threads), str(out)],
+                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log = out / "log.jsonl"
+    try:
+        while not (log.is_file() and len(log.read_text().splitlines()) >= epochs):
+            if child.poll() is not None:
+                raise SystemExit(f"the run stopped before its epoch {epochs}:\n{child.stderr.read()[-2000:]}")
+            time.sleep(0.5)
+    finally:
+        child.kill()
+        child.wait()
+    return [json.loads(line)["val_miou"] for line in log.read_text().splitlines()[:epochs]]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=None,
+                        help="zoo models by file stem (default: fold 0, 1-shot of each family)")
+    parser.add_argument("--out", type=Path, default=OUT, help="the Markdown table to write")
+    args = parser.parse_args(argv)
+    rows = []
+    for name in args.models or family_models():
+        record = json.loads((ZOO_DIR / f"{name}.json").read_text())
+        params, threads, grid = run_parameters(record)
+        recorded = record["validation_curve"]
+        recorded = [miou for _, miou in (json.loads(recorded) if isinstance(recorded, str) else recorded)]
+        epochs = next((i + 1 for i, miou in enumerate(recorded) if miou > 0), len(recorded))  # up to the first above 0
+        with tempfile.TemporaryDirectory() as folder:
+            today = first_epochs(params, threads, Path(folder), epochs)
+        machine = record.get("hardware", {}).get("processor", "not recorded")
+        rows.append((name, grid, record["git_commit"], machine, recorded[:epochs], today))
+        print(f"{name}: recorded {recorded[:epochs]}, today {today}", flush=True)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout
+    lines = [f"# The zoo's first epochs trained again (toy tier, commit {commit.strip()}, on {cpu_model()})", "",
+             "Made by `python benchmarks/zoo_first_epoch.py`. Each zoo model's run, from its grid file, stopped "
+             "after its first epoch whose recorded validation mIoU is above 0; the validation mIoU of those epochs "
+             "beside the ones its record keeps (bit for bit: equal or not).", "",
+             "| model | grid | trained at commit | on | epochs | recorded validation mIoU | today's | equal |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, grid, made, machine, expected, today in rows:
+        commit_made = str(made)[:7] + (" +" if "+" in str(made) else "")
+        recorded, trained = ", ".join(map(repr, expected)), ", ".join(map(repr, today))
+        lines.append(f"| {name} | {grid} | {commit_made} | {machine} | {len(expected)} | {recorded} | {trained} "
+                     f"| {'yes' if expected == today else 'no'} |")
+    lines += ["", "A `+` after a commit: the run's fsslib/ held uncommitted changes."]
+    args.out.write_text("\n".join(lines) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

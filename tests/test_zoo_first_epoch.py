@@ -1,0 +1,53 @@
+"""The zoo's first-epoch audit (benchmarks/zoo_first_epoch.py): it finds a zoo model's run in its grid file, trains
+it again as the grid would and compares the first epochs with the record, bit for bit."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from fsslib import train
+from fsslib.config import make_config
+
+SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "zoo_first_epoch.py"
+spec = importlib.util.spec_from_file_location("zoo_first_epoch", SCRIPT)
+zoo_first_epoch = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(zoo_first_epoch)
+
+
+def test_a_zoo_model_s_run_is_read_from_the_grid_its_record_names():
+    record = {"command": "python -m fsslib.runs papermill_runs/zoo_toy.yaml  (run pfenet-fold2-1shot-seed0)"}
+    params, threads, grid = zoo_first_epoch.run_parameters(record)
+    assert params == {"method": "pfenet", "preset": "toy", "fold": 2, "shots": 1, "seed": 0}
+    assert threads == 1 and grid == "zoo_toy"
+    record["command"] = record["command"].replace("fold2", "fold7")
+    with pytest.raises(SystemExit, match="has no run pfenet-fold7-1shot-seed0"):
+        zoo_first_epoch.run_parameters(record)
+
+
+@pytest.mark.slow
+def test_a_run_trained_again_at_the_grid_s_thread_count_repeats_its_recorded_first_epochs(tmp_path, monkeypatch):
+    grid = tmp_path / "tiny.yaml"
+    grid.write_text("name: tiny\nnotebook: notebooks/90_train_eval.ipynb\nthreads: 1\n"
+                    "fixed: {preset: toy, seed: 0, smoke: true, test_shots: [1]}\ngrid: {method: [prototype], fold: [1]}\n")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the grid's thread count, as its run had it
+    try:
+        summary = train.run(make_config(method="prototype", fold=1, seed=0, smoke=True, device="cpu",
+                                        out=tmp_path / "run", progress=False))
+    finally:
+        torch.set_num_threads(threads)
+    curve = [[h["epoch"], h["val_miou"]] for h in summary["history"]]
+    zoo = tmp_path / "zoo"
+    zoo.mkdir()
+    (zoo / "prototype-fold1-1shot.json").write_text(json.dumps({
+        "command": f"python -m fsslib.runs {grid}  (run prototype-fold1-1shot-seed0)", "git_commit": "abc1234",
+        "validation_curve": curve}))
+    monkeypatch.setattr(zoo_first_epoch, "ZOO_DIR", zoo)
+    table = tmp_path / "table.md"
+    zoo_first_epoch.main(["--models", "prototype-fold1-1shot", "--out", str(table)])
+    row = next(line for line in table.read_text().splitlines() if line.startswith("| prototype-fold1-1shot"))
+    assert row.endswith("| yes |") and "| tiny | abc1234 | not recorded |" in row
