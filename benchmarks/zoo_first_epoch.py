@@ -48,6 +48,20 @@ train.run(make_config(**params, device="cpu", out=out, progress=False))
 """
 
 
+# The instruction sets the math libraries may use, capped as another CPU would cap them: MKL (matrix products),
+# oneDNN (convolutions) and torch's own vectorised kernels each choose a kernel by the CPU, and each kernel sums
+# in its own order. Each entry: a label, and the environment variables that set it.
+KERNEL_SETTINGS = [
+    ("this CPU's own", {}),
+    ("MKL at AVX2", {"MKL_ENABLE_INSTRUCTIONS": "AVX2"}),
+    ("oneDNN at AVX2", {"ONEDNN_MAX_CPU_ISA": "AVX2"}),
+    ("torch's kernels at AVX2", {"ATEN_CPU_CAPABILITY": "avx2"}),
+    ("torch's kernels unvectorised", {"ATEN_CPU_CAPABILITY": "default"}),
+    ("all three at AVX2",
+     {"MKL_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}),
+]
+
+
 def family_models() -> list[str]:
     """Fold 0, 1-shot of every family in the zoo (one model per method and variant)."""
     return sorted(path.stem for path in ZOO_DIR.glob("*-fold0-1shot.json"))
@@ -64,9 +78,17 @@ def run_parameters(record: dict) -> tuple[dict, int, str]:
     raise SystemExit(f"{grid_file} has no run {run}: the zoo record's command names a run the grid no longer holds.")
 
 
-def first_epochs(params: dict, threads: int, out: Path, epochs: int) -> list[float]:
-    """Train the run in a child process until it has logged ``epochs`` epochs; their validation mIoU."""
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+def recorded_first_epochs(record: dict) -> list[float]:
+    """A zoo record's validation mIoU up to its first epoch above 0 (all of them if none is)."""
+    curve = record["validation_curve"]
+    recorded = [miou for _, miou in (json.loads(curve) if isinstance(curve, str) else curve)]
+    return recorded[:next((i + 1 for i, miou in enumerate(recorded) if miou > 0), len(recorded))]
+
+
+def first_epochs(params: dict, threads: int, out: Path, epochs: int, kernels: dict | None = None) -> list[float]:
+    """Train the run in a child process until it has logged ``epochs`` epochs; their validation mIoU. ``kernels``:
+    environment variables that cap the instruction sets of the math libraries (:data:`KERNEL_SETTINGS`)."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), **(kernels or {})}
     env.pop("FSSLIB_SMOKE", None)
     child = subprocess.Popen([sys.executable, "-c", TRAIN_ONE_RUN, json.dumps(params), str(threads), str(out)],
                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -82,25 +104,44 @@ def first_epochs(params: dict, threads: int, out: Path, epochs: int) -> list[flo
     return [json.loads(line)["val_miou"] for line in log.read_text().splitlines()[:epochs]]
 
 
+def kernel_table(name: str) -> str:
+    """The first epochs of zoo model ``name`` trained again under each of :data:`KERNEL_SETTINGS`, on this CPU."""
+    record = json.loads((ZOO_DIR / f"{name}.json").read_text())
+    params, threads, _ = run_parameters(record)
+    epochs = len(recorded_first_epochs(record))
+    lines = [f"## {name}'s first {epochs} epochs with the math libraries' instruction sets capped", "",
+             "The same run, code and thread count on this CPU; only the kernels the libraries choose differ "
+             "(environment variables, read when a library loads).", "",
+             "| kernels | environment | validation mIoU |", "|---|---|---|"]
+    for label, kernels in KERNEL_SETTINGS:
+        with tempfile.TemporaryDirectory() as folder:
+            today = first_epochs(params, threads, Path(folder), epochs, kernels)
+        setting = " ".join(f"`{key}={value}`" for key, value in kernels.items()) or "none"
+        lines.append(f"| {label} | {setting} | {', '.join(map(repr, today))} |")
+        print(f"{label}: {today}", flush=True)
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=None,
                         help="zoo models by file stem (default: fold 0, 1-shot of each family)")
     parser.add_argument("--out", type=Path, default=OUT, help="the Markdown table to write")
+    parser.add_argument("--kernels", default="pfenet-fold0-1shot",
+                        help="the zoo model whose first epochs are trained again under each of KERNEL_SETTINGS "
+                             "(a second table); 'none' skips it")
     args = parser.parse_args(argv)
     rows = []
     for name in args.models or family_models():
         record = json.loads((ZOO_DIR / f"{name}.json").read_text())
         params, threads, grid = run_parameters(record)
-        recorded = record["validation_curve"]
-        recorded = [miou for _, miou in (json.loads(recorded) if isinstance(recorded, str) else recorded)]
-        epochs = next((i + 1 for i, miou in enumerate(recorded) if miou > 0), len(recorded))  # up to the first above 0
+        recorded = recorded_first_epochs(record)
         with tempfile.TemporaryDirectory() as folder:
-            today = first_epochs(params, threads, Path(folder), epochs)
+            today = first_epochs(params, threads, Path(folder), len(recorded))
         machine = record.get("hardware", {}).get("processor", "not recorded")
-        rows.append((name, grid, record["git_commit"], machine, recorded[:epochs], today))
-        print(f"{name}: recorded {recorded[:epochs]}, today {today}", flush=True)
+        rows.append((name, grid, record["git_commit"], machine, recorded, today))
+        print(f"{name}: recorded {recorded}, today {today}", flush=True)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout
     lines = [f"# The zoo's first epochs trained again (toy tier, commit {commit.strip()}, on {cpu_model()})", "",
              "Made by `python benchmarks/zoo_first_epoch.py`. Each zoo model's run, from its grid file, stopped "
@@ -114,6 +155,8 @@ def main(argv: list[str] | None = None) -> None:
         lines.append(f"| {name} | {grid} | {commit_made} | {machine} | {len(expected)} | {recorded} | {trained} "
                      f"| {'yes' if expected == today else 'no'} |")
     lines += ["", "A `+` after a commit: the run's fsslib/ held uncommitted changes."]
+    if args.kernels != "none":
+        lines += ["", kernel_table(args.kernels)]
     args.out.write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out}")
 

@@ -48,6 +48,7 @@ def test_a_run_trained_again_at_the_grid_s_thread_count_repeats_its_recorded_fir
         "validation_curve": curve}))
     monkeypatch.setattr(zoo_first_epoch, "ZOO_DIR", zoo)
     table = tmp_path / "table.md"
-    zoo_first_epoch.main(["--models", "prototype-fold1-1shot", "--out", str(table)])
+    zoo_first_epoch.main(["--models", "prototype-fold1-1shot", "--out", str(table),
+                          "--kernels", "none"])
     row = next(line for line in table.read_text().splitlines() if line.startswith("| prototype-fold1-1shot"))
     assert row.endswith("| yes |") and "| tiny | abc1234 | not recorded |" in row
