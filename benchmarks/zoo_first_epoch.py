@@ -20,15 +20,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import yaml
 
 from fsslib.launch import run_name
+from fsslib.paths import data_root
 from fsslib.provenance import cpu_model
 from fsslib.runs import expand
 from fsslib.zoo import SHIPPED_ZOO as ZOO_DIR
@@ -44,7 +48,7 @@ from fsslib import train
 from fsslib.config import make_config
 params, threads, out = json.loads(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 torch.set_num_threads(threads)
-train.run(make_config(**params, device="cpu", out=out, progress=False))
+train.run(make_config(**params, device="cpu", out=out))
 """
 
 
@@ -85,23 +89,52 @@ def recorded_first_epochs(record: dict) -> list[float]:
     return recorded[:next((i + 1 for i, miou in enumerate(recorded) if miou > 0), len(recorded))]
 
 
-def first_epochs(params: dict, threads: int, out: Path, epochs: int, kernels: dict | None = None) -> list[float]:
+def first_epochs(params: dict, threads: int, out: Path, epochs: int, kernels: dict | None = None,
+                 code: Path | None = None) -> list[float]:
     """Train the run in a child process until it has logged ``epochs`` epochs; their validation mIoU. ``kernels``:
-    environment variables that cap the instruction sets of the math libraries (:data:`KERNEL_SETTINGS`)."""
+    environment variables that cap the instruction sets of the math libraries (:data:`KERNEL_SETTINGS`); ``code``:
+    a checkout whose fsslib trains (on a copy of the toy world, which older code must not write to)."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), **(kernels or {})}
     env.pop("FSSLIB_SMOKE", None)
-    child = subprocess.Popen([sys.executable, "-c", TRAIN_ONE_RUN, json.dumps(params), str(threads), str(out)],
-                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    log = out / "log.jsonl"
-    try:
-        while not (log.is_file() and len(log.read_text().splitlines()) >= epochs):
-            if child.poll() is not None:
-                raise SystemExit(f"the run stopped before its epoch {epochs}:\n{child.stderr.read()[-2000:]}")
-            time.sleep(0.5)
-    finally:
-        child.kill()
-        child.wait()
+    if code is not None:
+        shutil.copytree(data_root() / "toyworld", out / "data" / "toyworld")
+        env.update(PYTHONPATH=str(code), FSSLIB_DATA=str(out / "data"))
+    with (out / "stderr.txt").open("w") as stderr:
+        child = subprocess.Popen([sys.executable, "-c", TRAIN_ONE_RUN, json.dumps(params), str(threads), str(out)],
+                                 env=env, stdout=subprocess.DEVNULL, stderr=stderr, cwd=code or REPO)
+        log = out / "log.jsonl"
+        try:
+            while not (log.is_file() and len(log.read_text().splitlines()) >= epochs):
+                if child.poll() is not None:
+                    tail = (out / "stderr.txt").read_text()[-2000:]
+                    raise SystemExit(f"the run stopped before its epoch {epochs}:\n{tail}")
+                time.sleep(0.5)
+        finally:
+            child.kill()
+            child.wait()
     return [json.loads(line)["val_miou"] for line in log.read_text().splitlines()[:epochs]]
+
+
+@contextmanager
+def checkout(commit: str) -> Iterator[Path]:
+    """A temporary worktree of this repository at ``commit``."""
+    with tempfile.TemporaryDirectory() as folder:
+        tree = Path(folder) / "code"
+        subprocess.run(["git", "worktree", "add", "--detach", "--quiet", str(tree), commit], cwd=REPO, check=True)
+        try:
+            yield tree
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=REPO, check=True)
+
+
+def at_its_commit(record: dict, params: dict, threads: int, epochs: int) -> list[float] | None:
+    """The run's first epochs trained with the code of the commit its record names, on this CPU; None when the
+    run's code held uncommitted changes (it cannot be checked out)."""
+    commit = str(record["git_commit"])
+    if "+" in commit or commit == "uncommitted":
+        return None
+    with checkout(commit) as tree, tempfile.TemporaryDirectory() as folder:
+        return first_epochs(params, threads, Path(folder), epochs, code=tree)
 
 
 def kernel_table(name: str) -> str:
@@ -128,6 +161,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--models", nargs="+", default=None,
                         help="zoo models by file stem (default: fold 0, 1-shot of each family)")
     parser.add_argument("--out", type=Path, default=OUT, help="the Markdown table to write")
+    parser.add_argument("--at-commits", action=argparse.BooleanOptionalAction, default=True,
+                        help="also train each run's first epochs with the code of the commit its record names")
     parser.add_argument("--kernels", default="pfenet-fold0-1shot",
                         help="the zoo model whose first epochs are trained again under each of KERNEL_SETTINGS "
                              "(a second table); 'none' skips it")
@@ -139,22 +174,27 @@ def main(argv: list[str] | None = None) -> None:
         recorded = recorded_first_epochs(record)
         with tempfile.TemporaryDirectory() as folder:
             today = first_epochs(params, threads, Path(folder), len(recorded))
+        then = at_its_commit(record, params, threads, len(recorded)) if args.at_commits else None
         machine = record.get("hardware", {}).get("processor", "not recorded")
-        rows.append((name, grid, record["git_commit"], machine, recorded, today))
-        print(f"{name}: recorded {recorded}, today {today}", flush=True)
+        rows.append((name, grid, record["git_commit"], machine, recorded, today, then))
+        print(f"{name}: recorded {recorded}, today {today}, at its commit {then}", flush=True)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout
     lines = [f"# The zoo's first epochs trained again (toy tier, commit {commit.strip()}, on {cpu_model()})", "",
              "Made by `python benchmarks/zoo_first_epoch.py`. Each zoo model's run, from its grid file, stopped "
              "after its first epoch whose recorded validation mIoU is above 0; the validation mIoU of those epochs "
-             "beside the ones its record keeps (bit for bit: equal or not).", "",
-             "| model | grid | trained at commit | on | epochs | recorded validation mIoU | today's | equal |",
-             "|---|---|---|---|---|---|---|---|"]
-    for name, grid, made, machine, expected, today in rows:
+             "beside the ones its record keeps (bit for bit: equal or not), and, trained on this CPU with the code of "
+             "the commit the record names, whether the code since changed them.", "",
+             "| model | grid | trained at commit | on | epochs | recorded validation mIoU | today's | equal to the "
+             "record | at its commit, here | equal to today's |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, grid, made, machine, expected, today, then in rows:
         commit_made = str(made)[:7] + (" +" if "+" in str(made) else "")
         recorded, trained = ", ".join(map(repr, expected)), ", ".join(map(repr, today))
+        at_commit = "not checked" if then is None else ", ".join(map(repr, then))
+        same_code = "" if then is None else ("yes" if then == today else "no")
         lines.append(f"| {name} | {grid} | {commit_made} | {machine} | {len(expected)} | {recorded} | {trained} "
-                     f"| {'yes' if expected == today else 'no'} |")
-    lines += ["", "A `+` after a commit: the run's fsslib/ held uncommitted changes."]
+                     f"| {'yes' if expected == today else 'no'} | {at_commit} | {same_code} |")
+    lines += ["", "A `+` after a commit: the run's fsslib/ held uncommitted changes, so its code cannot be checked "
+              "out. \"not recorded\": the model was trained before runs recorded their machine."]
     if args.kernels != "none":
         lines += ["", kernel_table(args.kernels)]
     args.out.write_text("\n".join(lines) + "\n")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -32,7 +33,8 @@ def test_a_zoo_model_s_run_is_read_from_the_grid_its_record_names():
 def test_a_run_trained_again_at_the_grid_s_thread_count_repeats_its_recorded_first_epochs(tmp_path, monkeypatch):
     grid = tmp_path / "tiny.yaml"
     grid.write_text("name: tiny\nnotebook: notebooks/90_train_eval.ipynb\nthreads: 1\n"
-                    "fixed: {preset: toy, seed: 0, smoke: true, test_shots: [1]}\ngrid: {method: [prototype], fold: [1]}\n")
+                    "fixed: {preset: toy, seed: 0, smoke: true, test_shots: [1]}\n"
+                    "grid: {method: [prototype], fold: [1]}\n")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the grid's thread count, as its run had it
     try:
@@ -41,14 +43,21 @@ def test_a_run_trained_again_at_the_grid_s_thread_count_repeats_its_recorded_fir
     finally:
         torch.set_num_threads(threads)
     curve = [[h["epoch"], h["val_miou"]] for h in summary["history"]]
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=SCRIPT.parent, capture_output=True,
+                          text=True).stdout.strip()
     zoo = tmp_path / "zoo"
     zoo.mkdir()
     (zoo / "prototype-fold1-1shot.json").write_text(json.dumps({
-        "command": f"python -m fsslib.runs {grid}  (run prototype-fold1-1shot-seed0)", "git_commit": "abc1234",
+        "command": f"python -m fsslib.runs {grid}  (run prototype-fold1-1shot-seed0)", "git_commit": head,
         "validation_curve": curve}))
     monkeypatch.setattr(zoo_first_epoch, "ZOO_DIR", zoo)
     table = tmp_path / "table.md"
-    zoo_first_epoch.main(["--models", "prototype-fold1-1shot", "--out", str(table),
-                          "--kernels", "none"])
+    zoo_first_epoch.main(["--models", "prototype-fold1-1shot", "--out", str(table), "--kernels", "none"])
     row = next(line for line in table.read_text().splitlines() if line.startswith("| prototype-fold1-1shot"))
-    assert row.endswith("| yes |") and "| tiny | abc1234 | not recorded |" in row
+    # equal to the record, and trained again with the code of the commit it names (a worktree at HEAD): equal again
+    assert f"| tiny | {head[:7]} | not recorded |" in row and row.endswith("| yes |") and row.count("| yes |") == 2
+
+
+def test_a_run_whose_code_held_uncommitted_changes_is_not_checked_out():
+    record = {"git_commit": "4172ab26959ef27743019c87dbc81ed1b817c832 + uncommitted changes in fsslib/"}
+    assert zoo_first_epoch.at_its_commit(record, {}, 1, 1) is None
