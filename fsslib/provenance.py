@@ -30,13 +30,18 @@ def git_commit() -> str:
 
 
 def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
-    """The CPU's model name (Linux's ``cpuinfo``, e.g. "AMD EPYC 9R14"), else what :mod:`platform` reports."""
+    """The CPU's model name with its vendor, family and model numbers (Linux's ``cpuinfo``, e.g. "AMD EPYC 9R14
+    (AuthenticAMD family 25 model 17)": virtual machines often show a generic name), else what :mod:`platform`
+    reports."""
     try:
-        lines = cpuinfo.read_text().splitlines()
+        lines = cpuinfo.read_text().split("\n\n")[0].splitlines()  # the first processor's block
     except OSError:
         lines = []
-    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
-    return names[0] if names else platform.processor() or platform.machine()
+    fields = {key.strip(): value.strip() for key, _, value in (line.partition(":") for line in lines)}
+    if "model name" not in fields:
+        return platform.processor() or platform.machine()
+    numbers = " ".join(f"{key} {fields[key]}" for key in ("cpu family", "model") if key in fields)
+    return f"{fields['model name']} ({' '.join(filter(None, [fields.get('vendor_id'), numbers]))})"
 
 
 def hardware(**extra: str) -> dict:

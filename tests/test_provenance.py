@@ -11,9 +11,10 @@ from fsslib.provenance import cpu_model, hardware
 
 def test_the_cpu_model_is_read_from_cpuinfo_and_falls_back_to_platform(tmp_path: Path):
     cpuinfo = tmp_path / "cpuinfo"
-    cpuinfo.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 9R14\n\n"
+    cpuinfo.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\n"
+                       "model name\t: AMD EPYC 9R14\nflags\t\t: fpu avx2\n\n"
                        "processor\t: 1\nmodel name\t: AMD EPYC 9R14\n")
-    assert cpu_model(cpuinfo) == "AMD EPYC 9R14"
+    assert cpu_model(cpuinfo) == "AMD EPYC 9R14 (AuthenticAMD cpu family 25 model 17)"
     assert cpu_model(tmp_path / "missing") == (platform.processor() or platform.machine())
 
 
