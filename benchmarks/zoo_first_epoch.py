@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -33,6 +34,7 @@ import yaml
 
 from fsslib.launch import run_name
 from fsslib.paths import data_root
+from fsslib.pretrain.saving import file_sha256
 from fsslib.provenance import cpu_model
 from fsslib.runs import expand
 from fsslib.zoo import SHIPPED_ZOO as ZOO_DIR
@@ -106,13 +108,22 @@ def first_epochs(params: dict, threads: int, out: Path, epochs: int, kernels: di
         try:
             while not (log.is_file() and len(log.read_text().splitlines()) >= epochs):
                 if child.poll() is not None:
-                    tail = (out / "stderr.txt").read_text()[-2000:]
-                    raise SystemExit(f"the run stopped before its epoch {epochs}:\n{tail}")
+                    raise RunFailed(error_line((out / "stderr.txt").read_text()))
                 time.sleep(0.5)
         finally:
             child.kill()
             child.wait()
     return [json.loads(line)["val_miou"] for line in log.read_text().splitlines()[:epochs]]
+
+
+class RunFailed(RuntimeError):
+    """A run stopped before the epochs asked for; its message is the line of its error output naming the error."""
+
+
+def error_line(output: str) -> str:
+    """The last line of a traceback that names an exception (else the output's last line)."""
+    lines = output.strip().splitlines() or ["no error output"]
+    return next((line for line in reversed(lines) if re.match(r"[\w.]+(Error|Exception)\b", line)), lines[-1])
 
 
 @contextmanager
@@ -127,14 +138,23 @@ def checkout(commit: str) -> Iterator[Path]:
             subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=REPO, check=True)
 
 
-def at_its_commit(record: dict, params: dict, threads: int, epochs: int) -> list[float] | None:
-    """The run's first epochs trained with the code of the commit its record names, on this CPU; None when the
-    run's code held uncommitted changes (it cannot be checked out)."""
+def at_its_commit(record: dict, params: dict, threads: int, epochs: int) -> list[float] | str | None:
+    """The run's first epochs trained with the code of the commit its record names, on this CPU, beside the frozen
+    files its record names (today's copies where the commit lacks them and their digest is the recorded one); None
+    when the run's code held uncommitted changes (it cannot be checked out); the error's last line if it fails."""
     commit = str(record["git_commit"])
     if "+" in commit or commit == "uncommitted":
         return None
     with checkout(commit) as tree, tempfile.TemporaryDirectory() as folder:
-        return first_epochs(params, threads, Path(folder), epochs, code=tree)
+        for frozen in record.get("frozen_files", {}).values():
+            mine, theirs = REPO / frozen["file"], tree / frozen["file"]
+            if not theirs.exists() and mine.exists() and file_sha256(mine) == frozen["sha256"]:
+                theirs.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(mine, theirs)
+        try:
+            return first_epochs(params, threads, Path(folder), epochs, code=tree)
+        except RunFailed as failure:
+            return f"failed: {failure}"
 
 
 def kernel_table(name: str) -> str:
@@ -173,7 +193,10 @@ def main(argv: list[str] | None = None) -> None:
         params, threads, grid = run_parameters(record)
         recorded = recorded_first_epochs(record)
         with tempfile.TemporaryDirectory() as folder:
-            today = first_epochs(params, threads, Path(folder), len(recorded))
+            try:
+                today = first_epochs(params, threads, Path(folder), len(recorded))
+            except RunFailed as failure:
+                raise SystemExit(f"{name}: the run stopped before its epoch {len(recorded)}: {failure}") from None
         then = at_its_commit(record, params, threads, len(recorded)) if args.at_commits else None
         machine = record.get("hardware", {}).get("processor", "not recorded")
         rows.append((name, grid, record["git_commit"], machine, recorded, today, then))
@@ -189,8 +212,8 @@ def main(argv: list[str] | None = None) -> None:
     for name, grid, made, machine, expected, today, then in rows:
         commit_made = str(made)[:7] + (" +" if "+" in str(made) else "")
         recorded, trained = ", ".join(map(repr, expected)), ", ".join(map(repr, today))
-        at_commit = "not checked" if then is None else ", ".join(map(repr, then))
-        same_code = "" if then is None else ("yes" if then == today else "no")
+        at_commit = "not checked" if then is None else then if isinstance(then, str) else ", ".join(map(repr, then))
+        same_code = "" if then is None or isinstance(then, str) else ("yes" if then == today else "no")
         lines.append(f"| {name} | {grid} | {commit_made} | {machine} | {len(expected)} | {recorded} | {trained} "
                      f"| {'yes' if expected == today else 'no'} | {at_commit} | {same_code} |")
     lines += ["", "A `+` after a commit: the run's fsslib/ held uncommitted changes, so its code cannot be checked "

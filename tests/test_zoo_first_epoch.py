@@ -61,3 +61,9 @@ def test_a_run_trained_again_at_the_grid_s_thread_count_repeats_its_recorded_fir
 def test_a_run_whose_code_held_uncommitted_changes_is_not_checked_out():
     record = {"git_commit": "4172ab26959ef27743019c87dbc81ed1b817c832 + uncommitted changes in fsslib/"}
     assert zoo_first_epoch.at_its_commit(record, {}, 1, 1) is None
+
+
+def test_a_failed_run_is_named_by_its_exception_line():
+    output = "Traceback (most recent call last):\n  File x\nfsslib.errors.CheckpointError: no base learner\n  How to fix: y\n"
+    assert zoo_first_epoch.error_line(output) == "fsslib.errors.CheckpointError: no base learner"
+    assert zoo_first_epoch.error_line("") == "no error output"
