@@ -388,15 +388,7 @@ class Results:
         ``row`` is the row's first cell, or its first cells as a tuple; ``column`` is a header cell. A cell
         holding several numbers (``3.49 / 0.72``) gives the one at ``part``; a ``%`` is dropped. The number,
         times ``scale``, is printed with the cell's own decimals unless ``decimals`` is given."""
-        tables = self._bench(file)
-        if isinstance(table, int):
-            chosen = tables[table] if -len(tables) <= table < len(tables) else None
-        else:
-            chosen = next((t for t in tables if table in t["above"]), None)
-        if chosen is None:
-            raise unknown(f"table of benchmarks/results/{file}.md", table, [f"{i}: {t['above']}" for i, t in enumerate(tables)])
-        if column not in chosen["header"]:
-            raise unknown(f"column of a table of benchmarks/results/{file}.md", column, chosen["header"])
+        chosen = self._bench_table(file, table, column)
         key = (row,) if isinstance(row, str) else tuple(row)
         rows = [r for r in chosen["rows"] if tuple(r[:len(key)]) == key]
         if len(rows) != 1:
@@ -411,6 +403,25 @@ class Results:
                               "not a number.", "name the part (part=...) of a cell holding several.") from None
         shown_decimals = len(text.split(".")[1]) if "." in text else 0
         return Number(value * scale, shown_decimals if decimals is None else decimals)
+
+    def bench_count(self, file: str, column: str, value: str, table: str | int = 0) -> int:
+        """How many rows of a table of ``benchmarks/results/<file>.md`` hold ``value`` in ``column`` (``table`` as
+        for :meth:`bench`)."""
+        chosen = self._bench_table(file, table, column)
+        return sum(r[chosen["header"].index(column)] == value for r in chosen["rows"])
+
+    def _bench_table(self, file: str, table: str | int, column: str) -> dict[str, Any]:
+        """The table of ``benchmarks/results/<file>.md`` that :meth:`bench` names, checked to have ``column``."""
+        tables = self._bench(file)
+        if isinstance(table, int):
+            chosen = tables[table] if -len(tables) <= table < len(tables) else None
+        else:
+            chosen = next((t for t in tables if table in t["above"]), None)
+        if chosen is None:
+            raise unknown(f"table of benchmarks/results/{file}.md", table, [f"{i}: {t['above']}" for i, t in enumerate(tables)])
+        if column not in chosen["header"]:
+            raise unknown(f"column of a table of benchmarks/results/{file}.md", column, chosen["header"])
+        return chosen
 
     def _bench(self, file: str) -> list[dict[str, Any]]:
         """The tables of ``benchmarks/results/<file>.md``: each its header cells, its rows' cells and the last
@@ -540,7 +551,8 @@ def helpers(results: Results) -> dict[str, Callable[..., Any]]:
     whether a zoo model was shown at its plateau), ``files`` (a count and size of files), ``gpu_hours`` (a paper-tier
     grid's estimated GPU-hours, as ``--plan`` prints them), ``paper_grids`` and ``runs`` (the paper tier's grids, a
     grid's number of runs), ``has_table`` (whether a grid's table is committed), ``constant`` (a constant of
-    fsslib's code), ``bench`` (a cell of a benchmark's table under ``benchmarks/results/``), ``gain`` and ``gains``
+    fsslib's code), ``bench`` (a cell of a benchmark's table under ``benchmarks/results/``; ``bench_count``: how many
+    of its rows hold a value in a column), ``gain`` and ``gains``
     (runs' last-quarter gains, from their grid's page; ``seed_gains``: of the seed runs behind the comparison's seed
     spread; ``curve_runs``: the runs' names), ``minutes`` (a lesson's minutes to run, from its last execution,
     :func:`fsslib.lessons.minutes_to_run`), ``sd`` (a standard deviation of rows), ``num`` and ``listed`` (items
@@ -554,6 +566,7 @@ def helpers(results: Results) -> dict[str, Callable[..., Any]]:
             "at_plateau": results.at_plateau,
             "files": results.files, "gpu_hours": results.gpu_hours, "paper_grids": results.paper_grids,
             "runs": results.runs, "has_table": results.has_table, "constant": results.constant, "bench": results.bench,
+            "bench_count": results.bench_count,
             "gain": results.gain, "gains": results.gains, "seed_gains": results.seed_gains,
             "curve_runs": results.curve_runs,
             "minutes": lambda lesson: minutes_to_run(lesson_path(lesson))}

@@ -273,6 +273,18 @@ def test_gpu_hours_are_what_the_plan_prints(monkeypatch):
         results.runs("paper/nope")
 
 
+def test_bench_count_counts_the_rows_holding_a_value(tmp_path):
+    page = tmp_path / "benchmarks" / "results" / "audit.md"
+    page.parent.mkdir(parents=True)
+    page.write_text("# audit\n\n| model | equal |\n|---|---|\n| a | yes |\n| b | no |\n| c | yes |\n\n"
+                    "Second\n\n| model | equal |\n|---|---|\n| a | no |\n")
+    results = docs.Results(tmp_path)
+    assert results.bench_count("audit", "equal", "yes") == 2 and results.bench_count("audit", "equal", "no") == 1
+    assert results.bench_count("audit", "equal", "yes", table="Second") == 0
+    with pytest.raises(FsslibError, match="column of a table"):
+        results.bench_count("audit", "same", "yes")
+
+
 def test_bench_gain_and_sd_read_what_the_pages_print():
     results = docs.Results()
     page = (REPO / "benchmarks" / "results" / "two_way_errors_toy.md").read_text()
