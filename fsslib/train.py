@@ -248,7 +248,8 @@ def run(cfg: Config | None = None, **overrides) -> dict:
                 log.write(json.dumps(record) + "\n")
     summary = {"method": cfg.method, "tier": cfg.tier, "fold": cfg.fold, "shots": cfg.shots, "seed": cfg.seed,
                "epochs": cfg.epochs, "best_val_miou": best_miou if val_set is not None else None, "checkpoint": str(best_path),
-               "train_time_s": time.perf_counter() - start, "world_size": world, "hardware": hardware(),
+               "train_time_s": time.perf_counter() - start, "world_size": world,
+               "hardware": hardware(**({"gpu": torch.cuda.get_device_name(device)} if device.type == "cuda" else {})),
                "history": history,
                **({"speed_settings": speed} if speed else {})}
     if rank == 0:
