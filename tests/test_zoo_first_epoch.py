@@ -55,6 +55,7 @@ def test_a_run_whose_code_held_uncommitted_changes_is_not_checked_out():
 
 
 def test_a_failed_run_is_named_by_its_exception_line():
-    output = "Traceback (most recent call last):\n  File x\nfsslib.errors.CheckpointError: no base learner\n  How to fix: y\n"
+    output = ("Traceback (most recent call last):\n  File x\nfsslib.errors.CheckpointError: no base learner\n"
+              "  How to fix: y\n")
     assert zoo_first_epoch.error_line(output) == "fsslib.errors.CheckpointError: no base learner"
     assert zoo_first_epoch.error_line("") == "no error output"
