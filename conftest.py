@@ -1,6 +1,8 @@
 """Environment for the whole test run (tests/ and the nbval notebooks), set before any kernel starts."""
+import json
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -67,6 +69,21 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.section("tests over their time budget (information, not a failure)")
         for nodeid, elapsed, budget in sorted(OVER_BUDGET, key=lambda row: row[2] - row[1]):
             terminalreporter.write_line(f"{elapsed:6.1f} s  (budget {budget:g} s)  {nodeid}")
+
+
+TIMELINE = os.environ.get("FSSLIB_TEST_TIMELINE")  # a folder: benchmarks/suite_timeline.py reads where time went
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """With ``FSSLIB_TEST_TIMELINE`` set, each test's start and end (setup to teardown) go to
+    ``<folder>/<worker>.jsonl``, where the test ran (observation only: the test is unchanged)."""
+    start = time.time()
+    yield
+    if TIMELINE:
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+        with open(Path(TIMELINE) / f"{worker}.jsonl", "a") as log:
+            log.write(json.dumps({"test": item.nodeid, "start": start, "end": time.time()}) + "\n")
 
 
 # 90_train_eval is the grids' parameterised template, run by the grid tests; nbval runs the lessons and solutions

@@ -1,0 +1,111 @@
+"""Where the test suite's wall time goes on this machine: are the cores busy, and do the workers finish together?
+
+    python benchmarks/suite_timeline.py          # `bash .ci/run` -> benchmarks/results/suite_timeline.md
+    python benchmarks/suite_timeline.py --command "make test-fast" --out /tmp/fast.md
+
+The command runs with ``FSSLIB_TEST_TIMELINE`` set, so the suite's ``conftest.py`` writes each test's start and end on
+the worker that ran it; meanwhile this script reads the machine's CPU use once a second (``/proc/stat``, Linux).
+The report gives the wall time, how many cores were busy on average while tests ran (all processes: a busy machine
+shows here too, so run it quiet), the seconds with at least half a core idle, each worker's share, and the longest
+units (a notebook's cells summed). If the cores are busy throughout and the workers end together, only less CPU work
+makes the suite faster; idle seconds point at the tests that wait.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import tempfile
+import threading
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+
+from fsslib.provenance import cpu_model
+
+REPO = Path(__file__).resolve().parents[1]
+OUT = REPO / "benchmarks" / "results" / "suite_timeline.md"
+
+
+def cpu_counters() -> tuple[int, int]:
+    """(all jiffies, idle jiffies) of the machine so far, from the first line of ``/proc/stat``."""
+    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return sum(fields), fields[3] + fields[4]  # idle and iowait
+
+
+def sample_cpu(samples: list[tuple[float, float]], stop: threading.Event, cores: int) -> None:
+    """Append (time, cores busy over the last second) until ``stop`` is set."""
+    total, idle = cpu_counters()
+    while not stop.wait(1.0):
+        now_total, now_idle = cpu_counters()
+        samples.append((time.time(), cores * (1 - (now_idle - idle) / max(1, now_total - total))))
+        total, idle = now_total, now_idle
+
+
+def unit(test: str) -> str:
+    """A notebook's cells count as one unit (one kernel, one worker); any other test is its own."""
+    return test.split("::")[0] if ".ipynb::" in test else test
+
+
+def summarize(tests: list[dict], samples: list[tuple[float, float]], cores: int) -> list[str]:
+    """The report's lines from the tests' records (``test``, ``start``, ``end``, ``worker``) and the CPU samples."""
+    first, last = min(t["start"] for t in tests), max(t["end"] for t in tests)
+    during = [busy for moment, busy in samples if first <= moment <= last]
+    idle_seconds = [moment for moment, busy in samples if first <= moment <= last and busy < cores - 0.5]
+    waiting = Counter(unit(t["test"]) for moment in idle_seconds for t in tests if t["start"] <= moment <= t["end"])
+    workers: dict[str, list[dict]] = defaultdict(list)
+    for test in tests:
+        workers[test["worker"]].append(test)
+    lines = [f"| tests run from first start to last end | {last - first:.0f} s |",
+             f"| cores busy while tests ran (mean, of {cores}) | {sum(during) / max(1, len(during)):.2f} |" if during
+             else "| cores busy while tests ran | not measured (no /proc/stat) |",
+             f"| seconds with at least half a core idle while tests ran | {len(idle_seconds)} |"]
+    lines += [f"| worker {name}: tests, seconds in tests, last end after the first start | {len(runs)}, "
+              f"{sum(t['end'] - t['start'] for t in runs):.0f} s, {max(t['end'] for t in runs) - first:.0f} s |"
+              for name, runs in sorted(workers.items())]
+    lines += ["", "The longest units (a notebook's cells summed):", "", "| unit | seconds |", "|---|---|"]
+    durations: Counter = Counter()
+    for test in tests:
+        durations[unit(test["test"])] += test["end"] - test["start"]
+    lines += [f"| {name} | {seconds:.1f} |" for name, seconds in durations.most_common(15)]
+    if waiting:
+        lines += ["", "Units running during the seconds with half a core idle (seconds):", "",
+                  ", ".join(f"{name} ({count})" for name, count in waiting.most_common(10))]
+    return lines
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--command", default="bash .ci/run", help="the test command, run in the repository's root")
+    parser.add_argument("--out", type=Path, default=OUT, help="the Markdown report to write")
+    args = parser.parse_args(argv)
+    cores = os.cpu_count() or 1
+    samples: list[tuple[float, float]] = []
+    stop = threading.Event()
+    sampler = threading.Thread(target=sample_cpu, args=(samples, stop, cores), daemon=True)
+    with tempfile.TemporaryDirectory() as folder:
+        started = time.time()
+        if Path("/proc/stat").is_file():
+            sampler.start()
+        result = subprocess.run(args.command, shell=True, cwd=REPO, env={**os.environ, "FSSLIB_TEST_TIMELINE": folder})
+        wall = time.time() - started
+        stop.set()
+        tests = [{**json.loads(line), "worker": log.stem} for log in Path(folder).glob("*.jsonl")
+                 for line in log.read_text().splitlines()]
+    if not tests:
+        raise SystemExit(f"`{args.command}` ran no test that recorded itself (exit status {result.returncode}).")
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout
+    first = min(t["start"] for t in tests)
+    lines = [f"# Where the test suite's time goes (commit {commit.strip()}, {cpu_model()}, {cores} cores)", "",
+             f"Made by `python benchmarks/suite_timeline.py --command \"{args.command}\"`; exit status "
+             f"{result.returncode}.", "", "| measurement | value |", "|---|---|",
+             f"| wall time of the command | {wall:.0f} s |",
+             f"| before the first test (installation check, collection, workers' start) | {first - started:.0f} s |"]
+    lines += summarize(tests, samples, cores)
+    args.out.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
