@@ -71,7 +71,20 @@ def pytest_terminal_summary(terminalreporter):
             terminalreporter.write_line(f"{elapsed:6.1f} s  (budget {budget:g} s)  {nodeid}")
 
 
-TIMELINE = os.environ.get("FSSLIB_TEST_TIMELINE")  # a folder: benchmarks/suite_timeline.py reads where time went
+def timeline_folder() -> str | None:
+    """The folder of ``FSSLIB_TEST_TIMELINE`` (benchmarks/suite_timeline.py reads where time went) for the outermost
+    test session and its xdist workers; None for a pytest that a test starts (it inherits the variable)."""
+    folder = os.environ.get("FSSLIB_TEST_TIMELINE")
+    session = os.environ.get("FSSLIB_TEST_TIMELINE_SESSION")
+    if not folder:
+        return None
+    if session is None:  # the outermost session: its workers inherit its pid
+        os.environ["FSSLIB_TEST_TIMELINE_SESSION"] = str(os.getpid())
+        return folder
+    return folder if "PYTEST_XDIST_WORKER" in os.environ and session == str(os.getppid()) else None
+
+
+TIMELINE = timeline_folder()
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -4,7 +4,8 @@
     python benchmarks/suite_timeline.py --command "make test-fast" --out /tmp/fast.md
 
 The command runs with ``FSSLIB_TEST_TIMELINE`` set, so the suite's ``conftest.py`` writes each test's start and end on
-the worker that ran it; meanwhile this script reads the machine's CPU use once a second (``/proc/stat``, Linux).
+the worker that ran it (a pytest that a test starts writes nothing); meanwhile this script reads the machine's CPU
+use once a second (``/proc/stat``, Linux; time stolen by the hypervisor counts as idle).
 The report gives the wall time, how many cores were busy on average while tests ran (all processes: a busy machine
 shows here too, so run it quiet), the seconds with at least half a core idle, each worker's share, and the longest
 units (a notebook's cells summed). If the cores are busy throughout and the workers end together, only less CPU work
@@ -29,9 +30,11 @@ OUT = REPO / "benchmarks" / "results" / "suite_timeline.md"
 
 
 def cpu_counters() -> tuple[int, int]:
-    """(all jiffies, idle jiffies) of the machine so far, from the first line of ``/proc/stat``."""
-    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return sum(fields), fields[3] + fields[4]  # idle and iowait
+    """(all jiffies, jiffies not spent on this machine's work) so far, from the first line of ``/proc/stat``: user,
+    nice, system, idle, iowait, irq, softirq and steal (guest time is inside user already); idle, iowait and steal
+    (time the hypervisor gave to other virtual machines) are not this machine's work."""
+    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return sum(fields), fields[3] + fields[4] + (fields[7] if len(fields) > 7 else 0)
 
 
 def sample_cpu(samples: list[tuple[float, float]], stop: threading.Event, cores: int) -> None:

@@ -4,19 +4,20 @@
     python benchmarks/zoo_first_epoch.py --models pfenet-fold0-1shot qgnet-fold0-1shot --no-at-commits
 
 A zoo model's ``.json`` names the grid and run that made it, the commit of its code, and keeps its validation curve.
-For each model asked for, this script reads that run's parameters from the grid file and starts the run as the grid
-would (the parameters of ``notebooks/90_train_eval.ipynb``, the grid's torch threads, a fresh output folder). It
-stops the run at the first epoch whose recorded validation mIoU is above 0 (a first epoch at 0.0, all background, as
-PFENet's often is, tells nothing) and compares the validation mIoU of those epochs with the record's, as the floats
-are written (bit for bit). It then trains the same epochs with the code of the recorded commit (a temporary
-worktree) and compares them with today's. A second table trains one model's first epochs with the math libraries'
-instruction sets capped, as another CPU would cap them.
+For each model asked for, this script reads that run's training parameters from the grid file (those of
+``notebooks/90_train_eval.ipynb``) and calls ``fsslib.train.run`` with them on the CPU, as that notebook does, at
+the grid's torch threads into a fresh output folder. It stops the run at the first epoch whose recorded validation
+mIoU is above 0 (a first epoch at 0.0, all background, as PFENet's often is, tells nothing) and compares the
+validation mIoU of those epochs with the record's, as the floats are written (bit for bit). It then trains the same
+epochs with the code of the recorded commit (a temporary worktree, reading today's toy world) and compares them with
+today's. A second table trains one model's first epochs with the math libraries' instruction sets capped, as another
+CPU would cap them.
 
 Training is deterministic at a fixed thread count on one kind of CPU (``docs/protocol.md``). Equal first epochs say
 the code, the data and the frozen files the run reads are those the model was trained with. When today's differ
-from the record but equal the recorded commit's, the code did not move them: the machine or the software beneath
-fsslib did (the record names its torch build). One epoch does not
-prove the rest of the run equal: code that acts only later (the end of the schedule) is not exercised.
+from the record but equal the recorded commit's, the code did not move them; the machine, the software beneath
+fsslib (the record names its torch build) or the generated toy world did. One epoch does not prove the rest of the
+run equal: code that acts only later (the end of the schedule) is not exercised.
 """
 from __future__ import annotations
 

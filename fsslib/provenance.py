@@ -29,26 +29,41 @@ def git_commit() -> str:
     return head.stdout.strip() + (" + uncommitted changes in fsslib/" if status.stdout.strip() else "")
 
 
+# The CPU's instruction sets that MKL (matrix products) and oneDNN (convolutions) choose their kernels by
+VECTOR_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16")
+
+
+def cpu_fields(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, str]:
+    """The first processor's fields of Linux's ``cpuinfo`` (empty elsewhere)."""
+    try:
+        lines = cpuinfo.read_text().split("\n\n")[0].splitlines()
+    except OSError:
+        return {}
+    return {key.strip(): value.strip() for key, _, value in (line.partition(":") for line in lines)}
+
+
 def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     """The CPU's model name with its vendor, family and model numbers (Linux's ``cpuinfo``, e.g. "AMD EPYC 9R14
-    (AuthenticAMD family 25 model 17)": virtual machines often show a generic name), else what :mod:`platform`
+    (AuthenticAMD cpu family 25 model 17)": virtual machines often show a generic name), else what :mod:`platform`
     reports."""
-    try:
-        lines = cpuinfo.read_text().split("\n\n")[0].splitlines()  # the first processor's block
-    except OSError:
-        lines = []
-    fields = {key.strip(): value.strip() for key, _, value in (line.partition(":") for line in lines)}
+    fields = cpu_fields(cpuinfo)
     if "model name" not in fields:
         return platform.processor() or platform.machine()
     numbers = " ".join(f"{key} {fields[key]}" for key in ("cpu family", "model") if key in fields)
     return f"{fields['model name']} ({' '.join(filter(None, [fields.get('vendor_id'), numbers]))})"
 
 
+def vector_instructions(cpuinfo: Path = Path("/proc/cpuinfo")) -> list[str]:
+    """Which of :data:`VECTOR_FLAGS` the CPU offers (Linux's ``cpuinfo``; empty elsewhere)."""
+    offered = set(cpu_fields(cpuinfo).get("flags", "").split())
+    return [flag for flag in VECTOR_FLAGS if flag in offered]
+
+
 def hardware(**extra: str) -> dict:
-    """Where a run happened: platform, CPU model and the instruction set torch's kernels use (a same-seed run
-    repeats bitwise only on the same kind of CPU), CPU cores and torch threads, torch and Python versions
-    (+ ``extra``)."""
-    return {"platform": platform.platform(), "processor": cpu_model(),
+    """Where a run happened: platform; the CPU's model, the vector instruction sets it offers (MKL's and oneDNN's
+    kernels depend on them) and the one torch's own kernels use (a same-seed run is sure to repeat bitwise only on
+    the same kind of CPU); CPU cores and torch threads; torch and Python versions (+ ``extra``)."""
+    return {"platform": platform.platform(), "processor": cpu_model(), "vector_instructions": vector_instructions(),
             "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "torch": torch.__version__, "python": platform.python_version(), **extra}

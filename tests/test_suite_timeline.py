@@ -30,12 +30,19 @@ def test_the_report_sums_a_notebook_s_cells_and_names_units_running_while_idle()
     assert lines[-1] == "notebooks/01.ipynb (3), tests/test_a.py::test_waits (2)"
 
 
-def test_conftest_records_each_test_where_it_ran_when_asked(tmp_path):
-    test = "tests/test_suite_timeline.py::test_the_report_sums_a_notebook_s_cells_and_names_units_running_while_idle"
-    env = {**os.environ, "FSSLIB_TEST_TIMELINE": str(tmp_path)}
-    env.pop("PYTEST_XDIST_WORKER", None)
-    ran = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", test], cwd=REPO, env=env,
-                         capture_output=True, text=True)
-    assert ran.returncode == 0, ran.stdout[-2000:]
-    records = [json.loads(line) for line in (tmp_path / "main.jsonl").read_text().splitlines()]
-    assert [r["test"] for r in records] == [test] and records[0]["start"] <= records[0]["end"]
+def test_conftest_records_the_outer_session_s_tests_and_not_a_pytest_a_test_starts(tmp_path):
+    (tmp_path / "test_one.py").write_text("def test_one():\n    pass\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FSSLIB_TEST_TIMELINE", "PYTEST_XDIST"))}
+
+    def pytest_with_the_repository_s_conftest(folder: Path, **variables: str) -> None:
+        folder.mkdir()
+        ran = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "conftest",
+                              str(tmp_path / "test_one.py")], cwd=REPO, capture_output=True, text=True,
+                             env={**env, "FSSLIB_TEST_TIMELINE": str(folder), **variables})
+        assert ran.returncode == 0, ran.stdout[-2000:]
+
+    pytest_with_the_repository_s_conftest(tmp_path / "outer")
+    records = [json.loads(line) for line in (tmp_path / "outer" / "main.jsonl").read_text().splitlines()]
+    assert [r["test"].split("::")[-1] for r in records] == ["test_one"] and records[0]["start"] <= records[0]["end"]
+    pytest_with_the_repository_s_conftest(tmp_path / "nested", FSSLIB_TEST_TIMELINE_SESSION=str(os.getpid()))
+    assert not list((tmp_path / "nested").iterdir())  # started by a test of another session: it writes nothing
