@@ -418,7 +418,8 @@ class Results:
         else:
             chosen = next((t for t in tables if table in t["above"]), None)
         if chosen is None:
-            raise unknown(f"table of benchmarks/results/{file}.md", table, [f"{i}: {t['above']}" for i, t in enumerate(tables)])
+            raise unknown(f"table of benchmarks/results/{file}.md", table,
+                          [f"{i}: {t['above']}" for i, t in enumerate(tables)])
         if column not in chosen["header"]:
             raise unknown(f"column of a table of benchmarks/results/{file}.md", column, chosen["header"])
         return chosen
