@@ -36,8 +36,8 @@ from fsslib.errors import CheckpointError, DatasetNotFoundError, FsslibError, un
 from fsslib.methods import build_method
 from fsslib.methods.base import FewShotSegmenter
 from fsslib.paths import write_text
-from fsslib.provenance import hardware
 from fsslib.pretrain.saving import save_checkpoint
+from fsslib.provenance import hardware
 from fsslib.speed import apply_speed_settings
 
 OPTIMIZERS = ("sgd", "adamw")
