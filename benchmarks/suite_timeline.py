@@ -72,6 +72,12 @@ def summarize(tests: list[dict], samples: list[tuple[float, float]], cores: int)
     for test in tests:
         durations[unit(test["test"])] += test["end"] - test["start"]
     lines += [f"| {name} | {seconds:.1f} |" for name, seconds in durations.most_common(15)]
+    files: Counter = Counter()
+    for test in tests:
+        files[test["test"].split("::")[0]] += test["end"] - test["start"]
+    lines += ["", f"The files with the most test-seconds (of {sum(files.values()):.0f}):", "", "| file | seconds |",
+              "|---|---|"]
+    lines += [f"| {name} | {seconds:.1f} |" for name, seconds in files.most_common(15)]
     if waiting:
         lines += ["", "Units running during the seconds with half a core idle (seconds):", "",
                   ", ".join(f"{name} ({count})" for name, count in waiting.most_common(10))]
@@ -82,6 +88,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--command", default="bash .ci/run", help="the test command, run in the repository's root")
     parser.add_argument("--out", type=Path, default=OUT, help="the Markdown report to write")
+    parser.add_argument("--records", type=Path, default=None,
+                        help="also write every test's record (test, start, end, worker) to this JSON-lines file")
     args = parser.parse_args(argv)
     cores = os.cpu_count() or 1
     samples: list[tuple[float, float]] = []
@@ -96,6 +104,8 @@ def main(argv: list[str] | None = None) -> None:
         stop.set()
         tests = [{**json.loads(line), "worker": log.stem} for log in Path(folder).glob("*.jsonl")
                  for line in log.read_text().splitlines()]
+    if args.records is not None:
+        args.records.write_text("".join(json.dumps(test) + "\n" for test in tests))
     if not tests:
         raise SystemExit(f"`{args.command}` ran no test that recorded itself (exit status {result.returncode}).")
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout
