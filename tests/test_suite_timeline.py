@@ -27,7 +27,8 @@ def test_the_report_sums_a_notebook_s_cells_and_names_units_running_while_idle()
     assert "| seconds with at least half a core idle while tests ran | 3 |" in lines
     assert "| worker gw0: tests, seconds in tests, last end after the first start | 2, 10 s, 10 s |" in lines
     assert lines.index("| notebooks/01.ipynb | 10.0 |") < lines.index("| tests/test_a.py::test_waits | 6.0 |")
-    assert lines[lines.index("| file | seconds |") + 2:][:2] == ["| notebooks/01.ipynb | 10.0 |", "| tests/test_a.py | 8.0 |"]
+    by_file = lines.index("| file | seconds |") + 2
+    assert lines[by_file:by_file + 2] == ["| notebooks/01.ipynb | 10.0 |", "| tests/test_a.py | 8.0 |"]
     assert "The files with the most test-seconds (of 18):" in lines
     assert lines[-1] == "notebooks/01.ipynb (3), tests/test_a.py::test_waits (2)"
 
