@@ -10,9 +10,11 @@ HDMNet: ``fsslib/checkpoints/zoo/base-learner-fold{F}.pt`` on the toy world (:fu
 
 Training follows the official ``get_optim`` and config: AdamW, weight decay 0.01, base lr 1e-4 for the transformer,
 10 times it for everything else (:meth:`HDMNet.parameter_groups`), poly 0.9; BAM's data rule (training images with a
-novel class are dropped). The toy preset: half the transformer's width, lr 1e-3 (x10 outside the transformer), 80
-epochs of 480 episodes. The lr was read off fold 0's validation curves at 3e-4, 1e-3 and 3e-3 over 40 epochs (those
-curves were not kept); the budget: docs/methods/piclip_reference.md, "HDMNet, the baseline of PI-CLIP's best rows".
+novel class are dropped). The toy preset: half the transformer's width, lr 1e-3 (x10 outside the transformer), 160
+epochs of 480 episodes: the budget whose doubling on fold 0 moved test mIoU by less than two rows' noise (grid
+``piclip_baselines_budget_320_hdmnet``; each zoo model's ``.json`` records it). The lr was read off fold 0's validation
+curves at 3e-4, 1e-3 and 3e-3 over 40 epochs (those curves were not kept); the budget: docs/methods/piclip_reference.md,
+"HDMNet, the baseline of PI-CLIP's best rows".
 """
 from __future__ import annotations
 
@@ -65,7 +67,7 @@ PAPER_BACKBONE = DEEP_STEM  # HDMNet's PSPNet: model/resnet.py's resnet50(deep_b
 # every level; half the paper's width (32, heads 1/2/4) trains faster on 2 cores than the paper's width.
 TOY_SIZE = dict(feature_dim=64, embed_dims=32, heads=[1, 2, 4], match_heads=1)
 PRESETS = {
-    "toy": dict(epochs=80, lr=1e-3, episodes_per_epoch=480, val_episodes=300, batch_size=8, optimizer="adamw",
+    "toy": dict(epochs=160, lr=1e-3, episodes_per_epoch=480, val_episodes=300, batch_size=8, optimizer="adamw",
                 weight_decay=0.01, novel_rule="bam", options=TOY_SIZE),
     # the official pascal config: AdamW 1e-4 (x10 outside the transformer), wd 0.01, batch 4, 200 epochs, poly 0.9
     "paper": dict(backbone=PAPER_BACKBONE, optimizer="adamw", lr=1e-4, weight_decay=0.01, batch_size=4, epochs=200,
