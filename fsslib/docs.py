@@ -24,7 +24,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import fmean
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from fsslib.errors import FsslibError, unknown
 from fsslib.tables import fold_means, load_grid, read_table, shown
@@ -404,11 +404,18 @@ class Results:
         shown_decimals = len(text.split(".")[1]) if "." in text else 0
         return Number(value * scale, shown_decimals if decimals is None else decimals)
 
-    def bench_count(self, file: str, column: str, value: str, table: str | int = 0) -> int:
+    def bench_count(self, file: str, column: str, value: str, table: str | int = 0,
+                    among: Sequence[str] | None = None) -> int:
         """How many rows of a table of ``benchmarks/results/<file>.md`` hold ``value`` in ``column`` (``table`` as
-        for :meth:`bench`)."""
+        for :meth:`bench`); with ``among``, only the rows whose first cell it names (each must be in the table)."""
         chosen = self._bench_table(file, table, column)
-        return sum(r[chosen["header"].index(column)] == value for r in chosen["rows"])
+        rows = chosen["rows"]
+        if among is not None:
+            missing = sorted(set(among) - {r[0] for r in rows})
+            if missing:
+                raise unknown(f"row of a table of benchmarks/results/{file}.md", ", ".join(missing), [r[0] for r in rows])
+            rows = [r for r in rows if r[0] in among]
+        return sum(r[chosen["header"].index(column)] == value for r in rows)
 
     def _bench_table(self, file: str, table: str | int, column: str) -> dict[str, Any]:
         """The table of ``benchmarks/results/<file>.md`` that :meth:`bench` names, checked to have ``column``."""

@@ -281,6 +281,9 @@ def test_bench_count_counts_the_rows_holding_a_value(tmp_path):
     results = docs.Results(tmp_path)
     assert results.bench_count("audit", "equal", "yes") == 2 and results.bench_count("audit", "equal", "no") == 1
     assert results.bench_count("audit", "equal", "yes", table="Second") == 0
+    assert results.bench_count("audit", "equal", "yes", among=["a", "b"]) == 1
+    with pytest.raises(FsslibError, match="row of a table"):
+        results.bench_count("audit", "equal", "yes", among=["d"])
     with pytest.raises(FsslibError, match="column of a table"):
         results.bench_count("audit", "same", "yes")
 
