@@ -505,17 +505,25 @@ def export_to_zoo(run_dir: Path, command: str, rows: list[dict], root: Path | No
 def measure_check(path: Path, config: dict[str, Any]) -> dict[str, Any]:
     """The ``check`` of a zoo model's .json: the mIoU and FB-IoU of the weights at ``path`` on the first
     :data:`~fsslib.zoo.CHECK_EPISODES` 1-way test episodes of the run's ``config`` (its fold, shots and seed), on
-    the CPU. A fingerprint of the weights and the code that reads them, not a fold score."""
+    the CPU at :data:`~fsslib.zoo.CHECK_THREADS` torch threads (another count sums in another order, and a pixel on
+    a decision boundary may flip). A fingerprint of the weights and the code that reads them, not a fold score."""
+    import torch
+
     from fsslib import evaluate
     from fsslib.config import Config
-    from fsslib.zoo import CHECK_EPISODES
+    from fsslib.zoo import CHECK_EPISODES, CHECK_THREADS
 
-    with tempfile.TemporaryDirectory() as out, warnings.catch_warnings():
-        warnings.simplefilter("ignore", evaluate.FewEpisodesWarning)  # too few episodes for every class: expected
-        check = evaluate.run(Config(**{**config, "ckpt": str(path), "episodes": CHECK_EPISODES, "ways": 1, "out": out,
-                                       "progress": False, "device": "cpu"}))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(CHECK_THREADS)
+    try:
+        with tempfile.TemporaryDirectory() as out, warnings.catch_warnings():
+            warnings.simplefilter("ignore", evaluate.FewEpisodesWarning)  # too few episodes for every class: expected
+            check = evaluate.run(Config(**{**config, "ckpt": str(path), "episodes": CHECK_EPISODES, "ways": 1,
+                                           "out": out, "progress": False, "device": "cpu"}))
+    finally:
+        torch.set_num_threads(threads)
     return {"episodes": CHECK_EPISODES, "ways": 1, "shots": config["shots"], "seed": config["seed"],
-            "miou": check["miou"], "fbiou": check["fbiou"]}
+            "threads": CHECK_THREADS, "miou": check["miou"], "fbiou": check["fbiou"]}
 
 
 def recheck_zoo(grid_path: str | Path) -> dict[str, dict[str, Any]]:

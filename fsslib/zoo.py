@@ -56,6 +56,7 @@ def zoo_runs(grid: dict, runs: list[dict]) -> list[dict]:
 # test episodes the .json's check (and the tests) evaluate the float16 weights on: a fingerprint of the weights and
 # the code that reads them, not a fold score (some of a fold's classes draw no episode among so few)
 CHECK_EPISODES = 12
+CHECK_THREADS = 1  # the torch threads of a check: the suite's workers run one
 
 
 def zoo_name(method: str, fold: int, train_shots: int, variant: str = "") -> str:

@@ -65,9 +65,16 @@ def test_recheck_zoo_measures_the_check_again_and_changes_nothing_else(trained_r
     grid.write_text("name: zoo_grid\nnotebook: notebooks/90_train_eval.ipynb\nzoo: true\n"
                     "fixed: {preset: toy, seed: 0}\ngrid: {method: [prototype], fold: [1]}\n")
     monkeypatch.setattr(zoo, "CHECK_EPISODES", 5)
-    main([str(grid), "--recheck-zoo"])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # the caller's count: the check runs at CHECK_THREADS and leaves the caller's as it was
+    try:
+        main([str(grid), "--recheck-zoo"])
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
     rechecked = json.loads(path.with_suffix(".json").read_text())
     assert rechecked["check"]["episodes"] == 5 and rechecked["check"]["miou"] != exported["check"]["miou"]
+    assert rechecked["check"]["threads"] == zoo.CHECK_THREADS == 1
     assert {k: v for k, v in rechecked.items() if k != "check"} == {k: v for k, v in exported.items() if k != "check"}
     check = evaluate.run(make_config(method="prototype", fold=1, ckpt="zoo", episodes=5, out=tmp_path / "check",
                                      progress=False))
@@ -143,9 +150,14 @@ def test_each_shipped_zoo_model_repeats_its_recorded_check_and_row(name, tmp_pat
     path = zoo.SHIPPED_ZOO / f"{name}.pt"
     info = json.loads(path.with_suffix(".json").read_text())
     assert info["checkpoint"]["sha256"] == file_sha256(path) and info["name"] == name
-    check = evaluate.run(make_config(method=info["method"], variant=info["variant"], fold=info["fold"],
-                                     shots=info["check"]["shots"], ckpt=str(path), episodes=info["check"]["episodes"],
-                                     out=tmp_path, progress=False))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(info["check"]["threads"])  # the check's count: another sums in another order
+    try:
+        check = evaluate.run(make_config(method=info["method"], variant=info["variant"], fold=info["fold"],
+                                         shots=info["check"]["shots"], ckpt=str(path),
+                                         episodes=info["check"]["episodes"], out=tmp_path, progress=False))
+    finally:
+        torch.set_num_threads(threads)
     assert check["miou"] == pytest.approx(info["check"]["miou"], abs=1e-6)
     grid = re.search(r"papermill_runs/(\w+)\.yaml", info["command"]).group(1)  # the grid that wrote it
     table = REPO / "papermill_runs" / "results" / f"{grid}.csv"
