@@ -413,7 +413,8 @@ class Results:
         if among is not None:
             missing = sorted(set(among) - {r[0] for r in rows})
             if missing:
-                raise unknown(f"row of a table of benchmarks/results/{file}.md", ", ".join(missing), [r[0] for r in rows])
+                raise unknown(f"row of a table of benchmarks/results/{file}.md", ", ".join(missing),
+                              [r[0] for r in rows])
             rows = [r for r in rows if r[0] in among]
         return sum(r[chosen["header"].index(column)] == value for r in rows)
 
