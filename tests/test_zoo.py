@@ -139,7 +139,7 @@ SHIPPED = zoo.zoo_entries(zoo.SHIPPED_ZOO)
 
 
 @pytest.mark.parametrize("name", SHIPPED)
-def test_each_shipped_zoo_model_repeats_its_recorded_check_and_row(name, tmp_path):
+def test_each_shipped_zoo_model_repeats_its_recorded_check_and_row(name, tmp_path, one_torch_thread):
     """A shipped model evaluated on its check episodes gives the mIoU its .json recorded when it was exported;
     its file is the one the .json describes; its test rows are the committed rows of the grid that trained it
     (the grid writes its table before it exports its models); the frozen weight files it
@@ -150,14 +150,10 @@ def test_each_shipped_zoo_model_repeats_its_recorded_check_and_row(name, tmp_pat
     path = zoo.SHIPPED_ZOO / f"{name}.pt"
     info = json.loads(path.with_suffix(".json").read_text())
     assert info["checkpoint"]["sha256"] == file_sha256(path) and info["name"] == name
-    threads = torch.get_num_threads()
-    torch.set_num_threads(info["check"]["threads"])  # the check's count: another sums in another order
-    try:
-        check = evaluate.run(make_config(method=info["method"], variant=info["variant"], fold=info["fold"],
-                                         shots=info["check"]["shots"], ckpt=str(path),
-                                         episodes=info["check"]["episodes"], out=tmp_path, progress=False))
-    finally:
-        torch.set_num_threads(threads)
+    assert info["check"]["threads"] == torch.get_num_threads() == 1  # another count sums in another order
+    check = evaluate.run(make_config(method=info["method"], variant=info["variant"], fold=info["fold"],
+                                     shots=info["check"]["shots"], ckpt=str(path), episodes=info["check"]["episodes"],
+                                     out=tmp_path, progress=False))
     assert check["miou"] == pytest.approx(info["check"]["miou"], abs=1e-6)
     grid = re.search(r"papermill_runs/(\w+)\.yaml", info["command"]).group(1)  # the grid that wrote it
     table = REPO / "papermill_runs" / "results" / f"{grid}.csv"
