@@ -368,6 +368,13 @@ PAGE_HEAD = ("<!-- The grid's question, answer and command: written by fsslib.ta
              "<!-- The grid's table: written by python -m fsslib.runs. -->")
 
 
+# on the page of a grid that writes zoo models
+SHIPPED_ROWS = ("**Which model a row is.** This table's rows are the runs' float32 checkpoints. The zoo ships them in "
+                "float16 ([the zoo card](../../fsslib/checkpoints/zoo/README.md)), measured again in "
+                "[compare_toy](compare_toy.md), whose rows may differ from these in the last digit. Comparisons "
+                "between methods read the shipped models' rows; ablations and controls read this table's.")
+
+
 PAGE_TAIL = "<!-- The grid's curves and notes: written by fsslib.tables.finish_page from papermill_runs/<name>.notes.md. -->"
 
 
@@ -408,7 +415,8 @@ def finish_page(path: Path, results: Path) -> Path:
     head = [PAGE_HEAD[0], "", grid_description(path), "", f"**Answer.** {_rebased(grid_answer(path.parent, name))}", "",
             *([f"**Summary.** {_rebased(summary.read_text().strip())}", ""] if summary.is_file() else []),
             f"Made by `{grid_command(path, results.parent)}`. Every grid: [RESULTS.md](../RESULTS.md); the "
-            "protocol and its terms: [docs/protocol.md](../../docs/protocol.md).", "", PAGE_HEAD[1]]
+            "protocol and its terms: [docs/protocol.md](../../docs/protocol.md).", "",
+            *([SHIPPED_ROWS, ""] if load_grid(path).get("zoo") else []), PAGE_HEAD[1]]
     tail = [PAGE_TAIL]
     curves = results / f"{name}_curves.png"
     if curves.is_file() and f"]({curves.name})" not in "\n".join(body):

@@ -214,6 +214,7 @@ def test_results_page_is_an_index_and_each_grid_s_page_holds_its_answer_curves_a
                                           "**Summary.** Against the paper's claim.") in full
     assert full.index("**Answer.**") < full.index("| pfenet |") < full.index("![validation learning curves of a](a_curves.png)")
     assert "from the older sentence above: 1 of 2 runs flat" in full
+    assert tables.SHIPPED_ROWS not in full  # a grid that writes no zoo model: its rows are the only ones
     assert tables.older_verdict("Learning curves: 4 of 11 runs under 1 point (plateau); largest 2.0.") == (4, 11)
     assert tables.older_verdict("8 of 24 runs flat (under 1 point), 2 within noise") is None
     assert [tables.older_verdict_words(*counts) for counts in ((3, 3), (1, 1))] == ["all 3 runs flat", "its one run flat"]
@@ -227,6 +228,11 @@ def test_results_page_is_an_index_and_each_grid_s_page_holds_its_answer_curves_a
     assert "### c\n\n**Question.** All side by side. **Answer.** Not written yet (`papermill_runs/c.answer.md`). " in page
     assert "(results/c.md).\n\n| m | 1-way |\n|---|---|\n| x | 61.0 |\n\n## Every grid" in page  # its first table
     assert (tmp_path / "results" / "c.md").read_text().startswith("# c: the methods side by side\n\n<!--")
+    (tmp_path / "z.yaml").write_text("name: z\nnotebook: n.ipynb\nzoo: true\ngrid: {}\n")  # its runs go into the zoo
+    tables.write_table([row], tmp_path / "results" / "z")
+    tables.write_results_page(tmp_path)
+    shipped = (tmp_path / "results" / "z.md").read_text()
+    assert shipped.index("Made by") < shipped.index(tables.SHIPPED_ROWS) < shipped.index("| pfenet |")
 
 
 def test_plateau_gain_compares_the_last_two_quarters():
