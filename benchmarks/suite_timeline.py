@@ -2,6 +2,8 @@
 
     python benchmarks/suite_timeline.py          # `bash .ci/run` -> benchmarks/results/suite_timeline.md
     python benchmarks/suite_timeline.py --command "make test-fast" --out /tmp/fast.md
+    python benchmarks/suite_timeline.py --log "fresh toy world, nothing else of ours running"   # + a row of the log
+    python benchmarks/suite_timeline.py --busy 2 --log "two CPU-bound processes beside it"     # under load
 
 The command runs with ``FSSLIB_TEST_TIMELINE`` set, so the suite's ``conftest.py`` writes each test's start and end on
 the worker that ran it (a pytest that a test starts writes nothing); meanwhile this script reads the machine's CPU
@@ -10,13 +12,22 @@ The report gives the wall time, how many cores were busy on average while tests 
 shows here too, so run it quiet), the seconds with at least half a core idle, each worker's share, and the longest
 units (a notebook's cells summed). If the cores are busy throughout and the workers end together, only less CPU work
 makes the suite faster; idle seconds point at the tests that wait.
+
+``--log CONDITIONS`` appends the run to the suite's log of measured runs, ``benchmarks/results/suite_runs.md`` (quiet
+runs) or, with ``--busy N`` (N CPU-bound processes started beside the command and ended after it),
+``benchmarks/results/suite_under_load.md``: the host's kind, the commit, the conditions, pytest's summary, the
+command's wall time and its user CPU time (its processes only, not the busy ones). ``benchmarks/README.md`` renders
+its figures from those logs.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import re
+import resource
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -27,6 +38,10 @@ from fsslib.provenance import cpu_model
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "benchmarks" / "results" / "suite_timeline.md"
+QUIET_LOG = REPO / "benchmarks" / "results" / "suite_runs.md"
+LOAD_LOG = REPO / "benchmarks" / "results" / "suite_under_load.md"
+BUSY = "while True: pass"  # one CPU-bound process
+OVER_BUDGET_LINE = re.compile(r"\s*[\d.]+ s  \(budget [\d.]+ s\)  ")  # conftest.py's list of slow tests
 
 
 def cpu_counters() -> tuple[int, int]:
@@ -78,16 +93,53 @@ def summarize(tests: list[dict], samples: list[tuple[float, float]], cores: int)
     lines += ["", f"The files with the most test-seconds (of {sum(files.values()):.0f}):", "", "| file | seconds |",
               "|---|---|"]
     lines += [f"| {name} | {seconds:.1f} |" for name, seconds in files.most_common(15)]
+    notebooks = [t for t in tests if ".ipynb::" in t["test"]]
+    if notebooks:
+        first_cells = [t for t in notebooks if t["test"].endswith("::Cell 0")]
+        lines += ["", "| notebooks (nbval) | value |", "|---|---|",
+                  f"| notebooks | {len({t['test'].split('::')[0] for t in notebooks})} |",
+                  f"| seconds in their cells | {sum(t['end'] - t['start'] for t in notebooks):.0f} |",
+                  f"| seconds in their first cells (the kernel's imports) | "
+                  f"{sum(t['end'] - t['start'] for t in first_cells):.0f} |"]
     if waiting:
         lines += ["", "Units running during the seconds with half a core idle (seconds):", "",
                   ", ".join(f"{name} ({count})" for name, count in waiting.most_common(10))]
     return lines
 
 
+def pytest_summary(line: str) -> tuple[str, float] | None:
+    """pytest's closing counts ("1322 passed, 2 skipped") and its own seconds, from its summary line, else None."""
+    found = re.search(r"((?:\d+ (?:passed|failed|skipped|errors?|xfailed|xpassed|warnings?)(?:, )?)+) in ([\d.]+)s", line)
+    if not found:
+        return None
+    return re.sub(r",? ?\d+ warnings?", "", found.group(1)).strip(", "), float(found.group(2))
+
+
+def host_kind(model: str) -> str:
+    """The log's host column: the CPU's family as the logs group runs by it."""
+    return next((kind for kind in ("AMD EPYC", "Intel Xeon") if kind.split()[1] in model), model)
+
+
+def log_row(host: str, commit: str, conditions: str, summary: str, wall: float, user_cpu: float, busy: int,
+            over_budget: int) -> str:
+    """One row of the suite's log (:data:`QUIET_LOG`, or :data:`LOAD_LOG` when ``busy`` processes ran beside);
+    ``wall`` is pytest's own time."""
+    if busy:
+        return (f"| {host} | {commit} | {busy} CPU-bound process{'es' if busy > 1 else ''}; {conditions} | {summary} | {wall / 60:.1f} | — | "
+                f"{over_budget} |")
+    return (f"| {host} | {commit} | {conditions} | {summary} | {wall / 60:.1f} | {wall:.0f} | — | {user_cpu / 60:.1f} | "
+            "the command |")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--command", default="bash .ci/run", help="the test command, run in the repository's root")
     parser.add_argument("--out", type=Path, default=OUT, help="the Markdown report to write")
+    parser.add_argument("--busy", type=int, default=0, metavar="N",
+                        help="run N CPU-bound processes beside the command (ended after it): the suite under load")
+    parser.add_argument("--log", default=None, metavar="CONDITIONS",
+                        help="append this run, with these words on its conditions, to benchmarks/results/"
+                             "suite_runs.md (suite_under_load.md with --busy)")
     parser.add_argument("--records", type=Path, default=None,
                         help="also write every test's record (test, start, end, worker) to this JSON-lines file")
     args = parser.parse_args(argv)
@@ -95,29 +147,52 @@ def main(argv: list[str] | None = None) -> None:
     samples: list[tuple[float, float]] = []
     stop = threading.Event()
     sampler = threading.Thread(target=sample_cpu, args=(samples, stop, cores), daemon=True)
-    with tempfile.TemporaryDirectory() as folder:
-        started = time.time()
-        if Path("/proc/stat").is_file():
-            sampler.start()
-        result = subprocess.run(args.command, shell=True, cwd=REPO, env={**os.environ, "FSSLIB_TEST_TIMELINE": folder})
-        wall = time.time() - started
-        stop.set()
-        tests = [{**json.loads(line), "worker": log.stem} for log in Path(folder).glob("*.jsonl")
-                 for line in log.read_text().splitlines()]
+    busy = [subprocess.Popen([sys.executable, "-c", BUSY]) for _ in range(args.busy)]
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            started, cpu_before = time.time(), resource.getrusage(resource.RUSAGE_CHILDREN).ru_utime
+            if Path("/proc/stat").is_file():
+                sampler.start()
+            command = subprocess.Popen(args.command, shell=True, cwd=REPO, stdout=subprocess.PIPE,
+                                       stderr=subprocess.STDOUT, text=True,
+                                       env={**os.environ, "FSSLIB_TEST_TIMELINE": folder})
+            summary, over_budget = None, 0
+            for line in command.stdout:  # shown as it comes; pytest's summary line and budget list are read
+                print(line, end="", flush=True)
+                summary = pytest_summary(line) or summary
+                over_budget += bool(OVER_BUDGET_LINE.match(line))
+            returncode = command.wait()
+            wall = time.time() - started
+            user_cpu = resource.getrusage(resource.RUSAGE_CHILDREN).ru_utime - cpu_before  # before the busy ones end
+            stop.set()
+            tests = [{**json.loads(line), "worker": log.stem} for log in Path(folder).glob("*.jsonl")
+                     for line in log.read_text().splitlines()]
+    finally:
+        for process in busy:
+            process.kill()
+            process.wait()
     if args.records is not None:
         args.records.write_text("".join(json.dumps(test) + "\n" for test in tests))
     if not tests:
-        raise SystemExit(f"`{args.command}` ran no test that recorded itself (exit status {result.returncode}).")
+        raise SystemExit(f"`{args.command}` ran no test that recorded itself (exit status {returncode}).")
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout
     first = min(t["start"] for t in tests)
     lines = [f"# Where the test suite's time goes (commit {commit.strip()}, {cpu_model()}, {cores} cores)", "",
              f"Made by `python benchmarks/suite_timeline.py --command \"{args.command}\"`; exit status "
-             f"{result.returncode}.", "", "| measurement | value |", "|---|---|",
+             f"{returncode}.", "", "| measurement | value |", "|---|---|",
              f"| wall time of the command | {wall:.0f} s |",
              f"| before the first test (installation check, collection, workers' start) | {first - started:.0f} s |"]
     lines += summarize(tests, samples, cores)
     args.out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+    if args.log is not None:
+        log = LOAD_LOG if args.busy else QUIET_LOG
+        counts, seconds = summary or (f"exit status {returncode}", wall)  # pytest's own time, else the command's
+        row = log_row(host_kind(cpu_model()), commit.strip(), args.log, counts, seconds, user_cpu, args.busy,
+                      over_budget)
+        with log.open("a") as handle:
+            handle.write(row + "\n")
+        print(f"logged in {log.relative_to(REPO)}: {row}")
 
 
 if __name__ == "__main__":

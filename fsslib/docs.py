@@ -20,10 +20,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import fmean
+from statistics import median as _median
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from fsslib.errors import FsslibError, unknown
@@ -386,8 +388,10 @@ class Results:
         """A cell of a table of ``benchmarks/results/<file>.md`` (a benchmark writes its tables there, no ``.csv``
         beside them). ``table`` is the table's index in the page, or words of the heading or line above it;
         ``row`` is the row's first cell, or its first cells as a tuple; ``column`` is a header cell. A cell
-        holding several numbers (``3.49 / 0.72``) gives the one at ``part``; a ``%`` is dropped. The number,
-        times ``scale``, is printed with the cell's own decimals unless ``decimals`` is given."""
+        holding several numbers (``3.49 / 0.72``) gives the one at ``part``; a ``%`` is dropped, and a number
+        followed by its unit or an ``x`` (``215 episodes/s``, ``36.5 ms (5.5x the batched time)``, ``1.71x``) gives
+        that number. The number, times ``scale``, is printed with the cell's own decimals unless ``decimals`` is
+        given."""
         chosen = self._bench_table(file, table, column)
         key = (row,) if isinstance(row, str) else tuple(row)
         rows = [r for r in chosen["rows"] if tuple(r[:len(key)]) == key]
@@ -395,14 +399,16 @@ class Results:
             raise unknown(f"row of a table of benchmarks/results/{file}.md", " | ".join(key),
                           [" | ".join(r[:len(key)]) for r in chosen["rows"]])
         cell = rows[0][chosen["header"].index(column)]
-        text = (cell.split(" / ")[part] if part is not None else cell).strip().rstrip("%").strip()
-        try:
-            value = float(text)
-        except ValueError:
-            raise FsslibError(f"The cell {cell!r} of benchmarks/results/{file}.md ({' | '.join(key)}, {column}) is "
-                              "not a number.", "name the part (part=...) of a cell holding several.") from None
-        shown_decimals = len(text.split(".")[1]) if "." in text else 0
-        return Number(value * scale, shown_decimals if decimals is None else decimals)
+        return _cell_number(cell, f"{file}.md ({' | '.join(key)}, {column})", part, scale, decimals)
+
+    def bench_column(self, file: str, column: str, table: str | int = 0, rows: Sequence[str] | None = None,
+                     part: int | None = None) -> list[Number]:
+        """The numbers of one column of a table of ``benchmarks/results/<file>.md`` (read as :meth:`bench` reads a
+        cell), top to bottom; with ``rows``, only the rows whose first cell it names."""
+        chosen = self._bench_table(file, table, column)
+        index = chosen["header"].index(column)
+        return [_cell_number(r[index], f"{file}.md ({r[0]}, {column})", part)
+                for r in chosen["rows"] if rows is None or r[0] in rows]
 
     def bench_count(self, file: str, column: str, value: str, table: str | int = 0,
                     among: Sequence[str] | None = None) -> int:
@@ -528,6 +534,20 @@ class Files:
         return Number(self.size / 1e6)
 
 
+def _cell_number(cell: str, where: str, part: int | None = None, scale: float = 1.0,
+                 decimals: int | None = None) -> Number:
+    """The number a benchmark table's ``cell`` holds (:meth:`Results.bench`'s rules); ``where`` names it in errors."""
+    text = (cell.split(" / ")[part] if part is not None else cell).strip().rstrip("%").strip()
+    text = re.sub(r"^([+-]?\d+(?:\.\d+)?)(?:x| \D.*)$", r"\1", text)  # the number before its unit
+    try:
+        value = float(text)
+    except ValueError:
+        raise FsslibError(f"The cell {cell!r} of benchmarks/results/{where} is not a number.",
+                          "name the part (part=...) of a cell holding several.") from None
+    shown_decimals = len(text.split(".")[1]) if "." in text else 0
+    return Number(value * scale, shown_decimals if decimals is None else decimals)
+
+
 def diff(a: float, b: float, decimals: int = 1) -> Number:
     """``a - b`` with its sign (``+1.2``, ``-0.4``), of the unrounded numbers."""
     return Number(float(a) - float(b), decimals, signed=True)
@@ -538,6 +558,11 @@ def sd(values: list[float], decimals: int = 1) -> Number:
     from statistics import stdev
 
     return Number(stdev(float(v) for v in values), decimals)
+
+
+def median(values: Sequence[float], decimals: int = 1) -> Number:
+    """The median of ``values``, printed with ``decimals`` decimals."""
+    return Number(_median(values), decimals)
 
 
 def num(value: float, decimals: int = 1) -> Number:
@@ -561,7 +586,7 @@ def helpers(results: Results) -> dict[str, Callable[..., Any]]:
     grid's estimated GPU-hours, as ``--plan`` prints them), ``paper_grids`` and ``runs`` (the paper tier's grids, a
     grid's number of runs), ``has_table`` (whether a grid's table is committed), ``constant`` (a constant of
     fsslib's code), ``bench`` (a cell of a benchmark's table under ``benchmarks/results/``; ``bench_count``: how many
-    of its rows hold a value in a column), ``gain`` and ``gains``
+    of its rows hold a value in a column; ``bench_column``: a column's numbers), ``median``, ``gain`` and ``gains``
     (runs' last-quarter gains, from their grid's page; ``seed_gains``: of the seed runs behind the comparison's seed
     spread; ``curve_runs``: the runs' names), ``minutes`` (a lesson's minutes to run, from its last execution,
     :func:`fsslib.lessons.minutes_to_run`), ``sd`` (a standard deviation of rows), ``num`` and ``listed`` (items
@@ -575,7 +600,7 @@ def helpers(results: Results) -> dict[str, Callable[..., Any]]:
             "at_plateau": results.at_plateau,
             "files": results.files, "gpu_hours": results.gpu_hours, "paper_grids": results.paper_grids,
             "runs": results.runs, "has_table": results.has_table, "constant": results.constant, "bench": results.bench,
-            "bench_count": results.bench_count,
+            "bench_count": results.bench_count, "bench_column": results.bench_column, "median": median,
             "gain": results.gain, "gains": results.gains, "seed_gains": results.seed_gains,
             "curve_runs": results.curve_runs,
             "minutes": lambda lesson: minutes_to_run(lesson_path(lesson))}

@@ -288,6 +288,20 @@ def test_bench_count_counts_the_rows_holding_a_value(tmp_path):
         results.bench_count("audit", "same", "yes")
 
 
+def test_bench_reads_a_number_before_its_unit_and_a_column_of_numbers(tmp_path):
+    page = tmp_path / "benchmarks" / "results" / "speed.md"
+    page.parent.mkdir(parents=True)
+    page.write_text("| measurement | value |\n|---|---|\n| eval | 215 episodes/s |\n| loop | 36.5 ms (5.5x the batched time) |\n"
+                    "| ratio | 1.71x |\n| share | 12.5% |\n| pair | 3.49 / 0.72 |\n| word | fast |\n| other | 2 3 |\n")
+    results = docs.Results(tmp_path)
+    assert [str(results.bench("speed", r, "value")) for r in ("eval", "loop", "ratio", "share")] == ["215", "36.5", "1.71", "12.5"]
+    assert str(results.bench("speed", "pair", "value", part=1)) == "0.72"
+    for row in ("word", "other"):  # no number first, or two numbers with no unit between: refused, not guessed
+        with pytest.raises(FsslibError, match="is not a number"):
+            results.bench("speed", row, "value")
+    assert [str(v) for v in results.bench_column("speed", "value", rows=["eval", "ratio"])] == ["215", "1.71"]
+
+
 def test_bench_gain_and_sd_read_what_the_pages_print():
     results = docs.Results()
     page = (REPO / "benchmarks" / "results" / "two_way_errors_toy.md").read_text()

@@ -30,6 +30,7 @@ def test_the_report_sums_a_notebook_s_cells_and_names_units_running_while_idle()
     by_file = lines.index("| file | seconds |") + 2
     assert lines[by_file:by_file + 2] == ["| notebooks/01.ipynb | 10.0 |", "| tests/test_a.py | 8.0 |"]
     assert "The files with the most test-seconds (of 18):" in lines
+    assert "| seconds in their cells | 10 |" in lines and "| seconds in their first cells (the kernel's imports) | 4 |" in lines
     assert lines[-1] == "notebooks/01.ipynb (3), tests/test_a.py::test_waits (2)"
 
 
@@ -49,3 +50,34 @@ def test_conftest_records_the_outer_session_s_tests_and_not_a_pytest_a_test_star
     assert [r["test"].split("::")[-1] for r in records] == ["test_one"] and records[0]["start"] <= records[0]["end"]
     pytest_with_the_repository_s_conftest(tmp_path / "nested", FSSLIB_TEST_TIMELINE_SESSION=str(os.getpid()))
     assert not list((tmp_path / "nested").iterdir())  # started by a test of another session: it writes nothing
+
+
+FAKE_SUITE = """
+import json, os, time
+with open(os.path.join(os.environ["FSSLIB_TEST_TIMELINE"], "gw0.jsonl"), "w") as log:
+    log.write(json.dumps({"test": "tests/test_x.py::test_x", "start": time.time(), "end": time.time()}) + "\\n")
+print("  12.0 s  (budget 5 s)  tests/test_x.py::test_x")
+print("3 passed, 1 skipped, 2 warnings in 93.00s (0:01:33)")
+"""
+
+
+def test_log_appends_the_run_to_the_quiet_or_the_under_load_log(tmp_path, monkeypatch):
+    """``--log`` writes the host, commit, conditions, pytest's counts and the times; ``--busy`` sends the row to the
+    under-load log with the number of tests past their budgets."""
+    script = tmp_path / "fake_suite.py"
+    script.write_text(FAKE_SUITE)
+    quiet, loaded = tmp_path / "suite_runs.md", tmp_path / "suite_under_load.md"
+    monkeypatch.setattr(suite_timeline, "QUIET_LOG", quiet)
+    monkeypatch.setattr(suite_timeline, "LOAD_LOG", loaded)
+    monkeypatch.setattr(suite_timeline, "REPO", tmp_path.parent)
+    command = f"{sys.executable} {script}"
+    suite_timeline.main(["--command", command, "--out", str(tmp_path / "t.md"), "--log", "quiet, a test"])
+    suite_timeline.main(["--command", command, "--out", str(tmp_path / "t.md"), "--log", "a test", "--busy", "1"])
+    (row,) = quiet.read_text().splitlines()
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert cells[2:6] == ["quiet, a test", "3 passed, 1 skipped", "1.6", "93"] and cells[-1] == "the command"
+    (row,) = loaded.read_text().splitlines()
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert cells[2:5] == ["1 CPU-bound process; a test", "3 passed, 1 skipped", "1.6"] and cells[-1] == "1"
+    assert suite_timeline.host_kind("Intel(R) Xeon(R) Processor (GenuineIntel cpu family 6 model 167)") == "Intel Xeon"
+    assert suite_timeline.host_kind("AMD EPYC 9R14 (AuthenticAMD cpu family 25 model 17)") == "AMD EPYC"
