@@ -82,6 +82,9 @@ def summarize(tests: list[dict], samples: list[tuple[float, float]], cores: int)
     lines += [f"| worker {name}: tests, seconds in tests, last end after the first start | {len(runs)}, "
               f"{sum(t['end'] - t['start'] for t in runs):.0f} s, {max(t['end'] for t in runs) - first:.0f} s |"
               for name, runs in sorted(workers.items())]
+    ends = [max(t["end"] for t in runs) for runs in workers.values()]
+    lines += [f"| seconds in tests, all workers | {sum(t['end'] - t['start'] for t in tests):.0f} |",
+              f"| the workers' last ends, apart | {max(ends) - min(ends):.0f} s |"]
     lines += ["", "The longest units (a notebook's cells summed):", "", "| unit | seconds |", "|---|---|"]
     durations: Counter = Counter()
     for test in tests:

@@ -410,6 +410,21 @@ class Results:
         return [_cell_number(r[index], f"{file}.md ({r[0]}, {column})", part)
                 for r in chosen["rows"] if rows is None or r[0] in rows]
 
+    def bench_rows(self, file: str, table: str | int = 0) -> list[dict[str, str]]:
+        """The rows of a table of ``benchmarks/results/<file>.md`` (``table`` as for :meth:`bench`), each as
+        {header cell: its text}: a page shows the benchmark's own cells."""
+        chosen = self._bench_table_any(file, table)
+        return [dict(zip(chosen["header"], cells)) for cells in chosen["rows"]]
+
+    def _bench_table_any(self, file: str, table: str | int) -> dict[str, Any]:
+        """The table of ``benchmarks/results/<file>.md`` that ``table`` names, whatever its columns."""
+        tables = self._bench(file)
+        chosen = _chosen_table(tables, table)
+        if chosen is None:
+            raise unknown(f"table of benchmarks/results/{file}.md", table,
+                          [f"{i}: {t['above']}" for i, t in enumerate(tables)])
+        return chosen
+
     def bench_count(self, file: str, column: str, value: str, table: str | int = 0,
                     among: Sequence[str] | None = None) -> int:
         """How many rows of a table of ``benchmarks/results/<file>.md`` hold ``value`` in ``column`` (``table`` as
@@ -426,14 +441,7 @@ class Results:
 
     def _bench_table(self, file: str, table: str | int, column: str) -> dict[str, Any]:
         """The table of ``benchmarks/results/<file>.md`` that :meth:`bench` names, checked to have ``column``."""
-        tables = self._bench(file)
-        if isinstance(table, int):
-            chosen = tables[table] if -len(tables) <= table < len(tables) else None
-        else:
-            chosen = next((t for t in tables if table in t["above"]), None)
-        if chosen is None:
-            raise unknown(f"table of benchmarks/results/{file}.md", table,
-                          [f"{i}: {t['above']}" for i, t in enumerate(tables)])
+        chosen = self._bench_table_any(file, table)
         if column not in chosen["header"]:
             raise unknown(f"column of a table of benchmarks/results/{file}.md", column, chosen["header"])
         return chosen
@@ -534,11 +542,18 @@ class Files:
         return Number(self.size / 1e6)
 
 
+def _chosen_table(tables: list[dict[str, Any]], table: str | int) -> dict[str, Any] | None:
+    """The table at index ``table``, or the first whose line above holds the words ``table``; None if none."""
+    if isinstance(table, int):
+        return tables[table] if -len(tables) <= table < len(tables) else None
+    return next((t for t in tables if table in t["above"]), None)
+
+
 def _cell_number(cell: str, where: str, part: int | None = None, scale: float = 1.0,
                  decimals: int | None = None) -> Number:
     """The number a benchmark table's ``cell`` holds (:meth:`Results.bench`'s rules); ``where`` names it in errors."""
     text = (cell.split(" / ")[part] if part is not None else cell).strip().rstrip("%").strip()
-    text = re.sub(r"^([+-]?\d+(?:\.\d+)?)(?:x| \D.*)$", r"\1", text)  # the number before its unit
+    text = re.sub(r"^([+-]?\d+(?:\.\d+)?)(?:x(?: .*)?| \D.*)$", r"\1", text)  # the number before its unit
     try:
         value = float(text)
     except ValueError:
@@ -586,7 +601,7 @@ def helpers(results: Results) -> dict[str, Callable[..., Any]]:
     grid's estimated GPU-hours, as ``--plan`` prints them), ``paper_grids`` and ``runs`` (the paper tier's grids, a
     grid's number of runs), ``has_table`` (whether a grid's table is committed), ``constant`` (a constant of
     fsslib's code), ``bench`` (a cell of a benchmark's table under ``benchmarks/results/``; ``bench_count``: how many
-    of its rows hold a value in a column; ``bench_column``: a column's numbers), ``median``, ``gain`` and ``gains``
+    of its rows hold a value in a column; ``bench_column``: a column's numbers; ``bench_rows``: a table's rows as text), ``median``, ``gain`` and ``gains``
     (runs' last-quarter gains, from their grid's page; ``seed_gains``: of the seed runs behind the comparison's seed
     spread; ``curve_runs``: the runs' names), ``minutes`` (a lesson's minutes to run, from its last execution,
     :func:`fsslib.lessons.minutes_to_run`), ``sd`` (a standard deviation of rows), ``num`` and ``listed`` (items
@@ -600,7 +615,8 @@ def helpers(results: Results) -> dict[str, Callable[..., Any]]:
             "at_plateau": results.at_plateau,
             "files": results.files, "gpu_hours": results.gpu_hours, "paper_grids": results.paper_grids,
             "runs": results.runs, "has_table": results.has_table, "constant": results.constant, "bench": results.bench,
-            "bench_count": results.bench_count, "bench_column": results.bench_column, "median": median,
+            "bench_count": results.bench_count, "bench_column": results.bench_column,
+            "bench_rows": results.bench_rows, "median": median,
             "gain": results.gain, "gains": results.gains, "seed_gains": results.seed_gains,
             "curve_runs": results.curve_runs,
             "minutes": lambda lesson: minutes_to_run(lesson_path(lesson))}

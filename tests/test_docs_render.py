@@ -300,6 +300,9 @@ def test_bench_reads_a_number_before_its_unit_and_a_column_of_numbers(tmp_path):
         with pytest.raises(FsslibError, match="is not a number"):
             results.bench("speed", row, "value")
     assert [str(v) for v in results.bench_column("speed", "value", rows=["eval", "ratio"])] == ["215", "1.71"]
+    assert results.bench_rows("speed")[1] == {"measurement": "loop", "value": "36.5 ms (5.5x the batched time)"}
+    page.write_text("| what | x |\n|---|---|\n| step | 0.93x (IQR 0.93-0.94) |\n")
+    assert str(docs.Results(tmp_path).bench("speed", "step", "x")) == "0.93"
 
 
 def test_bench_gain_and_sd_read_what_the_pages_print():

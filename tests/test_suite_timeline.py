@@ -26,6 +26,7 @@ def test_the_report_sums_a_notebook_s_cells_and_names_units_running_while_idle()
     assert "| cores busy while tests ran (mean, of 2) | 1.52 |" in lines  # the 5 samples inside the run
     assert "| seconds with at least half a core idle while tests ran | 3 |" in lines
     assert "| worker gw0: tests, seconds in tests, last end after the first start | 2, 10 s, 10 s |" in lines
+    assert "| seconds in tests, all workers | 18 |" in lines and "| the workers' last ends, apart | 2 s |" in lines
     assert lines.index("| notebooks/01.ipynb | 10.0 |") < lines.index("| tests/test_a.py::test_waits | 6.0 |")
     by_file = lines.index("| file | seconds |") + 2
     assert lines[by_file:by_file + 2] == ["| notebooks/01.ipynb | 10.0 |", "| tests/test_a.py | 8.0 |"]
