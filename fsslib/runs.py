@@ -667,12 +667,13 @@ def main(argv: list[str] | None = None) -> None:
                            gpus_per_run=args.gpus_per_run, partition=args.partition, time_min=args.time_min)
     except FsslibError as error:
         parser.exit(2, f"error: {error}\n")
+    results = args.results or "papermill_runs/results"
     if load_grid(args.grid).get("compare") and not args.from_csv:
-        print(f"{len(rows)} rows -> table papermill_runs/results/{name}.md, figure papermill_runs/results/{name}.png"
-              + ("" if args.smoke else "; every grid: papermill_runs/RESULTS.md"))
+        print(f"{len(rows)} rows -> table {results}/{name}.md, figure {results}/{name}.png"
+              + ("" if args.smoke or args.results else "; every grid: papermill_runs/RESULTS.md"))
         return
     written = f"{name}.md (its means and comparison)" if args.from_csv else f"{name}.csv and .md"
-    print(f"{len(rows)} rows -> {args.results or 'papermill_runs/results'}/{written}")
+    print(f"{len(rows)} rows -> {results}/{written}")
 
 
 if __name__ == "__main__":
