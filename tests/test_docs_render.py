@@ -38,8 +38,8 @@ ALLOWED = [
 
 def quoting_pages() -> list[str]:
     """Every page the design renders: the README, docs/ (sources excluded), the grids' answers, notes and
-    summaries, the checkpoints' and the zoo's READMEs."""
-    pages = ["README.md", "fsslib/checkpoints/README.md", "fsslib/checkpoints/zoo/README.md"]
+    summaries, the checkpoints', the zoo's and the benchmarks' READMEs."""
+    pages = ["README.md", "fsslib/checkpoints/README.md", "fsslib/checkpoints/zoo/README.md", "benchmarks/README.md"]
     pages += [p.relative_to(REPO).as_posix() for p in (REPO / "docs").rglob("*.md")
               if docs.SOURCES not in p.relative_to(REPO).parents]
     pages += [p.relative_to(REPO).as_posix() for kind in ("answer", "notes", "summary")
