@@ -128,7 +128,7 @@ def log_row(host: str, commit: str, conditions: str, summary: str, wall: float, 
     """One row of the suite's log (:data:`QUIET_LOG`, or :data:`LOAD_LOG` when ``busy`` processes ran beside);
     ``wall`` is pytest's own time."""
     if busy:
-        return (f"| {host} | {commit} | {busy} CPU-bound process{'es' if busy > 1 else ''}; {conditions} | {summary} | {wall / 60:.1f} | — | "
+        return (f"| {host} | {commit} | {busy} CPU-bound process{'es' if busy > 1 else ''}, {conditions} | {summary} | {wall / 60:.1f} | — | "
                 f"{over_budget} |")
     return (f"| {host} | {commit} | {conditions} | {summary} | {wall / 60:.1f} | {wall:.0f} | — | {user_cpu / 60:.1f} | "
             "the command |")

@@ -79,6 +79,6 @@ def test_log_appends_the_run_to_the_quiet_or_the_under_load_log(tmp_path, monkey
     assert cells[2:6] == ["quiet, a test", "3 passed, 1 skipped", "1.6", "93"] and cells[-1] == "the command"
     (row,) = loaded.read_text().splitlines()
     cells = [cell.strip() for cell in row.strip("|").split("|")]
-    assert cells[2:5] == ["1 CPU-bound process; a test", "3 passed, 1 skipped", "1.6"] and cells[-1] == "1"
+    assert cells[2:5] == ["1 CPU-bound process, a test", "3 passed, 1 skipped", "1.6"] and cells[-1] == "1"
     assert suite_timeline.host_kind("Intel(R) Xeon(R) Processor (GenuineIntel cpu family 6 model 167)") == "Intel Xeon"
     assert suite_timeline.host_kind("AMD EPYC 9R14 (AuthenticAMD cpu family 25 model 17)") == "AMD EPYC"
