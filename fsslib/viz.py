@@ -148,8 +148,8 @@ def plot_maps(image: torch.Tensor, maps: dict[str, torch.Tensor], mask: torch.Te
         colorbar = fig.colorbar(shown, ax=ax, shrink=0.75,
                                 ticks=list(limits) if limits else [low, high] if high > low else [low])
         colorbar.ax.tick_params(labelsize=7)
-        colorbar.set_label(f"{name}, {low:.2g} to {high:.2g}", fontsize=7)
-        ax.set_title(name, fontsize=9)
+        colorbar.ax.yaxis.set_major_formatter(lambda value, _: f"{value:.2g}")  # the range's ends, no noise digits
+        ax.set_title(name, fontsize=9)  # the panel's title names the map its colorbar reads
     for ax, (name, values) in zip(axes[1 + len(maps):], labels.items()):
         ax.imshow(overlay(image, _resized_labels(values.detach().long().cpu(), size)))
         ax.set_title(name, fontsize=9)

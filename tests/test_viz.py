@@ -55,6 +55,11 @@ def test_maps_share_a_colour_scale_when_given_limits():
         ranges = [panel.get_images()[0].get_clim() for panel in figure.axes if panel.get_title() in maps]
         assert [tuple(round(v, 4) for v in clim) for clim in ranges] == expected
         plt.close(figure)
+    figure = plot_maps(image, {"prior": torch.linspace(0, 0.99987, 16).view(4, 4)}, mask, title="t", class_names=["a"])
+    figure.canvas.draw()
+    colorbar = next(ax for ax in figure.axes if ax.get_label() == "<colorbar>")
+    assert [t.get_text() for t in colorbar.get_yticklabels()] == ["0", "1"]  # not 0.0000 and 0.9999
+    plt.close(figure)
 
 
 def _two_way_episode(query_label):
