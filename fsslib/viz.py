@@ -469,8 +469,8 @@ def plot_strata(rows: list[dict], ylabel: str = "mIoU (%)") -> Figure:
 
 def plot_side_by_side(episode: Episode, predictions: dict[str, torch.Tensor], support_modes: dict[str, str]) -> Figure:
     """One episode's query, its ground truth and every method's prediction (values 0..N, at the model's input
-    size), each panel titled with the method and what it read of the supports; the figure's title names the
-    class(es), ways and shots."""
+    size), each panel titled with the method and what it read of the supports (``support_modes``, as the
+    episodes' titles say it: "supports: pixel masks"); the figure's title names the class(es), ways and shots."""
     ways, shots = episode.support_images.shape[:2]
     panels = 2 + len(predictions)
     rows, columns = _grid(panels, 4)
@@ -485,7 +485,7 @@ def plot_side_by_side(episode: Episode, predictions: dict[str, torch.Tensor], su
     for ax, (method, prediction) in zip(axes[2:], predictions.items()):
         ax.imshow(overlay(episode.query_image, _resized_labels(prediction.detach().long().cpu(), size)))
         outline(ax, episode.query_mask, ways)
-        ax.set_title(f"{method}\n({support_modes.get(method, '')})", fontsize=8)
+        ax.set_title(f"{method}\nsupports: {support_modes[method]}" if method in support_modes else method, fontsize=8)
     for ax in axes:
         ax.axis("off")
     classes = ", ".join(f"'{name}'" for name in episode.class_names)
