@@ -273,12 +273,17 @@ def test_gpu_hours_are_what_the_plan_prints(monkeypatch):
         results.runs("paper/nope")
 
 
+def bench_page(root: Path, name: str, text: str) -> docs.Results:
+    """The results of a repository root whose ``benchmarks/results/<name>.md`` is ``text``."""
+    page = root / "benchmarks" / "results" / f"{name}.md"
+    page.parent.mkdir(parents=True, exist_ok=True)
+    page.write_text(text)
+    return docs.Results(root)
+
+
 def test_bench_count_counts_the_rows_holding_a_value(tmp_path):
-    page = tmp_path / "benchmarks" / "results" / "audit.md"
-    page.parent.mkdir(parents=True)
-    page.write_text("# audit\n\n| model | equal |\n|---|---|\n| a | yes |\n| b | no |\n| c | yes |\n\n"
-                    "Second\n\n| model | equal |\n|---|---|\n| a | no |\n")
-    results = docs.Results(tmp_path)
+    results = bench_page(tmp_path, "audit", "# audit\n\n| model | equal |\n|---|---|\n| a | yes |\n| b | no |\n"
+                         "| c | yes |\n\nSecond\n\n| model | equal |\n|---|---|\n| a | no |\n")
     assert results.bench_count("audit", "equal", "yes") == 2 and results.bench_count("audit", "equal", "no") == 1
     assert results.bench_count("audit", "equal", "yes", table="Second") == 0
     assert results.bench_count("audit", "equal", "yes", among=["a", "b"]) == 1
@@ -289,11 +294,9 @@ def test_bench_count_counts_the_rows_holding_a_value(tmp_path):
 
 
 def test_bench_reads_a_number_before_its_unit_and_a_column_of_numbers(tmp_path):
-    page = tmp_path / "benchmarks" / "results" / "speed.md"
-    page.parent.mkdir(parents=True)
-    page.write_text("| measurement | value |\n|---|---|\n| eval | 215 episodes/s |\n| loop | 36.5 ms (5.5x the batched time) |\n"
-                    "| ratio | 1.71x |\n| share | 12.5% |\n| pair | 3.49 / 0.72 |\n| word | fast |\n| other | 2 3 |\n")
-    results = docs.Results(tmp_path)
+    results = bench_page(tmp_path, "speed", "| measurement | value |\n|---|---|\n| eval | 215 episodes/s |\n"
+                         "| loop | 36.5 ms (5.5x the batched time) |\n| ratio | 1.71x |\n| share | 12.5% |\n"
+                         "| pair | 3.49 / 0.72 |\n| word | fast |\n| other | 2 3 |\n")
     assert [str(results.bench("speed", r, "value")) for r in ("eval", "loop", "ratio", "share")] == ["215", "36.5", "1.71", "12.5"]
     assert str(results.bench("speed", "pair", "value", part=1)) == "0.72"
     for row in ("word", "other"):  # no number first, or two numbers with no unit between: refused, not guessed
@@ -301,8 +304,8 @@ def test_bench_reads_a_number_before_its_unit_and_a_column_of_numbers(tmp_path):
             results.bench("speed", row, "value")
     assert [str(v) for v in results.bench_column("speed", "value", rows=["eval", "ratio"])] == ["215", "1.71"]
     assert results.bench_rows("speed")[1] == {"measurement": "loop", "value": "36.5 ms (5.5x the batched time)"}
-    page.write_text("| what | x |\n|---|---|\n| step | 0.93x (IQR 0.93-0.94) |\n")
-    assert str(docs.Results(tmp_path).bench("speed", "step", "x")) == "0.93"
+    ratio = bench_page(tmp_path, "speed", "| what | x |\n|---|---|\n| step | 0.93x (IQR 0.93-0.94) |\n")
+    assert str(ratio.bench("speed", "step", "x")) == "0.93"
 
 
 def test_bench_gain_and_sd_read_what_the_pages_print():
