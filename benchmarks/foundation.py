@@ -1,6 +1,6 @@
 """Foundation benchmarks (toy tier): evaluation throughput of the baseline and the main job's wall time.
 
-    python benchmarks/foundation.py              # throughput only (about a minute) -> benchmarks/results/foundation_toy.md
+    python benchmarks/foundation.py              # throughput only (about a minute) -> results/foundation_toy.md
     python benchmarks/foundation.py --main-job   # also times `python -m fsslib.runs papermill_runs/quickstart.yaml`
 
 The main job runs as on a new machine: the toy world is generated into an empty ``FSSLIB_DATA`` folder, and its

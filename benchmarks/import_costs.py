@@ -54,8 +54,8 @@ def main(argv: list[str] | None = None) -> None:
             times[label].append(cpu_seconds(statement))
     bare = statistics.median(times["the interpreter alone"])
     lines = [f"# What a new process pays for its imports ({cpu_model()})", "",
-             f"Made by `python benchmarks/import_costs.py --repeats {args.repeats}`: CPU seconds (user + system) of one "
-             f"fresh interpreter, {args.repeats} processes per statement, alternated.", "",
+             f"Made by `python benchmarks/import_costs.py --repeats {args.repeats}`: CPU seconds (user + system) "
+             f"of one fresh interpreter, {args.repeats} processes per statement, alternated.", "",
              "| imports | CPU s, median | range | beyond the interpreter alone |", "|---|---|---|---|"]
     lines += [f"| {label} | {statistics.median(values):.2f} | {min(values):.2f}-{max(values):.2f} | "
               f"{statistics.median(values) - bare:.2f} |" for label, values in times.items()]

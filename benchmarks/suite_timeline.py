@@ -112,7 +112,8 @@ def summarize(tests: list[dict], samples: list[tuple[float, float]], cores: int)
 
 def pytest_summary(line: str) -> tuple[str, float] | None:
     """pytest's closing counts ("1322 passed, 2 skipped") and its own seconds, from its summary line, else None."""
-    found = re.search(r"((?:\d+ (?:passed|failed|skipped|errors?|xfailed|xpassed|warnings?)(?:, )?)+) in ([\d.]+)s", line)
+    counts = r"(?:\d+ (?:passed|failed|skipped|errors?|xfailed|xpassed|warnings?)(?:, )?)+"
+    found = re.search(rf"({counts}) in ([\d.]+)s", line)
     if not found:
         return None
     return re.sub(r",? ?\d+ warnings?", "", found.group(1)).strip(", "), float(found.group(2))
@@ -128,10 +129,10 @@ def log_row(host: str, commit: str, conditions: str, summary: str, wall: float, 
     """One row of the suite's log (:data:`QUIET_LOG`, or :data:`LOAD_LOG` when ``busy`` processes ran beside);
     ``wall`` is pytest's own time."""
     if busy:
-        return (f"| {host} | {commit} | {busy} CPU-bound process{'es' if busy > 1 else ''}, {conditions} | {summary} | {wall / 60:.1f} | — | "
-                f"{over_budget} |")
-    return (f"| {host} | {commit} | {conditions} | {summary} | {wall / 60:.1f} | {wall:.0f} | — | {user_cpu / 60:.1f} | "
-            "the command |")
+        beside = f"{busy} CPU-bound process{'es' if busy > 1 else ''}, {conditions}"
+        return f"| {host} | {commit} | {beside} | {summary} | {wall / 60:.1f} | — | {over_budget} |"
+    return (f"| {host} | {commit} | {conditions} | {summary} | {wall / 60:.1f} | {wall:.0f} | — | "
+            f"{user_cpu / 60:.1f} | the command |")
 
 
 def main(argv: list[str] | None = None) -> None:

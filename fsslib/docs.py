@@ -601,7 +601,8 @@ def helpers(results: Results) -> dict[str, Callable[..., Any]]:
     grid's estimated GPU-hours, as ``--plan`` prints them), ``paper_grids`` and ``runs`` (the paper tier's grids, a
     grid's number of runs), ``has_table`` (whether a grid's table is committed), ``constant`` (a constant of
     fsslib's code), ``bench`` (a cell of a benchmark's table under ``benchmarks/results/``; ``bench_count``: how many
-    of its rows hold a value in a column; ``bench_column``: a column's numbers; ``bench_rows``: a table's rows as text), ``median``, ``gain`` and ``gains``
+    of its rows hold a value in a column; ``bench_column``: a column's numbers; ``bench_rows``: a table's rows as
+    text), ``median``, ``gain`` and ``gains``
     (runs' last-quarter gains, from their grid's page; ``seed_gains``: of the seed runs behind the comparison's seed
     spread; ``curve_runs``: the runs' names), ``minutes`` (a lesson's minutes to run, from its last execution,
     :func:`fsslib.lessons.minutes_to_run`), ``sd`` (a standard deviation of rows), ``num`` and ``listed`` (items
