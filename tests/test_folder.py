@@ -116,7 +116,7 @@ def test_every_problem_of_a_folder_is_reported_in_one_message(folder, tmp_path):
     with pytest.raises(DatasetNotFoundError) as error:
         benchmark_of(make_config(benchmark=f"folder:{broken}", novel_classes=[1, 2]))
     message = str(error.value)
-    assert "4 problem(s)" in message
+    assert "4 problem(s)" in message and "correct each file listed above" in message
     for expected in (f"masks/{stems[0]}.png has no image", f"images/{stems[1]}.jpg has no mask",
                      f"masks/{stems[2]}.png holds ids [9]", f"masks/{stems[3]}.png is 64 x 32 but"):
         assert expected in message
@@ -127,8 +127,11 @@ def test_a_folder_without_folds_asks_for_novel_classes(folder):
     from fsslib.data.benchmarks import benchmark_of
     from fsslib.errors import DatasetNotFoundError
 
-    with pytest.raises(DatasetNotFoundError, match="--novel-classes"):
+    with pytest.raises(DatasetNotFoundError, match="--novel-classes") as error:
         benchmark_of(make_config(benchmark=f"folder:{folder}"))
+    fix = str(error.value)
+    assert "--novel-classes 3,4" in fix and '{"folds": [[3, 4], [1, 2]]}' in fix and "4 'dotted square'" in fix
+    assert benchmark_of(make_config(benchmark=f"folder:{folder}", novel_classes=[3, 4])).fold_classes(0) == [3, 4]
     with pytest.raises(DatasetNotFoundError, match=r"\[7\] are not in"):
         benchmark_of(make_config(benchmark=f"folder:{folder}", novel_classes=[1, 7]))
 
@@ -289,7 +292,7 @@ def test_novel_classes_by_name_and_classes_a_folder_cannot_use(folder, tmp_path,
     with pytest.raises(SystemExit) as exit_:
         evaluate.main(["--method", "all-foreground", *benchmark[:1], f"folder:{copy}", *benchmark[2:], "--novel-classes", "3"])
     error = capsys.readouterr().err
-    assert exit_.value.code == 2 and "['striped circle'] have at most 1 images" in error
+    assert exit_.value.code == 2 and "['striped circle'] have 1 or fewer images with at least" in error
     assert "each needs 2 (a query and 1 support(s))" in error and "lower the number of shots" not in error
 
 

@@ -371,9 +371,10 @@ def _missing_weights_error(name: str, pretrained: str) -> CheckpointError:
     )
     return CheckpointError(
         f"No local weights for open_clip model {name!r} with pretrained={pretrained!r}: looked for "
-        f"{stem}{{{','.join(WEIGHT_SUFFIXES)}}} and for {wanted}. fsslib never downloads.",
-        f"on a connected machine run once:  {one_liner}  -- it downloads the weights and prints the "
-        f"file's path; copy that file here as {stem}<same suffix> (or copy the whole Hugging Face cache), "
-        f"or pass load_clip({name!r}, pretrained={pretrained!r}, checkpoint=PATH) (methods: --options "
-        f"clip_checkpoint=PATH); instructions: {paths.WEIGHTS_DOC}.",
+        f"{stem}{{{','.join(WEIGHT_SUFFIXES)}}} and for {wanted}. Nothing but `python -m fsslib.fetch` downloads.",
+        f"on a connected machine run once:  python -m fsslib.fetch weights {name}/{pretrained}  (checked, into the "
+        f"places above). Offline: {one_liner} downloads the weights elsewhere and prints the file's path; copy that "
+        f"file here as {stem}<same suffix> (or copy the whole Hugging Face cache), or pass load_clip({name!r}, "
+        f"pretrained={pretrained!r}, checkpoint=PATH) (methods: --options clip_checkpoint=PATH); instructions: "
+        f"{paths.WEIGHTS_DOC}.",
     )

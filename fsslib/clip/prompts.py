@@ -43,7 +43,7 @@ def background_vocabulary(benchmark: str, chosen: Sequence[str] | None = None, m
         warnings.warn(f"Benchmark {benchmark!r} names no background, so {method}'s vocabulary is the class names alone "
                       "and every pixel, background included, goes to a class. Name it: --options "
                       "background_names=NAME,... (e.g. 'empty scene' for toy scenes; building,ground,grass,tree,sky "
-                      "for photographs, MaskCLIP's PASCAL vocabulary).", stacklevel=3)
+                      "for photographs with --preset paper, MaskCLIP's PASCAL vocabulary).", stacklevel=3)
     return list(MASKCLIP_BACKGROUND_NAMES.get(benchmark, ()))
 
 

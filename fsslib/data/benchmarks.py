@@ -120,9 +120,13 @@ def folder_benchmark(path: str, novel_classes: tuple[int | str, ...] = ()) -> Be
                                    "drop --novel-classes, or remove folds.json.")
     if not folds:
         if not novel_classes:
+            count = len(names)
+            novel, other = list(range(max(2, count - 1), count + 1)), list(range(1, min(2, count - 1) + 1))
+            listed = ", ".join(f"{number} {name!r}" for number, name in enumerate(names, start=1))
             raise DatasetNotFoundError(f"{root} defines no folds (no folds.json) and no novel classes were given.",
-                                       "pass --novel-classes 3,4 (the ids of classes.txt kept unseen), or write "
-                                       'folds.json: {"folds": [[3, 4], [1, 2]]}.')
+                                       f"pass the ids or names of classes.txt kept unseen ({listed}), e.g. "
+                                       f"--novel-classes {','.join(map(str, novel))}, or write folds.json: "
+                                       f'{{"folds": [{novel}, {other}]}}.')
         ids = {**{class_key(name): number for number, name in enumerate(names, start=1)},
                **{number: number for number in range(1, len(names) + 1)}}
         unknown_classes = [c for c in novel_classes if (class_key(c) if isinstance(c, str) else c) not in ids]

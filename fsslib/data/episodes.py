@@ -576,8 +576,9 @@ class EpisodeDataset(Dataset):
         unusable = [c for c, names in self.images_of.items() if len(names) <= shots]
         if mode == "test" and unusable:  # a test fold must score all its classes (mIoU is their mean)
             raise DatasetNotFoundError(
-                f"Fold {fold} test class(es) {[benchmark.class_name(c) for c in unusable]} have at most {shots} images "
-                f"above {benchmark.min_class_pixels} pixels in {source.root} (split {source.split!r}).",
+                f"Fold {fold} test class(es) {[benchmark.class_name(c) for c in unusable]} have {shots} or fewer "
+                f"images with at least {benchmark.min_class_pixels} pixels of the class in {source.root} "
+                f"(split {source.split!r}); an episode needs {shots + 1}: a query and {shots} support(s).",
                 too_few_images_fix(benchmark, shots, mode))
         self.images_of = {c: names for c, names in self.images_of.items() if c not in unusable}
         members = {c: set(names) for c, names in self.images_of.items()}

@@ -88,7 +88,8 @@ def _index(root: Path, signature: tuple) -> tuple[list[str], tuple[tuple[int, ..
         shown = problems[:25] + ([f"... and {len(problems) - 25} more"] if len(problems) > 25 else [])
         raise DatasetNotFoundError(f"The dataset folder {shown_path(root)} has {len(problems)} problem(s):\n    "
                                    + "\n    ".join(shown),
-                                   f"fix them; the layout is {LAYOUT}.")
+                                   f"correct each file listed above (the rules: docs/your_data.md, 'A dataset folder "
+                                   f"as a benchmark'); the layout is {LAYOUT}.")
     index = {split: ({s: (str(images[s].relative_to(root)), str(masks[s].relative_to(root))) for s in stems},
                      {s: presence[s] for s in stems}) for split, stems in splits.items()}
     return names, folds, index
