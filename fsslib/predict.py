@@ -426,17 +426,18 @@ def _open(path: str | Path) -> Image.Image:
 
 
 def prepare_out(out: Path) -> None:
-    """Create the output folder ``out``, or raise why it cannot be (before any model runs)."""
+    """Check that the output folder ``out`` can be made and written, before any model runs; nothing is created
+    (:func:`main` makes the folder once it has a prediction to write, so a run that fails leaves no empty
+    folder)."""
     if out.exists() and not out.is_dir():
         raise FsslibError(f"--out {out} is a file.", "pass a folder (it is created if missing).")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise FsslibError(f"Cannot create the folder --out {out}: {error.strerror} ({error.filename}).",
-                          "pass --out a folder you can write in, e.g. --out predictions.") from None
-    if not os.access(out, os.W_OK | os.X_OK):
-        raise FsslibError(f"Cannot write in the folder --out {out}.", "pass --out a folder you can write in, e.g. "
-                          "--out predictions.")
+    existing = next(folder for folder in (out, *out.absolute().parents) if folder.exists())
+    if not existing.is_dir():
+        raise FsslibError(f"Cannot create the folder --out {out}: {existing} is a file.",
+                          "pass --out a folder you can write in, e.g. --out predictions.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise FsslibError(f"Cannot write in the folder --out {out} ({existing} is not writable).",
+                          "pass --out a folder you can write in, e.g. --out predictions.")
 
 
 def write_outputs(out: Path, stem: str, query: torch.Tensor, prediction: torch.Tensor, class_names: list[str],
@@ -551,6 +552,7 @@ def run(args: argparse.Namespace) -> dict[str, tuple[Path, Path]]:
     written = {}
     for path, query in zip(args.query, queries):
         prediction, _ = segment(model, query, supports)
+        args.out.mkdir(parents=True, exist_ok=True)  # once there is something to write
         title = f"{cfg.method} ({cfg.preset} tier) · {', '.join(names)} · supports: {' + '.join(reads) or 'none'}"
         written[path] = write_outputs(args.out, Path(path).stem, query, prediction, names, title)
     return written

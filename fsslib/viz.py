@@ -33,7 +33,7 @@ IGNORE_GREY = (0.75, 0.75, 0.75)
 
 def episode_title(class_names: Sequence[str], support_mode: str, what: str = "") -> str:
     """A figure title naming the episode's class(es) and what its supports bring, e.g.
-    ``"query of 'dotted star' · supports: image + mask"``."""
+    ``"query of 'dotted star' · supports: pixel masks"``."""
     classes = ", ".join(f"'{name}'" for name in class_names)
     return f"{what + ' · ' if what else ''}{classes} · supports: {support_mode}"
 
@@ -83,7 +83,7 @@ def _resized_labels(labels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor
 
 
 def plot_episode(episode: Episode, prediction: torch.Tensor | None = None, title: str | None = None,
-                 support_mode: str = "image + mask") -> Figure:
+                 support_mode: str = "pixel masks") -> Figure:
     """One row per way: its supports with their masks (in the way's colour); then the query with its ground
     truth outlined and optionally a prediction (values 0..N, each way in its colour, legend below).
     The title names the classes and ``support_mode`` (what the method read of the supports)."""

@@ -176,6 +176,7 @@ def test_bad_input_exits_2_with_one_message(scene_files, tmp_path, capsys, case,
     assert main([*arguments, *out]) == 2
     error = capsys.readouterr().err
     assert message in error and "How to fix" in error and "Traceback" not in error
+    assert not (tmp_path / "out").exists()  # a run that stops leaves no empty output folder
 
 
 def user_errors(files: dict[str, str], tmp_path: Path) -> dict[str, list[str]]:
