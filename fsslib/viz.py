@@ -344,15 +344,18 @@ def plot_contrastive_logits(positive: torch.Tensor, negatives: torch.Tensor, tem
     return fig
 
 
-def plot_pretraining_losses(losses: dict[str, list[float]], chance: dict[str, float], queue_full: int | None = None,
-                            title: str = "") -> Figure:
-    """Each named loss per optimiser step (from 1), with its chance level (``log(1 + M)``, dashed, same colour)
-    and the step at which the queues hold only real keys (``queue_full``, a grey line)."""
+def plot_pretraining_losses(losses: dict[str, list[float]], chance: dict[str, float] | float,
+                            queue_full: int | None = None, title: str = "") -> Figure:
+    """Each named loss per optimiser step (from 1), with its chance level (``log(1 + M)``, dashed, same colour;
+    one number: a single black line for every loss, whose queues hold as many keys) and the step at which the
+    queues hold only real keys (``queue_full``, a grey line)."""
     fig, ax = plt.subplots(figsize=(6.5, 3.2), layout="constrained")
+    if not isinstance(chance, dict):
+        ax.axhline(chance, color="black", linestyle="--", linewidth=1, label="chance, log(1 + queue size), every loss")
     for index, (name, values) in enumerate(losses.items()):
         colour = f"C{index}"
         ax.plot(range(1, len(values) + 1), values, marker=".", color=colour, label=name)
-        if name in chance:
+        if isinstance(chance, dict) and name in chance:
             ax.axhline(chance[name], color=colour, linestyle="--", linewidth=1, label=f"chance, {name}")
     if queue_full is not None:
         ax.axvline(queue_full, color="0.5", linewidth=1, label="queue holds only real keys from here")

@@ -50,6 +50,9 @@ def test_the_pretraining_losses_draw_each_loss_its_chance_and_the_full_queue():
     labels = [t.get_text() for t in figure.axes[0].get_legend().get_texts()]
     assert labels[:4] == ["global", "chance, global", "local", "chance, local"] and "from here" in labels[-1]
     assert width(figure) <= COLUMN_INCHES
+    shared = plot_pretraining_losses({"global": [1.0], "local": [1.5]}, 4.0)  # queues of one size: one line
+    labels = [t.get_text() for t in shared.axes[0].get_legend().get_texts()]
+    assert labels == ["chance, log(1 + queue size), every loss", "global", "local"]
 
 
 def test_the_region_recall_figure_draws_recall_and_background_per_map():
