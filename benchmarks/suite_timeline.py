@@ -197,6 +197,8 @@ def main(argv: list[str] | None = None) -> None:
         with log.open("a") as handle:
             handle.write(row + "\n")
         print(f"logged in {log.relative_to(REPO)}: {row}")
+    if returncode:
+        raise SystemExit(returncode)  # a failing suite fails this command too (its report and log row are kept)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "benchmarks" / "suite_timeline.py"
 spec = importlib.util.spec_from_file_location("suite_timeline", SCRIPT)
@@ -81,5 +83,9 @@ def test_log_appends_the_run_to_the_quiet_or_the_under_load_log(tmp_path, monkey
     (row,) = loaded.read_text().splitlines()
     cells = [cell.strip() for cell in row.strip("|").split("|")]
     assert cells[2:5] == ["1 CPU-bound process, a test", "3 passed, 1 skipped", "1.6"] and cells[-1] == "1"
+    script.write_text(FAKE_SUITE + "raise SystemExit(1)\n")  # a failing suite: the run is logged, and fails
+    with pytest.raises(SystemExit) as failed:
+        suite_timeline.main(["--command", command, "--out", str(tmp_path / "t.md"), "--log", "failing"])
+    assert failed.value.code == 1 and quiet.read_text().splitlines()[-1].split(" | ")[2] == "failing"
     assert suite_timeline.host_kind("Intel(R) Xeon(R) Processor (GenuineIntel cpu family 6 model 167)") == "Intel Xeon"
     assert suite_timeline.host_kind("AMD EPYC 9R14 (AuthenticAMD cpu family 25 model 17)") == "AMD EPYC"

@@ -55,11 +55,11 @@ def encode_prompts(bundle: ClipBundle, prompts: Sequence[str], batch_size: int =
         unknown = sorted({word for prompt in prompts for word in unknown_words(prompt)})
         if unknown:
             raise ClipInputError(
-                f"The toy CLIP's text tower does not know the word(s) {unknown}: they would all be encoded as the "
-                "same unknown token, and the prompt would mean nothing.",
+                f"The toy CLIP's text tower does not know the word(s) {unknown}: it would encode each as one "
+                "unknown token, and the prompt would mean nothing.",
                 f"{_closest_words(unknown, bundle.tokenizer.vocab)}; the whole vocabulary: `python -c \"from "
                 f"fsslib.clip import load_clip; print(sorted(load_clip('{bundle.name}').tokenizer.vocab))\"`. "
-                "Words of real photographs ('cat', 'grass') need a real CLIP: --preset paper.")
+                "Real words (cat) need --preset paper.")
     chunks = []
     with torch.no_grad():
         for start in range(0, len(prompts), batch_size):
