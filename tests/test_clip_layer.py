@@ -474,7 +474,8 @@ def test_offline_error_never_touches_the_network(tmp_path, monkeypatch):
         load_clip("ViT-B-16", pretrained="openai")
     message = str(caught.value)
     assert "open_clip_model.safetensors" in message and "timm/vit_base_patch16_clip_224.openai" in message
-    assert caught.value.fix.startswith("on a connected machine run once:  python -m fsslib.fetch weights ViT-B-16/openai")
+    fetch = "on a connected machine run once:  python -m fsslib.fetch weights ViT-B-16/openai"
+    assert caught.value.fix.startswith(fetch)
     assert "python -c \"import open_clip; print(open_clip.download_pretrained(" in caught.value.fix
     assert "checkpoint=PATH" in caught.value.fix and "never downloads" not in message
     with pytest.raises(CheckpointError, match="does not exist"):
