@@ -67,12 +67,13 @@ def label_legend(class_names: Sequence[str], ignore: bool = False) -> list[Patch
 
 
 def outline(ax: Axes, mask: torch.Tensor, ways: int) -> None:
-    """Draw the boundary of the ground truth (H, W) on ``ax``, way n in its colour (the panel's pixels
-    are the mask's)."""
+    """Draw the boundary of the ground truth (H, W) on ``ax``, way n in its colour over a white edge, so that it
+    stands out from a prediction tinted in the same colour (the panel's pixels are the mask's)."""
     truth = mask.detach().cpu().numpy()
     for way in range(1, ways + 1):
         if (truth == way).any():
-            ax.contour((truth == way).astype(float), levels=[0.5], colors=[WAY_COLOURS[way - 1]], linewidths=1.6)
+            for colour, width in (("white", 3.0), (WAY_COLOURS[way - 1], 1.6)):  # the edge first, the way's line on it
+                ax.contour((truth == way).astype(float), levels=[0.5], colors=[colour], linewidths=width)
 
 
 def _resized_labels(labels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

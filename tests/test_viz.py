@@ -129,3 +129,19 @@ def test_part_prototypes_name_their_class_and_each_part_s_colour():
     assert support.get_title() == "support: striped star"
     assert [t.get_text() for t in parts.get_legend().get_texts()] == ["part 1", "part 3"]
     plt.close(figure)
+
+
+def test_the_truth_outline_has_a_white_edge_under_the_way_s_colour():
+    """A tinted prediction in the way's red and the truth's red outline stay apart: the outline lies on white."""
+    import torch
+    from matplotlib.colors import to_rgba
+
+    from fsslib.viz import WAY_COLOURS, outline
+
+    mask = torch.zeros(16, 16, dtype=torch.long)
+    mask[4:12, 4:12] = 1
+    figure, ax = plt.subplots()
+    outline(ax, mask, ways=1)
+    colours = [tuple(contour.get_edgecolor()[0]) for contour in ax.collections]
+    assert colours == [to_rgba("white"), to_rgba(WAY_COLOURS[0])]  # drawn in this order: the colour on top
+    plt.close(figure)
