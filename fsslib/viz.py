@@ -188,7 +188,8 @@ def plot_per_class(metrics: dict, reference: dict | None = None) -> Figure:
         ax.bar(positions + width, [reference["per_class_iou"].get(n, 0) for n in names], width, label=reference["method"])
     ax.set_xticks(positions + (width / 2 if reference else 0), names, rotation=20 if len(names) <= 6 else 60, fontsize=8,
                   ha="right")
-    ax.set_ylabel("IoU (%)")
+    ax.set(xlabel="class (the fold's novel classes)", ylabel="IoU (%)")
+
     def setting(run: dict) -> str:
         return f"{run.get('ways', 1)}-way {run.get('shots')}-shot"
 

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 from fsslib.data import toyworld
 from fsslib.data.folder import LAYOUT, MIN_CLASS_PIXELS, class_key, folder_index
-from fsslib.errors import DatasetNotFoundError, unknown
+from fsslib.errors import DatasetNotFoundError, UnknownNameError, unknown
 from fsslib.paths import data_root
 
 PASCAL_CLASSES: tuple[str, ...] = (
@@ -64,7 +64,8 @@ class Benchmark:
     def fold_classes(self, fold: int) -> list[int]:
         """The novel (test) class ids of ``fold``."""
         if not 0 <= fold < self.n_folds:
-            raise unknown(f"fold of {self.name}", fold, [str(f) for f in range(self.n_folds)])
+            raise UnknownNameError(f"Fold {fold} is not a fold of benchmark {self.name!r}, which has {self.n_folds}.",
+                                   f"use one of: {', '.join(str(f) for f in range(self.n_folds))}.")
         if self.folds:
             return list(self.folds[fold])
         per_fold = self.n_classes // self.n_folds
