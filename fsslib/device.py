@@ -22,6 +22,18 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return torch.device(device)
 
 
+@contextlib.contextmanager
+def torch_threads(count: int):
+    """Run the block at ``count`` torch threads, then restore the caller's count (a sum split over another number of
+    threads adds in another order, so a result that must repeat bit for bit fixes its count)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def autocast(device: torch.device, enabled: bool = True) -> contextlib.AbstractContextManager:
     """bf16 autocast on CUDA when ``enabled``; a no-op on the CPU (AMP is off there)."""
     if enabled and device.type == "cuda":

@@ -507,21 +507,15 @@ def measure_check(path: Path, config: dict[str, Any]) -> dict[str, Any]:
     :data:`~fsslib.zoo.CHECK_EPISODES` 1-way test episodes of the run's ``config`` (its fold, shots and seed), on
     the CPU at :data:`~fsslib.zoo.CHECK_THREADS` torch threads (another count sums in another order, and a pixel on
     a decision boundary may flip). A fingerprint of the weights and the code that reads them, not a fold score."""
-    import torch
-
     from fsslib import evaluate
     from fsslib.config import Config
+    from fsslib.device import torch_threads
     from fsslib.zoo import CHECK_EPISODES, CHECK_THREADS
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(CHECK_THREADS)
-    try:
-        with tempfile.TemporaryDirectory() as out, warnings.catch_warnings():
-            warnings.simplefilter("ignore", evaluate.FewEpisodesWarning)  # too few episodes for every class: expected
-            check = evaluate.run(Config(**{**config, "ckpt": str(path), "episodes": CHECK_EPISODES, "ways": 1,
-                                           "out": out, "progress": False, "device": "cpu"}))
-    finally:
-        torch.set_num_threads(threads)
+    with torch_threads(CHECK_THREADS), tempfile.TemporaryDirectory() as out, warnings.catch_warnings():
+        warnings.simplefilter("ignore", evaluate.FewEpisodesWarning)  # too few episodes for every class: expected
+        check = evaluate.run(Config(**{**config, "ckpt": str(path), "episodes": CHECK_EPISODES, "ways": 1,
+                                       "out": out, "progress": False, "device": "cpu"}))
     return {"episodes": CHECK_EPISODES, "ways": 1, "shots": config["shots"], "seed": config["seed"],
             "threads": CHECK_THREADS, "miou": check["miou"], "fbiou": check["fbiou"]}
 

@@ -120,19 +120,19 @@ def folder_benchmark(path: str, novel_classes: tuple[int | str, ...] = ()) -> Be
         raise DatasetNotFoundError(f"{root} defines its folds (folds.json) and novel classes were given as well.",
                                    "drop --novel-classes, or remove folds.json.")
     if not folds:
+        listed = ", ".join(f"{number} {name!r}" for number, name in enumerate(names, start=1))
         if not novel_classes:
-            count = len(names)
-            novel, other = list(range(max(2, count - 1), count + 1)), list(range(1, min(2, count - 1) + 1))
-            listed = ", ".join(f"{number} {name!r}" for number, name in enumerate(names, start=1))
+            numbers = list(range(1, len(names) + 1))
+            novel = numbers[-2:] if len(numbers) > 2 else numbers[-1:]  # e.g. the last two classes kept unseen
+            example_folds = [novel, numbers[:2]] if len(numbers) > len(novel) else [novel]
             raise DatasetNotFoundError(f"{root} defines no folds (no folds.json) and no novel classes were given.",
                                        f"pass the ids or names of classes.txt kept unseen ({listed}), e.g. "
                                        f"--novel-classes {','.join(map(str, novel))}, or write folds.json: "
-                                       f'{{"folds": [{novel}, {other}]}}.')
+                                       f'{{"folds": {example_folds}}}.')
         ids = {**{class_key(name): number for number, name in enumerate(names, start=1)},
                **{number: number for number in range(1, len(names) + 1)}}
         unknown_classes = [c for c in novel_classes if (class_key(c) if isinstance(c, str) else c) not in ids]
         if unknown_classes:
-            listed = ", ".join(f"{number} {name!r}" for number, name in enumerate(names, start=1))
             raise DatasetNotFoundError(f"Novel class(es) {unknown_classes} are not in {root / 'classes.txt'}.",
                                        f"pass ids or names of its classes ({listed}), e.g. --novel-classes 1,2.")
         folds = (tuple(dict.fromkeys(ids[class_key(c) if isinstance(c, str) else c] for c in novel_classes)),)

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from fsslib.device import torch_threads
 from fsslib.errors import CheckpointError, unknown
 from fsslib.models.files import read_weights
 from fsslib.paths import CHECKPOINT_DIR, WEIGHTS_DOC, shown_path, weights_root
@@ -245,15 +246,13 @@ def calibrate_batch_norm(backbone: MultiLevelBackbone) -> MultiLevelBackbone:
     norms = [module for module in backbone.modules() if isinstance(module, nn.BatchNorm2d)]
     momenta = [norm.momentum for norm in norms]
     images = torch.rand(CALIBRATION_IMAGES, generator=torch.Generator().manual_seed(CALIBRATION_SEED))
-    threads = torch.get_num_threads()
     for norm in norms:
         norm.reset_running_stats()
         norm.momentum = 1.0
     try:
-        torch.set_num_threads(1)
-        backbone.train()(images)
+        with torch_threads(1):
+            backbone.train()(images)
     finally:
-        torch.set_num_threads(threads)
         for norm, momentum in zip(norms, momenta):
             norm.momentum = momentum
     return backbone.eval()
