@@ -262,23 +262,23 @@ def plot_part_prototypes(image: torch.Tensor, mask: torch.Tensor, seeds: torch.T
     """DPS on one support (LFSS Eqs. 6-11): the image with its (h, w) bool mask, the seeds placed by
     the distance transform (circles) and moved towards the query (crosses), each (S, 2) (row, col)
     on the feature grid, and the (h, w) part each masked cell is assigned to (-1 outside the mask), its colours
-    named in a legend; ``class_name`` titles the support."""
+    named in a legend; seed i, its move and part i share one colour. ``class_name`` titles the support."""
     from matplotlib.patches import Patch
 
     fig, axes = plt.subplots(1, 3, figsize=(7.5, 2.7))
     height, width = mask.shape
+    colours = plt.get_cmap("tab10")
     axes[0].imshow(_image(image))
     axes[0].set_title(f"support: {class_name}" if class_name else "support", fontsize=9)
     axes[1].imshow(mask.detach().cpu().numpy(), cmap="gray", extent=(-0.5, width - 0.5, height - 0.5, -0.5))
-    for (row, col), (new_row, new_col) in zip(seeds.tolist(), moved.tolist()):
-        axes[1].plot(col, row, "o", mfc="none", mec="tab:red", ms=9)
-        axes[1].plot(new_col, new_row, "x", color="tab:orange", ms=8)
-        axes[1].annotate("", (new_col, new_row), (col, row), arrowprops={"arrowstyle": "->", "color": "tab:orange"})
+    for part, ((row, col), (new_row, new_col)) in enumerate(zip(seeds.tolist(), moved.tolist())):
+        axes[1].plot(col, row, "o", mfc="none", mec=colours(part), mew=2, ms=9)
+        axes[1].plot(new_col, new_row, "x", color=colours(part), mew=2, ms=8)
+        axes[1].annotate("", (new_col, new_row), (col, row), arrowprops={"arrowstyle": "->", "color": colours(part)})
     axes[1].set_title("mask, seeds (o) -> moved (x)", fontsize=9)
     parts = np.ma.masked_less(assignment.detach().cpu().numpy(), 0)
-    axes[2].imshow(parts, cmap="tab10", vmin=0, vmax=9)  # part p in tab10's colour p
+    axes[2].imshow(parts, cmap="tab10", vmin=0, vmax=9)  # part p in tab10's colour p, as seed p
     axes[2].set_title("parts (Eqs. 9-11)", fontsize=9)
-    colours = plt.get_cmap("tab10")
     legend = [Patch(color=colours(part), label=f"part {part + 1}") for part in np.unique(parts.compressed())]
     axes[2].legend(handles=legend, fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     for ax in axes:
@@ -287,11 +287,15 @@ def plot_part_prototypes(image: torch.Tensor, mask: torch.Tensor, seeds: torch.T
     return fig
 
 
+SUPERPIXEL_ZOOM = 4  # plot_superpixels draws its boundaries on the image enlarged this many times
+
+
 def plot_superpixels(images: torch.Tensor, segmentations: dict[str, torch.Tensor],
                      patches: torch.Tensor | None = None, title: str = "") -> Figure:
     """QGNet's local patches: (N, 3, H, W) images with the boundaries of each named (N, H, W) segmentation
     (e.g. SLIC, Felzenszwalb), one row per method, and optionally a last row of (N, 3, h, w) patch crops;
-    ``title`` (e.g. the settings) above them."""
+    ``title`` (e.g. the settings) above them. A boundary is drawn white inside a black outline, on the image
+    enlarged ``SUPERPIXEL_ZOOM`` times (nearest neighbour), so that it shows on an object of any colour."""
     from skimage.segmentation import mark_boundaries
 
     rows = len(segmentations) + (patches is not None)
@@ -303,7 +307,9 @@ def plot_superpixels(images: torch.Tensor, segmentations: dict[str, torch.Tensor
                           transform=axes[row, 0].transAxes)
         for column in range(count):
             labels = segments[column].detach().cpu().numpy()
-            axes[row, column].imshow(mark_boundaries(_image(images[column]), labels, color=(1, 1, 0)))
+            zoomed = [np.repeat(np.repeat(array, SUPERPIXEL_ZOOM, axis=0), SUPERPIXEL_ZOOM, axis=1)
+                      for array in (_image(images[column]), labels)]
+            axes[row, column].imshow(mark_boundaries(*zoomed, color=(1, 1, 1), outline_color=(0, 0, 0)))
             axes[row, column].set_title(f"{len(np.unique(labels))} segments", fontsize=8)
     if patches is not None:
         for column in range(count):
@@ -472,10 +478,22 @@ def plot_strata(rows: list[dict], ylabel: str = "mIoU (%)") -> Figure:
     return fig
 
 
+def episode_iou(prediction: torch.Tensor, truth: torch.Tensor, ways: int) -> float:
+    """One query's IoU in %: of way 1 (the foreground) at 1 way, else the mean over the ways that the prediction
+    or the truth holds (a way in neither has no IoU); pixels labelled 255 are ignored, as in the metrics. The
+    benchmark's mIoU is not a mean of these: it pools each class's pixels over all episodes first."""
+    from fsslib.metrics import intersection_union
+
+    counts = intersection_union(prediction, truth, ways)[1:]  # (N, 2): [I, U] of each way
+    held = counts[:, 1] > 0
+    return 100 * float((counts[held, 0] / counts[held, 1]).mean()) if bool(held.any()) else 100.0
+
+
 def plot_side_by_side(episode: Episode, predictions: dict[str, torch.Tensor], support_modes: dict[str, str]) -> Figure:
     """One episode's query, its ground truth and every method's prediction (values 0..N, at the model's input
-    size), each panel titled with the method and what it read of the supports (``support_modes``, as the
-    episodes' titles say it: "supports: pixel masks"); the figure's title names the class(es), ways and shots."""
+    size), each panel titled with the method, its IoU on this query (:func:`episode_iou`) and what it read of the
+    supports (``support_modes``, as the episodes' titles say it: "supports: pixel masks"); the figure's title
+    names the class(es), ways and shots."""
     ways, shots = episode.support_images.shape[:2]
     panels = 2 + len(predictions)
     rows, columns = _grid(panels, 4)
@@ -488,9 +506,11 @@ def plot_side_by_side(episode: Episode, predictions: dict[str, torch.Tensor], su
     axes[1].set_title("ground truth", fontsize=9)
     size = tuple(episode.query_image.shape[-2:])
     for ax, (method, prediction) in zip(axes[2:], predictions.items()):
-        ax.imshow(overlay(episode.query_image, _resized_labels(prediction.detach().long().cpu(), size)))
+        resized = _resized_labels(prediction.detach().long().cpu(), size)
+        ax.imshow(overlay(episode.query_image, resized))
         outline(ax, episode.query_mask, ways)
-        ax.set_title(f"{method}\nsupports: {support_modes[method]}" if method in support_modes else method, fontsize=8)
+        scored = f"{method}, {'IoU' if ways == 1 else 'mean IoU'} {episode_iou(resized, episode.query_mask, ways):.0f}%"
+        ax.set_title(f"{scored}\nsupports: {support_modes[method]}" if method in support_modes else scored, fontsize=8)
     for ax in axes:
         ax.axis("off")
     classes = ", ".join(f"'{name}'" for name in episode.class_names)

@@ -1,13 +1,17 @@
 """The lessons and their solutions read in small steps: a markdown cell says one thing (per notebook, the median
 markdown cell holds at most 50 words and none more than 150), the code cells a learner reads are short (per
 notebook, the median code cell not collapsed, i.e. without ``"jupyter": {"source_hidden": true}``, holds at most
-10 lines), and imports take a few lines (no code cell's import statements span more than 10 lines: an import
-used in one or two cells is made where it is used)."""
+9 statements and comment lines: a statement wrapped over several lines counts once), no code line is wider than
+110 characters (JupyterLab shows about that many beside its file browser on a 1280-pixel screen; a wider line
+scrolls), and imports take a few lines (no code cell's import statements span more than 10 lines: an import used
+in one or two cells is made where it is used)."""
 from __future__ import annotations
 
 import ast
+import io
 import re
 import statistics
+import tokenize
 from pathlib import Path
 
 import nbformat
@@ -15,7 +19,7 @@ import pytest
 
 from fsslib.lessons import lessons, solutions
 
-MEDIAN_WORDS, MAX_WORDS, MEDIAN_LINES, MAX_IMPORT_LINES = 50, 150, 10, 10
+MEDIAN_WORDS, MAX_WORDS, MEDIAN_STATEMENTS, MAX_IMPORT_LINES, MAX_WIDTH = 50, 150, 9, 10, 110
 
 
 def import_lines(source: str) -> int:
@@ -25,10 +29,18 @@ def import_lines(source: str) -> int:
                if isinstance(node, (ast.Import, ast.ImportFrom)))
 
 
+def statements(source: str) -> int:
+    """The statements and comment lines of a code cell: a statement wrapped over several lines counts once (an
+    IPython ``%`` or ``!`` line counts as one statement)."""
+    code = "\n".join("pass" if line.lstrip().startswith(("%", "!")) else line for line in source.splitlines())
+    return sum(token.type == tokenize.NEWLINE or (token.type == tokenize.COMMENT and token.line.lstrip().startswith("#"))
+               for token in tokenize.generate_tokens(io.StringIO(code + "\n").readline))
+
+
 def style_problems(notebook: nbformat.NotebookNode) -> list[str]:
     """What breaks the course's cell-size rules in ``notebook`` (empty when none)."""
     words = [len(cell.source.split()) for cell in notebook.cells if cell.cell_type == "markdown"]
-    lines = [len(cell.source.splitlines()) for cell in notebook.cells if cell.cell_type == "code"
+    lines = [statements(cell.source) for cell in notebook.cells if cell.cell_type == "code"
              and not cell.metadata.get("jupyter", {}).get("source_hidden")]
     problems = []
     if words and statistics.median(words) > MEDIAN_WORDS:
@@ -36,8 +48,11 @@ def style_problems(notebook: nbformat.NotebookNode) -> list[str]:
     problems += [f"markdown cell {i} has {n} words > {MAX_WORDS}" for i, n in
                  enumerate(len(c.source.split()) for c in notebook.cells) if notebook.cells[i].cell_type == "markdown"
                  and n > MAX_WORDS]
-    if lines and statistics.median(lines) > MEDIAN_LINES:
-        problems.append(f"median visible code cell {statistics.median(lines)} lines > {MEDIAN_LINES}")
+    if lines and statistics.median(lines) > MEDIAN_STATEMENTS:
+        problems.append(f"median visible code cell {statistics.median(lines)} statements > {MEDIAN_STATEMENTS}")
+    problems += [f"code cell {i} line {n + 1} is {len(line)} characters wide > {MAX_WIDTH}"
+                 for i, cell in enumerate(notebook.cells) if cell.cell_type == "code"
+                 for n, line in enumerate(cell.source.splitlines()) if len(line) > MAX_WIDTH]
     problems += [f"code cell {i} imports in {n} lines > {MAX_IMPORT_LINES}" for i, n in
                  ((i, import_lines(c.source)) for i, c in enumerate(notebook.cells) if c.cell_type == "code")
                  if n > MAX_IMPORT_LINES]
@@ -66,8 +81,12 @@ def test_the_check_fails_on_a_violating_notebook():
     assert style_problems(fabricated([40, 45, 50], [5, 10, 3])) == []
     assert style_problems(fabricated([60, 70, 20], [5])) == ["median markdown cell 60 words > 50"]
     assert style_problems(fabricated([20, 20, 151], [5])) == ["markdown cell 2 has 151 words > 150"]
-    assert style_problems(fabricated([20], [12, 14, 3])) == ["median visible code cell 12 lines > 10"]
+    assert style_problems(fabricated([20], [12, 14, 3])) == ["median visible code cell 12 statements > 9"]
     assert style_problems(fabricated([20], [12, 14, 3], hidden=[0, 1])) == []  # collapsed cells do not count
+    wide = fabricated([20], [2])
+    wide.cells[1].source = "# a comment\nx = 1\ny = [" + "1, " * 34 + "100,\n     2]  # and another"
+    assert style_problems(wide) == ["code cell 1 line 3 is 111 characters wide > 110"]
+    assert statements(wide.cells[1].source) == 3  # the comment line and two statements, the second wrapped
     assert style_problems(fabricated([20], [2, 3, 3], imports=10)) == []
     assert style_problems(fabricated([20], [2, 3, 3], imports=11)) == ["code cell 1 imports in 11 lines > 10"]
     wrapped = "from fsslib.viz import (a, b,\n                        c)\n%matplotlib inline\nimport torch"

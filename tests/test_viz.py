@@ -89,6 +89,23 @@ def test_a_two_way_title_says_which_class_the_query_lacks():
     assert absent_ways(_two_way_episode(label)) == ""
 
 
+def test_a_panel_s_iou_is_the_query_s_own():
+    import torch
+
+    from fsslib.viz import episode_iou
+
+    truth = torch.zeros(4, 4, dtype=torch.long)
+    truth[:2] = 1  # 8 pixels of way 1
+    truth[3, 3] = 255
+    prediction = torch.zeros(4, 4, dtype=torch.long)
+    prediction[:1] = 1  # 4 of them, nothing else
+    prediction[3, 3] = 1  # ignored
+    assert episode_iou(prediction, truth, 1) == 50.0
+    prediction[2, :2] = 2  # a way-2 prediction where no way-2 pixel is: IoU 0 for way 2
+    assert episode_iou(prediction, truth, 2) == 25.0
+    assert episode_iou(torch.zeros(4, 4, dtype=torch.long), torch.zeros(4, 4, dtype=torch.long), 1) == 100.0
+
+
 def test_a_learning_curve_legend_is_not_the_smallest_text():
     from fsslib.viz import plot_learning_curves
 
@@ -128,6 +145,9 @@ def test_part_prototypes_name_their_class_and_each_part_s_colour():
     support, _, parts = figure.axes
     assert support.get_title() == "support: striped star"
     assert [t.get_text() for t in parts.get_legend().get_texts()] == ["part 1", "part 3"]
+    seed_markers = [line for line in figure.axes[1].lines if line.get_marker() == "o"]
+    tab10 = plt.get_cmap("tab10")
+    assert [line.get_markeredgecolor() for line in seed_markers] == [tab10(0), tab10(1)]  # seed i: part i's colour
     plt.close(figure)
 
 

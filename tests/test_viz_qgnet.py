@@ -8,6 +8,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
@@ -80,6 +81,19 @@ def test_superpixels_take_a_title():
     figure = plot_superpixels(torch.rand(3, 3, 16, 16), {"SLIC": torch.zeros(3, 16, 16, dtype=torch.long)},
                               title="SLIC, K = 128")
     assert figure._suptitle.get_text() == "SLIC, K = 128"
+
+
+def test_superpixel_boundaries_are_white_in_a_black_outline_on_the_enlarged_image():
+    """On a yellow image (a yellow toy object) the boundary between two segments still shows: white, outlined."""
+    from fsslib.viz import SUPERPIXEL_ZOOM
+
+    yellow = torch.tensor([1.0, 1.0, 0.0])[None, :, None, None].expand(1, 3, 16, 16)
+    halves = torch.zeros(1, 16, 16, dtype=torch.long)
+    halves[:, :, 8:] = 1
+    drawn = plot_superpixels(yellow, {"SLIC": halves}).axes[0].images[0].get_array()
+    assert drawn.shape[:2] == (16 * SUPERPIXEL_ZOOM, 16 * SUPERPIXEL_ZOOM)
+    colours = {tuple(np.round(pixel, 3)) for pixel in np.asarray(drawn).reshape(-1, 3)}
+    assert colours == {(1.0, 1.0, 0.0), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0)}
 
 
 def test_diagram_arrows_end_at_the_boxes_outlines():
