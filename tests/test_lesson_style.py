@@ -33,8 +33,9 @@ def statements(source: str) -> int:
     """The statements and comment lines of a code cell: a statement wrapped over several lines counts once (an
     IPython ``%`` or ``!`` line counts as one statement)."""
     code = "\n".join("pass" if line.lstrip().startswith(("%", "!")) else line for line in source.splitlines())
-    return sum(token.type == tokenize.NEWLINE or (token.type == tokenize.COMMENT and token.line.lstrip().startswith("#"))
-               for token in tokenize.generate_tokens(io.StringIO(code + "\n").readline))
+    tokens = tokenize.generate_tokens(io.StringIO(code + "\n").readline)
+    return sum(token.type == tokenize.NEWLINE
+               or (token.type == tokenize.COMMENT and token.line.lstrip().startswith("#")) for token in tokens)
 
 
 def style_problems(notebook: nbformat.NotebookNode) -> list[str]:
