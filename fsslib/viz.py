@@ -84,10 +84,12 @@ def _resized_labels(labels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor
 
 
 def plot_episode(episode: Episode, prediction: torch.Tensor | None = None, title: str | None = None,
-                 support_mode: str = "pixel masks") -> Figure:
+                 support_mode: str = "pixel masks", masks_read: bool = True) -> Figure:
     """One row per way: its supports with their masks (in the way's colour); then the query with its ground
     truth outlined and optionally a prediction (values 0..N, each way in its colour, legend below).
-    The title names the classes and ``support_mode`` (what the method read of the supports)."""
+    The title names the classes and ``support_mode`` (what the method read of the supports). With
+    ``masks_read=False`` (a method that reads no support mask) the supports are drawn without their masks and
+    their titles say so."""
     ways, shots = episode.support_images.shape[:2]
     columns = shots + 1 + (prediction is not None)
     width = min(2.2, COLUMN_INCHES / columns)
@@ -97,8 +99,13 @@ def plot_episode(episode: Episode, prediction: torch.Tensor | None = None, title
     sep = "\n" if narrow else ", "
     for way in range(ways):
         for k in range(shots):
-            axes[way, k].imshow(overlay(episode.support_images[way, k], episode.support_masks[way, k], WAY_COLOURS[way]))
-            axes[way, k].set_title(f"{episode.class_names[way]}{sep}support {k + 1}", fontsize=8)
+            if masks_read:
+                axes[way, k].imshow(overlay(episode.support_images[way, k], episode.support_masks[way, k],
+                                            WAY_COLOURS[way]))
+            else:
+                axes[way, k].imshow(_image(episode.support_images[way, k]))
+            unread = "" if masks_read else ("\n" if narrow else " ") + "(mask not read)"
+            axes[way, k].set_title(f"{episode.class_names[way]}{sep}support {k + 1}{unread}", fontsize=8)
     axes[0, shots].imshow(overlay(episode.query_image, episode.query_mask, alpha=0.25))
     outline(axes[0, shots], episode.query_mask, ways)
     axes[0, shots].set_title(f"query{sep}truth outlined", fontsize=9)
@@ -261,25 +268,31 @@ def plot_part_prototypes(image: torch.Tensor, mask: torch.Tensor, seeds: torch.T
                          assignment: torch.Tensor, class_name: str = "") -> Figure:
     """DPS on one support (LFSS Eqs. 6-11): the image with its (h, w) bool mask, the seeds placed by
     the distance transform (circles) and moved towards the query (crosses), each (S, 2) (row, col)
-    on the feature grid, and the (h, w) part each masked cell is assigned to (-1 outside the mask), its colours
-    named in a legend; seed i, its move and part i share one colour. ``class_name`` titles the support."""
+    on the feature grid, and the (h, w) part each masked cell is assigned to (-1 outside the mask) on the same
+    black grid, its colours named in a legend that lists the empty parts too; seed i, its move and part i share
+    one colour. ``class_name`` titles the support."""
     from matplotlib.patches import Patch
 
     fig, axes = plt.subplots(1, 3, figsize=(7.5, 2.7))
     height, width = mask.shape
+    extent = (-0.5, width - 0.5, height - 0.5, -0.5)
     colours = plt.get_cmap("tab10")
     axes[0].imshow(_image(image))
     axes[0].set_title(f"support: {class_name}" if class_name else "support", fontsize=9)
-    axes[1].imshow(mask.detach().cpu().numpy(), cmap="gray", extent=(-0.5, width - 0.5, height - 0.5, -0.5))
+    for ax in axes[1:]:
+        ax.imshow(mask.detach().cpu().numpy(), cmap="gray", extent=extent)
     for part, ((row, col), (new_row, new_col)) in enumerate(zip(seeds.tolist(), moved.tolist())):
         axes[1].plot(col, row, "o", mfc="none", mec=colours(part), mew=2, ms=9)
         axes[1].plot(new_col, new_row, "x", color=colours(part), mew=2, ms=8)
         axes[1].annotate("", (new_col, new_row), (col, row), arrowprops={"arrowstyle": "->", "color": colours(part)})
     axes[1].set_title("mask, seeds (o) -> moved (x)", fontsize=9)
     parts = np.ma.masked_less(assignment.detach().cpu().numpy(), 0)
-    axes[2].imshow(parts, cmap="tab10", vmin=0, vmax=9)  # part p in tab10's colour p, as seed p
-    axes[2].set_title("parts (Eqs. 9-11)", fontsize=9)
-    legend = [Patch(color=colours(part), label=f"part {part + 1}") for part in np.unique(parts.compressed())]
+    axes[2].imshow(parts, cmap="tab10", vmin=0, vmax=9, extent=extent)  # part p in tab10's colour p, as seed p
+    axes[2].set_title("parts: nearest prototype\n(Eq. 10 without position)", fontsize=9)
+    used = set(np.unique(parts.compressed()).tolist())
+    count = max(len(seeds), max(used, default=-1) + 1)
+    legend = [Patch(color=colours(part), label=f"part {part + 1}" + ("" if part in used else " (empty)"))
+              for part in range(count)]
     axes[2].legend(handles=legend, fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     for ax in axes:
         ax.axis("off")
@@ -509,7 +522,7 @@ def plot_side_by_side(episode: Episode, predictions: dict[str, torch.Tensor], su
         resized = _resized_labels(prediction.detach().long().cpu(), size)
         ax.imshow(overlay(episode.query_image, resized))
         outline(ax, episode.query_mask, ways)
-        scored = f"{method}, {'IoU' if ways == 1 else 'mean IoU'} {episode_iou(resized, episode.query_mask, ways):.0f}%"
+        scored = f"{method}\n{'IoU' if ways == 1 else 'mean IoU'} {episode_iou(resized, episode.query_mask, ways):.0f}%"
         ax.set_title(f"{scored}\nsupports: {support_modes[method]}" if method in support_modes else scored, fontsize=8)
     for ax in axes:
         ax.axis("off")

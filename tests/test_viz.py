@@ -6,6 +6,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from fsslib.viz import plot_diagram  # noqa: E402
@@ -89,6 +90,22 @@ def test_a_two_way_title_says_which_class_the_query_lacks():
     assert absent_ways(_two_way_episode(label)) == ""
 
 
+def test_supports_whose_masks_the_method_does_not_read_are_drawn_without_them():
+    import torch
+
+    from fsslib.viz import plot_episode
+
+    label = torch.zeros(8, 8, dtype=torch.long)
+    label[:2, :2] = 1
+    episode = _two_way_episode(label)
+    read, unread = plot_episode(episode), plot_episode(episode, support_mode="images (no masks)", masks_read=False)
+    support_read, support_unread = read.axes[0].images[0].get_array(), unread.axes[0].images[0].get_array()
+    assert not np.allclose(support_read, support_unread)  # the mask's tint is gone
+    assert "(mask not read)" in unread.axes[0].get_title() and "(mask not read)" not in read.axes[0].get_title()
+    plt.close(read)
+    plt.close(unread)
+
+
 def test_a_panel_s_iou_is_the_query_s_own():
     import torch
 
@@ -144,7 +161,8 @@ def test_part_prototypes_name_their_class_and_each_part_s_colour():
                                   class_name="striped star")
     support, _, parts = figure.axes
     assert support.get_title() == "support: striped star"
-    assert [t.get_text() for t in parts.get_legend().get_texts()] == ["part 1", "part 3"]
+    assert [t.get_text() for t in parts.get_legend().get_texts()] == ["part 1", "part 2 (empty)", "part 3"]
+    assert parts.images[0].get_extent() == figure.axes[1].images[0].get_extent()  # the parts on the mask's grid
     seed_markers = [line for line in figure.axes[1].lines if line.get_marker() == "o"]
     tab10 = plt.get_cmap("tab10")
     assert [line.get_markeredgecolor() for line in seed_markers] == [tab10(0), tab10(1)]  # seed i: part i's colour
