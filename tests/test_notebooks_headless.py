@@ -10,6 +10,8 @@ committed lessons are checked for a static figure beside every widget.
 """
 from __future__ import annotations
 
+import ast
+import builtins
 import json
 import subprocess
 import sys
@@ -18,7 +20,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from fsslib.lessons import lessons
+from fsslib.lessons import lessons, solutions
 
 REPO = Path(__file__).resolve().parent.parent
 TUTORIALS = lessons()
@@ -88,6 +90,67 @@ def test_jupyter_nbconvert_executes_a_lesson_with_a_widget_at_full_settings(head
                               cwd=headless, capture_output=True, text=True, timeout=10 * CELL_LIMIT_S)
     assert executed.returncode == 0, executed.stderr[-3000:]
     check_executed(headless / notebook.name, headless)
+
+
+def _cell_tree(source: str) -> ast.Module:
+    lines = ("pass" if line.lstrip().startswith(("%", "!")) else line for line in source.splitlines())
+    return ast.parse("\n".join(lines))
+
+
+def _rebound(tree: ast.Module) -> set[str]:
+    """The names a cell binds at its top level, imports left out (importing a name again rebinds it to the same
+    object)."""
+    names = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif not isinstance(node, (ast.Import, ast.ImportFrom)):
+            names |= {sub.id for sub in ast.walk(node) if isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Store)}
+    return names
+
+
+def _globals_read(function: ast.FunctionDef | ast.Lambda) -> set[str]:
+    """The global names a function or lambda reads when it runs."""
+    own = {a.arg for a in ast.walk(function.args) if isinstance(a, ast.arg)}
+    own |= {n.id for n in ast.walk(function) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+    loads = {n.id for n in ast.walk(function) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+    return loads - own - set(dir(builtins))
+
+
+def widget_names_rebound_later(notebook: nbformat.NotebookNode) -> list[tuple[int, int, list[str]]]:
+    """(widget cell, later cell, names): a widget's function reads a global name that a later cell binds again. A
+    learner who runs the whole lesson and then moves the widget's slider gets the later value, and often an error
+    (the names it reads: its function's, and those of the lesson's functions that it calls by name)."""
+    cells = [(i, _cell_tree(cell.source)) for i, cell in enumerate(notebook.cells) if cell.cell_type == "code"]
+    functions = {node.name: _globals_read(node) for _, tree in cells for node in tree.body
+                 if isinstance(node, ast.FunctionDef)}
+    found = []
+    for i, tree in cells:
+        for call in ast.walk(tree):
+            helper = getattr(call.func, "id", None) if isinstance(call, ast.Call) else None
+            if helper not in ("interactive_figure", "episode_browser") or not call.args:
+                continue
+            target = call.args[0]
+            reads = _globals_read(target) if isinstance(target, ast.Lambda) else {getattr(target, "id", "")}
+            for name in list(reads):
+                reads |= functions.get(name, set())
+            found += [(i, j, sorted(_rebound(later) & reads))
+                      for j, later in cells if j > i and _rebound(later) & reads]
+    return found
+
+
+@pytest.mark.parametrize("notebook", TUTORIALS + solutions(), ids=lambda p: p.relative_to(p.parents[1]).as_posix())
+def test_a_widget_reads_no_name_that_a_later_cell_binds_again(notebook):
+    assert widget_names_rebound_later(nbformat.read(notebook, as_version=4)) == []
+
+
+def test_the_rebinding_check_finds_a_later_assignment():
+    cells = ["def show(n):\n    return plot(scenes[n])", "interactive_figure(show, n=slider)",
+             "from fsslib.viz import plot\nfor step in range(2):\n    scenes = others[step]"]
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source) for source in cells])
+    assert widget_names_rebound_later(notebook) == [(1, 2, ["scenes"])]  # the import of plot does not count
+    notebook.cells[2].source = "for step in range(2):\n    scene_batch = others[step]"
+    assert widget_names_rebound_later(notebook) == []
 
 
 def test_the_lessons_run_through_both_clients_have_widgets():
