@@ -1,6 +1,7 @@
 """Environment for the whole test run (tests/ and the nbval notebooks), set before any kernel starts."""
 import json
 import os
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -87,16 +88,24 @@ def timeline_folder() -> str | None:
 TIMELINE = timeline_folder()
 
 
+def cpu_seconds() -> float:
+    """User and system CPU seconds of this process and of the child processes it has waited for."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item, nextitem):
-    """With ``FSSLIB_TEST_TIMELINE`` set, each test's start and end (setup to teardown) go to
+    """With ``FSSLIB_TEST_TIMELINE`` set, each test's start and end (setup to teardown) and the CPU seconds it used
+    (:func:`cpu_seconds`: a notebook's kernel counts when it ends, at the notebook's last cell) go to
     ``<folder>/<worker>.jsonl``, where the test ran (observation only: the test is unchanged)."""
-    start = time.time()
+    start, cpu_before = time.time(), cpu_seconds()
     yield
     if TIMELINE:
         worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+        record = {"test": item.nodeid, "start": start, "end": time.time(), "cpu": cpu_seconds() - cpu_before}
         with open(Path(TIMELINE) / f"{worker}.jsonl", "a") as log:
-            log.write(json.dumps({"test": item.nodeid, "start": start, "end": time.time()}) + "\n")
+            log.write(json.dumps(record) + "\n")
 
 
 # 90_train_eval is the grids' parameterised template, run by the grid tests; nbval runs the lessons and solutions

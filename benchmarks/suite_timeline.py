@@ -9,9 +9,11 @@ The command runs with ``FSSLIB_TEST_TIMELINE`` set, so the suite's ``conftest.py
 the worker that ran it (a pytest that a test starts writes nothing); meanwhile this script reads the machine's CPU
 use once a second (``/proc/stat``, Linux; time stolen by the hypervisor counts as idle).
 The report gives the wall time, how many cores were busy on average while tests ran (all processes: a busy machine
-shows here too, so run it quiet), the seconds with at least half a core idle, each worker's share, and the longest
-units (a notebook's cells summed). If the cores are busy throughout and the workers end together, only less CPU work
-makes the suite faster; idle seconds point at the tests that wait.
+shows here too, so run it quiet), the seconds with at least half a core idle, each worker's share, the longest
+units (a notebook's cells summed) and the units that used the most CPU. The tests' CPU seconds over the cores is the
+least wall time they could take: if the cores are busy throughout and the workers end together, only less CPU work
+makes the suite faster, and the CPU table says where it goes (a wall time also counts the waits for a core that
+other tests kept busy); idle seconds point at the tests that wait.
 
 ``--log CONDITIONS`` appends the run to the suite's log of measured runs, ``benchmarks/results/suite_runs.md`` (quiet
 runs) or, with ``--busy N`` (N CPU-bound processes started beside the command and ended after it),
@@ -85,11 +87,24 @@ def summarize(tests: list[dict], samples: list[tuple[float, float]], cores: int)
     ends = [max(t["end"] for t in runs) for runs in workers.values()]
     lines += [f"| seconds in tests, all workers | {sum(t['end'] - t['start'] for t in tests):.0f} |",
               f"| the workers' last ends, apart | {max(ends) - min(ends):.0f} s |"]
+    measured_cpu = all("cpu" in t for t in tests)
+    if measured_cpu:
+        cpu = sum(t["cpu"] for t in tests)
+        lines += [f"| CPU seconds in tests, all workers (with the processes they started) | {cpu:.0f} |",
+                  f"| that CPU over the {cores} cores: the least time the tests could take here | "
+                  f"{cpu / cores:.0f} s |"]
     lines += ["", "The longest units (a notebook's cells summed):", "", "| unit | seconds |", "|---|---|"]
     durations: Counter = Counter()
     for test in tests:
         durations[unit(test["test"])] += test["end"] - test["start"]
     lines += [f"| {name} | {seconds:.1f} |" for name, seconds in durations.most_common(15)]
+    if measured_cpu:  # what a unit costs, whatever else ran beside it: where a cut saves time
+        used: Counter = Counter()
+        for test in tests:
+            used[unit(test["test"])] += test["cpu"]
+        lines += ["", "The units with the most CPU seconds (their own processes and those they started; a notebook's "
+                  "kernel counts when it ends):", "", "| unit | CPU seconds |", "|---|---|"]
+        lines += [f"| {name} | {seconds:.1f} |" for name, seconds in used.most_common(15)]
     files: Counter = Counter()
     for test in tests:
         files[test["test"].split("::")[0]] += test["end"] - test["start"]
@@ -145,7 +160,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="append this run, with these words on its conditions, to benchmarks/results/"
                              "suite_runs.md (suite_under_load.md with --busy)")
     parser.add_argument("--records", type=Path, default=None,
-                        help="also write every test's record (test, start, end, worker) to this JSON-lines file")
+                        help="also write every test's record (test, start, end, cpu, worker) to this JSON-lines file")
     args = parser.parse_args(argv)
     cores = os.cpu_count() or 1
     samples: list[tuple[float, float]] = []

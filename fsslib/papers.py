@@ -12,6 +12,7 @@ PFENet with ResNet-101 only, so that row is left out; LFSS and QGNet print PFENe
     reported("piclip", "pfenet", shots=5)                  # PFENet's 5-shot row of PI-CLIP's Table 1
     reported("piclip", "piclip-hdmnet").folds              # PI-CLIP on HDMNet, Table 1's best row
     reported("qgnet", "qgnet", benchmark="coco").folds     # QGNet's Table III, 473 x 473
+    QGNET_PRIOR_RECALL.recall                              # QGNet's Table VII, the prior region map's recall
 """
 from __future__ import annotations
 
@@ -82,6 +83,23 @@ _ROWS = (
     Reported("qgnet", "qgnet", 1, 1, (36.7, 41.4, 38.7, 36.6), 38.3, "Table III, 473 x 473", "coco"),
     Reported("qgnet", "qgnet", 5, 1, (41.5, 48.1, 46.3, 43.6), 44.8, "Table III, 473 x 473", "coco"),
 )
+
+
+@dataclass(frozen=True)
+class ReportedRecall:
+    """A region map's recall (%) at each threshold, one row of QGNet's Table VII (Eq. 16: the share of object
+    pixels in ``[V > threshold]``)."""
+
+    region_map: str
+    thresholds: tuple[float, ...]
+    recall: tuple[float, ...]
+    where: str
+
+
+# Table VII's guided-map row is empty in the paper's text (shared/papers): only the prior map's row is printed
+QGNET_PRIOR_RECALL = ReportedRecall("prior region map", (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
+                                    (99.9, 99.9, 99.1, 96.5, 89.7, 76.2, 54.7, 28.2, 6.6),
+                                    "Table VII, PASCAL-5i fold 0")
 
 
 def reported(paper: str, method: str, shots: int = 1, ways: int = 1, benchmark: str = "pascal") -> Reported:

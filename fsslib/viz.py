@@ -46,15 +46,20 @@ def absent_ways(episode: Episode) -> str:
     return f" · not in the query: {', '.join(repr(name) for name in missing)}" if missing else ""
 
 
-def overlay(image: torch.Tensor, mask: torch.Tensor, colour: Sequence[float] | None = None, alpha: float = 0.5) -> np.ndarray:
-    """Blend a mask (H, W) over an image (3, H, W): value n (1..N) in way n's colour (or ``colour`` for a
-    binary mask); ignored pixels are greyed."""
-    picture = _image(image)
+LUMINANCE = (0.299, 0.587, 0.114)  # ITU-R BT.601's weights of red, green and blue in a grey level
+
+
+def overlay(image: torch.Tensor, mask: torch.Tensor, alpha: float = 0.5, grey: bool = True) -> np.ndarray:
+    """Blend a mask (H, W) over an image (3, H, W), by default drawn in grey levels so that the tint is the
+    panel's only colour and reads on an object of its own colour: value n (1..N) in way n's colour; ignored
+    pixels are lightened (``alpha=0, grey=False``: only they change)."""
+    picture = _image(image)  # (H, W, 3)
+    if grey:
+        picture = np.repeat(picture @ np.asarray(LUMINANCE, dtype=np.float32)[:, None], 3, axis=2)
     mask = mask.detach().cpu().numpy()
     blended = picture.copy()
-    for value in range(1, len(WAY_COLOURS) + 1):
-        tint = np.asarray(colour if colour is not None and value == 1 else WAY_COLOURS[value - 1])
-        blended[mask == value] = (1 - alpha) * picture[mask == value] + alpha * tint
+    for value, tint in enumerate(WAY_COLOURS, start=1):
+        blended[mask == value] = (1 - alpha) * picture[mask == value] + alpha * np.asarray(tint)
     blended[mask == IGNORE] = 0.5 * picture[mask == IGNORE] + 0.25
     return blended
 
@@ -66,11 +71,14 @@ def label_legend(class_names: Sequence[str], ignore: bool = False) -> list[Patch
     return handles + ([Patch(color=IGNORE_GREY, label="ignored (255)")] if ignore else [])
 
 
-def outline(ax: Axes, mask: torch.Tensor, ways: int) -> None:
+def outline(ax: Axes, mask: torch.Tensor, ways: int, only: int | None = None) -> None:
     """Draw the boundary of the ground truth (H, W) on ``ax``, way n in its colour over a white edge, so that it
-    stands out from a prediction tinted in the same colour (the panel's pixels are the mask's)."""
+    stands out from a prediction tinted in the same colour (the panel's pixels are the mask's). ``only``: draw
+    value 1 of a binary mask (a support's) in way ``only``'s colour."""
     truth = mask.detach().cpu().numpy()
-    for way in range(1, ways + 1):
+    if only is not None:
+        truth = np.where(truth == 1, only, 0)
+    for way in range(1, ways + 1) if only is None else (only,):
         if (truth == way).any():
             for colour, width in (("white", 3.0), (WAY_COLOURS[way - 1], 1.6)):  # the edge first, the way's line on it
                 ax.contour((truth == way).astype(float), levels=[0.5], colors=[colour], linewidths=width)
@@ -85,8 +93,9 @@ def _resized_labels(labels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor
 
 def plot_episode(episode: Episode, prediction: torch.Tensor | None = None, title: str | None = None,
                  support_mode: str = "pixel masks", masks_read: bool = True) -> Figure:
-    """One row per way: its supports with their masks (in the way's colour); then the query with its ground
-    truth outlined and optionally a prediction (values 0..N, each way in its colour, legend below).
+    """One row per way: its supports with their masks outlined in the way's colour; then the query with its
+    ground truth outlined and optionally a prediction (values 0..N, each way's tint in its colour over the query
+    in grey levels, legend below).
     The title names the classes and ``support_mode`` (what the method read of the supports). With
     ``masks_read=False`` (a method that reads no support mask) the supports are drawn without their masks and
     their titles say so."""
@@ -99,14 +108,12 @@ def plot_episode(episode: Episode, prediction: torch.Tensor | None = None, title
     sep = "\n" if narrow else ", "
     for way in range(ways):
         for k in range(shots):
+            axes[way, k].imshow(_image(episode.support_images[way, k]))
             if masks_read:
-                axes[way, k].imshow(overlay(episode.support_images[way, k], episode.support_masks[way, k],
-                                            WAY_COLOURS[way]))
-            else:
-                axes[way, k].imshow(_image(episode.support_images[way, k]))
+                outline(axes[way, k], episode.support_masks[way, k], ways, only=way + 1)
             unread = "" if masks_read else ("\n" if narrow else " ") + "(mask not read)"
             axes[way, k].set_title(f"{episode.class_names[way]}{sep}support {k + 1}{unread}", fontsize=8)
-    axes[0, shots].imshow(overlay(episode.query_image, episode.query_mask, alpha=0.25))
+    axes[0, shots].imshow(overlay(episode.query_image, episode.query_mask, alpha=0.0, grey=False))  # in colour
     outline(axes[0, shots], episode.query_mask, ways)
     axes[0, shots].set_title(f"query{sep}truth outlined", fontsize=9)
     if prediction is not None:
@@ -313,7 +320,7 @@ def plot_superpixels(images: torch.Tensor, segmentations: dict[str, torch.Tensor
 
     rows = len(segmentations) + (patches is not None)
     count = len(images)
-    width = min(1.9, COLUMN_INCHES / count)
+    width = min(2.6, COLUMN_INCHES / count)  # 3 images fill a notebook column
     fig, axes = plt.subplots(rows, count, figsize=(width * count + 0.3, (width + 0.1) * rows), squeeze=False)
     for row, (name, segments) in enumerate(segmentations.items()):
         axes[row, 0].text(-0.08, 0.5, name, rotation=90, ha="right", va="center", fontsize=9,
@@ -386,16 +393,21 @@ def plot_pretraining_losses(losses: dict[str, list[float]], chance: dict[str, fl
     return fig
 
 
-def plot_region_recall(statistics: dict[str, dict], title: str = "") -> Figure:
+def plot_region_recall(statistics: dict[str, dict], title: str = "",
+                       reported: dict[str, tuple] | None = None) -> Figure:
     """QGNet's Table VII: per region map (``name -> RegionMapMeter.summary()``, e.g. from
     :func:`fsslib.methods.qgnet.region_map_statistics`), the share of object pixels in ``[V > threshold]``
-    (recall, Eq. 16, solid) and of background pixels (dashed), against the threshold."""
+    (recall, Eq. 16, solid) and of background pixels (dashed), against the threshold. ``reported``: a paper's
+    recall rows, ``label -> (thresholds, recall in %)`` (e.g. :data:`fsslib.papers.QGNET_PRIOR_RECALL`), drawn
+    in grey, dotted."""
     fig, ax = plt.subplots(figsize=(6.5, 3.4), layout="constrained")
     for index, (name, summary) in enumerate(statistics.items()):
         colour = f"C{index}"
         ax.plot(summary["thresholds"], summary["recall"], marker="o", color=colour, label=f"{name}: object pixels (recall)")
         ax.plot(summary["thresholds"], summary["background_share"], marker="x", linestyle="--", color=colour,
                 label=f"{name}: background pixels")
+    for label, (thresholds, recall) in (reported or {}).items():
+        ax.plot(thresholds, recall, marker="s", linestyle=":", color="0.45", label=label)
     ax.set(xlabel="threshold alpha of R = [V > alpha]", ylabel="pixels inside R (%)", ylim=(0, 102), title=title)
     ax.title.set_fontsize(9)
     ax.legend(fontsize=7, loc="lower left")
@@ -503,22 +515,31 @@ def episode_iou(prediction: torch.Tensor, truth: torch.Tensor, ways: int) -> flo
 
 
 def plot_side_by_side(episode: Episode, predictions: dict[str, torch.Tensor], support_modes: dict[str, str]) -> Figure:
-    """One episode's query, its ground truth and every method's prediction (values 0..N, at the model's input
-    size), each panel titled with the method, its IoU on this query (:func:`episode_iou`) and what it read of the
-    supports (``support_modes``, as the episodes' titles say it: "supports: pixel masks"); the figure's title
-    names the class(es), ways and shots."""
+    """One episode's first support of each way (its mask outlined in the way's colour), its query, the query's
+    ground truth and every method's prediction (values 0..N, at the model's input size), each prediction's panel
+    titled with the method, its IoU on this query (:func:`episode_iou`) and what it read of the supports
+    (``support_modes``, as the episodes' titles say it: "supports: pixel masks"); the figure's title names the
+    class(es), ways and shots."""
     ways, shots = episode.support_images.shape[:2]
-    panels = 2 + len(predictions)
+    panels = ways + 2 + len(predictions)
     rows, columns = _grid(panels, 4)
     fig, axes = plt.subplots(rows, columns, figsize=(min(2.2 * columns, COLUMN_INCHES), 2.5 * rows + 0.6), squeeze=False,
                              layout="constrained")
-    axes = axes.flat
-    axes[0].imshow(_image(episode.query_image))
-    axes[0].set_title("query", fontsize=9)
-    axes[1].imshow(overlay(episode.query_image, episode.query_mask))
-    axes[1].set_title("ground truth", fontsize=9)
+    for ax in axes.flat[panels:]:
+        ax.remove()
+    axes = axes.flat[:panels]
+    for way, ax in enumerate(axes[:ways]):
+        ax.imshow(_image(episode.support_images[way, 0]))
+        outline(ax, episode.support_masks[way, 0], ways, only=way + 1)
+        of = f" 1 of {shots}" if shots > 1 else ""
+        ax.set_title(f"support{of}: {episode.class_names[way]}\nmask outlined", fontsize=8)
+    query, truth = axes[ways:ways + 2]
+    query.imshow(_image(episode.query_image))
+    query.set_title("query", fontsize=9)
+    truth.imshow(overlay(episode.query_image, episode.query_mask))
+    truth.set_title("ground truth", fontsize=9)
     size = tuple(episode.query_image.shape[-2:])
-    for ax, (method, prediction) in zip(axes[2:], predictions.items()):
+    for ax, (method, prediction) in zip(axes[ways + 2:], predictions.items()):
         resized = _resized_labels(prediction.detach().long().cpu(), size)
         ax.imshow(overlay(episode.query_image, resized))
         outline(ax, episode.query_mask, ways)

@@ -158,8 +158,10 @@ def test_side_by_side_draws_the_query_its_truth_and_each_methods_prediction():
     predictions = {"pfenet": episode.query_mask.clamp(max=2), "maskclip": torch.zeros(16, 16, dtype=torch.long)}
     figure = plot_side_by_side(episode, predictions, {"pfenet": "image + mask", "maskclip": "class name"})
     titles = [ax.get_title() for ax in figure.axes if ax.images]
-    assert titles == ["query", "ground truth", "pfenet\nmean IoU 100%\nsupports: image + mask",
-                      "maskclip\nmean IoU 0%\nsupports: class name"]
+    assert titles == [f"support: {name}\nmask outlined" for name in episode.class_names] + [
+        "query", "ground truth", "pfenet\nmean IoU 100%\nsupports: image + mask",
+        "maskclip\nmean IoU 0%\nsupports: class name"]
+    assert all(len(ax.collections) == 2 for ax in figure.axes[:2])  # each support's mask: white edge, way's colour
     assert all(name in figure._suptitle.get_text() for name in episode.class_names) and "2-way 1-shot" in figure._suptitle.get_text()
     plt.close(figure)
 

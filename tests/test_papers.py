@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from fsslib.errors import UnknownNameError
-from fsslib.papers import PAPER_FILES, all_reported, has_reported, reported
+from fsslib.papers import PAPER_FILES, QGNET_PRIOR_RECALL, all_reported, has_reported, reported
 
 PAPERS = Path(__file__).resolve().parent.parent.parent / "shared" / "papers"
 CAPTION = re.compile(r"table\s+[0-9ivx]+\b", re.IGNORECASE)  # a line opening a table's caption
@@ -59,3 +59,15 @@ def test_table_1_holds_each_baseline_of_piclip_and_piclip_on_it():
             assert has_reported("piclip", baseline, shots) and has_reported("piclip", plugged, shots)
     assert reported("piclip", "piclip-hdmnet").folds == (76.4, 83.5, 74.7, 72.8)
     assert reported("piclip", "bam", shots=5).mean == 70.9
+
+
+def test_qgnet_s_prior_map_recall_is_table_vii_s_row():
+    path = PAPERS / PAPER_FILES["qgnet"]
+    if not path.is_file():
+        pytest.skip("the papers' texts are not beside this checkout (shared/papers)")
+    table = _table_lines(path.read_text().splitlines(), QGNET_PRIOR_RECALL.where)
+    thresholds = next(line.split()[1:] for line in table if line.startswith("threshold"))
+    recall = next(line.split()[1:] for line in table if line.startswith("$Recall_{p,gt}$"))
+    assert [float(t) for t in thresholds] == list(QGNET_PRIOR_RECALL.thresholds)
+    assert [float(r.rstrip("%")) for r in recall] == list(QGNET_PRIOR_RECALL.recall)
+    assert "fold-0" in " ".join(table[:3]) and "PASCAL" in " ".join(table[:3])

@@ -36,6 +36,15 @@ def test_the_report_sums_a_notebook_s_cells_and_names_units_running_while_idle()
     assert "| seconds in their cells | 10 |" in lines
     assert "| seconds in their first cells (the kernel's imports) | 4 |" in lines
     assert lines[-1] == "notebooks/01.ipynb (3), tests/test_a.py::test_waits (2)"
+    assert not any("CPU" in line for line in lines)  # records without CPU seconds: no CPU rows
+    for test, cpu in zip(tests, (3.0, 1.0, 6.0, 1.5)):
+        test["cpu"] = cpu
+    lines = suite_timeline.summarize(tests, samples, cores=2)
+    assert "| CPU seconds in tests, all workers (with the processes they started) | 12 |" in lines
+    assert "| that CPU over the 2 cores: the least time the tests could take here | 6 s |" in lines
+    by_cpu = lines.index("| unit | CPU seconds |") + 2
+    assert lines[by_cpu:by_cpu + 3] == ["| tests/test_a.py::test_waits | 6.0 |", "| notebooks/01.ipynb | 4.0 |",
+                                        "| tests/test_a.py::test_b | 1.5 |"]
 
 
 def test_conftest_records_the_outer_session_s_tests_and_not_a_pytest_a_test_starts(tmp_path):
@@ -52,6 +61,7 @@ def test_conftest_records_the_outer_session_s_tests_and_not_a_pytest_a_test_star
     pytest_with_the_repository_s_conftest(tmp_path / "outer")
     records = [json.loads(line) for line in (tmp_path / "outer" / "main.jsonl").read_text().splitlines()]
     assert [r["test"].split("::")[-1] for r in records] == ["test_one"] and records[0]["start"] <= records[0]["end"]
+    assert 0 <= records[0]["cpu"] < 60  # the CPU seconds of a test that does nothing
     pytest_with_the_repository_s_conftest(tmp_path / "nested", FSSLIB_TEST_TIMELINE_SESSION=str(os.getpid()))
     assert not list((tmp_path / "nested").iterdir())  # started by a test of another session: it writes nothing
 

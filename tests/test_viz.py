@@ -69,7 +69,9 @@ def _two_way_episode(query_label):
     from fsslib.data.episodes import Episode
 
     mask = query_label.clone()
-    return Episode(support_images=torch.rand(2, 1, 3, 8, 8), support_masks=torch.ones(2, 1, 8, 8, dtype=torch.long),
+    support_masks = torch.zeros(2, 1, 8, 8, dtype=torch.long)
+    support_masks[..., 2:6, 2:6] = 1  # each support's object: a square inside the image
+    return Episode(support_images=torch.rand(2, 1, 3, 8, 8), support_masks=support_masks,
                    query_image=torch.rand(3, 8, 8), query_mask=mask, query_label=query_label,
                    class_ids=(1, 2), class_names=("solid circle", "striped square"))
 
@@ -100,7 +102,8 @@ def test_supports_whose_masks_the_method_does_not_read_are_drawn_without_them():
     episode = _two_way_episode(label)
     read, unread = plot_episode(episode), plot_episode(episode, support_mode="images (no masks)", masks_read=False)
     support_read, support_unread = read.axes[0].images[0].get_array(), unread.axes[0].images[0].get_array()
-    assert not np.allclose(support_read, support_unread)  # the mask's tint is gone
+    assert np.allclose(support_read, support_unread)  # the support image itself, in its colours, on both
+    assert len(read.axes[0].collections) == 2 and not unread.axes[0].collections  # the mask's outline is gone
     assert "(mask not read)" in unread.axes[0].get_title() and "(mask not read)" not in read.axes[0].get_title()
     plt.close(read)
     plt.close(unread)
@@ -166,6 +169,37 @@ def test_part_prototypes_name_their_class_and_each_part_s_colour():
     seed_markers = [line for line in figure.axes[1].lines if line.get_marker() == "o"]
     tab10 = plt.get_cmap("tab10")
     assert [line.get_markeredgecolor() for line in seed_markers] == [tab10(0), tab10(1)]  # seed i: part i's colour
+    plt.close(figure)
+
+
+def test_a_tint_reads_on_an_object_of_its_own_colour():
+    """Way 1's red over a red object: the tint shows because the image under it is drawn in grey levels."""
+    import torch
+
+    from fsslib.viz import WAY_COLOURS, overlay
+
+    image = torch.tensor(WAY_COLOURS[0]).view(3, 1, 1).expand(3, 8, 8)  # every pixel in way 1's red
+    mask = torch.zeros(8, 8, dtype=torch.long)
+    mask[:, :4] = 1
+    tinted = overlay(image, mask)
+    assert np.abs(tinted[:, :4] - tinted[:, 4:]).max() > 0.2  # tinted and untinted halves differ (0 over colour)
+    assert np.allclose(tinted[:, 4:], tinted[:, 4:, :1])  # outside the mask: grey, red = green = blue
+    in_colour = overlay(image, mask, alpha=0.0, grey=False)
+    assert np.allclose(in_colour, image.permute(1, 2, 0).numpy())  # no tint, in colour: the image itself
+
+
+def test_a_support_mask_is_outlined_in_its_way_s_colour():
+    import torch
+    from matplotlib.colors import to_rgba
+
+    from fsslib.viz import WAY_COLOURS, plot_episode
+
+    label = torch.zeros(8, 8, dtype=torch.long)
+    label[:2, :2] = 1
+    figure = plot_episode(_two_way_episode(label))
+    second_way_support = figure.axes[2]  # row 2 (way 2), column 1: 1 shot and the query per row
+    assert [tuple(c.get_edgecolor()[0]) for c in second_way_support.collections] == [
+        to_rgba("white"), to_rgba(WAY_COLOURS[1])]
     plt.close(figure)
 
 

@@ -63,6 +63,9 @@ def test_the_region_recall_figure_draws_recall_and_background_per_map():
     assert len(ax.lines) == 4 and list(ax.lines[0].get_ydata()) == summary["recall"]
     assert list(ax.lines[1].get_ydata()) == summary["background_share"]
     assert width(figure) <= COLUMN_INCHES
+    paper = plot_region_recall({"prior region map": summary}, reported={"paper": ([0.1, 0.9], [99.9, 6.6])})
+    assert list(paper.axes[0].lines[-1].get_ydata()) == [99.9, 6.6]
+    assert paper.axes[0].get_legend().get_texts()[-1].get_text() == "paper"
 
 
 def test_toy_and_paper_are_two_panels_with_every_value_on_its_bar():
