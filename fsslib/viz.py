@@ -64,9 +64,10 @@ def overlay(image: torch.Tensor, mask: torch.Tensor, alpha: float = 0.5, grey: b
     return blended
 
 
-def label_legend(class_names: Sequence[str], ignore: bool = False) -> list[Patch]:
-    """Legend entries of a label or prediction panel: background, then way n's colour for its class."""
-    handles = [Patch(facecolor="none", edgecolor="0.4", label="background (no tint)")]
+def label_legend(class_names: Sequence[str], ignore: bool = False, tinted: bool = True) -> list[Patch]:
+    """Legend entries of a figure's masks: background (when a panel is ``tinted``), then way n's colour for its
+    class (its outlines and tints)."""
+    handles = [Patch(facecolor="none", edgecolor="0.4", label="background (no tint)")] if tinted else []
     handles += [Patch(color=WAY_COLOURS[n], label=name) for n, name in enumerate(class_names)]
     return handles + ([Patch(color=IGNORE_GREY, label="ignored (255)")] if ignore else [])
 
@@ -124,7 +125,8 @@ def plot_episode(episode: Episode, prediction: torch.Tensor | None = None, title
         ax.axis("off")
     fig.suptitle(title or episode_title(episode.class_names, support_mode, f"{ways}-way {shots}-shot") + absent_ways(episode),
                  fontsize=10)
-    fig.legend(handles=label_legend(episode.class_names, ignore=bool((episode.query_mask == IGNORE).any())),
+    fig.legend(handles=label_legend(episode.class_names, ignore=bool((episode.query_mask == IGNORE).any()),
+                                    tinted=prediction is not None),
                loc="lower center", ncol=ways + 2, fontsize=7, frameon=False)
     fig.tight_layout(rect=(0, 0.08, 1, 1))
     return fig
@@ -173,7 +175,7 @@ def plot_maps(image: torch.Tensor, maps: dict[str, torch.Tensor], mask: torch.Te
             outline(ax, mask, ways)
         ax.axis("off")
     if labels or mask is not None:
-        fig.legend(handles=label_legend(class_names or ["foreground"]), loc="outside lower center",
+        fig.legend(handles=label_legend(class_names or ["foreground"], tinted=bool(labels)), loc="outside lower center",
                    ncol=len(class_names) + 1 or 2, fontsize=7, frameon=False)
     fig.suptitle(title, fontsize=10)
     return fig

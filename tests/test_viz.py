@@ -203,6 +203,21 @@ def test_a_support_mask_is_outlined_in_its_way_s_colour():
     plt.close(figure)
 
 
+def test_the_legend_names_the_untinted_background_only_where_a_panel_is_tinted():
+    import torch
+
+    from fsslib.viz import plot_episode
+
+    label = torch.zeros(8, 8, dtype=torch.long)
+    label[:2, :2] = 1
+    episode = _two_way_episode(label)
+    for prediction, entries in ((None, ["solid circle", "striped square"]),
+                                (label, ["background (no tint)", "solid circle", "striped square"])):
+        figure = plot_episode(episode, prediction)
+        assert [text.get_text() for text in figure.legends[0].get_texts()] == entries
+        plt.close(figure)
+
+
 def test_the_truth_outline_has_a_white_edge_under_the_way_s_colour():
     """A tinted prediction in the way's red and the truth's red outline stay apart: the outline lies on white."""
     import torch
