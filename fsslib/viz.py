@@ -65,10 +65,12 @@ def overlay(image: torch.Tensor, mask: torch.Tensor, alpha: float = 0.5, grey: b
 
 
 def label_legend(class_names: Sequence[str], ignore: bool = False, tinted: bool = True) -> list[Patch]:
-    """Legend entries of a figure's masks: background (when a panel is ``tinted``), then way n's colour for its
-    class (its outlines and tints)."""
+    """Legend entries of a figure's masks, each class in way n's colour: its outline (a given mask) and, when a
+    panel is ``tinted`` (a model's output), its tint, with the untinted background named first."""
+    fill = (lambda colour: (*colour, 0.5)) if tinted else (lambda colour: "none")
     handles = [Patch(facecolor="none", edgecolor="0.4", label="background (no tint)")] if tinted else []
-    handles += [Patch(color=WAY_COLOURS[n], label=name) for n, name in enumerate(class_names)]
+    handles += [Patch(facecolor=fill(WAY_COLOURS[n]), edgecolor=WAY_COLOURS[n], linewidth=1.6, label=name)
+                for n, name in enumerate(class_names)]
     return handles + ([Patch(color=IGNORE_GREY, label="ignored (255)")] if ignore else [])
 
 
@@ -104,8 +106,10 @@ def plot_episode(episode: Episode, prediction: torch.Tensor | None = None, title
     columns = shots + 1 + (prediction is not None)
     width = min(2.2, COLUMN_INCHES / columns)
     narrow = width < 1.9  # two-line titles, so that they do not run into each other
-    fig, axes = plt.subplots(ways, columns, figsize=(width * columns, (width + 0.6 if narrow else 2.4) * ways + 0.5),
-                             squeeze=False)
+    fig, axes = plt.subplots(ways, columns, figsize=(width * columns, (width + 0.6 if narrow else 2.5) * ways + 0.5),
+                             squeeze=False, layout="constrained")
+    for ax in axes[1:, shots:].flat:  # the query's panels stand in the first row only
+        ax.remove()
     sep = "\n" if narrow else ", "
     for way in range(ways):
         for k in range(shots):
@@ -121,26 +125,26 @@ def plot_episode(episode: Episode, prediction: torch.Tensor | None = None, title
         axes[0, shots + 1].imshow(overlay(episode.query_image, prediction))
         outline(axes[0, shots + 1], episode.query_mask, ways)
         axes[0, shots + 1].set_title(f"prediction{sep}truth outlined", fontsize=9)
-    for ax in axes.flat:
+    for ax in fig.axes:
         ax.axis("off")
     fig.suptitle(title or episode_title(episode.class_names, support_mode, f"{ways}-way {shots}-shot") + absent_ways(episode),
                  fontsize=10)
     fig.legend(handles=label_legend(episode.class_names, ignore=bool((episode.query_mask == IGNORE).any()),
                                     tinted=prediction is not None),
-               loc="lower center", ncol=ways + 2, fontsize=7, frameon=False)
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
+               loc="outside lower center", ncol=ways + 2, fontsize=7, frameon=False)
     return fig
 
 
 def plot_maps(image: torch.Tensor, maps: dict[str, torch.Tensor], mask: torch.Tensor | None = None, *,
               title: str, labels: dict[str, torch.Tensor] | None = None, class_names: Sequence[str] = (),
-              limits: tuple[float, float] | None = None) -> Figure:
+              limits: tuple[float, float] | None = None, outlined: str = "truth") -> Figure:
     """An image (3, H, W) and, side by side, named continuous score maps (h, w) each with a colorbar of
     its range (e.g. priors), or of ``limits`` shared by every map (e.g. (0, 1) for probabilities, so that
     one colour is one value on every panel), then named label maps (h, w) with values 0..N (a prediction,
-    a pseudo mask) tinted over the image with a legend of ``class_names``. The ground truth ``mask`` (H, W),
-    values 0..N and 255, is outlined on every panel. ``title`` names the class(es) and the support mode
-    (:func:`episode_title`)."""
+    a pseudo mask) tinted over the image in grey levels, with a legend of ``class_names``. The ground truth
+    ``mask`` (H, W), values 0..N and 255, is outlined on every panel, and the first panel's title names it
+    ``outlined`` (e.g. "support mask" when the image is a support). ``title`` names the class(es) and the
+    support mode (:func:`episode_title`)."""
     labels = labels or {}
     size = tuple(image.shape[-2:])
     if mask is not None and tuple(mask.shape) != size:
@@ -156,7 +160,7 @@ def plot_maps(image: torch.Tensor, maps: dict[str, torch.Tensor], mask: torch.Te
     axes = axes.flat[:panels]
     ways = max(len(class_names), 1)
     axes[0].imshow(_image(image))
-    axes[0].set_title("image" + (", truth outlined" if mask is not None else ""), fontsize=9)
+    axes[0].set_title("image" + (f", {outlined} outlined" if mask is not None else ""), fontsize=9)
     for ax, (name, values) in zip(axes[1:], maps.items()):
         values = values.detach().float().cpu().numpy()
         low, high = float(values.min()), float(values.max())
@@ -517,13 +521,13 @@ def episode_iou(prediction: torch.Tensor, truth: torch.Tensor, ways: int) -> flo
 
 
 def plot_side_by_side(episode: Episode, predictions: dict[str, torch.Tensor], support_modes: dict[str, str]) -> Figure:
-    """One episode's first support of each way (its mask outlined in the way's colour), its query, the query's
-    ground truth and every method's prediction (values 0..N, at the model's input size), each prediction's panel
-    titled with the method, its IoU on this query (:func:`episode_iou`) and what it read of the supports
-    (``support_modes``, as the episodes' titles say it: "supports: pixel masks"); the figure's title names the
-    class(es), ways and shots."""
+    """One episode's first support of each way (its mask outlined in the way's colour), its query (its ground
+    truth outlined) and every method's prediction (values 0..N, at the model's input size, tinted over the query
+    in grey levels, the truth outlined), each prediction's panel titled with the method, its IoU on this query
+    (:func:`episode_iou`) and what it read of the supports (``support_modes``, as the episodes' titles say it:
+    "supports: pixel masks"); the figure's title names the class(es), ways and shots."""
     ways, shots = episode.support_images.shape[:2]
-    panels = ways + 2 + len(predictions)
+    panels = ways + 1 + len(predictions)
     rows, columns = _grid(panels, 4)
     fig, axes = plt.subplots(rows, columns, figsize=(min(2.2 * columns, COLUMN_INCHES), 2.5 * rows + 0.6), squeeze=False,
                              layout="constrained")
@@ -535,13 +539,12 @@ def plot_side_by_side(episode: Episode, predictions: dict[str, torch.Tensor], su
         outline(ax, episode.support_masks[way, 0], ways, only=way + 1)
         of = f" 1 of {shots}" if shots > 1 else ""
         ax.set_title(f"support{of}: {episode.class_names[way]}\nmask outlined", fontsize=8)
-    query, truth = axes[ways:ways + 2]
-    query.imshow(_image(episode.query_image))
-    query.set_title("query", fontsize=9)
-    truth.imshow(overlay(episode.query_image, episode.query_mask))
-    truth.set_title("ground truth", fontsize=9)
+    query = axes[ways]
+    query.imshow(overlay(episode.query_image, episode.query_mask, alpha=0.0, grey=False))  # in colour
+    outline(query, episode.query_mask, ways)
+    query.set_title("query, truth outlined", fontsize=9)
     size = tuple(episode.query_image.shape[-2:])
-    for ax, (method, prediction) in zip(axes[ways + 2:], predictions.items()):
+    for ax, (method, prediction) in zip(axes[ways + 1:], predictions.items()):
         resized = _resized_labels(prediction.detach().long().cpu(), size)
         ax.imshow(overlay(episode.query_image, resized))
         outline(ax, episode.query_mask, ways)

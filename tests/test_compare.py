@@ -159,9 +159,11 @@ def test_side_by_side_draws_the_query_its_truth_and_each_methods_prediction():
     figure = plot_side_by_side(episode, predictions, {"pfenet": "image + mask", "maskclip": "class name"})
     titles = [ax.get_title() for ax in figure.axes if ax.images]
     assert titles == [f"support: {name}\nmask outlined" for name in episode.class_names] + [
-        "query", "ground truth", "pfenet\nmean IoU 100%\nsupports: image + mask",
+        "query, truth outlined", "pfenet\nmean IoU 100%\nsupports: image + mask",
         "maskclip\nmean IoU 0%\nsupports: class name"]
     assert all(len(ax.collections) == 2 for ax in figure.axes[:2])  # each support's mask: white edge, way's colour
+    held = sum(bool((episode.query_mask == way).any()) for way in (1, 2))  # the ways the query holds
+    assert held and all(len(ax.collections) == 2 * held for ax in figure.axes[2:])  # its truth outlined on each panel
     assert all(name in figure._suptitle.get_text() for name in episode.class_names) and "2-way 1-shot" in figure._suptitle.get_text()
     plt.close(figure)
 

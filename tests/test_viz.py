@@ -61,6 +61,9 @@ def test_maps_share_a_colour_scale_when_given_limits():
     colorbar = next(ax for ax in figure.axes if ax.get_label() == "<colorbar>")
     assert [t.get_text() for t in colorbar.get_yticklabels()] == ["0", "1"]  # not 0.0000 and 0.9999
     plt.close(figure)
+    support = plot_maps(image, {}, mask, title="t", class_names=["a"], outlined="support mask")
+    assert support.axes[0].get_title() == "image, support mask outlined"  # a support's mask is not a ground truth
+    plt.close(support)
 
 
 def _two_way_episode(query_label):
@@ -215,6 +218,8 @@ def test_the_legend_names_the_untinted_background_only_where_a_panel_is_tinted()
                                 (label, ["background (no tint)", "solid circle", "striped square"])):
         figure = plot_episode(episode, prediction)
         assert [text.get_text() for text in figure.legends[0].get_texts()] == entries
+        fills = [patch.get_facecolor()[3] for patch in figure.legends[0].get_patches()[-2:]]
+        assert fills == ([0.0, 0.0] if prediction is None else [0.5, 0.5])  # a class's swatch: outline, or tint too
         plt.close(figure)
 
 
