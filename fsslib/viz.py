@@ -1,4 +1,8 @@
-"""Matplotlib figures for episodes, predictions and training curves (each function returns a figure)."""
+"""Matplotlib figures for episodes, predictions and training curves (each function returns a figure).
+
+One convention throughout: a given mask (a support's, a query's ground truth) is outlined in its class's colour
+over a white edge (:func:`outline`), and a model's output (a prediction, a pseudo mask) is a tint of that colour
+over the image drawn in grey levels (:func:`overlay`), so that a tint shows on an object of any colour."""
 from __future__ import annotations
 
 from typing import Sequence
