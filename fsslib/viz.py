@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.patches import Patch
+from matplotlib.patches import Patch, Rectangle
 
 from fsslib.data.episodes import IGNORE, Episode
 
@@ -91,6 +91,21 @@ def outline(ax: Axes, mask: torch.Tensor, ways: int, only: int | None = None) ->
                 ax.contour((truth == way).astype(float), levels=[0.5], colors=[colour], linewidths=width)
 
 
+def mark_patch(figure: Figure, patch: int, grid: tuple[int, int], panels: Sequence[str] | None = None) -> None:
+    """Box the token ``patch`` (its index, row by row, on a ``grid`` of (h, w) tokens) on the figure's panels titled
+    ``panels`` (default: every panel drawn over the image's pixels, as :func:`plot_maps` draws them), white over a
+    black edge so that the box shows on any colour."""
+    row, column = divmod(int(patch), grid[1])
+    for ax in figure.axes:
+        if not ax.images or ax.get_label() == "<colorbar>" or (panels is not None and ax.get_title() not in panels):
+            continue
+        left, right, bottom, top = ax.images[0].get_extent()  # pixel edges: (-0.5, W - 0.5, H - 0.5, -0.5)
+        width, height = (right - left) / grid[1], (bottom - top) / grid[0]
+        for colour, line in (("black", 3.0), ("white", 1.5)):
+            ax.add_patch(Rectangle((left + column * width, top + row * height), width, height, fill=False,
+                                   edgecolor=colour, linewidth=line))
+
+
 def _resized_labels(labels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """(h, w) labels at (H, W) by nearest neighbour (a prediction at feature size over the image)."""
     if tuple(labels.shape) == size:
@@ -120,7 +135,7 @@ def plot_episode(episode: Episode, prediction: torch.Tensor | None = None, title
             axes[way, k].imshow(_image(episode.support_images[way, k]))
             if masks_read:
                 outline(axes[way, k], episode.support_masks[way, k], ways, only=way + 1)
-            unread = "" if masks_read else ("\n" if narrow else " ") + "(mask not read)"
+            unread = "" if masks_read else "\n(mask not read)"
             axes[way, k].set_title(f"{episode.class_names[way]}{sep}support {k + 1}{unread}", fontsize=8)
     axes[0, shots].imshow(overlay(episode.query_image, episode.query_mask, alpha=0.0, grey=False))  # in colour
     outline(axes[0, shots], episode.query_mask, ways)
@@ -524,12 +539,14 @@ def episode_iou(prediction: torch.Tensor, truth: torch.Tensor, ways: int) -> flo
     return 100 * float((counts[held, 0] / counts[held, 1]).mean()) if bool(held.any()) else 100.0
 
 
-def plot_side_by_side(episode: Episode, predictions: dict[str, torch.Tensor], support_modes: dict[str, str]) -> Figure:
+def plot_side_by_side(episode: Episode, predictions: dict[str, torch.Tensor], support_modes: dict[str, str],
+                      masks_read: bool = True) -> Figure:
     """One episode's first support of each way (its mask outlined in the way's colour), its query (its ground
     truth outlined) and every method's prediction (values 0..N, at the model's input size, tinted over the query
     in grey levels, the truth outlined), each prediction's panel titled with the method, its IoU on this query
     (:func:`episode_iou`) and what it read of the supports (``support_modes``, as the episodes' titles say it:
-    "supports: pixel masks"); the figure's title names the class(es), ways and shots."""
+    "supports: pixel masks"); the figure's title names the class(es), ways and shots. With ``masks_read=False``
+    (no method drawn reads a support mask) the supports are drawn without their masks and their titles say so."""
     ways, shots = episode.support_images.shape[:2]
     panels = ways + 1 + len(predictions)
     rows, columns = _grid(panels, 4)
@@ -540,9 +557,11 @@ def plot_side_by_side(episode: Episode, predictions: dict[str, torch.Tensor], su
     axes = axes.flat[:panels]
     for way, ax in enumerate(axes[:ways]):
         ax.imshow(_image(episode.support_images[way, 0]))
-        outline(ax, episode.support_masks[way, 0], ways, only=way + 1)
+        if masks_read:
+            outline(ax, episode.support_masks[way, 0], ways, only=way + 1)
         of = f" 1 of {shots}" if shots > 1 else ""
-        ax.set_title(f"support{of}: {episode.class_names[way]}\nmask outlined", fontsize=8)
+        mask = "mask outlined" if masks_read else "mask not read"
+        ax.set_title(f"support{of}: {episode.class_names[way]}\n{mask}", fontsize=8)
     query = axes[ways]
     query.imshow(overlay(episode.query_image, episode.query_mask, alpha=0.0, grey=False))  # in colour
     outline(query, episode.query_mask, ways)

@@ -237,3 +237,32 @@ def test_the_truth_outline_has_a_white_edge_under_the_way_s_colour():
     colours = [tuple(contour.get_edgecolor()[0]) for contour in ax.collections]
     assert colours == [to_rgba("white"), to_rgba(WAY_COLOURS[0])]  # drawn in this order: the colour on top
     plt.close(figure)
+
+
+def test_a_marked_patch_is_boxed_on_its_cell_of_every_chosen_panel():
+    import torch
+
+    from fsslib.viz import mark_patch, plot_maps
+
+    image, mask = torch.rand(3, 64, 64), torch.zeros(64, 64, dtype=torch.long)
+    figure = plot_maps(image, {"a": torch.rand(8, 8), "b": torch.rand(8, 8)}, mask, title="t", class_names=["x"])
+    mark_patch(figure, 10, (8, 8), panels=["a"])  # row 1, column 2 of the 8 x 8 tokens: 8 pixels each
+    boxed = [ax for ax in figure.axes if ax.patches]
+    assert [ax.get_title() for ax in boxed] == ["a"]
+    assert [(p.get_xy(), p.get_width(), p.get_height()) for p in boxed[0].patches] == [((15.5, 7.5), 8.0, 8.0)] * 2
+    plt.close(figure)
+
+
+def test_side_by_side_supports_are_drawn_without_a_mask_no_method_reads():
+    import torch
+
+    from fsslib.viz import plot_side_by_side
+
+    label = torch.zeros(8, 8, dtype=torch.long)
+    label[:2, :2] = 1
+    episode = _two_way_episode(label)
+    figure = plot_side_by_side(episode, {"m": label}, {"m": "class names"}, masks_read=False)
+    assert [ax.get_title() for ax in figure.axes[:2]] == ["support: solid circle\nmask not read",
+                                                          "support: striped square\nmask not read"]
+    assert not figure.axes[0].collections and not figure.axes[1].collections
+    plt.close(figure)
