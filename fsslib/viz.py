@@ -71,10 +71,10 @@ def overlay(image: torch.Tensor, mask: torch.Tensor, alpha: float = 0.5, grey: b
 def label_legend(class_names: Sequence[str], ignore: bool = False, tinted: bool = True) -> list[Patch]:
     """Legend entries of a figure's masks, each class in way n's colour: its outline (a given mask) and, when a
     panel is ``tinted`` (a model's output), its tint, with the untinted background named first."""
-    fill = (lambda colour: (*colour, 0.5)) if tinted else (lambda colour: "none")
     handles = [Patch(facecolor="none", edgecolor="0.4", label="background (no tint)")] if tinted else []
-    handles += [Patch(facecolor=fill(WAY_COLOURS[n]), edgecolor=WAY_COLOURS[n], linewidth=1.6, label=name)
-                for n, name in enumerate(class_names)]
+    colours = [WAY_COLOURS[n] for n in range(len(class_names))]
+    handles += [Patch(facecolor=(*colour, 0.5) if tinted else "none", edgecolor=colour, linewidth=1.6, label=name)
+                for colour, name in zip(colours, class_names)]
     return handles + ([Patch(color=IGNORE_GREY, label="ignored (255)")] if ignore else [])
 
 
