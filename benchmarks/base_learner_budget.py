@@ -6,15 +6,17 @@
 BAM, HDMNet and PI-CLIP on them read a frozen base learner per fold (``python -m fsslib.pretrain base-learner``,
 :mod:`fsslib.pretrain.base_learner`). Its budget is chosen as the meta learners' are (``docs/protocol.md``): double
 the epochs until a doubling moves the held-out score by less than its noise. Here the score is the test split's
-base-class mIoU (the base learner's own task, 1000 images) and the noise is the seed spread: the same budget
-trained with another seed. The zoo's model of the fold (24 epochs, seed 0) is read from
+base-class mIoU (the base learner's own task, 1000 images) and the noise is that of training seeds: the same budget
+trained with another seed gives the standard deviation s, and a doubling must move the test mIoU by less than the
+difference that resolves two single rows, ``2 s sqrt(2)`` (:func:`fsslib.compare.resolution_threshold`, the threshold
+``docs/protocol.md`` applies to every family). The zoo's model of the fold (24 epochs, seed 0) is read from
 ``fsslib/checkpoints/zoo``; the other runs are trained into ``--runs`` (one process of one thread each, ``--jobs``
 at a time) unless their files are there already, so an interrupted control resumes where it stopped: a finished
 run is kept, an unfinished one continues from the end of its last epoch (``--resume``).
 
 The table gives, per run, the test and validation base-class mIoU of the kept (best validation) weights, the
 curve's last-quarter gain with its plateau verdict, and the wall and CPU time; then each doubling's move of the
-test mIoU against the seed spread, and the first budget whose doubling moves it by less.
+test mIoU against that threshold, and the first budget whose doubling moves it by less.
 
 A precision control: the run of ``--precision-control`` epochs, seed 0, is also trained with ``--precision bf16``
 (bf16 autocast, a third less CPU time per step: ``benchmarks/toy_step_costs.py``); its test mIoU beside the float32
@@ -24,10 +26,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from fsslib.compare import resolution_threshold
 
 REPO = Path(__file__).resolve().parents[1]
 ZOO = REPO / "fsslib" / "checkpoints" / "zoo"
@@ -72,12 +77,13 @@ def row(path: Path) -> dict:
 
 
 def report(fold: int, rows: list[dict], seed_epochs: int, complete: bool = True) -> tuple[list[str], int | None]:
-    """The page's lines and the chosen budget (None when no doubling is under the seed spread); ``complete``: every
-    run of the control has finished (else a budget found so far may still change)."""
+    """The page's lines and the chosen budget (None when no doubling is under the threshold that resolves two single
+    rows); ``complete``: every run of the control has finished (else a budget found so far may still change)."""
     series = [r for r in rows if r["precision"] == "fp32"]
     seed_zero = {r["epochs"]: r for r in series if r["seed"] == ZOO_SEED}
-    spread_rows = [r["test"] for r in series if r["epochs"] == seed_epochs]
-    spread = max(spread_rows) - min(spread_rows) if len(spread_rows) > 1 else None
+    seed_rows = [r["test"] for r in series if r["epochs"] == seed_epochs]
+    spread = statistics.stdev(seed_rows) if len(seed_rows) > 1 else None  # s, the standard deviation over seeds
+    threshold = None if spread is None else resolution_threshold(spread, 1, 1)
     lines = [f"# BAM's base learner at twice the budget (toy tier, fold {fold})", "",
              "Made by `python benchmarks/base_learner_budget.py` (the module docstring says what it measures). "
              "Base-class mIoU (%) of the kept weights; 24 epochs, seed 0, fp32 is the zoo's model. Wall and CPU "
@@ -94,25 +100,27 @@ def report(fold: int, rows: list[dict], seed_epochs: int, complete: bool = True)
         if r["precision"] != "fp32" and pair is not None:
             lines += ["", f"Precision control: at {r['epochs']} epochs, seed {r['seed']}, {r['precision']} steps score "
                       f"{r['test'] - pair['test']:+.2f} points of test mIoU against float32's (one run each)."]
-    lines += ["", f"Seed spread of the test mIoU at {seed_epochs} epochs (seeds "
-              f"{', '.join(str(r['seed']) for r in series if r['epochs'] == seed_epochs)}): "
-              + ("not measured" if spread is None else f"{spread:.2f} points") + ".", "",
-              "| doubling | test mIoU moves | under the seed spread |", "|---|---|---|"]
+    seeds = ', '.join(str(r['seed']) for r in series if r['epochs'] == seed_epochs)
+    lines += ["", f"Seed spread of the test mIoU at {seed_epochs} epochs (seeds {seeds}): "
+              + ("not measured." if spread is None else
+                 f"standard deviation s = {spread:.2f} points, so two single rows are resolved when they differ by "
+                 f"2 s sqrt(2) = {threshold:.2f} points (the threshold of `docs/protocol.md`)."), "",
+              "| doubling | test mIoU moves | under the threshold |", "|---|---|---|"]
     chosen = None
     budgets = sorted(seed_zero)
     for short, long in zip(budgets, budgets[1:]):
         move = seed_zero[long]["test"] - seed_zero[short]["test"]
-        under = spread is not None and abs(move) < spread
-        verdict = "not measured" if spread is None else "yes" if under else "no"
+        under = threshold is not None and abs(move) < threshold
+        verdict = "not measured" if threshold is None else "yes" if under else "no"
         lines.append(f"| {short} -> {long} | {move:+.2f} | {verdict} |")
         if under and chosen is None:
             chosen = short
     if not complete:
         lines += ["", "Budget: not decided while runs of the control are missing."]
     elif chosen is not None:
-        lines += ["", f"Budget: {chosen} epochs, the first whose doubling moves the test mIoU by less than the seed spread."]
+        lines += ["", f"Budget: {chosen} epochs, the first whose doubling moves the test mIoU by less than the threshold."]
     else:
-        lines += ["", "Budget: not found; no doubling moves the test mIoU by less than the seed spread (train longer "
+        lines += ["", "Budget: not found; no doubling moves the test mIoU by less than the threshold (train longer "
                   "budgets)."]
     return lines, chosen
 

@@ -17,13 +17,15 @@ def fabricated(epochs: int, seed: int, test: float) -> dict:
             "verdict": "flat", "wall_min": 1.0, "cpu_min": 1.0}
 
 
-def test_the_budget_is_the_first_whose_doubling_moves_less_than_the_seed_spread():
-    rows = [fabricated(24, 0, 57.6), fabricated(48, 0, 60.0), fabricated(96, 0, 60.5), fabricated(48, 1, 59.0)]
+def test_the_budget_is_the_first_whose_doubling_moves_less_than_two_single_rows_need_to_differ():
+    """Two seeds 1.0 apart: s = 1.0 / sqrt(2), and two single rows are resolved at 2 s sqrt(2) = 2.0 points, the
+    threshold of docs/protocol.md (fsslib.compare.resolution_threshold)."""
+    rows = [fabricated(24, 0, 57.6), fabricated(48, 0, 60.0), fabricated(96, 0, 61.9), fabricated(48, 1, 59.0)]
     lines, chosen = base_learner_budget.report(0, rows, seed_epochs=48)
     assert chosen == 48
-    assert "| 24 -> 48 | +2.40 | no |" in lines and "| 48 -> 96 | +0.50 | yes |" in lines
-    assert any("1.00 points" in line for line in lines)
-    rows[1]["test"] = 59.5  # seed spread 0.5, doublings +1.9 and +1.0: no budget yet
+    assert "| 24 -> 48 | +2.40 | no |" in lines and "| 48 -> 96 | +1.90 | yes |" in lines
+    assert any("s = 0.71 points" in line and "= 2.00 points" in line for line in lines)
+    rows[1]["test"] = 59.5  # seeds 0.5 apart, so 1.00 resolves; doublings +1.9 and +2.4: no budget yet
     assert base_learner_budget.report(0, rows, seed_epochs=48)[1] is None
 
 
