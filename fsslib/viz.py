@@ -23,6 +23,7 @@ def _image(tensor: torch.Tensor) -> np.ndarray:
 
 
 COLUMN_INCHES = 8.5  # a notebook column at 100 dpi: no figure is wider, so nothing is scaled down to unreadable text
+EPISODE_TITLE_POINTS = 8  # every panel title of an episode figure (supports, query, predictions), two or three lines
 
 
 def _grid(panels: int, most: int) -> tuple[int, int]:
@@ -136,14 +137,15 @@ def plot_episode(episode: Episode, prediction: torch.Tensor | None = None, title
             if masks_read:
                 outline(axes[way, k], episode.support_masks[way, k], ways, only=way + 1)
             unread = "" if masks_read else "\n(mask not read)"
-            axes[way, k].set_title(f"{episode.class_names[way]}{sep}support {k + 1}{unread}", fontsize=8)
+            axes[way, k].set_title(f"{episode.class_names[way]}{sep}support {k + 1}{unread}",
+                                   fontsize=EPISODE_TITLE_POINTS)
     axes[0, shots].imshow(overlay(episode.query_image, episode.query_mask, alpha=0.0, grey=False))  # in colour
     outline(axes[0, shots], episode.query_mask, ways)
-    axes[0, shots].set_title(f"query{sep}truth outlined", fontsize=9)
+    axes[0, shots].set_title(f"query{sep}truth outlined", fontsize=EPISODE_TITLE_POINTS)
     if prediction is not None:
         axes[0, shots + 1].imshow(overlay(episode.query_image, prediction))
         outline(axes[0, shots + 1], episode.query_mask, ways)
-        axes[0, shots + 1].set_title(f"prediction{sep}truth outlined", fontsize=9)
+        axes[0, shots + 1].set_title(f"prediction{sep}truth outlined", fontsize=EPISODE_TITLE_POINTS)
     for ax in fig.axes:
         ax.axis("off")
     fig.suptitle(title or episode_title(episode.class_names, support_mode, f"{ways}-way {shots}-shot") + absent_ways(episode),
@@ -161,8 +163,8 @@ def plot_maps(image: torch.Tensor, maps: dict[str, torch.Tensor], mask: torch.Te
     its range (e.g. priors), or of ``limits`` shared by every map (e.g. (0, 1) for probabilities, so that
     one colour is one value on every panel), then named label maps (h, w) with values 0..N (a prediction,
     a pseudo mask) tinted over the image in grey levels, with a legend of ``class_names``. The ground truth
-    ``mask`` (H, W), values 0..N and 255, is outlined on every panel, and the first panel's title names it
-    ``outlined`` (e.g. "support mask" when the image is a support). ``title`` names the class(es) and the
+    ``mask`` (H, W), values 0..N and 255, is outlined on every panel; the titles of the first panel and of the
+    tinted panels name it ``outlined`` (e.g. "support mask" when the image is a support). ``title`` names the class(es) and the
     support mode (:func:`episode_title`)."""
     labels = labels or {}
     size = tuple(image.shape[-2:])
@@ -192,7 +194,7 @@ def plot_maps(image: torch.Tensor, maps: dict[str, torch.Tensor], mask: torch.Te
         ax.set_title(name, fontsize=9)  # the panel's title names the map its colorbar reads
     for ax, (name, values) in zip(axes[1 + len(maps):], labels.items()):
         ax.imshow(overlay(image, _resized_labels(values.detach().long().cpu(), size)))
-        ax.set_title(name, fontsize=9)
+        ax.set_title(name + (f"\n{outlined} outlined" if mask is not None else ""), fontsize=9)  # tint and outline told apart
     for ax in axes:
         if mask is not None:
             outline(ax, mask, ways)
@@ -561,18 +563,19 @@ def plot_side_by_side(episode: Episode, predictions: dict[str, torch.Tensor], su
             outline(ax, episode.support_masks[way, 0], ways, only=way + 1)
         of = f" 1 of {shots}" if shots > 1 else ""
         mask = "mask outlined" if masks_read else "mask not read"
-        ax.set_title(f"support{of}: {episode.class_names[way]}\n{mask}", fontsize=8)
+        ax.set_title(f"support{of}: {episode.class_names[way]}\n{mask}", fontsize=EPISODE_TITLE_POINTS)
     query = axes[ways]
     query.imshow(overlay(episode.query_image, episode.query_mask, alpha=0.0, grey=False))  # in colour
     outline(query, episode.query_mask, ways)
-    query.set_title("query, truth outlined", fontsize=9)
+    query.set_title("query, truth outlined", fontsize=EPISODE_TITLE_POINTS)
     size = tuple(episode.query_image.shape[-2:])
     for ax, (method, prediction) in zip(axes[ways + 1:], predictions.items()):
         resized = _resized_labels(prediction.detach().long().cpu(), size)
         ax.imshow(overlay(episode.query_image, resized))
         outline(ax, episode.query_mask, ways)
         scored = f"{method}\n{'IoU' if ways == 1 else 'mean IoU'} {episode_iou(resized, episode.query_mask, ways):.0f}%"
-        ax.set_title(f"{scored}\nsupports: {support_modes[method]}" if method in support_modes else scored, fontsize=8)
+        ax.set_title(f"{scored}\nsupports: {support_modes[method]}" if method in support_modes else scored,
+                     fontsize=EPISODE_TITLE_POINTS)
     for ax in axes:
         ax.axis("off")
     classes = ", ".join(f"'{name}'" for name in episode.class_names)

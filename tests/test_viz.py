@@ -64,6 +64,12 @@ def test_maps_share_a_colour_scale_when_given_limits():
     support = plot_maps(image, {}, mask, title="t", class_names=["a"], outlined="support mask")
     assert support.axes[0].get_title() == "image, support mask outlined"  # a support's mask is not a ground truth
     plt.close(support)
+    tinted = plot_maps(image, {"score": maps["low"]}, mask, title="t", class_names=["a"],
+                       labels={"prediction": torch.ones(4, 4, dtype=torch.long)})
+    # a tinted panel names its outline (a tint and an outline of one colour are told apart); a score map does not
+    assert [ax.get_title() for ax in tinted.axes if ax.images] == ["image, truth outlined", "score",
+                                                                   "prediction\ntruth outlined"]
+    plt.close(tinted)
 
 
 def _two_way_episode(query_label):
