@@ -73,7 +73,23 @@ def row(path: Path) -> dict:
             "test": record["held_out"]["test"]["miou"], "val": record["held_out"]["val"]["miou"],
             "gain": record["plateau"]["last_quarter_gain"], "error": record["plateau"]["standard_error"],
             "verdict": record["plateau"]["verdict"], "wall_min": record["wall_time_s"]["train"] / 60,
-            "cpu_min": record["cpu_time_s"] / 60, "file": path}
+            "cpu_min": record["cpu_time_s"] / 60, "curve": record["curve"], "file": path}
+
+
+def curves_figure(rows: list[dict], fold: int):
+    """The validation curves of the float32 runs (base-class mIoU against the epoch), on a log2 epoch axis so
+    that each doubling of the budget is one step."""
+    from fsslib.viz import plot_learning_curves
+
+    series = sorted((r for r in rows if r["precision"] == "fp32"), key=lambda r: (r["epochs"], r["seed"]))
+    figure = plot_learning_curves({f"{r['epochs']} epochs, seed {r['seed']}": r["curve"] for r in series},
+                                  title=f"BAM's base learner, fold {fold}: validation base-class mIoU (toy tier)")
+    ax = figure.axes[0]
+    ax.set_xscale("log", base=2)
+    doublings = [2 ** k for k in range(max(r["epochs"] for r in series).bit_length() + 1)]  # 1, 2, 4, ... epochs
+    ax.set_xticks(doublings, [str(epochs) for epochs in doublings])
+    ax.minorticks_off()
+    return figure
 
 
 def report(fold: int, rows: list[dict], seed_epochs: int, complete: bool = True) -> tuple[list[str], int | None]:
@@ -146,12 +162,17 @@ def main(argv: list[str] | None = None) -> None:
     if not args.table_only:
         train_missing(args.runs, args.fold, settings, args.jobs)
     finished = [s for s in settings if run_file(args.runs, args.fold, *s).with_suffix(".json").is_file()]
-    lines, _ = report(args.fold, [row(run_file(args.runs, args.fold, *setting)) for setting in finished],
-                      args.seed_epochs, complete=len(finished) == len(settings))
+    rows = [row(run_file(args.runs, args.fold, *setting)) for setting in finished]
+    lines, _ = report(args.fold, rows, args.seed_epochs, complete=len(finished) == len(settings))
     missing = [f"{epochs} epochs, seed {seed}, {precision}" for epochs, seed, precision in settings
                if (epochs, seed, precision) not in finished]
     if missing:
         lines += ["", f"Still to train: {'; '.join(missing)} (run the command without --table-only)."]
+    if rows:
+        figure = curves_figure(rows, args.fold)
+        figure.savefig(args.out.with_suffix(".png"), dpi=100)
+        lines += ["", "The validation curves of the runs, on a log2 epoch axis (one step per doubling):", "",
+                  f"![the validation curves of the runs]({args.out.with_suffix('.png').name})"]
     args.out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

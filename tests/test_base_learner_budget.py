@@ -14,7 +14,8 @@ spec.loader.exec_module(base_learner_budget)
 
 def fabricated(epochs: int, seed: int, test: float) -> dict:
     return {"epochs": epochs, "seed": seed, "precision": "fp32", "test": test, "val": test - 1, "gain": 0.5, "error": 0.2,
-            "verdict": "flat", "wall_min": 1.0, "cpu_min": 1.0}
+            "verdict": "flat", "wall_min": 1.0, "cpu_min": 1.0,
+            "curve": [{"epoch": e, "val_miou": test - 1 - 8 / e} for e in range(1, epochs + 1)]}
 
 
 def test_the_budget_is_the_first_whose_doubling_moves_less_than_two_single_rows_need_to_differ():
@@ -47,3 +48,15 @@ def test_a_bf16_run_is_reported_beside_its_float32_pair_and_left_out_of_the_seri
     lines, chosen = base_learner_budget.report(0, rows, seed_epochs=48)
     assert any(line.startswith("Precision control: at 24 epochs, seed 0, bf16 steps score +0.20") for line in lines)
     assert "| 24 -> 48 | +2.40 | no |" in lines and chosen is None
+
+
+def test_the_figure_draws_each_float32_run_on_a_log2_epoch_axis():
+    import matplotlib.pyplot as plt
+
+    rows = [fabricated(24, 0, 57.6), fabricated(48, 0, 60.0), fabricated(48, 1, 59.0),
+            {**fabricated(24, 0, 57.8), "precision": "bf16"}]
+    figure = base_learner_budget.curves_figure(rows, fold=0)
+    ax = figure.axes[0]
+    assert [line.get_label() for line in ax.lines] == ["24 epochs, seed 0", "48 epochs, seed 0", "48 epochs, seed 1"]
+    assert ax.get_xscale() == "log" and [t.get_text() for t in ax.get_xticklabels()][-2:] == ["32", "64"]
+    plt.close(figure)
