@@ -21,6 +21,10 @@ test mIoU against that threshold, and the first budget whose doubling moves it b
 A precision control: the run of ``--precision-control`` epochs, seed 0, is also trained with ``--precision bf16``
 (bf16 autocast, a third less CPU time per step: ``benchmarks/toy_step_costs.py``); its test mIoU beside the float32
 run's says whether the cheaper steps may train the longer budgets.
+
+A learning-rate control: the zoo's budget, seed 0, is also trained at each learning rate of ``--lr-control``
+(the toy tier's is 0.01, the head at ten times it). If a doubling keeps moving the score, a better rate might reach
+the plateau in fewer epochs; the validation mIoU compares the rates, the test mIoU is reported beside it.
 """
 from __future__ import annotations
 
@@ -33,31 +37,35 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from fsslib.compare import resolution_threshold
+from fsslib.pretrain.base_learner.train import tier_settings
 
 REPO = Path(__file__).resolve().parents[1]
 ZOO = REPO / "fsslib" / "checkpoints" / "zoo"
 ZOO_EPOCHS, ZOO_SEED = 24, 0
+TOY_LR = tier_settings("toy").lr
 
 
-def run_file(runs: Path, fold: int, epochs: int, seed: int, precision: str = "fp32") -> Path:
+def run_file(runs: Path, fold: int, epochs: int, seed: int, precision: str = "fp32", lr: float = TOY_LR) -> Path:
     """The checkpoint of one control run (its provenance is the ``.json`` beside it); the zoo's for its budget."""
-    if (epochs, seed, precision) == (ZOO_EPOCHS, ZOO_SEED, "fp32"):
+    if (epochs, seed, precision, lr) == (ZOO_EPOCHS, ZOO_SEED, "fp32", TOY_LR):
         return ZOO / f"base-learner-fold{fold}.pt"
-    return runs / f"fold{fold}-e{epochs}-s{seed}{'' if precision == 'fp32' else '-' + precision}.pt"
+    rate = "" if lr == TOY_LR else f"-lr{lr:g}"
+    return runs / f"fold{fold}-e{epochs}-s{seed}{'' if precision == 'fp32' else '-' + precision}{rate}.pt"
 
 
-def train_command(path: Path, fold: int, epochs: int, seed: int, precision: str = "fp32") -> list[str]:
+def train_command(path: Path, fold: int, epochs: int, seed: int, precision: str = "fp32",
+                  lr: float = TOY_LR) -> list[str]:
     return [sys.executable, "-m", "fsslib.pretrain", "base-learner", "--fold", str(fold), "--epochs", str(epochs),
-            "--seed", str(seed), "--precision", precision, "--threads", "1", "--no-progress", "--resume",
-            "--out", str(path)]
+            "--seed", str(seed), "--precision", precision, "--lr", str(lr), "--threads", "1", "--no-progress",
+            "--resume", "--out", str(path)]
 
 
-def train_missing(runs: Path, fold: int, settings: list[tuple[int, int, str]], jobs: int) -> None:
-    """Train the runs (epochs, seed, precision) whose provenance file is missing, ``jobs`` processes at a time."""
+def train_missing(runs: Path, fold: int, settings: list[tuple[int, int, str, float]], jobs: int) -> None:
+    """Train the runs (epochs, seed, precision, lr) whose provenance file is missing, ``jobs`` processes at a time."""
     missing = [setting for setting in settings if not run_file(runs, fold, *setting).with_suffix(".json").is_file()]
     runs.mkdir(parents=True, exist_ok=True)
 
-    def train(setting: tuple[int, int, str]) -> None:
+    def train(setting: tuple[int, int, str, float]) -> None:
         path = run_file(runs, fold, *setting)
         with path.with_suffix(".log").open("w") as log:
             subprocess.run(train_command(path, fold, *setting), cwd=REPO, stdout=log, stderr=subprocess.STDOUT, check=True)
@@ -69,7 +77,7 @@ def train_missing(runs: Path, fold: int, settings: list[tuple[int, int, str]], j
 def row(path: Path) -> dict:
     record = json.loads(path.with_suffix(".json").read_text())
     return {"epochs": record["settings"]["epochs"], "seed": record["seed"],
-            "precision": record["settings"].get("precision", "fp32"),
+            "precision": record["settings"].get("precision", "fp32"), "lr": record["settings"]["lr"],
             "test": record["held_out"]["test"]["miou"], "val": record["held_out"]["val"]["miou"],
             "gain": record["plateau"]["last_quarter_gain"], "error": record["plateau"]["standard_error"],
             "verdict": record["plateau"]["verdict"], "wall_min": record["wall_time_s"]["train"] / 60,
@@ -81,7 +89,7 @@ def curves_figure(rows: list[dict], fold: int):
     that each doubling of the budget is one step."""
     from fsslib.viz import plot_learning_curves
 
-    series = sorted((r for r in rows if r["precision"] == "fp32"), key=lambda r: (r["epochs"], r["seed"]))
+    series = sorted(_series(rows), key=lambda r: (r["epochs"], r["seed"]))
     figure = plot_learning_curves({f"{r['epochs']} epochs, seed {r['seed']}": r["curve"] for r in series},
                                   title=f"BAM's base learner, fold {fold}: validation base-class mIoU (toy tier)")
     ax = figure.axes[0]
@@ -92,10 +100,15 @@ def curves_figure(rows: list[dict], fold: int):
     return figure
 
 
+def _series(rows: list[dict]) -> list[dict]:
+    """The runs of the budget series: float32 at the toy tier's learning rate (the controls' runs left out)."""
+    return [r for r in rows if r["precision"] == "fp32" and r["lr"] == TOY_LR]
+
+
 def report(fold: int, rows: list[dict], seed_epochs: int, complete: bool = True) -> tuple[list[str], int | None]:
     """The page's lines and the chosen budget (None when no doubling is under the threshold that resolves two single
     rows); ``complete``: every run of the control has finished (else a budget found so far may still change)."""
-    series = [r for r in rows if r["precision"] == "fp32"]
+    series = _series(rows)
     seed_zero = {r["epochs"]: r for r in series if r["seed"] == ZOO_SEED}
     seed_rows = [r["test"] for r in series if r["epochs"] == seed_epochs]
     spread = statistics.stdev(seed_rows) if len(seed_rows) > 1 else None  # s, the standard deviation over seeds
@@ -105,17 +118,27 @@ def report(fold: int, rows: list[dict], seed_epochs: int, complete: bool = True)
              "Base-class mIoU (%) of the kept weights; 24 epochs, seed 0, fp32 is the zoo's model. Wall and CPU "
              "times were taken on a shared 2-core machine (runs beside others, paused at times), where both grow "
              "with the load: the cost of a step is compared in `benchmarks/results/toy_step_costs.md`.", "",
-             "| epochs | seed | precision | test mIoU | val mIoU | last-quarter gain (SE) | verdict | train wall / CPU min |",
-             "|---|---|---|---|---|---|---|---|"]
-    for r in sorted(rows, key=lambda r: (r["epochs"], r["seed"], r["precision"])):
+             "| epochs | seed | precision | lr | test mIoU | val mIoU | last-quarter gain (SE) | verdict "
+             "| train wall / CPU min |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: (r["epochs"], r["seed"], r["precision"], r["lr"])):
         error = "" if r["error"] is None else f" ({r['error']:.2f})"
-        lines.append(f"| {r['epochs']} | {r['seed']} | {r['precision']} | {r['test']:.2f} | {r['val']:.2f} | "
-                     f"{r['gain']:+.2f}{error} | {r['verdict']} | {r['wall_min']:.1f} / {r['cpu_min']:.1f} |")
+        lines.append(f"| {r['epochs']} | {r['seed']} | {r['precision']} | {r['lr']:g} | {r['test']:.2f} | "
+                     f"{r['val']:.2f} | {r['gain']:+.2f}{error} | {r['verdict']} | {r['wall_min']:.1f} / "
+                     f"{r['cpu_min']:.1f} |")
     for r in rows:  # the precision control: a bf16 run beside the float32 run of its budget and seed
         pair = next((f for f in series if (f["epochs"], f["seed"]) == (r["epochs"], r["seed"])), None)
-        if r["precision"] != "fp32" and pair is not None:
+        if r["precision"] != "fp32" and r["lr"] == TOY_LR and pair is not None:
             lines += ["", f"Precision control: at {r['epochs']} epochs, seed {r['seed']}, {r['precision']} steps score "
                       f"{r['test'] - pair['test']:+.2f} points of test mIoU against float32's (one run each)."]
+    rates = sorted((r for r in rows if r["precision"] == "fp32" and r["epochs"] == ZOO_EPOCHS and r["seed"] == ZOO_SEED),
+                   key=lambda r: r["lr"])
+    if len(rates) > 1:  # the learning-rate control
+        best = max(rates, key=lambda r: r["val"])
+        lines += ["", f"Learning-rate control: at {ZOO_EPOCHS} epochs, seed {ZOO_SEED}, float32 (one run each; the toy "
+                  f"tier's rate is {TOY_LR:g}); the best validation mIoU is at {best['lr']:g}.", "",
+                  "| lr | val mIoU | test mIoU |", "|---|---|---|"]
+        lines += [f"| {r['lr']:g} | {r['val']:.2f} | {r['test']:.2f} |" for r in rates]
     seeds = ', '.join(str(r['seed']) for r in series if r['epochs'] == seed_epochs)
     lines += ["", f"Seed spread of the test mIoU at {seed_epochs} epochs (seeds {seeds}): "
               + ("not measured." if spread is None else
@@ -155,17 +178,20 @@ def main(argv: list[str] | None = None) -> None:
                         help="the page to write")
     parser.add_argument("--precision-control", type=int, default=24, metavar="EPOCHS",
                         help="the budget also trained with bf16 steps, seed 0 (0: none)")
+    parser.add_argument("--lr-control", type=float, nargs="*", default=[0.003, 0.03],
+                        help=f"learning rates also trained at the zoo's budget, seed 0 (the toy tier's: {TOY_LR:g})")
     parser.add_argument("--table-only", action="store_true", help="train nothing: the table of the runs finished so far")
     args = parser.parse_args(argv)
-    settings = [(epochs, ZOO_SEED, "fp32") for epochs in args.epochs] + [(args.seed_epochs, 1, "fp32")]
-    settings += [(args.precision_control, ZOO_SEED, "bf16")] if args.precision_control else []
+    settings = [(epochs, ZOO_SEED, "fp32", TOY_LR) for epochs in args.epochs] + [(args.seed_epochs, 1, "fp32", TOY_LR)]
+    settings += [(args.precision_control, ZOO_SEED, "bf16", TOY_LR)] if args.precision_control else []
+    settings += [(ZOO_EPOCHS, ZOO_SEED, "fp32", lr) for lr in args.lr_control if lr != TOY_LR]
     if not args.table_only:
         train_missing(args.runs, args.fold, settings, args.jobs)
     finished = [s for s in settings if run_file(args.runs, args.fold, *s).with_suffix(".json").is_file()]
     rows = [row(run_file(args.runs, args.fold, *setting)) for setting in finished]
     lines, _ = report(args.fold, rows, args.seed_epochs, complete=len(finished) == len(settings))
-    missing = [f"{epochs} epochs, seed {seed}, {precision}" for epochs, seed, precision in settings
-               if (epochs, seed, precision) not in finished]
+    missing = [f"{epochs} epochs, seed {seed}, {precision}, lr {lr:g}" for epochs, seed, precision, lr in settings
+               if (epochs, seed, precision, lr) not in finished]
     if missing:
         lines += ["", f"Still to train: {'; '.join(missing)} (run the command without --table-only)."]
     if rows:

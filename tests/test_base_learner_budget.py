@@ -12,8 +12,8 @@ base_learner_budget = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(base_learner_budget)
 
 
-def fabricated(epochs: int, seed: int, test: float) -> dict:
-    return {"epochs": epochs, "seed": seed, "precision": "fp32", "test": test, "val": test - 1, "gain": 0.5, "error": 0.2,
+def fabricated(epochs: int, seed: int, test: float, lr: float = 0.01) -> dict:
+    return {"epochs": epochs, "seed": seed, "precision": "fp32", "lr": lr, "test": test, "val": test - 1, "gain": 0.5, "error": 0.2,
             "verdict": "flat", "wall_min": 1.0, "cpu_min": 1.0,
             "curve": [{"epoch": e, "val_miou": test - 1 - 8 / e} for e in range(1, epochs + 1)]}
 
@@ -35,11 +35,13 @@ def test_only_the_runs_without_their_provenance_file_are_trained(tmp_path, monke
         (tmp_path / f"{name}.json").write_text(json.dumps({}))
     trained = []
     monkeypatch.setattr(base_learner_budget.subprocess, "run", lambda command, **_: trained.append(command))
-    base_learner_budget.train_missing(tmp_path, 0, [(24, 0, "fp32"), (48, 0, "fp32"), (96, 0, "fp32"), (48, 1, "fp32"),
-                                                    (24, 0, "bf16")], jobs=1)
+    base_learner_budget.train_missing(tmp_path, 0, [(24, 0, "fp32", 0.01), (48, 0, "fp32", 0.01), (96, 0, "fp32", 0.01),
+                                                    (48, 1, "fp32", 0.01), (24, 0, "bf16", 0.01),
+                                                    (24, 0, "fp32", 0.03)], jobs=1)
     assert [command[command.index("--out") + 1] for command in trained] == [str(tmp_path / "fold0-e96-s0.pt"),
-                                                                              str(tmp_path / "fold0-e24-s0-bf16.pt")]
-    assert trained[1][trained[1].index("--precision") + 1] == "bf16"
+                                                                              str(tmp_path / "fold0-e24-s0-bf16.pt"),
+                                                                              str(tmp_path / "fold0-e24-s0-lr0.03.pt")]
+    assert trained[1][trained[1].index("--precision") + 1] == "bf16" and trained[2][trained[2].index("--lr") + 1] == "0.03"
 
 
 def test_a_bf16_run_is_reported_beside_its_float32_pair_and_left_out_of_the_series():
@@ -60,3 +62,13 @@ def test_the_figure_draws_each_float32_run_on_a_log2_epoch_axis():
     assert [line.get_label() for line in ax.lines] == ["24 epochs, seed 0", "48 epochs, seed 0", "48 epochs, seed 1"]
     assert ax.get_xscale() == "log" and [t.get_text() for t in ax.get_xticklabels()][-2:] == ["32", "64"]
     plt.close(figure)
+
+
+def test_the_learning_rate_control_is_reported_beside_the_toy_rate_and_left_out_of_the_series():
+    rows = [fabricated(24, 0, 57.6), fabricated(48, 0, 60.0), fabricated(48, 1, 59.0),
+            fabricated(24, 0, 55.0, lr=0.03), fabricated(24, 0, 58.5, lr=0.003)]
+    lines, chosen = base_learner_budget.report(0, rows, seed_epochs=48)
+    assert "| 24 -> 48 | +2.40 | no |" in lines and chosen is None  # the other rates are not doublings
+    at = lines.index("| lr | val mIoU | test mIoU |")
+    assert lines[at + 2:at + 5] == ["| 0.003 | 57.50 | 58.50 |", "| 0.01 | 56.60 | 57.60 |", "| 0.03 | 54.00 | 55.00 |"]
+    assert "the best validation mIoU is at 0.003" in lines[at - 2]
