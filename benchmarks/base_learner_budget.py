@@ -100,6 +100,11 @@ def curves_figure(rows: list[dict], fold: int):
     return figure
 
 
+def _gain(run: dict) -> str:
+    """A run's last-quarter gain with its standard error, as the tables print it."""
+    return f"{run['gain']:+.2f}" + ("" if run["error"] is None else f" ({run['error']:.2f})")
+
+
 def _series(rows: list[dict]) -> list[dict]:
     """The runs of the budget series: float32 at the toy tier's learning rate (the controls' runs left out)."""
     return [r for r in rows if r["precision"] == "fp32" and r["lr"] == TOY_LR]
@@ -118,27 +123,17 @@ def report(fold: int, rows: list[dict], seed_epochs: int, complete: bool = True)
              "Base-class mIoU (%) of the kept weights; 24 epochs, seed 0, fp32 is the zoo's model. Wall and CPU "
              "times were taken on a shared 2-core machine (runs beside others, paused at times), where both grow "
              "with the load: the cost of a step is compared in `benchmarks/results/toy_step_costs.md`.", "",
-             "| epochs | seed | precision | lr | test mIoU | val mIoU | last-quarter gain (SE) | verdict "
-             "| train wall / CPU min |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for r in sorted(rows, key=lambda r: (r["epochs"], r["seed"], r["precision"], r["lr"])):
-        error = "" if r["error"] is None else f" ({r['error']:.2f})"
-        lines.append(f"| {r['epochs']} | {r['seed']} | {r['precision']} | {r['lr']:g} | {r['test']:.2f} | "
-                     f"{r['val']:.2f} | {r['gain']:+.2f}{error} | {r['verdict']} | {r['wall_min']:.1f} / "
-                     f"{r['cpu_min']:.1f} |")
-    for r in rows:  # the precision control: a bf16 run beside the float32 run of its budget and seed
+             "| epochs | seed | precision | test mIoU | val mIoU | last-quarter gain (SE) | verdict | train wall / CPU min |",
+             "|---|---|---|---|---|---|---|---|"]
+    at_toy_rate = [r for r in rows if r["lr"] == TOY_LR]  # the learning-rate control has a table of its own
+    for r in sorted(at_toy_rate, key=lambda r: (r["epochs"], r["seed"], r["precision"])):
+        lines.append(f"| {r['epochs']} | {r['seed']} | {r['precision']} | {r['test']:.2f} | {r['val']:.2f} | "
+                     f"{_gain(r)} | {r['verdict']} | {r['wall_min']:.1f} / {r['cpu_min']:.1f} |")
+    for r in at_toy_rate:  # the precision control: a bf16 run beside the float32 run of its budget and seed
         pair = next((f for f in series if (f["epochs"], f["seed"]) == (r["epochs"], r["seed"])), None)
-        if r["precision"] != "fp32" and r["lr"] == TOY_LR and pair is not None:
+        if r["precision"] != "fp32" and pair is not None:
             lines += ["", f"Precision control: at {r['epochs']} epochs, seed {r['seed']}, {r['precision']} steps score "
                       f"{r['test'] - pair['test']:+.2f} points of test mIoU against float32's (one run each)."]
-    rates = sorted((r for r in rows if r["precision"] == "fp32" and r["epochs"] == ZOO_EPOCHS and r["seed"] == ZOO_SEED),
-                   key=lambda r: r["lr"])
-    if len(rates) > 1:  # the learning-rate control
-        best = max(rates, key=lambda r: r["val"])
-        lines += ["", f"Learning-rate control: at {ZOO_EPOCHS} epochs, seed {ZOO_SEED}, float32 (one run each; the toy "
-                  f"tier's rate is {TOY_LR:g}); the best validation mIoU is at {best['lr']:g}.", "",
-                  "| lr | val mIoU | test mIoU |", "|---|---|---|"]
-        lines += [f"| {r['lr']:g} | {r['val']:.2f} | {r['test']:.2f} |" for r in rates]
     seeds = ', '.join(str(r['seed']) for r in series if r['epochs'] == seed_epochs)
     lines += ["", f"Seed spread of the test mIoU at {seed_epochs} epochs (seeds {seeds}): "
               + ("not measured." if spread is None else
@@ -161,6 +156,14 @@ def report(fold: int, rows: list[dict], seed_epochs: int, complete: bool = True)
     else:
         lines += ["", "Budget: not found; no doubling moves the test mIoU by less than the threshold (train longer "
                   "budgets)."]
+    rates = sorted((r for r in rows if r["precision"] == "fp32" and r["epochs"] == ZOO_EPOCHS and r["seed"] == ZOO_SEED),
+                   key=lambda r: r["lr"])
+    if len(rates) > 1:  # the learning-rate control
+        best = max(rates, key=lambda r: r["val"])
+        lines += ["", f"Learning-rate control: at {ZOO_EPOCHS} epochs, seed {ZOO_SEED}, float32 (one run each; the toy "
+                  f"tier's rate is {TOY_LR:g}); the best validation mIoU is at {best['lr']:g}.", "",
+                  "| lr | val mIoU | test mIoU | last-quarter gain (SE) | verdict |", "|---|---|---|---|---|"]
+        lines += [f"| {r['lr']:g} | {r['val']:.2f} | {r['test']:.2f} | {_gain(r)} | {r['verdict']} |" for r in rates]
     return lines, chosen
 
 
@@ -189,7 +192,8 @@ def main(argv: list[str] | None = None) -> None:
         train_missing(args.runs, args.fold, settings, args.jobs)
     finished = [s for s in settings if run_file(args.runs, args.fold, *s).with_suffix(".json").is_file()]
     rows = [row(run_file(args.runs, args.fold, *setting)) for setting in finished]
-    lines, _ = report(args.fold, rows, args.seed_epochs, complete=len(finished) == len(settings))
+    series_done = all(s in finished for s in settings if s[2:] == ("fp32", TOY_LR))  # the controls do not decide
+    lines, _ = report(args.fold, rows, args.seed_epochs, complete=series_done)
     missing = [f"{epochs} epochs, seed {seed}, {precision}, lr {lr:g}" for epochs, seed, precision, lr in settings
                if (epochs, seed, precision, lr) not in finished]
     if missing:

@@ -69,6 +69,8 @@ def test_the_learning_rate_control_is_reported_beside_the_toy_rate_and_left_out_
             fabricated(24, 0, 55.0, lr=0.03), fabricated(24, 0, 58.5, lr=0.003)]
     lines, chosen = base_learner_budget.report(0, rows, seed_epochs=48)
     assert "| 24 -> 48 | +2.40 | no |" in lines and chosen is None  # the other rates are not doublings
-    at = lines.index("| lr | val mIoU | test mIoU |")
-    assert lines[at + 2:at + 5] == ["| 0.003 | 57.50 | 58.50 |", "| 0.01 | 56.60 | 57.60 |", "| 0.03 | 54.00 | 55.00 |"]
+    at = lines.index("| lr | val mIoU | test mIoU | last-quarter gain (SE) | verdict |")
+    assert lines[at + 2:at + 5] == ["| 0.003 | 57.50 | 58.50 | +0.50 (0.20) | flat |",
+                                    "| 0.01 | 56.60 | 57.60 | +0.50 (0.20) | flat |", "| 0.03 | 54.00 | 55.00 | +0.50 (0.20) | flat |"]
     assert "the best validation mIoU is at 0.003" in lines[at - 2]
+    assert not any(line.startswith("| 24 | 0 | fp32 | 55.00") for line in lines)  # not in the table of the series
