@@ -18,22 +18,21 @@ import nbformat
 import pytest
 
 from fsslib.lessons import lessons, solutions
+from notebook_cells import as_python
 
 MEDIAN_WORDS, MAX_WORDS, MEDIAN_STATEMENTS, MAX_IMPORT_LINES, MAX_WIDTH = 50, 150, 9, 10, 107
 
 
 def import_lines(source: str) -> int:
     """The lines that the import statements of a code cell span (an IPython ``%`` or ``!`` line is left out)."""
-    code = "\n".join("" if line.lstrip().startswith(("%", "!")) else line for line in source.splitlines())
-    return sum(node.end_lineno - node.lineno + 1 for node in ast.walk(ast.parse(code))
+    return sum(node.end_lineno - node.lineno + 1 for node in ast.walk(ast.parse(as_python(source)))
                if isinstance(node, (ast.Import, ast.ImportFrom)))
 
 
 def statements(source: str) -> int:
     """The statements and comment lines of a code cell: a statement wrapped over several lines counts once (an
     IPython ``%`` or ``!`` line counts as one statement)."""
-    code = "\n".join("pass" if line.lstrip().startswith(("%", "!")) else line for line in source.splitlines())
-    tokens = tokenize.generate_tokens(io.StringIO(code + "\n").readline)
+    tokens = tokenize.generate_tokens(io.StringIO(as_python(source) + "\n").readline)
     return sum(token.type == tokenize.NEWLINE
                or (token.type == tokenize.COMMENT and token.line.lstrip().startswith("#")) for token in tokens)
 

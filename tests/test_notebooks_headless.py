@@ -21,6 +21,7 @@ import nbformat
 import pytest
 
 from fsslib.lessons import lessons, solutions
+from notebook_cells import as_python
 
 REPO = Path(__file__).resolve().parent.parent
 TUTORIALS = lessons()
@@ -93,8 +94,7 @@ def test_jupyter_nbconvert_executes_a_lesson_with_a_widget_at_full_settings(head
 
 
 def _cell_tree(source: str) -> ast.Module:
-    lines = ("pass" if line.lstrip().startswith(("%", "!")) else line for line in source.splitlines())
-    return ast.parse("\n".join(lines))
+    return ast.parse(as_python(source))
 
 
 def _rebound(tree: ast.Module) -> set[str]:
