@@ -85,8 +85,8 @@ def row(path: Path) -> dict:
 
 
 def curves_figure(rows: list[dict], fold: int):
-    """The validation curves of the float32 runs (base-class mIoU against the epoch), on a log2 epoch axis so
-    that each doubling of the budget is one step."""
+    """The validation curves of the budget series (float32 at the toy tier's rate: base-class mIoU against the
+    epoch), on a log2 epoch axis so that each doubling of the budget is one step."""
     from fsslib.viz import plot_learning_curves
 
     series = sorted(_series(rows), key=lambda r: (r["epochs"], r["seed"]))
@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> None:
                if (epochs, seed, precision, lr) not in finished]
     if missing:
         lines += ["", f"Still to train: {'; '.join(missing)} (run the command without --table-only)."]
-    if rows:
+    if _series(rows):
         figure = curves_figure(rows, args.fold)
         figure.savefig(args.out.with_suffix(".png"), dpi=100)
         lines += ["", "The validation curves of the runs, on a log2 epoch axis (one step per doubling):", "",
