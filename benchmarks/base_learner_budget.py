@@ -35,6 +35,7 @@ import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fsslib.compare import resolution_threshold
 from fsslib.pretrain.base_learner.train import tier_settings
@@ -43,6 +44,9 @@ REPO = Path(__file__).resolve().parents[1]
 ZOO = REPO / "fsslib" / "checkpoints" / "zoo"
 ZOO_EPOCHS, ZOO_SEED = 24, 0
 TOY_LR = tier_settings("toy").lr
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def run_file(runs: Path, fold: int, epochs: int, seed: int, precision: str = "fp32", lr: float = TOY_LR) -> Path:
@@ -84,7 +88,7 @@ def row(path: Path) -> dict:
             "cpu_min": record["cpu_time_s"] / 60, "curve": record["curve"], "file": path}
 
 
-def curves_figure(rows: list[dict], fold: int):
+def curves_figure(rows: list[dict], fold: int) -> Figure:
     """The validation curves of the budget series (float32 at the toy tier's rate: base-class mIoU against the
     epoch), on a log2 epoch axis so that each doubling of the budget is one step."""
     from fsslib.viz import plot_learning_curves
