@@ -156,11 +156,12 @@ def report(fold: int, rows: list[dict], seed_epochs: int, complete: bool = True)
     if not complete:
         lines += ["", "Budget: not decided while runs of the control are missing."]
     elif chosen is not None:
-        lines += ["", f"Budget: {chosen} epochs, the first whose doubling moves the test mIoU by less than the threshold."]
+        lines += ["", f"Budget: {chosen} epochs, the first whose doubling moves the test mIoU by less than the "
+                  "threshold."]
     else:
         lines += ["", "Budget: not found; no doubling moves the test mIoU by less than the threshold (train longer "
                   "budgets)."]
-    rates = sorted((r for r in rows if r["precision"] == "fp32" and r["epochs"] == ZOO_EPOCHS and r["seed"] == ZOO_SEED),
+    rates = sorted((r for r in rows if (r["precision"], r["epochs"], r["seed"]) == ("fp32", ZOO_EPOCHS, ZOO_SEED)),
                    key=lambda r: r["lr"])
     if len(rates) > 1:  # the learning-rate control
         best = max(rates, key=lambda r: r["val"])

@@ -164,8 +164,8 @@ def plot_maps(image: torch.Tensor, maps: dict[str, torch.Tensor], mask: torch.Te
     one colour is one value on every panel), then named label maps (h, w) with values 0..N (a prediction,
     a pseudo mask) tinted over the image in grey levels, with a legend of ``class_names``. The ground truth
     ``mask`` (H, W), values 0..N and 255, is outlined on every panel; the titles of the first panel and of the
-    tinted panels name it ``outlined`` (e.g. "support mask" when the image is a support). ``title`` names the class(es) and the
-    support mode (:func:`episode_title`)."""
+    tinted panels name it ``outlined`` (e.g. "support mask" when the image is a support). ``title`` names the
+    class(es) and the support mode (:func:`episode_title`)."""
     labels = labels or {}
     size = tuple(image.shape[-2:])
     if mask is not None and tuple(mask.shape) != size:
@@ -194,7 +194,8 @@ def plot_maps(image: torch.Tensor, maps: dict[str, torch.Tensor], mask: torch.Te
         ax.set_title(name, fontsize=9)  # the panel's title names the map its colorbar reads
     for ax, (name, values) in zip(axes[1 + len(maps):], labels.items()):
         ax.imshow(overlay(image, _resized_labels(values.detach().long().cpu(), size)))
-        ax.set_title(name + (f"\n{outlined} outlined" if mask is not None else ""), fontsize=9)  # tint and outline told apart
+        # a tint and an outline of one colour told apart
+        ax.set_title(name + (f"\n{outlined} outlined" if mask is not None else ""), fontsize=9)
     for ax in axes:
         if mask is not None:
             outline(ax, mask, ways)

@@ -13,8 +13,8 @@ spec.loader.exec_module(base_learner_budget)
 
 
 def fabricated(epochs: int, seed: int, test: float, lr: float = 0.01) -> dict:
-    return {"epochs": epochs, "seed": seed, "precision": "fp32", "lr": lr, "test": test, "val": test - 1, "gain": 0.5, "error": 0.2,
-            "verdict": "flat", "wall_min": 1.0, "cpu_min": 1.0,
+    return {"epochs": epochs, "seed": seed, "precision": "fp32", "lr": lr, "test": test, "val": test - 1, "gain": 0.5,
+            "error": 0.2, "verdict": "flat", "wall_min": 1.0, "cpu_min": 1.0,
             "curve": [{"epoch": e, "val_miou": test - 1 - 8 / e} for e in range(1, epochs + 1)]}
 
 
@@ -41,7 +41,8 @@ def test_only_the_runs_without_their_provenance_file_are_trained(tmp_path, monke
     assert [command[command.index("--out") + 1] for command in trained] == [str(tmp_path / "fold0-e96-s0.pt"),
                                                                               str(tmp_path / "fold0-e24-s0-bf16.pt"),
                                                                               str(tmp_path / "fold0-e24-s0-lr0.03.pt")]
-    assert trained[1][trained[1].index("--precision") + 1] == "bf16" and trained[2][trained[2].index("--lr") + 1] == "0.03"
+    assert trained[1][trained[1].index("--precision") + 1] == "bf16"
+    assert trained[2][trained[2].index("--lr") + 1] == "0.03"
 
 
 def test_a_bf16_run_is_reported_beside_its_float32_pair_and_left_out_of_the_series():
@@ -71,6 +72,7 @@ def test_the_learning_rate_control_is_reported_beside_the_toy_rate_and_left_out_
     assert "| 24 -> 48 | +2.40 | no |" in lines and chosen is None  # the other rates are not doublings
     at = lines.index("| lr | val mIoU | test mIoU | last-quarter gain (SE) | verdict |")
     assert lines[at + 2:at + 5] == ["| 0.003 | 57.50 | 58.50 | +0.50 (0.20) | flat |",
-                                    "| 0.01 | 56.60 | 57.60 | +0.50 (0.20) | flat |", "| 0.03 | 54.00 | 55.00 | +0.50 (0.20) | flat |"]
+                                    "| 0.01 | 56.60 | 57.60 | +0.50 (0.20) | flat |",
+                                    "| 0.03 | 54.00 | 55.00 | +0.50 (0.20) | flat |"]
     assert "the best validation mIoU is at 0.003" in lines[at - 2]
     assert not any(line.startswith("| 24 | 0 | fp32 | 55.00") for line in lines)  # not in the table of the series
