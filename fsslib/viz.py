@@ -73,9 +73,8 @@ def label_legend(class_names: Sequence[str], ignore: bool = False, tinted: bool 
     """Legend entries of a figure's masks, each class in way n's colour: its outline (a given mask) and, when a
     panel is ``tinted`` (a model's output), its tint, with the untinted background named first."""
     handles = [Patch(facecolor="none", edgecolor="0.4", label="background (no tint)")] if tinted else []
-    colours = [WAY_COLOURS[n] for n in range(len(class_names))]
-    handles += [Patch(facecolor=(*colour, 0.5) if tinted else "none", edgecolor=colour, linewidth=1.6, label=name)
-                for colour, name in zip(colours, class_names)]
+    handles += [Patch(facecolor=(*WAY_COLOURS[n], 0.5) if tinted else "none", edgecolor=WAY_COLOURS[n], linewidth=1.6,
+                      label=name) for n, name in enumerate(class_names)]
     return handles + ([Patch(color=IGNORE_GREY, label="ignored (255)")] if ignore else [])
 
 
