@@ -18,8 +18,10 @@ other tests kept busy); idle seconds point at the tests that wait.
 ``--log CONDITIONS`` appends the run to the suite's log of measured runs, ``benchmarks/results/suite_runs.md`` (quiet
 runs) or, with ``--busy N`` (N CPU-bound processes started beside the command and ended after it),
 ``benchmarks/results/suite_under_load.md``: the host's kind, the commit, the conditions, pytest's summary, the
-command's wall time and its user CPU time (its processes only, not the busy ones). ``benchmarks/README.md`` renders
-its figures from those logs.
+command's wall time and its user CPU time (its processes only, not the busy ones). A quiet row also gives the host's
+speed at that hour: the median CPU seconds of a fresh interpreter importing torch, measured just before the command
+(the same code's time moves with it; the virtual machines' other tenants are not ours to stop).
+``benchmarks/README.md`` renders its figures from those logs.
 """
 from __future__ import annotations
 
@@ -44,6 +46,7 @@ QUIET_LOG = REPO / "benchmarks" / "results" / "suite_runs.md"
 LOAD_LOG = REPO / "benchmarks" / "results" / "suite_under_load.md"
 BUSY = "while True: pass"  # one CPU-bound process
 OVER_BUDGET_LINE = re.compile(r"\s*[\d.]+ s  \(budget [\d.]+ s\)  ")  # conftest.py's list of slow tests
+SPEED_STATEMENT = "import torch"  # the host's speed: what every test process and kernel pays first
 
 
 def cpu_counters() -> tuple[int, int]:
@@ -134,20 +137,31 @@ def pytest_summary(line: str) -> tuple[str, float] | None:
     return re.sub(r",? ?\d+ warnings?", "", found.group(1)).strip(", "), float(found.group(2))
 
 
+def host_speed(statement: str = SPEED_STATEMENT, repeats: int = 5) -> float:
+    """The median CPU seconds (user + system) of ``repeats`` fresh interpreters running ``statement``."""
+    seconds = []
+    for _ in range(repeats):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        subprocess.run([sys.executable, "-c", statement], check=True)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        seconds.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    return sorted(seconds)[len(seconds) // 2]
+
+
 def host_kind(model: str) -> str:
     """The log's host column: the CPU's family as the logs group runs by it."""
     return next((kind for kind in ("AMD EPYC", "Intel Xeon") if kind.split()[1] in model), model)
 
 
 def log_row(host: str, commit: str, conditions: str, summary: str, wall: float, user_cpu: float, busy: int,
-            over_budget: int) -> str:
+            over_budget: int, speed: float | None = None) -> str:
     """One row of the suite's log (:data:`QUIET_LOG`, or :data:`LOAD_LOG` when ``busy`` processes ran beside);
-    ``wall`` is pytest's own time."""
+    ``wall`` is pytest's own time, ``speed`` the host's (:func:`host_speed`, quiet rows)."""
     if busy:
         beside = f"{busy} CPU-bound process{'es' if busy > 1 else ''}, {conditions}"
         return f"| {host} | {commit} | {beside} | {summary} | {wall / 60:.1f} | — | {over_budget} |"
     return (f"| {host} | {commit} | {conditions} | {summary} | {wall / 60:.1f} | {wall:.0f} | — | "
-            f"{user_cpu / 60:.1f} | the command |")
+            f"{user_cpu / 60:.1f} | the command | {'—' if speed is None else f'{speed:.2f}'} |")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -162,6 +176,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--records", type=Path, default=None,
                         help="also write every test's record (test, start, end, cpu, worker) to this JSON-lines file")
     args = parser.parse_args(argv)
+    speed = host_speed() if args.log is not None and not args.busy else None  # before anything else of ours runs
     cores = os.cpu_count() or 1
     samples: list[tuple[float, float]] = []
     stop = threading.Event()
@@ -208,7 +223,7 @@ def main(argv: list[str] | None = None) -> None:
         log = LOAD_LOG if args.busy else QUIET_LOG
         counts, seconds = summary or (f"exit status {returncode}", wall)  # pytest's own time, else the command's
         row = log_row(host_kind(cpu_model()), commit.strip(), args.log, counts, seconds, user_cpu, args.busy,
-                      over_budget)
+                      over_budget, speed)
         with log.open("a") as handle:
             handle.write(row + "\n")
         print(f"logged in {log.relative_to(REPO)}: {row}")

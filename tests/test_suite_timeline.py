@@ -84,12 +84,13 @@ def test_log_appends_the_run_to_the_quiet_or_the_under_load_log(tmp_path, monkey
     monkeypatch.setattr(suite_timeline, "QUIET_LOG", quiet)
     monkeypatch.setattr(suite_timeline, "LOAD_LOG", loaded)
     monkeypatch.setattr(suite_timeline, "REPO", tmp_path.parent)
+    monkeypatch.setattr(suite_timeline, "host_speed", lambda: 1.5)  # five torch imports: measured below on "pass"
     command = f"{sys.executable} {script}"
     suite_timeline.main(["--command", command, "--out", str(tmp_path / "t.md"), "--log", "quiet, a test"])
     suite_timeline.main(["--command", command, "--out", str(tmp_path / "t.md"), "--log", "a test", "--busy", "1"])
     (row,) = quiet.read_text().splitlines()
     cells = [cell.strip() for cell in row.strip("|").split("|")]
-    assert cells[2:6] == ["quiet, a test", "3 passed, 1 skipped", "1.6", "93"] and cells[-1] == "the command"
+    assert cells[2:6] == ["quiet, a test", "3 passed, 1 skipped", "1.6", "93"] and cells[-2:] == ["the command", "1.50"]
     (row,) = loaded.read_text().splitlines()
     cells = [cell.strip() for cell in row.strip("|").split("|")]
     assert cells[2:5] == ["1 CPU-bound process, a test", "3 passed, 1 skipped", "1.6"] and cells[-1] == "1"
@@ -99,3 +100,11 @@ def test_log_appends_the_run_to_the_quiet_or_the_under_load_log(tmp_path, monkey
     assert failed.value.code == 1 and quiet.read_text().splitlines()[-1].split(" | ")[2] == "failing"
     assert suite_timeline.host_kind("Intel(R) Xeon(R) Processor (GenuineIntel cpu family 6 model 167)") == "Intel Xeon"
     assert suite_timeline.host_kind("AMD EPYC 9R14 (AuthenticAMD cpu family 25 model 17)") == "AMD EPYC"
+
+
+def test_the_host_s_speed_is_the_median_cpu_time_of_fresh_interpreters():
+    """Three interpreters that do nothing: a positive median, under what a loop of 0.3 CPU-seconds takes more."""
+    idle = suite_timeline.host_speed("pass", repeats=3)
+    busy = suite_timeline.host_speed("import time\nstart = time.process_time()\nwhile time.process_time() - start < 0.3: pass",
+                                     repeats=3)
+    assert 0 < idle < busy and busy >= 0.3
