@@ -103,7 +103,7 @@ def test_log_appends_the_run_to_the_quiet_or_the_under_load_log(tmp_path, monkey
 
 
 def test_the_host_s_speed_is_the_median_cpu_time_of_fresh_interpreters():
-    """Three interpreters that do nothing: a positive median, under what a loop of 0.3 CPU-seconds takes more."""
+    """Interpreters that do nothing take a positive median CPU time, less than those that also spin 0.3 CPU-seconds."""
     idle = suite_timeline.host_speed("pass", repeats=3)
     busy = suite_timeline.host_speed("import time\nstart = time.process_time()\nwhile time.process_time() - start < 0.3: pass",
                                      repeats=3)
