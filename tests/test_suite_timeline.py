@@ -105,6 +105,6 @@ def test_log_appends_the_run_to_the_quiet_or_the_under_load_log(tmp_path, monkey
 def test_the_host_s_speed_is_the_median_cpu_time_of_fresh_interpreters():
     """Interpreters that do nothing take a positive median CPU time, less than those that also spin 0.3 CPU-seconds."""
     idle = suite_timeline.host_speed("pass", repeats=3)
-    busy = suite_timeline.host_speed("import time\nstart = time.process_time()\nwhile time.process_time() - start < 0.3: pass",
-                                     repeats=3)
+    spin = "import time\nstart = time.process_time()\nwhile time.process_time() - start < 0.3: pass"
+    busy = suite_timeline.host_speed(spin, repeats=3)
     assert 0 < idle < busy and busy >= 0.3
