@@ -7,8 +7,10 @@ source under ``docs/src/``, at the page's own path with ``.j2`` added: ``docs/sr
 that call the helpers of :func:`helpers`, e.g. ``{{ mean("compare_toy", "pfenet") }}`` for PFENet's 4-fold mean.
 The helpers read ``papermill_runs/results/*.csv`` (:func:`fsslib.tables.read_table`, :func:`fsslib.tables.fold_means`),
 the zoo's and the checkpoints' ``.json`` files, ``benchmarks/results/`` and :mod:`fsslib.papers`, and print a
-number as the tables do (:func:`fsslib.tables.shown`). The rendered pages are committed, so a repository browser
-shows them; edit the source, never the page.
+number as the tables do (:func:`fsslib.tables.shown`). Values several pages quote are computed once, in a
+``.jinja`` file under ``docs/src/`` that those sources import (``{% import "..." as name with context %}``); it
+renders no page. The rendered pages are committed, so a repository browser shows them; edit the source, never
+the page.
 
 ``python -m fsslib.docs`` renders every source; a grid's answer or notes feed its results page, so it then
 completes the grid pages and ``RESULTS.md`` again (:func:`fsslib.tables.write_results_page`).
