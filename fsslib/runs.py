@@ -506,10 +506,12 @@ def measure_check(path: Path, config: dict[str, Any]) -> dict[str, Any]:
     """The ``check`` of a zoo model's .json: the mIoU and FB-IoU of the weights at ``path`` on the first
     :data:`~fsslib.zoo.CHECK_EPISODES` 1-way test episodes of the run's ``config`` (its fold, shots and seed), on
     the CPU at :data:`~fsslib.zoo.CHECK_THREADS` torch threads (another count sums in another order, and a pixel on
-    a decision boundary may flip). A fingerprint of the weights and the code that reads them, not a fold score."""
+    a decision boundary may flip), recording the CPU it ran on (another kind may flip such a pixel too). A fingerprint
+    of the weights and the code that reads them, not a fold score."""
     from fsslib import evaluate
     from fsslib.config import Config
     from fsslib.device import torch_threads
+    from fsslib.provenance import cpu_model
     from fsslib.zoo import CHECK_EPISODES, CHECK_THREADS
 
     with torch_threads(CHECK_THREADS), tempfile.TemporaryDirectory() as out, warnings.catch_warnings():
@@ -517,7 +519,7 @@ def measure_check(path: Path, config: dict[str, Any]) -> dict[str, Any]:
         check = evaluate.run(Config(**{**config, "ckpt": str(path), "episodes": CHECK_EPISODES, "ways": 1,
                                        "out": out, "progress": False, "device": "cpu"}))
     return {"episodes": CHECK_EPISODES, "ways": 1, "shots": config["shots"], "seed": config["seed"],
-            "threads": CHECK_THREADS, "miou": check["miou"], "fbiou": check["fbiou"]}
+            "threads": CHECK_THREADS, "miou": check["miou"], "fbiou": check["fbiou"], "processor": cpu_model()}
 
 
 def recheck_zoo(grid_path: str | Path) -> dict[str, dict[str, Any]]:

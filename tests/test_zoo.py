@@ -47,6 +47,7 @@ def test_an_exported_run_is_found_by_ckpt_zoo_and_repeats_its_recorded_check(tra
     check = evaluate.run(make_config(method="prototype", fold=1, ckpt="zoo", episodes=info["check"]["episodes"],
                                      out=tmp_path / "check", progress=False))
     assert check["miou"] == pytest.approx(info["check"]["miou"], abs=1e-9)
+    assert info["check"]["processor"] == provenance.cpu_model()  # where it was measured: exact there, not elsewhere
     assert check["checkpoint"] == str(path)
     with pytest.raises(CheckpointError, match="It holds: prototype-fold1-1shot"):
         evaluate.load_model(make_config(method="prototype", fold=2, ckpt="zoo"), torch.device("cpu"))
@@ -154,7 +155,10 @@ def test_each_shipped_zoo_model_repeats_its_recorded_check_and_row(name, tmp_pat
     check = evaluate.run(make_config(method=info["method"], variant=info["variant"], fold=info["fold"],
                                      shots=info["check"]["shots"], ckpt=str(path), episodes=info["check"]["episodes"],
                                      out=tmp_path, progress=False))
-    assert check["miou"] == pytest.approx(info["check"]["miou"], abs=1e-6)
+    # exact on the kind of CPU that recorded it; elsewhere (or where the record predates naming it) a pixel on a
+    # decision boundary may flip (benchmarks/results/zoo_checks_*.md)
+    here = info["check"].get("processor") == provenance.cpu_model()
+    assert check["miou"] == pytest.approx(info["check"]["miou"], abs=1e-6 if here else zoo.CHECK_TOLERANCE_OTHER_CPU)
     grid = re.search(r"papermill_runs/(\w+)\.yaml", info["command"]).group(1)  # the grid that wrote it
     table = REPO / "papermill_runs" / "results" / f"{grid}.csv"
     assert table.is_file(), f"{name}: its grid's table {table.name} is not committed"  # written before the export
