@@ -149,8 +149,12 @@ def host_speed(statement: str = SPEED_STATEMENT, repeats: int = 5) -> float:
 
 
 def host_kind(model: str) -> str:
-    """The log's host column: the CPU's family as the logs group runs by it."""
-    return next((kind for kind in ("AMD EPYC", "Intel Xeon") if kind.split()[1] in model), model)
+    """The log's host column, by which the logs group runs: the CPU's line and, where ``/proc/cpuinfo`` gives them,
+    its family and model (two EPYCs of other generations differ in speed; rows logged before it named them say the
+    line only)."""
+    line = next((kind for kind in ("AMD EPYC", "Intel Xeon") if kind.split()[1] in model), model)
+    generation = re.search(r"family (\d+) model (\d+)", model)
+    return f"{line} (family {generation[1]} model {generation[2]})" if generation and line != model else line
 
 
 def log_row(host: str, commit: str, conditions: str, summary: str, wall: float, user_cpu: float, busy: int,
