@@ -70,5 +70,6 @@ def hardware(**extra: str) -> dict:
 
 
 def run_provenance(device: torch.device | str) -> dict:
-    """What produced a result: torch version, fsslib commit (flagged when fsslib/ has local changes), device."""
-    return {"torch": torch.__version__, "commit": git_commit(), "device": str(device)}
+    """What produced a result: torch version, fsslib commit (flagged when fsslib/ has local changes), device and the
+    machine's CPU (a same-seed run is sure to repeat bitwise only on the same kind)."""
+    return {"torch": torch.__version__, "commit": git_commit(), "device": str(device), "processor": cpu_model()}

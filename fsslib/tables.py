@@ -33,7 +33,7 @@ TABLE_COLUMNS = ("method", "variant", "tier", "benchmark", "fold", "ways", "shot
                  "miou", "fbiou", "reference_miou")  # reference_miou: the all-foreground predictor on the same episodes
 
 
-PROVENANCE_KEYS = ("torch", "commit", "device")
+PROVENANCE_KEYS = ("torch", "commit", "device", "processor")  # a table names those its rows hold (older rows: no CPU)
 
 
 
@@ -295,7 +295,8 @@ def write_table(rows: list[dict[str, Any]], stem: Path, curves: dict[str, list[d
         lines += ["", *_comparison_lines(rows, beside)]
     if paper:
         lines += ["", *_paper_lines(rows, paper)]
-    provenance = {key: sorted({str(row.get(key)) for row in rows}) for key in PROVENANCE_KEYS}
+    provenance = {key: sorted({str(row.get(key, "not recorded" if key == "processor" else None)) for row in rows})
+                  for key in PROVENANCE_KEYS if key != "processor" or any(key in row for row in rows)}
     lines += ["", "Produced with " + "; ".join(f"{key} {', '.join(values)}" for key, values in provenance.items()) + "."]
     if curves:
         lines += ["", curve_lines(curves, stem)]
