@@ -38,7 +38,7 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from fsslib.provenance import cpu_model
+from fsslib.provenance import cpu_line, cpu_model
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "benchmarks" / "results" / "suite_timeline.md"
@@ -152,7 +152,7 @@ def host_kind(model: str) -> str:
     """The log's host column, by which the logs group runs: the CPU's line and, where ``/proc/cpuinfo`` gives them,
     its family and model (two EPYCs of other generations differ in speed; rows logged before it named them say the
     line only)."""
-    line = next((kind for kind in ("AMD EPYC", "Intel Xeon") if kind.split()[1] in model), model)
+    line = cpu_line(model)
     generation = re.search(r"family (\d+) model (\d+)", model)
     return f"{line} (family {generation[1]} model {generation[2]})" if generation and line != model else line
 

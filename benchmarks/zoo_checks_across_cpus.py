@@ -20,16 +20,15 @@ from tqdm.auto import tqdm
 
 from fsslib import zoo
 from fsslib.models.files import read_weights
-from fsslib.provenance import cpu_model
+from fsslib.provenance import cpu_line, cpu_model
 from fsslib.runs import measure_check
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def cpu_kind(model: str) -> str:
-    """A file-name-safe name of the CPU's family, e.g. ``amd_epyc`` or ``intel_xeon``."""
-    kind = next((kind for kind in ("AMD EPYC", "Intel Xeon") if kind.split()[1] in model), model)
-    return re.sub(r"[^a-z0-9]+", "_", kind.lower()).strip("_")
+    """A file-name-safe name of the CPU's product line, e.g. ``amd_epyc`` or ``intel_xeon``."""
+    return re.sub(r"[^a-z0-9]+", "_", cpu_line(model).lower()).strip("_")
 
 
 def main(argv: list[str] | None = None) -> None:

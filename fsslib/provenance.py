@@ -53,6 +53,11 @@ def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     return f"{fields['model name']} ({' '.join(filter(None, [fields.get('vendor_id'), numbers]))})"
 
 
+def cpu_line(model: str) -> str:
+    """The product line of a :func:`cpu_model` string (``AMD EPYC``, ``Intel Xeon``), else the string itself."""
+    return next((line for line in ("AMD EPYC", "Intel Xeon") if line.split()[1] in model), model)
+
+
 def vector_instructions(cpuinfo: Path = Path("/proc/cpuinfo")) -> list[str]:
     """Which of :data:`VECTOR_FLAGS` the CPU offers (Linux's ``cpuinfo``; empty elsewhere)."""
     offered = set(cpu_fields(cpuinfo).get("flags", "").split())
