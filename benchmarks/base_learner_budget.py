@@ -25,6 +25,8 @@ run's says whether the cheaper steps may train the longer budgets.
 A learning-rate control: the zoo's budget, seed 0, is also trained at each learning rate of ``--lr-control``
 (the toy tier's is 0.01, the head at ten times it). If a doubling keeps moving the score, a better rate might reach
 the plateau in fewer epochs; the validation mIoU compares the rates, the test mIoU is reported beside it.
+``--rate-doublings`` tests that: budgets trained at one such rate (seed 0), whose doublings are set beside the same
+doublings at the toy tier's rate and judged by the same threshold.
 """
 from __future__ import annotations
 
@@ -169,14 +171,42 @@ def report(fold: int, rows: list[dict], seed_epochs: int, complete: bool = True)
                   f"tier's rate is {TOY_LR:g}); the best validation mIoU is at {best['lr']:g}.", "",
                   "| lr | val mIoU | test mIoU | last-quarter gain (SE) | verdict |", "|---|---|---|---|---|"]
         lines += [f"| {r['lr']:g} | {r['val']:.2f} | {r['test']:.2f} | {_gain(r)} | {r['verdict']} |" for r in rates]
+    lines += _rate_doublings(rows, seed_zero, threshold)
     return lines, chosen
+
+
+def _rate_doublings(rows: list[dict], seed_zero: dict[int, dict], threshold: float | None) -> list[str]:
+    """The doublings at another learning rate (float32, seed 0), beside the same doublings at the toy tier's rate:
+    does the faster rate reach the plateau in fewer epochs?"""
+    other = {}
+    for r in rows:
+        if (r["precision"], r["seed"]) == ("fp32", ZOO_SEED) and r["lr"] != TOY_LR:
+            other.setdefault(r["lr"], {})[r["epochs"]] = r
+    lines = []
+    for rate, runs in sorted(other.items()):
+        budgets = sorted(runs)
+        if len(budgets) < 2:
+            continue  # the learning-rate control's run alone: no doubling
+        lines += ["", f"Doublings at learning rate {rate:g} (seed 0, float32, one run each), beside the same doublings "
+                  f"at the toy tier's {TOY_LR:g}:", "",
+                  f"| doubling | test mIoU at {rate:g} | moves | at {TOY_LR:g}, moves | under the threshold at {rate:g} |",
+                  "|---|---|---|---|---|"]
+        for short, long in zip(budgets, budgets[1:]):
+            move = runs[long]["test"] - runs[short]["test"]
+            toy = (f"{seed_zero[long]['test'] - seed_zero[short]['test']:+.2f}"
+                   if short in seed_zero and long in seed_zero else "not trained")
+            under = "not measured" if threshold is None else "yes" if abs(move) < threshold else "no"
+            lines.append(f"| {short} -> {long} | {runs[short]['test']:.2f} -> {runs[long]['test']:.2f} | {move:+.2f} | "
+                         f"{toy} | {under} |")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--fold", type=int, default=0, help="the fold whose base learner is controlled")
-    parser.add_argument("--epochs", type=int, nargs="+", default=[24, 48, 96, 192], help="the budgets, each twice the last")
+    parser.add_argument("--epochs", type=int, nargs="+", default=[24, 48, 96, 192, 384],
+                        help="the budgets, each twice the last")
     parser.add_argument("--seed-epochs", type=int, default=48, help="the budget also trained with seed 1 (the noise)")
     parser.add_argument("--runs", type=Path, default=REPO / "benchmarks" / "results" / "base_learner_budget",
                         help="folder of the trained runs: their .json (provenance, curve, scores) are committed there, "
@@ -188,11 +218,17 @@ def main(argv: list[str] | None = None) -> None:
                         help="the budget also trained with bf16 steps, seed 0 (0: none)")
     parser.add_argument("--lr-control", type=float, nargs="*", default=[0.003, 0.03],
                         help=f"learning rates also trained at the zoo's budget, seed 0 (the toy tier's: {TOY_LR:g})")
+    parser.add_argument("--rate-doublings", type=float, nargs="*", default=[0.03, 48, 96], metavar="LR_THEN_EPOCHS",
+                        help="a learning rate, then budgets also trained at it, seed 0: does a faster rate reach the "
+                             "plateau in fewer epochs? (the zoo's budget at that rate is the learning-rate control's run)")
     parser.add_argument("--table-only", action="store_true", help="train nothing: the table of the runs finished so far")
     args = parser.parse_args(argv)
     settings = [(epochs, ZOO_SEED, "fp32", TOY_LR) for epochs in args.epochs] + [(args.seed_epochs, 1, "fp32", TOY_LR)]
     settings += [(args.precision_control, ZOO_SEED, "bf16", TOY_LR)] if args.precision_control else []
     settings += [(ZOO_EPOCHS, ZOO_SEED, "fp32", lr) for lr in args.lr_control if lr != TOY_LR]
+    if args.rate_doublings:
+        rate, *budgets = args.rate_doublings
+        settings += [(int(epochs), ZOO_SEED, "fp32", rate) for epochs in budgets]
     if not args.table_only:
         train_missing(args.runs, args.fold, settings, args.jobs)
     finished = [s for s in settings if run_file(args.runs, args.fold, *s).with_suffix(".json").is_file()]

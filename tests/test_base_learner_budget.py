@@ -76,3 +76,17 @@ def test_the_learning_rate_control_is_reported_beside_the_toy_rate_and_left_out_
                                     "| 0.03 | 54.00 | 55.00 | +0.50 (0.20) | flat |"]
     assert "the best validation mIoU is at 0.003" in lines[at - 2]
     assert not any(line.startswith("| 24 | 0 | fp32 | 55.00") for line in lines)  # not in the table of the series
+
+
+def test_doublings_at_another_rate_are_set_beside_the_same_doublings_at_the_toy_rate():
+    """The learning-rate control's run (24 epochs at 0.03) starts the faster rate's doublings; each move is judged by
+    the same threshold as the series' (seeds 1.0 apart: 2.00 points)."""
+    rows = [fabricated(24, 0, 57.6), fabricated(48, 0, 60.0), fabricated(96, 0, 63.4), fabricated(48, 1, 59.0),
+            fabricated(24, 0, 58.9, lr=0.03), fabricated(48, 0, 62.0, lr=0.03), fabricated(96, 0, 63.5, lr=0.03),
+            fabricated(24, 0, 55.7, lr=0.003)]
+    lines, chosen = base_learner_budget.report(0, rows, seed_epochs=48)
+    assert chosen is None and "| 48 -> 96 | +3.40 | no |" in lines  # the series is the toy rate's alone
+    at = lines.index("| doubling | test mIoU at 0.03 | moves | at 0.01, moves | under the threshold at 0.03 |")
+    assert lines[at + 2:] == ["| 24 -> 48 | 58.90 -> 62.00 | +3.10 | +2.40 | no |",
+                              "| 48 -> 96 | 62.00 -> 63.50 | +1.50 | +3.40 | yes |"]
+    assert not any("at 0.003" in line for line in lines)  # one run at that rate: no doubling
