@@ -189,7 +189,8 @@ def _rate_doublings(rows: list[dict], seed_zero: dict[int, dict], threshold: flo
             continue  # the learning-rate control's run alone: no doubling
         lines += ["", f"Doublings at learning rate {rate:g} (seed 0, float32, one run each), beside the same doublings "
                   f"at the toy tier's {TOY_LR:g}:", "",
-                  f"| doubling | test mIoU at {rate:g} | moves | at {TOY_LR:g}, moves | under the threshold at {rate:g} |",
+                  f"| doubling | test mIoU at {rate:g} | moves | at {TOY_LR:g}, moves "
+                  f"| under the threshold at {rate:g} |",
                   "|---|---|---|---|---|"]
         for short, long in zip(budgets, budgets[1:]):
             move = runs[long]["test"] - runs[short]["test"]
@@ -219,8 +220,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lr-control", type=float, nargs="*", default=[0.003, 0.03],
                         help=f"learning rates also trained at the zoo's budget, seed 0 (the toy tier's: {TOY_LR:g})")
     parser.add_argument("--rate-doublings", type=float, nargs="*", default=[0.03, 48, 96], metavar="LR_THEN_EPOCHS",
-                        help="a learning rate, then budgets also trained at it, seed 0: does a faster rate reach the "
-                             "plateau in fewer epochs? (the zoo's budget at that rate is the learning-rate control's run)")
+                        help="a learning rate, then budgets also trained at it, seed 0: does a faster rate reach "
+                             "the plateau in fewer epochs? (the zoo's budget at that rate is the learning-rate "
+                             "control's run)")
     parser.add_argument("--table-only", action="store_true", help="train nothing: the table of the runs finished so far")
     args = parser.parse_args(argv)
     settings = [(epochs, ZOO_SEED, "fp32", TOY_LR) for epochs in args.epochs] + [(args.seed_epochs, 1, "fp32", TOY_LR)]
