@@ -218,6 +218,7 @@ def main(argv: list[str] | None = None) -> None:
     lines = [f"# Where the test suite's time goes (commit {commit.strip()}, {cpu_model()}, {cores} cores)", "",
              f"Made by `python benchmarks/suite_timeline.py --command \"{args.command}\"`; exit status "
              f"{returncode}.", "", "| measurement | value |", "|---|---|",
+             f"| host | {host_kind(cpu_model())} |",
              f"| wall time of the command | {wall:.0f} s |",
              f"| before the first test (installation check, collection, workers' start) | {first - started:.0f} s |"]
     lines += summarize(tests, samples, cores)

@@ -88,6 +88,7 @@ def test_log_appends_the_run_to_the_quiet_or_the_under_load_log(tmp_path, monkey
     command = f"{sys.executable} {script}"
     suite_timeline.main(["--command", command, "--out", str(tmp_path / "t.md"), "--log", "quiet, a test"])
     suite_timeline.main(["--command", command, "--out", str(tmp_path / "t.md"), "--log", "a test", "--busy", "1"])
+    assert f"| host | {suite_timeline.host_kind(suite_timeline.cpu_model())} |" in (tmp_path / "t.md").read_text()
     (row,) = quiet.read_text().splitlines()
     cells = [cell.strip() for cell in row.strip("|").split("|")]
     assert cells[2:6] == ["quiet, a test", "3 passed, 1 skipped", "1.6", "93"] and cells[-2:] == ["the command", "1.50"]
