@@ -1,9 +1,12 @@
 """Environment for the whole test run (tests/ and the nbval notebooks), set before any kernel starts."""
+import functools
 import json
 import os
 import resource
 import tempfile
 import time
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -70,6 +73,37 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.section("tests over their time budget (information, not a failure)")
         for nodeid, elapsed, budget in sorted(OVER_BUDGET, key=lambda row: row[2] - row[1]):
             terminalreporter.write_line(f"{elapsed:6.1f} s  (budget {budget:g} s)  {nodeid}")
+
+
+KERNEL_START_TRIES = 2
+
+
+def pytest_configure(config):
+    """nbval's kernels start through :func:`start_kernel_retrying`."""
+    try:
+        import nbval.kernel
+    except ImportError:  # a run without nbval: nothing to guard
+        return
+    if not hasattr(nbval.kernel.start_new_kernel, "__wrapped__"):
+        nbval.kernel.start_new_kernel = start_kernel_retrying(nbval.kernel.start_new_kernel)
+
+
+def start_kernel_retrying(start: Callable, tries: int = KERNEL_START_TRIES) -> Callable:
+    """nbval's ``start_new_kernel``, tried again when the kernel does not answer in time. nbval starts a notebook's
+    kernel once and fails every cell if it has not replied within 60 s; it then shuts that kernel down. Once, a
+    kernel stayed alive and silent for 60 s on a quiet machine with a core idle (its stderr is discarded, so the
+    cause is unknown): no behaviour of the lesson was wrong. A kernel that never answers still fails, after
+    ``tries`` starts; each retry is reported as a warning."""
+    @functools.wraps(start)
+    def start_new_kernel(*args, **kwargs):
+        for attempt in range(1, tries + 1):
+            try:
+                return start(*args, **kwargs)
+            except RuntimeError as error:  # "Kernel didn't respond in 60 seconds": that kernel is shut down
+                if attempt == tries:
+                    raise
+                warnings.warn(f"a notebook's kernel did not start ({error}); it was started again", stacklevel=2)
+    return start_new_kernel
 
 
 def timeline_folder() -> str | None:

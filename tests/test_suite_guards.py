@@ -55,3 +55,33 @@ def test_a_slow_test_is_listed_not_failed_and_a_hang_fails(tmp_path):
     section = output.split("tests over their time budget (information, not a failure)")[1]
     assert "(budget 0.01 s)  tests/test_inner.py::test_past_its_budget" in section, output
     assert "test_within_its_budget" not in section, output
+
+
+def test_a_notebook_kernel_that_does_not_answer_is_started_again_then_fails():
+    """conftest.py wraps nbval's kernel start: a kernel that did not answer is started once more (with a warning),
+    and one that never answers still fails the notebook."""
+    import importlib.util
+
+    import nbval.kernel
+
+    assert hasattr(nbval.kernel.start_new_kernel, "__wrapped__")  # installed in this session by pytest_configure
+    spec = importlib.util.spec_from_file_location("root_conftest", REPO / "conftest.py")
+    root = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(root)
+    starts = []
+
+    def silent_once(**kwargs):
+        starts.append(kwargs)
+        if len(starts) == 1:
+            raise RuntimeError("Kernel didn't respond in 60 seconds")
+        return "manager", "client"
+
+    with pytest.warns(UserWarning, match="it was started again"):
+        assert root.start_kernel_retrying(silent_once)(kernel_name="python3") == ("manager", "client")
+    assert starts == [{"kernel_name": "python3"}] * 2
+
+    def silent(**kwargs):
+        raise RuntimeError("Kernel didn't respond in 60 seconds")
+
+    with pytest.raises(RuntimeError, match="didn't respond"), pytest.warns(UserWarning):
+        root.start_kernel_retrying(silent)()
