@@ -13,12 +13,10 @@ statement's median and range, and its median beyond the bare interpreter's.
 from __future__ import annotations
 
 import argparse
-import resource
 import statistics
-import subprocess
-import sys
 from pathlib import Path
 
+from suite_timeline import cpu_seconds
 from timing import write_report
 
 from fsslib.provenance import cpu_model
@@ -31,14 +29,6 @@ STATEMENTS = {  # label -> the statement a fresh interpreter runs
     "fsslib's notebook helpers (`fsslib.notebook`, matplotlib)": "import fsslib.notebook",
     "fsslib's CLIP (`fsslib.clip`: open_clip, torchvision)": "import fsslib.clip",
 }
-
-
-def cpu_seconds(statement: str) -> float:
-    """User + system CPU seconds of a fresh interpreter that runs ``statement`` (in the repository's root)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    subprocess.run([sys.executable, "-c", statement], cwd=REPO, check=True)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def main(argv: list[str] | None = None) -> None:

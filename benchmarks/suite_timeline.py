@@ -137,15 +137,18 @@ def pytest_summary(line: str) -> tuple[str, float] | None:
     return re.sub(r",? ?\d+ warnings?", "", found.group(1)).strip(", "), float(found.group(2))
 
 
+def cpu_seconds(statement: str) -> float:
+    """User + system CPU seconds of a fresh interpreter that runs ``statement`` (in the repository's root)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    subprocess.run([sys.executable, "-c", statement], cwd=REPO, check=True)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
 def host_speed(statement: str = SPEED_STATEMENT, repeats: int = 5) -> float:
     """The median CPU seconds (user + system) of ``repeats`` fresh interpreters running ``statement``."""
-    seconds = []
-    for _ in range(repeats):
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        subprocess.run([sys.executable, "-c", statement], check=True)
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        seconds.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
-    return sorted(seconds)[len(seconds) // 2]
+    seconds = sorted(cpu_seconds(statement) for _ in range(repeats))
+    return seconds[len(seconds) // 2]
 
 
 def host_kind(model: str) -> str:

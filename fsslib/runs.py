@@ -511,7 +511,6 @@ def measure_check(path: Path, config: dict[str, Any]) -> dict[str, Any]:
     from fsslib import evaluate
     from fsslib.config import Config
     from fsslib.device import torch_threads
-    from fsslib.provenance import cpu_model
     from fsslib.zoo import CHECK_EPISODES, CHECK_THREADS
 
     with torch_threads(CHECK_THREADS), tempfile.TemporaryDirectory() as out, warnings.catch_warnings():
@@ -519,7 +518,8 @@ def measure_check(path: Path, config: dict[str, Any]) -> dict[str, Any]:
         check = evaluate.run(Config(**{**config, "ckpt": str(path), "episodes": CHECK_EPISODES, "ways": 1,
                                        "out": out, "progress": False, "device": "cpu"}))
     return {"episodes": CHECK_EPISODES, "ways": 1, "shots": config["shots"], "seed": config["seed"],
-            "threads": CHECK_THREADS, "miou": check["miou"], "fbiou": check["fbiou"], "processor": cpu_model()}
+            "threads": CHECK_THREADS, "miou": check["miou"], "fbiou": check["fbiou"],
+            "processor": check["processor"]}
 
 
 def recheck_zoo(grid_path: str | Path) -> dict[str, dict[str, Any]]:
