@@ -26,7 +26,7 @@ A learning-rate control: the zoo's budget, seed 0, is also trained at each learn
 (the toy tier's is 0.01, the head at ten times it). If a doubling keeps moving the score, a better rate might reach
 the plateau in fewer epochs; the validation mIoU compares the rates, the test mIoU is reported beside it.
 ``--rate-doublings`` tests that: budgets trained at one such rate (seed 0), whose doublings are set beside the same
-doublings at the toy tier's rate and judged by the same threshold.
+doublings at the toy tier's rate and judged by the same threshold, with the first budget under it at that rate.
 """
 from __future__ import annotations
 
@@ -116,6 +116,14 @@ def _series(rows: list[dict]) -> list[dict]:
     return [r for r in rows if r["precision"] == "fp32" and r["lr"] == TOY_LR]
 
 
+def first_budget(runs: dict[int, dict], threshold: float | None) -> int | None:
+    """The first budget whose doubling moves the test mIoU by less than ``threshold`` (``runs``: epochs -> run),
+    or None: no doubling is under it, or the threshold is not measured."""
+    budgets = sorted(runs)
+    return next((short for short, long in zip(budgets, budgets[1:])
+                 if threshold is not None and abs(runs[long]["test"] - runs[short]["test"]) < threshold), None)
+
+
 def report(fold: int, rows: list[dict], seed_epochs: int, complete: bool = True) -> tuple[list[str], int | None]:
     """The page's lines and the chosen budget (None when no doubling is under the threshold that resolves two single
     rows); ``complete``: every run of the control has finished (else a budget found so far may still change)."""
@@ -146,15 +154,12 @@ def report(fold: int, rows: list[dict], seed_epochs: int, complete: bool = True)
                  f"standard deviation s = {spread:.2f} points, so two single rows are resolved when they differ by "
                  f"2 s sqrt(2) = {threshold:.2f} points (the threshold of `docs/protocol.md`)."), "",
               "| doubling | test mIoU moves | under the threshold |", "|---|---|---|"]
-    chosen = None
     budgets = sorted(seed_zero)
     for short, long in zip(budgets, budgets[1:]):
         move = seed_zero[long]["test"] - seed_zero[short]["test"]
-        under = threshold is not None and abs(move) < threshold
-        verdict = "not measured" if threshold is None else "yes" if under else "no"
+        verdict = "not measured" if threshold is None else "yes" if abs(move) < threshold else "no"
         lines.append(f"| {short} -> {long} | {move:+.2f} | {verdict} |")
-        if under and chosen is None:
-            chosen = short
+    chosen = first_budget(seed_zero, threshold)
     if not complete:
         lines += ["", "Budget: not decided while runs of the control are missing."]
     elif chosen is not None:
@@ -199,6 +204,11 @@ def _rate_doublings(rows: list[dict], seed_zero: dict[int, dict], threshold: flo
             under = "not measured" if threshold is None else "yes" if abs(move) < threshold else "no"
             lines.append(f"| {short} -> {long} | {runs[short]['test']:.2f} -> {runs[long]['test']:.2f} | {move:+.2f} | "
                          f"{toy} | {under} |")
+        chosen = first_budget(runs, threshold)
+        lines += ["", f"Budget at {rate:g}: " + (
+            f"{chosen} epochs, the first whose doubling moves the test mIoU by less than the threshold."
+            if chosen is not None else f"not found up to {budgets[-1]} epochs; no doubling moves the test mIoU by "
+                                       "less than the threshold.")]
     return lines
 
 
@@ -217,9 +227,10 @@ def main(argv: list[str] | None = None) -> None:
                         help="the page to write")
     parser.add_argument("--precision-control", type=int, default=24, metavar="EPOCHS",
                         help="the budget also trained with bf16 steps, seed 0 (0: none)")
-    parser.add_argument("--lr-control", type=float, nargs="*", default=[0.003, 0.03],
+    parser.add_argument("--lr-control", type=float, nargs="*", default=[0.003, 0.03, 0.1],
                         help=f"learning rates also trained at the zoo's budget, seed 0 (the toy tier's: {TOY_LR:g})")
-    parser.add_argument("--rate-doublings", type=float, nargs="*", default=[0.03, 48, 96], metavar="LR_THEN_EPOCHS",
+    parser.add_argument("--rate-doublings", type=float, nargs="*", default=[0.03, 48, 96, 192, 384],
+                        metavar="LR_THEN_EPOCHS",
                         help="a learning rate, then budgets also trained at it, seed 0: does a faster rate reach "
                              "the plateau in fewer epochs? (the zoo's budget at that rate is the learning-rate "
                              "control's run)")

@@ -87,6 +87,11 @@ def test_doublings_at_another_rate_are_set_beside_the_same_doublings_at_the_toy_
     lines, chosen = base_learner_budget.report(0, rows, seed_epochs=48)
     assert chosen is None and "| 48 -> 96 | +3.40 | no |" in lines  # the series is the toy rate's alone
     at = lines.index("| doubling | test mIoU at 0.03 | moves | at 0.01, moves | under the threshold at 0.03 |")
-    assert lines[at + 2:] == ["| 24 -> 48 | 58.90 -> 62.00 | +3.10 | +2.40 | no |",
-                              "| 48 -> 96 | 62.00 -> 63.50 | +1.50 | +3.40 | yes |"]
+    assert lines[at + 2:at + 4] == ["| 24 -> 48 | 58.90 -> 62.00 | +3.10 | +2.40 | no |",
+                                    "| 48 -> 96 | 62.00 -> 63.50 | +1.50 | +3.40 | yes |"]
+    assert lines[at + 5] == ("Budget at 0.03: 48 epochs, the first whose doubling moves the test mIoU by less than "
+                             "the threshold.")
     assert not any("at 0.003" in line for line in lines)  # one run at that rate: no doubling
+    rows[6]["test"] = 64.5  # +2.5: over the threshold, and no longer budget at that rate
+    assert base_learner_budget.report(0, rows, seed_epochs=48)[0][-1] == (
+        "Budget at 0.03: not found up to 96 epochs; no doubling moves the test mIoU by less than the threshold.")
