@@ -7,12 +7,13 @@ BAM, HDMNet and PI-CLIP on them read a frozen base learner per fold (``python -m
 :mod:`fsslib.pretrain.base_learner`). Its budget is chosen as the meta learners' are (``docs/protocol.md``): double
 the epochs until a doubling moves the held-out score by less than its noise. Here the score is the test split's
 base-class mIoU (the base learner's own task, 1000 images) and the noise is that of training seeds: the same budget
-trained with another seed gives the standard deviation s, and a doubling must move the test mIoU by less than the
-difference that resolves two single rows, ``2 s sqrt(2)`` (:func:`fsslib.compare.resolution_threshold`, the threshold
-``docs/protocol.md`` applies to every family). The zoo's model of the fold (24 epochs, seed 0) is read from
-``fsslib/checkpoints/zoo``; the other runs are trained into ``--runs`` (one process of one thread each, ``--jobs``
-at a time) unless their files are there already, so an interrupted control resumes where it stopped: a finished
-run is kept, an unfinished one continues from the end of its last epoch (``--resume``).
+trained with other seeds (``--noise-seeds``) gives the standard deviation s, and a doubling must move the test mIoU
+by less than the difference that resolves two single rows, ``2 s sqrt(2)``
+(:func:`fsslib.compare.resolution_threshold`, the threshold ``docs/protocol.md`` applies to every family). The zoo's
+model of the fold (24 epochs, seed 0) is read from ``fsslib/checkpoints/zoo``; the other runs are trained into
+``--runs`` (one process of one thread each, ``--jobs`` at a time) unless their files are there already, so an
+interrupted control resumes where it stopped: a finished run is kept, an unfinished one continues from the end of
+its last epoch (``--resume``).
 
 The table gives, per run, the test and validation base-class mIoU of the kept (best validation) weights, the
 curve's last-quarter gain with its plateau verdict, and the wall and CPU time; then each doubling's move of the
@@ -148,11 +149,15 @@ def report(fold: int, rows: list[dict], seed_epochs: int, complete: bool = True)
         if r["precision"] != "fp32" and pair is not None:
             lines += ["", f"Precision control: at {r['epochs']} epochs, seed {r['seed']}, {r['precision']} steps score "
                       f"{r['test'] - pair['test']:+.2f} points of test mIoU against float32's (one run each)."]
-    seeds = ', '.join(str(r['seed']) for r in series if r['epochs'] == seed_epochs)
-    lines += ["", f"Seed spread of the test mIoU at {seed_epochs} epochs (seeds {seeds}): "
-              + ("not measured." if spread is None else
-                 f"standard deviation s = {spread:.2f} points, so two single rows are resolved when they differ by "
-                 f"2 s sqrt(2) = {threshold:.2f} points (the threshold of `docs/protocol.md`)."), "",
+    seeds = sorted((r for r in series if r["epochs"] == seed_epochs), key=lambda r: r["seed"])
+    scores = ", ".join(f"{r['test']:.2f}" for r in seeds)
+    lines += ["", f"Seed spread of the test mIoU at {seed_epochs} epochs: two single rows are resolved when they "
+              "differ by 2 s sqrt(2), s the standard deviation over the seeds (the threshold of `docs/protocol.md`).",
+              "",
+              "| seeds | test mIoU | standard deviation s | threshold 2 s sqrt(2) |", "|---|---|---|---|",
+              f"| {', '.join(str(r['seed']) for r in seeds)} | {scores} | "
+              + ("not measured | not measured |" if spread is None else f"{spread:.2f} | {threshold:.2f} |"),
+              "", f"Each doubling of seed {ZOO_SEED}'s budget:", "",
               "| doubling | test mIoU moves | under the threshold |", "|---|---|---|"]
     budgets = sorted(seed_zero)
     for short, long in zip(budgets, budgets[1:]):
@@ -218,7 +223,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fold", type=int, default=0, help="the fold whose base learner is controlled")
     parser.add_argument("--epochs", type=int, nargs="+", default=[24, 48, 96, 192, 384],
                         help="the budgets, each twice the last")
-    parser.add_argument("--seed-epochs", type=int, default=48, help="the budget also trained with seed 1 (the noise)")
+    parser.add_argument("--seed-epochs", type=int, default=48,
+                        help="the budget also trained with the --noise-seeds (their spread is the noise)")
+    parser.add_argument("--noise-seeds", type=int, nargs="+", default=[1, 2],
+                        help="the seeds trained at --seed-epochs besides seed 0")
     parser.add_argument("--runs", type=Path, default=REPO / "benchmarks" / "results" / "base_learner_budget",
                         help="folder of the trained runs: their .json (provenance, curve, scores) are committed there, "
                              "their weights are not")
@@ -236,7 +244,8 @@ def main(argv: list[str] | None = None) -> None:
                              "control's run)")
     parser.add_argument("--table-only", action="store_true", help="train nothing: the table of the runs finished so far")
     args = parser.parse_args(argv)
-    settings = [(epochs, ZOO_SEED, "fp32", TOY_LR) for epochs in args.epochs] + [(args.seed_epochs, 1, "fp32", TOY_LR)]
+    settings = [(epochs, ZOO_SEED, "fp32", TOY_LR) for epochs in args.epochs]
+    settings += [(args.seed_epochs, seed, "fp32", TOY_LR) for seed in args.noise_seeds]
     settings += [(args.precision_control, ZOO_SEED, "bf16", TOY_LR)] if args.precision_control else []
     settings += [(ZOO_EPOCHS, ZOO_SEED, "fp32", lr) for lr in args.lr_control if lr != TOY_LR]
     if args.rate_doublings:

@@ -25,7 +25,7 @@ def test_the_budget_is_the_first_whose_doubling_moves_less_than_two_single_rows_
     lines, chosen = base_learner_budget.report(0, rows, seed_epochs=48)
     assert chosen == 48
     assert "| 24 -> 48 | +2.40 | no |" in lines and "| 48 -> 96 | +1.90 | yes |" in lines
-    assert any("s = 0.71 points" in line and "= 2.00 points" in line for line in lines)
+    assert "| 0, 1 | 60.00, 59.00 | 0.71 | 2.00 |" in lines
     rows[1]["test"] = 59.5  # seeds 0.5 apart, so 1.00 resolves; doublings +1.9 and +2.4: no budget yet
     assert base_learner_budget.report(0, rows, seed_epochs=48)[1] is None
 
@@ -95,3 +95,14 @@ def test_doublings_at_another_rate_are_set_beside_the_same_doublings_at_the_toy_
     rows[6]["test"] = 64.5  # +2.5: over the threshold, and no longer budget at that rate
     assert base_learner_budget.report(0, rows, seed_epochs=48)[0][-1] == (
         "Budget at 0.03: not found up to 96 epochs; no doubling moves the test mIoU by less than the threshold.")
+
+
+def test_the_noise_is_the_spread_of_every_seed_trained_at_the_seed_budget(tmp_path, monkeypatch):
+    """--noise-seeds trains seed 0's budget with each seed; the spread (and so the threshold) is over all of them."""
+    asked = []
+    monkeypatch.setattr(base_learner_budget, "train_missing", lambda runs, fold, settings, jobs: asked.extend(settings))
+    base_learner_budget.main(["--epochs", "24", "48", "--noise-seeds", "1", "2", "--lr-control", "--rate-doublings",
+                              "--precision-control", "0", "--runs", str(tmp_path), "--out", str(tmp_path / "page.md")])
+    assert asked == [(24, 0, "fp32", 0.01), (48, 0, "fp32", 0.01), (48, 1, "fp32", 0.01), (48, 2, "fp32", 0.01)]
+    rows = [fabricated(24, 0, 57.6), fabricated(48, 0, 60.0), fabricated(48, 1, 59.0), fabricated(48, 2, 61.0)]
+    assert "| 0, 1, 2 | 60.00, 59.00, 61.00 | 1.00 | 2.83 |" in base_learner_budget.report(0, rows, seed_epochs=48)[0]
