@@ -235,7 +235,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="the page to write")
     parser.add_argument("--precision-control", type=int, default=24, metavar="EPOCHS",
                         help="the budget also trained with bf16 steps, seed 0 (0: none)")
-    parser.add_argument("--lr-control", type=float, nargs="*", default=[0.003, 0.03, 0.1],
+    parser.add_argument("--lr-control", type=float, nargs="*", default=[0.003, 0.03, 0.1, 0.3],
                         help=f"learning rates also trained at the zoo's budget, seed 0 (the toy tier's: {TOY_LR:g})")
     parser.add_argument("--rate-doublings", type=float, nargs="*", default=[0.03, 48, 96, 192, 384],
                         metavar="LR_THEN_EPOCHS",
