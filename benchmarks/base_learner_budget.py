@@ -9,11 +9,13 @@ the epochs until a doubling moves the held-out score by less than its noise. Her
 base-class mIoU (the base learner's own task, 1000 images) and the noise is that of training seeds: the same budget
 trained with other seeds (``--noise-seeds``) gives the standard deviation s, and a doubling must move the test mIoU
 by less than the difference that resolves two single rows, ``2 s sqrt(2)``
-(:func:`fsslib.compare.resolution_threshold`, the threshold ``docs/protocol.md`` applies to every family). The zoo's
-model of the fold (24 epochs, seed 0) is read from ``fsslib/checkpoints/zoo``; the other runs are trained into
-``--runs`` (one process of one thread each, ``--jobs`` at a time) unless their files are there already, so an
-interrupted control resumes where it stopped: a finished run is kept, an unfinished one continues from the end of
-its last epoch (``--resume``).
+(:func:`fsslib.compare.resolution_threshold`, the threshold ``docs/protocol.md`` applies to every family). The runs
+are trained into ``--runs`` (one process of one thread each, ``--jobs`` at a time) unless their files are there
+already, so an interrupted control resumes where it stopped: a finished run is kept, an unfinished one continues
+from the end of its last epoch (``--resume``).
+
+``--record-zoo`` writes into each zoo base learner's ``.json`` (``fsslib/checkpoints/zoo``) the fold-0 doubling of
+its own budget and rate, and whether it moved the test mIoU by less than the threshold (:func:`budget_record`).
 
 The table gives, per run, the test and validation base-class mIoU of the kept (best validation) weights, the
 curve's last-quarter gain with its plateau verdict, and the wall and CPU time; then each doubling's move of the
@@ -23,7 +25,7 @@ A precision control: the run of ``--precision-control`` epochs, seed 0, is also 
 (bf16 autocast, a third less CPU time per step: ``benchmarks/toy_step_costs.py``); its test mIoU beside the float32
 run's says whether the cheaper steps may train the longer budgets.
 
-A learning-rate control: the zoo's budget, seed 0, is also trained at each learning rate of ``--lr-control``
+A learning-rate control: the toy tier's default budget, seed 0, is also trained at each learning rate of ``--lr-control``
 (the toy tier's is 0.01, the head at ten times it). If a doubling keeps moving the score, a better rate might reach
 the plateau in fewer epochs; the validation mIoU compares the rates, the test mIoU is reported beside it.
 ``--rate-doublings`` tests that: budgets trained at one such rate (seed 0), whose doublings are set beside the same
@@ -41,21 +43,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fsslib.compare import resolution_threshold
-from fsslib.pretrain.base_learner.train import tier_settings
 
 REPO = Path(__file__).resolve().parents[1]
 ZOO = REPO / "fsslib" / "checkpoints" / "zoo"
-ZOO_EPOCHS, ZOO_SEED = 24, 0
-TOY_LR = tier_settings("toy").lr
+# The series starts from the toy tier's base-learner recipe of 24 epochs at lr 0.01 (seed 0, float32) and doubles
+# its epochs; fixed here, so that the toy tier's defaults may move to the budget this control chooses.
+TOY_EPOCHS, TOY_LR, ZOO_SEED = 24, 0.01, 0
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 
 def run_file(runs: Path, fold: int, epochs: int, seed: int, precision: str = "fp32", lr: float = TOY_LR) -> Path:
-    """The checkpoint of one control run (its provenance is the ``.json`` beside it); the zoo's for its budget."""
-    if (epochs, seed, precision, lr) == (ZOO_EPOCHS, ZOO_SEED, "fp32", TOY_LR):
-        return ZOO / f"base-learner-fold{fold}.pt"
+    """The checkpoint of one control run (its provenance is the ``.json`` beside it)."""
     rate = "" if lr == TOY_LR else f"-lr{lr:g}"
     return runs / f"fold{fold}-e{epochs}-s{seed}{'' if precision == 'fp32' else '-' + precision}{rate}.pt"
 
@@ -125,17 +125,64 @@ def first_budget(runs: dict[int, dict], threshold: float | None) -> int | None:
                  if threshold is not None and abs(runs[long]["test"] - runs[short]["test"]) < threshold), None)
 
 
+def seed_noise(rows: list[dict], seed_epochs: int) -> tuple[float | None, float | None]:
+    """The standard deviation s of the test mIoU over the seeds trained at ``seed_epochs`` (float32, the toy tier's
+    rate), and the difference that resolves two single rows, ``2 s sqrt(2)``; None for both under two seeds."""
+    seed_rows = [r["test"] for r in _series(rows) if r["epochs"] == seed_epochs]
+    spread = statistics.stdev(seed_rows) if len(seed_rows) > 1 else None
+    return spread, None if spread is None else resolution_threshold(spread, 1, 1)
+
+
+def budget_record(rows: list[dict], epochs: int, lr: float, seed_epochs: int) -> dict:
+    """Whether a zoo base learner of ``epochs`` at learning rate ``lr`` is at its plateau, for its ``.json``
+    (``budget``, as a zoo model's from :func:`fsslib.runs.budget_record`): fold 0's test mIoU (seed 0, float32, the
+    same rate) at that budget and at twice it, the move, and the threshold of :func:`seed_noise`. Without a run at
+    twice the budget, the doubling into it (from half) stands in: under the threshold, half the budget is already at
+    the plateau; over it, the budget is not shown at its plateau."""
+    runs = {r["epochs"]: r for r in rows if (r["precision"], r["seed"], r["lr"]) == ("fp32", ZOO_SEED, lr)}
+    short, long = (epochs, 2 * epochs) if 2 * epochs in runs else (epochs // 2, epochs)
+    _, threshold = seed_noise(rows, seed_epochs)
+    if short not in runs or long not in runs or threshold is None:
+        raise SystemExit(f"The fold-0 control lacks the runs a base learner of {epochs} epochs at lr {lr:g} needs: "
+                         f"seed {ZOO_SEED} at {epochs} and {2 * epochs} (or {epochs // 2}) epochs at that rate, and "
+                         f"seeds at {seed_epochs} epochs for the noise. Train them: python benchmarks/"
+                         f"base_learner_budget.py --rate-doublings {lr:g} {epochs // 2} {epochs} {2 * epochs}")
+    move = runs[long]["test"] - runs[short]["test"]
+    return {"control": "benchmarks/results/base_learner_budget_toy.md", "doubling_epochs": [short, long], "lr": lr,
+            "fold0_test_miou": [runs[short]["test"], runs[long]["test"]], "move": move,
+            "resolved_threshold": threshold, "at_plateau": abs(move) < threshold}
+
+
+def record_zoo(rows: list[dict], seed_epochs: int, zoo: Path = ZOO) -> list[Path]:
+    """Write :func:`budget_record` into each zoo base learner's ``.json`` (its own epochs and rate, fold 0's
+    doubling); returns the files written."""
+    written = []
+    for path in sorted(zoo.glob("base-learner-fold*.json")):
+        record = json.loads(path.read_text())
+        record["budget"] = budget_record(rows, record["settings"]["epochs"], record["settings"]["lr"], seed_epochs)
+        path.write_text(json.dumps(record, indent=1) + "\n")
+        written.append(path)
+    return written
+
+
+def zoo_budget(fold: int, zoo: Path = ZOO) -> str:
+    """Which run the zoo's base learner of ``fold`` is (its epochs and rate, seed 0, float32), as the page says it."""
+    path = zoo / f"base-learner-fold{fold}.json"
+    if not path.is_file():
+        return f"the zoo holds no base learner of fold {fold}"
+    settings = json.loads(path.read_text())["settings"]
+    return f"the zoo's base learner of fold {fold} is the run of {settings['epochs']} epochs at lr {settings['lr']:g}"
+
+
 def report(fold: int, rows: list[dict], seed_epochs: int, complete: bool = True) -> tuple[list[str], int | None]:
     """The page's lines and the chosen budget (None when no doubling is under the threshold that resolves two single
     rows); ``complete``: every run of the control has finished (else a budget found so far may still change)."""
     series = _series(rows)
     seed_zero = {r["epochs"]: r for r in series if r["seed"] == ZOO_SEED}
-    seed_rows = [r["test"] for r in series if r["epochs"] == seed_epochs]
-    spread = statistics.stdev(seed_rows) if len(seed_rows) > 1 else None  # s, the standard deviation over seeds
-    threshold = None if spread is None else resolution_threshold(spread, 1, 1)
+    spread, threshold = seed_noise(rows, seed_epochs)  # s, the standard deviation over seeds
     lines = [f"# BAM's base learner at twice the budget (toy tier, fold {fold})", "",
              "Made by `python benchmarks/base_learner_budget.py` (the module docstring says what it measures). "
-             "Base-class mIoU (%) of the kept weights; 24 epochs, seed 0, fp32 is the zoo's model. Wall and CPU "
+             f"Base-class mIoU (%) of the kept weights; {zoo_budget(fold)}. Wall and CPU "
              "times were taken on a shared 2-core machine (runs beside others, paused at times), where both grow "
              "with the load: the cost of a step is compared in `benchmarks/results/toy_step_costs.md`.", "",
              "| epochs | seed | precision | test mIoU | val mIoU | last-quarter gain (SE) | verdict | train wall / CPU min |",
@@ -173,11 +220,11 @@ def report(fold: int, rows: list[dict], seed_epochs: int, complete: bool = True)
     else:
         lines += ["", "Budget: not found; no doubling moves the test mIoU by less than the threshold (train longer "
                   "budgets)."]
-    rates = sorted((r for r in rows if (r["precision"], r["epochs"], r["seed"]) == ("fp32", ZOO_EPOCHS, ZOO_SEED)),
+    rates = sorted((r for r in rows if (r["precision"], r["epochs"], r["seed"]) == ("fp32", TOY_EPOCHS, ZOO_SEED)),
                    key=lambda r: r["lr"])
     if len(rates) > 1:  # the learning-rate control
         best = max(rates, key=lambda r: r["val"])
-        lines += ["", f"Learning-rate control: at {ZOO_EPOCHS} epochs, seed {ZOO_SEED}, float32 (one run each; the toy "
+        lines += ["", f"Learning-rate control: at {TOY_EPOCHS} epochs, seed {ZOO_SEED}, float32 (one run each; the toy "
                   f"tier's rate is {TOY_LR:g}); the best validation mIoU is at {best['lr']:g}.", "",
                   "| lr | val mIoU | test mIoU | last-quarter gain (SE) | verdict |", "|---|---|---|---|---|"]
         lines += [f"| {r['lr']:g} | {r['val']:.2f} | {r['test']:.2f} | {_gain(r)} | {r['verdict']} |" for r in rates]
@@ -236,18 +283,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--precision-control", type=int, default=24, metavar="EPOCHS",
                         help="the budget also trained with bf16 steps, seed 0 (0: none)")
     parser.add_argument("--lr-control", type=float, nargs="*", default=[0.003, 0.03, 0.1, 0.3],
-                        help=f"learning rates also trained at the zoo's budget, seed 0 (the toy tier's: {TOY_LR:g})")
+                        help=f"learning rates also trained at the toy tier's default budget ({TOY_EPOCHS} epochs), seed 0 "
+                             f"(the toy tier's rate: {TOY_LR:g})")
     parser.add_argument("--rate-doublings", type=float, nargs="*", default=[0.03, 48, 96, 192, 384],
                         metavar="LR_THEN_EPOCHS",
                         help="a learning rate, then budgets also trained at it, seed 0: does a faster rate reach "
-                             "the plateau in fewer epochs? (the zoo's budget at that rate is the learning-rate "
-                             "control's run)")
+                             "the plateau in fewer epochs? (the default budget at that rate is the "
+                             "learning-rate control's run)")
     parser.add_argument("--table-only", action="store_true", help="train nothing: the table of the runs finished so far")
+    parser.add_argument("--record-zoo", action="store_true",
+                        help="also write into each zoo base learner's .json the fold-0 doubling of its budget and rate "
+                             "(its `budget` field), from the runs finished so far")
     args = parser.parse_args(argv)
+    if args.record_zoo and args.fold != 0:
+        raise SystemExit("--record-zoo writes fold 0's doubling into every fold's base learner: run it with --fold 0.")
     settings = [(epochs, ZOO_SEED, "fp32", TOY_LR) for epochs in args.epochs]
     settings += [(args.seed_epochs, seed, "fp32", TOY_LR) for seed in args.noise_seeds]
     settings += [(args.precision_control, ZOO_SEED, "bf16", TOY_LR)] if args.precision_control else []
-    settings += [(ZOO_EPOCHS, ZOO_SEED, "fp32", lr) for lr in args.lr_control if lr != TOY_LR]
+    settings += [(TOY_EPOCHS, ZOO_SEED, "fp32", lr) for lr in args.lr_control if lr != TOY_LR]
     if args.rate_doublings:
         rate, *budgets = args.rate_doublings
         settings += [(int(epochs), ZOO_SEED, "fp32", rate) for epochs in budgets]
@@ -268,6 +321,9 @@ def main(argv: list[str] | None = None) -> None:
                   f"![the validation curves of the runs]({args.out.with_suffix('.png').name})"]
     args.out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+    if args.record_zoo:
+        written = record_zoo(rows, args.seed_epochs)
+        print(f"Wrote the budget record into {len(written)} zoo base learners' .json.")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
+
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "base_learner_budget.py"
 spec = importlib.util.spec_from_file_location("base_learner_budget", SCRIPT)
 base_learner_budget = importlib.util.module_from_spec(spec)
@@ -31,7 +33,7 @@ def test_the_budget_is_the_first_whose_doubling_moves_less_than_two_single_rows_
 
 
 def test_only_the_runs_without_their_provenance_file_are_trained(tmp_path, monkeypatch):
-    for name in ("fold0-e48-s0", "fold0-e48-s1"):
+    for name in ("fold0-e24-s0", "fold0-e48-s0", "fold0-e48-s1"):
         (tmp_path / f"{name}.json").write_text(json.dumps({}))
     trained = []
     monkeypatch.setattr(base_learner_budget.subprocess, "run", lambda command, **_: trained.append(command))
@@ -106,3 +108,30 @@ def test_the_noise_is_the_spread_of_every_seed_trained_at_the_seed_budget(tmp_pa
     assert asked == [(24, 0, "fp32", 0.01), (48, 0, "fp32", 0.01), (48, 1, "fp32", 0.01), (48, 2, "fp32", 0.01)]
     rows = [fabricated(24, 0, 57.6), fabricated(48, 0, 60.0), fabricated(48, 1, 59.0), fabricated(48, 2, 61.0)]
     assert "| 0, 1, 2 | 60.00, 59.00, 61.00 | 1.00 | 2.83 |" in base_learner_budget.report(0, rows, seed_epochs=48)[0]
+
+
+def test_a_base_learner_s_budget_record_is_its_fold_0_doubling_or_the_doubling_into_it():
+    """Seeds 1.0 apart resolve 2.0 points. A budget with a run at twice it is judged by that doubling; without one,
+    by the doubling into it (under the threshold, half the budget is already at the plateau); neither is an error."""
+    rows = [fabricated(24, 0, 57.6), fabricated(48, 0, 60.0), fabricated(96, 0, 61.9), fabricated(48, 1, 59.0)]
+    record = base_learner_budget.budget_record(rows, 48, 0.01, seed_epochs=48)
+    assert record["doubling_epochs"] == [48, 96] and record["at_plateau"]
+    assert record["fold0_test_miou"] == [60.0, 61.9] and abs(record["resolved_threshold"] - 2.0) < 1e-9
+    into = base_learner_budget.budget_record(rows, 96, 0.01, seed_epochs=48)
+    assert into["doubling_epochs"] == [48, 96] and into["at_plateau"]
+    assert not base_learner_budget.budget_record(rows, 24, 0.01, seed_epochs=48)["at_plateau"]  # +2.4 over 2.0
+    with pytest.raises(SystemExit, match="--rate-doublings 0.03 12 24 48"):
+        base_learner_budget.budget_record(rows, 24, 0.03, seed_epochs=48)
+
+
+def test_each_zoo_base_learner_records_the_fold_0_doubling_of_its_own_budget():
+    """The `budget` field of every shipped base learner's .json is what the committed control runs say of its
+    epochs and learning rate (python benchmarks/base_learner_budget.py --table-only --record-zoo writes it)."""
+    runs = SCRIPT.parent / "results" / "base_learner_budget"
+    rows = [base_learner_budget.row(path) for path in sorted(runs.glob("fold0-*.json"))]
+    shipped = sorted(base_learner_budget.ZOO.glob("base-learner-fold*.json"))
+    assert len(shipped) == 4
+    for path in shipped:
+        record = json.loads(path.read_text())
+        assert record["budget"] == base_learner_budget.budget_record(
+            rows, record["settings"]["epochs"], record["settings"]["lr"], seed_epochs=48), path.name
