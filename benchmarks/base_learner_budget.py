@@ -25,9 +25,10 @@ A precision control: the run of ``--precision-control`` epochs, seed 0, is also 
 (bf16 autocast, a third less CPU time per step: ``benchmarks/toy_step_costs.py``); its test mIoU beside the float32
 run's says whether the cheaper steps may train the longer budgets.
 
-A learning-rate control: the toy tier's default budget, seed 0, is also trained at each learning rate of ``--lr-control``
-(the toy tier's is 0.01, the head at ten times it). If a doubling keeps moving the score, a better rate might reach
-the plateau in fewer epochs; the validation mIoU compares the rates, the test mIoU is reported beside it.
+A learning-rate control: the toy tier's default budget, seed 0, is also trained at each learning rate of
+``--lr-control`` (the toy tier's is 0.01, the head at ten times it). If a doubling keeps moving the score, a better
+rate might reach the plateau in fewer epochs; the validation mIoU compares the rates, the test mIoU is reported
+beside it.
 ``--rate-doublings`` tests that: budgets trained at one such rate (seed 0), whose doublings are set beside the same
 doublings at the toy tier's rate and judged by the same threshold, with the first budget under it at that rate.
 """
@@ -283,8 +284,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--precision-control", type=int, default=24, metavar="EPOCHS",
                         help="the budget also trained with bf16 steps, seed 0 (0: none)")
     parser.add_argument("--lr-control", type=float, nargs="*", default=[0.003, 0.03, 0.1, 0.3],
-                        help=f"learning rates also trained at the toy tier's default budget ({TOY_EPOCHS} epochs), seed 0 "
-                             f"(the toy tier's rate: {TOY_LR:g})")
+                        help=f"learning rates also trained at the toy tier's default budget ({TOY_EPOCHS} epochs), "
+                             f"seed 0 (the toy tier's rate: {TOY_LR:g})")
     parser.add_argument("--rate-doublings", type=float, nargs="*", default=[0.03, 48, 96, 192, 384],
                         metavar="LR_THEN_EPOCHS",
                         help="a learning rate, then budgets also trained at it, seed 0: does a faster rate reach "

@@ -100,7 +100,8 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     learners = base_learners(args.runs)
     if not learners:
-        raise SystemExit(f"No base learner weights in {args.runs}: train them with python benchmarks/base_learner_budget.py.")
+        raise SystemExit(f"No base learner weights in {args.runs}: train them with "
+                         "python benchmarks/base_learner_budget.py.")
     lines = ["# How well each base learner's features find a novel class (toy tier, fold 0)", "",
              f"Made by `python benchmarks/base_learner_features.py` (the module docstring says what it measures): the "
              f"first {args.episodes} 1-way 1-shot test episodes of fold 0, seed 0 of each base learner, float32. "

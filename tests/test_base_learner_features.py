@@ -1,4 +1,5 @@
-"""The base learners' feature control (benchmarks/base_learner_features.py): its AUC, and which base learners it reads."""
+"""The base learners' feature control (benchmarks/base_learner_features.py): its AUC, and which base learners it
+reads."""
 from __future__ import annotations
 
 import importlib.util
