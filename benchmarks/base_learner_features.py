@@ -41,12 +41,8 @@ MAPS = ("embedding", "layer4")  # HDMNet's two maps, in its order; BAM's prior i
 def pixel_auc(scores: torch.Tensor, target: torch.Tensor) -> float:
     """The probability that a target pixel scores higher than a non-target pixel (ties count half): the
     Mann-Whitney statistic of ``scores`` (N,) split by the boolean ``target`` (N,)."""
-    ranks = torch.empty_like(scores)
-    order = scores.argsort()
-    ranks[order] = torch.arange(1, len(scores) + 1, dtype=scores.dtype)
-    for value in scores[order][1:][scores[order][1:] == scores[order][:-1]].unique():  # ties: their mean rank
-        tied = scores == value
-        ranks[tied] = ranks[tied].mean()
+    _, inverse, counts = torch.unique(scores, return_inverse=True, return_counts=True)  # counts of the sorted values
+    ranks = (counts.cumsum(0) - (counts - 1) / 2)[inverse]  # 1-based ranks, tied values at their mean rank
     positives, negatives = int(target.sum()), int((~target).sum())
     return float((ranks[target].sum() - positives * (positives + 1) / 2) / (positives * negatives))
 
