@@ -277,7 +277,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="the seeds trained at --seed-epochs besides seed 0")
     parser.add_argument("--runs", type=Path, default=REPO / "benchmarks" / "results" / "base_learner_budget",
                         help="folder of the trained runs: their .json (provenance, curve, scores) are committed there, "
-                             "their weights are not")
+                             "and the weights of those a committed grid reads")
     parser.add_argument("--jobs", type=int, default=2, help="training processes at a time, one thread each")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "base_learner_budget_toy.md",
                         help="the page to write")
