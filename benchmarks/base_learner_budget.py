@@ -44,9 +44,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fsslib.compare import resolution_threshold
+from fsslib.runs import single_row_threshold
+from fsslib.tables import load_grid, read_table
 
 REPO = Path(__file__).resolve().parents[1]
 ZOO = REPO / "fsslib" / "checkpoints" / "zoo"
+GRIDS = REPO / "papermill_runs"
 # The series starts from the toy tier's base-learner recipe of 24 epochs at lr 0.01 (seed 0, float32) and doubles
 # its epochs; fixed here, so that the toy tier's defaults may move to the budget this control chooses.
 TOY_EPOCHS, TOY_LR, ZOO_SEED = 24, 0.01, 0
@@ -154,13 +157,61 @@ def budget_record(rows: list[dict], epochs: int, lr: float, seed_epochs: int) ->
             "resolved_threshold": threshold, "at_plateau": abs(move) < threshold}
 
 
-def record_zoo(rows: list[dict], seed_epochs: int, zoo: Path = ZOO) -> list[Path]:
+def grids_reading(weights: Path, grids: Path = GRIDS) -> list[dict]:
+    """The committed grids whose runs read the base learner ``weights`` (their ``options: base_learner``)."""
+    reading = []
+    for path in sorted(grids.glob("*.yaml")):
+        grid = load_grid(path)
+        option = grid.get("fixed", {}).get("options", {}).get("base_learner")
+        if option and Path(option).name == weights.name:
+            reading.append(grid)
+    return reading
+
+
+def downstream_record(runs: Path, epochs: int, lr: float, grids: Path = GRIDS,
+                      results: Path | None = None) -> dict | None:
+    """What the doubling into a base learner of ``epochs`` at ``lr`` does to the meta models that read it: each
+    method's fold-0 1-way 1-shot test mIoU (seed 0) in the grids that read the control's run of half the epochs
+    and in those that read the run itself, at the meta budget of ``piclip_baselines_toy``; the moves and the
+    difference that resolves two single rows (:func:`fsslib.runs.single_row_threshold`). None where no grid
+    reads both runs."""
+    meta_epochs = load_grid(grids / "piclip_baselines_toy.yaml")["fixed"]["epochs"]
+    results = results or grids / "results"
+
+    def rows(weights: Path) -> tuple[list[str], dict[str, float]]:
+        names, scores = [], {}
+        for grid in grids_reading(weights, grids):
+            table = results / f"{grid['name']}.csv"
+            if grid["fixed"].get("epochs") != meta_epochs or not table.is_file():
+                continue
+            kept = {r["method"]: r["miou"] for r in read_table(table) if not r.get("variant") and int(r["fold"]) == 0
+                    and (int(r["ways"]), int(r["shots"]), int(r["seed"])) == (1, 1, ZOO_SEED)}
+            if kept:
+                names.append(grid["name"])
+                scores.update(kept)
+        return names, scores
+
+    (short_grids, short), (long_grids, long) = (rows(run_file(runs, 0, e, ZOO_SEED, lr=lr)) for e in (epochs // 2, epochs))
+    methods = [method for method in short if method in long]
+    if not methods:
+        return None
+    threshold = single_row_threshold(results)
+    moves = {method: long[method] - short[method] for method in methods}
+    return {"grids": [short_grids, long_grids], "doubling_epochs": [epochs // 2, epochs], "meta_epochs": meta_epochs,
+            "fold0_test_miou": {method: [short[method], long[method]] for method in methods}, "move": moves,
+            "resolved_threshold": threshold, "within": all(abs(move) < threshold for move in moves.values())}
+
+
+def record_zoo(rows: list[dict], seed_epochs: int, runs: Path, zoo: Path = ZOO) -> list[Path]:
     """Write :func:`budget_record` into each zoo base learner's ``.json`` (its own epochs and rate, fold 0's
-    doubling); returns the files written."""
+    doubling), with the meta models' side of that doubling (:func:`downstream_record`, ``downstream``; the runs
+    are those of the folder ``runs``); returns the files written."""
     written = []
     for path in sorted(zoo.glob("base-learner-fold*.json")):
         record = json.loads(path.read_text())
-        record["budget"] = budget_record(rows, record["settings"]["epochs"], record["settings"]["lr"], seed_epochs)
+        epochs, lr = record["settings"]["epochs"], record["settings"]["lr"]
+        record["budget"] = {**budget_record(rows, epochs, lr, seed_epochs),
+                            "downstream": downstream_record(runs, epochs, lr)}
         path.write_text(json.dumps(record, indent=1) + "\n")
         written.append(path)
     return written
@@ -323,7 +374,7 @@ def main(argv: list[str] | None = None) -> None:
     args.out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     if args.record_zoo:
-        written = record_zoo(rows, args.seed_epochs)
+        written = record_zoo(rows, args.seed_epochs, args.runs)
         print(f"Wrote the budget record into {len(written)} zoo base learners' .json.")
 
 

@@ -256,6 +256,17 @@ def seed_sources(grid: dict[str, Any], results: Path | None = None) -> dict[str,
     return kept
 
 
+def single_row_threshold(results: Path | None = None) -> float:
+    """The difference that resolves two single fold-0 1-way 1-shot rows (``docs/protocol.md``): twice the standard
+    error of the pooled seed spread of ``compare_toy``'s committed tables in ``results``."""
+    from fsslib.compare import pooled_spread, read_comparison, resolution_threshold, seed_spread
+
+    results = results or REPO / "papermill_runs" / "results"
+    comparison = load_grid(REPO / "papermill_runs" / "compare_toy.yaml")
+    spread = pooled_spread(seed_spread(read_comparison("compare_toy", results)[0], seed_rows(comparison, results)))
+    return resolution_threshold(spread["1-way 1-shot"][0], 1, 1)
+
+
 def budget_record(grid: dict[str, Any], params: dict[str, Any], results: Path | None = None) -> dict[str, Any] | None:
     """Why a zoo model's budget is its plateau, for its ``.json``: the fold-0 1-way 1-shot test mIoU of the method (and
     variant) at this grid's budget and in the grid named under ``budget_control`` (the same run at twice the
@@ -265,8 +276,6 @@ def budget_record(grid: dict[str, Any], params: dict[str, Any], results: Path | 
     controls = grid.get("budget_control")
     if not controls:
         return None
-    from fsslib.compare import pooled_spread, read_comparison, resolution_threshold, seed_spread
-
     results = results or REPO / "papermill_runs" / "results"
     variant = params.get("variant") or ""
     named = " ".join(filter(None, (params["method"], variant)))
@@ -293,9 +302,7 @@ def budget_record(grid: dict[str, Any], params: dict[str, Any], results: Path | 
                           "list under budget_control one grid per method's doubling, and run it first "
                           "(python -m fsslib.runs papermill_runs/<grid>.yaml)")
     control = holding[0] if len(names) > 1 else names[0]
-    comparison = load_grid(REPO / "papermill_runs" / "compare_toy.yaml")
-    spread = pooled_spread(seed_spread(read_comparison("compare_toy", results)[0], seed_rows(comparison, results)))
-    threshold = resolution_threshold(spread["1-way 1-shot"][0], 1, 1)
+    threshold = single_row_threshold(results)
     budget, doubled = fold_zero_row(grid["name"]), fold_zero_row(control)
     move = doubled["miou"] - budget["miou"]
     return {"control": control, "control_epochs": load_grid(REPO / "papermill_runs" / f"{control}.yaml").get("fixed", {}).get("epochs"),

@@ -133,5 +133,44 @@ def test_each_zoo_base_learner_records_the_fold_0_doubling_of_its_own_budget():
     assert len(shipped) == 4
     for path in shipped:
         record = json.loads(path.read_text())
-        assert record["budget"] == base_learner_budget.budget_record(
-            rows, record["settings"]["epochs"], record["settings"]["lr"], seed_epochs=48), path.name
+        epochs, lr = record["settings"]["epochs"], record["settings"]["lr"]
+        assert record["budget"] == {**base_learner_budget.budget_record(rows, epochs, lr, seed_epochs=48),
+                                    "downstream": base_learner_budget.downstream_record(runs, epochs, lr)}, path.name
+
+
+def test_the_downstream_record_pairs_the_meta_models_on_both_base_learners_at_the_zoo_s_meta_budget(tmp_path,
+                                                                                                      monkeypatch):
+    """A base learner's doubling judged by what it does to the meta models: the grids reading the run of half the
+    epochs and the run itself, at piclip_baselines_toy's meta budget (a grid at another budget, a variant row or a
+    method on one side only is left out)."""
+    runs, notebook = (Path("../benchmarks/results/base_learner_budget"),
+                     "notebook: notebooks/90_train_eval.ipynb\ngrid: {fold: [0]}\n")
+    (tmp_path / "results").mkdir()
+    monkeypatch.setattr(base_learner_budget, "single_row_threshold", lambda results: 2.0)
+
+    def grid(name: str, epochs: int, weights: str, rows: list[tuple[str, str, float]]) -> None:
+        (tmp_path / f"{name}.yaml").write_text(
+            f"name: {name}\n{notebook}fixed:\n  epochs: {epochs}\n  options: {{base_learner: {runs / weights}}}\n")
+        lines = ["method,variant,fold,ways,shots,train_shots,seed,miou,fbiou,reference_miou"]
+        lines += [f"{method},{variant},0,1,1,1,0,{miou},{miou},0" for method, variant, miou in rows]
+        (tmp_path / "results" / f"{name}.csv").write_text("\n".join(lines) + "\n")
+
+    (tmp_path / "piclip_baselines_toy.yaml").write_text(f"name: piclip_baselines_toy\n{notebook}fixed:\n  epochs: 160\n")
+    grid("short", 160, "fold0-e48-s0.pt", [("bam", "", 60.0), ("hdmnet", "", 61.0), ("hdmnet", "vtp", 50.0)])
+    grid("long", 160, "fold0-e96-s0.pt", [("bam", "", 62.5), ("hdmnet", "", 61.5), ("pfenet", "", 40.0)])
+    grid("long_320", 320, "fold0-e96-s0.pt", [("bam", "", 70.0)])
+    record = base_learner_budget.downstream_record(Path("runs"), 96, 0.01, grids=tmp_path)
+    assert record["grids"] == [["short"], ["long"]] and record["doubling_epochs"] == [48, 96]
+    assert record["fold0_test_miou"] == {"bam": [60.0, 62.5], "hdmnet": [61.0, 61.5]}
+    assert record["move"] == {"bam": 2.5, "hdmnet": 0.5} and not record["within"]  # bam's +2.5 is over 2.0
+    assert base_learner_budget.downstream_record(Path("runs"), 192, 0.01, grids=tmp_path) is None
+
+
+def test_the_committed_downstream_record_of_the_384_epoch_base_learner_reads_its_two_control_grids():
+    runs = SCRIPT.parent / "results" / "base_learner_budget"
+    record = base_learner_budget.downstream_record(runs, 384, 0.01)
+    assert record["grids"] == [["piclip_baselines_base_learner_control"], ["piclip_baselines_base_learner_control_384"]]
+    assert sorted(record["move"]) == ["bam", "hdmnet", "piclip-bam", "piclip-hdmnet"]
+    for method, (short, long) in record["fold0_test_miou"].items():
+        assert record["move"][method] == long - short
+    assert base_learner_budget.downstream_record(runs, 24, 0.01) is None  # no grid reads a 12-epoch run
