@@ -23,7 +23,8 @@ from fsslib import train
 from fsslib.blocks import blank_outside_masks
 from fsslib.blocks.hierarchical import HierarchicalTransformer, TransformerSize, correlation_distillation_loss
 from fsslib.config import make_config
-from fsslib.errors import CheckpointError
+from fsslib.errors import CheckpointError, FsslibError
+from fsslib.methods.options import OptionError
 from fsslib.methods import build_method, frozen_files
 from fsslib.models.backbones import IMAGENET_MEAN
 from tests.test_ensemble import official_ensemble, official_est_val
@@ -494,3 +495,30 @@ def test_a_missing_base_learner_names_the_command_that_makes_it(tmp_path):
         build_method(cfg)
     assert "python -m fsslib.pretrain base-learner --fold 2" in error.value.fix
     assert frozen_files(cfg) == {"base_learner": str(missing)}
+
+
+def test_one_similarity_map_alone_is_that_channel_of_the_two():
+    """The control option ``similarity_maps``: a model keeping one level's map reads that channel of the official
+    pair (embedding first, layer4 second), its transformer and merge get one guide channel, and a wrong list or
+    PI-CLIP(HDMNet), whose priors replace the maps, is refused with its fix."""
+    torch.manual_seed(0)
+    options = {"base_learner": "random"}
+    both = build_method(make_config(method="hdmnet", backbone_weights="random", options=options)).eval()
+    batch = fabricated_batch(batch_size=2, shots=1).one_way()
+    inputs, masks = batch.inputs(), batch.support_masks.flatten(0, 1)
+    supports = blank_outside_masks(inputs.support_images.flatten(0, 1), masks, IMAGENET_MEAN)
+    query, support = both.frozen_features(inputs.query_images), both.frozen_features(supports)
+    pair = both.similarity_maps(query, support, masks, shots=1)  # (B, 2, h, w)
+    for channel, level in enumerate(("embedding", "layer4")):
+        alone = build_method(make_config(method="hdmnet", backbone_weights="random",
+                                         options={**options, "similarity_maps": [level]}))
+        torch.testing.assert_close(alone.similarity_maps(query, support, masks, shots=1), pair[:, channel:channel + 1])
+        assert alone.query_merge[0].in_channels == both.query_merge[0].in_channels - 1
+        assert alone.eval()(fabricated_batch(batch_size=2, shots=1).inputs()).shape == (2, 2, 64, 64)
+    for wrong in ([], ["layer4", "layer4"], ["layer3"]):
+        with pytest.raises(FsslibError, match="similarity_maps|similarity maps"):
+            build_method(make_config(method="hdmnet", backbone_weights="random",
+                                     options={**options, "similarity_maps": wrong}))
+    with pytest.raises(OptionError, match="has no effect"):
+        build_method(make_config(method="piclip-hdmnet", backbone_weights="random",
+                                 options={**options, "similarity_maps": ["layer4"]}))

@@ -24,8 +24,8 @@ from fsslib.blocks.hierarchical import INITS, TransformerSize
 from fsslib.blocks.priors import PriorSource
 from fsslib.data.benchmarks import benchmark_of
 from fsslib.methods.base import MethodConfig
-from fsslib.methods.hdmnet.model import SIMILARITY_SCALE, HDMNet
-from fsslib.methods.options import BaseLearnerOptions, option
+from fsslib.methods.hdmnet.model import SIMILARITY_LEVELS, SIMILARITY_SCALE, HDMNet
+from fsslib.methods.options import BaseLearnerOptions, OptionError, option
 from fsslib.models.backbones import DEEP_STEM
 
 
@@ -55,6 +55,9 @@ class HDMNetOptions(BaseLearnerOptions):
     base_dropout: bool = option(True, "the base learner's Dropout2d(0.1) active while training, as the "
                                         "official train mode leaves it")
     lr_scale: float = option(10.0, "lr multiplier of every trained part but the transformer (the official 10)", above=0)
+    similarity_maps: tuple[str, ...] = option(SIMILARITY_LEVELS, "the base learner's levels whose similarity maps "
+                                              "guide the transformer (the official both); one alone is a control",
+                                              SIMILARITY_LEVELS)
 
     def transformer_size(self) -> TransformerSize:
         return TransformerSize(self.embed_dims, self.heads, self.sr_ratios, self.patch_sizes, self.strides,
@@ -99,9 +102,13 @@ def hdmnet_model(cfg: MethodConfig, options: HDMNetOptions, guide: PriorSource |
     """HDMNet of ``options`` (HDMNet's or a subclass's, e.g. PI-CLIP(HDMNet)'s) on the fold's frozen base learner;
     ``guide`` replaces its two similarity maps (PI-CLIP's CLIP priors, unscaled), times ``guide_scale`` where they
     enter ``query_merge``."""
+    if guide is not None and options.similarity_maps != SIMILARITY_LEVELS:
+        raise OptionError(f"Option similarity_maps of {options.method} has no effect: its guide replaces HDMNet's "
+                          "similarity maps.", "leave similarity_maps at its default for this method.")
     base_class_ids = benchmark_of(cfg).base_classes(cfg.fold)
     return HDMNet(options.frozen_base_learner(cfg, base_class_ids), base_class_ids, shots=cfg.shots,
                   feature_dim=options.feature_dim, dropout=options.dropout, size=options.transformer_size(),
                   transformer_init=options.transformer_init, fixed_batchnorm=options.fixed_batchnorm,
                   shot_unsort=options.shot_unsort, train_shot_weighting=options.train_shot_weighting,
-                  base_dropout=options.base_dropout, lr_scale=options.lr_scale, guide=guide, guide_scale=guide_scale)
+                  base_dropout=options.base_dropout, lr_scale=options.lr_scale, guide=guide, guide_scale=guide_scale,
+                  similarity_maps=options.similarity_maps)

@@ -16,7 +16,8 @@ Pipeline for a query and K supports (shapes for the paper tier: 473 x 473 -> 60 
   (:func:`fsslib.blocks.masked_average_pooling`).
 * Two similarity maps: for each query position the max cosine to the masked support's ``embedding`` (channel 0)
   and ``layer4`` (channel 1) positions (the official ``get_similarity``: the mask resized nearest, no min-max
-  normalisation), averaged over the shots.
+  normalisation), averaged over the shots. ``similarity_maps`` keeps one of them alone: a control of what each map
+  gives the transformer, not in the official code.
 * ``support_merge(cat(support, prototype))`` and ``query_merge(cat(query, mean prototype, 10 * similarity))``:
   1x1 conv (no bias) + ReLU to the transformer's width.
 * :class:`fsslib.blocks.HierarchicalTransformer` (guide = the two similarity maps) -> meta logits (B, 2, h, w) and
@@ -62,9 +63,11 @@ from fsslib.blocks.hierarchical import PAPER_SIZE, HierarchicalTransformer, Tran
 from fsslib.blocks.priors import PriorSource
 from fsslib.data.episodes import EpisodeBatch, OneWayInputs
 from fsslib.methods.base import FewShotSegmenter, require_one_way, segmentation_loss
+from fsslib.methods.options import OptionError
 from fsslib.models.backbones import IMAGENET_MEAN
 
 SIMILARITY_SCALE = 10.0  # the official query_merge input: similarity * 10
+SIMILARITY_LEVELS = ("embedding", "layer4")  # the official get_similarity's two maps, in its channel order
 SHOT_HIDDEN = 2  # the official kshot_trans_dim
 
 
@@ -81,11 +84,17 @@ class HDMNet(FewShotSegmenter):
                  feature_dim: int = 256, dropout: float = 0.5, size: TransformerSize = PAPER_SIZE,
                  transformer_init: str = "official", fixed_batchnorm: bool = True, shot_unsort: bool = False,
                  train_shot_weighting: bool = False, base_dropout: bool = True, lr_scale: float = 10.0,
-                 guide: PriorSource | None = None, guide_scale: float = SIMILARITY_SCALE) -> None:
+                 guide: PriorSource | None = None, guide_scale: float = SIMILARITY_SCALE,
+                 similarity_maps: Sequence[str] = SIMILARITY_LEVELS) -> None:
         super().__init__()
         self.guide = guide  # None: HDMNet's two similarity maps; PI-CLIP(HDMNet): its CLIP priors (unscaled)
         self.guide_scale = guide_scale
-        guide_channels = guide.channels if guide else 2
+        if not similarity_maps or len(set(similarity_maps)) != len(similarity_maps) \
+                or not set(similarity_maps) <= set(SIMILARITY_LEVELS):
+            raise OptionError(f"HDMNet's similarity maps must be distinct levels of {SIMILARITY_LEVELS}, got "
+                              f"{tuple(similarity_maps)!r}.", "pass both (the official) or one of them (a control).")
+        self.similarity_levels = tuple(similarity_maps)
+        guide_channels = guide.channels if guide else len(self.similarity_levels)
         self.hold_frozen("base_learner", base_learner)
         self.base_class_ids = list(base_class_ids)
         # on the model's device: the training step looks the episode classes up without a host copy
@@ -127,10 +136,11 @@ class HDMNet(FewShotSegmenter):
 
     def similarity_maps(self, query: dict[str, torch.Tensor], support: dict[str, torch.Tensor],
                         masks: torch.Tensor, shots: int) -> torch.Tensor:
-        """(B, 2, h, w): max cosine of each query position to the masked support's ``embedding`` and ``layer4``,
-        averaged over the shots (the official ``get_similarity``). masks: (B*K, H, W)."""
+        """(B, L, h, w): max cosine of each query position to the masked support's ``embedding`` and ``layer4``
+        (the levels of ``similarity_levels``, L of them), averaged over the shots (the official ``get_similarity``).
+        masks: (B*K, H, W)."""
         maps = []
-        for level in ("embedding", "layer4"):
+        for level in self.similarity_levels:
             inside = foreground_weights(masks, support[level].shape[-2:], mode="nearest")  # (B*K, 1, h, w)
             similarity = max_cosine_similarity(query[level].repeat_interleave(shots, dim=0), support[level] * inside)
             maps.append(similarity.unflatten(0, (-1, shots)).mean(dim=1))  # (B, h, w)
@@ -153,7 +163,7 @@ class HDMNet(FewShotSegmenter):
         prototypes = masked_average_pooling(support, masks)[:, :, None, None]  # (B*K, D, 1, 1)
         prototype = prototypes.unflatten(0, (batch_size, shots)).mean(dim=1)  # (B, D, 1, 1)
         if self.guide is None:
-            similarity = self.similarity_maps(query_levels, support_levels, masks, shots)  # (B, 2, h, w)
+            similarity = self.similarity_maps(query_levels, support_levels, masks, shots)  # (B, L, h, w)
         else:
             similarity = self.guide(batch, query_levels, support_levels, self.base_learner.backbone)  # (B, P, h, w)
         support = self.support_merge(torch.cat([support, prototypes.expand_as(support)], dim=1))  # (B*K, E, h, w)
