@@ -498,9 +498,9 @@ def test_a_missing_base_learner_names_the_command_that_makes_it(tmp_path):
 
 
 def test_one_similarity_map_alone_is_that_channel_of_the_two():
-    """The control option ``similarity_maps``: a model keeping one level's map reads that channel of the official
-    pair (embedding first, layer4 second), its transformer and merge get one guide channel, and a wrong list or
-    PI-CLIP(HDMNet), whose priors replace the maps, is refused with its fix."""
+    """The control option ``similarity_maps`` (variants embedding_map, layer4_map): a model keeping one level's map
+    reads that channel of the official pair (embedding first, layer4 second), its transformer and merge get one
+    guide channel, and a wrong list or PI-CLIP(HDMNet), whose priors replace the maps, is refused with its fix."""
     torch.manual_seed(0)
     options = {"base_learner": "random"}
     both = build_method(make_config(method="hdmnet", backbone_weights="random", options=options)).eval()
@@ -510,8 +510,8 @@ def test_one_similarity_map_alone_is_that_channel_of_the_two():
     query, support = both.frozen_features(inputs.query_images), both.frozen_features(supports)
     pair = both.similarity_maps(query, support, masks, shots=1)  # (B, 2, h, w)
     for channel, level in enumerate(("embedding", "layer4")):
-        alone = build_method(make_config(method="hdmnet", backbone_weights="random",
-                                         options={**options, "similarity_maps": [level]}))
+        alone = build_method(make_config(method="hdmnet", variant=f"{level}_map", backbone_weights="random",
+                                         options=options))  # the variant: options similarity_maps=[level]
         torch.testing.assert_close(alone.similarity_maps(query, support, masks, shots=1), pair[:, channel:channel + 1])
         assert alone.query_merge[0].in_channels == both.query_merge[0].in_channels - 1
         assert alone.eval()(fabricated_batch(batch_size=2, shots=1).inputs()).shape == (2, 2, 64, 64)

@@ -1,4 +1,4 @@
-"""HDMNet (Peng et al., CVPR 2023) as an fsslib method: ``build(cfg)``, ``OPTIONS``, ``PRESETS``.
+"""HDMNet (Peng et al., CVPR 2023) as an fsslib method: ``build(cfg)``, ``OPTIONS``, ``PRESETS``, ``VARIANTS``.
 
 :mod:`~fsslib.methods.hdmnet.model` holds the pipeline and the official code's departures; the transformer and its
 distillation loss are shared blocks (:mod:`fsslib.blocks.hierarchical`). PI-CLIP on HDMNet builds the whole model
@@ -77,8 +77,11 @@ PRESETS = {
                   novel_rule="bam"),
 }
 
+# Controls, not rows of a paper: the transformer guided by one of the two similarity maps alone
+VARIANTS = {"embedding_map": {"similarity_maps": ["embedding"]}, "layer4_map": {"similarity_maps": ["layer4"]}}
 
-__all__ = ["HDMNet", "HDMNetOptions", "OPTIONS", "PAPER_BACKBONE", "PRESETS", "build", "frozen_files", "hdmnet_model",
+
+__all__ = ["HDMNet", "HDMNetOptions", "OPTIONS", "PAPER_BACKBONE", "PRESETS", "VARIANTS", "build", "frozen_files", "hdmnet_model",
            "shots_fixed_by_training"]
 
 
