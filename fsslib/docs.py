@@ -216,18 +216,24 @@ class Results:
         return seed_rows(load_grid(self.root / "papermill_runs" / f"{comparison}.yaml"), self.results)
 
     def seeds(self, method: str, shots: int = 1, ways: int = 1, variant: str = "", fold: int = 0,
-              comparison: str = COMPARISON) -> Span:
+              comparison: str = COMPARISON, grids: Sequence[str] | None = None) -> Span:
         """The range of ``method``'s fold-0 mIoU over its training seeds: the comparison's row (seed 0) and the
-        seed grids' (:meth:`seed_rows`), as the comparison's "spread of training seeds" lists them."""
+        seed grids' (:meth:`seed_rows`), as the comparison's "spread of training seeds" lists them; or, with
+        ``grids``, the rows of those grids' tables (e.g. models the zoo no longer ships: seed 0's grid, then the
+        seeds' grid)."""
         def chosen(rows: list[dict[str, Any]]) -> dict[int, float]:
             return {int(r["seed"]): r["miou"] for r in rows if r["method"] == method and (r.get("variant") or "") == variant
                     and int(r["shots"]) == shots and int(r["ways"]) == ways and int(r["fold"]) == fold}
 
-        values = {**chosen(self.table(comparison)), **chosen(self.seed_rows(comparison))}
+        if grids is not None:
+            values = {seed: miou for grid in grids for seed, miou in chosen(self.table(grid)).items()}
+        else:
+            values = {**chosen(self.table(comparison)), **chosen(self.seed_rows(comparison))}
         if len(values) < 2:
-            have = sorted({r["method"] for r in self.seed_rows(comparison)})
-            raise unknown(f"method with training seeds beside {comparison} ({ways}-way {shots}-shot, fold {fold})",
-                          method, have)
+            rows = [r for grid in grids for r in self.table(grid)] if grids is not None else self.seed_rows(comparison)
+            where = f"in {', '.join(grids)}" if grids is not None else f"beside {comparison}"
+            raise unknown(f"method with training seeds {where} ({ways}-way {shots}-shot, fold {fold})",
+                          method, sorted({r["method"] for r in rows}))
         numbers = tuple(Number(values[s]) for s in sorted(values))
         return Span(Number(min(numbers)), Number(max(numbers)), numbers)
 

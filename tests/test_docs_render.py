@@ -171,6 +171,15 @@ def test_seeds_span_the_comparisons_row_and_the_seed_grids(fabricated):
         fabricated.seeds("c", comparison="cmp")
 
 
+def test_seeds_of_named_grids_read_only_those_tables(fabricated):
+    """Models the comparison no longer reads (seed 0 in one grid, seeds 1 and 2 in another): their span comes from
+    those grids alone, and a method they lack is named with the grids."""
+    span = fabricated.seeds("b", grids=["g", "s"])
+    assert span.values == (61.0, 63.5, 64.5)  # g's fold-0 row (seed 0), then s's seeds 1 and 2
+    with pytest.raises(FsslibError, match="Unknown method with training seeds in g, s"):
+        fabricated.seeds("c", grids=["g", "s"])
+
+
 def test_diff_threshold_and_resolved_follow_the_protocols_rule(fabricated, monkeypatch):
     """The threshold is twice the standard error of a difference, 2 s sqrt(1/n1 + 1/n2), from the pooled seed
     spread s; a difference counts as resolved only above it, printed as words."""
