@@ -55,7 +55,14 @@ def load_grid(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise DatasetNotFoundError(f"Grid file {path} does not exist.", "pass one of papermill_runs/*.yaml.")
-    grid = yaml.safe_load(path.read_text())
+    try:
+        grid = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise FsslibError(f"Grid file {path} is not valid YAML: {error}".rstrip(),
+                          "fix the line it names (a value holding braces, colons or '#' needs quotes).") from None
+    if not isinstance(grid, dict):
+        raise FsslibError(f"Grid file {path} holds {type(grid).__name__}, not a mapping of entries.",
+                          "see papermill_runs/prototype_toy.yaml for a grid file's shape.")
     # a comparison needs a notebook only to train (ckpt: null); runner: python runs fsslib.launch, no notebook
     needs_notebook = not grid.get("compare") and grid.get("runner", "notebook") == "notebook"
     for key in ("name", "notebook", "grid") if needs_notebook else ("name", "grid"):

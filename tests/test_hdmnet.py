@@ -495,6 +495,10 @@ def test_a_missing_base_learner_names_the_command_that_makes_it(tmp_path):
         build_method(cfg)
     assert "python -m fsslib.pretrain base-learner --fold 2" in error.value.fix
     assert frozen_files(cfg) == {"base_learner": str(missing)}
+    per_fold = make_config(method="hdmnet", fold=2, options={"base_learner": str(tmp_path / "fold{fold}.pt")})
+    assert frozen_files(per_fold) == {"base_learner": str(tmp_path / "fold2.pt")}  # {fold}: the run's fold
+    with pytest.raises(CheckpointError, match="fold2.pt"):
+        build_method(per_fold)
 
 
 def test_one_similarity_map_alone_is_that_channel_of_the_two():

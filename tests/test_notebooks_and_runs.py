@@ -92,6 +92,11 @@ def test_every_grid_file_plans_and_an_unknown_paper_is_named(tmp_path, capsys):
         runs.main([str(wrong), "--plan"])
     said = capsys.readouterr().err
     assert "names paper 'PI-CLIP'" in said and "one of piclip, lfss" in said and "Traceback" not in said
+    wrong.write_text("name: x\nfixed:\n  options: {base_learner: fold{fold}.pt}\n")  # braces unquoted
+    with pytest.raises(SystemExit):
+        runs.main([str(wrong), "--plan"])
+    said = capsys.readouterr().err
+    assert "is not valid YAML" in said and "needs quotes" in said and "Traceback" not in said
 
 
 def test_grid_expansion():

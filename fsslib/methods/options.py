@@ -226,7 +226,7 @@ class BaseLearnerOptions(MethodOptions):
     base_learner: str | None = option(
         None, "the frozen base learner's file: None (the fold's: fsslib/checkpoints/zoo/base-learner-fold<F>.pt on the "
         "toy world, else $FSSLIB_WEIGHTS/base-learner-<benchmark>-fold<F>.pt), a file written by python -m "
-        "fsslib.pretrain base-learner, or random (shape checks)")
+        "fsslib.pretrain base-learner ({fold} in it: the run's fold), or random (shape checks)")
 
     def base_learner_files(self, cfg: MethodConfig) -> dict[str, str]:
         """The base learner's file of ``cfg`` by role (the run's provenance names it), none when random."""

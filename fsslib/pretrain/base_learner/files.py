@@ -94,10 +94,11 @@ def random_base_learner(backbone: str, base_classes: int, hidden: int) -> BaseLe
 
 def base_learner_file(chosen: str | None, benchmark: str, fold: int) -> str | None:
     """The file a method reads for option ``base_learner=chosen``: the fold's default file for None, the given
-    path, or None for ``"random"`` (an untrained base learner)."""
+    path (``{fold}`` in it: the run's fold, so one grid reads a folder of base learners), or None for ``"random"``
+    (an untrained base learner)."""
     if chosen == "random":
         return None
-    return chosen or str(base_learner_path(benchmark, fold))
+    return chosen.replace("{fold}", str(fold)) if chosen else str(base_learner_path(benchmark, fold))
 
 
 def frozen_base_learner(chosen: str | None, backbone: str, benchmark: str, fold: int, tier: str,
