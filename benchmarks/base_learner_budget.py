@@ -191,7 +191,8 @@ def downstream_record(runs: Path, epochs: int, lr: float, grids: Path = GRIDS,
                 scores.update(kept)
         return names, scores
 
-    (short_grids, short), (long_grids, long) = (rows(run_file(runs, 0, e, ZOO_SEED, lr=lr)) for e in (epochs // 2, epochs))
+    (short_grids, short), (long_grids, long) = (rows(run_file(runs, 0, budget, ZOO_SEED, lr=lr))
+                                                for budget in (epochs // 2, epochs))
     methods = [method for method in short if method in long]
     if not methods:
         return None

@@ -155,7 +155,8 @@ def test_the_downstream_record_pairs_the_meta_models_on_both_base_learners_at_th
         lines += [f"{method},{variant},0,1,1,1,0,{miou},{miou},0" for method, variant, miou in rows]
         (tmp_path / "results" / f"{name}.csv").write_text("\n".join(lines) + "\n")
 
-    (tmp_path / "piclip_baselines_toy.yaml").write_text(f"name: piclip_baselines_toy\n{notebook}fixed:\n  epochs: 160\n")
+    zoo_grid = f"name: piclip_baselines_toy\n{notebook}fixed:\n  epochs: 160\n"
+    (tmp_path / "piclip_baselines_toy.yaml").write_text(zoo_grid)
     grid("short", 160, "fold0-e48-s0.pt", [("bam", "", 60.0), ("hdmnet", "", 61.0), ("hdmnet", "vtp", 50.0)])
     grid("long", 160, "fold0-e96-s0.pt", [("bam", "", 62.5), ("hdmnet", "", 61.5), ("pfenet", "", 40.0)])
     grid("long_320", 320, "fold0-e96-s0.pt", [("bam", "", 70.0)])

@@ -81,8 +81,8 @@ PRESETS = {
 VARIANTS = {"embedding_map": {"similarity_maps": ["embedding"]}, "layer4_map": {"similarity_maps": ["layer4"]}}
 
 
-__all__ = ["HDMNet", "HDMNetOptions", "OPTIONS", "PAPER_BACKBONE", "PRESETS", "VARIANTS", "build", "frozen_files", "hdmnet_model",
-           "shots_fixed_by_training"]
+__all__ = ["HDMNet", "HDMNetOptions", "OPTIONS", "PAPER_BACKBONE", "PRESETS", "VARIANTS", "build", "frozen_files",
+           "hdmnet_model", "shots_fixed_by_training"]
 
 
 def shots_fixed_by_training(options: dict) -> bool:
