@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fsslib.compare import resolution_threshold
-from fsslib.runs import single_row_threshold
+from fsslib.runs import is_budget_row, single_row_threshold
 from fsslib.tables import load_grid, read_table
 
 REPO = Path(__file__).resolve().parents[1]
@@ -184,8 +184,7 @@ def downstream_record(runs: Path, epochs: int, lr: float, grids: Path = GRIDS,
             table = results / f"{grid['name']}.csv"
             if grid["fixed"].get("epochs") != meta_epochs or not table.is_file():
                 continue
-            kept = {r["method"]: r["miou"] for r in read_table(table) if not r.get("variant") and int(r["fold"]) == 0
-                    and (int(r["ways"]), int(r["shots"]), int(r["seed"])) == (1, 1, ZOO_SEED)}
+            kept = {r["method"]: r["miou"] for r in read_table(table) if not r.get("variant") and is_budget_row(r)}
             if kept:
                 names.append(grid["name"])
                 scores.update(kept)

@@ -256,6 +256,12 @@ def seed_sources(grid: dict[str, Any], results: Path | None = None) -> dict[str,
     return kept
 
 
+def is_budget_row(row: dict[str, Any]) -> bool:
+    """Whether a table row is one that budgets are judged by: fold 0, 1-way 1-shot, trained on 1 shot, seed 0."""
+    return (int(row["fold"]), int(row["ways"]), int(row["shots"]), int(row["train_shots"] or 1), int(row["seed"])) \
+        == (0, 1, 1, 1, 0)
+
+
 def single_row_threshold(results: Path | None = None) -> float:
     """The difference that resolves two single fold-0 1-way 1-shot rows (``docs/protocol.md``): twice the standard
     error of the pooled seed spread of ``compare_toy``'s committed tables in ``results``."""
@@ -283,8 +289,7 @@ def budget_record(grid: dict[str, Any], params: dict[str, Any], results: Path | 
     def fold_zero_rows(name: str) -> list[dict[str, Any]]:
         path = results / f"{name}.csv"
         return [r for r in (read_table(path) if path.is_file() else []) if r["method"] == params["method"]
-                and (r.get("variant") or "") == variant and int(r["fold"]) == 0 and int(r["ways"]) == 1
-                and int(r["shots"]) == 1 and int(r["train_shots"] or 1) == 1 and int(r["seed"]) == 0]
+                and (r.get("variant") or "") == variant and is_budget_row(r)]
 
     def fold_zero_row(name: str) -> dict[str, Any]:
         rows = fold_zero_rows(name)
