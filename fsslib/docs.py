@@ -483,7 +483,7 @@ class Results:
         """A run's validation mIoU gained over the last quarter of training, as its grid's page gives it (the runs'
         curves are not kept: :func:`fsslib.tables.curve_lines` wrote the sentence when the grid ran). ``run`` is
         the run's name on the page (``pfenet-fold0-1shot-seed0``); ``error`` gives the gain's standard error.
-        Signed (the error unsigned), one decimal."""
+        Signed (the error unsigned), with the page's decimals."""
         runs = self._curves(grid)
         if run not in runs:
             raise unknown(f"run with a gain and its error on the page of {grid}", run, sorted(runs))
@@ -526,7 +526,9 @@ class Results:
             if not found:
                 raise FsslibError(f"The page of grid {grid} gives no run's gain with its error.",
                                   "quote a grid whose page has per-run gains (its curves were kept).")
-            self._tables[key] = {name: (Number(float(g), 1, signed=True), Number(float(e)), said)  # type: ignore[misc]
+            # as printed: one decimal, more where one would hide the verdict
+            self._tables[key] = {name: (Number(float(g), len(g.split(".")[1]), signed=True),  # type: ignore[misc]
+                                        Number(float(e), len(e.split(".")[1])), said)
                                  for name, g, e, said in found}
         return self._tables[key]  # type: ignore[return-value]
 

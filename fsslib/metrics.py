@@ -287,7 +287,22 @@ def plateau_verdicts(curves: dict[str, list[dict]]) -> dict[str, tuple[float, fl
     verdicts = {}
     for label, gain in plateau_gains(curves).items():
         error = gain_standard_error(curves[label])
-        verdict = ("flat" if gain < PLATEAU_GAIN else
-                   "within noise" if error is not None and gain < NOISE_MULTIPLE * error else "rising")
-        verdicts[label] = (gain, error, verdict)
+        verdicts[label] = (gain, error, plateau_verdict(gain, error))
     return verdicts
+
+
+def plateau_verdict(gain: float, error: float | None) -> str:
+    """The plateau rule for one run's last-quarter ``gain`` and its standard ``error`` (:func:`plateau_verdicts`)."""
+    return ("flat" if gain < PLATEAU_GAIN else
+            "within noise" if error is not None and gain < NOISE_MULTIPLE * error else "rising")
+
+
+def verdict_decimals(gain: float, error: float | None, most: int = 3) -> int:
+    """The fewest decimals (one at least, ``most`` at most) at which a gain and its error, as printed, give the
+    verdict the unrounded values give: a gain of 0.96 is flat and 1.04 rising, though both print as +1.0."""
+    verdict = plateau_verdict(gain, error)
+    for decimals in range(1, most):
+        shown = float(f"{gain:.{decimals}f}"), None if error is None else float(f"{error:.{decimals}f}")
+        if plateau_verdict(*shown) == verdict:
+            return decimals
+    return most

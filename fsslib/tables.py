@@ -25,7 +25,7 @@ import yaml
 from fsslib.errors import DatasetNotFoundError, FsslibError
 from fsslib.paths import atomic_path, save_figure, write_text
 from fsslib.papers import PAPER_FILES
-from fsslib.metrics import NOISE_MULTIPLE, PLATEAU_GAIN, plateau_verdicts
+from fsslib.metrics import NOISE_MULTIPLE, PLATEAU_GAIN, plateau_verdicts, verdict_decimals
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -310,8 +310,16 @@ def write_table(rows: list[dict[str, Any]], stem: Path, curves: dict[str, list[d
     write_text(stem.with_suffix(".md"), "\n".join(lines) + "\n")
 
 
-# one run's entry in curve_lines' sentence: name, gain, its standard error, verdict
-RUN_GAIN = re.compile(r"([\w.+-]+) ([+-]\d+\.\d) ± (\d+\.\d) \((flat|rising|within noise)\)")
+# one run's entry in curve_lines' sentence: name, gain, its standard error (one decimal, more where one would
+# hide the verdict: metrics.verdict_decimals), verdict
+RUN_GAIN = re.compile(r"([\w.+-]+) ([+-]\d+\.\d+) ± (\d+\.\d+) \((flat|rising|within noise)\)")
+
+
+def run_gain(label: str, gain: float, error: float | None, verdict: str) -> str:
+    """One run's entry in :func:`curve_lines`' sentence: one decimal, more where one would print a gain of 0.96
+    (flat) and one of 1.04 (rising) alike (:func:`fsslib.metrics.verdict_decimals`)."""
+    places = verdict_decimals(gain, error)
+    return f"{label} {gain:+.{places}f}" + ("" if error is None else f" ± {error:.{places}f}") + f" ({verdict})"
 
 
 def curve_lines(curves: dict[str, list[dict]], stem: Path) -> str:
@@ -323,8 +331,7 @@ def curve_lines(curves: dict[str, list[dict]], stem: Path) -> str:
     save_figure(figure, stem.parent / f"{stem.name}_curves.png")
     verdicts = plateau_verdicts(curves)
     counts = {kind: sum(v[2] == kind for v in verdicts.values()) for kind in ("flat", "within noise", "rising")}
-    per_run = ", ".join(f"{label} {gain:+.1f}" + ("" if error is None else f" ± {error:.1f}") + f" ({verdict})"
-                        for label, (gain, error, verdict) in verdicts.items())
+    per_run = ", ".join(run_gain(label, *verdict) for label, verdict in verdicts.items())
     return (f"Learning curves: `{stem.name}_curves.png`. Validation mIoU gained over the last quarter of "
             f"training (mean of the last quarter minus mean of the quarter before, ± its standard error from the "
             f"curve's epoch-to-epoch noise): {counts['flat']} of {len(verdicts)} runs flat (under "

@@ -261,6 +261,22 @@ def test_plateau_verdicts_weigh_the_gain_against_the_curve_s_own_noise():
     assert verdict == "within noise" and metrics.gain_standard_error(steady[:6]) is None  # quarters of 1: no spread
 
 
+
+def test_a_run_s_printed_gain_shows_its_verdict_and_reads_back():
+    # 0.96 (flat) and 1.04 (rising) both round to +1.0, and a printed +1.0 is not under 1 point: 0.96 needs two
+    # decimals, 1.04 not; 1.45 against 2 x 0.74 is within noise, but 1.4 < 2 x 0.7 is not
+    entries = [tables.run_gain(label, gain, error, metrics.plateau_verdict(gain, error))
+               for label, gain, error in (("a", 0.96, 0.2), ("b", 1.04, 0.2), ("c", 1.45, 0.74), ("d", 2.5, 0.1))]
+    assert entries == ["a +0.96 ± 0.20 (flat)", "b +1.0 ± 0.2 (rising)", "c +1.45 ± 0.74 (within noise)",
+                       "d +2.5 ± 0.1 (rising)"]
+    parsed = tables.RUN_GAIN.findall(", ".join(entries + ["e +0.5 ± 0.1 (flat)"]))  # pages written with one decimal
+    assert [(name, float(gain), verdict) for name, gain, _, verdict in parsed] == [
+        ("a", 0.96, "flat"), ("b", 1.0, "rising"), ("c", 1.45, "within noise"), ("d", 2.5, "rising"), ("e", 0.5, "flat")]
+    for gain, error in ((0.96, 0.2), (1.04, None), (1.45, 0.74), (1.4999, 0.75), (3.0, 0.2)):
+        places = metrics.verdict_decimals(gain, error)
+        printed = float(f"{gain:.{places}f}"), None if error is None else float(f"{error:.{places}f}")
+        assert metrics.plateau_verdict(*printed) == metrics.plateau_verdict(gain, error)
+
 @pytest.mark.slow
 def test_papermill_smoke_run(tmp_path, toy_root):
     grid = tmp_path / "tiny.yaml"
