@@ -513,16 +513,16 @@ class Results:
         return [run for run, (_, _, said) in self._curves(grid).items() if verdict is None or said == verdict]
 
     def _curves(self, grid: str) -> dict[str, tuple[Number, Number, str]]:
-        """{run: (gain, its standard error, verdict)} from the learning-curve sentence of a grid's page."""
-        from fsslib.tables import RUN_GAIN
+        """{run: (gain, its standard error, verdict)} from the learning curves' paragraph of a grid's page
+        (:func:`fsslib.tables.run_gains`)."""
+        from fsslib.tables import run_gains
 
         key = f"curves:{grid}"
         if key not in self._tables:
             page = self.results / f"{grid}.md"
             if not page.is_file():
                 raise unknown("grid", grid, sorted(p.stem for p in self.results.glob("*.csv")))
-            line = next((l for l in page.read_text().splitlines() if l.startswith("Learning curves:")), "")
-            found = RUN_GAIN.findall(line)
+            found = run_gains(page.read_text())
             if not found:
                 raise FsslibError(f"The page of grid {grid} gives no run's gain with its error.",
                                   "quote a grid whose page has per-run gains (its curves were kept).")

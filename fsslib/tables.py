@@ -310,33 +310,56 @@ def write_table(rows: list[dict[str, Any]], stem: Path, curves: dict[str, list[d
     write_text(stem.with_suffix(".md"), "\n".join(lines) + "\n")
 
 
-# one run's entry in curve_lines' sentence: name, gain, its standard error (one decimal, more where one would
-# hide the verdict: metrics.verdict_decimals), verdict
+# one run's entry in the learning-curve sentence of pages written before the per-run table: name, gain, its
+# standard error, verdict
 RUN_GAIN = re.compile(r"([\w.+-]+) ([+-]\d+\.\d+) ± (\d+\.\d+) \((flat|rising|within noise)\)")
+# one row of curve_lines' per-run table
+RUN_GAIN_ROW = re.compile(r"^\| ([\w.+-]+) \| ([+-]\d+\.\d+) \| (\d+\.\d+) \| (flat|rising|within noise) \|$")
+CURVES_LINE = "Learning curves:"  # how the learning-curve paragraph of a grid's page starts
 
 
-def run_gain(label: str, gain: float, error: float | None, verdict: str) -> str:
-    """One run's entry in :func:`curve_lines`' sentence: one decimal, more where one would print a gain of 0.96
+def run_gain_row(label: str, gain: float, error: float | None, verdict: str) -> str:
+    """One run's row in :func:`curve_lines`' table: one decimal, more where one would print a gain of 0.96
     (flat) and one of 1.04 (rising) alike (:func:`fsslib.metrics.verdict_decimals`)."""
     places = verdict_decimals(gain, error)
-    return f"{label} {gain:+.{places}f}" + ("" if error is None else f" ± {error:.{places}f}") + f" ({verdict})"
+    shown_error = "not measured" if error is None else f"{error:.{places}f}"
+    return f"| {label} | {gain:+.{places}f} | {shown_error} | {verdict} |"
+
+
+def run_gains(page: str) -> list[tuple[str, str, str, str]]:
+    """Each run's (name, gain, standard error, verdict) as a grid's page prints them: the rows of the table after
+    its learning-curve line, or, on pages written before that table, the entries of that line itself. Runs whose
+    error was not measured are left out."""
+    lines = page.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith(CURVES_LINE)), None)
+    if start is None:
+        return []
+    found = RUN_GAIN.findall(lines[start])
+    table = list(itertools.takewhile(lambda line: line.startswith("|"),
+                                     itertools.dropwhile(lambda line: not line.strip(), lines[start + 1:])))
+    return found + [row.groups() for row in map(RUN_GAIN_ROW.match, table) if row]
 
 
 def curve_lines(curves: dict[str, list[dict]], stem: Path) -> str:
-    """Draw the runs' validation learning ``curves`` into ``stem_curves.png``; the sentence giving each run's gain
-    over the last quarter of training, its standard error and verdict (:func:`plateau_verdicts`)."""
+    """Draw the runs' validation learning ``curves`` into ``stem_curves.png``; the sentence counting the verdicts
+    and the table of each run's gain over the last quarter of training, its standard error and verdict
+    (:func:`plateau_verdicts`)."""
     from fsslib.viz import plot_learning_curves
 
     figure = plot_learning_curves(curves, title=stem.name)
     save_figure(figure, stem.parent / f"{stem.name}_curves.png")
     verdicts = plateau_verdicts(curves)
+    if not verdicts:
+        return ""
     counts = {kind: sum(v[2] == kind for v in verdicts.values()) for kind in ("flat", "within noise", "rising")}
-    per_run = ", ".join(run_gain(label, *verdict) for label, verdict in verdicts.items())
-    return (f"Learning curves: `{stem.name}_curves.png`. Validation mIoU gained over the last quarter of "
-            f"training (mean of the last quarter minus mean of the quarter before, ± its standard error from the "
-            f"curve's epoch-to-epoch noise): {counts['flat']} of {len(verdicts)} runs flat (under "
-            f"{PLATEAU_GAIN:.0f} point), {counts['within noise']} within noise (under {NOISE_MULTIPLE:.0f} "
-            f"standard errors), {counts['rising']} rising; per run: {per_run}." if verdicts else "")
+    rows = [run_gain_row(label, *verdict) for label, verdict in verdicts.items()]
+    return "\n".join([
+        f"{CURVES_LINE} `{stem.name}_curves.png`. Validation mIoU gained over the last quarter of "
+        f"training (mean of the last quarter minus mean of the quarter before, ± its standard error from the "
+        f"curve's epoch-to-epoch noise): {counts['flat']} of {len(verdicts)} runs flat (under "
+        f"{PLATEAU_GAIN:.0f} point), {counts['within noise']} within noise (under {NOISE_MULTIPLE:.0f} "
+        f"standard errors), {counts['rising']} rising. Per run:",
+        "", "| run | last-quarter gain | standard error | verdict |", "|---|---|---|---|", *rows])
 
 
 def grid_description(path: Path) -> str:

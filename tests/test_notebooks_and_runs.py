@@ -143,8 +143,10 @@ def test_table_adds_means_over_folds(tmp_path):
     tables.write_table([{**r, "processor": "AMD EPYC"} for r in rows[:2]] + rows[2:], tmp_path / "cpu")
     named = "Produced with torch 2.x; commit abc; device cpu; processor AMD EPYC, not recorded."
     assert named in (tmp_path / "cpu.md").read_text()
-    assert "1 of 2 runs flat (under 1 point), 0 within noise (under 2 standard errors), 1 rising; per run: " \
-           "a-fold0 +0.0 ± 0.7 (flat), a-fold1 +4.0 ± 0.0 (rising)." in text
+    assert "1 of 2 runs flat (under 1 point), 0 within noise (under 2 standard errors), 1 rising. Per run:\n\n" \
+           "| run | last-quarter gain | standard error | verdict |\n|---|---|---|---|\n" \
+           "| a-fold0 | +0.0 | 0.7 | flat |\n| a-fold1 | +4.0 | 0.0 | rising |\n" in text
+    assert tables.run_gains(text) == [("a-fold0", "+0.0", "0.7", "flat"), ("a-fold1", "+4.0", "0.0", "rising")]
     assert (tmp_path / "t_curves.png").stat().st_size > 0
     assert len((tmp_path / "t.csv").read_text().splitlines()) == 5  # the CSV holds the runs only
 
@@ -265,17 +267,23 @@ def test_plateau_verdicts_weigh_the_gain_against_the_curve_s_own_noise():
 def test_a_run_s_printed_gain_shows_its_verdict_and_reads_back():
     # 0.96 (flat) and 1.04 (rising) both round to +1.0, and a printed +1.0 is not under 1 point: 0.96 needs two
     # decimals, 1.04 not; 1.45 against 2 x 0.74 is within noise, but 1.4 < 2 x 0.7 is not
-    entries = [tables.run_gain(label, gain, error, metrics.plateau_verdict(gain, error))
-               for label, gain, error in (("a", 0.96, 0.2), ("b", 1.04, 0.2), ("c", 1.45, 0.74), ("d", 2.5, 0.1))]
-    assert entries == ["a +0.96 ± 0.20 (flat)", "b +1.0 ± 0.2 (rising)", "c +1.45 ± 0.74 (within noise)",
-                       "d +2.5 ± 0.1 (rising)"]
-    parsed = tables.RUN_GAIN.findall(", ".join(entries + ["e +0.5 ± 0.1 (flat)"]))  # pages written with one decimal
-    assert [(name, float(gain), verdict) for name, gain, _, verdict in parsed] == [
-        ("a", 0.96, "flat"), ("b", 1.0, "rising"), ("c", 1.45, "within noise"), ("d", 2.5, "rising"), ("e", 0.5, "flat")]
+    rows = [tables.run_gain_row(label, gain, error, metrics.plateau_verdict(gain, error))
+            for label, gain, error in (("a", 0.96, 0.2), ("b", 1.04, 0.2), ("c", 1.45, 0.74), ("d", 2.5, 0.1),
+                                       ("e", 3.0, None))]
+    assert rows == ["| a | +0.96 | 0.20 | flat |", "| b | +1.0 | 0.2 | rising |", "| c | +1.45 | 0.74 | within noise |",
+                    "| d | +2.5 | 0.1 | rising |", "| e | +3.0 | not measured | rising |"]
+    page = "\n".join(["Learning curves: `g_curves.png`. Per run:", "", "| run | gain | error | verdict |",
+                       "|---|---|---|---|", *rows, "", "| another | +9.9 | 0.1 | flat |"])
+    assert tables.run_gains(page) == [("a", "+0.96", "0.20", "flat"), ("b", "+1.0", "0.2", "rising"),
+                                      ("c", "+1.45", "0.74", "within noise"), ("d", "+2.5", "0.1", "rising")]
+    older = "Learning curves: per run: a +0.5 ± 0.1 (flat), b +1.2 ± 0.3 (rising)."  # pages before the table
+    assert tables.run_gains(older) == [("a", "+0.5", "0.1", "flat"), ("b", "+1.2", "0.3", "rising")]
+    assert tables.run_gains("No curves here.") == []
     for gain, error in ((0.96, 0.2), (1.04, None), (1.45, 0.74), (1.4999, 0.75), (3.0, 0.2)):
         places = metrics.verdict_decimals(gain, error)
         printed = float(f"{gain:.{places}f}"), None if error is None else float(f"{error:.{places}f}")
         assert metrics.plateau_verdict(*printed) == metrics.plateau_verdict(gain, error)
+
 
 @pytest.mark.slow
 def test_papermill_smoke_run(tmp_path, toy_root):
@@ -508,7 +516,7 @@ def test_the_readme_answers_are_the_committed_numbers(paper):
         beside = f"; trained adapter {tables.shown(adapter)}; text MaskCLIP {tables.shown(means['maskclip'])}"
         assert toy.endswith(beside), toy
     if "training-free" not in toy:
-        ranges = f"({_fold0_seed_range(method, compared)} / {_fold0_seed_range(baseline, compared)})"
+        ranges = f"(fold-0 seeds: {_fold0_seed_range(method, compared)} / {_fold0_seed_range(baseline, compared)})"
         assert toy.endswith(ranges), (toy, ranges)
     if (PAPERS / paper_file).is_file():  # a clone without shared/ beside it cannot check the papers' numbers
         text = (PAPERS / paper_file).read_text()

@@ -27,7 +27,7 @@ from fsslib.errors import FsslibError
 from fsslib.launch import run_name
 from fsslib.pretrain.saving import half_precision, save_checkpoint
 from fsslib.runs import expand
-from fsslib.tables import REPO, RUN_GAIN, load_grid, read_table, write_table
+from fsslib.tables import REPO, load_grid, read_table, run_gains, write_table
 
 RECORDS = ("metrics.json", "train_summary.json", "log.jsonl")  # the executed notebook (figures, MBs) stays behind
 
@@ -81,8 +81,7 @@ def rung(grid_file: Path, source: str, results: Path = REPO / "papermill_runs" /
                           f"name runs that {source}'s committed table holds once at each of their test shots.")
     page = (results / f"{source}.md").read_text()
     produced = next(line for line in page.splitlines() if line.startswith("Produced with"))
-    curves = next((line for line in page.splitlines() if line.startswith("Learning curves:")), "")
-    kept = [gain.group(0) for gain in RUN_GAIN.finditer(curves) if gain.group(1) in wanted]
+    kept = [f"{name} {gain} ± {error} ({verdict})" for name, gain, error, verdict in run_gains(page) if name in wanted]
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
                             text=True).stdout.strip()
     stem = results / grid["name"]
