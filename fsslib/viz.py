@@ -530,6 +530,28 @@ def plot_strata(rows: list[dict], ylabel: str = "mIoU (%)") -> Figure:
     return fig
 
 
+def signed(value: float, decimals: int = 1) -> str:
+    """A difference with its sign, for a label or a printed line: ``+2.5``, ``-1.0``, and ``+0.0`` for a value that
+    rounds to zero from either side (never ``-0.0``)."""
+    text = f"{value:+.{decimals}f}"
+    return "+" + text[1:] if float(text) == 0 else text
+
+
+def plot_bootstrap(differences: torch.Tensor, interval: tuple[float, float], observed: float, label: str) -> Figure:
+    """The bootstrap distribution of a difference of two mIoUs (R,), in points, with its central interval, the
+    difference measured on the episodes themselves and zero: the paired bootstrap of lesson 08."""
+    fig, ax = plt.subplots(figsize=(COLUMN_INCHES * 0.6, 3.0), layout="constrained")
+    ax.hist(differences.numpy(), bins=40, color="0.7", label=f"{len(differences)} resamples")
+    ax.axvspan(*interval, color="tab:blue", alpha=0.15,
+               label=f"95% interval [{signed(interval[0])}, {signed(interval[1])}]")
+    ax.axvline(observed, color="tab:blue", label=f"measured {signed(observed)}")
+    ax.axvline(0, color="black", linewidth=0.8, linestyle="--", label="no difference")
+    ax.set_xlabel(f"mIoU difference, {label} (points)")
+    ax.set_ylabel("resamples")
+    ax.legend(fontsize=7)
+    return fig
+
+
 def episode_iou(prediction: torch.Tensor, truth: torch.Tensor, ways: int) -> float:
     """One query's IoU in %: of way 1 (the foreground) at 1 way, else the mean over the ways that the prediction
     or the truth holds (a way in neither has no IoU); pixels labelled 255 are ignored, as in the metrics. The

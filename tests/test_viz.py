@@ -272,3 +272,18 @@ def test_side_by_side_supports_are_drawn_without_a_mask_no_method_reads():
                                                           "support: striped square\nmask not read"]
     assert not figure.axes[0].collections and not figure.axes[1].collections
     plt.close(figure)
+
+
+def test_a_bootstrap_figure_marks_its_interval_the_measured_difference_and_zero():
+    import torch
+
+    from fsslib.viz import plot_bootstrap, signed
+
+    assert [signed(x) for x in (-0.04, 0.04, -1.0, 2.5, -0.06)] == ["+0.0", "+0.0", "-1.0", "+2.5", "-0.1"]
+    figure = plot_bootstrap(torch.linspace(1.0, 5.0, 200), (-0.04, 4.5), 3.0, "b - a")
+    (ax,) = figure.axes
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [  # a bound rounding to zero prints +0.0
+        "200 resamples", "95% interval [+0.0, +4.5]", "measured +3.0", "no difference"]
+    assert sorted(line.get_xdata()[0] for line in ax.get_lines()) == [0, 3.0]
+    assert sum(bar.get_height() for bar in ax.containers[0]) == 200  # the histogram counts every resample
+    plt.close(figure)
