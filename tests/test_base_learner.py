@@ -11,7 +11,7 @@ import torch
 from fsslib.blocks.base_learner import BaseLearner
 from fsslib.data.benchmarks import TOY
 from fsslib.data.episodes import IMAGENET_MEAN, Source
-from fsslib.errors import CheckpointError
+from fsslib.errors import CheckpointError, FsslibError
 from fsslib.models.backbones import ToyResNet
 from fsslib.pretrain.base_learner.cli import build_parser
 from fsslib.pretrain.base_learner.data import base_labels, random_crop, training_names
@@ -168,3 +168,21 @@ def test_bf16_training_steps_stay_close_to_float32_and_are_recorded(toy_root, tm
     assert bf16["curve"][0]["train_loss"] != fp32["curve"][0]["train_loss"]  # bf16 did round: autocast was on
     with pytest.raises(UnknownNameError, match="precision"):
         train_base_learner(tmp_path / "x.pt", tier_settings("toy", precision="fp16", **settings), progress=False)
+
+
+def test_a_run_does_not_write_over_a_shipped_base_learner_unless_asked(tmp_path, monkeypatch, capsys):
+    from fsslib.pretrain.base_learner import cli
+
+    with pytest.raises(SystemExit) as exited:  # the default output of fold 0 is the shipped file: refused first
+        cli.main(["--fold", "0", "--epochs", "1"])
+    assert exited.value.code == 2
+    assert "--replace-shipped" in capsys.readouterr().err
+    monkeypatch.setattr(cli, "SHIPPED_FOLDER", tmp_path)
+    shipped = tmp_path / "base-learner-fold0.pt"
+    cli.refuse_shipped(shipped, replace_shipped=False)  # not there yet: a first run writes it
+    shipped.write_bytes(b"weights")
+    with pytest.raises(FsslibError, match="shipped base learner") as refused:
+        cli.refuse_shipped(shipped, replace_shipped=False)
+    assert "--out PATH" in refused.value.fix and "--replace-shipped" in refused.value.fix
+    cli.refuse_shipped(shipped, replace_shipped=True)
+    cli.refuse_shipped(tmp_path / "elsewhere" / "base-learner-fold0.pt", replace_shipped=False)

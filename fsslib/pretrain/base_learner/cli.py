@@ -1,6 +1,7 @@
 """``python -m fsslib.pretrain base-learner``: train (or evaluate) BAM's base learner of one fold.
 
-    python -m fsslib.pretrain base-learner --fold 0                  # toy tier -> fsslib/checkpoints/zoo/base-learner-fold0.pt
+    python -m fsslib.pretrain base-learner --fold 0 --out runs/base-learner-fold0.pt   # toy tier, beside the shipped one
+    python -m fsslib.pretrain base-learner --fold 0 --replace-shipped  # remakes fsslib/checkpoints/zoo/base-learner-fold0.pt
     python -m fsslib.pretrain base-learner --fold 0 --tier paper     # PASCAL-5i -> $FSSLIB_WEIGHTS/base-learner-pascal-fold0.pt
     python -m fsslib.pretrain base-learner --benchmark folder:DIR --novel-classes 3,4   # -> DIR/base-learner-fold0.pt
     python -m fsslib.pretrain base-learner --evaluate fsslib/checkpoints/zoo/base-learner-fold0.pt
@@ -17,7 +18,7 @@ from pathlib import Path
 import torch
 
 from fsslib.errors import FsslibError
-from fsslib.pretrain.base_learner.files import CLI, base_learner_path
+from fsslib.pretrain.base_learner.files import CLI, SHIPPED_FOLDER, base_learner_path
 from fsslib.pretrain.base_learner.train import TIERS, BaseLearnerSettings, evaluate_checkpoint, tier_settings, train_base_learner
 
 
@@ -36,7 +37,20 @@ def build_parser(tier: str) -> argparse.ArgumentParser:
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--resume", action="store_true",
                         help="continue an interrupted run from OUT.partial.pt (written at the end of every epoch)")
+    parser.add_argument("--replace-shipped", action="store_true",
+                        help="write over the shipped toy base learner (the zoo's BAM, HDMNet and PI-CLIP models of the "
+                             "fold read it and refuse another)")
     return parser
+
+
+def refuse_shipped(out: Path, replace_shipped: bool) -> None:
+    """A run may write over a shipped base learner only when asked: the zoo's models of its fold record its digest
+    and refuse to load beside another file."""
+    if out.exists() and out.resolve().parent == SHIPPED_FOLDER.resolve() and not replace_shipped:
+        raise FsslibError(f"{out} is the shipped base learner; the zoo's BAM, HDMNet and PI-CLIP models of its fold "
+                          "read it and would refuse to load beside a new one.",
+                          "write elsewhere with --out PATH (a method reads it through options base_learner=PATH), or "
+                          "pass --replace-shipped to remake the zoo's file.")
 
 
 def main(argv: list[str]) -> None:
@@ -53,6 +67,7 @@ def main(argv: list[str]) -> None:
     settings = BaseLearnerSettings(**{f.name: getattr(args, f.name) for f in fields(BaseLearnerSettings)})
     out = args.out or base_learner_path(settings.benchmark, settings.fold)
     try:
+        refuse_shipped(Path(out), args.replace_shipped)
         metadata = train_base_learner(out, settings, progress=not args.no_progress, command=f"{CLI} {shlex.join(argv)}",
                                       resume=args.resume)
     except FsslibError as error:
