@@ -547,30 +547,32 @@ def write_comparison(name: str, runs: list[tuple[dict[str, Any], Path]], results
              f"Toy tier; every row on the same test episodes ({', '.join(map(str, episodes))} per fold and setting, "
              f"seed {rows[0]['seed']}); trained methods' models: {', '.join(sources) or 'none'} (column `model` of the "
              f"rows per fold; the zoo: `fsslib.zoo`). mIoU and FB-IoU in %, {folds} (of the unrounded per-fold "
-             f"values; blank: not every fold ran).", "",
+             f"values; blank: not every fold ran). The support annotation is what a user brings with each support "
+             f"besides its image ([support modes](../../docs/protocol.md#support-modes)).", "",
              *_markdown(comparison, ["method", "support annotation", *setting_columns]), "",
              f"![the methods side by side]({name}.png)", "",
              "## Support modes", "",
-             f"1-way 1-shot mIoU, {folds}, of each support mode a method reads (blank: it cannot read "
-             f"that mode).", "",
+             f"1-way 1-shot mIoU, {folds}, of each support mode a method reads (blank: not evaluated in this "
+             f"grid; a method's default variant, the others in the rows per fold).", "",
              *_markdown(matrix, ["method", *MODES]), "",
              *([f"![support modes]({name}_support_modes.png)", ""] if matrix else [])]
     if strata:
         lines += ["## Where each method wins: strata of the 1-way 1-shot episodes", "",
-                  f"Strata fixed before any method was scored (`fsslib.data.strata`); mIoU ({folds}) "
-                  f"with a 95% bootstrap interval of {RESAMPLES} resamples of the episodes, and the episode count. "
+                  f"Strata fixed before any method was scored ([their definitions](../../docs/protocol.md#strata)); "
+                  f"mIoU ({folds}) with a 95% bootstrap interval of {RESAMPLES} resamples of the episodes, and the "
+                  f"episode count over the folds. The intervals cover the episodes, not the training seed. "
                   f"Table: `{name}_strata.csv`.", "",
                   *_markdown(*_strata_wide(strata)), "", f"![strata]({name}_strata.png)", ""]
     if differences:
         compared = ("PI-CLIP's and QGNet's priors over PFENet's, PI-CLIP's over BAM's and HDMNet's, LFSS's class names "
                     "over PFENet's masks, CLIP-DINOiser's support images over its text prompts "
                     "(`fsslib.compare.MECHANISMS`; what each paper leads us to "
-                    "expect: `docs/compare.md`)") if pairs == MECHANISMS else \
+                    "expect: [docs/compare.md](../../docs/compare.md))") if pairs == MECHANISMS else \
             "the pairs the grid names (`strata_pairs`): " + ", ".join(f"{a} over {b}" for a, b in pairs)
         lines += [("### Each paper's mechanism against its baseline, per stratum" if pairs == MECHANISMS
                    else "### Each pair's difference, per stratum"), "",
-                  "mIoU of a method minus its baseline's on the same episodes, with the 95% interval of the paired "
-                  f"bootstrap (the same resampled episodes for both): {compared}. Table: "
+                  "mIoU of a method minus its baseline's on the same episodes, in points. The 95% interval is the paired "
+                  f"bootstrap's: the same resampled episodes for both. The pairs: {compared}. Table: "
                   f"`{name}_strata_differences.csv`.", "",
                   *_markdown(*_strata_wide(differences, signed=True)), "",
                   f"![differences per stratum]({name}_strata_differences.png)", ""]
@@ -578,8 +580,9 @@ def write_comparison(name: str, runs: list[tuple[dict[str, Any], Path]], results
     if spread:
         lines += ["## The spread of training seeds (fold 0)", "",
                   "Each trained method's zoo configuration trained with other seeds on fold 0 and evaluated on the same "
-                  "episodes; seed 0 is the zoo model. These standard deviations set when a difference between two "
-                  "methods counts as resolved ([docs/protocol.md](../../docs/protocol.md#when-a-difference-is-resolved)).",
+                  "episodes; seed 0 is the zoo model. The spread of the methods pooled below sets when a difference "
+                  "between two methods counts as resolved, assumed alike on the other folds "
+                  "([docs/protocol.md](../../docs/protocol.md#when-a-difference-is-resolved)).",
                   "", *_markdown(spread, ["method", "setting", "seeds", "mIoU per seed", "mean", "std"]), "",
                   f"Pooled over {', '.join(POOLED_SPREAD)}, the spread gives the differences that count as resolved "
                   "(twice the standard error from training seeds, `fsslib.compare.resolution_thresholds`):", "",
