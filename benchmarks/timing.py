@@ -31,9 +31,10 @@ def batched_against_loop(label: str, batched: Callable[[], object], looped: Call
 
 
 def write_report(lines: list[str], out: Path) -> None:
-    """Append the provenance line (torch, commit, device, the machines' noise), write ``out`` and print it."""
+    """Append the provenance line (torch, commit, the CPU that ran it, the machines' noise), write ``out`` and print
+    it."""
     provenance = run_provenance("cpu")
-    lines = [*lines, "", f"Produced with torch {provenance['torch']}; commit {provenance['commit']}; device cpu "
-                         "(this project's 2-core machines; 25% apart from run to run)."]
+    lines = [*lines, "", f"Produced with torch {provenance['torch']}; commit {provenance['commit']}; device cpu, "
+                         f"{provenance['processor']} (this project's 2-core machines; 25% apart from run to run)."]
     out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines) + f"\n-> {out}")

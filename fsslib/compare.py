@@ -571,8 +571,8 @@ def write_comparison(name: str, runs: list[tuple[dict[str, Any], Path]], results
             "the pairs the grid names (`strata_pairs`): " + ", ".join(f"{a} over {b}" for a, b in pairs)
         lines += [("### Each paper's mechanism against its baseline, per stratum" if pairs == MECHANISMS
                    else "### Each pair's difference, per stratum"), "",
-                  "mIoU of a method minus its baseline's on the same episodes, in points. The 95% interval is the paired "
-                  f"bootstrap's: the same resampled episodes for both. The pairs: {compared}. Table: "
+                  "mIoU of a method minus its baseline's on the same episodes, in points. The 95% interval is the "
+                  f"paired bootstrap's: the same resampled episodes for both. The pairs: {compared}. Table: "
                   f"`{name}_strata_differences.csv`.", "",
                   *_markdown(*_strata_wide(differences, signed=True)), "",
                   f"![differences per stratum]({name}_strata_differences.png)", ""]
@@ -590,7 +590,9 @@ def write_comparison(name: str, runs: list[tuple[dict[str, Any], Path]], results
                                                             "two means over 4 folds", "two 3-seed means"]), ""]
     if curves:
         lines += ["## The runs this grid trained", "", curve_lines(curves, stem), ""]
-    provenance = {key: sorted({str(row.get(key)) for row in rows}) for key in ("torch", "commit", "device")}
+    recorded = ("torch", "commit", "device", "processor") if any("processor" in row for row in rows) else \
+        ("torch", "commit", "device")  # the CPU, where the evaluations recorded it
+    provenance = {key: sorted({str(row.get(key, "not recorded")) for row in rows}) for key in recorded}
     lines += ["## Rows per fold", "", f"Per-class IoUs: `{name}_per_class.csv`.", "",
               *_markdown(rows, list(ROW_COLUMNS)), "",
               "Produced with " + "; ".join(f"{k} {', '.join(v)}" for k, v in provenance.items()) + "."]

@@ -1,7 +1,7 @@
 """``python -m fsslib.pretrain base-learner``: train (or evaluate) BAM's base learner of one fold.
 
-    python -m fsslib.pretrain base-learner --fold 0 --out runs/base-learner-fold0.pt   # toy tier, beside the shipped one
-    python -m fsslib.pretrain base-learner --fold 0 --replace-shipped  # remakes fsslib/checkpoints/zoo/base-learner-fold0.pt
+    python -m fsslib.pretrain base-learner --fold 0 --out runs/base-learner-fold0.pt   # toy tier, beside the shipped
+    python -m fsslib.pretrain base-learner --fold 0 --replace-shipped  # remakes the shipped toy file of fold 0
     python -m fsslib.pretrain base-learner --fold 0 --tier paper     # PASCAL-5i -> $FSSLIB_WEIGHTS/base-learner-pascal-fold0.pt
     python -m fsslib.pretrain base-learner --benchmark folder:DIR --novel-classes 3,4   # -> DIR/base-learner-fold0.pt
     python -m fsslib.pretrain base-learner --evaluate fsslib/checkpoints/zoo/base-learner-fold0.pt
