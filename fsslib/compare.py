@@ -45,7 +45,7 @@ from fsslib.errors import FsslibError
 from fsslib.paths import atomic_path, save_figure, write_text
 from fsslib.methods import support_annotation
 from fsslib.metrics import episodes_miou, percentile_interval, resampled_miou
-from fsslib.tables import CSV_DECIMALS, curve_lines, shown
+from fsslib.tables import CSV_DECIMALS, curve_lines, provenance_line, shown
 from fsslib.zoo import names_zoo
 
 # what a support brings, by the methods' support annotation (fsslib.methods.support_annotation)
@@ -590,11 +590,7 @@ def write_comparison(name: str, runs: list[tuple[dict[str, Any], Path]], results
                                                             "two means over 4 folds", "two 3-seed means"]), ""]
     if curves:
         lines += ["## The runs this grid trained", "", curve_lines(curves, stem), ""]
-    recorded = ("torch", "commit", "device", "processor") if any("processor" in row for row in rows) else \
-        ("torch", "commit", "device")  # the CPU, where the evaluations recorded it
-    provenance = {key: sorted({str(row.get(key, "not recorded")) for row in rows}) for key in recorded}
     lines += ["## Rows per fold", "", f"Per-class IoUs: `{name}_per_class.csv`.", "",
-              *_markdown(rows, list(ROW_COLUMNS)), "",
-              "Produced with " + "; ".join(f"{k} {', '.join(v)}" for k, v in provenance.items()) + "."]
+              *_markdown(rows, list(ROW_COLUMNS)), "", provenance_line(rows)]
     write_text(stem.with_suffix(".md"), "\n".join(lines) + "\n")
     return rows

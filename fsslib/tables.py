@@ -302,12 +302,18 @@ def write_table(rows: list[dict[str, Any]], stem: Path, curves: dict[str, list[d
         lines += ["", *_comparison_lines(rows, beside)]
     if paper:
         lines += ["", *_paper_lines(rows, paper)]
-    provenance = {key: sorted({str(row.get(key, "not recorded" if key == "processor" else None)) for row in rows})
-                  for key in PROVENANCE_KEYS if key != "processor" or any(key in row for row in rows)}
-    lines += ["", "Produced with " + "; ".join(f"{key} {', '.join(values)}" for key, values in provenance.items()) + "."]
+    lines += ["", provenance_line(rows)]
     if curves:
         lines += ["", curve_lines(curves, stem)]
     write_text(stem.with_suffix(".md"), "\n".join(lines) + "\n")
+
+
+def provenance_line(rows: list[dict[str, Any]]) -> str:
+    """The "Produced with ..." line of a table: each provenance value its rows hold (the CPU where any row
+    recorded one; rows from before that record say "not recorded")."""
+    provenance = {key: sorted({str(row.get(key, "not recorded" if key == "processor" else None)) for row in rows})
+                  for key in PROVENANCE_KEYS if key != "processor" or any(key in row for row in rows)}
+    return "Produced with " + "; ".join(f"{key} {', '.join(values)}" for key, values in provenance.items()) + "."
 
 
 # one run's entry in the learning-curve sentence of pages written before the per-run table: name, gain, its
