@@ -1,4 +1,4 @@
-"""Throughput of MaskCLIP dense features (images/s), printed as a Markdown table.
+"""Throughput of MaskCLIP dense features (images/s), written as a Markdown report (``--out``; each run a table).
 
 Rows:
 * CPU, toy size (64 x 64): the toy CLIP checkpoints when they exist
@@ -7,13 +7,17 @@ Rows:
   in fp32, when a GPU is available (with the CUDA allocator's peak memory).
 
     python benchmarks/clip_dense_throughput.py --threads 2 --batch-size 8 --iterations 10   # CUDA rows: 100 passes
+    python benchmarks/clip_dense_throughput.py --runs 2 --out benchmarks/results/clip_dense_throughput_h200.md
 """
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
+from collections.abc import Iterator
 from contextlib import nullcontext
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -25,6 +29,9 @@ from fsslib import paths
 from fsslib.clip import ClipBundle, bundle_from_model, load_clip, maskclip_features
 from fsslib.clip.loading import TOY_CHECKPOINT_FILES
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from timing import add_report_options, command_line, run_tables, write_report  # noqa: E402
+
 TINY_RANDOM_VIT = dict(
     embed_dim=64,
     vision_cfg=dict(image_size=64, patch_size=8, width=128, layers=4, head_width=32),
@@ -32,7 +39,7 @@ TINY_RANDOM_VIT = dict(
 )
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for torch (default: 2)")
     parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass on CPU (default: 8)")
@@ -44,7 +51,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--toy-size", type=int, default=64, help="CPU image side in pixels (default: 64)")
     parser.add_argument("--cuda-size", type=int, default=473, help="CUDA image side in pixels (default: 473)")
     parser.add_argument("--no-cuda", action="store_true", help="skip the CUDA rows even if a GPU is present")
-    return parser.parse_args()
+    add_report_options(parser, Path(__file__).parent / "results" / "clip_dense_throughput_toy.md")
+    return parser.parse_args(argv)
 
 
 def toy_bundles() -> list[tuple[str, ClipBundle]]:
@@ -81,14 +89,12 @@ def images_per_second(
     return batch_size * iterations / (time.perf_counter() - start)
 
 
-def main() -> None:
-    args = parse_args()
-    torch.set_num_threads(args.threads)
-    rows = []
+def rows(args: argparse.Namespace) -> Iterator[list[str]]:
+    """One run's rows: the toy models on the CPU, then (with a GPU) ViT-B/16 and RN50 in bf16 autocast and fp32."""
     for name, bundle in toy_bundles():
         rate = images_per_second(bundle, args.batch_size, args.toy_size, args.iterations, args.warmup, autocast=False)
-        rows.append((name, f"CPU x{args.threads} threads", f"{args.toy_size}x{args.toy_size}", "fp32",
-                     args.batch_size, rate, "—"))
+        yield [name, f"CPU x{args.threads} threads", f"{args.toy_size}x{args.toy_size}", "fp32", str(args.batch_size),
+               f"{rate:.1f}", "—"]
     if torch.cuda.is_available() and not args.no_cuda:
         for name in ("ViT-B-16", "RN50"):
             bundle = load_clip(name, device="cuda")
@@ -96,15 +102,26 @@ def main() -> None:
                 torch.cuda.reset_peak_memory_stats()
                 rate = images_per_second(bundle, args.cuda_batch_size, args.cuda_size, args.cuda_iterations,
                                          args.cuda_warmup, autocast=autocast)
-                rows.append((f"{name} (random weights)", torch.cuda.get_device_name(),
-                             f"{args.cuda_size}x{args.cuda_size}", "bf16 autocast" if autocast else "fp32",
-                             args.cuda_batch_size, rate, f"{torch.cuda.max_memory_allocated() / 2**20:.0f}"))
+                yield [f"{name} (random weights)", torch.cuda.get_device_name(), f"{args.cuda_size}x{args.cuda_size}",
+                       "bf16 autocast" if autocast else "fp32", str(args.cuda_batch_size), f"{rate:.1f}",
+                       f"{torch.cuda.max_memory_allocated() / 2**20:.0f}"]
             del bundle
             torch.cuda.empty_cache()
-    print("| model | device | input | precision | batch | images/s | peak MB |")
-    print("|---|---|---|---|---|---|---|")
-    for model, device, size, precision, batch, rate, memory in rows:
-        print(f"| {model} | {device} | {size} | {precision} | {batch} | {rate:.1f} | {memory} |")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    cuda = torch.cuda.is_available() and not args.no_cuda
+    lines = ["# Throughput of MaskCLIP's dense features", "",
+             f"Made by `{command_line(__file__, argv)}`. Images per second of `fsslib.clip.maskclip_features` on "
+             f"random images: on the CPU ({args.iterations} timed passes after {args.warmup}), the toy CLIP models "
+             "(a tiny random ViT where none is trained)"
+             + (f"; on the GPU ({args.cuda_iterations} timed passes after {args.cuda_warmup}), ViT-B/16 and RN50 with "
+                "random weights, with the CUDA allocator's peak memory" if cuda else "") + ".", ""]
+    header = ["model", "device", "input", "precision", "batch", "images/s", "peak MB"]
+    lines += run_tables(args.runs, header, lambda: rows(args))
+    write_report(lines, args.out, device="cuda" if cuda else "cpu", echo=False)
 
 
 if __name__ == "__main__":

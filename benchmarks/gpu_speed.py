@@ -35,8 +35,10 @@ estimate would pass ``--budget-s`` is skipped and said so. The plan and its esti
 raises (a compiler error, memory) is kept as a failed row and the run goes on. ``--profile`` then profiles a few of
 each method's default steps (``torch.profiler``): the share of the step's wall time the GPU is busy (a low share:
 the step waits for the host, its Python and its reads from the GPU, which compiling and CUDA graphs address), the
-host-device synchronisations, and the ops that take the most GPU time. Exits with an error naming the rows that
-failed, whose outputs differ or whose losses are not finite.
+host-device synchronisations, and the ops that take the most GPU time. Writes the Markdown report (``--out``,
+default ``benchmarks/results/gpu_speed_<gpu>.md``: the setting, the plan, the table, the notes and profiles),
+failed rows included, then exits with an error naming the rows that failed, whose outputs differ or whose losses
+are not finite.
 """
 from __future__ import annotations
 
@@ -57,6 +59,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch
 
 import paper_train_step as base
+from timing import add_report_options, command_line, default_report, write_report
 from fsslib.config import make_config
 from fsslib.data.episodes import EpisodeBatch
 from fsslib.device import autocast
@@ -286,6 +289,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="seconds of matrix products before the first row (CUDA only), so the clocks are up")
     parser.add_argument("--peak-tflops", type=float, default=None, help="the GPU's dense bf16 peak, TFLOP/s, when "
                         "it is not an H100 / H200")
+    add_report_options(parser, "benchmarks/results/gpu_speed_<the GPU, or cpu>.md")
     args = parser.parse_args(argv)
     levers = ["today"] + [lever for lever in args.levers if lever != "today"]
     plan = ordered_plan(args.methods, levers)
@@ -304,9 +308,11 @@ def main(argv: list[str] | None = None) -> None:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     peak = args.peak_tflops or base.peak_tflops(name, "bf16")
     peak_fp32 = base.peak_tflops(name, "fp32")
-    print(f"GPU speed levers, {name}, torch {torch.__version__}, batch {args.batch_size}, {args.shots}-shot, bf16 "
-          f"autocast, {args.steps} timed steps per row after {args.warmup}")
-    print(plan_text + "\n", flush=True)
+    report = ["# GPU speed levers of a training step", "",
+              f"Made by `{command_line(__file__, argv)}`. GPU speed levers, {name}, torch {torch.__version__}, batch "
+              f"{args.batch_size}, {args.shots}-shot, bf16 autocast, {args.steps} timed steps per row after "
+              f"{args.warmup}. The module docstring says what each row is.", "", plan_text, ""]
+    print("\n".join(report), flush=True)
     warm_up_gpu(device, args.gpu_warmup_s)
 
     started = time.perf_counter()
@@ -344,8 +350,8 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{method} / {lever}: {row.ms:.1f} ms/step {row.note}({time.perf_counter() - started:.0f} s so far)",
                   flush=True)
 
-    print("\n| method | lever | ms / step | x today | TFLOP / step | share of peak | peak MB | output diff | note |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    table = ["| method | lever | ms / step | x today | TFLOP / step | share of peak | peak MB | output diff | note |",
+             "|---|---|---|---|---|---|---|---|---|"]
     references_ms: dict[str, list[float]] = {}
     for row in rows:
         if row.lever in ("today", "today_end"):
@@ -361,8 +367,8 @@ def main(argv: list[str] | None = None) -> None:
         share = "n/a" if row_peak is None or row.ms != row.ms else f"{100 * tflop / (row.ms / 1000) / row_peak:.1f}%"
         ratio = row.ms / today[row.method] if row.ms == row.ms else float("nan")
         difference = "-" if row.difference is None else f"{row.difference:.1e}"
-        print(f"| {row.method} | {row.lever} | {row.ms:.1f} | {ratio:.2f} | {tflop:.3f} | {share} | {row.peak_mb:.0f} | "
-              f"{difference} | {row.note} |")
+        table.append(f"| {row.method} | {row.lever} | {row.ms:.1f} | {ratio:.2f} | {tflop:.3f} | {share} | "
+                     f"{row.peak_mb:.0f} | {difference} | {row.note} |")
         if row.lever != "fp32" and row.difference is not None and not row.difference <= tolerance[row.method]:
             failed.append(f"{row.method}/{row.lever} (outputs differ by {row.difference:.1e}, more than "
                           f"{tolerance[row.method]:.1e})")
@@ -370,20 +376,23 @@ def main(argv: list[str] | None = None) -> None:
             failed.append(f"{row.method}/{row.lever} ({row.note})")
         if not row.finite:
             failed.append(f"{row.method}/{row.lever} (losses not finite)")
-    for method, distance in rounding.items():
-        print(f"\n{method}: fp32 outputs {distance:.1e} from today's bf16 ones; a lever's may differ by up to "
-              f"{tolerance[method]:.1e}", end="")
-    for method, times in references_ms.items():
-        if len(times) == 2:
-            print(f"\n{method}: today's step {times[0]:.1f} ms first, {times[1]:.1f} ms last "
-                  f"(drift {100 * (times[1] / times[0] - 1):+.0f}%; ratios are to their mean)", end="")
+    notes = [f"{method}: fp32 outputs {distance:.1e} from today's bf16 ones; a lever's may differ by up to "
+             f"{tolerance[method]:.1e}." for method, distance in rounding.items()]
+    notes += [f"{method}: today's step {times[0]:.1f} ms first, {times[1]:.1f} ms last (drift "
+              f"{100 * (times[1] / times[0] - 1):+.0f}%; ratios are to their mean)."
+              for method, times in references_ms.items() if len(times) == 2]
+    print("\n" + "\n".join(table) + "\n\n" + "\n\n".join(notes), flush=True)
+    report += [*table, "", *(line for note in notes for line in (note, ""))]
     if args.profile:
         for method, (cfg, model, _, batch, _) in references.items():
-            print("\n" + profile_step(method, model, cfg, batch, device), flush=True)
-    print(f"\n\ntotal {time.perf_counter() - started:.0f} s")
+            profile = profile_step(method, model, cfg, batch, device)
+            print("\n" + profile, flush=True)
+            report += [profile, ""]
+    failing = f" Rows that fail their check: {', '.join(failed)}." if failed else ""
+    report.append(f"Total {time.perf_counter() - started:.0f} s.{failing}")
+    write_report(report, args.out or default_report("gpu_speed", args.device), device=args.device, echo=False)
     if failed:
         raise SystemExit(f"rows that fail their check: {', '.join(failed)}")
-
 
 if __name__ == "__main__":
     main()

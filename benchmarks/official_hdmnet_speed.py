@@ -48,7 +48,7 @@ from fsslib.train import make_optimizer
 
 sys.path.insert(0, str(Path(__file__).parent))
 from official_speed import (arguments, compare, official_backbone_state, official_normalise,  # noqa: E402
-                            setting, speed_up)
+                            report, setting, speed_up)
 from paper_train_step import fabricated_batch  # noqa: E402
 
 CONFIG = Path("config/pascal/pascal_split0_resnet50_manet.yaml")
@@ -221,7 +221,7 @@ def share_trained_modules(official: nn.Module, ours: nn.Module, shots: int) -> N
 
 
 def main() -> None:
-    args = arguments(__doc__, "Pbihao/HDMNet")
+    args = arguments(__doc__, "Pbihao/HDMNet", "official_hdmnet_speed")
     device = torch.device(args.device)
     torch.manual_seed(0)
     cfg = make_config(method="hdmnet", preset="paper", shots=args.shots, batch_size=args.batch_size,
@@ -245,13 +245,15 @@ def main() -> None:
         _, main_loss, aux_loss1, aux_loss2 = official(**inputs, **labels)
         return main_loss + official_args.aux_weight1 * aux_loss1 + official_args.aux_weight2 * aux_loss2
 
-    print(f"HDMNet, fsslib (--preset paper) against Pbihao/HDMNet, {setting(args, device)}\n")
     ours.eval(), official.eval()
     with torch.no_grad():
         difference = (ours(batch.inputs()) - official(**inputs)[0]).abs().max().item()
-    print(f"Evaluation outputs of the batch, fp32: largest |fsslib - official| = {difference:.2e}\n")
-    compare(ours, official, (ours_optimizer, official_optimizer), (lambda: ours.loss(batch), official_loss),
-            (lambda: ours(batch.inputs()), lambda: official(**inputs)), args, device, fixed_batchnorm=True)
+    lines = [f"HDMNet, fsslib (--preset paper) against Pbihao/HDMNet, {setting(args, device)}", "",
+             f"Evaluation outputs of the batch, fp32: largest |fsslib - official| = {difference:.2e}", ""]
+    print("\n".join(lines), flush=True)
+    lines += compare(ours, official, (ours_optimizer, official_optimizer), (lambda: ours.loss(batch), official_loss),
+                     (lambda: ours(batch.inputs()), lambda: official(**inputs)), args, device, fixed_batchnorm=True)
+    report("fsslib's HDMNet against the official one", args, "official_hdmnet_speed", lines)
 
 
 if __name__ == "__main__":

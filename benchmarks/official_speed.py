@@ -17,8 +17,10 @@ backbone weights and BatchNorm statistics, so both compute from one backbone. Th
 Steps alternate (official, fsslib, official, ...), each timed alone after a synchronisation; the ratio is
 fsslib's time over the official one's, per pair, reported as median and interquartile range. Peak memory is
 measured apart (CUDA only). Both in fp32 (the official code trains without AMP) and, with ``--precisions
-fp32 bf16``, both under the same bf16 autocast. The trainable-parameter counts of both are printed.
-``official_hdmnet_speed.py`` compares HDMNet so, with this file's helpers (:func:`arguments`, :func:`compare`).
+fp32 bf16``, both under the same bf16 autocast. The report (``--out``, default
+``benchmarks/results/official_speed_<gpu>.md``) gives the trainable-parameter counts of both, the official
+checkout's commit and the table. ``official_hdmnet_speed.py`` compares HDMNet so, with this file's helpers
+(:func:`arguments`, :func:`compare`, :func:`report`).
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ import argparse
 import contextlib
 import importlib.util
 import statistics
+import subprocess
 import sys
 import time
 import types
@@ -42,6 +45,9 @@ from fsslib.speed import apply_speed_settings
 from fsslib.methods import build_method
 from fsslib.models.backbones import IMAGENET_MEAN, IMAGENET_STD
 from fsslib.train import make_optimizer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from timing import add_report_options, command_line, default_report, write_report  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 from paper_train_step import fabricated_batch, synchronize  # noqa: E402
@@ -130,8 +136,9 @@ def ratio_text(fsslib_times: list[float], official_times: list[float]) -> str:
     return f"{statistics.median(ratios):.2f}x (IQR {quartiles[0]:.2f}-{quartiles[2]:.2f}; range {ratios[0]:.2f}-{ratios[-1]:.2f})"
 
 
-def arguments(description: str, official: str) -> argparse.Namespace:
-    """The options every comparison takes (``official``: what ``--official`` is a checkout of), checked."""
+def arguments(description: str, official: str, stem: str) -> argparse.Namespace:
+    """The options every comparison takes (``official``: what ``--official`` is a checkout of; ``stem``: the
+    report's file name before its machine), checked."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--official", type=Path, required=True, help=f"a local checkout of {official}")
     parser.add_argument("--device", default="cuda", help="cuda (the measurement) or cpu")
@@ -144,6 +151,7 @@ def arguments(description: str, official: str) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None, help="torch threads on the CPU")
     parser.add_argument("--compile", action="store_true",
                         help="fsslib's side with its --compile setting (fsslib.speed: regional torch.compile)")
+    add_report_options(parser, f"benchmarks/results/{stem}_<the GPU, or cpu>.md")
     args = parser.parse_args()
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("no CUDA device here: pass --device cpu.")
@@ -168,24 +176,36 @@ def official_normalise(images: torch.Tensor) -> torch.Tensor:
 
 
 def setting(args: argparse.Namespace, device: torch.device) -> str:
-    """The run's setting, for the first line of the output."""
+    """The run's setting, for the report's first lines: the batch, the device, the timed steps and which
+    commit of the official checkout ran."""
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    found = subprocess.run(["git", "-C", str(args.official), "rev-parse", "--short", "HEAD"], capture_output=True,
+                           text=True)
+    checkout = f"commit {found.stdout.strip()}" if found.returncode == 0 else "not a git checkout"
     return (f"random weights, {args.shots}-shot, batch {args.batch_size}, {args.image_size} x {args.image_size}, "
             f"{name}, torch {torch.__version__}; {args.steps} alternated steps of each after {args.warmup}"
-            + ("; fsslib with --compile" if args.compile else ""))
+            + ("; fsslib with --compile" if args.compile else "") + f". The official checkout: {checkout}.")
+
+
+def report(title: str, args: argparse.Namespace, stem: str, lines: list[str]) -> None:
+    """Write the comparison's report: its title, the command, then ``lines`` (the setting and the table)."""
+    write_report([f"# {title}", "", f"Made by `{command_line(stem + '.py', sys.argv[1:])}`.", "", *lines],
+                 args.out or default_report(stem, args.device), device=args.device, echo=False)
 
 
 def compare(ours: nn.Module, official: nn.Module, optimizers: tuple[torch.optim.Optimizer, torch.optim.Optimizer],
             losses: tuple[Callable[[], torch.Tensor], Callable[[], torch.Tensor]],
             evaluations: tuple[Callable[[], object], Callable[[], object]], args: argparse.Namespace,
-            device: torch.device, fixed_batchnorm: bool = False) -> None:
-    """Print the trainable-parameter counts and the Markdown table of fsslib (first of each pair) against the
+            device: torch.device, fixed_batchnorm: bool = False) -> list[str]:
+    """The trainable-parameter counts and the Markdown table of fsslib (first of each pair) against the
     official model: training steps (``losses``: each model's training loss of the batch, then backward and its
     optimiser's step) and evaluations (forward passes without gradients), in each of ``args.precisions``.
-    ``fixed_batchnorm``: the official model's BatchNorms stay in eval mode while training (a ``fix_bn``)."""
-    print(f"Trainable parameters: fsslib {trainable(ours):,}, official {trainable(official):,}\n")
-    print("| precision | what | fsslib / official time | fsslib ms | official ms | peak MB fsslib / official |")
-    print("|---|---|---|---|---|---|")
+    ``fixed_batchnorm``: the official model's BatchNorms stay in eval mode while training (a ``fix_bn``). Each
+    line is printed as it is made."""
+    lines = [f"Trainable parameters: fsslib {trainable(ours):,}, official {trainable(official):,}", "",
+             "| precision | what | fsslib / official time | fsslib ms | official ms | peak MB fsslib / official |",
+             "|---|---|---|---|---|---|"]
+    print("\n".join(lines), flush=True)
     recorded = {"fsslib": [], "official": []}
 
     def training_step(name: str, loss_of: Callable[[], torch.Tensor], optimizer: torch.optim.Optimizer,
@@ -220,16 +240,18 @@ def compare(ours: nn.Module, official: nn.Module, optimizers: tuple[torch.optim.
             set_mode(mode)
             times = interleaved({"official": official_step, "fsslib": ours_step}, args.steps, args.warmup, device)
             memory = f"{peak_mb(ours_step, device):.0f} / {peak_mb(official_step, device):.0f}"
-            print(f"| {label} | {what} | {ratio_text(times['fsslib'], times['official'])} | "
-                  f"{1e3 * statistics.median(times['fsslib']):.1f} | {1e3 * statistics.median(times['official']):.1f} | "
-                  f"{memory} |", flush=True)
+            lines.append(f"| {label} | {what} | {ratio_text(times['fsslib'], times['official'])} | "
+                         f"{1e3 * statistics.median(times['fsslib']):.1f} | "
+                         f"{1e3 * statistics.median(times['official']):.1f} | {memory} |")
+            print(lines[-1], flush=True)
     diverged = [name for name, values in recorded.items() if not torch.isfinite(torch.stack(values)).all()]
     if diverged:
-        raise SystemExit(f"training losses that are not finite in: {', '.join(diverged)}")
+        raise SystemExit(f"training losses that are not finite in: {', '.join(diverged)} (no report written)")
+    return lines
 
 
 def main() -> None:
-    args = arguments(__doc__, "dvlab-research/PFENet")
+    args = arguments(__doc__, "dvlab-research/PFENet", "official_speed")
     device = torch.device(args.device)
     torch.manual_seed(0)
     cfg = make_config(method="pfenet", preset="paper", shots=args.shots, batch_size=args.batch_size,
@@ -250,10 +272,12 @@ def main() -> None:
         _, main_loss, aux_loss = official(x=inputs.x, s_x=inputs.s_x, s_y=inputs.s_y, y=inputs.y)
         return main_loss + 1.0 * aux_loss
 
-    print(f"PFENet, fsslib (--preset paper) against dvlab-research/PFENet, {setting(args, device)}\n")
-    compare(ours, official, (ours_optimizer, official_optimizer), (lambda: ours.loss(batch), official_loss),
-            (lambda: ours(batch.inputs()), lambda: official(x=inputs.x, s_x=inputs.s_x, s_y=inputs.s_y)),
-            args, device)
+    lines = [f"PFENet, fsslib (--preset paper) against dvlab-research/PFENet, {setting(args, device)}", ""]
+    print(lines[0], flush=True)
+    lines += compare(ours, official, (ours_optimizer, official_optimizer), (lambda: ours.loss(batch), official_loss),
+                     (lambda: ours(batch.inputs()), lambda: official(x=inputs.x, s_x=inputs.s_x, s_y=inputs.s_y)),
+                     args, device)
+    report("fsslib's PFENet against the official one", args, "official_speed", lines)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Can the paper tier's training loader keep up with a 2x faster GPU step? Images per second of the loader.
 
-    python benchmarks/paper_loader.py                         # num_workers 0, 1, 2; 96 episodes each
-    python benchmarks/paper_loader.py --workers 0 4 8 --episodes 400
+    python benchmarks/paper_loader.py                         # num_workers 0, 1, 2; 96 episodes each; two runs
+    python benchmarks/paper_loader.py --workers 8 16 --episodes 400 --runs 1 --out PATH   # on a GPU machine
 
 A fabricated prepared PASCAL-5i root (``--images`` JPEGs of 500 x 375, PASCAL's most common size, of smooth
 random colour fields with sensor noise, so they decode like photographs rather than like pure noise; labels with
@@ -11,16 +11,16 @@ flip, crop to 473 x 473; PFENet's novel-class rule), batches of 4 1-shot episode
 ``collate_episodes``. An episode holds 1 + K images. Reported: images per second of wall time, and images per
 CPU-second (this process and its workers; steady on a shared machine), and from the latter the CPU cores that
 each method's step would need at twice today's H200 speed (:data:`TODAY_MS`: 4 episodes of 2 images a step).
-Prints a Markdown table.
+Writes a Markdown report (``--out``, default ``benchmarks/results/paper_loader_cpu.md``), each run a table.
 """
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import resource
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +31,9 @@ from torch.utils.data import DataLoader
 from fsslib.data.benchmarks import PASCAL
 from fsslib.data.episodes import EpisodeDataset, Source, collate_episodes
 from fsslib.data.layout import mark_prepared, write_class_index, write_list
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from timing import add_report_options, command_line, run_tables, write_report  # noqa: E402
 
 TODAY_MS = {"PFENet": 24.9, "BAM": 24.1, "PI-CLIP": 53.1, "HDMNet": 59.3}  # bf16 ms / step on an H200 (batch 4)
 WIDTH, HEIGHT = 500, 375
@@ -97,23 +100,37 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--image-size", type=int, default=473)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--shots", type=int, default=1)
+    add_report_options(parser, Path(__file__).parent / "results" / "paper_loader_cpu.md", runs=2)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)  # as in a DataLoader worker; the main process of workers=0 then does the same work
-    cpu = platform.processor() or platform.machine()
-    print(f"Paper-tier training loader, fabricated PASCAL {WIDTH}x{HEIGHT} JPEGs -> {args.image_size}, "
-          f"PFENet augmentation, batch {args.batch_size}, {args.shots}-shot; {os.cpu_count()} CPU cores ({cpu}), "
-          f"torch {torch.__version__}\n")
     needed = {method: args.batch_size * (1 + args.shots) / (ms / 2 / 1000) for method, ms in TODAY_MS.items()}
-    print("| num_workers | images/s (wall) | images per CPU-second | "
-          + " | ".join(f"cores for {m} at 2x ({needed[m]:.0f} images/s)" for m in TODAY_MS) + " |")
-    print("|---|---|---|" + "---|" * len(TODAY_MS))
+    today = ", ".join(f"{method} {ms}" for method, ms in TODAY_MS.items())
+    lines = ["# The paper tier's training loader on this machine's CPU", "",
+             f"Made by `{command_line(__file__, argv)}`. What is measured: the training loader of "
+             f"`python -m fsslib.train --preset paper` on PASCAL-5i fold 0 (PFENet's augmentation, {args.image_size} x "
+             f"{args.image_size}, {args.shots}-shot, batches of {args.batch_size} episodes), on {args.images} "
+             f"fabricated {WIDTH} x {HEIGHT} JPEGs (smooth colour fields with noise, quality 90); "
+             f"{args.episodes} timed episodes per row after one untimed batch.",
+             "",
+             "Images per second of wall time depend on what else runs on the machine; images per CPU-second (this "
+             "process and its DataLoader workers, `getrusage`) do much less. The cores columns: CPU cores of this "
+             "kind needed to feed each method's step at twice today's H200 speed, from the images per CPU-second "
+             f"(today's bf16 ms per step, `TODAY_MS`: {today}).", ""]
+    header = ["num_workers", "images/s (wall)", "images per CPU-second",
+              *(f"cores for {m} at 2x ({needed[m]:.0f} images/s)" for m in TODAY_MS)]
     with tempfile.TemporaryDirectory() as folder:
         root = fabricate(Path(folder) / "VOC2012", args.images)
         loader_rates(root, 0, args.batch_size, args.shots, args.image_size, args.batch_size)  # first calls' costs
-        for workers in args.workers:
-            wall, per_cpu = loader_rates(root, workers, args.episodes, args.shots, args.image_size, args.batch_size)
-            print(f"| {workers} | {wall:.1f} | {per_cpu:.1f} | " + " | ".join(f"{needed[m] / per_cpu:.1f}" for m in TODAY_MS)
-                  + " |", flush=True)
+
+        def measure() -> Iterator[list[str]]:
+            for workers in args.workers:
+                wall, per_cpu = loader_rates(root, workers, args.episodes, args.shots, args.image_size,
+                                             args.batch_size)
+                yield [str(workers), f"{wall:.1f}", f"{per_cpu:.1f}", *(f"{needed[m] / per_cpu:.1f}"
+                                                                       for m in TODAY_MS)]
+
+        lines += run_tables(args.runs, header, measure)
+    write_report(lines, args.out, echo=False)
 
 
 if __name__ == "__main__":

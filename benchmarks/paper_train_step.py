@@ -14,15 +14,18 @@ episodes of PASCAL-5i fold 0's classes (a centred square as every mask). A train
 optimiser step. Peak memory is the CUDA allocator's peak over the timed training steps. The FLOPs of one
 training step (forward and backward, ``torch.utils.flop_counter``: matrix products and convolutions) over its
 time give the share of the GPU's dense peak for that precision (:data:`PEAK_TFLOPS`, or ``--peak-tflops``),
-where the GPU is known. Prints a Markdown table, and exits with an error naming the rows whose training losses
-were not all finite (a diverged run times NaN arithmetic, not the method).
+where the GPU is known. Writes a Markdown report (``--out``, default ``benchmarks/results/paper_train_step_<gpu>.md``,
+each of ``--runs`` a table), and exits with an error naming the rows whose training losses were not all finite (a
+diverged run times NaN arithmetic, not the method).
 """
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Callable
 
@@ -36,6 +39,9 @@ from fsslib.data.episodes import EpisodeBatch
 from fsslib.device import autocast
 from fsslib.methods import build_method
 from fsslib.train import make_optimizer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from timing import add_report_options, command_line, default_report, run_tables, write_report  # noqa: E402
 
 RANDOM_CLIP = {"clip_pretrained": None}
 RANDOM_BASE_LEARNER = {"base_learner": "random"}
@@ -160,40 +166,48 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--image-size", type=int, default=None, help="replace the paper sizes (a smoke run)")
     parser.add_argument("--peak-tflops", type=float, nargs=2, metavar=("BF16", "FP32"), default=None,
                         help="the GPU's dense peaks, TFLOP/s, when it is not in PEAK_TFLOPS (H100, H200)")
+    add_report_options(parser, "benchmarks/results/paper_train_step_<the GPU, or cpu>.md")
     args = parser.parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("paper_train_step.py measures the paper tier on a GPU; no CUDA device is available here "
                          "(--device cpu --image-size 65 --steps 1 --warmup 0 runs it as a smoke test).")
     device = torch.device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    print(f"Paper tier, random weights, {args.shots}-shot, each method at its paper input size, {name}, "
-          f"torch {torch.__version__}\n")
-    print("| method | input | precision | batch | train steps/s | train episodes/s | eval episodes/s | peak train MB | "
-          "TFLOP / step | share of peak |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    lines = ["# Every trained method's paper-tier step", "",
+             f"Made by `{command_line(__file__, argv)}`. Random weights, {args.shots}-shot, batches of "
+             f"{args.batch_size} episodes, each method at its paper input size, on {name}. Timed window: "
+             f"{args.steps} training steps per row after {args.warmup} untimed; evaluation: {args.steps} forward "
+             f"passes of the batch after {args.warmup}. The module docstring says what a step is.", ""]
+    header = ["method", "input", "precision", "batch", "train steps/s", "train episodes/s", "eval episodes/s",
+              "peak train MB", "TFLOP / step", "share of peak"]
     diverged = []
     with tempfile.TemporaryDirectory() as folder:
         heads = random_heads(Path(folder))
-        for method in args.methods:
-            for precision in args.precisions:
-                result = measure(method, args.batch_size, args.shots, precision == "bf16", args.steps, args.warmup,
-                                 device, heads, args.image_size)
-                peak = (dict(zip(("bf16", "fp32"), args.peak_tflops))[precision] if args.peak_tflops
-                        else peak_tflops(name, precision))
-                achieved = result["step_flops"] * result["train_steps_per_s"] / 1e12  # TFLOP/s
-                share = "n/a" if peak is None else f"{100 * achieved / peak:.1f}%"
-                print(f"| {method} | {result['image_size']} | {'bf16 autocast' if precision == 'bf16' else 'fp32'} | "
-                      f"{args.batch_size} | {result['train_steps_per_s']:.2f} | "
-                      f"{result['train_steps_per_s'] * args.batch_size:.1f} | {result['eval_episodes_per_s']:.1f} | "
-                      f"{result['peak_train_mb']:.0f} | {result['step_flops'] / 1e12:.3f} | {share} |", flush=True)
-                if not result["finite_losses"]:
-                    diverged.append(f"{method} ({precision})")
-                if device.type == "cuda":
-                    torch.cuda.empty_cache()
-    if diverged:
-        raise SystemExit(f"training losses that are not finite (NaN or inf) in: {', '.join(diverged)}; those rows time "
-                         "a diverged run.")
 
+        def rows() -> Iterator[list[str]]:
+            for method in args.methods:
+                for precision in args.precisions:
+                    result = measure(method, args.batch_size, args.shots, precision == "bf16", args.steps,
+                                     args.warmup, device, heads, args.image_size)
+                    peak = (dict(zip(("bf16", "fp32"), args.peak_tflops))[precision] if args.peak_tflops
+                            else peak_tflops(name, precision))
+                    achieved = result["step_flops"] * result["train_steps_per_s"] / 1e12  # TFLOP/s
+                    if not result["finite_losses"]:
+                        diverged.append(f"{method} ({precision})")
+                    if device.type == "cuda":
+                        torch.cuda.empty_cache()
+                    yield [method, str(result["image_size"]), "bf16 autocast" if precision == "bf16" else "fp32",
+                           str(args.batch_size), f"{result['train_steps_per_s']:.2f}",
+                           f"{result['train_steps_per_s'] * args.batch_size:.1f}",
+                           f"{result['eval_episodes_per_s']:.1f}", f"{result['peak_train_mb']:.0f}",
+                           f"{result['step_flops'] / 1e12:.3f}",
+                           "n/a" if peak is None else f"{100 * achieved / peak:.1f}%"]
+
+        lines += run_tables(args.runs, header, rows)
+    if diverged:
+        raise SystemExit(f"training losses that are not finite (NaN or inf) in: {', '.join(sorted(set(diverged)))}; "
+                         "those rows time a diverged run (no report written).")
+    write_report(lines, args.out or default_report("paper_train_step", args.device), device=args.device, echo=False)
 
 if __name__ == "__main__":
     main()

@@ -38,7 +38,7 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from fsslib.provenance import cpu_line, cpu_model
+from fsslib.provenance import cpu_kind, cpu_model
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "benchmarks" / "results" / "suite_timeline.md"
@@ -151,15 +151,6 @@ def host_speed(statement: str = SPEED_STATEMENT, repeats: int = 5) -> float:
     return seconds[len(seconds) // 2]
 
 
-def host_kind(model: str) -> str:
-    """The log's host column, by which the logs group runs: the CPU's line and, where ``/proc/cpuinfo`` gives them,
-    its family and model (two EPYCs of other generations differ in speed; rows logged before it named them say the
-    line only)."""
-    line = cpu_line(model)
-    generation = re.search(r"family (\d+) model (\d+)", model)
-    return f"{line} (family {generation[1]} model {generation[2]})" if generation and line != model else line
-
-
 def log_row(host: str, commit: str, conditions: str, summary: str, wall: float, user_cpu: float, busy: int,
             over_budget: int, speed: float | None = None) -> str:
     """One row of the suite's log (:data:`QUIET_LOG`, or :data:`LOAD_LOG` when ``busy`` processes ran beside);
@@ -221,7 +212,7 @@ def main(argv: list[str] | None = None) -> None:
     lines = [f"# Where the test suite's time goes (commit {commit.strip()}, {cpu_model()}, {cores} cores)", "",
              f"Made by `python benchmarks/suite_timeline.py --command \"{args.command}\"`; exit status "
              f"{returncode}.", "", "| measurement | value |", "|---|---|",
-             f"| host | {host_kind(cpu_model())} |",
+             f"| host | {cpu_kind(cpu_model())} |",
              f"| wall time of the command | {wall:.0f} s |",
              f"| before the first test (installation check, collection, workers' start) | {first - started:.0f} s |"]
     lines += summarize(tests, samples, cores)
@@ -230,7 +221,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.log is not None:
         log = LOAD_LOG if args.busy else QUIET_LOG
         counts, seconds = summary or (f"exit status {returncode}", wall)  # pytest's own time, else the command's
-        row = log_row(host_kind(cpu_model()), commit.strip(), args.log, counts, seconds, user_cpu, args.busy,
+        row = log_row(cpu_kind(cpu_model()), commit.strip(), args.log, counts, seconds, user_cpu, args.busy,
                       over_budget, speed)
         with log.open("a") as handle:
             handle.write(row + "\n")

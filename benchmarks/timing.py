@@ -1,12 +1,17 @@
 """Shared helpers of the benchmark scripts: median timings, batched-against-loop rows, the report's footer."""
 from __future__ import annotations
 
+import argparse
+import os
 import statistics
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from fsslib.provenance import run_provenance
+import torch
+
+from fsslib.provenance import cpu_model, run_provenance
 
 
 def median_seconds(function: Callable[[], object], repeats: int) -> float:
@@ -30,11 +35,66 @@ def batched_against_loop(label: str, batched: Callable[[], object], looped: Call
             "the batched time) |"]
 
 
-def write_report(lines: list[str], out: Path) -> None:
-    """Append the provenance line (torch, commit, the CPU that ran it, the machines' noise), write ``out`` and print
-    it."""
-    provenance = run_provenance("cpu")
-    lines = [*lines, "", f"Produced with torch {provenance['torch']}; commit {provenance['commit']}; device cpu, "
-                         f"{provenance['processor']} (this project's 2-core machines; 25% apart from run to run)."]
+def machine(device: str = "cpu") -> str:
+    """The hardware a report's timings come from: the GPU's name and memory when ``device`` is CUDA, and the CPU's
+    model and core count (a loader's or a CPU step's rate depends on them)."""
+    cpu = f"{cpu_model()}, {os.cpu_count()} cores"
+    if str(device).startswith("cuda"):
+        properties = torch.cuda.get_device_properties(torch.device(device))
+        return f"{properties.name} ({properties.total_memory // 2**20} MiB), CPU {cpu}"
+    return f"CPU {cpu}"
+
+
+def default_report(stem: str, device: str) -> Path:
+    """``benchmarks/results/<stem>_<machine>.md``: the GPU's model in lower case where ``device`` is CUDA and a GPU
+    is present (``h200``, ``h100``; another GPU's name, its spaces as underscores), else ``cpu``."""
+    machine = "cpu"
+    if str(device).startswith("cuda") and torch.cuda.is_available():
+        name = torch.cuda.get_device_name(torch.device(device)).removeprefix("NVIDIA ")
+        machine = next((model.lower() for model in ("H200", "H100") if name.startswith(model)),
+                       name.lower().replace(" ", "_"))
+    return Path(__file__).parent / "results" / f"{stem}_{machine}.md"
+
+
+def add_report_options(parser: argparse.ArgumentParser, out: Path | str, runs: int = 1) -> None:
+    """``--out`` (the report's file: ``out``, or where ``out`` is words, None and the script picks the file, as
+    :func:`default_report` does) and ``--runs`` (the measurement repeated, one after the other, each run a table of
+    its own: a page quotes the runs' span)."""
+    parser.add_argument("--out", type=Path, default=out if isinstance(out, Path) else None,
+                        help=f"the Markdown report to write (default: {out})")
+    parser.add_argument("--runs", type=int, default=runs,
+                        help=f"times the measurement is made, one after the other, each a table (default: {runs})")
+
+
+def command_line(script: str, argv: list[str] | None) -> str:
+    """How the report was made, as a reader types it: ``python benchmarks/<script>`` and its arguments."""
+    arguments = sys.argv[1:] if argv is None else argv
+    return " ".join(["python", f"benchmarks/{Path(script).name}", *arguments])
+
+
+def run_tables(runs: int, header: list[str], measure: Callable[[], Iterator[list[str]]]) -> list[str]:
+    """The report's tables: ``measure()`` once per run, each of its rows (a list of cells) printed as it comes;
+    with several runs each table is headed by its run's number."""
+    lines = []
+    for run in range(1, runs + 1):
+        if runs > 1:
+            lines += [f"Run {run} of {runs}:", ""]
+        lines += [f"| {' | '.join(header)} |", "|" + "---|" * len(header)]
+        print("\n".join(lines[-2:]), flush=True)
+        for cells in measure():
+            lines.append(f"| {' | '.join(cells)} |")
+            print(lines[-1], flush=True)
+        lines.append("")
+    return lines[:-1]
+
+
+def write_report(lines: list[str], out: Path, device: str = "cpu", echo: bool = True) -> None:
+    """Append the provenance line (torch, commit, the hardware that ran it, the machines' noise), write ``out``
+    and print it (``echo``; else its last line only, for a script that printed its lines as it made them)."""
+    provenance = run_provenance(device)
+    lines = [*lines, "", f"Produced with torch {provenance['torch']}; commit {provenance['commit']}; "
+                         f"device {device}, {machine(device)} (timings: 25% apart from run to run on this project's "
+                         f"machines)."]
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines) + f"\n-> {out}")
+    print("\n".join(lines if echo else lines[-1:]) + f"\n-> {out}")

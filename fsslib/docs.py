@@ -31,6 +31,7 @@ from statistics import median as _median
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from fsslib.errors import FsslibError, unknown
+from fsslib.provenance import cpu_kind
 from fsslib.tables import fold_means, load_grid, read_table, shown
 from fsslib.zoo import at_plateau
 
@@ -424,6 +425,22 @@ class Results:
         chosen = self._bench_table_any(file, table)
         return [dict(zip(chosen["header"], cells)) for cells in chosen["rows"]]
 
+    def bench_machine(self, file: str) -> str:
+        """The machine ``benchmarks/results/<file>.md`` was measured on, from its last provenance line (written by
+        ``benchmarks/timing.py``): the GPU's name where it ran on one, else the CPU's kind
+        (:func:`fsslib.provenance.cpu_kind`, e.g. "AMD EPYC (family 26 model 2)")."""
+        self._bench(file)  # the file exists
+        text = (self.root / "benchmarks" / "results" / f"{file}.md").read_text()
+        found = re.findall(r"Produced with torch [^;]+; commit [^;]+; device (\w+)[^,]*, (.+?) \((?:timings|this "
+                           r"project)", text)
+        if not found:
+            raise FsslibError(f"benchmarks/results/{file}.md has no provenance line naming its machine.",
+                              "write the report with benchmarks/timing.py's write_report (run its script again).")
+        device, machine = found[-1]
+        if device == "cuda":
+            return machine.split(" (")[0]
+        return cpu_kind(re.sub(r", \d+ cores$", "", machine.removeprefix("CPU ")))
+
     def _bench_table_any(self, file: str, table: str | int) -> dict[str, Any]:
         """The table of ``benchmarks/results/<file>.md`` that ``table`` names, whatever its columns."""
         tables = self._bench(file)
@@ -612,7 +629,7 @@ def helpers(results: Results) -> dict[str, Callable[..., Any]]:
     grid's number of runs), ``has_table`` (whether a grid's table is committed), ``constant`` (a constant of
     fsslib's code), ``bench`` (a cell of a benchmark's table under ``benchmarks/results/``; ``bench_count``: how many
     of its rows hold a value in a column; ``bench_column``: a column's numbers; ``bench_rows``: a table's rows as
-    text), ``median``, ``gain`` and ``gains``
+    text; ``bench_machine``: the machine it was measured on), ``median``, ``gain`` and ``gains``
     (runs' last-quarter gains, from their grid's page; ``seed_gains``: of the seed runs behind the comparison's seed
     spread; ``curve_runs``: the runs' names), ``minutes`` (a lesson's minutes to run, from its last execution,
     :func:`fsslib.lessons.minutes_to_run`), ``sd`` (a standard deviation of rows), ``num`` and ``listed`` (items
@@ -627,7 +644,7 @@ def helpers(results: Results) -> dict[str, Callable[..., Any]]:
             "files": results.files, "gpu_hours": results.gpu_hours, "paper_grids": results.paper_grids,
             "runs": results.runs, "has_table": results.has_table, "constant": results.constant, "bench": results.bench,
             "bench_count": results.bench_count, "bench_column": results.bench_column,
-            "bench_rows": results.bench_rows, "median": median,
+            "bench_rows": results.bench_rows, "bench_machine": results.bench_machine, "median": median,
             "gain": results.gain, "gains": results.gains, "seed_gains": results.seed_gains,
             "curve_runs": results.curve_runs,
             "minutes": lambda lesson: minutes_to_run(lesson_path(lesson))}

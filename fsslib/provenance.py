@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import subprocess
 from pathlib import Path
 
@@ -62,6 +63,15 @@ def vector_instructions(cpuinfo: Path = Path("/proc/cpuinfo")) -> list[str]:
     """Which of :data:`VECTOR_FLAGS` the CPU offers (Linux's ``cpuinfo``; empty elsewhere)."""
     offered = set(cpu_fields(cpuinfo).get("flags", "").split())
     return [flag for flag in VECTOR_FLAGS if flag in offered]
+
+
+def cpu_kind(model: str) -> str:
+    """A :func:`cpu_model` string as pages and logs group machines: the CPU's line and, where ``/proc/cpuinfo``
+    gives them, its family and model (two EPYCs of other generations differ in speed), e.g. "AMD EPYC (family 26
+    model 2)"."""
+    line = cpu_line(model)
+    generation = re.search(r"family (\d+) model (\d+)", model)
+    return f"{line} (family {generation[1]} model {generation[2]})" if generation and line != model else line
 
 
 def hardware(**extra: str) -> dict:

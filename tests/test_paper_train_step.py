@@ -51,9 +51,10 @@ def test_the_gpu_speed_plan_runs_eager_rows_first_and_compiles_last():
     assert gpu_speed.loop_of("trainer") == "trainer" and gpu_speed.loop_of("all") == "pinned"
 
 
-def test_gpu_speed_smoke_times_the_eager_levers_of_a_toy_hdmnet(monkeypatch, capsys):
+def test_gpu_speed_smoke_times_the_eager_levers_of_a_toy_hdmnet(monkeypatch, capsys, tmp_path):
     """The whole script on a toy HDMNet (the paper models cost minutes of this CPU): every eager row, its output
-    check and the table; the compiled rows past a zero budget are skipped, and said so."""
+    check and the table; the compiled rows past a zero budget are skipped, and said so. The report holds the
+    printed table, the command and the machine."""
     from fsslib.config import make_config
     from fsslib.methods import build_method
 
@@ -66,8 +67,13 @@ def test_gpu_speed_smoke_times_the_eager_levers_of_a_toy_hdmnet(monkeypatch, cap
     monkeypatch.setattr(gpu_speed, "build", toy)
     monkeypatch.setattr(gpu_speed, "COMPILE_S", 1e9)  # every compiled row past the budget
     gpu_speed.main(["--device", "cpu", "--image-size", "64", "--steps", "1", "--warmup", "0", "--batch-size", "2",
-                    "--methods", "hdmnet"])
+                    "--methods", "hdmnet", "--out", str(tmp_path / "speed.md")])
     out = capsys.readouterr().out
+    report = (tmp_path / "speed.md").read_text()
+    assert [line for line in report.splitlines() if line.startswith("| hdmnet |")] == [
+        line for line in out.splitlines() if line.startswith("| hdmnet |")]
+    assert "Made by `python benchmarks/gpu_speed.py --device cpu" in report
+    assert "device cpu, CPU " in report.splitlines()[-1]
     table = [line for line in out.splitlines() if line.startswith("| hdmnet |")]
     assert [line.split(" | ")[1] for line in table] == list(gpu_speed.LEVERS)
     today, *levers, today_end = [line.split(" | ") for line in table]
@@ -81,7 +87,7 @@ def test_gpu_speed_smoke_times_the_eager_levers_of_a_toy_hdmnet(monkeypatch, cap
     assert "today's step" in out and "ratios are to their mean" in out
 
 
-def test_a_lever_that_breaks_is_a_failed_row_and_the_run_goes_on(monkeypatch, capsys):
+def test_a_lever_that_breaks_is_a_failed_row_and_the_run_goes_on(monkeypatch, capsys, tmp_path):
     """A compiler error or an out-of-memory in one row must not lose the rows measured before and after it: the row
     says why it failed, the table is printed, and the run exits with an error naming it."""
     def build(method, batch_size, shots, image_size, device, heads):
@@ -104,8 +110,11 @@ def test_a_lever_that_breaks_is_a_failed_row_and_the_run_goes_on(monkeypatch, ca
     monkeypatch.setattr(gpu_speed, "eval_outputs", lambda model, *args: model.weight.detach().clone())
     with pytest.raises(SystemExit, match="no_syncs.*out of memory"):
         gpu_speed.main(["--device", "cpu", "--image-size", "8", "--steps", "1", "--warmup", "0", "--batch-size", "2",
-                        "--methods", "pfenet", "--levers", "today", "no_syncs", "channels_last", "--profile"])
+                        "--methods", "pfenet", "--levers", "today", "no_syncs", "channels_last", "--profile",
+                        "--out", str(tmp_path / "speed.md")])
     lines = capsys.readouterr().out.splitlines()
+    report = (tmp_path / "speed.md").read_text()  # written before the exit: the failed row is a result too
+    assert "failed: RuntimeError" in report and "Rows that fail their check: pfenet/no_syncs" in report
     rows = {line.split(" | ")[1]: line for line in lines if line.startswith("| pfenet |")}
     assert list(rows) == ["today", "no_syncs", "channels_last", "today_end"]
     assert "failed: RuntimeError" in rows["no_syncs"] and float(rows["channels_last"].split(" | ")[2]) > 0
@@ -114,7 +123,8 @@ def test_a_lever_that_breaks_is_a_failed_row_and_the_run_goes_on(monkeypatch, ca
     assert any("aten::" in line for line in lines[lines.index(profile):])  # the top ops
 
 
-def test_a_lever_may_differ_from_today_by_twice_the_bf16_rounding_that_the_fp32_row_measures(monkeypatch, capsys):
+def test_a_lever_may_differ_from_today_by_twice_the_bf16_rounding_that_the_fp32_row_measures(
+        monkeypatch, capsys, tmp_path):
     """Today's bf16 outputs and a lever's are two roundings of the fp32 ones: a lever passes within twice the fp32
     row's distance (or --tolerance, if larger), and fails beyond it."""
     differences = {"today": 0.0, "fp32": 0.04, "channels_last": 0.07, "no_syncs": 0.09, "today_end": 0.0}
@@ -128,7 +138,7 @@ def test_a_lever_may_differ_from_today_by_twice_the_bf16_rounding_that_the_fp32_
     monkeypatch.setattr(gpu_speed, "eval_outputs", lambda model, *args: model.weight.detach().clone())
     with pytest.raises(SystemExit) as failure:
         gpu_speed.main(["--device", "cpu", "--image-size", "8", "--batch-size", "2", "--methods", "bam",
-                        "--levers", "today", "fp32", "channels_last", "no_syncs"])
+                        "--levers", "today", "fp32", "channels_last", "no_syncs", "--out", str(tmp_path / "r.md")])
     assert "bam/no_syncs (outputs differ by 9.0e-02, more than 8.0e-02)" in str(failure.value)
     assert "channels_last" not in str(failure.value) and "fp32" not in str(failure.value)
     assert "bam: fp32 outputs 4.0e-02 from today's bf16 ones" in capsys.readouterr().out
@@ -167,8 +177,14 @@ def test_the_gpu_session_calls_its_scripts_with_options_they_have(tmp_path):
                                               "benchmarks/official_hdmnet_speed.py", "benchmarks/paper_loader.py",
                                               "benchmarks/qgnet_prior_step.py", "benchmarks/qgnet_prior_loader.py"]
     assert recorded[1][recorded[1].index("--official") + 1] == "/official/PFENet"
-    def options(path: Path) -> set[str]:
-        return set(re.findall(r'add_argument\("(--[a-z-]+)"', path.read_text()))
+    assert [call[call.index("--out") + 1] for call in recorded] == [  # each script writes its report into OUT
+        str(tmp_path / "out" / name) for name in ("gpu_speed.md", "official_pfenet.md", "official_hdmnet.md",
+                                                  "paper_loader.md", "qgnet_prior_step.md", "qgnet_prior_loader.md")]
+
+    def options(path: Path) -> set[str]:  # those the script declares, and the report's (benchmarks/timing.py) it adds
+        text = path.read_text()
+        shared = GPU_SPEED.parent / "timing.py" if "add_report_options(" in text else None
+        return set(re.findall(r'add_argument\("(--[a-z-]+)"', text + (shared.read_text() if shared else "")))
 
     for script, *arguments in recorded:
         declared = options(GPU_SPEED.parents[1] / script)

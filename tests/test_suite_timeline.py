@@ -88,7 +88,7 @@ def test_log_appends_the_run_to_the_quiet_or_the_under_load_log(tmp_path, monkey
     command = f"{sys.executable} {script}"
     suite_timeline.main(["--command", command, "--out", str(tmp_path / "t.md"), "--log", "quiet, a test"])
     suite_timeline.main(["--command", command, "--out", str(tmp_path / "t.md"), "--log", "a test", "--busy", "1"])
-    assert f"| host | {suite_timeline.host_kind(suite_timeline.cpu_model())} |" in (tmp_path / "t.md").read_text()
+    assert f"| host | {suite_timeline.cpu_kind(suite_timeline.cpu_model())} |" in (tmp_path / "t.md").read_text()
     (row,) = quiet.read_text().splitlines()
     cells = [cell.strip() for cell in row.strip("|").split("|")]
     assert cells[2:6] == ["quiet, a test", "3 passed, 1 skipped", "1.6", "93"] and cells[-2:] == ["the command", "1.50"]
@@ -100,10 +100,10 @@ def test_log_appends_the_run_to_the_quiet_or_the_under_load_log(tmp_path, monkey
         suite_timeline.main(["--command", command, "--out", str(tmp_path / "t.md"), "--log", "failing"])
     assert failed.value.code == 1 and quiet.read_text().splitlines()[-1].split(" | ")[2] == "failing"
     intel = "Intel(R) Xeon(R) Processor (GenuineIntel cpu family 6 model 167)"
-    assert suite_timeline.host_kind(intel) == "Intel Xeon (family 6 model 167)"
+    assert suite_timeline.cpu_kind(intel) == "Intel Xeon (family 6 model 167)"
     amd = "AMD EPYC 9R14 (AuthenticAMD cpu family 25 model 17)"
-    assert suite_timeline.host_kind(amd) == "AMD EPYC (family 25 model 17)"
-    assert suite_timeline.host_kind("AMD EPYC") == "AMD EPYC" and suite_timeline.host_kind("arm64") == "arm64"
+    assert suite_timeline.cpu_kind(amd) == "AMD EPYC (family 25 model 17)"
+    assert suite_timeline.cpu_kind("AMD EPYC") == "AMD EPYC" and suite_timeline.cpu_kind("arm64") == "arm64"
 
 
 def test_the_host_s_speed_is_the_median_cpu_time_of_fresh_interpreters():
