@@ -46,11 +46,12 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--images {args.images} makes no batch of {args.batch_size} (a loader drops the last, "
                      "incomplete one): give at least --batch-size images")
     torch.set_num_threads(1)  # as in a DataLoader worker
+    processes = f"{args.superpixel_workers} process" + ("es" if args.superpixel_workers > 1 else "")
     lines = ["# QGNet's paper-tier prior pretraining before the GPU step", "",
              f"Made by `{command_line(__file__, argv)}`. What is measured: what `python -m fsslib.pretrain "
              f"qgnet-prior` does on the CPU at its defaults, on {args.images} fabricated {WIDTH} x {HEIGHT} JPEGs "
              "(smooth colour fields with noise, quality 90). First, once per dataset, the superpixel cache (SLIC on "
-             f"the image as stored, in {args.superpixel_workers} processes, then the table of its segments). Then, "
+             f"the image as stored, in {processes}, then the table of its segments). Then, "
              "per step, the batch items (decode, two random resized crops of 224 with flips, one superpixel cut from "
              f"a window around its box, two crops of 112 of it) through a DataLoader of batch {args.batch_size}.", "",
              "Images per second of wall time depend on what else runs on the machine; images per CPU-second (this "
