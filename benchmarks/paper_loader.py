@@ -10,13 +10,15 @@ one or two objects of random VOC classes) feeds what ``fsslib.train`` runs at ``
 flip, crop to 473 x 473; PFENet's novel-class rule), batches of 4 1-shot episodes through a ``DataLoader`` with
 ``collate_episodes``. An episode holds 1 + K images. Reported: images per second of wall time, and images per
 CPU-second (this process and its workers; steady on a shared machine), and from the latter the CPU cores that
-each method's step would need at twice today's H200 speed (:data:`TODAY_MS`: 4 episodes of 2 images a step).
+each method's step would need at twice today's GPU speed (4 episodes of 2 images a step; the step times: the
+medians of the ``today`` rows of a ``benchmarks/gpu_speed.py`` report, ``--step-times``, :func:`step_ms`).
 Writes a Markdown report (``--out``, default ``benchmarks/results/paper_loader_cpu.md``), each run a table.
 """
 from __future__ import annotations
 
 import argparse
 import resource
+import statistics
 import sys
 import tempfile
 import time
@@ -35,8 +37,24 @@ from fsslib.data.layout import mark_prepared, write_class_index, write_list
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from timing import add_report_options, command_line, run_tables, write_report  # noqa: E402
 
-TODAY_MS = {"PFENet": 24.9, "BAM": 24.1, "PI-CLIP": 53.1, "HDMNet": 59.3}  # bf16 ms / step on an H200 (batch 4)
+STEP_TIMES = Path(__file__).resolve().parent / "results" / "gpu_speed_h200.md"
+GPU_SPEED_NAMES = {"pfenet": "PFENet", "bam": "BAM", "piclip": "PI-CLIP", "hdmnet": "HDMNet"}  # its rows' methods
 WIDTH, HEIGHT = 500, 375
+
+
+def step_ms(report: Path) -> dict[str, float]:
+    """Each method's bf16 training step on the GPU, in ms: the median of its ``today`` rows (one per run) in the
+    tables of a ``benchmarks/gpu_speed.py`` report, which move between runs."""
+    times: dict[str, list[float]] = {}
+    for line in report.read_text().splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if line.startswith("|") and len(cells) > 2 and cells[1] == "today" and cells[0] in GPU_SPEED_NAMES:
+            times.setdefault(GPU_SPEED_NAMES[cells[0]], []).append(float(cells[2]))
+    missing = [name for name in GPU_SPEED_NAMES.values() if name not in times]
+    if missing:
+        raise SystemExit(f"{report} has no `today` row of {', '.join(missing)}: give --step-times a report of "
+                         "python benchmarks/gpu_speed.py that timed them.")
+    return {name: statistics.median(times[name]) for name in GPU_SPEED_NAMES.values()}
 
 
 def photo_like(rng: np.random.Generator) -> np.ndarray:
@@ -100,11 +118,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--image-size", type=int, default=473)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--shots", type=int, default=1)
+    parser.add_argument("--step-times", type=Path, default=STEP_TIMES,
+                        help="a benchmarks/gpu_speed.py report: its `today` rows give each method's GPU step")
     add_report_options(parser, Path(__file__).parent / "results" / "paper_loader_cpu.md", runs=2)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)  # as in a DataLoader worker; the main process of workers=0 then does the same work
-    needed = {method: args.batch_size * (1 + args.shots) / (ms / 2 / 1000) for method, ms in TODAY_MS.items()}
-    today = ", ".join(f"{method} {ms}" for method, ms in TODAY_MS.items())
+    today_ms = step_ms(args.step_times)
+    needed = {method: args.batch_size * (1 + args.shots) / (ms / 2 / 1000) for method, ms in today_ms.items()}
+    today = ", ".join(f"{method} {ms:.1f}" for method, ms in today_ms.items())
     lines = ["# The paper tier's training loader on this machine's CPU", "",
              f"Made by `{command_line(__file__, argv)}`. What is measured: the training loader of "
              f"`python -m fsslib.train --preset paper` on PASCAL-5i fold 0 (PFENet's augmentation, {args.image_size} x "
@@ -114,10 +135,10 @@ def main(argv: list[str] | None = None) -> None:
              "",
              "Images per second of wall time depend on what else runs on the machine; images per CPU-second (this "
              "process and its DataLoader workers, `getrusage`) do much less. The cores columns: CPU cores of this "
-             "kind needed to feed each method's step at twice today's H200 speed, from the images per CPU-second "
-             f"(today's bf16 ms per step, `TODAY_MS`: {today}).", ""]
+             "kind needed to feed each method's step at twice today's GPU speed, from the images per CPU-second. "
+             f"Today's bf16 ms per step, the medians of the `today` rows of `{args.step_times.name}`: {today}.", ""]
     header = ["num_workers", "images/s (wall)", "images per CPU-second",
-              *(f"cores for {m} at 2x ({needed[m]:.0f} images/s)" for m in TODAY_MS)]
+              *(f"cores for {m} at 2x ({needed[m]:.0f} images/s)" for m in today_ms)]
     with tempfile.TemporaryDirectory() as folder:
         root = fabricate(Path(folder) / "VOC2012", args.images)
         loader_rates(root, 0, args.batch_size, args.shots, args.image_size, args.batch_size)  # first calls' costs
@@ -127,7 +148,7 @@ def main(argv: list[str] | None = None) -> None:
                 wall, per_cpu = loader_rates(root, workers, args.episodes, args.shots, args.image_size,
                                              args.batch_size)
                 yield [str(workers), f"{wall:.1f}", f"{per_cpu:.1f}", *(f"{needed[m] / per_cpu:.1f}"
-                                                                       for m in TODAY_MS)]
+                                                                       for m in today_ms)]
 
         lines += run_tables(args.runs, header, measure)
     write_report(lines, args.out, echo=False)

@@ -93,6 +93,20 @@ def test_the_loader_benchmark_writes_two_runs_of_each_worker_count(tmp_path):
     assert "cores for PFENet at 2x" in found[0][0]
 
 
+def test_the_loader_benchmark_reads_the_gpu_step_times_from_a_gpu_speed_report(tmp_path):
+    paper_loader = load("paper_loader")
+    table = "| method | lever | ms / step |\n|---|---|---|\n"
+    runs = [{"pfenet": 20.0, "bam": 30.0, "piclip": 50.0, "hdmnet": 80.0}, {"pfenet": 40.0, "bam": 34.0, "piclip": 52.0},
+            {"pfenet": 30.0, "bam": 20.0, "piclip": 90.0, "hdmnet": 70.0}]
+    report = tmp_path / "speed.md"
+    report.write_text("\n\n".join(table + "".join(f"| {m} | today | {ms} |\n| {m} | fp32 | 1.0 |\n"
+                                                   for m, ms in run.items()) for run in runs))
+    assert paper_loader.step_ms(report) == {"PFENet": 30.0, "BAM": 30.0, "PI-CLIP": 52.0, "HDMNet": 75.0}
+    report.write_text(table + "| pfenet | today | 20.0 |\n")
+    with pytest.raises(SystemExit, match="no `today` row of BAM, PI-CLIP, HDMNet"):
+        paper_loader.step_ms(report)
+
+
 def test_qgnet_s_loader_benchmark_writes_its_superpixel_and_loader_tables(tmp_path, capsys):
     qgnet_prior_loader = load("qgnet_prior_loader")
     with pytest.raises(SystemExit):
