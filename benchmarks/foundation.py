@@ -5,13 +5,13 @@
 
 The main job runs as on a new machine: the toy world is generated into an empty ``FSSLIB_DATA`` folder, and its
 outputs and tables go to temporary folders (the committed results stay as they are). Its wall time and the user CPU
-time of its processes are reported. Numbers depend on the machine (benchmarks/README.md reads a 2-core CPU run).
+time of its processes are reported. Numbers depend on the machine: the report names it (benchmarks/README.md reads a
+2-core CPU run).
 """
 from __future__ import annotations
 
 import argparse
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -23,6 +23,7 @@ import torch
 
 from fsslib import evaluate, train
 from fsslib.config import make_config
+from timing import command_line, write_report  # the benchmarks' shared report (this script's folder is on sys.path)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -39,15 +40,14 @@ def evaluation_throughput(shots: int, episodes: int, workdir: Path) -> float:
     return evaluate.run(cfg)["episodes_per_s"]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--episodes", type=int, default=1000)
     parser.add_argument("--main-job", action="store_true", help="also time the README's main job")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "foundation_toy.md",
                         help="the Markdown report to write")
-    args = parser.parse_args()
-    rows = [("machine", f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-                        f"{torch.get_num_threads()} threads")]
+    args = parser.parse_args(argv)
+    rows = []
     with tempfile.TemporaryDirectory() as workdir:
         for shots in (1, 5):
             rate = evaluation_throughput(shots, args.episodes, Path(workdir))
@@ -56,9 +56,11 @@ def main() -> None:
         wall, user = main_job_minutes()
         rows += [("toy tier: main job, wall time (`make quickstart`'s grid, fresh toy world)", f"{wall:.1f} min"),
                  ("toy tier: main job, user CPU time of its processes", f"{user:.1f} min")]
-    lines = ["| measurement | value |", "|---|---|", *(f"| {name} | {value} |" for name, value in rows)]
-    args.out.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines) + f"\n-> {args.out}")
+    lines = ["# Foundation benchmarks (toy tier)", "",
+             f"Made by `{command_line(__file__, argv)}`, {torch.get_num_threads()} torch threads in this process "
+             "(the main job: 2 processes of 1 thread).", "",
+             "| measurement | value |", "|---|---|", *(f"| {name} | {value} |" for name, value in rows)]
+    write_report(lines, args.out)
 
 
 def main_job_minutes() -> tuple[float, float]:
