@@ -30,7 +30,7 @@ from fsslib.clip import ClipBundle, bundle_from_model, load_clip, maskclip_featu
 from fsslib.clip.loading import TOY_CHECKPOINT_FILES
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from timing import add_report_options, command_line, run_tables, write_report  # noqa: E402
+from timing import add_report_options, command_line, default_report, run_tables, write_report  # noqa: E402
 
 TINY_RANDOM_VIT = dict(
     embed_dim=64,
@@ -51,7 +51,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--toy-size", type=int, default=64, help="CPU image side in pixels (default: 64)")
     parser.add_argument("--cuda-size", type=int, default=473, help="CUDA image side in pixels (default: 473)")
     parser.add_argument("--no-cuda", action="store_true", help="skip the CUDA rows even if a GPU is present")
-    add_report_options(parser, Path(__file__).parent / "results" / "clip_dense_throughput_toy.md")
+    add_report_options(parser, "benchmarks/results/clip_dense_throughput_toy.md without a GPU, "
+                               "clip_dense_throughput_<the GPU>.md with one")
     return parser.parse_args(argv)
 
 
@@ -121,7 +122,9 @@ def main(argv: list[str] | None = None) -> None:
                 "random weights, with the CUDA allocator's peak memory" if cuda else "") + ".", ""]
     header = ["model", "device", "input", "precision", "batch", "images/s", "peak MB"]
     lines += run_tables(args.runs, header, lambda: rows(args))
-    write_report(lines, args.out, device="cuda" if cuda else "cpu", echo=False)
+    toy = Path(__file__).parent / "results" / "clip_dense_throughput_toy.md"
+    write_report(lines, args.out or (default_report("clip_dense_throughput", "cuda") if cuda else toy),
+                 device="cuda" if cuda else "cpu", echo=False)
 
 
 if __name__ == "__main__":

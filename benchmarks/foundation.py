@@ -57,8 +57,8 @@ def main(argv: list[str] | None = None) -> None:
         rows += [("toy tier: main job, wall time (`make quickstart`'s grid, fresh toy world)", f"{wall:.1f} min"),
                  ("toy tier: main job, user CPU time of its processes", f"{user:.1f} min")]
     lines = ["# Foundation benchmarks (toy tier)", "",
-             f"Made by `{command_line(__file__, argv)}`, {torch.get_num_threads()} torch threads in this process "
-             "(the main job: 2 processes of 1 thread).", "",
+             f"Made by `{command_line(__file__, argv)}`, {torch.get_num_threads()} torch threads in this process"
+             + (" (the main job: 2 processes of 1 thread)." if args.main_job else "."), "",
              "| measurement | value |", "|---|---|", *(f"| {name} | {value} |" for name, value in rows)]
     write_report(lines, args.out)
 

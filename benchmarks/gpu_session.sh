@@ -20,16 +20,19 @@ OFFICIAL=${OFFICIAL:-.official}
 OUT=${OUT:-benchmarks/results/gpu_session}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-python3 benchmarks/gpu_speed.py --methods hdmnet bam piclip pfenet --levers today fp32 compile_graphs compile --profile \
-    --budget-s "${GPU_SPEED_BUDGET_S:-300}" --out "$OUT/gpu_speed.md" 2>&1 | tee "$OUT/gpu_speed.txt"
+python3 benchmarks/gpu_speed.py --methods hdmnet bam piclip pfenet --levers today fp32 compile_graphs compile \
+    --profile --budget-s "${GPU_SPEED_BUDGET_S:-300}" --out "$OUT/gpu_speed.md" 2>&1 | tee "$OUT/gpu_speed.txt"
 for method in pfenet hdmnet; do
     script=benchmarks/official_speed.py folder=PFENet
     [ "$method" = hdmnet ] && script=benchmarks/official_hdmnet_speed.py folder=HDMNet
     python3 "$script" --official "$OFFICIAL/$folder" --precisions bf16 --compile --out "$OUT/official_$method.md" 2>&1 \
         | tee "$OUT/official_$method.txt"
 done
-python3 benchmarks/paper_loader.py --workers 8 16 --episodes 400 --runs 1 --out "$OUT/paper_loader.md" 2>&1 \
-    | tee "$OUT/paper_loader.txt"
-python3 benchmarks/qgnet_prior_step.py --steps 20 --out "$OUT/qgnet_prior_step.md" 2>&1 | tee "$OUT/qgnet_prior_step.txt"
+STEP_TIMES=benchmarks/results/gpu_speed_h200.md  # this GPU's own step times where gpu_speed.py wrote them above
+[ -f "$OUT/gpu_speed.md" ] && STEP_TIMES="$OUT/gpu_speed.md"
+python3 benchmarks/paper_loader.py --workers 8 16 --episodes 400 --runs 1 --step-times "$STEP_TIMES" \
+    --out "$OUT/paper_loader.md" 2>&1 | tee "$OUT/paper_loader.txt"
+python3 benchmarks/qgnet_prior_step.py --steps 20 --out "$OUT/qgnet_prior_step.md" 2>&1 \
+    | tee "$OUT/qgnet_prior_step.txt"
 python3 benchmarks/qgnet_prior_loader.py --workers 8 16 --images 256 --superpixel-workers 16 --runs 1 \
     --out "$OUT/qgnet_prior_loader.md" 2>&1 | tee "$OUT/qgnet_prior_loader.txt"

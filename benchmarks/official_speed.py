@@ -46,11 +46,9 @@ from fsslib.methods import build_method
 from fsslib.models.backbones import IMAGENET_MEAN, IMAGENET_STD
 from fsslib.train import make_optimizer
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from timing import add_report_options, command_line, default_report, write_report  # noqa: E402
-
 sys.path.insert(0, str(Path(__file__).parent))
 from paper_train_step import fabricated_batch, synchronize  # noqa: E402
+from timing import add_report_options, command_line, default_report, write_report  # noqa: E402
 
 STEM = {"conv1": "0", "bn1": "1", "conv2": "3", "bn2": "4", "conv3": "6", "bn3": "7"}  # official layer0's indices
 HEAD_MODULES = ("down_query", "down_supp", "init_merge", "alpha_conv", "beta_conv", "inner_cls", "res1", "res2", "cls")
@@ -151,7 +149,7 @@ def arguments(description: str, official: str, stem: str) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None, help="torch threads on the CPU")
     parser.add_argument("--compile", action="store_true",
                         help="fsslib's side with its --compile setting (fsslib.speed: regional torch.compile)")
-    add_report_options(parser, f"benchmarks/results/{stem}_<the GPU, or cpu>.md")
+    add_report_options(parser, f"benchmarks/results/{stem}_<the GPU>.md; printed only on the CPU", runs=None)
     args = parser.parse_args()
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("no CUDA device here: pass --device cpu.")
@@ -179,12 +177,23 @@ def setting(args: argparse.Namespace, device: torch.device) -> str:
     """The run's setting, for the report's first lines: the batch, the device, the timed steps and which
     commit of the official checkout ran."""
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    found = subprocess.run(["git", "-C", str(args.official), "rev-parse", "--short", "HEAD"], capture_output=True,
-                           text=True)
-    checkout = f"commit {found.stdout.strip()}" if found.returncode == 0 else "not a git checkout"
+    checkout = checkout_commit(Path(args.official))
     return (f"random weights, {args.shots}-shot, batch {args.batch_size}, {args.image_size} x {args.image_size}, "
             f"{name}, torch {torch.__version__}; {args.steps} alternated steps of each after {args.warmup}"
             + ("; fsslib with --compile" if args.compile else "") + f". The official checkout: {checkout}.")
+
+
+def checkout_commit(folder: Path) -> str:
+    """``commit <short hash>`` of ``folder`` where it is a git checkout's own root; else "not a git checkout" (a
+    copy of the official folders inside another repository must not report that repository's commit)."""
+    def git(*arguments: str) -> str | None:
+        found = subprocess.run(["git", "-C", str(folder), *arguments], capture_output=True, text=True)
+        return found.stdout.strip() if found.returncode == 0 else None
+
+    root = git("rev-parse", "--show-toplevel")
+    if root is None or Path(root).resolve() != folder.resolve():
+        return "not a git checkout"
+    return f"commit {git('rev-parse', '--short', 'HEAD')}"
 
 
 def report(title: str, args: argparse.Namespace, stem: str, lines: list[str]) -> None:

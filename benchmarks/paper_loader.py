@@ -17,6 +17,7 @@ Writes a Markdown report (``--out``, default ``benchmarks/results/paper_loader_c
 from __future__ import annotations
 
 import argparse
+import math
 import resource
 import statistics
 import sys
@@ -50,6 +51,10 @@ def step_ms(report: Path) -> dict[str, float]:
         cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
         if line.startswith("|") and len(cells) > 2 and cells[1] == "today" and cells[0] in GPU_SPEED_NAMES:
             times.setdefault(GPU_SPEED_NAMES[cells[0]], []).append(float(cells[2]))
+    failed = sorted(name for name, values in times.items() if not all(math.isfinite(v) for v in values))
+    if failed:
+        raise SystemExit(f"{report} has a `today` row of {', '.join(failed)} that timed nothing (not a number): "
+                         "give --step-times a report whose today rows all ran.")
     missing = [name for name in GPU_SPEED_NAMES.values() if name not in times]
     if missing:
         raise SystemExit(f"{report} has no `today` row of {', '.join(missing)}: give --step-times a report of "

@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--image-size", type=int, default=None, help="replace the paper sizes (a smoke run)")
     parser.add_argument("--peak-tflops", type=float, nargs=2, metavar=("BF16", "FP32"), default=None,
                         help="the GPU's dense peaks, TFLOP/s, when it is not in PEAK_TFLOPS (H100, H200)")
-    add_report_options(parser, "benchmarks/results/paper_train_step_<the GPU, or cpu>.md")
+    add_report_options(parser, "benchmarks/results/paper_train_step_<the GPU>.md; printed only on the CPU")
     args = parser.parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("paper_train_step.py measures the paper tier on a GPU; no CUDA device is available here "
@@ -208,6 +208,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"training losses that are not finite (NaN or inf) in: {', '.join(sorted(set(diverged)))}; "
                          "those rows time a diverged run (no report written).")
     write_report(lines, args.out or default_report("paper_train_step", args.device), device=args.device, echo=False)
+
 
 if __name__ == "__main__":
     main()

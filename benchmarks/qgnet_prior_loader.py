@@ -98,5 +98,6 @@ def measure(folder: Path, args: argparse.Namespace) -> list[str]:
         print(lines[-1], flush=True)
     return lines
 
+
 if __name__ == "__main__":
     main()

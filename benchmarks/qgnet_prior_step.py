@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--precision", choices=("bf16", "fp32"), nargs="+", default=["bf16", "fp32"])
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--steps", type=int, default=20)
-    add_report_options(parser, "benchmarks/results/qgnet_prior_step_<the GPU, or cpu>.md")
+    add_report_options(parser, "benchmarks/results/qgnet_prior_step_<the GPU>.md; printed only on the CPU")
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
@@ -83,6 +83,7 @@ def step_seconds(recipe: PaperPriorSettings, args: argparse.Namespace, precision
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return (time.perf_counter() - start) / args.steps
+
 
 if __name__ == "__main__":
     main()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import statistics
 import sys
 import time
@@ -45,31 +46,41 @@ def machine(device: str = "cpu") -> str:
     return f"CPU {cpu}"
 
 
-def default_report(stem: str, device: str) -> Path:
-    """``benchmarks/results/<stem>_<machine>.md``: the GPU's model in lower case where ``device`` is CUDA and a GPU
-    is present (``h200``, ``h100``; another GPU's name, its spaces as underscores), else ``cpu``."""
-    machine = "cpu"
-    if str(device).startswith("cuda") and torch.cuda.is_available():
-        name = torch.cuda.get_device_name(torch.device(device)).removeprefix("NVIDIA ")
-        machine = next((model.lower() for model in ("H200", "H100") if name.startswith(model)),
-                       name.lower().replace(" ", "_"))
+def default_report(stem: str, device: str) -> Path | None:
+    """``benchmarks/results/<stem>_<gpu>.md`` where ``device`` is CUDA and a GPU is present: the GPU's model in lower
+    case (``h200``, ``h100``; another GPU's name, its spaces as underscores). None on the CPU: a GPU script's smoke
+    run there prints its report and writes no file unless ``--out`` names one."""
+    if not (str(device).startswith("cuda") and torch.cuda.is_available()):
+        return None
+    name = torch.cuda.get_device_name(torch.device(device)).removeprefix("NVIDIA ")
+    machine = next((model.lower() for model in ("H200", "H100") if name.startswith(model)),
+                   name.lower().replace(" ", "_"))
     return Path(__file__).parent / "results" / f"{stem}_{machine}.md"
 
 
-def add_report_options(parser: argparse.ArgumentParser, out: Path | str, runs: int = 1) -> None:
+def positive(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a whole number of at least 1")
+    return value
+
+
+def add_report_options(parser: argparse.ArgumentParser, out: Path | str, runs: int | None = 1) -> None:
     """``--out`` (the report's file: ``out``, or where ``out`` is words, None and the script picks the file, as
-    :func:`default_report` does) and ``--runs`` (the measurement repeated, one after the other, each run a table of
-    its own: a page quotes the runs' span)."""
+    :func:`default_report` does) and, unless ``runs`` is None (a script that measures once), ``--runs`` (the
+    measurement repeated, one after the other, each run a table of its own: a page quotes the runs' span)."""
     parser.add_argument("--out", type=Path, default=out if isinstance(out, Path) else None,
                         help=f"the Markdown report to write (default: {out})")
-    parser.add_argument("--runs", type=int, default=runs,
-                        help=f"times the measurement is made, one after the other, each a table (default: {runs})")
+    if runs is not None:
+        parser.add_argument("--runs", type=positive, default=runs,
+                            help=f"times the measurement is made, one after the other, each a table (default: {runs})")
 
 
 def command_line(script: str, argv: list[str] | None) -> str:
     """How the report was made, as a reader types it: ``python benchmarks/<script>`` and its arguments."""
     arguments = sys.argv[1:] if argv is None else argv
-    return " ".join(["python", f"benchmarks/{Path(script).name}", *arguments])
+    return shlex.join(["python", f"benchmarks/{Path(script).name}", *arguments])
 
 
 def run_tables(runs: int, header: list[str], measure: Callable[[], Iterator[list[str]]]) -> list[str]:
@@ -88,13 +99,18 @@ def run_tables(runs: int, header: list[str], measure: Callable[[], Iterator[list
     return lines[:-1]
 
 
-def write_report(lines: list[str], out: Path, device: str = "cpu", echo: bool = True) -> None:
-    """Append the provenance line (torch, commit, the hardware that ran it, the machines' noise), write ``out``
-    and print it (``echo``; else its last line only, for a script that printed its lines as it made them)."""
+def write_report(lines: list[str], out: Path | None, device: str = "cpu", echo: bool = True,
+                 timings: bool = True) -> None:
+    """Append the provenance line (torch, commit, the hardware that ran it and, for ``timings``, the machines'
+    noise), write ``out`` and print it (``echo``; else its last line only, for a script that printed its lines as it
+    made them). With ``out`` None the report is printed whole and not written."""
     provenance = run_provenance(device)
+    noise = " (timings: 25% apart from run to run on this project's machines)" if timings else ""
     lines = [*lines, "", f"Produced with torch {provenance['torch']}; commit {provenance['commit']}; "
-                         f"device {device}, {machine(device)} (timings: 25% apart from run to run on this project's "
-                         f"machines)."]
+                         f"device {device}, {machine(device)}{noise}."]
+    if out is None:
+        print("\n".join(lines) + "\n(not written: give --out to write the report)")
+        return
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines if echo else lines[-1:]) + f"\n-> {out}")

@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
              f"**{exact} of {len(differences)} checks repeat to 1e-6; the largest difference is {largest:+.4f} "
              f"mIoU points** (the tests allow {zoo.CHECK_TOLERANCE_OTHER_CPU} on another kind of CPU).", "",
              "| model | recorded on | recorded mIoU | here | difference |", "|---|---|---|---|---|", *rows]
-    write_report(lines, out)
+    write_report(lines, out, timings=False)
 
 
 if __name__ == "__main__":

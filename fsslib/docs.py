@@ -431,8 +431,8 @@ class Results:
         (:func:`fsslib.provenance.cpu_kind`, e.g. "AMD EPYC (family 26 model 2)")."""
         self._bench(file)  # the file exists
         text = (self.root / "benchmarks" / "results" / f"{file}.md").read_text()
-        found = re.findall(r"Produced with torch [^;]+; commit [^;]+; device (\w+)[^,]*, (.+?) \((?:timings|this "
-                           r"project)", text)
+        found = re.findall(r"^Produced with torch [^;\n]+; commit [^;\n]+; device (\w+)[^,\n]*, (.+?)"
+                           r"(?: \((?:timings|this project)[^\n]*\))?\.\s*$", text, flags=re.M)
         if not found:
             raise FsslibError(f"benchmarks/results/{file}.md has no provenance line naming its machine.",
                               "write the report with benchmarks/timing.py's write_report (run its script again).")

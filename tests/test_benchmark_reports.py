@@ -63,13 +63,16 @@ def test_the_pages_read_the_machine_of_older_reports_and_of_gpu_ones(tmp_path):
     gpu = ("Produced with torch 2.x; commit abc; device cuda, NVIDIA H200 (143771 MiB), CPU AMD EPYC 9R14 "
            "(AuthenticAMD cpu family 25 model 17), 16 cores (timings: 25% apart from run to run on this project's "
            "machines).")
-    for name, text in (("old", older), ("gpu", gpu), ("none", "| a |\n|---|\n| 1 |\n")):
+    untimed = ("Produced with torch 2.x; commit abc; device cpu, CPU AMD EPYC 9R14 (AuthenticAMD cpu family 25 model "
+               "17), 2 cores.")
+    for name, text in (("old", older), ("gpu", gpu), ("untimed", untimed), ("none", "| a |\n|---|\n| 1 |\n")):
         page = tmp_path / "benchmarks" / "results" / f"{name}.md"
         page.parent.mkdir(parents=True, exist_ok=True)
         page.write_text("| a |\n|---|\n| 1 |\n\n" + text + "\n")
     results = docs.Results(tmp_path)
     assert results.bench_machine("old") == "Intel Xeon (family 6 model 167)"
     assert results.bench_machine("gpu") == "NVIDIA H200"
+    assert results.bench_machine("untimed") == "AMD EPYC (family 25 model 17)"
     with pytest.raises(docs.FsslibError, match="no provenance line naming its machine"):
         results.bench_machine("none")
 
@@ -80,7 +83,15 @@ def test_a_gpu_report_is_named_by_its_gpu(monkeypatch, name, machine):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
     assert timing.default_report("gpu_speed", "cuda") == BENCHMARKS / "results" / f"gpu_speed_{machine}.md"
-    assert timing.default_report("gpu_speed", "cpu").name == "gpu_speed_cpu.md"
+    assert timing.default_report("gpu_speed", "cpu") is None  # a smoke run on the CPU writes nothing by default
+
+
+def test_a_report_without_a_file_is_printed_and_not_written(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    timing.write_report(["# A smoke run", "", "| a |", "|---|", "| 1 |"], None, timings=False)
+    printed = capsys.readouterr().out
+    assert "| 1 |" in printed and "not written: give --out" in printed and "25% apart" not in printed
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_the_loader_benchmark_writes_two_runs_of_each_worker_count(tmp_path):
@@ -96,7 +107,8 @@ def test_the_loader_benchmark_writes_two_runs_of_each_worker_count(tmp_path):
 def test_the_loader_benchmark_reads_the_gpu_step_times_from_a_gpu_speed_report(tmp_path):
     paper_loader = load("paper_loader")
     table = "| method | lever | ms / step |\n|---|---|---|\n"
-    runs = [{"pfenet": 20.0, "bam": 30.0, "piclip": 50.0, "hdmnet": 80.0}, {"pfenet": 40.0, "bam": 34.0, "piclip": 52.0},
+    runs = [{"pfenet": 20.0, "bam": 30.0, "piclip": 50.0, "hdmnet": 80.0},
+            {"pfenet": 40.0, "bam": 34.0, "piclip": 52.0},
             {"pfenet": 30.0, "bam": 20.0, "piclip": 90.0, "hdmnet": 70.0}]
     report = tmp_path / "speed.md"
     report.write_text("\n\n".join(table + "".join(f"| {m} | today | {ms} |\n| {m} | fp32 | 1.0 |\n"
@@ -104,6 +116,10 @@ def test_the_loader_benchmark_reads_the_gpu_step_times_from_a_gpu_speed_report(t
     assert paper_loader.step_ms(report) == {"PFENet": 30.0, "BAM": 30.0, "PI-CLIP": 52.0, "HDMNet": 75.0}
     report.write_text(table + "| pfenet | today | 20.0 |\n")
     with pytest.raises(SystemExit, match="no `today` row of BAM, PI-CLIP, HDMNet"):
+        paper_loader.step_ms(report)
+    report.write_text(table + "".join(f"| {m} | today | 20.0 |\n" for m in ("pfenet", "piclip", "hdmnet"))
+                      + "| bam | today | nan |\n")
+    with pytest.raises(SystemExit, match="`today` row of BAM that timed nothing"):
         paper_loader.step_ms(report)
 
 
@@ -128,14 +144,27 @@ def test_the_paper_step_benchmark_writes_its_rows_and_refuses_a_diverged_one(mon
     arguments = ["--device", "cpu", "--methods", "pfenet", "--runs", "2", "--out", str(tmp_path / "p.md")]
     paper_train_step.main([*arguments, "--precisions", "bf16"])
     found = tables((tmp_path / "p.md").read_text())
-    assert [table[2] for table in found] == ["| pfenet | 65 | bf16 autocast | 4 | 2.00 | 8.0 | 9.0 | nan | 3.000 | n/a |"] * 2
+    row = "| pfenet | 65 | bf16 autocast | 4 | 2.00 | 8.0 | 9.0 | nan | 3.000 | n/a |"
+    assert [table[2] for table in found] == [row, row]
     (tmp_path / "p.md").unlink()
     with pytest.raises(SystemExit, match=r"not finite .* pfenet \(fp32\)"):
         paper_train_step.main([*arguments, "--precisions", "fp32"])
     assert not (tmp_path / "p.md").exists()  # a diverged run's times are not a report
 
 
-def test_an_official_comparison_names_the_checkout_it_ran(tmp_path):
+def test_an_official_comparison_names_the_checkout_it_ran_and_not_a_repository_around_it(tmp_path):
+    """The official checkout's own commit; a copy of its folders inside another repository (fsslib's, say) is
+    not a checkout, and must not report the outer repository's commit."""
+    import subprocess
+
     official_speed = load("official_speed")
-    args = SimpleNamespace(shots=1, batch_size=2, image_size=97, steps=2, warmup=0, compile=False, official=tmp_path)
+    checkout, copy = tmp_path / "PFENet", tmp_path / "PFENet" / "copy"
+    copy.mkdir(parents=True)
+    git = ["git", "-C", str(checkout), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "x"], check=True)
+    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    assert official_speed.checkout_commit(checkout) == f"commit {head}"
+    assert official_speed.checkout_commit(copy) == "not a git checkout"
+    args = SimpleNamespace(shots=1, batch_size=2, image_size=97, steps=2, warmup=0, compile=False, official=copy)
     assert official_speed.setting(args, torch.device("cpu")).endswith("The official checkout: not a git checkout.")
