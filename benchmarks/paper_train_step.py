@@ -15,8 +15,9 @@ optimiser step. Peak memory is the CUDA allocator's peak over the timed training
 training step (forward and backward, ``torch.utils.flop_counter``: matrix products and convolutions) over its
 time give the share of the GPU's dense peak for that precision (:data:`PEAK_TFLOPS`, or ``--peak-tflops``),
 where the GPU is known. Writes a Markdown report (``--out``, default ``benchmarks/results/paper_train_step_<gpu>.md``,
-each of ``--runs`` a table), and exits with an error naming the rows whose training losses were not all finite (a
-diverged run times NaN arithmetic, not the method).
+each of ``--runs`` a table; on the CPU it is printed only, unless ``--out`` names a file), and exits with an
+error naming the rows whose training losses were not all finite (a diverged run times NaN arithmetic, not the
+method).
 """
 from __future__ import annotations
 

@@ -9,7 +9,8 @@ recipe's sizes: the loader is left out (``benchmarks/qgnet_prior_loader.py`` mea
 untimed steps, ``--steps`` timed ones with a synchronisation at the end. Reported: milliseconds per step, images
 per second, and the GPU-hours of the paper's budgets at that rate (1000 epochs of PASCAL's 12,031 images, 200 of
 COCO 2014's 123,287; steps of ``--batch-size``, the last partial batch dropped). Writes a Markdown report
-(``--out``, default ``benchmarks/results/qgnet_prior_step_<gpu>.md``; each of ``--runs`` a table).
+(``--out``, default ``benchmarks/results/qgnet_prior_step_<gpu>.md``, printed only on the CPU; each of ``--runs`` a
+table).
 """
 from __future__ import annotations
 
