@@ -19,8 +19,8 @@ fsslib's time over the official one's, per pair, reported as median and interqua
 measured apart (CUDA only). Both in fp32 (the official code trains without AMP) and, with ``--precisions
 fp32 bf16``, both under the same bf16 autocast. The report (``--out``, default
 ``benchmarks/results/official_speed_<gpu>.md``, printed only on the CPU) gives the trainable-parameter counts of
-both, the official checkout's commit and the table. ``official_hdmnet_speed.py`` compares HDMNet so, with this file's helpers
-(:func:`arguments`, :func:`compare`, :func:`report`).
+both, the official checkout's commit and the table. ``official_hdmnet_speed.py`` compares HDMNet so, with this
+file's helpers (:func:`arguments`, :func:`compare`, :func:`report`).
 """
 from __future__ import annotations
 
