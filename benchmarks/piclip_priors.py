@@ -1,6 +1,7 @@
 """PI-CLIP prior generation: batched vs a per-episode loop (as the official code's VTP), and prior quality.
 
-    python benchmarks/piclip_priors.py                 # toy tier on CPU (+ ViT-B/16 at 473 on CUDA)
+    python benchmarks/piclip_priors.py                 # toy tier on CPU (+ ViT-B/16 at 473 on CUDA) -> a report
+    python benchmarks/piclip_priors.py --runs 2        # the throughput measured twice, each run a table
     python benchmarks/piclip_priors.py --quality       # prior IoU per fold (toy tier) -> benchmarks/results/piclip_prior_quality_toy.md
     python benchmarks/piclip_priors.py --regions --episodes 1000   # where each prior's mass falls (toy tier, 4 folds)
                                                        # -> benchmarks/results/piclip_prior_regions_toy.md
@@ -8,13 +9,16 @@
 Throughput counts episodes per second for all of PI-CLIP's priors (VVP, VTP by GradCAM,
 PIR refinement); "per-episode" calls the same code once per episode, like the official
 ``get_img_cam`` loop over the images of a batch. Peak memory: CUDA allocator peak, or the
-process's peak resident set size on the CPU (includes the model; a coarse number).
+process's peak resident set size on the CPU (includes the model; a coarse number). The throughput report goes to
+``--out`` (default ``benchmarks/results/piclip_priors_toy.md`` without a GPU, ``piclip_priors_<gpu>.md`` with one).
 """
 from __future__ import annotations
 
 import argparse
 import resource
+import sys
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -29,6 +33,8 @@ from fsslib.methods.piclip.quality import REGIONS
 from fsslib.provenance import run_provenance
 
 RESULTS = Path(__file__).resolve().parent / "results"
+sys.path.insert(0, str(RESULTS.parent))
+from timing import add_report_options, command_line, default_report, run_tables, write_report  # noqa: E402
 
 
 def fabricated_batch(batch_size: int, shots: int, size: int, device: torch.device) -> EpisodeBatch:
@@ -121,7 +127,7 @@ def write_regions(n_episodes: int, shots: int) -> None:
     print("\n".join(lines) + f"\n-> {out}")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--shots", type=int, default=1)
@@ -132,7 +138,9 @@ def main() -> None:
     parser.add_argument("--regions", action="store_true",
                         help="each prior's mean value on the target, same-fill and same-shape objects, other objects, background")
     parser.add_argument("--episodes", type=int, default=300, help="test episodes per fold for --quality and --regions")
-    args = parser.parse_args()
+    add_report_options(parser, "benchmarks/results/piclip_priors_toy.md without a GPU, piclip_priors_<the GPU>.md "
+                               "with one (the throughput)")
+    args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.regions:
         write_regions(args.episodes, args.shots)
@@ -155,17 +163,28 @@ def main() -> None:
         out.write_text("\n".join(lines) + "\n")
         print("\n".join(lines) + f"\n-> {out}")
         return
-    print("| setting | device | batch | shots | batched ep/s | per-episode ep/s | speed-up | peak MB |")
-    print("|---|---|---|---|---|---|---|---|")
     settings = [("toy", torch.device("cpu"))]
     if torch.cuda.is_available():
         settings += [("toy", torch.device("cuda")), ("paper", torch.device("cuda"))]
-    for preset, device in settings:
-        repeats = args.cuda_repeats if device.type == "cuda" else args.repeats
-        result = benchmark(preset, args.batch_size, args.shots, repeats, device)
-        name = "toy-vit @ 64" if preset == "toy" else "ViT-B/16 @ 473"
-        print(f"| {name} | {device.type} | {args.batch_size} | {args.shots} | {result['batched_eps']:.1f} | "
-              f"{result['per_episode_eps']:.1f} | {result['speedup']:.1f}x | {result['peak_mb']:.0f} |")
+
+    def rows() -> Iterator[list[str]]:
+        for preset, device in settings:
+            repeats = args.cuda_repeats if device.type == "cuda" else args.repeats
+            result = benchmark(preset, args.batch_size, args.shots, repeats, device)
+            yield ["toy-vit @ 64" if preset == "toy" else "ViT-B/16 @ 473", device.type, str(args.batch_size),
+                   str(args.shots), f"{result['batched_eps']:.1f}", f"{result['per_episode_eps']:.1f}",
+                   f"{result['speedup']:.1f}x", f"{result['peak_mb']:.0f}"]
+
+    cuda = torch.cuda.is_available()
+    lines = ["# PI-CLIP's priors, batched against a per-episode loop", "",
+             f"Made by `{command_line(__file__, argv)}`, {args.threads} torch thread"
+             f"{'s' if args.threads > 1 else ''} on the CPU. Episodes per "
+             f"second of all PI-CLIP's priors (VVP, VTP, PIR): {args.repeats} timed passes per CPU row"
+             + (f", {args.cuda_repeats} per CUDA row" if cuda else "") + "; peak MB as the module docstring says.", ""]
+    lines += run_tables(args.runs, ["setting", "device", "batch", "shots", "batched ep/s", "per-episode ep/s",
+                                    "speed-up", "peak MB"], rows)
+    out = args.out or (default_report("piclip_priors", "cuda") if cuda else RESULTS / "piclip_priors_toy.md")
+    write_report(lines, out, device="cuda" if cuda else "cpu", echo=False)
 
 
 if __name__ == "__main__":

@@ -168,3 +168,13 @@ def test_an_official_comparison_names_the_checkout_it_ran_and_not_a_repository_a
     assert official_speed.checkout_commit(copy) == "not a git checkout"
     args = SimpleNamespace(shots=1, batch_size=2, image_size=97, steps=2, warmup=0, compile=False, official=copy)
     assert official_speed.setting(args, torch.device("cpu")).endswith("The official checkout: not a git checkout.")
+
+
+def test_the_priors_benchmark_writes_one_table_per_run(monkeypatch, tmp_path):
+    piclip_priors = load("piclip_priors")
+    monkeypatch.setattr(piclip_priors.torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(piclip_priors, "benchmark", lambda *args: {"batched_eps": 160.0, "per_episode_eps": 64.0,
+                                                                   "speedup": 2.5, "peak_mb": 1000.0})
+    piclip_priors.main(["--runs", "2", "--out", str(tmp_path / "priors.md")])
+    found = tables((tmp_path / "priors.md").read_text())
+    assert [table[2] for table in found] == ["| toy-vit @ 64 | cpu | 16 | 1 | 160.0 | 64.0 | 2.5x | 1000 |"] * 2
