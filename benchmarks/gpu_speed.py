@@ -36,10 +36,9 @@ raises (a compiler error, memory) is kept as a failed row and the run goes on. `
 each method's default steps (``torch.profiler``): the share of the step's wall time the GPU is busy (a low share:
 the step waits for the host, its Python and its reads from the GPU, which compiling and CUDA graphs address), the
 host-device synchronisations, and the ops that take the most GPU time. Writes the Markdown report (``--out``,
-default ``benchmarks/results/gpu_speed_<gpu>.md``, printed only on the CPU: the setting, the plan, the table, the notes
-and profiles),
-failed rows included, then exits with an error naming the rows that failed, whose outputs differ or whose losses
-are not finite.
+default ``benchmarks/results/gpu_speed_<gpu>.md``, printed only on the CPU): the setting, the plan, the table, the
+notes and profiles, failed rows included. Then it exits with an error naming the rows that failed, whose outputs
+differ or whose losses are not finite.
 """
 from __future__ import annotations
 
