@@ -122,9 +122,9 @@ def main(argv: list[str] | None = None) -> None:
                 "random weights, with the CUDA allocator's peak memory" if cuda else "") + ".", ""]
     header = ["model", "device", "input", "precision", "batch", "images/s", "peak MB"]
     lines += run_tables(args.runs, header, lambda: rows(args))
-    toy = Path(__file__).parent / "results" / "clip_dense_throughput_toy.md"
-    write_report(lines, args.out or (default_report("clip_dense_throughput", "cuda") if cuda else toy),
-                 device="cuda" if cuda else "cpu", echo=False)
+    device = "cuda" if cuda else "cpu"
+    write_report(lines, args.out or default_report("clip_dense_throughput", device, on_cpu="toy"), device=device,
+                 echo=False)
 
 
 if __name__ == "__main__":

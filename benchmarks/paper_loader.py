@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader
 from fsslib.data.benchmarks import PASCAL
 from fsslib.data.episodes import EpisodeDataset, Source, collate_episodes
 from fsslib.data.layout import mark_prepared, write_class_index, write_list
+from fsslib.tables import markdown_tables
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from timing import add_report_options, command_line, run_tables, write_report  # noqa: E402
@@ -47,10 +48,12 @@ def step_ms(report: Path) -> dict[str, float]:
     """Each method's bf16 training step on the GPU, in ms: the median of its ``today`` rows (one per run) in the
     tables of a ``benchmarks/gpu_speed.py`` report, which move between runs."""
     times: dict[str, list[float]] = {}
-    for line in report.read_text().splitlines():
-        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
-        if line.startswith("|") and len(cells) > 2 and cells[1] == "today" and cells[0] in GPU_SPEED_NAMES:
-            times.setdefault(GPU_SPEED_NAMES[cells[0]], []).append(float(cells[2]))
+    for table in markdown_tables(report.read_text()):
+        if table["header"][:3] != ["method", "lever", "ms / step"]:
+            continue
+        for method, lever, ms, *_ in table["rows"]:
+            if lever == "today" and method in GPU_SPEED_NAMES:
+                times.setdefault(GPU_SPEED_NAMES[method], []).append(float(ms))
     failed = sorted(name for name, values in times.items() if not all(math.isfinite(v) for v in values))
     if failed:
         raise SystemExit(f"{report} has a `today` row of {', '.join(failed)} that timed nothing (not a number): "

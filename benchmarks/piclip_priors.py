@@ -183,8 +183,8 @@ def main(argv: list[str] | None = None) -> None:
              + (f", {args.cuda_repeats} per CUDA row" if cuda else "") + "; peak MB as the module docstring says.", ""]
     lines += run_tables(args.runs, ["setting", "device", "batch", "shots", "batched ep/s", "per-episode ep/s",
                                     "speed-up", "peak MB"], rows)
-    out = args.out or (default_report("piclip_priors", "cuda") if cuda else RESULTS / "piclip_priors_toy.md")
-    write_report(lines, out, device="cuda" if cuda else "cpu", echo=False)
+    device = "cuda" if cuda else "cpu"
+    write_report(lines, args.out or default_report("piclip_priors", device, on_cpu="toy"), device=device, echo=False)
 
 
 if __name__ == "__main__":

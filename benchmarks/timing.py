@@ -46,16 +46,18 @@ def machine(device: str = "cpu") -> str:
     return f"CPU {cpu}"
 
 
-def default_report(stem: str, device: str) -> Path | None:
+def default_report(stem: str, device: str, on_cpu: str | None = None) -> Path | None:
     """``benchmarks/results/<stem>_<gpu>.md`` where ``device`` is CUDA and a GPU is present: the GPU's model in lower
-    case (``h200``, ``h100``; another GPU's name, its spaces as underscores). None on the CPU: a GPU script's smoke
+    case (``h200``, ``h100``; another GPU's name, its spaces as underscores). On the CPU, ``<stem>_<on_cpu>.md``
+    (a script whose CPU rows are results of their own, e.g. ``toy``); None without ``on_cpu``: a GPU script's smoke
     run there prints its report and writes no file unless ``--out`` names one."""
+    folder = Path(__file__).parent / "results"
     if not (str(device).startswith("cuda") and torch.cuda.is_available()):
-        return None
+        return None if on_cpu is None else folder / f"{stem}_{on_cpu}.md"
     name = torch.cuda.get_device_name(torch.device(device)).removeprefix("NVIDIA ")
     machine = next((model.lower() for model in ("H200", "H100") if name.startswith(model)),
                    name.lower().replace(" ", "_"))
-    return Path(__file__).parent / "results" / f"{stem}_{machine}.md"
+    return folder / f"{stem}_{machine}.md"
 
 
 def positive(text: str) -> int:

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from fsslib.errors import FsslibError, unknown
 from fsslib.provenance import cpu_kind
-from fsslib.tables import fold_means, load_grid, read_table, shown
+from fsslib.tables import fold_means, load_grid, markdown_tables, read_table, shown
 from fsslib.zoo import at_plateau
 
 if TYPE_CHECKING:
@@ -479,21 +479,7 @@ class Results:
         if key not in self._tables:
             if not path.is_file():
                 raise unknown("benchmark result", file, sorted(p.stem for p in path.parent.glob("*.md")))
-            tables: list[dict[str, Any]] = []
-            above, current = "", None
-            for line in path.read_text().splitlines():
-                if line.startswith("|"):
-                    cells = [c.strip() for c in line.strip().strip("|").split("|")]
-                    if current is None:
-                        current = {"above": above, "header": cells, "rows": []}
-                        tables.append(current)
-                    elif not set("".join(cells)) <= set("-: "):
-                        current["rows"].append(cells)
-                else:
-                    current = None
-                    if line.strip():
-                        above = line.strip()
-            self._tables[key] = tables
+            self._tables[key] = markdown_tables(path.read_text())
         return self._tables[key]
 
     def gain(self, grid: str, run: str, error: bool = False) -> Number:

@@ -324,6 +324,26 @@ RUN_GAIN_ROW = re.compile(r"^\| ([\w.+-]+) \| ([+-]\d+\.\d+) \| (\d+\.\d+) \| (f
 CURVES_LINE = "Learning curves:"  # how the learning-curve paragraph of a grid's page starts
 
 
+def markdown_tables(text: str) -> list[dict[str, Any]]:
+    """The Markdown tables of ``text``, in order: each its header cells, its rows' cells (the separator line left
+    out) and the last line of text above it."""
+    tables: list[dict[str, Any]] = []
+    above, current = "", None
+    for line in text.splitlines():
+        if line.startswith("|"):
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if current is None:
+                current = {"above": above, "header": cells, "rows": []}
+                tables.append(current)
+            elif not set("".join(cells)) <= set("-: "):
+                current["rows"].append(cells)
+        else:
+            current = None
+            if line.strip():
+                above = line.strip()
+    return tables
+
+
 def run_gain_row(label: str, gain: float, error: float | None, verdict: str) -> str:
     """One run's row in :func:`curve_lines`' table: one decimal, more where one would print a gain of 0.96
     (flat) and one of 1.04 (rising) alike (:func:`fsslib.metrics.verdict_decimals`)."""

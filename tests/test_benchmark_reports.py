@@ -84,6 +84,8 @@ def test_a_gpu_report_is_named_by_its_gpu(monkeypatch, name, machine):
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
     assert timing.default_report("gpu_speed", "cuda") == BENCHMARKS / "results" / f"gpu_speed_{machine}.md"
     assert timing.default_report("gpu_speed", "cpu") is None  # a smoke run on the CPU writes nothing by default
+    toy = BENCHMARKS / "results" / "piclip_priors_toy.md"  # a script whose CPU rows are the toy tier's results
+    assert timing.default_report("piclip_priors", "cpu", on_cpu="toy") == toy
 
 
 def test_a_report_without_a_file_is_printed_and_not_written(tmp_path, capsys, monkeypatch):
