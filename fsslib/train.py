@@ -7,9 +7,7 @@ or ``fsslib.train.run(cfg)``. SGD or AdamW with a poly (or step) schedule, bf16 
 a checkpoint every epoch (``last.pt``: model, optimizer, scheduler, RNG state) and the
 best one by validation mIoU (``best.pt``); ``--resume`` continues a killed run to the
 same final weights on the CPU (on CUDA, nondeterministic kernels make even two
-uninterrupted runs differ slightly, so a resumed run matches only as closely). PI-CLIP's models are the
-exception on the CPU too: they encode the class prompts as classes first appear, so a resumed run encodes them in
-other groups and drifts in the last bits. Training
+uninterrupted runs differ slightly, so a resumed run matches only as closely). Training
 episodes are a pure function of (seed, epoch, index), so resuming needs no data-loader state. Log: ``<out>/log.jsonl``.
 """
 from __future__ import annotations

@@ -121,14 +121,16 @@ class ClipPriors(PriorSource):
         self.vvp_min_max = vvp_min_max
 
     def encode_class_prompts(self, rows: Sequence[int]) -> None:
-        """Fill the VTP text tables for class ``rows`` not encoded yet ("a photo of / without {c}.")."""
-        missing = sorted({int(r) for r in rows} - self.encoded_rows)
-        if not missing:
-            return
-        names = [self.class_names[r] for r in missing]
-        self.target_text[missing] = prompt_embeddings(self.bundle, [PICLIP_TARGET_TEMPLATE.format(n) for n in names])
-        self.non_target_text[missing] = prompt_embeddings(self.bundle, [PICLIP_NON_TARGET_TEMPLATE.format(n) for n in names])
-        self.encoded_rows.update(missing)
+        """Fill the VTP text tables for class ``rows`` not encoded yet ("a photo of / without {c}.").
+
+        Each class is encoded alone, its two prompts in one call: a row's embedding then never depends on which
+        classes arrived with it, so a resumed run, which meets the classes in other groups, equals an uninterrupted
+        one bit for bit."""
+        for row in sorted({int(r) for r in rows} - self.encoded_rows):
+            name = self.class_names[row]
+            prompts = [PICLIP_TARGET_TEMPLATE.format(name), PICLIP_NON_TARGET_TEMPLATE.format(name)]
+            self.target_text[row], self.non_target_text[row] = prompt_embeddings(self.bundle, prompts)  # (2, D)
+            self.encoded_rows.add(row)
 
     def _clip_input(self, images: torch.Tensor) -> torch.Tensor:
         if self.clip_image_size is None or images.shape[-1] == images.shape[-2] == self.clip_image_size:
