@@ -309,6 +309,26 @@ class Results:
         """A field of a zoo model's ``.json`` (``fsslib/checkpoints/zoo/<model>.json``): :meth:`recorded`."""
         return self.recorded(f"zoo/{model}", field, decimals, scale)
 
+    def zoo_models(self, grid: str) -> list[dict[str, Any]]:
+        """The zoo models a grid trained (their ``.json``'s ``command`` names ``papermill_runs/<grid>.yaml``), sorted
+        by name: ``name``, ``method``, ``commit`` (7 characters), ``sittings`` (how many times the run started: more
+        than 1 when it was resumed) and ``machine`` (:func:`~fsslib.provenance.cpu_kind` of the recorded CPU, or
+        "not recorded")."""
+        models = []
+        for path in sorted((self.root / CHECKPOINTS / "zoo").glob("*.json")):
+            record = self._recorded_file(f"zoo/{path.stem}")
+            if f"papermill_runs/{grid}.yaml" not in record.get("command", ""):
+                continue
+            processor = record.get("hardware", {}).get("processor")
+            models.append({"name": path.stem, "method": record["method"], "commit": record["git_commit"][:7],
+                           "sittings": record.get("sittings", 1),
+                           "machine": cpu_kind(processor) if processor else "not recorded"})
+        if not models:
+            raise unknown("grid that trained zoo models", grid, sorted({
+                m for p in (self.root / CHECKPOINTS / "zoo").glob("*.json")
+                for m in re.findall(r"papermill_runs/(\w+)\.yaml", self._recorded_file(f"zoo/{p.stem}").get("command", ""))}))
+        return models
+
     def at_plateau(self, model: str) -> bool:
         """Whether a zoo model's ``.json`` records the fold-0 doubling of its budget, and that doubling moved test
         mIoU by less than the difference that resolves two rows (:func:`fsslib.runs.budget_record`): False for a
@@ -610,7 +630,7 @@ def helpers(results: Results) -> dict[str, Callable[..., Any]]:
     (the range over training seeds on fold 0), ``stratum`` (a difference in one stratum), ``diff`` (a signed
     difference), ``resolved``, ``threshold`` and ``spread`` (the resolution rule), ``paper`` (a paper's number),
     ``preset`` (a method's setting), ``recorded`` and ``zoo`` (a field of a recorded ``.json``; ``at_plateau``:
-    whether a zoo model was shown at its plateau), ``files`` (a count and size of files), ``gpu_hours`` (a paper-tier
+    whether a zoo model was shown at its plateau; ``zoo_models``: the zoo models a grid trained), ``files`` (a count and size of files), ``gpu_hours`` (a paper-tier
     grid's estimated GPU-hours, as ``--plan`` prints them), ``paper_grids`` and ``runs`` (the paper tier's grids, a
     grid's number of runs), ``has_table`` (whether a grid's table is committed), ``constant`` (a constant of
     fsslib's code), ``bench`` (a cell of a benchmark's table under ``benchmarks/results/``; ``bench_count``: how many
@@ -626,7 +646,7 @@ def helpers(results: Results) -> dict[str, Callable[..., Any]]:
             "seeds": results.seeds, "stratum": results.stratum, "diff": diff, "num": num, "sd": sd, "listed": listed,
             "resolved": results.resolved, "threshold": results.threshold, "spread": results.spread,
             "paper": results.paper, "preset": results.preset, "recorded": results.recorded, "zoo": results.zoo,
-            "at_plateau": results.at_plateau,
+            "at_plateau": results.at_plateau, "zoo_models": results.zoo_models,
             "files": results.files, "gpu_hours": results.gpu_hours, "paper_grids": results.paper_grids,
             "runs": results.runs, "has_table": results.has_table, "constant": results.constant, "bench": results.bench,
             "bench_count": results.bench_count, "bench_column": results.bench_column,

@@ -230,6 +230,25 @@ def test_at_plateau_reads_the_budget_record_a_zoo_model_s_json_holds(fabricated,
         fabricated.at_plateau("nope")
 
 
+def test_zoo_models_lists_a_grid_s_models_with_their_starts_and_machine(fabricated, tmp_path):
+    """A grid's zoo models are those whose command names its file; a record without ``hardware`` or ``sittings``
+    predates them (one start, machine not recorded); an unknown grid names the grids that trained models."""
+    zoo = tmp_path / "fsslib" / "checkpoints" / "zoo"
+    command = "python -m fsslib.runs papermill_runs/{}.yaml  (run {})"
+    (zoo / "a-fold0.json").write_text(json.dumps({
+        "command": command.format("g", "a-fold0"), "method": "a", "git_commit": "0123456789abcdef", "sittings": 2,
+        "hardware": {"processor": "AMD EPYC 9B45 (AuthenticAMD cpu family 26 model 2)"}}))
+    (zoo / "b-fold0.json").write_text(json.dumps({"command": command.format("g", "b-fold0"), "method": "b",
+                                                   "git_commit": "fedcba9876543210"}))
+    (zoo / "c-fold0.json").write_text(json.dumps({"command": command.format("h", "c-fold0"), "method": "c",
+                                                   "git_commit": "fedcba9876543210"}))
+    assert fabricated.zoo_models("g") == [
+        {"name": "a-fold0", "method": "a", "commit": "0123456", "sittings": 2, "machine": "AMD EPYC (family 26 model 2)"},
+        {"name": "b-fold0", "method": "b", "commit": "fedcba9", "sittings": 1, "machine": "not recorded"}]
+    with pytest.raises(FsslibError, match="use one of: g, h"):
+        fabricated.zoo_models("nope")
+
+
 def test_listed_joins_items_as_a_sentence_does():
     assert [docs.listed(items) for items in ([], ["BAM"], ["BAM", "HDMNet"], ["BAM", "HDMNet", "the base learners"])] == [
         "", "BAM", "BAM and HDMNet", "BAM, HDMNet and the base learners"]
