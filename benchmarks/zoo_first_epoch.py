@@ -39,8 +39,10 @@ import yaml
 from fsslib.launch import run_name
 from fsslib.paths import data_root
 from fsslib.pretrain.saving import file_sha256
-from fsslib.provenance import cpu_model
 from fsslib.runs import expand
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from timing import command_line, write_report  # noqa: E402
 from fsslib.zoo import SHIPPED_ZOO as ZOO_DIR
 
 REPO = Path(__file__).resolve().parents[1]
@@ -205,9 +207,8 @@ def main(argv: list[str] | None = None) -> None:
         machine = record.get("hardware", {}).get("processor", "not recorded")
         rows.append((name, grid, record["git_commit"], machine, recorded, today, then))
         print(f"{name}: recorded {recorded}, today {today}, at its commit {then}", flush=True)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout
-    lines = [f"# The zoo's first epochs trained again (toy tier, commit {commit.strip()}, on {cpu_model()})", "",
-             "Made by `python benchmarks/zoo_first_epoch.py`. Each zoo model's run, from its grid file, stopped "
+    lines = ["# The zoo's first epochs trained again (toy tier)", "",
+             f"Made by `{command_line(__file__, argv)}`. Each zoo model's run, from its grid file, stopped "
              "after its first epoch whose recorded validation mIoU is above 0; the validation mIoU of those epochs "
              "beside the ones its record keeps (bit for bit: equal or not), and, trained on this CPU with the code of "
              "the commit the record names, whether the code since changed them.", "",
@@ -224,8 +225,7 @@ def main(argv: list[str] | None = None) -> None:
               "out. \"not recorded\": the model was trained before runs recorded their machine."]
     if args.kernels != "none":
         lines += ["", kernel_table(args.kernels)]
-    args.out.write_text("\n".join(lines) + "\n")
-    print(f"wrote {args.out}")
+    write_report(lines, args.out, echo=False, timings=False)  # the machine and commit that trained them again
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from fsslib.provenance import cpu_model
+
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "zoo_first_epoch.py"
 spec = importlib.util.spec_from_file_location("zoo_first_epoch", SCRIPT)
 zoo_first_epoch = importlib.util.module_from_spec(spec)
@@ -47,6 +49,7 @@ def test_a_run_trained_again_at_the_grid_s_thread_count_repeats_its_recorded_fir
     row = next(line for line in table.read_text().splitlines() if line.startswith("| prototype-fold1-1shot"))
     # equal to the record, and trained again with the code of the commit it names (a worktree at HEAD): equal again
     assert f"| tiny | {head[:7]} | not recorded |" in row and row.endswith("| yes |") and row.count("| yes |") == 2
+    assert f"device cpu, CPU {cpu_model()}" in table.read_text()  # the machine that trained them again, for the pages
 
 
 def test_a_run_whose_code_held_uncommitted_changes_is_not_checked_out():
