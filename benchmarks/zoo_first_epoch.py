@@ -144,19 +144,28 @@ def checkout(commit: str) -> Iterator[Path]:
             subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=REPO, check=True)
 
 
+def place_frozen_files(record: dict, tree: Path, repo: Path = REPO) -> None:
+    """Give a checkout at a record's commit the frozen files the record names (a base learner, a prior extractor):
+    where the checkout lacks one, or holds another version than the recorded digest (a file retrained after that
+    commit), today's copy is put in its place when its digest is the recorded one."""
+    for frozen in record.get("frozen_files", {}).values():
+        mine, theirs = repo / frozen["file"], tree / frozen["file"]
+        if theirs.exists() and file_sha256(theirs) == frozen["sha256"]:
+            continue
+        if mine.exists() and file_sha256(mine) == frozen["sha256"]:
+            theirs.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(mine, theirs)
+
+
 def at_its_commit(record: dict, params: dict, threads: int, epochs: int) -> list[float] | str | None:
     """The run's first epochs trained with the code of the commit its record names, on this CPU, beside the frozen
-    files its record names (today's copies where the commit lacks them and their digest is the recorded one); None
+    files its record names (:func:`place_frozen_files`); None
     when the run's code held uncommitted changes (it cannot be checked out); the error's last line if it fails."""
     commit = str(record["git_commit"])
     if "+" in commit or commit == "uncommitted":
         return None
     with checkout(commit) as tree, tempfile.TemporaryDirectory() as folder:
-        for frozen in record.get("frozen_files", {}).values():
-            mine, theirs = REPO / frozen["file"], tree / frozen["file"]
-            if not theirs.exists() and mine.exists() and file_sha256(mine) == frozen["sha256"]:
-                theirs.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(mine, theirs)
+        place_frozen_files(record, tree)
         try:
             return first_epochs(params, threads, Path(folder), epochs, code=tree)
         except RunFailed as failure:

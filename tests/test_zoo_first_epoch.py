@@ -52,6 +52,24 @@ def test_a_run_trained_again_at_the_grid_s_thread_count_repeats_its_recorded_fir
     assert f"device cpu, CPU {cpu_model()}" in table.read_text()  # the machine that trained them again, for the pages
 
 
+def test_a_checkout_gets_the_recorded_frozen_file_where_it_lacks_it_or_holds_another_version(tmp_path):
+    """At a record's commit the base learner may be missing or an older version (a file retrained since): today's
+    copy takes its place when its digest is the recorded one; a checkout already holding it is left alone."""
+    from fsslib.pretrain.saving import file_sha256
+
+    repo, tree = tmp_path / "repo", tmp_path / "tree"
+    for folder, name, content in ((repo, "new.pt", b"new"), (repo, "old.pt", b"new"), (tree, "old.pt", b"old"),
+                                  (repo, "same.pt", b"same"), (tree, "same.pt", b"same")):
+        (folder / "zoo").mkdir(parents=True, exist_ok=True)
+        (folder / "zoo" / name).write_bytes(content)
+    digest = file_sha256(repo / "zoo" / "new.pt")
+    record = {"frozen_files": {name: {"file": f"zoo/{name}.pt", "sha256": file_sha256(repo / "zoo" / f"{name}.pt")}
+                               for name in ("new", "old", "same")}}
+    zoo_first_epoch.place_frozen_files(record, tree, repo)
+    assert [(tree / "zoo" / f"{name}.pt").read_bytes() for name in ("new", "old", "same")] == [b"new", b"new", b"same"]
+    assert file_sha256(tree / "zoo" / "old.pt") == digest
+
+
 def test_a_run_whose_code_held_uncommitted_changes_is_not_checked_out():
     record = {"git_commit": "4172ab26959ef27743019c87dbc81ed1b817c832 + uncommitted changes in fsslib/"}
     assert zoo_first_epoch.at_its_commit(record, {}, 1, 1) is None
