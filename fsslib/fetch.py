@@ -443,7 +443,7 @@ class ResumableDownloader:
 
     def _transfer(self, url: str, restarted: bool) -> None:
         import requests
-        from tqdm import tqdm
+        from tqdm.auto import tqdm  # a bar in a notebook too
 
         offset = self.part.stat().st_size if self.part.is_file() else 0
         headers = {"Accept-Encoding": "identity"}
