@@ -19,7 +19,9 @@ them (EXIF orientation applied). Each query is segmented at the model's input si
 ``DIR`` gets, per query, a class-index mask ``<stem>_mask.png`` (0 = background, n = way n) and an overlay
 ``<stem>_overlay.png``, each written atomically: runs writing the same names into one folder leave whole files,
 each the last run's (the mask and the overlay of one query may come from different runs). Every argument, option
-and file is checked, and ``DIR`` created, before any model is built.
+and file is checked, and whether ``DIR`` can be created, before any model is built (it is created once a prediction
+is written). A checkpoint that cannot serve the request (a training-free method's, another shot count's) is refused
+once it is read.
 
 A class name outside the benchmark's classes is appended to the class list that text-reading methods encode
 (``Config.extra_classes``); the toy tier's text towers know the toy world's words only and refuse others. A model

@@ -1,7 +1,9 @@
 """Method registry: one module per method, each exposing ``build(cfg)``, ``OPTIONS`` (the typed
-options it accepts, a :class:`~fsslib.methods.options.MethodOptions` dataclass), optional ``PRESETS``, optional ``VARIANTS`` and optional
-``SUPPORT_ANNOTATION`` (what a support brings at test time; ``VARIANT_ANNOTATIONS`` for
-variants that differ; default: pixel masks) and optional ``BACKBONE = False`` (no ResNet backbone).
+options it accepts, a :class:`~fsslib.methods.options.MethodOptions` dataclass) and, optionally, ``PRESETS``,
+``VARIANTS``, ``SUPPORT_INPUTS`` (what the method reads of the supports; ``VARIANT_SUPPORT_INPUTS``, or
+``support_inputs_of(options)``; default: images and masks), ``SUPPORT_ANNOTATION`` (what a user annotates;
+``VARIANT_ANNOTATIONS`` for variants that differ; default: pixel masks), ``shots_fixed_by_training(options)``,
+``frozen_files(cfg)`` and ``BACKBONE = False`` (no ResNet backbone).
 
 ``PRESETS`` maps a tier (``"toy"`` / ``"paper"``) to config values that the method needs
 beyond the tier's defaults; ``VARIANTS`` maps a variant name (e.g. an ablation row) to
