@@ -164,6 +164,23 @@ def test_vtp_prompt_table_paper_and_official_prompts():
     assert torch.equal(prompts[0], torch.stack([target[0], non_target[0], target[1], target[2], non_target[1], non_target[2]]))
 
 
+def test_vtp_text_tables_hold_the_official_prompts_of_each_class():
+    """The official PI-CLIP encodes "a photo of {}." (fg_text_features) and "a photo without {}." (bg_text_features)
+    for every class (vangjin/PI-CLIP, model/PI_CLIP.py, zeroshot_classifier with one template each); a table row is
+    those two prompts of its class, each row encoded alone (so a resumed run fills it with the same numbers)."""
+    from fsslib.clip.text import prompt_embeddings
+
+    official = {"fg": "a photo of {}.", "bg": "a photo without {}."}  # transcribed from model/PI_CLIP.py
+    model = piclip().prior
+    model.encode_class_prompts([2, 0])
+    for row in (0, 2):
+        name = model.class_names[row]
+        expected = prompt_embeddings(model.bundle, [official["fg"].format(name), official["bg"].format(name)])
+        torch.testing.assert_close(torch.stack([model.target_text[row], model.non_target_text[row]]), expected,
+                                   rtol=0, atol=0)
+    assert model.encoded_rows == {0, 2} and not model.target_text[1].any()
+
+
 def test_vtp_is_batched_and_matches_a_per_image_autograd_reference(toy_bundle):
     torch.manual_seed(1)
     images = torch.rand(3, 3, 64, 64)
