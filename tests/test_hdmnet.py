@@ -466,6 +466,30 @@ def test_hdmnet_forward_matches_the_official_forward(shots, training):
         torch.testing.assert_close(mine, theirs, rtol=0, atol=1e-10)
 
 
+def test_the_loss_is_the_official_train_py_sum_without_the_frozen_base_learner_s_term(monkeypatch):
+    """The official forward returns ``main_loss + aux_loss1`` (CE of the final and meta scores, upsampled to the
+    label with aligned corners, ignore 255) and ``distil_loss / 3``; train.py adds them with ``aux_weight1`` 1 and
+    ``aux_weight2 * aux_loss2``, the frozen base learner's CE, which has no gradient and is left out."""
+    torch.manual_seed(0)
+    model = build_method(make_config(method="hdmnet", backbone_weights="random", options={"base_learner": "random"}))
+    batch = fabricated_batch(batch_size=2)
+    one_way = batch.one_way()
+    y_m = one_way.query_masks.clone()
+    y_m[:, :4] = 255  # ignored pixels
+    one_way.query_masks = y_m
+    generator = torch.Generator().manual_seed(1)
+    final_out, meta_out = (torch.randn(2, 2, 8, 8, generator=generator) for _ in range(2))
+    weights = [torch.randn(2, size, size, generator=generator) for size in (2, 4, 8)]
+    monkeypatch.setattr(model, "predict", lambda inputs: (final_out, meta_out, weights))
+    monkeypatch.setattr(batch, "one_way", lambda: one_way)
+    criterion = nn.CrossEntropyLoss(ignore_index=255)  # the official criterion
+    h, w = y_m.shape[-2:]
+    main_loss = criterion(F.interpolate(final_out, size=(h, w), mode="bilinear", align_corners=True), y_m.long())
+    aux_loss1 = criterion(F.interpolate(meta_out, size=(h, w), mode="bilinear", align_corners=True), y_m.long())
+    expected = (main_loss + aux_loss1) + 1.0 * official_distillation(y_m, weights)
+    torch.testing.assert_close(model.loss(batch), expected, rtol=1e-6, atol=1e-6)
+
+
 def test_optimiser_groups_and_one_toy_training_step():
     torch.manual_seed(0)
     cfg = make_config(method="hdmnet", shots=2, backbone_weights="random", options={"base_learner": "random"})

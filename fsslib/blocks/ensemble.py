@@ -119,9 +119,9 @@ class LearnerEnsemble(nn.Module):
     """BAM's ensemble: meta logits (B, 2, h, w), base logits (B, 1 + C_base, h', w') and the scene
     difference (B,) -> ensemble scores (B, 2, h, w) (probability-like; the official loss reads them as logits).
 
-    ``exclude`` (B,): the episode class's base index during training (:func:`~fsslib.blocks.base_learner.
-    base_class_index`), left out of the base foreground; None at test time. A base map of another size is resized
-    to the meta map (bilinear, aligned corners: PI-CLIP's official code).
+    ``exclude`` (B,): the episode class's base index during training
+    (:func:`~fsslib.blocks.base_learner.base_class_index`), left out of the base foreground; None at test time. A
+    base map of another size is resized to the meta map (bilinear, aligned corners: PI-CLIP's official code).
     """
 
     def __init__(self) -> None:

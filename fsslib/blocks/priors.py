@@ -9,7 +9,7 @@ the same segmenter with different prior sources:
   backbone's layer4 of the query against layer4 of the masked support, max cosine, min-max;
   K shots averaged. QGNet calls it the *guided region map*.
 * :class:`NoPrior` -- zeros: PFENet without a prior, the control for what a prior adds.
-* PI-CLIP's CLIP priors (``fsslib.methods.piclip``), QGNet's region maps (later).
+* PI-CLIP's CLIP priors (``fsslib.methods.piclip``), QGNet's region maps (``fsslib.methods.qgnet.model``).
 
 Checked against dvlab-research/PFENet, ``model/PFENet.py`` (``forward``: the prior block).
 """

@@ -1,4 +1,5 @@
-"""The prototype baseline: masked-average-pooled support prototypes, cosine similarity, small head.
+"""The prototype baseline: masked-average-pooled support prototypes, cosine similarity, small head. fsslib's own
+baseline, no paper's method and no official code: it borrows PANet's classifier and PFENet's features.
 
 The simplest learned few-shot segmenter, used to exercise the whole pipeline:
 query and support features = ``cat(layer2, layer3) -> 1x1 conv`` (as in PFENet); the

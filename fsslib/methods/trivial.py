@@ -1,4 +1,5 @@
-"""The reference row of every table: predict the whole query image as foreground."""
+"""The reference row of every table: predict the whole query image as foreground (fsslib's own floor, no paper's
+method)."""
 from __future__ import annotations
 
 import torch

@@ -1,8 +1,8 @@
 """CLIP-DINOiser (Wysoczańska et al., ECCV 2024) as a zero-shot text method: ``build(cfg)``, ``PRESETS``, ``VARIANTS``.
 
 Its support-image version (Verriello 2024) is the method ``clip-dinoiser-support``
-(:mod:`fsslib.methods.clip_dinoiser.support`). The parts and their equations are in
-:mod:`fsslib.methods.clip_dinoiser.model`, the segmenter in :mod:`fsslib.methods.clip_dinoiser.segmenter`;
+(:mod:`fsslib.methods.clip_dinoiser.support`). The parts (guided pooling, the two heads, the background rule)
+are in :mod:`fsslib.methods.clip_dinoiser.model`, the segmenter in :mod:`fsslib.methods.clip_dinoiser.segmenter`;
 the heads are trained by ``python -m fsslib.pretrain toy-clip-dinoiser`` (toy tier) or loaded from the
 official release (``heads=PATH`` to ``checkpoints/last.pt`` of wysoczanska/clip_dinoiser).
 

@@ -2,8 +2,8 @@
 
 The paper replaces CLIP-DINOiser's text class embeddings with the L2-normalised CLIP image
 embeddings of the support images (its Sec. 4.3: the whole image resized to 224, no mask); fsslib
-averages them over the K shots and scores N-way K-shot episodes. Its public fork does not run and
-its reported 4.8% / 4.1% mIoU was scored against the query image instead of its mask
+averages them over the K shots and scores N-way K-shot episodes. Its public fork (MicheleVerriello/clip_dinoiser)
+does not run and its reported 4.8% / 4.1% mIoU was scored against the query image instead of its mask
 (``shared/reference``), so there is no valid published number to compare with.
 
 Options: those of ``clip-dinoiser`` (:mod:`fsslib.methods.clip_dinoiser`) with ``prompts="support"``.

@@ -17,8 +17,8 @@ Pipeline for a query and K supports (shapes for the paper tier: 473 x 473 -> 60 
   features of order one, He-normal weights diverge within a few steps (random-weight rehearsals).
 
 ``mask_support_image``: the supports reach the backbone blanked outside their masks (ImageNet's mean colour,
-0 once normalised), as BAM's and HDMNet's feature extractors do and PI-CLIP's official code (on HDMNet) with
-them; PFENet's own code feeds the whole support and masks its features. Off by default.
+0 once normalised), as HDMNet's feature extractor does and PI-CLIP's official code (on HDMNet) with it;
+PFENet's and BAM's own code feed the whole support and mask its features. Off by default.
 
 The backbone is frozen (held with :meth:`~fsslib.methods.base.FewShotSegmenter.hold_frozen`:
 eval-mode BatchNorm statistics, not in the checkpoint), as PFENet.

@@ -1,5 +1,5 @@
-"""PI-CLIP(BAM) (``--method piclip-bam``): BAM whose prior is PI-CLIP's CLIP priors (:mod:`fsslib.methods.piclip.
-baselines` says how they enter and why); options = BAM's and PI-CLIP's prior options."""
+"""PI-CLIP(BAM) (``--method piclip-bam``): BAM whose prior is PI-CLIP's CLIP priors
+(:mod:`fsslib.methods.piclip.baselines` says how they enter and why); options = BAM's and PI-CLIP's prior options."""
 from __future__ import annotations
 
 from dataclasses import dataclass

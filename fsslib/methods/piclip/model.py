@@ -26,7 +26,7 @@ whose features, prototype, FEM and losses are unchanged (``fsslib.methods.piclip
 is frozen and not part of the state dict (checkpoints hold PFENet's weights only);
 ``.to(device)`` moves it.
 
-Checked against vangjin/PI-CLIP, ``model/PI_CLIP.py`` and ``util/`` (``tests/test_piclip.py``
+Checked against vangjin/PI-CLIP, ``model/PI_CLIP.py``, ``model/get_cam.py`` and ``util/`` (``tests/test_piclip.py``
 assembles the official ``[img_cam * 10, clip_similarity * 10]`` channels from the priors by hand).
 The official code computes the VTP on the original image (``x_cv2``, before the resize and padding
 to 473) and resizes it to the feature map, so at the paper tier its VTP is not aligned with a padded

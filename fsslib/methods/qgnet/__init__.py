@@ -1,5 +1,6 @@
-"""QGNet (Liu et al., "Few-Shot Segmentation with Global and Local Contrastive Learning") on PFENet:
-``build(cfg)``, ``OPTIONS``, ``PRESETS``, ``VARIANTS``.
+"""QGNet (Liu et al., "Few-Shot Segmentation with Global and Local Contrastive Learning", arXiv:2108.05293) on
+PFENet: ``build(cfg)``, ``OPTIONS``, ``PRESETS``, ``VARIANTS``. Official code: liuweide01/QGNet-Few-shot-segmentation
+(the segmenter; its prior extractor's pretraining was not released).
 
 :mod:`~fsslib.methods.qgnet.model` holds the equations (prior region map, Eqs. 8-12) and the
 choices made; the prior extractor is pretrained by :mod:`fsslib.pretrain.qgnet_prior`
