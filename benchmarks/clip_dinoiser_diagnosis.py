@@ -14,7 +14,7 @@
    block, the class token's mean attention on object cells over its mean on background cells
    (> 1: it looks at objects, as DINO's does on ImageNet), and how often FOUND's seed (the least
    attended patch, :func:`fsslib.pretrain.toy_found.background_seed`) lies on the background.
-   FOUND rests on both. ``--dino`` adds other toy DINO checkpoints (e.g. the 400-step controls of
+   FOUND rests on both. ``--dino`` adds other toy DINO checkpoints (e.g. the 3000-step plain control of
    ``benchmarks/README.md``).
 3. **Guided pooling** (the same held-out scenes): for each object cell, the share of its pooling
    weights (``A * [A >= gamma]``) that falls on cells of its own class, and the mean number of

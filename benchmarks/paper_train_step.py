@@ -5,10 +5,10 @@
     python benchmarks/paper_train_step.py --device cpu --image-size 65 --steps 1 --warmup 0   # a smoke run
 
 Paper tier models with random weights (each method's ResNet-50 backbone, its BatchNorm statistics calibrated;
-open_clip ViT-B/16 for PI-CLIP, LFSS and CLIP-DINOiser, random CLIP-DINOiser heads in the official release's
-format, a random prior extractor for QGNet, a random frozen base learner for BAM, HDMNet and PI-CLIP on them), so
-nothing needs downloading; each method at its paper preset's input size (PFENet, PI-CLIP, QGNet, BAM, HDMNet, the
-prototype baseline: 473; LFSS: 400; CLIP-DINOiser: 448). The batches are fabricated 1-way
+open_clip ViT-B/16 for PI-CLIP and CLIP-DINOiser and RN50 for LFSS, random CLIP-DINOiser heads in the official
+release's format, a random prior extractor for QGNet, a random frozen base learner for BAM, HDMNet and PI-CLIP on
+them), so nothing needs downloading; each method at its paper preset's input size (PFENet, PI-CLIP, QGNet, BAM,
+HDMNet, the prototype baseline: 473; LFSS: 400; CLIP-DINOiser: 448). The batches are fabricated 1-way
 episodes of PASCAL-5i fold 0's classes (a centred square as every mask). A training step is what
 ``fsslib.train`` runs per batch: forward under ``fsslib.device.autocast``, the method's loss, backward,
 optimiser step. Peak memory is the CUDA allocator's peak over the timed training steps. The FLOPs of one

@@ -80,7 +80,8 @@ def measure(method: str, fold: int, seeds: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seeds", type=int, default=20, help="validation episode seeds per checkpoint (200 episodes each)")
+    parser.add_argument("--seeds", type=int, default=20,
+                        help="validation episode seeds per checkpoint (each the run's val_episodes)")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "validation_noise_toy.md")
     args = parser.parse_args()
     torch.set_num_threads(1)
