@@ -51,6 +51,9 @@ HEADER = "<!-- Rendered by `{command}` from `{source}`: edit that file, not this
 COMPARISON = "compare_toy"  # the comparison whose rows and seed grids give the spread of training seeds
 
 CHECKPOINTS = Path("fsslib") / "checkpoints"
+# where the zoo's grids trained before runs recorded their machine (their models' .json lack ``hardware``)
+UNRECORDED_ZOO_MACHINES = {"zoo_toy": "an AMD EPYC virtual machine", "qgnet_toy": "an AMD EPYC virtual machine",
+                           "piclip_baselines_toy": "an Intel Xeon virtual machine"}
 
 
 class Number(float):
@@ -328,6 +331,18 @@ class Results:
                 m for p in (self.root / CHECKPOINTS / "zoo").glob("*.json")
                 for m in re.findall(r"papermill_runs/(\w+)\.yaml", self._recorded_file(f"zoo/{p.stem}").get("command", ""))}))
         return models
+
+    def zoo_machine(self, grid: str) -> str:
+        """Where a grid's zoo models were trained, as a page says it: the CPU kinds their records name ("an AMD EPYC
+        (family 26 model 2)"), or, for models trained before runs recorded their machine, the project's note of it
+        (:data:`UNRECORDED_ZOO_MACHINES`)."""
+        kinds = sorted({model["machine"] for model in self.zoo_models(grid)} - {"not recorded"})
+        if kinds:
+            return listed([f"an {kind}" for kind in kinds])
+        if grid not in UNRECORDED_ZOO_MACHINES:
+            raise FsslibError(f"The zoo models of {grid} record no machine, and none is noted for them.",
+                              "retrain them (runs record their machine) or note it in UNRECORDED_ZOO_MACHINES.")
+        return UNRECORDED_ZOO_MACHINES[grid]
 
     def at_plateau(self, model: str) -> bool:
         """Whether a zoo model's ``.json`` records the fold-0 doubling of its budget, and that doubling moved test
@@ -630,7 +645,8 @@ def helpers(results: Results) -> dict[str, Callable[..., Any]]:
     (the range over training seeds on fold 0), ``stratum`` (a difference in one stratum), ``diff`` (a signed
     difference), ``resolved``, ``threshold`` and ``spread`` (the resolution rule), ``paper`` (a paper's number),
     ``preset`` (a method's setting), ``recorded`` and ``zoo`` (a field of a recorded ``.json``; ``at_plateau``:
-    whether a zoo model was shown at its plateau; ``zoo_models``: the zoo models a grid trained), ``files`` (a count and size of files), ``gpu_hours`` (a paper-tier
+    whether a zoo model was shown at its plateau; ``zoo_models``: the zoo models a grid trained; ``zoo_machine``:
+    where), ``files`` (a count and size of files), ``gpu_hours`` (a paper-tier
     grid's estimated GPU-hours, as ``--plan`` prints them), ``paper_grids`` and ``runs`` (the paper tier's grids, a
     grid's number of runs), ``has_table`` (whether a grid's table is committed), ``constant`` (a constant of
     fsslib's code), ``bench`` (a cell of a benchmark's table under ``benchmarks/results/``; ``bench_count``: how many
@@ -647,6 +663,7 @@ def helpers(results: Results) -> dict[str, Callable[..., Any]]:
             "resolved": results.resolved, "threshold": results.threshold, "spread": results.spread,
             "paper": results.paper, "preset": results.preset, "recorded": results.recorded, "zoo": results.zoo,
             "at_plateau": results.at_plateau, "zoo_models": results.zoo_models,
+            "zoo_machine": results.zoo_machine,
             "files": results.files, "gpu_hours": results.gpu_hours, "paper_grids": results.paper_grids,
             "runs": results.runs, "has_table": results.has_table, "constant": results.constant, "bench": results.bench,
             "bench_count": results.bench_count, "bench_column": results.bench_column,

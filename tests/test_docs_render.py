@@ -230,7 +230,7 @@ def test_at_plateau_reads_the_budget_record_a_zoo_model_s_json_holds(fabricated,
         fabricated.at_plateau("nope")
 
 
-def test_zoo_models_lists_a_grid_s_models_with_their_starts_and_machine(fabricated, tmp_path):
+def test_zoo_models_lists_a_grid_s_models_with_their_starts_and_machine(fabricated, tmp_path, monkeypatch):
     """A grid's zoo models are those whose command names its file; a record without ``hardware`` or ``sittings``
     predates them (one start, machine not recorded); an unknown grid names the grids that trained models."""
     zoo = tmp_path / "fsslib" / "checkpoints" / "zoo"
@@ -247,6 +247,11 @@ def test_zoo_models_lists_a_grid_s_models_with_their_starts_and_machine(fabricat
         {"name": "b-fold0", "method": "b", "commit": "fedcba9", "sittings": 1, "machine": "not recorded"}]
     with pytest.raises(FsslibError, match="use one of: g, h"):
         fabricated.zoo_models("nope")
+    assert fabricated.zoo_machine("g") == "an AMD EPYC (family 26 model 2)"  # the recorded kind, not the note
+    with pytest.raises(FsslibError, match="UNRECORDED_ZOO_MACHINES"):
+        fabricated.zoo_machine("h")  # no record, no note
+    monkeypatch.setitem(docs.UNRECORDED_ZOO_MACHINES, "h", "an Intel Xeon virtual machine")
+    assert fabricated.zoo_machine("h") == "an Intel Xeon virtual machine"
 
 
 def test_listed_joins_items_as_a_sentence_does():
