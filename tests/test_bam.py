@@ -305,9 +305,16 @@ def test_bam_gradients_at_two_shots_are_the_official_ones():
     ours.backward()
     theirs.backward()
     pairs = {"kshot_rw": model.shot_weighting.transform, "init_merge": model.init_merge, "down_supp": model.down_support,
-             "down_query": model.down_query, "cls_meta": model.cls_meta, "gram_merge": model.ensemble.gram_merge}
-    for name, module in pairs.items():
-        for (key, mine), reference in zip(module.named_parameters(), getattr(official, name).parameters()):
+             "down_query": model.down_query, "res1_meta": model.res1, "res2_meta": model.res2, "cls_meta": model.cls_meta,
+             "gram_merge": model.ensemble.gram_merge, "cls_merge": model.ensemble.cls_merge}
+    pairs = {name: (module, getattr(official, name)) for name, module in pairs.items()}
+    branches = [model.aspp.pooled, model.aspp.pointwise, *model.aspp.dilated]
+    pairs.update({f"ASPP_meta.layer6_{index}": (conv, getattr(official.ASPP_meta, f"layer6_{index}")[0])
+                  for index, conv in enumerate(branches)})
+    trained = {id(p) for p in model.parameters() if p.requires_grad}
+    assert {id(p) for mine, _ in pairs.values() for p in mine.parameters()} == trained  # every trained weight
+    for name, (mine_module, reference_module) in pairs.items():
+        for (key, mine), reference in zip(mine_module.named_parameters(), reference_module.parameters(), strict=True):
             torch.testing.assert_close(mine.grad.double(), reference.grad, rtol=1e-5, atol=1e-9, msg=f"{name}.{key}")
 
 

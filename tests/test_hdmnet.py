@@ -426,11 +426,33 @@ def official_modules(model, shots: int) -> SimpleNamespace:
     transformer.train(model.training)
     transformer.apply(lambda m: m.eval() if isinstance(m, nn.BatchNorm2d) else None)  # the official train.py's fix_bn
     relu, dropout, classifier = model.base_learner.classify
-    return SimpleNamespace(down_query=model.down_query, down_supp=model.down_support, supp_merge=model.support_merge,
-                           query_merge=model.query_merge, transformer=transformer,
-                           base_learnear=nn.Sequential(relu, classifier), base_classes=len(model.base_class_ids),
-                           kshot_rw=model.shot_weighting.transform, gram_merge=model.ensemble.gram_merge,
-                           cls_merge=model.ensemble.cls_merge)
+
+    def holding(official: nn.Module, conv: nn.Conv2d) -> nn.Module:  # an official layer with fsslib's weights
+        official.load_state_dict(conv.state_dict())
+        return official.double()
+
+    def reduction(conv: nn.Conv2d) -> nn.Sequential:  # down_query / down_supp: 1x1 conv, ReLU, Dropout2d (p 0 here)
+        return nn.Sequential(holding(nn.Conv2d(conv.in_channels, conv.out_channels, 1, padding=0, bias=False), conv),
+                             nn.ReLU(inplace=True), nn.Dropout2d(p=0.0))
+
+    def merge(conv: nn.Conv2d) -> nn.Sequential:  # query_merge / supp_merge: 1x1 conv, ReLU
+        return nn.Sequential(holding(nn.Conv2d(conv.in_channels, conv.out_channels, 1, padding=0, bias=False), conv),
+                             nn.ReLU(inplace=True))
+
+    kshot_rw = None
+    if shots > 1:  # nn.Sequential(Conv2d(shot, kshot_trans_dim, 1), ReLU, Conv2d(kshot_trans_dim, shot, 1))
+        first, second = (m for m in model.shot_weighting.transform if isinstance(m, nn.Conv2d))
+        kshot_rw = nn.Sequential(holding(nn.Conv2d(shots, first.out_channels, kernel_size=1), first),
+                                 nn.ReLU(inplace=True),
+                                 holding(nn.Conv2d(first.out_channels, shots, kernel_size=1), second))
+    return SimpleNamespace(
+        down_query=reduction(model.down_query[0]), down_supp=reduction(model.down_support[0]),
+        supp_merge=merge(model.support_merge[0]), query_merge=merge(model.query_merge[0]), transformer=transformer,
+        base_learnear=nn.Sequential(nn.ReLU(inplace=True), nn.Dropout2d(p=0.0),
+                                    holding(nn.Conv2d(classifier.in_channels, classifier.out_channels, 1), classifier)),
+        base_classes=len(model.base_class_ids), kshot_rw=kshot_rw,
+        gram_merge=holding(nn.Conv2d(2, 1, kernel_size=1, bias=False), model.ensemble.gram_merge),
+        cls_merge=holding(nn.Conv2d(2, 1, kernel_size=1, bias=False), model.ensemble.cls_merge))
 
 
 @pytest.mark.parametrize("shots,training", [(1, False), (2, True)])

@@ -424,14 +424,24 @@ def test_circle_loss_weights_support_and_query_by_beta():
         assert model.loss(batch).item() == pytest.approx(expected.item(), rel=1e-5)
 
 
-def test_n_way_forward_shape_and_one_vs_rest_background(toy_lfss):
+def test_n_way_forward_is_each_way_s_one_way_forward_one_vs_rest(toy_lfss):
+    """Two ways: each way's channel is the 1-way forward of the query with that way's supports and class (its
+    pseudo masks read the class), as the log-odds of foreground; the background channel is 0."""
     first, second = fabricated_batch(seed=0), fabricated_batch(seed=1)
     two_way = replace(first, support_images=torch.cat([first.support_images, second.support_images], dim=1),
                       support_masks=torch.cat([first.support_masks, second.support_masks], dim=1),
                       class_ids=torch.tensor([[1, 3], [2, 4]]), class_names=[["a", "c"], ["b", "d"]])
+    ways = [replace(first, class_ids=torch.tensor([[1], [2]]), class_names=[["a"], ["b"]]),
+            replace(first, support_images=second.support_images, support_masks=second.support_masks,
+                    class_ids=torch.tensor([[3], [4]]), class_names=[["c"], ["d"]])]
+    model = toy_lfss.eval()
     with torch.no_grad():
-        logits = toy_lfss.eval()(two_way.inputs())
+        logits = model(two_way.inputs())
+        one_way = [model(episodes.inputs()) for episodes in ways]  # (B, 2, H, W) each
     assert logits.shape == (2, 3, 64, 64) and torch.equal(logits[:, 0], torch.zeros(2, 64, 64))
+    for way, scores in enumerate(one_way, start=1):
+        torch.testing.assert_close(logits[:, way], scores[:, 1] - scores[:, 0], atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(logits[:, 1], logits[:, 2])  # the ways differ: swapped ways would fail above
 
 
 def test_variants_are_the_table4_rows():

@@ -252,6 +252,9 @@ def official_query_merge_priors(model, batch, shots: int) -> torch.Tensor:
 
 @pytest.mark.parametrize("shots", [1, 2])
 def test_decoder_priors_are_the_official_query_merge_channels(shots):
+    """The layout of the maps the decoder reads: which map, block and shot fills each channel, resized and scaled as
+    the official ``query_merge`` input. The maps themselves are checked against their equations and the official
+    code by the VTP, VVP and PIR tests above."""
     model = piclip(shots=shots)
     batch = fabricated_batch(shots=shots)
     levels = model.backbone_levels(batch.query_images)

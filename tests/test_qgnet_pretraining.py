@@ -347,7 +347,7 @@ def remade_recipe(name: str) -> dict:
     return {**settings, "superpixels": TOY_SUPERPIXELS[settings["patches"]] if uses_patches else None}
 
 
-def test_the_pretraining_command_without_flags_makes_the_shipped_slic_extractor_again():
+def test_the_pretraining_command_without_flags_is_the_shipped_slic_extractor_s_recipe():
     """The defaults are the shipped SLIC extractor's recipe; each other shipped extractor changes one flag."""
     import json
 

@@ -280,9 +280,11 @@ def test_missing_checkpoint_says_how_to_fix(tmp_path):
 
 
 @pytest.mark.parametrize("arch", ["vit", "rn"])
-def test_shipped_checkpoint_matches_documented_zero_shot_accuracy(arch: str):
+def test_shipped_checkpoint_is_near_its_documented_zero_shot_accuracy(arch: str):
+    """On 100 of the documented 1000 images: within 0.12 of the documented accuracy either way (three standard errors
+    of a 100-image accuracy), so another checkpoint, worse or better, is caught."""
     path = SHIPPED[arch]
     assert path.is_file() and path.with_suffix(".json").is_file(), f"{path.name} and its .json are shipped and missing"
     documented = json.loads(path.with_suffix(".json").read_text())["metrics"]["zero_shot_acc"]
     accuracy = zero_shot_accuracy(load_clip(f"toy-{arch}"), render_eval_set("single", 100))
-    assert accuracy >= max(documented - 0.12, 0.05)  # 100 of the 1000 documented images
+    assert abs(accuracy - documented) <= 0.12, (accuracy, documented)
