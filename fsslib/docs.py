@@ -327,9 +327,10 @@ class Results:
                            "sittings": record.get("sittings", 1),
                            "machine": cpu_kind(processor) if processor else "not recorded"})
         if not models:
-            raise unknown("grid that trained zoo models", grid, sorted({
-                m for p in (self.root / CHECKPOINTS / "zoo").glob("*.json")
-                for m in re.findall(r"papermill_runs/(\w+)\.yaml", self._recorded_file(f"zoo/{p.stem}").get("command", ""))}))
+            commands = [self._recorded_file(f"zoo/{p.stem}").get("command", "")
+                        for p in (self.root / CHECKPOINTS / "zoo").glob("*.json")]
+            grids = {name for command in commands for name in re.findall(r"papermill_runs/(\w+)\.yaml", command)}
+            raise unknown("grid that trained zoo models", grid, sorted(grids))
         return models
 
     def zoo_machine(self, grid: str) -> str:

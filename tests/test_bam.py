@@ -305,8 +305,8 @@ def test_bam_gradients_at_two_shots_are_the_official_ones():
     ours.backward()
     theirs.backward()
     pairs = {"kshot_rw": model.shot_weighting.transform, "init_merge": model.init_merge, "down_supp": model.down_support,
-             "down_query": model.down_query, "res1_meta": model.res1, "res2_meta": model.res2, "cls_meta": model.cls_meta,
-             "gram_merge": model.ensemble.gram_merge, "cls_merge": model.ensemble.cls_merge}
+             "down_query": model.down_query, "res1_meta": model.res1, "res2_meta": model.res2,
+             "cls_meta": model.cls_meta, "gram_merge": model.ensemble.gram_merge, "cls_merge": model.ensemble.cls_merge}
     pairs = {name: (module, getattr(official, name)) for name, module in pairs.items()}
     branches = [model.aspp.pooled, model.aspp.pointwise, *model.aspp.dilated]
     pairs.update({f"ASPP_meta.layer6_{index}": (conv, getattr(official.ASPP_meta, f"layer6_{index}")[0])

@@ -243,7 +243,8 @@ def test_zoo_models_lists_a_grid_s_models_with_their_starts_and_machine(fabricat
     (zoo / "c-fold0.json").write_text(json.dumps({"command": command.format("h", "c-fold0"), "method": "c",
                                                    "git_commit": "fedcba9876543210"}))
     assert fabricated.zoo_models("g") == [
-        {"name": "a-fold0", "method": "a", "commit": "0123456", "sittings": 2, "machine": "AMD EPYC (family 26 model 2)"},
+        {"name": "a-fold0", "method": "a", "commit": "0123456", "sittings": 2,
+         "machine": "AMD EPYC (family 26 model 2)"},
         {"name": "b-fold0", "method": "b", "commit": "fedcba9", "sittings": 1, "machine": "not recorded"}]
     with pytest.raises(FsslibError, match="use one of: g, h"):
         fabricated.zoo_models("nope")
