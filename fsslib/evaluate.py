@@ -27,7 +27,7 @@ from fsslib.data.folder import class_key
 from fsslib.device import resolve_device
 from fsslib.engine import checkpoint_path, evaluate_model, load_checkpoint, load_model, load_model_and_config, open_source
 from fsslib.errors import CheckpointError, FsslibError
-from fsslib.paths import atomic_path, write_text
+from fsslib.paths import atomic_path, check_output_folder, write_text
 from fsslib.provenance import run_provenance
 
 __all__ = ["FewEpisodesWarning", "checkpoint_path", "evaluate_model", "load_checkpoint", "load_model", "main",
@@ -71,6 +71,7 @@ def check_novel_classes_unseen(cfg: Config, benchmark: Benchmark, trained: dict 
 def run(cfg: Config | None = None, **overrides) -> dict:
     """Evaluate ``cfg.method`` on the test split of ``cfg.fold``; writes ``<out>/metrics.json``."""
     cfg = cfg or make_config(**overrides)
+    check_output_folder(cfg.out)  # before the evaluation, which writes there at its end
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.device)
     benchmark = benchmark_of(cfg)

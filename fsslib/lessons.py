@@ -122,14 +122,26 @@ def execute(path: Path, timeout: int = CELL_TIMEOUT_S) -> float:
     return seconds
 
 
+def at_least_one(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a whole number of at least 1")
+    return value
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m fsslib.lessons", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("lessons", nargs="*", help="lesson names (e.g. 05_piclip); default: every lesson")
-    parser.add_argument("--jobs", type=int, default=2, help="lessons executed at once, one torch thread each")
-    parser.add_argument("--timeout", type=int, default=CELL_TIMEOUT_S, help="seconds one cell may take")
+    parser.add_argument("--jobs", type=at_least_one, default=2, help="lessons executed at once, one torch thread each")
+    parser.add_argument("--timeout", type=at_least_one, default=CELL_TIMEOUT_S, help="seconds one cell may take")
     args = parser.parse_args(argv)
-    paths = [lesson_path(name) for name in args.lessons] if args.lessons else lessons() + solutions()
-    with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+    try:
+        paths = [lesson_path(name) for name in args.lessons] if args.lessons else lessons() + solutions()
+    except FsslibError as error:
+        parser.exit(2, f"error: {error}\n")
+    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         for path, seconds in zip(paths, pool.map(execute, paths, [args.timeout] * len(paths))):
             print(f"{path.name}: executed in {seconds:.0f} s")
 

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 import warnings
 from dataclasses import dataclass, field
@@ -57,7 +56,7 @@ from fsslib.errors import (CheckpointError, CorruptImageError, DatasetNotFoundEr
 from fsslib.methods import METHODS, builds_backbone, check_shots, method_options_type, method_variants, support_inputs
 from fsslib.methods.base import FewShotSegmenter
 from fsslib.methods.options import BaseLearnerOptions
-from fsslib.paths import atomic_path, save_figure, shown_path
+from fsslib.paths import atomic_path, check_output_folder, save_figure, shown_path
 from fsslib.viz import WAY_COLOURS, plot_prediction
 from fsslib.zoo import names_zoo
 
@@ -427,21 +426,6 @@ def _open(path: str | Path) -> Image.Image:
         raise CorruptImageError(f"Cannot read {path} as an image: {error}.", "pass a PNG or JPEG file.") from None
 
 
-def prepare_out(out: Path) -> None:
-    """Check that the output folder ``out`` can be made and written, before any model runs; nothing is created
-    (:func:`main` makes the folder once it has a prediction to write, so a run that fails leaves no empty
-    folder)."""
-    if out.exists() and not out.is_dir():
-        raise FsslibError(f"--out {out} is a file.", "pass a folder (it is created if missing).")
-    existing = next(folder for folder in (out, *out.absolute().parents) if folder.exists())
-    if not existing.is_dir():
-        raise FsslibError(f"Cannot create the folder --out {out}: {existing} is a file.",
-                          "pass --out a folder you can write in, e.g. --out predictions.")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise FsslibError(f"Cannot write in the folder --out {out} ({existing} is not writable).",
-                          "pass --out a folder you can write in, e.g. --out predictions.")
-
-
 def write_outputs(out: Path, stem: str, query: torch.Tensor, prediction: torch.Tensor, class_names: list[str],
                   title: str) -> tuple[Path, Path]:
     """``<stem>_mask.png`` (single-channel class indices) and ``<stem>_overlay.png`` under ``out``, each written
@@ -549,7 +533,7 @@ def run(args: argparse.Namespace) -> dict[str, tuple[Path, Path]]:
                         masks=[masks[way * shots:(way + 1) * shots] for way in range(ways)] if masks else [])
     check_supports(cfg, supports, named=bool(args.class_name))
     support_tensors(supports, cfg)  # each mask's object survives the model's input size
-    prepare_out(args.out)
+    check_output_folder(args.out, example="predictions")  # made once a prediction is written: a failed run leaves none
     model = build(cfg)
     written = {}
     for path, query in zip(args.query, queries):

@@ -35,7 +35,7 @@ from fsslib.engine import evaluate_model, load_checkpoint, open_source
 from fsslib.errors import CheckpointError, DatasetNotFoundError, FsslibError, unknown
 from fsslib.methods import build_method
 from fsslib.methods.base import FewShotSegmenter
-from fsslib.paths import write_text
+from fsslib.paths import check_output_folder, write_text
 from fsslib.pretrain.saving import save_checkpoint
 from fsslib.provenance import hardware
 from fsslib.speed import apply_speed_settings
@@ -162,6 +162,7 @@ def run(cfg: Config | None = None, **overrides) -> dict:
                                    "keep some classes out of --novel-classes (or out of the fold in folds.json); "
                                    f"evaluating needs none: `python -m fsslib.evaluate --method maskclip --benchmark "
                                    f"{cfg.benchmark} {classes}` (a trained method: --ckpt a model trained on other classes).")
+    check_output_folder(cfg.out)
     rank, world, device = _distributed(resolve_device(cfg.device))
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)

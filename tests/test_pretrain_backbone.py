@@ -81,3 +81,24 @@ def test_unknown_name_lists_the_registered_ones(capsys):
         main(["toy-nothing"])
     error = capsys.readouterr().err
     assert all(name in error for name in PRETRAINERS)
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["toy-resnet", "--evaluate", "missing.pt"], "missing.pt does not exist"),
+    (["toy-dino", "--evaluate", "missing.pt"], "missing.pt does not exist"),
+    (["toy-clip", "evaluate", "missing.pt"], "missing.pt does not exist"),
+    (["base-learner", "--evaluate", "missing.pt"], "missing.pt"),
+    (["toy-resnet", "--steps", "-5", "--out", "x.pt"], "--steps -5 is not above 0"),
+    (["base-learner", "--fold", "0", "--batch-size", "0", "--out", "x.pt"], "--batch-size 0 is not above 0"),
+    (["toy-found", "--steps", "-3", "--out", "x.pt"], "--steps -3 is not above 0"),
+    (["qgnet-prior", "--lr", "nan", "--out", "x.pt"], "--lr nan is not above 0"),
+])
+def test_a_stand_in_s_bad_input_exits_with_its_message_and_fix(arguments, message, tmp_path, monkeypatch, capsys):
+    """Every stand-in's user error (a missing checkpoint to evaluate, a count or rate at or below 0) exits with
+    status 2 and the message and its fix, before any work and without a traceback."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as done:
+        main(arguments)
+    error = capsys.readouterr().err
+    assert done.value.code == 2 and message in error and "How to fix" in error and "Traceback" not in error
+    assert not (tmp_path / "x.pt").exists()

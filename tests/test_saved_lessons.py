@@ -90,3 +90,14 @@ def test_a_path_below_the_working_directory_prints_relative(tmp_path, monkeypatc
     assert shown_path(tmp_path / "home" / ".cache" / "fsslib") == "~/.cache/fsslib"  # below the home folder
     elsewhere = tmp_path / "elsewhere.png"
     assert shown_path(elsewhere) == str(elsewhere.resolve())  # below neither: absolute
+
+
+def test_the_lessons_command_refuses_an_unknown_lesson_or_a_count_below_one(capsys):
+    """`python -m fsslib.lessons` with a misspelt lesson names the lessons; --jobs 0 is refused, not raised to 1."""
+    from fsslib.lessons import main
+
+    for arguments, message in ((["05_picip"], "Unknown lesson '05_picip'"), (["--jobs", "0"], "--jobs: 0 is not"),
+                               (["--timeout", "-5"], "--timeout: -5 is not")):
+        with pytest.raises(SystemExit) as done:
+            main(arguments)
+        assert done.value.code == 2 and message in capsys.readouterr().err

@@ -133,3 +133,17 @@ def test_more_processes_than_gpus_is_refused(monkeypatch):
     assert train.process_device(torch.device("cpu"), world=2, local_rank=1) == torch.device("cpu")
     with pytest.raises(FsslibError, match="--nproc_per_node 1"):
         train.process_device(torch.device("cuda"), world=2, local_rank=1)
+
+
+def test_an_out_folder_that_cannot_be_made_is_refused_before_any_work(tiny_cfg, tmp_path):
+    """Training and evaluation check --out first: a folder under a file, or a file in its place, names the path and
+    the fix, instead of a traceback at the first checkpoint or, for evaluation, after every episode has run."""
+    from fsslib.errors import FsslibError
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    for job in (train.run, evaluate.run):
+        with pytest.raises(FsslibError, match="Cannot create the folder --out .*a-file is a file"):
+            job(tiny_cfg(method="prototype", out=str(blocker / "run")))
+        with pytest.raises(FsslibError, match="is a file"):
+            job(tiny_cfg(method="all-foreground", out=str(blocker)))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from fsslib.errors import FsslibError
 from fsslib.pretrain.registry import PRETRAINERS
 
 
@@ -22,7 +23,10 @@ def main(argv: list[str] | None = None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("name", choices=sorted(PRETRAINERS), metavar="NAME", help="the stand-in to make (below)")
     args = parser.parse_args(argv[:1])
-    PRETRAINERS[args.name].main(argv[1:])
+    try:
+        PRETRAINERS[args.name].main(argv[1:])
+    except FsslibError as error:  # a user's mistake: its message and fix, without a traceback
+        parser.exit(2, f"{parser.prog} {args.name}: error: {error}\n")
 
 
 if __name__ == "__main__":

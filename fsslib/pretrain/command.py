@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import shlex
 import typing
 from collections.abc import Callable
@@ -37,6 +38,27 @@ def parse_run(parser: argparse.ArgumentParser, argv: list[str],
     return args
 
 
+# settings that must be above 0 where a stand-in has them (None: the setting is not used, e.g. toy-clip's --steps
+# beside --minutes); a name ending in _lr too
+POSITIVE_SETTINGS = ("steps", "epochs", "minutes", "batch_size", "eval_batch_size", "pool_size", "lr", "crop")
+
+
+def check_positive(values: dict[str, typing.Any], settings_class: type | None = None) -> None:
+    """Refuse a count, budget or learning rate at or below 0, or not finite (``values``: settings by name), naming the
+    flag: a negative step count or a batch of 0 would otherwise fail deep in the training, or train nothing. A
+    setting whose default in ``settings_class`` is 0 takes 0 (it means "the default", e.g. the paper's epochs)."""
+    from fsslib.errors import FsslibError
+
+    zero_is_default = {f.name for f in dataclasses.fields(settings_class) if f.default == 0} if settings_class else set()
+    for name, value in values.items():
+        if value == 0 and name in zero_is_default:
+            continue
+        if (name in POSITIVE_SETTINGS or name.endswith("_lr")) and value is not None and not (
+                isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            flag = f"--{name.replace('_', '-')}"
+            raise FsslibError(f"{flag} {value} is not above 0.", f"pass {flag} with a positive value.")
+
+
 def add_settings_flags(parser: argparse.ArgumentParser, settings_class: type) -> None:
     """One ``--flag`` per field of a settings dataclass (type, default and ``metadata["help"]`` from the field)."""
     hints = typing.get_type_hints(settings_class)
@@ -46,8 +68,11 @@ def add_settings_flags(parser: argparse.ArgumentParser, settings_class: type) ->
 
 
 def settings_from(args: argparse.Namespace, settings_class: type[T]) -> T:
-    """The settings dataclass filled from parsed flags (see :func:`add_settings_flags`)."""
-    return settings_class(**{f.name: getattr(args, f.name) for f in dataclasses.fields(settings_class)})
+    """The settings dataclass filled from parsed flags (see :func:`add_settings_flags`), counts and rates checked
+    (:func:`check_positive`)."""
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(settings_class)}
+    check_positive(values, settings_class)
+    return settings_class(**values)
 
 
 def settings_command(prog: str, description: str, settings_class: type, train: Callable[..., dict],

@@ -19,6 +19,7 @@ import torch
 
 from fsslib.errors import FsslibError
 from fsslib.pretrain.base_learner.files import CLI, SHIPPED_FOLDER, base_learner_path
+from fsslib.pretrain.command import check_positive
 from fsslib.pretrain.base_learner.train import TIERS, BaseLearnerSettings, evaluate_checkpoint, tier_settings, train_base_learner
 
 
@@ -64,7 +65,9 @@ def main(argv: list[str]) -> None:
     if args.evaluate:
         print(json.dumps(evaluate_checkpoint(args.evaluate, args.data_root, args.eval_batch_size, args.device), indent=1))
         return
-    settings = BaseLearnerSettings(**{f.name: getattr(args, f.name) for f in fields(BaseLearnerSettings)})
+    values = {f.name: getattr(args, f.name) for f in fields(BaseLearnerSettings)}
+    check_positive(values, BaseLearnerSettings)
+    settings = BaseLearnerSettings(**values)
     out = args.out or base_learner_path(settings.benchmark, settings.fold)
     try:
         refuse_shipped(Path(out), args.replace_shipped)

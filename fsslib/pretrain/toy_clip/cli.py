@@ -20,6 +20,7 @@ import torch
 from fsslib.clip.loading import load_clip
 from fsslib.errors import FsslibError
 from fsslib.paths import CHECKPOINT_DIR
+from fsslib.pretrain.command import check_positive
 from fsslib.pretrain.saving import write_metadata
 from fsslib.pretrain.toy_clip.metrics import acceptance_metrics
 from fsslib.pretrain.toy_clip.recipes import RECIPES, train_recipe
@@ -62,8 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def settings_from(args: argparse.Namespace) -> TrainSettings:
-    """The ``TrainSettings`` of parsed ``train`` arguments."""
-    return TrainSettings(**{setting.name: getattr(args, setting.name) for setting in fields(TrainSettings)})
+    """The ``TrainSettings`` of parsed ``train`` arguments (counts and rates checked: :func:`check_positive`)."""
+    values = {setting.name: getattr(args, setting.name) for setting in fields(TrainSettings)}
+    check_positive(values, TrainSettings)
+    return TrainSettings(**values)
 
 
 def main(argv: list[str]) -> None:

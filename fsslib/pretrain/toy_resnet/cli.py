@@ -11,7 +11,7 @@ import shlex
 from pathlib import Path
 
 
-from fsslib.pretrain.command import add_run_flags, parse_run
+from fsslib.pretrain.command import add_run_flags, check_positive, parse_run
 from fsslib.pretrain.toy_resnet.metrics import evaluate_checkpoint
 from fsslib.pretrain.toy_resnet.train import CLI, train_toy_backbone
 
@@ -37,6 +37,7 @@ def main(argv: list[str]) -> None:
     args = parse_run(parser, argv, evaluate_checkpoint)
     if args is None:
         return
+    check_positive(vars(args))
     metadata = train_toy_backbone(args.out, args.steps, args.seed, args.batch_size, args.pool_size, args.lr,
                                   args.weight_decay, args.warmup_steps, progress=not args.no_progress,
                                   command=f"{CLI} {shlex.join(argv)}")
