@@ -50,6 +50,11 @@ MEAN_KEYS = ("method", "variant", "tier", "benchmark", "ways", "shots", "train_s
 MEAN_COLUMNS = (*MEAN_KEYS, "folds", *PERCENT_COLUMNS)
 
 
+# a grid file's entries (a misspelt one, e.g. ``fixd``, would be dropped without a word)
+GRID_KEYS = ("name", "notebook", "runner", "grid", "fixed", "extra", "jobs", "threads", "gpus_per_run", "slurm",
+             "compare", "seeds", "strata_pairs", "zoo", "beside", "budget_control", "paper")
+
+
 def load_grid(path: str | Path) -> dict[str, Any]:
     """Read a grid file; its runs are the product of ``grid`` lists over ``fixed`` values, plus ``extra``."""
     path = Path(path)
@@ -63,6 +68,10 @@ def load_grid(path: str | Path) -> dict[str, Any]:
     if not isinstance(grid, dict):
         raise FsslibError(f"Grid file {path} holds {type(grid).__name__}, not a mapping of entries.",
                           "see papermill_runs/prototype_toy.yaml for a grid file's shape.")
+    unknown_keys = sorted(set(grid) - set(GRID_KEYS))
+    if unknown_keys:
+        raise FsslibError(f"Grid file {path} has entries {unknown_keys}, which a grid file does not take.",
+                          f"use {', '.join(GRID_KEYS)} (papermill_runs/prototype_toy.yaml shows the shape).")
     # a comparison needs a notebook only to train (ckpt: null); runner: python runs fsslib.launch, no notebook
     needs_notebook = not grid.get("compare") and grid.get("runner", "notebook") == "notebook"
     for key in ("name", "notebook", "grid") if needs_notebook else ("name", "grid"):

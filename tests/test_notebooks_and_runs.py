@@ -97,6 +97,11 @@ def test_every_grid_file_plans_and_an_unknown_paper_is_named(tmp_path, capsys):
         runs.main([str(wrong), "--plan"])
     said = capsys.readouterr().err
     assert "is not valid YAML" in said and "needs quotes" in said and "Traceback" not in said
+    wrong.write_text((REPO / "papermill_runs" / "prototype_toy.yaml").read_text() + "fixd: {shots: 5}\n")  # a typo
+    with pytest.raises(SystemExit):
+        runs.main([str(wrong), "--plan"])
+    said = capsys.readouterr().err
+    assert "has entries ['fixd']" in said and "fixed" in said and "Traceback" not in said
 
 
 def test_grid_expansion():
