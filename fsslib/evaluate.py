@@ -26,8 +26,8 @@ from fsslib.data.episodes import EpisodeDataset
 from fsslib.data.folder import class_key
 from fsslib.device import resolve_device
 from fsslib.engine import checkpoint_path, evaluate_model, load_checkpoint, load_model, load_model_and_config, open_source
-from fsslib.errors import CheckpointError, FsslibError
-from fsslib.paths import atomic_path, check_output_folder, write_text
+from fsslib.errors import CheckpointError, FsslibError, check_output_folder
+from fsslib.paths import atomic_path, write_text
 from fsslib.provenance import run_provenance
 
 __all__ = ["FewEpisodesWarning", "checkpoint_path", "evaluate_model", "load_checkpoint", "load_model", "main",

@@ -102,19 +102,3 @@ def shown_path(path: Path | str) -> str:
             return prefix + str(absolute.relative_to(base))
     return str(absolute)
 
-
-def check_output_folder(out: str | Path, example: str = "runs/mine") -> None:
-    """Check, before any work, that the folder ``--out`` names can be made and written in; nothing is created. A
-    path under a file, a file in its place or a folder without write permission raises a
-    :class:`~fsslib.errors.FsslibError` naming it (``example``: an ``--out`` value for the fix)."""
-    from fsslib.errors import FsslibError  # fsslib.errors imports this module
-
-    out = Path(out)
-    fix = f"pass --out a folder you can write in, e.g. --out {example}."
-    if out.exists() and not out.is_dir():
-        raise FsslibError(f"--out {out} is a file.", "pass a folder (it is created if missing).")
-    existing = next(folder for folder in (out, *out.absolute().parents) if folder.exists())
-    if not existing.is_dir():
-        raise FsslibError(f"Cannot create the folder --out {out}: {existing} is a file.", fix)
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise FsslibError(f"Cannot write in the folder --out {out} ({existing} is not writable).", fix)

@@ -52,11 +52,11 @@ from fsslib.data.folder import class_key
 from fsslib.data.images import SAVE_MASK, label_problem, lossy_format, nonfinite_pixels, rgb_array, upright
 from fsslib.device import autocast, resolve_device
 from fsslib.errors import (CheckpointError, CorruptImageError, DatasetNotFoundError, EmptySupportMaskError,
-                           EpisodeShapeError, FsslibError, InvalidMaskError)
+                           EpisodeShapeError, FsslibError, InvalidMaskError, check_output_folder)
 from fsslib.methods import METHODS, builds_backbone, check_shots, method_options_type, method_variants, support_inputs
 from fsslib.methods.base import FewShotSegmenter
 from fsslib.methods.options import BaseLearnerOptions
-from fsslib.paths import atomic_path, check_output_folder, save_figure, shown_path
+from fsslib.paths import atomic_path, save_figure, shown_path
 from fsslib.viz import WAY_COLOURS, plot_prediction
 from fsslib.zoo import names_zoo
 

@@ -32,10 +32,10 @@ from fsslib.data.benchmarks import benchmark_of
 from fsslib.data.episodes import EpisodeBatch, EpisodeDataset, collate_episodes
 from fsslib.device import autocast, resolve_device
 from fsslib.engine import evaluate_model, load_checkpoint, open_source
-from fsslib.errors import CheckpointError, DatasetNotFoundError, FsslibError, unknown
+from fsslib.errors import CheckpointError, DatasetNotFoundError, FsslibError, check_output_folder, unknown
 from fsslib.methods import build_method
 from fsslib.methods.base import FewShotSegmenter
-from fsslib.paths import check_output_folder, write_text
+from fsslib.paths import write_text
 from fsslib.pretrain.saving import save_checkpoint
 from fsslib.provenance import hardware
 from fsslib.speed import apply_speed_settings
