@@ -49,7 +49,8 @@ def check_positive(values: dict[str, typing.Any], settings_class: type | None = 
     setting whose default in ``settings_class`` is 0 takes 0 (it means "the default", e.g. the paper's epochs)."""
     from fsslib.errors import FsslibError
 
-    zero_is_default = {f.name for f in dataclasses.fields(settings_class) if f.default == 0} if settings_class else set()
+    fields = dataclasses.fields(settings_class) if settings_class else ()
+    zero_is_default = {f.name for f in fields if f.default == 0}
     for name, value in values.items():
         if value == 0 and name in zero_is_default:
             continue
