@@ -16,7 +16,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise FsslibError(f"Device {device!r} was requested but CUDA is not available here.",
-                          "use device='auto' or device='cpu'.")
+                          "use --device auto or --device cpu (from Python: device='auto' or device='cpu').")
     if not (device == "cpu" or device.startswith("cuda")):
         raise unknown("device", device, ["auto", "cpu", "cuda", "cuda:N"])
     return torch.device(device)

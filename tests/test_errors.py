@@ -79,6 +79,13 @@ def test_trained_method_needs_a_checkpoint(tiny_cfg, tmp_path):
         evaluate.run(tiny_cfg(method="prototype"))
     with pytest.raises(CheckpointError, match="does not exist"):
         evaluate.run(tiny_cfg(method="prototype", ckpt=str(tmp_path / "missing.pt")))
+    with pytest.raises(CheckpointError, match="is a folder, not a file"):
+        evaluate.run(tiny_cfg(method="prototype", ckpt=str(tmp_path)))
+    record = tmp_path / "model.json"  # a zoo model's record, not its weights
+    record.write_text("{}")
+    with pytest.raises(CheckpointError, match=r"cannot be read \(UnpicklingError: [^)]*\)\.\n") as info:
+        evaluate.run(tiny_cfg(method="prototype", ckpt=str(record)))
+    assert "weights_only` set to `False" not in info.value.problem  # torch's unsafe advice is not passed on
 
 
 def test_cli_prints_the_error_not_a_traceback(capsys):
@@ -116,3 +123,13 @@ def test_paper_tier_backbone_without_imagenet_weights(tmp_path, monkeypatch):
     torch.save(reference.state_dict(), tmp_path / "weights" / RESNET50_FILE)
     backbone = build_backbone("resnet50")
     torch.testing.assert_close(backbone.layer4[0].conv1.weight, reference.layer4[0].conv1.weight)
+
+
+def test_a_cuda_device_without_cuda_names_the_flags_that_run(monkeypatch):
+    """On a machine without CUDA, --device cuda says so and names what to pass on the command line and in Python."""
+    from fsslib.device import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(FsslibError, match="CUDA is not available") as info:
+        resolve_device("cuda")
+    assert "--device auto" in info.value.fix and "device='auto'" in info.value.fix

@@ -16,10 +16,14 @@ def read_weights(path: str | Path, what: str, fix: str, unreadable_fix: str | No
     :class:`~fsslib.errors.CheckpointError` naming ``what`` it should hold and the ``fix`` (for an unreadable
     file ``unreadable_fix``, when given)."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{what} {path} is a folder, not a file.", fix)
     if not path.is_file():
         raise CheckpointError(f"{what} {path} does not exist.", fix)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for truncated or foreign files
-        raise CheckpointError(f"{what} {path} cannot be read ({type(error).__name__}: {error}).",
+        # torch's first sentence only: its message goes on to advise loading with weights_only=False, which is unsafe
+        reason = (str(error).strip().splitlines() or [""])[0].split(". ")[0][:200]
+        raise CheckpointError(f"{what} {path} cannot be read ({type(error).__name__}: {reason}).",
                               unreadable_fix or fix) from None
