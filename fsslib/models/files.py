@@ -23,7 +23,7 @@ def read_weights(path: str | Path, what: str, fix: str, unreadable_fix: str | No
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for truncated or foreign files
-        # torch's first sentence only: its message goes on to advise loading with weights_only=False, which is unsafe
+        # torch's first sentence only: its message goes on to advise an unsafe load of arbitrary objects
         reason = (str(error).strip().splitlines() or [""])[0].split(". ")[0][:200]
         raise CheckpointError(f"{what} {path} cannot be read ({type(error).__name__}: {reason}).",
                               unreadable_fix or fix) from None
