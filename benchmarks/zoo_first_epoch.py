@@ -40,10 +40,10 @@ from fsslib.launch import run_name
 from fsslib.paths import data_root
 from fsslib.pretrain.saving import file_sha256
 from fsslib.runs import expand
+from fsslib.zoo import SHIPPED_ZOO as ZOO_DIR
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from timing import command_line, write_report  # noqa: E402
-from fsslib.zoo import SHIPPED_ZOO as ZOO_DIR
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "benchmarks" / "results" / "zoo_first_epoch_toy.md"

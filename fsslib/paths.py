@@ -101,4 +101,3 @@ def shown_path(path: Path | str) -> str:
         if absolute.is_relative_to(base) and absolute != base:
             return prefix + str(absolute.relative_to(base))
     return str(absolute)
-

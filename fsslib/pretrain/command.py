@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from fsslib.errors import FsslibError
+
 T = typing.TypeVar("T")  # a settings dataclass
 
 
@@ -47,8 +49,6 @@ def check_positive(values: dict[str, typing.Any], settings_class: type | None = 
     """Refuse a count, budget or learning rate at or below 0, or not finite (``values``: settings by name), naming the
     flag: a negative step count or a batch of 0 would otherwise fail deep in the training, or train nothing. A
     setting whose default in ``settings_class`` is 0 takes 0 (it means "the default", e.g. the paper's epochs)."""
-    from fsslib.errors import FsslibError
-
     fields = dataclasses.fields(settings_class) if settings_class else ()
     zero_is_default = {f.name for f in fields if f.default == 0}
     for name, value in values.items():

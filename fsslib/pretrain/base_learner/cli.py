@@ -19,8 +19,8 @@ import torch
 
 from fsslib.errors import FsslibError
 from fsslib.pretrain.base_learner.files import CLI, SHIPPED_FOLDER, base_learner_path
-from fsslib.pretrain.command import check_positive
 from fsslib.pretrain.base_learner.train import TIERS, BaseLearnerSettings, evaluate_checkpoint, tier_settings, train_base_learner
+from fsslib.pretrain.command import check_positive
 
 
 def build_parser(tier: str) -> argparse.ArgumentParser:
