@@ -13,7 +13,7 @@ import os
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Callable
 
-from fsslib.data.benchmarks import id_or_name, split_list
+from fsslib.data.benchmarks import BENCHMARKS, id_or_name, split_list
 from fsslib.errors import FsslibError, short_warnings, unknown
 from fsslib.methods import METHODS, method_options_type, method_presets, method_variants
 from fsslib.methods.options import MethodOptions, range_problem, range_text
@@ -155,8 +155,9 @@ SETTING_HELP: dict[str, str] = {  # --help's text of settings whose name does no
 
 
 def check_settings(cfg: Config) -> Config:
-    """Raise, naming the flag and its range, unless every numeric setting of ``cfg`` is in :data:`SETTING_RANGES`
-    (and ``score_resize`` is one of :data:`fsslib.metrics.SCORE_RESIZES`)."""
+    """Raise, naming the flag and its range, unless every numeric setting of ``cfg`` is in :data:`SETTING_RANGES`,
+    ``score_resize`` is one of :data:`fsslib.metrics.SCORE_RESIZES`, and a named benchmark has ``fold`` and is not
+    given ``novel_classes`` (a dataset folder's)."""
     from fsslib.metrics import SCORE_RESIZES
 
     if cfg.score_resize not in SCORE_RESIZES:
@@ -168,6 +169,15 @@ def check_settings(cfg: Config) -> Config:
             flag = "--" + name.replace("_", "-")
             raise FsslibError(f"{flag} {problem}, got {value!r}.",
                               f"pass {flag} {getattr(Config, name)} (the default) or another value in that range.")
+    if cfg.benchmark in BENCHMARKS:  # a dataset folder's folds are read with its files (fsslib.data.folder)
+        if cfg.novel_classes:
+            raise FsslibError(f"--novel-classes is for a dataset folder; benchmark {cfg.benchmark!r} sets each fold's "
+                              "novel classes itself.", "drop --novel-classes and pick the fold with --fold, or pass "
+                              "--benchmark folder:PATH with your own classes (docs/your_data.md).")
+        n_folds = BENCHMARKS[cfg.benchmark].n_folds
+        if cfg.fold >= n_folds:  # below 0 is out of --fold's range, refused above
+            raise FsslibError(f"--fold {cfg.fold} is not a fold of benchmark {cfg.benchmark!r}, which has {n_folds}.",
+                              f"pass --fold {', '.join(map(str, range(n_folds - 1)))} or {n_folds - 1}.")
     return cfg
 
 
@@ -262,5 +272,7 @@ def parse_option(item: str, kind: type[MethodOptions]) -> tuple[str, Any]:
     """``KEY=VALUE`` from a command line, the value read by the type of option ``KEY`` of ``kind``."""
     key, sep, raw = item.partition("=")
     if not sep:
-        raise unknown("--options entry", item, ["KEY=VALUE"])
+        example = kind.example(key) if key in {f.name for f in fields(kind)} else "NAME=VALUE"
+        raise FsslibError(f"--options {item} is not NAME=VALUE.",
+                          f"write e.g. --options {example} (`--method {kind.method} --help` lists its options).")
     return key, kind.from_text(key, raw)

@@ -170,7 +170,22 @@ def notebook_parameters(notebook: Path) -> set[str]:
 def check_parameters(grid: dict[str, Any], runs: list[dict[str, Any]]) -> None:
     """Raise unless every parameter the grid sets is one the notebook takes (papermill would ignore it
     silently), no two runs share an output folder (the name leaves out ``test_shots`` and ``test_ways``) and
-    no run evaluates a model whose weights fit its training shots only at other shots (it would fail after training)."""
+    no run evaluates a model whose weights fit its training shots only at other shots (it would fail after training),
+    and no run's setting is out of range (e.g. ``--set fold=9``: it would fail inside every run)."""
+    from dataclasses import fields
+
+    from fsslib.config import Config
+    from fsslib.launch import RUN_KEYS, SET_BY_THE_RUNNER, run_config
+
+    for params in runs:
+        if not set(params) <= {f.name for f in fields(Config)} | set(RUN_KEYS):
+            continue  # an unknown name: the checks below name it
+        try:
+            run_config(params)
+        except FsslibError as error:
+            raise FsslibError(f"Grid {grid['name']}, run {run_name(params)}: {error.problem}",
+                              f"{error.fix} (A grid sets a flag --some-name as some_name: in its file, or with "
+                              "--set some_name=VALUE.)") from None
     names = [run_name(params) for params in runs]
     shared = sorted({name for name in names if names.count(name) > 1})
     if shared:
@@ -210,18 +225,11 @@ def check_parameters(grid: dict[str, Any], runs: list[dict[str, Any]]) -> None:
                               f"({params['method']} builds its layers for the number of shots).",
                               f"evaluate it at test_shots: [{trained}], or add a run trained on each number of shots.")
     if python:  # every Config field but those the runner sets, and what a run evaluates
-        from dataclasses import fields
-
-        from fsslib.config import Config
-        from fsslib.launch import RUN_KEYS, SET_BY_THE_RUNNER, run_config
-
         accepted = {f.name for f in fields(Config)} - set(SET_BY_THE_RUNNER) | set(RUN_KEYS)
         unknown_names = sorted({key for params in runs for key in params} - accepted)
         if unknown_names:
             raise FsslibError(f"Grid {grid['name']} sets {unknown_names}, which a run does not take.",
                               f"use Config's fields and {', '.join(RUN_KEYS)} ({', '.join(sorted(accepted))}).")
-        for params in runs:
-            run_config(params)  # an unknown method, variant or option, or a value out of range, fails now
         return
     accepted = notebook_parameters(REPO / grid["notebook"])
     unknown_names = sorted({key for params in runs for key in params} - accepted)

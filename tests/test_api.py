@@ -74,10 +74,15 @@ def test_the_command_line_reads_each_option_by_its_type():
     assert parse_option('priors=["vtp"]', PiclipOptions) == ("priors", ["vtp"])
     assert parse_option("vtp_temperature=none", PiclipOptions) == ("vtp_temperature", None)
     assert parse_option("prior_extractor=random", QGNetOptions) == ("prior_extractor", "random")
-    with pytest.raises(OptionError, match="must be int"):
+    with pytest.raises(OptionError, match="must be int") as error:
         parse_option("feature_dim=wide", PFENetOptions)
-    with pytest.raises(OptionError, match="must be bool"):
+    assert error.value.fix == "write e.g. --options feature_dim=256 (its default)."  # a value the option takes
+    with pytest.raises(OptionError, match="must be bool") as error:
         parse_option("refine=maybe", LfssOptions)
+    assert error.value.fix == "write e.g. --options refine=true (its default)."
+    with pytest.raises(FsslibError, match="--options priors is not NAME=VALUE") as error:
+        parse_option("priors", PiclipOptions)
+    assert error.value.fix.startswith("write e.g. --options priors=vvp,vtp (`--method piclip --help`")
 
 
 def test_help_lists_the_method_s_options(capsys):

@@ -74,6 +74,18 @@ def test_unknown_names():
         TOY.fold_classes(4)
 
 
+def test_a_named_benchmark_refuses_a_missing_fold_and_novel_classes():
+    """A fold the benchmark lacks fails when the settings are made, not when its data loads; ``--novel-classes``
+    names a dataset folder's classes, and a named benchmark refuses it rather than ignore it."""
+    with pytest.raises(FsslibError, match="--fold 4 is not a fold of benchmark 'toy', which has 4") as error:
+        make_config(fold=4)
+    assert error.value.fix == "pass --fold 0, 1, 2 or 3."
+    make_config(benchmark="coco", preset="paper", fold=3)
+    with pytest.raises(FsslibError, match="--novel-classes is for a dataset folder; benchmark 'pascal'") as error:
+        make_config(preset="paper", novel_classes=[1, 2])
+    assert "--benchmark folder:PATH" in error.value.fix
+
+
 def test_trained_method_needs_a_checkpoint(tiny_cfg, tmp_path):
     with pytest.raises(CheckpointError, match="no checkpoint was given"):
         evaluate.run(tiny_cfg(method="prototype"))

@@ -71,7 +71,7 @@ def test_a_module_saved_in_the_official_format_loads_back_to_the_same_features(t
 
 def test_a_missing_or_foreign_file_says_which_file_and_where_it_is(tmp_path, monkeypatch):
     monkeypatch.setenv("FSSLIB_WEIGHTS", str(tmp_path / "weights"))
-    with pytest.raises(CheckpointError, match=r"(?s)resnet50_v2\.pth.*not found.*PFENet's README.*backbone_weights='random'"):
+    with pytest.raises(CheckpointError, match=r"(?s)resnet50_v2\.pth.*not found.*PFENet's README.*--backbone-weights random"):
         build_backbone("resnet50-deepstem")
     torch.save(torchvision.models.resnet50().state_dict(), tmp_path / "torchvision.pth")
     with pytest.raises(CheckpointError, match=r"(?s)do not fit.*backbone='resnet50'"):
@@ -84,6 +84,9 @@ def test_a_missing_or_foreign_file_says_which_file_and_where_it_is(tmp_path, mon
     (tmp_path / "weights").mkdir()
     torch.save(deep_stem_resnet50_state(), tmp_path / "weights" / DEEP_STEM_FILE)  # found in $FSSLIB_WEIGHTS
     assert isinstance(build_backbone("resnet50-deepstem"), DeepStemResNet50Backbone)
+    with pytest.raises(CheckpointError, match=r"(?s)missing\.pt does not exist.*pretrain toy-resnet.*another file "
+                                              r"with --backbone-weights PATH, or --backbone-weights random"):
+        build_backbone("toy-resnet", tmp_path / "missing.pt")  # the command line's flags, not Python's arguments
 
 
 def test_the_paper_presets_of_pfenet_s_family_select_the_deep_stem_backbone():

@@ -71,7 +71,12 @@ class MethodOptions:
         by_name = {f.name: f for f in fields(cls)}
         if name not in by_name:
             raise unknown(f"option of method {cls.method}", name, list(by_name) or ["(this method takes none)"])
-        return _from_text(cls.method, name, typing.get_type_hints(cls)[name], raw)
+        return _from_text(cls.method, by_name[name], typing.get_type_hints(cls)[name], raw)
+
+    @classmethod
+    def example(cls, name: str) -> str:
+        """``NAME=DEFAULT`` as a command line writes option ``name`` (``feature_dim=64``), for a message's fix."""
+        return f"{name}={_written({f.name: f for f in fields(cls)}[name].default)}"
 
     @classmethod
     def describe(cls, values: Mapping[str, Any] | None = None) -> str:
@@ -167,10 +172,15 @@ def _check_range(method: str, spec: Field, value: Any) -> None:
     """Raise unless the number ``value`` is finite and lies in the range of option ``spec`` (if it declares one)."""
     problem = range_problem(value, spec.metadata.get("range") or {})
     if problem:
-        default = spec.default  # as a command line writes it: a list as a,b; None as none
-        written = ",".join(map(str, default)) if isinstance(default, tuple) else "none" if default is None else default
         raise OptionError(f"Option {spec.name} of {method} {problem}, got {value!r}.",
-                          f"pass a value in that range, or the default: --options {spec.name}={written}.")
+                          f"pass a value in that range, or the default: --options {spec.name}={_written(spec.default)}.")
+
+
+def _written(value: Any) -> str:
+    """``value`` as a command line writes it: a list as a,b; None as none; a bool as true or false."""
+    if isinstance(value, tuple):
+        return ",".join(map(str, value))
+    return "none" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def _is(value: Any, kind: type) -> bool:
@@ -183,7 +193,8 @@ def _is(value: Any, kind: type) -> bool:
     return isinstance(value, kind)
 
 
-def _from_text(method: str, name: str, hint: Any, raw: str) -> Any:
+def _from_text(method: str, spec: Field, hint: Any, raw: str) -> Any:
+    name = spec.name
     optional, inner = _optional(hint)
     if optional and raw.lower() in ("none", "null"):
         return None
@@ -201,7 +212,7 @@ def _from_text(method: str, name: str, hint: Any, raw: str) -> Any:
             return [item(entry) for entry in raw.split(",") if entry]
     except (ValueError, json.JSONDecodeError):
         raise OptionError(f"Option {name} of {method} must be {_type_name(hint)}, got {raw!r}.",
-                          f"write e.g. --options {name}={'false' if inner is bool else '...'}.") from None
+                          f"write e.g. --options {name}={_written(spec.default)} (its default).") from None
     return raw
 
 

@@ -165,7 +165,8 @@ class ToyResNet(MultiLevelBackbone):
 
 def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return read_weights(path, "Backbone weights", f"download {RESNET50_URL} once on a connected machine into "
-                        f"{shown_path(weights_root())} (or pass backbone_weights=PATH; instructions: {WEIGHTS_DOC}).")
+                        f"{shown_path(weights_root())} (or pass --backbone-weights PATH, from Python backbone_weights=PATH; "
+                        f"instructions: {WEIGHTS_DOC}).")
 
 
 def _find_weights(path: str | Path | None, defaults: list[Path], what: str, fetch: str) -> Path:
@@ -175,7 +176,8 @@ def _find_weights(path: str | Path | None, defaults: list[Path], what: str, fetc
         if candidate.is_file():
             return candidate
     raise CheckpointError(f"{what} not found (looked at: {', '.join(map(shown_path, candidates))}).",
-                          f"{fetch}; or pass backbone_weights=PATH (backbone_weights='random' for shape checks only); "
+                          f"{fetch}; or pass --backbone-weights PATH (--backbone-weights random for shape checks only; from "
+                          f"Python backbone_weights=PATH); "
                           f"instructions: {WEIGHTS_DOC}.")
 
 
@@ -270,7 +272,8 @@ def load_toy_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict
     """
     path = Path(path)
     fix = (f"re-create it with `{TOY_RESNET_RETRAIN} {path}` (15-20 minutes on one CPU core), "
-           "pass another weights=PATH, or weights='random' for an untrained backbone.")
+           "pass another file with --backbone-weights PATH, or --backbone-weights random for an untrained backbone "
+           "(from Python backbone_weights=PATH).")
     payload = read_weights(path, "Toy backbone weights", fix)
     if isinstance(payload, dict) and isinstance(payload.get("backbone"), dict):
         return payload["backbone"], payload.get("classifier")
