@@ -345,6 +345,16 @@ class Results:
                               "retrain them (runs record their machine) or note it in UNRECORDED_ZOO_MACHINES.")
         return UNRECORDED_ZOO_MACHINES[grid]
 
+    def zoo_training_minutes(self) -> tuple[Number, Number]:
+        """The fastest and the slowest training of a zoo model, in minutes of wall time (``train_time_s`` of the
+        records that hold it; BAM's base learners do not)."""
+        seconds = [record["train_time_s"] for path in sorted((self.root / CHECKPOINTS / "zoo").glob("*.json"))
+                   if "train_time_s" in (record := self._recorded_file(f"zoo/{path.stem}"))]
+        if not seconds:
+            raise FsslibError("No zoo model records its training time (train_time_s).",
+                              "re-export the zoo: python -m fsslib.runs papermill_runs/zoo_toy.yaml --resume.")
+        return Number(min(seconds) / 60, 0), Number(max(seconds) / 60, 0)
+
     def at_plateau(self, model: str) -> bool:
         """Whether a zoo model's ``.json`` records the fold-0 doubling of its budget, and that doubling moved test
         mIoU by less than the difference that resolves two rows (:func:`fsslib.runs.budget_record`): False for a
@@ -647,7 +657,7 @@ def helpers(results: Results) -> dict[str, Callable[..., Any]]:
     difference), ``resolved``, ``threshold`` and ``spread`` (the resolution rule), ``paper`` (a paper's number),
     ``preset`` (a method's setting), ``recorded`` and ``zoo`` (a field of a recorded ``.json``; ``at_plateau``:
     whether a zoo model was shown at its plateau; ``zoo_models``: the zoo models a grid trained; ``zoo_machine``:
-    where), ``files`` (a count and size of files), ``gpu_hours`` (a paper-tier
+    where; ``zoo_training_minutes``: the fastest and slowest), ``files`` (a count and size of files), ``gpu_hours`` (a paper-tier
     grid's estimated GPU-hours, as ``--plan`` prints them), ``paper_grids`` and ``runs`` (the paper tier's grids, a
     grid's number of runs), ``has_table`` (whether a grid's table is committed), ``constant`` (a constant of
     fsslib's code), ``bench`` (a cell of a benchmark's table under ``benchmarks/results/``; ``bench_count``: how many
@@ -664,7 +674,7 @@ def helpers(results: Results) -> dict[str, Callable[..., Any]]:
             "resolved": results.resolved, "threshold": results.threshold, "spread": results.spread,
             "paper": results.paper, "preset": results.preset, "recorded": results.recorded, "zoo": results.zoo,
             "at_plateau": results.at_plateau, "zoo_models": results.zoo_models,
-            "zoo_machine": results.zoo_machine,
+            "zoo_machine": results.zoo_machine, "zoo_training_minutes": results.zoo_training_minutes,
             "files": results.files, "gpu_hours": results.gpu_hours, "paper_grids": results.paper_grids,
             "runs": results.runs, "has_table": results.has_table, "constant": results.constant, "bench": results.bench,
             "bench_count": results.bench_count, "bench_column": results.bench_column,

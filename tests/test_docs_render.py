@@ -255,6 +255,17 @@ def test_zoo_models_lists_a_grid_s_models_with_their_starts_and_machine(fabricat
     assert fabricated.zoo_machine("h") == "an Intel Xeon virtual machine"
 
 
+def test_zoo_training_minutes_are_the_records_fastest_and_slowest(fabricated, tmp_path):
+    zoo = tmp_path / "fsslib" / "checkpoints" / "zoo"
+    with pytest.raises(FsslibError, match="records its training time"):
+        fabricated.zoo_training_minutes()
+    for name, seconds in (("a", 75.0), ("b", 9711.9), ("c", 600.0)):
+        (zoo / f"{name}.json").write_text(json.dumps({"train_time_s": seconds}))
+    (zoo / "base-learner-fold0.json").write_text(json.dumps({"cpu_time_s": 3.0}))  # no training time: left out
+    fastest, slowest = fabricated.zoo_training_minutes()
+    assert (str(fastest), str(slowest)) == ("1", "162")
+
+
 def test_listed_joins_items_as_a_sentence_does():
     assert [docs.listed(items) for items in ([], ["BAM"], ["BAM", "HDMNet"], ["BAM", "HDMNet", "the base learners"])] == [
         "", "BAM", "BAM and HDMNet", "BAM, HDMNet and the base learners"]
