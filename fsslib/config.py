@@ -13,7 +13,7 @@ import os
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Callable
 
-from fsslib.data.benchmarks import BENCHMARKS, id_or_name, split_list
+from fsslib.data.benchmarks import BENCHMARKS, get_benchmark, id_or_name, split_list
 from fsslib.errors import FsslibError, short_warnings, unknown
 from fsslib.methods import METHODS, method_options_type, method_presets, method_variants
 from fsslib.methods.options import MethodOptions, range_problem, range_text
@@ -170,11 +170,7 @@ def check_settings(cfg: Config) -> Config:
             raise FsslibError(f"{flag} {problem}, got {value!r}.",
                               f"pass {flag} {getattr(Config, name)} (the default) or another value in that range.")
     if cfg.benchmark in BENCHMARKS:  # a dataset folder's folds are read with its files (fsslib.data.folder)
-        if cfg.novel_classes:
-            raise FsslibError(f"--novel-classes is for a dataset folder; benchmark {cfg.benchmark!r} sets each fold's "
-                              "novel classes itself.", "drop --novel-classes and pick the fold with --fold, or pass "
-                              "--benchmark folder:PATH with your own classes (docs/your_data.md).")
-        n_folds = BENCHMARKS[cfg.benchmark].n_folds
+        n_folds = get_benchmark(cfg.benchmark, cfg.coco_folds, cfg.novel_classes).n_folds  # refuses novel classes
         if cfg.fold >= n_folds:  # below 0 is out of --fold's range, refused above
             raise FsslibError(f"--fold {cfg.fold} is not a fold of benchmark {cfg.benchmark!r}, which has {n_folds}.",
                               f"pass --fold {', '.join(map(str, range(n_folds - 1)))} or {n_folds - 1}.")

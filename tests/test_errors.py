@@ -8,7 +8,7 @@ from PIL import Image
 
 from fsslib import evaluate
 from fsslib.config import make_config
-from fsslib.data.benchmarks import PASCAL, TOY
+from fsslib.data.benchmarks import PASCAL, TOY, get_benchmark
 from fsslib.data.episodes import Source, check_support_masks
 from fsslib.data.layout import MARKER, mark_prepared, write_class_index, write_list
 from fsslib.errors import (CheckpointError, CorruptImageError, DatasetNotFoundError, EmptySupportMaskError,
@@ -84,6 +84,8 @@ def test_a_named_benchmark_refuses_a_missing_fold_and_novel_classes():
     with pytest.raises(FsslibError, match="--novel-classes is for a dataset folder; benchmark 'pascal'") as error:
         make_config(preset="paper", novel_classes=[1, 2])
     assert "--benchmark folder:PATH" in error.value.fix
+    with pytest.raises(FsslibError, match="--novel-classes is for a dataset folder; benchmark 'toy'"):
+        get_benchmark("toy", novel_classes=[1, 2])  # what every command reads a benchmark through (base-learner too)
 
 
 def test_trained_method_needs_a_checkpoint(tiny_cfg, tmp_path):

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 from fsslib.data import toyworld
 from fsslib.data.folder import LAYOUT, MIN_CLASS_PIXELS, class_key, folder_index
-from fsslib.errors import DatasetNotFoundError, UnknownNameError, unknown
+from fsslib.errors import DatasetNotFoundError, FsslibError, UnknownNameError, unknown
 from fsslib.paths import data_root
 
 PASCAL_CLASSES: tuple[str, ...] = (
@@ -200,11 +200,16 @@ def class_list(benchmark: Benchmark, extra_classes: Sequence[str] = ()) -> list[
 
 def get_benchmark(name: str, coco_folds: str = "interleaved", novel_classes: Sequence[int | str] = ()) -> Benchmark:
     """Look a benchmark up by name; ``coco_folds`` picks COCO-20i's fold convention; ``folder:PATH`` is a dataset
-    folder (:mod:`fsslib.data.folder`), whose novel classes are its ``folds.json`` or ``novel_classes``."""
+    folder (:mod:`fsslib.data.folder`), whose novel classes are its ``folds.json`` or ``novel_classes`` (which a
+    named benchmark refuses)."""
     if name.startswith("folder:"):
         return folder_benchmark(name.partition(":")[2], tuple(novel_classes))
     if name not in BENCHMARKS:
         raise unknown("benchmark", name, [*BENCHMARKS, "folder:PATH"])
+    if novel_classes:  # a named benchmark's folds are fixed: ignoring the classes would score others than asked
+        raise FsslibError(f"--novel-classes is for a dataset folder; benchmark {name!r} sets each fold's novel classes "
+                          "itself.", "drop --novel-classes and pick the fold with --fold, or pass --benchmark "
+                          "folder:PATH with your own classes (docs/your_data.md).")
     if name == "coco":
         if coco_folds not in COCO_FOLD_CONVENTIONS:
             raise unknown("COCO-20i fold convention", coco_folds, COCO_FOLD_CONVENTIONS)
