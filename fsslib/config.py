@@ -267,8 +267,11 @@ def config_from_args(args: argparse.Namespace) -> Config:
 def parse_option(item: str, kind: type[MethodOptions]) -> tuple[str, Any]:
     """``KEY=VALUE`` from a command line, the value read by the type of option ``KEY`` of ``kind``."""
     key, sep, raw = item.partition("=")
+    names = {f.name for f in fields(kind)}
+    if not sep and not names:
+        raise FsslibError(f"--options {item}: method {kind.method} takes no options.", "drop --options.")
     if not sep:
-        example = kind.example(key) if key in {f.name for f in fields(kind)} else "NAME=VALUE"
+        example = kind.example(key) if key in names else "NAME=VALUE"
         raise FsslibError(f"--options {item} is not NAME=VALUE.",
                           f"write e.g. --options {example} (`--method {kind.method} --help` lists its options).")
     return key, kind.from_text(key, raw)

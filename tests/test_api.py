@@ -83,6 +83,10 @@ def test_the_command_line_reads_each_option_by_its_type():
     with pytest.raises(FsslibError, match="--options priors is not NAME=VALUE") as error:
         parse_option("priors", PiclipOptions)
     assert error.value.fix.startswith("write e.g. --options priors=vvp,vtp (`--method piclip --help`")
+    from fsslib.methods import method_options_type
+
+    with pytest.raises(FsslibError, match="--options x: method all-foreground takes no options"):
+        parse_option("x", method_options_type("all-foreground"))
 
 
 def test_help_lists_the_method_s_options(capsys):

@@ -75,7 +75,7 @@ class MethodOptions:
 
     @classmethod
     def example(cls, name: str) -> str:
-        """``NAME=DEFAULT`` as a command line writes option ``name`` (``feature_dim=64``), for a message's fix."""
+        """``NAME=DEFAULT`` as a command line writes option ``name`` (``refine=true``), for a message's fix."""
         return f"{name}={_written({f.name: f for f in fields(cls)}[name].default)}"
 
     @classmethod
