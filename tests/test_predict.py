@@ -137,7 +137,7 @@ def test_every_support_mode_a_method_reads(scene_files, tmp_path):
     ("masks a method does not read", "or use --variant ground_truth_support"),
     ("repeated class name", "['solid circle'] are given more than once"),
     ("output under a file", "Cannot create the folder --out"),
-    ("fold out of range", "Fold 7 is not a fold of benchmark 'toy', which has 4."),
+    ("fold out of range", "--fold 7 is not a fold of benchmark 'toy', which has 4."),
     ("window smaller than a patch", "Option window=1 of CLIP-DINOiser is smaller than one 8-pixel patch"),
     ("supports without a class name", "pfenet reads the supports' images + masks; given: images."),
     ("names that differ in case and spacing", "['Striped Star', 'striped star'] are given more than once (names compare"),
