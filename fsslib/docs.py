@@ -657,7 +657,8 @@ def helpers(results: Results) -> dict[str, Callable[..., Any]]:
     difference), ``resolved``, ``threshold`` and ``spread`` (the resolution rule), ``paper`` (a paper's number),
     ``preset`` (a method's setting), ``recorded`` and ``zoo`` (a field of a recorded ``.json``; ``at_plateau``:
     whether a zoo model was shown at its plateau; ``zoo_models``: the zoo models a grid trained; ``zoo_machine``:
-    where; ``zoo_training_minutes``: the fastest and slowest), ``files`` (a count and size of files), ``gpu_hours`` (a paper-tier
+    where; ``zoo_training_minutes``: the fastest and slowest), ``files`` (a count and size of files),
+    ``gpu_hours`` (a paper-tier
     grid's estimated GPU-hours, as ``--plan`` prints them), ``paper_grids`` and ``runs`` (the paper tier's grids, a
     grid's number of runs), ``has_table`` (whether a grid's table is committed), ``constant`` (a constant of
     fsslib's code), ``bench`` (a cell of a benchmark's table under ``benchmarks/results/``; ``bench_count``: how many

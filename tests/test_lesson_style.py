@@ -105,7 +105,8 @@ def test_a_lesson_writes_through_its_outputs_folder(path: Path):
 
 @pytest.mark.parametrize("path", lessons() + solutions(), ids=lambda p: p.relative_to(p.parents[1]).as_posix())
 def test_a_lesson_that_says_it_runs_in_under_a_minute_did(path: Path):
-    """"Runs in under a minute" is typed in a lesson's prose: its last execution (``fsslib.lessons``) must bear it out."""
+    """"Runs in under a minute" is typed in a lesson's prose: its last execution (``fsslib.lessons``) must bear it
+    out."""
     notebook = nbformat.read(path, as_version=4)
     if any("under a minute" in cell.source for cell in notebook.cells if cell.cell_type == "markdown"):
         assert notebook.metadata["fsslib"]["executed_in_s"] < 60, "it took a minute or more when last executed"

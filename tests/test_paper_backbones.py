@@ -71,7 +71,8 @@ def test_a_module_saved_in_the_official_format_loads_back_to_the_same_features(t
 
 def test_a_missing_or_foreign_file_says_which_file_and_where_it_is(tmp_path, monkeypatch):
     monkeypatch.setenv("FSSLIB_WEIGHTS", str(tmp_path / "weights"))
-    with pytest.raises(CheckpointError, match=r"(?s)resnet50_v2\.pth.*not found.*PFENet's README.*--backbone-weights random"):
+    missing = r"(?s)resnet50_v2\.pth.*not found.*PFENet's README.*--backbone-weights random"
+    with pytest.raises(CheckpointError, match=missing):
         build_backbone("resnet50-deepstem")
     torch.save(torchvision.models.resnet50().state_dict(), tmp_path / "torchvision.pth")
     with pytest.raises(CheckpointError, match=r"(?s)do not fit.*backbone='resnet50'"):

@@ -173,7 +173,8 @@ def _check_range(method: str, spec: Field, value: Any) -> None:
     problem = range_problem(value, spec.metadata.get("range") or {})
     if problem:
         raise OptionError(f"Option {spec.name} of {method} {problem}, got {value!r}.",
-                          f"pass a value in that range, or the default: --options {spec.name}={_written(spec.default)}.")
+                          "pass a value in that range, or the default: "
+                          f"--options {spec.name}={_written(spec.default)}.")
 
 
 def _written(value: Any) -> str:

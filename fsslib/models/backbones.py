@@ -165,8 +165,8 @@ class ToyResNet(MultiLevelBackbone):
 
 def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return read_weights(path, "Backbone weights", f"download {RESNET50_URL} once on a connected machine into "
-                        f"{shown_path(weights_root())} (or pass --backbone-weights PATH, from Python backbone_weights=PATH; "
-                        f"instructions: {WEIGHTS_DOC}).")
+                        f"{shown_path(weights_root())} (or pass --backbone-weights PATH, from Python "
+                        f"backbone_weights=PATH; instructions: {WEIGHTS_DOC}).")
 
 
 def _find_weights(path: str | Path | None, defaults: list[Path], what: str, fetch: str) -> Path:
@@ -176,9 +176,8 @@ def _find_weights(path: str | Path | None, defaults: list[Path], what: str, fetc
         if candidate.is_file():
             return candidate
     raise CheckpointError(f"{what} not found (looked at: {', '.join(map(shown_path, candidates))}).",
-                          f"{fetch}; or pass --backbone-weights PATH (--backbone-weights random for shape checks only; from "
-                          f"Python backbone_weights=PATH); "
-                          f"instructions: {WEIGHTS_DOC}.")
+                          f"{fetch}; or pass --backbone-weights PATH (--backbone-weights random for shape checks "
+                          f"only; from Python backbone_weights=PATH); instructions: {WEIGHTS_DOC}.")
 
 
 def find_resnet50_weights(path: str | Path | None = None) -> Path:
