@@ -1,4 +1,4 @@
-"""Why PI-CLIP(HDMNet) trails HDMNet at 2 ways: where the 2-way errors come from, and what the priors say (toy tier).
+"""PI-CLIP(HDMNet) and HDMNet at 2 ways: where the 2-way errors come from, and what the priors say (toy tier).
 
     python -m fsslib.runs papermill_runs/piclip_baselines_toy.yaml             # once: the ablation models of fold 0
     python -m fsslib.runs papermill_runs/piclip_hdmnet_two_way_control.yaml    # once: the raw-VVP model
