@@ -170,10 +170,8 @@ def check_settings(cfg: Config) -> Config:
             raise FsslibError(f"{flag} {problem}, got {value!r}.",
                               f"pass {flag} {getattr(Config, name)} (the default) or another value in that range.")
     if cfg.benchmark in BENCHMARKS:  # a dataset folder's folds are read with its files (fsslib.data.folder)
-        n_folds = get_benchmark(cfg.benchmark, cfg.coco_folds, cfg.novel_classes).n_folds  # refuses novel classes
-        if cfg.fold >= n_folds:  # below 0 is out of --fold's range, refused above
-            raise FsslibError(f"--fold {cfg.fold} is not a fold of benchmark {cfg.benchmark!r}, which has {n_folds}.",
-                              f"pass --fold {', '.join(map(str, range(n_folds - 1)))} or {n_folds - 1}.")
+        # refuses --novel-classes and a fold the benchmark lacks
+        get_benchmark(cfg.benchmark, cfg.coco_folds, cfg.novel_classes).fold_classes(cfg.fold)
     return cfg
 
 

@@ -177,8 +177,9 @@ def check_parameters(grid: dict[str, Any], runs: list[dict[str, Any]]) -> None:
     from fsslib.config import Config
     from fsslib.launch import RUN_KEYS, SET_BY_THE_RUNNER, run_config
 
+    settable = {f.name for f in fields(Config)} | set(RUN_KEYS)
     for params in runs:
-        if not set(params) <= {f.name for f in fields(Config)} | set(RUN_KEYS):
+        if not set(params) <= settable:
             continue  # an unknown name: the checks below name it
         try:
             run_config(params)

@@ -70,7 +70,7 @@ def test_unknown_names():
         make_config(method="nope")
     with pytest.raises(UnknownNameError, match=r"(?s)Unknown preset .huge.*toy, paper"):
         make_config(preset="huge")
-    with pytest.raises(UnknownNameError, match="Fold 4 is not a fold of benchmark .toy., which has 4"):
+    with pytest.raises(UnknownNameError, match="--fold 4 is not a fold of benchmark .toy., which has 4"):
         TOY.fold_classes(4)
 
 

@@ -64,8 +64,9 @@ class Benchmark:
     def fold_classes(self, fold: int) -> list[int]:
         """The novel (test) class ids of ``fold``."""
         if not 0 <= fold < self.n_folds:
-            raise UnknownNameError(f"Fold {fold} is not a fold of benchmark {self.name!r}, which has {self.n_folds}.",
-                                   f"use one of: {', '.join(str(f) for f in range(self.n_folds))}.")
+            raise UnknownNameError(f"--fold {fold} is not a fold of benchmark {self.name!r}, which has {self.n_folds}.",
+                                   f"pass --fold {', '.join(map(str, range(self.n_folds - 1)))} or {self.n_folds - 1}."
+                                   if self.n_folds > 1 else "pass --fold 0.")
         if self.folds:
             return list(self.folds[fold])
         per_fold = self.n_classes // self.n_folds
