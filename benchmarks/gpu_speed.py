@@ -12,7 +12,8 @@ Each method at its paper preset (random weights, as ``benchmarks/paper_train_ste
   step and ``loss.item()`` read every step (two waits for the GPU per step);
 * ``no_syncs``: the loop now: the batch copied from pinned memory without waiting, the losses kept on the GPU;
 * ``fp32``: today's step without autocast. Its outputs' distance to today's is the scale of bf16 rounding, against
-  which the other rows' distances read; its share of peak is of the dense fp32 peak;
+  which the other rows' distances read; its share of peak is of the dense TF32 peak (cuDNN's convolutions run on
+  TF32 tensor cores by default; the fp32 peak where torch forbids TF32: ``paper_train_step.peak_tflops``);
 * ``channels_last``, ``fused_attention`` (HDMNet only), ``compile``: one setting of :mod:`fsslib.speed` alone;
 * ``compile_graphs``: ``compile`` with ``mode="reduce-overhead"``: each compiled region replayed as a CUDA graph
   (one launch for its kernels), ``torch.compiler.cudagraph_mark_step_begin()`` before each step;

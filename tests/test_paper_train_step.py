@@ -29,8 +29,21 @@ def test_a_step_s_flops_count_the_forward_and_backward_products():
 
 def test_the_peak_is_known_for_h100_and_h200_only():
     assert paper_train_step.peak_tflops("NVIDIA H200", "bf16") == 989.0
-    assert paper_train_step.peak_tflops("NVIDIA H100 80GB HBM3", "fp32") == 67.0
     assert paper_train_step.peak_tflops("CPU", "bf16") is None
+
+
+def test_a_float32_step_is_held_to_the_tf32_peak_where_torch_lets_its_convolutions_use_tf32():
+    """cuDNN runs float32 convolutions on TF32 tensor cores by default: against the plain fp32 peak such a step's
+    share passed 100%. Where torch forbids TF32 for both kinds of product, the fp32 peak holds."""
+    assert torch.backends.cudnn.allow_tf32  # torch's default
+    assert paper_train_step.peak_tflops("NVIDIA H200", "fp32") == 495.0
+    matmul_tf32 = torch.backends.cuda.matmul.allow_tf32
+    try:
+        with torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled, allow_tf32=False):
+            torch.backends.cuda.matmul.allow_tf32 = False
+            assert paper_train_step.peak_tflops("NVIDIA H100 80GB HBM3", "fp32") == 67.0
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = matmul_tf32
 
 
 GPU_SPEED = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_speed.py"
