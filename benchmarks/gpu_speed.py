@@ -29,8 +29,8 @@ Each row reports ms / step, its ratio to ``today`` (the goal: 0.5 or less), TFLO
 computes the same products) and the share of the GPU's dense bf16 peak. Before its timed steps each row's model
 gives its eval-mode outputs for the batch, compared with ``today``'s (relative L2 difference, at most
 ``--tolerance`` or twice the ``fp32`` row's, whichever is larger: bf16 rounding); the ``compile`` and
-``compile_graphs`` rows skip the check (it would compile the eval graphs too: the ``all`` row checks the compiled
-path). Rows run in the order of their cost, every method's eager rows first, then ``all``, then ``compile_graphs``
+``compile_graphs`` rows check theirs with ``--check-compiled`` only (it compiles their eval graphs too; without it
+the ``all`` row checks the compiled path). Rows run in the order of their cost, every method's eager rows first, then ``all``, then ``compile_graphs``
 (whose kernels the ``all`` row's compile has cached), then ``compile``, then ``today_end``; a row whose
 estimate would pass ``--budget-s`` is skipped and said so. The plan and its estimate are printed first. A row that
 raises (a compiler error, memory) is kept as a failed row and the run goes on. ``--profile`` then profiles a few of
@@ -91,13 +91,16 @@ class Row:
     note: str = ""
 
 
-def estimate_s(method: str, lever: str, steps: int, warmup: int, compile_s: float | None = None) -> float:
+def estimate_s(method: str, lever: str, steps: int, warmup: int, compile_s: float | None = None,
+               check_compiled: bool = False) -> float:
     """A row's seconds, from today's H200 step time: its steps, copying and checking, and compiling (``compile_s``,
-    by default :data:`COMPILE_S`, a guess; the run replaces it by what its compiled rows took)."""
+    by default :data:`COMPILE_S`, a guess; the run replaces it by what its compiled rows took; twice for the
+    ``compile`` and ``compile_graphs`` rows with ``check_compiled``, which compiles their eval graphs too)."""
     if lever == "fused_attention" and method not in ATTENTION_METHODS:
         return 0.0
     step_s = TODAY_MS.get(method, 50.0) / 1000 * (steps + warmup + 2)
-    compiling = COMPILE_S if compile_s is None else compile_s
+    compiling = (COMPILE_S if compile_s is None else compile_s) * (
+        2 if check_compiled and lever in ("compile", "compile_graphs") else 1)
     return step_s + ROW_OVERHEAD_S + (compiling if lever in COMPILED_LEVERS else 0.0)
 
 
@@ -140,8 +143,10 @@ def eval_outputs(model: torch.nn.Module, batch: EpisodeBatch, device: torch.devi
 
 
 def time_row(method: str, lever: str, reference: torch.nn.Module, reference_outputs: torch.Tensor, cfg,
-             batch: EpisodeBatch, host_batch: EpisodeBatch, device: torch.device, steps: int, warmup: int) -> Row:
-    """One row: a fresh copy of the reference model with the lever's settings, checked, then timed."""
+             batch: EpisodeBatch, host_batch: EpisodeBatch, device: torch.device, steps: int, warmup: int,
+             check_compiled: bool = False) -> Row:
+    """One row: a fresh copy of the reference model with the lever's settings, checked, then timed (the
+    ``compile`` and ``compile_graphs`` rows are checked with ``check_compiled`` only)."""
     row = Row(method, lever)
     if lever == "fused_attention" and not fused_attention(reference, False):
         row.note = "n/a: no attention to fuse"
@@ -150,7 +155,7 @@ def time_row(method: str, lever: str, reference: torch.nn.Module, reference_outp
     options = settings(lever)
     apply_speed_settings(model, **options)
     bf16 = lever != "fp32"
-    if lever not in ("compile", "compile_graphs"):
+    if lever not in ("compile", "compile_graphs") or check_compiled:  # before any step: today's weights
         row.difference = relative_difference(eval_outputs(model, batch, device, bf16), reference_outputs)
     optimizer = make_optimizer(cfg, model)
     loop = loop_of(lever)
@@ -172,8 +177,8 @@ def time_row(method: str, lever: str, reference: torch.nn.Module, reference_outp
         optimizer.step()
         if loop == "trainer":
             losses.append(torch.tensor(loss.item()))  # the old loop's read, every step
-        else:
-            losses.append(loss.detach())
+        else:  # a copy: a CUDA graph's next replay writes over its outputs, this loss included
+            losses.append(loss.detach().clone() if graphs else loss.detach())
 
     model.train()
     # a compiled row compiles in its first steps; CUDA graph trees run a region eagerly once, then record it
@@ -283,6 +288,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tolerance", type=float, default=0.03,
                         help="largest relative L2 difference of a row's outputs to today's (bf16 rounding); "
                         "twice the fp32 row's difference where that is larger")
+    parser.add_argument("--check-compiled", action="store_true",
+                        help="compare the compile and compile_graphs rows' eval outputs with today's too "
+                        "(compiles their eval graphs: about a compiled row's time again)")
     parser.add_argument("--plan-only", action="store_true", help="print the plan and its estimate, run nothing")
     parser.add_argument("--profile", action="store_true",
                         help="after the rows, profile each method's default step: GPU busy share, syncs, top ops")
@@ -294,7 +302,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     levers = ["today"] + [lever for lever in args.levers if lever != "today"]
     plan = ordered_plan(args.methods, levers)
-    estimates = {row: estimate_s(*row, args.steps, args.warmup) for row in plan}
+    estimates = {row: estimate_s(*row, args.steps, args.warmup, check_compiled=args.check_compiled) for row in plan}
     total = sum(estimates.values()) + BUILD_S * len(args.methods)
     plan_text = (f"plan: {len(plan)} rows, estimated {total:.0f} s (compiling {COMPILE_S:.0f} s a compiled row, a guess "
                  f"replaced by the first one's time), budget {args.budget_s:.0f} s: "
@@ -331,7 +339,7 @@ def main(argv: list[str] | None = None) -> None:
                 batch = batch_cpu.to(device)
                 references[method] = (cfg, model, eval_outputs(model, batch, device), batch, batch_cpu)
                 flops[method] = step_flops(model, cfg, batch, device)
-            estimate = estimate_s(method, lever, args.steps, args.warmup, compile_s)
+            estimate = estimate_s(method, lever, args.steps, args.warmup, compile_s, args.check_compiled)
             if lever not in ("today", "today_end") and elapsed + estimate > args.budget_s:
                 rows.append(Row(method, lever, note=f"skipped: past the {args.budget_s:.0f} s budget"))
                 print(f"{method} / {lever}: skipped (budget)", flush=True)
@@ -339,7 +347,8 @@ def main(argv: list[str] | None = None) -> None:
             cfg, model, outputs, batch, batch_cpu = references[method]
             row_started = time.perf_counter()
             try:
-                row = time_row(method, lever, model, outputs, cfg, batch, batch_cpu, device, args.steps, args.warmup)
+                row = time_row(method, lever, model, outputs, cfg, batch, batch_cpu, device, args.steps, args.warmup,
+                               args.check_compiled)
             except Exception as error:  # a lever that breaks (a compiler error, memory) is a result: the run goes on
                 traceback.print_exc()
                 row = Row(method, lever, note=f"failed: {type(error).__name__}: {str(error)[:160]!r}")

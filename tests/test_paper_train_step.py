@@ -157,6 +157,33 @@ def test_a_lever_may_differ_from_today_by_twice_the_bf16_rounding_that_the_fp32_
     assert "bam: fp32 outputs 4.0e-02 from today's bf16 ones" in capsys.readouterr().out
 
 
+def test_check_compiled_compares_a_compiled_row_s_outputs_before_its_steps(monkeypatch, capsys, tmp_path):
+    """A compiled row's outputs are compared with today's only with --check-compiled (it compiles the eval graphs),
+    before its steps train the row's copy: the table shows '-' without it and the distance with it. Compiling
+    itself is left out (a stand-in applies no setting), so the test times no compiler and the distance is 0."""
+    class Tiny(torch.nn.Linear):  # its loss is a method: a row's deep copy trains itself, not the reference
+        def loss(self, episodes):
+            return self(episodes.query_images.flatten(1)[:, :4]).square().mean()
+
+    def build(method, batch_size, shots, image_size, device, heads):
+        torch.manual_seed(0)
+        return SimpleNamespace(image_size=8), Tiny(4, 1)
+
+    monkeypatch.setattr(gpu_speed, "build", build)
+    monkeypatch.setattr(gpu_speed, "apply_speed_settings", lambda model, **settings: {})
+    monkeypatch.setattr(gpu_speed, "step_flops", lambda *args: 1e9)
+    monkeypatch.setattr(gpu_speed, "make_optimizer", lambda cfg, model: torch.optim.SGD(model.parameters(), lr=0.1))
+    monkeypatch.setattr(gpu_speed, "eval_outputs", lambda model, *args: model.weight.detach().clone())
+    command = ["--device", "cpu", "--image-size", "8", "--steps", "1", "--warmup", "0", "--batch-size", "2",
+               "--methods", "bam", "--levers", "today", "compile", "--budget-s", "1e9"]
+    for extra, expected in (([], "-"), (["--check-compiled"], "0.0e+00")):  # after its steps: 2.4e-01
+        gpu_speed.main(command + extra + ["--out", str(tmp_path / "r.md")])
+        row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| bam | compile |"))
+        assert row.split(" | ")[7] == expected
+    assert gpu_speed.estimate_s("bam", "compile", 1, 0, 10.0, check_compiled=True) == pytest.approx(
+        gpu_speed.estimate_s("bam", "compile", 1, 0, 10.0) + 10.0)
+
+
 LOADER = Path(__file__).resolve().parent.parent / "benchmarks" / "paper_loader.py"
 loader_spec = importlib.util.spec_from_file_location("paper_loader", LOADER)
 paper_loader = importlib.util.module_from_spec(loader_spec)
