@@ -17,9 +17,9 @@
   shapes, as a training step's are): one launch for a region instead of one per kernel. A loop that uses it calls
   ``torch.compiler.cudagraph_mark_step_begin()`` before each step, so that a step's graphs may reuse the last
   step's output buffers. ``benchmarks/gpu_speed.py`` times it as the ``compile_graphs`` row. The trainer does not
-  offer it: on an H200 the eval forward failed under it (``gpu_speed.py --check-compiled``), as a region called twice
-  in one forward, the backbone on the support and then the query, had its first outputs written over by the second
-  replay (``benchmarks/README.md``, "One GPU session, every script").
+  offer it: on an H200 the eval forward failed under it (``gpu_speed.py --check-compiled``): torch reported a backbone output
+  written over by a later replay (``benchmarks/README.md``, "One GPU session, every script"). A hypothesis, not yet
+  tested: the backbone region runs twice in one forward (support, then query).
 
 The trainer reads them from the configuration (``--compile``, ``--channels-last``, ``--fused-attention``, all off
 by default): :func:`apply_speed_settings`. ``benchmarks/gpu_speed.py`` times each one alone and all together.
