@@ -7,8 +7,8 @@ On a fabricated prepared PASCAL root (JPEGs of 500 x 375, PASCAL's most common s
 ``paper_loader.fabricate``), as ``python -m fsslib.pretrain qgnet-prior`` runs it at its defaults:
 
 * the superpixel cache (``cache_superpixels``: SLIC at skimage's defaults on the image as stored, then the segment
-  table), in ``--superpixel-workers`` processes: CPU-seconds per image, and the CPU-hours for PASCAL's 12,031
-  images (training and test splits) and COCO 2014's 123,287, paid once;
+  table), in ``--superpixel-workers`` processes: CPU-seconds per image, and the CPU-hours for every image of PASCAL
+  (trainaug and val) and of COCO 2014 (train and val), ``PAPER_IMAGES``, paid once;
 * the batch items (``PriorImages``: decode, two 224 crops with flips, one superpixel patch and two 112 crops of it)
   through a ``DataLoader`` of batch 32: images per CPU-second (this process and its workers; steady on a shared
   machine, where the wall rate says nothing) and images per second of wall time.
@@ -26,12 +26,12 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from fsslib.pretrain.qgnet_prior.paper import (EpochBatches, PaperPriorSettings, PriorImages, benchmark_images,
-                                               cache_superpixels, superpixel_folder)
+from fsslib.pretrain.qgnet_prior.paper import (PAPER_IMAGES, EpochBatches, PaperPriorSettings, PriorImages,
+                                               benchmark_images, cache_superpixels, superpixel_folder)
 from paper_loader import HEIGHT, WIDTH, cpu_seconds, fabricate
 from timing import add_report_options, command_line, write_report
 
-DATASET_IMAGES = {"PASCAL (train + val)": 12031, "COCO 2014 (train + val)": 123287}
+DATASET_IMAGES = {"PASCAL (train + val)": PAPER_IMAGES["pascal"], "COCO 2014 (train + val)": PAPER_IMAGES["coco"]}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -7,8 +7,9 @@
 weights, the colours drawn on the device, the key encoder's momentum update, SGD) on random uint8 views of the
 recipe's sizes: the loader is left out (``benchmarks/qgnet_prior_loader.py`` measures it). After ``--warmup``
 untimed steps, ``--steps`` timed ones with a synchronisation at the end. Reported: milliseconds per step, images
-per second, and the GPU-hours of the paper's budgets at that rate (1000 epochs of PASCAL's 12,031 images, 200 of
-COCO 2014's 123,287; steps of ``--batch-size``, the last partial batch dropped). Writes a Markdown report
+per second, and the GPU-hours of the paper's budgets at that rate (``PAPER_EPOCHS`` over ``PAPER_IMAGES``: 1000
+epochs of PASCAL's trainaug and val images, 200 of COCO 2014's; steps of ``--batch-size``, the last partial batch
+dropped). Writes a Markdown report
 (``--out``, default ``benchmarks/results/qgnet_prior_step_<gpu>.md``, printed only on the CPU; each of ``--runs`` a
 table).
 """
@@ -25,12 +26,14 @@ import torch
 
 from fsslib.device import resolve_device
 from fsslib.pretrain.qgnet_prior.moco import LOSS_SETS
-from fsslib.pretrain.qgnet_prior.paper import PaperPriorSettings, pretraining_model, training_step
+from fsslib.pretrain.qgnet_prior.paper import (PAPER_EPOCHS, PAPER_IMAGES, PaperPriorSettings, pretraining_model,
+                                               training_step)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from timing import add_report_options, command_line, default_report, run_tables, write_report  # noqa: E402
 
-BUDGETS = {"PASCAL, 1000 epochs": (12031, 1000), "COCO 2014, 200 epochs": (123287, 200)}  # (images, epochs)
+BUDGETS = {f"{name}, {PAPER_EPOCHS[benchmark]} epochs": (PAPER_IMAGES[benchmark], PAPER_EPOCHS[benchmark])
+           for benchmark, name in (("pascal", "PASCAL"), ("coco", "COCO 2014"))}  # (images, epochs)
 
 
 def main(argv: list[str] | None = None) -> None:

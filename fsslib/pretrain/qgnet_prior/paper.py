@@ -76,6 +76,10 @@ PAPER_SUPERPIXELS = {  # skimage's defaults for SLIC; Felzenszwalb's as skimage'
     "felzenszwalb": {"scale": 100.0, "sigma": 0.5, "min_size": 50},
 }
 PAPER_EPOCHS = {"pascal": 1000, "coco": 200}  # Sec. V-A
+# every image of the dataset, as the paper counts PASCAL's (Sec. V-A: 10,582 training, 1,449 validation) and COCO
+# 2014's train and val: the benchmarks' budgets. fsslib reads its prepared lists' images (benchmark_images), fewer
+# with PASCAL's default train list (PFENet's 5,953 instead of trainaug's 10,582)
+PAPER_IMAGES = {"pascal": 12031, "coco": 123287}
 MAX_SEGMENTS = 256  # the largest segments kept per image (SLIC's 100 make at most a few more)
 REFERENCE_BATCH = 256  # MoCo v2's learning rate is given for 256 images per step
 ORDER_STREAM, ITEM_STREAM, COLOUR_STREAM = 0, 1, 2  # np.random.default_rng([seed, stream, ...]): apart from each other
