@@ -34,7 +34,8 @@ blur) are drawn per step on the training device, batched (:func:`~fsslib.pretrai
 conversion (both read ``encoder_q``), not by ``main_moco.py --resume`` (no optimiser state; the extra patch queue).
 Beside it (``.pth.json``): the command, settings, images, the loss of every epoch, hardware and times.
 
-Not measured yet: a run at the paper's size, which needs a GPU; this module is tested on the CPU at a few pixels.
+Its training step at the paper's size is timed on an H200 (``benchmarks/README.md``, "One GPU session, every
+script"); no whole run at that size has been made. This module is tested on the CPU at a few pixels.
 """
 from __future__ import annotations
 
