@@ -98,15 +98,43 @@ def compile_cache_dir() -> Path:
     return Path(os.environ["TORCHINDUCTOR_CACHE_DIR"])
 
 
+GRAPH_MODES = ("reduce-overhead", "max-autotune")  # torch.compile's modes that replay CUDA graphs
+
+
 def compile_regions(model: nn.Module, **options) -> list[str]:
     """``Module.compile(**options)`` of each region of :func:`compiled_parts` (in place: the module's state dict
     keeps its names); returns the regions' names. Compiling happens at each region's first call. ``options`` are
-    ``torch.compile``'s, e.g. ``mode="reduce-overhead"`` (CUDA graphs)."""
+    ``torch.compile``'s, e.g. ``mode="reduce-overhead"`` (CUDA graphs: each region also
+    :func:`clones_inference_outputs`)."""
     compile_cache_dir()
     parts = compiled_parts(model)
     for _, module in parts:
         module.compile(**options)
+        if options.get("mode") in GRAPH_MODES:
+            clones_inference_outputs(module)
     return [name for name, _ in parts]
+
+
+def clones_inference_outputs(module: nn.Module) -> nn.Module:
+    """``module`` (compiled, in place) returning copies of its outputs when no gradient is recorded.
+
+    Under CUDA graphs, an evaluation forward that called a region twice (the backbone on the support, then on the
+    query) lost the first call's outputs: torch reported them written over by a later replay (on an H200). The
+    hypothesis this tests: in inference, each call of a region starts a new generation of the graph trees, which may
+    reuse the last one's output memory; a training step keeps them, as its backward is pending. Copies made outside
+    the graph cost a copy of each output, in evaluation only."""
+    compiled = module._compiled_call_impl
+    if compiled is None:
+        raise ValueError("clones_inference_outputs wraps a compiled module: call module.compile() first.")
+
+    def call(*args, **kwargs):
+        outputs = compiled(*args, **kwargs)
+        if torch.is_grad_enabled():
+            return outputs
+        return torch.utils._pytree.tree_map_only(torch.Tensor, torch.clone, outputs)
+
+    module._compiled_call_impl = call
+    return module
 
 
 def apply_speed_settings(model: nn.Module, compile: bool = False, channels_last: bool = False,

@@ -183,7 +183,12 @@ def test_compile_regions_pass_torch_compile_s_mode_to_every_region(monkeypatch):
     from fsslib.speed import apply_speed_settings, compiled_parts
 
     calls: list[tuple[int, dict]] = []
-    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **options: calls.append((id(self), options)))
+
+    def record(self, **options):
+        calls.append((id(self), options))
+        self._compiled_call_impl = self._call_impl  # as Module.compile leaves it, uncompiled
+
+    monkeypatch.setattr(torch.nn.Module, "compile", record)
     model = build_method(make_config(method="pfenet", device="cpu"))
     done = apply_speed_settings(model, compile=True, compile_mode="reduce-overhead")
     assert done["compiled"] == [name for name, _ in compiled_parts(model)] and len(calls) == len(done["compiled"]) > 1
@@ -192,3 +197,23 @@ def test_compile_regions_pass_torch_compile_s_mode_to_every_region(monkeypatch):
     calls.clear()
     apply_speed_settings(model, compile=True)
     assert calls and all(options == {"mode": "default"} for _, options in calls)  # the trainer's --compile
+
+
+def test_a_cuda_graph_region_returns_copies_of_its_outputs_in_evaluation_only():
+    """Under CUDA graphs a region's outputs live in memory that its next replay may reuse: in evaluation (no
+    gradient recorded) the region returns copies, made outside the graph; in training its own outputs. A stand-in
+    for the compiled call returns one buffer, as a replayed graph does."""
+    from fsslib.speed import clones_inference_outputs
+
+    region = torch.nn.Identity()
+    with pytest.raises(ValueError, match="call module.compile"):
+        clones_inference_outputs(region)
+    buffer = torch.ones(3, requires_grad=True)
+    region._compiled_call_impl = lambda *inputs: (buffer, {"scores": buffer * 2})
+    clones_inference_outputs(region)
+    with torch.no_grad():
+        features, extra = region(torch.zeros(3))
+    assert features.data_ptr() != buffer.data_ptr() and torch.equal(features, buffer.detach())
+    assert torch.equal(extra["scores"], buffer.detach() * 2)
+    features, _ = region(torch.zeros(3))
+    assert features is buffer
