@@ -17,9 +17,10 @@
   shapes, as a training step's are): one launch for a region instead of one per kernel. A loop that uses it calls
   ``torch.compiler.cudagraph_mark_step_begin()`` before each step, so that a step's graphs may reuse the last
   step's output buffers. ``benchmarks/gpu_speed.py`` times it as the ``compile_graphs`` row. The trainer does not
-  offer it: on an H200 the eval forward failed under it (``gpu_speed.py --check-compiled``): torch reported a backbone output
-  written over by a later replay (``benchmarks/README.md``, "One GPU session, every script"). A hypothesis, not yet
-  tested: the backbone region runs twice in one forward (support, then query).
+  offer it yet. On an H200 the eval forward first failed under it (``gpu_speed.py --check-compiled``): torch
+  reported a backbone output written over by a later replay. With each region's outputs copied in evaluation
+  (:func:`clones_inference_outputs`), HDMNet's evaluation matched the eager one's; that check was one call, so
+  graph replays in evaluation are not checked yet (``benchmarks/README.md``, "One GPU session, every script").
 
 The trainer reads them from the configuration (``--compile``, ``--channels-last``, ``--fused-attention``, all off
 by default): :func:`apply_speed_settings`. ``benchmarks/gpu_speed.py`` times each one alone and all together.
