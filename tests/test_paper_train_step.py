@@ -173,13 +173,22 @@ def test_check_compiled_compares_a_compiled_row_s_outputs_before_its_steps(monke
     monkeypatch.setattr(gpu_speed, "apply_speed_settings", lambda model, **settings: {})
     monkeypatch.setattr(gpu_speed, "step_flops", lambda *args: 1e9)
     monkeypatch.setattr(gpu_speed, "make_optimizer", lambda cfg, model: torch.optim.SGD(model.parameters(), lr=0.1))
-    monkeypatch.setattr(gpu_speed, "eval_outputs", lambda model, *args: model.weight.detach().clone())
+    evaluations: list[int] = []
+
+    def eval_outputs(model, *args):
+        evaluations.append(id(model))
+        return model.weight.detach().clone()
+
+    monkeypatch.setattr(gpu_speed, "eval_outputs", eval_outputs)
     command = ["--device", "cpu", "--image-size", "8", "--steps", "1", "--warmup", "0", "--batch-size", "2",
                "--methods", "bam", "--levers", "today", "compile", "--budget-s", "1e9"]
     for extra, expected in (([], "-"), (["--check-compiled"], "0.0e+00")):  # after its steps: 2.4e-01
         gpu_speed.main(command + extra + ["--out", str(tmp_path / "r.md")])
         row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| bam | compile |"))
         assert row.split(" | ")[7] == expected
+    # each run evaluates the reference, today and today_end once; the checked compiled row three times (its graphs
+    # replayed), the unchecked one never
+    assert len(evaluations) == 3 + (3 + 3)
     assert gpu_speed.estimate_s("bam", "compile", 1, 0, 10.0, check_compiled=True) == pytest.approx(
         gpu_speed.estimate_s("bam", "compile", 1, 0, 10.0) + 10.0)
 
