@@ -205,6 +205,31 @@ def test_the_loader_benchmark_reads_its_fabricated_pascal_root(tmp_path):
     assert wall > 0 and per_cpu > 0
 
 
+def test_the_cuda_graph_check_runs_each_method_in_its_own_process_with_options_it_has(tmp_path):
+    """benchmarks/gpu_graphs_check.sh is run on a lent GPU only: on the CPU, a stand-in python3 records its calls,
+    one per method, each checking the compiled outputs and writing its own report into OUT."""
+    import os
+    import re
+    import subprocess
+
+    calls = tmp_path / "calls.txt"
+    stand_in = tmp_path / "bin" / "python3"
+    stand_in.parent.mkdir()
+    stand_in.write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+    stand_in.chmod(0o755)
+    subprocess.run(["bash", str(GPU_SPEED.parent / "gpu_graphs_check.sh")], check=True, capture_output=True,
+                   env={**os.environ, "PATH": f"{stand_in.parent}:{os.environ['PATH']}", "OUT": str(tmp_path / "out")})
+    recorded = [line.split() for line in calls.read_text().splitlines()]
+    assert [call[call.index("--methods") + 1] for call in recorded] == ["hdmnet", "bam", "piclip", "pfenet"]
+    assert all(call[0] == "benchmarks/gpu_speed.py" and "--check-compiled" in call and "compile_graphs" in call
+               for call in recorded)
+    assert [call[call.index("--out") + 1] for call in recorded] == [
+        str(tmp_path / "out" / f"graphs_{method}.md") for method in ("hdmnet", "bam", "piclip", "pfenet")]
+    declared = set(re.findall(r'add_argument\("(--[a-z-]+)"', GPU_SPEED.read_text()
+                              + (GPU_SPEED.parent / "timing.py").read_text()))
+    assert all({a for a in call if a.startswith("--")} <= declared for call in recorded)
+
+
 def test_the_gpu_session_calls_its_scripts_with_options_they_have(tmp_path):
     """benchmarks/gpu_session.sh is run on a lent GPU only: on the CPU, a stand-in python3 records its six calls,
     and every option it passes is one its script declares."""
