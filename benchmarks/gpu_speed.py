@@ -30,8 +30,8 @@ computes the same products) and the share of the GPU's dense bf16 peak. Before i
 gives its eval-mode outputs for the batch, compared with ``today``'s (relative L2 difference, at most
 ``--tolerance`` or twice the ``fp32`` row's, whichever is larger: bf16 rounding); the ``compile`` and
 ``compile_graphs`` rows check theirs with ``--check-compiled`` only (it compiles their eval graphs too, and
-evaluates three times, so that a CUDA graph is replayed; without it the ``all`` row checks the compiled path). Rows run in the order of their cost, every method's eager rows first, then ``all``, then ``compile_graphs``
-(whose kernels the ``all`` row's compile has cached), then ``compile``, then ``today_end``; a row whose
+evaluates three times, so that a CUDA graph is replayed; without it the ``all`` row checks the compiled path).
+Rows run in the order of their cost, every method's eager rows first, then ``all``, then ``compile_graphs`` (whose kernels the ``all`` row's compile has cached), then ``compile``, then ``today_end``; a row whose
 estimate would pass ``--budget-s`` is skipped and said so. The plan and its estimate are printed first. A row that
 raises (a compiler error, memory) is kept as a failed row and the run goes on. ``--profile`` then profiles a few of
 each method's default steps (``torch.profiler``): the share of the step's wall time the GPU is busy (a low share:
