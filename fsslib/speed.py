@@ -18,9 +18,10 @@
   ``torch.compiler.cudagraph_mark_step_begin()`` before each step, so that a step's graphs may reuse the last
   step's output buffers. ``benchmarks/gpu_speed.py`` times it as the ``compile_graphs`` row. The trainer does not
   offer it yet. On an H200 the eval forward first failed under it (``gpu_speed.py --check-compiled``): torch
-  reported a backbone output written over by a later replay. With each region's outputs copied in evaluation
-  (:func:`clones_inference_outputs`), HDMNet's evaluation matched the eager one's; that check was one call, so
-  graph replays in evaluation are not checked yet (``benchmarks/README.md``, "One GPU session, every script").
+  reported an output made in the backbone as "overwritten by a subsequent run". With each region's outputs copied
+  whenever no gradient is recorded (:func:`clones_inference_outputs`), HDMNet's evaluation matched the eager one's;
+  that check was one call, so graph replays in evaluation are not checked yet (``benchmarks/README.md``, "One GPU
+  session, every script").
 
 The trainer reads them from the configuration (``--compile``, ``--channels-last``, ``--fused-attention``, all off
 by default): :func:`apply_speed_settings`. ``benchmarks/gpu_speed.py`` times each one alone and all together.
@@ -119,11 +120,12 @@ def compile_regions(model: nn.Module, **options) -> list[str]:
 def clones_inference_outputs(module: nn.Module) -> nn.Module:
     """``module`` (compiled, in place) returning copies of its outputs when no gradient is recorded.
 
-    Under CUDA graphs, an evaluation forward that called a region twice (the backbone on the support, then on the
-    query) lost the first call's outputs: torch reported them written over by a later replay (on an H200). The
-    hypothesis this tests: in inference, each call of a region starts a new generation of the graph trees, which may
-    reuse the last one's output memory; a training step keeps them, as its backward is pending. Copies made outside
-    the graph cost a copy of each output, in evaluation only."""
+    Under CUDA graphs, HDMNet's evaluation forward failed on an H200: torch reported an output made in the backbone
+    as "overwritten by a subsequent run". The hypothesis this tests, not established: a region called twice without
+    recording gradients (the frozen backbone on the support, then on the query) starts a new generation of the graph
+    trees, which may reuse the memory of the last one's outputs. The copies are made outside the graph whenever no
+    gradient is recorded: in evaluation, and for the frozen regions (backbones, base learners, CLIP blocks) in every
+    training step too, one copy of each output."""
     compiled = module._compiled_call_impl
     if compiled is None:
         raise ValueError("clones_inference_outputs wraps a compiled module: call module.compile() first.")
