@@ -30,16 +30,17 @@ computes the same products) and the share of the GPU's dense bf16 peak. Before i
 gives its eval-mode outputs for the batch, compared with ``today``'s (relative L2 difference, at most
 ``--tolerance`` or twice the ``fp32`` row's, whichever is larger: bf16 rounding); the ``compile`` and
 ``compile_graphs`` rows check theirs with ``--check-compiled`` only (it compiles their eval graphs too, and
-evaluates three times, so that a CUDA graph is replayed; without it the ``all`` row checks the compiled path).
-Rows run in the order of their cost, every method's eager rows first, then ``all``, then ``compile_graphs`` (whose kernels the ``all`` row's compile has cached), then ``compile``, then ``today_end``; a row whose
-estimate would pass ``--budget-s`` is skipped and said so. The plan and its estimate are printed first. A row that
-raises (a compiler error, memory) is kept as a failed row and the run goes on. ``--profile`` then profiles a few of
-each method's default steps (``torch.profiler``): the share of the step's wall time the GPU is busy (a low share:
-the step waits for the host, its Python and its reads from the GPU, which compiling and CUDA graphs address), the
-host-device synchronisations, and the ops that take the most GPU time. Writes the Markdown report (``--out``,
-default ``benchmarks/results/gpu_speed_<gpu>.md``, printed only on the CPU): the setting, the plan, the table, the
-notes and profiles, failed rows included. Then it exits with an error naming the rows that failed, whose outputs
-differ or whose losses are not finite.
+evaluates three times, so that a CUDA graph is replayed; without it the ``all`` row checks the compiled path). Rows
+run in the order of their cost, every method's eager rows first, then ``all``, then ``compile_graphs`` (whose
+kernels the ``all`` row's compile has cached), then ``compile``, then ``today_end``; a row whose estimate would pass
+``--budget-s`` is skipped and said so. The plan and its estimate are printed first. A row that raises (a compiler
+error, memory) is kept as a failed row and the run goes on. ``--profile`` then profiles a few of each method's
+default steps (``torch.profiler``): the share of the step's wall time the GPU is busy (a low share: the step waits
+for the host, its Python and its reads from the GPU, which compiling and CUDA graphs address), the host-device
+synchronisations, and the ops that take the most GPU time. Writes the Markdown report (``--out``, default
+``benchmarks/results/gpu_speed_<gpu>.md``, printed only on the CPU): the setting, the plan, the table, the notes and
+profiles, failed rows included. Then it exits with an error naming the rows that failed, whose outputs differ or
+whose losses are not finite.
 """
 from __future__ import annotations
 
@@ -77,6 +78,7 @@ BUILD_S = 15.0  # building a paper model with random weights (ResNet-50's BatchN
 ROW_OVERHEAD_S = 3.0  # copying the model, the output check
 COMPILE_S = 75.0  # compiling a method's regions (forward and backward; ``all``: the eval graphs too), a guess
 COMPILED_LEVERS = ("compile", "compile_graphs", "all")
+CHECKED_ON_ASK = ("compile", "compile_graphs")  # levers whose outputs are checked with --check-compiled only
 EVAL_CALLS_COMPILED = 3  # --check-compiled: CUDA graph trees run a region, then record it, then replay it
 ATTENTION_METHODS = ("hdmnet", "piclip-hdmnet")  # the methods with HDMNet's attention (fused_attention's rows)
 
@@ -101,7 +103,7 @@ def estimate_s(method: str, lever: str, steps: int, warmup: int, compile_s: floa
         return 0.0
     step_s = TODAY_MS.get(method, 50.0) / 1000 * (steps + warmup + 2)
     compiling = (COMPILE_S if compile_s is None else compile_s) * (
-        2 if check_compiled and lever in ("compile", "compile_graphs") else 1)
+        2 if check_compiled and lever in CHECKED_ON_ASK else 1)
     return step_s + ROW_OVERHEAD_S + (compiling if lever in COMPILED_LEVERS else 0.0)
 
 
@@ -156,10 +158,10 @@ def time_row(method: str, lever: str, reference: torch.nn.Module, reference_outp
     options = settings(lever)
     apply_speed_settings(model, **options)
     bf16 = lever != "fp32"
-    if lever not in ("compile", "compile_graphs") or check_compiled:  # before any step: today's weights
+    if lever not in CHECKED_ON_ASK or check_compiled:  # before any step: today's weights
         # a compiled row evaluates three times, so that its CUDA graphs, recorded after a first run, are replayed too:
         # the largest distance counts
-        calls = EVAL_CALLS_COMPILED if lever in ("compile", "compile_graphs") else 1
+        calls = EVAL_CALLS_COMPILED if lever in CHECKED_ON_ASK else 1
         row.difference = max(relative_difference(eval_outputs(model, batch, device, bf16), reference_outputs)
                              for _ in range(calls))
     optimizer = make_optimizer(cfg, model)
@@ -307,7 +309,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     levers = ["today"] + [lever for lever in args.levers if lever != "today"]
     plan = ordered_plan(args.methods, levers)
-    estimates = {row: estimate_s(*row, args.steps, args.warmup, check_compiled=args.check_compiled) for row in plan}
+    estimates = {row: estimate_s(*row, args.steps, args.warmup, check_compiled=args.check_compiled)
+                 for row in plan}
     total = sum(estimates.values()) + BUILD_S * len(args.methods)
     plan_text = (f"plan: {len(plan)} rows, estimated {total:.0f} s (compiling {COMPILE_S:.0f} s a compiled row, a guess "
                  f"replaced by the first one's time), budget {args.budget_s:.0f} s: "

@@ -205,11 +205,10 @@ def test_the_loader_benchmark_reads_its_fabricated_pascal_root(tmp_path):
     assert wall > 0 and per_cpu > 0
 
 
-def test_the_cuda_graph_check_runs_each_method_in_its_own_process_with_options_it_has(tmp_path):
-    """benchmarks/gpu_graphs_check.sh is run on a lent GPU only: on the CPU, a stand-in python3 records its calls,
-    one per method, each checking the compiled outputs and writing its own report into OUT."""
+def calls_of_a_gpu_script(script: str, tmp_path: Path, **env: str) -> list[list[str]]:
+    """The python3 calls a GPU script makes, each as its arguments: a stand-in python3 on the PATH records them
+    (the scripts run on a lent GPU only); ``env`` adds to the environment (``OUT`` is tmp_path / "out")."""
     import os
-    import re
     import subprocess
 
     calls = tmp_path / "calls.txt"
@@ -217,36 +216,37 @@ def test_the_cuda_graph_check_runs_each_method_in_its_own_process_with_options_i
     stand_in.parent.mkdir()
     stand_in.write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
     stand_in.chmod(0o755)
-    subprocess.run(["bash", str(GPU_SPEED.parent / "gpu_graphs_check.sh")], check=True, capture_output=True,
-                   env={**os.environ, "PATH": f"{stand_in.parent}:{os.environ['PATH']}", "OUT": str(tmp_path / "out")})
-    recorded = [line.split() for line in calls.read_text().splitlines()]
+    subprocess.run(["bash", str(GPU_SPEED.parent / script)], check=True, capture_output=True,
+                   env={**os.environ, "PATH": f"{stand_in.parent}:{os.environ['PATH']}", "OUT": str(tmp_path / "out"),
+                        **env})
+    return [line.split() for line in calls.read_text().splitlines()]
+
+
+def declared_options(path: Path) -> set[str]:
+    """The options a benchmark script declares, and the report's (benchmarks/timing.py) where it adds them."""
+    import re
+
+    text = path.read_text()
+    shared = GPU_SPEED.parent / "timing.py" if "add_report_options(" in text else None
+    return set(re.findall(r'add_argument\("(--[a-z-]+)"', text + (shared.read_text() if shared else "")))
+
+
+def test_the_cuda_graph_check_runs_each_method_in_its_own_process_with_options_it_has(tmp_path):
+    """benchmarks/gpu_graphs_check.sh is run on a lent GPU only: on the CPU, a stand-in python3 records its calls,
+    one per method, each checking the compiled outputs and writing its own report into OUT."""
+    recorded = calls_of_a_gpu_script("gpu_graphs_check.sh", tmp_path)
     assert [call[call.index("--methods") + 1] for call in recorded] == ["hdmnet", "bam", "piclip", "pfenet"]
     assert all(call[0] == "benchmarks/gpu_speed.py" and "--check-compiled" in call and "compile_graphs" in call
                for call in recorded)
     assert [call[call.index("--out") + 1] for call in recorded] == [
         str(tmp_path / "out" / f"graphs_{method}.md") for method in ("hdmnet", "bam", "piclip", "pfenet")]
-    declared = set(re.findall(r'add_argument\("(--[a-z-]+)"', GPU_SPEED.read_text()
-                              + (GPU_SPEED.parent / "timing.py").read_text()))
-    assert all({a for a in call if a.startswith("--")} <= declared for call in recorded)
+    assert all({a for a in call if a.startswith("--")} <= declared_options(GPU_SPEED) for call in recorded)
 
 
 def test_the_gpu_session_calls_its_scripts_with_options_they_have(tmp_path):
     """benchmarks/gpu_session.sh is run on a lent GPU only: on the CPU, a stand-in python3 records its six calls,
     and every option it passes is one its script declares."""
-    import os
-    import re
-    import subprocess
-
-    calls = tmp_path / "calls.txt"
-    stand_in = tmp_path / "bin" / "python3"
-    stand_in.parent.mkdir()
-    stand_in.write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
-    stand_in.chmod(0o755)
-    session = GPU_SPEED.parent / "gpu_session.sh"
-    subprocess.run(["bash", str(session)], check=True, capture_output=True,
-                   env={**os.environ, "PATH": f"{stand_in.parent}:{os.environ['PATH']}", "OUT": str(tmp_path / "out"),
-                        "OFFICIAL": "/official"})
-    recorded = [line.split() for line in calls.read_text().splitlines()]
+    recorded = calls_of_a_gpu_script("gpu_session.sh", tmp_path, OFFICIAL="/official")
     assert [call[0] for call in recorded] == ["benchmarks/gpu_speed.py", "benchmarks/official_speed.py",
                                               "benchmarks/official_hdmnet_speed.py", "benchmarks/paper_loader.py",
                                               "benchmarks/qgnet_prior_step.py", "benchmarks/qgnet_prior_loader.py"]
@@ -254,16 +254,10 @@ def test_the_gpu_session_calls_its_scripts_with_options_they_have(tmp_path):
     assert [call[call.index("--out") + 1] for call in recorded] == [  # each script writes its report into OUT
         str(tmp_path / "out" / name) for name in ("gpu_speed.md", "official_pfenet.md", "official_hdmnet.md",
                                                   "paper_loader.md", "qgnet_prior_step.md", "qgnet_prior_loader.md")]
-
-    def options(path: Path) -> set[str]:  # those the script declares, and the report's (benchmarks/timing.py) it adds
-        text = path.read_text()
-        shared = GPU_SPEED.parent / "timing.py" if "add_report_options(" in text else None
-        return set(re.findall(r'add_argument\("(--[a-z-]+)"', text + (shared.read_text() if shared else "")))
-
     for script, *arguments in recorded:
-        declared = options(GPU_SPEED.parents[1] / script)
+        declared = declared_options(GPU_SPEED.parents[1] / script)
         if "official" in script:  # the official comparisons' options live in official_speed.py
-            declared |= options(GPU_SPEED.parent / "official_speed.py")
+            declared |= declared_options(GPU_SPEED.parent / "official_speed.py")
         assert {a for a in arguments if a.startswith("--")} <= declared, script
     assert sorted(path.name for path in (tmp_path / "out").iterdir()) == [
         "gpu_speed.txt", "official_hdmnet.txt", "official_pfenet.txt", "paper_loader.txt", "qgnet_prior_loader.txt",
