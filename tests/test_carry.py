@@ -1,7 +1,8 @@
 """papermill_runs/in_training/carry.py: a grid's finished runs go to the carried folder in float16 and come back
-as a folder that ``--resume`` keeps; unfinished runs stay behind."""
+as a folder that ``--resume`` keeps; runs in flight go in full precision and come back to be continued."""
 import importlib.util
 import json
+import sys
 
 import pytest
 import torch
@@ -13,15 +14,25 @@ carry = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(carry)
 
 
+def _run(folder, epoch=None, finished=False, weights=None):
+    """A run folder as training leaves it: ``best.pt`` and a log, ``last.pt`` after ``epoch`` epochs, and
+    ``metrics.json`` once finished."""
+    folder.mkdir(parents=True, exist_ok=True)
+    weights = weights if weights is not None else {"w": torch.randn(3, 2), "steps": torch.tensor([7])}
+    torch.save({"method": "bam", "model": weights, "epoch": 3}, folder / "best.pt")
+    (folder / "log.jsonl").write_text('{"epoch": 1}\n')
+    if epoch is not None:
+        torch.save({"model": weights, "epoch": epoch, "optimizer": {"momentum": torch.ones(2)}}, folder / "last.pt")
+    if finished:
+        (folder / "metrics.json").write_text(json.dumps({"rows": []}))
+    return weights
+
+
 def test_finished_runs_are_carried_in_float16_and_come_back(tmp_path):
     outputs, folder, back = tmp_path / "outputs", tmp_path / "carried", tmp_path / "back"
-    weights = {"w": torch.randn(3, 2), "steps": torch.tensor([7])}
-    finished, unfinished = outputs / "bam-fold0-1shot-seed0", outputs / "bam-fold1-1shot-seed0"
-    for run in (finished, unfinished):
-        run.mkdir(parents=True)
-        torch.save({"method": "bam", "model": weights, "epoch": 3}, run / "best.pt")
-        (run / "log.jsonl").write_text('{"epoch": 1}\n')
-    (finished / "metrics.json").write_text(json.dumps({"rows": []}))
+    finished, unstarted = outputs / "bam-fold0-1shot-seed0", outputs / "bam-fold1-1shot-seed0"
+    weights = _run(finished, finished=True)
+    _run(unstarted)  # a best.pt without last.pt or metrics: nothing to carry
 
     assert carry.save(outputs, folder) == [finished.name]
     assert carry.save(outputs, folder) == []  # carried once
@@ -33,6 +44,36 @@ def test_finished_runs_are_carried_in_float16_and_come_back(tmp_path):
     back.mkdir()
     assert carry.load(folder, back) == [finished.name]
     assert sorted(p.name for p in (back / finished.name).iterdir()) == ["best.pt", "log.jsonl", "metrics.json"]
+
+
+def test_a_run_in_flight_is_carried_whole_and_comes_back_unless_the_outputs_are_further_along(tmp_path):
+    """A run with ``last.pt`` and no metrics is copied in full precision, again each time it moves on; it comes
+    back where the outputs hold it at fewer epochs, and once finished its float16 copy replaces the carried one."""
+    outputs, folder = tmp_path / "outputs", tmp_path / "carried"
+    run = outputs / "hdmnet-fold0-1shot-seed0"
+    weights = _run(run, epoch=5)
+    assert carry.save(outputs, folder) == [run.name]
+    assert carry.save(outputs, folder) == []  # the same epoch: nothing new
+    carried = torch.load(folder / run.name / "last.pt", weights_only=True)
+    assert carried["epoch"] == 5 and carried["model"]["w"].dtype == torch.float32
+    torch.testing.assert_close(carried["model"]["w"], weights["w"], rtol=0, atol=0)
+
+    _run(run, epoch=6, weights=weights)
+    assert carry.save(outputs, folder) == [run.name]
+    assert torch.load(folder / run.name / "last.pt", weights_only=True)["epoch"] == 6
+
+    fresh, ahead = tmp_path / "fresh", tmp_path / "ahead"
+    assert carry.load(folder, fresh) == [run.name]
+    assert sorted(p.name for p in (fresh / run.name).iterdir()) == ["best.pt", "last.pt", "log.jsonl"]
+    _run(ahead / run.name, epoch=9)
+    assert carry.load(folder, ahead) == []
+    assert torch.load(ahead / run.name / "last.pt", weights_only=True)["epoch"] == 9
+
+    _run(run, epoch=7, finished=True, weights=weights)
+    assert carry.save(outputs, folder) == [run.name]
+    assert sorted(p.name for p in (folder / run.name).iterdir()) == ["best.pt", "log.jsonl", "metrics.json"]
+    assert torch.load(folder / run.name / "best.pt", weights_only=True)["model"]["w"].dtype == torch.float16
+    assert carry.load(folder, ahead) == [run.name]  # a finished run replaces one in flight
 
 
 def test_a_rung_keeps_the_rows_provenance_and_gains_of_its_runs_from_the_table_that_held_them(tmp_path):
@@ -71,3 +112,38 @@ def test_a_rung_keeps_the_rows_provenance_and_gains_of_its_runs_from_the_table_t
     grid.write_text(grid.read_text().replace("method: [a]", "method: [a, c]"))
     with pytest.raises(FsslibError, match="missing: c-fold0-1shot-seed0"):
         carry.rung(grid, "src", results)
+
+
+def test_the_retraining_schedule_waits_for_each_fold_s_base_learner_and_carries_its_partial_file(tmp_path, monkeypatch):
+    """piclip_baselines_384.py: a fold's grid runs start once its base learner is finished; a base learner in flight
+    is carried as its partial file and comes back into a fresh clone, where ``--resume`` continues it."""
+    spec = importlib.util.spec_from_file_location("schedule", REPO / "papermill_runs" / "in_training" /
+                                                  "piclip_baselines_384.py")
+    schedule = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "schedule", schedule)  # its dataclass looks its module up
+    spec.loader.exec_module(schedule)
+    here = tmp_path / "in_training"
+    monkeypatch.setattr(schedule, "HERE", here)
+    monkeypatch.setattr(schedule, "BASE_LEARNERS", here / "base_learner_384")
+    clone, fresh = tmp_path / "clone", tmp_path / "fresh"
+    (clone / schedule.BUDGET_FOLDER).mkdir(parents=True)
+    (fresh / schedule.BUDGET_FOLDER).mkdir(parents=True)
+    for fold, text in ((0, "fold 0"), (1, "fold 1")):
+        schedule.base_learner(clone, fold).write_text(text)
+        schedule.base_learner(clone, fold).with_suffix(".json").write_text("{}")
+    schedule.partial(schedule.base_learner(clone, 2)).write_text("epoch 7 of fold 2")
+
+    ready = {step.name: step.ready() for step in schedule.steps(clone)}
+    done = {step.name: step.done() for step in schedule.steps(clone)}
+    assert done["base-learner-fold1"] and not done["base-learner-fold2"] and not done["base-learner-fold3"]
+    assert ready["piclip_baselines_toy-fold0"] and ready["piclip_baselines_toy-fold1"]
+    assert not ready["piclip_baselines_toy-fold2"] and not ready["piclip_baselines_toy-fold3"]
+    assert ready["piclip_baselines_seeds_toy"]
+
+    schedule.save(clone)
+    assert sorted(p.name for p in (here / "base_learner_384").iterdir()) == [
+        "fold1-e384-s0.json", "fold1-e384-s0.pt", "fold2-e384-s0.partial.pt"]
+    schedule.prepare(fresh)
+    assert schedule.base_learner(fresh, 1).read_text() == "fold 1"
+    assert schedule.partial(schedule.base_learner(fresh, 2)).read_text() == "epoch 7 of fold 2"
+    assert not schedule.base_learner(fresh, 2).exists()

@@ -1,13 +1,21 @@
-"""Carry a grid's finished runs between machines that do not keep their files (no part of fsslib: a tool for a grid
-that trains over several sittings).
+"""Carry a grid's runs between machines that do not keep their files (no part of fsslib: a tool for a grid that
+trains over several sittings).
 
-    python papermill_runs/in_training/carry.py save OUTPUTS FOLDER   # finished runs of OUTPUTS -> FOLDER (float16)
+    python papermill_runs/in_training/carry.py save OUTPUTS FOLDER   # runs of OUTPUTS -> FOLDER
     python papermill_runs/in_training/carry.py load FOLDER OUTPUTS   # back, then: python -m fsslib.runs GRID --resume
     python papermill_runs/in_training/carry.py rung GRID SOURCE      # GRID's table from SOURCE's rows of its runs
 
 A finished run is one with ``metrics.json``. Its best checkpoint is kept in float16, as the zoo ships it (the zoo's
-export converts it so anyway); its metrics, training summary and log are copied as they are (the executed notebook, megabytes of figures, is
-not: the grid's table and the zoo do not read it).
+export converts it so anyway); its metrics, training summary and log are copied as they are (the executed notebook,
+megabytes of figures, is not: the grid's table and the zoo do not read it).
+
+A run in flight is one with ``last.pt`` and no ``metrics.json``. Its ``last.pt`` (weights, optimiser, scheduler and
+random state), ``best.pt`` and log are copied in full precision, replacing an earlier copy, so that ``--resume``
+continues it where it stopped instead of from its first epoch. ``load`` brings it back unless the outputs hold the
+run further along.
+
+A base learner trained over sittings needs no tool: copy its ``OUT.partial.pt`` here and back beside ``OUT``, and
+``python -m fsslib.pretrain base-learner ... --resume --out OUT`` continues it.
 
 ``rung`` keeps rows that a grid is about to replace: when a grid moves to a longer budget, the controls that ran at
 the old one still compare against its old rows. GRID (a grid file) names those runs at the old settings; its table
@@ -32,30 +40,60 @@ from fsslib.tables import REPO, load_grid, read_table, run_gains, write_table
 RECORDS = ("metrics.json", "train_summary.json", "log.jsonl")  # the executed notebook (figures, MBs) stays behind
 
 
+IN_FLIGHT = ("last.pt", "best.pt", "log.jsonl")  # what --resume reads of a run that has not finished
+
+
 def save(outputs: Path, folder: Path) -> list[str]:
-    """Copy each finished run of ``outputs`` not yet in ``folder``; returns the runs copied."""
+    """Copy each finished run of ``outputs`` not yet in ``folder``, and each run in flight (replacing its earlier
+    copy); returns the runs copied."""
     copied = []
-    for run in sorted(path for path in outputs.iterdir() if (path / "metrics.json").is_file()):
+    for run in sorted(path for path in outputs.iterdir() if path.is_dir()):
         target = folder / run.name
-        if (target / "metrics.json").is_file():
+        if (run / "metrics.json").is_file():
+            if (target / "metrics.json").is_file():
+                continue
+            if target.is_dir():  # it was carried in flight: the finished run replaces that copy
+                shutil.rmtree(target)
+            target.mkdir(parents=True)
+            state = torch.load(run / "best.pt", map_location="cpu", weights_only=True)
+            save_checkpoint(target / "best.pt", {**state, "model": half_precision(state["model"])})
+            for name in RECORDS:
+                if (run / name).is_file():
+                    shutil.copy2(run / name, target / name)
+        elif (run / "last.pt").is_file():
+            if _epoch(run) == _epoch(target):
+                continue
+            target.mkdir(parents=True, exist_ok=True)
+            for name in IN_FLIGHT:
+                if (run / name).is_file():
+                    shutil.copy2(run / name, target / name)
+        else:
             continue
-        target.mkdir(parents=True, exist_ok=True)
-        state = torch.load(run / "best.pt", map_location="cpu", weights_only=True)
-        save_checkpoint(target / "best.pt", {**state, "model": half_precision(state["model"])})
-        for name in RECORDS:
-            if (run / name).is_file():
-                shutil.copy2(run / name, target / name)
         copied.append(run.name)
     return copied
 
 
 def load(folder: Path, outputs: Path) -> list[str]:
-    """Copy the carried runs into a grid's outputs folder, where ``--resume`` keeps them."""
+    """Copy the carried runs into a grid's outputs folder, where ``--resume`` keeps the finished ones and continues
+    the ones in flight; a run the outputs already hold further along stays as it is. Returns the runs copied."""
     loaded = []
-    for run in sorted(path for path in folder.iterdir() if (path / "metrics.json").is_file()):
-        shutil.copytree(run, outputs / run.name, dirs_exist_ok=True)
+    for run in sorted(path for path in folder.iterdir() if path.is_dir()):
+        target = outputs / run.name
+        if (target / "metrics.json").is_file():
+            continue
+        finished = (run / "metrics.json").is_file()
+        if not finished and (not (run / "last.pt").is_file() or _epoch(target) >= _epoch(run)):
+            continue
+        shutil.copytree(run, target, dirs_exist_ok=True)
         loaded.append(run.name)
     return loaded
+
+
+def _epoch(run: Path) -> int:
+    """The epochs a run's ``last.pt`` has finished (0 without one)."""
+    if not (run / "last.pt").is_file():
+        return 0
+    return int(torch.load(run / "last.pt", map_location="cpu", weights_only=True)["epoch"])
 
 
 def rung(grid_file: Path, source: str, results: Path = REPO / "papermill_runs" / "results") -> list[str]:

@@ -1,0 +1,184 @@
+"""Train BAM, HDMNet and PI-CLIP on them again, on base learners of 384 epochs, over several sittings (no part of
+fsslib: the schedule of one retraining, kept with its carried runs until it lands).
+
+    python papermill_runs/in_training/piclip_baselines_384.py start CLONE    # continue in CLONE (cloned if missing)
+    python papermill_runs/in_training/piclip_baselines_384.py save CLONE     # CLONE's progress -> this folder
+    python papermill_runs/in_training/piclip_baselines_384.py status CLONE   # what is finished, in flight, waiting
+
+What trains, two processes at a time with one torch thread each (the toy tier's 2-core machine):
+
+- the base learners of folds 1-3 at 384 epochs, with the command of fold 0's
+  (``benchmarks/results/base_learner_budget/fold0-e384-s0.pt``, the budget control's run);
+- on each fold's base learner, that fold's runs of ``piclip_baselines_toy`` (160 epochs: the 160 -> 320 doubling
+  on fold 0's 384-epoch base learner kept that budget), once the base learner is finished;
+- on fold 0's, the seed grid ``piclip_baselines_seeds_toy``.
+
+CLONE is a clone of this repository's main branch, so that every run records a commit that main holds. The runs
+read this repository's ``.venv`` with ``PYTHONPATH=CLONE``. A fold's base learner replaces the zoo's in CLONE only
+(``fsslib/checkpoints/zoo/base-learner-fold<F>.pt``), where the grid reads it and the zoo models record its digest.
+``start`` loads what ``save`` carried (``base_learner_384/`` and the grids' folders here, :mod:`carry`), so every
+step continues with ``--resume`` where the last sitting stopped. Run ``save`` and commit this folder before the
+machine goes.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+BASE_LEARNERS = HERE / "base_learner_384"  # carried base learners: finished (.pt, .json) or in flight (.partial.pt)
+BUDGET_FOLDER = Path("benchmarks/results/base_learner_budget")  # where the budget control writes, in CLONE
+FOLDS_TO_TRAIN = (1, 2, 3)  # fold 0's base learner of 384 epochs is committed
+GRIDS = {"piclip_baselines_toy": "piclip_baselines_toy_set",  # grid -> its outputs folder in CLONE
+         "piclip_baselines_seeds_toy": "piclip_baselines_seeds_toy"}
+SLOTS = 2
+
+spec = importlib.util.spec_from_file_location("carry", HERE / "carry.py")
+carry = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(carry)
+
+
+def base_learner(clone: Path, fold: int) -> Path:
+    """The 384-epoch base learner of ``fold`` in ``clone`` (the budget control's name for it)."""
+    return clone / BUDGET_FOLDER / f"fold{fold}-e384-s0.pt"
+
+
+def partial(path: Path) -> Path:
+    """The file ``--resume`` continues a base learner from."""
+    return path.with_suffix(".partial.pt")
+
+
+@dataclass
+class Step:
+    """One command of the schedule; it may start when ``ready()`` and is done when ``done()`` (or it exited)."""
+    name: str
+    command: list[str]
+    ready: callable = lambda: True
+    done: callable = lambda: False
+    before: callable = lambda: None  # what the command needs placed in the clone first
+    process: subprocess.Popen | None = field(default=None, repr=False)
+    exit_code: int | None = None
+
+
+def steps(clone: Path) -> list[Step]:
+    python = str(REPO / ".venv" / "bin" / "python")
+    schedule = []
+    for fold in FOLDS_TO_TRAIN:
+        out = base_learner(clone, fold)
+        schedule.append(Step(f"base-learner-fold{fold}",
+                             [python, "-m", "fsslib.pretrain", "base-learner", "--fold", str(fold), "--epochs", "384",
+                              "--seed", "0", "--precision", "fp32", "--threads", "1", "--no-progress", "--resume",
+                              "--out", str(out)],
+                             done=out.is_file))
+    for fold in (0, *FOLDS_TO_TRAIN):
+        out = base_learner(clone, fold)
+        schedule.append(Step(f"piclip_baselines_toy-fold{fold}",
+                             [python, "-m", "fsslib.runs", "papermill_runs/piclip_baselines_toy.yaml", "--set",
+                              f"fold={fold}", "--jobs", "1", "--resume"],
+                             ready=out.is_file, before=lambda fold=fold: place_base_learner(clone, fold)))
+    schedule.append(Step("piclip_baselines_seeds_toy",
+                         [python, "-m", "fsslib.runs", "papermill_runs/piclip_baselines_seeds_toy.yaml", "--jobs", "1",
+                          "--resume"],
+                         ready=base_learner(clone, 0).is_file, before=lambda: place_base_learner(clone, 0)))
+    return schedule
+
+
+def place_base_learner(clone: Path, fold: int) -> None:
+    """Put fold ``fold``'s 384-epoch base learner where the grids read it: the zoo's file in ``clone``."""
+    zoo = clone / "fsslib" / "checkpoints" / "zoo" / f"base-learner-fold{fold}.pt"
+    source = base_learner(clone, fold)
+    shutil.copy2(source, zoo)
+    shutil.copy2(source.with_suffix(".json"), zoo.with_suffix(".json"))
+
+
+def prepare(clone: Path) -> None:
+    """Clone main if ``clone`` is missing, then bring back what earlier sittings carried."""
+    if not clone.exists():
+        subprocess.run(["git", "clone", "--quiet", str(REPO), str(clone)], check=True)
+    for fold in FOLDS_TO_TRAIN:
+        out = base_learner(clone, fold)
+        carried = BASE_LEARNERS / out.name
+        if carried.is_file() and not out.is_file():
+            shutil.copy2(carried, out)
+            shutil.copy2(carried.with_suffix(".json"), out.with_suffix(".json"))
+        elif partial(carried).is_file() and not out.is_file() and not partial(out).is_file():
+            shutil.copy2(partial(carried), partial(out))
+    for grid, outputs in GRIDS.items():
+        if (HERE / grid).is_dir():
+            (clone / "papermill_runs" / "outputs" / outputs).mkdir(parents=True, exist_ok=True)
+            carry.load(HERE / grid, clone / "papermill_runs" / "outputs" / outputs)
+
+
+def start(clone: Path) -> None:
+    """Run the schedule in ``clone`` until every step has finished or failed, ``SLOTS`` steps at a time."""
+    prepare(clone)
+    logs = clone / "in_training_logs"
+    logs.mkdir(exist_ok=True)
+    environment = {**os.environ, "PYTHONPATH": str(clone)}
+    pending = [step for step in steps(clone) if not step.done()]
+    running: list[Step] = []
+    while pending or running:
+        for step in list(running):
+            if step.process.poll() is not None:
+                step.exit_code = step.process.returncode
+                running.remove(step)
+                print(f"{time.strftime('%H:%M')} {step.name}: exit {step.exit_code}", flush=True)
+        for step in [step for step in pending if step.ready()]:
+            if len(running) == SLOTS:
+                break
+            step.before()
+            with (logs / f"{step.name}.log").open("a") as log:
+                step.process = subprocess.Popen(["nice", "-n", "10", *step.command], cwd=clone, env=environment,
+                                                stdout=log, stderr=subprocess.STDOUT)
+            pending.remove(step)
+            running.append(step)
+            print(f"{time.strftime('%H:%M')} {step.name}: started", flush=True)
+        if not running and pending:
+            print(f"waiting on nothing that runs: {', '.join(step.name for step in pending)} never became ready",
+                  flush=True)
+            return
+        time.sleep(30)
+
+
+def save(clone: Path) -> None:
+    """Copy the clone's finished base learners (or their partial files) and the grids' runs into this folder."""
+    BASE_LEARNERS.mkdir(parents=True, exist_ok=True)
+    for fold in FOLDS_TO_TRAIN:
+        out = base_learner(clone, fold)
+        carried = BASE_LEARNERS / out.name
+        if out.is_file():
+            shutil.copy2(out, carried)
+            shutil.copy2(out.with_suffix(".json"), carried.with_suffix(".json"))
+            partial(carried).unlink(missing_ok=True)
+            print(f"base learner of fold {fold}: finished")
+        elif partial(out).is_file():
+            shutil.copy2(partial(out), partial(carried))
+            print(f"base learner of fold {fold}: in flight")
+    for grid, outputs in GRIDS.items():
+        folder = clone / "papermill_runs" / "outputs" / outputs
+        if folder.is_dir():
+            copied = carry.save(folder, HERE / grid)
+            print(f"{grid}: {len(copied)} runs copied" + "".join(f"\n  {name}" for name in copied))
+
+
+def status(clone: Path) -> None:
+    """Each step: finished, in flight or waiting; each grid's runs finished."""
+    for step in steps(clone):
+        print(f"{step.name}: {'finished' if step.done() else 'ready' if step.ready() else 'waiting'}")
+    for grid, outputs in GRIDS.items():
+        folder = clone / "papermill_runs" / "outputs" / outputs
+        runs = sorted(folder.iterdir()) if folder.is_dir() else []
+        finished = [run.name for run in runs if (run / "metrics.json").is_file()]
+        print(f"{grid}: {len(finished)} runs finished, {len(runs) - len(finished)} started")
+
+
+if __name__ == "__main__":
+    action, clone_path = sys.argv[1], Path(sys.argv[2]).resolve()
+    {"start": start, "save": save, "status": status}[action](clone_path)
