@@ -128,6 +128,9 @@ def test_the_retraining_schedule_waits_for_each_fold_s_base_learner_and_carries_
     clone, fresh = tmp_path / "clone", tmp_path / "fresh"
     (clone / schedule.BUDGET_FOLDER).mkdir(parents=True)
     (fresh / schedule.BUDGET_FOLDER).mkdir(parents=True)
+    (fresh / "papermill_runs").mkdir()
+    here.mkdir()
+    (here / "piclip_hdmnet_two_way_control.yaml").write_text("name: piclip_hdmnet_two_way_control\n")
     for fold, text in ((0, "fold 0"), (1, "fold 1")):
         schedule.base_learner(clone, fold).write_text(text)
         schedule.base_learner(clone, fold).with_suffix(".json").write_text("{}")
@@ -138,7 +141,7 @@ def test_the_retraining_schedule_waits_for_each_fold_s_base_learner_and_carries_
     assert done["base-learner-fold1"] and not done["base-learner-fold2"] and not done["base-learner-fold3"]
     assert ready["piclip_baselines_toy-fold0"] and ready["piclip_baselines_toy-fold1"]
     assert not ready["piclip_baselines_toy-fold2"] and not ready["piclip_baselines_toy-fold3"]
-    assert ready["piclip_baselines_seeds_toy"]
+    assert ready["piclip_baselines_seeds_toy"] and ready["piclip_hdmnet_two_way_control"]
 
     schedule.save(clone)
     assert sorted(p.name for p in (here / "base_learner_384").iterdir()) == [
@@ -147,3 +150,4 @@ def test_the_retraining_schedule_waits_for_each_fold_s_base_learner_and_carries_
     assert schedule.base_learner(fresh, 1).read_text() == "fold 1"
     assert schedule.partial(schedule.base_learner(fresh, 2)).read_text() == "epoch 7 of fold 2"
     assert not schedule.base_learner(fresh, 2).exists()
+    assert (fresh / "papermill_runs" / "piclip_hdmnet_two_way_control.yaml").is_file()  # the grid file as it lands

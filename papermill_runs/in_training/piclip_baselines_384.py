@@ -11,7 +11,8 @@ What trains, two processes at a time with one torch thread each (the toy tier's 
   (``benchmarks/results/base_learner_budget/fold0-e384-s0.pt``, the budget control's run);
 - on each fold's base learner, that fold's runs of ``piclip_baselines_toy`` (160 epochs: the 160 -> 320 doubling
   on fold 0's 384-epoch base learner kept that budget), once the base learner is finished;
-- on fold 0's, the seed grid ``piclip_baselines_seeds_toy``.
+- on fold 0's, the seed grid ``piclip_baselines_seeds_toy`` and the two-way control
+  ``piclip_hdmnet_two_way_control`` (its grid file as it lands, here: it reads the zoo's base learner).
 
 CLONE is a clone of this repository's main branch, so that every run records a commit that main holds. The runs
 read this repository's ``.venv`` with ``PYTHONPATH=CLONE``. A fold's base learner replaces the zoo's in CLONE only
@@ -37,7 +38,9 @@ BASE_LEARNERS = HERE / "base_learner_384"  # carried base learners: finished (.p
 BUDGET_FOLDER = Path("benchmarks/results/base_learner_budget")  # where the budget control writes, in CLONE
 FOLDS_TO_TRAIN = (1, 2, 3)  # fold 0's base learner of 384 epochs is committed
 GRIDS = {"piclip_baselines_toy": "piclip_baselines_toy_set",  # grid -> its outputs folder in CLONE
-         "piclip_baselines_seeds_toy": "piclip_baselines_seeds_toy"}
+         "piclip_baselines_seeds_toy": "piclip_baselines_seeds_toy",
+         "piclip_hdmnet_two_way_control": "piclip_hdmnet_two_way_control"}
+LANDING_GRID_FILES = ("piclip_hdmnet_two_way_control.yaml",)  # here as they land; copied into CLONE's papermill_runs
 SLOTS = 2
 
 spec = importlib.util.spec_from_file_location("carry", HERE / "carry.py")
@@ -83,10 +86,9 @@ def steps(clone: Path) -> list[Step]:
                              [python, "-m", "fsslib.runs", "papermill_runs/piclip_baselines_toy.yaml", "--set",
                               f"fold={fold}", "--jobs", "1", "--resume"],
                              ready=out.is_file, before=lambda fold=fold: place_base_learner(clone, fold)))
-    schedule.append(Step("piclip_baselines_seeds_toy",
-                         [python, "-m", "fsslib.runs", "papermill_runs/piclip_baselines_seeds_toy.yaml", "--jobs", "1",
-                          "--resume"],
-                         ready=base_learner(clone, 0).is_file, before=lambda: place_base_learner(clone, 0)))
+    for grid in ("piclip_baselines_seeds_toy", "piclip_hdmnet_two_way_control"):
+        schedule.append(Step(grid, [python, "-m", "fsslib.runs", f"papermill_runs/{grid}.yaml", "--jobs", "1", "--resume"],
+                             ready=base_learner(clone, 0).is_file, before=lambda: place_base_learner(clone, 0)))
     return schedule
 
 
@@ -102,6 +104,8 @@ def prepare(clone: Path) -> None:
     """Clone main if ``clone`` is missing, then bring back what earlier sittings carried."""
     if not clone.exists():
         subprocess.run(["git", "clone", "--quiet", str(REPO), str(clone)], check=True)
+    for name in LANDING_GRID_FILES:
+        shutil.copy2(HERE / name, clone / "papermill_runs" / name)
     for fold in FOLDS_TO_TRAIN:
         out = base_learner(clone, fold)
         carried = BASE_LEARNERS / out.name
@@ -118,9 +122,14 @@ def prepare(clone: Path) -> None:
 
 def start(clone: Path) -> None:
     """Run the schedule in ``clone`` until every step has finished or failed, ``SLOTS`` steps at a time."""
-    prepare(clone)
     logs = clone / "in_training_logs"
-    logs.mkdir(exist_ok=True)
+    logs.mkdir(parents=True, exist_ok=True)
+    lock = logs / "schedule.pid"
+    if lock.is_file() and Path(f"/proc/{lock.read_text().strip()}").exists():
+        raise SystemExit(f"A schedule already runs in {clone} (process {lock.read_text().strip()}); "
+                         f"stop it first, or follow it with: status {clone}")
+    lock.write_text(str(os.getpid()))
+    prepare(clone)
     environment = {**os.environ, "PYTHONPATH": str(clone)}
     pending = [step for step in steps(clone) if not step.done()]
     running: list[Step] = []
