@@ -487,6 +487,45 @@ class Results:
             return machine.split(" (")[0]
         return cpu_kind(re.sub(r", \d+ cores$", "", machine.removeprefix("CPU ")))
 
+    def first_epoch_audit(self, file: str = "zoo_first_epoch_toy") -> dict[str, Any]:
+        """What ``benchmarks/zoo_first_epoch.py``'s report says, for a page to state it: ``machine`` (the CPU kind it
+        ran on: its provenance line, or its heading's "on <CPU>" in reports written before that line), ``families``
+        (its rows), ``groups`` (by the machine that trained them: ``machine`` as :meth:`zoo_machine` words it,
+        ``families``, ``repeat``: how many repeat their records bit for bit), ``checked`` and ``same_code`` (trained
+        at their recorded commit, and of those, equal to today's), ``code_moved`` (the families whose first epochs
+        today's code changed), ``differ`` (those unequal to their records), ``unrecorded`` (how many records name
+        no machine), and ``kernels`` (None without the
+        instruction-set table; else its ``model``, ``moved``: some capped setting changes its first epochs,
+        ``reaches_record``: some capped setting gives its record's)."""
+        rows = self.bench_rows(file)
+        text = (self.root / "benchmarks" / "results" / f"{file}.md").read_text()
+        heading = re.search(r"^# .*, on (.+)\)$", text, flags=re.M)
+        if re.search(r"^Produced with torch", text, flags=re.M) or not heading:
+            machine = self.bench_machine(file)
+        else:
+            machine = cpu_kind(heading[1])
+        groups: dict[str, list[dict[str, str]]] = {}
+        for row in rows:
+            trained_on = (f"an {cpu_kind(row['on'])}" if row["on"] != "not recorded"
+                          else UNRECORDED_ZOO_MACHINES.get(row["grid"], "a machine not recorded"))
+            groups.setdefault(trained_on, []).append(row)
+        checked = [row for row in rows if row["equal to today's"] in ("yes", "no")]
+        kernels = None
+        capped = re.search(r"^## (\S+)'s first \d+ epochs? with", text, flags=re.M)
+        if capped:
+            values = [cells[-1] for cells in self._bench(file)[1]["rows"]]  # this CPU's own kernels first
+            recorded = next(row["recorded validation mIoU"] for row in rows if row["model"] == capped[1])
+            kernels = {"model": capped[1], "moved": any(value != values[0] for value in values[1:]),
+                       "reaches_record": recorded in values[1:]}
+        return {"machine": machine, "families": len(rows),
+                "groups": [{"machine": trained_on, "families": len(members),
+                            "repeat": sum(row["equal to the record"] == "yes" for row in members)}
+                           for trained_on, members in groups.items()],
+                "checked": len(checked), "same_code": sum(row["equal to today's"] == "yes" for row in checked),
+                "code_moved": [row["model"] for row in checked if row["equal to today's"] == "no"],
+                "differ": [row["model"] for row in rows if row["equal to the record"] == "no"],
+                "unrecorded": sum(row["on"] == "not recorded" for row in rows), "kernels": kernels}
+
     def _bench_table_any(self, file: str, table: str | int) -> dict[str, Any]:
         """The table of ``benchmarks/results/<file>.md`` that ``table`` names, whatever its columns."""
         tables = self._bench(file)
@@ -663,7 +702,8 @@ def helpers(results: Results) -> dict[str, Callable[..., Any]]:
     grid's number of runs), ``has_table`` (whether a grid's table is committed), ``constant`` (a constant of
     fsslib's code), ``bench`` (a cell of a benchmark's table under ``benchmarks/results/``; ``bench_count``: how many
     of its rows hold a value in a column; ``bench_column``: a column's numbers; ``bench_rows``: a table's rows as
-    text; ``bench_machine``: the machine it was measured on), ``median``, ``gain`` and ``gains``
+    text; ``bench_machine``: the machine it was measured on; ``first_epoch_audit``: what the zoo's first-epoch
+    audit found), ``median``, ``gain`` and ``gains``
     (runs' last-quarter gains, from their grid's page; ``seed_gains``: of the seed runs behind the comparison's seed
     spread; ``curve_runs``: the runs' names), ``minutes`` (a lesson's minutes to run, from its last execution,
     :func:`fsslib.lessons.minutes_to_run`), ``sd`` (a standard deviation of rows), ``num`` and ``listed`` (items
@@ -679,7 +719,8 @@ def helpers(results: Results) -> dict[str, Callable[..., Any]]:
             "files": results.files, "gpu_hours": results.gpu_hours, "paper_grids": results.paper_grids,
             "runs": results.runs, "has_table": results.has_table, "constant": results.constant, "bench": results.bench,
             "bench_count": results.bench_count, "bench_column": results.bench_column,
-            "bench_rows": results.bench_rows, "bench_machine": results.bench_machine, "median": median,
+            "bench_rows": results.bench_rows, "bench_machine": results.bench_machine,
+            "first_epoch_audit": results.first_epoch_audit, "median": median,
             "gain": results.gain, "gains": results.gains, "seed_gains": results.seed_gains,
             "curve_runs": results.curve_runs,
             "minutes": lambda lesson: minutes_to_run(lesson_path(lesson))}

@@ -375,3 +375,41 @@ def test_a_stratum_s_episode_count_prints_as_an_integer_and_the_strata_add_up():
     counts = [results.stratum(grid, pair, grouping, stratum, "episodes") for stratum in ("yes", "no")]
     assert all(str(count) == str(int(count)) for count in counts)  # "182", not "+182.0"
     assert sum(counts) == 1000  # every test episode of the grid in one of the two strata
+
+
+def test_the_first_epoch_audit_is_read_by_training_machine_code_and_kernels(tmp_path):
+    """``first_epoch_audit``: the report's machine (its provenance line), the families grouped by the machine
+    that trained them (a record's CPU, else the grid's noted machine), which ones today's code moved, and whether
+    capping the kernels reaches a record; the protocol's paragraph renders from it."""
+    header = ("| model | grid | trained at commit | on | epochs | recorded validation mIoU | today's | equal to the "
+              "record | at its commit, here | equal to today's |\n|---|---|---|---|---|---|---|---|---|---|\n")
+    rows = ("| bam-fold0-1shot | piclip_baselines_toy | abc1234 | AMD EPYC 9R45 (AuthenticAMD cpu family 26 model 2) "
+            "| 1 | 24.5 | 24.5 | yes | 24.5 | yes |\n"
+            "| piclip-bam-fold0-1shot | piclip_baselines_toy | abc1234 | AMD EPYC 9R45 (AuthenticAMD cpu family 26 "
+            "model 2) | 1 | 38.5 | 38.1 | no | 38.5 | no |\n"
+            "| pfenet-fold0-1shot | zoo_toy | def5678 | not recorded | 2 | 0.0, 0.1 | 0.0, 1.4 | no | 0.0, 1.4 | yes |\n"
+            "| qgnet-fold0-1shot | qgnet_toy | 123abcd + | not recorded | 1 | 0.6 | 0.6 | yes | not checked |  |\n")
+    kernels = ("\n## pfenet-fold0-1shot's first 2 epochs with the math libraries' instruction sets capped\n\nText.\n\n"
+               "| kernels | environment | validation mIoU |\n|---|---|---|\n| this CPU's own | none | 0.0, 1.4 |\n"
+               "| MKL at AVX2 | `MKL_ENABLE_INSTRUCTIONS=AVX2` | 0.0, 0.1 |\n")
+    provenance = ("\nProduced with torch 2.x; commit abc; device cpu, CPU Intel(R) Xeon(R) Processor (GenuineIntel cpu "
+                  "family 6 model 167), 2 cores.\n")
+    results = bench_page(tmp_path, "zoo_first_epoch_toy", "# audit\n\n" + header + rows + kernels + provenance)
+    audit = results.first_epoch_audit()
+    assert audit["machine"] == "Intel Xeon (family 6 model 167)" and audit["families"] == 4
+    assert docs.UNRECORDED_ZOO_MACHINES["zoo_toy"] == docs.UNRECORDED_ZOO_MACHINES["qgnet_toy"]  # one group
+    assert audit["groups"] == [{"machine": "an AMD EPYC (family 26 model 2)", "families": 2, "repeat": 1},
+                               {"machine": docs.UNRECORDED_ZOO_MACHINES["zoo_toy"], "families": 2, "repeat": 1}]
+    assert (audit["checked"], audit["same_code"], audit["code_moved"]) == (3, 2, ["piclip-bam-fold0-1shot"])
+    assert audit["differ"] == ["piclip-bam-fold0-1shot", "pfenet-fold0-1shot"] and audit["unrecorded"] == 2
+    assert audit["kernels"] == {"model": "pfenet-fold0-1shot", "moved": True, "reaches_record": True}
+
+    heading_only = bench_page(tmp_path, "zoo_first_epoch_toy", "# audit (toy tier, commit abc, on Intel(R) Xeon(R) "
+                              "Processor (GenuineIntel cpu family 6 model 167))\n\n" + header + rows)
+    assert heading_only.first_epoch_audit()["machine"] == "Intel Xeon (family 6 model 167)"
+    assert heading_only.first_epoch_audit()["kernels"] is None
+
+    rendered = docs.render()[REPO / "docs" / "protocol.md"]
+    shown = docs.Results().first_epoch_audit()
+    assert f"On an {shown['machine']}, each family's fold-0" in rendered
+    assert ("today's code moved those of" in rendered) == bool(shown["code_moved"])
