@@ -32,6 +32,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 BASE_LEARNERS = HERE / "base_learner_384"  # carried base learners: finished (.pt, .json) or in flight (.partial.pt)
@@ -178,14 +180,21 @@ def save(clone: Path) -> None:
 
 
 def status(clone: Path) -> None:
-    """Each step: finished, in flight or waiting; each grid's runs finished."""
-    for step in steps(clone):
-        print(f"{step.name}: {'finished' if step.done() else 'ready' if step.ready() else 'waiting'}")
+    """Each base learner: finished, its epochs so far, or not started; each grid: its runs finished and started."""
+    for fold in FOLDS_TO_TRAIN:
+        out = base_learner(clone, fold)
+        if out.is_file():
+            state = "finished"
+        elif partial(out).is_file():
+            state = f"epoch {torch.load(partial(out), map_location='cpu', weights_only=False)['epoch']} of 384"
+        else:
+            state = "not started"
+        print(f"base learner of fold {fold}: {state}")
     for grid, outputs in GRIDS.items():
         folder = clone / "papermill_runs" / "outputs" / outputs
-        runs = sorted(folder.iterdir()) if folder.is_dir() else []
+        runs = sorted(path for path in folder.iterdir() if path.is_dir()) if folder.is_dir() else []
         finished = [run.name for run in runs if (run / "metrics.json").is_file()]
-        print(f"{grid}: {len(finished)} runs finished, {len(runs) - len(finished)} started")
+        print(f"{grid}: {len(finished)} runs finished, {len(runs) - len(finished)} started and not finished")
 
 
 if __name__ == "__main__":
