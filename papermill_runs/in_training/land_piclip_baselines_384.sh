@@ -104,9 +104,11 @@ git status --short | grep -v '^??' || true
 cat <<'EOF'
 Landed in the clone. By hand, before the commit to main:
 - fsslib/docs.py: drop piclip_baselines_toy from UNRECORDED_ZOO_MACHINES (its models now record their CPU);
-- remove papermill_runs/in_training/ 's carried folders and this retraining's lines from its README;
-- read the pages that state the outcome: README's rows, docs/methods PI-CLIP page, compare_toy's and
-  piclip_baselines_toy's answers and notes, the fill and two-way controls' premises, lessons 05 and 08's takeaways,
-  the zoo card, the protocol's first-epoch audit paragraph;
+- remove papermill_runs/in_training/'s carried folders, this retraining's scripts and its lines in the README;
+- the pages render the new state from the records (the zoo's base learners against the controls'); read what they
+  now say: README's rows and limits, the PI-CLIP page and reference, the zoo card, the protocol's plateau list,
+  compare_toy's and piclip_baselines_toy's answers and notes, the fill and two-way controls' pages;
+- the lessons' prose is not rendered: lesson 08's PI-CLIP takeaway (the base learner's plateau, 'lifts none') and
+  lesson 05's section 11 against what their cells now print, with their tests;
 - pytest tests/test_zoo.py -k repeats_its_recorded_check, python -m fsslib.docs --check, make test (quiet), commit.
 EOF
