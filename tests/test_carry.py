@@ -125,6 +125,8 @@ def test_the_retraining_schedule_waits_for_each_fold_s_base_learner_and_carries_
     here = tmp_path / "in_training"
     monkeypatch.setattr(schedule, "HERE", here)
     monkeypatch.setattr(schedule, "BASE_LEARNERS", here / "base_learner_384")
+    checked = []
+    monkeypatch.setattr(schedule, "check_commit", checked.append)  # the clones here are plain folders
     clone, fresh = tmp_path / "clone", tmp_path / "fresh"
     (clone / schedule.BUDGET_FOLDER).mkdir(parents=True)
     (fresh / schedule.BUDGET_FOLDER).mkdir(parents=True)
@@ -151,3 +153,4 @@ def test_the_retraining_schedule_waits_for_each_fold_s_base_learner_and_carries_
     assert schedule.partial(schedule.base_learner(fresh, 2)).read_text() == "epoch 7 of fold 2"
     assert not schedule.base_learner(fresh, 2).exists()
     assert (fresh / "papermill_runs" / "piclip_hdmnet_two_way_control.yaml").is_file()  # the grid file as it lands
+    assert checked == [fresh]

@@ -14,7 +14,8 @@ What trains, two processes at a time with one torch thread each (the toy tier's 
 - on fold 0's, the seed grid ``piclip_baselines_seeds_toy`` and the two-way control
   ``piclip_hdmnet_two_way_control`` (its grid file as it lands, here: it reads the zoo's base learner).
 
-CLONE is a clone of this repository's main branch, so that every run records a commit that main holds. The runs
+CLONE is a clone of this repository at ``TRAINING_COMMIT``, a commit of main: every run of the retraining trains
+with the same code and records a commit that main holds, whatever main has become since. The runs
 read this repository's ``.venv`` with ``PYTHONPATH=CLONE``. A fold's base learner replaces the zoo's in CLONE only
 (``fsslib/checkpoints/zoo/base-learner-fold<F>.pt``), where the grid reads it and the zoo models record its digest.
 ``start`` loads what ``save`` carried (``base_learner_384/`` and the grids' folders here, :mod:`carry`), so every
@@ -44,6 +45,7 @@ GRIDS = {"piclip_baselines_toy": "piclip_baselines_toy_set",  # grid -> its outp
          "piclip_hdmnet_two_way_control": "piclip_hdmnet_two_way_control"}
 LANDING_GRID_FILES = ("piclip_hdmnet_two_way_control.yaml",)  # here as they land; copied into CLONE's papermill_runs
 SLOTS = 2
+TRAINING_COMMIT = "b8e4e3f93985628a9deb3b132bf4fc8365f346fc"  # the code every run trains with (main, 2026-12-01)
 
 spec = importlib.util.spec_from_file_location("carry", HERE / "carry.py")
 carry = importlib.util.module_from_spec(spec)
@@ -106,6 +108,8 @@ def prepare(clone: Path) -> None:
     """Clone main if ``clone`` is missing, then bring back what earlier sittings carried."""
     if not clone.exists():
         subprocess.run(["git", "clone", "--quiet", str(REPO), str(clone)], check=True)
+        subprocess.run(["git", "-C", str(clone), "checkout", "--quiet", "--detach", TRAINING_COMMIT], check=True)
+    check_commit(clone)
     for name in LANDING_GRID_FILES:
         shutil.copy2(HERE / name, clone / "papermill_runs" / name)
     for fold in FOLDS_TO_TRAIN:
@@ -120,6 +124,14 @@ def prepare(clone: Path) -> None:
         if (HERE / grid).is_dir():
             (clone / "papermill_runs" / "outputs" / outputs).mkdir(parents=True, exist_ok=True)
             carry.load(HERE / grid, clone / "papermill_runs" / "outputs" / outputs)
+
+
+def check_commit(clone: Path) -> None:
+    """Refuse a clone at another commit than the retraining's."""
+    head = subprocess.run(["git", "-C", str(clone), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    if head != TRAINING_COMMIT:
+        raise SystemExit(f"{clone} holds commit {head[:7] or 'none'}, not the retraining's {TRAINING_COMMIT[:7]}: every "
+                         "run trains with one commit. Name a new folder (it is cloned at that commit), or check it out.")
 
 
 def start(clone: Path) -> None:
