@@ -1,6 +1,6 @@
 """Can the paper tier's training loader keep up with a 2x faster GPU step? Images per second of the loader.
 
-    python benchmarks/paper_loader.py                         # num_workers 0, 1, 2; 96 episodes each; two runs
+    python benchmarks/paper_loader.py                         # num_workers 0, 1, 2, augmented in each place; two runs
     python benchmarks/paper_loader.py --workers 8 16 --episodes 400 --runs 1 --out PATH   # on a GPU machine
 
 A fabricated prepared PASCAL-5i root (``--images`` JPEGs of 500 x 375, PASCAL's most common size, of smooth
@@ -11,7 +11,10 @@ flip, crop to 473 x 473; PFENet's novel-class rule), batches of 4 1-shot episode
 ``collate_episodes``. An episode holds 1 + K images. Reported: images per second of wall time, and images per
 CPU-second (this process and its workers; steady on a shared machine), and from the latter the CPU cores that
 each method's step would need at twice today's GPU speed (4 episodes of 2 images a step; the step times: the
-medians of the ``today`` rows of a ``benchmarks/gpu_speed.py`` report, ``--step-times``, :func:`step_ms`).
+medians of the ``today`` rows of a ``benchmarks/gpu_speed.py`` report, ``--step-times``, :func:`step_ms`). Each
+row augments the episodes in one place (``--augment-on``): in the loader, or on the trainer's device, where the
+loader only draws the parameters, decodes and resizes; what the device takes over is timed on this CPU too
+(:func:`device_augmentation_ms`).
 Writes a Markdown report (``--out``, default ``benchmarks/results/paper_loader_cpu.md``), each run a table.
 """
 from __future__ import annotations
@@ -32,7 +35,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from fsslib.data.benchmarks import PASCAL
-from fsslib.data.episodes import EpisodeDataset, Source, collate_episodes
+from fsslib.data.episodes import AUGMENT_ON, EpisodeDataset, Source, augment_episode_batch, collate_episodes
 from fsslib.data.layout import mark_prepared, write_class_index, write_list
 from fsslib.tables import markdown_tables
 
@@ -104,18 +107,32 @@ def cpu_seconds() -> float:
     return time.process_time() + children.ru_utime + children.ru_stime
 
 
-def loader_rates(root: Path, workers: int, episodes: int, shots: int, image_size: int, batch_size: int
-                 ) -> tuple[float, float]:
+def loader_rates(root: Path, workers: int, episodes: int, shots: int, image_size: int, batch_size: int,
+                 augment_on: str = "loader") -> tuple[float, float]:
     """(images per second of wall time, images per CPU-second) of the training episodes through the trainer's
-    DataLoader, workers' start included. The CPU rate holds on a shared machine, where the wall rate depends on
-    what else runs: a machine with N free cores loads about N times it."""
+    DataLoader, workers' start included; ``augment_on="device"``: the loader draws the augmentation and leaves it
+    to the trainer (:func:`fsslib.data.episodes.augment_episode_batch`). The CPU rate holds on a shared machine,
+    where the wall rate depends on what else runs: a machine with N free cores loads about N times it."""
     dataset = EpisodeDataset(Source(PASCAL, "train", root=root), 0, shots, image_size, episodes, seed=0,
-                             mode="train", novel_rule="pfenet", augment="pfenet", resize="pad")
+                             mode="train", novel_rule="pfenet", augment="pfenet", resize="pad", augment_on=augment_on)
     start, cpu = time.perf_counter(), cpu_seconds()
     loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate_episodes, num_workers=workers)
     count = sum(len(batch) for batch in loader) * (1 + shots)
     del loader  # its workers exit: their CPU time joins RUSAGE_CHILDREN
     return count / (time.perf_counter() - start), count / (cpu_seconds() - cpu)
+
+
+def device_augmentation_ms(root: Path, shots: int, image_size: int, batch_size: int, batches: int = 8) -> float:
+    """CPU ms per image of the augmentation the loader leaves to the device with ``augment_on="device"``
+    (:func:`fsslib.data.episodes.augment_episode_batch` on batches of ``batch_size`` episodes, here on the CPU):
+    what the trainer's device takes over, measured where the loader would have spent it."""
+    dataset = EpisodeDataset(Source(PASCAL, "train", root=root), 0, shots, image_size, batch_size * batches, seed=0,
+                             mode="train", novel_rule="pfenet", augment="pfenet", resize="pad", augment_on="device")
+    loaded = [collate_episodes([dataset[b * batch_size + i] for i in range(batch_size)]) for b in range(batches)]
+    start = time.process_time()
+    for batch in loaded:
+        augment_episode_batch(batch)
+    return (time.process_time() - start) * 1000 / (batches * batch_size * (1 + shots))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -126,6 +143,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--image-size", type=int, default=473)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--shots", type=int, default=1)
+    parser.add_argument("--augment-on", nargs="+", choices=AUGMENT_ON, default=list(AUGMENT_ON),
+                        help="where the episodes are augmented: loader (its workers) or device (the trainer's: "
+                             "the loader draws the parameters and decodes and resizes only); a row each")
     parser.add_argument("--step-times", type=Path, default=STEP_TIMES,
                         help="a benchmarks/gpu_speed.py report: its `today` rows give each method's GPU step")
     add_report_options(parser, Path(__file__).parent / "results" / "paper_loader_cpu.md", runs=2)
@@ -144,19 +164,26 @@ def main(argv: list[str] | None = None) -> None:
              "Images per second of wall time depend on what else runs on the machine; images per CPU-second (this "
              "process and its DataLoader workers, `getrusage`) do much less. The cores columns: CPU cores of this "
              "kind needed to feed each method's step at twice today's GPU speed, from the images per CPU-second. "
-             f"Today's bf16 ms per step, the medians of the `today` rows of `{args.step_times.name}`: {today}.", ""]
-    header = ["num_workers", "images/s (wall)", "images per CPU-second",
+             f"Today's bf16 ms per step, the medians of the `today` rows of `{args.step_times.name}`: {today}.",
+             "",
+             "The augmented-on column: `loader`, the loader's workers warp and blur each image (the toy preset's "
+             "`--augment-on`); `device`, they leave it to the trainer, which augments the batch on the GPU (the "
+             "paper preset's). What the device then takes over costs, on this CPU with one thread, ", ""]
+    header = ["augmented on", "num_workers", "images/s (wall)", "images per CPU-second",
               *(f"cores for {m} at 2x ({needed[m]:.0f} images/s)" for m in today_ms)]
     with tempfile.TemporaryDirectory() as folder:
         root = fabricate(Path(folder) / "VOC2012", args.images)
         loader_rates(root, 0, args.batch_size, args.shots, args.image_size, args.batch_size)  # first calls' costs
+        moved_ms = device_augmentation_ms(root, args.shots, args.image_size, args.batch_size)
+        lines[-2] += f"{moved_ms:.1f} ms per image (`augment_episode_batch` on batches of {args.batch_size} episodes)."
 
         def measure() -> Iterator[list[str]]:
-            for workers in args.workers:
-                wall, per_cpu = loader_rates(root, workers, args.episodes, args.shots, args.image_size,
-                                             args.batch_size)
-                yield [str(workers), f"{wall:.1f}", f"{per_cpu:.1f}", *(f"{needed[m] / per_cpu:.1f}"
-                                                                       for m in today_ms)]
+            for augment_on in args.augment_on:
+                for workers in args.workers:
+                    wall, per_cpu = loader_rates(root, workers, args.episodes, args.shots, args.image_size,
+                                                 args.batch_size, augment_on)
+                    yield [augment_on, str(workers), f"{wall:.1f}", f"{per_cpu:.1f}",
+                           *(f"{needed[m] / per_cpu:.1f}" for m in today_ms)]
 
         lines += run_tables(args.runs, header, measure)
     write_report(lines, args.out, echo=False)

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from fsslib.blocks.frozen import frozen_digests
 from fsslib.config import RUN_CONTROL, Config, fields_with_role, make_config, run_command_line, same_setting
 from fsslib.data.benchmarks import benchmark_of
-from fsslib.data.episodes import EpisodeBatch, EpisodeDataset, collate_episodes
+from fsslib.data.episodes import EpisodeBatch, EpisodeDataset, augment_episode_batch, collate_episodes
 from fsslib.device import autocast, resolve_device
 from fsslib.engine import evaluate_model, load_checkpoint, open_source
 from fsslib.errors import CheckpointError, DatasetNotFoundError, FsslibError, check_output_folder, unknown
@@ -178,7 +178,8 @@ def run(cfg: Config | None = None, **overrides) -> dict:
     speed = apply_speed_settings(model, cfg.compile, cfg.channels_last, cfg.fused_attention)  # each off by default
     train_source = open_source(cfg, benchmark.train_split)
     train_set = EpisodeDataset(train_source, cfg.fold, cfg.shots, cfg.image_size, cfg.episodes_per_epoch, cfg.seed,
-                               mode="train", novel_rule=cfg.novel_rule, augment=cfg.augment, resize=cfg.resize)
+                               mode="train", novel_rule=cfg.novel_rule, augment=cfg.augment, resize=cfg.resize,
+                               augment_on=cfg.augment_on)
     # Model selection on novel-class episodes of a split held out from the test images (the toy world's val).
     # PASCAL-5i / COCO-20i have none apart from the test images: no selection there, best.pt = the last epoch.
     val_set = None
@@ -220,8 +221,9 @@ def run(cfg: Config | None = None, **overrides) -> dict:
         model.train()
         losses = []  # on the device, read once per epoch: no step waits for the GPU to finish the one before
         for batch in tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress or rank > 0, leave=False):
+            batch = augment_episode_batch(batch.to(device, non_blocking=True))  # if the loader left it to the device
             with autocast(device, cfg.amp):
-                loss = trainer(batch.to(device, non_blocking=True))
+                loss = trainer(batch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

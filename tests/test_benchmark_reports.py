@@ -3,6 +3,7 @@ machine; the pages read the machine back (fsslib.docs). Their timings themselves
 from __future__ import annotations
 
 import importlib.util
+import re
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -101,9 +102,11 @@ def test_the_loader_benchmark_writes_two_runs_of_each_worker_count(tmp_path):
     out = tmp_path / "loader.md"
     paper_loader.main(["--workers", "0", "--episodes", "2", "--images", "12", "--image-size", "64", "--batch-size",
                        "2", "--out", str(out)])
-    found = tables(out.read_text())
-    assert len(found) == 2 and all(len(table) == 3 and table[2].startswith("| 0 | ") for table in found)
-    assert "cores for PFENet at 2x" in found[0][0]
+    text = out.read_text()
+    found = tables(text)
+    assert len(found) == 2 and all(len(table) == 4 for table in found)
+    assert [row.split(" | ")[:2] for row in found[0][2:]] == [["| loader", "0"], ["| device", "0"]]
+    assert "cores for PFENet at 2x" in found[0][0] and re.search(r"costs, on this CPU with one thread, [\d.]+ ms", text)
 
 
 def test_the_loader_benchmark_reads_the_gpu_step_times_from_a_gpu_speed_report(tmp_path):

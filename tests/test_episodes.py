@@ -9,8 +9,8 @@ import torch.nn.functional as F
 
 from fsslib.data.benchmarks import TOY
 from fsslib.config import make_config
-from fsslib.data.episodes import (IMAGENET_MEAN, EpisodeDataset, Source, augment_keeping_objects, collate_episodes,
-                                  episode_batches, gaussian_blur, load_episode_image, random_augment,
+from fsslib.data.episodes import (IMAGENET_MEAN, EpisodeDataset, Source, augment_episode_batch, augment_keeping_objects,
+                                  collate_episodes, episode_batches, gaussian_blur, load_episode_image, random_augment,
                                   random_augment_batch, resize_pad, resize_short_side, resize_squash, way_mask)
 from fsslib.errors import EpisodeShapeError, UnknownNameError
 
@@ -236,6 +236,28 @@ def test_each_image_draws_and_warps_as_the_per_image_augmentation_did():
         warped, warped_labels = random_augment_batch(images, labels, np.random.default_rng(seed))
         assert torch.equal(warped, torch.stack([image for image, _ in expected]))
         assert torch.equal(warped_labels, torch.stack([label for _, label in expected]))
+
+
+@pytest.mark.parametrize("shots", [1, 3])
+def test_episodes_augmented_on_the_device_equal_the_loader_s_bit_for_bit(sources, shots):
+    """augment_on="device": the loader draws each episode's parameters from the same generator and leaves the warp
+    and blur to augment_episode_batch, which gives the loader's batch, bit for bit on the CPU, every epoch."""
+    make = lambda where: EpisodeDataset(sources["train"], fold=1, shots=shots, image_size=64, n_episodes=24, seed=3,
+                                        mode="train", augment_on=where)
+    loader, device = make("loader"), make("device")
+    for epoch in (0, 5):
+        loader.set_epoch(epoch), device.set_epoch(epoch)
+        for start in range(0, 24, 8):
+            expected = collate_episodes([loader[i] for i in range(start, start + 8)])
+            left = collate_episodes([device[i] for i in range(start, start + 8)])
+            assert left.augment_thetas.shape == (8, 1 + shots, 2, 3) and left.augment_sigmas.shape == (8, 1 + shots)
+            assert expected.augment_thetas is None and not torch.equal(left.query_images, expected.query_images)
+            done = augment_episode_batch(left)
+            for name in ("query_images", "query_masks", "support_images", "support_masks"):
+                assert torch.equal(getattr(done, name), getattr(expected, name)), name
+            assert done.augment_thetas is None and augment_episode_batch(done) is done
+    with pytest.raises(UnknownNameError, match="--augment-on"):
+        make("gpu")
 
 
 def test_n_way_episodes_are_pure_and_keep_the_one_way_query(sources):

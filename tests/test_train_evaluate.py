@@ -9,6 +9,8 @@ import pytest
 import torch
 
 from fsslib import evaluate, train
+from fsslib.config import make_config
+from fsslib.errors import FsslibError
 
 METRIC_KEYS = {"miou", "fbiou", "per_class_iou", "episodes", "episodes_per_s", "tier", "method", "fold", "ways", "shots", "seed",
                "torch", "commit", "device"}
@@ -38,6 +40,21 @@ def test_train_then_evaluate_prototype(tiny_cfg, tmp_path):
     assert len(summary["history"]) == 1 and "val_miou" in summary["history"][0]
     metrics = evaluate.run(tiny_cfg(method="prototype", ckpt=summary["checkpoint"], out=str(out / "eval")))
     assert metrics["episodes"] == 40 and metrics["checkpoint"] == summary["checkpoint"]
+
+
+def test_training_augmented_on_the_device_equals_the_loader_s_run_on_the_cpu(tiny_cfg, tmp_path):
+    """--augment-on device (the paper preset's) trains the same weights as the loader's augmentation on the CPU; an
+    unknown place is refused by name."""
+    weights = {}
+    for where in ("loader", "device"):
+        train.run(tiny_cfg(method="prototype", out=str(tmp_path / where), augment_on=where, device="cpu"))
+        weights[where] = torch.load(tmp_path / where / "last.pt", weights_only=True)["model"]
+    for name, tensor in weights["loader"].items():
+        torch.testing.assert_close(weights["device"][name], tensor, rtol=0, atol=0, msg=name)
+    assert make_config(method="pfenet", preset="paper").augment_on == "device"
+    assert make_config(method="pfenet", preset="toy").augment_on == "loader"
+    with pytest.raises(FsslibError, match="--augment-on"):
+        make_config(method="prototype", augment_on="gpu")
 
 
 @pytest.mark.slow

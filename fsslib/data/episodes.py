@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -220,6 +220,7 @@ def resize_short_side(image: torch.Tensor, label: torch.Tensor, size: int, longe
 # "short_side" resizes test queries only: supports, and training queries (which share a batch), are padded squares
 RESIZE_RULES = {"pad": resize_pad, "squash": resize_squash, "short_side": resize_short_side}
 AUGMENTATIONS = ("pfenet", "none")
+AUGMENT_ON = ("loader", "device")  # where training episodes are augmented: in the loader's workers, or in the trainer
 
 
 def gaussian_blur(images: torch.Tensor, sigmas: torch.Tensor, radius: int | None = None) -> torch.Tensor:
@@ -251,26 +252,43 @@ def random_augment_batch(
     plus Gaussian blur with probability 0.5. Padding: mean colour / 255.
 
     images (B, 3, H, W) in [0, 1], labels (B, H, W). Each image draws its parameters from ``rng`` in turn (scale,
-    angle, flip, blur or not, sigma), so a batch equals its images augmented one by one from the same ``rng``, bit for
-    bit (tested); the warps and blurs run as one batched call each. Returns images (B, 3, H, W), labels (B, H, W) long.
+    angle, flip, blur or not, sigma: :func:`draw_augmentation`), so a batch equals its images augmented one by one
+    from the same ``rng``, bit for bit (tested); the warps and blurs run as one batched call each
+    (:func:`apply_augmentation`). Returns images (B, 3, H, W), labels (B, H, W) long.
     """
+    return apply_augmentation(images, labels, *draw_augmentation(len(images), rng))
+
+
+def draw_augmentation(count: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """The parameters of :func:`random_augment_batch` for ``count`` images, drawn from ``rng`` one image at a time:
+    each image's affine matrix (``count``, 2, 3) (scale, rotation, flip) and its blur's sigma (``count``,), NaN for
+    an image left unblurred."""
     thetas, sigmas = [], []
-    for _ in range(len(images)):
+    for _ in range(count):
         scale = rng.uniform(0.9, 1.1)
         angle = math.radians(rng.uniform(-10, 10))
         flip = -1.0 if rng.random() < 0.5 else 1.0
         cos, sin = math.cos(angle) / scale, math.sin(angle) / scale
         thetas.append([[cos * flip, -sin, 0.0], [sin * flip, cos, 0.0]])
-        sigmas.append(float(rng.uniform(0.1, 1.0)) if rng.random() < 0.5 else None)
-    grid = F.affine_grid(torch.tensor(thetas), [len(images), 3, *labels.shape[-2:]], align_corners=False)  # (B,H,W,2)
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+        sigmas.append(float(rng.uniform(0.1, 1.0)) if rng.random() < 0.5 else math.nan)
+    return torch.tensor(thetas), torch.tensor(sigmas)
+
+
+def apply_augmentation(images: torch.Tensor, labels: torch.Tensor, thetas: torch.Tensor, sigmas: torch.Tensor
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Warp images (B, 3, H, W) and labels (B, H, W) by their affine matrices ``thetas`` (B, 2, 3), then blur each
+    image whose ``sigmas`` (B,) is not NaN with a 5 x 5 Gaussian (:func:`draw_augmentation`), on the images'
+    device. Out-of-image pixels take the mean colour and the ignore label. Returns images clamped to [0, 1] and
+    labels long."""
+    grid = F.affine_grid(thetas.to(images.device), [len(images), 3, *labels.shape[-2:]], align_corners=False)  # (B,H,W,2)
+    mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(1, 3, 1, 1)
     warped = F.grid_sample(images - mean, grid, mode="bilinear", align_corners=False) + mean
     # nearest sampling of (label + 1) so that out-of-image zeros become the ignore label
     shifted = F.grid_sample(labels[:, None].float() + 1, grid, mode="nearest", align_corners=False)[:, 0]
     warped_labels = torch.where(shifted == 0, torch.full_like(shifted, IGNORE), shifted - 1).long()
-    blurred = [i for i, sigma in enumerate(sigmas) if sigma is not None]
+    blurred = torch.nonzero(~torch.isnan(sigmas)).flatten().tolist()
     if blurred:  # a 5 x 5 kernel
-        warped[blurred] = gaussian_blur(warped[blurred], torch.tensor([sigmas[i] for i in blurred]), radius=2)
+        warped[blurred] = gaussian_blur(warped[blurred], sigmas[blurred].to(images.device), radius=2)
     return warped.clamp(0, 1), warped_labels
 
 
@@ -279,7 +297,13 @@ def augment_keeping_objects(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`random_augment_batch` of an episode's images (B, 3, S, S) and way masks (B, S, S); an image whose warp
     leaves no object pixel in view stays as it was, as PFENet's crop retries keep the object."""
-    augmented, augmented_masks = random_augment_batch(images, masks, rng)
+    return apply_keeping_objects(images, masks, *draw_augmentation(len(images), rng))
+
+
+def apply_keeping_objects(images: torch.Tensor, masks: torch.Tensor, thetas: torch.Tensor, sigmas: torch.Tensor
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`apply_augmentation`, except that an image whose warp leaves no object pixel in view stays as it was."""
+    augmented, augmented_masks = apply_augmentation(images, masks, thetas, sigmas)
     kept = ((augmented_masks >= 1) & (augmented_masks != IGNORE)).flatten(1).any(dim=1)  # (B,)
     return (torch.where(kept[:, None, None, None], augmented, images),
             torch.where(kept[:, None, None], augmented_masks, masks))
@@ -328,6 +352,10 @@ class Episode:
     query_name: str = ""
     support_names: list[list[str]] = field(default_factory=list)  # N x K
     query_classes: list[int] = field(default_factory=list)  # every class in the query's label (image-level labels)
+    # a training episode augmented where it is read (augment_on="device"): the parameters drawn for its images,
+    # the query then the supports in way order (draw_augmentation), applied by augment_episode_batch
+    augment_thetas: torch.Tensor | None = None  # (1 + N*K, 2, 3)
+    augment_sigmas: torch.Tensor | None = None  # (1 + N*K,), NaN: not blurred
 
     @property
     def ways(self) -> int:
@@ -420,6 +448,8 @@ class EpisodeBatch:
     class_ids: torch.Tensor  # (B, N)
     class_names: list[list[str]]  # B x N
     query_classes: list[list[int]] = field(default_factory=list)  # image-level labels: only for label-reading variants
+    augment_thetas: torch.Tensor | None = None  # (B, 1 + N*K, 2, 3): still to augment (augment_episode_batch)
+    augment_sigmas: torch.Tensor | None = None  # (B, 1 + N*K)
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> "EpisodeBatch":
         """The batch on ``device``; ``non_blocking``: copies from pinned memory do not wait for the device
@@ -487,7 +517,28 @@ def collate_episodes(episodes: list[Episode]) -> EpisodeBatch:
         class_ids=torch.tensor([e.class_ids for e in episodes]),
         class_names=[e.class_names for e in episodes],
         query_classes=[e.query_classes for e in episodes],
+        **({"augment_thetas": torch.stack([e.augment_thetas for e in episodes]),
+            "augment_sigmas": torch.stack([e.augment_sigmas for e in episodes])}
+           if episodes[0].augment_thetas is not None else {}),
     )
+
+
+def augment_episode_batch(batch: EpisodeBatch) -> EpisodeBatch:
+    """A batch of training episodes read with ``augment_on="device"``, augmented where its tensors are (the GPU, in
+    the trainer) with the parameters their loader drew: each episode's images as :func:`augment_keeping_objects`
+    would have augmented them in the loader, bit for bit on the CPU (tested). A batch without them is returned as
+    it is."""
+    if batch.augment_thetas is None:
+        return batch
+    size, ways, shots = batch.support_images.shape[:3]
+    images = torch.cat([batch.query_images[:, None], batch.support_images.flatten(1, 2)], dim=1)  # (B, 1+NK, 3, H, W)
+    masks = torch.cat([batch.query_masks[:, None], batch.support_masks.flatten(1, 2)], dim=1)  # (B, 1+NK, H, W)
+    images, masks = apply_keeping_objects(images.flatten(0, 1), masks.flatten(0, 1), batch.augment_thetas.flatten(0, 1),
+                                          batch.augment_sigmas.flatten(0, 1))
+    images, masks = images.view(size, 1 + ways * shots, *images.shape[1:]), masks.view(size, 1 + ways * shots, *masks.shape[1:])
+    return replace(batch, query_images=images[:, 0], query_masks=masks[:, 0],
+                   support_images=images[:, 1:].reshape(batch.support_images.shape),
+                   support_masks=masks[:, 1:].reshape(batch.support_masks.shape), augment_thetas=None, augment_sigmas=None)
 
 
 def episode_batches(episodes: Dataset, batch_size: int, count: int | None = None) -> Iterator[EpisodeBatch]:
@@ -529,6 +580,10 @@ class EpisodeDataset(Dataset):
             (HSNet, LFSS: both sides to ``image_size``) or "short_side" (CLIP-DINOiser's evaluation:
             test queries' shorter side to ``image_size``, aspect kept, for sliding windows; supports and
             training queries padded as "pad"). The toy world's images are square, so all three agree there.
+        augment_on: where training episodes are augmented (:data:`AUGMENT_ON`): "loader" (here, in the
+            DataLoader's workers) or "device" (the parameters are drawn here, from the same generator, and
+            :func:`augment_episode_batch` applies them to the batch where the model runs, e.g. on the GPU; on the
+            CPU the episodes equal the loader's bit for bit).
     """
 
     def __init__(
@@ -544,11 +599,15 @@ class EpisodeDataset(Dataset):
         ways: int = 1,
         augment: str = "pfenet",
         resize: str = "pad",
+        augment_on: str = "loader",
     ) -> None:
         if mode not in ("test", "train"):
             raise unknown("episode mode", mode, ["test", "train"])
         if augment not in AUGMENTATIONS:
             raise unknown("training augmentation", augment, AUGMENTATIONS)
+        if augment_on not in AUGMENT_ON:
+            raise unknown("place of the training augmentation (--augment-on)", augment_on, AUGMENT_ON)
+        self.augment_on = augment_on
         if resize not in RESIZE_RULES:
             raise unknown("resize rule", resize, list(RESIZE_RULES))
         self.augment, self.resize = augment, resize
@@ -630,12 +689,17 @@ class EpisodeDataset(Dataset):
                     for c, names in zip(classes, supports)]
         support_images = torch.stack([torch.stack([p[0] for p in way]) for way in prepared])  # (N, K, 3, H, W)
         support_masks = torch.stack([torch.stack([p[1] for p in way]) for way in prepared])  # (N, K, H, W)
+        thetas = sigmas = None
         if self.mode == "train" and self.augment == "pfenet":  # the query, then the supports in way order
-            images, masks = augment_keeping_objects(torch.cat([query_image[None], support_images.flatten(0, 1)]),
-                                                    torch.cat([query_mask[None], support_masks.flatten(0, 1)]),
-                                                    np.random.default_rng([self.seed, self.epoch, index, 2]))
-            query_image, query_mask = images[0], masks[0]
-            support_images, support_masks = images[1:].view_as(support_images), masks[1:].view_as(support_masks)
+            thetas, sigmas = draw_augmentation(1 + support_images.shape[0] * support_images.shape[1],
+                                               np.random.default_rng([self.seed, self.epoch, index, 2]))
+            if self.augment_on == "loader":
+                images, masks = apply_keeping_objects(torch.cat([query_image[None], support_images.flatten(0, 1)]),
+                                                      torch.cat([query_mask[None], support_masks.flatten(0, 1)]),
+                                                      thetas, sigmas)
+                query_image, query_mask = images[0], masks[0]
+                support_images, support_masks = images[1:].view_as(support_images), masks[1:].view_as(support_masks)
+                thetas = sigmas = None
         check_support_masks(support_masks)
         return Episode(
             support_images=support_images,
@@ -648,4 +712,6 @@ class EpisodeDataset(Dataset):
             query_name=query,
             support_names=supports,
             query_classes=sorted(self.source.presence.get(query, {})),
+            augment_thetas=thetas,
+            augment_sigmas=sigmas,
         )
