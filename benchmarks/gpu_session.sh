@@ -30,7 +30,7 @@ for method in pfenet hdmnet; do
 done
 STEP_TIMES=benchmarks/results/gpu_speed_h200.md  # this GPU's own step times where gpu_speed.py wrote them above
 [ -f "$OUT/gpu_speed.md" ] && STEP_TIMES="$OUT/gpu_speed.md"
-python3 benchmarks/paper_loader.py --workers 8 16 --episodes 400 --runs 1 --step-times "$STEP_TIMES" \
+python3 benchmarks/paper_loader.py --workers 8 16 --episodes 400 --runs 1 --moved-on cuda --step-times "$STEP_TIMES" \
     --out "$OUT/paper_loader.md" 2>&1 | tee "$OUT/paper_loader.txt"
 python3 benchmarks/qgnet_prior_step.py --steps 20 --out "$OUT/qgnet_prior_step.md" 2>&1 \
     | tee "$OUT/qgnet_prior_step.txt"

@@ -13,8 +13,8 @@ CPU-second (this process and its workers; steady on a shared machine), and from 
 each method's step would need at twice today's GPU speed (4 episodes of 2 images a step; the step times: the
 medians of the ``today`` rows of a ``benchmarks/gpu_speed.py`` report, ``--step-times``, :func:`step_ms`). Each
 row augments the episodes in one place (``--augment-on``): in the loader, or on the trainer's device, where the
-loader only draws the parameters, decodes and resizes; what the device takes over is timed on this CPU too
-(:func:`device_augmentation_ms`).
+loader only draws the parameters, decodes and resizes; what the device takes over is timed too, on the CPU or
+a GPU (``--moved-on``, :func:`device_augmentation_ms`).
 Writes a Markdown report (``--out``, default ``benchmarks/results/paper_loader_cpu.md``), each run a table.
 """
 from __future__ import annotations
@@ -122,17 +122,28 @@ def loader_rates(root: Path, workers: int, episodes: int, shots: int, image_size
     return count / (time.perf_counter() - start), count / (cpu_seconds() - cpu)
 
 
-def device_augmentation_ms(root: Path, shots: int, image_size: int, batch_size: int, batches: int = 8) -> float:
-    """CPU ms per image of the augmentation the loader leaves to the device with ``augment_on="device"``
-    (:func:`fsslib.data.episodes.augment_episode_batch` on batches of ``batch_size`` episodes, here on the CPU):
-    what the trainer's device takes over, measured where the loader would have spent it."""
-    dataset = EpisodeDataset(Source(PASCAL, "train", root=root), 0, shots, image_size, batch_size * batches, seed=0,
-                             mode="train", novel_rule="pfenet", augment="pfenet", resize="pad", augment_on="device")
-    loaded = [collate_episodes([dataset[b * batch_size + i] for i in range(batch_size)]) for b in range(batches)]
-    start = time.process_time()
-    for batch in loaded:
+def device_augmentation_ms(root: Path, shots: int, image_size: int, batch_size: int, device: str = "cpu",
+                           batches: int = 8) -> float:
+    """ms per image of the augmentation the loader leaves to the device with ``augment_on="device"``
+    (:func:`fsslib.data.episodes.augment_episode_batch` on batches of ``batch_size`` episodes already on ``device``):
+    what the trainer's device takes over. On the CPU, process time (one thread); on a GPU, wall time between
+    synchronisations, after one untimed batch."""
+    dataset = EpisodeDataset(Source(PASCAL, "train", root=root), 0, shots, image_size, batch_size * (batches + 1),
+                             seed=0, mode="train", novel_rule="pfenet", augment="pfenet", resize="pad",
+                             augment_on="device")
+    loaded = [collate_episodes([dataset[b * batch_size + i] for i in range(batch_size)]).to(device)
+              for b in range(batches + 1)]
+    augment_episode_batch(loaded[0])
+    on_gpu = device.startswith("cuda")
+    clock = time.perf_counter if on_gpu else time.process_time
+    if on_gpu:
+        torch.cuda.synchronize(device)
+    start = clock()
+    for batch in loaded[1:]:
         augment_episode_batch(batch)
-    return (time.process_time() - start) * 1000 / (batches * batch_size * (1 + shots))
+    if on_gpu:
+        torch.cuda.synchronize(device)
+    return (clock() - start) * 1000 / (batches * batch_size * (1 + shots))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -146,6 +157,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--augment-on", nargs="+", choices=AUGMENT_ON, default=list(AUGMENT_ON),
                         help="where the episodes are augmented: loader (its workers) or device (the trainer's: "
                              "the loader draws the parameters and decodes and resizes only); a row each")
+    parser.add_argument("--moved-on", default="cpu",
+                        help="the device that times what --augment-on device leaves to the trainer (cpu, cuda)")
     parser.add_argument("--step-times", type=Path, default=STEP_TIMES,
                         help="a benchmarks/gpu_speed.py report: its `today` rows give each method's GPU step")
     add_report_options(parser, Path(__file__).parent / "results" / "paper_loader_cpu.md", runs=2)
@@ -168,14 +181,14 @@ def main(argv: list[str] | None = None) -> None:
              "",
              "The augmented-on column: `loader`, the loader's workers warp and blur each image (the toy preset's "
              "`--augment-on`); `device`, they leave it to the trainer, which augments the batch on the GPU (the "
-             "paper preset's). The last table: what the device then takes over, timed on this CPU with one thread.",
+             "paper preset's). The last table: what the device then takes over, timed on `--moved-on`.",
              ""]
     header = ["augmented on", "num_workers", "images/s (wall)", "images per CPU-second",
               *(f"cores for {m} at 2x ({needed[m]:.0f} images/s)" for m in today_ms)]
     with tempfile.TemporaryDirectory() as folder:
         root = fabricate(Path(folder) / "VOC2012", args.images)
         loader_rates(root, 0, args.batch_size, args.shots, args.image_size, args.batch_size)  # first calls' costs
-        moved_ms = device_augmentation_ms(root, args.shots, args.image_size, args.batch_size)
+        moved_ms = device_augmentation_ms(root, args.shots, args.image_size, args.batch_size, args.moved_on)
 
         def measure() -> Iterator[list[str]]:
             for augment_on in args.augment_on:
@@ -186,9 +199,9 @@ def main(argv: list[str] | None = None) -> None:
                            *(f"{needed[m] / per_cpu:.1f}" for m in today_ms)]
 
         lines += run_tables(args.runs, header, measure)
-    lines += ["", "What the device takes over with `--augment-on device`, on this CPU:", "",
-              "| augmentation left to the device | CPU ms per image |", "|---|---|",
-              f"| augment_episode_batch, batches of {args.batch_size} episodes | {moved_ms:.1f} |"]
+    lines += ["", "What the device takes over with `--augment-on device`:", "",
+              "| augmentation left to the device | timed on | ms per image |", "|---|---|---|",
+              f"| augment_episode_batch, batches of {args.batch_size} episodes | {args.moved_on} | {moved_ms:.2f} |"]
     write_report(lines, args.out, echo=False)
 
 

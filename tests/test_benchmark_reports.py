@@ -107,7 +107,7 @@ def test_the_loader_benchmark_writes_two_runs_of_each_worker_count(tmp_path):
     assert len(found) == 3 and all(len(table) == 4 for table in found[:2])
     assert [row.split(" | ")[:2] for row in found[0][2:]] == [["| loader", "0"], ["| device", "0"]]
     assert "cores for PFENet at 2x" in found[0][0]
-    assert re.fullmatch(r"\| augment_episode_batch, batches of 2 episodes \| [\d.]+ \|", found[2][2])
+    assert re.fullmatch(r"\| augment_episode_batch, batches of 2 episodes \| cpu \| [\d.]+ \|", found[2][2])
 
 
 def test_the_loader_benchmark_reads_the_gpu_step_times_from_a_gpu_speed_report(tmp_path):
