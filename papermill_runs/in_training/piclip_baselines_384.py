@@ -30,6 +30,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,14 +68,16 @@ class Step:
     """One command of the schedule; it may start when ``ready()`` and is done when ``done()`` (or it exited)."""
     name: str
     command: list[str]
-    ready: callable = lambda: True
-    done: callable = lambda: False
-    before: callable = lambda: None  # what the command needs placed in the clone first
+    ready: Callable[[], bool] = lambda: True
+    done: Callable[[], bool] = lambda: False
+    before: Callable[[], None] = lambda: None  # what the command needs placed in the clone first
     process: subprocess.Popen | None = field(default=None, repr=False)
     exit_code: int | None = None
 
 
 def steps(clone: Path) -> list[Step]:
+    """The schedule in ``clone``, in the order slots take its steps: the base learners, each fold's grid runs (once
+    its base learner is finished), the seed grid and the two-way control."""
     python = str(REPO / ".venv" / "bin" / "python")
     schedule = []
     for fold in FOLDS_TO_TRAIN:
