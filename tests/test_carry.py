@@ -2,7 +2,9 @@
 as a folder that ``--resume`` keeps; runs in flight go in full precision and come back to be continued."""
 import importlib.util
 import json
+import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -59,8 +61,13 @@ def test_a_run_in_flight_is_carried_whole_and_comes_back_unless_the_outputs_are_
     torch.testing.assert_close(carried["model"]["w"], weights["w"], rtol=0, atol=0)
 
     _run(run, epoch=6, weights=weights)
+    (run / "log.jsonl").write_text("".join(f'{{"epoch": {e}}}\n' for e in range(1, 8)))  # epoch 7 ended meanwhile
     assert carry.save(outputs, folder) == [run.name]
     assert torch.load(folder / run.name / "last.pt", weights_only=True)["epoch"] == 6
+    assert len((folder / run.name / "log.jsonl").read_text().splitlines()) == 6  # as far as last.pt: not logged twice
+    behind = tmp_path / "behind"
+    _run(behind / run.name, epoch=2)
+    assert carry.save(behind, folder) == []  # outputs behind the carried copy do not replace it
 
     fresh, ahead = tmp_path / "fresh", tmp_path / "ahead"
     assert carry.load(folder, fresh) == [run.name]
@@ -154,3 +161,17 @@ def test_the_retraining_schedule_waits_for_each_fold_s_base_learner_and_carries_
     assert not schedule.base_learner(fresh, 2).exists()
     assert (fresh / "papermill_runs" / "piclip_hdmnet_two_way_control.yaml").is_file()  # the grid file as it lands
     assert checked == [fresh]
+    assert not schedule.finished(schedule.base_learner(clone, 2))  # weights without their .json: not finished yet
+
+    left = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "left by a schedule"])
+    try:  # a step left running by a schedule that died is found, so that a new schedule does not run it twice
+        found = False
+        for _ in range(600):  # until the new process shows its command line (at most 30 s)
+            found = schedule.already_running([sys.executable, "-c", "import time; time.sleep(60)", "left by a schedule"])
+            if found:
+                break
+            time.sleep(0.05)
+        assert found
+        assert not schedule.already_running([sys.executable, "-c", "import time; time.sleep(60)", "another"])
+    finally:
+        left.kill()

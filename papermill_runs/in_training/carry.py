@@ -61,12 +61,16 @@ def save(outputs: Path, folder: Path) -> list[str]:
                 if (run / name).is_file():
                     shutil.copy2(run / name, target / name)
         elif (run / "last.pt").is_file():
-            if _epoch(run) == _epoch(target):
+            if _epoch(run) <= _epoch(target):  # carried as far already (or further: outputs not loaded back)
                 continue
             target.mkdir(parents=True, exist_ok=True)
-            for name in IN_FLIGHT:
+            for name in IN_FLIGHT:  # last.pt first: the log is trimmed to its epochs below
                 if (run / name).is_file():
                     shutil.copy2(run / name, target / name)
+            log = target / "log.jsonl"
+            if log.is_file():  # an epoch that ended while copying is in the log but not in last.pt: drop it
+                lines = log.read_text().splitlines(keepends=True)
+                log.write_text("".join(lines[:_epoch(target)]))
         else:
             continue
         copied.append(run.name)

@@ -24,6 +24,7 @@ machine goes.
 """
 from __future__ import annotations
 
+import filecmp
 import importlib.util
 import os
 import shutil
@@ -58,6 +59,12 @@ def base_learner(clone: Path, fold: int) -> Path:
     return clone / BUDGET_FOLDER / f"fold{fold}-e384-s0.pt"
 
 
+def finished(out: Path) -> bool:
+    """Whether the base learner ``out`` has finished: its ``.json``, which the trainer writes last (after the
+    weights and their held-out scores), is there."""
+    return out.with_suffix(".json").is_file()
+
+
 def partial(path: Path) -> Path:
     """The file ``--resume`` continues a base learner from."""
     return path.with_suffix(".partial.pt")
@@ -86,25 +93,29 @@ def steps(clone: Path) -> list[Step]:
                              [python, "-m", "fsslib.pretrain", "base-learner", "--fold", str(fold), "--epochs", "384",
                               "--seed", "0", "--precision", "fp32", "--threads", "1", "--no-progress", "--resume",
                               "--out", str(out)],
-                             done=out.is_file))
+                             done=lambda out=out: finished(out)))
     for fold in (0, *FOLDS_TO_TRAIN):
         out = base_learner(clone, fold)
         schedule.append(Step(f"piclip_baselines_toy-fold{fold}",
                              [python, "-m", "fsslib.runs", "papermill_runs/piclip_baselines_toy.yaml", "--set",
                               f"fold={fold}", "--jobs", "1", "--resume"],
-                             ready=out.is_file, before=lambda fold=fold: place_base_learner(clone, fold)))
+                             ready=lambda out=out: finished(out), before=lambda fold=fold: place_base_learner(clone, fold)))
     for grid in ("piclip_baselines_seeds_toy", "piclip_hdmnet_two_way_control"):
         schedule.append(Step(grid, [python, "-m", "fsslib.runs", f"papermill_runs/{grid}.yaml", "--jobs", "1", "--resume"],
-                             ready=base_learner(clone, 0).is_file, before=lambda: place_base_learner(clone, 0)))
+                             ready=lambda: finished(base_learner(clone, 0)), before=lambda: place_base_learner(clone, 0)))
     return schedule
 
 
 def place_base_learner(clone: Path, fold: int) -> None:
-    """Put fold ``fold``'s 384-epoch base learner where the grids read it: the zoo's file in ``clone``."""
+    """Put fold ``fold``'s 384-epoch base learner where the grids read it: the zoo's file in ``clone``, unless it is
+    there already (another step's run may be reading it); each copy lands whole (a temporary file, then a rename)."""
     zoo = clone / "fsslib" / "checkpoints" / "zoo" / f"base-learner-fold{fold}.pt"
     source = base_learner(clone, fold)
-    shutil.copy2(source, zoo)
-    shutil.copy2(source.with_suffix(".json"), zoo.with_suffix(".json"))
+    for made, placed in ((source, zoo), (source.with_suffix(".json"), zoo.with_suffix(".json"))):
+        if placed.is_file() and filecmp.cmp(made, placed, shallow=False):
+            continue
+        shutil.copy2(made, placed.with_name(placed.name + ".tmp"))
+        os.replace(placed.with_name(placed.name + ".tmp"), placed)
 
 
 def prepare(clone: Path) -> None:
@@ -118,10 +129,10 @@ def prepare(clone: Path) -> None:
     for fold in FOLDS_TO_TRAIN:
         out = base_learner(clone, fold)
         carried = BASE_LEARNERS / out.name
-        if carried.is_file() and not out.is_file():
+        if finished(carried) and not finished(out):
             shutil.copy2(carried, out)
             shutil.copy2(carried.with_suffix(".json"), out.with_suffix(".json"))
-        elif partial(carried).is_file() and not out.is_file() and not partial(out).is_file():
+        elif partial(carried).is_file() and not finished(out) and not partial(out).is_file():
             shutil.copy2(partial(carried), partial(out))
     for grid, outputs in GRIDS.items():
         if (HERE / grid).is_dir():
@@ -150,6 +161,28 @@ def start(clone: Path) -> None:
     environment = {**os.environ, "PYTHONPATH": str(clone)}
     pending = [step for step in steps(clone) if not step.done()]
     running: list[Step] = []
+    try:
+        run_schedule(pending, running, clone, logs, environment)
+    except BaseException:  # stopped or failed: its steps stop too, so that a restart does not run them twice
+        for step in running:
+            step.process.terminate()
+        raise
+
+
+def already_running(command: list[str]) -> bool:
+    """Whether a process with exactly this command line runs (a step left running by a schedule that died)."""
+    wanted = "\0".join(command).encode()
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if cmdline.read_bytes().rstrip(b"\0").endswith(wanted):
+                return True
+        except OSError:  # the process ended while being read
+            continue
+    return False
+
+
+def run_schedule(pending: list[Step], running: list[Step], clone: Path, logs: Path, environment: dict) -> None:
+    """Start pending steps as they become ready, ``SLOTS`` at a time, until every step has exited."""
     while pending or running:
         for step in list(running):
             if step.process.poll() is not None:
@@ -159,6 +192,9 @@ def start(clone: Path) -> None:
         for step in [step for step in pending if step.ready()]:
             if len(running) == SLOTS:
                 break
+            if already_running(step.command):
+                raise SystemExit(f"{step.name} already runs outside this schedule: stop it (it resumes from its last "
+                                 "epoch), then start the schedule again.")
             step.before()
             with (logs / f"{step.name}.log").open("a") as log:
                 step.process = subprocess.Popen(["nice", "-n", "10", *step.command], cwd=clone, env=environment,
@@ -179,7 +215,7 @@ def save(clone: Path) -> None:
     for fold in FOLDS_TO_TRAIN:
         out = base_learner(clone, fold)
         carried = BASE_LEARNERS / out.name
-        if out.is_file():
+        if finished(out):
             shutil.copy2(out, carried)
             shutil.copy2(out.with_suffix(".json"), carried.with_suffix(".json"))
             partial(carried).unlink(missing_ok=True)
@@ -198,7 +234,7 @@ def status(clone: Path) -> None:
     """Each base learner: finished, its epochs so far, or not started; each grid: its runs finished and started."""
     for fold in FOLDS_TO_TRAIN:
         out = base_learner(clone, fold)
-        if out.is_file():
+        if finished(out):
             state = "finished"
         elif partial(out).is_file():
             state = f"epoch {torch.load(partial(out), map_location='cpu', weights_only=False)['epoch']} of 384"
@@ -208,8 +244,8 @@ def status(clone: Path) -> None:
     for grid, outputs in GRIDS.items():
         folder = clone / "papermill_runs" / "outputs" / outputs
         runs = sorted(path for path in folder.iterdir() if path.is_dir()) if folder.is_dir() else []
-        finished = [run.name for run in runs if (run / "metrics.json").is_file()]
-        print(f"{grid}: {len(finished)} runs finished, {len(runs) - len(finished)} started and not finished")
+        done = [run.name for run in runs if (run / "metrics.json").is_file()]
+        print(f"{grid}: {len(done)} runs finished, {len(runs) - len(done)} started and not finished")
 
 
 if __name__ == "__main__":
