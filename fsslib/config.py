@@ -46,7 +46,8 @@ class Config:
     image_size: int = 64
     novel_rule: str = "pfenet"
     augment: str = "pfenet"  # training augmentation: "pfenet" (scale, rotation, flip, blur) or "none"
-    augment_on: str = _role("loader", RUN_CONTROL)  # where it runs: "loader" (its workers) or "device" (the trainer's)
+    augment_on: str = _role("loader", RUN_CONTROL)  # where it runs: "loader" (its workers), "device" (the trainer's) or
+    # "auto" (the device when it is a GPU, else the loader)
     resize: str = "pad"  # "pad": longer side to image_size, padded square (PFENet); "squash": both sides (HSNet);
     # "short_side": test queries' shorter side to image_size, for sliding windows (CLIP-DINOiser's evaluation)
     data_root: str | None = None  # None: $FSSLIB_DATA/<benchmark root>
@@ -122,7 +123,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # PFENet's PASCAL-5i recipe: 473x473, SGD 0.0025, momentum 0.9, wd 1e-4, poly 0.9, batch 4, 200 epochs.
     "paper": dict(benchmark="pascal", image_size=473, epochs=200, episodes_per_epoch=5953, val_episodes=1000,
                   batch_size=4, optimizer="sgd", lr=0.0025, weight_decay=1e-4, backbone="resnet50",
-                  augment_on="device"),  # the loader's workers decode and resize; the GPU warps and blurs
+                  augment_on="auto"),  # on a GPU, the loader's workers decode and resize, the GPU warps and blurs
 }
 SMOKE = dict(epochs=1, episodes_per_epoch=24, val_episodes=16, episodes=40, eval_batch_size=8, batch_size=4)
 
@@ -145,8 +146,9 @@ SETTING_HELP: dict[str, str] = {  # --help's text of settings whose name does no
     "fused_attention": "HDMNet's self-attention through scaled_dot_product_attention (fsslib.speed; off by default; "
                        "changes nothing for methods without it)",
     "amp": "bf16 autocast on CUDA (on by default); always off on the CPU",
-    "augment_on": "where training episodes are augmented: loader (in its workers; the toy preset's) or device (on the "
-                  "batch where the model runs, e.g. the GPU; the paper preset's): on the CPU the same episodes",
+    "augment_on": "where training episodes are augmented: loader (in its workers; the toy preset's), device (on the "
+                  "batch where the model runs, e.g. the GPU) or auto (device on a GPU, else loader; the paper "
+                  "preset's). On the CPU all give the same episodes, and loader the fastest",
     "method": f"the method: {', '.join(METHODS)}",
     "variant": "an ablation row of the method (its VARIANTS); default: the paper's model",
     "preset": "toy (default: the toy world and stand-ins) or paper (the papers' sizes, backbones and schedules)",
@@ -160,17 +162,16 @@ SETTING_HELP: dict[str, str] = {  # --help's text of settings whose name does no
 
 def check_settings(cfg: Config) -> Config:
     """Raise, naming the flag and its range, unless every numeric setting of ``cfg`` is in :data:`SETTING_RANGES`,
-    ``score_resize`` is one of :data:`fsslib.metrics.SCORE_RESIZES`, ``augment_on`` one of
+    ``score_resize`` is one of :data:`fsslib.metrics.SCORE_RESIZES`, ``augment_on`` "auto" or one of
     :data:`fsslib.data.episodes.AUGMENT_ON`, and a named benchmark has ``fold`` and is not
     given ``novel_classes`` (a dataset folder's)."""
-    from fsslib.metrics import SCORE_RESIZES
-
     from fsslib.data.episodes import AUGMENT_ON
+    from fsslib.metrics import SCORE_RESIZES
 
     if cfg.score_resize not in SCORE_RESIZES:
         raise unknown("--score-resize", cfg.score_resize, SCORE_RESIZES)
-    if cfg.augment_on not in AUGMENT_ON:
-        raise unknown("--augment-on", cfg.augment_on, AUGMENT_ON)
+    if cfg.augment_on not in ("auto", *AUGMENT_ON):
+        raise unknown("--augment-on", cfg.augment_on, ["auto", *AUGMENT_ON])
     for name, bounds in SETTING_RANGES.items():
         value = getattr(cfg, name)
         problem = range_problem(value, bounds)

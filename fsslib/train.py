@@ -144,6 +144,15 @@ def _distributed(device: torch.device) -> tuple[int, int, torch.device]:
     return (dist.get_rank(), world, device) if world > 1 else (0, 1, device)
 
 
+def augment_place(setting: str, device: torch.device) -> str:
+    """Where training episodes are augmented (``--augment-on``): "auto" is the device on a GPU (the loader's workers
+    then only decode and resize) and the loader on the CPU (the same episodes there, and its workers augment in
+    parallel); "loader" and "device" as asked."""
+    if setting != "auto":
+        return setting
+    return "device" if device.type == "cuda" else "loader"
+
+
 def run(cfg: Config | None = None, **overrides) -> dict:
     """Train ``cfg.method`` on the base classes of ``cfg.fold``; returns the training summary.
 
@@ -179,7 +188,7 @@ def run(cfg: Config | None = None, **overrides) -> dict:
     train_source = open_source(cfg, benchmark.train_split)
     train_set = EpisodeDataset(train_source, cfg.fold, cfg.shots, cfg.image_size, cfg.episodes_per_epoch, cfg.seed,
                                mode="train", novel_rule=cfg.novel_rule, augment=cfg.augment, resize=cfg.resize,
-                               augment_on=cfg.augment_on)
+                               augment_on=augment_place(cfg.augment_on, device))
     # Model selection on novel-class episodes of a split held out from the test images (the toy world's val).
     # PASCAL-5i / COCO-20i have none apart from the test images: no selection there, best.pt = the last epoch.
     val_set = None

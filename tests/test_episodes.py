@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from fsslib.data.benchmarks import TOY
 from fsslib.config import make_config
 from fsslib.data.episodes import (IMAGENET_MEAN, EpisodeDataset, Source, augment_episode_batch, augment_keeping_objects,
-                                  collate_episodes, episode_batches, gaussian_blur, load_episode_image, random_augment,
+                                  blur_all_keep_picked, blur_picked, collate_episodes, episode_batches, gaussian_blur, load_episode_image, random_augment,
                                   random_augment_batch, resize_pad, resize_short_side, resize_squash, way_mask)
 from fsslib.errors import EpisodeShapeError, UnknownNameError
 
@@ -258,6 +258,17 @@ def test_episodes_augmented_on_the_device_equal_the_loader_s_bit_for_bit(sources
             assert done.augment_thetas is None and augment_episode_batch(done) is done
     with pytest.raises(UnknownNameError, match="--augment-on"):
         make("gpu")
+
+
+def test_the_gpu_s_blur_of_every_image_keeps_the_picked_ones_as_the_cpu_s_blurs_them():
+    """On a GPU every image is blurred and the picked ones kept (reading which to pick would make the host wait):
+    the same images as blurring only the picked ones; the unpicked ones unchanged."""
+    images = torch.rand(6, 3, 33, 33, generator=torch.Generator().manual_seed(0))
+    sigmas = torch.tensor([0.3, math.nan, 0.9, math.nan, math.nan, 0.5])
+    picked, everywhere = blur_picked(images, sigmas), blur_all_keep_picked(images, sigmas)
+    torch.testing.assert_close(everywhere, picked)
+    assert torch.equal(picked[[1, 3, 4]], images[[1, 3, 4]]) and not torch.equal(picked[0], images[0])
+    assert torch.equal(blur_picked(images, torch.full((6,), math.nan)), images)
 
 
 def test_n_way_episodes_are_pure_and_keep_the_one_way_query(sources):

@@ -43,16 +43,18 @@ def test_train_then_evaluate_prototype(tiny_cfg, tmp_path):
 
 
 def test_training_augmented_on_the_device_equals_the_loader_s_run_on_the_cpu(tiny_cfg, tmp_path):
-    """--augment-on device (the paper preset's) trains the same weights as the loader's augmentation on the CPU; an
-    unknown place is refused by name."""
+    """--augment-on device (the paper preset's on a GPU) trains the same weights as the loader's augmentation on the
+    CPU; auto picks the device on a GPU only; an unknown place is refused by name."""
     weights = {}
     for where in ("loader", "device"):
         train.run(tiny_cfg(method="prototype", out=str(tmp_path / where), augment_on=where, device="cpu"))
         weights[where] = torch.load(tmp_path / where / "last.pt", weights_only=True)["model"]
     for name, tensor in weights["loader"].items():
         torch.testing.assert_close(weights["device"][name], tensor, rtol=0, atol=0, msg=name)
-    assert make_config(method="pfenet", preset="paper").augment_on == "device"
+    assert make_config(method="pfenet", preset="paper").augment_on == "auto"
     assert make_config(method="pfenet", preset="toy").augment_on == "loader"
+    assert [train.augment_place("auto", torch.device(kind)) for kind in ("cpu", "cuda")] == ["loader", "device"]
+    assert train.augment_place("device", torch.device("cpu")) == "device"
     with pytest.raises(FsslibError, match="--augment-on"):
         make_config(method="prototype", augment_on="gpu")
 

@@ -286,10 +286,26 @@ def apply_augmentation(images: torch.Tensor, labels: torch.Tensor, thetas: torch
     # nearest sampling of (label + 1) so that out-of-image zeros become the ignore label
     shifted = F.grid_sample(labels[:, None].float() + 1, grid, mode="nearest", align_corners=False)[:, 0]
     warped_labels = torch.where(shifted == 0, torch.full_like(shifted, IGNORE), shifted - 1).long()
-    blurred = torch.nonzero(~torch.isnan(sigmas)).flatten().tolist()
-    if blurred:  # a 5 x 5 kernel
-        warped[blurred] = gaussian_blur(warped[blurred], sigmas[blurred].to(images.device), radius=2)
-    return warped.clamp(0, 1), warped_labels
+    blur = blur_picked if images.device.type == "cpu" else blur_all_keep_picked
+    return blur(warped, sigmas.to(images.device)).clamp(0, 1), warped_labels
+
+
+def blur_picked(images: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
+    """Blur the images (B, 3, H, W) whose ``sigmas`` (B,) is not NaN with a 5 x 5 Gaussian, the others unchanged:
+    only the picked images are blurred (on the CPU; picking them reads the sigmas on the host)."""
+    picked = torch.nonzero(~torch.isnan(sigmas)).flatten().tolist()
+    if picked:
+        images = images.clone()
+        images[picked] = gaussian_blur(images[picked], sigmas[picked], radius=2)
+    return images
+
+
+def blur_all_keep_picked(images: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
+    """:func:`blur_picked` without reading the sigmas on the host, so that a GPU's host never waits for it: every
+    image is blurred (NaN sigmas by 1) and the blurred ones are kept where a sigma is given."""
+    given = ~torch.isnan(sigmas)
+    blurred = gaussian_blur(images, torch.where(given, sigmas, torch.ones_like(sigmas)), radius=2)
+    return torch.where(given[:, None, None, None], blurred, images)
 
 
 def augment_keeping_objects(

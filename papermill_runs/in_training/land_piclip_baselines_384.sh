@@ -56,6 +56,14 @@ place_base_learners() {  # the 384-epoch base learners become the zoo's, their f
     cp "$HERE/base_learner_384/fold$fold-e384-s0.pt" "fsslib/checkpoints/zoo/base-learner-fold$fold.pt"
     cp "$HERE/base_learner_384/fold$fold-e384-s0.json" "fsslib/checkpoints/zoo/base-learner-fold$fold.json"
   done
+  "$PY" - <<'EOF'
+import json
+from pathlib import Path
+for path in sorted(Path("fsslib/checkpoints/zoo").glob("base-learner-fold*.json")):  # the file's name in the zoo
+    record = json.loads(path.read_text())
+    record["checkpoint"]["file"] = path.with_suffix(".pt").name
+    path.write_text(json.dumps(record, indent=1) + "\n")
+EOF
   "$PY" benchmarks/base_learner_budget.py --table-only --record-zoo
 }
 
@@ -84,11 +92,18 @@ step base_learners place_base_learners
 step grid_files grid_files
 step runs load_runs
 step zoo "$PY" -m fsslib.runs papermill_runs/piclip_baselines_toy.yaml --resume      # table, zoo export, budgets
-# the fill control trains its PIR-less model live (one process, about an hour): beside the steps that follow
+# the fill control trains its PIR-less model live (one process, about an hour): beside the steps that follow, in a
+# process group of its own, which stops with this script unless the landing finishes (a rerun resumes its run)
 if [ ! -e .landing/fill ]; then
-  ( "$PY" -m fsslib.runs papermill_runs/piclip_hdmnet_fill_control.yaml --jobs 1 --resume > .landing/fill.log 2>&1 \
-    && touch .landing/fill ) &
-  FILL=$!
+  if [ -e .landing/fill.pid ] && kill -0 "$(cat .landing/fill.pid)" 2>/dev/null; then
+    FILL="$(cat .landing/fill.pid)"  # still running from a start of this script that was killed
+  else
+    setsid bash -c '"$0" -m fsslib.runs papermill_runs/piclip_hdmnet_fill_control.yaml --jobs 1 --resume \
+      > .landing/fill.log 2>&1 && touch .landing/fill' "$PY" &
+    FILL=$!
+    echo "$FILL" > .landing/fill.pid
+  fi
+  trap '[ -n "${LANDED:-}" ] || kill -- -"$FILL" 2>/dev/null || true' EXIT
 fi
 step seeds "$PY" -m fsslib.runs papermill_runs/piclip_baselines_seeds_toy.yaml --resume
 step two_way "$PY" -m fsslib.runs papermill_runs/piclip_hdmnet_two_way_control.yaml --resume
@@ -96,10 +111,14 @@ step compare "$PY" -m fsslib.runs papermill_runs/compare_toy.yaml --jobs 1      
 step two_way_errors "$PY" benchmarks/two_way_errors.py
 step audit "$PY" benchmarks/zoo_first_epoch.py
 step quickstart "$PY" -m fsslib.runs papermill_runs/quickstart.yaml
-if [ -n "${FILL:-}" ]; then wait "$FILL" || { echo "the fill control failed: .landing/fill.log"; exit 1; }; fi
+if [ -n "${FILL:-}" ]; then
+  while kill -0 "$FILL" 2>/dev/null; do sleep 20; done
+  [ -e .landing/fill ] || { echo "the fill control failed: .landing/fill.log"; exit 1; }
+fi
 step docs "$PY" -m fsslib.docs
 step lessons "$PY" -m fsslib.lessons
 step docs_after_lessons "$PY" -m fsslib.docs
+LANDED=1
 git status --short | grep -v '^??' || true
 cat <<'EOF'
 Landed in the clone. By hand, before the commit to main:
