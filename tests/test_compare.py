@@ -356,9 +356,10 @@ def test_the_committed_comparison_scores_every_row_on_the_same_episodes_and_mean
 
 def test_the_side_by_side_lesson_s_takeaways_hold_on_the_committed_comparison():
     """Notebook 08's takeaways, against the committed compare_toy (CSVs only): LFSS, reading class names and no
-    mask, has the highest 4-fold mean at 1-way 1-shot, and leads its baseline PFENet by more than the resolved
-    threshold for two means over the 4 folds; PI-CLIP lifts none of its three baselines beyond it; whole support
-    images, as CLIP-DINOiser's prompts, score below its text prompts at 1 shot."""
+    mask, is among the highest 4-fold means at 1-way 1-shot (none above it by more than the resolved threshold for
+    two means over the 4 folds), and leads its baseline PFENet by more than that threshold; PI-CLIP lifts none of
+    its three baselines beyond it; whole support images, as CLIP-DINOiser's prompts, score below its text prompts at
+    1 shot."""
     from fsslib.compare import resolution_thresholds, seed_spread
     from fsslib.runs import seed_rows
     from fsslib.tables import REPO, load_grid
@@ -371,7 +372,7 @@ def test_the_side_by_side_lesson_s_takeaways_hold_on_the_committed_comparison():
     one_shot = {method: entry["1-way 1-shot mIoU"] for method, entry in table.items()}
     masks = [method for method, entry in table.items() if "pixel masks" in entry["support annotation"]]
     assert table["lfss"]["support annotation"] == "class names" and {"pfenet", "piclip", "qgnet"} <= set(masks)
-    assert one_shot["lfss"] == max(value for value in one_shot.values() if value is not None)
+    assert max(value for value in one_shot.values() if value is not None) - one_shot["lfss"] < threshold
     assert one_shot["lfss"] - one_shot["pfenet"] > threshold
     for baseline in ("pfenet", "bam", "hdmnet"):
         plugged = "piclip" if baseline == "pfenet" else f"piclip-{baseline}"
