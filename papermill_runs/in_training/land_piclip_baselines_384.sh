@@ -30,7 +30,8 @@ step() {  # step NAME COMMAND...: run once, then leave a marker
 check_finished() {  # every step of the schedule finished: the three base learners and every carried run
   local missing=0
   for fold in 1 2 3; do
-    [ -f "$HERE/base_learner_384/fold$fold-e384-s0.pt" ] || { echo "missing: base learner of fold $fold"; missing=1; }
+    # its .json is written last: with it, the base learner has finished
+    [ -f "$HERE/base_learner_384/fold$fold-e384-s0.json" ] || { echo "missing: base learner of fold $fold"; missing=1; }
   done
   for grid in piclip_baselines_toy piclip_baselines_seeds_toy piclip_hdmnet_two_way_control; do
     "$PY" - "$grid" "$HERE/$grid" <<'EOF' || missing=1
