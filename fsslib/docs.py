@@ -494,9 +494,8 @@ class Results:
         ``families``, ``repeat``: how many repeat their records bit for bit), ``checked`` and ``same_code`` (trained
         at their recorded commit, and of those, equal to today's), ``code_moved`` (the families whose first epochs
         today's code changed), ``differ`` (those unequal to their records), ``unrecorded`` (how many records name
-        no machine), and ``kernels`` (None without the
-        instruction-set table; else its ``model``, ``moved``: some capped setting changes its first epochs,
-        ``reaches_record``: some capped setting gives its record's)."""
+        no machine), and ``kernels`` (None without the instruction-set table; else its ``model``, ``moved``: some
+        capped setting changes its first epochs, ``reaches_record``: some capped setting gives its record's)."""
         rows = self.bench_rows(file)
         text = (self.root / "benchmarks" / "results" / f"{file}.md").read_text()
         heading = re.search(r"^# .*, on (.+)\)$", text, flags=re.M)

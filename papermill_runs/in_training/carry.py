@@ -38,8 +38,6 @@ from fsslib.runs import expand
 from fsslib.tables import REPO, load_grid, read_table, run_gains, write_table
 
 RECORDS = ("metrics.json", "train_summary.json", "log.jsonl")  # the executed notebook (figures, MBs) stays behind
-
-
 IN_FLIGHT = ("last.pt", "best.pt", "log.jsonl")  # what --resume reads of a run that has not finished
 
 
