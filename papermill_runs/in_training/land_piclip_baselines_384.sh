@@ -128,7 +128,8 @@ Landed in the clone. By hand, before the commit to main:
 - the pages render the new state from the records (the zoo's base learners against the controls'); read what they
   now say: README's rows and limits, the PI-CLIP page and reference, the zoo card, the protocol's plateau list,
   compare_toy's and piclip_baselines_toy's answers and notes, the fill and two-way controls' pages;
-- the lessons' prose is not rendered: lesson 08's PI-CLIP takeaway (the base learner's plateau, 'lifts none') and
-  lesson 05's section 11 against what their cells now print, with their tests;
+- the lessons' prose is not rendered: pytest tests/test_lesson_claims.py checks each paragraph on a trained model
+  against what its lesson now prints (lesson 05's section 11, lesson 08's strata and PI-CLIP takeaway); rewrite the
+  paragraphs that fail with their tests, and read lesson 08's takeaway on the base learner's plateau;
 - pytest tests/test_zoo.py -k repeats_its_recorded_check, python -m fsslib.docs --check, make test (quiet), commit.
 EOF
