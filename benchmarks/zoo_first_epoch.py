@@ -2,6 +2,7 @@
 
     python benchmarks/zoo_first_epoch.py   # fold 0, 1-shot of each family -> benchmarks/results/zoo_first_epoch_toy.md
     python benchmarks/zoo_first_epoch.py --models pfenet-fold0-1shot qgnet-fold0-1shot --no-at-commits
+    python benchmarks/zoo_first_epoch.py --cause COMMIT   # + the families the code moved, either side of COMMIT
 
 A zoo model's ``.json`` names the grid and run that made it, the commit of its code, and keeps its validation curve.
 For each model asked for, this script reads that run's training parameters from the grid file (those of
@@ -10,8 +11,10 @@ the grid's torch threads into a fresh output folder. It stops the run at the fir
 mIoU is above 0 (a first epoch at 0.0, all background, as PFENet's often is, tells nothing) and compares the
 validation mIoU of those epochs with the record's, as the floats are written (bit for bit). It then trains the same
 epochs with the code of the recorded commit (a temporary worktree, reading today's toy world) and compares them with
-today's. A second table trains one model's first epochs with the math libraries' instruction sets capped, as another
-CPU would cap them.
+today's. Where today's code moved some, ``--cause COMMIT`` tests one suspected commit: it trains them at its parent and
+at it, which moved them if the parent gives the recorded commit's first epochs and the commit gives today's. A
+last table trains one model's first epochs with the math libraries' instruction sets capped, as another CPU would
+cap them.
 
 Training is deterministic at a fixed thread count on one kind of CPU (``docs/protocol.md``). Equal first epochs say
 the code, the data and the frozen files the run reads are those the model was trained with. When today's differ
@@ -157,11 +160,12 @@ def place_frozen_files(record: dict, tree: Path, repo: Path = REPO) -> None:
             shutil.copy2(mine, theirs)
 
 
-def at_its_commit(record: dict, params: dict, threads: int, epochs: int) -> list[float] | str | None:
-    """The run's first epochs trained with the code of the commit its record names, on this CPU, beside the frozen
-    files its record names (:func:`place_frozen_files`); None
-    when the run's code held uncommitted changes (it cannot be checked out); the error's last line if it fails."""
-    commit = str(record["git_commit"])
+def at_commit(record: dict, params: dict, threads: int, epochs: int,
+              commit: str | None = None) -> list[float] | str | None:
+    """The run's first epochs trained with the code of ``commit`` (default: the commit its record names), on this
+    CPU, beside the frozen files its record names (:func:`place_frozen_files`); None when the run's code held
+    uncommitted changes (it cannot be checked out); the error's last line if it fails."""
+    commit = commit or str(record["git_commit"])
     if "+" in commit or commit == "uncommitted":
         return None
     with checkout(commit) as tree, tempfile.TemporaryDirectory() as folder:
@@ -170,6 +174,29 @@ def at_its_commit(record: dict, params: dict, threads: int, epochs: int) -> list
             return first_epochs(params, threads, Path(folder), epochs, code=tree)
         except RunFailed as failure:
             return f"failed: {failure}"
+
+
+def cause_table(commit: str, moved: list[tuple[str, dict, dict, int, list[float], list[float]]]) -> str:
+    """A control of one named cause: each family whose first epochs today's code moved (its name, record,
+    parameters, threads, first epochs at its recorded commit and today's), trained again at ``commit``'s parent and
+    at ``commit``. The commit moved them where its parent gives the recorded commit's first epochs and it gives
+    today's."""
+    def git(*words: str) -> str:
+        return subprocess.run(["git", *words], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+
+    full = git("rev-parse", commit)
+    subject = git("log", "-1", "--format=%s", full).split(":")[0]
+    lines = [f"## The families today's code moved, trained on either side of commit {full[:7]}", "",
+             f"The commit's subject begins: {subject}.", "",
+             "| model | at its parent | at the commit | the parent gives the recorded commit's "
+             "| the commit gives today's |", "|---|---|---|---|---|"]
+    for name, record, params, threads, then, today in moved:
+        before, after = (at_commit(record, params, threads, len(today), code) for code in (f"{full}^", full))
+        shown = [value if isinstance(value, str) else ", ".join(map(repr, value)) for value in (before, after)]
+        lines.append(f"| {name} | {shown[0]} | {shown[1]} | {'yes' if before == then else 'no'} "
+                     f"| {'yes' if after == today else 'no'} |")
+        print(f"{name}: at {full[:7]}^ {before}, at {full[:7]} {after}", flush=True)
+    return "\n".join(lines)
 
 
 def kernel_table(name: str) -> str:
@@ -201,8 +228,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--kernels", default="pfenet-fold0-1shot",
                         help="the zoo model whose first epochs are trained again under each of KERNEL_SETTINGS "
                              "(a second table); 'none' skips it")
+    parser.add_argument("--cause", default=None, metavar="COMMIT",
+                        help="a commit suspected of moving first epochs: each family whose first epochs today's code "
+                             "moved is trained again at its parent and at it (a third table)")
     args = parser.parse_args(argv)
-    rows = []
+    if args.cause and not args.at_commits:
+        parser.error("--cause needs --at-commits: a family counts as moved by the code against its recorded commit")
+    rows, moved = [], []
     for name in args.models or family_models():
         record = json.loads((ZOO_DIR / f"{name}.json").read_text())
         params, threads, grid = run_parameters(record)
@@ -212,9 +244,11 @@ def main(argv: list[str] | None = None) -> None:
                 today = first_epochs(params, threads, Path(folder), len(recorded))
             except RunFailed as failure:
                 raise SystemExit(f"{name}: the run stopped before its epoch {len(recorded)}: {failure}") from None
-        then = at_its_commit(record, params, threads, len(recorded)) if args.at_commits else None
+        then = at_commit(record, params, threads, len(recorded)) if args.at_commits else None
         machine = record.get("hardware", {}).get("processor", "not recorded")
         rows.append((name, grid, record["git_commit"], machine, recorded, today, then))
+        if isinstance(then, list) and then != today:
+            moved.append((name, record, params, threads, then, today))
         print(f"{name}: recorded {recorded}, today {today}, at its commit {then}", flush=True)
     lines = ["# The zoo's first epochs trained again (toy tier)", "",
              f"Made by `{command_line(__file__, argv)}`. Each zoo model's run, from its grid file, stopped "
@@ -232,6 +266,8 @@ def main(argv: list[str] | None = None) -> None:
                      f"| {'yes' if expected == today else 'no'} | {at_commit} | {same_code} |")
     lines += ["", "A `+` after a commit: the run's fsslib/ held uncommitted changes, so its code cannot be checked "
               "out. \"not recorded\": the model was trained before runs recorded their machine."]
+    if args.cause and moved:
+        lines += ["", cause_table(args.cause, moved)]
     if args.kernels != "none":
         lines += ["", kernel_table(args.kernels)]
     write_report(lines, args.out, echo=False, timings=False)  # the machine and commit that trained them again

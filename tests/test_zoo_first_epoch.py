@@ -72,7 +72,20 @@ def test_a_checkout_gets_the_recorded_frozen_file_where_it_lacks_it_or_holds_ano
 
 def test_a_run_whose_code_held_uncommitted_changes_is_not_checked_out():
     record = {"git_commit": "4172ab26959ef27743019c87dbc81ed1b817c832 + uncommitted changes in fsslib/"}
-    assert zoo_first_epoch.at_its_commit(record, {}, 1, 1) is None
+    assert zoo_first_epoch.at_commit(record, {}, 1, 1) is None
+
+
+def test_a_named_cause_is_the_commit_whose_parent_gives_the_recorded_commit_s_epochs_and_it_today_s(monkeypatch):
+    """--cause: each family today's code moved, at the commit's parent and at the commit; 'yes' only where each
+    side equals its end (the recorded commit's first epochs before, today's after)."""
+    trained = {"moved": {"parent": [1.0], "commit": [2.0]}, "elsewhere": {"parent": [1.0], "commit": [1.5]}}
+    monkeypatch.setattr(zoo_first_epoch, "at_commit", lambda record, params, threads, epochs, commit:
+                        trained[record["name"]]["parent" if commit.endswith("^") else "commit"])
+    moved = [(name, {"name": name}, {}, 1, [1.0], [2.0]) for name in trained]
+    table = zoo_first_epoch.cause_table("HEAD", moved).splitlines()
+    assert table[0].startswith("## The families today's code moved, trained on either side of commit ")
+    rows = {cells[0]: cells[1:] for cells in (line.strip("| ").split(" | ") for line in table[6:])}
+    assert rows == {"moved": ["1.0", "2.0", "yes", "yes"], "elsewhere": ["1.0", "1.5", "yes", "no"]}
 
 
 def test_a_failed_run_is_named_by_its_exception_line():
