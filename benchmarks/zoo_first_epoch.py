@@ -260,10 +260,10 @@ def main(argv: list[str] | None = None) -> None:
     for name, grid, made, machine, expected, today, then in rows:
         commit_made = str(made)[:7] + (" +" if "+" in str(made) else "")
         recorded, trained = ", ".join(map(repr, expected)), ", ".join(map(repr, today))
-        at_commit = "not checked" if then is None else then if isinstance(then, str) else ", ".join(map(repr, then))
+        at_recorded = "not checked" if then is None else then if isinstance(then, str) else ", ".join(map(repr, then))
         same_code = "" if then is None or isinstance(then, str) else ("yes" if then == today else "no")
         lines.append(f"| {name} | {grid} | {commit_made} | {machine} | {len(expected)} | {recorded} | {trained} "
-                     f"| {'yes' if expected == today else 'no'} | {at_commit} | {same_code} |")
+                     f"| {'yes' if expected == today else 'no'} | {at_recorded} | {same_code} |")
     lines += ["", "A `+` after a commit: the run's fsslib/ held uncommitted changes, so its code cannot be checked "
               "out. \"not recorded\": the model was trained before runs recorded their machine."]
     if args.cause and moved:

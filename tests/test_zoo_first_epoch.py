@@ -88,6 +88,19 @@ def test_a_named_cause_is_the_commit_whose_parent_gives_the_recorded_commit_s_ep
     assert rows == {"moved": ["1.0", "2.0", "yes", "yes"], "elsewhere": ["1.0", "1.5", "yes", "no"]}
 
 
+def test_the_report_holds_the_named_cause_only_for_the_families_the_code_moved(tmp_path, monkeypatch):
+    """main, its training stood in for: of two families, the one whose recorded commit trains other first epochs
+    than today's code is trained either side of --cause; the other is not."""
+    names = ["bam-fold0-1shot", "hdmnet-fold0-1shot"]
+    monkeypatch.setattr(zoo_first_epoch, "first_epochs", lambda params, threads, out, epochs, kernels=None: [5.0])
+    monkeypatch.setattr(zoo_first_epoch, "at_commit", lambda record, params, threads, epochs, commit=None:
+                        [5.0] if commit or record["method"] == "bam" else [4.0])
+    out = tmp_path / "audit.md"
+    zoo_first_epoch.main(["--models", *names, "--cause", "HEAD", "--kernels", "none", "--out", str(out)])
+    report = out.read_text()
+    assert "| hdmnet-fold0-1shot | 5.0 | 5.0 | no | yes |" in report and "| bam-fold0-1shot | 5.0 |" not in report
+
+
 def test_a_failed_run_is_named_by_its_exception_line():
     output = ("Traceback (most recent call last):\n  File x\nfsslib.errors.CheckpointError: no base learner\n"
               "  How to fix: y\n")
