@@ -185,7 +185,7 @@ def cause_table(commit: str, moved: list[tuple[str, dict, dict, int, list[float]
         return subprocess.run(["git", *words], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
 
     full = git("rev-parse", commit)
-    subject = git("log", "-1", "--format=%s", full).split(":")[0]
+    subject = git("log", "-1", "--format=%s", full).split(";")[0].rstrip(".")
     lines = [f"## The families today's code moved, trained on either side of commit {full[:7]}", "",
              f"The commit's subject begins: {subject}.", "",
              "| model | at its parent | at the commit | the parent gives the recorded commit's "

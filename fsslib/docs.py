@@ -493,9 +493,13 @@ class Results:
         (its rows), ``groups`` (by the machine that trained them: ``machine`` as :meth:`zoo_machine` words it,
         ``families``, ``repeat``: how many repeat their records bit for bit), ``checked`` and ``same_code`` (trained
         at their recorded commit, and of those, equal to today's), ``code_moved`` (the families whose first epochs
-        today's code changed), ``differ`` (those unequal to their records), ``unrecorded`` (how many records name
-        no machine), and ``kernels`` (None without the instruction-set table; else its ``model``, ``moved``: some
-        capped setting changes its first epochs, ``reaches_record``: some capped setting gives its record's)."""
+        today's code changed), ``machine_moved`` (those whose recorded commit trains other first epochs here than
+        their records: the machine or the libraries moved them), ``differ`` (those unequal to their records),
+        ``unrecorded`` (how many records name no machine), ``kernels`` (None without the instruction-set table;
+        else its ``model``, ``moved``: some capped setting changes its first epochs, ``reaches_record``: some capped
+        setting gives its record's), and
+        ``cause`` (None without the table of a suspected commit; else its ``commit``, its ``subject``'s first
+        clause, the families ``tested`` on either side of it and those it ``moved``)."""
         rows = self.bench_rows(file)
         text = (self.root / "benchmarks" / "results" / f"{file}.md").read_text()
         heading = re.search(r"^# .*, on (.+)\)$", text, flags=re.M)
@@ -509,21 +513,31 @@ class Results:
                           else UNRECORDED_ZOO_MACHINES.get(row["grid"], "a machine not recorded"))
             groups.setdefault(trained_on, []).append(row)
         checked = [row for row in rows if row["equal to today's"] in ("yes", "no")]
-        kernels = None
+        tables = {table["header"][1]: table["rows"] for table in self._bench(file)[1:]}
+        kernels = cause = None
         capped = re.search(r"^## (\S+)'s first \d+ epochs? with", text, flags=re.M)
         if capped:
-            values = [cells[-1] for cells in self._bench(file)[1]["rows"]]  # this CPU's own kernels first
+            values = [cells[-1] for cells in tables["environment"]]  # this CPU's own kernels first
             recorded = next(row["recorded validation mIoU"] for row in rows if row["model"] == capped[1])
             kernels = {"model": capped[1], "moved": any(value != values[0] for value in values[1:]),
                        "reaches_record": recorded in values[1:]}
+        either_side = re.search(r"^## The families today's code moved, trained on either side of commit (\w+)$", text,
+                                flags=re.M)
+        if either_side:
+            subject = re.search(r"^The commit's subject begins: (.+)\.$", text, flags=re.M)
+            cause = {"commit": either_side[1], "subject": subject[1] if subject else "",
+                     "tested": [cells[0] for cells in tables["at its parent"]],
+                     "moved": [cells[0] for cells in tables["at its parent"] if cells[3:5] == ["yes", "yes"]]}
         return {"machine": machine, "families": len(rows),
                 "groups": [{"machine": trained_on, "families": len(members),
                             "repeat": sum(row["equal to the record"] == "yes" for row in members)}
                            for trained_on, members in groups.items()],
                 "checked": len(checked), "same_code": sum(row["equal to today's"] == "yes" for row in checked),
                 "code_moved": [row["model"] for row in checked if row["equal to today's"] == "no"],
+                "machine_moved": [row["model"] for row in checked
+                                  if row["at its commit, here"] != row["recorded validation mIoU"]],
                 "differ": [row["model"] for row in rows if row["equal to the record"] == "no"],
-                "unrecorded": sum(row["on"] == "not recorded" for row in rows), "kernels": kernels}
+                "unrecorded": sum(row["on"] == "not recorded" for row in rows), "kernels": kernels, "cause": cause}
 
     def _bench_table_any(self, file: str, table: str | int) -> dict[str, Any]:
         """The table of ``benchmarks/results/<file>.md`` that ``table`` names, whatever its columns."""

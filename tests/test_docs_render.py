@@ -389,27 +389,36 @@ def test_the_first_epoch_audit_is_read_by_training_machine_code_and_kernels(tmp_
             "model 2) | 1 | 38.5 | 38.1 | no | 38.5 | no |\n"
             "| pfenet-fold0-1shot | zoo_toy | def5678 | not recorded | 2 | 0.0, 0.1 | 0.0, 1.4 | no | 0.0, 1.4 | yes |\n"
             "| qgnet-fold0-1shot | qgnet_toy | 123abcd + | not recorded | 1 | 0.6 | 0.6 | yes | not checked |  |\n")
+    cause = ("\n## The families today's code moved, trained on either side of commit 0a1b2c3\n\n"
+             "The commit's subject begins: Prompts encoded alone.\n\n| model | at its parent | at the commit | the "
+             "parent gives the recorded commit's | the commit gives today's |\n|---|---|---|---|---|\n"
+             "| piclip-bam-fold0-1shot | 38.5 | 38.1 | yes | yes |\n")
     kernels = ("\n## pfenet-fold0-1shot's first 2 epochs with the math libraries' instruction sets capped\n\nText.\n\n"
                "| kernels | environment | validation mIoU |\n|---|---|---|\n| this CPU's own | none | 0.0, 1.4 |\n"
                "| MKL at AVX2 | `MKL_ENABLE_INSTRUCTIONS=AVX2` | 0.0, 0.1 |\n")
     provenance = ("\nProduced with torch 2.x; commit abc; device cpu, CPU Intel(R) Xeon(R) Processor (GenuineIntel cpu "
                   "family 6 model 167), 2 cores.\n")
-    results = bench_page(tmp_path, "zoo_first_epoch_toy", "# audit\n\n" + header + rows + kernels + provenance)
+    results = bench_page(tmp_path, "zoo_first_epoch_toy", "# audit\n\n" + header + rows + cause + kernels + provenance)
     audit = results.first_epoch_audit()
     assert audit["machine"] == "Intel Xeon (family 6 model 167)" and audit["families"] == 4
     assert docs.UNRECORDED_ZOO_MACHINES["zoo_toy"] == docs.UNRECORDED_ZOO_MACHINES["qgnet_toy"]  # one group
     assert audit["groups"] == [{"machine": "an AMD EPYC (family 26 model 2)", "families": 2, "repeat": 1},
                                {"machine": docs.UNRECORDED_ZOO_MACHINES["zoo_toy"], "families": 2, "repeat": 1}]
     assert (audit["checked"], audit["same_code"], audit["code_moved"]) == (3, 2, ["piclip-bam-fold0-1shot"])
+    assert audit["machine_moved"] == ["pfenet-fold0-1shot"]  # its recorded commit's code trains other epochs here
     assert audit["differ"] == ["piclip-bam-fold0-1shot", "pfenet-fold0-1shot"] and audit["unrecorded"] == 2
     assert audit["kernels"] == {"model": "pfenet-fold0-1shot", "moved": True, "reaches_record": True}
+    assert audit["cause"] == {"commit": "0a1b2c3", "subject": "Prompts encoded alone",
+                              "tested": ["piclip-bam-fold0-1shot"], "moved": ["piclip-bam-fold0-1shot"]}
 
     heading_only = bench_page(tmp_path, "zoo_first_epoch_toy", "# audit (toy tier, commit abc, on Intel(R) Xeon(R) "
                               "Processor (GenuineIntel cpu family 6 model 167))\n\n" + header + rows)
     assert heading_only.first_epoch_audit()["machine"] == "Intel Xeon (family 6 model 167)"
-    assert heading_only.first_epoch_audit()["kernels"] is None
+    assert heading_only.first_epoch_audit()["kernels"] is None and heading_only.first_epoch_audit()["cause"] is None
 
     rendered = docs.render()[REPO / "docs" / "protocol.md"]
     shown = docs.Results().first_epoch_audit()
     assert f"On an {shown['machine']}, each family's fold-0" in rendered
-    assert ("today's code moved those of" in rendered) == bool(shown["code_moved"])
+    assert ("Today's code moved the first epochs of" in rendered) == bool(shown["code_moved"])
+    assert ("not the code." in rendered) == bool(shown["machine_moved"])
+    assert ("Trained on either side of commit" in rendered) == bool(shown["code_moved"] and shown["cause"])
