@@ -499,7 +499,7 @@ class Results:
         else its ``model``, ``moved``: some capped setting changes its first epochs, ``reaches_record``: some capped
         setting gives its record's), and
         ``cause`` (None without the table of a suspected commit; else its ``commit``, its ``subject``'s first
-        clause, the families ``tested`` on either side of it and those it ``moved``)."""
+        clause and the families it ``moved``)."""
         rows = self.bench_rows(file)
         text = (self.root / "benchmarks" / "results" / f"{file}.md").read_text()
         heading = re.search(r"^# .*, on (.+)\)$", text, flags=re.M)
@@ -526,7 +526,6 @@ class Results:
         if either_side:
             subject = re.search(r"^The commit's subject begins: (.+)\.$", text, flags=re.M)
             cause = {"commit": either_side[1], "subject": subject[1] if subject else "",
-                     "tested": [cells[0] for cells in tables["at its parent"]],
                      "moved": [cells[0] for cells in tables["at its parent"] if cells[3:5] == ["yes", "yes"]]}
         return {"machine": machine, "families": len(rows),
                 "groups": [{"machine": trained_on, "families": len(members),

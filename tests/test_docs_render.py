@@ -409,7 +409,7 @@ def test_the_first_epoch_audit_is_read_by_training_machine_code_and_kernels(tmp_
     assert audit["differ"] == ["piclip-bam-fold0-1shot", "pfenet-fold0-1shot"] and audit["unrecorded"] == 2
     assert audit["kernels"] == {"model": "pfenet-fold0-1shot", "moved": True, "reaches_record": True}
     assert audit["cause"] == {"commit": "0a1b2c3", "subject": "Prompts encoded alone",
-                              "tested": ["piclip-bam-fold0-1shot"], "moved": ["piclip-bam-fold0-1shot"]}
+                              "moved": ["piclip-bam-fold0-1shot"]}
 
     heading_only = bench_page(tmp_path, "zoo_first_epoch_toy", "# audit (toy tier, commit abc, on Intel(R) Xeon(R) "
                               "Processor (GenuineIntel cpu family 6 model 167))\n\n" + header + rows)

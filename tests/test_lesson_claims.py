@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
+from functools import cache
 
 import nbformat
 
@@ -21,10 +21,15 @@ from fsslib.zoo import at_plateau, zoo_record
 LESSONS = REPO / "notebooks"
 
 
+@cache
+def cells(lesson: str) -> list:
+    """The committed cells of ``lesson``, read once."""
+    return nbformat.read(LESSONS / lesson, as_version=4).cells
+
+
 def paragraph(lesson: str, phrase: str) -> str:
     """The markdown cell of ``lesson`` that contains ``phrase`` (the claim a test checks)."""
-    notebook = nbformat.read(LESSONS / lesson, as_version=4)
-    found = [cell.source for cell in notebook.cells
+    found = [cell.source for cell in cells(lesson)
              if cell.cell_type == "markdown" and phrase in " ".join(cell.source.split())]
     assert len(found) == 1, f"{lesson}: {len(found)} markdown cells say {phrase!r}; update this test with the paragraph"
     return found[0]
@@ -32,10 +37,9 @@ def paragraph(lesson: str, phrase: str) -> str:
 
 def printed(lesson: str, code: str) -> str:
     """What the code cell of ``lesson`` that contains ``code`` printed, as committed."""
-    notebook = nbformat.read(LESSONS / lesson, as_version=4)
-    cells = [cell for cell in notebook.cells if cell.cell_type == "code" and code in cell.source]
-    assert len(cells) == 1, f"{lesson}: {len(cells)} code cells hold {code!r}"
-    return "".join(output.get("text", "") for output in cells[0].outputs if output.get("name") == "stdout")
+    found = [cell for cell in cells(lesson) if cell.cell_type == "code" and code in cell.source]
+    assert len(found) == 1, f"{lesson}: {len(found)} code cells hold {code!r}"
+    return "".join(output.get("text", "") for output in found[0].outputs if output.get("name") == "stdout")
 
 
 def means_on_regions(line: str) -> dict[str, float]:
@@ -80,7 +84,7 @@ def test_lesson_05_hdmnet_paragraph_holds_on_episode_35():
 
 
 def test_lesson_08_strata_paragraph_holds_on_the_committed_differences():
-    """Lesson 08, section 5's reading of the strata: QGNet's and LFSS's gains do not rise steadily with the classes;
+    """Lesson 08, section 4's reading of the strata: QGNet's and LFSS's gains do not rise steadily with the classes;
     PI-CLIP is lower with a fill distractor on all three baselines (intervals apart); with a shape distractor lower
     on PFENet, higher on BAM and HDMNet (intervals overlapping); LFSS higher with a fill distractor (apart), not
     clearly with a shape one; support images trail the text prompt with a distractor, by less (apart)."""
@@ -118,5 +122,5 @@ def test_lesson_08_budget_takeaway_holds_on_the_zoo_s_records():
     paragraph("08_side_by_side.ipynb", "the four models are at their plateau, their shared base learner is not")
     for method in ("bam", "piclip-bam", "hdmnet", "piclip-hdmnet"):
         assert at_plateau(zoo_record(method, 0, 1)), method
-    base = json.loads(Path(base_learner_path("toy", 0)).with_suffix(".json").read_text())
+    base = json.loads(base_learner_path("toy", 0).with_suffix(".json").read_text())
     assert not base["budget"]["at_plateau"]
