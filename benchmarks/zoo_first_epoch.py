@@ -42,6 +42,7 @@ import yaml
 from fsslib.launch import run_name
 from fsslib.paths import data_root
 from fsslib.pretrain.saving import file_sha256
+from fsslib.provenance import first_epochs_processor
 from fsslib.runs import expand
 from fsslib.zoo import SHIPPED_ZOO as ZOO_DIR
 
@@ -245,7 +246,7 @@ def main(argv: list[str] | None = None) -> None:
             except RunFailed as failure:
                 raise SystemExit(f"{name}: the run stopped before its epoch {len(recorded)}: {failure}") from None
         then = at_commit(record, params, threads, len(recorded)) if args.at_commits else None
-        machine = record.get("hardware", {}).get("processor", "not recorded")
+        machine = first_epochs_processor(record) or "not recorded"  # the CPU that trained the epochs compared
         rows.append((name, grid, record["git_commit"], machine, recorded, today, then))
         if isinstance(then, list) and then != today:
             moved.append((name, record, params, threads, then, today))
@@ -265,7 +266,9 @@ def main(argv: list[str] | None = None) -> None:
         lines.append(f"| {name} | {grid} | {commit_made} | {machine} | {len(expected)} | {recorded} | {trained} "
                      f"| {'yes' if expected == today else 'no'} | {at_recorded} | {same_code} |")
     lines += ["", "A `+` after a commit: the run's fsslib/ held uncommitted changes, so its code cannot be checked "
-              "out. \"not recorded\": the model was trained before runs recorded their machine."]
+              "out. \"on\": the CPU that trained the model's first epochs (of a run resumed on another machine, "
+              "its record's first `trained_on` span); \"not recorded\": the model was trained before runs recorded "
+              "their machine."]
     if args.cause and moved:
         lines += ["", cause_table(args.cause, moved)]
     if args.kernels != "none":

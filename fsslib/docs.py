@@ -31,7 +31,7 @@ from statistics import median as _median
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from fsslib.errors import FsslibError, unknown
-from fsslib.provenance import cpu_kind
+from fsslib.provenance import cpu_kind, trained_on_processors
 from fsslib.tables import fold_means, load_grid, markdown_tables, read_table, shown
 from fsslib.zoo import at_plateau
 
@@ -315,17 +315,16 @@ class Results:
     def zoo_models(self, grid: str) -> list[dict[str, Any]]:
         """The zoo models a grid trained (their ``.json``'s ``command`` names ``papermill_runs/<grid>.yaml``), sorted
         by name: ``name``, ``method``, ``commit`` (7 characters), ``sittings`` (how many times the run started: more
-        than 1 when it was resumed) and ``machine`` (:func:`~fsslib.provenance.cpu_kind` of the recorded CPU, or
-        "not recorded")."""
+        than 1 when it was resumed) and ``machines`` (:func:`~fsslib.provenance.cpu_kind` of each CPU that trained
+        it, in the order of its epochs: :func:`~fsslib.provenance.trained_on_processors`; empty when not recorded)."""
         models = []
         for path in sorted((self.root / CHECKPOINTS / "zoo").glob("*.json")):
             record = self._recorded_file(f"zoo/{path.stem}")
             if f"papermill_runs/{grid}.yaml" not in record.get("command", ""):
                 continue
-            processor = record.get("hardware", {}).get("processor")
+            kinds = list(dict.fromkeys(cpu_kind(processor) for processor in trained_on_processors(record)))
             models.append({"name": path.stem, "method": record["method"], "commit": record["git_commit"][:7],
-                           "sittings": record.get("sittings", 1),
-                           "machine": cpu_kind(processor) if processor else "not recorded"})
+                           "sittings": record.get("sittings", 1), "machines": kinds})
         if not models:
             commands = [self._recorded_file(f"zoo/{p.stem}").get("command", "")
                         for p in (self.root / CHECKPOINTS / "zoo").glob("*.json")]
@@ -337,7 +336,7 @@ class Results:
         """Where a grid's zoo models were trained, as a page says it: the CPU kinds their records name ("an AMD EPYC
         (family 26 model 2)"), or, for models trained before runs recorded their machine, the project's note of it
         (:data:`UNRECORDED_ZOO_MACHINES`)."""
-        kinds = sorted({model["machine"] for model in self.zoo_models(grid)} - {"not recorded"})
+        kinds = sorted({kind for model in self.zoo_models(grid) for kind in model["machines"]})
         if kinds:
             return listed([f"an {kind}" for kind in kinds])
         if grid not in UNRECORDED_ZOO_MACHINES:

@@ -84,6 +84,38 @@ def hardware(**extra: str) -> dict:
             "torch": torch.__version__, "python": platform.python_version(), **extra}
 
 
+def trained_on(spans: list[dict], epoch: int, processor: str | None = None) -> list[dict]:
+    """``spans`` (which CPU trained which epochs of a run, in order: ``{"processor", "epochs": [first, last]}``) with
+    epoch ``epoch`` added as trained on ``processor`` (this machine's :func:`cpu_model` unless given): the last span
+    grows when the same CPU continues it, else a new span starts. A run resumed on another machine (a sitting on
+    another kind of CPU) so records where each part of it trained. The epoch must follow the last span's."""
+    processor = processor or cpu_model()
+    if spans and epoch != spans[-1]["epochs"][1] + 1:
+        raise ValueError(f"epoch {epoch} does not follow the recorded epochs {spans[-1]['epochs']}")
+    if spans and spans[-1]["processor"] == processor:
+        return [*spans[:-1], {"processor": processor, "epochs": [spans[-1]["epochs"][0], epoch]}]
+    return [*spans, {"processor": processor, "epochs": [epoch, epoch]}]
+
+
+def first_epochs_processor(record: dict) -> str | None:
+    """The CPU that trained a run's first epoch, from its record: its ``trained_on`` spans where they start at
+    epoch 1, else (a record of one sitting, or from before runs recorded the spans) its ``hardware``; None when
+    neither says (a run resumed from a checkpoint that predates the spans)."""
+    spans = record.get("trained_on")
+    if spans:
+        return spans[0]["processor"] if spans[0]["epochs"][0] == 1 else None
+    return record.get("hardware", {}).get("processor")
+
+
+def trained_on_processors(record: dict) -> list[str]:
+    """Every CPU that trained a run, in the order of its epochs (``trained_on``; else its ``hardware``; else none)."""
+    spans = record.get("trained_on")
+    if spans:
+        return list(dict.fromkeys(span["processor"] for span in spans))
+    processor = record.get("hardware", {}).get("processor")
+    return [processor] if processor else []
+
+
 def run_provenance(device: torch.device | str) -> dict:
     """What produced a result: torch version, fsslib commit (flagged when fsslib/ has local changes), device and the
     machine's CPU (a same-seed run is sure to repeat bitwise only on the same kind)."""

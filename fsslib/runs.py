@@ -507,7 +507,8 @@ def export_to_zoo(run_dir: Path, command: str, rows: list[dict], root: Path | No
         "name": name, "method": config["method"], "variant": config["variant"], "fold": config["fold"],
         "train_shots": config["shots"], "tier": config["preset"], "command": command,
         "git_commit": rows[0]["commit"], "torch": rows[0]["torch"], "device": rows[0]["device"],
-        **({"hardware": summary["hardware"]} if "hardware" in summary else {}),  # the machine that trained it
+        **({"hardware": summary["hardware"]} if "hardware" in summary else {}),  # the machine of its last sitting
+        **({"trained_on": summary["trained_on"]} if summary.get("trained_on") else {}),  # each CPU's epochs
         "train_time_s": round(sum(sittings), 1), "sittings": len(sittings),
         "epochs": summary["epochs"], "best_epoch": state["epoch"],
         "best_val_miou": summary["best_val_miou"],

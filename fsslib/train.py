@@ -9,6 +9,8 @@ best one by validation mIoU (``best.pt``); ``--resume`` continues a killed run t
 same final weights on the CPU (on CUDA, nondeterministic kernels make even two
 uninterrupted runs differ slightly, so a resumed run matches only as closely). Training
 episodes are a pure function of (seed, epoch, index), so resuming needs no data-loader state. Log: ``<out>/log.jsonl``.
+The summary's ``trained_on`` says which CPU trained which epochs (a run resumed on another machine has two spans);
+its ``hardware`` is the last sitting's.
 """
 from __future__ import annotations
 
@@ -37,7 +39,7 @@ from fsslib.methods import build_method
 from fsslib.methods.base import FewShotSegmenter
 from fsslib.paths import write_text
 from fsslib.pretrain.saving import save_checkpoint
-from fsslib.provenance import hardware
+from fsslib.provenance import hardware, trained_on
 from fsslib.speed import apply_speed_settings
 
 OPTIMIZERS = ("sgd", "adamw")
@@ -200,7 +202,7 @@ def run(cfg: Config | None = None, **overrides) -> dict:
     steps_per_epoch = math.ceil(episodes_per_rank / cfg.batch_size)
     scheduler = make_schedule(cfg, optimizer, steps_per_epoch)
 
-    start_epoch, best_miou, history = 0, -1.0, []
+    start_epoch, best_miou, history, spans = 0, -1.0, [], []  # spans: which CPU trained which epochs
     last_path, best_path = out / "last.pt", out / "best.pt"
     if cfg.resume and last_path.is_file():
         state = load_checkpoint(last_path, cfg.method)
@@ -213,6 +215,7 @@ def run(cfg: Config | None = None, **overrides) -> dict:
         scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"])
         start_epoch, best_miou, history = state["epoch"], state["best_miou"], state["history"]
+        spans = state.get("trained_on", [])  # none in a checkpoint written before runs recorded them
     else:  # a fresh run: the log starts empty
         (out / "log.jsonl").unlink(missing_ok=True)
     trainer = LossModule(model)
@@ -248,13 +251,14 @@ def run(cfg: Config | None = None, **overrides) -> dict:
                 improved = val["miou"] > best_miou
                 best_miou = max(best_miou, val["miou"])
             history.append(record)
+            spans = trained_on(spans, epoch + 1)
             if improved:
                 save_checkpoint(best_path, {"method": cfg.method, "model": model.state_dict(), "epoch": epoch + 1,
                                             "val_miou": record.get("val_miou"), "config": cfg.to_dict(), "frozen": frozen})
             save_checkpoint(last_path, {
                 "method": cfg.method, "model": model.state_dict(), "frozen": frozen, "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "rng": rng_state(),
-                "best_miou": best_miou, "history": history, "config": cfg.to_dict(),
+                "best_miou": best_miou, "history": history, "trained_on": spans, "config": cfg.to_dict(),
             })
             with (out / "log.jsonl").open("a") as log:  # after last.pt: a resumed run never logs an epoch twice
                 log.write(json.dumps(record) + "\n")
@@ -262,7 +266,7 @@ def run(cfg: Config | None = None, **overrides) -> dict:
                "epochs": cfg.epochs, "best_val_miou": best_miou if val_set is not None else None, "checkpoint": str(best_path),
                "train_time_s": time.perf_counter() - start, "world_size": world,
                "hardware": hardware(**({"gpu": torch.cuda.get_device_name(device)} if device.type == "cuda" else {})),
-               "history": history,
+               "history": history, "trained_on": spans,
                **({"speed_settings": speed} if speed else {})}
     if rank == 0:
         write_text(out / "train_summary.json", json.dumps(summary, indent=1))

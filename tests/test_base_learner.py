@@ -18,6 +18,7 @@ from fsslib.pretrain.base_learner.data import base_labels, random_crop, training
 from fsslib.pretrain.base_learner.files import SHIPPED_FOLDER, base_learner_path, load_base_learner, save_base_learner
 from fsslib.pretrain.base_learner.train import tier_settings, train_base_learner
 from fsslib.pretrain.saving import file_sha256
+from fsslib.provenance import cpu_model
 
 pytestmark = pytest.mark.budget(5)
 
@@ -149,6 +150,7 @@ def test_an_interrupted_run_resumes_to_the_same_weights_and_curve(toy_root, tmp_
                            resume=True)
     resumed = train_base_learner(tmp_path / "resumed.pt", settings, progress=False, resume=True)
     assert resumed["curve"] == whole["curve"] and resumed["best"] == whole["best"] and resumed["resumed_at_epoch"] == 1
+    assert resumed["trained_on"] == whole["trained_on"] == [{"processor": cpu_model(), "epochs": [1, 3]}]
     for key, value in torch.load(tmp_path / "whole.pt")["state"].items():
         assert torch.equal(value, torch.load(tmp_path / "resumed.pt")["state"][key]), key
     assert not (tmp_path / "resumed.partial.pt").exists()

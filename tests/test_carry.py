@@ -121,14 +121,21 @@ def test_a_rung_keeps_the_rows_provenance_and_gains_of_its_runs_from_the_table_t
         carry.rung(grid, "src", results)
 
 
-def test_the_retraining_schedule_waits_for_each_fold_s_base_learner_and_carries_its_partial_file(tmp_path, monkeypatch):
-    """piclip_baselines_384.py: a fold's grid runs start once its base learner is finished; a base learner in flight
-    is carried as its partial file and comes back into a fresh clone, where ``--resume`` continues it."""
+@pytest.fixture
+def schedule(monkeypatch):
+    """papermill_runs/in_training/piclip_baselines_384.py as a module."""
     spec = importlib.util.spec_from_file_location("schedule", REPO / "papermill_runs" / "in_training" /
                                                   "piclip_baselines_384.py")
-    schedule = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "schedule", schedule)  # its dataclass looks its module up
-    spec.loader.exec_module(schedule)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "schedule", module)  # its dataclass looks its module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_retraining_schedule_waits_for_each_fold_s_base_learner_and_carries_its_partial_file(schedule, tmp_path,
+                                                                                                  monkeypatch):
+    """piclip_baselines_384.py: a fold's grid runs start once its base learner is finished; a base learner in flight
+    is carried as its partial file and comes back into a fresh clone, where ``--resume`` continues it."""
     here = tmp_path / "in_training"
     monkeypatch.setattr(schedule, "HERE", here)
     monkeypatch.setattr(schedule, "BASE_LEARNERS", here / "base_learner_384")
@@ -155,6 +162,7 @@ def test_the_retraining_schedule_waits_for_each_fold_s_base_learner_and_carries_
     schedule.save(clone)
     assert sorted(p.name for p in (here / "base_learner_384").iterdir()) == [
         "fold1-e384-s0.json", "fold1-e384-s0.pt", "fold2-e384-s0.partial.pt"]
+    schedule.clone_if_missing(fresh)
     schedule.prepare(fresh)
     assert schedule.base_learner(fresh, 1).read_text() == "fold 1"
     assert schedule.partial(schedule.base_learner(fresh, 2)).read_text() == "epoch 7 of fold 2"
@@ -175,3 +183,69 @@ def test_the_retraining_schedule_waits_for_each_fold_s_base_learner_and_carries_
         assert not schedule.already_running([sys.executable, "-c", "import time; time.sleep(60)", "another"])
     finally:
         left.kill()
+
+
+def test_a_missing_clone_is_cloned_before_the_schedule_writes_into_it(schedule, tmp_path, monkeypatch):
+    """``start`` on a folder that does not exist clones it (the schedule's logs must not make it exist first)."""
+    seen = []
+    monkeypatch.setattr(schedule, "clone_if_missing", lambda clone: seen.append(clone.exists()))
+    monkeypatch.setattr(schedule, "prepare", lambda clone: (_ for _ in ()).throw(SystemExit("stop here")))
+    with pytest.raises(SystemExit, match="stop here"):
+        schedule.start(tmp_path / "new")
+    assert seen == [False]
+
+
+def test_each_sitting_s_cpu_and_start_tell_which_cpu_trained_which_epochs(schedule, tmp_path, monkeypatch):
+    """A sitting records its CPU and where each step starts from (the clone's base learners and runs); a sitting
+    trained the epochs up to the next one's start, so the spans follow even when a clone outlived its sitting;
+    the landing writes them into the records as today's trainer does."""
+    monkeypatch.setattr(schedule, "BASE_LEARNERS", tmp_path / "carried")
+    clone = tmp_path / "clone"
+    (clone / schedule.BUDGET_FOLDER).mkdir(parents=True)
+    torch.save({"epoch": 82}, schedule.partial(schedule.base_learner(clone, 3)))
+    outputs = clone / "papermill_runs" / "outputs" / schedule.GRIDS["piclip_baselines_toy"]
+    _run(outputs / "bam-fold0-1shot-seed0", epoch=146)
+    (outputs / "hdmnet-fold0-1shot-seed0").mkdir(parents=True)
+    (outputs / "hdmnet-fold0-1shot-seed0" / "train_summary.json").write_text(json.dumps({"epochs": 160}))
+    sittings = tmp_path / "sittings.jsonl"
+    sittings.write_text(json.dumps({"started": "day 1", "processor": "AMD", "positions": {}}) + "\n")
+    monkeypatch.setattr(schedule, "cpu_model", lambda: "Xeon")
+    schedule.record_sitting(clone, sittings)
+    written = json.loads(sittings.read_text().splitlines()[1])
+    assert written["processor"] == "Xeon" and written["positions"] == {
+        "base-learner-fold3": 82, "piclip_baselines_toy/bam-fold0-1shot-seed0": 146,
+        "piclip_baselines_toy/hdmnet-fold0-1shot-seed0": 160}
+    assert schedule.trained_on_spans("base-learner-fold3", 384, sittings) == [
+        {"processor": "AMD", "epochs": [1, 82]}, {"processor": "Xeon", "epochs": [83, 384]}]
+    assert schedule.trained_on_spans("piclip_baselines_toy/hdmnet-fold0-1shot-seed0", 160, sittings) == [
+        {"processor": "AMD", "epochs": [1, 160]}]  # finished before the second sitting
+    assert schedule.trained_on_spans("piclip_baselines_toy/piclip-bam-fold0-1shot-seed0", 160, sittings) == [
+        {"processor": "Xeon", "epochs": [1, 160]}]  # not started before it
+
+    sittings.write_text(sittings.read_text() + json.dumps({"processor": "AMD", "positions": {"base-learner-fold3": 90}})
+                        + "\n")  # the next sitting carried on from epoch 90: epochs 83-90 were the second's
+    assert schedule.trained_on_spans("base-learner-fold3", 384, sittings) == [
+        {"processor": "AMD", "epochs": [1, 82]}, {"processor": "Xeon", "epochs": [83, 90]},
+        {"processor": "AMD", "epochs": [91, 384]}]
+    sittings.write_text(sittings.read_text() + json.dumps({"processor": "AMD", "positions": {"base-learner-fold3": 50}})
+                        + "\n")
+    with pytest.raises(SystemExit, match="lost carried epochs"):
+        schedule.trained_on_spans("base-learner-fold3", 384, sittings)
+
+    land = tmp_path / "land"
+    zoo = land / "fsslib" / "checkpoints" / "zoo"
+    zoo.mkdir(parents=True)
+    for fold in schedule.FOLDS_TO_TRAIN:
+        (zoo / f"base-learner-fold{fold}.json").write_text(json.dumps({"settings": {"epochs": 384}}))
+    run = land / "papermill_runs" / "outputs" / "piclip_baselines_toy" / "hdmnet-fold0-1shot-seed0"
+    run.mkdir(parents=True)
+    (run / "train_summary.json").write_text(json.dumps({"epochs": 160, "hardware": {"processor": "Xeon"}}))
+    sittings.write_text("".join(sittings.read_text().splitlines(keepends=True)[:2]))
+    monkeypatch.setattr(schedule, "SITTINGS", sittings)
+    schedule.write_trained_on(land)
+    assert json.loads((zoo / "base-learner-fold3.json").read_text())["trained_on"][1] == {
+        "processor": "Xeon", "epochs": [83, 384]}
+    assert json.loads((zoo / "base-learner-fold1.json").read_text())["trained_on"] == [
+        {"processor": "Xeon", "epochs": [1, 384]}]  # no position before the second sitting: all of it there
+    assert json.loads((run / "train_summary.json").read_text())["trained_on"] == [
+        {"processor": "AMD", "epochs": [1, 160]}]

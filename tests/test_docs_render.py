@@ -230,9 +230,10 @@ def test_at_plateau_reads_the_budget_record_a_zoo_model_s_json_holds(fabricated,
         fabricated.at_plateau("nope")
 
 
-def test_zoo_models_lists_a_grid_s_models_with_their_starts_and_machine(fabricated, tmp_path, monkeypatch):
+def test_zoo_models_lists_a_grid_s_models_with_their_starts_and_machines(fabricated, tmp_path, monkeypatch):
     """A grid's zoo models are those whose command names its file; a record without ``hardware`` or ``sittings``
-    predates them (one start, machine not recorded); an unknown grid names the grids that trained models."""
+    predates them (one start, machine not recorded); one resumed on another machine names each CPU of its
+    ``trained_on`` in order; an unknown grid names the grids that trained models."""
     zoo = tmp_path / "fsslib" / "checkpoints" / "zoo"
     command = "python -m fsslib.runs papermill_runs/{}.yaml  (run {})"
     (zoo / "a-fold0.json").write_text(json.dumps({
@@ -242,13 +243,22 @@ def test_zoo_models_lists_a_grid_s_models_with_their_starts_and_machine(fabricat
                                                    "git_commit": "fedcba9876543210"}))
     (zoo / "c-fold0.json").write_text(json.dumps({"command": command.format("h", "c-fold0"), "method": "c",
                                                    "git_commit": "fedcba9876543210"}))
+    (zoo / "d-fold0.json").write_text(json.dumps({
+        "command": command.format("g", "d-fold0"), "method": "d", "git_commit": "0123456789abcdef", "sittings": 2,
+        "hardware": {"processor": "Intel(R) Xeon(R) Processor (GenuineIntel cpu family 6 model 167)"},
+        "trained_on": [{"processor": "AMD EPYC 9R14 (AuthenticAMD cpu family 25 model 17)", "epochs": [1, 5]},
+                       {"processor": "Intel(R) Xeon(R) Processor (GenuineIntel cpu family 6 model 167)",
+                        "epochs": [6, 8]}]}))
     assert fabricated.zoo_models("g") == [
         {"name": "a-fold0", "method": "a", "commit": "0123456", "sittings": 2,
-         "machine": "AMD EPYC (family 26 model 2)"},
-        {"name": "b-fold0", "method": "b", "commit": "fedcba9", "sittings": 1, "machine": "not recorded"}]
+         "machines": ["AMD EPYC (family 26 model 2)"]},
+        {"name": "b-fold0", "method": "b", "commit": "fedcba9", "sittings": 1, "machines": []},
+        {"name": "d-fold0", "method": "d", "commit": "0123456", "sittings": 2,
+         "machines": ["AMD EPYC (family 25 model 17)", "Intel Xeon (family 6 model 167)"]}]
     with pytest.raises(FsslibError, match="use one of: g, h"):
         fabricated.zoo_models("nope")
-    assert fabricated.zoo_machine("g") == "an AMD EPYC (family 26 model 2)"  # the recorded kind, not the note
+    assert fabricated.zoo_machine("g") == ("an AMD EPYC (family 25 model 17), an AMD EPYC (family 26 model 2) and an "
+                                           "Intel Xeon (family 6 model 167)")  # the recorded kinds, not the note
     with pytest.raises(FsslibError, match="UNRECORDED_ZOO_MACHINES"):
         fabricated.zoo_machine("h")  # no record, no note
     monkeypatch.setitem(docs.UNRECORDED_ZOO_MACHINES, "h", "an Intel Xeon virtual machine")

@@ -11,6 +11,7 @@ import torch
 from fsslib import evaluate, train
 from fsslib.config import make_config
 from fsslib.errors import FsslibError
+from fsslib.provenance import cpu_model
 
 METRIC_KEYS = {"miou", "fbiou", "per_class_iou", "episodes", "episodes_per_s", "tier", "method", "fold", "ways", "shots", "seed",
                "torch", "commit", "device"}
@@ -86,6 +87,8 @@ def test_resume_reproduces_an_uninterrupted_run(method, tiny_cfg, tmp_path, monk
     for name, tensor in full["model"].items():
         torch.testing.assert_close(resumed["model"][name], tensor, rtol=0, atol=0, msg=name)
     assert [h["val_miou"] for h in resumed["history"]] == [h["val_miou"] for h in full["history"]]
+    # each sitting's CPU and epochs: here one kind of CPU, one span over both sittings
+    assert resumed["trained_on"] == full["trained_on"] == [{"processor": cpu_model(), "epochs": [1, 2]}]
 
 
 @pytest.mark.slow

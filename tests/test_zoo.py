@@ -44,6 +44,7 @@ def test_an_exported_run_is_found_by_ckpt_zoo_and_repeats_its_recorded_check(tra
     # the machine that trained it: a same-seed run repeats bitwise only on the same kind of CPU
     assert info["hardware"] == summary["hardware"] and info["hardware"]["processor"] == provenance.cpu_model()
     assert info["hardware"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert info["trained_on"] == [{"processor": provenance.cpu_model(), "epochs": [1, summary["epochs"]]}]
     check = evaluate.run(make_config(method="prototype", fold=1, ckpt="zoo", episodes=info["check"]["episodes"],
                                      out=tmp_path / "check", progress=False))
     assert check["miou"] == pytest.approx(info["check"]["miou"], abs=1e-9)

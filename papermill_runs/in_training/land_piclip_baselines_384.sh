@@ -92,6 +92,7 @@ step finished check_finished
 step base_learners place_base_learners
 step grid_files grid_files
 step runs load_runs
+step trained_on "$PY" "$HERE/piclip_baselines_384.py" trained-on "$LAND"  # each CPU's epochs, from sittings.jsonl
 step zoo "$PY" -m fsslib.runs papermill_runs/piclip_baselines_toy.yaml --resume      # table, zoo export, budgets
 # the fill control trains its PIR-less model live (one process, about an hour): beside the steps that follow, in a
 # process group of its own, which stops with this script unless the landing finishes (a rerun resumes its run)

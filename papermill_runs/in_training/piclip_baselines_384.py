@@ -4,6 +4,7 @@ fsslib: the schedule of one retraining, kept with its carried runs until it land
     python papermill_runs/in_training/piclip_baselines_384.py start CLONE    # continue in CLONE (cloned if missing)
     python papermill_runs/in_training/piclip_baselines_384.py save CLONE     # CLONE's progress -> this folder
     python papermill_runs/in_training/piclip_baselines_384.py status CLONE   # what is finished, in flight, waiting
+    python papermill_runs/in_training/piclip_baselines_384.py trained-on LAND  # at the landing: each CPU's epochs
 
 What trains, two processes at a time with one torch thread each (the toy tier's 2-core machine):
 
@@ -21,11 +22,18 @@ read this repository's ``.venv`` with ``PYTHONPATH=CLONE``. A fold's base learne
 ``start`` loads what ``save`` carried (``base_learner_384/`` and the grids' folders here, :mod:`carry`), so every
 step continues with ``--resume`` where the last sitting stopped. Run ``save`` and commit this folder before the
 machine goes.
+
+Sittings run on whatever machine is lent, and the training commit's records name only the last sitting's CPU. So
+``start`` appends to ``sittings.jsonl`` this machine's CPU and the epoch each base learner and run starts from (the
+clone's, after loading: a clone that outlived its sitting is further along than the carried files). A sitting
+trained the epochs from its start to the next sitting's; ``trained-on`` writes those spans into the landing clone's
+records as today's trainer records them (``trained_on``: :func:`fsslib.provenance.trained_on`).
 """
 from __future__ import annotations
 
 import filecmp
 import importlib.util
+import json
 import os
 import shutil
 import subprocess
@@ -37,6 +45,8 @@ from pathlib import Path
 
 import torch
 
+from fsslib.provenance import cpu_model, trained_on
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 BASE_LEARNERS = HERE / "base_learner_384"  # carried base learners: finished (.pt, .json) or in flight (.partial.pt)
@@ -45,6 +55,7 @@ FOLDS_TO_TRAIN = (1, 2, 3)  # fold 0's base learner of 384 epochs is committed
 GRIDS = {"piclip_baselines_toy": "piclip_baselines_toy_set",  # grid -> its outputs folder in CLONE
          "piclip_baselines_seeds_toy": "piclip_baselines_seeds_toy",
          "piclip_hdmnet_two_way_control": "piclip_hdmnet_two_way_control"}
+SITTINGS = HERE / "sittings.jsonl"  # each sitting's CPU and where each step started from
 LANDING_GRID_FILES = ("piclip_hdmnet_two_way_control.yaml",)  # here as they land; copied into CLONE's papermill_runs
 SLOTS = 2
 TRAINING_COMMIT = "b8e4e3f93985628a9deb3b132bf4fc8365f346fc"  # the code every run trains with (main, 2026-12-01)
@@ -118,12 +129,16 @@ def place_base_learner(clone: Path, fold: int) -> None:
         os.replace(placed.with_name(placed.name + ".tmp"), placed)
 
 
-def prepare(clone: Path) -> None:
-    """Clone main if ``clone`` is missing, then bring back what earlier sittings carried."""
+def clone_if_missing(clone: Path) -> None:
+    """Clone this repository into ``clone`` at ``TRAINING_COMMIT`` if ``clone`` is missing, then check its commit."""
     if not clone.exists():
         subprocess.run(["git", "clone", "--quiet", str(REPO), str(clone)], check=True)
         subprocess.run(["git", "-C", str(clone), "checkout", "--quiet", "--detach", TRAINING_COMMIT], check=True)
     check_commit(clone)
+
+
+def prepare(clone: Path) -> None:
+    """Bring back into ``clone`` what earlier sittings carried."""
     for name in LANDING_GRID_FILES:
         shutil.copy2(HERE / name, clone / "papermill_runs" / name)
     for fold in FOLDS_TO_TRAIN:
@@ -140,6 +155,68 @@ def prepare(clone: Path) -> None:
             carry.load(HERE / grid, clone / "papermill_runs" / "outputs" / outputs)
 
 
+def positions(clone: Path) -> dict[str, int]:
+    """The epochs each base learner and run in ``clone`` has finished: ``base-learner-fold<F>`` and
+    ``<grid>/<run>`` (those with none yet are left out)."""
+    reached = {}
+    for fold in FOLDS_TO_TRAIN:
+        out = base_learner(clone, fold)
+        if finished(out):
+            reached[f"base-learner-fold{fold}"] = json.loads(out.with_suffix(".json").read_text())["settings"]["epochs"]
+        elif partial(out).is_file():
+            state = torch.load(partial(out), map_location="cpu", weights_only=False)
+            reached[f"base-learner-fold{fold}"] = state["epoch"]
+    for grid, outputs in GRIDS.items():
+        folder = clone / "papermill_runs" / "outputs" / outputs
+        for run in sorted(path for path in folder.iterdir() if path.is_dir()) if folder.is_dir() else []:
+            if (run / "train_summary.json").is_file():
+                reached[f"{grid}/{run.name}"] = json.loads((run / "train_summary.json").read_text())["epochs"]
+            elif (run / "last.pt").is_file():
+                state = torch.load(run / "last.pt", map_location="cpu", weights_only=True)
+                reached[f"{grid}/{run.name}"] = state["epoch"]
+    return reached
+
+
+def record_sitting(clone: Path, sittings: Path | None = None) -> None:
+    """Append this sitting to ``sittings`` (:data:`SITTINGS`): when it started, this machine's CPU and where each
+    step starts from."""
+    with (sittings or SITTINGS).open("a") as log:
+        log.write(json.dumps({"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "processor": cpu_model(),
+                              "positions": positions(clone)}) + "\n")
+
+
+def trained_on_spans(item: str, epochs: int, sittings: Path | None = None) -> list[dict]:
+    """Which CPU trained which of the ``epochs`` epochs of ``item`` (a key of :func:`positions`), from ``sittings``
+    (:data:`SITTINGS`): each sitting trained those from its start's position to the next sitting's (the last, to
+    the end)."""
+    sittings = sittings or SITTINGS
+    records = [json.loads(line) for line in sittings.read_text().splitlines() if line.strip()]
+    starts = [record["positions"].get(item, 0) for record in records]
+    if starts != sorted(starts):
+        raise SystemExit(f"{sittings}: {item} starts a sitting behind an earlier one ({starts}): a sitting lost "
+                         "carried epochs, so which CPU trained them cannot be told.")
+    spans: list[dict] = []
+    for record, start, end in zip(records, starts, [*starts[1:], epochs]):
+        for epoch in range(start + 1, end + 1):
+            spans = trained_on(spans, epoch, record["processor"])
+    return spans
+
+
+def write_trained_on(land: Path) -> None:
+    """Write ``trained_on`` into the landing clone ``land``'s records of the retraining: the zoo's base learners of
+    folds 1-3 and the loaded runs' training summaries (which the zoo's export copies)."""
+    for fold in FOLDS_TO_TRAIN:
+        path = land / "fsslib" / "checkpoints" / "zoo" / f"base-learner-fold{fold}.json"
+        record = json.loads(path.read_text())
+        record["trained_on"] = trained_on_spans(f"base-learner-fold{fold}", record["settings"]["epochs"])
+        path.write_text(json.dumps(record, indent=1) + "\n")
+    for grid in GRIDS:
+        for summary in sorted((land / "papermill_runs" / "outputs" / grid).glob("*/train_summary.json")):
+            record = json.loads(summary.read_text())
+            record["trained_on"] = trained_on_spans(f"{grid}/{summary.parent.name}", record["epochs"])
+            summary.write_text(json.dumps(record, indent=1))
+
+
 def check_commit(clone: Path) -> None:
     """Refuse a clone at another commit than the retraining's."""
     head = subprocess.run(["git", "-C", str(clone), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
@@ -150,6 +227,7 @@ def check_commit(clone: Path) -> None:
 
 def start(clone: Path) -> None:
     """Run the schedule in ``clone`` until every step has finished or failed, ``SLOTS`` steps at a time."""
+    clone_if_missing(clone)  # before anything is written there: a folder that exists is not cloned into
     logs = clone / "in_training_logs"
     logs.mkdir(parents=True, exist_ok=True)
     lock = logs / "schedule.pid"
@@ -158,6 +236,7 @@ def start(clone: Path) -> None:
                          f"stop it first, or follow it with: status {clone}")
     lock.write_text(str(os.getpid()))
     prepare(clone)
+    record_sitting(clone)
     environment = {**os.environ, "PYTHONPATH": str(clone)}
     pending = [step for step in steps(clone) if not step.done()]
     running: list[Step] = []
@@ -250,4 +329,4 @@ def status(clone: Path) -> None:
 
 if __name__ == "__main__":
     action, clone_path = sys.argv[1], Path(sys.argv[2]).resolve()
-    {"start": start, "save": save, "status": status}[action](clone_path)
+    {"start": start, "save": save, "status": status, "trained-on": write_trained_on}[action](clone_path)

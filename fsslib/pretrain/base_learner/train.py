@@ -17,7 +17,8 @@ the loss, the optimiser and the held-out scores stay in float32. The default is 
 At the end of every epoch the whole state (learner, optimiser, schedule, torch's random generator, curve, best
 point, times) goes to ``out.partial.pt``; ``resume=True`` (``--resume``) continues from it to the same weights and
 curve as an uninterrupted run (on the same CPU and thread count), and the file goes when the run ends. The views
-need no saved state: view ``index`` of epoch ``epoch`` is a pure function of (seed, epoch, index).
+need no saved state: view ``index`` of epoch ``epoch`` is a pure function of (seed, epoch, index). The JSON's
+``trained_on`` says which CPU trained which epochs (a run resumed on another machine has two spans).
 
 Presets (:data:`TIER_SETTINGS`): ``paper`` is ``config/pascal/pascal_split0_resnet50_base.yaml`` -- 417 x 417
 crops, scale 0.5-2.0, rotation +-10 degrees, batch 12 (3 on each of 4 GPUs), lr 2.5e-4, 100 epochs, on PSPNet's
@@ -50,6 +51,7 @@ from fsslib.pretrain.base_learner.data import BaseTrainingImages, HeldOutImages,
 from fsslib.pretrain.base_learner.files import CLI, FILE_KIND, load_base_learner, require_base_classes, save_base_learner
 from fsslib.pretrain.saving import RunRecord, file_sha256, save_checkpoint, write_metadata
 from fsslib.pretrain.schedules import poly
+from fsslib.provenance import trained_on
 
 TIERS = ("toy", "paper")
 
@@ -212,6 +214,7 @@ def train_base_learner(out: str | Path, settings: BaseLearnerSettings, progress:
 
     curve, losses, best, validation_seconds, step = [], [], None, 0.0, 0
     first_epoch, earlier_train_seconds, earlier_cpu_seconds = 0, 0.0, 0.0  # a resumed run: its earlier part
+    spans: list[dict] = []  # which CPU trained which epochs (fsslib.provenance.trained_on)
     if state is not None:
         learner.load_state_dict(state["learner"])
         optimizer.load_state_dict(state["optimizer"])
@@ -221,6 +224,7 @@ def train_base_learner(out: str | Path, settings: BaseLearnerSettings, progress:
         losses = state["losses"]  # the steps since the last curve point
         validation_seconds, earlier_train_seconds = state["validation_seconds"], state["train_seconds"]
         earlier_cpu_seconds = state["cpu_seconds"]
+        spans = state.get("trained_on", [])  # none in a state written before runs recorded them
     bar = tqdm(total=total, initial=step, desc=f"base learner fold {settings.fold}", disable=not progress)
     for epoch in range(first_epoch, settings.epochs):
         images.set_epoch(epoch)
@@ -248,11 +252,12 @@ def train_base_learner(out: str | Path, settings: BaseLearnerSettings, progress:
                             "state": copy.deepcopy({k: v.cpu() for k, v in learner.state_dict().items()})}
                 learner.train()
                 validation_seconds += time.perf_counter() - validation_start
+        spans = trained_on(spans, epoch + 1)
         if epoch + 1 < settings.epochs:  # the state after this epoch, for --resume
             save_checkpoint(partial, {
                 "settings": asdict(settings), "epoch": epoch + 1, "step": step, "learner": learner.state_dict(),
                 "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-                "torch_rng": torch.get_rng_state(), "curve": curve, "best": best, "losses": losses,
+                "torch_rng": torch.get_rng_state(), "curve": curve, "best": best, "losses": losses, "trained_on": spans,
                 "validation_seconds": validation_seconds,
                 "train_seconds": earlier_train_seconds + time.perf_counter() - start - prepare_seconds,
                 "cpu_seconds": earlier_cpu_seconds + time.process_time() - cpu_start})
@@ -283,6 +288,7 @@ def train_base_learner(out: str | Path, settings: BaseLearnerSettings, progress:
                         "of_which_validation": round(validation_seconds, 1)},
         "cpu_time_s": round(cpu_seconds, 1),
         "resumed_at_epoch": first_epoch or None,
+        "trained_on": spans,
         "checkpoint": {"file": out.name, "bytes": out.stat().st_size, "sha256": file_sha256(out), "dtype": "float16"},
         "held_out": evaluate_checkpoint(out, settings.data_root, settings.eval_batch_size, settings.device,
                                         settings.eval_images or None),
